@@ -1,0 +1,61 @@
+// nnpress/cabac/context_model.h — adaptive binary probability models for CABAC.
+//
+// CONTRACT
+//   A ContextModel estimates P(bin == 1) for one binary decision. It holds two estimates with
+//   different adaptation rates (a fast one, window ~2^4 bins, and a slow one, window ~2^7 bins)
+//   and codes with their mean — the two-rate estimator of DeepCABAC / the NNR standard. Both
+//   are 15-bit fixed point (P = p / 32768) and stay strictly inside (0, 32768) for ever.
+//   The model knows nothing of weights or of the arithmetic engine (STYLE.md 1): engines read
+//   lps_index()/mps() and call update(bin) after every regular bin they code.
+//
+// SURPRISES
+//   - The engine quantizes the LPS probability to 128 classes (lps_index), which index the
+//     range table kRangeLps and the rate table (rate_estimator.h). Changing kFastShift,
+//     kSlowShift or the tables changes the bitstream: it is a format version change (golden
+//     files in tests/golden/ will fail, on purpose).
+#pragma once
+
+#include <cstdint>
+
+namespace nnpress::cabac {
+
+constexpr int kProbBits = 15;
+constexpr uint32_t kProbOne = 1u << kProbBits;  // 32768 == probability 1.0
+constexpr uint32_t kProbHalf = kProbOne >> 1;
+constexpr int kLpsClasses = 128;    // LPS probability classes, each 1/256 wide
+constexpr int kLpsClassShift = 7;   // 15-bit probability >> 7 -> class 0..127
+constexpr int kRangeClasses = 8;    // 9-bit range in [256, 511): (range >> 5) & 7
+
+// kRangeLps[c][r]: the LPS sub-range for LPS class c when the coder's range lies in
+// [256 + 32 r, 288 + 32 r). Entries are in [1, 247]; defined in cabac/tables.cpp.
+extern const uint8_t kRangeLps[kLpsClasses][kRangeClasses];
+
+struct ContextModel {
+  static constexpr int kFastShift = 4;
+  static constexpr int kSlowShift = 7;
+
+  uint16_t fast = kProbHalf;  // P(1), fast-adapting estimate
+  uint16_t slow = kProbHalf;  // P(1), slow-adapting estimate
+
+  // Combined estimate of P(bin == 1), 15-bit.
+  uint32_t p1() const { return (uint32_t(fast) + uint32_t(slow)) >> 1; }
+  // Most probable symbol (0 or 1).
+  unsigned mps() const { return p1() >> (kProbBits - 1); }
+  // LPS probability class in [0, 127].
+  unsigned lps_index() const {
+    const uint32_t p = p1();
+    const uint32_t lps = (p >> (kProbBits - 1)) ? (kProbOne - 1 - p) : p;
+    return lps >> kLpsClassShift;
+  }
+  void update(unsigned bin) {
+    if (bin) {
+      fast = uint16_t(fast + ((kProbOne - fast) >> kFastShift));
+      slow = uint16_t(slow + ((kProbOne - slow) >> kSlowShift));
+    } else {
+      fast = uint16_t(fast - (fast >> kFastShift));
+      slow = uint16_t(slow - (slow >> kSlowShift));
+    }
+  }
+};
+
+}  // namespace nnpress::cabac

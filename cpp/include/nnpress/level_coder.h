@@ -1,0 +1,101 @@
+// nnpress/level_coder.h — code integer weight levels with DeepCABAC: payloads and framed streams.
+//
+// CONTRACT
+//   Two layers:
+//   1. Payloads: one independent CABAC stream for a block of `rows` x `cols` levels, starting
+//      from fresh WeightContexts, ending with a terminating bin + stop bit. No header: the caller
+//      (a framed stream below, or a .nnp chunk) records rows, cols, params and the byte length.
+//   2. Framed level streams (what nnpress.encode_levels returns), format version 1:
+//        offset 0   magic "NPL" + version byte 0x01
+//               4   u8 ndim (0..8), then ndim dimensions as unsigned LEB128 varints
+//               .   u8 unary_len (0..64), u8 eg_order (0..30)
+//               .   CABAC payload
+//         size-4    CRC-32C (little endian) of every byte before it
+//      Rows for context reset = shape[0] for ndim >= 2, else one row.
+//
+//   Decoding never reads outside [data, data+size), never allocates (the caller passes the
+//   output buffer, sized from read_level_stream_info, which has already checked that the claimed
+//   element count is one the data can justify: a CABAC bin costs at least 1/400 bit here, so no
+//   valid payload of B bytes holds more than (B + 2) * 3200 levels), and returns a Status:
+//   kTruncated / kCorrupt / kLimit for bad data, kInvalidArgument for a bad call.
+//
+// SURPRISES
+//   - The encoder picks unary_len and eg_order per stream from the level histogram
+//     (choose_level_params); pass explicit params to encode_level_payload to fix them.
+//   - Encoder-side functions exist only when the library is built with NNPRESS_ENCODER=ON
+//     (NNPRESS_WITH_ENCODER defined); decoding is always available.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "nnpress/cabac/binarization.h"
+#include "nnpress/status.h"
+
+namespace nnpress {
+
+using cabac::LevelParams;
+
+constexpr uint8_t kLevelStreamVersion = 1;
+constexpr unsigned kMaxDims = 8;
+// Upper bound of levels one payload byte can carry (see CONTRACT); used to reject headers that
+// claim more elements than their data could hold before anything is allocated.
+constexpr uint64_t kMaxLevelsPerPayloadByte = 3200;
+
+struct DecodeLimits {
+  uint64_t max_elements = uint64_t(1) << 36;  // per tensor / stream
+};
+
+struct LevelStreamInfo {
+  std::vector<uint64_t> shape;
+  uint64_t count = 0;  // product of shape (1 for ndim == 0)
+  uint64_t rows = 0, cols = 0;
+  LevelParams params;
+  size_t payload_offset = 0, payload_size = 0;
+};
+
+// Rows/cols used for context reset, from a shape.
+void rows_cols_of(const std::vector<uint64_t>& shape, uint64_t* rows, uint64_t* cols);
+
+// Validates params read from untrusted data.
+Status check_level_params(const LevelParams& p);
+
+// ---- decoding (always built) ----
+// Decodes rows*cols levels from one payload into out. Checks termination and exact length.
+Status decode_level_payload(const uint8_t* data, size_t size, uint64_t rows, uint64_t cols,
+                            const LevelParams& params, int32_t* out);
+
+// Parses and checks a framed stream's header and checksum; fills info. Allocates nothing big.
+Status read_level_stream_info(const uint8_t* data, size_t size, LevelStreamInfo* info,
+                              const DecodeLimits& limits = DecodeLimits());
+
+// Decodes a framed stream whose info came from read_level_stream_info; out holds info.count.
+Status decode_level_stream(const uint8_t* data, size_t size, const LevelStreamInfo& info,
+                           int32_t* out, uint64_t out_count);
+
+#ifdef NNPRESS_WITH_ENCODER
+// ---- encoding (NNPRESS_ENCODER=ON) ----
+// Picks the unary length and Exp-Golomb order that minimise the estimated size.
+LevelParams choose_level_params(const int32_t* levels, uint64_t count);
+
+// Appends one payload for rows*cols levels to *out.
+void encode_level_payload(const int32_t* levels, uint64_t rows, uint64_t cols,
+                          const LevelParams& params, std::vector<uint8_t>* out);
+
+// Bits the payload's levels cost, from the coder's own contexts (excludes the ~2 bytes of
+// termination and flush).
+double estimate_level_bits(const int32_t* levels, uint64_t rows, uint64_t cols,
+                           const LevelParams& params);
+
+// A complete framed stream (header, payload, CRC). Status kInvalidArgument if ndim > 8 or the
+// shape does not match count.
+Status encode_level_stream(const int32_t* levels, uint64_t count, const std::vector<uint64_t>& shape,
+                           std::vector<uint8_t>* out);
+
+// Bits for the levels of a framed stream with the params the encoder would choose.
+double estimate_level_stream_bits(const int32_t* levels, uint64_t count,
+                                  const std::vector<uint64_t>& shape);
+#endif
+
+}  // namespace nnpress

@@ -1,0 +1,172 @@
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "nnpress/cabac/bin_encoder.h"
+#include "nnpress/cabac/rate_estimator.h"
+#include "nnpress/format/crc.h"
+#include "nnpress/level_coder.h"
+
+namespace nnpress {
+namespace {
+
+// Unary lengths the parameter search tries (every N up to 16, then coarser).
+constexpr uint32_t kUnaryCandidates[] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13,
+                                         14, 15, 16, 20, 24, 28, 32, 40, 48, 56, 64};
+// A regular bin costs CPU time; among parameter choices of (nearly) equal size prefer fewer bins.
+constexpr double kBinPenaltyBits = 0.002;
+constexpr uint64_t kMaxParamSample = uint64_t(1) << 20;
+
+double binary_entropy_cost(double ones, double total) {  // total * H(ones/total), in bits
+  if (ones <= 0 || ones >= total) return 0.0;
+  const double zeros = total - ones;
+  return -(ones * std::log2(ones / total) + zeros * std::log2(zeros / total));
+}
+
+struct MagnitudeCount {
+  uint32_t mag;
+  uint64_t count;
+};
+
+}  // namespace
+
+LevelParams choose_level_params(const int32_t* levels, uint64_t count) {
+  // Histogram of non-zero magnitudes over a deterministic strided sample.
+  const uint64_t stride = count > kMaxParamSample ? (count + kMaxParamSample - 1) / kMaxParamSample : 1;
+  std::vector<uint32_t> mags;
+  mags.reserve(std::min<uint64_t>(count, kMaxParamSample) + 1);
+  for (uint64_t i = 0; i < count; i += stride) {
+    const int32_t q = levels[i];
+    if (q != 0) mags.push_back(q < 0 ? 0u - uint32_t(q) : uint32_t(q));
+  }
+  LevelParams best;
+  best.unary_len = 0;
+  best.eg_order = 0;
+  if (mags.empty()) return best;
+  std::sort(mags.begin(), mags.end());
+  std::vector<MagnitudeCount> hist;
+  for (uint32_t m : mags) {
+    if (!hist.empty() && hist.back().mag == m) ++hist.back().count;
+    else hist.push_back({m, 1});
+  }
+  const uint32_t max_mag = hist.back().mag;
+  // tail[i] = number of magnitudes >= hist[i].mag
+  std::vector<uint64_t> tail(hist.size() + 1, 0);
+  for (size_t i = hist.size(); i-- > 0;) tail[i] = tail[i + 1] + hist[i].count;
+
+  double best_cost = INFINITY;
+  std::vector<double> prefix_reach, prefix_ones;
+  for (uint32_t n_cand : kUnaryCandidates) {
+    if (n_cand > 0 && n_cand >= max_mag + 8) break;  // longer unary codes change nothing
+    // Unary flags n = 1..N: reached by magnitudes >= n, "1" for magnitudes > n.
+    double unary = 0.0;
+    size_t h = 0;
+    for (uint32_t n = 1; n <= n_cand; ++n) {
+      while (h < hist.size() && hist[h].mag < n) ++h;
+      const double reach = double(tail[h]);
+      if (reach == 0) break;
+      size_t h2 = h;
+      while (h2 < hist.size() && hist[h2].mag <= n) ++h2;
+      unary += binary_entropy_cost(double(tail[h2]), reach) + kBinPenaltyBits * reach;
+    }
+    // Magnitudes > N go to the Exp-Golomb remainder.
+    size_t first_rem = 0;
+    while (first_rem < hist.size() && hist[first_rem].mag <= n_cand) ++first_rem;
+    if (first_rem == hist.size()) {
+      if (unary < best_cost) {
+        best_cost = unary;
+        best.unary_len = n_cand;
+        best.eg_order = 0;
+      }
+      continue;
+    }
+    const uint64_t max_rem = uint64_t(max_mag) - n_cand - 1;
+    const int max_k = max_rem ? std::min(30, 64 - __builtin_clzll(max_rem)) : 0;
+    for (int k = 0; k <= max_k; ++k) {
+      prefix_reach.assign(40, 0.0);
+      prefix_ones.assign(40, 0.0);
+      double suffix_bits = 0.0;
+      for (size_t i = first_rem; i < hist.size(); ++i) {
+        const uint64_t r = uint64_t(hist[i].mag) - n_cand - 1;
+        const double c = double(hist[i].count);
+        const int j = 63 - __builtin_clzll((r >> k) + 1);  // bucket index
+        for (int b = 0; b <= j && b < 40; ++b) prefix_reach[b] += c;
+        for (int b = 0; b < j && b < 40; ++b) prefix_ones[b] += c;
+        suffix_bits += c * double(k + j);
+      }
+      double cost = unary + suffix_bits;
+      // Prefix bins j >= 23 share one model: pool them.
+      double pooled_reach = 0, pooled_ones = 0;
+      for (int b = 0; b < 40; ++b) {
+        if (b < cabac::kPrefixContexts - 1) {
+          cost += binary_entropy_cost(prefix_ones[b], prefix_reach[b]) + kBinPenaltyBits * prefix_reach[b];
+        } else {
+          pooled_reach += prefix_reach[b];
+          pooled_ones += prefix_ones[b];
+        }
+      }
+      cost += binary_entropy_cost(pooled_ones, pooled_reach) + kBinPenaltyBits * pooled_reach;
+      if (cost < best_cost) {
+        best_cost = cost;
+        best.unary_len = n_cand;
+        best.eg_order = uint32_t(k);
+      }
+    }
+  }
+  return best;
+}
+
+void encode_level_payload(const int32_t* levels, uint64_t rows, uint64_t cols, const LevelParams& params,
+                          std::vector<uint8_t>* out) {
+  cabac::BinEncoder enc(out);
+  cabac::WeightContexts ctx;
+  cabac::code_rows(enc, ctx, params, const_cast<int32_t*>(levels), rows, cols);
+  enc.terminate(1);
+  enc.finish();
+}
+
+double estimate_level_bits(const int32_t* levels, uint64_t rows, uint64_t cols, const LevelParams& params) {
+  cabac::RateEstimator est;
+  cabac::WeightContexts ctx;
+  cabac::code_rows(est, ctx, params, const_cast<int32_t*>(levels), rows, cols);
+  return est.bits();
+}
+
+Status encode_level_stream(const int32_t* levels, uint64_t count, const std::vector<uint64_t>& shape,
+                           std::vector<uint8_t>* out) {
+  if (shape.size() > kMaxDims)
+    return invalid_argument("encode_levels: " + std::to_string(shape.size()) + " dimensions (at most 8)");
+  uint64_t n = 1;
+  for (uint64_t d : shape) n *= d;
+  if (n != count) return invalid_argument("encode_levels: shape does not match the number of levels");
+  if (count != 0 && levels == nullptr) return invalid_argument("encode_levels: null levels");
+  const LevelParams params = choose_level_params(levels, count);
+  uint64_t rows, cols;
+  rows_cols_of(shape, &rows, &cols);
+  const size_t start = out->size();
+  out->insert(out->end(), {'N', 'P', 'L', kLevelStreamVersion, uint8_t(shape.size())});
+  for (uint64_t d : shape) {
+    do {
+      uint8_t b = d & 0x7F;
+      d >>= 7;
+      if (d) b |= 0x80;
+      out->push_back(b);
+    } while (d);
+  }
+  out->push_back(uint8_t(params.unary_len));
+  out->push_back(uint8_t(params.eg_order));
+  out->reserve(out->size() + count / 2 + 64);
+  encode_level_payload(levels, rows, cols, params, out);
+  const uint32_t crc = crc32c(out->data() + start, out->size() - start);
+  for (int i = 0; i < 4; ++i) out->push_back(uint8_t(crc >> (8 * i)));
+  return Status::Ok();
+}
+
+double estimate_level_stream_bits(const int32_t* levels, uint64_t count, const std::vector<uint64_t>& shape) {
+  uint64_t rows, cols;
+  rows_cols_of(shape, &rows, &cols);
+  return estimate_level_bits(levels, rows, cols, choose_level_params(levels, count));
+}
+
+}  // namespace nnpress

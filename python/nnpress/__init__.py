@@ -1,0 +1,19 @@
+"""nnpress: DeepCABAC compression of neural networks and CER/CSER compressed-matrix kernels.
+
+``import nnpress`` needs only numpy. Parts that need torch (model traversal, Fisher information,
+``nnpress.nn``) import it when they are first used.
+"""
+from __future__ import annotations
+
+from .codec import decode_levels, encode_levels, estimate_bits, level_stream_info
+from .errors import FormatError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FormatError",
+    "decode_levels",
+    "encode_levels",
+    "estimate_bits",
+    "level_stream_info",
+]

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh machine: installs what it needs (Debian packages when run as
+# root, a virtualenv in .venv with torch 2.13.0 CPU and the test extras), then runs the C++ tests
+# (ctest, including the benchmark programs' build) and the Python tests (pytest).
+# Usage: bash scripts/test.sh [extra pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  if ! dpkg -s libbenchmark-dev >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libbenchmark-dev >/dev/null
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+# shellcheck disable=SC1091
+. .venv/bin/activate
+python -m pip install -q --upgrade pip >/dev/null
+python -m pip install -q "torch==2.13.0"           # the CPU build (never a bare 'torch': CUDA)
+python -m pip install -q ".[test]"
+
+echo "== C++ tests (ctest)"
+cmake -S . -B build/ctest -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNNPRESS_BUILD_TESTS=ON \
+  -DNNPRESS_BUILD_BENCH="$(dpkg -s libbenchmark-dev >/dev/null 2>&1 && echo ON || echo OFF)" >/dev/null
+cmake --build build/ctest -j2
+ctest --test-dir build/ctest --output-on-failure
+
+echo "== Python tests (pytest)"
+cd "$root/tests/python"   # run against the installed package, not the source tree
+python -m pytest -q -p no:cacheprovider "$root/tests/python" "$@"
