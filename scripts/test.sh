@@ -18,7 +18,7 @@ if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip >/dev/null
 python -m pip install -q "torch==2.13.0"           # the CPU build (never a bare 'torch': CUDA)
-python -m pip install -q ".[test]"
+python -m pip install -q ninja cmake ".[test]"
 
 echo "== C++ tests (ctest)"
 cmake -S . -B build/ctest -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNNPRESS_BUILD_TESTS=ON \
