@@ -9,12 +9,6 @@ namespace {
 
 using Levels = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
 
-std::vector<uint64_t> shape_of(const py::array& a) {
-  std::vector<uint64_t> s(a.ndim());
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) s[i] = uint64_t(a.shape(i));
-  return s;
-}
-
 py::array_t<int32_t> decode_stream(py::buffer data, uint64_t max_elements) {
   py::buffer_info buf = data.request();
   const auto* p = static_cast<const uint8_t*>(buf.ptr);
@@ -61,8 +55,7 @@ NNPRESS_BINDING(coder) {
 #ifdef NNPRESS_WITH_ENCODER
   m.def(
       "encode_levels",
-      [](Levels levels) {
-        const std::vector<uint64_t> shape = shape_of(levels);
+      [](Levels levels, std::vector<uint64_t> shape) {
         const int32_t* p = levels.data();
         const uint64_t n = uint64_t(levels.size());
         std::vector<uint8_t> out;
@@ -74,16 +67,16 @@ NNPRESS_BINDING(coder) {
         check(s);
         return py::bytes(reinterpret_cast<const char*>(out.data()), out.size());
       },
-      py::arg("levels"), "Encode a C-contiguous int32 array as a framed level stream.");
+      py::arg("levels"), py::arg("shape"),
+      "Encode C-contiguous int32 levels (any layout of `shape`'s elements) as a framed level stream.");
   m.def(
       "estimate_bits",
-      [](Levels levels) {
-        const std::vector<uint64_t> shape = shape_of(levels);
+      [](Levels levels, std::vector<uint64_t> shape) {
         const int32_t* p = levels.data();
         const uint64_t n = uint64_t(levels.size());
         py::gil_scoped_release release;
         return estimate_level_stream_bits(p, n, shape);
       },
-      py::arg("levels"), "Bits the coder's contexts predict for the levels (payload only).");
+      py::arg("levels"), py::arg("shape"), "Bits the coder's contexts predict for the levels (payload only).");
 #endif
 }

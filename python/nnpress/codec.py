@@ -31,7 +31,7 @@ def _as_int32_levels(levels, what: str = "levels") -> np.ndarray:
                 raise ValueError(
                     f"{what} contains {bad}, outside the codable range [{_INT32_MIN}, {_INT32_MAX}]"
                 )
-    return np.ascontiguousarray(arr, dtype=np.int32)
+    return np.asarray(arr, dtype=np.int32, order="C")  # (ascontiguousarray would make rank 0 rank 1)
 
 
 def encode_levels(levels) -> bytes:
@@ -42,7 +42,8 @@ def encode_levels(levels) -> bytes:
     """
     if not _core.HAS_ENCODER:
         raise RuntimeError("this nnpress build has no encoder (NNPRESS_ENCODER=OFF)")
-    return _core.encode_levels(_as_int32_levels(levels))
+    arr = _as_int32_levels(levels)
+    return _core.encode_levels(arr.reshape(-1), list(arr.shape))
 
 
 def decode_levels(data, *, max_elements: int = 1 << 36) -> np.ndarray:
@@ -65,7 +66,8 @@ def decode_levels(data, *, max_elements: int = 1 << 36) -> np.ndarray:
 def estimate_bits(levels) -> float:
     """Bits the coder's own context models predict for coding ``levels`` (payload only, without
     the few bytes of header, flush and checksum)."""
-    return float(_core.estimate_bits(_as_int32_levels(levels)))
+    arr = _as_int32_levels(levels)
+    return float(_core.estimate_bits(arr.reshape(-1), list(arr.shape)))
 
 
 def level_stream_info(data) -> dict:

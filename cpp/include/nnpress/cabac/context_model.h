@@ -2,7 +2,7 @@
 //
 // CONTRACT
 //   A ContextModel estimates P(bin == 1) for one binary decision. It holds two estimates with
-//   different adaptation rates (a fast one, window ~2^4 bins, and a slow one, window ~2^7 bins)
+//   different adaptation rates (a fast one, window ~2^5 bins, and a slow one, window ~2^8 bins)
 //   and codes with their mean — the two-rate estimator of DeepCABAC / the NNR standard. Both
 //   are 15-bit fixed point (P = p / 32768) and stay strictly inside (0, 32768) for ever.
 //   The model knows nothing of weights or of the arithmetic engine (STYLE.md 1): engines read
@@ -31,8 +31,8 @@ constexpr int kRangeClasses = 8;    // 9-bit range in [256, 511): (range >> 5) &
 extern const uint8_t kRangeLps[kLpsClasses][kRangeClasses];
 
 struct ContextModel {
-  static constexpr int kFastShift = 4;
-  static constexpr int kSlowShift = 7;
+  static constexpr int kFastShift = 5;
+  static constexpr int kSlowShift = 8;
 
   uint16_t fast = kProbHalf;  // P(1), fast-adapting estimate
   uint16_t slow = kProbHalf;  // P(1), slow-adapting estimate
