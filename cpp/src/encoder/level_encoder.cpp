@@ -34,22 +34,28 @@ struct MagnitudeCount {
 LevelParams choose_level_params(const int32_t* levels, uint64_t count) {
   // Histogram of non-zero magnitudes over a deterministic strided sample.
   const uint64_t stride = count > kMaxParamSample ? (count + kMaxParamSample - 1) / kMaxParamSample : 1;
-  std::vector<uint32_t> mags;
-  mags.reserve(std::min<uint64_t>(count, kMaxParamSample) + 1);
+  // Small magnitudes are counted directly; the rare large ones are sorted.
+  constexpr uint32_t kDirect = 4096;
+  std::vector<uint64_t> direct(kDirect, 0);
+  std::vector<uint32_t> large;
   for (uint64_t i = 0; i < count; i += stride) {
     const int32_t q = levels[i];
-    if (q != 0) mags.push_back(q < 0 ? 0u - uint32_t(q) : uint32_t(q));
+    const uint32_t m = q < 0 ? 0u - uint32_t(q) : uint32_t(q);
+    if (m < kDirect) ++direct[m];
+    else large.push_back(m);
   }
   LevelParams best;
   best.unary_len = 0;
   best.eg_order = 0;
-  if (mags.empty()) return best;
-  std::sort(mags.begin(), mags.end());
   std::vector<MagnitudeCount> hist;
-  for (uint32_t m : mags) {
+  for (uint32_t m = 1; m < kDirect; ++m)
+    if (direct[m]) hist.push_back({m, direct[m]});
+  std::sort(large.begin(), large.end());
+  for (uint32_t m : large) {
     if (!hist.empty() && hist.back().mag == m) ++hist.back().count;
     else hist.push_back({m, 1});
   }
+  if (hist.empty()) return best;
   const uint32_t max_mag = hist.back().mag;
   // tail[i] = number of magnitudes >= hist[i].mag
   std::vector<uint64_t> tail(hist.size() + 1, 0);
