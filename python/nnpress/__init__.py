@@ -7,10 +7,14 @@ from __future__ import annotations
 
 from .codec import decode_levels, encode_levels, estimate_bits, level_stream_info
 from .errors import FormatError
+from .sparse import CERMatrix, CodebookMatrix, CSERMatrix
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CERMatrix",
+    "CSERMatrix",
+    "CodebookMatrix",
     "FormatError",
     "decode_levels",
     "encode_levels",

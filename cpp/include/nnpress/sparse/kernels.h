@@ -1,0 +1,56 @@
+// nnpress/sparse/kernels.h — products with CER / CSER / dense-codebook matrices, and the choice of
+// representation per layer.
+//
+// CONTRACT
+//   matvec: y = W x          x: cols floats, y: rows floats.
+//   matmat: Y = W X          X: cols x batch floats, row-major (row c of X is the batch of
+//                            inputs for column c); Y: rows x batch floats, row-major.
+//   The lengths passed with each buffer are checked (kInvalidArgument on a mismatch, a null
+//   buffer, or an ISA this build/CPU cannot run); nothing else can fail, because the matrices
+//   are validated when they are built (matrix.h). Inputs may hold any floats; y must not alias x.
+//   KernelOptions.isa: empty = detect_isa() (cpu.h); a named ISA must be isa_supported().
+//   KernelOptions.threads: rows are split into contiguous blocks, one std::thread each (0 = one per
+//   hardware thread; capped by the hardware and by rows / 64). Each output element is computed
+//   by one thread in a fixed order, so results do not depend on the thread count.
+//
+//   Row-group (CER/CSER) products compute, per row, y = sum over groups of (Ω[v] - Ω[0]) * (sum of
+//   the group's inputs), plus Ω[0] * sum(x) when Ω[0] != 0: one multiply per group, as the formats
+//   intend. The scalar kernels are the reference; SIMD kernels match it up to float summation
+//   order (they add the same terms in a different association).
+//
+// SURPRISES
+//   - Products of the codebook layout touch every weight (it is a dense layout); padding columns
+//     multiply zeros. Its speed is independent of density.
+//   - choose_format() encodes measured crossovers on x86-64 with AVX-512/AVX2 (bench/RESULTS.md);
+//     it is a heuristic, not a guarantee. Force a format by building that class directly.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+
+#include "nnpress/cpu.h"
+#include "nnpress/sparse/matrix.h"
+#include "nnpress/status.h"
+
+namespace nnpress::sparse {
+
+struct KernelOptions {
+  std::optional<Isa> isa;  // empty: detect_isa()
+  unsigned threads = 1;    // 0: one per hardware thread
+};
+
+Status matvec(const RowGroupMatrix& m, const float* x, size_t x_len, float* y, size_t y_len,
+              const KernelOptions& opt = {});
+Status matmat(const RowGroupMatrix& m, const float* X, size_t x_len, size_t batch, float* Y,
+              size_t y_len, const KernelOptions& opt = {});
+Status matvec(const CodebookMatrix& m, const float* x, size_t x_len, float* y, size_t y_len,
+              const KernelOptions& opt = {});
+Status matmat(const CodebookMatrix& m, const float* X, size_t x_len, size_t batch, float* Y,
+              size_t y_len, const KernelOptions& opt = {});
+
+// The representation expected to be fastest for a rows x cols matrix with `nnz` entries that differ
+// from its most frequent value, `num_values` distinct values, used with `batch` input columns.
+Format choose_format(uint32_t rows, uint32_t cols, uint64_t nnz, uint32_t num_values, size_t batch);
+
+}  // namespace nnpress::sparse

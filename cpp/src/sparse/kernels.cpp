@@ -1,0 +1,166 @@
+// Kernel dispatch: argument checks, ISA choice, threads over rows, the Ω[0] term (see kernels.h).
+#include "nnpress/sparse/kernels.h"
+
+#include <algorithm>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kernels_internal.h"
+
+namespace nnpress::sparse {
+namespace detail {
+#ifndef NNPRESS_HAVE_AVX2_TU
+const KernelTable* avx2_kernels() { return nullptr; }
+#endif
+#ifndef NNPRESS_HAVE_AVX512_TU
+const KernelTable* avx512_kernels() { return nullptr; }
+#endif
+}  // namespace detail
+
+namespace {
+
+using detail::KernelTable;
+
+Status pick_table(const KernelOptions& opt, const KernelTable** out) {
+  const Isa isa = opt.isa ? *opt.isa : detect_isa();
+  if (!isa_supported(isa)) return invalid_argument(std::string("kernels: ISA '") + isa_name(isa) + "' is not available on this CPU/build");
+  const KernelTable* t = nullptr;
+  switch (isa) {
+    case Isa::kAvx512: t = detail::avx512_kernels(); break;
+    case Isa::kAvx2: t = detail::avx2_kernels(); break;
+    default: t = detail::scalar_kernels(); break;  // kNeon: the scalar kernels (auto-vectorized)
+  }
+  *out = t ? t : detail::scalar_kernels();
+  return Status::Ok();
+}
+
+template <class F>
+void over_rows(uint32_t rows, unsigned threads, F&& f) {
+  unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+  unsigned n = threads == 0 ? hw : std::min(threads, hw);
+  n = std::max(1u, std::min<unsigned>(n, std::max<uint32_t>(1, rows / 64)));
+  if (n == 1) {
+    f(0u, rows);
+    return;
+  }
+  std::vector<std::thread> pool;
+  pool.reserve(n - 1);
+  const uint32_t per = (rows + n - 1) / n;
+  for (unsigned t = 1; t < n; ++t) {
+    const uint32_t r0 = std::min<uint64_t>(rows, uint64_t(per) * t), r1 = std::min<uint64_t>(rows, uint64_t(per) * (t + 1));
+    pool.emplace_back([&f, r0, r1] { f(r0, r1); });
+  }
+  f(0u, std::min(rows, per));
+  for (auto& th : pool) th.join();
+}
+
+detail::RowsView view_of(const RowGroupMatrix& m) {
+  detail::RowsView v{};
+  v.rows = m.rows(), v.cols = m.cols(), v.delta = m.omega_delta().data();
+  v.col16 = m.wide() ? nullptr : m.col16().data();
+  v.col32 = m.wide() ? m.col32().data() : nullptr;
+  v.group_ptr = m.group_ptr().data(), v.row_ptr = m.row_ptr().data();
+  if (m.format() == Format::kCSER) {
+    if (m.group_value8().empty()) {
+      v.gv16 = m.group_value16().data();
+    } else {
+      v.gv8 = m.group_value8().data();
+    }
+  }
+  // Empty vectors may return null data(); kernels never dereference them then (no entries/groups).
+  static const uint16_t kNoCol16 = 0;
+  if (!v.col16 && !v.col32) v.col16 = &kNoCol16;
+  if (m.format() == Format::kCSER && !v.gv8 && !v.gv16) {
+    static const uint8_t kNoValue = 0;
+    v.gv8 = &kNoValue;
+  }
+  return v;
+}
+
+detail::CodebookView view_of(const CodebookMatrix& m) {
+  return detail::CodebookView{m.rows(), m.cols(), CodebookMatrix::row_bytes(m.cols()), m.lut(), m.packed().data()};
+}
+
+Status check_buffers(const char* what, const void* x, size_t x_len, size_t x_need, const void* y, size_t y_len,
+                     size_t y_need) {
+  if (x_len != x_need) return invalid_argument(std::string(what) + ": input has " + std::to_string(x_len) + " floats, expected " + std::to_string(x_need));
+  if (y_len != y_need) return invalid_argument(std::string(what) + ": output has " + std::to_string(y_len) + " floats, expected " + std::to_string(y_need));
+  if ((x_need && !x) || (y_need && !y)) return invalid_argument(std::string(what) + ": null buffer");
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status matvec(const RowGroupMatrix& m, const float* x, size_t x_len, float* y, size_t y_len, const KernelOptions& opt) {
+  Status s = check_buffers("matvec", x, x_len, m.cols(), y, y_len, m.rows());
+  if (!s.ok()) return s;
+  const KernelTable* t;
+  s = pick_table(opt, &t);
+  if (!s.ok()) return s;
+  const detail::RowsView v = view_of(m);
+  over_rows(m.rows(), opt.threads, [&](uint32_t r0, uint32_t r1) { t->rows_matvec(v, x, y, r0, r1); });
+  const float w0 = m.omega()[0];
+  if (w0 != 0.0f) {
+    float sx = 0.0f;
+    for (size_t c = 0; c < x_len; ++c) sx += x[c];
+    for (size_t r = 0; r < y_len; ++r) y[r] += w0 * sx;
+  }
+  return Status::Ok();
+}
+
+Status matmat(const RowGroupMatrix& m, const float* X, size_t x_len, size_t batch, float* Y, size_t y_len,
+              const KernelOptions& opt) {
+  if (batch == 0) return invalid_argument("matmat: batch must be >= 1");
+  Status s = check_buffers("matmat", X, x_len, size_t(m.cols()) * batch, Y, y_len, size_t(m.rows()) * batch);
+  if (!s.ok()) return s;
+  const KernelTable* t;
+  s = pick_table(opt, &t);
+  if (!s.ok()) return s;
+  const detail::RowsView v = view_of(m);
+  over_rows(m.rows(), opt.threads, [&](uint32_t r0, uint32_t r1) { t->rows_matmat(v, X, batch, Y, r0, r1); });
+  const float w0 = m.omega()[0];
+  if (w0 != 0.0f) {
+    std::vector<float> sx(batch, 0.0f);
+    for (size_t c = 0; c < m.cols(); ++c) {
+      for (size_t b = 0; b < batch; ++b) sx[b] += X[c * batch + b];
+    }
+    for (size_t r = 0; r < m.rows(); ++r) {
+      for (size_t b = 0; b < batch; ++b) Y[r * batch + b] += w0 * sx[b];
+    }
+  }
+  return Status::Ok();
+}
+
+Status matvec(const CodebookMatrix& m, const float* x, size_t x_len, float* y, size_t y_len, const KernelOptions& opt) {
+  Status s = check_buffers("matvec", x, x_len, m.cols(), y, y_len, m.rows());
+  if (!s.ok()) return s;
+  const KernelTable* t;
+  s = pick_table(opt, &t);
+  if (!s.ok()) return s;
+  const detail::CodebookView v = view_of(m);
+  over_rows(m.rows(), opt.threads, [&](uint32_t r0, uint32_t r1) { t->cb_matvec(v, x, y, r0, r1); });
+  return Status::Ok();
+}
+
+Status matmat(const CodebookMatrix& m, const float* X, size_t x_len, size_t batch, float* Y, size_t y_len,
+              const KernelOptions& opt) {
+  if (batch == 0) return invalid_argument("matmat: batch must be >= 1");
+  Status s = check_buffers("matmat", X, x_len, size_t(m.cols()) * batch, Y, y_len, size_t(m.rows()) * batch);
+  if (!s.ok()) return s;
+  const KernelTable* t;
+  s = pick_table(opt, &t);
+  if (!s.ok()) return s;
+  const detail::CodebookView v = view_of(m);
+  over_rows(m.rows(), opt.threads, [&](uint32_t r0, uint32_t r1) { t->cb_matmat(v, X, batch, Y, r0, r1); });
+  return Status::Ok();
+}
+
+Format choose_format(uint32_t rows, uint32_t cols, uint64_t nnz, uint32_t num_values, size_t batch) {
+  const double n = double(rows) * double(cols);
+  const double density = n > 0 ? double(nnz) / n : 0.0;
+  if (batch <= 1 && num_values <= kCodebookSize && density >= 0.15) return Format::kCodebook;
+  return Format::kCSER;
+}
+
+}  // namespace nnpress::sparse

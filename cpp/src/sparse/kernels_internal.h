@@ -1,0 +1,41 @@
+// Internal: the plain views the per-ISA kernel files work on, and their dispatch tables.
+// The per-ISA .cpp files include only this header, <cstdint> and intrinsics: no standard-library
+// templates, so no inline function compiled with AVX flags can be merged into generic code.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace nnpress::sparse::detail {
+
+struct RowsView {
+  uint32_t rows, cols;
+  const float* delta;  // Ω[k] - Ω[0]
+  const uint16_t* col16;  // exactly one of col16 / col32 is set
+  const uint32_t* col32;
+  const uint32_t* group_ptr;
+  const uint32_t* row_ptr;
+  const uint8_t* gv8;  // CSER: one of gv8 / gv16 set; CER: both null
+  const uint16_t* gv16;
+};
+
+struct CodebookView {
+  uint32_t rows, cols;
+  size_t row_bytes;
+  const float* lut;  // 16 entries, 64-byte aligned
+  const uint8_t* packed;
+};
+
+// Each kernel computes output rows [r0, r1). Row-group kernels leave out the Ω[0] term.
+struct KernelTable {
+  void (*rows_matvec)(const RowsView& m, const float* x, float* y, uint32_t r0, uint32_t r1);
+  void (*rows_matmat)(const RowsView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1);
+  void (*cb_matvec)(const CodebookView& m, const float* x, float* y, uint32_t r0, uint32_t r1);
+  void (*cb_matmat)(const CodebookView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1);
+};
+
+const KernelTable* scalar_kernels();
+const KernelTable* avx2_kernels();    // null unless compiled (NNPRESS_HAVE_AVX2_TU)
+const KernelTable* avx512_kernels();  // null unless compiled (NNPRESS_HAVE_AVX512_TU)
+
+}  // namespace nnpress::sparse::detail

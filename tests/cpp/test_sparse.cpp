@@ -1,0 +1,266 @@
+// CER / CSER / dense-codebook containers and kernels: the seed talk's golden 5x12 example,
+// validation of corrupt structures, and every compiled ISA against the scalar reference.
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "check.h"
+#include "nnpress/cpu.h"
+#include "nnpress/sparse/kernels.h"
+#include "nnpress/sparse/matrix.h"
+
+using namespace nnpress;
+using namespace nnpress::sparse;
+
+namespace {
+
+// The 5 x 12 matrix of the seed talk (Wiedemann et al., "Matrix Formats" slides).
+const float kTalk[5][12] = {
+    {0, 3, 0, 2, 4, 0, 0, 2, 3, 4, 0, 4},
+    {4, 4, 0, 0, 0, 4, 0, 0, 4, 4, 0, 4},
+    {4, 0, 3, 4, 0, 0, 0, 4, 0, 2, 0, 0},
+    {0, 0, 0, 4, 4, 4, 0, 3, 4, 4, 0, 0},
+    {0, 4, 4, 0, 0, 4, 0, 4, 0, 0, 0, 0},
+};
+
+void test_golden_cer() {
+  RowGroupMatrix m;
+  CHECK(RowGroupMatrix::from_dense(Format::kCER, &kTalk[0][0], 5, 12, &m).ok());
+  const std::vector<float> omega = {0, 4, 3, 2};
+  const std::vector<uint32_t> col = {4, 9, 11, 1, 8, 3, 7, 0, 1, 5, 8, 9, 11, 0,
+                                     3, 7, 2, 9, 3, 4, 5, 8, 9, 7, 1, 2, 5, 7};
+  const std::vector<uint32_t> omega_ptr = {0, 3, 5, 7, 13, 16, 17, 18, 23, 24, 28};
+  const std::vector<uint32_t> row_ptr = {0, 3, 4, 7, 9, 10};
+  const RowGroupArrays a = m.arrays();
+  CHECK(a.omega == omega);
+  CHECK(a.col == col);
+  CHECK(a.group_ptr == omega_ptr);
+  CHECK(a.row_ptr == row_ptr);
+  CHECK(!m.wide() && m.col16().size() == 28);
+  // Storage in entries: |Ω| + |colI| + |ΩPtr| + |rowPtr| = 4 + 28 + 11 + 6 = 49 (dense 60, CSR 62).
+  CHECK(a.omega.size() + a.col.size() + a.group_ptr.size() + a.row_ptr.size() == 49);
+  // The talk's arrays, given directly, validate and describe the same matrix.
+  RowGroupArrays given;
+  given.format = Format::kCER, given.rows = 5, given.cols = 12, given.omega = omega, given.col = col;
+  given.group_ptr = omega_ptr, given.row_ptr = row_ptr;
+  RowGroupMatrix m2;
+  CHECK(RowGroupMatrix::from_arrays(given, &m2).ok());
+  std::vector<float> dense(60);
+  m2.to_dense(dense.data());
+  for (int i = 0; i < 60; ++i) CHECK(dense[i] == (&kTalk[0][0])[i]);
+  // The second row's dot product: 4 * (a1 + a2 + a6 + a9 + a10 + a12), one multiply.
+  std::vector<float> x(12), y(5);
+  for (int c = 0; c < 12; ++c) x[c] = float(c + 1);
+  CHECK(matvec(m2, x.data(), 12, y.data(), 5, {Isa::kScalar, 1}).ok());
+  CHECK(y[1] == 4.0f * (1 + 2 + 6 + 9 + 10 + 12));
+  for (int r = 0; r < 5; ++r) {
+    float ref = 0;
+    for (int c = 0; c < 12; ++c) ref += kTalk[r][c] * x[c];
+    CHECK(y[r] == ref);  // small integers: exact in any order
+  }
+}
+
+void test_golden_cser() {
+  RowGroupMatrix m;
+  CHECK(RowGroupMatrix::from_dense(Format::kCSER, &kTalk[0][0], 5, 12, &m).ok());
+  const RowGroupArrays a = m.arrays();
+  // Same groups as CER here (no row lacks a value that a later group uses), plus a value index each.
+  CHECK((a.group_value == std::vector<uint32_t>{1, 2, 3, 1, 1, 2, 3, 1, 2, 1}));
+  CHECK((a.group_ptr == std::vector<uint32_t>{0, 3, 5, 7, 13, 16, 17, 18, 23, 24, 28}));
+  CHECK(m.group_value8().size() == 10);
+  // A row with values 4 and 2 but not 3: CER pads an empty group, CSER does not.
+  // Counts: 0 x3, 3 x2, 4 x2 (tie: smaller first), 2 x1 -> Ω = [0, 3, 4, 2].
+  const float w[2][4] = {{4, 0, 2, 0}, {4, 3, 3, 0}};
+  RowGroupMatrix cer, cser;
+  CHECK(RowGroupMatrix::from_dense(Format::kCER, &w[0][0], 2, 4, &cer).ok());
+  CHECK(RowGroupMatrix::from_dense(Format::kCSER, &w[0][0], 2, 4, &cser).ok());
+  const RowGroupArrays ce = cer.arrays(), cs = cser.arrays();
+  CHECK((ce.omega == std::vector<float>{0, 3, 4, 2}));
+  CHECK((ce.group_ptr == std::vector<uint32_t>{0, 0, 1, 2, 4, 5}));
+  CHECK((ce.row_ptr == std::vector<uint32_t>{0, 3, 5}));
+  CHECK((ce.col == std::vector<uint32_t>{0, 2, 1, 2, 0}));
+  CHECK((cs.group_ptr == std::vector<uint32_t>{0, 1, 2, 4, 5}));
+  CHECK((cs.group_value == std::vector<uint32_t>{2, 3, 1, 2}));
+  CHECK((cs.row_ptr == std::vector<uint32_t>{0, 2, 4}));
+}
+
+void expect_corrupt(const RowGroupArrays& a, const char* what) {
+  RowGroupMatrix m;
+  const Status s = RowGroupMatrix::from_arrays(a, &m);
+  if (s.ok() || s.code() != StatusCode::kCorrupt) std::fprintf(stderr, "not rejected: %s\n", what);
+  CHECK(!s.ok() && s.code() == StatusCode::kCorrupt);
+}
+
+void test_validate() {
+  RowGroupMatrix m;
+  CHECK(RowGroupMatrix::from_dense(Format::kCSER, &kTalk[0][0], 5, 12, &m).ok());
+  const RowGroupArrays good = m.arrays();
+  RowGroupArrays a = good;
+  a.col[5] = 12;
+  expect_corrupt(a, "column out of range");
+  a = good, a.col[1] = a.col[0];
+  expect_corrupt(a, "duplicate column");
+  a = good, a.group_ptr[3] = 40;
+  expect_corrupt(a, "group_ptr beyond col");
+  a = good, a.group_ptr.back() = 27;
+  expect_corrupt(a, "group_ptr end != nnz");
+  a = good, a.row_ptr[2] = 11;
+  expect_corrupt(a, "row_ptr beyond groups");
+  a = good, a.row_ptr.pop_back();
+  expect_corrupt(a, "row_ptr size");
+  a = good, a.group_value[0] = 4;
+  expect_corrupt(a, "value index out of range");
+  a = good, a.group_value[0] = 0;
+  expect_corrupt(a, "value index 0 (implicit)");
+  a = good, a.group_value.pop_back();
+  expect_corrupt(a, "group_value size");
+  a = good, a.omega[2] = NAN;
+  expect_corrupt(a, "non-finite omega");
+  a = good, a.omega.clear();
+  expect_corrupt(a, "empty omega");
+  a = good, a.format = Format::kCER;
+  expect_corrupt(a, "CER with group values");
+  a = good, a.format = Format::kCER, a.group_value.clear(), a.omega.resize(3);
+  expect_corrupt(a, "CER row with more groups than values");
+  // Builders reject bad input as invalid arguments.
+  const float bad[2] = {1.0f, NAN};
+  CHECK(RowGroupMatrix::from_dense(Format::kCSER, bad, 1, 2, &m).code() == StatusCode::kInvalidArgument);
+  const int32_t lv[2] = {1, 2};
+  CHECK(RowGroupMatrix::from_levels(Format::kCSER, lv, 1, 2, 0.0f, &m).code() == StatusCode::kInvalidArgument);
+  std::vector<float> many(17);
+  for (int i = 0; i < 17; ++i) many[i] = float(i);
+  CodebookMatrix cb;
+  CHECK(CodebookMatrix::from_dense(many.data(), 1, 17, &cb).code() == StatusCode::kInvalidArgument);
+  CHECK(CodebookMatrix::from_arrays(1, 40, {1.0f}, std::vector<uint8_t>(31), &cb).code() == StatusCode::kCorrupt);
+  // Kernel arguments are checked.
+  std::vector<float> x(11), y(5);
+  CHECK(matvec(m, x.data(), 11, y.data(), 5).code() == StatusCode::kInvalidArgument);
+}
+
+struct Case {
+  uint32_t rows, cols, values;
+  double density;
+  bool implicit_nonzero;
+};
+
+std::vector<float> random_matrix(std::mt19937& rng, const Case& c) {
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  std::vector<float> vals(c.values);
+  for (uint32_t k = 0; k < c.values; ++k) vals[k] = (float(k) - float(c.values) / 2) * 0.037f;
+  const float base = c.implicit_nonzero ? 0.25f : 0.0f;
+  std::vector<float> w(size_t(c.rows) * c.cols, base);
+  std::uniform_int_distribution<uint32_t> pick(0, c.values - 1);
+  for (auto& v : w) {
+    if (u(rng) < c.density) v = vals[pick(rng)];
+  }
+  return w;
+}
+
+bool close(const std::vector<float>& a, const std::vector<float>& b, const std::vector<float>& scale) {
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!(std::fabs(a[i] - b[i]) <= 1e-5f * scale[i] + 1e-6f)) {
+      std::fprintf(stderr, "mismatch at %zu: %g vs %g (scale %g)\n", i, a[i], b[i], scale[i]);
+      return false;
+    }
+  }
+  return true;
+}
+
+void test_isas_against_scalar() {
+  std::mt19937 rng(1234);
+  const Case cases[] = {
+      {37, 150, 16, 0.3, false}, {64, 513, 5, 0.05, false}, {9, 1000, 300, 0.5, false},
+      {33, 64, 16, 1.0, false},  {20, 77, 3, 0.2, true},    {3, 70000, 12, 0.01, false},
+      {1, 1, 1, 1.0, false},     {17, 31, 16, 0.0, false},  {130, 257, 15, 0.6, false},
+  };
+  std::vector<Isa> isas = {Isa::kScalar};
+  for (Isa i : {Isa::kNeon, Isa::kAvx2, Isa::kAvx512}) {
+    if (isa_supported(i)) isas.push_back(i);
+  }
+  std::printf("testing ISAs:");
+  for (Isa i : isas) std::printf(" %s", isa_name(i));
+  std::printf(" (auto: %s)\n", isa_name(detect_isa()));
+  const size_t batches[] = {1, 3, 16, 32, 33, 70};
+  for (const Case& c : cases) {
+    const std::vector<float> w = random_matrix(rng, c);
+    std::normal_distribution<float> nd;
+    for (size_t batch : batches) {
+      std::vector<float> X(size_t(c.cols) * batch), scale(size_t(c.rows) * batch, 0.0f), ref(scale.size());
+      for (auto& v : X) v = nd(rng);
+      for (uint32_t r = 0; r < c.rows; ++r) {
+        for (size_t b = 0; b < batch; ++b) {
+          double s = 0, sa = 0;
+          for (uint32_t k = 0; k < c.cols; ++k) {
+            s += double(w[size_t(r) * c.cols + k]) * X[k * batch + b];
+            sa += std::fabs(double(w[size_t(r) * c.cols + k]) * X[k * batch + b]);
+          }
+          ref[r * batch + b] = float(s);
+          scale[r * batch + b] = float(sa) + std::fabs(float(s));
+        }
+      }
+      for (Format f : {Format::kCER, Format::kCSER, Format::kCodebook}) {
+        if (f == Format::kCodebook && c.values + (c.implicit_nonzero ? 1 : 0) > 16) continue;
+        RowGroupMatrix rg;
+        CodebookMatrix cb;
+        if (f == Format::kCodebook) {
+          CHECK(CodebookMatrix::from_dense(w.data(), c.rows, c.cols, &cb).ok());
+        } else {
+          CHECK(RowGroupMatrix::from_dense(f, w.data(), c.rows, c.cols, &rg).ok());
+          CHECK(rg.wide() == (c.cols > 65536));
+        }
+        std::vector<float> dense(w.size());
+        if (f == Format::kCodebook) cb.to_dense(dense.data()); else rg.to_dense(dense.data());
+        CHECK(dense == w);
+        std::vector<float> y_scalar(ref.size());
+        for (Isa isa : isas) {
+          for (unsigned threads : {1u, 2u}) {
+            std::vector<float> y(ref.size(), NAN);
+            KernelOptions o{isa, threads};
+            Status s;
+            if (batch == 1) {
+              s = f == Format::kCodebook ? matvec(cb, X.data(), X.size(), y.data(), y.size(), o)
+                                         : matvec(rg, X.data(), X.size(), y.data(), y.size(), o);
+            } else {
+              s = f == Format::kCodebook ? matmat(cb, X.data(), X.size(), batch, y.data(), y.size(), o)
+                                         : matmat(rg, X.data(), X.size(), batch, y.data(), y.size(), o);
+            }
+            CHECK(s.ok());
+            if (isa == Isa::kScalar && threads == 1) {
+              y_scalar = y;
+              CHECK(close(y, ref, scale));
+            } else if (isa == Isa::kScalar) {
+              CHECK(y == y_scalar);  // threads never change the result
+            } else {
+              if (!close(y, y_scalar, scale)) {
+                std::fprintf(stderr, "  isa %s format %s case %ux%u batch %zu\n", isa_name(isa), format_name(f),
+                             c.rows, c.cols, batch);
+                CHECK(false);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+void test_isa_names() {
+  Isa i;
+  CHECK(parse_isa("avx512", &i) && i == Isa::kAvx512);
+  CHECK(!parse_isa("sse9", &i));
+  CHECK(isa_supported(Isa::kScalar));
+  CHECK(isa_supported(detect_isa()));
+}
+
+}  // namespace
+
+int main() {
+  test_golden_cer();
+  test_golden_cser();
+  test_validate();
+  test_isa_names();
+  test_isas_against_scalar();
+  return TEST_MAIN_RESULT();
+}
