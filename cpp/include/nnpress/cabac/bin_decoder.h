@@ -34,37 +34,30 @@ class BinDecoder {
 
   // Regular bin: decodes with the model and updates it. The argument is ignored (it exists so
   // one syntax template serves encoder and decoder; see binarization.h).
-  unsigned bin(unsigned /*unused*/, ContextModel& ctx) {
-    unsigned bin = ctx.mps();
+  NNPRESS_INLINE unsigned bin(unsigned /*unused*/, ContextModel& ctx) {
+    // Branch-free: the MPS/LPS outcome is data, so select with conditional moves and
+    // renormalise both paths with one count-leading-zeros (MPS: shift 0 or 1; LPS: 1..8).
     const uint32_t lps = kRangeLps[ctx.lps_index()][(range_ >> 5) & 7];
-    range_ -= lps;
-    const uint32_t scaled = range_ << 7;
-    if (value_ < scaled) {  // MPS
-      if (scaled < (256u << 7)) {
-        range_ = scaled >> 6;
-        value_ <<= 1;
-        if (++bits_needed_ == 0) {
-          bits_needed_ = -8;
-          value_ |= read_byte();
-        }
-      }
-    } else {  // LPS
-      bin ^= 1u;
-      const int shift = __builtin_clz(lps) - 23;
-      value_ = (value_ - scaled) << shift;
-      range_ = lps << shift;
-      bits_needed_ += shift;
-      if (bits_needed_ >= 0) {
-        value_ |= read_byte() << bits_needed_;
-        bits_needed_ -= 8;
-      }
+    const uint32_t mps_range = range_ - lps;
+    const uint32_t scaled = mps_range << 7;
+    const bool is_lps = value_ >= scaled;
+    const unsigned bin = ctx.mps() ^ unsigned(is_lps);
+    value_ -= is_lps ? scaled : 0u;
+    range_ = is_lps ? lps : mps_range;
+    const int shift = __builtin_clz(range_) - 23;
+    range_ <<= shift;
+    value_ <<= shift;
+    bits_needed_ += shift;
+    if (bits_needed_ >= 0) {
+      value_ |= read_byte() << bits_needed_;
+      bits_needed_ -= 8;
     }
     ctx.update(bin);
     return bin;
   }
 
   // nbits (0..32) bypass bins, most significant first. The argument is ignored.
-  uint32_t bypass(uint32_t /*unused*/, int nbits) {
+  NNPRESS_INLINE uint32_t bypass(uint32_t /*unused*/, int nbits) {
     uint32_t v = 0;
     while (nbits > 0) {
       const int n = nbits > 8 ? 8 : nbits;
@@ -102,13 +95,13 @@ class BinDecoder {
   size_t position() const { return pos_; }
 
  private:
-  uint32_t read_byte() {
+  NNPRESS_INLINE uint32_t read_byte() {
     if (pos_ < size_) return data_[pos_++];
     ++overrun_;
     return 0;
   }
 
-  uint32_t bypass_chunk(int n) {  // n in 1..8
+  NNPRESS_INLINE uint32_t bypass_chunk(int n) {  // n in 1..8
     value_ = (value_ << n);
     bits_needed_ += n;
     if (bits_needed_ >= 0) {

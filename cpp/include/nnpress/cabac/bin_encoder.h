@@ -31,7 +31,7 @@ class BinEncoder {
 
   // Regular (context-coded) bin; updates the model. Returns bin (so one syntax template can
   // serve encoder, estimator and decoder; see binarization.h).
-  unsigned bin(unsigned bin, ContextModel& ctx) {
+  NNPRESS_INLINE unsigned bin(unsigned bin, ContextModel& ctx) {
     const unsigned mps = ctx.mps();
     const uint32_t lps = kRangeLps[ctx.lps_index()][(range_ >> 5) & 7];
     range_ -= lps;
@@ -52,7 +52,7 @@ class BinEncoder {
   }
 
   // nbits (0..32) equiprobable bins, most significant first. Returns value.
-  uint32_t bypass(uint32_t value, int nbits) {
+  NNPRESS_INLINE uint32_t bypass(uint32_t value, int nbits) {
     while (nbits > 8) {
       nbits -= 8;
       bypass_chunk((value >> nbits) & 0xFF, 8);
@@ -101,7 +101,7 @@ class BinEncoder {
   }
 
  private:
-  void bypass_chunk(uint32_t value, int nbits) {  // nbits in 1..8
+  NNPRESS_INLINE void bypass_chunk(uint32_t value, int nbits) {  // nbits in 1..8
     low_ <<= nbits;
     low_ += range_ * value;
     bits_left_ -= nbits;

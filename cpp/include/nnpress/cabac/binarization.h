@@ -13,8 +13,8 @@
 //
 //   Coder is any type with
 //     static constexpr bool kDecoding;
-//     unsigned bin(unsigned b, ContextModel& m);   // code / price / decode one regular bin
-//     uint32_t bypass(uint32_t v, int nbits);       // nbits (<= 32) equiprobable bins
+//     NNPRESS_INLINE unsigned bin(unsigned b, ContextModel& m);   // code / price / decode one regular bin
+//     NNPRESS_INLINE uint32_t bypass(uint32_t v, int nbits);       // nbits (<= 32) equiprobable bins
 //   Encoders and estimators return their argument; decoders ignore it and return what they read.
 //   So the same template drives BinEncoder, RateEstimator (exactly the coder's contexts: RD
 //   decisions price bits as the encoder will spend them) and BinDecoder (STYLE.md 2).
@@ -39,7 +39,7 @@ struct LevelParams {
 constexpr uint64_t kMaxMagnitude = uint64_t(1) << 31;  // |INT32_MIN|
 
 template <class Coder>
-inline int32_t code_level(Coder& c, WeightContexts& ctx, const LevelParams& p,
+NNPRESS_INLINE int32_t code_level(Coder& c, WeightContexts& ctx, const LevelParams& p,
                           const Neighbourhood& nb, int32_t q, bool& bad) {
   const uint32_t mag = q < 0 ? 0u - uint32_t(q) : uint32_t(q);  // unused when decoding
   if (!c.bin(mag != 0, ctx.sig[nb.prev][nb.prev2_nonzero])) return 0;

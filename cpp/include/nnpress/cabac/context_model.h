@@ -17,6 +17,13 @@
 
 #include <cstdint>
 
+// Hot paths of the coder must inline into the syntax loops whatever the optimisation level.
+#if defined(__GNUC__) || defined(__clang__)
+#define NNPRESS_INLINE inline __attribute__((always_inline))
+#else
+#define NNPRESS_INLINE inline
+#endif
+
 namespace nnpress::cabac {
 
 constexpr int kProbBits = 15;
@@ -38,23 +45,22 @@ struct ContextModel {
   uint16_t slow = kProbHalf;  // P(1), slow-adapting estimate
 
   // Combined estimate of P(bin == 1), 15-bit.
-  uint32_t p1() const { return (uint32_t(fast) + uint32_t(slow)) >> 1; }
+  NNPRESS_INLINE uint32_t p1() const { return (uint32_t(fast) + uint32_t(slow)) >> 1; }
   // Most probable symbol (0 or 1).
-  unsigned mps() const { return p1() >> (kProbBits - 1); }
+  NNPRESS_INLINE unsigned mps() const { return p1() >> (kProbBits - 1); }
   // LPS probability class in [0, 127].
-  unsigned lps_index() const {
+  NNPRESS_INLINE unsigned lps_index() const {
     const uint32_t p = p1();
     const uint32_t lps = (p >> (kProbBits - 1)) ? (kProbOne - 1 - p) : p;
     return lps >> kLpsClassShift;
   }
-  void update(unsigned bin) {
-    if (bin) {
-      fast = uint16_t(fast + ((kProbOne - fast) >> kFastShift));
-      slow = uint16_t(slow + ((kProbOne - slow) >> kSlowShift));
-    } else {
-      fast = uint16_t(fast - (fast >> kFastShift));
-      slow = uint16_t(slow - (slow >> kSlowShift));
-    }
+  NNPRESS_INLINE void update(unsigned bin) {
+    // Written as selects so the compiler emits conditional moves (the bin is unpredictable).
+    const uint32_t f = fast, s = slow;
+    const uint32_t f_up = f + ((kProbOne - f) >> kFastShift), f_down = f - (f >> kFastShift);
+    const uint32_t s_up = s + ((kProbOne - s) >> kSlowShift), s_down = s - (s >> kSlowShift);
+    fast = uint16_t(bin ? f_up : f_down);
+    slow = uint16_t(bin ? s_up : s_down);
   }
 };
 

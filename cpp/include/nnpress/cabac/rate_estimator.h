@@ -38,12 +38,12 @@ class RateCounter {
  public:
   static constexpr bool kDecoding = false;
 
-  unsigned bin(unsigned b, ContextModel& ctx) {
+  NNPRESS_INLINE unsigned bin(unsigned b, ContextModel& ctx) {
     cost_ += bin_cost(ctx, b);
     if constexpr (kUpdate) ctx.update(b);
     return b;
   }
-  uint32_t bypass(uint32_t v, int nbits) {
+  NNPRESS_INLINE uint32_t bypass(uint32_t v, int nbits) {
     cost_ += uint64_t(nbits) * kRateOne;
     return v;
   }
