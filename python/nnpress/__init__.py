@@ -8,6 +8,7 @@ from __future__ import annotations
 from .codec import decode_levels, encode_levels, estimate_bits, level_stream_info
 from .errors import FormatError
 from .sparse import CERMatrix, CodebookMatrix, CSERMatrix
+from .quant import dequantize, quantize, quantize_info
 
 __version__ = "0.1.0"
 
@@ -17,7 +18,10 @@ __all__ = [
     "CodebookMatrix",
     "FormatError",
     "decode_levels",
+    "dequantize",
     "encode_levels",
     "estimate_bits",
     "level_stream_info",
+    "quantize",
+    "quantize_info",
 ]

@@ -1,0 +1,115 @@
+// Bindings of the quantizers (nnpress/quant/quantize.h, dequantize.h).
+#include <vector>
+
+#include "common.h"
+#include "nnpress/level_coder.h"
+#include "nnpress/quant/dequantize.h"
+#include "nnpress/quant/quantize.h"
+
+namespace nnpress::bindings {
+namespace {
+
+void rows_cols(const py::array& a, uint64_t* rows, uint64_t* cols) {
+  std::vector<uint64_t> shape(a.ndim());
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) shape[i] = uint64_t(a.shape(i));
+  rows_cols_of(shape, rows, cols);
+}
+
+std::vector<py::ssize_t> shape_vec(const py::array& a) {
+  return std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim());
+}
+
+bool is_c_float(const py::array& a, bool dbl) {
+  const bool ok_type = dbl ? py::isinstance<py::array_t<double>>(a) : py::isinstance<py::array_t<float>>(a);
+  return ok_type && (a.flags() & py::array::c_style);
+}
+
+#ifdef NNPRESS_WITH_ENCODER
+template <class W, class F>
+Status run(const py::array& w, const py::array* f, uint64_t rows, uint64_t cols, const QuantOptions& o, int32_t* q,
+           float* rec, QuantResult* res) {
+  const W* wp = static_cast<const W*>(w.data());
+  const F* fp = f ? static_cast<const F*>(f->data()) : nullptr;
+  py::gil_scoped_release release;
+  return quantize<W, F>(wp, fp, rows, cols, o, q, rec, res);
+}
+
+py::tuple quantize_binding(py::array w, py::object importance, double step, double lambda, int method,
+                           uint64_t chunk_rows, int max_passes, bool want_recon) {
+  const bool w64 = is_c_float(w, true);
+  if (!w64 && !is_c_float(w, false)) throw py::type_error("quantize: weights must be C-contiguous float32 or float64");
+  py::array f;
+  const bool has_f = !importance.is_none();
+  bool f64 = false;
+  if (has_f) {
+    f = importance.cast<py::array>();
+    f64 = is_c_float(f, true);
+    if (!f64 && !is_c_float(f, false))
+      throw py::type_error("quantize: importance must be C-contiguous float32 or float64");
+    if (shape_vec(f) != shape_vec(w)) throw py::value_error("quantize: importance shape differs from the weights'");
+  }
+  uint64_t rows, cols;
+  rows_cols(w, &rows, &cols);
+  QuantOptions o;
+  o.step = step;
+  o.lambda = lambda;
+  o.method = QuantMethod(uint8_t(method));
+  o.chunk_rows = chunk_rows;
+  o.max_passes = max_passes;
+  if (method < 0 || method > 255) o.method = QuantMethod(255);
+  py::array_t<int32_t> levels(shape_vec(w));
+  py::object recon = py::none();
+  float* rec = nullptr;
+  if (want_recon) {
+    py::array_t<float> r(shape_vec(w));
+    rec = r.mutable_data();
+    recon = r;
+  }
+  QuantResult res;
+  int32_t* q = levels.mutable_data();
+  const py::array* fp = has_f ? &f : nullptr;
+  Status s = w64 ? (f64 ? run<double, double>(w, fp, rows, cols, o, q, rec, &res)
+                        : run<double, float>(w, fp, rows, cols, o, q, rec, &res))
+                 : (f64 ? run<float, double>(w, fp, rows, cols, o, q, rec, &res)
+                        : run<float, float>(w, fp, rows, cols, o, q, rec, &res));
+  check(s);
+  py::dict info;
+  info["unary_len"] = res.params.unary_len;
+  info["eg_order"] = res.params.eg_order;
+  info["rate_bits"] = res.rate_bits();
+  info["distortion"] = res.distortion;
+  info["passes"] = res.passes;
+  return py::make_tuple(levels, recon, info);
+}
+#endif
+
+py::array_t<float> dequantize_binding(py::array_t<int32_t, py::array::c_style | py::array::forcecast> levels,
+                                      double step, int method) {
+  uint64_t rows, cols;
+  rows_cols(levels, &rows, &cols);
+  py::array_t<float> out(shape_vec(levels));
+  const int32_t* q = levels.data();
+  float* o = out.mutable_data();
+  const QuantMethod m = QuantMethod(method < 0 || method > 255 ? 255 : method);
+  Status s;
+  {
+    py::gil_scoped_release release;
+    s = dequantize(q, rows, cols, step, m, o);
+  }
+  check(s);
+  return out;
+}
+
+}  // namespace
+}  // namespace nnpress::bindings
+
+NNPRESS_BINDING(quant) {
+  using namespace nnpress::bindings;
+  m.def("dequantize", &dequantize_binding, py::arg("levels"), py::arg("step"), py::arg("method"),
+        "Reconstruct float32 weights from int32 levels (method: 0 nearest, 1 rdoq, 2 trellis).");
+#ifdef NNPRESS_WITH_ENCODER
+  m.def("quantize", &quantize_binding, py::arg("weights"), py::arg("importance"), py::arg("step"), py::arg("lam"),
+        py::arg("method"), py::arg("chunk_rows"), py::arg("max_passes"), py::arg("want_recon"),
+        "Quantize C-contiguous float32/float64 weights -> (int32 levels, float32 reconstruction or None, info).");
+#endif
+}

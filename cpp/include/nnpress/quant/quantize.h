@@ -1,0 +1,80 @@
+// nnpress/quant/quantize.h — weights -> integer levels: nearest, RDOQ, trellis (encoder side).
+//
+// CONTRACT
+//   quantize() maps rows*cols weights (row-major; rows as in level_coder.h rows_cols_of) to int32
+//   levels with one of three quantizers (QuantMethod, dequantize.h):
+//     kNearest  q = round-half-to-even(w / step), w / step formed in double.
+//     kRdoq     greedy rate-distortion quantization in scan order (rdoq.h).
+//     kTrellis  dependent quantization, Viterbi search over 8 states (trellis.h).
+//   RDOQ and trellis minimise, over the whole tensor,
+//       sum_i F_i (w_i - w_hat_i)^2  +  lambda * bits
+//   where F_i = importance[i] (1 if importance is null), w_hat_i the reconstruction of
+//   dequantize.h (computed in double, exactly as there), and bits the coder's own estimate:
+//   every candidate is priced by running the level syntax (cabac::code_level) through a
+//   RatePeek on the contexts as the encoder will have them at that weight, and the chosen level
+//   is committed through a RateEstimator so the contexts evolve exactly as the encoder's will.
+//   lambda is in units of (weight units)^2 per bit; lambda = c * step^2 makes c scale-free.
+//
+//   Level parameters: the rate depends on the stream's unary length and Exp-Golomb order, which
+//   the encoder picks from the final level histogram (choose_level_params). Unless
+//   options.params_fixed is set, quantize() picks them from a first guess (the nearest levels;
+//   for the trellis, rounding to the nearest multiple of 2*step), quantizes, re-picks them from
+//   the result and, if they changed, quantizes once more with the new ones (at most
+//   options.max_passes runs). QuantResult::params are the params the final run priced with;
+//   encode with them (encode_level_payload) for an exact match between estimate and coder.
+//
+//   Contexts start fresh (WeightContexts{}) at row 0 and again every options.chunk_rows rows
+//   (0 = never): set it to the rows per independently coded chunk of the container.
+//
+//   Errors (Status kInvalidArgument, nothing written to levels is meaningful then):
+//   null buffers with count > 0; step not finite or <= 0; lambda not finite or < 0; a weight
+//   that is NaN or infinite or with |w / step| >= 2^30 (message names the index); an importance
+//   that is NaN, infinite or negative; max_passes < 1; invalid fixed params.
+//
+// SURPRISES
+//   - With lambda == 0 RDOQ returns the nearest levels (ties are broken toward the nearest level).
+//   - Weights with F_i == 0 get the level that is cheapest to code among the candidates
+//     (usually, but not always, 0: after many non-zero neighbours a small non-zero level can be
+//     cheaper than a zero).
+//   - Exists only in builds with NNPRESS_ENCODER=ON (NNPRESS_WITH_ENCODER defined).
+//   - RDOQ and trellis are sequential (the contexts form a chain); run independent tensors or
+//     chunks on separate threads.
+#pragma once
+
+#include <cstdint>
+
+#include "nnpress/cabac/binarization.h"
+#include "nnpress/quant/dequantize.h"
+#include "nnpress/status.h"
+
+namespace nnpress {
+
+struct QuantOptions {
+  double step = 1.0;
+  double lambda = 0.0;
+  QuantMethod method = QuantMethod::kNearest;
+  uint64_t chunk_rows = 0;       // fresh contexts every chunk_rows rows (0: one chunk)
+  bool params_fixed = false;     // price with `params` as given (no re-picking)
+  cabac::LevelParams params;     // used only if params_fixed
+  int max_passes = 2;            // runs with re-picked params (RDOQ / trellis)
+};
+
+struct QuantResult {
+  cabac::LevelParams params;     // params the final run priced with (nearest: choose_level_params)
+  uint64_t rate = 0;             // estimated bits of the chosen levels, fixed point (kRateOne = 1 bit);
+                                 // 0 for kNearest (not priced)
+  double distortion = 0.0;       // sum F_i (w_i - w_hat_i)^2 in double (w_hat in double)
+  int passes = 0;                // quantization runs performed
+  double rate_bits() const;      // rate / kRateOne
+};
+
+#ifdef NNPRESS_WITH_ENCODER
+// W: float or double weights; F: float or double importance (null = all ones).
+// levels: rows*cols outputs. recon (may be null): the float32 reconstructions the search
+// evaluated, bit-identical to dequantize(levels, ..., method). result may be null.
+template <class W, class F>
+Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t cols,
+                const QuantOptions& options, int32_t* levels, float* recon, QuantResult* result);
+#endif
+
+}  // namespace nnpress

@@ -1,0 +1,38 @@
+// nnpress/quant/rdoq.h — greedy rate-distortion optimised quantization (RDOQ), one pass.
+//
+// CONTRACT
+//   rdoq_pass() walks the levels in the coder's scan order (row-major, neighbourhood reset at
+//   every row, contexts fresh at row 0 and every chunk_rows rows, as cabac::code_rows and the
+//   container do) and, for each weight w with x = w / step, a = floor(|x|), s = sign(x), picks
+//   among the candidates
+//       0,  s*a,  s*(a+1) (only if it is the nearest level),  s*(a-1) (if a >= 2)
+//   the one minimising  F (w - q*step)^2 + lambda * bits(q),  bits(q) priced by
+//   cabac::code_level<RatePeek> on the live contexts and neighbourhood. The nearest level is
+//   evaluated first and only a strictly cheaper candidate replaces it (so lambda == 0 gives
+//   the nearest levels). The choice is then committed with code_level<RateEstimator>, so the
+//   contexts evolve exactly as the encoder's will: the returned rate equals
+//   estimate_level_bits(levels, ..., params) when chunk_rows is 0.
+//   Shortcuts that change no decision: x == 0 takes 0 unpriced; when a == 0 and the
+//   distortion gain of +-1 cannot pay for its cheapest possible extra bins (sig + 2 bins at the
+//   table's minimum cost), 0 is taken after pricing only the significance flag.
+//
+//   Unchecked: inputs must already be validated (quantize() in quantize.h does it).
+//   Returns the estimated rate (fixed point, cabac::kRateOne per bit); adds the weighted
+//   distortion to *distortion; writes recon (if not null) as float(double(q) * step).
+//
+// SURPRISES
+//   - Greedy: a decision never looks ahead at how it changes the contexts of later weights.
+#pragma once
+
+#include <cstdint>
+
+#include "nnpress/cabac/binarization.h"
+
+namespace nnpress {
+
+template <class W, class F>
+uint64_t rdoq_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols, double step,
+                   double lambda, uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels,
+                   float* recon, double* distortion);
+
+}  // namespace nnpress

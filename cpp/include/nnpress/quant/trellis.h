@@ -1,0 +1,47 @@
+// nnpress/quant/trellis.h — dependent (trellis-coded) quantization, one pass.
+//
+// CONTRACT
+//   trellis_pass() chooses levels for the dependent reconstruction rule of dequantize.h (two
+//   quantizers Q0/Q1 on the grid `step`, 8-state machine driven by level parity, state 0 at
+//   every row start) by a Viterbi search over each row:
+//   * each of the 8 states carries its own path cost, its own copy of the context models and
+//     its own neighbourhood (prev/prev2), so the rate of every branch is priced with
+//     cabac::code_level<RatePeek> on exactly the contexts the encoder will have if that path is
+//     chosen — no approximation. (To keep the copies cheap only the models the fixed level
+//     params can touch are copied: sig, sign, greater[.][0..unary_len), eg_prefix.)
+//   * candidates per weight, with x = w / step, s = sign(x) (+ for x == 0), b = max(1, floor(|x|) - 1):
+//     reconstruction indices s*b, s*(b+1), s*(b+2), s*(b+3) (two belong to each quantizer,
+//     with opposite level parities), 0, and the smallest non-zero index of each quantizer
+//     (s*1, s*2) when not already among them — the cheap way to switch state where a weight
+//     matters little. From a state with quantizer z the branches are the candidates of
+//     quantizer z and the zero level.
+//   * cost of a branch: F (w - u*step)^2 + lambda * bits, u*step in double exactly as
+//     dequantize computes it.
+//   * at the end of each row the cheapest final state wins, its path is traced back (one byte
+//     per weight and state), and its contexts carry over to the next row.
+//   Contexts start fresh at row 0 and every chunk_rows rows (0 = never).
+//
+//   Unchecked: inputs must already be validated (quantize() in quantize.h does it).
+//   Returns the estimated rate of the chosen levels (fixed point, cabac::kRateOne per bit),
+//   equal to estimate_level_bits(levels, ..., params) when chunk_rows is 0; adds the weighted
+//   distortion to *distortion; writes recon (if not null) as float(double(u) * step) from the
+//   search's own candidates.
+//
+// SURPRISES
+//   - Memory: 8 bytes of decisions per weight of the longest row (a 1-D tensor is one row).
+//   - The level coder's contexts do not depend on the trellis state (format version 1), so the
+//     state only selects the reconstruction, not the probability models.
+#pragma once
+
+#include <cstdint>
+
+#include "nnpress/cabac/binarization.h"
+
+namespace nnpress {
+
+template <class W, class F>
+uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols, double step,
+                      double lambda, uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels,
+                      float* recon, double* distortion);
+
+}  // namespace nnpress

@@ -1,0 +1,125 @@
+// Quantizer front end (nnpress/quant/quantize.h): argument checks, level-parameter passes,
+// dispatch to nearest / RDOQ / trellis.
+#include "nnpress/quant/quantize.h"
+
+#include <cmath>
+#include <string>
+
+#include "nnpress/cabac/rate_estimator.h"
+#include "nnpress/level_coder.h"
+#include "nnpress/quant/rdoq.h"
+#include "nnpress/quant/trellis.h"
+
+namespace nnpress {
+
+double QuantResult::rate_bits() const { return double(rate) / double(cabac::kRateOne); }
+
+namespace {
+
+constexpr double kMaxScaled = 1073741824.0;  // |w / step| must stay below 2^30
+
+bool same_params(const cabac::LevelParams& a, const cabac::LevelParams& b) {
+  return a.unary_len == b.unary_len && a.eg_order == b.eg_order;
+}
+
+template <class W, class F>
+Status check_inputs(const W* weights, const F* importance, uint64_t count, const QuantOptions& o) {
+  if (!(std::isfinite(o.step) && o.step > 0))
+    return invalid_argument("quantize: step must be finite and > 0, got " + std::to_string(o.step));
+  if (!(std::isfinite(o.lambda) && o.lambda >= 0))
+    return invalid_argument("quantize: lambda must be finite and >= 0, got " + std::to_string(o.lambda));
+  if (!is_known_quant_method(uint8_t(o.method)))
+    return invalid_argument("quantize: unknown method " + std::to_string(int(o.method)));
+  if (o.max_passes < 1) return invalid_argument("quantize: max_passes must be >= 1");
+  if (o.params_fixed) {
+    Status s = check_level_params(o.params);
+    if (!s.ok()) return invalid_argument("quantize: " + s.message());
+  }
+  if (count && weights == nullptr) return invalid_argument("quantize: null weights");
+  for (uint64_t i = 0; i < count; ++i) {
+    const double w = double(weights[i]);
+    if (!std::isfinite(w))
+      return invalid_argument("quantize: weight " + std::to_string(i) + " is not finite (" + std::to_string(w) + ")");
+    if (!(std::fabs(w / o.step) < kMaxScaled))
+      return invalid_argument("quantize: weight " + std::to_string(i) + " = " + std::to_string(w) +
+                              " is 2^30 steps or more from zero (step " + std::to_string(o.step) + ")");
+  }
+  if (importance) {
+    for (uint64_t i = 0; i < count; ++i) {
+      const double f = double(importance[i]);
+      if (!(std::isfinite(f) && f >= 0))
+        return invalid_argument("quantize: importance " + std::to_string(i) + " = " + std::to_string(f) +
+                                " (must be finite and >= 0)");
+    }
+  }
+  return Status::Ok();
+}
+
+// Level guess used to pick the first level params: nearest levels of the grid `grid`.
+template <class W>
+void round_to_grid(const W* weights, uint64_t count, double grid, int32_t* levels) {
+  for (uint64_t i = 0; i < count; ++i) levels[i] = int32_t(std::nearbyint(double(weights[i]) / grid));
+}
+
+}  // namespace
+
+template <class W, class F>
+Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t cols, const QuantOptions& o,
+                int32_t* levels, float* recon, QuantResult* result) {
+  if (cols != 0 && rows > UINT64_MAX / cols) return invalid_argument("quantize: rows * cols overflows");
+  const uint64_t count = rows * cols;
+  Status s = check_inputs(weights, importance, count, o);
+  if (!s.ok()) return s;
+  if (count && levels == nullptr) return invalid_argument("quantize: null levels");
+  QuantResult res;
+
+  if (o.method == QuantMethod::kNearest) {
+    round_to_grid(weights, count, o.step, levels);
+    if (recon)
+      for (uint64_t i = 0; i < count; ++i) recon[i] = float(double(levels[i]) * o.step);
+    double dist = 0.0;
+    for (uint64_t i = 0; i < count; ++i) {
+      const double d = double(weights[i]) - double(levels[i]) * o.step;
+      dist += (importance ? double(importance[i]) : 1.0) * d * d;
+    }
+    res.params = o.params_fixed ? o.params : choose_level_params(levels, count);
+    res.distortion = dist;
+    res.passes = 1;
+    if (result) *result = res;
+    return Status::Ok();
+  }
+
+  const bool trellis = o.method == QuantMethod::kTrellis;
+  cabac::LevelParams params = o.params;
+  if (!o.params_fixed) {
+    round_to_grid(weights, count, trellis ? 2.0 * o.step : o.step, levels);
+    params = choose_level_params(levels, count);
+  }
+  for (int pass = 1;; ++pass) {
+    double dist = 0.0;
+    const uint64_t rate =
+        trellis ? trellis_pass(weights, importance, rows, cols, o.step, o.lambda, o.chunk_rows, params, levels, recon, &dist)
+                : rdoq_pass(weights, importance, rows, cols, o.step, o.lambda, o.chunk_rows, params, levels, recon, &dist);
+    res.params = params;
+    res.rate = rate;
+    res.distortion = dist;
+    res.passes = pass;
+    if (o.params_fixed || pass >= o.max_passes) break;
+    const cabac::LevelParams again = choose_level_params(levels, count);
+    if (same_params(again, params)) break;
+    params = again;
+  }
+  if (result) *result = res;
+  return Status::Ok();
+}
+
+#define NNPRESS_INSTANTIATE(W, F)                                                                       \
+  template Status quantize<W, F>(const W*, const F*, uint64_t, uint64_t, const QuantOptions&, int32_t*, \
+                                 float*, QuantResult*);
+NNPRESS_INSTANTIATE(float, float)
+NNPRESS_INSTANTIATE(float, double)
+NNPRESS_INSTANTIATE(double, float)
+NNPRESS_INSTANTIATE(double, double)
+#undef NNPRESS_INSTANTIATE
+
+}  // namespace nnpress

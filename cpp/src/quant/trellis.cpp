@@ -1,0 +1,189 @@
+// Dependent quantization by Viterbi search (nnpress/quant/trellis.h).
+#include "nnpress/quant/trellis.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "nnpress/cabac/rate_estimator.h"
+#include "nnpress/quant/dequantize.h"
+
+namespace nnpress {
+namespace {
+
+constexpr uint8_t kDead = 0xFF;
+constexpr int kUnionCandidates = 4;  // reconstruction indices b..b+3
+constexpr int kCandidates = 7;       // zero, b..b+3, and the smallest of each quantizer: 1, 2
+
+struct PathState {
+  double cost;
+  double dist;
+  uint64_t rate;
+  cabac::Neighbourhood nb;
+  cabac::WeightContexts ctx;
+};
+
+// Copies the models that coding with `unary_len` can touch (the others never leave their
+// initial state in any path).
+inline void copy_live_models(cabac::WeightContexts& dst, const cabac::WeightContexts& src, uint32_t unary_len) {
+  std::memcpy(dst.sig, src.sig, sizeof(src.sig));
+  std::memcpy(dst.sign, src.sign, sizeof(src.sign));
+  std::memcpy(dst.greater[0], src.greater[0], unary_len * sizeof(cabac::ContextModel));
+  std::memcpy(dst.greater[1], src.greater[1], unary_len * sizeof(cabac::ContextModel));
+  std::memcpy(dst.eg_prefix, src.eg_prefix, sizeof(src.eg_prefix));
+}
+
+struct Candidates {
+  int32_t sgn;
+  int64_t base;  // first reconstruction index magnitude, >= 1
+};
+
+inline Candidates candidates_of(double x) {
+  const double ax = std::fabs(x);
+  const int64_t a = int64_t(ax);  // ax < 2^30
+  return {x < 0 ? -1 : 1, a - 1 > 1 ? a - 1 : 1};
+}
+
+// Magnitude of the reconstruction index of candidate j: 0 (zero), base + j - 1 (j = 1..4),
+// 1 (j = 5) and 2 (j = 6). Candidates 5 and 6 exist only when not already among 1..4.
+inline int64_t magnitude_of(const Candidates& c, int j) {
+  if (j == 0) return 0;
+  if (j <= kUnionCandidates) return c.base + j - 1;
+  return j - kUnionCandidates;
+}
+inline bool exists(const Candidates& c, int j) { return j <= kUnionCandidates || magnitude_of(c, j) < c.base; }
+// Level k (signed) of candidate j: u = 2k (Q0) or 2k - 1 (Q1), so |k| = (|u| + 1) / 2.
+inline int32_t level_of(const Candidates& c, int j) { return c.sgn * int32_t((magnitude_of(c, j) + 1) >> 1); }
+inline int64_t index_of(const Candidates& c, int j) { return c.sgn * magnitude_of(c, j); }
+
+}  // namespace
+
+template <class W, class F>
+uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols, double step,
+                      double lambda, uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels,
+                      float* recon, double* distortion) {
+  using cabac::code_level;
+  const double lambda_per_unit = lambda / double(cabac::kRateOne);
+  const uint32_t unary_len = params.unary_len < uint32_t(cabac::kMaxUnaryFlags) ? params.unary_len
+                                                                                 : uint32_t(cabac::kMaxUnaryFlags);
+  const double inf = std::numeric_limits<double>::infinity();
+  std::vector<PathState> bank_a(kDqStates), bank_b(kDqStates);
+  PathState* cur = bank_a.data();
+  PathState* nxt = bank_b.data();
+  cabac::WeightContexts committed;
+  std::vector<uint8_t> decisions(size_t(cols) * kDqStates);
+  uint64_t rate_total = 0;
+  double dist_total = 0.0;
+  bool bad = false;
+
+  for (uint64_t r = 0; r < rows; ++r) {
+    if (chunk_rows && r && r % chunk_rows == 0) committed = cabac::WeightContexts();
+    for (int s = 0; s < kDqStates; ++s) {
+      cur[s].cost = inf;
+      nxt[s].cost = inf;
+    }
+    cur[0].cost = 0.0;
+    cur[0].dist = 0.0;
+    cur[0].rate = 0;
+    cur[0].nb = cabac::Neighbourhood();
+    cur[0].ctx = committed;
+    const W* w_row = weights + r * cols;
+
+    for (uint64_t i = 0; i < cols; ++i) {
+      const double w = double(w_row[i]);
+      const double f = importance ? double(importance[r * cols + i]) : 1.0;
+      const Candidates cand = candidates_of(w / step);
+      double dist[kCandidates];
+      for (int j = 0; j < kCandidates; ++j) {
+        const double d = w - double(index_of(cand, j)) * step;
+        dist[j] = f * d * d;
+      }
+      // Best incoming branch per target state.
+      double best_cost[kDqStates];
+      uint64_t best_rate[kDqStates];
+      uint8_t best_from[kDqStates];
+      uint8_t best_cand[kDqStates];
+      for (int t = 0; t < kDqStates; ++t) {
+        best_cost[t] = inf;
+        best_from[t] = kDead;
+      }
+      for (int p = 0; p < kDqStates; ++p) {
+        PathState& ps = cur[p];
+        if (!(ps.cost < inf)) continue;
+        const int z = dq_quantizer(p);
+        for (int j = 0; j < kCandidates; ++j) {
+          if (j != 0 && ((magnitude_of(cand, j) & 1) != z || !exists(cand, j))) continue;  // other quantizer
+          const int32_t k = level_of(cand, j);
+          const double partial = ps.cost + dist[j];
+          const int t = dq_next_state(p, k);
+          if (!(partial < best_cost[t])) continue;  // rate >= 0: cannot win
+          cabac::RatePeek peek;
+          code_level(peek, ps.ctx, params, ps.nb, k, bad);
+          const double cost = partial + lambda_per_unit * double(peek.cost());
+          if (cost < best_cost[t]) {
+            best_cost[t] = cost;
+            best_rate[t] = peek.cost();
+            best_from[t] = uint8_t(p);
+            best_cand[t] = uint8_t(j);
+          }
+        }
+      }
+      uint8_t* dec = decisions.data() + size_t(i) * kDqStates;
+      for (int t = 0; t < kDqStates; ++t) {
+        PathState& ns = nxt[t];
+        if (best_from[t] == kDead) {
+          ns.cost = inf;
+          dec[t] = kDead;
+          continue;
+        }
+        const PathState& ps = cur[best_from[t]];
+        const int32_t k = level_of(cand, best_cand[t]);
+        copy_live_models(ns.ctx, ps.ctx, unary_len);
+        cabac::RateEstimator update;
+        code_level(update, ns.ctx, params, ps.nb, k, bad);
+        ns.nb = ps.nb;
+        ns.nb.push(k);
+        ns.cost = best_cost[t];
+        ns.dist = ps.dist + dist[best_cand[t]];
+        ns.rate = ps.rate + best_rate[t];
+        dec[t] = uint8_t(best_from[t] | (best_cand[t] << 3));
+      }
+      PathState* tmp = cur;
+      cur = nxt;
+      nxt = tmp;
+    }
+
+    // The cheapest final state wins; trace its path back.
+    int best = -1;
+    for (int s = 0; s < kDqStates; ++s)
+      if (cur[s].cost < inf && (best < 0 || cur[s].cost < cur[best].cost)) best = s;
+    if (cols == 0 || best < 0) continue;
+    rate_total += cur[best].rate;
+    dist_total += cur[best].dist;
+    committed = cur[best].ctx;
+    int32_t* q_row = levels + r * cols;
+    int state = best;
+    for (uint64_t i = cols; i-- > 0;) {
+      const uint8_t d = decisions[size_t(i) * kDqStates + state];
+      const int j = d >> 3;
+      const Candidates cand = candidates_of(double(w_row[i]) / step);
+      q_row[i] = level_of(cand, j);
+      if (recon) recon[r * cols + i] = float(double(index_of(cand, j)) * step);
+      state = d & 7;
+    }
+  }
+  *distortion += dist_total;
+  return rate_total;
+}
+
+#define NNPRESS_INSTANTIATE(W, F)                                                                             \
+  template uint64_t trellis_pass<W, F>(const W*, const F*, uint64_t, uint64_t, double, double, uint64_t,     \
+                                       const cabac::LevelParams&, int32_t*, float*, double*);
+NNPRESS_INSTANTIATE(float, float)
+NNPRESS_INSTANTIATE(float, double)
+NNPRESS_INSTANTIATE(double, float)
+NNPRESS_INSTANTIATE(double, double)
+#undef NNPRESS_INSTANTIATE
+
+}  // namespace nnpress

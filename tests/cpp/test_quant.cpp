@@ -1,0 +1,323 @@
+// Quantizers (nnpress/quant/*.h): nearest, RDOQ and trellis against their contracts — exact
+// rates, reconstruction identical to dequantize, lambda = 0 behaviour, cheapest levels for
+// zero importance, chunked context resets, argument errors.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "check.h"
+#include "nnpress/cabac/rate_estimator.h"
+#include "nnpress/level_coder.h"
+#include "nnpress/quant/dequantize.h"
+#include "nnpress/quant/quantize.h"
+
+using namespace nnpress;
+
+static std::vector<float> laplacian_weights(size_t n, double scale, uint32_t seed) {
+  std::mt19937_64 rng(seed);
+  std::exponential_distribution<double> e(1.0 / scale);
+  std::bernoulli_distribution coin(0.5);
+  std::vector<float> v(n);
+  for (auto& x : v) x = float(coin(rng) ? -e(rng) : e(rng));
+  return v;
+}
+
+static std::vector<float> uniform_importance(size_t n, uint32_t seed, double lo, double hi) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = float(u(rng));
+  return v;
+}
+
+// Non-template wrappers (template argument commas do not pass through CHECK).
+static Status quantize_ff(const float* w, const float* f, uint64_t rows, uint64_t cols, const QuantOptions& o,
+                          int32_t* q, float* rec, QuantResult* res) {
+  return quantize<float, float>(w, f, rows, cols, o, q, rec, res);
+}
+static Status quantize_dd(const double* w, const double* f, uint64_t rows, uint64_t cols, const QuantOptions& o,
+                          int32_t* q, float* rec, QuantResult* res) {
+  return quantize<double, double>(w, f, rows, cols, o, q, rec, res);
+}
+
+static QuantOptions opts(QuantMethod m, double step, double lambda) {
+  QuantOptions o;
+  o.method = m;
+  o.step = step;
+  o.lambda = lambda;
+  return o;
+}
+
+static void test_nearest() {
+  const auto w = laplacian_weights(5000, 0.05, 1);
+  std::vector<int32_t> q(w.size());
+  std::vector<float> rec(w.size());
+  QuantResult res;
+  CHECK(quantize_ff(w.data(), nullptr, 50, 100, opts(QuantMethod::kNearest, 0.01, 0), q.data(),
+                               rec.data(), &res)
+            .ok());
+  std::vector<float> deq(w.size());
+  CHECK(dequantize(q.data(), 50, 100, 0.01, QuantMethod::kNearest, deq.data()).ok());
+  double dist = 0;
+  for (size_t i = 0; i < w.size(); ++i) {
+    CHECK(q[i] == int32_t(std::nearbyint(double(w[i]) / 0.01)));
+    CHECK(std::memcmp(&rec[i], &deq[i], 4) == 0);
+    const double d = double(w[i]) - double(q[i]) * 0.01;
+    dist += d * d;
+  }
+  CHECK(std::fabs(dist - res.distortion) <= 1e-12 * dist);
+  // Ties go to even, as np.rint.
+  const double tw[4] = {0.5, 1.5, -2.5, 2.4999};
+  int32_t tq[4];
+  CHECK(quantize_dd(tw, nullptr, 1, 4, opts(QuantMethod::kNearest, 1.0, 0), tq, nullptr, nullptr).ok());
+  CHECK(tq[0] == 0 && tq[1] == 2 && tq[2] == -2 && tq[3] == 2);
+}
+
+// Rate reported by RDOQ / trellis equals the coder's own estimate for the chosen levels, and
+// the float reconstructions equal dequantize bit for bit.
+static void test_exact_rate_and_reconstruction(QuantMethod m) {
+  const uint64_t rows = 37, cols = 211;
+  const auto w = laplacian_weights(rows * cols, 0.04, 2);
+  const auto f = uniform_importance(rows * cols, 3, 0.1, 3.0);
+  for (double lambda_scale : {0.0, 0.05, 0.3, 2.0}) {
+    const double step = 0.02;
+    std::vector<int32_t> q(w.size());
+    std::vector<float> rec(w.size());
+    QuantResult res;
+    CHECK(quantize(w.data(), f.data(), rows, cols, opts(m, step, lambda_scale * step * step), q.data(), rec.data(),
+                   &res)
+              .ok());
+    const double est = estimate_level_bits(q.data(), rows, cols, res.params);
+    CHECK(res.rate_bits() == est);
+    std::vector<float> deq(w.size());
+    CHECK(dequantize(q.data(), rows, cols, step, m, deq.data()).ok());
+    CHECK(std::memcmp(rec.data(), deq.data(), deq.size() * 4) == 0);
+    std::vector<double> deq64(w.size());
+    CHECK(dequantize(q.data(), rows, cols, step, m, deq64.data()).ok());
+    double dist = 0;
+    for (size_t i = 0; i < w.size(); ++i) {
+      const double d = double(w[i]) - deq64[i];
+      dist += double(f[i]) * d * d;
+    }
+    CHECK(std::fabs(dist - res.distortion) <= 1e-9 * dist);
+    // Fixed params give the same rate identity.
+    QuantOptions o = opts(m, step, lambda_scale * step * step);
+    o.params_fixed = true;
+    o.params.unary_len = 3;
+    o.params.eg_order = 1;
+    CHECK(quantize(w.data(), f.data(), rows, cols, o, q.data(), rec.data(), &res).ok());
+    CHECK(res.passes == 1 && res.params.unary_len == 3 && res.params.eg_order == 1);
+    CHECK(res.rate_bits() == estimate_level_bits(q.data(), rows, cols, o.params));
+  }
+}
+
+static void test_rdoq_lambda_zero_is_nearest() {
+  const auto w = laplacian_weights(20000, 0.05, 4);
+  const auto f = uniform_importance(w.size(), 5, 0.01, 10.0);
+  std::vector<int32_t> qn(w.size()), qr(w.size());
+  CHECK(quantize(w.data(), f.data(), 100, 200, opts(QuantMethod::kNearest, 0.013, 0), qn.data(), nullptr, nullptr)
+            .ok());
+  CHECK(quantize(w.data(), f.data(), 100, 200, opts(QuantMethod::kRdoq, 0.013, 0), qr.data(), nullptr, nullptr).ok());
+  CHECK(qn == qr);
+}
+
+// Larger lambda: fewer bits, more distortion.
+static void test_lambda_trade_off(QuantMethod m) {
+  const auto w = laplacian_weights(64 * 512, 0.03, 6);
+  const double step = 0.01;
+  double prev_rate = 1e300, prev_dist = -1;
+  for (double c : {0.0, 0.1, 0.5, 2.0, 8.0}) {
+    std::vector<int32_t> q(w.size());
+    QuantResult res;
+    CHECK(quantize_ff(w.data(), nullptr, 64, 512, opts(m, step, c * step * step), q.data(), nullptr, &res)
+              .ok());
+    CHECK(res.rate_bits() < prev_rate);
+    CHECK(res.distortion > prev_dist);
+    prev_rate = res.rate_bits();
+    prev_dist = res.distortion;
+  }
+}
+
+// RDOQ: where F == 0 the chosen level is the cheapest of the candidate set of rdoq.h, priced on
+// the contexts as they stand there (replayed here independently).
+static void test_zero_importance_cheapest() {
+  const uint64_t rows = 20, cols = 300;
+  const auto w = laplacian_weights(rows * cols, 0.05, 7);
+  auto f = uniform_importance(rows * cols, 8, 0.5, 2.0);
+  for (size_t i = 0; i < f.size(); i += 3) f[i] = 0.0f;
+  const double step = 0.02;
+  std::vector<int32_t> q(w.size());
+  QuantResult res;
+  CHECK(quantize(w.data(), f.data(), rows, cols, opts(QuantMethod::kRdoq, step, 0.5 * step * step), q.data(), nullptr,
+                 &res)
+            .ok());
+  cabac::WeightContexts ctx;
+  cabac::RateEstimator commit;
+  bool bad = false;
+  int checked = 0, zeros = 0;
+  for (uint64_t r = 0; r < rows; ++r) {
+    cabac::Neighbourhood nb;
+    for (uint64_t i = 0; i < cols; ++i) {
+      const size_t at = r * cols + i;
+      if (f[at] == 0.0f) {
+        const double x = double(w[at]) / step;
+        const int32_t sgn = x < 0 ? -1 : 1, a = int32_t(std::fabs(x)), nearest = int32_t(std::nearbyint(x));
+        auto rate = [&](int32_t v) {
+          cabac::RatePeek p;
+          cabac::code_level(p, ctx, res.params, nb, v, bad);
+          return p.cost();
+        };
+        const uint64_t chosen = rate(q[at]);
+        std::vector<int32_t> cands = {0, nearest, sgn * a};
+        if (a >= 2) cands.push_back(sgn * (a - 1));
+        for (int32_t c : cands) CHECK(chosen <= rate(c));
+        ++checked;
+        zeros += q[at] == 0;
+      }
+      cabac::code_level(commit, ctx, res.params, nb, q[at], bad);
+      nb.push(q[at]);
+    }
+  }
+  CHECK(checked == int((rows * cols + 2) / 3));
+  CHECK(zeros > checked * 9 / 10);
+  // All-zero importance: everything goes to zero.
+  std::vector<float> none(w.size(), 0.0f);
+  CHECK(quantize(w.data(), none.data(), rows, cols, opts(QuantMethod::kRdoq, step, 0.1 * step * step), q.data(),
+                 nullptr, nullptr)
+            .ok());
+  bool all_zero = true;
+  for (int32_t v : q) all_zero = all_zero && v == 0;
+  CHECK(all_zero);
+}
+
+// chunk_rows: contexts restart, so the rate is the sum of per-chunk estimates.
+static void test_chunk_reset(QuantMethod m) {
+  const uint64_t rows = 12, cols = 333, chunk = 5;
+  const auto w = laplacian_weights(rows * cols, 0.05, 9);
+  const double step = 0.02;
+  QuantOptions o = opts(m, step, 0.2 * step * step);
+  o.chunk_rows = chunk;
+  std::vector<int32_t> q(w.size());
+  QuantResult res;
+  CHECK(quantize_ff(w.data(), nullptr, rows, cols, o, q.data(), nullptr, &res).ok());
+  double sum = 0;
+  for (uint64_t r0 = 0; r0 < rows; r0 += chunk) {
+    const uint64_t n = r0 + chunk <= rows ? chunk : rows - r0;
+    sum += estimate_level_bits(q.data() + r0 * cols, n, cols, res.params);
+  }
+  CHECK(std::fabs(res.rate_bits() - sum) < 1e-6);
+  CHECK(res.rate_bits() != estimate_level_bits(q.data(), rows, cols, res.params));
+}
+
+// Trellis: the state machine really constrains the reconstruction (levels differ from plain
+// rounding at 2*step) and at lambda = 0 it beats plain rounding at 2*step in distortion.
+static void test_trellis_distortion() {
+  const auto w = laplacian_weights(50000, 0.05, 10);
+  const double step = 0.01;
+  QuantResult rt, rn;
+  std::vector<int32_t> qt(w.size()), qn(w.size());
+  CHECK(quantize_ff(w.data(), nullptr, 1, w.size(), opts(QuantMethod::kTrellis, step, 0), qt.data(),
+                               nullptr, &rt)
+            .ok());
+  CHECK(quantize_ff(w.data(), nullptr, 1, w.size(), opts(QuantMethod::kNearest, 2 * step, 0), qn.data(),
+                               nullptr, &rn)
+            .ok());
+  CHECK(rt.distortion < 0.9 * rn.distortion);
+  CHECK(rt.distortion > 0.25 * rn.distortion);  // cannot be as good as the full grid `step`
+}
+
+static void test_errors() {
+  const float w[4] = {0.1f, -0.2f, 0.3f, 0.0f};
+  int32_t q[4];
+  float f[4] = {1, 1, 1, 1};
+  for (QuantMethod m : {QuantMethod::kNearest, QuantMethod::kRdoq, QuantMethod::kTrellis}) {
+    CHECK(quantize_ff(w, nullptr, 2, 2, opts(m, 0.0, 0), q, nullptr, nullptr).code() ==
+          StatusCode::kInvalidArgument);
+    CHECK(quantize_ff(w, nullptr, 2, 2, opts(m, -1.0, 0), q, nullptr, nullptr).code() ==
+          StatusCode::kInvalidArgument);
+    CHECK(quantize_ff(w, nullptr, 2, 2, opts(m, NAN, 0), q, nullptr, nullptr).code() ==
+          StatusCode::kInvalidArgument);
+    CHECK(quantize_ff(w, nullptr, 2, 2, opts(m, 0.1, -1), q, nullptr, nullptr).code() ==
+          StatusCode::kInvalidArgument);
+    float bad_w[4] = {0.1f, NAN, 0.0f, 0.0f};
+    CHECK(quantize_ff(bad_w, nullptr, 2, 2, opts(m, 0.1, 0), q, nullptr, nullptr).code() ==
+          StatusCode::kInvalidArgument);
+    bad_w[1] = INFINITY;
+    CHECK(quantize_ff(bad_w, nullptr, 2, 2, opts(m, 0.1, 0), q, nullptr, nullptr).code() ==
+          StatusCode::kInvalidArgument);
+    bad_w[1] = 1e9f;
+    CHECK(quantize_ff(bad_w, nullptr, 2, 2, opts(m, 0.1, 0), q, nullptr, nullptr).code() ==
+          StatusCode::kInvalidArgument);
+    f[2] = -1;
+    CHECK(quantize_ff(w, f, 2, 2, opts(m, 0.1, 0), q, nullptr, nullptr).code() ==
+          StatusCode::kInvalidArgument);
+    f[2] = NAN;
+    CHECK(quantize_ff(w, f, 2, 2, opts(m, 0.1, 0), q, nullptr, nullptr).code() ==
+          StatusCode::kInvalidArgument);
+    f[2] = 1;
+    CHECK(quantize_ff(nullptr, nullptr, 2, 2, opts(m, 0.1, 0), q, nullptr, nullptr).code() ==
+          StatusCode::kInvalidArgument);
+    CHECK(quantize_ff(w, nullptr, 2, 2, opts(m, 0.1, 0), nullptr, nullptr, nullptr).code() ==
+          StatusCode::kInvalidArgument);
+    CHECK(quantize_ff(nullptr, nullptr, 0, 0, opts(m, 0.1, 0), nullptr, nullptr, nullptr).ok());
+    QuantOptions o = opts(m, 0.1, 0);
+    o.max_passes = 0;
+    CHECK(quantize_ff(w, nullptr, 2, 2, o, q, nullptr, nullptr).code() == StatusCode::kInvalidArgument);
+    o = opts(m, 0.1, 0);
+    o.params_fixed = true;
+    o.params.unary_len = 65;
+    CHECK(quantize_ff(w, nullptr, 2, 2, o, q, nullptr, nullptr).code() == StatusCode::kInvalidArgument);
+  }
+  QuantOptions o = opts(QuantMethod(7), 0.1, 0);
+  CHECK(quantize_ff(w, nullptr, 2, 2, o, q, nullptr, nullptr).code() == StatusCode::kInvalidArgument);
+  float out[4];
+  const int32_t lv[4] = {1, 2, 3, 4};
+  CHECK(dequantize(lv, 2, 2, 0.0, QuantMethod::kRdoq, out).code() == StatusCode::kInvalidArgument);
+  CHECK(dequantize(lv, 2, 2, INFINITY, QuantMethod::kRdoq, out).code() == StatusCode::kInvalidArgument);
+  CHECK(dequantize(lv, 2, 2, 1.0, QuantMethod(9), out).code() == StatusCode::kInvalidArgument);
+  CHECK(dequantize(nullptr, 2, 2, 1.0, QuantMethod::kRdoq, out).code() == StatusCode::kInvalidArgument);
+  CHECK(dequantize(lv, 2, 2, 1.0, QuantMethod::kRdoq, static_cast<float*>(nullptr)).code() ==
+        StatusCode::kInvalidArgument);
+}
+
+// The dependent reconstruction rule on a hand-worked sequence.
+static void test_dependent_rule() {
+  // state 0 (Q0): k=1 -> u=2, parity 1 -> state 2 (Q0): k=-1 -> u=-2, parity 1 -> state 3 (Q1):
+  // k=2 -> u=3, parity 0 -> state 6 (Q0): k=0 -> u=0, parity 0 -> state 3 (Q1): k=-1 -> u=-1.
+  const int32_t k[5] = {1, -1, 2, 0, -1};
+  const double expect[5] = {2, -2, 3, 0, -1};
+  double out[5];
+  CHECK(dequantize(k, 1, 5, 0.5, QuantMethod::kTrellis, out).ok());
+  for (int i = 0; i < 5; ++i) CHECK(out[i] == expect[i] * 0.5);
+  // Every row restarts at state 0.
+  const int32_t k2[4] = {1, 1, 1, 1};
+  double out2[4];
+  CHECK(dequantize(k2, 2, 2, 1.0, QuantMethod::kTrellis, out2).ok());
+  CHECK(out2[0] == 2 && out2[1] == 2 && out2[2] == 2 && out2[3] == 2);  // state 0 -> 2 (Q0) both rows
+  const int32_t k3[3] = {1, 1, 1};
+  double out3[3];
+  CHECK(dequantize(k3, 1, 3, 1.0, QuantMethod::kTrellis, out3).ok());
+  CHECK(out3[0] == 2 && out3[1] == 2 && out3[2] == 1);  // 0 -> 2 -> 3 (Q1): u = 2*1 - 1
+  const int32_t extreme[2] = {INT32_MIN, INT32_MAX};
+  double out4[2];
+  CHECK(dequantize(extreme, 1, 2, 1.0, QuantMethod::kTrellis, out4).ok());
+  CHECK(out4[0] == -4294967296.0);
+}
+
+int main() {
+  test_nearest();
+  test_exact_rate_and_reconstruction(QuantMethod::kRdoq);
+  test_exact_rate_and_reconstruction(QuantMethod::kTrellis);
+  test_rdoq_lambda_zero_is_nearest();
+  test_lambda_trade_off(QuantMethod::kRdoq);
+  test_lambda_trade_off(QuantMethod::kTrellis);
+  test_zero_importance_cheapest();
+  test_chunk_reset(QuantMethod::kRdoq);
+  test_chunk_reset(QuantMethod::kTrellis);
+  test_trellis_distortion();
+  test_errors();
+  test_dependent_rule();
+  return TEST_MAIN_RESULT();
+}
