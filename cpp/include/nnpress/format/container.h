@@ -1,0 +1,235 @@
+// nnpress/format/container.h — the .nnp file (format version 1): read it, decode tensors, write it.
+//
+// CONTRACT
+//   The byte layout is specified in docs/FORMAT.md and frozen by tests/golden/*.nnp.
+//   A .nnp file holds a tensor table (name, dtype, shape, role, how it is stored, quantizer
+//   parameters, chunk list with a CRC-32C per chunk) and independent chunks. A quantized tensor is
+//   split into row blocks (whole rows, one DeepCABAC payload each), so tensors and blocks of large
+//   tensors decode in parallel and any tensor decodes alone (random access by name).
+//
+//   Reading (always built, no encoder needed):
+//     ContainerReader r;
+//     Status s = ContainerReader::open_file("model.nnp", &r);          // or open_memory / open_bytes
+//     if (!s.ok()) { fprintf(stderr, "%s\n", s.message().c_str()); return 1; }
+//     size_t i;
+//     s = r.find("fc1.weight", &i);                                    // kNotFound if absent
+//     const TensorInfo& t = r.tensor(i);                               // name, dtype, shape, ...
+//     std::vector<uint8_t> buf(t.output_bytes());
+//     s = r.decode(i, buf.data(), buf.size(), /*threads=*/2);          // original dtype, little endian
+//     // or everything at once, in parallel:
+//     std::vector<std::vector<uint8_t>> bufs(r.tensor_count());
+//     std::vector<void*> outs; std::vector<size_t> sizes;
+//     for (size_t k = 0; k < r.tensor_count(); ++k) {
+//       bufs[k].resize(r.tensor(k).output_bytes()); outs.push_back(bufs[k].data()); sizes.push_back(bufs[k].size());
+//     }
+//     s = r.decode_all(outs, sizes, /*threads=*/2);
+//
+//   - open_* parses and checks the whole header and table: magic, version, header and table CRCs,
+//     every count, length, dimension and offset against the real file size, UTF-8 and uniqueness
+//     of names, that the chunks tile the data region exactly (so every byte of the file is covered
+//     by some checksum) and that no tensor claims more elements than its chunks can hold
+//     (kMaxLevelsPerPayloadByte levels per byte for coded data, exactly size/itemsize for raw
+//     data) or than ReaderOptions::limits allow. It allocates only in proportion to the table's
+//     real size. It does not decode chunks.
+//   - decode* checks each chunk's CRC-32C before decoding it; a mismatch or a bad payload is a
+//     kCorrupt/kTruncated Status whose message names the tensor and the chunk. Results are
+//     bit-identical for every thread count; with several errors the one of the first failing chunk
+//     (in file order) is reported. `threads` = 0 means std::thread::hardware_concurrency().
+//   - Values: quantized tensors decode as level * step, computed as double, rounded once to the
+//     tensor's dtype (float64, float32) or via float32 with round-to-nearest-even (float16,
+//     bfloat16). Raw tensors are their stored little-endian bytes.
+//   - All functions return Status and never throw, abort or read outside the buffers they are
+//     given. Output buffers are the caller's; their size is checked.
+//
+//   Writing (only with NNPRESS_ENCODER=ON): fill TensorInput records and call write_container (to
+//   memory) or write_container_file (temp file in the destination folder, then rename). Chunks are
+//   coded in parallel; the output bytes are identical for every thread count.
+//
+// SURPRISES
+//   - open_memory does not copy: the buffer must outlive the reader. open_file and open_bytes own
+//     their copy.
+//   - An alias entry (tied weights) has no chunks of its own; decoding it decodes its target.
+//   - Only QuantMethod/Reconstruction kUniform (value = level * step) are defined in version 1;
+//     the method field (nearest/rdoq/trellis) records how levels were chosen, not how they decode.
+//     A file using another reconstruction is kUnsupported.
+//   - Hosts must be little-endian (x86-64, aarch64); raw data is copied as is.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nnpress/level_coder.h"
+#include "nnpress/status.h"
+
+namespace nnpress {
+
+constexpr uint16_t kContainerVersionMajor = 1;
+constexpr uint16_t kContainerVersionMinor = 0;
+constexpr size_t kContainerHeaderSize = 40;
+// File signature: \x89 N N P \r \n \x1a \n (as PNG's: catches text-mode and 7-bit damage).
+extern const uint8_t kContainerMagic[8];
+
+enum class DType : uint8_t {
+  kFloat32 = 1,
+  kFloat16 = 2,
+  kBFloat16 = 3,
+  kFloat64 = 4,
+  kInt8 = 5,
+  kUInt8 = 6,
+  kInt16 = 7,
+  kInt32 = 8,
+  kInt64 = 9,
+  kBool = 10,
+  kUInt16 = 11,
+  kUInt32 = 12,
+  kUInt64 = 13,
+};
+enum class TensorRole : uint8_t { kWeight = 0, kBias = 1, kNorm = 2, kEmbedding = 3, kBuffer = 4, kOther = 5 };
+enum class Storage : uint8_t { kRaw = 0, kQuantized = 1, kAlias = 2 };
+enum class QuantMethod : uint8_t { kNone = 0, kNearest = 1, kRdoq = 2, kTrellis = 3 };
+enum class Reconstruction : uint8_t { kUniform = 0 };
+
+// Bytes per element (0 for an unknown code); true for float dtypes that may be quantized.
+size_t dtype_size(DType d);
+bool dtype_is_float(DType d);
+const char* dtype_name(DType d);     // "float32", "bfloat16", ... ("?" if unknown)
+const char* role_name(TensorRole r); // "weight", "bias", "norm", "embedding", "buffer", "other"
+const char* method_name(QuantMethod m);  // "none", "nearest", "rdoq", "trellis"
+
+struct ChunkRef {
+  uint64_t offset = 0, size = 0;  // absolute file offset and length in bytes
+  uint32_t crc = 0;               // CRC-32C of the chunk's bytes
+  uint64_t first_row = 0, rows = 0;  // quantized: the row block this chunk holds
+};
+
+struct TensorInfo {
+  std::string name;
+  DType dtype = DType::kFloat32;
+  TensorRole role = TensorRole::kWeight;
+  Storage storage = Storage::kRaw;
+  std::vector<uint64_t> shape;
+  uint64_t count = 0;  // product of shape (1 for a scalar)
+  // Quantized only:
+  QuantMethod method = QuantMethod::kNone;
+  Reconstruction reconstruction = Reconstruction::kUniform;
+  LevelParams params;
+  double step = 0.0, lambda = 0.0;
+  uint64_t rows = 0, cols = 0, rows_per_block = 0;
+  // Alias only: index of the tensor whose data this one shares.
+  uint32_t alias_of = 0;
+  std::vector<ChunkRef> chunks;
+
+  size_t output_bytes() const { return size_t(count) * dtype_size(dtype); }
+  uint64_t stored_bytes() const;  // sum of chunk sizes (0 for an alias)
+};
+
+struct ReaderOptions {
+  DecodeLimits limits;             // max elements per tensor
+  uint64_t max_total_elements = uint64_t(1) << 38;  // sum over all tensors (aliases excluded)
+  uint32_t max_tensors = 1u << 24;
+};
+
+class ContainerReader {
+ public:
+  ContainerReader();
+  ~ContainerReader();
+  ContainerReader(ContainerReader&&) noexcept;
+  ContainerReader& operator=(ContainerReader&&) noexcept;
+  ContainerReader(const ContainerReader&) = delete;
+  ContainerReader& operator=(const ContainerReader&) = delete;
+
+  // Parse a file held in memory (not copied: keep it alive), a buffer the reader takes over, or a
+  // file read entirely into memory. On failure *out is left empty.
+  static Status open_memory(const uint8_t* data, size_t size, ContainerReader* out,
+                            const ReaderOptions& options = ReaderOptions());
+  static Status open_bytes(std::vector<uint8_t> bytes, ContainerReader* out,
+                           const ReaderOptions& options = ReaderOptions());
+  static Status open_file(const std::string& path, ContainerReader* out,
+                          const ReaderOptions& options = ReaderOptions());
+
+  size_t tensor_count() const { return tensors_.size(); }
+  const TensorInfo& tensor(size_t i) const { return tensors_[i]; }  // i < tensor_count()
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  Status find(const std::string& name, size_t* index) const;  // kNotFound if absent
+  const std::string& metadata() const { return metadata_; }   // opaque UTF-8 (JSON by convention)
+  uint16_t version_minor() const { return version_minor_; }
+  size_t file_size() const { return size_; }
+
+  // Decode tensor i into out (output_bytes() bytes, the tensor's dtype). For a quantized tensor
+  // its row blocks decode on up to `threads` threads.
+  Status decode(size_t i, void* out, size_t out_bytes, unsigned threads = 1) const;
+  Status decode(const std::string& name, void* out, size_t out_bytes, unsigned threads = 1) const;
+  // The integer levels of a quantized tensor (count int32 values), before dequantization.
+  Status decode_levels(size_t i, int32_t* out, uint64_t out_count, unsigned threads = 1) const;
+  // Decode many tensors at once: outs/out_bytes have tensor_count() entries; a null out skips that
+  // tensor. All chunks of all requested tensors share one pool of `threads` threads.
+  Status decode_all(const std::vector<void*>& outs, const std::vector<size_t>& out_bytes,
+                    unsigned threads = 0) const;
+  // Checks every chunk's CRC without decoding.
+  Status verify_checksums() const;
+
+ private:
+  struct Task;
+  Status parse(const ReaderOptions& options);
+  Status run_tasks(std::vector<Task>& tasks, unsigned threads) const;
+
+  std::vector<uint8_t> owned_;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  uint16_t version_minor_ = 0;
+  std::vector<TensorInfo> tensors_;
+  std::string metadata_;
+  struct NameIndex;
+  std::unique_ptr<NameIndex> index_;
+};
+
+// Converts float32 to IEEE half / bfloat16 bits with round-to-nearest-even (NaN stays NaN).
+uint16_t float_to_half_bits(float f);
+uint16_t float_to_bfloat16_bits(float f);
+
+#ifdef NNPRESS_WITH_ENCODER
+// ---- writing (NNPRESS_ENCODER=ON) ----
+struct TensorInput {
+  std::string name;  // UTF-8, 1..65535 bytes, unique
+  DType dtype = DType::kFloat32;
+  TensorRole role = TensorRole::kWeight;
+  Storage storage = Storage::kRaw;
+  std::vector<uint64_t> shape;  // at most kMaxDims dimensions
+  // kQuantized: product(shape) levels, a float dtype, step finite and > 0.
+  const int32_t* levels = nullptr;
+  QuantMethod method = QuantMethod::kNearest;
+  double step = 0.0, lambda = 0.0;
+  // kRaw: product(shape) * dtype_size(dtype) bytes, little endian.
+  const void* raw = nullptr;
+  uint64_t raw_size = 0;
+  // kAlias: index of an earlier, non-alias entry with the same dtype and shape.
+  uint32_t alias_of = 0;
+};
+
+struct WriterOptions {
+  uint64_t block_elements = uint64_t(1) << 18;  // target elements per row block (whole rows)
+  unsigned threads = 0;                        // 0 = hardware_concurrency()
+  std::string metadata;                        // stored as is (UTF-8 JSON by convention)
+};
+
+// Bytes stored per input tensor (chunks only; the table adds a few dozen bytes per tensor).
+struct WriteResult {
+  std::vector<uint64_t> stored_bytes;
+  uint64_t table_bytes = 0;
+};
+
+// Builds a complete .nnp file in *out (replacing its contents). kInvalidArgument for a bad input.
+Status write_container(const std::vector<TensorInput>& tensors, const WriterOptions& options,
+                       std::vector<uint8_t>* out, WriteResult* result = nullptr);
+// Writes the file to `path` through a temporary file in the same folder, then renames it; on
+// failure the temporary file is removed and an existing file at `path` is left untouched.
+Status write_container_file(const std::vector<TensorInput>& tensors, const WriterOptions& options,
+                            const std::string& path, WriteResult* result = nullptr);
+// Writes bytes to path via temp file + fsync + rename (kIo on failure).
+Status write_file_atomic(const std::string& path, const uint8_t* data, size_t size);
+#endif
+
+}  // namespace nnpress

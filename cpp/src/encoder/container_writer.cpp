@@ -1,0 +1,277 @@
+// The .nnp writer (encoder side, NNPRESS_ENCODER=ON). Layout: docs/FORMAT.md.
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <unordered_set>
+
+#include "nnpress/format/container.h"
+#include "nnpress/format/crc.h"
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <fcntl.h>
+#include <unistd.h>
+#define NNPRESS_HAVE_POSIX 1
+#endif
+
+namespace nnpress {
+namespace {
+
+void put8(std::vector<uint8_t>* o, uint8_t v) { o->push_back(v); }
+void put16(std::vector<uint8_t>* o, uint16_t v) {
+  o->push_back(uint8_t(v));
+  o->push_back(uint8_t(v >> 8));
+}
+void put32(std::vector<uint8_t>* o, uint32_t v) {
+  for (int i = 0; i < 4; ++i) o->push_back(uint8_t(v >> (8 * i)));
+}
+void put64(std::vector<uint8_t>* o, uint64_t v) {
+  for (int i = 0; i < 8; ++i) o->push_back(uint8_t(v >> (8 * i)));
+}
+void putf64(std::vector<uint8_t>* o, double d) {
+  uint64_t u;
+  std::memcpy(&u, &d, 8);
+  put64(o, u);
+}
+void set32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = uint8_t(v >> (8 * i));
+}
+void set64(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = uint8_t(v >> (8 * i));
+}
+
+// Runs fn(i) for i in [0, n) on up to `threads` threads, taking items in the order given.
+template <class Fn>
+void parallel_for(const std::vector<size_t>& order, unsigned threads, Fn&& fn) {
+  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  threads = unsigned(std::min<size_t>(threads, order.size()));
+  std::atomic<size_t> next{0};
+  auto worker = [&]() {
+    for (;;) {
+      const size_t k = next.fetch_add(1);
+      if (k >= order.size()) break;
+      fn(order[k]);
+    }
+  };
+  if (threads <= 1) {
+    worker();
+    return;
+  }
+  std::vector<std::thread> pool;
+  try {
+    for (unsigned i = 1; i < threads; ++i) pool.emplace_back(worker);
+  } catch (...) {
+  }
+  worker();
+  for (auto& t : pool) t.join();
+}
+
+struct Block {
+  size_t tensor;
+  uint64_t first_row, rows;
+  std::vector<uint8_t> bytes;
+};
+
+}  // namespace
+
+Status write_container(const std::vector<TensorInput>& tensors, const WriterOptions& options,
+                       std::vector<uint8_t>* out, WriteResult* result) {
+  if (out == nullptr) return invalid_argument("write_container: null output");
+  if (options.block_elements == 0) return invalid_argument("write_container: block_elements must be > 0");
+  if (tensors.size() > 0xFFFFFFFFu) return invalid_argument("write_container: too many tensors");
+  if (options.metadata.size() > 0xFFFFFFFFu) return invalid_argument("write_container: metadata too large");
+  // ---- validate ----
+  std::unordered_set<std::string> names;
+  std::vector<uint64_t> counts(tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const TensorInput& t = tensors[i];
+    const std::string tw = "write_container: tensor '" + t.name + "'";
+    if (t.name.empty() || t.name.size() > 0xFFFF) return invalid_argument(tw + ": name must have 1..65535 bytes");
+    if (!names.insert(t.name).second) return invalid_argument(tw + ": duplicate name");
+    if (dtype_size(t.dtype) == 0) return invalid_argument(tw + ": unknown dtype");
+    if (uint8_t(t.role) > uint8_t(TensorRole::kOther)) return invalid_argument(tw + ": unknown role");
+    if (t.shape.size() > kMaxDims) return invalid_argument(tw + ": more than 8 dimensions");
+    uint64_t n = 1;
+    for (uint64_t d : t.shape) {
+      if (d != 0 && n > UINT64_MAX / d) return invalid_argument(tw + ": element count overflows");
+      n *= d;
+    }
+    counts[i] = n;
+    switch (t.storage) {
+      case Storage::kRaw:
+        if (t.raw_size != n * dtype_size(t.dtype))
+          return invalid_argument(tw + ": raw data has " + std::to_string(t.raw_size) + " bytes, shape and dtype need " +
+                                  std::to_string(n * dtype_size(t.dtype)));
+        if (t.raw == nullptr && t.raw_size != 0) return invalid_argument(tw + ": null raw data");
+        break;
+      case Storage::kQuantized:
+        if (!dtype_is_float(t.dtype)) return invalid_argument(tw + ": only float tensors can be quantized");
+        if (!std::isfinite(t.step) || !(t.step > 0)) return invalid_argument(tw + ": step must be positive and finite");
+        if (!std::isfinite(t.lambda)) return invalid_argument(tw + ": lambda must be finite");
+        if (uint8_t(t.method) > uint8_t(QuantMethod::kTrellis)) return invalid_argument(tw + ": unknown method");
+        if (t.levels == nullptr && n != 0) return invalid_argument(tw + ": null levels");
+        break;
+      case Storage::kAlias: {
+        if (t.alias_of >= i) return invalid_argument(tw + ": alias target must be an earlier tensor");
+        const TensorInput& tt = tensors[t.alias_of];
+        if (tt.storage == Storage::kAlias) return invalid_argument(tw + ": alias of an alias");
+        if (tt.dtype != t.dtype || tt.shape != t.shape) return invalid_argument(tw + ": alias differs from its target");
+        break;
+      }
+      default:
+        return invalid_argument(tw + ": unknown storage");
+    }
+  }
+
+  // ---- coding parameters per quantized tensor, and the row blocks ----
+  std::vector<LevelParams> params(tensors.size());
+  std::vector<uint64_t> rows(tensors.size(), 0), cols(tensors.size(), 0), rpb(tensors.size(), 0);
+  std::vector<Block> blocks;
+  std::vector<size_t> quantized;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const TensorInput& t = tensors[i];
+    if (t.storage != Storage::kQuantized) continue;
+    rows_cols_of(t.shape, &rows[i], &cols[i]);
+    if (counts[i] == 0) continue;
+    quantized.push_back(i);
+    rpb[i] = std::max<uint64_t>(1, std::min<uint64_t>(rows[i], options.block_elements / cols[i]));
+    for (uint64_t r = 0; r < rows[i]; r += rpb[i]) blocks.push_back({i, r, std::min(rpb[i], rows[i] - r), {}});
+  }
+  {
+    std::vector<size_t> order = quantized;
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return counts[a] > counts[b]; });
+    parallel_for(order, options.threads,
+                 [&](size_t i) { params[i] = choose_level_params(tensors[i].levels, counts[i]); });
+  }
+  {
+    std::vector<size_t> order(blocks.size());
+    for (size_t k = 0; k < order.size(); ++k) order[k] = k;
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      return blocks[a].rows * cols[blocks[a].tensor] > blocks[b].rows * cols[blocks[b].tensor];
+    });
+    parallel_for(order, options.threads, [&](size_t k) {
+      Block& b = blocks[k];
+      const uint64_t c = cols[b.tensor];
+      b.bytes.reserve(size_t(b.rows * c / 2 + 64));
+      encode_level_payload(tensors[b.tensor].levels + b.first_row * c, b.rows, c, params[b.tensor], &b.bytes);
+    });
+  }
+
+  // ---- assemble: header, chunks in table order, table ----
+  std::vector<uint8_t>& o = *out;
+  o.clear();
+  uint64_t data_bytes = 0;
+  for (size_t i = 0; i < tensors.size(); ++i)
+    if (tensors[i].storage == Storage::kRaw) data_bytes += tensors[i].raw_size;
+  for (const Block& b : blocks) data_bytes += b.bytes.size();
+  o.reserve(size_t(kContainerHeaderSize + data_bytes + 64 * tensors.size() + options.metadata.size()));
+  o.resize(kContainerHeaderSize, 0);
+
+  std::vector<uint8_t> table;
+  put32(&table, uint32_t(tensors.size()));
+  put32(&table, uint32_t(options.metadata.size()));
+  table.insert(table.end(), options.metadata.begin(), options.metadata.end());
+  std::vector<uint64_t> stored(tensors.size(), 0);
+  size_t next_block = 0;
+  auto add_chunk = [&](const uint8_t* p, size_t n) {
+    put64(&table, o.size());
+    put64(&table, n);
+    put32(&table, crc32c(p, n));
+    o.insert(o.end(), p, p + n);
+  };
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const TensorInput& t = tensors[i];
+    put16(&table, uint16_t(t.name.size()));
+    table.insert(table.end(), t.name.begin(), t.name.end());
+    put8(&table, uint8_t(t.dtype));
+    put8(&table, uint8_t(t.role));
+    put8(&table, uint8_t(t.storage));
+    put8(&table, uint8_t(t.shape.size()));
+    for (uint64_t d : t.shape) put64(&table, d);
+    if (t.storage == Storage::kRaw) {
+      add_chunk(static_cast<const uint8_t*>(t.raw), size_t(t.raw_size));
+      stored[i] = t.raw_size;
+    } else if (t.storage == Storage::kQuantized) {
+      put8(&table, uint8_t(t.method));
+      put8(&table, uint8_t(Reconstruction::kUniform));
+      put8(&table, uint8_t(params[i].unary_len));
+      put8(&table, uint8_t(params[i].eg_order));
+      putf64(&table, t.step);
+      putf64(&table, t.lambda);
+      put64(&table, rpb[i]);
+      const size_t first = next_block;
+      while (next_block < blocks.size() && blocks[next_block].tensor == i) ++next_block;
+      put32(&table, uint32_t(next_block - first));
+      for (size_t k = first; k < next_block; ++k) {
+        add_chunk(blocks[k].bytes.data(), blocks[k].bytes.size());
+        stored[i] += blocks[k].bytes.size();
+        std::vector<uint8_t>().swap(blocks[k].bytes);
+      }
+    } else {
+      put32(&table, t.alias_of);
+    }
+  }
+  const uint64_t table_offset = o.size();
+  o.insert(o.end(), table.begin(), table.end());
+  std::memcpy(o.data(), kContainerMagic, 8);
+  o[8] = uint8_t(kContainerVersionMajor);
+  o[9] = uint8_t(kContainerVersionMajor >> 8);
+  o[10] = uint8_t(kContainerVersionMinor);
+  o[11] = uint8_t(kContainerVersionMinor >> 8);
+  set32(o.data() + 12, 0);
+  set64(o.data() + 16, table_offset);
+  set64(o.data() + 24, table.size());
+  set32(o.data() + 32, crc32c(table.data(), table.size()));
+  set32(o.data() + 36, crc32c(o.data(), 36));
+  if (result) {
+    result->stored_bytes = std::move(stored);
+    result->table_bytes = table.size();
+  }
+  return Status::Ok();
+}
+
+Status write_file_atomic(const std::string& path, const uint8_t* data, size_t size) {
+  if (path.empty()) return invalid_argument("write_file_atomic: empty path");
+  static std::atomic<unsigned> counter{0};
+  std::string tmp = path + ".tmp-";
+#ifdef NNPRESS_HAVE_POSIX
+  tmp += std::to_string(::getpid()) + "-";
+#endif
+  tmp += std::to_string(counter.fetch_add(1));
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (f == nullptr) return Status(StatusCode::kIo, "cannot create '" + tmp + "': " + std::strerror(errno));
+  bool ok = size == 0 || std::fwrite(data, 1, size, f) == size;
+  ok = (std::fflush(f) == 0) && ok;
+#ifdef NNPRESS_HAVE_POSIX
+  ok = ok && ::fsync(::fileno(f)) == 0;
+#endif
+  const int err = errno;
+  ok = (std::fclose(f) == 0) && ok;
+  if (!ok) {
+    std::remove(tmp.c_str());
+    return Status(StatusCode::kIo, "cannot write '" + tmp + "': " + std::strerror(err));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    std::remove(tmp.c_str());
+    return Status(StatusCode::kIo, "cannot rename '" + tmp + "' to '" + path + "': " + std::strerror(e));
+  }
+  return Status::Ok();
+}
+
+Status write_container_file(const std::vector<TensorInput>& tensors, const WriterOptions& options,
+                            const std::string& path, WriteResult* result) {
+  std::vector<uint8_t> bytes;
+  Status s = write_container(tensors, options, &bytes, result);
+  if (!s.ok()) return s;
+  ContainerReader check;  // verify the structure before replacing anything
+  s = ContainerReader::open_memory(bytes.data(), bytes.size(), &check);
+  if (!s.ok()) return Status(StatusCode::kInvalidArgument, "write_container_file: produced an unreadable file: " + s.message());
+  return write_file_atomic(path, bytes.data(), bytes.size());
+}
+
+}  // namespace nnpress

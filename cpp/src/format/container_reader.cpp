@@ -1,0 +1,633 @@
+// The .nnp reader (decoder side, always built). Layout: docs/FORMAT.md.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <unordered_map>
+
+#include "nnpress/format/container.h"
+#include "nnpress/format/crc.h"
+
+namespace nnpress {
+
+const uint8_t kContainerMagic[8] = {0x89, 'N', 'N', 'P', '\r', '\n', 0x1A, '\n'};
+
+size_t dtype_size(DType d) {
+  switch (d) {
+    case DType::kFloat32: case DType::kInt32: case DType::kUInt32: return 4;
+    case DType::kFloat16: case DType::kBFloat16: case DType::kInt16: case DType::kUInt16: return 2;
+    case DType::kFloat64: case DType::kInt64: case DType::kUInt64: return 8;
+    case DType::kInt8: case DType::kUInt8: case DType::kBool: return 1;
+  }
+  return 0;
+}
+
+bool dtype_is_float(DType d) {
+  return d == DType::kFloat32 || d == DType::kFloat16 || d == DType::kBFloat16 || d == DType::kFloat64;
+}
+
+const char* dtype_name(DType d) {
+  switch (d) {
+    case DType::kFloat32: return "float32";
+    case DType::kFloat16: return "float16";
+    case DType::kBFloat16: return "bfloat16";
+    case DType::kFloat64: return "float64";
+    case DType::kInt8: return "int8";
+    case DType::kUInt8: return "uint8";
+    case DType::kInt16: return "int16";
+    case DType::kInt32: return "int32";
+    case DType::kInt64: return "int64";
+    case DType::kBool: return "bool";
+    case DType::kUInt16: return "uint16";
+    case DType::kUInt32: return "uint32";
+    case DType::kUInt64: return "uint64";
+  }
+  return "?";
+}
+
+const char* role_name(TensorRole r) {
+  switch (r) {
+    case TensorRole::kWeight: return "weight";
+    case TensorRole::kBias: return "bias";
+    case TensorRole::kNorm: return "norm";
+    case TensorRole::kEmbedding: return "embedding";
+    case TensorRole::kBuffer: return "buffer";
+    case TensorRole::kOther: return "other";
+  }
+  return "?";
+}
+
+const char* method_name(QuantMethod m) {
+  switch (m) {
+    case QuantMethod::kNone: return "none";
+    case QuantMethod::kNearest: return "nearest";
+    case QuantMethod::kRdoq: return "rdoq";
+    case QuantMethod::kTrellis: return "trellis";
+  }
+  return "?";
+}
+
+uint64_t TensorInfo::stored_bytes() const {
+  uint64_t s = 0;
+  for (const auto& c : chunks) s += c.size;
+  return s;
+}
+
+uint16_t float_to_half_bits(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const uint32_t absx = x & 0x7FFFFFFFu;
+  if (absx >= 0x7F800000u) {  // inf or NaN
+    return uint16_t(sign | 0x7C00u | (absx > 0x7F800000u ? 0x200u | ((absx >> 13) & 0x3FFu) : 0u));
+  }
+  if (absx >= 0x477FF000u) return uint16_t(sign | 0x7C00u);  // rounds to >= 65520: overflow to inf
+  if (absx < 0x38800000u) {                                  // below the smallest normal half (2^-14)
+    if (absx < 0x33000000u) return uint16_t(sign);           // < 2^-25: rounds to zero
+    const uint32_t e = absx >> 23;                           // 102..112
+    const uint32_t mant = (absx & 0x7FFFFFu) | 0x800000u;
+    const uint32_t shift = 126 - e;                          // 14..24
+    uint32_t h = mant >> shift;
+    const uint32_t rem = mant & ((1u << shift) - 1);
+    const uint32_t half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (h & 1))) ++h;
+    return uint16_t(sign | h);
+  }
+  uint32_t h = ((absx - 0x38000000u) >> 13);  // rebias exponent 127 -> 15
+  const uint32_t rem = absx & 0x1FFFu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) ++h;
+  return uint16_t(sign | h);
+}
+
+uint16_t float_to_bfloat16_bits(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  if ((x & 0x7FFFFFFFu) > 0x7F800000u) return uint16_t((x >> 16) | 0x40u);  // quiet NaN
+  const uint32_t lsb = (x >> 16) & 1u;
+  x += 0x7FFFu + lsb;
+  return uint16_t(x >> 16);
+}
+
+namespace {
+
+// Bounds-checked little-endian cursor over [p, end).
+class Cursor {
+ public:
+  Cursor(const uint8_t* p, size_t n) : p_(p), n_(n) {}
+  size_t pos() const { return pos_; }
+  size_t left() const { return n_ - pos_; }
+  bool bytes(void* dst, size_t k) {
+    if (k > left()) return false;
+    std::memcpy(dst, p_ + pos_, k);
+    pos_ += k;
+    return true;
+  }
+  const uint8_t* view(size_t k) {
+    if (k > left()) return nullptr;
+    const uint8_t* r = p_ + pos_;
+    pos_ += k;
+    return r;
+  }
+  template <class T>
+  bool get(T* v) {
+    uint8_t b[sizeof(T)];
+    if (!bytes(b, sizeof(T))) return false;
+    uint64_t u = 0;
+    for (size_t i = 0; i < sizeof(T); ++i) u |= uint64_t(b[i]) << (8 * i);
+    if constexpr (std::is_same<T, double>::value) {
+      std::memcpy(v, &u, 8);
+    } else {
+      *v = T(u);
+    }
+    return true;
+  }
+
+ private:
+  const uint8_t* p_;
+  size_t n_;
+  size_t pos_ = 0;
+};
+
+uint32_t le32(const uint8_t* p) { return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24; }
+uint64_t le64(const uint8_t* p) { return uint64_t(le32(p)) | uint64_t(le32(p + 4)) << 32; }
+
+bool valid_utf8(const uint8_t* s, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    const uint8_t c = s[i];
+    if (c < 0x80) { ++i; continue; }
+    size_t len;
+    uint32_t cp;
+    if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
+    else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
+    else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
+    else return false;
+    if (n - i < len) return false;
+    for (size_t k = 1; k < len; ++k) {
+      if ((s[i + k] & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (s[i + k] & 0x3F);
+    }
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+      return false;
+    i += len;
+  }
+  return true;
+}
+
+std::string quoted(const std::string& name) { return "tensor '" + name + "'"; }
+
+bool known_dtype(uint8_t d) { return d >= 1 && d <= 13; }
+
+}  // namespace
+
+struct ContainerReader::NameIndex {
+  std::unordered_map<std::string, size_t> map;
+};
+
+// One unit of decoding work: a chunk of a tensor into a destination buffer.
+struct ContainerReader::Task {
+  size_t tensor = 0;       // whose chunk (after alias resolution)
+  size_t chunk = 0;
+  const char* label = nullptr;  // requested tensor's name (for messages)
+  uint8_t* out = nullptr;       // destination of the whole tensor
+  bool levels_only = false;     // write int32 levels instead of dequantized values
+  uint64_t cost = 0;
+  Status status;
+};
+
+ContainerReader::ContainerReader() = default;
+ContainerReader::~ContainerReader() = default;
+ContainerReader::ContainerReader(ContainerReader&&) noexcept = default;
+ContainerReader& ContainerReader::operator=(ContainerReader&&) noexcept = default;
+
+Status ContainerReader::open_memory(const uint8_t* data, size_t size, ContainerReader* out,
+                                    const ReaderOptions& options) {
+  if (out == nullptr) return invalid_argument("ContainerReader::open_memory: null reader");
+  if (data == nullptr && size != 0) return invalid_argument("ContainerReader::open_memory: null data");
+  ContainerReader r;
+  r.data_ = data;
+  r.size_ = size;
+  Status s = r.parse(options);
+  if (!s.ok()) {
+    *out = ContainerReader();
+    return s;
+  }
+  *out = std::move(r);
+  return Status::Ok();
+}
+
+Status ContainerReader::open_bytes(std::vector<uint8_t> bytes, ContainerReader* out, const ReaderOptions& options) {
+  if (out == nullptr) return invalid_argument("ContainerReader::open_bytes: null reader");
+  ContainerReader r;
+  r.owned_ = std::move(bytes);
+  r.data_ = r.owned_.data();
+  r.size_ = r.owned_.size();
+  Status s = r.parse(options);
+  if (!s.ok()) {
+    *out = ContainerReader();
+    return s;
+  }
+  *out = std::move(r);
+  return Status::Ok();
+}
+
+Status ContainerReader::open_file(const std::string& path, ContainerReader* out, const ReaderOptions& options) {
+  if (out == nullptr) return invalid_argument("ContainerReader::open_file: null reader");
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return Status(StatusCode::kIo, "cannot open '" + path + "': " + std::strerror(errno));
+  std::vector<uint8_t> bytes;
+  bool ok = std::fseek(f, 0, SEEK_END) == 0;
+  long end = ok ? std::ftell(f) : -1;
+  ok = ok && end >= 0 && std::fseek(f, 0, SEEK_SET) == 0;
+  if (ok) {
+    bytes.resize(size_t(end));
+    ok = bytes.empty() || std::fread(bytes.data(), 1, bytes.size(), f) == bytes.size();
+    // The file must not have grown between ftell and fread: one more byte means it changed.
+    if (ok && std::fgetc(f) != EOF) ok = false;
+  }
+  std::fclose(f);
+  if (!ok) return Status(StatusCode::kIo, "cannot read '" + path + "'");
+  Status s = open_bytes(std::move(bytes), out, options);
+  if (!s.ok()) return Status(s.code(), path + ": " + s.message());
+  return s;
+}
+
+Status ContainerReader::parse(const ReaderOptions& options) {
+  const uint8_t* d = data_;
+  const size_t n = size_;
+  if (n < 8 || std::memcmp(d, kContainerMagic, 8) != 0) {
+    if (n < 8 && std::memcmp(d, kContainerMagic, n) == 0) return truncated("nnp: file ends inside the signature");
+    return corrupt("nnp: not an nnpress .nnp file (bad signature)");
+  }
+  if (n < kContainerHeaderSize) return truncated("nnp: file ends inside the header (" + std::to_string(n) + " bytes)");
+  const uint16_t major = uint16_t(d[8] | d[9] << 8);
+  const uint16_t minor = uint16_t(d[10] | d[11] << 8);
+  if (le32(d + 36) != crc32c(d, 36)) return corrupt("nnp: header checksum mismatch");
+  if (major != kContainerVersionMajor)
+    return Status(StatusCode::kUnsupported, "nnp: format version " + std::to_string(major) + "." +
+                                                std::to_string(minor) + " is not supported (this build reads " +
+                                                std::to_string(kContainerVersionMajor) + ".x)");
+  version_minor_ = minor;
+  if (le32(d + 12) != 0) return Status(StatusCode::kUnsupported, "nnp: unknown header flags");
+  const uint64_t table_offset = le64(d + 16), table_size = le64(d + 24);
+  const uint32_t table_crc = le32(d + 32);
+  if (table_offset < kContainerHeaderSize || table_offset > n)
+    return table_offset > n ? truncated("nnp: table offset " + std::to_string(table_offset) + " is past the end (" +
+                                        std::to_string(n) + " bytes): truncated file")
+                            : corrupt("nnp: table offset inside the header");
+  if (table_size > n - table_offset)
+    return truncated("nnp: table ends past the end of the file (" + std::to_string(n) + " bytes): truncated file");
+  if (table_offset + table_size != n)
+    return corrupt("nnp: " + std::to_string(n - table_offset - table_size) +
+                   " unexpected bytes after the table (appended data?)");
+  const uint8_t* tp = d + table_offset;
+  if (crc32c(tp, size_t(table_size)) != table_crc) return corrupt("nnp: tensor table checksum mismatch");
+
+  Cursor c(tp, size_t(table_size));
+  uint32_t count = 0, meta_size = 0;
+  if (!c.get(&count) || !c.get(&meta_size)) return truncated("nnp: table too short");
+  if (count > options.max_tensors)
+    return limit_exceeded("nnp: " + std::to_string(count) + " tensors exceed the limit of " +
+                          std::to_string(options.max_tensors));
+  // Each entry needs at least 2 + 1 + 4 + 4 = 11 bytes (an alias of a scalar); reject counts the
+  // table cannot hold before reserving memory for them.
+  if (uint64_t(count) * 11 > c.left()) return corrupt("nnp: tensor count " + std::to_string(count) + " does not fit the table");
+  const uint8_t* meta = c.view(meta_size);
+  if (meta == nullptr) return truncated("nnp: metadata runs past the table");
+  if (!valid_utf8(meta, meta_size)) return corrupt("nnp: metadata is not valid UTF-8");
+  metadata_.assign(reinterpret_cast<const char*>(meta), meta_size);
+
+  tensors_.clear();
+  tensors_.reserve(count);
+  index_ = std::make_unique<NameIndex>();
+  index_->map.reserve(count);
+  uint64_t next_chunk = kContainerHeaderSize;  // chunks must tile [header, table) in table order
+  uint64_t total_elements = 0;
+  for (uint32_t ti = 0; ti < count; ++ti) {
+    const std::string where = "nnp: table entry " + std::to_string(ti);
+    TensorInfo t;
+    uint16_t name_size = 0;
+    if (!c.get(&name_size)) return truncated(where + ": truncated");
+    const uint8_t* name = c.view(name_size);
+    if (name == nullptr) return truncated(where + ": name runs past the table");
+    if (name_size == 0) return corrupt(where + ": empty name");
+    if (!valid_utf8(name, name_size)) return corrupt(where + ": name is not valid UTF-8");
+    t.name.assign(reinterpret_cast<const char*>(name), name_size);
+    const std::string tw = "nnp: " + quoted(t.name);
+    uint8_t dtype, role, storage, ndim;
+    if (!c.get(&dtype) || !c.get(&role) || !c.get(&storage) || !c.get(&ndim)) return truncated(tw + ": truncated entry");
+    if (!known_dtype(dtype)) return corrupt(tw + ": unknown dtype code " + std::to_string(dtype));
+    if (role > uint8_t(TensorRole::kOther)) return corrupt(tw + ": unknown role code " + std::to_string(role));
+    if (storage > uint8_t(Storage::kAlias)) return corrupt(tw + ": unknown storage code " + std::to_string(storage));
+    if (ndim > kMaxDims) return corrupt(tw + ": " + std::to_string(ndim) + " dimensions (at most 8)");
+    t.dtype = DType(dtype);
+    t.role = TensorRole(role);
+    t.storage = Storage(storage);
+    t.shape.resize(ndim);
+    uint64_t elems = 1;
+    bool overflow = false;
+    for (unsigned k = 0; k < ndim; ++k) {
+      if (!c.get(&t.shape[k])) return truncated(tw + ": truncated shape");
+      const uint64_t v = t.shape[k];
+      if (v != 0 && elems > UINT64_MAX / v) overflow = true;
+      elems *= v;
+    }
+    if (overflow) return limit_exceeded(tw + ": element count overflows 64 bits");
+    t.count = elems;
+    if (elems > options.limits.max_elements)
+      return limit_exceeded(tw + ": " + std::to_string(elems) + " elements exceed the limit of " +
+                            std::to_string(options.limits.max_elements));
+    if (elems > (uint64_t(SIZE_MAX) / 8)) return limit_exceeded(tw + ": too large for this machine");
+
+    auto read_chunk = [&](ChunkRef* ch) -> Status {
+      if (!c.get(&ch->offset) || !c.get(&ch->size) || !c.get(&ch->crc)) return truncated(tw + ": truncated chunk list");
+      if (ch->offset != next_chunk)
+        return corrupt(tw + ": chunk at offset " + std::to_string(ch->offset) + ", expected " +
+                       std::to_string(next_chunk) + " (chunks must be contiguous)");
+      if (ch->size > table_offset - ch->offset)
+        return corrupt(tw + ": chunk of " + std::to_string(ch->size) + " bytes runs past the data region");
+      next_chunk = ch->offset + ch->size;
+      return Status::Ok();
+    };
+
+    if (t.storage == Storage::kRaw) {
+      ChunkRef ch;
+      Status s = read_chunk(&ch);
+      if (!s.ok()) return s;
+      const uint64_t want = elems * dtype_size(t.dtype);
+      if (ch.size != want)
+        return corrupt(tw + ": raw data is " + std::to_string(ch.size) + " bytes, shape and dtype need " +
+                       std::to_string(want));
+      ch.rows = 1;
+      t.chunks.push_back(ch);
+    } else if (t.storage == Storage::kQuantized) {
+      uint8_t method, recon, unary, eg;
+      if (!c.get(&method) || !c.get(&recon) || !c.get(&unary) || !c.get(&eg) || !c.get(&t.step) ||
+          !c.get(&t.lambda) || !c.get(&t.rows_per_block))
+        return truncated(tw + ": truncated quantizer fields");
+      if (!dtype_is_float(t.dtype)) return corrupt(tw + ": quantized tensor with non-float dtype " + dtype_name(t.dtype));
+      if (method > uint8_t(QuantMethod::kTrellis)) return corrupt(tw + ": unknown quantizer method " + std::to_string(method));
+      if (recon != uint8_t(Reconstruction::kUniform))
+        return Status(StatusCode::kUnsupported, tw + ": reconstruction rule " + std::to_string(recon) + " is not supported");
+      t.method = QuantMethod(method);
+      t.reconstruction = Reconstruction(recon);
+      t.params.unary_len = unary;
+      t.params.eg_order = eg;
+      Status s = check_level_params(t.params);
+      if (!s.ok()) return Status(s.code(), tw + ": " + s.message());
+      if (!std::isfinite(t.step) || !(t.step > 0)) return corrupt(tw + ": step size is not a positive finite number");
+      if (!std::isfinite(t.lambda)) return corrupt(tw + ": lambda is not finite");
+      rows_cols_of(t.shape, &t.rows, &t.cols);
+      uint32_t nchunks = 0;
+      if (!c.get(&nchunks)) return truncated(tw + ": truncated chunk count");
+      uint64_t expect = 0;
+      if (elems != 0) {
+        if (t.rows_per_block == 0 || t.rows_per_block > t.rows)
+          return corrupt(tw + ": rows per block " + std::to_string(t.rows_per_block) + " outside 1.." +
+                         std::to_string(t.rows));
+        expect = t.rows / t.rows_per_block + (t.rows % t.rows_per_block != 0);
+      } else if (t.rows_per_block != 0) {
+        return corrupt(tw + ": empty tensor with a row block size");
+      }
+      if (nchunks != expect)
+        return corrupt(tw + ": " + std::to_string(nchunks) + " chunks, the shape needs " + std::to_string(expect));
+      if (uint64_t(nchunks) * 20 > c.left()) return truncated(tw + ": chunk list runs past the table");
+      t.chunks.resize(nchunks);
+      for (uint32_t k = 0; k < nchunks; ++k) {
+        ChunkRef& ch = t.chunks[k];
+        s = read_chunk(&ch);
+        if (!s.ok()) return s;
+        ch.first_row = uint64_t(k) * t.rows_per_block;
+        ch.rows = std::min(t.rows_per_block, t.rows - ch.first_row);
+        const uint64_t levels = ch.rows * t.cols;
+        if (levels > (ch.size + 2) * kMaxLevelsPerPayloadByte)
+          return corrupt(tw + ": chunk " + std::to_string(k) + " claims " + std::to_string(levels) +
+                         " levels but has only " + std::to_string(ch.size) + " bytes");
+      }
+    } else {  // alias
+      uint32_t target = 0;
+      if (!c.get(&target)) return truncated(tw + ": truncated alias");
+      if (target >= ti) return corrupt(tw + ": alias target " + std::to_string(target) + " is not an earlier entry");
+      const TensorInfo& tt = tensors_[target];
+      if (tt.storage == Storage::kAlias) return corrupt(tw + ": alias of an alias");
+      if (tt.dtype != t.dtype || tt.shape != t.shape) return corrupt(tw + ": alias differs in dtype or shape from its target");
+      t.alias_of = target;
+    }
+    if (t.storage != Storage::kAlias) {
+      total_elements += elems;
+      if (total_elements > options.max_total_elements)
+        return limit_exceeded("nnp: more than " + std::to_string(options.max_total_elements) +
+                              " elements in total (limit)");
+    }
+    if (!index_->map.emplace(t.name, size_t(ti)).second) return corrupt(tw + ": duplicate name");
+    tensors_.push_back(std::move(t));
+  }
+  if (c.left() != 0) return corrupt("nnp: " + std::to_string(c.left()) + " unexpected bytes at the end of the table");
+  if (next_chunk != table_offset)
+    return corrupt("nnp: " + std::to_string(table_offset - next_chunk) + " bytes of the data region belong to no chunk");
+  return Status::Ok();
+}
+
+Status ContainerReader::find(const std::string& name, size_t* index) const {
+  if (index == nullptr) return invalid_argument("ContainerReader::find: null index");
+  if (index_) {
+    auto it = index_->map.find(name);
+    if (it != index_->map.end()) {
+      *index = it->second;
+      return Status::Ok();
+    }
+  }
+  return Status(StatusCode::kNotFound, "nnp: no tensor named '" + name + "'");
+}
+
+namespace {
+
+template <class Fn>
+void convert_levels(const int32_t* lv, uint64_t n, Fn&& store) {
+  for (uint64_t i = 0; i < n; ++i) store(i, lv[i]);
+}
+
+}  // namespace
+
+Status ContainerReader::run_tasks(std::vector<Task>& tasks, unsigned threads) const {
+  if (tasks.empty()) return Status::Ok();
+  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  threads = unsigned(std::min<size_t>(threads, tasks.size()));
+  // Largest chunks first for balance; ties by file order. Errors are reported in file order.
+  std::vector<size_t> order(tasks.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return tasks[a].cost > tasks[b].cost; });
+  std::atomic<size_t> next{0};
+  auto worker = [&]() {
+    std::vector<int32_t> scratch;
+    for (;;) {
+      const size_t k = next.fetch_add(1);
+      if (k >= order.size()) break;
+      Task& task = tasks[order[k]];
+      const TensorInfo& t = tensors_[task.tensor];
+      const ChunkRef& ch = t.chunks[task.chunk];
+      const uint8_t* src = data_ + ch.offset;
+      const std::string where = "nnp: " + quoted(task.label) + ", chunk " + std::to_string(task.chunk + 1) +
+                                " of " + std::to_string(t.chunks.size());
+      if (crc32c(src, size_t(ch.size)) != ch.crc) {
+        task.status = corrupt(where + ": checksum mismatch (corrupt data)");
+        continue;
+      }
+      if (t.storage == Storage::kRaw) {
+        if (ch.size) std::memcpy(task.out, src, size_t(ch.size));
+        continue;
+      }
+      const uint64_t n = ch.rows * t.cols;
+      const uint64_t first = ch.first_row * t.cols;
+      int32_t* lv;
+      if (task.levels_only) {
+        lv = reinterpret_cast<int32_t*>(task.out) + first;
+      } else if (t.dtype == DType::kFloat32) {
+        lv = reinterpret_cast<int32_t*>(task.out) + first;  // decode in place, then convert
+      } else {
+        scratch.resize(size_t(n));
+        lv = scratch.data();
+      }
+      Status s = decode_level_payload(src, size_t(ch.size), ch.rows, t.cols, t.params, lv);
+      if (!s.ok()) {
+        task.status = Status(s.code(), where + ": " + s.message());
+        continue;
+      }
+      if (task.levels_only) continue;
+      const double step = t.step;
+      switch (t.dtype) {
+        case DType::kFloat32: {
+          float* o = reinterpret_cast<float*>(task.out) + first;
+          for (uint64_t i = 0; i < n; ++i) {
+            const int32_t q = lv[i];
+            o[i] = float(double(q) * step);
+          }
+          break;
+        }
+        case DType::kFloat64: {
+          double* o = reinterpret_cast<double*>(task.out) + first;
+          convert_levels(lv, n, [&](uint64_t i, int32_t q) { o[i] = double(q) * step; });
+          break;
+        }
+        case DType::kFloat16: {
+          uint16_t* o = reinterpret_cast<uint16_t*>(task.out) + first;
+          convert_levels(lv, n, [&](uint64_t i, int32_t q) { o[i] = float_to_half_bits(float(double(q) * step)); });
+          break;
+        }
+        case DType::kBFloat16: {
+          uint16_t* o = reinterpret_cast<uint16_t*>(task.out) + first;
+          convert_levels(lv, n, [&](uint64_t i, int32_t q) { o[i] = float_to_bfloat16_bits(float(double(q) * step)); });
+          break;
+        }
+        default:
+          task.status = corrupt(where + ": quantized tensor with non-float dtype");
+      }
+    }
+  };
+  if (threads <= 1) {
+    worker();
+  } else {
+    std::vector<std::thread> pool;
+    pool.reserve(threads - 1);
+    try {
+      for (unsigned i = 1; i < threads; ++i) pool.emplace_back(worker);
+    } catch (...) {
+      // Could not start a thread: the ones running (and this one) finish the work.
+    }
+    worker();
+    for (auto& th : pool) th.join();
+  }
+  for (const Task& t : tasks)
+    if (!t.status.ok()) return t.status;
+  return Status::Ok();
+}
+
+Status ContainerReader::decode_all(const std::vector<void*>& outs, const std::vector<size_t>& out_bytes,
+                                   unsigned threads) const {
+  if (outs.size() != tensors_.size() || out_bytes.size() != tensors_.size())
+    return invalid_argument("decode_all: need one output per tensor (" + std::to_string(tensors_.size()) + ")");
+  std::vector<Task> tasks;
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    if (outs[i] == nullptr) continue;
+    const TensorInfo& req = tensors_[i];
+    if (out_bytes[i] != req.output_bytes())
+      return invalid_argument("decode_all: output for " + quoted(req.name) + " holds " + std::to_string(out_bytes[i]) +
+                              " bytes, the tensor needs " + std::to_string(req.output_bytes()));
+    const size_t src = req.storage == Storage::kAlias ? req.alias_of : i;
+    const TensorInfo& t = tensors_[src];
+    for (size_t k = 0; k < t.chunks.size(); ++k) {
+      Task task;
+      task.tensor = src;
+      task.chunk = k;
+      task.label = req.name.c_str();
+      task.out = static_cast<uint8_t*>(outs[i]);
+      task.cost = t.storage == Storage::kRaw ? t.chunks[k].size / 16 : t.chunks[k].rows * t.cols + t.chunks[k].size * 8;
+      tasks.push_back(std::move(task));
+    }
+  }
+  return run_tasks(tasks, threads);
+}
+
+Status ContainerReader::decode(size_t i, void* out, size_t out_bytes, unsigned threads) const {
+  if (i >= tensors_.size()) return invalid_argument("decode: tensor index " + std::to_string(i) + " out of range");
+  if (out == nullptr && out_bytes != 0) return invalid_argument("decode: null output");
+  std::vector<void*> outs(tensors_.size(), nullptr);
+  std::vector<size_t> sizes(tensors_.size(), 0);
+  if (out_bytes != tensors_[i].output_bytes())
+    return invalid_argument("decode: output for " + quoted(tensors_[i].name) + " holds " + std::to_string(out_bytes) +
+                            " bytes, the tensor needs " + std::to_string(tensors_[i].output_bytes()));
+  if (out_bytes == 0) return Status::Ok();
+  outs[i] = out;
+  sizes[i] = out_bytes;
+  return decode_all(outs, sizes, threads == 0 ? 0 : threads);
+}
+
+Status ContainerReader::decode(const std::string& name, void* out, size_t out_bytes, unsigned threads) const {
+  size_t i;
+  Status s = find(name, &i);
+  if (!s.ok()) return s;
+  return decode(i, out, out_bytes, threads);
+}
+
+Status ContainerReader::decode_levels(size_t i, int32_t* out, uint64_t out_count, unsigned threads) const {
+  if (i >= tensors_.size()) return invalid_argument("decode_levels: tensor index out of range");
+  const TensorInfo& req = tensors_[i];
+  const size_t src = req.storage == Storage::kAlias ? req.alias_of : i;
+  const TensorInfo& t = tensors_[src];
+  if (t.storage != Storage::kQuantized) return invalid_argument("decode_levels: " + quoted(req.name) + " is not quantized");
+  if (out_count != t.count)
+    return invalid_argument("decode_levels: output holds " + std::to_string(out_count) + " levels, " +
+                            quoted(req.name) + " has " + std::to_string(t.count));
+  if (out == nullptr && out_count != 0) return invalid_argument("decode_levels: null output");
+  std::vector<Task> tasks;
+  for (size_t k = 0; k < t.chunks.size(); ++k) {
+    Task task;
+    task.tensor = src;
+    task.chunk = k;
+    task.label = req.name.c_str();
+    task.out = reinterpret_cast<uint8_t*>(out);
+    task.levels_only = true;
+    task.cost = t.chunks[k].rows * t.cols;
+    tasks.push_back(std::move(task));
+  }
+  return run_tasks(tasks, threads);
+}
+
+Status ContainerReader::verify_checksums() const {
+  for (const TensorInfo& t : tensors_) {
+    for (size_t k = 0; k < t.chunks.size(); ++k) {
+      const ChunkRef& ch = t.chunks[k];
+      if (crc32c(data_ + ch.offset, size_t(ch.size)) != ch.crc)
+        return corrupt("nnp: " + quoted(t.name) + ", chunk " + std::to_string(k + 1) + " of " +
+                       std::to_string(t.chunks.size()) + ": checksum mismatch (corrupt data)");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace nnpress
