@@ -1,0 +1,436 @@
+"""Tests of nnpress.fisher: per-example Fisher diagonals against brute force, and the sensitivity probe."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from nnpress.fisher import fisher_diagonal, probe_sensitivity
+
+
+# ---------------------------------------------------------------------------------------------
+# Models and helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def tiny_mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 4))
+
+
+class TinyCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(3 * 3 * 3, 5)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(torch.relu(self.conv(x))), 1))
+
+
+def tiny_cnn(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return TinyCNN()
+
+
+def classification_batches(shape, n_classes, sizes, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [
+        (torch.randn((b, *shape), generator=g), torch.randint(0, n_classes, (b,), generator=g))
+        for b in sizes
+    ]
+
+
+def brute_force_classifier(model, batches, mode, seed):
+    """Per example: forward, (sample y with the documented per-batch draw), backward, square."""
+    g = torch.Generator().manual_seed(seed)
+    params = dict(model.named_parameters())
+    acc = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in params.items()}
+    count = 0
+    for x, labels in batches:
+        with torch.no_grad():
+            logits = model(x)
+        if mode == "sampled":
+            u = torch.rand(x.shape[0], dtype=torch.float64, generator=g)
+            cdf = torch.softmax(logits.double(), -1).cumsum(-1)
+            y = torch.stack(
+                [torch.searchsorted(cdf[i], u[i : i + 1], right=True)[0] for i in range(len(u))]
+            ).clamp(max=logits.shape[-1] - 1)
+        else:
+            y = labels
+        for i in range(x.shape[0]):
+            model.zero_grad()
+            logp = torch.log_softmax(model(x[i : i + 1]), -1)[0, y[i]]
+            logp.backward()
+            for n, p in params.items():
+                acc[n] += p.grad.double() ** 2
+            count += 1
+    return {n: (a / count).float() for n, a in acc.items()}
+
+
+def assert_fisher_close(actual, expected, rel=1e-5):
+    assert list(actual) == list(expected)
+    for name in expected:
+        a, e = actual[name], expected[name]
+        assert a.shape == e.shape, name
+        scale = e.abs().max().item()
+        assert scale > 0, name
+        torch.testing.assert_close(a, e, rtol=rel, atol=rel * scale, msg=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Against brute force
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk_size", [None, 3])
+def test_sampled_mlp_matches_brute_force(chunk_size):
+    model = tiny_mlp()
+    batches = classification_batches((6,), 4, sizes=(7, 5))
+    got = fisher_diagonal(model, batches, mode="sampled", seed=123, chunk_size=chunk_size)
+    assert_fisher_close(got, brute_force_classifier(model, batches, "sampled", 123))
+
+
+def test_sampled_cnn_matches_brute_force():
+    model = tiny_cnn()
+    batches = classification_batches((1, 6, 6), 5, sizes=(6, 6, 4))
+    got = fisher_diagonal(model, batches, mode="sampled", seed=7)
+    assert_fisher_close(got, brute_force_classifier(model, batches, "sampled", 7))
+
+
+def test_empirical_matches_brute_force_and_differs_from_sampled():
+    model = tiny_cnn()
+    batches = classification_batches((1, 6, 6), 5, sizes=(8, 8))
+    empirical = fisher_diagonal(model, batches, mode="empirical")
+    sampled = fisher_diagonal(model, batches, mode="sampled")
+    assert_fisher_close(empirical, brute_force_classifier(model, batches, "empirical", 0))
+    for name in empirical:
+        assert (empirical[name] >= 0).all() and (sampled[name] >= 0).all()
+        assert empirical[name].sum() > 0 and sampled[name].sum() > 0
+    assert any(not torch.allclose(empirical[n], sampled[n], rtol=1e-2) for n in empirical)
+
+
+def test_loop_and_vmap_agree():
+    model = tiny_cnn()
+    batches = classification_batches((1, 6, 6), 5, sizes=(9, 3))
+    for mode in ("sampled", "empirical"):
+        by_vmap = fisher_diagonal(model, batches, mode=mode, method="vmap", seed=5)
+        by_loop = fisher_diagonal(model, batches, mode=mode, method="loop", seed=5)
+        assert_fisher_close(by_loop, by_vmap)
+
+
+class VmapHostile(nn.Module):
+    """Data-dependent Python control flow (.item()), which torch.func.vmap cannot run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x):
+        if x.abs().sum().item() > 1e9:
+            x = x * 0
+        return self.fc(x)
+
+
+def test_auto_falls_back_to_loop_when_vmap_fails():
+    model = VmapHostile()
+    batches = classification_batches((5,), 3, sizes=(6, 4))
+    with pytest.raises(RuntimeError):
+        fisher_diagonal(model, batches, method="vmap")
+    with pytest.warns(RuntimeWarning, match="one by one"):
+        auto = fisher_diagonal(model, batches, method="auto", seed=2)
+    assert_fisher_close(auto, fisher_diagonal(model, batches, method="loop", seed=2), rel=1e-6)
+    assert_fisher_close(auto, brute_force_classifier(model, batches, "sampled", 2))
+
+
+def test_per_position_logits_ignore_index():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(11, 6), nn.Tanh(), nn.Linear(6, 4))  # (B, T) -> (B, T, 4)
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, 11, (5, 7), generator=g)
+    labels = torch.randint(0, 4, (5, 7), generator=g)
+    labels[:, -2:] = -100  # padding positions
+    got = fisher_diagonal(model, [(ids, labels)], mode="empirical", output="classifier")
+
+    expected = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for i in range(5):
+        model.zero_grad()
+        logp = torch.log_softmax(model(ids[i : i + 1]), -1)[0]
+        keep = labels[i] != -100
+        logp[keep].gather(-1, labels[i][keep].unsqueeze(-1)).sum().backward()
+        for n, p in model.named_parameters():
+            expected[n] += p.grad**2 / 5
+    assert_fisher_close(got, expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gaussian likelihood: F = J^T J / sigma^2 for a linear model
+# ---------------------------------------------------------------------------------------------
+
+
+def linear_regression_batches(n_batches=4, size=5000):
+    g = torch.Generator().manual_seed(11)
+    scales = torch.tensor([0.5, 1.0, 2.0, 3.0])
+    return [torch.randn((size, 4), generator=g) * scales for _ in range(n_batches)]
+
+
+def test_gaussian_sampled_approaches_jtj_over_sigma2():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    xs = linear_regression_batches()
+    sigma = 0.5
+    got = fisher_diagonal(model, xs, output="gaussian", sigma=sigma, seed=4)
+    # f = W x + b: d f_i / d W_ij = x_j, d f_i / d b_i = 1, so diag(J^T J)/N = mean(x_j^2), 1.
+    x = torch.cat(xs)
+    expected_w = (x**2).mean(0).expand(3, 4) / sigma**2
+    expected_b = torch.ones(3) / sigma**2
+    torch.testing.assert_close(got["weight"], expected_w, rtol=0.05, atol=0)
+    torch.testing.assert_close(got["bias"], expected_b, rtol=0.05, atol=0)
+    # The scale is exactly 1/sigma^2 for the same draw.
+    unit = fisher_diagonal(model, xs, output="gaussian", sigma=1.0, seed=4)
+    for n in got:
+        torch.testing.assert_close(got[n] * sigma**2, unit[n], rtol=1e-6, atol=0)
+
+
+def test_gaussian_empirical_exact_for_linear_model():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(64, 4, generator=g)
+    y = torch.randn(64, 3, generator=g)
+    sigma = 2.0
+    got = fisher_diagonal(
+        model, [(x, y)], mode="empirical", sigma=sigma
+    )  # auto: float y -> gaussian
+    with torch.no_grad():
+        r = (y - model(x)) / sigma**2  # score of W_ij is r_i x_j
+    torch.testing.assert_close(got["weight"], (r.T**2) @ (x**2) / 64, rtol=1e-5, atol=0)
+    torch.testing.assert_close(got["bias"], (r**2).mean(0), rtol=1e-5, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches as dicts, HF-style and tuple outputs
+# ---------------------------------------------------------------------------------------------
+
+
+class TinyEncoder(nn.Module):
+    """Looks like a Hugging Face encoder: keyword inputs, an output object with last_hidden_state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(20, 8)
+        self.mix = nn.Linear(8, 8)
+        self.norm = nn.LayerNorm(8)
+
+    def forward(self, input_ids, attention_mask, return_dict=True):
+        assert return_dict is True
+        h = self.norm(torch.tanh(self.mix(self.embed(input_ids))))
+        h = h * attention_mask.unsqueeze(-1).to(h.dtype)
+        return SimpleNamespace(last_hidden_state=h, pooler_output=None)
+
+
+def encoder_batches():
+    g = torch.Generator().manual_seed(2)
+    out = []
+    for size in (4, 3):
+        ids = torch.randint(0, 20, (size, 6), generator=g)
+        mask = torch.ones(size, 6, dtype=torch.long)
+        mask[:, 4:] = 0
+        out.append({"input_ids": ids, "attention_mask": mask, "return_dict": True})
+    return out
+
+
+def test_dict_batches_and_hidden_state_output():
+    model = TinyEncoder()
+    batches = encoder_batches()
+    auto = fisher_diagonal(model, batches, seed=1)  # 3-D output, no labels -> gaussian
+    explicit = fisher_diagonal(
+        model, batches, output="gaussian", output_fn=lambda o: o.last_hidden_state, seed=1
+    )
+    loop = fisher_diagonal(model, batches, output="gaussian", method="loop", seed=1)
+    assert_fisher_close(auto, explicit, rel=1e-6)
+    assert_fisher_close(loop, explicit)
+    assert [n for n, _ in model.named_parameters()] == list(auto)
+    # A pooled embedding (B, D) via output_fn: must be told it is gaussian.
+    pooled = fisher_diagonal(
+        model, batches, output="gaussian", output_fn=lambda o: o.last_hidden_state.mean(1), seed=1
+    )
+    assert all(pooled[n].sum() > 0 for n in pooled)
+
+
+def test_dict_labels_are_taken_out_of_the_model_call():
+    model = TinyEncoder()
+    batches = [dict(b, labels=torch.randn(b["input_ids"].shape + (8,))) for b in encoder_batches()]
+    empirical = fisher_diagonal(model, batches, mode="empirical")  # float labels -> gaussian
+    for b in batches:
+        with torch.no_grad():
+            f = model(b["input_ids"], b["attention_mask"]).last_hidden_state
+        assert f.shape == b["labels"].shape
+    assert all((v >= 0).all() and v.sum() > 0 for v in empirical.values())
+
+
+def test_tuple_output_and_positional_tuple_inputs():
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.a = nn.Linear(3, 4)
+            self.b = nn.Linear(2, 4)
+
+        def forward(self, x1, x2):
+            logits = self.a(x1) + self.b(x2)
+            return logits, {"aux": logits.detach()}
+
+    model = TwoInputs()
+    g = torch.Generator().manual_seed(0)
+    x1, x2, y = torch.randn(6, 3, generator=g), torch.randn(6, 2, generator=g), torch.arange(6) % 4
+    got = fisher_diagonal(model, [((x1, x2), y)], mode="empirical")
+    single = nn.Linear(5, 4)
+    with torch.no_grad():
+        single.weight.copy_(torch.cat([model.a.weight, model.b.weight], 1))
+        single.bias.copy_(model.a.bias + model.b.bias)
+    ref = fisher_diagonal(single, [(torch.cat([x1, x2], 1), y)], mode="empirical")
+    torch.testing.assert_close(torch.cat([got["a.weight"], got["b.weight"]], 1), ref["weight"])
+    torch.testing.assert_close(got["a.bias"], ref["bias"])
+    torch.testing.assert_close(got["b.bias"], ref["bias"])
+
+
+# ---------------------------------------------------------------------------------------------
+# API contract
+# ---------------------------------------------------------------------------------------------
+
+
+def test_names_shapes_filter_and_dtype():
+    model = tiny_cnn()
+    batches = classification_batches((1, 6, 6), 5, sizes=(4,))
+    full = fisher_diagonal(model, batches)
+    named = list(model.named_parameters())
+    assert list(full) == [n for n, _ in named]
+    for n, p in named:
+        assert full[n].shape == p.shape and full[n].dtype == torch.float32
+        assert full[n].device == p.device and not full[n].requires_grad
+    by_callable = fisher_diagonal(model, batches, param_filter=lambda n, p: n.endswith("weight"))
+    assert list(by_callable) == ["conv.weight", "fc.weight"]
+    by_names = fisher_diagonal(model, batches, param_filter=["fc.bias"])
+    assert list(by_names) == ["fc.bias"]
+    torch.testing.assert_close(by_names["fc.bias"], full["fc.bias"], rtol=1e-6, atol=0)
+    torch.testing.assert_close(by_callable["conv.weight"], full["conv.weight"], rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="nope"):
+        fisher_diagonal(model, batches, param_filter=["nope"])
+
+
+def test_deterministic_given_seed():
+    model = tiny_mlp()
+    batches = classification_batches((6,), 4, sizes=(16, 16))
+    a = fisher_diagonal(model, batches, seed=10)
+    b = fisher_diagonal(model, batches, seed=10)
+    c = fisher_diagonal(model, batches, seed=11)
+    d = fisher_diagonal(model, batches, seed=torch.Generator().manual_seed(10))
+    assert all(torch.equal(a[n], b[n]) and torch.equal(a[n], d[n]) for n in a)
+    assert any(not torch.equal(a[n], c[n]) for n in a)
+
+
+def test_max_examples_cuts_the_stream():
+    model = tiny_mlp()
+    batches = classification_batches((6,), 4, sizes=(5, 5, 5))
+    cut = fisher_diagonal(model, batches, mode="empirical", max_examples=7)
+    x = torch.cat([b[0] for b in batches])[:7]
+    y = torch.cat([b[1] for b in batches])[:7]
+    assert_fisher_close(cut, fisher_diagonal(model, [(x, y)], mode="empirical"))
+
+
+def test_model_is_left_untouched_and_runs_in_eval_mode():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3),
+        nn.BatchNorm2d(2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Dropout(0.5),
+        nn.Linear(2 * 4 * 4, 3),
+    )
+    model.train()
+    model[0].requires_grad_(False)  # frozen parameters still get a Fisher
+    model[5].eval()  # a submodule's own flag must survive
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batches = classification_batches((1, 6, 6), 3, sizes=(5,))
+    got = fisher_diagonal(model, batches, mode="empirical")
+    assert got["0.weight"].sum() > 0
+    assert model.training and model[1].training and not model[5].training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # eval mode: dropout off, batch norm on running statistics -> equals a model built in eval mode
+    model.eval()
+    assert_fisher_close(got, fisher_diagonal(model, batches, mode="empirical"), rel=1e-6)
+    assert not model[0].weight.requires_grad
+
+
+def test_bad_arguments():
+    model = tiny_mlp()
+    batches = classification_batches((6,), 4, sizes=(3,))
+    with pytest.raises(ValueError, match="needs labels"):
+        fisher_diagonal(model, [b[0] for b in batches], mode="empirical")
+    with pytest.raises(ValueError, match="mode"):
+        fisher_diagonal(model, batches, mode="true")
+    with pytest.raises(ValueError, match="sigma"):
+        fisher_diagonal(model, batches, output="gaussian", sigma=0)
+    with pytest.raises(ValueError, match="no example"):
+        fisher_diagonal(model, [])
+    with pytest.raises(ValueError, match="do not match"):
+        fisher_diagonal(model, [(batches[0][0], batches[0][1][:2])], mode="empirical")
+    with pytest.raises(TypeError, match="integer class"):
+        x = batches[0][0]
+        fisher_diagonal(model, [(x, torch.zeros(3))], output="classifier", mode="empirical")
+    with pytest.raises(TypeError, match="batch must be"):
+        fisher_diagonal(model, [(batches[0][0], batches[0][1], None)])
+
+
+# ---------------------------------------------------------------------------------------------
+# probe_sensitivity
+# ---------------------------------------------------------------------------------------------
+
+
+class WithIrrelevantLayer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1 = nn.Linear(5, 6)
+        self.fc2 = nn.Linear(6, 2)
+        self.ignored = nn.Linear(5, 2)  # computed, then multiplied by zero
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x))) + 0.0 * self.ignored(x)
+
+
+def test_probe_sensitivity_finds_irrelevant_layer():
+    model = WithIrrelevantLayer()
+    x = torch.randn(32, 5, generator=torch.Generator().manual_seed(0))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sens = probe_sensitivity(model, x, n_probes=3)
+    assert list(sens) == [n for n, _ in model.named_parameters()]
+    assert sens["ignored.weight"] == 0.0 and sens["ignored.bias"] == 0.0
+    for name in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"):
+        assert sens[name] > 1e-8, name
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert sens == probe_sensitivity(model, x, n_probes=3)  # deterministic
+
+
+def test_probe_sensitivity_scales_quadratically_for_linear_layer():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(1))
+    small = probe_sensitivity(model, x, ["weight"], rel_noise=0.01, seed=5)
+    large = probe_sensitivity(model, x, ["weight"], rel_noise=0.02, seed=5)
+    assert large["weight"] == pytest.approx(4 * small["weight"], rel=1e-4)
+    # Expected value: noise std s per weight -> E|dW x|^2 / n_out = s^2 * mean |x|^2 summed over inputs.
+    s = 0.01 * model.weight.detach().std(unbiased=False).item()
+    expected = s**2 * (x**2).sum(1).mean().item()
+    many = probe_sensitivity(model, x, ["weight"], rel_noise=0.01, n_probes=400, seed=5)
+    assert many["weight"] == pytest.approx(expected, rel=0.15)
+    with pytest.raises(ValueError, match="no parameters named"):
+        probe_sensitivity(model, x, ["nope"])
