@@ -90,17 +90,28 @@ LevelParams choose_level_params(const int32_t* levels, uint64_t count) {
     const uint64_t max_rem = uint64_t(max_mag) - n_cand - 1;
     const int max_k = max_rem ? std::min(30, 64 - __builtin_clzll(max_rem)) : 0;
     for (int k = 0; k <= max_k; ++k) {
+      // Bucket j = floor(log2((r >> k) + 1)) grows with r, so "j >= b" is "mag >= threshold_b":
+      // the count reaching prefix bin b is a tail sum, found by binary search (O(log) per bin,
+      // not O(distinct magnitudes): many distinct large levels made this loop take seconds).
+      // Counts are integers, so the sums below equal the per-magnitude sums exactly.
+      uint64_t reach[41];
+      for (int b = 0; b <= 40; ++b) {
+        reach[b] = 0;
+        if (b == 40 || b + k > 34) continue;  // threshold beyond any uint32 magnitude
+        const uint64_t threshold = uint64_t(n_cand) + 1 + (((uint64_t(1) << b) - 1) << k);
+        const auto it = std::lower_bound(hist.begin() + first_rem, hist.end(), threshold,
+                                         [](const MagnitudeCount& e, uint64_t t) { return e.mag < t; });
+        reach[b] = tail[size_t(it - hist.begin())];
+      }
       prefix_reach.assign(40, 0.0);
       prefix_ones.assign(40, 0.0);
-      double suffix_bits = 0.0;
-      for (size_t i = first_rem; i < hist.size(); ++i) {
-        const uint64_t r = uint64_t(hist[i].mag) - n_cand - 1;
-        const double c = double(hist[i].count);
-        const int j = 63 - __builtin_clzll((r >> k) + 1);  // bucket index
-        for (int b = 0; b <= j && b < 40; ++b) prefix_reach[b] += c;
-        for (int b = 0; b < j && b < 40; ++b) prefix_ones[b] += c;
-        suffix_bits += c * double(k + j);
+      uint64_t suffix = uint64_t(k) * reach[0];  // sum of count * (k + j)
+      for (int b = 0; b < 40; ++b) {
+        prefix_reach[b] = double(reach[b]);
+        prefix_ones[b] = double(reach[b + 1]);
+        if (b > 0) suffix += reach[b];
       }
+      const double suffix_bits = double(suffix);
       double cost = unary + suffix_bits;
       // Prefix bins j >= 23 share one model: pool them.
       double pooled_reach = 0, pooled_ones = 0;

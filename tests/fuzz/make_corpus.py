@@ -1,0 +1,75 @@
+"""Write the seed corpus of the fuzz targets into tests/fuzz/corpus/<target>/ from real streams.
+
+Usage: python tests/fuzz/make_corpus.py   (needs an installed nnpress with the encoder)
+
+Seeds are named by the SHA-1 of their content, as libFuzzer names the inputs it saves, so
+re-running adds nothing twice. Crash reproducers live next to the seeds under a descriptive name
+(``crash-<what>``); this script never removes files.
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+from pathlib import Path
+
+import numpy as np
+
+import nnpress
+
+HERE = Path(__file__).resolve().parent
+CORPUS = HERE / "corpus"
+
+
+def save(target: str, data: bytes) -> None:
+    d = CORPUS / target
+    d.mkdir(parents=True, exist_ok=True)
+    (d / hashlib.sha1(data).hexdigest()).write_bytes(data)
+
+
+def level_arrays():
+    rng = np.random.default_rng(7)
+    i32 = np.iinfo(np.int32)
+    yield np.array(5, np.int32)                                   # rank 0
+    yield np.zeros(0, np.int32)                                   # empty
+    yield np.zeros((3, 0), np.int32)
+    yield np.zeros((0, 4), np.int32)
+    yield np.zeros((16, 16), np.int32)                            # all zero
+    yield np.array([i32.min, i32.max, 0, -1, 1], np.int32)       # extremes
+    yield rng.laplace(0, 1.5, (8, 24)).round().astype(np.int32)   # typical quantized weights
+    yield rng.laplace(0, 40, (4, 3, 3, 3)).round().astype(np.int32)  # conv kernel
+    a = rng.integers(-3, 4, (20, 30)).astype(np.int32)
+    a[rng.random(a.shape) < 0.9] = 0
+    yield a                                                       # sparse
+    yield rng.integers(i32.min, i32.max, 40, dtype=np.int64).astype(np.int32)
+    yield rng.integers(-1000, 1000, (2, 2, 2, 2, 2, 2, 2, 2)).astype(np.int32)  # 8 dims
+    yield np.full(2000, 1, np.int32)
+
+
+def main() -> None:
+    for levels in level_arrays():
+        stream = nnpress.encode_levels(levels)
+        save("level_stream", stream)
+        info = nnpress.level_stream_info(stream)
+        payload = stream[len(stream) - 4 - info["payload_bytes"]: len(stream) - 4]
+        shape = levels.shape
+        rows = shape[0] if levels.ndim >= 2 else (1 if levels.size else 0)
+        cols = levels.size // rows if rows else 0
+        if rows < 65536 and cols < 65536:
+            header = struct.pack("<HHBB", rows, cols, info["unary_len"], info["eg_order"])
+            save("level_payload", header + payload)
+    for golden in sorted((HERE.parent / "golden").glob("*.npl")):
+        data = golden.read_bytes()
+        if len(data) <= 4096:
+            save("level_stream", data)
+    # round_trip: ndim, dims, distribution, unary_len, eg_order, value bytes.
+    rng = np.random.default_rng(11)
+    for ndim in range(5):
+        for dist in range(6):
+            dims = bytes(int(x) for x in rng.integers(1, 12, ndim))
+            values = bytes(int(x) for x in rng.integers(0, 256, 64))
+            save("round_trip", bytes([ndim]) + dims + bytes([dist, (ndim * 7 + dist) % 65, dist]) + values)
+    save("round_trip", bytes([2, 250, 3, 0, 10, 0]))  # 1000 x 3 from the generator
+
+
+if __name__ == "__main__":
+    main()
