@@ -35,7 +35,7 @@ Status run(const py::array& w, const py::array* f, uint64_t rows, uint64_t cols,
 }
 
 py::tuple quantize_binding(py::array w, py::object importance, double step, double lambda, int method,
-                           uint64_t chunk_rows, int max_passes, bool want_recon) {
+                           uint64_t chunk_rows, int max_passes, unsigned threads, bool want_recon) {
   const bool w64 = is_c_float(w, true);
   if (!w64 && !is_c_float(w, false)) throw py::type_error("quantize: weights must be C-contiguous float32 or float64");
   py::array f;
@@ -56,6 +56,7 @@ py::tuple quantize_binding(py::array w, py::object importance, double step, doub
   o.method = QuantMethod(uint8_t(method));
   o.chunk_rows = chunk_rows;
   o.max_passes = max_passes;
+  o.threads = threads;
   if (method < 0 || method > 255) o.method = QuantMethod(255);
   py::array_t<int32_t> levels(shape_vec(w));
   py::object recon = py::none();
@@ -109,7 +110,7 @@ NNPRESS_BINDING(quant) {
         "Reconstruct float32 weights from int32 levels (method: 0 nearest, 1 rdoq, 2 trellis).");
 #ifdef NNPRESS_WITH_ENCODER
   m.def("quantize", &quantize_binding, py::arg("weights"), py::arg("importance"), py::arg("step"), py::arg("lam"),
-        py::arg("method"), py::arg("chunk_rows"), py::arg("max_passes"), py::arg("want_recon"),
+        py::arg("method"), py::arg("chunk_rows"), py::arg("max_passes"), py::arg("threads"), py::arg("want_recon"),
         "Quantize C-contiguous float32/float64 weights -> (int32 levels, float32 reconstruction or None, info).");
 #endif
 }

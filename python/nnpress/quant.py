@@ -75,7 +75,7 @@ def _importance(importance, shape) -> np.ndarray | None:
     return np.ascontiguousarray(f).reshape(f.shape)
 
 
-def _run(w, step, lam, importance, method, chunk_rows, want_recon):
+def _run(w, step, lam, importance, method, chunk_rows, threads, want_recon):
     if not _core.HAS_ENCODER:
         raise RuntimeError("this nnpress build has no encoder (NNPRESS_ENCODER=OFF)")
     m = _method_id(method)
@@ -90,21 +90,26 @@ def _run(w, step, lam, importance, method, chunk_rows, want_recon):
         chunk_rows = 0
     elif isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive int or None, got {chunk_rows!r}")
+    if threads is None:
+        threads = 0
+    elif isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
+        raise ValueError(f"threads must be a non-negative int or None, got {threads!r}")
     arr = _weights(w)
     f = _importance(importance, arr.shape)
-    levels, recon, info = _core.quantize(arr, f, step, lam, m, int(chunk_rows), 2, bool(want_recon))
+    levels, recon, info = _core.quantize(arr, f, step, lam, m, int(chunk_rows), 2, int(threads), bool(want_recon))
     levels = levels.reshape(arr.shape)
     return levels, (None if recon is None else recon.reshape(arr.shape)), info
 
 
-def quantize(w, step, lam=0.0, importance=None, method="nearest", *, chunk_rows=None,
+def quantize(w, step, lam=0.0, importance=None, method="nearest", *, chunk_rows=None, threads=None,
              return_reconstruction=False):
     """Quantize weights ``w`` (float16/32/64, any shape up to rank 8) to int32 levels of the same
     shape.
 
     ``importance`` holds the per-weight F_i >= 0 (broadcastable to ``w``; None = all ones).
     ``chunk_rows``: contexts restart every ``chunk_rows`` rows, matching a container that codes
-    row blocks as independent chunks (None: one chunk). With ``return_reconstruction=True``
+    row blocks as independent chunks (None: one chunk); chunks run on ``threads`` workers (None or
+    0: all cores) with identical results for any thread count. With ``return_reconstruction=True``
     returns ``(levels, w_hat)``, ``w_hat`` the float32 reconstruction the search evaluated,
     identical to ``dequantize(levels, step, method)``.
 
@@ -112,17 +117,17 @@ def quantize(w, step, lam=0.0, importance=None, method="nearest", *, chunk_rows=
     non-finite importance, a bad step/lam/method, or an importance that does not broadcast;
     ``TypeError`` for non-float weights.
     """
-    levels, recon, _ = _run(w, step, lam, importance, method, chunk_rows, return_reconstruction)
+    levels, recon, _ = _run(w, step, lam, importance, method, chunk_rows, threads, return_reconstruction)
     return (levels, recon) if return_reconstruction else levels
 
 
-def quantize_info(w, step, lam=0.0, importance=None, method="nearest", *, chunk_rows=None):
+def quantize_info(w, step, lam=0.0, importance=None, method="nearest", *, chunk_rows=None, threads=None):
     """Like :func:`quantize`, returning ``(levels, w_hat, info)`` where ``info`` has the level
     parameters the search priced with (``unary_len``, ``eg_order``), its rate estimate
     ``rate_bits`` (equal to ``nnpress.estimate_bits(levels)`` when those are the parameters the
     encoder picks and ``chunk_rows`` is None; 0 for "nearest"), the weighted distortion
     ``sum F_i (w_i - w_hat_i)^2`` and the number of ``passes``."""
-    return _run(w, step, lam, importance, method, chunk_rows, True)
+    return _run(w, step, lam, importance, method, chunk_rows, threads, True)
 
 
 def dequantize(q, step, method="nearest") -> np.ndarray:

@@ -211,6 +211,28 @@ static void test_chunk_reset(QuantMethod m) {
   CHECK(res.rate_bits() != estimate_level_bits(q.data(), rows, cols, res.params));
 }
 
+// Chunks run on several threads: identical results for every thread count.
+static void test_threads_deterministic(QuantMethod m) {
+  const uint64_t rows = 23, cols = 257;
+  const auto w = laplacian_weights(rows * cols, 0.05, 11);
+  const auto f = uniform_importance(rows * cols, 12, 0.0, 2.0);
+  const double step = 0.02;
+  std::vector<int32_t> q1(w.size()), q2(w.size());
+  std::vector<float> r1(w.size()), r2(w.size());
+  QuantResult a, b;
+  QuantOptions o = opts(m, step, 0.3 * step * step);
+  o.chunk_rows = 4;
+  o.threads = 1;
+  CHECK(quantize_ff(w.data(), f.data(), rows, cols, o, q1.data(), r1.data(), &a).ok());
+  for (unsigned t : {2u, 3u, 0u, 64u}) {
+    o.threads = t;
+    CHECK(quantize_ff(w.data(), f.data(), rows, cols, o, q2.data(), r2.data(), &b).ok());
+    CHECK(q1 == q2);
+    CHECK(std::memcmp(r1.data(), r2.data(), r1.size() * 4) == 0);
+    CHECK(a.rate == b.rate && a.distortion == b.distortion && a.passes == b.passes);
+  }
+}
+
 // Trellis: the state machine really constrains the reconstruction (levels differ from plain
 // rounding at 2*step) and at lambda = 0 it beats plain rounding at 2*step in distortion.
 static void test_trellis_distortion() {
@@ -316,6 +338,8 @@ int main() {
   test_zero_importance_cheapest();
   test_chunk_reset(QuantMethod::kRdoq);
   test_chunk_reset(QuantMethod::kTrellis);
+  test_threads_deterministic(QuantMethod::kRdoq);
+  test_threads_deterministic(QuantMethod::kTrellis);
   test_trellis_distortion();
   test_errors();
   test_dependent_rule();

@@ -129,6 +129,20 @@ def test_chunk_rows_restarts_contexts():
         nnpress.quantize(w, step, method="rdoq", chunk_rows=0)
 
 
+@pytest.mark.parametrize("method", ["rdoq", "trellis"])
+def test_threads_give_identical_results(method):
+    w = laplace((40, 300), seed=11)
+    step = 0.01
+    ref = nnpress.quantize_info(w, step, lam=0.2 * step**2, method=method, chunk_rows=3, threads=1)
+    for threads in (2, None):
+        out = nnpress.quantize_info(w, step, lam=0.2 * step**2, method=method, chunk_rows=3, threads=threads)
+        np.testing.assert_array_equal(out[0], ref[0])
+        assert out[1].tobytes() == ref[1].tobytes()
+        assert out[2] == ref[2]
+    with pytest.raises(ValueError):
+        nnpress.quantize(w, step, method=method, threads=-1)
+
+
 def _nearest_bits_at(w, target_dist, steps):
     """Bits of plain rounding at distortion target_dist, interpolated (log-log) over steps."""
     pts = []

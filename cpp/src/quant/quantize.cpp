@@ -2,8 +2,12 @@
 // dispatch to nearest / RDOQ / trellis.
 #include "nnpress/quant/quantize.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "nnpress/cabac/rate_estimator.h"
 #include "nnpress/level_coder.h"
@@ -95,14 +99,45 @@ Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t c
     round_to_grid(weights, count, trellis ? 2.0 * o.step : o.step, levels);
     params = choose_level_params(levels, count);
   }
+  // Contexts restart at every chunk, so chunks are independent: run them on `threads` workers.
+  // Per-chunk rates and distortions are combined in chunk order: results do not depend on the
+  // number of threads.
+  const uint64_t chunk = o.chunk_rows && o.chunk_rows < rows ? o.chunk_rows : rows;
+  const uint64_t nchunks = chunk ? (rows + chunk - 1) / chunk : 0;
+  std::vector<uint64_t> chunk_rate(nchunks);
+  std::vector<double> chunk_dist(nchunks);
+  unsigned threads = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
+  if (uint64_t(threads) > nchunks) threads = unsigned(nchunks ? nchunks : 1);
   for (int pass = 1;; ++pass) {
-    double dist = 0.0;
-    const uint64_t rate =
-        trellis ? trellis_pass(weights, importance, rows, cols, o.step, o.lambda, o.chunk_rows, params, levels, recon, &dist)
-                : rdoq_pass(weights, importance, rows, cols, o.step, o.lambda, o.chunk_rows, params, levels, recon, &dist);
+    auto run_chunk = [&](uint64_t c) {
+      const uint64_t r0 = c * chunk, n = std::min(chunk, rows - r0);
+      const size_t at = size_t(r0 * cols);
+      double dist = 0.0;
+      chunk_rate[c] =
+          trellis ? trellis_pass(weights + at, importance ? importance + at : nullptr, n, cols, o.step, o.lambda, 0,
+                                 params, levels + at, recon ? recon + at : nullptr, &dist)
+                  : rdoq_pass(weights + at, importance ? importance + at : nullptr, n, cols, o.step, o.lambda, 0,
+                              params, levels + at, recon ? recon + at : nullptr, &dist);
+      chunk_dist[c] = dist;
+    };
+    if (threads <= 1) {
+      for (uint64_t c = 0; c < nchunks; ++c) run_chunk(c);
+    } else {
+      std::atomic<uint64_t> next{0};
+      std::vector<std::thread> pool;
+      for (unsigned t = 0; t < threads; ++t)
+        pool.emplace_back([&] {
+          for (uint64_t c; (c = next.fetch_add(1)) < nchunks;) run_chunk(c);
+        });
+      for (auto& th : pool) th.join();
+    }
     res.params = params;
-    res.rate = rate;
-    res.distortion = dist;
+    res.rate = 0;
+    res.distortion = 0.0;
+    for (uint64_t c = 0; c < nchunks; ++c) {
+      res.rate += chunk_rate[c];
+      res.distortion += chunk_dist[c];
+    }
     res.passes = pass;
     if (o.params_fixed || pass >= o.max_passes) break;
     const cabac::LevelParams again = choose_level_params(levels, count);

@@ -24,7 +24,10 @@
 //   encode with them (encode_level_payload) for an exact match between estimate and coder.
 //
 //   Contexts start fresh (WeightContexts{}) at row 0 and again every options.chunk_rows rows
-//   (0 = never): set it to the rows per independently coded chunk of the container.
+//   (0 = never): set it to the rows per independently coded chunk of the container
+//   (TensorInput::rows_per_block in format/container.h). Chunks are then independent and run
+//   on options.threads workers; results (levels, rate, distortion) are identical for every
+//   thread count. The level params stay one per tensor, as the container writer codes them.
 //
 //   Errors (Status kInvalidArgument, nothing written to levels is meaningful then):
 //   null buffers with count > 0; step not finite or <= 0; lambda not finite or < 0; a weight
@@ -57,6 +60,7 @@ struct QuantOptions {
   bool params_fixed = false;     // price with `params` as given (no re-picking)
   cabac::LevelParams params;     // used only if params_fixed
   int max_passes = 2;            // runs with re-picked params (RDOQ / trellis)
+  unsigned threads = 1;          // workers over independent chunks (0: hardware_concurrency)
 };
 
 struct QuantResult {
