@@ -28,8 +28,14 @@ void decode_framed(const uint8_t* data, size_t size) {
   FUZZ_REQUIRE(info.count <= limits.max_elements);
   FUZZ_REQUIRE(info.count <= (uint64_t(info.payload_size) + 2) * kMaxLevelsPerPayloadByte);
   FUZZ_REQUIRE(info.shape.size() <= kMaxDims);
-  uint64_t product = 1;
-  for (uint64_t d : info.shape) product *= d;
+  uint64_t product = 1, nonzero_product = 1;
+  for (uint64_t d : info.shape) {
+    product *= d;
+    if (d != 0) {
+      FUZZ_REQUIRE(d <= limits.max_elements / nonzero_product);
+      nonzero_product *= d;
+    }
+  }
   FUZZ_REQUIRE(product == info.count);
   FUZZ_REQUIRE(info.rows * info.cols == info.count);
   std::vector<int32_t> out(size_t(info.count) + 1, 0x5A5A5A5A);  // +1: a canary past the end

@@ -44,7 +44,9 @@ constexpr unsigned kMaxDims = 8;
 constexpr uint64_t kMaxLevelsPerPayloadByte = 3200;
 
 struct DecodeLimits {
-  uint64_t max_elements = uint64_t(1) << 36;  // per tensor / stream
+  // Per tensor / stream. Also bounds the product of the non-zero dimensions, so a shape such as
+  // (2^60, 0) (no levels, but a huge loop bound or array shape) is rejected as kLimit.
+  uint64_t max_elements = uint64_t(1) << 36;
 };
 
 struct LevelStreamInfo {

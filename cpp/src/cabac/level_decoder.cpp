@@ -82,6 +82,7 @@ Status read_level_stream_info(const uint8_t* data, size_t size, LevelStreamInfo*
   if (ndim > kMaxDims) return corrupt("level stream: " + std::to_string(ndim) + " dimensions (at most 8)");
   info->shape.assign(ndim, 0);
   uint64_t count = 1;
+  uint64_t nonzero_product = 1;  // bounds every dimension even when another one is 0
   bool overflow = false;
   for (unsigned d = 0; d < ndim; ++d) {
     uint64_t v = 0;
@@ -98,8 +99,16 @@ Status read_level_stream_info(const uint8_t* data, size_t size, LevelStreamInfo*
     info->shape[d] = v;
     if (v != 0 && count > UINT64_MAX / v) overflow = true;
     count *= v;
+    if (v != 0) {
+      if (nonzero_product > UINT64_MAX / v) overflow = true;
+      nonzero_product *= v;
+    }
   }
   if (overflow) return limit_exceeded("level stream: element count overflows 64 bits");
+  if (nonzero_product > limits.max_elements)
+    return limit_exceeded("level stream: dimensions (product of the non-zero ones " +
+                          std::to_string(nonzero_product) + ") exceed the limit of " +
+                          std::to_string(limits.max_elements) + " elements");
   if (pos + 2 > body) return truncated("level stream: header ends before the coding parameters");
   info->params.unary_len = data[pos++];
   info->params.eg_order = data[pos++];

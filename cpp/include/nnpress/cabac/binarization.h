@@ -87,6 +87,7 @@ template <class Coder>
 inline bool code_rows(Coder& c, WeightContexts& ctx, const LevelParams& p, int32_t* levels,
                       uint64_t rows, uint64_t cols) {
   bool bad = false;
+  if (cols == 0) return true;  // no levels, whatever `rows` says (rows may be huge: no loop)
   for (uint64_t r = 0; r < rows; ++r) {
     Neighbourhood nb;
     int32_t* row = levels + r * cols;
