@@ -159,7 +159,7 @@ Status matmat(const CodebookMatrix& m, const float* X, size_t x_len, size_t batc
 Format choose_format(uint32_t rows, uint32_t cols, uint64_t nnz, uint32_t num_values, size_t batch) {
   const double n = double(rows) * double(cols);
   const double density = n > 0 ? double(nnz) / n : 0.0;
-  if (batch <= 1 && num_values <= kCodebookSize && density >= 0.15) return Format::kCodebook;
+  if (batch <= 1 && num_values <= kCodebookSize && density >= 0.05) return Format::kCodebook;
   return Format::kCSER;
 }
 
