@@ -63,7 +63,7 @@ NNPRESS_BINDING(container) {
   py::dict dtypes, roles, storages, methods;
   for (int c = 1; c <= 13; ++c) dtypes[dtype_name(DType(c))] = c;
   for (int c = 0; c <= 5; ++c) roles[role_name(TensorRole(c))] = c;
-  for (int c = 0; c <= 3; ++c) methods[method_name(QuantMethod(c))] = c;
+  for (int c = 0; c <= 2; ++c) methods[method_name(QuantMethod(c))] = c;
   storages["raw"] = 0;
   storages["quantized"] = 1;
   storages["alias"] = 2;
@@ -175,7 +175,8 @@ NNPRESS_BINDING(container) {
       });
 
 #ifdef NNPRESS_WITH_ENCODER
-  // specs: list of (name, dtype, role, storage, shape, data, method, step, lambda, alias_of), codes
+  // specs: list of (name, dtype, role, storage, shape, data, method, step, lambda, alias_of,
+  // rows_per_block), codes
   // as in NNP_*; data is an int32 C-contiguous array (quantized), a bytes-like (raw) or None.
   m.def(
       "nnp_write",
@@ -185,7 +186,7 @@ NNPRESS_BINDING(container) {
         keep.reserve(py::len(specs));
         for (py::handle h : specs) {
           py::tuple t = h.cast<py::tuple>();
-          if (t.size() != 10) throw py::value_error("nnp_write: each spec has 10 fields");
+          if (t.size() != 11) throw py::value_error("nnp_write: each spec has 11 fields");
           TensorInput ti;
           ti.name = t[0].cast<std::string>();
           ti.dtype = DType(t[1].cast<int>());
@@ -196,6 +197,7 @@ NNPRESS_BINDING(container) {
           ti.step = t[7].cast<double>();
           ti.lambda = t[8].cast<double>();
           ti.alias_of = t[9].cast<uint32_t>();
+          ti.rows_per_block = t[10].cast<uint64_t>();
           if (!t[5].is_none()) {
             keep.push_back(t[5].cast<py::buffer>().request());
             const py::buffer_info& b = keep.back();

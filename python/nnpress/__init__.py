@@ -9,6 +9,9 @@ from .codec import decode_levels, encode_levels, estimate_bits, level_stream_inf
 from .errors import FormatError
 from .sparse import CERMatrix, CodebookMatrix, CSERMatrix
 from .quant import dequantize, quantize, quantize_info
+from .config import CodecConfig, TensorPlan
+from .container import NnpFile
+from .api import CompressionReport, compress, decompress
 
 __version__ = "0.1.0"
 
@@ -16,7 +19,13 @@ __all__ = [
     "CERMatrix",
     "CSERMatrix",
     "CodebookMatrix",
+    "CodecConfig",
+    "CompressionReport",
     "FormatError",
+    "NnpFile",
+    "TensorPlan",
+    "compress",
+    "decompress",
     "decode_levels",
     "dequantize",
     "encode_levels",

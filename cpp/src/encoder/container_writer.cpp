@@ -112,7 +112,12 @@ Status write_container(const std::vector<TensorInput>& tensors, const WriterOpti
         if (!dtype_is_float(t.dtype)) return invalid_argument(tw + ": only float tensors can be quantized");
         if (!std::isfinite(t.step) || !(t.step > 0)) return invalid_argument(tw + ": step must be positive and finite");
         if (!std::isfinite(t.lambda)) return invalid_argument(tw + ": lambda must be finite");
-        if (uint8_t(t.method) > uint8_t(QuantMethod::kTrellis)) return invalid_argument(tw + ": unknown method");
+        if (!is_known_quant_method(uint8_t(t.method))) return invalid_argument(tw + ": unknown method");
+        if (t.rows_per_block != 0 && n != 0) {
+          uint64_t r, c;
+          rows_cols_of(t.shape, &r, &c);
+          if (t.rows_per_block > r) return invalid_argument(tw + ": rows_per_block exceeds the rows");
+        }
         if (t.levels == nullptr && n != 0) return invalid_argument(tw + ": null levels");
         break;
       case Storage::kAlias: {
@@ -138,7 +143,8 @@ Status write_container(const std::vector<TensorInput>& tensors, const WriterOpti
     rows_cols_of(t.shape, &rows[i], &cols[i]);
     if (counts[i] == 0) continue;
     quantized.push_back(i);
-    rpb[i] = std::max<uint64_t>(1, std::min<uint64_t>(rows[i], options.block_elements / cols[i]));
+    rpb[i] = t.rows_per_block ? t.rows_per_block
+                             : std::max<uint64_t>(1, std::min<uint64_t>(rows[i], options.block_elements / cols[i]));
     for (uint64_t r = 0; r < rows[i]; r += rpb[i]) blocks.push_back({i, r, std::min(rpb[i], rows[i] - r), {}});
   }
   {
@@ -197,7 +203,7 @@ Status write_container(const std::vector<TensorInput>& tensors, const WriterOpti
       stored[i] = t.raw_size;
     } else if (t.storage == Storage::kQuantized) {
       put8(&table, uint8_t(t.method));
-      put8(&table, uint8_t(Reconstruction::kUniform));
+      put8(&table, 0);  // reserved
       put8(&table, uint8_t(params[i].unary_len));
       put8(&table, uint8_t(params[i].eg_order));
       putf64(&table, t.step);

@@ -63,7 +63,6 @@ const char* role_name(TensorRole r) {
 
 const char* method_name(QuantMethod m) {
   switch (m) {
-    case QuantMethod::kNone: return "none";
     case QuantMethod::kNearest: return "nearest";
     case QuantMethod::kRdoq: return "rdoq";
     case QuantMethod::kTrellis: return "trellis";
@@ -371,11 +370,10 @@ Status ContainerReader::parse(const ReaderOptions& options) {
           !c.get(&t.lambda) || !c.get(&t.rows_per_block))
         return truncated(tw + ": truncated quantizer fields");
       if (!dtype_is_float(t.dtype)) return corrupt(tw + ": quantized tensor with non-float dtype " + dtype_name(t.dtype));
-      if (method > uint8_t(QuantMethod::kTrellis)) return corrupt(tw + ": unknown quantizer method " + std::to_string(method));
-      if (recon != uint8_t(Reconstruction::kUniform))
-        return Status(StatusCode::kUnsupported, tw + ": reconstruction rule " + std::to_string(recon) + " is not supported");
+      if (!is_known_quant_method(method))
+        return Status(StatusCode::kUnsupported, tw + ": unknown quantizer method " + std::to_string(method));
+      if (recon != 0) return Status(StatusCode::kUnsupported, tw + ": reserved quantizer byte is " + std::to_string(recon));
       t.method = QuantMethod(method);
-      t.reconstruction = Reconstruction(recon);
       t.params.unary_len = unary;
       t.params.eg_order = eg;
       Status s = check_level_params(t.params);
@@ -445,15 +443,6 @@ Status ContainerReader::find(const std::string& name, size_t* index) const {
   return Status(StatusCode::kNotFound, "nnp: no tensor named '" + name + "'");
 }
 
-namespace {
-
-template <class Fn>
-void convert_levels(const int32_t* lv, uint64_t n, Fn&& store) {
-  for (uint64_t i = 0; i < n; ++i) store(i, lv[i]);
-}
-
-}  // namespace
-
 Status ContainerReader::run_tasks(std::vector<Task>& tasks, unsigned threads) const {
   if (tasks.empty()) return Status::Ok();
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
@@ -465,6 +454,7 @@ Status ContainerReader::run_tasks(std::vector<Task>& tasks, unsigned threads) co
   std::atomic<size_t> next{0};
   auto worker = [&]() {
     std::vector<int32_t> scratch;
+    std::vector<float> fscratch;
     for (;;) {
       const size_t k = next.fetch_add(1);
       if (k >= order.size()) break;
@@ -487,46 +477,36 @@ Status ContainerReader::run_tasks(std::vector<Task>& tasks, unsigned threads) co
       int32_t* lv;
       if (task.levels_only) {
         lv = reinterpret_cast<int32_t*>(task.out) + first;
-      } else if (t.dtype == DType::kFloat32) {
-        lv = reinterpret_cast<int32_t*>(task.out) + first;  // decode in place, then convert
       } else {
         scratch.resize(size_t(n));
         lv = scratch.data();
       }
       Status s = decode_level_payload(src, size_t(ch.size), ch.rows, t.cols, t.params, lv);
-      if (!s.ok()) {
-        task.status = Status(s.code(), where + ": " + s.message());
-        continue;
-      }
-      if (task.levels_only) continue;
-      const double step = t.step;
-      switch (t.dtype) {
-        case DType::kFloat32: {
-          float* o = reinterpret_cast<float*>(task.out) + first;
-          for (uint64_t i = 0; i < n; ++i) {
-            const int32_t q = lv[i];
-            o[i] = float(double(q) * step);
+      if (s.ok() && !task.levels_only) {
+        switch (t.dtype) {
+          case DType::kFloat32:
+            s = dequantize(lv, ch.rows, t.cols, t.step, t.method, reinterpret_cast<float*>(task.out) + first);
+            break;
+          case DType::kFloat64:
+            s = dequantize(lv, ch.rows, t.cols, t.step, t.method, reinterpret_cast<double*>(task.out) + first);
+            break;
+          case DType::kFloat16:
+          case DType::kBFloat16: {
+            fscratch.resize(size_t(n));
+            s = dequantize(lv, ch.rows, t.cols, t.step, t.method, fscratch.data());
+            uint16_t* o = reinterpret_cast<uint16_t*>(task.out) + first;
+            if (t.dtype == DType::kFloat16) {
+              for (uint64_t i = 0; i < n; ++i) o[i] = float_to_half_bits(fscratch[i]);
+            } else {
+              for (uint64_t i = 0; i < n; ++i) o[i] = float_to_bfloat16_bits(fscratch[i]);
+            }
+            break;
           }
-          break;
+          default:
+            s = corrupt("quantized tensor with non-float dtype");
         }
-        case DType::kFloat64: {
-          double* o = reinterpret_cast<double*>(task.out) + first;
-          convert_levels(lv, n, [&](uint64_t i, int32_t q) { o[i] = double(q) * step; });
-          break;
-        }
-        case DType::kFloat16: {
-          uint16_t* o = reinterpret_cast<uint16_t*>(task.out) + first;
-          convert_levels(lv, n, [&](uint64_t i, int32_t q) { o[i] = float_to_half_bits(float(double(q) * step)); });
-          break;
-        }
-        case DType::kBFloat16: {
-          uint16_t* o = reinterpret_cast<uint16_t*>(task.out) + first;
-          convert_levels(lv, n, [&](uint64_t i, int32_t q) { o[i] = float_to_bfloat16_bits(float(double(q) * step)); });
-          break;
-        }
-        default:
-          task.status = corrupt(where + ": quantized tensor with non-float dtype");
       }
+      if (!s.ok()) task.status = Status(s.code(), where + ": " + s.message());
     }
   };
   if (threads <= 1) {

@@ -35,9 +35,11 @@
 //     kCorrupt/kTruncated Status whose message names the tensor and the chunk. Results are
 //     bit-identical for every thread count; with several errors the one of the first failing chunk
 //     (in file order) is reported. `threads` = 0 means std::thread::hardware_concurrency().
-//   - Values: quantized tensors decode as level * step, computed as double, rounded once to the
-//     tensor's dtype (float64, float32) or via float32 with round-to-nearest-even (float16,
-//     bfloat16). Raw tensors are their stored little-endian bytes.
+//   - Values: quantized tensors decode with the reconstruction rule of their quantizer
+//     (nnpress/quant/dequantize.h: u * step with u = level for nearest/rdoq, the dependent-
+//     quantization index for trellis), computed in double and rounded once to the tensor's dtype
+//     for float64/float32; float16/bfloat16 go through that float32 value with
+//     round-to-nearest-even. Raw tensors are their stored little-endian bytes.
 //   - All functions return Status and never throw, abort or read outside the buffers they are
 //     given. Output buffers are the caller's; their size is checked.
 //
@@ -49,9 +51,10 @@
 //   - open_memory does not copy: the buffer must outlive the reader. open_file and open_bytes own
 //     their copy.
 //   - An alias entry (tied weights) has no chunks of its own; decoding it decodes its target.
-//   - Only QuantMethod/Reconstruction kUniform (value = level * step) are defined in version 1;
-//     the method field (nearest/rdoq/trellis) records how levels were chosen, not how they decode.
-//     A file using another reconstruction is kUnsupported.
+//   - The quantizer method is part of the format: it selects the reconstruction rule (trellis
+//     levels are state-machine indices, about half the size of plain levels at the same step).
+//     Row blocks hold whole rows, and the dependent-quantization state restarts at every row, so
+//     blocks decode independently for every method.
 //   - Hosts must be little-endian (x86-64, aarch64); raw data is copied as is.
 #pragma once
 
@@ -62,6 +65,7 @@
 #include <vector>
 
 #include "nnpress/level_coder.h"
+#include "nnpress/quant/dequantize.h"
 #include "nnpress/status.h"
 
 namespace nnpress {
@@ -89,15 +93,13 @@ enum class DType : uint8_t {
 };
 enum class TensorRole : uint8_t { kWeight = 0, kBias = 1, kNorm = 2, kEmbedding = 3, kBuffer = 4, kOther = 5 };
 enum class Storage : uint8_t { kRaw = 0, kQuantized = 1, kAlias = 2 };
-enum class QuantMethod : uint8_t { kNone = 0, kNearest = 1, kRdoq = 2, kTrellis = 3 };
-enum class Reconstruction : uint8_t { kUniform = 0 };
 
 // Bytes per element (0 for an unknown code); true for float dtypes that may be quantized.
 size_t dtype_size(DType d);
 bool dtype_is_float(DType d);
 const char* dtype_name(DType d);     // "float32", "bfloat16", ... ("?" if unknown)
 const char* role_name(TensorRole r); // "weight", "bias", "norm", "embedding", "buffer", "other"
-const char* method_name(QuantMethod m);  // "none", "nearest", "rdoq", "trellis"
+const char* method_name(QuantMethod m);  // "nearest", "rdoq", "trellis" (QuantMethod: quant/dequantize.h)
 
 struct ChunkRef {
   uint64_t offset = 0, size = 0;  // absolute file offset and length in bytes
@@ -113,8 +115,7 @@ struct TensorInfo {
   std::vector<uint64_t> shape;
   uint64_t count = 0;  // product of shape (1 for a scalar)
   // Quantized only:
-  QuantMethod method = QuantMethod::kNone;
-  Reconstruction reconstruction = Reconstruction::kUniform;
+  QuantMethod method = QuantMethod::kNearest;
   LevelParams params;
   double step = 0.0, lambda = 0.0;
   uint64_t rows = 0, cols = 0, rows_per_block = 0;
@@ -202,6 +203,9 @@ struct TensorInput {
   const int32_t* levels = nullptr;
   QuantMethod method = QuantMethod::kNearest;
   double step = 0.0, lambda = 0.0;
+  // Rows per chunk; 0 = derive from WriterOptions::block_elements as
+  // max(1, min(rows, block_elements / cols)). Pass the value the quantizer priced with.
+  uint64_t rows_per_block = 0;
   // kRaw: product(shape) * dtype_size(dtype) bytes, little endian.
   const void* raw = nullptr;
   uint64_t raw_size = 0;

@@ -1,0 +1,283 @@
+"""The ``.nnp`` file (format version 1, ``docs/FORMAT.md``): read tensors from it, write it.
+
+numpy only. The parsing, checking and decoding happen in C++ (``nnpress/format/container.h``);
+this module allocates output arrays and maps names to the format's codes.
+
+Contract
+--------
+- ``NnpFile(path_or_bytes)`` parses and checks the header and tensor table (every count and length
+  against the real size; CRCs of header and table). Bad data raises :class:`nnpress.FormatError`,
+  a missing file ``FileNotFoundError``/``OSError``.
+- ``f.entries`` is the tensor table (list of dicts: name, dtype, role, storage, shape, count,
+  stored_bytes, chunks, and method/step/lambda for quantized tensors, alias_of for aliases),
+  available without decoding. ``f.metadata`` is the JSON object the writer stored (``{}`` if none).
+- ``f.read(name)`` decodes one tensor (random access), ``f.read_all(names)`` many in parallel.
+  Chunk CRCs are checked before decoding; a mismatch raises ``FormatError`` naming the tensor.
+  Arrays have the stored dtype, except bfloat16, which numpy lacks: those come back as ``uint16``
+  arrays holding the bfloat16 bit patterns (``bfloat16_to_float32`` widens them exactly).
+- ``write_nnp(path, records, ...)`` writes through a temporary file in the destination folder,
+  checks the bytes parse, then renames: an interrupted write leaves any existing file untouched.
+
+Surprises
+---------
+- The file is read into memory once (the reader does not keep it open).
+- Aliases (tied tensors) decode to the *same* array object as their target in ``read_all``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["NnpFile", "TensorRecord", "write_nnp", "nnp_bytes", "bfloat16_to_float32",
+           "float32_to_bfloat16", "NUMPY_DTYPES", "DEFAULT_BLOCK_ELEMENTS"]
+
+DEFAULT_BLOCK_ELEMENTS = 1 << 18
+DEFAULT_MAX_ELEMENTS = 1 << 36
+DEFAULT_MAX_TOTAL_ELEMENTS = 1 << 38
+
+# numpy dtype per format dtype name (bfloat16 travels as its uint16 bit patterns).
+NUMPY_DTYPES = {
+    "float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "bfloat16": np.dtype("<u2"),
+    "float64": np.dtype("<f8"), "int8": np.dtype("i1"), "uint8": np.dtype("u1"),
+    "int16": np.dtype("<i2"), "int32": np.dtype("<i4"), "int64": np.dtype("<i8"),
+    "bool": np.dtype("?"), "uint16": np.dtype("<u2"), "uint32": np.dtype("<u4"),
+    "uint64": np.dtype("<u8"),
+}
+
+
+def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
+    """Widen bfloat16 bit patterns (uint16) to float32 values, exactly."""
+    b = np.ascontiguousarray(bits, dtype=np.uint16)
+    return (b.astype(np.uint32) << 16).view(np.float32)
+
+
+def float32_to_bfloat16(x: np.ndarray) -> np.ndarray:
+    """Round float32 values to bfloat16 bit patterns (uint16), to nearest even (NaN stays NaN)."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    nan = (u & 0x7FFFFFFF) > 0x7F800000
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    if nan.any():
+        r = np.where(nan, ((u >> 16) | 0x40).astype(np.uint16), r)
+    return r
+
+
+class NnpFile:
+    """A parsed ``.nnp`` file. ``source``: a path or a bytes-like object holding the file."""
+
+    def __init__(self, source, *, max_elements: int = DEFAULT_MAX_ELEMENTS,
+                 max_total_elements: int = DEFAULT_MAX_TOTAL_ELEMENTS):
+        if isinstance(source, (str, os.PathLike)):
+            path = os.fspath(source)
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"no such file: {path!r}")
+            if os.path.isdir(path):
+                raise IsADirectoryError(f"{path!r} is a directory, not a .nnp file")
+            self._r = _core.NnpReader.from_file(path, int(max_elements), int(max_total_elements))
+            self.path = path
+        else:
+            try:
+                view = memoryview(source)
+            except TypeError:
+                raise TypeError(f"source must be a path or bytes-like, not {type(source).__name__}") from None
+            if not view.c_contiguous:
+                view = memoryview(bytes(view))
+            self._r = _core.NnpReader.from_bytes(view.cast("B"), int(max_elements), int(max_total_elements))
+            self.path = None
+        self.entries: list[dict] = self._r.tensors()
+        self._index = {e["name"]: e["index"] for e in self.entries}
+        meta = self._r.metadata
+        try:
+            self.metadata: dict = json.loads(meta) if meta else {}
+        except ValueError:
+            self.metadata = {"raw": meta}
+        if not isinstance(self.metadata, dict):
+            self.metadata = {"raw": meta}
+
+    # ---- table ----
+    @property
+    def names(self) -> list[str]:
+        return [e["name"] for e in self.entries]
+
+    @property
+    def version(self) -> tuple[int, int]:
+        return tuple(self._r.version)
+
+    @property
+    def file_size(self) -> int:
+        return int(self._r.file_size)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, name) -> bool:
+        return name in self._index
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def entry(self, name: str) -> dict:
+        try:
+            return self.entries[self._index[name]]
+        except KeyError:
+            raise KeyError(f"no tensor named {name!r} in the file") from None
+
+    def _alloc(self, e: dict) -> np.ndarray:
+        return np.empty(tuple(e["shape"]), dtype=NUMPY_DTYPES[e["dtype"]])
+
+    # ---- decoding ----
+    def read(self, name: str, *, threads: int | None = None) -> np.ndarray:
+        """Decode one tensor (its row blocks on up to ``threads`` threads)."""
+        e = self.entry(name)
+        out = self._alloc(e)
+        if out.size:
+            self._r.decode_into(e["index"], out.reshape(-1).view(np.uint8), _threads(threads))
+        return out
+
+    def read_levels(self, name: str, *, threads: int | None = None) -> np.ndarray:
+        """The int32 levels of a quantized tensor (before the step is applied)."""
+        e = self.entry(name)
+        target = self.entry(e["alias_of"]) if e["storage"] == "alias" else e
+        if target["storage"] != "quantized":
+            raise ValueError(f"tensor {name!r} is stored {target['storage']}, not quantized")
+        out = np.empty(tuple(e["shape"]), dtype=np.int32)
+        self._r.decode_levels_into(e["index"], out.reshape(-1), _threads(threads))
+        return out
+
+    def read_all(self, names: Iterable[str] | None = None, *, threads: int | None = None) -> dict[str, np.ndarray]:
+        """Decode several tensors (all by default) in parallel; aliases share their target's array."""
+        wanted = self.names if names is None else list(names)
+        for n in wanted:
+            self.entry(n)  # KeyError for unknown names
+        outs: list[Any] = [None] * len(self.entries)
+        result: dict[str, np.ndarray] = {}
+        for n in wanted:
+            e = self.entry(n)
+            src = self.entry(e["alias_of"]) if e["storage"] == "alias" else e
+            if outs[src["index"]] is None:
+                outs[src["index"]] = self._alloc(src)
+            result[n] = outs[src["index"]]
+        views = [None if o is None else o.reshape(-1).view(np.uint8) for o in outs]
+        if any(v is not None and v.size for v in views):
+            self._r.decode_all_into(views, _threads(threads))
+        return result
+
+    def verify(self) -> None:
+        """Check every chunk's CRC without decoding (FormatError on a mismatch)."""
+        self._r.verify_checksums()
+
+
+def _threads(threads: int | None) -> int:
+    if threads is None:
+        return 0  # all hardware threads
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    return int(threads)
+
+
+@dataclass
+class TensorRecord:
+    """One tensor to write. ``storage``: "quantized" (``data`` = int32 levels of the tensor's shape,
+    with ``method``/``step``/``lam``), "raw" (``data`` = the array, stored as its little-endian bytes;
+    bfloat16 as uint16 bits) or "alias" (``alias_of`` = name of an earlier record)."""
+
+    name: str
+    dtype: str
+    role: str
+    storage: str
+    shape: tuple
+    data: Any = None
+    method: str = "nearest"
+    step: float = 0.0
+    lam: float = 0.0
+    alias_of: str | None = None
+    rows_per_block: int = 0
+
+
+def nnp_bytes(records: Sequence[TensorRecord], *, block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+              threads: int | None = None, metadata: dict | None = None) -> tuple[bytes, list[int]]:
+    """Assemble a ``.nnp`` file in memory. Returns (file bytes, stored bytes per record)."""
+    if not _core.HAS_ENCODER:
+        raise RuntimeError("this nnpress build has no encoder (NNPRESS_ENCODER=OFF)")
+    if isinstance(block_elements, bool) or not isinstance(block_elements, (int, np.integer)) or block_elements < 1:
+        raise ValueError(f"block_elements must be a positive int, got {block_elements!r}")
+    index: dict[str, int] = {}
+    specs = []
+    for i, r in enumerate(records):
+        if not isinstance(r.name, str) or not r.name:
+            raise ValueError(f"record {i}: name must be a non-empty str")
+        if r.dtype not in _core.NNP_DTYPES:
+            raise ValueError(f"{r.name!r}: unknown dtype {r.dtype!r}")
+        if r.role not in _core.NNP_ROLES:
+            raise ValueError(f"{r.name!r}: unknown role {r.role!r}; expected one of {sorted(_core.NNP_ROLES)}")
+        if r.storage not in _core.NNP_STORAGES:
+            raise ValueError(f"{r.name!r}: unknown storage {r.storage!r}")
+        shape = tuple(int(d) for d in r.shape)
+        data = None
+        method = _core.NNP_METHODS.get(r.method if r.storage == "quantized" else "nearest")
+        if method is None:
+            raise ValueError(f"{r.name!r}: unknown method {r.method!r}; expected one of {sorted(_core.NNP_METHODS)}")
+        alias = 0
+        if r.storage == "quantized":
+            src = np.asarray(r.data)
+            if src.dtype == np.bool_ or not np.issubdtype(src.dtype, np.integer):
+                raise TypeError(f"{r.name!r}: levels must be integers, got {src.dtype}")
+            data = np.ascontiguousarray(src, dtype=np.int32).reshape(src.shape)  # (keeps 0-d)
+            if data.shape != shape:
+                raise ValueError(f"{r.name!r}: levels of shape {data.shape}, expected {shape}")
+        elif r.storage == "raw":
+            arr = np.asarray(r.data)
+            want = NUMPY_DTYPES[r.dtype]
+            if arr.dtype.itemsize != want.itemsize or arr.shape != shape:
+                raise ValueError(f"{r.name!r}: raw data {arr.dtype}{arr.shape} does not match {r.dtype}{shape}")
+            data = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).reshape(-1).view(np.uint8)
+        else:
+            if r.alias_of not in index:
+                raise ValueError(f"{r.name!r}: alias of {r.alias_of!r}, which is not an earlier tensor")
+            alias = index[r.alias_of]
+        if r.name in index:
+            raise ValueError(f"duplicate tensor name {r.name!r}")
+        index[r.name] = i
+        specs.append((r.name, _core.NNP_DTYPES[r.dtype], _core.NNP_ROLES[r.role], _core.NNP_STORAGES[r.storage],
+                      list(shape), data, method, float(r.step), float(r.lam), alias, int(r.rows_per_block)))
+    meta = json.dumps(metadata, sort_keys=True, separators=(",", ":")) if metadata else ""
+    data, stored, _ = _core.nnp_write(specs, int(block_elements), _threads(threads), meta)
+    return data, list(stored)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder + fsync + rename."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"destination folder does not exist: {folder!r}")
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_nnp(path: str | os.PathLike, records: Sequence[TensorRecord], *,
+              block_elements: int = DEFAULT_BLOCK_ELEMENTS, threads: int | None = None,
+              metadata: dict | None = None) -> list[int]:
+    """Write a ``.nnp`` file atomically (temp file in the destination folder, verified, renamed).
+    Returns the stored bytes per record."""
+    data, stored = nnp_bytes(records, block_elements=block_elements, threads=threads, metadata=metadata)
+    NnpFile(data)  # the bytes must parse before anything is replaced
+    write_bytes_atomic(path, data)
+    return stored

@@ -1,0 +1,340 @@
+"""Model traversal: which tensors a model has, what role each plays, which ones are tied.
+
+Also reads and writes ``.safetensors`` files (a small, bounds-checked implementation of the
+public format, so that decoding needs neither torch nor the ``safetensors`` package).
+
+Contract
+--------
+- ``collect(source)`` accepts a ``torch.nn.Module``, a state_dict (mapping name -> torch tensor or
+  numpy array), a ``.safetensors`` path or a ``.pt``/``.pth`` path (``torch.load(...,
+  weights_only=True)`` only: arbitrary pickled objects are refused). It returns
+  ``list[TensorEntry]`` in the source's order: name, dtype name (``float32``, ``bfloat16``, ...),
+  shape, role (weight / bias / norm / embedding / buffer / other), ``values`` (numpy; bfloat16 as
+  uint16 bit patterns) and ``alias_of`` (the first name sharing the same memory, or None).
+- Roles: with a module, from the owning module's type (Embedding -> embedding; BatchNorm,
+  LayerNorm, GroupNorm, InstanceNorm, RMSNorm, LocalResponseNorm -> norm; buffers -> buffer;
+  ``*bias`` -> bias; other tensors of rank >= 2 -> weight, rank <= 1 -> other). Without a module,
+  from dtype, name and rank (see ``guess_role``).
+- ``load_safetensors(path)`` / ``save_safetensors(tensors, path)`` (numpy arrays; bfloat16 via
+  ``dtypes={name: "bfloat16"}`` with uint16 bit-pattern arrays). Malformed files raise
+  ``nnpress.FormatError``. ``save_safetensors`` writes a temp file and renames it.
+
+Surprises
+---------
+- torch is imported only for torch inputs (modules, torch tensors, ``.pt`` files).
+- Tied tensors: two names whose tensors share storage, offset, shape, strides and dtype.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+import sys
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from .errors import FormatError
+
+__all__ = ["TensorEntry", "collect", "guess_role", "load_source", "load_safetensors",
+           "save_safetensors", "ROLES", "SAFETENSORS_DTYPES"]
+
+ROLES = ("weight", "bias", "norm", "embedding", "buffer", "other")
+
+# safetensors dtype tag -> (our dtype name, numpy dtype used to hold it)
+SAFETENSORS_DTYPES = {
+    "F32": ("float32", np.dtype("<f4")), "F16": ("float16", np.dtype("<f2")),
+    "BF16": ("bfloat16", np.dtype("<u2")), "F64": ("float64", np.dtype("<f8")),
+    "I8": ("int8", np.dtype("i1")), "U8": ("uint8", np.dtype("u1")), "I16": ("int16", np.dtype("<i2")),
+    "I32": ("int32", np.dtype("<i4")), "I64": ("int64", np.dtype("<i8")), "BOOL": ("bool", np.dtype("?")),
+    "U16": ("uint16", np.dtype("<u2")), "U32": ("uint32", np.dtype("<u4")), "U64": ("uint64", np.dtype("<u8")),
+}
+_TAG_OF = {v[0]: k for k, v in SAFETENSORS_DTYPES.items()}
+_NUMPY_NAME = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16", np.dtype(np.float64): "float64",
+               np.dtype(np.int8): "int8", np.dtype(np.uint8): "uint8", np.dtype(np.int16): "int16",
+               np.dtype(np.int32): "int32", np.dtype(np.int64): "int64", np.dtype(np.bool_): "bool",
+               np.dtype(np.uint16): "uint16", np.dtype(np.uint32): "uint32", np.dtype(np.uint64): "uint64"}
+_MAX_SAFETENSORS_HEADER = 100 << 20
+
+
+@dataclass
+class TensorEntry:
+    name: str
+    dtype: str
+    shape: tuple
+    role: str
+    values: np.ndarray | None  # None for an alias
+    alias_of: str | None = None
+
+    @property
+    def count(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= int(d)
+        return n
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in ("float32", "float16", "bfloat16", "float64")
+
+    def float_values(self) -> np.ndarray:
+        """Values as float32/float64 numpy (bfloat16 widened exactly); floats only."""
+        if self.dtype == "bfloat16":
+            return (self.values.astype(np.uint32) << 16).view(np.float32)
+        if self.dtype == "float16":
+            return self.values.astype(np.float32)
+        return self.values
+
+
+_NORM_NAME = re.compile(r"(^|[._])(norm|layernorm|layer_norm|ln|ln_?\d+|bn|bn\d+|batchnorm|groupnorm|rmsnorm)"
+                        r"([._]|\d|$)", re.IGNORECASE)
+
+
+def guess_role(name: str, dtype: str, shape: tuple) -> str:
+    """Role from name, dtype and rank, for tensors without a module (state_dicts, files)."""
+    if dtype not in ("float32", "float16", "bfloat16", "float64"):
+        return "buffer"
+    low = name.lower()
+    leaf = low.rsplit(".", 1)[-1]
+    if leaf in ("running_mean", "running_var", "num_batches_tracked"):
+        return "buffer"
+    if len(shape) <= 1 and _NORM_NAME.search(name):
+        return "norm"
+    if leaf == "bias" or leaf.endswith("_bias"):
+        return "bias"
+    if len(shape) == 2 and ("embed" in low or "wte" in leaf or "wpe" in leaf):
+        return "embedding"
+    if len(shape) >= 2:
+        return "weight"
+    return "other"
+
+
+def _module_roles(module) -> dict[str, str]:
+    import torch.nn as nn
+
+    norm_types = tuple(t for t in (
+        getattr(nn.modules.batchnorm, "_NormBase", None), nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
+        getattr(nn, "RMSNorm", None), getattr(nn.modules.instancenorm, "_InstanceNorm", None)) if t is not None)
+    roles: dict[str, str] = {}
+    for mname, mod in module.named_modules():
+        prefix = mname + "." if mname else ""
+        is_norm = isinstance(mod, norm_types) or "norm" in type(mod).__name__.lower()
+        for pname, p in mod.named_parameters(recurse=False):
+            if isinstance(mod, nn.Embedding) or isinstance(mod, getattr(nn, "EmbeddingBag", ())):
+                role = "embedding"
+            elif is_norm:
+                role = "norm"
+            elif pname.endswith("bias"):
+                role = "bias"
+            elif p.dim() >= 2:
+                role = "weight"
+            else:
+                role = "other"
+            roles[prefix + pname] = role
+        for bname, _ in mod.named_buffers(recurse=False):
+            roles[prefix + bname] = "buffer"
+    return roles
+
+
+def _torch_to_numpy(t) -> tuple[np.ndarray, str]:
+    import torch
+
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    if t.dtype == torch.bfloat16:
+        return t.contiguous().view(torch.int16).numpy().view(np.uint16), "bfloat16"
+    name = str(t.dtype).replace("torch.", "")
+    if name not in _TAG_OF:
+        raise TypeError(f"unsupported tensor dtype {t.dtype}")
+    return t.contiguous().numpy(), name
+
+
+def _tie_key_torch(t):
+    try:
+        ptr = t.untyped_storage().data_ptr()
+    except Exception:  # pragma: no cover - very old torch
+        ptr = t.storage().data_ptr()
+    if t.numel() == 0:
+        return None
+    return (ptr, t.storage_offset(), tuple(t.shape), tuple(t.stride()), str(t.dtype))
+
+
+def _tie_key_numpy(a: np.ndarray):
+    if a.size == 0:
+        return None
+    return (a.__array_interface__["data"][0], a.shape, a.strides, a.dtype.str)
+
+
+def _is_torch_module(obj) -> bool:
+    torch = sys.modules.get("torch")  # an object can only be a torch Module if torch is loaded
+    return torch is not None and isinstance(obj, torch.nn.Module)
+
+
+def _is_torch_tensor(obj) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.Tensor)
+
+
+def load_source(source) -> tuple[Mapping[str, Any], Any, dict | None]:
+    """(tensors by name, module or None, dtype overrides for numpy arrays) of any supported source."""
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no such file: {path!r}")
+        low = path.lower()
+        if low.endswith(".safetensors"):
+            tensors, dtypes = load_safetensors(path, return_dtypes=True)
+            return tensors, None, dtypes
+        if low.endswith((".pt", ".pth", ".bin", ".ckpt")):
+            return _load_torch_file(path), None, None
+        raise ValueError(f"unsupported input file {path!r}: expected .safetensors, .pt or .pth")
+    if _is_torch_module(source):
+        return source.state_dict(), source, None
+    if isinstance(source, Mapping):
+        return source, None, None
+    raise TypeError("source must be a torch.nn.Module, a state_dict (mapping of name -> tensor/array), "
+                    f"or a .safetensors/.pt/.pth path, not {type(source).__name__}")
+
+
+def _load_torch_file(path: str) -> Mapping[str, Any]:
+    import pickle
+
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as e:
+        raise FormatError(f"{path}: cannot load as a weights-only torch state_dict: {e}") from None
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model_state_dict", "model"):
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner and all(_is_torch_tensor(v) for v in inner.values()):
+                return inner
+        bad = [k for k, v in obj.items() if not _is_torch_tensor(v)]
+        if bad:
+            raise ValueError(f"{path}: not a state_dict: entries {bad[:5]} are not tensors")
+        return obj
+    raise ValueError(f"{path}: contains a {type(obj).__name__}, not a state_dict")
+
+
+def collect(source, *, dtypes: Mapping[str, str] | None = None) -> list[TensorEntry]:
+    """The tensors of ``source`` with dtype, role and tie information (see module docstring).
+
+    ``dtypes`` marks numpy uint16 arrays that hold bfloat16 bit patterns (``{"w": "bfloat16"}``).
+    """
+    tensors, module, file_dtypes = load_source(source)
+    dtype_over = dict(file_dtypes or {})
+    dtype_over.update(dtypes or {})
+    roles = _module_roles(module) if module is not None else {}
+    entries: list[TensorEntry] = []
+    seen: dict[Any, str] = {}
+    for name, t in tensors.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"tensor names must be non-empty str, got {name!r}")
+        if len(name.encode("utf-8")) > 65535:
+            raise ValueError(f"tensor name too long ({len(name)} characters): {name[:40]!r}...")
+        if _is_torch_tensor(t):
+            key = _tie_key_torch(t)
+            arr, dt = _torch_to_numpy(t)
+        elif isinstance(t, np.ndarray) or np.isscalar(t):
+            arr = np.asarray(t)
+            key = _tie_key_numpy(arr)
+            if arr.dtype not in _NUMPY_NAME:
+                raise TypeError(f"tensor {name!r}: unsupported dtype {arr.dtype}")
+            dt = _NUMPY_NAME[arr.dtype]
+            if dtype_over.get(name) == "bfloat16":
+                if arr.dtype != np.uint16:
+                    raise TypeError(f"tensor {name!r}: bfloat16 data must be uint16 bit patterns")
+                dt = "bfloat16"
+            arr = np.ascontiguousarray(arr).reshape(arr.shape)
+        else:
+            raise TypeError(f"tensor {name!r}: expected a torch tensor or numpy array, got {type(t).__name__}")
+        if arr.ndim > 8:
+            raise ValueError(f"tensor {name!r} has {arr.ndim} dimensions; at most 8 are supported")
+        shape = tuple(int(d) for d in arr.shape)
+        role = roles.get(name) or guess_role(name, dt, shape)
+        if dt not in ("float32", "float16", "bfloat16", "float64"):
+            role = "buffer"
+        if key is not None and key in seen:
+            entries.append(TensorEntry(name, dt, shape, role, None, alias_of=seen[key]))
+            continue
+        if key is not None:
+            seen[key] = name
+        entries.append(TensorEntry(name, dt, shape, role, arr))
+    return entries
+
+
+# ---------------------------------------------------------------- safetensors
+def load_safetensors(path, *, return_dtypes: bool = False):
+    """Read a ``.safetensors`` file into numpy arrays (bfloat16 as uint16 bit patterns)."""
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    n = len(data)
+    if n < 8:
+        raise FormatError(f"{path}: not a safetensors file (too short)")
+    (hlen,) = struct.unpack("<Q", data[:8])
+    if hlen > n - 8 or hlen > _MAX_SAFETENSORS_HEADER:
+        raise FormatError(f"{path}: safetensors header length {hlen} exceeds the file")
+    try:
+        header = json.loads(data[8:8 + hlen].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise FormatError(f"{path}: safetensors header is not valid JSON: {e}") from None
+    if not isinstance(header, dict):
+        raise FormatError(f"{path}: safetensors header is not an object")
+    body = memoryview(data)[8 + hlen:]
+    out: dict[str, np.ndarray] = {}
+    dtypes: dict[str, str] = {}
+    for name, spec in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            tag, shape, (lo, hi) = spec["dtype"], [int(d) for d in spec["shape"]], spec["data_offsets"]
+            lo, hi = int(lo), int(hi)
+        except (KeyError, TypeError, ValueError):
+            raise FormatError(f"{path}: bad header entry for {name!r}") from None
+        if tag not in SAFETENSORS_DTYPES:
+            raise FormatError(f"{path}: tensor {name!r} has unsupported dtype {tag!r}")
+        dname, npd = SAFETENSORS_DTYPES[tag]
+        count = 1
+        for d in shape:
+            if d < 0:
+                raise FormatError(f"{path}: tensor {name!r} has a negative dimension")
+            count *= d
+        if not (0 <= lo <= hi <= len(body)) or hi - lo != count * npd.itemsize:
+            raise FormatError(f"{path}: tensor {name!r} has bad data offsets [{lo}, {hi})")
+        out[name] = np.frombuffer(body[lo:hi], dtype=npd).reshape(shape).copy()
+        dtypes[name] = dname
+    return (out, dtypes) if return_dtypes else out
+
+
+def save_safetensors(tensors: Mapping[str, Any], path, *, dtypes: Mapping[str, str] | None = None,
+                     metadata: Mapping[str, str] | None = None) -> None:
+    """Write numpy arrays (or torch tensors) to ``path`` as ``.safetensors``, atomically.
+    Tied entries are written once per name (the format has no aliases)."""
+    from .container import write_bytes_atomic
+
+    dtypes = dict(dtypes or {})
+    header: dict[str, Any] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    blobs = []
+    offset = 0
+    for name, t in tensors.items():
+        if _is_torch_tensor(t):
+            arr, dt = _torch_to_numpy(t)
+        else:
+            arr = np.asarray(t)
+            if arr.dtype not in _NUMPY_NAME:
+                raise TypeError(f"tensor {name!r}: unsupported dtype {arr.dtype}")
+            dt = dtypes.get(name) or _NUMPY_NAME[arr.dtype]
+        raw = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": _TAG_OF[dt], "shape": list(arr.shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    hjson = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    hjson += b" " * (-len(hjson) % 8)
+    write_bytes_atomic(path, struct.pack("<Q", len(hjson)) + hjson + b"".join(blobs))

@@ -1,0 +1,102 @@
+"""Regenerate the golden .nnp files in tests/golden/ (format 1.0) and their manifest.
+
+The golden files freeze the format: tests decode them and compare the values' SHA-256 with the
+manifest, and check that the writer still produces the same bytes from the inputs below. Run this
+only for a deliberate, versioned format change (then add new files; never rewrite old ones):
+
+    python scripts/make_golden.py            # writes tests/golden/*.nnp + nnp_manifest.json
+
+Inputs come from a fixed integer generator (not numpy's random distributions, whose streams may
+change between numpy versions).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+GOLDEN = pathlib.Path(__file__).resolve().parents[1] / "tests" / "golden"
+
+
+def _lcg_levels(n: int, seed: int, spread: int) -> np.ndarray:
+    """Deterministic, roughly Laplacian int32 levels: many zeros, a few large values."""
+    out = np.empty(n, dtype=np.int32)
+    x = seed & 0xFFFFFFFF
+    for i in range(n):
+        x = (1664525 * x + 1013904223) & 0xFFFFFFFF
+        u = x >> 8  # 24 bits
+        mag = 0
+        t = u & 0xFFFF
+        while t < 0x8000 and mag < spread:  # geometric magnitude
+            mag += 1
+            t = (t * 2 + ((u >> 16) & 1)) & 0xFFFF
+            u = (u * 1103515245 + 12345) & 0xFFFFFF
+        out[i] = -mag if (x >> 31) else mag
+    return out
+
+
+def _cases():
+    from nnpress.container import TensorRecord
+
+    mixed = [
+        TensorRecord("features.0.weight", "float32", "weight", "quantized", (6, 1, 3, 3),
+                     data=_lcg_levels(54, 1, 12).reshape(6, 1, 3, 3), method="nearest", step=0.03125),
+        TensorRecord("features.0.bias", "float32", "bias", "raw", (6,),
+                     data=np.array([0.5, -0.25, 1e-3, -7.0, 3.14159, 0.0], np.float32)),
+        TensorRecord("bn.running_mean", "float32", "buffer", "raw", (6,), data=np.arange(6, dtype=np.float32) / 7),
+        TensorRecord("bn.num_batches_tracked", "int64", "buffer", "raw", (), data=np.int64(1234567)),
+        TensorRecord("classifier.weight", "float16", "weight", "quantized", (10, 24),
+                     data=_lcg_levels(240, 2, 20).reshape(10, 24), method="rdoq", step=0.0078125, lam=1e-5),
+        TensorRecord("embed.\u00e9\u00f1.weight", "bfloat16", "embedding", "quantized", (5, 8),
+                     data=_lcg_levels(40, 3, 6).reshape(5, 8), method="nearest", step=0.1),
+        TensorRecord("head.weight", "bfloat16", "embedding", "alias", (5, 8), alias_of="embed.\u00e9\u00f1.weight"),
+        TensorRecord("scale", "float32", "other", "quantized", (), data=np.int32(-3), method="nearest", step=0.2),
+        TensorRecord("empty", "float32", "weight", "quantized", (0, 4), data=np.zeros((0, 4), np.int32), step=1.0),
+        TensorRecord("mask", "bool", "buffer", "raw", (3,), data=np.array([True, False, True])),
+        TensorRecord("ids", "int32", "buffer", "raw", (1, 4), data=np.array([[0, 1, -2, 2**31 - 1]], np.int32)),
+    ]
+    blocks = [
+        TensorRecord("big.weight", "float32", "weight", "quantized", (40, 33),
+                     data=_lcg_levels(1320, 4, 30).reshape(40, 33), method="nearest", step=0.001),
+        TensorRecord("dq.weight", "float32", "weight", "quantized", (9, 17),
+                     data=_lcg_levels(153, 5, 8).reshape(9, 17), method="trellis", step=0.05, lam=0.01),
+        TensorRecord("f64.weight", "float64", "weight", "quantized", (12, 7),
+                     data=_lcg_levels(84, 6, 15).reshape(12, 7), method="rdoq", step=1.0 / 3),
+        TensorRecord("vector", "float32", "other", "quantized", (100,), data=_lcg_levels(100, 7, 10), step=0.5),
+    ]
+    return {
+        "golden_v1_mixed.nnp": (mixed, dict(block_elements=1 << 18, metadata={"golden": "mixed", "format": "1.0"})),
+        "golden_v1_blocks.nnp": (blocks, dict(block_elements=100, metadata={"golden": "blocks", "format": "1.0"})),
+    }
+
+
+def build_all() -> dict[str, bytes]:
+    from nnpress.container import nnp_bytes
+
+    return {name: nnp_bytes(recs, threads=1, **kw)[0] for name, (recs, kw) in _cases().items()}
+
+
+def main() -> int:
+    from nnpress.container import NnpFile
+
+    GOLDEN.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, data in build_all().items():
+        (GOLDEN / name).write_bytes(data)
+        f = NnpFile(data)
+        arrays = f.read_all(threads=1)
+        tensors = [{"name": n, "shape": list(arrays[n].shape), "numpy_dtype": str(arrays[n].dtype),
+                    "dtype": f.entry(n)["dtype"],
+                    "sha256": hashlib.sha256(np.ascontiguousarray(arrays[n]).tobytes()).hexdigest()}
+                   for n in f.names]
+        files.append({"file": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "tensors": tensors})
+        print(f"{name}: {len(data)} bytes, {len(tensors)} tensors")
+    (GOLDEN / "nnp_manifest.json").write_text(json.dumps({"format": "1.0", "files": files}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

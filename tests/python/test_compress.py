@@ -1,0 +1,307 @@
+"""nnpress.compress / nnpress.decompress: every input kind and dtype, roles, tied weights, random
+access, CodecConfig rules, determinism, reports, and bad input."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import nnpress
+from nnpress.config import CodecConfig, TensorPlan
+from nnpress.traverse import collect, guess_role, load_safetensors, save_safetensors
+
+
+class TiedNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(40, 12)
+        self.conv = torch.nn.Conv2d(3, 8, 3)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.ln = torch.nn.LayerNorm(12)
+        self.fc = torch.nn.Linear(12, 40)
+        self.fc.weight = self.embed.weight  # tied
+        self.register_buffer("mask", torch.tensor([True, False, True]))
+
+
+def _model():
+    torch.manual_seed(0)
+    m = TiedNet()
+    with torch.no_grad():
+        m.bn.running_mean.uniform_(-1, 1)
+    return m
+
+
+def _expected_value(name, cfg, tensor, f):
+    """What the decoder must return for one tensor, from the file's step/method."""
+    e = f.entry(name)
+    if e["storage"] == "raw":
+        return tensor
+    if e["storage"] == "alias":
+        return None
+    w = tensor.float().numpy()
+    q = nnpress.quantize(w, e["step"], lam=e["lambda"], method=e["method"],
+                         chunk_rows=e["rows_per_block"] or None)
+    return nnpress.dequantize(q, e["step"], method=e["method"])
+
+
+def test_module_round_trip_roles_and_ties(tmp_path):
+    m = _model()
+    path = tmp_path / "m.nnp"
+    rep = nnpress.compress(m, path, CodecConfig(method="nearest"))
+    f = nnpress.NnpFile(path)
+    sd = m.state_dict()
+    assert f.names == list(sd)
+    roles = {e["name"]: e["role"] for e in f.entries}
+    assert roles["embed.weight"] == "embedding"
+    assert roles["conv.weight"] == "weight" and roles["conv.bias"] == "bias"
+    assert roles["bn.weight"] == "norm" and roles["bn.running_var"] == "buffer"
+    assert roles["bn.num_batches_tracked"] == "buffer" and roles["mask"] == "buffer"
+    assert roles["ln.weight"] == "norm" and roles["ln.bias"] == "norm"
+    assert f.entry("fc.weight")["storage"] == "alias" and f.entry("fc.weight")["alias_of"] == "embed.weight"
+    storages = {e["name"]: e["storage"] for e in f.entries}
+    assert storages["conv.weight"] == "quantized" and storages["conv.bias"] == "raw"
+    out = nnpress.decompress(path)
+    assert out["fc.weight"] is out["embed.weight"]
+    for name, t in sd.items():
+        assert out[name].dtype == t.dtype and out[name].shape == t.shape, name
+        exp = _expected_value(name, None, t, f)
+        if exp is not None:
+            np.testing.assert_array_equal(out[name].numpy(), np.asarray(exp), err_msg=name)
+    m2 = TiedNet()
+    m2.load_state_dict(out)
+    assert rep.params == sum(t.numel() for n, t in sd.items() if n != "fc.weight")
+    assert rep.file_bytes == os.path.getsize(path)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_float_dtypes(tmp_path, dtype):
+    torch.manual_seed(1)
+    sd = {"layer.weight": (torch.randn(33, 20) * 0.1).to(dtype), "layer.bias": torch.randn(33).to(dtype)}
+    path = tmp_path / "d.nnp"
+    nnpress.compress(sd, path, CodecConfig(method="nearest", step=2 ** -7))
+    out = nnpress.decompress(path)
+    assert out["layer.weight"].dtype == dtype
+    assert torch.equal(out["layer.bias"], sd["layer.bias"])  # lossless by default
+    w = sd["layer.weight"].to(torch.float64)
+    # nearest rounding at step 2^-7: error at most step/2 plus the dtype's own rounding
+    err = (out["layer.weight"].to(torch.float64) - w).abs().max().item()
+    assert err <= 2 ** -8 * 1.01 + (w.abs().max().item() * 2 ** -7 if dtype == torch.bfloat16 else 1e-3 * 0.2)
+    expected = torch.from_numpy(nnpress.dequantize(np.rint(w.numpy() / 2 ** -7).astype(np.int32), 2 ** -7)).to(dtype)
+    assert torch.equal(out["layer.weight"], expected)
+    npy = nnpress.decompress(path, as_numpy=True)
+    if dtype == torch.bfloat16:
+        assert npy["layer.weight"].dtype == np.float32
+        assert torch.equal(torch.from_numpy(npy["layer.weight"]).to(torch.bfloat16), expected)
+    else:
+        np.testing.assert_array_equal(npy["layer.weight"], expected.numpy())
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64, torch.bool])
+def test_integer_and_bool_tensors_are_exact(tmp_path, dtype):
+    g = torch.Generator().manual_seed(2)
+    t = torch.randint(-100 if dtype not in (torch.uint8, torch.bool) else 0, 100 if dtype != torch.bool else 2,
+                      (4, 7), generator=g).to(dtype)
+    path = tmp_path / "i.nnp"
+    nnpress.compress({"buf": t, "w": torch.randn(5, 5)}, path)
+    out = nnpress.decompress(path)
+    assert out["buf"].dtype == dtype and torch.equal(out["buf"], t)
+    assert nnpress.NnpFile(path).entry("buf")["role"] == "buffer"
+
+
+def test_names_unicode_dots_empty_and_scalar(tmp_path):
+    sd = {
+        "módulo.peso.ünïcode.weight": torch.randn(6, 4),
+        "a.b.c.d.e.f.g.h": torch.randn(3, 3, 3),
+        "日本語": torch.randn(2, 5),
+        "empty.weight": torch.zeros(0, 7),
+        "empty1d": torch.zeros(0),
+        "scalar_w": torch.tensor(0.75),
+        "scalar_i": torch.tensor(5),
+    }
+    path = tmp_path / "u.nnp"
+    nnpress.compress(sd, path, CodecConfig(overrides={"scalar_w": TensorPlan(lossless=False, step=0.25)}))
+    out = nnpress.decompress(path)
+    assert list(out) == list(sd)
+    for k, v in sd.items():
+        assert out[k].shape == v.shape and out[k].dtype == v.dtype, k
+    assert out["scalar_w"].item() == 0.75  # 3 * 0.25, quantized exactly
+    assert nnpress.NnpFile(path).entry("scalar_w")["storage"] == "quantized"
+    assert out["scalar_i"].item() == 5
+
+
+def test_numpy_state_dict_and_random_access(tmp_path):
+    rng = np.random.default_rng(3)
+    sd = {f"l{i}.weight": rng.standard_normal((20, 30)).astype(np.float32) for i in range(5)}
+    sd["shared"] = sd["l2.weight"]  # the same array object: tied
+    path = tmp_path / "n.nnp"
+    nnpress.compress(sd, path, CodecConfig(block_elements=90))
+    f = nnpress.NnpFile(path)
+    assert f.entry("l0.weight")["chunks"] == 7  # 3 rows per block, 20 rows
+    assert f.entry("shared")["storage"] == "alias"
+    some = nnpress.decompress(path, as_numpy=True, names=["l3.weight", "shared"])
+    assert list(some) == ["l3.weight", "shared"]
+    full = nnpress.decompress(path, as_numpy=True, threads=1)
+    np.testing.assert_array_equal(some["l3.weight"], full["l3.weight"])
+    np.testing.assert_array_equal(some["shared"], full["l2.weight"])
+    with pytest.raises(KeyError):
+        nnpress.decompress(path, names=["nope"])
+
+
+def test_safetensors_and_pt_inputs(tmp_path):
+    m = _model()
+    sd = {k: v.clone() for k, v in m.state_dict().items() if k != "fc.weight"}
+    sd["half"] = torch.randn(4, 4).half()
+    sd["bf"] = torch.randn(4, 4).to(torch.bfloat16)
+    st = tmp_path / "m.safetensors"
+    save_safetensors(sd, st)
+    # our safetensors files are readable by the reference implementation, and vice versa
+    import safetensors.torch
+    ref = safetensors.torch.load_file(str(st))
+    for k in sd:
+        assert torch.equal(ref[k], sd[k]), k
+    st2 = tmp_path / "ref.safetensors"
+    safetensors.torch.save_file(sd, str(st2))
+    back = load_safetensors(st2)
+    assert set(back) == set(sd)
+    pt = tmp_path / "m.pt"
+    torch.save(sd, pt)
+    cfg = CodecConfig(method="nearest")
+    a = nnpress.compress(st, tmp_path / "a.nnp", cfg)
+    b = nnpress.compress(pt, tmp_path / "b.nnp", cfg)
+    c = nnpress.compress(sd, tmp_path / "c.nnp", cfg)
+    assert (tmp_path / "a.nnp").read_bytes() == (tmp_path / "b.nnp").read_bytes() == (tmp_path / "c.nnp").read_bytes()
+    assert a.file_bytes == b.file_bytes == c.file_bytes
+    out = nnpress.decompress(tmp_path / "a.nnp")
+    assert out["bf"].dtype == torch.bfloat16 and out["half"].dtype == torch.float16
+
+
+class Evil:
+    """A pickled object that a weights-only load must refuse."""
+
+
+def test_pt_with_pickled_objects_is_refused(tmp_path):
+    p = tmp_path / "evil.pt"
+    torch.save({"w": torch.randn(2), "obj": Evil()}, p)
+    with pytest.raises(nnpress.FormatError, match="weights-only"):
+        nnpress.compress(p, tmp_path / "x.nnp")
+    assert not (tmp_path / "x.nnp").exists()
+
+
+def test_deterministic_for_any_thread_count(tmp_path):
+    torch.manual_seed(4)
+    sd = {"a": torch.randn(200, 64), "b": torch.randn(50, 3, 3, 3)}
+    outs = []
+    for threads in (1, 2, 3):
+        p = tmp_path / f"t{threads}.nnp"
+        nnpress.compress(sd, p, CodecConfig(threads=threads, block_elements=1000))
+        outs.append(p.read_bytes())
+    assert outs[0] == outs[1] == outs[2]
+
+
+def test_config_rules():
+    w = np.random.default_rng(5).standard_normal(1000).astype(np.float32) * 0.5
+    std = float(np.std(w.astype(np.float64)))
+    assert CodecConfig(rel_step=0.1).resolve("x", "weight", "float32", w).step == pytest.approx(0.1 * std)
+    assert CodecConfig(step=0.01).resolve("x", "weight", "float32", w).step == 0.01
+    assert CodecConfig(qp=-38).resolve("x", "weight", "float32", w).step == 2 ** (-38 / 4)
+    cfg = CodecConfig(step=0.01, lam_scale=2.0, overrides={
+        "x": TensorPlan(step=0.5, method="trellis"), "enc.*": {"rel_step": 0.2}, "keep": {"lossless": True}})
+    p = cfg.resolve("x", "weight", "float32", w)
+    assert (p.step, p.method, p.lam) == (0.5, "trellis", 2.0 * 0.25)
+    assert cfg.resolve("enc.layer.w", "weight", "float32", w).step == pytest.approx(0.2 * std)
+    assert cfg.resolve("keep", "weight", "float32", w).lossless
+    assert cfg.resolve("b", "bias", "float32", w).lossless
+    assert not CodecConfig(lossless_roles=()).resolve("b", "bias", "float32", w).lossless
+    assert cfg.resolve("i", "weight", "int32", None).lossless
+    assert CodecConfig.from_dict(cfg.to_dict()) == cfg
+    for bad in (dict(method="best"), dict(step=0), dict(step=float("nan")), dict(qp=1.5), dict(rel_step=-1),
+                dict(lossless_roles=("weights",)), dict(block_elements=0), dict(threads=0)):
+        with pytest.raises(ValueError):
+            CodecConfig(**bad)
+    with pytest.raises(ValueError):
+        TensorPlan(method="x")
+    with pytest.raises(TypeError):
+        CodecConfig(overrides={"a": 3})
+
+
+def test_guess_role():
+    assert guess_role("encoder.layer.0.attention.output.LayerNorm.weight", "float32", (384,)) == "norm"
+    assert guess_role("bn1.running_mean", "float32", (8,)) == "buffer"
+    assert guess_role("fc.bias", "float32", (8,)) == "bias"
+    assert guess_role("embeddings.word_embeddings.weight", "float32", (100, 8)) == "embedding"
+    assert guess_role("fc.weight", "float32", (8, 8)) == "weight"
+    assert guess_role("pos_ids", "int64", (1, 8)) == "buffer"
+    assert guess_role("temperature", "float32", ()) == "other"
+
+
+def test_report_contents(tmp_path):
+    torch.manual_seed(6)
+    sd = {"w": torch.randn(64, 64), "b": torch.randn(64)}
+    rep = nnpress.compress(sd, tmp_path / "r.nnp")
+    d = rep.to_dict()
+    assert d["params"] == 64 * 64 + 64
+    assert d["original_bytes"] == 4 * (64 * 64 + 64)
+    assert d["ratio"] == pytest.approx(d["original_bytes"] / d["file_bytes"])
+    assert d["bits_per_param"] == pytest.approx(8 * d["file_bytes"] / d["params"])
+    t = {x["name"]: x for x in d["tensors"]}
+    assert t["b"]["storage"] == "raw" and t["b"]["stored_bytes"] == 256 and t["b"]["rel_error"] == 0
+    assert t["w"]["storage"] == "quantized" and 0 < t["w"]["rel_error"] < 0.05
+    assert sum(x["stored_bytes"] for x in d["tensors"]) < d["file_bytes"]
+    for k in ("load", "quantize", "encode", "write", "total"):
+        assert d["times"][k] >= 0
+    text = rep.table()
+    assert "w" in text and "ratio" in text and "bits/param" in text
+    import json
+    json.dumps(d)
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        nnpress.compress(tmp_path / "missing.safetensors", tmp_path / "o.nnp")
+    with pytest.raises(FileNotFoundError):
+        nnpress.compress({"w": np.zeros(3, np.float32)}, tmp_path / "no_dir" / "o.nnp")
+    with pytest.raises(TypeError):
+        nnpress.compress(42, tmp_path / "o.nnp")
+    with pytest.raises(TypeError):
+        nnpress.compress({"w": "text"}, tmp_path / "o.nnp")
+    with pytest.raises(TypeError):
+        nnpress.compress({"w": np.zeros(3)}, tmp_path / "o.nnp", config={"step": 1})
+    with pytest.raises(ValueError):
+        nnpress.compress(str(tmp_path / "x.txt") if (tmp_path / "x.txt").write_text("hi") else "",
+                         tmp_path / "o.nnp")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\xff" * 16)
+    with pytest.raises(nnpress.FormatError):
+        nnpress.compress(bad, tmp_path / "o.nnp")
+    corrupt = tmp_path / "c.nnp"
+    corrupt.write_bytes(b"\x89NNP\r\n\x1a\n" + bytes(50))
+    with pytest.raises(nnpress.FormatError):
+        nnpress.decompress(corrupt)
+
+
+def test_nan_weights_are_kept_exact(tmp_path):
+    w = torch.randn(8, 8)
+    w[2, 3] = float("nan")
+    nnpress.compress({"w": w}, tmp_path / "nan.nnp")
+    out = nnpress.decompress(tmp_path / "nan.nnp")["w"]
+    assert torch.equal(torch.nan_to_num(out, 7.0), torch.nan_to_num(w, 7.0))
+
+
+def test_importance_is_passed_to_the_quantizer(tmp_path):
+    torch.manual_seed(7)
+    w = torch.randn(16, 16)
+    imp = {"w": np.ones((16, 16), np.float32)}
+    cfg = CodecConfig(method="rdoq", lam_scale=0.5)
+    nnpress.compress({"w": w}, tmp_path / "a.nnp", cfg, importance=imp)
+    nnpress.compress({"w": w}, tmp_path / "b.nnp", cfg)
+    assert (tmp_path / "a.nnp").read_bytes() == (tmp_path / "b.nnp").read_bytes()  # all-ones = no importance
+    with pytest.raises(KeyError):
+        nnpress.compress({"w": w}, tmp_path / "c.nnp", cfg, importance={"other": np.ones(3)})
+
+
+def test_collect_reports_ties_for_numpy_views():
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    entries = collect({"a": a, "b": a, "c": a.copy(), "d": a[:, :2]})
+    assert [e.alias_of for e in entries] == [None, "a", None, None]
