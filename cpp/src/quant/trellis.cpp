@@ -25,12 +25,16 @@ struct PathState {
 };
 
 // Copies the models that coding with `unary_len` can touch (the others never leave their
-// initial state in any path).
+// initial state in any path). The unary flags go in fixed blocks of 8 models (copying a few
+// untouched ones too): a variable-length memcpy here costs more than the rest of the step.
 inline void copy_live_models(cabac::WeightContexts& dst, const cabac::WeightContexts& src, uint32_t unary_len) {
+  static_assert(cabac::kMaxUnaryFlags % 8 == 0, "unary flags are copied in blocks of 8");
   std::memcpy(dst.sig, src.sig, sizeof(src.sig));
   std::memcpy(dst.sign, src.sign, sizeof(src.sign));
-  std::memcpy(dst.greater[0], src.greater[0], unary_len * sizeof(cabac::ContextModel));
-  std::memcpy(dst.greater[1], src.greater[1], unary_len * sizeof(cabac::ContextModel));
+  for (uint32_t n = 0; n < unary_len; n += 8) {
+    std::memcpy(dst.greater[0] + n, src.greater[0] + n, 8 * sizeof(cabac::ContextModel));
+    std::memcpy(dst.greater[1] + n, src.greater[1] + n, 8 * sizeof(cabac::ContextModel));
+  }
   std::memcpy(dst.eg_prefix, src.eg_prefix, sizeof(src.eg_prefix));
 }
 
@@ -118,12 +122,18 @@ uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint
           const double partial = ps.cost + dist[j];
           const int t = dq_next_state(p, k);
           if (!(partial < best_cost[t])) continue;  // rate >= 0: cannot win
-          cabac::RatePeek peek;
-          code_level(peek, ps.ctx, params, ps.nb, k, bad);
-          const double cost = partial + lambda_per_unit * double(peek.cost());
+          uint64_t rate;
+          if (k == 0) {  // a zero is its significance flag alone (what code_level would price)
+            rate = cabac::bin_cost(ps.ctx.sig[ps.nb.prev][ps.nb.prev2_nonzero], 0);
+          } else {
+            cabac::RatePeek peek;
+            code_level(peek, ps.ctx, params, ps.nb, k, bad);
+            rate = peek.cost();
+          }
+          const double cost = partial + lambda_per_unit * double(rate);
           if (cost < best_cost[t]) {
             best_cost[t] = cost;
-            best_rate[t] = peek.cost();
+            best_rate[t] = rate;
             best_from[t] = uint8_t(p);
             best_cand[t] = uint8_t(j);
           }
