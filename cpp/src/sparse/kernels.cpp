@@ -112,6 +112,7 @@ Status matvec(const RowGroupMatrix& m, const float* x, size_t x_len, float* y, s
 Status matmat(const RowGroupMatrix& m, const float* X, size_t x_len, size_t batch, float* Y, size_t y_len,
               const KernelOptions& opt) {
   if (batch == 0) return invalid_argument("matmat: batch must be >= 1");
+  if (batch == 1) return matvec(m, X, x_len, Y, y_len, opt);  // same layout, the batch-1 kernel
   Status s = check_buffers("matmat", X, x_len, size_t(m.cols()) * batch, Y, y_len, size_t(m.rows()) * batch);
   if (!s.ok()) return s;
   const KernelTable* t;
@@ -146,6 +147,7 @@ Status matvec(const CodebookMatrix& m, const float* x, size_t x_len, float* y, s
 Status matmat(const CodebookMatrix& m, const float* X, size_t x_len, size_t batch, float* Y, size_t y_len,
               const KernelOptions& opt) {
   if (batch == 0) return invalid_argument("matmat: batch must be >= 1");
+  if (batch == 1) return matvec(m, X, x_len, Y, y_len, opt);
   Status s = check_buffers("matmat", X, x_len, size_t(m.cols()) * batch, Y, y_len, size_t(m.rows()) * batch);
   if (!s.ok()) return s;
   const KernelTable* t;

@@ -5,6 +5,7 @@
 //   matvec: y = W x          x: cols floats, y: rows floats.
 //   matmat: Y = W X          X: cols x batch floats, row-major (row c of X is the batch of
 //                            inputs for column c); Y: rows x batch floats, row-major.
+//                            batch == 1 runs the matvec kernel (same memory layout).
 //   The lengths passed with each buffer are checked (kInvalidArgument on a mismatch, a null
 //   buffer, or an ISA this build/CPU cannot run); nothing else can fail, because the matrices
 //   are validated when they are built (matrix.h). Inputs may hold any floats; y must not alias x.
