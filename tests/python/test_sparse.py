@@ -245,3 +245,16 @@ def test_empty_and_zero_matrices():
         np.testing.assert_array_equal(m @ np.ones((4, 0), np.float32), np.zeros((3, 0)))
     e = CSERMatrix.from_dense(np.zeros((0, 5), np.float32))
     assert (e @ np.ones(5, np.float32)).shape == (0,)
+
+
+def test_nnpress_isa_environment_caps_the_automatic_choice():
+    import os
+    import subprocess
+    import sys
+
+    code = "import nnpress._core as c; print(c.detect_isa())"
+    for name in ["scalar"] + [i for i in ("avx2", "avx512") if i in available_isas()]:
+        env = dict(os.environ, NNPRESS_ISA=name)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == name
+    assert nnpress._core.detect_isa() == available_isas()[-1] or "NNPRESS_ISA" in os.environ
