@@ -14,6 +14,7 @@
 #include "../fuzz/fuzz_level_payload.cpp"
 #include "../fuzz/fuzz_level_stream.cpp"
 #include "../fuzz/fuzz_round_trip.cpp"
+#include "../fuzz/fuzz_sparse.cpp"
 
 int main() {
   namespace fs = std::filesystem;
@@ -42,7 +43,7 @@ int main() {
     }
     std::printf("%-16s %zu inputs\n", target.name, files.size());
   }
-  CHECK(nnpress_fuzz::registry().size() >= 3);
+  CHECK(nnpress_fuzz::registry().size() >= 4);
   std::printf("replayed %zu corpus inputs\n", total);
   return TEST_MAIN_RESULT();
 }

@@ -69,6 +69,11 @@ def main() -> None:
             values = bytes(int(x) for x in rng.integers(0, 256, 64))
             save("round_trip", bytes([ndim]) + dims + bytes([dist, (ndim * 7 + dist) % 65, dist]) + values)
     save("round_trip", bytes([2, 250, 3, 0, 10, 0]))  # 1000 x 3 from the generator
+    # sparse: every mode (CER/CSER, 16/32-bit columns, raw/small values, plausible/raw/mutated
+    # structures) with random bytes; the fuzzer's coverage feedback takes it from there.
+    for mode in range(32):
+        body = bytes(int(x) for x in rng.integers(0, 256, 300))
+        save("sparse", bytes([mode, 6, 20, 0, 4]) + body)
 
 
 if __name__ == "__main__":
