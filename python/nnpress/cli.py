@@ -1,0 +1,229 @@
+"""The ``nnpress`` command: compress, decompress, info, demo.
+
+Exit codes: 0 success; 1 a user-facing error (missing file, corrupt/unsupported file, bad value,
+missing optional dependency) reported in one line on stderr, no traceback; 2 bad command-line usage
+(argparse); 130 interrupted. ``--json`` prints one JSON document on stdout; progress goes to stderr
+(a bar when stderr is a terminal, or with ``--progress``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+__all__ = ["main"]
+
+
+class _Progress:
+    """tqdm if installed, else a one-line stderr counter. Silent unless enabled."""
+
+    def __init__(self, enabled: bool, desc: str):
+        self.enabled, self.desc, self.bar, self.last = enabled, desc, None, 0.0
+
+    def __call__(self, done: int, total: int, name: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            try:
+                from tqdm import tqdm
+                self.bar = tqdm(total=total, desc=self.desc, unit="tensor", file=sys.stderr, leave=False)
+            except ImportError:
+                self.bar = False
+        if self.bar:
+            self.bar.n = done
+            self.bar.set_postfix_str(name[-40:], refresh=True)
+            if done >= total:
+                self.bar.close()
+            return
+        now = time.monotonic()
+        if done >= total or now - self.last > 0.1:
+            self.last = now
+            end = "\n" if done >= total else ""
+            sys.stderr.write(f"\r{self.desc}: {done}/{total} tensors {name[-40:]:<40}{end}")
+            sys.stderr.flush()
+
+
+def _config_from_args(a):
+    from .config import CodecConfig
+
+    kw = {}
+    if a.method:
+        kw["method"] = a.method
+    if a.step is not None:
+        kw["step"] = a.step
+    if a.qp is not None:
+        kw["qp"] = a.qp
+    if a.rel_step is not None:
+        kw["rel_step"] = a.rel_step
+    if a.lam_scale is not None:
+        kw["lam_scale"] = a.lam_scale
+    if a.lossless_roles is not None:
+        kw["lossless_roles"] = tuple(r for r in a.lossless_roles.split(",") if r)
+    if a.block_elements is not None:
+        kw["block_elements"] = a.block_elements
+    if a.threads is not None:
+        kw["threads"] = a.threads
+    if a.plan:
+        with open(a.plan, encoding="utf-8") as f:
+            plan = json.load(f)
+        if not isinstance(plan, dict):
+            raise ValueError(f"{a.plan}: expected a JSON object of tensor name/pattern -> settings")
+        kw["overrides"] = plan.get("overrides", plan)
+    return CodecConfig(**kw)
+
+
+def _cmd_compress(a) -> int:
+    from .api import compress
+
+    if not os.path.exists(a.source):
+        raise FileNotFoundError(f"no such file: {a.source}")
+    config = _config_from_args(a)
+    show = a.progress or (not a.quiet and sys.stderr.isatty())
+    rep = compress(a.source, a.dest, config, progress=_Progress(show, "quantizing"))
+    if a.json:
+        print(json.dumps(rep.to_dict(), indent=1))
+    elif not a.quiet:
+        print(rep.table(max_rows=None if a.verbose else 30))
+    return 0
+
+
+def _cmd_decompress(a) -> int:
+    from .api import decompress_to_file
+
+    summary = decompress_to_file(a.source, a.dest, threads=a.threads)
+    if a.json:
+        print(json.dumps(summary, indent=1))
+    elif not a.quiet:
+        print(f"{a.source} -> {summary['path']}: {summary['tensors']} tensors, {summary['bytes']:,} bytes "
+              f"(decode {summary['decode_seconds']:.3f} s, write {summary['write_seconds']:.3f} s)")
+    return 0
+
+
+def _cmd_info(a) -> int:
+    from .api import info
+
+    d = info(a.file)
+    if a.verify:
+        from .container import NnpFile
+        NnpFile(a.file).verify()
+        d["checksums"] = "ok"
+    if a.json:
+        print(json.dumps(d, indent=1))
+        return 0
+    head = f"{'tensor':<50} {'shape':<16} {'dtype':<9} {'role':<9} {'stored':<9} {'step':>10} {'bytes':>11} {'bits/p':>7}"
+    print(f"{d['path']}: .nnp format {d['version'][0]}.{d['version'][1]}, {d['tensors']} tensors, "
+          f"{d['params']:,} parameters")
+    print(head)
+    print("-" * len(head))
+    for e in d["entries"]:
+        name = e["name"] if len(e["name"]) <= 50 else "…" + e["name"][-49:]
+        shape = "x".join(str(s) for s in e["shape"]) or "()"
+        kind = e.get("method", e["storage"]) if e["storage"] == "quantized" else e["storage"]
+        step = f"{e['step']:.3g}" if "step" in e else ""
+        print(f"{name:<50} {shape:<16} {e['dtype']:<9} {e['role']:<9} {kind:<9} {step:>10} "
+              f"{e['stored_bytes']:>11,} {e['bits_per_param']:>7.3f}")
+    print("-" * len(head))
+    print(f"file {d['file_bytes']:,} bytes; decoded {d['original_bytes']:,} bytes; ratio {d['ratio']:.2f}x; "
+          f"{d['bits_per_param']:.3f} bits/param" + ("; checksums ok" if a.verify else ""))
+    return 0
+
+
+def _cmd_demo(a) -> int:
+    from .demo import format_demo, run_demo
+
+    log = (lambda s: print(s, file=sys.stderr)) if not (a.quiet or a.json) else None
+    r = run_demo(a.out, plot=not a.no_plot, log=log)
+    if a.json:
+        print(json.dumps(r, indent=1))
+    else:
+        print(format_demo(r))
+    return 0
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nnpress", description="Compress neural networks with DeepCABAC (.nnp files).")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="{compress,decompress,info,demo}")
+
+    c = sub.add_parser("compress", help="model (.safetensors/.pt/.pth) -> .nnp")
+    c.add_argument("source", help="a .safetensors file or a .pt/.pth state_dict (loaded weights-only)")
+    c.add_argument("dest", help="the .nnp file to write (atomically)")
+    c.add_argument("--method", choices=("nearest", "rdoq", "trellis"), help="quantizer (default rdoq)")
+    g = c.add_mutually_exclusive_group()
+    g.add_argument("--step", type=float, help="one absolute step size for all quantized tensors")
+    g.add_argument("--qp", type=int, help="NNCodec-style quantization parameter: step = 2**(qp/4)")
+    g.add_argument("--rel-step", type=float, help="step = REL_STEP x std of each tensor (default 1/32)")
+    c.add_argument("--lam-scale", type=float, help="rate-distortion lambda = LAM_SCALE x step^2 (rdoq/trellis)")
+    c.add_argument("--lossless-roles", metavar="ROLES",
+                   help="comma-separated roles stored exactly (default bias,norm,buffer,other; '' = none)")
+    c.add_argument("--block-elements", type=int, help="elements per independently decodable row block")
+    c.add_argument("--plan", metavar="JSON", help="per-tensor overrides: {name or glob: {step, method, ...}}")
+    c.add_argument("--threads", type=int, help="worker threads (default: all cores)")
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+    c.add_argument("-v", "--verbose", action="store_true", help="list every tensor")
+    c.add_argument("-q", "--quiet", action="store_true")
+    c.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
+    c.set_defaults(func=_cmd_compress)
+
+    d = sub.add_parser("decompress", help=".nnp -> .safetensors / .npz / .pt")
+    d.add_argument("source")
+    d.add_argument("dest", help="output file: .safetensors, .npz, .pt or .pth")
+    d.add_argument("--threads", type=int)
+    d.add_argument("--json", action="store_true")
+    d.add_argument("-q", "--quiet", action="store_true")
+    d.set_defaults(func=_cmd_decompress)
+
+    i = sub.add_parser("info", help="tensor table of a .nnp file (decodes nothing)")
+    i.add_argument("file")
+    i.add_argument("--verify", action="store_true", help="also check every chunk's CRC")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=_cmd_info)
+
+    m = sub.add_parser("demo", help="train the digits CNN, compress, decompress, compare accuracy, plot")
+    m.add_argument("--out", default="nnpress-demo", help="output folder (default ./nnpress-demo)")
+    m.add_argument("--no-plot", action="store_true")
+    m.add_argument("--json", action="store_true")
+    m.add_argument("-q", "--quiet", action="store_true")
+    m.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    a = parser.parse_args(argv)
+    if a.version:
+        from . import __version__
+        print(f"nnpress {__version__}")
+        return 0
+    if not getattr(a, "command", None):
+        parser.print_help(sys.stderr)
+        return 2
+    if getattr(a, "threads", None) is not None and a.threads < 1:
+        parser.error("--threads must be >= 1")
+    from .errors import FormatError
+
+    try:
+        return a.func(a)
+    except FormatError as e:
+        print(f"nnpress {a.command}: error: invalid or corrupt file: {e}", file=sys.stderr)
+    except FileNotFoundError as e:
+        print(f"nnpress {a.command}: error: {e.strerror + ': ' + repr(e.filename) if e.filename else e}",
+              file=sys.stderr)
+    except (IsADirectoryError, PermissionError, OSError) as e:
+        print(f"nnpress {a.command}: error: {e}", file=sys.stderr)
+    except KeyError as e:
+        print(f"nnpress {a.command}: error: {e.args[0] if e.args else e}", file=sys.stderr)
+    except (ValueError, TypeError) as e:
+        print(f"nnpress {a.command}: error: {e}", file=sys.stderr)
+    except ImportError as e:
+        print(f"nnpress {a.command}: error: a required package is missing: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"nnpress {a.command}: interrupted", file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

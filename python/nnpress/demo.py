@@ -1,0 +1,142 @@
+"""``nnpress demo``: the built-in default, end to end, in seconds.
+
+Trains the LeNet-style digits CNN (``nnpress.demo_models``), compresses it to a ``.nnp`` file,
+decompresses it into a fresh model, evaluates test accuracy before and after, and sweeps a few step
+sizes for a rate–accuracy curve (PNG, if matplotlib is installed).
+
+``run_demo(out_dir)`` returns a dict (what ``nnpress demo --json`` prints); ``format_demo(result)``
+is the human-readable table. Needs torch and scikit-learn (imported here, lazily).
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Sequence
+
+from .config import CodecConfig
+
+__all__ = ["run_demo", "format_demo", "DEFAULT_SWEEP"]
+
+# Relative step sizes (times each tensor's standard deviation) of the rate–accuracy sweep.
+DEFAULT_SWEEP = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
+
+
+def run_demo(out_dir: str = ".", *, config: CodecConfig | None = None, sweep: Sequence[float] = DEFAULT_SWEEP,
+             plot: bool = True, seed: int = 0, log: Callable[[str], None] | None = None) -> dict:
+    from . import api
+    from .demo_models import build_digits_model, evaluate_accuracy, load_digits_data, train_digits_model
+
+    log = log or (lambda s: None)
+    config = config or CodecConfig()
+    os.makedirs(out_dir, exist_ok=True)
+    nnp_path = os.path.join(out_dir, "digits_cnn.nnp")
+
+    t = time.perf_counter()
+    data = load_digits_data()
+    log("training the digits CNN (LeNet-5 style) on scikit-learn's 8x8 digits ...")
+    model = train_digits_model("cnn", seed=seed, data=data)
+    train_s = time.perf_counter() - t
+    acc_before = evaluate_accuracy(model, data.x_test, data.y_test)
+
+    log(f"compressing to {nnp_path} ...")
+    report = api.compress(model, nnp_path, config)
+    t = time.perf_counter()
+    state = api.decompress(nnp_path)
+    decompress_s = time.perf_counter() - t
+    restored = build_digits_model("cnn")
+    restored.load_state_dict(state)
+    restored.eval()
+    acc_after = evaluate_accuracy(restored, data.x_test, data.y_test)
+
+    log("rate-accuracy sweep ...")
+    curve = []
+    sweep_path = os.path.join(out_dir, "digits_cnn_sweep.nnp")
+    for rel in sweep:
+        rep = api.compress(model, sweep_path, config.replace(rel_step=float(rel), step=None, qp=None, overrides={}))
+        m = build_digits_model("cnn")
+        m.load_state_dict(api.decompress(sweep_path))
+        m.eval()
+        curve.append({"rel_step": float(rel), "file_bytes": rep.file_bytes, "bits_per_param": rep.bits_per_param,
+                      "accuracy": evaluate_accuracy(m, data.x_test, data.y_test)})
+    try:
+        os.remove(sweep_path)
+    except OSError:
+        pass
+
+    plot_path, plot_note = None, None
+    if plot:
+        plot_path = os.path.join(out_dir, "digits_rate_accuracy.png")
+        plot_note = _plot(curve, acc_before, report.original_bytes * 8 / report.params, plot_path)
+        if plot_note:
+            plot_path = None
+    return {
+        "model": "digits CNN (LeNet-5 style)",
+        "params": report.params,
+        "original_bytes": report.original_bytes,
+        "file": nnp_path,
+        "file_bytes": report.file_bytes,
+        "ratio": report.ratio,
+        "bits_per_param": report.bits_per_param,
+        "accuracy_before": acc_before,
+        "accuracy_after": acc_after,
+        "test_images": int(len(data.y_test)),
+        "times": {"train": train_s, "compress": report.times["total"], "decompress": decompress_s},
+        "config": report.config,
+        "sweep": curve,
+        "plot": plot_path,
+        "plot_note": plot_note,
+    }
+
+
+def _plot(curve, acc_before: float, original_bits: float, path: str) -> str | None:
+    """Writes the PNG; returns a note (instead of raising) if matplotlib is missing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no plot written (pip install matplotlib)"
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    xs = [c["bits_per_param"] for c in curve]
+    ys = [100 * c["accuracy"] for c in curve]
+    ax.plot(xs, ys, "o-", label="nnpress (DeepCABAC)")
+    for c, x, y in zip(curve, xs, ys):
+        ax.annotate(f"{c['rel_step']:g}σ", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ax.axhline(100 * acc_before, color="gray", ls="--", lw=1, label=f"float32 ({original_bits:.0f} bits/param)")
+    ax.set_xlabel("bits per parameter (whole file)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("digits CNN: rate vs accuracy (step = k·σ per tensor)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return None
+
+
+def format_demo(r: dict) -> str:
+    rows = [
+        ("model", f"{r['model']}, {r['params']:,} parameters"),
+        ("float32 size", f"{r['original_bytes']:,} bytes"),
+        ("compressed", f"{r['file_bytes']:,} bytes  ({r['file']})"),
+        ("ratio", f"{r['ratio']:.1f}x"),
+        ("bits/param", f"{r['bits_per_param']:.3f}"),
+        ("accuracy before", f"{100 * r['accuracy_before']:.2f} %  ({r['test_images']} test images)"),
+        ("accuracy after", f"{100 * r['accuracy_after']:.2f} %"),
+        ("train time", f"{r['times']['train']:.2f} s"),
+        ("compress time", f"{r['times']['compress']:.3f} s"),
+        ("decompress time", f"{r['times']['decompress']:.3f} s"),
+    ]
+    w = max(len(k) for k, _ in rows)
+    out = [f"{k:<{w}}  {v}" for k, v in rows]
+    out.append("")
+    out.append("rate-accuracy sweep (step = k x std per tensor):")
+    out.append(f"  {'k':>8} {'bytes':>9} {'bits/param':>10} {'accuracy':>9}")
+    for c in r["sweep"]:
+        out.append(f"  {c['rel_step']:>8.4g} {c['file_bytes']:>9,} {c['bits_per_param']:>10.3f} "
+                   f"{100 * c['accuracy']:>8.2f}%")
+    out.append("")
+    out.append(f"plot: {r['plot']}" if r["plot"] else f"plot: {r['plot_note'] or 'skipped (--no-plot)'}")
+    return "\n".join(out)

@@ -1,0 +1,182 @@
+"""The nnpress command: compress / decompress / info / demo, exit codes, no tracebacks for user
+mistakes, --json output; all-MiniLM-L6-v2 through the CLI."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import nnpress
+from nnpress.cli import main
+from nnpress.traverse import load_safetensors, save_safetensors
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args, cwd=None):
+    """The command in a fresh interpreter, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "nnpress.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
+
+@pytest.fixture()
+def model_files(tmp_path):
+    torch.manual_seed(0)
+    sd = {"conv.weight": torch.randn(8, 3, 3, 3), "conv.bias": torch.randn(8), "fc.weight": torch.randn(10, 72),
+          "fc.bias": torch.randn(10), "bn.num_batches_tracked": torch.tensor(17)}
+    st = tmp_path / "model.safetensors"
+    save_safetensors(sd, st)
+    pt = tmp_path / "model.pt"
+    torch.save(sd, pt)
+    return sd, st, pt
+
+
+def test_compress_info_decompress_round_trip(tmp_path, model_files, capsys):
+    sd, st, pt = model_files
+    nnp = tmp_path / "m.nnp"
+    assert main(["compress", str(st), str(nnp), "--json", "--method", "nearest", "--rel-step", "0.05"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["file_bytes"] == nnp.stat().st_size and len(rep["tensors"]) == 5
+    assert main(["info", str(nnp), "--json", "--verify"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert [e["name"] for e in info["entries"]] == list(sd)
+    assert info["checksums"] == "ok" and info["params"] == sum(t.numel() for t in sd.values())
+    assert main(["info", str(nnp)]) == 0
+    text = capsys.readouterr().out
+    assert "conv.weight" in text and "bits/param" in text
+    for ext in ("safetensors", "npz", "pt"):
+        out = tmp_path / f"back.{ext}"
+        assert main(["decompress", str(nnp), str(out), "-q"]) == 0
+        if ext == "safetensors":
+            back = load_safetensors(out)
+        elif ext == "npz":
+            back = dict(np.load(out))
+        else:
+            back = {k: v.numpy() for k, v in torch.load(out, weights_only=True).items()}
+        ref = nnpress.decompress(nnp, as_numpy=True)
+        assert list(back) == list(sd)
+        for k in sd:
+            np.testing.assert_array_equal(back[k], ref[k])
+            assert back[k].dtype == sd[k].numpy().dtype
+    assert np.array_equal(ref["fc.bias"], sd["fc.bias"].numpy())  # biases exact by default
+    # .pt input gives the same file
+    nnp2 = tmp_path / "m2.nnp"
+    assert main(["compress", str(pt), str(nnp2), "-q", "--method", "nearest", "--rel-step", "0.05"]) == 0
+    assert nnp2.read_bytes() == nnp.read_bytes()
+
+
+def test_compress_options(tmp_path, model_files, capsys):
+    _, st, _ = model_files
+    nnp = tmp_path / "o.nnp"
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"fc.*": {"step": 0.5, "method": "nearest"}, "conv.bias": {"lossless": False}}))
+    assert main(["compress", str(st), str(nnp), "--qp", "-20", "--lossless-roles", "buffer", "--plan", str(plan),
+                 "--threads", "1", "--block-elements", "16", "--json"]) == 0
+    rep = {t["name"]: t for t in json.loads(capsys.readouterr().out)["tensors"]}
+    assert rep["fc.weight"]["step"] == 0.5 and rep["fc.weight"]["method"] == "nearest"
+    assert rep["conv.weight"]["step"] == 2 ** (-20 / 4)
+    assert rep["fc.bias"]["storage"] == "quantized" and rep["conv.bias"]["storage"] == "quantized"
+    assert nnpress.NnpFile(nnp).entry("conv.weight")["chunks"] == 8  # 27 columns: one row per block
+
+
+def nnpress_file(tmp_path, st):
+    p = tmp_path / "good.nnp"
+    nnpress.compress(st, p)
+    return p
+
+
+def test_user_errors_exit_1_without_traceback(tmp_path, model_files):
+    _, st, _ = model_files
+    cases = [
+        ["info", tmp_path / "missing.nnp"],
+        ["decompress", tmp_path / "missing.nnp", tmp_path / "x.safetensors"],
+        ["compress", tmp_path / "missing.safetensors", tmp_path / "x.nnp"],
+        ["compress", st, tmp_path / "no_such_dir" / "x.nnp"],
+        ["compress", st, tmp_path / "x.nnp", "--step", "-1"],
+    ]
+    corrupt = tmp_path / "corrupt.nnp"
+    nnpress.compress(load_safetensors(st), corrupt)
+    data = bytearray(corrupt.read_bytes())
+    data[len(data) // 2] ^= 0x55
+    corrupt.write_bytes(bytes(data))
+    truncated = tmp_path / "trunc.nnp"
+    truncated.write_bytes(bytes(data[:100]))
+    cases += [["info", truncated], ["decompress", corrupt, tmp_path / "y.safetensors"],
+              ["decompress", truncated, tmp_path / "y.safetensors"],
+              ["info", st],  # not a .nnp file
+              ["decompress", nnpress_file(tmp_path, st), tmp_path / "y.txt"]]  # unsupported output
+    for args in cases:
+        r = run_cli(*args)
+        assert r.returncode == 1, (args, r.stdout, r.stderr)
+        assert "Traceback" not in r.stderr, (args, r.stderr)
+        assert r.stderr.startswith("nnpress ") and "error" in r.stderr, (args, r.stderr)
+    assert not (tmp_path / "y.safetensors").exists()
+    r = run_cli("decompress", corrupt, tmp_path / "y.safetensors")
+    assert "invalid or corrupt" in r.stderr
+    r = run_cli("compress")
+    assert r.returncode == 2 and "usage" in r.stderr
+    r = run_cli()
+    assert r.returncode == 2
+    r = run_cli("--version")
+    assert r.returncode == 0 and "nnpress" in r.stdout
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    r = run_cli("demo", "--out", tmp_path, "--json", "--no-plot")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["params"] == 42890
+    assert d["accuracy_before"] > 0.95
+    assert d["accuracy_after"] >= d["accuracy_before"] - 0.01
+    assert d["ratio"] > 3 and d["file_bytes"] == os.path.getsize(d["file"])
+    assert len(d["sweep"]) >= 5
+    bits = [c["bits_per_param"] for c in d["sweep"]]
+    assert bits == sorted(bits, reverse=True)  # coarser steps, smaller files
+    assert d["plot"] is None
+
+
+def test_demo_plot_png(tmp_path):
+    import matplotlib  # noqa: F401  (a test dependency: if it is missing this test fails)
+    from nnpress.demo import format_demo, run_demo
+
+    r = run_demo(str(tmp_path), sweep=(1 / 16, 1 / 4))
+    png = pathlib.Path(r["plot"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "accuracy after" in format_demo(r)
+
+
+def test_minilm_through_the_cli(tmp_path):
+    """all-MiniLM-L6-v2: compress via the CLI, `info` lists its 103 tensors, the decoded weights
+    reloaded into the model give embeddings with mean cosine >= 0.999."""
+    sys.path.insert(0, str(REPO / "bench" / "python"))
+    import minilm
+
+    model, _ = minilm.load_minilm()
+    sd = model.state_dict()
+    assert len(sd) == 103
+    src = tmp_path / "minilm.safetensors"
+    save_safetensors(sd, src)
+    nnp = tmp_path / "minilm.nnp"
+    r = run_cli("compress", src, nnp, "-q")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("info", nnp, "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["tensors"] == 103 and [e["name"] for e in info["entries"]] == list(sd)
+    assert info["params"] == 22_713_216
+    assert info["file_bytes"] < 0.3 * info["original_bytes"]
+    out = tmp_path / "back.safetensors"
+    r = run_cli("decompress", nnp, out)
+    assert r.returncode == 0, r.stderr
+    back = load_safetensors(out)
+    sentences = minilm.SENTENCES[:12]
+    ref = minilm.embed(model, sentences)
+    test = minilm.embed(back, sentences)
+    mean_cos, min_cos = minilm.cosine_fidelity(ref, test)
+    assert mean_cos >= 0.999, (mean_cos, min_cos)
