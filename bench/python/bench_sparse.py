@@ -11,7 +11,8 @@ Matrices: k distinct values including 0 (density < 1): an entry is non-zero with
 drawn uniformly from the k - 1 non-zero levels (k levels at density 1), times 0.01 (as bench_kernels.cpp).
 Every method runs once per round, rounds interleaved, so background load hits all of them alike;
 the table shows the minimum over rounds (and the median). GB/s = bytes the format must read (matrix
-arrays + inputs + outputs) / time. "picked" = nnpress.sparse.compress_matrix(format="auto", batch=...).
+arrays + inputs + outputs) / time. "picked" = nnpress.sparse.choose_format(..., batch, allow_dense=True), what nnpress.nn.convert uses;
+"dense" there means the layer stays a torch layer, so its time is torch dense's.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import scipy.sparse  # noqa: E402
 import torch  # noqa: E402
 
 import nnpress  # noqa: E402
-from nnpress.sparse import available_isas, compress_matrix  # noqa: E402
+from nnpress.sparse import available_isas, choose_format  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
 warnings.filterwarnings("ignore", message=".*Sparse invariant checks.*")
@@ -93,7 +94,8 @@ def bench_case(rng, rows, cols, values, density, batch, threads, rounds, min_tim
     }
     if values <= 16:
         ours["codebook"] = nnpress.CodebookMatrix.from_levels(levels, 0.01)
-    picked = compress_matrix(levels=levels, step=0.01, batch=batch)
+    cser = ours["cser"]
+    picked_format = choose_format(cser.shape, cser.nnz, len(cser.values), batch, allow_dense=True)
     nt = threads  # 0 = all hardware threads in nnpress
     fns = {
         "numpy dense": lambda: w @ x,
@@ -119,13 +121,14 @@ def bench_case(rng, rows, cols, values, density, batch, threads, rounds, min_tim
         assert np.all(np.abs(y - ref) <= 1e-5 * bound + 1e-5), name
     peers = ["numpy dense", "torch dense", "torch CSR i32", "scipy CSR"]
     best_peer = min(peers, key=lambda k: times[k][0])
-    picked_key = "nnpress " + picked.format
+    # "dense" = nnpress keeps the float matrix (nn.convert leaves the torch layer): torch dense's time.
+    picked_key = "torch dense" if picked_format == "dense" else "nnpress " + picked_format
     res = {
         "rows": rows, "cols": cols, "values": values, "density": density, "batch": batch, "nnz": int(nnz),
         "times_us": {k: {"min": round(v[0], 1), "median": round(v[1], 1)} for k, v in times.items()},
         "storage_bytes": {k: int(v) for k, v in storage.items()},
         "gbps": {k: round((storage[k] + xy_bytes) / (times[k][0] * 1e3), 2) for k in times},
-        "picked": picked.format,
+        "picked": picked_format,
         "best_peer": best_peer,
         "speedup_vs_best_peer": round(times[best_peer][0] / times[picked_key][0], 2),
         "speedup_vs_torch_dense": round(times["torch dense"][0] / times[picked_key][0], 2),
@@ -156,7 +159,7 @@ def summary_table(results):
     ]
     for r in results:
         t = r["times_us"]
-        pk = "nnpress " + r["picked"]
+        pk = "torch dense" if r["picked"] == "dense" else "nnpress " + r["picked"]
         lines.append(
             f"| {r['rows']}×{r['cols']} | {r['values']} | {r['density']} | {r['batch']} | {r['picked']} | "
             f"{t[pk]['min']:.0f} | {r['best_peer']} | {t[r['best_peer']]['min']:.0f} | "

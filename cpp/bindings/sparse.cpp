@@ -221,10 +221,11 @@ NNPRESS_BINDING(sparse) {
 
   m.def(
       "choose_format",
-      [](uint32_t rows, uint32_t cols, uint64_t nnz, uint32_t num_values, size_t batch) {
-        return std::string(sparse::format_name(sparse::choose_format(rows, cols, nnz, num_values, batch)));
+      [](uint32_t rows, uint32_t cols, uint64_t nnz, uint32_t num_values, size_t batch, bool allow_dense) {
+        return std::string(sparse::format_name(sparse::choose_format(rows, cols, nnz, num_values, batch, allow_dense)));
       },
-      py::arg("rows"), py::arg("cols"), py::arg("nnz"), py::arg("num_values"), py::arg("batch"));
+      py::arg("rows"), py::arg("cols"), py::arg("nnz"), py::arg("num_values"), py::arg("batch"),
+      py::arg("allow_dense") = false);
   m.def(
       "isa_supported",
       [](const std::string& name) {

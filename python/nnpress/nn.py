@@ -9,7 +9,8 @@ Contract
   are (e.g. a quantized model whose weights are float32(level) * step, a model loaded from a decoded
   ``.nnp``): outputs equal the dense model's up to float summation order.
 - ``format``: "auto" (per layer, :func:`nnpress.sparse.choose_format` from shape, density and value
-  count, for ``batch`` input columns for Linear layers and for the unfolded columns of a conv),
+  count, for ``batch`` input columns for Linear layers and for the unfolded columns of a conv; it may
+  keep a layer dense where the measured BLAS product is faster),
   "cer", "cser", "codebook" or "dense" (leave the layer alone); or a dict {module name: format}
   (names not in it use "auto").
 - ``plan(model, format="auto", batch=1)`` returns, without converting, one dict per candidate
@@ -77,7 +78,9 @@ def _build(name: str, kind: str, w: np.ndarray, fmt: str, batch: int):
         raise ValueError(f"layer {name!r}: {e}") from e
     nnz, nvals = cser.nnz, len(cser.values)
     if fmt == "auto":
-        fmt = choose_format(cser.shape, nnz, nvals, batch if kind == "linear" else _CONV_BATCH_HINT)
+        fmt = choose_format(cser.shape, nnz, nvals, batch if kind == "linear" else _CONV_BATCH_HINT, allow_dense=True)
+    if fmt == "dense":
+        return None, "dense", nnz, nvals
     if fmt == "cser":
         return cser, fmt, nnz, nvals
     try:

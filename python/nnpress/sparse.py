@@ -381,10 +381,11 @@ class CodebookMatrix(_Matrix):
 _CLASSES = {"cer": CERMatrix, "cser": CSERMatrix, "codebook": CodebookMatrix}
 
 
-def choose_format(shape: tuple[int, int], nnz: int, num_values: int, batch: int = 1) -> str:
-    """The representation expected to be fastest ("cer", "cser" or "codebook"); see kernels.h."""
+def choose_format(shape: tuple[int, int], nnz: int, num_values: int, batch: int = 1, allow_dense: bool = False) -> str:
+    """The representation expected to be fastest: "cser" or "codebook" (never "cer": it is at most as
+    fast as CSER), or "dense" (keep the float matrix) when ``allow_dense``; rules in kernels.h."""
     r, c = (int(v) for v in shape)
-    return _core.choose_format(r, c, int(nnz), int(num_values), max(int(batch), 1))
+    return _core.choose_format(r, c, int(nnz), int(num_values), max(int(batch), 1), bool(allow_dense))
 
 
 def compress_matrix(

@@ -246,6 +246,61 @@ void test_isas_against_scalar() {
   }
 }
 
+
+// Random corruptions of valid arrays: each is either rejected as kCorrupt or, if it happens to be a
+// valid structure, usable by every kernel (run under NNPRESS_SANITIZE=ON to see no wild access).
+void test_random_corruptions() {
+  std::mt19937 rng(99);
+  const Case c{23, 90, 6, 0.3, false};
+  const std::vector<float> w = random_matrix(rng, c);
+  std::vector<Isa> isas = {Isa::kScalar};
+  for (Isa i : {Isa::kAvx2, Isa::kAvx512}) {
+    if (isa_supported(i)) isas.push_back(i);
+  }
+  int rejected = 0, accepted = 0;
+  for (Format f : {Format::kCER, Format::kCSER}) {
+    RowGroupMatrix m;
+    CHECK(RowGroupMatrix::from_dense(f, w.data(), c.rows, c.cols, &m).ok());
+    const RowGroupArrays good = m.arrays();
+    for (int trial = 0; trial < 3000; ++trial) {
+      RowGroupArrays a = good;
+      std::vector<uint32_t>* arrays[] = {&a.col, &a.group_ptr, &a.row_ptr, &a.group_value};
+      const int which = int(rng() % (f == Format::kCSER ? 4 : 3));
+      std::vector<uint32_t>& v = *arrays[which];
+      switch (rng() % 4) {
+        case 0:  // one entry anywhere in range of small values
+          if (!v.empty()) v[rng() % v.size()] = rng() % 128;
+          break;
+        case 1:  // one entry huge
+          if (!v.empty()) v[rng() % v.size()] = 0xFFFFFFF0u + rng() % 16;
+          break;
+        case 2:  // truncate
+          if (!v.empty()) v.resize(rng() % v.size());
+          break;
+        default:  // off by one
+          if (!v.empty()) v[rng() % v.size()] += (rng() & 1) ? 1 : uint32_t(-1);
+          break;
+      }
+      RowGroupMatrix bad;
+      const Status s = RowGroupMatrix::from_arrays(a, &bad);
+      if (!s.ok()) {
+        CHECK(s.code() == StatusCode::kCorrupt);
+        ++rejected;
+        continue;
+      }
+      ++accepted;
+      std::vector<float> x(c.cols, 1.0f), y(c.rows), X(size_t(c.cols) * 3, 1.0f), Y(size_t(c.rows) * 3), d(w.size());
+      bad.to_dense(d.data());
+      for (Isa isa : isas) {
+        CHECK(matvec(bad, x.data(), x.size(), y.data(), y.size(), {isa, 1}).ok());
+        CHECK(matmat(bad, X.data(), X.size(), 3, Y.data(), Y.size(), {isa, 1}).ok());
+      }
+    }
+  }
+  std::printf("random corruptions: %d rejected, %d still valid structures\n", rejected, accepted);
+  CHECK(rejected > 1000);
+}
+
 void test_isa_names() {
   Isa i;
   CHECK(parse_isa("avx512", &i) && i == Isa::kAvx512);
@@ -262,5 +317,6 @@ int main() {
   test_validate();
   test_isa_names();
   test_isas_against_scalar();
+  test_random_corruptions();
   return TEST_MAIN_RESULT();
 }

@@ -178,6 +178,13 @@ def test_compress_matrix_auto_and_forced():
     assert compress_matrix(dense16, format="cer").format == "cer"
     lv = np.round(dense16 / 0.03125).astype(np.int32)
     np.testing.assert_array_equal(compress_matrix(levels=lv, step=0.03125).to_dense(), dense16)
+    from nnpress.sparse import choose_format
+
+    assert choose_format((4096, 4096), 4096 * 2048, 256, batch=1) == "cser"
+    assert choose_format((4096, 4096), 4096 * 2048, 256, batch=1, allow_dense=True) == "dense"
+    assert choose_format((4096, 4096), 4096 * 4096, 16, batch=1, allow_dense=True) == "codebook"
+    assert choose_format((4096, 4096), 4096 * 4096, 16, batch=32, allow_dense=True) == "dense"
+    assert choose_format((4096, 4096), 4096 * 410, 16, batch=32, allow_dense=True) == "cser"
     with pytest.raises(ValueError):
         compress_matrix(dense16, format="csr")
     with pytest.raises(ValueError):

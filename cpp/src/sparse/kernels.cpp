@@ -158,11 +158,14 @@ Status matmat(const CodebookMatrix& m, const float* X, size_t x_len, size_t batc
   return Status::Ok();
 }
 
-Format choose_format(uint32_t rows, uint32_t cols, uint64_t nnz, uint32_t num_values, size_t batch) {
+Format choose_format(uint32_t rows, uint32_t cols, uint64_t nnz, uint32_t num_values, size_t batch, bool allow_dense) {
   const double n = double(rows) * double(cols);
   const double density = n > 0 ? double(nnz) / n : 0.0;
-  if (batch <= 1 && num_values <= kCodebookSize && density >= 0.05) return Format::kCodebook;
-  return Format::kCSER;
+  if (batch <= 1) {
+    if (num_values <= kCodebookSize) return density >= 0.05 ? Format::kCodebook : Format::kCSER;
+    return allow_dense && density >= 0.4 ? Format::kDense : Format::kCSER;
+  }
+  return allow_dense && density >= 0.75 ? Format::kDense : Format::kCSER;
 }
 
 }  // namespace nnpress::sparse

@@ -15,6 +15,7 @@ const char* format_name(Format f) {
     case Format::kCER: return "cer";
     case Format::kCSER: return "cser";
     case Format::kCodebook: return "codebook";
+    case Format::kDense: return "dense";
   }
   return "unknown";
 }

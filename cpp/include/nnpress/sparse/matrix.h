@@ -45,8 +45,8 @@
 
 namespace nnpress::sparse {
 
-enum class Format : int { kCER = 0, kCSER = 1, kCodebook = 2 };
-const char* format_name(Format f);  // "cer", "cser", "codebook"
+enum class Format : int { kCER = 0, kCSER = 1, kCodebook = 2, kDense = 3 };  // kDense: only from choose_format
+const char* format_name(Format f);  // "cer", "cser", "codebook", "dense"
 
 constexpr uint32_t kMaxValues = 65536;      // distinct values a CER/CSER matrix may hold
 constexpr uint32_t kCodebookSize = 16;      // table entries of the dense-codebook layout
