@@ -11,6 +11,7 @@
 
 #include "check.h"
 
+#include "../fuzz/fuzz_container.cpp"
 #include "../fuzz/fuzz_level_payload.cpp"
 #include "../fuzz/fuzz_level_stream.cpp"
 #include "../fuzz/fuzz_round_trip.cpp"
@@ -43,7 +44,7 @@ int main() {
     }
     std::printf("%-16s %zu inputs\n", target.name, files.size());
   }
-  CHECK(nnpress_fuzz::registry().size() >= 4);
+  CHECK(nnpress_fuzz::registry().size() >= 5);
   std::printf("replayed %zu corpus inputs\n", total);
   return TEST_MAIN_RESULT();
 }

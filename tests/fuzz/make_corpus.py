@@ -69,6 +69,30 @@ def main() -> None:
             values = bytes(int(x) for x in rng.integers(0, 256, 64))
             save("round_trip", bytes([ndim]) + dims + bytes([dist, (ndim * 7 + dist) % 65, dist]) + values)
     save("round_trip", bytes([2, 250, 3, 0, 10, 0]))  # 1000 x 3 from the generator
+    # container: the golden files and small files of every storage kind, several row blocks.
+    from nnpress.container import TensorRecord, nnp_bytes
+
+    for golden in sorted((HERE.parent / "golden").glob("*.nnp")):
+        if golden.stat().st_size <= 8192:
+            save("container", golden.read_bytes())
+    lv = rng.integers(-3, 4, (12, 10)).astype(np.int32)
+    records = [
+        TensorRecord("w", "float32", "weight", "quantized", lv.shape, data=lv, step=0.05),
+        TensorRecord("b", "float32", "bias", "raw", (10,), data=rng.standard_normal(10).astype(np.float32)),
+        TensorRecord("h", "float16", "weight", "quantized", (3, 4), data=lv[:3, :4], method="trellis", step=0.5),
+        TensorRecord("bf", "bfloat16", "norm", "quantized", (5,), data=lv[0, :5], method="rdoq", step=2.0),
+        TensorRecord("d", "float64", "weight", "quantized", (2, 2, 2), data=lv[:2, :4].reshape(2, 2, 2), step=1e-3),
+        TensorRecord("i", "int64", "buffer", "raw", (3,), data=np.array([1, -2, 3], np.int64)),
+        TensorRecord("t", "float32", "weight", "alias", lv.shape, alias_of="w"),
+        TensorRecord("e", "float32", "weight", "quantized", (0, 4), data=np.zeros((0, 4), np.int32), step=1.0),
+        TensorRecord("s", "float32", "other", "quantized", (), data=np.array(7, np.int32), step=0.25),
+    ]
+    for block in (1 << 18, 20, 10):
+        save("container", nnp_bytes(records, block_elements=block, threads=1, metadata={"k": "v"})[0])
+    for rec in records[:6]:
+        save("container", nnp_bytes([rec], threads=1)[0])
+    save("container", nnp_bytes([], threads=1)[0])
+
     # sparse: every mode (CER/CSER, 16/32-bit columns, raw/small values, plausible/raw/mutated
     # structures) with random bytes; the fuzzer's coverage feedback takes it from there.
     for mode in range(32):
