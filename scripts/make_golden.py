@@ -7,7 +7,8 @@ only for a deliberate, versioned format change (then add new files; never rewrit
     python scripts/make_golden.py            # writes tests/golden/*.nnp + nnp_manifest.json
 
 Inputs come from a fixed integer generator (not numpy's random distributions, whose streams may
-change between numpy versions).
+change between numpy versions), and the binarization parameters are pinned, so that the bytes do
+not depend on the encoder's parameter heuristics.
 """
 from __future__ import annotations
 
@@ -43,29 +44,32 @@ def _cases():
 
     mixed = [
         TensorRecord("features.0.weight", "float32", "weight", "quantized", (6, 1, 3, 3),
-                     data=_lcg_levels(54, 1, 12).reshape(6, 1, 3, 3), method="nearest", step=0.03125),
+                     data=_lcg_levels(54, 1, 12).reshape(6, 1, 3, 3), method="nearest", step=0.03125, unary_len=7, eg_order=0),
         TensorRecord("features.0.bias", "float32", "bias", "raw", (6,),
                      data=np.array([0.5, -0.25, 1e-3, -7.0, 3.14159, 0.0], np.float32)),
         TensorRecord("bn.running_mean", "float32", "buffer", "raw", (6,), data=np.arange(6, dtype=np.float32) / 7),
         TensorRecord("bn.num_batches_tracked", "int64", "buffer", "raw", (), data=np.int64(1234567)),
         TensorRecord("classifier.weight", "float16", "weight", "quantized", (10, 24),
-                     data=_lcg_levels(240, 2, 20).reshape(10, 24), method="rdoq", step=0.0078125, lam=1e-5),
+                     data=_lcg_levels(240, 2, 20).reshape(10, 24), method="rdoq", step=0.0078125, lam=1e-5, unary_len=7, eg_order=0),
         TensorRecord("embed.\u00e9\u00f1.weight", "bfloat16", "embedding", "quantized", (5, 8),
-                     data=_lcg_levels(40, 3, 6).reshape(5, 8), method="nearest", step=0.1),
+                     data=_lcg_levels(40, 3, 6).reshape(5, 8), method="nearest", step=0.1, unary_len=4, eg_order=0),
         TensorRecord("head.weight", "bfloat16", "embedding", "alias", (5, 8), alias_of="embed.\u00e9\u00f1.weight"),
-        TensorRecord("scale", "float32", "other", "quantized", (), data=np.int32(-3), method="nearest", step=0.2),
-        TensorRecord("empty", "float32", "weight", "quantized", (0, 4), data=np.zeros((0, 4), np.int32), step=1.0),
+        TensorRecord("scale", "float32", "other", "quantized", (), data=np.int32(-3), method="nearest", step=0.2,
+                     unary_len=2, eg_order=0),
+        TensorRecord("empty", "float32", "weight", "quantized", (0, 4), data=np.zeros((0, 4), np.int32), step=1.0,
+                     unary_len=10, eg_order=0),
         TensorRecord("mask", "bool", "buffer", "raw", (3,), data=np.array([True, False, True])),
         TensorRecord("ids", "int32", "buffer", "raw", (1, 4), data=np.array([[0, 1, -2, 2**31 - 1]], np.int32)),
     ]
     blocks = [
         TensorRecord("big.weight", "float32", "weight", "quantized", (40, 33),
-                     data=_lcg_levels(1320, 4, 30).reshape(40, 33), method="nearest", step=0.001),
+                     data=_lcg_levels(1320, 4, 30).reshape(40, 33), method="nearest", step=0.001, unary_len=6, eg_order=0),
         TensorRecord("dq.weight", "float32", "weight", "quantized", (9, 17),
-                     data=_lcg_levels(153, 5, 8).reshape(9, 17), method="trellis", step=0.05, lam=0.01),
+                     data=_lcg_levels(153, 5, 8).reshape(9, 17), method="trellis", step=0.05, lam=0.01, unary_len=7, eg_order=0),
         TensorRecord("f64.weight", "float64", "weight", "quantized", (12, 7),
-                     data=_lcg_levels(84, 6, 15).reshape(12, 7), method="rdoq", step=1.0 / 3),
-        TensorRecord("vector", "float32", "other", "quantized", (100,), data=_lcg_levels(100, 7, 10), step=0.5),
+                     data=_lcg_levels(84, 6, 15).reshape(12, 7), method="rdoq", step=1.0 / 3, unary_len=4, eg_order=0),
+        TensorRecord("vector", "float32", "other", "quantized", (100,), data=_lcg_levels(100, 7, 10), step=0.5,
+                     unary_len=9, eg_order=0),
     ]
     return {
         "golden_v1_mixed.nnp": (mixed, dict(block_elements=1 << 18, metadata={"golden": "mixed", "format": "1.0"})),

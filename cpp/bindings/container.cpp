@@ -176,17 +176,18 @@ NNPRESS_BINDING(container) {
 
 #ifdef NNPRESS_WITH_ENCODER
   // specs: list of (name, dtype, role, storage, shape, data, method, step, lambda, alias_of,
-  // rows_per_block), codes
+  // rows_per_block, unary_len, eg_order), codes
   // as in NNP_*; data is an int32 C-contiguous array (quantized), a bytes-like (raw) or None.
   m.def(
       "nnp_write",
-      [](py::list specs, uint64_t block_elements, unsigned threads, const std::string& metadata) {
+      [](py::list specs, uint64_t block_elements, unsigned threads, const std::string& metadata,
+         double size_tolerance) {
         std::vector<TensorInput> in;
         std::vector<py::buffer_info> keep;
         keep.reserve(py::len(specs));
         for (py::handle h : specs) {
           py::tuple t = h.cast<py::tuple>();
-          if (t.size() != 11) throw py::value_error("nnp_write: each spec has 11 fields");
+          if (t.size() != 13) throw py::value_error("nnp_write: each spec has 13 fields");
           TensorInput ti;
           ti.name = t[0].cast<std::string>();
           ti.dtype = DType(t[1].cast<int>());
@@ -198,6 +199,8 @@ NNPRESS_BINDING(container) {
           ti.lambda = t[8].cast<double>();
           ti.alias_of = t[9].cast<uint32_t>();
           ti.rows_per_block = t[10].cast<uint64_t>();
+          ti.unary_len = t[11].cast<int>();
+          ti.eg_order = t[12].cast<int>();
           if (!t[5].is_none()) {
             keep.push_back(t[5].cast<py::buffer>().request());
             const py::buffer_info& b = keep.back();
@@ -227,6 +230,7 @@ NNPRESS_BINDING(container) {
         opt.block_elements = block_elements;
         opt.threads = threads;
         opt.metadata = metadata;
+        opt.size_tolerance = size_tolerance;
         std::vector<uint8_t> out;
         WriteResult res;
         Status s;
@@ -239,6 +243,7 @@ NNPRESS_BINDING(container) {
                               py::cast(res.stored_bytes), res.table_bytes);
       },
       py::arg("specs"), py::arg("block_elements"), py::arg("threads"), py::arg("metadata"),
+      py::arg("size_tolerance"),
       "Assemble a .nnp file in memory; returns (bytes, stored bytes per tensor, table bytes).");
 #endif
 }

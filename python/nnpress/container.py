@@ -39,6 +39,7 @@ __all__ = ["NnpFile", "TensorRecord", "write_nnp", "nnp_bytes", "bfloat16_to_flo
            "float32_to_bfloat16", "NUMPY_DTYPES", "DEFAULT_BLOCK_ELEMENTS"]
 
 DEFAULT_BLOCK_ELEMENTS = 1 << 18
+DEFAULT_SIZE_TOLERANCE = 0.002
 DEFAULT_MAX_ELEMENTS = 1 << 36
 DEFAULT_MAX_TOTAL_ELEMENTS = 1 << 38
 
@@ -198,11 +199,18 @@ class TensorRecord:
     lam: float = 0.0
     alias_of: str | None = None
     rows_per_block: int = 0
+    unary_len: int | None = None  # binarization; None = the writer chooses (both or neither)
+    eg_order: int | None = None
 
 
 def nnp_bytes(records: Sequence[TensorRecord], *, block_elements: int = DEFAULT_BLOCK_ELEMENTS,
-              threads: int | None = None, metadata: dict | None = None) -> tuple[bytes, list[int]]:
-    """Assemble a ``.nnp`` file in memory. Returns (file bytes, stored bytes per record)."""
+              threads: int | None = None, metadata: dict | None = None,
+              size_tolerance: float = DEFAULT_SIZE_TOLERANCE) -> tuple[bytes, list[int]]:
+    """Assemble a ``.nnp`` file in memory. Returns (file bytes, stored bytes per record).
+
+    ``size_tolerance``: per tensor, the writer measures a few binarization parameter sets on a
+    sample of rows and keeps the fastest-decoding one whose size is within this fraction of the
+    smallest (negative: the level coder's static choice)."""
     if not _core.HAS_ENCODER:
         raise RuntimeError("this nnpress build has no encoder (NNPRESS_ENCODER=OFF)")
     if isinstance(block_elements, bool) or not isinstance(block_elements, (int, np.integer)) or block_elements < 1:
@@ -245,9 +253,10 @@ def nnp_bytes(records: Sequence[TensorRecord], *, block_elements: int = DEFAULT_
             raise ValueError(f"duplicate tensor name {r.name!r}")
         index[r.name] = i
         specs.append((r.name, _core.NNP_DTYPES[r.dtype], _core.NNP_ROLES[r.role], _core.NNP_STORAGES[r.storage],
-                      list(shape), data, method, float(r.step), float(r.lam), alias, int(r.rows_per_block)))
+                      list(shape), data, method, float(r.step), float(r.lam), alias, int(r.rows_per_block),
+                      -1 if r.unary_len is None else int(r.unary_len), -1 if r.eg_order is None else int(r.eg_order)))
     meta = json.dumps(metadata, sort_keys=True, separators=(",", ":")) if metadata else ""
-    data, stored, _ = _core.nnp_write(specs, int(block_elements), _threads(threads), meta)
+    data, stored, _ = _core.nnp_write(specs, int(block_elements), _threads(threads), meta, float(size_tolerance))
     return data, list(stored)
 
 
@@ -274,10 +283,11 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 def write_nnp(path: str | os.PathLike, records: Sequence[TensorRecord], *,
               block_elements: int = DEFAULT_BLOCK_ELEMENTS, threads: int | None = None,
-              metadata: dict | None = None) -> list[int]:
+              metadata: dict | None = None, size_tolerance: float = DEFAULT_SIZE_TOLERANCE) -> list[int]:
     """Write a ``.nnp`` file atomically (temp file in the destination folder, verified, renamed).
     Returns the stored bytes per record."""
-    data, stored = nnp_bytes(records, block_elements=block_elements, threads=threads, metadata=metadata)
+    data, stored = nnp_bytes(records, block_elements=block_elements, threads=threads, metadata=metadata,
+                             size_tolerance=size_tolerance)
     NnpFile(data)  # the bytes must parse before anything is replaced
     write_bytes_atomic(path, data)
     return stored

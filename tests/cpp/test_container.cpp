@@ -207,6 +207,23 @@ static void test_round_trip() {
   CHECK(r.verify_checksums().ok());
 }
 
+static void test_fixed_params() {
+  Model m = make_model();
+  m.inputs[0].unary_len = 3;
+  m.inputs[0].eg_order = 1;
+  std::vector<uint8_t> out;
+  CHECK(write_container(m.inputs, WriterOptions(), &out).ok());
+  ContainerReader r;
+  CHECK(ContainerReader::open_memory(out.data(), out.size(), &r).ok());
+  CHECK(r.tensor(0).params.unary_len == 3 && r.tensor(0).params.eg_order == 1);
+  std::vector<int32_t> lv(r.tensor(0).count);
+  CHECK(r.decode_levels(0, lv.data(), lv.size()).ok() && lv == m.big);
+  m.inputs[0].eg_order = -1;  // only one of the two
+  CHECK(write_container(m.inputs, WriterOptions(), &out).code() == StatusCode::kInvalidArgument);
+  m.inputs[0].eg_order = 31;
+  CHECK(write_container(m.inputs, WriterOptions(), &out).code() == StatusCode::kInvalidArgument);
+}
+
 static void test_writer_rejects() {
   Model m = make_model();
   std::vector<uint8_t> out;
@@ -361,6 +378,7 @@ static void test_file_io() {
 int main() {
   test_half_conversion();
   test_round_trip();
+  test_fixed_params();
   test_writer_rejects();
   test_corruption();
   test_hostile_table();

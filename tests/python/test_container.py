@@ -72,6 +72,21 @@ def test_bytes_identical_for_any_thread_count():
     assert a == b == c
 
 
+def test_parameter_choice_keeps_size_and_fixed_params_are_kept():
+    rng = np.random.default_rng(7)
+    lv = rng.laplace(scale=20.0, size=(512, 256)).round().astype(np.int32)
+    rec = [TensorRecord("w", "float32", "weight", "quantized", lv.shape, data=lv, step=0.01)]
+    static, _ = nnp_bytes(rec, size_tolerance=-1.0)
+    fast, _ = nnp_bytes(rec)
+    assert len(fast) <= 1.01 * len(static)
+    for data in (static, fast):
+        np.testing.assert_array_equal(NnpFile(data).read_levels("w"), lv)
+    pinned = [TensorRecord("w", "float32", "weight", "quantized", lv.shape, data=lv, step=0.01, unary_len=5,
+                           eg_order=2)]
+    e = NnpFile(nnp_bytes(pinned)[0]).entry("w")
+    assert (e["unary_len"], e["eg_order"]) == (5, 2)
+
+
 def test_bfloat16_helpers_round_to_nearest_even():
     x = np.array([1.0, 1.00390625, 1.01171875, -2.5, np.inf], np.float32)
     bits = float32_to_bfloat16(x)

@@ -76,6 +76,95 @@ struct Block {
   std::vector<uint8_t> bytes;
 };
 
+
+// ---- per-tensor binarization parameters: smallest file first, then fastest decode ----
+// choose_level_params (level_coder.h) minimises a static size estimate. Adaptive contexts make
+// many (unary_len, eg_order) pairs cost almost the same, while their decode time differs by up to
+// 2x (each unary flag is one context-coded bin). So: measure the real coded size of a few
+// candidates on a sample of whole rows with the coder's own rate estimator, and among those
+// within `size_tolerance` of the smallest, take the one with the fewest estimated bin operations.
+constexpr uint64_t kParamSampleElements = 16384;
+
+struct Candidate {
+  LevelParams p;
+  double bits = 0, work = 0;
+};
+
+// Decoder work of one level under p, in units of a context-coded bin (bypass bins are cheaper).
+double level_work(uint32_t mag, const LevelParams& p) {
+  if (mag == 0) return 1.0;
+  double w = 2.0;  // significance + sign
+  const uint32_t unary = mag < p.unary_len ? mag : p.unary_len;
+  w += unary;
+  if (mag > p.unary_len) {
+    const uint64_t r = uint64_t(mag) - p.unary_len - 1;
+    const int j = 63 - __builtin_clzll((r >> p.eg_order) + 1);
+    w += (j + 1) + 0.35 * (p.eg_order + j);
+  }
+  return w;
+}
+
+LevelParams choose_params_for_speed(const int32_t* levels, uint64_t rows, uint64_t cols, double size_tolerance) {
+  const uint64_t count = rows * cols;
+  const LevelParams base = choose_level_params(levels, count);
+  if (count == 0 || size_tolerance < 0) return base;
+  // Sample: whole rows spread over the tensor (or a prefix of a single long row).
+  std::vector<int32_t> sample;
+  uint64_t srows, scols;
+  if (cols >= kParamSampleElements || rows == 1) {
+    scols = std::min<uint64_t>(cols, kParamSampleElements);
+    srows = 1;
+    sample.assign(levels, levels + scols);
+  } else {
+    const uint64_t want = std::max<uint64_t>(1, kParamSampleElements / cols);
+    srows = std::min(rows, want);
+    scols = cols;
+    sample.reserve(size_t(srows * cols));
+    for (uint64_t k = 0; k < srows; ++k) {
+      const uint64_t r = k * rows / srows;
+      sample.insert(sample.end(), levels + r * cols, levels + (r + 1) * cols);
+    }
+  }
+  std::vector<uint32_t> mags(sample.size());
+  double mean_mag = 0;
+  uint64_t nonzero = 0;
+  for (size_t i = 0; i < sample.size(); ++i) {
+    const int32_t q = sample[i];
+    mags[i] = q < 0 ? 0u - uint32_t(q) : uint32_t(q);
+    if (mags[i]) {
+      mean_mag += mags[i];
+      ++nonzero;
+    }
+  }
+  if (nonzero == 0) return base;
+  mean_mag /= double(nonzero);
+  std::vector<Candidate> cands;
+  cands.push_back({base});
+  for (uint32_t u : {0u, 2u, 4u, 8u, 14u}) {
+    if (u >= base.unary_len) continue;
+    const double rem = std::max(0.0, mean_mag - u - 1);
+    const int k0 = std::max(0, int(std::floor(std::log2(rem + 1.0))) - 1);
+    for (int k = std::max(0, k0 - 1); k <= std::min(30, k0 + 1); ++k) {
+      LevelParams p;
+      p.unary_len = u;
+      p.eg_order = uint32_t(k);
+      cands.push_back({p});
+    }
+  }
+  double best_bits = INFINITY;
+  for (Candidate& c : cands) {
+    c.bits = estimate_level_bits(sample.data(), srows, scols, c.p);
+    for (uint32_t m : mags) c.work += level_work(m, c.p);
+    best_bits = std::min(best_bits, c.bits);
+  }
+  const Candidate* pick = nullptr;
+  for (const Candidate& c : cands) {
+    if (c.bits > best_bits * (1.0 + size_tolerance)) continue;
+    if (pick == nullptr || c.work < pick->work) pick = &c;
+  }
+  return pick->p;
+}
+
 }  // namespace
 
 Status write_container(const std::vector<TensorInput>& tensors, const WriterOptions& options,
@@ -119,6 +208,13 @@ Status write_container(const std::vector<TensorInput>& tensors, const WriterOpti
           if (t.rows_per_block > r) return invalid_argument(tw + ": rows_per_block exceeds the rows");
         }
         if (t.levels == nullptr && n != 0) return invalid_argument(tw + ": null levels");
+        if ((t.unary_len >= 0) != (t.eg_order >= 0)) return invalid_argument(tw + ": set both unary_len and eg_order, or neither");
+        if (t.unary_len >= 0) {
+          LevelParams p;
+          p.unary_len = uint32_t(t.unary_len);
+          p.eg_order = uint32_t(t.eg_order);
+          if (!check_level_params(p).ok()) return invalid_argument(tw + ": unary_len/eg_order out of range");
+        }
         break;
       case Storage::kAlias: {
         if (t.alias_of >= i) return invalid_argument(tw + ": alias target must be an earlier tensor");
@@ -141,8 +237,12 @@ Status write_container(const std::vector<TensorInput>& tensors, const WriterOpti
     const TensorInput& t = tensors[i];
     if (t.storage != Storage::kQuantized) continue;
     rows_cols_of(t.shape, &rows[i], &cols[i]);
+    if (t.unary_len >= 0) {
+      params[i].unary_len = uint32_t(t.unary_len);
+      params[i].eg_order = uint32_t(t.eg_order);
+    }
     if (counts[i] == 0) continue;
-    quantized.push_back(i);
+    if (t.unary_len < 0) quantized.push_back(i);  // params still to choose
     rpb[i] = t.rows_per_block ? t.rows_per_block
                              : std::max<uint64_t>(1, std::min<uint64_t>(rows[i], options.block_elements / cols[i]));
     for (uint64_t r = 0; r < rows[i]; r += rpb[i]) blocks.push_back({i, r, std::min(rpb[i], rows[i] - r), {}});
@@ -150,8 +250,9 @@ Status write_container(const std::vector<TensorInput>& tensors, const WriterOpti
   {
     std::vector<size_t> order = quantized;
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return counts[a] > counts[b]; });
-    parallel_for(order, options.threads,
-                 [&](size_t i) { params[i] = choose_level_params(tensors[i].levels, counts[i]); });
+    parallel_for(order, options.threads, [&](size_t i) {
+      params[i] = choose_params_for_speed(tensors[i].levels, rows[i], cols[i], options.size_tolerance);
+    });
   }
   {
     std::vector<size_t> order(blocks.size());

@@ -206,6 +206,9 @@ struct TensorInput {
   // Rows per chunk; 0 = derive from WriterOptions::block_elements as
   // max(1, min(rows, block_elements / cols)). Pass the value the quantizer priced with.
   uint64_t rows_per_block = 0;
+  // Binarization parameters; both >= 0 fixes them (e.g. the ones the quantizer priced with),
+  // -1 lets the writer choose (see WriterOptions::size_tolerance).
+  int unary_len = -1, eg_order = -1;
   // kRaw: product(shape) * dtype_size(dtype) bytes, little endian.
   const void* raw = nullptr;
   uint64_t raw_size = 0;
@@ -216,6 +219,10 @@ struct TensorInput {
 struct WriterOptions {
   uint64_t block_elements = uint64_t(1) << 18;  // target elements per row block (whole rows)
   unsigned threads = 0;                        // 0 = hardware_concurrency()
+  // Binarization parameters per tensor: among candidates whose measured size (on a sample of
+  // rows) is within this fraction of the smallest, the one that decodes fastest. < 0: use
+  // choose_level_params (level_coder.h) as is. The choice is deterministic.
+  double size_tolerance = 0.002;
   std::string metadata;                        // stored as is (UTF-8 JSON by convention)
 };
 
