@@ -182,7 +182,7 @@ void test_isas_against_scalar() {
   std::printf("testing ISAs:");
   for (Isa i : isas) std::printf(" %s", isa_name(i));
   std::printf(" (auto: %s)\n", isa_name(detect_isa()));
-  const size_t batches[] = {1, 3, 16, 32, 33, 70};
+  const size_t batches[] = {1, 3, 16, 32, 33, 48, 60, 70, 130};
   for (const Case& c : cases) {
     const std::vector<float> w = random_matrix(rng, c);
     std::normal_distribution<float> nd;
