@@ -92,8 +92,11 @@ def test_fisher_sensitivities(cnn):
     assert all(v >= 0 for v in sens.values())
     for name, a in imp.items():
         assert a.shape == weights[name].shape and abs(float(a.mean()) - 1.0) < 1e-3
-    plan = tune.allocate_steps(weights, 0.01, sens, importance=imp)
-    assert all(p.importance is None or p.importance.min() >= 0.1 for p in plan.values())
+    sm = tune.smooth_importance(imp)
+    assert all(a.min() >= 0.1 - 1e-7 for a in sm.values())
+    plan = tune.allocate_steps(weights, 0.01, sens)
+    levels, _, _ = tune.apply_plan(weights, plan, sm)
+    assert set(levels) == set(plan)
 
 
 def test_probe_sensitivities_find_unused_layer():
