@@ -130,15 +130,12 @@ def _rows_per_block(shape: tuple, block_elements: int) -> int:
     return max(1, min(rows, block_elements // cols))
 
 
-def _quantize(values: np.ndarray, plan: ResolvedPlan, importance, chunk_rows: int):
+def _quantize(values: np.ndarray, plan: ResolvedPlan, importance, chunk_rows: int, threads: int | None):
     """levels, reconstruction (float32) of one tensor — the one place that calls the quantizer."""
     from .quant import quantize
 
-    w = values
-    if w.ndim == 0:
-        w = w.reshape(())
-    levels, recon = quantize(w, plan.step, lam=plan.lam, importance=importance, method=plan.method,
-                             chunk_rows=chunk_rows or None, return_reconstruction=True)
+    levels, recon = quantize(values, plan.step, lam=plan.lam, importance=importance, method=plan.method,
+                             chunk_rows=chunk_rows or None, threads=threads, return_reconstruction=True)
     return levels, recon
 
 
@@ -205,7 +202,7 @@ def compress(source, dest, config: CodecConfig | None = None, *,
         if imp is not None and not isinstance(imp, np.ndarray):
             imp = _to_numpy_float(imp)
         if e.count:
-            levels, recon = _quantize(fvals, plan, imp, rpb)
+            levels, recon = _quantize(fvals, plan, imp, rpb, config.threads)
             err = _rel_error(fvals, _stored_dtype_recon(recon, e.dtype))
         else:
             levels, err = np.zeros(e.shape, dtype=np.int32), 0.0

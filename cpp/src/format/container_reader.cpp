@@ -259,6 +259,7 @@ Status ContainerReader::open_file(const std::string& path, ContainerReader* out,
 Status ContainerReader::parse(const ReaderOptions& options) {
   const uint8_t* d = data_;
   const size_t n = size_;
+  if (n == 0) return truncated("nnp: empty file");
   if (n < 8 || std::memcmp(d, kContainerMagic, 8) != 0) {
     if (n < 8 && std::memcmp(d, kContainerMagic, n) == 0) return truncated("nnp: file ends inside the signature");
     return corrupt("nnp: not an nnpress .nnp file (bad signature)");
