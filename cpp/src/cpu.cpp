@@ -67,6 +67,14 @@ X86Features x86_features() {
 }
 #endif
 
+// cpuid traps to the hypervisor in a VM (tens of microseconds): query once.
+#ifdef NNPRESS_X86_64
+const X86Features& cached_x86_features() {
+  static const X86Features f = x86_features();
+  return f;
+}
+#endif
+
 bool cpu_has(Isa isa) {
   switch (isa) {
     case Isa::kScalar: return true;
@@ -78,13 +86,13 @@ bool cpu_has(Isa isa) {
 #endif
     case Isa::kAvx2:
 #ifdef NNPRESS_X86_64
-      return x86_features().avx2;
+      return cached_x86_features().avx2;
 #else
       return false;
 #endif
     case Isa::kAvx512:
 #ifdef NNPRESS_X86_64
-      return x86_features().avx512;
+      return cached_x86_features().avx512;
 #else
       return false;
 #endif

@@ -172,6 +172,16 @@ class _Matrix:
 
     def matmul(self, x: Any, isa: str | None = None, threads: int = 1) -> np.ndarray:
         """``self @ x`` with an explicit ISA ("scalar", "avx2", "avx512") and thread count."""
+        if (
+            type(x) is np.ndarray
+            and x.dtype == np.float32
+            and x.ndim in (1, 2)
+            and x.flags.c_contiguous
+            and x.shape[0] == self._m.cols
+            and threads == 1
+            and isa is None
+        ):
+            return self._m.product(x, None, 1)  # fast path: the C++ side checks the rest
         if isinstance(x, (_Matrix,)):
             raise TypeError("compressed @ compressed is not supported")
         a = np.asarray(x)

@@ -35,9 +35,19 @@ Status pick_table(const KernelOptions& opt, const KernelTable** out) {
   return Status::Ok();
 }
 
+// std::thread::hardware_concurrency() reads /sys on glibc (microseconds): once per process.
+unsigned hardware_threads() {
+  static const unsigned n = std::max(1u, std::thread::hardware_concurrency());
+  return n;
+}
+
 template <class F>
 void over_rows(uint32_t rows, unsigned threads, F&& f) {
-  unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+  if (threads == 1) {
+    f(0u, rows);
+    return;
+  }
+  const unsigned hw = hardware_threads();
   unsigned n = threads == 0 ? hw : std::min(threads, hw);
   n = std::max(1u, std::min<unsigned>(n, std::max<uint32_t>(1, rows / 64)));
   if (n == 1) {
