@@ -29,3 +29,6 @@ ctest --test-dir build/ctest --output-on-failure
 echo "== Python tests (pytest)"
 cd "$root/tests/python"   # run against the installed package, not the source tree
 python -m pytest -q -p no:cacheprovider "$root/tests/python" "$@"
+
+echo "== Sanitizers (ASan + UBSan ctest) and a short run of each fuzz target"
+bash "$root/scripts/sanitize.sh" --quick
