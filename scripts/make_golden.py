@@ -4,7 +4,7 @@ The golden files freeze the format: tests decode them and compare the values' SH
 manifest, and check that the writer still produces the same bytes from the inputs below. Run this
 only for a deliberate, versioned format change (then add new files; never rewrite old ones):
 
-    python scripts/make_golden.py            # writes tests/golden/*.nnp + nnp_manifest.json
+    python scripts/make_golden.py   # writes tests/golden/*.nnp, nnp_manifest.json, nnp_golden_crc.tsv
 
 Inputs come from a fixed integer generator (not numpy's random distributions, whose streams may
 change between numpy versions), and the binarization parameters are pinned, so that the bytes do
@@ -77,6 +77,16 @@ def _cases():
     }
 
 
+def crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli), bitwise: the C++ golden test checks decoded values with it."""
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    return crc ^ 0xFFFFFFFF
+
+
 def build_all() -> dict[str, bytes]:
     from nnpress.container import nnp_bytes
 
@@ -88,6 +98,7 @@ def main() -> int:
 
     GOLDEN.mkdir(parents=True, exist_ok=True)
     files = []
+    crc_lines = ["# file\ttensor\tdecoded bytes\tCRC-32C of the decoded little-endian values (C++ golden test)"]
     for name, data in build_all().items():
         (GOLDEN / name).write_bytes(data)
         f = NnpFile(data)
@@ -96,9 +107,13 @@ def main() -> int:
                     "dtype": f.entry(n)["dtype"],
                     "sha256": hashlib.sha256(np.ascontiguousarray(arrays[n]).tobytes()).hexdigest()}
                    for n in f.names]
+        for n in f.names:
+            raw = np.ascontiguousarray(arrays[n]).tobytes()
+            crc_lines.append(f"{name}\t{n}\t{len(raw)}\t{crc32c(raw):08x}")
         files.append({"file": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "tensors": tensors})
         print(f"{name}: {len(data)} bytes, {len(tensors)} tensors")
     (GOLDEN / "nnp_manifest.json").write_text(json.dumps({"format": "1.0", "files": files}, indent=1) + "\n")
+    (GOLDEN / "nnp_golden_crc.tsv").write_text("\n".join(crc_lines) + "\n", encoding="utf-8")
     return 0
 
 

@@ -140,9 +140,10 @@ def _quantize(values: np.ndarray, plan: ResolvedPlan, importance, chunk_rows: in
 
 
 def _rel_error(w: np.ndarray, w_hat: np.ndarray) -> float:
-    w64 = np.asarray(w, dtype=np.float64)
-    den = float(np.sqrt(np.sum(w64 * w64)))
-    num = float(np.sqrt(np.sum((w64 - np.asarray(w_hat, dtype=np.float64)) ** 2)))
+    """||w - w_hat|| / ||w||, accumulated in float64 (without float64 copies of the tensors)."""
+    diff = np.subtract(w, w_hat, dtype=np.float64 if w.dtype == np.float64 else np.float32)
+    den = float(np.sqrt(np.sum(np.square(w, dtype=np.float64))))
+    num = float(np.sqrt(np.sum(np.square(diff, dtype=np.float64))))
     return num / den if den > 0 else (0.0 if num == 0 else float("inf"))
 
 

@@ -186,8 +186,8 @@ class CodecConfig:
 def _rel_step(values: np.ndarray | None, rel: float) -> float:
     if values is None or values.size == 0:
         return 1.0
-    v = np.asarray(values, dtype=np.float64)
-    std = float(np.sqrt(np.mean(np.square(v - v.mean()))))
+    v = np.asarray(values)
+    std = float(np.std(v, dtype=np.float64))  # float64 accumulation, no float64 copy
     if not math.isfinite(std) or std == 0.0:
         m = float(np.max(np.abs(v))) if math.isfinite(std) else 0.0
         return m * rel if m > 0 else 1.0
