@@ -305,3 +305,23 @@ def test_collect_reports_ties_for_numpy_views():
     a = np.arange(12, dtype=np.float32).reshape(3, 4)
     entries = collect({"a": a, "b": a, "c": a.copy(), "d": a[:, :2]})
     assert [e.alias_of for e in entries] == [None, "a", None, None]
+
+
+def test_progress_callback_sees_every_tensor(tmp_path):
+    sd = {f"t{i}": torch.randn(4, 4) for i in range(5)}
+    calls = []
+    nnpress.compress(sd, tmp_path / "p.nnp", progress=lambda done, total, name: calls.append((done, total, name)))
+    assert [c[0] for c in calls] == [0, 1, 2, 3, 4, 5]
+    assert all(c[1] == 5 for c in calls) and [c[2] for c in calls[:5]] == list(sd)
+
+
+def test_existing_file_survives_a_failed_compress(tmp_path):
+    path = tmp_path / "m.nnp"
+    nnpress.compress({"w": torch.randn(8, 8)}, path)
+    before = path.read_bytes()
+    with pytest.raises(TypeError):
+        nnpress.compress({"w": torch.randn(8, 8), "bad": "not a tensor"}, path)
+    with pytest.raises(ValueError):
+        nnpress.compress({"w": torch.randn(8, 8)}, path, CodecConfig(overrides={"w": {"step": -1.0}}))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.nnp"]
