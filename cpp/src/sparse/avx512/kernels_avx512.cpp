@@ -132,22 +132,28 @@ void rows_matmat_tile(const RowsView& m, const Col* col, Value value_of, const f
     for (uint32_t g = m.row_ptr[r]; g < m.row_ptr[r + 1]; ++g) {
       uint32_t k = m.group_ptr[g];
       const uint32_t k1 = m.group_ptr[g + 1];
-      __m512 s0[NV], s1[NV];
-      for (int j = 0; j < NV; ++j) s0[j] = s1[j] = _mm512_setzero_ps();
-      for (; k + 2 <= k1; k += 2) {
+      // Four interleaved sums: enough independent adds to cover the add latency at NV = 1..2.
+      __m512 s0[NV], s1[NV], s2[NV], s3[NV];
+      for (int j = 0; j < NV; ++j) s0[j] = s1[j] = s2[j] = s3[j] = _mm512_setzero_ps();
+      for (; k + 4 <= k1; k += 4) {
         const float* a = X + size_t(col[k]) * batch + b0;
         const float* b = X + size_t(col[k + 1]) * batch + b0;
+        const float* c = X + size_t(col[k + 2]) * batch + b0;
+        const float* e = X + size_t(col[k + 3]) * batch + b0;
         for (int j = 0; j < NV; ++j) {
           s0[j] = _mm512_add_ps(s0[j], tile_load<kPartial>(a + 16 * j, j == NV - 1, last));
           s1[j] = _mm512_add_ps(s1[j], tile_load<kPartial>(b + 16 * j, j == NV - 1, last));
+          s2[j] = _mm512_add_ps(s2[j], tile_load<kPartial>(c + 16 * j, j == NV - 1, last));
+          s3[j] = _mm512_add_ps(s3[j], tile_load<kPartial>(e + 16 * j, j == NV - 1, last));
         }
       }
-      if (k < k1) {
+      for (; k < k1; ++k) {
         const float* a = X + size_t(col[k]) * batch + b0;
         for (int j = 0; j < NV; ++j) s0[j] = _mm512_add_ps(s0[j], tile_load<kPartial>(a + 16 * j, j == NV - 1, last));
       }
+      for (int j = 0; j < NV; ++j) s0[j] = _mm512_add_ps(_mm512_add_ps(s0[j], s2[j]), _mm512_add_ps(s1[j], s3[j]));
       const __m512 d = _mm512_set1_ps(m.delta[value_of(g, r)]);
-      for (int j = 0; j < NV; ++j) acc[j] = _mm512_fmadd_ps(_mm512_add_ps(s0[j], s1[j]), d, acc[j]);
+      for (int j = 0; j < NV; ++j) acc[j] = _mm512_fmadd_ps(s0[j], d, acc[j]);
     }
     float* out = Y + size_t(r) * batch + b0;
     for (int j = 0; j < NV; ++j) tile_store<kPartial>(out + 16 * j, j == NV - 1, last, acc[j]);
