@@ -64,7 +64,7 @@ def run(args) -> dict:
         print(_fmt_row(nncodec_row), flush=True)
 
     configs = [
-        ("default (rdoq, step = std/32)", nnpress.CodecConfig()),
+        ("default (nearest, step = std/32)", nnpress.CodecConfig()),
         (f"qp {args.qp} step, nearest", nnpress.CodecConfig(qp=args.qp, method="nearest")),
         (f"qp {args.qp} step, trellis (DQ)", nnpress.CodecConfig(qp=args.qp, method="trellis")),
     ]

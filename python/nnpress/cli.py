@@ -150,7 +150,7 @@ def _build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compress", help="model (.safetensors/.pt/.pth) -> .nnp")
     c.add_argument("source", help="a .safetensors file or a .pt/.pth state_dict (loaded weights-only)")
     c.add_argument("dest", help="the .nnp file to write (atomically)")
-    c.add_argument("--method", choices=("nearest", "rdoq", "trellis"), help="quantizer (default rdoq)")
+    c.add_argument("--method", choices=("nearest", "rdoq", "trellis"), help="quantizer (default nearest)")
     g = c.add_mutually_exclusive_group()
     g.add_argument("--step", type=float, help="one absolute step size for all quantized tensors")
     g.add_argument("--qp", type=int, help="NNCodec-style quantization parameter: step = 2**(qp/4)")
