@@ -511,3 +511,15 @@ def test_identical_bytes_across_processes(tmp_path):
                        timeout=300)
         outs.append(p.read_bytes())
     assert outs[0] == outs[1]
+
+
+def test_nnp_limits_are_checked_and_configurable(nnp_file):
+    _, data, ref = nnp_file
+    biggest = max(v.size for v in ref.values())
+    with pytest.raises(FormatError, match="limit|exceed"):
+        nnpress.NnpFile(data, max_elements=biggest - 1)
+    total = sum(e["count"] for e in nnpress.NnpFile(data).entries if e["storage"] != "alias")
+    with pytest.raises(FormatError, match="limit|exceed|more than"):
+        nnpress.NnpFile(data, max_total_elements=total - 1)
+    out = nnpress.NnpFile(data, max_elements=biggest, max_total_elements=total).read_all()
+    assert set(out) == set(ref)
