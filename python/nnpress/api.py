@@ -37,6 +37,7 @@ from .traverse import TensorEntry, collect
 __all__ = ["compress", "decompress", "decompress_to_file", "info", "CompressionReport", "TensorReport"]
 
 FORMAT_PRODUCER = "nnpress"
+_MAX_LEVEL = 2.0 ** 30  # the quantizers' limit on |w / step|
 _ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1, "uint8": 1, "int16": 2,
              "int32": 4, "int64": 8, "bool": 1, "uint16": 2, "uint32": 4, "uint64": 8}
 
@@ -194,6 +195,8 @@ def compress(source, dest, config: CodecConfig | None = None, *,
             plan = ResolvedPlan(lossless=True)  # NaN/inf cannot be quantized: keep the tensor exact
         else:
             plan = config.resolve(e.name, e.role, e.dtype, fvals)
+            if not plan.lossless and e.count and float(np.max(np.abs(fvals))) / plan.step >= _MAX_LEVEL:
+                plan = ResolvedPlan(lossless=True)  # an outlier beyond the level range: keep it exact
         if plan.lossless:
             records.append(TensorRecord(e.name, e.dtype, e.role, "raw", e.shape, data=e.values))
             reports.append(TensorReport(e.name, e.shape, e.dtype, e.role, "raw", None, None, e.count, orig, 0, 0.0))

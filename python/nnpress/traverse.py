@@ -6,7 +6,8 @@ public format, so that decoding needs neither torch nor the ``safetensors`` pack
 Contract
 --------
 - ``collect(source)`` accepts a ``torch.nn.Module``, a state_dict (mapping name -> torch tensor or
-  numpy array), a ``.safetensors`` path or a ``.pt``/``.pth`` path (``torch.load(...,
+  numpy array), a ``.safetensors`` path, a ``.pt``/``.pth``/``.bin`` path, or a model folder holding
+  ``model.safetensors`` or ``pytorch_model.bin`` (``torch.load(...,
   weights_only=True)`` only: arbitrary pickled objects are refused). It returns
   ``list[TensorEntry]`` in the source's order: name, dtype name (``float32``, ``bfloat16``, ...),
   shape, role (weight / bias / norm / embedding / buffer / other), ``values`` (numpy; bfloat16 as
@@ -184,6 +185,13 @@ def load_source(source) -> tuple[Mapping[str, Any], Any, dict | None]:
         path = os.fspath(source)
         if not os.path.exists(path):
             raise FileNotFoundError(f"no such file: {path!r}")
+        if os.path.isdir(path):  # a model folder (Hugging Face layout)
+            for cand in ("model.safetensors", "pytorch_model.bin"):
+                if os.path.isfile(os.path.join(path, cand)):
+                    path = os.path.join(path, cand)
+                    break
+            else:
+                raise ValueError(f"{path!r} is a folder without model.safetensors or pytorch_model.bin")
         low = path.lower()
         if low.endswith(".safetensors"):
             tensors, dtypes = load_safetensors(path, return_dtypes=True)

@@ -325,3 +325,23 @@ def test_existing_file_survives_a_failed_compress(tmp_path):
         nnpress.compress({"w": torch.randn(8, 8)}, path, CodecConfig(overrides={"w": {"step": -1.0}}))
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.nnp"]
+
+
+def test_outlier_beyond_level_range_is_kept_exact(tmp_path):
+    w = torch.zeros(64, 64)
+    w[0, :32] = torch.randn(32) * 1e-6
+    w[5, 5] = 1e6
+    nnpress.compress({"w": w}, tmp_path / "o.nnp", CodecConfig(step=1e-5))
+    assert nnpress.NnpFile(tmp_path / "o.nnp").entry("w")["storage"] == "raw"
+    assert torch.equal(nnpress.decompress(tmp_path / "o.nnp")["w"], w)
+
+
+def test_model_folder_input(tmp_path):
+    sd = {"a.weight": torch.randn(6, 6)}
+    save_safetensors(sd, tmp_path / "model.safetensors")
+    rep = nnpress.compress(tmp_path, tmp_path / "f.nnp")
+    assert [t.name for t in rep.tensors] == ["a.weight"]
+    empty = tmp_path / "empty_dir"
+    empty.mkdir()
+    with pytest.raises(ValueError):
+        nnpress.compress(empty, tmp_path / "g.nnp")
