@@ -16,8 +16,6 @@
 
 namespace nnpress {
 
-double QuantResult::rate_bits() const { return double(rate) / double(cabac::kRateOne); }
-
 namespace {
 
 constexpr double kMaxScaled = 1073741824.0;  // |w / step| must stay below 2^30

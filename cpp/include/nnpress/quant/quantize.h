@@ -47,6 +47,7 @@
 #include <cstdint>
 
 #include "nnpress/cabac/binarization.h"
+#include "nnpress/cabac/rate_estimator.h"
 #include "nnpress/quant/dequantize.h"
 #include "nnpress/status.h"
 
@@ -69,7 +70,7 @@ struct QuantResult {
                                  // 0 for kNearest (not priced)
   double distortion = 0.0;       // sum F_i (w_i - w_hat_i)^2 in double (w_hat in double)
   int passes = 0;                // quantization runs performed
-  double rate_bits() const;      // rate / kRateOne
+  double rate_bits() const { return double(rate) / double(cabac::kRateOne); }
 };
 
 #ifdef NNPRESS_WITH_ENCODER

@@ -1,0 +1,201 @@
+"""Quantizer benchmark: rate-distortion points and speed of nearest / rdoq / trellis, side by side.
+
+Synthetic weights shaped like a real layer (default 4096 x 1024, sigma 0.02), Gaussian and
+Laplacian. For each method a sweep over the step (and for rdoq/trellis over lam = c * step^2)
+gives points (bits/weight from the real ``encode_levels`` stream size, MSE). From each method's
+lower convex hull (achievable by splitting a tensor between two settings) the bits at the
+distortion of plain rounding at a few steps are interpolated, so the table compares methods at
+equal distortion. Speed: seconds per call (median of
+3) at one operating point, and one RDOQ call on a 10-million-weight tensor.
+
+Run from anywhere with nnpress installed:
+    python bench/python/bench_quant.py            # ~5 minutes on 2 idle cores
+    python bench/python/bench_quant.py --quick    # 1024 x 512, fewer points
+    python bench/python/bench_quant.py --peers    # also NNCodec 2.1.3's quantizers + coder (URQ and
+                                                  # dependent quantization, lambda_scale 0 and 1) on the
+                                                  # same tensors (needs nncodec, see peers.py)
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import nnpress
+
+STEP_FACTORS = [2.0 ** (k / 4) for k in range(-10, 9)]  # x sigma: 0.18 .. 4, four per octave
+C_VALUES = [0.05, 0.1, 0.2]                            # lam = c * step^2
+TARGET_FACTORS = [0.35, 0.75, 1.5, 3.0]                    # nearest at these steps (x sigma) = target MSE
+
+
+def make(dist, shape, sigma, seed=0):
+    rng = np.random.default_rng(seed)
+    if dist == "gaussian":
+        return rng.normal(0.0, sigma, shape).astype(np.float32)
+    return rng.laplace(0.0, sigma / np.sqrt(2.0), shape).astype(np.float32)  # std = sigma
+
+
+def point(w, step, lam, method):
+    t0 = time.perf_counter()
+    q = nnpress.quantize(w, step, lam=lam, method=method)
+    dt = time.perf_counter() - t0
+    bits = len(nnpress.encode_levels(q)) * 8
+    mse = float(np.mean((w.astype(np.float64) - nnpress.dequantize(q, step, method)) ** 2))
+    return {"step": step, "lam": lam, "bpw": bits / w.size, "mse": mse, "sec": dt}
+
+
+def pareto(points):
+    """Lower convex hull of (MSE, bits/weight): every point on it is achievable by splitting a
+    tensor between two settings, so comparing hulls is fair to every method alike."""
+    pts = sorted(points, key=lambda p: (p["mse"], p["bpw"]))
+    hull = []
+    for p in pts:
+        if hull and p["bpw"] >= hull[-1]["bpw"]:
+            continue
+        while len(hull) >= 2:
+            a, b = hull[-2], hull[-1]
+            # drop b if it lies on or above the segment a-p
+            cross = (b["mse"] - a["mse"]) * (p["bpw"] - a["bpw"]) - (b["bpw"] - a["bpw"]) * (p["mse"] - a["mse"])
+            if cross <= 0:
+                hull.pop()
+            else:
+                break
+        hull.append(p)
+    return hull
+
+
+def bits_at(front, mse):
+    """Bits/weight of the hull at distortion mse (linear interpolation; NaN outside its range)."""
+    ds = np.array([p["mse"] for p in front])
+    bs = np.array([p["bpw"] for p in front])
+    if mse < ds[0] or mse > ds[-1]:
+        return float("nan")
+    return float(np.interp(mse, ds, bs))
+
+
+def nncodec_points(w, sigma):
+    """NNCodec's own quantizer (quantLayer) + DeepCABAC coder on the same tensor, over qp."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import peers
+
+    out = {}
+    # qp range covering steps ~0.25 sigma .. 4 sigma (step ~ 2^(qp/4))
+    lo = int(np.floor(4 * np.log2(0.25 * sigma)))
+    hi = int(np.ceil(4 * np.log2(4.0 * sigma)))
+    for use_dq in (False, True):
+        for lambda_scale in (0.0, 1.0):
+            pts = []
+            for qp in range(lo, hi + 1):
+                t0 = time.perf_counter()
+                q, step = peers.nncodec_quantize(w, qp, use_dq=use_dq, lambda_scale=lambda_scale)
+                dt = time.perf_counter() - t0
+                data = peers.nncodec_encode_levels(q, dq_flag=1 if use_dq else 0)
+                mse = float(np.mean((w.astype(np.float64) - q.astype(np.float64) * step) ** 2))
+                pts.append({"step": step, "lam": lambda_scale, "bpw": len(data) * 8 / w.size, "mse": mse, "sec": dt})
+            out[f"NNCodec {'DQ' if use_dq else 'URQ'} ls={lambda_scale:g}"] = pts
+    return out
+
+
+def median_time(fn, n=3):
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rows", type=int, default=4096)
+    ap.add_argument("--cols", type=int, default=1024)
+    ap.add_argument("--sigma", type=float, default=0.02)
+    ap.add_argument("--peers", action="store_true", help="compare with NNCodec's quantizers and coder")
+    args = ap.parse_args()
+    shape = (1024, 512) if args.quick else (args.rows, args.cols)
+    steps = STEP_FACTORS[::2] if args.quick else STEP_FACTORS
+    cs = C_VALUES[::2] if args.quick else C_VALUES
+    sigma = args.sigma
+    print(f"# nnpress quantizers, weights {shape[0]}x{shape[1]}, sigma {sigma}")
+    print(f"# load average at start: {' '.join(f'{x:.1f}' for x in __import__('os').getloadavg())}")
+    for dist in ["gaussian", "laplacian"]:
+        w = make(dist, shape, sigma)
+        runs = {"nearest": [point(w, f * sigma, 0.0, "nearest") for f in steps]}
+        for m in ["rdoq", "trellis"]:
+            runs[m] = [point(w, f * sigma, c * (f * sigma) ** 2, m) for f in steps for c in cs]
+        fronts = {m: pareto(p) for m, p in runs.items()}
+        print(f"\n## {dist}: bits/weight (real stream size) at equal MSE; ratio to nearest")
+        print("| target (nearest step) | MSE | nearest | rdoq | trellis |")
+        print("|---|---|---|---|---|")
+        for f in TARGET_FACTORS:
+            ref = point(w, f * sigma, 0.0, "nearest")
+            row = [f"{f:g} sigma", f"{ref['mse']:.3g}", f"{ref['bpw']:.3f}"]
+            for m in ["rdoq", "trellis"]:
+                b = bits_at(fronts[m], ref["mse"])
+                row.append(f"{b:.3f} ({b / ref['bpw']:.3f}x)")
+            print("| " + " | ".join(row) + " |")
+        if args.peers:
+            nnc = nncodec_points(w, sigma)
+            nnc_fronts = {k: pareto(v) for k, v in nnc.items()}
+            best_nnc = pareto([p for v in nnc.values() for p in v])
+            ours = pareto(runs["rdoq"] + runs["trellis"])
+            print(f"\n## {dist}: against NNCodec 2.1.3 (its quantLayer + DeepCABAC, real stream sizes)")
+            print("| target MSE | " + " | ".join(nnc_fronts) + " | nnpress best (rdoq/trellis) | nnpress / best NNCodec |")
+            print("|---" * (len(nnc_fronts) + 3) + "|")
+            for f in TARGET_FACTORS:
+                mse = point(w, f * sigma, 0.0, "nearest")["mse"]
+                cells = [f"{bits_at(fr, mse):.3f}" for fr in nnc_fronts.values()]
+                b_ours, b_nnc = bits_at(ours, mse), bits_at(best_nnc, mse)
+                print(f"| {mse:.3g} | " + " | ".join(cells) + f" | {b_ours:.3f} | {b_ours / b_nnc:.3f}x |")
+            t_nnc = np.median([p["sec"] for p in nnc["NNCodec DQ ls=1"]])
+            print(f"(NNCodec DQ quantLayer median time per call here: {t_nnc:.2f} s)")
+        print(f"\n{dist}: Pareto points (step/sigma, c, bits/weight, MSE)")
+        for m in ["rdoq", "trellis"]:
+            pts = ", ".join(f"({p['step'] / sigma:.3g}, {p['lam'] / p['step'] ** 2:g}, {p['bpw']:.3f}, {p['mse']:.3g})"
+                            for p in fronts[m])
+            print(f"  {m}: {pts}")
+    # Speed at one operating point (step = sigma, c = 0.1), same tensor, side by side.
+    w = make("laplacian", shape, sigma)
+    step = sigma
+    print(f"\n## speed, {shape[0]}x{shape[1]} = {w.size / 1e6:.1f}M weights, step = sigma, lam = 0.1 step^2")
+    print("| method | seconds (median of 3) | ns/weight | vs nearest |")
+    print("|---|---|---|---|")
+    base = None
+    for m in ["nearest", "rdoq", "trellis"]:
+        t = median_time(lambda: nnpress.quantize(w, step, lam=0.1 * step**2, method=m))
+        base = base or t
+        print(f"| {m} | {t:.3f} | {t / w.size * 1e9:.0f} | {t / base:.1f}x |")
+    chunk = max(1, (1 << 18) // shape[1])  # the .nnp writer's default row blocks (2^18 elements)
+    for m in ["rdoq", "trellis"]:
+        t = median_time(lambda: nnpress.quantize(w, step, lam=0.1 * step**2, method=m, chunk_rows=chunk))
+        print(f"| {m}, chunk_rows={chunk} (contexts restart per .nnp block), all cores | {t:.3f} | "
+              f"{t / w.size * 1e9:.0f} | {t / base:.1f}x |")
+    if args.peers:
+        import peers  # path set by nncodec_points
+
+        qp = int(round(4 * np.log2(step)))  # NNCodec qp whose step is closest to sigma
+        for use_dq in (False, True):
+            t = median_time(lambda: peers.nncodec_quantize(w, qp, use_dq=use_dq, lambda_scale=1.0))
+            print(f"| NNCodec quantLayer {'DQ' if use_dq else 'URQ'}, lambda_scale 1, qp {qp} | {t:.3f} | "
+                  f"{t / w.size * 1e9:.0f} | {t / base:.1f}x |")
+    t_enc = median_time(lambda: nnpress.encode_levels(nnpress.quantize(w, step)))
+    print(f"| (encode_levels of the nearest levels, for scale) | {t_enc:.3f} | {t_enc / w.size * 1e9:.0f} | |")
+    if not args.quick:
+        big = make("laplacian", (4096, 2560), sigma)
+        t = median_time(lambda: nnpress.quantize(big, step, lam=0.1 * step**2, method="rdoq"), n=1)
+        print(f"\nRDOQ of a {big.size / 1e6:.1f}M-weight tensor (4096x2560): {t:.2f} s")
+        t = median_time(lambda: nnpress.quantize(big, step, lam=0.1 * step**2, method="trellis"), n=1)
+        print(f"trellis of the same tensor: {t:.2f} s")
+        chunk = (1 << 18) // big.shape[1]
+        for m in ["rdoq", "trellis"]:
+            t = median_time(lambda: nnpress.quantize(big, step, lam=0.1 * step**2, method=m, chunk_rows=chunk), n=1)
+            print(f"{m} of the same tensor, chunk_rows={chunk}, all cores: {t:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
