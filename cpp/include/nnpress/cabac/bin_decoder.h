@@ -37,14 +37,14 @@ class BinDecoder {
   NNPRESS_INLINE unsigned bin(unsigned /*unused*/, ContextModel& ctx) {
     // Branch-free: the MPS/LPS outcome is data, so select with conditional moves and
     // renormalise both paths with one count-leading-zeros (MPS: shift 0 or 1; LPS: 1..8).
-    const uint32_t lps = kRangeLps[ctx.lps_index()][(range_ >> 5) & 7];
-    const uint32_t mps_range = range_ - lps;
-    const uint32_t scaled = mps_range << 7;
+    const uint64_t lps = kRangeLps[ctx.lps_index()][(range_ >> 5) & 7];
+    const uint64_t mps_range = range_ - lps;
+    const uint64_t scaled = mps_range << 7;
     const bool is_lps = value_ >= scaled;
     const unsigned bin = ctx.mps() ^ unsigned(is_lps);
     value_ -= is_lps ? scaled : 0u;
     range_ = is_lps ? lps : mps_range;
-    const int shift = __builtin_clz(range_) - 23;
+    const int shift = __builtin_clz(uint32_t(range_)) - 23;
     range_ <<= shift;
     value_ <<= shift;
     bits_needed_ += shift;
@@ -69,7 +69,7 @@ class BinDecoder {
 
   unsigned terminate(unsigned /*unused*/ = 0) {
     range_ -= 2;
-    const uint32_t scaled = range_ << 7;
+    const uint64_t scaled = range_ << 7;
     if (value_ >= scaled) return 1;  // end of stream: no renormalisation
     if (scaled < (256u << 7)) {
       range_ = scaled >> 6;
@@ -95,7 +95,7 @@ class BinDecoder {
   size_t position() const { return pos_; }
 
  private:
-  NNPRESS_INLINE uint32_t read_byte() {
+  NNPRESS_INLINE uint64_t read_byte() {
     if (pos_ < size_) return data_[pos_++];
     ++overrun_;
     return 0;
@@ -108,7 +108,7 @@ class BinDecoder {
       value_ |= read_byte() << bits_needed_;
       bits_needed_ -= 8;
     }
-    uint32_t scaled = range_ << (7 + n);
+    uint64_t scaled = range_ << (7 + n);
     uint32_t v = 0;
     for (int i = 0; i < n; ++i) {
       scaled >>= 1;
@@ -121,13 +121,16 @@ class BinDecoder {
     return v;
   }
 
+  // 64-bit engine state on purpose: decoded levels are written through int32_t pointers, and
+  // 32-bit (u)int members could alias them, forcing the compiler to reload the state from memory
+  // after every output store. int64_t/uint64_t cannot alias int32_t, so the state stays in registers.
   const uint8_t* data_;
   size_t size_;
   size_t pos_ = 0;
-  uint32_t overrun_ = 0;
-  uint32_t value_ = 0;
-  uint32_t range_ = 510;
-  int bits_needed_ = -8;
+  uint64_t overrun_ = 0;
+  uint64_t value_ = 0;
+  uint64_t range_ = 510;
+  int64_t bits_needed_ = -8;
 };
 
 }  // namespace nnpress::cabac

@@ -84,7 +84,7 @@ done:
 // Encoders/estimators read `levels`; decoders write it. Returns false if a decoder found a
 // level outside the int32 range or ran past the end of its data (output is then junk).
 template <class Coder>
-inline bool code_rows(Coder& c, WeightContexts& ctx, const LevelParams& p, int32_t* levels,
+NNPRESS_INLINE bool code_rows(Coder& c, WeightContexts& ctx, const LevelParams& p, int32_t* levels,
                       uint64_t rows, uint64_t cols) {
   bool bad = false;
   if (cols == 0) return true;  // no levels, whatever `rows` says (rows may be huge: no loop)

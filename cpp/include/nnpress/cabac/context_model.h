@@ -43,24 +43,32 @@ struct ContextModel {
 
   uint16_t fast = kProbHalf;  // P(1), fast-adapting estimate
   uint16_t slow = kProbHalf;  // P(1), slow-adapting estimate
+  // (lps_index << 1) | mps of the combined estimate, derived from fast/slow by every update so that
+  // the engine's critical path reads one byte instead of recomputing it for each bin.
+  uint8_t coded = state_of(kProbHalf, kProbHalf);
+
+  static constexpr uint8_t state_of(uint32_t f, uint32_t s) {
+    const uint32_t p = (f + s) >> 1;
+    const uint32_t mps = p >> (kProbBits - 1);
+    const uint32_t lps = mps ? (kProbOne - 1 - p) : p;
+    return uint8_t(((lps >> kLpsClassShift) << 1) | mps);
+  }
 
   // Combined estimate of P(bin == 1), 15-bit.
   NNPRESS_INLINE uint32_t p1() const { return (uint32_t(fast) + uint32_t(slow)) >> 1; }
   // Most probable symbol (0 or 1).
-  NNPRESS_INLINE unsigned mps() const { return p1() >> (kProbBits - 1); }
+  NNPRESS_INLINE unsigned mps() const { return coded & 1u; }
   // LPS probability class in [0, 127].
-  NNPRESS_INLINE unsigned lps_index() const {
-    const uint32_t p = p1();
-    const uint32_t lps = (p >> (kProbBits - 1)) ? (kProbOne - 1 - p) : p;
-    return lps >> kLpsClassShift;
-  }
+  NNPRESS_INLINE unsigned lps_index() const { return coded >> 1; }
   NNPRESS_INLINE void update(unsigned bin) {
     // Written as selects so the compiler emits conditional moves (the bin is unpredictable).
     const uint32_t f = fast, s = slow;
     const uint32_t f_up = f + ((kProbOne - f) >> kFastShift), f_down = f - (f >> kFastShift);
     const uint32_t s_up = s + ((kProbOne - s) >> kSlowShift), s_down = s - (s >> kSlowShift);
-    fast = uint16_t(bin ? f_up : f_down);
-    slow = uint16_t(bin ? s_up : s_down);
+    const uint32_t nf = bin ? f_up : f_down, ns = bin ? s_up : s_down;
+    fast = uint16_t(nf);
+    slow = uint16_t(ns);
+    coded = state_of(nf, ns);
   }
 };
 
