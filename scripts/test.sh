@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1   # models come from installed packages, never a hub
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   if ! dpkg -s libbenchmark-dev >/dev/null 2>&1; then
