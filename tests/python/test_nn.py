@@ -127,3 +127,21 @@ def test_import_nnpress_does_not_import_torch():
 
     code = "import sys, nnpress; m = nnpress.CSERMatrix; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_convert_a_model_decoded_from_nnp(digits, tmp_path):
+    import nnpress
+    from nnpress.demo_models import build_digits_model
+
+    model, x = digits
+    path = tmp_path / "digits.nnp"
+    nnpress.compress(model, str(path))
+    decoded = build_digits_model("cnn")
+    decoded.load_state_dict(nnpress.decompress(str(path)))
+    decoded.eval()
+    fast = nnn.convert(decoded, format="cser")
+    assert not any(isinstance(m, (nn.Linear, nn.Conv2d)) for m in fast.modules())
+    with torch.no_grad():
+        ref, out = decoded(x), fast(x)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    assert torch.equal(out.argmax(1), ref.argmax(1))
