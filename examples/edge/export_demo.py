@@ -1,10 +1,11 @@
 """Export what examples/edge needs: the demo CNN's .nnp, the digits test images as raw files, and the
 Python model's predictions to compare with.
 
-Usage: python examples/edge/export_demo.py OUT_DIR [--seed 0] [--onnx]
+Usage: python examples/edge/export_demo.py OUT_DIR [--seed 0] [--rel-step R] [--onnx]
 
 Writes into OUT_DIR (using the *installed* nnpress):
   digits_cnn.nnp      the trained digits CNN (python/nnpress/demo_models.py), nnpress.compress defaults
+                      (--rel-step R: CodecConfig(rel_step=R), coarser steps = fewer distinct values)
   test_images.f32     N x 64 float32 pixels in [0, 1] (the fixed 25 % test split), little endian
   test_labels.i32     N int32 labels
   expected_pred.i32   N int32 predictions of the Python model that the edge app must reproduce:
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out_dir")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rel-step", type=float, default=None, help="CodecConfig.rel_step (default: the config's)")
     ap.add_argument("--onnx", action="store_true", help="also export the decompressed model to ONNX")
     args = ap.parse_args(argv)
 
@@ -39,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     data = load_digits_data()
     model = train_digits_model("cnn", seed=args.seed, data=data)
     nnp = os.path.join(args.out_dir, "digits_cnn.nnp")
-    nnpress.compress(model, nnp)
+    config = nnpress.CodecConfig() if args.rel_step is None else nnpress.CodecConfig(rel_step=args.rel_step)
+    nnpress.compress(model, nnp, config)
 
     restored = build_digits_model("cnn")
     restored.load_state_dict(nnpress.decompress(nnp))
@@ -70,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         "correct_python": int((pred == data.y_test).sum()),
         "min_logit_margin": float((top2[:, 0] - top2[:, 1]).min()),
         "nnp_bytes": os.path.getsize(nnp),
+        "rel_step": config.rel_step,
         "nnpress_version": getattr(nnpress, "__version__", "?"),
     }
     if args.onnx:
