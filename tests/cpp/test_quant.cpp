@@ -1,6 +1,7 @@
 // Quantizers (nnpress/quant/*.h): nearest, RDOQ and trellis against their contracts — exact
 // rates, reconstruction identical to dequantize, lambda = 0 behaviour, cheapest levels for
 // zero importance, chunked context resets, argument errors.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -233,6 +234,61 @@ static void test_threads_deterministic(QuantMethod m) {
   }
 }
 
+// Many random configurations (heavy tails reaching the Exp-Golomb remainder, every unary length
+// class, zero importances, chunking): the contract identities must hold in all of them.
+static void test_random_configurations() {
+  std::mt19937_64 rng(2024);
+  for (int iter = 0; iter < 60; ++iter) {
+    const uint64_t rows = 1 + rng() % 9, cols = 1 + rng() % 120;
+    const size_t n = size_t(rows * cols);
+    std::vector<double> w(n);
+    std::vector<double> f(n);
+    std::student_t_distribution<double> heavy(1.5);
+    std::uniform_real_distribution<double> u(0.0, 2.0);
+    for (size_t i = 0; i < n; ++i) {
+      w[i] = heavy(rng) * 0.01;
+      if (std::fabs(w[i]) > 1e3) w[i] = 0.0;
+      f[i] = rng() % 5 == 0 ? 0.0 : u(rng);
+    }
+    const QuantMethod m = rng() % 2 ? QuantMethod::kTrellis : QuantMethod::kRdoq;
+    const double step = 0.002 * double(1 + rng() % 20);
+    QuantOptions o = opts(m, step, double(rng() % 5) * 0.1 * step * step);
+    if (rng() % 2) {
+      o.params_fixed = true;
+      const uint32_t lens[] = {0, 1, 2, 7, 8, 9, 15, 64};
+      o.params.unary_len = lens[rng() % 8];
+      o.params.eg_order = uint32_t(rng() % 4);
+    }
+    const bool chunked = rng() % 3 == 0;
+    if (chunked) o.chunk_rows = 1 + rng() % 3;
+    o.threads = unsigned(rng() % 3);
+    std::vector<int32_t> q(n);
+    std::vector<float> rec(n), deq(n);
+    QuantResult res;
+    const bool use_f = rng() % 2;
+    CHECK(quantize_dd(w.data(), use_f ? f.data() : nullptr, rows, cols, o, q.data(), rec.data(), &res).ok());
+    CHECK(dequantize(q.data(), rows, cols, step, m, deq.data()).ok());
+    CHECK(std::memcmp(rec.data(), deq.data(), n * 4) == 0);
+    double rate = 0;
+    if (!chunked) {
+      rate = estimate_level_bits(q.data(), rows, cols, res.params);
+    } else {
+      for (uint64_t r0 = 0; r0 < rows; r0 += o.chunk_rows) {
+        const uint64_t nr = std::min<uint64_t>(o.chunk_rows, rows - r0);
+        rate += estimate_level_bits(q.data() + r0 * cols, nr, cols, res.params);
+      }
+    }
+    CHECK(std::fabs(res.rate_bits() - rate) <= 1e-6 * (1 + rate));
+    if (!chunked) CHECK(res.rate_bits() == rate);
+    // A round trip through the coder with the priced params.
+    std::vector<uint8_t> bytes;
+    encode_level_payload(q.data(), rows, cols, res.params, &bytes);
+    std::vector<int32_t> back(n);
+    CHECK(decode_level_payload(bytes.data(), bytes.size(), rows, cols, res.params, back.data()).ok());
+    CHECK(back == q);
+  }
+}
+
 // Trellis: the state machine really constrains the reconstruction (levels differ from plain
 // rounding at 2*step) and at lambda = 0 it beats plain rounding at 2*step in distortion.
 static void test_trellis_distortion() {
@@ -340,6 +396,7 @@ int main() {
   test_chunk_reset(QuantMethod::kTrellis);
   test_threads_deterministic(QuantMethod::kRdoq);
   test_threads_deterministic(QuantMethod::kTrellis);
+  test_random_configurations();
   test_trellis_distortion();
   test_errors();
   test_dependent_rule();
