@@ -174,6 +174,22 @@ NNPRESS_BINDING(container) {
         check(s);
       });
 
+  m.def(
+      "nnp_validate",
+      [](py::buffer data) {
+        py::buffer_info info = data.request();
+        ContainerReader r;
+        Status s;
+        {
+          py::gil_scoped_release release;
+          s = ContainerReader::open_memory(static_cast<const uint8_t*>(info.ptr),
+                                           size_t(info.size) * size_t(info.itemsize), &r);
+          if (s.ok()) s = r.verify_checksums();
+        }
+        check(s);
+      },
+      py::arg("data"), "Parse a .nnp file held in a buffer (no copy) and check every CRC; raises on bad data.");
+
 #ifdef NNPRESS_WITH_ENCODER
   // specs: list of (name, dtype, role, storage, shape, data, method, step, lambda, alias_of,
   // rows_per_block, unary_len, eg_order), codes

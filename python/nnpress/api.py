@@ -31,7 +31,7 @@ import numpy as np
 
 from .config import CodecConfig, ResolvedPlan
 from .container import (NnpFile, TensorRecord, bfloat16_to_float32, float32_to_bfloat16, nnp_bytes,
-                        write_bytes_atomic)
+                        validate_nnp, write_bytes_atomic)
 from .traverse import TensorEntry, collect
 
 __all__ = ["compress", "decompress", "decompress_to_file", "info", "CompressionReport", "TensorReport"]
@@ -227,7 +227,7 @@ def compress(source, dest, config: CodecConfig | None = None, *,
                              metadata=metadata)
     times["encode"] = time.perf_counter() - t2
     t3 = time.perf_counter()
-    NnpFile(data)  # the bytes must parse before anything is replaced
+    validate_nnp(data)  # structure and every CRC, before anything is replaced
     write_bytes_atomic(dest, data)
     times["write"] = time.perf_counter() - t3
     times["total"] = time.perf_counter() - t0

@@ -35,7 +35,7 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["NnpFile", "TensorRecord", "write_nnp", "nnp_bytes", "bfloat16_to_float32",
+__all__ = ["NnpFile", "TensorRecord", "write_nnp", "nnp_bytes", "validate_nnp", "bfloat16_to_float32",
            "float32_to_bfloat16", "NUMPY_DTYPES", "DEFAULT_BLOCK_ELEMENTS"]
 
 DEFAULT_BLOCK_ELEMENTS = 1 << 18
@@ -260,6 +260,12 @@ def nnp_bytes(records: Sequence[TensorRecord], *, block_elements: int = DEFAULT_
     return data, list(stored)
 
 
+def validate_nnp(data) -> None:
+    """Check that ``data`` is a well-formed .nnp file (structure and every CRC), without copying it;
+    raises :class:`nnpress.FormatError` otherwise."""
+    _core.nnp_validate(memoryview(data).cast("B"))
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder + fsync + rename."""
     path = os.fspath(path)
@@ -288,6 +294,6 @@ def write_nnp(path: str | os.PathLike, records: Sequence[TensorRecord], *,
     Returns the stored bytes per record."""
     data, stored = nnp_bytes(records, block_elements=block_elements, threads=threads, metadata=metadata,
                              size_tolerance=size_tolerance)
-    NnpFile(data)  # the bytes must parse before anything is replaced
+    validate_nnp(data)  # the bytes must parse before anything is replaced
     write_bytes_atomic(path, data)
     return stored

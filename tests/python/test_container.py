@@ -206,3 +206,17 @@ def test_golden_files_are_reproduced_by_the_writer():
     spec.loader.exec_module(mod)
     for name, data in mod.build_all().items():
         assert (GOLDEN / name).read_bytes() == data, name
+
+
+def test_validate_checks_structure_and_every_crc():
+    from nnpress.container import validate_nnp
+
+    recs, _, _ = _records(np.random.default_rng(8))
+    good, _ = nnp_bytes(recs, block_elements=500)
+    validate_nnp(good)
+    bad = bytearray(good)
+    bad[50] ^= 1  # inside the first chunk: only a CRC check can see it
+    with pytest.raises(nnpress.FormatError, match="w.big"):
+        validate_nnp(bytes(bad))
+    with pytest.raises(nnpress.FormatError):
+        validate_nnp(good[:-1])
