@@ -195,7 +195,7 @@ def compress(source, dest, config: CodecConfig | None = None, *,
             plan = ResolvedPlan(lossless=True)  # NaN/inf cannot be quantized: keep the tensor exact
         else:
             plan = config.resolve(e.name, e.role, e.dtype, fvals)
-            if not plan.lossless and e.count and float(np.max(np.abs(fvals))) / plan.step >= _MAX_LEVEL:
+            if not plan.lossless and e.count and max(-float(fvals.min()), float(fvals.max())) / plan.step >= _MAX_LEVEL:
                 plan = ResolvedPlan(lossless=True)  # an outlier beyond the level range: keep it exact
         if plan.lossless:
             records.append(TensorRecord(e.name, e.dtype, e.role, "raw", e.shape, data=e.values))
@@ -222,6 +222,8 @@ def compress(source, dest, config: CodecConfig | None = None, *,
     from . import __version__
     stored_config = config.to_dict()
     stored_config.pop("threads", None)  # does not change the bytes, so it is not recorded
+    # per-tensor plans are in the tensor table already (step, method, lambda): keep only their count
+    stored_config["overrides"] = len(config.overrides)
     metadata = {"producer": FORMAT_PRODUCER, "nnpress_version": __version__, "config": stored_config}
     data, stored = nnp_bytes(records, block_elements=config.block_elements, threads=config.threads,
                              metadata=metadata)
