@@ -174,6 +174,7 @@ void test_isas_against_scalar() {
       {37, 150, 16, 0.3, false}, {64, 513, 5, 0.05, false}, {9, 1000, 300, 0.5, false},
       {33, 64, 16, 1.0, false},  {20, 77, 3, 0.2, true},    {3, 70000, 12, 0.01, false},
       {1, 1, 1, 1.0, false},     {17, 31, 16, 0.0, false},  {130, 257, 15, 0.6, false},
+      {20, 2000, 4, 0.8, false},  // large groups: the group-sum paths
   };
   std::vector<Isa> isas = {Isa::kScalar};
   for (Isa i : {Isa::kNeon, Isa::kAvx2, Isa::kAvx512}) {
@@ -183,8 +184,15 @@ void test_isas_against_scalar() {
   for (Isa i : isas) std::printf(" %s", isa_name(i));
   std::printf(" (auto: %s)\n", isa_name(detect_isa()));
   const size_t batches[] = {1, 3, 16, 32, 33, 48, 60, 70, 130};
-  for (const Case& c : cases) {
-    const std::vector<float> w = random_matrix(rng, c);
+  for (size_t ci = 0; ci <= sizeof(cases) / sizeof(cases[0]); ++ci) {
+    // The extra last case: mostly tiny groups (the flat paths) plus one row holding a single group
+    // larger than a flat run's buffer (3000 entries).
+    const bool mixed = ci == sizeof(cases) / sizeof(cases[0]);
+    const Case c = mixed ? Case{40, 3000, 16, 0.01, false} : cases[ci];
+    std::vector<float> w = random_matrix(rng, c);
+    if (mixed) {
+      for (uint32_t k = 0; k < c.cols; ++k) w[k] = 1.0f;
+    }
     std::normal_distribution<float> nd;
     for (size_t batch : batches) {
       std::vector<float> X(size_t(c.cols) * batch), scale(size_t(c.rows) * batch, 0.0f), ref(scale.size());
@@ -201,7 +209,7 @@ void test_isas_against_scalar() {
         }
       }
       for (Format f : {Format::kCER, Format::kCSER, Format::kCodebook}) {
-        if (f == Format::kCodebook && c.values + (c.implicit_nonzero ? 1 : 0) > 16) continue;
+        if (f == Format::kCodebook && c.values + (c.implicit_nonzero ? 1 : 0) + (mixed ? 1 : 0) > 16) continue;
         RowGroupMatrix rg;
         CodebookMatrix cb;
         if (f == Format::kCodebook) {

@@ -154,6 +154,66 @@ void rows_matmat_tile(const RowsView& m, const Col* col, Value value_of, const f
   }
 }
 
+// Batched, small groups (<= 12 entries on average): one FMA per entry over runs of whole groups,
+// as in the AVX-512 file.
+template <int NV, class Col, class Value>
+void rows_matmat_tile_flat(const RowsView& m, const Col* col, Value value_of, const float* X, size_t batch,
+                           float* Y, uint32_t r0, uint32_t r1, size_t b0, const Tile<NV>& t) {
+  alignas(32) float vals[kSegment + 16];
+  for (uint32_t r = r0; r < r1; ++r) {
+    __m256 acc0[NV], acc1[NV];
+    for (int j = 0; j < NV; ++j) acc0[j] = acc1[j] = _mm256_setzero_ps();
+    uint32_t seg0 = m.group_ptr[m.row_ptr[r]], seg_len = 0;
+    auto flush = [&] {
+      uint32_t i = 0;
+      for (; i + 2 <= seg_len; i += 2) {
+        const float* a = X + size_t(col[seg0 + i]) * batch + b0;
+        const float* b = X + size_t(col[seg0 + i + 1]) * batch + b0;
+        const __m256 va = _mm256_set1_ps(vals[i]), vb = _mm256_set1_ps(vals[i + 1]);
+        for (int j = 0; j < NV; ++j) {
+          acc0[j] = _mm256_fmadd_ps(va, t.load(a + 8 * j, j), acc0[j]);
+          acc1[j] = _mm256_fmadd_ps(vb, t.load(b + 8 * j, j), acc1[j]);
+        }
+      }
+      if (i < seg_len) {
+        const float* a = X + size_t(col[seg0 + i]) * batch + b0;
+        const __m256 va = _mm256_set1_ps(vals[i]);
+        for (int j = 0; j < NV; ++j) acc0[j] = _mm256_fmadd_ps(va, t.load(a + 8 * j, j), acc0[j]);
+      }
+    };
+    for (uint32_t g = m.row_ptr[r]; g < m.row_ptr[r + 1]; ++g) {
+      const uint32_t k0 = m.group_ptr[g], n = m.group_ptr[g + 1] - k0;
+      if (seg_len + n > kSegment) {
+        flush();
+        seg0 = k0, seg_len = 0;
+      }
+      const float d = m.delta[value_of(g, r)];
+      if (n > kSegment) {  // a huge group: its own run, in kSegment pieces
+        for (uint32_t done = 0; done < n;) {
+          const uint32_t piece = n - done < kSegment ? n - done : kSegment;
+          for (uint32_t i = 0; i < piece; ++i) vals[i] = d;
+          seg0 = k0 + done, seg_len = piece;
+          flush();
+          done += piece;
+        }
+        seg0 = k0 + n, seg_len = 0;
+        continue;
+      }
+      const __m256 dv = _mm256_set1_ps(d);
+      uint32_t i = 0;
+      do {
+        _mm256_storeu_ps(vals + seg_len + i, dv);
+        _mm256_storeu_ps(vals + seg_len + i + 8, dv);
+        i += 16;
+      } while (i < n);
+      seg_len += n;
+    }
+    flush();
+    float* out = Y + size_t(r) * batch + b0;
+    for (int j = 0; j < NV; ++j) t.store(out + 8 * j, j, _mm256_add_ps(acc0[j], acc1[j]));
+  }
+}
+
 template <class F>
 void for_tiles(size_t batch, F&& f) {
   // Full tiles of 32 columns (4 vectors), then one tile of 1..4 vectors for the rest.
@@ -195,8 +255,16 @@ void rows_matvec(const RowsView& m, const float* x, float* y, uint32_t r0, uint3
 }
 
 void rows_matmat(const RowsView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1) {
+  const uint64_t groups = m.row_ptr[m.rows], entries = m.group_ptr[groups];
+  const bool small = groups > 0 && entries <= 12 * groups;
   with_layout(m, [&](auto col, auto value_of) {
-    for_tiles(batch, [&](size_t b0, const auto& tile) { rows_matmat_tile(m, col, value_of, X, batch, Y, r0, r1, b0, tile); });
+    for_tiles(batch, [&](size_t b0, const auto& tile) {
+      if (small) {
+        rows_matmat_tile_flat(m, col, value_of, X, batch, Y, r0, r1, b0, tile);
+      } else {
+        rows_matmat_tile(m, col, value_of, X, batch, Y, r0, r1, b0, tile);
+      }
+    });
   });
 }
 
