@@ -82,6 +82,24 @@ py::tuple quantize_binding(py::array w, py::object importance, double step, doub
   info["passes"] = res.passes;
   return py::make_tuple(levels, recon, info);
 }
+
+double rate_bits_binding(py::array_t<int32_t, py::array::c_style | py::array::forcecast> levels, uint32_t unary_len,
+                         uint32_t eg_order, uint64_t chunk_rows) {
+  uint64_t rows, cols;
+  rows_cols(levels, &rows, &cols);
+  cabac::LevelParams p;
+  p.unary_len = unary_len;
+  p.eg_order = eg_order;
+  uint64_t rate = 0;
+  const int32_t* q = levels.data();
+  Status s;
+  {
+    py::gil_scoped_release release;
+    s = estimate_chunked_rate(q, rows, cols, chunk_rows, p, &rate);
+  }
+  check(s);
+  return double(rate) / double(cabac::kRateOne);
+}
 #endif
 
 py::array_t<float> dequantize_binding(py::array_t<int32_t, py::array::c_style | py::array::forcecast> levels,
@@ -112,5 +130,7 @@ NNPRESS_BINDING(quant) {
   m.def("quantize", &quantize_binding, py::arg("weights"), py::arg("importance"), py::arg("step"), py::arg("lam"),
         py::arg("method"), py::arg("chunk_rows"), py::arg("max_passes"), py::arg("threads"), py::arg("want_recon"),
         "Quantize C-contiguous float32/float64 weights -> (int32 levels, float32 reconstruction or None, info).");
+  m.def("rate_bits", &rate_bits_binding, py::arg("levels"), py::arg("unary_len"), py::arg("eg_order"),
+        py::arg("chunk_rows"), "Estimated bits of int32 levels with the given level params and chunked contexts.");
 #endif
 }

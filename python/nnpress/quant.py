@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["quantize", "dequantize", "quantize_info", "METHODS"]
+__all__ = ["quantize", "dequantize", "quantize_info", "rate_bits", "METHODS"]
 
 METHODS = {"nearest": 0, "rdoq": 1, "trellis": 2}
 
@@ -143,3 +143,26 @@ def dequantize(q, step, method="nearest") -> np.ndarray:
             raise ValueError("levels outside the int32 range")
     levels = np.ascontiguousarray(arr, dtype=np.int32).reshape(arr.shape)
     return _core.dequantize(levels, step, m).reshape(arr.shape)
+
+
+def rate_bits(levels, unary_len: int, eg_order: int, *, chunk_rows=None) -> float:
+    """Bits the coder's contexts predict for int32 ``levels`` coded with the given level params
+    (``unary_len`` 0..64, ``eg_order`` 0..30), contexts restarting every ``chunk_rows`` rows (None:
+    never). With the ``unary_len``/``eg_order``/``chunk_rows`` of a :func:`quantize_info` call this
+    is exactly its ``rate_bits``; :func:`nnpress.estimate_bits` instead picks the params itself."""
+    if not _core.HAS_ENCODER:
+        raise RuntimeError("this nnpress build has no encoder (NNPRESS_ENCODER=OFF)")
+    arr = np.asarray(levels)
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"levels must be an integer array, got dtype {arr.dtype}")
+    if arr.dtype != np.int32 and arr.size and (arr.min() < np.iinfo(np.int32).min or arr.max() > np.iinfo(np.int32).max):
+        raise ValueError("levels outside the int32 range")
+    for name, v in (("unary_len", unary_len), ("eg_order", eg_order)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 or v > 255:
+            raise ValueError(f"{name} must be an int, got {v!r}")
+    if chunk_rows is None:
+        chunk_rows = 0
+    elif isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be a positive int or None, got {chunk_rows!r}")
+    lv = np.ascontiguousarray(arr, dtype=np.int32).reshape(arr.shape)
+    return float(_core.rate_bits(lv, int(unary_len), int(eg_order), int(chunk_rows)))

@@ -209,6 +209,16 @@ static void test_chunk_reset(QuantMethod m) {
     sum += estimate_level_bits(q.data() + r0 * cols, n, cols, res.params);
   }
   CHECK(std::fabs(res.rate_bits() - sum) < 1e-6);
+  uint64_t rate = 0;
+  CHECK(estimate_chunked_rate(q.data(), rows, cols, chunk, res.params, &rate).ok());
+  CHECK(rate == res.rate);
+  CHECK(estimate_chunked_rate(q.data(), rows, cols, 0, res.params, &rate).ok());
+  CHECK(double(rate) / cabac::kRateOne == estimate_level_bits(q.data(), rows, cols, res.params));
+  cabac::LevelParams bad_params;
+  bad_params.unary_len = 65;
+  CHECK(estimate_chunked_rate(q.data(), rows, cols, chunk, bad_params, &rate).code() == StatusCode::kInvalidArgument);
+  CHECK(estimate_chunked_rate(nullptr, rows, cols, chunk, res.params, &rate).code() == StatusCode::kInvalidArgument);
+  CHECK(estimate_chunked_rate(q.data(), rows, cols, chunk, res.params, nullptr).code() == StatusCode::kInvalidArgument);
   CHECK(res.rate_bits() != estimate_level_bits(q.data(), rows, cols, res.params));
 }
 

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import nnpress
+from nnpress.quant import rate_bits
 
 METHODS = ["nearest", "rdoq", "trellis"]
 
@@ -101,11 +102,8 @@ def test_reconstruction_is_what_the_search_evaluated(method):
         np.testing.assert_allclose(info["distortion"], np.sum(f * (w - deq64) ** 2), rtol=1e-9)
     if method != "nearest":
         # The rate the search priced is the coder's own estimate for those params.
-        stream = nnpress.encode_levels(q)
-        hdr = nnpress.level_stream_info(stream)
-        assert (hdr["unary_len"], hdr["eg_order"]) == (info["unary_len"], info["eg_order"])
-        assert info["rate_bits"] == nnpress.estimate_bits(q)
-        np.testing.assert_array_equal(nnpress.decode_levels(stream), q)
+        assert info["rate_bits"] == rate_bits(q, info["unary_len"], info["eg_order"])
+        np.testing.assert_array_equal(nnpress.decode_levels(nnpress.encode_levels(q)), q)
 
 
 def test_trellis_dequantize_state_machine():
@@ -125,6 +123,9 @@ def test_chunk_rows_restarts_contexts():
     q, _, info = nnpress.quantize_info(w, step, lam=0.2 * step**2, method="rdoq", chunk_rows=5)
     q1, _, info1 = nnpress.quantize_info(w, step, lam=0.2 * step**2, method="rdoq")
     assert info["rate_bits"] != info1["rate_bits"]
+    assert info["rate_bits"] == rate_bits(q, info["unary_len"], info["eg_order"], chunk_rows=5)
+    assert info1["rate_bits"] == rate_bits(q1, info1["unary_len"], info1["eg_order"])
+    assert info["rate_bits"] == sum(rate_bits(q[r:r + 5], info["unary_len"], info["eg_order"]) for r in (0, 5, 10))
     with pytest.raises(ValueError):
         nnpress.quantize(w, step, method="rdoq", chunk_rows=0)
 
@@ -220,3 +221,18 @@ def test_non_contiguous_and_float16_inputs():
     w16 = w.astype(np.float16)
     np.testing.assert_array_equal(nnpress.quantize(w16, 0.01, method="trellis", lam=1e-5),
                                   nnpress.quantize(w16.astype(np.float32), 0.01, method="trellis", lam=1e-5))
+
+
+def test_rate_bits_arguments():
+    q = np.array([[0, 1, -2], [3, 0, 0]], np.int32)
+    assert rate_bits(q, 2, 0) > 0
+    with pytest.raises(ValueError):
+        rate_bits(q, 65, 0)
+    with pytest.raises(ValueError):
+        rate_bits(q, 2, 31)
+    with pytest.raises(ValueError):
+        rate_bits(q, -1, 0)
+    with pytest.raises(TypeError):
+        rate_bits(q.astype(np.float32), 2, 0)
+    with pytest.raises(ValueError):
+        rate_bits(q, 2, 0, chunk_rows=0)

@@ -146,6 +146,26 @@ Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t c
   return Status::Ok();
 }
 
+Status estimate_chunked_rate(const int32_t* levels, uint64_t rows, uint64_t cols, uint64_t chunk_rows,
+                             const cabac::LevelParams& params, uint64_t* rate) {
+  if (cols != 0 && rows > UINT64_MAX / cols) return invalid_argument("estimate_chunked_rate: rows * cols overflows");
+  if (rows * cols != 0 && levels == nullptr) return invalid_argument("estimate_chunked_rate: null levels");
+  if (rate == nullptr) return invalid_argument("estimate_chunked_rate: null rate");
+  Status s = check_level_params(params);
+  if (!s.ok()) return invalid_argument("estimate_chunked_rate: " + s.message());
+  const uint64_t chunk = chunk_rows && chunk_rows < rows ? chunk_rows : rows;
+  uint64_t total = 0;
+  for (uint64_t r0 = 0; r0 < rows; r0 += chunk) {
+    const uint64_t n = std::min(chunk, rows - r0);
+    cabac::RateEstimator est;
+    cabac::WeightContexts ctx;
+    cabac::code_rows(est, ctx, params, const_cast<int32_t*>(levels + r0 * cols), n, cols);
+    total += est.cost();
+  }
+  *rate = total;
+  return Status::Ok();
+}
+
 #define NNPRESS_INSTANTIATE(W, F)                                                                       \
   template Status quantize<W, F>(const W*, const F*, uint64_t, uint64_t, const QuantOptions&, int32_t*, \
                                  float*, QuantResult*);

@@ -80,6 +80,12 @@ struct QuantResult {
 template <class W, class F>
 Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t cols,
                 const QuantOptions& options, int32_t* levels, float* recon, QuantResult* result);
+
+// Bits (fixed point, kRateOne per bit) of rows*cols levels coded with `params`, contexts fresh
+// every chunk_rows rows (0: never) — what quantize() reports as QuantResult::rate for its levels.
+// kInvalidArgument for null buffers with count > 0 or invalid params.
+Status estimate_chunked_rate(const int32_t* levels, uint64_t rows, uint64_t cols, uint64_t chunk_rows,
+                             const cabac::LevelParams& params, uint64_t* rate);
 #endif
 
 }  // namespace nnpress

@@ -5,7 +5,7 @@
 //   every row, contexts fresh at row 0 and every chunk_rows rows, as cabac::code_rows and the
 //   container do) and, for each weight w with x = w / step, a = floor(|x|), s = sign(x), picks
 //   among the candidates
-//       0,  s*a,  s*(a+1) (only if it is the nearest level),  s*(a-1) (if a >= 2)
+//       0,  s*a,  s*(a+1) (if it is the nearest level, or a == 0),  s*(a-1) (if a >= 2)
 //   the one minimising  F (w - q*step)^2 + lambda * bits(q),  bits(q) priced by
 //   cabac::code_level<RatePeek> on the live contexts and neighbourhood. The nearest level is
 //   evaluated first and only a strictly cheaper candidate replaces it (so lambda == 0 gives
