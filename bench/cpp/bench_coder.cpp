@@ -60,7 +60,7 @@ void set_counters(benchmark::State& st, uint64_t bins, size_t bytes) {
 
 void BM_Encode(benchmark::State& st) {
   const auto v = make_levels(st.range(0) / 100.0, st.range(1) / 100.0);
-  const LevelParams p = choose_level_params(v.data(), v.size());
+  const LevelParams p = choose_level_params_for_speed(v.data(), kRows, kCols);
   std::vector<uint8_t> out;
   for (auto _ : st) {
     out.clear();
@@ -72,7 +72,7 @@ void BM_Encode(benchmark::State& st) {
 
 void BM_Decode(benchmark::State& st) {
   const auto v = make_levels(st.range(0) / 100.0, st.range(1) / 100.0);
-  const LevelParams p = choose_level_params(v.data(), v.size());
+  const LevelParams p = choose_level_params_for_speed(v.data(), kRows, kCols);
   std::vector<uint8_t> data;
   encode_level_payload(v.data(), kRows, kCols, p, &data);
   std::vector<int32_t> out(v.size());
@@ -86,7 +86,7 @@ void BM_Decode(benchmark::State& st) {
 
 void BM_EstimateBits(benchmark::State& st) {
   const auto v = make_levels(st.range(0) / 100.0, st.range(1) / 100.0);
-  const LevelParams p = choose_level_params(v.data(), v.size());
+  const LevelParams p = choose_level_params_for_speed(v.data(), kRows, kCols);
   for (auto _ : st) benchmark::DoNotOptimize(estimate_level_bits(v.data(), kRows, kCols, p));
   set_counters(st, count_bins(v, p), 0);
 }

@@ -134,6 +134,91 @@ LevelParams choose_level_params(const int32_t* levels, uint64_t count) {
   return best;
 }
 
+namespace {
+
+constexpr uint64_t kSpeedSampleElements = 65536;
+
+struct Candidate {
+  LevelParams p;
+  double bits = 0, work = 0;
+};
+
+// Decoder work of one level under p, in units of a context-coded bin (bypass bins are cheaper).
+double level_work(uint32_t mag, const LevelParams& p) {
+  if (mag == 0) return 1.0;
+  double w = 2.0;  // significance + sign
+  w += mag < p.unary_len ? mag : p.unary_len;
+  if (mag > p.unary_len) {
+    const uint64_t r = uint64_t(mag) - p.unary_len - 1;
+    const int j = 63 - __builtin_clzll((r >> p.eg_order) + 1);
+    w += (j + 1) + 0.35 * (p.eg_order + j);
+  }
+  return w;
+}
+
+}  // namespace
+
+LevelParams choose_level_params_for_speed(const int32_t* levels, uint64_t rows, uint64_t cols,
+                                          double size_tolerance) {
+  const uint64_t count = rows * cols;
+  const LevelParams base = choose_level_params(levels, count);
+  if (count == 0 || size_tolerance < 0) return base;
+  // Sample: whole rows spread over the tensor (or a prefix of a single long row).
+  std::vector<int32_t> sample;
+  uint64_t srows, scols;
+  if (cols >= kSpeedSampleElements || rows == 1) {
+    scols = std::min<uint64_t>(cols, kSpeedSampleElements);
+    srows = 1;
+    sample.assign(levels, levels + scols);
+  } else {
+    const uint64_t want = std::max<uint64_t>(1, kSpeedSampleElements / cols);
+    srows = std::min(rows, want);
+    scols = cols;
+    sample.reserve(size_t(srows * cols));
+    for (uint64_t k = 0; k < srows; ++k) {
+      const uint64_t r = k * rows / srows;
+      sample.insert(sample.end(), levels + r * cols, levels + (r + 1) * cols);
+    }
+  }
+  double mean_mag = 0;
+  uint64_t nonzero = 0;
+  std::vector<uint32_t> mags(sample.size());
+  for (size_t i = 0; i < sample.size(); ++i) {
+    const int32_t q = sample[i];
+    mags[i] = q < 0 ? 0u - uint32_t(q) : uint32_t(q);
+    if (mags[i]) {
+      mean_mag += mags[i];
+      ++nonzero;
+    }
+  }
+  if (nonzero == 0) return base;
+  mean_mag /= double(nonzero);
+  std::vector<Candidate> cands{{base}};
+  for (uint32_t u : {0u, 2u, 4u, 8u, 14u}) {
+    if (u >= base.unary_len) continue;
+    const double rem = std::max(0.0, mean_mag - u - 1);
+    const int k0 = std::max(0, int(std::floor(std::log2(rem + 1.0))) - 1);
+    for (int k = std::max(0, k0 - 1); k <= std::min(30, k0 + 1); ++k) {
+      LevelParams p;
+      p.unary_len = u;
+      p.eg_order = uint32_t(k);
+      cands.push_back({p});
+    }
+  }
+  double best_bits = INFINITY;
+  for (Candidate& c : cands) {
+    c.bits = estimate_level_bits(sample.data(), srows, scols, c.p);
+    for (uint32_t m : mags) c.work += level_work(m, c.p);
+    best_bits = std::min(best_bits, c.bits);
+  }
+  const Candidate* pick = nullptr;
+  for (const Candidate& c : cands) {
+    if (c.bits > best_bits * (1.0 + size_tolerance)) continue;
+    if (pick == nullptr || c.work < pick->work) pick = &c;
+  }
+  return pick->p;
+}
+
 void encode_level_payload(const int32_t* levels, uint64_t rows, uint64_t cols, const LevelParams& params,
                           std::vector<uint8_t>* out) {
   cabac::BinEncoder enc(out);
@@ -158,9 +243,9 @@ Status encode_level_stream(const int32_t* levels, uint64_t count, const std::vec
   for (uint64_t d : shape) n *= d;
   if (n != count) return invalid_argument("encode_levels: shape does not match the number of levels");
   if (count != 0 && levels == nullptr) return invalid_argument("encode_levels: null levels");
-  const LevelParams params = choose_level_params(levels, count);
   uint64_t rows, cols;
   rows_cols_of(shape, &rows, &cols);
+  const LevelParams params = choose_level_params_for_speed(levels, rows, cols);
   const size_t start = out->size();
   out->insert(out->end(), {'N', 'P', 'L', kLevelStreamVersion, uint8_t(shape.size())});
   for (uint64_t d : shape) {
@@ -183,7 +268,7 @@ Status encode_level_stream(const int32_t* levels, uint64_t count, const std::vec
 double estimate_level_stream_bits(const int32_t* levels, uint64_t count, const std::vector<uint64_t>& shape) {
   uint64_t rows, cols;
   rows_cols_of(shape, &rows, &cols);
-  return estimate_level_bits(levels, rows, cols, choose_level_params(levels, count));
+  return estimate_level_bits(levels, rows, cols, choose_level_params_for_speed(levels, rows, cols));
 }
 
 }  // namespace nnpress
