@@ -15,18 +15,18 @@ Run from anywhere with nnpress installed:
                                                   # dependent quantization, lambda_scale 0 and 1) on the
                                                   # same tensors (needs nncodec, see peers.py)
 """
+
 from __future__ import annotations
 
 import argparse
 import time
 
+import nnpress
 import numpy as np
 
-import nnpress
-
 STEP_FACTORS = [2.0 ** (k / 4) for k in range(-10, 9)]  # x sigma: 0.18 .. 4, four per octave
-C_VALUES = [0.05, 0.1, 0.2]                            # lam = c * step^2
-TARGET_FACTORS = [0.35, 0.75, 1.5, 3.0]                    # nearest at these steps (x sigma) = target MSE
+C_VALUES = [0.05, 0.1, 0.2]  # lam = c * step^2
+TARGET_FACTORS = [0.35, 0.75, 1.5, 3.0]  # nearest at these steps (x sigma) = target MSE
 
 
 def make(dist, shape, sigma, seed=0):
@@ -56,7 +56,9 @@ def pareto(points):
         while len(hull) >= 2:
             a, b = hull[-2], hull[-1]
             # drop b if it lies on or above the segment a-p
-            cross = (b["mse"] - a["mse"]) * (p["bpw"] - a["bpw"]) - (b["bpw"] - a["bpw"]) * (p["mse"] - a["mse"])
+            cross = (b["mse"] - a["mse"]) * (p["bpw"] - a["bpw"]) - (b["bpw"] - a["bpw"]) * (
+                p["mse"] - a["mse"]
+            )
             if cross <= 0:
                 hull.pop()
             else:
@@ -95,7 +97,15 @@ def nncodec_points(w, sigma):
                 dt = time.perf_counter() - t0
                 data = peers.nncodec_encode_levels(q, dq_flag=1 if use_dq else 0)
                 mse = float(np.mean((w.astype(np.float64) - q.astype(np.float64) * step) ** 2))
-                pts.append({"step": step, "lam": lambda_scale, "bpw": len(data) * 8 / w.size, "mse": mse, "sec": dt})
+                pts.append(
+                    {
+                        "step": step,
+                        "lam": lambda_scale,
+                        "bpw": len(data) * 8 / w.size,
+                        "mse": mse,
+                        "sec": dt,
+                    }
+                )
             out[f"NNCodec {'DQ' if use_dq else 'URQ'} ls={lambda_scale:g}"] = pts
     return out
 
@@ -115,7 +125,9 @@ def main():
     ap.add_argument("--rows", type=int, default=4096)
     ap.add_argument("--cols", type=int, default=1024)
     ap.add_argument("--sigma", type=float, default=0.02)
-    ap.add_argument("--peers", action="store_true", help="compare with NNCodec's quantizers and coder")
+    ap.add_argument(
+        "--peers", action="store_true", help="compare with NNCodec's quantizers and coder"
+    )
     args = ap.parse_args()
     shape = (1024, 512) if args.quick else (args.rows, args.cols)
     steps = STEP_FACTORS[::2] if args.quick else STEP_FACTORS
@@ -144,56 +156,87 @@ def main():
             nnc_fronts = {k: pareto(v) for k, v in nnc.items()}
             best_nnc = pareto([p for v in nnc.values() for p in v])
             ours = pareto(runs["rdoq"] + runs["trellis"])
-            print(f"\n## {dist}: against NNCodec 2.1.3 (its quantLayer + DeepCABAC, real stream sizes)")
-            print("| target MSE | " + " | ".join(nnc_fronts) + " | nnpress best (rdoq/trellis) | nnpress / best NNCodec |")
+            print(
+                f"\n## {dist}: against NNCodec 2.1.3 (its quantLayer + DeepCABAC, real stream sizes)"
+            )
+            print(
+                "| target MSE | "
+                + " | ".join(nnc_fronts)
+                + " | nnpress best (rdoq/trellis) | nnpress / best NNCodec |"
+            )
             print("|---" * (len(nnc_fronts) + 3) + "|")
             for f in TARGET_FACTORS:
                 mse = point(w, f * sigma, 0.0, "nearest")["mse"]
                 cells = [f"{bits_at(fr, mse):.3f}" for fr in nnc_fronts.values()]
                 b_ours, b_nnc = bits_at(ours, mse), bits_at(best_nnc, mse)
-                print(f"| {mse:.3g} | " + " | ".join(cells) + f" | {b_ours:.3f} | {b_ours / b_nnc:.3f}x |")
+                print(
+                    f"| {mse:.3g} | "
+                    + " | ".join(cells)
+                    + f" | {b_ours:.3f} | {b_ours / b_nnc:.3f}x |"
+                )
             t_nnc = np.median([p["sec"] for p in nnc["NNCodec DQ ls=1"]])
             print(f"(NNCodec DQ quantLayer median time per call here: {t_nnc:.2f} s)")
         print(f"\n{dist}: Pareto points (step/sigma, c, bits/weight, MSE)")
         for m in ["rdoq", "trellis"]:
-            pts = ", ".join(f"({p['step'] / sigma:.3g}, {p['lam'] / p['step'] ** 2:g}, {p['bpw']:.3f}, {p['mse']:.3g})"
-                            for p in fronts[m])
+            pts = ", ".join(
+                f"({p['step'] / sigma:.3g}, {p['lam'] / p['step'] ** 2:g}, {p['bpw']:.3f}, {p['mse']:.3g})"
+                for p in fronts[m]
+            )
             print(f"  {m}: {pts}")
     # Speed at one operating point (step = sigma, c = 0.1), same tensor, side by side.
     w = make("laplacian", shape, sigma)
     step = sigma
-    print(f"\n## speed, {shape[0]}x{shape[1]} = {w.size / 1e6:.1f}M weights, step = sigma, lam = 0.1 step^2")
+    print(
+        f"\n## speed, {shape[0]}x{shape[1]} = {w.size / 1e6:.1f}M weights, step = sigma, lam = 0.1 step^2"
+    )
     print("| method | seconds (median of 3) | ns/weight | vs nearest |")
     print("|---|---|---|---|")
     base = None
     for m in ["nearest", "rdoq", "trellis"]:
-        t = median_time(lambda: nnpress.quantize(w, step, lam=0.1 * step**2, method=m))
+        t = median_time(lambda m=m: nnpress.quantize(w, step, lam=0.1 * step**2, method=m))
         base = base or t
         print(f"| {m} | {t:.3f} | {t / w.size * 1e9:.0f} | {t / base:.1f}x |")
     chunk = max(1, (1 << 18) // shape[1])  # the .nnp writer's default row blocks (2^18 elements)
     for m in ["rdoq", "trellis"]:
-        t = median_time(lambda: nnpress.quantize(w, step, lam=0.1 * step**2, method=m, chunk_rows=chunk))
-        print(f"| {m}, chunk_rows={chunk} (contexts restart per .nnp block), all cores | {t:.3f} | "
-              f"{t / w.size * 1e9:.0f} | {t / base:.1f}x |")
+        t = median_time(
+            lambda m=m: nnpress.quantize(w, step, lam=0.1 * step**2, method=m, chunk_rows=chunk)
+        )
+        print(
+            f"| {m}, chunk_rows={chunk} (contexts restart per .nnp block), all cores | {t:.3f} | "
+            f"{t / w.size * 1e9:.0f} | {t / base:.1f}x |"
+        )
     if args.peers:
         import peers  # path set by nncodec_points
 
-        qp = int(round(4 * np.log2(step)))  # NNCodec qp whose step is closest to sigma
+        qp = round(4 * np.log2(step))  # NNCodec qp whose step is closest to sigma
         for use_dq in (False, True):
-            t = median_time(lambda: peers.nncodec_quantize(w, qp, use_dq=use_dq, lambda_scale=1.0))
-            print(f"| NNCodec quantLayer {'DQ' if use_dq else 'URQ'}, lambda_scale 1, qp {qp} | {t:.3f} | "
-                  f"{t / w.size * 1e9:.0f} | {t / base:.1f}x |")
+            t = median_time(
+                lambda dq=use_dq: peers.nncodec_quantize(w, qp, use_dq=dq, lambda_scale=1.0)
+            )
+            print(
+                f"| NNCodec quantLayer {'DQ' if use_dq else 'URQ'}, lambda_scale 1, qp {qp} | {t:.3f} | "
+                f"{t / w.size * 1e9:.0f} | {t / base:.1f}x |"
+            )
     t_enc = median_time(lambda: nnpress.encode_levels(nnpress.quantize(w, step)))
-    print(f"| (encode_levels of the nearest levels, for scale) | {t_enc:.3f} | {t_enc / w.size * 1e9:.0f} | |")
+    print(
+        f"| (encode_levels of the nearest levels, for scale) | {t_enc:.3f} | {t_enc / w.size * 1e9:.0f} | |"
+    )
     if not args.quick:
         big = make("laplacian", (4096, 2560), sigma)
         t = median_time(lambda: nnpress.quantize(big, step, lam=0.1 * step**2, method="rdoq"), n=1)
         print(f"\nRDOQ of a {big.size / 1e6:.1f}M-weight tensor (4096x2560): {t:.2f} s")
-        t = median_time(lambda: nnpress.quantize(big, step, lam=0.1 * step**2, method="trellis"), n=1)
+        t = median_time(
+            lambda: nnpress.quantize(big, step, lam=0.1 * step**2, method="trellis"), n=1
+        )
         print(f"trellis of the same tensor: {t:.2f} s")
         chunk = (1 << 18) // big.shape[1]
         for m in ["rdoq", "trellis"]:
-            t = median_time(lambda: nnpress.quantize(big, step, lam=0.1 * step**2, method=m, chunk_rows=chunk), n=1)
+            t = median_time(
+                lambda m=m: nnpress.quantize(
+                    big, step, lam=0.1 * step**2, method=m, chunk_rows=chunk
+                ),
+                n=1,
+            )
             print(f"{m} of the same tensor, chunk_rows={chunk}, all cores: {t:.2f} s")
 
 

@@ -17,20 +17,23 @@ Three methods (see ``cpp/include/nnpress/quant/quantize.h`` for the full contrac
 Rows (the first dimension for rank >= 2, else the whole tensor) are the coder's rows: the
 neighbourhood — and the trellis state — restart at every row.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from . import _core
 
-__all__ = ["quantize", "dequantize", "quantize_info", "rate_bits", "METHODS"]
+__all__ = ["METHODS", "dequantize", "quantize", "quantize_info", "rate_bits"]
 
 METHODS = {"nearest": 0, "rdoq": 1, "trellis": 2}
 
 
 def _method_id(method) -> int:
     if not isinstance(method, str):
-        raise TypeError(f"method must be a str, one of {sorted(METHODS)}, got {type(method).__name__}")
+        raise TypeError(
+            f"method must be a str, one of {sorted(METHODS)}, got {type(method).__name__}"
+        )
     try:
         return METHODS[method]
     except KeyError:
@@ -62,7 +65,9 @@ def _importance(importance, shape) -> np.ndarray | None:
     if importance is None:
         return None
     f = np.asarray(importance)
-    if f.dtype == np.bool_ or not (np.issubdtype(f.dtype, np.floating) or np.issubdtype(f.dtype, np.integer)):
+    if f.dtype == np.bool_ or not (
+        np.issubdtype(f.dtype, np.floating) or np.issubdtype(f.dtype, np.integer)
+    ):
         raise TypeError(f"importance must be a real numeric array, got dtype {f.dtype}")
     if f.dtype not in (np.float32, np.float64):
         f = f.astype(np.float64)
@@ -88,7 +93,11 @@ def _run(w, step, lam, importance, method, chunk_rows, threads, want_recon):
         raise ValueError(f"lam must be finite and >= 0, got {lam!r}")
     if chunk_rows is None:
         chunk_rows = 0
-    elif isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
+    elif (
+        isinstance(chunk_rows, bool)
+        or not isinstance(chunk_rows, (int, np.integer))
+        or chunk_rows < 1
+    ):
         raise ValueError(f"chunk_rows must be a positive int or None, got {chunk_rows!r}")
     if threads is None:
         threads = 0
@@ -96,13 +105,24 @@ def _run(w, step, lam, importance, method, chunk_rows, threads, want_recon):
         raise ValueError(f"threads must be a non-negative int or None, got {threads!r}")
     arr = _weights(w)
     f = _importance(importance, arr.shape)
-    levels, recon, info = _core.quantize(arr, f, step, lam, m, int(chunk_rows), 2, int(threads), bool(want_recon))
+    levels, recon, info = _core.quantize(
+        arr, f, step, lam, m, int(chunk_rows), 2, int(threads), bool(want_recon)
+    )
     levels = levels.reshape(arr.shape)
     return levels, (None if recon is None else recon.reshape(arr.shape)), info
 
 
-def quantize(w, step, lam=0.0, importance=None, method="nearest", *, chunk_rows=None, threads=None,
-             return_reconstruction=False):
+def quantize(
+    w,
+    step,
+    lam=0.0,
+    importance=None,
+    method="nearest",
+    *,
+    chunk_rows=None,
+    threads=None,
+    return_reconstruction=False,
+):
     """Quantize weights ``w`` (float16/32/64, any shape up to rank 8) to int32 levels of the same
     shape.
 
@@ -117,11 +137,15 @@ def quantize(w, step, lam=0.0, importance=None, method="nearest", *, chunk_rows=
     non-finite importance, a bad step/lam/method, or an importance that does not broadcast;
     ``TypeError`` for non-float weights.
     """
-    levels, recon, _ = _run(w, step, lam, importance, method, chunk_rows, threads, return_reconstruction)
+    levels, recon, _ = _run(
+        w, step, lam, importance, method, chunk_rows, threads, return_reconstruction
+    )
     return (levels, recon) if return_reconstruction else levels
 
 
-def quantize_info(w, step, lam=0.0, importance=None, method="nearest", *, chunk_rows=None, threads=None):
+def quantize_info(
+    w, step, lam=0.0, importance=None, method="nearest", *, chunk_rows=None, threads=None
+):
     """Like :func:`quantize`, returning ``(levels, w_hat, info)`` where ``info`` has the level
     parameters the search priced with (``unary_len``, ``eg_order``), its rate estimate
     ``rate_bits`` (equal to ``nnpress.estimate_bits(levels)`` when those are the parameters the
@@ -138,9 +162,12 @@ def dequantize(q, step, method="nearest") -> np.ndarray:
     arr = np.asarray(q)
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"levels must be an integer array, got dtype {arr.dtype}")
-    if arr.dtype != np.int32:
-        if arr.size and (arr.min() < np.iinfo(np.int32).min or arr.max() > np.iinfo(np.int32).max):
-            raise ValueError("levels outside the int32 range")
+    if (
+        arr.dtype != np.int32
+        and arr.size
+        and (arr.min() < np.iinfo(np.int32).min or arr.max() > np.iinfo(np.int32).max)
+    ):
+        raise ValueError("levels outside the int32 range")
     levels = np.ascontiguousarray(arr, dtype=np.int32).reshape(arr.shape)
     return _core.dequantize(levels, step, m).reshape(arr.shape)
 
@@ -155,14 +182,22 @@ def rate_bits(levels, unary_len: int, eg_order: int, *, chunk_rows=None) -> floa
     arr = np.asarray(levels)
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"levels must be an integer array, got dtype {arr.dtype}")
-    if arr.dtype != np.int32 and arr.size and (arr.min() < np.iinfo(np.int32).min or arr.max() > np.iinfo(np.int32).max):
+    if (
+        arr.dtype != np.int32
+        and arr.size
+        and (arr.min() < np.iinfo(np.int32).min or arr.max() > np.iinfo(np.int32).max)
+    ):
         raise ValueError("levels outside the int32 range")
     for name, v in (("unary_len", unary_len), ("eg_order", eg_order)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 or v > 255:
             raise ValueError(f"{name} must be an int, got {v!r}")
     if chunk_rows is None:
         chunk_rows = 0
-    elif isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
+    elif (
+        isinstance(chunk_rows, bool)
+        or not isinstance(chunk_rows, (int, np.integer))
+        or chunk_rows < 1
+    ):
         raise ValueError(f"chunk_rows must be a positive int or None, got {chunk_rows!r}")
     lv = np.ascontiguousarray(arr, dtype=np.int32).reshape(arr.shape)
     return float(_core.rate_bits(lv, int(unary_len), int(eg_order), int(chunk_rows)))
