@@ -185,7 +185,8 @@ def test_compress_matrix_auto_and_forced():
     assert choose_format((4096, 4096), 4096 * 4096, 16, batch=1, allow_dense=True) == "codebook"
     assert choose_format((4096, 4096), 4096 * 4096, 16, batch=32, allow_dense=True) == "dense"
     assert choose_format((4096, 4096), 4096 * 410, 16, batch=32, allow_dense=True) == "cser"
-    assert choose_format((4096, 4096), 4096 * 2048, 256, batch=32, allow_dense=True) == "dense"
+    assert choose_format((4096, 4096), 4096 * 2048, 256, batch=32, allow_dense=True) == "cser"
+    assert choose_format((4096, 4096), 4096 * 4000, 256, batch=32, allow_dense=True) == "dense"
     assert choose_format((4096, 4096), 4096 * 2048, 16, batch=32, allow_dense=True) == "cser"
     with pytest.raises(ValueError):
         compress_matrix(dense16, format="csr")

@@ -175,8 +175,7 @@ Format choose_format(uint32_t rows, uint32_t cols, uint64_t nnz, uint32_t num_va
     if (num_values <= kCodebookSize) return density >= 0.05 ? Format::kCodebook : Format::kCSER;
     return allow_dense && density >= 0.4 ? Format::kDense : Format::kCSER;
   }
-  const double dense_from = num_values <= kCodebookSize ? 0.75 : 0.4;
-  return allow_dense && density >= dense_from ? Format::kDense : Format::kCSER;
+  return allow_dense && density >= 0.75 ? Format::kDense : Format::kCSER;
 }
 
 }  // namespace nnpress::sparse

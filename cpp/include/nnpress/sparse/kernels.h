@@ -53,7 +53,7 @@ Status matmat(const CodebookMatrix& m, const float* X, size_t x_len, size_t batc
 // The representation expected to be fastest for a rows x cols matrix with `nnz` entries that differ
 // from its most frequent value, `num_values` distinct values, used with `batch` input columns.
 // With allow_dense, kDense means "keep the dense float matrix and a BLAS product" (measured faster
-// there: more than 16 values and density >= 0.4; at batch > 1 also <= 16 values and density >= 0.75).
+// there: batch 1 with more than 16 values and density >= 0.4; batch > 1 with density >= 0.75).
 // Rules (x86-64, 4096^2, one thread; bench/RESULTS.md): batch 1 with <= 16 values and density
 // >= 0.05: kCodebook; otherwise kCSER (kCER has the same speed or less, and padding groups).
 Format choose_format(uint32_t rows, uint32_t cols, uint64_t nnz, uint32_t num_values, size_t batch,
