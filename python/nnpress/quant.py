@@ -14,6 +14,9 @@ Three methods (see ``cpp/include/nnpress/quant/quantize.h`` for the full contrac
                the same step (the two quantizers each have spacing ``2 * step``).
 
 ``lam`` is in (weight units)^2 per bit: ``lam = c * step**2`` makes ``c`` independent of scale.
+Good starting points (bench/RESULTS.md): c ~ 0.1 for "rdoq", c ~ 0.2 for "trellis", varying the step.
+Beyond c ~ 0.2 / 0.4 at coarse steps a tensor can collapse to almost all zeros (the adaptive
+contexts reward runs of zeros): a search over ``lam`` must expect that jump.
 Rows (the first dimension for rank >= 2, else the whole tensor) are the coder's rows: the
 neighbourhood — and the trellis state — restart at every row.
 """

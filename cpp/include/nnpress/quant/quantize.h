@@ -39,6 +39,11 @@
 //   - Weights with F_i == 0 get the level that is cheapest to code among the candidates
 //     (usually, but not always, 0: after many non-zero neighbours a small non-zero level can be
 //     cheaper than a zero).
+//   - lambda has a cliff: at coarse steps and lambda beyond about 0.2 step^2 (rdoq) or 0.4 step^2
+//     (trellis) the zeros chosen early make the adaptive significance contexts predict zeros,
+//     non-zeros get dearer, and the tensor can collapse to (almost) all zeros. Searches over
+//     lambda must expect that discontinuity. Measured RD hulls (bench/RESULTS.md, Quantizers)
+//     come from lambda ~ 0.1 step^2 for rdoq and ~ 0.2 step^2 for the trellis, varying the step.
 //   - Exists only in builds with NNPRESS_ENCODER=ON (NNPRESS_WITH_ENCODER defined).
 //   - RDOQ and trellis are sequential (the contexts form a chain); run independent tensors or
 //     chunks on separate threads.
