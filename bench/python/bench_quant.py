@@ -11,6 +11,8 @@ equal distortion. Speed: seconds per call (median of
 Run from anywhere with nnpress installed:
     python bench/python/bench_quant.py            # ~5 minutes on 2 idle cores
     python bench/python/bench_quant.py --quick    # 1024 x 512, fewer points
+    python bench/python/bench_quant.py --fisher   # digits CNN: nearest vs rdoq vs trellis, with and
+                                                  # without Fisher importance (needs torch), ~1 min
     python bench/python/bench_quant.py --peers    # also NNCodec 2.1.3's quantizers + coder (URQ and
                                                   # dependent quantization, lambda_scale 0 and 1) on the
                                                   # same tensors (needs nncodec, see peers.py)
@@ -110,6 +112,80 @@ def nncodec_points(w, sigma):
     return out
 
 
+def fisher_ablation():
+    """Digits CNN (nnpress.demo_models): every weight tensor quantized with one relative step
+    (step = s * std of the tensor), bits = real encode_levels sizes, fidelity = KL divergence of the
+    test-set predictions from the float model's, and top-1 accuracy. Importance = the sampled
+    Fisher diagonal (16 x 64 calibration examples), divided by its mean per tensor so that
+    lam = c * step^2 keeps its meaning."""
+    import torch
+    from nnpress import demo_models as dm
+    from nnpress.fisher import fisher_diagonal
+
+    torch.set_num_threads(1)
+    data = dm.load_digits_data()
+    model = dm.train_digits_model("cnn", data=data)
+    xt, yt = torch.as_tensor(data.x_test), torch.as_tensor(data.y_test)
+    with torch.no_grad():
+        ref = model(xt).log_softmax(1)
+    base_acc = (ref.argmax(1) == yt).float().mean().item()
+    fisher = fisher_diagonal(model, dm.calibration_batches(16, 64, data=data), mode="sampled")
+    params = dict(model.named_parameters())
+    names = [n for n, p in params.items() if p.ndim >= 2]
+    orig = {n: params[n].detach().clone() for n in names}
+    count = sum(orig[n].numel() for n in names)
+
+    def run(s_rel, c, method, use_fisher):
+        bits = 0
+        for n in names:
+            w = orig[n].numpy()
+            step = s_rel * float(w.std())
+            imp = None
+            if use_fisher:
+                f = fisher[n].numpy().astype(np.float64)
+                imp = f / max(float(f.mean()), 1e-30)
+            q = nnpress.quantize(w, step, lam=c * step**2, importance=imp, method=method)
+            bits += len(nnpress.encode_levels(q)) * 8
+            with torch.no_grad():
+                params[n].copy_(torch.as_tensor(nnpress.dequantize(q, step, method)))
+        with torch.no_grad():
+            out = model(xt).log_softmax(1)
+            for n in names:
+                params[n].copy_(orig[n])
+        kl = torch.nn.functional.kl_div(out, ref, log_target=True, reduction="batchmean").item()
+        return {"bpp": bits / count, "kl": kl, "acc": (out.argmax(1) == yt).float().mean().item()}
+
+    configs = [
+        ("nearest", "nearest", False, [0.0]),
+        ("rdoq", "rdoq", False, [0.05, 0.1, 0.2]),
+        ("rdoq + Fisher", "rdoq", True, [0.05, 0.1, 0.2]),
+        ("trellis", "trellis", False, [0.1, 0.2, 0.4]),
+        ("trellis + Fisher", "trellis", True, [0.1, 0.2, 0.4]),
+    ]
+    s_values = [2.0 ** (k / 4) for k in range(-14, 3)]
+    results = {
+        label: [run(s, c, m, fz) for s in s_values for c in cs] for label, m, fz, cs in configs
+    }
+    print(
+        f"\n## digits CNN ({count} weights in {len(names)} tensors, float top-1 {base_acc:.4f}): "
+        "fewest bits/weight in the sweep meeting each fidelity target"
+    )
+    targets = [
+        ("KL <= 0.003", lambda r: r["kl"] <= 0.003),
+        ("KL <= 0.01", lambda r: r["kl"] <= 0.01),
+        ("KL <= 0.03", lambda r: r["kl"] <= 0.03),
+        ("top-1 drop <= 0.2 pt", lambda r: r["acc"] >= base_acc - 0.002),
+    ]
+    print("| target | " + " | ".join(results) + " |")
+    print("|---" * (len(results) + 1) + "|")
+    for name, ok in targets:
+        cells = []
+        for rs in results.values():
+            feas = [r["bpp"] for r in rs if ok(r)]
+            cells.append(f"{min(feas):.3f}" if feas else "-")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def median_time(fn, n=3):
     ts = []
     for _ in range(n):
@@ -128,7 +204,11 @@ def main():
     ap.add_argument(
         "--peers", action="store_true", help="compare with NNCodec's quantizers and coder"
     )
+    ap.add_argument("--fisher", action="store_true", help="only the digits-CNN Fisher ablation")
     args = ap.parse_args()
+    if args.fisher:
+        fisher_ablation()
+        return
     shape = (1024, 512) if args.quick else (args.rows, args.cols)
     steps = STEP_FACTORS[::2] if args.quick else STEP_FACTORS
     cs = C_VALUES[::2] if args.quick else C_VALUES
