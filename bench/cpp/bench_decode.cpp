@@ -11,7 +11,8 @@
 // CPU time is the whole process's (all decode threads) for BM_DecodeInto: on a busy machine, CPU
 // time per run shows the work a thread count costs even when wall time is inflated by other load.
 // Counters: weights/s (items_per_second), output MB/s (bytes_per_second), file_MB.
-// Repetitions also report "min" (best run) next to mean/median. Before timing, the outputs of every
+// Repetitions also report "min" next to mean/median: in that row the times are the best run's, but
+// the rate counters are the minimum rates (the slowest run) — compute rates from the best time. Before timing, the outputs of every
 // thread count are compared with the 1-thread output; a difference aborts the benchmark with an error.
 #include <benchmark/benchmark.h>
 
