@@ -16,12 +16,14 @@
 //   lambda is in units of (weight units)^2 per bit; lambda = c * step^2 makes c scale-free.
 //
 //   Level parameters: the rate depends on the stream's unary length and Exp-Golomb order, which
-//   the encoder picks from the final level histogram (choose_level_params). Unless
-//   options.params_fixed is set, quantize() picks them from a first guess (the nearest levels;
-//   for the trellis, rounding to the nearest multiple of 2*step), quantizes, re-picks them from
-//   the result and, if they changed, quantizes once more with the new ones (at most
-//   options.max_passes runs). QuantResult::params are the params the final run priced with;
-//   encode with them (encode_level_payload) for an exact match between estimate and coder.
+//   the encoder picks from the final levels. Unless options.params_fixed is set, quantize()
+//   picks them with choose_level_params from a first guess (the nearest levels; for the trellis,
+//   rounding to the nearest multiple of 2*step), quantizes, re-picks them from the result and,
+//   if they changed, quantizes once more with the new ones (at most options.max_passes runs).
+//   QuantResult::params are the params the final run priced with; encode with them
+//   (encode_level_payload) for an exact match between estimate and coder. encode_levels and the
+//   .nnp writer choose their own params (for decode speed, within ~0.1 % of the smallest size),
+//   so QuantResult::rate is then within about 0.1 % of their payload, not exact.
 //
 //   Contexts start fresh (WeightContexts{}) at row 0 and again every options.chunk_rows rows
 //   (0 = never): set it to the rows per independently coded chunk of the container
@@ -45,8 +47,8 @@
 //     lambda must expect that discontinuity. Measured RD hulls (bench/RESULTS.md, Quantizers)
 //     come from lambda ~ 0.1 step^2 for rdoq and ~ 0.2 step^2 for the trellis, varying the step.
 //   - Exists only in builds with NNPRESS_ENCODER=ON (NNPRESS_WITH_ENCODER defined).
-//   - RDOQ and trellis are sequential (the contexts form a chain); run independent tensors or
-//     chunks on separate threads.
+//   - Within a chunk RDOQ and trellis are sequential (the contexts form a chain): without
+//     chunk_rows a tensor uses one thread.
 #pragma once
 
 #include <cstdint>
