@@ -10,7 +10,8 @@
 2. The edge app (examples/edge, CSER kernels, one thread, batch 1) against ONNX Runtime (CPU, one
    intra-op and one inter-op thread, sequential, batch 1, through its Python API) running the same
    decompressed digits CNN exported with torch.onnx.export: accuracy, per-image latency (median over
-   the 450 test images x ``--repeat``), footprint (model file + runtime library bytes).
+   the 450 test images x ``--repeat``), footprint (model file + runtime library bytes); and per-image
+   time at ``--batch`` images per call (throughput), for both.
 
     python bench/python/bench_edge.py --build /work/build-edge            # both parts (~3 minutes)
     python bench/python/bench_edge.py --build DIR --skip-minilm --json out.json
@@ -148,17 +149,19 @@ def _lib_sizes(prefix: str) -> dict:
     return out
 
 
-def _ort_latencies(sess, x, pred, repeat: int) -> list[float]:
-    """Seconds per sess.run on one image (batch 1), over the images `repeat` times; fills pred[i]."""
+def _ort_latencies(sess, x, pred, repeat: int, batch: int = 1) -> list[float]:
+    """Seconds per image of sess.run on `batch` images at a time (call time / images in the call), over the
+    images `repeat` times; fills pred."""
     lat = []
     for _ in range(repeat):
-        for i in range(len(x)):
-            xi = x[i:i + 1]
+        for i in range(0, len(x), batch):
+            xi = x[i:i + batch]
             t = time.perf_counter()
             out = sess.run(None, {"x": xi})[0]
-            lat.append(time.perf_counter() - t)
+            per = (time.perf_counter() - t) / len(xi)
+            lat.extend([per] * len(xi))
             if pred is not None:
-                pred[i] = int(np.argmax(out[0]))
+                pred[i:i + len(xi)] = np.argmax(out, axis=1)
     return lat
 
 
@@ -175,19 +178,19 @@ def part_edge(args, work: str) -> dict:
     app_stripped = os.path.join(edge, "edge_digits.stripped")
     lib = _lib_sizes(os.path.join(edge, "prefix"))
 
-    def run_app(data_dir: str, label: str) -> dict:
+    def run_app(data_dir: str, label: str, batch: int = 1) -> dict:
         files = [os.path.join(data_dir, f) for f in ("digits_cnn.nnp", "test_images.f32", "test_labels.i32",
                                                      "expected_pred.i32")]
         best = None
         for _ in range(3):  # best median of 3 runs, each classifying the test set `repeat` times
             with boosted():
-                r = subprocess.run([app, *files, "--json", "--repeat", str(args.repeat)], capture_output=True,
-                                   text=True, check=True)
+                r = subprocess.run([app, *files, "--json", "--repeat", str(args.repeat), "--batch", str(batch)],
+                                   capture_output=True, text=True, check=True)
             j = json.loads(r.stdout)
             if best is None or j["latency_median_us"] < best["latency_median_us"]:
                 best = j
         info = json.load(open(os.path.join(data_dir, "export.json")))
-        return {"runtime": f"nnpress edge app (CSER, 1 thread), {label}", "isa": best["isa"],
+        return {"runtime": f"nnpress edge app (CSER, 1 thread, batch {batch}), {label}", "isa": best["isa"],
                 "accuracy": best["accuracy"], "python_accuracy": info["accuracy_python"],
                 "agree_with_python": best["agree"], "latency_median_us": best["latency_median_us"],
                 "latency_p90_us": best["latency_p90_us"], "load_ms": best["load_s"] * 1e3,
@@ -201,6 +204,7 @@ def part_edge(args, work: str) -> dict:
     subprocess.run([sys.executable, os.path.join(ROOT, "examples", "edge", "export_demo.py"), d2, "--rel-step",
                     str(args.coarse_rel_step)], check=True, stdout=subprocess.DEVNULL)
     coarse_row = run_app(d2, f"rel_step {args.coarse_rel_step}")
+    batch_row = run_app(d, "default config", batch=args.batch)
 
     x = np.fromfile(os.path.join(d, "test_images.f32"), dtype="<f4").reshape(-1, 1, 8, 8)
     y = np.fromfile(os.path.join(d, "test_labels.i32"), dtype="<i4")
@@ -222,6 +226,12 @@ def part_edge(args, work: str) -> dict:
         lat = sorted(lat_runs)
         if lat[len(lat) // 2] < best_median:
             best_median, best_p90 = lat[len(lat) // 2], lat[len(lat) * 9 // 10]
+    bpred = np.empty(len(x), dtype=np.int64)
+    b_median = float("inf")
+    for _ in range(3):
+        with boosted():
+            bl = sorted(_ort_latencies(sess, x, bpred, args.repeat, args.batch))
+        b_median = min(b_median, bl[len(bl) // 2])
     # The cost of one Python call into ORT, measured on a trivial Identity model, so the latency above can
     # be read with and without it.
     import onnx
@@ -240,10 +250,11 @@ def part_edge(args, work: str) -> dict:
                "latency_median_us": best_median * 1e6, "latency_p90_us": best_p90 * 1e6,
                "python_call_overhead_us": ilat[len(ilat) // 2] * 1e6, "load_ms": load_ms,
                "model_bytes": os.path.getsize(onnx_path), "library_bytes": sum(ort_libs.values()),
-               "library": " + ".join(sorted(ort_libs))}
+               "library": " + ".join(sorted(ort_libs)),
+               "batch_median_us_per_image": b_median * 1e6, "batch_agree_with_python": int((bpred == expected).sum())}
     return {"images": int(len(x)), "python_accuracy": exported["accuracy_python"],
             "float_model_accuracy": exported["accuracy_float_model"], "nnpress": nnpress_row,
-            "nnpress_coarse": coarse_row, "onnxruntime": ort_row}
+            "nnpress_coarse": coarse_row, "nnpress_batch": batch_row, "batch": args.batch, "onnxruntime": ort_row}
 
 
 def print_report(r: dict) -> None:
@@ -270,6 +281,10 @@ def print_report(r: dict) -> None:
             x = e[k]
             print(f"{x['runtime']:70s} {x['accuracy']:6.4f} {x['agree_with_python']:5d} {x['latency_median_us']:7.1f} "
                   f"{x['latency_p90_us']:7.1f} {x['model_bytes']:8,d} {x['library_bytes']:10,d}")
+        bt, o = e["nnpress_batch"], e["onnxruntime"]
+        print(f"batch {e['batch']}, per image (median): nnpress {bt['latency_median_us']:.2f} us "
+              f"({bt['agree_with_python']} same as Python), ONNX Runtime {o['batch_median_us_per_image']:.2f} us "
+              f"({o['batch_agree_with_python']} same)")
         print(f"ORT Python call overhead (Identity model): {e['onnxruntime']['python_call_overhead_us']:.1f} us; "
               f"edge app stripped binary {e['nnpress']['app_stripped_bytes']:,} bytes")
 
@@ -279,6 +294,7 @@ def main(argv=None) -> int:
     p.add_argument("--build", default=os.path.join(ROOT, "build", "ctest"), help="CMake build dir with bench_decode")
     p.add_argument("--work", default=None, help="working folder (default: a temporary one)")
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--batch", type=int, default=64, help="batch size of the throughput rows")
     p.add_argument("--coarse-rel-step", type=float, default=0.125, help="second edge model's rel_step")
     p.add_argument("--qp", type=int, default=-38, help="NNCodec qp")
     p.add_argument("--no-nncodec", action="store_true")

@@ -2,21 +2,22 @@
 // a .nnp file, with nothing but the installed nnpress C++ library (no Python, no framework).
 //
 // Usage:
-//   edge_digits MODEL.nnp IMAGES.f32 LABELS.i32 [EXPECTED.i32] [--threads N] [--repeat R] [--json]
+//   edge_digits MODEL.nnp IMAGES.f32 LABELS.i32 [EXPECTED.i32] [--threads N] [--repeat R] [--batch B] [--json]
 //     IMAGES.f32    N x 64 float32 pixels in [0, 1], little endian (N = file size / 256)
 //     LABELS.i32    N int32 labels 0..9
 //     EXPECTED.i32  N int32 predictions of the Python model (nnpress.decompress + torch); when given,
 //                   the program compares its predictions with them and exits 2 on any difference.
 //     --threads N   threads for the decode (default 1); the kernels run on one thread
 //     --repeat R    classify the test set R times and report the per-image latency over all runs
+//     --batch B     classify B images per call (default 1: latency; B > 1: per-image time = call / B)
 //     --json        one JSON line with the results (for bench/python/bench_edge.py)
 //   Exit codes: 0 ok, 1 bad input or usage, 2 predictions differ from EXPECTED.
 //
 // The network (python/nnpress/demo_models.py, DigitsCNN), with x in [0, 1]:
 //   x' = 2x - 1 -> conv 5x5 (1->6, pad 2) -> relu -> maxpool 2 -> conv 3x3 (6->16, pad 1) -> relu
 //   -> flatten (c, h, w) -> fc 256->120 -> relu -> fc 120->84 -> relu -> fc 84->10 -> argmax
-// Convolutions run as im2col + a CSER matrix product (output positions are the batch columns);
-// fully connected layers as CSER matrix-vector products. The shapes are checked against the file.
+// Convolutions run as im2col + a CSER matrix product (images x output positions are the batch
+// columns); fully connected layers as CSER products with the images as columns (batch 1: matvec). The shapes are checked against the file.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -66,69 +67,98 @@ Status load_net(const nnpress::Model& m, unsigned threads, Net* net) {
   return s;
 }
 
-// im2col for a square stride-1 convolution with zero padding: in is C x H x W; cols is
-// (C * k * k) x (H * W), row (c, i, j), column (y, x) = in[c][y + i - pad][x + j - pad].
-void im2col(const float* in, int C, int H, int W, int k, int pad, float* cols) {
-  const int P = H * W;
+// im2col for a square stride-1 convolution with zero padding, over a batch of B images: in is
+// C x B x H x W (channel-major); cols is (C * k * k) x (B * H * W), row (c, i, j), column
+// (b, y, x) = in[c][b][y + i - pad][x + j - pad] (0 outside).
+void im2col(const float* in, int C, int B, int H, int W, int k, int pad, float* cols) {
+  const size_t P = size_t(H) * W, N = size_t(B) * P;
   for (int c = 0; c < C; ++c)
     for (int i = 0; i < k; ++i)
       for (int j = 0; j < k; ++j) {
-        float* row = cols + size_t((c * k + i) * k + j) * P;
-        for (int y = 0; y < H; ++y) {
-          const int yy = y + i - pad;
-          for (int x = 0; x < W; ++x) {
-            const int xx = x + j - pad;
-            row[y * W + x] = (yy >= 0 && yy < H && xx >= 0 && xx < W) ? in[(c * H + yy) * W + xx] : 0.0f;
+        float* row = cols + size_t((c * k + i) * k + j) * N;
+        for (int b = 0; b < B; ++b) {
+          const float* img = in + (size_t(c) * B + b) * P;
+          for (int y = 0; y < H; ++y) {
+            const int yy = y + i - pad;
+            for (int x = 0; x < W; ++x) {
+              const int xx = x + j - pad;
+              row[b * P + y * W + x] = (yy >= 0 && yy < H && xx >= 0 && xx < W) ? img[yy * W + xx] : 0.0f;
+            }
           }
         }
       }
 }
 
-void bias_relu(float* y, const std::vector<float>& b, size_t per_channel) {
+// y is out x n (row-major): y[o][.] = relu(y[o][.] + b[o]).
+void bias_relu(float* y, const std::vector<float>& b, size_t n) {
   for (size_t o = 0; o < b.size(); ++o)
-    for (size_t p = 0; p < per_channel; ++p) {
-      const float v = y[o * per_channel + p] + b[o];
-      y[o * per_channel + p] = v > 0.0f ? v : 0.0f;
+    for (size_t p = 0; p < n; ++p) {
+      const float v = y[o * n + p] + b[o];
+      y[o * n + p] = v > 0.0f ? v : 0.0f;
     }
 }
 
-// Working memory, allocated once.
+// Working memory for batches of up to `batch` images, allocated once.
 struct Scratch {
-  float x[64], cols1[25 * 64], y1[6 * 64], p1[6 * 16], cols2[54 * 16], y2[16 * 16], h1[120], h2[84], out[10];
+  explicit Scratch(size_t batch)
+      : x(64 * batch), cols1(25 * 64 * batch), y1(6 * 64 * batch), p1(6 * 16 * batch), cols2(54 * 16 * batch),
+        y2(16 * 16 * batch), f(256 * batch), h1(120 * batch), h2(84 * batch), out(10 * batch) {}
+  std::vector<float> x, cols1, y1, p1, cols2, y2, f, h1, h2, out;
 };
 
-Status classify(const Net& net, const float* pixels, Scratch* s, int* label) {
+// Classifies B images (B x 64 pixels) into labels[0 .. B). Every layer is one CSER product whose
+// batch columns are the B images (times the output positions for the convolutions); B = 1 runs the
+// matrix-vector kernels.
+// W X for a fully connected layer: X is cols x B; B = 1 calls matvec directly.
+Status product(const RowGroupMatrix& w, const float* x, size_t B, float* y) {
   const nnpress::sparse::KernelOptions ko;  // detected ISA, one thread
-  for (int i = 0; i < 64; ++i) s->x[i] = 2.0f * pixels[i] - 1.0f;
-  im2col(s->x, 1, 8, 8, 5, 2, s->cols1);
-  Status st = nnpress::sparse::matmat(net.conv1.w, s->cols1, 25 * 64, 64, s->y1, 6 * 64, ko);
+  if (B == 1) return nnpress::sparse::matvec(w, x, w.cols(), y, w.rows(), ko);
+  return nnpress::sparse::matmat(w, x, size_t(w.cols()) * B, B, y, size_t(w.rows()) * B, ko);
+}
+
+Status classify(const Net& net, const float* pixels, size_t B, Scratch* s, int* labels) {
+  const nnpress::sparse::KernelOptions ko;  // detected ISA, one thread
+  const int b = int(B);
+  for (size_t i = 0; i < 64 * B; ++i) s->x[i] = 2.0f * pixels[i] - 1.0f;  // C = 1: B x 64 is C x B x 64
+  im2col(s->x.data(), 1, b, 8, 8, 5, 2, s->cols1.data());
+  Status st = nnpress::sparse::matmat(net.conv1.w, s->cols1.data(), 25 * 64 * B, 64 * B, s->y1.data(), 6 * 64 * B, ko);
   if (!st.ok()) return st;
-  bias_relu(s->y1, net.conv1.b, 64);
-  for (int c = 0; c < 6; ++c)  // maxpool 2x2, stride 2: 8x8 -> 4x4
+  bias_relu(s->y1.data(), net.conv1.b, 64 * B);
+  for (size_t cb = 0; cb < 6 * B; ++cb)  // maxpool 2x2, stride 2: 8x8 -> 4x4, per (channel, image)
     for (int y = 0; y < 4; ++y)
       for (int x = 0; x < 4; ++x) {
-        const float* r0 = s->y1 + c * 64 + (2 * y) * 8 + 2 * x;
+        const float* r0 = s->y1.data() + cb * 64 + (2 * y) * 8 + 2 * x;
         const float* r1 = r0 + 8;
-        s->p1[c * 16 + y * 4 + x] = std::max(std::max(r0[0], r0[1]), std::max(r1[0], r1[1]));
+        s->p1[cb * 16 + y * 4 + x] = std::max(std::max(r0[0], r0[1]), std::max(r1[0], r1[1]));
       }
-  im2col(s->p1, 6, 4, 4, 3, 1, s->cols2);
-  st = nnpress::sparse::matmat(net.conv2.w, s->cols2, 54 * 16, 16, s->y2, 16 * 16, ko);
+  im2col(s->p1.data(), 6, b, 4, 4, 3, 1, s->cols2.data());
+  st = nnpress::sparse::matmat(net.conv2.w, s->cols2.data(), 54 * 16 * B, 16 * B, s->y2.data(), 16 * 16 * B, ko);
   if (!st.ok()) return st;
-  bias_relu(s->y2, net.conv2.b, 16);  // y2 is 16 x (4*4): already the (c, h, w) flattening
-  st = nnpress::sparse::matvec(net.fc1.w, s->y2, 256, s->h1, 120, ko);
+  bias_relu(s->y2.data(), net.conv2.b, 16 * B);
+  // Flatten per image in (c, h, w) order: feature c*16 + p of image i is y2[c][i][p]; f is 256 x B.
+  for (size_t c = 0; c < 16; ++c)
+    for (size_t i = 0; i < B; ++i)
+      for (size_t p = 0; p < 16; ++p) s->f[(c * 16 + p) * B + i] = s->y2[(c * B + i) * 16 + p];
+  st = product(net.fc1.w, s->f.data(), B, s->h1.data());
   if (!st.ok()) return st;
-  bias_relu(s->h1, net.fc1.b, 1);
-  st = nnpress::sparse::matvec(net.fc2.w, s->h1, 120, s->h2, 84, ko);
+  bias_relu(s->h1.data(), net.fc1.b, B);
+  st = product(net.fc2.w, s->h1.data(), B, s->h2.data());
   if (!st.ok()) return st;
-  bias_relu(s->h2, net.fc2.b, 1);
-  st = nnpress::sparse::matvec(net.fc3.w, s->h2, 84, s->out, 10, ko);
+  bias_relu(s->h2.data(), net.fc2.b, B);
+  st = product(net.fc3.w, s->h2.data(), B, s->out.data());
   if (!st.ok()) return st;
-  int best = 0;
-  for (int k = 0; k < 10; ++k) {
-    s->out[k] += net.fc3.b[k];
-    if (s->out[k] > s->out[best]) best = k;  // first maximum, as torch.argmax
+  for (size_t i = 0; i < B; ++i) {
+    int best = 0;
+    float best_v = 0.0f;
+    for (int k = 0; k < 10; ++k) {
+      const float v = s->out[size_t(k) * B + i] + net.fc3.b[k];
+      if (k == 0 || v > best_v) {  // first maximum, as torch.argmax
+        best = k;
+        best_v = v;
+      }
+    }
+    labels[i] = best;
   }
-  *label = best;
   return Status::Ok();
 }
 
@@ -160,7 +190,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 int usage() {
   std::fprintf(stderr,
                "usage: edge_digits MODEL.nnp IMAGES.f32 LABELS.i32 [EXPECTED.i32] [--threads N] [--repeat R] "
-               "[--json]\n");
+               "[--batch B] [--json]\n");
   return 1;
 }
 
@@ -170,6 +200,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> pos;
   unsigned threads = 1;
   int repeat = 1;
+  size_t batch = 1;
   bool json = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -177,6 +208,8 @@ int main(int argc, char** argv) {
       threads = unsigned(std::strtoul(argv[++i], nullptr, 10));
     } else if (a == "--repeat" && i + 1 < argc) {
       repeat = std::max(1, std::atoi(argv[++i]));
+    } else if (a == "--batch" && i + 1 < argc) {
+      batch = size_t(std::max(1L, std::strtol(argv[++i], nullptr, 10)));
     } else if (a == "--json") {
       json = true;
     } else if (!a.empty() && a[0] == '-') {
@@ -215,15 +248,18 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  Scratch scratch;
+  const size_t B = std::max<size_t>(1, std::min(batch, n));
+  Scratch scratch(B);
   std::vector<int> pred(n);
-  std::vector<double> lat;  // seconds per image, over all repeats
+  std::vector<double> lat;  // seconds per image (batch time / batch size), over all repeats
   lat.reserve(n * size_t(repeat));
   for (int r = 0; r < repeat; ++r) {
-    for (size_t i = 0; i < n; ++i) {
+    for (size_t i = 0; i < n; i += B) {
+      const size_t b = std::min(B, n - i);
       const auto t0 = std::chrono::steady_clock::now();
-      st = classify(net, images.data() + 64 * i, &scratch, &pred[i]);
-      lat.push_back(seconds_since(t0));
+      st = classify(net, images.data() + 64 * i, b, &scratch, &pred[i]);
+      const double per_image = seconds_since(t0) / double(b);
+      for (size_t k = 0; k < b; ++k) lat.push_back(per_image);
       if (!st.ok()) {
         std::fprintf(stderr, "edge_digits: %s\n", st.message().c_str());
         return 1;
@@ -248,13 +284,13 @@ int main(int argc, char** argv) {
     std::printf(
         "{\"images\": %zu, \"correct\": %zu, \"accuracy\": %.6f, \"agree\": %zu, \"expected_given\": %s, "
         "\"load_s\": %.6f, \"latency_median_us\": %.3f, \"latency_mean_us\": %.3f, \"latency_p90_us\": %.3f, "
-        "\"repeat\": %d, \"model_bytes\": %zu, \"isa\": \"%s\"}\n",
+        "\"repeat\": %d, \"batch\": %zu, \"model_bytes\": %zu, \"isa\": \"%s\"}\n",
         n, correct, acc, agree, expected.empty() ? "false" : "true", load_s, median * 1e6, mean * 1e6, p90 * 1e6,
-        repeat, model.file_size(), nnpress::isa_name(nnpress::detect_isa()));
+        repeat, B, model.file_size(), nnpress::isa_name(nnpress::detect_isa()));
   } else {
     std::printf("model      %s: %zu bytes, %zu tensors, loaded (decode + CSER build) in %.3f ms\n", pos[0].c_str(),
                 model.file_size(), model.tensor_count(), load_s * 1e3);
-    std::printf("kernels    CSER, %s, 1 thread, batch 1\n", nnpress::isa_name(nnpress::detect_isa()));
+    std::printf("kernels    CSER, %s, 1 thread, batch %zu\n", nnpress::isa_name(nnpress::detect_isa()), B);
     std::printf("accuracy   %.6f (%zu / %zu)\n", acc, correct, n);
     std::printf("latency    median %.2f us, mean %.2f us, p90 %.2f us per image (%zu runs)\n", median * 1e6,
                 mean * 1e6, p90 * 1e6, lat.size());

@@ -46,6 +46,9 @@ def test_edge_ci_matches_python(edge):
     assert got["correct"] == info["correct_python"]
     assert got["accuracy"] == pytest.approx(info["accuracy_python"], abs=1e-6)
     assert info["accuracy_python"] > 0.95
+    # batched inference (CSER matmat over images) gives the same predictions; 450 = 7 x 64 + 2 (a partial batch)
+    res = subprocess.run([app, *_files(work), "--json", "--batch", "64"], capture_output=True, text=True, check=True)
+    assert json.loads(res.stdout)["agree"] == 450 and json.loads(res.stdout)["batch"] == 64
     # the installed package is decoder-only: no encoder library symbols, headers installed
     prefix = os.path.join(work, "prefix")
     assert os.path.exists(os.path.join(prefix, "include", "nnpress", "runtime.h"))
