@@ -39,7 +39,7 @@ __all__ = ["NnpFile", "TensorRecord", "write_nnp", "nnp_bytes", "validate_nnp", 
            "float32_to_bfloat16", "NUMPY_DTYPES", "DEFAULT_BLOCK_ELEMENTS"]
 
 DEFAULT_BLOCK_ELEMENTS = 1 << 18
-DEFAULT_SIZE_TOLERANCE = 0.002
+DEFAULT_SIZE_TOLERANCE = 0.001  # as choose_level_params_for_speed (level_coder.h)
 DEFAULT_MAX_ELEMENTS = 1 << 36
 DEFAULT_MAX_TOTAL_ELEMENTS = 1 << 38
 
@@ -208,9 +208,9 @@ def nnp_bytes(records: Sequence[TensorRecord], *, block_elements: int = DEFAULT_
               size_tolerance: float = DEFAULT_SIZE_TOLERANCE) -> tuple[bytes, list[int]]:
     """Assemble a ``.nnp`` file in memory. Returns (file bytes, stored bytes per record).
 
-    ``size_tolerance``: per tensor, the writer measures a few binarization parameter sets on a
-    sample of rows and keeps the fastest-decoding one whose size is within this fraction of the
-    smallest (negative: the level coder's static choice)."""
+    ``size_tolerance``: per tensor, the writer keeps the fastest-decoding binarization parameters
+    whose size (measured on a sample of rows) is within this fraction of the smallest
+    (``choose_level_params_for_speed``; negative: the level coder's static choice)."""
     if not _core.HAS_ENCODER:
         raise RuntimeError("this nnpress build has no encoder (NNPRESS_ENCODER=OFF)")
     if isinstance(block_elements, bool) or not isinstance(block_elements, (int, np.integer)) or block_elements < 1:

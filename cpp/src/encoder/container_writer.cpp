@@ -77,94 +77,6 @@ struct Block {
 };
 
 
-// ---- per-tensor binarization parameters: smallest file first, then fastest decode ----
-// choose_level_params (level_coder.h) minimises a static size estimate. Adaptive contexts make
-// many (unary_len, eg_order) pairs cost almost the same, while their decode time differs by up to
-// 2x (each unary flag is one context-coded bin). So: measure the real coded size of a few
-// candidates on a sample of whole rows with the coder's own rate estimator, and among those
-// within `size_tolerance` of the smallest, take the one with the fewest estimated bin operations.
-constexpr uint64_t kParamSampleElements = 16384;
-
-struct Candidate {
-  LevelParams p;
-  double bits = 0, work = 0;
-};
-
-// Decoder work of one level under p, in units of a context-coded bin (bypass bins are cheaper).
-double level_work(uint32_t mag, const LevelParams& p) {
-  if (mag == 0) return 1.0;
-  double w = 2.0;  // significance + sign
-  const uint32_t unary = mag < p.unary_len ? mag : p.unary_len;
-  w += unary;
-  if (mag > p.unary_len) {
-    const uint64_t r = uint64_t(mag) - p.unary_len - 1;
-    const int j = 63 - __builtin_clzll((r >> p.eg_order) + 1);
-    w += (j + 1) + 0.35 * (p.eg_order + j);
-  }
-  return w;
-}
-
-LevelParams choose_params_for_speed(const int32_t* levels, uint64_t rows, uint64_t cols, double size_tolerance) {
-  const uint64_t count = rows * cols;
-  const LevelParams base = choose_level_params(levels, count);
-  if (count == 0 || size_tolerance < 0) return base;
-  // Sample: whole rows spread over the tensor (or a prefix of a single long row).
-  std::vector<int32_t> sample;
-  uint64_t srows, scols;
-  if (cols >= kParamSampleElements || rows == 1) {
-    scols = std::min<uint64_t>(cols, kParamSampleElements);
-    srows = 1;
-    sample.assign(levels, levels + scols);
-  } else {
-    const uint64_t want = std::max<uint64_t>(1, kParamSampleElements / cols);
-    srows = std::min(rows, want);
-    scols = cols;
-    sample.reserve(size_t(srows * cols));
-    for (uint64_t k = 0; k < srows; ++k) {
-      const uint64_t r = k * rows / srows;
-      sample.insert(sample.end(), levels + r * cols, levels + (r + 1) * cols);
-    }
-  }
-  std::vector<uint32_t> mags(sample.size());
-  double mean_mag = 0;
-  uint64_t nonzero = 0;
-  for (size_t i = 0; i < sample.size(); ++i) {
-    const int32_t q = sample[i];
-    mags[i] = q < 0 ? 0u - uint32_t(q) : uint32_t(q);
-    if (mags[i]) {
-      mean_mag += mags[i];
-      ++nonzero;
-    }
-  }
-  if (nonzero == 0) return base;
-  mean_mag /= double(nonzero);
-  std::vector<Candidate> cands;
-  cands.push_back({base});
-  for (uint32_t u : {0u, 2u, 4u, 8u, 14u}) {
-    if (u >= base.unary_len) continue;
-    const double rem = std::max(0.0, mean_mag - u - 1);
-    const int k0 = std::max(0, int(std::floor(std::log2(rem + 1.0))) - 1);
-    for (int k = std::max(0, k0 - 1); k <= std::min(30, k0 + 1); ++k) {
-      LevelParams p;
-      p.unary_len = u;
-      p.eg_order = uint32_t(k);
-      cands.push_back({p});
-    }
-  }
-  double best_bits = INFINITY;
-  for (Candidate& c : cands) {
-    c.bits = estimate_level_bits(sample.data(), srows, scols, c.p);
-    for (uint32_t m : mags) c.work += level_work(m, c.p);
-    best_bits = std::min(best_bits, c.bits);
-  }
-  const Candidate* pick = nullptr;
-  for (const Candidate& c : cands) {
-    if (c.bits > best_bits * (1.0 + size_tolerance)) continue;
-    if (pick == nullptr || c.work < pick->work) pick = &c;
-  }
-  return pick->p;
-}
-
 }  // namespace
 
 Status write_container(const std::vector<TensorInput>& tensors, const WriterOptions& options,
@@ -251,7 +163,9 @@ Status write_container(const std::vector<TensorInput>& tensors, const WriterOpti
     std::vector<size_t> order = quantized;
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return counts[a] > counts[b]; });
     parallel_for(order, options.threads, [&](size_t i) {
-      params[i] = choose_params_for_speed(tensors[i].levels, rows[i], cols[i], options.size_tolerance);
+      params[i] = options.size_tolerance < 0
+                      ? choose_level_params(tensors[i].levels, counts[i])
+                      : choose_level_params_for_speed(tensors[i].levels, rows[i], cols[i], options.size_tolerance);
     });
   }
   {

@@ -219,10 +219,10 @@ struct TensorInput {
 struct WriterOptions {
   uint64_t block_elements = uint64_t(1) << 18;  // target elements per row block (whole rows)
   unsigned threads = 0;                        // 0 = hardware_concurrency()
-  // Binarization parameters per tensor: among candidates whose measured size (on a sample of
-  // rows) is within this fraction of the smallest, the one that decodes fastest. < 0: use
-  // choose_level_params (level_coder.h) as is. The choice is deterministic.
-  double size_tolerance = 0.002;
+  // Binarization parameters per tensor (unless pinned in TensorInput):
+  // choose_level_params_for_speed (level_coder.h) with this size tolerance — the fastest-decoding
+  // pair whose measured size is within this fraction of the smallest; < 0: choose_level_params.
+  double size_tolerance = 0.001;
   std::string metadata;                        // stored as is (UTF-8 JSON by convention)
 };
 
