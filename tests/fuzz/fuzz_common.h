@@ -13,6 +13,9 @@
 //   input's name (replay) and aborts, which libFuzzer reports as a crash and saves the input.
 //
 // SURPRISES
+//   - A new target needs one line in tests/cpp/test_fuzz_corpus.cpp (#include of its .cpp) and a
+//     non-empty tests/fuzz/corpus/<name>/ (the replay test fails on a missing corpus);
+//     tests/fuzz/make_corpus.py writes the seeds from real streams and files.
 //   - Targets keep their own memory bounded (limits far below the library defaults) so the
 //     fuzzer's 2 GB RSS limit measures leaks and real over-allocation, not legitimate big inputs.
 //   - FuzzInput never fails: past the end of the data it returns zeros, so every byte string is
