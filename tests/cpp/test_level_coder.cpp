@@ -26,6 +26,7 @@ static std::vector<int32_t> laplacian(size_t n, double scale, uint32_t seed) {
   return v;
 }
 
+#ifdef NNPRESS_WITH_ENCODER  // the framed-stream round trips need the encoder side
 static void round_trip(const std::vector<int32_t>& v, std::vector<uint64_t> shape) {
   std::vector<uint8_t> bytes;
   CHECK(encode_level_stream(v.data(), v.size(), shape, &bytes).ok());
@@ -51,6 +52,8 @@ static void round_trip(const std::vector<int32_t>& v, std::vector<uint64_t> shap
     CHECK(!t.ok());
   }
 }
+
+#endif
 
 static void test_engine_random_bins() {
   std::mt19937 rng(7);
@@ -106,6 +109,7 @@ static void test_engine_random_bins() {
 int main() {
   CHECK(crc32c("123456789", 9) == 0xE3069283u);
   test_engine_random_bins();
+#ifdef NNPRESS_WITH_ENCODER
   round_trip({}, {0});
   round_trip({}, {3, 0, 2});
   round_trip({5}, {});
@@ -130,5 +134,6 @@ int main() {
       CHECK(!read_level_stream_info(bytes.data(), cut, &info).ok());
     }
   }
+#endif
   return TEST_MAIN_RESULT();
 }
