@@ -112,6 +112,18 @@ def test_reconstruction_is_what_the_search_evaluated(method):
         np.testing.assert_array_equal(nnpress.decode_levels(nnpress.encode_levels(q)), q)
 
 
+@pytest.mark.parametrize("method", ["rdoq", "trellis"])
+@pytest.mark.parametrize("step", [0.004, 0.02])
+def test_priced_params_are_the_encoders(method, step):
+    # quantize re-picks the level params the way the encoder does: the priced rate is the
+    # encoder's own estimate for the stream it will write.
+    w = laplace((64, 700), seed=12)
+    q, _, info = nnpress.quantize_info(w, step, lam=0.1 * step**2, method=method)
+    hdr = nnpress.level_stream_info(nnpress.encode_levels(q))
+    assert (hdr["unary_len"], hdr["eg_order"]) == (info["unary_len"], info["eg_order"])
+    assert info["rate_bits"] == nnpress.estimate_bits(q)
+
+
 def test_trellis_dequantize_state_machine():
     # Hand-worked: states 0 -> 2 -> 3 -> 6 -> 3; Q0 = even multiples, Q1 = odd multiples.
     q = np.array([1, -1, 2, 0, -1], dtype=np.int32)

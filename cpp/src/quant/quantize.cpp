@@ -84,7 +84,7 @@ Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t c
       const double d = double(weights[i]) - double(levels[i]) * o.step;
       dist += (importance ? double(importance[i]) : 1.0) * d * d;
     }
-    res.params = o.params_fixed ? o.params : choose_level_params(levels, count);
+    res.params = o.params_fixed ? o.params : choose_level_params_for_speed(levels, rows, cols);
     res.distortion = dist;
     res.passes = 1;
     if (result) *result = res;
@@ -95,7 +95,7 @@ Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t c
   cabac::LevelParams params = o.params;
   if (!o.params_fixed) {
     round_to_grid(weights, count, trellis ? 2.0 * o.step : o.step, levels);
-    params = choose_level_params(levels, count);
+    params = choose_level_params_for_speed(levels, rows, cols);
   }
   // Contexts restart at every chunk, so chunks are independent: run them on `threads` workers.
   // Per-chunk rates and distortions are combined in chunk order: results do not depend on the
@@ -138,7 +138,7 @@ Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t c
     }
     res.passes = pass;
     if (o.params_fixed || pass >= o.max_passes) break;
-    const cabac::LevelParams again = choose_level_params(levels, count);
+    const cabac::LevelParams again = choose_level_params_for_speed(levels, rows, cols);
     if (same_params(again, params)) break;
     params = again;
   }

@@ -16,14 +16,15 @@
 //   lambda is in units of (weight units)^2 per bit; lambda = c * step^2 makes c scale-free.
 //
 //   Level parameters: the rate depends on the stream's unary length and Exp-Golomb order, which
-//   the encoder picks from the final levels. Unless options.params_fixed is set, quantize()
-//   picks them with choose_level_params from a first guess (the nearest levels; for the trellis,
-//   rounding to the nearest multiple of 2*step), quantizes, re-picks them from the result and,
-//   if they changed, quantizes once more with the new ones (at most options.max_passes runs).
-//   QuantResult::params are the params the final run priced with; encode with them
-//   (encode_level_payload) for an exact match between estimate and coder. encode_levels and the
-//   .nnp writer choose their own params (for decode speed, within ~0.1 % of the smallest size),
-//   so QuantResult::rate is then within about 0.1 % of their payload, not exact.
+//   the encoder picks from the final levels with choose_level_params_for_speed (level_coder.h;
+//   encode_levels, estimate_bits and the .nnp writer all use it). Unless options.params_fixed is
+//   set, quantize() picks them the same way from a first guess (the nearest levels; for the
+//   trellis, rounding to the nearest multiple of 2*step), quantizes, re-picks them from the
+//   result and, if they changed, quantizes once more with the new ones (at most
+//   options.max_passes runs). QuantResult::params are the params the final run priced with. When
+//   the re-pick is stable (the usual case; QuantResult::passes < max_passes) they are the params
+//   the encoder will choose for these levels, and QuantResult::rate is exactly what
+//   estimate_level_bits reports for the coded stream.
 //
 //   Contexts start fresh (WeightContexts{}) at row 0 and again every options.chunk_rows rows
 //   (0 = never): set it to the rows per independently coded chunk of the container
