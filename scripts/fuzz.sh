@@ -5,7 +5,8 @@
 #   bash scripts/fuzz.sh --merge [TARGET...]       minimise what the runs found and add the
 #                                                  inputs that bring new coverage to
 #                                                  tests/fuzz/corpus/<target>/ (review, then commit)
-# Targets: container level_payload level_stream round_trip sparse (tests/fuzz/fuzz_*.cpp).
+# Targets: container container_round_trip level_payload level_stream round_trip sparse
+# (tests/fuzz/fuzz_*.cpp).
 # Work corpora live in build/fuzz/work/<target>/, crashes in build/fuzz/artifacts/. A crash is
 # reproduced with: build/fuzz/tests/fuzz/fuzz_<target> <file>; copy the file into
 # tests/fuzz/corpus/<target>/ (a descriptive name: crash-<what>) so the ctest replays it forever.

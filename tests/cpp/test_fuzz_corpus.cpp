@@ -12,6 +12,7 @@
 #include "check.h"
 
 #include "../fuzz/fuzz_container.cpp"
+#include "../fuzz/fuzz_container_round_trip.cpp"
 #include "../fuzz/fuzz_level_payload.cpp"
 #include "../fuzz/fuzz_level_stream.cpp"
 #include "../fuzz/fuzz_round_trip.cpp"
@@ -44,7 +45,7 @@ int main() {
     }
     std::printf("%-16s %zu inputs\n", target.name, files.size());
   }
-  CHECK(nnpress_fuzz::registry().size() >= 5);
+  CHECK(nnpress_fuzz::registry().size() >= 6);
   std::printf("replayed %zu corpus inputs\n", total);
   return TEST_MAIN_RESULT();
 }
