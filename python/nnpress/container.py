@@ -274,6 +274,10 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         raise FileNotFoundError(f"destination folder does not exist: {folder!r}")
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
+        # mkstemp creates 0600; give the result the mode a plain open() would (0666 minus umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -220,3 +220,17 @@ def test_validate_checks_structure_and_every_crc():
         validate_nnp(bytes(bad))
     with pytest.raises(nnpress.FormatError):
         validate_nnp(good[:-1])
+
+
+def test_written_file_has_umask_permissions_not_mkstemps_0600(tmp_path):
+    import os
+    import stat
+
+    from nnpress.container import write_bytes_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_bytes_atomic(tmp_path / "x.nnp", b"abc")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "x.nnp").st_mode) == 0o644
