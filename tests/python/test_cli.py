@@ -149,6 +149,10 @@ def test_demo_plot_png(tmp_path):
     png = pathlib.Path(r["plot"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "accuracy after" in format_demo(r)
+    t = r["tuned"]  # Fisher-tuned file: within the 0.2-point budget, smaller than the default file
+    assert t["accuracy_after"] >= r["accuracy_before"] - 0.002
+    assert t["file_bytes"] < r["file_bytes"]
+    assert "Fisher-tuned" in format_demo(r)
 
 
 def test_minilm_through_the_cli(tmp_path):
