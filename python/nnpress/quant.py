@@ -53,6 +53,15 @@ def _positive_finite(value, name: str) -> float:
     return v
 
 
+def _chunk_rows(chunk_rows) -> int:
+    """None -> 0 (one chunk); otherwise a positive int."""
+    if chunk_rows is None:
+        return 0
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be a positive int or None, got {chunk_rows!r}")
+    return int(chunk_rows)
+
+
 def _weights(w) -> np.ndarray:
     arr = np.asarray(w)
     if arr.dtype == np.float16:
@@ -94,14 +103,7 @@ def _run(w, step, lam, importance, method, chunk_rows, threads, want_recon):
         raise TypeError(f"lam must be a real number, got {type(lam).__name__}") from None
     if not np.isfinite(lam) or lam < 0:
         raise ValueError(f"lam must be finite and >= 0, got {lam!r}")
-    if chunk_rows is None:
-        chunk_rows = 0
-    elif (
-        isinstance(chunk_rows, bool)
-        or not isinstance(chunk_rows, (int, np.integer))
-        or chunk_rows < 1
-    ):
-        raise ValueError(f"chunk_rows must be a positive int or None, got {chunk_rows!r}")
+    chunk_rows = _chunk_rows(chunk_rows)
     if threads is None:
         threads = 0
     elif isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
@@ -194,13 +196,6 @@ def rate_bits(levels, unary_len: int, eg_order: int, *, chunk_rows=None) -> floa
     for name, v in (("unary_len", unary_len), ("eg_order", eg_order)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 or v > 255:
             raise ValueError(f"{name} must be an int, got {v!r}")
-    if chunk_rows is None:
-        chunk_rows = 0
-    elif (
-        isinstance(chunk_rows, bool)
-        or not isinstance(chunk_rows, (int, np.integer))
-        or chunk_rows < 1
-    ):
-        raise ValueError(f"chunk_rows must be a positive int or None, got {chunk_rows!r}")
+    chunk_rows = _chunk_rows(chunk_rows)
     lv = np.ascontiguousarray(arr, dtype=np.int32).reshape(arr.shape)
     return float(_core.rate_bits(lv, int(unary_len), int(eg_order), int(chunk_rows)))

@@ -141,7 +141,6 @@ def test_truncated_and_garbage_raise_format_error():
 
 def test_hostile_header_claims_are_refused_before_allocation():
     import struct
-    import zlib  # noqa: F401  (crc32c is not in the stdlib; build headers through the coder itself)
 
     # A valid stream for shape (2,) re-labelled to claim 2**60 elements with a fixed checksum
     # must be refused for the claim, not by trying to allocate it.
@@ -184,7 +183,6 @@ def test_contexts_beat_zeroth_order_entropy_on_correlated_levels():
     """Neighbour contexts must pay off: runs of zeros and sign-correlated neighbours."""
     rng = np.random.default_rng(9)
     rows, cols = 400, 1000
-    a = np.zeros((rows, cols), np.int32)
     active = rng.random(rows) < 0.5          # whole rows pruned or alive, as after channel pruning
     on = rng.random((rows, cols)) < 0.8
     signs = np.where(rng.random((rows, 1)) < 0.5, -1, 1) * np.where(rng.random((rows, cols)) < 0.9, 1, -1)

@@ -54,8 +54,6 @@ struct ContextModel {
     return uint8_t(((lps >> kLpsClassShift) << 1) | mps);
   }
 
-  // Combined estimate of P(bin == 1), 15-bit.
-  NNPRESS_INLINE uint32_t p1() const { return (uint32_t(fast) + uint32_t(slow)) >> 1; }
   // Most probable symbol (0 or 1).
   NNPRESS_INLINE unsigned mps() const { return coded & 1u; }
   // LPS probability class in [0, 127].
