@@ -1,4 +1,4 @@
-"""Regenerate the golden .nnp files in tests/golden/ (format 1.0) and their manifest.
+"""Regenerate the golden .nnp files in tests/golden/ (formats 1.0 and 1.1) and their manifest.
 
 The golden files freeze the format: tests decode them and compare the values' SHA-256 with the
 manifest, and check that the writer still produces the same bytes from the inputs below. Run this
@@ -71,9 +71,34 @@ def _cases():
         TensorRecord("vector", "float32", "other", "quantized", (100,), data=_lcg_levels(100, 7, 10), step=0.5,
                      unary_len=9, eg_order=0),
     ]
+    # Format 1.1: quantized tensors with channel scale exponents (storage code 3), mixed with a 1.0 entry.
+    def exps(n, seed, lo=-24, hi=24):
+        v = _lcg_levels(n, seed, 40)
+        return np.clip(v * 3, lo, hi).astype(np.int8)
+
+    scales = [
+        TensorRecord("rc.weight", "float32", "weight", "quantized", (11, 13),
+                     data=_lcg_levels(143, 8, 12).reshape(11, 13), method="nearest", step=0.02, unary_len=7,
+                     eg_order=0, row_scale_exp=exps(11, 9), col_scale_exp=exps(13, 10)),
+        TensorRecord("rows.dq.weight", "float32", "weight", "quantized", (9, 17),
+                     data=_lcg_levels(153, 11, 8).reshape(9, 17), method="trellis", step=0.05, lam=0.01,
+                     unary_len=7, eg_order=0, row_scale_exp=exps(9, 12)),
+        TensorRecord("cols.conv", "float16", "weight", "quantized", (4, 2, 3, 3),
+                     data=_lcg_levels(72, 13, 10).reshape(4, 2, 3, 3), method="rdoq", step=0.01, unary_len=5,
+                     eg_order=0, col_scale_exp=exps(18, 14, -128, 127)),
+        TensorRecord("plain.weight", "float32", "weight", "quantized", (3, 5),
+                     data=_lcg_levels(15, 15, 6).reshape(3, 5), method="nearest", step=0.25, unary_len=4, eg_order=0),
+        TensorRecord("bf.weight", "bfloat16", "embedding", "quantized", (6, 4),
+                     data=_lcg_levels(24, 16, 9).reshape(6, 4), method="nearest", step=0.125, unary_len=6,
+                     eg_order=0, row_scale_exp=exps(6, 17), col_scale_exp=exps(4, 18)),
+        TensorRecord("f64.blocks", "float64", "weight", "quantized", (20, 7),
+                     data=_lcg_levels(140, 19, 15).reshape(20, 7), method="trellis", step=1.0 / 3, unary_len=6,
+                     eg_order=0, row_scale_exp=exps(20, 20), col_scale_exp=exps(7, 21)),
+    ]
     return {
         "golden_v1_mixed.nnp": (mixed, dict(block_elements=1 << 18, metadata={"golden": "mixed", "format": "1.0"})),
         "golden_v1_blocks.nnp": (blocks, dict(block_elements=100, metadata={"golden": "blocks", "format": "1.0"})),
+        "golden_v1_1_scales.nnp": (scales, dict(block_elements=40, metadata={"golden": "scales", "format": "1.1"})),
     }
 
 
@@ -110,9 +135,10 @@ def main() -> int:
         for n in f.names:
             raw = np.ascontiguousarray(arrays[n]).tobytes()
             crc_lines.append(f"{name}\t{n}\t{len(raw)}\t{crc32c(raw):08x}")
-        files.append({"file": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "tensors": tensors})
+        files.append({"file": name, "format": "%d.%d" % f.version, "bytes": len(data),
+                      "sha256": hashlib.sha256(data).hexdigest(), "tensors": tensors})
         print(f"{name}: {len(data)} bytes, {len(tensors)} tensors")
-    (GOLDEN / "nnp_manifest.json").write_text(json.dumps({"format": "1.0", "files": files}, indent=1) + "\n")
+    (GOLDEN / "nnp_manifest.json").write_text(json.dumps({"files": files}, indent=1) + "\n")
     (GOLDEN / "nnp_golden_crc.tsv").write_text("\n".join(crc_lines) + "\n", encoding="utf-8")
     return 0
 

@@ -42,6 +42,10 @@ py::dict tensor_dict(const ContainerReader& r, size_t i) {
     d["unary_len"] = t.params.unary_len;
     d["eg_order"] = t.params.eg_order;
     d["rows_per_block"] = t.rows_per_block;
+    d["channel_scales"] = !t.has_channel_scales()        ? py::object(py::none())
+                          : t.col_scale_exp.empty()     ? py::object(py::str("rows"))
+                          : t.row_scale_exp.empty()     ? py::object(py::str("cols"))
+                                                        : py::object(py::str("rows+cols"));
   }
   if (t.storage == Storage::kAlias) d["alias_of"] = py::str(r.tensor(t.alias_of).name);
   return d;
@@ -165,6 +169,20 @@ NNPRESS_BINDING(container) {
             check(s);
           },
           py::arg("index"), py::arg("out"), py::arg("threads"))
+      .def(
+          "channel_scale_exps",
+          [](const PyReader& r, size_t index) {
+            if (index >= r.reader.tensor_count()) throw py::index_error("tensor index out of range");
+            const TensorInfo& t = r.reader.tensor(index);
+            auto arr = [](const std::vector<int8_t>& v) -> py::object {
+              if (v.empty()) return py::none();
+              py::array_t<int8_t> a(v.size());
+              std::memcpy(a.mutable_data(), v.data(), v.size());
+              return a;
+            };
+            return py::make_tuple(arr(t.row_scale_exp), arr(t.col_scale_exp));
+          },
+          py::arg("index"), "(row exponents, column exponents) of a quantized tensor, int8 arrays or None.")
       .def("verify_checksums", [](const PyReader& r) {
         Status s;
         {
@@ -192,7 +210,7 @@ NNPRESS_BINDING(container) {
 
 #ifdef NNPRESS_WITH_ENCODER
   // specs: list of (name, dtype, role, storage, shape, data, method, step, lambda, alias_of,
-  // rows_per_block, unary_len, eg_order), codes
+  // rows_per_block, unary_len, eg_order, row_scale_exp, col_scale_exp), codes
   // as in NNP_*; data is an int32 C-contiguous array (quantized), a bytes-like (raw) or None.
   m.def(
       "nnp_write",
@@ -200,10 +218,10 @@ NNPRESS_BINDING(container) {
          double size_tolerance) {
         std::vector<TensorInput> in;
         std::vector<py::buffer_info> keep;
-        keep.reserve(py::len(specs));
+        keep.reserve(3 * py::len(specs));
         for (py::handle h : specs) {
           py::tuple t = h.cast<py::tuple>();
-          if (t.size() != 13) throw py::value_error("nnp_write: each spec has 13 fields");
+          if (t.size() != 15) throw py::value_error("nnp_write: each spec has 15 fields");
           TensorInput ti;
           ti.name = t[0].cast<std::string>();
           ti.dtype = DType(t[1].cast<int>());
@@ -217,6 +235,20 @@ NNPRESS_BINDING(container) {
           ti.rows_per_block = t[10].cast<uint64_t>();
           ti.unary_len = t[11].cast<int>();
           ti.eg_order = t[12].cast<int>();
+          for (int which = 0; which < 2; ++which) {
+            py::object e = t[13 + which];
+            if (e.is_none()) continue;
+            keep.push_back(e.cast<py::buffer>().request());
+            const py::buffer_info& b = keep.back();
+            if (b.format != py::format_descriptor<int8_t>::format() || b.itemsize != 1 || b.ndim != 1)
+              throw py::type_error("nnp_write: channel scale exponents must be 1-D int8");
+            uint64_t r = 0, c = 0;
+            rows_cols_of(ti.shape, &r, &c);
+            if (uint64_t(b.size) != (which == 0 ? r : c) || (b.size > 1 && b.strides[0] != 1))
+              throw py::value_error("nnp_write: channel scale exponents of '" + ti.name + "' need " +
+                                    std::to_string(which == 0 ? r : c) + " contiguous values");
+            (which == 0 ? ti.row_scale_exp : ti.col_scale_exp) = static_cast<const int8_t*>(b.ptr);
+          }
           if (!t[5].is_none()) {
             keep.push_back(t[5].cast<py::buffer>().request());
             const py::buffer_info& b = keep.back();

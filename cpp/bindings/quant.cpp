@@ -24,6 +24,27 @@ bool is_c_float(const py::array& a, bool dbl) {
   return ok_type && (a.flags() & py::array::c_style);
 }
 
+using ScaleArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+// Optional per-row / per-column scales (float64, sizes rows / cols) -> ChannelScales views.
+ChannelScales scales_of(const py::object& row, const py::object& col, uint64_t rows, uint64_t cols,
+                        ScaleArray* keep_row, ScaleArray* keep_col) {
+  ChannelScales sc;
+  if (!row.is_none()) {
+    *keep_row = row.cast<ScaleArray>();
+    if (keep_row->ndim() != 1 || uint64_t(keep_row->size()) != rows)
+      throw py::value_error("row_scale must be 1-D with one value per row (" + std::to_string(rows) + ")");
+    sc.row = keep_row->data();
+  }
+  if (!col.is_none()) {
+    *keep_col = col.cast<ScaleArray>();
+    if (keep_col->ndim() != 1 || uint64_t(keep_col->size()) != cols)
+      throw py::value_error("col_scale must be 1-D with one value per column (" + std::to_string(cols) + ")");
+    sc.col = keep_col->data();
+  }
+  return sc;
+}
+
 #ifdef NNPRESS_WITH_ENCODER
 template <class W, class F>
 Status run(const py::array& w, const py::array* f, uint64_t rows, uint64_t cols, const QuantOptions& o, int32_t* q,
@@ -35,7 +56,8 @@ Status run(const py::array& w, const py::array* f, uint64_t rows, uint64_t cols,
 }
 
 py::tuple quantize_binding(py::array w, py::object importance, double step, double lambda, int method,
-                           uint64_t chunk_rows, int max_passes, unsigned threads, bool want_recon) {
+                           uint64_t chunk_rows, int max_passes, unsigned threads, bool want_recon,
+                           py::object row_scale, py::object col_scale) {
   const bool w64 = is_c_float(w, true);
   if (!w64 && !is_c_float(w, false)) throw py::type_error("quantize: weights must be C-contiguous float32 or float64");
   py::array f;
@@ -57,6 +79,8 @@ py::tuple quantize_binding(py::array w, py::object importance, double step, doub
   o.chunk_rows = chunk_rows;
   o.max_passes = max_passes;
   o.threads = threads;
+  ScaleArray keep_row, keep_col;
+  o.scales = scales_of(row_scale, col_scale, rows, cols, &keep_row, &keep_col);
   if (method < 0 || method > 255) o.method = QuantMethod(255);
   py::array_t<int32_t> levels(shape_vec(w));
   py::object recon = py::none();
@@ -103,9 +127,11 @@ double rate_bits_binding(py::array_t<int32_t, py::array::c_style | py::array::fo
 #endif
 
 py::array_t<float> dequantize_binding(py::array_t<int32_t, py::array::c_style | py::array::forcecast> levels,
-                                      double step, int method) {
+                                      double step, int method, py::object row_scale, py::object col_scale) {
   uint64_t rows, cols;
   rows_cols(levels, &rows, &cols);
+  ScaleArray keep_row, keep_col;
+  const ChannelScales sc = scales_of(row_scale, col_scale, rows, cols, &keep_row, &keep_col);
   py::array_t<float> out(shape_vec(levels));
   const int32_t* q = levels.data();
   float* o = out.mutable_data();
@@ -113,7 +139,7 @@ py::array_t<float> dequantize_binding(py::array_t<int32_t, py::array::c_style | 
   Status s;
   {
     py::gil_scoped_release release;
-    s = dequantize(q, rows, cols, step, m, o);
+    s = dequantize(q, rows, cols, step, m, sc, o);
   }
   check(s);
   return out;
@@ -125,10 +151,33 @@ py::array_t<float> dequantize_binding(py::array_t<int32_t, py::array::c_style | 
 NNPRESS_BINDING(quant) {
   using namespace nnpress::bindings;
   m.def("dequantize", &dequantize_binding, py::arg("levels"), py::arg("step"), py::arg("method"),
-        "Reconstruct float32 weights from int32 levels (method: 0 nearest, 1 rdoq, 2 trellis).");
+        py::arg("row_scale") = py::none(), py::arg("col_scale") = py::none(),
+        "Reconstruct float32 weights from int32 levels (method: 0 nearest, 1 rdoq, 2 trellis), optional "
+        "float64 per-row / per-column step scales.");
+  m.def(
+      "channel_scales_of_exps",
+      [](py::array_t<int8_t, py::array::c_style | py::array::forcecast> e) {
+        py::array_t<double> out(e.size());
+        const int8_t* p = e.data();
+        double* o = out.mutable_data();
+        for (py::ssize_t i = 0; i < e.size(); ++i) o[i] = nnpress::channel_scale_of_exp(p[i]);
+        return out;
+      },
+      py::arg("exps"), "Scales 2^(e/8) (float64, bit-exact as the .nnp decoder forms them) of int8 exponents.");
+  m.def(
+      "channel_scale_exps_of",
+      [](ScaleArray v) {
+        py::array_t<int8_t> out(v.size());
+        const double* p = v.data();
+        int8_t* o = out.mutable_data();
+        for (py::ssize_t i = 0; i < v.size(); ++i) o[i] = nnpress::channel_scale_exp_of(p[i]);
+        return out;
+      },
+      py::arg("scales"), "Nearest int8 exponents e (scale 2^(e/8), clamped to [-128, 127]) of positive scales.");
 #ifdef NNPRESS_WITH_ENCODER
   m.def("quantize", &quantize_binding, py::arg("weights"), py::arg("importance"), py::arg("step"), py::arg("lam"),
         py::arg("method"), py::arg("chunk_rows"), py::arg("max_passes"), py::arg("threads"), py::arg("want_recon"),
+        py::arg("row_scale") = py::none(), py::arg("col_scale") = py::none(),
         "Quantize C-contiguous float32/float64 weights -> (int32 levels, float32 reconstruction or None, info).");
   m.def("rate_bits", &rate_bits_binding, py::arg("levels"), py::arg("unary_len"), py::arg("eg_order"),
         py::arg("chunk_rows"), "Estimated bits of int32 levels with the given level params and chunked contexts.");

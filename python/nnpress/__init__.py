@@ -8,7 +8,7 @@ from __future__ import annotations
 from .codec import decode_levels, encode_levels, estimate_bits, level_stream_info
 from .errors import FormatError
 from .sparse import CERMatrix, CodebookMatrix, CSERMatrix
-from .quant import dequantize, quantize, quantize_info
+from .quant import channel_scale_exps, channel_scales, dequantize, quantize, quantize_info
 from .config import CodecConfig, TensorPlan
 from .container import NnpFile
 from .api import CompressionReport, compress, decompress
@@ -24,6 +24,8 @@ __all__ = [
     "FormatError",
     "NnpFile",
     "TensorPlan",
+    "channel_scale_exps",
+    "channel_scales",
     "compress",
     "decompress",
     "decode_levels",

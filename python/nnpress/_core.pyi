@@ -7,7 +7,7 @@ import numpy
 import numpy.typing
 import typing
 import typing_extensions
-__all__: list[str] = ['CodebookMatrix', 'FormatError', 'HAS_ENCODER', 'NNP_DTYPES', 'NNP_METHODS', 'NNP_ROLES', 'NNP_STORAGES', 'NNP_VERSION', 'NnpReader', 'RowGroupMatrix', 'choose_format', 'decode_levels', 'dequantize', 'detect_isa', 'encode_levels', 'estimate_bits', 'isa_supported', 'level_stream_info', 'nnp_validate', 'nnp_write', 'quantize', 'rate_bits']
+__all__: list[str] = ['CodebookMatrix', 'FormatError', 'HAS_ENCODER', 'NNP_DTYPES', 'NNP_METHODS', 'NNP_ROLES', 'NNP_STORAGES', 'NNP_VERSION', 'NnpReader', 'RowGroupMatrix', 'channel_scale_exps_of', 'channel_scales_of_exps', 'choose_format', 'decode_levels', 'dequantize', 'detect_isa', 'encode_levels', 'estimate_bits', 'isa_supported', 'level_stream_info', 'nnp_validate', 'nnp_write', 'quantize', 'rate_bits']
 class FormatError(ValueError):
     pass
 class NnpReader:
@@ -22,6 +22,10 @@ class NnpReader:
         ...
     def __len__(self) -> int:
         ...
+    def channel_scale_exps(self, index: typing.SupportsInt | typing.SupportsIndex) -> tuple[typing.Any, typing.Any]:
+        """
+        (row exponents, column exponents) of a quantized tensor, int8 arrays or None.
+        """
     def decode_all_into(self, outs: list, threads: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
     def decode_into(self, index: typing.SupportsInt | typing.SupportsIndex, out: typing_extensions.Buffer, threads: typing.SupportsInt | typing.SupportsIndex) -> None:
@@ -130,15 +134,23 @@ class CodebookMatrix:
     @property
     def rows(self) -> int:
         ...
+def channel_scale_exps_of(scales: typing.Annotated[numpy.typing.ArrayLike, numpy.float64]) -> numpy.typing.NDArray[numpy.int8]:
+    """
+    Nearest int8 exponents e (scale 2^(e/8), clamped to [-128, 127]) of positive scales.
+    """
+def channel_scales_of_exps(exps: typing.Annotated[numpy.typing.ArrayLike, numpy.int8]) -> numpy.typing.NDArray[numpy.float64]:
+    """
+    Scales 2^(e/8) (float64, bit-exact as the .nnp decoder forms them) of int8 exponents.
+    """
 def choose_format(rows: typing.SupportsInt | typing.SupportsIndex, cols: typing.SupportsInt | typing.SupportsIndex, nnz: typing.SupportsInt | typing.SupportsIndex, num_values: typing.SupportsInt | typing.SupportsIndex, batch: typing.SupportsInt | typing.SupportsIndex, allow_dense: bool = False) -> str:
     ...
 def decode_levels(data: typing_extensions.Buffer, max_elements: typing.SupportsInt | typing.SupportsIndex = 68719476736) -> numpy.typing.NDArray[numpy.int32]:
     """
     Decode a framed level stream (bytes-like) into an int32 array of its stored shape.
     """
-def dequantize(levels: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], step: typing.SupportsFloat | typing.SupportsIndex, method: typing.SupportsInt | typing.SupportsIndex) -> numpy.typing.NDArray[numpy.float32]:
+def dequantize(levels: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], step: typing.SupportsFloat | typing.SupportsIndex, method: typing.SupportsInt | typing.SupportsIndex, row_scale: typing.Any = None, col_scale: typing.Any = None) -> numpy.typing.NDArray[numpy.float32]:
     """
-    Reconstruct float32 weights from int32 levels (method: 0 nearest, 1 rdoq, 2 trellis).
+    Reconstruct float32 weights from int32 levels (method: 0 nearest, 1 rdoq, 2 trellis), optional float64 per-row / per-column step scales.
     """
 def detect_isa() -> str:
     ...
@@ -164,7 +176,7 @@ def nnp_write(specs: list, block_elements: typing.SupportsInt | typing.SupportsI
     """
     Assemble a .nnp file in memory; returns (bytes, stored bytes per tensor, table bytes).
     """
-def quantize(weights: numpy.ndarray, importance: typing.Any, step: typing.SupportsFloat | typing.SupportsIndex, lam: typing.SupportsFloat | typing.SupportsIndex, method: typing.SupportsInt | typing.SupportsIndex, chunk_rows: typing.SupportsInt | typing.SupportsIndex, max_passes: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex, want_recon: bool) -> tuple:
+def quantize(weights: numpy.ndarray, importance: typing.Any, step: typing.SupportsFloat | typing.SupportsIndex, lam: typing.SupportsFloat | typing.SupportsIndex, method: typing.SupportsInt | typing.SupportsIndex, chunk_rows: typing.SupportsInt | typing.SupportsIndex, max_passes: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex, want_recon: bool, row_scale: typing.Any = None, col_scale: typing.Any = None) -> tuple:
     """
     Quantize C-contiguous float32/float64 weights -> (int32 levels, float32 reconstruction or None, info).
     """
@@ -177,4 +189,4 @@ NNP_DTYPES: dict = {'float32': 1, 'float16': 2, 'bfloat16': 3, 'float64': 4, 'in
 NNP_METHODS: dict = {'nearest': 0, 'rdoq': 1, 'trellis': 2}
 NNP_ROLES: dict = {'weight': 0, 'bias': 1, 'norm': 2, 'embedding': 3, 'buffer': 4, 'other': 5}
 NNP_STORAGES: dict = {'raw': 0, 'quantized': 1, 'alias': 2}
-NNP_VERSION: tuple = (1, 0)
+NNP_VERSION: tuple = (1, 1)

@@ -5,7 +5,9 @@ Contract
 - ``compress(source, dest, config=CodecConfig(), *, importance=None, progress=None)`` reads
   ``source`` (``torch.nn.Module``, state_dict, ``.safetensors`` or ``.pt``/``.pth`` path), quantizes
   the float tensors the config says to quantize (``nnpress.quantize`` with the tensor's step,
-  method and lambda; ``importance[name]`` = per-weight Fisher values for rdoq/trellis), stores the
+  method and lambda; ``importance[name]`` = per-weight Fisher values for rdoq/trellis; per-row /
+  per-column step scales from the plan, or from the importance with ``CodecConfig(channel_scales=
+  True)``: the file is then format 1.1), stores the
   rest exactly, stores tied tensors once, and writes ``dest`` atomically (temp file in the same
   folder, checked, renamed). Returns a :class:`CompressionReport`.
 - ``decompress(path, as_numpy=False, names=None, threads=None)`` -> ``{name: torch.Tensor}`` with the
@@ -131,13 +133,32 @@ def _rows_per_block(shape: tuple, block_elements: int) -> int:
     return max(1, min(rows, block_elements // cols))
 
 
-def _quantize(values: np.ndarray, plan: ResolvedPlan, importance, chunk_rows: int, threads: int | None):
-    """levels, reconstruction (float32) of one tensor — the one place that calls the quantizer."""
-    from .quant import quantize
+def _quantize(values: np.ndarray, plan: ResolvedPlan, importance, chunk_rows: int, threads: int | None,
+              row_exp=None, col_exp=None):
+    """levels, reconstruction (float32) of one tensor — the one place that calls the quantizer.
+    Channel scales are the exact values the decoder forms from the stored exponents."""
+    from .quant import channel_scales, quantize
 
     levels, recon = quantize(values, plan.step, lam=plan.lam, importance=importance, method=plan.method,
-                             chunk_rows=chunk_rows or None, threads=threads, return_reconstruction=True)
+                             chunk_rows=chunk_rows or None, threads=threads, return_reconstruction=True,
+                             row_scale=None if row_exp is None else channel_scales(row_exp),
+                             col_scale=None if col_exp is None else channel_scales(col_exp))
     return levels, recon
+
+
+def _scale_exps(plan: ResolvedPlan, imp, shape: tuple, derive: bool, name: str):
+    """The channel scale exponents of one tensor (int8 arrays or None): the plan's, else derived from
+    its importance when ``CodecConfig.channel_scales`` is on."""
+    rows, cols = _rows_cols(shape)
+    row_exp = None if plan.row_scale_exp is None else np.asarray(plan.row_scale_exp, np.int8)
+    col_exp = None if plan.col_scale_exp is None else np.asarray(plan.col_scale_exp, np.int8)
+    if row_exp is None and col_exp is None and derive and imp is not None and len(shape) >= 2:
+        from .tune import channel_scales_from_importance
+        row_exp, col_exp = channel_scales_from_importance({name: np.asarray(imp).reshape(shape)}).get(name, (None, None))
+    for what, e, n in (("row", row_exp, rows), ("column", col_exp, cols)):
+        if e is not None and e.size != n:
+            raise ValueError(f"{name!r}: {e.size} {what} scale exponents, the tensor has {n} {what}s")
+    return row_exp, col_exp
 
 
 def _rel_error(w: np.ndarray, w_hat: np.ndarray) -> float:
@@ -205,13 +226,15 @@ def compress(source, dest, config: CodecConfig | None = None, *,
         imp = None if importance is None else importance.get(e.name)
         if imp is not None and not isinstance(imp, np.ndarray):
             imp = _to_numpy_float(imp)
+        row_exp, col_exp = _scale_exps(plan, imp, e.shape, config.channel_scales, e.name)
         if e.count:
-            levels, recon = _quantize(fvals, plan, imp, rpb, config.threads)
+            levels, recon = _quantize(fvals, plan, imp, rpb, config.threads, row_exp, col_exp)
             err = _rel_error(fvals, _stored_dtype_recon(recon, e.dtype))
         else:
             levels, err = np.zeros(e.shape, dtype=np.int32), 0.0
         records.append(TensorRecord(e.name, e.dtype, e.role, "quantized", e.shape, data=levels, method=plan.method,
-                                    step=plan.step, lam=plan.lam, rows_per_block=rpb))
+                                    step=plan.step, lam=plan.lam, rows_per_block=rpb,
+                                    row_scale_exp=row_exp, col_scale_exp=col_exp))
         reports.append(TensorReport(e.name, e.shape, e.dtype, e.role, "quantized", plan.method, plan.step, e.count,
                                     orig, 0, err))
     if progress is not None:

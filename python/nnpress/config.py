@@ -11,6 +11,12 @@ override gives ``lam`` directly. Tensors whose role is in ``lossless_roles`` (an
 tensor) are stored exactly; an override may force ``lossless=True/False`` for one tensor.
 
 A tuner passes its plan as ``overrides={name: TensorPlan(step=..., method=..., lam=...)}``.
+
+Channel scales: a plan may carry int8 step exponents per row and/or column
+(``TensorPlan(row_scale_exp=..., col_scale_exp=...)``, scale ``2**(e/8)``; weight (i, j) then uses
+``(step * row_scale[i]) * col_scale[j]``). With ``CodecConfig(channel_scales=True)`` ``compress``
+derives them from the per-weight ``importance`` it is given (``tune.channel_scales_from_importance``)
+for tensors whose plan has none.
 """
 from __future__ import annotations
 
@@ -38,8 +44,14 @@ class TensorPlan:
     lam: float | None = None
     lam_scale: float | None = None
     lossless: bool | None = None
+    row_scale_exp: tuple | None = None  # int8 exponents per row (scale 2**(e/8)); None = no row scales
+    col_scale_exp: tuple | None = None  # int8 exponents per column
 
     def __post_init__(self):
+        for k in ("row_scale_exp", "col_scale_exp"):
+            v = getattr(self, k)
+            if v is not None:
+                object.__setattr__(self, k, _exps(v, f"TensorPlan.{k}"))
         for k in ("step", "rel_step"):
             v = getattr(self, k)
             if v is not None and not (_is_real(v) and math.isfinite(v) and v > 0):
@@ -62,6 +74,18 @@ class ResolvedPlan:
     method: str = "nearest"
     step: float = 0.0
     lam: float = 0.0
+    row_scale_exp: tuple | None = None
+    col_scale_exp: tuple | None = None
+
+
+def _exps(v, what: str) -> tuple:
+    """A sequence of ints in [-128, 127] (channel scale exponents) as a tuple of ints."""
+    a = np.asarray(v)
+    if a.ndim != 1 or (a.size and (a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer))):
+        raise TypeError(f"{what} must be a 1-D sequence of ints, got {type(v).__name__}")
+    if a.size and (int(a.min()) < -128 or int(a.max()) > 127):
+        raise ValueError(f"{what} values must lie in [-128, 127]")
+    return tuple(int(x) for x in a)
 
 
 def _is_real(v) -> bool:
@@ -82,6 +106,8 @@ class CodecConfig:
     block_elements: target elements per independently decodable row block of a large tensor.
     threads:        worker threads for quantizing and coding (None = all cores).
     overrides:      name or glob pattern -> TensorPlan (or a dict of its fields).
+    channel_scales: derive per-row/per-column step scales from ``compress(importance=...)`` for
+                    tensors whose plan has none (module docstring; the file becomes format 1.1).
     """
 
     method: str = "nearest"
@@ -93,8 +119,11 @@ class CodecConfig:
     block_elements: int = 1 << 18
     threads: int | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    channel_scales: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.channel_scales, bool):
+            raise TypeError(f"CodecConfig.channel_scales must be a bool, got {self.channel_scales!r}")
         if self.method not in METHODS:
             raise ValueError(f"CodecConfig.method must be one of {METHODS}, got {self.method!r}")
         if self.step is not None and not (_is_real(self.step) and math.isfinite(self.step) and self.step > 0):
@@ -169,7 +198,8 @@ class CodecConfig:
         else:
             scale = self.lam_scale if o.lam_scale is None else o.lam_scale
             lam = float(scale) * step * step
-        return ResolvedPlan(lossless=False, method=method, step=step, lam=lam)
+        return ResolvedPlan(lossless=False, method=method, step=step, lam=lam,
+                            row_scale_exp=o.row_scale_exp, col_scale_exp=o.col_scale_exp)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -1,4 +1,4 @@
-"""The ``.nnp`` file (format version 1, ``docs/FORMAT.md``): read tensors from it, write it.
+"""The ``.nnp`` file (format version 1.0/1.1, ``docs/FORMAT.md``): read tensors from it, write it.
 
 numpy only. The parsing, checking and decoding happen in C++ (``nnpress/format/container.h``);
 this module allocates output arrays and maps names to the format's codes.
@@ -9,8 +9,9 @@ Contract
   against the real size; CRCs of header and table). Bad data raises :class:`nnpress.FormatError`,
   a missing file ``FileNotFoundError``/``OSError``.
 - ``f.entries`` is the tensor table (list of dicts: name, dtype, role, storage, shape, count,
-  stored_bytes, chunks, and method/step/lambda for quantized tensors, alias_of for aliases),
-  available without decoding. ``f.metadata`` is the JSON object the writer stored (``{}`` if none).
+  stored_bytes, chunks, and method/step/lambda/channel_scales for quantized tensors, alias_of for
+  aliases), available without decoding. ``f.channel_scale_exps(name)`` gives a quantized tensor's
+  int8 row/column scale exponents (format 1.1; scale ``2**(e/8)``), or ``(None, None)``. ``f.metadata`` is the JSON object the writer stored (``{}`` if none).
 - ``f.read(name)`` decodes one tensor (random access), ``f.read_all(names)`` many in parallel.
   Chunk CRCs are checked before decoding; a mismatch raises ``FormatError`` naming the tensor.
   Arrays have the stored dtype, except bfloat16, which numpy lacks: those come back as ``uint16``
@@ -169,6 +170,15 @@ class NnpFile:
             self._r.decode_all_into(views, _threads(threads))
         return result
 
+    def channel_scale_exps(self, name: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(row exponents, column exponents) of a quantized tensor (int8; scale ``2**(e/8)``), each
+        None when absent. Aliases report their target's."""
+        e = self.entry(name)
+        target = self.entry(e["alias_of"]) if e["storage"] == "alias" else e
+        if target["storage"] != "quantized":
+            return None, None
+        return self._r.channel_scale_exps(target["index"])
+
     def verify(self) -> None:
         """Check every chunk's CRC without decoding (FormatError on a mismatch)."""
         self._r.verify_checksums()
@@ -185,7 +195,8 @@ def _threads(threads: int | None) -> int:
 @dataclass
 class TensorRecord:
     """One tensor to write. ``storage``: "quantized" (``data`` = int32 levels of the tensor's shape,
-    with ``method``/``step``/``lam``), "raw" (``data`` = the array, stored as its little-endian bytes;
+    with ``method``/``step``/``lam``, and optionally ``row_scale_exp``/``col_scale_exp``: int8 channel
+    scale exponents, one per row / column, scale ``2**(e/8)`` — the file is then format 1.1), "raw" (``data`` = the array, stored as its little-endian bytes;
     bfloat16 as uint16 bits) or "alias" (``alias_of`` = name of an earlier record)."""
 
     name: str
@@ -201,6 +212,24 @@ class TensorRecord:
     rows_per_block: int = 0
     unary_len: int | None = None  # binarization; None = the writer chooses (both or neither)
     eg_order: int | None = None
+    row_scale_exp: Any = None  # quantized only: int8 per row (None = no row scales)
+    col_scale_exp: Any = None  # quantized only: int8 per column (None = no column scales)
+
+
+def _scale_exps(r, which: str, n: int):
+    v = getattr(r, which)
+    if v is None:
+        return None
+    if r.storage != "quantized":
+        raise ValueError(f"{r.name!r}: {which} is only for quantized tensors")
+    a = np.asarray(v)
+    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"{r.name!r}: {which} must be integers, got {a.dtype}")
+    if a.ndim != 1 or a.size != n:
+        raise ValueError(f"{r.name!r}: {which} must be 1-D with {n} values, got shape {a.shape}")
+    if a.size and (a.min() < -128 or a.max() > 127):
+        raise ValueError(f"{r.name!r}: {which} values must lie in [-128, 127]")
+    return np.ascontiguousarray(a, dtype=np.int8)
 
 
 def nnp_bytes(records: Sequence[TensorRecord], *, block_elements: int = DEFAULT_BLOCK_ELEMENTS,
@@ -252,9 +281,13 @@ def nnp_bytes(records: Sequence[TensorRecord], *, block_elements: int = DEFAULT_
         if r.name in index:
             raise ValueError(f"duplicate tensor name {r.name!r}")
         index[r.name] = i
+        n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        rows = int(shape[0]) if len(shape) >= 2 else (1 if n else 0)
+        cols = (n // rows if rows else 0) if len(shape) >= 2 else n
         specs.append((r.name, _core.NNP_DTYPES[r.dtype], _core.NNP_ROLES[r.role], _core.NNP_STORAGES[r.storage],
                       list(shape), data, method, float(r.step), float(r.lam), alias, int(r.rows_per_block),
-                      -1 if r.unary_len is None else int(r.unary_len), -1 if r.eg_order is None else int(r.eg_order)))
+                      -1 if r.unary_len is None else int(r.unary_len), -1 if r.eg_order is None else int(r.eg_order),
+                      _scale_exps(r, "row_scale_exp", rows), _scale_exps(r, "col_scale_exp", cols)))
     meta = json.dumps(metadata, sort_keys=True, separators=(",", ":")) if metadata else ""
     data, stored, _ = _core.nnp_write(specs, int(block_elements), _threads(threads), meta, float(size_tolerance))
     return data, list(stored)

@@ -19,6 +19,13 @@ Beyond c ~ 0.2 / 0.4 at coarse steps a tensor can collapse to almost all zeros (
 contexts reward runs of zeros): a search over ``lam`` must expect that jump.
 Rows (the first dimension for rank >= 2, else the whole tensor) are the coder's rows: the
 neighbourhood — and the trellis state — restart at every row.
+
+Channel scales (``row_scale``, ``col_scale``): optional per-row (output channel) and per-column
+(input feature; for rank > 2 the flattened trailing dimensions) multipliers of the step. Weight
+(i, j) is quantized and reconstructed on its own step ``(step * row_scale[i]) * col_scale[j]``
+(double precision), in the search and in :func:`dequantize` alike. The ``.nnp`` file stores scales
+as int8 exponents ``e`` (scale ``2**(e/8)``): :func:`channel_scale_exps` snaps scales to that grid and
+:func:`channel_scales` gives the exact values the decoder will use.
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["METHODS", "dequantize", "quantize", "quantize_info", "rate_bits"]
+__all__ = ["METHODS", "channel_scale_exps", "channel_scales", "dequantize", "quantize", "quantize_info",
+           "rate_bits"]
 
 METHODS = {"nearest": 0, "rdoq": 1, "trellis": 2}
 
@@ -92,7 +100,50 @@ def _importance(importance, shape) -> np.ndarray | None:
     return np.ascontiguousarray(f).reshape(f.shape)
 
 
-def _run(w, step, lam, importance, method, chunk_rows, threads, want_recon):
+def _rows_cols(shape) -> tuple[int, int]:
+    n = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
+    if len(shape) >= 2:
+        return int(shape[0]), (n // int(shape[0]) if shape[0] else 0)
+    return (1 if n else 0), n
+
+
+def _scale_vector(v, n: int, name: str) -> np.ndarray | None:
+    """None, or a float64 vector of n finite values > 0."""
+    if v is None:
+        return None
+    a = np.asarray(v)
+    if a.dtype == np.bool_ or not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
+    a = np.ascontiguousarray(a, dtype=np.float64).reshape(-1) if a.ndim <= 1 else None
+    if a is None or a.size != n:
+        raise ValueError(f"{name} must be 1-D with {n} values (one per {'row' if name == 'row_scale' else 'column'}), "
+                         f"got shape {np.shape(v)}")
+    if n and not (np.all(np.isfinite(a)) and np.all(a > 0)):
+        raise ValueError(f"{name} values must be finite and > 0")
+    return a
+
+
+def channel_scales(exps) -> np.ndarray:
+    """The scales ``2**(e/8)`` (float64) of int8 exponents, bit-identical to what the ``.nnp`` decoder
+    forms (a table of correctly rounded ``2**(k/8)``, no libm)."""
+    e = np.asarray(exps)
+    if e.dtype == np.bool_ or not np.issubdtype(e.dtype, np.integer):
+        raise TypeError(f"exponents must be integers, got dtype {e.dtype}")
+    if e.size and (e.min() < -128 or e.max() > 127):
+        raise ValueError("exponents must lie in [-128, 127]")
+    flat = np.ascontiguousarray(e, dtype=np.int8).reshape(-1)
+    return _core.channel_scales_of_exps(flat).reshape(e.shape)
+
+
+def channel_scale_exps(scales) -> np.ndarray:
+    """Nearest int8 exponents ``e`` (``scale ~ 2**(e/8)``, clamped to [-128, 127]) of positive scales."""
+    a = np.asarray(scales, dtype=np.float64)
+    if a.size and not (np.all(np.isfinite(a)) and np.all(a > 0)):
+        raise ValueError("scales must be finite and > 0")
+    return _core.channel_scale_exps_of(np.ascontiguousarray(a).reshape(-1)).reshape(a.shape)
+
+
+def _run(w, step, lam, importance, method, chunk_rows, threads, want_recon, row_scale=None, col_scale=None):
     if not _core.HAS_ENCODER:
         raise RuntimeError("this nnpress build has no encoder (NNPRESS_ENCODER=OFF)")
     m = _method_id(method)
@@ -110,8 +161,11 @@ def _run(w, step, lam, importance, method, chunk_rows, threads, want_recon):
         raise ValueError(f"threads must be a non-negative int or None, got {threads!r}")
     arr = _weights(w)
     f = _importance(importance, arr.shape)
+    rows, cols = _rows_cols(arr.shape)
+    rs = _scale_vector(row_scale, rows, "row_scale")
+    cs = _scale_vector(col_scale, cols, "col_scale")
     levels, recon, info = _core.quantize(
-        arr, f, step, lam, m, int(chunk_rows), 2, int(threads), bool(want_recon)
+        arr, f, step, lam, m, int(chunk_rows), 2, int(threads), bool(want_recon), rs, cs
     )
     levels = levels.reshape(arr.shape)
     return levels, (None if recon is None else recon.reshape(arr.shape)), info
@@ -127,6 +181,8 @@ def quantize(
     chunk_rows=None,
     threads=None,
     return_reconstruction=False,
+    row_scale=None,
+    col_scale=None,
 ):
     """Quantize weights ``w`` (float16/32/64, any shape up to rank 8) to int32 levels of the same
     shape.
@@ -136,32 +192,36 @@ def quantize(
     row blocks as independent chunks (None: one chunk); chunks run on ``threads`` workers (None or
     0: all cores) with identical results for any thread count. With ``return_reconstruction=True``
     returns ``(levels, w_hat)``, ``w_hat`` the float32 reconstruction the search evaluated,
-    identical to ``dequantize(levels, step, method)``.
+    identical to ``dequantize(levels, step, method)`` (with the same scales).
+    ``row_scale``/``col_scale``: optional channel scales (module docstring): weight (i, j) uses the
+    step ``(step * row_scale[i]) * col_scale[j]``.
 
     Raises ``ValueError`` for a NaN/infinite weight, ``|w / step| >= 2**30``, a negative or
     non-finite importance, a bad step/lam/method, or an importance that does not broadcast;
     ``TypeError`` for non-float weights.
     """
     levels, recon, _ = _run(
-        w, step, lam, importance, method, chunk_rows, threads, return_reconstruction
+        w, step, lam, importance, method, chunk_rows, threads, return_reconstruction, row_scale, col_scale
     )
     return (levels, recon) if return_reconstruction else levels
 
 
 def quantize_info(
-    w, step, lam=0.0, importance=None, method="nearest", *, chunk_rows=None, threads=None
+    w, step, lam=0.0, importance=None, method="nearest", *, chunk_rows=None, threads=None,
+    row_scale=None, col_scale=None,
 ):
     """Like :func:`quantize`, returning ``(levels, w_hat, info)`` where ``info`` has the level
     parameters the search priced with (``unary_len``, ``eg_order``), its rate estimate
     ``rate_bits`` (equal to ``nnpress.estimate_bits(levels)`` when those are the parameters the
     encoder picks and ``chunk_rows`` is None; 0 for "nearest"), the weighted distortion
     ``sum F_i (w_i - w_hat_i)^2`` and the number of ``passes``."""
-    return _run(w, step, lam, importance, method, chunk_rows, threads, True)
+    return _run(w, step, lam, importance, method, chunk_rows, threads, True, row_scale, col_scale)
 
 
-def dequantize(q, step, method="nearest") -> np.ndarray:
+def dequantize(q, step, method="nearest", *, row_scale=None, col_scale=None) -> np.ndarray:
     """Reconstruct float32 weights from int32 levels: ``q * step`` for "nearest"/"rdoq", the
-    dependent-quantization state machine (restarting at every row) for "trellis"."""
+    dependent-quantization state machine (restarting at every row) for "trellis"; with channel
+    scales the step of weight (i, j) is ``(step * row_scale[i]) * col_scale[j]``."""
     m = _method_id(method)
     step = _positive_finite(step, "step")
     arr = np.asarray(q)
@@ -174,7 +234,10 @@ def dequantize(q, step, method="nearest") -> np.ndarray:
     ):
         raise ValueError("levels outside the int32 range")
     levels = np.ascontiguousarray(arr, dtype=np.int32).reshape(arr.shape)
-    return _core.dequantize(levels, step, m).reshape(arr.shape)
+    rows, cols = _rows_cols(arr.shape)
+    rs = _scale_vector(row_scale, rows, "row_scale")
+    cs = _scale_vector(col_scale, cols, "col_scale")
+    return _core.dequantize(levels, step, m, rs, cs).reshape(arr.shape)
 
 
 def rate_bits(levels, unary_len: int, eg_order: int, *, chunk_rows=None) -> float:

@@ -20,6 +20,15 @@ Tensors the output does not use (e.g. the pooler of a mean-pooled sentence encod
 sensitivity ~0: their step is capped at ``max_step_std`` standard deviations, so they code to
 (almost) all zeros and cost almost nothing.
 
+Channel scales (``channel_scales_from_importance``): inside a tensor the same argument per weight
+gives ``step_ij ∝ 1/sqrt(F_ij)``. With the rank-1 fit ``F_ij ≈ a_i b_j`` (row factor a: how much the
+output channel matters, column factor b: the input feature) that is a per-row times a per-column
+scale, ``row_scale_i = (a_i / gm(a))**-0.5`` and ``col_scale_j = (b_j / gm(b))**-0.5`` with gm the
+geometric mean: normalised so that the mean log-step — the tensor's rate at high rate — stays that of
+its plan step, which keeps its meaning. The scales are snapped to the file's 2**(1/8) grid (int8
+exponents) and the factors floored like the importance. ``allocate_steps`` then sets the tensor's
+lambda and sensitivity from the weighted distortion per unit step², ``c_t = mean(F_ij s_ij²)``.
+
 Without data, ``sensitivity=None`` gives every tensor the same step (about as good as any
 per-tensor rule derived from the weights alone); :func:`probe_sensitivities` can measure the
 sensitivities on synthetic inputs when the model can be run.
@@ -35,12 +44,13 @@ import numpy as np
 
 from .codec import estimate_bits
 from .config import TensorPlan
-from .quant import METHODS, dequantize, quantize
+from .quant import METHODS, channel_scale_exps, channel_scales, dequantize, quantize
 
 __all__ = [
     "TuneResult",
     "allocate_steps",
     "apply_plan",
+    "channel_scales_from_importance",
     "default_step",
     "quantizable",
     "sensitivities_from_fisher",
@@ -87,6 +97,58 @@ def sensitivities_from_fisher(fisher: Mapping[str, object]) -> tuple[dict[str, f
     return sens, imp
 
 
+def channel_scales_from_importance(
+    importance: Mapping[str, np.ndarray], *, floor: float = 0.1, rows: bool = True, cols: bool = True,
+    uniform_rows: tuple[str, ...] = ("embed",), max_octaves: float = 8.0, min_gain: float = 2.0,
+) -> dict[str, tuple[np.ndarray | None, np.ndarray | None]]:
+    """Per-row and per-column step scale exponents (int8, scale ``2**(e/8)``) of each tensor of rank
+    >= 2 from its per-weight importance (raw Fisher or :func:`smooth_importance`; any positive
+    scale): row factor a_i = mean of row i, column factor b_j = mean of column j (columns: the
+    flattened trailing dimensions), each relative to its mean and floored at ``floor``;
+    ``scale = (factor / geometric_mean(factor))**-0.5``, limited to ``max_octaves`` octaves either way
+    and snapped to the 2**(1/8) grid. Tensors whose name contains one of ``uniform_rows`` get no row
+    scales (as in :func:`smooth_importance`: which embedding rows matter depends on the text).
+    A vector is kept only when it pays for itself: at high rate, scales from factor f save
+    ``n/2 * log2(mean(f) / geometric_mean(f))`` bits on the tensor's n weights at equal weighted
+    distortion, and cost 8 bits per exponent in the file; vectors whose predicted saving is below
+    ``min_gain`` times their cost are dropped (small tensors, flat factors).
+    Returns ``{name: (row_exp or None, col_exp or None)}``; a tensor with no positive importance gets
+    ``(None, None)``."""
+    if not (math.isfinite(floor) and floor > 0):
+        raise ValueError(f"floor must be finite and > 0, got {floor!r}")
+    out = {}
+    for name, a in importance.items():
+        a = np.asarray(a, np.float64)
+        if a.ndim < 2 or a.size == 0:
+            continue
+        a2 = a.reshape(a.shape[0], -1)
+
+        def exps(f):
+            m = float(f.mean())
+            if not (m > 0 and math.isfinite(m)):
+                return None
+            f = np.maximum(f / m, floor)
+            mean_log = float(np.mean(np.log2(f)))
+            saving = 0.5 * a2.size * (math.log2(float(np.mean(f))) - mean_log)
+            if saving < min_gain * 8 * f.size:
+                return None
+            log_s = -0.5 * (np.log2(f) - mean_log)
+            log_s = np.clip(log_s, -max_octaves, max_octaves)
+            return channel_scale_exps(np.exp2(log_s)).astype(np.int8)
+
+        r = exps(a2.mean(1)) if rows and not any(u in name for u in uniform_rows) else None
+        c = exps(a2.mean(0)) if cols else None
+        out[name] = (r, c)
+    return out
+
+
+def _scale_grid(shape, row_exp, col_exp) -> np.ndarray:
+    """s_ij (float64, shape rows x cols) of the exponents (1 where absent)."""
+    r = np.ones(shape[0]) if row_exp is None else channel_scales(np.asarray(row_exp, np.int8))
+    c = np.ones(int(np.prod(shape[1:]))) if col_exp is None else channel_scales(np.asarray(col_exp, np.int8))
+    return np.outer(r, c)
+
+
 def allocate_steps(
     weights: Mapping[str, np.ndarray],
     step: float,
@@ -97,6 +159,8 @@ def allocate_steps(
     max_ratio: float = 64.0,
     max_step_std: float = 8.0,
     names=None,
+    channel_scales: Mapping[str, tuple] | None = None,
+    importance: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, TensorPlan]:
     """One :class:`nnpress.TensorPlan` (step, method, lam) per quantized tensor from the global
     knob ``step``; hand the result to ``CodecConfig(overrides=plan)`` or :func:`apply_plan`.
@@ -104,6 +168,12 @@ def allocate_steps(
     ``sensitivity``: per-tensor s_t (None: all equal, i.e. one global step). Steps differ from
     ``step`` by at most ``max_ratio`` either way, except that a tensor's step may grow to
     ``max_step_std`` times its standard deviation when the output barely depends on it.
+
+    ``channel_scales``: ``{name: (row_exp, col_exp)}`` from :func:`channel_scales_from_importance`,
+    stored in the plans. For such a tensor the distortion per unit step² is
+    ``c_t = mean(F_ij s_ij²)`` (F: ``importance``, mean 1, or 1) instead of 1: s_t becomes
+    ``s_t c_t`` in the allocation and lam is ``lam_factor * d² * c_t``, so that the RD trade-off per
+    weight is the one it would be at its own step.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHODS)}")
@@ -111,23 +181,37 @@ def allocate_steps(
         raise ValueError(f"step must be finite and > 0, got {step!r}")
     lam_factor = DEFAULT_LAM_FACTOR[method] if lam_factor is None else float(lam_factor)
     names = [n for n, w in weights.items() if quantizable(n, w)] if names is None else list(names)
+    coef = {}  # c_t of tensors with channel scales
+    for n in names:
+        sc = (channel_scales or {}).get(n)
+        if sc is None or (sc[0] is None and sc[1] is None):
+            continue
+        shape = np.shape(weights[n])
+        s2 = np.square(_scale_grid(shape, sc[0], sc[1]))
+        f = importance.get(n) if importance is not None else None
+        f2 = np.ones_like(s2) if f is None else np.asarray(f, np.float64).reshape(s2.shape)
+        coef[n] = float(np.mean(f2 * s2) / max(float(np.mean(f2)), 1e-300))
     ref = 1.0
     if sensitivity is not None:
-        pos = [sensitivity[n] for n in names if sensitivity.get(n, 0.0) > 0]
+        pos = [sensitivity[n] * coef.get(n, 1.0) for n in names if sensitivity.get(n, 0.0) > 0]
         ref = math.exp(float(np.mean(np.log(pos)))) if pos else 1.0
     plan = {}
     for n in names:
         w = np.asarray(weights[n])
         d = float(step)
         if sensitivity is not None:
-            s = float(sensitivity.get(n, ref))
+            s = float(sensitivity.get(n, ref)) * coef.get(n, 1.0)
             d = step * math.sqrt(ref / s) if s > 0 else math.inf
             d = max(d, step / max_ratio)
             if d > step * max_ratio:  # barely used: may grow further, to max_step_std deviations
                 cap = max_step_std * float(np.std(w)) if w.size else 0.0
                 d = min(d, max(step * max_ratio, cap))
         q_step = d * (TRELLIS_STEP_RATIO if method == "trellis" else 1.0)
-        plan[n] = TensorPlan(step=q_step, method=method, lam=lam_factor * d * d if method != "nearest" else 0.0)
+        lam = lam_factor * d * d * coef.get(n, 1.0) if method != "nearest" else 0.0
+        sc = (channel_scales or {}).get(n) if n in coef else None
+        plan[n] = TensorPlan(step=q_step, method=method, lam=lam,
+                             row_scale_exp=None if sc is None or sc[0] is None else tuple(int(x) for x in sc[0]),
+                             col_scale_exp=None if sc is None or sc[1] is None else tuple(int(x) for x in sc[1]))
     return plan
 
 
@@ -168,10 +252,13 @@ def apply_plan(weights: Mapping[str, np.ndarray], plan: Mapping[str, TensorPlan]
     for n, p in plan.items():
         w = np.asarray(weights[n])
         imp = importance.get(n) if importance is not None and p.method != "nearest" else None
-        q = quantize(w.astype(np.float32, copy=False), p.step, lam=p.lam or 0.0, importance=imp, method=p.method)
+        rs = None if p.row_scale_exp is None else channel_scales(np.asarray(p.row_scale_exp, np.int8))
+        cs = None if p.col_scale_exp is None else channel_scales(np.asarray(p.col_scale_exp, np.int8))
+        q = quantize(w.astype(np.float32, copy=False), p.step, lam=p.lam or 0.0, importance=imp, method=p.method,
+                     row_scale=rs, col_scale=cs)
         levels[n] = q
-        recon[n] = dequantize(q, p.step, method=p.method).astype(np.float32)
-        bits[n] = estimate_bits(q)
+        recon[n] = dequantize(q, p.step, method=p.method, row_scale=rs, col_scale=cs).astype(np.float32)
+        bits[n] = estimate_bits(q) + 8 * ((0 if rs is None else rs.size) + (0 if cs is None else cs.size))
     return levels, recon, bits
 
 
@@ -215,6 +302,7 @@ def tune_to_budget(
     iterations: int = 10,
     higher_is_better: bool = True,
     progress: Callable[[dict], None] | None = None,
+    channel_scales: bool = False,
 ) -> TuneResult:
     """Smallest plan whose reconstruction meets ``budget``.
 
@@ -223,7 +311,14 @@ def tune_to_budget(
     with ``higher_is_better=False``). Bisects the global step on a log scale over ``step_range``
     (default: 2**-12 .. 2**0 times the weights' RMS), assuming the metric degrades as the step
     grows; every evaluated point is kept in ``result.rows`` (``result.table()`` prints them).
+    ``channel_scales=True``: per-row/per-column step scales from ``importance``
+    (:func:`channel_scales_from_importance`; needs ``importance``), stored in the plan.
     """
+    scales = None
+    if channel_scales:
+        if importance is None:
+            raise ValueError("channel_scales=True needs the per-weight importance")
+        scales = channel_scales_from_importance({n: importance[n] for n in importance if n in weights})
     names = [n for n, w in weights.items() if quantizable(n, w)]
     n_params = sum(np.asarray(w).size for w in weights.values())
     base = default_step(weights, names, rel=1.0)
@@ -235,7 +330,8 @@ def tune_to_budget(
 
     def point(step: float):
         t0 = time.perf_counter()
-        plan = allocate_steps(weights, step, sensitivity, method=method, lam_factor=lam_factor, names=names)
+        plan = allocate_steps(weights, step, sensitivity, method=method, lam_factor=lam_factor, names=names,
+                              channel_scales=scales, importance=importance)
         _, recon, bits = apply_plan(weights, plan, importance)
         state = {n: (recon[n] if n in recon else np.asarray(w)) for n, w in weights.items()}
         metric = float(evaluate(state))

@@ -1,4 +1,4 @@
-// Golden .nnp files (format 1.0, tests/golden/) decode to exactly the recorded values, forever.
+// Golden .nnp files (formats 1.0 and 1.1, tests/golden/) decode to exactly the recorded values, forever.
 // Decoder side only: also runs in decoder-only builds (NNPRESS_ENCODER=OFF). The expected values
 // (byte count and CRC-32C of each decoded tensor) come from tests/golden/nnp_golden_crc.tsv,
 // written by scripts/make_golden.py when the files were frozen.
@@ -34,7 +34,8 @@ int main() {
       Status s = ContainerReader::open_file(dir + file, &readers[file]);
       CHECK(s.ok());
       if (!s.ok()) std::fprintf(stderr, "%s\n", s.message().c_str());
-      CHECK(readers[file].version_minor() == 0);
+      // golden_v1_*.nnp are format 1.0, golden_v1_1_*.nnp (channel scales) 1.1
+      CHECK(readers[file].version_minor() == (file.rfind("golden_v1_1_", 0) == 0 ? 1 : 0));
     }
     const ContainerReader& r = readers[file];
     size_t i = 0;
@@ -50,7 +51,7 @@ int main() {
     }
     ++checked;
   }
-  CHECK(checked == 15);
-  CHECK(readers.size() == 2);
+  CHECK(checked == 21);
+  CHECK(readers.size() == 3);
   return TEST_MAIN_RESULT();
 }

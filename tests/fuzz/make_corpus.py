@@ -45,6 +45,26 @@ def level_arrays():
     yield np.full(2000, 1, np.int32)
 
 
+def scaled_container_seeds() -> list[bytes]:
+    """Format 1.1 files: quantized tensors with row and/or column scale exponents (storage 3)."""
+    from nnpress.container import TensorRecord, nnp_bytes
+
+    rng = np.random.default_rng(99)
+    lv = rng.integers(-3, 4, (12, 10)).astype(np.int32)
+    re = rng.integers(-40, 40, 12).astype(np.int8)
+    ce = rng.integers(-40, 40, 10).astype(np.int8)
+    both = TensorRecord("w", "float32", "weight", "quantized", lv.shape, data=lv, step=0.05, method="trellis",
+                        row_scale_exp=re, col_scale_exp=ce)
+    rows = TensorRecord("r", "float16", "weight", "quantized", (12, 2, 5), data=lv.reshape(12, 2, 5), step=0.5,
+                        row_scale_exp=re)
+    cols = TensorRecord("c", "bfloat16", "weight", "quantized", (10,), data=lv[0], method="rdoq", step=2.0,
+                        col_scale_exp=np.array([-128, 127, 0, 1, -1, 8, -8, 64, -64, 3], np.int8))
+    tied = TensorRecord("t", "float32", "weight", "alias", lv.shape, alias_of="w")
+    plain = TensorRecord("p", "float64", "weight", "quantized", (3, 4), data=lv[:3, :4], step=1e-3)
+    return [nnp_bytes([both, rows, cols, tied, plain], block_elements=30, threads=1)[0],
+            nnp_bytes([both], threads=1)[0], nnp_bytes([cols], threads=1)[0]]
+
+
 def main() -> None:
     for levels in level_arrays():
         stream = nnpress.encode_levels(levels)
@@ -92,6 +112,8 @@ def main() -> None:
     for rec in records[:6]:
         save("container", nnp_bytes([rec], threads=1)[0])
     save("container", nnp_bytes([], threads=1)[0])
+    for f in scaled_container_seeds():
+        save("container", f)
 
     # sparse: every mode (CER/CSER, 16/32-bit columns, raw/small values, plausible/raw/mutated
     # structures) with random bytes; the fuzzer's coverage feedback takes it from there.

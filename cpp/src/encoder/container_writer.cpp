@@ -104,6 +104,7 @@ Status write_container(const std::vector<TensorInput>& tensors, const WriterOpti
     counts[i] = n;
     switch (t.storage) {
       case Storage::kRaw:
+        if (t.row_scale_exp || t.col_scale_exp) return invalid_argument(tw + ": channel scales on a raw tensor");
         if (t.raw_size != n * dtype_size(t.dtype))
           return invalid_argument(tw + ": raw data has " + std::to_string(t.raw_size) + " bytes, shape and dtype need " +
                                   std::to_string(n * dtype_size(t.dtype)));
@@ -120,6 +121,25 @@ Status write_container(const std::vector<TensorInput>& tensors, const WriterOpti
           if (t.rows_per_block > r) return invalid_argument(tw + ": rows_per_block exceeds the rows");
         }
         if (t.levels == nullptr && n != 0) return invalid_argument(tw + ": null levels");
+        if (t.row_scale_exp || t.col_scale_exp) {
+          uint64_t r, c;
+          rows_cols_of(t.shape, &r, &c);
+          double lo = t.step, hi = t.step;
+          for (int which = 0; which < 2; ++which) {
+            const int8_t* e = which == 0 ? t.row_scale_exp : t.col_scale_exp;
+            const uint64_t m = which == 0 ? r : c;
+            if (e == nullptr || m == 0) continue;
+            int8_t emin = e[0], emax = e[0];
+            for (uint64_t k = 1; k < m; ++k) {
+              emin = std::min(emin, e[k]);
+              emax = std::max(emax, e[k]);
+            }
+            lo *= channel_scale_of_exp(emin);
+            hi *= channel_scale_of_exp(emax);
+          }
+          if (!(std::isfinite(hi) && lo > 0))
+            return invalid_argument(tw + ": step x channel scales overflows or underflows");
+        }
         if ((t.unary_len >= 0) != (t.eg_order >= 0)) return invalid_argument(tw + ": set both unary_len and eg_order, or neither");
         if (t.unary_len >= 0) {
           LevelParams p;
@@ -198,6 +218,7 @@ Status write_container(const std::vector<TensorInput>& tensors, const WriterOpti
   table.insert(table.end(), options.metadata.begin(), options.metadata.end());
   std::vector<uint64_t> stored(tensors.size(), 0);
   size_t next_block = 0;
+  bool any_scaled = false;  // a file with channel scales is version 1.1, otherwise 1.0
   auto add_chunk = [&](const uint8_t* p, size_t n) {
     put64(&table, o.size());
     put64(&table, n);
@@ -210,7 +231,9 @@ Status write_container(const std::vector<TensorInput>& tensors, const WriterOpti
     table.insert(table.end(), t.name.begin(), t.name.end());
     put8(&table, uint8_t(t.dtype));
     put8(&table, uint8_t(t.role));
-    put8(&table, uint8_t(t.storage));
+    const bool scaled = t.storage == Storage::kQuantized && (t.row_scale_exp || t.col_scale_exp);
+    any_scaled = any_scaled || scaled;
+    put8(&table, scaled ? kStorageCodeQuantizedScaled : uint8_t(t.storage));
     put8(&table, uint8_t(t.shape.size()));
     for (uint64_t d : t.shape) put64(&table, d);
     if (t.storage == Storage::kRaw) {
@@ -224,6 +247,13 @@ Status write_container(const std::vector<TensorInput>& tensors, const WriterOpti
       putf64(&table, t.step);
       putf64(&table, t.lambda);
       put64(&table, rpb[i]);
+      if (scaled) {
+        uint64_t r, c;
+        rows_cols_of(t.shape, &r, &c);
+        put8(&table, uint8_t((t.row_scale_exp ? kScaleFlagRows : 0) | (t.col_scale_exp ? kScaleFlagCols : 0)));
+        if (t.row_scale_exp) table.insert(table.end(), t.row_scale_exp, t.row_scale_exp + r);
+        if (t.col_scale_exp) table.insert(table.end(), t.col_scale_exp, t.col_scale_exp + c);
+      }
       const size_t first = next_block;
       while (next_block < blocks.size() && blocks[next_block].tensor == i) ++next_block;
       put32(&table, uint32_t(next_block - first));
@@ -241,8 +271,9 @@ Status write_container(const std::vector<TensorInput>& tensors, const WriterOpti
   std::memcpy(o.data(), kContainerMagic, 8);
   o[8] = uint8_t(kContainerVersionMajor);
   o[9] = uint8_t(kContainerVersionMajor >> 8);
-  o[10] = uint8_t(kContainerVersionMinor);
-  o[11] = uint8_t(kContainerVersionMinor >> 8);
+  const uint16_t minor = any_scaled ? 1 : 0;
+  o[10] = uint8_t(minor);
+  o[11] = uint8_t(minor >> 8);
   set32(o.data() + 12, 0);
   set64(o.data() + 16, table_offset);
   set64(o.data() + 24, table.size());

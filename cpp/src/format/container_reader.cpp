@@ -323,7 +323,18 @@ Status ContainerReader::parse(const ReaderOptions& options) {
     if (!c.get(&dtype) || !c.get(&role) || !c.get(&storage) || !c.get(&ndim)) return truncated(tw + ": truncated entry");
     if (!known_dtype(dtype)) return corrupt(tw + ": unknown dtype code " + std::to_string(dtype));
     if (role > uint8_t(TensorRole::kOther)) return corrupt(tw + ": unknown role code " + std::to_string(role));
-    if (storage > uint8_t(Storage::kAlias)) return corrupt(tw + ": unknown storage code " + std::to_string(storage));
+    const bool scaled = storage == kStorageCodeQuantizedScaled;
+    if (scaled && version_minor_ < 1)
+      return corrupt(tw + ": storage code 3 (channel scales) in a version 1." + std::to_string(version_minor_) +
+                     " file (needs 1.1)");
+    if (storage > kStorageCodeQuantizedScaled)
+      return version_minor_ > kContainerVersionMinor
+                 ? Status(StatusCode::kUnsupported, tw + ": storage code " + std::to_string(storage) +
+                                                        " of format 1." + std::to_string(version_minor_) +
+                                                        " is not supported by this reader (reads up to 1." +
+                                                        std::to_string(kContainerVersionMinor) + ")")
+                 : corrupt(tw + ": unknown storage code " + std::to_string(storage));
+    if (scaled) storage = uint8_t(Storage::kQuantized);
     if (ndim > kMaxDims) return corrupt(tw + ": " + std::to_string(ndim) + " dimensions (at most 8)");
     t.dtype = DType(dtype);
     t.role = TensorRole(role);
@@ -382,6 +393,40 @@ Status ContainerReader::parse(const ReaderOptions& options) {
       if (!std::isfinite(t.step) || !(t.step > 0)) return corrupt(tw + ": step size is not a positive finite number");
       if (!std::isfinite(t.lambda)) return corrupt(tw + ": lambda is not finite");
       rows_cols_of(t.shape, &t.rows, &t.cols);
+      if (scaled) {
+        uint8_t flags = 0;
+        if (!c.get(&flags)) return truncated(tw + ": truncated channel scale flags");
+        if (flags == 0 || (flags & ~(kScaleFlagRows | kScaleFlagCols)) != 0)
+          return corrupt(tw + ": channel scale flags " + std::to_string(flags) + " (must be 1, 2 or 3)");
+        // The exponents are table bytes: sizes are checked against the table before any allocation.
+        for (int which = 0; which < 2; ++which) {
+          const uint8_t bit = which == 0 ? kScaleFlagRows : kScaleFlagCols;
+          if (!(flags & bit)) continue;
+          const uint64_t n = which == 0 ? t.rows : t.cols;
+          if (n > c.left())
+            return truncated(tw + ": " + std::to_string(n) + (which == 0 ? " row" : " column") +
+                             " scales run past the table");
+          const uint8_t* e = c.view(size_t(n));
+          std::vector<int8_t>& exps = which == 0 ? t.row_scale_exp : t.col_scale_exp;
+          std::vector<double>& vals = which == 0 ? t.row_scale : t.col_scale;
+          exps.resize(size_t(n));
+          vals.resize(size_t(n));
+          for (uint64_t k = 0; k < n; ++k) {
+            exps[k] = int8_t(e[k]);
+            vals[k] = channel_scale_of_exp(exps[k]);
+          }
+        }
+        // Every step_ij must be finite and > 0: check the extreme products (rounding is monotonic).
+        double lo = t.step, hi = t.step;
+        for (const std::vector<double>* v : {&t.row_scale, &t.col_scale}) {
+          if (v->empty()) continue;
+          const auto mm = std::minmax_element(v->begin(), v->end());
+          lo *= *mm.first;
+          hi *= *mm.second;
+        }
+        if (!(std::isfinite(hi) && lo > 0))
+          return corrupt(tw + ": step x channel scales overflows or underflows");
+      }
       uint32_t nchunks = 0;
       if (!c.get(&nchunks)) return truncated(tw + ": truncated chunk count");
       uint64_t expect = 0;
@@ -483,18 +528,21 @@ Status ContainerReader::run_tasks(std::vector<Task>& tasks, unsigned threads) co
         lv = scratch.data();
       }
       Status s = decode_level_payload(src, size_t(ch.size), ch.rows, t.cols, t.params, lv);
+      ChannelScales sc;
+      if (!t.row_scale.empty()) sc.row = t.row_scale.data() + ch.first_row;
+      if (!t.col_scale.empty()) sc.col = t.col_scale.data();
       if (s.ok() && !task.levels_only) {
         switch (t.dtype) {
           case DType::kFloat32:
-            s = dequantize(lv, ch.rows, t.cols, t.step, t.method, reinterpret_cast<float*>(task.out) + first);
+            s = dequantize(lv, ch.rows, t.cols, t.step, t.method, sc, reinterpret_cast<float*>(task.out) + first);
             break;
           case DType::kFloat64:
-            s = dequantize(lv, ch.rows, t.cols, t.step, t.method, reinterpret_cast<double*>(task.out) + first);
+            s = dequantize(lv, ch.rows, t.cols, t.step, t.method, sc, reinterpret_cast<double*>(task.out) + first);
             break;
           case DType::kFloat16:
           case DType::kBFloat16: {
             fscratch.resize(size_t(n));
-            s = dequantize(lv, ch.rows, t.cols, t.step, t.method, fscratch.data());
+            s = dequantize(lv, ch.rows, t.cols, t.step, t.method, sc, fscratch.data());
             uint16_t* o = reinterpret_cast<uint16_t*>(task.out) + first;
             if (t.dtype == DType::kFloat16) {
               for (uint64_t i = 0; i < n; ++i) o[i] = float_to_half_bits(fscratch[i]);

@@ -24,8 +24,15 @@ bool same_params(const cabac::LevelParams& a, const cabac::LevelParams& b) {
   return a.unary_len == b.unary_len && a.eg_order == b.eg_order;
 }
 
+// step_ij (dequantize.h) of weight i of the rows x cols tensor.
+inline double step_at(const QuantOptions& o, uint64_t cols, uint64_t i) {
+  const double row_step = o.step * (o.scales.row ? o.scales.row[i / cols] : 1.0);
+  return o.scales.col ? row_step * o.scales.col[i % cols] : row_step;
+}
+
 template <class W, class F>
-Status check_inputs(const W* weights, const F* importance, uint64_t count, const QuantOptions& o) {
+Status check_inputs(const W* weights, const F* importance, uint64_t rows, uint64_t cols, const QuantOptions& o) {
+  const uint64_t count = rows * cols;
   if (!(std::isfinite(o.step) && o.step > 0))
     return invalid_argument("quantize: step must be finite and > 0, got " + std::to_string(o.step));
   if (!(std::isfinite(o.lambda) && o.lambda >= 0))
@@ -38,13 +45,22 @@ Status check_inputs(const W* weights, const F* importance, uint64_t count, const
     if (!s.ok()) return invalid_argument("quantize: " + s.message());
   }
   if (count && weights == nullptr) return invalid_argument("quantize: null weights");
+  if (count) {
+    Status s = check_channel_scales(o.scales.row, o.scales.row ? rows : 0, "quantize: row scale");
+    if (s.ok()) s = check_channel_scales(o.scales.col, o.scales.col ? cols : 0, "quantize: column scale");
+    if (!s.ok()) return s;
+  }
   for (uint64_t i = 0; i < count; ++i) {
     const double w = double(weights[i]);
     if (!std::isfinite(w))
       return invalid_argument("quantize: weight " + std::to_string(i) + " is not finite (" + std::to_string(w) + ")");
-    if (!(std::fabs(w / o.step) < kMaxScaled))
+    const double st = o.scales.any() ? step_at(o, cols, i) : o.step;
+    if (!(std::isfinite(st) && st > 0))
+      return invalid_argument("quantize: the step of weight " + std::to_string(i) +
+                              " (step x row scale x column scale) is not finite and > 0");
+    if (!(std::fabs(w / st) < kMaxScaled))
       return invalid_argument("quantize: weight " + std::to_string(i) + " = " + std::to_string(w) +
-                              " is 2^30 steps or more from zero (step " + std::to_string(o.step) + ")");
+                              " is 2^30 steps or more from zero (step " + std::to_string(st) + ")");
   }
   if (importance) {
     for (uint64_t i = 0; i < count; ++i) {
@@ -57,10 +73,17 @@ Status check_inputs(const W* weights, const F* importance, uint64_t count, const
   return Status::Ok();
 }
 
-// Level guess used to pick the first level params: nearest levels of the grid `grid`.
+// Nearest levels on the grid `factor` x step_ij (factor 2: the trellis' first guess).
 template <class W>
-void round_to_grid(const W* weights, uint64_t count, double grid, int32_t* levels) {
-  for (uint64_t i = 0; i < count; ++i) levels[i] = int32_t(std::nearbyint(double(weights[i]) / grid));
+void round_to_grid(const W* weights, uint64_t count, uint64_t cols, const QuantOptions& o, double factor,
+                   int32_t* levels) {
+  if (!o.scales.any()) {
+    const double grid = factor * o.step;
+    for (uint64_t i = 0; i < count; ++i) levels[i] = int32_t(std::nearbyint(double(weights[i]) / grid));
+    return;
+  }
+  for (uint64_t i = 0; i < count; ++i)
+    levels[i] = int32_t(std::nearbyint(double(weights[i]) / (factor * step_at(o, cols, i))));
 }
 
 }  // namespace
@@ -70,18 +93,19 @@ Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t c
                 int32_t* levels, float* recon, QuantResult* result) {
   if (cols != 0 && rows > UINT64_MAX / cols) return invalid_argument("quantize: rows * cols overflows");
   const uint64_t count = rows * cols;
-  Status s = check_inputs(weights, importance, count, o);
+  Status s = check_inputs(weights, importance, rows, cols, o);
   if (!s.ok()) return s;
   if (count && levels == nullptr) return invalid_argument("quantize: null levels");
   QuantResult res;
 
   if (o.method == QuantMethod::kNearest) {
-    round_to_grid(weights, count, o.step, levels);
+    round_to_grid(weights, count, cols, o, 1.0, levels);
+    const bool scaled = o.scales.any();
     if (recon)
-      for (uint64_t i = 0; i < count; ++i) recon[i] = float(double(levels[i]) * o.step);
+      for (uint64_t i = 0; i < count; ++i) recon[i] = float(double(levels[i]) * (scaled ? step_at(o, cols, i) : o.step));
     double dist = 0.0;
     for (uint64_t i = 0; i < count; ++i) {
-      const double d = double(weights[i]) - double(levels[i]) * o.step;
+      const double d = double(weights[i]) - double(levels[i]) * (scaled ? step_at(o, cols, i) : o.step);
       dist += (importance ? double(importance[i]) : 1.0) * d * d;
     }
     res.params = o.params_fixed ? o.params : choose_level_params_for_speed(levels, rows, cols);
@@ -94,7 +118,7 @@ Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t c
   const bool trellis = o.method == QuantMethod::kTrellis;
   cabac::LevelParams params = o.params;
   if (!o.params_fixed) {
-    round_to_grid(weights, count, trellis ? 2.0 * o.step : o.step, levels);
+    round_to_grid(weights, count, cols, o, trellis ? 2.0 : 1.0, levels);
     params = choose_level_params_for_speed(levels, rows, cols);
   }
   // Contexts restart at every chunk, so chunks are independent: run them on `threads` workers.
@@ -111,10 +135,12 @@ Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t c
       const uint64_t r0 = c * chunk, n = std::min(chunk, rows - r0);
       const size_t at = size_t(r0 * cols);
       double dist = 0.0;
+      ChannelScales sc = o.scales;
+      if (sc.row) sc.row += r0;
       chunk_rate[c] =
-          trellis ? trellis_pass(weights + at, importance ? importance + at : nullptr, n, cols, o.step, o.lambda, 0,
+          trellis ? trellis_pass(weights + at, importance ? importance + at : nullptr, n, cols, o.step, sc, o.lambda, 0,
                                  params, levels + at, recon ? recon + at : nullptr, &dist)
-                  : rdoq_pass(weights + at, importance ? importance + at : nullptr, n, cols, o.step, o.lambda, 0,
+                  : rdoq_pass(weights + at, importance ? importance + at : nullptr, n, cols, o.step, sc, o.lambda, 0,
                               params, levels + at, recon ? recon + at : nullptr, &dist);
       chunk_dist[c] = dist;
     };

@@ -9,8 +9,8 @@
 namespace nnpress {
 
 template <class W, class F>
-uint64_t rdoq_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols, double step,
-                   double lambda, uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels,
+uint64_t rdoq_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols, double tensor_step,
+                   const ChannelScales& scales, double lambda, uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels,
                    float* recon, double* distortion) {
   using cabac::code_level;
   const double lambda_per_unit = lambda / double(cabac::kRateOne);  // cost of one fixed-point rate unit
@@ -24,7 +24,9 @@ uint64_t rdoq_pass(const W* weights, const F* importance, uint64_t rows, uint64_
     cabac::Neighbourhood nb;
     const W* w_row = weights + r * cols;
     int32_t* q_row = levels + r * cols;
+    const double row_step = tensor_step * (scales.row ? scales.row[r] : 1.0);
     for (uint64_t i = 0; i < cols; ++i) {
+      const double step = scales.col ? row_step * scales.col[i] : row_step;  // step_ij (dequantize.h)
       const double w = double(w_row[i]);
       const double f = importance ? double(importance[r * cols + i]) : 1.0;
       const double x = w / step;
@@ -96,7 +98,7 @@ uint64_t rdoq_pass(const W* weights, const F* importance, uint64_t rows, uint64_
 }
 
 #define NNPRESS_INSTANTIATE(W, F)                                                                             \
-  template uint64_t rdoq_pass<W, F>(const W*, const F*, uint64_t, uint64_t, double, double, uint64_t,        \
+  template uint64_t rdoq_pass<W, F>(const W*, const F*, uint64_t, uint64_t, double, const ChannelScales&, double, uint64_t,        \
                                     const cabac::LevelParams&, int32_t*, float*, double*);
 NNPRESS_INSTANTIATE(float, float)
 NNPRESS_INSTANTIATE(float, double)

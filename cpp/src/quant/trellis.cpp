@@ -64,8 +64,8 @@ inline int64_t index_of(const Candidates& c, int j) { return c.sgn * magnitude_o
 }  // namespace
 
 template <class W, class F>
-uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols, double step,
-                      double lambda, uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels,
+uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols, double tensor_step,
+                      const ChannelScales& scales, double lambda, uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels,
                       float* recon, double* distortion) {
   using cabac::code_level;
   const double lambda_per_unit = lambda / double(cabac::kRateOne);
@@ -93,8 +93,11 @@ uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint
     cur[0].nb = cabac::Neighbourhood();
     cur[0].ctx = committed;
     const W* w_row = weights + r * cols;
+    const double row_step = tensor_step * (scales.row ? scales.row[r] : 1.0);
+    auto step_of = [&](uint64_t i) { return scales.col ? row_step * scales.col[i] : row_step; };  // step_ij
 
     for (uint64_t i = 0; i < cols; ++i) {
+      const double step = step_of(i);
       const double w = double(w_row[i]);
       const double f = importance ? double(importance[r * cols + i]) : 1.0;
       const Candidates cand = candidates_of(w / step);
@@ -177,6 +180,7 @@ uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint
     for (uint64_t i = cols; i-- > 0;) {
       const uint8_t d = decisions[size_t(i) * kDqStates + state];
       const int j = d >> 3;
+      const double step = step_of(i);
       const Candidates cand = candidates_of(double(w_row[i]) / step);
       q_row[i] = level_of(cand, j);
       if (recon) recon[r * cols + i] = float(double(index_of(cand, j)) * step);
@@ -188,7 +192,7 @@ uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint
 }
 
 #define NNPRESS_INSTANTIATE(W, F)                                                                             \
-  template uint64_t trellis_pass<W, F>(const W*, const F*, uint64_t, uint64_t, double, double, uint64_t,     \
+  template uint64_t trellis_pass<W, F>(const W*, const F*, uint64_t, uint64_t, double, const ChannelScales&, double, uint64_t,     \
                                        const cabac::LevelParams&, int32_t*, float*, double*);
 NNPRESS_INSTANTIATE(float, float)
 NNPRESS_INSTANTIATE(float, double)

@@ -1,4 +1,4 @@
-// nnpress/format/container.h — the .nnp file (format version 1): read it, decode tensors, write it.
+// nnpress/format/container.h — the .nnp file (format version 1.0/1.1): read it, decode tensors, write it.
 //
 // CONTRACT
 //   The byte layout is specified in docs/FORMAT.md and frozen by tests/golden/*.nnp.
@@ -37,7 +37,8 @@
 //     (in file order) is reported. `threads` = 0 means std::thread::hardware_concurrency().
 //   - Values: quantized tensors decode with the reconstruction rule of their quantizer
 //     (nnpress/quant/dequantize.h: u * step with u = level for nearest/rdoq, the dependent-
-//     quantization index for trellis), computed in double and rounded once to the tensor's dtype
+//     quantization index for trellis; with channel scales u * step_ij, step_ij = (step *
+//     2^(row_exp[i]/8)) * 2^(col_exp[j]/8)), computed in double and rounded once to the tensor's dtype
 //     for float64/float32; float16/bfloat16 go through that float32 value with
 //     round-to-nearest-even. Raw tensors are their stored little-endian bytes.
 //   - All functions return Status and never throw, abort or read outside the buffers they are
@@ -56,6 +57,12 @@
 //     Row blocks hold whole rows, and the dependent-quantization state restarts at every row, so
 //     blocks decode independently for every method.
 //   - Hosts must be little-endian (x86-64, aarch64); raw data is copied as is.
+//   - Channel scales (format 1.1): a quantized tensor may carry per-row and/or per-column step
+//     exponents (int8, scale 2^(e/8)). In memory it is still Storage::kQuantized (TensorInfo::
+//     row_scale_exp / col_scale_exp non-empty); on disk it is storage code 3, which only 1.1 files
+//     may use. The writer stamps 1.1 only on files that contain such a tensor, so files without
+//     scales stay byte-identical 1.0 files that every 1.x reader decodes. A 1.0 reader rejects a
+//     1.1 file that has scales (unknown storage code 3) — it can never misread one.
 #pragma once
 
 #include <cstddef>
@@ -71,7 +78,11 @@
 namespace nnpress {
 
 constexpr uint16_t kContainerVersionMajor = 1;
-constexpr uint16_t kContainerVersionMinor = 0;
+constexpr uint16_t kContainerVersionMinor = 1;  // the highest minor version this build reads/writes
+// On-disk storage code of a quantized tensor with channel scales (format 1.1; docs/FORMAT.md).
+constexpr uint8_t kStorageCodeQuantizedScaled = 3;
+// Bits of its scale_flags byte.
+constexpr uint8_t kScaleFlagRows = 1, kScaleFlagCols = 2;
 constexpr size_t kContainerHeaderSize = 40;
 // File signature: \x89 N N P \r \n \x1a \n (as PNG's: catches text-mode and 7-bit damage).
 extern const uint8_t kContainerMagic[8];
@@ -119,6 +130,11 @@ struct TensorInfo {
   LevelParams params;
   double step = 0.0, lambda = 0.0;
   uint64_t rows = 0, cols = 0, rows_per_block = 0;
+  // Channel scales (quantized, format 1.1): rows / cols exponents, empty if absent, and their
+  // values 2^(e/8) (channel_scale_of_exp, dequantize.h) for the decoder.
+  std::vector<int8_t> row_scale_exp, col_scale_exp;
+  std::vector<double> row_scale, col_scale;
+  bool has_channel_scales() const { return !row_scale_exp.empty() || !col_scale_exp.empty(); }
   // Alias only: index of the tensor whose data this one shares.
   uint32_t alias_of = 0;
   std::vector<ChunkRef> chunks;
@@ -209,6 +225,10 @@ struct TensorInput {
   // Binarization parameters; both >= 0 fixes them (e.g. the ones the quantizer priced with),
   // -1 lets the writer choose (see WriterOptions::size_tolerance).
   int unary_len = -1, eg_order = -1;
+  // Optional channel scale exponents (kQuantized only): rows / cols int8 values (rows, cols as in
+  // rows_cols_of), scale 2^(e/8). Any non-null makes the entry storage code 3 and the file 1.1.
+  const int8_t* row_scale_exp = nullptr;
+  const int8_t* col_scale_exp = nullptr;
   // kRaw: product(shape) * dtype_size(dtype) bytes, little endian.
   const void* raw = nullptr;
   uint64_t raw_size = 0;

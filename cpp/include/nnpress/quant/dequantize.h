@@ -15,13 +15,21 @@
 //       of rank >= 2, else the whole tensor is one row — the same rows as the level coder's
 //       context reset, level_coder.h rows_cols_of). So a dependent level stream can only be
 //       reconstructed row by row, from the row's first level.
-//   In both rules the product u * step is formed in double precision and rounded once to
+//   Channel scales (optional, ChannelScales below): the step of weight (i, j) — row i, column j
+//   of the rows x cols view — is
+//       step_ij = (step * row[i]) * col[j]          (double; a missing vector counts as all 1.0)
+//   and u * step_ij replaces u * step in both rules. Without scales step_ij == step exactly.
+//   In the .nnp file the scales are stored as exponents e (int8): scale = 2^(e/8), computed by
+//   channel_scale_of_exp() exactly (table of the 8 correctly rounded 2^(k/8) times a power of 2),
+//   so the encoder and every decoder form bit-identical step_ij.
+//   In both rules the product u * step_ij is formed in double precision and rounded once to
 //   float32 (or kept in double by the double overload). The quantizers (quantize.h) evaluate
 //   their distortion at exactly these double values, and the float32 values they report are
 //   bit-identical to what dequantize() returns.
 //
 //   dequantize() returns kInvalidArgument for a null buffer with a non-zero count, a step that
-//   is not finite and > 0, or an unknown method. It never fails on any int32 level values.
+//   is not finite and > 0, a channel scale that is not finite and > 0, a step_ij that is not
+//   finite and > 0 (overflow/underflow of the product), or an unknown method. It never fails on any int32 level values.
 //
 // SURPRISES
 //   - With the dependent rule a level k is about half the reconstruction index u: the coded
@@ -62,10 +70,35 @@ inline int64_t dq_index(int state, int32_t k) {
   return k > 0 ? u - 1 : u + 1;
 }
 
+// ---- channel scales ----
+// Per-row and per-column multipliers of the step (each may be null = all 1.0). Not owned.
+struct ChannelScales {
+  const double* row = nullptr;  // rows values, each finite and > 0
+  const double* col = nullptr;  // cols values, each finite and > 0
+  bool any() const { return row != nullptr || col != nullptr; }
+};
+
+// Scale exponents of the .nnp format: scale = 2^(e / kScaleStepsPerOctave), e in [-128, 127].
+constexpr int kScaleStepsPerOctave = 8;
+// 2^(e/8) in double, exactly the same value on every platform (no libm: a table of the correctly
+// rounded 2^(k/8), k = 0..7, times 2^floor(e/8), which is exact).
+double channel_scale_of_exp(int8_t e);
+// The exponent whose scale is nearest to `scale` on a log scale, clamped to [-128, 127]
+// (scale must be finite and > 0; anything else gives 0).
+int8_t channel_scale_exp_of(double scale);
+
+// Checks that n scales are finite and > 0 (kInvalidArgument naming `what` and the index).
+Status check_channel_scales(const double* scales, uint64_t n, const char* what);
+
 // Reconstructs rows*cols levels (row-major) into out. Status kInvalidArgument on a bad call.
 Status dequantize(const int32_t* levels, uint64_t rows, uint64_t cols, double step,
                   QuantMethod method, float* out);
 Status dequantize(const int32_t* levels, uint64_t rows, uint64_t cols, double step,
                   QuantMethod method, double* out);
+// With channel scales (step_ij as in the contract above).
+Status dequantize(const int32_t* levels, uint64_t rows, uint64_t cols, double step,
+                  QuantMethod method, const ChannelScales& scales, float* out);
+Status dequantize(const int32_t* levels, uint64_t rows, uint64_t cols, double step,
+                  QuantMethod method, const ChannelScales& scales, double* out);
 
 }  // namespace nnpress

@@ -9,7 +9,9 @@
 //   RDOQ and trellis minimise, over the whole tensor,
 //       sum_i F_i (w_i - w_hat_i)^2  +  lambda * bits
 //   where F_i = importance[i] (1 if importance is null), w_hat_i the reconstruction of
-//   dequantize.h (computed in double, exactly as there), and bits the coder's own estimate:
+//   dequantize.h (computed in double, exactly as there — with options.scales, every weight is
+//   quantized on its own step step_ij = (step * row[i]) * col[j], the decoder's rule), and bits
+//   the coder's own estimate:
 //   every candidate is priced by running the level syntax (cabac::code_level) through a
 //   RatePeek on the contexts as the encoder will have them at that weight, and the chosen level
 //   is committed through a RateEstimator so the contexts evolve exactly as the encoder's will.
@@ -34,7 +36,8 @@
 //
 //   Errors (Status kInvalidArgument, nothing written to levels is meaningful then):
 //   null buffers with count > 0; step not finite or <= 0; lambda not finite or < 0; a weight
-//   that is NaN or infinite or with |w / step| >= 2^30 (message names the index); an importance
+//   that is NaN or infinite or with |w / step_ij| >= 2^30 (message names the index); a channel
+//   scale that is not finite and > 0, or a step_ij that is not (over/underflow); an importance
 //   that is NaN, infinite or negative; max_passes < 1; invalid fixed params.
 //
 // SURPRISES
@@ -70,6 +73,7 @@ struct QuantOptions {
   cabac::LevelParams params;     // used only if params_fixed
   int max_passes = 2;            // runs with re-picked params (RDOQ / trellis)
   unsigned threads = 1;          // workers over independent chunks (0: hardware_concurrency)
+  ChannelScales scales;          // per-row / per-column step multipliers (null: none), not owned
 };
 
 struct QuantResult {

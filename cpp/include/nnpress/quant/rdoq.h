@@ -4,7 +4,8 @@
 //   rdoq_pass() walks the levels in the coder's scan order (row-major, neighbourhood reset at
 //   every row, contexts fresh at row 0 and every chunk_rows rows, as cabac::code_rows and the
 //   container do) and, for each weight w with x = w / step, a = floor(|x|), s = sign(x), picks
-//   among the candidates
+//   (step = step_ij of dequantize.h when channel scales are given; scales.row points at the
+//   first row of this call) among the candidates
 //       0,  s*a,  s*(a+1) (if it is the nearest level, or a == 0),  s*(a-1) (if a >= 2)
 //   the one minimising  F (w - q*step)^2 + lambda * bits(q),  bits(q) priced by
 //   cabac::code_level<RatePeek> on the live contexts and neighbourhood. The nearest level is
@@ -18,7 +19,7 @@
 //
 //   Unchecked: inputs must already be validated (quantize() in quantize.h does it).
 //   Returns the estimated rate (fixed point, cabac::kRateOne per bit); adds the weighted
-//   distortion to *distortion; writes recon (if not null) as float(double(q) * step).
+//   distortion to *distortion; writes recon (if not null) as float(double(q) * step_ij).
 //
 // SURPRISES
 //   - Greedy: a decision never looks ahead at how it changes the contexts of later weights.
@@ -27,12 +28,13 @@
 #include <cstdint>
 
 #include "nnpress/cabac/binarization.h"
+#include "nnpress/quant/dequantize.h"
 
 namespace nnpress {
 
 template <class W, class F>
 uint64_t rdoq_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols, double step,
-                   double lambda, uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels,
+                   const ChannelScales& scales, double lambda, uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels,
                    float* recon, double* distortion);
 
 }  // namespace nnpress

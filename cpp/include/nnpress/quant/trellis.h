@@ -16,7 +16,8 @@
 //     matters little. From a state with quantizer z the branches are the candidates of
 //     quantizer z and the zero level.
 //   * cost of a branch: F (w - u*step)^2 + lambda * bits, u*step in double exactly as
-//     dequantize computes it.
+//     dequantize computes it. With channel scales every `step` here is the weight's own step_ij
+//     (dequantize.h; scales.row points at the first row of this call).
 //   * at the end of each row the cheapest final state wins, its path is traced back (one byte
 //     per weight and state), and its contexts carry over to the next row.
 //   Contexts start fresh at row 0 and every chunk_rows rows (0 = never).
@@ -36,12 +37,13 @@
 #include <cstdint>
 
 #include "nnpress/cabac/binarization.h"
+#include "nnpress/quant/dequantize.h"
 
 namespace nnpress {
 
 template <class W, class F>
 uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols, double step,
-                      double lambda, uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels,
+                      const ChannelScales& scales, double lambda, uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels,
                       float* recon, double* distortion);
 
 }  // namespace nnpress
