@@ -17,6 +17,18 @@ def range_lps(c: int, r: int) -> int:
     return min(128 + 16 * r, max(1, ((2 * c + 1) * (272 + 32 * r) + 256) // 512))
 
 
+def lps_class_of_state(t: int) -> int:
+    # A context's 8-bit state t is its P(1) in units of 1/256 (context_model.h); the MPS is 1 from
+    # t = 128 on, and the LPS class is t (MPS 0) or 255 - t (MPS 1).
+    return t if t < 128 else 255 - t
+
+
+def state_costs(cost, t: int) -> tuple:
+    # (cost of coding 0, cost of coding 1) in state t.
+    mps_cost, lps_cost = cost[lps_class_of_state(t)]
+    return (mps_cost, lps_cost) if t < 128 else (lps_cost, mps_cost)
+
+
 def main() -> None:
     lps = [[range_lps(c, r) for r in range(RANGE_CLASSES)] for c in range(LPS_CLASSES)]
     cost = []
@@ -38,6 +50,12 @@ def main() -> None:
     out += ["};", "", "const uint32_t kBinCost[kLpsClasses][2] = {"]
     for i in range(0, LPS_CLASSES, 4):
         out.append("    " + " ".join("{%d, %d}," % cost[j] for j in range(i, i + 4)))
+    out += ["};", "", "const uint8_t kRangeLpsOfState[kStates][kRangeClasses] = {"]
+    for t in range(256):
+        out.append("    {" + ", ".join(str(v) for v in lps[lps_class_of_state(t)]) + "},")
+    out += ["};", "", "const uint32_t kBinCostOfState[kStates][2] = {"]
+    for i in range(0, 256, 4):
+        out.append("    " + " ".join("{%d, %d}," % state_costs(cost, j) for j in range(i, i + 4)))
     out += ["};", "", "}  // namespace nnpress::cabac", ""]
     Path(__file__).resolve().parent.parent.joinpath("cpp/src/cabac/tables.cpp").write_text("\n".join(out))
 

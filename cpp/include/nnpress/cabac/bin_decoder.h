@@ -13,7 +13,11 @@
 //   - A garbage stream still decodes to *some* bins; the caller must treat its output as junk
 //     unless finish() returns true, and should stop early when overrun() turns true (the stream
 //     has run out, so everything decoded from here on is invented).
-//   - The decoder reads 2 bytes ahead at start; a valid stream is always at least 2 bytes long.
+//   - The decoder reads 2 bytes at start (a valid stream is always at least 2 bytes long) and
+//     keeps up to 32 further bits read ahead, so it can read (zero-filled) bytes past the end of
+//     a stream that is still valid; overrun() and finish() account for that: they judge by the
+//     bytes the arithmetic decoding has actually consumed, exactly as a decoder without
+//     look-ahead would.
 #pragma once
 
 #include <cstddef>
@@ -28,30 +32,31 @@ class BinDecoder {
   static constexpr bool kDecoding = true;
 
   BinDecoder(const uint8_t* data, size_t size) : data_(data), size_(size) {
-    value_ = (read_byte() << 8);
+    // The 16-bit window the engine compares against range << 7, followed by kLookahead bits.
+    value_ = read_byte() << 8;
     value_ |= read_byte();
+    value_ = (value_ << kLookahead) | read_word();
   }
 
   // Regular bin: decodes with the model and updates it. The argument is ignored (it exists so
   // one syntax template serves encoder and decoder; see binarization.h).
   NNPRESS_INLINE unsigned bin(unsigned /*unused*/, ContextModel& ctx) {
-    // Branch-free: the MPS/LPS outcome is data, so select with conditional moves and
-    // renormalise both paths with one count-leading-zeros (MPS: shift 0 or 1; LPS: 1..8).
-    const uint64_t lps = kRangeLps[ctx.lps_index()][(range_ >> 5) & 7];
+    // Branch-free: the MPS/LPS outcome is data, so both outcomes' next range and shift are
+    // computed side by side and one is selected (conditional moves). The compare uses
+    // value >> kShift, which does not wait for the LPS table load.
+    const uint64_t lps = kRangeLpsOfState[ctx.state][(range_ >> 5) & 7];
+    const uint64_t top = value_ >> kShift;
     const uint64_t mps_range = range_ - lps;
-    const uint64_t scaled = mps_range << 7;
-    const bool is_lps = value_ >= scaled;
+    const bool is_lps = top >= mps_range;
     const unsigned bin = ctx.mps() ^ unsigned(is_lps);
-    value_ -= is_lps ? scaled : 0u;
-    range_ = is_lps ? lps : mps_range;
-    const int shift = __builtin_clz(uint32_t(range_)) - 23;
-    range_ <<= shift;
-    value_ <<= shift;
-    bits_needed_ += shift;
-    if (bits_needed_ >= 0) {
-      value_ |= read_byte() << bits_needed_;
-      bits_needed_ -= 8;
-    }
+    const unsigned mps_shift = mps_range < 256 ? 1u : 0u;
+    const unsigned lps_shift = unsigned(__builtin_clz(uint32_t(lps))) - 23u;
+    const uint64_t reduced = is_lps ? value_ - (mps_range << kShift) : value_;
+    const unsigned shift = is_lps ? lps_shift : mps_shift;
+    range_ = is_lps ? (lps << lps_shift) : (mps_range << mps_shift);
+    value_ = reduced << shift;
+    unknown_ += shift;
+    if (unknown_ >= 32) refill();
     ctx.update(bin);
     return bin;
   }
@@ -69,15 +74,11 @@ class BinDecoder {
 
   unsigned terminate(unsigned /*unused*/ = 0) {
     range_ -= 2;
-    const uint64_t scaled = range_ << 7;
-    if (value_ >= scaled) return 1;  // end of stream: no renormalisation
-    if (scaled < (256u << 7)) {
-      range_ = scaled >> 6;
+    if ((value_ >> kShift) >= range_) return 1;  // end of stream: no renormalisation
+    if (range_ < 256) {
+      range_ <<= 1;
       value_ <<= 1;
-      if (++bits_needed_ == 0) {
-        bits_needed_ = -8;
-        value_ |= read_byte();
-      }
+      if (++unknown_ >= 32) refill();
     }
     return 0;
   }
@@ -85,30 +86,59 @@ class BinDecoder {
   // After terminate() returned 1: true iff the stop bit and byte alignment are where the encoder
   // puts them and the stream was consumed exactly (no missing, no extra bytes).
   bool finish() const {
-    if (overrun_ != 0 || pos_ != size_ || pos_ == 0) return false;
-    const unsigned last = data_[pos_ - 1];
-    return ((last << (8 + bits_needed_)) & 0xFF) == 0x80;
+    const uint64_t pos = consumed_bytes();
+    if (pos > size_ || pos != size_ || pos == 0) return false;
+    const unsigned last = data_[pos - 1];
+    // Bits of the last byte already shifted into the window: (shifts mod 8); the rest must be the
+    // stop bit followed by zeros.
+    return ((last << (total_shifts() & 7)) & 0xFF) == 0x80;
   }
 
-  // True once the decoder has needed bytes beyond the end of the buffer.
-  bool overrun() const { return overrun_ != 0; }
-  size_t position() const { return pos_; }
+  // True once the decoder has needed bytes beyond the end of the buffer (bytes merely read ahead
+  // into the look-ahead window do not count).
+  bool overrun() const { return consumed_bytes() > size_; }
+  size_t position() const { const uint64_t p = consumed_bytes(); return p < size_ ? size_t(p) : size_; }
 
  private:
+  // The window holds kLookahead bits read ahead beyond what the engine has shifted in; the
+  // engine compares value >> kShift with the range. `unknown_` counts the bits shifted in since
+  // the last refill (zeros so far, < 32 at every compare: they lie below the compared bits).
+  static constexpr int kLookahead = 32;
+  static constexpr int kShift = 7 + kLookahead;
+
+  // Renormalisation shifts since the start: every byte the engine of a one-byte look-ahead
+  // decoder would have read corresponds to 8 of them.
+  uint64_t total_shifts() const { return (uint64_t(pos_) - 6) * 8 + unknown_; }
+  // Bytes a decoder without look-ahead would have consumed so far: 2 + floor(shifts / 8).
+  uint64_t consumed_bytes() const { return 2 + total_shifts() / 8; }
+
   NNPRESS_INLINE uint64_t read_byte() {
-    if (pos_ < size_) return data_[pos_++];
-    ++overrun_;
-    return 0;
+    const uint64_t b = pos_ < size_ ? data_[pos_] : 0;
+    ++pos_;
+    return b;
+  }
+
+  NNPRESS_INLINE uint64_t read_word() {  // 4 bytes, big endian; zeros past the end
+    if (pos_ + 4 <= size_) {
+      const uint8_t* p = data_ + pos_;
+      pos_ += 4;
+      return (uint64_t(p[0]) << 24) | (uint64_t(p[1]) << 16) | (uint64_t(p[2]) << 8) | p[3];
+    }
+    uint64_t w = 0;
+    for (int i = 0; i < 4; ++i) w = (w << 8) | read_byte();
+    return w;
+  }
+
+  NNPRESS_INLINE void refill() {
+    unknown_ -= 32;
+    value_ |= read_word() << unknown_;
   }
 
   NNPRESS_INLINE uint32_t bypass_chunk(int n) {  // n in 1..8
-    value_ = (value_ << n);
-    bits_needed_ += n;
-    if (bits_needed_ >= 0) {
-      value_ |= read_byte() << bits_needed_;
-      bits_needed_ -= 8;
-    }
-    uint64_t scaled = range_ << (7 + n);
+    value_ <<= n;
+    unknown_ += n;
+    if (unknown_ >= 32) refill();
+    uint64_t scaled = range_ << (kShift + n);
     uint32_t v = 0;
     for (int i = 0; i < n; ++i) {
       scaled >>= 1;
@@ -125,12 +155,11 @@ class BinDecoder {
   // 32-bit (u)int members could alias them, forcing the compiler to reload the state from memory
   // after every output store. int64_t/uint64_t cannot alias int32_t, so the state stays in registers.
   const uint8_t* data_;
-  size_t size_;
-  size_t pos_ = 0;
-  uint64_t overrun_ = 0;
+  uint64_t size_;
+  uint64_t pos_ = 0;       // bytes read into the window (may exceed size_: zeros were read)
   uint64_t value_ = 0;
   uint64_t range_ = 510;
-  int64_t bits_needed_ = -8;
+  uint64_t unknown_ = 0;
 };
 
 }  // namespace nnpress::cabac

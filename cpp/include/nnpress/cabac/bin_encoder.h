@@ -33,7 +33,7 @@ class BinEncoder {
   // serve encoder, estimator and decoder; see binarization.h).
   NNPRESS_INLINE unsigned bin(unsigned bin, ContextModel& ctx) {
     const unsigned mps = ctx.mps();
-    const uint32_t lps = kRangeLps[ctx.lps_index()][(range_ >> 5) & 7];
+    const uint32_t lps = kRangeLpsOfState[ctx.state][(range_ >> 5) & 7];
     range_ -= lps;
     if (bin != mps) {
       const int shift = __builtin_clz(lps) - 23;  // bring lps up to [256, 511)

@@ -37,27 +37,28 @@ constexpr int kRangeClasses = 8;    // 9-bit range in [256, 511): (range >> 5) &
 // [256 + 32 r, 288 + 32 r). Entries are in [1, 247]; defined in cabac/tables.cpp.
 extern const uint8_t kRangeLps[kLpsClasses][kRangeClasses];
 
+// A model's 8-bit state is its combined P(1) in units of 1/256: MPS = state >> 7, LPS class =
+// state (MPS 0) or 255 - state (MPS 1). kRangeLpsOfState[state][r] = kRangeLps[class][r], so the
+// engine indexes one table by the state it reads, with no arithmetic in between.
+constexpr int kStates = 256;
+extern const uint8_t kRangeLpsOfState[kStates][kRangeClasses];
+
 struct ContextModel {
   static constexpr int kFastShift = 5;
   static constexpr int kSlowShift = 8;
 
   uint16_t fast = kProbHalf;  // P(1), fast-adapting estimate
   uint16_t slow = kProbHalf;  // P(1), slow-adapting estimate
-  // (lps_index << 1) | mps of the combined estimate, derived from fast/slow by every update so that
-  // the engine's critical path reads one byte instead of recomputing it for each bin.
-  uint8_t coded = state_of(kProbHalf, kProbHalf);
+  // The coding state: the mean of the two estimates in units of 1/256, (fast + slow) >> 8, kept
+  // up to date by every update so that the engine's critical path reads one byte.
+  uint8_t state = state_of(kProbHalf, kProbHalf);
 
-  static constexpr uint8_t state_of(uint32_t f, uint32_t s) {
-    const uint32_t p = (f + s) >> 1;
-    const uint32_t mps = p >> (kProbBits - 1);
-    const uint32_t lps = mps ? (kProbOne - 1 - p) : p;
-    return uint8_t(((lps >> kLpsClassShift) << 1) | mps);
-  }
+  static constexpr uint8_t state_of(uint32_t f, uint32_t s) { return uint8_t((f + s) >> 8); }
 
   // Most probable symbol (0 or 1).
-  NNPRESS_INLINE unsigned mps() const { return coded & 1u; }
-  // LPS probability class in [0, 127].
-  NNPRESS_INLINE unsigned lps_index() const { return coded >> 1; }
+  NNPRESS_INLINE unsigned mps() const { return state >> 7; }
+  // LPS probability class in [0, 127]: the LPS probability in units of 1/256, rounded down.
+  NNPRESS_INLINE unsigned lps_index() const { return state < 128 ? state : 255u - state; }
   NNPRESS_INLINE void update(unsigned bin) {
     // Written as selects so the compiler emits conditional moves (the bin is unpredictable).
     const uint32_t f = fast, s = slow;
@@ -66,7 +67,7 @@ struct ContextModel {
     const uint32_t nf = bin ? f_up : f_down, ns = bin ? s_up : s_down;
     fast = uint16_t(nf);
     slow = uint16_t(ns);
-    coded = state_of(nf, ns);
+    state = state_of(nf, ns);
   }
 };
 

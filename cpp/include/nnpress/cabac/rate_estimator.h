@@ -25,12 +25,14 @@ namespace nnpress::cabac {
 constexpr int kRateBits = 16;
 constexpr uint32_t kRateOne = 1u << kRateBits;  // 1 bit in fixed point
 
-// kBinCost[c][0] = cost of the MPS, kBinCost[c][1] = cost of the LPS, for LPS class c.
-// Defined in cabac/tables.cpp.
+// kBinCost[c][0] = cost of the MPS, kBinCost[c][1] = cost of the LPS, for LPS class c;
+// kBinCostOfState[s][b] = cost of coding bin b in model state s (the same numbers, indexed the
+// way the estimator reads them). Defined in cabac/tables.cpp.
 extern const uint32_t kBinCost[kLpsClasses][2];
+extern const uint32_t kBinCostOfState[kStates][2];
 
-inline uint32_t bin_cost(const ContextModel& ctx, unsigned bin) {
-  return kBinCost[ctx.lps_index()][bin != ctx.mps()];
+NNPRESS_INLINE uint32_t bin_cost(const ContextModel& ctx, unsigned bin) {
+  return kBinCostOfState[ctx.state][bin != 0];
 }
 
 template <bool kUpdate = true>
