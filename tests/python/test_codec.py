@@ -139,6 +139,31 @@ def test_truncated_and_garbage_raise_format_error():
             nnpress.decode_levels(b"NPL\x01" + rng.bytes(n))
 
 
+def test_payload_cut_or_extended_behind_a_valid_checksum_raises_format_error():
+    # The CRC is recomputed, so only the arithmetic decoder's own end-of-stream check (which must
+    # judge by the bytes it consumed, not the ones it read ahead) can catch these.
+    import struct
+
+    rng = np.random.default_rng(8)
+    for levels in (rng.laplace(0, 2, (30, 50)).round().astype(np.int32), np.zeros((3, 7), np.int32),
+                   rng.geometric(0.6, 2000).astype(np.int32) - 1):
+        data = nnpress.encode_levels(levels)
+        body = data[:-4]
+        start = len(body) - nnpress.level_stream_info(data)["payload_bytes"]
+
+        def framed(b: bytes) -> bytes:
+            return b + struct.pack("<I", _crc32c(b))
+
+        assert np.array_equal(nnpress.decode_levels(framed(body)), levels)
+        for cut in range(1, min(12, len(body) - start + 1)):
+            with pytest.raises(nnpress.FormatError):
+                nnpress.decode_levels(framed(body[:-cut]))
+        for extra in (b"\x00", b"\x00" * 3, b"\x80", b"\xff" * 5, b"\x00" * 8):
+            with pytest.raises(nnpress.FormatError):
+                nnpress.decode_levels(framed(body + extra))
+        assert start > 0
+
+
 def test_hostile_header_claims_are_refused_before_allocation():
     import struct
 
