@@ -175,6 +175,10 @@ void test_isas_against_scalar() {
       {33, 64, 16, 1.0, false},  {20, 77, 3, 0.2, true},    {3, 70000, 12, 0.01, false},
       {1, 1, 1, 1.0, false},     {17, 31, 16, 0.0, false},  {130, 257, 15, 0.6, false},
       {20, 2000, 4, 0.8, false},  // large groups: the group-sum paths
+      // Rows longer than a batch-1 block (2048 entries): pieces that start and end inside groups.
+      {4, 9000, 5, 0.9, false},   {3, 5000, 200, 0.95, false},
+      // Short rows, many of them empty, in blocks that hold many rows.
+      {700, 40, 6, 0.05, false},
   };
   std::vector<Isa> isas = {Isa::kScalar};
   for (Isa i : {Isa::kNeon, Isa::kAvx2, Isa::kAvx512}) {
@@ -255,6 +259,66 @@ void test_isas_against_scalar() {
 }
 
 
+// Inputs may hold any floats: every ISA turns exactly the rows that meet an Inf or a NaN into Inf / NaN
+// (a kernel that loaded another row's input, even into a lane it then masks by multiplying with 0,
+// would turn 0 * Inf into NaN), and leaves the other rows finite and equal to the scalar result.
+void test_nonfinite_inputs() {
+  std::mt19937 rng(7);
+  std::vector<Isa> isas;
+  for (Isa i : {Isa::kNeon, Isa::kAvx2, Isa::kAvx512}) {
+    if (isa_supported(i)) isas.push_back(i);
+  }
+  for (const Case& c : {Case{300, 200, 12, 0.03, false}, Case{50, 3000, 7, 0.9, false}}) {
+    const std::vector<float> w = random_matrix(rng, c);
+    for (size_t batch : {size_t(1), size_t(5), size_t(40)}) {
+      std::normal_distribution<float> nd;
+      std::vector<float> X(size_t(c.cols) * batch);
+      for (auto& v : X) v = nd(rng);
+      for (size_t b = 0; b < batch; ++b) {
+        X[size_t(17) * batch + b] = INFINITY;
+        X[size_t(101) * batch + b] = NAN;
+      }
+      for (Format f : {Format::kCER, Format::kCSER, Format::kCodebook}) {
+        RowGroupMatrix rg;
+        CodebookMatrix cb;
+        if (f == Format::kCodebook) {
+          CHECK(CodebookMatrix::from_dense(w.data(), c.rows, c.cols, &cb).ok());
+        } else {
+          CHECK(RowGroupMatrix::from_dense(f, w.data(), c.rows, c.cols, &rg).ok());
+        }
+        auto run = [&](Isa isa, std::vector<float>* y) {
+          y->assign(size_t(c.rows) * batch, 0.0f);
+          const KernelOptions o{isa, 1};
+          const Status s = f == Format::kCodebook ? matmat(cb, X.data(), X.size(), batch, y->data(), y->size(), o)
+                                                  : matmat(rg, X.data(), X.size(), batch, y->data(), y->size(), o);
+          CHECK(s.ok());
+        };
+        std::vector<float> ref, y;
+        run(Isa::kScalar, &ref);
+        size_t nonfinite = 0;
+        for (float v : ref) nonfinite += !std::isfinite(v);
+        CHECK(nonfinite > 0);
+        // Sparse rows miss the bad columns; the codebook layout multiplies every weight (0 * Inf = NaN).
+        if (f != Format::kCodebook && c.density < 0.5) CHECK(nonfinite < ref.size() / 2);
+        for (Isa isa : isas) {
+          run(isa, &y);
+          for (size_t i = 0; i < y.size(); ++i) {
+            const bool same = std::isnan(ref[i]) ? std::isnan(y[i])
+                              : std::isinf(ref[i]) ? y[i] == ref[i]
+                                                   : std::isfinite(y[i]) && std::fabs(y[i] - ref[i]) <= 1e-4f * (1 + std::fabs(ref[i]));
+            if (!same) {
+              std::fprintf(stderr, "non-finite inputs: isa %s format %s batch %zu out %zu: %g vs %g\n", isa_name(isa),
+                           format_name(f), batch, i, y[i], ref[i]);
+              CHECK(false);
+              break;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 // Random corruptions of valid arrays: each is either rejected as kCorrupt or, if it happens to be a
 // valid structure, usable by every kernel (run under NNPRESS_SANITIZE=ON to see no wild access).
 void test_random_corruptions() {
@@ -325,6 +389,7 @@ int main() {
   test_validate();
   test_isa_names();
   test_isas_against_scalar();
+  test_nonfinite_inputs();
   test_random_corruptions();
   return TEST_MAIN_RESULT();
 }

@@ -1,6 +1,7 @@
 // Internal: the plain views the per-ISA kernel files work on, and their dispatch tables.
-// The per-ISA .cpp files include only this header, <cstdint> and intrinsics: no standard-library
-// templates, so no inline function compiled with AVX flags can be merged into generic code.
+// The per-ISA .cpp files include only this header, kernels_simd.h (the shared kernel bodies, all with
+// internal linkage) and intrinsics: no standard-library templates, so no inline function compiled with
+// AVX flags can be merged into generic code.
 #pragma once
 
 #include <cstddef>

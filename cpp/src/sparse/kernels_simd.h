@@ -1,0 +1,474 @@
+// Internal: the SIMD kernel bodies, written once over a small vector-traits struct and instantiated in
+// each ISA's translation unit (avx2/, avx512/, neon/), which is compiled with that ISA's flags.
+//
+// CONTRACT
+//   Include only from an ISA translation unit, after kernels_internal.h and the intrinsics header, and
+//   after defining the traits struct (below) in an anonymous namespace. Everything here is itself in an
+//   anonymous namespace, so every function and every instantiation has internal linkage: code compiled
+//   with -mavx512f can never be merged (COMDAT) into another TU or reached on a CPU without it. For the
+//   same reason this header calls no standard-library template (no std::min, no <algorithm>).
+//
+//   Traits V (one per ISA):
+//     using F = <float vector>; using M = <lane mask>; static constexpr uint32_t W = lanes;
+//     static constexpr int kSums = interleaved partial sums the batched kernel keeps (register budget);
+//     F zero(); F set1(float); F loadu(const float*); void storeu(float*, F); F add(F, F);
+//     F fmadd(F a, F b, F c) = a * b + c; float reduce(F) = sum of the lanes;
+//     M first(uint32_t n)  lanes [0, n), 0 <= n <= W;
+//     F load_m(const float* p, M m)        lanes outside m are 0 and their memory is not read;
+//     void store_m(float* p, M m, F v)     lanes outside m are not written;
+//     void splat8(float* p, float d)       p[0..8) = d.
+//
+//   Kernels (each computes output rows [r0, r1), leaving out the Ω[0] term; kernels_internal.h):
+//     rows_matvec  batch 1. Whole rows are taken in blocks of up to kBlock entries; for a block,
+//                  (1) every entry's value is written into a buffer by one broadcast store per group
+//                  (groups are contiguous, so a later group's store overwrites the previous one's tail),
+//                  (2) every entry's input x[col] is copied into a second buffer (scalar loads: gathers
+//                  were slower on the CPUs measured), (3) each row is one vector dot product of the two
+//                  buffers, its tail masked. Loops run over a block's groups and entries, not per row,
+//                  so short rows and tiny groups cost no branch misses (bench/RESULTS.md). A row longer
+//                  than kBlock is done in kBlock pieces.
+//     rows_matmat  batch > 1, in tiles of up to 4 vectors of batch columns: each group's input rows are
+//                  summed (kSums interleaved sums), then scaled once; or, when groups are tiny (<= 12
+//                  entries on average), one FMA per entry with the value broadcast from a buffer.
+//     cb_matmat    codebook, batch > 1: one broadcast weight per column and FMAs across the tile.
+//     cb_matvec_generic  codebook, batch 1, for ISAs without an in-register table lookup here (NEON):
+//                  decodes a 32-column block into a float buffer, then vector FMAs.
+//   Results equal the scalar reference up to float summation order.
+#pragma once
+
+// No auto-vectorization in the ISA translation units: the compiler turns the scalar input copy and the
+// value lookups into gathers, which were slower than scalar loads on the CPUs measured (bench/RESULTS.md).
+// The explicit intrinsics are unaffected.
+#if defined(__clang__)
+#define NNPRESS_NO_VECTORIZE _Pragma("clang loop vectorize(disable) interleave(disable)")
+#elif defined(__GNUC__)
+#pragma GCC optimize("no-tree-vectorize")
+#define NNPRESS_NO_VECTORIZE
+#else
+#define NNPRESS_NO_VECTORIZE
+#endif
+
+namespace nnpress::sparse::detail {
+namespace {
+
+// Value index of group g (row r): CER from the group's position in its row, CSER from the stored index.
+struct CerValue {
+  static constexpr bool kPerRow = true;
+  const uint32_t* row_ptr;
+  uint32_t operator()(uint32_t g, uint32_t r) const { return 1 + (g - row_ptr[r]); }
+};
+struct Gv8 {
+  static constexpr bool kPerRow = false;
+  const uint8_t* gv;
+  uint32_t operator()(uint32_t g, uint32_t) const { return gv[g]; }
+};
+struct Gv16 {
+  static constexpr bool kPerRow = false;
+  const uint16_t* gv;
+  uint32_t operator()(uint32_t g, uint32_t) const { return gv[g]; }
+};
+
+// Calls f(col, value_of) with the matrix's column-index type and value-index functor.
+template <class F>
+void with_layout(const RowsView& m, F&& f) {
+  auto with_col = [&](auto value_of) {
+    if (m.col16) {
+      f(m.col16, value_of);
+    } else {
+      f(m.col32, value_of);
+    }
+  };
+  if (m.gv8) {
+    with_col(Gv8{m.gv8});
+  } else if (m.gv16) {
+    with_col(Gv16{m.gv16});
+  } else {
+    with_col(CerValue{m.row_ptr});
+  }
+}
+
+// ---- batch 1 --------------------------------------------------------------------------------------
+
+constexpr uint32_t kBlock = 2048;     // entries per block (two 8 KiB buffers stay in L1)
+constexpr uint32_t kBlockPad = 64;    // buffer slack: stores and loads may run up to 2 * W past an end
+
+// vals[s, e) = d; the stores may write up to L floats past max(s, e), inside the buffer's slack. Narrow
+// stores (L = 8) are cheaper when groups are tiny, full vectors (L = W) when they are long. The first
+// store is unconditional (no branch on the group's length): an empty group's store is overwritten by
+// the next group, which starts at the same entry.
+template <class V, uint32_t L>
+inline void fill(float* vals, uint32_t s, uint32_t e, float d) {
+  if constexpr (L == 8) {
+    V::splat8(vals + s, d);
+    for (uint32_t t = s + 8; t < e; t += 8) V::splat8(vals + t, d);
+  } else {
+    const typename V::F dv = V::set1(d);
+    V::storeu(vals + s, dv);
+    for (uint32_t t = s + V::W; t < e; t += V::W) V::storeu(vals + t, dv);
+  }
+}
+
+// Values of the groups of rows [ra, rb), entries relative to entry k0 (the rows' first entry).
+template <class V, uint32_t L, class Value>
+inline void fill_rows(const RowsView& m, Value value_of, uint32_t ra, uint32_t rb, uint32_t k0, float* vals) {
+  if constexpr (Value::kPerRow) {  // CER: the value index depends on the group's position in its row
+    for (uint32_t r = ra; r < rb; ++r) {
+      NNPRESS_NO_VECTORIZE
+      for (uint32_t g = m.row_ptr[r]; g < m.row_ptr[r + 1]; ++g) {
+        fill<V, L>(vals, m.group_ptr[g] - k0, m.group_ptr[g + 1] - k0, m.delta[value_of(g, r)]);
+      }
+    }
+  } else {  // CSER: one loop over all groups of the rows
+    const uint32_t g1 = m.row_ptr[rb];
+    uint32_t g = m.row_ptr[ra], s = m.group_ptr[g] - k0;
+    NNPRESS_NO_VECTORIZE
+    for (; g < g1; ++g) {
+      const uint32_t e = m.group_ptr[g + 1] - k0;
+      fill<V, L>(vals, s, e, m.delta[value_of(g, 0)]);
+      s = e;
+    }
+  }
+}
+
+// Values of row r's entries [p, p + n) (a piece of a long row), relative to p: groups [g, ...) clipped.
+template <class V, uint32_t L, class Value>
+inline void fill_piece(const RowsView& m, Value value_of, uint32_t r, uint32_t g, uint32_t p, uint32_t n,
+                       float* vals) {
+  for (; g < m.row_ptr[r + 1] && m.group_ptr[g] < p + n; ++g) {
+    const uint32_t a = m.group_ptr[g], b = m.group_ptr[g + 1];
+    const uint32_t s = a > p ? a - p : 0, e = b - p < n ? b - p : n;
+    if (s < e) fill<V, L>(vals, s, e, m.delta[value_of(g, r)]);
+  }
+}
+
+// Copies x[col[i]] for i < n into xg. 16-bit indices are read four at a time (one 64-bit load, then
+// shifts): fewer loads, which bound this loop.
+template <class Col>
+inline void gather_inputs(const Col* col, uint32_t n, const float* x, float* xg) {
+  uint32_t i = 0;
+  if constexpr (sizeof(Col) == 2) {
+    NNPRESS_NO_VECTORIZE
+    for (; i + 4 <= n; i += 4) {
+      uint64_t q;
+      __builtin_memcpy(&q, col + i, 8);
+      xg[i] = x[q & 0xFFFF];
+      xg[i + 1] = x[(q >> 16) & 0xFFFF];
+      xg[i + 2] = x[(q >> 32) & 0xFFFF];
+      xg[i + 3] = x[q >> 48];
+    }
+  } else {
+    NNPRESS_NO_VECTORIZE
+    for (; i + 4 <= n; i += 4) {
+      xg[i] = x[col[i]];
+      xg[i + 1] = x[col[i + 1]];
+      xg[i + 2] = x[col[i + 2]];
+      xg[i + 3] = x[col[i + 3]];
+    }
+  }
+  NNPRESS_NO_VECTORIZE
+  for (; i < n; ++i) xg[i] = x[col[i]];
+}
+
+// Software prefetch of the next block's column indices, group pointers and value indices: while one
+// block is computed, the next is on its way (measured 1.2-1.3x faster once the matrix is no longer in
+// cache, the case of a layer of a model run once per input; bench/RESULTS.md). k: its first entry,
+// g: its first group, ng: about how many groups it has. Addresses stay inside the arrays.
+template <class Col>
+inline void prefetch_block(const RowsView& m, const Col* col, uint32_t k, uint32_t g, uint32_t ng) {
+#if defined(__GNUC__)
+  // GCC deletes loops that only prefetch; the empty volatile asm keeps them.
+#define NNPRESS_PREFETCH(p)    \
+  do {                         \
+    __builtin_prefetch(p);     \
+    __asm__ volatile("" ::"r"(p)); \
+  } while (0)
+  const uint32_t groups = m.row_ptr[m.rows], total = m.group_ptr[groups];
+  const uint32_t ke = total - k > kBlock ? k + kBlock : total;
+  for (uint32_t i = k; i < ke; i += 64 / sizeof(Col)) NNPRESS_PREFETCH(col + i);
+  const uint32_t ge = groups - g > ng ? g + ng : groups;
+  for (uint32_t i = g; i < ge; i += 16) NNPRESS_PREFETCH(m.group_ptr + i);
+  if (m.gv8) {
+    for (uint32_t i = g; i < ge; i += 64) NNPRESS_PREFETCH(m.gv8 + i);
+  } else if (m.gv16) {
+    for (uint32_t i = g; i < ge; i += 32) NNPRESS_PREFETCH(m.gv16 + i);
+  }
+#undef NNPRESS_PREFETCH
+#endif
+}
+
+// sum(v[i] * xs[i]) for i < n; masked lanes are never loaded.
+template <class V>
+inline float dot(const float* v, const float* xs, uint32_t n) {
+  constexpr uint32_t W = V::W;
+  typename V::F a0 = V::zero(), a1 = V::zero();
+  uint32_t j = 0;
+  for (; j + 2 * W <= n; j += 2 * W) {
+    a0 = V::fmadd(V::loadu(v + j), V::loadu(xs + j), a0);
+    a1 = V::fmadd(V::loadu(v + j + W), V::loadu(xs + j + W), a1);
+  }
+  const uint32_t rest = n - j;  // 0 .. 2W - 1
+  const typename V::M m0 = V::first(rest < W ? rest : W), m1 = V::first(rest > W ? rest - W : 0);
+  a0 = V::fmadd(V::load_m(v + j, m0), V::load_m(xs + j, m0), a0);
+  a1 = V::fmadd(V::load_m(v + j + W, m1), V::load_m(xs + j + W, m1), a1);
+  return V::reduce(V::add(a0, a1));
+}
+
+template <class V, uint32_t L, class Col, class Value>
+void rows_matvec_t(const RowsView& m, const Col* col, Value value_of, const float* x, float* y, uint32_t r0,
+                   uint32_t r1) {
+  alignas(64) float vals[kBlock + kBlockPad], xg[kBlock + kBlockPad];
+  uint32_t r = r0;
+  while (r < r1) {
+    const uint32_t ka = m.group_ptr[m.row_ptr[r]];
+    uint32_t re = r;
+    while (re < r1 && m.group_ptr[m.row_ptr[re + 1]] - ka <= kBlock) ++re;
+    if (re > r) {  // rows [r, re) fit in one block
+      const uint32_t n = m.group_ptr[m.row_ptr[re]] - ka;
+      prefetch_block(m, col, ka + n, m.row_ptr[re], m.row_ptr[re] - m.row_ptr[r]);
+      fill_rows<V, L>(m, value_of, r, re, ka, vals);
+      gather_inputs(col + ka, n, x, xg);
+      for (; r < re; ++r) {
+        const uint32_t b = m.group_ptr[m.row_ptr[r]] - ka, e = m.group_ptr[m.row_ptr[r + 1]] - ka;
+        y[r] = dot<V>(vals + b, xg + b, e - b);
+      }
+      continue;
+    }
+    // Row r alone holds more than kBlock entries: pieces of kBlock entries.
+    const uint32_t k1 = m.group_ptr[m.row_ptr[r + 1]];
+    uint32_t g = m.row_ptr[r];
+    float acc = 0.0f;
+    for (uint32_t p = ka; p < k1; p += kBlock) {
+      const uint32_t n = k1 - p < kBlock ? k1 - p : kBlock;
+      prefetch_block(m, col, p + n, g, 64);
+      while (m.group_ptr[g + 1] <= p) ++g;  // first group overlapping the piece
+      fill_piece<V, L>(m, value_of, r, g, p, n, vals);
+      gather_inputs(col + p, n, x, xg);
+      acc += dot<V>(vals, xg, n);
+    }
+    y[r] = acc;
+    ++r;
+  }
+}
+
+// ---- batch > 1 ------------------------------------------------------------------------------------
+
+constexpr uint32_t kSegment = 1024;  // entries buffered per flat run (batched, tiny groups)
+
+// A tile of NV vectors of batch columns; with kPartial the last vector is masked by `last`.
+template <class V, int NV, bool kPartial>
+struct Tile {
+  typename V::M last;
+  inline typename V::F load(const float* p, int j) const {
+    return (kPartial && j == NV - 1) ? V::load_m(p, last) : V::loadu(p);
+  }
+  inline void store(float* p, int j, typename V::F v) const {
+    if (kPartial && j == NV - 1) {
+      V::store_m(p, last, v);
+    } else {
+      V::storeu(p, v);
+    }
+  }
+};
+
+// Each group's input rows summed in registers (kSums interleaved sums), then scaled once.
+template <class V, int NV, bool kPartial, class Col, class Value>
+void rows_matmat_tile(const RowsView& m, const Col* col, Value value_of, const float* X, size_t batch, float* Y,
+                      uint32_t r0, uint32_t r1, size_t b0, const Tile<V, NV, kPartial>& t) {
+  constexpr uint32_t W = V::W;
+  constexpr int S = V::kSums;
+  for (uint32_t r = r0; r < r1; ++r) {
+    typename V::F acc[NV];
+    for (int j = 0; j < NV; ++j) acc[j] = V::zero();
+    for (uint32_t g = m.row_ptr[r]; g < m.row_ptr[r + 1]; ++g) {
+      uint32_t k = m.group_ptr[g];
+      const uint32_t k1 = m.group_ptr[g + 1];
+      typename V::F s[S][NV];
+      for (int i = 0; i < S; ++i) {
+        for (int j = 0; j < NV; ++j) s[i][j] = V::zero();
+      }
+      for (; k + S <= k1; k += S) {
+        for (int i = 0; i < S; ++i) {
+          const float* a = X + size_t(col[k + i]) * batch + b0;
+          for (int j = 0; j < NV; ++j) s[i][j] = V::add(s[i][j], t.load(a + W * j, j));
+        }
+      }
+      for (; k < k1; ++k) {
+        const float* a = X + size_t(col[k]) * batch + b0;
+        for (int j = 0; j < NV; ++j) s[0][j] = V::add(s[0][j], t.load(a + W * j, j));
+      }
+      for (int i = 1; i < S; ++i) {
+        for (int j = 0; j < NV; ++j) s[0][j] = V::add(s[0][j], s[i][j]);
+      }
+      const typename V::F d = V::set1(m.delta[value_of(g, r)]);
+      for (int j = 0; j < NV; ++j) acc[j] = V::fmadd(s[0][j], d, acc[j]);
+    }
+    float* out = Y + size_t(r) * batch + b0;
+    for (int j = 0; j < NV; ++j) t.store(out + W * j, j, acc[j]);
+  }
+}
+
+// Tiny groups: per-group sums buy little and their varying lengths cost branch misses, so every entry
+// is one FMA of its value (broadcast from a per-entry buffer) with its input row, over runs of whole
+// groups.
+template <class V, int NV, bool kPartial, class Col, class Value>
+void rows_matmat_tile_flat(const RowsView& m, const Col* col, Value value_of, const float* X, size_t batch,
+                           float* Y, uint32_t r0, uint32_t r1, size_t b0, const Tile<V, NV, kPartial>& t) {
+  constexpr uint32_t W = V::W;
+  alignas(64) float vals[kSegment + kBlockPad];
+  for (uint32_t r = r0; r < r1; ++r) {
+    typename V::F acc0[NV], acc1[NV];
+    for (int j = 0; j < NV; ++j) acc0[j] = acc1[j] = V::zero();
+    uint32_t seg0 = m.group_ptr[m.row_ptr[r]], seg_len = 0;
+    auto flush = [&] {
+      uint32_t i = 0;
+      for (; i + 2 <= seg_len; i += 2) {
+        const float* a = X + size_t(col[seg0 + i]) * batch + b0;
+        const float* b = X + size_t(col[seg0 + i + 1]) * batch + b0;
+        const typename V::F va = V::set1(vals[i]), vb = V::set1(vals[i + 1]);
+        for (int j = 0; j < NV; ++j) {
+          acc0[j] = V::fmadd(va, t.load(a + W * j, j), acc0[j]);
+          acc1[j] = V::fmadd(vb, t.load(b + W * j, j), acc1[j]);
+        }
+      }
+      if (i < seg_len) {
+        const float* a = X + size_t(col[seg0 + i]) * batch + b0;
+        const typename V::F va = V::set1(vals[i]);
+        for (int j = 0; j < NV; ++j) acc0[j] = V::fmadd(va, t.load(a + W * j, j), acc0[j]);
+      }
+    };
+    for (uint32_t g = m.row_ptr[r]; g < m.row_ptr[r + 1]; ++g) {
+      const uint32_t k0 = m.group_ptr[g], n = m.group_ptr[g + 1] - k0;
+      if (n == 0) continue;  // CER padding group
+      if (seg_len + n > kSegment) {
+        flush();
+        seg0 = k0, seg_len = 0;
+      }
+      const float d = m.delta[value_of(g, r)];
+      if (n > kSegment) {  // a huge group: its own runs, kSegment entries each
+        for (uint32_t done = 0; done < n;) {
+          const uint32_t piece = n - done < kSegment ? n - done : kSegment;
+          fill<V, V::W>(vals, 0, piece, d);
+          seg0 = k0 + done, seg_len = piece;
+          flush();
+          done += piece;
+        }
+        seg0 = k0 + n, seg_len = 0;
+        continue;
+      }
+      fill<V, V::W>(vals, seg_len, seg_len + n, d);
+      seg_len += n;
+    }
+    flush();
+    float* out = Y + size_t(r) * batch + b0;
+    for (int j = 0; j < NV; ++j) t.store(out + W * j, j, V::add(acc0[j], acc1[j]));
+  }
+}
+
+// Calls f(b0, tile) for full tiles of 4 vectors, then one tile of 1..4 vectors for the rest.
+template <class V, class F>
+void for_tiles(size_t batch, F&& f) {
+  constexpr uint32_t W = V::W;
+  size_t b0 = 0;
+  for (; b0 + 4 * W <= batch; b0 += 4 * W) f(b0, Tile<V, 4, false>{V::first(W)});
+  const size_t rest = batch - b0;
+  if (rest == 0) return;
+  const uint32_t nv = uint32_t((rest + W - 1) / W), lastn = uint32_t(rest - W * (nv - 1));
+  const typename V::M last = V::first(lastn);
+  if (lastn == W) {
+    switch (nv) {
+      case 1: f(b0, Tile<V, 1, false>{last}); break;
+      case 2: f(b0, Tile<V, 2, false>{last}); break;
+      default: f(b0, Tile<V, 3, false>{last}); break;
+    }
+  } else {
+    switch (nv) {
+      case 1: f(b0, Tile<V, 1, true>{last}); break;
+      case 2: f(b0, Tile<V, 2, true>{last}); break;
+      case 3: f(b0, Tile<V, 3, true>{last}); break;
+      default: f(b0, Tile<V, 4, true>{last}); break;
+    }
+  }
+}
+
+// ---- entry points ---------------------------------------------------------------------------------
+
+template <class V>
+void rows_matvec(const RowsView& m, const float* x, float* y, uint32_t r0, uint32_t r1) {
+  // Narrow value stores when groups average <= 8 entries (measured faster there), else full vectors.
+  const uint64_t groups = m.row_ptr[m.rows], entries = m.group_ptr[groups];
+  const bool narrow = V::W > 8 && entries <= 8 * groups;
+  with_layout(m, [&](auto col, auto value_of) {
+    if (narrow) {
+      rows_matvec_t<V, 8>(m, col, value_of, x, y, r0, r1);
+    } else {
+      rows_matvec_t<V, V::W>(m, col, value_of, x, y, r0, r1);
+    }
+  });
+}
+
+template <class V>
+void rows_matmat(const RowsView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1) {
+  const uint64_t groups = m.row_ptr[m.rows], entries = m.group_ptr[groups];
+  const bool tiny = groups > 0 && entries <= 12 * groups;
+  with_layout(m, [&](auto col, auto value_of) {
+    for_tiles<V>(batch, [&](size_t b0, const auto& tile) {
+      if (tiny) {
+        rows_matmat_tile_flat(m, col, value_of, X, batch, Y, r0, r1, b0, tile);
+      } else {
+        rows_matmat_tile(m, col, value_of, X, batch, Y, r0, r1, b0, tile);
+      }
+    });
+  });
+}
+
+template <class V, int NV, bool kPartial>
+void cb_matmat_tile(const CodebookView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1,
+                    size_t b0, const Tile<V, NV, kPartial>& t) {
+  constexpr uint32_t W = V::W;
+  for (uint32_t r = r0; r < r1; ++r) {
+    const uint8_t* row = m.packed + size_t(r) * m.row_bytes;
+    typename V::F acc[NV];
+    for (int j = 0; j < NV; ++j) acc[j] = V::zero();
+    for (uint32_t c = 0; c < m.cols; ++c) {
+      const uint32_t jj = c % 32;
+      const uint8_t byte = row[size_t(c / 32) * 16 + (jj & 15)];
+      const typename V::F w = V::set1(m.lut[jj < 16 ? (byte & 15u) : (byte >> 4)]);
+      const float* xr = X + size_t(c) * batch + b0;
+      for (int j = 0; j < NV; ++j) acc[j] = V::fmadd(w, t.load(xr + W * j, j), acc[j]);
+    }
+    float* out = Y + size_t(r) * batch + b0;
+    for (int j = 0; j < NV; ++j) t.store(out + W * j, j, acc[j]);
+  }
+}
+
+template <class V>
+void cb_matmat(const CodebookView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1) {
+  for_tiles<V>(batch, [&](size_t b0, const auto& tile) { cb_matmat_tile(m, X, batch, Y, r0, r1, b0, tile); });
+}
+
+template <class V>
+void cb_matvec_generic(const CodebookView& m, const float* x, float* y, uint32_t r0, uint32_t r1) {
+  alignas(64) float w[32];
+  for (uint32_t r = r0; r < r1; ++r) {
+    const uint8_t* row = m.packed + size_t(r) * m.row_bytes;
+    typename V::F a0 = V::zero(), a1 = V::zero();
+    for (uint32_t c0 = 0; c0 < m.cols; c0 += 32) {
+      const uint8_t* blk = row + size_t(c0 / 32) * 16;
+      for (int j = 0; j < 16; ++j) {
+        w[j] = m.lut[blk[j] & 15u];
+        w[j + 16] = m.lut[blk[j] >> 4];
+      }
+      const uint32_t n = m.cols - c0 < 32 ? m.cols - c0 : 32;
+      for (uint32_t j = 0; j < 32; j += 2 * V::W) {
+        const uint32_t n0 = n > j ? (n - j < V::W ? n - j : V::W) : 0;
+        const uint32_t n1 = n > j + V::W ? (n - j - V::W < V::W ? n - j - V::W : V::W) : 0;
+        a0 = V::fmadd(V::loadu(w + j), V::load_m(x + c0 + j, V::first(n0)), a0);
+        a1 = V::fmadd(V::loadu(w + j + V::W), V::load_m(x + c0 + j + V::W, V::first(n1)), a1);
+      }
+    }
+    y[r] = V::reduce(V::add(a0, a1));
+  }
+}
+
+}  // namespace
+}  // namespace nnpress::sparse::detail
