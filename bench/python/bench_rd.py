@@ -1,6 +1,8 @@
 """Rate–fidelity of nnpress vs NNCodec, side by side in one run (issue 3 evidence).
 
     python bench/python/bench_rd.py [--models cnn,mlp,minilm] [--out bench/plots] [--quick]
+    python bench/python/bench_rd.py --models minilm --peers-only --variants dq,urq,lambda,opt_qp \
+        --qps=-42,-40,-38,-36,-34,-32 --refine      # NNCodec only (no Fisher, no nnpress variants)
 
 Models: the digits CNN and MLP (trained here in seconds; fidelity = top-1 accuracy on the held-out
 450 digits) and all-MiniLM-L6-v2 (fidelity = mean and min cosine between the original and the
@@ -12,7 +14,9 @@ nnpress variants (ablations): {nearest, rdoq, trellis} x {one global step, Fishe
 Fisher allocation + smoothed per-weight Fisher importance}. Size = the real coded bytes of every
 quantized tensor (``encode_levels``) + the raw bytes of the tensors kept exact (biases, norms),
 per parameter of the whole model. NNCodec 2.1.3: qp sweep with dependent quantization, plus URQ,
-lambda_scale and opt_qp variants; size = its whole bitstream. Budgets: CNN/MLP top-1 drop <= 0.2
+lambda_scale and opt_qp variants; size = its whole bitstream. ``--peers-only`` runs only NNCodec
+(the ``--variants`` chosen, over ``--qps``); ``--refine`` then adds the odd qp inside the pair of
+sweep points that brackets the budget, so NNCodec's best setting is found at qp resolution 1. Budgets: CNN/MLP top-1 drop <= 0.2
 points, MiniLM mean cosine >= 0.999. Writes PNG curves to --out and prints markdown tables.
 """
 from __future__ import annotations
@@ -43,7 +47,7 @@ def log(*a):
 # models and fidelity functions
 # ----------------------------------------------------------------------------------------------
 
-def digits_setup(kind):
+def digits_setup(kind, with_fisher=True):
     import torch
     from nnpress.demo_models import calibration_batches, evaluate_accuracy, load_digits_data, train_digits_model
     from nnpress.fisher import fisher_diagonal
@@ -58,15 +62,17 @@ def digits_setup(kind):
         m.eval()
         return evaluate_accuracy(m, data.x_test, data.y_test)
 
-    t0 = time.perf_counter()
-    fisher = fisher_diagonal(model, calibration_batches(16, 64), mode="sampled")
-    log(f"{kind}: Fisher in {time.perf_counter() - t0:.1f}s")
+    fisher = None
+    if with_fisher:
+        t0 = time.perf_counter()
+        fisher = fisher_diagonal(model, calibration_batches(16, 64), mode="sampled")
+        log(f"{kind}: Fisher in {time.perf_counter() - t0:.1f}s")
     base = evaluate(weights)
     return {"name": f"digits {kind}", "weights": weights, "evaluate": evaluate, "fisher": fisher,
             "base": base, "budget": base - 0.002, "metric": "top-1", "min_metric": None}
 
 
-def minilm_setup():
+def minilm_setup(with_fisher=True):
     import torch
     import minilm
     from nnpress.fisher import fisher_diagonal
@@ -92,6 +98,9 @@ def minilm_setup():
             msk = attention_mask.unsqueeze(-1).to(h.dtype)
             return (h * msk).sum(1) / msk.sum(1)
 
+    if not with_fisher:
+        return {"name": "all-MiniLM-L6-v2", "weights": weights, "evaluate": evaluate, "fisher": None,
+                "base": 1.0, "budget": 0.999, "metric": "mean cos", "last": last}
     batches = []
     for i in range(0, len(cal), 4):
         enc = tok(cal[i:i + 4], padding=True, truncation=True, max_length=256, return_tensors="pt")
@@ -150,6 +159,48 @@ def interp_bits_at(points, budget):
     return None
 
 
+PEER_VARIANTS = ("dq", "urq", "lambda", "opt_qp")
+
+
+def _peer_settings(variant, lambda_scales):
+    """(curve name, nncodec_compress_state_dict keyword arguments) for one NNCodec variant."""
+    if variant == "dq":
+        return [("NNCodec DQ", {"use_dq": True})]
+    if variant == "urq":
+        return [("NNCodec URQ", {"use_dq": False})]
+    if variant == "lambda":
+        return [(f"NNCodec DQ lambda_scale={ls:g}", {"use_dq": True, "lambda_scale": ls}) for ls in lambda_scales]
+    if variant == "opt_qp":
+        return [("NNCodec DQ opt_qp", {"use_dq": True, "opt_qp": True})]
+    raise ValueError(f"unknown NNCodec variant {variant!r}; expected one of {PEER_VARIANTS}")
+
+
+def run_peers(setup, variants, qps, refine, lambda_scales):
+    """NNCodec curves: every variant over ``qps``; with ``refine`` also the qp between the two sweep
+    points that bracket the budget (when they are 2 apart), so the best setting is at qp resolution 1."""
+    curves = {}
+    for v in variants:
+        for name, kw in _peer_settings(v, lambda_scales):
+            pts = []
+            for qp in qps:
+                p = nncodec_point(setup, qp, **kw)
+                log(f"  {name} qp {qp}: {p['bits_per_param']:.3f} b/p {setup['metric']} {p['metric']:.5f}"
+                    + (f" (min {p['min']:.5f})" if p.get("min") is not None else "") + f" enc {p['encode_s']:.1f}s")
+                pts.append(p)
+            if refine:
+                done = {p["qp"] for p in pts}
+                by_qp = sorted(pts, key=lambda p: p["qp"])
+                for a, b in zip(by_qp, by_qp[1:]):
+                    if b["qp"] - a["qp"] == 2 and a["metric"] >= setup["budget"] > b["metric"] and a["qp"] + 1 not in done:
+                        p = nncodec_point(setup, a["qp"] + 1, **kw)
+                        log(f"  {name} qp {a['qp'] + 1} (refine): {p['bits_per_param']:.3f} b/p {setup['metric']} "
+                            f"{p['metric']:.5f}" + (f" (min {p['min']:.5f})" if p.get("min") is not None else "")
+                            + f" enc {p['encode_s']:.1f}s")
+                        pts.append(p)
+            curves[name] = sorted(pts, key=lambda p: p["qp"])
+    return curves
+
+
 def run_model(setup, quick):
     w = setup["weights"]
     sens, imp_raw = tune.sensitivities_from_fisher(setup["fisher"])
@@ -188,7 +239,7 @@ def run_model(setup, quick):
     return curves
 
 
-def plot(setup, curves, out: Path):
+def plot(setup, curves, out: Path, suffix: str = ""):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -210,7 +261,7 @@ def plot(setup, curves, out: Path):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = out / f"rd_{setup['name'].replace(' ', '_').replace('-', '_').lower()}.png"
+    path = out / f"rd_{setup['name'].replace(' ', '_').replace('-', '_').lower()}{suffix}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -222,6 +273,11 @@ def main():
     ap.add_argument("--out", default=str(HERE.parent / "plots"))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--peers-only", action="store_true", help="only NNCodec (no Fisher, no nnpress variants)")
+    ap.add_argument("--variants", default=",".join(PEER_VARIANTS), help="NNCodec variants with --peers-only")
+    ap.add_argument("--qps", default="-44,-40,-38,-36,-34,-32,-28,-24,-20", help="qp sweep with --peers-only")
+    ap.add_argument("--refine", action="store_true", help="with --peers-only: add the odd qp at the budget")
+    ap.add_argument("--lambda-scales", default="1", help="lambda_scale values of the 'lambda' variant")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -229,13 +285,22 @@ def main():
     torch.set_num_threads(os.cpu_count() or 1)
     peers.import_nncodec()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; nnpress {nnpress.__version__}; "
-          f"command: python bench/python/bench_rd.py --models {args.models}{' --quick' if args.quick else ''}\n")
+          f"command: python bench/python/bench_rd.py {' '.join(sys.argv[1:])}\n")
     results = {}
+    variants = [v for v in args.variants.split(",") if v]
+    for v in variants:
+        _peer_settings(v, [1.0])  # unknown names fail before any model is loaded
+    qps = [int(q) for q in args.qps.split(",") if q]
+    lambda_scales = [float(x) for x in args.lambda_scales.split(",") if x]
     for m in args.models.split(","):
-        setup = minilm_setup() if m == "minilm" else digits_setup(m)
+        fisher = not args.peers_only
+        setup = minilm_setup(fisher) if m == "minilm" else digits_setup(m, fisher)
         log(f"== {setup['name']} (baseline {setup['metric']} {setup['base']:.5f}, budget {setup['budget']:.5f})")
-        curves = run_model(setup, args.quick)
-        path = plot(setup, curves, out)
+        if args.peers_only:
+            curves = run_peers(setup, variants, qps, args.refine, lambda_scales)
+        else:
+            curves = run_model(setup, args.quick)
+        path = plot(setup, curves, out, "_nncodec" if args.peers_only else "")
         results[setup["name"]] = curves
         print(f"### {setup['name']} — budget {setup['metric']} >= {setup['budget']:.4f}"
               f" (original {setup['base']:.4f}){'; plot ' + str(path.relative_to(HERE.parent.parent)) if path else ''}\n")
@@ -247,7 +312,8 @@ def main():
             b = best_meeting(pts, setup["budget"])
             it = interp_bits_at(pts, setup["budget"])
             rows[name] = (b, it)
-            fid = "—" if b is None else (f"{b['metric']:.5f}" + (f" (min {b['min']:.5f})" if b.get("min") else ""))
+            fid = "—" if b is None else (f"{b['metric']:.5f}" + (f" (min {b['min']:.5f})" if b.get("min") else "")
+                                         + (f", qp {b['qp']}" if "qp" in b else ""))
             bb = "—" if b is None else f"{b['bits_per_param']:.3f}"
             ii = "—" if it is None else f"{it:.3f}"
             print(f"| {name} | {bb} | {fid} | {ii} |")
