@@ -33,3 +33,6 @@ python -m pytest -q -p no:cacheprovider "$root/tests/python" "$@"
 
 echo "== Sanitizers (ASan + UBSan ctest) and a short run of each fuzz target"
 bash "$root/scripts/sanitize.sh" --quick
+
+echo "== aarch64: cross-built NEON kernels against the scalar reference under qemu"
+bash "$root/scripts/aarch64_check.sh"

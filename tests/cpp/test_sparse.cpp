@@ -326,7 +326,7 @@ void test_random_corruptions() {
   const Case c{23, 90, 6, 0.3, false};
   const std::vector<float> w = random_matrix(rng, c);
   std::vector<Isa> isas = {Isa::kScalar};
-  for (Isa i : {Isa::kAvx2, Isa::kAvx512}) {
+  for (Isa i : {Isa::kNeon, Isa::kAvx2, Isa::kAvx512}) {
     if (isa_supported(i)) isas.push_back(i);
   }
   int rejected = 0, accepted = 0;
@@ -373,6 +373,32 @@ void test_random_corruptions() {
   CHECK(rejected > 1000);
 }
 
+// With no ISA named, a product runs exactly the kernels of auto_isa(batch) (bit-identical results).
+void test_auto_dispatch() {
+  std::mt19937 rng(5);
+  const Case c{70, 300, 12, 0.2, false};
+  const std::vector<float> w = random_matrix(rng, c);
+  RowGroupMatrix rg;
+  CodebookMatrix cb;
+  CHECK(RowGroupMatrix::from_dense(Format::kCSER, w.data(), c.rows, c.cols, &rg).ok());
+  CHECK(CodebookMatrix::from_dense(w.data(), c.rows, c.cols, &cb).ok());
+  for (size_t batch : {size_t(1), size_t(2), size_t(20), size_t(32), size_t(33), size_t(100)}) {
+    const Isa chosen = auto_isa(batch);
+    CHECK(isa_supported(chosen));
+    if (batch == 1 || batch > 32) CHECK(chosen == detect_isa());
+    if (detect_isa() == Isa::kAvx512 && batch > 1 && batch <= 32) CHECK(chosen == Isa::kAvx2);
+    std::normal_distribution<float> nd;
+    std::vector<float> X(size_t(c.cols) * batch), a(size_t(c.rows) * batch), b(a.size()), d(a.size()), e(a.size());
+    for (auto& v : X) v = nd(rng);
+    CHECK(matmat(rg, X.data(), X.size(), batch, a.data(), a.size(), {}).ok());
+    CHECK(matmat(rg, X.data(), X.size(), batch, b.data(), b.size(), {chosen, 1}).ok());
+    CHECK(matmat(cb, X.data(), X.size(), batch, d.data(), d.size(), {}).ok());
+    CHECK(matmat(cb, X.data(), X.size(), batch, e.data(), e.size(), {chosen, 1}).ok());
+    CHECK(a == b);
+    CHECK(d == e);
+  }
+}
+
 void test_isa_names() {
   Isa i;
   CHECK(parse_isa("avx512", &i) && i == Isa::kAvx512);
@@ -388,6 +414,7 @@ int main() {
   test_golden_cser();
   test_validate();
   test_isa_names();
+  test_auto_dispatch();
   test_isas_against_scalar();
   test_nonfinite_inputs();
   test_random_corruptions();

@@ -4,7 +4,7 @@
 //   detect_isa() returns the best ISA that both this CPU/OS supports and this build compiled
 //   kernels for: x86-64 uses cpuid + xgetbv (AVX2 needs AVX2+FMA+F16C and OS-saved YMM state;
 //   AVX-512 needs F/BW/VL/DQ and OS-saved ZMM/opmask state); kNeon only if NEON kernels were
-//   compiled (src/sparse/neon/, none yet: aarch64 runs the scalar kernels); everything else
+//   compiled (src/sparse/neon/, built on every aarch64 target: scripts/aarch64_check.sh); everything else
 //   kScalar. The result is computed once (thread-safe) and cached.
 //   isa_supported(isa) says whether kernels for `isa` can run here (kScalar always can); the CPU
 //   is queried once (cpuid is slow in virtual machines), so calling it per product is cheap.

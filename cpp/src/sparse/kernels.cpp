@@ -16,20 +16,24 @@ const KernelTable* avx2_kernels() { return nullptr; }
 #ifndef NNPRESS_HAVE_AVX512_TU
 const KernelTable* avx512_kernels() { return nullptr; }
 #endif
+#ifndef NNPRESS_HAVE_NEON_TU
+const KernelTable* neon_kernels() { return nullptr; }
+#endif
 }  // namespace detail
 
 namespace {
 
 using detail::KernelTable;
 
-Status pick_table(const KernelOptions& opt, const KernelTable** out) {
-  const Isa isa = opt.isa ? *opt.isa : detect_isa();
+Status pick_table(const KernelOptions& opt, size_t batch, const KernelTable** out) {
+  const Isa isa = opt.isa ? *opt.isa : auto_isa(batch);
   if (!isa_supported(isa)) return invalid_argument(std::string("kernels: ISA '") + isa_name(isa) + "' is not available on this CPU/build");
   const KernelTable* t = nullptr;
   switch (isa) {
     case Isa::kAvx512: t = detail::avx512_kernels(); break;
     case Isa::kAvx2: t = detail::avx2_kernels(); break;
-    default: t = detail::scalar_kernels(); break;  // kNeon: the scalar kernels (auto-vectorized)
+    case Isa::kNeon: t = detail::neon_kernels(); break;
+    default: t = detail::scalar_kernels(); break;
   }
   *out = t ? t : detail::scalar_kernels();
   return Status::Ok();
@@ -106,7 +110,7 @@ Status matvec(const RowGroupMatrix& m, const float* x, size_t x_len, float* y, s
   Status s = check_buffers("matvec", x, x_len, m.cols(), y, y_len, m.rows());
   if (!s.ok()) return s;
   const KernelTable* t;
-  s = pick_table(opt, &t);
+  s = pick_table(opt, 1, &t);
   if (!s.ok()) return s;
   const detail::RowsView v = view_of(m);
   over_rows(m.rows(), opt.threads, [&](uint32_t r0, uint32_t r1) { t->rows_matvec(v, x, y, r0, r1); });
@@ -126,7 +130,7 @@ Status matmat(const RowGroupMatrix& m, const float* X, size_t x_len, size_t batc
   Status s = check_buffers("matmat", X, x_len, size_t(m.cols()) * batch, Y, y_len, size_t(m.rows()) * batch);
   if (!s.ok()) return s;
   const KernelTable* t;
-  s = pick_table(opt, &t);
+  s = pick_table(opt, batch, &t);
   if (!s.ok()) return s;
   const detail::RowsView v = view_of(m);
   over_rows(m.rows(), opt.threads, [&](uint32_t r0, uint32_t r1) { t->rows_matmat(v, X, batch, Y, r0, r1); });
@@ -147,7 +151,7 @@ Status matvec(const CodebookMatrix& m, const float* x, size_t x_len, float* y, s
   Status s = check_buffers("matvec", x, x_len, m.cols(), y, y_len, m.rows());
   if (!s.ok()) return s;
   const KernelTable* t;
-  s = pick_table(opt, &t);
+  s = pick_table(opt, 1, &t);
   if (!s.ok()) return s;
   const detail::CodebookView v = view_of(m);
   over_rows(m.rows(), opt.threads, [&](uint32_t r0, uint32_t r1) { t->cb_matvec(v, x, y, r0, r1); });
@@ -161,11 +165,17 @@ Status matmat(const CodebookMatrix& m, const float* X, size_t x_len, size_t batc
   Status s = check_buffers("matmat", X, x_len, size_t(m.cols()) * batch, Y, y_len, size_t(m.rows()) * batch);
   if (!s.ok()) return s;
   const KernelTable* t;
-  s = pick_table(opt, &t);
+  s = pick_table(opt, batch, &t);
   if (!s.ok()) return s;
   const detail::CodebookView v = view_of(m);
   over_rows(m.rows(), opt.threads, [&](uint32_t r0, uint32_t r1) { t->cb_matmat(v, X, batch, Y, r0, r1); });
   return Status::Ok();
+}
+
+Isa auto_isa(size_t batch) {
+  const Isa best = detect_isa();
+  if (best == Isa::kAvx512 && batch > 1 && batch <= 32 && isa_supported(Isa::kAvx2)) return Isa::kAvx2;
+  return best;
 }
 
 Format choose_format(uint32_t rows, uint32_t cols, uint64_t nnz, uint32_t num_values, size_t batch, bool allow_dense) {

@@ -38,5 +38,6 @@ struct KernelTable {
 const KernelTable* scalar_kernels();
 const KernelTable* avx2_kernels();    // null unless compiled (NNPRESS_HAVE_AVX2_TU)
 const KernelTable* avx512_kernels();  // null unless compiled (NNPRESS_HAVE_AVX512_TU)
+const KernelTable* neon_kernels();    // null unless compiled (NNPRESS_HAVE_NEON_TU)
 
 }  // namespace nnpress::sparse::detail

@@ -9,7 +9,8 @@
 //   The lengths passed with each buffer are checked (kInvalidArgument on a mismatch, a null
 //   buffer, or an ISA this build/CPU cannot run); nothing else can fail, because the matrices
 //   are validated when they are built (matrix.h). Inputs may hold any floats; y must not alias x.
-//   KernelOptions.isa: empty = detect_isa() (cpu.h); a named ISA must be isa_supported().
+//   KernelOptions.isa: empty = auto_isa(batch) (below); a named ISA must be isa_supported() and is
+//   used for every kernel of the product (tests and benchmarks force each ISA this way).
 //   KernelOptions.threads: rows are split into contiguous blocks, one std::thread each (0 = one per
 //   hardware thread; capped by the hardware and by rows / 64). Each output element is computed
 //   by one thread in a fixed order, so results do not depend on the thread count.
@@ -22,6 +23,11 @@
 // SURPRISES
 //   - Products of the codebook layout touch every weight (it is a dense layout); padding columns
 //     multiply zeros. Its speed is independent of density.
+//   - Automatic ISA choice (auto_isa) is per batch size, from measurements on AMD Zen 5 (bench/RESULTS.md,
+//     "Dispatch"): batch 1 uses the best ISA (AVX-512's codebook lookup is 3x AVX2's; row-group
+//     kernels 1.0-1.3x); batch 2..32 uses AVX2 even where AVX-512 runs, because a batch tile narrower
+//     than 16 columns needs masked 512-bit loads (slow on the AMD cores measured) and AVX2 was
+//     1.0-3x faster there; batch > 32 uses AVX-512 again (1.2-2x faster at 64 and 128).
 //   - choose_format() encodes measured crossovers on x86-64 with AVX-512/AVX2 (bench/RESULTS.md);
 //     it is a heuristic, not a guarantee. Force a format by building that class directly.
 #pragma once
@@ -49,6 +55,10 @@ Status matvec(const CodebookMatrix& m, const float* x, size_t x_len, float* y, s
               const KernelOptions& opt = {});
 Status matmat(const CodebookMatrix& m, const float* X, size_t x_len, size_t batch, float* Y,
               size_t y_len, const KernelOptions& opt = {});
+
+// The ISA a product with `batch` input columns uses when KernelOptions.isa is empty: detect_isa()
+// (which honours NNPRESS_ISA), except that batch 2..32 prefers AVX2 over AVX-512 (SURPRISES).
+Isa auto_isa(size_t batch);
 
 // The representation expected to be fastest for a rows x cols matrix with `nnz` entries that differ
 // from its most frequent value, `num_values` distinct values, used with `batch` input columns.
