@@ -65,17 +65,21 @@ def nnpress_file_point(setup, step, sens, imp, scales, threads, tmp):
             "version": ".".join(map(str, nnpress.NnpFile(path).version))}
 
 
-def run(setup, threads, steps_plain, steps_scaled, qps):
+def run(setup, threads, steps_plain, steps_scaled, qps, strengths=(0.5,), floor=0.1):
     w = setup["weights"]
     sens, imp_raw = tune.sensitivities_from_fisher(setup["fisher"])
     imp_raw = {k: v for k, v in imp_raw.items() if k in w and w[k].ndim >= 2}
     imp = tune.smooth_importance(imp_raw)
-    scales = tune.channel_scales_from_importance(imp_raw)
     g = tune.default_step(w, rel=1.0)
-    curves = {"nnpress trellis, Fisher alloc + importance (no scales)": [],
-              "nnpress trellis, Fisher alloc + importance + channel scales": [], "NNCodec DQ": []}
+    plain = "nnpress trellis, Fisher alloc + importance (no scales)"
+    runs = [(plain, steps_plain, None)] if steps_plain else []
+    for st in strengths:
+        runs.append((f"nnpress trellis, Fisher alloc + importance + channel scales (strength {st}, floor {floor})",
+                     steps_scaled, tune.channel_scales_from_importance(imp_raw, strength=st, floor=floor)))
+    curves = {label: [] for label, _, _ in runs}
+    curves["NNCodec DQ"] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, steps, sc in ((list(curves)[0], steps_plain, None), (list(curves)[1], steps_scaled, scales)):
+        for label, steps, sc in runs:
             for r in steps:
                 p = nnpress_file_point(setup, g * r, sens, imp, sc, threads, tmp)
                 log(f"  {label}: step {g * r:.5f} (rel {r}): {p['bits_per_param']:.4f} b/p {setup['metric']} "
@@ -104,7 +108,7 @@ def report(setup, curves):
         print(f"| {name} | {sweep} | {bb} | {'—' if it is None else f'{it:.3f}'} |")
     nn_b, nn_i = best["NNCodec DQ"]
     print()
-    for name in list(curves)[:2]:
+    for name in list(curves)[:-1]:
         b, it = best[name]
         if b is not None and nn_b is not None:
             print(f"- {name}: smallest measured point / NNCodec's: {b['bits_per_param']:.3f} / "
@@ -119,21 +123,35 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="minilm,cnn")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--strengths", default="0.3", help="channel scale exponents to compare (comma-separated)")
+    ap.add_argument("--floor", type=float, default=0.1, help="floor of the row/column Fisher factors")
+    ap.add_argument("--steps-plain", default=None, help="relative steps without scales (comma-separated; "
+                    "empty string: skip)")
+    ap.add_argument("--steps-scaled", default=None, help="relative steps with scales (comma-separated)")
+    ap.add_argument("--qps", default=None, help="NNCodec qps (comma-separated; empty string: skip)")
     args = ap.parse_args()
+    strengths = tuple(float(x) for x in args.strengths.split(","))
+
+    def floats(v, default):
+        return default if v is None else tuple(float(x) for x in v.split(",") if x)
     import torch
     torch.set_num_threads(os.cpu_count() or 1)
     peers.import_nncodec()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; load {os.getloadavg()}; nnpress "
-          f"{nnpress.__version__}; command: python bench/python/bench_scales.py --models {args.models}\n")
+          f"{nnpress.__version__}; command: python bench/python/bench_scales.py {' '.join(sys.argv[1:])}\n")
     for m in args.models.split(","):
         t0 = time.perf_counter()
         if m == "minilm":
             setup = bench_rd.minilm_setup()
-            curves = run(setup, args.threads, (0.05, 0.06, 0.07), (0.06, 0.07, 0.08, 0.09, 0.1), (-40, -38, -36))
+            curves = run(setup, args.threads, floats(args.steps_plain, (0.05, 0.06, 0.065, 0.07)),
+                         floats(args.steps_scaled, (0.07, 0.075, 0.08, 0.085, 0.09)),
+                         tuple(int(q) for q in floats(args.qps, (-40, -39, -38, -37, -36))), strengths, args.floor)
         else:
             setup = bench_rd.digits_setup(m)
             rels = (0.06, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8)
-            curves = run(setup, args.threads, rels, rels, (-44, -40, -36, -32, -28, -24, -20))
+            curves = run(setup, args.threads, floats(args.steps_plain, rels), floats(args.steps_scaled, rels),
+                         tuple(int(q) for q in floats(args.qps, (-44, -40, -36, -32, -28, -24, -20))), strengths,
+                         args.floor)
         report(setup, curves)
         log(f"{setup['name']}: {time.perf_counter() - t0:.0f}s; load {os.getloadavg()}")
 

@@ -261,7 +261,8 @@ def test_scales_from_importance_follow_the_rank1_fit():
     rng = np.random.default_rng(5)
     f, a, b = _rank1_importance(rng, 50, 30, sigma=0.5)
     out = tune.channel_scales_from_importance({"x.weight": f, "embeddings.word_embeddings.weight": f,
-                                               "bias": np.ones(5)}, floor=1e-6, min_gain=0.0)
+                                               "bias": np.ones(5)}, floor=1e-6, min_gain=0.0,
+                                              strength=0.5)
     r, c = out["x.weight"]
     assert r.dtype == np.int8 and r.shape == (50,) and c.shape == (30,)
     gm = lambda v: math.exp(float(np.mean(np.log(v))))  # noqa: E731
@@ -270,6 +271,9 @@ def test_scales_from_importance_follow_the_rank1_fit():
     assert np.max(np.abs(r - want_r)) <= 1 and np.max(np.abs(c - want_c)) <= 1
     assert abs(float(np.mean(r))) < 1 and abs(float(np.mean(c))) < 1  # the plan step keeps its meaning
     assert out["embeddings.word_embeddings.weight"][0] is None  # rows of embedding tables stay uniform
+    # the default strength 0.3 is 0.6 of the high-rate exponents
+    r3, c3 = tune.channel_scales_from_importance({"x": f}, floor=1e-6, min_gain=0.0)["x"]
+    assert np.max(np.abs(r3 - np.round(0.6 * want_r))) <= 1 and np.max(np.abs(c3 - np.round(0.6 * want_c))) <= 1
     assert "bias" not in out
     # vectors that cannot pay for their bytes are dropped: a flat factor, or a tiny tensor
     flat = np.outer(np.ones(50), b)
@@ -279,7 +283,7 @@ def test_scales_from_importance_follow_the_rank1_fit():
     # the floor bounds how coarse an unimportant channel gets
     f2 = f.copy()
     f2[0] = 0.0
-    r2, _ = tune.channel_scales_from_importance({"w": f2}, floor=0.1, min_gain=0.0)["w"]
+    r2, _ = tune.channel_scales_from_importance({"w": f2}, floor=0.1, min_gain=0.0, strength=0.5)["w"]
     # row 0 has no importance: its factor is floored at 0.1 of the mean, scale <= sqrt(10) / ...,
     # i.e. at most round(4 * log2(10)) = 13 exponent steps (gm <= mean); unfloored it would hit 64
     assert r2[0] == r2.max() and r2[0] <= 14
@@ -292,7 +296,7 @@ def test_scales_lower_the_weighted_distortion_at_equal_rate():
     rng = np.random.default_rng(6)
     f, _, _ = _rank1_importance(rng, 128, 96, sigma=1.0)
     w = (0.05 * rng.standard_normal((128, 96))).astype(np.float32)
-    r, c = tune.channel_scales_from_importance({"w": f}, floor=1e-3)["w"]
+    r, c = tune.channel_scales_from_importance({"w": f}, floor=1e-3, strength=0.5)["w"]
     rs, cs = nnpress.channel_scales(r), nnpress.channel_scales(c)
     step = 0.004
     out = {}
