@@ -100,11 +100,15 @@ template <class V, uint32_t L>
 inline void fill(float* vals, uint32_t s, uint32_t e, float d) {
   if constexpr (L == 8) {
     V::splat8(vals + s, d);
-    for (uint32_t t = s + 8; t < e; t += 8) V::splat8(vals + t, d);
+    if (__builtin_expect(e > s + 8, 0)) {
+      for (uint32_t t = s + 8; t < e; t += 8) V::splat8(vals + t, d);
+    }
   } else {
     const typename V::F dv = V::set1(d);
     V::storeu(vals + s, dv);
-    for (uint32_t t = s + V::W; t < e; t += V::W) V::storeu(vals + t, dv);
+    if (__builtin_expect(e > s + V::W, 0)) {
+      for (uint32_t t = s + V::W; t < e; t += V::W) V::storeu(vals + t, dv);
+    }
   }
 }
 
