@@ -80,7 +80,9 @@ def run(args) -> dict:
         print(_fmt_row(nncodec_row), flush=True)
 
     configs = [
-        ("default (nearest, step = std/32)", nnpress.CodecConfig()),
+        ("default: CodecConfig() (auto = nearest here, step = std/24 x sqrt(size/mean size))", nnpress.CodecConfig()),
+        ("previous default: nearest, step = std/32", nnpress.CodecConfig(method="nearest", rel_step=1 / 32,
+                                                                         size_exponent=0)),
         (f"qp {args.qp} step, nearest", nnpress.CodecConfig(qp=args.qp, method="nearest")),
         (f"qp {args.qp} step, trellis (DQ)", nnpress.CodecConfig(qp=args.qp, method="trellis")),
     ]

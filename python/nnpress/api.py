@@ -197,6 +197,11 @@ def compress(source, dest, config: CodecConfig | None = None, *,
         if unknown:
             raise KeyError(f"importance given for tensors not in the model: {sorted(unknown)[:5]}")
     times["load"] = time.perf_counter() - t0
+    # model-level inputs of the default step rule and of method "auto" (config module docstring)
+    q_sizes = [e.count for e in entries
+               if e.alias_of is None and e.count and config.quantizes(e.name, e.role, e.dtype)]
+    mean_size = sum(q_sizes) / len(q_sizes) if q_sizes else None
+    total_size = sum(q_sizes)
 
     t1 = time.perf_counter()
     records: list[TensorRecord] = []
@@ -215,7 +220,8 @@ def compress(source, dest, config: CodecConfig | None = None, *,
         if fvals is not None and e.count and not np.all(np.isfinite(fvals)):
             plan = ResolvedPlan(lossless=True)  # NaN/inf cannot be quantized: keep the tensor exact
         else:
-            plan = config.resolve(e.name, e.role, e.dtype, fvals)
+            plan = config.resolve(e.name, e.role, e.dtype, fvals,
+                                  mean_size=mean_size, total_size=total_size)
             if not plan.lossless and e.count and max(-float(fvals.min()), float(fvals.max())) / plan.step >= _MAX_LEVEL:
                 plan = ResolvedPlan(lossless=True)  # an outlier beyond the level range: keep it exact
         if plan.lossless:

@@ -57,6 +57,8 @@ def _config_from_args(a):
         kw["qp"] = a.qp
     if a.rel_step is not None:
         kw["rel_step"] = a.rel_step
+    if a.size_exponent is not None:
+        kw["size_exponent"] = a.size_exponent
     if a.lam_scale is not None:
         kw["lam_scale"] = a.lam_scale
     if a.lossless_roles is not None:
@@ -150,11 +152,18 @@ def _build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compress", help="model (.safetensors/.pt/.pth) -> .nnp")
     c.add_argument("source", help="a .safetensors file or a .pt/.pth state_dict (loaded weights-only)")
     c.add_argument("dest", help="the .nnp file to write (atomically)")
-    c.add_argument("--method", choices=("nearest", "rdoq", "trellis"), help="quantizer (default nearest)")
+    c.add_argument("--method", choices=("auto", "nearest", "rdoq", "trellis"),
+                   help="quantizer (default auto: trellis for models up to 2**20 quantized weights, "
+                        "nearest rounding for bigger ones)")
     g = c.add_mutually_exclusive_group()
     g.add_argument("--step", type=float, help="one absolute step size for all quantized tensors")
     g.add_argument("--qp", type=int, help="NNCodec-style quantization parameter: step = 2**(qp/4)")
-    g.add_argument("--rel-step", type=float, help="step = REL_STEP x std of each tensor (default 1/32)")
+    g.add_argument("--rel-step", type=float,
+                   help="step = REL_STEP x std x sqrt(size / mean size) of each tensor, halved for the "
+                        "trellis (default 1/24; the data-free default, see CodecConfig)")
+    c.add_argument("--size-exponent", type=float,
+                   help="the sqrt(size / mean size) factor of --rel-step raised to this power "
+                        "(default 1; 0 = step from the std alone)")
     c.add_argument("--lam-scale", type=float, help="rate-distortion lambda = LAM_SCALE x step^2 (rdoq/trellis)")
     c.add_argument("--lossless-roles", metavar="ROLES",
                    help="comma-separated roles stored exactly (default bias,norm,buffer,other; '' = none)")

@@ -5,12 +5,28 @@ Step size of a quantized tensor, first match wins:
      with ``step`` (absolute) or ``rel_step`` (times the tensor's standard deviation);
   2. ``CodecConfig.step`` (one absolute step for all tensors);
   3. ``CodecConfig.qp`` (NNCodec's integer knob: ``step = 2 ** (qp / 4)``);
-  4. ``CodecConfig.rel_step * std(tensor)`` (the default quality knob; a zero tensor uses step 1).
+  4. ``CodecConfig.rel_step * std(tensor) * (n / n_mean) ** (size_exponent / 2)``, the default
+     quality knob: n is the tensor's element count and n_mean the mean count of the tensors
+     ``compress`` quantizes (the factor is clipped to [1/8, 8]; ``size_exponent=0`` gives plain
+     ``rel_step * std``; a constant tensor uses max|w| for std, an all-zero one step 1). With
+     method "trellis" this step is halved (``TRELLIS_REL_RATIO``: its two interleaved
+     quantizers have a grid of 2 * step), so that ``rel_step`` means about the same file size
+     for every method.
 ``lam`` (the rate-distortion trade-off handed to the quantizer) is ``lam_scale * step**2`` unless an
 override gives ``lam`` directly. Tensors whose role is in ``lossless_roles`` (and every non-float
 tensor) are stored exactly; an override may force ``lossless=True/False`` for one tensor.
 
 A tuner passes its plan as ``overrides={name: TensorPlan(step=..., method=..., lam=...)}``.
+
+The data-free default (``nnpress compress model.safetensors``: no calibration data, no tuning):
+rule 4 with ``rel_step = 1/24`` and ``size_exponent = 1``, and ``method = "auto"``: "trellis" when
+the tensors ``compress`` quantizes hold at most ``auto_trellis_max`` (2**20) weights in all, where its
+search costs well under a second, "nearest" for bigger models, where it would dominate the encode
+time. Why steps grow with sqrt(size): quantization noise in a layer's output, relative to the
+output, is about step**2 / (12 * std**2) whatever the layer's size, so at equal relative step every
+tensor adds about the same distortion to the model's output while its bits grow with its size;
+minimising distortion + mu * bits then gives step ~ std * sqrt(n) (bench/RESULTS.md, "Data-free
+default", measures it on all-MiniLM-L6-v2 and the digits CNN/MLP against NNCodec's defaults).
 
 Channel scales: a plan may carry int8 step exponents per row and/or column
 (``TensorPlan(row_scale_exp=..., col_scale_exp=...)``, scale ``2**(e/8)``; weight (i, j) then uses
@@ -28,9 +44,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["CodecConfig", "TensorPlan", "ResolvedPlan", "METHODS"]
+__all__ = ["CodecConfig", "TensorPlan", "ResolvedPlan", "METHODS", "CONFIG_METHODS"]
 
 METHODS = ("nearest", "rdoq", "trellis")
+CONFIG_METHODS = METHODS + ("auto",)  # CodecConfig.method may also be "auto" (module docstring)
+TRELLIS_REL_RATIO = 0.5  # rule 4's step is halved for the trellis (as tune.TRELLIS_STEP_RATIO)
+SIZE_FACTOR_LIMIT = 8.0  # rule 4's size factor stays within [1/8, 8]
 _ROLES = ("weight", "bias", "norm", "embedding", "buffer", "other")
 
 
@@ -96,10 +115,16 @@ def _is_real(v) -> bool:
 class CodecConfig:
     """Configuration of :func:`nnpress.compress` (see the module docstring for the step rules).
 
-    method:         "nearest" | "rdoq" | "trellis" — how levels are chosen. The default is "nearest":
-                    with lam_scale = 0 RDOQ gives the same levels, slower, and without Fisher
-                    importance a larger step beats RDOQ at equal fidelity (MiniLM, bench/RESULTS.md).
-    step, qp, rel_step: the step size (absolute, NNCodec-style qp, or relative to each tensor's std).
+    method:         "auto" | "nearest" | "rdoq" | "trellis" — how levels are chosen. "auto" (the
+                    default): "trellis" for models with at most ``auto_trellis_max`` quantized
+                    weights, "nearest" above (the trellis costs ~25x the time of rounding). With
+                    lam_scale = 0 RDOQ gives the nearest levels, slower.
+    step, qp, rel_step: the step size (absolute, NNCodec-style qp, or relative to each tensor's std
+                    and size, rule 4 of the module docstring).
+    size_exponent:  how rule 4's step grows with the tensor's size: times
+                    ``(n / n_mean) ** (size_exponent / 2)`` (1 = the rate-distortion optimum when
+                    every tensor matters equally; 0 = off).
+    auto_trellis_max: the largest total of quantized weights for which "auto" picks the trellis.
     lam_scale:      RDOQ/trellis trade-off, ``lam = lam_scale * step**2`` (0 = distortion only).
     lossless_roles: roles stored exactly (bias, norm, buffer, other by default; "weight" and
                     "embedding" are quantized).
@@ -110,10 +135,12 @@ class CodecConfig:
                     tensors whose plan has none (module docstring; the file becomes format 1.1).
     """
 
-    method: str = "nearest"
+    method: str = "auto"
     step: float | None = None
     qp: int | None = None
-    rel_step: float = 1.0 / 32
+    rel_step: float = 1.0 / 24
+    size_exponent: float = 1.0
+    auto_trellis_max: int = 1 << 20
     lam_scale: float = 0.0
     lossless_roles: tuple = ("bias", "norm", "buffer", "other")
     block_elements: int = 1 << 18
@@ -124,8 +151,15 @@ class CodecConfig:
     def __post_init__(self):
         if not isinstance(self.channel_scales, bool):
             raise TypeError(f"CodecConfig.channel_scales must be a bool, got {self.channel_scales!r}")
-        if self.method not in METHODS:
-            raise ValueError(f"CodecConfig.method must be one of {METHODS}, got {self.method!r}")
+        if self.method not in CONFIG_METHODS:
+            raise ValueError(f"CodecConfig.method must be one of {CONFIG_METHODS}, "
+                             f"got {self.method!r}")
+        if not (_is_real(self.size_exponent) and 0 <= self.size_exponent <= 2):
+            raise ValueError(f"CodecConfig.size_exponent must be a number in [0, 2], "
+                             f"got {self.size_exponent!r}")
+        atm = self.auto_trellis_max
+        if isinstance(atm, bool) or not isinstance(atm, (int, np.integer)) or atm < 0:
+            raise ValueError(f"CodecConfig.auto_trellis_max must be an int >= 0, got {atm!r}")
         if self.step is not None and not (_is_real(self.step) and math.isfinite(self.step) and self.step > 0):
             raise ValueError(f"CodecConfig.step must be a finite number > 0 or None, got {self.step!r}")
         if self.qp is not None and (isinstance(self.qp, bool) or not isinstance(self.qp, (int, np.integer))
@@ -175,14 +209,33 @@ class CodecConfig:
                 return p
         return None
 
-    def resolve(self, name: str, role: str, dtype: str, values: np.ndarray | None) -> ResolvedPlan:
-        """The plan for one tensor; ``values`` (float) is needed only for a relative step."""
+    def quantizes(self, name: str, role: str, dtype: str) -> bool:
+        """Whether ``resolve`` quantizes a (finite) tensor of this name, role and dtype."""
+        o = self.override_for(name)
+        lossless = role in self.lossless_roles if o is None or o.lossless is None else o.lossless
+        return dtype in ("float32", "float16", "bfloat16", "float64") and not lossless
+
+    def model_method(self, total_size: int | None) -> str:
+        """The method for tensors without an override: ``method``, or for "auto" "trellis" when
+        the quantized tensors hold at most ``auto_trellis_max`` weights in all (None: unknown,
+        "nearest")."""
+        if self.method != "auto":
+            return self.method
+        small = total_size is not None and total_size <= self.auto_trellis_max
+        return "trellis" if small else "nearest"
+
+    def resolve(self, name: str, role: str, dtype: str, values: np.ndarray | None, *,
+                mean_size: float | None = None, total_size: int | None = None) -> ResolvedPlan:
+        """The plan for one tensor; ``values`` (float) is needed only for a relative step.
+        ``mean_size`` / ``total_size``: mean and total element count of the tensors the model
+        quantizes (``compress`` passes them); None = this tensor alone is the model."""
         o = self.override_for(name) or TensorPlan()
         is_float = dtype in ("float32", "float16", "bfloat16", "float64")
         lossless = role in self.lossless_roles if o.lossless is None else o.lossless
         if not is_float or lossless:
             return ResolvedPlan(lossless=True)
-        method = o.method or self.method
+        n = int(values.size) if values is not None else 0
+        method = o.method or self.model_method(n if total_size is None else total_size)
         if o.step is not None:
             step = float(o.step)
         elif o.rel_step is not None:
@@ -193,6 +246,11 @@ class CodecConfig:
             step = 2.0 ** (self.qp / 4.0)
         else:
             step = _rel_step(values, self.rel_step)
+            if self.size_exponent and n and mean_size:
+                f = (n / float(mean_size)) ** (0.5 * float(self.size_exponent))
+                step *= min(max(f, 1.0 / SIZE_FACTOR_LIMIT), SIZE_FACTOR_LIMIT)
+            if method == "trellis":
+                step *= TRELLIS_REL_RATIO
         if o.lam is not None:
             lam = float(o.lam)
         else:

@@ -17,7 +17,8 @@ from .config import CodecConfig
 
 __all__ = ["run_demo", "format_demo", "DEFAULT_SWEEP"]
 
-# Relative step sizes (times each tensor's standard deviation) of the rate–accuracy sweep.
+# The rate–accuracy sweep: values of CodecConfig.rel_step, the data-free default's knob (each tensor's
+# step is rel_step x its std x sqrt(its size / the mean size), halved for the trellis).
 DEFAULT_SWEEP = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
 
 
@@ -136,11 +137,11 @@ def _plot(curve, acc_before: float, original_bits: float, path: str) -> str | No
     ys = [100 * c["accuracy"] for c in curve]
     ax.plot(xs, ys, "o-", label="nnpress (DeepCABAC)")
     for c, x, y in zip(curve, xs, ys):
-        ax.annotate(f"{c['rel_step']:g}σ", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        ax.annotate(f"k={c['rel_step']:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.axhline(100 * acc_before, color="gray", ls="--", lw=1, label=f"float32 ({original_bits:.0f} bits/param)")
     ax.set_xlabel("bits per parameter (whole file)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("digits CNN: rate vs accuracy (step = k·σ per tensor)")
+    ax.set_title("digits CNN: rate vs accuracy (default config, rel_step = k)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
@@ -167,7 +168,7 @@ def format_demo(r: dict) -> str:
     w = max(len(k) for k, _ in rows)
     out = [f"{k:<{w}}  {v}" for k, v in rows]
     out.append("")
-    out.append("rate-accuracy sweep (step = k x std per tensor):")
+    out.append("rate-accuracy sweep (default config with rel_step = k):")
     out.append(f"  {'k':>8} {'bytes':>9} {'bits/param':>10} {'accuracy':>9}")
     for c in r["sweep"]:
         out.append(f"  {c['rel_step']:>8.4g} {c['file_bytes']:>9,} {c['bits_per_param']:>10.3f} "

@@ -2,6 +2,7 @@
 access, CodecConfig rules, determinism, reports, and bad input."""
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -121,7 +122,8 @@ def test_names_unicode_dots_empty_and_scalar(tmp_path):
         "scalar_i": torch.tensor(5),
     }
     path = tmp_path / "u.nnp"
-    nnpress.compress(sd, path, CodecConfig(overrides={"scalar_w": TensorPlan(lossless=False, step=0.25)}))
+    nnpress.compress(sd, path, CodecConfig(overrides={"scalar_w": TensorPlan(lossless=False, step=0.25,
+                                                                          method="nearest")}))
     out = nnpress.decompress(path)
     assert list(out) == list(sd)
     for k, v in sd.items():
@@ -203,7 +205,8 @@ def test_deterministic_for_any_thread_count(tmp_path):
 def test_config_rules():
     w = np.random.default_rng(5).standard_normal(1000).astype(np.float32) * 0.5
     std = float(np.std(w.astype(np.float64)))
-    assert CodecConfig(rel_step=0.1).resolve("x", "weight", "float32", w).step == pytest.approx(0.1 * std)
+    assert CodecConfig(rel_step=0.1, method="nearest").resolve("x", "weight", "float32", w).step == \
+        pytest.approx(0.1 * std)
     assert CodecConfig(step=0.01).resolve("x", "weight", "float32", w).step == 0.01
     assert CodecConfig(qp=-38).resolve("x", "weight", "float32", w).step == 2 ** (-38 / 4)
     cfg = CodecConfig(step=0.01, lam_scale=2.0, overrides={
@@ -345,3 +348,112 @@ def test_model_folder_input(tmp_path):
     empty.mkdir()
     with pytest.raises(ValueError):
         nnpress.compress(empty, tmp_path / "g.nnp")
+
+
+def test_default_step_rule_grows_with_tensor_size():
+    """Rule 4: rel_step * std * sqrt(n / mean n) (clipped to [1/8, 8]), halved for the trellis."""
+    w = np.random.default_rng(7).standard_normal((40, 50)).astype(np.float32)
+    std = float(np.std(w.astype(np.float64)))
+    near = CodecConfig(method="nearest", rel_step=0.1)
+    for mean_size, factor in ((2000, 1.0), (500, 2.0), (8000, 0.5), (10, 8.0), (10 ** 7, 1 / 8)):
+        assert near.resolve("x", "weight", "float32", w, mean_size=mean_size).step == \
+            pytest.approx(0.1 * std * factor)
+    assert near.replace(size_exponent=0).resolve("x", "weight", "float32", w, mean_size=500).step == \
+        pytest.approx(0.1 * std)
+    assert near.replace(size_exponent=2).resolve("x", "weight", "float32", w, mean_size=500).step == \
+        pytest.approx(0.1 * std * 4)
+    trel = near.replace(method="trellis").resolve("x", "weight", "float32", w, mean_size=500)
+    assert (trel.method, trel.step) == ("trellis", pytest.approx(0.1 * std * 2.0 * 0.5))
+    # absolute steps and per-tensor overrides are taken as given, for every method
+    assert CodecConfig(method="trellis", step=0.01).resolve("x", "weight", "float32", w, mean_size=500).step == 0.01
+    o = CodecConfig(method="trellis", overrides={"x": {"rel_step": 0.2}})
+    assert o.resolve("x", "weight", "float32", w, mean_size=500).step == pytest.approx(0.2 * std)
+    for bad in (dict(method="fast"), dict(size_exponent=-1), dict(size_exponent=3), dict(size_exponent=float("nan")),
+                dict(auto_trellis_max=-1), dict(auto_trellis_max=1.5), dict(auto_trellis_max=True)):
+        with pytest.raises(ValueError):
+            CodecConfig(**bad)
+
+
+def test_auto_method_is_the_trellis_for_small_models_only():
+    cfg = CodecConfig()
+    assert cfg.method == "auto" and cfg.auto_trellis_max == 1 << 20
+    assert cfg.model_method(1 << 20) == "trellis" and cfg.model_method((1 << 20) + 1) == "nearest"
+    assert cfg.model_method(None) == "nearest"
+    assert CodecConfig(method="rdoq").model_method(10) == "rdoq"
+    w = np.ones((4, 4), np.float32)
+    assert cfg.resolve("x", "weight", "float32", w).method == "trellis"          # alone, it is a small model
+    assert cfg.resolve("x", "weight", "float32", w, total_size=1 << 21).method == "nearest"
+    assert CodecConfig(overrides={"x": {"method": "rdoq"}}).resolve("x", "weight", "float32", w).method == "rdoq"
+    assert CodecConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_compress_default_uses_the_models_mean_size(tmp_path):
+    """The file's steps are what rule 4 gives with the mean size of the quantized tensors (biases,
+    which are stored exactly, do not count), and the decoder returns exactly the levels * steps."""
+    torch.manual_seed(8)
+    sd = {"big.weight": torch.randn(300, 40) * 0.1, "small.weight": torch.randn(20, 15) * 0.3,
+          "big.bias": torch.randn(300)}
+    path = tmp_path / "d.nnp"
+    nnpress.compress(sd, path)
+    f = nnpress.NnpFile(path)
+    mean_size = (300 * 40 + 20 * 15) / 2
+    for name in ("big.weight", "small.weight"):
+        w = sd[name].numpy()
+        e = f.entry(name)
+        assert e["method"] == "trellis"  # 12,300 quantized weights: a small model
+        want = (1 / 24) * float(np.std(w.astype(np.float64))) * math.sqrt(w.size / mean_size) * 0.5
+        assert e["step"] == pytest.approx(want, rel=1e-6)
+    assert f.entry("big.bias")["storage"] == "raw"
+    back = nnpress.decompress(path)
+    for name, t in sd.items():
+        np.testing.assert_array_equal(back[name].numpy(), _expected_value(name, None, t, f))
+    # above auto_trellis_max the same model is rounded to the nearest level, with the plain step
+    nnpress.compress(sd, path, CodecConfig(auto_trellis_max=10_000))
+    e = nnpress.NnpFile(path).entry("big.weight")
+    assert e["method"] == "nearest"
+    assert e["step"] == pytest.approx((1 / 24) * float(np.std(sd["big.weight"].numpy().astype(np.float64)))
+                                      * math.sqrt(12000 / mean_size), rel=1e-6)
+
+
+def test_cli_default_method_and_size_exponent(tmp_path):
+    from nnpress.cli import main
+
+    torch.manual_seed(9)
+    src = tmp_path / "m.safetensors"
+    sd = {"a.weight": torch.randn(64, 32), "b.weight": torch.randn(8, 8) * 3}
+    save_safetensors(sd, src)
+    assert main(["compress", str(src), str(tmp_path / "x.nnp"), "-q"]) == 0
+    assert main(["compress", str(src), str(tmp_path / "y.nnp"), "-q", "--method", "auto",
+                 "--size-exponent", "0", "--rel-step", "0.05"]) == 0
+    fx, fy = nnpress.NnpFile(tmp_path / "x.nnp"), nnpress.NnpFile(tmp_path / "y.nnp")
+    assert fx.entry("a.weight")["method"] == fy.entry("a.weight")["method"] == "trellis"
+    assert fx.metadata["config"]["method"] == "auto"
+    assert fy.metadata["config"]["size_exponent"] == 0
+    # size_exponent 0: both tensors have the same step relative to their std
+    ra = fy.entry("a.weight")["step"] / float(np.std(sd["a.weight"].numpy().astype(np.float64)))
+    rb = fy.entry("b.weight")["step"] / float(np.std(sd["b.weight"].numpy().astype(np.float64)))
+    assert ra == pytest.approx(rb, rel=1e-6) and ra == pytest.approx(0.05 * 0.5, rel=1e-6)
+
+
+def test_default_beats_the_previous_default_on_the_digits_cnn(tmp_path):
+    """The data-free default (size rule, trellis on a small model) gives a smaller file than the
+    previous default (nearest, std/32 per tensor) and predictions at least as close to the
+    original's (mean KL on the held-out digits), with no calibration data."""
+    from nnpress.demo_models import build_digits_model, load_digits_data, train_digits_model
+
+    model = train_digits_model("cnn", seed=0)
+    x = torch.from_numpy(load_digits_data().x_test)
+
+    def kl_and_bytes(cfg, name):
+        path = tmp_path / name
+        rep = nnpress.compress(model, path, cfg)
+        m = build_digits_model("cnn")
+        m.load_state_dict(nnpress.decompress(path))
+        m.eval()
+        with torch.no_grad():
+            p, q = torch.log_softmax(model(x), -1), torch.log_softmax(m(x), -1)
+        return float((p.exp() * (p - q)).sum(-1).mean()), rep.file_bytes
+
+    kl_new, bytes_new = kl_and_bytes(CodecConfig(), "new.nnp")
+    kl_old, bytes_old = kl_and_bytes(CodecConfig(method="nearest", rel_step=1 / 32, size_exponent=0), "old.nnp")
+    assert bytes_new < bytes_old and kl_new <= kl_old, (bytes_new, bytes_old, kl_new, kl_old)

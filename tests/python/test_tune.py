@@ -118,3 +118,17 @@ def test_probe_sensitivities_find_unused_layer():
     s = tune.probe_sensitivities(m, torch.randn(32, 8))
     assert s["unused.weight"] == 0.0
     assert s["body.0.weight"] > 0 and s["body.2.weight"] > 0
+
+
+def test_size_sensitivities_give_steps_proportional_to_std_sqrt_size():
+    rng = np.random.default_rng(3)
+    w = {"big": rng.standard_normal((400, 100)).astype(np.float32) * 0.05,
+         "small": rng.standard_normal((10, 40)).astype(np.float32) * 0.2,
+         "zero": np.zeros((4, 4), np.float32), "bias": np.ones(7, np.float32)}
+    s = tune.size_sensitivities(w)
+    assert set(s) == {"big", "small", "zero"} and s["zero"] == 0.0
+    assert s["big"] == pytest.approx(1 / (40000 * np.var(w["big"].astype(np.float64))))
+    plan = tune.allocate_steps(w, 0.01, s, method="nearest", names=["big", "small"])
+    ratio = plan["big"].step / plan["small"].step
+    want = (np.std(w["big"].astype(np.float64)) * 200) / (np.std(w["small"].astype(np.float64)) * 20)
+    assert ratio == pytest.approx(want, rel=1e-6)

@@ -1,0 +1,262 @@
+"""The data-free default of ``nnpress.compress`` against NNCodec's defaults, side by side in one run.
+
+    python bench/python/bench_default.py [--models cnn,mlp,minilm] [--threads 2] [--no-sweep]
+                                         [--opt-qp] [--ablation] [--json out.json]
+
+No calibration data anywhere: every nnpress row is ``nnpress.compress(state_dict, file, config)``
+with no importance, no Fisher, no tuning; sizes are the real ``.nnp`` file bytes (header, tensor
+table and raw biases included) and NNCodec's whole bitstream (``nnc.compress`` via
+``peers.nncodec_compress_state_dict``: qp -38, dependent quantization, lambda_scale 0, no opt_qp —
+its defaults). Fidelity of the decoded model:
+
+- all-MiniLM-L6-v2: mean and min cosine between the original and the decoded model's sentence
+  embeddings over all 52 sentences of ``minilm.SENTENCES`` (nothing is calibrated on them);
+- digits CNN / MLP (``nnpress.demo_models``, trained here in seconds): top-1 accuracy on the 450
+  held-out digits, and the mean KL divergence of the decoded model's predictions from the
+  original's (top-1 moves in steps of one image, 0.22 points; KL is the finer ruler).
+
+Rows: NNCodec default; nnpress default (``CodecConfig()``); the previous default (nearest,
+step = std/32 per tensor: ``CodecConfig(method="nearest", rel_step=1/32, size_exponent=0)``); the
+default with the other method forced. Then, unless ``--no-sweep``, the default family over its
+knob (``rel_step``) against NNCodec's qp sweep (``--opt-qp``: also with opt_qp, NNCodec's best
+setting on MiniLM), and nnpress's bits/param at NNCodec's fidelity (interpolated along the nnpress
+curve), i.e. at matched fidelity. ``--ablation`` adds the previous default's family over its
+knob, compared with the default's at equal fidelity. Encode time = wall seconds of
+the whole ``compress`` call (load, quantize, code, verify, atomic write) / of ``nnc.compress``,
+and the CPU seconds of this process during it (all threads; steadier on a shared machine).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import peers  # noqa: E402
+
+import nnpress  # noqa: E402
+from nnpress.config import CodecConfig  # noqa: E402
+
+OLD_DEFAULT = CodecConfig(method="nearest", rel_step=1 / 32, size_exponent=0)
+SWEEP = (1 / 32, 1 / 28, 1 / 24, 1 / 20, 1 / 16, 1 / 12, 1 / 8, 1 / 6)
+OLD_SWEEP = (1 / 64, 1 / 48, 1 / 40, 1 / 32, 1 / 24, 1 / 16, 1 / 12, 1 / 8)
+NNC_SWEEP = (-40, -38, -36, -34, -32, -30)
+NNC_OPT_QP_SWEEP = (-44, -42, -41, -40, -38, -36)  # opt_qp: coarser qp for big tensors (bench_rd.py)
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def digits_setup(kind):
+    import torch
+
+    from nnpress.demo_models import build_digits_model, evaluate_accuracy, load_digits_data, train_digits_model
+
+    model = train_digits_model(kind, seed=0)
+    data = load_digits_data()
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    x = torch.from_numpy(data.x_test)
+    with torch.no_grad():
+        lp_ref = torch.log_softmax(model(x), -1)
+
+    def fidelity(state):
+        m = build_digits_model(kind)
+        m.load_state_dict({k: torch.as_tensor(np.asarray(v, np.float32)).reshape(sd[k].shape) for k, v in state.items()})
+        m.eval()
+        with torch.no_grad():
+            lp = torch.log_softmax(m(x), -1)
+        kl = float((lp_ref.exp() * (lp_ref - lp)).sum(-1).mean())
+        return {"top1": evaluate_accuracy(m, data.x_test, data.y_test), "kl": kl}
+
+    base = fidelity(sd)
+    return {"name": f"digits {kind}", "sd": sd, "fidelity": fidelity, "base": base,
+            "key": "kl", "higher_is_better": False}
+
+
+def minilm_setup():
+    import minilm
+
+    model, _ = minilm.load_minilm()
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    ref = minilm.embed(model, minilm.SENTENCES)
+
+    def fidelity(state):
+        mean, mn = minilm.cosine_fidelity(ref, minilm.embed(state, minilm.SENTENCES))
+        return {"mean_cos": mean, "min_cos": mn}
+
+    return {"name": "all-MiniLM-L6-v2", "sd": sd, "fidelity": fidelity, "base": {"mean_cos": 1.0, "min_cos": 1.0},
+            "key": "mean_cos", "higher_is_better": True}
+
+
+def nnpress_row(setup, label, config, tmp):
+    path = os.path.join(tmp, "m.nnp")
+    c0 = time.process_time()
+    rep = nnpress.compress(setup["sd"], path, config)
+    cpu = time.process_time() - c0
+    state = nnpress.decompress(path, as_numpy=True)
+    methods = sorted({t.method for t in rep.tensors if t.storage == "quantized"})
+    row = {"codec": "nnpress", "label": label, "bytes": rep.file_bytes, "bits_per_param": rep.bits_per_param,
+           "encode_s": rep.times["total"], "encode_cpu_s": cpu, "methods": methods, **setup["fidelity"](state)}
+    os.remove(path)
+    return row
+
+
+def nncodec_row(setup, label, qp=-38, **kw):
+    c0 = time.process_time()
+    data, info = peers.nncodec_compress_state_dict(setup["sd"], qp=qp, **kw)  # default: DQ, lambda 0
+    cpu = time.process_time() - c0
+    rec = peers.nncodec_decompress(data, shapes=info["shapes"])
+    state = {k: rec.get(k, v.numpy()) for k, v in setup["sd"].items()}
+    n = sum(v.numel() for v in setup["sd"].values())
+    return {"codec": "NNCodec", "label": label, "qp": qp, "bytes": len(data), "bits_per_param": 8 * len(data) / n,
+            "encode_s": info["encode_s"], "encode_cpu_s": cpu, **setup["fidelity"](state)}
+
+
+def fmt_fid(r):
+    if "mean_cos" in r:
+        return f"{r['mean_cos']:.5f} / {r['min_cos']:.5f}"
+    return f"{100 * r['top1']:.2f} % / {r['kl']:.2e}"
+
+
+def bits_at(curve, key, target, higher_is_better):
+    """nnpress bits/param at fidelity ``target`` by linear interpolation in (log error, bits) between
+    the two sweep points that bracket it (error = 1 - cos or KL); None if not bracketed."""
+    def err(v):
+        return max(1.0 - v, 1e-12) if higher_is_better else max(v, 1e-12)
+
+    pts = sorted(curve, key=lambda r: r["bits_per_param"])
+    t = math.log(err(target))
+    for a, b in zip(pts, pts[1:]):
+        ea, eb = math.log(err(a[key])), math.log(err(b[key]))
+        if (ea - t) * (eb - t) <= 0 and ea != eb:
+            return a["bits_per_param"] + (t - ea) / (eb - ea) * (b["bits_per_param"] - a["bits_per_param"])
+    return None
+
+
+def run(setup, threads, sweep, opt_qp, ablation):
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        rows.append(nncodec_row(setup, "NNCodec default: qp -38, DQ"))
+        log(f"  {rows[-1]['label']}: {rows[-1]['bits_per_param']:.3f} b/p {fmt_fid(rows[-1])} {rows[-1]['encode_s']:.2f}s")
+        default = CodecConfig(threads=threads)
+        for label, cfg in (("nnpress default: CodecConfig()", default),
+                           ("previous default: nearest, std/32", OLD_DEFAULT.replace(threads=threads))):
+            rows.append(nnpress_row(setup, label, cfg, tmp))
+            log(f"  {label}: {rows[-1]['bits_per_param']:.3f} b/p {fmt_fid(rows[-1])} {rows[-1]['encode_s']:.2f}s "
+                f"{rows[-1]['methods']}")
+        other = "nearest" if rows[1]["methods"] == ["trellis"] else "trellis"
+        label = f"default with method={other}"
+        rows.append(nnpress_row(setup, label, default.replace(method=other), tmp))
+        log(f"  {label}: {rows[-1]['bits_per_param']:.3f} b/p {fmt_fid(rows[-1])} {rows[-1]['encode_s']:.2f}s")
+        curve, nnc_curve = [], []
+        if sweep:
+            for rel in SWEEP:
+                r = nnpress_row(setup, f"rel_step 1/{1 / rel:.0f}", default.replace(rel_step=rel), tmp)
+                r["rel_step"] = rel
+                curve.append(r)
+                log(f"  nnpress {r['label']}: {r['bits_per_param']:.3f} b/p {fmt_fid(r)}")
+            for qp in NNC_SWEEP:
+                r = rows[0] if qp == -38 else nncodec_row(setup, f"qp {qp}", qp)
+                nnc_curve.append(r)
+                log(f"  NNCodec qp {qp}: {r['bits_per_param']:.3f} b/p {fmt_fid(r)}")
+            curves = {"NNCodec DQ (qp sweep)": nnc_curve}
+            if opt_qp:
+                curves["NNCodec DQ opt_qp"] = []
+                for qp in NNC_OPT_QP_SWEEP:
+                    r = nncodec_row(setup, f"opt_qp qp {qp}", qp, opt_qp=True)
+                    curves["NNCodec DQ opt_qp"].append(r)
+                    log(f"  NNCodec opt_qp qp {qp}: {r['bits_per_param']:.3f} b/p {fmt_fid(r)}")
+        old_curve = []
+        if ablation:  # the previous default's family (steps ~ std alone), same knob values
+            for rel in OLD_SWEEP:
+                cfg = OLD_DEFAULT.replace(rel_step=rel, threads=threads)
+                r = nnpress_row(setup, f"previous default, rel_step 1/{1 / rel:.0f}", cfg, tmp)
+                old_curve.append(r)
+                log(f"  {r['label']}: {r['bits_per_param']:.3f} b/p {fmt_fid(r)}")
+    return rows, curve, (curves if sweep else {}), old_curve
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="cnn,mlp,minilm")
+    ap.add_argument("--threads", type=int, default=None, help="nnpress threads (default: all cores)")
+    ap.add_argument("--no-sweep", action="store_true")
+    ap.add_argument("--opt-qp", action="store_true", help="also sweep NNCodec with opt_qp (its best on MiniLM)")
+    ap.add_argument("--ablation", action="store_true",
+                    help="also sweep the previous default (nearest, steps ~ std) and compare at equal fidelity")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    import torch
+    torch.set_num_threads(1)
+    peers.import_nncodec()
+    try:
+        commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()
+    except OSError:
+        commit = "?"
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; nnpress "
+          f"{nnpress.__version__} ({commit}); command: python bench/python/bench_default.py {' '.join(sys.argv[1:])}\n")
+    out = {}
+    for m in args.models.split(","):
+        setup = minilm_setup() if m == "minilm" else digits_setup(m)
+        log(f"== {setup['name']}")
+        rows, curve, nnc_curves, old_curve = run(setup, args.threads, not args.no_sweep, args.opt_qp, args.ablation)
+        out[setup["name"]] = {"rows": rows, "sweep": curve, "nncodec_sweeps": nnc_curves, "previous": old_curve}
+        lm = "mean_cos" in rows[0]
+        print(f"### {setup['name']} (original: {fmt_fid({**setup['base']})})\n")
+        print(f"| codec / configuration | bytes | bits/param | vs NNCodec default | "
+              f"{'cosine mean / min' if lm else 'top-1 / KL'} | encode s wall (CPU) |")
+        print("|---|---|---|---|---|---|")
+        ref = rows[0]["bits_per_param"]
+        for r in rows:
+            name = r["label"] + (f" ({', '.join(r['methods'])})" if r.get("methods") else "")
+            print(f"| {name} | {r['bytes']:,} | {r['bits_per_param']:.3f} | {r['bits_per_param'] / ref:.3f}x | "
+                  f"{fmt_fid(r)} | {r['encode_s']:.2f} ({r['encode_cpu_s']:.2f}) |")
+        if curve:
+            print(f"\nMatched fidelity ({setup['key']}): NNCodec's qp sweep against the default family "
+                  f"(rel_step {', '.join(f'1/{1 / r:.0f}' for r in SWEEP)}), nnpress interpolated:\n")
+            print(f"| NNCodec setting | NNCodec bits/param | {setup['key']} | nnpress bits/param at that "
+                  f"{setup['key']} | ratio |")
+            print("|---|---|---|---|---|")
+            for r in (r for c in nnc_curves.values() for r in c):
+                b = bits_at(curve, setup["key"], r[setup["key"]], setup["higher_is_better"])
+                v = f"{r[setup['key']]:.5f}" if lm else f"{r[setup['key']]:.2e}"
+                bb = "—" if b is None else f"{b:.3f}"
+                ratio = "—" if b is None else f"{b / r['bits_per_param']:.3f}x"
+                name = f"opt_qp, qp {r['qp']}" if r["label"].startswith("opt_qp") else f"qp {r['qp']}"
+                print(f"| {name} | {r['bits_per_param']:.3f} | {v} | {bb} | {ratio} |")
+            print("\nThe default family:\n")
+            print(f"| rel_step | bits/param | {'cosine mean / min' if lm else 'top-1 / KL'} |")
+            print("|---|---|---|")
+            for r in curve:
+                print(f"| {r['label'][9:]} | {r['bits_per_param']:.3f} | {fmt_fid(r)} |")
+        if old_curve and curve:
+            print("\nAblation: the default family against the previous default's (nearest, steps ~ std alone) "
+                  "at equal fidelity (previous interpolated):\n")
+            print(f"| rel_step | default bits/param | {setup['key']} | previous default's bits/param there | ratio |")
+            print("|---|---|---|---|---|")
+            for r in curve:
+                b = bits_at(old_curve, setup["key"], r[setup["key"]], setup["higher_is_better"])
+                v = f"{r[setup['key']]:.5f}" if lm else f"{r[setup['key']]:.2e}"
+                bb = "—" if b is None else f"{b:.3f}"
+                ratio = "—" if b is None else f"{r['bits_per_param'] / b:.3f}x"
+                print(f"| {r['label'][9:]} | {r['bits_per_param']:.3f} | {v} | {bb} | {ratio} |")
+        print()
+        sys.stdout.flush()
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
