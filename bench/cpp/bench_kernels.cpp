@@ -1,5 +1,5 @@
 // Google Benchmark: CER / CSER / dense-codebook products on 4096 x 4096 matrices, every compiled ISA,
-// one thread, batch 1 and 32, side by side in one run.
+// one thread, batch 1 and 32 (and 2..128 for AVX2 vs AVX-512), side by side in one run.
 //   build/bench/cpp/bench_kernels --benchmark_filter='/16/' --benchmark_min_time=0.2s
 // Arguments: format (0 cer, 1 cser, 2 codebook), ISA (0 scalar, 2 avx2, 3 avx512),
 // distinct values, density in percent, batch. Counters: bytes the format reads per product
@@ -100,6 +100,17 @@ void BM_product(benchmark::State& state) {
 
 void args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"fmt", "isa", "values", "dens%", "batch"});
+  // The AVX2 / AVX-512 choice per batch size (auto_isa, kernels.h): CSER and codebook, both ISAs.
+  for (int batch : {2, 4, 8, 16, 64, 128}) {
+    for (int d : {10, 1}) {
+      for (int isa : {2, 3}) {
+        for (int fmt : {1, 2}) {
+          if (fmt == 2 && d < 10) continue;
+          b->Args({fmt, isa, 16, d, batch});
+        }
+      }
+    }
+  }
   for (int batch : {1, 32}) {
     for (int values : {16, 256}) {
       for (int d : {100, 50, 25, 10, 1}) {

@@ -6,6 +6,7 @@ torch sparse CSR (int32 indices) and scipy CSR, in one run.
     python bench/python/bench_sparse.py --quick               # 16 values only, fewer repeats
     python bench/python/bench_sparse.py --layers              # + all-MiniLM-L6-v2 and digits CNN layer shapes
     python bench/python/bench_sparse.py --e2e                 # + converted digits CNN end to end
+    python bench/python/bench_sparse.py --tables out.json     # markdown tables of a saved --json run
 
 Matrices: k distinct values including 0 (density < 1): an entry is non-zero with probability `density`,
 drawn uniformly from the k - 1 non-zero levels (k levels at density 1), times 0.01 (as bench_kernels.cpp).
@@ -169,6 +170,27 @@ def summary_table(results):
     return "\n".join(lines)
 
 
+def method_tables(results):
+    """Markdown tables of every method's µs, GB/s and storage (MB) per case, for bench/RESULTS.md."""
+    methods = ["numpy dense", "torch dense", "torch CSR i32", "scipy CSR", "nnpress cer", "nnpress cser", "nnpress codebook"]
+    head = "| shape | values | density | batch | " + " | ".join(methods) + " |\n|" + "---|" * (4 + len(methods))
+    out = []
+    for title, key, fmt, batch1 in (
+        ("All methods, µs (minimum over rounds)", "times_us", lambda r, m: f"{r['times_us'][m]['min']:.0f}", False),
+        ("Effective GB/s (bytes each format must read: its arrays + x + y, over the minimum time), batch 1",
+         "gbps", lambda r, m: f"{r['gbps'][m]:.1f}", True),
+        ("Storage, MB", "storage_bytes", lambda r, m: f"{r['storage_bytes'][m] / 1e6:.2f}", True),
+    ):
+        lines = [title + ":", "", head]
+        for r in results:
+            if batch1 and r["batch"] != 1:
+                continue
+            cells = [fmt(r, m) if m in r[key] else "–" for m in methods]
+            lines.append(f"| {r['rows']}×{r['cols']} | {r['values']} | {r['density']} | {r['batch']} | " + " | ".join(cells) + " |")
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
 def bench_e2e(threads, rounds):
     from torch import nn
 
@@ -207,7 +229,16 @@ def main():
     ap.add_argument("--layers", action="store_true", help="also MiniLM-L6 and digits CNN layer shapes")
     ap.add_argument("--e2e", action="store_true", help="also the converted digits CNN end to end")
     ap.add_argument("--json", help="write all results to this file")
+    ap.add_argument("--tables", metavar="JSON", help="only print the markdown tables of a saved --json run")
     args = ap.parse_args()
+    if args.tables:
+        with open(args.tables) as f:
+            saved = json.load(f)
+        print(json.dumps(saved["info"]))
+        print(summary_table(saved["results"]) + "\n\n" + method_tables(saved["results"]))
+        if saved.get("e2e"):
+            print("\nconverted digits CNN:", json.dumps(saved["e2e"]))
+        return
     if args.quick:
         args.values, args.rounds, args.min_time = [16], 7, 0.3
     if args.threads > 0:

@@ -19,7 +19,8 @@
 //     void splat8(float* p, float d)       p[0..8) = d.
 //
 //   Kernels (each computes output rows [r0, r1), leaving out the Ω[0] term; kernels_internal.h):
-//     rows_matvec  batch 1. Whole rows are taken in blocks of up to kBlock entries; for a block,
+//     rows_matvec  batch 1. Long groups (>= kLongGroup entries on average): per group, a scalar sum of its
+//                  inputs and one multiply. Otherwise whole rows are taken in blocks of up to kBlock entries; for a block,
 //                  (1) every entry's value is written into a buffer by one broadcast store per group
 //                  (groups are contiguous, so a later group's store overwrites the previous one's tail),
 //                  (2) every entry's input x[col] is copied into a second buffer (scalar loads: gathers
@@ -38,11 +39,12 @@
 
 // No auto-vectorization in the ISA translation units: the compiler turns the scalar input copy and the
 // value lookups into gathers, which were slower than scalar loads on the CPUs measured (bench/RESULTS.md).
-// The explicit intrinsics are unaffected.
+// The explicit intrinsics are unaffected. GCC: also -O2 rather than a Release build's -O3 for the
+// kernels (-O3's loop transformations made the batch-1 kernel 5-15% slower, measured).
 #if defined(__clang__)
 #define NNPRESS_NO_VECTORIZE _Pragma("clang loop vectorize(disable) interleave(disable)")
 #elif defined(__GNUC__)
-#pragma GCC optimize("no-tree-vectorize")
+#pragma GCC optimize("O2", "no-tree-vectorize")
 #define NNPRESS_NO_VECTORIZE
 #else
 #define NNPRESS_NO_VECTORIZE
@@ -134,14 +136,18 @@ inline void fill_rows(const RowsView& m, Value value_of, uint32_t ra, uint32_t r
   }
 }
 
-// Values of row r's entries [p, p + n) (a piece of a long row), relative to p: groups [g, ...) clipped.
+// Values of row r's entries [p, p + n) (a piece of a long row), relative to p: groups [g, ...), the
+// first one starting at or before p, the last one clipped at n.
 template <class V, uint32_t L, class Value>
 inline void fill_piece(const RowsView& m, Value value_of, uint32_t r, uint32_t g, uint32_t p, uint32_t n,
                        float* vals) {
-  for (; g < m.row_ptr[r + 1] && m.group_ptr[g] < p + n; ++g) {
-    const uint32_t a = m.group_ptr[g], b = m.group_ptr[g + 1];
-    const uint32_t s = a > p ? a - p : 0, e = b - p < n ? b - p : n;
-    if (s < e) fill<V, L>(vals, s, e, m.delta[value_of(g, r)]);
+  const uint32_t g1 = m.row_ptr[r + 1];
+  uint32_t s = 0;
+  NNPRESS_NO_VECTORIZE
+  for (; g < g1 && m.group_ptr[g] < p + n; ++g) {
+    const uint32_t b = m.group_ptr[g + 1] - p, e = b < n ? b : n;
+    fill<V, L>(vals, s, e, m.delta[value_of(g, r)]);
+    s = e;
   }
 }
 
@@ -251,6 +257,40 @@ void rows_matvec_t(const RowsView& m, const Col* col, Value value_of, const floa
     }
     y[r] = acc;
     ++r;
+  }
+}
+
+// Long groups (>= kLongGroup entries on average): each group's inputs are summed with scalar loads into
+// four accumulators and multiplied once; no buffers, and one loop exit per group is cheap next to its
+// length. (Measured 1.3-1.7x the block kernel for 16 values at density >= 0.25.)
+constexpr uint32_t kLongGroup = 32;
+
+template <class Col>
+inline float group_sum(const Col* col, uint32_t n, const float* x) {
+  float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+  uint32_t i = 0;
+  NNPRESS_NO_VECTORIZE
+  for (; i + 4 <= n; i += 4) {
+    s0 += x[col[i]];
+    s1 += x[col[i + 1]];
+    s2 += x[col[i + 2]];
+    s3 += x[col[i + 3]];
+  }
+  NNPRESS_NO_VECTORIZE
+  for (; i < n; ++i) s0 += x[col[i]];
+  return (s0 + s1) + (s2 + s3);
+}
+
+template <class Col, class Value>
+void rows_matvec_sums(const RowsView& m, const Col* col, Value value_of, const float* x, float* y, uint32_t r0,
+                      uint32_t r1) {
+  for (uint32_t r = r0; r < r1; ++r) {
+    float acc = 0.0f;
+    for (uint32_t g = m.row_ptr[r]; g < m.row_ptr[r + 1]; ++g) {
+      const uint32_t k0 = m.group_ptr[g], k1 = m.group_ptr[g + 1];
+      acc += m.delta[value_of(g, r)] * group_sum(col + k0, k1 - k0, x);
+    }
+    y[r] = acc;
   }
 }
 
@@ -401,8 +441,11 @@ void rows_matvec(const RowsView& m, const float* x, float* y, uint32_t r0, uint3
   // Narrow value stores when groups average <= 8 entries (measured faster there), else full vectors.
   const uint64_t groups = m.row_ptr[m.rows], entries = m.group_ptr[groups];
   const bool narrow = V::W > 8 && entries <= 8 * groups;
+  const bool long_groups = entries >= kLongGroup * groups;
   with_layout(m, [&](auto col, auto value_of) {
-    if (narrow) {
+    if (long_groups) {
+      rows_matvec_sums(m, col, value_of, x, y, r0, r1);
+    } else if (narrow) {
       rows_matvec_t<V, 8>(m, col, value_of, x, y, r0, r1);
     } else {
       rows_matvec_t<V, V::W>(m, col, value_of, x, y, r0, r1);
