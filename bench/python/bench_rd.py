@@ -302,8 +302,10 @@ def main():
             curves = run_model(setup, args.quick)
         path = plot(setup, curves, out, "_nncodec" if args.peers_only else "")
         results[setup["name"]] = curves
+        shown = None if path is None else (path.resolve().relative_to(HERE.parent.parent)
+                                           if path.resolve().is_relative_to(HERE.parent.parent) else path)
         print(f"### {setup['name']} — budget {setup['metric']} >= {setup['budget']:.4f}"
-              f" (original {setup['base']:.4f}){'; plot ' + str(path.relative_to(HERE.parent.parent)) if path else ''}\n")
+              f" (original {setup['base']:.4f}){'; plot ' + str(shown) if shown else ''}\n")
         print("| variant | smallest measured point meeting the budget: bits/param | its fidelity | "
               "bits/param at the budget (interpolated) |")
         print("|---|---|---|---|")
