@@ -39,12 +39,13 @@
 
 // No auto-vectorization in the ISA translation units: the compiler turns the scalar input copy and the
 // value lookups into gathers, which were slower than scalar loads on the CPUs measured (bench/RESULTS.md).
-// The explicit intrinsics are unaffected. GCC: also -O2 rather than a Release build's -O3 for the
-// kernels (-O3's loop transformations made the batch-1 kernel 5-15% slower, measured).
+// The explicit intrinsics are unaffected. (Forcing -O2 here instead of a Release build's -O3 made the
+// batch-1 kernel 5-15% faster but the batched tiles 2x slower: their register arrays need -O3's
+// complete unrolling. Measured; not done.)
 #if defined(__clang__)
 #define NNPRESS_NO_VECTORIZE _Pragma("clang loop vectorize(disable) interleave(disable)")
 #elif defined(__GNUC__)
-#pragma GCC optimize("O2", "no-tree-vectorize")
+#pragma GCC optimize("no-tree-vectorize")
 #define NNPRESS_NO_VECTORIZE
 #else
 #define NNPRESS_NO_VECTORIZE
