@@ -2,6 +2,7 @@
 
     python bench/python/bench_default.py [--models cnn,mlp,minilm] [--threads 2] [--no-sweep]
                                          [--opt-qp] [--ablation] [--json out.json]
+    python bench/python/bench_default.py --replot bench/results/bench_default.json   # PNGs only
 
 No calibration data anywhere: every nnpress row is ``nnpress.compress(state_dict, file, config)``
 with no importance, no Fisher, no tuning; sizes are the real ``.nnp`` file bytes (header, tensor
@@ -187,6 +188,44 @@ def run(setup, threads, sweep, opt_qp, ablation):
     return rows, curve, (curves if sweep else {}), old_curve
 
 
+def plot(name, res, out_dir):
+    """PNG: the default family, the previous default's, NNCodec's qp sweeps, the two default points.
+    y = 1 - mean cosine (MiniLM) or KL (digits), log scale: lower is more faithful."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib missing: no plot")
+        return None
+    lm = "mean_cos" in res["rows"][0]
+
+    def err(r):
+        return max(1.0 - r["mean_cos"], 1e-7) if lm else max(r["kl"], 1e-9)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    curves = [("nnpress default, rel_step sweep", res["sweep"], "-o")]
+    curves += [(k, v, "--s") for k, v in res["nncodec_sweeps"].items()]
+    curves += [("previous default (nearest, std-relative), sweep", res.get("previous") or [], ":^")]
+    for label, pts, style in curves:
+        if pts:
+            pts = sorted(pts, key=lambda r: r["bits_per_param"])
+            ax.plot([r["bits_per_param"] for r in pts], [err(r) for r in pts], style, ms=3, label=label)
+    for r, mk in ((res["rows"][0], "X"), (res["rows"][1], "*")):
+        ax.plot([r["bits_per_param"]], [err(r)], mk, ms=12, color="k", label=r["label"])
+    ax.set_yscale("log")
+    ax.set_xlabel("bits per parameter (whole file)")
+    ax.set_ylabel("1 - mean cosine (52 sentences)" if lm else "mean KL of predictions (450 digits)")
+    ax.set_title(f"{name}: data-free nnpress default vs NNCodec 2.1.3 (lower is better)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(out_dir) / f"default_{name.replace(' ', '_').replace('-', '_').lower()}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="cnn,mlp,minilm")
@@ -196,7 +235,13 @@ def main():
     ap.add_argument("--ablation", action="store_true",
                     help="also sweep the previous default (nearest, steps ~ std) and compare at equal fidelity")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--plots", default=str(HERE.parent / "plots"), help="folder for the PNG curves")
+    ap.add_argument("--replot", metavar="JSON", help="only redraw the plots from an earlier --json output")
     args = ap.parse_args()
+    if args.replot:
+        for name, res in json.loads(Path(args.replot).read_text()).items():
+            print(plot(name, res, args.plots))
+        return
     import torch
     torch.set_num_threads(1)
     peers.import_nncodec()
@@ -213,6 +258,8 @@ def main():
         log(f"== {setup['name']}")
         rows, curve, nnc_curves, old_curve = run(setup, args.threads, not args.no_sweep, args.opt_qp, args.ablation)
         out[setup["name"]] = {"rows": rows, "sweep": curve, "nncodec_sweeps": nnc_curves, "previous": old_curve}
+        if curve:
+            log(f"  plot: {plot(setup['name'], out[setup['name']], args.plots)}")
         lm = "mean_cos" in rows[0]
         print(f"### {setup['name']} (original: {fmt_fid({**setup['base']})})\n")
         print(f"| codec / configuration | bytes | bits/param | vs NNCodec default | "
