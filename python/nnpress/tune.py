@@ -31,7 +31,7 @@ lambda and sensitivity from the weighted distortion per unit step², ``c_t = mea
 
 Without data, ``sensitivity=None`` gives every tensor the same step, and
 :func:`size_sensitivities` the data-free default's rule (steps ~ std * sqrt(size), see
-``nnpress.config``: 10-15 % fewer bits than one step or steps ~ std at equal fidelity on
+``nnpress.config``: 13-16 % fewer bits than one step or steps ~ std at equal fidelity on
 all-MiniLM-L6-v2, bench/RESULTS.md); :func:`probe_sensitivities` can measure the sensitivities on
 synthetic inputs when the model can be run.
 """
