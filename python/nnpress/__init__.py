@@ -12,6 +12,19 @@ from .quant import channel_scale_exps, channel_scales, dequantize, quantize, qua
 from .config import CodecConfig, TensorPlan
 from .container import NnpFile
 from .api import CompressionReport, compress, decompress
+from .prune import prune, sparsity_of
+
+# Parts that need torch are imported on first use, so that ``import nnpress`` needs only numpy.
+_LAZY = {"fisher_diagonal": "fisher", "probe_sensitivity": "fisher"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'nnpress' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 
@@ -32,7 +45,11 @@ __all__ = [
     "dequantize",
     "encode_levels",
     "estimate_bits",
+    "fisher_diagonal",
     "level_stream_info",
+    "probe_sensitivity",
+    "prune",
     "quantize",
     "quantize_info",
+    "sparsity_of",
 ]

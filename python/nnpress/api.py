@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from .config import CodecConfig, ResolvedPlan
+from .prune import prune_array
 from .container import (NnpFile, TensorRecord, bfloat16_to_float32, float32_to_bfloat16, nnp_bytes,
                         validate_nnp, write_bytes_atomic)
 from .traverse import TensorEntry, collect
@@ -234,8 +235,9 @@ def compress(source, dest, config: CodecConfig | None = None, *,
             imp = _to_numpy_float(imp)
         row_exp, col_exp = _scale_exps(plan, imp, e.shape, config.channel_scales, e.name)
         if e.count:
-            levels, recon = _quantize(fvals, plan, imp, rpb, config.threads, row_exp, col_exp)
-            err = _rel_error(fvals, _stored_dtype_recon(recon, e.dtype))
+            qvals = prune_array(fvals, config.prune, imp) if config.prune > 0 else fvals
+            levels, recon = _quantize(qvals, plan, imp, rpb, config.threads, row_exp, col_exp)
+            err = _rel_error(fvals, _stored_dtype_recon(recon, e.dtype))  # against the unpruned weights
         else:
             levels, err = np.zeros(e.shape, dtype=np.int32), 0.0
         records.append(TensorRecord(e.name, e.dtype, e.role, "quantized", e.shape, data=levels, method=plan.method,

@@ -65,6 +65,8 @@ def _config_from_args(a):
         kw["lossless_roles"] = tuple(r for r in a.lossless_roles.split(",") if r)
     if a.block_elements is not None:
         kw["block_elements"] = a.block_elements
+    if a.prune is not None:
+        kw["prune"] = a.prune
     if a.threads is not None:
         kw["threads"] = a.threads
     if a.plan:
@@ -168,6 +170,8 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--lossless-roles", metavar="ROLES",
                    help="comma-separated roles stored exactly (default bias,norm,buffer,other; '' = none)")
     c.add_argument("--block-elements", type=int, help="elements per independently decodable row block")
+    c.add_argument("--prune", type=float, metavar="FRACTION",
+                   help="set this fraction of each quantized tensor's smallest weights to zero first (default 0)")
     c.add_argument("--plan", metavar="JSON", help="per-tensor overrides: {name or glob: {step, method, ...}}")
     c.add_argument("--threads", type=int, help="worker threads (default: all cores)")
     c.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -133,6 +133,9 @@ class CodecConfig:
     overrides:      name or glob pattern -> TensorPlan (or a dict of its fields).
     channel_scales: derive per-row/per-column step scales from ``compress(importance=...)`` for
                     tensors whose plan has none (module docstring; the file becomes format 1.1).
+    prune:          fraction in [0, 1) of each quantized tensor's weights set to zero before
+                    quantization, smallest saliency first (``importance * w**2`` with
+                    ``compress(importance=...)``, else ``w**2``; nnpress.prune). 0 = off.
     """
 
     method: str = "auto"
@@ -147,8 +150,11 @@ class CodecConfig:
     threads: int | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
     channel_scales: bool = False
+    prune: float = 0.0
 
     def __post_init__(self):
+        if not (_is_real(self.prune) and math.isfinite(self.prune) and 0 <= self.prune < 1):
+            raise ValueError(f"CodecConfig.prune must be a number in [0, 1), got {self.prune!r}")
         if not isinstance(self.channel_scales, bool):
             raise TypeError(f"CodecConfig.channel_scales must be a bool, got {self.channel_scales!r}")
         if self.method not in CONFIG_METHODS:

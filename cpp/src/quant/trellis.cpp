@@ -101,6 +101,9 @@ uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint
       const double w = double(w_row[i]);
       const double f = importance ? double(importance[r * cols + i]) : 1.0;
       const Candidates cand = candidates_of(w / step);
+      // An exact zero (e.g. a pruned weight) stays zero: both quantizers hold 0, so every state
+      // keeps a branch, and no state-machine gain may buy a non-zero level for it.
+      const bool zero_only = w == 0.0;
       double dist[kCandidates];
       for (int j = 0; j < kCandidates; ++j) {
         const double d = w - double(index_of(cand, j)) * step;
@@ -120,7 +123,7 @@ uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint
         if (!(ps.cost < inf)) continue;
         const int z = dq_quantizer(p);
         for (int j = 0; j < kCandidates; ++j) {
-          if (j != 0 && ((magnitude_of(cand, j) & 1) != z || !exists(cand, j))) continue;  // other quantizer
+          if (j != 0 && (zero_only || (magnitude_of(cand, j) & 1) != z || !exists(cand, j))) continue;  // other quantizer
           const int32_t k = level_of(cand, j);
           const double partial = ps.cost + dist[j];
           const int t = dq_next_state(p, k);

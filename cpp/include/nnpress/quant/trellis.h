@@ -32,6 +32,8 @@
 //   - Memory: 8 bytes of decisions per weight of the longest row (a 1-D tensor is one row).
 //   - The level coder's contexts do not depend on the trellis state (format version 1), so the
 //     state only selects the reconstruction, not the probability models.
+//   - A weight that is exactly 0.0 always gets level 0 (pruned weights stay pruned), even where a
+//     non-zero level would steer the state machine to a cheaper path.
 #pragma once
 
 #include <cstdint>
