@@ -22,8 +22,8 @@ constexpr double kScaleFraction[kScaleStepsPerOctave] = {
 // Not inlined: inlined into dequantize_impl, GCC reloaded the output pointer and the step from
 // the stack on every element (measured 1.5x slower than this separate loop).
 template <bool kDependent, bool kCols, class Out>
-NNPRESS_NOINLINE void dequantize_row(const int32_t* __restrict q, uint64_t cols, double row_step, const double* __restrict col,
-                    Out* __restrict o) {
+NNPRESS_NOINLINE void dequantize_row(const int32_t* __restrict q, uint64_t cols, double row_step,
+                                     const double* __restrict col, Out* __restrict o) {
   int state = 0;
   for (uint64_t i = 0; i < cols; ++i) {
     const double st = kCols ? row_step * col[i] : row_step;
@@ -70,10 +70,11 @@ Status dequantize_impl(const int32_t* levels, uint64_t rows, uint64_t cols, doub
                               " (step x row scale x column scale) is not finite and > 0");
     const int32_t* q = levels + r * cols;
     Out* o = out + r * cols;
-    if (uses_dependent_reconstruction(method))
-      sc.col ? dequantize_row<true, true>(q, cols, row_step, sc.col, o) : dequantize_row<true, false>(q, cols, row_step, sc.col, o);
-    else
-      sc.col ? dequantize_row<false, true>(q, cols, row_step, sc.col, o) : dequantize_row<false, false>(q, cols, row_step, sc.col, o);
+    const bool dependent = uses_dependent_reconstruction(method);
+    if (dependent && sc.col) dequantize_row<true, true>(q, cols, row_step, sc.col, o);
+    else if (dependent) dequantize_row<true, false>(q, cols, row_step, nullptr, o);
+    else if (sc.col) dequantize_row<false, true>(q, cols, row_step, sc.col, o);
+    else dequantize_row<false, false>(q, cols, row_step, nullptr, o);
   }
   return Status::Ok();
 }

@@ -9,9 +9,9 @@
 namespace nnpress {
 
 template <class W, class F>
-uint64_t rdoq_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols, double tensor_step,
-                   const ChannelScales& scales, double lambda, uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels,
-                   float* recon, double* distortion) {
+uint64_t rdoq_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols,
+                   double tensor_step, const ChannelScales& scales, double lambda, uint64_t chunk_rows,
+                   const cabac::LevelParams& params, int32_t* levels, float* recon, double* distortion) {
   using cabac::code_level;
   const double lambda_per_unit = lambda / double(cabac::kRateOne);  // cost of one fixed-point rate unit
   const uint32_t min_bin = quant_detail::min_bin_cost();

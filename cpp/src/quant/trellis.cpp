@@ -64,9 +64,9 @@ inline int64_t index_of(const Candidates& c, int j) { return c.sgn * magnitude_o
 }  // namespace
 
 template <class W, class F>
-uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols, double tensor_step,
-                      const ChannelScales& scales, double lambda, uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels,
-                      float* recon, double* distortion) {
+uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols,
+                      double tensor_step, const ChannelScales& scales, double lambda, uint64_t chunk_rows,
+                      const cabac::LevelParams& params, int32_t* levels, float* recon, double* distortion) {
   using cabac::code_level;
   const double lambda_per_unit = lambda / double(cabac::kRateOne);
   const uint32_t unary_len = params.unary_len < uint32_t(cabac::kMaxUnaryFlags) ? params.unary_len
