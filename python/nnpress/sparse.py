@@ -9,7 +9,8 @@ Contract
   raises ``nnpress.FormatError``). Objects are immutable.
 - ``M @ x`` for ``x`` of shape ``(cols,)`` returns ``(rows,)``; for ``x`` of shape ``(cols, batch)``
   returns ``(rows, batch)``; float32 results. ``M.matmul(x, isa=None, threads=1)`` names an ISA
-  ("scalar", "avx2", "avx512") or a thread count (0 = all hardware threads).
+  ("scalar", "neon", "avx2", "avx512"; None = the automatic choice, per batch size: AVX2 for batch
+  2..32 even on AVX-512 CPUs, measured faster there) or a thread count (0 = all hardware threads).
 - ``to_dense()``, ``to_scipy()`` (scipy CSR, float32), ``nbytes`` (bytes of all arrays), ``shape``,
   ``nnz`` (entries that differ from the implicit, most frequent value), ``values`` (Ω).
 - ``op_counts(row=None, memory="sram")``: loads, multiplies, adds and writes of one matrix-vector
@@ -171,7 +172,7 @@ class _Matrix:
         return self._m.to_dense()
 
     def matmul(self, x: Any, isa: str | None = None, threads: int = 1) -> np.ndarray:
-        """``self @ x`` with an explicit ISA ("scalar", "avx2", "avx512") and thread count."""
+        """``self @ x`` with an explicit ISA (None = automatic, see the module doc) and thread count."""
         if (
             type(x) is np.ndarray
             and x.dtype == np.float32
