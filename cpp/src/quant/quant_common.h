@@ -11,9 +11,9 @@ namespace nnpress::quant_detail {
 inline uint32_t min_bin_cost() {
   static const uint32_t m = [] {
     uint32_t best = UINT32_MAX;
-    for (int c = 0; c < cabac::kLpsClasses; ++c)
+    for (int s = 0; s < cabac::kStates; ++s)
       for (int b = 0; b < 2; ++b)
-        if (cabac::kBinCost[c][b] < best) best = cabac::kBinCost[c][b];
+        if (cabac::kBinCostOfState[s][b] < best) best = cabac::kBinCostOfState[s][b];
     return best;
   }();
   return m;

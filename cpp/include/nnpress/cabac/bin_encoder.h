@@ -4,7 +4,7 @@
 //   BinEncoder appends a CABAC bitstream to a caller-owned std::vector<uint8_t>. It holds only
 //   engine state (low, range, pending bytes); the probability model of each regular bin is
 //   passed on every call (STYLE.md 1). Engine: 9-bit range in [256, 510], LPS range from the
-//   table kRangeLps (context_model.h), renormalisation by whole bits, carry propagation through
+//   table kRangeLpsOfState (context_model.h), renormalisation by whole bits, carry propagation through
 //   a buffered byte plus a count of pending 0xFF bytes (as in the HEVC/VVC engines).
 //   Bins: regular (encode), bypass (encode_bypass, encode_bypass_bits: equiprobable, no model)
 //   and terminating (encode_terminate). A stream is closed by encode_terminate(1) followed by

@@ -9,8 +9,8 @@
 //   lps_index()/mps() and call update(bin) after every regular bin they code.
 //
 // SURPRISES
-//   - The engine quantizes the LPS probability to 128 classes (lps_index), which index the
-//     range table kRangeLps and the rate table (rate_estimator.h). Changing kFastShift,
+//   - The engine quantizes the LPS probability to 128 classes (lps_index), which the range
+//     table kRangeLpsOfState and the rate table (rate_estimator.h) encode. Changing kFastShift,
 //     kSlowShift or the tables changes the bitstream: it is a format version change (golden
 //     files in tests/golden/ will fail, on purpose).
 #pragma once
@@ -33,13 +33,12 @@ constexpr int kLpsClasses = 128;    // LPS probability classes, each 1/256 wide
 constexpr int kLpsClassShift = 7;   // 15-bit probability >> 7 -> class 0..127
 constexpr int kRangeClasses = 8;    // 9-bit range in [256, 511): (range >> 5) & 7
 
-// kRangeLps[c][r]: the LPS sub-range for LPS class c when the coder's range lies in
-// [256 + 32 r, 288 + 32 r). Entries are in [1, 247]; defined in cabac/tables.cpp.
-extern const uint8_t kRangeLps[kLpsClasses][kRangeClasses];
-
+// LPS sub-ranges. An LPS class c (LPS probability in [c/256, (c+1)/256)) and a range in
+// [256 + 32 r, 288 + 32 r) give an LPS sub-range in [1, 247] (scripts/gen_cabac_tables.py).
 // A model's 8-bit state is its combined P(1) in units of 1/256: MPS = state >> 7, LPS class =
-// state (MPS 0) or 255 - state (MPS 1). kRangeLpsOfState[state][r] = kRangeLps[class][r], so the
-// engine indexes one table by the state it reads, with no arithmetic in between.
+// state (MPS 0) or 255 - state (MPS 1). kRangeLpsOfState[state][r] is the sub-range of that
+// class, so the engine indexes one table by the state it reads, with no arithmetic in between.
+// Defined in cabac/tables.cpp.
 constexpr int kStates = 256;
 extern const uint8_t kRangeLpsOfState[kStates][kRangeClasses];
 

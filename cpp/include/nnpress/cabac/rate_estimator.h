@@ -3,7 +3,7 @@
 // CONTRACT
 //   bin_cost(ctx, bin) is the cost in fractional bits (fixed point, kRateOne = 1 bit) of coding
 //   `bin` with `ctx` as it is now. The table behind it is derived from the engine's own range
-//   table (kRangeLps), averaged over the engine's range classes with the log-uniform weights a
+//   table (kRangeLpsOfState), averaged over the engine's range classes with the log-uniform weights a
 //   range register settles into, so it prices the real coder, not an ideal one.
 //   RateEstimator is a Coder (binarization.h): run the level syntax through it to get the bits
 //   the encoder would spend, with contexts evolving exactly as the encoder's will. Bypass bins
@@ -25,10 +25,8 @@ namespace nnpress::cabac {
 constexpr int kRateBits = 16;
 constexpr uint32_t kRateOne = 1u << kRateBits;  // 1 bit in fixed point
 
-// kBinCost[c][0] = cost of the MPS, kBinCost[c][1] = cost of the LPS, for LPS class c;
-// kBinCostOfState[s][b] = cost of coding bin b in model state s (the same numbers, indexed the
-// way the estimator reads them). Defined in cabac/tables.cpp.
-extern const uint32_t kBinCost[kLpsClasses][2];
+// kBinCostOfState[s][b] = cost of coding bin b in model state s (MPS or LPS cost of the state's
+// LPS class). Defined in cabac/tables.cpp.
 extern const uint32_t kBinCostOfState[kStates][2];
 
 NNPRESS_INLINE uint32_t bin_cost(const ContextModel& ctx, unsigned bin) {
