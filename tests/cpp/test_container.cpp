@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "check.h"
+#include "nnp_frame.h"
 #include "nnpress/format/container.h"
 #include "nnpress/format/crc.h"
 
@@ -333,18 +334,7 @@ static void test_hostile_table() {
   p64(8);
   const uint8_t payload[8] = {1, 2, 3, 4, 5, 6, 7, 8};
   p32(crc32c(payload, 8));
-  std::vector<uint8_t> f(kContainerHeaderSize, 0);
-  std::memcpy(f.data(), kContainerMagic, 8);
-  f[8] = 1;
-  f.insert(f.end(), payload, payload + 8);
-  const uint64_t toff = f.size();
-  f.insert(f.end(), table.begin(), table.end());
-  for (int i = 0; i < 8; ++i) f[16 + i] = uint8_t(toff >> (8 * i));
-  for (int i = 0; i < 8; ++i) f[24 + i] = uint8_t(uint64_t(table.size()) >> (8 * i));
-  const uint32_t tc = crc32c(table.data(), table.size());
-  for (int i = 0; i < 4; ++i) f[32 + i] = uint8_t(tc >> (8 * i));
-  const uint32_t hc = crc32c(f.data(), 36);
-  for (int i = 0; i < 4; ++i) f[36 + i] = uint8_t(hc >> (8 * i));
+  const std::vector<uint8_t> f = nnpress_test::frame_nnp(std::vector<uint8_t>(payload, payload + 8), table);
   ContainerReader r;
   Status s = ContainerReader::open_memory(f.data(), f.size(), &r);
   CHECK(s.code() == StatusCode::kCorrupt);  // 2^30 levels in 8 bytes
