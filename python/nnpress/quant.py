@@ -213,7 +213,8 @@ def quantize_info(
     """Like :func:`quantize`, returning ``(levels, w_hat, info)`` where ``info`` has the level
     parameters the search priced with (``unary_len``, ``eg_order``), its rate estimate
     ``rate_bits`` (equal to ``nnpress.estimate_bits(levels)`` when those are the parameters the
-    encoder picks and ``chunk_rows`` is None; 0 for "nearest"), the weighted distortion
+    encoder picks and ``chunk_rows`` is None; for "nearest", which prices nothing, rate 0 and the
+    default parameters), the weighted distortion
     ``sum F_i (w_i - w_hat_i)^2`` and the number of ``passes``."""
     return _run(w, step, lam, importance, method, chunk_rows, threads, True, row_scale, col_scale)
 

@@ -108,7 +108,7 @@ Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t c
       const double d = double(weights[i]) - double(levels[i]) * (scaled ? step_at(o, cols, i) : o.step);
       dist += (importance ? double(importance[i]) : 1.0) * d * d;
     }
-    res.params = o.params_fixed ? o.params : choose_level_params_for_speed(levels, rows, cols);
+    res.params = o.params;  // nothing is priced; the encoder picks its params when it codes
     res.distortion = dist;
     res.passes = 1;
     if (result) *result = res;

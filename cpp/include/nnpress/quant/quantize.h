@@ -26,7 +26,8 @@
 //   options.max_passes runs). QuantResult::params are the params the final run priced with. When
 //   the re-pick is stable (the usual case; QuantResult::passes < max_passes) they are the params
 //   the encoder will choose for these levels, and QuantResult::rate is exactly what
-//   estimate_level_bits reports for the coded stream.
+//   estimate_level_bits reports for the coded stream. kNearest prices nothing: it picks no
+//   params (QuantResult::params = options.params, rate 0); the encoder picks them when it codes.
 //
 //   Contexts start fresh (WeightContexts{}) at row 0 and again every options.chunk_rows rows
 //   (0 = never): set it to the rows per independently coded chunk of the container
