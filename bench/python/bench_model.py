@@ -22,9 +22,7 @@ import os
 import platform
 import sys
 import tempfile
-import time
 
-import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -32,14 +30,9 @@ sys.path.insert(0, HERE)
 
 def _best(fn, repeat):
     """(result, best wall seconds, CPU seconds of that run) over `repeat` runs."""
-    best, cpu, out = float("inf"), float("inf"), None
-    for _ in range(repeat):
-        c0, t0 = time.process_time(), time.perf_counter()
-        out = fn()
-        t, c = time.perf_counter() - t0, time.process_time() - c0
-        if t < best:
-            best, cpu = t, c
-    return out, best, cpu
+    import bench_edge
+
+    return bench_edge._best(fn, repeat)
 
 
 def _boost():

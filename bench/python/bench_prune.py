@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -46,13 +44,11 @@ def main() -> None:
                     if s == 0 and kw:
                         continue
                     pw = nnpress.prune(w, s, **kw) if s > 0 else w
-                    t0 = time.perf_counter()
                     rep = nnpress.compress(pw, Path(tmp) / "m.nnp")
                     dec = nnpress.decompress(Path(tmp) / "m.nnp", as_numpy=True)
                     zeros = nnpress.sparsity_of(dec, [k for k in fisher])
                     print(f"| {s:.1f} | {label if s else 'none'} | {ev(pw):.4f} | {ev(dec):.4f} | "
                           f"{8 * rep.file_bytes / n_params:.3f} | {zeros:.3f} |", flush=True)
-                    del t0
         print()
 
 

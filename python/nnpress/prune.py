@@ -81,6 +81,17 @@ def prune_array(w, sparsity: float, importance=None) -> np.ndarray:
     return a
 
 
+def _selected(arrays: Mapping[str, np.ndarray], names) -> list[str]:
+    """The named tensors (KeyError for unknown names), default the floating ones with >= 2 dims."""
+    if names is None:
+        return [k for k, a in arrays.items() if a.ndim >= 2 and np.issubdtype(a.dtype, np.floating)]
+    sel = list(names)
+    missing = [k for k in sel if k not in arrays]
+    if missing:
+        raise KeyError(f"no tensors named {missing[:5]}")
+    return sel
+
+
 def prune(weights: Mapping[str, np.ndarray], sparsity: float, *, importance: Mapping[str, object] | None = None,
           scope: str = "tensor", names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
     """Prune the selected tensors of a state dict to ``sparsity`` (see the module docstring).
@@ -98,13 +109,7 @@ def prune(weights: Mapping[str, np.ndarray], sparsity: float, *, importance: Map
     if not isinstance(weights, Mapping):
         raise TypeError("prune: weights must be a mapping name -> array")
     arrays = {k: np.asarray(v) for k, v in weights.items()}
-    if names is None:
-        sel = [k for k, a in arrays.items() if a.ndim >= 2 and np.issubdtype(a.dtype, np.floating)]
-    else:
-        sel = list(names)
-        missing = [k for k in sel if k not in arrays]
-        if missing:
-            raise KeyError(f"prune: no tensors named {missing[:5]}")
+    sel = _selected(arrays, names)
     imp = {}
     if importance is not None:
         unknown = set(importance) - set(arrays)
@@ -138,7 +143,6 @@ def prune(weights: Mapping[str, np.ndarray], sparsity: float, *, importance: Map
 def sparsity_of(weights: Mapping[str, np.ndarray], names: Iterable[str] | None = None) -> float:
     """Fraction of zeros over the named tensors (default: floating tensors with >= 2 dimensions)."""
     arrays = {k: np.asarray(v) for k, v in weights.items()}
-    sel = [k for k, a in arrays.items() if a.ndim >= 2 and np.issubdtype(a.dtype, np.floating)] \
-        if names is None else list(names)
+    sel = _selected(arrays, names)
     n = sum(arrays[k].size for k in sel)
     return float(sum(int(np.count_nonzero(arrays[k] == 0)) for k in sel) / n) if n else 0.0

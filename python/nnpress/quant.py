@@ -219,12 +219,9 @@ def quantize_info(
     return _run(w, step, lam, importance, method, chunk_rows, threads, True, row_scale, col_scale)
 
 
-def dequantize(q, step, method="nearest", *, row_scale=None, col_scale=None) -> np.ndarray:
-    """Reconstruct float32 weights from int32 levels: ``q * step`` for "nearest"/"rdoq", the
-    dependent-quantization state machine (restarting at every row) for "trellis"; with channel
-    scales the step of weight (i, j) is ``(step * row_scale[i]) * col_scale[j]``."""
-    m = _method_id(method)
-    step = _positive_finite(step, "step")
+def _int32_levels(q) -> np.ndarray:
+    """q as an int32 array of its shape: TypeError for non-integer arrays, ValueError for values
+    outside the int32 range (never wrapped)."""
     arr = np.asarray(q)
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"levels must be an integer array, got dtype {arr.dtype}")
@@ -234,11 +231,20 @@ def dequantize(q, step, method="nearest", *, row_scale=None, col_scale=None) -> 
         and (arr.min() < np.iinfo(np.int32).min or arr.max() > np.iinfo(np.int32).max)
     ):
         raise ValueError("levels outside the int32 range")
-    levels = np.ascontiguousarray(arr, dtype=np.int32).reshape(arr.shape)
-    rows, cols = _rows_cols(arr.shape)
+    return np.ascontiguousarray(arr, dtype=np.int32).reshape(arr.shape)
+
+
+def dequantize(q, step, method="nearest", *, row_scale=None, col_scale=None) -> np.ndarray:
+    """Reconstruct float32 weights from int32 levels: ``q * step`` for "nearest"/"rdoq", the
+    dependent-quantization state machine (restarting at every row) for "trellis"; with channel
+    scales the step of weight (i, j) is ``(step * row_scale[i]) * col_scale[j]``."""
+    m = _method_id(method)
+    step = _positive_finite(step, "step")
+    levels = _int32_levels(q)
+    rows, cols = _rows_cols(levels.shape)
     rs = _scale_vector(row_scale, rows, "row_scale")
     cs = _scale_vector(col_scale, cols, "col_scale")
-    return _core.dequantize(levels, step, m, rs, cs).reshape(arr.shape)
+    return _core.dequantize(levels, step, m, rs, cs).reshape(levels.shape)
 
 
 def rate_bits(levels, unary_len: int, eg_order: int, *, chunk_rows=None) -> float:
@@ -248,18 +254,9 @@ def rate_bits(levels, unary_len: int, eg_order: int, *, chunk_rows=None) -> floa
     is exactly its ``rate_bits``; :func:`nnpress.estimate_bits` instead picks the params itself."""
     if not _core.HAS_ENCODER:
         raise RuntimeError("this nnpress build has no encoder (NNPRESS_ENCODER=OFF)")
-    arr = np.asarray(levels)
-    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"levels must be an integer array, got dtype {arr.dtype}")
-    if (
-        arr.dtype != np.int32
-        and arr.size
-        and (arr.min() < np.iinfo(np.int32).min or arr.max() > np.iinfo(np.int32).max)
-    ):
-        raise ValueError("levels outside the int32 range")
+    lv = _int32_levels(levels)
     for name, v in (("unary_len", unary_len), ("eg_order", eg_order)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 or v > 255:
             raise ValueError(f"{name} must be an int, got {v!r}")
     chunk_rows = _chunk_rows(chunk_rows)
-    lv = np.ascontiguousarray(arr, dtype=np.int32).reshape(arr.shape)
     return float(_core.rate_bits(lv, int(unary_len), int(eg_order), int(chunk_rows)))

@@ -87,7 +87,7 @@ class BinDecoder {
   // puts them and the stream was consumed exactly (no missing, no extra bytes).
   bool finish() const {
     const uint64_t pos = consumed_bytes();
-    if (pos > size_ || pos != size_ || pos == 0) return false;
+    if (pos != size_ || pos == 0) return false;
     const unsigned last = data_[pos - 1];
     // Bits of the last byte already shifted into the window: (shifts mod 8); the rest must be the
     // stop bit followed by zeros.

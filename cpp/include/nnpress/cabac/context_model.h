@@ -6,11 +6,11 @@
 //   and codes with their mean — the two-rate estimator of DeepCABAC / the NNR standard. Both
 //   are 15-bit fixed point (P = p / 32768) and stay strictly inside (0, 32768) for ever.
 //   The model knows nothing of weights or of the arithmetic engine (STYLE.md 1): engines read
-//   lps_index()/mps() and call update(bin) after every regular bin they code.
+//   `state` (and mps()) and call update(bin) after every regular bin they code.
 //
 // SURPRISES
-//   - The engine quantizes the LPS probability to 128 classes (lps_index), which the range
-//     table kRangeLpsOfState and the rate table (rate_estimator.h) encode. Changing kFastShift,
+//   - The engine quantizes the LPS probability to 128 classes (state, or 255 - state when the MPS
+//     is 1), which the range table kRangeLpsOfState and the rate table (rate_estimator.h) encode. Changing kFastShift,
 //     kSlowShift or the tables changes the bitstream: it is a format version change (golden
 //     files in tests/golden/ will fail, on purpose).
 #pragma once
@@ -56,8 +56,6 @@ struct ContextModel {
 
   // Most probable symbol (0 or 1).
   NNPRESS_INLINE unsigned mps() const { return state >> 7; }
-  // LPS probability class in [0, 127]: the LPS probability in units of 1/256, rounded down.
-  NNPRESS_INLINE unsigned lps_index() const { return state < 128 ? state : 255u - state; }
   NNPRESS_INLINE void update(unsigned bin) {
     // Written as selects so the compiler emits conditional moves (the bin is unpredictable).
     const uint32_t f = fast, s = slow;
