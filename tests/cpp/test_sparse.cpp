@@ -1,5 +1,6 @@
 // CER / CSER / dense-codebook containers and kernels: the seed talk's golden 5x12 example,
 // validation of corrupt structures, and every compiled ISA against the scalar reference.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -259,6 +260,60 @@ void test_isas_against_scalar() {
 }
 
 
+// Batch 1 picks its value stores per group (fill: L floats, U unconditional stores, a loop for longer
+// groups) and the group-sum path from the matrix's mean group length. A sweep of mean group lengths from
+// ~1 to ~130 entries runs every variant on every ISA, and a bimodal matrix (tiny groups, a few groups of
+// hundreds of entries) runs the rare loop past U * L; one row holds more groups than a vector has lanes,
+// rows are empty, 1-entry groups are common at the short end, and groups cross vector boundaries.
+void test_batch1_group_lengths() {
+  std::mt19937 rng(4321);
+  std::vector<Isa> isas;
+  for (Isa i : {Isa::kNeon, Isa::kAvx2, Isa::kAvx512}) {
+    if (isa_supported(i)) isas.push_back(i);
+  }
+  // cols * density / (values - 1) = mean group length.
+  const double densities[] = {0.004, 0.01, 0.02, 0.035, 0.05, 0.07, 0.09, 0.12, 0.16, 0.2, 0.25, 0.32, 0.5};
+  for (int bimodal = 0; bimodal < 2; ++bimodal) {
+    for (double d : densities) {
+      if (bimodal && d > 0.05) break;
+      const Case c{45, 4000, 16, d, false};
+      std::vector<float> w = random_matrix(rng, c);
+      for (uint32_t r = 0; r < c.rows; r += 11) {  // empty rows
+        for (uint32_t k = 0; k < c.cols; ++k) w[size_t(r) * c.cols + k] = 0.0f;
+      }
+      if (bimodal) {  // a few groups of 300-900 entries among tiny ones
+        for (uint32_t r = 3; r < c.rows; r += 7) {
+          const uint32_t len = 300 * (1 + r % 3);
+          for (uint32_t k = 0; k < len; ++k) w[size_t(r) * c.cols + (k * 4 + r) % c.cols] = 0.037f * 5;
+        }
+      }
+      std::normal_distribution<float> nd;
+      std::vector<float> x(c.cols), scale(c.rows, 0.0f);
+      for (auto& v : x) v = nd(rng);
+      for (uint32_t r = 0; r < c.rows; ++r) {
+        double sa = 0;
+        for (uint32_t k = 0; k < c.cols; ++k) sa += std::fabs(double(w[size_t(r) * c.cols + k]) * x[k]);
+        scale[r] = float(sa);
+      }
+      for (Format f : {Format::kCER, Format::kCSER}) {
+        RowGroupMatrix rg;
+        CHECK(RowGroupMatrix::from_dense(f, w.data(), c.rows, c.cols, &rg).ok());
+        std::vector<float> ref(c.rows), y(c.rows);
+        CHECK(matvec(rg, x.data(), x.size(), ref.data(), ref.size(), {Isa::kScalar, 1}).ok());
+        for (Isa isa : isas) {
+          std::fill(y.begin(), y.end(), NAN);
+          CHECK(matvec(rg, x.data(), x.size(), y.data(), y.size(), {isa, 1}).ok());
+          if (!close(y, ref, scale)) {
+            std::fprintf(stderr, "  batch 1 group lengths: isa %s format %s density %g bimodal %d (mean group %.1f)\n",
+                         isa_name(isa), format_name(f), d, bimodal, double(rg.nnz()) / double(rg.num_groups()));
+            CHECK(false);
+          }
+        }
+      }
+    }
+  }
+}
+
 // Inputs may hold any floats: every ISA turns exactly the rows that meet an Inf or a NaN into Inf / NaN
 // (a kernel that loaded another row's input, even into a lane it then masks by multiplying with 0,
 // would turn 0 * Inf into NaN), and leaves the other rows finite and equal to the scalar result.
@@ -416,6 +471,7 @@ int main() {
   test_isa_names();
   test_auto_dispatch();
   test_isas_against_scalar();
+  test_batch1_group_lengths();
   test_nonfinite_inputs();
   test_random_corruptions();
   return TEST_MAIN_RESULT();

@@ -16,18 +16,22 @@
 //     M first(uint32_t n)  lanes [0, n), 0 <= n <= W;
 //     F load_m(const float* p, M m)        lanes outside m are 0 and their memory is not read;
 //     void store_m(float* p, M m, F v)     lanes outside m are not written;
-//     void splat8(float* p, float d)       p[0..8) = d.
+//     void splat8(float* p, float d)       p[0..8) = d;
+//     void gather8(const uint16_t* c, const float* x, float* p)   p[i] = x[c[i]] for i < 8 (reads c[0..8)).
 //
 //   Kernels (each computes output rows [r0, r1), leaving out the Ω[0] term; kernels_internal.h):
-//     rows_matvec  batch 1. Long groups (>= kLongGroup entries on average): per group, a scalar sum of its
-//                  inputs and one multiply. Otherwise whole rows are taken in blocks of up to kBlock entries; for a block,
-//                  (1) every entry's value is written into a buffer by one broadcast store per group
-//                  (groups are contiguous, so a later group's store overwrites the previous one's tail),
-//                  (2) every entry's input x[col] is copied into a second buffer (scalar loads: gathers
+//     rows_matvec  batch 1. Whole rows are taken in blocks of up to kBlock entries; for a block,
+//                  (1) every entry's value is written into a buffer by U unconditional broadcast stores of
+//                  L floats per group (groups are contiguous, so a later group's stores overwrite the
+//                  previous one's tail; U * L covers all but the rare longest groups, which take a loop
+//                  behind a not-taken branch; L and U are chosen per matrix from its mean group length),
+//                  (2) every entry's input x[col] is copied into a second buffer, eight at a time into a
+//                  register (V::gather8: scalar loads inserted into a vector, one store; hardware gathers
 //                  were slower on the CPUs measured), (3) each row is one vector dot product of the two
 //                  buffers, its tail masked. Loops run over a block's groups and entries, not per row,
 //                  so short rows and tiny groups cost no branch misses (bench/RESULTS.md). A row longer
-//                  than kBlock is done in kBlock pieces.
+//                  than kBlock is done in kBlock pieces. Very long groups (>= kLongGroup entries on
+//                  average): per group, a scalar sum of its inputs and one multiply.
 //     rows_matmat  batch > 1, in tiles of up to 4 vectors of batch columns: each group's input rows are
 //                  summed (kSums interleaved sums), then scaled once; or, when groups are tiny (<= 12
 //                  entries on average), one FMA per entry with the value broadcast from a buffer.
@@ -93,36 +97,38 @@ void with_layout(const RowsView& m, F&& f) {
 // ---- batch 1 --------------------------------------------------------------------------------------
 
 constexpr uint32_t kBlock = 2048;     // entries per block (two 8 KiB buffers stay in L1)
-constexpr uint32_t kBlockPad = 64;    // buffer slack: stores and loads may run up to 2 * W past an end
+constexpr uint32_t kBlockPad = 160;   // buffer slack: value stores may run up to U * L <= 8 * 16 floats past an end
 
-// vals[s, e) = d; the stores may write up to L floats past max(s, e), inside the buffer's slack. Narrow
-// stores (L = 8) are cheaper when groups are tiny, full vectors (L = W) when they are long. The first
-// store is unconditional (no branch on the group's length): an empty group's store is overwritten by
-// the next group, which starts at the same entry.
-template <class V, uint32_t L>
+// vals[s, e) = d with U stores of L floats at s, s + L, ..., unconditional (no branch on the group's
+// length), then a loop for the rest of a longer group behind a rarely taken branch. The stores may write
+// up to U * L floats past s, inside the buffer's slack. An empty group's stores are overwritten by the
+// next group, which starts at the same entry. Narrow stores (L = 8) are cheaper when groups are tiny,
+// full vectors (L = W) when they are long; U is picked so that U * L covers nearly every group
+// (rows_matvec): U stores cost less than the branch misses of a loop over a varying length.
+template <class V, uint32_t L, uint32_t U>
 inline void fill(float* vals, uint32_t s, uint32_t e, float d) {
   if constexpr (L == 8) {
-    V::splat8(vals + s, d);
-    if (__builtin_expect(e > s + 8, 0)) {
-      for (uint32_t t = s + 8; t < e; t += 8) V::splat8(vals + t, d);
+    for (uint32_t u = 0; u < U; ++u) V::splat8(vals + s + 8 * u, d);
+    if (__builtin_expect(e > s + 8 * U, 0)) {
+      for (uint32_t t = s + 8 * U; t < e; t += 8) V::splat8(vals + t, d);
     }
   } else {
     const typename V::F dv = V::set1(d);
-    V::storeu(vals + s, dv);
-    if (__builtin_expect(e > s + V::W, 0)) {
-      for (uint32_t t = s + V::W; t < e; t += V::W) V::storeu(vals + t, dv);
+    for (uint32_t u = 0; u < U; ++u) V::storeu(vals + s + V::W * u, dv);
+    if (__builtin_expect(e > s + V::W * U, 0)) {
+      for (uint32_t t = s + V::W * U; t < e; t += V::W) V::storeu(vals + t, dv);
     }
   }
 }
 
 // Values of the groups of rows [ra, rb), entries relative to entry k0 (the rows' first entry).
-template <class V, uint32_t L, class Value>
+template <class V, uint32_t L, uint32_t U, class Value>
 inline void fill_rows(const RowsView& m, Value value_of, uint32_t ra, uint32_t rb, uint32_t k0, float* vals) {
   if constexpr (Value::kPerRow) {  // CER: the value index depends on the group's position in its row
     for (uint32_t r = ra; r < rb; ++r) {
       NNPRESS_NO_VECTORIZE
       for (uint32_t g = m.row_ptr[r]; g < m.row_ptr[r + 1]; ++g) {
-        fill<V, L>(vals, m.group_ptr[g] - k0, m.group_ptr[g + 1] - k0, m.delta[value_of(g, r)]);
+        fill<V, L, U>(vals, m.group_ptr[g] - k0, m.group_ptr[g + 1] - k0, m.delta[value_of(g, r)]);
       }
     }
   } else {  // CSER: one loop over all groups of the rows
@@ -131,7 +137,7 @@ inline void fill_rows(const RowsView& m, Value value_of, uint32_t ra, uint32_t r
     NNPRESS_NO_VECTORIZE
     for (; g < g1; ++g) {
       const uint32_t e = m.group_ptr[g + 1] - k0;
-      fill<V, L>(vals, s, e, m.delta[value_of(g, 0)]);
+      fill<V, L, U>(vals, s, e, m.delta[value_of(g, 0)]);
       s = e;
     }
   }
@@ -139,7 +145,7 @@ inline void fill_rows(const RowsView& m, Value value_of, uint32_t ra, uint32_t r
 
 // Values of row r's entries [p, p + n) (a piece of a long row), relative to p: groups [g, ...), the
 // first one starting at or before p, the last one clipped at n.
-template <class V, uint32_t L, class Value>
+template <class V, uint32_t L, uint32_t U, class Value>
 inline void fill_piece(const RowsView& m, Value value_of, uint32_t r, uint32_t g, uint32_t p, uint32_t n,
                        float* vals) {
   const uint32_t g1 = m.row_ptr[r + 1];
@@ -147,26 +153,24 @@ inline void fill_piece(const RowsView& m, Value value_of, uint32_t r, uint32_t g
   NNPRESS_NO_VECTORIZE
   for (; g < g1 && m.group_ptr[g] < p + n; ++g) {
     const uint32_t b = m.group_ptr[g + 1] - p, e = b < n ? b : n;
-    fill<V, L>(vals, s, e, m.delta[value_of(g, r)]);
+    fill<V, L, U>(vals, s, e, m.delta[value_of(g, r)]);
     s = e;
   }
 }
 
-// Copies x[col[i]] for i < n into xg. 16-bit indices are read four at a time (one 64-bit load, then
-// shifts): fewer loads, which bound this loop.
-template <class Col>
-inline void gather_inputs(const Col* col, uint32_t n, const float* x, float* xg) {
+// Copies x[col[i]] for i < n into xg. 16-bit indices: eight at a time through a register (V::gather8: one
+// vector store instead of eight scalar ones; the stores bound this loop: 0.65 vs 1.0 cycles per entry on
+// Zen 5). 32-bit indices: scalar copies. Not inlined: the batch-1 kernel measured ~5% faster so (GCC 12).
+template <class V, class Col>
+__attribute__((noinline)) void gather_inputs(const Col* col, uint32_t n, const float* x, float* xg) {
   uint32_t i = 0;
   if constexpr (sizeof(Col) == 2) {
+    // Pointer increments: indexed addressing cost ~15% here (GCC kept 32-bit index arithmetic).
+    const Col* c = col;
+    const Col* const ce = col + (n & ~7u);
     NNPRESS_NO_VECTORIZE
-    for (; i + 4 <= n; i += 4) {
-      uint64_t q;
-      __builtin_memcpy(&q, col + i, 8);
-      xg[i] = x[q & 0xFFFF];
-      xg[i + 1] = x[(q >> 16) & 0xFFFF];
-      xg[i + 2] = x[(q >> 32) & 0xFFFF];
-      xg[i + 3] = x[q >> 48];
-    }
+    for (float* o = xg; c < ce; c += 8, o += 8) V::gather8(c, x, o);
+    i = n & ~7u;
   } else {
     NNPRESS_NO_VECTORIZE
     for (; i + 4 <= n; i += 4) {
@@ -224,7 +228,7 @@ inline float dot(const float* v, const float* xs, uint32_t n) {
   return V::reduce(V::add(a0, a1));
 }
 
-template <class V, uint32_t L, class Col, class Value>
+template <class V, uint32_t L, uint32_t U, class Col, class Value>
 void rows_matvec_t(const RowsView& m, const Col* col, Value value_of, const float* x, float* y, uint32_t r0,
                    uint32_t r1) {
   alignas(64) float vals[kBlock + kBlockPad], xg[kBlock + kBlockPad];
@@ -236,8 +240,8 @@ void rows_matvec_t(const RowsView& m, const Col* col, Value value_of, const floa
     if (re > r) {  // rows [r, re) fit in one block
       const uint32_t n = m.group_ptr[m.row_ptr[re]] - ka;
       prefetch_block(m, col, ka + n, m.row_ptr[re], m.row_ptr[re] - m.row_ptr[r]);
-      fill_rows<V, L>(m, value_of, r, re, ka, vals);
-      gather_inputs(col + ka, n, x, xg);
+      fill_rows<V, L, U>(m, value_of, r, re, ka, vals);
+      gather_inputs<V>(col + ka, n, x, xg);
       for (; r < re; ++r) {
         const uint32_t b = m.group_ptr[m.row_ptr[r]] - ka, e = m.group_ptr[m.row_ptr[r + 1]] - ka;
         y[r] = dot<V>(vals + b, xg + b, e - b);
@@ -252,8 +256,8 @@ void rows_matvec_t(const RowsView& m, const Col* col, Value value_of, const floa
       const uint32_t n = k1 - p < kBlock ? k1 - p : kBlock;
       prefetch_block(m, col, p + n, g, 64);
       while (m.group_ptr[g + 1] <= p) ++g;  // first group overlapping the piece
-      fill_piece<V, L>(m, value_of, r, g, p, n, vals);
-      gather_inputs(col + p, n, x, xg);
+      fill_piece<V, L, U>(m, value_of, r, g, p, n, vals);
+      gather_inputs<V>(col + p, n, x, xg);
       acc += dot<V>(vals, xg, n);
     }
     y[r] = acc;
@@ -263,8 +267,9 @@ void rows_matvec_t(const RowsView& m, const Col* col, Value value_of, const floa
 
 // Long groups (>= kLongGroup entries on average): each group's inputs are summed with scalar loads into
 // four accumulators and multiplied once; no buffers, and one loop exit per group is cheap next to its
-// length. (Measured 1.3-1.7x the block kernel for 16 values at density >= 0.25.)
-constexpr uint32_t kLongGroup = 32;
+// length. (4096^2, 16 values, AVX-512, in cache: the block kernel with U stores is faster at a mean of 68
+// entries, 1078 vs 1410 us, this one at 137, 2129 vs 2235 us; bench/RESULTS.md.)
+constexpr uint32_t kLongGroup = 96;
 
 template <class Col>
 inline float group_sum(const Col* col, uint32_t n, const float* x) {
@@ -392,7 +397,7 @@ void rows_matmat_tile_flat(const RowsView& m, const Col* col, Value value_of, co
       if (n > kSegment) {  // a huge group: its own runs, kSegment entries each
         for (uint32_t done = 0; done < n;) {
           const uint32_t piece = n - done < kSegment ? n - done : kSegment;
-          fill<V, V::W>(vals, 0, piece, d);
+          fill<V, V::W, 1>(vals, 0, piece, d);
           seg0 = k0 + done, seg_len = piece;
           flush();
           done += piece;
@@ -400,7 +405,7 @@ void rows_matmat_tile_flat(const RowsView& m, const Col* col, Value value_of, co
         seg0 = k0 + n, seg_len = 0;
         continue;
       }
-      fill<V, V::W>(vals, seg_len, seg_len + n, d);
+      fill<V, V::W, 1>(vals, seg_len, seg_len + n, d);
       seg_len += n;
     }
     flush();
@@ -437,19 +442,33 @@ void for_tiles(size_t batch, F&& f) {
 
 // ---- entry points ---------------------------------------------------------------------------------
 
+// Value stores per group for batch 1 (fill): narrow (L = 8) when groups average <= 8 entries on a wider ISA,
+// else full vectors; U = the stores that cover the mean group length plus two standard deviations of a
+// Poisson count (measured: a loop over each group's length costs a branch miss per group; bench/RESULTS.md).
 template <class V>
 void rows_matvec(const RowsView& m, const float* x, float* y, uint32_t r0, uint32_t r1) {
-  // Narrow value stores when groups average <= 8 entries (measured faster there), else full vectors.
   const uint64_t groups = m.row_ptr[m.rows], entries = m.group_ptr[groups];
-  const bool narrow = V::W > 8 && entries <= 8 * groups;
-  const bool long_groups = entries >= kLongGroup * groups;
+  const double mean = groups ? double(entries) / double(groups) : 0.0;
+  const bool narrow = V::W > 8 && mean <= 8.0;  // then one 8-float store (measured faster than two at 0.01)
+  const uint32_t L = V::W;
+  const double cover = mean + 2.0 * __builtin_sqrt(mean);
+  const uint32_t U = cover <= L ? 1 : cover <= 2 * L ? 2 : cover <= 3 * L ? 3 : cover <= 4 * L ? 4 : 8;
+  const bool long_groups = mean >= kLongGroup;
   with_layout(m, [&](auto col, auto value_of) {
     if (long_groups) {
       rows_matvec_sums(m, col, value_of, x, y, r0, r1);
     } else if (narrow) {
-      rows_matvec_t<V, 8>(m, col, value_of, x, y, r0, r1);
+      rows_matvec_t<V, 8, 1>(m, col, value_of, x, y, r0, r1);
+    } else if (U == 1) {
+      rows_matvec_t<V, V::W, 1>(m, col, value_of, x, y, r0, r1);
+    } else if (U == 2) {
+      rows_matvec_t<V, V::W, 2>(m, col, value_of, x, y, r0, r1);
+    } else if (U == 3) {
+      rows_matvec_t<V, V::W, 3>(m, col, value_of, x, y, r0, r1);
+    } else if (U == 4) {
+      rows_matvec_t<V, V::W, 4>(m, col, value_of, x, y, r0, r1);
     } else {
-      rows_matvec_t<V, V::W>(m, col, value_of, x, y, r0, r1);
+      rows_matvec_t<V, V::W, 8>(m, col, value_of, x, y, r0, r1);
     }
   });
 }

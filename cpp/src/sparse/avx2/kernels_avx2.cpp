@@ -37,6 +37,20 @@ struct V256 {
   static F load_m(const float* p, M m) { return _mm256_maskload_ps(p, m); }
   static void store_m(float* p, M m, F v) { _mm256_maskstore_ps(p, m, v); }
   static void splat8(float* p, float d) { _mm256_storeu_ps(p, _mm256_set1_ps(d)); }
+  // Eight inputs x[c[0..8)] through a register: scalar loads inserted into two 4-lane vectors, one store.
+  static void gather8(const uint16_t* c, const float* x, float* p) {
+    uint64_t q, u;
+    __builtin_memcpy(&q, c, 8);
+    __builtin_memcpy(&u, c + 4, 8);
+    _mm256_storeu_ps(p, _mm256_insertf128_ps(_mm256_castps128_ps256(gather4(q, x)), gather4(u, x), 1));
+  }
+  // x at four 16-bit indices packed in q.
+  static __m128 gather4(uint64_t q, const float* x) {
+    __m128 v = _mm_load_ss(x + (q & 0xFFFF));
+    v = _mm_insert_ps(v, _mm_load_ss(x + ((q >> 16) & 0xFFFF)), 0x10);
+    v = _mm_insert_ps(v, _mm_load_ss(x + ((q >> 32) & 0xFFFF)), 0x20);
+    return _mm_insert_ps(v, _mm_load_ss(x + (q >> 48)), 0x30);
+  }
 };
 
 // 16 weights (one half of a 32-column block, already nibble-masked) -> two 8-lane value vectors.

@@ -44,6 +44,9 @@ struct V128 {
     vst1q_f32(p, v);
     vst1q_f32(p + 4, v);
   }
+  static void gather8(const uint16_t* c, const float* x, float* p) {
+    for (int i = 0; i < 8; ++i) p[i] = x[c[i]];
+  }
 };
 
 const KernelTable kTable = {rows_matvec<V128>, rows_matmat<V128>, cb_matvec_generic<V128>, cb_matmat<V128>};
