@@ -2,12 +2,14 @@
 
 Contract
 --------
-- ``compress(source, dest, config=CodecConfig(), *, importance=None, progress=None)`` reads
+- ``compress(source, dest, config=CodecConfig(), *, importance=None, hessians=None, progress=None)`` reads
   ``source`` (``torch.nn.Module``, state_dict, ``.safetensors`` or ``.pt``/``.pth`` path), quantizes
   the float tensors the config says to quantize (``nnpress.quantize`` with the tensor's step,
   method and lambda; ``importance[name]`` = per-weight Fisher values for rdoq/trellis; per-row /
   per-column step scales from the plan, or from the importance with ``CodecConfig(channel_scales=
-  True)``: the file is then format 1.1), stores the
+  True)``: the file is then format 1.1; ``hessians[name]`` = a cols x cols column block of the
+  Fisher, e.g. from ``nnpress.fisher_column_blocks``, for error feedback inside each row — see
+  below), stores the
   rest exactly, stores tied tensors once, and writes ``dest`` atomically (temp file in the same
   folder, checked, renamed). Returns a :class:`CompressionReport`.
 - ``decompress(path, as_numpy=False, names=None, threads=None)`` -> ``{name: torch.Tensor}`` with the
@@ -15,6 +17,12 @@ Contract
   float32 there, widened exactly, since numpy has no bfloat16). Tied names share one tensor.
   ``names`` decodes only those tensors (random access). Bad files raise ``nnpress.FormatError``.
 - Same input + config => byte-identical file, for any thread count.
+
+Error feedback (``hessians``): for a tensor with a block H the quantizer minimises
+``sum_r f_r e_r^T H' e_r`` over its rows (``nnpress.quantize(hessian=)``), with H' = H / mean(diag H)
+(damped by ``CodecConfig.hessian_damp``) and f_r the mean of row r's importance (1 without one), so
+that the objective has the scale of the per-weight ``sum F_i e_i^2`` it replaces; channel scales and
+pruning still use the per-weight importance. The file format does not change.
 
 Surprises
 ---------
@@ -24,6 +32,7 @@ Surprises
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -135,15 +144,28 @@ def _rows_per_block(shape: tuple, block_elements: int) -> int:
 
 
 def _quantize(values: np.ndarray, plan: ResolvedPlan, importance, chunk_rows: int, threads: int | None,
-              row_exp=None, col_exp=None):
+              row_exp=None, col_exp=None, hessian=None, hessian_damp: float = 0.0):
     """levels, reconstruction (float32) of one tensor — the one place that calls the quantizer.
-    Channel scales are the exact values the decoder forms from the stored exponents."""
+    Channel scales are the exact values the decoder forms from the stored exponents. With a
+    ``hessian`` (module docstring) it is normalised to mean diagonal 1 and the importance reduced
+    to its row means."""
     from .quant import channel_scales, quantize
 
+    if hessian is not None:
+        hessian = np.asarray(hessian, dtype=np.float64)
+        mean_diag = float(np.mean(np.diag(hessian))) if hessian.ndim == 2 and hessian.size else 0.0
+        if not (math.isfinite(mean_diag) and mean_diag > 0):
+            raise ValueError("a hessian needs a finite, positive mean diagonal")
+        hessian = hessian / mean_diag
+        if importance is not None:
+            rows = values.shape[0] if values.ndim >= 2 else 1
+            importance = np.broadcast_to(np.asarray(importance, np.float64), values.shape).reshape(rows, -1)
+            importance = importance.mean(1, keepdims=True).reshape((rows,) + (1,) * (values.ndim - 1))
     levels, recon = quantize(values, plan.step, lam=plan.lam, importance=importance, method=plan.method,
                              chunk_rows=chunk_rows or None, threads=threads, return_reconstruction=True,
                              row_scale=None if row_exp is None else channel_scales(row_exp),
-                             col_scale=None if col_exp is None else channel_scales(col_exp))
+                             col_scale=None if col_exp is None else channel_scales(col_exp),
+                             hessian=hessian, hessian_damp=hessian_damp)
     return levels, recon
 
 
@@ -181,6 +203,7 @@ def _stored_dtype_recon(recon: np.ndarray, dtype: str) -> np.ndarray:
 
 def compress(source, dest, config: CodecConfig | None = None, *,
              importance: Mapping[str, Any] | None = None,
+             hessians: Mapping[str, Any] | None = None,
              progress: Callable[[int, int, str], None] | None = None) -> CompressionReport:
     """Compress a model into ``dest`` (``.nnp``). See the module docstring."""
     config = CodecConfig() if config is None else config
@@ -197,6 +220,10 @@ def compress(source, dest, config: CodecConfig | None = None, *,
         unknown = set(importance) - {e.name for e in entries}
         if unknown:
             raise KeyError(f"importance given for tensors not in the model: {sorted(unknown)[:5]}")
+    if hessians is not None:
+        unknown = set(hessians) - {e.name for e in entries}
+        if unknown:
+            raise KeyError(f"hessians given for tensors not in the model: {sorted(unknown)[:5]}")
     times["load"] = time.perf_counter() - t0
     # model-level inputs of the default step rule and of method "auto" (config module docstring)
     q_sizes = [e.count for e in entries
@@ -236,7 +263,12 @@ def compress(source, dest, config: CodecConfig | None = None, *,
         row_exp, col_exp = _scale_exps(plan, imp, e.shape, config.channel_scales, e.name)
         if e.count:
             qvals = prune_array(fvals, config.prune, imp) if config.prune > 0 else fvals
-            levels, recon = _quantize(qvals, plan, imp, rpb, config.threads, row_exp, col_exp)
+            hess = None if hessians is None else hessians.get(e.name)
+            if hess is not None:
+                hess = (hess.detach().cpu().double().numpy() if hasattr(hess, "detach")
+                        else np.asarray(hess, dtype=np.float64))
+            levels, recon = _quantize(qvals, plan, imp, rpb, config.threads, row_exp, col_exp, hess,
+                                      config.hessian_damp)
             err = _rel_error(fvals, _stored_dtype_recon(recon, e.dtype))  # against the unpruned weights
         else:
             levels, err = np.zeros(e.shape, dtype=np.int32), 0.0

@@ -72,7 +72,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     Seed = Union[int, torch.Generator]
 
-__all__ = ["fisher_diagonal", "probe_sensitivity"]
+__all__ = ["fisher_column_blocks", "fisher_diagonal", "probe_sensitivity"]
 
 IGNORE_INDEX = -100  # empirical classifier labels with this value contribute nothing
 GRAD_MEMORY_BUDGET = 256 * 2**20  # bytes of per-example gradients held by one vmap chunk
@@ -367,23 +367,31 @@ def fisher_diagonal(
     """
     import torch
 
+    return _fisher_run("fisher_diagonal", model, batches, mode, output, sigma, param_filter, max_examples,
+                       output_fn, seed, chunk_size, method)
+
+
+def _fisher_run(name, model, batches, mode, output, sigma, param_filter, max_examples, output_fn, seed,
+                chunk_size, method) -> dict:
+    import torch
+
     if mode not in _MODES:
-        raise ValueError(f"fisher_diagonal: mode must be one of {_MODES}, got {mode!r}")
+        raise ValueError(f"{name}: mode must be one of {_MODES}, got {mode!r}")
     if output not in _OUTPUTS:
-        raise ValueError(f"fisher_diagonal: output must be one of {_OUTPUTS}, got {output!r}")
+        raise ValueError(f"{name}: output must be one of {_OUTPUTS}, got {output!r}")
     if method not in _METHODS:
-        raise ValueError(f"fisher_diagonal: method must be one of {_METHODS}, got {method!r}")
+        raise ValueError(f"{name}: method must be one of {_METHODS}, got {method!r}")
     sigma = 1.0 if sigma is None else float(sigma)
     if not (math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"fisher_diagonal: sigma must be finite and > 0, got {sigma!r}")
+        raise ValueError(f"{name}: sigma must be finite and > 0, got {sigma!r}")
     if max_examples is not None and max_examples < 1:
-        raise ValueError(f"fisher_diagonal: max_examples must be >= 1, got {max_examples!r}")
+        raise ValueError(f"{name}: max_examples must be >= 1, got {max_examples!r}")
     if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"fisher_diagonal: chunk_size must be >= 1, got {chunk_size!r}")
+        raise ValueError(f"{name}: chunk_size must be >= 1, got {chunk_size!r}")
 
     selected, others = _select_params(model, param_filter)
     if not selected:
-        raise ValueError("fisher_diagonal: no parameter selected (empty model or param_filter)")
+        raise ValueError(f"{name}: no parameter selected (empty model or param_filter)")
     if chunk_size is None:
         bytes_per_example = sum(p.numel() * p.element_size() for p in selected.values())
         chunk_size = max(1, GRAD_MEMORY_BUDGET // max(1, bytes_per_example))
@@ -409,7 +417,7 @@ def fisher_diagonal(
         for index, raw in enumerate(batches):
             if max_examples is not None and n_seen >= max_examples:
                 break
-            where = f"fisher_diagonal: batch {index}"
+            where = f"{name}: batch {index}"
             inputs, labels = _split_batch(raw, where)
             if mode == "empirical" and labels is None:
                 raise ValueError(
@@ -446,7 +454,7 @@ def fisher_diagonal(
                 state.accumulate(inputs, targs, tkwargs, target.to(device), kind, where)
             n_seen += size
     if n_seen == 0:
-        raise ValueError("fisher_diagonal: the batches hold no example")
+        raise ValueError(f"{name}: the batches hold no example")
     return {n: a.div_(n_seen) for n, a in acc.items()}
 
 
@@ -517,6 +525,159 @@ class _FisherRun:
                 if g is not None:
                     g = g.to(self.acc[name].dtype)
                     self.acc[name] += g * g
+
+
+# ----------------------------------------------------------------------------------------------
+# fisher_column_blocks
+# ----------------------------------------------------------------------------------------------
+
+
+def fisher_column_blocks(
+    model: torch.nn.Module,
+    batches: Iterable[Any],
+    mode: str = "sampled",
+    output: str = "auto",
+    sigma: float | None = None,
+    module_filter: Callable[[str, torch.nn.Module], bool] | Iterable[str] | None = None,
+    max_examples: int | None = None,
+    *,
+    output_fn: Callable[[Any], torch.Tensor] | None = None,
+    seed: Seed = 0,
+    draws: int = 8,
+) -> dict[str, torch.Tensor]:
+    """Kronecker-factored (K-FAC) column blocks of the Fisher information, for error feedback in
+    the quantizers (``nnpress.quantize(..., hessian=H)``): for each weight matrix, a
+    ``cols x cols`` matrix H (float64) saying how errors in different columns of one row add up
+    in the output distribution.
+
+    With g_p the score's gradient at a layer's output at position p (d log p(y|x) / d output_p,
+    one example, y drawn as in :func:`fisher_diagonal`) and x_p the layer's input there:
+
+    - ``nn.Linear`` (weight out x in): ``H = E[ sum_p |g_p|^2 x_p x_p^T ]`` — the input covariance,
+      each position weighted by how much the output depends on it (padding positions, whose
+      gradient is zero, drop out). Its diagonal approximates the column sums of
+      ``fisher_diagonal`` (exactly, when positions do not share the weight's gradient).
+    - ``nn.Embedding`` (weight tokens x dim): ``H = E[ sum_p g_p g_p^T ]`` — the covariance of the
+      gradient at the embedding's output (e.g. the LayerNorm that usually follows makes errors
+      along the all-ones direction invisible, which H shows).
+
+    E is the mean over examples; each batch's output is differentiated ``draws`` times with fresh
+    draws of y (sampled mode; "empirical" uses the labels once), which averages the noise of the
+    gradient factor. Arguments as in :func:`fisher_diagonal`; ``module_filter``: None (every
+    Linear and Embedding), a callable (name, module) -> bool, or a collection of module names.
+    Returns ``{"<module name>.weight": H}``. The model runs in eval mode (flags restored), is never
+    modified; one forward pass per batch, one backward pass per draw (ordinary autograd, batched:
+    examples must not interact, e.g. no batch norm in training mode).
+
+    Surprises: other layer types (convolutions, ...) are not covered. H from N examples of P
+    positions has rank <= N * P (Linear) or N * P * draws (Embedding): damp it before use
+    (``hessian_damp`` of the quantizers).
+    """
+    import torch
+
+    name = "fisher_column_blocks"
+    if mode not in _MODES:
+        raise ValueError(f"{name}: mode must be one of {_MODES}, got {mode!r}")
+    if output not in _OUTPUTS:
+        raise ValueError(f"{name}: output must be one of {_OUTPUTS}, got {output!r}")
+    sigma = 1.0 if sigma is None else float(sigma)
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"{name}: sigma must be finite and > 0, got {sigma!r}")
+    if max_examples is not None and max_examples < 1:
+        raise ValueError(f"{name}: max_examples must be >= 1, got {max_examples!r}")
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"{name}: draws must be an int >= 1, got {draws!r}")
+    kinds = (torch.nn.Linear, torch.nn.Embedding)
+    modules = {n: m for n, m in model.named_modules() if isinstance(m, kinds)}
+    if module_filter is not None:
+        if callable(module_filter):
+            modules = {n: m for n, m in modules.items() if module_filter(n, m)}
+        else:
+            keep = set(module_filter)
+            unknown = sorted(keep - set(modules))
+            if unknown:
+                raise ValueError(f"{name}: module_filter names no Linear/Embedding module: {unknown}")
+            modules = {n: m for n, m in modules.items() if n in keep}
+    if not modules:
+        raise ValueError(f"{name}: the model has no (selected) Linear or Embedding module")
+    gen = _make_generator(seed)
+    acc = {n: torch.zeros((m.weight.shape[1], m.weight.shape[1]), dtype=torch.float64) for n, m in modules.items()}
+    seen: dict = {}
+
+    def hook(mod_name):
+        def fn(module, inputs, out):
+            if torch.is_grad_enabled() and out.requires_grad:
+                seen[mod_name] = (inputs[0].detach(), out)
+        return fn
+
+    n_seen = 0
+    kind = None
+    handles = [m.register_forward_hook(hook(n)) for n, m in modules.items()]
+    # The parameters need no gradient; a leaf that requires one makes every layer output part of
+    # the graph, so that d ll / d output exists for each hooked module.
+    flags = {p: p.requires_grad for p in model.parameters()}
+    try:
+        for p in flags:
+            p.requires_grad_(True)
+        with _TrainFlags(model):
+            for index, raw in enumerate(batches):
+                if max_examples is not None and n_seen >= max_examples:
+                    break
+                where = f"{name}: batch {index}"
+                inputs, labels = _split_batch(raw, where)
+                if mode == "empirical" and labels is None:
+                    raise ValueError(f"{where}: mode='empirical' needs labels: (x, y) batches or a "
+                                     f"'{LABEL_KEY}' entry in dict batches")
+                size = inputs.size
+                if max_examples is not None and size > max_examples - n_seen:
+                    size = max_examples - n_seen
+                    targs, tkwargs = inputs.sliced(0, size)
+                else:
+                    targs, tkwargs = inputs.targs, inputs.tkwargs
+                if mode == "empirical":
+                    labels = labels[:size]
+                args, kwargs = inputs.call_args(targs, tkwargs)
+                seen.clear()
+                with torch.enable_grad():
+                    out = model(*args, **kwargs)
+                    f, from_logits = _default_output(out) if output_fn is None else (output_fn(out), False)
+                    _check_output(f, size, where)
+                    if kind is None:
+                        kind = _resolve_output(output, from_logits, f, labels)
+                    if mode == "empirical":
+                        _check_labels(kind, f, labels, where)
+                    names = [n for n in modules if n in seen]
+                    for d in range(1 if mode == "empirical" else draws):
+                        if mode == "empirical":
+                            target = labels
+                        else:
+                            target = _draw_targets(kind, f, size, gen).to(f.device)
+                            if kind == "classifier":
+                                target = _classes_from_uniform(f.detach(), target)
+                        ll = _log_likelihood(kind, mode, sigma, f, target)
+                        grads = torch.autograd.grad(ll, [seen[n][1] for n in names], retain_graph=True,
+                                                    allow_unused=True)
+                        scale = 1.0 / (1 if mode == "empirical" else draws)
+                        for n, g in zip(names, grads):
+                            if g is None:
+                                continue
+                            g = g.detach().double().reshape(-1, g.shape[-1])
+                            if isinstance(modules[n], torch.nn.Embedding):
+                                acc[n] += scale * (g.T @ g)
+                            else:
+                                x = seen[n][0].double().reshape(-1, seen[n][0].shape[-1])
+                                xw = x * (g * g).sum(1, keepdim=True)
+                                acc[n] += scale * (xw.T @ x)
+                n_seen += size
+    finally:
+        for h in handles:
+            h.remove()
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+        seen.clear()
+    if n_seen == 0:
+        raise ValueError(f"{name}: the batches hold no example")
+    return {f"{n}.weight": a.div_(n_seen) for n, a in acc.items()}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -26,6 +26,19 @@ Channel scales (``row_scale``, ``col_scale``): optional per-row (output channel)
 (double precision), in the search and in :func:`dequantize` alike. The ``.nnp`` file stores scales
 as int8 exponents ``e`` (scale ``2**(e/8)``): :func:`channel_scale_exps` snaps scales to that grid and
 :func:`channel_scales` gives the exact values the decoder will use.
+
+Error feedback (``hessian``; GPTQ/OBS-style compensation inside each row): with a ``(cols, cols)``
+symmetric positive semi-definite H — e.g. the covariance of a linear layer's inputs, or the
+gradient covariance at an embedding's output (:func:`nnpress.kfac_factors`) — every method
+minimises ``sum_r f_r (w_r - w_hat_r)^T H (w_r - w_hat_r) [+ lam * bits]`` over the rows ``w_r``
+instead of the per-weight sum: each row is quantized in scan order and the error of every weight
+moves the targets of the weights after it (``w'_j -= e_i U_ij / U_ii``, ``H^-1 = U^T U``), so that
+later weights cancel what earlier ones got wrong where H says the output cannot tell them apart.
+``importance`` must then be one value per row (``f_r``; shape ``(rows, 1)`` broadcasts).
+``hessian_damp`` adds ``damp * mean(diag H)`` to the diagonal before factoring (estimates from
+few samples are singular or overfit). H is used at its own scale: normalise it (mean diagonal 1)
+to keep ``lam`` meaning what it means without it. Reconstruction is unchanged: the decoder never
+sees H. "nearest" with H is GPTQ's rounding; "trellis" keeps one compensated row per state.
 """
 
 from __future__ import annotations
@@ -34,8 +47,8 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["METHODS", "channel_scale_exps", "channel_scales", "dequantize", "quantize", "quantize_info",
-           "rate_bits"]
+__all__ = ["METHODS", "channel_scale_exps", "channel_scales", "dequantize", "feedback_factor", "quantize",
+           "quantize_info", "rate_bits"]
 
 METHODS = {"nearest": 0, "rdoq": 1, "trellis": 2}
 
@@ -100,6 +113,44 @@ def _importance(importance, shape) -> np.ndarray | None:
     return np.ascontiguousarray(f).reshape(f.shape)
 
 
+def feedback_factor(hessian, cols: int | None = None, damp: float = 0.01) -> np.ndarray:
+    """U, the upper Cholesky factor of ``(H + damp * mean(diag H) * I)^-1`` (float64, C order), that
+    the quantizers take for error feedback (module docstring). ``cols``: the expected size.
+    ValueError for a non-square, non-finite or not symmetric H, a negative damp, or an H that is
+    not positive definite after damping."""
+    h = np.asarray(hessian, dtype=np.float64)
+    if h.ndim != 2 or h.shape[0] != h.shape[1] or (cols is not None and h.shape[0] != cols):
+        want = "square" if cols is None else f"({cols}, {cols})"
+        raise ValueError(f"hessian must be a {want} matrix, got shape {h.shape}")
+    if not np.all(np.isfinite(h)):
+        raise ValueError("hessian has non-finite entries")
+    try:
+        damp = float(damp)
+    except (TypeError, ValueError):
+        raise TypeError(f"hessian_damp must be a real number, got {type(damp).__name__}") from None
+    if not (np.isfinite(damp) and damp >= 0):
+        raise ValueError(f"hessian_damp must be finite and >= 0, got {damp!r}")
+    if h.size == 0:
+        return h.copy()
+    scale = float(np.max(np.abs(h)))
+    if not np.allclose(h, h.T, rtol=1e-5, atol=1e-8 * scale):
+        raise ValueError("hessian must be symmetric")
+    h = 0.5 * (h + h.T)
+    mean_diag = float(np.mean(np.diag(h)))
+    if not mean_diag > 0:
+        raise ValueError("hessian must have a positive mean diagonal")
+    h[np.diag_indices_from(h)] += damp * mean_diag
+    try:
+        lo = np.linalg.cholesky(h)
+        lo_inv = np.linalg.solve(lo, np.eye(h.shape[0]))  # L^-1, so H^-1 = L^-T L^-1
+        u = np.linalg.cholesky(lo_inv.T @ lo_inv).T
+    except np.linalg.LinAlgError:
+        raise ValueError("hessian is not positive definite (raise hessian_damp)") from None
+    if not np.all(np.isfinite(u)) or not np.all(np.diag(u) > 0):
+        raise ValueError("hessian is too ill-conditioned (raise hessian_damp)")
+    return np.ascontiguousarray(u)
+
+
 def _rows_cols(shape) -> tuple[int, int]:
     n = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
     if len(shape) >= 2:
@@ -143,7 +194,8 @@ def channel_scale_exps(scales) -> np.ndarray:
     return _core.channel_scale_exps_of(np.ascontiguousarray(a).reshape(-1)).reshape(a.shape)
 
 
-def _run(w, step, lam, importance, method, chunk_rows, threads, want_recon, row_scale=None, col_scale=None):
+def _run(w, step, lam, importance, method, chunk_rows, threads, want_recon, row_scale=None, col_scale=None,
+         hessian=None, hessian_damp=0.01):
     if not _core.HAS_ENCODER:
         raise RuntimeError("this nnpress build has no encoder (NNPRESS_ENCODER=OFF)")
     m = _method_id(method)
@@ -164,8 +216,11 @@ def _run(w, step, lam, importance, method, chunk_rows, threads, want_recon, row_
     rows, cols = _rows_cols(arr.shape)
     rs = _scale_vector(row_scale, rows, "row_scale")
     cs = _scale_vector(col_scale, cols, "col_scale")
+    fb = None if hessian is None else feedback_factor(hessian, cols, hessian_damp)
+    if fb is not None and f is not None and f.size and not np.all(f.reshape(rows, cols) == f.reshape(rows, cols)[:, :1]):
+        raise ValueError("with a hessian, importance must be one value per row (shape (rows, 1) broadcasts)")
     levels, recon, info = _core.quantize(
-        arr, f, step, lam, m, int(chunk_rows), 2, int(threads), bool(want_recon), rs, cs
+        arr, f, step, lam, m, int(chunk_rows), 2, int(threads), bool(want_recon), rs, cs, fb
     )
     levels = levels.reshape(arr.shape)
     return levels, (None if recon is None else recon.reshape(arr.shape)), info
@@ -183,6 +238,8 @@ def quantize(
     return_reconstruction=False,
     row_scale=None,
     col_scale=None,
+    hessian=None,
+    hessian_damp=0.01,
 ):
     """Quantize weights ``w`` (float16/32/64, any shape up to rank 8) to int32 levels of the same
     shape.
@@ -195,28 +252,32 @@ def quantize(
     identical to ``dequantize(levels, step, method)`` (with the same scales).
     ``row_scale``/``col_scale``: optional channel scales (module docstring): weight (i, j) uses the
     step ``(step * row_scale[i]) * col_scale[j]``.
+    ``hessian`` / ``hessian_damp``: error feedback inside each row (module docstring).
 
     Raises ``ValueError`` for a NaN/infinite weight, ``|w / step| >= 2**30``, a negative or
     non-finite importance, a bad step/lam/method, or an importance that does not broadcast;
     ``TypeError`` for non-float weights.
     """
     levels, recon, _ = _run(
-        w, step, lam, importance, method, chunk_rows, threads, return_reconstruction, row_scale, col_scale
+        w, step, lam, importance, method, chunk_rows, threads, return_reconstruction, row_scale, col_scale,
+        hessian, hessian_damp,
     )
     return (levels, recon) if return_reconstruction else levels
 
 
 def quantize_info(
     w, step, lam=0.0, importance=None, method="nearest", *, chunk_rows=None, threads=None,
-    row_scale=None, col_scale=None,
+    row_scale=None, col_scale=None, hessian=None, hessian_damp=0.01,
 ):
     """Like :func:`quantize`, returning ``(levels, w_hat, info)`` where ``info`` has the level
     parameters the search priced with (``unary_len``, ``eg_order``), its rate estimate
     ``rate_bits`` (equal to ``nnpress.estimate_bits(levels)`` when those are the parameters the
     encoder picks and ``chunk_rows`` is None; for "nearest", which prices nothing, rate 0 and the
     default parameters), the weighted distortion
-    ``sum F_i (w_i - w_hat_i)^2`` and the number of ``passes``."""
-    return _run(w, step, lam, importance, method, chunk_rows, threads, True, row_scale, col_scale)
+    ``sum F_i (w_i - w_hat_i)^2`` (with a hessian: ``sum_r f_r e_r^T H e_r``, H damped) and the number
+    of ``passes``."""
+    return _run(w, step, lam, importance, method, chunk_rows, threads, True, row_scale, col_scale, hessian,
+                hessian_damp)
 
 
 def _int32_levels(q) -> np.ndarray:

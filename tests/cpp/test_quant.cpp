@@ -1,6 +1,6 @@
 // Quantizers (nnpress/quant/*.h): nearest, RDOQ and trellis against their contracts — exact
 // rates, reconstruction identical to dequantize, lambda = 0 behaviour, cheapest levels for
-// zero importance, chunked context resets, argument errors.
+// zero importance, chunked context resets, argument errors, error feedback.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -370,6 +370,89 @@ static void test_errors() {
         StatusCode::kInvalidArgument);
 }
 
+// Error feedback (QuantOptions::feedback): with U = I nothing changes; with a correlated H the
+// reported distortion is the quadratic form sum_r e_r^T H e_r of the decoder's reconstruction,
+// and it is lower than without feedback; hostile factors are errors.
+static void test_feedback() {
+  const uint64_t rows = 40, cols = 10;
+  const auto w = laplacian_weights(rows * cols, 0.05, 31);
+  // H = I + 4 (1 1^T) / cols: strongly correlated columns. U = upper Cholesky factor of H^-1,
+  // computed here by Cholesky of H^-1 = I - a 1 1^T, a = 4 / (cols (1 + 4)).
+  const double a = 4.0 / (double(cols) * 5.0);
+  std::vector<double> hinv(cols * cols), u(cols * cols, 0.0), h(cols * cols);
+  for (uint64_t i = 0; i < cols; ++i)
+    for (uint64_t j = 0; j < cols; ++j) {
+      hinv[i * cols + j] = (i == j ? 1.0 : 0.0) - a;
+      h[i * cols + j] = (i == j ? 1.0 : 0.0) + 4.0 / double(cols);
+    }
+  // lower L with H^-1 = L L^T; U = L^T
+  std::vector<double> l(cols * cols, 0.0);
+  for (uint64_t j = 0; j < cols; ++j) {
+    double d = hinv[j * cols + j];
+    for (uint64_t k = 0; k < j; ++k) d -= l[j * cols + k] * l[j * cols + k];
+    l[j * cols + j] = std::sqrt(d);
+    for (uint64_t i = j + 1; i < cols; ++i) {
+      double s = hinv[i * cols + j];
+      for (uint64_t k = 0; k < j; ++k) s -= l[i * cols + k] * l[j * cols + k];
+      l[i * cols + j] = s / l[j * cols + j];
+    }
+  }
+  for (uint64_t i = 0; i < cols; ++i)
+    for (uint64_t j = 0; j < cols; ++j) u[i * cols + j] = l[j * cols + i];
+  std::vector<double> eye(cols * cols, 0.0);
+  for (uint64_t i = 0; i < cols; ++i) eye[i * cols + i] = 1.0;
+  for (QuantMethod m : {QuantMethod::kNearest, QuantMethod::kRdoq, QuantMethod::kTrellis}) {
+    const double step = 0.02, lam = m == QuantMethod::kNearest ? 0.0 : 0.1 * step * step;
+    std::vector<int32_t> q0(rows * cols), q1(rows * cols), q2(rows * cols);
+    std::vector<float> rec(rows * cols);
+    QuantResult r0, r1, r2;
+    QuantOptions o = opts(m, step, lam);
+    CHECK(quantize_ff(w.data(), nullptr, rows, cols, o, q0.data(), nullptr, &r0).ok());
+    o.feedback = eye.data();
+    CHECK(quantize_ff(w.data(), nullptr, rows, cols, o, q1.data(), nullptr, &r1).ok());
+    CHECK(q0 == q1);
+    o.feedback = u.data();
+    CHECK(quantize_ff(w.data(), nullptr, rows, cols, o, q2.data(), rec.data(), &r2).ok());
+    std::vector<float> deq(rows * cols);
+    CHECK(dequantize(q2.data(), rows, cols, step, m, deq.data()).ok());
+    CHECK(std::memcmp(deq.data(), rec.data(), deq.size() * sizeof(float)) == 0);
+    auto form = [&](const std::vector<int32_t>& q) {
+      std::vector<double> r(rows * cols);  // the reconstruction in double, as the search forms it
+      CHECK(dequantize(q.data(), rows, cols, step, m, r.data()).ok());
+      double total = 0.0;
+      for (uint64_t row = 0; row < rows; ++row)
+        for (uint64_t i = 0; i < cols; ++i)
+          for (uint64_t j = 0; j < cols; ++j)
+            total += (double(w[row * cols + i]) - double(r[row * cols + i])) * h[i * cols + j] *
+                     (double(w[row * cols + j]) - double(r[row * cols + j]));
+      return total;
+    };
+    const double d2 = form(q2);
+    CHECK(std::fabs(r2.distortion - d2) <= 1e-9 * d2);
+    // feedback optimises the H-weighted cost: lower than what plain quantization gets under H
+    CHECK(d2 + lam * r2.rate_bits() < form(q0) + lam * r0.rate_bits());
+    // hostile factors
+    std::vector<double> bad = u;
+    bad[3 * cols + 3] = 0.0;
+    CHECK(quantize_ff(w.data(), nullptr, rows, cols, o, q2.data(), nullptr, nullptr).ok());
+    o.feedback = bad.data();
+    CHECK(quantize_ff(w.data(), nullptr, rows, cols, o, q2.data(), nullptr, nullptr).code() ==
+          StatusCode::kInvalidArgument);
+    bad = u;
+    bad[2 * cols + 5] = NAN;
+    CHECK(quantize_ff(w.data(), nullptr, rows, cols, o, q2.data(), nullptr, nullptr).code() ==
+          StatusCode::kInvalidArgument);
+    bad[2 * cols + 5] = 1e13 * u[2 * cols + 2];
+    CHECK(quantize_ff(w.data(), nullptr, rows, cols, o, q2.data(), nullptr, nullptr).code() ==
+          StatusCode::kInvalidArgument);
+    std::vector<float> f(rows * cols, 1.0f);
+    f[5] = 2.0f;  // importance varies along row 0
+    o.feedback = u.data();
+    CHECK(quantize_ff(w.data(), f.data(), rows, cols, o, q2.data(), nullptr, nullptr).code() ==
+          StatusCode::kInvalidArgument);
+  }
+}
+
 // The dependent reconstruction rule on a hand-worked sequence.
 static void test_dependent_rule() {
   // state 0 (Q0): k=1 -> u=2, parity 1 -> state 2 (Q0): k=-1 -> u=-2, parity 1 -> state 3 (Q1):
@@ -410,5 +493,6 @@ int main() {
   test_trellis_distortion();
   test_errors();
   test_dependent_rule();
+  test_feedback();
   return TEST_MAIN_RESULT();
 }

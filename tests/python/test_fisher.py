@@ -434,3 +434,124 @@ def test_probe_sensitivity_scales_quadratically_for_linear_layer():
     assert many["weight"] == pytest.approx(expected, rel=0.15)
     with pytest.raises(ValueError, match="no parameters named"):
         probe_sensitivity(model, x, ["nope"])
+
+
+# ---------------------------------------------------------------------------------------------
+# fisher_column_blocks (K-FAC column blocks for error feedback)
+# ---------------------------------------------------------------------------------------------
+
+from nnpress.fisher import fisher_column_blocks  # noqa: E402
+
+
+class TokenModel(nn.Module):
+    """Embedding -> Linear -> mean over the unmasked positions: positions share the weights, and
+    masked (padding) positions do not reach the output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.emb = nn.Embedding(11, 5)
+        self.proj = nn.Linear(5, 4)
+
+    def forward(self, ids, mask):
+        h = torch.tanh(self.proj(self.emb(ids)))
+        m = mask.unsqueeze(-1).to(h.dtype)
+        return (h * m).sum(1) / m.sum(1)
+
+
+def test_column_blocks_of_single_position_model_are_exact_column_sums():
+    """One position per example: diag(H) is exactly the column sums of the empirical Fisher
+    diagonal, and H itself is mean_n |g_n|^2 x_n x_n^T with g_n = y_n - f(x_n) at the output layer."""
+    model = tiny_mlp()
+    torch.manual_seed(5)
+    x = torch.randn(12, 6)
+    y = torch.randn(12, 4)
+    batches = [(x[:5], y[:5]), (x[5:], y[5:])]
+    blocks = fisher_column_blocks(model, batches, mode="empirical", output="gaussian")
+    diag = fisher_diagonal(model, batches, mode="empirical", output="gaussian")
+    assert set(blocks) == {"0.weight", "2.weight"}
+    for name in blocks:
+        torch.testing.assert_close(torch.diagonal(blocks[name]), diag[name].double().sum(0), rtol=1e-5, atol=1e-9)
+    with torch.no_grad():
+        hidden = torch.tanh(model[0](x)).double()
+        g = (y - model(x)).double()
+    want = (hidden * (g * g).sum(1, keepdim=True)).T @ hidden / 12
+    torch.testing.assert_close(blocks["2.weight"], want, rtol=1e-6, atol=1e-10)
+
+
+def brute_force_blocks(model, ids, mask, eps):
+    """Per-position gradients by autograd on one example at a time, summed as the contract says."""
+    out = {"emb": torch.zeros(5, 5, dtype=torch.float64), "proj": torch.zeros(5, 5, dtype=torch.float64)}
+    for n in range(ids.shape[0]):
+        e = model.emb(ids[n:n + 1]).detach().requires_grad_(True)
+        z = model.proj(e)
+        h = torch.tanh(z)
+        m = mask[n:n + 1].unsqueeze(-1).to(h.dtype)
+        f = (h * m).sum(1) / m.sum(1)
+        ge, gz = torch.autograd.grad((eps[n:n + 1] * f).sum(), [e, z])
+        ge, gz, x = ge[0].double(), gz[0].double(), e[0].detach().double()
+        out["emb"] += ge.T @ ge
+        out["proj"] += (x * (gz * gz).sum(1, keepdim=True)).T @ x
+    return {k: v / ids.shape[0] for k, v in out.items()}
+
+
+def test_column_blocks_match_brute_force_with_shared_positions_and_padding():
+    model = TokenModel()
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 11, (6, 7), generator=gen)
+    mask = torch.ones(6, 7, dtype=torch.long)
+    mask[1, 4:] = 0
+    mask[4, 2:] = 0
+    batch = {"ids": ids, "mask": mask}
+    blocks = fisher_column_blocks(model, [batch], output="gaussian", draws=1, seed=9)
+    # the one draw of the sampled gaussian: eps ~ N(0, I) of the output's shape (fisher_diagonal's rule)
+    eps = torch.randn((6, 4), dtype=torch.float32, generator=torch.Generator().manual_seed(9))
+    want = brute_force_blocks(model, ids, mask, eps)
+    torch.testing.assert_close(blocks["emb.weight"], want["emb"], rtol=1e-5, atol=1e-10)
+    torch.testing.assert_close(blocks["proj.weight"], want["proj"], rtol=1e-5, atol=1e-10)
+    # padding never reaches the output: changing padded tokens changes nothing
+    ids2 = ids.clone()
+    ids2[1, 4:] = (ids2[1, 4:] + 3) % 11
+    again = fisher_column_blocks(model, [{"ids": ids2, "mask": mask}], output="gaussian", draws=1, seed=9)
+    torch.testing.assert_close(again["proj.weight"], blocks["proj.weight"], rtol=1e-6, atol=1e-12)
+
+
+def test_column_blocks_draws_average_and_restore_the_model():
+    model = TokenModel()
+    model.train()
+    ids = torch.randint(0, 11, (4, 5), generator=torch.Generator().manual_seed(1))
+    batch = {"ids": ids, "mask": torch.ones(4, 5, dtype=torch.long)}
+    model.emb.weight.requires_grad_(False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    one = fisher_column_blocks(model, [batch], output="gaussian", draws=1, seed=2)
+    many = fisher_column_blocks(model, [batch], output="gaussian", draws=4, seed=2)
+    assert model.training and not model.emb.weight.requires_grad and model.proj.weight.requires_grad
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    # the first draw is shared, the average of four differs from it, and both are symmetric PSD
+    assert not torch.allclose(one["proj.weight"], many["proj.weight"])
+    for h in many.values():
+        torch.testing.assert_close(h, h.T)
+        assert torch.linalg.eigvalsh(h).min() > -1e-9
+    # filter by module name
+    only = fisher_column_blocks(model, [batch], output="gaussian", module_filter=["proj"], draws=1, seed=2)
+    assert list(only) == ["proj.weight"]
+    torch.testing.assert_close(only["proj.weight"], one["proj.weight"])
+
+
+def test_column_blocks_of_a_classifier_and_errors():
+    model = tiny_mlp()
+    x = torch.randn(9, 6, generator=torch.Generator().manual_seed(4))
+    blocks = fisher_column_blocks(model, [x], draws=3)
+    assert blocks["0.weight"].shape == (6, 6) and blocks["2.weight"].shape == (8, 8)
+    assert torch.all(torch.diagonal(blocks["2.weight"]) > 0)
+    with pytest.raises(ValueError, match="draws"):
+        fisher_column_blocks(model, [x], draws=0)
+    with pytest.raises(ValueError, match="module_filter"):
+        fisher_column_blocks(model, [x], module_filter=["nope"])
+    with pytest.raises(ValueError, match="no \\(selected\\) Linear"):
+        fisher_column_blocks(nn.Sequential(nn.Tanh()), [x])
+    with pytest.raises(ValueError, match="labels"):
+        fisher_column_blocks(model, [x], mode="empirical")
+    with pytest.raises(ValueError, match="no example"):
+        fisher_column_blocks(model, [])

@@ -11,6 +11,7 @@
 
 #include "nnpress/cabac/rate_estimator.h"
 #include "nnpress/level_coder.h"
+#include "nnpress/quant/feedback.h"
 #include "nnpress/quant/rdoq.h"
 #include "nnpress/quant/trellis.h"
 
@@ -19,6 +20,7 @@ namespace nnpress {
 namespace {
 
 constexpr double kMaxScaled = 1073741824.0;  // |w / step| must stay below 2^30
+constexpr double kMaxFeedbackCoef = 1e12;     // |U_ij / U_ii| beyond this: rejected as ill-conditioned
 
 bool same_params(const cabac::LevelParams& a, const cabac::LevelParams& b) {
   return a.unary_len == b.unary_len && a.eg_order == b.eg_order;
@@ -62,6 +64,24 @@ Status check_inputs(const W* weights, const F* importance, uint64_t rows, uint64
       return invalid_argument("quantize: weight " + std::to_string(i) + " = " + std::to_string(w) +
                               " is 2^30 steps or more from zero (step " + std::to_string(st) + ")");
   }
+  if (o.feedback && count) {
+    for (uint64_t i = 0; i < cols; ++i) {
+      const double* u = o.feedback + i * cols;
+      if (!(std::isfinite(u[i]) && u[i] > 0 && std::isfinite(1.0 / (u[i] * u[i]))))
+        return invalid_argument("quantize: feedback factor diagonal entry " + std::to_string(i) +
+                                " must be finite and > 0 (and its inverse square finite)");
+      for (uint64_t j = i + 1; j < cols; ++j)
+        if (!(std::fabs(u[j] / u[i]) <= kMaxFeedbackCoef))
+          return invalid_argument("quantize: feedback factor entry (" + std::to_string(i) + ", " + std::to_string(j) +
+                                  ") is not finite or more than 1e12 times its row's diagonal (ill-conditioned)");
+    }
+    if (importance)
+      for (uint64_t r = 0; r < rows; ++r)
+        for (uint64_t i = 1; i < cols; ++i)
+          if (!(importance[r * cols + i] == importance[r * cols]))
+            return invalid_argument("quantize: with a feedback factor the importance must be the same along each row "
+                                    "(row " + std::to_string(r) + " varies)");
+  }
   if (importance) {
     for (uint64_t i = 0; i < count; ++i) {
       const double f = double(importance[i]);
@@ -86,6 +106,33 @@ void round_to_grid(const W* weights, uint64_t count, uint64_t cols, const QuantO
     levels[i] = int32_t(std::nearbyint(double(weights[i]) / (factor * step_at(o, cols, i))));
 }
 
+// GPTQ-style rounding: each row in scan order, every compensated target rounded to nearest.
+template <class W, class F>
+uint64_t nearest_feedback_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols, double tensor_step,
+                               const ChannelScales& scales, const ErrorFeedback& fb, int32_t* levels, float* recon,
+                               double* distortion) {
+  std::vector<double> target(cols);
+  double dist = 0.0;
+  for (uint64_t r = 0; r < rows; ++r) {
+    const W* w_row = weights + r * cols;
+    const double row_step = tensor_step * (scales.row ? scales.row[r] : 1.0);
+    const double f = importance && cols ? double(importance[r * cols]) : 1.0;
+    for (uint64_t i = 0; i < cols; ++i) target[i] = double(w_row[i]);
+    for (uint64_t i = 0; i < cols; ++i) {
+      const double step = scales.col ? row_step * scales.col[i] : row_step;
+      const double w = clamp_scaled(target[i] / step) * step;
+      const int32_t q = w_row[i] == W(0) ? 0 : int32_t(std::nearbyint(w / step));
+      const double e = w - double(q) * step;
+      dist += f * fb.weight[i] * e * e;
+      levels[r * cols + i] = q;
+      if (recon) recon[r * cols + i] = float(double(q) * step);
+      feedback_update(target.data(), fb.coef + i * cols, i + 1, cols, e);
+    }
+  }
+  *distortion += dist;
+  return 0;
+}
+
 }  // namespace
 
 template <class W, class F>
@@ -97,8 +144,22 @@ Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t c
   if (!s.ok()) return s;
   if (count && levels == nullptr) return invalid_argument("quantize: null levels");
   QuantResult res;
+  // Error feedback: coef / weight from the factor U (feedback.h).
+  std::vector<double> fb_coef, fb_weight;
+  ErrorFeedback fb;
+  if (o.feedback && count) {
+    fb_coef.assign(size_t(cols) * cols, 0.0);
+    fb_weight.resize(cols);
+    for (uint64_t i = 0; i < cols; ++i) {
+      const double* u = o.feedback + i * cols;
+      fb_weight[i] = 1.0 / (u[i] * u[i]);
+      for (uint64_t j = i + 1; j < cols; ++j) fb_coef[i * cols + j] = u[j] / u[i];
+    }
+    fb.coef = fb_coef.data();
+    fb.weight = fb_weight.data();
+  }
 
-  if (o.method == QuantMethod::kNearest) {
+  if (o.method == QuantMethod::kNearest && !fb.any()) {
     round_to_grid(weights, count, cols, o, 1.0, levels);
     const bool scaled = o.scales.any();
     if (recon)
@@ -116,8 +177,11 @@ Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t c
   }
 
   const bool trellis = o.method == QuantMethod::kTrellis;
+  const bool nearest = o.method == QuantMethod::kNearest;  // with feedback
   cabac::LevelParams params = o.params;
-  if (!o.params_fixed) {
+  if (nearest) {
+    params = o.params;  // nothing is priced (as without feedback)
+  } else if (!o.params_fixed) {
     round_to_grid(weights, count, cols, o, trellis ? 2.0 : 1.0, levels);
     params = choose_level_params_for_speed(levels, rows, cols);
   }
@@ -137,11 +201,13 @@ Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t c
       double dist = 0.0;
       ChannelScales sc = o.scales;
       if (sc.row) sc.row += r0;
-      chunk_rate[c] =
-          trellis ? trellis_pass(weights + at, importance ? importance + at : nullptr, n, cols, o.step, sc, o.lambda, 0,
-                                 params, levels + at, recon ? recon + at : nullptr, &dist)
-                  : rdoq_pass(weights + at, importance ? importance + at : nullptr, n, cols, o.step, sc, o.lambda, 0,
-                              params, levels + at, recon ? recon + at : nullptr, &dist);
+      const F* imp = importance ? importance + at : nullptr;
+      float* rec = recon ? recon + at : nullptr;
+      chunk_rate[c] = nearest ? nearest_feedback_pass(weights + at, imp, n, cols, o.step, sc, fb, levels + at, rec, &dist)
+                      : trellis ? trellis_pass(weights + at, imp, n, cols, o.step, sc, fb, o.lambda, 0, params, levels + at,
+                                               rec, &dist)
+                                : rdoq_pass(weights + at, imp, n, cols, o.step, sc, fb, o.lambda, 0, params, levels + at,
+                                            rec, &dist);
       chunk_dist[c] = dist;
     };
     if (threads <= 1) {
@@ -163,7 +229,7 @@ Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t c
       res.distortion += chunk_dist[c];
     }
     res.passes = pass;
-    if (o.params_fixed || pass >= o.max_passes) break;
+    if (nearest || o.params_fixed || pass >= o.max_passes) break;
     const cabac::LevelParams again = choose_level_params_for_speed(levels, rows, cols);
     if (same_params(again, params)) break;
     params = again;

@@ -3,6 +3,8 @@
 
 #include <cmath>
 
+#include <vector>
+
 #include "nnpress/cabac/rate_estimator.h"
 #include "quant_common.h"
 
@@ -10,7 +12,7 @@ namespace nnpress {
 
 template <class W, class F>
 uint64_t rdoq_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols,
-                   double tensor_step, const ChannelScales& scales, double lambda, uint64_t chunk_rows,
+                   double tensor_step, const ChannelScales& scales, const ErrorFeedback& fb, double lambda, uint64_t chunk_rows,
                    const cabac::LevelParams& params, int32_t* levels, float* recon, double* distortion) {
   using cabac::code_level;
   const double lambda_per_unit = lambda / double(cabac::kRateOne);  // cost of one fixed-point rate unit
@@ -19,17 +21,20 @@ uint64_t rdoq_pass(const W* weights, const F* importance, uint64_t rows, uint64_
   cabac::RateEstimator commit;
   double dist_total = 0.0;
   bool bad = false;
+  std::vector<double> target(fb.any() ? cols : 0);  // compensated targets w' of the current row
   for (uint64_t r = 0; r < rows; ++r) {
     if (chunk_rows && r && r % chunk_rows == 0) ctx = cabac::WeightContexts();
     cabac::Neighbourhood nb;
     const W* w_row = weights + r * cols;
     int32_t* q_row = levels + r * cols;
     const double row_step = tensor_step * (scales.row ? scales.row[r] : 1.0);
+    for (uint64_t i = 0; fb.any() && i < cols; ++i) target[i] = double(w_row[i]);
     for (uint64_t i = 0; i < cols; ++i) {
       const double step = scales.col ? row_step * scales.col[i] : row_step;  // step_ij (dequantize.h)
-      const double w = double(w_row[i]);
-      const double f = importance ? double(importance[r * cols + i]) : 1.0;
-      const double x = w / step;
+      const double w = fb.any() ? clamp_scaled(target[i] / step) * step : double(w_row[i]);
+      const double f = (importance ? double(importance[r * cols + i]) : 1.0) * (fb.any() ? fb.weight[i] : 1.0);
+      // An exact zero (pruned) stays zero also when feedback has moved its target.
+      const double x = w_row[i] == W(0) ? 0.0 : w / step;
       int32_t best = 0;
       double best_dist = f * w * w;
       if (x != 0.0) {
@@ -90,6 +95,7 @@ uint64_t rdoq_pass(const W* weights, const F* importance, uint64_t rows, uint64_
       nb.push(best);
       q_row[i] = best;
       dist_total += best_dist;
+      if (fb.any()) feedback_update(target.data(), fb.coef + i * cols, i + 1, cols, w - double(best) * step);
       if (recon) recon[r * cols + i] = float(double(best) * step);
     }
   }
@@ -98,7 +104,7 @@ uint64_t rdoq_pass(const W* weights, const F* importance, uint64_t rows, uint64_
 }
 
 #define NNPRESS_INSTANTIATE(W, F)                                                                             \
-  template uint64_t rdoq_pass<W, F>(const W*, const F*, uint64_t, uint64_t, double, const ChannelScales&, double, uint64_t,        \
+  template uint64_t rdoq_pass<W, F>(const W*, const F*, uint64_t, uint64_t, double, const ChannelScales&, const ErrorFeedback&, double, uint64_t,        \
                                     const cabac::LevelParams&, int32_t*, float*, double*);
 NNPRESS_INSTANTIATE(float, float)
 NNPRESS_INSTANTIATE(float, double)

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "nnpress/cabac/rate_estimator.h"
@@ -63,10 +64,13 @@ inline int64_t index_of(const Candidates& c, int j) { return c.sgn * magnitude_o
 
 }  // namespace
 
-template <class W, class F>
-uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols,
-                      double tensor_step, const ChannelScales& scales, double lambda, uint64_t chunk_rows,
-                      const cabac::LevelParams& params, int32_t* levels, float* recon, double* distortion) {
+// kFeedback: every state carries its own compensated targets (feedback.h); otherwise the
+// targets are the weights and one candidate set serves all states.
+template <bool kFeedback, class W, class F>
+uint64_t trellis_impl(const W* weights, const F* importance, uint64_t rows, uint64_t cols,
+                      double tensor_step, const ChannelScales& scales, const ErrorFeedback& fb, double lambda,
+                      uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels, float* recon,
+                      double* distortion) {
   using cabac::code_level;
   const double lambda_per_unit = lambda / double(cabac::kRateOne);
   const uint32_t unary_len = params.unary_len < uint32_t(cabac::kMaxUnaryFlags) ? params.unary_len
@@ -77,6 +81,12 @@ uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint
   PathState* nxt = bank_b.data();
   cabac::WeightContexts committed;
   std::vector<uint8_t> decisions(size_t(cols) * kDqStates);
+  // Feedback only: targets per state (two banks) and the chosen reconstruction index per step
+  // and state (the candidates differ per state, so the traceback cannot re-derive them).
+  std::vector<double> targets_a(kFeedback ? size_t(cols) * kDqStates : 0), targets_b(targets_a.size());
+  std::vector<int32_t> chosen(kFeedback ? size_t(cols) * kDqStates : 0);
+  double* tcur = targets_a.data();
+  double* tnxt = targets_b.data();
   uint64_t rate_total = 0;
   double dist_total = 0.0;
   bool bad = false;
@@ -93,21 +103,32 @@ uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint
     cur[0].nb = cabac::Neighbourhood();
     cur[0].ctx = committed;
     const W* w_row = weights + r * cols;
+    if constexpr (kFeedback)
+      for (uint64_t i = 0; i < cols; ++i) tcur[i] = double(w_row[i]);  // state 0's targets
     const double row_step = tensor_step * (scales.row ? scales.row[r] : 1.0);
     auto step_of = [&](uint64_t i) { return scales.col ? row_step * scales.col[i] : row_step; };  // step_ij
 
     for (uint64_t i = 0; i < cols; ++i) {
       const double step = step_of(i);
-      const double w = double(w_row[i]);
-      const double f = importance ? double(importance[r * cols + i]) : 1.0;
-      const Candidates cand = candidates_of(w / step);
+      const double f = (importance ? double(importance[r * cols + i]) : 1.0) * (kFeedback ? fb.weight[i] : 1.0);
       // An exact zero (e.g. a pruned weight) stays zero: both quantizers hold 0, so every state
       // keeps a branch, and no state-machine gain may buy a non-zero level for it.
-      const bool zero_only = w == 0.0;
-      double dist[kCandidates];
-      for (int j = 0; j < kCandidates; ++j) {
-        const double d = w - double(index_of(cand, j)) * step;
-        dist[j] = f * d * d;
+      const bool zero_only = w_row[i] == W(0);
+      // Candidates and their distortions: one set (no feedback) or one per state.
+      Candidates cands[kFeedback ? kDqStates : 1];
+      double dists[kFeedback ? kDqStates : 1][kCandidates];
+      for (int p = 0; p < (kFeedback ? kDqStates : 1); ++p) {
+        if (kFeedback && !(cur[p].cost < inf)) continue;
+        double w = double(w_row[i]);
+        if constexpr (kFeedback) {  // the compensated target, kept representable (feedback.h)
+          w = clamp_scaled(tcur[size_t(p) * cols + i] / step) * step;
+          tcur[size_t(p) * cols + i] = w;
+        }
+        cands[p] = candidates_of(w / step);
+        for (int j = 0; j < kCandidates; ++j) {
+          const double d = w - double(index_of(cands[p], j)) * step;
+          dists[p][j] = f * d * d;
+        }
       }
       // Best incoming branch per target state.
       double best_cost[kDqStates];
@@ -122,6 +143,8 @@ uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint
         PathState& ps = cur[p];
         if (!(ps.cost < inf)) continue;
         const int z = dq_quantizer(p);
+        const Candidates& cand = cands[kFeedback ? p : 0];
+        const double* dist = dists[kFeedback ? p : 0];
         for (int j = 0; j < kCandidates; ++j) {
           if (j != 0 && (zero_only || (magnitude_of(cand, j) & 1) != z || !exists(cand, j))) continue;  // other quantizer
           const int32_t k = level_of(cand, j);
@@ -153,7 +176,9 @@ uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint
           dec[t] = kDead;
           continue;
         }
-        const PathState& ps = cur[best_from[t]];
+        const int from = best_from[t];
+        const PathState& ps = cur[from];
+        const Candidates& cand = cands[kFeedback ? from : 0];
         const int32_t k = level_of(cand, best_cand[t]);
         copy_live_models(ns.ctx, ps.ctx, unary_len);
         cabac::RateEstimator update;
@@ -161,20 +186,37 @@ uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint
         ns.nb = ps.nb;
         ns.nb.push(k);
         ns.cost = best_cost[t];
-        ns.dist = ps.dist + dist[best_cand[t]];
+        ns.dist = ps.dist + dists[kFeedback ? from : 0][best_cand[t]];
         ns.rate = ps.rate + best_rate[t];
-        dec[t] = uint8_t(best_from[t] | (best_cand[t] << 3));
+        dec[t] = uint8_t(from | (best_cand[t] << 3));
+        if constexpr (kFeedback) {
+          const int64_t u = index_of(cand, best_cand[t]);
+          chosen[size_t(i) * kDqStates + t] = int32_t(u);
+          const double* src = tcur + size_t(from) * cols;
+          double* dst = tnxt + size_t(t) * cols;
+          const double e = src[i] - double(u) * step;
+          const double* c = fb.coef + i * cols;
+          for (uint64_t j = i + 1; j < cols; ++j) dst[j] = src[j] - e * c[j];
+        }
       }
       PathState* tmp = cur;
       cur = nxt;
       nxt = tmp;
+      if constexpr (kFeedback) std::swap(tcur, tnxt);
     }
 
     // The cheapest final state wins; trace its path back.
     int best = -1;
     for (int s = 0; s < kDqStates; ++s)
       if (cur[s].cost < inf && (best < 0 || cur[s].cost < cur[best].cost)) best = s;
-    if (cols == 0 || best < 0) continue;
+    if (cols == 0) continue;
+    if (best < 0) {  // every path costs infinity (importance near the double limit): zeros
+      for (uint64_t i = 0; i < cols; ++i) {
+        levels[r * cols + i] = 0;
+        if (recon) recon[r * cols + i] = 0.0f;
+      }
+      continue;
+    }
     rate_total += cur[best].rate;
     dist_total += cur[best].dist;
     committed = cur[best].ctx;
@@ -182,11 +224,17 @@ uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint
     int state = best;
     for (uint64_t i = cols; i-- > 0;) {
       const uint8_t d = decisions[size_t(i) * kDqStates + state];
-      const int j = d >> 3;
       const double step = step_of(i);
-      const Candidates cand = candidates_of(double(w_row[i]) / step);
-      q_row[i] = level_of(cand, j);
-      if (recon) recon[r * cols + i] = float(double(index_of(cand, j)) * step);
+      int64_t u;
+      if constexpr (kFeedback) {
+        u = chosen[size_t(i) * kDqStates + state];
+      } else {
+        u = index_of(candidates_of(double(w_row[i]) / step), d >> 3);
+      }
+      // Level k of index u: u = 2k (Q0) or 2k - 1 (Q1), so |k| = (|u| + 1) / 2.
+      const int64_t au = u < 0 ? -u : u;
+      q_row[i] = int32_t(u < 0 ? -((au + 1) >> 1) : (au + 1) >> 1);
+      if (recon) recon[r * cols + i] = float(double(u) * step);
       state = d & 7;
     }
   }
@@ -194,8 +242,19 @@ uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint
   return rate_total;
 }
 
+template <class W, class F>
+uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols,
+                      double tensor_step, const ChannelScales& scales, const ErrorFeedback& fb, double lambda,
+                      uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels, float* recon,
+                      double* distortion) {
+  return fb.any() ? trellis_impl<true>(weights, importance, rows, cols, tensor_step, scales, fb, lambda, chunk_rows,
+                                       params, levels, recon, distortion)
+                  : trellis_impl<false>(weights, importance, rows, cols, tensor_step, scales, fb, lambda, chunk_rows,
+                                        params, levels, recon, distortion);
+}
+
 #define NNPRESS_INSTANTIATE(W, F)                                                                             \
-  template uint64_t trellis_pass<W, F>(const W*, const F*, uint64_t, uint64_t, double, const ChannelScales&, double, uint64_t,     \
+  template uint64_t trellis_pass<W, F>(const W*, const F*, uint64_t, uint64_t, double, const ChannelScales&, const ErrorFeedback&, double, uint64_t,     \
                                        const cabac::LevelParams&, int32_t*, float*, double*);
 NNPRESS_INSTANTIATE(float, float)
 NNPRESS_INSTANTIATE(float, double)

@@ -35,11 +35,29 @@
 //   on options.threads workers; results (levels, rate, distortion) are identical for every
 //   thread count. The level params stay one per tensor, as the container writer codes them.
 //
+//   Error feedback (options.feedback, GPTQ/OBS-style compensation inside each row): with a
+//   cols x cols matrix H (symmetric positive definite, e.g. the covariance of a linear layer's
+//   inputs) the quantizers minimise instead
+//       sum_r f_r (w_r - w_hat_r)^T H (w_r - w_hat_r)  +  lambda * bits
+//   over the rows w_r of the tensor, f_r = importance of row r (importance must then be the
+//   same for every weight of a row). The caller passes U, the upper Cholesky factor of H^-1
+//   (H^-1 = U^T U; row-major, cols x cols, only the upper triangle is read). Each row is
+//   quantized in scan order; the error e_i = w'_i - w_hat_i of weight i (w'_i its compensated
+//   target) moves the targets of the weights after it, w'_j -= e_i U_ij / U_ii (j > i), and
+//   costs f_r e_i^2 / U_ii^2 — summed over the row this is exactly the quadratic form above. The
+//   trellis keeps one compensated target vector per state (each survivor path has its own
+//   errors): 8 x cols doubles, O(8 cols^2) work per row. kNearest then rounds every compensated
+//   target (GPTQ); kRdoq prices them greedily. Reconstruction is unchanged (the decoder never
+//   sees H); QuantResult::distortion is the quadratic form. Exact zeros stay zero.
+//
 //   Errors (Status kInvalidArgument, nothing written to levels is meaningful then):
 //   null buffers with count > 0; step not finite or <= 0; lambda not finite or < 0; a weight
 //   that is NaN or infinite or with |w / step_ij| >= 2^30 (message names the index); a channel
 //   scale that is not finite and > 0, or a step_ij that is not (over/underflow); an importance
-//   that is NaN, infinite or negative; max_passes < 1; invalid fixed params.
+//   that is NaN, infinite or negative; max_passes < 1; invalid fixed params; a feedback factor
+//   with a diagonal entry that is not finite and > 0 (or whose 1/U_ii^2 overflows), an
+//   upper-triangle entry with |U_ij / U_ii| > 1e12 or not finite, or with an importance that
+//   varies along a row.
 //
 // SURPRISES
 //   - With lambda == 0 RDOQ returns the nearest levels (ties are broken toward the nearest level).
@@ -51,6 +69,8 @@
 //     non-zeros get dearer, and the tensor can collapse to (almost) all zeros. Searches over
 //     lambda must expect that discontinuity. Measured RD hulls (bench/RESULTS.md, Quantizers)
 //     come from lambda ~ 0.1 step^2 for rdoq and ~ 0.2 step^2 for the trellis, varying the step.
+//   - Trellis: a row on which every path's cost overflows to infinity (importance near the
+//     double limit) gets all-zero levels rather than no decision.
 //   - Exists only in builds with NNPRESS_ENCODER=ON (NNPRESS_WITH_ENCODER defined).
 //   - Within a chunk RDOQ and trellis are sequential (the contexts form a chain): without
 //     chunk_rows a tensor uses one thread.
@@ -75,6 +95,7 @@ struct QuantOptions {
   int max_passes = 2;            // runs with re-picked params (RDOQ / trellis)
   unsigned threads = 1;          // workers over independent chunks (0: hardware_concurrency)
   ChannelScales scales;          // per-row / per-column step multipliers (null: none), not owned
+  const double* feedback = nullptr;  // cols x cols upper Cholesky factor of H^-1 (CONTRACT), not owned
 };
 
 struct QuantResult {

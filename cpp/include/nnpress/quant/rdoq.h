@@ -17,6 +17,9 @@
 //   distortion gain of +-1 cannot pay for its cheapest possible extra bins (sig + 2 bins at the
 //   table's minimum cost), 0 is taken after pricing only the significance flag.
 //
+//   With feedback (feedback.h) each weight's target is its compensated w', its cost weighted by
+//   feedback.weight[i], and the chosen error moves the row's later targets.
+//
 //   Unchecked: inputs must already be validated (quantize() in quantize.h does it).
 //   Returns the estimated rate (fixed point, cabac::kRateOne per bit); adds the weighted
 //   distortion to *distortion; writes recon (if not null) as float(double(q) * step_ij).
@@ -29,12 +32,13 @@
 
 #include "nnpress/cabac/binarization.h"
 #include "nnpress/quant/dequantize.h"
+#include "nnpress/quant/feedback.h"
 
 namespace nnpress {
 
 template <class W, class F>
 uint64_t rdoq_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols, double step,
-                   const ChannelScales& scales, double lambda, uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels,
+                   const ChannelScales& scales, const ErrorFeedback& feedback, double lambda, uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels,
                    float* recon, double* distortion);
 
 }  // namespace nnpress

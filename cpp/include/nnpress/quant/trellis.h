@@ -22,6 +22,9 @@
 //     per weight and state), and its contexts carry over to the next row.
 //   Contexts start fresh at row 0 and every chunk_rows rows (0 = never).
 //
+//   With feedback (feedback.h) each weight's target is its compensated w', its cost weighted by
+//   feedback.weight[i], and the chosen error moves the row's later targets.
+//
 //   Unchecked: inputs must already be validated (quantize() in quantize.h does it).
 //   Returns the estimated rate of the chosen levels (fixed point, cabac::kRateOne per bit),
 //   equal to estimate_level_bits(levels, ..., params) when chunk_rows is 0; adds the weighted
@@ -40,12 +43,13 @@
 
 #include "nnpress/cabac/binarization.h"
 #include "nnpress/quant/dequantize.h"
+#include "nnpress/quant/feedback.h"
 
 namespace nnpress {
 
 template <class W, class F>
 uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols, double step,
-                      const ChannelScales& scales, double lambda, uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels,
+                      const ChannelScales& scales, const ErrorFeedback& feedback, double lambda, uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels,
                       float* recon, double* distortion);
 
 }  // namespace nnpress
