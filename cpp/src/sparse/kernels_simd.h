@@ -18,6 +18,8 @@
 //     void store_m(float* p, M m, F v)     lanes outside m are not written;
 //     void splat8(float* p, float d)       p[0..8) = d;
 //     void gather8(const uint16_t* c, const float* x, float* p)   p[i] = x[c[i]] for i < 8 (reads c[0..8)).
+//     using Narrow = <traits with W <= 8 (zero, add, fmadd, reduce, loadu, first, load_m)>: the batch-1 dot
+//                    products of short rows use it (V itself when W <= 8).
 //
 //   Kernels (each computes output rows [r0, r1), leaving out the Ω[0] term; kernels_internal.h):
 //     rows_matvec  batch 1. Whole rows are taken in blocks of up to kBlock entries; for a block,
@@ -121,25 +123,37 @@ inline void fill(float* vals, uint32_t s, uint32_t e, float d) {
   }
 }
 
-// Values of the groups of rows [ra, rb), entries relative to entry k0 (the rows' first entry).
+// Values of the groups of rows [ra, rb), entries relative to entry k0 (the rows' first entry): one loop
+// over all groups of the rows (no per-row loop exits). CER: group j of a row holds Ω index 1 + j, so each
+// row first copies delta[1 ..] for its groups into gvals (one masked vector per W groups, the first one
+// unconditional; a row's copy may run into the next row's slots, which that row then overwrites);
+// gvals holds at least the rows' groups + W floats.
 template <class V, uint32_t L, uint32_t U, class Value>
-inline void fill_rows(const RowsView& m, Value value_of, uint32_t ra, uint32_t rb, uint32_t k0, float* vals) {
-  if constexpr (Value::kPerRow) {  // CER: the value index depends on the group's position in its row
+inline void fill_rows(const RowsView& m, Value value_of, uint32_t ra, uint32_t rb, uint32_t k0, float* vals,
+                      float* gvals) {
+  const uint32_t g0 = m.row_ptr[ra], g1 = m.row_ptr[rb];
+  if constexpr (Value::kPerRow) {
+    NNPRESS_NO_VECTORIZE
     for (uint32_t r = ra; r < rb; ++r) {
-      NNPRESS_NO_VECTORIZE
-      for (uint32_t g = m.row_ptr[r]; g < m.row_ptr[r + 1]; ++g) {
-        fill<V, L, U>(vals, m.group_ptr[g] - k0, m.group_ptr[g + 1] - k0, m.delta[value_of(g, r)]);
+      const uint32_t a = m.row_ptr[r] - g0, n = m.row_ptr[r + 1] - m.row_ptr[r];
+      V::storeu(gvals + a, V::load_m(m.delta + 1, V::first(n < V::W ? n : V::W)));
+      if (__builtin_expect(n > V::W, 0)) {
+        for (uint32_t j = V::W; j < n; j += V::W) {
+          V::storeu(gvals + a + j, V::load_m(m.delta + 1 + j, V::first(n - j < V::W ? n - j : V::W)));
+        }
       }
     }
-  } else {  // CSER: one loop over all groups of the rows
-    const uint32_t g1 = m.row_ptr[rb];
-    uint32_t g = m.row_ptr[ra], s = m.group_ptr[g] - k0;
-    NNPRESS_NO_VECTORIZE
-    for (; g < g1; ++g) {
-      const uint32_t e = m.group_ptr[g + 1] - k0;
+  }
+  uint32_t s = m.group_ptr[g0] - k0;
+  NNPRESS_NO_VECTORIZE
+  for (uint32_t g = g0; g < g1; ++g) {
+    const uint32_t e = m.group_ptr[g + 1] - k0;
+    if constexpr (Value::kPerRow) {
+      fill<V, L, U>(vals, s, e, gvals[g - g0]);
+    } else {
       fill<V, L, U>(vals, s, e, m.delta[value_of(g, 0)]);
-      s = e;
     }
+    s = e;
   }
 }
 
@@ -228,27 +242,43 @@ inline float dot(const float* v, const float* xs, uint32_t n) {
   return V::reduce(V::add(a0, a1));
 }
 
+template <bool B, class T, class F>
+struct Pick {
+  using type = T;
+};
+template <class T, class F>
+struct Pick<false, T, F> {
+  using type = F;
+};
+
 template <class V, uint32_t L, uint32_t U, class Col, class Value>
 void rows_matvec_t(const RowsView& m, const Col* col, Value value_of, const float* x, float* y, uint32_t r0,
                    uint32_t r1) {
+  // Short rows (narrow value stores, L = 8): the per-row dot products in 8-lane vectors (V::Narrow).
+  using Dot = typename Pick<L == 8, typename V::Narrow, V>::type;
   alignas(64) float vals[kBlock + kBlockPad], xg[kBlock + kBlockPad];
+  alignas(64) float gvals[Value::kPerRow ? kBlock + 16 : 1];  // CER: group values of a block (fill_rows)
   uint32_t r = r0;
   while (r < r1) {
-    const uint32_t ka = m.group_ptr[m.row_ptr[r]];
+    const uint32_t ka = m.group_ptr[m.row_ptr[r]], ga = m.row_ptr[r];
     uint32_t re = r;
-    while (re < r1 && m.group_ptr[m.row_ptr[re + 1]] - ka <= kBlock) ++re;
+    // A block: at most kBlock entries, and (CER, whose padding groups are empty) at most kBlock groups.
+    while (re < r1 && m.group_ptr[m.row_ptr[re + 1]] - ka <= kBlock &&
+           (!Value::kPerRow || m.row_ptr[re + 1] - ga <= kBlock)) {
+      ++re;
+    }
     if (re > r) {  // rows [r, re) fit in one block
       const uint32_t n = m.group_ptr[m.row_ptr[re]] - ka;
       prefetch_block(m, col, ka + n, m.row_ptr[re], m.row_ptr[re] - m.row_ptr[r]);
-      fill_rows<V, L, U>(m, value_of, r, re, ka, vals);
+      fill_rows<V, L, U>(m, value_of, r, re, ka, vals, gvals);
       gather_inputs<V>(col + ka, n, x, xg);
       for (; r < re; ++r) {
         const uint32_t b = m.group_ptr[m.row_ptr[r]] - ka, e = m.group_ptr[m.row_ptr[r + 1]] - ka;
-        y[r] = dot<V>(vals + b, xg + b, e - b);
+        y[r] = dot<Dot>(vals + b, xg + b, e - b);
       }
       continue;
     }
-    // Row r alone holds more than kBlock entries: pieces of kBlock entries.
+    // Row r alone holds more than kBlock entries (or CER groups): pieces of kBlock entries.
     const uint32_t k1 = m.group_ptr[m.row_ptr[r + 1]];
     uint32_t g = m.row_ptr[r];
     float acc = 0.0f;

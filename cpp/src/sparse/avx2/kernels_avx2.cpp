@@ -22,6 +22,7 @@ inline float hsum(__m256 v) {
 }
 
 struct V256 {
+  using Narrow = V256;
   using F = __m256;
   using M = __m256i;
   static constexpr uint32_t W = 8;

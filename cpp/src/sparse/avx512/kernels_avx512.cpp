@@ -14,7 +14,28 @@
 namespace nnpress::sparse::detail {
 namespace {
 
+// 8-lane vectors with AVX-512VL masks: the batch-1 dot products of short rows (measured ~12% faster than
+// 16 lanes at 4096^2, density 0.01: rows of ~41 entries).
+struct V256m {
+  using F = __m256;
+  using M = __mmask8;
+  static constexpr uint32_t W = 8;
+  static F zero() { return _mm256_setzero_ps(); }
+  static F loadu(const float* p) { return _mm256_loadu_ps(p); }
+  static F add(F a, F b) { return _mm256_add_ps(a, b); }
+  static F fmadd(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+  static float reduce(F v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  static M first(uint32_t n) { return M((1u << n) - 1u); }  // n <= 8
+  static F load_m(const float* p, M m) { return _mm256_maskz_loadu_ps(m, p); }
+};
+
 struct V512 {
+  using Narrow = V256m;
   using F = __m512;
   using M = __mmask16;
   static constexpr uint32_t W = 16;

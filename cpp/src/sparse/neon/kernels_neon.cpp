@@ -12,6 +12,7 @@ namespace nnpress::sparse::detail {
 namespace {
 
 struct V128 {
+  using Narrow = V128;
   using F = float32x4_t;
   using M = uint32_t;  // number of leading lanes inside the mask (0..4)
   static constexpr uint32_t W = 4;
