@@ -183,6 +183,13 @@ def test_compress_matrix_auto_and_forced():
     assert choose_format((4096, 4096), 4096 * 2048, 256, batch=1) == "cser"
     assert choose_format((4096, 4096), 4096 * 2048, 256, batch=1, allow_dense=True) == "dense"
     assert choose_format((4096, 4096), 4096 * 4096, 16, batch=1, allow_dense=True) == "codebook"
+    # Batch 1, <= 16 values: the codebook from a density that falls with the row length (kernels.h).
+    assert choose_format((4096, 4096), 4096 * 410, 16) == "codebook"  # 0.1
+    assert choose_format((4096, 4096), 4096 * 287, 16) == "cser"  # 0.07
+    assert choose_format((384, 1536), 384 * 92, 16) == "cser"  # 0.06
+    assert choose_format((384, 1536), 384 * 123, 16) == "codebook"  # 0.08
+    assert choose_format((384, 384), 384 * 19, 16) == "codebook"  # 0.05
+    assert choose_format((384, 384), 384 * 4, 16) == "cser"  # 0.01
     assert choose_format((4096, 4096), 4096 * 4096, 16, batch=32, allow_dense=True) == "dense"
     assert choose_format((4096, 4096), 4096 * 410, 16, batch=32, allow_dense=True) == "cser"
     assert choose_format((4096, 4096), 4096 * 2048, 256, batch=32, allow_dense=True) == "cser"

@@ -182,7 +182,14 @@ Format choose_format(uint32_t rows, uint32_t cols, uint64_t nnz, uint32_t num_va
   const double n = double(rows) * double(cols);
   const double density = n > 0 ? double(nnz) / n : 0.0;
   if (batch <= 1) {
-    if (num_values <= kCodebookSize) return density >= 0.05 ? Format::kCodebook : Format::kCSER;
+    // Codebook vs CSER: the codebook reads every weight (cost ~ cols per row), CSER its entries plus a
+    // per-row cost, so the crossover density falls with shorter rows. Fitted to the measured crossovers
+    // (Python protocol, out of cache, 16 values: ~0.085 at 4096 columns, ~0.065 at 1536, below 0.05 at
+    // 384; bench/RESULTS.md), with a floor for tiny layers, where per-call costs dominate.
+    if (num_values <= kCodebookSize) {
+      const double cross = std::max(0.03, 0.097 - 49.0 / std::max(1.0, double(cols)));
+      return density >= cross ? Format::kCodebook : Format::kCSER;
+    }
     return allow_dense && density >= 0.4 ? Format::kDense : Format::kCSER;
   }
   return allow_dense && density >= 0.75 ? Format::kDense : Format::kCSER;

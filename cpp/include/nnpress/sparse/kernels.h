@@ -64,8 +64,9 @@ Isa auto_isa(size_t batch);
 // from its most frequent value, `num_values` distinct values, used with `batch` input columns.
 // With allow_dense, kDense means "keep the dense float matrix and a BLAS product" (measured faster
 // there: batch 1 with more than 16 values and density >= 0.4; batch > 1 with density >= 0.75).
-// Rules (x86-64, 4096^2, one thread; bench/RESULTS.md): batch 1 with <= 16 values and density
-// >= 0.05: kCodebook; otherwise kCSER (kCER has the same speed or less, and padding groups).
+// Rules (x86-64, one thread; bench/RESULTS.md): batch 1 with <= 16 values and density >=
+// max(0.03, 0.097 - 49 / cols) (0.085 at 4096 columns, 0.065 at 1536, 0.03 at <= 730): kCodebook;
+// otherwise kCSER (kCER has the same speed or less, and padding groups).
 Format choose_format(uint32_t rows, uint32_t cols, uint64_t nnz, uint32_t num_values, size_t batch,
                      bool allow_dense = false);
 
