@@ -174,16 +174,29 @@ inline void fill_piece(const RowsView& m, Value value_of, uint32_t r, uint32_t g
 
 // Copies x[col[i]] for i < n into xg. 16-bit indices: eight at a time through a register (V::gather8: one
 // vector store instead of eight scalar ones; the stores bound this loop: 0.65 vs 1.0 cycles per entry on
-// Zen 5). 32-bit indices: scalar copies. Not inlined: the batch-1 kernel measured ~5% faster so (GCC 12).
+// Zen 5), 32 (one cache line of indices) per iteration with one software prefetch of the indices kBlock
+// entries ahead (the next block's; clamped to the array's last index, col_last). 32-bit indices: scalar
+// copies (their prefetch is prefetch_block's). Not inlined: the batch-1 kernel measured ~5% faster so (GCC 12).
 template <class V, class Col>
-__attribute__((noinline)) void gather_inputs(const Col* col, uint32_t n, const float* x, float* xg) {
+__attribute__((noinline)) void gather_inputs(const Col* col, uint32_t n, const float* x, float* xg,
+                                             const Col* col_last) {
   uint32_t i = 0;
   if constexpr (sizeof(Col) == 2) {
     // Pointer increments: indexed addressing cost ~15% here (GCC kept 32-bit index arithmetic).
     const Col* c = col;
-    const Col* const ce = col + (n & ~7u);
+    float* o = xg;
+    const Col* const ce32 = col + (n & ~31u);
     NNPRESS_NO_VECTORIZE
-    for (float* o = xg; c < ce; c += 8, o += 8) V::gather8(c, x, o);
+    for (; c < ce32; c += 32, o += 32) {
+      __builtin_prefetch(col_last - c > kBlock ? c + kBlock : col_last);
+      V::gather8(c, x, o);
+      V::gather8(c + 8, x, o + 8);
+      V::gather8(c + 16, x, o + 16);
+      V::gather8(c + 24, x, o + 24);
+    }
+    const Col* const ce8 = col + (n & ~7u);
+    NNPRESS_NO_VECTORIZE
+    for (; c < ce8; c += 8, o += 8) V::gather8(c, x, o);
     i = n & ~7u;
   } else {
     NNPRESS_NO_VECTORIZE
@@ -198,10 +211,11 @@ __attribute__((noinline)) void gather_inputs(const Col* col, uint32_t n, const f
   for (; i < n; ++i) xg[i] = x[col[i]];
 }
 
-// Software prefetch of the next block's column indices, group pointers and value indices: while one
-// block is computed, the next is on its way (measured 1.2-1.3x faster once the matrix is no longer in
-// cache, the case of a layer of a model run once per input; bench/RESULTS.md). k: its first entry,
-// g: its first group, ng: about how many groups it has. Addresses stay inside the arrays.
+// Software prefetch of the next block's group pointers and value indices (and, for 32-bit indices, its
+// column indices; 16-bit ones are prefetched during the copy, gather_inputs), issued at the start of a
+// block: while one block is computed, the next is on its way (measured 1.2-1.3x faster once the matrix is
+// no longer in cache, the case of a layer of a model run once per input; bench/RESULTS.md). k: its first
+// entry, g: its first group, ng: about how many groups it has. Addresses stay inside the arrays.
 template <class Col>
 inline void prefetch_block(const RowsView& m, const Col* col, uint32_t k, uint32_t g, uint32_t ng) {
 #if defined(__GNUC__)
@@ -212,8 +226,12 @@ inline void prefetch_block(const RowsView& m, const Col* col, uint32_t k, uint32
     __asm__ volatile("" ::"r"(p)); \
   } while (0)
   const uint32_t groups = m.row_ptr[m.rows], total = m.group_ptr[groups];
-  const uint32_t ke = total - k > kBlock ? k + kBlock : total;
-  for (uint32_t i = k; i < ke; i += 64 / sizeof(Col)) NNPRESS_PREFETCH(col + i);
+  if constexpr (sizeof(Col) != 2) {
+    const uint32_t ke = total - k > kBlock ? k + kBlock : total;
+    for (uint32_t i = k; i < ke; i += 64 / sizeof(Col)) NNPRESS_PREFETCH(col + i);
+  } else {
+    (void)col, (void)k, (void)total;
+  }
   const uint32_t ge = groups - g > ng ? g + ng : groups;
   for (uint32_t i = g; i < ge; i += 16) NNPRESS_PREFETCH(m.group_ptr + i);
   if (m.gv8) {
@@ -258,6 +276,16 @@ void rows_matvec_t(const RowsView& m, const Col* col, Value value_of, const floa
   using Dot = typename Pick<L == 8, typename V::Narrow, V>::type;
   alignas(64) float vals[kBlock + kBlockPad], xg[kBlock + kBlockPad];
   alignas(64) float gvals[Value::kPerRow ? kBlock + 16 : 1];  // CER: group values of a block (fill_rows)
+  const uint32_t total = m.group_ptr[m.row_ptr[m.rows]];
+  const Col* const col_last = col + (total ? total - 1 : 0);  // only prefetched
+  // The whole input at once (cols <= 65536 with 16-bit indices: <= 4096 lines): a cold x otherwise costs
+  // a miss per line, met in random order by the copy (measured ~3 us of a 64 x 4096 product after a flush).
+  if constexpr (sizeof(Col) == 2) {
+    for (uint32_t c = 0; c < m.cols; c += 16) {
+      __builtin_prefetch(x + c);
+      __asm__ volatile("" ::"r"(c));  // GCC deletes loops that only prefetch
+    }
+  }
   uint32_t r = r0;
   while (r < r1) {
     const uint32_t ka = m.group_ptr[m.row_ptr[r]], ga = m.row_ptr[r];
@@ -271,7 +299,7 @@ void rows_matvec_t(const RowsView& m, const Col* col, Value value_of, const floa
       const uint32_t n = m.group_ptr[m.row_ptr[re]] - ka;
       prefetch_block(m, col, ka + n, m.row_ptr[re], m.row_ptr[re] - m.row_ptr[r]);
       fill_rows<V, L, U>(m, value_of, r, re, ka, vals, gvals);
-      gather_inputs<V>(col + ka, n, x, xg);
+      gather_inputs<V>(col + ka, n, x, xg, col_last);
       for (; r < re; ++r) {
         const uint32_t b = m.group_ptr[m.row_ptr[r]] - ka, e = m.group_ptr[m.row_ptr[r + 1]] - ka;
         y[r] = dot<Dot>(vals + b, xg + b, e - b);
@@ -287,7 +315,7 @@ void rows_matvec_t(const RowsView& m, const Col* col, Value value_of, const floa
       prefetch_block(m, col, p + n, g, 64);
       while (m.group_ptr[g + 1] <= p) ++g;  // first group overlapping the piece
       fill_piece<V, L, U>(m, value_of, r, g, p, n, vals);
-      gather_inputs<V>(col + p, n, x, xg);
+      gather_inputs<V>(col + p, n, x, xg, col_last);
       acc += dot<V>(vals, xg, n);
     }
     y[r] = acc;
