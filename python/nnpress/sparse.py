@@ -10,7 +10,8 @@ Contract
 - ``M @ x`` for ``x`` of shape ``(cols,)`` returns ``(rows,)``; for ``x`` of shape ``(cols, batch)``
   returns ``(rows, batch)``; float32 results. ``M.matmul(x, isa=None, threads=1)`` names an ISA
   ("scalar", "neon", "avx2", "avx512"; None = the automatic choice, per batch size: AVX2 for batch
-  2..32 even on AVX-512 CPUs, measured faster there) or a thread count (0 = all hardware threads).
+  2..32 even on AVX-512 CPUs, and for CER/CSER batch 1 with groups of <= 6 entries on average,
+  measured faster there) or a thread count (0 = all hardware threads).
 - ``to_dense()``, ``to_scipy()`` (scipy CSR, float32), ``nbytes`` (bytes of all arrays), ``shape``,
   ``nnz`` (entries that differ from the implicit, most frequent value), ``values`` (Ω).
 - ``op_counts(row=None, memory="sram")``: loads, multiplies, adds and writes of one matrix-vector

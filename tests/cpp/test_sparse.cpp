@@ -428,7 +428,7 @@ void test_random_corruptions() {
   CHECK(rejected > 1000);
 }
 
-// With no ISA named, a product runs exactly the kernels of auto_isa(batch) (bit-identical results).
+// With no ISA named, a product runs exactly the kernels of auto_isa(matrix, batch) (bit-identical results).
 void test_auto_dispatch() {
   std::mt19937 rng(5);
   const Case c{70, 300, 12, 0.2, false};
@@ -445,13 +445,24 @@ void test_auto_dispatch() {
     std::normal_distribution<float> nd;
     std::vector<float> X(size_t(c.cols) * batch), a(size_t(c.rows) * batch), b(a.size()), d(a.size()), e(a.size());
     for (auto& v : X) v = nd(rng);
+    // Row-group matrices: batch 1 with short groups (this one averages ~5.5 entries) prefers AVX2.
+    const Isa chosen_rg = auto_isa(rg, batch);
+    CHECK(isa_supported(chosen_rg));
+    if (batch > 1) CHECK(chosen_rg == chosen);
+    if (batch == 1 && detect_isa() == Isa::kAvx512) CHECK(chosen_rg == Isa::kAvx2);
     CHECK(matmat(rg, X.data(), X.size(), batch, a.data(), a.size(), {}).ok());
-    CHECK(matmat(rg, X.data(), X.size(), batch, b.data(), b.size(), {chosen, 1}).ok());
+    CHECK(matmat(rg, X.data(), X.size(), batch, b.data(), b.size(), {chosen_rg, 1}).ok());
     CHECK(matmat(cb, X.data(), X.size(), batch, d.data(), d.size(), {}).ok());
     CHECK(matmat(cb, X.data(), X.size(), batch, e.data(), e.size(), {chosen, 1}).ok());
     CHECK(a == b);
     CHECK(d == e);
   }
+  // Long groups (density 0.9, ~100 entries per group): batch 1 keeps the detected ISA.
+  const Case dense_case{8, 1300, 12, 0.9, false};
+  const std::vector<float> wd = random_matrix(rng, dense_case);
+  RowGroupMatrix rd;
+  CHECK(RowGroupMatrix::from_dense(Format::kCSER, wd.data(), dense_case.rows, dense_case.cols, &rd).ok());
+  CHECK(auto_isa(rd, 1) == detect_isa());
 }
 
 void test_isa_names() {

@@ -110,7 +110,9 @@ Status matvec(const RowGroupMatrix& m, const float* x, size_t x_len, float* y, s
   Status s = check_buffers("matvec", x, x_len, m.cols(), y, y_len, m.rows());
   if (!s.ok()) return s;
   const KernelTable* t;
-  s = pick_table(opt, 1, &t);
+  KernelOptions o = opt;
+  if (!o.isa) o.isa = auto_isa(m, 1);
+  s = pick_table(o, 1, &t);
   if (!s.ok()) return s;
   const detail::RowsView v = view_of(m);
   over_rows(m.rows(), opt.threads, [&](uint32_t r0, uint32_t r1) { t->rows_matvec(v, x, y, r0, r1); });
@@ -130,7 +132,9 @@ Status matmat(const RowGroupMatrix& m, const float* X, size_t x_len, size_t batc
   Status s = check_buffers("matmat", X, x_len, size_t(m.cols()) * batch, Y, y_len, size_t(m.rows()) * batch);
   if (!s.ok()) return s;
   const KernelTable* t;
-  s = pick_table(opt, batch, &t);
+  KernelOptions o = opt;
+  if (!o.isa) o.isa = auto_isa(m, batch);
+  s = pick_table(o, batch, &t);
   if (!s.ok()) return s;
   const detail::RowsView v = view_of(m);
   over_rows(m.rows(), opt.threads, [&](uint32_t r0, uint32_t r1) { t->rows_matmat(v, X, batch, Y, r0, r1); });
@@ -176,6 +180,15 @@ Isa auto_isa(size_t batch) {
   const Isa best = detect_isa();
   if (best == Isa::kAvx512 && batch > 1 && batch <= 32 && isa_supported(Isa::kAvx2)) return Isa::kAvx2;
   return best;
+}
+
+Isa auto_isa(const RowGroupMatrix& m, size_t batch) {
+  const Isa isa = auto_isa(batch);
+  const uint64_t groups = m.num_groups();
+  if (batch <= 1 && isa == Isa::kAvx512 && groups > 0 && m.nnz() <= 6 * groups && isa_supported(Isa::kAvx2)) {
+    return Isa::kAvx2;
+  }
+  return isa;
 }
 
 Format choose_format(uint32_t rows, uint32_t cols, uint64_t nnz, uint32_t num_values, size_t batch, bool allow_dense) {

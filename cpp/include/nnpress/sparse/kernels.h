@@ -9,7 +9,7 @@
 //   The lengths passed with each buffer are checked (kInvalidArgument on a mismatch, a null
 //   buffer, or an ISA this build/CPU cannot run); nothing else can fail, because the matrices
 //   are validated when they are built (matrix.h). Inputs may hold any floats; y must not alias x.
-//   KernelOptions.isa: empty = auto_isa(batch) (below); a named ISA must be isa_supported() and is
+//   KernelOptions.isa: empty = auto_isa(matrix, batch) (below); a named ISA must be isa_supported() and is
 //   used for every kernel of the product (tests and benchmarks force each ISA this way).
 //   KernelOptions.threads: rows are split into contiguous blocks, one std::thread each (0 = one per
 //   hardware thread; capped by the hardware and by rows / 64). Each output element is computed
@@ -59,6 +59,10 @@ Status matmat(const CodebookMatrix& m, const float* X, size_t x_len, size_t batc
 // The ISA a product with `batch` input columns uses when KernelOptions.isa is empty: detect_isa()
 // (which honours NNPRESS_ISA), except that batch 2..32 prefers AVX2 over AVX-512 (SURPRISES).
 Isa auto_isa(size_t batch);
+// The same for a CER/CSER matrix: also batch 1 prefers AVX2 over AVX-512 when groups average <= 6
+// entries (the same algorithm, measured 7-15% faster as AVX2 code on Zen 5 at 4096^2, 16 values density
+// 0.01 and 256 values density 0.01-0.25; AVX-512 was faster at a mean of 8; bench/RESULTS.md).
+Isa auto_isa(const RowGroupMatrix& m, size_t batch);
 
 // The representation expected to be fastest for a rows x cols matrix with `nnz` entries that differ
 // from its most frequent value, `num_values` distinct values, used with `batch` input columns.
