@@ -72,7 +72,10 @@ def digits_setup(kind, with_fisher=True):
             "base": base, "budget": base - 0.002, "metric": "top-1", "min_metric": None}
 
 
-def minilm_setup(with_fisher=True):
+def minilm_setup(with_fisher=True, calibration=None):
+    """MiniLM weights, fidelity on the odd-numbered sentences and (optionally) the Fisher on
+    ``calibration`` (default: the even-numbered ones). The dict also holds the Fisher's model
+    ("fisher_model": mean-pooled output) and "batches", for further estimates on the same data."""
     import torch
     import minilm
     from nnpress.fisher import fisher_diagonal
@@ -80,6 +83,8 @@ def minilm_setup(with_fisher=True):
     model, tok = minilm.load_minilm()
     weights = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
     cal, ev = minilm.SENTENCES[::2], minilm.SENTENCES[1::2]
+    if calibration is not None:
+        cal = list(calibration)
     ref = minilm.embed(model, ev)
     last = {}
 
@@ -110,7 +115,8 @@ def minilm_setup(with_fisher=True):
     fisher = {k[2:]: v for k, v in fisher.items()}  # strip "m."
     log(f"minilm: Fisher on {len(cal)} sentences in {time.perf_counter() - t0:.1f}s")
     return {"name": "all-MiniLM-L6-v2", "weights": weights, "evaluate": evaluate, "fisher": fisher,
-            "base": 1.0, "budget": 0.999, "metric": "mean cos", "last": last}
+            "base": 1.0, "budget": 0.999, "metric": "mean cos", "last": last,
+            "fisher_model": Pooled(model), "batches": batches, "calibration": cal}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -43,16 +43,18 @@ def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
-def nnpress_file_point(setup, step, sens, imp, scales, threads, tmp):
+def nnpress_file_point(setup, step, sens, imp, scales, threads, tmp, hessians=None, hessian_damp=0.3):
     w = setup["weights"]
     n_params = sum(v.size for v in w.values())
     t0 = time.perf_counter()
-    plan = tune.allocate_steps(w, step, sens, method="trellis", channel_scales=scales, importance=imp)
+    plan = tune.allocate_steps(w, step, sens, method="trellis", channel_scales=scales, importance=imp,
+                               hessians=hessians, hessian_damp=hessian_damp)
     overrides = dict(plan)
     overrides["*"] = TensorPlan(lossless=True)  # everything not planned (biases, norms) stays exact
-    cfg = CodecConfig(method="trellis", overrides=overrides, threads=threads)
+    cfg = CodecConfig(method="trellis", overrides=overrides, threads=threads, hessian_damp=hessian_damp)
     path = Path(tmp) / "m.nnp"
-    rep = nnpress.compress(w, path, cfg, importance={k: v for k, v in imp.items() if k in plan})
+    rep = nnpress.compress(w, path, cfg, importance={k: v for k, v in imp.items() if k in plan},
+                           hessians=None if hessians is None else {k: v for k, v in hessians.items() if k in plan})
     t_c = time.perf_counter() - t0
     dec = nnpress.decompress(path, as_numpy=True)
     state = {k: dec[k] for k in w}

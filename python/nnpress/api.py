@@ -32,7 +32,6 @@ Surprises
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -149,18 +148,9 @@ def _quantize(values: np.ndarray, plan: ResolvedPlan, importance, chunk_rows: in
     Channel scales are the exact values the decoder forms from the stored exponents. With a
     ``hessian`` (module docstring) it is normalised to mean diagonal 1 and the importance reduced
     to its row means."""
-    from .quant import channel_scales, quantize
+    from .quant import channel_scales, feedback_inputs, quantize
 
-    if hessian is not None:
-        hessian = np.asarray(hessian, dtype=np.float64)
-        mean_diag = float(np.mean(np.diag(hessian))) if hessian.ndim == 2 and hessian.size else 0.0
-        if not (math.isfinite(mean_diag) and mean_diag > 0):
-            raise ValueError("a hessian needs a finite, positive mean diagonal")
-        hessian = hessian / mean_diag
-        if importance is not None:
-            rows = values.shape[0] if values.ndim >= 2 else 1
-            importance = np.broadcast_to(np.asarray(importance, np.float64), values.shape).reshape(rows, -1)
-            importance = importance.mean(1, keepdims=True).reshape((rows,) + (1,) * (values.ndim - 1))
+    importance, hessian = feedback_inputs(values.shape, importance, hessian)
     levels, recon = quantize(values, plan.step, lam=plan.lam, importance=importance, method=plan.method,
                              chunk_rows=chunk_rows or None, threads=threads, return_reconstruction=True,
                              row_scale=None if row_exp is None else channel_scales(row_exp),

@@ -47,8 +47,8 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["METHODS", "channel_scale_exps", "channel_scales", "dequantize", "feedback_factor", "quantize",
-           "quantize_info", "rate_bits"]
+__all__ = ["METHODS", "channel_scale_exps", "channel_scales", "dequantize", "feedback_factor", "feedback_inputs",
+           "quantize", "quantize_info", "rate_bits"]
 
 METHODS = {"nearest": 0, "rdoq": 1, "trellis": 2}
 
@@ -149,6 +149,26 @@ def feedback_factor(hessian, cols: int | None = None, damp: float = 0.01) -> np.
     if not np.all(np.isfinite(u)) or not np.all(np.diag(u) > 0):
         raise ValueError("hessian is too ill-conditioned (raise hessian_damp)")
     return np.ascontiguousarray(u)
+
+
+def feedback_inputs(shape, importance=None, hessian=None):
+    """``(importance, hessian)`` as :func:`nnpress.compress` and :func:`nnpress.tune.apply_plan` hand them
+    to :func:`quantize` for error feedback: H divided by its mean diagonal (so that the quadratic
+    form has the scale of the per-weight ``sum F_i e_i^2`` it replaces) and the per-weight
+    importance reduced to its row means (one value per row, shape ``(rows, 1, ...)``). Without a
+    hessian both come back unchanged. ValueError for an H without a finite positive mean diagonal."""
+    if hessian is None:
+        return importance, None
+    h = np.asarray(hessian, dtype=np.float64)
+    mean_diag = float(np.mean(np.diag(h))) if h.ndim == 2 and h.size else 0.0
+    if not (np.isfinite(mean_diag) and mean_diag > 0):
+        raise ValueError("a hessian needs a finite, positive mean diagonal")
+    if importance is not None:
+        shape = tuple(shape)
+        rows = shape[0] if len(shape) >= 2 else 1
+        f = np.broadcast_to(np.asarray(importance, np.float64), shape).reshape(rows, -1)
+        importance = f.mean(1, keepdims=True).reshape((rows,) + (1,) * max(len(shape) - 1, 0))
+    return importance, h / mean_diag
 
 
 def _rows_cols(shape) -> tuple[int, int]:

@@ -46,7 +46,7 @@ import numpy as np
 
 from .codec import estimate_bits
 from .config import TensorPlan
-from .quant import METHODS, channel_scale_exps, channel_scales, dequantize, quantize
+from .quant import METHODS, channel_scale_exps, channel_scales, dequantize, feedback_inputs, quantize
 
 __all__ = [
     "TuneResult",
@@ -183,6 +183,9 @@ def allocate_steps(
     names=None,
     channel_scales: Mapping[str, tuple] | None = None,
     importance: Mapping[str, np.ndarray] | None = None,
+    hessians: Mapping[str, np.ndarray] | None = None,
+    hessian_damp: float = 0.3,
+    hessian_exponent: float = 0.5,
 ) -> dict[str, TensorPlan]:
     """One :class:`nnpress.TensorPlan` (step, method, lam) per quantized tensor from the global
     knob ``step``; hand the result to ``CodecConfig(overrides=plan)`` or :func:`apply_plan`.
@@ -213,6 +216,14 @@ def allocate_steps(
         f = importance.get(n) if importance is not None else None
         f2 = np.ones_like(s2) if f is None else np.asarray(f, np.float64).reshape(s2.shape)
         coef[n] = float(np.mean(f2 * s2) / max(float(np.mean(f2)), 1e-300))
+    fb_eff = {}  # e_t of tensors with error feedback
+    for n in names:
+        h = (hessians or {}).get(n)
+        if h is not None:
+            from .quant import feedback_factor
+            u = feedback_factor(np.asarray(h, np.float64) / float(np.mean(np.diag(h))), damp=hessian_damp)
+            fb_eff[n] = float(np.mean(1.0 / np.square(np.diag(u))))
+            coef[n] = coef.get(n, 1.0) * fb_eff[n] ** hessian_exponent
     ref = 1.0
     if sensitivity is not None:
         pos = [sensitivity[n] * coef.get(n, 1.0) for n in names if sensitivity.get(n, 0.0) > 0]
@@ -229,8 +240,9 @@ def allocate_steps(
                 cap = max_step_std * float(np.std(w)) if w.size else 0.0
                 d = min(d, max(step * max_ratio, cap))
         q_step = d * (TRELLIS_STEP_RATIO if method == "trellis" else 1.0)
-        lam = lam_factor * d * d * coef.get(n, 1.0) if method != "nearest" else 0.0
-        sc = (channel_scales or {}).get(n) if n in coef else None
+        lam_coef = coef.get(n, 1.0) / fb_eff[n] ** hessian_exponent * fb_eff[n] if n in fb_eff else coef.get(n, 1.0)
+        lam = lam_factor * d * d * lam_coef if method != "nearest" else 0.0
+        sc = (channel_scales or {}).get(n)
         plan[n] = TensorPlan(step=q_step, method=method, lam=lam,
                              row_scale_exp=None if sc is None or sc[0] is None else tuple(int(x) for x in sc[0]),
                              col_scale_exp=None if sc is None or sc[1] is None else tuple(int(x) for x in sc[1]))
@@ -265,8 +277,11 @@ def smooth_importance(importance: Mapping[str, np.ndarray], *, floor: float = 0.
 
 
 def apply_plan(weights: Mapping[str, np.ndarray], plan: Mapping[str, TensorPlan],
-               importance: Mapping[str, np.ndarray] | None = None):
-    """Quantize every planned tensor (with per-weight ``importance`` where given). Returns
+               importance: Mapping[str, np.ndarray] | None = None,
+               hessians: Mapping[str, np.ndarray] | None = None, hessian_damp: float = 0.3):
+    """Quantize every planned tensor (with per-weight ``importance`` where given; with error
+    feedback where ``hessians`` has a column block, prepared as ``nnpress.compress`` does:
+    ``nnpress.quant.feedback_inputs``). Returns
     ``(levels, reconstruction, bits)``: levels and the
     float32 reconstruction per planned tensor, and the coder's bit estimate per planned tensor.
     Unplanned tensors are not touched (callers keep them exact)."""
@@ -276,8 +291,9 @@ def apply_plan(weights: Mapping[str, np.ndarray], plan: Mapping[str, TensorPlan]
         imp = importance.get(n) if importance is not None and p.method != "nearest" else None
         rs = None if p.row_scale_exp is None else channel_scales(np.asarray(p.row_scale_exp, np.int8))
         cs = None if p.col_scale_exp is None else channel_scales(np.asarray(p.col_scale_exp, np.int8))
+        imp, hess = feedback_inputs(w.shape, imp, (hessians or {}).get(n))
         q = quantize(w.astype(np.float32, copy=False), p.step, lam=p.lam or 0.0, importance=imp, method=p.method,
-                     row_scale=rs, col_scale=cs)
+                     row_scale=rs, col_scale=cs, hessian=hess, hessian_damp=hessian_damp)
         levels[n] = q
         recon[n] = dequantize(q, p.step, method=p.method, row_scale=rs, col_scale=cs).astype(np.float32)
         bits[n] = estimate_bits(q) + 8 * ((0 if rs is None else rs.size) + (0 if cs is None else cs.size))
@@ -325,6 +341,8 @@ def tune_to_budget(
     higher_is_better: bool = True,
     progress: Callable[[dict], None] | None = None,
     channel_scales: bool = False,
+    hessians: Mapping[str, np.ndarray] | None = None,
+    hessian_damp: float = 0.3,
 ) -> TuneResult:
     """Smallest plan whose reconstruction meets ``budget``.
 
@@ -335,6 +353,8 @@ def tune_to_budget(
     grows; every evaluated point is kept in ``result.rows`` (``result.table()`` prints them).
     ``channel_scales=True``: per-row/per-column step scales from ``importance``
     (:func:`channel_scales_from_importance`; needs ``importance``), stored in the plan.
+    ``hessians``: column blocks for error feedback (:func:`allocate_steps`, :func:`apply_plan`);
+    compress the result with ``nnpress.compress(..., hessians=...)`` and the same damping.
     """
     scales = None
     if channel_scales:
@@ -353,8 +373,9 @@ def tune_to_budget(
     def point(step: float):
         t0 = time.perf_counter()
         plan = allocate_steps(weights, step, sensitivity, method=method, lam_factor=lam_factor, names=names,
-                              channel_scales=scales, importance=importance)
-        _, recon, bits = apply_plan(weights, plan, importance)
+                              channel_scales=scales, importance=importance, hessians=hessians,
+                              hessian_damp=hessian_damp)
+        _, recon, bits = apply_plan(weights, plan, importance, hessians, hessian_damp)
         state = {n: (recon[n] if n in recon else np.asarray(w)) for n, w in weights.items()}
         metric = float(evaluate(state))
         row = {"step": step, "bits_per_param": _total_bits(weights, plan, bits) / max(n_params, 1),

@@ -202,3 +202,39 @@ def test_compress_with_hessians_codes_what_quantize_chooses(tmp_path):
         nnpress.compress(state, tmp_path / "x.nnp", cfg, hessians={"b.weight": h})
     with pytest.raises(ValueError, match="hessian_damp"):
         nnpress.CodecConfig(hessian_damp=-0.1)
+
+
+def test_allocate_steps_and_apply_plan_with_hessians():
+    from nnpress import tune
+    from nnpress.quant import feedback_inputs
+
+    rng = np.random.default_rng(30)
+    w = {"a.weight": (rng.standard_normal((16, 24)) * 0.05).astype(np.float32),
+         "b.weight": (rng.standard_normal((16, 24)) * 0.05).astype(np.float32)}
+    sens = {"a.weight": 2.0, "b.weight": 1.0}
+    h = correlated_hessian(24, seed=31)
+    plain = tune.allocate_steps(w, 0.01, sens, method="trellis")
+    fb = tune.allocate_steps(w, 0.01, sens, method="trellis", hessians={"a.weight": 3.0 * h}, hessian_damp=0.05,
+                             hessian_exponent=0.5)
+    u = feedback_factor(h, damp=0.05)
+    e = float(np.mean(1.0 / np.diag(u) ** 2))
+    assert e < 1.0  # correlated columns: feedback lowers the distortion per unit step^2
+    ratio_plain = plain["a.weight"].step / plain["b.weight"].step
+    ratio_fb = fb["a.weight"].step / fb["b.weight"].step
+    assert ratio_fb / ratio_plain == pytest.approx(e ** -0.25, rel=1e-9)  # d ~ (s e^0.5)^-1/2
+    d_a = fb["a.weight"].step / tune.TRELLIS_STEP_RATIO
+    assert fb["a.weight"].lam == pytest.approx(tune.DEFAULT_LAM_FACTOR["trellis"] * d_a**2 * e, rel=1e-9)
+    d_b = fb["b.weight"].step / tune.TRELLIS_STEP_RATIO
+    assert fb["b.weight"].lam == pytest.approx(tune.DEFAULT_LAM_FACTOR["trellis"] * d_b**2, rel=1e-9)
+    imp = {k: rng.uniform(0.5, 2.0, v.shape).astype(np.float32) for k, v in w.items()}
+    levels, recon, _ = tune.apply_plan(w, fb, imp, {"a.weight": 3.0 * h}, 0.05)
+    f_rows, h_norm = feedback_inputs(w["a.weight"].shape, imp["a.weight"], 3.0 * h)
+    assert f_rows.shape == (16, 1)
+    np.testing.assert_allclose(h_norm, h / np.mean(np.diag(h)))
+    p = fb["a.weight"]
+    want = quantize(w["a.weight"], p.step, lam=p.lam, importance=f_rows, method="trellis", hessian=h_norm,
+                    hessian_damp=0.05)
+    np.testing.assert_array_equal(levels["a.weight"], want)
+    np.testing.assert_array_equal(levels["b.weight"],
+                                  quantize(w["b.weight"], fb["b.weight"].step, lam=fb["b.weight"].lam,
+                                           importance=imp["b.weight"], method="trellis"))
