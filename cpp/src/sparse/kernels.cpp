@@ -72,6 +72,7 @@ void over_rows(uint32_t rows, unsigned threads, F&& f) {
 detail::RowsView view_of(const RowGroupMatrix& m) {
   detail::RowsView v{};
   v.rows = m.rows(), v.cols = m.cols(), v.delta = m.omega_delta().data();
+  v.nvalues = uint32_t(m.omega_delta().size());
   v.col16 = m.wide() ? nullptr : m.col16().data();
   v.col32 = m.wide() ? m.col32().data() : nullptr;
   v.group_ptr = m.group_ptr().data(), v.row_ptr = m.row_ptr().data();

@@ -12,6 +12,7 @@ namespace nnpress::sparse::detail {
 struct RowsView {
   uint32_t rows, cols;
   const float* delta;  // Ω[k] - Ω[0]
+  uint32_t nvalues;    // |Ω|, the length of delta
   const uint16_t* col16;  // exactly one of col16 / col32 is set
   const uint32_t* col32;
   const uint32_t* group_ptr;

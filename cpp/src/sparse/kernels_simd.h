@@ -125,24 +125,28 @@ inline void fill(float* vals, uint32_t s, uint32_t e, float d) {
 
 // Values of the groups of rows [ra, rb), entries relative to entry k0 (the rows' first entry): one loop
 // over all groups of the rows (no per-row loop exits). CER: group j of a row holds Ω index 1 + j, so each
-// row first copies delta[1 ..] for its groups into gvals (one masked vector per W groups, the first one
-// unconditional; a row's copy may run into the next row's slots, which that row then overwrites);
-// gvals holds at least the rows' groups + W floats.
+// row first copies its group values into gvals: kCerCopy values from ctab (delta[1 ..], zero-padded) by
+// unconditional vector copies (a row's copy may run into the next row's slots, which that row then
+// overwrites), the rest of a longer row by masked loads from delta. gvals holds the rows' groups +
+// kCerCopy floats.
+constexpr uint32_t kCerCopy = 16;
 template <class V, uint32_t L, uint32_t U, class Value>
 inline void fill_rows(const RowsView& m, Value value_of, uint32_t ra, uint32_t rb, uint32_t k0, float* vals,
-                      float* gvals) {
+                      float* gvals, const float* ctab) {
   const uint32_t g0 = m.row_ptr[ra], g1 = m.row_ptr[rb];
   if constexpr (Value::kPerRow) {
     NNPRESS_NO_VECTORIZE
     for (uint32_t r = ra; r < rb; ++r) {
       const uint32_t a = m.row_ptr[r] - g0, n = m.row_ptr[r + 1] - m.row_ptr[r];
-      V::storeu(gvals + a, V::load_m(m.delta + 1, V::first(n < V::W ? n : V::W)));
-      if (__builtin_expect(n > V::W, 0)) {
-        for (uint32_t j = V::W; j < n; j += V::W) {
+      for (uint32_t j = 0; j < kCerCopy; j += V::W) V::storeu(gvals + a + j, V::loadu(ctab + j));
+      if (__builtin_expect(n > kCerCopy, 0)) {
+        for (uint32_t j = kCerCopy; j < n; j += V::W) {
           V::storeu(gvals + a + j, V::load_m(m.delta + 1 + j, V::first(n - j < V::W ? n - j : V::W)));
         }
       }
     }
+  } else {
+    (void)gvals, (void)ctab;
   }
   uint32_t s = m.group_ptr[g0] - k0;
   NNPRESS_NO_VECTORIZE
@@ -275,7 +279,11 @@ void rows_matvec_t(const RowsView& m, const Col* col, Value value_of, const floa
   // Short rows (narrow value stores, L = 8): the per-row dot products in 8-lane vectors (V::Narrow).
   using Dot = typename Pick<L == 8, typename V::Narrow, V>::type;
   alignas(64) float vals[kBlock + kBlockPad], xg[kBlock + kBlockPad];
-  alignas(64) float gvals[Value::kPerRow ? kBlock + 16 : 1];  // CER: group values of a block (fill_rows)
+  alignas(64) float gvals[Value::kPerRow ? kBlock + kCerCopy : 1];  // CER: group values of a block (fill_rows)
+  alignas(64) float ctab[kCerCopy] = {};  // CER: delta[1 .. kCerCopy], zero-padded
+  if constexpr (Value::kPerRow) {
+    for (uint32_t j = 0; j < kCerCopy && j + 1 < m.nvalues; ++j) ctab[j] = m.delta[j + 1];
+  }
   const uint32_t total = m.group_ptr[m.row_ptr[m.rows]];
   const Col* const col_last = col + (total ? total - 1 : 0);  // only prefetched
   // The whole input at once (cols <= 65536 with 16-bit indices: <= 4096 lines): a cold x otherwise costs
@@ -298,7 +306,7 @@ void rows_matvec_t(const RowsView& m, const Col* col, Value value_of, const floa
     if (re > r) {  // rows [r, re) fit in one block
       const uint32_t n = m.group_ptr[m.row_ptr[re]] - ka;
       prefetch_block(m, col, ka + n, m.row_ptr[re], m.row_ptr[re] - m.row_ptr[r]);
-      fill_rows<V, L, U>(m, value_of, r, re, ka, vals, gvals);
+      fill_rows<V, L, U>(m, value_of, r, re, ka, vals, gvals, ctab);
       gather_inputs<V>(col + ka, n, x, xg, col_last);
       for (; r < re; ++r) {
         const uint32_t b = m.group_ptr[m.row_ptr[r]] - ka, e = m.group_ptr[m.row_ptr[r + 1]] - ka;
