@@ -96,27 +96,8 @@ def main():
                 log(f"  {label} qp {qp}: {p['bits_per_param']:.4f} b/p mean cos {p['metric']:.5f}")
                 peer_points[label].append(p)
     curves.update(peer_points)
-    budget = setup["budget"]
-    print(f"### all-MiniLM-L6-v2 — budget mean cos >= {budget}, calibration: {len(cal)} sentences\n")
-    print("| variant | points (bits/param → mean cos) | smallest meeting | interpolated at 0.999 |")
-    print("|---|---|---|---|")
-    best = {}
-    for name, pts in curves.items():
-        pts = sorted(pts, key=lambda p: p["bits_per_param"])
-        b = bench_rd.best_meeting(pts, budget)
-        it = bench_rd.interp_bits_at(pts, budget)
-        best[name] = (b, it)
-        sweep = ", ".join(f"{p['bits_per_param']:.3f}→{p['metric']:.5f}" for p in pts)
-        bb = "—" if b is None else f"{b['bits_per_param']:.3f} ({b['metric']:.5f})"
-        print(f"| {name} | {sweep} | {bb} | {'—' if it is None else f'{it:.3f}'} |")
-    print()
-    ref = best.get("NNCodec DQ opt_qp", (None, None))[0]
-    for name in [n for n in curves if n.startswith("nnpress")]:
-        b, it = best[name]
-        if b is not None and ref is not None:
-            print(f"- {name}: smallest point meeting the budget / NNCodec opt_qp's: {b['bits_per_param']:.3f} / "
-                  f"{ref['bits_per_param']:.3f} = **{b['bits_per_param'] / ref['bits_per_param']:.3f}x**")
-    sys.stdout.flush()
+    print(f"calibration: {len(cal)} sentences\n")
+    bench_scales.report(setup, curves, peer="NNCodec DQ opt_qp")
 
 
 if __name__ == "__main__":

@@ -95,7 +95,9 @@ def run(setup, threads, steps_plain, steps_scaled, qps, strengths=(0.5,), floor=
     return curves
 
 
-def report(setup, curves):
+def report(setup, curves, peer="NNCodec DQ"):
+    """Markdown table of every curve, then each nnpress curve's size at the budget relative to
+    ``peer``'s (smallest measured points meeting it, and interpolated)."""
     print(f"### {setup['name']} — budget {setup['metric']} >= {setup['budget']:.4f} (original {setup['base']:.4f})\n")
     print("| variant | points (bits/param → fidelity) | smallest meeting the budget | interpolated at the budget |")
     print("|---|---|---|---|")
@@ -108,12 +110,12 @@ def report(setup, curves):
         sweep = ", ".join(f"{p['bits_per_param']:.3f}→{p['metric']:.5f}" for p in pts)
         bb = "—" if b is None else f"{b['bits_per_param']:.3f} ({b['metric']:.5f})"
         print(f"| {name} | {sweep} | {bb} | {'—' if it is None else f'{it:.3f}'} |")
-    nn_b, nn_i = best["NNCodec DQ"]
+    nn_b, nn_i = best.get(peer, (None, None))
     print()
-    for name in list(curves)[:-1]:
+    for name in [n for n in curves if n.startswith("nnpress")]:
         b, it = best[name]
         if b is not None and nn_b is not None:
-            print(f"- {name}: smallest measured point / NNCodec's: {b['bits_per_param']:.3f} / "
+            print(f"- {name}: smallest measured point / {peer}'s: {b['bits_per_param']:.3f} / "
                   f"{nn_b['bits_per_param']:.3f} = **{b['bits_per_param'] / nn_b['bits_per_param']:.3f}x**")
         if it is not None and nn_i is not None:
             print(f"  interpolated at the budget: {it:.3f} / {nn_i:.3f} = {it / nn_i:.3f}x")

@@ -365,27 +365,31 @@ def fisher_diagonal(
     shapes disagree, or when the batches hold no example; TypeError for batches or outputs of an
     unsupported type; whatever the model raises (with method="vmap", whatever vmap raises).
     """
-    import torch
-
     return _fisher_run("fisher_diagonal", model, batches, mode, output, sigma, param_filter, max_examples,
                        output_fn, seed, chunk_size, method)
+
+
+def _check_arguments(name: str, mode: str, output: str, sigma: float | None, max_examples: int | None) -> float:
+    """The arguments fisher_diagonal and fisher_column_blocks share; returns sigma (None -> 1)."""
+    if mode not in _MODES:
+        raise ValueError(f"{name}: mode must be one of {_MODES}, got {mode!r}")
+    if output not in _OUTPUTS:
+        raise ValueError(f"{name}: output must be one of {_OUTPUTS}, got {output!r}")
+    sigma = 1.0 if sigma is None else float(sigma)
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"{name}: sigma must be finite and > 0, got {sigma!r}")
+    if max_examples is not None and max_examples < 1:
+        raise ValueError(f"{name}: max_examples must be >= 1, got {max_examples!r}")
+    return sigma
 
 
 def _fisher_run(name, model, batches, mode, output, sigma, param_filter, max_examples, output_fn, seed,
                 chunk_size, method) -> dict:
     import torch
 
-    if mode not in _MODES:
-        raise ValueError(f"{name}: mode must be one of {_MODES}, got {mode!r}")
-    if output not in _OUTPUTS:
-        raise ValueError(f"{name}: output must be one of {_OUTPUTS}, got {output!r}")
+    sigma = _check_arguments(name, mode, output, sigma, max_examples)
     if method not in _METHODS:
         raise ValueError(f"{name}: method must be one of {_METHODS}, got {method!r}")
-    sigma = 1.0 if sigma is None else float(sigma)
-    if not (math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"{name}: sigma must be finite and > 0, got {sigma!r}")
-    if max_examples is not None and max_examples < 1:
-        raise ValueError(f"{name}: max_examples must be >= 1, got {max_examples!r}")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"{name}: chunk_size must be >= 1, got {chunk_size!r}")
 
@@ -576,15 +580,7 @@ def fisher_column_blocks(
     import torch
 
     name = "fisher_column_blocks"
-    if mode not in _MODES:
-        raise ValueError(f"{name}: mode must be one of {_MODES}, got {mode!r}")
-    if output not in _OUTPUTS:
-        raise ValueError(f"{name}: output must be one of {_OUTPUTS}, got {output!r}")
-    sigma = 1.0 if sigma is None else float(sigma)
-    if not (math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"{name}: sigma must be finite and > 0, got {sigma!r}")
-    if max_examples is not None and max_examples < 1:
-        raise ValueError(f"{name}: max_examples must be >= 1, got {max_examples!r}")
+    sigma = _check_arguments(name, mode, output, sigma, max_examples)
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
         raise ValueError(f"{name}: draws must be an int >= 1, got {draws!r}")
     kinds = (torch.nn.Linear, torch.nn.Embedding)
