@@ -24,8 +24,9 @@
 //   - Products of the codebook layout touch every weight (it is a dense layout); padding columns
 //     multiply zeros. Its speed is independent of density.
 //   - Automatic ISA choice (auto_isa) is per batch size, from measurements on AMD Zen 5 (bench/RESULTS.md,
-//     "Dispatch"): batch 1 uses the best ISA (AVX-512's codebook lookup is 3x AVX2's; CSER 1.0-1.25x);
-//     batch 2..32 uses AVX2 even where AVX-512 runs: tiles narrower than 16 columns need masked 512-bit
+//     "Dispatch"): batch 1 uses the best ISA (AVX-512's codebook lookup is 3x AVX2's; CSER 1.0-1.25x),
+//     except CER/CSER matrices with groups of <= 6 entries on average, which run the AVX2 kernels (the
+//     same code measured 7-15% faster compiled for AVX2); batch 2..32 uses AVX2 even where AVX-512 runs: tiles narrower than 16 columns need masked 512-bit
 //     loads, and AVX2 was 1.1-2x faster at batch 4..24 and within +-20% at 32 (codebook 1.28x);
 //     batch > 32 uses AVX-512 again (1.25-1.6x faster at 48 and 64 in most cases).
 //   - choose_format() encodes measured crossovers on x86-64 with AVX-512/AVX2 (bench/RESULTS.md);
