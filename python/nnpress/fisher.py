@@ -643,6 +643,8 @@ def fisher_column_blocks(
                     if mode == "empirical":
                         _check_labels(kind, f, labels, where)
                     names = [n for n in modules if n in seen]
+                    # Linear: |g_p|^2 summed over the draws first; x_p x_p^T is the same for every draw
+                    weight = {n: 0.0 for n in names if not isinstance(modules[n], torch.nn.Embedding)}
                     for d in range(1 if mode == "empirical" else draws):
                         if mode == "empirical":
                             target = labels
@@ -658,12 +660,17 @@ def fisher_column_blocks(
                             if g is None:
                                 continue
                             g = g.detach().double().reshape(-1, g.shape[-1])
-                            if isinstance(modules[n], torch.nn.Embedding):
-                                acc[n] += scale * (g.T @ g)
+                            if n in weight:
+                                weight[n] = weight[n] + scale * (g * g).sum(1)
                             else:
-                                x = seen[n][0].double().reshape(-1, seen[n][0].shape[-1])
-                                xw = x * (g * g).sum(1, keepdim=True)
-                                acc[n] += scale * (xw.T @ x)
+                                acc[n] += scale * (g.T @ g)
+                for n, wp in weight.items():
+                    if isinstance(wp, float):  # no draw reached this module
+                        continue
+                    x = seen[n][0].double().reshape(-1, seen[n][0].shape[-1])
+                    live = wp > 0  # padding positions carry no weight
+                    x, wp = x[live], wp[live]
+                    acc[n] += (x * wp.unsqueeze(1)).T @ x
                 n_seen += size
     finally:
         for h in handles:
