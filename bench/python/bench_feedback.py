@@ -6,8 +6,8 @@ quantizer without it vs NNCodec's best setting, side by side in one run (issue 3
 all-MiniLM-L6-v2, fidelity = mean cosine of sentence embeddings on the 26 odd-numbered sentences of
 ``minilm.SENTENCES`` (never seen by the encoder); budget mean cos >= 0.999. Calibration (Fisher
 diagonal and, for feedback, ``nnpress.fisher_column_blocks``): the 26 even-numbered sentences
-(``--calibration even``, the protocol of bench_rd.py / bench_scales.py) or those plus the 78 of
-``minilm.CALIBRATION_EXTRA`` (``extended``).
+(``--calibration even``, the protocol of bench_rd.py / bench_scales.py) or those plus the 178 of
+``minilm.CALIBRATION_EXTRA`` (``extended``: 204 sentences; ``--extra N``: only the first N of them).
 
 Every nnpress point is a real ``.nnp`` file (``nnpress.compress``, whole file) decoded by
 ``nnpress.decompress`` and scored. Variants, all trellis with Fisher step allocation + smoothed
@@ -47,6 +47,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--calibration", choices=("even", "extended"), default="even")
+    ap.add_argument("--extra", type=int, default=None, help="with extended: only the first N extra sentences")
     ap.add_argument("--steps-plain", default="0.07,0.08,0.085", help="relative steps without feedback")
     ap.add_argument("--steps-feedback", default="0.085,0.09,0.095,0.1", help="relative steps with feedback")
     ap.add_argument("--draws", type=int, default=16, help="draws per batch of fisher_column_blocks")
@@ -60,7 +61,8 @@ def main():
         peers.import_nncodec()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; load {os.getloadavg()}; nnpress "
           f"{nnpress.__version__}; torch {torch.__version__}; calibration {args.calibration}\n")
-    cal = minilm.SENTENCES[::2] + (list(minilm.CALIBRATION_EXTRA) if args.calibration == "extended" else [])
+    extra = list(minilm.CALIBRATION_EXTRA)[:args.extra] if args.calibration == "extended" else []
+    cal = minilm.SENTENCES[::2] + extra
     setup = bench_rd.minilm_setup(calibration=cal)
     w = setup["weights"]
     t0 = time.perf_counter()
