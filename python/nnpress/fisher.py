@@ -573,9 +573,13 @@ def fisher_column_blocks(
     modified; one forward pass per batch, one backward pass per draw (ordinary autograd, batched:
     examples must not interact, e.g. no batch norm in training mode).
 
-    Surprises: other layer types (convolutions, ...) are not covered. H from N examples of P
-    positions has rank <= N * P (Linear) or N * P * draws (Embedding): damp it before use
-    (``hessian_damp`` of the quantizers).
+    Surprises: other layer types (convolutions, ...) are not covered. A module called several
+    times in one forward pass adds up every call. Modules the output never depended on (never
+    called — e.g. ``nn.MultiheadAttention.out_proj``, which its parent bypasses — or unused, like a
+    pooler the output ignores) are left out of the result, with a RuntimeWarning naming them: an
+    all-zero H would be useless. H from N examples of P positions has rank <= N * P (Linear) or
+    N * P * draws (Embedding): damp it before use (``hessian_damp`` of the quantizers). Blocks
+    are float64 on the CPU whatever the model's device.
     """
     import torch
 
@@ -601,14 +605,16 @@ def fisher_column_blocks(
     seen: dict = {}
 
     def hook(mod_name):
-        def fn(module, inputs, out):
+        def fn(module, args, kwargs, out):  # every call of the module in one forward pass
             if torch.is_grad_enabled() and out.requires_grad:
-                seen[mod_name] = (inputs[0].detach(), out)
+                x = args[0] if args else kwargs.get("input")
+                seen.setdefault(mod_name, []).append((x.detach(), out))
         return fn
 
     n_seen = 0
     kind = None
-    handles = [m.register_forward_hook(hook(n)) for n, m in modules.items()]
+    reached: set = set()  # modules whose output the log-likelihood depended on
+    handles = [m.register_forward_hook(hook(n), with_kwargs=True) for n, m in modules.items()]
     # The parameters need no gradient; a leaf that requires one makes every layer output part of
     # the graph, so that d ll / d output exists for each hooked module.
     flags = {p: p.requires_grad for p in model.parameters()}
@@ -642,9 +648,9 @@ def fisher_column_blocks(
                         kind = _resolve_output(output, from_logits, f, labels)
                     if mode == "empirical":
                         _check_labels(kind, f, labels, where)
-                    names = [n for n in modules if n in seen]
+                    calls = [(n, i) for n in modules for i in range(len(seen.get(n, ())))]
                     # Linear: |g_p|^2 summed over the draws first; x_p x_p^T is the same for every draw
-                    weight = {n: 0.0 for n in names if not isinstance(modules[n], torch.nn.Embedding)}
+                    weight = {c: 0.0 for c in calls if not isinstance(modules[c[0]], torch.nn.Embedding)}
                     for d in range(1 if mode == "empirical" else draws):
                         if mode == "empirical":
                             target = labels
@@ -653,24 +659,27 @@ def fisher_column_blocks(
                             if kind == "classifier":
                                 target = _classes_from_uniform(f.detach(), target)
                         ll = _log_likelihood(kind, mode, sigma, f, target)
-                        grads = torch.autograd.grad(ll, [seen[n][1] for n in names], retain_graph=True,
+                        grads = torch.autograd.grad(ll, [seen[n][i][1] for n, i in calls], retain_graph=True,
                                                     allow_unused=True)
                         scale = 1.0 / (1 if mode == "empirical" else draws)
-                        for n, g in zip(names, grads):
+                        for (n, i), g in zip(calls, grads):
                             if g is None:
                                 continue
-                            g = g.detach().double().reshape(-1, g.shape[-1])
-                            if n in weight:
-                                weight[n] = weight[n] + scale * (g * g).sum(1)
+                            reached.add(n)
+                            g = g.detach().cpu().double().reshape(-1, g.shape[-1])
+                            if (n, i) in weight:
+                                weight[(n, i)] = weight[(n, i)] + scale * (g * g).sum(1)
                             else:
                                 acc[n] += scale * (g.T @ g)
-                for n, wp in weight.items():
-                    if isinstance(wp, float):  # no draw reached this module
+                for (n, i), wp in weight.items():
+                    if isinstance(wp, float):  # no draw reached this call
                         continue
-                    x = seen[n][0].double().reshape(-1, seen[n][0].shape[-1])
+                    x = seen[n][i][0]
+                    x = x.cpu().double().reshape(-1, x.shape[-1])
                     live = wp > 0  # padding positions carry no weight
                     x, wp = x[live], wp[live]
                     acc[n] += (x * wp.unsqueeze(1)).T @ x
+                seen.clear()
                 n_seen += size
     finally:
         for h in handles:
@@ -680,7 +689,11 @@ def fisher_column_blocks(
         seen.clear()
     if n_seen == 0:
         raise ValueError(f"{name}: the batches hold no example")
-    return {f"{n}.weight": a.div_(n_seen) for n, a in acc.items()}
+    unreached = [n for n in modules if n not in reached]
+    if unreached:
+        warnings.warn(f"{name}: left out {len(unreached)} module(s) the output never depended on "
+                      f"(never called, or unused by the output): {unreached[:5]}", RuntimeWarning, stacklevel=2)
+    return {f"{n}.weight": acc[n].div_(n_seen) for n in modules if n in reached}
 
 
 # ----------------------------------------------------------------------------------------------

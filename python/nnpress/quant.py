@@ -29,7 +29,7 @@ as int8 exponents ``e`` (scale ``2**(e/8)``): :func:`channel_scale_exps` snaps s
 
 Error feedback (``hessian``; GPTQ/OBS-style compensation inside each row): with a ``(cols, cols)``
 symmetric positive semi-definite H — e.g. the covariance of a linear layer's inputs, or the
-gradient covariance at an embedding's output (:func:`nnpress.kfac_factors`) — every method
+gradient covariance at an embedding's output (:func:`nnpress.fisher_column_blocks`) — every method
 minimises ``sum_r f_r (w_r - w_hat_r)^T H (w_r - w_hat_r) [+ lam * bits]`` over the rows ``w_r``
 instead of the per-weight sum: each row is quantized in scan order and the error of every weight
 moves the targets of the weights after it (``w'_j -= e_i U_ij / U_ii``, ``H^-1 = U^T U``), so that
@@ -113,7 +113,7 @@ def _importance(importance, shape) -> np.ndarray | None:
     return np.ascontiguousarray(f).reshape(f.shape)
 
 
-def feedback_factor(hessian, cols: int | None = None, damp: float = 0.01) -> np.ndarray:
+def feedback_factor(hessian, cols: int | None = None, damp: float = 0.3) -> np.ndarray:
     """U, the upper Cholesky factor of ``(H + damp * mean(diag H) * I)^-1`` (float64, C order), that
     the quantizers take for error feedback (module docstring). ``cols``: the expected size.
     ValueError for a non-square, non-finite or not symmetric H, a negative damp, or an H that is
@@ -215,7 +215,7 @@ def channel_scale_exps(scales) -> np.ndarray:
 
 
 def _run(w, step, lam, importance, method, chunk_rows, threads, want_recon, row_scale=None, col_scale=None,
-         hessian=None, hessian_damp=0.01):
+         hessian=None, hessian_damp=0.3):
     if not _core.HAS_ENCODER:
         raise RuntimeError("this nnpress build has no encoder (NNPRESS_ENCODER=OFF)")
     m = _method_id(method)
@@ -237,7 +237,8 @@ def _run(w, step, lam, importance, method, chunk_rows, threads, want_recon, row_
     rs = _scale_vector(row_scale, rows, "row_scale")
     cs = _scale_vector(col_scale, cols, "col_scale")
     fb = None if hessian is None else feedback_factor(hessian, cols, hessian_damp)
-    if fb is not None and f is not None and f.size and not np.all(f.reshape(rows, cols) == f.reshape(rows, cols)[:, :1]):
+    if fb is not None and f is not None and f.size and np.all(np.isfinite(f)) and \
+            not np.all(f.reshape(rows, cols) == f.reshape(rows, cols)[:, :1]):
         raise ValueError("with a hessian, importance must be one value per row (shape (rows, 1) broadcasts)")
     levels, recon, info = _core.quantize(
         arr, f, step, lam, m, int(chunk_rows), 2, int(threads), bool(want_recon), rs, cs, fb
@@ -259,7 +260,7 @@ def quantize(
     row_scale=None,
     col_scale=None,
     hessian=None,
-    hessian_damp=0.01,
+    hessian_damp=0.3,
 ):
     """Quantize weights ``w`` (float16/32/64, any shape up to rank 8) to int32 levels of the same
     shape.
@@ -287,7 +288,7 @@ def quantize(
 
 def quantize_info(
     w, step, lam=0.0, importance=None, method="nearest", *, chunk_rows=None, threads=None,
-    row_scale=None, col_scale=None, hessian=None, hessian_damp=0.01,
+    row_scale=None, col_scale=None, hessian=None, hessian_damp=0.3,
 ):
     """Like :func:`quantize`, returning ``(levels, w_hat, info)`` where ``info`` has the level
     parameters the search priced with (``unary_len``, ``eg_order``), its rate estimate

@@ -238,3 +238,17 @@ def test_allocate_steps_and_apply_plan_with_hessians():
     np.testing.assert_array_equal(levels["b.weight"],
                                   quantize(w["b.weight"], fb["b.weight"].step, lam=fb["b.weight"].lam,
                                            importance=imp["b.weight"], method="trellis"))
+
+
+def test_overflowing_costs_and_steps_are_errors_not_silent_results():
+    w = weights(3, 8, seed=40)
+    h = 1e300 * np.eye(8)
+    for m in METHODS:
+        with pytest.raises(ValueError, match="overflows"):
+            quantize_info(w, 0.1, method=m, lam=0.0 if m == "nearest" else 1e-4, hessian=h, hessian_damp=0.0,
+                          importance=np.full((3, 1), 1e10))
+    big = (np.ones((2, 4)) * 1e305).astype(np.float64)
+    with pytest.raises(ValueError, match="DBL_MAX"):
+        quantize(big, 1e300, method="nearest", hessian=np.eye(4))
+    with pytest.raises(ValueError, match="finite"):
+        quantize(w, 0.1, method="rdoq", lam=1e-4, importance=np.full((3, 8), np.nan), hessian=np.eye(8))

@@ -555,3 +555,37 @@ def test_column_blocks_of_a_classifier_and_errors():
         fisher_column_blocks(model, [x], mode="empirical")
     with pytest.raises(ValueError, match="no example"):
         fisher_column_blocks(model, [])
+
+
+class TwiceModel(nn.Module):
+    """One Linear used twice per forward (the second time by keyword), one never called, one whose
+    output the result ignores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(6)
+        self.shared = nn.Linear(4, 4)
+        self.never = nn.Linear(4, 4)
+        self.ignored = nn.Linear(4, 4)
+
+    def forward(self, x):
+        self.ignored(x)
+        return self.shared(input=torch.tanh(self.shared(x)))
+
+
+def test_column_blocks_add_every_call_and_leave_out_unreached_modules():
+    model = TwiceModel()
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(7))
+    y = torch.randn(5, 4, generator=torch.Generator().manual_seed(8))
+    with pytest.warns(RuntimeWarning, match="never depended"):
+        blocks = fisher_column_blocks(model, [(x, y)], mode="empirical", output="gaussian")
+    assert list(blocks) == ["shared.weight"]
+    with torch.no_grad():
+        h1 = torch.tanh(model.shared(x))
+        f = model.shared(h1)
+    g2 = (y - f).double()  # gradient at the second call's output
+    z1 = model.shared(x).detach().requires_grad_(True)
+    g1 = torch.autograd.grad((-(0.5) * (y - model.shared(torch.tanh(z1))) ** 2).sum(), z1)[0].double()
+    want = ((x.double() * (g1 * g1).sum(1, keepdim=True)).T @ x.double()
+            + (h1.double() * (g2 * g2).sum(1, keepdim=True)).T @ h1.double()) / 5
+    torch.testing.assert_close(blocks["shared.weight"], want, rtol=1e-5, atol=1e-10)

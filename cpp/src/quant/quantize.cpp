@@ -63,6 +63,19 @@ Status check_inputs(const W* weights, const F* importance, uint64_t rows, uint64
     if (!(std::fabs(w / st) < kMaxScaled))
       return invalid_argument("quantize: weight " + std::to_string(i) + " = " + std::to_string(w) +
                               " is 2^30 steps or more from zero (step " + std::to_string(st) + ")");
+    // With feedback a target may sit anywhere up to 2^30 steps out: its candidates and errors
+    // (a few times 2^30 steps) must stay finite.
+    if (o.feedback && !std::isfinite(st * 4294967296.0))
+      return invalid_argument("quantize: with a feedback factor the step of weight " + std::to_string(i) +
+                              " must be below DBL_MAX / 2^32");
+  }
+  if (importance) {
+    for (uint64_t i = 0; i < count; ++i) {
+      const double f = double(importance[i]);
+      if (!(std::isfinite(f) && f >= 0))
+        return invalid_argument("quantize: importance " + std::to_string(i) + " = " + std::to_string(f) +
+                                " (must be finite and >= 0)");
+    }
   }
   if (o.feedback && count) {
     for (uint64_t i = 0; i < cols; ++i) {
@@ -81,14 +94,6 @@ Status check_inputs(const W* weights, const F* importance, uint64_t rows, uint64
           if (!(importance[r * cols + i] == importance[r * cols]))
             return invalid_argument("quantize: with a feedback factor the importance must be the same along each row "
                                     "(row " + std::to_string(r) + " varies)");
-  }
-  if (importance) {
-    for (uint64_t i = 0; i < count; ++i) {
-      const double f = double(importance[i]);
-      if (!(std::isfinite(f) && f >= 0))
-        return invalid_argument("quantize: importance " + std::to_string(i) + " = " + std::to_string(f) +
-                                " (must be finite and >= 0)");
-    }
   }
   return Status::Ok();
 }
@@ -229,6 +234,9 @@ Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t c
       res.distortion += chunk_dist[c];
     }
     res.passes = pass;
+    if (!std::isfinite(res.distortion))
+      return invalid_argument("quantize: the weighted distortion overflows a double (importance x feedback "
+                              "weight x error^2): scale the importance or the hessian down");
     if (nearest || o.params_fixed || pass >= o.max_passes) break;
     const cabac::LevelParams again = choose_level_params_for_speed(levels, rows, cols);
     if (same_params(again, params)) break;

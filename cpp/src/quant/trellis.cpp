@@ -210,11 +210,12 @@ uint64_t trellis_impl(const W* weights, const F* importance, uint64_t rows, uint
     for (int s = 0; s < kDqStates; ++s)
       if (cur[s].cost < inf && (best < 0 || cur[s].cost < cur[best].cost)) best = s;
     if (cols == 0) continue;
-    if (best < 0) {  // every path costs infinity (importance near the double limit): zeros
-      for (uint64_t i = 0; i < cols; ++i) {
+    if (best < 0) {  // every path's cost overflowed: defined output, and an infinite distortion
+      for (uint64_t i = 0; i < cols; ++i) {  // that quantize() reports as an error
         levels[r * cols + i] = 0;
         if (recon) recon[r * cols + i] = 0.0f;
       }
+      dist_total = std::numeric_limits<double>::infinity();
       continue;
     }
     rate_total += cur[best].rate;

@@ -46,9 +46,11 @@
 //   target) moves the targets of the weights after it, w'_j -= e_i U_ij / U_ii (j > i), and
 //   costs f_r e_i^2 / U_ii^2 — summed over the row this is exactly the quadratic form above. The
 //   trellis keeps one compensated target vector per state (each survivor path has its own
-//   errors): 8 x cols doubles, O(8 cols^2) work per row. kNearest then rounds every compensated
+//   errors): 2 x 8 x cols doubles + 8 x cols int32, O(8 cols^2) work per row; quantize() also
+//   holds the cols x cols coefficients U_ij / U_ii (one copy per call). kNearest then rounds every compensated
 //   target (GPTQ); kRdoq prices them greedily. Reconstruction is unchanged (the decoder never
-//   sees H); QuantResult::distortion is the quadratic form. Exact zeros stay zero.
+//   sees H); QuantResult::distortion is the quadratic form (up to feedback.h's clamp of
+//   targets beyond 2^30 steps). Exact zeros stay zero.
 //
 //   Errors (Status kInvalidArgument, nothing written to levels is meaningful then):
 //   null buffers with count > 0; step not finite or <= 0; lambda not finite or < 0; a weight
@@ -56,8 +58,9 @@
 //   scale that is not finite and > 0, or a step_ij that is not (over/underflow); an importance
 //   that is NaN, infinite or negative; max_passes < 1; invalid fixed params; a feedback factor
 //   with a diagonal entry that is not finite and > 0 (or whose 1/U_ii^2 overflows), an
-//   upper-triangle entry with |U_ij / U_ii| > 1e12 or not finite, or with an importance that
-//   varies along a row.
+//   upper-triangle entry with |U_ij / U_ii| > 1e12 or not finite, with an importance that
+//   varies along a row, or with a step_ij at or above DBL_MAX / 2^32; a weighted distortion
+//   that overflows a double.
 //
 // SURPRISES
 //   - With lambda == 0 RDOQ returns the nearest levels (ties are broken toward the nearest level).
@@ -69,8 +72,9 @@
 //     non-zeros get dearer, and the tensor can collapse to (almost) all zeros. Searches over
 //     lambda must expect that discontinuity. Measured RD hulls (bench/RESULTS.md, Quantizers)
 //     come from lambda ~ 0.1 step^2 for rdoq and ~ 0.2 step^2 for the trellis, varying the step.
-//   - Trellis: a row on which every path's cost overflows to infinity (importance near the
-//     double limit) gets all-zero levels rather than no decision.
+//   - A weighted distortion that overflows a double (importance, or 1/U_ii^2, near the double
+//     limit) is an error (kInvalidArgument) for RDOQ, the trellis and any method with feedback;
+//     plain kNearest, which decides nothing by it, only reports it (inf).
 //   - Exists only in builds with NNPRESS_ENCODER=ON (NNPRESS_WITH_ENCODER defined).
 //   - Within a chunk RDOQ and trellis are sequential (the contexts form a chain): without
 //     chunk_rows a tensor uses one thread.
