@@ -14,7 +14,9 @@ Every nnpress point is a real ``.nnp`` file (``nnpress.compress``, whole file) d
 per-weight importance + channel scales (strength 0.3) — the best variant without feedback:
   * "no feedback";
   * "+ error feedback": ``compress(hessians=K-FAC column blocks)``, ``allocate_steps(hessians=)``,
-    damping ``CodecConfig.hessian_damp`` (0.3).
+    damping ``CodecConfig.hessian_damp`` (0.3);
+  * "+ two-sided feedback" (``--steps-two-sided``): also ``compress(row_hessians=fisher_row_blocks)``,
+    feedback across the rows of each row chunk (linear layers).
 NNCodec 2.1.3 (size = its whole bitstream): dependent quantization with ``opt_qp`` (its best
 setting on MiniLM, bench_rd.py) at qp -41/-40, and plain DQ at qp -38. Prints a markdown table and
 the ratios at the budget.
@@ -50,6 +52,7 @@ def main():
     ap.add_argument("--extra", type=int, default=None, help="with extended: only the first N extra sentences")
     ap.add_argument("--steps-plain", default="0.07,0.08,0.085", help="relative steps without feedback")
     ap.add_argument("--steps-feedback", default="0.085,0.09,0.095,0.1", help="relative steps with feedback")
+    ap.add_argument("--steps-two-sided", default="", help="relative steps with feedback inside and across rows")
     ap.add_argument("--draws", type=int, default=16, help="draws per batch of fisher_column_blocks")
     ap.add_argument("--damp", type=float, default=0.3, help="hessian_damp")
     ap.add_argument("--no-peers", action="store_true", help="skip NNCodec")
@@ -68,23 +71,31 @@ def main():
     t0 = time.perf_counter()
     hess = nnpress.fisher_column_blocks(setup["fisher_model"], setup["batches"], mode="sampled", output="gaussian",
                                         draws=args.draws)
-    hess = {k[2:]: v.numpy() for k, v in hess.items() if k[2:] in w and "pooler" not in k}  # strip "m."
+    hess = {k[2:]: v.numpy() for k, v in hess.items() if k[2:] in w}  # strip "m."
     log(f"fisher_column_blocks on {len(cal)} sentences ({args.draws} draws): {time.perf_counter() - t0:.1f}s, "
         f"{len(hess)} blocks")
+    t0 = time.perf_counter()
+    rows = nnpress.fisher_row_blocks(setup["fisher_model"], setup["batches"], mode="sampled", output="gaussian",
+                                     draws=args.draws)
+    rows = {k[2:]: v.numpy() for k, v in rows.items() if k[2:] in w}
+    log(f"fisher_row_blocks: {time.perf_counter() - t0:.1f}s, {len(rows)} blocks")
     sens, imp_raw = tune.sensitivities_from_fisher(setup["fisher"])
     imp_raw = {k: v for k, v in imp_raw.items() if k in w and w[k].ndim >= 2}
     imp = tune.smooth_importance(imp_raw)
     scales = tune.channel_scales_from_importance(imp_raw, strength=0.3)
     g = tune.default_step(w, rel=1.0)
-    runs = [("nnpress, no feedback", [float(x) for x in args.steps_plain.split(",") if x], None),
-            ("nnpress + error feedback", [float(x) for x in args.steps_feedback.split(",") if x], hess)]
+    runs = [("nnpress, no feedback", [float(x) for x in args.steps_plain.split(",") if x], None, None),
+            ("nnpress + error feedback", [float(x) for x in args.steps_feedback.split(",") if x], hess, None),
+            ("nnpress + two-sided feedback", [float(x) for x in args.steps_two_sided.split(",") if x], hess, rows)]
     curves = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for label, rels, h in runs:
+        for label, rels, h, rh in runs:
+            if not rels:
+                continue
             curves[label] = []
             for r in rels:
                 p = bench_scales.nnpress_file_point(setup, g * r, sens, imp, scales, args.threads, tmp,
-                                                    hessians=h, hessian_damp=args.damp)
+                                                    hessians=h, hessian_damp=args.damp, row_hessians=rh)
                 log(f"  {label}: rel step {r}: {p['bits_per_param']:.4f} b/p mean cos {p['metric']:.5f} "
                     f"(min {p['min']:.4f}; {p['compress_s']:.0f}s)")
                 curves[label].append(p)

@@ -43,7 +43,8 @@ def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
-def nnpress_file_point(setup, step, sens, imp, scales, threads, tmp, hessians=None, hessian_damp=0.3):
+def nnpress_file_point(setup, step, sens, imp, scales, threads, tmp, hessians=None, hessian_damp=0.3,
+                       row_hessians=None):
     w = setup["weights"]
     n_params = sum(v.size for v in w.values())
     t0 = time.perf_counter()
@@ -54,7 +55,9 @@ def nnpress_file_point(setup, step, sens, imp, scales, threads, tmp, hessians=No
     cfg = CodecConfig(method="trellis", overrides=overrides, threads=threads, hessian_damp=hessian_damp)
     path = Path(tmp) / "m.nnp"
     rep = nnpress.compress(w, path, cfg, importance={k: v for k, v in imp.items() if k in plan},
-                           hessians=None if hessians is None else {k: v for k, v in hessians.items() if k in plan})
+                           hessians=None if hessians is None else {k: v for k, v in hessians.items() if k in plan},
+                           row_hessians=None if row_hessians is None else {k: v for k, v in row_hessians.items()
+                                                                           if k in plan})
     t_c = time.perf_counter() - t0
     dec = nnpress.decompress(path, as_numpy=True)
     state = {k: dec[k] for k in w}

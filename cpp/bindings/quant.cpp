@@ -57,7 +57,8 @@ Status run(const py::array& w, const py::array* f, uint64_t rows, uint64_t cols,
 
 py::tuple quantize_binding(py::array w, py::object importance, double step, double lambda, int method,
                            uint64_t chunk_rows, int max_passes, unsigned threads, bool want_recon,
-                           py::object row_scale, py::object col_scale, py::object feedback) {
+                           py::object row_scale, py::object col_scale, py::object feedback,
+                           py::object row_feedback) {
   const bool w64 = is_c_float(w, true);
   if (!w64 && !is_c_float(w, false)) throw py::type_error("quantize: weights must be C-contiguous float32 or float64");
   py::array f;
@@ -87,6 +88,13 @@ py::tuple quantize_binding(py::array w, py::object importance, double step, doub
     if (keep_fb.ndim() != 2 || uint64_t(keep_fb.shape(0)) != cols || uint64_t(keep_fb.shape(1)) != cols)
       throw py::value_error("feedback must be a (cols, cols) matrix with cols = " + std::to_string(cols));
     o.feedback = keep_fb.data();
+  }
+  ScaleArray keep_rfb;
+  if (!row_feedback.is_none()) {
+    keep_rfb = row_feedback.cast<ScaleArray>();
+    if (keep_rfb.ndim() != 2 || uint64_t(keep_rfb.shape(0)) != rows || uint64_t(keep_rfb.shape(1)) != rows)
+      throw py::value_error("row_feedback must be a (rows, rows) matrix with rows = " + std::to_string(rows));
+    o.row_feedback = keep_rfb.data();
   }
   if (method < 0 || method > 255) o.method = QuantMethod(255);
   py::array_t<int32_t> levels(shape_vec(w));
@@ -184,7 +192,7 @@ NNPRESS_BINDING(quant) {
 #ifdef NNPRESS_WITH_ENCODER
   m.def("quantize", &quantize_binding, py::arg("weights"), py::arg("importance"), py::arg("step"), py::arg("lam"),
         py::arg("method"), py::arg("chunk_rows"), py::arg("max_passes"), py::arg("threads"), py::arg("want_recon"),
-        py::arg("row_scale") = py::none(), py::arg("col_scale") = py::none(), py::arg("feedback") = py::none(),
+        py::arg("row_scale") = py::none(), py::arg("col_scale") = py::none(), py::arg("feedback") = py::none(), py::arg("row_feedback") = py::none(),
         "Quantize C-contiguous float32/float64 weights -> (int32 levels, float32 reconstruction or None, info).");
   m.def("rate_bits", &rate_bits_binding, py::arg("levels"), py::arg("unary_len"), py::arg("eg_order"),
         py::arg("chunk_rows"), "Estimated bits of int32 levels with the given level params and chunked contexts.");

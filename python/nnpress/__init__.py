@@ -15,7 +15,8 @@ from .api import CompressionReport, compress, decompress
 from .prune import prune, sparsity_of
 
 # Parts that need torch are imported on first use, so that ``import nnpress`` needs only numpy.
-_LAZY = {"fisher_column_blocks": "fisher", "fisher_diagonal": "fisher", "probe_sensitivity": "fisher"}
+_LAZY = {"fisher_column_blocks": "fisher", "fisher_diagonal": "fisher", "fisher_row_blocks": "fisher",
+         "probe_sensitivity": "fisher"}
 
 
 def __getattr__(name: str):
@@ -47,6 +48,7 @@ __all__ = [
     "estimate_bits",
     "fisher_column_blocks",
     "fisher_diagonal",
+    "fisher_row_blocks",
     "level_stream_info",
     "probe_sensitivity",
     "prune",

@@ -176,7 +176,7 @@ def nnp_write(specs: list, block_elements: typing.SupportsInt | typing.SupportsI
     """
     Assemble a .nnp file in memory; returns (bytes, stored bytes per tensor, table bytes).
     """
-def quantize(weights: numpy.ndarray, importance: typing.Any, step: typing.SupportsFloat | typing.SupportsIndex, lam: typing.SupportsFloat | typing.SupportsIndex, method: typing.SupportsInt | typing.SupportsIndex, chunk_rows: typing.SupportsInt | typing.SupportsIndex, max_passes: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex, want_recon: bool, row_scale: typing.Any = None, col_scale: typing.Any = None, feedback: typing.Any = None) -> tuple:
+def quantize(weights: numpy.ndarray, importance: typing.Any, step: typing.SupportsFloat | typing.SupportsIndex, lam: typing.SupportsFloat | typing.SupportsIndex, method: typing.SupportsInt | typing.SupportsIndex, chunk_rows: typing.SupportsInt | typing.SupportsIndex, max_passes: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex, want_recon: bool, row_scale: typing.Any = None, col_scale: typing.Any = None, feedback: typing.Any = None, row_feedback: typing.Any = None) -> tuple:
     """
     Quantize C-contiguous float32/float64 weights -> (int32 levels, float32 reconstruction or None, info).
     """

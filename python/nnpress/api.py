@@ -21,8 +21,10 @@ Contract
 Error feedback (``hessians``): for a tensor with a block H the quantizer minimises
 ``sum_r f_r e_r^T H' e_r`` over its rows (``nnpress.quantize(hessian=)``), with H' = H / mean(diag H)
 (damped by ``CodecConfig.hessian_damp``) and f_r the mean of row r's importance (1 without one), so
-that the objective has the scale of the per-weight ``sum F_i e_i^2`` it replaces; channel scales and
-pruning still use the per-weight importance. The file format does not change.
+that the objective has the scale of the per-weight ``sum F_i e_i^2`` it replaces; ``row_hessians``
+adds feedback across the rows of each row block (``nnpress.quantize(row_hessian=)``, G normalised
+the same way, the importance then reduced as ``nnpress.quant.feedback_inputs`` says). Channel
+scales and pruning still use the per-weight importance. The file format does not change.
 
 Surprises
 ---------
@@ -143,19 +145,19 @@ def _rows_per_block(shape: tuple, block_elements: int) -> int:
 
 
 def _quantize(values: np.ndarray, plan: ResolvedPlan, importance, chunk_rows: int, threads: int | None,
-              row_exp=None, col_exp=None, hessian=None, hessian_damp: float = 0.0):
+              row_exp=None, col_exp=None, hessian=None, hessian_damp: float = 0.0, row_hessian=None):
     """levels, reconstruction (float32) of one tensor — the one place that calls the quantizer.
     Channel scales are the exact values the decoder forms from the stored exponents. With a
     ``hessian`` (module docstring) it is normalised to mean diagonal 1 and the importance reduced
     to its row means."""
     from .quant import channel_scales, feedback_inputs, quantize
 
-    importance, hessian = feedback_inputs(values.shape, importance, hessian)
+    importance, hessian, row_hessian = feedback_inputs(values.shape, importance, hessian, row_hessian)
     levels, recon = quantize(values, plan.step, lam=plan.lam, importance=importance, method=plan.method,
                              chunk_rows=chunk_rows or None, threads=threads, return_reconstruction=True,
                              row_scale=None if row_exp is None else channel_scales(row_exp),
                              col_scale=None if col_exp is None else channel_scales(col_exp),
-                             hessian=hessian, hessian_damp=hessian_damp)
+                             hessian=hessian, hessian_damp=hessian_damp, row_hessian=row_hessian)
     return levels, recon
 
 
@@ -194,6 +196,7 @@ def _stored_dtype_recon(recon: np.ndarray, dtype: str) -> np.ndarray:
 def compress(source, dest, config: CodecConfig | None = None, *,
              importance: Mapping[str, Any] | None = None,
              hessians: Mapping[str, Any] | None = None,
+             row_hessians: Mapping[str, Any] | None = None,
              progress: Callable[[int, int, str], None] | None = None) -> CompressionReport:
     """Compress a model into ``dest`` (``.nnp``). See the module docstring."""
     config = CodecConfig() if config is None else config
@@ -210,10 +213,10 @@ def compress(source, dest, config: CodecConfig | None = None, *,
         unknown = set(importance) - {e.name for e in entries}
         if unknown:
             raise KeyError(f"importance given for tensors not in the model: {sorted(unknown)[:5]}")
-    if hessians is not None:
-        unknown = set(hessians) - {e.name for e in entries}
+    for what, blocks in (("hessians", hessians), ("row_hessians", row_hessians)):
+        unknown = set(blocks or ()) - {e.name for e in entries}
         if unknown:
-            raise KeyError(f"hessians given for tensors not in the model: {sorted(unknown)[:5]}")
+            raise KeyError(f"{what} given for tensors not in the model: {sorted(unknown)[:5]}")
     times["load"] = time.perf_counter() - t0
     # model-level inputs of the default step rule and of method "auto" (config module docstring)
     q_sizes = [e.count for e in entries
@@ -253,12 +256,10 @@ def compress(source, dest, config: CodecConfig | None = None, *,
         row_exp, col_exp = _scale_exps(plan, imp, e.shape, config.channel_scales, e.name)
         if e.count:
             qvals = prune_array(fvals, config.prune, imp) if config.prune > 0 else fvals
-            hess = None if hessians is None else hessians.get(e.name)
-            if hess is not None:
-                hess = (hess.detach().cpu().double().numpy() if hasattr(hess, "detach")
-                        else np.asarray(hess, dtype=np.float64))
+            hess, row_hess = (_float64(None if blocks is None else blocks.get(e.name))
+                              for blocks in (hessians, row_hessians))
             levels, recon = _quantize(qvals, plan, imp, rpb, config.threads, row_exp, col_exp, hess,
-                                      config.hessian_damp)
+                                      config.hessian_damp, row_hess)
             err = _rel_error(fvals, _stored_dtype_recon(recon, e.dtype))  # against the unpruned weights
         else:
             levels, err = np.zeros(e.shape, dtype=np.int32), 0.0
@@ -292,6 +293,13 @@ def compress(source, dest, config: CodecConfig | None = None, *,
         path=dest, tensors=reports, file_bytes=len(data),
         original_bytes=sum(r.original_bytes for r in reports if r.storage != "alias"),
         params=sum(r.params for r in reports if r.storage != "alias"), times=times, config=config.to_dict())
+
+
+def _float64(x):
+    """A block (numpy or torch, any device) as float64 numpy, or None."""
+    if x is None:
+        return None
+    return x.detach().cpu().double().numpy() if hasattr(x, "detach") else np.asarray(x, dtype=np.float64)
 
 
 def _to_numpy_float(x) -> np.ndarray:

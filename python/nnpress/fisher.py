@@ -72,7 +72,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     Seed = Union[int, torch.Generator]
 
-__all__ = ["fisher_column_blocks", "fisher_diagonal", "probe_sensitivity"]
+__all__ = ["fisher_column_blocks", "fisher_diagonal", "fisher_row_blocks", "probe_sensitivity"]
 
 IGNORE_INDEX = -100  # empirical classifier labels with this value contribute nothing
 GRAD_MEMORY_BUDGET = 256 * 2**20  # bytes of per-example gradients held by one vmap chunk
@@ -581,13 +581,44 @@ def fisher_column_blocks(
     N * P * draws (Embedding): damp it before use (``hessian_damp`` of the quantizers). Blocks
     are float64 on the CPU whatever the model's device.
     """
+    return _kfac_blocks("fisher_column_blocks", "columns", model, batches, mode, output, sigma, module_filter,
+                        max_examples, output_fn, seed, draws)
+
+
+def fisher_row_blocks(
+    model: torch.nn.Module,
+    batches: Iterable[Any],
+    mode: str = "sampled",
+    output: str = "auto",
+    sigma: float | None = None,
+    module_filter: Callable[[str, torch.nn.Module], bool] | Iterable[str] | None = None,
+    max_examples: int | None = None,
+    *,
+    output_fn: Callable[[Any], torch.Tensor] | None = None,
+    seed: Seed = 0,
+    draws: int = 8,
+) -> dict[str, torch.Tensor]:
+    """The other Kronecker factor: for each ``nn.Linear`` weight (out x in), the ``out x out``
+    row block ``G = E[ sum_p |x_p|^2 g_p g_p^T ]`` (float64; notation of
+    :func:`fisher_column_blocks`) — the output-gradient covariance, each position weighted by its
+    input's energy. Its diagonal approximates the row sums of ``fisher_diagonal``. For feedback
+    across rows: ``nnpress.quantize(..., row_hessian=G)``, ``nnpress.compress(row_hessians=)``.
+    Embeddings have no row block here (their rows are tokens). Arguments, sampling, warnings and
+    surprises as in :func:`fisher_column_blocks`; the gradient factor needs more draws than the
+    column blocks (it is the noisy side).
+    """
+    return _kfac_blocks("fisher_row_blocks", "rows", model, batches, mode, output, sigma, module_filter,
+                        max_examples, output_fn, seed, draws)
+
+
+def _kfac_blocks(name, side, model, batches, mode, output, sigma, module_filter, max_examples, output_fn, seed,
+                 draws) -> dict:
     import torch
 
-    name = "fisher_column_blocks"
     sigma = _check_arguments(name, mode, output, sigma, max_examples)
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
         raise ValueError(f"{name}: draws must be an int >= 1, got {draws!r}")
-    kinds = (torch.nn.Linear, torch.nn.Embedding)
+    kinds = (torch.nn.Linear, torch.nn.Embedding) if side == "columns" else (torch.nn.Linear,)
     modules = {n: m for n, m in model.named_modules() if isinstance(m, kinds)}
     if module_filter is not None:
         if callable(module_filter):
@@ -599,9 +630,10 @@ def fisher_column_blocks(
                 raise ValueError(f"{name}: module_filter names no Linear/Embedding module: {unknown}")
             modules = {n: m for n, m in modules.items() if n in keep}
     if not modules:
-        raise ValueError(f"{name}: the model has no (selected) Linear or Embedding module")
+        raise ValueError(f"{name}: the model has no (selected) {' or '.join(k.__name__ for k in kinds)} module")
     gen = _make_generator(seed)
-    acc = {n: torch.zeros((m.weight.shape[1], m.weight.shape[1]), dtype=torch.float64) for n, m in modules.items()}
+    dim = 1 if side == "columns" else 0
+    acc = {n: torch.zeros((m.weight.shape[dim], m.weight.shape[dim]), dtype=torch.float64) for n, m in modules.items()}
     seen: dict = {}
 
     def hook(mod_name):
@@ -650,7 +682,8 @@ def fisher_column_blocks(
                         _check_labels(kind, f, labels, where)
                     calls = [(n, i) for n in modules for i in range(len(seen.get(n, ())))]
                     # Linear: |g_p|^2 summed over the draws first; x_p x_p^T is the same for every draw
-                    weight = {c: 0.0 for c in calls if not isinstance(modules[c[0]], torch.nn.Embedding)}
+                    weight = {c: 0.0 for c in calls
+                              if side == "columns" and not isinstance(modules[c[0]], torch.nn.Embedding)}
                     for d in range(1 if mode == "empirical" else draws):
                         if mode == "empirical":
                             target = labels
@@ -667,7 +700,11 @@ def fisher_column_blocks(
                                 continue
                             reached.add(n)
                             g = g.detach().cpu().double().reshape(-1, g.shape[-1])
-                            if (n, i) in weight:
+                            if side == "rows":  # g weighted by the input's energy at its position
+                                x = seen[n][i][0]
+                                x2 = x.cpu().double().reshape(-1, x.shape[-1]).square().sum(1, keepdim=True)
+                                acc[n] += scale * ((g * x2).T @ g)
+                            elif (n, i) in weight:
                                 weight[(n, i)] = weight[(n, i)] + scale * (g * g).sum(1)
                             else:
                                 acc[n] += scale * (g.T @ g)

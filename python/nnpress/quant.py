@@ -151,24 +151,35 @@ def feedback_factor(hessian, cols: int | None = None, damp: float = 0.3) -> np.n
     return np.ascontiguousarray(u)
 
 
-def feedback_inputs(shape, importance=None, hessian=None):
-    """``(importance, hessian)`` as :func:`nnpress.compress` and :func:`nnpress.tune.apply_plan` hand them
-    to :func:`quantize` for error feedback: H divided by its mean diagonal (so that the quadratic
-    form has the scale of the per-weight ``sum F_i e_i^2`` it replaces) and the per-weight
-    importance reduced to its row means (one value per row, shape ``(rows, 1, ...)``). Without a
-    hessian both come back unchanged. ValueError for an H without a finite positive mean diagonal."""
-    if hessian is None:
-        return importance, None
-    h = np.asarray(hessian, dtype=np.float64)
+def _normalised(block, what: str) -> np.ndarray:
+    h = np.asarray(block, dtype=np.float64)
     mean_diag = float(np.mean(np.diag(h))) if h.ndim == 2 and h.size else 0.0
     if not (np.isfinite(mean_diag) and mean_diag > 0):
-        raise ValueError("a hessian needs a finite, positive mean diagonal")
-    if importance is not None:
+        raise ValueError(f"a {what} needs a finite, positive mean diagonal")
+    return h / mean_diag
+
+
+def feedback_inputs(shape, importance=None, hessian=None, row_hessian=None):
+    """``(importance, hessian, row_hessian)`` as :func:`nnpress.compress` and
+    :func:`nnpress.tune.apply_plan` hand them to :func:`quantize` for error feedback: each block
+    divided by its mean diagonal (so that the quadratic form has the scale of the per-weight
+    ``sum F_i e_i^2`` it replaces), and the per-weight importance reduced to what the blocks do
+    not already say: with a column block, its row means (one value per row, shape
+    ``(rows, 1, ...)``); with a row block too, nothing (None); with a row block alone, each row
+    divided by its mean. Without blocks everything comes back unchanged. ValueError for a block
+    without a finite positive mean diagonal."""
+    h = None if hessian is None else _normalised(hessian, "hessian")
+    g = None if row_hessian is None else _normalised(row_hessian, "row hessian")
+    if importance is not None and (h is not None or g is not None):
         shape = tuple(shape)
         rows = shape[0] if len(shape) >= 2 else 1
         f = np.broadcast_to(np.asarray(importance, np.float64), shape).reshape(rows, -1)
-        importance = f.mean(1, keepdims=True).reshape((rows,) + (1,) * max(len(shape) - 1, 0))
-    return importance, h / mean_diag
+        means = f.mean(1, keepdims=True)
+        if g is not None:
+            importance = None if h is not None else (f / np.where(means > 0, means, 1.0)).reshape(shape)
+        else:
+            importance = means.reshape((rows,) + (1,) * max(len(shape) - 1, 0))
+    return importance, h, g
 
 
 def _rows_cols(shape) -> tuple[int, int]:
@@ -215,7 +226,7 @@ def channel_scale_exps(scales) -> np.ndarray:
 
 
 def _run(w, step, lam, importance, method, chunk_rows, threads, want_recon, row_scale=None, col_scale=None,
-         hessian=None, hessian_damp=0.3):
+         hessian=None, hessian_damp=0.3, row_hessian=None):
     if not _core.HAS_ENCODER:
         raise RuntimeError("this nnpress build has no encoder (NNPRESS_ENCODER=OFF)")
     m = _method_id(method)
@@ -237,11 +248,12 @@ def _run(w, step, lam, importance, method, chunk_rows, threads, want_recon, row_
     rs = _scale_vector(row_scale, rows, "row_scale")
     cs = _scale_vector(col_scale, cols, "col_scale")
     fb = None if hessian is None else feedback_factor(hessian, cols, hessian_damp)
+    rfb = None if row_hessian is None else feedback_factor(row_hessian, rows, hessian_damp)
     if fb is not None and f is not None and f.size and np.all(np.isfinite(f)) and \
             not np.all(f.reshape(rows, cols) == f.reshape(rows, cols)[:, :1]):
         raise ValueError("with a hessian, importance must be one value per row (shape (rows, 1) broadcasts)")
     levels, recon, info = _core.quantize(
-        arr, f, step, lam, m, int(chunk_rows), 2, int(threads), bool(want_recon), rs, cs, fb
+        arr, f, step, lam, m, int(chunk_rows), 2, int(threads), bool(want_recon), rs, cs, fb, rfb
     )
     levels = levels.reshape(arr.shape)
     return levels, (None if recon is None else recon.reshape(arr.shape)), info
@@ -261,6 +273,7 @@ def quantize(
     col_scale=None,
     hessian=None,
     hessian_damp=0.3,
+    row_hessian=None,
 ):
     """Quantize weights ``w`` (float16/32/64, any shape up to rank 8) to int32 levels of the same
     shape.
@@ -273,7 +286,8 @@ def quantize(
     identical to ``dequantize(levels, step, method)`` (with the same scales).
     ``row_scale``/``col_scale``: optional channel scales (module docstring): weight (i, j) uses the
     step ``(step * row_scale[i]) * col_scale[j]``.
-    ``hessian`` / ``hessian_damp``: error feedback inside each row (module docstring).
+    ``hessian`` / ``hessian_damp``: error feedback inside each row (module docstring);
+    ``row_hessian``: a ``(rows, rows)`` block for feedback across rows (module docstring).
 
     Raises ``ValueError`` for a NaN/infinite weight, ``|w / step| >= 2**30``, a negative or
     non-finite importance, a bad step/lam/method, or an importance that does not broadcast;
@@ -281,14 +295,14 @@ def quantize(
     """
     levels, recon, _ = _run(
         w, step, lam, importance, method, chunk_rows, threads, return_reconstruction, row_scale, col_scale,
-        hessian, hessian_damp,
+        hessian, hessian_damp, row_hessian,
     )
     return (levels, recon) if return_reconstruction else levels
 
 
 def quantize_info(
     w, step, lam=0.0, importance=None, method="nearest", *, chunk_rows=None, threads=None,
-    row_scale=None, col_scale=None, hessian=None, hessian_damp=0.3,
+    row_scale=None, col_scale=None, hessian=None, hessian_damp=0.3, row_hessian=None,
 ):
     """Like :func:`quantize`, returning ``(levels, w_hat, info)`` where ``info`` has the level
     parameters the search priced with (``unary_len``, ``eg_order``), its rate estimate
@@ -298,7 +312,7 @@ def quantize_info(
     ``sum F_i (w_i - w_hat_i)^2`` (with a hessian: ``sum_r f_r e_r^T H e_r``, H damped) and the number
     of ``passes``."""
     return _run(w, step, lam, importance, method, chunk_rows, threads, True, row_scale, col_scale, hessian,
-                hessian_damp)
+                hessian_damp, row_hessian)
 
 
 def _int32_levels(q) -> np.ndarray:

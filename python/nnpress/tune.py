@@ -233,7 +233,7 @@ def allocate_steps(
             from .quant import feedback_factor
             shape = np.shape(weights[n])
             cols = int(np.prod(shape[1:])) if len(shape) >= 2 else int(np.prod(shape))
-            _, h = feedback_inputs(shape, None, h)
+            _, h, _ = feedback_inputs(shape, None, h)
             u = feedback_factor(h, cols, damp=hessian_damp)
             fb_eff[n] = float(np.mean(1.0 / np.square(np.diag(u))))
             coef[n] = coef.get(n, 1.0) * fb_eff[n] ** hessian_exponent
@@ -291,9 +291,11 @@ def smooth_importance(importance: Mapping[str, np.ndarray], *, floor: float = 0.
 
 def apply_plan(weights: Mapping[str, np.ndarray], plan: Mapping[str, TensorPlan],
                importance: Mapping[str, np.ndarray] | None = None,
-               hessians: Mapping[str, np.ndarray] | None = None, hessian_damp: float = 0.3):
+               hessians: Mapping[str, np.ndarray] | None = None, hessian_damp: float = 0.3,
+               row_hessians: Mapping[str, np.ndarray] | None = None):
     """Quantize every planned tensor (with per-weight ``importance`` where given; with error
-    feedback where ``hessians`` has a column block, prepared as ``nnpress.compress`` does:
+    feedback where ``hessians`` has a column block and/or ``row_hessians`` a row block, prepared as
+    ``nnpress.compress`` does:
     ``nnpress.quant.feedback_inputs``). Returns
     ``(levels, reconstruction, bits)``: levels and the
     float32 reconstruction per planned tensor, and the coder's bit estimate per planned tensor.
@@ -304,9 +306,9 @@ def apply_plan(weights: Mapping[str, np.ndarray], plan: Mapping[str, TensorPlan]
         imp = importance.get(n) if importance is not None and p.method != "nearest" else None
         rs = None if p.row_scale_exp is None else channel_scales(np.asarray(p.row_scale_exp, np.int8))
         cs = None if p.col_scale_exp is None else channel_scales(np.asarray(p.col_scale_exp, np.int8))
-        imp, hess = feedback_inputs(w.shape, imp, (hessians or {}).get(n))
+        imp, hess, row_hess = feedback_inputs(w.shape, imp, (hessians or {}).get(n), (row_hessians or {}).get(n))
         q = quantize(w.astype(np.float32, copy=False), p.step, lam=p.lam or 0.0, importance=imp, method=p.method,
-                     row_scale=rs, col_scale=cs, hessian=hess, hessian_damp=hessian_damp)
+                     row_scale=rs, col_scale=cs, hessian=hess, hessian_damp=hessian_damp, row_hessian=row_hess)
         levels[n] = q
         recon[n] = dequantize(q, p.step, method=p.method, row_scale=rs, col_scale=cs).astype(np.float32)
         bits[n] = estimate_bits(q) + 8 * ((0 if rs is None else rs.size) + (0 if cs is None else cs.size))
@@ -356,6 +358,7 @@ def tune_to_budget(
     channel_scales: bool = False,
     hessians: Mapping[str, np.ndarray] | None = None,
     hessian_damp: float = 0.3,
+    row_hessians: Mapping[str, np.ndarray] | None = None,
 ) -> TuneResult:
     """Smallest plan whose reconstruction meets ``budget``.
 
@@ -366,8 +369,9 @@ def tune_to_budget(
     grows; every evaluated point is kept in ``result.rows`` (``result.table()`` prints them).
     ``channel_scales=True``: per-row/per-column step scales from ``importance``
     (:func:`channel_scales_from_importance`; needs ``importance``), stored in the plan.
-    ``hessians``: column blocks for error feedback (:func:`allocate_steps`, :func:`apply_plan`);
-    compress the result with ``nnpress.compress(..., hessians=...)`` and the same damping.
+    ``hessians`` / ``row_hessians``: blocks for error feedback (:func:`allocate_steps`,
+    :func:`apply_plan`); compress the result with ``nnpress.compress(..., hessians=...,
+    row_hessians=...)`` and the same damping.
     """
     scales = None
     if channel_scales:
@@ -388,7 +392,7 @@ def tune_to_budget(
         plan = allocate_steps(weights, step, sensitivity, method=method, lam_factor=lam_factor, names=names,
                               channel_scales=scales, importance=importance, hessians=hessians,
                               hessian_damp=hessian_damp)
-        _, recon, bits = apply_plan(weights, plan, importance, hessians, hessian_damp)
+        _, recon, bits = apply_plan(weights, plan, importance, hessians, hessian_damp, row_hessians)
         state = {n: (recon[n] if n in recon else np.asarray(w)) for n, w in weights.items()}
         metric = float(evaluate(state))
         row = {"step": step, "bits_per_param": _total_bits(weights, plan, bits) / max(n_params, 1),

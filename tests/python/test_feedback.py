@@ -228,7 +228,7 @@ def test_allocate_steps_and_apply_plan_with_hessians():
     assert fb["b.weight"].lam == pytest.approx(tune.DEFAULT_LAM_FACTOR["trellis"] * d_b**2, rel=1e-9)
     imp = {k: rng.uniform(0.5, 2.0, v.shape).astype(np.float32) for k, v in w.items()}
     levels, recon, _ = tune.apply_plan(w, fb, imp, {"a.weight": 3.0 * h}, 0.05)
-    f_rows, h_norm = feedback_inputs(w["a.weight"].shape, imp["a.weight"], 3.0 * h)
+    f_rows, h_norm, _ = feedback_inputs(w["a.weight"].shape, imp["a.weight"], 3.0 * h)
     assert f_rows.shape == (16, 1)
     np.testing.assert_allclose(h_norm, h / np.mean(np.diag(h)))
     p = fb["a.weight"]
@@ -252,3 +252,91 @@ def test_overflowing_costs_and_steps_are_errors_not_silent_results():
         quantize(big, 1e300, method="nearest", hessian=np.eye(4))
     with pytest.raises(ValueError, match="finite"):
         quantize(w, 0.1, method="rdoq", lam=1e-4, importance=np.full((3, 8), np.nan), hessian=np.eye(8))
+
+
+# ---------------------------------------------------------------------------------------------
+# Feedback across rows (row_hessian)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_identity_row_hessian_changes_nothing(method):
+    """Rows quantized one at a time with their contexts carried give exactly one pass's levels."""
+    w = weights(18, 21, seed=50)
+    h = correlated_hessian(21, seed=51)
+    lam = lam_for(method, 0.02)
+    for kw in ({}, {"hessian": h}):
+        plain = quantize_info(w, 0.02, lam=lam, method=method, chunk_rows=7, hessian_damp=0.0, **kw)
+        rows = quantize_info(w, 0.02, lam=lam, method=method, chunk_rows=7, row_hessian=np.eye(18), hessian_damp=0.0,
+                             **kw)
+        np.testing.assert_array_equal(plain[0], rows[0])
+        assert rows[2]["rate_bits"] == plain[2]["rate_bits"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_two_sided_distortion_is_the_trace_form(method):
+    rows, cols, step, damp = 20, 16, 0.02, 0.05
+    w = weights(rows, cols, seed=52)
+    h, g = correlated_hessian(cols, seed=53), correlated_hessian(rows, seed=54)
+    q, rec, info = quantize_info(w, step, lam=lam_for(method, step), method=method, hessian=h, row_hessian=g,
+                                 hessian_damp=damp)
+    np.testing.assert_array_equal(rec, dequantize(q, step, method=method))
+    e = w.astype(np.float64) - dequantize(q, step, method=method).astype(np.float64)
+    want = float(np.trace(damped(g, damp) @ e @ damped(h, damp) @ e.T))
+    assert info["distortion"] == pytest.approx(want, rel=1e-6)
+    # rows alone: sum_r (1/V_rr^2) |e_r'|^2 = tr(G E E^T)
+    q2, _, info2 = quantize_info(w, step, lam=lam_for(method, step), method=method, row_hessian=g, hessian_damp=damp)
+    e2 = w.astype(np.float64) - dequantize(q2, step, method=method).astype(np.float64)
+    assert info2["distortion"] == pytest.approx(float(np.trace(damped(g, damp) @ e2 @ e2.T)), rel=1e-6)
+
+
+def test_row_feedback_lowers_the_error_keeps_zeros_and_is_thread_invariant():
+    rows, cols, step = 48, 24, 0.02
+    w = weights(rows, cols, seed=55)
+    w[5, ::3] = 0.0
+    h, g = correlated_hessian(cols, seed=56), correlated_hessian(rows, seed=57)
+    one = dequantize(quantize(w, step, method="nearest", hessian=h, hessian_damp=0.0), step)
+    two_q = quantize(w, step, method="nearest", hessian=h, row_hessian=g, hessian_damp=0.0)
+    e1, e2 = w - one, w - dequantize(two_q, step)
+    assert np.trace(g @ e2 @ h @ e2.T) < 0.9 * np.trace(g @ e1 @ h @ e1.T)
+    assert np.all(two_q[5, ::3] == 0)
+    for m in METHODS:
+        a = quantize_info(w, step, lam=lam_for(m, step), method=m, hessian=h, row_hessian=g, chunk_rows=10, threads=1)
+        b = quantize_info(w, step, lam=lam_for(m, step), method=m, hessian=h, row_hessian=g, chunk_rows=10, threads=2)
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[2]["distortion"] == b[2]["distortion"]
+
+
+def test_bad_row_factors_are_errors():
+    w = weights(4, 3)
+    for bad, what in ((np.diag([1.0, 0.0, 1.0, 1.0]), "diagonal"),
+                      (np.eye(4) + np.triu(np.full((4, 4), 1e13), 1), "ill-conditioned")):
+        for m in (0, 1, 2):
+            with pytest.raises(ValueError, match="row feedback factor.*" + what):
+                _core.quantize(w, None, 0.1, 0.0, m, 0, 2, 1, False, None, None, None, np.ascontiguousarray(bad))
+    with pytest.raises(ValueError, match="rows"):
+        _core.quantize(w, None, 0.1, 0.0, 2, 0, 2, 1, False, None, None, None, np.eye(3))
+    with pytest.raises(ValueError, match="matrix"):
+        quantize(w, 0.1, row_hessian=np.eye(3))
+
+
+def test_compress_with_row_hessians_codes_what_quantize_chooses(tmp_path):
+    from nnpress.quant import feedback_inputs
+    rng = np.random.default_rng(60)
+    w = (rng.standard_normal((12, 10)) * 0.05).astype(np.float32)
+    h, g = 3.0 * correlated_hessian(10, seed=61), 5.0 * correlated_hessian(12, seed=62)
+    imp = rng.uniform(0.5, 2.0, size=w.shape).astype(np.float32)
+    cfg = nnpress.CodecConfig(method="trellis", step=0.004, lam_scale=0.06, hessian_damp=0.2, block_elements=60)
+    path = tmp_path / "m.nnp"
+    nnpress.compress({"a.weight": w}, path, cfg, importance={"a.weight": imp}, hessians={"a.weight": h},
+                     row_hessians={"a.weight": g})
+    got = nnpress.decompress(path, as_numpy=True)["a.weight"]
+    f, hn, gn = feedback_inputs(w.shape, imp, h, g)
+    assert f is None  # both blocks: the importance says nothing more
+    q = quantize(w, 0.004, lam=0.06 * 0.004**2, method="trellis", hessian=hn, row_hessian=gn, hessian_damp=0.2,
+                 chunk_rows=6)
+    np.testing.assert_array_equal(got, dequantize(q, 0.004, method="trellis"))
+    f2, _, _ = feedback_inputs(w.shape, imp, None, g)
+    np.testing.assert_allclose(f2.mean(1), 1.0)  # row block alone: rows divided by their means
+    with pytest.raises(KeyError, match="row_hessians"):
+        nnpress.compress({"a.weight": w}, tmp_path / "x.nnp", cfg, row_hessians={"b.weight": g})

@@ -589,3 +589,26 @@ def test_column_blocks_add_every_call_and_leave_out_unreached_modules():
     want = ((x.double() * (g1 * g1).sum(1, keepdim=True)).T @ x.double()
             + (h1.double() * (g2 * g2).sum(1, keepdim=True)).T @ h1.double()) / 5
     torch.testing.assert_close(blocks["shared.weight"], want, rtol=1e-5, atol=1e-10)
+
+
+def test_row_blocks_of_single_position_model_are_exact():
+    """One position per example: G = mean_n |x_n|^2 g_n g_n^T, and its diagonal is exactly the row
+    sums of the empirical Fisher diagonal."""
+    from nnpress.fisher import fisher_row_blocks
+    model = tiny_mlp()
+    torch.manual_seed(9)
+    x = torch.randn(10, 6)
+    y = torch.randn(10, 4)
+    batches = [(x[:4], y[:4]), (x[4:], y[4:])]
+    blocks = fisher_row_blocks(model, batches, mode="empirical", output="gaussian")
+    diag = fisher_diagonal(model, batches, mode="empirical", output="gaussian")
+    assert set(blocks) == {"0.weight", "2.weight"} and blocks["2.weight"].shape == (4, 4)
+    for name in blocks:
+        torch.testing.assert_close(torch.diagonal(blocks[name]), diag[name].double().sum(1), rtol=1e-5, atol=1e-9)
+    with torch.no_grad():
+        hidden = torch.tanh(model[0](x)).double()
+        g = (y - model(x)).double()
+    want = (g * hidden.square().sum(1, keepdim=True)).T @ g / 10
+    torch.testing.assert_close(blocks["2.weight"], want, rtol=1e-6, atol=1e-10)
+    with pytest.raises(ValueError, match="no \\(selected\\) Linear module"):
+        fisher_row_blocks(nn.Sequential(nn.Embedding(4, 3)), [torch.tensor([[1, 2]])])

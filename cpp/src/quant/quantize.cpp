@@ -65,7 +65,7 @@ Status check_inputs(const W* weights, const F* importance, uint64_t rows, uint64
                               " is 2^30 steps or more from zero (step " + std::to_string(st) + ")");
     // With feedback a target may sit anywhere up to 2^30 steps out: its candidates and errors
     // (a few times 2^30 steps) must stay finite.
-    if (o.feedback && !std::isfinite(st * 4294967296.0))
+    if ((o.feedback || o.row_feedback) && !std::isfinite(st * 4294967296.0))
       return invalid_argument("quantize: with a feedback factor the step of weight " + std::to_string(i) +
                               " must be below DBL_MAX / 2^32");
   }
@@ -77,17 +77,23 @@ Status check_inputs(const W* weights, const F* importance, uint64_t rows, uint64
                                 " (must be finite and >= 0)");
     }
   }
-  if (o.feedback && count) {
-    for (uint64_t i = 0; i < cols; ++i) {
-      const double* u = o.feedback + i * cols;
+  for (int side = 0; side < 2 && count; ++side) {  // the column factor, then the row factor
+    const double* factor = side == 0 ? o.feedback : o.row_feedback;
+    const uint64_t n = side == 0 ? cols : rows;
+    const char* name = side == 0 ? "feedback factor" : "row feedback factor";
+    for (uint64_t i = 0; factor && i < n; ++i) {
+      const double* u = factor + i * n;
       if (!(std::isfinite(u[i]) && u[i] > 0 && std::isfinite(1.0 / (u[i] * u[i]))))
-        return invalid_argument("quantize: feedback factor diagonal entry " + std::to_string(i) +
+        return invalid_argument(std::string("quantize: ") + name + " diagonal entry " + std::to_string(i) +
                                 " must be finite and > 0 (and its inverse square finite)");
-      for (uint64_t j = i + 1; j < cols; ++j)
+      for (uint64_t j = i + 1; j < n; ++j)
         if (!(std::fabs(u[j] / u[i]) <= kMaxFeedbackCoef))
-          return invalid_argument("quantize: feedback factor entry (" + std::to_string(i) + ", " + std::to_string(j) +
-                                  ") is not finite or more than 1e12 times its row's diagonal (ill-conditioned)");
+          return invalid_argument(std::string("quantize: ") + name + " entry (" + std::to_string(i) + ", " +
+                                  std::to_string(j) + ") is not finite or more than 1e12 times its row's diagonal "
+                                  "(ill-conditioned)");
     }
+  }
+  if (o.feedback && count) {
     if (importance)
       for (uint64_t r = 0; r < rows; ++r)
         for (uint64_t i = 1; i < cols; ++i)
@@ -111,7 +117,8 @@ void round_to_grid(const W* weights, uint64_t count, uint64_t cols, const QuantO
     levels[i] = int32_t(std::nearbyint(double(weights[i]) / (factor * step_at(o, cols, i))));
 }
 
-// GPTQ-style rounding: each row in scan order, every compensated target rounded to nearest.
+// GPTQ-style rounding: each row in scan order, every compensated target rounded to nearest
+// (without a column factor: plain rounding of the targets, for row feedback).
 template <class W, class F>
 uint64_t nearest_feedback_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols, double tensor_step,
                                const ChannelScales& scales, const ErrorFeedback& fb, int32_t* levels, float* recon,
@@ -128,10 +135,10 @@ uint64_t nearest_feedback_pass(const W* weights, const F* importance, uint64_t r
       const double w = clamp_scaled(target[i] / step) * step;
       const int32_t q = w_row[i] == W(0) ? 0 : int32_t(std::nearbyint(w / step));
       const double e = w - double(q) * step;
-      dist += f * fb.weight[i] * e * e;
+      dist += f * (fb.any() ? fb.weight[i] : 1.0) * e * e;
       levels[r * cols + i] = q;
       if (recon) recon[r * cols + i] = float(double(q) * step);
-      feedback_update(target.data(), fb.coef + i * cols, i + 1, cols, e);
+      if (fb.any()) feedback_update(target.data(), fb.coef + i * cols, i + 1, cols, e);
     }
   }
   *distortion += dist;
@@ -164,7 +171,7 @@ Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t c
     fb.weight = fb_weight.data();
   }
 
-  if (o.method == QuantMethod::kNearest && !fb.any()) {
+  if (o.method == QuantMethod::kNearest && !fb.any() && !o.row_feedback) {
     round_to_grid(weights, count, cols, o, 1.0, levels);
     const bool scaled = o.scales.any();
     if (recon)
@@ -215,14 +222,61 @@ Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t c
                                             rec, &dist);
       chunk_dist[c] = dist;
     };
+    // Row feedback: one row at a time (contexts carried), each row's error moving the later rows
+    // of its chunk.
+    auto run_rows = [&](uint64_t c) {
+      const uint64_t r0 = c * chunk, n = std::min(chunk, rows - r0);
+      std::vector<double> t(size_t(n) * cols), err(cols), f(cols);
+      for (size_t i = 0; i < t.size(); ++i) t[i] = double(weights[r0 * cols + i]);
+      cabac::WeightContexts ctx;
+      uint64_t rate = 0;
+      double dist = 0.0;
+      for (uint64_t r = 0; r < n; ++r) {
+        const uint64_t row = r0 + r;
+        const double* v = o.row_feedback + row * rows;
+        const double row_weight = 1.0 / (v[row] * v[row]);
+        ChannelScales sc = o.scales;
+        if (sc.row) sc.row += row;
+        double* target = t.data() + r * cols;
+        for (uint64_t j = 0; j < cols; ++j) {
+          const double st = sc.col ? o.step * (sc.row ? sc.row[0] : 1.0) * sc.col[j] : o.step * (sc.row ? sc.row[0] : 1.0);
+          target[j] = clamp_scaled(target[j] / st) * st;
+          f[j] = (importance ? double(importance[row * cols + j]) : 1.0) * row_weight;
+        }
+        int32_t* lv = levels + row * cols;
+        float* rec = recon ? recon + row * cols : nullptr;
+        rate += nearest   ? nearest_feedback_pass(target, f.data(), 1, cols, o.step, sc, fb, lv, rec, &dist)
+                : trellis ? trellis_pass(target, f.data(), 1, cols, o.step, sc, fb, o.lambda, 0, params, lv, rec, &dist,
+                                         &ctx)
+                          : rdoq_pass(target, f.data(), 1, cols, o.step, sc, fb, o.lambda, 0, params, lv, rec, &dist,
+                                      &ctx);
+        if (r + 1 == n) break;
+        (void)dequantize(lv, 1, cols, o.step, o.method, sc, err.data());  // validated inputs: cannot fail
+        for (uint64_t j = 0; j < cols; ++j) err[j] = target[j] - err[j];
+        for (uint64_t s2 = r + 1; s2 < n; ++s2) {
+          const double cf = v[r0 + s2] / v[row];
+          if (cf == 0.0) continue;
+          double* later = t.data() + s2 * cols;
+          const W* w_later = weights + (r0 + s2) * cols;
+          for (uint64_t j = 0; j < cols; ++j)
+            if (w_later[j] != W(0)) later[j] -= cf * err[j];
+        }
+      }
+      chunk_rate[c] = rate;
+      chunk_dist[c] = dist;
+    };
+    auto run = [&](uint64_t c) {
+      if (o.row_feedback) run_rows(c);
+      else run_chunk(c);
+    };
     if (threads <= 1) {
-      for (uint64_t c = 0; c < nchunks; ++c) run_chunk(c);
+      for (uint64_t c = 0; c < nchunks; ++c) run(c);
     } else {
       std::atomic<uint64_t> next{0};
       std::vector<std::thread> pool;
       for (unsigned t = 0; t < threads; ++t)
         pool.emplace_back([&] {
-          for (uint64_t c; (c = next.fetch_add(1)) < nchunks;) run_chunk(c);
+          for (uint64_t c; (c = next.fetch_add(1)) < nchunks;) run(c);
         });
       for (auto& th : pool) th.join();
     }

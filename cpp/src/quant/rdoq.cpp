@@ -13,11 +13,12 @@ namespace nnpress {
 template <class W, class F>
 uint64_t rdoq_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols,
                    double tensor_step, const ChannelScales& scales, const ErrorFeedback& fb, double lambda, uint64_t chunk_rows,
-                   const cabac::LevelParams& params, int32_t* levels, float* recon, double* distortion) {
+                   const cabac::LevelParams& params, int32_t* levels, float* recon, double* distortion,
+                   cabac::WeightContexts* contexts) {
   using cabac::code_level;
   const double lambda_per_unit = lambda / double(cabac::kRateOne);  // cost of one fixed-point rate unit
   const uint32_t min_bin = quant_detail::min_bin_cost();
-  cabac::WeightContexts ctx;
+  cabac::WeightContexts ctx = contexts ? *contexts : cabac::WeightContexts();
   cabac::RateEstimator commit;
   double dist_total = 0.0;
   bool bad = false;
@@ -100,12 +101,13 @@ uint64_t rdoq_pass(const W* weights, const F* importance, uint64_t rows, uint64_
     }
   }
   *distortion += dist_total;
+  if (contexts) *contexts = ctx;
   return commit.cost();
 }
 
 #define NNPRESS_INSTANTIATE(W, F)                                                                             \
   template uint64_t rdoq_pass<W, F>(const W*, const F*, uint64_t, uint64_t, double, const ChannelScales&, const ErrorFeedback&, double, uint64_t,        \
-                                    const cabac::LevelParams&, int32_t*, float*, double*);
+                                    const cabac::LevelParams&, int32_t*, float*, double*, cabac::WeightContexts*);
 NNPRESS_INSTANTIATE(float, float)
 NNPRESS_INSTANTIATE(float, double)
 NNPRESS_INSTANTIATE(double, float)

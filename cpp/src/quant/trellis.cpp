@@ -70,7 +70,7 @@ template <bool kFeedback, class W, class F>
 uint64_t trellis_impl(const W* weights, const F* importance, uint64_t rows, uint64_t cols,
                       double tensor_step, const ChannelScales& scales, const ErrorFeedback& fb, double lambda,
                       uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels, float* recon,
-                      double* distortion) {
+                      double* distortion, cabac::WeightContexts* contexts) {
   using cabac::code_level;
   const double lambda_per_unit = lambda / double(cabac::kRateOne);
   const uint32_t unary_len = params.unary_len < uint32_t(cabac::kMaxUnaryFlags) ? params.unary_len
@@ -79,7 +79,7 @@ uint64_t trellis_impl(const W* weights, const F* importance, uint64_t rows, uint
   std::vector<PathState> bank_a(kDqStates), bank_b(kDqStates);
   PathState* cur = bank_a.data();
   PathState* nxt = bank_b.data();
-  cabac::WeightContexts committed;
+  cabac::WeightContexts committed = contexts ? *contexts : cabac::WeightContexts();
   std::vector<uint8_t> decisions(size_t(cols) * kDqStates);
   // Feedback only: targets per state (two banks) and the chosen reconstruction index per step
   // and state (the candidates differ per state, so the traceback cannot re-derive them).
@@ -240,6 +240,7 @@ uint64_t trellis_impl(const W* weights, const F* importance, uint64_t rows, uint
     }
   }
   *distortion += dist_total;
+  if (contexts) *contexts = committed;
   return rate_total;
 }
 
@@ -247,16 +248,16 @@ template <class W, class F>
 uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols,
                       double tensor_step, const ChannelScales& scales, const ErrorFeedback& fb, double lambda,
                       uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels, float* recon,
-                      double* distortion) {
+                      double* distortion, cabac::WeightContexts* contexts) {
   return fb.any() ? trellis_impl<true>(weights, importance, rows, cols, tensor_step, scales, fb, lambda, chunk_rows,
-                                       params, levels, recon, distortion)
+                                       params, levels, recon, distortion, contexts)
                   : trellis_impl<false>(weights, importance, rows, cols, tensor_step, scales, fb, lambda, chunk_rows,
-                                        params, levels, recon, distortion);
+                                        params, levels, recon, distortion, contexts);
 }
 
 #define NNPRESS_INSTANTIATE(W, F)                                                                             \
   template uint64_t trellis_pass<W, F>(const W*, const F*, uint64_t, uint64_t, double, const ChannelScales&, const ErrorFeedback&, double, uint64_t,     \
-                                       const cabac::LevelParams&, int32_t*, float*, double*);
+                                       const cabac::LevelParams&, int32_t*, float*, double*, cabac::WeightContexts*);
 NNPRESS_INSTANTIATE(float, float)
 NNPRESS_INSTANTIATE(float, double)
 NNPRESS_INSTANTIATE(double, float)

@@ -52,13 +52,23 @@
 //   sees H); QuantResult::distortion is the quadratic form (up to feedback.h's clamp of
 //   targets beyond 2^30 steps). Exact zeros stay zero.
 //
+//   Row feedback (options.row_feedback, V with G^-1 = V^T V, rows x rows; G e.g. the output-side
+//   K-FAC factor of a linear layer): rows are quantized one at a time, contexts carried as in one
+//   pass; after row r its error vector e_r = w'_r - w_hat_r moves the later rows of its chunk,
+//   w'_s -= e_r V_rs / V_rr (s > r, same chunk: chunks stay independent), and row r's cost is
+//   weighted by 1 / V_rr^2 (times its importance). With both factors the objective is
+//   sum over chunks of tr(G_c E H E^T) (G_c: G restricted to the chunk's rows, as factored by the
+//   rows of V). Exact zeros stay zero and are not compensated into; targets are kept within
+//   2^30 - 1 steps (feedback.h).
+//
 //   Errors (Status kInvalidArgument, nothing written to levels is meaningful then):
 //   null buffers with count > 0; step not finite or <= 0; lambda not finite or < 0; a weight
 //   that is NaN or infinite or with |w / step_ij| >= 2^30 (message names the index); a channel
 //   scale that is not finite and > 0, or a step_ij that is not (over/underflow); an importance
 //   that is NaN, infinite or negative; max_passes < 1; invalid fixed params; a feedback factor
 //   with a diagonal entry that is not finite and > 0 (or whose 1/U_ii^2 overflows), an
-//   upper-triangle entry with |U_ij / U_ii| > 1e12 or not finite, with an importance that
+//   upper-triangle entry with |U_ij / U_ii| > 1e12 or not finite (the same for the row factor
+//   V), with an importance that
 //   varies along a row, or with a step_ij at or above DBL_MAX / 2^32; a weighted distortion
 //   that overflows a double.
 //
@@ -100,6 +110,7 @@ struct QuantOptions {
   unsigned threads = 1;          // workers over independent chunks (0: hardware_concurrency)
   ChannelScales scales;          // per-row / per-column step multipliers (null: none), not owned
   const double* feedback = nullptr;  // cols x cols upper Cholesky factor of H^-1 (CONTRACT), not owned
+  const double* row_feedback = nullptr;  // rows x rows upper Cholesky factor of G^-1 (CONTRACT), not owned
 };
 
 struct QuantResult {

@@ -20,6 +20,9 @@
 //   With feedback (feedback.h) each weight's target is its compensated w', its cost weighted by
 //   feedback.weight[i], and the chosen error moves the row's later targets.
 //
+//   contexts: null = fresh contexts at the call's start; else the contexts to start from,
+//   left as the last row's (callers that quantize one row at a time carry them across).
+//
 //   Unchecked: inputs must already be validated (quantize() in quantize.h does it).
 //   Returns the estimated rate (fixed point, cabac::kRateOne per bit); adds the weighted
 //   distortion to *distortion; writes recon (if not null) as float(double(q) * step_ij).
@@ -31,6 +34,7 @@
 #include <cstdint>
 
 #include "nnpress/cabac/binarization.h"
+#include "nnpress/cabac/weight_contexts.h"
 #include "nnpress/quant/dequantize.h"
 #include "nnpress/quant/feedback.h"
 
@@ -39,6 +43,7 @@ namespace nnpress {
 template <class W, class F>
 uint64_t rdoq_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols, double step,
                    const ChannelScales& scales, const ErrorFeedback& feedback, double lambda, uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels,
-                   float* recon, double* distortion);
+                   float* recon, double* distortion,
+                    cabac::WeightContexts* contexts = nullptr);
 
 }  // namespace nnpress

@@ -25,6 +25,9 @@
 //   With feedback (feedback.h) each weight's target is its compensated w', its cost weighted by
 //   feedback.weight[i], and the chosen error moves the row's later targets.
 //
+//   contexts: null = fresh contexts at the call's start; else the contexts to start from,
+//   left as the last row's (callers that quantize one row at a time carry them across).
+//
 //   Unchecked: inputs must already be validated (quantize() in quantize.h does it).
 //   Returns the estimated rate of the chosen levels (fixed point, cabac::kRateOne per bit),
 //   equal to estimate_level_bits(levels, ..., params) when chunk_rows is 0; adds the weighted
@@ -42,6 +45,7 @@
 #include <cstdint>
 
 #include "nnpress/cabac/binarization.h"
+#include "nnpress/cabac/weight_contexts.h"
 #include "nnpress/quant/dequantize.h"
 #include "nnpress/quant/feedback.h"
 
@@ -50,6 +54,7 @@ namespace nnpress {
 template <class W, class F>
 uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols, double step,
                       const ChannelScales& scales, const ErrorFeedback& feedback, double lambda, uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels,
-                      float* recon, double* distortion);
+                      float* recon, double* distortion,
+                    cabac::WeightContexts* contexts = nullptr);
 
 }  // namespace nnpress
