@@ -46,6 +46,16 @@ ChannelScales scales_of(const py::object& row, const py::object& col, uint64_t r
 }
 
 #ifdef NNPRESS_WITH_ENCODER
+// A feedback factor (n x n float64, kept alive by *keep) or null for None.
+const double* factor_of(const py::object& factor, uint64_t n, const char* name, const char* what, ScaleArray* keep) {
+  if (factor.is_none()) return nullptr;
+  *keep = factor.cast<ScaleArray>();
+  if (keep->ndim() != 2 || uint64_t(keep->shape(0)) != n || uint64_t(keep->shape(1)) != n)
+    throw py::value_error(std::string(name) + " must be a (" + what + ", " + what + ") matrix with " + what +
+                          " = " + std::to_string(n));
+  return keep->data();
+}
+
 template <class W, class F>
 Status run(const py::array& w, const py::array* f, uint64_t rows, uint64_t cols, const QuantOptions& o, int32_t* q,
            float* rec, QuantResult* res) {
@@ -82,20 +92,9 @@ py::tuple quantize_binding(py::array w, py::object importance, double step, doub
   o.threads = threads;
   ScaleArray keep_row, keep_col;
   o.scales = scales_of(row_scale, col_scale, rows, cols, &keep_row, &keep_col);
-  ScaleArray keep_fb;
-  if (!feedback.is_none()) {
-    keep_fb = feedback.cast<ScaleArray>();
-    if (keep_fb.ndim() != 2 || uint64_t(keep_fb.shape(0)) != cols || uint64_t(keep_fb.shape(1)) != cols)
-      throw py::value_error("feedback must be a (cols, cols) matrix with cols = " + std::to_string(cols));
-    o.feedback = keep_fb.data();
-  }
-  ScaleArray keep_rfb;
-  if (!row_feedback.is_none()) {
-    keep_rfb = row_feedback.cast<ScaleArray>();
-    if (keep_rfb.ndim() != 2 || uint64_t(keep_rfb.shape(0)) != rows || uint64_t(keep_rfb.shape(1)) != rows)
-      throw py::value_error("row_feedback must be a (rows, rows) matrix with rows = " + std::to_string(rows));
-    o.row_feedback = keep_rfb.data();
-  }
+  ScaleArray keep_fb, keep_rfb;
+  o.feedback = factor_of(feedback, cols, "feedback", "cols", &keep_fb);
+  o.row_feedback = factor_of(row_feedback, rows, "row_feedback", "rows", &keep_rfb);
   if (method < 0 || method > 255) o.method = QuantMethod(255);
   py::array_t<int32_t> levels(shape_vec(w));
   py::object recon = py::none();
