@@ -238,8 +238,9 @@ Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t c
         ChannelScales sc = o.scales;
         if (sc.row) sc.row += row;
         double* target = t.data() + r * cols;
+        const double row_step = o.step * (sc.row ? sc.row[0] : 1.0);
         for (uint64_t j = 0; j < cols; ++j) {
-          const double st = sc.col ? o.step * (sc.row ? sc.row[0] : 1.0) * sc.col[j] : o.step * (sc.row ? sc.row[0] : 1.0);
+          const double st = sc.col ? row_step * sc.col[j] : row_step;  // step_ij (dequantize.h)
           target[j] = clamp_scaled(target[j] / st) * st;
           f[j] = (importance ? double(importance[row * cols + j]) : 1.0) * row_weight;
         }
