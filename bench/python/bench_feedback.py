@@ -56,6 +56,7 @@ def main():
     ap.add_argument("--draws", type=int, default=16, help="draws per batch of fisher_column_blocks")
     ap.add_argument("--damp", type=float, default=0.3, help="hessian_damp")
     ap.add_argument("--no-peers", action="store_true", help="skip NNCodec")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the Fisher and K-FAC draws")
     args = ap.parse_args()
     import torch
     import minilm
@@ -66,17 +67,17 @@ def main():
           f"{nnpress.__version__}; torch {torch.__version__}; calibration {args.calibration}\n")
     extra = list(minilm.CALIBRATION_EXTRA)[:args.extra] if args.calibration == "extended" else []
     cal = minilm.SENTENCES[::2] + extra
-    setup = bench_rd.minilm_setup(calibration=cal)
+    setup = bench_rd.minilm_setup(calibration=cal, seed=args.seed)
     w = setup["weights"]
     t0 = time.perf_counter()
     hess = nnpress.fisher_column_blocks(setup["fisher_model"], setup["batches"], mode="sampled", output="gaussian",
-                                        draws=args.draws)
+                                        draws=args.draws, seed=args.seed)
     hess = {k[2:]: v.numpy() for k, v in hess.items() if k[2:] in w}  # strip "m."
     log(f"fisher_column_blocks on {len(cal)} sentences ({args.draws} draws): {time.perf_counter() - t0:.1f}s, "
         f"{len(hess)} blocks")
     t0 = time.perf_counter()
     rows = nnpress.fisher_row_blocks(setup["fisher_model"], setup["batches"], mode="sampled", output="gaussian",
-                                     draws=args.draws)
+                                     draws=args.draws, seed=args.seed)
     rows = {k[2:]: v.numpy() for k, v in rows.items() if k[2:] in w}
     log(f"fisher_row_blocks: {time.perf_counter() - t0:.1f}s, {len(rows)} blocks")
     sens, imp_raw = tune.sensitivities_from_fisher(setup["fisher"])

@@ -72,7 +72,7 @@ def digits_setup(kind, with_fisher=True):
             "base": base, "budget": base - 0.002, "metric": "top-1", "min_metric": None}
 
 
-def minilm_setup(with_fisher=True, calibration=None):
+def minilm_setup(with_fisher=True, calibration=None, seed=0):
     """MiniLM weights, fidelity on the odd-numbered sentences and (optionally) the Fisher on
     ``calibration`` (default: the even-numbered ones). The dict also holds the Fisher's model
     ("fisher_model": mean-pooled output) and "batches", for further estimates on the same data."""
@@ -111,7 +111,7 @@ def minilm_setup(with_fisher=True, calibration=None):
         enc = tok(cal[i:i + 4], padding=True, truncation=True, max_length=256, return_tensors="pt")
         batches.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
     t0 = time.perf_counter()
-    fisher = fisher_diagonal(Pooled(model), batches, mode="sampled", output="gaussian")
+    fisher = fisher_diagonal(Pooled(model), batches, mode="sampled", output="gaussian", seed=seed)
     fisher = {k[2:]: v for k, v in fisher.items()}  # strip "m."
     log(f"minilm: Fisher on {len(cal)} sentences in {time.perf_counter() - t0:.1f}s")
     return {"name": "all-MiniLM-L6-v2", "weights": weights, "evaluate": evaluate, "fisher": fisher,
