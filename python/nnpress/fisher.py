@@ -289,18 +289,24 @@ def _classes_from_uniform(f: Any, u: Any) -> Any:
 # ----------------------------------------------------------------------------------------------
 
 
+def _keep(named: dict, flt: Any, what: str) -> set:
+    """Names of ``named`` that a filter keeps: None (all), a callable (name, item) -> bool, or a
+    collection of names, each of which must exist (ValueError naming the unknown ones)."""
+    if flt is None:
+        return set(named)
+    if callable(flt):
+        return {n for n, v in named.items() if flt(n, v)}
+    keep = set(flt)
+    unknown = sorted(keep - set(named))
+    if unknown:
+        raise ValueError(f"{what} names {unknown} that the model does not have")
+    return keep
+
+
 def _select_params(model: Any, param_filter: Any) -> tuple[dict, dict]:
     """(selected, others) name -> parameter, in named_parameters() order."""
     params = dict(model.named_parameters())
-    if param_filter is None:
-        keep = set(params)
-    elif callable(param_filter):
-        keep = {n for n, p in params.items() if param_filter(n, p)}
-    else:
-        keep = set(param_filter)
-        unknown = sorted(keep - set(params))
-        if unknown:
-            raise ValueError(f"param_filter names parameters the model does not have: {unknown}")
+    keep = _keep(params, param_filter, "param_filter")
     selected = {n: p for n, p in params.items() if n in keep}
     others = {n: p for n, p in params.items() if n not in keep}
     return selected, others
@@ -365,28 +371,9 @@ def fisher_diagonal(
     shapes disagree, or when the batches hold no example; TypeError for batches or outputs of an
     unsupported type; whatever the model raises (with method="vmap", whatever vmap raises).
     """
-    return _fisher_run("fisher_diagonal", model, batches, mode, output, sigma, param_filter, max_examples,
-                       output_fn, seed, chunk_size, method)
-
-
-def _check_arguments(name: str, mode: str, output: str, sigma: float | None, max_examples: int | None) -> float:
-    """The arguments fisher_diagonal and fisher_column_blocks share; returns sigma (None -> 1)."""
-    if mode not in _MODES:
-        raise ValueError(f"{name}: mode must be one of {_MODES}, got {mode!r}")
-    if output not in _OUTPUTS:
-        raise ValueError(f"{name}: output must be one of {_OUTPUTS}, got {output!r}")
-    sigma = 1.0 if sigma is None else float(sigma)
-    if not (math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"{name}: sigma must be finite and > 0, got {sigma!r}")
-    if max_examples is not None and max_examples < 1:
-        raise ValueError(f"{name}: max_examples must be >= 1, got {max_examples!r}")
-    return sigma
-
-
-def _fisher_run(name, model, batches, mode, output, sigma, param_filter, max_examples, output_fn, seed,
-                chunk_size, method) -> dict:
     import torch
 
+    name = "fisher_diagonal"
     sigma = _check_arguments(name, mode, output, sigma, max_examples)
     if method not in _METHODS:
         raise ValueError(f"{name}: method must be one of {_METHODS}, got {method!r}")
@@ -460,6 +447,21 @@ def _fisher_run(name, model, batches, mode, output, sigma, param_filter, max_exa
     if n_seen == 0:
         raise ValueError(f"{name}: the batches hold no example")
     return {n: a.div_(n_seen) for n, a in acc.items()}
+
+
+
+def _check_arguments(name: str, mode: str, output: str, sigma: float | None, max_examples: int | None) -> float:
+    """The arguments fisher_diagonal and fisher_column_blocks share; returns sigma (None -> 1)."""
+    if mode not in _MODES:
+        raise ValueError(f"{name}: mode must be one of {_MODES}, got {mode!r}")
+    if output not in _OUTPUTS:
+        raise ValueError(f"{name}: output must be one of {_OUTPUTS}, got {output!r}")
+    sigma = 1.0 if sigma is None else float(sigma)
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"{name}: sigma must be finite and > 0, got {sigma!r}")
+    if max_examples is not None and max_examples < 1:
+        raise ValueError(f"{name}: max_examples must be >= 1, got {max_examples!r}")
+    return sigma
 
 
 class _FisherRun:
@@ -620,15 +622,8 @@ def _kfac_blocks(name, side, model, batches, mode, output, sigma, module_filter,
         raise ValueError(f"{name}: draws must be an int >= 1, got {draws!r}")
     kinds = (torch.nn.Linear, torch.nn.Embedding) if side == "columns" else (torch.nn.Linear,)
     modules = {n: m for n, m in model.named_modules() if isinstance(m, kinds)}
-    if module_filter is not None:
-        if callable(module_filter):
-            modules = {n: m for n, m in modules.items() if module_filter(n, m)}
-        else:
-            keep = set(module_filter)
-            unknown = sorted(keep - set(modules))
-            if unknown:
-                raise ValueError(f"{name}: module_filter names no Linear/Embedding module: {unknown}")
-            modules = {n: m for n, m in modules.items() if n in keep}
+    keep = _keep(modules, module_filter, f"{name}: module_filter (of {'/'.join(k.__name__ for k in kinds)} modules)")
+    modules = {n: m for n, m in modules.items() if n in keep}
     if not modules:
         raise ValueError(f"{name}: the model has no (selected) {' or '.join(k.__name__ for k in kinds)} module")
     gen = _make_generator(seed)
@@ -684,7 +679,14 @@ def _kfac_blocks(name, side, model, batches, mode, output, sigma, module_filter,
                     # Linear: |g_p|^2 summed over the draws first; x_p x_p^T is the same for every draw
                     weight = {c: 0.0 for c in calls
                               if side == "columns" and not isinstance(modules[c[0]], torch.nn.Embedding)}
-                    for d in range(1 if mode == "empirical" else draws):
+                    energy = {}  # rows side: |x_p|^2 of each call, the same for every draw
+                    if side == "rows":
+                        for n, i in calls:
+                            x = seen[n][i][0]
+                            energy[(n, i)] = x.cpu().double().reshape(-1, x.shape[-1]).square().sum(1, keepdim=True)
+                    n_draws = 1 if mode == "empirical" else draws
+                    scale = 1.0 / n_draws
+                    for d in range(n_draws):
                         if mode == "empirical":
                             target = labels
                         else:
@@ -694,16 +696,13 @@ def _kfac_blocks(name, side, model, batches, mode, output, sigma, module_filter,
                         ll = _log_likelihood(kind, mode, sigma, f, target)
                         grads = torch.autograd.grad(ll, [seen[n][i][1] for n, i in calls], retain_graph=True,
                                                     allow_unused=True)
-                        scale = 1.0 / (1 if mode == "empirical" else draws)
                         for (n, i), g in zip(calls, grads):
                             if g is None:
                                 continue
                             reached.add(n)
                             g = g.detach().cpu().double().reshape(-1, g.shape[-1])
                             if side == "rows":  # g weighted by the input's energy at its position
-                                x = seen[n][i][0]
-                                x2 = x.cpu().double().reshape(-1, x.shape[-1]).square().sum(1, keepdim=True)
-                                acc[n] += scale * ((g * x2).T @ g)
+                                acc[n] += scale * ((g * energy[(n, i)]).T @ g)
                             elif (n, i) in weight:
                                 weight[(n, i)] = weight[(n, i)] + scale * (g * g).sum(1)
                             else:

@@ -141,9 +141,10 @@ def feedback_factor(hessian, cols: int | None = None, damp: float = 0.3) -> np.n
         raise ValueError("hessian must have a positive mean diagonal")
     h[np.diag_indices_from(h)] += damp * mean_diag
     try:
-        lo = np.linalg.cholesky(h)
-        lo_inv = np.linalg.solve(lo, np.eye(h.shape[0]))  # L^-1, so H^-1 = L^-T L^-1
-        u = np.linalg.cholesky(lo_inv.T @ lo_inv).T
+        # H = T T^T with T upper triangular (Cholesky of H in reversed order); then H^-1 = U^T U with
+        # U = T^-1, also upper: one factorisation and one triangular inverse, no explicit H^-1.
+        t = np.linalg.cholesky(h[::-1, ::-1])[::-1, ::-1]
+        u = np.linalg.solve(t, np.eye(h.shape[0]))
     except np.linalg.LinAlgError:
         raise ValueError("hessian is not positive definite (raise hessian_damp)") from None
     if not np.all(np.isfinite(u)) or not np.all(np.diag(u) > 0):
@@ -249,9 +250,6 @@ def _run(w, step, lam, importance, method, chunk_rows, threads, want_recon, row_
     cs = _scale_vector(col_scale, cols, "col_scale")
     fb = None if hessian is None else feedback_factor(hessian, cols, hessian_damp)
     rfb = None if row_hessian is None else feedback_factor(row_hessian, rows, hessian_damp)
-    if fb is not None and f is not None and f.size and np.all(np.isfinite(f)) and \
-            not np.all(f.reshape(rows, cols) == f.reshape(rows, cols)[:, :1]):
-        raise ValueError("with a hessian, importance must be one value per row (shape (rows, 1) broadcasts)")
     levels, recon, info = _core.quantize(
         arr, f, step, lam, m, int(chunk_rows), 2, int(threads), bool(want_recon), rs, cs, fb, rfb
     )

@@ -46,7 +46,8 @@ import numpy as np
 
 from .codec import estimate_bits
 from .config import TensorPlan
-from .quant import METHODS, channel_scale_exps, channel_scales, dequantize, feedback_inputs, quantize
+from .quant import (METHODS, channel_scale_exps, channel_scales, dequantize, feedback_factor, feedback_inputs,
+                    quantize)
 
 __all__ = [
     "TuneResult",
@@ -230,31 +231,32 @@ def allocate_steps(
     for n in names:
         h = (hessians or {}).get(n)
         if h is not None:
-            from .quant import feedback_factor
             shape = np.shape(weights[n])
             cols = int(np.prod(shape[1:])) if len(shape) >= 2 else int(np.prod(shape))
             _, h, _ = feedback_inputs(shape, None, h)
             u = feedback_factor(h, cols, damp=hessian_damp)
             fb_eff[n] = float(np.mean(1.0 / np.square(np.diag(u))))
-            coef[n] = coef.get(n, 1.0) * fb_eff[n] ** hessian_exponent
+
+    def alloc_coef(n):  # the sensitivity factor of the allocation: c_t e_t**hessian_exponent
+        return coef.get(n, 1.0) * fb_eff.get(n, 1.0) ** hessian_exponent
+
     ref = 1.0
     if sensitivity is not None:
-        pos = [sensitivity[n] * coef.get(n, 1.0) for n in names if sensitivity.get(n, 0.0) > 0]
+        pos = [sensitivity[n] * alloc_coef(n) for n in names if sensitivity.get(n, 0.0) > 0]
         ref = math.exp(float(np.mean(np.log(pos)))) if pos else 1.0
     plan = {}
     for n in names:
         w = np.asarray(weights[n])
         d = float(step)
         if sensitivity is not None:
-            s = float(sensitivity.get(n, ref)) * coef.get(n, 1.0)
+            s = float(sensitivity.get(n, ref)) * alloc_coef(n)
             d = step * math.sqrt(ref / s) if s > 0 else math.inf
             d = max(d, step / max_ratio)
             if d > step * max_ratio:  # barely used: may grow further, to max_step_std deviations
                 cap = max_step_std * float(np.std(w)) if w.size else 0.0
                 d = min(d, max(step * max_ratio, cap))
         q_step = d * (TRELLIS_STEP_RATIO if method == "trellis" else 1.0)
-        lam_coef = coef.get(n, 1.0) / fb_eff[n] ** hessian_exponent * fb_eff[n] if n in fb_eff else coef.get(n, 1.0)
-        lam = lam_factor * d * d * lam_coef if method != "nearest" else 0.0
+        lam = lam_factor * d * d * coef.get(n, 1.0) * fb_eff.get(n, 1.0) if method != "nearest" else 0.0
         sc = (channel_scales or {}).get(n)
         plan[n] = TensorPlan(step=q_step, method=method, lam=lam,
                              row_scale_exp=None if sc is None or sc[0] is None else tuple(int(x) for x in sc[0]),

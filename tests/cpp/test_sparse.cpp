@@ -13,6 +13,15 @@
 #include "nnpress/sparse/matrix.h"
 
 using namespace nnpress;
+
+// The SIMD ISAs this CPU runs (the scalar reference is always there).
+static std::vector<Isa> simd_isas() {
+  std::vector<Isa> out;
+  for (Isa i : {Isa::kNeon, Isa::kAvx2, Isa::kAvx512}) {
+    if (isa_supported(i)) out.push_back(i);
+  }
+  return out;
+}
 using namespace nnpress::sparse;
 
 namespace {
@@ -181,10 +190,8 @@ void test_isas_against_scalar() {
       // Short rows, many of them empty, in blocks that hold many rows.
       {700, 40, 6, 0.05, false},
   };
-  std::vector<Isa> isas = {Isa::kScalar};
-  for (Isa i : {Isa::kNeon, Isa::kAvx2, Isa::kAvx512}) {
-    if (isa_supported(i)) isas.push_back(i);
-  }
+  std::vector<Isa> isas = simd_isas();
+  isas.insert(isas.begin(), Isa::kScalar);
   std::printf("testing ISAs:");
   for (Isa i : isas) std::printf(" %s", isa_name(i));
   std::printf(" (auto: %s)\n", isa_name(detect_isa()));
@@ -267,10 +274,7 @@ void test_isas_against_scalar() {
 // rows are empty, 1-entry groups are common at the short end, and groups cross vector boundaries.
 void test_batch1_group_lengths() {
   std::mt19937 rng(4321);
-  std::vector<Isa> isas;
-  for (Isa i : {Isa::kNeon, Isa::kAvx2, Isa::kAvx512}) {
-    if (isa_supported(i)) isas.push_back(i);
-  }
+  const std::vector<Isa> isas = simd_isas();
   // cols * density / (values - 1) = mean group length.
   const double densities[] = {0.004, 0.01, 0.02, 0.035, 0.05, 0.07, 0.09, 0.12, 0.16, 0.2, 0.25, 0.32, 0.5};
   for (int bimodal = 0; bimodal < 2; ++bimodal) {
@@ -319,10 +323,7 @@ void test_batch1_group_lengths() {
 // would turn 0 * Inf into NaN), and leaves the other rows finite and equal to the scalar result.
 void test_nonfinite_inputs() {
   std::mt19937 rng(7);
-  std::vector<Isa> isas;
-  for (Isa i : {Isa::kNeon, Isa::kAvx2, Isa::kAvx512}) {
-    if (isa_supported(i)) isas.push_back(i);
-  }
+  const std::vector<Isa> isas = simd_isas();
   for (const Case& c : {Case{300, 200, 12, 0.03, false}, Case{50, 3000, 7, 0.9, false}}) {
     const std::vector<float> w = random_matrix(rng, c);
     for (size_t batch : {size_t(1), size_t(5), size_t(40)}) {
@@ -380,10 +381,8 @@ void test_random_corruptions() {
   std::mt19937 rng(99);
   const Case c{23, 90, 6, 0.3, false};
   const std::vector<float> w = random_matrix(rng, c);
-  std::vector<Isa> isas = {Isa::kScalar};
-  for (Isa i : {Isa::kNeon, Isa::kAvx2, Isa::kAvx512}) {
-    if (isa_supported(i)) isas.push_back(i);
-  }
+  std::vector<Isa> isas = simd_isas();
+  isas.insert(isas.begin(), Isa::kScalar);
   int rejected = 0, accepted = 0;
   for (Format f : {Format::kCER, Format::kCSER}) {
     RowGroupMatrix m;

@@ -145,7 +145,7 @@ def test_bad_hessians_and_importance_are_errors():
         quantize(w, 0.1, hessian=np.zeros((5, 5)))
     with pytest.raises(ValueError, match="hessian_damp"):
         quantize(w, 0.1, hessian=good, hessian_damp=-1.0)
-    with pytest.raises(ValueError, match="one value per row"):
+    with pytest.raises(ValueError, match="same along each row"):
         quantize(w, 0.1, method="rdoq", lam=0.001, importance=np.arange(20.0).reshape(4, 5) + 1, hessian=good)
     # per-row importance broadcasts
     quantize(w, 0.1, method="rdoq", lam=0.001, importance=np.arange(1.0, 5.0).reshape(4, 1), hessian=good)

@@ -459,24 +459,34 @@ class TokenModel(nn.Module):
         return (h * m).sum(1) / m.sum(1)
 
 
-def test_column_blocks_of_single_position_model_are_exact_column_sums():
-    """One position per example: diag(H) is exactly the column sums of the empirical Fisher
-    diagonal, and H itself is mean_n |g_n|^2 x_n x_n^T with g_n = y_n - f(x_n) at the output layer."""
+def test_blocks_of_single_position_model_are_exact():
+    """One position per example, so no two positions share a weight's gradient: the column block is
+    exactly mean_n |g_n|^2 x_n x_n^T and the row block mean_n |x_n|^2 g_n g_n^T (g_n = y_n - f(x_n) at
+    the output layer, x_n its input), and their diagonals are exactly the column / row sums of the
+    empirical Fisher diagonal."""
+    from nnpress.fisher import fisher_row_blocks
     model = tiny_mlp()
     torch.manual_seed(5)
     x = torch.randn(12, 6)
     y = torch.randn(12, 4)
     batches = [(x[:5], y[:5]), (x[5:], y[5:])]
-    blocks = fisher_column_blocks(model, batches, mode="empirical", output="gaussian")
+    cols = fisher_column_blocks(model, batches, mode="empirical", output="gaussian")
+    rows = fisher_row_blocks(model, batches, mode="empirical", output="gaussian")
     diag = fisher_diagonal(model, batches, mode="empirical", output="gaussian")
-    assert set(blocks) == {"0.weight", "2.weight"}
-    for name in blocks:
-        torch.testing.assert_close(torch.diagonal(blocks[name]), diag[name].double().sum(0), rtol=1e-5, atol=1e-9)
+    assert set(cols) == set(rows) == {"0.weight", "2.weight"}
+    assert cols["2.weight"].shape == (8, 8) and rows["2.weight"].shape == (4, 4)
+    for name in cols:
+        torch.testing.assert_close(torch.diagonal(cols[name]), diag[name].double().sum(0), rtol=1e-5, atol=1e-9)
+        torch.testing.assert_close(torch.diagonal(rows[name]), diag[name].double().sum(1), rtol=1e-5, atol=1e-9)
     with torch.no_grad():
         hidden = torch.tanh(model[0](x)).double()
         g = (y - model(x)).double()
-    want = (hidden * (g * g).sum(1, keepdim=True)).T @ hidden / 12
-    torch.testing.assert_close(blocks["2.weight"], want, rtol=1e-6, atol=1e-10)
+    torch.testing.assert_close(cols["2.weight"], (hidden * g.square().sum(1, keepdim=True)).T @ hidden / 12,
+                               rtol=1e-6, atol=1e-10)
+    torch.testing.assert_close(rows["2.weight"], (g * hidden.square().sum(1, keepdim=True)).T @ g / 12,
+                               rtol=1e-6, atol=1e-10)
+    with pytest.raises(ValueError, match="no \\(selected\\) Linear module"):
+        fisher_row_blocks(nn.Sequential(nn.Embedding(4, 3)), [torch.tensor([[1, 2]])])
 
 
 def brute_force_blocks(model, ids, mask, eps):
@@ -589,26 +599,3 @@ def test_column_blocks_add_every_call_and_leave_out_unreached_modules():
     want = ((x.double() * (g1 * g1).sum(1, keepdim=True)).T @ x.double()
             + (h1.double() * (g2 * g2).sum(1, keepdim=True)).T @ h1.double()) / 5
     torch.testing.assert_close(blocks["shared.weight"], want, rtol=1e-5, atol=1e-10)
-
-
-def test_row_blocks_of_single_position_model_are_exact():
-    """One position per example: G = mean_n |x_n|^2 g_n g_n^T, and its diagonal is exactly the row
-    sums of the empirical Fisher diagonal."""
-    from nnpress.fisher import fisher_row_blocks
-    model = tiny_mlp()
-    torch.manual_seed(9)
-    x = torch.randn(10, 6)
-    y = torch.randn(10, 4)
-    batches = [(x[:4], y[:4]), (x[4:], y[4:])]
-    blocks = fisher_row_blocks(model, batches, mode="empirical", output="gaussian")
-    diag = fisher_diagonal(model, batches, mode="empirical", output="gaussian")
-    assert set(blocks) == {"0.weight", "2.weight"} and blocks["2.weight"].shape == (4, 4)
-    for name in blocks:
-        torch.testing.assert_close(torch.diagonal(blocks[name]), diag[name].double().sum(1), rtol=1e-5, atol=1e-9)
-    with torch.no_grad():
-        hidden = torch.tanh(model[0](x)).double()
-        g = (y - model(x)).double()
-    want = (g * hidden.square().sum(1, keepdim=True)).T @ g / 10
-    torch.testing.assert_close(blocks["2.weight"], want, rtol=1e-6, atol=1e-10)
-    with pytest.raises(ValueError, match="no \\(selected\\) Linear module"):
-        fisher_row_blocks(nn.Sequential(nn.Embedding(4, 3)), [torch.tensor([[1, 2]])])

@@ -5,6 +5,7 @@
 
 #include "../kernels_internal.h"
 #include "../kernels_simd.h"
+#include "../x86_common.h"
 
 namespace nnpress::sparse::detail {
 namespace {
@@ -12,13 +13,6 @@ namespace {
 // Lanes [0, n) set (n in 0..8), as a vector mask for maskload/maskstore.
 inline __m256i lane_mask(uint32_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
 }
 
 struct V256 {
@@ -33,25 +27,12 @@ struct V256 {
   static void storeu(float* p, F v) { _mm256_storeu_ps(p, v); }
   static F add(F a, F b) { return _mm256_add_ps(a, b); }
   static F fmadd(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
-  static float reduce(F v) { return hsum(v); }
+  static float reduce(F v) { return hsum256(v); }
   static M first(uint32_t n) { return lane_mask(n); }
   static F load_m(const float* p, M m) { return _mm256_maskload_ps(p, m); }
   static void store_m(float* p, M m, F v) { _mm256_maskstore_ps(p, m, v); }
   static void splat8(float* p, float d) { _mm256_storeu_ps(p, _mm256_set1_ps(d)); }
-  // Eight inputs x[c[0..8)] through a register: scalar loads inserted into two 4-lane vectors, one store.
-  static void gather8(const uint16_t* c, const float* x, float* p) {
-    uint64_t q, u;
-    __builtin_memcpy(&q, c, 8);
-    __builtin_memcpy(&u, c + 4, 8);
-    _mm256_storeu_ps(p, _mm256_insertf128_ps(_mm256_castps128_ps256(gather4(q, x)), gather4(u, x), 1));
-  }
-  // x at four 16-bit indices packed in q.
-  static __m128 gather4(uint64_t q, const float* x) {
-    __m128 v = _mm_load_ss(x + (q & 0xFFFF));
-    v = _mm_insert_ps(v, _mm_load_ss(x + ((q >> 16) & 0xFFFF)), 0x10);
-    v = _mm_insert_ps(v, _mm_load_ss(x + ((q >> 32) & 0xFFFF)), 0x20);
-    return _mm_insert_ps(v, _mm_load_ss(x + (q >> 48)), 0x30);
-  }
+  static void gather8(const uint16_t* c, const float* x, float* p) { detail::gather8(c, x, p); }
 };
 
 // 16 weights (one half of a 32-column block, already nibble-masked) -> two 8-lane value vectors.
@@ -90,7 +71,7 @@ void cb_matvec(const CodebookView& m, const float* x, float* y, uint32_t r0, uin
         a3 = _mm256_fmadd_ps(w3, _mm256_maskload_ps(xb + 24, lane_mask(n_in(24))), a3);
       }
     }
-    y[r] = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    y[r] = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
   }
 }
 

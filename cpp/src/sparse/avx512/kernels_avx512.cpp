@@ -10,6 +10,7 @@
 
 #include "../kernels_internal.h"
 #include "../kernels_simd.h"
+#include "../x86_common.h"
 
 namespace nnpress::sparse::detail {
 namespace {
@@ -24,12 +25,7 @@ struct V256m {
   static F loadu(const float* p) { return _mm256_loadu_ps(p); }
   static F add(F a, F b) { return _mm256_add_ps(a, b); }
   static F fmadd(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
-  static float reduce(F v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-  }
+  static float reduce(F v) { return hsum256(v); }
   static M first(uint32_t n) { return M((1u << n) - 1u); }  // n <= 8
   static F load_m(const float* p, M m) { return _mm256_maskz_loadu_ps(m, p); }
 };
@@ -51,20 +47,7 @@ struct V512 {
   static F load_m(const float* p, M m) { return _mm512_maskz_loadu_ps(m, p); }
   static void store_m(float* p, M m, F v) { _mm512_mask_storeu_ps(p, m, v); }
   static void splat8(float* p, float d) { _mm256_storeu_ps(p, _mm256_set1_ps(d)); }
-  // Eight inputs x[c[0..8)] through a register: scalar loads inserted into two 4-lane vectors, one store.
-  static void gather8(const uint16_t* c, const float* x, float* p) {
-    uint64_t q, u;
-    __builtin_memcpy(&q, c, 8);
-    __builtin_memcpy(&u, c + 4, 8);
-    _mm256_storeu_ps(p, _mm256_insertf128_ps(_mm256_castps128_ps256(gather4(q, x)), gather4(u, x), 1));
-  }
-  // x at four 16-bit indices packed in q.
-  static __m128 gather4(uint64_t q, const float* x) {
-    __m128 v = _mm_load_ss(x + (q & 0xFFFF));
-    v = _mm_insert_ps(v, _mm_load_ss(x + ((q >> 16) & 0xFFFF)), 0x10);
-    v = _mm_insert_ps(v, _mm_load_ss(x + ((q >> 32) & 0xFFFF)), 0x20);
-    return _mm_insert_ps(v, _mm_load_ss(x + (q >> 48)), 0x30);
-  }
+  static void gather8(const uint16_t* c, const float* x, float* p) { detail::gather8(c, x, p); }
 };
 
 inline __mmask16 tail_mask(uint32_t n) { return __mmask16((1u << n) - 1u); }
