@@ -49,6 +49,11 @@ py::array view(const std::vector<T>& v, py::handle owner) {
   return a;
 }
 
+constexpr const char* kProductDoc =
+    "y = M @ x for x of shape (cols,) or (cols, batch); GIL released. x must already be a C-contiguous float32\n"
+    "ndarray (no conversion: anything else raises TypeError, so the Python wrapper's one fast call needs no\n"
+    "checks of its own and converts only after a TypeError).";
+
 // y = M x (x 1-D, cols) or Y = M X (X 2-D, cols x batch).
 template <class M>
 py::array product(const M& m, const F32& x, const std::optional<std::string>& isa, unsigned threads) {
@@ -166,8 +171,8 @@ NNPRESS_BINDING(sparse) {
         return s.group_value8().empty() && s.num_groups() > 0 ? view(s.group_value16(), self) : view(s.group_value8(), self);
       })
       .def("to_dense", &dense_of<RowGroupMatrix>)
-      .def("product", &product<RowGroupMatrix>, py::arg("x"), py::arg("isa") = py::none(), py::arg("threads") = 1u,
-           "y = M @ x for x of shape (cols,) or (cols, batch); GIL released.");
+      .def("product", &product<RowGroupMatrix>, py::arg("x").noconvert(), py::arg("isa") = py::none(),
+           py::arg("threads") = 1u, kProductDoc);
 
   py::class_<CodebookMatrix>(m, "CodebookMatrix", "Dense-codebook matrix: 4-bit value index per weight, 16-entry table.")
       .def_static(
@@ -216,8 +221,8 @@ NNPRESS_BINDING(sparse) {
       })
       .def_property_readonly("packed", [](py::object self) { return view(self.cast<const CodebookMatrix&>().packed(), self); })
       .def("to_dense", &dense_of<CodebookMatrix>)
-      .def("product", &product<CodebookMatrix>, py::arg("x"), py::arg("isa") = py::none(), py::arg("threads") = 1u,
-           "y = M @ x for x of shape (cols,) or (cols, batch); GIL released.");
+      .def("product", &product<CodebookMatrix>, py::arg("x").noconvert(), py::arg("isa") = py::none(),
+           py::arg("threads") = 1u, kProductDoc);
 
   m.def(
       "choose_format",

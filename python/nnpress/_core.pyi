@@ -58,9 +58,11 @@ class RowGroupMatrix:
     @staticmethod
     def from_levels(format: str, levels: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], step: typing.SupportsFloat | typing.SupportsIndex) -> RowGroupMatrix:
         ...
-    def product(self, x: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], isa: str | None = None, threads: typing.SupportsInt | typing.SupportsIndex = 1) -> numpy.ndarray:
+    def product(self, x: numpy.typing.NDArray[numpy.float32], isa: str | None = None, threads: typing.SupportsInt | typing.SupportsIndex = 1) -> numpy.ndarray:
         """
-        y = M @ x for x of shape (cols,) or (cols, batch); GIL released.
+        y = M @ x for x of shape (cols,) or (cols, batch); GIL released. x must already be a C-contiguous float32
+        ndarray (no conversion: anything else raises TypeError, so the Python wrapper's one fast call needs no
+        checks of its own and converts only after a TypeError).
         """
     def to_dense(self) -> numpy.ndarray:
         ...
@@ -110,9 +112,11 @@ class CodebookMatrix:
     @staticmethod
     def from_levels(levels: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], step: typing.SupportsFloat | typing.SupportsIndex) -> CodebookMatrix:
         ...
-    def product(self, x: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], isa: str | None = None, threads: typing.SupportsInt | typing.SupportsIndex = 1) -> numpy.ndarray:
+    def product(self, x: numpy.typing.NDArray[numpy.float32], isa: str | None = None, threads: typing.SupportsInt | typing.SupportsIndex = 1) -> numpy.ndarray:
         """
-        y = M @ x for x of shape (cols,) or (cols, batch); GIL released.
+        y = M @ x for x of shape (cols,) or (cols, batch); GIL released. x must already be a C-contiguous float32
+        ndarray (no conversion: anything else raises TypeError, so the Python wrapper's one fast call needs no
+        checks of its own and converts only after a TypeError).
         """
     def to_dense(self) -> numpy.ndarray:
         ...

@@ -174,16 +174,13 @@ class _Matrix:
 
     def matmul(self, x: Any, isa: str | None = None, threads: int = 1) -> np.ndarray:
         """``self @ x`` with an explicit ISA (None = automatic, see the module doc) and thread count."""
-        if (
-            type(x) is np.ndarray
-            and x.dtype == np.float32
-            and x.ndim in (1, 2)
-            and x.flags.c_contiguous
-            and x.shape[0] == self._m.cols
-            and threads == 1
-            and isa is None
-        ):
-            return self._m.product(x, None, 1)  # fast path: the C++ side checks the rest
+        try:
+            # One call for the usual operand, a C-contiguous float32 ndarray: the binding takes nothing
+            # else (TypeError) and checks shapes, ISA and threads itself (ValueError). Checks made here
+            # first cost more than a small product's kernel once the caches are cold (bench/RESULTS.md).
+            return self._m.product(x, isa, threads)
+        except TypeError:
+            pass
         if isinstance(x, (_Matrix,)):
             raise TypeError("compressed @ compressed is not supported")
         a = np.asarray(x)
@@ -198,7 +195,10 @@ class _Matrix:
         return self._m.product(np.ascontiguousarray(a, dtype=np.float32), isa, int(threads))
 
     def __matmul__(self, x: Any) -> np.ndarray:
-        return self.matmul(x)
+        try:
+            return self._m.product(x)  # as in matmul
+        except TypeError:
+            return self.matmul(x)
 
     def to_scipy(self):
         """The same matrix as scipy.sparse.csr_matrix (float32, explicit zeros dropped)."""

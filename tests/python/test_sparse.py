@@ -224,6 +224,27 @@ def test_corrupt_arrays_raise_format_error():
     assert issubclass(nnpress.FormatError, ValueError)
 
 
+def test_operands_of_any_layout_and_dtype_give_the_float32_product():
+    # The binding takes only C-contiguous float32 (the wrappers' one-call fast path); everything else is
+    # converted by the wrapper after the binding's TypeError, with the same result.
+    rng = np.random.default_rng(3)
+    w = rng.integers(-3, 4, size=(7, 12)).astype(np.float32) * 0.5
+    xs = rng.standard_normal((12, 6)).astype(np.float32)
+    for cls in (CERMatrix, CSERMatrix, CodebookMatrix):
+        m = cls.from_dense(w)
+        want1, want2 = m @ xs[:, 0].copy(), m @ xs
+        np.testing.assert_allclose(want1, w.astype(np.float64) @ xs[:, 0], rtol=1e-5, atol=1e-5)
+        for x in (xs[:, 0], xs[:, 0].astype(np.float64), list(map(float, xs[:, 0]))):  # strided, float64, list
+            assert np.array_equal(m @ x, want1)
+            assert np.array_equal(m.matmul(x, isa=None, threads=1), want1)
+        for x in (np.asfortranarray(xs), xs.astype(np.float64), xs[:, ::-1][:, ::-1]):
+            assert np.array_equal(m @ x, want2)
+        with pytest.raises(ValueError):
+            m.matmul(xs[:, 0], threads=-1)
+        with pytest.raises(TypeError):
+            m @ m
+
+
 def test_bad_arguments_raise_value_or_type_error():
     m = CSERMatrix.from_dense(TALK)
     with pytest.raises(ValueError):
