@@ -10,7 +10,8 @@ torch sparse CSR (int32 indices) and scipy CSR, in one run.
 
 Matrices: k distinct values including 0 (density < 1): an entry is non-zero with probability `density`,
 drawn uniformly from the k - 1 non-zero levels (k levels at density 1), times 0.01 (as bench_kernels.cpp).
-Every method runs once per round, rounds interleaved, so background load hits all of them alike;
+Every method runs once per round, rounds interleaved, so background load hits all of them alike, in an
+order shuffled every round (--fixed-order: always the table's order), so no method always follows the same one;
 the table shows the minimum over rounds (and the median). GB/s = bytes the format must read (matrix
 arrays + inputs + outputs) / time. "picked" = nnpress.sparse.choose_format(..., batch, allow_dense=True), what nnpress.nn.convert uses;
 "dense" there means the layer stays a torch layer, so its time is torch dense's.
@@ -62,14 +63,25 @@ def make_matrix(rng, rows, cols, values, density):
     return (lv.astype(np.float32) * np.float32(0.01)), lv.astype(np.int32)
 
 
+ORDER = {"shuffled": True}  # --fixed-order sets False
+
+
 def timed_rounds(fns: dict, rounds: int, min_time: float) -> dict:
+    """Minimum and median µs of each function, one call of each per round. The order of the calls is
+    shuffled every round (fixed seed) unless --fixed-order: a call pays for the caches its predecessor
+    left cold or warm (code, dispatch, data), and a fixed order would favour the same method every round
+    (torch CSR always after torch dense, which warms torch's dispatch; bench/RESULTS.md)."""
     for f in fns.values():  # warm up
         f()
     samples = {k: [] for k in fns}
+    keys = list(fns)
+    rng = np.random.default_rng(0)
     t_start = time.perf_counter()
     r = 0
     while r < rounds or (time.perf_counter() - t_start < min_time and r < 50 * rounds):
-        for k, f in fns.items():
+        order = [keys[i] for i in rng.permutation(len(keys))] if ORDER["shuffled"] else keys
+        for k in order:
+            f = fns[k]
             t = time.perf_counter()
             f()
             samples[k].append(time.perf_counter() - t)
@@ -226,6 +238,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--min-time", type=float, default=1.0, help="seconds per case at least")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--fixed-order", action="store_true", help="call the methods in the same order every round")
     ap.add_argument("--layers", action="store_true", help="also MiniLM-L6 and digits CNN layer shapes")
     ap.add_argument("--e2e", action="store_true", help="also the converted digits CNN end to end")
     ap.add_argument("--json", help="write all results to this file")
@@ -243,6 +256,7 @@ def main():
         args.values, args.rounds, args.min_time = [16], 7, 0.3
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    ORDER["shuffled"] = not args.fixed_order
     rng = np.random.default_rng(0)
     info = {
         "machine": platform.processor() or platform.machine(),
@@ -253,6 +267,7 @@ def main():
         "scipy": scipy.__version__,
         "nnpress_isas": available_isas(),
         "command": " ".join(["python"] + sys.argv),
+        "call_order": "shuffled per round" if ORDER["shuffled"] else "fixed",
     }
     try:
         info["load_average"] = os.getloadavg()
