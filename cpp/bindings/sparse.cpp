@@ -158,6 +158,8 @@ NNPRESS_BINDING(sparse) {
       .def_property_readonly("nnz", &RowGroupMatrix::nnz)
       .def_property_readonly("num_groups", &RowGroupMatrix::num_groups)
       .def_property_readonly("nbytes", &RowGroupMatrix::nbytes)
+      .def_property_readonly("plan_nbytes", &RowGroupMatrix::plan_bytes,
+                             "Bytes of the batch-1 kernel plan derived from the arrays (not stored in files)")
       .def_property_readonly("omega", [](py::object self) { return view(self.cast<const RowGroupMatrix&>().omega(), self); })
       .def_property_readonly("col", [](py::object self) {
         const auto& s = self.cast<const RowGroupMatrix&>();

@@ -94,6 +94,11 @@ class RowGroupMatrix:
     def omega(self) -> numpy.ndarray:
         ...
     @property
+    def plan_nbytes(self) -> int:
+        """
+        Bytes of the batch-1 kernel plan derived from the arrays (not stored in files)
+        """
+    @property
     def row_ptr(self) -> numpy.ndarray:
         ...
     @property

@@ -12,7 +12,8 @@ Contract
   ("scalar", "neon", "avx2", "avx512"; None = the automatic choice, per batch size: AVX2 for batch
   2..32 even on AVX-512 CPUs, and for CER/CSER batch 1 with groups of <= 6 entries on average,
   measured faster there) or a thread count (0 = all hardware threads).
-- ``to_dense()``, ``to_scipy()`` (scipy CSR, float32), ``nbytes`` (bytes of all arrays), ``shape``,
+- ``to_dense()``, ``to_scipy()`` (scipy CSR, float32), ``nbytes`` (bytes of all arrays), ``plan_nbytes``
+  (CER/CSER: the batch-1 kernel plan derived from them, see Surprises), ``shape``,
   ``nnz`` (entries that differ from the implicit, most frequent value), ``values`` (Ω).
 - ``op_counts(row=None, memory="sram")``: loads, multiplies, adds and writes of one matrix-vector
   product (or of one row's dot product), counted as the paper and the seed talk count them, and an
@@ -38,6 +39,10 @@ Surprises
   and one pass over x (cols loads, cols-1 adds) per product.
 - The value most frequent in the matrix is implicit; it is usually 0, but need not be.
 - ``from_scipy`` densifies the matrix once (the builders work from dense rows).
+- CER/CSER matrices with <= 16 values whose groups average <= 8 entries also hold a kernel plan,
+  derived when they are built: a bit per entry marking group starts (and, for CER or CSER with empty
+  groups, a value index per non-empty group). The x86 batch-1 kernel reads it instead of the group
+  pointers, which removes all per-group work (bench/RESULTS.md); ``plan_nbytes`` says what it costs.
 """
 
 from __future__ import annotations
@@ -258,6 +263,13 @@ class _RowGroup(_Matrix):
     @property
     def num_groups(self) -> int:
         return int(self._m.num_groups)
+
+    @property
+    def plan_nbytes(self) -> int:
+        """Bytes of the batch-1 kernel plan the object derives from its arrays (a bit per entry and,
+        for CER, a value index per non-empty group), built only for <= 16 values with groups of <= 8
+        entries on average; not part of ``nbytes`` (the format) and never written to files."""
+        return int(self._m.plan_nbytes)
 
     @property
     def values(self) -> np.ndarray:

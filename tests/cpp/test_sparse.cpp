@@ -427,6 +427,61 @@ void test_random_corruptions() {
   CHECK(rejected > 1000);
 }
 
+// The kernel plan (group starts as bits, RowGroupMatrix::has_starts) exists exactly for <= 16 values,
+// 16-bit columns and non-empty groups of <= 8 entries on average, and adds no format bytes. Its batch-1
+// kernel (x86) matches the scalar reference with rows longer than a block (the fallback), CER padding
+// groups, empty rows, a last row that ends the matrix mid-chunk, and thread splits that start mid-matrix.
+void test_starts_plan() {
+  std::mt19937 rng(99);
+  const Case c{300, 3000, 15, 0.01, false};
+  std::vector<float> w = random_matrix(rng, c);
+  std::uniform_int_distribution<uint32_t> pick(1, c.values - 1);
+  for (uint32_t r : {5u, 150u, 299u}) {  // rows of ~3000 entries: more than a block
+    for (uint32_t k = 0; k < c.cols; ++k) w[size_t(r) * c.cols + k] = (float(pick(rng)) - float(c.values) / 2) * 0.037f;
+  }
+  for (uint32_t r = 7; r < c.rows; r += 13) {  // empty rows
+    for (uint32_t k = 0; k < c.cols; ++k) w[size_t(r) * c.cols + k] = 0.0f;
+  }
+  for (uint32_t k = 0; k < c.cols; ++k) {  // the last row: 11 entries (the matrix ends mid-chunk)
+    if (k >= 11) w[size_t(c.rows - 1) * c.cols + k] = 0.0f;
+  }
+  std::normal_distribution<float> nd;
+  std::vector<float> x(c.cols), scale(c.rows, 0.0f);
+  for (auto& v : x) v = nd(rng);
+  for (uint32_t r = 0; r < c.rows; ++r) {
+    for (uint32_t k = 0; k < c.cols; ++k) scale[r] += std::fabs(w[size_t(r) * c.cols + k] * x[k]);
+  }
+  for (Format f : {Format::kCER, Format::kCSER}) {
+    RowGroupMatrix rg;
+    CHECK(RowGroupMatrix::from_dense(f, w.data(), c.rows, c.cols, &rg).ok());
+    CHECK(rg.has_starts());
+    CHECK(rg.plan_bytes() >= rg.nnz() / 8);
+    std::vector<float> ref(c.rows), y(c.rows);
+    CHECK(matvec(rg, x.data(), x.size(), ref.data(), ref.size(), {Isa::kScalar, 1}).ok());
+    for (Isa isa : simd_isas()) {
+      for (unsigned threads : {1u, 2u, 3u}) {
+        std::fill(y.begin(), y.end(), NAN);
+        CHECK(matvec(rg, x.data(), x.size(), y.data(), y.size(), {isa, threads}).ok());
+        if (!close(y, ref, scale)) {
+          std::fprintf(stderr, "  starts plan: isa %s format %s threads %u\n", isa_name(isa), format_name(f), threads);
+          CHECK(false);
+        }
+      }
+    }
+  }
+  // No plan: 17 values, long groups, 32-bit columns.
+  RowGroupMatrix a, b, d;
+  std::vector<float> w17 = random_matrix(rng, Case{20, 500, 17, 0.05, false});
+  CHECK(RowGroupMatrix::from_dense(Format::kCSER, w17.data(), 20, 500, &a).ok());
+  CHECK(!a.has_starts() && a.plan_bytes() == 0);
+  std::vector<float> wl = random_matrix(rng, Case{20, 500, 3, 0.5, false});  // ~125 entries per group
+  CHECK(RowGroupMatrix::from_dense(Format::kCSER, wl.data(), 20, 500, &b).ok());
+  CHECK(!b.has_starts());
+  std::vector<float> ww = random_matrix(rng, Case{1, 70000, 3, 0.001, false});
+  CHECK(RowGroupMatrix::from_dense(Format::kCER, ww.data(), 1, 70000, &d).ok());
+  CHECK(d.wide() && !d.has_starts());
+}
+
 // With no ISA named, a product runs exactly the kernels of auto_isa(matrix, batch) (bit-identical results).
 void test_auto_dispatch() {
   std::mt19937 rng(5);
@@ -482,6 +537,7 @@ int main() {
   test_auto_dispatch();
   test_isas_against_scalar();
   test_batch1_group_lengths();
+  test_starts_plan();
   test_nonfinite_inputs();
   test_random_corruptions();
   return TEST_MAIN_RESULT();

@@ -113,6 +113,23 @@ def test_products_on_every_isa_match_float64(isa, cls):
                 assert np.all(np.abs(y - ref) <= 1e-5 * bound + 1e-6)
 
 
+def test_kernel_plan_only_for_few_values_and_short_groups():
+    rng = np.random.default_rng(11)
+    short = _random(rng, 64, 1000, 9, 0.05)  # ~6 entries per group
+    long_ = _random(rng, 64, 1000, 9, 0.5)  # ~60
+    many = _random(rng, 64, 1000, 40, 0.05)  # 40 values
+    for cls in (CERMatrix, CSERMatrix):
+        m = cls.from_dense(short)
+        assert m.plan_nbytes >= m.nnz // 8 and cls.from_dense(long_).plan_nbytes == 0
+        assert cls.from_dense(many).plan_nbytes == 0
+        gv = m.group_value
+        arrays = m.values.nbytes + m.col.nbytes + m.group_ptr.nbytes + m.row_ptr.nbytes + (0 if gv is None else gv.nbytes)
+        assert m.nbytes == arrays  # the plan is not format storage
+    # CSER without empty groups reuses its value indices: only the start bits
+    m = CSERMatrix.from_dense(short)
+    assert m.plan_nbytes == m.nnz // 8 + 8
+
+
 def test_isa_results_agree_and_threads_are_deterministic():
     rng = np.random.default_rng(3)
     w = _random(rng, 300, 700, 16, 0.2)

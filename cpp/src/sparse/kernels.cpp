@@ -12,9 +12,11 @@ namespace nnpress::sparse {
 namespace detail {
 #ifndef NNPRESS_HAVE_AVX2_TU
 const KernelTable* avx2_kernels() { return nullptr; }
+StartsMatvec avx2_starts_matvec() { return nullptr; }
 #endif
 #ifndef NNPRESS_HAVE_AVX512_TU
 const KernelTable* avx512_kernels() { return nullptr; }
+StartsMatvec avx512_starts_matvec() { return nullptr; }
 #endif
 #ifndef NNPRESS_HAVE_NEON_TU
 const KernelTable* neon_kernels() { return nullptr; }
@@ -83,6 +85,10 @@ detail::RowsView view_of(const RowGroupMatrix& m) {
       v.gv8 = m.group_value8().data();
     }
   }
+  if (m.has_starts()) {
+    v.starts = m.starts().data(), v.start_values = m.start_values(), v.num_starts = uint32_t(m.num_starts());
+    v.starts_safe_end = m.starts_safe_end();
+  }
   // Empty vectors may return null data(); kernels never dereference them then (no entries/groups).
   static const uint16_t kNoCol16 = 0;
   if (!v.col16 && !v.col32) v.col16 = &kNoCol16;
@@ -116,7 +122,15 @@ Status matvec(const RowGroupMatrix& m, const float* x, size_t x_len, float* y, s
   s = pick_table(o, 1, &t);
   if (!s.ok()) return s;
   const detail::RowsView v = view_of(m);
-  over_rows(m.rows(), opt.threads, [&](uint32_t r0, uint32_t r1) { t->rows_matvec(v, x, y, r0, r1); });
+  // The kernel plan's kernel (short groups; x86), else the ISA's row-group kernel.
+  detail::StartsMatvec sk = nullptr;
+  if (v.starts && *o.isa == Isa::kAvx512) sk = detail::avx512_starts_matvec();
+  if (v.starts && *o.isa == Isa::kAvx2) sk = detail::avx2_starts_matvec();
+  if (sk) {
+    over_rows(m.rows(), opt.threads, [&](uint32_t r0, uint32_t r1) { sk(v, x, y, r0, r1, t->rows_matvec); });
+  } else {
+    over_rows(m.rows(), opt.threads, [&](uint32_t r0, uint32_t r1) { t->rows_matvec(v, x, y, r0, r1); });
+  }
   const float w0 = m.omega()[0];
   if (w0 != 0.0f) {
     float sx = 0.0f;

@@ -19,6 +19,12 @@ struct RowsView {
   const uint32_t* row_ptr;
   const uint8_t* gv8;  // CSER: one of gv8 / gv16 set; CER: both null
   const uint16_t* gv16;
+  // The matrix's kernel plan (RowGroupMatrix::has_starts; null without one): group starts as bits,
+  // the Ω index of each non-empty group, their count, and the entry before which every entry's group
+  // has 7 more after it.
+  const uint8_t* starts;
+  const uint8_t* start_values;
+  uint32_t num_starts, starts_safe_end;
 };
 
 struct CodebookView {
@@ -35,6 +41,14 @@ struct KernelTable {
   void (*cb_matvec)(const CodebookView& m, const float* x, float* y, uint32_t r0, uint32_t r1);
   void (*cb_matmat)(const CodebookView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1);
 };
+
+// Batch 1 from the kernel plan (kernels_starts_x86.h); rows it cannot take go to `fallback` (the same
+// ISA's rows_matvec).
+using RowsMatvec = void (*)(const RowsView& m, const float* x, float* y, uint32_t r0, uint32_t r1);
+using StartsMatvec = void (*)(const RowsView& m, const float* x, float* y, uint32_t r0, uint32_t r1,
+                              RowsMatvec fallback);
+StartsMatvec avx2_starts_matvec();    // null unless compiled (NNPRESS_HAVE_AVX2_TU)
+StartsMatvec avx512_starts_matvec();  // null unless compiled (NNPRESS_HAVE_AVX512_TU)
 
 const KernelTable* scalar_kernels();
 const KernelTable* avx2_kernels();    // null unless compiled (NNPRESS_HAVE_AVX2_TU)

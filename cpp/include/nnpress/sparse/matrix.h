@@ -99,7 +99,23 @@ class RowGroupMatrix {
   RowGroupArrays arrays() const;  // a 32-bit copy
   void to_dense(float* out) const;  // rows * cols floats, row-major
 
+  // Kernel plan for batch-1 products with short groups (derived from the arrays above by from_arrays,
+  // not part of the format): built when |Ω| <= kStartsMaxValues, columns are 16-bit and the non-empty
+  // groups average <= kStartsMaxMean entries; has_starts() says whether it exists. Bit k of starts()
+  // (byte k / 8, bit k % 8; kStartsPad zero bytes of slack) is set when entry k is the first of its
+  // group; start_values()[i] is the Ω index of the i-th non-empty group (CSER without empty groups:
+  // group_value8 itself). plan_bytes() = the bytes it adds (0 without a plan).
+  static constexpr uint32_t kStartsMaxValues = 16, kStartsMaxMean = 8, kStartsPad = 8;
+  bool has_starts() const { return !starts_.empty(); }
+  const std::vector<uint8_t>& starts() const { return starts_; }
+  const uint8_t* start_values() const { return start_values_.empty() ? gv8_.data() : start_values_.data(); }
+  uint64_t num_starts() const { return num_starts_; }
+  // The entry before which each entry's group has at least 7 non-empty groups after it (0 if < 8).
+  uint32_t starts_safe_end() const { return starts_safe_end_; }
+  size_t plan_bytes() const { return starts_.size() + start_values_.size(); }
+
  private:
+  void build_plan();
   Format format_ = Format::kCSER;
   uint32_t rows_ = 0, cols_ = 0;
   std::vector<float> omega_, delta_;
@@ -107,6 +123,9 @@ class RowGroupMatrix {
   std::vector<uint32_t> col32_, group_ptr_, row_ptr_;
   std::vector<uint8_t> gv8_;
   std::vector<uint16_t> gv16_;
+  std::vector<uint8_t> starts_, start_values_;  // kernel plan (build_plan)
+  uint64_t num_starts_ = 0;
+  uint32_t starts_safe_end_ = 0;
 };
 
 class CodebookMatrix {

@@ -1,0 +1,187 @@
+// Internal: the batch-1 CER/CSER kernel for short groups that reads group boundaries from the matrix's
+// kernel plan (a bit per entry, RowGroupMatrix::starts) instead of walking the group pointers. Included
+// by the x86 ISA translation units (avx2/, avx512/), each compiled with its own flags.
+//
+// CONTRACT
+//   starts_matvec(m, x, y, r0, r1, fallback): y[r] for rows [r0, r1) without the Ω[0] term, as rows_matvec
+//   (kernels_simd.h). Requires the plan (m.starts, m.start_values non-null), |Ω| <= 16 and 16-bit columns.
+//   Rows are taken in blocks of whole rows of up to kStartsBlock entries, and a block's entries 8 at a
+//   time from its first entry:
+//     - the 8 inputs x[col] by scalar loads into one register (gather4, x86_common.h);
+//     - each lane's group, counted from the chunk's first group, from the chunk's 8 start bits by one
+//       load from a 256-entry table of prefix counts; the values of the 8 groups from that one come from
+//       their 8 Ω indices (start_values) through the Ω-delta table held in two registers (two permutes
+//       and a blend), then one permute by the lanes' counts gives every lane its value;
+//     - the 8 products go to a buffer, and each row sums its slice of it.
+//   So the kernel has no loop, load, store or branch per group: with ~3 entries per group the per-group
+//   work of rows_matvec (a group end, a value index, a value and a store per group) was most of its time
+//   (bench/RESULTS.md). A row longer than kStartsBlock entries goes to `fallback`.
+//   Lanes past a block's end (up to 7) compute products of the next rows' entries that no row sums;
+//   lanes past the matrix's last entry, or group counts past its last group, read zeroed copies.
+//   Results equal the scalar reference up to float summation order.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "kernels_internal.h"
+#include "x86_common.h"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-tree-vectorize")  // as kernels_simd.h: no compiler gathers
+#endif
+
+namespace nnpress::sparse::detail {
+namespace {
+
+constexpr uint32_t kStartsBlock = 2048;
+
+template <bool B>
+struct Bool {
+  static constexpr bool value = B;
+};  // entries per block: the product buffer (8 KiB) stays in L1
+
+// off[b][j] = (bits of b set in lanes 0..j) - (b & 1): lane j's group relative to lane 0's.
+struct PrefixTable {
+  alignas(64) uint8_t off[256][8];
+};
+constexpr PrefixTable make_prefix_table() {
+  PrefixTable t{};
+  for (int b = 0; b < 256; ++b) {
+    int c = 0;
+    for (int j = 0; j < 8; ++j) {
+      c += (b >> j) & 1;
+      t.off[b][j] = uint8_t(c - (b & 1));
+    }
+  }
+  return t;
+}
+constexpr PrefixTable kPrefix = make_prefix_table();
+
+// Set bits of `bits` in entries [k0, k1).
+inline uint32_t starts_in(const uint8_t* bits, uint32_t k0, uint32_t k1) {
+  uint32_t n = 0, k = k0;
+  for (; k < k1 && (k & 7); ++k) n += (bits[k >> 3] >> (k & 7)) & 1u;
+  for (; k + 64 <= k1; k += 64) {
+    uint64_t w;
+    __builtin_memcpy(&w, bits + (k >> 3), 8);
+    n += uint32_t(__builtin_popcountll(w));
+  }
+  for (; k < k1; ++k) n += (bits[k >> 3] >> (k & 7)) & 1u;
+  return n;
+}
+
+// sum(p[0 .. n)); masked lanes are never loaded.
+inline float slice_sum(const float* p, uint32_t n) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  uint32_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    a0 = _mm256_add_ps(a0, _mm256_loadu_ps(p + j));
+    a1 = _mm256_add_ps(a1, _mm256_loadu_ps(p + j + 8));
+  }
+  const int rest = int(n - j);  // 0 .. 15
+  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  a0 = _mm256_add_ps(a0, _mm256_maskload_ps(p + j, _mm256_cmpgt_epi32(_mm256_set1_epi32(rest), iota)));
+  a1 = _mm256_add_ps(a1, _mm256_maskload_ps(p + j + 8, _mm256_cmpgt_epi32(_mm256_set1_epi32(rest - 8), iota)));
+  return hsum256(_mm256_add_ps(a0, a1));
+}
+
+inline __m256 inputs8(const uint16_t* c, const float* x) {
+  uint64_t q, u;
+  __builtin_memcpy(&q, c, 8);
+  __builtin_memcpy(&u, c + 4, 8);
+  return _mm256_insertf128_ps(_mm256_castps128_ps256(gather4(q, x)), gather4(u, x), 1);
+}
+
+// Software prefetch, at a block's start, of the next block's row pointers and group pointers (rows from r,
+// as many as this block had): each row's first entry is a row pointer, then a group pointer, loaded in
+// turn. Measured (bench/RESULTS.md), matrix not in cache: 83 -> 72 us at 4096^2, density 0.01; prefetching
+// the column indices, start bits and start values as well bought nothing (the hardware streams them).
+inline void prefetch_next(const RowsView& m, uint32_t r, uint32_t nrows) {
+#define NNPRESS_PREFETCH(p)        \
+  do {                             \
+    __builtin_prefetch(p);         \
+    __asm__ volatile("" ::"r"(p)); \
+  } while (0)
+  const uint32_t re = m.rows - r > nrows ? r + nrows : m.rows;
+  for (uint32_t i = r; i <= re; i += 16) NNPRESS_PREFETCH(m.row_ptr + i);
+  const uint32_t g = m.row_ptr[r], ge = m.row_ptr[re];
+  for (uint32_t i = g; i <= ge; i += 16) NNPRESS_PREFETCH(m.group_ptr + i);
+#undef NNPRESS_PREFETCH
+}
+
+void starts_matvec(const RowsView& m, const float* x, float* y, uint32_t r0, uint32_t r1, RowsMatvec fallback) {
+  constexpr uint32_t L = 8;  // lanes (16 lanes with AVX-512 permutes measured no faster)
+  alignas(64) float dtab[16] = {};  // Ω[k] - Ω[0], zero-padded to 16
+  for (uint32_t k = 0; k < m.nvalues && k < 16; ++k) dtab[k] = m.delta[k];
+  const __m256 tlo = _mm256_load_ps(dtab), thi = _mm256_load_ps(dtab + 8);
+  alignas(64) float p[kStartsBlock + L];
+  const uint16_t* const col = m.col16;
+  const uint8_t* const bits = m.starts;
+  const uint8_t* const sv = m.start_values;
+  const uint32_t total = m.group_ptr[m.row_ptr[m.rows]], nstarts = m.num_starts, safe_end = m.starts_safe_end;
+  for (uint32_t c = 0; c < m.cols; c += 16) {  // the whole input at once (see rows_matvec_t)
+    __builtin_prefetch(x + c);
+    __asm__ volatile("" ::"r"(c));  // GCC deletes loops that only prefetch
+  }
+  uint32_t r = r0;
+  uint32_t next = starts_in(bits, 0, m.group_ptr[m.row_ptr[r0]]);  // non-empty groups before the block
+  while (r < r1) {
+    const uint32_t ka = m.group_ptr[m.row_ptr[r]];
+    uint32_t re = r;
+    while (re < r1 && m.group_ptr[m.row_ptr[re + 1]] - ka <= kStartsBlock) ++re;
+    if (re == r) {  // row r alone holds more than a block
+      const uint32_t k1 = m.group_ptr[m.row_ptr[r + 1]];
+      fallback(m, x, y, r, r + 1);
+      next += starts_in(bits, ka, k1);
+      ++r;
+      continue;
+    }
+    const uint32_t kb = m.group_ptr[m.row_ptr[re]];
+    prefetch_next(m, re, re - r);
+    int32_t last = int32_t(next) - 1;  // the group of the entry before the chunk
+    // One chunk of 8 entries from e. kTail: a chunk that may end past the block (its lanes past the block
+    // start no groups), past the matrix's last entry, or whose 8 groups run past the last group; chunks
+    // that start before m.starts_safe_end and end inside the block need none of these checks.
+    auto chunk = [&](uint32_t e, auto tail) {
+      constexpr bool kTail = decltype(tail)::value;
+      uint32_t w;
+      __builtin_memcpy(&w, bits + (e >> 3), 4);  // inside the kStartsPad slack
+      uint32_t b = (w >> (e & 7)) & ((1u << L) - 1u);
+      if (kTail && kb - e < L) b &= (1u << (kb - e)) - 1u;
+      const int32_t first = last + int32_t(b & 1u);  // the group of lane 0
+      last += __builtin_popcount(b);
+      alignas(16) uint16_t cc[L] = {};
+      const uint16_t* c = col + e;
+      if (kTail && uint64_t(e) + L > total) {  // the matrix's last entries
+        for (uint32_t i = 0; e + i < total; ++i) cc[i] = col[e + i];
+        c = cc;
+      }
+      alignas(16) uint8_t gg[16] = {};
+      const uint8_t* g = sv + first;
+      if (kTail && uint64_t(uint32_t(first)) + L > nstarts) {  // the matrix's last groups
+        for (uint32_t i = 0; uint32_t(first) + i < nstarts; ++i) gg[i] = sv[uint32_t(first) + i];
+        g = gg;
+      }
+      const __m256 xs = inputs8(c, x);
+      const __m256i gi = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(g)));
+      const __m256 lo = _mm256_permutevar8x32_ps(tlo, gi), hi = _mm256_permutevar8x32_ps(thi, gi);
+      const __m256 gv = _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(gi, 28)));
+      const __m256i off = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(kPrefix.off[b])));
+      _mm256_storeu_ps(p + (e - ka), _mm256_mul_ps(xs, _mm256_permutevar8x32_ps(gv, off)));
+    };
+    uint32_t e = ka;
+    const uint64_t main_end = kb < uint64_t(safe_end) + L - 1 ? kb : uint64_t(safe_end) + L - 1;
+    for (; uint64_t(e) + L <= main_end; e += L) chunk(e, Bool<false>{});
+    for (; e < kb; e += L) chunk(e, Bool<true>{});
+    next = uint32_t(last + 1);
+    for (; r < re; ++r) {
+      const uint32_t s = m.group_ptr[m.row_ptr[r]] - ka, t = m.group_ptr[m.row_ptr[r + 1]] - ka;
+      y[r] = slice_sum(p + s, t - s);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace nnpress::sparse::detail
