@@ -427,13 +427,12 @@ void test_random_corruptions() {
   CHECK(rejected > 1000);
 }
 
-// The kernel plan (group starts as bits, RowGroupMatrix::has_starts) exists exactly for <= 16 values,
+// The kernel plan (group starts as bits, RowGroupMatrix::has_starts) exists exactly for <= 256 values,
 // 16-bit columns and non-empty groups of <= 8 entries on average, and adds no format bytes. Its batch-1
 // kernel (x86) matches the scalar reference with rows longer than a block (the fallback), CER padding
 // groups, empty rows, a last row that ends the matrix mid-chunk, and thread splits that start mid-matrix.
-void test_starts_plan() {
-  std::mt19937 rng(99);
-  const Case c{300, 3000, 15, 0.01, false};
+void starts_plan_case(std::mt19937& rng, uint32_t values) {
+  const Case c{300, 3000, values, values > 16 ? 0.05 : 0.01, false};
   std::vector<float> w = random_matrix(rng, c);
   std::uniform_int_distribution<uint32_t> pick(1, c.values - 1);
   for (uint32_t r : {5u, 150u, 299u}) {  // rows of ~3000 entries: more than a block
@@ -463,16 +462,24 @@ void test_starts_plan() {
         std::fill(y.begin(), y.end(), NAN);
         CHECK(matvec(rg, x.data(), x.size(), y.data(), y.size(), {isa, threads}).ok());
         if (!close(y, ref, scale)) {
-          std::fprintf(stderr, "  starts plan: isa %s format %s threads %u\n", isa_name(isa), format_name(f), threads);
+          std::fprintf(stderr, "  starts plan: isa %s format %s threads %u values %u\n", isa_name(isa), format_name(f),
+                       threads, values);
           CHECK(false);
         }
       }
     }
   }
-  // No plan: 17 values, long groups, 32-bit columns.
+}
+
+void test_starts_plan() {
+  std::mt19937 rng(99);
+  starts_plan_case(rng, 15);   // the in-register value table (<= 16 values)
+  starts_plan_case(rng, 200);  // values loaded per group
+  // No plan: 257 values, long groups, 32-bit columns.
   RowGroupMatrix a, b, d;
-  std::vector<float> w17 = random_matrix(rng, Case{20, 500, 17, 0.05, false});
-  CHECK(RowGroupMatrix::from_dense(Format::kCSER, w17.data(), 20, 500, &a).ok());
+  std::vector<float> w257 = random_matrix(rng, Case{40, 2000, 257, 0.5, false});
+  CHECK(RowGroupMatrix::from_dense(Format::kCSER, w257.data(), 40, 2000, &a).ok());
+  CHECK(a.omega().size() > 256);
   CHECK(!a.has_starts() && a.plan_bytes() == 0);
   std::vector<float> wl = random_matrix(rng, Case{20, 500, 3, 0.5, false});  // ~125 entries per group
   CHECK(RowGroupMatrix::from_dense(Format::kCSER, wl.data(), 20, 500, &b).ok());

@@ -117,7 +117,7 @@ def test_kernel_plan_only_for_few_values_and_short_groups():
     rng = np.random.default_rng(11)
     short = _random(rng, 64, 1000, 9, 0.05)  # ~6 entries per group
     long_ = _random(rng, 64, 1000, 9, 0.5)  # ~60
-    many = _random(rng, 64, 1000, 40, 0.05)  # 40 values
+    many = _random(rng, 64, 1000, 300, 0.05)  # 300 values
     for cls in (CERMatrix, CSERMatrix):
         m = cls.from_dense(short)
         assert m.plan_nbytes >= m.nnz // 8 and cls.from_dense(long_).plan_nbytes == 0

@@ -4,14 +4,15 @@
 //
 // CONTRACT
 //   starts_matvec(m, x, y, r0, r1, fallback): y[r] for rows [r0, r1) without the Ω[0] term, as rows_matvec
-//   (kernels_simd.h). Requires the plan (m.starts, m.start_values non-null), |Ω| <= 16 and 16-bit columns.
+//   (kernels_simd.h). Requires the plan (m.starts, m.start_values non-null), |Ω| <= 256 and 16-bit columns.
 //   Rows are taken in blocks of whole rows of up to kStartsBlock entries, and a block's entries 8 at a
 //   time from its first entry:
 //     - the 8 inputs x[col] by scalar loads into one register (gather4, x86_common.h);
 //     - each lane's group, counted from the chunk's first group, from the chunk's 8 start bits by one
 //       load from a 256-entry table of prefix counts; the values of the 8 groups from that one come from
 //       their 8 Ω indices (start_values) through the Ω-delta table held in two registers (two permutes
-//       and a blend), then one permute by the lanes' counts gives every lane its value;
+//       and a blend; more than 16 values: 8 scalar loads), then one permute by the lanes' counts gives
+//       every lane its value;
 //     - the 8 products go to a buffer, and each row sums its slice of it.
 //   So the kernel has no loop, load, store or branch per group: with ~3 entries per group the per-group
 //   work of rows_matvec (a group end, a value index, a value and a store per group) was most of its time
@@ -87,6 +88,20 @@ inline float slice_sum(const float* p, uint32_t n) {
   return hsum256(_mm256_add_ps(a0, a1));
 }
 
+// delta at the 8 value indices g[0..8) (more than 16 values: no in-register table).
+inline __m256 values8(const uint8_t* g, const float* delta) {
+  uint64_t q;
+  __builtin_memcpy(&q, g, 8);
+  __m128 a = _mm_load_ss(delta + (q & 0xFF)), b = _mm_load_ss(delta + ((q >> 32) & 0xFF));
+  a = _mm_insert_ps(a, _mm_load_ss(delta + ((q >> 8) & 0xFF)), 0x10);
+  b = _mm_insert_ps(b, _mm_load_ss(delta + ((q >> 40) & 0xFF)), 0x10);
+  a = _mm_insert_ps(a, _mm_load_ss(delta + ((q >> 16) & 0xFF)), 0x20);
+  b = _mm_insert_ps(b, _mm_load_ss(delta + ((q >> 48) & 0xFF)), 0x20);
+  a = _mm_insert_ps(a, _mm_load_ss(delta + ((q >> 24) & 0xFF)), 0x30);
+  b = _mm_insert_ps(b, _mm_load_ss(delta + (q >> 56)), 0x30);
+  return _mm256_insertf128_ps(_mm256_castps128_ps256(a), b, 1);
+}
+
 inline __m256 inputs8(const uint16_t* c, const float* x) {
   uint64_t q, u;
   __builtin_memcpy(&q, c, 8);
@@ -111,10 +126,12 @@ inline void prefetch_next(const RowsView& m, uint32_t r, uint32_t nrows) {
 #undef NNPRESS_PREFETCH
 }
 
-void starts_matvec(const RowsView& m, const float* x, float* y, uint32_t r0, uint32_t r1, RowsMatvec fallback) {
+// kWide: more than 16 values (up to 256): the groups' values by scalar loads instead of the register table.
+template <bool kWide>
+void starts_matvec_t(const RowsView& m, const float* x, float* y, uint32_t r0, uint32_t r1, RowsMatvec fallback) {
   constexpr uint32_t L = 8;  // lanes (16 lanes with AVX-512 permutes measured no faster)
   alignas(64) float dtab[16] = {};  // Ω[k] - Ω[0], zero-padded to 16
-  for (uint32_t k = 0; k < m.nvalues && k < 16; ++k) dtab[k] = m.delta[k];
+  for (uint32_t k = 0; k < m.nvalues && k < 16; ++k) dtab[k] = m.delta[k];  // (kWide: unused)
   const __m256 tlo = _mm256_load_ps(dtab), thi = _mm256_load_ps(dtab + 8);
   alignas(64) float p[kStartsBlock + L];
   const uint16_t* const col = m.col16;
@@ -165,9 +182,14 @@ void starts_matvec(const RowsView& m, const float* x, float* y, uint32_t r0, uin
         g = gg;
       }
       const __m256 xs = inputs8(c, x);
-      const __m256i gi = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(g)));
-      const __m256 lo = _mm256_permutevar8x32_ps(tlo, gi), hi = _mm256_permutevar8x32_ps(thi, gi);
-      const __m256 gv = _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(gi, 28)));
+      __m256 gv;
+      if constexpr (kWide) {
+        gv = values8(g, m.delta);
+      } else {
+        const __m256i gi = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(g)));
+        const __m256 lo = _mm256_permutevar8x32_ps(tlo, gi), hi = _mm256_permutevar8x32_ps(thi, gi);
+        gv = _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(gi, 28)));
+      }
       const __m256i off = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(kPrefix.off[b])));
       _mm256_storeu_ps(p + (e - ka), _mm256_mul_ps(xs, _mm256_permutevar8x32_ps(gv, off)));
     };
@@ -180,6 +202,14 @@ void starts_matvec(const RowsView& m, const float* x, float* y, uint32_t r0, uin
       const uint32_t s = m.group_ptr[m.row_ptr[r]] - ka, t = m.group_ptr[m.row_ptr[r + 1]] - ka;
       y[r] = slice_sum(p + s, t - s);
     }
+  }
+}
+
+void starts_matvec(const RowsView& m, const float* x, float* y, uint32_t r0, uint32_t r1, RowsMatvec fallback) {
+  if (m.nvalues > 16) {
+    starts_matvec_t<true>(m, x, y, r0, r1, fallback);
+  } else {
+    starts_matvec_t<false>(m, x, y, r0, r1, fallback);
   }
 }
 

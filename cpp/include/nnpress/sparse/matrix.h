@@ -105,7 +105,7 @@ class RowGroupMatrix {
   // (byte k / 8, bit k % 8; kStartsPad zero bytes of slack) is set when entry k is the first of its
   // group; start_values()[i] is the Ω index of the i-th non-empty group (CSER without empty groups:
   // group_value8 itself). plan_bytes() = the bytes it adds (0 without a plan).
-  static constexpr uint32_t kStartsMaxValues = 16, kStartsMaxMean = 8, kStartsPad = 8;
+  static constexpr uint32_t kStartsMaxValues = 256, kStartsMaxMean = 8, kStartsPad = 8;
   bool has_starts() const { return !starts_.empty(); }
   const std::vector<uint8_t>& starts() const { return starts_; }
   const uint8_t* start_values() const { return start_values_.empty() ? gv8_.data() : start_values_.data(); }
