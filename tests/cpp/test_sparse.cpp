@@ -1,10 +1,12 @@
 // CER / CSER / dense-codebook containers and kernels: the seed talk's golden 5x12 example,
 // validation of corrupt structures, and every compiled ISA against the scalar reference.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "check.h"
@@ -489,6 +491,33 @@ void test_starts_plan() {
   CHECK(d.wide() && !d.has_starts());
 }
 
+// Products from several threads at once, each asking for all threads: the worker pool serves one of
+// them at a time and the others compute on their callers; every result equals the one-thread result.
+void test_concurrent_threaded_products() {
+  std::mt19937 rng(31);
+  const Case c{700, 900, 16, 0.05, false};
+  const std::vector<float> w = random_matrix(rng, c);
+  RowGroupMatrix rg;
+  CHECK(RowGroupMatrix::from_dense(Format::kCSER, w.data(), c.rows, c.cols, &rg).ok());
+  std::normal_distribution<float> nd;
+  std::vector<float> x(c.cols), want(c.rows);
+  for (auto& v : x) v = nd(rng);
+  CHECK(matvec(rg, x.data(), x.size(), want.data(), want.size(), {std::nullopt, 1}).ok());
+  std::atomic<int> bad{0};
+  std::vector<std::thread> callers;
+  for (int t = 0; t < 4; ++t) {
+    callers.emplace_back([&] {
+      std::vector<float> y(c.rows);
+      for (int i = 0; i < 200; ++i) {
+        std::fill(y.begin(), y.end(), NAN);
+        if (!matvec(rg, x.data(), x.size(), y.data(), y.size(), {std::nullopt, 0}).ok() || y != want) ++bad;
+      }
+    });
+  }
+  for (auto& t : callers) t.join();
+  CHECK(bad.load() == 0);
+}
+
 // With no ISA named, a product runs exactly the kernels of auto_isa(matrix, batch) (bit-identical results).
 void test_auto_dispatch() {
   std::mt19937 rng(5);
@@ -545,6 +574,7 @@ int main() {
   test_isas_against_scalar();
   test_batch1_group_lengths();
   test_starts_plan();
+  test_concurrent_threaded_products();
   test_nonfinite_inputs();
   test_random_corruptions();
   return TEST_MAIN_RESULT();

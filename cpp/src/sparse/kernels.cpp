@@ -1,7 +1,13 @@
 // Kernel dispatch: argument checks, ISA choice, threads over rows, the Ω[0] term (see kernels.h).
 #include "nnpress/sparse/kernels.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -47,6 +53,72 @@ unsigned hardware_threads() {
   return n;
 }
 
+// Persistent workers for over_rows: starting a std::thread per part cost more than a whole product of a
+// typical layer (bench/RESULTS.md). One pool per process, made on first use and never destroyed (its
+// workers are detached and wait on a condition variable); a forked child, whose copy has no workers, makes
+// its own. A product that finds the pool busy (another thread's product) runs its parts on its caller.
+class RowPool {
+ public:
+  static RowPool* get() {
+    static std::atomic<RowPool*> pool{nullptr};
+    static std::mutex make;
+    RowPool* p = pool.load(std::memory_order_acquire);
+    if (p && p->pid_ == getpid()) return p;
+    std::lock_guard<std::mutex> g(make);
+    p = pool.load(std::memory_order_acquire);
+    if (!p || p->pid_ != getpid()) {
+      p = new RowPool(hardware_threads() - 1);  // a parent's pool, in a child, is left as it is
+      pool.store(p, std::memory_order_release);
+    }
+    return p;
+  }
+  unsigned workers() const { return workers_; }
+
+  // part(0) on the caller and part(k), 0 < k < n <= workers() + 1, on worker k; returns when all are done.
+  // false (nothing run) when another product holds the pool.
+  bool run(unsigned n, const std::function<void(unsigned)>& part) {
+    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+    if (!busy.owns_lock()) return false;
+    {
+      std::lock_guard<std::mutex> g(m_);
+      job_ = &part, parts_ = n, pending_ = n - 1, ++generation_;
+    }
+    wake_.notify_all();
+    part(0);
+    std::unique_lock<std::mutex> g(m_);
+    done_.wait(g, [&] { return pending_ == 0; });
+    job_ = nullptr;
+    return true;
+  }
+
+ private:
+  explicit RowPool(unsigned workers) : pid_(getpid()), workers_(workers) {
+    for (unsigned k = 1; k <= workers; ++k) std::thread([this, k] { loop(k); }).detach();
+  }
+  void loop(unsigned k) {
+    uint64_t seen = 0;
+    std::unique_lock<std::mutex> g(m_);
+    for (;;) {
+      wake_.wait(g, [&] { return generation_ != seen; });
+      seen = generation_;
+      if (k >= parts_) continue;
+      const std::function<void(unsigned)>* part = job_;
+      g.unlock();
+      (*part)(k);
+      g.lock();
+      if (--pending_ == 0) done_.notify_one();
+    }
+  }
+
+  const pid_t pid_;
+  const unsigned workers_;
+  std::mutex busy_, m_;
+  std::condition_variable wake_, done_;
+  const std::function<void(unsigned)>* job_ = nullptr;
+  unsigned parts_ = 0, pending_ = 0;
+  uint64_t generation_ = 0;
+};
+
 template <class F>
 void over_rows(uint32_t rows, unsigned threads, F&& f) {
   if (threads == 1) {
@@ -60,15 +132,14 @@ void over_rows(uint32_t rows, unsigned threads, F&& f) {
     f(0u, rows);
     return;
   }
-  std::vector<std::thread> pool;
-  pool.reserve(n - 1);
   const uint32_t per = (rows + n - 1) / n;
-  for (unsigned t = 1; t < n; ++t) {
-    const uint32_t r0 = std::min<uint64_t>(rows, uint64_t(per) * t), r1 = std::min<uint64_t>(rows, uint64_t(per) * (t + 1));
-    pool.emplace_back([&f, r0, r1] { f(r0, r1); });
+  const std::function<void(unsigned)> part = [&f, rows, per](unsigned t) {
+    f(std::min<uint64_t>(rows, uint64_t(per) * t), std::min<uint64_t>(rows, uint64_t(per) * (t + 1)));
+  };
+  RowPool* pool = RowPool::get();
+  if (n > pool->workers() + 1 || !pool->run(n, part)) {
+    for (unsigned t = 0; t < n; ++t) part(t);
   }
-  f(0u, std::min(rows, per));
-  for (auto& th : pool) th.join();
 }
 
 detail::RowsView view_of(const RowGroupMatrix& m) {

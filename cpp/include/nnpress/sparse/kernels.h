@@ -11,9 +11,11 @@
 //   are validated when they are built (matrix.h). Inputs may hold any floats; y must not alias x.
 //   KernelOptions.isa: empty = auto_isa(matrix, batch) (below); a named ISA must be isa_supported() and is
 //   used for every kernel of the product (tests and benchmarks force each ISA this way).
-//   KernelOptions.threads: rows are split into contiguous blocks, one std::thread each (0 = one per
-//   hardware thread; capped by the hardware and by rows / 64). Each output element is computed
-//   by one thread in a fixed order, so results do not depend on the thread count.
+//   KernelOptions.threads: rows are split into contiguous blocks, one per thread (0 = one per
+//   hardware thread; capped by the hardware and by rows / 64): the caller's and those of a pool of
+//   persistent workers (hardware threads - 1, started on first use; a product that finds the pool
+//   busy with another thread's product computes its blocks on its caller). Each output element is
+//   computed by one thread in a fixed order, so results do not depend on the thread count.
 //
 //   Row-group (CER/CSER) products compute, per row, y = sum over groups of (Ω[v] - Ω[0]) * (sum of
 //   the group's inputs), plus Ω[0] * sum(x) when Ω[0] != 0: one multiply per group, as the formats
