@@ -237,7 +237,8 @@ void RowGroupMatrix::build_plan() {
   const uint64_t entries = nnz(), groups = num_groups();
   uint64_t nonempty = 0;
   for (uint64_t g = 0; g < groups; ++g) nonempty += group_ptr_[g + 1] > group_ptr_[g];
-  if (wide() || omega_.size() > kStartsMaxValues || entries == 0 || entries > uint64_t(kStartsMaxMean) * nonempty) {
+  const uint32_t max_mean = omega_.size() > 16 ? kStartsMaxMeanWide : kStartsMaxMean;
+  if (wide() || omega_.size() > kStartsMaxValues || entries == 0 || entries > uint64_t(max_mean) * nonempty) {
     return;
   }
   starts_.assign(size_t(entries / 8) + kStartsPad, 0);

@@ -101,11 +101,12 @@ class RowGroupMatrix {
 
   // Kernel plan for batch-1 products with short groups (derived from the arrays above by from_arrays,
   // not part of the format): built when |Ω| <= kStartsMaxValues, columns are 16-bit and the non-empty
-  // groups average <= kStartsMaxMean entries; has_starts() says whether it exists. Bit k of starts()
+  // groups average <= kStartsMaxMean entries (kStartsMaxMeanWide with more than 16 values, whose kernel
+  // loads the group values: measured crossovers, bench/RESULTS.md); has_starts() says whether it exists. Bit k of starts()
   // (byte k / 8, bit k % 8; kStartsPad zero bytes of slack) is set when entry k is the first of its
   // group; start_values()[i] is the Ω index of the i-th non-empty group (CSER without empty groups:
   // group_value8 itself). plan_bytes() = the bytes it adds (0 without a plan).
-  static constexpr uint32_t kStartsMaxValues = 256, kStartsMaxMean = 8, kStartsPad = 8;
+  static constexpr uint32_t kStartsMaxValues = 256, kStartsMaxMean = 8, kStartsMaxMeanWide = 3, kStartsPad = 8;
   bool has_starts() const { return !starts_.empty(); }
   const std::vector<uint8_t>& starts() const { return starts_; }
   const uint8_t* start_values() const { return start_values_.empty() ? gv8_.data() : start_values_.data(); }
