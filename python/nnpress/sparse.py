@@ -41,8 +41,8 @@ Surprises
 - ``from_scipy`` densifies the matrix once (the builders work from dense rows).
 - CER/CSER matrices with <= 16 values whose groups average <= 8 entries (<= 256 values: <= 3 entries)
   also hold a kernel plan,
-  derived when they are built: a bit per entry marking group starts (and, for CER or CSER with empty
-  groups, a value index per non-empty group). The x86 batch-1 kernel reads it instead of the group
+  derived when they are built: a bit per entry marking group starts, each row's first entry (and, for
+  CER or CSER with empty groups, a value index per non-empty group). The x86 batch-1 kernel reads it instead of the group
   pointers, which removes all per-group work (bench/RESULTS.md); ``plan_nbytes`` says what it costs.
 """
 
@@ -267,8 +267,8 @@ class _RowGroup(_Matrix):
 
     @property
     def plan_nbytes(self) -> int:
-        """Bytes of the batch-1 kernel plan the object derives from its arrays (a bit per entry and,
-        for CER, a value index per non-empty group), built only for <= 16 values in groups of <= 8
+        """Bytes of the batch-1 kernel plan the object derives from its arrays (a bit per entry, each
+        row's first entry and, for CER, a value index per non-empty group), built only for <= 16 values in groups of <= 8
         entries on average (<= 256 values: <= 3); not part of ``nbytes`` (the format) and never
         written to files."""
         return int(self._m.plan_nbytes)

@@ -158,6 +158,7 @@ detail::RowsView view_of(const RowGroupMatrix& m) {
   }
   if (m.has_starts()) {
     v.starts = m.starts().data(), v.start_values = m.start_values(), v.num_starts = uint32_t(m.num_starts());
+    v.row_start = m.row_starts().data();
     v.starts_safe_end = m.starts_safe_end();
   }
   // Empty vectors may return null data(); kernels never dereference them then (no entries/groups).

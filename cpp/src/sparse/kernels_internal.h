@@ -24,6 +24,7 @@ struct RowsView {
   // has 7 more after it.
   const uint8_t* starts;
   const uint8_t* start_values;
+  const uint32_t* row_start;  // row r's first entry (group_ptr[row_ptr[r]]), rows + 1
   uint32_t num_starts, starts_safe_end;
 };
 

@@ -5,8 +5,9 @@
 // CONTRACT
 //   starts_matvec(m, x, y, r0, r1, fallback): y[r] for rows [r0, r1) without the Ω[0] term, as rows_matvec
 //   (kernels_simd.h). Requires the plan (m.starts, m.start_values non-null), |Ω| <= 256 and 16-bit columns.
-//   Rows are taken in blocks of whole rows of up to kStartsBlock entries, and a block's entries 8 at a
-//   time from its first entry:
+//   Rows are taken in blocks of whole rows of up to kStartsBlock entries (their first entries from the
+//   plan's row_start: one sequential array, where row_ptr then group_ptr were two dependent loads per row
+//   that cost ~1.4x once the matrix was out of cache), and a block's entries 8 at a time from its first:
 //     - the 8 inputs x[col] by scalar loads into one register (gather4, x86_common.h);
 //     - each lane's group, counted from the chunk's first group, from the chunk's 8 start bits by one
 //       load from a 256-entry table of prefix counts; the values of the 8 groups from that one come from
@@ -109,23 +110,6 @@ inline __m256 inputs8(const uint16_t* c, const float* x) {
   return _mm256_insertf128_ps(_mm256_castps128_ps256(gather4(q, x)), gather4(u, x), 1);
 }
 
-// Software prefetch, at a block's start, of the next block's row pointers and group pointers (rows from r,
-// as many as this block had): each row's first entry is a row pointer, then a group pointer, loaded in
-// turn. Measured (bench/RESULTS.md), matrix not in cache: 83 -> 72 us at 4096^2, density 0.01; prefetching
-// the column indices, start bits and start values as well bought nothing (the hardware streams them).
-inline void prefetch_next(const RowsView& m, uint32_t r, uint32_t nrows) {
-#define NNPRESS_PREFETCH(p)        \
-  do {                             \
-    __builtin_prefetch(p);         \
-    __asm__ volatile("" ::"r"(p)); \
-  } while (0)
-  const uint32_t re = m.rows - r > nrows ? r + nrows : m.rows;
-  for (uint32_t i = r; i <= re; i += 16) NNPRESS_PREFETCH(m.row_ptr + i);
-  const uint32_t g = m.row_ptr[r], ge = m.row_ptr[re];
-  for (uint32_t i = g; i <= ge; i += 16) NNPRESS_PREFETCH(m.group_ptr + i);
-#undef NNPRESS_PREFETCH
-}
-
 // kWide: more than 16 values (up to 256): the groups' values by scalar loads instead of the register table.
 template <bool kWide>
 void starts_matvec_t(const RowsView& m, const float* x, float* y, uint32_t r0, uint32_t r1, RowsMatvec fallback) {
@@ -137,26 +121,25 @@ void starts_matvec_t(const RowsView& m, const float* x, float* y, uint32_t r0, u
   const uint16_t* const col = m.col16;
   const uint8_t* const bits = m.starts;
   const uint8_t* const sv = m.start_values;
-  const uint32_t total = m.group_ptr[m.row_ptr[m.rows]], nstarts = m.num_starts, safe_end = m.starts_safe_end;
+  const uint32_t total = m.row_start[m.rows], nstarts = m.num_starts, safe_end = m.starts_safe_end;
   for (uint32_t c = 0; c < m.cols; c += 16) {  // the whole input at once (see rows_matvec_t)
     __builtin_prefetch(x + c);
     __asm__ volatile("" ::"r"(c));  // GCC deletes loops that only prefetch
   }
   uint32_t r = r0;
-  uint32_t next = starts_in(bits, 0, m.group_ptr[m.row_ptr[r0]]);  // non-empty groups before the block
+  uint32_t next = starts_in(bits, 0, m.row_start[r0]);  // non-empty groups before the block
   while (r < r1) {
-    const uint32_t ka = m.group_ptr[m.row_ptr[r]];
+    const uint32_t ka = m.row_start[r];
     uint32_t re = r;
-    while (re < r1 && m.group_ptr[m.row_ptr[re + 1]] - ka <= kStartsBlock) ++re;
+    while (re < r1 && m.row_start[re + 1] - ka <= kStartsBlock) ++re;
     if (re == r) {  // row r alone holds more than a block
-      const uint32_t k1 = m.group_ptr[m.row_ptr[r + 1]];
+      const uint32_t k1 = m.row_start[r + 1];
       fallback(m, x, y, r, r + 1);
       next += starts_in(bits, ka, k1);
       ++r;
       continue;
     }
-    const uint32_t kb = m.group_ptr[m.row_ptr[re]];
-    prefetch_next(m, re, re - r);
+    const uint32_t kb = m.row_start[re];
     int32_t last = int32_t(next) - 1;  // the group of the entry before the chunk
     // One chunk of 8 entries from e. kTail: a chunk that may end past the block (its lanes past the block
     // start no groups), past the matrix's last entry, or whose 8 groups run past the last group; chunks
@@ -199,7 +182,7 @@ void starts_matvec_t(const RowsView& m, const float* x, float* y, uint32_t r0, u
     for (; e < kb; e += L) chunk(e, Bool<true>{});
     next = uint32_t(last + 1);
     for (; r < re; ++r) {
-      const uint32_t s = m.group_ptr[m.row_ptr[r]] - ka, t = m.group_ptr[m.row_ptr[r + 1]] - ka;
+      const uint32_t s = m.row_start[r] - ka, t = m.row_start[r + 1] - ka;
       y[r] = slice_sum(p + s, t - s);
     }
   }

@@ -233,7 +233,7 @@ Status RowGroupMatrix::from_arrays(RowGroupArrays a, RowGroupMatrix* out) {
 }
 
 void RowGroupMatrix::build_plan() {
-  starts_.clear(), start_values_.clear(), num_starts_ = 0, starts_safe_end_ = 0;
+  starts_.clear(), start_values_.clear(), row_starts_.clear(), num_starts_ = 0, starts_safe_end_ = 0;
   const uint64_t entries = nnz(), groups = num_groups();
   uint64_t nonempty = 0;
   for (uint64_t g = 0; g < groups; ++g) nonempty += group_ptr_[g + 1] > group_ptr_[g];
@@ -242,6 +242,8 @@ void RowGroupMatrix::build_plan() {
     return;
   }
   starts_.assign(size_t(entries / 8) + kStartsPad, 0);
+  row_starts_.resize(size_t(rows_) + 1);
+  for (uint32_t r = 0; r <= rows_; ++r) row_starts_[r] = group_ptr_[row_ptr_[r]];
   const bool copy_values = format_ == Format::kCER || nonempty != groups;
   if (copy_values) start_values_.reserve(size_t(nonempty));
   for (uint32_t r = 0; r < rows_; ++r) {
