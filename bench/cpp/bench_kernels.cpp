@@ -2,10 +2,13 @@
 // one thread, batch 1 and 32 (and 2..128 for AVX2 vs AVX-512), side by side in one run.
 //   build/bench/cpp/bench_kernels --benchmark_filter='/16/' --benchmark_min_time=0.2s
 // Arguments: format (0 cer, 1 cser, 2 codebook), ISA (0 scalar, 2 avx2, 3 avx512),
-// distinct values, density in percent, batch. Counters: bytes the format reads per product
+// distinct values, density in percent, batch. BM_product repeats one product (matrix and input in cache);
+// BM_product_flushed (batch 1, CER/CSER) times each product after writing a 64 MiB buffer (the matrix
+// starts in DRAM, as a model's layer run once per input; manual timing, the flush untimed). Counters: bytes the format reads per product
 // (matrix + inputs + outputs) as GB/s, and the matrix's storage bytes.
 #include <benchmark/benchmark.h>
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <random>
@@ -98,6 +101,36 @@ void BM_product(benchmark::State& state) {
   state.SetLabel(std::string(format == 0 ? "cer" : format == 1 ? "cser" : "codebook") + "/" + isa_name(isa));
 }
 
+void BM_product_flushed(benchmark::State& state) {
+  const int format = int(state.range(0));
+  const Isa isa = Isa(state.range(1));
+  const uint32_t values = uint32_t(state.range(2));
+  const int density_pct = int(state.range(3));
+  if (!isa_supported(isa)) {
+    state.SkipWithError("ISA not supported here");
+    return;
+  }
+  const Built& b = matrices(values, density_pct);
+  const RowGroupMatrix& rg = format == 0 ? b.cer : b.cser;
+  std::vector<float> x(kN), y(kN);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd;
+  for (auto& v : x) v = nd(rng);
+  static std::vector<char> junk(size_t(64) << 20, 1);
+  const KernelOptions opt{isa, 1};
+  for (auto _ : state) {
+    for (size_t i = 0; i < junk.size(); i += 64) junk[i] = char(junk[i] + 1);
+    benchmark::ClobberMemory();
+    const auto t0 = std::chrono::steady_clock::now();
+    const Status s = matvec(rg, x.data(), x.size(), y.data(), y.size(), opt);
+    benchmark::DoNotOptimize(y.data());
+    const auto t1 = std::chrono::steady_clock::now();
+    state.SetIterationTime(std::chrono::duration<double>(t1 - t0).count());
+    if (!s.ok()) state.SkipWithError(s.message().c_str());
+  }
+  state.SetLabel(std::string(format == 0 ? "cer" : "cser") + "/" + isa_name(isa) + "/flushed");
+}
+
 void args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"fmt", "isa", "values", "dens%", "batch"});
   // The AVX2 / AVX-512 choice per batch size (auto_isa, kernels.h): CSER and codebook, both ISAs.
@@ -129,3 +162,9 @@ void args(benchmark::internal::Benchmark* b) {
 }  // namespace
 
 BENCHMARK(BM_product)->Apply(args)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_product_flushed)
+    ->ArgNames({"fmt", "isa", "values", "dens%", "batch"})
+    ->ArgsProduct({{0, 1}, {2, 3}, {16, 256}, {10, 1}, {1}})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseManualTime()
+    ->Iterations(200);

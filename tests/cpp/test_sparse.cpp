@@ -277,12 +277,25 @@ void test_isas_against_scalar() {
 void test_batch1_group_lengths() {
   std::mt19937 rng(4321);
   const std::vector<Isa> isas = simd_isas();
-  // cols * density / (values - 1) = mean group length.
-  const double densities[] = {0.004, 0.01, 0.02, 0.035, 0.05, 0.07, 0.09, 0.12, 0.16, 0.2, 0.25, 0.32, 0.5};
+  // cols * density / (values - 1) = mean group length (16 values: ~1 to ~130 entries). Short groups without
+  // a kernel plan (RowGroupMatrix::has_starts) take rows_matvec's group loop on x86 too: 40 values with
+  // groups of ~3.5-4.5 entries, and 300 values (16-bit value indices) with groups of ~1.7-4.
+  struct Setting {
+    uint32_t values;
+    double density;
+  };
+  std::vector<Setting> settings;
+  for (double d : {0.004, 0.007, 0.01, 0.013, 0.02, 0.035, 0.05, 0.07, 0.09, 0.12, 0.16, 0.2, 0.25, 0.32, 0.5}) {
+    settings.push_back({16, d});
+  }
+  for (Setting st : {Setting{40, 0.035}, Setting{40, 0.045}, Setting{300, 0.13}, Setting{300, 0.2}, Setting{300, 0.3}}) {
+    settings.push_back(st);
+  }
   for (int bimodal = 0; bimodal < 2; ++bimodal) {
-    for (double d : densities) {
-      if (bimodal && d > 0.05) break;
-      const Case c{45, 4000, 16, d, false};
+    for (const Setting& st : settings) {
+      const double d = st.density;
+      if (bimodal && (d > 0.05 || st.values != 16)) continue;
+      const Case c{45, 4000, st.values, d, false};
       std::vector<float> w = random_matrix(rng, c);
       for (uint32_t r = 0; r < c.rows; r += 11) {  // empty rows
         for (uint32_t k = 0; k < c.cols; ++k) w[size_t(r) * c.cols + k] = 0.0f;
@@ -310,8 +323,8 @@ void test_batch1_group_lengths() {
           std::fill(y.begin(), y.end(), NAN);
           CHECK(matvec(rg, x.data(), x.size(), y.data(), y.size(), {isa, 1}).ok());
           if (!close(y, ref, scale)) {
-            std::fprintf(stderr, "  batch 1 group lengths: isa %s format %s density %g bimodal %d (mean group %.1f)\n",
-                         isa_name(isa), format_name(f), d, bimodal, double(rg.nnz()) / double(rg.num_groups()));
+            std::fprintf(stderr, "  batch 1 group lengths: isa %s format %s values %u density %g bimodal %d (mean group %.1f)\n",
+                         isa_name(isa), format_name(f), st.values, d, bimodal, double(rg.nnz()) / double(rg.num_groups()));
             CHECK(false);
           }
         }
