@@ -119,8 +119,15 @@ class RowPool {
   uint64_t generation_ = 0;
 };
 
+// threads == 0 (as many as pay): work below which one more thread does not pay, since waking a worker and
+// waiting for it costs ~15-20 us here,
+// about the time of 128 Ki sparse entries (4096^2 CSER at density 0.01, 168 Ki entries: 47 us on one thread,
+// 54 on two). `work` counts sparse entries x batch; a dense-codebook weight counts 1/12 (measured time per
+// weight against per entry at batch 1).
+constexpr uint64_t kWorkPerThread = uint64_t(1) << 17;
+
 template <class F>
-void over_rows(uint32_t rows, unsigned threads, F&& f) {
+void over_rows(uint32_t rows, unsigned threads, uint64_t work, F&& f) {
   if (threads == 1) {
     f(0u, rows);
     return;
@@ -128,6 +135,7 @@ void over_rows(uint32_t rows, unsigned threads, F&& f) {
   const unsigned hw = hardware_threads();
   unsigned n = threads == 0 ? hw : std::min(threads, hw);
   n = std::max(1u, std::min<unsigned>(n, std::max<uint32_t>(1, rows / 64)));
+  if (threads == 0) n = unsigned(std::max<uint64_t>(1, std::min<uint64_t>(n, work / kWorkPerThread)));
   if (n == 1) {
     f(0u, rows);
     return;
@@ -199,9 +207,9 @@ Status matvec(const RowGroupMatrix& m, const float* x, size_t x_len, float* y, s
   if (v.starts && *o.isa == Isa::kAvx512) sk = detail::avx512_starts_matvec();
   if (v.starts && *o.isa == Isa::kAvx2) sk = detail::avx2_starts_matvec();
   if (sk) {
-    over_rows(m.rows(), opt.threads, [&](uint32_t r0, uint32_t r1) { sk(v, x, y, r0, r1, t->rows_matvec); });
+    over_rows(m.rows(), opt.threads, m.nnz(), [&](uint32_t r0, uint32_t r1) { sk(v, x, y, r0, r1, t->rows_matvec); });
   } else {
-    over_rows(m.rows(), opt.threads, [&](uint32_t r0, uint32_t r1) { t->rows_matvec(v, x, y, r0, r1); });
+    over_rows(m.rows(), opt.threads, m.nnz(), [&](uint32_t r0, uint32_t r1) { t->rows_matvec(v, x, y, r0, r1); });
   }
   const float w0 = m.omega()[0];
   if (w0 != 0.0f) {
@@ -224,7 +232,7 @@ Status matmat(const RowGroupMatrix& m, const float* X, size_t x_len, size_t batc
   s = pick_table(o, batch, &t);
   if (!s.ok()) return s;
   const detail::RowsView v = view_of(m);
-  over_rows(m.rows(), opt.threads, [&](uint32_t r0, uint32_t r1) { t->rows_matmat(v, X, batch, Y, r0, r1); });
+  over_rows(m.rows(), opt.threads, m.nnz() * batch, [&](uint32_t r0, uint32_t r1) { t->rows_matmat(v, X, batch, Y, r0, r1); });
   const float w0 = m.omega()[0];
   if (w0 != 0.0f) {
     std::vector<float> sx(batch, 0.0f);
@@ -245,7 +253,7 @@ Status matvec(const CodebookMatrix& m, const float* x, size_t x_len, float* y, s
   s = pick_table(opt, 1, &t);
   if (!s.ok()) return s;
   const detail::CodebookView v = view_of(m);
-  over_rows(m.rows(), opt.threads, [&](uint32_t r0, uint32_t r1) { t->cb_matvec(v, x, y, r0, r1); });
+  over_rows(m.rows(), opt.threads, uint64_t(m.rows()) * m.cols() / 12, [&](uint32_t r0, uint32_t r1) { t->cb_matvec(v, x, y, r0, r1); });
   return Status::Ok();
 }
 
@@ -259,7 +267,7 @@ Status matmat(const CodebookMatrix& m, const float* X, size_t x_len, size_t batc
   s = pick_table(opt, batch, &t);
   if (!s.ok()) return s;
   const detail::CodebookView v = view_of(m);
-  over_rows(m.rows(), opt.threads, [&](uint32_t r0, uint32_t r1) { t->cb_matmat(v, X, batch, Y, r0, r1); });
+  over_rows(m.rows(), opt.threads, uint64_t(m.rows()) * m.cols() * batch / 12, [&](uint32_t r0, uint32_t r1) { t->cb_matmat(v, X, batch, Y, r0, r1); });
   return Status::Ok();
 }
 

@@ -11,8 +11,10 @@
 //   are validated when they are built (matrix.h). Inputs may hold any floats; y must not alias x.
 //   KernelOptions.isa: empty = auto_isa(matrix, batch) (below); a named ISA must be isa_supported() and is
 //   used for every kernel of the product (tests and benchmarks force each ISA this way).
-//   KernelOptions.threads: rows are split into contiguous blocks, one per thread (0 = one per
-//   hardware thread; capped by the hardware and by rows / 64): the caller's and those of a pool of
+//   KernelOptions.threads: rows are split into contiguous blocks, one per thread (capped by the hardware
+//   and by rows / 64; 0 = as many as pay: one per hardware thread, and one per ~128 Ki sparse entries x
+//   batch, a codebook weight counting 1/12, so small products stay on one thread; kernels.cpp):
+//   the caller's and those of a pool of
 //   persistent workers (hardware threads - 1, started on first use; a product that finds the pool
 //   busy with another thread's product computes its blocks on its caller). Each output element is
 //   computed by one thread in a fixed order, so results do not depend on the thread count.
@@ -47,7 +49,7 @@ namespace nnpress::sparse {
 
 struct KernelOptions {
   std::optional<Isa> isa;  // empty: detect_isa()
-  unsigned threads = 1;    // 0: one per hardware thread
+  unsigned threads = 1;    // 0: as many as pay (see CONTRACT)
 };
 
 Status matvec(const RowGroupMatrix& m, const float* x, size_t x_len, float* y, size_t y_len,
