@@ -51,8 +51,9 @@ py::array view(const std::vector<T>& v, py::handle owner) {
 
 constexpr const char* kProductDoc =
     "y = M @ x for x of shape (cols,) or (cols, batch); GIL released. x must already be a C-contiguous float32\n"
-    "ndarray (no conversion: anything else raises TypeError, so the Python wrapper's one fast call needs no\n"
-    "checks of its own and converts only after a TypeError).";
+    "ndarray, and threads a non-negative int: anything else selects the second overload, which returns None\n"
+    "(the Python wrapper then checks and converts; a failed overload match would build a TypeError message\n"
+    "holding repr(x), which cost more than the product for large lists).";
 
 // y = M x (x 1-D, cols) or Y = M X (X 2-D, cols x batch).
 template <class M>
@@ -174,7 +175,9 @@ NNPRESS_BINDING(sparse) {
       })
       .def("to_dense", &dense_of<RowGroupMatrix>)
       .def("product", &product<RowGroupMatrix>, py::arg("x").noconvert(), py::arg("isa") = py::none(),
-           py::arg("threads") = 1u, kProductDoc);
+           py::arg("threads") = 1u, kProductDoc)
+      .def("product", [](py::object, py::object, py::object, py::object) { return py::none(); }, py::arg("x"),
+           py::arg("isa") = py::none(), py::arg("threads") = 1u);
 
   py::class_<CodebookMatrix>(m, "CodebookMatrix", "Dense-codebook matrix: 4-bit value index per weight, 16-entry table.")
       .def_static(
@@ -224,7 +227,9 @@ NNPRESS_BINDING(sparse) {
       .def_property_readonly("packed", [](py::object self) { return view(self.cast<const CodebookMatrix&>().packed(), self); })
       .def("to_dense", &dense_of<CodebookMatrix>)
       .def("product", &product<CodebookMatrix>, py::arg("x").noconvert(), py::arg("isa") = py::none(),
-           py::arg("threads") = 1u, kProductDoc);
+           py::arg("threads") = 1u, kProductDoc)
+      .def("product", [](py::object, py::object, py::object, py::object) { return py::none(); }, py::arg("x"),
+           py::arg("isa") = py::none(), py::arg("threads") = 1u);
 
   m.def(
       "choose_format",

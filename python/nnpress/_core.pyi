@@ -58,12 +58,17 @@ class RowGroupMatrix:
     @staticmethod
     def from_levels(format: str, levels: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], step: typing.SupportsFloat | typing.SupportsIndex) -> RowGroupMatrix:
         ...
+    @typing.overload
     def product(self, x: numpy.typing.NDArray[numpy.float32], isa: str | None = None, threads: typing.SupportsInt | typing.SupportsIndex = 1) -> numpy.ndarray:
         """
         y = M @ x for x of shape (cols,) or (cols, batch); GIL released. x must already be a C-contiguous float32
-        ndarray (no conversion: anything else raises TypeError, so the Python wrapper's one fast call needs no
-        checks of its own and converts only after a TypeError).
+        ndarray, and threads a non-negative int: anything else selects the second overload, which returns None
+        (the Python wrapper then checks and converts; a failed overload match would build a TypeError message
+        holding repr(x), which cost more than the product for large lists).
         """
+    @typing.overload
+    def product(self, x: typing.Any, isa: typing.Any = None, threads: typing.Any = 1) -> None:
+        ...
     def to_dense(self) -> numpy.ndarray:
         ...
     @property
@@ -117,12 +122,17 @@ class CodebookMatrix:
     @staticmethod
     def from_levels(levels: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], step: typing.SupportsFloat | typing.SupportsIndex) -> CodebookMatrix:
         ...
+    @typing.overload
     def product(self, x: numpy.typing.NDArray[numpy.float32], isa: str | None = None, threads: typing.SupportsInt | typing.SupportsIndex = 1) -> numpy.ndarray:
         """
         y = M @ x for x of shape (cols,) or (cols, batch); GIL released. x must already be a C-contiguous float32
-        ndarray (no conversion: anything else raises TypeError, so the Python wrapper's one fast call needs no
-        checks of its own and converts only after a TypeError).
+        ndarray, and threads a non-negative int: anything else selects the second overload, which returns None
+        (the Python wrapper then checks and converts; a failed overload match would build a TypeError message
+        holding repr(x), which cost more than the product for large lists).
         """
+    @typing.overload
+    def product(self, x: typing.Any, isa: typing.Any = None, threads: typing.Any = 1) -> None:
+        ...
     def to_dense(self) -> numpy.ndarray:
         ...
     @property

@@ -40,8 +40,8 @@ Surprises
   and one pass over x (cols loads, cols-1 adds) per product.
 - The value most frequent in the matrix is implicit; it is usually 0, but need not be.
 - ``from_scipy`` densifies the matrix once (the builders work from dense rows).
-- CER/CSER matrices with <= 16 values whose groups average <= 8 entries (<= 256 values: <= 3 entries)
-  also hold a kernel plan,
+- CER/CSER matrices with 16-bit columns (cols <= 65536), fewer than 2^31 entries and <= 16 values
+  whose non-empty groups average <= 8 entries (<= 256 values: <= 3 entries) also hold a kernel plan,
   derived when they are built: a bit per entry marking group starts, each row's first entry (and, for
   CER or CSER with empty groups, a value index per non-empty group). The x86 batch-1 kernel reads it instead of the group
   pointers, which removes all per-group work (bench/RESULTS.md); ``plan_nbytes`` says what it costs.
@@ -181,13 +181,13 @@ class _Matrix:
 
     def matmul(self, x: Any, isa: str | None = None, threads: int = 1) -> np.ndarray:
         """``self @ x`` with an explicit ISA (None = automatic, see the module doc) and thread count."""
-        try:
-            # One call for the usual operand, a C-contiguous float32 ndarray: the binding takes nothing
-            # else (TypeError) and checks shapes, ISA and threads itself (ValueError). Checks made here
-            # first cost more than a small product's kernel once the caches are cold (bench/RESULTS.md).
-            return self._m.product(x, isa, threads)
-        except TypeError:
-            pass
+        # One call for the usual operand, a C-contiguous float32 ndarray: the binding computes it (checking
+        # shapes, ISA and threads itself: ValueError) and returns None for anything else, which is then
+        # checked and converted here. Checks made here first cost more than a small product's kernel once
+        # the caches are cold (bench/RESULTS.md).
+        y = self._m.product(x, isa, threads)
+        if y is not None:
+            return y
         if isinstance(x, (_Matrix,)):
             raise TypeError("compressed @ compressed is not supported")
         a = np.asarray(x)
@@ -199,13 +199,16 @@ class _Matrix:
             raise ValueError(f"operand has {a.shape[0]} rows, the matrix has {self.shape[1]} columns")
         if int(threads) < 0:
             raise ValueError("threads must be >= 0")
-        return self._m.product(np.ascontiguousarray(a, dtype=np.float32), isa, int(threads))
+        if isa is not None and not isinstance(isa, str):
+            raise TypeError(f"isa must be a string or None, got {type(isa).__name__}")
+        y = self._m.product(np.ascontiguousarray(a, dtype=np.float32), isa, int(threads))
+        if y is None:
+            raise ValueError(f"threads must be < 2**32, got {threads}")
+        return y
 
     def __matmul__(self, x: Any) -> np.ndarray:
-        try:
-            return self._m.product(x)  # as in matmul
-        except TypeError:
-            return self.matmul(x)
+        y = self._m.product(x)  # as in matmul
+        return y if y is not None else self.matmul(x)
 
     def to_scipy(self):
         """The same matrix as scipy.sparse.csr_matrix (float32, explicit zeros dropped)."""
@@ -269,8 +272,8 @@ class _RowGroup(_Matrix):
     @property
     def plan_nbytes(self) -> int:
         """Bytes of the batch-1 kernel plan the object derives from its arrays (a bit per entry, each
-        row's first entry and, for CER, a value index per non-empty group), built only for <= 16 values in groups of <= 8
-        entries on average (<= 256 values: <= 3); not part of ``nbytes`` (the format) and never
+        row's first entry and, for CER or CSER with empty groups, a value index per non-empty group;
+        built only when the module's Surprises say); not part of ``nbytes`` (the format) and never
         written to files."""
         return int(self._m.plan_nbytes)
 

@@ -490,6 +490,27 @@ void test_starts_plan() {
   std::mt19937 rng(99);
   starts_plan_case(rng, 15);   // the in-register value table (<= 16 values)
   starts_plan_case(rng, 200);  // values loaded per group
+  // CSER with empty groups (from_arrays allows them): the plan copies the non-empty groups' value indices.
+  // 3 rows x 20 columns, Ω = {0, 1, 2, 3, 4}: row 0 groups v1 {0, 3}, v2 {}, v3 {5}; row 1 none; row 2
+  // v2 {1, 2, 7}, v4 {}.
+  RowGroupArrays ea;
+  ea.format = Format::kCSER, ea.rows = 3, ea.cols = 20, ea.omega = {0.0f, 1.0f, -2.0f, 0.5f, 3.0f};
+  ea.col = {0, 3, 5, 1, 2, 7};
+  ea.group_ptr = {0, 2, 2, 3, 6, 6};
+  ea.row_ptr = {0, 3, 3, 5};
+  ea.group_value = {1, 2, 3, 2, 4};
+  RowGroupMatrix em;
+  CHECK(RowGroupMatrix::from_arrays(ea, &em).ok());
+  CHECK(em.has_starts() && em.num_starts() == 3);
+  std::vector<float> ex(20), eref(3), ey(3);
+  for (uint32_t k = 0; k < 20; ++k) ex[k] = float(k) * 0.25f - 1.0f;
+  CHECK(matvec(em, ex.data(), ex.size(), eref.data(), eref.size(), {Isa::kScalar, 1}).ok());
+  CHECK(eref[0] == 1.0f * (ex[0] + ex[3]) + 0.5f * ex[5] && eref[1] == 0.0f);
+  for (Isa isa : simd_isas()) {
+    std::fill(ey.begin(), ey.end(), NAN);
+    CHECK(matvec(em, ex.data(), ex.size(), ey.data(), ey.size(), {isa, 1}).ok());
+    CHECK(close(ey, eref, std::vector<float>(3, 10.0f)));
+  }
   // No plan: 257 values, long groups, 32-bit columns.
   RowGroupMatrix a, b, d;
   std::vector<float> w257 = random_matrix(rng, Case{40, 2000, 257, 0.5, false});

@@ -258,8 +258,13 @@ def test_operands_of_any_layout_and_dtype_give_the_float32_product():
             assert np.array_equal(m @ x, want2)
         with pytest.raises(ValueError):
             m.matmul(xs[:, 0], threads=-1)
+        with pytest.raises(ValueError):
+            m.matmul(xs[:, 0], threads=2**40)
+        with pytest.raises(TypeError):
+            m.matmul(xs[:, 0], isa=5)
         with pytest.raises(TypeError):
             m @ m
+        assert np.array_equal(m.matmul(xs[:, 0], threads=np.int64(2)), want1)
 
 
 def test_bad_arguments_raise_value_or_type_error():

@@ -9,6 +9,7 @@
 #include <functional>
 #include <mutex>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -67,23 +68,24 @@ class RowPool {
     std::lock_guard<std::mutex> g(make);
     p = pool.load(std::memory_order_acquire);
     if (!p || p->pid_ != getpid()) {
-      p = new RowPool(hardware_threads() - 1);  // a parent's pool, in a child, is left as it is
+      p = new RowPool();  // a parent's pool, in a child, is left as it is
+      p->start(hardware_threads() - 1);
       pool.store(p, std::memory_order_release);
     }
     return p;
   }
-  unsigned workers() const { return workers_; }
+  unsigned workers() const { return workers_.load(std::memory_order_acquire); }
 
-  // part(0) on the caller and part(k), 0 < k < n <= workers() + 1, on worker k; returns when all are done.
-  // false (nothing run) when another product holds the pool.
+  // part(0) on the caller and parts 1 .. n - 1 (n <= workers() + 1) on workers, each taken by whichever
+  // worker wakes first; returns when all are done. false (nothing run) when another product holds the pool.
   bool run(unsigned n, const std::function<void(unsigned)>& part) {
     std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
     if (!busy.owns_lock()) return false;
     {
       std::lock_guard<std::mutex> g(m_);
-      job_ = &part, parts_ = n, pending_ = n - 1, ++generation_;
+      job_ = &part, next_ = 1, parts_ = n, pending_ = n - 1;
     }
-    wake_.notify_all();
+    for (unsigned k = 1; k < n; ++k) wake_.notify_one();  // only as many workers as there are parts
     part(0);
     std::unique_lock<std::mutex> g(m_);
     done_.wait(g, [&] { return pending_ == 0; });
@@ -92,16 +94,22 @@ class RowPool {
   }
 
  private:
-  explicit RowPool(unsigned workers) : pid_(getpid()), workers_(workers) {
-    for (unsigned k = 1; k <= workers; ++k) std::thread([this, k] { loop(k); }).detach();
+  RowPool() : pid_(getpid()) {}
+  // Starts up to `want` workers; if the system refuses a thread, the pool keeps those it has (the pool is
+  // never freed, so a started worker never outlives it).
+  void start(unsigned want) {
+    unsigned started = 0;
+    try {
+      for (; started < want; ++started) std::thread([this] { loop(); }).detach();
+    } catch (const std::system_error&) {
+    }
+    workers_.store(started, std::memory_order_release);
   }
-  void loop(unsigned k) {
-    uint64_t seen = 0;
+  void loop() {
     std::unique_lock<std::mutex> g(m_);
     for (;;) {
-      wake_.wait(g, [&] { return generation_ != seen; });
-      seen = generation_;
-      if (k >= parts_) continue;
+      wake_.wait(g, [&] { return next_ < parts_; });
+      const unsigned k = next_++;
       const std::function<void(unsigned)>* part = job_;
       g.unlock();
       (*part)(k);
@@ -111,12 +119,11 @@ class RowPool {
   }
 
   const pid_t pid_;
-  const unsigned workers_;
+  std::atomic<unsigned> workers_{0};
   std::mutex busy_, m_;
   std::condition_variable wake_, done_;
   const std::function<void(unsigned)>* job_ = nullptr;
-  unsigned parts_ = 0, pending_ = 0;
-  uint64_t generation_ = 0;
+  unsigned next_ = 0, parts_ = 0, pending_ = 0;
 };
 
 // threads == 0 (as many as pay): work below which one more thread does not pay, since waking a worker and

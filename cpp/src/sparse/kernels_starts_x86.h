@@ -23,7 +23,8 @@
 //   Lanes before a block's first entry or past its end (up to 7 each) compute products of other rows'
 //   entries that no row sums (and start no groups);
 //   lanes past the matrix's last entry, or group counts past its last group, read zeroed copies.
-//   Results equal the scalar reference up to float summation order.
+//   Results equal the scalar reference up to float rounding: each entry is multiplied by its value here
+//   (Σ δ·x), where the reference multiplies each group's sum once (δ·Σx).
 #pragma once
 
 #include <immintrin.h>
@@ -40,12 +41,12 @@
 namespace nnpress::sparse::detail {
 namespace {
 
-constexpr uint32_t kStartsBlock = 2048;
+constexpr uint32_t kStartsBlock = 2048;  // entries per block: the product buffer (8 KiB) stays in L1
 
 template <bool B>
 struct Bool {
   static constexpr bool value = B;
-};  // entries per block: the product buffer (8 KiB) stays in L1
+};
 
 // off[b][j] = (bits of b set in lanes 0..j) - (b & 1): lane j's group relative to lane 0's.
 struct PrefixTable {

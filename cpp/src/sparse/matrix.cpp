@@ -238,7 +238,9 @@ void RowGroupMatrix::build_plan() {
   uint64_t nonempty = 0;
   for (uint64_t g = 0; g < groups; ++g) nonempty += group_ptr_[g + 1] > group_ptr_[g];
   const uint32_t max_mean = omega_.size() > 16 ? kStartsMaxMeanWide : kStartsMaxMean;
-  if (wide() || omega_.size() > kStartsMaxValues || entries == 0 || entries > uint64_t(max_mean) * nonempty) {
+  // Entries < 2^31: the kernel counts entries and groups in 32-bit (signed for groups) arithmetic.
+  if (wide() || omega_.size() > kStartsMaxValues || entries == 0 || entries >= (uint64_t(1) << 31) ||
+      entries > uint64_t(max_mean) * nonempty) {
     return;
   }
   starts_.assign(size_t(entries / 8) + kStartsPad, 0);

@@ -21,8 +21,10 @@
 //
 //   Row-group (CER/CSER) products compute, per row, y = sum over groups of (Ω[v] - Ω[0]) * (sum of
 //   the group's inputs), plus Ω[0] * sum(x) when Ω[0] != 0: one multiply per group, as the formats
-//   intend. The scalar kernels are the reference; SIMD kernels match it up to float summation
-//   order (they add the same terms in a different association).
+//   intend, in the scalar reference and the group loops. The x86 batch-1 kernel for matrices with a
+//   kernel plan (short groups, matrix.h) multiplies each entry by its group's value instead, because
+//   with ~3 entries per group the per-group work cost more than the multiplies (bench/RESULTS.md). SIMD
+//   kernels match the scalar reference up to float rounding (summation order; per-entry products).
 //
 // SURPRISES
 //   - Products of the codebook layout touch every weight (it is a dense layout); padding columns

@@ -100,7 +100,8 @@ class RowGroupMatrix {
   void to_dense(float* out) const;  // rows * cols floats, row-major
 
   // Kernel plan for batch-1 products with short groups (derived from the arrays above by from_arrays,
-  // not part of the format): built when |Ω| <= kStartsMaxValues, columns are 16-bit and the non-empty
+  // not part of the format): built when |Ω| <= kStartsMaxValues, columns are 16-bit, there are fewer
+  // than 2^31 entries and the non-empty
   // groups average <= kStartsMaxMean entries (kStartsMaxMeanWide with more than 16 values, whose kernel
   // loads the group values: measured crossovers, bench/RESULTS.md); has_starts() says whether it exists. Bit k of starts()
   // (byte k / 8, bit k % 8; kStartsPad zero bytes of slack) is set when entry k is the first of its
