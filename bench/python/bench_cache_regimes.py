@@ -28,13 +28,7 @@ import torch  # noqa: E402
 import nnpress  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_sparse import make_matrix  # noqa: E402
-
-
-def torch_csr(w: np.ndarray):
-    c = torch.from_numpy(w).to_sparse_csr()
-    return torch.sparse_csr_tensor(c.crow_indices().to(torch.int32), c.col_indices().to(torch.int32), c.values(),
-                                   size=c.shape)
+from bench_sparse import make_matrix, torch_csr  # noqa: E402
 
 
 def main() -> None:

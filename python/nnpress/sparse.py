@@ -43,8 +43,9 @@ Surprises
 - CER/CSER matrices with 16-bit columns (cols <= 65536), fewer than 2^31 entries and <= 16 values
   whose non-empty groups average <= 8 entries (<= 256 values: <= 3 entries) also hold a kernel plan,
   derived when they are built: a bit per entry marking group starts, each row's first entry (and, for
-  CER or CSER with empty groups, a value index per non-empty group). The x86 batch-1 kernel reads it instead of the group
-  pointers, which removes all per-group work (bench/RESULTS.md); ``plan_nbytes`` says what it costs.
+  CER or CSER with empty groups, a value index per non-empty group). The x86 batch-1 kernel reads it
+  instead of the group pointers, which removes all per-group work (bench/RESULTS.md); ``plan_nbytes``
+  says what it costs.
 """
 
 from __future__ import annotations
@@ -186,8 +187,10 @@ class _Matrix:
         # checked and converted here. Checks made here first cost more than a small product's kernel once
         # the caches are cold (bench/RESULTS.md).
         y = self._m.product(x, isa, threads)
-        if y is not None:
-            return y
+        return y if y is not None else self._matmul_converted(x, isa, threads)
+
+    def _matmul_converted(self, x: Any, isa: str | None, threads: int) -> np.ndarray:
+        """matmul for operands the binding does not take as they are: checked and converted here."""
         if isinstance(x, (_Matrix,)):
             raise TypeError("compressed @ compressed is not supported")
         a = np.asarray(x)
@@ -208,7 +211,7 @@ class _Matrix:
 
     def __matmul__(self, x: Any) -> np.ndarray:
         y = self._m.product(x)  # as in matmul
-        return y if y is not None else self.matmul(x)
+        return y if y is not None else self._matmul_converted(x, None, 1)
 
     def to_scipy(self):
         """The same matrix as scipy.sparse.csr_matrix (float32, explicit zeros dropped)."""
