@@ -279,10 +279,10 @@ def main():
     chunk = max(1, (1 << 18) // shape[1])  # the .nnp writer's default row blocks (2^18 elements)
     for m in ["rdoq", "trellis"]:
         t = median_time(
-            lambda m=m: nnpress.quantize(w, step, lam=0.1 * step**2, method=m, chunk_rows=chunk)
+            lambda m=m: nnpress.quantize(w, step, lam=0.1 * step**2, method=m, rows_per_block=chunk)
         )
         print(
-            f"| {m}, chunk_rows={chunk} (contexts restart per .nnp block), all cores | {t:.3f} | "
+            f"| {m}, rows_per_block={chunk} (contexts restart per .nnp block), all cores | {t:.3f} | "
             f"{t / w.size * 1e9:.0f} | {t / base:.1f}x |"
         )
     if args.peers:
@@ -313,11 +313,11 @@ def main():
         for m in ["rdoq", "trellis"]:
             t = median_time(
                 lambda m=m: nnpress.quantize(
-                    big, step, lam=0.1 * step**2, method=m, chunk_rows=chunk
+                    big, step, lam=0.1 * step**2, method=m, rows_per_block=chunk
                 ),
                 n=1,
             )
-            print(f"{m} of the same tensor, chunk_rows={chunk}, all cores: {t:.2f} s")
+            print(f"{m} of the same tensor, rows_per_block={chunk}, all cores: {t:.2f} s")
 
 
 if __name__ == "__main__":

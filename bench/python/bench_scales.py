@@ -52,7 +52,7 @@ def nnpress_file_point(setup, step, sens, imp, scales, threads, tmp, hessians=No
                                hessians=hessians, hessian_damp=hessian_damp)
     overrides = dict(plan)
     overrides["*"] = TensorPlan(lossless=True)  # everything not planned (biases, norms) stays exact
-    cfg = CodecConfig(method="trellis", overrides=overrides, threads=threads, hessian_damp=hessian_damp)
+    cfg = CodecConfig(method="trellis", plan=overrides, threads=threads, hessian_damp=hessian_damp)
     path = Path(tmp) / "m.nnp"
     rep = nnpress.compress(w, path, cfg, importance={k: v for k, v in imp.items() if k in plan},
                            hessians=None if hessians is None else {k: v for k, v in hessians.items() if k in plan},

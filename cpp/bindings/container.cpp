@@ -7,6 +7,7 @@
 
 #include "common.h"
 #include "nnpress/format/container.h"
+#include "nnpress/level_coder.h"
 
 namespace nnpress::bindings {
 namespace {
@@ -57,6 +58,78 @@ void* writable(py::buffer& b, size_t* bytes) {
   return info.ptr;
 }
 
+#ifdef NNPRESS_WITH_ENCODER
+// A TensorInput plus the Python objects its pointers point into (kept alive with it).
+struct PyTensorInput {
+  TensorInput in;
+  py::object keep_levels, keep_raw, keep_row_exp, keep_col_exp;
+};
+
+// Checks that a buffer is C-contiguous and returns its info (the pointer stays valid while the
+// object it came from is alive).
+py::buffer_info contiguous(const py::object& o, const std::string& what) {
+  py::buffer_info b = o.cast<py::buffer>().request();
+  py::ssize_t expect = b.itemsize;
+  for (py::ssize_t k = b.ndim; k-- > 0;) {
+    if (b.shape[k] != 1 && b.strides[k] != expect) throw py::value_error(what + " must be C-contiguous");
+    expect *= b.shape[k];
+  }
+  return b;
+}
+
+PyTensorInput make_tensor_input(std::string name, DType dtype, TensorRole role, Storage storage,
+                                std::vector<uint64_t> shape, py::object levels, py::object raw, QuantMethod method,
+                                double step, double lam, uint32_t alias_of, uint64_t rows_per_block, int unary_len,
+                                int eg_order, py::object row_scale_exp, py::object col_scale_exp) {
+  PyTensorInput t;
+  TensorInput& in = t.in;
+  const std::string what = "TensorInput '" + name + "'";
+  in.name = std::move(name);
+  in.dtype = dtype;
+  in.role = role;
+  in.storage = storage;
+  in.shape = std::move(shape);
+  in.method = method;
+  in.step = step;
+  in.lambda = lam;
+  in.alias_of = alias_of;
+  in.rows_per_block = rows_per_block;
+  in.unary_len = unary_len;
+  in.eg_order = eg_order;
+  uint64_t count = 1, rows = 0, cols = 0;
+  for (uint64_t d : in.shape) count = d == 0 || count <= UINT64_MAX / d ? count * d : UINT64_MAX;
+  rows_cols_of(in.shape, &rows, &cols);
+  if (!levels.is_none()) {
+    py::buffer_info b = contiguous(levels, what + ": levels");
+    if (b.format != py::format_descriptor<int32_t>::format() || b.itemsize != 4)
+      throw py::type_error(what + ": levels must be int32");
+    if (uint64_t(b.size) != count) throw py::value_error(what + ": levels do not match the shape");
+    in.levels = static_cast<const int32_t*>(b.ptr);
+    t.keep_levels = levels;
+  }
+  if (!raw.is_none()) {
+    py::buffer_info b = contiguous(raw, what + ": raw data");
+    in.raw = b.ptr;
+    in.raw_size = uint64_t(b.size) * uint64_t(b.itemsize);
+    t.keep_raw = raw;
+  }
+  for (int which = 0; which < 2; ++which) {
+    const py::object& e = which == 0 ? row_scale_exp : col_scale_exp;
+    if (e.is_none()) continue;
+    const uint64_t need = which == 0 ? rows : cols;
+    const std::string ewhat = what + (which == 0 ? ": row_scale_exp" : ": col_scale_exp");
+    py::buffer_info b = contiguous(e, ewhat);
+    if (b.format != py::format_descriptor<int8_t>::format() || b.itemsize != 1 || b.ndim != 1)
+      throw py::type_error(ewhat + " must be 1-D int8");
+    if (uint64_t(b.size) != need)
+      throw py::value_error(ewhat + " needs " + std::to_string(need) + " values, got " + std::to_string(b.size));
+    (which == 0 ? in.row_scale_exp : in.col_scale_exp) = static_cast<const int8_t*>(b.ptr);
+    (which == 0 ? t.keep_row_exp : t.keep_col_exp) = e;
+  }
+  return t;
+}
+#endif
+
 }  // namespace
 }  // namespace nnpress::bindings
 
@@ -64,17 +137,16 @@ NNPRESS_BINDING(container) {
   using namespace nnpress;
   using namespace nnpress::bindings;
 
-  py::dict dtypes, roles, storages, methods;
-  for (int c = 1; c <= 13; ++c) dtypes[dtype_name(DType(c))] = c;
-  for (int c = 0; c <= 5; ++c) roles[role_name(TensorRole(c))] = c;
-  for (int c = 0; c <= 2; ++c) methods[method_name(QuantMethod(c))] = c;
-  storages["raw"] = 0;
-  storages["quantized"] = 1;
-  storages["alias"] = 2;
-  m.attr("NNP_DTYPES") = dtypes;
-  m.attr("NNP_ROLES") = roles;
-  m.attr("NNP_STORAGES") = storages;
-  m.attr("NNP_METHODS") = methods;
+  py::enum_<DType> dtype_enum(m, "DType", "Element type of a stored tensor (docs/FORMAT.md).");
+  for (int c = 1; c <= 13; ++c) dtype_enum.value(dtype_name(DType(c)), DType(c));
+  py::enum_<TensorRole> role_enum(m, "TensorRole", "What a tensor is in its model.");
+  for (int c = 0; c <= 5; ++c) role_enum.value(role_name(TensorRole(c)), TensorRole(c));
+  py::enum_<Storage>(m, "Storage", "How a tensor is stored.")
+      .value("raw", Storage::kRaw)
+      .value("quantized", Storage::kQuantized)
+      .value("alias", Storage::kAlias);
+  py::enum_<QuantMethod> method_enum(m, "QuantMethod", "Quantizer / reconstruction rule (nnpress/quant/dequantize.h).");
+  for (int c = 0; c <= 2; ++c) method_enum.value(method_name(QuantMethod(c)), QuantMethod(c));
   m.attr("NNP_VERSION") = py::make_tuple(kContainerVersionMajor, kContainerVersionMinor);
 
   py::class_<PyReader>(m, "NnpReader", "A parsed .nnp file (see nnpress/format/container.h).")
@@ -209,89 +281,66 @@ NNPRESS_BINDING(container) {
       py::arg("data"), "Parse a .nnp file held in a buffer (no copy) and check every CRC; raises on bad data.");
 
 #ifdef NNPRESS_WITH_ENCODER
-  // specs: list of (name, dtype, role, storage, shape, data, method, step, lambda, alias_of,
-  // rows_per_block, unary_len, eg_order, row_scale_exp, col_scale_exp), codes
-  // as in NNP_*; data is an int32 C-contiguous array (quantized), a bytes-like (raw) or None.
+  py::class_<PyTensorInput>(m, "TensorInput",
+                            "One tensor for write_nnp (TensorInput in nnpress/format/container.h). Arrays are "
+                            "referenced, not copied: the object keeps them alive.")
+      .def(py::init(&make_tensor_input), py::kw_only(), py::arg("name"), py::arg("dtype"), py::arg("role"),
+           py::arg("storage"), py::arg("shape"), py::arg("levels") = py::none(), py::arg("raw") = py::none(),
+           py::arg("method") = QuantMethod::kNearest, py::arg("step") = 0.0, py::arg("lam") = 0.0,
+           py::arg("alias_of") = 0, py::arg("rows_per_block") = 0, py::arg("unary_len") = -1,
+           py::arg("eg_order") = -1, py::arg("row_scale_exp") = py::none(), py::arg("col_scale_exp") = py::none())
+      .def_property_readonly("name", [](const PyTensorInput& t) { return t.in.name; })
+      .def_property_readonly("dtype", [](const PyTensorInput& t) { return t.in.dtype; })
+      .def_property_readonly("role", [](const PyTensorInput& t) { return t.in.role; })
+      .def_property_readonly("storage", [](const PyTensorInput& t) { return t.in.storage; })
+      .def_property_readonly("shape", [](const PyTensorInput& t) { return py::tuple(py::cast(t.in.shape)); })
+      .def_property_readonly("method", [](const PyTensorInput& t) { return t.in.method; })
+      .def_property_readonly("step", [](const PyTensorInput& t) { return t.in.step; })
+      .def_property_readonly("lam", [](const PyTensorInput& t) { return t.in.lambda; })
+      .def_property_readonly("rows_per_block", [](const PyTensorInput& t) { return t.in.rows_per_block; })
+      .def_property_readonly("unary_len", [](const PyTensorInput& t) { return t.in.unary_len; })
+      .def_property_readonly("eg_order", [](const PyTensorInput& t) { return t.in.eg_order; })
+      .def("__repr__", [](const PyTensorInput& t) {
+        return "<TensorInput '" + t.in.name + "' " + dtype_name(t.in.dtype) + " " +
+               (t.in.storage == Storage::kQuantized ? "quantized" : t.in.storage == Storage::kRaw ? "raw" : "alias") +
+               ">";
+      });
+
+  py::class_<WriterOptions>(m, "WriterOptions", "Options of write_nnp (WriterOptions in nnpress/format/container.h).")
+      .def(py::init<>())
+      .def_readwrite("block_elements", &WriterOptions::block_elements)
+      .def_readwrite("threads", &WriterOptions::threads)
+      .def_readwrite("size_tolerance", &WriterOptions::size_tolerance)
+      .def_readwrite("metadata", &WriterOptions::metadata);
+
   m.def(
-      "nnp_write",
-      [](py::list specs, uint64_t block_elements, unsigned threads, const std::string& metadata,
-         double size_tolerance) {
+      "write_nnp",
+      [](const std::vector<const PyTensorInput*>& tensors, const WriterOptions& options) {
         std::vector<TensorInput> in;
-        std::vector<py::buffer_info> keep;
-        keep.reserve(3 * py::len(specs));
-        for (py::handle h : specs) {
-          py::tuple t = h.cast<py::tuple>();
-          if (t.size() != 15) throw py::value_error("nnp_write: each spec has 15 fields");
-          TensorInput ti;
-          ti.name = t[0].cast<std::string>();
-          ti.dtype = DType(t[1].cast<int>());
-          ti.role = TensorRole(t[2].cast<int>());
-          ti.storage = Storage(t[3].cast<int>());
-          ti.shape = t[4].cast<std::vector<uint64_t>>();
-          ti.method = QuantMethod(t[6].cast<int>());
-          ti.step = t[7].cast<double>();
-          ti.lambda = t[8].cast<double>();
-          ti.alias_of = t[9].cast<uint32_t>();
-          ti.rows_per_block = t[10].cast<uint64_t>();
-          ti.unary_len = t[11].cast<int>();
-          ti.eg_order = t[12].cast<int>();
-          for (int which = 0; which < 2; ++which) {
-            py::object e = t[13 + which];
-            if (e.is_none()) continue;
-            keep.push_back(e.cast<py::buffer>().request());
-            const py::buffer_info& b = keep.back();
-            if (b.format != py::format_descriptor<int8_t>::format() || b.itemsize != 1 || b.ndim != 1)
-              throw py::type_error("nnp_write: channel scale exponents must be 1-D int8");
-            uint64_t r = 0, c = 0;
-            rows_cols_of(ti.shape, &r, &c);
-            if (uint64_t(b.size) != (which == 0 ? r : c) || (b.size > 1 && b.strides[0] != 1))
-              throw py::value_error("nnp_write: channel scale exponents of '" + ti.name + "' need " +
-                                    std::to_string(which == 0 ? r : c) + " contiguous values");
-            (which == 0 ? ti.row_scale_exp : ti.col_scale_exp) = static_cast<const int8_t*>(b.ptr);
-          }
-          if (!t[5].is_none()) {
-            keep.push_back(t[5].cast<py::buffer>().request());
-            const py::buffer_info& b = keep.back();
-            const uint64_t nbytes = uint64_t(b.size) * uint64_t(b.itemsize);
-            bool contiguous = true;
-            py::ssize_t expect = b.itemsize;
-            for (py::ssize_t k = b.ndim; k-- > 0;) {
-              if (b.shape[k] != 1 && b.strides[k] != expect) contiguous = false;
-              expect *= b.shape[k];
-            }
-            if (!contiguous) throw py::value_error("nnp_write: data of '" + ti.name + "' must be C-contiguous");
-            if (ti.storage == Storage::kQuantized) {
-              if (b.format != py::format_descriptor<int32_t>::format() || b.itemsize != 4)
-                throw py::type_error("nnp_write: levels must be int32");
-              uint64_t n = 1;
-              for (uint64_t d : ti.shape) n *= d;
-              if (uint64_t(b.size) != n) throw py::value_error("nnp_write: levels do not match the shape of '" + ti.name + "'");
-              ti.levels = static_cast<const int32_t*>(b.ptr);
-            } else {
-              ti.raw = b.ptr;
-              ti.raw_size = nbytes;
-            }
-          }
-          in.push_back(std::move(ti));
+        in.reserve(tensors.size());
+        for (const PyTensorInput* t : tensors) {
+          if (t == nullptr) throw py::type_error("write_nnp: None in the tensor list");
+          in.push_back(t->in);
         }
-        WriterOptions opt;
-        opt.block_elements = block_elements;
-        opt.threads = threads;
-        opt.metadata = metadata;
-        opt.size_tolerance = size_tolerance;
         std::vector<uint8_t> out;
         WriteResult res;
         Status s;
         {
           py::gil_scoped_release release;
-          s = write_container(in, opt, &out, &res);
+          s = write_container(in, options, &out, &res);
+          // The caller replaces a file with these bytes: they must parse, CRCs included.
+          if (s.ok()) {
+            ContainerReader check_reader;
+            s = ContainerReader::open_memory(out.data(), out.size(), &check_reader);
+            if (s.ok()) s = check_reader.verify_checksums();
+          }
         }
         check(s);
         return py::make_tuple(py::bytes(reinterpret_cast<const char*>(out.data()), out.size()),
                               py::cast(res.stored_bytes), res.table_bytes);
       },
-      py::arg("specs"), py::arg("block_elements"), py::arg("threads"), py::arg("metadata"),
-      py::arg("size_tolerance"),
-      "Assemble a .nnp file in memory; returns (bytes, stored bytes per tensor, table bytes).");
+      py::arg("tensors"), py::arg("options"),
+      "Assemble a .nnp file in memory and check that it parses; returns (bytes, stored bytes per tensor, table "
+      "bytes).");
 #endif
 }

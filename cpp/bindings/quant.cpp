@@ -65,10 +65,8 @@ Status run(const py::array& w, const py::array* f, uint64_t rows, uint64_t cols,
   return quantize<W, F>(wp, fp, rows, cols, o, q, rec, res);
 }
 
-py::tuple quantize_binding(py::array w, py::object importance, double step, double lambda, int method,
-                           uint64_t chunk_rows, int max_passes, unsigned threads, bool want_recon,
-                           py::object row_scale, py::object col_scale, py::object feedback,
-                           py::object row_feedback) {
+py::tuple quantize_binding(py::array w, const QuantOptions& options, py::object importance, py::object row_scale,
+                           py::object col_scale, py::object feedback, py::object row_feedback, bool want_recon) {
   const bool w64 = is_c_float(w, true);
   if (!w64 && !is_c_float(w, false)) throw py::type_error("quantize: weights must be C-contiguous float32 or float64");
   py::array f;
@@ -83,19 +81,12 @@ py::tuple quantize_binding(py::array w, py::object importance, double step, doub
   }
   uint64_t rows, cols;
   rows_cols(w, &rows, &cols);
-  QuantOptions o;
-  o.step = step;
-  o.lambda = lambda;
-  o.method = QuantMethod(uint8_t(method));
-  o.chunk_rows = chunk_rows;
-  o.max_passes = max_passes;
-  o.threads = threads;
+  QuantOptions o = options;
   ScaleArray keep_row, keep_col;
   o.scales = scales_of(row_scale, col_scale, rows, cols, &keep_row, &keep_col);
   ScaleArray keep_fb, keep_rfb;
   o.feedback = factor_of(feedback, cols, "feedback", "cols", &keep_fb);
   o.row_feedback = factor_of(row_feedback, rows, "row_feedback", "rows", &keep_rfb);
-  if (method < 0 || method > 255) o.method = QuantMethod(255);
   py::array_t<int32_t> levels(shape_vec(w));
   py::object recon = py::none();
   float* rec = nullptr;
@@ -112,13 +103,7 @@ py::tuple quantize_binding(py::array w, py::object importance, double step, doub
                  : (f64 ? run<float, double>(w, fp, rows, cols, o, q, rec, &res)
                         : run<float, float>(w, fp, rows, cols, o, q, rec, &res));
   check(s);
-  py::dict info;
-  info["unary_len"] = res.params.unary_len;
-  info["eg_order"] = res.params.eg_order;
-  info["rate_bits"] = res.rate_bits();
-  info["distortion"] = res.distortion;
-  info["passes"] = res.passes;
-  return py::make_tuple(levels, recon, info);
+  return py::make_tuple(levels, recon, res);
 }
 
 double rate_bits_binding(py::array_t<int32_t, py::array::c_style | py::array::forcecast> levels, uint32_t unary_len,
@@ -141,7 +126,7 @@ double rate_bits_binding(py::array_t<int32_t, py::array::c_style | py::array::fo
 #endif
 
 py::array_t<float> dequantize_binding(py::array_t<int32_t, py::array::c_style | py::array::forcecast> levels,
-                                      double step, int method, py::object row_scale, py::object col_scale) {
+                                      double step, QuantMethod method, py::object row_scale, py::object col_scale) {
   uint64_t rows, cols;
   rows_cols(levels, &rows, &cols);
   ScaleArray keep_row, keep_col;
@@ -149,11 +134,10 @@ py::array_t<float> dequantize_binding(py::array_t<int32_t, py::array::c_style | 
   py::array_t<float> out(shape_vec(levels));
   const int32_t* q = levels.data();
   float* o = out.mutable_data();
-  const QuantMethod m = QuantMethod(method < 0 || method > 255 ? 255 : method);
   Status s;
   {
     py::gil_scoped_release release;
-    s = dequantize(q, rows, cols, step, m, sc, o);
+    s = dequantize(q, rows, cols, step, method, sc, o);
   }
   check(s);
   return out;
@@ -163,10 +147,11 @@ py::array_t<float> dequantize_binding(py::array_t<int32_t, py::array::c_style | 
 }  // namespace nnpress::bindings
 
 NNPRESS_BINDING(quant) {
+  using namespace nnpress;
   using namespace nnpress::bindings;
   m.def("dequantize", &dequantize_binding, py::arg("levels"), py::arg("step"), py::arg("method"),
         py::arg("row_scale") = py::none(), py::arg("col_scale") = py::none(),
-        "Reconstruct float32 weights from int32 levels (method: 0 nearest, 1 rdoq, 2 trellis), optional "
+        "Reconstruct float32 weights from int32 levels (method: a QuantMethod), optional "
         "float64 per-row / per-column step scales.");
   m.def(
       "channel_scales_of_exps",
@@ -189,10 +174,34 @@ NNPRESS_BINDING(quant) {
       },
       py::arg("scales"), "Nearest int8 exponents e (scale 2^(e/8), clamped to [-128, 127]) of positive scales.");
 #ifdef NNPRESS_WITH_ENCODER
-  m.def("quantize", &quantize_binding, py::arg("weights"), py::arg("importance"), py::arg("step"), py::arg("lam"),
-        py::arg("method"), py::arg("chunk_rows"), py::arg("max_passes"), py::arg("threads"), py::arg("want_recon"),
-        py::arg("row_scale") = py::none(), py::arg("col_scale") = py::none(), py::arg("feedback") = py::none(), py::arg("row_feedback") = py::none(),
-        "Quantize C-contiguous float32/float64 weights -> (int32 levels, float32 reconstruction or None, info).");
+  py::class_<cabac::LevelParams>(m, "LevelParams", "Binarization parameters of a level stream (binarization.h).")
+      .def(py::init<>())
+      .def_readwrite("unary_len", &cabac::LevelParams::unary_len)
+      .def_readwrite("eg_order", &cabac::LevelParams::eg_order)
+      .def("__repr__", [](const cabac::LevelParams& p) {
+        return "LevelParams(unary_len=" + std::to_string(p.unary_len) + ", eg_order=" + std::to_string(p.eg_order) +
+               ")";
+      });
+  py::class_<QuantOptions>(m, "QuantOptions",
+                           "Scalar options of quantize (QuantOptions in nnpress/quant/quantize.h); the arrays "
+                           "(scales, feedback factors) are quantize's arguments.")
+      .def(py::init<>())
+      .def_readwrite("step", &QuantOptions::step)
+      .def_readwrite("lam", &QuantOptions::lambda)
+      .def_readwrite("method", &QuantOptions::method)
+      .def_readwrite("chunk_rows", &QuantOptions::chunk_rows)
+      .def_readwrite("max_passes", &QuantOptions::max_passes)
+      .def_readwrite("threads", &QuantOptions::threads);
+  py::class_<QuantResult>(m, "QuantResult", "What quantize chose and measured (QuantResult in quantize.h).")
+      .def_readonly("params", &QuantResult::params)
+      .def_property_readonly("rate_bits", &QuantResult::rate_bits)
+      .def_readonly("distortion", &QuantResult::distortion)
+      .def_readonly("passes", &QuantResult::passes);
+  m.def("quantize", &quantize_binding, py::arg("weights"), py::arg("options"), py::kw_only(),
+        py::arg("importance") = py::none(), py::arg("row_scale") = py::none(), py::arg("col_scale") = py::none(),
+        py::arg("feedback") = py::none(), py::arg("row_feedback") = py::none(), py::arg("want_recon") = false,
+        "Quantize C-contiguous float32/float64 weights -> (int32 levels, float32 reconstruction or None, "
+        "QuantResult).");
   m.def("rate_bits", &rate_bits_binding, py::arg("levels"), py::arg("unary_len"), py::arg("eg_order"),
         py::arg("chunk_rows"), "Estimated bits of int32 levels with the given level params and chunked contexts.");
 #endif

@@ -7,9 +7,248 @@ import numpy
 import numpy.typing
 import typing
 import typing_extensions
-__all__: list[str] = ['CodebookMatrix', 'FormatError', 'HAS_ENCODER', 'NNP_DTYPES', 'NNP_METHODS', 'NNP_ROLES', 'NNP_STORAGES', 'NNP_VERSION', 'NnpReader', 'RowGroupMatrix', 'channel_scale_exps_of', 'channel_scales_of_exps', 'choose_format', 'decode_levels', 'dequantize', 'detect_isa', 'encode_levels', 'estimate_bits', 'isa_supported', 'level_stream_info', 'nnp_validate', 'nnp_write', 'quantize', 'rate_bits']
+__all__: list[str] = ['CodebookMatrix', 'DType', 'FormatError', 'HAS_ENCODER', 'LevelParams', 'NNP_VERSION', 'NnpReader', 'QuantMethod', 'QuantOptions', 'QuantResult', 'RowGroupMatrix', 'Storage', 'TensorInput', 'TensorRole', 'WriterOptions', 'channel_scale_exps_of', 'channel_scales_of_exps', 'choose_format', 'decode_levels', 'dequantize', 'detect_isa', 'encode_levels', 'estimate_bits', 'isa_supported', 'level_stream_info', 'nnp_validate', 'quantize', 'rate_bits', 'write_nnp']
 class FormatError(ValueError):
     pass
+class DType:
+    """
+    Element type of a stored tensor (docs/FORMAT.md).
+    
+    Members:
+    
+      float32
+    
+      float16
+    
+      bfloat16
+    
+      float64
+    
+      int8
+    
+      uint8
+    
+      int16
+    
+      int32
+    
+      int64
+    
+      bool
+    
+      uint16
+    
+      uint32
+    
+      uint64
+    """
+    __members__: typing.ClassVar[dict[str, DType]]
+    bfloat16: typing.ClassVar[DType]
+    bool: typing.ClassVar[DType]
+    float16: typing.ClassVar[DType]
+    float32: typing.ClassVar[DType]
+    float64: typing.ClassVar[DType]
+    int16: typing.ClassVar[DType]
+    int32: typing.ClassVar[DType]
+    int64: typing.ClassVar[DType]
+    int8: typing.ClassVar[DType]
+    uint16: typing.ClassVar[DType]
+    uint32: typing.ClassVar[DType]
+    uint64: typing.ClassVar[DType]
+    uint8: typing.ClassVar[DType]
+    @typing.overload
+    def __eq__(self, other: DType) -> bool:
+        ...
+    @typing.overload
+    def __eq__(self, other: typing.Any) -> bool:
+        ...
+    def __getstate__(self) -> int:
+        ...
+    def __hash__(self) -> int:
+        ...
+    def __index__(self) -> int:
+        ...
+    def __init__(self, value: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __int__(self) -> int:
+        ...
+    @typing.overload
+    def __ne__(self, other: DType) -> bool:
+        ...
+    @typing.overload
+    def __ne__(self, other: typing.Any) -> bool:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def __setstate__(self, state: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __str__(self) -> str:
+        ...
+    @property
+    def name(self) -> str:
+        ...
+    @property
+    def value(self) -> int:
+        ...
+class TensorRole:
+    """
+    What a tensor is in its model.
+    
+    Members:
+    
+      weight
+    
+      bias
+    
+      norm
+    
+      embedding
+    
+      buffer
+    
+      other
+    """
+    __members__: typing.ClassVar[dict[str, TensorRole]]
+    bias: typing.ClassVar[TensorRole]
+    buffer: typing.ClassVar[TensorRole]
+    embedding: typing.ClassVar[TensorRole]
+    norm: typing.ClassVar[TensorRole]
+    other: typing.ClassVar[TensorRole]
+    weight: typing.ClassVar[TensorRole]
+    @typing.overload
+    def __eq__(self, other: TensorRole) -> bool:
+        ...
+    @typing.overload
+    def __eq__(self, other: typing.Any) -> bool:
+        ...
+    def __getstate__(self) -> int:
+        ...
+    def __hash__(self) -> int:
+        ...
+    def __index__(self) -> int:
+        ...
+    def __init__(self, value: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __int__(self) -> int:
+        ...
+    @typing.overload
+    def __ne__(self, other: TensorRole) -> bool:
+        ...
+    @typing.overload
+    def __ne__(self, other: typing.Any) -> bool:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def __setstate__(self, state: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __str__(self) -> str:
+        ...
+    @property
+    def name(self) -> str:
+        ...
+    @property
+    def value(self) -> int:
+        ...
+class Storage:
+    """
+    How a tensor is stored.
+    
+    Members:
+    
+      raw
+    
+      quantized
+    
+      alias
+    """
+    __members__: typing.ClassVar[dict[str, Storage]]
+    alias: typing.ClassVar[Storage]
+    quantized: typing.ClassVar[Storage]
+    raw: typing.ClassVar[Storage]
+    @typing.overload
+    def __eq__(self, other: Storage) -> bool:
+        ...
+    @typing.overload
+    def __eq__(self, other: typing.Any) -> bool:
+        ...
+    def __getstate__(self) -> int:
+        ...
+    def __hash__(self) -> int:
+        ...
+    def __index__(self) -> int:
+        ...
+    def __init__(self, value: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __int__(self) -> int:
+        ...
+    @typing.overload
+    def __ne__(self, other: Storage) -> bool:
+        ...
+    @typing.overload
+    def __ne__(self, other: typing.Any) -> bool:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def __setstate__(self, state: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __str__(self) -> str:
+        ...
+    @property
+    def name(self) -> str:
+        ...
+    @property
+    def value(self) -> int:
+        ...
+class QuantMethod:
+    """
+    Quantizer / reconstruction rule (nnpress/quant/dequantize.h).
+    
+    Members:
+    
+      nearest
+    
+      rdoq
+    
+      trellis
+    """
+    __members__: typing.ClassVar[dict[str, QuantMethod]]
+    nearest: typing.ClassVar[QuantMethod]
+    rdoq: typing.ClassVar[QuantMethod]
+    trellis: typing.ClassVar[QuantMethod]
+    @typing.overload
+    def __eq__(self, other: QuantMethod) -> bool:
+        ...
+    @typing.overload
+    def __eq__(self, other: typing.Any) -> bool:
+        ...
+    def __getstate__(self) -> int:
+        ...
+    def __hash__(self) -> int:
+        ...
+    def __index__(self) -> int:
+        ...
+    def __init__(self, value: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __int__(self) -> int:
+        ...
+    @typing.overload
+    def __ne__(self, other: QuantMethod) -> bool:
+        ...
+    @typing.overload
+    def __ne__(self, other: typing.Any) -> bool:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def __setstate__(self, state: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __str__(self) -> str:
+        ...
+    @property
+    def name(self) -> str:
+        ...
+    @property
+    def value(self) -> int:
+        ...
 class NnpReader:
     """
     A parsed .nnp file (see nnpress/format/container.h).
@@ -44,6 +283,145 @@ class NnpReader:
         ...
     @property
     def version(self) -> tuple[int, int]:
+        ...
+class TensorInput:
+    """
+    One tensor for write_nnp (TensorInput in nnpress/format/container.h). Arrays are referenced, not copied: the object keeps them alive.
+    """
+    def __init__(self, *, name: str, dtype: DType, role: TensorRole, storage: Storage, shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], levels: typing.Any = None, raw: typing.Any = None, method: QuantMethod = ..., step: typing.SupportsFloat | typing.SupportsIndex = 0.0, lam: typing.SupportsFloat | typing.SupportsIndex = 0.0, alias_of: typing.SupportsInt | typing.SupportsIndex = 0, rows_per_block: typing.SupportsInt | typing.SupportsIndex = 0, unary_len: typing.SupportsInt | typing.SupportsIndex = -1, eg_order: typing.SupportsInt | typing.SupportsIndex = -1, row_scale_exp: typing.Any = None, col_scale_exp: typing.Any = None) -> None:
+        ...
+    def __repr__(self) -> str:
+        ...
+    @property
+    def dtype(self) -> DType:
+        ...
+    @property
+    def eg_order(self) -> int:
+        ...
+    @property
+    def lam(self) -> float:
+        ...
+    @property
+    def method(self) -> QuantMethod:
+        ...
+    @property
+    def name(self) -> str:
+        ...
+    @property
+    def role(self) -> TensorRole:
+        ...
+    @property
+    def rows_per_block(self) -> int:
+        ...
+    @property
+    def shape(self) -> tuple:
+        ...
+    @property
+    def step(self) -> float:
+        ...
+    @property
+    def storage(self) -> Storage:
+        ...
+    @property
+    def unary_len(self) -> int:
+        ...
+class WriterOptions:
+    """
+    Options of write_nnp (WriterOptions in nnpress/format/container.h).
+    """
+    metadata: str
+    def __init__(self) -> None:
+        ...
+    @property
+    def block_elements(self) -> int:
+        ...
+    @block_elements.setter
+    def block_elements(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def size_tolerance(self) -> float:
+        ...
+    @size_tolerance.setter
+    def size_tolerance(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def threads(self) -> int:
+        ...
+    @threads.setter
+    def threads(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+class LevelParams:
+    """
+    Binarization parameters of a level stream (binarization.h).
+    """
+    def __init__(self) -> None:
+        ...
+    def __repr__(self) -> str:
+        ...
+    @property
+    def eg_order(self) -> int:
+        ...
+    @eg_order.setter
+    def eg_order(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def unary_len(self) -> int:
+        ...
+    @unary_len.setter
+    def unary_len(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+class QuantOptions:
+    """
+    Scalar options of quantize (QuantOptions in nnpress/quant/quantize.h); the arrays (scales, feedback factors) are quantize's arguments.
+    """
+    method: QuantMethod
+    def __init__(self) -> None:
+        ...
+    @property
+    def chunk_rows(self) -> int:
+        ...
+    @chunk_rows.setter
+    def chunk_rows(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def lam(self) -> float:
+        ...
+    @lam.setter
+    def lam(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def max_passes(self) -> int:
+        ...
+    @max_passes.setter
+    def max_passes(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def step(self) -> float:
+        ...
+    @step.setter
+    def step(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def threads(self) -> int:
+        ...
+    @threads.setter
+    def threads(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+class QuantResult:
+    """
+    What quantize chose and measured (QuantResult in quantize.h).
+    """
+    @property
+    def distortion(self) -> float:
+        ...
+    @property
+    def params(self) -> LevelParams:
+        ...
+    @property
+    def passes(self) -> int:
+        ...
+    @property
+    def rate_bits(self) -> float:
         ...
 class RowGroupMatrix:
     """
@@ -167,9 +545,9 @@ def decode_levels(data: typing_extensions.Buffer, max_elements: typing.SupportsI
     """
     Decode a framed level stream (bytes-like) into an int32 array of its stored shape.
     """
-def dequantize(levels: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], step: typing.SupportsFloat | typing.SupportsIndex, method: typing.SupportsInt | typing.SupportsIndex, row_scale: typing.Any = None, col_scale: typing.Any = None) -> numpy.typing.NDArray[numpy.float32]:
+def dequantize(levels: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], step: typing.SupportsFloat | typing.SupportsIndex, method: QuantMethod, row_scale: typing.Any = None, col_scale: typing.Any = None) -> numpy.typing.NDArray[numpy.float32]:
     """
-    Reconstruct float32 weights from int32 levels (method: 0 nearest, 1 rdoq, 2 trellis), optional float64 per-row / per-column step scales.
+    Reconstruct float32 weights from int32 levels (method: a QuantMethod), optional float64 per-row / per-column step scales.
     """
 def detect_isa() -> str:
     ...
@@ -191,21 +569,17 @@ def nnp_validate(data: typing_extensions.Buffer) -> None:
     """
     Parse a .nnp file held in a buffer (no copy) and check every CRC; raises on bad data.
     """
-def nnp_write(specs: list, block_elements: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex, metadata: str, size_tolerance: typing.SupportsFloat | typing.SupportsIndex) -> tuple[bytes, typing.Any, int]:
+def quantize(weights: numpy.ndarray, options: QuantOptions, *, importance: typing.Any = None, row_scale: typing.Any = None, col_scale: typing.Any = None, feedback: typing.Any = None, row_feedback: typing.Any = None, want_recon: bool = False) -> tuple:
     """
-    Assemble a .nnp file in memory; returns (bytes, stored bytes per tensor, table bytes).
-    """
-def quantize(weights: numpy.ndarray, importance: typing.Any, step: typing.SupportsFloat | typing.SupportsIndex, lam: typing.SupportsFloat | typing.SupportsIndex, method: typing.SupportsInt | typing.SupportsIndex, chunk_rows: typing.SupportsInt | typing.SupportsIndex, max_passes: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex, want_recon: bool, row_scale: typing.Any = None, col_scale: typing.Any = None, feedback: typing.Any = None, row_feedback: typing.Any = None) -> tuple:
-    """
-    Quantize C-contiguous float32/float64 weights -> (int32 levels, float32 reconstruction or None, info).
+    Quantize C-contiguous float32/float64 weights -> (int32 levels, float32 reconstruction or None, QuantResult).
     """
 def rate_bits(levels: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], unary_len: typing.SupportsInt | typing.SupportsIndex, eg_order: typing.SupportsInt | typing.SupportsIndex, chunk_rows: typing.SupportsInt | typing.SupportsIndex) -> float:
     """
     Estimated bits of int32 levels with the given level params and chunked contexts.
     """
+def write_nnp(tensors: collections.abc.Sequence[TensorInput], options: WriterOptions) -> tuple[bytes, typing.Any, int]:
+    """
+    Assemble a .nnp file in memory and check that it parses; returns (bytes, stored bytes per tensor, table bytes).
+    """
 HAS_ENCODER: bool = True
-NNP_DTYPES: dict = {'float32': 1, 'float16': 2, 'bfloat16': 3, 'float64': 4, 'int8': 5, 'uint8': 6, 'int16': 7, 'int32': 8, 'int64': 9, 'bool': 10, 'uint16': 11, 'uint32': 12, 'uint64': 13}
-NNP_METHODS: dict = {'nearest': 0, 'rdoq': 1, 'trellis': 2}
-NNP_ROLES: dict = {'weight': 0, 'bias': 1, 'norm': 2, 'embedding': 3, 'buffer': 4, 'other': 5}
-NNP_STORAGES: dict = {'raw': 0, 'quantized': 1, 'alias': 2}
 NNP_VERSION: tuple = (1, 1)

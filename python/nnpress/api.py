@@ -2,16 +2,20 @@
 
 Contract
 --------
-- ``compress(source, dest, config=CodecConfig(), *, importance=None, hessians=None, progress=None)`` reads
-  ``source`` (``torch.nn.Module``, state_dict, ``.safetensors`` or ``.pt``/``.pth`` path), quantizes
-  the float tensors the config says to quantize (``nnpress.quantize`` with the tensor's step,
-  method and lambda; ``importance[name]`` = per-weight Fisher values for rdoq/trellis; per-row /
-  per-column step scales from the plan, or from the importance with ``CodecConfig(channel_scales=
-  True)``: the file is then format 1.1; ``hessians[name]`` = a cols x cols column block of the
-  Fisher, e.g. from ``nnpress.fisher_column_blocks``, for error feedback inside each row — see
-  below), stores the
-  rest exactly, stores tied tensors once, and writes ``dest`` atomically (temp file in the same
-  folder, checked, renamed). Returns a :class:`CompressionReport`.
+- ``compress(source, dest, config=CodecConfig(), *, importance=None, hessians=None, row_hessians=None,
+  progress=None)`` reads ``source`` (``torch.nn.Module``, state_dict, ``.safetensors`` or
+  ``.pt``/``.pth`` path) and encodes every tensor through the one encode path
+  (``nnpress.encode``: the config's plan, ``nnpress.quantize`` with the tensor's step, method and
+  lambda; ``importance[name]`` = per-weight Fisher values for rdoq/trellis; per-row / per-column
+  step scales from the plan, or from the importance with ``CodecConfig(channel_scales=True)``: the
+  file is then format 1.1; ``hessians[name]`` = a cols x cols column block of the Fisher, e.g. from
+  ``nnpress.fisher_hessians``, for error feedback inside each row — see below). It stores the rest
+  exactly, stores tied tensors once, and writes ``dest`` atomically (built and checked in memory,
+  written to a temp file in the same folder, renamed). Returns a :class:`CompressionReport` with
+  the time of each stage (load, quantize, encode, write, total).
+- Errors before anything is written: ``KeyError`` for importance/hessians naming tensors the model
+  does not have; ``ValueError`` for plan entries that match no tensor, and for
+  ``CodecConfig(channel_scales=True)`` without an importance.
 - ``decompress(path, as_numpy=False, names=None, threads=None)`` -> ``{name: torch.Tensor}`` with the
   original names, dtypes and shapes (``as_numpy=True``: numpy arrays; bfloat16 tensors become
   float32 there, widened exactly, since numpy has no bfloat16). Tied names share one tensor.
@@ -30,167 +34,40 @@ Surprises
 ---------
 - ``decompress`` imports torch unless ``as_numpy=True``.
 - The quantizer prices rate with contexts that restart at every row block, so the block size of
-  the config is passed to it (``chunk_rows``).
+  the config is passed to it (``rows_per_block``).
 """
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from .config import CodecConfig, ResolvedPlan
-from .prune import prune_array
-from .container import (NnpFile, TensorRecord, bfloat16_to_float32, float32_to_bfloat16, nnp_bytes,
-                        validate_nnp, write_bytes_atomic)
+from .config import CodecConfig
+from .container import NnpFile, bfloat16_to_float32, write_bytes_atomic
+from .encode import FORMAT_PRODUCER, encode_model, file_metadata, write_records  # noqa: F401
+from .report import CompressionReport, TensorReport
 from .traverse import TensorEntry, collect
 
 __all__ = ["compress", "decompress", "decompress_to_file", "info", "CompressionReport", "TensorReport"]
 
-FORMAT_PRODUCER = "nnpress"
-_MAX_LEVEL = 2.0 ** 30  # the quantizers' limit on |w / step|
-_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1, "uint8": 1, "int16": 2,
-             "int32": 4, "int64": 8, "bool": 1, "uint16": 2, "uint32": 4, "uint64": 8}
 
-
-@dataclass
-class TensorReport:
-    name: str
-    shape: tuple
-    dtype: str
-    role: str
-    storage: str          # "quantized" | "raw" | "alias"
-    method: str | None
-    step: float | None
-    params: int
-    original_bytes: int
-    stored_bytes: int
-    rel_error: float      # ||w - w_hat|| / ||w|| (0 for exact storage)
-    alias_of: str | None = None
-
-    @property
-    def bits_per_param(self) -> float:
-        return 8.0 * self.stored_bytes / self.params if self.params else 0.0
-
-
-@dataclass
-class CompressionReport:
-    path: str
-    tensors: list[TensorReport]
-    file_bytes: int
-    original_bytes: int
-    params: int
-    times: dict[str, float] = field(default_factory=dict)
-    config: dict = field(default_factory=dict)
-
-    @property
-    def ratio(self) -> float:
-        return self.original_bytes / self.file_bytes if self.file_bytes else float("inf")
-
-    @property
-    def bits_per_param(self) -> float:
-        return 8.0 * self.file_bytes / self.params if self.params else 0.0
-
-    @property
-    def quantized_params(self) -> int:
-        return sum(t.params for t in self.tensors if t.storage == "quantized")
-
-    def to_dict(self) -> dict:
-        return {
-            "path": self.path, "file_bytes": self.file_bytes, "original_bytes": self.original_bytes,
-            "params": self.params, "quantized_params": self.quantized_params, "ratio": self.ratio,
-            "bits_per_param": self.bits_per_param, "times": dict(self.times), "config": self.config,
-            "tensors": [dict(asdict(t), shape=list(t.shape), bits_per_param=t.bits_per_param) for t in self.tensors],
-        }
-
-    def table(self, max_rows: int | None = None) -> str:
-        """Per-tensor table plus totals, as text."""
-        head = f"{'tensor':<44} {'shape':<16} {'dtype':<8} {'role':<9} {'stored':<9} {'bytes':>10} {'bits/p':>7} {'rel.err':>8}"
-        lines = [head, "-" * len(head)]
-        rows = self.tensors if max_rows is None else self.tensors[:max_rows]
-        for t in rows:
-            name = t.name if len(t.name) <= 44 else "…" + t.name[-43:]
-            shape = "x".join(str(d) for d in t.shape) or "()"
-            kind = t.method if t.storage == "quantized" else t.storage
-            lines.append(f"{name:<44} {shape:<16} {t.dtype:<8} {t.role:<9} {kind:<9} {t.stored_bytes:>10,} "
-                         f"{t.bits_per_param:>7.3f} {t.rel_error:>8.2e}")
-        if max_rows is not None and len(self.tensors) > max_rows:
-            lines.append(f"... {len(self.tensors) - max_rows} more tensors")
-        lines.append("-" * len(head))
-        lines.append(f"{len(self.tensors)} tensors, {self.params:,} parameters: {self.original_bytes:,} -> "
-                     f"{self.file_bytes:,} bytes, ratio {self.ratio:.2f}x, {self.bits_per_param:.3f} bits/param")
-        if self.times:
-            lines.append("time: " + ", ".join(f"{k} {v:.3f} s" for k, v in self.times.items()))
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return (f"CompressionReport({self.path!r}: {self.original_bytes:,} -> {self.file_bytes:,} bytes, "
-                f"{self.ratio:.2f}x, {self.bits_per_param:.3f} bits/param)")
-
-
-def _rows_cols(shape: tuple) -> tuple[int, int]:
-    n = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    if len(shape) >= 2:
-        return int(shape[0]), (n // shape[0] if shape[0] else 0)
-    return (1 if n else 0), n
-
-
-def _rows_per_block(shape: tuple, block_elements: int) -> int:
-    rows, cols = _rows_cols(shape)
-    if rows == 0 or cols == 0:
-        return 0
-    return max(1, min(rows, block_elements // cols))
-
-
-def _quantize(values: np.ndarray, plan: ResolvedPlan, importance, chunk_rows: int, threads: int | None,
-              row_exp=None, col_exp=None, hessian=None, hessian_damp: float = 0.0, row_hessian=None):
-    """levels, reconstruction (float32) of one tensor — the one place that calls the quantizer.
-    Channel scales are the exact values the decoder forms from the stored exponents. With a
-    ``hessian`` (module docstring) it is normalised to mean diagonal 1 and the importance reduced
-    to its row means."""
-    from .quant import channel_scales, feedback_inputs, quantize
-
-    importance, hessian, row_hessian = feedback_inputs(values.shape, importance, hessian, row_hessian)
-    levels, recon = quantize(values, plan.step, lam=plan.lam, importance=importance, method=plan.method,
-                             chunk_rows=chunk_rows or None, threads=threads, return_reconstruction=True,
-                             row_scale=None if row_exp is None else channel_scales(row_exp),
-                             col_scale=None if col_exp is None else channel_scales(col_exp),
-                             hessian=hessian, hessian_damp=hessian_damp, row_hessian=row_hessian)
-    return levels, recon
-
-
-def _scale_exps(plan: ResolvedPlan, imp, shape: tuple, derive: bool, name: str):
-    """The channel scale exponents of one tensor (int8 arrays or None): the plan's, else derived from
-    its importance when ``CodecConfig.channel_scales`` is on."""
-    rows, cols = _rows_cols(shape)
-    row_exp = None if plan.row_scale_exp is None else np.asarray(plan.row_scale_exp, np.int8)
-    col_exp = None if plan.col_scale_exp is None else np.asarray(plan.col_scale_exp, np.int8)
-    if row_exp is None and col_exp is None and derive and imp is not None and len(shape) >= 2:
-        from .tune import channel_scales_from_importance
-        row_exp, col_exp = channel_scales_from_importance({name: np.asarray(imp).reshape(shape)}).get(name, (None, None))
-    for what, e, n in (("row", row_exp, rows), ("column", col_exp, cols)):
-        if e is not None and e.size != n:
-            raise ValueError(f"{name!r}: {e.size} {what} scale exponents, the tensor has {n} {what}s")
-    return row_exp, col_exp
-
-
-def _rel_error(w: np.ndarray, w_hat: np.ndarray) -> float:
-    """||w - w_hat|| / ||w||, accumulated in float64 (without float64 copies of the tensors)."""
-    diff = np.subtract(w, w_hat, dtype=np.float64 if w.dtype == np.float64 else np.float32)
-    den = float(np.sqrt(np.sum(np.square(w, dtype=np.float64))))
-    num = float(np.sqrt(np.sum(np.square(diff, dtype=np.float64))))
-    return num / den if den > 0 else (0.0 if num == 0 else float("inf"))
-
-
-def _stored_dtype_recon(recon: np.ndarray, dtype: str) -> np.ndarray:
-    """The values the decoder will produce for a float32 reconstruction (for the error column)."""
-    if dtype == "float16":
-        return recon.astype(np.float16).astype(np.float32)
-    if dtype == "bfloat16":
-        return bfloat16_to_float32(float32_to_bfloat16(recon))
-    return recon
+def _check_inputs(entries: list[TensorEntry], config: CodecConfig, importance, hessians, row_hessians) -> None:
+    """Names and options that would silently do nothing are errors."""
+    names = [e.name for e in entries]
+    known = set(names)
+    for what, per_tensor in (("importance", importance), ("hessians", hessians), ("row_hessians", row_hessians)):
+        unknown = set(per_tensor or ()) - known
+        if unknown:
+            raise KeyError(f"{what} given for tensors not in the model: {sorted(unknown)[:5]}")
+    unmatched = config.unmatched_plan_keys(names)
+    if unmatched:
+        raise ValueError(f"plan entries that match no tensor of the model: {unmatched[:5]} "
+                         f"(tensor names look like {names[:3]})")
+    if config.channel_scales and not importance:
+        raise ValueError("CodecConfig(channel_scales=True) derives the scales from the per-weight importance: "
+                         "pass compress(importance=...) (e.g. from nnpress.fisher_diagonal)")
 
 
 def compress(source, dest, config: CodecConfig | None = None, *,
@@ -208,107 +85,27 @@ def compress(source, dest, config: CodecConfig | None = None, *,
         raise FileNotFoundError(f"destination folder does not exist: {folder!r}")
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    entries: list[TensorEntry] = collect(source)
-    if importance is not None:
-        unknown = set(importance) - {e.name for e in entries}
-        if unknown:
-            raise KeyError(f"importance given for tensors not in the model: {sorted(unknown)[:5]}")
-    for what, blocks in (("hessians", hessians), ("row_hessians", row_hessians)):
-        unknown = set(blocks or ()) - {e.name for e in entries}
-        if unknown:
-            raise KeyError(f"{what} given for tensors not in the model: {sorted(unknown)[:5]}")
+    entries = collect(source)
+    _check_inputs(entries, config, importance, hessians, row_hessians)
     times["load"] = time.perf_counter() - t0
-    # model-level inputs of the default step rule and of method "auto" (config module docstring)
-    q_sizes = [e.count for e in entries
-               if e.alias_of is None and e.count and config.quantizes(e.name, e.role, e.dtype)]
-    mean_size = sum(q_sizes) / len(q_sizes) if q_sizes else None
-    total_size = sum(q_sizes)
 
     t1 = time.perf_counter()
-    records: list[TensorRecord] = []
-    reports: list[TensorReport] = []
-    total = len(entries)
-    for i, e in enumerate(entries):
-        if progress is not None:
-            progress(i, total, e.name)
-        orig = e.count * _ITEMSIZE[e.dtype]
-        if e.alias_of is not None:
-            records.append(TensorRecord(e.name, e.dtype, e.role, "alias", e.shape, alias_of=e.alias_of))
-            reports.append(TensorReport(e.name, e.shape, e.dtype, e.role, "alias", None, None, e.count, orig, 0, 0.0,
-                                        alias_of=e.alias_of))
-            continue
-        fvals = e.float_values() if e.is_float else None
-        if fvals is not None and e.count and not np.all(np.isfinite(fvals)):
-            plan = ResolvedPlan(lossless=True)  # NaN/inf cannot be quantized: keep the tensor exact
-        else:
-            plan = config.resolve(e.name, e.role, e.dtype, fvals,
-                                  mean_size=mean_size, total_size=total_size)
-            if not plan.lossless and e.count and max(-float(fvals.min()), float(fvals.max())) / plan.step >= _MAX_LEVEL:
-                plan = ResolvedPlan(lossless=True)  # an outlier beyond the level range: keep it exact
-        if plan.lossless:
-            records.append(TensorRecord(e.name, e.dtype, e.role, "raw", e.shape, data=e.values))
-            reports.append(TensorReport(e.name, e.shape, e.dtype, e.role, "raw", None, None, e.count, orig, 0, 0.0))
-            continue
-        rpb = _rows_per_block(e.shape, config.block_elements)
-        imp = None if importance is None else importance.get(e.name)
-        if imp is not None and not isinstance(imp, np.ndarray):
-            imp = _to_numpy_float(imp)
-        row_exp, col_exp = _scale_exps(plan, imp, e.shape, config.channel_scales, e.name)
-        if e.count:
-            qvals = prune_array(fvals, config.prune, imp) if config.prune > 0 else fvals
-            hess, row_hess = (_float64(None if blocks is None else blocks.get(e.name))
-                              for blocks in (hessians, row_hessians))
-            levels, recon = _quantize(qvals, plan, imp, rpb, config.threads, row_exp, col_exp, hess,
-                                      config.hessian_damp, row_hess)
-            err = _rel_error(fvals, _stored_dtype_recon(recon, e.dtype))  # against the unpruned weights
-        else:
-            levels, err = np.zeros(e.shape, dtype=np.int32), 0.0
-        records.append(TensorRecord(e.name, e.dtype, e.role, "quantized", e.shape, data=levels, method=plan.method,
-                                    step=plan.step, lam=plan.lam, rows_per_block=rpb,
-                                    row_scale_exp=row_exp, col_scale_exp=col_exp))
-        reports.append(TensorReport(e.name, e.shape, e.dtype, e.role, "quantized", plan.method, plan.step, e.count,
-                                    orig, 0, err))
-    if progress is not None:
-        progress(total, total, "")
+    encoded = encode_model(entries, config, importance=importance, hessians=hessians, row_hessians=row_hessians,
+                           progress=progress)
     times["quantize"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    from . import __version__
-    stored_config = config.to_dict()
-    stored_config.pop("threads", None)  # does not change the bytes, so it is not recorded
-    # per-tensor plans are in the tensor table already (step, method, lambda): keep only their count
-    stored_config["overrides"] = len(config.overrides)
-    metadata = {"producer": FORMAT_PRODUCER, "nnpress_version": __version__, "config": stored_config}
-    data, stored = nnp_bytes(records, block_elements=config.block_elements, threads=config.threads,
-                             metadata=metadata)
+    data, _ = write_records(encoded, config, file_metadata(config))
     times["encode"] = time.perf_counter() - t2
     t3 = time.perf_counter()
-    validate_nnp(data)  # structure and every CRC, before anything is replaced
     write_bytes_atomic(dest, data)
     times["write"] = time.perf_counter() - t3
     times["total"] = time.perf_counter() - t0
-    for r, s in zip(reports, stored):
-        r.stored_bytes = int(s)
+    reports = [t.report for t in encoded]
     return CompressionReport(
         path=dest, tensors=reports, file_bytes=len(data),
         original_bytes=sum(r.original_bytes for r in reports if r.storage != "alias"),
         params=sum(r.params for r in reports if r.storage != "alias"), times=times, config=config.to_dict())
-
-
-def _float64(x):
-    """A block (numpy or torch, any device) as float64 numpy, or None."""
-    if x is None:
-        return None
-    return x.detach().cpu().double().numpy() if hasattr(x, "detach") else np.asarray(x, dtype=np.float64)
-
-
-def _to_numpy_float(x) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu()
-        if str(x.dtype) == "torch.bfloat16":
-            x = x.float()
-        x = x.numpy()
-    return np.asarray(x, dtype=np.float32)
 
 
 def decompress(path, as_numpy: bool = False, names: Iterable[str] | None = None,

@@ -74,7 +74,7 @@ def _config_from_args(a):
             plan = json.load(f)
         if not isinstance(plan, dict):
             raise ValueError(f"{a.plan}: expected a JSON object of tensor name/pattern -> settings")
-        kw["overrides"] = plan.get("overrides", plan)
+        kw["plan"] = plan.get("plan", plan.get("overrides", plan))
     return CodecConfig(**kw)
 
 
@@ -172,7 +172,7 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--block-elements", type=int, help="elements per independently decodable row block")
     c.add_argument("--prune", type=float, metavar="FRACTION",
                    help="set this fraction of each quantized tensor's smallest weights to zero first (default 0)")
-    c.add_argument("--plan", metavar="JSON", help="per-tensor overrides: {name or glob: {step, method, ...}}")
+    c.add_argument("--plan", metavar="JSON", help="per-tensor plan: {name or glob: {step, method, ...}}")
     c.add_argument("--threads", type=int, help="worker threads (default: all cores)")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.add_argument("-v", "--verbose", action="store_true", help="list every tensor")

@@ -1,28 +1,38 @@
 """``CodecConfig``: every choice ``nnpress.compress`` makes, in one object (numpy only).
 
 Step size of a quantized tensor, first match wins:
-  1. a per-tensor override (``overrides[name]``, or the first glob pattern that matches, in order)
-     with ``step`` (absolute) or ``rel_step`` (times the tensor's standard deviation);
+  1. the tensor's entry in the per-tensor plan (``plan[name]``, or the first glob pattern that
+     matches, in order) with ``step`` (absolute), ``qp`` or ``rel_step`` (times the tensor's
+     standard deviation);
   2. ``CodecConfig.step`` (one absolute step for all tensors);
   3. ``CodecConfig.qp`` (NNCodec's integer knob: ``step = 2 ** (qp / 4)``);
   4. ``CodecConfig.rel_step * std(tensor) * (n / n_mean) ** (size_exponent / 2)``, the default
      quality knob: n is the tensor's element count and n_mean the mean count of the tensors
      ``compress`` quantizes (the factor is clipped to [1/8, 8]; ``size_exponent=0`` gives plain
      ``rel_step * std``; a constant tensor uses max|w| for std, an all-zero one step 1). With
-     method "trellis" this step is halved (``TRELLIS_REL_RATIO``: its two interleaved
+     method "trellis" this step is halved (``TRELLIS_STEP_RATIO``: its two interleaved
      quantizers have a grid of 2 * step), so that ``rel_step`` means about the same file size
      for every method.
-``lam`` (the rate-distortion trade-off handed to the quantizer) is ``lam_scale * step**2`` unless an
-override gives ``lam`` directly. Tensors whose role is in ``lossless_roles`` (and every non-float
-tensor) are stored exactly; an override may force ``lossless=True/False`` for one tensor.
+``lam`` (the rate-distortion trade-off handed to the quantizer) is ``lam_scale * step**2`` unless
+the plan gives ``lam`` directly. Tensors whose role is in ``lossless_roles`` (and every non-float
+tensor) are stored exactly; a plan entry may force ``lossless=True/False`` for one tensor.
 
-A tuner passes its plan as ``overrides={name: TensorPlan(step=..., method=..., lam=...)}``.
+A tuner passes its plan as ``plan={name: TensorPlan(step=..., method=..., lam=...)}``.
+
+This module owns the codec's defaults and step rules: ``METHODS``, ``ROLES``,
+``TRELLIS_STEP_RATIO``, ``DEFAULT_LAM_SCALE``, ``HESSIAN_DAMP``, ``DEFAULT_BLOCK_ELEMENTS`` and
+``SIZE_TOLERANCE`` are defined here and nowhere else.
+
+One name per idea: the per-tensor plan is ``plan`` (``CodecConfig.plan``, ``--plan``,
+``TuneResult.plan``); ``lam`` is the absolute trade-off and ``lam_scale`` the one relative to
+step**2; the error-feedback blocks are ``hessians``/``row_hessians`` (one per tensor: ``hessian``/
+``row_hessian``), damped by ``hessian_damp``. ``CodecConfig(overrides=)`` is the deprecated name of
+``plan``.
 
 The data-free default (``nnpress compress model.safetensors``: no calibration data, no tuning):
 rule 4 with ``rel_step = 1/24`` and ``size_exponent = 1``, and ``method = "auto"``: "trellis" when
 the tensors ``compress`` quantizes hold at most ``auto_trellis_max`` (2**20) weights in all, where its
-search costs well under a second, "nearest" for bigger models, where it would dominate the encode
-time. Why steps grow with sqrt(size): quantization noise in a layer's output, relative to the
+search is fast, "nearest" for bigger models, where it would dominate the encode time. Why steps grow with sqrt(size): quantization noise in a layer's output, relative to the
 output, is about step**2 / (12 * std**2) whatever the layer's size, so at equal relative step every
 tensor adds about the same distortion to the model's output while its bits grow with its size;
 minimising distortion + mu * bits then gives step ~ std * sqrt(n) (bench/RESULTS.md, "Data-free
@@ -39,18 +49,40 @@ from __future__ import annotations
 import fnmatch
 import math
 import os
-from dataclasses import asdict, dataclass, field, replace
+import warnings
+from dataclasses import InitVar, asdict, dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["CodecConfig", "TensorPlan", "ResolvedPlan", "METHODS", "CONFIG_METHODS"]
+__all__ = ["CodecConfig", "TensorPlan", "ResolvedPlan", "METHODS", "CONFIG_METHODS", "ROLES", "FLOAT_DTYPES",
+           "TRELLIS_STEP_RATIO", "DEFAULT_LAM_SCALE", "HESSIAN_DAMP", "DEFAULT_BLOCK_ELEMENTS", "SIZE_TOLERANCE",
+           "MAX_LEVEL", "qp_step"]
 
 METHODS = ("nearest", "rdoq", "trellis")
 CONFIG_METHODS = METHODS + ("auto",)  # CodecConfig.method may also be "auto" (module docstring)
-TRELLIS_REL_RATIO = 0.5  # rule 4's step is halved for the trellis (as tune.TRELLIS_STEP_RATIO)
+ROLES = ("weight", "bias", "norm", "embedding", "buffer", "other")
+FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+# Dependent quantization has two interleaved quantizers of spacing 2 * step, so at the same
+# distortion its step is about half the plain quantizer's: rule 4 halves it, and so does
+# tune.allocate_steps, so that a step knob means about the same size for every method.
+TRELLIS_STEP_RATIO = 0.5
 SIZE_FACTOR_LIMIT = 8.0  # rule 4's size factor stays within [1/8, 8]
-_ROLES = ("weight", "bias", "norm", "embedding", "buffer", "other")
+# lam_scale (lam = lam_scale * step**2, step the quantizer's own) that the tuner uses per method:
+# the high-rate slope of distortion over rate is ln(2)/6 * D**2 ~= 0.12 D**2 at the plain step D;
+# the trellis' half step makes the same lam 0.24 * step**2 for it (bench/RESULTS.md, "Quantizers").
+DEFAULT_LAM_SCALE = {"nearest": 0.0, "rdoq": 0.12, "trellis": 0.24}
+# Damping of the error-feedback blocks: damp * mean(diag H) is added to H's diagonal
+# (bench/RESULTS.md, "Error feedback", for how it was chosen).
+HESSIAN_DAMP = 0.3
+DEFAULT_BLOCK_ELEMENTS = 1 << 18  # target elements per independently decodable row block
+SIZE_TOLERANCE = 0.001  # level params: the fastest-decoding pair within this size fraction
+MAX_LEVEL = 2.0**30  # the quantizers' limit on |w / step|
+
+
+def qp_step(qp: int) -> float:
+    """NNCodec's integer quality knob as a step: ``2 ** (qp / 4)``."""
+    return 2.0 ** (qp / 4.0)
 
 
 @dataclass(frozen=True)
@@ -59,6 +91,7 @@ class TensorPlan:
 
     step: float | None = None
     rel_step: float | None = None
+    qp: int | None = None
     method: str | None = None
     lam: float | None = None
     lam_scale: float | None = None
@@ -79,6 +112,7 @@ class TensorPlan:
             v = getattr(self, k)
             if v is not None and not (_is_real(v) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"TensorPlan.{k} must be a finite number >= 0, got {v!r}")
+        _check_qp(self.qp, "TensorPlan.qp")
         if self.method is not None and self.method not in METHODS:
             raise ValueError(f"TensorPlan.method must be one of {METHODS}, got {self.method!r}")
         if self.lossless is not None and not isinstance(self.lossless, bool):
@@ -107,6 +141,11 @@ def _exps(v, what: str) -> tuple:
     return tuple(int(x) for x in a)
 
 
+def _check_qp(qp, what: str) -> None:
+    if qp is not None and (isinstance(qp, bool) or not isinstance(qp, (int, np.integer)) or not -200 <= qp <= 100):
+        raise ValueError(f"{what} must be an int in [-200, 100] or None, got {qp!r}")
+
+
 def _is_real(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
@@ -117,8 +156,8 @@ class CodecConfig:
 
     method:         "auto" | "nearest" | "rdoq" | "trellis" — how levels are chosen. "auto" (the
                     default): "trellis" for models with at most ``auto_trellis_max`` quantized
-                    weights, "nearest" above (the trellis costs ~25x the time of rounding). With
-                    lam_scale = 0 RDOQ gives the nearest levels, slower.
+                    weights, "nearest" above. With lam_scale = 0 RDOQ gives the nearest levels,
+                    slower.
     step, qp, rel_step: the step size (absolute, NNCodec-style qp, or relative to each tensor's std
                     and size, rule 4 of the module docstring).
     size_exponent:  how rule 4's step grows with the tensor's size: times
@@ -130,17 +169,17 @@ class CodecConfig:
                     "embedding" are quantized).
     block_elements: target elements per independently decodable row block of a large tensor.
     threads:        worker threads for quantizing and coding (None = all cores).
-    overrides:      name or glob pattern -> TensorPlan (or a dict of its fields).
+    plan:           name or glob pattern -> TensorPlan (or a dict of its fields): per-tensor
+                    choices. ``overrides`` is its deprecated name.
     channel_scales: derive per-row/per-column step scales from ``compress(importance=...)`` for
                     tensors whose plan has none (module docstring; the file becomes format 1.1).
+                    ``compress`` refuses it without an importance.
     prune:          fraction in [0, 1) of each quantized tensor's weights set to zero before
                     quantization, smallest saliency first (``importance * w**2`` with
                     ``compress(importance=...)``, else ``w**2``; nnpress.prune). 0 = off.
-    hessian_damp:   damping of the ``compress(hessians=...)`` column blocks for error feedback
+    hessian_damp:   damping of the ``compress(hessians=...)`` blocks for error feedback
                     (``nnpress.quantize(hessian_damp=)``): ``damp * mean(diag H)`` is added to the
-                    diagonal. On all-MiniLM-L6-v2 (bench/RESULTS.md) 0.3 was best or within 0.5 %
-                    of the best over 0.03-1.0 with 26 and 104 calibration sentences; with 204, 0.1
-                    was 1.2 % smaller (more data needs less damping).
+                    diagonal (``HESSIAN_DAMP``; more calibration data needs less damping).
     """
 
     method: str = "auto"
@@ -151,14 +190,21 @@ class CodecConfig:
     auto_trellis_max: int = 1 << 20
     lam_scale: float = 0.0
     lossless_roles: tuple = ("bias", "norm", "buffer", "other")
-    block_elements: int = 1 << 18
+    block_elements: int = DEFAULT_BLOCK_ELEMENTS
     threads: int | None = None
-    overrides: Mapping[str, Any] = field(default_factory=dict)
+    plan: Mapping[str, Any] = field(default_factory=dict)
     channel_scales: bool = False
     prune: float = 0.0
-    hessian_damp: float = 0.3
+    hessian_damp: float = HESSIAN_DAMP
+    overrides: InitVar[Mapping[str, Any] | None] = None  # deprecated name of ``plan``
 
-    def __post_init__(self):
+    def __post_init__(self, overrides=None):
+        if overrides is not None and overrides is not self.plan:  # (dataclasses.replace passes plan back)
+            if self.plan:
+                raise TypeError("CodecConfig: give plan= only (overrides= is its deprecated name)")
+            warnings.warn("CodecConfig(overrides=...) is deprecated; use CodecConfig(plan=...)",
+                          DeprecationWarning, stacklevel=3)
+            object.__setattr__(self, "plan", overrides)
         if not (_is_real(self.hessian_damp) and math.isfinite(self.hessian_damp) and self.hessian_damp >= 0):
             raise ValueError(f"CodecConfig.hessian_damp must be a finite number >= 0, got {self.hessian_damp!r}")
         if not (_is_real(self.prune) and math.isfinite(self.prune) and 0 <= self.prune < 1):
@@ -176,17 +222,15 @@ class CodecConfig:
             raise ValueError(f"CodecConfig.auto_trellis_max must be an int >= 0, got {atm!r}")
         if self.step is not None and not (_is_real(self.step) and math.isfinite(self.step) and self.step > 0):
             raise ValueError(f"CodecConfig.step must be a finite number > 0 or None, got {self.step!r}")
-        if self.qp is not None and (isinstance(self.qp, bool) or not isinstance(self.qp, (int, np.integer))
-                                    or not -200 <= self.qp <= 100):
-            raise ValueError(f"CodecConfig.qp must be an int in [-200, 100] or None, got {self.qp!r}")
+        _check_qp(self.qp, "CodecConfig.qp")
         if not (_is_real(self.rel_step) and math.isfinite(self.rel_step) and self.rel_step > 0):
             raise ValueError(f"CodecConfig.rel_step must be a finite number > 0, got {self.rel_step!r}")
         if not (_is_real(self.lam_scale) and math.isfinite(self.lam_scale) and self.lam_scale >= 0):
             raise ValueError(f"CodecConfig.lam_scale must be a finite number >= 0, got {self.lam_scale!r}")
         roles = (self.lossless_roles,) if isinstance(self.lossless_roles, str) else tuple(self.lossless_roles)
         for r in roles:
-            if r not in _ROLES:
-                raise ValueError(f"CodecConfig.lossless_roles: unknown role {r!r}; roles are {_ROLES}")
+            if r not in ROLES:
+                raise ValueError(f"CodecConfig.lossless_roles: unknown role {r!r}; roles are {ROLES}")
         object.__setattr__(self, "lossless_roles", roles)
         if (isinstance(self.block_elements, bool) or not isinstance(self.block_elements, (int, np.integer))
                 or self.block_elements < 1):
@@ -194,43 +238,63 @@ class CodecConfig:
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise ValueError(f"CodecConfig.threads must be a positive int or None, got {self.threads!r}")
-        if not isinstance(self.overrides, Mapping):
-            raise TypeError("CodecConfig.overrides must be a mapping of name/pattern -> TensorPlan")
+        if not isinstance(self.plan, Mapping):
+            raise TypeError("CodecConfig.plan must be a mapping of name/pattern -> TensorPlan")
         plans = {}
-        for k, v in self.overrides.items():
+        for k, v in self.plan.items():
             if not isinstance(k, str):
-                raise TypeError(f"CodecConfig.overrides keys must be str, got {k!r}")
+                raise TypeError(f"CodecConfig.plan keys must be str, got {k!r}")
             if isinstance(v, Mapping):
                 v = TensorPlan(**v)
             if not isinstance(v, TensorPlan):
-                raise TypeError(f"CodecConfig.overrides[{k!r}] must be a TensorPlan or dict, got {type(v).__name__}")
+                raise TypeError(f"CodecConfig.plan[{k!r}] must be a TensorPlan or dict, got {type(v).__name__}")
             plans[k] = v
-        object.__setattr__(self, "overrides", plans)
+        object.__setattr__(self, "plan", plans)
 
     def replace(self, **changes) -> "CodecConfig":
-        return replace(self, **changes)
+        if "overrides" in changes:
+            if "plan" in changes:
+                raise TypeError("CodecConfig.replace: give plan= only (overrides= is its deprecated name)")
+            warnings.warn("CodecConfig.replace(overrides=...) is deprecated; use plan=", DeprecationWarning,
+                          stacklevel=2)
+            changes["plan"] = changes.pop("overrides")
+        return replace(self, overrides=None, **changes)
 
     @property
     def n_threads(self) -> int:
         return self.threads or os.cpu_count() or 1
 
-    def override_for(self, name: str) -> TensorPlan | None:
-        plan = self.overrides.get(name)
+    def plan_for(self, name: str) -> TensorPlan | None:
+        """The plan entry for a tensor: its exact name, else the first glob pattern that matches."""
+        plan = self.plan.get(name)
         if plan is not None:
             return plan
-        for pattern, p in self.overrides.items():
-            if any(c in pattern for c in "*?[") and fnmatch.fnmatchcase(name, pattern):
+        for pattern, p in self.plan.items():
+            if _is_pattern(pattern) and fnmatch.fnmatchcase(name, pattern):
                 return p
         return None
 
+    def unmatched_plan_keys(self, names) -> list[str]:
+        """Plan keys (names or patterns) that match none of ``names``: almost always a typo."""
+        names = list(names)
+        known = set(names)
+        out = []
+        for key in self.plan:
+            if key in known:
+                continue
+            if _is_pattern(key) and any(fnmatch.fnmatchcase(n, key) for n in names):
+                continue
+            out.append(key)
+        return out
+
     def quantizes(self, name: str, role: str, dtype: str) -> bool:
         """Whether ``resolve`` quantizes a (finite) tensor of this name, role and dtype."""
-        o = self.override_for(name)
+        o = self.plan_for(name)
         lossless = role in self.lossless_roles if o is None or o.lossless is None else o.lossless
-        return dtype in ("float32", "float16", "bfloat16", "float64") and not lossless
+        return dtype in FLOAT_DTYPES and not lossless
 
     def model_method(self, total_size: int | None) -> str:
-        """The method for tensors without an override: ``method``, or for "auto" "trellis" when
+        """The method for tensors without a planned one: ``method``, or for "auto" "trellis" when
         the quantized tensors hold at most ``auto_trellis_max`` weights in all (None: unknown,
         "nearest")."""
         if self.method != "auto":
@@ -243,28 +307,13 @@ class CodecConfig:
         """The plan for one tensor; ``values`` (float) is needed only for a relative step.
         ``mean_size`` / ``total_size``: mean and total element count of the tensors the model
         quantizes (``compress`` passes them); None = this tensor alone is the model."""
-        o = self.override_for(name) or TensorPlan()
-        is_float = dtype in ("float32", "float16", "bfloat16", "float64")
+        o = self.plan_for(name) or TensorPlan()
         lossless = role in self.lossless_roles if o.lossless is None else o.lossless
-        if not is_float or lossless:
+        if dtype not in FLOAT_DTYPES or lossless:
             return ResolvedPlan(lossless=True)
         n = int(values.size) if values is not None else 0
         method = o.method or self.model_method(n if total_size is None else total_size)
-        if o.step is not None:
-            step = float(o.step)
-        elif o.rel_step is not None:
-            step = _rel_step(values, o.rel_step)
-        elif self.step is not None:
-            step = float(self.step)
-        elif self.qp is not None:
-            step = 2.0 ** (self.qp / 4.0)
-        else:
-            step = _rel_step(values, self.rel_step)
-            if self.size_exponent and n and mean_size:
-                f = (n / float(mean_size)) ** (0.5 * float(self.size_exponent))
-                step *= min(max(f, 1.0 / SIZE_FACTOR_LIMIT), SIZE_FACTOR_LIMIT)
-            if method == "trellis":
-                step *= TRELLIS_REL_RATIO
+        step = self._step(o, values, method, n, mean_size)
         if o.lam is not None:
             lam = float(o.lam)
         else:
@@ -273,10 +322,30 @@ class CodecConfig:
         return ResolvedPlan(lossless=False, method=method, step=step, lam=lam,
                             row_scale_exp=o.row_scale_exp, col_scale_exp=o.col_scale_exp)
 
+    def _step(self, o: TensorPlan, values, method: str, n: int, mean_size: float | None) -> float:
+        """The step rules of the module docstring, first match wins."""
+        if o.step is not None:
+            return float(o.step)
+        if o.qp is not None:
+            return qp_step(o.qp)
+        if o.rel_step is not None:
+            return _rel_step(values, o.rel_step)
+        if self.step is not None:
+            return float(self.step)
+        if self.qp is not None:
+            return qp_step(self.qp)
+        step = _rel_step(values, self.rel_step)
+        if self.size_exponent and n and mean_size:
+            f = (n / float(mean_size)) ** (0.5 * float(self.size_exponent))
+            step *= min(max(f, 1.0 / SIZE_FACTOR_LIMIT), SIZE_FACTOR_LIMIT)
+        if method == "trellis":
+            step *= TRELLIS_STEP_RATIO
+        return step
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["lossless_roles"] = list(self.lossless_roles)
-        d["overrides"] = {k: {f: v for f, v in asdict(p).items() if v is not None} for k, p in self.overrides.items()}
+        d["plan"] = {k: {f: v for f, v in asdict(p).items() if v is not None} for k, p in self.plan.items()}
         return d
 
     @classmethod
@@ -285,6 +354,27 @@ class CodecConfig:
         if "lossless_roles" in d:
             d["lossless_roles"] = tuple(d["lossless_roles"])
         return cls(**d)
+
+
+def _overrides(self) -> Mapping[str, TensorPlan]:
+    warnings.warn("CodecConfig.overrides is deprecated; use CodecConfig.plan", DeprecationWarning, stacklevel=2)
+    return self.plan
+
+
+def _override_for(self, name: str) -> TensorPlan | None:
+    warnings.warn("CodecConfig.override_for is deprecated; use CodecConfig.plan_for", DeprecationWarning,
+                  stacklevel=2)
+    return self.plan_for(name)
+
+
+# Deprecated read access under the old names (set after the dataclass is built, so that they do
+# not become fields or defaults).
+CodecConfig.overrides = property(_overrides)
+CodecConfig.override_for = _override_for
+
+
+def _is_pattern(key: str) -> bool:
+    return any(c in key for c in "*?[")
 
 
 def _rel_step(values: np.ndarray | None, rel: float) -> float:

@@ -35,12 +35,11 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from . import _core
+from .config import DEFAULT_BLOCK_ELEMENTS, SIZE_TOLERANCE
 
 __all__ = ["NnpFile", "TensorRecord", "write_nnp", "nnp_bytes", "validate_nnp", "bfloat16_to_float32",
            "float32_to_bfloat16", "NUMPY_DTYPES", "DEFAULT_BLOCK_ELEMENTS"]
 
-DEFAULT_BLOCK_ELEMENTS = 1 << 18
-DEFAULT_SIZE_TOLERANCE = 0.001  # as choose_level_params_for_speed (level_coder.h)
 DEFAULT_MAX_ELEMENTS = 1 << 36
 DEFAULT_MAX_TOTAL_ELEMENTS = 1 << 38
 
@@ -216,7 +215,7 @@ class TensorRecord:
     col_scale_exp: Any = None  # quantized only: int8 per column (None = no column scales)
 
 
-def _scale_exps(r, which: str, n: int):
+def _scale_exps(r, which: str):
     v = getattr(r, which)
     if v is None:
         return None
@@ -225,71 +224,78 @@ def _scale_exps(r, which: str, n: int):
     a = np.asarray(v)
     if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
         raise TypeError(f"{r.name!r}: {which} must be integers, got {a.dtype}")
-    if a.ndim != 1 or a.size != n:
-        raise ValueError(f"{r.name!r}: {which} must be 1-D with {n} values, got shape {a.shape}")
     if a.size and (a.min() < -128 or a.max() > 127):
         raise ValueError(f"{r.name!r}: {which} values must lie in [-128, 127]")
     return np.ascontiguousarray(a, dtype=np.int8)
 
 
+def _code(enum, value: str, what: str, name: str):
+    """The ``_core`` enum member named ``value`` (ValueError naming the choices otherwise)."""
+    member = enum.__members__.get(value) if isinstance(value, str) else None
+    if member is None:
+        raise ValueError(f"{name!r}: unknown {what} {value!r}; expected one of {sorted(enum.__members__)}")
+    return member
+
+
+def _tensor_input(r: TensorRecord, index: dict[str, int]):
+    """A record as the writer's typed input: names mapped to codes, arrays to little-endian
+    contiguous views. Everything else (counts, steps, ranges, dtypes per storage) the writer checks."""
+    if not isinstance(r.name, str) or not r.name:
+        raise ValueError("record name must be a non-empty str")
+    levels = raw = None
+    alias = 0
+    if r.storage == "quantized":
+        src = np.asarray(r.data)
+        if src.dtype == np.bool_ or not np.issubdtype(src.dtype, np.integer):
+            raise TypeError(f"{r.name!r}: levels must be integers, got {src.dtype}")
+        levels = np.ascontiguousarray(src, dtype=np.int32).reshape(src.shape)  # (keeps 0-d)
+        if levels.shape != tuple(int(d) for d in r.shape):
+            raise ValueError(f"{r.name!r}: levels of shape {levels.shape}, expected {tuple(r.shape)}")
+    elif r.storage == "raw":
+        arr = np.asarray(r.data)
+        want = NUMPY_DTYPES.get(r.dtype)
+        if want is not None and (arr.dtype.itemsize != want.itemsize or arr.shape != tuple(int(d) for d in r.shape)):
+            raise ValueError(f"{r.name!r}: raw data {arr.dtype}{arr.shape} does not match {r.dtype}{tuple(r.shape)}")
+        raw = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).reshape(-1).view(np.uint8)
+    elif r.storage == "alias":
+        if r.alias_of not in index:
+            raise ValueError(f"{r.name!r}: alias of {r.alias_of!r}, which is not an earlier tensor")
+        alias = index[r.alias_of]
+    method = r.method if r.storage == "quantized" else "nearest"
+    return _core.TensorInput(
+        name=r.name, dtype=_code(_core.DType, r.dtype, "dtype", r.name), role=_code(_core.TensorRole, r.role, "role", r.name),
+        storage=_code(_core.Storage, r.storage, "storage", r.name), shape=[int(d) for d in r.shape], levels=levels,
+        raw=raw, method=_code(_core.QuantMethod, method, "method", r.name), step=float(r.step), lam=float(r.lam),
+        alias_of=alias, rows_per_block=int(r.rows_per_block),
+        unary_len=-1 if r.unary_len is None else int(r.unary_len), eg_order=-1 if r.eg_order is None else int(r.eg_order),
+        row_scale_exp=_scale_exps(r, "row_scale_exp"), col_scale_exp=_scale_exps(r, "col_scale_exp"))
+
+
 def nnp_bytes(records: Sequence[TensorRecord], *, block_elements: int = DEFAULT_BLOCK_ELEMENTS,
               threads: int | None = None, metadata: dict | None = None,
-              size_tolerance: float = DEFAULT_SIZE_TOLERANCE) -> tuple[bytes, list[int]]:
-    """Assemble a ``.nnp`` file in memory. Returns (file bytes, stored bytes per record).
+              size_tolerance: float = SIZE_TOLERANCE) -> tuple[bytes, list[int]]:
+    """Assemble a ``.nnp`` file in memory, checked to parse (structure and every CRC). Returns (file
+    bytes, stored bytes per record).
 
-    ``size_tolerance``: per tensor, the writer keeps the fastest-decoding binarization parameters
-    whose size (measured on a sample of rows) is within this fraction of the smallest
-    (``choose_level_params_for_speed``; negative: the level coder's static choice)."""
+    ``size_tolerance``: per tensor without pinned level params, the writer keeps the
+    fastest-decoding binarization parameters whose size (measured on a sample of rows) is within
+    this fraction of the smallest (``choose_level_params_for_speed``; negative: the level coder's
+    static choice)."""
     if not _core.HAS_ENCODER:
         raise RuntimeError("this nnpress build has no encoder (NNPRESS_ENCODER=OFF)")
     if isinstance(block_elements, bool) or not isinstance(block_elements, (int, np.integer)) or block_elements < 1:
         raise ValueError(f"block_elements must be a positive int, got {block_elements!r}")
     index: dict[str, int] = {}
-    specs = []
+    inputs = []
     for i, r in enumerate(records):
-        if not isinstance(r.name, str) or not r.name:
-            raise ValueError(f"record {i}: name must be a non-empty str")
-        if r.dtype not in _core.NNP_DTYPES:
-            raise ValueError(f"{r.name!r}: unknown dtype {r.dtype!r}")
-        if r.role not in _core.NNP_ROLES:
-            raise ValueError(f"{r.name!r}: unknown role {r.role!r}; expected one of {sorted(_core.NNP_ROLES)}")
-        if r.storage not in _core.NNP_STORAGES:
-            raise ValueError(f"{r.name!r}: unknown storage {r.storage!r}")
-        shape = tuple(int(d) for d in r.shape)
-        data = None
-        method = _core.NNP_METHODS.get(r.method if r.storage == "quantized" else "nearest")
-        if method is None:
-            raise ValueError(f"{r.name!r}: unknown method {r.method!r}; expected one of {sorted(_core.NNP_METHODS)}")
-        alias = 0
-        if r.storage == "quantized":
-            src = np.asarray(r.data)
-            if src.dtype == np.bool_ or not np.issubdtype(src.dtype, np.integer):
-                raise TypeError(f"{r.name!r}: levels must be integers, got {src.dtype}")
-            data = np.ascontiguousarray(src, dtype=np.int32).reshape(src.shape)  # (keeps 0-d)
-            if data.shape != shape:
-                raise ValueError(f"{r.name!r}: levels of shape {data.shape}, expected {shape}")
-        elif r.storage == "raw":
-            arr = np.asarray(r.data)
-            want = NUMPY_DTYPES[r.dtype]
-            if arr.dtype.itemsize != want.itemsize or arr.shape != shape:
-                raise ValueError(f"{r.name!r}: raw data {arr.dtype}{arr.shape} does not match {r.dtype}{shape}")
-            data = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).reshape(-1).view(np.uint8)
-        else:
-            if r.alias_of not in index:
-                raise ValueError(f"{r.name!r}: alias of {r.alias_of!r}, which is not an earlier tensor")
-            alias = index[r.alias_of]
-        if r.name in index:
-            raise ValueError(f"duplicate tensor name {r.name!r}")
-        index[r.name] = i
-        n = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        rows = int(shape[0]) if len(shape) >= 2 else (1 if n else 0)
-        cols = (n // rows if rows else 0) if len(shape) >= 2 else n
-        specs.append((r.name, _core.NNP_DTYPES[r.dtype], _core.NNP_ROLES[r.role], _core.NNP_STORAGES[r.storage],
-                      list(shape), data, method, float(r.step), float(r.lam), alias, int(r.rows_per_block),
-                      -1 if r.unary_len is None else int(r.unary_len), -1 if r.eg_order is None else int(r.eg_order),
-                      _scale_exps(r, "row_scale_exp", rows), _scale_exps(r, "col_scale_exp", cols)))
-    meta = json.dumps(metadata, sort_keys=True, separators=(",", ":")) if metadata else ""
-    data, stored, _ = _core.nnp_write(specs, int(block_elements), _threads(threads), meta, float(size_tolerance))
+        inputs.append(_tensor_input(r, index))
+        index.setdefault(r.name, i)
+    options = _core.WriterOptions()
+    options.block_elements = int(block_elements)
+    options.threads = _threads(threads)
+    options.metadata = json.dumps(metadata, sort_keys=True, separators=(",", ":")) if metadata else ""
+    options.size_tolerance = float(size_tolerance)
+    data, stored, _ = _core.write_nnp(inputs, options)
     return data, list(stored)
 
 
@@ -326,11 +332,10 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 def write_nnp(path: str | os.PathLike, records: Sequence[TensorRecord], *,
               block_elements: int = DEFAULT_BLOCK_ELEMENTS, threads: int | None = None,
-              metadata: dict | None = None, size_tolerance: float = DEFAULT_SIZE_TOLERANCE) -> list[int]:
-    """Write a ``.nnp`` file atomically (temp file in the destination folder, verified, renamed).
-    Returns the stored bytes per record."""
+              metadata: dict | None = None, size_tolerance: float = SIZE_TOLERANCE) -> list[int]:
+    """Write a ``.nnp`` file atomically (built and checked in memory, then written to a temporary
+    file in the destination folder and renamed). Returns the stored bytes per record."""
     data, stored = nnp_bytes(records, block_elements=block_elements, threads=threads, metadata=metadata,
                              size_tolerance=size_tolerance)
-    validate_nnp(data)  # the bytes must parse before anything is replaced
     write_bytes_atomic(path, data)
     return stored

@@ -53,7 +53,7 @@ def run_demo(out_dir: str = ".", *, config: CodecConfig | None = None, sweep: Se
     curve = []
     sweep_path = os.path.join(out_dir, "digits_cnn_sweep.nnp")
     for rel in sweep:
-        rep = api.compress(model, sweep_path, config.replace(rel_step=float(rel), step=None, qp=None, overrides={}))
+        rep = api.compress(model, sweep_path, config.replace(rel_step=float(rel), step=None, qp=None, plan={}))
         m = build_digits_model("cnn")
         m.load_state_dict(api.decompress(sweep_path))
         m.eval()
@@ -118,7 +118,7 @@ def _tuned(model, data, acc_before: float, out_dir: str, config: CodecConfig) ->
     res = tune.tune_to_budget(weights, accuracy, acc_before - 0.002, sensitivity=sens, importance=imp,
                               method="rdoq", iterations=8)
     path = os.path.join(out_dir, "digits_cnn_tuned.nnp")
-    rep = api.compress(model, path, config.replace(overrides=res.plan), importance=imp)
+    rep = api.compress(model, path, config.replace(plan=res.plan), importance=imp)
     acc = accuracy({k: v.numpy() for k, v in api.decompress(path).items()})
     return {"file": path, "file_bytes": rep.file_bytes, "bits_per_param": rep.bits_per_param, "ratio": rep.ratio,
             "accuracy_after": acc, "search": res.rows, "seconds": time.perf_counter() - t}

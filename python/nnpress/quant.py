@@ -29,39 +29,39 @@ as int8 exponents ``e`` (scale ``2**(e/8)``): :func:`channel_scale_exps` snaps s
 
 Error feedback (``hessian``; GPTQ/OBS-style compensation inside each row): with a ``(cols, cols)``
 symmetric positive semi-definite H — e.g. the covariance of a linear layer's inputs, or the
-gradient covariance at an embedding's output (:func:`nnpress.fisher_column_blocks`) — every method
+gradient covariance at an embedding's output (:func:`nnpress.fisher_hessians`) — every method
 minimises ``sum_r f_r (w_r - w_hat_r)^T H (w_r - w_hat_r) [+ lam * bits]`` over the rows ``w_r``
 instead of the per-weight sum: each row is quantized in scan order and the error of every weight
 moves the targets of the weights after it (``w'_j -= e_i U_ij / U_ii``, ``H^-1 = U^T U``), so that
 later weights cancel what earlier ones got wrong where H says the output cannot tell them apart.
 ``importance`` must then be one value per row (``f_r``; shape ``(rows, 1)`` broadcasts).
-``hessian_damp`` adds ``damp * mean(diag H)`` to the diagonal before factoring (estimates from
-few samples are singular or overfit). H is used at its own scale: normalise it (mean diagonal 1)
+``hessian_damp`` (default ``config.HESSIAN_DAMP``) adds ``damp * mean(diag H)`` to the diagonal
+before factoring (estimates from few samples are singular or overfit). H is used at its own scale: normalise it (mean diagonal 1)
 to keep ``lam`` meaning what it means without it. Reconstruction is unchanged: the decoder never
 sees H. "nearest" with H is GPTQ's rounding; "trellis" keeps one compensated row per state.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from . import _core
+from .config import HESSIAN_DAMP, METHODS, SIZE_TOLERANCE
 
 __all__ = ["METHODS", "channel_scale_exps", "channel_scales", "dequantize", "feedback_factor", "feedback_inputs",
            "quantize", "quantize_info", "rate_bits"]
 
-METHODS = {"nearest": 0, "rdoq": 1, "trellis": 2}
 
-
-def _method_id(method) -> int:
+def _method(method) -> "_core.QuantMethod":
     if not isinstance(method, str):
         raise TypeError(
             f"method must be a str, one of {sorted(METHODS)}, got {type(method).__name__}"
         )
-    try:
-        return METHODS[method]
-    except KeyError:
-        raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHODS)}") from None
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHODS)}")
+    return _core.QuantMethod.__members__[method]
 
 
 def _positive_finite(value, name: str) -> float:
@@ -74,13 +74,18 @@ def _positive_finite(value, name: str) -> float:
     return v
 
 
-def _chunk_rows(chunk_rows) -> int:
-    """None -> 0 (one chunk); otherwise a positive int."""
-    if chunk_rows is None:
+def _rows_per_block(rows_per_block, chunk_rows=None) -> int:
+    """None -> 0 (one block); otherwise a positive int. ``chunk_rows`` is its deprecated name."""
+    if chunk_rows is not None:
+        if rows_per_block is not None:
+            raise TypeError("give rows_per_block only (chunk_rows is its deprecated name)")
+        warnings.warn("chunk_rows= is deprecated; use rows_per_block=", DeprecationWarning, stacklevel=3)
+        rows_per_block = chunk_rows
+    if rows_per_block is None:
         return 0
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be a positive int or None, got {chunk_rows!r}")
-    return int(chunk_rows)
+    if isinstance(rows_per_block, bool) or not isinstance(rows_per_block, (int, np.integer)) or rows_per_block < 1:
+        raise ValueError(f"rows_per_block must be a positive int or None, got {rows_per_block!r}")
+    return int(rows_per_block)
 
 
 def _weights(w) -> np.ndarray:
@@ -113,7 +118,7 @@ def _importance(importance, shape) -> np.ndarray | None:
     return np.ascontiguousarray(f).reshape(f.shape)
 
 
-def feedback_factor(hessian, cols: int | None = None, damp: float = 0.3) -> np.ndarray:
+def feedback_factor(hessian, cols: int | None = None, damp: float = HESSIAN_DAMP) -> np.ndarray:
     """U, the upper Cholesky factor of ``(H + damp * mean(diag H) * I)^-1`` (float64, C order), that
     the quantizers take for error feedback (module docstring). ``cols``: the expected size.
     ValueError for a non-square, non-finite or not symmetric H, a negative damp, or an H that is
@@ -226,23 +231,31 @@ def channel_scale_exps(scales) -> np.ndarray:
     return _core.channel_scale_exps_of(np.ascontiguousarray(a).reshape(-1)).reshape(a.shape)
 
 
-def _run(w, step, lam, importance, method, chunk_rows, threads, want_recon, row_scale=None, col_scale=None,
-         hessian=None, hessian_damp=0.3, row_hessian=None):
+def _quantize_core(w, step, lam=0.0, importance=None, method="nearest", *, rows_per_block=None, threads=None,
+                   want_recon=False, size_tolerance=SIZE_TOLERANCE, row_scale=None, col_scale=None, hessian=None,
+                   hessian_damp=HESSIAN_DAMP, row_hessian=None):
+    """``(levels, reconstruction or None, _core.QuantResult)``: the checks and conversions of every
+    public quantizer entry point, then one call into C++."""
     if not _core.HAS_ENCODER:
         raise RuntimeError("this nnpress build has no encoder (NNPRESS_ENCODER=OFF)")
-    m = _method_id(method)
-    step = _positive_finite(step, "step")
+    options = _core.QuantOptions()
+    options.method = _method(method)
+    options.step = _positive_finite(step, "step")
     try:
         lam = float(lam)
     except (TypeError, ValueError):
         raise TypeError(f"lam must be a real number, got {type(lam).__name__}") from None
     if not np.isfinite(lam) or lam < 0:
         raise ValueError(f"lam must be finite and >= 0, got {lam!r}")
-    chunk_rows = _chunk_rows(chunk_rows)
+    options.lam = lam
+    options.chunk_rows = _rows_per_block(rows_per_block)
     if threads is None:
         threads = 0
     elif isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
         raise ValueError(f"threads must be a non-negative int or None, got {threads!r}")
+    options.threads = int(threads)
+    if hasattr(options, "size_tolerance"):
+        options.size_tolerance = float(size_tolerance)
     arr = _weights(w)
     f = _importance(importance, arr.shape)
     rows, cols = _rows_cols(arr.shape)
@@ -250,11 +263,10 @@ def _run(w, step, lam, importance, method, chunk_rows, threads, want_recon, row_
     cs = _scale_vector(col_scale, cols, "col_scale")
     fb = None if hessian is None else feedback_factor(hessian, cols, hessian_damp)
     rfb = None if row_hessian is None else feedback_factor(row_hessian, rows, hessian_damp)
-    levels, recon, info = _core.quantize(
-        arr, f, step, lam, m, int(chunk_rows), 2, int(threads), bool(want_recon), rs, cs, fb, rfb
-    )
+    levels, recon, result = _core.quantize(arr, options, importance=f, row_scale=rs, col_scale=cs, feedback=fb,
+                                           row_feedback=rfb, want_recon=bool(want_recon))
     levels = levels.reshape(arr.shape)
-    return levels, (None if recon is None else recon.reshape(arr.shape)), info
+    return levels, (None if recon is None else recon.reshape(arr.shape)), result
 
 
 def quantize(
@@ -264,24 +276,26 @@ def quantize(
     importance=None,
     method="nearest",
     *,
-    chunk_rows=None,
+    rows_per_block=None,
     threads=None,
     return_reconstruction=False,
     row_scale=None,
     col_scale=None,
     hessian=None,
-    hessian_damp=0.3,
+    hessian_damp=HESSIAN_DAMP,
     row_hessian=None,
+    chunk_rows=None,
 ):
     """Quantize weights ``w`` (float16/32/64, any shape up to rank 8) to int32 levels of the same
     shape.
 
     ``importance`` holds the per-weight F_i >= 0 (broadcastable to ``w``; None = all ones).
-    ``chunk_rows``: contexts restart every ``chunk_rows`` rows, matching a container that codes
-    row blocks as independent chunks (None: one chunk); chunks run on ``threads`` workers (None or
-    0: all cores) with identical results for any thread count. With ``return_reconstruction=True``
-    returns ``(levels, w_hat)``, ``w_hat`` the float32 reconstruction the search evaluated,
-    identical to ``dequantize(levels, step, method)`` (with the same scales).
+    ``rows_per_block``: contexts restart every ``rows_per_block`` rows, matching a ``.nnp`` file that
+    codes row blocks independently (None: one block; ``chunk_rows`` is its deprecated name);
+    blocks run on ``threads`` workers (None or 0: all cores) with identical results for any thread
+    count. With ``return_reconstruction=True`` returns ``(levels, w_hat)``, ``w_hat`` the float32
+    reconstruction the search evaluated, identical to ``dequantize(levels, step, method)`` (with the
+    same scales).
     ``row_scale``/``col_scale``: optional channel scales (module docstring): weight (i, j) uses the
     step ``(step * row_scale[i]) * col_scale[j]``.
     ``hessian`` / ``hessian_damp``: error feedback inside each row (module docstring);
@@ -291,26 +305,31 @@ def quantize(
     non-finite importance, a bad step/lam/method, or an importance that does not broadcast;
     ``TypeError`` for non-float weights.
     """
-    levels, recon, _ = _run(
-        w, step, lam, importance, method, chunk_rows, threads, return_reconstruction, row_scale, col_scale,
-        hessian, hessian_damp, row_hessian,
-    )
+    levels, recon, _ = _quantize_core(
+        w, step, lam, importance, method, rows_per_block=_rows_per_block(rows_per_block, chunk_rows) or None,
+        threads=threads, want_recon=return_reconstruction, row_scale=row_scale, col_scale=col_scale,
+        hessian=hessian, hessian_damp=hessian_damp, row_hessian=row_hessian)
     return (levels, recon) if return_reconstruction else levels
 
 
 def quantize_info(
-    w, step, lam=0.0, importance=None, method="nearest", *, chunk_rows=None, threads=None,
-    row_scale=None, col_scale=None, hessian=None, hessian_damp=0.3, row_hessian=None,
+    w, step, lam=0.0, importance=None, method="nearest", *, rows_per_block=None, threads=None,
+    row_scale=None, col_scale=None, hessian=None, hessian_damp=HESSIAN_DAMP, row_hessian=None, chunk_rows=None,
 ):
     """Like :func:`quantize`, returning ``(levels, w_hat, info)`` where ``info`` has the level
     parameters the search priced with (``unary_len``, ``eg_order``), its rate estimate
     ``rate_bits`` (equal to ``nnpress.estimate_bits(levels)`` when those are the parameters the
-    encoder picks and ``chunk_rows`` is None; for "nearest", which prices nothing, rate 0 and the
-    default parameters), the weighted distortion
+    encoder picks and ``rows_per_block`` is None; for "nearest", which prices nothing, rate 0 and
+    the default parameters), the weighted distortion
     ``sum F_i (w_i - w_hat_i)^2`` (with a hessian: ``sum_r f_r e_r^T H e_r``, H damped) and the number
     of ``passes``."""
-    return _run(w, step, lam, importance, method, chunk_rows, threads, True, row_scale, col_scale, hessian,
-                hessian_damp, row_hessian)
+    levels, recon, r = _quantize_core(
+        w, step, lam, importance, method, rows_per_block=_rows_per_block(rows_per_block, chunk_rows) or None,
+        threads=threads, want_recon=True, row_scale=row_scale, col_scale=col_scale, hessian=hessian,
+        hessian_damp=hessian_damp, row_hessian=row_hessian)
+    info = {"unary_len": r.params.unary_len, "eg_order": r.params.eg_order, "rate_bits": r.rate_bits,
+            "distortion": r.distortion, "passes": r.passes}
+    return levels, recon, info
 
 
 def _int32_levels(q) -> np.ndarray:
@@ -332,7 +351,7 @@ def dequantize(q, step, method="nearest", *, row_scale=None, col_scale=None) -> 
     """Reconstruct float32 weights from int32 levels: ``q * step`` for "nearest"/"rdoq", the
     dependent-quantization state machine (restarting at every row) for "trellis"; with channel
     scales the step of weight (i, j) is ``(step * row_scale[i]) * col_scale[j]``."""
-    m = _method_id(method)
+    m = _method(method)
     step = _positive_finite(step, "step")
     levels = _int32_levels(q)
     rows, cols = _rows_cols(levels.shape)
@@ -341,16 +360,16 @@ def dequantize(q, step, method="nearest", *, row_scale=None, col_scale=None) -> 
     return _core.dequantize(levels, step, m, rs, cs).reshape(levels.shape)
 
 
-def rate_bits(levels, unary_len: int, eg_order: int, *, chunk_rows=None) -> float:
+def rate_bits(levels, unary_len: int, eg_order: int, *, rows_per_block=None, chunk_rows=None) -> float:
     """Bits the coder's contexts predict for int32 ``levels`` coded with the given level params
-    (``unary_len`` 0..64, ``eg_order`` 0..30), contexts restarting every ``chunk_rows`` rows (None:
-    never). With the ``unary_len``/``eg_order``/``chunk_rows`` of a :func:`quantize_info` call this
-    is exactly its ``rate_bits``; :func:`nnpress.estimate_bits` instead picks the params itself."""
+    (``unary_len`` 0..64, ``eg_order`` 0..30), contexts restarting every ``rows_per_block`` rows
+    (None: never; ``chunk_rows`` is its deprecated name). With the ``unary_len``/``eg_order``/
+    ``rows_per_block`` of a :func:`quantize_info` call this is exactly its ``rate_bits``;
+    :func:`nnpress.estimate_bits` instead picks the params itself."""
     if not _core.HAS_ENCODER:
         raise RuntimeError("this nnpress build has no encoder (NNPRESS_ENCODER=OFF)")
     lv = _int32_levels(levels)
     for name, v in (("unary_len", unary_len), ("eg_order", eg_order)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 or v > 255:
             raise ValueError(f"{name} must be an int, got {v!r}")
-    chunk_rows = _chunk_rows(chunk_rows)
-    return float(_core.rate_bits(lv, int(unary_len), int(eg_order), int(chunk_rows)))
+    return float(_core.rate_bits(lv, int(unary_len), int(eg_order), _rows_per_block(rows_per_block, chunk_rows)))

@@ -37,12 +37,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .config import ROLES
 from .errors import FormatError
 
 __all__ = ["TensorEntry", "collect", "guess_role", "load_source", "load_safetensors",
            "save_safetensors", "ROLES", "SAFETENSORS_DTYPES"]
-
-ROLES = ("weight", "bias", "norm", "embedding", "buffer", "other")
 
 # safetensors dtype tag -> (our dtype name, numpy dtype used to hold it)
 SAFETENSORS_DTYPES = {

@@ -13,8 +13,14 @@ so one global knob ``step`` sets every tensor's step, and each tensor gets finer
 square root of how much the output cares about it. Never from a tensor's maximum: outliers would
 set the grid (max|w|/std > 100 happens in all-MiniLM-L6-v2). Inside a tensor, rate-distortion
 quantization (``"rdoq"``/``"trellis"``) trades ``F_i (w_i - w_hat_i)**2 + lam * bits`` per weight with
-``lam = lam_factor * D_t**2`` (the high-rate slope is ln(2)/6 * D**2 ~= 0.12 D**2) and the per-weight
-Fisher F_i normalised to mean 1 within the tensor, when given.
+``lam = lam_scale * step_t**2`` (step_t the quantizer's own step; ``config.DEFAULT_LAM_SCALE``) and
+the per-weight Fisher F_i normalised to mean 1 within the tensor, when given.
+
+What the tuner measures is what a file holds: :func:`apply_plan` and :func:`tune_to_budget` encode
+through the same path as ``nnpress.compress`` (``nnpress.encode``) and take sizes from the writer,
+so the bits/param of a point is the size of the file that ``nnpress.compress(model, path,
+result.config, importance=..., hessians=..., row_hessians=...)`` writes, header and exact tensors
+included, and the metric is computed on exactly the values that file decodes to.
 
 Tensors the output does not use (e.g. the pooler of a mean-pooled sentence encoder) have
 sensitivity ~0: their step is capped at ``max_step_std`` standard deviations, so they code to
@@ -31,23 +37,23 @@ lambda and sensitivity from the weighted distortion per unit step², ``c_t = mea
 
 Without data, ``sensitivity=None`` gives every tensor the same step, and
 :func:`size_sensitivities` the data-free default's rule (steps ~ std * sqrt(size), see
-``nnpress.config``: 13-16 % fewer bits than one step or steps ~ std at equal fidelity on
-all-MiniLM-L6-v2, bench/RESULTS.md); :func:`probe_sensitivities` can measure the sensitivities on
-synthetic inputs when the model can be run.
+``nnpress.config``; bench/RESULTS.md compares it with one step and with steps ~ std);
+:func:`probe_sensitivities` can measure the sensitivities on synthetic inputs when the model can be
+run.
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
 import numpy as np
 
-from .codec import estimate_bits
-from .config import TensorPlan
-from .quant import (METHODS, channel_scale_exps, channel_scales, dequantize, feedback_factor, feedback_inputs,
-                    quantize)
+from .config import (DEFAULT_LAM_SCALE, HESSIAN_DAMP, METHODS, ROLES, TRELLIS_STEP_RATIO, CodecConfig,
+                     TensorPlan)
+from .quant import channel_scale_exps, channel_scales, feedback_factor, feedback_inputs
 
 __all__ = [
     "TuneResult",
@@ -63,10 +69,21 @@ __all__ = [
     "tune_to_budget",
 ]
 
-# Trellis (dependent) quantization: two interleaved quantizers of spacing 2*step, so at the same
-# distortion its step argument is about half the plain quantizer's step (measured: 0.5-0.6).
-TRELLIS_STEP_RATIO = 0.5
-DEFAULT_LAM_FACTOR = {"nearest": 0.0, "rdoq": 0.12, "trellis": 0.06}
+
+
+def _lam_scale(method: str, lam_scale, lam_factor, stacklevel: int = 3) -> float:
+    """``lam_scale`` (lam / step**2, step the quantizer's), its default for ``method``, or the
+    deprecated ``lam_factor`` (lam / D**2 with D the plain-quantizer step, i.e. before the trellis
+    halves it) converted."""
+    if lam_factor is not None:
+        if lam_scale is not None:
+            raise TypeError("give lam_scale only (lam_factor is its deprecated form)")
+        warnings.warn("lam_factor is deprecated; use lam_scale (lam = lam_scale * step**2 with the quantizer's "
+                      "step: lam_scale = lam_factor / TRELLIS_STEP_RATIO**2 for the trellis)",
+                      DeprecationWarning, stacklevel=stacklevel)
+        ratio = TRELLIS_STEP_RATIO if method == "trellis" else 1.0
+        return float(lam_factor) / (ratio * ratio)
+    return DEFAULT_LAM_SCALE[method] if lam_scale is None else float(lam_scale)
 
 
 def quantizable(name: str, w: np.ndarray) -> bool:
@@ -178,18 +195,19 @@ def allocate_steps(
     sensitivity: Mapping[str, float] | None = None,
     *,
     method: str = "trellis",
-    lam_factor: float | None = None,
+    lam_scale: float | None = None,
     max_ratio: float = 64.0,
     max_step_std: float = 8.0,
     names=None,
     channel_scales: Mapping[str, tuple] | None = None,
     importance: Mapping[str, np.ndarray] | None = None,
     hessians: Mapping[str, np.ndarray] | None = None,
-    hessian_damp: float = 0.3,
+    hessian_damp: float = HESSIAN_DAMP,
     hessian_exponent: float = 0.5,
+    lam_factor: float | None = None,
 ) -> dict[str, TensorPlan]:
     """One :class:`nnpress.TensorPlan` (step, method, lam) per quantized tensor from the global
-    knob ``step``; hand the result to ``CodecConfig(overrides=plan)`` or :func:`apply_plan`.
+    knob ``step``; hand the result to ``CodecConfig(plan=plan)`` or :func:`apply_plan`.
 
     ``sensitivity``: per-tensor s_t (None: all equal, i.e. one global step). Steps differ from
     ``step`` by at most ``max_ratio`` either way, except that a tensor's step may grow to
@@ -198,22 +216,25 @@ def allocate_steps(
     ``channel_scales``: ``{name: (row_exp, col_exp)}`` from :func:`channel_scales_from_importance`,
     stored in the plans. For such a tensor the distortion per unit step² is
     ``c_t = mean(F_ij s_ij²)`` (F: ``importance``, mean 1, or 1) instead of 1: s_t becomes
-    ``s_t c_t`` in the allocation and lam is ``lam_factor * d² * c_t``, so that the RD trade-off per
-    weight is the one it would be at its own step.
+    ``s_t c_t`` in the allocation and lam is ``lam_scale * step_t² * c_t``, so that the RD trade-off
+    per weight is the one it would be at its own step.
+
+    ``lam_scale``: lam / step_t² (step_t the quantizer's step); default ``DEFAULT_LAM_SCALE[method]``.
+    ``lam_factor`` is its deprecated form (relative to the step before the trellis halves it).
 
     ``hessians``: ``{name: H}`` column blocks for error feedback (:func:`apply_plan`,
     ``nnpress.compress(hessians=)``, same ``hessian_damp``). Feedback lowers a tensor's distortion
     per unit step² to ``e_t = mean_j 1 / U_jj²`` (U: :func:`nnpress.quant.feedback_factor` of
     H / mean(diag H), damped; the damping alone raises it by 1 + damp): s_t becomes
-    ``s_t c_t e_t**hessian_exponent`` and lam ``lam_factor * d² * c_t * e_t``. The exponent 0.5
-    (not the high-rate 1) measured best on all-MiniLM-L6-v2 (bench/RESULTS.md): e_t comes from the
-    calibration data and overstates the gain on other inputs.
+    ``s_t c_t e_t**hessian_exponent`` and lam ``lam_scale * step_t² * c_t * e_t``. The exponent 0.5
+    (not the high-rate 1; bench/RESULTS.md, "Error feedback"): e_t comes from the calibration data
+    and overstates the gain on other inputs.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHODS)}")
     if not (isinstance(step, (int, float)) and math.isfinite(step) and step > 0):
         raise ValueError(f"step must be finite and > 0, got {step!r}")
-    lam_factor = DEFAULT_LAM_FACTOR[method] if lam_factor is None else float(lam_factor)
+    lam_scale = _lam_scale(method, lam_scale, lam_factor)
     names = [n for n, w in weights.items() if quantizable(n, w)] if names is None else list(names)
     coef = {}  # c_t of tensors with channel scales
     for n in names:
@@ -256,7 +277,7 @@ def allocate_steps(
                 cap = max_step_std * float(np.std(w)) if w.size else 0.0
                 d = min(d, max(step * max_ratio, cap))
         q_step = d * (TRELLIS_STEP_RATIO if method == "trellis" else 1.0)
-        lam = lam_factor * d * d * coef.get(n, 1.0) * fb_eff.get(n, 1.0) if method != "nearest" else 0.0
+        lam = lam_scale * q_step * q_step * coef.get(n, 1.0) * fb_eff.get(n, 1.0) if method != "nearest" else 0.0
         sc = (channel_scales or {}).get(n)
         plan[n] = TensorPlan(step=q_step, method=method, lam=lam,
                              row_scale_exp=None if sc is None or sc[0] is None else tuple(int(x) for x in sc[0]),
@@ -291,35 +312,71 @@ def smooth_importance(importance: Mapping[str, np.ndarray], *, floor: float = 0.
     return out
 
 
+def _search_config(plan: Mapping[str, TensorPlan], hessian_damp: float) -> CodecConfig:
+    """The config that encodes exactly the planned tensors (everything else exact)."""
+    return CodecConfig(plan={n: p if p.lossless is not None else replace(p, lossless=False) for n, p in plan.items()},
+                       lossless_roles=ROLES, hessian_damp=hessian_damp)
+
+
+def _encode(weights: Mapping[str, np.ndarray], config: CodecConfig, importance, hessians, row_hessians):
+    """``({name: EncodedTensor}, file bytes)``: the planned tensors through the one encode path
+    (``nnpress.encode``) and the size of the file ``compress`` writes with this config."""
+    from .encode import encode_model, file_metadata, write_records
+    from .traverse import collect
+
+    unknown = set(config.plan) - set(weights)
+    if unknown:
+        raise KeyError(f"plan names tensors that are not in the weights: {sorted(unknown)[:5]}")
+
+    def planned(d):
+        return None if d is None else {n: v for n, v in d.items() if n in config.plan}
+
+    encoded = encode_model(collect(dict(weights)), config, importance=planned(importance),
+                           hessians=planned(hessians), row_hessians=planned(row_hessians))
+    data, _ = write_records(encoded, config, file_metadata(config))
+    return {t.record.name: t for t in encoded}, len(data)
+
+
+def _decoded(by_name: Mapping, name: str):
+    """The EncodedTensor whose values ``name`` decodes to (an alias: its target's)."""
+    t = by_name[name]
+    return by_name[t.record.alias_of] if t.record.storage == "alias" else t
+
+
 def apply_plan(weights: Mapping[str, np.ndarray], plan: Mapping[str, TensorPlan],
                importance: Mapping[str, np.ndarray] | None = None,
-               hessians: Mapping[str, np.ndarray] | None = None, hessian_damp: float = 0.3,
+               hessians: Mapping[str, np.ndarray] | None = None, hessian_damp: float = HESSIAN_DAMP,
                row_hessians: Mapping[str, np.ndarray] | None = None):
-    """Quantize every planned tensor (with per-weight ``importance`` where given; with error
-    feedback where ``hessians`` has a column block and/or ``row_hessians`` a row block, prepared as
-    ``nnpress.compress`` does:
-    ``nnpress.quant.feedback_inputs``). Returns
-    ``(levels, reconstruction, bits)``: levels and the
-    float32 reconstruction per planned tensor, and the coder's bit estimate per planned tensor.
-    Unplanned tensors are not touched (callers keep them exact)."""
+    """Encode every planned tensor as ``nnpress.compress`` would (the one encode path: same row
+    blocks, level parameters and reconstruction; ``importance`` per weight where given; error
+    feedback where ``hessians`` has a column block and/or ``row_hessians`` a row block). Returns
+    ``(levels, reconstruction, bits)`` per planned tensor: int32 levels, the float32 values the file
+    decodes to, and the bits the writer stored for it (its chunks plus its channel scale
+    exponents). A planned tensor that the encode path keeps exact (NaN/inf, an outlier beyond the
+    level range) has no levels and its exact values. Unplanned tensors are not touched."""
+    by_name, _ = _encode(weights, _search_config(plan, hessian_damp), importance, hessians, row_hessians)
     levels, recon, bits = {}, {}, {}
-    for n, p in plan.items():
-        w = np.asarray(weights[n])
-        imp = importance.get(n) if importance is not None and p.method != "nearest" else None
-        rs = None if p.row_scale_exp is None else channel_scales(np.asarray(p.row_scale_exp, np.int8))
-        cs = None if p.col_scale_exp is None else channel_scales(np.asarray(p.col_scale_exp, np.int8))
-        imp, hess, row_hess = feedback_inputs(w.shape, imp, (hessians or {}).get(n), (row_hessians or {}).get(n))
-        q = quantize(w.astype(np.float32, copy=False), p.step, lam=p.lam or 0.0, importance=imp, method=p.method,
-                     row_scale=rs, col_scale=cs, hessian=hess, hessian_damp=hessian_damp, row_hessian=row_hess)
-        levels[n] = q
-        recon[n] = dequantize(q, p.step, method=p.method, row_scale=rs, col_scale=cs).astype(np.float32)
-        bits[n] = estimate_bits(q) + 8 * ((0 if rs is None else rs.size) + (0 if cs is None else cs.size))
+    for n in plan:
+        t = _decoded(by_name, n)
+        r = t.record
+        if r.storage == "quantized":
+            levels[n] = r.data
+            recon[n] = t.recon
+            scales = sum(0 if e is None else np.size(e) for e in (r.row_scale_exp, r.col_scale_exp))
+            bits[n] = 8.0 * (t.report.stored_bytes + scales) if t is by_name[n] else 0.0
+        else:
+            recon[n] = np.asarray(weights[n])
+            bits[n] = 8.0 * t.report.stored_bytes if t is by_name[n] else 0.0
     return levels, recon, bits
 
 
 @dataclass
 class TuneResult:
-    """Outcome of :func:`tune_to_budget`: the chosen knob and plan, and every point evaluated."""
+    """Outcome of :func:`tune_to_budget`: the chosen knob and plan, and every point evaluated.
+    ``config`` is the :class:`~nnpress.CodecConfig` the search encoded with: ``nnpress.compress(
+    model, path, result.config, importance=..., hessians=..., row_hessians=...)`` with the same
+    inputs writes a file of exactly ``bits_per_param`` that decodes to the state ``metric`` was
+    measured on."""
 
     step: float
     plan: dict[str, TensorPlan]
@@ -327,6 +384,7 @@ class TuneResult:
     bits_per_param: float
     rows: list[dict] = field(default_factory=list)
     met_budget: bool = True
+    config: CodecConfig | None = None
 
     def table(self) -> str:
         lines = [f"{'step':>12} {'bits/param':>11} {'metric':>10} {'meets':>6} {'seconds':>8}"]
@@ -334,14 +392,6 @@ class TuneResult:
             lines.append(f"{r['step']:12.4g} {r['bits_per_param']:11.4f} {r['metric']:10.5f} "
                          f"{'yes' if r['ok'] else 'no':>6} {r['seconds']:8.2f}")
         return "\n".join(lines)
-
-
-def _total_bits(weights, plan, bits) -> float:
-    total = sum(bits.values())
-    for n, w in weights.items():
-        if n not in plan:
-            total += 8 * np.asarray(w).nbytes  # kept exact
-    return total
 
 
 def tune_to_budget(
@@ -352,34 +402,41 @@ def tune_to_budget(
     sensitivity: Mapping[str, float] | None = None,
     importance: Mapping[str, np.ndarray] | None = None,
     method: str = "trellis",
-    lam_factor: float | None = None,
+    lam_scale: float | None = None,
     step_range: tuple[float, float] | None = None,
     iterations: int = 10,
     higher_is_better: bool = True,
     progress: Callable[[dict], None] | None = None,
     channel_scales: bool = False,
     hessians: Mapping[str, np.ndarray] | None = None,
-    hessian_damp: float = 0.3,
+    hessian_damp: float = HESSIAN_DAMP,
     row_hessians: Mapping[str, np.ndarray] | None = None,
+    lam_factor: float | None = None,
 ) -> TuneResult:
-    """Smallest plan whose reconstruction meets ``budget``.
+    """Smallest plan whose decoded model meets ``budget``.
 
-    ``evaluate(state)`` gets the full state (planned tensors reconstructed, the rest exact) and
-    returns the fidelity metric (accuracy, mean cosine, ...); the budget is a minimum (or a maximum
-    with ``higher_is_better=False``). Bisects the global step on a log scale over ``step_range``
-    (default: 2**-12 .. 2**0 times the weights' RMS), assuming the metric degrades as the step
-    grows; every evaluated point is kept in ``result.rows`` (``result.table()`` prints them).
+    ``evaluate(state)`` gets the full state (planned tensors as the file decodes them, the rest
+    exact) and returns the fidelity metric (accuracy, mean cosine, ...); the budget is a minimum (or
+    a maximum with ``higher_is_better=False``). Bisects the global step on a log scale over
+    ``step_range`` (default: 2**-12 .. 2**0 times the weights' RMS), assuming the metric degrades
+    as the step grows; every evaluated point is kept in ``result.rows`` (``result.table()`` prints
+    them). Each point is a whole encode through the one encode path; its bits/param is the size of
+    the file (header and exact tensors included) over all parameters of ``weights``.
     ``channel_scales=True``: per-row/per-column step scales from ``importance``
     (:func:`channel_scales_from_importance`; needs ``importance``), stored in the plan.
     ``hessians`` / ``row_hessians``: blocks for error feedback (:func:`allocate_steps`,
-    :func:`apply_plan`); compress the result with ``nnpress.compress(..., hessians=...,
-    row_hessians=...)`` and the same damping.
+    :func:`apply_plan`); compress the result with ``nnpress.compress(..., result.config,
+    hessians=..., row_hessians=...)``. ``lam_scale``: as :func:`allocate_steps` (``lam_factor`` is
+    its deprecated form).
     """
     scales = None
     if channel_scales:
         if importance is None:
             raise ValueError("channel_scales=True needs the per-weight importance")
         scales = channel_scales_from_importance({n: importance[n] for n in importance if n in weights})
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHODS)}")
+    lam_scale = _lam_scale(method, lam_scale, lam_factor)
     names = [n for n, w in weights.items() if quantizable(n, w)]
     n_params = sum(np.asarray(w).size for w in weights.values())
     base = default_step(weights, names, rel=1.0)
@@ -391,18 +448,22 @@ def tune_to_budget(
 
     def point(step: float):
         t0 = time.perf_counter()
-        plan = allocate_steps(weights, step, sensitivity, method=method, lam_factor=lam_factor, names=names,
+        plan = allocate_steps(weights, step, sensitivity, method=method, lam_scale=lam_scale, names=names,
                               channel_scales=scales, importance=importance, hessians=hessians,
                               hessian_damp=hessian_damp)
-        _, recon, bits = apply_plan(weights, plan, importance, hessians, hessian_damp, row_hessians)
-        state = {n: (recon[n] if n in recon else np.asarray(w)) for n, w in weights.items()}
+        config = _search_config(plan, hessian_damp)
+        by_name, nbytes = _encode(weights, config, importance, hessians, row_hessians)
+        state = {}
+        for n, w in weights.items():
+            t = _decoded(by_name, n)
+            state[n] = t.recon if t.record.storage == "quantized" else np.asarray(w)
         metric = float(evaluate(state))
-        row = {"step": step, "bits_per_param": _total_bits(weights, plan, bits) / max(n_params, 1),
+        row = {"step": step, "bits_per_param": 8.0 * nbytes / max(n_params, 1),
                "metric": metric, "ok": ok(metric), "seconds": time.perf_counter() - t0}
         rows.append(row)
         if progress is not None:
             progress(row)
-        return plan, row
+        return (plan, config), row
 
     best = None
     plan_lo, row_lo = point(lo)
@@ -423,10 +484,12 @@ def tune_to_budget(
                 else:
                     b = math.log(mid)
     if best is None:  # even the finest step misses the budget: return it, flagged
-        return TuneResult(step=lo, plan=plan_lo, metric=row_lo["metric"],
-                          bits_per_param=row_lo["bits_per_param"], rows=rows, met_budget=False)
-    step, plan, row = best
-    return TuneResult(step=step, plan=plan, metric=row["metric"], bits_per_param=row["bits_per_param"], rows=rows)
+        (plan, config), row = plan_lo, row_lo
+        return TuneResult(step=lo, plan=plan, metric=row["metric"], bits_per_param=row["bits_per_param"], rows=rows,
+                          met_budget=False, config=config)
+    step, (plan, config), row = best
+    return TuneResult(step=step, plan=plan, metric=row["metric"], bits_per_param=row["bits_per_param"], rows=rows,
+                      config=config)
 
 
 def probe_sensitivities(model, inputs, names=None, *, rel_noise: float = 0.02, n_probes: int = 2,

@@ -72,15 +72,15 @@ def test_quantize_reconstruction_is_what_dequantize_gives(method, wdtype):
     step = 0.07
     lam = 0.1 * step**2
     q, rec = nnpress.quantize(w, step, lam=lam, importance=f, method=method, row_scale=rs, col_scale=cs,
-                              chunk_rows=8, threads=2, return_reconstruction=True)
+                              rows_per_block=8, threads=2, return_reconstruction=True)
     deq = nnpress.dequantize(q, step, method, row_scale=rs, col_scale=cs)
     assert rec.view(np.uint32).tolist() == deq.view(np.uint32).tolist()
     ref = _ref_dequantize(q, step, method, rs, cs).astype(np.float32)
     assert np.array_equal(deq.view(np.uint32), ref.view(np.uint32))
     q1 = nnpress.quantize(w, step, lam=lam, importance=f, method=method, row_scale=rs, col_scale=cs,
-                          chunk_rows=8, threads=1)
+                          rows_per_block=8, threads=1)
     assert np.array_equal(q, q1)
-    plain = nnpress.quantize(w, step, lam=lam, importance=f, method=method, chunk_rows=8)
+    plain = nnpress.quantize(w, step, lam=lam, importance=f, method=method, rows_per_block=8)
     assert not np.array_equal(q, plain)  # the scales take effect
     # each weight's error is bounded by its own step (nearest: half of it)
     if method == "nearest":
@@ -110,7 +110,7 @@ def _scaled_records(rng):
     re = rng.integers(-30, 30, 40).astype(np.int8)
     ce = rng.integers(-30, 30, 24).astype(np.int8)
     q = nnpress.quantize(w, 0.05, lam=0.02 * 0.05**2, method="trellis", row_scale=nnpress.channel_scales(re),
-                         col_scale=nnpress.channel_scales(ce), chunk_rows=10)
+                         col_scale=nnpress.channel_scales(ce), rows_per_block=10)
     recs = [
         TensorRecord("a.weight", "float32", "weight", "quantized", w.shape, data=q, method="trellis", step=0.05,
                      rows_per_block=10, row_scale_exp=re, col_scale_exp=ce),
@@ -321,7 +321,7 @@ def test_compress_with_channel_scales(tmp_path):
     imp = {"l1.weight": _rank1_importance(rng, 48, 32, sigma=2.0)[0],
            "l2.weight": _rank1_importance(rng, 10, 48, sigma=2.0)[0]}
     plans = {n: TensorPlan(step=0.05 * float(np.std(state[n])), method="trellis", lam=1e-6) for n in imp}
-    cfg = CodecConfig(overrides=plans, channel_scales=True)
+    cfg = CodecConfig(plan=plans, channel_scales=True)
     rep = nnpress.compress(state, tmp_path / "s.nnp", cfg, importance=imp)
     f = NnpFile(tmp_path / "s.nnp")
     assert f.version == (1, 1)
@@ -337,7 +337,7 @@ def test_compress_with_channel_scales(tmp_path):
         _, rec = nnpress.quantize(state[name], plan.step, lam=plan.lam, importance=imp[name], method="trellis",
                                   row_scale=None if r is None else nnpress.channel_scales(r),
                                   col_scale=None if c is None else nnpress.channel_scales(c),
-                                  chunk_rows=rpb, return_reconstruction=True)
+                                  rows_per_block=rpb, return_reconstruction=True)
         assert np.array_equal(out[name].view(np.uint32), rec.view(np.uint32))  # decoder = what RD evaluated
     assert np.array_equal(out["l1.bias"], state["l1.bias"])
     assert rep.file_bytes == (tmp_path / "s.nnp").stat().st_size
@@ -346,11 +346,11 @@ def test_compress_with_channel_scales(tmp_path):
     assert NnpFile(tmp_path / "p.nnp").version == (1, 0)
     # plans may carry exponents; a wrong length is a ValueError, bad values too
     plan = {"l2.weight": TensorPlan(step=0.01, method="rdoq", row_scale_exp=tuple(range(10)))}
-    nnpress.compress(state, tmp_path / "o.nnp", CodecConfig(overrides=plan))
+    nnpress.compress(state, tmp_path / "o.nnp", CodecConfig(plan=plan))
     assert list(NnpFile(tmp_path / "o.nnp").channel_scale_exps("l2.weight")[0]) == list(range(10))
     with pytest.raises(ValueError, match="row scale"):
         nnpress.compress(state, tmp_path / "x.nnp",
-                         CodecConfig(overrides={"l2.weight": TensorPlan(step=0.01, row_scale_exp=(1, 2))}))
+                         CodecConfig(plan={"l2.weight": TensorPlan(step=0.01, row_scale_exp=(1, 2))}))
     with pytest.raises(ValueError):
         TensorPlan(col_scale_exp=(0, 500))
     with pytest.raises(TypeError):
@@ -358,8 +358,8 @@ def test_compress_with_channel_scales(tmp_path):
     with pytest.raises(TypeError):
         CodecConfig(channel_scales=1)
     # a plan round-trips through its dict form (CLI --plan files)
-    cfg2 = CodecConfig.from_dict(json.loads(json.dumps(CodecConfig(overrides=plan).to_dict())))
-    assert cfg2.overrides["l2.weight"].row_scale_exp == tuple(range(10))
+    cfg2 = CodecConfig.from_dict(json.loads(json.dumps(CodecConfig(plan=plan).to_dict())))
+    assert cfg2.plan["l2.weight"].row_scale_exp == tuple(range(10))
 
 
 def test_tune_to_budget_with_channel_scales():

@@ -43,7 +43,7 @@ def _expected_value(name, cfg, tensor, f):
         return None
     w = tensor.float().numpy()
     q = nnpress.quantize(w, e["step"], lam=e["lambda"], method=e["method"],
-                         chunk_rows=e["rows_per_block"] or None)
+                         rows_per_block=e["rows_per_block"] or None)
     return nnpress.dequantize(q, e["step"], method=e["method"])
 
 
@@ -122,7 +122,7 @@ def test_names_unicode_dots_empty_and_scalar(tmp_path):
         "scalar_i": torch.tensor(5),
     }
     path = tmp_path / "u.nnp"
-    nnpress.compress(sd, path, CodecConfig(overrides={"scalar_w": TensorPlan(lossless=False, step=0.25,
+    nnpress.compress(sd, path, CodecConfig(plan={"scalar_w": TensorPlan(lossless=False, step=0.25,
                                                                           method="nearest")}))
     out = nnpress.decompress(path)
     assert list(out) == list(sd)
@@ -209,7 +209,7 @@ def test_config_rules():
         pytest.approx(0.1 * std)
     assert CodecConfig(step=0.01).resolve("x", "weight", "float32", w).step == 0.01
     assert CodecConfig(qp=-38).resolve("x", "weight", "float32", w).step == 2 ** (-38 / 4)
-    cfg = CodecConfig(step=0.01, lam_scale=2.0, overrides={
+    cfg = CodecConfig(step=0.01, lam_scale=2.0, plan={
         "x": TensorPlan(step=0.5, method="trellis"), "enc.*": {"rel_step": 0.2}, "keep": {"lossless": True}})
     p = cfg.resolve("x", "weight", "float32", w)
     assert (p.step, p.method, p.lam) == (0.5, "trellis", 2.0 * 0.25)
@@ -226,7 +226,7 @@ def test_config_rules():
     with pytest.raises(ValueError):
         TensorPlan(method="x")
     with pytest.raises(TypeError):
-        CodecConfig(overrides={"a": 3})
+        CodecConfig(plan={"a": 3})
 
 
 def test_guess_role():
@@ -325,7 +325,7 @@ def test_existing_file_survives_a_failed_compress(tmp_path):
     with pytest.raises(TypeError):
         nnpress.compress({"w": torch.randn(8, 8), "bad": "not a tensor"}, path)
     with pytest.raises(ValueError):
-        nnpress.compress({"w": torch.randn(8, 8)}, path, CodecConfig(overrides={"w": {"step": -1.0}}))
+        nnpress.compress({"w": torch.randn(8, 8)}, path, CodecConfig(plan={"w": {"step": -1.0}}))
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.nnp"]
 
@@ -366,7 +366,7 @@ def test_default_step_rule_grows_with_tensor_size():
     assert (trel.method, trel.step) == ("trellis", pytest.approx(0.1 * std * 2.0 * 0.5))
     # absolute steps and per-tensor overrides are taken as given, for every method
     assert CodecConfig(method="trellis", step=0.01).resolve("x", "weight", "float32", w, mean_size=500).step == 0.01
-    o = CodecConfig(method="trellis", overrides={"x": {"rel_step": 0.2}})
+    o = CodecConfig(method="trellis", plan={"x": {"rel_step": 0.2}})
     assert o.resolve("x", "weight", "float32", w, mean_size=500).step == pytest.approx(0.2 * std)
     for bad in (dict(method="fast"), dict(size_exponent=-1), dict(size_exponent=3), dict(size_exponent=float("nan")),
                 dict(auto_trellis_max=-1), dict(auto_trellis_max=1.5), dict(auto_trellis_max=True)):
@@ -383,7 +383,7 @@ def test_auto_method_is_the_trellis_for_small_models_only():
     w = np.ones((4, 4), np.float32)
     assert cfg.resolve("x", "weight", "float32", w).method == "trellis"          # alone, it is a small model
     assert cfg.resolve("x", "weight", "float32", w, total_size=1 << 21).method == "nearest"
-    assert CodecConfig(overrides={"x": {"method": "rdoq"}}).resolve("x", "weight", "float32", w).method == "rdoq"
+    assert CodecConfig(plan={"x": {"method": "rdoq"}}).resolve("x", "weight", "float32", w).method == "rdoq"
     assert CodecConfig.from_dict(cfg.to_dict()) == cfg
 
 

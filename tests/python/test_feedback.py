@@ -7,7 +7,7 @@ import nnpress
 from nnpress import _core
 from nnpress.quant import dequantize, feedback_factor, quantize, quantize_info
 
-METHODS = ("nearest", "rdoq", "trellis")
+from nnpress.config import DEFAULT_LAM_SCALE, METHODS
 
 
 def correlated_hessian(cols, seed=0, mix=0.8):
@@ -114,8 +114,8 @@ def test_exact_zeros_stay_zero(method):
 def test_chunks_and_threads_do_not_change_the_result(method):
     w = weights(40, 24, seed=9)
     h = correlated_hessian(24, seed=10)
-    one = quantize_info(w, 0.02, lam=lam_for(method, 0.02), method=method, hessian=h, chunk_rows=7, threads=1)
-    two = quantize_info(w, 0.02, lam=lam_for(method, 0.02), method=method, hessian=h, chunk_rows=7, threads=2)
+    one = quantize_info(w, 0.02, lam=lam_for(method, 0.02), method=method, hessian=h, rows_per_block=7, threads=1)
+    two = quantize_info(w, 0.02, lam=lam_for(method, 0.02), method=method, hessian=h, rows_per_block=7, threads=2)
     np.testing.assert_array_equal(one[0], two[0])
     assert one[2]["distortion"] == two[2]["distortion"]
 
@@ -151,6 +151,14 @@ def test_bad_hessians_and_importance_are_errors():
     quantize(w, 0.1, method="rdoq", lam=0.001, importance=np.arange(1.0, 5.0).reshape(4, 1), hessian=good)
 
 
+def core_options(step: float, method) -> "_core.QuantOptions":
+    """The C++ quantizer's options for a direct ``_core.quantize`` call (no Python checks)."""
+    o = _core.QuantOptions()
+    o.step, o.threads = step, 1
+    o.method = _core.QuantMethod.__members__[method] if isinstance(method, str) else method
+    return o
+
+
 def test_core_rejects_hostile_factors_without_crashing():
     w = weights(3, 4)
     base = np.eye(4)
@@ -159,11 +167,11 @@ def test_core_rejects_hostile_factors_without_crashing():
                       (np.diag([1.0, 1e-200, 1.0, 1.0]), "diagonal"),
                       (base + np.triu(np.full((4, 4), 1e13), 1), "ill-conditioned"),
                       (base + np.triu(np.full((4, 4), np.inf), 1), "ill-conditioned")):
-        for m in (0, 1, 2):
+        for m in METHODS:
             with pytest.raises(ValueError, match=what):
-                _core.quantize(w, None, 0.1, 0.0, m, 0, 2, 1, False, None, None, np.ascontiguousarray(bad))
+                _core.quantize(w, core_options(0.1, m), feedback=np.ascontiguousarray(bad))
     with pytest.raises(ValueError, match="cols"):
-        _core.quantize(w, None, 0.1, 0.0, 2, 0, 2, 1, False, None, None, np.eye(3))
+        _core.quantize(w, core_options(0.1, "trellis"), feedback=np.eye(3))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -173,8 +181,7 @@ def test_extreme_but_valid_factors_give_defined_levels(method):
     cols = 6
     u = np.eye(cols) + np.triu(np.full((cols, cols), 1e11), 1)
     w = weights(5, cols, seed=13)
-    m = {"nearest": 0, "rdoq": 1, "trellis": 2}[method]
-    q, rec, _ = _core.quantize(w, None, 1e-3, 0.0, m, 0, 2, 1, True, None, None, u)
+    q, rec, _ = _core.quantize(w, core_options(1e-3, method), feedback=u, want_recon=True)
     assert np.all(np.abs(q) <= 2**30)
     np.testing.assert_array_equal(rec, dequantize(q, 1e-3, method=method))
 
@@ -222,10 +229,9 @@ def test_allocate_steps_and_apply_plan_with_hessians():
     ratio_plain = plain["a.weight"].step / plain["b.weight"].step
     ratio_fb = fb["a.weight"].step / fb["b.weight"].step
     assert ratio_fb / ratio_plain == pytest.approx(e ** -0.25, rel=1e-9)  # d ~ (s e^0.5)^-1/2
-    d_a = fb["a.weight"].step / tune.TRELLIS_STEP_RATIO
-    assert fb["a.weight"].lam == pytest.approx(tune.DEFAULT_LAM_FACTOR["trellis"] * d_a**2 * e, rel=1e-9)
-    d_b = fb["b.weight"].step / tune.TRELLIS_STEP_RATIO
-    assert fb["b.weight"].lam == pytest.approx(tune.DEFAULT_LAM_FACTOR["trellis"] * d_b**2, rel=1e-9)
+    scale = DEFAULT_LAM_SCALE["trellis"]
+    assert fb["a.weight"].lam == pytest.approx(scale * fb["a.weight"].step ** 2 * e, rel=1e-9)
+    assert fb["b.weight"].lam == pytest.approx(scale * fb["b.weight"].step ** 2, rel=1e-9)
     imp = {k: rng.uniform(0.5, 2.0, v.shape).astype(np.float32) for k, v in w.items()}
     levels, recon, _ = tune.apply_plan(w, fb, imp, {"a.weight": 3.0 * h}, 0.05)
     f_rows, h_norm, _ = feedback_inputs(w["a.weight"].shape, imp["a.weight"], 3.0 * h)
@@ -266,8 +272,8 @@ def test_identity_row_hessian_changes_nothing(method):
     h = correlated_hessian(21, seed=51)
     lam = lam_for(method, 0.02)
     for kw in ({}, {"hessian": h}):
-        plain = quantize_info(w, 0.02, lam=lam, method=method, chunk_rows=7, hessian_damp=0.0, **kw)
-        rows = quantize_info(w, 0.02, lam=lam, method=method, chunk_rows=7, row_hessian=np.eye(18), hessian_damp=0.0,
+        plain = quantize_info(w, 0.02, lam=lam, method=method, rows_per_block=7, hessian_damp=0.0, **kw)
+        rows = quantize_info(w, 0.02, lam=lam, method=method, rows_per_block=7, row_hessian=np.eye(18), hessian_damp=0.0,
                              **kw)
         np.testing.assert_array_equal(plain[0], rows[0])
         assert rows[2]["rate_bits"] == plain[2]["rate_bits"]
@@ -301,8 +307,8 @@ def test_row_feedback_lowers_the_error_keeps_zeros_and_is_thread_invariant():
     assert np.trace(g @ e2 @ h @ e2.T) < 0.9 * np.trace(g @ e1 @ h @ e1.T)
     assert np.all(two_q[5, ::3] == 0)
     for m in METHODS:
-        a = quantize_info(w, step, lam=lam_for(m, step), method=m, hessian=h, row_hessian=g, chunk_rows=10, threads=1)
-        b = quantize_info(w, step, lam=lam_for(m, step), method=m, hessian=h, row_hessian=g, chunk_rows=10, threads=2)
+        a = quantize_info(w, step, lam=lam_for(m, step), method=m, hessian=h, row_hessian=g, rows_per_block=10, threads=1)
+        b = quantize_info(w, step, lam=lam_for(m, step), method=m, hessian=h, row_hessian=g, rows_per_block=10, threads=2)
         np.testing.assert_array_equal(a[0], b[0])
         assert a[2]["distortion"] == b[2]["distortion"]
 
@@ -311,11 +317,11 @@ def test_bad_row_factors_are_errors():
     w = weights(4, 3)
     for bad, what in ((np.diag([1.0, 0.0, 1.0, 1.0]), "diagonal"),
                       (np.eye(4) + np.triu(np.full((4, 4), 1e13), 1), "ill-conditioned")):
-        for m in (0, 1, 2):
+        for m in METHODS:
             with pytest.raises(ValueError, match="row feedback factor.*" + what):
-                _core.quantize(w, None, 0.1, 0.0, m, 0, 2, 1, False, None, None, None, np.ascontiguousarray(bad))
+                _core.quantize(w, core_options(0.1, m), row_feedback=np.ascontiguousarray(bad))
     with pytest.raises(ValueError, match="rows"):
-        _core.quantize(w, None, 0.1, 0.0, 2, 0, 2, 1, False, None, None, None, np.eye(3))
+        _core.quantize(w, core_options(0.1, "trellis"), row_feedback=np.eye(3))
     with pytest.raises(ValueError, match="matrix"):
         quantize(w, 0.1, row_hessian=np.eye(3))
 
@@ -334,7 +340,7 @@ def test_compress_with_row_hessians_codes_what_quantize_chooses(tmp_path):
     f, hn, gn = feedback_inputs(w.shape, imp, h, g)
     assert f is None  # both blocks: the importance says nothing more
     q = quantize(w, 0.004, lam=0.06 * 0.004**2, method="trellis", hessian=hn, row_hessian=gn, hessian_damp=0.2,
-                 chunk_rows=6)
+                 rows_per_block=6)
     np.testing.assert_array_equal(got, dequantize(q, 0.004, method="trellis"))
     f2, _, _ = feedback_inputs(w.shape, imp, None, g)
     np.testing.assert_allclose(f2.mean(1), 1.0)  # row block alone: rows divided by their means

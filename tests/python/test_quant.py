@@ -142,26 +142,26 @@ def test_trellis_dequantize_state_machine():
 def test_chunk_rows_restarts_contexts():
     w = laplace((12, 300), seed=8)
     step = 0.01
-    q, _, info = nnpress.quantize_info(w, step, lam=0.2 * step**2, method="rdoq", chunk_rows=5)
+    q, _, info = nnpress.quantize_info(w, step, lam=0.2 * step**2, method="rdoq", rows_per_block=5)
     q1, _, info1 = nnpress.quantize_info(w, step, lam=0.2 * step**2, method="rdoq")
     assert info["rate_bits"] != info1["rate_bits"]
-    assert info["rate_bits"] == rate_bits(q, info["unary_len"], info["eg_order"], chunk_rows=5)
+    assert info["rate_bits"] == rate_bits(q, info["unary_len"], info["eg_order"], rows_per_block=5)
     assert info1["rate_bits"] == rate_bits(q1, info1["unary_len"], info1["eg_order"])
     assert info["rate_bits"] == sum(
         rate_bits(q[r : r + 5], info["unary_len"], info["eg_order"]) for r in (0, 5, 10)
     )
     with pytest.raises(ValueError):
-        nnpress.quantize(w, step, method="rdoq", chunk_rows=0)
+        nnpress.quantize(w, step, method="rdoq", rows_per_block=0)
 
 
 @pytest.mark.parametrize("method", ["rdoq", "trellis"])
 def test_threads_give_identical_results(method):
     w = laplace((40, 300), seed=11)
     step = 0.01
-    ref = nnpress.quantize_info(w, step, lam=0.2 * step**2, method=method, chunk_rows=3, threads=1)
+    ref = nnpress.quantize_info(w, step, lam=0.2 * step**2, method=method, rows_per_block=3, threads=1)
     for threads in (2, None):
         out = nnpress.quantize_info(
-            w, step, lam=0.2 * step**2, method=method, chunk_rows=3, threads=threads
+            w, step, lam=0.2 * step**2, method=method, rows_per_block=3, threads=threads
         )
         np.testing.assert_array_equal(out[0], ref[0])
         assert out[1].tobytes() == ref[1].tobytes()
@@ -267,4 +267,4 @@ def test_rate_bits_arguments():
     with pytest.raises(TypeError):
         rate_bits(q.astype(np.float32), 2, 0)
     with pytest.raises(ValueError):
-        rate_bits(q, 2, 0, chunk_rows=0)
+        rate_bits(q, 2, 0, rows_per_block=0)

@@ -1,0 +1,241 @@
+"""The one encode path: a model's tensors and a :class:`~nnpress.CodecConfig` in, the records the
+``.nnp`` writer codes out (numpy only).
+
+``nnpress.compress`` and the tuner (``tune.apply_plan``, ``tune.tune_to_budget``) both encode
+through :func:`encode_model`, so what the tuner measures is what a file holds: the same plan, the
+same levels (quantized with the file's row blocks, so the contexts restart where the writer's
+chunks do), the same level parameters, the same reconstruction the decoder forms, and sizes from
+the writer itself.
+
+Contract
+--------
+- ``model_stats(entries, config)``: mean and total element count of the tensors the config
+  quantizes (the model-level inputs of the default step rule and of method "auto").
+- ``encode_tensor(entry, config, stats, *, importance=None, hessian=None, row_hessian=None)`` ->
+  :class:`EncodedTensor`: the tensor's plan (``config.resolve``; tensors with NaN/inf values or an
+  outlier beyond the quantizers' level range are stored exactly), its channel scale exponents (the
+  plan's, or derived from ``importance`` with ``config.channel_scales``), pruning
+  (``config.prune``), error feedback (``hessian``/``row_hessian``, prepared by
+  ``quant.feedback_inputs``), quantization, and the record for the writer with the level
+  parameters the quantizer picked for the final levels (the writer does not search again).
+- ``encode_model(entries, config, *, importance, hessians, row_hessians, progress)``: every entry,
+  in order (aliases stay aliases).
+- ``write_records(encoded, config, metadata)`` -> ``(file bytes, stored bytes per tensor)``: one
+  call into the C++ writer, which also checks that the bytes parse.
+- :attr:`EncodedTensor.recon` is the float32 view of what the decoder returns for a quantized
+  tensor (already rounded to its stored dtype), None for raw tensors and aliases.
+
+Surprises
+---------
+- A tensor's rows per block come from ``config.block_elements``; the quantizer prices rate with
+  contexts that restart at every block, exactly as the writer codes them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from .config import MAX_LEVEL, SIZE_TOLERANCE, CodecConfig, ResolvedPlan
+from .container import TensorRecord, bfloat16_to_float32, float32_to_bfloat16, nnp_bytes
+from .prune import prune_array
+from .report import TensorReport
+from .traverse import TensorEntry
+
+__all__ = ["ModelStats", "EncodedTensor", "model_stats", "encode_tensor", "encode_model", "write_records",
+           "rows_per_block", "file_metadata", "ITEMSIZE"]
+
+FORMAT_PRODUCER = "nnpress"
+ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1, "uint8": 1, "int16": 2,
+            "int32": 4, "int64": 8, "bool": 1, "uint16": 2, "uint32": 4, "uint64": 8}
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    """Model-level inputs of the step rules (``CodecConfig.resolve``)."""
+
+    mean_size: float | None
+    total_size: int
+
+
+@dataclass
+class EncodedTensor:
+    record: TensorRecord
+    report: TensorReport
+    recon: np.ndarray | None = None  # float32: what the decoder returns (quantized tensors only)
+
+
+def model_stats(entries: Sequence[TensorEntry], config: CodecConfig) -> ModelStats:
+    sizes = [e.count for e in entries
+             if e.alias_of is None and e.count and config.quantizes(e.name, e.role, e.dtype)]
+    return ModelStats(mean_size=sum(sizes) / len(sizes) if sizes else None, total_size=sum(sizes))
+
+
+def rows_per_block(shape: tuple, block_elements: int) -> int:
+    """Rows per independently coded block of a tensor (whole rows, about ``block_elements``)."""
+    rows, cols = _rows_cols(shape)
+    if rows == 0 or cols == 0:
+        return 0
+    return max(1, min(rows, block_elements // cols))
+
+
+def _rows_cols(shape: tuple) -> tuple[int, int]:
+    n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if len(shape) >= 2:
+        return int(shape[0]), (n // shape[0] if shape[0] else 0)
+    return (1 if n else 0), n
+
+
+def _plan(e: TensorEntry, fvals: np.ndarray | None, config: CodecConfig, stats: ModelStats) -> ResolvedPlan:
+    """``config.resolve``, except that values a quantizer cannot take are stored exactly."""
+    if fvals is not None and e.count and not np.all(np.isfinite(fvals)):
+        return ResolvedPlan(lossless=True)
+    plan = config.resolve(e.name, e.role, e.dtype, fvals, mean_size=stats.mean_size, total_size=stats.total_size)
+    if not plan.lossless and e.count and max(-float(fvals.min()), float(fvals.max())) / plan.step >= MAX_LEVEL:
+        return ResolvedPlan(lossless=True)
+    return plan
+
+
+def _scale_exps(plan: ResolvedPlan, imp, shape: tuple, derive: bool, name: str):
+    """The channel scale exponents of one tensor (int8 arrays or None): the plan's, else derived from
+    its importance when ``CodecConfig.channel_scales`` is on."""
+    rows, cols = _rows_cols(shape)
+    row_exp = None if plan.row_scale_exp is None else np.asarray(plan.row_scale_exp, np.int8)
+    col_exp = None if plan.col_scale_exp is None else np.asarray(plan.col_scale_exp, np.int8)
+    if row_exp is None and col_exp is None and derive and imp is not None and len(shape) >= 2:
+        from .tune import channel_scales_from_importance
+
+        derived = channel_scales_from_importance({name: np.asarray(imp).reshape(shape)})
+        row_exp, col_exp = derived.get(name, (None, None))
+    for what, e, n in (("row", row_exp, rows), ("column", col_exp, cols)):
+        if e is not None and e.size != n:
+            raise ValueError(f"{name!r}: {e.size} {what} scale exponents, the tensor has {n} {what}s")
+    return row_exp, col_exp
+
+
+def _rel_error(w: np.ndarray, w_hat: np.ndarray) -> float:
+    """||w - w_hat|| / ||w||, accumulated in float64 (without float64 copies of the tensors)."""
+    diff = np.subtract(w, w_hat, dtype=np.float64 if w.dtype == np.float64 else np.float32)
+    den = float(np.sqrt(np.sum(np.square(w, dtype=np.float64))))
+    num = float(np.sqrt(np.sum(np.square(diff, dtype=np.float64))))
+    return num / den if den > 0 else (0.0 if num == 0 else float("inf"))
+
+
+def _as_stored(recon: np.ndarray, dtype: str) -> np.ndarray:
+    """The values the decoder produces for a float32 reconstruction stored as ``dtype``."""
+    if dtype == "float16":
+        return recon.astype(np.float16).astype(np.float32)
+    if dtype == "bfloat16":
+        return bfloat16_to_float32(float32_to_bfloat16(recon))
+    return recon
+
+
+def _float_array(x) -> np.ndarray:
+    """An importance (numpy or torch, any device) as a float numpy array."""
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "detach"):
+        x = x.detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":
+            x = x.float()
+        x = x.numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def _float64(x):
+    """A feedback block (numpy or torch, any device) as float64 numpy, or None."""
+    if x is None:
+        return None
+    return x.detach().cpu().double().numpy() if hasattr(x, "detach") else np.asarray(x, dtype=np.float64)
+
+
+def encode_tensor(e: TensorEntry, config: CodecConfig, stats: ModelStats, *, importance=None, hessian=None,
+                  row_hessian=None) -> EncodedTensor:
+    """One tensor through plan -> scales -> pruning -> quantization -> record (module docstring)."""
+    from .quant import _quantize_core, channel_scales, feedback_inputs
+
+    orig = e.count * ITEMSIZE[e.dtype]
+    if e.alias_of is not None:
+        return EncodedTensor(
+            TensorRecord(e.name, e.dtype, e.role, "alias", e.shape, alias_of=e.alias_of),
+            TensorReport(e.name, e.shape, e.dtype, e.role, "alias", None, None, e.count, orig, 0, 0.0,
+                         alias_of=e.alias_of))
+    fvals = e.float_values() if e.is_float else None
+    plan = _plan(e, fvals, config, stats)
+    if plan.lossless:
+        return EncodedTensor(
+            TensorRecord(e.name, e.dtype, e.role, "raw", e.shape, data=e.values),
+            TensorReport(e.name, e.shape, e.dtype, e.role, "raw", None, None, e.count, orig, 0, 0.0))
+    rpb = rows_per_block(e.shape, config.block_elements)
+    imp = None if importance is None else _float_array(importance)
+    row_exp, col_exp = _scale_exps(plan, imp, e.shape, config.channel_scales, e.name)
+    unary_len = eg_order = None
+    recon = None
+    if e.count:
+        qvals = prune_array(fvals, config.prune, imp) if config.prune > 0 else fvals
+        imp_q, hess, row_hess = feedback_inputs(e.shape, imp, _float64(hessian), _float64(row_hessian))
+        levels, recon, result = _quantize_core(
+            qvals, plan.step, plan.lam, imp_q, plan.method, rows_per_block=rpb or None, threads=config.threads,
+            want_recon=True, size_tolerance=SIZE_TOLERANCE,
+            row_scale=None if row_exp is None else channel_scales(row_exp),
+            col_scale=None if col_exp is None else channel_scales(col_exp),
+            hessian=hess, hessian_damp=config.hessian_damp, row_hessian=row_hess)
+        coded = getattr(result, "coded_params", None)
+        if coded is not None:
+            unary_len, eg_order = int(coded.unary_len), int(coded.eg_order)
+        recon = _as_stored(recon, e.dtype)
+        err = _rel_error(fvals, recon)  # against the unpruned weights
+    else:
+        levels, err = np.zeros(e.shape, dtype=np.int32), 0.0
+    record = TensorRecord(e.name, e.dtype, e.role, "quantized", e.shape, data=levels, method=plan.method,
+                          step=plan.step, lam=plan.lam, rows_per_block=rpb, unary_len=unary_len,
+                          eg_order=eg_order, row_scale_exp=row_exp, col_scale_exp=col_exp)
+    report = TensorReport(e.name, e.shape, e.dtype, e.role, "quantized", plan.method, plan.step, e.count, orig, 0,
+                          err)
+    return EncodedTensor(record, report, recon)
+
+
+def encode_model(entries: Sequence[TensorEntry], config: CodecConfig, *,
+                 importance: Mapping[str, Any] | None = None,
+                 hessians: Mapping[str, Any] | None = None,
+                 row_hessians: Mapping[str, Any] | None = None,
+                 progress: Callable[[int, int, str], None] | None = None) -> list[EncodedTensor]:
+    """Every entry through :func:`encode_tensor`, in order; ``progress(done, total, name)``."""
+    stats = model_stats(entries, config)
+    out = []
+    total = len(entries)
+    for i, e in enumerate(entries):
+        if progress is not None:
+            progress(i, total, e.name)
+        out.append(encode_tensor(
+            e, config, stats,
+            importance=None if importance is None else importance.get(e.name),
+            hessian=None if hessians is None else hessians.get(e.name),
+            row_hessian=None if row_hessians is None else row_hessians.get(e.name)))
+    if progress is not None:
+        progress(total, total, "")
+    return out
+
+
+def file_metadata(config: CodecConfig) -> dict:
+    """What a file records of the config that wrote it. The plan's entries are in the tensor table
+    already (step, method, lambda), so only their count is kept, under the key ``overrides`` that
+    files have always used (docs/FORMAT.md)."""
+    from . import __version__
+
+    stored = config.to_dict()
+    stored.pop("threads", None)  # does not change the bytes, so it is not recorded
+    stored["overrides"] = len(stored.pop("plan"))
+    return {"producer": FORMAT_PRODUCER, "nnpress_version": __version__, "config": stored}
+
+
+def write_records(encoded: Sequence[EncodedTensor], config: CodecConfig,
+                  metadata: dict | None = None) -> tuple[bytes, list[int]]:
+    """The ``.nnp`` bytes of encoded tensors (checked to parse) and the stored bytes per tensor; also
+    fills each report's ``stored_bytes``."""
+    data, stored = nnp_bytes([t.record for t in encoded], block_elements=config.block_elements,
+                             threads=config.threads, metadata=metadata, size_tolerance=SIZE_TOLERANCE)
+    for t, s in zip(encoded, stored):
+        t.report.stored_bytes = int(s)
+    return data, stored
