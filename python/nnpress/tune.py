@@ -145,8 +145,8 @@ def channel_scales_from_importance(
     ``scale = (factor / geometric_mean(factor))**-strength``, limited to ``max_octaves`` octaves either
     way and snapped to the 2**(1/8) grid. ``strength`` 0.5 is the high-rate optimum for exact
     factors; the default 0.3 shrinks toward uniform steps because the factors are estimates from
-    a few calibration batches and the rate is not high: on all-MiniLM-L6-v2 (held-out sentences,
-    bench/RESULTS.md) 0.3 measured best among 0.15, 0.22, 0.3, 0.5 and 0.7. Tensors whose name
+    a few calibration batches and the rate is not high (bench/RESULTS.md, "Channel scales", for
+    how it was chosen). Tensors whose name
     contains one of ``uniform_rows`` get no row scales (as in :func:`smooth_importance`: which embedding rows matter depends on the text).
     A vector is kept only when it pays for itself: at high rate, scales from factor f save
     ``n/2 * log2(mean(f) / geometric_mean(f))`` bits on the tensor's n weights at equal weighted
