@@ -36,14 +36,14 @@ import peers  # noqa: E402
 
 import nnpress  # noqa: E402
 from nnpress import tune  # noqa: E402
-from nnpress.config import CodecConfig, TensorPlan  # noqa: E402
+from nnpress.config import HESSIAN_DAMP, CodecConfig, TensorPlan  # noqa: E402
 
 
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
-def nnpress_file_point(setup, step, sens, imp, scales, threads, tmp, hessians=None, hessian_damp=0.3,
+def nnpress_file_point(setup, step, sens, imp, scales, threads, tmp, hessians=None, hessian_damp=HESSIAN_DAMP,
                        row_hessians=None):
     w = setup["weights"]
     n_params = sum(v.size for v in w.values())
