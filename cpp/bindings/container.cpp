@@ -103,7 +103,9 @@ PyTensorInput make_tensor_input(std::string name, DType dtype, TensorRole role, 
     py::buffer_info b = contiguous(levels, what + ": levels");
     if (b.format != py::format_descriptor<int32_t>::format() || b.itemsize != 4)
       throw py::type_error(what + ": levels must be int32");
-    if (uint64_t(b.size) != count) throw py::value_error(what + ": levels do not match the shape");
+    bool same_shape = uint64_t(b.size) == count && size_t(b.ndim) == in.shape.size();
+    for (py::ssize_t k = 0; same_shape && k < b.ndim; ++k) same_shape = uint64_t(b.shape[k]) == in.shape[size_t(k)];
+    if (!same_shape) throw py::value_error(what + ": levels do not have the tensor's shape");
     in.levels = static_cast<const int32_t*>(b.ptr);
     t.keep_levels = levels;
   }

@@ -249,8 +249,6 @@ def _tensor_input(r: TensorRecord, index: dict[str, int]):
         if src.dtype == np.bool_ or not np.issubdtype(src.dtype, np.integer):
             raise TypeError(f"{r.name!r}: levels must be integers, got {src.dtype}")
         levels = np.ascontiguousarray(src, dtype=np.int32).reshape(src.shape)  # (keeps 0-d)
-        if levels.shape != tuple(int(d) for d in r.shape):
-            raise ValueError(f"{r.name!r}: levels of shape {levels.shape}, expected {tuple(r.shape)}")
     elif r.storage == "raw":
         arr = np.asarray(r.data)
         want = NUMPY_DTYPES.get(r.dtype)

@@ -136,6 +136,8 @@ def test_writer_inputs_are_typed_and_checked():
         _core.TensorInput(levels=np.asfortranarray(levels), **common)
     with pytest.raises(ValueError, match="shape"):
         _core.TensorInput(levels=levels[:2], **common)
+    with pytest.raises(ValueError, match="shape"):  # same count, other shape: never silently reshaped
+        _core.TensorInput(levels=np.ascontiguousarray(levels.reshape(4, 3)), **common)
     with pytest.raises(ValueError, match="row_scale_exp needs 3"):
         _core.TensorInput(levels=levels, row_scale_exp=np.zeros(4, np.int8), **common)
     with pytest.raises(TypeError):
