@@ -511,3 +511,11 @@ def probe_sensitivities(model, inputs, names=None, *, rel_noise: float = 0.02, n
         var = (rel_noise * _noise_scale(p)) ** 2
         out[n] = float(v) / (var * p.numel()) if var > 0 else 0.0
     return out
+
+
+def __getattr__(name: str):
+    if name == "DEFAULT_LAM_FACTOR":  # deprecated: lam / D**2 with D the plain step (lam_scale is lam / step**2)
+        warnings.warn("tune.DEFAULT_LAM_FACTOR is deprecated; use nnpress.config.DEFAULT_LAM_SCALE",
+                      DeprecationWarning, stacklevel=2)
+        return {m: s * (TRELLIS_STEP_RATIO**2 if m == "trellis" else 1.0) for m, s in DEFAULT_LAM_SCALE.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

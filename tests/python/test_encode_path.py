@@ -111,6 +111,8 @@ def test_deprecated_names_still_work_and_warn(tmp_path):
     with pytest.warns(DeprecationWarning, match="lam_scale"):
         by_factor = tune.allocate_steps(weights, 0.02, method="trellis", lam_factor=0.05)
     assert by_factor == tune.allocate_steps(weights, 0.02, method="trellis", lam_scale=0.2)
+    with pytest.warns(DeprecationWarning):
+        assert tune.DEFAULT_LAM_FACTOR == {"nearest": 0.0, "rdoq": 0.12, "trellis": 0.06}
 
 
 def test_qp_in_a_tensor_plan():
