@@ -15,7 +15,8 @@ per-weight importance + channel scales (strength 0.3) — the best variant witho
   * "no feedback";
   * "+ error feedback": ``compress(hessians=K-FAC column blocks)``, ``allocate_steps(hessians=)``,
     damping ``CodecConfig.hessian_damp`` (0.3);
-  * "+ two-sided feedback" (``--steps-two-sided``): also ``compress(row_hessians=fisher_row_hessians)``,
+  * "+ two-sided feedback" (``--steps-two-sided``): also
+    ``compress(row_hessians=fisher_row_hessians)``,
     feedback across the rows of each row chunk (linear layers).
 NNCodec 2.1.3 (size = its whole bitstream): dependent quantization with ``opt_qp`` (its best
 setting on MiniLM, bench_rd.py) at qp -41/-40, and plain DQ at qp -38. Prints a markdown table and
@@ -70,14 +71,14 @@ def main():
     setup = bench_rd.minilm_setup(calibration=cal, seed=args.seed)
     w = setup["weights"]
     t0 = time.perf_counter()
-    hess = nnpress.fisher_hessians(setup["fisher_model"], setup["batches"], mode="sampled", output="gaussian",
-                                   draws=args.draws, seed=args.seed)
+    hess = nnpress.fisher_hessians(setup["fisher_model"], setup["batches"], mode="sampled",
+                                   output="gaussian", draws=args.draws, seed=args.seed)
     hess = {k[2:]: v.numpy() for k, v in hess.items() if k[2:] in w}  # strip "m."
-    log(f"fisher_hessians on {len(cal)} sentences ({args.draws} draws): {time.perf_counter() - t0:.1f}s, "
-        f"{len(hess)} blocks")
+    log(f"fisher_hessians on {len(cal)} sentences ({args.draws} draws): "
+        f"{time.perf_counter() - t0:.1f}s, {len(hess)} blocks")
     t0 = time.perf_counter()
-    rows = nnpress.fisher_row_hessians(setup["fisher_model"], setup["batches"], mode="sampled", output="gaussian",
-                                       draws=args.draws, seed=args.seed)
+    rows = nnpress.fisher_row_hessians(setup["fisher_model"], setup["batches"], mode="sampled",
+                                       output="gaussian", draws=args.draws, seed=args.seed)
     rows = {k[2:]: v.numpy() for k, v in rows.items() if k[2:] in w}
     log(f"fisher_row_hessians: {time.perf_counter() - t0:.1f}s, {len(rows)} blocks")
     sens, imp_raw = tune.sensitivities_from_fisher(setup["fisher"])

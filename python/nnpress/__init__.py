@@ -15,9 +15,11 @@ from .api import CompressionReport, compress, decompress
 from .prune import prune, sparsity_of
 
 # Parts that need torch are imported on first use, so that ``import nnpress`` needs only numpy.
-# fisher_column_blocks / fisher_row_blocks: deprecated names of fisher_hessians / fisher_row_hessians.
-_LAZY = {"fisher_diagonal": "fisher", "fisher_hessians": "fisher", "fisher_row_hessians": "fisher",
-         "probe_sensitivity": "fisher", "fisher_column_blocks": "fisher", "fisher_row_blocks": "fisher"}
+# fisher_column_blocks / fisher_row_blocks: deprecated names of fisher_hessians /
+# fisher_row_hessians, kept for one release.
+_LAZY = {"fisher_diagonal": "fisher", "fisher_hessians": "fisher",
+         "fisher_row_hessians": "fisher", "probe_sensitivity": "fisher",
+         "fisher_column_blocks": "fisher", "fisher_row_blocks": "fisher"}
 
 
 def __getattr__(name: str):
