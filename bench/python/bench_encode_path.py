@@ -29,6 +29,7 @@ run. Three steps:
 The machine is shared: compare the minimum times (the run least disturbed by other load); the
 median shows the spread.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,17 +79,23 @@ def prepare(folder: Path) -> None:
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    sources = {"digits_mlp": lambda: digits_state_dict("mlp"),
-               "digits_cnn": lambda: digits_state_dict("cnn"),
-               "minilm": minilm_state_dict}
+    sources = {
+        "digits_mlp": lambda: digits_state_dict("mlp"),
+        "digits_cnn": lambda: digits_state_dict("cnn"),
+        "minilm": minilm_state_dict,
+    }
     manifest = {}
     for name in MODELS:
         state = {k: v.detach().contiguous().clone() for k, v in sources[name]().items()}
         path = folder / f"{name}.safetensors"
         save_file(state, str(path))
-        manifest[name] = {"file": path.name, "sha256": sha256_of(path),
-                          "bytes": path.stat().st_size, "tensors": len(state),
-                          "params": sum(v.numel() for v in state.values())}
+        manifest[name] = {
+            "file": path.name,
+            "sha256": sha256_of(path),
+            "bytes": path.stat().st_size,
+            "tensors": len(state),
+            "params": sum(v.numel() for v in state.values()),
+        }
         print(f"{path}: {manifest[name]['tensors']} tensors, {manifest[name]['params']:,} values")
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
 
@@ -103,8 +110,12 @@ def run(folder: Path) -> dict:
     import nnpress
 
     manifest = json.loads((folder / MANIFEST).read_text())
-    result = {"python": sys.executable, "nnpress": os.path.dirname(nnpress.__file__),
-              "version": nnpress.__version__, "models": {}}
+    result = {
+        "python": sys.executable,
+        "nnpress": os.path.dirname(nnpress.__file__),
+        "version": nnpress.__version__,
+        "models": {},
+    }
     with tempfile.TemporaryDirectory(prefix="encode_path_") as tmp:
         for name in MODELS:
             src = folder / manifest[name]["file"]
@@ -114,8 +125,12 @@ def run(folder: Path) -> dict:
             t1 = time.perf_counter()
             nnpress.decompress(out, as_numpy=True)
             t2 = time.perf_counter()
-            result["models"][name] = {"sha256": sha256_of(out), "bytes": out.stat().st_size,
-                                      "encode_s": t1 - t0, "decode_s": t2 - t1}
+            result["models"][name] = {
+                "sha256": sha256_of(out),
+                "bytes": out.stat().st_size,
+                "encode_s": t1 - t0,
+                "decode_s": t2 - t1,
+            }
             out.unlink()
     return result
 
@@ -128,8 +143,13 @@ def run(folder: Path) -> dict:
 def run_under(python: str, folder: Path) -> dict:
     """``run`` in a fresh process of ``python``; its JSON result."""
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    proc = subprocess.run([python, os.path.abspath(__file__), "run", "--inputs", str(folder)],
-                          capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.run(
+        [python, os.path.abspath(__file__), "run", "--inputs", str(folder)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{python} run failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout)
@@ -148,10 +168,12 @@ def alternate(base: str, new: str, folder: Path, rounds: int) -> dict[str, list[
 
 def table(runs: dict[str, list[dict]]) -> tuple[str, bool]:
     """The markdown table of the module docstring, and whether every model's files are identical."""
-    lines = ["| model | .nnp bytes | identical | encode s base min / med | encode s new min / med "
-             "| encode new/base (min) | decode s base min / med | decode s new min / med "
-             "| decode new/base (min) |",
-             "|---|---:|:---:|---:|---:|---:|---:|---:|---:|"]
+    header = (
+        "| model | .nnp bytes | identical | encode s base min / med | encode s new min / med "
+        "| encode new/base (min) | decode s base min / med | decode s new min / med "
+        "| decode new/base (min) |"
+    )
+    lines = [header, "|---|---:|:---:|---:|---:|---:|---:|---:|---:|"]
     all_identical = True
     for name in MODELS:
         every = [r["models"][name] for label in ("base", "new") for r in runs[label]]
@@ -179,8 +201,10 @@ def compare(args: argparse.Namespace) -> int:
     first = {label: runs[label][0] for label in runs}
     print(f"base: {args.base} (nnpress {first['base']['version']} from {first['base']['nnpress']})")
     print(f"new:  {args.new} (nnpress {first['new']['version']} from {first['new']['nnpress']})")
-    print(f"{args.rounds} rounds, alternating; {os.cpu_count()} cores; load {os.getloadavg()}; "
-          f"CodecConfig() defaults\n")
+    print(
+        f"{args.rounds} rounds, alternating; {os.cpu_count()} cores; load {os.getloadavg()}; "
+        f"CodecConfig() defaults\n"
+    )
     print(text)
     if args.json:
         Path(args.json).write_text(json.dumps(runs, indent=1) + "\n")

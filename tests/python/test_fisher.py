@@ -632,7 +632,7 @@ def test_hessians_max_examples_cuts_the_stream():
                                       ("fisher_row_blocks", "fisher_row_hessians")])
 def test_former_names_are_deprecated_aliases(old, new):
     import nnpress
-    import nnpress.fisher as fisher
+    from nnpress import fisher
 
     model = tiny_mlp()
     x = torch.randn(6, 6, generator=torch.Generator().manual_seed(2))

@@ -18,10 +18,14 @@ Importing this package needs only the standard library; torch is imported inside
 
 from __future__ import annotations
 
-from .batches import LABEL_KEY
-from .diagonal import GRAD_MEMORY_BUDGET, fisher_diagonal
-from .kfac import fisher_column_blocks, fisher_hessians, fisher_row_blocks, fisher_row_hessians
-from .likelihood import IGNORE_INDEX
-from .probe import _noise_scale, probe_sensitivity  # _noise_scale: for nnpress.tune
+from .batches import LABEL_KEY as LABEL_KEY
+from .diagonal import GRAD_MEMORY_BUDGET as GRAD_MEMORY_BUDGET
+from .diagonal import fisher_diagonal
+from .kfac import fisher_column_blocks as fisher_column_blocks  # deprecated
+from .kfac import fisher_hessians, fisher_row_hessians
+from .kfac import fisher_row_blocks as fisher_row_blocks  # deprecated
+from .likelihood import IGNORE_INDEX as IGNORE_INDEX
+from .probe import _noise_scale as _noise_scale  # for nnpress.tune
+from .probe import probe_sensitivity
 
 __all__ = ["fisher_diagonal", "fisher_hessians", "fisher_row_hessians", "probe_sensitivity"]

@@ -170,8 +170,9 @@ class _DiagonalRun:
         }
         return self.acc
 
-    def add_chunk(self, inputs: _Inputs, labels: Any, size: int, start: int, stop: int,
-                  where: str) -> None:
+    def add_chunk(
+        self, inputs: _Inputs, labels: Any, size: int, start: int, stop: int, where: str
+    ) -> None:
         """Add examples [start, stop) of a batch whose first ``size`` examples are used."""
         targs, tkwargs = inputs.sliced(start, stop)
         f = self._output_if_needed(inputs, targs, tkwargs, labels, where)

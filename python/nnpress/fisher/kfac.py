@@ -82,8 +82,20 @@ def fisher_hessians(
     N * P * draws (Embedding): damp it before use (``hessian_damp`` of the quantizers). Blocks
     are float64 on the CPU whatever the model's device.
     """
-    return _kfac_blocks("fisher_hessians", "columns", model, batches, mode, output, sigma,
-                        module_filter, max_examples, output_fn, seed, draws)
+    return _kfac_blocks(
+        "fisher_hessians",
+        "columns",
+        model,
+        batches,
+        mode,
+        output,
+        sigma,
+        module_filter,
+        max_examples,
+        output_fn,
+        seed,
+        draws,
+    )
 
 
 def fisher_row_hessians(
@@ -108,8 +120,20 @@ def fisher_row_hessians(
     surprises as in :func:`fisher_hessians`; the gradient factor needs more draws than the
     column blocks (it is the noisy side).
     """
-    return _kfac_blocks("fisher_row_hessians", "rows", model, batches, mode, output, sigma,
-                        module_filter, max_examples, output_fn, seed, draws)
+    return _kfac_blocks(
+        "fisher_row_hessians",
+        "rows",
+        model,
+        batches,
+        mode,
+        output,
+        sigma,
+        module_filter,
+        max_examples,
+        output_fn,
+        seed,
+        draws,
+    )
 
 
 def _deprecated_alias(old: str, new: Callable) -> Callable:
@@ -134,8 +158,20 @@ fisher_column_blocks = _deprecated_alias("fisher_column_blocks", fisher_hessians
 fisher_row_blocks = _deprecated_alias("fisher_row_blocks", fisher_row_hessians)
 
 
-def _kfac_blocks(name, side, model, batches, mode, output, sigma, module_filter, max_examples,
-                 output_fn, seed, draws) -> dict:
+def _kfac_blocks(
+    name,
+    side,
+    model,
+    batches,
+    mode,
+    output,
+    sigma,
+    module_filter,
+    max_examples,
+    output_fn,
+    seed,
+    draws,
+) -> dict:
     """The column (``side="columns"``) or row (``side="rows"``) blocks, divided by the examples."""
     sigma = _check_arguments(name, mode, output, sigma, max_examples)
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
@@ -151,9 +187,12 @@ def _kfac_blocks(name, side, model, batches, mode, output, sigma, module_filter,
         raise ValueError(f"{name}: the batches hold no example")
     unreached = [n for n in modules if n not in run.reached]
     if unreached:
-        warnings.warn(f"{name}: left out {len(unreached)} module(s) the output never depended on "
-                      f"(never called, or unused by the output): {unreached[:5]}", RuntimeWarning,
-                      stacklevel=3)  # the caller of fisher_hessians / fisher_row_hessians
+        warnings.warn(
+            f"{name}: left out {len(unreached)} module(s) the output never depended on "
+            f"(never called, or unused by the output): {unreached[:5]}",
+            RuntimeWarning,
+            stacklevel=3,
+        )  # the caller of fisher_hessians / fisher_row_hessians
     return {f"{n}.weight": run.acc[n].div_(n_seen) for n in modules if n in run.reached}
 
 
@@ -207,8 +246,10 @@ class _BlockRun:
     @contextlib.contextmanager
     def recording(self, model):
         """Hooks on the selected modules and gradients through every layer, for the duration."""
-        handles = [m.register_forward_hook(self._hook(n), with_kwargs=True)
-                   for n, m in self.modules.items()]
+        handles = [
+            m.register_forward_hook(self._hook(n), with_kwargs=True)
+            for n, m in self.modules.items()
+        ]
         # The parameters need no gradient; a leaf that requires one makes every layer output part
         # of the graph, so that d ll / d output exists for each hooked module.
         flags = {p: p.requires_grad for p in model.parameters()}
@@ -240,15 +281,19 @@ class _BlockRun:
             calls = [(n, i) for n in self.modules for i in range(len(self.seen.get(n, ())))]
             # Linear columns: |g_p|^2 summed over the draws first, as x_p x_p^T is the same for
             # every draw; rows: |x_p|^2 of each call, the same for every draw.
-            weight = {c: 0.0 for c in calls if self.side == "columns"
-                      and not isinstance(self.modules[c[0]], torch.nn.Embedding)}
+            weight = {
+                c: 0.0
+                for c in calls
+                if self.side == "columns" and not isinstance(self.modules[c[0]], torch.nn.Embedding)
+            }
             energy = self._input_energies(calls) if self.side == "rows" else {}
             scale = 1.0 / self.n_draws
             for _ in range(self.n_draws):
                 target = self._target(f, labels, size)
                 ll = _log_likelihood(self.kind, self.mode, self.sigma, f, target)
-                grads = torch.autograd.grad(ll, [self.seen[n][i][1] for n, i in calls],
-                                            retain_graph=True, allow_unused=True)
+                grads = torch.autograd.grad(
+                    ll, [self.seen[n][i][1] for n, i in calls], retain_graph=True, allow_unused=True
+                )
                 self._add_gradients(calls, grads, weight, energy, scale)
         self._add_weighted_inputs(weight)
         self.seen.clear()
