@@ -5,7 +5,7 @@ quantizer without it vs NNCodec's best setting, side by side in one run (issue 3
 
 all-MiniLM-L6-v2, fidelity = mean cosine of sentence embeddings on the 26 odd-numbered sentences of
 ``minilm.SENTENCES`` (never seen by the encoder); budget mean cos >= 0.999. Calibration (Fisher
-diagonal and, for feedback, ``nnpress.fisher_column_blocks``): the 26 even-numbered sentences
+diagonal and, for feedback, ``nnpress.fisher_hessians``): the 26 even-numbered sentences
 (``--calibration even``, the protocol of bench_rd.py / bench_scales.py) or those plus the 178 of
 ``minilm.CALIBRATION_EXTRA`` (``extended``: 204 sentences; ``--extra N``: only the first N of them).
 
@@ -15,7 +15,8 @@ per-weight importance + channel scales (strength 0.3) — the best variant witho
   * "no feedback";
   * "+ error feedback": ``compress(hessians=K-FAC column blocks)``, ``allocate_steps(hessians=)``,
     damping ``CodecConfig.hessian_damp`` (0.3);
-  * "+ two-sided feedback" (``--steps-two-sided``): also ``compress(row_hessians=fisher_row_blocks)``,
+  * "+ two-sided feedback" (``--steps-two-sided``): also
+    ``compress(row_hessians=fisher_row_hessians)``,
     feedback across the rows of each row chunk (linear layers).
 NNCodec 2.1.3 (size = its whole bitstream): dependent quantization with ``opt_qp`` (its best
 setting on MiniLM, bench_rd.py) at qp -41/-40, and plain DQ at qp -38. Prints a markdown table and
@@ -53,7 +54,7 @@ def main():
     ap.add_argument("--steps-plain", default="0.07,0.08,0.085", help="relative steps without feedback")
     ap.add_argument("--steps-feedback", default="0.085,0.09,0.095,0.1", help="relative steps with feedback")
     ap.add_argument("--steps-two-sided", default="", help="relative steps with feedback inside and across rows")
-    ap.add_argument("--draws", type=int, default=16, help="draws per batch of fisher_column_blocks")
+    ap.add_argument("--draws", type=int, default=16, help="draws per batch of fisher_hessians")
     ap.add_argument("--damp", type=float, default=0.3, help="hessian_damp")
     ap.add_argument("--no-peers", action="store_true", help="skip NNCodec")
     ap.add_argument("--seed", type=int, default=0, help="seed of the Fisher and K-FAC draws")
@@ -70,16 +71,16 @@ def main():
     setup = bench_rd.minilm_setup(calibration=cal, seed=args.seed)
     w = setup["weights"]
     t0 = time.perf_counter()
-    hess = nnpress.fisher_column_blocks(setup["fisher_model"], setup["batches"], mode="sampled", output="gaussian",
-                                        draws=args.draws, seed=args.seed)
+    hess = nnpress.fisher_hessians(setup["fisher_model"], setup["batches"], mode="sampled",
+                                   output="gaussian", draws=args.draws, seed=args.seed)
     hess = {k[2:]: v.numpy() for k, v in hess.items() if k[2:] in w}  # strip "m."
-    log(f"fisher_column_blocks on {len(cal)} sentences ({args.draws} draws): {time.perf_counter() - t0:.1f}s, "
-        f"{len(hess)} blocks")
+    log(f"fisher_hessians on {len(cal)} sentences ({args.draws} draws): "
+        f"{time.perf_counter() - t0:.1f}s, {len(hess)} blocks")
     t0 = time.perf_counter()
-    rows = nnpress.fisher_row_blocks(setup["fisher_model"], setup["batches"], mode="sampled", output="gaussian",
-                                     draws=args.draws, seed=args.seed)
+    rows = nnpress.fisher_row_hessians(setup["fisher_model"], setup["batches"], mode="sampled",
+                                       output="gaussian", draws=args.draws, seed=args.seed)
     rows = {k[2:]: v.numpy() for k, v in rows.items() if k[2:] in w}
-    log(f"fisher_row_blocks: {time.perf_counter() - t0:.1f}s, {len(rows)} blocks")
+    log(f"fisher_row_hessians: {time.perf_counter() - t0:.1f}s, {len(rows)} blocks")
     sens, imp_raw = tune.sensitivities_from_fisher(setup["fisher"])
     imp_raw = {k: v for k, v in imp_raw.items() if k in w and w[k].ndim >= 2}
     imp = tune.smooth_importance(imp_raw)

@@ -90,7 +90,7 @@ SENTENCES: list[str] = [
 ]
 
 # More calibration text (never scored: fidelity uses the odd-numbered SENTENCES). Estimates of
-# full column blocks of the Fisher (nnpress.fisher_column_blocks, for error feedback) need more
+# full column blocks of the Fisher (nnpress.fisher_hessians, for error feedback) need more
 # positions than the 26 even-numbered sentences give (a 1536-column block from ~400 tokens is
 # rank-deficient); bench_feedback.py --calibration extended adds these 178.
 CALIBRATION_EXTRA: list[str] = [

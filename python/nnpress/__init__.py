@@ -15,8 +15,11 @@ from .api import CompressionReport, compress, decompress
 from .prune import prune, sparsity_of
 
 # Parts that need torch are imported on first use, so that ``import nnpress`` needs only numpy.
-_LAZY = {"fisher_column_blocks": "fisher", "fisher_diagonal": "fisher", "fisher_row_blocks": "fisher",
-         "probe_sensitivity": "fisher"}
+# fisher_column_blocks / fisher_row_blocks: deprecated names of fisher_hessians /
+# fisher_row_hessians, kept for one release.
+_LAZY = {"fisher_diagonal": "fisher", "fisher_hessians": "fisher",
+         "fisher_row_hessians": "fisher", "probe_sensitivity": "fisher",
+         "fisher_column_blocks": "fisher", "fisher_row_blocks": "fisher"}
 
 
 def __getattr__(name: str):
@@ -46,9 +49,9 @@ __all__ = [
     "dequantize",
     "encode_levels",
     "estimate_bits",
-    "fisher_column_blocks",
     "fisher_diagonal",
-    "fisher_row_blocks",
+    "fisher_hessians",
+    "fisher_row_hessians",
     "level_stream_info",
     "probe_sensitivity",
     "prune",

@@ -1,4 +1,5 @@
-"""Tests of nnpress.fisher: per-example Fisher diagonals against brute force, and the sensitivity probe."""
+"""Tests of nnpress.fisher: per-example Fisher diagonals against brute force, the K-FAC hessians,
+and the sensitivity probe."""
 
 from __future__ import annotations
 
@@ -345,6 +346,17 @@ def test_max_examples_cuts_the_stream():
     assert_fisher_close(cut, fisher_diagonal(model, [(x, y)], mode="empirical"))
 
 
+def test_max_examples_cut_batch_draws_with_the_kept_size():
+    """Sampled mode: the batch cut by max_examples draws its noise for the kept examples only, so the
+    result equals that of the batches cut by hand, whatever the chunk size."""
+    model = tiny_mlp()
+    batches = classification_batches((6,), 4, sizes=(5, 5, 5))
+    by_hand = [batches[0], (batches[1][0][:2], batches[1][1][:2])]
+    for chunk_size in (None, 2):
+        cut = fisher_diagonal(model, batches, max_examples=7, seed=4, chunk_size=chunk_size)
+        assert_fisher_close(cut, fisher_diagonal(model, by_hand, seed=4), rel=1e-6)
+
+
 def test_model_is_left_untouched_and_runs_in_eval_mode():
     torch.manual_seed(0)
     model = nn.Sequential(
@@ -437,10 +449,10 @@ def test_probe_sensitivity_scales_quadratically_for_linear_layer():
 
 
 # ---------------------------------------------------------------------------------------------
-# fisher_column_blocks (K-FAC column blocks for error feedback)
+# fisher_hessians / fisher_row_hessians (K-FAC column / row blocks for error feedback)
 # ---------------------------------------------------------------------------------------------
 
-from nnpress.fisher import fisher_column_blocks  # noqa: E402
+from nnpress.fisher import fisher_hessians, fisher_row_hessians  # noqa: E402
 
 
 class TokenModel(nn.Module):
@@ -464,14 +476,13 @@ def test_blocks_of_single_position_model_are_exact():
     exactly mean_n |g_n|^2 x_n x_n^T and the row block mean_n |x_n|^2 g_n g_n^T (g_n = y_n - f(x_n) at
     the output layer, x_n its input), and their diagonals are exactly the column / row sums of the
     empirical Fisher diagonal."""
-    from nnpress.fisher import fisher_row_blocks
     model = tiny_mlp()
     torch.manual_seed(5)
     x = torch.randn(12, 6)
     y = torch.randn(12, 4)
     batches = [(x[:5], y[:5]), (x[5:], y[5:])]
-    cols = fisher_column_blocks(model, batches, mode="empirical", output="gaussian")
-    rows = fisher_row_blocks(model, batches, mode="empirical", output="gaussian")
+    cols = fisher_hessians(model, batches, mode="empirical", output="gaussian")
+    rows = fisher_row_hessians(model, batches, mode="empirical", output="gaussian")
     diag = fisher_diagonal(model, batches, mode="empirical", output="gaussian")
     assert set(cols) == set(rows) == {"0.weight", "2.weight"}
     assert cols["2.weight"].shape == (8, 8) and rows["2.weight"].shape == (4, 4)
@@ -486,7 +497,7 @@ def test_blocks_of_single_position_model_are_exact():
     torch.testing.assert_close(rows["2.weight"], (g * hidden.square().sum(1, keepdim=True)).T @ g / 12,
                                rtol=1e-6, atol=1e-10)
     with pytest.raises(ValueError, match="no \\(selected\\) Linear module"):
-        fisher_row_blocks(nn.Sequential(nn.Embedding(4, 3)), [torch.tensor([[1, 2]])])
+        fisher_row_hessians(nn.Sequential(nn.Embedding(4, 3)), [torch.tensor([[1, 2]])])
 
 
 def brute_force_blocks(model, ids, mask, eps):
@@ -505,7 +516,7 @@ def brute_force_blocks(model, ids, mask, eps):
     return {k: v / ids.shape[0] for k, v in out.items()}
 
 
-def test_column_blocks_match_brute_force_with_shared_positions_and_padding():
+def test_hessians_match_brute_force_with_shared_positions_and_padding():
     model = TokenModel()
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, 11, (6, 7), generator=gen)
@@ -513,7 +524,7 @@ def test_column_blocks_match_brute_force_with_shared_positions_and_padding():
     mask[1, 4:] = 0
     mask[4, 2:] = 0
     batch = {"ids": ids, "mask": mask}
-    blocks = fisher_column_blocks(model, [batch], output="gaussian", draws=1, seed=9)
+    blocks = fisher_hessians(model, [batch], output="gaussian", draws=1, seed=9)
     # the one draw of the sampled gaussian: eps ~ N(0, I) of the output's shape (fisher_diagonal's rule)
     eps = torch.randn((6, 4), dtype=torch.float32, generator=torch.Generator().manual_seed(9))
     want = brute_force_blocks(model, ids, mask, eps)
@@ -522,19 +533,19 @@ def test_column_blocks_match_brute_force_with_shared_positions_and_padding():
     # padding never reaches the output: changing padded tokens changes nothing
     ids2 = ids.clone()
     ids2[1, 4:] = (ids2[1, 4:] + 3) % 11
-    again = fisher_column_blocks(model, [{"ids": ids2, "mask": mask}], output="gaussian", draws=1, seed=9)
+    again = fisher_hessians(model, [{"ids": ids2, "mask": mask}], output="gaussian", draws=1, seed=9)
     torch.testing.assert_close(again["proj.weight"], blocks["proj.weight"], rtol=1e-6, atol=1e-12)
 
 
-def test_column_blocks_draws_average_and_restore_the_model():
+def test_hessians_draws_average_and_restore_the_model():
     model = TokenModel()
     model.train()
     ids = torch.randint(0, 11, (4, 5), generator=torch.Generator().manual_seed(1))
     batch = {"ids": ids, "mask": torch.ones(4, 5, dtype=torch.long)}
     model.emb.weight.requires_grad_(False)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    one = fisher_column_blocks(model, [batch], output="gaussian", draws=1, seed=2)
-    many = fisher_column_blocks(model, [batch], output="gaussian", draws=4, seed=2)
+    one = fisher_hessians(model, [batch], output="gaussian", draws=1, seed=2)
+    many = fisher_hessians(model, [batch], output="gaussian", draws=4, seed=2)
     assert model.training and not model.emb.weight.requires_grad and model.proj.weight.requires_grad
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k])
@@ -544,27 +555,27 @@ def test_column_blocks_draws_average_and_restore_the_model():
         torch.testing.assert_close(h, h.T)
         assert torch.linalg.eigvalsh(h).min() > -1e-9
     # filter by module name
-    only = fisher_column_blocks(model, [batch], output="gaussian", module_filter=["proj"], draws=1, seed=2)
+    only = fisher_hessians(model, [batch], output="gaussian", module_filter=["proj"], draws=1, seed=2)
     assert list(only) == ["proj.weight"]
     torch.testing.assert_close(only["proj.weight"], one["proj.weight"])
 
 
-def test_column_blocks_of_a_classifier_and_errors():
+def test_hessians_of_a_classifier_and_errors():
     model = tiny_mlp()
     x = torch.randn(9, 6, generator=torch.Generator().manual_seed(4))
-    blocks = fisher_column_blocks(model, [x], draws=3)
+    blocks = fisher_hessians(model, [x], draws=3)
     assert blocks["0.weight"].shape == (6, 6) and blocks["2.weight"].shape == (8, 8)
     assert torch.all(torch.diagonal(blocks["2.weight"]) > 0)
     with pytest.raises(ValueError, match="draws"):
-        fisher_column_blocks(model, [x], draws=0)
+        fisher_hessians(model, [x], draws=0)
     with pytest.raises(ValueError, match="module_filter"):
-        fisher_column_blocks(model, [x], module_filter=["nope"])
+        fisher_hessians(model, [x], module_filter=["nope"])
     with pytest.raises(ValueError, match="no \\(selected\\) Linear"):
-        fisher_column_blocks(nn.Sequential(nn.Tanh()), [x])
+        fisher_hessians(nn.Sequential(nn.Tanh()), [x])
     with pytest.raises(ValueError, match="labels"):
-        fisher_column_blocks(model, [x], mode="empirical")
+        fisher_hessians(model, [x], mode="empirical")
     with pytest.raises(ValueError, match="no example"):
-        fisher_column_blocks(model, [])
+        fisher_hessians(model, [])
 
 
 class TwiceModel(nn.Module):
@@ -583,12 +594,12 @@ class TwiceModel(nn.Module):
         return self.shared(input=torch.tanh(self.shared(x)))
 
 
-def test_column_blocks_add_every_call_and_leave_out_unreached_modules():
+def test_hessians_add_every_call_and_leave_out_unreached_modules():
     model = TwiceModel()
     x = torch.randn(5, 4, generator=torch.Generator().manual_seed(7))
     y = torch.randn(5, 4, generator=torch.Generator().manual_seed(8))
     with pytest.warns(RuntimeWarning, match="never depended"):
-        blocks = fisher_column_blocks(model, [(x, y)], mode="empirical", output="gaussian")
+        blocks = fisher_hessians(model, [(x, y)], mode="empirical", output="gaussian")
     assert list(blocks) == ["shared.weight"]
     with torch.no_grad():
         h1 = torch.tanh(model.shared(x))
@@ -599,3 +610,37 @@ def test_column_blocks_add_every_call_and_leave_out_unreached_modules():
     want = ((x.double() * (g1 * g1).sum(1, keepdim=True)).T @ x.double()
             + (h1.double() * (g2 * g2).sum(1, keepdim=True)).T @ h1.double()) / 5
     torch.testing.assert_close(blocks["shared.weight"], want, rtol=1e-5, atol=1e-10)
+
+
+def test_hessians_max_examples_cuts_the_stream():
+    """The batch that crosses max_examples is cut (its draws made for the kept examples); later
+    batches are not used."""
+    model = TokenModel()
+    ids = torch.randint(0, 11, (12, 5), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones(12, 5, dtype=torch.long)
+    batches = [{"ids": ids[i:i + 4], "mask": mask[i:i + 4]} for i in (0, 4, 8)]
+    by_hand = [batches[0], {"ids": ids[4:7], "mask": mask[4:7]}]
+    for estimator in (fisher_hessians, fisher_row_hessians):
+        cut = estimator(model, batches, output="gaussian", max_examples=7, draws=2, seed=1)
+        want = estimator(model, by_hand, output="gaussian", draws=2, seed=1)
+        assert list(cut) == list(want)
+        for name in want:
+            torch.testing.assert_close(cut[name], want[name], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("old, new", [("fisher_column_blocks", "fisher_hessians"),
+                                      ("fisher_row_blocks", "fisher_row_hessians")])
+def test_former_names_are_deprecated_aliases(old, new):
+    import nnpress
+    from nnpress import fisher
+
+    model = tiny_mlp()
+    x = torch.randn(6, 6, generator=torch.Generator().manual_seed(2))
+    for alias in (getattr(nnpress, old), getattr(fisher, old)):
+        assert alias.__name__ == old
+        with pytest.warns(DeprecationWarning, match=f"nnpress.{new}") as caught:
+            got = alias(model, [x], draws=2, seed=3)
+        assert caught[0].filename == __file__  # the warning points at the caller
+        want = getattr(fisher, new)(model, [x], draws=2, seed=3)
+        assert list(got) == list(want) and all(torch.equal(got[n], want[n]) for n in want)
+    assert new in nnpress.__all__ and old not in nnpress.__all__
