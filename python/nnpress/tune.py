@@ -499,7 +499,7 @@ def probe_sensitivities(model, inputs, names=None, *, rel_noise: float = 0.02, n
     route when no labels or Fisher are at hand. Wraps :func:`nnpress.fisher.probe_sensitivity`
     and divides by the injected noise power so that the result is per weight and per unit noise
     variance, comparable across tensors."""
-    from .fisher import _noise_scale, probe_sensitivity  # torch, lazily
+    from .fisher.probe import _noise_scale, probe_sensitivity  # torch, lazily
 
     params = dict(model.named_parameters())
     names = [n for n, p in params.items() if p.dim() >= 2] if names is None else list(names)

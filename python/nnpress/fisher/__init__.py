@@ -25,7 +25,6 @@ from .kfac import fisher_column_blocks as fisher_column_blocks  # deprecated
 from .kfac import fisher_hessians, fisher_row_hessians
 from .kfac import fisher_row_blocks as fisher_row_blocks  # deprecated
 from .likelihood import IGNORE_INDEX as IGNORE_INDEX
-from .probe import _noise_scale as _noise_scale  # for nnpress.tune
 from .probe import probe_sensitivity
 
 __all__ = ["fisher_diagonal", "fisher_hessians", "fisher_row_hessians", "probe_sensitivity"]
