@@ -10,7 +10,7 @@
 
 #include "check.h"
 #include "nnpress/cabac/rate_estimator.h"
-#include "nnpress/level_coder.h"
+#include "nnpress/cabac/level_coder.h"
 #include "nnpress/quant/dequantize.h"
 #include "nnpress/quant/quantize.h"
 

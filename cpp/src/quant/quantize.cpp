@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "nnpress/cabac/rate_estimator.h"
-#include "nnpress/level_coder.h"
+#include "nnpress/cabac/level_coder.h"
 #include "nnpress/quant/feedback.h"
 #include "nnpress/quant/rdoq.h"
 #include "nnpress/quant/trellis.h"

@@ -71,7 +71,7 @@
 #include <string>
 #include <vector>
 
-#include "nnpress/level_coder.h"
+#include "nnpress/cabac/level_coder.h"
 #include "nnpress/quant/dequantize.h"
 #include "nnpress/status.h"
 

@@ -1,7 +1,7 @@
 // nnpress/quant/quantize.h — weights -> integer levels: nearest, RDOQ, trellis (encoder side).
 //
 // CONTRACT
-//   quantize() maps rows*cols weights (row-major; rows as in level_coder.h rows_cols_of) to int32
+//   quantize() maps rows*cols weights (row-major; rows as in shape.h rows_cols_of) to int32
 //   levels with one of three quantizers (QuantMethod, dequantize.h):
 //     kNearest  q = round-half-to-even(w / step), w / step formed in double.
 //     kRdoq     greedy rate-distortion quantization in scan order (rdoq.h).
