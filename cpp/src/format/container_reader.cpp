@@ -1,16 +1,15 @@
 // The .nnp reader (decoder side, always built). Layout: docs/FORMAT.md.
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <string>
-#include <thread>
 #include <type_traits>
 #include <unordered_map>
 
 #include "nnpress/format/container.h"
 #include "nnpress/format/crc.h"
+#include "../common/parallel.h"
 
 namespace nnpress {
 
@@ -197,6 +196,12 @@ struct ContainerReader::Task {
   bool levels_only = false;     // write int32 levels instead of dequantized values
   uint64_t cost = 0;
   Status status;
+};
+
+// Per-thread buffers of run_tasks: a chunk's levels, and its float32 values on the way to 16 bits.
+struct ContainerReader::Scratch {
+  std::vector<int32_t> levels;
+  std::vector<float> values;
 };
 
 ContainerReader::ContainerReader() = default;
@@ -491,88 +496,70 @@ Status ContainerReader::find(const std::string& name, size_t* index) const {
 
 Status ContainerReader::run_tasks(std::vector<Task>& tasks, unsigned threads) const {
   if (tasks.empty()) return Status::Ok();
-  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
-  threads = unsigned(std::min<size_t>(threads, tasks.size()));
   // Largest chunks first for balance; ties by file order. Errors are reported in file order.
   std::vector<size_t> order(tasks.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return tasks[a].cost > tasks[b].cost; });
-  std::atomic<size_t> next{0};
-  auto worker = [&]() {
-    std::vector<int32_t> scratch;
-    std::vector<float> fscratch;
-    for (;;) {
-      const size_t k = next.fetch_add(1);
-      if (k >= order.size()) break;
-      Task& task = tasks[order[k]];
-      const TensorInfo& t = tensors_[task.tensor];
-      const ChunkRef& ch = t.chunks[task.chunk];
-      const uint8_t* src = data_ + ch.offset;
-      const std::string where = "nnp: " + quoted(task.label) + ", chunk " + std::to_string(task.chunk + 1) +
-                                " of " + std::to_string(t.chunks.size());
-      if (crc32c(src, size_t(ch.size)) != ch.crc) {
-        task.status = corrupt(where + ": checksum mismatch (corrupt data)");
-        continue;
-      }
-      if (t.storage == Storage::kRaw) {
-        if (ch.size) std::memcpy(task.out, src, size_t(ch.size));
-        continue;
-      }
-      const uint64_t n = ch.rows * t.cols;
-      const uint64_t first = ch.first_row * t.cols;
-      int32_t* lv;
-      if (task.levels_only) {
-        lv = reinterpret_cast<int32_t*>(task.out) + first;
-      } else {
-        scratch.resize(size_t(n));
-        lv = scratch.data();
-      }
-      Status s = decode_level_payload(src, size_t(ch.size), ch.rows, t.cols, t.params, lv);
-      ChannelScales sc;
-      if (!t.row_scale.empty()) sc.row = t.row_scale.data() + ch.first_row;
-      if (!t.col_scale.empty()) sc.col = t.col_scale.data();
-      if (s.ok() && !task.levels_only) {
-        switch (t.dtype) {
-          case DType::kFloat32:
-            s = dequantize(lv, ch.rows, t.cols, t.step, t.method, sc, reinterpret_cast<float*>(task.out) + first);
-            break;
-          case DType::kFloat64:
-            s = dequantize(lv, ch.rows, t.cols, t.step, t.method, sc, reinterpret_cast<double*>(task.out) + first);
-            break;
-          case DType::kFloat16:
-          case DType::kBFloat16: {
-            fscratch.resize(size_t(n));
-            s = dequantize(lv, ch.rows, t.cols, t.step, t.method, sc, fscratch.data());
-            uint16_t* o = reinterpret_cast<uint16_t*>(task.out) + first;
-            if (t.dtype == DType::kFloat16) {
-              for (uint64_t i = 0; i < n; ++i) o[i] = float_to_half_bits(fscratch[i]);
-            } else {
-              for (uint64_t i = 0; i < n; ++i) o[i] = float_to_bfloat16_bits(fscratch[i]);
-            }
-            break;
-          }
-          default:
-            s = corrupt("quantized tensor with non-float dtype");
-        }
-      }
-      if (!s.ok()) task.status = Status(s.code(), where + ": " + s.message());
-    }
-  };
-  if (threads <= 1) {
-    worker();
-  } else {
-    std::vector<std::thread> pool;
-    pool.reserve(threads - 1);
-    try {
-      for (unsigned i = 1; i < threads; ++i) pool.emplace_back(worker);
-    } catch (...) {
-      // Could not start a thread: the ones running (and this one) finish the work.
-    }
-    worker();
-    for (auto& th : pool) th.join();
-  }
+  std::vector<Scratch> scratch(detail::parallel_slots(tasks.size(), threads));
+  detail::parallel_for(order.size(), threads, [&](size_t k, unsigned slot) {
+    Task& task = tasks[order[k]];
+    task.status = run_task(task, &scratch[slot]);
+  });
   for (const Task& t : tasks)
     if (!t.status.ok()) return t.status;
+  return Status::Ok();
+}
+
+Status ContainerReader::run_task(const Task& task, Scratch* scratch) const {
+  const TensorInfo& t = tensors_[task.tensor];
+  const ChunkRef& ch = t.chunks[task.chunk];
+  const uint8_t* src = data_ + ch.offset;
+  const std::string where = "nnp: " + quoted(task.label) + ", chunk " + std::to_string(task.chunk + 1) +
+                            " of " + std::to_string(t.chunks.size());
+  if (crc32c(src, size_t(ch.size)) != ch.crc) return corrupt(where + ": checksum mismatch (corrupt data)");
+  if (t.storage == Storage::kRaw) {
+    if (ch.size) std::memcpy(task.out, src, size_t(ch.size));
+    return Status::Ok();
+  }
+  const uint64_t n = ch.rows * t.cols;
+  const uint64_t first = ch.first_row * t.cols;
+  int32_t* lv;
+  if (task.levels_only) {
+    lv = reinterpret_cast<int32_t*>(task.out) + first;
+  } else {
+    scratch->levels.resize(size_t(n));
+    lv = scratch->levels.data();
+  }
+  Status s = decode_level_payload(src, size_t(ch.size), ch.rows, t.cols, t.params, lv);
+  ChannelScales sc;
+  if (!t.row_scale.empty()) sc.row = t.row_scale.data() + ch.first_row;
+  if (!t.col_scale.empty()) sc.col = t.col_scale.data();
+  if (s.ok() && !task.levels_only) {
+    switch (t.dtype) {
+      case DType::kFloat32:
+        s = dequantize(lv, ch.rows, t.cols, t.step, t.method, sc, reinterpret_cast<float*>(task.out) + first);
+        break;
+      case DType::kFloat64:
+        s = dequantize(lv, ch.rows, t.cols, t.step, t.method, sc, reinterpret_cast<double*>(task.out) + first);
+        break;
+      case DType::kFloat16:
+      case DType::kBFloat16: {
+        scratch->values.resize(size_t(n));
+        float* f = scratch->values.data();
+        s = dequantize(lv, ch.rows, t.cols, t.step, t.method, sc, f);
+        uint16_t* o = reinterpret_cast<uint16_t*>(task.out) + first;
+        if (t.dtype == DType::kFloat16) {
+          for (uint64_t i = 0; i < n; ++i) o[i] = float_to_half_bits(f[i]);
+        } else {
+          for (uint64_t i = 0; i < n; ++i) o[i] = float_to_bfloat16_bits(f[i]);
+        }
+        break;
+      }
+      default:
+        s = corrupt("quantized tensor with non-float dtype");
+    }
+  }
+  if (!s.ok()) return Status(s.code(), where + ": " + s.message());
   return Status::Ok();
 }
 

@@ -6,11 +6,11 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
-#include <thread>
 #include <unordered_set>
 
 #include "nnpress/format/container.h"
 #include "nnpress/format/crc.h"
+#include "../common/parallel.h"
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <fcntl.h>
@@ -42,32 +42,6 @@ void set32(uint8_t* p, uint32_t v) {
 }
 void set64(uint8_t* p, uint64_t v) {
   for (int i = 0; i < 8; ++i) p[i] = uint8_t(v >> (8 * i));
-}
-
-// Runs fn(i) for i in [0, n) on up to `threads` threads, taking items in the order given.
-template <class Fn>
-void parallel_for(const std::vector<size_t>& order, unsigned threads, Fn&& fn) {
-  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
-  threads = unsigned(std::min<size_t>(threads, order.size()));
-  std::atomic<size_t> next{0};
-  auto worker = [&]() {
-    for (;;) {
-      const size_t k = next.fetch_add(1);
-      if (k >= order.size()) break;
-      fn(order[k]);
-    }
-  };
-  if (threads <= 1) {
-    worker();
-    return;
-  }
-  std::vector<std::thread> pool;
-  try {
-    for (unsigned i = 1; i < threads; ++i) pool.emplace_back(worker);
-  } catch (...) {
-  }
-  worker();
-  for (auto& t : pool) t.join();
 }
 
 struct Block {
@@ -182,7 +156,8 @@ Status write_container(const std::vector<TensorInput>& tensors, const WriterOpti
   {
     std::vector<size_t> order = quantized;
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return counts[a] > counts[b]; });
-    parallel_for(order, options.threads, [&](size_t i) {
+    detail::parallel_for(order.size(), options.threads, [&](size_t k) {
+      const size_t i = order[k];
       params[i] = options.size_tolerance < 0
                       ? choose_level_params(tensors[i].levels, counts[i])
                       : choose_level_params_for_speed(tensors[i].levels, rows[i], cols[i], options.size_tolerance);
@@ -194,8 +169,8 @@ Status write_container(const std::vector<TensorInput>& tensors, const WriterOpti
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
       return blocks[a].rows * cols[blocks[a].tensor] > blocks[b].rows * cols[blocks[b].tensor];
     });
-    parallel_for(order, options.threads, [&](size_t k) {
-      Block& b = blocks[k];
+    detail::parallel_for(order.size(), options.threads, [&](size_t k) {
+      Block& b = blocks[order[k]];
       const uint64_t c = cols[b.tensor];
       b.bytes.reserve(size_t(b.rows * c / 2 + 64));
       encode_level_payload(tensors[b.tensor].levels + b.first_row * c, b.rows, c, params[b.tensor], &b.bytes);

@@ -3,10 +3,8 @@
 #include "nnpress/quant/quantize.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "nnpress/cabac/rate_estimator.h"
@@ -14,6 +12,7 @@
 #include "nnpress/quant/feedback.h"
 #include "nnpress/quant/rdoq.h"
 #include "nnpress/quant/trellis.h"
+#include "../common/parallel.h"
 
 namespace nnpress {
 
@@ -204,8 +203,6 @@ Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t c
   const uint64_t nchunks = chunk ? (rows + chunk - 1) / chunk : 0;
   std::vector<uint64_t> chunk_rate(nchunks);
   std::vector<double> chunk_dist(nchunks);
-  unsigned threads = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
-  if (uint64_t(threads) > nchunks) threads = unsigned(nchunks ? nchunks : 1);
   for (int pass = 1;; ++pass) {
     auto run_chunk = [&](uint64_t c) {
       const uint64_t r0 = c * chunk, n = std::min(chunk, rows - r0);
@@ -270,17 +267,7 @@ Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t c
       if (o.row_feedback) run_rows(c);
       else run_chunk(c);
     };
-    if (threads <= 1) {
-      for (uint64_t c = 0; c < nchunks; ++c) run(c);
-    } else {
-      std::atomic<uint64_t> next{0};
-      std::vector<std::thread> pool;
-      for (unsigned t = 0; t < threads; ++t)
-        pool.emplace_back([&] {
-          for (uint64_t c; (c = next.fetch_add(1)) < nchunks;) run(c);
-        });
-      for (auto& th : pool) th.join();
-    }
+    detail::parallel_for(size_t(nchunks), o.threads, run);
     res.params = params;
     res.rate = 0;
     res.distortion = 0.0;

@@ -190,8 +190,10 @@ class ContainerReader {
 
  private:
   struct Task;
+  struct Scratch;
   Status parse(const ReaderOptions& options);
   Status run_tasks(std::vector<Task>& tasks, unsigned threads) const;
+  Status run_task(const Task& task, Scratch* scratch) const;
 
   std::vector<uint8_t> owned_;
   const uint8_t* data_ = nullptr;
