@@ -1,9 +1,6 @@
 // The .nnp writer (encoder side, NNPRESS_ENCODER=ON). Layout: docs/FORMAT.md.
 #include <algorithm>
-#include <atomic>
-#include <cerrno>
 #include <cmath>
-#include <cstdio>
 #include <cstring>
 #include <string>
 #include <unordered_set>
@@ -11,12 +8,6 @@
 #include "nnpress/format/container.h"
 #include "nnpress/format/crc.h"
 #include "../common/parallel.h"
-
-#if defined(__unix__) || defined(__APPLE__)
-#include <fcntl.h>
-#include <unistd.h>
-#define NNPRESS_HAVE_POSIX 1
-#endif
 
 namespace nnpress {
 namespace {
@@ -259,46 +250,6 @@ Status write_container(const std::vector<TensorInput>& tensors, const WriterOpti
     result->table_bytes = table.size();
   }
   return Status::Ok();
-}
-
-Status write_file_atomic(const std::string& path, const uint8_t* data, size_t size) {
-  if (path.empty()) return invalid_argument("write_file_atomic: empty path");
-  static std::atomic<unsigned> counter{0};
-  std::string tmp = path + ".tmp-";
-#ifdef NNPRESS_HAVE_POSIX
-  tmp += std::to_string(::getpid()) + "-";
-#endif
-  tmp += std::to_string(counter.fetch_add(1));
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (f == nullptr) return Status(StatusCode::kIo, "cannot create '" + tmp + "': " + std::strerror(errno));
-  bool ok = size == 0 || std::fwrite(data, 1, size, f) == size;
-  ok = (std::fflush(f) == 0) && ok;
-#ifdef NNPRESS_HAVE_POSIX
-  ok = ok && ::fsync(::fileno(f)) == 0;
-#endif
-  const int err = errno;
-  ok = (std::fclose(f) == 0) && ok;
-  if (!ok) {
-    std::remove(tmp.c_str());
-    return Status(StatusCode::kIo, "cannot write '" + tmp + "': " + std::strerror(err));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int e = errno;
-    std::remove(tmp.c_str());
-    return Status(StatusCode::kIo, "cannot rename '" + tmp + "' to '" + path + "': " + std::strerror(e));
-  }
-  return Status::Ok();
-}
-
-Status write_container_file(const std::vector<TensorInput>& tensors, const WriterOptions& options,
-                            const std::string& path, WriteResult* result) {
-  std::vector<uint8_t> bytes;
-  Status s = write_container(tensors, options, &bytes, result);
-  if (!s.ok()) return s;
-  ContainerReader check;  // verify the structure before replacing anything
-  s = ContainerReader::open_memory(bytes.data(), bytes.size(), &check);
-  if (!s.ok()) return Status(StatusCode::kInvalidArgument, "write_container_file: produced an unreadable file: " + s.message());
-  return write_file_atomic(path, bytes.data(), bytes.size());
 }
 
 }  // namespace nnpress
