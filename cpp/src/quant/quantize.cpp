@@ -41,6 +41,7 @@ Status check_inputs(const W* weights, const F* importance, uint64_t rows, uint64
   if (!is_known_quant_method(uint8_t(o.method)))
     return invalid_argument("quantize: unknown method " + std::to_string(int(o.method)));
   if (o.max_passes < 1) return invalid_argument("quantize: max_passes must be >= 1");
+  if (std::isnan(o.size_tolerance)) return invalid_argument("quantize: size_tolerance is NaN");
   if (o.params_fixed) {
     Status s = check_level_params(o.params);
     if (!s.ok()) return invalid_argument("quantize: " + s.message());
@@ -155,9 +156,11 @@ uint64_t run_pass(QuantMethod method, const PassArgs<W, F>& a) {
   }
 }
 
-// The level params the encoder picks for these levels.
-cabac::LevelParams pick_params(const int32_t* levels, uint64_t rows, uint64_t cols) {
-  return choose_level_params_for_speed(levels, rows, cols);
+// The level params the .nnp writer picks for these levels (size_tolerance as in WriterOptions).
+cabac::LevelParams pick_params(const int32_t* levels, uint64_t rows, uint64_t cols, double size_tolerance) {
+  if (rows * cols == 0) return cabac::LevelParams();  // the writer codes no payload: default params
+  return size_tolerance < 0 ? choose_level_params(levels, rows * cols)
+                            : choose_level_params_for_speed(levels, rows, cols, size_tolerance);
 }
 
 // The column feedback as the passes use it (feedback.h): coef_ij = U_ij / U_ii, weight_i = 1 / U_ii^2.
@@ -225,7 +228,7 @@ cabac::LevelParams initial_params(const Problem<W, F>& p) {
   if (o.method == QuantMethod::kNearest || o.params_fixed) return o.params;
   const bool trellis = o.method == QuantMethod::kTrellis;
   round_to_grid(p.weights, p.rows * p.cols, p.cols, o, trellis ? 2.0 : 1.0, p.levels);
-  return pick_params(p.levels, p.rows, p.cols);
+  return pick_params(p.levels, p.rows, p.cols, o.size_tolerance);
 }
 
 // Rows [r0, r0 + n) in one pass, contexts fresh at r0.
@@ -339,10 +342,14 @@ Status quantize_with_passes(const Problem<W, F>& p, QuantResult* res) {
       return invalid_argument("quantize: the weighted distortion overflows a double (importance x feedback "
                               "weight x error^2): scale the importance or the hessian down");
     if (!prices || o.params_fixed || pass >= o.max_passes) break;
-    const cabac::LevelParams again = pick_params(p.levels, p.rows, p.cols);
-    if (same_params(again, params)) break;
+    const cabac::LevelParams again = pick_params(p.levels, p.rows, p.cols, o.size_tolerance);
+    if (same_params(again, params)) {
+      res->coded_params = again;  // the re-pick of the final levels: nothing left to choose
+      return Status::Ok();
+    }
     params = again;
   }
+  res->coded_params = pick_params(p.levels, p.rows, p.cols, o.size_tolerance);
   return Status::Ok();
 }
 
@@ -361,6 +368,7 @@ Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t c
   QuantResult res;
   if (o.method == QuantMethod::kNearest && !p.fb.any() && !o.row_feedback) {
     res = quantize_nearest(p);
+    res.coded_params = pick_params(levels, rows, cols, o.size_tolerance);
   } else {
     s = quantize_with_passes(p, &res);
     if (!s.ok()) return s;
