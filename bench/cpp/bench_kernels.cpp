@@ -64,6 +64,26 @@ const Built& matrices(uint32_t values, int density_pct) {
   return *slot;
 }
 
+// A normal random input of `batch` columns.
+std::vector<float> make_input(size_t batch) {
+  std::vector<float> x(size_t(kN) * batch);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd;
+  for (auto& v : x) v = nd(rng);
+  return x;
+}
+
+// One product y = W x of format 0 (CER), 1 (CSER) or 2 (codebook).
+Status product(const Built& b, int format, const std::vector<float>& x, size_t batch, std::vector<float>* y,
+               const KernelOptions& opt) {
+  if (format == 2)
+    return batch == 1 ? matvec(b.cb, x.data(), x.size(), y->data(), y->size(), opt)
+                      : matmat(b.cb, x.data(), x.size(), batch, y->data(), y->size(), opt);
+  const RowGroupMatrix& rg = format == 0 ? b.cer : b.cser;
+  return batch == 1 ? matvec(rg, x.data(), x.size(), y->data(), y->size(), opt)
+                    : matmat(rg, x.data(), x.size(), batch, y->data(), y->size(), opt);
+}
+
 void BM_product(benchmark::State& state) {
   const int format = int(state.range(0));
   const Isa isa = Isa(state.range(1));
@@ -79,22 +99,12 @@ void BM_product(benchmark::State& state) {
     state.SkipWithError("more than 16 values");
     return;
   }
-  std::vector<float> x(size_t(kN) * batch), y(size_t(kN) * batch);
-  std::mt19937 rng(1);
-  std::normal_distribution<float> nd;
-  for (auto& v : x) v = nd(rng);
+  const std::vector<float> x = make_input(batch);
+  std::vector<float> y(size_t(kN) * batch);
   KernelOptions opt{isa, 1};
-  const RowGroupMatrix& rg = format == 0 ? b.cer : b.cser;
-  size_t matrix_bytes = format == 2 ? b.cb.nbytes() : rg.nbytes();
+  const size_t matrix_bytes = format == 2 ? b.cb.nbytes() : (format == 0 ? b.cer : b.cser).nbytes();
   for (auto _ : state) {
-    Status s;
-    if (format == 2) {
-      s = batch == 1 ? matvec(b.cb, x.data(), x.size(), y.data(), y.size(), opt)
-                     : matmat(b.cb, x.data(), x.size(), batch, y.data(), y.size(), opt);
-    } else {
-      s = batch == 1 ? matvec(rg, x.data(), x.size(), y.data(), y.size(), opt)
-                     : matmat(rg, x.data(), x.size(), batch, y.data(), y.size(), opt);
-    }
+    const Status s = product(b, format, x, batch, &y, opt);
     benchmark::DoNotOptimize(y.data());
     if (!s.ok()) state.SkipWithError(s.message().c_str());
   }
@@ -112,19 +122,10 @@ void BM_product_threads(benchmark::State& state) {
   KernelOptions opt;
   opt.threads = unsigned(state.range(3));
   const Built& b = matrices(16, density_pct);
-  std::vector<float> x(size_t(kN) * batch), y(size_t(kN) * batch);
-  std::mt19937 rng(1);
-  std::normal_distribution<float> nd;
-  for (auto& v : x) v = nd(rng);
+  const std::vector<float> x = make_input(batch);
+  std::vector<float> y(size_t(kN) * batch);
   for (auto _ : state) {
-    Status s;
-    if (format == 2) {
-      s = batch == 1 ? matvec(b.cb, x.data(), x.size(), y.data(), y.size(), opt)
-                     : matmat(b.cb, x.data(), x.size(), batch, y.data(), y.size(), opt);
-    } else {
-      s = batch == 1 ? matvec(b.cser, x.data(), x.size(), y.data(), y.size(), opt)
-                     : matmat(b.cser, x.data(), x.size(), batch, y.data(), y.size(), opt);
-    }
+    const Status s = product(b, format, x, batch, &y, opt);
     benchmark::DoNotOptimize(y.data());
     if (!s.ok()) state.SkipWithError(s.message().c_str());
   }
@@ -142,10 +143,8 @@ void BM_product_flushed(benchmark::State& state) {
   }
   const Built& b = matrices(values, density_pct);
   const RowGroupMatrix& rg = format == 0 ? b.cer : b.cser;
-  std::vector<float> x(kN), y(kN);
-  std::mt19937 rng(1);
-  std::normal_distribution<float> nd;
-  for (auto& v : x) v = nd(rng);
+  const std::vector<float> x = make_input(1);
+  std::vector<float> y(kN);
   static std::vector<char> junk(size_t(64) << 20, 1);
   const KernelOptions opt{isa, 1};
   for (auto _ : state) {
