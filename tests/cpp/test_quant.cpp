@@ -545,6 +545,10 @@ static void test_coded_params() {
   CHECK(quantize_ff(nullptr, nullptr, 0, 5, o, nullptr, nullptr, &res).ok());
   const cabac::LevelParams dflt;
   CHECK(res.coded_params.unary_len == dflt.unary_len && res.coded_params.eg_order == dflt.eg_order);
+  // ... while the params it priced with are still the pick for no levels, as before.
+  const cabac::LevelParams none = choose_level_params_for_speed(nullptr, 0, 5);
+  CHECK(res.params.unary_len == none.unary_len && res.params.eg_order == none.eg_order);
+  CHECK(none.unary_len != dflt.unary_len);
   // size_tolerance NaN is an argument error.
   o.size_tolerance = std::nan("");
   const auto w = laplacian_weights(10, 0.05, 3);

@@ -156,9 +156,9 @@ uint64_t run_pass(QuantMethod method, const PassArgs<W, F>& a) {
   }
 }
 
-// The level params the .nnp writer picks for these levels (size_tolerance as in WriterOptions).
+// The level params the .nnp writer picks for these levels when there are any (size_tolerance as
+// in WriterOptions).
 cabac::LevelParams pick_params(const int32_t* levels, uint64_t rows, uint64_t cols, double size_tolerance) {
-  if (rows * cols == 0) return cabac::LevelParams();  // the writer codes no payload: default params
   return size_tolerance < 0 ? choose_level_params(levels, rows * cols)
                             : choose_level_params_for_speed(levels, rows, cols, size_tolerance);
 }
@@ -373,6 +373,7 @@ Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t c
     s = quantize_with_passes(p, &res);
     if (!s.ok()) return s;
   }
+  if (count == 0) res.coded_params = cabac::LevelParams();  // the writer codes no payload, stores defaults
   if (result) *result = res;
   return Status::Ok();
 }
