@@ -1,6 +1,9 @@
 // Google Benchmark: CER / CSER / dense-codebook products on 4096 x 4096 matrices, every compiled ISA,
 // one thread, batch 1 and 32 (and 2..128 for AVX2 vs AVX-512), side by side in one run.
 //   build/bench/cpp/bench_kernels --benchmark_filter='/16/' --benchmark_min_time=0.2s
+// BM_product_threads: the same products through the worker pool (threads 2, and 0 = as many as pay),
+// the automatic ISA, CSER and codebook:
+//   build/bench/cpp/bench_kernels --benchmark_filter=BM_product_threads --benchmark_min_time=0.2s
 // Arguments: format (0 cer, 1 cser, 2 codebook), ISA (0 scalar, 2 avx2, 3 avx512),
 // distinct values, density in percent, batch. BM_product repeats one product (matrix and input in cache);
 // BM_product_flushed (batch 1, CER/CSER) times each product after writing a 64 MiB buffer (the matrix
@@ -61,6 +64,26 @@ const Built& matrices(uint32_t values, int density_pct) {
   return *slot;
 }
 
+// A normal random input of `batch` columns.
+std::vector<float> make_input(size_t batch) {
+  std::vector<float> x(size_t(kN) * batch);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd;
+  for (auto& v : x) v = nd(rng);
+  return x;
+}
+
+// One product y = W x of format 0 (CER), 1 (CSER) or 2 (codebook).
+Status product(const Built& b, int format, const std::vector<float>& x, size_t batch, std::vector<float>* y,
+               const KernelOptions& opt) {
+  if (format == 2)
+    return batch == 1 ? matvec(b.cb, x.data(), x.size(), y->data(), y->size(), opt)
+                      : matmat(b.cb, x.data(), x.size(), batch, y->data(), y->size(), opt);
+  const RowGroupMatrix& rg = format == 0 ? b.cer : b.cser;
+  return batch == 1 ? matvec(rg, x.data(), x.size(), y->data(), y->size(), opt)
+                    : matmat(rg, x.data(), x.size(), batch, y->data(), y->size(), opt);
+}
+
 void BM_product(benchmark::State& state) {
   const int format = int(state.range(0));
   const Isa isa = Isa(state.range(1));
@@ -76,22 +99,12 @@ void BM_product(benchmark::State& state) {
     state.SkipWithError("more than 16 values");
     return;
   }
-  std::vector<float> x(size_t(kN) * batch), y(size_t(kN) * batch);
-  std::mt19937 rng(1);
-  std::normal_distribution<float> nd;
-  for (auto& v : x) v = nd(rng);
+  const std::vector<float> x = make_input(batch);
+  std::vector<float> y(size_t(kN) * batch);
   KernelOptions opt{isa, 1};
-  const RowGroupMatrix& rg = format == 0 ? b.cer : b.cser;
-  size_t matrix_bytes = format == 2 ? b.cb.nbytes() : rg.nbytes();
+  const size_t matrix_bytes = format == 2 ? b.cb.nbytes() : (format == 0 ? b.cer : b.cser).nbytes();
   for (auto _ : state) {
-    Status s;
-    if (format == 2) {
-      s = batch == 1 ? matvec(b.cb, x.data(), x.size(), y.data(), y.size(), opt)
-                     : matmat(b.cb, x.data(), x.size(), batch, y.data(), y.size(), opt);
-    } else {
-      s = batch == 1 ? matvec(rg, x.data(), x.size(), y.data(), y.size(), opt)
-                     : matmat(rg, x.data(), x.size(), batch, y.data(), y.size(), opt);
-    }
+    const Status s = product(b, format, x, batch, &y, opt);
     benchmark::DoNotOptimize(y.data());
     if (!s.ok()) state.SkipWithError(s.message().c_str());
   }
@@ -99,6 +112,24 @@ void BM_product(benchmark::State& state) {
   state.counters["GB/s"] = benchmark::Counter(bytes, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
   state.counters["storage_B"] = double(matrix_bytes);
   state.SetLabel(std::string(format == 0 ? "cer" : format == 1 ? "cser" : "codebook") + "/" + isa_name(isa));
+}
+
+// Arguments: format (1 cser, 2 codebook), density in percent, batch, threads (KernelOptions::threads).
+void BM_product_threads(benchmark::State& state) {
+  const int format = int(state.range(0));
+  const int density_pct = int(state.range(1));
+  const size_t batch = size_t(state.range(2));
+  KernelOptions opt;
+  opt.threads = unsigned(state.range(3));
+  const Built& b = matrices(16, density_pct);
+  const std::vector<float> x = make_input(batch);
+  std::vector<float> y(size_t(kN) * batch);
+  for (auto _ : state) {
+    const Status s = product(b, format, x, batch, &y, opt);
+    benchmark::DoNotOptimize(y.data());
+    if (!s.ok()) state.SkipWithError(s.message().c_str());
+  }
+  state.SetLabel(std::string(format == 1 ? "cser" : "codebook") + "/threads " + std::to_string(opt.threads));
 }
 
 void BM_product_flushed(benchmark::State& state) {
@@ -112,10 +143,8 @@ void BM_product_flushed(benchmark::State& state) {
   }
   const Built& b = matrices(values, density_pct);
   const RowGroupMatrix& rg = format == 0 ? b.cer : b.cser;
-  std::vector<float> x(kN), y(kN);
-  std::mt19937 rng(1);
-  std::normal_distribution<float> nd;
-  for (auto& v : x) v = nd(rng);
+  const std::vector<float> x = make_input(1);
+  std::vector<float> y(kN);
   static std::vector<char> junk(size_t(64) << 20, 1);
   const KernelOptions opt{isa, 1};
   for (auto _ : state) {
@@ -162,6 +191,15 @@ void args(benchmark::internal::Benchmark* b) {
 }  // namespace
 
 BENCHMARK(BM_product)->Apply(args)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_product_threads)
+    ->ArgNames({"fmt", "dens%", "batch", "threads"})
+    ->Args({1, 1, 1, 2})->Args({1, 1, 1, 0})
+    ->Args({1, 10, 1, 2})->Args({1, 10, 1, 0})
+    ->Args({2, 10, 1, 2})->Args({2, 10, 1, 0})
+    ->Args({1, 10, 32, 2})->Args({1, 10, 32, 0})
+    ->Args({2, 10, 32, 2})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
 BENCHMARK(BM_product_flushed)
     ->ArgNames({"fmt", "isa", "values", "dens%", "batch"})
     ->ArgsProduct({{0, 1}, {2, 3}, {16, 256}, {10, 1}, {1}})

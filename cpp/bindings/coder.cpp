@@ -1,8 +1,8 @@
-// Bindings of the level coder (nnpress/level_coder.h).
+// Bindings of the level coder (nnpress/cabac/level_coder.h).
 #include <cstring>
 
 #include "common.h"
-#include "nnpress/level_coder.h"
+#include "nnpress/cabac/level_coder.h"
 
 namespace nnpress::bindings {
 namespace {

@@ -2,7 +2,7 @@
 #include <vector>
 
 #include "common.h"
-#include "nnpress/level_coder.h"
+#include "nnpress/cabac/level_coder.h"
 #include "nnpress/quant/dequantize.h"
 #include "nnpress/quant/quantize.h"
 

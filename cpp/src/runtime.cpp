@@ -5,7 +5,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <thread>
+
+#include "common/parallel.h"
 
 namespace nnpress {
 namespace {
@@ -66,7 +67,7 @@ Status Model::finish(Status s) const {
 }
 
 unsigned Model::effective_threads(unsigned threads) const {
-  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  if (threads == 0) threads = detail::hardware_threads();
   if (options_.max_threads != 0) threads = std::min(threads, options_.max_threads);
   return threads;
 }

@@ -9,7 +9,7 @@
 #include "nnpress/cabac/bin_decoder.h"
 #include "nnpress/cabac/bin_encoder.h"
 #include "nnpress/format/crc.h"
-#include "nnpress/level_coder.h"
+#include "nnpress/cabac/level_coder.h"
 
 using namespace nnpress;
 

@@ -10,7 +10,8 @@
 
 #include "check.h"
 #include "nnpress/cabac/rate_estimator.h"
-#include "nnpress/level_coder.h"
+#include "nnpress/cabac/level_coder.h"
+#include "nnpress/format/container.h"
 #include "nnpress/quant/dequantize.h"
 #include "nnpress/quant/quantize.h"
 
@@ -477,6 +478,84 @@ static void test_dependent_rule() {
   CHECK(out4[0] == -4294967296.0);
 }
 
+// QuantResult::coded_params are the params the .nnp writer picks for the final levels: writing
+// with them pinned gives the same bytes as letting the writer choose, for every method, with
+// chunk_rows as the writer's rows_per_block.
+static std::vector<uint8_t> write_one(const std::vector<int32_t>& q, uint64_t rows, uint64_t cols, QuantMethod m,
+                                      double step, uint64_t rows_per_block, int unary_len, int eg_order,
+                                      double size_tolerance) {
+  TensorInput t;
+  t.name = "w";
+  t.storage = Storage::kQuantized;
+  t.shape = {rows, cols};
+  t.levels = q.data();
+  t.method = m;
+  t.step = step;
+  t.rows_per_block = rows_per_block;
+  t.unary_len = unary_len;
+  t.eg_order = eg_order;
+  WriterOptions wo;
+  wo.size_tolerance = size_tolerance;
+  std::vector<uint8_t> out;
+  CHECK(write_container({t}, wo, &out).ok());
+  return out;
+}
+
+static void test_coded_params() {
+  const uint64_t rows = 40, cols = 301;
+  int distinct_from_default = 0;
+  for (QuantMethod m : {QuantMethod::kNearest, QuantMethod::kRdoq, QuantMethod::kTrellis}) {
+    for (double scale : {0.01, 0.05, 0.4}) {
+      for (int variant = 0; variant < 4; ++variant) {
+        const auto w = laplacian_weights(rows * cols, scale, 31 + variant);
+        const double step = 0.02;
+        QuantOptions o = opts(m, step, 0.15 * step * step);
+        o.chunk_rows = 7;
+        o.threads = 2;
+        if (variant == 1) o.max_passes = 1;  // no re-pick in the loop: picked at the end
+        if (variant == 2) {                  // fixed params: priced as given, coded as the writer picks
+          o.params_fixed = true;
+          o.params.unary_len = 2;
+          o.params.eg_order = 1;
+        }
+        if (variant == 3) o.size_tolerance = -1;  // choose_level_params, as the writer with tolerance < 0
+        std::vector<int32_t> q(w.size());
+        QuantResult res;
+        CHECK(quantize_ff(w.data(), nullptr, rows, cols, o, q.data(), nullptr, &res).ok());
+        const cabac::LevelParams want = o.size_tolerance < 0 ? choose_level_params(q.data(), q.size())
+                                                             : choose_level_params_for_speed(q.data(), rows, cols, 0.001);
+        CHECK(res.coded_params.unary_len == want.unary_len && res.coded_params.eg_order == want.eg_order);
+        if (m != QuantMethod::kNearest && variant == 0 && res.passes < o.max_passes)
+          CHECK(res.coded_params.unary_len == res.params.unary_len && res.coded_params.eg_order == res.params.eg_order);
+        const cabac::LevelParams dflt;
+        if (res.coded_params.unary_len != dflt.unary_len || res.coded_params.eg_order != dflt.eg_order)
+          ++distinct_from_default;
+        const auto chosen = write_one(q, rows, cols, m, step, o.chunk_rows, -1, -1, o.size_tolerance);
+        const auto pinned = write_one(q, rows, cols, m, step, o.chunk_rows, int(res.coded_params.unary_len),
+                                      int(res.coded_params.eg_order), o.size_tolerance);
+        CHECK(chosen == pinned);
+      }
+    }
+  }
+  CHECK(distinct_from_default > 0);  // the checks above compared something other than defaults
+  // An empty tensor: the writer codes no payload and stores default params.
+  QuantOptions o = opts(QuantMethod::kRdoq, 0.02, 0.0);
+  QuantResult res;
+  res.coded_params.unary_len = 9;
+  CHECK(quantize_ff(nullptr, nullptr, 0, 5, o, nullptr, nullptr, &res).ok());
+  const cabac::LevelParams dflt;
+  CHECK(res.coded_params.unary_len == dflt.unary_len && res.coded_params.eg_order == dflt.eg_order);
+  // ... while the params it priced with are still the pick for no levels, as before.
+  const cabac::LevelParams none = choose_level_params_for_speed(nullptr, 0, 5);
+  CHECK(res.params.unary_len == none.unary_len && res.params.eg_order == none.eg_order);
+  CHECK(none.unary_len != dflt.unary_len);
+  // size_tolerance NaN is an argument error.
+  o.size_tolerance = std::nan("");
+  const auto w = laplacian_weights(10, 0.05, 3);
+  std::vector<int32_t> q(10);
+  CHECK(quantize_ff(w.data(), nullptr, 1, 10, o, q.data(), nullptr, &res).code() == StatusCode::kInvalidArgument);
+}
+
 int main() {
   test_nearest();
   test_exact_rate_and_reconstruction(QuantMethod::kRdoq);
@@ -494,5 +573,6 @@ int main() {
   test_errors();
   test_dependent_rule();
   test_feedback();
+  test_coded_params();
   return TEST_MAIN_RESULT();
 }

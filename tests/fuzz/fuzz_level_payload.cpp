@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "fuzz_common.h"
-#include "nnpress/level_coder.h"
+#include "nnpress/cabac/level_coder.h"
 
 NNPRESS_FUZZ_TARGET(level_payload) {
   using namespace nnpress;

@@ -9,7 +9,7 @@
 
 #include "fuzz_common.h"
 #include "nnpress/format/crc.h"
-#include "nnpress/level_coder.h"
+#include "nnpress/cabac/level_coder.h"
 
 namespace {
 

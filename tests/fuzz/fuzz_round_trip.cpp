@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "fuzz_common.h"
-#include "nnpress/level_coder.h"
+#include "nnpress/cabac/level_coder.h"
 
 NNPRESS_FUZZ_TARGET(round_trip) {
 #ifdef NNPRESS_WITH_ENCODER

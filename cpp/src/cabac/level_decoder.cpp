@@ -3,21 +3,9 @@
 
 #include "nnpress/cabac/bin_decoder.h"
 #include "nnpress/format/crc.h"
-#include "nnpress/level_coder.h"
+#include "nnpress/cabac/level_coder.h"
 
 namespace nnpress {
-
-void rows_cols_of(const std::vector<uint64_t>& shape, uint64_t* rows, uint64_t* cols) {
-  uint64_t count = 1;
-  for (uint64_t d : shape) count *= d;
-  if (shape.size() >= 2) {
-    *rows = shape[0];
-    *cols = shape[0] ? count / shape[0] : 0;
-  } else {
-    *rows = count ? 1 : 0;
-    *cols = count;
-  }
-}
 
 Status check_level_params(const LevelParams& p) {
   if (p.unary_len > uint32_t(cabac::kMaxUnaryFlags))

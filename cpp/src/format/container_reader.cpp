@@ -1,16 +1,15 @@
 // The .nnp reader (decoder side, always built). Layout: docs/FORMAT.md.
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <string>
-#include <thread>
 #include <type_traits>
 #include <unordered_map>
 
 #include "nnpress/format/container.h"
 #include "nnpress/format/crc.h"
+#include "../common/parallel.h"
 
 namespace nnpress {
 
@@ -182,6 +181,281 @@ std::string quoted(const std::string& name) { return "tensor '" + name + "'"; }
 
 bool known_dtype(uint8_t d) { return d >= 1 && d <= 13; }
 
+
+// ---- parsing, step by step (ContainerReader::parse) ----
+
+struct HeaderFields {
+  uint16_t minor = 0;
+  uint64_t table_offset = 0, table_size = 0;
+};
+
+// The 40-byte header: signature, checksum, version, flags, and where the table is (checked against
+// the file size, and the table's checksum).
+Status parse_header(const uint8_t* d, size_t n, HeaderFields* h) {
+  if (n == 0) return truncated("nnp: empty file");
+  if (n < 8 || std::memcmp(d, kContainerMagic, 8) != 0) {
+    if (n < 8 && std::memcmp(d, kContainerMagic, n) == 0) return truncated("nnp: file ends inside the signature");
+    return corrupt("nnp: not an nnpress .nnp file (bad signature)");
+  }
+  if (n < kContainerHeaderSize) return truncated("nnp: file ends inside the header (" + std::to_string(n) + " bytes)");
+  const uint16_t major = uint16_t(d[8] | d[9] << 8);
+  const uint16_t minor = uint16_t(d[10] | d[11] << 8);
+  if (le32(d + 36) != crc32c(d, 36)) return corrupt("nnp: header checksum mismatch");
+  if (major != kContainerVersionMajor)
+    return Status(StatusCode::kUnsupported, "nnp: format version " + std::to_string(major) + "." +
+                                                std::to_string(minor) + " is not supported (this build reads " +
+                                                std::to_string(kContainerVersionMajor) + ".x)");
+  h->minor = minor;
+  if (le32(d + 12) != 0) return Status(StatusCode::kUnsupported, "nnp: unknown header flags");
+  const uint64_t table_offset = le64(d + 16), table_size = le64(d + 24);
+  const uint32_t table_crc = le32(d + 32);
+  if (table_offset < kContainerHeaderSize || table_offset > n)
+    return table_offset > n ? truncated("nnp: table offset " + std::to_string(table_offset) + " is past the end (" +
+                                        std::to_string(n) + " bytes): truncated file")
+                            : corrupt("nnp: table offset inside the header");
+  if (table_size > n - table_offset)
+    return truncated("nnp: table ends past the end of the file (" + std::to_string(n) + " bytes): truncated file");
+  if (table_offset + table_size != n)
+    return corrupt("nnp: " + std::to_string(n - table_offset - table_size) +
+                   " unexpected bytes after the table (appended data?)");
+  if (crc32c(d + table_offset, size_t(table_size)) != table_crc) return corrupt("nnp: tensor table checksum mismatch");
+  h->table_offset = table_offset;
+  h->table_size = table_size;
+  return Status::Ok();
+}
+
+// Reads the tensor table entry by entry. Chunks must tile [header, table) in table order:
+// next_chunk_ is where the next one must start.
+class TableParser {
+ public:
+  TableParser(const uint8_t* table, size_t size, uint64_t table_offset, uint16_t minor, const ReaderOptions& options)
+      : c_(table, size), table_offset_(table_offset), minor_(minor), options_(options) {}
+
+  // The tensor count and the metadata.
+  Status start(uint32_t* count, std::string* metadata) {
+    uint32_t meta_size = 0;
+    if (!c_.get(count) || !c_.get(&meta_size)) return truncated("nnp: table too short");
+    if (*count > options_.max_tensors)
+      return limit_exceeded("nnp: " + std::to_string(*count) + " tensors exceed the limit of " +
+                            std::to_string(options_.max_tensors));
+    // Each entry needs at least 2 + 1 + 4 + 4 = 11 bytes (an alias of a scalar); reject counts the
+    // table cannot hold before reserving memory for them.
+    if (uint64_t(*count) * 11 > c_.left())
+      return corrupt("nnp: tensor count " + std::to_string(*count) + " does not fit the table");
+    const uint8_t* meta = c_.view(meta_size);
+    if (meta == nullptr) return truncated("nnp: metadata runs past the table");
+    if (!valid_utf8(meta, meta_size)) return corrupt("nnp: metadata is not valid UTF-8");
+    metadata->assign(reinterpret_cast<const char*>(meta), meta_size);
+    return Status::Ok();
+  }
+
+  // Entry ti (`earlier` holds entries 0 .. ti - 1, for aliases).
+  Status entry(uint32_t ti, const std::vector<TensorInfo>& earlier, TensorInfo* t) {
+    bool scaled = false;
+    Status s = entry_head(ti, t, &scaled);
+    if (!s.ok()) return s;
+    const std::string tw = "nnp: " + quoted(t->name);
+    switch (t->storage) {
+      case Storage::kRaw: return raw_entry(tw, t);
+      case Storage::kQuantized: return quantized_entry(tw, scaled, t);
+      default: return alias_entry(tw, ti, earlier, t);
+    }
+  }
+
+  // After the last entry: the table is used up and the chunks cover the data region.
+  Status finish() const {
+    if (c_.left() != 0) return corrupt("nnp: " + std::to_string(c_.left()) + " unexpected bytes at the end of the table");
+    if (next_chunk_ != table_offset_)
+      return corrupt("nnp: " + std::to_string(table_offset_ - next_chunk_) + " bytes of the data region belong to no chunk");
+    return Status::Ok();
+  }
+
+ private:
+  // Name, dtype, role, storage code and shape (with the element limits).
+  Status entry_head(uint32_t ti, TensorInfo* t, bool* scaled) {
+    const std::string where = "nnp: table entry " + std::to_string(ti);
+    uint16_t name_size = 0;
+    if (!c_.get(&name_size)) return truncated(where + ": truncated");
+    const uint8_t* name = c_.view(name_size);
+    if (name == nullptr) return truncated(where + ": name runs past the table");
+    if (name_size == 0) return corrupt(where + ": empty name");
+    if (!valid_utf8(name, name_size)) return corrupt(where + ": name is not valid UTF-8");
+    t->name.assign(reinterpret_cast<const char*>(name), name_size);
+    const std::string tw = "nnp: " + quoted(t->name);
+    uint8_t dtype, role, storage, ndim;
+    if (!c_.get(&dtype) || !c_.get(&role) || !c_.get(&storage) || !c_.get(&ndim)) return truncated(tw + ": truncated entry");
+    if (!known_dtype(dtype)) return corrupt(tw + ": unknown dtype code " + std::to_string(dtype));
+    if (role > uint8_t(TensorRole::kOther)) return corrupt(tw + ": unknown role code " + std::to_string(role));
+    *scaled = storage == kStorageCodeQuantizedScaled;
+    if (*scaled && minor_ < 1)
+      return corrupt(tw + ": storage code 3 (channel scales) in a version 1." + std::to_string(minor_) +
+                     " file (needs 1.1)");
+    if (storage > kStorageCodeQuantizedScaled)
+      return minor_ > kContainerVersionMinor
+                 ? Status(StatusCode::kUnsupported, tw + ": storage code " + std::to_string(storage) +
+                                                        " of format 1." + std::to_string(minor_) +
+                                                        " is not supported by this reader (reads up to 1." +
+                                                        std::to_string(kContainerVersionMinor) + ")")
+                 : corrupt(tw + ": unknown storage code " + std::to_string(storage));
+    if (*scaled) storage = uint8_t(Storage::kQuantized);
+    if (ndim > kMaxDims) return corrupt(tw + ": " + std::to_string(ndim) + " dimensions (at most 8)");
+    t->dtype = DType(dtype);
+    t->role = TensorRole(role);
+    t->storage = Storage(storage);
+    t->shape.resize(ndim);
+    uint64_t elems = 1;
+    bool overflow = false;
+    for (unsigned k = 0; k < ndim; ++k) {
+      if (!c_.get(&t->shape[k])) return truncated(tw + ": truncated shape");
+      const uint64_t v = t->shape[k];
+      if (v != 0 && elems > UINT64_MAX / v) overflow = true;
+      elems *= v;
+    }
+    if (overflow) return limit_exceeded(tw + ": element count overflows 64 bits");
+    t->count = elems;
+    if (elems > options_.limits.max_elements)
+      return limit_exceeded(tw + ": " + std::to_string(elems) + " elements exceed the limit of " +
+                            std::to_string(options_.limits.max_elements));
+    if (elems > (uint64_t(SIZE_MAX) / 8)) return limit_exceeded(tw + ": too large for this machine");
+    return Status::Ok();
+  }
+
+  // One chunk reference: contiguous with the previous chunk and inside the data region.
+  Status chunk(const std::string& tw, ChunkRef* ch) {
+    if (!c_.get(&ch->offset) || !c_.get(&ch->size) || !c_.get(&ch->crc)) return truncated(tw + ": truncated chunk list");
+    if (ch->offset != next_chunk_)
+      return corrupt(tw + ": chunk at offset " + std::to_string(ch->offset) + ", expected " +
+                     std::to_string(next_chunk_) + " (chunks must be contiguous)");
+    if (ch->size > table_offset_ - ch->offset)
+      return corrupt(tw + ": chunk of " + std::to_string(ch->size) + " bytes runs past the data region");
+    next_chunk_ = ch->offset + ch->size;
+    return Status::Ok();
+  }
+
+  Status raw_entry(const std::string& tw, TensorInfo* t) {
+    ChunkRef ch;
+    Status s = chunk(tw, &ch);
+    if (!s.ok()) return s;
+    const uint64_t want = t->count * dtype_size(t->dtype);
+    if (ch.size != want)
+      return corrupt(tw + ": raw data is " + std::to_string(ch.size) + " bytes, shape and dtype need " +
+                     std::to_string(want));
+    ch.rows = 1;
+    t->chunks.push_back(ch);
+    return Status::Ok();
+  }
+
+  // Quantizer fields, channel scales (storage code 3), then the row blocks.
+  Status quantized_entry(const std::string& tw, bool scaled, TensorInfo* t) {
+    uint8_t method, recon, unary, eg;
+    if (!c_.get(&method) || !c_.get(&recon) || !c_.get(&unary) || !c_.get(&eg) || !c_.get(&t->step) ||
+        !c_.get(&t->lambda) || !c_.get(&t->rows_per_block))
+      return truncated(tw + ": truncated quantizer fields");
+    if (!dtype_is_float(t->dtype)) return corrupt(tw + ": quantized tensor with non-float dtype " + dtype_name(t->dtype));
+    if (!is_known_quant_method(method))
+      return Status(StatusCode::kUnsupported, tw + ": unknown quantizer method " + std::to_string(method));
+    if (recon != 0) return Status(StatusCode::kUnsupported, tw + ": reserved quantizer byte is " + std::to_string(recon));
+    t->method = QuantMethod(method);
+    t->params.unary_len = unary;
+    t->params.eg_order = eg;
+    Status s = check_level_params(t->params);
+    if (!s.ok()) return Status(s.code(), tw + ": " + s.message());
+    if (!std::isfinite(t->step) || !(t->step > 0)) return corrupt(tw + ": step size is not a positive finite number");
+    if (!std::isfinite(t->lambda)) return corrupt(tw + ": lambda is not finite");
+    rows_cols_of(t->shape, &t->rows, &t->cols);
+    if (scaled) {
+      s = channel_scales(tw, t);
+      if (!s.ok()) return s;
+    }
+    return row_blocks(tw, t);
+  }
+
+  // The scale flags and the row / column exponents (table bytes: sizes are checked against the
+  // table before any allocation), and that every step_ij is finite and > 0.
+  Status channel_scales(const std::string& tw, TensorInfo* t) {
+    uint8_t flags = 0;
+    if (!c_.get(&flags)) return truncated(tw + ": truncated channel scale flags");
+    if (flags == 0 || (flags & ~(kScaleFlagRows | kScaleFlagCols)) != 0)
+      return corrupt(tw + ": channel scale flags " + std::to_string(flags) + " (must be 1, 2 or 3)");
+    for (int which = 0; which < 2; ++which) {
+      const uint8_t bit = which == 0 ? kScaleFlagRows : kScaleFlagCols;
+      if (!(flags & bit)) continue;
+      const uint64_t n = which == 0 ? t->rows : t->cols;
+      if (n > c_.left())
+        return truncated(tw + ": " + std::to_string(n) + (which == 0 ? " row" : " column") +
+                         " scales run past the table");
+      const uint8_t* e = c_.view(size_t(n));
+      std::vector<int8_t>& exps = which == 0 ? t->row_scale_exp : t->col_scale_exp;
+      std::vector<double>& vals = which == 0 ? t->row_scale : t->col_scale;
+      exps.resize(size_t(n));
+      vals.resize(size_t(n));
+      for (uint64_t k = 0; k < n; ++k) {
+        exps[k] = int8_t(e[k]);
+        vals[k] = channel_scale_of_exp(exps[k]);
+      }
+    }
+    // Check the extreme products (rounding is monotonic).
+    double lo = t->step, hi = t->step;
+    for (const std::vector<double>* v : {&t->row_scale, &t->col_scale}) {
+      if (v->empty()) continue;
+      const auto mm = std::minmax_element(v->begin(), v->end());
+      lo *= *mm.first;
+      hi *= *mm.second;
+    }
+    if (!(std::isfinite(hi) && lo > 0)) return corrupt(tw + ": step x channel scales overflows or underflows");
+    return Status::Ok();
+  }
+
+  // The chunk count the shape and rows_per_block need, and one chunk per row block, none claiming
+  // more levels than its bytes can hold.
+  Status row_blocks(const std::string& tw, TensorInfo* t) {
+    uint32_t nchunks = 0;
+    if (!c_.get(&nchunks)) return truncated(tw + ": truncated chunk count");
+    uint64_t expect = 0;
+    if (t->count != 0) {
+      if (t->rows_per_block == 0 || t->rows_per_block > t->rows)
+        return corrupt(tw + ": rows per block " + std::to_string(t->rows_per_block) + " outside 1.." +
+                       std::to_string(t->rows));
+      expect = t->rows / t->rows_per_block + (t->rows % t->rows_per_block != 0);
+    } else if (t->rows_per_block != 0) {
+      return corrupt(tw + ": empty tensor with a row block size");
+    }
+    if (nchunks != expect)
+      return corrupt(tw + ": " + std::to_string(nchunks) + " chunks, the shape needs " + std::to_string(expect));
+    if (uint64_t(nchunks) * 20 > c_.left()) return truncated(tw + ": chunk list runs past the table");
+    t->chunks.resize(nchunks);
+    for (uint32_t k = 0; k < nchunks; ++k) {
+      ChunkRef& ch = t->chunks[k];
+      Status s = chunk(tw, &ch);
+      if (!s.ok()) return s;
+      ch.first_row = uint64_t(k) * t->rows_per_block;
+      ch.rows = std::min(t->rows_per_block, t->rows - ch.first_row);
+      const uint64_t levels = ch.rows * t->cols;
+      if (levels > (ch.size + 2) * kMaxLevelsPerPayloadByte)
+        return corrupt(tw + ": chunk " + std::to_string(k) + " claims " + std::to_string(levels) +
+                       " levels but has only " + std::to_string(ch.size) + " bytes");
+    }
+    return Status::Ok();
+  }
+
+  Status alias_entry(const std::string& tw, uint32_t ti, const std::vector<TensorInfo>& earlier, TensorInfo* t) {
+    uint32_t target = 0;
+    if (!c_.get(&target)) return truncated(tw + ": truncated alias");
+    if (target >= ti) return corrupt(tw + ": alias target " + std::to_string(target) + " is not an earlier entry");
+    const TensorInfo& tt = earlier[target];
+    if (tt.storage == Storage::kAlias) return corrupt(tw + ": alias of an alias");
+    if (tt.dtype != t->dtype || tt.shape != t->shape) return corrupt(tw + ": alias differs in dtype or shape from its target");
+    t->alias_of = target;
+    return Status::Ok();
+  }
+
+  Cursor c_;
+  uint64_t next_chunk_ = kContainerHeaderSize;
+  const uint64_t table_offset_;
+  const uint16_t minor_;
+  const ReaderOptions& options_;
+};
+
 }  // namespace
 
 struct ContainerReader::NameIndex {
@@ -197,6 +471,12 @@ struct ContainerReader::Task {
   bool levels_only = false;     // write int32 levels instead of dequantized values
   uint64_t cost = 0;
   Status status;
+};
+
+// Per-thread buffers of run_tasks: a chunk's levels, and its float32 values on the way to 16 bits.
+struct ContainerReader::Scratch {
+  std::vector<int32_t> levels;
+  std::vector<float> values;
 };
 
 ContainerReader::ContainerReader() = default;
@@ -257,224 +537,33 @@ Status ContainerReader::open_file(const std::string& path, ContainerReader* out,
 }
 
 Status ContainerReader::parse(const ReaderOptions& options) {
-  const uint8_t* d = data_;
-  const size_t n = size_;
-  if (n == 0) return truncated("nnp: empty file");
-  if (n < 8 || std::memcmp(d, kContainerMagic, 8) != 0) {
-    if (n < 8 && std::memcmp(d, kContainerMagic, n) == 0) return truncated("nnp: file ends inside the signature");
-    return corrupt("nnp: not an nnpress .nnp file (bad signature)");
-  }
-  if (n < kContainerHeaderSize) return truncated("nnp: file ends inside the header (" + std::to_string(n) + " bytes)");
-  const uint16_t major = uint16_t(d[8] | d[9] << 8);
-  const uint16_t minor = uint16_t(d[10] | d[11] << 8);
-  if (le32(d + 36) != crc32c(d, 36)) return corrupt("nnp: header checksum mismatch");
-  if (major != kContainerVersionMajor)
-    return Status(StatusCode::kUnsupported, "nnp: format version " + std::to_string(major) + "." +
-                                                std::to_string(minor) + " is not supported (this build reads " +
-                                                std::to_string(kContainerVersionMajor) + ".x)");
-  version_minor_ = minor;
-  if (le32(d + 12) != 0) return Status(StatusCode::kUnsupported, "nnp: unknown header flags");
-  const uint64_t table_offset = le64(d + 16), table_size = le64(d + 24);
-  const uint32_t table_crc = le32(d + 32);
-  if (table_offset < kContainerHeaderSize || table_offset > n)
-    return table_offset > n ? truncated("nnp: table offset " + std::to_string(table_offset) + " is past the end (" +
-                                        std::to_string(n) + " bytes): truncated file")
-                            : corrupt("nnp: table offset inside the header");
-  if (table_size > n - table_offset)
-    return truncated("nnp: table ends past the end of the file (" + std::to_string(n) + " bytes): truncated file");
-  if (table_offset + table_size != n)
-    return corrupt("nnp: " + std::to_string(n - table_offset - table_size) +
-                   " unexpected bytes after the table (appended data?)");
-  const uint8_t* tp = d + table_offset;
-  if (crc32c(tp, size_t(table_size)) != table_crc) return corrupt("nnp: tensor table checksum mismatch");
-
-  Cursor c(tp, size_t(table_size));
-  uint32_t count = 0, meta_size = 0;
-  if (!c.get(&count) || !c.get(&meta_size)) return truncated("nnp: table too short");
-  if (count > options.max_tensors)
-    return limit_exceeded("nnp: " + std::to_string(count) + " tensors exceed the limit of " +
-                          std::to_string(options.max_tensors));
-  // Each entry needs at least 2 + 1 + 4 + 4 = 11 bytes (an alias of a scalar); reject counts the
-  // table cannot hold before reserving memory for them.
-  if (uint64_t(count) * 11 > c.left()) return corrupt("nnp: tensor count " + std::to_string(count) + " does not fit the table");
-  const uint8_t* meta = c.view(meta_size);
-  if (meta == nullptr) return truncated("nnp: metadata runs past the table");
-  if (!valid_utf8(meta, meta_size)) return corrupt("nnp: metadata is not valid UTF-8");
-  metadata_.assign(reinterpret_cast<const char*>(meta), meta_size);
-
+  HeaderFields h;
+  Status s = parse_header(data_, size_, &h);
+  if (!s.ok()) return s;
+  version_minor_ = h.minor;
+  TableParser table(data_ + h.table_offset, size_t(h.table_size), h.table_offset, h.minor, options);
+  uint32_t count = 0;
+  s = table.start(&count, &metadata_);
+  if (!s.ok()) return s;
   tensors_.clear();
   tensors_.reserve(count);
   index_ = std::make_unique<NameIndex>();
   index_->map.reserve(count);
-  uint64_t next_chunk = kContainerHeaderSize;  // chunks must tile [header, table) in table order
   uint64_t total_elements = 0;
   for (uint32_t ti = 0; ti < count; ++ti) {
-    const std::string where = "nnp: table entry " + std::to_string(ti);
     TensorInfo t;
-    uint16_t name_size = 0;
-    if (!c.get(&name_size)) return truncated(where + ": truncated");
-    const uint8_t* name = c.view(name_size);
-    if (name == nullptr) return truncated(where + ": name runs past the table");
-    if (name_size == 0) return corrupt(where + ": empty name");
-    if (!valid_utf8(name, name_size)) return corrupt(where + ": name is not valid UTF-8");
-    t.name.assign(reinterpret_cast<const char*>(name), name_size);
-    const std::string tw = "nnp: " + quoted(t.name);
-    uint8_t dtype, role, storage, ndim;
-    if (!c.get(&dtype) || !c.get(&role) || !c.get(&storage) || !c.get(&ndim)) return truncated(tw + ": truncated entry");
-    if (!known_dtype(dtype)) return corrupt(tw + ": unknown dtype code " + std::to_string(dtype));
-    if (role > uint8_t(TensorRole::kOther)) return corrupt(tw + ": unknown role code " + std::to_string(role));
-    const bool scaled = storage == kStorageCodeQuantizedScaled;
-    if (scaled && version_minor_ < 1)
-      return corrupt(tw + ": storage code 3 (channel scales) in a version 1." + std::to_string(version_minor_) +
-                     " file (needs 1.1)");
-    if (storage > kStorageCodeQuantizedScaled)
-      return version_minor_ > kContainerVersionMinor
-                 ? Status(StatusCode::kUnsupported, tw + ": storage code " + std::to_string(storage) +
-                                                        " of format 1." + std::to_string(version_minor_) +
-                                                        " is not supported by this reader (reads up to 1." +
-                                                        std::to_string(kContainerVersionMinor) + ")")
-                 : corrupt(tw + ": unknown storage code " + std::to_string(storage));
-    if (scaled) storage = uint8_t(Storage::kQuantized);
-    if (ndim > kMaxDims) return corrupt(tw + ": " + std::to_string(ndim) + " dimensions (at most 8)");
-    t.dtype = DType(dtype);
-    t.role = TensorRole(role);
-    t.storage = Storage(storage);
-    t.shape.resize(ndim);
-    uint64_t elems = 1;
-    bool overflow = false;
-    for (unsigned k = 0; k < ndim; ++k) {
-      if (!c.get(&t.shape[k])) return truncated(tw + ": truncated shape");
-      const uint64_t v = t.shape[k];
-      if (v != 0 && elems > UINT64_MAX / v) overflow = true;
-      elems *= v;
-    }
-    if (overflow) return limit_exceeded(tw + ": element count overflows 64 bits");
-    t.count = elems;
-    if (elems > options.limits.max_elements)
-      return limit_exceeded(tw + ": " + std::to_string(elems) + " elements exceed the limit of " +
-                            std::to_string(options.limits.max_elements));
-    if (elems > (uint64_t(SIZE_MAX) / 8)) return limit_exceeded(tw + ": too large for this machine");
-
-    auto read_chunk = [&](ChunkRef* ch) -> Status {
-      if (!c.get(&ch->offset) || !c.get(&ch->size) || !c.get(&ch->crc)) return truncated(tw + ": truncated chunk list");
-      if (ch->offset != next_chunk)
-        return corrupt(tw + ": chunk at offset " + std::to_string(ch->offset) + ", expected " +
-                       std::to_string(next_chunk) + " (chunks must be contiguous)");
-      if (ch->size > table_offset - ch->offset)
-        return corrupt(tw + ": chunk of " + std::to_string(ch->size) + " bytes runs past the data region");
-      next_chunk = ch->offset + ch->size;
-      return Status::Ok();
-    };
-
-    if (t.storage == Storage::kRaw) {
-      ChunkRef ch;
-      Status s = read_chunk(&ch);
-      if (!s.ok()) return s;
-      const uint64_t want = elems * dtype_size(t.dtype);
-      if (ch.size != want)
-        return corrupt(tw + ": raw data is " + std::to_string(ch.size) + " bytes, shape and dtype need " +
-                       std::to_string(want));
-      ch.rows = 1;
-      t.chunks.push_back(ch);
-    } else if (t.storage == Storage::kQuantized) {
-      uint8_t method, recon, unary, eg;
-      if (!c.get(&method) || !c.get(&recon) || !c.get(&unary) || !c.get(&eg) || !c.get(&t.step) ||
-          !c.get(&t.lambda) || !c.get(&t.rows_per_block))
-        return truncated(tw + ": truncated quantizer fields");
-      if (!dtype_is_float(t.dtype)) return corrupt(tw + ": quantized tensor with non-float dtype " + dtype_name(t.dtype));
-      if (!is_known_quant_method(method))
-        return Status(StatusCode::kUnsupported, tw + ": unknown quantizer method " + std::to_string(method));
-      if (recon != 0) return Status(StatusCode::kUnsupported, tw + ": reserved quantizer byte is " + std::to_string(recon));
-      t.method = QuantMethod(method);
-      t.params.unary_len = unary;
-      t.params.eg_order = eg;
-      Status s = check_level_params(t.params);
-      if (!s.ok()) return Status(s.code(), tw + ": " + s.message());
-      if (!std::isfinite(t.step) || !(t.step > 0)) return corrupt(tw + ": step size is not a positive finite number");
-      if (!std::isfinite(t.lambda)) return corrupt(tw + ": lambda is not finite");
-      rows_cols_of(t.shape, &t.rows, &t.cols);
-      if (scaled) {
-        uint8_t flags = 0;
-        if (!c.get(&flags)) return truncated(tw + ": truncated channel scale flags");
-        if (flags == 0 || (flags & ~(kScaleFlagRows | kScaleFlagCols)) != 0)
-          return corrupt(tw + ": channel scale flags " + std::to_string(flags) + " (must be 1, 2 or 3)");
-        // The exponents are table bytes: sizes are checked against the table before any allocation.
-        for (int which = 0; which < 2; ++which) {
-          const uint8_t bit = which == 0 ? kScaleFlagRows : kScaleFlagCols;
-          if (!(flags & bit)) continue;
-          const uint64_t n = which == 0 ? t.rows : t.cols;
-          if (n > c.left())
-            return truncated(tw + ": " + std::to_string(n) + (which == 0 ? " row" : " column") +
-                             " scales run past the table");
-          const uint8_t* e = c.view(size_t(n));
-          std::vector<int8_t>& exps = which == 0 ? t.row_scale_exp : t.col_scale_exp;
-          std::vector<double>& vals = which == 0 ? t.row_scale : t.col_scale;
-          exps.resize(size_t(n));
-          vals.resize(size_t(n));
-          for (uint64_t k = 0; k < n; ++k) {
-            exps[k] = int8_t(e[k]);
-            vals[k] = channel_scale_of_exp(exps[k]);
-          }
-        }
-        // Every step_ij must be finite and > 0: check the extreme products (rounding is monotonic).
-        double lo = t.step, hi = t.step;
-        for (const std::vector<double>* v : {&t.row_scale, &t.col_scale}) {
-          if (v->empty()) continue;
-          const auto mm = std::minmax_element(v->begin(), v->end());
-          lo *= *mm.first;
-          hi *= *mm.second;
-        }
-        if (!(std::isfinite(hi) && lo > 0))
-          return corrupt(tw + ": step x channel scales overflows or underflows");
-      }
-      uint32_t nchunks = 0;
-      if (!c.get(&nchunks)) return truncated(tw + ": truncated chunk count");
-      uint64_t expect = 0;
-      if (elems != 0) {
-        if (t.rows_per_block == 0 || t.rows_per_block > t.rows)
-          return corrupt(tw + ": rows per block " + std::to_string(t.rows_per_block) + " outside 1.." +
-                         std::to_string(t.rows));
-        expect = t.rows / t.rows_per_block + (t.rows % t.rows_per_block != 0);
-      } else if (t.rows_per_block != 0) {
-        return corrupt(tw + ": empty tensor with a row block size");
-      }
-      if (nchunks != expect)
-        return corrupt(tw + ": " + std::to_string(nchunks) + " chunks, the shape needs " + std::to_string(expect));
-      if (uint64_t(nchunks) * 20 > c.left()) return truncated(tw + ": chunk list runs past the table");
-      t.chunks.resize(nchunks);
-      for (uint32_t k = 0; k < nchunks; ++k) {
-        ChunkRef& ch = t.chunks[k];
-        s = read_chunk(&ch);
-        if (!s.ok()) return s;
-        ch.first_row = uint64_t(k) * t.rows_per_block;
-        ch.rows = std::min(t.rows_per_block, t.rows - ch.first_row);
-        const uint64_t levels = ch.rows * t.cols;
-        if (levels > (ch.size + 2) * kMaxLevelsPerPayloadByte)
-          return corrupt(tw + ": chunk " + std::to_string(k) + " claims " + std::to_string(levels) +
-                         " levels but has only " + std::to_string(ch.size) + " bytes");
-      }
-    } else {  // alias
-      uint32_t target = 0;
-      if (!c.get(&target)) return truncated(tw + ": truncated alias");
-      if (target >= ti) return corrupt(tw + ": alias target " + std::to_string(target) + " is not an earlier entry");
-      const TensorInfo& tt = tensors_[target];
-      if (tt.storage == Storage::kAlias) return corrupt(tw + ": alias of an alias");
-      if (tt.dtype != t.dtype || tt.shape != t.shape) return corrupt(tw + ": alias differs in dtype or shape from its target");
-      t.alias_of = target;
-    }
+    s = table.entry(ti, tensors_, &t);
+    if (!s.ok()) return s;
     if (t.storage != Storage::kAlias) {
-      total_elements += elems;
+      total_elements += t.count;
       if (total_elements > options.max_total_elements)
         return limit_exceeded("nnp: more than " + std::to_string(options.max_total_elements) +
                               " elements in total (limit)");
     }
-    if (!index_->map.emplace(t.name, size_t(ti)).second) return corrupt(tw + ": duplicate name");
+    if (!index_->map.emplace(t.name, size_t(ti)).second) return corrupt("nnp: " + quoted(t.name) + ": duplicate name");
     tensors_.push_back(std::move(t));
   }
-  if (c.left() != 0) return corrupt("nnp: " + std::to_string(c.left()) + " unexpected bytes at the end of the table");
-  if (next_chunk != table_offset)
-    return corrupt("nnp: " + std::to_string(table_offset - next_chunk) + " bytes of the data region belong to no chunk");
-  return Status::Ok();
+  return table.finish();
 }
 
 Status ContainerReader::find(const std::string& name, size_t* index) const {
@@ -491,88 +580,70 @@ Status ContainerReader::find(const std::string& name, size_t* index) const {
 
 Status ContainerReader::run_tasks(std::vector<Task>& tasks, unsigned threads) const {
   if (tasks.empty()) return Status::Ok();
-  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
-  threads = unsigned(std::min<size_t>(threads, tasks.size()));
   // Largest chunks first for balance; ties by file order. Errors are reported in file order.
   std::vector<size_t> order(tasks.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return tasks[a].cost > tasks[b].cost; });
-  std::atomic<size_t> next{0};
-  auto worker = [&]() {
-    std::vector<int32_t> scratch;
-    std::vector<float> fscratch;
-    for (;;) {
-      const size_t k = next.fetch_add(1);
-      if (k >= order.size()) break;
-      Task& task = tasks[order[k]];
-      const TensorInfo& t = tensors_[task.tensor];
-      const ChunkRef& ch = t.chunks[task.chunk];
-      const uint8_t* src = data_ + ch.offset;
-      const std::string where = "nnp: " + quoted(task.label) + ", chunk " + std::to_string(task.chunk + 1) +
-                                " of " + std::to_string(t.chunks.size());
-      if (crc32c(src, size_t(ch.size)) != ch.crc) {
-        task.status = corrupt(where + ": checksum mismatch (corrupt data)");
-        continue;
-      }
-      if (t.storage == Storage::kRaw) {
-        if (ch.size) std::memcpy(task.out, src, size_t(ch.size));
-        continue;
-      }
-      const uint64_t n = ch.rows * t.cols;
-      const uint64_t first = ch.first_row * t.cols;
-      int32_t* lv;
-      if (task.levels_only) {
-        lv = reinterpret_cast<int32_t*>(task.out) + first;
-      } else {
-        scratch.resize(size_t(n));
-        lv = scratch.data();
-      }
-      Status s = decode_level_payload(src, size_t(ch.size), ch.rows, t.cols, t.params, lv);
-      ChannelScales sc;
-      if (!t.row_scale.empty()) sc.row = t.row_scale.data() + ch.first_row;
-      if (!t.col_scale.empty()) sc.col = t.col_scale.data();
-      if (s.ok() && !task.levels_only) {
-        switch (t.dtype) {
-          case DType::kFloat32:
-            s = dequantize(lv, ch.rows, t.cols, t.step, t.method, sc, reinterpret_cast<float*>(task.out) + first);
-            break;
-          case DType::kFloat64:
-            s = dequantize(lv, ch.rows, t.cols, t.step, t.method, sc, reinterpret_cast<double*>(task.out) + first);
-            break;
-          case DType::kFloat16:
-          case DType::kBFloat16: {
-            fscratch.resize(size_t(n));
-            s = dequantize(lv, ch.rows, t.cols, t.step, t.method, sc, fscratch.data());
-            uint16_t* o = reinterpret_cast<uint16_t*>(task.out) + first;
-            if (t.dtype == DType::kFloat16) {
-              for (uint64_t i = 0; i < n; ++i) o[i] = float_to_half_bits(fscratch[i]);
-            } else {
-              for (uint64_t i = 0; i < n; ++i) o[i] = float_to_bfloat16_bits(fscratch[i]);
-            }
-            break;
-          }
-          default:
-            s = corrupt("quantized tensor with non-float dtype");
-        }
-      }
-      if (!s.ok()) task.status = Status(s.code(), where + ": " + s.message());
-    }
-  };
-  if (threads <= 1) {
-    worker();
-  } else {
-    std::vector<std::thread> pool;
-    pool.reserve(threads - 1);
-    try {
-      for (unsigned i = 1; i < threads; ++i) pool.emplace_back(worker);
-    } catch (...) {
-      // Could not start a thread: the ones running (and this one) finish the work.
-    }
-    worker();
-    for (auto& th : pool) th.join();
-  }
+  std::vector<Scratch> scratch(detail::parallel_slots(tasks.size(), threads));
+  detail::parallel_for(order.size(), threads, [&](size_t k, unsigned slot) {
+    Task& task = tasks[order[k]];
+    task.status = run_task(task, &scratch[slot]);
+  });
   for (const Task& t : tasks)
     if (!t.status.ok()) return t.status;
+  return Status::Ok();
+}
+
+Status ContainerReader::run_task(const Task& task, Scratch* scratch) const {
+  const TensorInfo& t = tensors_[task.tensor];
+  const ChunkRef& ch = t.chunks[task.chunk];
+  const uint8_t* src = data_ + ch.offset;
+  const std::string where = "nnp: " + quoted(task.label) + ", chunk " + std::to_string(task.chunk + 1) +
+                            " of " + std::to_string(t.chunks.size());
+  if (crc32c(src, size_t(ch.size)) != ch.crc) return corrupt(where + ": checksum mismatch (corrupt data)");
+  if (t.storage == Storage::kRaw) {
+    if (ch.size) std::memcpy(task.out, src, size_t(ch.size));
+    return Status::Ok();
+  }
+  const uint64_t n = ch.rows * t.cols;
+  const uint64_t first = ch.first_row * t.cols;
+  int32_t* lv;
+  if (task.levels_only) {
+    lv = reinterpret_cast<int32_t*>(task.out) + first;
+  } else {
+    scratch->levels.resize(size_t(n));
+    lv = scratch->levels.data();
+  }
+  Status s = decode_level_payload(src, size_t(ch.size), ch.rows, t.cols, t.params, lv);
+  ChannelScales sc;
+  if (!t.row_scale.empty()) sc.row = t.row_scale.data() + ch.first_row;
+  if (!t.col_scale.empty()) sc.col = t.col_scale.data();
+  if (s.ok() && !task.levels_only) {
+    switch (t.dtype) {
+      case DType::kFloat32:
+        s = dequantize(lv, ch.rows, t.cols, t.step, t.method, sc, reinterpret_cast<float*>(task.out) + first);
+        break;
+      case DType::kFloat64:
+        s = dequantize(lv, ch.rows, t.cols, t.step, t.method, sc, reinterpret_cast<double*>(task.out) + first);
+        break;
+      case DType::kFloat16:
+      case DType::kBFloat16: {
+        scratch->values.resize(size_t(n));
+        float* f = scratch->values.data();
+        s = dequantize(lv, ch.rows, t.cols, t.step, t.method, sc, f);
+        uint16_t* o = reinterpret_cast<uint16_t*>(task.out) + first;
+        if (t.dtype == DType::kFloat16) {
+          for (uint64_t i = 0; i < n; ++i) o[i] = float_to_half_bits(f[i]);
+        } else {
+          for (uint64_t i = 0; i < n; ++i) o[i] = float_to_bfloat16_bits(f[i]);
+        }
+        break;
+      }
+      default:
+        s = corrupt("quantized tensor with non-float dtype");
+    }
+  }
+  if (!s.ok()) return Status(s.code(), where + ": " + s.message());
   return Status::Ok();
 }
 

@@ -3,17 +3,16 @@
 #include "nnpress/quant/quantize.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "nnpress/cabac/rate_estimator.h"
-#include "nnpress/level_coder.h"
+#include "nnpress/cabac/level_coder.h"
 #include "nnpress/quant/feedback.h"
 #include "nnpress/quant/rdoq.h"
 #include "nnpress/quant/trellis.h"
+#include "../common/parallel.h"
 
 namespace nnpress {
 
@@ -42,6 +41,7 @@ Status check_inputs(const W* weights, const F* importance, uint64_t rows, uint64
   if (!is_known_quant_method(uint8_t(o.method)))
     return invalid_argument("quantize: unknown method " + std::to_string(int(o.method)));
   if (o.max_passes < 1) return invalid_argument("quantize: max_passes must be >= 1");
+  if (std::isnan(o.size_tolerance)) return invalid_argument("quantize: size_tolerance is NaN");
   if (o.params_fixed) {
     Status s = check_level_params(o.params);
     if (!s.ok()) return invalid_argument("quantize: " + s.message());
@@ -118,17 +118,18 @@ void round_to_grid(const W* weights, uint64_t count, uint64_t cols, const QuantO
 }
 
 // GPTQ-style rounding: each row in scan order, every compensated target rounded to nearest
-// (without a column factor: plain rounding of the targets, for row feedback).
+// (without a column factor: plain rounding of the targets, for row feedback). Prices nothing: rate 0.
 template <class W, class F>
-uint64_t nearest_feedback_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols, double tensor_step,
-                               const ChannelScales& scales, const ErrorFeedback& fb, int32_t* levels, float* recon,
-                               double* distortion) {
+uint64_t nearest_feedback_pass(const PassArgs<W, F>& a) {
+  const uint64_t cols = a.cols;
+  const ChannelScales& scales = a.scales;
+  const ErrorFeedback& fb = a.feedback;
   std::vector<double> target(cols);
   double dist = 0.0;
-  for (uint64_t r = 0; r < rows; ++r) {
-    const W* w_row = weights + r * cols;
-    const double row_step = tensor_step * (scales.row ? scales.row[r] : 1.0);
-    const double f = importance && cols ? double(importance[r * cols]) : 1.0;
+  for (uint64_t r = 0; r < a.rows; ++r) {
+    const W* w_row = a.weights + r * cols;
+    const double row_step = a.step * (scales.row ? scales.row[r] : 1.0);
+    const double f = a.importance && cols ? double(a.importance[r * cols]) : 1.0;
     for (uint64_t i = 0; i < cols; ++i) target[i] = double(w_row[i]);
     for (uint64_t i = 0; i < cols; ++i) {
       const double step = scales.col ? row_step * scales.col[i] : row_step;
@@ -136,13 +137,220 @@ uint64_t nearest_feedback_pass(const W* weights, const F* importance, uint64_t r
       const int32_t q = w_row[i] == W(0) ? 0 : int32_t(std::nearbyint(w / step));
       const double e = w - double(q) * step;
       dist += f * (fb.any() ? fb.weight[i] : 1.0) * e * e;
-      levels[r * cols + i] = q;
-      if (recon) recon[r * cols + i] = float(double(q) * step);
+      a.levels[r * cols + i] = q;
+      if (a.recon) a.recon[r * cols + i] = float(double(q) * step);
       if (fb.any()) feedback_update(target.data(), fb.coef + i * cols, i + 1, cols, e);
     }
   }
-  *distortion += dist;
+  *a.distortion += dist;
   return 0;
+}
+
+// One pass of the method over `a`: its rate, the distortion added to *a.distortion.
+template <class W, class F>
+uint64_t run_pass(QuantMethod method, const PassArgs<W, F>& a) {
+  switch (method) {
+    case QuantMethod::kNearest: return nearest_feedback_pass(a);
+    case QuantMethod::kTrellis: return trellis_pass(a);
+    default: return rdoq_pass(a);
+  }
+}
+
+// The level params the .nnp writer picks for these levels when there are any (size_tolerance as
+// in WriterOptions).
+cabac::LevelParams pick_params(const int32_t* levels, uint64_t rows, uint64_t cols, double size_tolerance) {
+  return size_tolerance < 0 ? choose_level_params(levels, rows * cols)
+                            : choose_level_params_for_speed(levels, rows, cols, size_tolerance);
+}
+
+// The column feedback as the passes use it (feedback.h): coef_ij = U_ij / U_ii, weight_i = 1 / U_ii^2.
+struct FeedbackTables {
+  std::vector<double> coef, weight;
+  ErrorFeedback view() const {
+    ErrorFeedback fb;
+    if (!coef.empty()) fb.coef = coef.data(), fb.weight = weight.data();
+    return fb;
+  }
+};
+
+FeedbackTables feedback_tables(const double* u_factor, uint64_t cols) {
+  FeedbackTables t;
+  if (u_factor == nullptr || cols == 0) return t;
+  t.coef.assign(size_t(cols) * cols, 0.0);
+  t.weight.resize(cols);
+  for (uint64_t i = 0; i < cols; ++i) {
+    const double* u = u_factor + i * cols;
+    t.weight[i] = 1.0 / (u[i] * u[i]);
+    for (uint64_t j = i + 1; j < cols; ++j) t.coef[i * cols + j] = u[j] / u[i];
+  }
+  return t;
+}
+
+// One quantize() call: the validated inputs and outputs the steps below share.
+template <class W, class F>
+struct Problem {
+  const W* weights;
+  const F* importance;
+  uint64_t rows, cols;
+  const QuantOptions& o;
+  ErrorFeedback fb;
+  int32_t* levels;
+  float* recon;
+};
+
+// Plain nearest rounding (no feedback): levels, recon and the weighted distortion; nothing priced.
+template <class W, class F>
+QuantResult quantize_nearest(const Problem<W, F>& p) {
+  const QuantOptions& o = p.o;
+  const uint64_t count = p.rows * p.cols;
+  round_to_grid(p.weights, count, p.cols, o, 1.0, p.levels);
+  const bool scaled = o.scales.any();
+  if (p.recon)
+    for (uint64_t i = 0; i < count; ++i)
+      p.recon[i] = float(double(p.levels[i]) * (scaled ? step_at(o, p.cols, i) : o.step));
+  double dist = 0.0;
+  for (uint64_t i = 0; i < count; ++i) {
+    const double d = double(p.weights[i]) - double(p.levels[i]) * (scaled ? step_at(o, p.cols, i) : o.step);
+    dist += (p.importance ? double(p.importance[i]) : 1.0) * d * d;
+  }
+  QuantResult res;
+  res.params = o.params;  // nothing is priced; the encoder picks its params when it codes
+  res.distortion = dist;
+  res.passes = 1;
+  return res;
+}
+
+// The params the first pass prices with: fixed ones, or the writer's pick for a first guess (the
+// nearest levels; for the trellis, the nearest multiples of 2 * step). kNearest prices nothing.
+template <class W, class F>
+cabac::LevelParams initial_params(const Problem<W, F>& p) {
+  const QuantOptions& o = p.o;
+  if (o.method == QuantMethod::kNearest || o.params_fixed) return o.params;
+  const bool trellis = o.method == QuantMethod::kTrellis;
+  round_to_grid(p.weights, p.rows * p.cols, p.cols, o, trellis ? 2.0 : 1.0, p.levels);
+  return pick_params(p.levels, p.rows, p.cols, o.size_tolerance);
+}
+
+// Rows [r0, r0 + n) in one pass, contexts fresh at r0.
+template <class W, class F>
+uint64_t quantize_chunk(const Problem<W, F>& p, uint64_t r0, uint64_t n, const cabac::LevelParams& params,
+                        double* dist) {
+  const size_t at = size_t(r0 * p.cols);
+  PassArgs<W, F> a;
+  a.weights = p.weights + at;
+  a.importance = p.importance ? p.importance + at : nullptr;
+  a.rows = n, a.cols = p.cols;
+  a.step = p.o.step;
+  a.scales = p.o.scales;
+  if (a.scales.row) a.scales.row += r0;
+  a.feedback = p.fb;
+  a.lambda = p.o.lambda;
+  a.params = params;
+  a.levels = p.levels + at;
+  a.recon = p.recon ? p.recon + at : nullptr;
+  a.distortion = dist;
+  return run_pass(p.o.method, a);
+}
+
+// Row feedback over rows [r0, r0 + n): one row at a time (contexts carried), each row's error
+// moving the later rows of the chunk.
+template <class W, class F>
+uint64_t quantize_chunk_rows(const Problem<W, F>& p, uint64_t r0, uint64_t n, const cabac::LevelParams& params,
+                             double* dist) {
+  const QuantOptions& o = p.o;
+  const uint64_t rows = p.rows, cols = p.cols;
+  std::vector<double> t(size_t(n) * cols), err(cols), f(cols);
+  for (size_t i = 0; i < t.size(); ++i) t[i] = double(p.weights[r0 * cols + i]);
+  cabac::WeightContexts ctx;
+  uint64_t rate = 0;
+  for (uint64_t r = 0; r < n; ++r) {
+    const uint64_t row = r0 + r;
+    const double* v = o.row_feedback + row * rows;
+    const double row_weight = 1.0 / (v[row] * v[row]);
+    PassArgs<double, double> a;
+    a.scales = o.scales;
+    if (a.scales.row) a.scales.row += row;
+    double* target = t.data() + r * cols;
+    const double row_step = o.step * (a.scales.row ? a.scales.row[0] : 1.0);
+    for (uint64_t j = 0; j < cols; ++j) {
+      const double st = a.scales.col ? row_step * a.scales.col[j] : row_step;  // step_ij (dequantize.h)
+      target[j] = clamp_scaled(target[j] / st) * st;
+      f[j] = (p.importance ? double(p.importance[row * cols + j]) : 1.0) * row_weight;
+    }
+    a.weights = target;
+    a.importance = f.data();
+    a.rows = 1, a.cols = cols;
+    a.step = o.step;
+    a.feedback = p.fb;
+    a.lambda = o.lambda;
+    a.params = params;
+    a.levels = p.levels + row * cols;
+    a.recon = p.recon ? p.recon + row * cols : nullptr;
+    a.distortion = dist;
+    if (o.method != QuantMethod::kNearest) a.contexts = &ctx;
+    rate += run_pass(o.method, a);
+    if (r + 1 == n) break;
+    (void)dequantize(a.levels, 1, cols, o.step, o.method, a.scales, err.data());  // validated inputs: cannot fail
+    for (uint64_t j = 0; j < cols; ++j) err[j] = target[j] - err[j];
+    for (uint64_t s2 = r + 1; s2 < n; ++s2) {
+      const double cf = v[r0 + s2] / v[row];
+      if (cf == 0.0) continue;
+      double* later = t.data() + s2 * cols;
+      const W* w_later = p.weights + (r0 + s2) * cols;
+      for (uint64_t j = 0; j < cols; ++j)
+        if (w_later[j] != W(0)) later[j] -= cf * err[j];
+    }
+  }
+  return rate;
+}
+
+// One run over the whole tensor with `params`. Contexts restart at every chunk, so chunks are
+// independent and run on options.threads workers; per-chunk rates and distortions are combined in
+// chunk order, so the result does not depend on the number of threads.
+template <class W, class F>
+void quantize_all_chunks(const Problem<W, F>& p, const cabac::LevelParams& params, uint64_t* rate, double* dist) {
+  const uint64_t rows = p.rows;
+  const uint64_t chunk = p.o.chunk_rows && p.o.chunk_rows < rows ? p.o.chunk_rows : rows;
+  const uint64_t nchunks = chunk ? (rows + chunk - 1) / chunk : 0;
+  std::vector<uint64_t> chunk_rate(nchunks);
+  std::vector<double> chunk_dist(nchunks, 0.0);
+  detail::parallel_for(size_t(nchunks), p.o.threads, [&](size_t c) {
+    const uint64_t r0 = c * chunk, n = std::min(chunk, rows - r0);
+    chunk_rate[c] = p.o.row_feedback ? quantize_chunk_rows(p, r0, n, params, &chunk_dist[c])
+                                     : quantize_chunk(p, r0, n, params, &chunk_dist[c]);
+  });
+  *rate = 0;
+  *dist = 0.0;
+  for (uint64_t c = 0; c < nchunks; ++c) {
+    *rate += chunk_rate[c];
+    *dist += chunk_dist[c];
+  }
+}
+
+// Quantize, re-pick the params from the result, and quantize again while they change (at most
+// options.max_passes runs; see quantize.h).
+template <class W, class F>
+Status quantize_with_passes(const Problem<W, F>& p, QuantResult* res) {
+  const QuantOptions& o = p.o;
+  const bool prices = o.method != QuantMethod::kNearest;
+  cabac::LevelParams params = initial_params(p);
+  for (int pass = 1;; ++pass) {
+    quantize_all_chunks(p, params, &res->rate, &res->distortion);
+    res->params = params;
+    res->passes = pass;
+    if (!std::isfinite(res->distortion))
+      return invalid_argument("quantize: the weighted distortion overflows a double (importance x feedback "
+                              "weight x error^2): scale the importance or the hessian down");
+    if (!prices || o.params_fixed || pass >= o.max_passes) break;
+    const cabac::LevelParams again = pick_params(p.levels, p.rows, p.cols, o.size_tolerance);
+    if (same_params(again, params)) {
+      res->coded_params = again;  // the re-pick of the final levels: nothing left to choose
+      return Status::Ok();
+    }
+    params = again;
+  }
+  res->coded_params = pick_params(p.levels, p.rows, p.cols, o.size_tolerance);
+  return Status::Ok();
 }
 
 }  // namespace
@@ -155,148 +363,17 @@ Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t c
   Status s = check_inputs(weights, importance, rows, cols, o);
   if (!s.ok()) return s;
   if (count && levels == nullptr) return invalid_argument("quantize: null levels");
+  const FeedbackTables fb = feedback_tables(count ? o.feedback : nullptr, cols);
+  const Problem<W, F> p{weights, importance, rows, cols, o, fb.view(), levels, recon};
   QuantResult res;
-  // Error feedback: coef / weight from the factor U (feedback.h).
-  std::vector<double> fb_coef, fb_weight;
-  ErrorFeedback fb;
-  if (o.feedback && count) {
-    fb_coef.assign(size_t(cols) * cols, 0.0);
-    fb_weight.resize(cols);
-    for (uint64_t i = 0; i < cols; ++i) {
-      const double* u = o.feedback + i * cols;
-      fb_weight[i] = 1.0 / (u[i] * u[i]);
-      for (uint64_t j = i + 1; j < cols; ++j) fb_coef[i * cols + j] = u[j] / u[i];
-    }
-    fb.coef = fb_coef.data();
-    fb.weight = fb_weight.data();
+  if (o.method == QuantMethod::kNearest && !p.fb.any() && !o.row_feedback) {
+    res = quantize_nearest(p);
+    res.coded_params = pick_params(levels, rows, cols, o.size_tolerance);
+  } else {
+    s = quantize_with_passes(p, &res);
+    if (!s.ok()) return s;
   }
-
-  if (o.method == QuantMethod::kNearest && !fb.any() && !o.row_feedback) {
-    round_to_grid(weights, count, cols, o, 1.0, levels);
-    const bool scaled = o.scales.any();
-    if (recon)
-      for (uint64_t i = 0; i < count; ++i) recon[i] = float(double(levels[i]) * (scaled ? step_at(o, cols, i) : o.step));
-    double dist = 0.0;
-    for (uint64_t i = 0; i < count; ++i) {
-      const double d = double(weights[i]) - double(levels[i]) * (scaled ? step_at(o, cols, i) : o.step);
-      dist += (importance ? double(importance[i]) : 1.0) * d * d;
-    }
-    res.params = o.params;  // nothing is priced; the encoder picks its params when it codes
-    res.distortion = dist;
-    res.passes = 1;
-    if (result) *result = res;
-    return Status::Ok();
-  }
-
-  const bool trellis = o.method == QuantMethod::kTrellis;
-  const bool nearest = o.method == QuantMethod::kNearest;  // with feedback
-  cabac::LevelParams params = o.params;
-  if (nearest) {
-    params = o.params;  // nothing is priced (as without feedback)
-  } else if (!o.params_fixed) {
-    round_to_grid(weights, count, cols, o, trellis ? 2.0 : 1.0, levels);
-    params = choose_level_params_for_speed(levels, rows, cols);
-  }
-  // Contexts restart at every chunk, so chunks are independent: run them on `threads` workers.
-  // Per-chunk rates and distortions are combined in chunk order: results do not depend on the
-  // number of threads.
-  const uint64_t chunk = o.chunk_rows && o.chunk_rows < rows ? o.chunk_rows : rows;
-  const uint64_t nchunks = chunk ? (rows + chunk - 1) / chunk : 0;
-  std::vector<uint64_t> chunk_rate(nchunks);
-  std::vector<double> chunk_dist(nchunks);
-  unsigned threads = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
-  if (uint64_t(threads) > nchunks) threads = unsigned(nchunks ? nchunks : 1);
-  for (int pass = 1;; ++pass) {
-    auto run_chunk = [&](uint64_t c) {
-      const uint64_t r0 = c * chunk, n = std::min(chunk, rows - r0);
-      const size_t at = size_t(r0 * cols);
-      double dist = 0.0;
-      ChannelScales sc = o.scales;
-      if (sc.row) sc.row += r0;
-      const F* imp = importance ? importance + at : nullptr;
-      float* rec = recon ? recon + at : nullptr;
-      chunk_rate[c] = nearest ? nearest_feedback_pass(weights + at, imp, n, cols, o.step, sc, fb, levels + at, rec, &dist)
-                      : trellis ? trellis_pass(weights + at, imp, n, cols, o.step, sc, fb, o.lambda, 0, params, levels + at,
-                                               rec, &dist)
-                                : rdoq_pass(weights + at, imp, n, cols, o.step, sc, fb, o.lambda, 0, params, levels + at,
-                                            rec, &dist);
-      chunk_dist[c] = dist;
-    };
-    // Row feedback: one row at a time (contexts carried), each row's error moving the later rows
-    // of its chunk.
-    auto run_rows = [&](uint64_t c) {
-      const uint64_t r0 = c * chunk, n = std::min(chunk, rows - r0);
-      std::vector<double> t(size_t(n) * cols), err(cols), f(cols);
-      for (size_t i = 0; i < t.size(); ++i) t[i] = double(weights[r0 * cols + i]);
-      cabac::WeightContexts ctx;
-      uint64_t rate = 0;
-      double dist = 0.0;
-      for (uint64_t r = 0; r < n; ++r) {
-        const uint64_t row = r0 + r;
-        const double* v = o.row_feedback + row * rows;
-        const double row_weight = 1.0 / (v[row] * v[row]);
-        ChannelScales sc = o.scales;
-        if (sc.row) sc.row += row;
-        double* target = t.data() + r * cols;
-        const double row_step = o.step * (sc.row ? sc.row[0] : 1.0);
-        for (uint64_t j = 0; j < cols; ++j) {
-          const double st = sc.col ? row_step * sc.col[j] : row_step;  // step_ij (dequantize.h)
-          target[j] = clamp_scaled(target[j] / st) * st;
-          f[j] = (importance ? double(importance[row * cols + j]) : 1.0) * row_weight;
-        }
-        int32_t* lv = levels + row * cols;
-        float* rec = recon ? recon + row * cols : nullptr;
-        rate += nearest   ? nearest_feedback_pass(target, f.data(), 1, cols, o.step, sc, fb, lv, rec, &dist)
-                : trellis ? trellis_pass(target, f.data(), 1, cols, o.step, sc, fb, o.lambda, 0, params, lv, rec, &dist,
-                                         &ctx)
-                          : rdoq_pass(target, f.data(), 1, cols, o.step, sc, fb, o.lambda, 0, params, lv, rec, &dist,
-                                      &ctx);
-        if (r + 1 == n) break;
-        (void)dequantize(lv, 1, cols, o.step, o.method, sc, err.data());  // validated inputs: cannot fail
-        for (uint64_t j = 0; j < cols; ++j) err[j] = target[j] - err[j];
-        for (uint64_t s2 = r + 1; s2 < n; ++s2) {
-          const double cf = v[r0 + s2] / v[row];
-          if (cf == 0.0) continue;
-          double* later = t.data() + s2 * cols;
-          const W* w_later = weights + (r0 + s2) * cols;
-          for (uint64_t j = 0; j < cols; ++j)
-            if (w_later[j] != W(0)) later[j] -= cf * err[j];
-        }
-      }
-      chunk_rate[c] = rate;
-      chunk_dist[c] = dist;
-    };
-    auto run = [&](uint64_t c) {
-      if (o.row_feedback) run_rows(c);
-      else run_chunk(c);
-    };
-    if (threads <= 1) {
-      for (uint64_t c = 0; c < nchunks; ++c) run(c);
-    } else {
-      std::atomic<uint64_t> next{0};
-      std::vector<std::thread> pool;
-      for (unsigned t = 0; t < threads; ++t)
-        pool.emplace_back([&] {
-          for (uint64_t c; (c = next.fetch_add(1)) < nchunks;) run(c);
-        });
-      for (auto& th : pool) th.join();
-    }
-    res.params = params;
-    res.rate = 0;
-    res.distortion = 0.0;
-    for (uint64_t c = 0; c < nchunks; ++c) {
-      res.rate += chunk_rate[c];
-      res.distortion += chunk_dist[c];
-    }
-    res.passes = pass;
-    if (!std::isfinite(res.distortion))
-      return invalid_argument("quantize: the weighted distortion overflows a double (importance x feedback "
-                              "weight x error^2): scale the importance or the hessian down");
-    if (nearest || o.params_fixed || pass >= o.max_passes) break;
-    const cabac::LevelParams again = choose_level_params_for_speed(levels, rows, cols);
-    if (same_params(again, params)) break;
-    params = again;
-  }
+  if (count == 0) res.coded_params = cabac::LevelParams();  // the writer codes no payload, stores defaults
   if (result) *result = res;
   return Status::Ok();
 }

@@ -11,10 +11,17 @@
 namespace nnpress {
 
 template <class W, class F>
-uint64_t rdoq_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols,
-                   double tensor_step, const ChannelScales& scales, const ErrorFeedback& fb, double lambda, uint64_t chunk_rows,
-                   const cabac::LevelParams& params, int32_t* levels, float* recon, double* distortion,
-                   cabac::WeightContexts* contexts) {
+uint64_t rdoq_pass(const PassArgs<W, F>& args) {
+  const W* weights = args.weights;
+  const F* importance = args.importance;
+  const uint64_t rows = args.rows, cols = args.cols, chunk_rows = args.chunk_rows;
+  const double tensor_step = args.step, lambda = args.lambda;
+  const ChannelScales& scales = args.scales;
+  const ErrorFeedback& fb = args.feedback;
+  const cabac::LevelParams& params = args.params;
+  int32_t* levels = args.levels;
+  float* recon = args.recon;
+  cabac::WeightContexts* contexts = args.contexts;
   using cabac::code_level;
   const double lambda_per_unit = lambda / double(cabac::kRateOne);  // cost of one fixed-point rate unit
   const uint32_t min_bin = quant_detail::min_bin_cost();
@@ -100,14 +107,12 @@ uint64_t rdoq_pass(const W* weights, const F* importance, uint64_t rows, uint64_
       if (recon) recon[r * cols + i] = float(double(best) * step);
     }
   }
-  *distortion += dist_total;
+  *args.distortion += dist_total;
   if (contexts) *contexts = ctx;
   return commit.cost();
 }
 
-#define NNPRESS_INSTANTIATE(W, F)                                                                             \
-  template uint64_t rdoq_pass<W, F>(const W*, const F*, uint64_t, uint64_t, double, const ChannelScales&, const ErrorFeedback&, double, uint64_t,        \
-                                    const cabac::LevelParams&, int32_t*, float*, double*, cabac::WeightContexts*);
+#define NNPRESS_INSTANTIATE(W, F) template uint64_t rdoq_pass<W, F>(const PassArgs<W, F>&);
 NNPRESS_INSTANTIATE(float, float)
 NNPRESS_INSTANTIATE(float, double)
 NNPRESS_INSTANTIATE(double, float)

@@ -67,10 +67,18 @@ inline int64_t index_of(const Candidates& c, int j) { return c.sgn * magnitude_o
 // kFeedback: every state carries its own compensated targets (feedback.h); otherwise the
 // targets are the weights and one candidate set serves all states.
 template <bool kFeedback, class W, class F>
-uint64_t trellis_impl(const W* weights, const F* importance, uint64_t rows, uint64_t cols,
-                      double tensor_step, const ChannelScales& scales, const ErrorFeedback& fb, double lambda,
-                      uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels, float* recon,
-                      double* distortion, cabac::WeightContexts* contexts) {
+uint64_t trellis_impl(const PassArgs<W, F>& args) {
+  const W* weights = args.weights;
+  const F* importance = args.importance;
+  const uint64_t rows = args.rows, cols = args.cols, chunk_rows = args.chunk_rows;
+  const double tensor_step = args.step, lambda = args.lambda;
+  const ChannelScales& scales = args.scales;
+  const ErrorFeedback& fb = args.feedback;
+  const cabac::LevelParams& params = args.params;
+  int32_t* levels = args.levels;
+  float* recon = args.recon;
+  double* distortion = args.distortion;
+  cabac::WeightContexts* contexts = args.contexts;
   using cabac::code_level;
   const double lambda_per_unit = lambda / double(cabac::kRateOne);
   const uint32_t unary_len = params.unary_len < uint32_t(cabac::kMaxUnaryFlags) ? params.unary_len
@@ -245,19 +253,11 @@ uint64_t trellis_impl(const W* weights, const F* importance, uint64_t rows, uint
 }
 
 template <class W, class F>
-uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols,
-                      double tensor_step, const ChannelScales& scales, const ErrorFeedback& fb, double lambda,
-                      uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels, float* recon,
-                      double* distortion, cabac::WeightContexts* contexts) {
-  return fb.any() ? trellis_impl<true>(weights, importance, rows, cols, tensor_step, scales, fb, lambda, chunk_rows,
-                                       params, levels, recon, distortion, contexts)
-                  : trellis_impl<false>(weights, importance, rows, cols, tensor_step, scales, fb, lambda, chunk_rows,
-                                        params, levels, recon, distortion, contexts);
+uint64_t trellis_pass(const PassArgs<W, F>& args) {
+  return args.feedback.any() ? trellis_impl<true>(args) : trellis_impl<false>(args);
 }
 
-#define NNPRESS_INSTANTIATE(W, F)                                                                             \
-  template uint64_t trellis_pass<W, F>(const W*, const F*, uint64_t, uint64_t, double, const ChannelScales&, const ErrorFeedback&, double, uint64_t,     \
-                                       const cabac::LevelParams&, int32_t*, float*, double*, cabac::WeightContexts*);
+#define NNPRESS_INSTANTIATE(W, F) template uint64_t trellis_pass<W, F>(const PassArgs<W, F>&);
 NNPRESS_INSTANTIATE(float, float)
 NNPRESS_INSTANTIATE(float, double)
 NNPRESS_INSTANTIATE(double, float)

@@ -1,18 +1,11 @@
 // Kernel dispatch: argument checks, ISA choice, threads over rows, the Ω[0] term (see kernels.h).
 #include "nnpress/sparse/kernels.h"
 
-#include <unistd.h>
-
 #include <algorithm>
-#include <atomic>
-#include <condition_variable>
-#include <functional>
-#include <mutex>
 #include <string>
-#include <system_error>
-#include <thread>
 #include <vector>
 
+#include "../common/parallel.h"
 #include "kernels_internal.h"
 
 namespace nnpress::sparse {
@@ -48,84 +41,6 @@ Status pick_table(const KernelOptions& opt, size_t batch, const KernelTable** ou
   return Status::Ok();
 }
 
-// std::thread::hardware_concurrency() reads /sys on glibc (microseconds): once per process.
-unsigned hardware_threads() {
-  static const unsigned n = std::max(1u, std::thread::hardware_concurrency());
-  return n;
-}
-
-// Persistent workers for over_rows: starting a std::thread per part cost more than a whole product of a
-// typical layer (bench/RESULTS.md). One pool per process, made on first use and never destroyed (its
-// workers are detached and wait on a condition variable); a forked child, whose copy has no workers, makes
-// its own. A product that finds the pool busy (another thread's product) runs its parts on its caller.
-class RowPool {
- public:
-  static RowPool* get() {
-    static std::atomic<RowPool*> pool{nullptr};
-    static std::mutex make;
-    RowPool* p = pool.load(std::memory_order_acquire);
-    if (p && p->pid_ == getpid()) return p;
-    std::lock_guard<std::mutex> g(make);
-    p = pool.load(std::memory_order_acquire);
-    if (!p || p->pid_ != getpid()) {
-      p = new RowPool();  // a parent's pool, in a child, is left as it is
-      p->start(hardware_threads() - 1);
-      pool.store(p, std::memory_order_release);
-    }
-    return p;
-  }
-  unsigned workers() const { return workers_.load(std::memory_order_acquire); }
-
-  // part(0) on the caller and parts 1 .. n - 1 (n <= workers() + 1) on workers, each taken by whichever
-  // worker wakes first; returns when all are done. false (nothing run) when another product holds the pool.
-  bool run(unsigned n, const std::function<void(unsigned)>& part) {
-    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
-    if (!busy.owns_lock()) return false;
-    {
-      std::lock_guard<std::mutex> g(m_);
-      job_ = &part, next_ = 1, parts_ = n, pending_ = n - 1;
-    }
-    for (unsigned k = 1; k < n; ++k) wake_.notify_one();  // only as many workers as there are parts
-    part(0);
-    std::unique_lock<std::mutex> g(m_);
-    done_.wait(g, [&] { return pending_ == 0; });
-    job_ = nullptr;
-    return true;
-  }
-
- private:
-  RowPool() : pid_(getpid()) {}
-  // Starts up to `want` workers; if the system refuses a thread, the pool keeps those it has (the pool is
-  // never freed, so a started worker never outlives it).
-  void start(unsigned want) {
-    unsigned started = 0;
-    try {
-      for (; started < want; ++started) std::thread([this] { loop(); }).detach();
-    } catch (const std::system_error&) {
-    }
-    workers_.store(started, std::memory_order_release);
-  }
-  void loop() {
-    std::unique_lock<std::mutex> g(m_);
-    for (;;) {
-      wake_.wait(g, [&] { return next_ < parts_; });
-      const unsigned k = next_++;
-      const std::function<void(unsigned)>* part = job_;
-      g.unlock();
-      (*part)(k);
-      g.lock();
-      if (--pending_ == 0) done_.notify_one();
-    }
-  }
-
-  const pid_t pid_;
-  std::atomic<unsigned> workers_{0};
-  std::mutex busy_, m_;
-  std::condition_variable wake_, done_;
-  const std::function<void(unsigned)>* job_ = nullptr;
-  unsigned next_ = 0, parts_ = 0, pending_ = 0;
-};
-
 // threads == 0 (as many as pay): work below which one more thread does not pay, since waking a worker and
 // waiting for it costs ~15-20 us here,
 // about the time of 128 Ki sparse entries (4096^2 CSER at density 0.01, 168 Ki entries: 47 us on one thread,
@@ -139,7 +54,7 @@ void over_rows(uint32_t rows, unsigned threads, uint64_t work, F&& f) {
     f(0u, rows);
     return;
   }
-  const unsigned hw = hardware_threads();
+  const unsigned hw = nnpress::detail::hardware_threads();
   unsigned n = threads == 0 ? hw : std::min(threads, hw);
   n = std::max(1u, std::min<unsigned>(n, std::max<uint32_t>(1, rows / 64)));
   if (threads == 0) n = unsigned(std::max<uint64_t>(1, std::min<uint64_t>(n, work / kWorkPerThread)));
@@ -147,14 +62,13 @@ void over_rows(uint32_t rows, unsigned threads, uint64_t work, F&& f) {
     f(0u, rows);
     return;
   }
+  // The caller and the pool workers it wakes (only as many as there are parts) take the parts; when
+  // the workers are busy with another call the caller computes the parts itself rather than wait
+  // for one (common/parallel.h).
   const uint32_t per = (rows + n - 1) / n;
-  const std::function<void(unsigned)> part = [&f, rows, per](unsigned t) {
+  nnpress::detail::parallel_for(n, n, [&f, rows, per](size_t t) {
     f(std::min<uint64_t>(rows, uint64_t(per) * t), std::min<uint64_t>(rows, uint64_t(per) * (t + 1)));
-  };
-  RowPool* pool = RowPool::get();
-  if (n > pool->workers() + 1 || !pool->run(n, part)) {
-    for (unsigned t = 0; t < n; ++t) part(t);
-  }
+  });
 }
 
 detail::RowsView view_of(const RowGroupMatrix& m) {

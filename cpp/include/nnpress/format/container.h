@@ -44,9 +44,10 @@
 //   - All functions return Status and never throw, abort or read outside the buffers they are
 //     given. Output buffers are the caller's; their size is checked.
 //
-//   Writing (only with NNPRESS_ENCODER=ON): fill TensorInput records and call write_container (to
-//   memory) or write_container_file (temp file in the destination folder, then rename). Chunks are
-//   coded in parallel; the output bytes are identical for every thread count.
+//   Writing (only with NNPRESS_ENCODER=ON): fill TensorInput records and call write_container, which
+//   builds the whole file in memory. Chunks are coded in parallel; the output bytes are identical
+//   for every thread count. Writing the bytes to disk is the caller's (the Python package replaces
+//   files atomically with nnpress.container.write_bytes_atomic).
 //
 // SURPRISES
 //   - open_memory does not copy: the buffer must outlive the reader. open_file and open_bytes own
@@ -71,7 +72,7 @@
 #include <string>
 #include <vector>
 
-#include "nnpress/level_coder.h"
+#include "nnpress/cabac/level_coder.h"
 #include "nnpress/quant/dequantize.h"
 #include "nnpress/status.h"
 
@@ -190,8 +191,10 @@ class ContainerReader {
 
  private:
   struct Task;
+  struct Scratch;
   Status parse(const ReaderOptions& options);
   Status run_tasks(std::vector<Task>& tasks, unsigned threads) const;
+  Status run_task(const Task& task, Scratch* scratch) const;
 
   std::vector<uint8_t> owned_;
   const uint8_t* data_ = nullptr;
@@ -255,12 +258,6 @@ struct WriteResult {
 // Builds a complete .nnp file in *out (replacing its contents). kInvalidArgument for a bad input.
 Status write_container(const std::vector<TensorInput>& tensors, const WriterOptions& options,
                        std::vector<uint8_t>* out, WriteResult* result = nullptr);
-// Writes the file to `path` through a temporary file in the same folder, then renames it; on
-// failure the temporary file is removed and an existing file at `path` is left untouched.
-Status write_container_file(const std::vector<TensorInput>& tensors, const WriterOptions& options,
-                            const std::string& path, WriteResult* result = nullptr);
-// Writes bytes to path via temp file + fsync + rename (kIo on failure).
-Status write_file_atomic(const std::string& path, const uint8_t* data, size_t size);
 #endif
 
 }  // namespace nnpress

@@ -13,7 +13,7 @@
 //       with kDqNextState = {0,2},{7,5},{1,3},{6,4},{2,0},{5,7},{3,1},{4,6}.
 //       The state starts at 0 at the beginning of every row (row = first dimension for tensors
 //       of rank >= 2, else the whole tensor is one row — the same rows as the level coder's
-//       context reset, level_coder.h rows_cols_of). So a dependent level stream can only be
+//       context reset, rows_cols_of in shape.h). So a dependent level stream can only be
 //       reconstructed row by row, from the row's first level.
 //   Channel scales (optional, ChannelScales below): the step of weight (i, j) — row i, column j
 //   of the rows x cols view — is

@@ -1,7 +1,7 @@
 // nnpress/quant/quantize.h — weights -> integer levels: nearest, RDOQ, trellis (encoder side).
 //
 // CONTRACT
-//   quantize() maps rows*cols weights (row-major; rows as in level_coder.h rows_cols_of) to int32
+//   quantize() maps rows*cols weights (row-major; rows as in shape.h rows_cols_of) to int32
 //   levels with one of three quantizers (QuantMethod, dequantize.h):
 //     kNearest  q = round-half-to-even(w / step), w / step formed in double.
 //     kRdoq     greedy rate-distortion quantization in scan order (rdoq.h).
@@ -28,6 +28,9 @@
 //   the encoder will choose for these levels, and QuantResult::rate is exactly what
 //   estimate_level_bits reports for the coded stream. kNearest prices nothing: it picks no
 //   params (QuantResult::params = options.params, rate 0); the encoder picks them when it codes.
+//   QuantResult::coded_params are the params the .nnp writer would pick for the final levels
+//   (choose_level_params_for_speed with options.size_tolerance): the stable re-pick, or one more
+//   pick when there was none (kNearest, params_fixed, max_passes reached).
 //
 //   Contexts start fresh (WeightContexts{}) at row 0 and again every options.chunk_rows rows
 //   (0 = never): set it to the rows per independently coded chunk of the container
@@ -107,6 +110,10 @@ struct QuantOptions {
   bool params_fixed = false;     // price with `params` as given (no re-picking)
   cabac::LevelParams params;     // used only if params_fixed
   int max_passes = 2;            // runs with re-picked params (RDOQ / trellis)
+  // How level params are picked (the first guess, the re-picks, QuantResult::coded_params), as
+  // WriterOptions::size_tolerance: choose_level_params_for_speed with this tolerance; < 0:
+  // choose_level_params. NaN is an error.
+  double size_tolerance = 0.001;
   unsigned threads = 1;          // workers over independent chunks (0: hardware_concurrency)
   ChannelScales scales;          // per-row / per-column step multipliers (null: none), not owned
   const double* feedback = nullptr;  // cols x cols upper Cholesky factor of H^-1 (CONTRACT), not owned
@@ -119,6 +126,11 @@ struct QuantResult {
                                  // 0 for kNearest (not priced)
   double distortion = 0.0;       // sum F_i (w_i - w_hat_i)^2 in double (w_hat in double)
   int passes = 0;                // quantization runs performed
+  // The params the .nnp writer picks for the returned levels with options.size_tolerance (and
+  // default params for an empty tensor): pass them as TensorInput::unary_len / eg_order and the
+  // writer codes the same bytes without searching again. Equal to `params` when the last re-pick
+  // was stable; for kNearest computed from the final levels.
+  cabac::LevelParams coded_params;
   double rate_bits() const { return double(rate) / double(cabac::kRateOne); }
 };
 

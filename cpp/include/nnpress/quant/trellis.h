@@ -44,17 +44,11 @@
 
 #include <cstdint>
 
-#include "nnpress/cabac/binarization.h"
-#include "nnpress/cabac/weight_contexts.h"
-#include "nnpress/quant/dequantize.h"
-#include "nnpress/quant/feedback.h"
+#include "nnpress/quant/pass_args.h"
 
 namespace nnpress {
 
 template <class W, class F>
-uint64_t trellis_pass(const W* weights, const F* importance, uint64_t rows, uint64_t cols, double step,
-                      const ChannelScales& scales, const ErrorFeedback& feedback, double lambda, uint64_t chunk_rows, const cabac::LevelParams& params, int32_t* levels,
-                      float* recon, double* distortion,
-                    cabac::WeightContexts* contexts = nullptr);
+uint64_t trellis_pass(const PassArgs<W, F>& args);
 
 }  // namespace nnpress

@@ -1,4 +1,4 @@
-// nnpress/level_coder.h — code integer weight levels with DeepCABAC: payloads and framed streams.
+// nnpress/cabac/level_coder.h — code integer weight levels with DeepCABAC: payloads and framed streams.
 //
 // CONTRACT
 //   Two layers:
@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "nnpress/cabac/binarization.h"
+#include "nnpress/shape.h"
 #include "nnpress/status.h"
 
 namespace nnpress {
@@ -56,9 +57,6 @@ struct LevelStreamInfo {
   LevelParams params;
   size_t payload_offset = 0, payload_size = 0;
 };
-
-// Rows/cols used for context reset, from a shape.
-void rows_cols_of(const std::vector<uint64_t>& shape, uint64_t* rows, uint64_t* cols);
 
 // Validates params read from untrusted data.
 Status check_level_params(const LevelParams& p);

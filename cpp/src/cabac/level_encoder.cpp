@@ -6,7 +6,7 @@
 #include "nnpress/cabac/bin_encoder.h"
 #include "nnpress/cabac/rate_estimator.h"
 #include "nnpress/format/crc.h"
-#include "nnpress/level_coder.h"
+#include "nnpress/cabac/level_coder.h"
 
 namespace nnpress {
 namespace {
