@@ -191,9 +191,11 @@ NNPRESS_BINDING(quant) {
       .def_readwrite("method", &QuantOptions::method)
       .def_readwrite("chunk_rows", &QuantOptions::chunk_rows)
       .def_readwrite("max_passes", &QuantOptions::max_passes)
-      .def_readwrite("threads", &QuantOptions::threads);
+      .def_readwrite("threads", &QuantOptions::threads)
+      .def_readwrite("size_tolerance", &QuantOptions::size_tolerance);
   py::class_<QuantResult>(m, "QuantResult", "What quantize chose and measured (QuantResult in quantize.h).")
       .def_readonly("params", &QuantResult::params)
+      .def_readonly("coded_params", &QuantResult::coded_params)
       .def_property_readonly("rate_bits", &QuantResult::rate_bits)
       .def_readonly("distortion", &QuantResult::distortion)
       .def_readonly("passes", &QuantResult::passes);

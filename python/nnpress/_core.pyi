@@ -330,6 +330,7 @@ class WriterOptions:
     Options of write_nnp (WriterOptions in nnpress/format/container.h).
     """
     metadata: str
+    verify: bool
     def __init__(self) -> None:
         ...
     @property
@@ -396,6 +397,12 @@ class QuantOptions:
     def max_passes(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
     @property
+    def size_tolerance(self) -> float:
+        ...
+    @size_tolerance.setter
+    def size_tolerance(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
     def step(self) -> float:
         ...
     @step.setter
@@ -411,6 +418,9 @@ class QuantResult:
     """
     What quantize chose and measured (QuantResult in quantize.h).
     """
+    @property
+    def coded_params(self) -> LevelParams:
+        ...
     @property
     def distortion(self) -> float:
         ...
@@ -579,7 +589,7 @@ def rate_bits(levels: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], una
     """
 def write_nnp(tensors: collections.abc.Sequence[TensorInput], options: WriterOptions) -> tuple[bytes, typing.Any, int]:
     """
-    Assemble a .nnp file in memory and check that it parses; returns (bytes, stored bytes per tensor, table bytes).
+    Assemble a .nnp file in memory (options.verify: and check that it parses); returns (bytes, stored bytes per tensor, table bytes).
     """
 HAS_ENCODER: bool = True
 NNP_VERSION: tuple = (1, 1)

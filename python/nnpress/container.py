@@ -293,6 +293,7 @@ def nnp_bytes(records: Sequence[TensorRecord], *, block_elements: int = DEFAULT_
     options.threads = _threads(threads)
     options.metadata = json.dumps(metadata, sort_keys=True, separators=(",", ":")) if metadata else ""
     options.size_tolerance = float(size_tolerance)
+    options.verify = True  # the caller may replace a file with these bytes
     data, stored, _ = _core.write_nnp(inputs, options)
     return data, list(stored)
 

@@ -181,9 +181,8 @@ def encode_tensor(e: TensorEntry, config: CodecConfig, stats: ModelStats, *, imp
             row_scale=None if row_exp is None else channel_scales(row_exp),
             col_scale=None if col_exp is None else channel_scales(col_exp),
             hessian=hess, hessian_damp=config.hessian_damp, row_hessian=row_hess)
-        coded = getattr(result, "coded_params", None)
-        if coded is not None:
-            unary_len, eg_order = int(coded.unary_len), int(coded.eg_order)
+        # the params the writer would pick for these levels: it codes with them instead of searching
+        unary_len, eg_order = int(result.coded_params.unary_len), int(result.coded_params.eg_order)
         recon = _as_stored(recon, e.dtype)
         err = _rel_error(fvals, recon)  # against the unpruned weights
     else:

@@ -254,8 +254,7 @@ def _quantize_core(w, step, lam=0.0, importance=None, method="nearest", *, rows_
     elif isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
         raise ValueError(f"threads must be a non-negative int or None, got {threads!r}")
     options.threads = int(threads)
-    if hasattr(options, "size_tolerance"):
-        options.size_tolerance = float(size_tolerance)
+    options.size_tolerance = float(size_tolerance)
     arr = _weights(w)
     f = _importance(importance, arr.shape)
     rows, cols = _rows_cols(arr.shape)

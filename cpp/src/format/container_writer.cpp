@@ -317,6 +317,12 @@ Status write_container(const std::vector<TensorInput>& tensors, const WriterOpti
   Assembler file(out, tensors, options.metadata);
   for (size_t i = 0; i < tensors.size(); ++i) file.add_tensor(tensors[i], i, &plan);
   file.finish(result);
+  if (options.verify) {
+    ContainerReader reader;
+    Status s = ContainerReader::open_memory(out->data(), out->size(), &reader);
+    if (s.ok()) s = reader.verify_checksums();
+    if (!s.ok()) return Status(s.code(), "write_container: the assembled file does not parse: " + s.message());
+  }
   return Status::Ok();
 }
 

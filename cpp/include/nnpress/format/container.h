@@ -247,6 +247,9 @@ struct WriterOptions {
   // pair whose measured size is within this fraction of the smallest; < 0: choose_level_params.
   double size_tolerance = 0.001;
   std::string metadata;                        // stored as is (UTF-8 JSON by convention)
+  // Parse the assembled bytes with ContainerReader and check every CRC before returning (for
+  // callers that replace a file with them); a failure keeps the reader's status code.
+  bool verify = false;
 };
 
 // Bytes stored per input tensor (chunks only; the table adds a few dozen bytes per tensor).
