@@ -200,21 +200,47 @@ def encode_model(entries: Sequence[TensorEntry], config: CodecConfig, *,
                  hessians: Mapping[str, Any] | None = None,
                  row_hessians: Mapping[str, Any] | None = None,
                  progress: Callable[[int, int, str], None] | None = None) -> list[EncodedTensor]:
-    """Every entry through :func:`encode_tensor`, in order; ``progress(done, total, name)``."""
+    """Every entry through :func:`encode_tensor`, in entry order; ``progress(0, total, "")`` first,
+    then ``progress(done, total, name)`` as each tensor finishes. Tensors are encoded concurrently on ``config.threads`` threads (the C++
+    quantizers release the GIL, and each tensor's row blocks use the same worker pool): the result
+    does not depend on the thread count."""
     stats = model_stats(entries, config)
-    out = []
     total = len(entries)
-    for i, e in enumerate(entries):
-        if progress is not None:
-            progress(i, total, e.name)
-        out.append(encode_tensor(
+
+    def one(e: TensorEntry) -> EncodedTensor:
+        return encode_tensor(
             e, config, stats,
             importance=None if importance is None else importance.get(e.name),
             hessian=None if hessians is None else hessians.get(e.name),
-            row_hessian=None if row_hessians is None else row_hessians.get(e.name)))
+            row_hessian=None if row_hessians is None else row_hessians.get(e.name))
+
     if progress is not None:
-        progress(total, total, "")
-    return out
+        progress(0, total, "")
+    workers = min(config.n_threads, total)
+    if workers <= 1:
+        out = []
+        for i, e in enumerate(entries):
+            out.append(one(e))
+            if progress is not None:
+                progress(i + 1, total, e.name)
+        return out
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nnpress-encode") as pool:
+        futures = {pool.submit(one, e): e.name for e in entries}
+        done = 0
+        for f in as_completed(futures):
+            if f.exception() is not None:
+                for g in futures:
+                    g.cancel()
+                break
+            done += 1
+            if progress is not None:
+                progress(done, total, futures[f])
+    for f in futures:  # (all have finished or were cancelled) the first failure in entry order
+        if not f.cancelled() and f.exception() is not None:
+            raise f.exception()
+    return [f.result() for f in futures]
 
 
 def file_metadata(config: CodecConfig) -> dict:

@@ -315,7 +315,16 @@ def test_progress_callback_sees_every_tensor(tmp_path):
     calls = []
     nnpress.compress(sd, tmp_path / "p.nnp", progress=lambda done, total, name: calls.append((done, total, name)))
     assert [c[0] for c in calls] == [0, 1, 2, 3, 4, 5]
-    assert all(c[1] == 5 for c in calls) and [c[2] for c in calls[:5]] == list(sd)
+    assert all(c[1] == 5 for c in calls) and calls[0][2] == "" and sorted(c[2] for c in calls[1:]) == list(sd)
+
+
+def test_tensors_encode_concurrently_with_the_same_bytes(tmp_path):
+    sd = {f"t{i}": torch.randn(40, 30, generator=torch.Generator().manual_seed(i)) for i in range(9)}
+    sd["bad"] = torch.full((3, 3), float("nan"))  # stored exact, on any thread
+    one = nnpress.compress(sd, tmp_path / "a.nnp", CodecConfig(threads=1))
+    many = nnpress.compress(sd, tmp_path / "b.nnp", CodecConfig(threads=4))
+    assert (tmp_path / "a.nnp").read_bytes() == (tmp_path / "b.nnp").read_bytes()
+    assert [t.name for t in many.tensors] == list(sd) == [t.name for t in one.tensors]
 
 
 def test_existing_file_survives_a_failed_compress(tmp_path):
