@@ -61,16 +61,17 @@
 //   rows of V). Exact zeros stay zero and are not compensated into; targets are kept within
 //   2^30 - 1 steps (feedback.h).
 //
-//   Errors (Status kInvalidArgument, nothing written to levels is meaningful then):
-//   null buffers with count > 0; step not finite or <= 0; lambda not finite or < 0; a weight
+//   Errors (Status kInvalidArgument, nothing written to levels, recon or result is meaningful then):
+//   rows * cols overflowing 64 bits; null weights or levels with count > 0; an unknown method;
+//   step not finite or <= 0; lambda not finite or < 0; a weight
 //   that is NaN or infinite or with |w / step_ij| >= 2^30 (message names the index); a channel
 //   scale that is not finite and > 0, or a step_ij that is not (over/underflow); an importance
 //   that is NaN, infinite or negative; max_passes < 1; invalid fixed params; a feedback factor
 //   with a diagonal entry that is not finite and > 0 (or whose 1/U_ii^2 overflows), an
 //   upper-triangle entry with |U_ij / U_ii| > 1e12 or not finite (the same for the row factor
-//   V), with an importance that
-//   varies along a row, or with a step_ij at or above DBL_MAX / 2^32; a weighted distortion
-//   that overflows a double.
+//   V); a column factor (options.feedback) with an importance that varies along a row (the row
+//   factor alone accepts any importance); either factor with a step_ij at or above DBL_MAX / 2^32;
+//   a weighted distortion that overflows a double (RDOQ, trellis, any method with feedback).
 //
 // SURPRISES
 //   - With lambda == 0 RDOQ returns the nearest levels (ties are broken toward the nearest level).
@@ -114,7 +115,7 @@ struct QuantOptions {
 };
 
 struct QuantResult {
-  cabac::LevelParams params;     // params the final run priced with (nearest: choose_level_params)
+  cabac::LevelParams params;     // params the final run priced with (kNearest: options.params, unpriced)
   uint64_t rate = 0;             // estimated bits of the chosen levels, fixed point (kRateOne = 1 bit);
                                  // 0 for kNearest (not priced)
   double distortion = 0.0;       // sum F_i (w_i - w_hat_i)^2 in double (w_hat in double)
