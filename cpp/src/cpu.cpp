@@ -67,7 +67,7 @@ X86Features x86_features() {
 }
 #endif
 
-// cpuid traps to the hypervisor in a VM (tens of microseconds): query once.
+// cpuid traps to the hypervisor in a VM (slow): query once.
 #ifdef NNPRESS_X86_64
 const X86Features& cached_x86_features() {
   static const X86Features f = x86_features();

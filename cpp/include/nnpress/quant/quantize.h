@@ -78,11 +78,11 @@
 //   - Weights with F_i == 0 get the level that is cheapest to code among the candidates
 //     (usually, but not always, 0: after many non-zero neighbours a small non-zero level can be
 //     cheaper than a zero).
-//   - lambda has a cliff: at coarse steps and lambda beyond about 0.2 step^2 (rdoq) or 0.4 step^2
-//     (trellis) the zeros chosen early make the adaptive significance contexts predict zeros,
-//     non-zeros get dearer, and the tensor can collapse to (almost) all zeros. Searches over
-//     lambda must expect that discontinuity. Measured RD hulls (bench/RESULTS.md, Quantizers)
-//     come from lambda ~ 0.1 step^2 for rdoq and ~ 0.2 step^2 for the trellis, varying the step.
+//   - lambda has a cliff: at coarse steps and large lambda (in units of step^2) the zeros chosen
+//     early make the adaptive significance contexts predict zeros, non-zeros get dearer, and the
+//     tensor can collapse to (almost) all zeros. Searches over lambda must expect that
+//     discontinuity; bench/RESULTS.md ("Quantizers") says where it was measured and which lambda
+//     the measured RD hulls use (the RD hull is traced by varying the step at a fixed lambda / step^2).
 //   - A weighted distortion that overflows a double (importance, or 1/U_ii^2, near the double
 //     limit) is an error (kInvalidArgument) for RDOQ, the trellis and any method with feedback;
 //     plain kNearest, which decides nothing by it, only reports it (inf).
