@@ -35,6 +35,10 @@ namespace {
 using detail::KernelTable;
 
 Status pick_table(const KernelOptions& opt, size_t batch, const KernelTable** out) {
+  if (!opt.isa) {  // the automatic choice: an unknown NNPRESS_ISA is an error, not ignored (cpu.h)
+    Status e = isa_env_status();
+    if (!e.ok()) return e;
+  }
   const Isa isa = opt.isa ? *opt.isa : auto_isa(batch);
   if (!isa_supported(isa)) return invalid_argument(std::string("kernels: ISA '") + isa_name(isa) + "' is not available on this CPU/build");
   const KernelTable* t = nullptr;
@@ -204,7 +208,11 @@ Status matvec(const RowGroupMatrix& m, const float* x, size_t x_len, float* y, s
   if (!s.ok()) return s;
   const KernelTable* t;
   KernelOptions o = opt;
-  if (!o.isa) o.isa = auto_isa(m, 1);
+  if (!o.isa) {
+    s = isa_env_status();  // see pick_table
+    if (!s.ok()) return s;
+    o.isa = auto_isa(m, 1);
+  }
   s = pick_table(o, 1, &t);
   if (!s.ok()) return s;
   const detail::RowsView v = view_of(m);
@@ -234,7 +242,11 @@ Status matmat(const RowGroupMatrix& m, const float* X, size_t x_len, size_t batc
   if (!s.ok()) return s;
   const KernelTable* t;
   KernelOptions o = opt;
-  if (!o.isa) o.isa = auto_isa(m, batch);
+  if (!o.isa) {
+    s = isa_env_status();  // see pick_table
+    if (!s.ok()) return s;
+    o.isa = auto_isa(m, batch);
+  }
   s = pick_table(o, batch, &t);
   if (!s.ok()) return s;
   const detail::RowsView v = view_of(m);

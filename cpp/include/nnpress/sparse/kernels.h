@@ -7,8 +7,9 @@
 //                            inputs for column c); Y: rows x batch floats, row-major.
 //                            batch == 1 runs the matvec kernel (same memory layout).
 //   The lengths passed with each buffer are checked (kInvalidArgument on a mismatch, a null
-//   buffer, or an ISA this build/CPU cannot run); nothing else can fail, because the matrices
-//   are validated when they are built (matrix.h). Inputs may hold any floats; y must not alias x.
+//   buffer, batch 0, an ISA this build/CPU cannot run, or — automatic choice only — an unknown
+//   NNPRESS_ISA value, cpu.h); nothing else can fail, because the matrices are validated when they
+//   are built (matrix.h). Inputs may hold any floats; y must not alias x. On failure y is untouched.
 //   KernelOptions.isa: empty = auto_isa(matrix, batch) (below); a named ISA must be isa_supported() and is
 //   used for every kernel of the product (tests and benchmarks force each ISA this way).
 //   KernelOptions.threads: rows are split into contiguous blocks, one per thread (capped by the hardware
@@ -64,7 +65,8 @@ Status matmat(const CodebookMatrix& m, const float* X, size_t x_len, size_t batc
               size_t y_len, const KernelOptions& opt = {});
 
 // The ISA a product with `batch` input columns uses when KernelOptions.isa is empty: detect_isa()
-// (which honours NNPRESS_ISA), except that batch 2..32 prefers AVX2 over AVX-512 (SURPRISES).
+// (which honours NNPRESS_ISA; with an unknown value the products fail instead, cpu.h), except that
+// batch 2..32 prefers AVX2 over AVX-512 (SURPRISES).
 Isa auto_isa(size_t batch);
 // The same for a CER/CSER matrix: also batch 1 prefers AVX2 over AVX-512 when groups average <= 6
 // entries (the same algorithm runs faster as AVX2 code on such short groups, slower on longer ones;
