@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define NNPRESS_X86_64 1
@@ -67,7 +68,7 @@ X86Features x86_features() {
 }
 #endif
 
-// cpuid traps to the hypervisor in a VM (tens of microseconds): query once.
+// cpuid traps to the hypervisor in a VM (slow): query once.
 #ifdef NNPRESS_X86_64
 const X86Features& cached_x86_features() {
   static const X86Features f = x86_features();
@@ -116,10 +117,28 @@ bool compiled(Isa isa) {
   }
 }
 
-Isa compute_isa() {
+// NNPRESS_ISA as read once per process: `cap` is the highest ISA the automatic choice may use.
+struct EnvIsa {
   Isa cap = Isa::kAvx512;
-  Isa requested;
-  if (parse_isa(std::getenv("NNPRESS_ISA"), &requested)) cap = requested;
+  bool valid = true;  // unset, empty or a known name
+  std::string value;  // the raw value (for the error message)
+};
+
+const EnvIsa& env_isa() {
+  static const EnvIsa e = [] {
+    EnvIsa r;
+    const char* v = std::getenv("NNPRESS_ISA");
+    if (v == nullptr || *v == '\0') return r;
+    r.value = v;
+    r.valid = parse_isa(v, &r.cap);
+    if (!r.valid) r.cap = Isa::kAvx512;
+    return r;
+  }();
+  return e;
+}
+
+Isa compute_isa() {
+  const Isa cap = env_isa().cap;
   for (int i = int(cap); i > 0; --i) {
     if (isa_supported(Isa(i))) return Isa(i);
   }
@@ -133,6 +152,14 @@ bool isa_supported(Isa isa) { return compiled(isa) && cpu_has(isa); }
 Isa detect_isa() {
   static const Isa isa = compute_isa();
   return isa;
+}
+
+Status isa_env_status() {
+  const EnvIsa& e = env_isa();
+  if (e.valid) return Status::Ok();
+  return invalid_argument("NNPRESS_ISA='" + e.value +
+                          "' is not an ISA name (expected scalar, neon, avx2 or avx512, lower case; unset it for "
+                          "the automatic choice)");
 }
 
 }  // namespace nnpress

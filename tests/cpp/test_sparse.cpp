@@ -28,7 +28,9 @@ using namespace nnpress::sparse;
 
 namespace {
 
-// The 5 x 12 matrix of the seed talk (Wiedemann et al., "Matrix Formats" slides).
+// The 5 x 12 matrix of the seed talk (Wiedemann et al., "Matrix Formats" slides), one row per line
+// (clang-format would pack several rows on a line).
+// clang-format off
 const float kTalk[5][12] = {
     {0, 3, 0, 2, 4, 0, 0, 2, 3, 4, 0, 4},
     {4, 4, 0, 0, 0, 4, 0, 0, 4, 4, 0, 4},
@@ -36,6 +38,7 @@ const float kTalk[5][12] = {
     {0, 0, 0, 4, 4, 4, 0, 3, 4, 4, 0, 0},
     {0, 4, 4, 0, 0, 4, 0, 4, 0, 0, 0, 0},
 };
+// clang-format on
 
 void test_golden_cer() {
   RowGroupMatrix m;

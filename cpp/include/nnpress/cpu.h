@@ -8,9 +8,18 @@
 //   kScalar. The result is computed once (thread-safe) and cached.
 //   isa_supported(isa) says whether kernels for `isa` can run here (kScalar always can); the CPU
 //   is queried once (cpuid is slow in virtual machines), so calling it per product is cheap.
-//   The environment variable NNPRESS_ISA=scalar|neon|avx2|avx512 caps the automatic choice (read
-//   once, at the first call); a request above what the CPU has falls back to the best supported
-//   ISA below it. An unknown value is ignored.
+//
+//   NNPRESS_ISA (environment variable, read once per process, at the first call of detect_isa() or
+//   isa_env_status()) caps the automatic choice: detect_isa() is the best supported ISA at or below
+//   the named one, in the order scalar < neon < avx2 < avx512. So a value above what this CPU/build
+//   has is not an error: NNPRESS_ISA=avx512 on an AVX2-only CPU gives avx2, and NNPRESS_ISA=neon on
+//   x86-64 gives scalar (nothing x86 lies at or below neon). Unset or empty: no cap.
+//   Any other value (a typo such as "avx-512" or "AVX2"; names are lower case) is an error, not a
+//   silent fallback: isa_env_status() returns kInvalidArgument naming the value, and every kernel
+//   product that would use the automatic choice (sparse/kernels.h, KernelOptions.isa empty) returns
+//   that Status (a ValueError in Python) instead of computing. detect_isa() itself cannot fail: with
+//   an unknown value it returns the uncapped choice, for diagnostics. Products that name their ISA
+//   (KernelOptions.isa) and isa_supported() ignore NNPRESS_ISA.
 //
 // SURPRISES
 //   - "Compiled for" matters: with -DNNPRESS_SIMD=OFF, or on a compiler without the per-ISA
@@ -18,6 +27,8 @@
 //   - The library is never built with -march=native; only the files under src/sparse/<isa>/
 //     carry ISA flags, and nothing from them runs unless isa_supported() said yes.
 #pragma once
+
+#include "nnpress/status.h"
 
 namespace nnpress {
 
@@ -31,5 +42,8 @@ bool parse_isa(const char* name, Isa* out);
 bool isa_supported(Isa isa);
 // The ISA the kernels use when the caller does not name one (see CONTRACT for NNPRESS_ISA).
 Isa detect_isa();
+// Ok when NNPRESS_ISA is unset, empty or one of the names above; else kInvalidArgument with the value
+// in the message. The kernels check it before every product that uses the automatic choice.
+Status isa_env_status();
 
 }  // namespace nnpress

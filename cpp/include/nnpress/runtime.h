@@ -50,7 +50,10 @@
 //     weight for im2col, and build the matrix from the decoded float32 values (not from the
 //     levels), so the matrix holds exactly the values of decode_float32. Too many distinct values
 //     (more than 65536 for CER/CSER, 16 for the codebook) or NaN/Inf values are kInvalidArgument;
-//     dimensions above 2^32 - 1 are kLimit.
+//     dimensions above 2^32 - 1, or more than 2^32 - 1 entries other than the most frequent value,
+//     are kLimit.
+//   - Outputs on failure: decode_all, decode_matrix and decode_codebook leave *out unchanged;
+//     decode and decode_float32 leave unspecified contents.
 //   - Threads: `threads` = 0 means std::thread::hardware_concurrency(); every count is further
 //     capped by RuntimeOptions::max_threads (0 = no cap). Quantized tensors are stored as
 //     independent row blocks (entry points), so one large tensor decodes on several threads, and
@@ -136,9 +139,11 @@ class Model {
   size_t file_size() const { return reader_.file_size(); }
   const ContainerReader& reader() const { return reader_; }  // the full reader API
 
+  // ContainerReader::decode by name (kNotFound if absent).
   Status decode(const std::string& name, void* out, size_t out_bytes, unsigned threads = 1) const;
+  // Resizes *out to count floats. kInvalidArgument: null out, a dtype that is not a float dtype.
   Status decode_float32(const std::string& name, std::vector<float>* out, unsigned threads = 1) const;
-  // format: Format::kCER or Format::kCSER.
+  // format: Format::kCER or Format::kCSER (anything else: kInvalidArgument). null out: kInvalidArgument.
   Status decode_matrix(const std::string& name, sparse::Format format, sparse::RowGroupMatrix* out,
                        unsigned threads = 1) const;
   Status decode_codebook(const std::string& name, sparse::CodebookMatrix* out, unsigned threads = 1) const;

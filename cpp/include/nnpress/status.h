@@ -1,16 +1,17 @@
 // nnpress/status.h — error reporting for the whole C++ library, in one place.
 //
 // CONTRACT
-//   Every function that reads untrusted bytes returns a Status (or takes a Status* out-parameter);
-//   it never aborts, never throws for bad data, and never reads outside the buffer it was given.
+//   Every function that reads untrusted bytes returns a Status; it never aborts, never throws for
+//   bad data (std::bad_alloc can still escape when memory runs out), and never reads outside the
+//   buffer it was given.
 //   Status::ok() is true on success. On failure, code() says what kind of problem it is and
 //   message() says what and where ("level stream: truncated payload at byte 17 of 16").
 //   Programming errors (a null pointer where a buffer is required, a shape that does not match
 //   the buffer size) are reported the same way with StatusCode::kInvalidArgument.
 //
 // SURPRISES
-//   - Apps that prefer exceptions call throw_if_error(status) (throws nnpress::Error), or build
-//     with the functions in each header that are documented as "throws".
+//   - Apps that prefer exceptions call throw_if_error(status) (throws nnpress::Error), or open the
+//     runtime's Model with ErrorMode::kThrow / Model::load (runtime.h), whose members then throw.
 //   - kCorrupt and kTruncated both mean "the data is bad"; the Python layer maps both to
 //     nnpress.FormatError. kLimit means the data is well-formed but larger than the configured
 //     resource limits (also a FormatError in Python, with the limit named in the message).

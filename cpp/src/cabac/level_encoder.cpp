@@ -92,7 +92,7 @@ LevelParams choose_level_params(const int32_t* levels, uint64_t count) {
     for (int k = 0; k <= max_k; ++k) {
       // Bucket j = floor(log2((r >> k) + 1)) grows with r, so "j >= b" is "mag >= threshold_b":
       // the count reaching prefix bin b is a tail sum, found by binary search (O(log) per bin,
-      // not O(distinct magnitudes): many distinct large levels made this loop take seconds).
+      // not O(distinct magnitudes), which is slow when there are many distinct large levels).
       // Counts are integers, so the sums below equal the per-magnitude sums exactly.
       uint64_t reach[41];
       for (int b = 0; b <= 40; ++b) {

@@ -28,6 +28,10 @@ namespace {
 using detail::KernelTable;
 
 Status pick_table(const KernelOptions& opt, size_t batch, const KernelTable** out) {
+  if (!opt.isa) {  // the automatic choice: an unknown NNPRESS_ISA is an error, not ignored (cpu.h)
+    Status e = isa_env_status();
+    if (!e.ok()) return e;
+  }
   const Isa isa = opt.isa ? *opt.isa : auto_isa(batch);
   if (!isa_supported(isa)) return invalid_argument(std::string("kernels: ISA '") + isa_name(isa) + "' is not available on this CPU/build");
   const KernelTable* t = nullptr;
@@ -42,10 +46,9 @@ Status pick_table(const KernelOptions& opt, size_t batch, const KernelTable** ou
 }
 
 // threads == 0 (as many as pay): work below which one more thread does not pay, since waking a worker and
-// waiting for it costs ~15-20 us here,
-// about the time of 128 Ki sparse entries (4096^2 CSER at density 0.01, 168 Ki entries: 47 us on one thread,
-// 54 on two). `work` counts sparse entries x batch; a dense-codebook weight counts 1/12 (measured time per
-// weight against per entry at batch 1).
+// waiting for it costs about as long as one thread takes for this many sparse entries (bench/RESULTS.md,
+// "CER/CSER kernels"). `work` counts sparse entries x batch; a dense-codebook weight counts 1/12 (its time
+// per weight against a sparse entry's at batch 1).
 constexpr uint64_t kWorkPerThread = uint64_t(1) << 17;
 
 template <class F>
@@ -119,7 +122,11 @@ Status matvec(const RowGroupMatrix& m, const float* x, size_t x_len, float* y, s
   if (!s.ok()) return s;
   const KernelTable* t;
   KernelOptions o = opt;
-  if (!o.isa) o.isa = auto_isa(m, 1);
+  if (!o.isa) {
+    s = isa_env_status();  // see pick_table
+    if (!s.ok()) return s;
+    o.isa = auto_isa(m, 1);
+  }
   s = pick_table(o, 1, &t);
   if (!s.ok()) return s;
   const detail::RowsView v = view_of(m);
@@ -149,7 +156,11 @@ Status matmat(const RowGroupMatrix& m, const float* X, size_t x_len, size_t batc
   if (!s.ok()) return s;
   const KernelTable* t;
   KernelOptions o = opt;
-  if (!o.isa) o.isa = auto_isa(m, batch);
+  if (!o.isa) {
+    s = isa_env_status();  // see pick_table
+    if (!s.ok()) return s;
+    o.isa = auto_isa(m, batch);
+  }
   s = pick_table(o, batch, &t);
   if (!s.ok()) return s;
   const detail::RowsView v = view_of(m);
@@ -213,8 +224,7 @@ Format choose_format(uint32_t rows, uint32_t cols, uint64_t nnz, uint32_t num_va
   if (batch <= 1) {
     // Codebook vs CSER: the codebook reads every weight (cost ~ cols per row), CSER its entries plus a
     // per-row cost, so the crossover density falls with shorter rows. Fitted to the measured crossovers
-    // (Python protocol, out of cache, 16 values: ~0.085 at 4096 columns, ~0.065 at 1536, below 0.05 at
-    // 384; bench/RESULTS.md), with a floor for tiny layers, where per-call costs dominate.
+    // (bench/RESULTS.md, "CER/CSER kernels"), with a floor for tiny layers, where per-call costs dominate.
     if (num_values <= kCodebookSize) {
       const double cross = std::max(0.03, 0.097 - 49.0 / std::max(1.0, double(cols)));
       return density >= cross ? Format::kCodebook : Format::kCSER;

@@ -45,9 +45,8 @@
 
 // No auto-vectorization in the ISA translation units: the compiler turns the scalar input copy and the
 // value lookups into gathers, which were slower than scalar loads on the CPUs measured (bench/RESULTS.md).
-// The explicit intrinsics are unaffected. (Forcing -O2 here instead of a Release build's -O3 made the
-// batch-1 kernel 5-15% faster but the batched tiles 2x slower: their register arrays need -O3's
-// complete unrolling. Measured; not done.)
+// The explicit intrinsics are unaffected. (These files are not forced to -O2 either: the batch-1 kernel
+// would gain, but the batched tiles' register arrays need -O3's complete unrolling.)
 #if defined(__clang__)
 #define NNPRESS_NO_VECTORIZE _Pragma("clang loop vectorize(disable) interleave(disable)")
 #elif defined(__GNUC__)
@@ -177,16 +176,16 @@ inline void fill_piece(const RowsView& m, Value value_of, uint32_t r, uint32_t g
 }
 
 // Copies x[col[i]] for i < n into xg. 16-bit indices: eight at a time through a register (V::gather8: one
-// vector store instead of eight scalar ones; the stores bound this loop: 0.65 vs 1.0 cycles per entry on
-// Zen 5), 32 (one cache line of indices) per iteration with one software prefetch of the indices kBlock
-// entries ahead (the next block's; clamped to the array's last index, col_last). 32-bit indices: scalar
-// copies (their prefetch is prefetch_block's). Not inlined: the batch-1 kernel measured ~5% faster so (GCC 12).
+// vector store instead of eight scalar ones: the stores bound this loop), 32 (one cache line of indices)
+// per iteration with one software prefetch of the indices kBlock entries ahead (the next block's; clamped
+// to the array's last index, col_last). 32-bit indices: scalar copies (their prefetch is prefetch_block's).
+// Not inlined: GCC 12 compiles the batch-1 kernel into faster code so (bench/RESULTS.md).
 template <class V, class Col>
 __attribute__((noinline)) void gather_inputs(const Col* col, uint32_t n, const float* x, float* xg,
                                              const Col* col_last) {
   uint32_t i = 0;
   if constexpr (sizeof(Col) == 2) {
-    // Pointer increments: indexed addressing cost ~15% here (GCC kept 32-bit index arithmetic).
+    // Pointer increments: with indexed addressing GCC kept 32-bit index arithmetic, which was slower.
     const Col* c = col;
     float* o = xg;
     const Col* const ce32 = col + (n & ~31u);
@@ -217,8 +216,8 @@ __attribute__((noinline)) void gather_inputs(const Col* col, uint32_t n, const f
 
 // Software prefetch of the next block's group pointers and value indices (and, for 32-bit indices, its
 // column indices; 16-bit ones are prefetched during the copy, gather_inputs), issued at the start of a
-// block: while one block is computed, the next is on its way (measured 1.2-1.3x faster once the matrix is
-// no longer in cache, the case of a layer of a model run once per input; bench/RESULTS.md). k: its first
+// block: while one block is computed, the next is on its way (this pays once the matrix is no longer
+// in cache, the case of a layer of a model run once per input; bench/RESULTS.md). k: its first
 // entry, g: its first group, ng: about how many groups it has. Addresses stay inside the arrays.
 template <class Col>
 inline void prefetch_block(const RowsView& m, const Col* col, uint32_t k, uint32_t g, uint32_t ng) {
@@ -287,7 +286,7 @@ void rows_matvec_t(const RowsView& m, const Col* col, Value value_of, const floa
   const uint32_t total = m.group_ptr[m.row_ptr[m.rows]];
   const Col* const col_last = col + (total ? total - 1 : 0);  // only prefetched
   // The whole input at once (cols <= 65536 with 16-bit indices: <= 4096 lines): a cold x otherwise costs
-  // a miss per line, met in random order by the copy (measured ~3 us of a 64 x 4096 product after a flush).
+  // a miss per line, met in random order by the copy.
   if constexpr (sizeof(Col) == 2) {
     for (uint32_t c = 0; c < m.cols; c += 16) {
       __builtin_prefetch(x + c);
@@ -333,8 +332,8 @@ void rows_matvec_t(const RowsView& m, const Col* col, Value value_of, const floa
 
 // Long groups (>= kLongGroup entries on average): each group's inputs are summed with scalar loads into
 // four accumulators and multiplied once; no buffers, and one loop exit per group is cheap next to its
-// length. (4096^2, 16 values, AVX-512, in cache: the block kernel with U stores is faster at a mean of 68
-// entries, 1078 vs 1410 us, this one at 137, 2129 vs 2235 us; bench/RESULTS.md.)
+// length. kLongGroup lies between a mean length where the block kernel with U stores was faster and
+// one where this one was (bench/RESULTS.md, "CER/CSER kernels").
 constexpr uint32_t kLongGroup = 96;
 
 template <class Col>
@@ -510,12 +509,12 @@ void for_tiles(size_t batch, F&& f) {
 
 // Value stores per group for batch 1 (fill): narrow (L = 8) when groups average <= 8 entries on a wider ISA,
 // else full vectors; U = the stores that cover the mean group length plus two standard deviations of a
-// Poisson count (measured: a loop over each group's length costs a branch miss per group; bench/RESULTS.md).
+// Poisson count (a loop over each group's length would cost a branch miss per group; bench/RESULTS.md).
 template <class V>
 void rows_matvec(const RowsView& m, const float* x, float* y, uint32_t r0, uint32_t r1) {
   const uint64_t groups = m.row_ptr[m.rows], entries = m.group_ptr[groups];
   const double mean = groups ? double(entries) / double(groups) : 0.0;
-  const bool narrow = V::W > 8 && mean <= 8.0;  // then one 8-float store (measured faster than two at 0.01)
+  const bool narrow = V::W > 8 && mean <= 8.0;  // then one 8-float store (faster than two for such groups)
   const uint32_t L = V::W;
   const double cover = mean + 2.0 * __builtin_sqrt(mean);
   const uint32_t U = cover <= L ? 1 : cover <= 2 * L ? 2 : cover <= 3 * L ? 3 : cover <= 4 * L ? 4 : 8;

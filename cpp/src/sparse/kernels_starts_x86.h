@@ -6,11 +6,11 @@
 //   starts_matvec(m, x, y, r0, r1, fallback): y[r] for rows [r0, r1) without the Ω[0] term, as rows_matvec
 //   (kernels_simd.h). Requires the plan (m.starts, m.start_values non-null), |Ω| <= 256 and 16-bit columns.
 //   Rows are taken in blocks of whole rows of up to kStartsBlock entries (their first entries from the
-//   plan's row_start: one sequential array, where row_ptr then group_ptr were two dependent loads per row
-//   that cost ~1.4x once the matrix was out of cache), and a block's entries in the aligned runs of 8 that
+//   plan's row_start: one sequential array, where row_ptr then group_ptr are two dependent loads per row,
+//   slow once the matrix is out of cache), and a block's entries in the aligned runs of 8 that
 //   hold them (one byte of start bits each; lanes outside the block are computed and not summed):
 //     - the 8 inputs x[col] by scalar loads into one register (each index its own 16-bit load: fewer
-//       instructions than shifting them out of one 64-bit load, 4% faster here);
+//       instructions than shifting them out of one 64-bit load, and faster here);
 //     - each lane's group, counted from the chunk's first group, from the chunk's 8 start bits by one
 //       load from a 256-entry table of prefix counts; the values of the 8 groups from that one come from
 //       their 8 Ω indices (start_values) through the Ω-delta table held in two registers (two permutes
@@ -94,7 +94,8 @@ inline float slice_sum(const float* p, uint32_t n) {
 }
 
 // delta at the 8 value indices g[0..8) (more than 16 values: no in-register table). The indices come out of
-// one 64-bit load by shifts: 3-5% faster here than a load per index (which inputs8 uses for the inputs).
+// one 64-bit load by shifts: faster here than a load per index (which inputs8 uses for the inputs;
+// bench/RESULTS.md, "CER/CSER kernels").
 inline __m256 values8(const uint8_t* g, const float* delta) {
   uint64_t q;
   __builtin_memcpy(&q, g, 8);

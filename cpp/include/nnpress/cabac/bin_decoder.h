@@ -3,21 +3,25 @@
 // CONTRACT
 //   BinDecoder(data, size) decodes a stream written by BinEncoder. It NEVER reads outside
 //   [data, data + size): past the end it feeds zero bytes and counts them. It never throws and
-//   never loops by itself; callers decode a bounded number of bins and then call finish(),
-//   which returns true only if the stream ended exactly as BinEncoder::finish() ends it: the
-//   terminating bin was 1, the stop bit sits where the engine expects it, and every byte was
-//   consumed and no byte beyond the end was needed. A truncated, extended or garbage stream
-//   therefore fails finish() (or hits an over-read earlier: see overrun()).
+//   never loops by itself; callers decode a bounded number of bins, then call terminate() and,
+//   if it returned 1, finish(). terminate() == 1 && finish() holds only if the stream ended
+//   exactly as BinEncoder::terminate(1) + finish() end it: the terminating bin is 1, the stop bit
+//   sits where the engine expects it, every byte was consumed and no byte beyond the end was
+//   needed. A truncated, extended or garbage stream therefore fails that check (or hits an
+//   over-read earlier: see overrun()). finish() does not look at the terminating bin itself:
+//   called without a terminate() that returned 1 its answer means nothing.
+//   bin() and bypass() ignore their value argument and return the decoded value (the Coder
+//   interface of binarization.h); position() is the number of bytes consumed so far, at most size.
 //
 // SURPRISES
 //   - A garbage stream still decodes to *some* bins; the caller must treat its output as junk
-//     unless finish() returns true, and should stop early when overrun() turns true (the stream
-//     has run out, so everything decoded from here on is invented).
-//   - The decoder reads 2 bytes at start (a valid stream is always at least 2 bytes long) and
-//     keeps up to 32 further bits read ahead, so it can read (zero-filled) bytes past the end of
-//     a stream that is still valid; overrun() and finish() account for that: they judge by the
-//     bytes the arithmetic decoding has actually consumed, exactly as a decoder without
-//     look-ahead would.
+//     unless the end check above passes, and should stop early when overrun() turns true (the
+//     stream has run out, so everything decoded from here on is invented).
+//   - The constructor reads 6 bytes (zeros past the end): the 2 bytes every valid stream has at
+//     least, plus 32 bits of look-ahead that the decoder keeps ahead of the engine from then on.
+//     So it reads (zero-filled) bytes past the end of a stream that is still valid; overrun(),
+//     position() and finish() account for that: they judge by the bytes the arithmetic decoding
+//     has actually consumed, exactly as a decoder without look-ahead would.
 #pragma once
 
 #include <cstddef>
@@ -72,6 +76,7 @@ class BinDecoder {
     return v;
   }
 
+  // Terminating bin: 1 at the end of a stream (the engine is then left as it is, for finish()).
   unsigned terminate(unsigned /*unused*/ = 0) {
     range_ -= 2;
     if ((value_ >> kShift) >= range_) return 1;  // end of stream: no renormalisation
@@ -97,6 +102,7 @@ class BinDecoder {
   // True once the decoder has needed bytes beyond the end of the buffer (bytes merely read ahead
   // into the look-ahead window do not count).
   bool overrun() const { return consumed_bytes() > size_; }
+  // Bytes consumed by the arithmetic decoding so far, capped at size (for error messages).
   size_t position() const { const uint64_t p = consumed_bytes(); return p < size_ ? size_t(p) : size_; }
 
  private:

@@ -1,19 +1,26 @@
 // nnpress/cabac/bin_encoder.h — the binary arithmetic encoder (CABAC engine, encoder side).
 //
 // CONTRACT
-//   BinEncoder appends a CABAC bitstream to a caller-owned std::vector<uint8_t>. It holds only
-//   engine state (low, range, pending bytes); the probability model of each regular bin is
-//   passed on every call (STYLE.md 1). Engine: 9-bit range in [256, 510], LPS range from the
-//   table kRangeLpsOfState (context_model.h), renormalisation by whole bits, carry propagation through
+//   BinEncoder appends a CABAC bitstream to a caller-owned std::vector<uint8_t> (never cleared,
+//   only appended to). It holds only engine state (low, range, pending bytes); the probability
+//   model of each regular bin is passed on every call, so the engine knows nothing of the syntax
+//   and one set of models can be run through the encoder, the rate estimator or the decoder
+//   (binarization.h). Engine: 9-bit range in [256, 510], LPS range from the table
+//   kRangeLpsOfState (context_model.h), renormalisation by whole bits, carry propagation through
 //   a buffered byte plus a count of pending 0xFF bytes (as in the HEVC/VVC engines).
-//   Bins: regular (encode), bypass (encode_bypass, encode_bypass_bits: equiprobable, no model)
-//   and terminating (encode_terminate). A stream is closed by encode_terminate(1) followed by
-//   finish(), which flushes the interval and writes a stop bit '1' padded with zeros to a byte
-//   boundary. BinDecoder (bin_decoder.h) checks exactly that ending.
+//   Bins: regular (bin(b, ctx): context-coded, updates ctx), bypass (bypass(value, nbits):
+//   equiprobable, no model) and terminating (terminate(b)). A stream is closed by terminate(1)
+//   followed by finish(), which settles the carry, flushes the interval and writes a stop bit '1'
+//   padded with zeros to a byte boundary. BinDecoder (bin_decoder.h) checks exactly that ending.
+//   bin() and bypass() return their value argument (the Coder interface of binarization.h).
+//   Nothing here fails or throws, except std::bad_alloc from the output vector.
 //
 // SURPRISES
-//   - Nothing is written until enough bits are settled; call finish() exactly once at the end.
-//   - encode_bypass_bits takes up to 32 bits, most significant bit first.
+//   - Bytes are written only once they are settled (a carry can still change them); the
+//     output is complete only after finish(). Call terminate(1) and finish() exactly once each, at
+//     the end; the encoder cannot be reused afterwards.
+//   - bypass() takes nbits in 0..32, most significant bit first; bits of `value` above nbits
+//     are ignored.
 #pragma once
 
 #include <cstdint>
@@ -61,6 +68,8 @@ class BinEncoder {
     return value;
   }
 
+  // Terminating bin (probability fixed by the engine: range 2). terminate(0) may be coded any
+  // number of times; terminate(1) ends the stream and must be followed by finish().
   void terminate(unsigned bin) {
     range_ -= 2;
     if (bin) {

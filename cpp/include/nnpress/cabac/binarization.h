@@ -10,6 +10,8 @@
 //         suffix: (k + j) bits of r - base_j     bypass
 //   N (unary_len, 0..64) and k (eg_order, 0..30) are per-stream parameters chosen by the encoder
 //   (level_coder.h) and written in the stream header. Every int32, INT32_MIN included, is codable.
+//   The params are not checked here (a unary_len above 64 would index past the contexts):
+//   callers pass params that passed check_level_params (level_coder.h).
 //
 //   Coder is any type with
 //     static constexpr bool kDecoding;
@@ -17,7 +19,8 @@
 //     NNPRESS_INLINE uint32_t bypass(uint32_t v, int nbits);       // nbits (<= 32) equiprobable bins
 //   Encoders and estimators return their argument; decoders ignore it and return what they read.
 //   So the same template drives BinEncoder, RateEstimator (exactly the coder's contexts: RD
-//   decisions price bits as the encoder will spend them) and BinDecoder (STYLE.md 2).
+//   decisions price bits as the encoder will spend them) and BinDecoder: the syntax is written
+//   once, so encoder, estimator and decoder cannot drift apart.
 //
 // SURPRISES
 //   - When decoding, `q` is ignored; the decoded level is returned. A garbage stream can ask for

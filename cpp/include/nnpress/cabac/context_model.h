@@ -5,8 +5,9 @@
 //   different adaptation rates (a fast one, window ~2^5 bins, and a slow one, window ~2^8 bins)
 //   and codes with their mean — the two-rate estimator of DeepCABAC / the NNR standard. Both
 //   are 15-bit fixed point (P = p / 32768) and stay strictly inside (0, 32768) for ever.
-//   The model knows nothing of weights or of the arithmetic engine (STYLE.md 1): engines read
-//   `state` (and mps()) and call update(bin) after every regular bin they code.
+//   The model knows nothing of weights or of the arithmetic engine, so the same models serve the
+//   encoder, the rate estimator and the decoder: engines read `state` (and mps()) and call
+//   update(bin) after every regular bin they code.
 //
 // SURPRISES
 //   - The engine quantizes the LPS probability to 128 classes (state, or 255 - state when the MPS
@@ -34,7 +35,8 @@ constexpr int kLpsClassShift = 7;   // 15-bit probability >> 7 -> class 0..127
 constexpr int kRangeClasses = 8;    // 9-bit range in [256, 511): (range >> 5) & 7
 
 // LPS sub-ranges. An LPS class c (LPS probability in [c/256, (c+1)/256)) and a range in
-// [256 + 32 r, 288 + 32 r) give an LPS sub-range in [1, 247] (scripts/gen_cabac_tables.py).
+// [256 + 32 r, 288 + 32 r) give an LPS sub-range in [1, 128 + 16 r]: at most half the smallest
+// range of the class, so after an MPS one doubling renormalises (scripts/gen_cabac_tables.py).
 // A model's 8-bit state is its combined P(1) in units of 1/256: MPS = state >> 7, LPS class =
 // state (MPS 0) or 255 - state (MPS 1). kRangeLpsOfState[state][r] is the sub-range of that
 // class, so the engine indexes one table by the state it reads, with no arithmetic in between.

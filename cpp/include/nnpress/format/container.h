@@ -34,15 +34,18 @@
 //   - decode* checks each chunk's CRC-32C before decoding it; a mismatch or a bad payload is a
 //     kCorrupt/kTruncated Status whose message names the tensor and the chunk. Results are
 //     bit-identical for every thread count; with several errors the one of the first failing chunk
-//     (in file order) is reported. `threads` = 0 means std::thread::hardware_concurrency().
+//     in request order (tensors by index, each tensor's chunks in file order) is reported, whatever
+//     the thread count. `threads` = 0 means std::thread::hardware_concurrency(). A thread that
+//     cannot be started is not an error: the threads that did start do its work.
 //   - Values: quantized tensors decode with the reconstruction rule of their quantizer
 //     (nnpress/quant/dequantize.h: u * step with u = level for nearest/rdoq, the dependent-
 //     quantization index for trellis; with channel scales u * step_ij, step_ij = (step *
 //     2^(row_exp[i]/8)) * 2^(col_exp[j]/8)), computed in double and rounded once to the tensor's dtype
 //     for float64/float32; float16/bfloat16 go through that float32 value with
 //     round-to-nearest-even. Raw tensors are their stored little-endian bytes.
-//   - All functions return Status and never throw, abort or read outside the buffers they are
-//     given. Output buffers are the caller's; their size is checked.
+//   - All functions return Status and never throw (except std::bad_alloc), abort or read outside
+//     the buffers they are given. Output buffers are the caller's; their size is checked. On a
+//     decode error the output holds unspecified values.
 //
 //   Writing (only with NNPRESS_ENCODER=ON): fill TensorInput records and call write_container, which
 //   builds the whole file in memory. Chunks are coded in parallel; the output bytes are identical
@@ -160,7 +163,14 @@ class ContainerReader {
   ContainerReader& operator=(const ContainerReader&) = delete;
 
   // Parse a file held in memory (not copied: keep it alive), a buffer the reader takes over, or a
-  // file read entirely into memory. On failure *out is left empty.
+  // file read entirely into memory. On failure *out is left empty. kInvalidArgument: null out,
+  // null data with size > 0. Bad bytes (message says what and where): kTruncated (the file ends
+  // inside the signature, header, table or a structure the table describes), kCorrupt (signature,
+  // checksums, codes, counts, offsets, names, chunk tiling, trailing bytes), kUnsupported (major
+  // version other than 1, header flags, an unknown quantizer method or reserved byte, a storage
+  // code of a newer minor version), kLimit (ReaderOptions limits, 64-bit overflow, a tensor too
+  // large for this machine's size_t). open_file: kIo if the file cannot be opened or read (or
+  // grows while being read); the other messages are prefixed with the path.
   static Status open_memory(const uint8_t* data, size_t size, ContainerReader* out,
                             const ReaderOptions& options = ReaderOptions());
   static Status open_bytes(std::vector<uint8_t> bytes, ContainerReader* out,
@@ -171,22 +181,29 @@ class ContainerReader {
   size_t tensor_count() const { return tensors_.size(); }
   const TensorInfo& tensor(size_t i) const { return tensors_[i]; }  // i < tensor_count()
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
-  Status find(const std::string& name, size_t* index) const;  // kNotFound if absent
+  Status find(const std::string& name, size_t* index) const;  // kNotFound if absent; null index: kInvalidArgument
   const std::string& metadata() const { return metadata_; }   // opaque UTF-8 (JSON by convention)
   uint16_t version_minor() const { return version_minor_; }
   size_t file_size() const { return size_; }
 
   // Decode tensor i into out (output_bytes() bytes, the tensor's dtype). For a quantized tensor
-  // its row blocks decode on up to `threads` threads.
+  // its row blocks decode on up to `threads` threads. kInvalidArgument: i out of range (by name:
+  // kNotFound), null out with out_bytes > 0, out_bytes != output_bytes(). kCorrupt / kTruncated:
+  // a chunk's checksum or payload is bad. A tensor with no elements is not read at all.
   Status decode(size_t i, void* out, size_t out_bytes, unsigned threads = 1) const;
   Status decode(const std::string& name, void* out, size_t out_bytes, unsigned threads = 1) const;
-  // The integer levels of a quantized tensor (count int32 values), before dequantization.
+  // The integer levels of a quantized tensor (count int32 values), before dequantization; an alias
+  // of a quantized tensor gives its target's levels. kInvalidArgument: i out of range, a tensor that
+  // is not quantized, out_count != count, null out with out_count > 0; kCorrupt / kTruncated as
+  // decode.
   Status decode_levels(size_t i, int32_t* out, uint64_t out_count, unsigned threads = 1) const;
   // Decode many tensors at once: outs/out_bytes have tensor_count() entries; a null out skips that
   // tensor. All chunks of all requested tensors share one pool of `threads` threads.
+  // kInvalidArgument: outs or out_bytes of the wrong length, an out_bytes[i] != output_bytes() for a
+  // non-null outs[i] (checked before anything is decoded); kCorrupt / kTruncated as decode.
   Status decode_all(const std::vector<void*>& outs, const std::vector<size_t>& out_bytes,
                     unsigned threads = 0) const;
-  // Checks every chunk's CRC without decoding.
+  // Checks every chunk's CRC without decoding: kCorrupt naming the first bad chunk in file order.
   Status verify_checksums() const;
 
  private:
@@ -213,7 +230,7 @@ uint16_t float_to_bfloat16_bits(float f);
 #ifdef NNPRESS_WITH_ENCODER
 // ---- writing (NNPRESS_ENCODER=ON) ----
 struct TensorInput {
-  std::string name;  // UTF-8, 1..65535 bytes, unique
+  std::string name;  // UTF-8, 1..65535 bytes, unique (UTF-8 is not checked here: see write_container)
   DType dtype = DType::kFloat32;
   TensorRole role = TensorRole::kWeight;
   Storage storage = Storage::kRaw;
@@ -258,7 +275,15 @@ struct WriteResult {
   uint64_t table_bytes = 0;
 };
 
-// Builds a complete .nnp file in *out (replacing its contents). kInvalidArgument for a bad input.
+// Builds a complete .nnp file in *out (replacing its contents; unchanged on failure).
+// kInvalidArgument, naming the tensor, for any TensorInput that breaks the rules above (name size or
+// duplicate, dtype, role, storage, more than 8 dimensions or an element count beyond 64 bits, raw
+// size, step / lambda / method, rows_per_block > rows, null data, scales on a raw tensor or a
+// step x scale that over/underflows, only one of unary_len/eg_order or out-of-range ones, a bad
+// alias), for a null out, block_elements == 0, more than 2^32 - 1 tensors or metadata bytes.
+// Not checked by the input rules, but rejected by every reader: names or metadata that are not valid
+// UTF-8 and tensors beyond ReaderOptions' default limits; with WriterOptions::verify the writer reads
+// its result back and returns the reader's status for such a file (nnpress.compress always does).
 Status write_container(const std::vector<TensorInput>& tensors, const WriterOptions& options,
                        std::vector<uint8_t>* out, WriteResult* result = nullptr);
 #endif

@@ -27,9 +27,11 @@
 //   their distortion at exactly these double values, and the float32 values they report are
 //   bit-identical to what dequantize() returns.
 //
-//   dequantize() returns kInvalidArgument for a null buffer with a non-zero count, a step that
+//   dequantize() returns kInvalidArgument for rows * cols overflowing 64 bits, a null buffer with a
+//   non-zero count, a step that
 //   is not finite and > 0, a channel scale that is not finite and > 0, a step_ij that is not
-//   finite and > 0 (overflow/underflow of the product), or an unknown method. It never fails on any int32 level values.
+//   finite and > 0 (overflow/underflow of the product), or an unknown method; `out` then holds
+//   unspecified values. It never fails on any int32 level values.
 //
 // SURPRISES
 //   - With the dependent rule a level k is about half the reconstruction index u: the coded
@@ -87,7 +89,8 @@ double channel_scale_of_exp(int8_t e);
 // (scale must be finite and > 0; anything else gives 0).
 int8_t channel_scale_exp_of(double scale);
 
-// Checks that n scales are finite and > 0 (kInvalidArgument naming `what` and the index).
+// Checks that n scales are finite and > 0 (kInvalidArgument naming `what` and the index; also for
+// null scales with n > 0).
 Status check_channel_scales(const double* scales, uint64_t n, const char* what);
 
 // Reconstructs rows*cols levels (row-major) into out. Status kInvalidArgument on a bad call.

@@ -64,27 +64,28 @@
 //   rows of V). Exact zeros stay zero and are not compensated into; targets are kept within
 //   2^30 - 1 steps (feedback.h).
 //
-//   Errors (Status kInvalidArgument, nothing written to levels is meaningful then):
-//   null buffers with count > 0; step not finite or <= 0; lambda not finite or < 0; a weight
+//   Errors (Status kInvalidArgument, nothing written to levels, recon or result is meaningful then):
+//   rows * cols overflowing 64 bits; null weights or levels with count > 0; an unknown method;
+//   step not finite or <= 0; lambda not finite or < 0; a weight
 //   that is NaN or infinite or with |w / step_ij| >= 2^30 (message names the index); a channel
 //   scale that is not finite and > 0, or a step_ij that is not (over/underflow); an importance
 //   that is NaN, infinite or negative; max_passes < 1; invalid fixed params; a feedback factor
 //   with a diagonal entry that is not finite and > 0 (or whose 1/U_ii^2 overflows), an
 //   upper-triangle entry with |U_ij / U_ii| > 1e12 or not finite (the same for the row factor
-//   V), with an importance that
-//   varies along a row, or with a step_ij at or above DBL_MAX / 2^32; a weighted distortion
-//   that overflows a double.
+//   V); a column factor (options.feedback) with an importance that varies along a row (the row
+//   factor alone accepts any importance); either factor with a step_ij at or above DBL_MAX / 2^32;
+//   a weighted distortion that overflows a double (RDOQ, trellis, any method with feedback).
 //
 // SURPRISES
 //   - With lambda == 0 RDOQ returns the nearest levels (ties are broken toward the nearest level).
 //   - Weights with F_i == 0 get the level that is cheapest to code among the candidates
 //     (usually, but not always, 0: after many non-zero neighbours a small non-zero level can be
 //     cheaper than a zero).
-//   - lambda has a cliff: at coarse steps and lambda beyond about 0.2 step^2 (rdoq) or 0.4 step^2
-//     (trellis) the zeros chosen early make the adaptive significance contexts predict zeros,
-//     non-zeros get dearer, and the tensor can collapse to (almost) all zeros. Searches over
-//     lambda must expect that discontinuity. Measured RD hulls (bench/RESULTS.md, Quantizers)
-//     come from lambda ~ 0.1 step^2 for rdoq and ~ 0.2 step^2 for the trellis, varying the step.
+//   - lambda has a cliff: at coarse steps and large lambda (in units of step^2) the zeros chosen
+//     early make the adaptive significance contexts predict zeros, non-zeros get dearer, and the
+//     tensor can collapse to (almost) all zeros. Searches over lambda must expect that
+//     discontinuity; bench/RESULTS.md ("Quantizers") says where it was measured and which lambda
+//     the measured RD hulls use (the RD hull is traced by varying the step at a fixed lambda / step^2).
 //   - A weighted distortion that overflows a double (importance, or 1/U_ii^2, near the double
 //     limit) is an error (kInvalidArgument) for RDOQ, the trellis and any method with feedback;
 //     plain kNearest, which decides nothing by it, only reports it (inf).
@@ -121,7 +122,7 @@ struct QuantOptions {
 };
 
 struct QuantResult {
-  cabac::LevelParams params;     // params the final run priced with (nearest: choose_level_params)
+  cabac::LevelParams params;     // params the final run priced with (kNearest: options.params, unpriced)
   uint64_t rate = 0;             // estimated bits of the chosen levels, fixed point (kRateOne = 1 bit);
                                  // 0 for kNearest (not priced)
   double distortion = 0.0;       // sum F_i (w_i - w_hat_i)^2 in double (w_hat in double)

@@ -7,8 +7,9 @@
 //                            inputs for column c); Y: rows x batch floats, row-major.
 //                            batch == 1 runs the matvec kernel (same memory layout).
 //   The lengths passed with each buffer are checked (kInvalidArgument on a mismatch, a null
-//   buffer, or an ISA this build/CPU cannot run); nothing else can fail, because the matrices
-//   are validated when they are built (matrix.h). Inputs may hold any floats; y must not alias x.
+//   buffer, batch 0, an ISA this build/CPU cannot run, or — automatic choice only — an unknown
+//   NNPRESS_ISA value, cpu.h); nothing else can fail, because the matrices are validated when they
+//   are built (matrix.h). Inputs may hold any floats; y must not alias x. On failure y is untouched.
 //   KernelOptions.isa: empty = auto_isa(matrix, batch) (below); a named ISA must be isa_supported() and is
 //   used for every kernel of the product (tests and benchmarks force each ISA this way).
 //   KernelOptions.threads: rows are split into contiguous blocks, one per thread (capped by the hardware
@@ -29,12 +30,12 @@
 // SURPRISES
 //   - Products of the codebook layout touch every weight (it is a dense layout); padding columns
 //     multiply zeros. Its speed is independent of density.
-//   - Automatic ISA choice (auto_isa) is per batch size, from measurements on AMD Zen 5 (bench/RESULTS.md,
-//     "Dispatch"): batch 1 uses the best ISA (AVX-512's codebook lookup is 3x AVX2's; CSER 1.0-1.25x),
-//     except CER/CSER matrices with groups of <= 6 entries on average, which run the AVX2 kernels (the
-//     same code measured 7-15% faster compiled for AVX2); batch 2..32 uses AVX2 even where AVX-512 runs: tiles narrower than 16 columns need masked 512-bit
-//     loads, and AVX2 was 1.1-2x faster at batch 4..24 and within +-20% at 32 (codebook 1.28x);
-//     batch > 32 uses AVX-512 again (1.25-1.6x faster at 48 and 64 in most cases).
+//   - Automatic ISA choice (auto_isa) is per batch size, chosen from measurements on one x86-64 CPU
+//     with AVX-512 (bench/RESULTS.md, "CER/CSER kernels"): batch 1 uses the best ISA, except CER/CSER
+//     matrices with groups of <= 6 entries on average, which run the AVX2 kernels (the same algorithm
+//     is faster compiled for AVX2 there); batch 2..32 uses AVX2 even where AVX-512 runs, because tiles
+//     narrower than 16 columns need masked 512-bit loads; batch > 32 uses AVX-512 again. Other CPUs
+//     may prefer other choices: KernelOptions.isa overrides it.
 //   - choose_format() encodes measured crossovers on x86-64 with AVX-512/AVX2 (bench/RESULTS.md);
 //     it is a heuristic, not a guarantee. Force a format by building that class directly.
 #pragma once
@@ -64,17 +65,18 @@ Status matmat(const CodebookMatrix& m, const float* X, size_t x_len, size_t batc
               size_t y_len, const KernelOptions& opt = {});
 
 // The ISA a product with `batch` input columns uses when KernelOptions.isa is empty: detect_isa()
-// (which honours NNPRESS_ISA), except that batch 2..32 prefers AVX2 over AVX-512 (SURPRISES).
+// (which honours NNPRESS_ISA; with an unknown value the products fail instead, cpu.h), except that
+// batch 2..32 prefers AVX2 over AVX-512 (SURPRISES).
 Isa auto_isa(size_t batch);
 // The same for a CER/CSER matrix: also batch 1 prefers AVX2 over AVX-512 when groups average <= 6
-// entries (the same algorithm, measured 7-15% faster as AVX2 code on Zen 5 at 4096^2, 16 values density
-// 0.01 and 256 values density 0.01-0.25; AVX-512 was faster at a mean of 8; bench/RESULTS.md).
+// entries (the same algorithm runs faster as AVX2 code on such short groups, slower on longer ones;
+// bench/RESULTS.md, "CER/CSER kernels").
 Isa auto_isa(const RowGroupMatrix& m, size_t batch);
 
 // The representation expected to be fastest for a rows x cols matrix with `nnz` entries that differ
 // from its most frequent value, `num_values` distinct values, used with `batch` input columns.
-// With allow_dense, kDense means "keep the dense float matrix and a BLAS product" (measured faster
-// there: batch 1 with more than 16 values and density >= 0.4; batch > 1 with density >= 0.75).
+// With allow_dense, kDense means "keep the dense float matrix and a BLAS product", chosen where BLAS
+// was faster: batch 1 with more than 16 values and density >= 0.4; batch > 1 with density >= 0.75.
 // Rules (x86-64, one thread; bench/RESULTS.md): batch 1 with <= 16 values and density >=
 // max(0.03, 0.097 - 49 / cols) (0.085 at 4096 columns, 0.065 at 1536, 0.03 at <= 730): kCodebook;
 // otherwise kCSER (kCER has the same speed or less, and padding groups).

@@ -25,8 +25,11 @@
 //   from_arrays() runs validate() — every pointer, offset, column index and value index is
 //   checked, no column appears twice in a row, values are finite — before the object exists.
 //   Kernels (kernels.h) therefore trust any RowGroupMatrix / CodebookMatrix they are given.
-//   Builders return kInvalidArgument for bad input (NaN/Inf, too many distinct values, shapes);
-//   from_arrays returns kCorrupt for inconsistent structures. Messages say what and where.
+//   Builders (from_dense, from_levels) return kInvalidArgument for bad input (a null matrix with
+//   rows * cols > 0, NaN/Inf values or a level * step that overflows, a step that is not finite and
+//   > 0, too many distinct values, a format other than CER/CSER) and kLimit for more than 2^32 - 1
+//   explicit entries; from_arrays returns kCorrupt for inconsistent structures. Messages say what and
+//   where. On failure *out is unchanged. `out` must not be null (not checked).
 //
 // SURPRISES
 //   - -0.0 and +0.0 are the same value (stored as +0.0).
@@ -66,7 +69,8 @@ class RowGroupMatrix {
  public:
   RowGroupMatrix();  // 0 x 0, valid
 
-  // Builds from a dense row-major float matrix (any number of distinct values up to max_values).
+  // Builds from a dense row-major float matrix (any number of distinct values up to max_values;
+  // max_values 0 or above kMaxValues means kMaxValues).
   static Status from_dense(Format format, const float* w, uint32_t rows, uint32_t cols,
                            RowGroupMatrix* out, uint32_t max_values = kMaxValues);
   // Builds from integer levels: W = float(level) * step. step must be finite and > 0.
@@ -140,7 +144,9 @@ class CodebookMatrix {
   static Status from_dense(const float* w, uint32_t rows, uint32_t cols, CodebookMatrix* out);
   static Status from_levels(const int32_t* levels, uint32_t rows, uint32_t cols, float step,
                             CodebookMatrix* out);
-  // lut: 1..16 finite values (padded with 0 to 16); packed: rows * row_bytes(cols) bytes.
+  // lut: 1..16 finite values (padded with 0 to 16); packed: rows * row_bytes(cols) bytes
+  // (kCorrupt otherwise). Any nibble is accepted: an index >= lut.size() reads 0.0, and padding
+  // columns only ever meet zero inputs (kernels.h).
   static Status from_arrays(uint32_t rows, uint32_t cols, std::vector<float> lut,
                             std::vector<uint8_t> packed, CodebookMatrix* out);
   static size_t row_bytes(uint32_t cols) {

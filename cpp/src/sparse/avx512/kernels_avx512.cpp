@@ -15,8 +15,8 @@
 namespace nnpress::sparse::detail {
 namespace {
 
-// 8-lane vectors with AVX-512VL masks: the batch-1 dot products of short rows (measured ~12% faster than
-// 16 lanes at 4096^2, density 0.01: rows of ~41 entries).
+// 8-lane vectors with AVX-512VL masks: the batch-1 dot products of short rows (faster than 16 lanes for
+// rows of a few dozen entries; bench/RESULTS.md, "CER/CSER kernels").
 struct V256m {
   using F = __m256;
   using M = __mmask8;
