@@ -275,7 +275,7 @@ struct WriteResult {
   uint64_t table_bytes = 0;
 };
 
-// Builds a complete .nnp file in *out (replacing its contents; unchanged on failure).
+// Builds a complete .nnp file in *out (replacing its contents; unchanged when an input is refused).
 // kInvalidArgument, naming the tensor, for any TensorInput that breaks the rules above (name size or
 // duplicate, dtype, role, storage, more than 8 dimensions or an element count beyond 64 bits, raw
 // size, step / lambda / method, rows_per_block > rows, null data, scales on a raw tensor or a
