@@ -27,7 +27,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'nnpress' has no attribute {name!r}")
 
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402  (the one version number)
 
 __all__ = [
     "CERMatrix",
