@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 a user-facing error (missing file, corrupt/unsupported file, bad value,
 missing optional dependency) reported in one line on stderr, no traceback; 2 bad command-line usage
-(argparse); 130 interrupted. ``--json`` prints one JSON document on stdout; progress goes to stderr
+(argparse); 130 interrupted; 141 (128 + SIGPIPE) when stdout is closed early, e.g. ``nnpress info
+x.nnp | head``: nothing is printed about it, as with standard Unix tools. ``--json`` prints one JSON document on stdout; progress goes to stderr
 (a bar when stderr is a terminal, or with ``--progress``).
 """
 from __future__ import annotations
@@ -70,12 +71,31 @@ def _config_from_args(a):
     if a.threads is not None:
         kw["threads"] = a.threads
     if a.plan:
-        with open(a.plan, encoding="utf-8") as f:
-            plan = json.load(f)
-        if not isinstance(plan, dict):
-            raise ValueError(f"{a.plan}: expected a JSON object of tensor name/pattern -> settings")
+        plan = _read_plan(a.plan)
         kw["overrides"] = plan.get("overrides", plan)
     return CodecConfig(**kw)
+
+
+def _read_plan(arg: str) -> dict:
+    """``--plan``: the path of a JSON file or an inline JSON object, holding tensor name/pattern ->
+    settings (or ``{"overrides": {...}}``)."""
+    if os.path.isfile(arg):
+        what = arg
+        with open(arg, encoding="utf-8") as f:
+            text = f.read()
+    elif arg.lstrip().startswith("{"):
+        what, text = "inline JSON", arg
+    else:
+        raise ValueError(f"--plan {arg!r}: neither an existing file nor an inline JSON object "
+                         "(e.g. --plan '{\"fc.*\": {\"step\": 0.01}}')")
+    try:
+        plan = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--plan: {what} is not valid JSON: {e}") from None
+    if not isinstance(plan, dict):
+        raise ValueError(f"--plan: {what} holds a JSON {type(plan).__name__}, expected an object of "
+                         "tensor name/pattern -> settings")
+    return plan
 
 
 def _cmd_compress(a) -> int:
@@ -135,12 +155,14 @@ def _cmd_info(a) -> int:
 
 
 def _cmd_demo(a) -> int:
-    from .demo import format_demo, run_demo
+    from .demo import format_demo, format_demo_line, run_demo
 
     log = (lambda s: print(s, file=sys.stderr)) if not (a.quiet or a.json) else None
     r = run_demo(a.out, plot=not a.no_plot, log=log)
     if a.json:
         print(json.dumps(r, indent=1))
+    elif a.quiet:
+        print(format_demo_line(r))
     else:
         print(format_demo(r))
     return 0
@@ -172,7 +194,9 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--block-elements", type=int, help="elements per independently decodable row block")
     c.add_argument("--prune", type=float, metavar="FRACTION",
                    help="set this fraction of each quantized tensor's smallest weights to zero first (default 0)")
-    c.add_argument("--plan", metavar="JSON", help="per-tensor overrides: {name or glob: {step, method, ...}}")
+    c.add_argument("--plan", metavar="JSON",
+                   help="per-tensor settings, a JSON file or an inline JSON object: "
+                        "{name or glob: {step, method, ...}}")
     c.add_argument("--threads", type=int, help="worker threads (default: all cores)")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.add_argument("-v", "--verbose", action="store_true", help="list every tensor")
@@ -198,9 +222,22 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", default="nnpress-demo", help="output folder (default ./nnpress-demo)")
     m.add_argument("--no-plot", action="store_true")
     m.add_argument("--json", action="store_true")
-    m.add_argument("-q", "--quiet", action="store_true")
+    m.add_argument("-q", "--quiet", action="store_true",
+                   help="print only one line: the compressed file, its size and the accuracy before/after")
     m.set_defaults(func=_cmd_demo)
     return p
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``| head``): stop quietly, as standard Unix tools do. stdout
+    now points to /dev/null so that the interpreter's final flush does not report the pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a file descriptor (e.g. captured in tests)
+        pass
+    return 128 + 13  # as if killed by SIGPIPE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,8 +254,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--threads must be >= 1")
     from .errors import FormatError
 
+    from .traverse import PickledObjectError
+
     try:
-        return a.func(a)
+        code = a.func(a)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
+    except PickledObjectError as e:
+        print(f"nnpress {a.command}: error: {e}", file=sys.stderr)
     except FormatError as e:
         print(f"nnpress {a.command}: error: invalid or corrupt file: {e}", file=sys.stderr)
     except FileNotFoundError as e:

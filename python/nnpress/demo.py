@@ -5,7 +5,7 @@ decompresses it into a fresh model, evaluates test accuracy before and after, an
 sizes for a rate–accuracy curve (PNG, if matplotlib is installed).
 
 ``run_demo(out_dir)`` returns a dict (what ``nnpress demo --json`` prints); ``format_demo(result)``
-is the human-readable table. Needs torch and scikit-learn (imported here, lazily).
+is the human-readable table, ``format_demo_line(result)`` its one essential line (``nnpress demo -q``). Needs torch and scikit-learn (imported here, lazily).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 from .config import CodecConfig
 
-__all__ = ["run_demo", "format_demo", "DEFAULT_SWEEP"]
+__all__ = ["run_demo", "format_demo", "format_demo_line", "DEFAULT_SWEEP"]
 
 # The rate–accuracy sweep: values of CodecConfig.rel_step, the data-free default's knob (each tensor's
 # step is rel_step x its std x sqrt(its size / the mean size), halved for the trellis).
@@ -150,6 +150,13 @@ def _plot(curve, acc_before: float, original_bits: float, path: str) -> str | No
     plt.close(fig)
     os.replace(tmp, path)
     return None
+
+
+def format_demo_line(r: dict) -> str:
+    """One line: the compressed file, its size and ratio, the accuracy before and after."""
+    return (f"{r['file']}: {r['params']:,} parameters, {r['original_bytes']:,} -> {r['file_bytes']:,} bytes "
+            f"({r['ratio']:.1f}x, {r['bits_per_param']:.3f} bits/param), accuracy "
+            f"{100 * r['accuracy_before']:.2f} % -> {100 * r['accuracy_after']:.2f} %")
 
 
 def format_demo(r: dict) -> str:

@@ -207,6 +207,23 @@ def load_source(source) -> tuple[Mapping[str, Any], Any, dict | None]:
                     f"or a .safetensors/.pt/.pth path, not {type(source).__name__}")
 
 
+class PickledObjectError(FormatError):
+    """A ``.pt`` file that holds pickled Python objects (e.g. a whole model), not only tensors."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def _torch_load_message(e: BaseException) -> str:
+    """torch.load's multi-line, coloured error as one plain line: its essential part only."""
+    msg = _ANSI.sub("", str(e))
+    if "WeightsUnpickler error:" in msg:
+        msg = msg.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+    msg = " ".join(msg.split())
+    return msg.split(". ", 1)[0].rstrip(".") if msg else type(e).__name__
+
+
 def _load_torch_file(path: str) -> Mapping[str, Any]:
     import pickle
 
@@ -214,8 +231,19 @@ def _load_torch_file(path: str) -> Mapping[str, Any]:
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as e:
-        raise FormatError(f"{path}: cannot load as a weights-only torch state_dict: {e}") from None
+    except pickle.UnpicklingError as e:
+        found = _GLOBAL.search(_ANSI.sub("", str(e)))
+        if found:
+            raise PickledObjectError(
+                f"{path}: holds a pickled {found.group(1)} object, not only tensors, and the weights-only "
+                "loader refuses objects (loading them can run code): save a state_dict with "
+                "torch.save(model.state_dict(), path), or pass the module to nnpress.compress in Python"
+            ) from None
+        raise FormatError(f"{path}: cannot load as a weights-only torch state_dict: "
+                          f"{_torch_load_message(e)}") from None
+    except (RuntimeError, EOFError, ValueError, AttributeError) as e:
+        raise FormatError(f"{path}: cannot load as a weights-only torch state_dict: "
+                          f"{_torch_load_message(e)}") from None
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model_state_dict", "model"):
             inner = obj.get(key)
