@@ -184,3 +184,17 @@ def test_minilm_through_the_cli(tmp_path):
     test = minilm.embed(back, sentences)
     mean_cos, min_cos = minilm.cosine_fidelity(ref, test)
     assert mean_cos >= 0.999, (mean_cos, min_cos)
+
+
+def test_version_is_the_installed_distributions_and_written_once():
+    import importlib.metadata
+
+    assert nnpress.__version__ == importlib.metadata.version("nnpress")
+    r = run_cli("--version")
+    assert r.stdout.strip() == f"nnpress {nnpress.__version__}"
+    # One source: python/nnpress/_version.py; pyproject.toml and CMakeLists.txt read it.
+    literal = f'"{nnpress.__version__}"'
+    assert literal in (REPO / "python" / "nnpress" / "_version.py").read_text()
+    for path in ("pyproject.toml", "CMakeLists.txt", "python/nnpress/__init__.py"):
+        text = (REPO / path).read_text()
+        assert literal not in text and f"VERSION {nnpress.__version__}" not in text, path

@@ -145,3 +145,31 @@ def test_convert_a_model_decoded_from_nnp(digits, tmp_path):
         ref, out = decoded(x), fast(x)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
     assert torch.equal(out.argmax(1), ref.argmax(1))
+
+
+def test_nnpress_nn_as_an_attribute_after_a_bare_import():
+    """README writes ``import nnpress; nnpress.nn.convert(model)``: the submodule is imported on first
+    use (with torch), not by ``import nnpress``."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, nnpress\n"
+        "assert 'torch' not in sys.modules, 'import nnpress imported torch'\n"
+        "import torch\n"
+        "m = torch.nn.Sequential(torch.nn.Linear(6, 4))\n"
+        "fast = nnpress.nn.convert(m, format='cser')\n"
+        "assert isinstance(fast[0], nnpress.nn.CompressedLinear)\n"
+        "x = torch.randn(3, 6)\n"
+        "assert torch.allclose(fast(x), m(x), atol=1e-5)\n"
+        "assert nnpress.tune.tune_to_budget and nnpress.fisher.fisher_diagonal\n"
+        "try:\n"
+        "    nnpress.no_such_module\n"
+        "except AttributeError as e:\n"
+        "    assert 'no_such_module' in str(e)\n"
+        "else:\n"
+        "    raise AssertionError('nnpress.no_such_module did not raise AttributeError')\n"
+        "assert not hasattr(nnpress, 'no_such_module')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
