@@ -8,7 +8,9 @@ Contract
 - ``collect(source)`` accepts a ``torch.nn.Module``, a state_dict (mapping name -> torch tensor or
   numpy array), a ``.safetensors`` path, a ``.pt``/``.pth``/``.bin`` path, or a model folder holding
   ``model.safetensors`` or ``pytorch_model.bin`` (``torch.load(...,
-  weights_only=True)`` only: arbitrary pickled objects are refused). It returns
+  weights_only=True)`` only: arbitrary pickled objects, e.g. a whole pickled model, are refused
+  with ``PickledObjectError``, a ``FormatError`` whose one-line message says how to save a
+  state_dict instead). It returns
   ``list[TensorEntry]`` in the source's order: name, dtype name (``float32``, ``bfloat16``, ...),
   shape, role (weight / bias / norm / embedding / buffer / other), ``values`` (numpy; bfloat16 as
   uint16 bit patterns) and ``alias_of`` (the first name sharing the same memory, or None).
