@@ -300,9 +300,35 @@ def _sparse_call(fn, *args):
         return None
     d = m.to_dense()
     assert d.shape == m.shape
-    y = m @ np.ones(m.shape[1], np.float32)
-    assert y.shape == (m.shape[0],)
+    _check_products(m, d)
     return m
+
+
+def _check_products(m, d):
+    """``m @ x`` (every ISA this machine runs, 1 and 3 columns) and, for CER/CSER, scipy's product of
+    ``m.to_scipy()`` equal ``to_dense() @ x`` in float64. x holds small integers, so the reference is
+    exact; rows with a NaN/inf or a magnitude near float32 overflow are left out (their float32 sum
+    depends on the order of summation). The kernels multiply by value - values[0] and add
+    values[0] * sum(x) (matrix.h), so the float32 rounding they may add scales with
+    (|W| + |values[0]|) @ |x|."""
+    rows, cols = m.shape
+    rng = np.random.default_rng(rows * 1009 + cols)
+    omega0 = abs(float(m.values[0])) if m.values.size else 0.0
+    for x in (rng.integers(-3, 4, cols).astype(np.float32), rng.integers(-3, 4, (cols, 3)).astype(np.float32)):
+        d64, x64 = d.astype(np.float64), x.astype(np.float64)
+        with np.errstate(all="ignore"):
+            ref = d64 @ x64
+            scale = (np.abs(d64) + omega0) @ np.abs(x64)
+        ok = np.isfinite(scale) & (scale < 1e30)
+        tol = 1e-5 * scale[ok] + 1e-37  # float32 summation; a flushed denormal
+        products = [(f"isa={isa}", m.matmul(x, isa=isa)) for isa in nnpress.sparse.available_isas()]
+        products.append(("@", m @ x))
+        if not isinstance(m, nnpress.CodebookMatrix):
+            products.append(("scipy", np.asarray(m.to_scipy() @ x, np.float32)))
+        for how, y in products:
+            assert y.shape == ref.shape, how
+            err = np.abs(y[ok].astype(np.float64) - ref[ok])
+            assert np.all(err <= tol), (how, m, d, x, y, ref)
 
 
 small_u32 = st.integers(0, 40) | st.integers(0, 2 ** 32 - 1) | st.integers(-3, -1)
