@@ -22,6 +22,10 @@ python -m pip install -q --upgrade pip >/dev/null
 python -m pip install -q "torch==2.13.0"           # the CPU build (never a bare 'torch': CUDA)
 python -m pip install -q ninja cmake ".[test]"
 
+echo "== Python lint and format (ruff, pinned in the test extras)"
+ruff check python tests bench examples
+ruff format --check python tests bench examples
+
 echo "== C++ tests (ctest)"
 cmake -S . -B build/ctest -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNNPRESS_BUILD_TESTS=ON \
   -DNNPRESS_BUILD_BENCH="$(dpkg -s libbenchmark-dev >/dev/null 2>&1 && echo ON || echo OFF)" >/dev/null

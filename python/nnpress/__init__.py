@@ -35,7 +35,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'nnpress' has no attribute {name!r}")
 
 
-from ._version import __version__  # noqa: E402  (the one version number)
+from ._version import __version__ as __version__  # the one version number
 
 __all__ = [
     "CERMatrix",

@@ -4,6 +4,7 @@ way to rate (more zeros, smaller levels) and important ones stay at nearest roun
 
 (Replaces test_compress.py::test_importance_is_passed_to_the_quantizer, whose all-ones importance
 gives the same file whether compress passes the importance or drops it.)"""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,7 +19,9 @@ STEP = 0.05
 def _levels(tmp_path, name, w, method, importance=None):
     path = tmp_path / f"{name}.nnp"
     cfg = CodecConfig(method=method, step=STEP, lam_scale=2.0, lossless_roles=())
-    nnpress.compress({"w": w}, path, cfg, importance=None if importance is None else {"w": importance})
+    nnpress.compress(
+        {"w": w}, path, cfg, importance=None if importance is None else {"w": importance}
+    )
     f = NnpFile(path)
     return f.read_levels("w"), f.read("w")
 
@@ -28,8 +31,8 @@ def test_nonuniform_importance_changes_the_levels_as_it_weighs_them(tmp_path, me
     rng = np.random.default_rng(3)
     w = rng.standard_normal((64, 64)).astype(np.float32) * 0.2
     imp = np.ones_like(w)
-    imp[:32] = 100.0   # important rows: distortion dominates the rate term
-    imp[32:] = 0.01    # unimportant rows: the rate term dominates
+    imp[:32] = 100.0  # important rows: distortion dominates the rate term
+    imp[32:] = 0.01  # unimportant rows: the rate term dominates
     none, none_recon = _levels(tmp_path, "none", w, method)
     weighted, weighted_recon = _levels(tmp_path, "imp", w, method, imp)
 
@@ -38,6 +41,7 @@ def test_nonuniform_importance_changes_the_levels_as_it_weighs_them(tmp_path, me
     # unimportant weights: strictly fewer nonzero levels and less magnitude than without importance
     assert np.count_nonzero(weighted[lo]) < np.count_nonzero(none[lo])
     assert np.abs(weighted[lo]).sum() < np.abs(none[lo]).sum()
+
     # important weights: reconstructed closer to the weights than without importance
     def err(recon):
         return float(np.sum((recon[hi] - w[hi]) ** 2))
@@ -50,5 +54,9 @@ def test_nonuniform_importance_changes_the_levels_as_it_weighs_them(tmp_path, me
 def test_importance_for_an_unknown_tensor_is_an_error(tmp_path):
     w = np.ones((4, 4), np.float32)
     with pytest.raises(KeyError):
-        nnpress.compress({"w": w}, tmp_path / "c.nnp", CodecConfig(method="rdoq"),
-                         importance={"other": np.ones(3)})
+        nnpress.compress(
+            {"w": w},
+            tmp_path / "c.nnp",
+            CodecConfig(method="rdoq"),
+            importance={"other": np.ones(3)},
+        )
