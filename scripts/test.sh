@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh machine: installs what it needs (Debian packages when run as
 # root, a virtualenv in .venv with torch 2.13.0 CPU and the test extras), then runs the C++ tests
-# (ctest, including the benchmark programs' build) and the Python tests (pytest).
+# (ctest, including the benchmark programs' build), the Python tests (pytest) and the package check
+# (scripts/wheel_check.sh).
 # Usage: bash scripts/test.sh [extra pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,10 @@ python -m pip install -q --upgrade pip >/dev/null
 python -m pip install -q "torch==2.13.0"           # the CPU build (never a bare 'torch': CUDA)
 python -m pip install -q ninja cmake ".[test]"
 
+echo "== Python lint and format (ruff, pinned in the test extras)"
+ruff check python tests bench examples
+ruff format --check python tests bench examples
+
 echo "== C++ tests (ctest)"
 cmake -S . -B build/ctest -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNNPRESS_BUILD_TESTS=ON \
   -DNNPRESS_BUILD_BENCH="$(dpkg -s libbenchmark-dev >/dev/null 2>&1 && echo ON || echo OFF)" >/dev/null
@@ -30,6 +35,9 @@ ctest --test-dir build/ctest --output-on-failure
 echo "== Python tests (pytest)"
 cd "$root/tests/python"   # run against the installed package, not the source tree
 python -m pytest -q -p no:cacheprovider "$root/tests/python" "$@"
+
+echo "== Package: sdist and manylinux wheel (LICENSE in both), nnpress demo from the wheel without a compiler"
+bash "$root/scripts/wheel_check.sh"
 
 echo "== Sanitizers (ASan + UBSan ctest) and a short run of each fuzz target"
 bash "$root/scripts/sanitize.sh" --quick

@@ -14,23 +14,30 @@ from .container import NnpFile
 from .api import CompressionReport, compress, decompress
 from .prune import prune, sparsity_of
 
-# Parts that need torch are imported on first use, so that ``import nnpress`` needs only numpy.
-# fisher_column_blocks / fisher_row_blocks: deprecated names of fisher_hessians /
-# fisher_row_hessians, kept for one release.
+# Parts that need torch are imported on first use, so that ``import nnpress`` needs only numpy:
+# the Fisher functions by name, and every submodule as an attribute (``nnpress.nn.convert(...)``
+# works after a bare ``import nnpress``). fisher_column_blocks / fisher_row_blocks: deprecated names
+# of fisher_hessians / fisher_row_hessians, kept for one release.
 _LAZY = {"fisher_diagonal": "fisher", "fisher_hessians": "fisher",
          "fisher_row_hessians": "fisher", "probe_sensitivity": "fisher",
          "fisher_column_blocks": "fisher", "fisher_row_blocks": "fisher"}
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if not name.startswith("_"):
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":  # the submodule exists but needs a missing package
+                raise
     raise AttributeError(f"module 'nnpress' has no attribute {name!r}")
 
 
-__version__ = "0.1.0"
+from ._version import __version__ as __version__  # the one version number
 
 __all__ = [
     "CERMatrix",

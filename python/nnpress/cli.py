@@ -2,9 +2,12 @@
 
 Exit codes: 0 success; 1 a user-facing error (missing file, corrupt/unsupported file, bad value,
 missing optional dependency) reported in one line on stderr, no traceback; 2 bad command-line usage
-(argparse); 130 interrupted. ``--json`` prints one JSON document on stdout; progress goes to stderr
-(a bar when stderr is a terminal, or with ``--progress``).
+(argparse); 130 interrupted; 141 (128 + SIGPIPE) when stdout is closed early, e.g. ``nnpress info
+x.nnp | head``: nothing is printed about it, as with standard Unix tools. ``--json`` prints one
+JSON document on stdout; progress goes to stderr (a bar when stderr is a terminal, or with
+``--progress``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +31,10 @@ class _Progress:
         if self.bar is None:
             try:
                 from tqdm import tqdm
-                self.bar = tqdm(total=total, desc=self.desc, unit="tensor", file=sys.stderr, leave=False)
+
+                self.bar = tqdm(
+                    total=total, desc=self.desc, unit="tensor", file=sys.stderr, leave=False
+                )
             except ImportError:
                 self.bar = False
         if self.bar:
@@ -70,12 +76,35 @@ def _config_from_args(a):
     if a.threads is not None:
         kw["threads"] = a.threads
     if a.plan:
-        with open(a.plan, encoding="utf-8") as f:
-            plan = json.load(f)
-        if not isinstance(plan, dict):
-            raise ValueError(f"{a.plan}: expected a JSON object of tensor name/pattern -> settings")
+        plan = _read_plan(a.plan)
         kw["plan"] = plan.get("plan", plan.get("overrides", plan))
     return CodecConfig(**kw)
+
+
+def _read_plan(arg: str) -> dict:
+    """``--plan``: the path of a JSON file or an inline JSON object, holding tensor name/pattern ->
+    settings (or ``{"plan": {...}}``; ``{"overrides": {...}}``, its old name, is read too)."""
+    if os.path.isfile(arg):
+        what = arg
+        with open(arg, encoding="utf-8") as f:
+            text = f.read()
+    elif arg.lstrip().startswith("{"):
+        what, text = "inline JSON", arg
+    else:
+        raise ValueError(
+            f"--plan {arg!r}: neither an existing file nor an inline JSON object "
+            '(e.g. --plan \'{"fc.*": {"step": 0.01}}\')'
+        )
+    try:
+        plan = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--plan: {what} is not valid JSON: {e}") from None
+    if not isinstance(plan, dict):
+        raise ValueError(
+            f"--plan: {what} holds a JSON {type(plan).__name__}, expected an object of "
+            "tensor name/pattern -> settings"
+        )
+    return plan
 
 
 def _cmd_compress(a) -> int:
@@ -100,8 +129,11 @@ def _cmd_decompress(a) -> int:
     if a.json:
         print(json.dumps(summary, indent=1))
     elif not a.quiet:
-        print(f"{a.source} -> {summary['path']}: {summary['tensors']} tensors, {summary['bytes']:,} bytes "
-              f"(decode {summary['decode_seconds']:.3f} s, write {summary['write_seconds']:.3f} s)")
+        print(
+            f"{a.source} -> {summary['path']}: {summary['tensors']} tensors, "
+            f"{summary['bytes']:,} bytes "
+            f"(decode {summary['decode_seconds']:.3f} s, write {summary['write_seconds']:.3f} s)"
+        )
     return 0
 
 
@@ -111,14 +143,20 @@ def _cmd_info(a) -> int:
     d = info(a.file)
     if a.verify:
         from .container import NnpFile
+
         NnpFile(a.file).verify()
         d["checksums"] = "ok"
     if a.json:
         print(json.dumps(d, indent=1))
         return 0
-    head = f"{'tensor':<50} {'shape':<16} {'dtype':<9} {'role':<9} {'stored':<9} {'step':>10} {'bytes':>11} {'bits/p':>7}"
-    print(f"{d['path']}: .nnp format {d['version'][0]}.{d['version'][1]}, {d['tensors']} tensors, "
-          f"{d['params']:,} parameters")
+    head = (
+        f"{'tensor':<50} {'shape':<16} {'dtype':<9} {'role':<9} {'stored':<9} {'step':>10} "
+        f"{'bytes':>11} {'bits/p':>7}"
+    )
+    print(
+        f"{d['path']}: .nnp format {d['version'][0]}.{d['version'][1]}, {d['tensors']} tensors, "
+        f"{d['params']:,} parameters"
+    )
     print(head)
     print("-" * len(head))
     for e in d["entries"]:
@@ -126,58 +164,97 @@ def _cmd_info(a) -> int:
         shape = "x".join(str(s) for s in e["shape"]) or "()"
         kind = e.get("method", e["storage"]) if e["storage"] == "quantized" else e["storage"]
         step = f"{e['step']:.3g}" if "step" in e else ""
-        print(f"{name:<50} {shape:<16} {e['dtype']:<9} {e['role']:<9} {kind:<9} {step:>10} "
-              f"{e['stored_bytes']:>11,} {e['bits_per_param']:>7.3f}")
+        print(
+            f"{name:<50} {shape:<16} {e['dtype']:<9} {e['role']:<9} {kind:<9} {step:>10} "
+            f"{e['stored_bytes']:>11,} {e['bits_per_param']:>7.3f}"
+        )
     print("-" * len(head))
-    print(f"file {d['file_bytes']:,} bytes; decoded {d['original_bytes']:,} bytes; ratio {d['ratio']:.2f}x; "
-          f"{d['bits_per_param']:.3f} bits/param" + ("; checksums ok" if a.verify else ""))
+    print(
+        f"file {d['file_bytes']:,} bytes; decoded {d['original_bytes']:,} bytes; "
+        f"ratio {d['ratio']:.2f}x; "
+        f"{d['bits_per_param']:.3f} bits/param" + ("; checksums ok" if a.verify else "")
+    )
     return 0
 
 
 def _cmd_demo(a) -> int:
-    from .demo import format_demo, run_demo
+    from .demo import format_demo, format_demo_line, run_demo
 
     log = (lambda s: print(s, file=sys.stderr)) if not (a.quiet or a.json) else None
     r = run_demo(a.out, plot=not a.no_plot, log=log)
     if a.json:
         print(json.dumps(r, indent=1))
+    elif a.quiet:
+        print(format_demo_line(r))
     else:
         print(format_demo(r))
     return 0
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nnpress", description="Compress neural networks with DeepCABAC (.nnp files).")
+    p = argparse.ArgumentParser(
+        prog="nnpress", description="Compress neural networks with DeepCABAC (.nnp files)."
+    )
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="{compress,decompress,info,demo}")
 
     c = sub.add_parser("compress", help="model (.safetensors/.pt/.pth) -> .nnp")
-    c.add_argument("source", help="a .safetensors file or a .pt/.pth state_dict (loaded weights-only)")
+    c.add_argument(
+        "source", help="a .safetensors file or a .pt/.pth state_dict (loaded weights-only)"
+    )
     c.add_argument("dest", help="the .nnp file to write (atomically)")
-    c.add_argument("--method", choices=("auto", "nearest", "rdoq", "trellis"),
-                   help="quantizer (default auto: trellis for models up to 2**20 quantized weights, "
-                        "nearest rounding for bigger ones)")
+    c.add_argument(
+        "--method",
+        choices=("auto", "nearest", "rdoq", "trellis"),
+        help="quantizer (default auto: trellis for models up to 2**20 quantized weights, "
+        "nearest rounding for bigger ones)",
+    )
     g = c.add_mutually_exclusive_group()
     g.add_argument("--step", type=float, help="one absolute step size for all quantized tensors")
     g.add_argument("--qp", type=int, help="NNCodec-style quantization parameter: step = 2**(qp/4)")
-    g.add_argument("--rel-step", type=float,
-                   help="step = REL_STEP x std x sqrt(size / mean size) of each tensor, halved for the "
-                        "trellis (default 1/24; the data-free default, see CodecConfig)")
-    c.add_argument("--size-exponent", type=float,
-                   help="the sqrt(size / mean size) factor of --rel-step raised to this power "
-                        "(default 1; 0 = step from the std alone)")
-    c.add_argument("--lam-scale", type=float, help="rate-distortion lambda = LAM_SCALE x step^2 (rdoq/trellis)")
-    c.add_argument("--lossless-roles", metavar="ROLES",
-                   help="comma-separated roles stored exactly (default bias,norm,buffer,other; '' = none)")
-    c.add_argument("--block-elements", type=int, help="elements per independently decodable row block")
-    c.add_argument("--prune", type=float, metavar="FRACTION",
-                   help="set this fraction of each quantized tensor's smallest weights to zero first (default 0)")
-    c.add_argument("--plan", metavar="JSON", help="per-tensor plan: {name or glob: {step, method, ...}}")
+    g.add_argument(
+        "--rel-step",
+        type=float,
+        help="step = REL_STEP x std x sqrt(size / mean size) of each tensor, halved for the "
+        "trellis (default 1/24; the data-free default, see CodecConfig)",
+    )
+    c.add_argument(
+        "--size-exponent",
+        type=float,
+        help="the sqrt(size / mean size) factor of --rel-step raised to this power "
+        "(default 1; 0 = step from the std alone)",
+    )
+    c.add_argument(
+        "--lam-scale", type=float, help="rate-distortion lambda = LAM_SCALE x step^2 (rdoq/trellis)"
+    )
+    c.add_argument(
+        "--lossless-roles",
+        metavar="ROLES",
+        help="comma-separated roles stored exactly (default bias,norm,buffer,other; '' = none)",
+    )
+    c.add_argument(
+        "--block-elements", type=int, help="elements per independently decodable row block"
+    )
+    c.add_argument(
+        "--prune",
+        type=float,
+        metavar="FRACTION",
+        help="set this fraction of each quantized tensor's smallest weights to zero first "
+        "(default 0)",
+    )
+    c.add_argument(
+        "--plan",
+        metavar="JSON",
+        help="the per-tensor plan, a JSON file or an inline JSON object: "
+        "{name or glob: {step, method, ...}}",
+    )
     c.add_argument("--threads", type=int, help="worker threads (default: all cores)")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.add_argument("-v", "--verbose", action="store_true", help="list every tensor")
     c.add_argument("-q", "--quiet", action="store_true")
-    c.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
+    c.add_argument(
+        "--progress", action="store_true", help="show progress even when stderr is not a terminal"
+    )
     c.set_defaults(func=_cmd_compress)
 
     d = sub.add_parser("decompress", help=".nnp -> .safetensors / .npz / .pt")
@@ -194,13 +271,32 @@ def _build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=_cmd_info)
 
-    m = sub.add_parser("demo", help="train the digits CNN, compress, decompress, compare accuracy, plot")
+    m = sub.add_parser(
+        "demo", help="train the digits CNN, compress, decompress, compare accuracy, plot"
+    )
     m.add_argument("--out", default="nnpress-demo", help="output folder (default ./nnpress-demo)")
     m.add_argument("--no-plot", action="store_true")
     m.add_argument("--json", action="store_true")
-    m.add_argument("-q", "--quiet", action="store_true")
+    m.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print only one line: the compressed file, its size and the accuracy before/after",
+    )
     m.set_defaults(func=_cmd_demo)
     return p
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``| head``): stop quietly, as standard Unix tools do. stdout
+    now points to /dev/null so that the interpreter's final flush does not report the pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a file descriptor (e.g. captured in tests)
+        pass
+    return 128 + 13  # as if killed by SIGPIPE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parser.parse_args(argv)
     if a.version:
         from . import __version__
+
         print(f"nnpress {__version__}")
         return 0
     if not getattr(a, "command", None):
@@ -216,14 +313,24 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(a, "threads", None) is not None and a.threads < 1:
         parser.error("--threads must be >= 1")
     from .errors import FormatError
+    from .errors import PickledObjectError
 
     try:
-        return a.func(a)
+        code = a.func(a)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
+    except PickledObjectError as e:
+        print(f"nnpress {a.command}: error: {e}", file=sys.stderr)
     except FormatError as e:
         print(f"nnpress {a.command}: error: invalid or corrupt file: {e}", file=sys.stderr)
     except FileNotFoundError as e:
-        print(f"nnpress {a.command}: error: {e.strerror + ': ' + repr(e.filename) if e.filename else e}",
-              file=sys.stderr)
+        print(
+            f"nnpress {a.command}: error: "
+            f"{e.strerror + ': ' + repr(e.filename) if e.filename else e}",
+            file=sys.stderr,
+        )
     except (IsADirectoryError, PermissionError, OSError) as e:
         print(f"nnpress {a.command}: error: {e}", file=sys.stderr)
     except KeyError as e:

@@ -2,15 +2,15 @@
 
 Contract
 --------
-- ``convert(model, format="auto", *, batch=1, threads=1, isa=None, inplace=False)`` returns a copy of
-  ``model`` (or ``model`` itself with ``inplace=True``) in which every ``nn.Linear`` and every
-  ``nn.Conv2d`` (groups=1, padding_mode="zeros") is replaced by ``CompressedLinear`` /
+- ``convert(model, format="auto", *, batch=1, threads=1, isa=None, inplace=False)`` returns a
+  copy of ``model`` (or ``model`` itself with ``inplace=True``) in which every ``nn.Linear`` and
+  every ``nn.Conv2d`` (groups=1, padding_mode="zeros") is replaced by ``CompressedLinear`` /
   ``CompressedConv2d``, whose products run on nnpress kernels. The weights are taken exactly as they
   are (e.g. a quantized model whose weights are float32(level) * step, a model loaded from a decoded
   ``.nnp``): outputs equal the dense model's up to float summation order.
-- ``format``: "auto" (per layer, :func:`nnpress.sparse.choose_format` from shape, density and value
-  count, for ``batch`` input columns for Linear layers and for the unfolded columns of a conv; it may
-  keep a layer dense where the measured BLAS product is faster),
+- ``format``: "auto" (per layer, :func:`nnpress.sparse.choose_format` from shape, density and
+  value count, for ``batch`` input columns for Linear layers and for the unfolded columns of a conv;
+  it may keep a layer dense where the measured BLAS product is faster),
   "cer", "cser", "codebook" or "dense" (leave the layer alone); or a dict {module name: format}
   (names not in it use "auto").
 - ``plan(model, format="auto", batch=1)`` returns, without converting, one dict per candidate
@@ -54,7 +54,9 @@ def _candidates(model: nn.Module):
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear):
             yield name, module, "linear"
-        elif isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros":
+        elif (
+            isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros"
+        ):
             if not isinstance(module.padding, str):
                 yield name, module, "conv2d"
 
@@ -78,7 +80,13 @@ def _build(name: str, kind: str, w: np.ndarray, fmt: str, batch: int):
         raise ValueError(f"layer {name!r}: {e}") from e
     nnz, nvals = cser.nnz, len(cser.values)
     if fmt == "auto":
-        fmt = choose_format(cser.shape, nnz, nvals, batch if kind == "linear" else _CONV_BATCH_HINT, allow_dense=True)
+        fmt = choose_format(
+            cser.shape,
+            nnz,
+            nvals,
+            batch if kind == "linear" else _CONV_BATCH_HINT,
+            allow_dense=True,
+        )
     if fmt == "dense":
         return None, "dense", nnz, nvals
     if fmt == "cser":
@@ -140,7 +148,9 @@ class CompressedLinear(_Compressed):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
-            raise ValueError(f"CompressedLinear: input has {x.shape[-1]} features, expected {self.in_features}")
+            raise ValueError(
+                f"CompressedLinear: input has {x.shape[-1]} features, expected {self.in_features}"
+            )
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         y = self._product(x2.t()).t()
@@ -149,7 +159,10 @@ class CompressedLinear(_Compressed):
         return y.reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, format={self.format}"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"format={self.format}"
+        )
 
 
 class CompressedConv2d(_Compressed):
@@ -163,12 +176,21 @@ class CompressedConv2d(_Compressed):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"CompressedConv2d: expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+            raise ValueError(
+                f"CompressedConv2d: expected input (N, {self.in_channels}, H, W), "
+                f"got {tuple(x.shape)}"
+            )
         n, _, h, w = x.shape
         kh, kw = self.kernel_size
         h_out = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
         w_out = (w + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
-        cols = F.unfold(x.float(), self.kernel_size, dilation=self.dilation, padding=self.padding, stride=self.stride)
+        cols = F.unfold(
+            x.float(),
+            self.kernel_size,
+            dilation=self.dilation,
+            padding=self.padding,
+            stride=self.stride,
+        )
         k, length = cols.shape[1], cols.shape[2]
         y = self._product(cols.permute(1, 0, 2).reshape(k, n * length))  # (out, n * L)
         y = y.reshape(self.out_channels, n, length).permute(1, 0, 2)
@@ -178,7 +200,8 @@ class CompressedConv2d(_Compressed):
 
     def extra_repr(self) -> str:
         return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, "
             f"padding={self.padding}, format={self.format}"
         )
 
@@ -204,7 +227,7 @@ def convert(
     out = model if inplace else copy.deepcopy(model)
     replacements = []
     for name, module, kind in list(_candidates(out)):
-        m, fmt, _, _ = _build(name, kind, _weight_2d(module), _format_for(format, name), batch)
+        m, _, _, _ = _build(name, kind, _weight_2d(module), _format_for(format, name), batch)
         if m is None:
             continue
         if kind == "linear":

@@ -8,7 +8,9 @@ Contract
 - ``collect(source)`` accepts a ``torch.nn.Module``, a state_dict (mapping name -> torch tensor or
   numpy array), a ``.safetensors`` path, a ``.pt``/``.pth``/``.bin`` path, or a model folder holding
   ``model.safetensors`` or ``pytorch_model.bin`` (``torch.load(...,
-  weights_only=True)`` only: arbitrary pickled objects are refused). It returns
+  weights_only=True)`` only: arbitrary pickled objects, e.g. a whole pickled model, are refused
+  with ``PickledObjectError``, a ``FormatError`` whose one-line message says how to save a
+  state_dict instead). It returns
   ``list[TensorEntry]`` in the source's order: name, dtype name (``float32``, ``bfloat16``, ...),
   shape, role (weight / bias / norm / embedding / buffer / other), ``values`` (numpy; bfloat16 as
   uint16 bit patterns) and ``alias_of`` (the first name sharing the same memory, or None).
@@ -25,6 +27,7 @@ Surprises
 - torch is imported only for torch inputs (modules, torch tensors, ``.pt`` files).
 - Tied tensors: two names whose tensors share storage, offset, shape, strides and dtype.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,30 +35,57 @@ import os
 import re
 import struct
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from .config import ROLES
-from .errors import FormatError
+from .errors import FormatError, PickledObjectError
 
-__all__ = ["TensorEntry", "collect", "guess_role", "load_source", "load_safetensors",
-           "save_safetensors", "ROLES", "SAFETENSORS_DTYPES"]
+__all__ = [
+    "ROLES",
+    "SAFETENSORS_DTYPES",
+    "TensorEntry",
+    "collect",
+    "guess_role",
+    "load_safetensors",
+    "load_source",
+    "save_safetensors",
+]
 
 # safetensors dtype tag -> (our dtype name, numpy dtype used to hold it)
 SAFETENSORS_DTYPES = {
-    "F32": ("float32", np.dtype("<f4")), "F16": ("float16", np.dtype("<f2")),
-    "BF16": ("bfloat16", np.dtype("<u2")), "F64": ("float64", np.dtype("<f8")),
-    "I8": ("int8", np.dtype("i1")), "U8": ("uint8", np.dtype("u1")), "I16": ("int16", np.dtype("<i2")),
-    "I32": ("int32", np.dtype("<i4")), "I64": ("int64", np.dtype("<i8")), "BOOL": ("bool", np.dtype("?")),
-    "U16": ("uint16", np.dtype("<u2")), "U32": ("uint32", np.dtype("<u4")), "U64": ("uint64", np.dtype("<u8")),
+    "F32": ("float32", np.dtype("<f4")),
+    "F16": ("float16", np.dtype("<f2")),
+    "BF16": ("bfloat16", np.dtype("<u2")),
+    "F64": ("float64", np.dtype("<f8")),
+    "I8": ("int8", np.dtype("i1")),
+    "U8": ("uint8", np.dtype("u1")),
+    "I16": ("int16", np.dtype("<i2")),
+    "I32": ("int32", np.dtype("<i4")),
+    "I64": ("int64", np.dtype("<i8")),
+    "BOOL": ("bool", np.dtype("?")),
+    "U16": ("uint16", np.dtype("<u2")),
+    "U32": ("uint32", np.dtype("<u4")),
+    "U64": ("uint64", np.dtype("<u8")),
 }
 _TAG_OF = {v[0]: k for k, v in SAFETENSORS_DTYPES.items()}
-_NUMPY_NAME = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16", np.dtype(np.float64): "float64",
-               np.dtype(np.int8): "int8", np.dtype(np.uint8): "uint8", np.dtype(np.int16): "int16",
-               np.dtype(np.int32): "int32", np.dtype(np.int64): "int64", np.dtype(np.bool_): "bool",
-               np.dtype(np.uint16): "uint16", np.dtype(np.uint32): "uint32", np.dtype(np.uint64): "uint64"}
+_NUMPY_NAME = {
+    np.dtype(np.float32): "float32",
+    np.dtype(np.float16): "float16",
+    np.dtype(np.float64): "float64",
+    np.dtype(np.int8): "int8",
+    np.dtype(np.uint8): "uint8",
+    np.dtype(np.int16): "int16",
+    np.dtype(np.int32): "int32",
+    np.dtype(np.int64): "int64",
+    np.dtype(np.bool_): "bool",
+    np.dtype(np.uint16): "uint16",
+    np.dtype(np.uint32): "uint32",
+    np.dtype(np.uint64): "uint64",
+}
 _MAX_SAFETENSORS_HEADER = 100 << 20
 
 
@@ -88,8 +118,11 @@ class TensorEntry:
         return self.values
 
 
-_NORM_NAME = re.compile(r"(^|[._])(norm|layernorm|layer_norm|ln|ln_?\d+|bn|bn\d+|batchnorm|groupnorm|rmsnorm)"
-                        r"([._]|\d|$)", re.IGNORECASE)
+_NORM_NAME = re.compile(
+    r"(^|[._])(norm|layernorm|layer_norm|ln|ln_?\d+|bn|bn\d+|batchnorm|groupnorm|rmsnorm)"
+    r"([._]|\d|$)",
+    re.IGNORECASE,
+)
 
 
 def guess_role(name: str, dtype: str, shape: tuple) -> str:
@@ -114,9 +147,18 @@ def guess_role(name: str, dtype: str, shape: tuple) -> str:
 def _module_roles(module) -> dict[str, str]:
     import torch.nn as nn
 
-    norm_types = tuple(t for t in (
-        getattr(nn.modules.batchnorm, "_NormBase", None), nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
-        getattr(nn, "RMSNorm", None), getattr(nn.modules.instancenorm, "_InstanceNorm", None)) if t is not None)
+    norm_types = tuple(
+        t
+        for t in (
+            getattr(nn.modules.batchnorm, "_NormBase", None),
+            nn.LayerNorm,
+            nn.GroupNorm,
+            nn.LocalResponseNorm,
+            getattr(nn, "RMSNorm", None),
+            getattr(nn.modules.instancenorm, "_InstanceNorm", None),
+        )
+        if t is not None
+    )
     roles: dict[str, str] = {}
     for mname, mod in module.named_modules():
         prefix = mname + "." if mname else ""
@@ -179,7 +221,8 @@ def _is_torch_tensor(obj) -> bool:
 
 
 def load_source(source) -> tuple[Mapping[str, Any], Any, dict | None]:
-    """(tensors by name, module or None, dtype overrides for numpy arrays) of any supported source."""
+    """(tensors by name, module or None, dtype overrides for numpy arrays) of any supported
+    source."""
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if not os.path.exists(path):
@@ -190,7 +233,9 @@ def load_source(source) -> tuple[Mapping[str, Any], Any, dict | None]:
                     path = os.path.join(path, cand)
                     break
             else:
-                raise ValueError(f"{path!r} is a folder without model.safetensors or pytorch_model.bin")
+                raise ValueError(
+                    f"{path!r} is a folder without model.safetensors or pytorch_model.bin"
+                )
         low = path.lower()
         if low.endswith(".safetensors"):
             tensors, dtypes = load_safetensors(path, return_dtypes=True)
@@ -202,8 +247,23 @@ def load_source(source) -> tuple[Mapping[str, Any], Any, dict | None]:
         return source.state_dict(), source, None
     if isinstance(source, Mapping):
         return source, None, None
-    raise TypeError("source must be a torch.nn.Module, a state_dict (mapping of name -> tensor/array), "
-                    f"or a .safetensors/.pt/.pth path, not {type(source).__name__}")
+    raise TypeError(
+        "source must be a torch.nn.Module, a state_dict (mapping of name -> tensor/array), "
+        f"or a .safetensors/.pt/.pth path, not {type(source).__name__}"
+    )
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def _torch_load_message(e: BaseException) -> str:
+    """torch.load's multi-line, coloured error as one plain line: its essential part only."""
+    msg = _ANSI.sub("", str(e))
+    if "WeightsUnpickler error:" in msg:
+        msg = msg.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+    msg = " ".join(msg.split())
+    return msg.split(". ", 1)[0].rstrip(".") if msg else type(e).__name__
 
 
 def _load_torch_file(path: str) -> Mapping[str, Any]:
@@ -213,12 +273,30 @@ def _load_torch_file(path: str) -> Mapping[str, Any]:
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as e:
-        raise FormatError(f"{path}: cannot load as a weights-only torch state_dict: {e}") from None
+    except pickle.UnpicklingError as e:
+        found = _GLOBAL.search(_ANSI.sub("", str(e)))
+        if found:
+            raise PickledObjectError(
+                f"{path}: holds a pickled {found.group(1)} object, not only tensors, and the "
+                "weights-only loader refuses objects (loading them can run code): save a "
+                "state_dict with torch.save(model.state_dict(), path), or pass the module to "
+                "nnpress.compress in Python"
+            ) from None
+        raise FormatError(
+            f"{path}: cannot load as a weights-only torch state_dict: {_torch_load_message(e)}"
+        ) from None
+    except (RuntimeError, EOFError, ValueError, AttributeError) as e:
+        raise FormatError(
+            f"{path}: cannot load as a weights-only torch state_dict: {_torch_load_message(e)}"
+        ) from None
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model_state_dict", "model"):
             inner = obj.get(key)
-            if isinstance(inner, Mapping) and inner and all(_is_torch_tensor(v) for v in inner.values()):
+            if (
+                isinstance(inner, Mapping)
+                and inner
+                and all(_is_torch_tensor(v) for v in inner.values())
+            ):
                 return inner
         bad = [k for k, v in obj.items() if not _is_torch_tensor(v)]
         if bad:
@@ -258,7 +336,9 @@ def collect(source, *, dtypes: Mapping[str, str] | None = None) -> list[TensorEn
                 dt = "bfloat16"
             arr = np.ascontiguousarray(arr).reshape(arr.shape)
         else:
-            raise TypeError(f"tensor {name!r}: expected a torch tensor or numpy array, got {type(t).__name__}")
+            raise TypeError(
+                f"tensor {name!r}: expected a torch tensor or numpy array, got {type(t).__name__}"
+            )
         if arr.ndim > 8:
             raise ValueError(f"tensor {name!r} has {arr.ndim} dimensions; at most 8 are supported")
         shape = tuple(int(d) for d in arr.shape)
@@ -287,19 +367,23 @@ def load_safetensors(path, *, return_dtypes: bool = False):
     if hlen > n - 8 or hlen > _MAX_SAFETENSORS_HEADER:
         raise FormatError(f"{path}: safetensors header length {hlen} exceeds the file")
     try:
-        header = json.loads(data[8:8 + hlen].decode("utf-8"))
+        header = json.loads(data[8 : 8 + hlen].decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise FormatError(f"{path}: safetensors header is not valid JSON: {e}") from None
     if not isinstance(header, dict):
         raise FormatError(f"{path}: safetensors header is not an object")
-    body = memoryview(data)[8 + hlen:]
+    body = memoryview(data)[8 + hlen :]
     out: dict[str, np.ndarray] = {}
     dtypes: dict[str, str] = {}
     for name, spec in header.items():
         if name == "__metadata__":
             continue
         try:
-            tag, shape, (lo, hi) = spec["dtype"], [int(d) for d in spec["shape"]], spec["data_offsets"]
+            tag, shape, (lo, hi) = (
+                spec["dtype"],
+                [int(d) for d in spec["shape"]],
+                spec["data_offsets"],
+            )
             lo, hi = int(lo), int(hi)
         except (KeyError, TypeError, ValueError):
             raise FormatError(f"{path}: bad header entry for {name!r}") from None
@@ -318,8 +402,13 @@ def load_safetensors(path, *, return_dtypes: bool = False):
     return (out, dtypes) if return_dtypes else out
 
 
-def save_safetensors(tensors: Mapping[str, Any], path, *, dtypes: Mapping[str, str] | None = None,
-                     metadata: Mapping[str, str] | None = None) -> None:
+def save_safetensors(
+    tensors: Mapping[str, Any],
+    path,
+    *,
+    dtypes: Mapping[str, str] | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> None:
     """Write numpy arrays (or torch tensors) to ``path`` as ``.safetensors``, atomically.
     Tied entries are written once per name (the format has no aliases)."""
     from .container import write_bytes_atomic
@@ -339,7 +428,11 @@ def save_safetensors(tensors: Mapping[str, Any], path, *, dtypes: Mapping[str, s
                 raise TypeError(f"tensor {name!r}: unsupported dtype {arr.dtype}")
             dt = dtypes.get(name) or _NUMPY_NAME[arr.dtype]
         raw = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
-        header[name] = {"dtype": _TAG_OF[dt], "shape": list(arr.shape), "data_offsets": [offset, offset + len(raw)]}
+        header[name] = {
+            "dtype": _TAG_OF[dt],
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
         blobs.append(raw)
         offset += len(raw)
     hjson = json.dumps(header, separators=(",", ":")).encode("utf-8")

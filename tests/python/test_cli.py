@@ -1,5 +1,6 @@
 """The nnpress command: compress / decompress / info / demo, exit codes, no tracebacks for user
 mistakes, --json output; all-MiniLM-L6-v2 through the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -21,15 +22,25 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 def run_cli(*args, cwd=None):
     """The command in a fresh interpreter, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "nnpress.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "nnpress.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
 
 
-@pytest.fixture()
+@pytest.fixture
 def model_files(tmp_path):
     torch.manual_seed(0)
-    sd = {"conv.weight": torch.randn(8, 3, 3, 3), "conv.bias": torch.randn(8), "fc.weight": torch.randn(10, 72),
-          "fc.bias": torch.randn(10), "bn.num_batches_tracked": torch.tensor(17)}
+    sd = {
+        "conv.weight": torch.randn(8, 3, 3, 3),
+        "conv.bias": torch.randn(8),
+        "fc.weight": torch.randn(10, 72),
+        "fc.bias": torch.randn(10),
+        "bn.num_batches_tracked": torch.tensor(17),
+    }
     st = tmp_path / "model.safetensors"
     save_safetensors(sd, st)
     pt = tmp_path / "model.pt"
@@ -40,7 +51,10 @@ def model_files(tmp_path):
 def test_compress_info_decompress_round_trip(tmp_path, model_files, capsys):
     sd, st, pt = model_files
     nnp = tmp_path / "m.nnp"
-    assert main(["compress", str(st), str(nnp), "--json", "--method", "nearest", "--rel-step", "0.05"]) == 0
+    assert (
+        main(["compress", str(st), str(nnp), "--json", "--method", "nearest", "--rel-step", "0.05"])
+        == 0
+    )
     rep = json.loads(capsys.readouterr().out)
     assert rep["file_bytes"] == nnp.stat().st_size and len(rep["tensors"]) == 5
     assert main(["info", str(nnp), "--json", "--verify"]) == 0
@@ -67,7 +81,10 @@ def test_compress_info_decompress_round_trip(tmp_path, model_files, capsys):
     assert np.array_equal(ref["fc.bias"], sd["fc.bias"].numpy())  # biases exact by default
     # .pt input gives the same file
     nnp2 = tmp_path / "m2.nnp"
-    assert main(["compress", str(pt), str(nnp2), "-q", "--method", "nearest", "--rel-step", "0.05"]) == 0
+    assert (
+        main(["compress", str(pt), str(nnp2), "-q", "--method", "nearest", "--rel-step", "0.05"])
+        == 0
+    )
     assert nnp2.read_bytes() == nnp.read_bytes()
 
 
@@ -75,9 +92,30 @@ def test_compress_options(tmp_path, model_files, capsys):
     _, st, _ = model_files
     nnp = tmp_path / "o.nnp"
     plan = tmp_path / "plan.json"
-    plan.write_text(json.dumps({"fc.*": {"step": 0.5, "method": "nearest"}, "conv.bias": {"lossless": False}}))
-    assert main(["compress", str(st), str(nnp), "--qp", "-20", "--lossless-roles", "buffer", "--plan", str(plan),
-                 "--threads", "1", "--block-elements", "16", "--json"]) == 0
+    plan.write_text(
+        json.dumps({"fc.*": {"step": 0.5, "method": "nearest"}, "conv.bias": {"lossless": False}})
+    )
+    assert (
+        main(
+            [
+                "compress",
+                str(st),
+                str(nnp),
+                "--qp",
+                "-20",
+                "--lossless-roles",
+                "buffer",
+                "--plan",
+                str(plan),
+                "--threads",
+                "1",
+                "--block-elements",
+                "16",
+                "--json",
+            ]
+        )
+        == 0
+    )
     rep = {t["name"]: t for t in json.loads(capsys.readouterr().out)["tensors"]}
     assert rep["fc.weight"]["step"] == 0.5 and rep["fc.weight"]["method"] == "nearest"
     assert rep["conv.weight"]["step"] == 2 ** (-20 / 4)
@@ -107,10 +145,13 @@ def test_user_errors_exit_1_without_traceback(tmp_path, model_files):
     corrupt.write_bytes(bytes(data))
     truncated = tmp_path / "trunc.nnp"
     truncated.write_bytes(bytes(data[:100]))
-    cases += [["info", truncated], ["decompress", corrupt, tmp_path / "y.safetensors"],
-              ["decompress", truncated, tmp_path / "y.safetensors"],
-              ["info", st],  # not a .nnp file
-              ["decompress", nnpress_file(tmp_path, st), tmp_path / "y.txt"]]  # unsupported output
+    cases += [
+        ["info", truncated],
+        ["decompress", corrupt, tmp_path / "y.safetensors"],
+        ["decompress", truncated, tmp_path / "y.safetensors"],
+        ["info", st],  # not a .nnp file
+        ["decompress", nnpress_file(tmp_path, st), tmp_path / "y.txt"],
+    ]  # unsupported output
     for args in cases:
         r = run_cli(*args)
         assert r.returncode == 1, (args, r.stdout, r.stderr)
@@ -143,6 +184,7 @@ def test_demo_runs_end_to_end(tmp_path):
 
 def test_demo_plot_png(tmp_path):
     import matplotlib  # noqa: F401  (a test dependency: if it is missing this test fails)
+
     from nnpress.demo import format_demo, run_demo
 
     r = run_demo(str(tmp_path), sweep=(1 / 16, 1 / 4))
@@ -184,3 +226,116 @@ def test_minilm_through_the_cli(tmp_path):
     test = minilm.embed(back, sentences)
     mean_cos, min_cos = minilm.cosine_fidelity(ref, test)
     assert mean_cos >= 0.999, (mean_cos, min_cos)
+
+
+def test_version_is_the_installed_distributions_and_written_once():
+    import importlib.metadata
+
+    assert nnpress.__version__ == importlib.metadata.version("nnpress")
+    r = run_cli("--version")
+    assert r.stdout.strip() == f"nnpress {nnpress.__version__}"
+    # One source: python/nnpress/_version.py; pyproject.toml and CMakeLists.txt read it.
+    literal = f'"{nnpress.__version__}"'
+    assert literal in (REPO / "python" / "nnpress" / "_version.py").read_text()
+    for path in ("pyproject.toml", "CMakeLists.txt", "python/nnpress/__init__.py"):
+        text = (REPO / path).read_text()
+        assert literal not in text and f"VERSION {nnpress.__version__}" not in text, path
+
+
+def test_plan_is_a_file_or_inline_json(tmp_path, model_files, capsys):
+    _, st, _ = model_files
+    inline = json.dumps({"fc.*": {"step": 0.5, "method": "nearest"}})
+    assert main(["compress", str(st), str(tmp_path / "i.nnp"), "--plan", inline, "--json"]) == 0
+    rep = {t["name"]: t for t in json.loads(capsys.readouterr().out)["tensors"]}
+    assert rep["fc.weight"]["step"] == 0.5 and rep["fc.weight"]["method"] == "nearest"
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    for plan, says in [
+        ("no_such_plan.json", "neither an existing file nor an inline JSON object"),
+        ('{"fc.*": {"step": 0.5}', "inline JSON is not valid JSON"),
+        (str(bad), "is not valid JSON"),
+        ("[1, 2]", "neither an existing file nor an inline JSON object"),
+    ]:
+        r = run_cli("compress", st, tmp_path / "x.nnp", "--plan", plan)
+        assert r.returncode == 1, (plan, r.stderr)
+        assert r.stderr.count("\n") == 1 and "--plan" in r.stderr and says in r.stderr, (
+            plan,
+            r.stderr,
+        )
+        assert "Traceback" not in r.stderr
+    assert not (tmp_path / "x.nnp").exists()
+
+
+def _fake_demo_result(out):
+    return {
+        "model": "digits CNN (LeNet-5 style)",
+        "params": 42890,
+        "original_bytes": 171560,
+        "file": str(out / "digits_cnn.nnp"),
+        "file_bytes": 34286,
+        "ratio": 5.0,
+        "bits_per_param": 6.395,
+        "accuracy_before": 0.9889,
+        "accuracy_after": 0.9867,
+        "test_images": 450,
+        "times": {"train": 1.0, "compress": 0.1, "decompress": 0.01},
+        "config": {},
+        "sweep": [
+            {"rel_step": 0.5, "file_bytes": 16059, "bits_per_param": 2.995, "accuracy": 0.9867}
+        ],
+        "tuned": None,
+        "plot": None,
+        "plot_note": None,
+    }
+
+
+def test_demo_quiet_prints_one_line(tmp_path, capsys, monkeypatch):
+    """-q: only the essential line (file, size, ratio, accuracy before -> after); no progress."""
+    import nnpress.demo
+
+    monkeypatch.setattr(
+        nnpress.demo, "run_demo", lambda out, plot, log: _fake_demo_result(tmp_path)
+    )
+    assert main(["demo", "--out", str(tmp_path), "-q"]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("\n") == 1 and err == "", (out, err)
+    assert "digits_cnn.nnp" in out and "34,286 bytes" in out and "98.89 % -> 98.67 %" in out
+    assert main(["demo", "--out", str(tmp_path)]) == 0  # without -q: the full report
+    assert capsys.readouterr().out.count("\n") > 10
+
+
+def test_stdout_closed_early_exits_quietly(tmp_path):
+    """`nnpress info x.nnp | head`: the reader goes away; no "Broken pipe" error, exit as by
+    SIGPIPE."""
+    p = tmp_path / "many.nnp"
+    nnpress.compress({f"layer{i}.weight": np.full((2, 2), i, np.float32) for i in range(3000)}, p)
+    for args in (["info", p], ["info", p, "--json"]):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nnpress.cli", *map(str, args)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdout.readline()
+        # the output is far above a pipe's buffer: the next write meets a closed pipe
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        proc.stderr.close()
+        assert proc.wait(timeout=120) == 141, err
+        assert err == "", err
+
+
+def test_pickled_full_model_is_one_clear_line(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    pt = tmp_path / "model.pt"
+    torch.save(model, pt)  # the whole module pickled, not a state_dict
+    r = run_cli("compress", pt, tmp_path / "x.nnp")
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and "\x1b" not in r.stderr and "Traceback" not in r.stderr, (
+        r.stderr
+    )
+    assert "pickled torch.nn.modules.container.Sequential object" in r.stderr
+    assert "torch.save(model.state_dict()" in r.stderr and "corrupt" not in r.stderr
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"garbage" * 10)
+    r = run_cli("compress", junk, tmp_path / "x.nnp")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "\x1b" not in r.stderr, r.stderr

@@ -292,18 +292,6 @@ def test_nan_weights_are_kept_exact(tmp_path):
     assert torch.equal(torch.nan_to_num(out, 7.0), torch.nan_to_num(w, 7.0))
 
 
-def test_importance_is_passed_to_the_quantizer(tmp_path):
-    torch.manual_seed(7)
-    w = torch.randn(16, 16)
-    imp = {"w": np.ones((16, 16), np.float32)}
-    cfg = CodecConfig(method="rdoq", lam_scale=0.5)
-    nnpress.compress({"w": w}, tmp_path / "a.nnp", cfg, importance=imp)
-    nnpress.compress({"w": w}, tmp_path / "b.nnp", cfg)
-    assert (tmp_path / "a.nnp").read_bytes() == (tmp_path / "b.nnp").read_bytes()  # all-ones = no importance
-    with pytest.raises(KeyError):
-        nnpress.compress({"w": w}, tmp_path / "c.nnp", cfg, importance={"other": np.ones(3)})
-
-
 def test_collect_reports_ties_for_numpy_views():
     a = np.arange(12, dtype=np.float32).reshape(3, 4)
     entries = collect({"a": a, "b": a, "c": a.copy(), "d": a[:, :2]})

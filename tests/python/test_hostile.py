@@ -6,6 +6,7 @@ Property tests use hypothesis with fixed seeds (derandomize=True, no example dat
 example counts, so every run checks the same inputs in a few seconds. The exhaustive tests flip
 every byte / cut at every length of real files: nothing may slip through as silently wrong data.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,13 @@ import nnpress
 from nnpress import FormatError
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
-FIXED = settings(derandomize=True, database=None, deadline=None, max_examples=300,
-                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FIXED = settings(
+    derandomize=True,
+    database=None,
+    deadline=None,
+    max_examples=300,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 # ---------------------------------------------------------------- helpers
@@ -57,7 +63,8 @@ def test_crc32c_helper_matches_the_format():
 
 
 def with_valid_crc(stream: bytes) -> bytes:
-    """The same bytes with the trailing level-stream CRC recomputed (so the decoder proper sees them)."""
+    """The same bytes with the trailing level-stream CRC recomputed (so the decoder proper sees
+    them)."""
     if len(stream) < 4:
         return stream
     return stream[:-4] + struct.pack("<I", crc32c(stream[:-4]))
@@ -73,7 +80,13 @@ def varint(v: int) -> bytes:
 
 
 def level_stream(dims, params=(0, 0), payload=b"\x00\x00") -> bytes:
-    body = b"NPL\x01" + bytes([len(dims)]) + b"".join(varint(d) for d in dims) + bytes(params) + payload
+    body = (
+        b"NPL\x01"
+        + bytes([len(dims)])
+        + b"".join(varint(d) for d in dims)
+        + bytes(params)
+        + payload
+    )
     return body + struct.pack("<I", crc32c(body))
 
 
@@ -116,16 +129,18 @@ def test_decode_levels_arbitrary_bytes(data):
 
 
 @FIXED
-@given(st.sampled_from(range(len(STREAMS))),
-       st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=4),
-       st.integers(-8, 8))
+@given(
+    st.sampled_from(range(len(STREAMS))),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=4),
+    st.integers(-8, 8),
+)
 def test_decode_levels_mutated_valid_streams(which, edits, resize):
     """Mutations of real streams, CRC repaired so they reach the header parser and CABAC decoder."""
     s = bytearray(STREAMS[which][:-4])
     for pos, val in edits:
         s[pos % len(s)] = val
     if resize < 0:
-        del s[max(0, len(s) + resize):]
+        del s[max(0, len(s) + resize) :]
     else:
         s.extend(bytes([0xA5]) * resize)
     out = decode_or_format_error(with_valid_crc(bytes(s) + b"\0\0\0\0"))
@@ -149,15 +164,18 @@ def test_every_single_byte_change_truncation_and_extension_is_a_format_error(str
             nnpress.decode_levels(stream + extra)
 
 
-@pytest.mark.parametrize("dims", [
-    [2 ** 34, 0],            # empty, but rows = 2^34: used to loop for 33 s
-    [2 ** 60, 0],            # used to hang
-    [2 ** 63, 0],            # used to raise a plain ValueError (negative numpy dimension)
-    [2 ** 40, 2 ** 40, 0],   # numpy cannot represent the shape
-    [2 ** 30, 2 ** 30],      # claims 2^60 levels from 2 bytes
-    [10 ** 6],               # claims more levels than 2 bytes can hold
-    [2 ** 64 - 1],
-])
+@pytest.mark.parametrize(
+    "dims",
+    [
+        [2**34, 0],  # empty, but rows = 2^34: used to loop for 33 s
+        [2**60, 0],  # used to hang
+        [2**63, 0],  # used to raise a plain ValueError (negative numpy dimension)
+        [2**40, 2**40, 0],  # numpy cannot represent the shape
+        [2**30, 2**30],  # claims 2^60 levels from 2 bytes
+        [10**6],  # claims more levels than 2 bytes can hold
+        [2**64 - 1],
+    ],
+)
 def test_headers_claiming_huge_shapes_fail_fast_without_allocating(dims):
     t = time.perf_counter()
     with pytest.raises(FormatError):
@@ -253,7 +271,7 @@ def test_nnp_random_multi_byte_corruption_is_a_format_error(nnp_file, edits):
 
 
 def test_nnp_every_truncation_and_appended_garbage_is_a_format_error(nnp_file, tmp_path):
-    path, data, _ = nnp_file
+    _, data, _ = nnp_file
     for n in range(len(data)):
         with pytest.raises(FormatError):
             read_everything(data[:n])
@@ -300,42 +318,95 @@ def _sparse_call(fn, *args):
         return None
     d = m.to_dense()
     assert d.shape == m.shape
-    y = m @ np.ones(m.shape[1], np.float32)
-    assert y.shape == (m.shape[0],)
+    _check_products(m, d)
     return m
 
 
-small_u32 = st.integers(0, 40) | st.integers(0, 2 ** 32 - 1) | st.integers(-3, -1)
+def _check_products(m, d):
+    """``m @ x`` (every ISA this machine runs, 1 and 3 columns) and, for CER/CSER, scipy's product
+    of ``m.to_scipy()`` equal ``to_dense() @ x`` in float64. x holds small integers, so the
+    reference is exact; rows with a NaN/inf or a magnitude near float32 overflow are left out
+    (their float32 sum depends on the order of summation). The kernels multiply by
+    value - values[0] and add values[0] * sum(x) (matrix.h), so the float32 rounding they may add
+    scales with (|W| + |values[0]|) @ |x|."""
+    rows, cols = m.shape
+    rng = np.random.default_rng(rows * 1009 + cols)
+    omega0 = abs(float(m.values[0])) if m.values.size else 0.0
+    for x in (
+        rng.integers(-3, 4, cols).astype(np.float32),
+        rng.integers(-3, 4, (cols, 3)).astype(np.float32),
+    ):
+        d64, x64 = d.astype(np.float64), x.astype(np.float64)
+        with np.errstate(all="ignore"):
+            ref = d64 @ x64
+            scale = (np.abs(d64) + omega0) @ np.abs(x64)
+        ok = np.isfinite(scale) & (scale < 1e30)
+        tol = 1e-5 * scale[ok] + 1e-37  # float32 summation; a flushed denormal
+        products = [(f"isa={isa}", m.matmul(x, isa=isa)) for isa in nnpress.sparse.available_isas()]
+        products.append(("@", m @ x))
+        if not isinstance(m, nnpress.CodebookMatrix):
+            products.append(("scipy", np.asarray(m.to_scipy() @ x, np.float32)))
+        for how, y in products:
+            assert y.shape == ref.shape, how
+            err = np.abs(y[ok].astype(np.float64) - ref[ok])
+            assert np.all(err <= tol), (how, m, d, x, y, ref)
+
+
+small_u32 = st.integers(0, 40) | st.integers(0, 2**32 - 1) | st.integers(-3, -1)
 index_lists = st.lists(small_u32, max_size=30)
 floats = st.floats(width=32, allow_nan=True, allow_infinity=True)
 
 
 @FIXED
-@given(st.tuples(st.integers(0, 8), st.integers(0, 70_000)), st.lists(floats, max_size=8),
-       index_lists, index_lists, index_lists)
+@given(
+    st.tuples(st.integers(0, 8), st.integers(0, 70_000)),
+    st.lists(floats, max_size=8),
+    index_lists,
+    index_lists,
+    index_lists,
+)
 def test_cer_from_arrays_hostile(shape, values, col, omega_ptr, row_ptr):
     _sparse_call(nnpress.CERMatrix.from_arrays, shape, values, col, omega_ptr, row_ptr)
 
 
 @FIXED
-@given(st.tuples(st.integers(0, 8), st.integers(0, 70_000)), st.lists(floats, max_size=8),
-       index_lists, index_lists, index_lists, index_lists)
+@given(
+    st.tuples(st.integers(0, 8), st.integers(0, 70_000)),
+    st.lists(floats, max_size=8),
+    index_lists,
+    index_lists,
+    index_lists,
+    index_lists,
+)
 def test_cser_from_arrays_hostile(shape, values, col, group_ptr, row_ptr, group_value):
-    _sparse_call(nnpress.CSERMatrix.from_arrays, shape, values, col, group_ptr, row_ptr, group_value)
+    _sparse_call(
+        nnpress.CSERMatrix.from_arrays, shape, values, col, group_ptr, row_ptr, group_value
+    )
 
 
 @FIXED
-@given(st.sampled_from(["cer", "cser"]), st.integers(1, 6), st.integers(1, 9),
-       st.lists(st.tuples(st.integers(0, 4), st.integers(0, 10_000), st.integers(0, 2 ** 32 - 1)),
-                min_size=1, max_size=3))
+@given(
+    st.sampled_from(["cer", "cser"]),
+    st.integers(1, 6),
+    st.integers(1, 9),
+    st.lists(
+        st.tuples(st.integers(0, 4), st.integers(0, 10_000), st.integers(0, 2**32 - 1)),
+        min_size=1,
+        max_size=3,
+    ),
+)
 def test_row_group_arrays_near_valid_mutations(fmt, rows, cols, edits):
     """Real structures with one to three entries overwritten: valid or a clean error."""
     rng = np.random.default_rng(rows * 31 + cols)
     w = rng.integers(-2, 3, (rows, cols)).astype(np.float32) * 0.5
     cls = nnpress.CERMatrix if fmt == "cer" else nnpress.CSERMatrix
     m = cls.from_dense(w)
-    arrays = {"col": m.col.astype(np.int64), "gp": m.group_ptr.astype(np.int64), "rp": m.row_ptr.astype(np.int64),
-              "gv": None if m.group_value is None else m.group_value.astype(np.int64)}
+    arrays = {
+        "col": m.col.astype(np.int64),
+        "gp": m.group_ptr.astype(np.int64),
+        "rp": m.row_ptr.astype(np.int64),
+        "gv": None if m.group_value is None else m.group_value.astype(np.int64),
+    }
     names = ["col", "gp", "rp", "gv", "values"]
     values = np.array(m.values, np.float32)
     for which, pos, val in edits:
@@ -348,9 +419,19 @@ def test_row_group_arrays_near_valid_mutations(fmt, rows, cols, edits):
         if a is not None and a.size:
             a[pos % a.size] = val
     if fmt == "cer":
-        out = _sparse_call(cls.from_arrays, w.shape, values, arrays["col"], arrays["gp"], arrays["rp"])
+        out = _sparse_call(
+            cls.from_arrays, w.shape, values, arrays["col"], arrays["gp"], arrays["rp"]
+        )
     else:
-        out = _sparse_call(cls.from_arrays, w.shape, values, arrays["col"], arrays["gp"], arrays["rp"], arrays["gv"])
+        out = _sparse_call(
+            cls.from_arrays,
+            w.shape,
+            values,
+            arrays["col"],
+            arrays["gp"],
+            arrays["rp"],
+            arrays["gv"],
+        )
     if out is not None:
         assert np.all(np.isfinite(out.to_dense()))
 
@@ -366,8 +447,10 @@ def test_sparse_from_dense_hostile_values(rows, cols, vals):
 
 
 @FIXED
-@given(st.lists(st.integers(-2 ** 31, 2 ** 31 - 1), min_size=1, max_size=24),
-       st.floats(allow_nan=True, allow_infinity=True))
+@given(
+    st.lists(st.integers(-(2**31), 2**31 - 1), min_size=1, max_size=24),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
 def test_sparse_from_levels_hostile(levels, step):
     lv = np.array(levels, np.int32).reshape(1, -1)
     for cls in (nnpress.CERMatrix, nnpress.CSERMatrix, nnpress.CodebookMatrix):
@@ -409,8 +492,13 @@ CHILD = textwrap.dedent(r"""
 def _run_and_kill(tmp_path, mode, dest, rows=64, delay=0.0):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    p = subprocess.Popen([sys.executable, str(script), mode, str(dest), str(rows)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(tmp_path))
+    p = subprocess.Popen(
+        [sys.executable, str(script), mode, str(dest), str(rows)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=str(tmp_path),
+    )
     try:
         line = p.stdout.readline()
         assert line.strip() == "READY", (line, p.stderr.read() if p.poll() is not None else "")
@@ -466,6 +554,7 @@ class _Evil:
 
 def test_pt_file_with_code_is_refused_without_running_it(tmp_path):
     import torch  # an extra, installed by scripts/test.sh
+
     marker = tmp_path / "pwned"
     _Evil.marker = str(marker)
     path = tmp_path / "evil.pt"
@@ -485,13 +574,19 @@ def test_same_input_and_config_give_identical_bytes_for_any_thread_count(tmp_pat
     for threads in (1, 2, 3, 1):
         for method in ("rdoq",):
             p = tmp_path / f"t{threads}_{len(blobs)}.nnp"
-            nnpress.compress(state, p, nnpress.CodecConfig(method=method, threads=threads, block_elements=20_000))
+            nnpress.compress(
+                state, p, nnpress.CodecConfig(method=method, threads=threads, block_elements=20_000)
+            )
             blobs.append(p.read_bytes())
     assert all(b == blobs[0] for b in blobs)
     for method in ("nearest", "trellis"):
         a, b = tmp_path / "a.nnp", tmp_path / "b.nnp"
-        nnpress.compress(state, a, nnpress.CodecConfig(method=method, threads=1, block_elements=20_000))
-        nnpress.compress(state, b, nnpress.CodecConfig(method=method, threads=2, block_elements=20_000))
+        nnpress.compress(
+            state, a, nnpress.CodecConfig(method=method, threads=1, block_elements=20_000)
+        )
+        nnpress.compress(
+            state, b, nnpress.CodecConfig(method=method, threads=2, block_elements=20_000)
+        )
         assert a.read_bytes() == b.read_bytes()
 
 
@@ -499,16 +594,22 @@ def test_identical_bytes_across_processes(tmp_path):
     code = textwrap.dedent(r"""
         import sys, numpy as np, nnpress
         rng = np.random.default_rng(1)
-        state = {f"layer{i}.weight": rng.standard_normal((40, 30)).astype(np.float32) for i in range(6)}
-        state.update({f"layer{i}.bias": rng.standard_normal(40).astype(np.float32) for i in range(6)})
+        w = {f"layer{i}.weight": rng.standard_normal((40, 30)).astype(np.float32) for i in range(6)}
+        b = {f"layer{i}.bias": rng.standard_normal(40).astype(np.float32) for i in range(6)}
+        state = {**w, **b}
         nnpress.compress(state, sys.argv[1], nnpress.CodecConfig(threads=int(sys.argv[2])))
     """)
     outs = []
     for seed, threads in (("0", 1), ("123", 2)):
         p = tmp_path / f"{seed}.nnp"
         env = dict(os.environ, PYTHONHASHSEED=seed)
-        subprocess.run([sys.executable, "-c", code, str(p), str(threads)], check=True, env=env, cwd=str(tmp_path),
-                       timeout=300)
+        subprocess.run(
+            [sys.executable, "-c", code, str(p), str(threads)],
+            check=True,
+            env=env,
+            cwd=str(tmp_path),
+            timeout=300,
+        )
         outs.append(p.read_bytes())
     assert outs[0] == outs[1]
 
@@ -516,10 +617,10 @@ def test_identical_bytes_across_processes(tmp_path):
 def test_nnp_limits_are_checked_and_configurable(nnp_file):
     _, data, ref = nnp_file
     biggest = max(v.size for v in ref.values())
-    with pytest.raises(FormatError, match="limit|exceed"):
+    with pytest.raises(FormatError, match=r"limit|exceed"):
         nnpress.NnpFile(data, max_elements=biggest - 1)
     total = sum(e["count"] for e in nnpress.NnpFile(data).entries if e["storage"] != "alias")
-    with pytest.raises(FormatError, match="limit|exceed|more than"):
+    with pytest.raises(FormatError, match=r"limit|exceed|more than"):
         nnpress.NnpFile(data, max_total_elements=total - 1)
     out = nnpress.NnpFile(data, max_elements=biggest, max_total_elements=total).read_all()
     assert set(out) == set(ref)

@@ -1,9 +1,10 @@
-"""nnpress.nn.convert: Linear / Conv2d on compressed weights give the dequantized model's outputs."""
+"""nnpress.nn.convert: Linear / Conv2d on compressed weights give the dequantized model's
+outputs."""
 
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")  # noqa: F841 - torch is a test requirement here (installed in CI)
+torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import nnpress.nn as nnn  # noqa: E402
@@ -11,7 +12,8 @@ from nnpress.demo_models import load_digits_data, train_digits_model  # noqa: E4
 
 
 def quantize_model(model: nn.Module, levels_per_side: int = 7) -> nn.Module:
-    """Nearest-grid quantization of every Linear/Conv2d weight: w = float32(round(w / step)) * step."""
+    """Nearest-grid quantization of every Linear/Conv2d weight: w = float32(round(w / step)) *
+    step."""
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, (nn.Linear, nn.Conv2d)):
@@ -64,7 +66,9 @@ def test_plan_and_auto_choice(digits):
         assert by_name[conv]["format"] == ("dense" if dens >= 0.75 else "cser")
     assert by_name["fc1"]["format"] == "codebook"  # <= 16 values, batch 1
     fc1_32 = {r["name"]: r for r in nnn.plan(model, batch=32)}["fc1"]
-    assert fc1_32["format"] == ("dense" if fc1_32["nnz"] / np.prod(fc1_32["shape"]) >= 0.75 else "cser")
+    assert fc1_32["format"] == (
+        "dense" if fc1_32["nnz"] / np.prod(fc1_32["shape"]) >= 0.75 else "cser"
+    )
     forced = nnn.plan(model, format={"fc1": "cer", "fc2": "dense"})
     assert {r["name"]: r["format"] for r in forced}["fc1"] == "cer"
     assert {r["name"]: r["format"] for r in forced}["fc2"] == "dense"
@@ -125,7 +129,10 @@ def test_import_nnpress_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, nnpress; m = nnpress.CSERMatrix; assert 'torch' not in sys.modules, 'torch imported'"
+    code = (
+        "import sys, nnpress; m = nnpress.CSERMatrix; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -145,3 +152,31 @@ def test_convert_a_model_decoded_from_nnp(digits, tmp_path):
         ref, out = decoded(x), fast(x)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
     assert torch.equal(out.argmax(1), ref.argmax(1))
+
+
+def test_nnpress_nn_as_an_attribute_after_a_bare_import():
+    """README writes ``import nnpress; nnpress.nn.convert(model)``: the submodule is imported on
+    first use (with torch), not by ``import nnpress``."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, nnpress\n"
+        "assert 'torch' not in sys.modules, 'import nnpress imported torch'\n"
+        "import torch\n"
+        "m = torch.nn.Sequential(torch.nn.Linear(6, 4))\n"
+        "fast = nnpress.nn.convert(m, format='cser')\n"
+        "assert isinstance(fast[0], nnpress.nn.CompressedLinear)\n"
+        "x = torch.randn(3, 6)\n"
+        "assert torch.allclose(fast(x), m(x), atol=1e-5)\n"
+        "assert nnpress.tune.tune_to_budget and nnpress.fisher.fisher_diagonal\n"
+        "try:\n"
+        "    nnpress.no_such_module\n"
+        "except AttributeError as e:\n"
+        "    assert 'no_such_module' in str(e)\n"
+        "else:\n"
+        "    raise AssertionError('nnpress.no_such_module did not raise AttributeError')\n"
+        "assert not hasattr(nnpress, 'no_such_module')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
