@@ -2,6 +2,7 @@
 
 python examples/quickstart.py
 """
+
 import time
 
 import numpy as np
@@ -23,8 +24,10 @@ assert np.array_equal(back, levels)
 _, counts = np.unique(levels, return_counts=True)
 h0 = -(counts * np.log2(counts / counts.sum())).sum() / levels.size
 print(f"weights            {w.size:,} float32 = {w.nbytes / 1e6:.1f} MB")
-print(f"coded              {len(data) / 1e6:.3f} MB  ({8 * len(data) / w.size:.3f} bits/weight, "
-      f"{w.nbytes / len(data):.1f}x)")
+print(
+    f"coded              {len(data) / 1e6:.3f} MB  ({8 * len(data) / w.size:.3f} bits/weight, "
+    f"{w.nbytes / len(data):.1f}x)"
+)
 print(f"empirical entropy  {h0:.3f} bits/weight; coder estimate {nnpress.estimate_bits(levels) / w.size:.3f}")
 print(f"encode {1e3 * (t1 - t0):.0f} ms, decode {1e3 * (t2 - t1):.0f} ms, round trip exact")
 print(f"max |w - w_hat|    {np.abs(w - back * step).max():.5f} (step/2 = {step / 2})")

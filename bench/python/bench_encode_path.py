@@ -202,8 +202,7 @@ def compare(args: argparse.Namespace) -> int:
     print(f"base: {args.base} (nnpress {first['base']['version']} from {first['base']['nnpress']})")
     print(f"new:  {args.new} (nnpress {first['new']['version']} from {first['new']['nnpress']})")
     print(
-        f"{args.rounds} rounds, alternating; {os.cpu_count()} cores; load {os.getloadavg()}; "
-        f"CodecConfig() defaults\n"
+        f"{args.rounds} rounds, alternating; {os.cpu_count()} cores; load {os.getloadavg()}; CodecConfig() defaults\n"
     )
     print(text)
     if args.json:

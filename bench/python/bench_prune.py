@@ -8,6 +8,7 @@ calibration batches). For each sparsity: magnitude pruning per tensor vs Fisher-
 scored as floats and after nnpress.compress with the default configuration (a real .nnp file,
 decoded by nnpress.decompress); size = the whole file, per parameter of the model.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,11 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import bench_rd  # noqa: E402
-
 import nnpress  # noqa: E402
 
 
@@ -39,16 +38,21 @@ def main() -> None:
         print("|---|---|---|---|---|---|")
         with tempfile.TemporaryDirectory() as tmp:
             for s in sparsities:
-                for label, kw in (("magnitude, per tensor", {}),
-                                  ("Fisher F·w², global", {"importance": fisher, "scope": "global"})):
+                for label, kw in (
+                    ("magnitude, per tensor", {}),
+                    ("Fisher F·w², global", {"importance": fisher, "scope": "global"}),
+                ):
                     if s == 0 and kw:
                         continue
                     pw = nnpress.prune(w, s, **kw) if s > 0 else w
                     rep = nnpress.compress(pw, Path(tmp) / "m.nnp")
                     dec = nnpress.decompress(Path(tmp) / "m.nnp", as_numpy=True)
-                    zeros = nnpress.sparsity_of(dec, [k for k in fisher])
-                    print(f"| {s:.1f} | {label if s else 'none'} | {ev(pw):.4f} | {ev(dec):.4f} | "
-                          f"{8 * rep.file_bytes / n_params:.3f} | {zeros:.3f} |", flush=True)
+                    zeros = nnpress.sparsity_of(dec, list(fisher))
+                    print(
+                        f"| {s:.1f} | {label if s else 'none'} | {ev(pw):.4f} | {ev(dec):.4f} | "
+                        f"{8 * rep.file_bytes / n_params:.3f} | {zeros:.3f} |",
+                        flush=True,
+                    )
         print()
 
 

@@ -16,9 +16,11 @@ quantized tensor (``encode_levels``) + the raw bytes of the tensors kept exact (
 per parameter of the whole model. NNCodec 2.1.3: qp sweep with dependent quantization, plus URQ,
 lambda_scale and opt_qp variants; size = its whole bitstream. ``--peers-only`` runs only NNCodec
 (the ``--variants`` chosen, over ``--qps``); ``--refine`` then adds the odd qp inside the pair of
-sweep points that brackets the budget, so NNCodec's best setting is found at qp resolution 1. Budgets: CNN/MLP top-1 drop <= 0.2
+sweep points that brackets the budget, so NNCodec's best setting is found at qp resolution 1.
+Budgets: CNN/MLP top-1 drop <= 0.2
 points, MiniLM mean cosine >= 0.999. Writes PNG curves to --out and prints markdown tables.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,9 +35,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import peers  # noqa: E402
-
 import nnpress  # noqa: E402
+import peers  # noqa: E402
 from nnpress import tune  # noqa: E402
 
 
@@ -47,8 +48,10 @@ def log(*a):
 # models and fidelity functions
 # ----------------------------------------------------------------------------------------------
 
+
 def digits_setup(kind, with_fisher=True):
     import torch
+
     from nnpress.demo_models import calibration_batches, evaluate_accuracy, load_digits_data, train_digits_model
     from nnpress.fisher import fisher_diagonal
 
@@ -58,7 +61,9 @@ def digits_setup(kind, with_fisher=True):
 
     def evaluate(state):
         m = type(model)()
-        m.load_state_dict({k: torch.from_numpy(np.asarray(v, np.float32).reshape(weights[k].shape)) for k, v in state.items()})
+        m.load_state_dict(
+            {k: torch.from_numpy(np.asarray(v, np.float32).reshape(weights[k].shape)) for k, v in state.items()}
+        )
         m.eval()
         return evaluate_accuracy(m, data.x_test, data.y_test)
 
@@ -68,8 +73,16 @@ def digits_setup(kind, with_fisher=True):
         fisher = fisher_diagonal(model, calibration_batches(16, 64), mode="sampled")
         log(f"{kind}: Fisher in {time.perf_counter() - t0:.1f}s")
     base = evaluate(weights)
-    return {"name": f"digits {kind}", "weights": weights, "evaluate": evaluate, "fisher": fisher,
-            "base": base, "budget": base - 0.002, "metric": "top-1", "min_metric": None}
+    return {
+        "name": f"digits {kind}",
+        "weights": weights,
+        "evaluate": evaluate,
+        "fisher": fisher,
+        "base": base,
+        "budget": base - 0.002,
+        "metric": "top-1",
+        "min_metric": None,
+    }
 
 
 def minilm_setup(with_fisher=True, calibration=None, seed=0):
@@ -77,6 +90,7 @@ def minilm_setup(with_fisher=True, calibration=None, seed=0):
     ``calibration`` (default: the even-numbered ones). The dict also holds the Fisher's model
     ("fisher_model": mean-pooled output) and "batches", for further estimates on the same data."""
     import torch
+
     import minilm
     from nnpress.fisher import fisher_diagonal
 
@@ -104,24 +118,43 @@ def minilm_setup(with_fisher=True, calibration=None, seed=0):
             return (h * msk).sum(1) / msk.sum(1)
 
     if not with_fisher:
-        return {"name": "all-MiniLM-L6-v2", "weights": weights, "evaluate": evaluate, "fisher": None,
-                "base": 1.0, "budget": 0.999, "metric": "mean cos", "last": last}
+        return {
+            "name": "all-MiniLM-L6-v2",
+            "weights": weights,
+            "evaluate": evaluate,
+            "fisher": None,
+            "base": 1.0,
+            "budget": 0.999,
+            "metric": "mean cos",
+            "last": last,
+        }
     batches = []
     for i in range(0, len(cal), 4):
-        enc = tok(cal[i:i + 4], padding=True, truncation=True, max_length=256, return_tensors="pt")
+        enc = tok(cal[i : i + 4], padding=True, truncation=True, max_length=256, return_tensors="pt")
         batches.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
     t0 = time.perf_counter()
     fisher = fisher_diagonal(Pooled(model), batches, mode="sampled", output="gaussian", seed=seed)
     fisher = {k[2:]: v for k, v in fisher.items()}  # strip "m."
     log(f"minilm: Fisher on {len(cal)} sentences in {time.perf_counter() - t0:.1f}s")
-    return {"name": "all-MiniLM-L6-v2", "weights": weights, "evaluate": evaluate, "fisher": fisher,
-            "base": 1.0, "budget": 0.999, "metric": "mean cos", "last": last,
-            "fisher_model": Pooled(model), "batches": batches, "calibration": cal}
+    return {
+        "name": "all-MiniLM-L6-v2",
+        "weights": weights,
+        "evaluate": evaluate,
+        "fisher": fisher,
+        "base": 1.0,
+        "budget": 0.999,
+        "metric": "mean cos",
+        "last": last,
+        "fisher_model": Pooled(model),
+        "batches": batches,
+        "calibration": cal,
+    }
 
 
 # ----------------------------------------------------------------------------------------------
 # nnpress and NNCodec points
 # ----------------------------------------------------------------------------------------------
+
 
 def nnpress_point(setup, method, step, sens, imp):
     w = setup["weights"]
@@ -134,8 +167,13 @@ def nnpress_point(setup, method, step, sens, imp):
     raw = sum(np.asarray(v).nbytes for k, v in w.items() if k not in plan)
     state = {k: recon.get(k, v) for k, v in w.items()}
     metric = setup["evaluate"](state)
-    return {"step": step, "bits_per_param": 8 * (coded + raw) / n_params, "metric": metric,
-            "min": setup.get("last", {}).get("min"), "quantize_s": t_q}
+    return {
+        "step": step,
+        "bits_per_param": 8 * (coded + raw) / n_params,
+        "metric": metric,
+        "min": setup.get("last", {}).get("min"),
+        "quantize_s": t_q,
+    }
 
 
 def nncodec_point(setup, qp, **kw):
@@ -145,8 +183,14 @@ def nncodec_point(setup, qp, **kw):
     rec = peers.nncodec_decompress(data, shapes=info["shapes"])
     state = {k: (rec[k] if k in rec else v) for k, v in w.items()}
     metric = setup["evaluate"](state)
-    return {"qp": qp, "settings": kw, "bits_per_param": 8 * len(data) / n_params, "metric": metric,
-            "min": setup.get("last", {}).get("min"), "encode_s": info["encode_s"]}
+    return {
+        "qp": qp,
+        "settings": kw,
+        "bits_per_param": 8 * len(data) / n_params,
+        "metric": metric,
+        "min": setup.get("last", {}).get("min"),
+        "encode_s": info["encode_s"],
+    }
 
 
 def best_meeting(points, budget):
@@ -190,18 +234,28 @@ def run_peers(setup, variants, qps, refine, lambda_scales):
             pts = []
             for qp in qps:
                 p = nncodec_point(setup, qp, **kw)
-                log(f"  {name} qp {qp}: {p['bits_per_param']:.3f} b/p {setup['metric']} {p['metric']:.5f}"
-                    + (f" (min {p['min']:.5f})" if p.get("min") is not None else "") + f" enc {p['encode_s']:.1f}s")
+                log(
+                    f"  {name} qp {qp}: {p['bits_per_param']:.3f} b/p {setup['metric']} {p['metric']:.5f}"
+                    + (f" (min {p['min']:.5f})" if p.get("min") is not None else "")
+                    + f" enc {p['encode_s']:.1f}s"
+                )
                 pts.append(p)
             if refine:
                 done = {p["qp"] for p in pts}
                 by_qp = sorted(pts, key=lambda p: p["qp"])
                 for a, b in zip(by_qp, by_qp[1:]):
-                    if b["qp"] - a["qp"] == 2 and a["metric"] >= setup["budget"] > b["metric"] and a["qp"] + 1 not in done:
+                    if (
+                        b["qp"] - a["qp"] == 2
+                        and a["metric"] >= setup["budget"] > b["metric"]
+                        and a["qp"] + 1 not in done
+                    ):
                         p = nncodec_point(setup, a["qp"] + 1, **kw)
-                        log(f"  {name} qp {a['qp'] + 1} (refine): {p['bits_per_param']:.3f} b/p {setup['metric']} "
-                            f"{p['metric']:.5f}" + (f" (min {p['min']:.5f})" if p.get("min") is not None else "")
-                            + f" enc {p['encode_s']:.1f}s")
+                        log(
+                            f"  {name} qp {a['qp'] + 1} (refine): {p['bits_per_param']:.3f} b/p {setup['metric']} "
+                            f"{p['metric']:.5f}"
+                            + (f" (min {p['min']:.5f})" if p.get("min") is not None else "")
+                            + f" enc {p['encode_s']:.1f}s"
+                        )
                         pts.append(p)
             curves[name] = sorted(pts, key=lambda p: p["qp"])
     return curves
@@ -215,27 +269,39 @@ def run_model(setup, quick):
     is_lm = setup["name"].startswith("all-MiniLM")
     glob_steps = [g * r for r in ((0.03, 0.04, 0.05, 0.06) if is_lm else (0.02, 0.04, 0.08, 0.12, 0.16, 0.24, 0.32))]
     fish_steps = [g * r for r in ((0.05, 0.06, 0.07, 0.08, 0.1) if is_lm else (0.06, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6))]
-    variants = [("nearest", "global"), ("rdoq", "global"), ("trellis", "global"),
-                ("nearest", "fisher"), ("rdoq", "fisher"), ("trellis", "fisher"),
-                ("rdoq", "fisher+imp"), ("trellis", "fisher+imp")]
+    variants = [
+        ("nearest", "global"),
+        ("rdoq", "global"),
+        ("trellis", "global"),
+        ("nearest", "fisher"),
+        ("rdoq", "fisher"),
+        ("trellis", "fisher"),
+        ("rdoq", "fisher+imp"),
+        ("trellis", "fisher+imp"),
+    ]
     if quick:
         variants = [("nearest", "global"), ("trellis", "fisher+imp")]
     curves = {}
     for method, alloc in variants:
         pts = []
-        for step in (glob_steps if alloc == "global" else fish_steps):
-            p = nnpress_point(setup, method, step, None if alloc == "global" else sens,
-                              imp if alloc == "fisher+imp" else None)
-            log(f"  nnpress {method:7s} {alloc:10s} step {step:.5f}: {p['bits_per_param']:.3f} b/p "
-                f"{setup['metric']} {p['metric']:.5f} ({p['quantize_s']:.1f}s)")
+        for step in glob_steps if alloc == "global" else fish_steps:
+            p = nnpress_point(
+                setup, method, step, None if alloc == "global" else sens, imp if alloc == "fisher+imp" else None
+            )
+            log(
+                f"  nnpress {method:7s} {alloc:10s} step {step:.5f}: {p['bits_per_param']:.3f} b/p "
+                f"{setup['metric']} {p['metric']:.5f} ({p['quantize_s']:.1f}s)"
+            )
             pts.append(p)
         curves[f"nnpress {method} {alloc}"] = pts
     qps = [-44, -40, -38, -36, -34, -32, -28, -24, -20] if not quick else [-38, -32]
     nn_curves = {"NNCodec DQ": [], "NNCodec URQ": [], "NNCodec DQ lambda_scale=1": [], "NNCodec DQ opt_qp": []}
     for qp in qps:
         nn_curves["NNCodec DQ"].append(nncodec_point(setup, qp, use_dq=True))
-        log(f"  NNCodec DQ qp {qp}: {nn_curves['NNCodec DQ'][-1]['bits_per_param']:.3f} b/p "
-            f"{nn_curves['NNCodec DQ'][-1]['metric']:.5f}")
+        log(
+            f"  NNCodec DQ qp {qp}: {nn_curves['NNCodec DQ'][-1]['bits_per_param']:.3f} b/p "
+            f"{nn_curves['NNCodec DQ'][-1]['metric']:.5f}"
+        )
     if not quick:
         for qp in (-40, -38, -36):
             nn_curves["NNCodec URQ"].append(nncodec_point(setup, qp, use_dq=False))
@@ -248,6 +314,7 @@ def run_model(setup, quick):
 def plot(setup, curves, out: Path, suffix: str = ""):
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -288,10 +355,13 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     import torch
+
     torch.set_num_threads(os.cpu_count() or 1)
     peers.import_nncodec()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; nnpress {nnpress.__version__}; "
-          f"command: python bench/python/bench_rd.py {' '.join(sys.argv[1:])}\n")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores; nnpress {nnpress.__version__}; "
+        f"command: python bench/python/bench_rd.py {' '.join(sys.argv[1:])}\n"
+    )
     results = {}
     variants = [v for v in args.variants.split(",") if v]
     for v in variants:
@@ -308,20 +378,38 @@ def main():
             curves = run_model(setup, args.quick)
         path = plot(setup, curves, out, "_nncodec" if args.peers_only else "")
         results[setup["name"]] = curves
-        shown = None if path is None else (path.resolve().relative_to(HERE.parent.parent)
-                                           if path.resolve().is_relative_to(HERE.parent.parent) else path)
-        print(f"### {setup['name']} — budget {setup['metric']} >= {setup['budget']:.4f}"
-              f" (original {setup['base']:.4f}){'; plot ' + str(shown) if shown else ''}\n")
-        print("| variant | smallest measured point meeting the budget: bits/param | its fidelity | "
-              "bits/param at the budget (interpolated) |")
+        shown = (
+            None
+            if path is None
+            else (
+                path.resolve().relative_to(HERE.parent.parent)
+                if path.resolve().is_relative_to(HERE.parent.parent)
+                else path
+            )
+        )
+        print(
+            f"### {setup['name']} — budget {setup['metric']} >= {setup['budget']:.4f}"
+            f" (original {setup['base']:.4f}){'; plot ' + str(shown) if shown else ''}\n"
+        )
+        print(
+            "| variant | smallest measured point meeting the budget: bits/param | its fidelity | "
+            "bits/param at the budget (interpolated) |"
+        )
         print("|---|---|---|---|")
         rows = {}
         for name, pts in curves.items():
             b = best_meeting(pts, setup["budget"])
             it = interp_bits_at(pts, setup["budget"])
             rows[name] = (b, it)
-            fid = "—" if b is None else (f"{b['metric']:.5f}" + (f" (min {b['min']:.5f})" if b.get("min") else "")
-                                         + (f", qp {b['qp']}" if "qp" in b else ""))
+            fid = (
+                "—"
+                if b is None
+                else (
+                    f"{b['metric']:.5f}"
+                    + (f" (min {b['min']:.5f})" if b.get("min") else "")
+                    + (f", qp {b['qp']}" if "qp" in b else "")
+                )
+            )
             bb = "—" if b is None else f"{b['bits_per_param']:.3f}"
             ii = "—" if it is None else f"{it:.3f}"
             print(f"| {name} | {bb} | {fid} | {ii} |")
@@ -329,8 +417,10 @@ def main():
         ours = rows.get("nnpress trellis fisher+imp", (None, None))[0]
         if nn_best and ours:
             nb = min(p["bits_per_param"] for p in nn_best)
-            print(f"\nnnpress (trellis, Fisher allocation + importance) / best NNCodec setting meeting the budget: "
-                  f"{ours['bits_per_param']:.3f} / {nb:.3f} = **{ours['bits_per_param'] / nb:.3f}x**\n")
+            print(
+                f"\nnnpress (trellis, Fisher allocation + importance) / best NNCodec setting meeting the budget: "
+                f"{ours['bits_per_param']:.3f} / {nb:.3f} = **{ours['bits_per_param'] / nb:.3f}x**\n"
+            )
         sys.stdout.flush()
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))

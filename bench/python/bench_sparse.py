@@ -13,7 +13,8 @@ drawn uniformly from the k - 1 non-zero levels (k levels at density 1), times 0.
 Every method runs once per round, rounds interleaved, so background load hits all of them alike, in an
 order shuffled every round (--fixed-order: always the table's order), so no method always follows the same one;
 the table shows the minimum over rounds (and the median). GB/s = bytes the format must read (matrix
-arrays + inputs + outputs) / time. "picked" = nnpress.sparse.choose_format(..., batch, allow_dense=True), what nnpress.nn.convert uses;
+arrays + inputs + outputs) / time. "picked" = nnpress.sparse.choose_format(..., batch, allow_dense=True), what
+nnpress.nn.convert uses;
 "dense" there means the layer stays a torch layer, so its time is torch dense's.
 """
 
@@ -69,8 +70,9 @@ ORDER = {"shuffled": True}  # --fixed-order sets False
 def torch_csr(w: np.ndarray):
     """torch sparse CSR with int32 indices (2-5x faster than torch's default int64 here)."""
     c = torch.from_numpy(w).to_sparse_csr()
-    return torch.sparse_csr_tensor(c.crow_indices().to(torch.int32), c.col_indices().to(torch.int32), c.values(),
-                                   size=c.shape)
+    return torch.sparse_csr_tensor(
+        c.crow_indices().to(torch.int32), c.col_indices().to(torch.int32), c.values(), size=c.shape
+    )
 
 
 def timed_rounds(fns: dict, rounds: int, min_time: float) -> dict:
@@ -121,7 +123,7 @@ def bench_case(rng, rows, cols, values, density, batch, threads, rounds, min_tim
         "scipy CSR": lambda: sp @ x,
     }
     for name, m in ours.items():
-        fns["nnpress " + name] = (lambda m=m: m.matmul(x, threads=nt))
+        fns["nnpress " + name] = lambda m=m: m.matmul(x, threads=nt)
     storage = {
         "numpy dense": w.nbytes,
         "torch dense": w.nbytes,
@@ -141,7 +143,12 @@ def bench_case(rng, rows, cols, values, density, batch, threads, rounds, min_tim
     # "dense" = nnpress keeps the float matrix (nn.convert leaves the torch layer): torch dense's time.
     picked_key = "torch dense" if picked_format == "dense" else "nnpress " + picked_format
     res = {
-        "rows": rows, "cols": cols, "values": values, "density": density, "batch": batch, "nnz": int(nnz),
+        "rows": rows,
+        "cols": cols,
+        "values": values,
+        "density": density,
+        "batch": batch,
+        "nnz": int(nnz),
         "times_us": {k: {"min": round(v[0], 1), "median": round(v[1], 1)} for k, v in times.items()},
         "storage_bytes": {k: int(v) for k, v in storage.items()},
         "gbps": {k: round((storage[k] + xy_bytes) / (times[k][0] * 1e3), 2) for k in times},
@@ -188,13 +195,25 @@ def summary_table(results):
 
 def method_tables(results):
     """Markdown tables of every method's µs, GB/s and storage (MB) per case, for bench/RESULTS.md."""
-    methods = ["numpy dense", "torch dense", "torch CSR i32", "scipy CSR", "nnpress cer", "nnpress cser", "nnpress codebook"]
+    methods = [
+        "numpy dense",
+        "torch dense",
+        "torch CSR i32",
+        "scipy CSR",
+        "nnpress cer",
+        "nnpress cser",
+        "nnpress codebook",
+    ]
     head = "| shape | values | density | batch | " + " | ".join(methods) + " |\n|" + "---|" * (4 + len(methods))
     out = []
     for title, key, fmt, batch1 in (
         ("All methods, µs (minimum over rounds)", "times_us", lambda r, m: f"{r['times_us'][m]['min']:.0f}", False),
-        ("Effective GB/s (bytes each format must read: its arrays + x + y, over the minimum time), batch 1",
-         "gbps", lambda r, m: f"{r['gbps'][m]:.1f}", True),
+        (
+            "Effective GB/s (bytes each format must read: its arrays + x + y, over the minimum time), batch 1",
+            "gbps",
+            lambda r, m: f"{r['gbps'][m]:.1f}",
+            True,
+        ),
         ("Storage, MB", "storage_bytes", lambda r, m: f"{r['storage_bytes'][m] / 1e6:.2f}", True),
     ):
         lines = [title + ":", "", head]
@@ -202,7 +221,11 @@ def method_tables(results):
             if batch1 and r["batch"] != 1:
                 continue
             cells = [fmt(r, m) if m in r[key] else "–" for m in methods]
-            lines.append(f"| {r['rows']}×{r['cols']} | {r['values']} | {r['density']} | {r['batch']} | " + " | ".join(cells) + " |")
+            lines.append(
+                f"| {r['rows']}×{r['cols']} | {r['values']} | {r['density']} | {r['batch']} | "
+                + " | ".join(cells)
+                + " |"
+            )
         out.append("\n".join(lines))
     return "\n\n".join(out)
 
@@ -227,8 +250,12 @@ def bench_e2e(threads, rounds):
         with torch.no_grad():
             t = timed_rounds({"torch dense": lambda: model(xb), "nnpress converted": lambda: fast(xb)}, rounds, 0.5)
             same = bool(torch.equal(model(x).argmax(1), fast(x).argmax(1)))
-        out[batch_name] = {"batch": int(xb.shape[0]), "us": {k: round(v[0], 1) for k, v in t.items()},
-                           "same_predictions": same, "formats": [r["format"] for r in nnn.plan(model, batch=xb.shape[0])]}
+        out[batch_name] = {
+            "batch": int(xb.shape[0]),
+            "us": {k: round(v[0], 1) for k, v in t.items()},
+            "same_predictions": same,
+            "formats": [r["format"] for r in nnn.plan(model, batch=xb.shape[0])],
+        }
     return out
 
 

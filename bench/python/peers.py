@@ -121,6 +121,7 @@ Timing: ``info["encode_s"]`` is the wall time of the whole ``nnc.compress`` call
 compute entry points). ``decode_s`` is the whole ``nnc.decompress`` call: CABAC decoding
 (``entropy_decode_s``) then dequantization and reordering. All of NNCodec runs on one thread.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -136,12 +137,21 @@ import numpy as np
 NNCODEC_VERSION = "2.1.3"  # the version this harness was written and checked against
 
 __all__ = [
-    "install_torchvision_stub", "import_nncodec",
-    "nncodec_encode_levels", "nncodec_decode_levels", "nncodec_level_coder_timing",
-    "nncodec_step_from_qp", "nncodec_quantize",
-    "nncodec_compress_state_dict", "nncodec_decompress",
-    "narrowest_int_bytes", "zstd_size", "xz_size", "generic_codec_timing",
-    "time_call", "laplacian_levels",
+    "generic_codec_timing",
+    "import_nncodec",
+    "install_torchvision_stub",
+    "laplacian_levels",
+    "narrowest_int_bytes",
+    "nncodec_compress_state_dict",
+    "nncodec_decode_levels",
+    "nncodec_decompress",
+    "nncodec_encode_levels",
+    "nncodec_level_coder_timing",
+    "nncodec_quantize",
+    "nncodec_step_from_qp",
+    "time_call",
+    "xz_size",
+    "zstd_size",
 ]
 
 # --------------------------------------------------------------------------------------------------
@@ -154,6 +164,7 @@ _NNC: SimpleNamespace | None = None
 
 def _has_torch_op(qualname: str) -> bool:
     import torch
+
     try:
         torch._C._dispatch_find_schema_or_throw(qualname, "")
         return True
@@ -173,9 +184,11 @@ def install_torchvision_stub() -> bool:
     if _TV_STUB_LIB is not None or "torchvision" in sys.modules:
         return False
     import importlib.util
+
     if importlib.util.find_spec("torchvision") is None:
         return False
     import torch
+
     need = [op for op in ("nms", "qnms") if not _has_torch_op(f"torchvision::{op}")]
     if not need:
         return False
@@ -201,6 +214,7 @@ def import_nncodec() -> SimpleNamespace:
     if _NNC is not None:
         return _NNC
     import importlib.util
+
     if importlib.util.find_spec("nncodec") is None:
         raise ImportError(
             "NNCodec is not installed; it is a benchmark-only dependency of nnpress. Install it without "
@@ -208,30 +222,34 @@ def import_nncodec() -> SimpleNamespace:
             "  pip install --no-deps nncodec==2.1.3 torchvision==0.28.0\n"
             "  pip install zstandard pandas tqdm h5py scikit-learn ptflops torchmetrics pillow "
             "opencv-python-headless -c <constraints pinning torch==2.13.0 numpy torchvision==0.28.0>\n"
-            "(see the docstring of bench/python/peers.py)")
+            "(see the docstring of bench/python/peers.py)"
+        )
     install_torchvision_stub()
     try:
-        from nncodec.extensions import deepCABAC
         from nncodec import nnc
-        from nncodec.nnc_core.nnr_model import NNRModel
+        from nncodec.extensions import deepCABAC
         from nncodec.framework.pytorch_model import PytorchModel
+        from nncodec.nnc_core.nnr_model import NNRModel
     except Exception as e:  # pragma: no cover - depends on the machine
-        raise ImportError(f"NNCodec is installed but failed to import ({type(e).__name__}: {e}). "
-                          "Its import chain needs torch, torchvision, pandas, cv2, PIL, sklearn, h5py, "
-                          "tqdm, torchmetrics and ptflops; see bench/python/peers.py.") from e
+        raise ImportError(
+            f"NNCodec is installed but failed to import ({type(e).__name__}: {e}). "
+            "Its import chain needs torch, torchvision, pandas, cv2, PIL, sklearn, h5py, "
+            "tqdm, torchmetrics and ptflops; see bench/python/peers.py."
+        ) from e
     try:
         from importlib.metadata import version
+
         ver = version("nncodec")
     except Exception:  # pragma: no cover
         ver = "unknown"
-    _NNC = SimpleNamespace(deepCABAC=deepCABAC, nnc=nnc, NNRModel=NNRModel,
-                           PytorchModel=PytorchModel, version=ver)
+    _NNC = SimpleNamespace(deepCABAC=deepCABAC, nnc=nnc, NNRModel=NNRModel, PytorchModel=PytorchModel, version=ver)
     return _NNC
 
 
 # --------------------------------------------------------------------------------------------------
 # timing helpers
 # --------------------------------------------------------------------------------------------------
+
 
 def time_call(fn: Callable[..., Any], *args: Any, repeat: int = 1, **kwargs: Any) -> tuple[Any, float]:
     """Run ``fn(*args, **kwargs)`` ``repeat`` times. Return (last result, best wall time in seconds)."""
@@ -244,8 +262,9 @@ def time_call(fn: Callable[..., Any], *args: Any, repeat: int = 1, **kwargs: Any
     return result, best
 
 
-def laplacian_levels(n: int, scale: float = 1.0, seed: int = 0, shape: tuple[int, ...] | None = None,
-                     clip: int = 1 << 15) -> np.ndarray:
+def laplacian_levels(
+    n: int, scale: float = 1.0, seed: int = 0, shape: tuple[int, ...] | None = None, clip: int = 1 << 15
+) -> np.ndarray:
     """Integer levels round(Laplace(0, scale)), int32, clipped to ±clip. A stand-in for quantized weights."""
     rng = np.random.default_rng(seed)
     x = np.rint(rng.laplace(0.0, scale, size=n)).clip(-clip, clip).astype(np.int32)
@@ -276,31 +295,74 @@ def _chan_zero_list(levels: np.ndarray, row_skip: bool) -> np.ndarray:
     return (~levels.reshape(rows, -1).any(axis=1)).astype(np.int32)
 
 
-def _encode_prepared(dc: Any, lv: np.ndarray, chan: np.ndarray, dq_flag: int, cabac_unary_length_minus1: int,
-                     param_opt: bool, general_profile_idc: int, scan_order: int, row_skip: bool) -> bytes:
+def _encode_prepared(
+    dc: Any,
+    lv: np.ndarray,
+    chan: np.ndarray,
+    dq_flag: int,
+    cabac_unary_length_minus1: int,
+    param_opt: bool,
+    general_profile_idc: int,
+    scan_order: int,
+    row_skip: bool,
+) -> bytes:
     enc = dc.Encoder()
     enc.initCtxModels(cabac_unary_length_minus1 + 1, 1 if param_opt else 0)
-    enc.encodeLayer(lv, int(dq_flag), int(scan_order), int(general_profile_idc), 0, 1 if row_skip else 0, chan,
-                    dc.HdspMode.AlwaysOff, np.zeros(2, dtype=np.int8), 0, 0)
+    enc.encodeLayer(
+        lv,
+        int(dq_flag),
+        int(scan_order),
+        int(general_profile_idc),
+        0,
+        1 if row_skip else 0,
+        chan,
+        dc.HdspMode.AlwaysOff,
+        np.zeros(2, dtype=np.int8),
+        0,
+        0,
+    )
     return enc.finish().tobytes()
 
 
-def _decode_prepared(dc: Any, buf: np.ndarray, out: np.ndarray, dq_flag: int, cabac_unary_length_minus1: int,
-                     general_profile_idc: int, scan_order: int) -> int:
+def _decode_prepared(
+    dc: Any,
+    buf: np.ndarray,
+    out: np.ndarray,
+    dq_flag: int,
+    cabac_unary_length_minus1: int,
+    general_profile_idc: int,
+    scan_order: int,
+) -> int:
     dec = dc.Decoder()
     dec.setStream(buf)
     dec.initCtxModels(cabac_unary_length_minus1 + 1)
-    dec.decodeLayer(out, int(dq_flag), int(scan_order), int(general_profile_idc), 0,
-                    dc.HdspMode.AlwaysOff, np.zeros(2, dtype=np.int8), 0, 0)
+    dec.decodeLayer(
+        out,
+        int(dq_flag),
+        int(scan_order),
+        int(general_profile_idc),
+        0,
+        dc.HdspMode.AlwaysOff,
+        np.zeros(2, dtype=np.int8),
+        0,
+        0,
+    )
     try:
         return int(dec.finish())
     except RuntimeError as e:  # "Terminating Bin not received!": wrong shape/options or corrupt data
         raise ValueError(f"NNCodec decoder: {str(e).strip()}") from e
 
 
-def nncodec_encode_levels(levels: np.ndarray, *, dq_flag: int = 0, cabac_unary_length_minus1: int = 10,
-                          param_opt: bool = True, general_profile_idc: int = 1, scan_order: int = 0,
-                          row_skip: bool = False) -> bytes:
+def nncodec_encode_levels(
+    levels: np.ndarray,
+    *,
+    dq_flag: int = 0,
+    cabac_unary_length_minus1: int = 10,
+    param_opt: bool = True,
+    general_profile_idc: int = 1,
+    scan_order: int = 0,
+    row_skip: bool = False,
+) -> bytes:
     """CABAC-code an integer level array with NNCodec's DeepCABAC engine (see the module docstring).
 
     The stream has only the CABAC payload: no shape, no qp. Decode it with :func:`nncodec_decode_levels`
@@ -310,13 +372,28 @@ def nncodec_encode_levels(levels: np.ndarray, *, dq_flag: int = 0, cabac_unary_l
     lv = _as_levels(levels)
     if lv.size == 0:
         raise ValueError("cannot code an empty array")
-    return _encode_prepared(dc, lv, _chan_zero_list(lv, row_skip), dq_flag, cabac_unary_length_minus1,
-                            param_opt, general_profile_idc, scan_order, row_skip)
+    return _encode_prepared(
+        dc,
+        lv,
+        _chan_zero_list(lv, row_skip),
+        dq_flag,
+        cabac_unary_length_minus1,
+        param_opt,
+        general_profile_idc,
+        scan_order,
+        row_skip,
+    )
 
 
-def nncodec_decode_levels(data: bytes, shape: tuple[int, ...] | int, *, dq_flag: int = 0,
-                          cabac_unary_length_minus1: int = 10, general_profile_idc: int = 1,
-                          scan_order: int = 0) -> np.ndarray:
+def nncodec_decode_levels(
+    data: bytes,
+    shape: tuple[int, ...] | int,
+    *,
+    dq_flag: int = 0,
+    cabac_unary_length_minus1: int = 10,
+    general_profile_idc: int = 1,
+    scan_order: int = 0,
+) -> np.ndarray:
     """Inverse of :func:`nncodec_encode_levels`. Returns an int32 array of ``shape``.
 
     Raises ValueError if the decoder did not consume exactly ``len(data)`` bytes.
@@ -327,13 +404,16 @@ def nncodec_decode_levels(data: bytes, shape: tuple[int, ...] | int, *, dq_flag:
     buf = np.frombuffer(bytes(data) + b"\0" * _DECODER_PAD, dtype=np.uint8)
     n_read = _decode_prepared(dc, buf, out, dq_flag, cabac_unary_length_minus1, general_profile_idc, scan_order)
     if n_read != len(data):
-        raise ValueError(f"NNCodec decoder consumed {n_read} bytes of a {len(data)}-byte stream "
-                         "(wrong shape/options or corrupt data)")
+        raise ValueError(
+            f"NNCodec decoder consumed {n_read} bytes of a {len(data)}-byte stream "
+            "(wrong shape/options or corrupt data)"
+        )
     return out.reshape(shape)
 
 
-def nncodec_level_coder_timing(levels: np.ndarray, *, repeat: int = 3, verify: bool = True,
-                               **options: Any) -> dict[str, Any]:
+def nncodec_level_coder_timing(
+    levels: np.ndarray, *, repeat: int = 3, verify: bool = True, **options: Any
+) -> dict[str, Any]:
     """Code ``levels`` with NNCodec's engine and time only the coder calls (best of ``repeat``).
 
     Input conversion, building the row-skip list, padding the stream and allocating the output happen
@@ -351,8 +431,9 @@ def nncodec_level_coder_timing(levels: np.ndarray, *, repeat: int = 3, verify: b
     if options:
         raise TypeError(f"unknown options: {sorted(options)}")
     chan = _chan_zero_list(lv, row_skip)
-    data, t_enc = time_call(_encode_prepared, dc, lv, chan, dq_flag, cul, param_opt, gpi, scan_order, row_skip,
-                            repeat=repeat)
+    data, t_enc = time_call(
+        _encode_prepared, dc, lv, chan, dq_flag, cul, param_opt, gpi, scan_order, row_skip, repeat=repeat
+    )
     buf = np.frombuffer(data + b"\0" * _DECODER_PAD, dtype=np.uint8)
     t_dec = float("inf")
     out = np.zeros(lv.shape, dtype=np.int32)
@@ -364,9 +445,16 @@ def nncodec_level_coder_timing(levels: np.ndarray, *, repeat: int = 3, verify: b
         t_dec = min(t_dec, time.perf_counter() - t0)
     ok = bool(n_read == len(data) and np.array_equal(out, lv)) if verify else None
     n = lv.size
-    return {"nbytes": len(data), "bits_per_level": 8.0 * len(data) / n, "encode_s": t_enc, "decode_s": t_dec,
-            "encode_ns_per_level": 1e9 * t_enc / n, "decode_ns_per_level": 1e9 * t_dec / n,
-            "roundtrip_ok": ok, "data": data}
+    return {
+        "nbytes": len(data),
+        "bits_per_level": 8.0 * len(data) / n,
+        "encode_s": t_enc,
+        "decode_s": t_dec,
+        "encode_ns_per_level": 1e9 * t_enc / n,
+        "decode_ns_per_level": 1e9 * t_dec / n,
+        "roundtrip_ok": ok,
+        "data": data,
+    }
 
 
 def nncodec_step_from_qp(qp: int, qp_density: int = 2) -> float:
@@ -375,8 +463,15 @@ def nncodec_step_from_qp(qp: int, qp_density: int = 2) -> float:
     return float((k + (qp & (k - 1))) * 2.0 ** ((qp >> qp_density) - qp_density))
 
 
-def nncodec_quantize(w: np.ndarray, qp: int, *, use_dq: bool = True, lambda_scale: float = 0.0,
-                     qp_density: int = 2, cabac_unary_length_minus1: int = 10) -> tuple[np.ndarray, float]:
+def nncodec_quantize(
+    w: np.ndarray,
+    qp: int,
+    *,
+    use_dq: bool = True,
+    lambda_scale: float = 0.0,
+    qp_density: int = 2,
+    cabac_unary_length_minus1: int = 10,
+) -> tuple[np.ndarray, float]:
     """Quantize one tensor with NNCodec's own quantizer (``Encoder.quantLayer``, as ``nnc.compress`` does).
 
     Returns (q int32, step), where the reconstruction is ``q * step``. With use_dq, q is the DQ
@@ -389,14 +484,16 @@ def nncodec_quantize(w: np.ndarray, qp: int, *, use_dq: bool = True, lambda_scal
     q = np.zeros(w32.shape, dtype=np.int32)
     enc = dc.Encoder()
     enc.initCtxModels(cabac_unary_length_minus1, 0)
-    qp_used = enc.quantLayer(w32, q, 1 if use_dq else 0, qp_density, int(qp), float(lambda_scale),
-                             cabac_unary_length_minus1, 0, 1)
+    qp_used = enc.quantLayer(
+        w32, q, 1 if use_dq else 0, qp_density, int(qp), float(lambda_scale), cabac_unary_length_minus1, 0, 1
+    )
     return q, nncodec_step_from_qp(int(qp_used), qp_density)
 
 
 # --------------------------------------------------------------------------------------------------
 # NNCodec whole-model coding
 # --------------------------------------------------------------------------------------------------
+
 
 def _to_numpy_params(state_dict: Any) -> tuple[dict[str, np.ndarray], dict[str, tuple[int, ...]], list[str]]:
     """Float tensors as float32 numpy (name order kept), original shapes, and names we skipped."""
@@ -424,11 +521,22 @@ def _to_numpy_params(state_dict: Any) -> tuple[dict[str, np.ndarray], dict[str, 
     return params, shapes, skipped
 
 
-def nncodec_compress_state_dict(state_dict: Any, qp: int = -38, use_dq: bool = True, lambda_scale: float = 0.0,
-                                opt_qp: bool = False, *, nonweight_qp: int = -75, param_types: str = "torch",
-                                row_skipping: bool = True, param_opt: bool = True, qp_density: int = 2,
-                                cabac_unary_length_minus1: int = 10, qp_per_tensor: dict[str, int] | None = None,
-                                verbose: bool = False) -> tuple[bytes, dict[str, Any]]:
+def nncodec_compress_state_dict(
+    state_dict: Any,
+    qp: int = -38,
+    use_dq: bool = True,
+    lambda_scale: float = 0.0,
+    opt_qp: bool = False,
+    *,
+    nonweight_qp: int = -75,
+    param_types: str = "torch",
+    row_skipping: bool = True,
+    param_opt: bool = True,
+    qp_density: int = 2,
+    cabac_unary_length_minus1: int = 10,
+    qp_per_tensor: dict[str, int] | None = None,
+    verbose: bool = False,
+) -> tuple[bytes, dict[str, Any]]:
     """Compress a state dict (torch tensors or numpy arrays, or an nn.Module) with ``nncodec.nnc.compress``.
 
     Returns ``(bitstream, info)``. Among the keys of info: nbytes, n_params (all float elements given to
@@ -441,6 +549,7 @@ def nncodec_compress_state_dict(state_dict: Any, qp: int = -38, use_dq: bool = T
     params, shapes, skipped = _to_numpy_params(state_dict)
     if param_types == "torch":
         import torch
+
         mdl = N.PytorchModel()
         params = mdl.init_model_from_dict({k: torch.from_numpy(v) for k, v in params.items()})
     else:
@@ -448,6 +557,7 @@ def nncodec_compress_state_dict(state_dict: Any, qp: int = -38, use_dq: bool = T
         params = mdl.init_model_from_dict(params)
 
     from nncodec.nnc_core import approximator, coder  # the module objects nnc.compress looks up at call time
+
     phase: dict[str, Any] = {"quantize_s": 0.0, "entropy_s": 0.0, "qp": {}}
     orig_approx, orig_encode = approximator.approx, coder.encode
 
@@ -468,34 +578,61 @@ def nncodec_compress_state_dict(state_dict: Any, qp: int = -38, use_dq: bool = T
     approximator.approx, coder.encode = timed_approx, timed_encode
     try:
         t0 = time.perf_counter()
-        bs = N.nnc.compress(params, bitstream_path=None, qp=int(qp), qp_density=qp_density,
-                            nonweight_qp=nonweight_qp, qp_per_tensor=qp_per_tensor, use_dq=bool(use_dq),
-                            lambda_scale=float(lambda_scale), param_opt=bool(param_opt),
-                            cabac_unary_length_minus1=cabac_unary_length_minus1, opt_qp=bool(opt_qp),
-                            row_skipping=bool(row_skipping), model=mdl, return_bitstream=True, verbose=verbose)
+        bs = N.nnc.compress(
+            params,
+            bitstream_path=None,
+            qp=int(qp),
+            qp_density=qp_density,
+            nonweight_qp=nonweight_qp,
+            qp_per_tensor=qp_per_tensor,
+            use_dq=bool(use_dq),
+            lambda_scale=float(lambda_scale),
+            param_opt=bool(param_opt),
+            cabac_unary_length_minus1=cabac_unary_length_minus1,
+            opt_qp=bool(opt_qp),
+            row_skipping=bool(row_skipping),
+            model=mdl,
+            return_bitstream=True,
+            verbose=verbose,
+        )
         encode_s = time.perf_counter() - t0
     finally:
         approximator.approx, coder.encode = orig_approx, orig_encode
     data = bytes(bs)
     n_params = int(sum(v.size for v in params.values()))
     info = {
-        "nbytes": len(data), "n_params": n_params, "bits_per_param": 8.0 * len(data) / n_params,
-        "encode_s": encode_s, "quantize_s": phase["quantize_s"], "entropy_s": phase["entropy_s"],
-        "qp": phase["qp"], "dq_flag": phase.get("dq_flag", {}),
+        "nbytes": len(data),
+        "n_params": n_params,
+        "bits_per_param": 8.0 * len(data) / n_params,
+        "encode_s": encode_s,
+        "quantize_s": phase["quantize_s"],
+        "entropy_s": phase["entropy_s"],
+        "qp": phase["qp"],
+        "dq_flag": phase.get("dq_flag", {}),
         "param_type": dict(mdl.model_info["parameter_type"]),
         "step": {n: nncodec_step_from_qp(q, qp_density) for n, q in phase["qp"].items()},
-        "shapes": shapes, "skipped": skipped,
-        "settings": {"qp": int(qp), "use_dq": bool(use_dq), "lambda_scale": float(lambda_scale),
-                     "opt_qp": bool(opt_qp), "nonweight_qp": nonweight_qp, "param_types": param_types,
-                     "row_skipping": bool(row_skipping), "param_opt": bool(param_opt),
-                     "qp_density": qp_density, "cabac_unary_length_minus1": cabac_unary_length_minus1},
+        "shapes": shapes,
+        "skipped": skipped,
+        "settings": {
+            "qp": int(qp),
+            "use_dq": bool(use_dq),
+            "lambda_scale": float(lambda_scale),
+            "opt_qp": bool(opt_qp),
+            "nonweight_qp": nonweight_qp,
+            "param_types": param_types,
+            "row_skipping": bool(row_skipping),
+            "param_opt": bool(param_opt),
+            "qp_density": qp_density,
+            "cabac_unary_length_minus1": cabac_unary_length_minus1,
+        },
         "nncodec_version": N.version,
     }
     return data, info
 
 
-def nncodec_decompress(data: bytes, *, shapes: dict[str, tuple[int, ...]] | None = None,
-                       return_info: bool = False) -> Any:
+def nncodec_decompress(
+    data: bytes, *, shapes: dict[str, tuple[int, ...]] | None = None, return_info: bool = False
+) -> Any:
     """Decode an NNCodec bitstream with ``nncodec.nnc.decompress``. Returns a dict[str, np.ndarray(float32)].
 
     With ``shapes`` (for example ``info["shapes"]`` from compression), tensors are reshaped to their original
@@ -504,6 +641,7 @@ def nncodec_decompress(data: bytes, *, shapes: dict[str, tuple[int, ...]] | None
     """
     N = import_nncodec()
     from nncodec.nnc_core import coder
+
     phase = {"entropy_decode_s": 0.0}
     orig_decode = coder.decode
 
@@ -535,6 +673,7 @@ def nncodec_decompress(data: bytes, *, shapes: dict[str, tuple[int, ...]] | None
 # generic compressors on packed levels
 # --------------------------------------------------------------------------------------------------
 
+
 def narrowest_int_bytes(levels: Any) -> bytes:
     """The levels as raw little-endian bytes of the narrowest of int8/int16/int32 that holds them all."""
     a = np.asarray(levels)
@@ -551,11 +690,13 @@ def narrowest_int_bytes(levels: Any) -> bytes:
 
 def _zstd_compress(raw: bytes, level: int = 19) -> bytes:
     import zstandard
+
     return zstandard.ZstdCompressor(level=level).compress(raw)
 
 
 def _zstd_decompress(data: bytes) -> bytes:
     import zstandard
+
     return zstandard.ZstdDecompressor().decompress(data)
 
 
@@ -581,14 +722,17 @@ def generic_codec_timing(levels: Any, *, repeat: int = 1) -> dict[str, dict[str,
     raw = narrowest_int_bytes(levels)
     n = int(np.asarray(levels).size)
     out: dict[str, dict[str, float]] = {}
-    for name, comp, decomp in (("zstd19", _zstd_compress, _zstd_decompress),
-                               ("xz9", _xz_compress, lzma.decompress)):
+    for name, comp, decomp in (("zstd19", _zstd_compress, _zstd_decompress), ("xz9", _xz_compress, lzma.decompress)):
         data, t_enc = time_call(comp, raw, repeat=repeat)
         back, t_dec = time_call(decomp, data, repeat=repeat)
         if back != raw:
             raise AssertionError(f"{name} round trip failed")
-        out[name] = {"nbytes": len(data), "bits_per_level": 8.0 * len(data) / max(n, 1),
-                     "encode_s": t_enc, "decode_s": t_dec}
+        out[name] = {
+            "nbytes": len(data),
+            "bits_per_level": 8.0 * len(data) / max(n, 1),
+            "encode_s": t_enc,
+            "decode_s": t_dec,
+        }
     return out
 
 
@@ -596,14 +740,25 @@ def generic_codec_timing(levels: Any, *, repeat: int = 1) -> dict[str, dict[str,
 # self-check
 # --------------------------------------------------------------------------------------------------
 
+
 def _tiny_cnn_state_dict() -> dict[str, Any]:
     import torch
     from torch import nn
+
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(32 * 16, 64), nn.ReLU(), nn.Linear(64, 10))
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Linear(32 * 16, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
+    )
     model.train()
     with torch.no_grad():  # give the BatchNorm layers non-trivial running statistics
         for _ in range(3):
@@ -628,8 +783,10 @@ def _self_check(quick: bool, minilm_qps: list[int]) -> int:
     print(f"$ {cmd}")
     t_imp = time.perf_counter()
     N = import_nncodec()
-    print(f"nncodec {N.version} imported in {time.perf_counter() - t_imp:.2f} s "
-          f"(torchvision stub installed: {_TV_STUB_LIB is not None})")
+    print(
+        f"nncodec {N.version} imported in {time.perf_counter() - t_imp:.2f} s "
+        f"(torchvision stub installed: {_TV_STUB_LIB is not None})"
+    )
     failures = 0
 
     # 1. level coder on 1M Laplacian levels
@@ -640,20 +797,28 @@ def _self_check(quick: bool, minilm_qps: list[int]) -> int:
     ok = r["roundtrip_ok"] and np.array_equal(back, lv)
     failures += not ok
     h = np.bincount(np.abs(lv)) / lv.size
-    print(f"\n[levels] 1,000,000 Laplacian levels (scale 2.0, range {lv.min()}..{lv.max()}, "
-          f"zero fraction {h[0]:.3f}), shape (1000000,), dq off")
-    print(f"  NNCodec CABAC : {r['nbytes']:>9,d} B  {r['bits_per_level']:.4f} bits/level  "
-          f"encode {r['encode_s'] * 1e3:7.1f} ms ({r['encode_ns_per_level']:.0f} ns/level)  "
-          f"decode {r['decode_s'] * 1e3:7.1f} ms ({r['decode_ns_per_level']:.0f} ns/level)  "
-          f"round trip {'OK' if ok else 'FAILED'}")
+    print(
+        f"\n[levels] 1,000,000 Laplacian levels (scale 2.0, range {lv.min()}..{lv.max()}, "
+        f"zero fraction {h[0]:.3f}), shape (1000000,), dq off"
+    )
+    print(
+        f"  NNCodec CABAC : {r['nbytes']:>9,d} B  {r['bits_per_level']:.4f} bits/level  "
+        f"encode {r['encode_s'] * 1e3:7.1f} ms ({r['encode_ns_per_level']:.0f} ns/level)  "
+        f"decode {r['decode_s'] * 1e3:7.1f} ms ({r['decode_ns_per_level']:.0f} ns/level)  "
+        f"round trip {'OK' if ok else 'FAILED'}"
+    )
     for name, g in generic_codec_timing(lv).items():
-        print(f"  {name:<14}: {g['nbytes']:>9,d} B  {g['bits_per_level']:.4f} bits/level  "
-              f"encode {g['encode_s'] * 1e3:7.1f} ms  decode {g['decode_s'] * 1e3:7.1f} ms")
+        print(
+            f"  {name:<14}: {g['nbytes']:>9,d} B  {g['bits_per_level']:.4f} bits/level  "
+            f"encode {g['encode_s'] * 1e3:7.1f} ms  decode {g['decode_s'] * 1e3:7.1f} ms"
+        )
     lv2 = lv.reshape(1000, 1000)
     r2 = nncodec_level_coder_timing(lv2, repeat=1)
     failures += not r2["roundtrip_ok"]
-    print(f"  same levels as shape (1000, 1000): {r2['nbytes']:,d} B, round trip "
-          f"{'OK' if r2['roundtrip_ok'] else 'FAILED'}")
+    print(
+        f"  same levels as shape (1000, 1000): {r2['nbytes']:,d} B, round trip "
+        f"{'OK' if r2['roundtrip_ok'] else 'FAILED'}"
+    )
     # DQ-index round trip through NNCodec's own quantizer
     w = np.random.default_rng(2).normal(0, 0.05, size=(384, 1536)).astype(np.float32)
     for dq in (0, 1):
@@ -662,9 +827,11 @@ def _self_check(quick: bool, minilm_qps: list[int]) -> int:
         qb = nncodec_decode_levels(d, q.shape, dq_flag=dq)
         okq = np.array_equal(q, qb)
         failures += not okq
-        print(f"  Gaussian 384x1536 via quantLayer qp -38 {'DQ ' if dq else 'URQ'}: "
-              f"{8 * len(d) / q.size:.3f} bits/weight, MSE {float(np.mean((q * step - w) ** 2)):.3e}, "
-              f"round trip {'OK' if okq else 'FAILED'}")
+        print(
+            f"  Gaussian 384x1536 via quantLayer qp -38 {'DQ ' if dq else 'URQ'}: "
+            f"{8 * len(d) / q.size:.3f} bits/weight, MSE {float(np.mean((q * step - w) ** 2)):.3e}, "
+            f"round trip {'OK' if okq else 'FAILED'}"
+        )
 
     # 2. tiny CNN through the high-level API
     sd = _tiny_cnn_state_dict()
@@ -676,9 +843,11 @@ def _self_check(quick: bool, minilm_qps: list[int]) -> int:
         err, where = _max_abs_err(sd, rec)
         same_keys = set(rec) == set(info["shapes"])
         failures += not same_keys or err > 2 * nncodec_step_from_qp(-38)
-        print(f"  param_types={ptypes:<8}: {info['nbytes']:,d} B  {info['bits_per_param']:.3f} bits/param  "
-              f"max abs err {err:.2e} ({where})  encode {info['encode_s'] * 1e3:.1f} ms  "
-              f"decode {dinfo['decode_s'] * 1e3:.1f} ms  skipped {info['skipped']}")
+        print(
+            f"  param_types={ptypes:<8}: {info['nbytes']:,d} B  {info['bits_per_param']:.3f} bits/param  "
+            f"max abs err {err:.2e} ({where})  encode {info['encode_s'] * 1e3:.1f} ms  "
+            f"decode {dinfo['decode_s'] * 1e3:.1f} ms  skipped {info['skipped']}"
+        )
 
     # 3. MiniLM
     if quick:
@@ -693,6 +862,7 @@ def _minilm_check(qps: list[int]) -> int:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     try:
         import minilm
+
         model, _tok = minilm.load_minilm()
     except Exception as e:  # pragma: no cover - depends on the machine
         print(f"\n[MiniLM] skipped: {type(e).__name__}: {e}")
@@ -701,8 +871,10 @@ def _minilm_check(qps: list[int]) -> int:
     n_all = sum(int(t.numel()) for t in sd.values())
     n_float = sum(int(t.numel()) for t in sd.values() if t.is_floating_point())
     ref = minilm.embed(model, minilm.SENTENCES)
-    print(f"\n[MiniLM] all-MiniLM-L6-v2: {len(sd)} tensors, {n_all:,d} parameters ({n_float:,d} float), "
-          f"{len(minilm.SENTENCES)} sentences; fidelity = cosine(original embedding, decoded-model embedding)")
+    print(
+        f"\n[MiniLM] all-MiniLM-L6-v2: {len(sd)} tensors, {n_all:,d} parameters ({n_float:,d} float), "
+        f"{len(minilm.SENTENCES)} sentences; fidelity = cosine(original embedding, decoded-model embedding)"
+    )
     failures = 0
     for qp in qps:
         bs, info = nncodec_compress_state_dict(sd, qp=qp, use_dq=True)
@@ -710,11 +882,13 @@ def _minilm_check(qps: list[int]) -> int:
         emb = minilm.embed(rec, minilm.SENTENCES)
         mean_cos, min_cos = minilm.cosine_fidelity(ref, emb)
         failures += not (set(rec) == set(info["shapes"]) and mean_cos > 0.9)
-        print(f"  qp {qp} DQ on, lambda_scale 0, opt_qp off, nonweight_qp -75, param_types torch: "
-              f"{info['nbytes']:,d} B = {8 * info['nbytes'] / n_all:.3f} bits/param | cosine mean "
-              f"{mean_cos:.5f} min {min_cos:.5f} | encode {info['encode_s']:.2f} s (quantize "
-              f"{info['quantize_s']:.2f} s, CABAC {info['entropy_s']:.2f} s) | decode {dinfo['decode_s']:.2f} s "
-              f"(CABAC {dinfo['entropy_decode_s']:.2f} s)")
+        print(
+            f"  qp {qp} DQ on, lambda_scale 0, opt_qp off, nonweight_qp -75, param_types torch: "
+            f"{info['nbytes']:,d} B = {8 * info['nbytes'] / n_all:.3f} bits/param | cosine mean "
+            f"{mean_cos:.5f} min {min_cos:.5f} | encode {info['encode_s']:.2f} s (quantize "
+            f"{info['quantize_s']:.2f} s, CABAC {info['entropy_s']:.2f} s) | decode {dinfo['decode_s']:.2f} s "
+            f"(CABAC {dinfo['entropy_decode_s']:.2f} s)"
+        )
     return failures
 
 

@@ -25,8 +25,8 @@ inline void check(const Status& s) {
 
 }  // namespace nnpress::bindings
 
-#define NNPRESS_BINDING(name)                                                              \
-  static void nnpress_init_##name(::nnpress::bindings::py::module_& m);                    \
-  [[maybe_unused]] static const int nnpress_registered_##name =                           \
-      ::nnpress::bindings::register_init(#name, &nnpress_init_##name);                      \
+#define NNPRESS_BINDING(name)                                                                       \
+  static void nnpress_init_##name(::nnpress::bindings::py::module_& m);                             \
+  [[maybe_unused]] static const int nnpress_registered_##name = ::nnpress::bindings::register_init( \
+      #name, &nnpress_init_##name);                                                                 \
   static void nnpress_init_##name(::nnpress::bindings::py::module_& m)

@@ -43,10 +43,10 @@ py::dict tensor_dict(const ContainerReader& r, size_t i) {
     d["unary_len"] = t.params.unary_len;
     d["eg_order"] = t.params.eg_order;
     d["rows_per_block"] = t.rows_per_block;
-    d["channel_scales"] = !t.has_channel_scales()        ? py::object(py::none())
-                          : t.col_scale_exp.empty()     ? py::object(py::str("rows"))
-                          : t.row_scale_exp.empty()     ? py::object(py::str("cols"))
-                                                        : py::object(py::str("rows+cols"));
+    d["channel_scales"] = !t.has_channel_scales()   ? py::object(py::none())
+                          : t.col_scale_exp.empty() ? py::object(py::str("rows"))
+                          : t.row_scale_exp.empty() ? py::object(py::str("cols"))
+                                                    : py::object(py::str("rows+cols"));
   }
   if (t.storage == Storage::kAlias) d["alias_of"] = py::str(r.tensor(t.alias_of).name);
   return d;
@@ -184,9 +184,8 @@ NNPRESS_BINDING(container) {
       .def("__len__", [](const PyReader& r) { return r.reader.tensor_count(); })
       .def_property_readonly("metadata", [](const PyReader& r) { return py::str(r.reader.metadata()); })
       .def_property_readonly("file_size", [](const PyReader& r) { return r.reader.file_size(); })
-      .def_property_readonly("version", [](const PyReader& r) {
-        return py::make_tuple(kContainerVersionMajor, r.reader.version_minor());
-      })
+      .def_property_readonly(
+          "version", [](const PyReader& r) { return py::make_tuple(kContainerVersionMajor, r.reader.version_minor()); })
       .def("tensors",
            [](const PyReader& r) {
              py::list l;
@@ -289,8 +288,8 @@ NNPRESS_BINDING(container) {
       .def(py::init(&make_tensor_input), py::kw_only(), py::arg("name"), py::arg("dtype"), py::arg("role"),
            py::arg("storage"), py::arg("shape"), py::arg("levels") = py::none(), py::arg("raw") = py::none(),
            py::arg("method") = QuantMethod::kNearest, py::arg("step") = 0.0, py::arg("lam") = 0.0,
-           py::arg("alias_of") = 0, py::arg("rows_per_block") = 0, py::arg("unary_len") = -1,
-           py::arg("eg_order") = -1, py::arg("row_scale_exp") = py::none(), py::arg("col_scale_exp") = py::none())
+           py::arg("alias_of") = 0, py::arg("rows_per_block") = 0, py::arg("unary_len") = -1, py::arg("eg_order") = -1,
+           py::arg("row_scale_exp") = py::none(), py::arg("col_scale_exp") = py::none())
       .def_property_readonly("name", [](const PyTensorInput& t) { return t.in.name; })
       .def_property_readonly("dtype", [](const PyTensorInput& t) { return t.in.dtype; })
       .def_property_readonly("role", [](const PyTensorInput& t) { return t.in.role; })
@@ -304,7 +303,9 @@ NNPRESS_BINDING(container) {
       .def_property_readonly("eg_order", [](const PyTensorInput& t) { return t.in.eg_order; })
       .def("__repr__", [](const PyTensorInput& t) {
         return "<TensorInput '" + t.in.name + "' " + dtype_name(t.in.dtype) + " " +
-               (t.in.storage == Storage::kQuantized ? "quantized" : t.in.storage == Storage::kRaw ? "raw" : "alias") +
+               (t.in.storage == Storage::kQuantized ? "quantized"
+                : t.in.storage == Storage::kRaw     ? "raw"
+                                                    : "alias") +
                ">";
       });
 

@@ -51,8 +51,8 @@ const double* factor_of(const py::object& factor, uint64_t n, const char* name, 
   if (factor.is_none()) return nullptr;
   *keep = factor.cast<ScaleArray>();
   if (keep->ndim() != 2 || uint64_t(keep->shape(0)) != n || uint64_t(keep->shape(1)) != n)
-    throw py::value_error(std::string(name) + " must be a (" + what + ", " + what + ") matrix with " + what +
-                          " = " + std::to_string(n));
+    throw py::value_error(std::string(name) + " must be a (" + what + ", " + what + ") matrix with " + what + " = " +
+                          std::to_string(n));
   return keep->data();
 }
 

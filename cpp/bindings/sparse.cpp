@@ -31,7 +31,8 @@ sparse::KernelOptions options(const std::optional<std::string>& isa, unsigned th
   o.threads = threads;
   if (isa) {
     Isa i;
-    if (!parse_isa(isa->c_str(), &i)) throw Error(invalid_argument("unknown ISA '" + *isa + "' (expected scalar, neon, avx2 or avx512)"));
+    if (!parse_isa(isa->c_str(), &i))
+      throw Error(invalid_argument("unknown ISA '" + *isa + "' (expected scalar, neon, avx2 or avx512)"));
     o.isa = i;
   }
   return o;
@@ -39,7 +40,8 @@ sparse::KernelOptions options(const std::optional<std::string>& isa, unsigned th
 
 void check_2d(const py::array& a, const char* what) {
   if (a.ndim() != 2) throw Error(invalid_argument(std::string(what) + " must be a 2-D array"));
-  if (a.shape(0) > 0xFFFFFFFFll || a.shape(1) > 0xFFFFFFFFll) throw Error(invalid_argument(std::string(what) + ": dimension too large"));
+  if (a.shape(0) > 0xFFFFFFFFll || a.shape(1) > 0xFFFFFFFFll)
+    throw Error(invalid_argument(std::string(what) + ": dimension too large"));
 }
 
 template <class T>
@@ -74,7 +76,8 @@ py::array product(const M& m, const F32& x, const std::optional<std::string>& is
   if (x.ndim() != 2) throw Error(invalid_argument("operand must be 1-D (cols) or 2-D (cols x batch)"));
   const size_t batch = size_t(x.shape(1));
   if (size_t(x.shape(0)) != m.cols()) {
-    throw Error(invalid_argument("operand has " + std::to_string(x.shape(0)) + " rows, expected " + std::to_string(m.cols())));
+    throw Error(
+        invalid_argument("operand has " + std::to_string(x.shape(0)) + " rows, expected " + std::to_string(m.cols())));
   }
   py::array_t<float> y({py::ssize_t(m.rows()), py::ssize_t(batch)});
   float* py_ = y.mutable_data();
@@ -129,7 +132,8 @@ NNPRESS_BINDING(sparse) {
             Status s;
             {
               py::gil_scoped_release release;
-              s = RowGroupMatrix::from_levels(f, levels.data(), uint32_t(levels.shape(0)), uint32_t(levels.shape(1)), step, &out);
+              s = RowGroupMatrix::from_levels(f, levels.data(), uint32_t(levels.shape(0)), uint32_t(levels.shape(1)),
+                                              step, &out);
             }
             check(s);
             return out;
@@ -137,8 +141,8 @@ NNPRESS_BINDING(sparse) {
           py::arg("format"), py::arg("levels"), py::arg("step"))
       .def_static(
           "from_arrays",
-          [](const std::string& format, uint32_t rows, uint32_t cols, const F32& omega, const U32& col, const U32& group_ptr,
-             const U32& row_ptr, std::optional<U32> group_value) {
+          [](const std::string& format, uint32_t rows, uint32_t cols, const F32& omega, const U32& col,
+             const U32& group_ptr, const U32& row_ptr, std::optional<U32> group_value) {
             sparse::RowGroupArrays a;
             a.format = parse_format(format);
             a.rows = rows, a.cols = cols;
@@ -153,7 +157,8 @@ NNPRESS_BINDING(sparse) {
           },
           py::arg("format"), py::arg("rows"), py::arg("cols"), py::arg("omega"), py::arg("col"), py::arg("group_ptr"),
           py::arg("row_ptr"), py::arg("group_value") = py::none())
-      .def_property_readonly("format", [](const RowGroupMatrix& s) { return std::string(sparse::format_name(s.format())); })
+      .def_property_readonly("format",
+                             [](const RowGroupMatrix& s) { return std::string(sparse::format_name(s.format())); })
       .def_property_readonly("rows", &RowGroupMatrix::rows)
       .def_property_readonly("cols", &RowGroupMatrix::cols)
       .def_property_readonly("nnz", &RowGroupMatrix::nnz)
@@ -161,25 +166,33 @@ NNPRESS_BINDING(sparse) {
       .def_property_readonly("nbytes", &RowGroupMatrix::nbytes)
       .def_property_readonly("plan_nbytes", &RowGroupMatrix::plan_bytes,
                              "Bytes of the batch-1 kernel plan derived from the arrays (not stored in files)")
-      .def_property_readonly("omega", [](py::object self) { return view(self.cast<const RowGroupMatrix&>().omega(), self); })
-      .def_property_readonly("col", [](py::object self) {
-        const auto& s = self.cast<const RowGroupMatrix&>();
-        return s.wide() ? view(s.col32(), self) : view(s.col16(), self);
-      })
-      .def_property_readonly("group_ptr", [](py::object self) { return view(self.cast<const RowGroupMatrix&>().group_ptr(), self); })
-      .def_property_readonly("row_ptr", [](py::object self) { return view(self.cast<const RowGroupMatrix&>().row_ptr(), self); })
-      .def_property_readonly("group_value", [](py::object self) -> py::object {
-        const auto& s = self.cast<const RowGroupMatrix&>();
-        if (s.format() != sparse::Format::kCSER) return py::none();
-        return s.group_value8().empty() && s.num_groups() > 0 ? view(s.group_value16(), self) : view(s.group_value8(), self);
-      })
+      .def_property_readonly("omega",
+                             [](py::object self) { return view(self.cast<const RowGroupMatrix&>().omega(), self); })
+      .def_property_readonly("col",
+                             [](py::object self) {
+                               const auto& s = self.cast<const RowGroupMatrix&>();
+                               return s.wide() ? view(s.col32(), self) : view(s.col16(), self);
+                             })
+      .def_property_readonly("group_ptr",
+                             [](py::object self) { return view(self.cast<const RowGroupMatrix&>().group_ptr(), self); })
+      .def_property_readonly("row_ptr",
+                             [](py::object self) { return view(self.cast<const RowGroupMatrix&>().row_ptr(), self); })
+      .def_property_readonly("group_value",
+                             [](py::object self) -> py::object {
+                               const auto& s = self.cast<const RowGroupMatrix&>();
+                               if (s.format() != sparse::Format::kCSER) return py::none();
+                               return s.group_value8().empty() && s.num_groups() > 0 ? view(s.group_value16(), self)
+                                                                                     : view(s.group_value8(), self);
+                             })
       .def("to_dense", &dense_of<RowGroupMatrix>)
       .def("product", &product<RowGroupMatrix>, py::arg("x").noconvert(), py::arg("isa") = py::none(),
            py::arg("threads") = 1u, kProductDoc)
-      .def("product", [](py::object, py::object, py::object, py::object) { return py::none(); }, py::arg("x"),
-           py::arg("isa") = py::none(), py::arg("threads") = 1u);
+      .def(
+          "product", [](py::object, py::object, py::object, py::object) { return py::none(); }, py::arg("x"),
+          py::arg("isa") = py::none(), py::arg("threads") = 1u);
 
-  py::class_<CodebookMatrix>(m, "CodebookMatrix", "Dense-codebook matrix: 4-bit value index per weight, 16-entry table.")
+  py::class_<CodebookMatrix>(m, "CodebookMatrix",
+                             "Dense-codebook matrix: 4-bit value index per weight, 16-entry table.")
       .def_static(
           "from_dense",
           [](const F32& w) {
@@ -202,7 +215,8 @@ NNPRESS_BINDING(sparse) {
             Status s;
             {
               py::gil_scoped_release release;
-              s = CodebookMatrix::from_levels(levels.data(), uint32_t(levels.shape(0)), uint32_t(levels.shape(1)), step, &out);
+              s = CodebookMatrix::from_levels(levels.data(), uint32_t(levels.shape(0)), uint32_t(levels.shape(1)), step,
+                                              &out);
             }
             check(s);
             return out;
@@ -213,7 +227,8 @@ NNPRESS_BINDING(sparse) {
           [](uint32_t rows, uint32_t cols, const F32& lut, const U8& packed) {
             CodebookMatrix out;
             check(CodebookMatrix::from_arrays(rows, cols, std::vector<float>(lut.data(), lut.data() + lut.size()),
-                                              std::vector<uint8_t>(packed.data(), packed.data() + packed.size()), &out));
+                                              std::vector<uint8_t>(packed.data(), packed.data() + packed.size()),
+                                              &out));
             return out;
           },
           py::arg("rows"), py::arg("cols"), py::arg("lut"), py::arg("packed"))
@@ -221,15 +236,16 @@ NNPRESS_BINDING(sparse) {
       .def_property_readonly("cols", &CodebookMatrix::cols)
       .def_property_readonly("num_values", &CodebookMatrix::num_values)
       .def_property_readonly("nbytes", &CodebookMatrix::nbytes)
-      .def_property_readonly("lut", [](const CodebookMatrix& s) {
-        return py::array_t<float>(py::ssize_t(s.num_values()), s.lut());
-      })
-      .def_property_readonly("packed", [](py::object self) { return view(self.cast<const CodebookMatrix&>().packed(), self); })
+      .def_property_readonly(
+          "lut", [](const CodebookMatrix& s) { return py::array_t<float>(py::ssize_t(s.num_values()), s.lut()); })
+      .def_property_readonly("packed",
+                             [](py::object self) { return view(self.cast<const CodebookMatrix&>().packed(), self); })
       .def("to_dense", &dense_of<CodebookMatrix>)
       .def("product", &product<CodebookMatrix>, py::arg("x").noconvert(), py::arg("isa") = py::none(),
            py::arg("threads") = 1u, kProductDoc)
-      .def("product", [](py::object, py::object, py::object, py::object) { return py::none(); }, py::arg("x"),
-           py::arg("isa") = py::none(), py::arg("threads") = 1u);
+      .def(
+          "product", [](py::object, py::object, py::object, py::object) { return py::none(); }, py::arg("x"),
+          py::arg("isa") = py::none(), py::arg("threads") = 1u);
 
   m.def(
       "choose_format",

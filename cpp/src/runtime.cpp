@@ -163,9 +163,7 @@ Status Model::float32_impl(const std::string& name, std::vector<float>* out, uin
   const size_t n = size_t(t.count);
   const unsigned th = effective_threads(threads);
   switch (t.dtype) {
-    case DType::kFloat32:
-      out->resize(n);
-      return reader_.decode(i, out->data(), n * sizeof(float), th);
+    case DType::kFloat32: out->resize(n); return reader_.decode(i, out->data(), n * sizeof(float), th);
     case DType::kFloat16:
     case DType::kBFloat16: {
       std::vector<uint16_t> tmp(n);

@@ -17,7 +17,8 @@
 //   x' = 2x - 1 -> conv 5x5 (1->6, pad 2) -> relu -> maxpool 2 -> conv 3x3 (6->16, pad 1) -> relu
 //   -> flatten (c, h, w) -> fc 256->120 -> relu -> fc 120->84 -> relu -> fc 84->10 -> argmax
 // Convolutions run as im2col + a CSER matrix product (images x output positions are the batch
-// columns); fully connected layers as CSER products with the images as columns (batch 1: matvec). The shapes are checked against the file.
+// columns); fully connected layers as CSER products with the images as columns (batch 1: matvec). The shapes are
+// checked against the file.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -101,8 +102,16 @@ void bias_relu(float* y, const std::vector<float>& b, size_t n) {
 // Working memory for batches of up to `batch` images, allocated once.
 struct Scratch {
   explicit Scratch(size_t batch)
-      : x(64 * batch), cols1(25 * 64 * batch), y1(6 * 64 * batch), p1(6 * 16 * batch), cols2(54 * 16 * batch),
-        y2(16 * 16 * batch), f(256 * batch), h1(120 * batch), h2(84 * batch), out(10 * batch) {}
+      : x(64 * batch),
+        cols1(25 * 64 * batch),
+        y1(6 * 64 * batch),
+        p1(6 * 16 * batch),
+        cols2(54 * 16 * batch),
+        y2(16 * 16 * batch),
+        f(256 * batch),
+        h1(120 * batch),
+        h2(84 * batch),
+        out(10 * batch) {}
   std::vector<float> x, cols1, y1, p1, cols2, y2, f, h1, h2, out;
 };
 
@@ -292,8 +301,8 @@ int main(int argc, char** argv) {
                 model.file_size(), model.tensor_count(), load_s * 1e3);
     std::printf("kernels    CSER, %s, 1 thread, batch %zu\n", nnpress::isa_name(nnpress::detect_isa()), B);
     std::printf("accuracy   %.6f (%zu / %zu)\n", acc, correct, n);
-    std::printf("latency    median %.2f us, mean %.2f us, p90 %.2f us per image (%zu runs)\n", median * 1e6,
-                mean * 1e6, p90 * 1e6, lat.size());
+    std::printf("latency    median %.2f us, mean %.2f us, p90 %.2f us per image (%zu runs)\n", median * 1e6, mean * 1e6,
+                p90 * 1e6, lat.size());
     if (!expected.empty()) std::printf("python     predictions identical: %zu / %zu\n", agree, n);
   }
   if (!expected.empty() && agree != n) {

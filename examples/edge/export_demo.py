@@ -14,6 +14,7 @@ Writes into OUT_DIR (using the *installed* nnpress):
   export.json         accuracies (float model, decompressed model), N, file sizes
 Prints export.json's content.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     # noise could flip between implementations; report it so a mismatch can be diagnosed.
     top2 = torch.topk(logits, 2, dim=1).values
     info = {
-        "images": int(len(pred)),
+        "images": len(pred),
         "accuracy_float_model": evaluate_accuracy(model, data.x_test, data.y_test),
         "accuracy_python": float((pred == data.y_test).mean()),
         "correct_python": int((pred == data.y_test).sum()),
@@ -78,8 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.onnx:
         onnx_path = os.path.join(args.out_dir, "digits_cnn.onnx")
-        torch.onnx.export(restored, (x[:1],), onnx_path, input_names=["x"], output_names=["logits"],
-                          dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
+        torch.onnx.export(
+            restored,
+            (x[:1],),
+            onnx_path,
+            input_names=["x"],
+            output_names=["logits"],
+            dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
+            dynamo=False,
+        )
         info["onnx_bytes"] = os.path.getsize(onnx_path)
     with open(os.path.join(args.out_dir, "export.json"), "w") as f:
         json.dump(info, f, indent=1)

@@ -3,24 +3,30 @@
 ``import nnpress`` needs only numpy. Parts that need torch (model traversal, Fisher information,
 ``nnpress.nn``) import it when they are first used.
 """
+
 from __future__ import annotations
 
+from .api import CompressionReport, compress, decompress
 from .codec import decode_levels, encode_levels, estimate_bits, level_stream_info
-from .errors import FormatError
-from .sparse import CERMatrix, CodebookMatrix, CSERMatrix
-from .quant import channel_scale_exps, channel_scales, dequantize, quantize, quantize_info
 from .config import CodecConfig, TensorPlan
 from .container import NnpFile
-from .api import CompressionReport, compress, decompress
+from .errors import FormatError
 from .prune import prune, sparsity_of
+from .quant import channel_scale_exps, channel_scales, dequantize, quantize, quantize_info
+from .sparse import CERMatrix, CodebookMatrix, CSERMatrix
 
 # Parts that need torch are imported on first use, so that ``import nnpress`` needs only numpy:
 # the Fisher functions by name, and every submodule as an attribute (``nnpress.nn.convert(...)``
 # works after a bare ``import nnpress``). fisher_column_blocks / fisher_row_blocks: deprecated names
 # of fisher_hessians / fisher_row_hessians, kept for one release.
-_LAZY = {"fisher_diagonal": "fisher", "fisher_hessians": "fisher",
-         "fisher_row_hessians": "fisher", "probe_sensitivity": "fisher",
-         "fisher_column_blocks": "fisher", "fisher_row_blocks": "fisher"}
+_LAZY = {
+    "fisher_diagonal": "fisher",
+    "fisher_hessians": "fisher",
+    "fisher_row_hessians": "fisher",
+    "probe_sensitivity": "fisher",
+    "fisher_column_blocks": "fisher",
+    "fisher_row_blocks": "fisher",
+}
 
 
 def __getattr__(name: str):
@@ -51,8 +57,8 @@ __all__ = [
     "channel_scale_exps",
     "channel_scales",
     "compress",
-    "decompress",
     "decode_levels",
+    "decompress",
     "dequantize",
     "encode_levels",
     "estimate_bits",

@@ -36,11 +36,13 @@ Surprises
 - The quantizer prices rate with contexts that restart at every row block, so the block size of
   the config is passed to it (``rows_per_block``).
 """
+
 from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 
@@ -50,7 +52,7 @@ from .encode import FORMAT_PRODUCER, encode_model, file_metadata, write_records 
 from .report import CompressionReport, TensorReport
 from .traverse import TensorEntry, collect
 
-__all__ = ["compress", "decompress", "decompress_to_file", "info", "CompressionReport", "TensorReport"]
+__all__ = ["CompressionReport", "TensorReport", "compress", "decompress", "decompress_to_file", "info"]
 
 
 def _check_inputs(entries: list[TensorEntry], config: CodecConfig, importance, hessians, row_hessians) -> None:
@@ -63,18 +65,26 @@ def _check_inputs(entries: list[TensorEntry], config: CodecConfig, importance, h
             raise KeyError(f"{what} given for tensors not in the model: {sorted(unknown)[:5]}")
     unmatched = config.unmatched_plan_keys(names)
     if unmatched:
-        raise ValueError(f"plan entries that match no tensor of the model: {unmatched[:5]} "
-                         f"(tensor names look like {names[:3]})")
+        raise ValueError(
+            f"plan entries that match no tensor of the model: {unmatched[:5]} (tensor names look like {names[:3]})"
+        )
     if config.channel_scales and not importance:
-        raise ValueError("CodecConfig(channel_scales=True) derives the scales from the per-weight importance: "
-                         "pass compress(importance=...) (e.g. from nnpress.fisher_diagonal)")
+        raise ValueError(
+            "CodecConfig(channel_scales=True) derives the scales from the per-weight importance: "
+            "pass compress(importance=...) (e.g. from nnpress.fisher_diagonal)"
+        )
 
 
-def compress(source, dest, config: CodecConfig | None = None, *,
-             importance: Mapping[str, Any] | None = None,
-             hessians: Mapping[str, Any] | None = None,
-             row_hessians: Mapping[str, Any] | None = None,
-             progress: Callable[[int, int, str], None] | None = None) -> CompressionReport:
+def compress(
+    source,
+    dest,
+    config: CodecConfig | None = None,
+    *,
+    importance: Mapping[str, Any] | None = None,
+    hessians: Mapping[str, Any] | None = None,
+    row_hessians: Mapping[str, Any] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> CompressionReport:
     """Compress a model into ``dest`` (``.nnp``). See the module docstring."""
     config = CodecConfig() if config is None else config
     if not isinstance(config, CodecConfig):
@@ -90,8 +100,9 @@ def compress(source, dest, config: CodecConfig | None = None, *,
     times["load"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    encoded = encode_model(entries, config, importance=importance, hessians=hessians, row_hessians=row_hessians,
-                           progress=progress)
+    encoded = encode_model(
+        entries, config, importance=importance, hessians=hessians, row_hessians=row_hessians, progress=progress
+    )
     times["quantize"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -103,13 +114,19 @@ def compress(source, dest, config: CodecConfig | None = None, *,
     times["total"] = time.perf_counter() - t0
     reports = [t.report for t in encoded]
     return CompressionReport(
-        path=dest, tensors=reports, file_bytes=len(data),
+        path=dest,
+        tensors=reports,
+        file_bytes=len(data),
         original_bytes=sum(r.original_bytes for r in reports if r.storage != "alias"),
-        params=sum(r.params for r in reports if r.storage != "alias"), times=times, config=config.to_dict())
+        params=sum(r.params for r in reports if r.storage != "alias"),
+        times=times,
+        config=config.to_dict(),
+    )
 
 
-def decompress(path, as_numpy: bool = False, names: Iterable[str] | None = None,
-               threads: int | None = None) -> dict[str, Any]:
+def decompress(
+    path, as_numpy: bool = False, names: Iterable[str] | None = None, threads: int | None = None
+) -> dict[str, Any]:
     """Decode a ``.nnp`` file into ``{name: tensor}`` (see the module docstring)."""
     f = path if isinstance(path, NnpFile) else NnpFile(path)
     arrays = f.read_all(names, threads=threads)
@@ -161,6 +178,7 @@ def decompress_to_file(path, out_path, *, threads: int | None = None) -> dict[st
         arrays = decompress(f, as_numpy=True, threads=threads)
         t1 = time.perf_counter()
         import io
+
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         write_bytes_atomic(out_path, buf.getvalue())
@@ -168,6 +186,7 @@ def decompress_to_file(path, out_path, *, threads: int | None = None) -> dict[st
         import io
 
         import torch
+
         arrays = decompress(f, threads=threads)
         t1 = time.perf_counter()
         buf = io.BytesIO()
@@ -176,8 +195,13 @@ def decompress_to_file(path, out_path, *, threads: int | None = None) -> dict[st
     else:
         raise ValueError(f"unsupported output file {out_path!r}: use .safetensors, .npz, .pt or .pth")
     t2 = time.perf_counter()
-    return {"path": out_path, "tensors": len(f), "bytes": os.path.getsize(out_path),
-            "decode_seconds": t1 - t0, "write_seconds": t2 - t1}
+    return {
+        "path": out_path,
+        "tensors": len(f),
+        "bytes": os.path.getsize(out_path),
+        "decode_seconds": t1 - t0,
+        "write_seconds": t2 - t1,
+    }
 
 
 def info(path) -> dict:
@@ -186,13 +210,19 @@ def info(path) -> dict:
     params = sum(e["count"] for e in f.entries if e["storage"] != "alias")
     orig = sum(e["output_bytes"] for e in f.entries if e["storage"] != "alias")
     return {
-        "path": os.fspath(path), "version": list(f.version), "file_bytes": f.file_size, "tensors": len(f),
-        "params": params, "original_bytes": orig,
+        "path": os.fspath(path),
+        "version": list(f.version),
+        "file_bytes": f.file_size,
+        "tensors": len(f),
+        "params": params,
+        "original_bytes": orig,
         "ratio": orig / f.file_size if f.file_size else 0.0,
         "bits_per_param": 8.0 * f.file_size / params if params else 0.0,
         "metadata": f.metadata,
-        "entries": [dict(e, shape=list(e["shape"]),
-                         bits_per_param=(8.0 * e["stored_bytes"] / e["count"] if e["count"] else 0.0))
-                    for e in f.entries],
+        "entries": [
+            dict(
+                e, shape=list(e["shape"]), bits_per_param=(8.0 * e["stored_bytes"] / e["count"] if e["count"] else 0.0)
+            )
+            for e in f.entries
+        ],
     }
-

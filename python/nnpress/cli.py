@@ -32,9 +32,7 @@ class _Progress:
             try:
                 from tqdm import tqdm
 
-                self.bar = tqdm(
-                    total=total, desc=self.desc, unit="tensor", file=sys.stderr, leave=False
-                )
+                self.bar = tqdm(total=total, desc=self.desc, unit="tensor", file=sys.stderr, leave=False)
             except ImportError:
                 self.bar = False
         if self.bar:
@@ -101,8 +99,7 @@ def _read_plan(arg: str) -> dict:
         raise ValueError(f"--plan: {what} is not valid JSON: {e}") from None
     if not isinstance(plan, dict):
         raise ValueError(
-            f"--plan: {what} holds a JSON {type(plan).__name__}, expected an object of "
-            "tensor name/pattern -> settings"
+            f"--plan: {what} holds a JSON {type(plan).__name__}, expected an object of tensor name/pattern -> settings"
         )
     return plan
 
@@ -150,8 +147,7 @@ def _cmd_info(a) -> int:
         print(json.dumps(d, indent=1))
         return 0
     head = (
-        f"{'tensor':<50} {'shape':<16} {'dtype':<9} {'role':<9} {'stored':<9} {'step':>10} "
-        f"{'bytes':>11} {'bits/p':>7}"
+        f"{'tensor':<50} {'shape':<16} {'dtype':<9} {'role':<9} {'stored':<9} {'step':>10} {'bytes':>11} {'bits/p':>7}"
     )
     print(
         f"{d['path']}: .nnp format {d['version'][0]}.{d['version'][1]}, {d['tensors']} tensors, "
@@ -192,16 +188,12 @@ def _cmd_demo(a) -> int:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="nnpress", description="Compress neural networks with DeepCABAC (.nnp files)."
-    )
+    p = argparse.ArgumentParser(prog="nnpress", description="Compress neural networks with DeepCABAC (.nnp files).")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="{compress,decompress,info,demo}")
 
     c = sub.add_parser("compress", help="model (.safetensors/.pt/.pth) -> .nnp")
-    c.add_argument(
-        "source", help="a .safetensors file or a .pt/.pth state_dict (loaded weights-only)"
-    )
+    c.add_argument("source", help="a .safetensors file or a .pt/.pth state_dict (loaded weights-only)")
     c.add_argument("dest", help="the .nnp file to write (atomically)")
     c.add_argument(
         "--method",
@@ -224,37 +216,29 @@ def _build_parser() -> argparse.ArgumentParser:
         help="the sqrt(size / mean size) factor of --rel-step raised to this power "
         "(default 1; 0 = step from the std alone)",
     )
-    c.add_argument(
-        "--lam-scale", type=float, help="rate-distortion lambda = LAM_SCALE x step^2 (rdoq/trellis)"
-    )
+    c.add_argument("--lam-scale", type=float, help="rate-distortion lambda = LAM_SCALE x step^2 (rdoq/trellis)")
     c.add_argument(
         "--lossless-roles",
         metavar="ROLES",
         help="comma-separated roles stored exactly (default bias,norm,buffer,other; '' = none)",
     )
-    c.add_argument(
-        "--block-elements", type=int, help="elements per independently decodable row block"
-    )
+    c.add_argument("--block-elements", type=int, help="elements per independently decodable row block")
     c.add_argument(
         "--prune",
         type=float,
         metavar="FRACTION",
-        help="set this fraction of each quantized tensor's smallest weights to zero first "
-        "(default 0)",
+        help="set this fraction of each quantized tensor's smallest weights to zero first (default 0)",
     )
     c.add_argument(
         "--plan",
         metavar="JSON",
-        help="the per-tensor plan, a JSON file or an inline JSON object: "
-        "{name or glob: {step, method, ...}}",
+        help="the per-tensor plan, a JSON file or an inline JSON object: {name or glob: {step, method, ...}}",
     )
     c.add_argument("--threads", type=int, help="worker threads (default: all cores)")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.add_argument("-v", "--verbose", action="store_true", help="list every tensor")
     c.add_argument("-q", "--quiet", action="store_true")
-    c.add_argument(
-        "--progress", action="store_true", help="show progress even when stderr is not a terminal"
-    )
+    c.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
     c.set_defaults(func=_cmd_compress)
 
     d = sub.add_parser("decompress", help=".nnp -> .safetensors / .npz / .pt")
@@ -271,9 +255,7 @@ def _build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=_cmd_info)
 
-    m = sub.add_parser(
-        "demo", help="train the digits CNN, compress, decompress, compare accuracy, plot"
-    )
+    m = sub.add_parser("demo", help="train the digits CNN, compress, decompress, compare accuracy, plot")
     m.add_argument("--out", default="nnpress-demo", help="output folder (default ./nnpress-demo)")
     m.add_argument("--no-plot", action="store_true")
     m.add_argument("--json", action="store_true")
@@ -312,8 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if getattr(a, "threads", None) is not None and a.threads < 1:
         parser.error("--threads must be >= 1")
-    from .errors import FormatError
-    from .errors import PickledObjectError
+    from .errors import FormatError, PickledObjectError
 
     try:
         code = a.func(a)
@@ -327,8 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nnpress {a.command}: error: invalid or corrupt file: {e}", file=sys.stderr)
     except FileNotFoundError as e:
         print(
-            f"nnpress {a.command}: error: "
-            f"{e.strerror + ': ' + repr(e.filename) if e.filename else e}",
+            f"nnpress {a.command}: error: {e.strerror + ': ' + repr(e.filename) if e.filename else e}",
             file=sys.stderr,
         )
     except (IsADirectoryError, PermissionError, OSError) as e:

@@ -2,13 +2,14 @@
 
 The work happens in C++ (``nnpress._core``); this module checks arguments and converts arrays.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from . import _core
 
-__all__ = ["encode_levels", "decode_levels", "estimate_bits", "level_stream_info"]
+__all__ = ["decode_levels", "encode_levels", "estimate_bits", "level_stream_info"]
 
 _INT32_MIN, _INT32_MAX = np.iinfo(np.int32).min, np.iinfo(np.int32).max
 
@@ -28,9 +29,7 @@ def _as_int32_levels(levels, what: str = "levels") -> np.ndarray:
             lo, hi = int(arr.min()), int(arr.max())
             if lo < _INT32_MIN or hi > _INT32_MAX:
                 bad = lo if lo < _INT32_MIN else hi
-                raise ValueError(
-                    f"{what} contains {bad}, outside the codable range [{_INT32_MIN}, {_INT32_MAX}]"
-                )
+                raise ValueError(f"{what} contains {bad}, outside the codable range [{_INT32_MIN}, {_INT32_MAX}]")
     return np.asarray(arr, dtype=np.int32, order="C")  # (ascontiguousarray would make rank 0 rank 1)
 
 
@@ -73,4 +72,3 @@ def estimate_bits(levels) -> float:
 def level_stream_info(data) -> dict:
     """Header of a level stream (shape, coding parameters, payload size) without decoding it."""
     return _core.level_stream_info(memoryview(data).cast("B"))
-

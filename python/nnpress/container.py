@@ -11,7 +11,8 @@ Contract
 - ``f.entries`` is the tensor table (list of dicts: name, dtype, role, storage, shape, count,
   stored_bytes, chunks, and method/step/lambda/channel_scales for quantized tensors, alias_of for
   aliases), available without decoding. ``f.channel_scale_exps(name)`` gives a quantized tensor's
-  int8 row/column scale exponents (format 1.1; scale ``2**(e/8)``), or ``(None, None)``. ``f.metadata`` is the JSON object the writer stored (``{}`` if none).
+  int8 row/column scale exponents (format 1.1; scale ``2**(e/8)``), or ``(None, None)``.
+  ``f.metadata`` is the JSON object the writer stored (``{}`` if none).
 - ``f.read(name)`` decodes one tensor (random access), ``f.read_all(names)`` many in parallel.
   Chunk CRCs are checked before decoding; a mismatch raises ``FormatError`` naming the tensor.
   Arrays have the stored dtype, except bfloat16, which numpy lacks: those come back as ``uint16``
@@ -24,31 +25,50 @@ Surprises
 - The file is read into memory once (the reader does not keep it open).
 - Aliases (tied tensors) decode to the *same* array object as their target in ``read_all``.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from . import _core
 from .config import DEFAULT_BLOCK_ELEMENTS, SIZE_TOLERANCE
 
-__all__ = ["NnpFile", "TensorRecord", "write_nnp", "nnp_bytes", "validate_nnp", "bfloat16_to_float32",
-           "float32_to_bfloat16", "NUMPY_DTYPES", "DEFAULT_BLOCK_ELEMENTS"]
+__all__ = [
+    "DEFAULT_BLOCK_ELEMENTS",
+    "NUMPY_DTYPES",
+    "NnpFile",
+    "TensorRecord",
+    "bfloat16_to_float32",
+    "float32_to_bfloat16",
+    "nnp_bytes",
+    "validate_nnp",
+    "write_nnp",
+]
 
 DEFAULT_MAX_ELEMENTS = 1 << 36
 DEFAULT_MAX_TOTAL_ELEMENTS = 1 << 38
 
 # numpy dtype per format dtype name (bfloat16 travels as its uint16 bit patterns).
 NUMPY_DTYPES = {
-    "float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "bfloat16": np.dtype("<u2"),
-    "float64": np.dtype("<f8"), "int8": np.dtype("i1"), "uint8": np.dtype("u1"),
-    "int16": np.dtype("<i2"), "int32": np.dtype("<i4"), "int64": np.dtype("<i8"),
-    "bool": np.dtype("?"), "uint16": np.dtype("<u2"), "uint32": np.dtype("<u4"),
+    "float32": np.dtype("<f4"),
+    "float16": np.dtype("<f2"),
+    "bfloat16": np.dtype("<u2"),
+    "float64": np.dtype("<f8"),
+    "int8": np.dtype("i1"),
+    "uint8": np.dtype("u1"),
+    "int16": np.dtype("<i2"),
+    "int32": np.dtype("<i4"),
+    "int64": np.dtype("<i8"),
+    "bool": np.dtype("?"),
+    "uint16": np.dtype("<u2"),
+    "uint32": np.dtype("<u4"),
     "uint64": np.dtype("<u8"),
 }
 
@@ -72,8 +92,9 @@ def float32_to_bfloat16(x: np.ndarray) -> np.ndarray:
 class NnpFile:
     """A parsed ``.nnp`` file. ``source``: a path or a bytes-like object holding the file."""
 
-    def __init__(self, source, *, max_elements: int = DEFAULT_MAX_ELEMENTS,
-                 max_total_elements: int = DEFAULT_MAX_TOTAL_ELEMENTS):
+    def __init__(
+        self, source, *, max_elements: int = DEFAULT_MAX_ELEMENTS, max_total_elements: int = DEFAULT_MAX_TOTAL_ELEMENTS
+    ):
         if isinstance(source, (str, os.PathLike)):
             path = os.fspath(source)
             if not os.path.exists(path):
@@ -195,7 +216,8 @@ def _threads(threads: int | None) -> int:
 class TensorRecord:
     """One tensor to write. ``storage``: "quantized" (``data`` = int32 levels of the tensor's shape,
     with ``method``/``step``/``lam``, and optionally ``row_scale_exp``/``col_scale_exp``: int8 channel
-    scale exponents, one per row / column, scale ``2**(e/8)`` — the file is then format 1.1), "raw" (``data`` = the array, stored as its little-endian bytes;
+    scale exponents, one per row / column, scale ``2**(e/8)`` — the file is then format 1.1), "raw"
+    (``data`` = the array, stored as its little-endian bytes;
     bfloat16 as uint16 bits) or "alias" (``alias_of`` = name of an earlier record)."""
 
     name: str
@@ -261,17 +283,33 @@ def _tensor_input(r: TensorRecord, index: dict[str, int]):
         alias = index[r.alias_of]
     method = r.method if r.storage == "quantized" else "nearest"
     return _core.TensorInput(
-        name=r.name, dtype=_code(_core.DType, r.dtype, "dtype", r.name), role=_code(_core.TensorRole, r.role, "role", r.name),
-        storage=_code(_core.Storage, r.storage, "storage", r.name), shape=[int(d) for d in r.shape], levels=levels,
-        raw=raw, method=_code(_core.QuantMethod, method, "method", r.name), step=float(r.step), lam=float(r.lam),
-        alias_of=alias, rows_per_block=int(r.rows_per_block),
-        unary_len=-1 if r.unary_len is None else int(r.unary_len), eg_order=-1 if r.eg_order is None else int(r.eg_order),
-        row_scale_exp=_scale_exps(r, "row_scale_exp"), col_scale_exp=_scale_exps(r, "col_scale_exp"))
+        name=r.name,
+        dtype=_code(_core.DType, r.dtype, "dtype", r.name),
+        role=_code(_core.TensorRole, r.role, "role", r.name),
+        storage=_code(_core.Storage, r.storage, "storage", r.name),
+        shape=[int(d) for d in r.shape],
+        levels=levels,
+        raw=raw,
+        method=_code(_core.QuantMethod, method, "method", r.name),
+        step=float(r.step),
+        lam=float(r.lam),
+        alias_of=alias,
+        rows_per_block=int(r.rows_per_block),
+        unary_len=-1 if r.unary_len is None else int(r.unary_len),
+        eg_order=-1 if r.eg_order is None else int(r.eg_order),
+        row_scale_exp=_scale_exps(r, "row_scale_exp"),
+        col_scale_exp=_scale_exps(r, "col_scale_exp"),
+    )
 
 
-def nnp_bytes(records: Sequence[TensorRecord], *, block_elements: int = DEFAULT_BLOCK_ELEMENTS,
-              threads: int | None = None, metadata: dict | None = None,
-              size_tolerance: float = SIZE_TOLERANCE) -> tuple[bytes, list[int]]:
+def nnp_bytes(
+    records: Sequence[TensorRecord],
+    *,
+    block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+    threads: int | None = None,
+    metadata: dict | None = None,
+    size_tolerance: float = SIZE_TOLERANCE,
+) -> tuple[bytes, list[int]]:
     """Assemble a ``.nnp`` file in memory, checked to parse (structure and every CRC). Returns (file
     bytes, stored bytes per record).
 
@@ -329,12 +367,19 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-def write_nnp(path: str | os.PathLike, records: Sequence[TensorRecord], *,
-              block_elements: int = DEFAULT_BLOCK_ELEMENTS, threads: int | None = None,
-              metadata: dict | None = None, size_tolerance: float = SIZE_TOLERANCE) -> list[int]:
+def write_nnp(
+    path: str | os.PathLike,
+    records: Sequence[TensorRecord],
+    *,
+    block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+    threads: int | None = None,
+    metadata: dict | None = None,
+    size_tolerance: float = SIZE_TOLERANCE,
+) -> list[int]:
     """Write a ``.nnp`` file atomically (built and checked in memory, then written to a temporary
     file in the destination folder and renamed). Returns the stored bytes per record."""
-    data, stored = nnp_bytes(records, block_elements=block_elements, threads=threads, metadata=metadata,
-                             size_tolerance=size_tolerance)
+    data, stored = nnp_bytes(
+        records, block_elements=block_elements, threads=threads, metadata=metadata, size_tolerance=size_tolerance
+    )
     write_bytes_atomic(path, data)
     return stored

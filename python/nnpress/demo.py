@@ -68,9 +68,7 @@ def run_demo(
     curve = []
     sweep_path = os.path.join(out_dir, "digits_cnn_sweep.nnp")
     for rel in sweep:
-        rep = api.compress(
-            model, sweep_path, config.replace(rel_step=float(rel), step=None, qp=None, plan={})
-        )
+        rep = api.compress(model, sweep_path, config.replace(rel_step=float(rel), step=None, qp=None, plan={}))
         m = build_digits_model("cnn")
         m.load_state_dict(api.decompress(sweep_path))
         m.eval()
@@ -129,16 +127,12 @@ def _tuned(model, data, acc_before: float, out_dir: str, config: CodecConfig) ->
 
     t = time.perf_counter()
     weights = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
-    sens, imp = tune.sensitivities_from_fisher(
-        fisher_diagonal(model, calibration_batches(16, 64), mode="sampled")
-    )
+    sens, imp = tune.sensitivities_from_fisher(fisher_diagonal(model, calibration_batches(16, 64), mode="sampled"))
     imp = tune.smooth_importance({k: v for k, v in imp.items() if weights[k].ndim >= 2})
 
     def accuracy(state):
         m = build_digits_model("cnn")
-        m.load_state_dict(
-            {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in state.items()}
-        )
+        m.load_state_dict({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in state.items()})
         m.eval()
         return evaluate_accuracy(m, data.x_test, data.y_test)
 
@@ -179,9 +173,7 @@ def _plot(curve, acc_before: float, original_bits: float, path: str) -> str | No
     ys = [100 * c["accuracy"] for c in curve]
     ax.plot(xs, ys, "o-", label="nnpress (DeepCABAC)")
     for c, x, y in zip(curve, xs, ys):
-        ax.annotate(
-            f"k={c['rel_step']:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7
-        )
+        ax.annotate(f"k={c['rel_step']:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.axhline(
         100 * acc_before,
         color="gray",
@@ -235,8 +227,7 @@ def format_demo(r: dict) -> str:
     out.append(f"  {'k':>8} {'bytes':>9} {'bits/param':>10} {'accuracy':>9}")
     for c in r["sweep"]:
         out.append(
-            f"  {c['rel_step']:>8.4g} {c['file_bytes']:>9,} {c['bits_per_param']:>10.3f} "
-            f"{100 * c['accuracy']:>8.2f}%"
+            f"  {c['rel_step']:>8.4g} {c['file_bytes']:>9,} {c['bits_per_param']:>10.3f} {100 * c['accuracy']:>8.2f}%"
         )
     t = r.get("tuned")
     if t:
@@ -247,7 +238,5 @@ def format_demo(r: dict) -> str:
             f"accuracy {100 * t['accuracy_after']:.2f} %  ({t['file']}, {t['seconds']:.1f} s)"
         )
     out.append("")
-    out.append(
-        f"plot: {r['plot']}" if r["plot"] else f"plot: {r['plot_note'] or 'skipped (--no-plot)'}"
-    )
+    out.append(f"plot: {r['plot']}" if r["plot"] else f"plot: {r['plot_note'] or 'skipped (--no-plot)'}")
     return "\n".join(out)

@@ -83,9 +83,7 @@ def load_digits_data(seed: int = 0, test_fraction: float = TEST_FRACTION) -> Dig
     Raises ValueError if ``test_fraction`` is not in (0, 1).
     """
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(
-            f"load_digits_data: test_fraction must be in (0, 1), got {test_fraction!r}"
-        )
+        raise ValueError(f"load_digits_data: test_fraction must be in (0, 1), got {test_fraction!r}")
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -259,8 +257,7 @@ def evaluate_accuracy(model: torch.nn.Module, x: Any, y: Any, batch_size: int = 
     y = torch.as_tensor(y)
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise ValueError(
-            f"evaluate_accuracy: need as many labels as inputs (>0), got {x.shape[0]} inputs "
-            f"and {y.shape[0]} labels"
+            f"evaluate_accuracy: need as many labels as inputs (>0), got {x.shape[0]} inputs and {y.shape[0]} labels"
         )
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
@@ -291,10 +288,7 @@ def calibration_batches(
     import torch
 
     if n_batches < 0 or batch_size < 1:
-        raise ValueError(
-            f"calibration_batches: need n_batches >= 0 and batch_size >= 1, got {n_batches}, "
-            f"{batch_size}"
-        )
+        raise ValueError(f"calibration_batches: need n_batches >= 0 and batch_size >= 1, got {n_batches}, {batch_size}")
     data = load_digits_data() if data is None else data
     n_train = data.y_train.shape[0]
     rng = np.random.default_rng(seed)

@@ -30,10 +30,12 @@ Surprises
 - A tensor's rows per block come from ``config.block_elements``; the quantizer prices rate with
   contexts that restart at every block, exactly as the writer codes them.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
@@ -43,12 +45,34 @@ from .prune import prune_array
 from .report import TensorReport
 from .traverse import TensorEntry
 
-__all__ = ["ModelStats", "EncodedTensor", "model_stats", "encode_tensor", "encode_model", "write_records",
-           "rows_per_block", "file_metadata", "ITEMSIZE"]
+__all__ = [
+    "ITEMSIZE",
+    "EncodedTensor",
+    "ModelStats",
+    "encode_model",
+    "encode_tensor",
+    "file_metadata",
+    "model_stats",
+    "rows_per_block",
+    "write_records",
+]
 
 FORMAT_PRODUCER = "nnpress"
-ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1, "uint8": 1, "int16": 2,
-            "int32": 4, "int64": 8, "bool": 1, "uint16": 2, "uint32": 4, "uint64": 8}
+ITEMSIZE = {
+    "float32": 4,
+    "float16": 2,
+    "bfloat16": 2,
+    "float64": 8,
+    "int8": 1,
+    "uint8": 1,
+    "int16": 2,
+    "int32": 4,
+    "int64": 8,
+    "bool": 1,
+    "uint16": 2,
+    "uint32": 4,
+    "uint64": 8,
+}
 
 
 @dataclass(frozen=True)
@@ -67,8 +91,7 @@ class EncodedTensor:
 
 
 def model_stats(entries: Sequence[TensorEntry], config: CodecConfig) -> ModelStats:
-    sizes = [e.count for e in entries
-             if e.alias_of is None and e.count and config.quantizes(e.name, e.role, e.dtype)]
+    sizes = [e.count for e in entries if e.alias_of is None and e.count and config.quantizes(e.name, e.role, e.dtype)]
     return ModelStats(mean_size=sum(sizes) / len(sizes) if sizes else None, total_size=sum(sizes))
 
 
@@ -150,8 +173,9 @@ def _float64(x):
     return x.detach().cpu().double().numpy() if hasattr(x, "detach") else np.asarray(x, dtype=np.float64)
 
 
-def encode_tensor(e: TensorEntry, config: CodecConfig, stats: ModelStats, *, importance=None, hessian=None,
-                  row_hessian=None) -> EncodedTensor:
+def encode_tensor(
+    e: TensorEntry, config: CodecConfig, stats: ModelStats, *, importance=None, hessian=None, row_hessian=None
+) -> EncodedTensor:
     """One tensor through plan -> scales -> pruning -> quantization -> record (module docstring)."""
     from .quant import _quantize_core, channel_scales, feedback_inputs
 
@@ -159,14 +183,17 @@ def encode_tensor(e: TensorEntry, config: CodecConfig, stats: ModelStats, *, imp
     if e.alias_of is not None:
         return EncodedTensor(
             TensorRecord(e.name, e.dtype, e.role, "alias", e.shape, alias_of=e.alias_of),
-            TensorReport(e.name, e.shape, e.dtype, e.role, "alias", None, None, e.count, orig, 0, 0.0,
-                         alias_of=e.alias_of))
+            TensorReport(
+                e.name, e.shape, e.dtype, e.role, "alias", None, None, e.count, orig, 0, 0.0, alias_of=e.alias_of
+            ),
+        )
     fvals = e.float_values() if e.is_float else None
     plan = _plan(e, fvals, config, stats)
     if plan.lossless:
         return EncodedTensor(
             TensorRecord(e.name, e.dtype, e.role, "raw", e.shape, data=e.values),
-            TensorReport(e.name, e.shape, e.dtype, e.role, "raw", None, None, e.count, orig, 0, 0.0))
+            TensorReport(e.name, e.shape, e.dtype, e.role, "raw", None, None, e.count, orig, 0, 0.0),
+        )
     rpb = rows_per_block(e.shape, config.block_elements)
     imp = None if importance is None else _float_array(importance)
     row_exp, col_exp = _scale_exps(plan, imp, e.shape, config.channel_scales, e.name)
@@ -176,43 +203,72 @@ def encode_tensor(e: TensorEntry, config: CodecConfig, stats: ModelStats, *, imp
         qvals = prune_array(fvals, config.prune, imp) if config.prune > 0 else fvals
         imp_q, hess, row_hess = feedback_inputs(e.shape, imp, _float64(hessian), _float64(row_hessian))
         levels, recon, result = _quantize_core(
-            qvals, plan.step, plan.lam, imp_q, plan.method, rows_per_block=rpb or None, threads=config.threads,
-            want_recon=True, size_tolerance=SIZE_TOLERANCE,
+            qvals,
+            plan.step,
+            plan.lam,
+            imp_q,
+            plan.method,
+            rows_per_block=rpb or None,
+            threads=config.threads,
+            want_recon=True,
+            size_tolerance=SIZE_TOLERANCE,
             row_scale=None if row_exp is None else channel_scales(row_exp),
             col_scale=None if col_exp is None else channel_scales(col_exp),
-            hessian=hess, hessian_damp=config.hessian_damp, row_hessian=row_hess)
+            hessian=hess,
+            hessian_damp=config.hessian_damp,
+            row_hessian=row_hess,
+        )
         # the params the writer would pick for these levels: it codes with them instead of searching
         unary_len, eg_order = int(result.coded_params.unary_len), int(result.coded_params.eg_order)
         recon = _as_stored(recon, e.dtype)
         err = _rel_error(fvals, recon)  # against the unpruned weights
     else:
         levels, err = np.zeros(e.shape, dtype=np.int32), 0.0
-    record = TensorRecord(e.name, e.dtype, e.role, "quantized", e.shape, data=levels, method=plan.method,
-                          step=plan.step, lam=plan.lam, rows_per_block=rpb, unary_len=unary_len,
-                          eg_order=eg_order, row_scale_exp=row_exp, col_scale_exp=col_exp)
-    report = TensorReport(e.name, e.shape, e.dtype, e.role, "quantized", plan.method, plan.step, e.count, orig, 0,
-                          err)
+    record = TensorRecord(
+        e.name,
+        e.dtype,
+        e.role,
+        "quantized",
+        e.shape,
+        data=levels,
+        method=plan.method,
+        step=plan.step,
+        lam=plan.lam,
+        rows_per_block=rpb,
+        unary_len=unary_len,
+        eg_order=eg_order,
+        row_scale_exp=row_exp,
+        col_scale_exp=col_exp,
+    )
+    report = TensorReport(e.name, e.shape, e.dtype, e.role, "quantized", plan.method, plan.step, e.count, orig, 0, err)
     return EncodedTensor(record, report, recon)
 
 
-def encode_model(entries: Sequence[TensorEntry], config: CodecConfig, *,
-                 importance: Mapping[str, Any] | None = None,
-                 hessians: Mapping[str, Any] | None = None,
-                 row_hessians: Mapping[str, Any] | None = None,
-                 progress: Callable[[int, int, str], None] | None = None) -> list[EncodedTensor]:
+def encode_model(
+    entries: Sequence[TensorEntry],
+    config: CodecConfig,
+    *,
+    importance: Mapping[str, Any] | None = None,
+    hessians: Mapping[str, Any] | None = None,
+    row_hessians: Mapping[str, Any] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> list[EncodedTensor]:
     """Every entry through :func:`encode_tensor`, in entry order; ``progress(0, total, "")`` first,
-    then ``progress(done, total, name)`` as each tensor finishes. Tensors are encoded concurrently on ``config.threads`` threads (the C++
-    quantizers release the GIL, and each tensor's row blocks use the same worker pool): the result
-    does not depend on the thread count."""
+    then ``progress(done, total, name)`` as each tensor finishes. Tensors are encoded concurrently
+    on ``config.threads`` threads (the C++ quantizers release the GIL, and each tensor's row blocks
+    use the same worker pool): the result does not depend on the thread count."""
     stats = model_stats(entries, config)
     total = len(entries)
 
     def one(e: TensorEntry) -> EncodedTensor:
         return encode_tensor(
-            e, config, stats,
+            e,
+            config,
+            stats,
             importance=None if importance is None else importance.get(e.name),
             hessian=None if hessians is None else hessians.get(e.name),
-            row_hessian=None if row_hessians is None else row_hessians.get(e.name))
+            row_hessian=None if row_hessians is None else row_hessians.get(e.name),
+        )
 
     if progress is not None:
         progress(0, total, "")
@@ -255,12 +311,18 @@ def file_metadata(config: CodecConfig) -> dict:
     return {"producer": FORMAT_PRODUCER, "nnpress_version": __version__, "config": stored}
 
 
-def write_records(encoded: Sequence[EncodedTensor], config: CodecConfig,
-                  metadata: dict | None = None) -> tuple[bytes, list[int]]:
+def write_records(
+    encoded: Sequence[EncodedTensor], config: CodecConfig, metadata: dict | None = None
+) -> tuple[bytes, list[int]]:
     """The ``.nnp`` bytes of encoded tensors (checked to parse) and the stored bytes per tensor; also
     fills each report's ``stored_bytes``."""
-    data, stored = nnp_bytes([t.record for t in encoded], block_elements=config.block_elements,
-                             threads=config.threads, metadata=metadata, size_tolerance=SIZE_TOLERANCE)
+    data, stored = nnp_bytes(
+        [t.record for t in encoded],
+        block_elements=config.block_elements,
+        threads=config.threads,
+        metadata=metadata,
+        size_tolerance=SIZE_TOLERANCE,
+    )
     for t, s in zip(encoded, stored):
         t.report.stored_bytes = int(s)
     return data, stored

@@ -7,6 +7,7 @@ exception type, re-exported here, so errors raised deep in C++ and in Python are
 a whole model) rather than only tensors: nnpress loads weights only, never arbitrary pickles.
 Bad arguments raise plain ``ValueError``/``TypeError``.
 """
+
 from ._core import FormatError
 
 __all__ = ["FormatError", "PickledObjectError"]

@@ -54,9 +54,7 @@ def _candidates(model: nn.Module):
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear):
             yield name, module, "linear"
-        elif (
-            isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros"
-        ):
+        elif isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros":
             if not isinstance(module.padding, str):
                 yield name, module, "conv2d"
 
@@ -148,9 +146,7 @@ class CompressedLinear(_Compressed):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"CompressedLinear: input has {x.shape[-1]} features, expected {self.in_features}"
-            )
+            raise ValueError(f"CompressedLinear: input has {x.shape[-1]} features, expected {self.in_features}")
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         y = self._product(x2.t()).t()
@@ -159,10 +155,7 @@ class CompressedLinear(_Compressed):
         return y.reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
-        return (
-            f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"format={self.format}"
-        )
+        return f"in_features={self.in_features}, out_features={self.out_features}, format={self.format}"
 
 
 class CompressedConv2d(_Compressed):
@@ -176,10 +169,7 @@ class CompressedConv2d(_Compressed):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"CompressedConv2d: expected input (N, {self.in_channels}, H, W), "
-                f"got {tuple(x.shape)}"
-            )
+            raise ValueError(f"CompressedConv2d: expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         n, _, h, w = x.shape
         kh, kw = self.kernel_size
         h_out = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1

@@ -20,10 +20,11 @@ sparsity; measure the model (``compress`` reports errors, tune_to_budget measure
 ``CodecConfig(prune=...)`` applies ``scope="tensor"`` pruning inside ``compress`` to every
 quantized tensor, with the importance given to ``compress`` when there is one.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -76,7 +77,7 @@ def prune_array(w, sparsity: float, importance=None) -> np.ndarray:
     s = _check_sparsity(sparsity)
     a = np.array(w, copy=True)
     sal = saliency(a, importance).ravel()
-    idx = _zero_smallest(sal, int(math.floor(s * a.size)))
+    idx = _zero_smallest(sal, math.floor(s * a.size))
     a.reshape(-1)[idx] = 0
     return a
 
@@ -92,8 +93,14 @@ def _selected(arrays: Mapping[str, np.ndarray], names) -> list[str]:
     return sel
 
 
-def prune(weights: Mapping[str, np.ndarray], sparsity: float, *, importance: Mapping[str, object] | None = None,
-          scope: str = "tensor", names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+def prune(
+    weights: Mapping[str, np.ndarray],
+    sparsity: float,
+    *,
+    importance: Mapping[str, object] | None = None,
+    scope: str = "tensor",
+    names: Iterable[str] | None = None,
+) -> dict[str, np.ndarray]:
     """Prune the selected tensors of a state dict to ``sparsity`` (see the module docstring).
 
     names: the tensors to prune; default every floating tensor with at least 2 dimensions (the
@@ -128,13 +135,13 @@ def prune(weights: Mapping[str, np.ndarray], sparsity: float, *, importance: Map
     sal = [saliency(arrays[k], imp.get(k)).ravel() for k in sel]
     sizes = [x.size for x in sal]
     flat = np.concatenate(sal) if sal else np.empty(0)
-    idx = _zero_smallest(flat, int(math.floor(s * flat.size)))
+    idx = _zero_smallest(flat, math.floor(s * flat.size))
     mask = np.zeros(flat.size, dtype=bool)
     mask[idx] = True
     start = 0
     for k, n in zip(sel, sizes):
         a = np.array(arrays[k], copy=True)
-        a.reshape(-1)[mask[start:start + n]] = 0
+        a.reshape(-1)[mask[start : start + n]] = 0
         out[k] = a
         start += n
     return out

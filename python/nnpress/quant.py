@@ -36,7 +36,8 @@ moves the targets of the weights after it (``w'_j -= e_i U_ij / U_ii``, ``H^-1 =
 later weights cancel what earlier ones got wrong where H says the output cannot tell them apart.
 ``importance`` must then be one value per row (``f_r``; shape ``(rows, 1)`` broadcasts).
 ``hessian_damp`` (default ``config.HESSIAN_DAMP``) adds ``damp * mean(diag H)`` to the diagonal
-before factoring (estimates from few samples are singular or overfit). H is used at its own scale: normalise it (mean diagonal 1)
+before factoring (estimates from few samples are singular or overfit). H is used at its own scale:
+normalise it (mean diagonal 1)
 to keep ``lam`` meaning what it means without it. Reconstruction is unchanged: the decoder never
 sees H. "nearest" with H is GPTQ's rounding; "trellis" keeps one compensated row per state.
 """
@@ -50,15 +51,22 @@ import numpy as np
 from . import _core
 from .config import HESSIAN_DAMP, METHODS, SIZE_TOLERANCE
 
-__all__ = ["METHODS", "channel_scale_exps", "channel_scales", "dequantize", "feedback_factor", "feedback_inputs",
-           "quantize", "quantize_info", "rate_bits"]
+__all__ = [
+    "METHODS",
+    "channel_scale_exps",
+    "channel_scales",
+    "dequantize",
+    "feedback_factor",
+    "feedback_inputs",
+    "quantize",
+    "quantize_info",
+    "rate_bits",
+]
 
 
-def _method(method) -> "_core.QuantMethod":
+def _method(method) -> _core.QuantMethod:
     if not isinstance(method, str):
-        raise TypeError(
-            f"method must be a str, one of {sorted(METHODS)}, got {type(method).__name__}"
-        )
+        raise TypeError(f"method must be a str, one of {sorted(METHODS)}, got {type(method).__name__}")
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHODS)}")
     return _core.QuantMethod.__members__[method]
@@ -103,9 +111,7 @@ def _importance(importance, shape) -> np.ndarray | None:
     if importance is None:
         return None
     f = np.asarray(importance)
-    if f.dtype == np.bool_ or not (
-        np.issubdtype(f.dtype, np.floating) or np.issubdtype(f.dtype, np.integer)
-    ):
+    if f.dtype == np.bool_ or not (np.issubdtype(f.dtype, np.floating) or np.issubdtype(f.dtype, np.integer)):
         raise TypeError(f"importance must be a real numeric array, got dtype {f.dtype}")
     if f.dtype not in (np.float32, np.float64):
         f = f.astype(np.float64)
@@ -204,8 +210,10 @@ def _scale_vector(v, n: int, name: str) -> np.ndarray | None:
         raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
     a = np.ascontiguousarray(a, dtype=np.float64).reshape(-1) if a.ndim <= 1 else None
     if a is None or a.size != n:
-        raise ValueError(f"{name} must be 1-D with {n} values (one per {'row' if name == 'row_scale' else 'column'}), "
-                         f"got shape {np.shape(v)}")
+        raise ValueError(
+            f"{name} must be 1-D with {n} values (one per {'row' if name == 'row_scale' else 'column'}), "
+            f"got shape {np.shape(v)}"
+        )
     if n and not (np.all(np.isfinite(a)) and np.all(a > 0)):
         raise ValueError(f"{name} values must be finite and > 0")
     return a
@@ -231,9 +239,23 @@ def channel_scale_exps(scales) -> np.ndarray:
     return _core.channel_scale_exps_of(np.ascontiguousarray(a).reshape(-1)).reshape(a.shape)
 
 
-def _quantize_core(w, step, lam=0.0, importance=None, method="nearest", *, rows_per_block=None, threads=None,
-                   want_recon=False, size_tolerance=SIZE_TOLERANCE, row_scale=None, col_scale=None, hessian=None,
-                   hessian_damp=HESSIAN_DAMP, row_hessian=None):
+def _quantize_core(
+    w,
+    step,
+    lam=0.0,
+    importance=None,
+    method="nearest",
+    *,
+    rows_per_block=None,
+    threads=None,
+    want_recon=False,
+    size_tolerance=SIZE_TOLERANCE,
+    row_scale=None,
+    col_scale=None,
+    hessian=None,
+    hessian_damp=HESSIAN_DAMP,
+    row_hessian=None,
+):
     """``(levels, reconstruction or None, _core.QuantResult)``: the checks and conversions of every
     public quantizer entry point, then one call into C++."""
     if not _core.HAS_ENCODER:
@@ -262,8 +284,16 @@ def _quantize_core(w, step, lam=0.0, importance=None, method="nearest", *, rows_
     cs = _scale_vector(col_scale, cols, "col_scale")
     fb = None if hessian is None else feedback_factor(hessian, cols, hessian_damp)
     rfb = None if row_hessian is None else feedback_factor(row_hessian, rows, hessian_damp)
-    levels, recon, result = _core.quantize(arr, options, importance=f, row_scale=rs, col_scale=cs, feedback=fb,
-                                           row_feedback=rfb, want_recon=bool(want_recon))
+    levels, recon, result = _core.quantize(
+        arr,
+        options,
+        importance=f,
+        row_scale=rs,
+        col_scale=cs,
+        feedback=fb,
+        row_feedback=rfb,
+        want_recon=bool(want_recon),
+    )
     levels = levels.reshape(arr.shape)
     return levels, (None if recon is None else recon.reshape(arr.shape)), result
 
@@ -305,15 +335,38 @@ def quantize(
     ``TypeError`` for non-float weights.
     """
     levels, recon, _ = _quantize_core(
-        w, step, lam, importance, method, rows_per_block=_rows_per_block(rows_per_block, chunk_rows) or None,
-        threads=threads, want_recon=return_reconstruction, row_scale=row_scale, col_scale=col_scale,
-        hessian=hessian, hessian_damp=hessian_damp, row_hessian=row_hessian)
+        w,
+        step,
+        lam,
+        importance,
+        method,
+        rows_per_block=_rows_per_block(rows_per_block, chunk_rows) or None,
+        threads=threads,
+        want_recon=return_reconstruction,
+        row_scale=row_scale,
+        col_scale=col_scale,
+        hessian=hessian,
+        hessian_damp=hessian_damp,
+        row_hessian=row_hessian,
+    )
     return (levels, recon) if return_reconstruction else levels
 
 
 def quantize_info(
-    w, step, lam=0.0, importance=None, method="nearest", *, rows_per_block=None, threads=None,
-    row_scale=None, col_scale=None, hessian=None, hessian_damp=HESSIAN_DAMP, row_hessian=None, chunk_rows=None,
+    w,
+    step,
+    lam=0.0,
+    importance=None,
+    method="nearest",
+    *,
+    rows_per_block=None,
+    threads=None,
+    row_scale=None,
+    col_scale=None,
+    hessian=None,
+    hessian_damp=HESSIAN_DAMP,
+    row_hessian=None,
+    chunk_rows=None,
 ):
     """Like :func:`quantize`, returning ``(levels, w_hat, info)`` where ``info`` has the level
     parameters the search priced with (``unary_len``, ``eg_order``), its rate estimate
@@ -323,11 +376,27 @@ def quantize_info(
     ``sum F_i (w_i - w_hat_i)^2`` (with a hessian: ``sum_r f_r e_r^T H e_r``, H damped) and the number
     of ``passes``."""
     levels, recon, r = _quantize_core(
-        w, step, lam, importance, method, rows_per_block=_rows_per_block(rows_per_block, chunk_rows) or None,
-        threads=threads, want_recon=True, row_scale=row_scale, col_scale=col_scale, hessian=hessian,
-        hessian_damp=hessian_damp, row_hessian=row_hessian)
-    info = {"unary_len": r.params.unary_len, "eg_order": r.params.eg_order, "rate_bits": r.rate_bits,
-            "distortion": r.distortion, "passes": r.passes}
+        w,
+        step,
+        lam,
+        importance,
+        method,
+        rows_per_block=_rows_per_block(rows_per_block, chunk_rows) or None,
+        threads=threads,
+        want_recon=True,
+        row_scale=row_scale,
+        col_scale=col_scale,
+        hessian=hessian,
+        hessian_damp=hessian_damp,
+        row_hessian=row_hessian,
+    )
+    info = {
+        "unary_len": r.params.unary_len,
+        "eg_order": r.params.eg_order,
+        "rate_bits": r.rate_bits,
+        "distortion": r.distortion,
+        "passes": r.passes,
+    }
     return levels, recon, info
 
 

@@ -58,10 +58,10 @@ from . import _core
 from .errors import FormatError
 
 __all__ = [
+    "ENERGY_PJ",
     "CERMatrix",
     "CSERMatrix",
     "CodebookMatrix",
-    "ENERGY_PJ",
     "available_isas",
     "choose_format",
     "compress_matrix",
@@ -111,7 +111,9 @@ def _energy(c: dict, memory: str) -> float:
     if key is None:
         raise ValueError(f"memory must be 'sram' or 'dram', got {memory!r}")
     mem = ENERGY_PJ[key]
-    return (c["loads"] + c["writes"]) * mem + c["multiplies"] * ENERGY_PJ["fp32_mul"] + c["adds"] * ENERGY_PJ["fp32_add"]
+    return (
+        (c["loads"] + c["writes"]) * mem + c["multiplies"] * ENERGY_PJ["fp32_mul"] + c["adds"] * ENERGY_PJ["fp32_add"]
+    )
 
 
 def _finish(loads, mults, adds, writes, row, memory, extra=(0, 0, 0)) -> dict:
@@ -124,7 +126,12 @@ def _finish(loads, mults, adds, writes, row, memory, extra=(0, 0, 0)) -> dict:
             "writes": int(np.sum(writes)),
         }
     else:
-        c = {"loads": int(loads[row]), "multiplies": int(mults[row]), "adds": int(adds[row]), "writes": int(writes[row])}
+        c = {
+            "loads": int(loads[row]),
+            "multiplies": int(mults[row]),
+            "adds": int(adds[row]),
+            "writes": int(writes[row]),
+        }
     c["energy_pj"] = _energy(c, memory)
     return c
 
@@ -333,7 +340,7 @@ class CERMatrix(_RowGroup):
     _format = "cer"
 
     @classmethod
-    def from_arrays(cls, shape, values, col, omega_ptr, row_ptr) -> "CERMatrix":
+    def from_arrays(cls, shape, values, col, omega_ptr, row_ptr) -> CERMatrix:
         """From the paper's arrays (Ω, colI, ΩPtr, rowPtr); validated (FormatError if corrupt)."""
         r, c = (int(v) for v in shape)
         return cls(
@@ -349,12 +356,18 @@ class CSERMatrix(_RowGroup):
     _format = "cser"
 
     @classmethod
-    def from_arrays(cls, shape, values, col, group_ptr, row_ptr, group_value) -> "CSERMatrix":
+    def from_arrays(cls, shape, values, col, group_ptr, row_ptr, group_value) -> CSERMatrix:
         """From Ω, column indices, group pointers, row pointers and group value indices; validated."""
         r, c = (int(v) for v in shape)
         return cls(
             _core.RowGroupMatrix.from_arrays(
-                "cser", r, c, np.asarray(values, np.float32), _u32(col), _u32(group_ptr), _u32(row_ptr),
+                "cser",
+                r,
+                c,
+                np.asarray(values, np.float32),
+                _u32(col),
+                _u32(group_ptr),
+                _u32(row_ptr),
                 _u32(group_value),
             )
         )
@@ -376,19 +389,19 @@ class CodebookMatrix(_Matrix):
     _format = "codebook"
 
     @classmethod
-    def from_dense(cls, w: Any) -> "CodebookMatrix":
+    def from_dense(cls, w: Any) -> CodebookMatrix:
         return cls(_core.CodebookMatrix.from_dense(_as_matrix(w)))
 
     @classmethod
-    def from_levels(cls, levels: Any, step: float) -> "CodebookMatrix":
+    def from_levels(cls, levels: Any, step: float) -> CodebookMatrix:
         return cls(_core.CodebookMatrix.from_levels(_as_levels(levels), _as_step(step)))
 
     @classmethod
-    def from_scipy(cls, m: Any) -> "CodebookMatrix":
+    def from_scipy(cls, m: Any) -> CodebookMatrix:
         return cls.from_dense(m.toarray())
 
     @classmethod
-    def from_arrays(cls, shape, values, packed) -> "CodebookMatrix":
+    def from_arrays(cls, shape, values, packed) -> CodebookMatrix:
         r, c = (int(v) for v in shape)
         return cls(_core.CodebookMatrix.from_arrays(r, c, np.asarray(values, np.float32), np.asarray(packed, np.uint8)))
 

@@ -233,9 +233,7 @@ def load_source(source) -> tuple[Mapping[str, Any], Any, dict | None]:
                     path = os.path.join(path, cand)
                     break
             else:
-                raise ValueError(
-                    f"{path!r} is a folder without model.safetensors or pytorch_model.bin"
-                )
+                raise ValueError(f"{path!r} is a folder without model.safetensors or pytorch_model.bin")
         low = path.lower()
         if low.endswith(".safetensors"):
             tensors, dtypes = load_safetensors(path, return_dtypes=True)
@@ -282,21 +280,13 @@ def _load_torch_file(path: str) -> Mapping[str, Any]:
                 "state_dict with torch.save(model.state_dict(), path), or pass the module to "
                 "nnpress.compress in Python"
             ) from None
-        raise FormatError(
-            f"{path}: cannot load as a weights-only torch state_dict: {_torch_load_message(e)}"
-        ) from None
+        raise FormatError(f"{path}: cannot load as a weights-only torch state_dict: {_torch_load_message(e)}") from None
     except (RuntimeError, EOFError, ValueError, AttributeError) as e:
-        raise FormatError(
-            f"{path}: cannot load as a weights-only torch state_dict: {_torch_load_message(e)}"
-        ) from None
+        raise FormatError(f"{path}: cannot load as a weights-only torch state_dict: {_torch_load_message(e)}") from None
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model_state_dict", "model"):
             inner = obj.get(key)
-            if (
-                isinstance(inner, Mapping)
-                and inner
-                and all(_is_torch_tensor(v) for v in inner.values())
-            ):
+            if isinstance(inner, Mapping) and inner and all(_is_torch_tensor(v) for v in inner.values()):
                 return inner
         bad = [k for k, v in obj.items() if not _is_torch_tensor(v)]
         if bad:
@@ -336,9 +326,7 @@ def collect(source, *, dtypes: Mapping[str, str] | None = None) -> list[TensorEn
                 dt = "bfloat16"
             arr = np.ascontiguousarray(arr).reshape(arr.shape)
         else:
-            raise TypeError(
-                f"tensor {name!r}: expected a torch tensor or numpy array, got {type(t).__name__}"
-            )
+            raise TypeError(f"tensor {name!r}: expected a torch tensor or numpy array, got {type(t).__name__}")
         if arr.ndim > 8:
             raise ValueError(f"tensor {name!r} has {arr.ndim} dimensions; at most 8 are supported")
         shape = tuple(int(d) for d in arr.shape)

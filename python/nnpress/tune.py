@@ -41,18 +41,19 @@ Without data, ``sensitivity=None`` gives every tensor the same step, and
 :func:`probe_sensitivities` can measure the sensitivities on synthetic inputs when the model can be
 run.
 """
+
 from __future__ import annotations
 
 import math
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping
+from typing import Callable
 
 import numpy as np
 
-from .config import (DEFAULT_LAM_SCALE, HESSIAN_DAMP, METHODS, ROLES, TRELLIS_STEP_RATIO, CodecConfig,
-                     TensorPlan)
+from .config import DEFAULT_LAM_SCALE, HESSIAN_DAMP, METHODS, ROLES, TRELLIS_STEP_RATIO, CodecConfig, TensorPlan
 from .quant import channel_scale_exps, channel_scales, feedback_factor, feedback_inputs
 
 __all__ = [
@@ -61,14 +62,13 @@ __all__ = [
     "apply_plan",
     "channel_scales_from_importance",
     "default_step",
+    "probe_sensitivities",
     "quantizable",
     "sensitivities_from_fisher",
     "size_sensitivities",
     "smooth_importance",
-    "probe_sensitivities",
     "tune_to_budget",
 ]
-
 
 
 def _lam_scale(method: str, lam_scale, lam_factor, stacklevel: int = 3) -> float:
@@ -78,9 +78,12 @@ def _lam_scale(method: str, lam_scale, lam_factor, stacklevel: int = 3) -> float
     if lam_factor is not None:
         if lam_scale is not None:
             raise TypeError("give lam_scale only (lam_factor is its deprecated form)")
-        warnings.warn("lam_factor is deprecated; use lam_scale (lam = lam_scale * step**2 with the quantizer's "
-                      "step: lam_scale = lam_factor / TRELLIS_STEP_RATIO**2 for the trellis)",
-                      DeprecationWarning, stacklevel=stacklevel)
+        warnings.warn(
+            "lam_factor is deprecated; use lam_scale (lam = lam_scale * step**2 with the quantizer's "
+            "step: lam_scale = lam_factor / TRELLIS_STEP_RATIO**2 for the trellis)",
+            DeprecationWarning,
+            stacklevel=stacklevel,
+        )
         ratio = TRELLIS_STEP_RATIO if method == "trellis" else 1.0
         return float(lam_factor) / (ratio * ratio)
     return DEFAULT_LAM_SCALE[method] if lam_scale is None else float(lam_scale)
@@ -134,8 +137,14 @@ def sensitivities_from_fisher(fisher: Mapping[str, object]) -> tuple[dict[str, f
 
 
 def channel_scales_from_importance(
-    importance: Mapping[str, np.ndarray], *, floor: float = 0.1, rows: bool = True, cols: bool = True,
-    uniform_rows: tuple[str, ...] = ("embed",), max_octaves: float = 8.0, min_gain: float = 2.0,
+    importance: Mapping[str, np.ndarray],
+    *,
+    floor: float = 0.1,
+    rows: bool = True,
+    cols: bool = True,
+    uniform_rows: tuple[str, ...] = ("embed",),
+    max_octaves: float = 8.0,
+    min_gain: float = 2.0,
     strength: float = 0.3,
 ) -> dict[str, tuple[np.ndarray | None, np.ndarray | None]]:
     """Per-row and per-column step scale exponents (int8, scale ``2**(e/8)``) of each tensor of rank
@@ -147,7 +156,8 @@ def channel_scales_from_importance(
     factors; the default 0.3 shrinks toward uniform steps because the factors are estimates from
     a few calibration batches and the rate is not high (bench/RESULTS.md, "Channel scales", for
     how it was chosen). Tensors whose name
-    contains one of ``uniform_rows`` get no row scales (as in :func:`smooth_importance`: which embedding rows matter depends on the text).
+    contains one of ``uniform_rows`` get no row scales (as in :func:`smooth_importance`: which
+    embedding rows matter depends on the text).
     A vector is kept only when it pays for itself: at high rate, scales from factor f save
     ``n/2 * log2(mean(f) / geometric_mean(f))`` bits on the tensor's n weights at equal weighted
     distortion, and cost 8 bits per exponent in the file; vectors whose predicted saving is below
@@ -163,13 +173,13 @@ def channel_scales_from_importance(
             continue
         a2 = a.reshape(a.shape[0], -1)
 
-        def exps(f):
+        def exps(f, n_weights=a2.size):
             m = float(f.mean())
             if not (m > 0 and math.isfinite(m)):
                 return None
             f = np.maximum(f / m, floor)
             mean_log = float(np.mean(np.log2(f)))
-            saving = 0.5 * a2.size * (math.log2(float(np.mean(f))) - mean_log)
+            saving = 0.5 * n_weights * (math.log2(float(np.mean(f))) - mean_log)
             if saving < min_gain * 8 * f.size:
                 return None
             log_s = -float(strength) * (np.log2(f) - mean_log)
@@ -279,14 +289,23 @@ def allocate_steps(
         q_step = d * (TRELLIS_STEP_RATIO if method == "trellis" else 1.0)
         lam = lam_scale * q_step * q_step * coef.get(n, 1.0) * fb_eff.get(n, 1.0) if method != "nearest" else 0.0
         sc = (channel_scales or {}).get(n)
-        plan[n] = TensorPlan(step=q_step, method=method, lam=lam,
-                             row_scale_exp=None if sc is None or sc[0] is None else tuple(int(x) for x in sc[0]),
-                             col_scale_exp=None if sc is None or sc[1] is None else tuple(int(x) for x in sc[1]))
+        plan[n] = TensorPlan(
+            step=q_step,
+            method=method,
+            lam=lam,
+            row_scale_exp=None if sc is None or sc[0] is None else tuple(int(x) for x in sc[0]),
+            col_scale_exp=None if sc is None or sc[1] is None else tuple(int(x) for x in sc[1]),
+        )
     return plan
 
 
-def smooth_importance(importance: Mapping[str, np.ndarray], *, floor: float = 0.1,
-                      factorize: bool = True, uniform_rows: tuple[str, ...] = ("embed",)) -> dict[str, np.ndarray]:
+def smooth_importance(
+    importance: Mapping[str, np.ndarray],
+    *,
+    floor: float = 0.1,
+    factorize: bool = True,
+    uniform_rows: tuple[str, ...] = ("embed",),
+) -> dict[str, np.ndarray]:
     """Per-weight importance for the RD quantizers from per-weight Fisher normalised to mean 1.
 
     Raw per-weight Fisher from a few calibration batches is noisy, so by default it is replaced by
@@ -314,8 +333,11 @@ def smooth_importance(importance: Mapping[str, np.ndarray], *, floor: float = 0.
 
 def _search_config(plan: Mapping[str, TensorPlan], hessian_damp: float) -> CodecConfig:
     """The config that encodes exactly the planned tensors (everything else exact)."""
-    return CodecConfig(plan={n: p if p.lossless is not None else replace(p, lossless=False) for n, p in plan.items()},
-                       lossless_roles=ROLES, hessian_damp=hessian_damp)
+    return CodecConfig(
+        plan={n: p if p.lossless is not None else replace(p, lossless=False) for n, p in plan.items()},
+        lossless_roles=ROLES,
+        hessian_damp=hessian_damp,
+    )
 
 
 def _encode(weights: Mapping[str, np.ndarray], config: CodecConfig, importance, hessians, row_hessians):
@@ -331,8 +353,13 @@ def _encode(weights: Mapping[str, np.ndarray], config: CodecConfig, importance, 
     def planned(d):
         return None if d is None else {n: v for n, v in d.items() if n in config.plan}
 
-    encoded = encode_model(collect(dict(weights)), config, importance=planned(importance),
-                           hessians=planned(hessians), row_hessians=planned(row_hessians))
+    encoded = encode_model(
+        collect(dict(weights)),
+        config,
+        importance=planned(importance),
+        hessians=planned(hessians),
+        row_hessians=planned(row_hessians),
+    )
     data, _ = write_records(encoded, config, file_metadata(config))
     return {t.record.name: t for t in encoded}, len(data)
 
@@ -343,10 +370,14 @@ def _decoded(by_name: Mapping, name: str):
     return by_name[t.record.alias_of] if t.record.storage == "alias" else t
 
 
-def apply_plan(weights: Mapping[str, np.ndarray], plan: Mapping[str, TensorPlan],
-               importance: Mapping[str, np.ndarray] | None = None,
-               hessians: Mapping[str, np.ndarray] | None = None, hessian_damp: float = HESSIAN_DAMP,
-               row_hessians: Mapping[str, np.ndarray] | None = None):
+def apply_plan(
+    weights: Mapping[str, np.ndarray],
+    plan: Mapping[str, TensorPlan],
+    importance: Mapping[str, np.ndarray] | None = None,
+    hessians: Mapping[str, np.ndarray] | None = None,
+    hessian_damp: float = HESSIAN_DAMP,
+    row_hessians: Mapping[str, np.ndarray] | None = None,
+):
     """Encode every planned tensor as ``nnpress.compress`` would (the one encode path: same row
     blocks, level parameters and reconstruction; ``importance`` per weight where given; error
     feedback where ``hessians`` has a column block and/or ``row_hessians`` a row block). Returns
@@ -389,8 +420,10 @@ class TuneResult:
     def table(self) -> str:
         lines = [f"{'step':>12} {'bits/param':>11} {'metric':>10} {'meets':>6} {'seconds':>8}"]
         for r in self.rows:
-            lines.append(f"{r['step']:12.4g} {r['bits_per_param']:11.4f} {r['metric']:10.5f} "
-                         f"{'yes' if r['ok'] else 'no':>6} {r['seconds']:8.2f}")
+            lines.append(
+                f"{r['step']:12.4g} {r['bits_per_param']:11.4f} {r['metric']:10.5f} "
+                f"{'yes' if r['ok'] else 'no':>6} {r['seconds']:8.2f}"
+            )
         return "\n".join(lines)
 
 
@@ -448,9 +481,18 @@ def tune_to_budget(
 
     def point(step: float):
         t0 = time.perf_counter()
-        plan = allocate_steps(weights, step, sensitivity, method=method, lam_scale=lam_scale, names=names,
-                              channel_scales=scales, importance=importance, hessians=hessians,
-                              hessian_damp=hessian_damp)
+        plan = allocate_steps(
+            weights,
+            step,
+            sensitivity,
+            method=method,
+            lam_scale=lam_scale,
+            names=names,
+            channel_scales=scales,
+            importance=importance,
+            hessians=hessians,
+            hessian_damp=hessian_damp,
+        )
         config = _search_config(plan, hessian_damp)
         by_name, nbytes = _encode(weights, config, importance, hessians, row_hessians)
         state = {}
@@ -458,8 +500,13 @@ def tune_to_budget(
             t = _decoded(by_name, n)
             state[n] = t.recon if t.record.storage == "quantized" else np.asarray(w)
         metric = float(evaluate(state))
-        row = {"step": step, "bits_per_param": 8.0 * nbytes / max(n_params, 1),
-               "metric": metric, "ok": ok(metric), "seconds": time.perf_counter() - t0}
+        row = {
+            "step": step,
+            "bits_per_param": 8.0 * nbytes / max(n_params, 1),
+            "metric": metric,
+            "ok": ok(metric),
+            "seconds": time.perf_counter() - t0,
+        }
         rows.append(row)
         if progress is not None:
             progress(row)
@@ -485,15 +532,24 @@ def tune_to_budget(
                     b = math.log(mid)
     if best is None:  # even the finest step misses the budget: return it, flagged
         (plan, config), row = plan_lo, row_lo
-        return TuneResult(step=lo, plan=plan, metric=row["metric"], bits_per_param=row["bits_per_param"], rows=rows,
-                          met_budget=False, config=config)
+        return TuneResult(
+            step=lo,
+            plan=plan,
+            metric=row["metric"],
+            bits_per_param=row["bits_per_param"],
+            rows=rows,
+            met_budget=False,
+            config=config,
+        )
     step, (plan, config), row = best
-    return TuneResult(step=step, plan=plan, metric=row["metric"], bits_per_param=row["bits_per_param"], rows=rows,
-                      config=config)
+    return TuneResult(
+        step=step, plan=plan, metric=row["metric"], bits_per_param=row["bits_per_param"], rows=rows, config=config
+    )
 
 
-def probe_sensitivities(model, inputs, names=None, *, rel_noise: float = 0.02, n_probes: int = 2,
-                        output_fn=None, seed: int = 0) -> dict[str, float]:
+def probe_sensitivities(
+    model, inputs, names=None, *, rel_noise: float = 0.02, n_probes: int = 2, output_fn=None, seed: int = 0
+) -> dict[str, float]:
     """Per-weight output sensitivity s_t of each tensor, by perturbing one tensor at a time with
     small Gaussian noise on ``inputs`` (real calibration data or synthetic inputs) — the data-free
     route when no labels or Fisher are at hand. Wraps :func:`nnpress.fisher.probe_sensitivity`
@@ -503,8 +559,9 @@ def probe_sensitivities(model, inputs, names=None, *, rel_noise: float = 0.02, n
 
     params = dict(model.named_parameters())
     names = [n for n, p in params.items() if p.dim() >= 2] if names is None else list(names)
-    raw = probe_sensitivity(model, inputs, names, rel_noise=rel_noise, n_probes=n_probes,
-                            output_fn=output_fn, seed=seed)
+    raw = probe_sensitivity(
+        model, inputs, names, rel_noise=rel_noise, n_probes=n_probes, output_fn=output_fn, seed=seed
+    )
     out = {}
     for n, v in raw.items():
         p = params[n].detach()
@@ -515,7 +572,10 @@ def probe_sensitivities(model, inputs, names=None, *, rel_noise: float = 0.02, n
 
 def __getattr__(name: str):
     if name == "DEFAULT_LAM_FACTOR":  # deprecated: lam / D**2 with D the plain step (lam_scale is lam / step**2)
-        warnings.warn("tune.DEFAULT_LAM_FACTOR is deprecated; use nnpress.config.DEFAULT_LAM_SCALE",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "tune.DEFAULT_LAM_FACTOR is deprecated; use nnpress.config.DEFAULT_LAM_SCALE",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return {m: s * (TRELLIS_STEP_RATIO**2 if m == "trellis" else 1.0) for m, s in DEFAULT_LAM_SCALE.items()}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

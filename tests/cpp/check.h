@@ -11,14 +11,13 @@ inline int& failures() {
 }
 }  // namespace nnpress_test
 
-#define CHECK(cond)                                                             \
-  do {                                                                          \
-    if (!(cond)) {                                                              \
+#define CHECK(cond)                                                                 \
+  do {                                                                              \
+    if (!(cond)) {                                                                  \
       std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++nnpress_test::failures();                                               \
-    }                                                                           \
+      ++nnpress_test::failures();                                                   \
+    }                                                                               \
   } while (0)
 
-#define TEST_MAIN_RESULT()                                                   \
-  (std::printf("%s\n", nnpress_test::failures() ? "FAILED" : "all checks passed"), \
-   nnpress_test::failures() ? 1 : 0)
+#define TEST_MAIN_RESULT() \
+  (std::printf("%s\n", nnpress_test::failures() ? "FAILED" : "all checks passed"), nnpress_test::failures() ? 1 : 0)

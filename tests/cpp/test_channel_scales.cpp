@@ -99,8 +99,12 @@ struct Entry {
 
 static std::vector<uint8_t> build(const Entry& e) {
   std::vector<uint8_t> table;
-  auto p32 = [&](uint32_t v) { for (int i = 0; i < 4; ++i) table.push_back(uint8_t(v >> (8 * i))); };
-  auto p64 = [&](uint64_t v) { for (int i = 0; i < 8; ++i) table.push_back(uint8_t(v >> (8 * i))); };
+  auto p32 = [&](uint32_t v) {
+    for (int i = 0; i < 4; ++i) table.push_back(uint8_t(v >> (8 * i)));
+  };
+  auto p64 = [&](uint64_t v) {
+    for (int i = 0; i < 8; ++i) table.push_back(uint8_t(v >> (8 * i)));
+  };
   p32(1);
   p32(0);
   table.push_back(1);
@@ -296,16 +300,14 @@ static void test_quantizers() {
     o.step = step;
     o.method = QuantMethod::kRdoq;
     o.scales = {r2.data(), nullptr};
-    CHECK(qf(w.data(), nullptr, rows, cols, o, q.data(), nullptr, nullptr).code() ==
-          StatusCode::kInvalidArgument);
+    CHECK(qf(w.data(), nullptr, rows, cols, o, q.data(), nullptr, nullptr).code() == StatusCode::kInvalidArgument);
   }
   {
     QuantOptions o;  // |w / step_ij| >= 2^30 through a tiny scale
     o.step = 1e-3;
     std::vector<double> tiny(rows, 1e-7);
     o.scales = {tiny.data(), nullptr};
-    CHECK(qf(w.data(), nullptr, rows, cols, o, q.data(), nullptr, nullptr).code() ==
-          StatusCode::kInvalidArgument);
+    CHECK(qf(w.data(), nullptr, rows, cols, o, q.data(), nullptr, nullptr).code() == StatusCode::kInvalidArgument);
   }
 }
 

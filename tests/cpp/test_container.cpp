@@ -312,8 +312,12 @@ static void test_corruption() {
 // A table entry that claims a huge tensor is rejected before anything is allocated.
 static void test_hostile_table() {
   std::vector<uint8_t> table;
-  auto p32 = [&](uint32_t v) { for (int i = 0; i < 4; ++i) table.push_back(uint8_t(v >> (8 * i))); };
-  auto p64 = [&](uint64_t v) { for (int i = 0; i < 8; ++i) table.push_back(uint8_t(v >> (8 * i))); };
+  auto p32 = [&](uint32_t v) {
+    for (int i = 0; i < 4; ++i) table.push_back(uint8_t(v >> (8 * i)));
+  };
+  auto p64 = [&](uint64_t v) {
+    for (int i = 0; i < 8; ++i) table.push_back(uint8_t(v >> (8 * i)));
+  };
   p32(1);
   p32(0);
   table.push_back(1);

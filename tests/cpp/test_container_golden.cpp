@@ -46,7 +46,8 @@ int main() {
     for (unsigned threads : {1u, 2u}) {
       CHECK(r.decode(i, out.data(), bytes, threads).ok());
       const uint32_t crc = crc32c(out.data(), bytes);
-      if (crc != uint32_t(std::stoul(crc_s, nullptr, 16))) std::fprintf(stderr, "mismatch: %s %s\n", file.c_str(), name.c_str());
+      if (crc != uint32_t(std::stoul(crc_s, nullptr, 16)))
+        std::fprintf(stderr, "mismatch: %s %s\n", file.c_str(), name.c_str());
       CHECK(crc == uint32_t(std::stoul(crc_s, nullptr, 16)));
     }
     ++checked;

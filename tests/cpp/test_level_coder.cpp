@@ -8,8 +8,8 @@
 #include "check.h"
 #include "nnpress/cabac/bin_decoder.h"
 #include "nnpress/cabac/bin_encoder.h"
-#include "nnpress/format/crc.h"
 #include "nnpress/cabac/level_coder.h"
+#include "nnpress/format/crc.h"
 
 using namespace nnpress;
 
@@ -46,8 +46,8 @@ static void round_trip(const std::vector<int32_t>& v, std::vector<uint64_t> shap
   // Payload decode must also fail on every truncation of the payload.
   for (size_t cut = 0; cut < info.payload_size && cut < 64; ++cut) {
     std::vector<int32_t> junk(info.count);
-    Status t = decode_level_payload(bytes.data() + info.payload_offset, cut, info.rows, info.cols,
-                                    info.params, junk.data());
+    Status t = decode_level_payload(bytes.data() + info.payload_offset, cut, info.rows, info.cols, info.params,
+                                    junk.data());
     if (t.ok()) std::fprintf(stderr, "truncation to %zu of %zu accepted\n", cut, info.payload_size);
     CHECK(!t.ok());
   }

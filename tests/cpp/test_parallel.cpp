@@ -114,9 +114,7 @@ static void test_nested() {
   // Outer calls on a private pool: the process pool's workers are idle, so an inner call that did
   // not run inline would hand items to them.
   detail::TestPool pool(2, 2);
-  check_nested([&](size_t n, auto&& fn) {
-    pool.parallel_for_slots(n, 0, [&](size_t i, unsigned) { fn(i); });
-  });
+  check_nested([&](size_t n, auto&& fn) { pool.parallel_for_slots(n, 0, [&](size_t i, unsigned) { fn(i); }); });
 }
 
 // Several threads calling at once: every call sees its own items exactly once.
@@ -168,11 +166,10 @@ static void test_thread_start_failure() {
     for (size_t n : {0, 1, 2, 7, 100, 1001}) {
       for (unsigned threads : {0u, 2u, 4u, 16u}) {
         // Slots: the caller plus at most the workers that started, and no more than `threads` in all.
-        const size_t cap = std::min<size_t>({std::max<size_t>(1, n), threads ? threads : detail::hardware_threads(),
-                                             size_t(limit) + 1});
-        check_exactly_once(n, threads, unsigned(cap), [&](size_t n2, unsigned t, auto&& fn) {
-          pool.parallel_for_slots(n2, t, fn);
-        });
+        const size_t cap = std::min<size_t>(
+            {std::max<size_t>(1, n), threads ? threads : detail::hardware_threads(), size_t(limit) + 1});
+        check_exactly_once(n, threads, unsigned(cap),
+                           [&](size_t n2, unsigned t, auto&& fn) { pool.parallel_for_slots(n2, t, fn); });
       }
     }
   }

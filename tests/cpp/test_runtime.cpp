@@ -75,8 +75,7 @@ static void test_golden() {
   // Non-float tensors are refused by the float paths.
   std::vector<float> junk;
   CHECK(m.decode_float32("bn.num_batches_tracked", &junk).code() == StatusCode::kInvalidArgument);
-  CHECK(m.decode_matrix("bn.num_batches_tracked", sparse::Format::kCSER, &cser).code() ==
-        StatusCode::kInvalidArgument);
+  CHECK(m.decode_matrix("bn.num_batches_tracked", sparse::Format::kCSER, &cser).code() == StatusCode::kInvalidArgument);
 
   // decode_all: every tensor equals its single decode, for 1, 2 and 3 threads.
   std::vector<Tensor> all1, all2, all3;

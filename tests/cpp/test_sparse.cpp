@@ -45,7 +45,7 @@ void test_golden_cer() {
   CHECK(RowGroupMatrix::from_dense(Format::kCER, &kTalk[0][0], 5, 12, &m).ok());
   const std::vector<float> omega = {0, 4, 3, 2};
   const std::vector<uint32_t> col = {4, 9, 11, 1, 8, 3, 7, 0, 1, 5, 8, 9, 11, 0,
-                                     3, 7, 2, 9, 3, 4, 5, 8, 9, 7, 1, 2, 5, 7};
+                                     3, 7, 2,  9, 3, 4, 5, 8, 9, 7, 1, 2, 5,  7};
   const std::vector<uint32_t> omega_ptr = {0, 3, 5, 7, 13, 16, 17, 18, 23, 24, 28};
   const std::vector<uint32_t> row_ptr = {0, 3, 4, 7, 9, 10};
   const RowGroupArrays a = m.arrays();
@@ -186,12 +186,19 @@ bool close(const std::vector<float>& a, const std::vector<float>& b, const std::
 void test_isas_against_scalar() {
   std::mt19937 rng(1234);
   const Case cases[] = {
-      {37, 150, 16, 0.3, false}, {64, 513, 5, 0.05, false}, {9, 1000, 300, 0.5, false},
-      {33, 64, 16, 1.0, false},  {20, 77, 3, 0.2, true},    {3, 70000, 12, 0.01, false},
-      {1, 1, 1, 1.0, false},     {17, 31, 16, 0.0, false},  {130, 257, 15, 0.6, false},
+      {37, 150, 16, 0.3, false},
+      {64, 513, 5, 0.05, false},
+      {9, 1000, 300, 0.5, false},
+      {33, 64, 16, 1.0, false},
+      {20, 77, 3, 0.2, true},
+      {3, 70000, 12, 0.01, false},
+      {1, 1, 1, 1.0, false},
+      {17, 31, 16, 0.0, false},
+      {130, 257, 15, 0.6, false},
       {20, 2000, 4, 0.8, false},  // large groups: the group-sum paths
       // Rows longer than a batch-1 block (2048 entries): pieces that start and end inside groups.
-      {4, 9000, 5, 0.9, false},   {3, 5000, 200, 0.95, false},
+      {4, 9000, 5, 0.9, false},
+      {3, 5000, 200, 0.95, false},
       // Short rows, many of them empty, in blocks that hold many rows.
       {700, 40, 6, 0.05, false},
   };
@@ -236,7 +243,8 @@ void test_isas_against_scalar() {
           CHECK(rg.wide() == (c.cols > 65536));
         }
         std::vector<float> dense(w.size());
-        if (f == Format::kCodebook) cb.to_dense(dense.data()); else rg.to_dense(dense.data());
+        if (f == Format::kCodebook) cb.to_dense(dense.data());
+        else rg.to_dense(dense.data());
         CHECK(dense == w);
         std::vector<float> y_scalar(ref.size());
         for (Isa isa : isas) {
@@ -259,8 +267,8 @@ void test_isas_against_scalar() {
               CHECK(y == y_scalar);  // threads never change the result
             } else {
               if (!close(y, y_scalar, scale)) {
-                std::fprintf(stderr, "  isa %s format %s case %ux%u batch %zu\n", isa_name(isa), format_name(f),
-                             c.rows, c.cols, batch);
+                std::fprintf(stderr, "  isa %s format %s case %ux%u batch %zu\n", isa_name(isa), format_name(f), c.rows,
+                             c.cols, batch);
                 CHECK(false);
               }
             }
@@ -270,7 +278,6 @@ void test_isas_against_scalar() {
     }
   }
 }
-
 
 // Batch 1 picks its value stores per group (fill: L floats, U unconditional stores, a loop for longer
 // groups) and the group-sum path from the matrix's mean group length. A sweep of mean group lengths from
@@ -291,7 +298,8 @@ void test_batch1_group_lengths() {
   for (double d : {0.004, 0.007, 0.01, 0.013, 0.02, 0.035, 0.05, 0.07, 0.09, 0.12, 0.16, 0.2, 0.25, 0.32, 0.5}) {
     settings.push_back({16, d});
   }
-  for (Setting st : {Setting{40, 0.035}, Setting{40, 0.045}, Setting{300, 0.13}, Setting{300, 0.2}, Setting{300, 0.3}}) {
+  for (Setting st :
+       {Setting{40, 0.035}, Setting{40, 0.045}, Setting{300, 0.13}, Setting{300, 0.2}, Setting{300, 0.3}}) {
     settings.push_back(st);
   }
   for (int bimodal = 0; bimodal < 2; ++bimodal) {
@@ -326,8 +334,9 @@ void test_batch1_group_lengths() {
           std::fill(y.begin(), y.end(), NAN);
           CHECK(matvec(rg, x.data(), x.size(), y.data(), y.size(), {isa, 1}).ok());
           if (!close(y, ref, scale)) {
-            std::fprintf(stderr, "  batch 1 group lengths: isa %s format %s values %u density %g bimodal %d (mean group %.1f)\n",
-                         isa_name(isa), format_name(f), st.values, d, bimodal, double(rg.nnz()) / double(rg.num_groups()));
+            std::fprintf(
+                stderr, "  batch 1 group lengths: isa %s format %s values %u density %g bimodal %d (mean group %.1f)\n",
+                isa_name(isa), format_name(f), st.values, d, bimodal, double(rg.nnz()) / double(rg.num_groups()));
             CHECK(false);
           }
         }
@@ -378,8 +387,9 @@ void test_nonfinite_inputs() {
           run(isa, &y);
           for (size_t i = 0; i < y.size(); ++i) {
             const bool same = std::isnan(ref[i]) ? std::isnan(y[i])
-                              : std::isinf(ref[i]) ? y[i] == ref[i]
-                                                   : std::isfinite(y[i]) && std::fabs(y[i] - ref[i]) <= 1e-4f * (1 + std::fabs(ref[i]));
+                              : std::isinf(ref[i])
+                                  ? y[i] == ref[i]
+                                  : std::isfinite(y[i]) && std::fabs(y[i] - ref[i]) <= 1e-4f * (1 + std::fabs(ref[i]));
             if (!same) {
               std::fprintf(stderr, "non-finite inputs: isa %s format %s batch %zu out %zu: %g vs %g\n", isa_name(isa),
                            format_name(f), batch, i, y[i], ref[i]);

@@ -38,8 +38,7 @@ inline const char*& current_input() {
 }
 
 [[noreturn]] inline void fail(const char* file, int line, const char* what) {
-  std::fprintf(stderr, "%s:%d: fuzz property violated: %s (input: %s)\n", file, line, what,
-               current_input());
+  std::fprintf(stderr, "%s:%d: fuzz property violated: %s (input: %s)\n", file, line, what, current_input());
   std::fflush(stderr);
   std::abort();
 }
@@ -89,22 +88,19 @@ inline bool register_target(const char* name, TargetFn fn) {
 
 }  // namespace nnpress_fuzz
 
-#define FUZZ_REQUIRE(cond)                                            \
-  do {                                                                \
-    if (!(cond)) nnpress_fuzz::fail(__FILE__, __LINE__, #cond);       \
+#define FUZZ_REQUIRE(cond)                                      \
+  do {                                                          \
+    if (!(cond)) nnpress_fuzz::fail(__FILE__, __LINE__, #cond); \
   } while (0)
 
 #ifdef NNPRESS_FUZZ_LIBFUZZER
-#define NNPRESS_FUZZ_TARGET(name)                                                     \
-  static int nnpress_fuzz_##name(const uint8_t* data, size_t size);                   \
-  extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {           \
-    return nnpress_fuzz_##name(data, size);                                           \
-  }                                                                                   \
+#define NNPRESS_FUZZ_TARGET(name)                                                                                     \
+  static int nnpress_fuzz_##name(const uint8_t* data, size_t size);                                                   \
+  extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) { return nnpress_fuzz_##name(data, size); } \
   static int nnpress_fuzz_##name(const uint8_t* data, size_t size)
 #else
-#define NNPRESS_FUZZ_TARGET(name)                                                     \
-  static int nnpress_fuzz_##name(const uint8_t* data, size_t size);                   \
-  static const bool nnpress_fuzz_registered_##name =                                  \
-      nnpress_fuzz::register_target(#name, &nnpress_fuzz_##name);                     \
+#define NNPRESS_FUZZ_TARGET(name)                                                                                \
+  static int nnpress_fuzz_##name(const uint8_t* data, size_t size);                                              \
+  static const bool nnpress_fuzz_registered_##name = nnpress_fuzz::register_target(#name, &nnpress_fuzz_##name); \
   static int nnpress_fuzz_##name(const uint8_t* data, size_t size)
 #endif

@@ -45,7 +45,10 @@ NNPRESS_FUZZ_TARGET(container_round_trip) {
     // Alias of the first earlier non-alias tensor, if there is one.
     int target = -1;
     for (unsigned k = 0; k < t && kind == 3; ++k)
-      if (inputs[k].storage != Storage::kAlias) { target = int(k); break; }
+      if (inputs[k].storage != Storage::kAlias) {
+        target = int(k);
+        break;
+      }
     if (target >= 0) {
       ti.storage = Storage::kAlias;
       ti.alias_of = uint32_t(target);
@@ -115,10 +118,16 @@ NNPRESS_FUZZ_TARGET(container_round_trip) {
           const double v = double(lv[i]) * ti.step;
           uint8_t want[8];
           size_t n = 0;
-          if (ti.dtype == DType::kFloat64) { std::memcpy(want, &v, 8); n = 8; }
-          else if (ti.dtype == DType::kFloat32) { const float f = float(v); std::memcpy(want, &f, 4); n = 4; }
-          else {
-            const uint16_t h = ti.dtype == DType::kFloat16 ? float_to_half_bits(float(v)) : float_to_bfloat16_bits(float(v));
+          if (ti.dtype == DType::kFloat64) {
+            std::memcpy(want, &v, 8);
+            n = 8;
+          } else if (ti.dtype == DType::kFloat32) {
+            const float f = float(v);
+            std::memcpy(want, &f, 4);
+            n = 4;
+          } else {
+            const uint16_t h = ti.dtype == DType::kFloat16 ? float_to_half_bits(float(v))
+                                                           : float_to_bfloat16_bits(float(v));
             std::memcpy(want, &h, 2);
             n = 2;
           }

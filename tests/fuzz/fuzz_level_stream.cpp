@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "fuzz_common.h"
-#include "nnpress/format/crc.h"
 #include "nnpress/cabac/level_coder.h"
+#include "nnpress/format/crc.h"
 
 namespace {
 

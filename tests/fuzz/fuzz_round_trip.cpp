@@ -55,8 +55,13 @@ NNPRESS_FUZZ_TARGET(round_trip) {
         break;
       case 2: {  // extremes
         static const int32_t kExtremes[] = {std::numeric_limits<int32_t>::min(),
-                                            std::numeric_limits<int32_t>::max(), 0, 1, -1,
-                                            std::numeric_limits<int32_t>::min() + 1, 65, -66};
+                                            std::numeric_limits<int32_t>::max(),
+                                            0,
+                                            1,
+                                            -1,
+                                            std::numeric_limits<int32_t>::min() + 1,
+                                            65,
+                                            -66};
         v = kExtremes[(fresh ? in.u8() : r) % 8];
         break;
       }
@@ -97,7 +102,8 @@ NNPRESS_FUZZ_TARGET(round_trip) {
   // A shape that does not match the count is the caller's error.
   std::vector<uint64_t> wrong = shape;
   wrong.push_back(2);
-  if (count != 0) FUZZ_REQUIRE(encode_level_stream(levels.data(), count, wrong, &b).code() == StatusCode::kInvalidArgument);
+  if (count != 0)
+    FUZZ_REQUIRE(encode_level_stream(levels.data(), count, wrong, &b).code() == StatusCode::kInvalidArgument);
 
   // Explicit params: payload round trip, and a payload cut short fails.
   uint64_t rows, cols;

@@ -45,8 +45,7 @@ std::vector<float> dense_from_contract(const RowGroupArrays& a) {
   for (uint32_t r = 0; r < a.rows; ++r) {
     for (uint32_t g = a.row_ptr[r]; g < a.row_ptr[r + 1]; ++g) {
       const uint32_t v = a.format == Format::kCER ? 1 + (g - a.row_ptr[r]) : a.group_value[g];
-      for (uint32_t k = a.group_ptr[g]; k < a.group_ptr[g + 1]; ++k)
-        w[size_t(r) * a.cols + a.col[k]] = a.omega[v];
+      for (uint32_t k = a.group_ptr[g]; k < a.group_ptr[g + 1]; ++k) w[size_t(r) * a.cols + a.col[k]] = a.omega[v];
     }
   }
   return w;
@@ -73,7 +72,8 @@ void check_products(const RowGroupMatrix& m, const std::vector<float>& w, nnpres
         ref += t;
         bound += std::fabs(t) + std::fabs(double(w[size_t(r) * cols + c] - omega0) * x[c]);
       }
-      if (bound < 1e30) FUZZ_REQUIRE(std::fabs(double(y[r]) - ref) <= 1e-5 * bound + 1e-30 + (cols + 8) * 1.2e-7 * bound);
+      if (bound < 1e30)
+        FUZZ_REQUIRE(std::fabs(double(y[r]) - ref) <= 1e-5 * bound + 1e-30 + (cols + 8) * 1.2e-7 * bound);
     }
   }
 }
@@ -109,8 +109,10 @@ NNPRESS_FUZZ_TARGET(sparse) {
     for (unsigned n = in.u8() % 4; n > 0; --n) {
       const uint8_t which = in.u8() % 5;
       const uint32_t pos = in.u16(), val = (in.u8() & 1) ? in.u32() : in.u8();
-      std::vector<uint32_t>* v = which == 0 ? &a.row_ptr : which == 1 ? &a.group_ptr
-                                : which == 2 ? &a.col : &a.group_value;
+      std::vector<uint32_t>* v = which == 0   ? &a.row_ptr
+                                 : which == 1 ? &a.group_ptr
+                                 : which == 2 ? &a.col
+                                              : &a.group_value;
       if (which == 4) {
         if (!a.omega.empty()) a.omega[pos % a.omega.size()] = value_from(in, true);
       } else if (!v->empty()) {

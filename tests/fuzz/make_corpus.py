@@ -6,6 +6,7 @@ Seeds are named by the SHA-1 of their content, as libFuzzer names the inputs it 
 re-running adds nothing twice. Crash reproducers live next to the seeds under a descriptive name
 (``crash-<what>``); this script never removes files.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,17 +30,17 @@ def save(target: str, data: bytes) -> None:
 def level_arrays():
     rng = np.random.default_rng(7)
     i32 = np.iinfo(np.int32)
-    yield np.array(5, np.int32)                                   # rank 0
-    yield np.zeros(0, np.int32)                                   # empty
+    yield np.array(5, np.int32)  # rank 0
+    yield np.zeros(0, np.int32)  # empty
     yield np.zeros((3, 0), np.int32)
     yield np.zeros((0, 4), np.int32)
-    yield np.zeros((16, 16), np.int32)                            # all zero
-    yield np.array([i32.min, i32.max, 0, -1, 1], np.int32)       # extremes
-    yield rng.laplace(0, 1.5, (8, 24)).round().astype(np.int32)   # typical quantized weights
+    yield np.zeros((16, 16), np.int32)  # all zero
+    yield np.array([i32.min, i32.max, 0, -1, 1], np.int32)  # extremes
+    yield rng.laplace(0, 1.5, (8, 24)).round().astype(np.int32)  # typical quantized weights
     yield rng.laplace(0, 40, (4, 3, 3, 3)).round().astype(np.int32)  # conv kernel
     a = rng.integers(-3, 4, (20, 30)).astype(np.int32)
     a[rng.random(a.shape) < 0.9] = 0
-    yield a                                                       # sparse
+    yield a  # sparse
     yield rng.integers(i32.min, i32.max, 40, dtype=np.int64).astype(np.int32)
     yield rng.integers(-1000, 1000, (2, 2, 2, 2, 2, 2, 2, 2)).astype(np.int32)  # 8 dims
     yield np.full(2000, 1, np.int32)
@@ -53,16 +54,39 @@ def scaled_container_seeds() -> list[bytes]:
     lv = rng.integers(-3, 4, (12, 10)).astype(np.int32)
     re = rng.integers(-40, 40, 12).astype(np.int8)
     ce = rng.integers(-40, 40, 10).astype(np.int8)
-    both = TensorRecord("w", "float32", "weight", "quantized", lv.shape, data=lv, step=0.05, method="trellis",
-                        row_scale_exp=re, col_scale_exp=ce)
-    rows = TensorRecord("r", "float16", "weight", "quantized", (12, 2, 5), data=lv.reshape(12, 2, 5), step=0.5,
-                        row_scale_exp=re)
-    cols = TensorRecord("c", "bfloat16", "weight", "quantized", (10,), data=lv[0], method="rdoq", step=2.0,
-                        col_scale_exp=np.array([-128, 127, 0, 1, -1, 8, -8, 64, -64, 3], np.int8))
+    both = TensorRecord(
+        "w",
+        "float32",
+        "weight",
+        "quantized",
+        lv.shape,
+        data=lv,
+        step=0.05,
+        method="trellis",
+        row_scale_exp=re,
+        col_scale_exp=ce,
+    )
+    rows = TensorRecord(
+        "r", "float16", "weight", "quantized", (12, 2, 5), data=lv.reshape(12, 2, 5), step=0.5, row_scale_exp=re
+    )
+    cols = TensorRecord(
+        "c",
+        "bfloat16",
+        "weight",
+        "quantized",
+        (10,),
+        data=lv[0],
+        method="rdoq",
+        step=2.0,
+        col_scale_exp=np.array([-128, 127, 0, 1, -1, 8, -8, 64, -64, 3], np.int8),
+    )
     tied = TensorRecord("t", "float32", "weight", "alias", lv.shape, alias_of="w")
     plain = TensorRecord("p", "float64", "weight", "quantized", (3, 4), data=lv[:3, :4], step=1e-3)
-    return [nnp_bytes([both, rows, cols, tied, plain], block_elements=30, threads=1)[0],
-            nnp_bytes([both], threads=1)[0], nnp_bytes([cols], threads=1)[0]]
+    return [
+        nnp_bytes([both, rows, cols, tied, plain], block_elements=30, threads=1)[0],
+        nnp_bytes([both], threads=1)[0],
+        nnp_bytes([cols], threads=1)[0],
+    ]
 
 
 def main() -> None:
@@ -70,7 +94,7 @@ def main() -> None:
         stream = nnpress.encode_levels(levels)
         save("level_stream", stream)
         info = nnpress.level_stream_info(stream)
-        payload = stream[len(stream) - 4 - info["payload_bytes"]: len(stream) - 4]
+        payload = stream[len(stream) - 4 - info["payload_bytes"] : len(stream) - 4]
         shape = levels.shape
         rows = shape[0] if levels.ndim >= 2 else (1 if levels.size else 0)
         cols = levels.size // rows if rows else 0

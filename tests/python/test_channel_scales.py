@@ -1,5 +1,6 @@
 """Per-row / per-column step scales: quantize/dequantize, the .nnp format 1.1 (storage code 3),
 compress/decompress, the tuner, and hostile files."""
+
 from __future__ import annotations
 
 import json
@@ -71,14 +72,25 @@ def test_quantize_reconstruction_is_what_dequantize_gives(method, wdtype):
     cs = nnpress.channel_scales(rng.integers(-20, 20, 20))
     step = 0.07
     lam = 0.1 * step**2
-    q, rec = nnpress.quantize(w, step, lam=lam, importance=f, method=method, row_scale=rs, col_scale=cs,
-                              rows_per_block=8, threads=2, return_reconstruction=True)
+    q, rec = nnpress.quantize(
+        w,
+        step,
+        lam=lam,
+        importance=f,
+        method=method,
+        row_scale=rs,
+        col_scale=cs,
+        rows_per_block=8,
+        threads=2,
+        return_reconstruction=True,
+    )
     deq = nnpress.dequantize(q, step, method, row_scale=rs, col_scale=cs)
     assert rec.view(np.uint32).tolist() == deq.view(np.uint32).tolist()
     ref = _ref_dequantize(q, step, method, rs, cs).astype(np.float32)
     assert np.array_equal(deq.view(np.uint32), ref.view(np.uint32))
-    q1 = nnpress.quantize(w, step, lam=lam, importance=f, method=method, row_scale=rs, col_scale=cs,
-                          rows_per_block=8, threads=1)
+    q1 = nnpress.quantize(
+        w, step, lam=lam, importance=f, method=method, row_scale=rs, col_scale=cs, rows_per_block=8, threads=1
+    )
     assert np.array_equal(q, q1)
     plain = nnpress.quantize(w, step, lam=lam, importance=f, method=method, rows_per_block=8)
     assert not np.array_equal(q, plain)  # the scales take effect
@@ -109,17 +121,64 @@ def _scaled_records(rng):
     w = rng.standard_normal((40, 24)).astype(np.float32)
     re = rng.integers(-30, 30, 40).astype(np.int8)
     ce = rng.integers(-30, 30, 24).astype(np.int8)
-    q = nnpress.quantize(w, 0.05, lam=0.02 * 0.05**2, method="trellis", row_scale=nnpress.channel_scales(re),
-                         col_scale=nnpress.channel_scales(ce), rows_per_block=10)
+    q = nnpress.quantize(
+        w,
+        0.05,
+        lam=0.02 * 0.05**2,
+        method="trellis",
+        row_scale=nnpress.channel_scales(re),
+        col_scale=nnpress.channel_scales(ce),
+        rows_per_block=10,
+    )
     recs = [
-        TensorRecord("a.weight", "float32", "weight", "quantized", w.shape, data=q, method="trellis", step=0.05,
-                     rows_per_block=10, row_scale_exp=re, col_scale_exp=ce),
-        TensorRecord("b.weight", "float16", "weight", "quantized", w.shape, data=q, method="trellis", step=0.05,
-                     rows_per_block=7, col_scale_exp=ce),
-        TensorRecord("c.weight", "bfloat16", "weight", "quantized", w.shape, data=q, method="trellis", step=0.05,
-                     row_scale_exp=re),
-        TensorRecord("d.weight", "float64", "weight", "quantized", w.shape, data=q, method="trellis", step=0.05,
-                     row_scale_exp=re, col_scale_exp=ce),
+        TensorRecord(
+            "a.weight",
+            "float32",
+            "weight",
+            "quantized",
+            w.shape,
+            data=q,
+            method="trellis",
+            step=0.05,
+            rows_per_block=10,
+            row_scale_exp=re,
+            col_scale_exp=ce,
+        ),
+        TensorRecord(
+            "b.weight",
+            "float16",
+            "weight",
+            "quantized",
+            w.shape,
+            data=q,
+            method="trellis",
+            step=0.05,
+            rows_per_block=7,
+            col_scale_exp=ce,
+        ),
+        TensorRecord(
+            "c.weight",
+            "bfloat16",
+            "weight",
+            "quantized",
+            w.shape,
+            data=q,
+            method="trellis",
+            step=0.05,
+            row_scale_exp=re,
+        ),
+        TensorRecord(
+            "d.weight",
+            "float64",
+            "weight",
+            "quantized",
+            w.shape,
+            data=q,
+            method="trellis",
+            step=0.05,
+            row_scale_exp=re,
+            col_scale_exp=ce,
+        ),
         TensorRecord("bias", "float32", "bias", "raw", (3,), data=np.arange(3, dtype=np.float32)),
         TensorRecord("tied", "float32", "weight", "alias", w.shape, alias_of="a.weight"),
     ]
@@ -198,6 +257,7 @@ def test_hostile_scaled_files():
         bad[i] ^= 0x20
         with pytest.raises(nnpress.FormatError):
             validate_nnp(bytes(bad))
+        with pytest.raises(nnpress.FormatError):  # the reader alone (parse, then decode) refuses it too
             NnpFile(bytes(bad)).read_all()
     # structural damage with valid CRCs: flags, storage code in a 1.0 file, scales cut short
     toff = struct.unpack_from("<Q", data, 16)[0]
@@ -215,10 +275,10 @@ def test_hostile_scaled_files():
     old = bytearray(_with_table(data, bytes(table)))
     old[10] = 0  # claim version 1.0
     struct.pack_into("<I", old, 36, _crc32c(bytes(old[:36])))
-    with pytest.raises(nnpress.FormatError, match="1.1"):
+    with pytest.raises(nnpress.FormatError, match=r"1\.1"):
         NnpFile(bytes(old))
     t = bytearray(table)
-    del t[flags_at + 1: flags_at + 1 + 30]  # 30 of the 40 row exponents missing
+    del t[flags_at + 1 : flags_at + 1 + 30]  # 30 of the 40 row exponents missing
     with pytest.raises(nnpress.FormatError):
         NnpFile(_with_table(data, bytes(t)))
 
@@ -260,9 +320,12 @@ def _rank1_importance(rng, rows, cols, sigma=1.0):
 def test_scales_from_importance_follow_the_rank1_fit():
     rng = np.random.default_rng(5)
     f, a, b = _rank1_importance(rng, 50, 30, sigma=0.5)
-    out = tune.channel_scales_from_importance({"x.weight": f, "embeddings.word_embeddings.weight": f,
-                                               "bias": np.ones(5)}, floor=1e-6, min_gain=0.0,
-                                              strength=0.5)
+    out = tune.channel_scales_from_importance(
+        {"x.weight": f, "embeddings.word_embeddings.weight": f, "bias": np.ones(5)},
+        floor=1e-6,
+        min_gain=0.0,
+        strength=0.5,
+    )
     r, c = out["x.weight"]
     assert r.dtype == np.int8 and r.shape == (50,) and c.shape == (30,)
     gm = lambda v: math.exp(float(np.mean(np.log(v))))  # noqa: E731
@@ -310,16 +373,20 @@ def test_scales_lower_the_weighted_distortion_at_equal_rate():
 
 
 def _np_state(rng, rows=48, cols=32):
-    return {"l1.weight": (0.1 * rng.standard_normal((rows, cols))).astype(np.float32),
-            "l1.bias": np.zeros(rows, np.float32),
-            "l2.weight": (0.1 * rng.standard_normal((10, rows))).astype(np.float32)}
+    return {
+        "l1.weight": (0.1 * rng.standard_normal((rows, cols))).astype(np.float32),
+        "l1.bias": np.zeros(rows, np.float32),
+        "l2.weight": (0.1 * rng.standard_normal((10, rows))).astype(np.float32),
+    }
 
 
 def test_compress_with_channel_scales(tmp_path):
     rng = np.random.default_rng(7)
     state = _np_state(rng)
-    imp = {"l1.weight": _rank1_importance(rng, 48, 32, sigma=2.0)[0],
-           "l2.weight": _rank1_importance(rng, 10, 48, sigma=2.0)[0]}
+    imp = {
+        "l1.weight": _rank1_importance(rng, 48, 32, sigma=2.0)[0],
+        "l2.weight": _rank1_importance(rng, 10, 48, sigma=2.0)[0],
+    }
     plans = {n: TensorPlan(step=0.05 * float(np.std(state[n])), method="trellis", lam=1e-6) for n in imp}
     cfg = CodecConfig(plan=plans, channel_scales=True)
     rep = nnpress.compress(state, tmp_path / "s.nnp", cfg, importance=imp)
@@ -334,10 +401,17 @@ def test_compress_with_channel_scales(tmp_path):
             assert (got is None and want is None) or np.array_equal(got, want)
         plan = cfg.resolve(name, "weight", "float32", state[name])
         rpb = max(1, min(state[name].shape[0], cfg.block_elements // state[name].shape[1]))
-        _, rec = nnpress.quantize(state[name], plan.step, lam=plan.lam, importance=imp[name], method="trellis",
-                                  row_scale=None if r is None else nnpress.channel_scales(r),
-                                  col_scale=None if c is None else nnpress.channel_scales(c),
-                                  rows_per_block=rpb, return_reconstruction=True)
+        _, rec = nnpress.quantize(
+            state[name],
+            plan.step,
+            lam=plan.lam,
+            importance=imp[name],
+            method="trellis",
+            row_scale=None if r is None else nnpress.channel_scales(r),
+            col_scale=None if c is None else nnpress.channel_scales(c),
+            rows_per_block=rpb,
+            return_reconstruction=True,
+        )
         assert np.array_equal(out[name].view(np.uint32), rec.view(np.uint32))  # decoder = what RD evaluated
     assert np.array_equal(out["l1.bias"], state["l1.bias"])
     assert rep.file_bytes == (tmp_path / "s.nnp").stat().st_size
@@ -349,8 +423,9 @@ def test_compress_with_channel_scales(tmp_path):
     nnpress.compress(state, tmp_path / "o.nnp", CodecConfig(plan=plan))
     assert list(NnpFile(tmp_path / "o.nnp").channel_scale_exps("l2.weight")[0]) == list(range(10))
     with pytest.raises(ValueError, match="row scale"):
-        nnpress.compress(state, tmp_path / "x.nnp",
-                         CodecConfig(plan={"l2.weight": TensorPlan(step=0.01, row_scale_exp=(1, 2))}))
+        nnpress.compress(
+            state, tmp_path / "x.nnp", CodecConfig(plan={"l2.weight": TensorPlan(step=0.01, row_scale_exp=(1, 2))})
+        )
     with pytest.raises(ValueError):
         TensorPlan(col_scale_exp=(0, 500))
     with pytest.raises(TypeError):
@@ -368,8 +443,9 @@ def test_tune_to_budget_with_channel_scales():
     imp = {"l1.weight": _rank1_importance(rng, 256, 256)[0], "l2.weight": _rank1_importance(rng, 10, 256)[0]}
 
     def evaluate(s):  # Fisher-weighted relative error, lower is better
-        return sum(float(np.sum(imp[n] * (s[n] - state[n]) ** 2)) for n in imp) / \
-            sum(float(np.sum(imp[n] * state[n] ** 2)) for n in imp)
+        return sum(float(np.sum(imp[n] * (s[n] - state[n]) ** 2)) for n in imp) / sum(
+            float(np.sum(imp[n] * state[n] ** 2)) for n in imp
+        )
 
     kw = dict(importance=imp, method="rdoq", higher_is_better=False, iterations=6)
     res = tune.tune_to_budget(state, evaluate, 1e-3, channel_scales=True, **kw)

@@ -51,10 +51,7 @@ def model_files(tmp_path):
 def test_compress_info_decompress_round_trip(tmp_path, model_files, capsys):
     sd, st, pt = model_files
     nnp = tmp_path / "m.nnp"
-    assert (
-        main(["compress", str(st), str(nnp), "--json", "--method", "nearest", "--rel-step", "0.05"])
-        == 0
-    )
+    assert main(["compress", str(st), str(nnp), "--json", "--method", "nearest", "--rel-step", "0.05"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["file_bytes"] == nnp.stat().st_size and len(rep["tensors"]) == 5
     assert main(["info", str(nnp), "--json", "--verify"]) == 0
@@ -81,10 +78,7 @@ def test_compress_info_decompress_round_trip(tmp_path, model_files, capsys):
     assert np.array_equal(ref["fc.bias"], sd["fc.bias"].numpy())  # biases exact by default
     # .pt input gives the same file
     nnp2 = tmp_path / "m2.nnp"
-    assert (
-        main(["compress", str(pt), str(nnp2), "-q", "--method", "nearest", "--rel-step", "0.05"])
-        == 0
-    )
+    assert main(["compress", str(pt), str(nnp2), "-q", "--method", "nearest", "--rel-step", "0.05"]) == 0
     assert nnp2.read_bytes() == nnp.read_bytes()
 
 
@@ -92,9 +86,7 @@ def test_compress_options(tmp_path, model_files, capsys):
     _, st, _ = model_files
     nnp = tmp_path / "o.nnp"
     plan = tmp_path / "plan.json"
-    plan.write_text(
-        json.dumps({"fc.*": {"step": 0.5, "method": "nearest"}, "conv.bias": {"lossless": False}})
-    )
+    plan.write_text(json.dumps({"fc.*": {"step": 0.5, "method": "nearest"}, "conv.bias": {"lossless": False}}))
     assert (
         main(
             [
@@ -280,9 +272,7 @@ def _fake_demo_result(out):
         "test_images": 450,
         "times": {"train": 1.0, "compress": 0.1, "decompress": 0.01},
         "config": {},
-        "sweep": [
-            {"rel_step": 0.5, "file_bytes": 16059, "bits_per_param": 2.995, "accuracy": 0.9867}
-        ],
+        "sweep": [{"rel_step": 0.5, "file_bytes": 16059, "bits_per_param": 2.995, "accuracy": 0.9867}],
         "tuned": None,
         "plot": None,
         "plot_note": None,
@@ -293,9 +283,7 @@ def test_demo_quiet_prints_one_line(tmp_path, capsys, monkeypatch):
     """-q: only the essential line (file, size, ratio, accuracy before -> after); no progress."""
     import nnpress.demo
 
-    monkeypatch.setattr(
-        nnpress.demo, "run_demo", lambda out, plot, log: _fake_demo_result(tmp_path)
-    )
+    monkeypatch.setattr(nnpress.demo, "run_demo", lambda out, plot, log: _fake_demo_result(tmp_path))
     assert main(["demo", "--out", str(tmp_path), "-q"]) == 0
     out, err = capsys.readouterr()
     assert out.count("\n") == 1 and err == "", (out, err)
@@ -330,9 +318,7 @@ def test_pickled_full_model_is_one_clear_line(tmp_path):
     torch.save(model, pt)  # the whole module pickled, not a state_dict
     r = run_cli("compress", pt, tmp_path / "x.nnp")
     assert r.returncode == 1
-    assert r.stderr.count("\n") == 1 and "\x1b" not in r.stderr and "Traceback" not in r.stderr, (
-        r.stderr
-    )
+    assert r.stderr.count("\n") == 1 and "\x1b" not in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert "pickled torch.nn.modules.container.Sequential object" in r.stderr
     assert "torch.save(model.state_dict()" in r.stderr and "corrupt" not in r.stderr
     junk = tmp_path / "junk.pt"

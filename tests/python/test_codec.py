@@ -1,4 +1,5 @@
 """The DeepCABAC level coder through the Python API: round trips, limits, errors, golden streams."""
+
 from pathlib import Path
 
 import numpy as np
@@ -145,8 +146,11 @@ def test_payload_cut_or_extended_behind_a_valid_checksum_raises_format_error():
     import struct
 
     rng = np.random.default_rng(8)
-    for levels in (rng.laplace(0, 2, (30, 50)).round().astype(np.int32), np.zeros((3, 7), np.int32),
-                   rng.geometric(0.6, 2000).astype(np.int32) - 1):
+    for levels in (
+        rng.laplace(0, 2, (30, 50)).round().astype(np.int32),
+        np.zeros((3, 7), np.int32),
+        rng.geometric(0.6, 2000).astype(np.int32) - 1,
+    ):
         data = nnpress.encode_levels(levels)
         body = data[:-4]
         start = len(body) - nnpress.level_stream_info(data)["payload_bytes"]
@@ -173,7 +177,7 @@ def test_hostile_header_claims_are_refused_before_allocation():
     assert base[4] == 1 and base[5] == 2
     claim = bytearray(base[:5]) + bytearray([0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10]) + base[6:-4]
     crc = _crc32c(bytes(claim))
-    with pytest.raises(nnpress.FormatError, match="claims|limit|fit"):
+    with pytest.raises(nnpress.FormatError, match=r"claims|limit|fit"):
         nnpress.decode_levels(bytes(claim) + struct.pack("<I", crc))
     with pytest.raises(nnpress.FormatError, match="limit"):
         nnpress.decode_levels(nnpress.encode_levels(np.zeros(1000, np.int32)), max_elements=999)
@@ -208,7 +212,7 @@ def test_contexts_beat_zeroth_order_entropy_on_correlated_levels():
     """Neighbour contexts must pay off: runs of zeros and sign-correlated neighbours."""
     rng = np.random.default_rng(9)
     rows, cols = 400, 1000
-    active = rng.random(rows) < 0.5          # whole rows pruned or alive, as after channel pruning
+    active = rng.random(rows) < 0.5  # whole rows pruned or alive, as after channel pruning
     on = rng.random((rows, cols)) < 0.8
     signs = np.where(rng.random((rows, 1)) < 0.5, -1, 1) * np.where(rng.random((rows, cols)) < 0.9, 1, -1)
     mags = rng.geometric(0.5, (rows, cols))

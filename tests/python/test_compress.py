@@ -1,5 +1,6 @@
 """nnpress.compress / nnpress.decompress: every input kind and dtype, roles, tied weights, random
 access, CodecConfig rules, determinism, reports, and bad input."""
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,7 @@ def _expected_value(name, cfg, tensor, f):
     if e["storage"] == "alias":
         return None
     w = tensor.float().numpy()
-    q = nnpress.quantize(w, e["step"], lam=e["lambda"], method=e["method"],
-                         rows_per_block=e["rows_per_block"] or None)
+    q = nnpress.quantize(w, e["step"], lam=e["lambda"], method=e["method"], rows_per_block=e["rows_per_block"] or None)
     return nnpress.dequantize(q, e["step"], method=e["method"])
 
 
@@ -81,15 +81,15 @@ def test_float_dtypes(tmp_path, dtype):
     torch.manual_seed(1)
     sd = {"layer.weight": (torch.randn(33, 20) * 0.1).to(dtype), "layer.bias": torch.randn(33).to(dtype)}
     path = tmp_path / "d.nnp"
-    nnpress.compress(sd, path, CodecConfig(method="nearest", step=2 ** -7))
+    nnpress.compress(sd, path, CodecConfig(method="nearest", step=2**-7))
     out = nnpress.decompress(path)
     assert out["layer.weight"].dtype == dtype
     assert torch.equal(out["layer.bias"], sd["layer.bias"])  # lossless by default
     w = sd["layer.weight"].to(torch.float64)
     # nearest rounding at step 2^-7: error at most step/2 plus the dtype's own rounding
     err = (out["layer.weight"].to(torch.float64) - w).abs().max().item()
-    assert err <= 2 ** -8 * 1.01 + (w.abs().max().item() * 2 ** -7 if dtype == torch.bfloat16 else 1e-3 * 0.2)
-    expected = torch.from_numpy(nnpress.dequantize(np.rint(w.numpy() / 2 ** -7).astype(np.int32), 2 ** -7)).to(dtype)
+    assert err <= 2**-8 * 1.01 + (w.abs().max().item() * 2**-7 if dtype == torch.bfloat16 else 1e-3 * 0.2)
+    expected = torch.from_numpy(nnpress.dequantize(np.rint(w.numpy() / 2**-7).astype(np.int32), 2**-7)).to(dtype)
     assert torch.equal(out["layer.weight"], expected)
     npy = nnpress.decompress(path, as_numpy=True)
     if dtype == torch.bfloat16:
@@ -102,8 +102,9 @@ def test_float_dtypes(tmp_path, dtype):
 @pytest.mark.parametrize("dtype", [torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64, torch.bool])
 def test_integer_and_bool_tensors_are_exact(tmp_path, dtype):
     g = torch.Generator().manual_seed(2)
-    t = torch.randint(-100 if dtype not in (torch.uint8, torch.bool) else 0, 100 if dtype != torch.bool else 2,
-                      (4, 7), generator=g).to(dtype)
+    t = torch.randint(
+        -100 if dtype not in (torch.uint8, torch.bool) else 0, 100 if dtype != torch.bool else 2, (4, 7), generator=g
+    ).to(dtype)
     path = tmp_path / "i.nnp"
     nnpress.compress({"buf": t, "w": torch.randn(5, 5)}, path)
     out = nnpress.decompress(path)
@@ -122,8 +123,7 @@ def test_names_unicode_dots_empty_and_scalar(tmp_path):
         "scalar_i": torch.tensor(5),
     }
     path = tmp_path / "u.nnp"
-    nnpress.compress(sd, path, CodecConfig(plan={"scalar_w": TensorPlan(lossless=False, step=0.25,
-                                                                          method="nearest")}))
+    nnpress.compress(sd, path, CodecConfig(plan={"scalar_w": TensorPlan(lossless=False, step=0.25, method="nearest")}))
     out = nnpress.decompress(path)
     assert list(out) == list(sd)
     for k, v in sd.items():
@@ -160,6 +160,7 @@ def test_safetensors_and_pt_inputs(tmp_path):
     save_safetensors(sd, st)
     # our safetensors files are readable by the reference implementation, and vice versa
     import safetensors.torch
+
     ref = safetensors.torch.load_file(str(st))
     for k in sd:
         assert torch.equal(ref[k], sd[k]), k
@@ -205,12 +206,16 @@ def test_deterministic_for_any_thread_count(tmp_path):
 def test_config_rules():
     w = np.random.default_rng(5).standard_normal(1000).astype(np.float32) * 0.5
     std = float(np.std(w.astype(np.float64)))
-    assert CodecConfig(rel_step=0.1, method="nearest").resolve("x", "weight", "float32", w).step == \
-        pytest.approx(0.1 * std)
+    assert CodecConfig(rel_step=0.1, method="nearest").resolve("x", "weight", "float32", w).step == pytest.approx(
+        0.1 * std
+    )
     assert CodecConfig(step=0.01).resolve("x", "weight", "float32", w).step == 0.01
     assert CodecConfig(qp=-38).resolve("x", "weight", "float32", w).step == 2 ** (-38 / 4)
-    cfg = CodecConfig(step=0.01, lam_scale=2.0, plan={
-        "x": TensorPlan(step=0.5, method="trellis"), "enc.*": {"rel_step": 0.2}, "keep": {"lossless": True}})
+    cfg = CodecConfig(
+        step=0.01,
+        lam_scale=2.0,
+        plan={"x": TensorPlan(step=0.5, method="trellis"), "enc.*": {"rel_step": 0.2}, "keep": {"lossless": True}},
+    )
     p = cfg.resolve("x", "weight", "float32", w)
     assert (p.step, p.method, p.lam) == (0.5, "trellis", 2.0 * 0.25)
     assert cfg.resolve("enc.layer.w", "weight", "float32", w).step == pytest.approx(0.2 * std)
@@ -219,8 +224,16 @@ def test_config_rules():
     assert not CodecConfig(lossless_roles=()).resolve("b", "bias", "float32", w).lossless
     assert cfg.resolve("i", "weight", "int32", None).lossless
     assert CodecConfig.from_dict(cfg.to_dict()) == cfg
-    for bad in (dict(method="best"), dict(step=0), dict(step=float("nan")), dict(qp=1.5), dict(rel_step=-1),
-                dict(lossless_roles=("weights",)), dict(block_elements=0), dict(threads=0)):
+    for bad in (
+        dict(method="best"),
+        dict(step=0),
+        dict(step=float("nan")),
+        dict(qp=1.5),
+        dict(rel_step=-1),
+        dict(lossless_roles=("weights",)),
+        dict(block_elements=0),
+        dict(threads=0),
+    ):
         with pytest.raises(ValueError):
             CodecConfig(**bad)
     with pytest.raises(ValueError):
@@ -257,6 +270,7 @@ def test_report_contents(tmp_path):
     text = rep.table()
     assert "w" in text and "ratio" in text and "bits/param" in text
     import json
+
     json.dumps(d)
 
 
@@ -272,8 +286,7 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(TypeError):
         nnpress.compress({"w": np.zeros(3)}, tmp_path / "o.nnp", config={"step": 1})
     with pytest.raises(ValueError):
-        nnpress.compress(str(tmp_path / "x.txt") if (tmp_path / "x.txt").write_text("hi") else "",
-                         tmp_path / "o.nnp")
+        nnpress.compress(str(tmp_path / "x.txt") if (tmp_path / "x.txt").write_text("hi") else "", tmp_path / "o.nnp")
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\xff" * 16)
     with pytest.raises(nnpress.FormatError):
@@ -352,21 +365,29 @@ def test_default_step_rule_grows_with_tensor_size():
     w = np.random.default_rng(7).standard_normal((40, 50)).astype(np.float32)
     std = float(np.std(w.astype(np.float64)))
     near = CodecConfig(method="nearest", rel_step=0.1)
-    for mean_size, factor in ((2000, 1.0), (500, 2.0), (8000, 0.5), (10, 8.0), (10 ** 7, 1 / 8)):
-        assert near.resolve("x", "weight", "float32", w, mean_size=mean_size).step == \
-            pytest.approx(0.1 * std * factor)
-    assert near.replace(size_exponent=0).resolve("x", "weight", "float32", w, mean_size=500).step == \
-        pytest.approx(0.1 * std)
-    assert near.replace(size_exponent=2).resolve("x", "weight", "float32", w, mean_size=500).step == \
-        pytest.approx(0.1 * std * 4)
+    for mean_size, factor in ((2000, 1.0), (500, 2.0), (8000, 0.5), (10, 8.0), (10**7, 1 / 8)):
+        assert near.resolve("x", "weight", "float32", w, mean_size=mean_size).step == pytest.approx(0.1 * std * factor)
+    assert near.replace(size_exponent=0).resolve("x", "weight", "float32", w, mean_size=500).step == pytest.approx(
+        0.1 * std
+    )
+    assert near.replace(size_exponent=2).resolve("x", "weight", "float32", w, mean_size=500).step == pytest.approx(
+        0.1 * std * 4
+    )
     trel = near.replace(method="trellis").resolve("x", "weight", "float32", w, mean_size=500)
     assert (trel.method, trel.step) == ("trellis", pytest.approx(0.1 * std * 2.0 * 0.5))
     # absolute steps and per-tensor overrides are taken as given, for every method
     assert CodecConfig(method="trellis", step=0.01).resolve("x", "weight", "float32", w, mean_size=500).step == 0.01
     o = CodecConfig(method="trellis", plan={"x": {"rel_step": 0.2}})
     assert o.resolve("x", "weight", "float32", w, mean_size=500).step == pytest.approx(0.2 * std)
-    for bad in (dict(method="fast"), dict(size_exponent=-1), dict(size_exponent=3), dict(size_exponent=float("nan")),
-                dict(auto_trellis_max=-1), dict(auto_trellis_max=1.5), dict(auto_trellis_max=True)):
+    for bad in (
+        dict(method="fast"),
+        dict(size_exponent=-1),
+        dict(size_exponent=3),
+        dict(size_exponent=float("nan")),
+        dict(auto_trellis_max=-1),
+        dict(auto_trellis_max=1.5),
+        dict(auto_trellis_max=True),
+    ):
         with pytest.raises(ValueError):
             CodecConfig(**bad)
 
@@ -378,7 +399,7 @@ def test_auto_method_is_the_trellis_for_small_models_only():
     assert cfg.model_method(None) == "nearest"
     assert CodecConfig(method="rdoq").model_method(10) == "rdoq"
     w = np.ones((4, 4), np.float32)
-    assert cfg.resolve("x", "weight", "float32", w).method == "trellis"          # alone, it is a small model
+    assert cfg.resolve("x", "weight", "float32", w).method == "trellis"  # alone, it is a small model
     assert cfg.resolve("x", "weight", "float32", w, total_size=1 << 21).method == "nearest"
     assert CodecConfig(plan={"x": {"method": "rdoq"}}).resolve("x", "weight", "float32", w).method == "rdoq"
     assert CodecConfig.from_dict(cfg.to_dict()) == cfg
@@ -388,8 +409,11 @@ def test_compress_default_uses_the_models_mean_size(tmp_path):
     """The file's steps are what rule 4 gives with the mean size of the quantized tensors (biases,
     which are stored exactly, do not count), and the decoder returns exactly the levels * steps."""
     torch.manual_seed(8)
-    sd = {"big.weight": torch.randn(300, 40) * 0.1, "small.weight": torch.randn(20, 15) * 0.3,
-          "big.bias": torch.randn(300)}
+    sd = {
+        "big.weight": torch.randn(300, 40) * 0.1,
+        "small.weight": torch.randn(20, 15) * 0.3,
+        "big.bias": torch.randn(300),
+    }
     path = tmp_path / "d.nnp"
     nnpress.compress(sd, path)
     f = nnpress.NnpFile(path)
@@ -408,8 +432,9 @@ def test_compress_default_uses_the_models_mean_size(tmp_path):
     nnpress.compress(sd, path, CodecConfig(auto_trellis_max=10_000))
     e = nnpress.NnpFile(path).entry("big.weight")
     assert e["method"] == "nearest"
-    assert e["step"] == pytest.approx((1 / 24) * float(np.std(sd["big.weight"].numpy().astype(np.float64)))
-                                      * math.sqrt(12000 / mean_size), rel=1e-6)
+    assert e["step"] == pytest.approx(
+        (1 / 24) * float(np.std(sd["big.weight"].numpy().astype(np.float64))) * math.sqrt(12000 / mean_size), rel=1e-6
+    )
 
 
 def test_cli_default_method_and_size_exponent(tmp_path):
@@ -420,8 +445,23 @@ def test_cli_default_method_and_size_exponent(tmp_path):
     sd = {"a.weight": torch.randn(64, 32), "b.weight": torch.randn(8, 8) * 3}
     save_safetensors(sd, src)
     assert main(["compress", str(src), str(tmp_path / "x.nnp"), "-q"]) == 0
-    assert main(["compress", str(src), str(tmp_path / "y.nnp"), "-q", "--method", "auto",
-                 "--size-exponent", "0", "--rel-step", "0.05"]) == 0
+    assert (
+        main(
+            [
+                "compress",
+                str(src),
+                str(tmp_path / "y.nnp"),
+                "-q",
+                "--method",
+                "auto",
+                "--size-exponent",
+                "0",
+                "--rel-step",
+                "0.05",
+            ]
+        )
+        == 0
+    )
     fx, fy = nnpress.NnpFile(tmp_path / "x.nnp"), nnpress.NnpFile(tmp_path / "y.nnp")
     assert fx.entry("a.weight")["method"] == fy.entry("a.weight")["method"] == "trellis"
     assert fx.metadata["config"]["method"] == "auto"

@@ -1,5 +1,6 @@
 """The .nnp container from Python: write/read round trips, random access, determinism, golden
 files, and corrupt / truncated / extended files raising nnpress.FormatError."""
+
 from __future__ import annotations
 
 import json
@@ -18,17 +19,30 @@ GOLDEN = pathlib.Path(__file__).resolve().parents[1] / "golden"
 def _records(rng):
     big = rng.laplace(scale=3.0, size=(64, 50)).round().astype(np.int32)
     small = rng.laplace(scale=1.0, size=(3, 2, 4)).round().astype(np.int32)
-    return [
-        TensorRecord("w.big", "float32", "weight", "quantized", (64, 50), data=big, method="nearest", step=0.01),
-        TensorRecord("w.trellis", "float16", "weight", "quantized", (3, 2, 4), data=small, method="trellis",
-                     step=0.25, lam=0.5),
-        TensorRecord("scalar", "bfloat16", "other", "quantized", (), data=np.int32(-7), step=0.5),
-        TensorRecord("empty", "float32", "weight", "quantized", (0, 5), data=np.zeros((0, 5), np.int32), step=1.0),
-        TensorRecord("bias", "float32", "bias", "raw", (3,), data=np.array([1.5, -2.0, 0.25], np.float32)),
-        TensorRecord("steps", "int64", "buffer", "raw", (), data=np.int64(123456789012)),
-        TensorRecord("mask", "bool", "buffer", "raw", (2, 2), data=np.array([[True, False], [False, True]])),
-        TensorRecord("tied", "float32", "weight", "alias", (64, 50), alias_of="w.big"),
-    ], big, small
+    return (
+        [
+            TensorRecord("w.big", "float32", "weight", "quantized", (64, 50), data=big, method="nearest", step=0.01),
+            TensorRecord(
+                "w.trellis",
+                "float16",
+                "weight",
+                "quantized",
+                (3, 2, 4),
+                data=small,
+                method="trellis",
+                step=0.25,
+                lam=0.5,
+            ),
+            TensorRecord("scalar", "bfloat16", "other", "quantized", (), data=np.int32(-7), step=0.5),
+            TensorRecord("empty", "float32", "weight", "quantized", (0, 5), data=np.zeros((0, 5), np.int32), step=1.0),
+            TensorRecord("bias", "float32", "bias", "raw", (3,), data=np.array([1.5, -2.0, 0.25], np.float32)),
+            TensorRecord("steps", "int64", "buffer", "raw", (), data=np.int64(123456789012)),
+            TensorRecord("mask", "bool", "buffer", "raw", (2, 2), data=np.array([[True, False], [False, True]])),
+            TensorRecord("tied", "float32", "weight", "alias", (64, 50), alias_of="w.big"),
+        ],
+        big,
+        small,
+    )
 
 
 def test_round_trip_all_storage_kinds(tmp_path):
@@ -81,8 +95,9 @@ def test_parameter_choice_keeps_size_and_fixed_params_are_kept():
     assert len(fast) <= 1.01 * len(static)
     for data in (static, fast):
         np.testing.assert_array_equal(NnpFile(data).read_levels("w"), lv)
-    pinned = [TensorRecord("w", "float32", "weight", "quantized", lv.shape, data=lv, step=0.01, unary_len=5,
-                           eg_order=2)]
+    pinned = [
+        TensorRecord("w", "float32", "weight", "quantized", lv.shape, data=lv, step=0.01, unary_len=5, eg_order=2)
+    ]
     e = NnpFile(nnp_bytes(pinned)[0]).entry("w")
     assert (e["unary_len"], e["eg_order"]) == (5, 2)
 
@@ -141,10 +156,10 @@ def test_checksum_error_names_the_tensor():
     bad = bytearray(good)
     bad[45] ^= 0x20
     f = NnpFile(bytes(bad))  # the table is intact: parsing succeeds
-    with pytest.raises(nnpress.FormatError, match="w.big"):
+    with pytest.raises(nnpress.FormatError, match=r"w\.big"):
         f.read("w.big")
     f.read("bias")  # other tensors still decode (random access)
-    with pytest.raises(nnpress.FormatError, match="w.big"):
+    with pytest.raises(nnpress.FormatError, match=r"w\.big"):
         f.verify()
 
 
@@ -195,12 +210,14 @@ def test_golden_files_decode_identically(case):
         assert list(a.shape) == t["shape"]
         assert str(a.dtype) == t["numpy_dtype"]
         import hashlib
+
         assert hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest() == t["sha256"], t["name"]
 
 
 def test_golden_files_are_reproduced_by_the_writer():
     """The writer still produces the golden bytes from the same inputs (format drift is caught)."""
     import importlib.util
+
     spec = importlib.util.spec_from_file_location("make_golden", GOLDEN.parents[1] / "scripts" / "make_golden.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -216,7 +233,7 @@ def test_validate_checks_structure_and_every_crc():
     validate_nnp(good)
     bad = bytearray(good)
     bad[50] ^= 1  # inside the first chunk: only a CRC check can see it
-    with pytest.raises(nnpress.FormatError, match="w.big"):
+    with pytest.raises(nnpress.FormatError, match=r"w\.big"):
         validate_nnp(bytes(bad))
     with pytest.raises(nnpress.FormatError):
         validate_nnp(good[:-1])

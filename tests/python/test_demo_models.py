@@ -112,9 +112,7 @@ def test_calibration_batches(data):
         assert x.shape == (16, 1, 8, 8) and x.dtype == torch.float32
         assert y.shape == (16,) and y.dtype == torch.int64
     xs = torch.cat([x for x, _ in batches]).numpy().reshape(48, -1)
-    train_rows = {
-        row.tobytes(): lab for row, lab in zip(data.x_train.reshape(1347, -1), data.y_train)
-    }
+    train_rows = {row.tobytes(): lab for row, lab in zip(data.x_train.reshape(1347, -1), data.y_train)}
     ys = torch.cat([y for _, y in batches]).tolist()
     assert [train_rows[row.tobytes()] for row in xs] == ys  # all from the training split, labelled
     assert len({row.tobytes() for row in xs}) == 48  # without replacement
@@ -131,7 +129,5 @@ def test_fisher_on_the_demo_cnn(cnn):
 
     fisher = fisher_diagonal(cnn, calibration_batches(n_batches=2, batch_size=32))
     assert list(fisher) == [n for n, _ in cnn.named_parameters()]
-    assert all(
-        v.shape == p.shape and (v >= 0).all() for v, p in zip(fisher.values(), cnn.parameters())
-    )
+    assert all(v.shape == p.shape and (v >= 0).all() for v, p in zip(fisher.values(), cnn.parameters()))
     assert all(v.sum() > 0 for v in fisher.values())

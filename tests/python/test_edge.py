@@ -4,6 +4,7 @@ kernels with predictions identical to the Python model's; and the app's checks c
 
 About 1-2 minutes (it configures and builds the library and the app from scratch).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,13 @@ def edge(tmp_path_factory):
     env = {**os.environ, "PYTHON": sys.executable, "KEEP": "1"}
     # cmake/ninja of the interpreter's environment first (scripts/test.sh installs them in its venv)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    res = subprocess.run(["bash", os.path.join(ROOT, "scripts", "edge_ci.sh"), work], env=env,
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        ["bash", os.path.join(ROOT, "scripts", "edge_ci.sh"), work],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     return work, res.stdout
 

@@ -1,4 +1,5 @@
 """The one encode path: what the tuner scores is what the file holds, and the typed writer inputs."""
+
 import warnings
 
 import numpy as np
@@ -33,7 +34,7 @@ def test_tuner_scores_the_levels_and_bytes_the_file_holds(tmp_path, method):
 
     res = tune.tune_to_budget(weights, evaluate, 0.999, method=method, iterations=4)
     assert res.met_budget and res.config is not None
-    chosen = seen[[i for i, r in enumerate(res.rows) if r["step"] == res.step][0]]
+    chosen = seen[next(i for i, r in enumerate(res.rows) if r["step"] == res.step)]
 
     path = tmp_path / "tuned.nnp"
     rep = nnpress.compress(weights, path, res.config)
@@ -76,7 +77,7 @@ def test_compress_report_has_every_stage(tmp_path):
 
 
 def test_plan_keys_that_match_nothing_are_errors(tmp_path):
-    with pytest.raises(ValueError, match="match no tensor.*big.wieght"):
+    with pytest.raises(ValueError, match=r"match no tensor.*big\.wieght"):
         nnpress.compress(_model(), tmp_path / "m.nnp", CodecConfig(plan={"big.wieght": TensorPlan(step=0.1)}))
     with pytest.raises(ValueError, match=r"match no tensor.*encoder\.\*"):
         nnpress.compress(_model(), tmp_path / "m.nnp", CodecConfig(plan={"encoder.*": TensorPlan(step=0.1)}))
@@ -86,7 +87,7 @@ def test_plan_keys_that_match_nothing_are_errors(tmp_path):
 
 
 def test_channel_scales_without_importance_is_an_error(tmp_path):
-    with pytest.raises(ValueError, match="channel_scales=True.*importance"):
+    with pytest.raises(ValueError, match=r"channel_scales=True.*importance"):
         nnpress.compress(_model(), tmp_path / "m.nnp", CodecConfig(channel_scales=True))
     assert not (tmp_path / "m.nnp").exists()
 
@@ -96,9 +97,9 @@ def test_deprecated_names_still_work_and_warn(tmp_path):
     with pytest.warns(DeprecationWarning, match="plan="):
         old = CodecConfig(overrides=plan)
     assert old == CodecConfig(plan=plan)
-    with pytest.warns(DeprecationWarning):
+    with pytest.warns(DeprecationWarning, match="CodecConfig.plan"):
         assert old.overrides == old.plan
-    with pytest.warns(DeprecationWarning):
+    with pytest.warns(DeprecationWarning, match="plan="):
         assert CodecConfig().replace(overrides=plan) == CodecConfig(plan=plan)
     with pytest.raises(TypeError):
         CodecConfig(plan=plan, overrides=dict(plan))
@@ -111,7 +112,7 @@ def test_deprecated_names_still_work_and_warn(tmp_path):
     with pytest.warns(DeprecationWarning, match="lam_scale"):
         by_factor = tune.allocate_steps(weights, 0.02, method="trellis", lam_factor=0.05)
     assert by_factor == tune.allocate_steps(weights, 0.02, method="trellis", lam_scale=0.2)
-    with pytest.warns(DeprecationWarning):
+    with pytest.warns(DeprecationWarning, match="DEFAULT_LAM_SCALE"):
         assert tune.DEFAULT_LAM_FACTOR == {"nearest": 0.0, "rdoq": 0.12, "trellis": 0.06}
 
 
@@ -125,13 +126,31 @@ def test_qp_in_a_tensor_plan():
 
 def test_writer_inputs_are_typed_and_checked():
     levels = np.arange(12, dtype=np.int32).reshape(3, 4)
-    t = _core.TensorInput(name="w", dtype=_core.DType.float32, role=_core.TensorRole.weight,
-                          storage=_core.Storage.quantized, shape=[3, 4], levels=levels,
-                          method=_core.QuantMethod.trellis, step=0.5)
-    assert (t.name, t.dtype, t.method, t.shape, t.unary_len) == ("w", _core.DType.float32,
-                                                                _core.QuantMethod.trellis, (3, 4), -1)
-    common = dict(name="w", dtype=_core.DType.float32, role=_core.TensorRole.weight,
-                  storage=_core.Storage.quantized, shape=[3, 4], step=0.5)
+    t = _core.TensorInput(
+        name="w",
+        dtype=_core.DType.float32,
+        role=_core.TensorRole.weight,
+        storage=_core.Storage.quantized,
+        shape=[3, 4],
+        levels=levels,
+        method=_core.QuantMethod.trellis,
+        step=0.5,
+    )
+    assert (t.name, t.dtype, t.method, t.shape, t.unary_len) == (
+        "w",
+        _core.DType.float32,
+        _core.QuantMethod.trellis,
+        (3, 4),
+        -1,
+    )
+    common = dict(
+        name="w",
+        dtype=_core.DType.float32,
+        role=_core.TensorRole.weight,
+        storage=_core.Storage.quantized,
+        shape=[3, 4],
+        step=0.5,
+    )
     with pytest.raises(TypeError, match="int32"):
         _core.TensorInput(levels=levels.astype(np.int64), **common)
     with pytest.raises(ValueError, match="C-contiguous"):
@@ -157,8 +176,7 @@ def test_writer_inputs_are_typed_and_checked():
 
 def test_writer_checks_its_own_bytes(tmp_path):
     """nnp_bytes returns bytes the reader accepts (the writer call parses and CRC-checks them)."""
-    data, stored = nnp_bytes([TensorRecord("w", "float32", "weight", "raw", (2, 2),
-                                           data=np.ones((2, 2), np.float32))])
+    data, stored = nnp_bytes([TensorRecord("w", "float32", "weight", "raw", (2, 2), data=np.ones((2, 2), np.float32))])
     f = NnpFile(data)
     f.verify()
     assert stored == [16]

@@ -5,9 +5,8 @@ import pytest
 
 import nnpress
 from nnpress import _core
-from nnpress.quant import dequantize, feedback_factor, quantize, quantize_info
-
 from nnpress.config import DEFAULT_LAM_SCALE, METHODS
+from nnpress.quant import dequantize, feedback_factor, quantize, quantize_info
 
 
 def correlated_hessian(cols, seed=0, mix=0.8):
@@ -47,7 +46,7 @@ def gptq_reference(w, step, u):
         for i in range(cols):
             q[r, i] = 0 if w[r, i] == 0 else int(np.rint(target[i] / step))
             e = target[i] - q[r, i] * step
-            target[i + 1:] -= e * (u[i, i + 1:] / u[i, i])
+            target[i + 1 :] -= e * (u[i, i + 1 :] / u[i, i])
     return q
 
 
@@ -68,8 +67,17 @@ def test_distortion_is_the_quadratic_form_and_recon_is_the_decoders(method):
     f = np.linspace(0.5, 2.0, rows).reshape(rows, 1)
     row_scale = np.exp2(np.linspace(-0.5, 0.5, rows))
     col_scale = np.exp2(np.linspace(0.25, -0.25, cols))
-    q, rec, info = quantize_info(w, step, lam=lam_for(method, step), importance=f, method=method, hessian=h,
-                                 hessian_damp=damp, row_scale=row_scale, col_scale=col_scale)
+    q, rec, info = quantize_info(
+        w,
+        step,
+        lam=lam_for(method, step),
+        importance=f,
+        method=method,
+        hessian=h,
+        hessian_damp=damp,
+        row_scale=row_scale,
+        col_scale=col_scale,
+    )
     deq = dequantize(q, step, method=method, row_scale=row_scale, col_scale=col_scale)
     np.testing.assert_array_equal(rec, deq)
     want = quadratic_form(w, deq, damped(h, damp), f[:, 0])
@@ -98,8 +106,9 @@ def test_feedback_lowers_the_weighted_error_at_equal_step(method):
     d_plain, d_fb = quadratic_form(w, plain, h), quadratic_form(w, fb, h)
     assert d_fb < 0.85 * d_plain, (d_fb, d_plain)
     # ... at about the same rate
-    assert nnpress.estimate_bits(quantize(w, step, lam=lam, method=method, hessian=h, hessian_damp=0.0)) < 1.05 * \
-        nnpress.estimate_bits(quantize(w, step, lam=lam, method=method))
+    assert nnpress.estimate_bits(
+        quantize(w, step, lam=lam, method=method, hessian=h, hessian_damp=0.0)
+    ) < 1.05 * nnpress.estimate_bits(quantize(w, step, lam=lam, method=method))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -110,7 +119,7 @@ def test_exact_zeros_stay_zero(method):
     assert np.all(q[:, 1::2] == 0)
 
 
-@pytest.mark.parametrize("method", ("rdoq", "trellis"))
+@pytest.mark.parametrize("method", ["rdoq", "trellis"])
 def test_chunks_and_threads_do_not_change_the_result(method):
     w = weights(40, 24, seed=9)
     h = correlated_hessian(24, seed=10)
@@ -135,9 +144,9 @@ def test_bad_hessians_and_importance_are_errors():
         quantize(w, 0.1, hessian=np.eye(4))
     with pytest.raises(ValueError, match="symmetric"):
         quantize(w, 0.1, hessian=good + np.triu(np.ones((5, 5)), 1))
+    bad = good.copy()
+    bad[1, 1] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
-        bad = good.copy()
-        bad[1, 1] = np.nan
         quantize(w, 0.1, hessian=bad)
     with pytest.raises(ValueError, match="positive definite"):
         quantize(w, 0.1, hessian=np.ones((5, 5)), hessian_damp=0.0)
@@ -162,11 +171,13 @@ def core_options(step: float, method) -> "_core.QuantOptions":
 def test_core_rejects_hostile_factors_without_crashing():
     w = weights(3, 4)
     base = np.eye(4)
-    for bad, what in ((np.diag([1.0, 0.0, 1.0, 1.0]), "diagonal"),
-                      (np.diag([1.0, -1.0, 1.0, 1.0]), "diagonal"),
-                      (np.diag([1.0, 1e-200, 1.0, 1.0]), "diagonal"),
-                      (base + np.triu(np.full((4, 4), 1e13), 1), "ill-conditioned"),
-                      (base + np.triu(np.full((4, 4), np.inf), 1), "ill-conditioned")):
+    for bad, what in (
+        (np.diag([1.0, 0.0, 1.0, 1.0]), "diagonal"),
+        (np.diag([1.0, -1.0, 1.0, 1.0]), "diagonal"),
+        (np.diag([1.0, 1e-200, 1.0, 1.0]), "diagonal"),
+        (base + np.triu(np.full((4, 4), 1e13), 1), "ill-conditioned"),
+        (base + np.triu(np.full((4, 4), np.inf), 1), "ill-conditioned"),
+    ):
         for m in METHODS:
             with pytest.raises(ValueError, match=what):
                 _core.quantize(w, core_options(0.1, m), feedback=np.ascontiguousarray(bad))
@@ -199,11 +210,19 @@ def test_compress_with_hessians_codes_what_quantize_chooses(tmp_path):
     path = tmp_path / "m.nnp"
     nnpress.compress(state, path, cfg, importance={"a.weight": imp}, hessians={"a.weight": h})
     got = nnpress.decompress(path, as_numpy=True)["a.weight"]
-    q = quantize(w, step, lam=0.06 * step**2, importance=imp.astype(np.float64).mean(1, keepdims=True),
-                 method="trellis", hessian=h / np.mean(np.diag(h)), hessian_damp=0.2)
+    q = quantize(
+        w,
+        step,
+        lam=0.06 * step**2,
+        importance=imp.astype(np.float64).mean(1, keepdims=True),
+        method="trellis",
+        hessian=h / np.mean(np.diag(h)),
+        hessian_damp=0.2,
+    )
     np.testing.assert_array_equal(got, dequantize(q, step, method="trellis"))
-    plain = nnpress.decompress(nnpress.compress(state, tmp_path / "p.nnp", cfg, importance={"a.weight": imp}).path,
-                               as_numpy=True)["a.weight"]
+    plain = nnpress.decompress(
+        nnpress.compress(state, tmp_path / "p.nnp", cfg, importance={"a.weight": imp}).path, as_numpy=True
+    )["a.weight"]
     assert not np.array_equal(plain, got)  # the hessian changed the decisions
     with pytest.raises(KeyError, match="hessians"):
         nnpress.compress(state, tmp_path / "x.nnp", cfg, hessians={"b.weight": h})
@@ -216,34 +235,41 @@ def test_allocate_steps_and_apply_plan_with_hessians():
     from nnpress.quant import feedback_inputs
 
     rng = np.random.default_rng(30)
-    w = {"a.weight": (rng.standard_normal((16, 24)) * 0.05).astype(np.float32),
-         "b.weight": (rng.standard_normal((16, 24)) * 0.05).astype(np.float32)}
+    w = {
+        "a.weight": (rng.standard_normal((16, 24)) * 0.05).astype(np.float32),
+        "b.weight": (rng.standard_normal((16, 24)) * 0.05).astype(np.float32),
+    }
     sens = {"a.weight": 2.0, "b.weight": 1.0}
     h = correlated_hessian(24, seed=31)
     plain = tune.allocate_steps(w, 0.01, sens, method="trellis")
-    fb = tune.allocate_steps(w, 0.01, sens, method="trellis", hessians={"a.weight": 3.0 * h}, hessian_damp=0.05,
-                             hessian_exponent=0.5)
+    fb = tune.allocate_steps(
+        w, 0.01, sens, method="trellis", hessians={"a.weight": 3.0 * h}, hessian_damp=0.05, hessian_exponent=0.5
+    )
     u = feedback_factor(h, damp=0.05)
     e = float(np.mean(1.0 / np.diag(u) ** 2))
     assert e < 1.0  # correlated columns: feedback lowers the distortion per unit step^2
     ratio_plain = plain["a.weight"].step / plain["b.weight"].step
     ratio_fb = fb["a.weight"].step / fb["b.weight"].step
-    assert ratio_fb / ratio_plain == pytest.approx(e ** -0.25, rel=1e-9)  # d ~ (s e^0.5)^-1/2
+    assert ratio_fb / ratio_plain == pytest.approx(e**-0.25, rel=1e-9)  # d ~ (s e^0.5)^-1/2
     scale = DEFAULT_LAM_SCALE["trellis"]
     assert fb["a.weight"].lam == pytest.approx(scale * fb["a.weight"].step ** 2 * e, rel=1e-9)
     assert fb["b.weight"].lam == pytest.approx(scale * fb["b.weight"].step ** 2, rel=1e-9)
     imp = {k: rng.uniform(0.5, 2.0, v.shape).astype(np.float32) for k, v in w.items()}
-    levels, recon, _ = tune.apply_plan(w, fb, imp, {"a.weight": 3.0 * h}, 0.05)
+    levels, _, _ = tune.apply_plan(w, fb, imp, {"a.weight": 3.0 * h}, 0.05)
     f_rows, h_norm, _ = feedback_inputs(w["a.weight"].shape, imp["a.weight"], 3.0 * h)
     assert f_rows.shape == (16, 1)
     np.testing.assert_allclose(h_norm, h / np.mean(np.diag(h)))
     p = fb["a.weight"]
-    want = quantize(w["a.weight"], p.step, lam=p.lam, importance=f_rows, method="trellis", hessian=h_norm,
-                    hessian_damp=0.05)
+    want = quantize(
+        w["a.weight"], p.step, lam=p.lam, importance=f_rows, method="trellis", hessian=h_norm, hessian_damp=0.05
+    )
     np.testing.assert_array_equal(levels["a.weight"], want)
-    np.testing.assert_array_equal(levels["b.weight"],
-                                  quantize(w["b.weight"], fb["b.weight"].step, lam=fb["b.weight"].lam,
-                                           importance=imp["b.weight"], method="trellis"))
+    np.testing.assert_array_equal(
+        levels["b.weight"],
+        quantize(
+            w["b.weight"], fb["b.weight"].step, lam=fb["b.weight"].lam, importance=imp["b.weight"], method="trellis"
+        ),
+    )
 
 
 def test_overflowing_costs_and_steps_are_errors_not_silent_results():
@@ -251,8 +277,15 @@ def test_overflowing_costs_and_steps_are_errors_not_silent_results():
     h = 1e300 * np.eye(8)
     for m in METHODS:
         with pytest.raises(ValueError, match="overflows"):
-            quantize_info(w, 0.1, method=m, lam=0.0 if m == "nearest" else 1e-4, hessian=h, hessian_damp=0.0,
-                          importance=np.full((3, 1), 1e10))
+            quantize_info(
+                w,
+                0.1,
+                method=m,
+                lam=0.0 if m == "nearest" else 1e-4,
+                hessian=h,
+                hessian_damp=0.0,
+                importance=np.full((3, 1), 1e10),
+            )
     big = (np.ones((2, 4)) * 1e305).astype(np.float64)
     with pytest.raises(ValueError, match="DBL_MAX"):
         quantize(big, 1e300, method="nearest", hessian=np.eye(4))
@@ -273,8 +306,9 @@ def test_identity_row_hessian_changes_nothing(method):
     lam = lam_for(method, 0.02)
     for kw in ({}, {"hessian": h}):
         plain = quantize_info(w, 0.02, lam=lam, method=method, rows_per_block=7, hessian_damp=0.0, **kw)
-        rows = quantize_info(w, 0.02, lam=lam, method=method, rows_per_block=7, row_hessian=np.eye(18), hessian_damp=0.0,
-                             **kw)
+        rows = quantize_info(
+            w, 0.02, lam=lam, method=method, rows_per_block=7, row_hessian=np.eye(18), hessian_damp=0.0, **kw
+        )
         np.testing.assert_array_equal(plain[0], rows[0])
         assert rows[2]["rate_bits"] == plain[2]["rate_bits"]
 
@@ -284,8 +318,9 @@ def test_two_sided_distortion_is_the_trace_form(method):
     rows, cols, step, damp = 20, 16, 0.02, 0.05
     w = weights(rows, cols, seed=52)
     h, g = correlated_hessian(cols, seed=53), correlated_hessian(rows, seed=54)
-    q, rec, info = quantize_info(w, step, lam=lam_for(method, step), method=method, hessian=h, row_hessian=g,
-                                 hessian_damp=damp)
+    q, rec, info = quantize_info(
+        w, step, lam=lam_for(method, step), method=method, hessian=h, row_hessian=g, hessian_damp=damp
+    )
     np.testing.assert_array_equal(rec, dequantize(q, step, method=method))
     e = w.astype(np.float64) - dequantize(q, step, method=method).astype(np.float64)
     want = float(np.trace(damped(g, damp) @ e @ damped(h, damp) @ e.T))
@@ -307,16 +342,22 @@ def test_row_feedback_lowers_the_error_keeps_zeros_and_is_thread_invariant():
     assert np.trace(g @ e2 @ h @ e2.T) < 0.9 * np.trace(g @ e1 @ h @ e1.T)
     assert np.all(two_q[5, ::3] == 0)
     for m in METHODS:
-        a = quantize_info(w, step, lam=lam_for(m, step), method=m, hessian=h, row_hessian=g, rows_per_block=10, threads=1)
-        b = quantize_info(w, step, lam=lam_for(m, step), method=m, hessian=h, row_hessian=g, rows_per_block=10, threads=2)
+        a = quantize_info(
+            w, step, lam=lam_for(m, step), method=m, hessian=h, row_hessian=g, rows_per_block=10, threads=1
+        )
+        b = quantize_info(
+            w, step, lam=lam_for(m, step), method=m, hessian=h, row_hessian=g, rows_per_block=10, threads=2
+        )
         np.testing.assert_array_equal(a[0], b[0])
         assert a[2]["distortion"] == b[2]["distortion"]
 
 
 def test_bad_row_factors_are_errors():
     w = weights(4, 3)
-    for bad, what in ((np.diag([1.0, 0.0, 1.0, 1.0]), "diagonal"),
-                      (np.eye(4) + np.triu(np.full((4, 4), 1e13), 1), "ill-conditioned")):
+    for bad, what in (
+        (np.diag([1.0, 0.0, 1.0, 1.0]), "diagonal"),
+        (np.eye(4) + np.triu(np.full((4, 4), 1e13), 1), "ill-conditioned"),
+    ):
         for m in METHODS:
             with pytest.raises(ValueError, match="row feedback factor.*" + what):
                 _core.quantize(w, core_options(0.1, m), row_feedback=np.ascontiguousarray(bad))
@@ -328,19 +369,22 @@ def test_bad_row_factors_are_errors():
 
 def test_compress_with_row_hessians_codes_what_quantize_chooses(tmp_path):
     from nnpress.quant import feedback_inputs
+
     rng = np.random.default_rng(60)
     w = (rng.standard_normal((12, 10)) * 0.05).astype(np.float32)
     h, g = 3.0 * correlated_hessian(10, seed=61), 5.0 * correlated_hessian(12, seed=62)
     imp = rng.uniform(0.5, 2.0, size=w.shape).astype(np.float32)
     cfg = nnpress.CodecConfig(method="trellis", step=0.004, lam_scale=0.06, hessian_damp=0.2, block_elements=60)
     path = tmp_path / "m.nnp"
-    nnpress.compress({"a.weight": w}, path, cfg, importance={"a.weight": imp}, hessians={"a.weight": h},
-                     row_hessians={"a.weight": g})
+    nnpress.compress(
+        {"a.weight": w}, path, cfg, importance={"a.weight": imp}, hessians={"a.weight": h}, row_hessians={"a.weight": g}
+    )
     got = nnpress.decompress(path, as_numpy=True)["a.weight"]
     f, hn, gn = feedback_inputs(w.shape, imp, h, g)
     assert f is None  # both blocks: the importance says nothing more
-    q = quantize(w, 0.004, lam=0.06 * 0.004**2, method="trellis", hessian=hn, row_hessian=gn, hessian_damp=0.2,
-                 rows_per_block=6)
+    q = quantize(
+        w, 0.004, lam=0.06 * 0.004**2, method="trellis", hessian=hn, row_hessian=gn, hessian_damp=0.2, rows_per_block=6
+    )
     np.testing.assert_array_equal(got, dequantize(q, 0.004, method="trellis"))
     f2, _, _ = feedback_inputs(w.shape, imp, None, g)
     np.testing.assert_allclose(f2.mean(1), 1.0)  # row block alone: rows divided by their means

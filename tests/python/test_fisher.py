@@ -11,7 +11,6 @@ from torch import nn
 
 from nnpress.fisher import fisher_diagonal, probe_sensitivity
 
-
 # ---------------------------------------------------------------------------------------------
 # Models and helpers
 # ---------------------------------------------------------------------------------------------
@@ -40,10 +39,7 @@ def tiny_cnn(seed: int = 0) -> nn.Module:
 
 def classification_batches(shape, n_classes, sizes, seed=1):
     g = torch.Generator().manual_seed(seed)
-    return [
-        (torch.randn((b, *shape), generator=g), torch.randint(0, n_classes, (b,), generator=g))
-        for b in sizes
-    ]
+    return [(torch.randn((b, *shape), generator=g), torch.randint(0, n_classes, (b,), generator=g)) for b in sizes]
 
 
 def brute_force_classifier(model, batches, mode, seed):
@@ -58,9 +54,9 @@ def brute_force_classifier(model, batches, mode, seed):
         if mode == "sampled":
             u = torch.rand(x.shape[0], dtype=torch.float64, generator=g)
             cdf = torch.softmax(logits.double(), -1).cumsum(-1)
-            y = torch.stack(
-                [torch.searchsorted(cdf[i], u[i : i + 1], right=True)[0] for i in range(len(u))]
-            ).clamp(max=logits.shape[-1] - 1)
+            y = torch.stack([torch.searchsorted(cdf[i], u[i : i + 1], right=True)[0] for i in range(len(u))]).clamp(
+                max=logits.shape[-1] - 1
+            )
         else:
             y = labels
         for i in range(x.shape[0]):
@@ -205,9 +201,7 @@ def test_gaussian_empirical_exact_for_linear_model():
     x = torch.randn(64, 4, generator=g)
     y = torch.randn(64, 3, generator=g)
     sigma = 2.0
-    got = fisher_diagonal(
-        model, [(x, y)], mode="empirical", sigma=sigma
-    )  # auto: float y -> gaussian
+    got = fisher_diagonal(model, [(x, y)], mode="empirical", sigma=sigma)  # auto: float y -> gaussian
     with torch.no_grad():
         r = (y - model(x)) / sigma**2  # score of W_ij is r_i x_j
     torch.testing.assert_close(got["weight"], (r.T**2) @ (x**2) / 64, rtol=1e-5, atol=0)
@@ -251,17 +245,13 @@ def test_dict_batches_and_hidden_state_output():
     model = TinyEncoder()
     batches = encoder_batches()
     auto = fisher_diagonal(model, batches, seed=1)  # 3-D output, no labels -> gaussian
-    explicit = fisher_diagonal(
-        model, batches, output="gaussian", output_fn=lambda o: o.last_hidden_state, seed=1
-    )
+    explicit = fisher_diagonal(model, batches, output="gaussian", output_fn=lambda o: o.last_hidden_state, seed=1)
     loop = fisher_diagonal(model, batches, output="gaussian", method="loop", seed=1)
     assert_fisher_close(auto, explicit, rel=1e-6)
     assert_fisher_close(loop, explicit)
     assert [n for n, _ in model.named_parameters()] == list(auto)
     # A pooled embedding (B, D) via output_fn: must be told it is gaussian.
-    pooled = fisher_diagonal(
-        model, batches, output="gaussian", output_fn=lambda o: o.last_hidden_state.mean(1), seed=1
-    )
+    pooled = fisher_diagonal(model, batches, output="gaussian", output_fn=lambda o: o.last_hidden_state.mean(1), seed=1)
     assert all(pooled[n].sum() > 0 for n in pooled)
 
 
@@ -395,8 +385,8 @@ def test_bad_arguments():
         fisher_diagonal(model, [])
     with pytest.raises(ValueError, match="do not match"):
         fisher_diagonal(model, [(batches[0][0], batches[0][1][:2])], mode="empirical")
+    x = batches[0][0]
     with pytest.raises(TypeError, match="integer class"):
-        x = batches[0][0]
         fisher_diagonal(model, [(x, torch.zeros(3))], output="classifier", mode="empirical")
     with pytest.raises(TypeError, match="batch must be"):
         fisher_diagonal(model, [(batches[0][0], batches[0][1], None)])
@@ -492,10 +482,12 @@ def test_blocks_of_single_position_model_are_exact():
     with torch.no_grad():
         hidden = torch.tanh(model[0](x)).double()
         g = (y - model(x)).double()
-    torch.testing.assert_close(cols["2.weight"], (hidden * g.square().sum(1, keepdim=True)).T @ hidden / 12,
-                               rtol=1e-6, atol=1e-10)
-    torch.testing.assert_close(rows["2.weight"], (g * hidden.square().sum(1, keepdim=True)).T @ g / 12,
-                               rtol=1e-6, atol=1e-10)
+    torch.testing.assert_close(
+        cols["2.weight"], (hidden * g.square().sum(1, keepdim=True)).T @ hidden / 12, rtol=1e-6, atol=1e-10
+    )
+    torch.testing.assert_close(
+        rows["2.weight"], (g * hidden.square().sum(1, keepdim=True)).T @ g / 12, rtol=1e-6, atol=1e-10
+    )
     with pytest.raises(ValueError, match="no \\(selected\\) Linear module"):
         fisher_row_hessians(nn.Sequential(nn.Embedding(4, 3)), [torch.tensor([[1, 2]])])
 
@@ -504,12 +496,12 @@ def brute_force_blocks(model, ids, mask, eps):
     """Per-position gradients by autograd on one example at a time, summed as the contract says."""
     out = {"emb": torch.zeros(5, 5, dtype=torch.float64), "proj": torch.zeros(5, 5, dtype=torch.float64)}
     for n in range(ids.shape[0]):
-        e = model.emb(ids[n:n + 1]).detach().requires_grad_(True)
+        e = model.emb(ids[n : n + 1]).detach().requires_grad_(True)
         z = model.proj(e)
         h = torch.tanh(z)
-        m = mask[n:n + 1].unsqueeze(-1).to(h.dtype)
+        m = mask[n : n + 1].unsqueeze(-1).to(h.dtype)
         f = (h * m).sum(1) / m.sum(1)
-        ge, gz = torch.autograd.grad((eps[n:n + 1] * f).sum(), [e, z])
+        ge, gz = torch.autograd.grad((eps[n : n + 1] * f).sum(), [e, z])
         ge, gz, x = ge[0].double(), gz[0].double(), e[0].detach().double()
         out["emb"] += ge.T @ ge
         out["proj"] += (x * (gz * gz).sum(1, keepdim=True)).T @ x
@@ -607,8 +599,10 @@ def test_hessians_add_every_call_and_leave_out_unreached_modules():
     g2 = (y - f).double()  # gradient at the second call's output
     z1 = model.shared(x).detach().requires_grad_(True)
     g1 = torch.autograd.grad((-(0.5) * (y - model.shared(torch.tanh(z1))) ** 2).sum(), z1)[0].double()
-    want = ((x.double() * (g1 * g1).sum(1, keepdim=True)).T @ x.double()
-            + (h1.double() * (g2 * g2).sum(1, keepdim=True)).T @ h1.double()) / 5
+    want = (
+        (x.double() * (g1 * g1).sum(1, keepdim=True)).T @ x.double()
+        + (h1.double() * (g2 * g2).sum(1, keepdim=True)).T @ h1.double()
+    ) / 5
     torch.testing.assert_close(blocks["shared.weight"], want, rtol=1e-5, atol=1e-10)
 
 
@@ -618,7 +612,7 @@ def test_hessians_max_examples_cuts_the_stream():
     model = TokenModel()
     ids = torch.randint(0, 11, (12, 5), generator=torch.Generator().manual_seed(3))
     mask = torch.ones(12, 5, dtype=torch.long)
-    batches = [{"ids": ids[i:i + 4], "mask": mask[i:i + 4]} for i in (0, 4, 8)]
+    batches = [{"ids": ids[i : i + 4], "mask": mask[i : i + 4]} for i in (0, 4, 8)]
     by_hand = [batches[0], {"ids": ids[4:7], "mask": mask[4:7]}]
     for estimator in (fisher_hessians, fisher_row_hessians):
         cut = estimator(model, batches, output="gaussian", max_examples=7, draws=2, seed=1)
@@ -628,8 +622,9 @@ def test_hessians_max_examples_cuts_the_stream():
             torch.testing.assert_close(cut[name], want[name], rtol=1e-12, atol=0)
 
 
-@pytest.mark.parametrize("old, new", [("fisher_column_blocks", "fisher_hessians"),
-                                      ("fisher_row_blocks", "fisher_row_hessians")])
+@pytest.mark.parametrize(
+    ("old", "new"), [("fisher_column_blocks", "fisher_hessians"), ("fisher_row_blocks", "fisher_row_hessians")]
+)
 def test_former_names_are_deprecated_aliases(old, new):
     import nnpress
     from nnpress import fisher

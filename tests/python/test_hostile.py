@@ -80,13 +80,7 @@ def varint(v: int) -> bytes:
 
 
 def level_stream(dims, params=(0, 0), payload=b"\x00\x00") -> bytes:
-    body = (
-        b"NPL\x01"
-        + bytes([len(dims)])
-        + b"".join(varint(d) for d in dims)
-        + bytes(params)
-        + payload
-    )
+    body = b"NPL\x01" + bytes([len(dims)]) + b"".join(varint(d) for d in dims) + bytes(params) + payload
     return body + struct.pack("<I", crc32c(body))
 
 
@@ -379,9 +373,7 @@ def test_cer_from_arrays_hostile(shape, values, col, omega_ptr, row_ptr):
     index_lists,
 )
 def test_cser_from_arrays_hostile(shape, values, col, group_ptr, row_ptr, group_value):
-    _sparse_call(
-        nnpress.CSERMatrix.from_arrays, shape, values, col, group_ptr, row_ptr, group_value
-    )
+    _sparse_call(nnpress.CSERMatrix.from_arrays, shape, values, col, group_ptr, row_ptr, group_value)
 
 
 @FIXED
@@ -419,9 +411,7 @@ def test_row_group_arrays_near_valid_mutations(fmt, rows, cols, edits):
         if a is not None and a.size:
             a[pos % a.size] = val
     if fmt == "cer":
-        out = _sparse_call(
-            cls.from_arrays, w.shape, values, arrays["col"], arrays["gp"], arrays["rp"]
-        )
+        out = _sparse_call(cls.from_arrays, w.shape, values, arrays["col"], arrays["gp"], arrays["rp"])
     else:
         out = _sparse_call(
             cls.from_arrays,
@@ -574,19 +564,13 @@ def test_same_input_and_config_give_identical_bytes_for_any_thread_count(tmp_pat
     for threads in (1, 2, 3, 1):
         for method in ("rdoq",):
             p = tmp_path / f"t{threads}_{len(blobs)}.nnp"
-            nnpress.compress(
-                state, p, nnpress.CodecConfig(method=method, threads=threads, block_elements=20_000)
-            )
+            nnpress.compress(state, p, nnpress.CodecConfig(method=method, threads=threads, block_elements=20_000))
             blobs.append(p.read_bytes())
     assert all(b == blobs[0] for b in blobs)
     for method in ("nearest", "trellis"):
         a, b = tmp_path / "a.nnp", tmp_path / "b.nnp"
-        nnpress.compress(
-            state, a, nnpress.CodecConfig(method=method, threads=1, block_elements=20_000)
-        )
-        nnpress.compress(
-            state, b, nnpress.CodecConfig(method=method, threads=2, block_elements=20_000)
-        )
+        nnpress.compress(state, a, nnpress.CodecConfig(method=method, threads=1, block_elements=20_000))
+        nnpress.compress(state, b, nnpress.CodecConfig(method=method, threads=2, block_elements=20_000))
         assert a.read_bytes() == b.read_bytes()
 
 

@@ -19,9 +19,7 @@ STEP = 0.05
 def _levels(tmp_path, name, w, method, importance=None):
     path = tmp_path / f"{name}.nnp"
     cfg = CodecConfig(method=method, step=STEP, lam_scale=2.0, lossless_roles=())
-    nnpress.compress(
-        {"w": w}, path, cfg, importance=None if importance is None else {"w": importance}
-    )
+    nnpress.compress({"w": w}, path, cfg, importance=None if importance is None else {"w": importance})
     f = NnpFile(path)
     return f.read_levels("w"), f.read("w")
 

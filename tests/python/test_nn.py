@@ -66,9 +66,7 @@ def test_plan_and_auto_choice(digits):
         assert by_name[conv]["format"] == ("dense" if dens >= 0.75 else "cser")
     assert by_name["fc1"]["format"] == "codebook"  # <= 16 values, batch 1
     fc1_32 = {r["name"]: r for r in nnn.plan(model, batch=32)}["fc1"]
-    assert fc1_32["format"] == (
-        "dense" if fc1_32["nnz"] / np.prod(fc1_32["shape"]) >= 0.75 else "cser"
-    )
+    assert fc1_32["format"] == ("dense" if fc1_32["nnz"] / np.prod(fc1_32["shape"]) >= 0.75 else "cser")
     forced = nnn.plan(model, format={"fc1": "cer", "fc2": "dense"})
     assert {r["name"]: r["format"] for r in forced}["fc1"] == "cer"
     assert {r["name"]: r["format"] for r in forced}["fc2"] == "dense"
@@ -129,10 +127,7 @@ def test_import_nnpress_does_not_import_torch():
     import subprocess
     import sys
 
-    code = (
-        "import sys, nnpress; m = nnpress.CSERMatrix; "
-        "assert 'torch' not in sys.modules, 'torch imported'"
-    )
+    code = "import sys, nnpress; m = nnpress.CSERMatrix; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -1,4 +1,5 @@
 """Pruning to a target sparsity (nnpress.prune, CodecConfig(prune=...)) and the lazy torch names."""
+
 import subprocess
 import sys
 
@@ -40,9 +41,11 @@ def test_ties_are_deterministic_and_exact():
 
 def test_prune_state_dict_tensor_and_global_scope():
     rng = np.random.default_rng(1)
-    sd = {"a.weight": rng.standard_normal((30, 20)).astype(np.float32),
-          "b.weight": 0.01 * rng.standard_normal((50, 10)).astype(np.float32),
-          "a.bias": rng.standard_normal(20).astype(np.float32)}
+    sd = {
+        "a.weight": rng.standard_normal((30, 20)).astype(np.float32),
+        "b.weight": 0.01 * rng.standard_normal((50, 10)).astype(np.float32),
+        "a.bias": rng.standard_normal(20).astype(np.float32),
+    }
     t = nnpress.prune(sd, 0.5)
     assert t["a.bias"] is sd["a.bias"]
     assert (t["a.weight"] == 0).sum() == 300 and (t["b.weight"] == 0).sum() == 250
@@ -85,8 +88,10 @@ def test_bad_arguments():
 @pytest.mark.parametrize("method", ["nearest", "rdoq", "trellis"])
 def test_compress_with_prune_zeroes_the_pruned_weights(tmp_path, method):
     rng = np.random.default_rng(2)
-    sd = {"fc.weight": rng.standard_normal((64, 48)).astype(np.float32),
-          "fc.bias": rng.standard_normal(64).astype(np.float32)}
+    sd = {
+        "fc.weight": rng.standard_normal((64, 48)).astype(np.float32),
+        "fc.bias": rng.standard_normal(64).astype(np.float32),
+    }
     imp = {"fc.weight": rng.uniform(0.1, 10, (64, 48))}
     base = nnpress.compress(sd, tmp_path / "a.nnp", nnpress.CodecConfig(method=method))
     rep = nnpress.compress(sd, tmp_path / "b.nnp", nnpress.CodecConfig(method=method, prune=0.6), importance=imp)
@@ -117,18 +122,35 @@ def test_cli_prune(tmp_path):
     rng = np.random.default_rng(3)
     src = tmp_path / "m.safetensors"
     safetensors.save_file({"w": rng.standard_normal((32, 32)).astype(np.float32)}, str(src))
-    r = subprocess.run([sys.executable, "-m", "nnpress.cli", "compress", str(src), str(tmp_path / "m.nnp"),
-                        "--prune", "0.75", "--method", "nearest", "-q"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nnpress.cli",
+            "compress",
+            str(src),
+            str(tmp_path / "m.nnp"),
+            "--prune",
+            "0.75",
+            "--method",
+            "nearest",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     out = nnpress.decompress(tmp_path / "m.nnp", as_numpy=True)["w"]
     assert (out == 0).sum() >= 768
 
 
 def test_torch_names_are_lazy():
-    code = ("import sys, nnpress; assert 'torch' not in sys.modules; "
-            "f = nnpress.fisher_diagonal; "
-            "from nnpress.fisher import fisher_diagonal; assert f is fisher_diagonal; "
-            "assert nnpress.probe_sensitivity.__name__ == 'probe_sensitivity'")
+    code = (
+        "import sys, nnpress; assert 'torch' not in sys.modules; "
+        "f = nnpress.fisher_diagonal; "
+        "from nnpress.fisher import fisher_diagonal; assert f is fisher_diagonal; "
+        "assert nnpress.probe_sensitivity.__name__ == 'probe_sensitivity'"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     with pytest.raises(AttributeError):

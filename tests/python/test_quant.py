@@ -1,8 +1,9 @@
 """nnpress.quantize / nnpress.dequantize: nearest, RDOQ and trellis against their contracts."""
 
-import nnpress
 import numpy as np
 import pytest
+
+import nnpress
 from nnpress.quant import rate_bits
 
 METHODS = ["nearest", "rdoq", "trellis"]
@@ -47,9 +48,7 @@ def test_lambda_lowers_bits_raises_distortion(method):
     for c in [0.0, 0.05, 0.2, 0.8, 3.0]:
         q = nnpress.quantize(w, step, lam=c * step**2, method=method)
         bits.append(nnpress.estimate_bits(q))
-        dist.append(
-            float(np.sum((w - nnpress.dequantize(q, step, method)).astype(np.float64) ** 2))
-        )
+        dist.append(float(np.sum((w - nnpress.dequantize(q, step, method)).astype(np.float64) ** 2)))
     assert all(b1 < b0 for b0, b1 in zip(bits, bits[1:])), bits
     assert all(d1 > d0 for d0, d1 in zip(dist, dist[1:])), dist
 
@@ -83,9 +82,7 @@ def test_importance_broadcasts_and_weights():
     q = nnpress.quantize(w, step, lam=0.3 * step**2, importance=per_row, method="rdoq")
     err = np.abs(w - nnpress.dequantize(q, step)).mean(axis=1)
     assert err[:8].mean() > 2 * err[-8:].mean()  # unimportant rows absorb more error
-    q2 = nnpress.quantize(
-        w, step, lam=0.3 * step**2, importance=np.broadcast_to(per_row, w.shape), method="rdoq"
-    )
+    q2 = nnpress.quantize(w, step, lam=0.3 * step**2, importance=np.broadcast_to(per_row, w.shape), method="rdoq")
     np.testing.assert_array_equal(q, q2)
 
 
@@ -97,9 +94,7 @@ def test_reconstruction_is_what_the_search_evaluated(method):
     q, w_hat, info = nnpress.quantize_info(w, step, lam=0.2 * step**2, importance=f, method=method)
     deq = nnpress.dequantize(q, step, method)
     assert deq.tobytes() == w_hat.tobytes()
-    q2, w_hat2 = nnpress.quantize(
-        w, step, lam=0.2 * step**2, importance=f, method=method, return_reconstruction=True
-    )
+    q2, w_hat2 = nnpress.quantize(w, step, lam=0.2 * step**2, importance=f, method=method, return_reconstruction=True)
     np.testing.assert_array_equal(q, q2)
     assert w_hat2.tobytes() == w_hat.tobytes()
     # Weighted distortion reported by the search, from the double reconstruction.
@@ -127,16 +122,12 @@ def test_priced_params_are_the_encoders(method, step):
 def test_trellis_dequantize_state_machine():
     # Hand-worked: states 0 -> 2 -> 3 -> 6 -> 3; Q0 = even multiples, Q1 = odd multiples.
     q = np.array([1, -1, 2, 0, -1], dtype=np.int32)
-    np.testing.assert_array_equal(
-        nnpress.dequantize(q, 0.5, "trellis"), np.array([2, -2, 3, 0, -1]) * 0.5
-    )
+    np.testing.assert_array_equal(nnpress.dequantize(q, 0.5, "trellis"), np.array([2, -2, 3, 0, -1]) * 0.5)
     # Each row restarts at state 0.
     rows = np.array([[1, 1, 1], [1, 1, 1]], dtype=np.int32)
     np.testing.assert_array_equal(nnpress.dequantize(rows, 1.0, "trellis"), [[2, 2, 1], [2, 2, 1]])
     # One row: states 0 -> 2 -> 3 -> 4 -> 0 -> 2 -> 3.
-    np.testing.assert_array_equal(
-        nnpress.dequantize(rows.ravel(), 1.0, "trellis"), [2, 2, 1, 2, 2, 2]
-    )
+    np.testing.assert_array_equal(nnpress.dequantize(rows.ravel(), 1.0, "trellis"), [2, 2, 1, 2, 2, 2])
 
 
 def test_chunk_rows_restarts_contexts():
@@ -147,9 +138,7 @@ def test_chunk_rows_restarts_contexts():
     assert info["rate_bits"] != info1["rate_bits"]
     assert info["rate_bits"] == rate_bits(q, info["unary_len"], info["eg_order"], rows_per_block=5)
     assert info1["rate_bits"] == rate_bits(q1, info1["unary_len"], info1["eg_order"])
-    assert info["rate_bits"] == sum(
-        rate_bits(q[r : r + 5], info["unary_len"], info["eg_order"]) for r in (0, 5, 10)
-    )
+    assert info["rate_bits"] == sum(rate_bits(q[r : r + 5], info["unary_len"], info["eg_order"]) for r in (0, 5, 10))
     with pytest.raises(ValueError):
         nnpress.quantize(w, step, method="rdoq", rows_per_block=0)
 
@@ -160,9 +149,7 @@ def test_threads_give_identical_results(method):
     step = 0.01
     ref = nnpress.quantize_info(w, step, lam=0.2 * step**2, method=method, rows_per_block=3, threads=1)
     for threads in (2, None):
-        out = nnpress.quantize_info(
-            w, step, lam=0.2 * step**2, method=method, rows_per_block=3, threads=threads
-        )
+        out = nnpress.quantize_info(w, step, lam=0.2 * step**2, method=method, rows_per_block=3, threads=threads)
         np.testing.assert_array_equal(out[0], ref[0])
         assert out[1].tobytes() == ref[1].tobytes()
         assert out[2] == ref[2]
@@ -188,9 +175,7 @@ def _nearest_bits_at(w, target_dist, steps):
 def test_rd_benefit_over_nearest(method, dist_name):
     rng = np.random.default_rng(9)
     shape = (1000, 1000)
-    w = (
-        rng.laplace(0, 0.02, shape) if dist_name == "laplace" else rng.normal(0, 0.02, shape)
-    ).astype(np.float32)
+    w = (rng.laplace(0, 0.02, shape) if dist_name == "laplace" else rng.normal(0, 0.02, shape)).astype(np.float32)
     # About 1.1-1.4 bits/weight: where compressed networks live. (At 2.5+ bits/weight plain
     # rounding is already close to optimal and the gain is small; see bench/RESULTS.md.)
     step = 0.04

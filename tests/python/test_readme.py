@@ -3,6 +3,7 @@ produces is a working model (a copied snippet must never give a silently broken 
 
 The README's examples name the user's objects (``model``, ``calibration_batches``, ``weights``,
 ``evaluate``, ``w``, ``step``, ``W``, ``x``); this test defines exactly those and nothing else."""
+
 import re
 from pathlib import Path
 
@@ -47,12 +48,15 @@ def user_objects():
     W = (rng.standard_normal((64, 128)) * (rng.random((64, 128)) < 0.1)).astype(np.float32)
     W = np.round(W * 4) / 4
     ns = {
-        "model": model, "model_or_state_dict_or_path": model,
+        "model": model,
+        "model_or_state_dict_or_path": model,
         "calibration_batches": calibration_batches(n_batches=4, batch_size=64, data=data),
         "weights": {k: v.detach().numpy().copy() for k, v in model.state_dict().items()},
         "evaluate": evaluate,
-        "w": (rng.standard_normal((32, 48)) * 0.1).astype(np.float32), "step": 0.01,
-        "W": W, "x": rng.standard_normal(128).astype(np.float32),
+        "w": (rng.standard_normal((32, 48)) * 0.1).astype(np.float32),
+        "step": 0.01,
+        "W": W,
+        "x": rng.standard_normal(128).astype(np.float32),
     }
     return ns, logits, reference
 

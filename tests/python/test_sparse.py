@@ -123,7 +123,9 @@ def test_kernel_plan_only_for_few_values_and_short_groups():
         assert m.plan_nbytes >= m.nnz // 8 and cls.from_dense(long_).plan_nbytes == 0
         assert cls.from_dense(many).plan_nbytes == 0
         gv = m.group_value
-        arrays = m.values.nbytes + m.col.nbytes + m.group_ptr.nbytes + m.row_ptr.nbytes + (0 if gv is None else gv.nbytes)
+        arrays = (
+            m.values.nbytes + m.col.nbytes + m.group_ptr.nbytes + m.row_ptr.nbytes + (0 if gv is None else gv.nbytes)
+        )
         assert m.nbytes == arrays  # the plan is not format storage
     # CSER without empty groups reuses its value indices: only the start bits and row starts
     m = CSERMatrix.from_dense(short)
@@ -235,7 +237,9 @@ def test_corrupt_arrays_raise_format_error():
         with pytest.raises(nnpress.FormatError):
             CERMatrix.from_arrays(**{**good, **change})
     with pytest.raises(nnpress.FormatError):
-        CSERMatrix.from_arrays(TALK.shape, TALK_OMEGA, TALK_COLI, TALK_OMEGA_PTR, TALK_ROW_PTR, [1, 2, 4, 1, 1, 2, 3, 1, 2, 1])
+        CSERMatrix.from_arrays(
+            TALK.shape, TALK_OMEGA, TALK_COLI, TALK_OMEGA_PTR, TALK_ROW_PTR, [1, 2, 4, 1, 1, 2, 3, 1, 2, 1]
+        )
     with pytest.raises(nnpress.FormatError):
         CodebookMatrix.from_arrays((2, 40), [0.0, 1.0], np.zeros(63, np.uint8))
     assert issubclass(nnpress.FormatError, ValueError)

@@ -1,4 +1,5 @@
 """The typed stub python/nnpress/_core.pyi must list exactly what the built extension exports."""
+
 import ast
 from pathlib import Path
 

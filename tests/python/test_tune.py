@@ -1,4 +1,5 @@
 """Step allocation and tuning to a budget (nnpress.tune) on real weights: the digits CNN."""
+
 import math
 
 import numpy as np
@@ -123,9 +124,12 @@ def test_probe_sensitivities_find_unused_layer():
 
 def test_size_sensitivities_give_steps_proportional_to_std_sqrt_size():
     rng = np.random.default_rng(3)
-    w = {"big": rng.standard_normal((400, 100)).astype(np.float32) * 0.05,
-         "small": rng.standard_normal((10, 40)).astype(np.float32) * 0.2,
-         "zero": np.zeros((4, 4), np.float32), "bias": np.ones(7, np.float32)}
+    w = {
+        "big": rng.standard_normal((400, 100)).astype(np.float32) * 0.05,
+        "small": rng.standard_normal((10, 40)).astype(np.float32) * 0.2,
+        "zero": np.zeros((4, 4), np.float32),
+        "bias": np.ones(7, np.float32),
+    }
     s = tune.size_sensitivities(w)
     assert set(s) == {"big", "small", "zero"} and s["zero"] == 0.0
     assert s["big"] == pytest.approx(1 / (40000 * np.var(w["big"].astype(np.float64))))

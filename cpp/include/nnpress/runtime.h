@@ -106,9 +106,7 @@ struct Tensor {
   std::vector<uint64_t> shape;
   std::vector<uint8_t> data;
   // data viewed as float32 (nullptr unless dtype is float32).
-  const float* f32() const {
-    return dtype == DType::kFloat32 ? reinterpret_cast<const float*>(data.data()) : nullptr;
-  }
+  const float* f32() const { return dtype == DType::kFloat32 ? reinterpret_cast<const float*>(data.data()) : nullptr; }
 };
 
 class Model {

@@ -45,8 +45,8 @@ class Status {
   const std::string& message() const { return message_; }
   // True for the codes that mean "the bytes are bad" (kCorrupt, kTruncated, kLimit, kUnsupported).
   bool is_format_error() const {
-    return code_ == StatusCode::kCorrupt || code_ == StatusCode::kTruncated ||
-           code_ == StatusCode::kLimit || code_ == StatusCode::kUnsupported;
+    return code_ == StatusCode::kCorrupt || code_ == StatusCode::kTruncated || code_ == StatusCode::kLimit ||
+           code_ == StatusCode::kUnsupported;
   }
 
  private:

@@ -4,16 +4,16 @@
 #include <string>
 
 #include "nnpress/cabac/bin_encoder.h"
+#include "nnpress/cabac/level_coder.h"
 #include "nnpress/cabac/rate_estimator.h"
 #include "nnpress/format/crc.h"
-#include "nnpress/cabac/level_coder.h"
 
 namespace nnpress {
 namespace {
 
 // Unary lengths the parameter search tries (every N up to 16, then coarser).
-constexpr uint32_t kUnaryCandidates[] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13,
-                                         14, 15, 16, 20, 24, 28, 32, 40, 48, 56, 64};
+constexpr uint32_t kUnaryCandidates[] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12,
+                                         13, 14, 15, 16, 20, 24, 28, 32, 40, 48, 56, 64};
 // A regular bin costs CPU time; among parameter choices of (nearly) equal size prefer fewer bins.
 constexpr double kBinPenaltyBits = 0.002;
 constexpr uint64_t kMaxParamSample = uint64_t(1) << 20;
@@ -158,8 +158,7 @@ double level_work(uint32_t mag, const LevelParams& p) {
 
 }  // namespace
 
-LevelParams choose_level_params_for_speed(const int32_t* levels, uint64_t rows, uint64_t cols,
-                                          double size_tolerance) {
+LevelParams choose_level_params_for_speed(const int32_t* levels, uint64_t rows, uint64_t cols, double size_tolerance) {
   const uint64_t count = rows * cols;
   const LevelParams base = choose_level_params(levels, count);
   if (count == 0 || size_tolerance < 0) return base;

@@ -56,8 +56,7 @@ class WorkerPool {
     threads_.reserve(want);
     try {
       for (unsigned k = 0; k < want; ++k) {
-        if (k >= start_limit)
-          throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again));
+        if (k >= start_limit) throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again));
         threads_.emplace_back([this] { loop(); });
       }
     } catch (const std::system_error&) {

@@ -7,9 +7,9 @@
 #include <type_traits>
 #include <unordered_map>
 
+#include "../common/parallel.h"
 #include "nnpress/format/container.h"
 #include "nnpress/format/crc.h"
-#include "../common/parallel.h"
 
 namespace nnpress {
 
@@ -17,10 +17,19 @@ const uint8_t kContainerMagic[8] = {0x89, 'N', 'N', 'P', '\r', '\n', 0x1A, '\n'}
 
 size_t dtype_size(DType d) {
   switch (d) {
-    case DType::kFloat32: case DType::kInt32: case DType::kUInt32: return 4;
-    case DType::kFloat16: case DType::kBFloat16: case DType::kInt16: case DType::kUInt16: return 2;
-    case DType::kFloat64: case DType::kInt64: case DType::kUInt64: return 8;
-    case DType::kInt8: case DType::kUInt8: case DType::kBool: return 1;
+    case DType::kFloat32:
+    case DType::kInt32:
+    case DType::kUInt32: return 4;
+    case DType::kFloat16:
+    case DType::kBFloat16:
+    case DType::kInt16:
+    case DType::kUInt16: return 2;
+    case DType::kFloat64:
+    case DType::kInt64:
+    case DType::kUInt64: return 8;
+    case DType::kInt8:
+    case DType::kUInt8:
+    case DType::kBool: return 1;
   }
   return 0;
 }
@@ -150,20 +159,31 @@ class Cursor {
   size_t pos_ = 0;
 };
 
-uint32_t le32(const uint8_t* p) { return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24; }
+uint32_t le32(const uint8_t* p) {
+  return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
+}
 uint64_t le64(const uint8_t* p) { return uint64_t(le32(p)) | uint64_t(le32(p + 4)) << 32; }
 
 bool valid_utf8(const uint8_t* s, size_t n) {
   size_t i = 0;
   while (i < n) {
     const uint8_t c = s[i];
-    if (c < 0x80) { ++i; continue; }
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
     size_t len;
     uint32_t cp;
-    if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
-    else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
-    else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
-    else return false;
+    if ((c & 0xE0) == 0xC0) {
+      len = 2;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4;
+      cp = c & 0x07;
+    } else return false;
     if (n - i < len) return false;
     for (size_t k = 1; k < len; ++k) {
       if ((s[i + k] & 0xC0) != 0x80) return false;
@@ -180,7 +200,6 @@ bool valid_utf8(const uint8_t* s, size_t n) {
 std::string quoted(const std::string& name) { return "tensor '" + name + "'"; }
 
 bool known_dtype(uint8_t d) { return d >= 1 && d <= 13; }
-
 
 // ---- parsing, step by step (ContainerReader::parse) ----
 
@@ -264,9 +283,11 @@ class TableParser {
 
   // After the last entry: the table is used up and the chunks cover the data region.
   Status finish() const {
-    if (c_.left() != 0) return corrupt("nnp: " + std::to_string(c_.left()) + " unexpected bytes at the end of the table");
+    if (c_.left() != 0)
+      return corrupt("nnp: " + std::to_string(c_.left()) + " unexpected bytes at the end of the table");
     if (next_chunk_ != table_offset_)
-      return corrupt("nnp: " + std::to_string(table_offset_ - next_chunk_) + " bytes of the data region belong to no chunk");
+      return corrupt("nnp: " + std::to_string(table_offset_ - next_chunk_) +
+                     " bytes of the data region belong to no chunk");
     return Status::Ok();
   }
 
@@ -283,7 +304,8 @@ class TableParser {
     t->name.assign(reinterpret_cast<const char*>(name), name_size);
     const std::string tw = "nnp: " + quoted(t->name);
     uint8_t dtype, role, storage, ndim;
-    if (!c_.get(&dtype) || !c_.get(&role) || !c_.get(&storage) || !c_.get(&ndim)) return truncated(tw + ": truncated entry");
+    if (!c_.get(&dtype) || !c_.get(&role) || !c_.get(&storage) || !c_.get(&ndim))
+      return truncated(tw + ": truncated entry");
     if (!known_dtype(dtype)) return corrupt(tw + ": unknown dtype code " + std::to_string(dtype));
     if (role > uint8_t(TensorRole::kOther)) return corrupt(tw + ": unknown role code " + std::to_string(role));
     *scaled = storage == kStorageCodeQuantizedScaled;
@@ -292,8 +314,8 @@ class TableParser {
                      " file (needs 1.1)");
     if (storage > kStorageCodeQuantizedScaled)
       return minor_ > kContainerVersionMinor
-                 ? Status(StatusCode::kUnsupported, tw + ": storage code " + std::to_string(storage) +
-                                                        " of format 1." + std::to_string(minor_) +
+                 ? Status(StatusCode::kUnsupported, tw + ": storage code " + std::to_string(storage) + " of format 1." +
+                                                        std::to_string(minor_) +
                                                         " is not supported by this reader (reads up to 1." +
                                                         std::to_string(kContainerVersionMinor) + ")")
                  : corrupt(tw + ": unknown storage code " + std::to_string(storage));
@@ -322,7 +344,8 @@ class TableParser {
 
   // One chunk reference: contiguous with the previous chunk and inside the data region.
   Status chunk(const std::string& tw, ChunkRef* ch) {
-    if (!c_.get(&ch->offset) || !c_.get(&ch->size) || !c_.get(&ch->crc)) return truncated(tw + ": truncated chunk list");
+    if (!c_.get(&ch->offset) || !c_.get(&ch->size) || !c_.get(&ch->crc))
+      return truncated(tw + ": truncated chunk list");
     if (ch->offset != next_chunk_)
       return corrupt(tw + ": chunk at offset " + std::to_string(ch->offset) + ", expected " +
                      std::to_string(next_chunk_) + " (chunks must be contiguous)");
@@ -351,10 +374,12 @@ class TableParser {
     if (!c_.get(&method) || !c_.get(&recon) || !c_.get(&unary) || !c_.get(&eg) || !c_.get(&t->step) ||
         !c_.get(&t->lambda) || !c_.get(&t->rows_per_block))
       return truncated(tw + ": truncated quantizer fields");
-    if (!dtype_is_float(t->dtype)) return corrupt(tw + ": quantized tensor with non-float dtype " + dtype_name(t->dtype));
+    if (!dtype_is_float(t->dtype))
+      return corrupt(tw + ": quantized tensor with non-float dtype " + dtype_name(t->dtype));
     if (!is_known_quant_method(method))
       return Status(StatusCode::kUnsupported, tw + ": unknown quantizer method " + std::to_string(method));
-    if (recon != 0) return Status(StatusCode::kUnsupported, tw + ": reserved quantizer byte is " + std::to_string(recon));
+    if (recon != 0)
+      return Status(StatusCode::kUnsupported, tw + ": reserved quantizer byte is " + std::to_string(recon));
     t->method = QuantMethod(method);
     t->params.unary_len = unary;
     t->params.eg_order = eg;
@@ -444,7 +469,8 @@ class TableParser {
     if (target >= ti) return corrupt(tw + ": alias target " + std::to_string(target) + " is not an earlier entry");
     const TensorInfo& tt = earlier[target];
     if (tt.storage == Storage::kAlias) return corrupt(tw + ": alias of an alias");
-    if (tt.dtype != t->dtype || tt.shape != t->shape) return corrupt(tw + ": alias differs in dtype or shape from its target");
+    if (tt.dtype != t->dtype || tt.shape != t->shape)
+      return corrupt(tw + ": alias differs in dtype or shape from its target");
     t->alias_of = target;
     return Status::Ok();
   }
@@ -598,8 +624,8 @@ Status ContainerReader::run_task(const Task& task, Scratch* scratch) const {
   const TensorInfo& t = tensors_[task.tensor];
   const ChunkRef& ch = t.chunks[task.chunk];
   const uint8_t* src = data_ + ch.offset;
-  const std::string where = "nnp: " + quoted(task.label) + ", chunk " + std::to_string(task.chunk + 1) +
-                            " of " + std::to_string(t.chunks.size());
+  const std::string where = "nnp: " + quoted(task.label) + ", chunk " + std::to_string(task.chunk + 1) + " of " +
+                            std::to_string(t.chunks.size());
   if (crc32c(src, size_t(ch.size)) != ch.crc) return corrupt(where + ": checksum mismatch (corrupt data)");
   if (t.storage == Storage::kRaw) {
     if (ch.size) std::memcpy(task.out, src, size_t(ch.size));
@@ -639,8 +665,7 @@ Status ContainerReader::run_task(const Task& task, Scratch* scratch) const {
         }
         break;
       }
-      default:
-        s = corrupt("quantized tensor with non-float dtype");
+      default: s = corrupt("quantized tensor with non-float dtype");
     }
   }
   if (!s.ok()) return Status(s.code(), where + ": " + s.message());
@@ -699,7 +724,8 @@ Status ContainerReader::decode_levels(size_t i, int32_t* out, uint64_t out_count
   const TensorInfo& req = tensors_[i];
   const size_t src = req.storage == Storage::kAlias ? req.alias_of : i;
   const TensorInfo& t = tensors_[src];
-  if (t.storage != Storage::kQuantized) return invalid_argument("decode_levels: " + quoted(req.name) + " is not quantized");
+  if (t.storage != Storage::kQuantized)
+    return invalid_argument("decode_levels: " + quoted(req.name) + " is not quantized");
   if (out_count != t.count)
     return invalid_argument("decode_levels: output holds " + std::to_string(out_count) + " levels, " +
                             quoted(req.name) + " has " + std::to_string(t.count));

@@ -5,9 +5,9 @@
 #include <string>
 #include <unordered_set>
 
+#include "../common/parallel.h"
 #include "nnpress/format/container.h"
 #include "nnpress/format/crc.h"
-#include "../common/parallel.h"
 
 namespace nnpress {
 namespace {
@@ -78,7 +78,8 @@ Status check_quantized(const TensorInput& t, uint64_t n, const std::string& tw) 
     Status s = check_scaled_steps(t, tw);
     if (!s.ok()) return s;
   }
-  if ((t.unary_len >= 0) != (t.eg_order >= 0)) return invalid_argument(tw + ": set both unary_len and eg_order, or neither");
+  if ((t.unary_len >= 0) != (t.eg_order >= 0))
+    return invalid_argument(tw + ": set both unary_len and eg_order, or neither");
   if (t.unary_len >= 0) {
     LevelParams p;
     p.unary_len = uint32_t(t.unary_len);
@@ -112,8 +113,7 @@ Status check_tensor(const std::vector<TensorInput>& tensors, size_t i, std::unor
                                 std::to_string(n * dtype_size(t.dtype)));
       if (t.raw == nullptr && t.raw_size != 0) return invalid_argument(tw + ": null raw data");
       return Status::Ok();
-    case Storage::kQuantized:
-      return check_quantized(t, n, tw);
+    case Storage::kQuantized: return check_quantized(t, n, tw);
     case Storage::kAlias: {
       if (t.alias_of >= i) return invalid_argument(tw + ": alias target must be an earlier tensor");
       const TensorInput& tt = tensors[t.alias_of];
@@ -121,8 +121,7 @@ Status check_tensor(const std::vector<TensorInput>& tensors, size_t i, std::unor
       if (tt.dtype != t.dtype || tt.shape != t.shape) return invalid_argument(tw + ": alias differs from its target");
       return Status::Ok();
     }
-    default:
-      return invalid_argument(tw + ": unknown storage");
+    default: return invalid_argument(tw + ": unknown storage");
   }
 }
 
@@ -168,10 +167,9 @@ void choose_params(const std::vector<TensorInput>& tensors, const std::vector<ui
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return counts[a] > counts[b]; });
   detail::parallel_for(order.size(), options.threads, [&](size_t k) {
     const size_t i = order[k];
-    plan->params[i] = options.size_tolerance < 0
-                          ? choose_level_params(tensors[i].levels, counts[i])
-                          : choose_level_params_for_speed(tensors[i].levels, plan->rows[i], plan->cols[i],
-                                                          options.size_tolerance);
+    plan->params[i] = options.size_tolerance < 0 ? choose_level_params(tensors[i].levels, counts[i])
+                                                 : choose_level_params_for_speed(tensors[i].levels, plan->rows[i],
+                                                                                 plan->cols[i], options.size_tolerance);
   });
 }
 
@@ -288,8 +286,8 @@ class Assembler {
 
 }  // namespace
 
-Status write_container(const std::vector<TensorInput>& tensors, const WriterOptions& options,
-                       std::vector<uint8_t>* out, WriteResult* result) {
+Status write_container(const std::vector<TensorInput>& tensors, const WriterOptions& options, std::vector<uint8_t>* out,
+                       WriteResult* result) {
   if (out == nullptr) return invalid_argument("write_container: null output");
   if (options.block_elements == 0) return invalid_argument("write_container: block_elements must be > 0");
   if (tensors.size() > 0xFFFFFFFFu) return invalid_argument("write_container: too many tensors");

@@ -114,13 +114,11 @@ Status check_channel_scales(const double* scales, uint64_t n, const char* what) 
   return Status::Ok();
 }
 
-Status dequantize(const int32_t* levels, uint64_t rows, uint64_t cols, double step, QuantMethod method,
-                  float* out) {
+Status dequantize(const int32_t* levels, uint64_t rows, uint64_t cols, double step, QuantMethod method, float* out) {
   return dequantize_impl(levels, rows, cols, step, method, ChannelScales(), out);
 }
 
-Status dequantize(const int32_t* levels, uint64_t rows, uint64_t cols, double step, QuantMethod method,
-                  double* out) {
+Status dequantize(const int32_t* levels, uint64_t rows, uint64_t cols, double step, QuantMethod method, double* out) {
   return dequantize_impl(levels, rows, cols, step, method, ChannelScales(), out);
 }
 

@@ -7,12 +7,12 @@
 #include <string>
 #include <vector>
 
-#include "nnpress/cabac/rate_estimator.h"
+#include "../common/parallel.h"
 #include "nnpress/cabac/level_coder.h"
+#include "nnpress/cabac/rate_estimator.h"
 #include "nnpress/quant/feedback.h"
 #include "nnpress/quant/rdoq.h"
 #include "nnpress/quant/trellis.h"
-#include "../common/parallel.h"
 
 namespace nnpress {
 
@@ -89,7 +89,8 @@ Status check_inputs(const W* weights, const F* importance, uint64_t rows, uint64
       for (uint64_t j = i + 1; j < n; ++j)
         if (!(std::fabs(u[j] / u[i]) <= kMaxFeedbackCoef))
           return invalid_argument(std::string("quantize: ") + name + " entry (" + std::to_string(i) + ", " +
-                                  std::to_string(j) + ") is not finite or more than 1e12 times its row's diagonal "
+                                  std::to_string(j) +
+                                  ") is not finite or more than 1e12 times its row's diagonal "
                                   "(ill-conditioned)");
     }
   }
@@ -98,8 +99,10 @@ Status check_inputs(const W* weights, const F* importance, uint64_t rows, uint64
       for (uint64_t r = 0; r < rows; ++r)
         for (uint64_t i = 1; i < cols; ++i)
           if (!(importance[r * cols + i] == importance[r * cols]))
-            return invalid_argument("quantize: with a feedback factor the importance must be the same along each row "
-                                    "(row " + std::to_string(r) + " varies)");
+            return invalid_argument(
+                "quantize: with a feedback factor the importance must be the same along each row "
+                "(row " +
+                std::to_string(r) + " varies)");
   }
   return Status::Ok();
 }
@@ -339,8 +342,9 @@ Status quantize_with_passes(const Problem<W, F>& p, QuantResult* res) {
     res->params = params;
     res->passes = pass;
     if (!std::isfinite(res->distortion))
-      return invalid_argument("quantize: the weighted distortion overflows a double (importance x feedback "
-                              "weight x error^2): scale the importance or the hessian down");
+      return invalid_argument(
+          "quantize: the weighted distortion overflows a double (importance x feedback "
+          "weight x error^2): scale the importance or the hessian down");
     if (!prices || o.params_fixed || pass >= o.max_passes) break;
     const cabac::LevelParams again = pick_params(p.levels, p.rows, p.cols, o.size_tolerance);
     if (same_params(again, params)) {
@@ -398,9 +402,9 @@ Status estimate_chunked_rate(const int32_t* levels, uint64_t rows, uint64_t cols
   return Status::Ok();
 }
 
-#define NNPRESS_INSTANTIATE(W, F)                                                                       \
-  template Status quantize<W, F>(const W*, const F*, uint64_t, uint64_t, const QuantOptions&, int32_t*, \
-                                 float*, QuantResult*);
+#define NNPRESS_INSTANTIATE(W, F)                                                                               \
+  template Status quantize<W, F>(const W*, const F*, uint64_t, uint64_t, const QuantOptions&, int32_t*, float*, \
+                                 QuantResult*);
 NNPRESS_INSTANTIATE(float, float)
 NNPRESS_INSTANTIATE(float, double)
 NNPRESS_INSTANTIATE(double, float)

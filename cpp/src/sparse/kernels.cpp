@@ -33,7 +33,8 @@ Status pick_table(const KernelOptions& opt, size_t batch, const KernelTable** ou
     if (!e.ok()) return e;
   }
   const Isa isa = opt.isa ? *opt.isa : auto_isa(batch);
-  if (!isa_supported(isa)) return invalid_argument(std::string("kernels: ISA '") + isa_name(isa) + "' is not available on this CPU/build");
+  if (!isa_supported(isa))
+    return invalid_argument(std::string("kernels: ISA '") + isa_name(isa) + "' is not available on this CPU/build");
   const KernelTable* t = nullptr;
   switch (isa) {
     case Isa::kAvx512: t = detail::avx512_kernels(); break;
@@ -109,8 +110,12 @@ detail::CodebookView view_of(const CodebookMatrix& m) {
 
 Status check_buffers(const char* what, const void* x, size_t x_len, size_t x_need, const void* y, size_t y_len,
                      size_t y_need) {
-  if (x_len != x_need) return invalid_argument(std::string(what) + ": input has " + std::to_string(x_len) + " floats, expected " + std::to_string(x_need));
-  if (y_len != y_need) return invalid_argument(std::string(what) + ": output has " + std::to_string(y_len) + " floats, expected " + std::to_string(y_need));
+  if (x_len != x_need)
+    return invalid_argument(std::string(what) + ": input has " + std::to_string(x_len) + " floats, expected " +
+                            std::to_string(x_need));
+  if (y_len != y_need)
+    return invalid_argument(std::string(what) + ": output has " + std::to_string(y_len) + " floats, expected " +
+                            std::to_string(y_need));
   if ((x_need && !x) || (y_need && !y)) return invalid_argument(std::string(what) + ": null buffer");
   return Status::Ok();
 }
@@ -164,7 +169,8 @@ Status matmat(const RowGroupMatrix& m, const float* X, size_t x_len, size_t batc
   s = pick_table(o, batch, &t);
   if (!s.ok()) return s;
   const detail::RowsView v = view_of(m);
-  over_rows(m.rows(), opt.threads, m.nnz() * batch, [&](uint32_t r0, uint32_t r1) { t->rows_matmat(v, X, batch, Y, r0, r1); });
+  over_rows(m.rows(), opt.threads, m.nnz() * batch,
+            [&](uint32_t r0, uint32_t r1) { t->rows_matmat(v, X, batch, Y, r0, r1); });
   const float w0 = m.omega()[0];
   if (w0 != 0.0f) {
     std::vector<float> sx(batch, 0.0f);
@@ -185,7 +191,8 @@ Status matvec(const CodebookMatrix& m, const float* x, size_t x_len, float* y, s
   s = pick_table(opt, 1, &t);
   if (!s.ok()) return s;
   const detail::CodebookView v = view_of(m);
-  over_rows(m.rows(), opt.threads, uint64_t(m.rows()) * m.cols() / 12, [&](uint32_t r0, uint32_t r1) { t->cb_matvec(v, x, y, r0, r1); });
+  over_rows(m.rows(), opt.threads, uint64_t(m.rows()) * m.cols() / 12,
+            [&](uint32_t r0, uint32_t r1) { t->cb_matvec(v, x, y, r0, r1); });
   return Status::Ok();
 }
 
@@ -199,7 +206,8 @@ Status matmat(const CodebookMatrix& m, const float* X, size_t x_len, size_t batc
   s = pick_table(opt, batch, &t);
   if (!s.ok()) return s;
   const detail::CodebookView v = view_of(m);
-  over_rows(m.rows(), opt.threads, uint64_t(m.rows()) * m.cols() * batch / 12, [&](uint32_t r0, uint32_t r1) { t->cb_matmat(v, X, batch, Y, r0, r1); });
+  over_rows(m.rows(), opt.threads, uint64_t(m.rows()) * m.cols() * batch / 12,
+            [&](uint32_t r0, uint32_t r1) { t->cb_matmat(v, X, batch, Y, r0, r1); });
   return Status::Ok();
 }
 

@@ -163,8 +163,7 @@ inline void fill_rows(const RowsView& m, Value value_of, uint32_t ra, uint32_t r
 // Values of row r's entries [p, p + n) (a piece of a long row), relative to p: groups [g, ...), the
 // first one starting at or before p, the last one clipped at n.
 template <class V, uint32_t L, uint32_t U, class Value>
-inline void fill_piece(const RowsView& m, Value value_of, uint32_t r, uint32_t g, uint32_t p, uint32_t n,
-                       float* vals) {
+inline void fill_piece(const RowsView& m, Value value_of, uint32_t r, uint32_t g, uint32_t p, uint32_t n, float* vals) {
   const uint32_t g1 = m.row_ptr[r + 1];
   uint32_t s = 0;
   NNPRESS_NO_VECTORIZE
@@ -223,9 +222,9 @@ template <class Col>
 inline void prefetch_block(const RowsView& m, const Col* col, uint32_t k, uint32_t g, uint32_t ng) {
 #if defined(__GNUC__)
   // GCC deletes loops that only prefetch; the empty volatile asm keeps them.
-#define NNPRESS_PREFETCH(p)    \
-  do {                         \
-    __builtin_prefetch(p);     \
+#define NNPRESS_PREFETCH(p)        \
+  do {                             \
+    __builtin_prefetch(p);         \
     __asm__ volatile("" ::"r"(p)); \
   } while (0)
   const uint32_t groups = m.row_ptr[m.rows], total = m.group_ptr[groups];
@@ -426,8 +425,8 @@ void rows_matmat_tile(const RowsView& m, const Col* col, Value value_of, const f
 // is one FMA of its value (broadcast from a per-entry buffer) with its input row, over runs of whole
 // groups.
 template <class V, int NV, bool kPartial, class Col, class Value>
-void rows_matmat_tile_flat(const RowsView& m, const Col* col, Value value_of, const float* X, size_t batch,
-                           float* Y, uint32_t r0, uint32_t r1, size_t b0, const Tile<V, NV, kPartial>& t) {
+void rows_matmat_tile_flat(const RowsView& m, const Col* col, Value value_of, const float* X, size_t batch, float* Y,
+                           uint32_t r0, uint32_t r1, size_t b0, const Tile<V, NV, kPartial>& t) {
   constexpr uint32_t W = V::W;
   alignas(64) float vals[kSegment + kBlockPad];
   for (uint32_t r = r0; r < r1; ++r) {
@@ -554,8 +553,8 @@ void rows_matmat(const RowsView& m, const float* X, size_t batch, float* Y, uint
 }
 
 template <class V, int NV, bool kPartial>
-void cb_matmat_tile(const CodebookView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1,
-                    size_t b0, const Tile<V, NV, kPartial>& t) {
+void cb_matmat_tile(const CodebookView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1, size_t b0,
+                    const Tile<V, NV, kPartial>& t) {
   constexpr uint32_t W = V::W;
   for (uint32_t r = r0; r < r1; ++r) {
     const uint8_t* row = m.packed + size_t(r) * m.row_bytes;

@@ -149,33 +149,40 @@ Status RowGroupMatrix::validate(const RowGroupArrays& a) {
   const bool cser = a.format == Format::kCSER;
   if (a.format != Format::kCER && !cser) return corrupt("row-group matrix: format must be CER or CSER");
   const size_t nv = a.omega.size();
-  if (nv == 0 || nv > kMaxValues) return corrupt("row-group matrix: omega must hold 1.." + std::to_string(kMaxValues) + " values, has " + where(nv));
+  if (nv == 0 || nv > kMaxValues)
+    return corrupt("row-group matrix: omega must hold 1.." + std::to_string(kMaxValues) + " values, has " + where(nv));
   for (size_t k = 0; k < nv; ++k) {
     if (!std::isfinite(a.omega[k])) return corrupt("row-group matrix: omega[" + where(k) + "] is not finite");
   }
   if (a.row_ptr.size() != size_t(a.rows) + 1) {
-    return corrupt("row-group matrix: row_ptr has " + where(a.row_ptr.size()) + " entries, expected rows + 1 = " + where(uint64_t(a.rows) + 1));
+    return corrupt("row-group matrix: row_ptr has " + where(a.row_ptr.size()) +
+                   " entries, expected rows + 1 = " + where(uint64_t(a.rows) + 1));
   }
   if (a.group_ptr.empty()) return corrupt("row-group matrix: group_ptr is empty");
   const uint64_t ngroups = a.group_ptr.size() - 1;
-  if (ngroups > 0xFFFFFFFFull || a.col.size() > 0xFFFFFFFFull) return corrupt("row-group matrix: more than 2^32 - 1 groups or entries");
+  if (ngroups > 0xFFFFFFFFull || a.col.size() > 0xFFFFFFFFull)
+    return corrupt("row-group matrix: more than 2^32 - 1 groups or entries");
   if (a.row_ptr[0] != 0) return corrupt("row-group matrix: row_ptr[0] is not 0");
   for (uint32_t r = 0; r < a.rows; ++r) {
     if (a.row_ptr[r + 1] < a.row_ptr[r]) return corrupt("row-group matrix: row_ptr decreases at row " + where(r));
   }
   if (a.row_ptr[a.rows] != ngroups) {
-    return corrupt("row-group matrix: row_ptr ends at " + where(a.row_ptr[a.rows]) + " but there are " + where(ngroups) + " groups");
+    return corrupt("row-group matrix: row_ptr ends at " + where(a.row_ptr[a.rows]) + " but there are " +
+                   where(ngroups) + " groups");
   }
   if (a.group_ptr[0] != 0) return corrupt("row-group matrix: group_ptr[0] is not 0");
   for (uint64_t g = 0; g < ngroups; ++g) {
-    if (a.group_ptr[g + 1] < a.group_ptr[g]) return corrupt("row-group matrix: group_ptr decreases at group " + where(g));
+    if (a.group_ptr[g + 1] < a.group_ptr[g])
+      return corrupt("row-group matrix: group_ptr decreases at group " + where(g));
   }
   if (a.group_ptr[ngroups] != a.col.size()) {
-    return corrupt("row-group matrix: group_ptr ends at " + where(a.group_ptr[ngroups]) + " but there are " + where(a.col.size()) + " column indices");
+    return corrupt("row-group matrix: group_ptr ends at " + where(a.group_ptr[ngroups]) + " but there are " +
+                   where(a.col.size()) + " column indices");
   }
   if (cser) {
     if (a.group_value.size() != ngroups) {
-      return corrupt("CSER matrix: group_value has " + where(a.group_value.size()) + " entries, expected " + where(ngroups));
+      return corrupt("CSER matrix: group_value has " + where(a.group_value.size()) + " entries, expected " +
+                     where(ngroups));
     }
   } else if (!a.group_value.empty()) {
     return corrupt("CER matrix: group_value must be empty");
@@ -184,19 +191,25 @@ Status RowGroupMatrix::validate(const RowGroupArrays& a) {
   for (uint32_t r = 0; r < a.rows; ++r) {
     const uint64_t g0 = a.row_ptr[r], g1 = a.row_ptr[r + 1];
     if (!cser && g1 - g0 > nv - 1) {
-      return corrupt("CER matrix: row " + where(r) + " has " + where(g1 - g0) + " groups but omega has only " + where(nv - 1) + " explicit values");
+      return corrupt("CER matrix: row " + where(r) + " has " + where(g1 - g0) + " groups but omega has only " +
+                     where(nv - 1) + " explicit values");
     }
     uint32_t prev_value = 0;
     for (uint64_t g = g0; g < g1; ++g) {
       if (cser) {
         const uint32_t v = a.group_value[g];
-        if (v == 0 || v >= nv) return corrupt("CSER matrix: group " + where(g) + " has value index " + where(v) + ", outside 1.." + where(nv - 1));
-        if (v <= prev_value) return corrupt("CSER matrix: value indices do not ascend in row " + where(r) + " at group " + where(g));
+        if (v == 0 || v >= nv)
+          return corrupt("CSER matrix: group " + where(g) + " has value index " + where(v) + ", outside 1.." +
+                         where(nv - 1));
+        if (v <= prev_value)
+          return corrupt("CSER matrix: value indices do not ascend in row " + where(r) + " at group " + where(g));
         prev_value = v;
       }
       for (uint64_t k = a.group_ptr[g]; k < a.group_ptr[g + 1]; ++k) {
         const uint32_t c = a.col[k];
-        if (c >= a.cols) return corrupt("row-group matrix: column index " + where(c) + " at entry " + where(k) + " is outside 0.." + where(uint64_t(a.cols) - 1));
+        if (c >= a.cols)
+          return corrupt("row-group matrix: column index " + where(c) + " at entry " + where(k) + " is outside 0.." +
+                         where(uint64_t(a.cols) - 1));
         if (seen[c] == r) return corrupt("row-group matrix: column " + where(c) + " appears twice in row " + where(r));
         seen[c] = r;
       }
@@ -262,8 +275,8 @@ void RowGroupMatrix::build_plan() {
 namespace {
 
 // Groups the Ω indices of a rows x cols matrix into CER/CSER arrays.
-RowGroupArrays group_rows(Format format, const std::vector<uint32_t>& idx, std::vector<float> omega,
-                          uint32_t rows, uint32_t cols) {
+RowGroupArrays group_rows(Format format, const std::vector<uint32_t>& idx, std::vector<float> omega, uint32_t rows,
+                          uint32_t cols) {
   RowGroupArrays a;
   a.format = format, a.rows = rows, a.cols = cols, a.omega = std::move(omega);
   const uint32_t nv = uint32_t(a.omega.size());
@@ -312,7 +325,8 @@ RowGroupArrays group_rows(Format format, const std::vector<uint32_t>& idx, std::
 
 Status build_rows(Format format, const float* w, uint32_t rows, uint32_t cols, RowGroupMatrix* out,
                   uint32_t max_values) {
-  if (format != Format::kCER && format != Format::kCSER) return invalid_argument("row-group matrix: format must be CER or CSER");
+  if (format != Format::kCER && format != Format::kCSER)
+    return invalid_argument("row-group matrix: format must be CER or CSER");
   Status s = check_shape(w, rows, cols, "from_dense");
   if (!s.ok()) return s;
   const uint64_t n = uint64_t(rows) * cols;
@@ -329,13 +343,13 @@ Status build_rows(Format format, const float* w, uint32_t rows, uint32_t cols, R
 
 }  // namespace
 
-Status RowGroupMatrix::from_dense(Format format, const float* w, uint32_t rows, uint32_t cols,
-                                  RowGroupMatrix* out, uint32_t max_values) {
+Status RowGroupMatrix::from_dense(Format format, const float* w, uint32_t rows, uint32_t cols, RowGroupMatrix* out,
+                                  uint32_t max_values) {
   return build_rows(format, w, rows, cols, out, max_values);
 }
 
-Status RowGroupMatrix::from_levels(Format format, const int32_t* levels, uint32_t rows, uint32_t cols,
-                                   float step, RowGroupMatrix* out, uint32_t max_values) {
+Status RowGroupMatrix::from_levels(Format format, const int32_t* levels, uint32_t rows, uint32_t cols, float step,
+                                   RowGroupMatrix* out, uint32_t max_values) {
   if (levels == nullptr && uint64_t(rows) * cols != 0) return invalid_argument("from_levels: null levels");
   std::vector<float> w;
   Status s = levels_to_values(levels, size_t(uint64_t(rows) * cols), step, &w);
@@ -358,14 +372,16 @@ void CodebookMatrix::to_dense(float* out) const {
   }
 }
 
-Status CodebookMatrix::from_arrays(uint32_t rows, uint32_t cols, std::vector<float> lut,
-                                   std::vector<uint8_t> packed, CodebookMatrix* out) {
-  if (lut.empty() || lut.size() > kCodebookSize) return corrupt("codebook matrix: lut must hold 1..16 values, has " + where(lut.size()));
+Status CodebookMatrix::from_arrays(uint32_t rows, uint32_t cols, std::vector<float> lut, std::vector<uint8_t> packed,
+                                   CodebookMatrix* out) {
+  if (lut.empty() || lut.size() > kCodebookSize)
+    return corrupt("codebook matrix: lut must hold 1..16 values, has " + where(lut.size()));
   for (size_t k = 0; k < lut.size(); ++k) {
     if (!std::isfinite(lut[k])) return corrupt("codebook matrix: lut[" + where(k) + "] is not finite");
   }
   const uint64_t need = uint64_t(rows) * row_bytes(cols);
-  if (packed.size() != need) return corrupt("codebook matrix: packed has " + where(packed.size()) + " bytes, expected " + where(need));
+  if (packed.size() != need)
+    return corrupt("codebook matrix: packed has " + where(packed.size()) + " bytes, expected " + where(need));
   CodebookMatrix m;
   m.rows_ = rows, m.cols_ = cols, m.num_values_ = uint32_t(lut.size());
   for (size_t k = 0; k < kCodebookSize; ++k) m.lut_[k] = k < lut.size() ? lut[k] : 0.0f;

@@ -92,8 +92,7 @@ def _split_batch(batch: Any, where: str) -> tuple[_Inputs, Any]:
             raise TypeError(f"{where}: labels must be a tensor, got {type(labels).__name__}")
         if labels.dim() == 0 or labels.shape[0] != inputs.size:
             raise ValueError(
-                f"{where}: labels of shape {tuple(labels.shape)} do not match the batch size "
-                f"{inputs.size}"
+                f"{where}: labels of shape {tuple(labels.shape)} do not match the batch size {inputs.size}"
             )
     return inputs, labels
 
@@ -112,8 +111,7 @@ def _calibration_batches(
         inputs, labels = _split_batch(raw, where)
         if mode == "empirical" and labels is None:
             raise ValueError(
-                f"{where}: mode='empirical' needs labels: (x, y) batches or a "
-                f"'{LABEL_KEY}' entry in dict batches"
+                f"{where}: mode='empirical' needs labels: (x, y) batches or a '{LABEL_KEY}' entry in dict batches"
             )
         size = inputs.size
         if max_examples is not None:
@@ -158,14 +156,11 @@ def _check_output(f: Any, batch_size: int, where: str) -> None:
         raise TypeError(f"{where}: the model output must be a floating-point tensor, got {f!r:.80}")
     if f.dim() == 0 or f.shape[0] != batch_size:
         raise ValueError(
-            f"{where}: the model output of shape {tuple(f.shape)} has no batch dimension of size "
-            f"{batch_size} first"
+            f"{where}: the model output of shape {tuple(f.shape)} has no batch dimension of size {batch_size} first"
         )
 
 
-def _forward(
-    model: Any, inputs: _Inputs, targs: dict, tkwargs: dict, output_fn: Any, where: str
-) -> tuple[Any, bool]:
+def _forward(model: Any, inputs: _Inputs, targs: dict, tkwargs: dict, output_fn: Any, where: str) -> tuple[Any, bool]:
     """(output tensor, came_from_logits) of a batched forward pass without gradients."""
     import torch
 

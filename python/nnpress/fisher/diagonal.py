@@ -170,9 +170,7 @@ class _DiagonalRun:
         }
         return self.acc
 
-    def add_chunk(
-        self, inputs: _Inputs, labels: Any, size: int, start: int, stop: int, where: str
-    ) -> None:
+    def add_chunk(self, inputs: _Inputs, labels: Any, size: int, start: int, stop: int, where: str) -> None:
         """Add examples [start, stop) of a batch whose first ``size`` examples are used."""
         targs, tkwargs = inputs.sliced(start, stop)
         f = self._output_if_needed(inputs, targs, tkwargs, labels, where)
@@ -218,9 +216,7 @@ class _DiagonalRun:
                 {k: t.unsqueeze(0) for k, t in tkwargs.items()},
             )
             out = functional_call(self.model, (params, self.const), args, kwargs)
-            return _log_likelihood(
-                kind, self.mode, self.sigma, self.extract(out), target.unsqueeze(0)
-            )
+            return _log_likelihood(kind, self.mode, self.sigma, self.extract(out), target.unsqueeze(0))
 
         return objective
 

@@ -207,9 +207,7 @@ def _kfac_modules(name: str, side: str, model: Any, module_filter: Any) -> dict:
     keep = _keep(modules, module_filter, what)
     modules = {n: m for n, m in modules.items() if n in keep}
     if not modules:
-        raise ValueError(
-            f"{name}: the model has no (selected) {' or '.join(k.__name__ for k in kinds)} module"
-        )
+        raise ValueError(f"{name}: the model has no (selected) {' or '.join(k.__name__ for k in kinds)} module")
     return modules
 
 
@@ -226,8 +224,7 @@ class _BlockRun:
         self.n_draws = 1 if mode == "empirical" else draws
         dim = 1 if side == "columns" else 0
         self.acc = {
-            n: torch.zeros((m.weight.shape[dim], m.weight.shape[dim]), dtype=torch.float64)
-            for n, m in modules.items()
+            n: torch.zeros((m.weight.shape[dim], m.weight.shape[dim]), dtype=torch.float64) for n, m in modules.items()
         }
         self.seen: dict = {}  # module name -> [(input, output)] of this batch's calls
         self.reached: set = set()  # modules whose output the log-likelihood depended on
@@ -246,10 +243,7 @@ class _BlockRun:
     @contextlib.contextmanager
     def recording(self, model):
         """Hooks on the selected modules and gradients through every layer, for the duration."""
-        handles = [
-            m.register_forward_hook(self._hook(n), with_kwargs=True)
-            for n, m in self.modules.items()
-        ]
+        handles = [m.register_forward_hook(self._hook(n), with_kwargs=True) for n, m in self.modules.items()]
         # The parameters need no gradient; a leaf that requires one makes every layer output part
         # of the graph, so that d ll / d output exists for each hooked module.
         flags = {p: p.requires_grad for p in model.parameters()}

@@ -35,9 +35,7 @@ _MODES = ("sampled", "empirical")
 _OUTPUTS = ("auto", "classifier", "gaussian")
 
 
-def _check_arguments(
-    name: str, mode: str, output: str, sigma: float | None, max_examples: int | None
-) -> float:
+def _check_arguments(name: str, mode: str, output: str, sigma: float | None, max_examples: int | None) -> float:
     """The arguments every Fisher estimator takes; returns sigma (None -> 1)."""
     if mode not in _MODES:
         raise ValueError(f"{name}: mode must be one of {_MODES}, got {mode!r}")
@@ -67,9 +65,7 @@ def _check_labels(kind: str, f: Any, labels: Any, where: str) -> None:
 
     if kind == "classifier":
         if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-            raise TypeError(
-                f"{where}: classifier labels must be integer class indices, got {labels.dtype}"
-            )
+            raise TypeError(f"{where}: classifier labels must be integer class indices, got {labels.dtype}")
         if tuple(labels.shape) != tuple(f.shape[:-1]):
             raise ValueError(
                 f"{where}: classifier labels of shape {tuple(labels.shape)} do not match logits "
@@ -77,8 +73,7 @@ def _check_labels(kind: str, f: Any, labels: Any, where: str) -> None:
             )
     elif tuple(labels.shape) != tuple(f.shape):
         raise ValueError(
-            f"{where}: gaussian targets of shape {tuple(labels.shape)} do not match the output "
-            f"shape {tuple(f.shape)}"
+            f"{where}: gaussian targets of shape {tuple(labels.shape)} do not match the output shape {tuple(f.shape)}"
         )
 
 

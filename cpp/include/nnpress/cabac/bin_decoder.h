@@ -103,7 +103,10 @@ class BinDecoder {
   // into the look-ahead window do not count).
   bool overrun() const { return consumed_bytes() > size_; }
   // Bytes consumed by the arithmetic decoding so far, capped at size (for error messages).
-  size_t position() const { const uint64_t p = consumed_bytes(); return p < size_ ? size_t(p) : size_; }
+  size_t position() const {
+    const uint64_t p = consumed_bytes();
+    return p < size_ ? size_t(p) : size_;
+  }
 
  private:
   // The window holds kLookahead bits read ahead beyond what the engine has shifted in; the

@@ -42,8 +42,8 @@ struct LevelParams {
 constexpr uint64_t kMaxMagnitude = uint64_t(1) << 31;  // |INT32_MIN|
 
 template <class Coder>
-NNPRESS_INLINE int32_t code_level(Coder& c, WeightContexts& ctx, const LevelParams& p,
-                          const Neighbourhood& nb, int32_t q, bool& bad) {
+NNPRESS_INLINE int32_t code_level(Coder& c, WeightContexts& ctx, const LevelParams& p, const Neighbourhood& nb,
+                                  int32_t q, bool& bad) {
   const uint32_t mag = q < 0 ? 0u - uint32_t(q) : uint32_t(q);  // unused when decoding
   if (!c.bin(mag != 0, ctx.sig[nb.prev][nb.prev2_nonzero])) return 0;
   const unsigned neg = c.bin(q < 0, ctx.sign[nb.prev]);
@@ -87,8 +87,8 @@ done:
 // Encoders/estimators read `levels`; decoders write it. Returns false if a decoder found a
 // level outside the int32 range or ran past the end of its data (output is then junk).
 template <class Coder>
-NNPRESS_INLINE bool code_rows(Coder& c, WeightContexts& ctx, const LevelParams& p, int32_t* levels,
-                      uint64_t rows, uint64_t cols) {
+NNPRESS_INLINE bool code_rows(Coder& c, WeightContexts& ctx, const LevelParams& p, int32_t* levels, uint64_t rows,
+                              uint64_t cols) {
   bool bad = false;
   if (cols == 0) return true;  // no levels, whatever `rows` says (rows may be huge: no loop)
   for (uint64_t r = 0; r < rows; ++r) {

@@ -70,8 +70,8 @@ Status check_level_params(const LevelParams& p);
 // params, more levels than `size` bytes can hold, a level outside int32, no end-of-stream marker
 // where it belongs (garbage, or bytes after it). kTruncated: fewer than 2 bytes, or the data ends
 // before the levels or the marker. kLimit: rows*cols overflows 64 bits.
-Status decode_level_payload(const uint8_t* data, size_t size, uint64_t rows, uint64_t cols,
-                            const LevelParams& params, int32_t* out);
+Status decode_level_payload(const uint8_t* data, size_t size, uint64_t rows, uint64_t cols, const LevelParams& params,
+                            int32_t* out);
 
 // Parses and checks a framed stream's header and checksum; fills info (partly filled on failure).
 // Allocates nothing big. kInvalidArgument: null data with size > 0. kCorrupt: not "NPL", CRC
@@ -85,8 +85,8 @@ Status read_level_stream_info(const uint8_t* data, size_t size, LevelStreamInfo*
 // Decodes a framed stream whose info came from read_level_stream_info (on the same data); out
 // holds info.count levels. kInvalidArgument: out_count != info.count, or info's payload lies outside
 // [data, data + size); otherwise the codes of decode_level_payload.
-Status decode_level_stream(const uint8_t* data, size_t size, const LevelStreamInfo& info,
-                           int32_t* out, uint64_t out_count);
+Status decode_level_stream(const uint8_t* data, size_t size, const LevelStreamInfo& info, int32_t* out,
+                           uint64_t out_count);
 
 #ifdef NNPRESS_WITH_ENCODER
 // ---- encoding (NNPRESS_ENCODER=ON) ----
@@ -106,13 +106,12 @@ LevelParams choose_level_params_for_speed(const int32_t* levels, uint64_t rows, 
 
 // Appends one payload for rows*cols levels to *out. Unchecked: levels holds rows*cols values and
 // params passed check_level_params (choose_level_params* always do).
-void encode_level_payload(const int32_t* levels, uint64_t rows, uint64_t cols,
-                          const LevelParams& params, std::vector<uint8_t>* out);
+void encode_level_payload(const int32_t* levels, uint64_t rows, uint64_t cols, const LevelParams& params,
+                          std::vector<uint8_t>* out);
 
 // Bits the payload's levels cost, from the coder's own contexts (excludes the terminating bin and
 // the flush: about 2 bytes). Unchecked, as encode_level_payload.
-double estimate_level_bits(const int32_t* levels, uint64_t rows, uint64_t cols,
-                           const LevelParams& params);
+double estimate_level_bits(const int32_t* levels, uint64_t rows, uint64_t cols, const LevelParams& params);
 
 // Appends a complete framed stream (header, payload, CRC) to *out. kInvalidArgument (nothing
 // appended) if ndim > 8, the shape does not match count, or levels is null with count > 0.
@@ -121,8 +120,7 @@ Status encode_level_stream(const int32_t* levels, uint64_t count, const std::vec
 
 // Payload bits (as estimate_level_bits) for the levels of a framed stream with the params the
 // encoder would choose. Unchecked: shape must match count.
-double estimate_level_stream_bits(const int32_t* levels, uint64_t count,
-                                  const std::vector<uint64_t>& shape);
+double estimate_level_stream_bits(const int32_t* levels, uint64_t count, const std::vector<uint64_t>& shape);
 #endif
 
 }  // namespace nnpress

@@ -29,9 +29,7 @@ constexpr uint32_t kRateOne = 1u << kRateBits;  // 1 bit in fixed point
 // LPS class). Defined in cabac/tables.cpp.
 extern const uint32_t kBinCostOfState[kStates][2];
 
-NNPRESS_INLINE uint32_t bin_cost(const ContextModel& ctx, unsigned bin) {
-  return kBinCostOfState[ctx.state][bin != 0];
-}
+NNPRESS_INLINE uint32_t bin_cost(const ContextModel& ctx, unsigned bin) { return kBinCostOfState[ctx.state][bin != 0]; }
 
 template <bool kUpdate = true>
 class RateCounter {

@@ -201,8 +201,7 @@ class ContainerReader {
   // tensor. All chunks of all requested tensors share one pool of `threads` threads.
   // kInvalidArgument: outs or out_bytes of the wrong length, an out_bytes[i] != output_bytes() for a
   // non-null outs[i] (checked before anything is decoded); kCorrupt / kTruncated as decode.
-  Status decode_all(const std::vector<void*>& outs, const std::vector<size_t>& out_bytes,
-                    unsigned threads = 0) const;
+  Status decode_all(const std::vector<void*>& outs, const std::vector<size_t>& out_bytes, unsigned threads = 0) const;
   // Checks every chunk's CRC without decoding: kCorrupt naming the first bad chunk in file order.
   Status verify_checksums() const;
 
@@ -284,8 +283,8 @@ struct WriteResult {
 // Not checked by the input rules, but rejected by every reader: names or metadata that are not valid
 // UTF-8 and tensors beyond ReaderOptions' default limits; with WriterOptions::verify the writer reads
 // its result back and returns the reader's status for such a file (nnpress.compress always does).
-Status write_container(const std::vector<TensorInput>& tensors, const WriterOptions& options,
-                       std::vector<uint8_t>* out, WriteResult* result = nullptr);
+Status write_container(const std::vector<TensorInput>& tensors, const WriterOptions& options, std::vector<uint8_t>* out,
+                       WriteResult* result = nullptr);
 #endif
 
 }  // namespace nnpress

@@ -59,8 +59,7 @@ inline bool is_known_quant_method(uint8_t m) { return m <= uint8_t(QuantMethod::
 
 // ---- the dependent-quantization state machine (shared by trellis.cpp and dequantize.cpp) ----
 constexpr int kDqStates = 8;
-constexpr uint8_t kDqNextState[kDqStates][2] = {{0, 2}, {7, 5}, {1, 3}, {6, 4},
-                                                {2, 0}, {5, 7}, {3, 1}, {4, 6}};
+constexpr uint8_t kDqNextState[kDqStates][2] = {{0, 2}, {7, 5}, {1, 3}, {6, 4}, {2, 0}, {5, 7}, {3, 1}, {4, 6}};
 
 // Quantizer of a state: 0 (even multiples) or 1 (odd multiples and zero).
 inline int dq_quantizer(int state) { return state & 1; }
@@ -94,14 +93,12 @@ int8_t channel_scale_exp_of(double scale);
 Status check_channel_scales(const double* scales, uint64_t n, const char* what);
 
 // Reconstructs rows*cols levels (row-major) into out. Status kInvalidArgument on a bad call.
-Status dequantize(const int32_t* levels, uint64_t rows, uint64_t cols, double step,
-                  QuantMethod method, float* out);
-Status dequantize(const int32_t* levels, uint64_t rows, uint64_t cols, double step,
-                  QuantMethod method, double* out);
+Status dequantize(const int32_t* levels, uint64_t rows, uint64_t cols, double step, QuantMethod method, float* out);
+Status dequantize(const int32_t* levels, uint64_t rows, uint64_t cols, double step, QuantMethod method, double* out);
 // With channel scales (step_ij as in the contract above).
-Status dequantize(const int32_t* levels, uint64_t rows, uint64_t cols, double step,
-                  QuantMethod method, const ChannelScales& scales, float* out);
-Status dequantize(const int32_t* levels, uint64_t rows, uint64_t cols, double step,
-                  QuantMethod method, const ChannelScales& scales, double* out);
+Status dequantize(const int32_t* levels, uint64_t rows, uint64_t cols, double step, QuantMethod method,
+                  const ChannelScales& scales, float* out);
+Status dequantize(const int32_t* levels, uint64_t rows, uint64_t cols, double step, QuantMethod method,
+                  const ChannelScales& scales, double* out);
 
 }  // namespace nnpress

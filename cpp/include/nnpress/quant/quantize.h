@@ -140,8 +140,8 @@ struct QuantResult {
 // levels: rows*cols outputs. recon (may be null): the float32 reconstructions the search
 // evaluated, bit-identical to dequantize(levels, ..., method). result may be null.
 template <class W, class F>
-Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t cols,
-                const QuantOptions& options, int32_t* levels, float* recon, QuantResult* result);
+Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t cols, const QuantOptions& options,
+                int32_t* levels, float* recon, QuantResult* result);
 
 // Bits (fixed point, kRateOne per bit) of rows*cols levels coded with `params`, contexts fresh
 // every chunk_rows rows (0: never) — what quantize() reports as QuantResult::rate for its levels.

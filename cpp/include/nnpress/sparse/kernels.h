@@ -57,12 +57,12 @@ struct KernelOptions {
 
 Status matvec(const RowGroupMatrix& m, const float* x, size_t x_len, float* y, size_t y_len,
               const KernelOptions& opt = {});
-Status matmat(const RowGroupMatrix& m, const float* X, size_t x_len, size_t batch, float* Y,
-              size_t y_len, const KernelOptions& opt = {});
+Status matmat(const RowGroupMatrix& m, const float* X, size_t x_len, size_t batch, float* Y, size_t y_len,
+              const KernelOptions& opt = {});
 Status matvec(const CodebookMatrix& m, const float* x, size_t x_len, float* y, size_t y_len,
               const KernelOptions& opt = {});
-Status matmat(const CodebookMatrix& m, const float* X, size_t x_len, size_t batch, float* Y,
-              size_t y_len, const KernelOptions& opt = {});
+Status matmat(const CodebookMatrix& m, const float* X, size_t x_len, size_t batch, float* Y, size_t y_len,
+              const KernelOptions& opt = {});
 
 // The ISA a product with `batch` input columns uses when KernelOptions.isa is empty: detect_isa()
 // (which honours NNPRESS_ISA; with an unknown value the products fail instead, cpu.h), except that

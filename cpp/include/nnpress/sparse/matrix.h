@@ -71,11 +71,11 @@ class RowGroupMatrix {
 
   // Builds from a dense row-major float matrix (any number of distinct values up to max_values;
   // max_values 0 or above kMaxValues means kMaxValues).
-  static Status from_dense(Format format, const float* w, uint32_t rows, uint32_t cols,
-                           RowGroupMatrix* out, uint32_t max_values = kMaxValues);
+  static Status from_dense(Format format, const float* w, uint32_t rows, uint32_t cols, RowGroupMatrix* out,
+                           uint32_t max_values = kMaxValues);
   // Builds from integer levels: W = float(level) * step. step must be finite and > 0.
-  static Status from_levels(Format format, const int32_t* levels, uint32_t rows, uint32_t cols,
-                            float step, RowGroupMatrix* out, uint32_t max_values = kMaxValues);
+  static Status from_levels(Format format, const int32_t* levels, uint32_t rows, uint32_t cols, float step,
+                            RowGroupMatrix* out, uint32_t max_values = kMaxValues);
   // Validates and adopts the arrays (kCorrupt with a message for any inconsistency).
   static Status from_arrays(RowGroupArrays arrays, RowGroupMatrix* out);
   // Checks every invariant of CONTRACT; the objects this class hands out always pass.
@@ -107,11 +107,11 @@ class RowGroupMatrix {
   // not part of the format): built when |Ω| <= kStartsMaxValues, columns are 16-bit, there are fewer
   // than 2^31 entries and the non-empty
   // groups average <= kStartsMaxMean entries (kStartsMaxMeanWide with more than 16 values, whose kernel
-  // loads the group values: measured crossovers, bench/RESULTS.md); has_starts() says whether it exists. Bit k of starts()
-  // (byte k / 8, bit k % 8; kStartsPad zero bytes of slack) is set when entry k is the first of its
-  // group; start_values()[i] is the Ω index of the i-th non-empty group (CSER without empty groups:
-  // group_value8 itself); row_starts()[r] = group_ptr[row_ptr[r]], each row's first entry.
-  // plan_bytes() = the bytes it adds (0 without a plan).
+  // loads the group values: measured crossovers, bench/RESULTS.md); has_starts() says whether it exists. Bit k of
+  // starts() (byte k / 8, bit k % 8; kStartsPad zero bytes of slack) is set when entry k is the first of its group;
+  // start_values()[i] is the Ω index of the i-th non-empty group (CSER without empty groups: group_value8 itself);
+  // row_starts()[r] = group_ptr[row_ptr[r]], each row's first entry. plan_bytes() = the bytes it adds (0 without a
+  // plan).
   static constexpr uint32_t kStartsMaxValues = 256, kStartsMaxMean = 8, kStartsMaxMeanWide = 3, kStartsPad = 8;
   bool has_starts() const { return !starts_.empty(); }
   const std::vector<uint8_t>& starts() const { return starts_; }
@@ -142,13 +142,12 @@ class CodebookMatrix {
   CodebookMatrix() = default;  // 0 x 0
   // At most 16 distinct values (kInvalidArgument otherwise). lut in Ω order (most frequent first).
   static Status from_dense(const float* w, uint32_t rows, uint32_t cols, CodebookMatrix* out);
-  static Status from_levels(const int32_t* levels, uint32_t rows, uint32_t cols, float step,
-                            CodebookMatrix* out);
+  static Status from_levels(const int32_t* levels, uint32_t rows, uint32_t cols, float step, CodebookMatrix* out);
   // lut: 1..16 finite values (padded with 0 to 16); packed: rows * row_bytes(cols) bytes
   // (kCorrupt otherwise). Any nibble is accepted: an index >= lut.size() reads 0.0, and padding
   // columns only ever meet zero inputs (kernels.h).
-  static Status from_arrays(uint32_t rows, uint32_t cols, std::vector<float> lut,
-                            std::vector<uint8_t> packed, CodebookMatrix* out);
+  static Status from_arrays(uint32_t rows, uint32_t cols, std::vector<float> lut, std::vector<uint8_t> packed,
+                            CodebookMatrix* out);
   static size_t row_bytes(uint32_t cols) {
     return size_t((uint64_t(cols) + kCodebookBlockCols - 1) / kCodebookBlockCols) * 16;
   }
