@@ -15,7 +15,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   fi
 fi
 
-if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+# (a venv interrupted while being made has no activate script: make it again)
+if [ ! -f .venv/bin/activate ] || [ ! -x .venv/bin/python ]; then rm -rf .venv; python3 -m venv .venv; fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
 python -m pip install -q --upgrade pip >/dev/null
