@@ -32,7 +32,8 @@ step**2; the error-feedback blocks are ``hessians``/``row_hessians`` (one per te
 The data-free default (``nnpress compress model.safetensors``: no calibration data, no tuning):
 rule 4 with ``rel_step = 1/24`` and ``size_exponent = 1``, and ``method = "auto"``: "trellis" when
 the tensors ``compress`` quantizes hold at most ``auto_trellis_max`` (2**20) weights in all, where its
-search is fast, "nearest" for bigger models, where it would dominate the encode time. Why steps grow with sqrt(size): quantization noise in a layer's output, relative to the
+search is fast, "nearest" for bigger models, where it would dominate the encode time. Why steps grow
+with sqrt(size): quantization noise in a layer's output, relative to the
 output, is about step**2 / (12 * std**2) whatever the layer's size, so at equal relative step every
 tensor adds about the same distortion to the model's output while its bits grow with its size;
 minimising distortion + mu * bits then gives step ~ std * sqrt(n) (bench/RESULTS.md, "Data-free
@@ -198,7 +199,7 @@ class CodecConfig:
     hessian_damp: float = HESSIAN_DAMP
     overrides: InitVar[Mapping[str, Any] | None] = None  # deprecated name of ``plan``
 
-    def __post_init__(self, overrides=None):
+    def __post_init__(self, overrides):
         if overrides is not None and overrides is not self.plan:  # (dataclasses.replace passes plan back)
             if self.plan:
                 raise TypeError("CodecConfig: give plan= only (overrides= is its deprecated name)")
