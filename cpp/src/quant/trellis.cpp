@@ -8,7 +8,9 @@
 #include <vector>
 
 #include "nnpress/cabac/rate_estimator.h"
+#include "nnpress/cpu.h"
 #include "nnpress/quant/dequantize.h"
+#include "trellis_kernels.h"
 
 namespace nnpress {
 namespace {
@@ -64,8 +66,9 @@ inline int64_t index_of(const Candidates& c, int j) { return c.sgn * magnitude_o
 
 }  // namespace
 
-// kFeedback: every state carries its own compensated targets (feedback.h); otherwise the
-// targets are the weights and one candidate set serves all states.
+// The search with one WeightContexts per state (array of structures). Serves the feedback variant
+// (kFeedback: every state carries its own compensated targets, feedback.h, and its own candidate
+// set); trellis_soa below is the same search without feedback.
 template <bool kFeedback, class W, class F>
 uint64_t trellis_impl(const PassArgs<W, F>& args) {
   const W* weights = args.weights;
@@ -252,12 +255,372 @@ uint64_t trellis_impl(const PassArgs<W, F>& args) {
   return rate_total;
 }
 
-template <class W, class F>
-uint64_t trellis_pass(const PassArgs<W, F>& args) {
-  return args.feedback.any() ? trellis_impl<true>(args) : trellis_impl<false>(args);
+namespace trellis_detail {
+namespace {
+
+void one_prefix_scalar(const Row* chain, uint32_t count, Row* prefix) {
+  for (int t = 0; t < kLanes; ++t) prefix[0][t] = 0;
+  for (uint32_t n = 0; n < count; ++n)
+    for (int t = 0; t < kLanes; ++t) prefix[n + 1][t] = prefix[n][t] + cost_of(chain[n][t], 1);
 }
 
-#define NNPRESS_INSTANTIATE(W, F) template uint64_t trellis_pass<W, F>(const PassArgs<W, F>&);
+void permute_scalar(const Row* src, Row* dst, uint32_t count, const uint8_t* from) {
+  for (uint32_t r = 0; r < count; ++r)
+    for (int t = 0; t < kLanes; ++t) dst[r][t] = src[r][from[t]];
+}
+
+void permute_chain_scalar(const Row* src, Row* dst, uint32_t count, const uint8_t* from, const uint32_t* mag) {
+  for (uint32_t r = 0; r < count; ++r)
+    for (int t = 0; t < kLanes; ++t) {
+      const uint32_t v = src[r][from[t]];
+      dst[r][t] = mag[t] > r ? updated(v, mag[t] > r + 1) : v;
+    }
+}
+
+const Kernels kScalar{one_prefix_scalar, permute_scalar, permute_chain_scalar};
+
+}  // namespace
+
+const Kernels& scalar_kernels() { return kScalar; }
+#ifndef NNPRESS_HAVE_TRELLIS_AVX2_TU
+const Kernels* avx2_kernels() { return nullptr; }
+#endif
+
+}  // namespace trellis_detail
+
+namespace {
+
+using trellis_detail::Bank;
+using trellis_detail::Kernels;
+using trellis_detail::Row;
+using trellis_detail::cost_of;
+using trellis_detail::updated;
+constexpr int kSigRow = trellis_detail::kSigRow, kSignRow = trellis_detail::kSignRow;
+constexpr int kGreaterRow = trellis_detail::kGreaterRow, kEgRow = trellis_detail::kEgRow;
+constexpr int kModelRows = trellis_detail::kModelRows;
+constexpr uint32_t kInitialModel = trellis_detail::kInitialModel;
+
+// Packed models (trellis_kernels.h) of one WeightContexts, in row order, and back.
+void pack_contexts(const cabac::WeightContexts& c, uint32_t* out) {
+  for (int i = 0; i < 6; ++i) out[kSigRow + i] = trellis_detail::pack(c.sig[i / 2][i % 2]);
+  for (int i = 0; i < 3; ++i) out[kSignRow + i] = trellis_detail::pack(c.sign[i]);
+  for (int g = 0; g < 2; ++g)
+    for (int n = 0; n < cabac::kMaxUnaryFlags; ++n)
+      out[kGreaterRow + g * cabac::kMaxUnaryFlags + n] = trellis_detail::pack(c.greater[g][n]);
+  for (int n = 0; n < cabac::kPrefixContexts; ++n) out[kEgRow + n] = trellis_detail::pack(c.eg_prefix[n]);
+}
+cabac::WeightContexts unpack_contexts(const uint32_t* in) {
+  cabac::WeightContexts c;
+  for (int i = 0; i < 6; ++i) c.sig[i / 2][i % 2] = trellis_detail::unpack(in[kSigRow + i]);
+  for (int i = 0; i < 3; ++i) c.sign[i] = trellis_detail::unpack(in[kSignRow + i]);
+  for (int g = 0; g < 2; ++g)
+    for (int n = 0; n < cabac::kMaxUnaryFlags; ++n)
+      c.greater[g][n] = trellis_detail::unpack(in[kGreaterRow + g * cabac::kMaxUnaryFlags + n]);
+  for (int n = 0; n < cabac::kPrefixContexts; ++n) c.eg_prefix[n] = trellis_detail::unpack(in[kEgRow + n]);
+  return c;
+}
+
+// Bits of the Exp-Golomb part (prefix bins on lane `lane`'s models, suffix bypass) of remainder
+// r, as code_level<RatePeek> prices it.
+uint64_t eg_cost(const Bank& b, int lane, uint32_t eg_order, uint64_t r) {
+  uint64_t cost = 0, base = 0;
+  uint32_t j = 0;
+  for (;;) {
+    const uint64_t next = base + (uint64_t(1) << (eg_order + j));
+    const uint32_t idx = j < cabac::kPrefixContexts - 1 ? j : cabac::kPrefixContexts - 1;
+    const bool bin = r >= next;
+    cost += cost_of(b.row[kEgRow + idx][lane], bin);
+    if (!bin) break;
+    base = next;
+    ++j;
+  }
+  return cost + uint64_t(eg_order + j) * cabac::kRateOne;
+}
+
+// code_level<RateEstimator>'s updates of the Exp-Golomb prefix models on lane `lane`; returns one
+// past the highest prefix model it touched.
+uint32_t eg_update(Bank& b, int lane, uint32_t eg_order, uint64_t r) {
+  uint64_t base = 0;
+  uint32_t j = 0, top = 0;
+  for (;;) {
+    const uint64_t next = base + (uint64_t(1) << (eg_order + j));
+    const uint32_t idx = j < cabac::kPrefixContexts - 1 ? j : cabac::kPrefixContexts - 1;
+    const bool bin = r >= next;
+    uint32_t& m = b.row[kEgRow + idx][lane];
+    m = updated(m, bin);
+    top = idx + 1;
+    if (!bin) break;
+    base = next;
+    ++j;
+  }
+  return top;
+}
+
+// One past the highest model of [first, first + count) that is not in its initial state.
+uint32_t live_extent(const uint32_t* models, int first, uint32_t count) {
+  uint32_t top = 0;
+  for (uint32_t n = 0; n < count; ++n)
+    if (models[first + n] != kInitialModel) top = n + 1;
+  return top;
+}
+
+// The search without feedback, the 8 states' context models held as structure of arrays
+// (trellis_kernels.h) so the kernels work on all states at once. Decisions, rates and tie-breaks
+// are those of trellis_impl: the same candidates in the same order, each rate the integer sum of
+// the same bin costs code_level<RatePeek> adds (priced here from one prefix sum of the unary
+// flags per state instead of one code_level per candidate), and each state's models updated
+// exactly as code_level<RateEstimator> updates them.
+//
+// Only the live models are moved: sig, sign, greater[.][0, live_greater) and
+// eg_prefix[0, live_eg), where the extents grow with the largest levels coded so far. Every model
+// past them is in its initial state in every lane of both banks (nothing ever wrote it), so
+// moving it would change nothing.
+template <class W, class F>
+uint64_t trellis_soa(const PassArgs<W, F>& args, const Kernels& kern) {
+  const W* weights = args.weights;
+  const F* importance = args.importance;
+  const uint64_t rows = args.rows, cols = args.cols, chunk_rows = args.chunk_rows;
+  const double tensor_step = args.step, lambda = args.lambda;
+  const ChannelScales& scales = args.scales;
+  const cabac::LevelParams& params = args.params;
+  int32_t* levels = args.levels;
+  float* recon = args.recon;
+  const double lambda_per_unit = lambda / double(cabac::kRateOne);
+  const uint32_t unary_len = params.unary_len < uint32_t(cabac::kMaxUnaryFlags) ? params.unary_len
+                                                                                 : uint32_t(cabac::kMaxUnaryFlags);
+  const double inf = std::numeric_limits<double>::infinity();
+
+  std::vector<Bank> banks(2);
+  for (Bank& b : banks)
+    for (Row& r : b.row)
+      for (uint32_t& m : r) m = kInitialModel;
+  Bank* cur = &banks[0];
+  Bank* nxt = &banks[1];
+  alignas(64) Row prefix[cabac::kMaxUnaryFlags + 1];
+  uint32_t committed[kModelRows];
+  uint32_t live_greater = 0, live_eg = 0;
+  if (args.contexts) {
+    pack_contexts(*args.contexts, committed);
+    for (int g = 0; g < 2; ++g) {
+      const uint32_t top = live_extent(committed, kGreaterRow + g * cabac::kMaxUnaryFlags, cabac::kMaxUnaryFlags);
+      live_greater = top > live_greater ? top : live_greater;
+    }
+    live_eg = live_extent(committed, kEgRow, cabac::kPrefixContexts);
+  } else {
+    for (uint32_t& m : committed) m = kInitialModel;
+  }
+
+  double cost[kDqStates], dist[kDqStates];
+  uint64_t rate[kDqStates];
+  cabac::Neighbourhood nb[kDqStates];
+  double ncost[kDqStates], ndist[kDqStates];
+  uint64_t nrate[kDqStates];
+  cabac::Neighbourhood nnb[kDqStates];
+  std::vector<uint8_t> decisions(size_t(cols) * kDqStates);
+  uint64_t rate_total = 0;
+  double dist_total = 0.0;
+
+  // The live rows of a bank: sig + sign, the two unary chains, the Exp-Golomb prefix.
+  auto for_live_lane0 = [&](Bank& b, const uint32_t* from_models) {
+    for (int r = 0; r < kGreaterRow; ++r) b.row[r][0] = from_models[r];
+    for (int g = 0; g < 2; ++g)
+      for (uint32_t n = 0; n < live_greater; ++n) {
+        const int r = kGreaterRow + g * cabac::kMaxUnaryFlags + int(n);
+        b.row[r][0] = from_models[r];
+      }
+    for (uint32_t n = 0; n < live_eg; ++n) b.row[kEgRow + n][0] = from_models[kEgRow + n];
+  };
+
+  for (uint64_t r = 0; r < rows; ++r) {
+    if (chunk_rows && r && r % chunk_rows == 0)
+      for (uint32_t& m : committed) m = kInitialModel;
+    for_live_lane0(*cur, committed);
+    for (int s = 0; s < kDqStates; ++s) cost[s] = inf;
+    cost[0] = 0.0;
+    dist[0] = 0.0;
+    rate[0] = 0;
+    nb[0] = cabac::Neighbourhood();
+    const W* w_row = weights + r * cols;
+    const double row_step = tensor_step * (scales.row ? scales.row[r] : 1.0);
+    auto step_of = [&](uint64_t i) { return scales.col ? row_step * scales.col[i] : row_step; };
+
+    for (uint64_t i = 0; i < cols; ++i) {
+      const double step = step_of(i);
+      const double f = importance ? double(importance[r * cols + i]) : 1.0;
+      const bool zero_only = w_row[i] == W(0);
+      const double w = double(w_row[i]);
+      const Candidates cand = candidates_of(w / step);
+      double dists[kCandidates];
+      for (int j = 0; j < kCandidates; ++j) {
+        const double d = w - double(index_of(cand, j)) * step;
+        dists[j] = f * d * d;
+      }
+      // The candidates of each quantizer in the order trellis_impl tries them.
+      int n_of[2] = {0, 0};
+      uint8_t j_of[2][kCandidates];
+      uint32_t kmax = 0;
+      for (int z = 0; z < 2; ++z)
+        for (int j = 0; j < kCandidates; ++j) {
+          if (j != 0 && (zero_only || (magnitude_of(cand, j) & 1) != z || !exists(cand, j))) continue;
+          j_of[z][n_of[z]++] = uint8_t(j);
+          const uint32_t m = uint32_t((magnitude_of(cand, j) + 1) >> 1);
+          kmax = m > kmax ? m : kmax;
+        }
+      const unsigned neg = cand.sgn < 0;
+      const Row* chain = cur->row + kGreaterRow + neg * cabac::kMaxUnaryFlags;
+      // Unary flags priced as prefix[k - 1] + the 0 flag of model k - 1 (k <= N), or prefix[N] + EG.
+      if (kmax) kern.one_prefix(chain, kmax - 1 < unary_len ? kmax - 1 : unary_len, prefix);
+
+      double best_cost[kDqStates];
+      uint64_t best_rate[kDqStates];
+      uint8_t best_from[kDqStates];
+      uint8_t best_cand[kDqStates];
+      for (int t = 0; t < kDqStates; ++t) {
+        best_cost[t] = inf;
+        best_from[t] = kDead;
+      }
+      for (int p = 0; p < kDqStates; ++p) {
+        if (!(cost[p] < inf)) continue;
+        const int z = dq_quantizer(p);
+        const uint32_t sig = cur->row[kSigRow + nb[p].prev * 2 + nb[p].prev2_nonzero][p];
+        for (int c = 0; c < n_of[z]; ++c) {
+          const int j = j_of[z][c];
+          const int32_t k = level_of(cand, j);
+          const double partial = cost[p] + dists[j];
+          const int t = dq_next_state(p, k);
+          if (!(partial < best_cost[t])) continue;  // rate >= 0: cannot win
+          uint64_t rt;
+          if (k == 0) {
+            rt = cost_of(sig, 0);
+          } else {
+            const uint32_t mag = k < 0 ? uint32_t(-int64_t(k)) : uint32_t(k);
+            rt = uint64_t(cost_of(sig, 1)) + cost_of(cur->row[kSignRow + nb[p].prev][p], neg);
+            if (mag <= unary_len)
+              rt += uint64_t(prefix[mag - 1][p]) + cost_of(chain[mag - 1][p], 0);
+            else
+              rt += uint64_t(prefix[unary_len][p]) + eg_cost(*cur, p, params.eg_order, uint64_t(mag) - unary_len - 1);
+          }
+          const double cst = partial + lambda_per_unit * double(rt);
+          if (cst < best_cost[t]) {
+            best_cost[t] = cst;
+            best_rate[t] = rt;
+            best_from[t] = uint8_t(p);
+            best_cand[t] = uint8_t(j);
+          }
+        }
+      }
+
+      // Every state's models move to its successors (dead lanes copy lane 0: never read).
+      uint8_t* dec = decisions.data() + size_t(i) * kDqStates;
+      alignas(32) uint8_t from[kDqStates];
+      alignas(32) uint32_t chain_mag[kDqStates];
+      int32_t lev[kDqStates];
+      for (int t = 0; t < kDqStates; ++t) {
+        if (best_from[t] == kDead) {
+          from[t] = 0;
+          chain_mag[t] = 0;
+          dec[t] = kDead;
+          continue;
+        }
+        from[t] = best_from[t];
+        lev[t] = level_of(cand, best_cand[t]);
+        const uint32_t mag = lev[t] < 0 ? uint32_t(-int64_t(lev[t])) : uint32_t(lev[t]);
+        chain_mag[t] = mag <= unary_len ? mag : unary_len + 1;  // flags r < min(mag, N), each 1 iff mag > r + 1
+        const uint32_t touched = mag < unary_len ? mag : unary_len;
+        live_greater = touched > live_greater ? touched : live_greater;
+        dec[t] = uint8_t(best_from[t] | (best_cand[t] << 3));
+      }
+      kern.permute(cur->row, nxt->row, kGreaterRow, from);
+      kern.permute_chain(cur->row + kGreaterRow + neg * cabac::kMaxUnaryFlags,
+                         nxt->row + kGreaterRow + neg * cabac::kMaxUnaryFlags, live_greater, from, chain_mag);
+      kern.permute(cur->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags,
+                   nxt->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags, live_greater, from);
+      if (live_eg) kern.permute(cur->row + kEgRow, nxt->row + kEgRow, live_eg, from);
+      for (int t = 0; t < kDqStates; ++t) {
+        if (best_from[t] == kDead) {
+          ncost[t] = inf;
+          continue;
+        }
+        const int p = from[t];
+        const int32_t k = lev[t];
+        uint32_t& sig = nxt->row[kSigRow + nb[p].prev * 2 + nb[p].prev2_nonzero][t];
+        sig = updated(sig, k != 0);
+        if (k != 0) {
+          uint32_t& sg = nxt->row[kSignRow + nb[p].prev][t];
+          sg = updated(sg, neg);
+          const uint32_t mag = k < 0 ? uint32_t(-int64_t(k)) : uint32_t(k);
+          if (mag > unary_len) {
+            const uint32_t top = eg_update(*nxt, t, params.eg_order, uint64_t(mag) - unary_len - 1);
+            live_eg = top > live_eg ? top : live_eg;
+          }
+        }
+        nnb[t] = nb[p];
+        nnb[t].push(k);
+        ncost[t] = best_cost[t];
+        ndist[t] = dist[p] + dists[best_cand[t]];
+        nrate[t] = rate[p] + best_rate[t];
+      }
+      std::swap(cur, nxt);
+      std::memcpy(cost, ncost, sizeof(cost));
+      std::memcpy(dist, ndist, sizeof(dist));
+      std::memcpy(rate, nrate, sizeof(rate));
+      std::memcpy(nb, nnb, sizeof(nb));
+    }
+
+    int best = -1;
+    for (int s = 0; s < kDqStates; ++s)
+      if (cost[s] < inf && (best < 0 || cost[s] < cost[best])) best = s;
+    if (cols == 0) continue;
+    if (best < 0) {
+      for (uint64_t i = 0; i < cols; ++i) {
+        levels[r * cols + i] = 0;
+        if (recon) recon[r * cols + i] = 0.0f;
+      }
+      dist_total = inf;
+      continue;
+    }
+    rate_total += rate[best];
+    dist_total += dist[best];
+    for (int m = 0; m < kModelRows; ++m) committed[m] = cur->row[m][best];
+    int32_t* q_row = levels + r * cols;
+    int state = best;
+    for (uint64_t i = cols; i-- > 0;) {
+      const uint8_t d = decisions[size_t(i) * kDqStates + state];
+      const double step = step_of(i);
+      const int64_t u = index_of(candidates_of(double(w_row[i]) / step), d >> 3);
+      const int64_t au = u < 0 ? -u : u;
+      q_row[i] = int32_t(u < 0 ? -((au + 1) >> 1) : (au + 1) >> 1);
+      if (recon) recon[r * cols + i] = float(double(u) * step);
+      state = d & 7;
+    }
+  }
+  *args.distortion += dist_total;
+  if (args.contexts) *args.contexts = unpack_contexts(committed);
+  return rate_total;
+}
+
+const Kernels& kernels_for(Isa isa) {
+  if (isa >= Isa::kAvx2 && isa != Isa::kNeon && isa_supported(Isa::kAvx2))
+    if (const Kernels* k = trellis_detail::avx2_kernels()) return *k;
+  return trellis_detail::scalar_kernels();
+}
+
+}  // namespace
+
+template <class W, class F>
+uint64_t trellis_pass(const PassArgs<W, F>& args, Isa isa) {
+  if (args.feedback.any()) return trellis_impl<true>(args);
+  return trellis_soa(args, kernels_for(isa));
+}
+
+template <class W, class F>
+uint64_t trellis_pass(const PassArgs<W, F>& args) {
+  return trellis_pass(args, detect_isa());
+}
+
+#define NNPRESS_INSTANTIATE(W, F)                                              \
+  template uint64_t trellis_pass<W, F>(const PassArgs<W, F>&);                 \
+  template uint64_t trellis_pass<W, F>(const PassArgs<W, F>&, Isa);
 NNPRESS_INSTANTIATE(float, float)
 NNPRESS_INSTANTIATE(float, double)
 NNPRESS_INSTANTIATE(double, float)

@@ -44,11 +44,18 @@
 
 #include <cstdint>
 
+#include "nnpress/cpu.h"
 #include "nnpress/quant/pass_args.h"
 
 namespace nnpress {
 
 template <class W, class F>
 uint64_t trellis_pass(const PassArgs<W, F>& args);
+
+// The same search with the per-state kernels of `isa`: the AVX2 ones for kAvx2 and kAvx512 when
+// isa_supported(Isa::kAvx2), the scalar ones otherwise. Every choice returns identical results
+// (tests compare them); trellis_pass(args) uses detect_isa().
+template <class W, class F>
+uint64_t trellis_pass(const PassArgs<W, F>& args, Isa isa);
 
 }  // namespace nnpress
