@@ -277,7 +277,16 @@ void permute_chain_scalar(const Row* src, Row* dst, uint32_t count, const uint8_
     }
 }
 
-const Kernels kScalar{one_prefix_scalar, permute_scalar, permute_chain_scalar};
+void permute_select_scalar(const Row* src, Row* dst, uint32_t count, const uint8_t* from, const uint32_t* sel,
+                           const uint32_t* bin) {
+  for (uint32_t r = 0; r < count; ++r)
+    for (int t = 0; t < kLanes; ++t) {
+      const uint32_t v = src[r][from[t]];
+      dst[r][t] = sel[t] == r ? updated(v, bin[t]) : v;
+    }
+}
+
+const Kernels kScalar{one_prefix_scalar, permute_scalar, permute_chain_scalar, permute_select_scalar};
 
 }  // namespace
 
@@ -397,6 +406,7 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, const Kernels& kern) {
   Bank* cur = &banks[0];
   Bank* nxt = &banks[1];
   alignas(64) Row prefix[cabac::kMaxUnaryFlags + 1];
+  alignas(64) Row eg_sum[cabac::kPrefixContexts + 1];
   uint32_t committed[kModelRows];
   uint32_t live_greater = 0, live_eg = 0;
   if (args.contexts) {
@@ -455,21 +465,42 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, const Kernels& kern) {
         const double d = w - double(index_of(cand, j)) * step;
         dists[j] = f * d * d;
       }
-      // The candidates of each quantizer in the order trellis_impl tries them.
+      // The candidates of each quantizer in the order trellis_impl tries them, with what their
+      // rate needs beyond the per-state models: magnitude, and for magnitudes past the unary
+      // flags the Exp-Golomb bucket (bins) and bypass bits.
+      struct Entry {
+        uint8_t j;
+        int32_t level;
+        uint32_t mag, bucket;
+        uint64_t bypass;
+      };
       int n_of[2] = {0, 0};
-      uint8_t j_of[2][kCandidates];
-      uint32_t kmax = 0;
+      Entry list[2][kCandidates];
+      uint32_t kmax = 0, eg_rows = 0;
       for (int z = 0; z < 2; ++z)
         for (int j = 0; j < kCandidates; ++j) {
           if (j != 0 && (zero_only || (magnitude_of(cand, j) & 1) != z || !exists(cand, j))) continue;
-          j_of[z][n_of[z]++] = uint8_t(j);
-          const uint32_t m = uint32_t((magnitude_of(cand, j) + 1) >> 1);
-          kmax = m > kmax ? m : kmax;
+          Entry& e = list[z][n_of[z]++];
+          e.j = uint8_t(j);
+          e.level = level_of(cand, j);
+          e.mag = uint32_t((magnitude_of(cand, j) + 1) >> 1);
+          e.bucket = 0;
+          e.bypass = 0;
+          kmax = e.mag > kmax ? e.mag : kmax;
+          if (e.mag > unary_len) {
+            const uint64_t rem = uint64_t(e.mag) - unary_len - 1;
+            e.bucket = uint32_t(63 - __builtin_clzll((rem >> params.eg_order) + 1));
+            e.bypass = uint64_t(params.eg_order + e.bucket) * cabac::kRateOne;
+            if (e.bucket < uint32_t(cabac::kPrefixContexts))  // else: past the shared last model, eg_cost
+              eg_rows = e.bucket > eg_rows ? e.bucket : eg_rows;
+          }
         }
       const unsigned neg = cand.sgn < 0;
       const Row* chain = cur->row + kGreaterRow + neg * cabac::kMaxUnaryFlags;
-      // Unary flags priced as prefix[k - 1] + the 0 flag of model k - 1 (k <= N), or prefix[N] + EG.
+      // Unary flags priced as prefix[k - 1] + the 0 flag of model k - 1 (k <= N), or prefix[N] +
+      // the Exp-Golomb prefix: eg_sum[J] + the 0 bin of model J + the bypass bits.
       if (kmax) kern.one_prefix(chain, kmax - 1 < unary_len ? kmax - 1 : unary_len, prefix);
+      if (kmax > unary_len) kern.one_prefix(cur->row + kEgRow, eg_rows, eg_sum);
 
       double best_cost[kDqStates];
       uint64_t best_rate[kDqStates];
@@ -483,29 +514,29 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, const Kernels& kern) {
         if (!(cost[p] < inf)) continue;
         const int z = dq_quantizer(p);
         const uint32_t sig = cur->row[kSigRow + nb[p].prev * 2 + nb[p].prev2_nonzero][p];
+        const uint64_t nonzero = uint64_t(cost_of(sig, 1)) + cost_of(cur->row[kSignRow + nb[p].prev][p], neg);
         for (int c = 0; c < n_of[z]; ++c) {
-          const int j = j_of[z][c];
-          const int32_t k = level_of(cand, j);
-          const double partial = cost[p] + dists[j];
-          const int t = dq_next_state(p, k);
+          const Entry& e = list[z][c];
+          const double partial = cost[p] + dists[e.j];
+          const int t = dq_next_state(p, e.level);
           if (!(partial < best_cost[t])) continue;  // rate >= 0: cannot win
           uint64_t rt;
-          if (k == 0) {
+          if (e.mag == 0) {
             rt = cost_of(sig, 0);
+          } else if (e.mag <= unary_len) {
+            rt = nonzero + prefix[e.mag - 1][p] + cost_of(chain[e.mag - 1][p], 0);
+          } else if (e.bucket < uint32_t(cabac::kPrefixContexts)) {
+            rt = nonzero + prefix[unary_len][p] + eg_sum[e.bucket][p] + cost_of(cur->row[kEgRow + e.bucket][p], 0) +
+                 e.bypass;
           } else {
-            const uint32_t mag = k < 0 ? uint32_t(-int64_t(k)) : uint32_t(k);
-            rt = uint64_t(cost_of(sig, 1)) + cost_of(cur->row[kSignRow + nb[p].prev][p], neg);
-            if (mag <= unary_len)
-              rt += uint64_t(prefix[mag - 1][p]) + cost_of(chain[mag - 1][p], 0);
-            else
-              rt += uint64_t(prefix[unary_len][p]) + eg_cost(*cur, p, params.eg_order, uint64_t(mag) - unary_len - 1);
+            rt = nonzero + prefix[unary_len][p] + eg_cost(*cur, p, params.eg_order, uint64_t(e.mag) - unary_len - 1);
           }
           const double cst = partial + lambda_per_unit * double(rt);
           if (cst < best_cost[t]) {
             best_cost[t] = cst;
             best_rate[t] = rt;
             best_from[t] = uint8_t(p);
-            best_cand[t] = uint8_t(j);
+            best_cand[t] = uint8_t(c);
           }
         }
       }
@@ -514,52 +545,81 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, const Kernels& kern) {
       uint8_t* dec = decisions.data() + size_t(i) * kDqStates;
       alignas(32) uint8_t from[kDqStates];
       alignas(32) uint32_t chain_mag[kDqStates];
-      int32_t lev[kDqStates];
+      alignas(32) uint32_t eg_mag[kDqStates];
+      const Entry* chosen[kDqStates];
+      bool eg_scalar = false;
       for (int t = 0; t < kDqStates; ++t) {
+        from[t] = 0;
+        chain_mag[t] = 0;
+        eg_mag[t] = 0;
         if (best_from[t] == kDead) {
-          from[t] = 0;
-          chain_mag[t] = 0;
           dec[t] = kDead;
           continue;
         }
         from[t] = best_from[t];
-        lev[t] = level_of(cand, best_cand[t]);
-        const uint32_t mag = lev[t] < 0 ? uint32_t(-int64_t(lev[t])) : uint32_t(lev[t]);
-        chain_mag[t] = mag <= unary_len ? mag : unary_len + 1;  // flags r < min(mag, N), each 1 iff mag > r + 1
-        const uint32_t touched = mag < unary_len ? mag : unary_len;
+        const Entry& e = list[dq_quantizer(best_from[t])][best_cand[t]];
+        chosen[t] = &e;
+        chain_mag[t] = e.mag <= unary_len ? e.mag : unary_len + 1;  // flags r < min(mag, N), each 1 iff mag > r + 1
+        const uint32_t touched = e.mag < unary_len ? e.mag : unary_len;
         live_greater = touched > live_greater ? touched : live_greater;
-        dec[t] = uint8_t(best_from[t] | (best_cand[t] << 3));
+        if (e.mag > unary_len) {
+          if (e.bucket < uint32_t(cabac::kPrefixContexts)) {
+            eg_mag[t] = e.bucket + 1;  // prefix bins 0..bucket-1 are 1, bin `bucket` is 0
+            live_eg = e.bucket + 1 > live_eg ? e.bucket + 1 : live_eg;
+          } else {
+            eg_scalar = true;
+          }
+        }
+        dec[t] = uint8_t(best_from[t] | (e.j << 3));
       }
-      kern.permute(cur->row, nxt->row, kGreaterRow, from);
-      kern.permute_chain(cur->row + kGreaterRow + neg * cabac::kMaxUnaryFlags,
-                         nxt->row + kGreaterRow + neg * cabac::kMaxUnaryFlags, live_greater, from, chain_mag);
+      // Rows past the largest coded magnitude are only moved, not updated.
+      uint32_t chain_top = 0, eg_top = 0;
+      for (int t = 0; t < kDqStates; ++t) {
+        chain_top = chain_mag[t] > chain_top ? chain_mag[t] : chain_top;
+        eg_top = eg_mag[t] > eg_top ? eg_mag[t] : eg_top;
+      }
+      chain_top = chain_top < live_greater ? chain_top : live_greater;
+      eg_top = eg_top < live_eg ? eg_top : live_eg;
+      // The significance flag of every level and the sign flag of the non-zero ones.
+      alignas(32) uint32_t sig_row[kDqStates], sig_bin[kDqStates], sign_row[kDqStates], sign_bin[kDqStates];
+      for (int t = 0; t < kDqStates; ++t) {
+        sig_row[t] = sign_row[t] = uint32_t(kModelRows);  // dead lanes: no update
+        sig_bin[t] = sign_bin[t] = 0;
+        if (best_from[t] == kDead) continue;
+        const cabac::Neighbourhood& pnb = nb[from[t]];
+        sig_row[t] = uint32_t(pnb.prev * 2 + pnb.prev2_nonzero);
+        sig_bin[t] = chosen[t]->mag != 0;
+        if (chosen[t]->mag != 0) sign_row[t] = pnb.prev, sign_bin[t] = neg;
+      }
+      kern.permute_select(cur->row + kSigRow, nxt->row + kSigRow, kSignRow - kSigRow, from, sig_row, sig_bin);
+      kern.permute_select(cur->row + kSignRow, nxt->row + kSignRow, kGreaterRow - kSignRow, from, sign_row, sign_bin);
+      const Row* src_chain = cur->row + kGreaterRow + neg * cabac::kMaxUnaryFlags;
+      Row* dst_chain = nxt->row + kGreaterRow + neg * cabac::kMaxUnaryFlags;
+      kern.permute_chain(src_chain, dst_chain, chain_top, from, chain_mag);
+      kern.permute(src_chain + chain_top, dst_chain + chain_top, live_greater - chain_top, from);
       kern.permute(cur->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags,
                    nxt->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags, live_greater, from);
-      if (live_eg) kern.permute(cur->row + kEgRow, nxt->row + kEgRow, live_eg, from);
+      kern.permute_chain(cur->row + kEgRow, nxt->row + kEgRow, eg_top, from, eg_mag);
+      kern.permute(cur->row + kEgRow + eg_top, nxt->row + kEgRow + eg_top, live_eg - eg_top, from);
       for (int t = 0; t < kDqStates; ++t) {
         if (best_from[t] == kDead) {
           ncost[t] = inf;
           continue;
         }
         const int p = from[t];
-        const int32_t k = lev[t];
-        uint32_t& sig = nxt->row[kSigRow + nb[p].prev * 2 + nb[p].prev2_nonzero][t];
-        sig = updated(sig, k != 0);
-        if (k != 0) {
-          uint32_t& sg = nxt->row[kSignRow + nb[p].prev][t];
-          sg = updated(sg, neg);
-          const uint32_t mag = k < 0 ? uint32_t(-int64_t(k)) : uint32_t(k);
-          if (mag > unary_len) {
-            const uint32_t top = eg_update(*nxt, t, params.eg_order, uint64_t(mag) - unary_len - 1);
-            live_eg = top > live_eg ? top : live_eg;
-          }
-        }
+        const Entry& e = *chosen[t];
         nnb[t] = nb[p];
-        nnb[t].push(k);
+        nnb[t].push(e.level);
         ncost[t] = best_cost[t];
-        ndist[t] = dist[p] + dists[best_cand[t]];
+        ndist[t] = dist[p] + dists[e.j];
         nrate[t] = rate[p] + best_rate[t];
       }
+      if (eg_scalar)  // buckets sharing the last prefix model: coded bin by bin
+        for (int t = 0; t < kDqStates; ++t)
+          if (best_from[t] != kDead && chosen[t]->mag > unary_len && chosen[t]->bucket >= uint32_t(cabac::kPrefixContexts)) {
+            const uint32_t top = eg_update(*nxt, t, params.eg_order, uint64_t(chosen[t]->mag) - unary_len - 1);
+            live_eg = top > live_eg ? top : live_eg;
+          }
       std::swap(cur, nxt);
       std::memcpy(cost, ncost, sizeof(cost));
       std::memcpy(dist, ndist, sizeof(dist));

@@ -52,6 +52,10 @@ struct Kernels {
   // As permute, and lane t's models r < mag[t] are then updated with bin (mag[t] > r + 1): the
   // unary flags of a level of magnitude mag[t] (capped at the unary length + 1 by the caller).
   void (*permute_chain)(const Row* src, Row* dst, uint32_t count, const uint8_t* from, const uint32_t* mag);
+  // As permute, and lane t's model sel[t] (if < count) is then updated with bin[t] (0 or 1): the
+  // one significance or sign flag a level codes.
+  void (*permute_select)(const Row* src, Row* dst, uint32_t count, const uint8_t* from, const uint32_t* sel,
+                         const uint32_t* bin);
 };
 
 const Kernels& scalar_kernels();

@@ -65,7 +65,19 @@ void permute_chain_avx2(const Row* src, Row* dst, uint32_t count, const uint8_t*
   }
 }
 
-const Kernels kAvx2{one_prefix_avx2, permute_avx2, permute_chain_avx2};
+void permute_select_avx2(const Row* src, Row* dst, uint32_t count, const uint8_t* from, const uint32_t* sel,
+                         const uint32_t* bin) {
+  const __m256i idx = from_index(from);
+  const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sel));
+  const __m256i b = _mm256_cmpgt_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(bin)), _mm256_setzero_si256());
+  for (uint32_t r = 0; r < count; ++r) {
+    const __m256i v = _mm256_permutevar8x32_epi32(load(src[r]), idx);
+    const __m256i active = _mm256_cmpeq_epi32(s, _mm256_set1_epi32(int(r)));
+    store(dst[r], _mm256_blendv_epi8(v, update(v, b), active));
+  }
+}
+
+const Kernels kAvx2{one_prefix_avx2, permute_avx2, permute_chain_avx2, permute_select_avx2};
 
 }  // namespace
 
