@@ -286,7 +286,16 @@ void permute_select_scalar(const Row* src, Row* dst, uint32_t count, const uint8
     }
 }
 
-const Kernels kScalar{one_prefix_scalar, permute_scalar, permute_chain_scalar, permute_select_scalar};
+void lane_costs_scalar(const Row& base, const Row& pre, const Row& eg, const Row& model, uint32_t bin, uint32_t add,
+                       const double* cost, double dist, double lambda, Row& rate, double* out) {
+  for (int t = 0; t < kLanes; ++t) {
+    rate[t] = base[t] + pre[t] + eg[t] + cost_of(model[t], bin) + add;
+    out[t] = (cost[t] + dist) + lambda * double(rate[t]);
+  }
+}
+
+const Kernels kScalar{one_prefix_scalar, permute_scalar, permute_chain_scalar, permute_select_scalar,
+                      lane_costs_scalar};
 
 }  // namespace
 
@@ -308,6 +317,7 @@ constexpr int kSigRow = trellis_detail::kSigRow, kSignRow = trellis_detail::kSig
 constexpr int kGreaterRow = trellis_detail::kGreaterRow, kEgRow = trellis_detail::kEgRow;
 constexpr int kModelRows = trellis_detail::kModelRows;
 constexpr uint32_t kInitialModel = trellis_detail::kInitialModel;
+alignas(64) constexpr Row kZeroRow = {0, 0, 0, 0, 0, 0, 0, 0};
 
 // Packed models (trellis_kernels.h) of one WeightContexts, in row order, and back.
 void pack_contexts(const cabac::WeightContexts& c, uint32_t* out) {
@@ -502,6 +512,40 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, const Kernels& kern) {
       if (kmax) kern.one_prefix(chain, kmax - 1 < unary_len ? kmax - 1 : unary_len, prefix);
       if (kmax > unary_len) kern.one_prefix(cur->row + kEgRow, eg_rows, eg_sum);
 
+      // Rate and cost of every entry of each quantizer's list, for all 8 states at once (the
+      // states of the other quantizer get values nobody reads): rate = base + unary prefix +
+      // Exp-Golomb prefix + the closing 0 bin + bypass bits, cost = (cost + dist) + lambda * rate.
+      alignas(32) Row sig_model, nonzero;
+      for (int p = 0; p < kDqStates; ++p) {
+        sig_model[p] = cur->row[kSigRow + nb[p].prev * 2 + nb[p].prev2_nonzero][p];
+        nonzero[p] = cost_of(sig_model[p], 1) + cost_of(cur->row[kSignRow + nb[p].prev][p], neg);
+      }
+      alignas(32) Row rates[2][kCandidates];
+      alignas(32) double costs[2][kCandidates][kDqStates];
+      for (int z = 0; z < 2; ++z)
+        for (int c = 0; c < n_of[z]; ++c) {
+          const Entry& e = list[z][c];
+          const double dj = dists[e.j];
+          if (e.mag == 0) {
+            kern.lane_costs(kZeroRow, kZeroRow, kZeroRow, sig_model, 0, 0, cost, dj, lambda_per_unit, rates[z][c],
+                            costs[z][c]);
+          } else if (e.mag <= unary_len) {
+            kern.lane_costs(nonzero, prefix[e.mag - 1], kZeroRow, chain[e.mag - 1], 0, 0, cost, dj, lambda_per_unit,
+                            rates[z][c], costs[z][c]);
+          } else if (e.bucket < uint32_t(cabac::kPrefixContexts)) {
+            kern.lane_costs(nonzero, prefix[unary_len], eg_sum[e.bucket], cur->row[kEgRow + e.bucket], 0,
+                            uint32_t(e.bypass), cost, dj, lambda_per_unit, rates[z][c], costs[z][c]);
+          } else {  // a bucket past the shared last prefix model: bin by bin
+            for (int p = z; p < kDqStates; p += 2) {
+              if (!(cost[p] < inf)) continue;
+              const uint64_t rt = uint64_t(nonzero[p]) + prefix[unary_len][p] +
+                                  eg_cost(*cur, p, params.eg_order, uint64_t(e.mag) - unary_len - 1);
+              rates[z][c][p] = uint32_t(rt);  // < 2^31: at most ~90 regular bins and 53 bypass bits
+              costs[z][c][p] = (cost[p] + dj) + lambda_per_unit * double(rt);
+            }
+          }
+        }
+
       double best_cost[kDqStates];
       uint64_t best_rate[kDqStates];
       uint8_t best_from[kDqStates];
@@ -510,31 +554,17 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, const Kernels& kern) {
         best_cost[t] = inf;
         best_from[t] = kDead;
       }
+      // Each target keeps the first cheapest branch in trellis_impl's order (states ascending,
+      // candidates in list order): strict <, so ties go to the earlier branch.
       for (int p = 0; p < kDqStates; ++p) {
         if (!(cost[p] < inf)) continue;
         const int z = dq_quantizer(p);
-        const uint32_t sig = cur->row[kSigRow + nb[p].prev * 2 + nb[p].prev2_nonzero][p];
-        const uint64_t nonzero = uint64_t(cost_of(sig, 1)) + cost_of(cur->row[kSignRow + nb[p].prev][p], neg);
         for (int c = 0; c < n_of[z]; ++c) {
-          const Entry& e = list[z][c];
-          const double partial = cost[p] + dists[e.j];
-          const int t = dq_next_state(p, e.level);
-          if (!(partial < best_cost[t])) continue;  // rate >= 0: cannot win
-          uint64_t rt;
-          if (e.mag == 0) {
-            rt = cost_of(sig, 0);
-          } else if (e.mag <= unary_len) {
-            rt = nonzero + prefix[e.mag - 1][p] + cost_of(chain[e.mag - 1][p], 0);
-          } else if (e.bucket < uint32_t(cabac::kPrefixContexts)) {
-            rt = nonzero + prefix[unary_len][p] + eg_sum[e.bucket][p] + cost_of(cur->row[kEgRow + e.bucket][p], 0) +
-                 e.bypass;
-          } else {
-            rt = nonzero + prefix[unary_len][p] + eg_cost(*cur, p, params.eg_order, uint64_t(e.mag) - unary_len - 1);
-          }
-          const double cst = partial + lambda_per_unit * double(rt);
+          const int t = dq_next_state(p, list[z][c].level);
+          const double cst = costs[z][c][p];
           if (cst < best_cost[t]) {
             best_cost[t] = cst;
-            best_rate[t] = rt;
+            best_rate[t] = rates[z][c][p];
             best_from[t] = uint8_t(p);
             best_cand[t] = uint8_t(c);
           }

@@ -56,6 +56,11 @@ struct Kernels {
   // one significance or sign flag a level codes.
   void (*permute_select)(const Row* src, Row* dst, uint32_t count, const uint8_t* from, const uint32_t* sel,
                          const uint32_t* bin);
+  // rate[t] = base[t] + pre[t] + eg[t] + (cost of `bin` in model[t]) + add, and
+  // out[t] = (cost[t] + dist) + lambda * double(rate[t]) in double, rounded as written (no FMA):
+  // one candidate's rate and path cost from every state. Rates stay below 2^31.
+  void (*lane_costs)(const Row& base, const Row& pre, const Row& eg, const Row& model, uint32_t bin, uint32_t add,
+                     const double* cost, double dist, double lambda, Row& rate, double* out);
 };
 
 const Kernels& scalar_kernels();

@@ -77,7 +77,20 @@ void permute_select_avx2(const Row* src, Row* dst, uint32_t count, const uint8_t
   }
 }
 
-const Kernels kAvx2{one_prefix_avx2, permute_avx2, permute_chain_avx2, permute_select_avx2};
+void lane_costs_avx2(const Row& base, const Row& pre, const Row& eg, const Row& model, uint32_t bin, uint32_t add,
+                     const double* cost, double dist, double lambda, Row& rate, double* out) {
+  const int* table = reinterpret_cast<const int*>(&cabac::kBinCostOfState[0][0]);
+  const __m256i idx = _mm256_add_epi32(_mm256_slli_epi32(states(load(model)), 1), _mm256_set1_epi32(int(bin)));
+  __m256i r = _mm256_add_epi32(_mm256_add_epi32(load(base), load(pre)), load(eg));
+  r = _mm256_add_epi32(_mm256_add_epi32(r, _mm256_i32gather_epi32(table, idx, 4)), _mm256_set1_epi32(int(add)));
+  store(rate, r);
+  const __m256d d = _mm256_set1_pd(dist), l = _mm256_set1_pd(lambda);
+  const __m256d lo = _mm256_cvtepi32_pd(_mm256_castsi256_si128(r)), hi = _mm256_cvtepi32_pd(_mm256_extracti128_si256(r, 1));
+  _mm256_storeu_pd(out, _mm256_add_pd(_mm256_add_pd(_mm256_loadu_pd(cost), d), _mm256_mul_pd(l, lo)));
+  _mm256_storeu_pd(out + 4, _mm256_add_pd(_mm256_add_pd(_mm256_loadu_pd(cost + 4), d), _mm256_mul_pd(l, hi)));
+}
+
+const Kernels kAvx2{one_prefix_avx2, permute_avx2, permute_chain_avx2, permute_select_avx2, lane_costs_avx2};
 
 }  // namespace
 
