@@ -1,12 +1,14 @@
-// AVX2 kernels of the trellis (../trellis_kernels.h): one 256-bit register holds one context
-// model of all 8 states. Integer-only, so the results equal the scalar kernels bit for bit.
+// The trellis search (../trellis_soa.h) with AVX2 kernels (../trellis_kernels.h): one 256-bit
+// register holds one context model of all 8 states. Integer arithmetic, and the double path costs
+// rounded as the scalar code rounds them (no FMA), so the results equal the scalar kernels' bit for bit.
 // Compiled with -mavx2 only (cpp/CMakeLists.txt); runs only when isa_supported(kAvx2).
 #include <immintrin.h>
 
-#include "../trellis_kernels.h"
+#include "../trellis_soa.h"
 
 namespace nnpress::trellis_detail {
 namespace {
+namespace avx2 {
 
 inline __m256i load(const Row& r) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(r)); }
 inline void store(Row& r, __m256i v) { _mm256_store_si256(reinterpret_cast<__m256i*>(r), v); }
@@ -17,7 +19,7 @@ inline __m256i states(__m256i v) {
   return _mm256_srli_epi32(_mm256_add_epi32(lo, _mm256_srli_epi32(v, 16)), 8);
 }
 
-void one_prefix_avx2(const Row* chain, uint32_t count, Row* prefix) {
+void one_prefix(const Row* chain, uint32_t count, Row* prefix) {
   const int* table = reinterpret_cast<const int*>(&cabac::kBinCostOfState[0][0]);
   const __m256i one = _mm256_set1_epi32(1);
   __m256i acc = _mm256_setzero_si256();
@@ -33,7 +35,7 @@ inline __m256i from_index(const uint8_t* from) {
   return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(from)));
 }
 
-void permute_avx2(const Row* src, Row* dst, uint32_t count, const uint8_t* from) {
+void permute(const Row* src, Row* dst, uint32_t count, const uint8_t* from) {
   const __m256i idx = from_index(from);
   for (uint32_t r = 0; r < count; ++r) store(dst[r], _mm256_permutevar8x32_epi32(load(src[r]), idx));
 }
@@ -50,7 +52,7 @@ inline __m256i update(__m256i v, __m256i bin) {
   return _mm256_or_si256(nf, _mm256_slli_epi32(ns, 16));
 }
 
-void permute_chain_avx2(const Row* src, Row* dst, uint32_t count, const uint8_t* from, const uint32_t* mag) {
+void permute_chain(const Row* src, Row* dst, uint32_t count, const uint8_t* from, const uint32_t* mag) {
   const __m256i idx = from_index(from);
   const __m256i m = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(mag));  // < 2^31: signed compares hold
   __m256i r = _mm256_setzero_si256();
@@ -65,7 +67,7 @@ void permute_chain_avx2(const Row* src, Row* dst, uint32_t count, const uint8_t*
   }
 }
 
-void permute_select_avx2(const Row* src, Row* dst, uint32_t count, const uint8_t* from, const uint32_t* sel,
+void permute_select(const Row* src, Row* dst, uint32_t count, const uint8_t* from, const uint32_t* sel,
                          const uint32_t* bin) {
   const __m256i idx = from_index(from);
   const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sel));
@@ -77,7 +79,7 @@ void permute_select_avx2(const Row* src, Row* dst, uint32_t count, const uint8_t
   }
 }
 
-void lane_costs_avx2(const Row& base, const Row& pre, const Row& eg, const Row& model, uint32_t bin, uint32_t add,
+void lane_costs(const Row& base, const Row& pre, const Row& eg, const Row& model, uint32_t bin, uint32_t add,
                      const double* cost, double dist, double lambda, Row& rate, double* out) {
   const int* table = reinterpret_cast<const int*>(&cabac::kBinCostOfState[0][0]);
   const __m256i idx = _mm256_add_epi32(_mm256_slli_epi32(states(load(model)), 1), _mm256_set1_epi32(int(bin)));
@@ -90,10 +92,33 @@ void lane_costs_avx2(const Row& base, const Row& pre, const Row& eg, const Row& 
   _mm256_storeu_pd(out + 4, _mm256_add_pd(_mm256_add_pd(_mm256_loadu_pd(cost + 4), d), _mm256_mul_pd(l, hi)));
 }
 
-const Kernels kAvx2{one_prefix_avx2, permute_avx2, permute_chain_avx2, permute_select_avx2, lane_costs_avx2};
+}  // namespace avx2
+
+struct Avx2Kernels {
+  static void one_prefix(const Row* chain, uint32_t count, Row* prefix) { avx2::one_prefix(chain, count, prefix); }
+  static void permute(const Row* src, Row* dst, uint32_t count, const uint8_t* from) {
+    avx2::permute(src, dst, count, from);
+  }
+  static void permute_chain(const Row* src, Row* dst, uint32_t count, const uint8_t* from, const uint32_t* mag) {
+    avx2::permute_chain(src, dst, count, from, mag);
+  }
+  static void permute_select(const Row* src, Row* dst, uint32_t count, const uint8_t* from, const uint32_t* sel,
+                             const uint32_t* bin) {
+    avx2::permute_select(src, dst, count, from, sel, bin);
+  }
+  static void lane_costs(const Row& base, const Row& pre, const Row& eg, const Row& model, uint32_t bin,
+                         uint32_t add, const double* cost, double dist, double lambda, Row& rate, double* out) {
+    avx2::lane_costs(base, pre, eg, model, bin, add, cost, dist, lambda, rate, out);
+  }
+};
 
 }  // namespace
 
-const Kernels* avx2_kernels() { return &kAvx2; }
+
+bool have_avx2_search() { return true; }
+uint64_t trellis_soa_avx2(const PassArgs<float, float>& a, Workspace& ws) { return trellis_soa<Avx2Kernels>(a, ws); }
+uint64_t trellis_soa_avx2(const PassArgs<float, double>& a, Workspace& ws) { return trellis_soa<Avx2Kernels>(a, ws); }
+uint64_t trellis_soa_avx2(const PassArgs<double, float>& a, Workspace& ws) { return trellis_soa<Avx2Kernels>(a, ws); }
+uint64_t trellis_soa_avx2(const PassArgs<double, double>& a, Workspace& ws) { return trellis_soa<Avx2Kernels>(a, ws); }
 
 }  // namespace nnpress::trellis_detail
