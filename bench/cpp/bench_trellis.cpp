@@ -1,7 +1,10 @@
 // The trellis (quant/trellis.h) on all-MiniLM-L6-v2-shaped tensors: Gaussian weights with
 // std / step = 48 (the default step of a MiniLM weight is about std / 48), lambda = 0.24 step^2
 // (the tuner's trellis trade-off), 384 x 1536 and 384 x 384.
-//   BM_TrellisPass     one trellis_pass over the whole tensor with fixed params (the search alone)
+//   BM_TrellisPass     one trellis_pass over the whole tensor with fixed params (the search alone):
+//                      args cols / unary_len / eg_order; (0, 2) is the pair quantize() picks for
+//                      all-MiniLM-L6-v2's layer-0 feed-forward weights at qp -38, (14, 3) exercises
+//                      long unary chains
 //   BM_TrellisQuantize quantize(): the params pick and up to two passes, with a given number of
 //                      threads (0: all cores) and rows per chunk (0: one chunk)
 // Items/s are weights/s. bench/python/bench_quant.py --minilm runs the same search on the real
@@ -44,8 +47,8 @@ void BM_TrellisPass(benchmark::State& state) {
   a.rows = d.rows, a.cols = d.cols;
   a.step = kStep;
   a.lambda = 0.24 * kStep * kStep;
-  a.params.unary_len = 14;  // what choose_level_params picks for these weights
-  a.params.eg_order = 3;
+  a.params.unary_len = uint32_t(state.range(1));
+  a.params.eg_order = uint32_t(state.range(2));
   a.levels = d.q.data();
   a.recon = d.recon.data();
   double dist = 0.0;
@@ -76,7 +79,11 @@ void BM_TrellisQuantize(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_TrellisPass)->Arg(384)->Arg(1536)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_TrellisPass)
+    ->Args({384, 0, 2})
+    ->Args({1536, 0, 2})
+    ->Args({1536, 14, 3})
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_TrellisQuantize)
     ->Args({1536, 1, 0})
     ->Args({1536, 0, 64})
