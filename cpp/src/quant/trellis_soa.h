@@ -266,24 +266,33 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
       int n_of[2] = {0, 0};
       Entry list[2][kCandidates];
       uint32_t kmax = 0, eg_rows = 0;
-      for (int z = 0; z < 2; ++z)
-        for (int j = 0; j < kCandidates; ++j) {
-          if (j != 0 && (zero_only || (magnitude_of(cand, j) & 1) != z || !exists(cand, j))) continue;
-          Entry& e = list[z][n_of[z]++];
-          e.j = uint8_t(j);
-          e.level = level_of(cand, j);
-          e.mag = uint32_t((magnitude_of(cand, j) + 1) >> 1);
-          e.bucket = 0;
-          e.bypass = 0;
-          kmax = e.mag > kmax ? e.mag : kmax;
-          if (e.mag > unary_len) {
-            const uint64_t rem = uint64_t(e.mag) - unary_len - 1;
-            e.bucket = uint32_t(63 - __builtin_clzll((rem >> params.eg_order) + 1));
-            e.bypass = uint64_t(params.eg_order + e.bucket) * cabac::kRateOne;
-            if (e.bucket < uint32_t(cabac::kPrefixContexts))  // else: past the shared last model, eg_cost
-              eg_rows = e.bucket > eg_rows ? e.bucket : eg_rows;
-          }
+      // Per quantizer z: the zero (j = 0), its two indices among b..b+3 (j = 1..4, ascending),
+      // then its smallest index (1 for Q1: j = 5; 2 for Q0: j = 6) when below b.
+      auto add = [&](int z, int j, int64_t u) {
+        Entry& e = list[z][n_of[z]++];
+        e.j = uint8_t(j);
+        e.mag = uint32_t((u + 1) >> 1);
+        e.level = cand.sgn * int32_t(e.mag);
+        e.bucket = 0;
+        e.bypass = 0;
+        kmax = e.mag > kmax ? e.mag : kmax;
+        if (e.mag > unary_len) {
+          const uint64_t rem = uint64_t(e.mag) - unary_len - 1;
+          e.bucket = uint32_t(63 - __builtin_clzll((rem >> params.eg_order) + 1));
+          e.bypass = uint64_t(params.eg_order + e.bucket) * cabac::kRateOne;
+          if (e.bucket < uint32_t(cabac::kPrefixContexts))  // else: past the shared last model, eg_cost
+            eg_rows = e.bucket > eg_rows ? e.bucket : eg_rows;
         }
+      };
+      for (int z = 0; z < 2; ++z) {
+        add(z, 0, 0);
+        if (zero_only) continue;
+        const int64_t u1 = cand.base + (int64_t(cand.base & 1) != z);  // first index of parity z
+        add(z, int(u1 - cand.base) + 1, u1);
+        add(z, int(u1 - cand.base) + 3, u1 + 2);
+        const int64_t small = z ? 1 : 2;
+        if (small < cand.base) add(z, z ? 5 : 6, small);
+      }
       const unsigned neg = cand.sgn < 0;
       const Row* chain = cur->row + kGreaterRow + neg * cabac::kMaxUnaryFlags;
       // Unary flags priced as prefix[k - 1] + the 0 flag of model k - 1 (k <= N), or prefix[N] +
