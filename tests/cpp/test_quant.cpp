@@ -848,7 +848,11 @@ static void random_pass_case(std::mt19937_64& rng, PassCase& c) {
   a.importance = c.use_f ? c.f.data() : nullptr;
   a.rows = c.rows, a.cols = c.cols;
   a.step = 1.0;
-  a.lambda = rng() % 4 == 0 ? 0.0 : double(rng() % 40) * 0.05 * (rng() % 3 == 0 ? 100.0 : 1.0);
+  // lambda in step^2 per bit: 0, small, a few (where level +-1 and zero beat the nearest
+  // indices of weights a few steps out), huge.
+  const int lam_kind = int(rng() % 4);
+  a.lambda = lam_kind == 0 ? 0.0 : lam_kind == 1 ? double(rng() % 40) * 0.05
+           : lam_kind == 2 ? 2.0 + 10.0 * u(rng) : double(rng() % 40) * 5.0;
   a.chunk_rows = rng() % 3 == 0 ? 1 + rng() % 3 : 0;
   const uint32_t lens[] = {0, 1, 2, 3, 7, 8, 9, 10, 15, 16, 17, 31, 63, 64};
   a.params.unary_len = lens[rng() % 14];
@@ -946,6 +950,36 @@ static void test_trellis_matches_reference() {
       if (q_ref[i] != int32_t(std::nearbyint(c.w[i] / 2.0))) ++differing;
   }
   CHECK(differing > 1000);
+
+  // Weights a few steps out and lambdas of a few step^2 per bit: where the smallest index of a
+  // quantizer (level +-1) competes with the nearest ones.
+  int small_chosen = 0;
+  for (int iter = 0; iter < 300; ++iter) {
+    const uint64_t cols = 200;
+    std::vector<double> w(cols);
+    std::uniform_real_distribution<double> x(-6.0, 6.0);
+    for (auto& v : w) v = x(rng);
+    PassArgs<double, double> a;
+    a.weights = w.data();
+    a.rows = 1, a.cols = cols;
+    a.lambda = 0.25 * double(1 + iter % 24);
+    a.params.unary_len = uint32_t(rng() % 4);
+    a.params.eg_order = uint32_t(rng() % 2);
+    std::vector<int32_t> q_ref(cols), q(cols);
+    double d_ref = 0.0, d = 0.0;
+    a.levels = q_ref.data(), a.distortion = &d_ref;
+    const uint64_t rate_ref = reference::reference_trellis_pass(a);
+    for (uint64_t i = 0; i < cols; ++i)
+      if (std::abs(q_ref[i]) == 1 && std::fabs(w[i]) > 3.0) ++small_chosen;
+    for (Isa isa : isas) {
+      a.levels = q.data(), a.distortion = &d;
+      d = 0.0;
+      CHECK(trellis_pass(a, isa) == rate_ref);
+      CHECK(q == q_ref);
+      CHECK(d == d_ref);
+    }
+  }
+  CHECK(small_chosen > 100);
 }
 
 int main() {

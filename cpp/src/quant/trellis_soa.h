@@ -314,6 +314,20 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
         for (int c = 0; c < n_of[z]; ++c) {
           const Entry& e = list[z][c];
           const double dj = dists[e.j];
+          if (e.j >= 5) {
+            // The smallest index (last in the list, level +-1) reaches the same state as the
+            // earlier entry of odd level from every state. Where that entry's cost is at most this
+            // one's cost + distortion, this one cannot win (its rate >= 0, and ties keep the
+            // earlier branch): when that holds in every live state, it is left out.
+            const int odd = (list[z][1].level & 1) ? 1 : 2;
+            bool dominated = true;
+            for (int p = z; p < kDqStates && dominated; p += 2)
+              dominated = !(cost[p] < inf) || costs[z][odd][p] <= cost[p] + dj;
+            if (dominated) {
+              n_of[z] = c;
+              break;
+            }
+          }
           if (e.mag == 0) {
             K::lane_costs(kZeroRow, kZeroRow, kZeroRow, sig_model, 0, 0, cost, dj, lambda_per_unit, rates[z][c],
                             costs[z][c]);
