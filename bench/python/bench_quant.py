@@ -16,6 +16,14 @@ Run from anywhere with nnpress installed:
     python bench/python/bench_quant.py --peers    # also NNCodec 2.1.3's quantizers + coder (URQ and
                                                   # dependent quantization, lambda_scale 0 and 1) on the
                                                   # same tensors (needs nncodec, see peers.py)
+    python bench/python/bench_quant.py --minilm [--old-python P] [--nncodec-python P] [--rounds R]
+        # trellis throughput on all-MiniLM-L6-v2's weight matrices (2-D tensors, 22.7 M weights):
+        # this interpreter's nnpress, another interpreter's nnpress (--old-python, e.g. a venv with
+        # the previous build) and NNCodec's dependent quantization (--nncodec-python, a venv with
+        # nncodec 2.1.3), one thread and all threads, in alternating rounds (the machine may be
+        # shared). Step 2^(-38/4) (NNCodec's qp -38; both reconstruct index * step), lam = 0.24
+        # step^2, row blocks of about 2^18 weights as the encoder cuts them. Times only the
+        # quantizer calls; checks that both nnpress builds return identical levels.
 """
 
 from __future__ import annotations
@@ -195,6 +203,122 @@ def median_time(fn, n=3):
     return float(np.median(ts))
 
 
+# --------------------------------------------------------------------------------------------------
+# --minilm: trellis throughput on MiniLM's weight matrices, side by side with another build and NNCodec
+# --------------------------------------------------------------------------------------------------
+
+MINILM_QP = -38
+MINILM_LAM_SCALE = 0.24
+BLOCK_ELEMENTS = 1 << 18
+
+
+def minilm_tensors(path):
+    """Every 2-D float tensor of all-MiniLM-L6-v2 (name -> float32 array), saved to ``path`` (.npz)
+    so worker interpreters need nothing but numpy."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import glob
+
+    import minilm
+    from safetensors.numpy import load_file
+
+    files = glob.glob(os.path.join(minilm.model_path(), "*.safetensors"))
+    d = load_file(files[0])
+    mats = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in d.items()
+            if v.ndim == 2 and v.dtype.kind == "f" and "position_ids" not in k}
+    np.savez(path, **mats)
+    return mats
+
+
+def minilm_worker(kind, path, threads):
+    """One timed run in this interpreter: prints one JSON line (seconds, weights, level hashes)."""
+    import hashlib
+    import inspect
+    import json
+    import os
+    import sys
+
+    mats = dict(np.load(path))
+    step = 2.0 ** (MINILM_QP / 4.0)
+    lam = MINILM_LAM_SCALE * step * step
+    secs, count, hashes = 0.0, 0, {}
+    if kind == "nncodec":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import peers
+
+        peers.import_nncodec()
+        for name, w in mats.items():
+            t0 = time.perf_counter()
+            q, _ = peers.nncodec_quantize(w, MINILM_QP, use_dq=True)
+            secs += time.perf_counter() - t0
+            count += w.size
+    else:
+        blocks = "rows_per_block" if "rows_per_block" in inspect.signature(nnpress.quantize).parameters \
+            else "chunk_rows"
+        for name, w in mats.items():
+            rpb = max(1, min(w.shape[0], BLOCK_ELEMENTS // w.shape[1]))
+            t0 = time.perf_counter()
+            q = nnpress.quantize(w, step, lam=lam, method="trellis", threads=threads, **{blocks: rpb})
+            secs += time.perf_counter() - t0
+            count += w.size
+            hashes[name] = hashlib.sha1(np.ascontiguousarray(q, dtype=np.int32).tobytes()).hexdigest()
+    print(json.dumps({"seconds": secs, "weights": count, "hashes": hashes}))
+
+
+def minilm_bench(old_python, nncodec_python, rounds, threads_all):
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    here = os.path.abspath(__file__)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "minilm.npz")
+        mats = minilm_tensors(path)
+        n = sum(v.size for v in mats.values())
+        print(f"# all-MiniLM-L6-v2: {len(mats)} weight matrices, {n / 1e6:.1f} M weights; trellis at qp "
+              f"{MINILM_QP} (step {2.0 ** (MINILM_QP / 4.0):.6g}), lam = {MINILM_LAM_SCALE} step^2")
+        print(f"# load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}; "
+              f"{os.cpu_count()} cores; {rounds} alternating rounds, median")
+        configs = [("nnpress (this build)", sys.executable, "nnpress", 1)]
+        if old_python:
+            configs.append(("nnpress (--old-python)", old_python, "nnpress", 1))
+        if nncodec_python:
+            configs.append(("NNCodec 2.1.3 DQ", nncodec_python, "nncodec", 1))
+        configs.append(("nnpress (this build)", sys.executable, "nnpress", threads_all))
+        if old_python:
+            configs.append(("nnpress (--old-python)", old_python, "nnpress", threads_all))
+        results = {i: [] for i in range(len(configs))}
+        hashes = {}
+        for _ in range(rounds):
+            for i, (label, py, kind, threads) in enumerate(configs):
+                out = subprocess.run([py, here, "--minilm-worker", kind, "--npz", path, "--threads", str(threads)],
+                                     check=True, capture_output=True, text=True).stdout
+                r = json.loads(out.strip().splitlines()[-1])
+                results[i].append(r["seconds"])
+                if r["hashes"]:
+                    hashes.setdefault(py, r["hashes"])
+                    if r["hashes"] != hashes[py]:
+                        raise SystemExit(f"{label}: levels differ between runs with different thread counts")
+        print("\n| quantizer | threads | seconds (median) | M weights/s | runs (s) |")
+        print("|---|---|---|---|---|")
+        for i, (label, py, kind, threads) in enumerate(configs):
+            sec = float(np.median(results[i]))
+            t = "1" if threads == 1 else f"all ({os.cpu_count()})"
+            if kind == "nncodec":
+                t = "1 (its own)"
+            runs = ", ".join(f"{x:.2f}" for x in results[i])
+            print(f"| {label} | {t} | {sec:.2f} | {n / sec / 1e6:.2f} | {runs} |")
+        if old_python and len(hashes) == 2:
+            a, b = hashes.values()
+            same = [k for k in a if a[k] == b.get(k)]
+            print(f"\nlevels identical between the two nnpress builds on {len(same)} of {len(a)} tensors")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -205,7 +329,20 @@ def main():
         "--peers", action="store_true", help="compare with NNCodec's quantizers and coder"
     )
     ap.add_argument("--fisher", action="store_true", help="only the digits-CNN Fisher ablation")
+    ap.add_argument("--minilm", action="store_true", help="only the trellis throughput on MiniLM's tensors")
+    ap.add_argument("--old-python", help="--minilm: an interpreter whose nnpress is the build to compare with")
+    ap.add_argument("--nncodec-python", help="--minilm: an interpreter with nncodec 2.1.3")
+    ap.add_argument("--rounds", type=int, default=3, help="--minilm: alternating rounds")
+    ap.add_argument("--minilm-worker", choices=["nnpress", "nncodec"], help=argparse.SUPPRESS)
+    ap.add_argument("--npz", help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.minilm_worker:
+        minilm_worker(args.minilm_worker, args.npz, args.threads)
+        return
+    if args.minilm:
+        minilm_bench(args.old_python, args.nncodec_python, args.rounds, 0)
+        return
     if args.fisher:
         fisher_ablation()
         return

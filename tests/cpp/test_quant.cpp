@@ -5,7 +5,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "check.h"
@@ -14,6 +16,7 @@
 #include "nnpress/format/container.h"
 #include "nnpress/quant/dequantize.h"
 #include "nnpress/quant/quantize.h"
+#include "nnpress/quant/trellis.h"
 
 using namespace nnpress;
 
@@ -556,6 +559,429 @@ static void test_coded_params() {
   CHECK(quantize_ff(w.data(), nullptr, 1, 10, o, q.data(), nullptr, &res).code() == StatusCode::kInvalidArgument);
 }
 
+// ---- the trellis against a frozen copy of its first implementation ----
+// reference_trellis_pass is the array-of-structures search (one WeightContexts per state, one
+// code_level<RatePeek> per candidate) as it was before the states moved to structure-of-arrays
+// kernels; trellis_pass must return the same levels, recon, rate, distortion and contexts, bit for
+// bit, with every kernel set this machine can run.
+namespace reference {
+using namespace nnpress;
+namespace {
+
+constexpr uint8_t kDead = 0xFF;
+constexpr int kUnionCandidates = 4;  // reconstruction indices b..b+3
+constexpr int kCandidates = 7;       // zero, b..b+3, and the smallest of each quantizer: 1, 2
+
+struct PathState {
+  double cost;
+  double dist;
+  uint64_t rate;
+  cabac::Neighbourhood nb;
+  cabac::WeightContexts ctx;
+};
+
+// Copies the models that coding with `unary_len` can touch (the others never leave their
+// initial state in any path). The unary flags go in fixed blocks of 8 models (copying a few
+// untouched ones too): a variable-length memcpy here costs more than the rest of the step.
+inline void copy_live_models(cabac::WeightContexts& dst, const cabac::WeightContexts& src, uint32_t unary_len) {
+  static_assert(cabac::kMaxUnaryFlags % 8 == 0, "unary flags are copied in blocks of 8");
+  std::memcpy(dst.sig, src.sig, sizeof(src.sig));
+  std::memcpy(dst.sign, src.sign, sizeof(src.sign));
+  for (uint32_t n = 0; n < unary_len; n += 8) {
+    std::memcpy(dst.greater[0] + n, src.greater[0] + n, 8 * sizeof(cabac::ContextModel));
+    std::memcpy(dst.greater[1] + n, src.greater[1] + n, 8 * sizeof(cabac::ContextModel));
+  }
+  std::memcpy(dst.eg_prefix, src.eg_prefix, sizeof(src.eg_prefix));
+}
+
+struct Candidates {
+  int32_t sgn;
+  int64_t base;  // first reconstruction index magnitude, >= 1
+};
+
+inline Candidates candidates_of(double x) {
+  const double ax = std::fabs(x);
+  const int64_t a = int64_t(ax);  // ax < 2^30
+  return {x < 0 ? -1 : 1, a - 1 > 1 ? a - 1 : 1};
+}
+
+// Magnitude of the reconstruction index of candidate j: 0 (zero), base + j - 1 (j = 1..4),
+// 1 (j = 5) and 2 (j = 6). Candidates 5 and 6 exist only when not already among 1..4.
+inline int64_t magnitude_of(const Candidates& c, int j) {
+  if (j == 0) return 0;
+  if (j <= kUnionCandidates) return c.base + j - 1;
+  return j - kUnionCandidates;
+}
+inline bool exists(const Candidates& c, int j) { return j <= kUnionCandidates || magnitude_of(c, j) < c.base; }
+// Level k (signed) of candidate j: u = 2k (Q0) or 2k - 1 (Q1), so |k| = (|u| + 1) / 2.
+inline int32_t level_of(const Candidates& c, int j) { return c.sgn * int32_t((magnitude_of(c, j) + 1) >> 1); }
+inline int64_t index_of(const Candidates& c, int j) { return c.sgn * magnitude_of(c, j); }
+
+}  // namespace
+
+// kFeedback: every state carries its own compensated targets (feedback.h); otherwise the
+// targets are the weights and one candidate set serves all states.
+template <bool kFeedback, class W, class F>
+uint64_t trellis_impl(const PassArgs<W, F>& args) {
+  const W* weights = args.weights;
+  const F* importance = args.importance;
+  const uint64_t rows = args.rows, cols = args.cols, chunk_rows = args.chunk_rows;
+  const double tensor_step = args.step, lambda = args.lambda;
+  const ChannelScales& scales = args.scales;
+  const ErrorFeedback& fb = args.feedback;
+  const cabac::LevelParams& params = args.params;
+  int32_t* levels = args.levels;
+  float* recon = args.recon;
+  double* distortion = args.distortion;
+  cabac::WeightContexts* contexts = args.contexts;
+  using cabac::code_level;
+  const double lambda_per_unit = lambda / double(cabac::kRateOne);
+  const uint32_t unary_len = params.unary_len < uint32_t(cabac::kMaxUnaryFlags) ? params.unary_len
+                                                                                 : uint32_t(cabac::kMaxUnaryFlags);
+  const double inf = std::numeric_limits<double>::infinity();
+  std::vector<PathState> bank_a(kDqStates), bank_b(kDqStates);
+  PathState* cur = bank_a.data();
+  PathState* nxt = bank_b.data();
+  cabac::WeightContexts committed = contexts ? *contexts : cabac::WeightContexts();
+  std::vector<uint8_t> decisions(size_t(cols) * kDqStates);
+  // Feedback only: targets per state (two banks) and the chosen reconstruction index per step
+  // and state (the candidates differ per state, so the traceback cannot re-derive them).
+  std::vector<double> targets_a(kFeedback ? size_t(cols) * kDqStates : 0), targets_b(targets_a.size());
+  std::vector<int32_t> chosen(kFeedback ? size_t(cols) * kDqStates : 0);
+  double* tcur = targets_a.data();
+  double* tnxt = targets_b.data();
+  uint64_t rate_total = 0;
+  double dist_total = 0.0;
+  bool bad = false;
+
+  for (uint64_t r = 0; r < rows; ++r) {
+    if (chunk_rows && r && r % chunk_rows == 0) committed = cabac::WeightContexts();
+    for (int s = 0; s < kDqStates; ++s) {
+      cur[s].cost = inf;
+      nxt[s].cost = inf;
+    }
+    cur[0].cost = 0.0;
+    cur[0].dist = 0.0;
+    cur[0].rate = 0;
+    cur[0].nb = cabac::Neighbourhood();
+    cur[0].ctx = committed;
+    const W* w_row = weights + r * cols;
+    if constexpr (kFeedback)
+      for (uint64_t i = 0; i < cols; ++i) tcur[i] = double(w_row[i]);  // state 0's targets
+    const double row_step = tensor_step * (scales.row ? scales.row[r] : 1.0);
+    auto step_of = [&](uint64_t i) { return scales.col ? row_step * scales.col[i] : row_step; };  // step_ij
+
+    for (uint64_t i = 0; i < cols; ++i) {
+      const double step = step_of(i);
+      const double f = (importance ? double(importance[r * cols + i]) : 1.0) * (kFeedback ? fb.weight[i] : 1.0);
+      // An exact zero (e.g. a pruned weight) stays zero: both quantizers hold 0, so every state
+      // keeps a branch, and no state-machine gain may buy a non-zero level for it.
+      const bool zero_only = w_row[i] == W(0);
+      // Candidates and their distortions: one set (no feedback) or one per state.
+      Candidates cands[kFeedback ? kDqStates : 1];
+      double dists[kFeedback ? kDqStates : 1][kCandidates];
+      for (int p = 0; p < (kFeedback ? kDqStates : 1); ++p) {
+        if (kFeedback && !(cur[p].cost < inf)) continue;
+        double w = double(w_row[i]);
+        if constexpr (kFeedback) {  // the compensated target, kept representable (feedback.h)
+          w = clamp_scaled(tcur[size_t(p) * cols + i] / step) * step;
+          tcur[size_t(p) * cols + i] = w;
+        }
+        cands[p] = candidates_of(w / step);
+        for (int j = 0; j < kCandidates; ++j) {
+          const double d = w - double(index_of(cands[p], j)) * step;
+          dists[p][j] = f * d * d;
+        }
+      }
+      // Best incoming branch per target state.
+      double best_cost[kDqStates];
+      uint64_t best_rate[kDqStates];
+      uint8_t best_from[kDqStates];
+      uint8_t best_cand[kDqStates];
+      for (int t = 0; t < kDqStates; ++t) {
+        best_cost[t] = inf;
+        best_from[t] = kDead;
+      }
+      for (int p = 0; p < kDqStates; ++p) {
+        PathState& ps = cur[p];
+        if (!(ps.cost < inf)) continue;
+        const int z = dq_quantizer(p);
+        const Candidates& cand = cands[kFeedback ? p : 0];
+        const double* dist = dists[kFeedback ? p : 0];
+        for (int j = 0; j < kCandidates; ++j) {
+          if (j != 0 && (zero_only || (magnitude_of(cand, j) & 1) != z || !exists(cand, j))) continue;  // other quantizer
+          const int32_t k = level_of(cand, j);
+          const double partial = ps.cost + dist[j];
+          const int t = dq_next_state(p, k);
+          if (!(partial < best_cost[t])) continue;  // rate >= 0: cannot win
+          uint64_t rate;
+          if (k == 0) {  // a zero is its significance flag alone (what code_level would price)
+            rate = cabac::bin_cost(ps.ctx.sig[ps.nb.prev][ps.nb.prev2_nonzero], 0);
+          } else {
+            cabac::RatePeek peek;
+            code_level(peek, ps.ctx, params, ps.nb, k, bad);
+            rate = peek.cost();
+          }
+          const double cost = partial + lambda_per_unit * double(rate);
+          if (cost < best_cost[t]) {
+            best_cost[t] = cost;
+            best_rate[t] = rate;
+            best_from[t] = uint8_t(p);
+            best_cand[t] = uint8_t(j);
+          }
+        }
+      }
+      uint8_t* dec = decisions.data() + size_t(i) * kDqStates;
+      for (int t = 0; t < kDqStates; ++t) {
+        PathState& ns = nxt[t];
+        if (best_from[t] == kDead) {
+          ns.cost = inf;
+          dec[t] = kDead;
+          continue;
+        }
+        const int from = best_from[t];
+        const PathState& ps = cur[from];
+        const Candidates& cand = cands[kFeedback ? from : 0];
+        const int32_t k = level_of(cand, best_cand[t]);
+        copy_live_models(ns.ctx, ps.ctx, unary_len);
+        cabac::RateEstimator update;
+        code_level(update, ns.ctx, params, ps.nb, k, bad);
+        ns.nb = ps.nb;
+        ns.nb.push(k);
+        ns.cost = best_cost[t];
+        ns.dist = ps.dist + dists[kFeedback ? from : 0][best_cand[t]];
+        ns.rate = ps.rate + best_rate[t];
+        dec[t] = uint8_t(from | (best_cand[t] << 3));
+        if constexpr (kFeedback) {
+          const int64_t u = index_of(cand, best_cand[t]);
+          chosen[size_t(i) * kDqStates + t] = int32_t(u);
+          const double* src = tcur + size_t(from) * cols;
+          double* dst = tnxt + size_t(t) * cols;
+          const double e = src[i] - double(u) * step;
+          const double* c = fb.coef + i * cols;
+          for (uint64_t j = i + 1; j < cols; ++j) dst[j] = src[j] - e * c[j];
+        }
+      }
+      PathState* tmp = cur;
+      cur = nxt;
+      nxt = tmp;
+      if constexpr (kFeedback) std::swap(tcur, tnxt);
+    }
+
+    // The cheapest final state wins; trace its path back.
+    int best = -1;
+    for (int s = 0; s < kDqStates; ++s)
+      if (cur[s].cost < inf && (best < 0 || cur[s].cost < cur[best].cost)) best = s;
+    if (cols == 0) continue;
+    if (best < 0) {  // every path's cost overflowed: defined output, and an infinite distortion
+      for (uint64_t i = 0; i < cols; ++i) {  // that quantize() reports as an error
+        levels[r * cols + i] = 0;
+        if (recon) recon[r * cols + i] = 0.0f;
+      }
+      dist_total = std::numeric_limits<double>::infinity();
+      continue;
+    }
+    rate_total += cur[best].rate;
+    dist_total += cur[best].dist;
+    committed = cur[best].ctx;
+    int32_t* q_row = levels + r * cols;
+    int state = best;
+    for (uint64_t i = cols; i-- > 0;) {
+      const uint8_t d = decisions[size_t(i) * kDqStates + state];
+      const double step = step_of(i);
+      int64_t u;
+      if constexpr (kFeedback) {
+        u = chosen[size_t(i) * kDqStates + state];
+      } else {
+        u = index_of(candidates_of(double(w_row[i]) / step), d >> 3);
+      }
+      // Level k of index u: u = 2k (Q0) or 2k - 1 (Q1), so |k| = (|u| + 1) / 2.
+      const int64_t au = u < 0 ? -u : u;
+      q_row[i] = int32_t(u < 0 ? -((au + 1) >> 1) : (au + 1) >> 1);
+      if (recon) recon[r * cols + i] = float(double(u) * step);
+      state = d & 7;
+    }
+  }
+  *distortion += dist_total;
+  if (contexts) *contexts = committed;
+  return rate_total;
+}
+
+template <class W, class F>
+uint64_t reference_trellis_pass(const PassArgs<W, F>& args) {
+  return args.feedback.any() ? trellis_impl<true>(args) : trellis_impl<false>(args);
+}
+
+}  // namespace reference
+
+struct PassCase {
+  uint64_t rows = 0, cols = 0;
+  std::vector<double> w, f, row_scale, col_scale, coef, fb_weight;
+  bool use_f = false, use_contexts = false;
+  PassArgs<double, double> args;
+};
+
+static void random_pass_case(std::mt19937_64& rng, PassCase& c) {
+  c.rows = 1 + rng() % 7;
+  c.cols = rng() % 9 == 0 ? 1 + rng() % 3 : 1 + rng() % 150;
+  const size_t n = size_t(c.rows * c.cols);
+  c.w.assign(n, 0.0);
+  c.f.assign(n, 0.0);
+  std::normal_distribution<double> g(0.0, 1.0);
+  std::student_t_distribution<double> heavy(1.2);
+  std::uniform_real_distribution<double> u(0.0, 2.0);
+  const double spread = std::pow(10.0, double(rng() % 5) - 1.0);  // std / step from 0.1 to 1000
+  const int kind = int(rng() % 3);
+  for (size_t i = 0; i < n; ++i) {
+    double x = kind == 0 ? g(rng) : (kind == 1 ? heavy(rng) : double(int64_t(rng() % 9) - 4));
+    x *= spread;
+    if (rng() % 11 == 0) x = 0.0;                                       // pruned weights
+    if (rng() % 97 == 0) x = (rng() % 2 ? 1 : -1) * double(1 + rng() % 50000000);  // huge levels
+    if (std::fabs(x) > 5e7) x = std::copysign(5e7, x);  // |w / step_ij| < 2^30 (the contract)
+    c.w[i] = x;
+    c.f[i] = rng() % 5 == 0 ? 0.0 : u(rng);
+  }
+  c.use_f = rng() % 2;
+  PassArgs<double, double>& a = c.args;
+  a = PassArgs<double, double>();
+  a.weights = c.w.data();
+  a.importance = c.use_f ? c.f.data() : nullptr;
+  a.rows = c.rows, a.cols = c.cols;
+  a.step = 1.0;
+  // lambda in step^2 per bit: 0, small, a few (where level +-1 and zero beat the nearest
+  // indices of weights a few steps out), huge.
+  const int lam_kind = int(rng() % 4);
+  a.lambda = lam_kind == 0 ? 0.0 : lam_kind == 1 ? double(rng() % 40) * 0.05
+           : lam_kind == 2 ? 2.0 + 10.0 * u(rng) : double(rng() % 40) * 5.0;
+  a.chunk_rows = rng() % 3 == 0 ? 1 + rng() % 3 : 0;
+  const uint32_t lens[] = {0, 1, 2, 3, 7, 8, 9, 10, 15, 16, 17, 31, 63, 64};
+  a.params.unary_len = lens[rng() % 14];
+  a.params.eg_order = uint32_t(rng() % 5);
+  if (rng() % 3 == 0) {
+    c.row_scale.resize(c.rows);
+    for (auto& s : c.row_scale) s = channel_scale_of_exp(int8_t(int(rng() % 9) - 4));
+    a.scales.row = c.row_scale.data();
+  }
+  if (rng() % 3 == 0) {
+    c.col_scale.resize(c.cols);
+    for (auto& s : c.col_scale) s = channel_scale_of_exp(int8_t(int(rng() % 9) - 4));
+    a.scales.col = c.col_scale.data();
+  }
+  if (rng() % 5 == 0) {  // column feedback: a well-conditioned random upper factor
+    c.coef.assign(size_t(c.cols) * c.cols, 0.0);
+    c.fb_weight.assign(c.cols, 0.0);
+    for (uint64_t i = 0; i < c.cols; ++i) {
+      c.fb_weight[i] = 0.5 + u(rng);
+      for (uint64_t j = i + 1; j < c.cols; ++j) c.coef[i * c.cols + j] = (u(rng) - 1.0) * 0.3;
+    }
+    a.feedback.coef = c.coef.data();
+    a.feedback.weight = c.fb_weight.data();
+    if (c.use_f)  // the feedback contract: importance constant along each row
+      for (uint64_t r = 0; r < c.rows; ++r)
+        for (uint64_t i = 1; i < c.cols; ++i) c.f[r * c.cols + i] = c.f[r * c.cols];
+  }
+  c.use_contexts = rng() % 3 == 0;
+}
+
+// Contexts as a previous row could leave them: a few random levels coded through fresh ones.
+static cabac::WeightContexts random_contexts(std::mt19937_64& rng, const cabac::LevelParams& p) {
+  cabac::WeightContexts ctx;
+  std::vector<int32_t> lv(1 + rng() % 40);
+  for (auto& x : lv) x = int32_t(rng() % 41) - 20;
+  if (rng() % 4 == 0) lv[0] = 5000000;
+  cabac::RateEstimator est;
+  cabac::code_rows(est, ctx, p, lv.data(), 1, lv.size());
+  return ctx;
+}
+
+static void same_contexts(const cabac::WeightContexts& a, const cabac::WeightContexts& b) {
+  const auto* x = reinterpret_cast<const cabac::ContextModel*>(&a);
+  const auto* y = reinterpret_cast<const cabac::ContextModel*>(&b);
+  bool same = true;
+  for (size_t i = 0; i < sizeof(a) / sizeof(cabac::ContextModel); ++i)
+    same = same && x[i].fast == y[i].fast && x[i].slow == y[i].slow && x[i].state == y[i].state;
+  CHECK(same);
+}
+
+static void test_trellis_matches_reference() {
+  std::mt19937_64 rng(15);
+  std::vector<Isa> isas{Isa::kScalar};
+  if (isa_supported(Isa::kAvx2)) isas.push_back(Isa::kAvx2);
+  int differing = 0;
+  for (int iter = 0; iter < 400; ++iter) {
+    PassCase c;
+    random_pass_case(rng, c);
+    const size_t n = size_t(c.rows * c.cols);
+    const cabac::WeightContexts start = random_contexts(rng, c.args.params);
+    std::vector<int32_t> q_ref(n, 7);
+    std::vector<float> rec_ref(n, 7.0f);
+    double dist_ref = 0.5;
+    cabac::WeightContexts ctx_ref = start;
+    PassArgs<double, double> a = c.args;
+    a.levels = q_ref.data(), a.recon = rec_ref.data(), a.distortion = &dist_ref;
+    a.contexts = c.use_contexts ? &ctx_ref : nullptr;
+    const uint64_t rate_ref = reference::reference_trellis_pass(a);
+    for (Isa isa : isas) {
+      std::vector<int32_t> q(n, 7);
+      std::vector<float> rec(n, 7.0f);
+      double dist = 0.5;
+      cabac::WeightContexts ctx = start;
+      a.levels = q.data(), a.recon = rec.data(), a.distortion = &dist;
+      a.contexts = c.use_contexts ? &ctx : nullptr;
+      const uint64_t rate = trellis_pass(a, isa);
+      CHECK(rate == rate_ref);
+      CHECK(q == q_ref);
+      CHECK(std::memcmp(rec.data(), rec_ref.data(), n * sizeof(float)) == 0);
+      CHECK(std::memcmp(&dist, &dist_ref, sizeof(double)) == 0);
+      if (c.use_contexts) same_contexts(ctx, ctx_ref);
+      // The same call through quantize()'s dispatch (detect_isa()).
+      if (isa == Isa::kScalar) {
+        std::vector<int32_t> q2(n);
+        double dist2 = 0.5;
+        cabac::WeightContexts ctx2 = start;
+        a.levels = q2.data(), a.recon = nullptr, a.distortion = &dist2;
+        a.contexts = c.use_contexts ? &ctx2 : nullptr;
+        CHECK(trellis_pass(a) == rate_ref);
+        CHECK(q2 == q_ref);
+      }
+    }
+    // The search is not trivial: the levels differ from every weight's nearest even index.
+    for (size_t i = 0; i < n; ++i)
+      if (q_ref[i] != int32_t(std::nearbyint(c.w[i] / 2.0))) ++differing;
+  }
+  CHECK(differing > 1000);
+
+  // Weights a few steps out and lambdas of a few step^2 per bit: where the smallest index of a
+  // quantizer (level +-1) competes with the nearest ones.
+  int small_chosen = 0;
+  for (int iter = 0; iter < 300; ++iter) {
+    const uint64_t cols = 200;
+    std::vector<double> w(cols);
+    std::uniform_real_distribution<double> x(-6.0, 6.0);
+    for (auto& v : w) v = x(rng);
+    PassArgs<double, double> a;
+    a.weights = w.data();
+    a.rows = 1, a.cols = cols;
+    a.lambda = 0.25 * double(1 + iter % 24);
+    a.params.unary_len = uint32_t(rng() % 4);
+    a.params.eg_order = uint32_t(rng() % 2);
+    std::vector<int32_t> q_ref(cols), q(cols);
+    double d_ref = 0.0, d = 0.0;
+    a.levels = q_ref.data(), a.distortion = &d_ref;
+    const uint64_t rate_ref = reference::reference_trellis_pass(a);
+    for (uint64_t i = 0; i < cols; ++i)
+      if (std::abs(q_ref[i]) == 1 && std::fabs(w[i]) > 3.0) ++small_chosen;
+    for (Isa isa : isas) {
+      a.levels = q.data(), a.distortion = &d;
+      d = 0.0;
+      CHECK(trellis_pass(a, isa) == rate_ref);
+      CHECK(q == q_ref);
+      CHECK(d == d_ref);
+    }
+  }
+  CHECK(small_chosen > 100);
+}
+
 int main() {
   test_nearest();
   test_exact_rate_and_reconstruction(QuantMethod::kRdoq);
@@ -570,6 +996,7 @@ int main() {
   test_threads_deterministic(QuantMethod::kTrellis);
   test_random_configurations();
   test_trellis_distortion();
+  test_trellis_matches_reference();
   test_errors();
   test_dependent_rule();
   test_feedback();

@@ -8,14 +8,21 @@
 #include <vector>
 
 #include "nnpress/cabac/rate_estimator.h"
+#include "nnpress/cpu.h"
 #include "nnpress/quant/dequantize.h"
+#include "trellis_soa.h"
 
 namespace nnpress {
 namespace {
 
-constexpr uint8_t kDead = 0xFF;
-constexpr int kUnionCandidates = 4;  // reconstruction indices b..b+3
-constexpr int kCandidates = 7;       // zero, b..b+3, and the smallest of each quantizer: 1, 2
+using trellis_detail::Candidates;
+using trellis_detail::candidates_of;
+using trellis_detail::exists;
+using trellis_detail::index_of;
+using trellis_detail::kCandidates;
+using trellis_detail::kDead;
+using trellis_detail::level_of;
+using trellis_detail::magnitude_of;
 
 struct PathState {
   double cost;
@@ -39,33 +46,11 @@ inline void copy_live_models(cabac::WeightContexts& dst, const cabac::WeightCont
   std::memcpy(dst.eg_prefix, src.eg_prefix, sizeof(src.eg_prefix));
 }
 
-struct Candidates {
-  int32_t sgn;
-  int64_t base;  // first reconstruction index magnitude, >= 1
-};
-
-inline Candidates candidates_of(double x) {
-  const double ax = std::fabs(x);
-  const int64_t a = int64_t(ax);  // ax < 2^30
-  return {x < 0 ? -1 : 1, a - 1 > 1 ? a - 1 : 1};
-}
-
-// Magnitude of the reconstruction index of candidate j: 0 (zero), base + j - 1 (j = 1..4),
-// 1 (j = 5) and 2 (j = 6). Candidates 5 and 6 exist only when not already among 1..4.
-inline int64_t magnitude_of(const Candidates& c, int j) {
-  if (j == 0) return 0;
-  if (j <= kUnionCandidates) return c.base + j - 1;
-  return j - kUnionCandidates;
-}
-inline bool exists(const Candidates& c, int j) { return j <= kUnionCandidates || magnitude_of(c, j) < c.base; }
-// Level k (signed) of candidate j: u = 2k (Q0) or 2k - 1 (Q1), so |k| = (|u| + 1) / 2.
-inline int32_t level_of(const Candidates& c, int j) { return c.sgn * int32_t((magnitude_of(c, j) + 1) >> 1); }
-inline int64_t index_of(const Candidates& c, int j) { return c.sgn * magnitude_of(c, j); }
-
 }  // namespace
 
-// kFeedback: every state carries its own compensated targets (feedback.h); otherwise the
-// targets are the weights and one candidate set serves all states.
+// The search with one WeightContexts per state (array of structures). Serves the feedback variant
+// (kFeedback: every state carries its own compensated targets, feedback.h, and its own candidate
+// set); trellis_soa below is the same search without feedback.
 template <bool kFeedback, class W, class F>
 uint64_t trellis_impl(const PassArgs<W, F>& args) {
   const W* weights = args.weights;
@@ -252,12 +237,47 @@ uint64_t trellis_impl(const PassArgs<W, F>& args) {
   return rate_total;
 }
 
+namespace {
+
 template <class W, class F>
-uint64_t trellis_pass(const PassArgs<W, F>& args) {
-  return args.feedback.any() ? trellis_impl<true>(args) : trellis_impl<false>(args);
+uint64_t trellis_soa_scalar(const PassArgs<W, F>& args, trellis_detail::Workspace& ws) {
+  return trellis_detail::trellis_soa<trellis_detail::ScalarKernels>(args, ws);
 }
 
-#define NNPRESS_INSTANTIATE(W, F) template uint64_t trellis_pass<W, F>(const PassArgs<W, F>&);
+}  // namespace
+
+#ifndef NNPRESS_HAVE_TRELLIS_AVX2_TU
+namespace trellis_detail {
+bool have_avx2_search() { return false; }
+#define NNPRESS_AVX2_STUB(W, F) \
+  uint64_t trellis_soa_avx2(const PassArgs<W, F>& a, Workspace& ws) { return trellis_soa<ScalarKernels>(a, ws); }
+NNPRESS_AVX2_STUB(float, float)
+NNPRESS_AVX2_STUB(float, double)
+NNPRESS_AVX2_STUB(double, float)
+NNPRESS_AVX2_STUB(double, double)
+#undef NNPRESS_AVX2_STUB
+}  // namespace trellis_detail
+#endif
+
+template <class W, class F>
+uint64_t trellis_pass(const PassArgs<W, F>& args, Isa isa) {
+  if (args.feedback.any()) return trellis_impl<true>(args);
+  std::vector<trellis_detail::Bank> banks(2);
+  std::vector<uint8_t> decisions(size_t(args.cols) * kDqStates);
+  trellis_detail::Workspace ws{banks.data(), decisions.data()};
+  const bool avx2 = isa >= Isa::kAvx2 && isa != Isa::kNeon && trellis_detail::have_avx2_search() &&
+                    isa_supported(Isa::kAvx2);
+  return avx2 ? trellis_detail::trellis_soa_avx2(args, ws) : trellis_soa_scalar(args, ws);
+}
+
+template <class W, class F>
+uint64_t trellis_pass(const PassArgs<W, F>& args) {
+  return trellis_pass(args, detect_isa());
+}
+
+#define NNPRESS_INSTANTIATE(W, F)                                              \
+  template uint64_t trellis_pass<W, F>(const PassArgs<W, F>&);                 \
+  template uint64_t trellis_pass<W, F>(const PassArgs<W, F>&, Isa);
 NNPRESS_INSTANTIATE(float, float)
 NNPRESS_INSTANTIATE(float, double)
 NNPRESS_INSTANTIATE(double, float)

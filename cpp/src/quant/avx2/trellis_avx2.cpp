@@ -1,0 +1,124 @@
+// The trellis search (../trellis_soa.h) with AVX2 kernels (../trellis_kernels.h): one 256-bit
+// register holds one context model of all 8 states. Integer arithmetic, and the double path costs
+// rounded as the scalar code rounds them (no FMA), so the results equal the scalar kernels' bit for bit.
+// Compiled with -mavx2 only (cpp/CMakeLists.txt); runs only when isa_supported(kAvx2).
+#include <immintrin.h>
+
+#include "../trellis_soa.h"
+
+namespace nnpress::trellis_detail {
+namespace {
+namespace avx2 {
+
+inline __m256i load(const Row& r) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(r)); }
+inline void store(Row& r, __m256i v) { _mm256_store_si256(reinterpret_cast<__m256i*>(r), v); }
+
+// The coding state of each lane's packed model: ((fast + slow) >> 8).
+inline __m256i states(__m256i v) {
+  const __m256i lo = _mm256_and_si256(v, _mm256_set1_epi32(0xFFFF));
+  return _mm256_srli_epi32(_mm256_add_epi32(lo, _mm256_srli_epi32(v, 16)), 8);
+}
+
+void one_prefix(const Row* chain, uint32_t count, Row* prefix) {
+  const int* table = reinterpret_cast<const int*>(&cabac::kBinCostOfState[0][0]);
+  const __m256i one = _mm256_set1_epi32(1);
+  __m256i acc = _mm256_setzero_si256();
+  store(prefix[0], acc);
+  for (uint32_t n = 0; n < count; ++n) {
+    const __m256i idx = _mm256_add_epi32(_mm256_slli_epi32(states(load(chain[n])), 1), one);  // [state][1]
+    acc = _mm256_add_epi32(acc, _mm256_i32gather_epi32(table, idx, 4));
+    store(prefix[n + 1], acc);
+  }
+}
+
+inline __m256i from_index(const uint8_t* from) {
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(from)));
+}
+
+void permute(const Row* src, Row* dst, uint32_t count, const uint8_t* from) {
+  const __m256i idx = from_index(from);
+  for (uint32_t r = 0; r < count; ++r) store(dst[r], _mm256_permutevar8x32_epi32(load(src[r]), idx));
+}
+
+// ContextModel::update of every lane with its bin (all-ones lanes of `bin` code a 1).
+inline __m256i update(__m256i v, __m256i bin) {
+  const __m256i mask16 = _mm256_set1_epi32(0xFFFF), one = _mm256_set1_epi32(int(cabac::kProbOne));
+  const __m256i f = _mm256_and_si256(v, mask16), s = _mm256_srli_epi32(v, 16);
+  const __m256i f_up = _mm256_add_epi32(f, _mm256_srli_epi32(_mm256_sub_epi32(one, f), cabac::ContextModel::kFastShift));
+  const __m256i f_down = _mm256_sub_epi32(f, _mm256_srli_epi32(f, cabac::ContextModel::kFastShift));
+  const __m256i s_up = _mm256_add_epi32(s, _mm256_srli_epi32(_mm256_sub_epi32(one, s), cabac::ContextModel::kSlowShift));
+  const __m256i s_down = _mm256_sub_epi32(s, _mm256_srli_epi32(s, cabac::ContextModel::kSlowShift));
+  const __m256i nf = _mm256_blendv_epi8(f_down, f_up, bin), ns = _mm256_blendv_epi8(s_down, s_up, bin);
+  return _mm256_or_si256(nf, _mm256_slli_epi32(ns, 16));
+}
+
+void permute_chain(const Row* src, Row* dst, uint32_t count, const uint8_t* from, const uint32_t* mag) {
+  const __m256i idx = from_index(from);
+  const __m256i m = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(mag));  // < 2^31: signed compares hold
+  __m256i r = _mm256_setzero_si256();
+  const __m256i one = _mm256_set1_epi32(1);
+  for (uint32_t n = 0; n < count; ++n) {
+    const __m256i v = _mm256_permutevar8x32_epi32(load(src[n]), idx);
+    const __m256i r1 = _mm256_add_epi32(r, one);
+    const __m256i active = _mm256_cmpgt_epi32(m, r);  // mag > n
+    const __m256i bin = _mm256_cmpgt_epi32(m, r1);    // mag > n + 1
+    store(dst[n], _mm256_blendv_epi8(v, update(v, bin), active));
+    r = r1;
+  }
+}
+
+void permute_select(const Row* src, Row* dst, uint32_t count, const uint8_t* from, const uint32_t* sel,
+                         const uint32_t* bin) {
+  const __m256i idx = from_index(from);
+  const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sel));
+  const __m256i b = _mm256_cmpgt_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(bin)), _mm256_setzero_si256());
+  for (uint32_t r = 0; r < count; ++r) {
+    const __m256i v = _mm256_permutevar8x32_epi32(load(src[r]), idx);
+    const __m256i active = _mm256_cmpeq_epi32(s, _mm256_set1_epi32(int(r)));
+    store(dst[r], _mm256_blendv_epi8(v, update(v, b), active));
+  }
+}
+
+void lane_costs(const Row& base, const Row& pre, const Row& eg, const Row& model, uint32_t bin, uint32_t add,
+                     const double* cost, double dist, double lambda, Row& rate, double* out) {
+  const int* table = reinterpret_cast<const int*>(&cabac::kBinCostOfState[0][0]);
+  const __m256i idx = _mm256_add_epi32(_mm256_slli_epi32(states(load(model)), 1), _mm256_set1_epi32(int(bin)));
+  __m256i r = _mm256_add_epi32(_mm256_add_epi32(load(base), load(pre)), load(eg));
+  r = _mm256_add_epi32(_mm256_add_epi32(r, _mm256_i32gather_epi32(table, idx, 4)), _mm256_set1_epi32(int(add)));
+  store(rate, r);
+  const __m256d d = _mm256_set1_pd(dist), l = _mm256_set1_pd(lambda);
+  const __m256d lo = _mm256_cvtepi32_pd(_mm256_castsi256_si128(r)), hi = _mm256_cvtepi32_pd(_mm256_extracti128_si256(r, 1));
+  _mm256_storeu_pd(out, _mm256_add_pd(_mm256_add_pd(_mm256_loadu_pd(cost), d), _mm256_mul_pd(l, lo)));
+  _mm256_storeu_pd(out + 4, _mm256_add_pd(_mm256_add_pd(_mm256_loadu_pd(cost + 4), d), _mm256_mul_pd(l, hi)));
+}
+
+}  // namespace avx2
+
+struct Avx2Kernels {
+  static void one_prefix(const Row* chain, uint32_t count, Row* prefix) { avx2::one_prefix(chain, count, prefix); }
+  static void permute(const Row* src, Row* dst, uint32_t count, const uint8_t* from) {
+    avx2::permute(src, dst, count, from);
+  }
+  static void permute_chain(const Row* src, Row* dst, uint32_t count, const uint8_t* from, const uint32_t* mag) {
+    avx2::permute_chain(src, dst, count, from, mag);
+  }
+  static void permute_select(const Row* src, Row* dst, uint32_t count, const uint8_t* from, const uint32_t* sel,
+                             const uint32_t* bin) {
+    avx2::permute_select(src, dst, count, from, sel, bin);
+  }
+  static void lane_costs(const Row& base, const Row& pre, const Row& eg, const Row& model, uint32_t bin,
+                         uint32_t add, const double* cost, double dist, double lambda, Row& rate, double* out) {
+    avx2::lane_costs(base, pre, eg, model, bin, add, cost, dist, lambda, rate, out);
+  }
+};
+
+}  // namespace
+
+
+bool have_avx2_search() { return true; }
+uint64_t trellis_soa_avx2(const PassArgs<float, float>& a, Workspace& ws) { return trellis_soa<Avx2Kernels>(a, ws); }
+uint64_t trellis_soa_avx2(const PassArgs<float, double>& a, Workspace& ws) { return trellis_soa<Avx2Kernels>(a, ws); }
+uint64_t trellis_soa_avx2(const PassArgs<double, float>& a, Workspace& ws) { return trellis_soa<Avx2Kernels>(a, ws); }
+uint64_t trellis_soa_avx2(const PassArgs<double, double>& a, Workspace& ws) { return trellis_soa<Avx2Kernels>(a, ws); }
+
+}  // namespace nnpress::trellis_detail

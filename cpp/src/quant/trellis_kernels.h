@@ -1,0 +1,85 @@
+// Private to the trellis (quant/trellis.cpp): the per-state context models in structure-of-arrays
+// form and what the kernels that work on all 8 states at once do (scalar: trellis_soa.h; AVX2:
+// avx2/trellis_avx2.cpp).
+//
+// Every ContextModel of cabac::WeightContexts becomes one row of 8 lanes (one per trellis state),
+// each lane packing the model's two estimates as fast | slow << 16 (the coding state is
+// (fast + slow) >> 8, as ContextModel::state_of). Row order: sig[3][2] (rows 0..5), sign[3]
+// (6..8), greater[0][0..63] (9..72), greater[1][0..63] (73..136), eg_prefix[0..23] (137..160).
+// The update rule and the bin costs are exactly cabac::ContextModel::update and
+// cabac::bin_cost: the kernels are integer-only, so every ISA gives identical rates.
+#pragma once
+
+#include <cstdint>
+
+#include "nnpress/cabac/rate_estimator.h"
+#include "nnpress/cabac/weight_contexts.h"
+#include "nnpress/quant/pass_args.h"
+
+namespace nnpress::trellis_detail {
+
+constexpr int kLanes = 8;  // = kDqStates
+constexpr int kSigRow = 0, kSignRow = 6, kGreaterRow = 9, kEgRow = kGreaterRow + 2 * cabac::kMaxUnaryFlags;
+constexpr int kModelRows = kEgRow + cabac::kPrefixContexts;
+constexpr uint32_t kInitialModel = uint32_t(cabac::kProbHalf) | (uint32_t(cabac::kProbHalf) << 16);
+
+using Row = uint32_t[kLanes];  // the AVX2 kernels need every Row they load or store 32-byte aligned
+
+struct alignas(64) Bank {
+  Row row[kModelRows];
+};
+
+namespace {
+
+NNPRESS_INLINE uint32_t pack(const cabac::ContextModel& m) { return uint32_t(m.fast) | (uint32_t(m.slow) << 16); }
+NNPRESS_INLINE cabac::ContextModel unpack(uint32_t v) {
+  cabac::ContextModel m;
+  m.fast = uint16_t(v & 0xFFFF);
+  m.slow = uint16_t(v >> 16);
+  m.state = uint8_t(((v & 0xFFFF) + (v >> 16)) >> 8);
+  return m;
+}
+NNPRESS_INLINE uint32_t state_of(uint32_t v) { return ((v & 0xFFFF) + (v >> 16)) >> 8; }
+NNPRESS_INLINE uint32_t cost_of(uint32_t v, unsigned bin) { return cabac::kBinCostOfState[state_of(v)][bin != 0]; }
+// cabac::ContextModel::update on a packed model (the same arithmetic, written out so nothing
+// here calls a function compiled elsewhere).
+NNPRESS_INLINE uint32_t updated(uint32_t v, unsigned bin) {
+  const uint32_t f = v & 0xFFFF, s = v >> 16;
+  constexpr int kFast = cabac::ContextModel::kFastShift, kSlow = cabac::ContextModel::kSlowShift;
+  const uint32_t nf = bin ? f + ((cabac::kProbOne - f) >> kFast) : f - (f >> kFast);
+  const uint32_t ns = bin ? s + ((cabac::kProbOne - s) >> kSlow) : s - (s >> kSlow);
+  return nf | (ns << 16);
+}
+
+}  // namespace
+
+// What a kernel set (a struct of static functions, ScalarKernels in trellis_soa.h, Avx2Kernels in
+// avx2/) provides to trellis_soa:
+//   one_prefix(chain, count, prefix): prefix[0] = 0, prefix[n + 1] = prefix[n] + cost of a 1 bin
+//     in chain[n], per lane, n < count.
+//   permute(src, dst, count, from): dst[r][t] = src[r][from[t]] for r < count.
+//   permute_chain(src, dst, count, from, mag): as permute, and lane t's models r < mag[t] are then
+//     updated with bin (mag[t] > r + 1): the unary flags of a level of magnitude mag[t] (capped at
+//     the unary length + 1 by the caller), or the Exp-Golomb prefix bins of a bucket mag[t] - 1.
+//   permute_select(src, dst, count, from, sel, bin): as permute, and lane t's model sel[t] (if
+//     < count) is then updated with bin[t] (0 or 1): the one significance or sign flag a level codes.
+//   lane_costs(base, pre, eg, model, bin, add, cost, dist, lambda, rate, out):
+//     rate[t] = base[t] + pre[t] + eg[t] + (cost of `bin` in model[t]) + add and
+//     out[t] = (cost[t] + dist) + lambda * double(rate[t]) in double, rounded as written (no FMA):
+//     one candidate's rate and path cost from every state. Rates stay below 2^31.
+
+// Buffers of one search, allocated by trellis_pass: two banks and cols * 8 decision bytes.
+struct Workspace {
+  Bank* banks;
+  uint8_t* decisions;
+};
+
+// The search compiled with the AVX2 kernels (avx2/trellis_avx2.cpp); have_avx2_search() says
+// whether this build has it (without it these run the scalar kernels).
+bool have_avx2_search();
+uint64_t trellis_soa_avx2(const PassArgs<float, float>& args, Workspace& ws);
+uint64_t trellis_soa_avx2(const PassArgs<float, double>& args, Workspace& ws);
+uint64_t trellis_soa_avx2(const PassArgs<double, float>& args, Workspace& ws);
+uint64_t trellis_soa_avx2(const PassArgs<double, double>& args, Workspace& ws);
+
+}  // namespace nnpress::trellis_detail

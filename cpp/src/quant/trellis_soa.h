@@ -1,0 +1,497 @@
+// Private to the trellis: the search without feedback over structure-of-arrays context models
+// (trellis_kernels.h), templated on its kernel set K so each ISA's translation unit compiles the
+// whole search with its kernels inlined: trellis.cpp with ScalarKernels, avx2/trellis_avx2.cpp
+// with AVX2 ones. Everything here has internal linkage and calls no inline function of other
+// headers (ContextModel::update is always inlined), so no out-of-line copy compiled with one TU's
+// ISA flags can be picked by the linker for another TU.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "nnpress/quant/pass_args.h"
+#include "trellis_kernels.h"
+
+namespace nnpress::trellis_detail {
+namespace {
+
+constexpr uint8_t kDead = 0xFF;
+constexpr int kUnionCandidates = 4;  // reconstruction indices b..b+3
+constexpr int kCandidates = 7;       // zero, b..b+3, and the smallest of each quantizer: 1, 2
+
+struct Candidates {
+  int32_t sgn;
+  int64_t base;  // first reconstruction index magnitude, >= 1
+};
+
+inline Candidates candidates_of(double x) {
+  const double ax = std::fabs(x);
+  const int64_t a = int64_t(ax);  // ax < 2^30
+  return {x < 0 ? -1 : 1, a - 1 > 1 ? a - 1 : 1};
+}
+
+// Magnitude of the reconstruction index of candidate j: 0 (zero), base + j - 1 (j = 1..4),
+// 1 (j = 5) and 2 (j = 6). Candidates 5 and 6 exist only when not already among 1..4.
+inline int64_t magnitude_of(const Candidates& c, int j) {
+  if (j == 0) return 0;
+  if (j <= kUnionCandidates) return c.base + j - 1;
+  return j - kUnionCandidates;
+}
+inline bool exists(const Candidates& c, int j) { return j <= kUnionCandidates || magnitude_of(c, j) < c.base; }
+// Level k (signed) of candidate j: u = 2k (Q0) or 2k - 1 (Q1), so |k| = (|u| + 1) / 2.
+inline int32_t level_of(const Candidates& c, int j) { return c.sgn * int32_t((magnitude_of(c, j) + 1) >> 1); }
+inline int64_t index_of(const Candidates& c, int j) { return c.sgn * magnitude_of(c, j); }
+
+// The DQ state machine (dequantize.h), local so this header calls nothing out of line.
+NNPRESS_INLINE int quantizer_of(int state) { return state & 1; }
+NNPRESS_INLINE int next_state(int state, int32_t k) { return kDqNextState[state][uint32_t(k) & 1u]; }
+
+// cabac::Neighbourhood, likewise.
+struct Nb {
+  uint8_t prev = cabac::kZero;
+  uint8_t prev2_nonzero = 0;
+};
+NNPRESS_INLINE void push_level(Nb& nb, int32_t level) {
+  nb.prev2_nonzero = nb.prev != cabac::kZero;
+  nb.prev = level == 0 ? cabac::kZero : (level < 0 ? cabac::kNegative : cabac::kPositive);
+}
+
+alignas(64) constexpr Row kZeroRow = {0, 0, 0, 0, 0, 0, 0, 0};
+
+// The reference kernels, and the ones every CPU can run.
+struct ScalarKernels {
+  static void one_prefix(const Row* chain, uint32_t count, Row* prefix) {
+    for (int t = 0; t < kLanes; ++t) prefix[0][t] = 0;
+    for (uint32_t n = 0; n < count; ++n)
+      for (int t = 0; t < kLanes; ++t) prefix[n + 1][t] = prefix[n][t] + cost_of(chain[n][t], 1);
+  }
+
+  static void permute(const Row* src, Row* dst, uint32_t count, const uint8_t* from) {
+    for (uint32_t r = 0; r < count; ++r)
+      for (int t = 0; t < kLanes; ++t) dst[r][t] = src[r][from[t]];
+  }
+
+  static void permute_chain(const Row* src, Row* dst, uint32_t count, const uint8_t* from, const uint32_t* mag) {
+    for (uint32_t r = 0; r < count; ++r)
+      for (int t = 0; t < kLanes; ++t) {
+        const uint32_t v = src[r][from[t]];
+        dst[r][t] = mag[t] > r ? updated(v, mag[t] > r + 1) : v;
+      }
+  }
+
+  static void permute_select(const Row* src, Row* dst, uint32_t count, const uint8_t* from, const uint32_t* sel,
+                             const uint32_t* bin) {
+    for (uint32_t r = 0; r < count; ++r)
+      for (int t = 0; t < kLanes; ++t) {
+        const uint32_t v = src[r][from[t]];
+        dst[r][t] = sel[t] == r ? updated(v, bin[t]) : v;
+      }
+  }
+
+  static void lane_costs(const Row& base, const Row& pre, const Row& eg, const Row& model, uint32_t bin, uint32_t add,
+                         const double* cost, double dist, double lambda, Row& rate, double* out) {
+    for (int t = 0; t < kLanes; ++t) {
+      rate[t] = base[t] + pre[t] + eg[t] + cost_of(model[t], bin) + add;
+      out[t] = (cost[t] + dist) + lambda * double(rate[t]);
+    }
+  }
+};
+
+// Packed models (trellis_kernels.h) of one WeightContexts, in row order, and back.
+void pack_contexts(const cabac::WeightContexts& c, uint32_t* out) {
+  for (int i = 0; i < 6; ++i) out[kSigRow + i] = trellis_detail::pack(c.sig[i / 2][i % 2]);
+  for (int i = 0; i < 3; ++i) out[kSignRow + i] = trellis_detail::pack(c.sign[i]);
+  for (int g = 0; g < 2; ++g)
+    for (int n = 0; n < cabac::kMaxUnaryFlags; ++n)
+      out[kGreaterRow + g * cabac::kMaxUnaryFlags + n] = trellis_detail::pack(c.greater[g][n]);
+  for (int n = 0; n < cabac::kPrefixContexts; ++n) out[kEgRow + n] = trellis_detail::pack(c.eg_prefix[n]);
+}
+cabac::WeightContexts unpack_contexts(const uint32_t* in) {
+  cabac::WeightContexts c;
+  for (int i = 0; i < 6; ++i) c.sig[i / 2][i % 2] = trellis_detail::unpack(in[kSigRow + i]);
+  for (int i = 0; i < 3; ++i) c.sign[i] = trellis_detail::unpack(in[kSignRow + i]);
+  for (int g = 0; g < 2; ++g)
+    for (int n = 0; n < cabac::kMaxUnaryFlags; ++n)
+      c.greater[g][n] = trellis_detail::unpack(in[kGreaterRow + g * cabac::kMaxUnaryFlags + n]);
+  for (int n = 0; n < cabac::kPrefixContexts; ++n) c.eg_prefix[n] = trellis_detail::unpack(in[kEgRow + n]);
+  return c;
+}
+
+// Bits of the Exp-Golomb part (prefix bins on lane `lane`'s models, suffix bypass) of remainder
+// r, as code_level<RatePeek> prices it.
+uint64_t eg_cost(const Bank& b, int lane, uint32_t eg_order, uint64_t r) {
+  uint64_t cost = 0, base = 0;
+  uint32_t j = 0;
+  for (;;) {
+    const uint64_t next = base + (uint64_t(1) << (eg_order + j));
+    const uint32_t idx = j < cabac::kPrefixContexts - 1 ? j : cabac::kPrefixContexts - 1;
+    const bool bin = r >= next;
+    cost += cost_of(b.row[kEgRow + idx][lane], bin);
+    if (!bin) break;
+    base = next;
+    ++j;
+  }
+  return cost + uint64_t(eg_order + j) * cabac::kRateOne;
+}
+
+// code_level<RateEstimator>'s updates of the Exp-Golomb prefix models on lane `lane`; returns one
+// past the highest prefix model it touched.
+uint32_t eg_update(Bank& b, int lane, uint32_t eg_order, uint64_t r) {
+  uint64_t base = 0;
+  uint32_t j = 0, top = 0;
+  for (;;) {
+    const uint64_t next = base + (uint64_t(1) << (eg_order + j));
+    const uint32_t idx = j < cabac::kPrefixContexts - 1 ? j : cabac::kPrefixContexts - 1;
+    const bool bin = r >= next;
+    uint32_t& m = b.row[kEgRow + idx][lane];
+    m = updated(m, bin);
+    top = idx + 1;
+    if (!bin) break;
+    base = next;
+    ++j;
+  }
+  return top;
+}
+
+// One past the highest model of [first, first + count) that is not in its initial state.
+uint32_t live_extent(const uint32_t* models, int first, uint32_t count) {
+  uint32_t top = 0;
+  for (uint32_t n = 0; n < count; ++n)
+    if (models[first + n] != kInitialModel) top = n + 1;
+  return top;
+}
+
+// The search without feedback, the 8 states' context models held as structure of arrays
+// (trellis_kernels.h) so the kernels work on all states at once. Decisions, rates and tie-breaks
+// are those of trellis_impl: the same candidates in the same order, each rate the integer sum of
+// the same bin costs code_level<RatePeek> adds (priced here from one prefix sum of the unary
+// flags per state instead of one code_level per candidate), and each state's models updated
+// exactly as code_level<RateEstimator> updates them.
+//
+// Only the live models are moved: sig, sign, greater[.][0, live_greater) and
+// eg_prefix[0, live_eg), where the extents grow with the largest levels coded so far. Every model
+// past them is in its initial state in every lane of both banks (nothing ever wrote it), so
+// moving it would change nothing.
+template <class K, class W, class F>
+uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
+  const W* weights = args.weights;
+  const F* importance = args.importance;
+  const uint64_t rows = args.rows, cols = args.cols, chunk_rows = args.chunk_rows;
+  const double tensor_step = args.step, lambda = args.lambda;
+  const ChannelScales& scales = args.scales;
+  const cabac::LevelParams& params = args.params;
+  int32_t* levels = args.levels;
+  float* recon = args.recon;
+  const double lambda_per_unit = lambda / double(cabac::kRateOne);
+  const uint32_t unary_len = params.unary_len < uint32_t(cabac::kMaxUnaryFlags) ? params.unary_len
+                                                                                 : uint32_t(cabac::kMaxUnaryFlags);
+  const double inf = std::numeric_limits<double>::infinity();
+
+  for (int k = 0; k < 2; ++k)
+    for (Row& r : ws.banks[k].row)
+      for (uint32_t& m : r) m = kInitialModel;
+  Bank* cur = &ws.banks[0];
+  Bank* nxt = &ws.banks[1];
+  alignas(64) Row prefix[cabac::kMaxUnaryFlags + 1];
+  alignas(64) Row eg_sum[cabac::kPrefixContexts + 1];
+  uint32_t committed[kModelRows];
+  uint32_t live_greater = 0, live_eg = 0;
+  if (args.contexts) {
+    pack_contexts(*args.contexts, committed);
+    for (int g = 0; g < 2; ++g) {
+      const uint32_t top = live_extent(committed, kGreaterRow + g * cabac::kMaxUnaryFlags, cabac::kMaxUnaryFlags);
+      live_greater = top > live_greater ? top : live_greater;
+    }
+    live_eg = live_extent(committed, kEgRow, cabac::kPrefixContexts);
+  } else {
+    for (uint32_t& m : committed) m = kInitialModel;
+  }
+
+  double cost[kDqStates], dist[kDqStates];
+  uint64_t rate[kDqStates];
+  Nb nb[kDqStates];
+  double ncost[kDqStates], ndist[kDqStates];
+  uint64_t nrate[kDqStates];
+  Nb nnb[kDqStates];
+  uint8_t* decisions = ws.decisions;  // cols * kDqStates
+  uint64_t rate_total = 0;
+  double dist_total = 0.0;
+
+  // The live rows of a bank: sig + sign, the two unary chains, the Exp-Golomb prefix.
+  auto for_live_lane0 = [&](Bank& b, const uint32_t* from_models) {
+    for (int r = 0; r < kGreaterRow; ++r) b.row[r][0] = from_models[r];
+    for (int g = 0; g < 2; ++g)
+      for (uint32_t n = 0; n < live_greater; ++n) {
+        const int r = kGreaterRow + g * cabac::kMaxUnaryFlags + int(n);
+        b.row[r][0] = from_models[r];
+      }
+    for (uint32_t n = 0; n < live_eg; ++n) b.row[kEgRow + n][0] = from_models[kEgRow + n];
+  };
+
+  for (uint64_t r = 0; r < rows; ++r) {
+    if (chunk_rows && r && r % chunk_rows == 0)
+      for (uint32_t& m : committed) m = kInitialModel;
+    for_live_lane0(*cur, committed);
+    for (int s = 0; s < kDqStates; ++s) cost[s] = inf;
+    cost[0] = 0.0;
+    dist[0] = 0.0;
+    rate[0] = 0;
+    nb[0] = Nb();
+    const W* w_row = weights + r * cols;
+    const double row_step = tensor_step * (scales.row ? scales.row[r] : 1.0);
+    auto step_of = [&](uint64_t i) { return scales.col ? row_step * scales.col[i] : row_step; };
+
+    for (uint64_t i = 0; i < cols; ++i) {
+      const double step = step_of(i);
+      const double f = importance ? double(importance[r * cols + i]) : 1.0;
+      const bool zero_only = w_row[i] == W(0);
+      const double w = double(w_row[i]);
+      const Candidates cand = candidates_of(w / step);
+      double dists[kCandidates];
+      for (int j = 0; j < kCandidates; ++j) {
+        const double d = w - double(index_of(cand, j)) * step;
+        dists[j] = f * d * d;
+      }
+      // The candidates of each quantizer in the order trellis_impl tries them, with what their
+      // rate needs beyond the per-state models: magnitude, and for magnitudes past the unary
+      // flags the Exp-Golomb bucket (bins) and bypass bits.
+      struct Entry {
+        uint8_t j;
+        int32_t level;
+        uint32_t mag, bucket;
+        uint64_t bypass;
+      };
+      int n_of[2] = {0, 0};
+      Entry list[2][kCandidates];
+      uint32_t kmax = 0, eg_rows = 0;
+      // Per quantizer z: the zero (j = 0), its two indices among b..b+3 (j = 1..4, ascending),
+      // then its smallest index (1 for Q1: j = 5; 2 for Q0: j = 6) when below b.
+      auto add = [&](int z, int j, int64_t u) {
+        Entry& e = list[z][n_of[z]++];
+        e.j = uint8_t(j);
+        e.mag = uint32_t((u + 1) >> 1);
+        e.level = cand.sgn * int32_t(e.mag);
+        e.bucket = 0;
+        e.bypass = 0;
+        kmax = e.mag > kmax ? e.mag : kmax;
+        if (e.mag > unary_len) {
+          const uint64_t rem = uint64_t(e.mag) - unary_len - 1;
+          e.bucket = uint32_t(63 - __builtin_clzll((rem >> params.eg_order) + 1));
+          e.bypass = uint64_t(params.eg_order + e.bucket) * cabac::kRateOne;
+          if (e.bucket < uint32_t(cabac::kPrefixContexts))  // else: past the shared last model, eg_cost
+            eg_rows = e.bucket > eg_rows ? e.bucket : eg_rows;
+        }
+      };
+      for (int z = 0; z < 2; ++z) {
+        add(z, 0, 0);
+        if (zero_only) continue;
+        const int64_t u1 = cand.base + (int64_t(cand.base & 1) != z);  // first index of parity z
+        add(z, int(u1 - cand.base) + 1, u1);
+        add(z, int(u1 - cand.base) + 3, u1 + 2);
+        const int64_t small = z ? 1 : 2;
+        if (small < cand.base) add(z, z ? 5 : 6, small);
+      }
+      const unsigned neg = cand.sgn < 0;
+      const Row* chain = cur->row + kGreaterRow + neg * cabac::kMaxUnaryFlags;
+      // Unary flags priced as prefix[k - 1] + the 0 flag of model k - 1 (k <= N), or prefix[N] +
+      // the Exp-Golomb prefix: eg_sum[J] + the 0 bin of model J + the bypass bits.
+      if (kmax) K::one_prefix(chain, kmax - 1 < unary_len ? kmax - 1 : unary_len, prefix);
+      if (kmax > unary_len) K::one_prefix(cur->row + kEgRow, eg_rows, eg_sum);
+
+      // Rate and cost of every entry of each quantizer's list, for all 8 states at once (the
+      // states of the other quantizer get values nobody reads): rate = base + unary prefix +
+      // Exp-Golomb prefix + the closing 0 bin + bypass bits, cost = (cost + dist) + lambda * rate.
+      alignas(32) Row sig_model, nonzero;
+      for (int p = 0; p < kDqStates; ++p) {
+        sig_model[p] = cur->row[kSigRow + nb[p].prev * 2 + nb[p].prev2_nonzero][p];
+        nonzero[p] = cost_of(sig_model[p], 1) + cost_of(cur->row[kSignRow + nb[p].prev][p], neg);
+      }
+      alignas(32) Row rates[2][kCandidates];
+      alignas(32) double costs[2][kCandidates][kDqStates];
+      for (int z = 0; z < 2; ++z)
+        for (int c = 0; c < n_of[z]; ++c) {
+          const Entry& e = list[z][c];
+          const double dj = dists[e.j];
+          if (e.j >= 5) {
+            // The smallest index (last in the list, level +-1) reaches the same state as the
+            // earlier entry of odd level from every state. Where that entry's cost is at most this
+            // one's cost + distortion, this one cannot win (its rate >= 0, and ties keep the
+            // earlier branch): when that holds in every live state, it is left out.
+            const int odd = (list[z][1].level & 1) ? 1 : 2;
+            bool dominated = true;
+            for (int p = z; p < kDqStates && dominated; p += 2)
+              dominated = !(cost[p] < inf) || costs[z][odd][p] <= cost[p] + dj;
+            if (dominated) {
+              n_of[z] = c;
+              break;
+            }
+          }
+          if (e.mag == 0) {
+            K::lane_costs(kZeroRow, kZeroRow, kZeroRow, sig_model, 0, 0, cost, dj, lambda_per_unit, rates[z][c],
+                            costs[z][c]);
+          } else if (e.mag <= unary_len) {
+            K::lane_costs(nonzero, prefix[e.mag - 1], kZeroRow, chain[e.mag - 1], 0, 0, cost, dj, lambda_per_unit,
+                            rates[z][c], costs[z][c]);
+          } else if (e.bucket < uint32_t(cabac::kPrefixContexts)) {
+            K::lane_costs(nonzero, prefix[unary_len], eg_sum[e.bucket], cur->row[kEgRow + e.bucket], 0,
+                            uint32_t(e.bypass), cost, dj, lambda_per_unit, rates[z][c], costs[z][c]);
+          } else {  // a bucket past the shared last prefix model: bin by bin
+            for (int p = z; p < kDqStates; p += 2) {
+              if (!(cost[p] < inf)) continue;
+              const uint64_t rt = uint64_t(nonzero[p]) + prefix[unary_len][p] +
+                                  eg_cost(*cur, p, params.eg_order, uint64_t(e.mag) - unary_len - 1);
+              rates[z][c][p] = uint32_t(rt);  // < 2^31: at most ~90 regular bins and 53 bypass bits
+              costs[z][c][p] = (cost[p] + dj) + lambda_per_unit * double(rt);
+            }
+          }
+        }
+
+      double best_cost[kDqStates];
+      uint64_t best_rate[kDqStates];
+      uint8_t best_from[kDqStates];
+      uint8_t best_cand[kDqStates];
+      for (int t = 0; t < kDqStates; ++t) {
+        best_cost[t] = inf;
+        best_from[t] = kDead;
+      }
+      // Each target keeps the first cheapest branch in trellis_impl's order (states ascending,
+      // candidates in list order): strict <, so ties go to the earlier branch.
+      for (int p = 0; p < kDqStates; ++p) {
+        if (!(cost[p] < inf)) continue;
+        const int z = quantizer_of(p);
+        for (int c = 0; c < n_of[z]; ++c) {
+          const int t = next_state(p, list[z][c].level);
+          const double cst = costs[z][c][p];
+          if (cst < best_cost[t]) {
+            best_cost[t] = cst;
+            best_rate[t] = rates[z][c][p];
+            best_from[t] = uint8_t(p);
+            best_cand[t] = uint8_t(c);
+          }
+        }
+      }
+
+      // Every state's models move to its successors (dead lanes copy lane 0: never read).
+      uint8_t* dec = decisions + size_t(i) * kDqStates;
+      alignas(32) uint8_t from[kDqStates];
+      alignas(32) uint32_t chain_mag[kDqStates];
+      alignas(32) uint32_t eg_mag[kDqStates];
+      const Entry* chosen[kDqStates];
+      bool eg_scalar = false;
+      for (int t = 0; t < kDqStates; ++t) {
+        from[t] = 0;
+        chain_mag[t] = 0;
+        eg_mag[t] = 0;
+        if (best_from[t] == kDead) {
+          dec[t] = kDead;
+          continue;
+        }
+        from[t] = best_from[t];
+        const Entry& e = list[quantizer_of(best_from[t])][best_cand[t]];
+        chosen[t] = &e;
+        chain_mag[t] = e.mag <= unary_len ? e.mag : unary_len + 1;  // flags r < min(mag, N), each 1 iff mag > r + 1
+        const uint32_t touched = e.mag < unary_len ? e.mag : unary_len;
+        live_greater = touched > live_greater ? touched : live_greater;
+        if (e.mag > unary_len) {
+          if (e.bucket < uint32_t(cabac::kPrefixContexts)) {
+            eg_mag[t] = e.bucket + 1;  // prefix bins 0..bucket-1 are 1, bin `bucket` is 0
+            live_eg = e.bucket + 1 > live_eg ? e.bucket + 1 : live_eg;
+          } else {
+            eg_scalar = true;
+          }
+        }
+        dec[t] = uint8_t(best_from[t] | (e.j << 3));
+      }
+      // Rows past the largest coded magnitude are only moved, not updated.
+      uint32_t chain_top = 0, eg_top = 0;
+      for (int t = 0; t < kDqStates; ++t) {
+        chain_top = chain_mag[t] > chain_top ? chain_mag[t] : chain_top;
+        eg_top = eg_mag[t] > eg_top ? eg_mag[t] : eg_top;
+      }
+      chain_top = chain_top < live_greater ? chain_top : live_greater;
+      eg_top = eg_top < live_eg ? eg_top : live_eg;
+      // The significance flag of every level and the sign flag of the non-zero ones.
+      alignas(32) uint32_t sig_row[kDqStates], sig_bin[kDqStates], sign_row[kDqStates], sign_bin[kDqStates];
+      for (int t = 0; t < kDqStates; ++t) {
+        sig_row[t] = sign_row[t] = uint32_t(kModelRows);  // dead lanes: no update
+        sig_bin[t] = sign_bin[t] = 0;
+        if (best_from[t] == kDead) continue;
+        const Nb& pnb = nb[from[t]];
+        sig_row[t] = uint32_t(pnb.prev * 2 + pnb.prev2_nonzero);
+        sig_bin[t] = chosen[t]->mag != 0;
+        if (chosen[t]->mag != 0) sign_row[t] = pnb.prev, sign_bin[t] = neg;
+      }
+      K::permute_select(cur->row + kSigRow, nxt->row + kSigRow, kSignRow - kSigRow, from, sig_row, sig_bin);
+      K::permute_select(cur->row + kSignRow, nxt->row + kSignRow, kGreaterRow - kSignRow, from, sign_row, sign_bin);
+      const Row* src_chain = cur->row + kGreaterRow + neg * cabac::kMaxUnaryFlags;
+      Row* dst_chain = nxt->row + kGreaterRow + neg * cabac::kMaxUnaryFlags;
+      K::permute_chain(src_chain, dst_chain, chain_top, from, chain_mag);
+      K::permute(src_chain + chain_top, dst_chain + chain_top, live_greater - chain_top, from);
+      K::permute(cur->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags,
+                   nxt->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags, live_greater, from);
+      K::permute_chain(cur->row + kEgRow, nxt->row + kEgRow, eg_top, from, eg_mag);
+      K::permute(cur->row + kEgRow + eg_top, nxt->row + kEgRow + eg_top, live_eg - eg_top, from);
+      for (int t = 0; t < kDqStates; ++t) {
+        if (best_from[t] == kDead) {
+          ncost[t] = inf;
+          continue;
+        }
+        const int p = from[t];
+        const Entry& e = *chosen[t];
+        nnb[t] = nb[p];
+        push_level(nnb[t], e.level);
+        ncost[t] = best_cost[t];
+        ndist[t] = dist[p] + dists[e.j];
+        nrate[t] = rate[p] + best_rate[t];
+      }
+      if (eg_scalar)  // buckets sharing the last prefix model: coded bin by bin
+        for (int t = 0; t < kDqStates; ++t)
+          if (best_from[t] != kDead && chosen[t]->mag > unary_len && chosen[t]->bucket >= uint32_t(cabac::kPrefixContexts)) {
+            const uint32_t top = eg_update(*nxt, t, params.eg_order, uint64_t(chosen[t]->mag) - unary_len - 1);
+            live_eg = top > live_eg ? top : live_eg;
+          }
+      Bank* const done = cur;
+      cur = nxt;
+      nxt = done;
+      std::memcpy(cost, ncost, sizeof(cost));
+      std::memcpy(dist, ndist, sizeof(dist));
+      std::memcpy(rate, nrate, sizeof(rate));
+      std::memcpy(nb, nnb, sizeof(nb));
+    }
+
+    int best = -1;
+    for (int s = 0; s < kDqStates; ++s)
+      if (cost[s] < inf && (best < 0 || cost[s] < cost[best])) best = s;
+    if (cols == 0) continue;
+    if (best < 0) {
+      for (uint64_t i = 0; i < cols; ++i) {
+        levels[r * cols + i] = 0;
+        if (recon) recon[r * cols + i] = 0.0f;
+      }
+      dist_total = inf;
+      continue;
+    }
+    rate_total += rate[best];
+    dist_total += dist[best];
+    for (int m = 0; m < kModelRows; ++m) committed[m] = cur->row[m][best];
+    int32_t* q_row = levels + r * cols;
+    int state = best;
+    for (uint64_t i = cols; i-- > 0;) {
+      const uint8_t d = decisions[size_t(i) * kDqStates + state];
+      const double step = step_of(i);
+      const int64_t u = index_of(candidates_of(double(w_row[i]) / step), d >> 3);
+      const int64_t au = u < 0 ? -u : u;
+      q_row[i] = int32_t(u < 0 ? -((au + 1) >> 1) : (au + 1) >> 1);
+      if (recon) recon[r * cols + i] = float(double(u) * step);
+      state = d & 7;
+    }
+  }
+  *args.distortion += dist_total;
+  if (args.contexts) *args.contexts = unpack_contexts(committed);
+  return rate_total;
+}
+
+}  // namespace
+}  // namespace nnpress::trellis_detail
