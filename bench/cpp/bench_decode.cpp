@@ -12,8 +12,8 @@
 // time per run shows the work a thread count costs even when wall time is inflated by other load.
 // Counters: weights/s (items_per_second), output MB/s (bytes_per_second), file_MB.
 // Repetitions also report "min" next to mean/median: in that row the times are the best run's, but
-// the rate counters are the minimum rates (the slowest run) — compute rates from the best time. Before timing, the outputs of every
-// thread count are compared with the 1-thread output; a difference aborts the benchmark with an error.
+// the rate counters are the minimum rates (the slowest run) — compute rates from the best time. Before timing, the
+// outputs of every thread count are compared with the 1-thread output; a difference aborts the benchmark with an error.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -117,9 +117,11 @@ Fixture* make_fixture() {
       return fx;
     }
   }
-  std::fprintf(stderr, "bench_decode: %s, %zu bytes, %zu tensors, %llu quantized weights, %llu output bytes; "
-               "1/2/3/4-thread outputs identical\n", path && *path ? path : "synthetic", fx->bytes.size(),
-               r.tensor_count(), (unsigned long long)fx->weights, (unsigned long long)fx->out_bytes);
+  std::fprintf(stderr,
+               "bench_decode: %s, %zu bytes, %zu tensors, %llu quantized weights, %llu output bytes; "
+               "1/2/3/4-thread outputs identical\n",
+               path && *path ? path : "synthetic", fx->bytes.size(), r.tensor_count(), (unsigned long long)fx->weights,
+               (unsigned long long)fx->out_bytes);
   return fx;
 }
 
@@ -175,7 +177,16 @@ double min_of(const std::vector<double>& v) { return v.empty() ? 0.0 : *std::min
 
 }  // namespace
 
-BENCHMARK(BM_DecodeInto)->Arg(1)->Arg(2)->UseRealTime()->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond)
+BENCHMARK(BM_DecodeInto)
+    ->Arg(1)
+    ->Arg(2)
+    ->UseRealTime()
+    ->MeasureProcessCPUTime()
+    ->Unit(benchmark::kMillisecond)
     ->ComputeStatistics("min", min_of);
-BENCHMARK(BM_ModelDecodeAll)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond)
+BENCHMARK(BM_ModelDecodeAll)
+    ->Arg(1)
+    ->Arg(2)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond)
     ->ComputeStatistics("min", min_of);

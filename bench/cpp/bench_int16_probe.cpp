@@ -71,8 +71,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,bmi2"))) void
         a = _mm512_add_epi32(a, _mm512_madd_epi16(_mm512_loadu_si512(vals + b + j), _mm512_loadu_si512(xg + b + j)));
       }
       const __mmask32 k = __mmask32(_bzhi_u32(0xFFFFFFFFu, n - j));
-      a = _mm512_add_epi32(a, _mm512_madd_epi16(_mm512_maskz_loadu_epi16(k, vals + b + j),
-                                                _mm512_maskz_loadu_epi16(k, xg + b + j)));
+      a = _mm512_add_epi32(
+          a, _mm512_madd_epi16(_mm512_maskz_loadu_epi16(k, vals + b + j), _mm512_maskz_loadu_epi16(k, xg + b + j)));
       y[r] = float(_mm512_reduce_add_epi32(a)) * out_scale;
     }
   }
@@ -106,7 +106,8 @@ void BM_probe(benchmark::State& state) {
     benchmark::DoNotOptimize(y.data());
   }
   double err = 0, mag = 0;
-  for (uint32_t i = 0; i < kN; ++i) err = std::fmax(err, std::fabs(y[i] - ref[i])), mag = std::fmax(mag, std::fabs(ref[i]));
+  for (uint32_t i = 0; i < kN; ++i)
+    err = std::fmax(err, std::fabs(y[i] - ref[i])), mag = std::fmax(mag, std::fabs(ref[i]));
   state.counters["max_err_rel"] = err / mag;
   state.SetLabel(int16 ? "int16 inputs" : "float (library)");
 }

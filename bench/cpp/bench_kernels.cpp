@@ -7,8 +7,8 @@
 // Arguments: format (0 cer, 1 cser, 2 codebook), ISA (0 scalar, 2 avx2, 3 avx512),
 // distinct values, density in percent, batch. BM_product repeats one product (matrix and input in cache);
 // BM_product_flushed (batch 1, CER/CSER) times each product after writing a 64 MiB buffer (the matrix
-// starts in DRAM, as a model's layer run once per input; manual timing, the flush untimed). Counters: bytes the format reads per product
-// (matrix + inputs + outputs) as GB/s, and the matrix's storage bytes.
+// starts in DRAM, as a model's layer run once per input; manual timing, the flush untimed). Counters: bytes the format
+// reads per product (matrix + inputs + outputs) as GB/s, and the matrix's storage bytes.
 #include <benchmark/benchmark.h>
 
 #include <chrono>
@@ -109,7 +109,8 @@ void BM_product(benchmark::State& state) {
     if (!s.ok()) state.SkipWithError(s.message().c_str());
   }
   const double bytes = double(matrix_bytes) + 4.0 * (x.size() + y.size());
-  state.counters["GB/s"] = benchmark::Counter(bytes, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+  state.counters["GB/s"] = benchmark::Counter(bytes, benchmark::Counter::kIsIterationInvariantRate,
+                                              benchmark::Counter::kIs1000);
   state.counters["storage_B"] = double(matrix_bytes);
   state.SetLabel(std::string(format == 0 ? "cer" : format == 1 ? "cser" : "codebook") + "/" + isa_name(isa));
 }
@@ -193,10 +194,14 @@ void args(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_product)->Apply(args)->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_product_threads)
     ->ArgNames({"fmt", "dens%", "batch", "threads"})
-    ->Args({1, 1, 1, 2})->Args({1, 1, 1, 0})
-    ->Args({1, 10, 1, 2})->Args({1, 10, 1, 0})
-    ->Args({2, 10, 1, 2})->Args({2, 10, 1, 0})
-    ->Args({1, 10, 32, 2})->Args({1, 10, 32, 0})
+    ->Args({1, 1, 1, 2})
+    ->Args({1, 1, 1, 0})
+    ->Args({1, 10, 1, 2})
+    ->Args({1, 10, 1, 0})
+    ->Args({2, 10, 1, 2})
+    ->Args({2, 10, 1, 0})
+    ->Args({1, 10, 32, 2})
+    ->Args({1, 10, 32, 0})
     ->Args({2, 10, 32, 2})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();

@@ -79,11 +79,7 @@ void BM_TrellisQuantize(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_TrellisPass)
-    ->Args({384, 0, 2})
-    ->Args({1536, 0, 2})
-    ->Args({1536, 14, 3})
-    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_TrellisPass)->Args({384, 0, 2})->Args({1536, 0, 2})->Args({1536, 14, 3})->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_TrellisQuantize)
     ->Args({1536, 1, 0})
     ->Args({1536, 0, 64})

@@ -31,8 +31,9 @@ from __future__ import annotations
 import argparse
 import time
 
-import nnpress
 import numpy as np
+
+import nnpress
 
 STEP_FACTORS = [2.0 ** (k / 4) for k in range(-10, 9)]  # x sigma: 0.18 .. 4, four per octave
 C_VALUES = [0.05, 0.1, 0.2]  # lam = c * step^2
@@ -66,9 +67,7 @@ def pareto(points):
         while len(hull) >= 2:
             a, b = hull[-2], hull[-1]
             # drop b if it lies on or above the segment a-p
-            cross = (b["mse"] - a["mse"]) * (p["bpw"] - a["bpw"]) - (b["bpw"] - a["bpw"]) * (
-                p["mse"] - a["mse"]
-            )
+            cross = (b["mse"] - a["mse"]) * (p["bpw"] - a["bpw"]) - (b["bpw"] - a["bpw"]) * (p["mse"] - a["mse"])
             if cross <= 0:
                 hull.pop()
             else:
@@ -127,6 +126,7 @@ def fisher_ablation():
     Fisher diagonal (16 x 64 calibration examples), divided by its mean per tensor so that
     lam = c * step^2 keeps its meaning."""
     import torch
+
     from nnpress import demo_models as dm
     from nnpress.fisher import fisher_diagonal
 
@@ -171,9 +171,7 @@ def fisher_ablation():
         ("trellis + Fisher", "trellis", True, [0.1, 0.2, 0.4]),
     ]
     s_values = [2.0 ** (k / 4) for k in range(-14, 3)]
-    results = {
-        label: [run(s, c, m, fz) for s in s_values for c in cs] for label, m, fz, cs in configs
-    }
+    results = {label: [run(s, c, m, fz) for s in s_values for c in cs] for label, m, fz, cs in configs}
     print(
         f"\n## digits CNN ({count} weights in {len(names)} tensors, float top-1 {base_acc:.4f}): "
         "fewest bits/weight in the sweep meeting each fidelity target"
@@ -222,13 +220,17 @@ def minilm_tensors(path):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import glob
 
-    import minilm
     from safetensors.numpy import load_file
+
+    import minilm
 
     files = glob.glob(os.path.join(minilm.model_path(), "*.safetensors"))
     d = load_file(files[0])
-    mats = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in d.items()
-            if v.ndim == 2 and v.dtype.kind == "f" and "position_ids" not in k}
+    mats = {
+        k: np.ascontiguousarray(v, dtype=np.float32)
+        for k, v in d.items()
+        if v.ndim == 2 and v.dtype.kind == "f" and "position_ids" not in k
+    }
     np.savez(path, **mats)
     return mats
 
@@ -256,8 +258,9 @@ def minilm_worker(kind, path, threads):
             secs += time.perf_counter() - t0
             count += w.size
     else:
-        blocks = "rows_per_block" if "rows_per_block" in inspect.signature(nnpress.quantize).parameters \
-            else "chunk_rows"
+        blocks = (
+            "rows_per_block" if "rows_per_block" in inspect.signature(nnpress.quantize).parameters else "chunk_rows"
+        )
         for name, w in mats.items():
             rpb = max(1, min(w.shape[0], BLOCK_ELEMENTS // w.shape[1]))
             t0 = time.perf_counter()
@@ -280,10 +283,14 @@ def minilm_bench(old_python, nncodec_python, rounds, threads_all):
         path = os.path.join(tmp, "minilm.npz")
         mats = minilm_tensors(path)
         n = sum(v.size for v in mats.values())
-        print(f"# all-MiniLM-L6-v2: {len(mats)} weight matrices, {n / 1e6:.1f} M weights; trellis at qp "
-              f"{MINILM_QP} (step {2.0 ** (MINILM_QP / 4.0):.6g}), lam = {MINILM_LAM_SCALE} step^2")
-        print(f"# load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}; "
-              f"{os.cpu_count()} cores; {rounds} alternating rounds, median")
+        print(
+            f"# all-MiniLM-L6-v2: {len(mats)} weight matrices, {n / 1e6:.1f} M weights; trellis at qp "
+            f"{MINILM_QP} (step {2.0 ** (MINILM_QP / 4.0):.6g}), lam = {MINILM_LAM_SCALE} step^2"
+        )
+        print(
+            f"# load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}; "
+            f"{os.cpu_count()} cores; {rounds} alternating rounds, median"
+        )
         configs = [("nnpress (this build)", sys.executable, "nnpress", 1)]
         if old_python:
             configs.append(("nnpress (--old-python)", old_python, "nnpress", 1))
@@ -296,8 +303,12 @@ def minilm_bench(old_python, nncodec_python, rounds, threads_all):
         hashes = {}
         for _ in range(rounds):
             for i, (label, py, kind, threads) in enumerate(configs):
-                out = subprocess.run([py, here, "--minilm-worker", kind, "--npz", path, "--threads", str(threads)],
-                                     check=True, capture_output=True, text=True).stdout
+                out = subprocess.run(
+                    [py, here, "--minilm-worker", kind, "--npz", path, "--threads", str(threads)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
                 r = json.loads(out.strip().splitlines()[-1])
                 results[i].append(r["seconds"])
                 if r["hashes"]:
@@ -325,9 +336,7 @@ def main():
     ap.add_argument("--rows", type=int, default=4096)
     ap.add_argument("--cols", type=int, default=1024)
     ap.add_argument("--sigma", type=float, default=0.02)
-    ap.add_argument(
-        "--peers", action="store_true", help="compare with NNCodec's quantizers and coder"
-    )
+    ap.add_argument("--peers", action="store_true", help="compare with NNCodec's quantizers and coder")
     ap.add_argument("--fisher", action="store_true", help="only the digits-CNN Fisher ablation")
     ap.add_argument("--minilm", action="store_true", help="only the trellis throughput on MiniLM's tensors")
     ap.add_argument("--old-python", help="--minilm: an interpreter whose nnpress is the build to compare with")
@@ -373,24 +382,16 @@ def main():
             nnc_fronts = {k: pareto(v) for k, v in nnc.items()}
             best_nnc = pareto([p for v in nnc.values() for p in v])
             ours = pareto(runs["rdoq"] + runs["trellis"])
+            print(f"\n## {dist}: against NNCodec 2.1.3 (its quantLayer + DeepCABAC, real stream sizes)")
             print(
-                f"\n## {dist}: against NNCodec 2.1.3 (its quantLayer + DeepCABAC, real stream sizes)"
-            )
-            print(
-                "| target MSE | "
-                + " | ".join(nnc_fronts)
-                + " | nnpress best (rdoq/trellis) | nnpress / best NNCodec |"
+                "| target MSE | " + " | ".join(nnc_fronts) + " | nnpress best (rdoq/trellis) | nnpress / best NNCodec |"
             )
             print("|---" * (len(nnc_fronts) + 3) + "|")
             for f in TARGET_FACTORS:
                 mse = point(w, f * sigma, 0.0, "nearest")["mse"]
                 cells = [f"{bits_at(fr, mse):.3f}" for fr in nnc_fronts.values()]
                 b_ours, b_nnc = bits_at(ours, mse), bits_at(best_nnc, mse)
-                print(
-                    f"| {mse:.3g} | "
-                    + " | ".join(cells)
-                    + f" | {b_ours:.3f} | {b_ours / b_nnc:.3f}x |"
-                )
+                print(f"| {mse:.3g} | " + " | ".join(cells) + f" | {b_ours:.3f} | {b_ours / b_nnc:.3f}x |")
             t_nnc = np.median([p["sec"] for p in nnc["NNCodec DQ ls=1"]])
             print(f"(NNCodec DQ quantLayer median time per call here: {t_nnc:.2f} s)")
         print(f"\n{dist}: Pareto points (step/sigma, c, bits/weight, MSE)")
@@ -403,9 +404,7 @@ def main():
     # Speed at one operating point (step = sigma, c = 0.1), same tensor, side by side.
     w = make("laplacian", shape, sigma)
     step = sigma
-    print(
-        f"\n## speed, {shape[0]}x{shape[1]} = {w.size / 1e6:.1f}M weights, step = sigma, lam = 0.1 step^2"
-    )
+    print(f"\n## speed, {shape[0]}x{shape[1]} = {w.size / 1e6:.1f}M weights, step = sigma, lam = 0.1 step^2")
     print("| method | seconds (median of 3) | ns/weight | vs nearest |")
     print("|---|---|---|---|")
     base = None
@@ -415,9 +414,7 @@ def main():
         print(f"| {m} | {t:.3f} | {t / w.size * 1e9:.0f} | {t / base:.1f}x |")
     chunk = max(1, (1 << 18) // shape[1])  # the .nnp writer's default row blocks (2^18 elements)
     for m in ["rdoq", "trellis"]:
-        t = median_time(
-            lambda m=m: nnpress.quantize(w, step, lam=0.1 * step**2, method=m, rows_per_block=chunk)
-        )
+        t = median_time(lambda m=m: nnpress.quantize(w, step, lam=0.1 * step**2, method=m, rows_per_block=chunk))
         print(
             f"| {m}, rows_per_block={chunk} (contexts restart per .nnp block), all cores | {t:.3f} | "
             f"{t / w.size * 1e9:.0f} | {t / base:.1f}x |"
@@ -427,31 +424,23 @@ def main():
 
         qp = round(4 * np.log2(step))  # NNCodec qp whose step is closest to sigma
         for use_dq in (False, True):
-            t = median_time(
-                lambda dq=use_dq: peers.nncodec_quantize(w, qp, use_dq=dq, lambda_scale=1.0)
-            )
+            t = median_time(lambda dq=use_dq: peers.nncodec_quantize(w, qp, use_dq=dq, lambda_scale=1.0))
             print(
                 f"| NNCodec quantLayer {'DQ' if use_dq else 'URQ'}, lambda_scale 1, qp {qp} | {t:.3f} | "
                 f"{t / w.size * 1e9:.0f} | {t / base:.1f}x |"
             )
     t_enc = median_time(lambda: nnpress.encode_levels(nnpress.quantize(w, step)))
-    print(
-        f"| (encode_levels of the nearest levels, for scale) | {t_enc:.3f} | {t_enc / w.size * 1e9:.0f} | |"
-    )
+    print(f"| (encode_levels of the nearest levels, for scale) | {t_enc:.3f} | {t_enc / w.size * 1e9:.0f} | |")
     if not args.quick:
         big = make("laplacian", (4096, 2560), sigma)
         t = median_time(lambda: nnpress.quantize(big, step, lam=0.1 * step**2, method="rdoq"), n=1)
         print(f"\nRDOQ of a {big.size / 1e6:.1f}M-weight tensor (4096x2560): {t:.2f} s")
-        t = median_time(
-            lambda: nnpress.quantize(big, step, lam=0.1 * step**2, method="trellis"), n=1
-        )
+        t = median_time(lambda: nnpress.quantize(big, step, lam=0.1 * step**2, method="trellis"), n=1)
         print(f"trellis of the same tensor: {t:.2f} s")
         chunk = (1 << 18) // big.shape[1]
         for m in ["rdoq", "trellis"]:
             t = median_time(
-                lambda m=m: nnpress.quantize(
-                    big, step, lam=0.1 * step**2, method=m, rows_per_block=chunk
-                ),
+                lambda m=m: nnpress.quantize(big, step, lam=0.1 * step**2, method=m, rows_per_block=chunk),
                 n=1,
             )
             print(f"{m} of the same tensor, rows_per_block={chunk}, all cores: {t:.2f} s")

@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "check.h"
-#include "nnpress/cabac/rate_estimator.h"
 #include "nnpress/cabac/level_coder.h"
+#include "nnpress/cabac/rate_estimator.h"
 #include "nnpress/format/container.h"
 #include "nnpress/quant/dequantize.h"
 #include "nnpress/quant/quantize.h"
@@ -60,9 +60,7 @@ static void test_nearest() {
   std::vector<int32_t> q(w.size());
   std::vector<float> rec(w.size());
   QuantResult res;
-  CHECK(quantize_ff(w.data(), nullptr, 50, 100, opts(QuantMethod::kNearest, 0.01, 0), q.data(),
-                               rec.data(), &res)
-            .ok());
+  CHECK(quantize_ff(w.data(), nullptr, 50, 100, opts(QuantMethod::kNearest, 0.01, 0), q.data(), rec.data(), &res).ok());
   std::vector<float> deq(w.size());
   CHECK(dequantize(q.data(), 50, 100, 0.01, QuantMethod::kNearest, deq.data()).ok());
   double dist = 0;
@@ -91,9 +89,9 @@ static void test_exact_rate_and_reconstruction(QuantMethod m) {
     std::vector<int32_t> q(w.size());
     std::vector<float> rec(w.size());
     QuantResult res;
-    CHECK(quantize(w.data(), f.data(), rows, cols, opts(m, step, lambda_scale * step * step), q.data(), rec.data(),
-                   &res)
-              .ok());
+    CHECK(
+        quantize(w.data(), f.data(), rows, cols, opts(m, step, lambda_scale * step * step), q.data(), rec.data(), &res)
+            .ok());
     const double est = estimate_level_bits(q.data(), rows, cols, res.params);
     CHECK(res.rate_bits() == est);
     std::vector<float> deq(w.size());
@@ -122,8 +120,8 @@ static void test_rdoq_lambda_zero_is_nearest() {
   const auto w = laplacian_weights(20000, 0.05, 4);
   const auto f = uniform_importance(w.size(), 5, 0.01, 10.0);
   std::vector<int32_t> qn(w.size()), qr(w.size());
-  CHECK(quantize(w.data(), f.data(), 100, 200, opts(QuantMethod::kNearest, 0.013, 0), qn.data(), nullptr, nullptr)
-            .ok());
+  CHECK(
+      quantize(w.data(), f.data(), 100, 200, opts(QuantMethod::kNearest, 0.013, 0), qn.data(), nullptr, nullptr).ok());
   CHECK(quantize(w.data(), f.data(), 100, 200, opts(QuantMethod::kRdoq, 0.013, 0), qr.data(), nullptr, nullptr).ok());
   CHECK(qn == qr);
 }
@@ -136,8 +134,7 @@ static void test_lambda_trade_off(QuantMethod m) {
   for (double c : {0.0, 0.1, 0.5, 2.0, 8.0}) {
     std::vector<int32_t> q(w.size());
     QuantResult res;
-    CHECK(quantize_ff(w.data(), nullptr, 64, 512, opts(m, step, c * step * step), q.data(), nullptr, &res)
-              .ok());
+    CHECK(quantize_ff(w.data(), nullptr, 64, 512, opts(m, step, c * step * step), q.data(), nullptr, &res).ok());
     CHECK(res.rate_bits() < prev_rate);
     CHECK(res.distortion > prev_dist);
     prev_rate = res.rate_bits();
@@ -310,11 +307,9 @@ static void test_trellis_distortion() {
   const double step = 0.01;
   QuantResult rt, rn;
   std::vector<int32_t> qt(w.size()), qn(w.size());
-  CHECK(quantize_ff(w.data(), nullptr, 1, w.size(), opts(QuantMethod::kTrellis, step, 0), qt.data(),
-                               nullptr, &rt)
-            .ok());
-  CHECK(quantize_ff(w.data(), nullptr, 1, w.size(), opts(QuantMethod::kNearest, 2 * step, 0), qn.data(),
-                               nullptr, &rn)
+  CHECK(
+      quantize_ff(w.data(), nullptr, 1, w.size(), opts(QuantMethod::kTrellis, step, 0), qt.data(), nullptr, &rt).ok());
+  CHECK(quantize_ff(w.data(), nullptr, 1, w.size(), opts(QuantMethod::kNearest, 2 * step, 0), qn.data(), nullptr, &rn)
             .ok());
   CHECK(rt.distortion < 0.9 * rn.distortion);
   CHECK(rt.distortion > 0.25 * rn.distortion);  // cannot be as good as the full grid `step`
@@ -325,14 +320,10 @@ static void test_errors() {
   int32_t q[4];
   float f[4] = {1, 1, 1, 1};
   for (QuantMethod m : {QuantMethod::kNearest, QuantMethod::kRdoq, QuantMethod::kTrellis}) {
-    CHECK(quantize_ff(w, nullptr, 2, 2, opts(m, 0.0, 0), q, nullptr, nullptr).code() ==
-          StatusCode::kInvalidArgument);
-    CHECK(quantize_ff(w, nullptr, 2, 2, opts(m, -1.0, 0), q, nullptr, nullptr).code() ==
-          StatusCode::kInvalidArgument);
-    CHECK(quantize_ff(w, nullptr, 2, 2, opts(m, NAN, 0), q, nullptr, nullptr).code() ==
-          StatusCode::kInvalidArgument);
-    CHECK(quantize_ff(w, nullptr, 2, 2, opts(m, 0.1, -1), q, nullptr, nullptr).code() ==
-          StatusCode::kInvalidArgument);
+    CHECK(quantize_ff(w, nullptr, 2, 2, opts(m, 0.0, 0), q, nullptr, nullptr).code() == StatusCode::kInvalidArgument);
+    CHECK(quantize_ff(w, nullptr, 2, 2, opts(m, -1.0, 0), q, nullptr, nullptr).code() == StatusCode::kInvalidArgument);
+    CHECK(quantize_ff(w, nullptr, 2, 2, opts(m, NAN, 0), q, nullptr, nullptr).code() == StatusCode::kInvalidArgument);
+    CHECK(quantize_ff(w, nullptr, 2, 2, opts(m, 0.1, -1), q, nullptr, nullptr).code() == StatusCode::kInvalidArgument);
     float bad_w[4] = {0.1f, NAN, 0.0f, 0.0f};
     CHECK(quantize_ff(bad_w, nullptr, 2, 2, opts(m, 0.1, 0), q, nullptr, nullptr).code() ==
           StatusCode::kInvalidArgument);
@@ -343,11 +334,9 @@ static void test_errors() {
     CHECK(quantize_ff(bad_w, nullptr, 2, 2, opts(m, 0.1, 0), q, nullptr, nullptr).code() ==
           StatusCode::kInvalidArgument);
     f[2] = -1;
-    CHECK(quantize_ff(w, f, 2, 2, opts(m, 0.1, 0), q, nullptr, nullptr).code() ==
-          StatusCode::kInvalidArgument);
+    CHECK(quantize_ff(w, f, 2, 2, opts(m, 0.1, 0), q, nullptr, nullptr).code() == StatusCode::kInvalidArgument);
     f[2] = NAN;
-    CHECK(quantize_ff(w, f, 2, 2, opts(m, 0.1, 0), q, nullptr, nullptr).code() ==
-          StatusCode::kInvalidArgument);
+    CHECK(quantize_ff(w, f, 2, 2, opts(m, 0.1, 0), q, nullptr, nullptr).code() == StatusCode::kInvalidArgument);
     f[2] = 1;
     CHECK(quantize_ff(nullptr, nullptr, 2, 2, opts(m, 0.1, 0), q, nullptr, nullptr).code() ==
           StatusCode::kInvalidArgument);
@@ -525,8 +514,9 @@ static void test_coded_params() {
         std::vector<int32_t> q(w.size());
         QuantResult res;
         CHECK(quantize_ff(w.data(), nullptr, rows, cols, o, q.data(), nullptr, &res).ok());
-        const cabac::LevelParams want = o.size_tolerance < 0 ? choose_level_params(q.data(), q.size())
-                                                             : choose_level_params_for_speed(q.data(), rows, cols, 0.001);
+        const cabac::LevelParams want = o.size_tolerance < 0
+                                            ? choose_level_params(q.data(), q.size())
+                                            : choose_level_params_for_speed(q.data(), rows, cols, 0.001);
         CHECK(res.coded_params.unary_len == want.unary_len && res.coded_params.eg_order == want.eg_order);
         if (m != QuantMethod::kNearest && variant == 0 && res.passes < o.max_passes)
           CHECK(res.coded_params.unary_len == res.params.unary_len && res.coded_params.eg_order == res.params.eg_order);
@@ -637,7 +627,7 @@ uint64_t trellis_impl(const PassArgs<W, F>& args) {
   using cabac::code_level;
   const double lambda_per_unit = lambda / double(cabac::kRateOne);
   const uint32_t unary_len = params.unary_len < uint32_t(cabac::kMaxUnaryFlags) ? params.unary_len
-                                                                                 : uint32_t(cabac::kMaxUnaryFlags);
+                                                                                : uint32_t(cabac::kMaxUnaryFlags);
   const double inf = std::numeric_limits<double>::infinity();
   std::vector<PathState> bank_a(kDqStates), bank_b(kDqStates);
   PathState* cur = bank_a.data();
@@ -709,7 +699,8 @@ uint64_t trellis_impl(const PassArgs<W, F>& args) {
         const Candidates& cand = cands[kFeedback ? p : 0];
         const double* dist = dists[kFeedback ? p : 0];
         for (int j = 0; j < kCandidates; ++j) {
-          if (j != 0 && (zero_only || (magnitude_of(cand, j) & 1) != z || !exists(cand, j))) continue;  // other quantizer
+          if (j != 0 && (zero_only || (magnitude_of(cand, j) & 1) != z || !exists(cand, j)))
+            continue;  // other quantizer
           const int32_t k = level_of(cand, j);
           const double partial = ps.cost + dist[j];
           const int t = dq_next_state(p, k);
@@ -851,8 +842,10 @@ static void random_pass_case(std::mt19937_64& rng, PassCase& c) {
   // lambda in step^2 per bit: 0, small, a few (where level +-1 and zero beat the nearest
   // indices of weights a few steps out), huge.
   const int lam_kind = int(rng() % 4);
-  a.lambda = lam_kind == 0 ? 0.0 : lam_kind == 1 ? double(rng() % 40) * 0.05
-           : lam_kind == 2 ? 2.0 + 10.0 * u(rng) : double(rng() % 40) * 5.0;
+  a.lambda = lam_kind == 0   ? 0.0
+             : lam_kind == 1 ? double(rng() % 40) * 0.05
+             : lam_kind == 2 ? 2.0 + 10.0 * u(rng)
+                             : double(rng() % 40) * 5.0;
   a.chunk_rows = rng() % 3 == 0 ? 1 + rng() % 3 : 0;
   const uint32_t lens[] = {0, 1, 2, 3, 7, 8, 9, 10, 15, 16, 17, 31, 63, 64};
   a.params.unary_len = lens[rng() % 14];

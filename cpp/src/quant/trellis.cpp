@@ -67,7 +67,7 @@ uint64_t trellis_impl(const PassArgs<W, F>& args) {
   using cabac::code_level;
   const double lambda_per_unit = lambda / double(cabac::kRateOne);
   const uint32_t unary_len = params.unary_len < uint32_t(cabac::kMaxUnaryFlags) ? params.unary_len
-                                                                                 : uint32_t(cabac::kMaxUnaryFlags);
+                                                                                : uint32_t(cabac::kMaxUnaryFlags);
   const double inf = std::numeric_limits<double>::infinity();
   std::vector<PathState> bank_a(kDqStates), bank_b(kDqStates);
   PathState* cur = bank_a.data();
@@ -139,7 +139,8 @@ uint64_t trellis_impl(const PassArgs<W, F>& args) {
         const Candidates& cand = cands[kFeedback ? p : 0];
         const double* dist = dists[kFeedback ? p : 0];
         for (int j = 0; j < kCandidates; ++j) {
-          if (j != 0 && (zero_only || (magnitude_of(cand, j) & 1) != z || !exists(cand, j))) continue;  // other quantizer
+          if (j != 0 && (zero_only || (magnitude_of(cand, j) & 1) != z || !exists(cand, j)))
+            continue;  // other quantizer
           const int32_t k = level_of(cand, j);
           const double partial = ps.cost + dist[j];
           const int t = dq_next_state(p, k);
@@ -275,8 +276,8 @@ uint64_t trellis_pass(const PassArgs<W, F>& args) {
   return trellis_pass(args, detect_isa());
 }
 
-#define NNPRESS_INSTANTIATE(W, F)                                              \
-  template uint64_t trellis_pass<W, F>(const PassArgs<W, F>&);                 \
+#define NNPRESS_INSTANTIATE(W, F)                              \
+  template uint64_t trellis_pass<W, F>(const PassArgs<W, F>&); \
   template uint64_t trellis_pass<W, F>(const PassArgs<W, F>&, Isa);
 NNPRESS_INSTANTIATE(float, float)
 NNPRESS_INSTANTIATE(float, double)

@@ -186,7 +186,7 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
   float* recon = args.recon;
   const double lambda_per_unit = lambda / double(cabac::kRateOne);
   const uint32_t unary_len = params.unary_len < uint32_t(cabac::kMaxUnaryFlags) ? params.unary_len
-                                                                                 : uint32_t(cabac::kMaxUnaryFlags);
+                                                                                : uint32_t(cabac::kMaxUnaryFlags);
   const double inf = std::numeric_limits<double>::infinity();
 
   for (int k = 0; k < 2; ++k)
@@ -330,13 +330,13 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
           }
           if (e.mag == 0) {
             K::lane_costs(kZeroRow, kZeroRow, kZeroRow, sig_model, 0, 0, cost, dj, lambda_per_unit, rates[z][c],
-                            costs[z][c]);
+                          costs[z][c]);
           } else if (e.mag <= unary_len) {
             K::lane_costs(nonzero, prefix[e.mag - 1], kZeroRow, chain[e.mag - 1], 0, 0, cost, dj, lambda_per_unit,
-                            rates[z][c], costs[z][c]);
+                          rates[z][c], costs[z][c]);
           } else if (e.bucket < uint32_t(cabac::kPrefixContexts)) {
             K::lane_costs(nonzero, prefix[unary_len], eg_sum[e.bucket], cur->row[kEgRow + e.bucket], 0,
-                            uint32_t(e.bypass), cost, dj, lambda_per_unit, rates[z][c], costs[z][c]);
+                          uint32_t(e.bypass), cost, dj, lambda_per_unit, rates[z][c], costs[z][c]);
           } else {  // a bucket past the shared last prefix model: bin by bin
             for (int p = z; p < kDqStates; p += 2) {
               if (!(cost[p] < inf)) continue;
@@ -430,7 +430,7 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
       K::permute_chain(src_chain, dst_chain, chain_top, from, chain_mag);
       K::permute(src_chain + chain_top, dst_chain + chain_top, live_greater - chain_top, from);
       K::permute(cur->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags,
-                   nxt->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags, live_greater, from);
+                 nxt->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags, live_greater, from);
       K::permute_chain(cur->row + kEgRow, nxt->row + kEgRow, eg_top, from, eg_mag);
       K::permute(cur->row + kEgRow + eg_top, nxt->row + kEgRow + eg_top, live_eg - eg_top, from);
       for (int t = 0; t < kDqStates; ++t) {
@@ -448,7 +448,8 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
       }
       if (eg_scalar)  // buckets sharing the last prefix model: coded bin by bin
         for (int t = 0; t < kDqStates; ++t)
-          if (best_from[t] != kDead && chosen[t]->mag > unary_len && chosen[t]->bucket >= uint32_t(cabac::kPrefixContexts)) {
+          if (best_from[t] != kDead && chosen[t]->mag > unary_len &&
+              chosen[t]->bucket >= uint32_t(cabac::kPrefixContexts)) {
             const uint32_t top = eg_update(*nxt, t, params.eg_order, uint64_t(chosen[t]->mag) - unary_len - 1);
             live_eg = top > live_eg ? top : live_eg;
           }

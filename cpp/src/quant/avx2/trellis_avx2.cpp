@@ -44,9 +44,11 @@ void permute(const Row* src, Row* dst, uint32_t count, const uint8_t* from) {
 inline __m256i update(__m256i v, __m256i bin) {
   const __m256i mask16 = _mm256_set1_epi32(0xFFFF), one = _mm256_set1_epi32(int(cabac::kProbOne));
   const __m256i f = _mm256_and_si256(v, mask16), s = _mm256_srli_epi32(v, 16);
-  const __m256i f_up = _mm256_add_epi32(f, _mm256_srli_epi32(_mm256_sub_epi32(one, f), cabac::ContextModel::kFastShift));
+  const __m256i f_up = _mm256_add_epi32(f,
+                                        _mm256_srli_epi32(_mm256_sub_epi32(one, f), cabac::ContextModel::kFastShift));
   const __m256i f_down = _mm256_sub_epi32(f, _mm256_srli_epi32(f, cabac::ContextModel::kFastShift));
-  const __m256i s_up = _mm256_add_epi32(s, _mm256_srli_epi32(_mm256_sub_epi32(one, s), cabac::ContextModel::kSlowShift));
+  const __m256i s_up = _mm256_add_epi32(s,
+                                        _mm256_srli_epi32(_mm256_sub_epi32(one, s), cabac::ContextModel::kSlowShift));
   const __m256i s_down = _mm256_sub_epi32(s, _mm256_srli_epi32(s, cabac::ContextModel::kSlowShift));
   const __m256i nf = _mm256_blendv_epi8(f_down, f_up, bin), ns = _mm256_blendv_epi8(s_down, s_up, bin);
   return _mm256_or_si256(nf, _mm256_slli_epi32(ns, 16));
@@ -68,10 +70,11 @@ void permute_chain(const Row* src, Row* dst, uint32_t count, const uint8_t* from
 }
 
 void permute_select(const Row* src, Row* dst, uint32_t count, const uint8_t* from, const uint32_t* sel,
-                         const uint32_t* bin) {
+                    const uint32_t* bin) {
   const __m256i idx = from_index(from);
   const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sel));
-  const __m256i b = _mm256_cmpgt_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(bin)), _mm256_setzero_si256());
+  const __m256i b = _mm256_cmpgt_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(bin)),
+                                       _mm256_setzero_si256());
   for (uint32_t r = 0; r < count; ++r) {
     const __m256i v = _mm256_permutevar8x32_epi32(load(src[r]), idx);
     const __m256i active = _mm256_cmpeq_epi32(s, _mm256_set1_epi32(int(r)));
@@ -80,14 +83,15 @@ void permute_select(const Row* src, Row* dst, uint32_t count, const uint8_t* fro
 }
 
 void lane_costs(const Row& base, const Row& pre, const Row& eg, const Row& model, uint32_t bin, uint32_t add,
-                     const double* cost, double dist, double lambda, Row& rate, double* out) {
+                const double* cost, double dist, double lambda, Row& rate, double* out) {
   const int* table = reinterpret_cast<const int*>(&cabac::kBinCostOfState[0][0]);
   const __m256i idx = _mm256_add_epi32(_mm256_slli_epi32(states(load(model)), 1), _mm256_set1_epi32(int(bin)));
   __m256i r = _mm256_add_epi32(_mm256_add_epi32(load(base), load(pre)), load(eg));
   r = _mm256_add_epi32(_mm256_add_epi32(r, _mm256_i32gather_epi32(table, idx, 4)), _mm256_set1_epi32(int(add)));
   store(rate, r);
   const __m256d d = _mm256_set1_pd(dist), l = _mm256_set1_pd(lambda);
-  const __m256d lo = _mm256_cvtepi32_pd(_mm256_castsi256_si128(r)), hi = _mm256_cvtepi32_pd(_mm256_extracti128_si256(r, 1));
+  const __m256d lo = _mm256_cvtepi32_pd(_mm256_castsi256_si128(r)),
+                hi = _mm256_cvtepi32_pd(_mm256_extracti128_si256(r, 1));
   _mm256_storeu_pd(out, _mm256_add_pd(_mm256_add_pd(_mm256_loadu_pd(cost), d), _mm256_mul_pd(l, lo)));
   _mm256_storeu_pd(out + 4, _mm256_add_pd(_mm256_add_pd(_mm256_loadu_pd(cost + 4), d), _mm256_mul_pd(l, hi)));
 }
@@ -106,14 +110,13 @@ struct Avx2Kernels {
                              const uint32_t* bin) {
     avx2::permute_select(src, dst, count, from, sel, bin);
   }
-  static void lane_costs(const Row& base, const Row& pre, const Row& eg, const Row& model, uint32_t bin,
-                         uint32_t add, const double* cost, double dist, double lambda, Row& rate, double* out) {
+  static void lane_costs(const Row& base, const Row& pre, const Row& eg, const Row& model, uint32_t bin, uint32_t add,
+                         const double* cost, double dist, double lambda, Row& rate, double* out) {
     avx2::lane_costs(base, pre, eg, model, bin, add, cost, dist, lambda, rate, out);
   }
 };
 
 }  // namespace
-
 
 bool have_avx2_search() { return true; }
 uint64_t trellis_soa_avx2(const PassArgs<float, float>& a, Workspace& ws) { return trellis_soa<Avx2Kernels>(a, ws); }
