@@ -6,22 +6,40 @@ Step size of a quantized tensor, first match wins:
      standard deviation);
   2. ``CodecConfig.step`` (one absolute step for all tensors);
   3. ``CodecConfig.qp`` (NNCodec's integer knob: ``step = 2 ** (qp / 4)``);
-  4. ``CodecConfig.rel_step * std(tensor) * (n / n_mean) ** (size_exponent / 2)``, the default
+  4. ``CodecConfig.rel_step * spread(tensor) * (n / n_mean) ** (size_exponent / 2)``, the default
      quality knob: n is the tensor's element count and n_mean the mean count of the tensors
-     ``compress`` quantizes (the factor is clipped to [1/8, 8]; ``size_exponent=0`` gives plain
-     ``rel_step * std``; a constant tensor uses max|w| for std, an all-zero one step 1). With
+     ``compress`` quantizes by these rules (the factor is clipped to [1/8, 8]; ``size_exponent=0``
+     gives plain ``rel_step * spread``; a constant tensor uses max|w| for its spread, an all-zero
+     one step 1). The spread is ``spread_of(tensor, CodecConfig.spread)``: by default "robust",
+     the RMS deviation after clipping deviations beyond ``ROBUST_CLIP`` robust sigmas (from the
+     MAD), which is about the std of a tensor without outliers and the spread of the bulk of a
+     tensor whose std a handful of outliers set; "std" is the plain standard deviation. With
      method "trellis" this step is halved (``TRELLIS_STEP_RATIO``: its two interleaved
      quantizers have a grid of 2 * step), so that ``rel_step`` means about the same file size
-     for every method.
+     for every method. A plan entry's ``rel_step`` (rule 1) multiplies the same spread.
 ``lam`` (the rate-distortion trade-off handed to the quantizer) is ``lam_scale * step**2`` unless
 the plan gives ``lam`` directly. Tensors whose role is in ``lossless_roles`` (and every non-float
 tensor) are stored exactly; a plan entry may force ``lossless=True/False`` for one tensor.
 
+Fine roles: a quantized tensor whose role is in ``fine_roles`` (biases and normalisation
+parameters by default) and whose plan entry names no step, qp, rel_step or method is quantized
+near-losslessly instead of by rule 4: method "nearest", step ``fine_rel_step * spread(tensor)``
+(no size factor), lam 0, and it does not count in the model's mean or total size (``quantizes``).
+It applies only to roles that are not in ``lossless_roles`` and only without an absolute
+``CodecConfig.step``/``qp`` (those apply to every quantized tensor). With the default
+``lossless_roles`` the fine roles are stored exactly; ``lossless_roles=("buffer", "other")``
+turns the fine rule on.
+
+Outliers and the level range: the quantizers need |w / step| < ``MAX_LEVEL``; a tensor with a
+value beyond it (an outlier more than ~10**7 bulk spreads from the median at the default knob) is
+stored exactly by ``compress`` (``nnpress.encode``). Below that, outliers get exact levels, coded
+with more bits than the bulk's.
+
 A tuner passes its plan as ``plan={name: TensorPlan(step=..., method=..., lam=...)}``.
 
 This module owns the codec's defaults and step rules: ``METHODS``, ``ROLES``,
-``TRELLIS_STEP_RATIO``, ``DEFAULT_LAM_SCALE``, ``HESSIAN_DAMP``, ``DEFAULT_BLOCK_ELEMENTS`` and
-``SIZE_TOLERANCE`` are defined here and nowhere else.
+``TRELLIS_STEP_RATIO``, ``DEFAULT_LAM_SCALE``, ``HESSIAN_DAMP``, ``DEFAULT_BLOCK_ELEMENTS``,
+``SIZE_TOLERANCE``, ``SPREADS`` and ``ROBUST_CLIP`` are defined here and nowhere else.
 
 One name per idea: the per-tensor plan is ``plan`` (``CodecConfig.plan``, ``--plan``,
 ``TuneResult.plan``); ``lam`` is the absolute trade-off and ``lam_scale`` the one relative to
@@ -30,7 +48,7 @@ step**2; the error-feedback blocks are ``hessians``/``row_hessians`` (one per te
 ``plan``.
 
 The data-free default (``nnpress compress model.safetensors``: no calibration data, no tuning):
-rule 4 with ``rel_step = 1/24`` and ``size_exponent = 1``, and ``method = "auto"``: "trellis" when
+rule 4 with ``rel_step = 1/24``, ``spread = "robust"`` and ``size_exponent = 1``, and ``method = "auto"``: "trellis" when
 the tensors ``compress`` quantizes hold at most ``auto_trellis_max`` (2**20) weights in all, where its
 search is fast, "nearest" for bigger models, where it would dominate the encode time. Why steps grow with sqrt(size): quantization noise in a layer's output, relative to the
 output, is about step**2 / (12 * std**2) whatever the layer's size, so at equal relative step every
@@ -57,7 +75,7 @@ import numpy as np
 
 __all__ = ["CodecConfig", "TensorPlan", "ResolvedPlan", "METHODS", "CONFIG_METHODS", "ROLES", "FLOAT_DTYPES",
            "TRELLIS_STEP_RATIO", "DEFAULT_LAM_SCALE", "HESSIAN_DAMP", "DEFAULT_BLOCK_ELEMENTS", "SIZE_TOLERANCE",
-           "MAX_LEVEL", "qp_step"]
+           "MAX_LEVEL", "SPREADS", "ROBUST_CLIP", "qp_step", "spread_of"]
 
 METHODS = ("nearest", "rdoq", "trellis")
 CONFIG_METHODS = METHODS + ("auto",)  # CodecConfig.method may also be "auto" (module docstring)
@@ -78,6 +96,13 @@ HESSIAN_DAMP = 0.3
 DEFAULT_BLOCK_ELEMENTS = 1 << 18  # target elements per independently decodable row block
 SIZE_TOLERANCE = 0.001  # level params: the fastest-decoding pair within this size fraction
 MAX_LEVEL = 2.0**30  # the quantizers' limit on |w / step|
+SPREADS = ("robust", "std")  # CodecConfig.spread: the tensor scale of rule 4 (spread_of)
+# spread "robust": deviations beyond ROBUST_CLIP robust sigmas (1.4826 * MAD, the std of a Gaussian)
+# are clipped before the RMS; large enough that Gaussian and Laplacian tensors keep about their std.
+ROBUST_CLIP = 6.0
+MAD_TO_SIGMA = 1.4826
+ROBUST_SAMPLE = 1 << 20  # the medians of "robust" come from at most this many values (fixed stride)
+ROBUST_CHUNK = 1 << 20  # values per float64 chunk of the clipped sum of squares
 
 
 def qp_step(qp: int) -> float:
@@ -158,8 +183,12 @@ class CodecConfig:
                     default): "trellis" for models with at most ``auto_trellis_max`` quantized
                     weights, "nearest" above. With lam_scale = 0 RDOQ gives the nearest levels,
                     slower.
-    step, qp, rel_step: the step size (absolute, NNCodec-style qp, or relative to each tensor's std
-                    and size, rule 4 of the module docstring).
+    step, qp, rel_step: the step size (absolute, NNCodec-style qp, or relative to each tensor's
+                    spread and size, rule 4 of the module docstring).
+    spread:         "robust" | "std": the tensor scale rule 4 multiplies by rel_step
+                    (``spread_of``). "robust" (the default) follows the bulk of the weights: a
+                    handful of outliers, however large, move it by at most ``ROBUST_CLIP`` robust
+                    sigmas each; "std" is the standard deviation (the rule before).
     size_exponent:  how rule 4's step grows with the tensor's size: times
                     ``(n / n_mean) ** (size_exponent / 2)`` (1 = the rate-distortion optimum when
                     every tensor matters equally; 0 = off).
@@ -167,6 +196,11 @@ class CodecConfig:
     lam_scale:      RDOQ/trellis trade-off, ``lam = lam_scale * step**2`` (0 = distortion only).
     lossless_roles: roles stored exactly (bias, norm, buffer, other by default; "weight" and
                     "embedding" are quantized).
+    fine_roles:     roles quantized near-losslessly when they are not in lossless_roles (bias and
+                    norm by default): nearest rounding with step ``fine_rel_step * spread``, not
+                    counted in the model's mean size (module docstring, "Fine roles").
+    fine_rel_step:  the fine roles' step relative to their spread (1/256: the rounding error is at
+                    most 1/512 of the tensor's spread).
     block_elements: target elements per independently decodable row block of a large tensor.
     threads:        worker threads for quantizing and coding (None = all cores).
     plan:           name or glob pattern -> TensorPlan (or a dict of its fields): per-tensor
@@ -186,10 +220,13 @@ class CodecConfig:
     step: float | None = None
     qp: int | None = None
     rel_step: float = 1.0 / 24
+    spread: str = "robust"
     size_exponent: float = 1.0
     auto_trellis_max: int = 1 << 20
     lam_scale: float = 0.0
     lossless_roles: tuple = ("bias", "norm", "buffer", "other")
+    fine_roles: tuple = ("bias", "norm")
+    fine_rel_step: float = 1.0 / 256
     block_elements: int = DEFAULT_BLOCK_ELEMENTS
     threads: int | None = None
     plan: Mapping[str, Any] = field(default_factory=dict)
@@ -214,6 +251,8 @@ class CodecConfig:
         if self.method not in CONFIG_METHODS:
             raise ValueError(f"CodecConfig.method must be one of {CONFIG_METHODS}, "
                              f"got {self.method!r}")
+        if self.spread not in SPREADS:
+            raise ValueError(f"CodecConfig.spread must be one of {SPREADS}, got {self.spread!r}")
         if not (_is_real(self.size_exponent) and 0 <= self.size_exponent <= 2):
             raise ValueError(f"CodecConfig.size_exponent must be a number in [0, 2], "
                              f"got {self.size_exponent!r}")
@@ -232,6 +271,13 @@ class CodecConfig:
             if r not in ROLES:
                 raise ValueError(f"CodecConfig.lossless_roles: unknown role {r!r}; roles are {ROLES}")
         object.__setattr__(self, "lossless_roles", roles)
+        fine = (self.fine_roles,) if isinstance(self.fine_roles, str) else tuple(self.fine_roles)
+        for r in fine:
+            if r not in ROLES:
+                raise ValueError(f"CodecConfig.fine_roles: unknown role {r!r}; roles are {ROLES}")
+        object.__setattr__(self, "fine_roles", fine)
+        if not (_is_real(self.fine_rel_step) and math.isfinite(self.fine_rel_step) and self.fine_rel_step > 0):
+            raise ValueError(f"CodecConfig.fine_rel_step must be a finite number > 0, got {self.fine_rel_step!r}")
         if (isinstance(self.block_elements, bool) or not isinstance(self.block_elements, (int, np.integer))
                 or self.block_elements < 1):
             raise ValueError(f"CodecConfig.block_elements must be a positive int, got {self.block_elements!r}")
@@ -288,10 +334,19 @@ class CodecConfig:
         return out
 
     def quantizes(self, name: str, role: str, dtype: str) -> bool:
-        """Whether ``resolve`` quantizes a (finite) tensor of this name, role and dtype."""
+        """Whether ``resolve`` quantizes a (finite) tensor of this name, role and dtype by rules
+        1-4: the model's quantized weights, whose mean and total size ``compress`` passes to
+        ``resolve``. Tensors it quantizes near-losslessly by the fine-role rule are not counted."""
         o = self.plan_for(name)
         lossless = role in self.lossless_roles if o is None or o.lossless is None else o.lossless
-        return dtype in FLOAT_DTYPES and not lossless
+        return dtype in FLOAT_DTYPES and not lossless and not self._fine(role, o)
+
+    def _fine(self, role: str, o: TensorPlan | None) -> bool:
+        """Whether the fine-role rule sets this tensor's step: its role is a fine one and its plan
+        entry (if any) names neither a step nor a method, and the config sets no absolute step."""
+        if role not in self.fine_roles or self.step is not None or self.qp is not None:
+            return False
+        return o is None or (o.step is None and o.qp is None and o.rel_step is None and o.method is None)
 
     def model_method(self, total_size: int | None) -> str:
         """The method for tensors without a planned one: ``method``, or for "auto" "trellis" when
@@ -312,6 +367,10 @@ class CodecConfig:
         if dtype not in FLOAT_DTYPES or lossless:
             return ResolvedPlan(lossless=True)
         n = int(values.size) if values is not None else 0
+        if self._fine(role, o):
+            return ResolvedPlan(lossless=False, method="nearest",
+                                step=_rel_step(values, self.fine_rel_step, self.spread), lam=0.0,
+                                row_scale_exp=o.row_scale_exp, col_scale_exp=o.col_scale_exp)
         method = o.method or self.model_method(n if total_size is None else total_size)
         step = self._step(o, values, method, n, mean_size)
         if o.lam is not None:
@@ -329,12 +388,12 @@ class CodecConfig:
         if o.qp is not None:
             return qp_step(o.qp)
         if o.rel_step is not None:
-            return _rel_step(values, o.rel_step)
+            return _rel_step(values, o.rel_step, self.spread)
         if self.step is not None:
             return float(self.step)
         if self.qp is not None:
             return qp_step(self.qp)
-        step = _rel_step(values, self.rel_step)
+        step = _rel_step(values, self.rel_step, self.spread)
         if self.size_exponent and n and mean_size:
             f = (n / float(mean_size)) ** (0.5 * float(self.size_exponent))
             step *= min(max(f, 1.0 / SIZE_FACTOR_LIMIT), SIZE_FACTOR_LIMIT)
@@ -345,14 +404,16 @@ class CodecConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["lossless_roles"] = list(self.lossless_roles)
+        d["fine_roles"] = list(self.fine_roles)
         d["plan"] = {k: {f: v for f, v in asdict(p).items() if v is not None} for k, p in self.plan.items()}
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "CodecConfig":
         d = dict(d)
-        if "lossless_roles" in d:
-            d["lossless_roles"] = tuple(d["lossless_roles"])
+        for k in ("lossless_roles", "fine_roles"):
+            if k in d:
+                d[k] = tuple(d[k])
         return cls(**d)
 
 
@@ -377,12 +438,62 @@ def _is_pattern(key: str) -> bool:
     return any(c in key for c in "*?[")
 
 
-def _rel_step(values: np.ndarray | None, rel: float) -> float:
+def _rel_step(values: np.ndarray | None, rel: float, spread: str = "std") -> float:
+    """``rel`` times the tensor's spread (``spread_of``); 1 for an empty or all-zero tensor."""
     if values is None or values.size == 0:
         return 1.0
-    v = np.asarray(values)
-    std = float(np.std(v, dtype=np.float64))  # float64 accumulation, no float64 copy
-    if not math.isfinite(std) or std == 0.0:
-        m = float(np.max(np.abs(v))) if math.isfinite(std) else 0.0
-        return m * rel if m > 0 else 1.0
-    return std * float(rel)
+    s = spread_of(values, spread)
+    return s * float(rel) if s > 0 else 1.0
+
+
+def spread_of(values: np.ndarray, spread: str = "robust") -> float:
+    """The scale of a tensor that rule 4 multiplies by ``rel_step`` (module docstring):
+
+    - "std": the standard deviation (float64 accumulation);
+    - "robust": the RMS deviation from the median after clipping every deviation to
+      ``ROBUST_CLIP * 1.4826 * MAD``, the MAD being the median |deviation| of the values that
+      differ from the median (so exact zeros of a sparse tensor do not shrink it). For a Gaussian or
+      Laplacian tensor this is within a few percent of the std; a handful of outliers, which set the
+      std of a heavy-tailed tensor, move it by at most ``ROBUST_CLIP`` MADs each. The medians come
+      from a fixed strided sample of at most ``ROBUST_SAMPLE`` values, the RMS from all values.
+
+    A constant tensor (spread 0) gets max|w| (0 if it is all zeros); non-finite values give 0.
+    Deterministic: no randomness, no dependence on the thread count.
+    """
+    if spread not in SPREADS:
+        raise ValueError(f"spread must be one of {SPREADS}, got {spread!r}")
+    v = np.asarray(values).reshape(-1)
+    if v.size == 0:
+        return 0.0
+    if spread == "std":
+        s = float(np.std(v, dtype=np.float64))  # float64 accumulation, no float64 copy
+    else:
+        s = _robust_spread(v)
+    if not math.isfinite(s):
+        return 0.0
+    if s == 0.0:
+        return float(np.max(np.abs(v)))
+    return s
+
+
+def _robust_spread(v: np.ndarray) -> float:
+    stride = -(-v.size // ROBUST_SAMPLE)
+    sample = np.asarray(v[::stride], dtype=np.float64)
+    if not np.all(np.isfinite(sample)):
+        return float("nan")
+    center = float(np.median(sample))
+    dev = np.abs(sample - center)
+    dev = dev[dev > 0]
+    if dev.size == 0:  # the sample is constant; the rest of the tensor may not be
+        dev_full = np.abs(np.asarray(v, dtype=np.float64) - center)
+        dev = dev_full[dev_full > 0]
+        if dev.size == 0:
+            return 0.0
+    clip = ROBUST_CLIP * MAD_TO_SIGMA * float(np.median(dev))
+    acc = 0.0
+    for i in range(0, v.size, ROBUST_CHUNK):  # float64 sum of squares without a float64 copy of v
+        d = np.asarray(v[i:i + ROBUST_CHUNK], dtype=np.float64) - center
+        np.clip(d, -clip, clip, out=d)
+        np.square(d, out=d)
+        acc += float(np.sum(d))
+    return math.sqrt(acc / v.size)
