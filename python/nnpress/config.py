@@ -101,8 +101,7 @@ SPREADS = ("robust", "std")  # CodecConfig.spread: the tensor scale of rule 4 (s
 # are clipped before the RMS; large enough that Gaussian and Laplacian tensors keep about their std.
 ROBUST_CLIP = 6.0
 MAD_TO_SIGMA = 1.4826
-ROBUST_SAMPLE = 1 << 20  # the medians of "robust" come from at most this many values (fixed stride)
-ROBUST_CHUNK = 1 << 20  # values per float64 chunk of the clipped sum of squares
+ROBUST_SAMPLE = 1 << 20  # "robust" looks at at most this many values (a fixed, evenly spread sample)
 
 
 def qp_step(qp: int) -> float:
@@ -454,8 +453,9 @@ def spread_of(values: np.ndarray, spread: str = "robust") -> float:
       ``ROBUST_CLIP * 1.4826 * MAD``, the MAD being the median |deviation| of the values that
       differ from the median (so exact zeros of a sparse tensor do not shrink it). For a Gaussian or
       Laplacian tensor this is within a few percent of the std; a handful of outliers, which set the
-      std of a heavy-tailed tensor, move it by at most ``ROBUST_CLIP`` MADs each. The medians come
-      from a fixed strided sample of at most ``ROBUST_SAMPLE`` values, the RMS from all values.
+      std of a heavy-tailed tensor, move it by at most ``ROBUST_CLIP`` robust sigmas each. A tensor
+      of more than ``ROBUST_SAMPLE`` values is measured on a fixed sample of that many, evenly
+      spread over it (index ``k * n // ROBUST_SAMPLE``), or on all values if the sample is constant.
 
     A constant tensor (spread 0) gets max|w| (0 if it is all zeros); non-finite values give 0.
     Deterministic: no randomness, no dependence on the thread count.
@@ -477,23 +477,27 @@ def spread_of(values: np.ndarray, spread: str = "robust") -> float:
 
 
 def _robust_spread(v: np.ndarray) -> float:
-    stride = -(-v.size // ROBUST_SAMPLE)
-    sample = np.asarray(v[::stride], dtype=np.float64)
-    if not np.all(np.isfinite(sample)):
+    n = v.size
+    if n <= ROBUST_SAMPLE:
+        return _clipped_rms(np.asarray(v, dtype=np.float64))
+    # evenly spread indices with a non-integer spacing, so that the sample does not keep hitting
+    # the same columns of a row-major matrix
+    idx = (np.arange(ROBUST_SAMPLE, dtype=np.int64) * n) // ROBUST_SAMPLE
+    s = _clipped_rms(np.asarray(v[idx], dtype=np.float64))
+    if s == 0.0:  # the sample is constant; the rest of the tensor may not be
+        s = _clipped_rms(np.asarray(v, dtype=np.float64))
+    return s
+
+
+def _clipped_rms(x: np.ndarray) -> float:
+    """RMS deviation from the median, deviations clipped to ROBUST_CLIP robust sigmas (NaN if
+    ``x`` holds a non-finite value)."""
+    if not np.all(np.isfinite(x)):
         return float("nan")
-    center = float(np.median(sample))
-    dev = np.abs(sample - center)
-    dev = dev[dev > 0]
-    if dev.size == 0:  # the sample is constant; the rest of the tensor may not be
-        dev_full = np.abs(np.asarray(v, dtype=np.float64) - center)
-        dev = dev_full[dev_full > 0]
-        if dev.size == 0:
-            return 0.0
-    clip = ROBUST_CLIP * MAD_TO_SIGMA * float(np.median(dev))
-    acc = 0.0
-    for i in range(0, v.size, ROBUST_CHUNK):  # float64 sum of squares without a float64 copy of v
-        d = np.asarray(v[i:i + ROBUST_CHUNK], dtype=np.float64) - center
-        np.clip(d, -clip, clip, out=d)
-        np.square(d, out=d)
-        acc += float(np.sum(d))
-    return math.sqrt(acc / v.size)
+    dev = np.abs(x - float(np.median(x)))
+    moved = dev[dev > 0]
+    if moved.size == 0:
+        return 0.0
+    clip = ROBUST_CLIP * MAD_TO_SIGMA * float(np.median(moved))
+    np.minimum(dev, clip, out=dev)
+    return math.sqrt(float(np.sum(dev * dev)) / x.size)
