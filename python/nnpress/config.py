@@ -101,7 +101,7 @@ SPREADS = ("robust", "std")  # CodecConfig.spread: the tensor scale of rule 4 (s
 # are clipped before the RMS; large enough that Gaussian and Laplacian tensors keep about their std.
 ROBUST_CLIP = 6.0
 MAD_TO_SIGMA = 1.4826
-ROBUST_SAMPLE = 1 << 20  # "robust" looks at at most this many values (a fixed, evenly spread sample)
+ROBUST_SAMPLE = 1 << 16  # "robust" looks at at most this many values (a fixed, evenly spread sample)
 
 
 def qp_step(qp: int) -> float:
