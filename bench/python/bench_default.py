@@ -1,6 +1,7 @@
 """The data-free default of ``nnpress.compress`` against NNCodec's defaults, side by side in one run.
 
-    python bench/python/bench_default.py [--models cnn,mlp,minilm] [--threads 2] [--no-sweep]
+    python bench/python/bench_default.py [--models cnn,mlp,heavy,minilm] [--threads 2] [--no-sweep]
+                                         [--sweep-method trellis] [--sweep 24,20,16]
                                          [--opt-qp] [--ablation] [--json out.json]
     python bench/python/bench_default.py --replot bench/results/bench_default.json   # PNGs only
 
@@ -12,20 +13,27 @@ its defaults). Fidelity of the decoded model:
 
 - all-MiniLM-L6-v2: mean and min cosine between the original and the decoded model's sentence
   embeddings over all 52 sentences of ``minilm.SENTENCES`` (nothing is calibrated on them);
+  The same two numbers over the even-numbered and the odd-numbered sentences are reported too
+  ("tune" / "held"), for choices made on one half;
 - digits CNN / MLP (``nnpress.demo_models``, trained here in seconds): top-1 accuracy on the 450
   held-out digits, and the mean KL divergence of the decoded model's predictions from the
-  original's (top-1 moves in steps of one image, 0.22 points; KL is the finer ruler).
+  original's (top-1 moves in steps of one image, 0.22 points; KL is the finer ruler);
+- "heavy": the digits MLP with a heavy-tailed fc1 (``heavy_tail.heavy_tailed_state_dict``: three
+  weights on input pixels that are 0 in every image made so large that fc1's std is 40x its bulk's,
+  their bias entries cancelling them; the same function on every image), same fidelity measures.
 
-Rows: NNCodec default; nnpress default (``CodecConfig()``); the previous default (nearest,
-step = std/32 per tensor: ``CodecConfig(method="nearest", rel_step=1/32, size_exponent=0)``); the
-default with the other method forced. Then, unless ``--no-sweep``, the default family over its
-knob (``rel_step``) against NNCodec's qp sweep (``--opt-qp``: also with opt_qp, NNCodec's best
-setting on MiniLM), and nnpress's bits/param at NNCodec's fidelity (interpolated along the nnpress
-curve), i.e. at matched fidelity. ``--ablation`` adds the previous default's family over its
-knob, compared with the default's at equal fidelity. Encode time = wall seconds of
+Rows: NNCodec default; nnpress default (``CodecConfig()``); the default before issue 15 (steps
+from each tensor's std: ``CodecConfig(spread="std")``); the fine-roles configuration (biases and
+norms quantized near-losslessly: ``CodecConfig(lossless_roles=("buffer", "other"))``); that with
+the other method forced. Then, unless ``--no-sweep``, the fine-roles family over its knob
+(``rel_step``, method ``--sweep-method``, default "auto") against NNCodec's qp sweep (``--opt-qp``:
+also with opt_qp, NNCodec's best setting on MiniLM), and nnpress's bits/param at NNCodec's
+fidelity (interpolated along the nnpress curve), i.e. at matched fidelity. ``--ablation`` adds
+the same family with ``spread="std"`` over the same knob, compared at equal fidelity. Encode time = wall seconds of
 the whole ``compress`` call (load, quantize, code, verify, atomic write) / of ``nnc.compress``,
 and the CPU seconds of this process during it (all threads; steadier on a shared machine).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,14 +51,13 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import peers  # noqa: E402
-
 import nnpress  # noqa: E402
+import peers  # noqa: E402
 from nnpress.config import CodecConfig  # noqa: E402
 
-OLD_DEFAULT = CodecConfig(method="nearest", rel_step=1 / 32, size_exponent=0)
+OLD_DEFAULT = CodecConfig(spread="std")  # the default before issue 15
+FINE = CodecConfig(lossless_roles=("buffer", "other"))  # biases and norms near-lossless
 SWEEP = (1 / 32, 1 / 28, 1 / 24, 1 / 20, 1 / 16, 1 / 12, 1 / 8, 1 / 6)
-OLD_SWEEP = (1 / 64, 1 / 48, 1 / 40, 1 / 32, 1 / 24, 1 / 16, 1 / 12, 1 / 8)
 NNC_SWEEP = (-40, -38, -36, -34, -32, -30)
 NNC_OPT_QP_SWEEP = (-44, -42, -41, -40, -38, -36)  # opt_qp: coarser qp for big tensors (bench_rd.py)
 
@@ -64,16 +71,30 @@ def digits_setup(kind):
 
     from nnpress.demo_models import build_digits_model, evaluate_accuracy, load_digits_data, train_digits_model
 
+    name = f"digits {kind}"
+    heavy = kind == "heavy"
+    if heavy:
+        import heavy_tail
+
+        kind, name = "mlp", "digits MLP, heavy-tailed fc1"
     model = train_digits_model(kind, seed=0)
     data = load_digits_data()
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if heavy:
+        sd, info = heavy_tail.heavy_tailed_state_dict(sd)
+        log(f"  heavy-tailed fc1: {info}")
+        model = build_digits_model(kind)
+        model.load_state_dict(sd)
+        model.eval()
     x = torch.from_numpy(data.x_test)
     with torch.no_grad():
         lp_ref = torch.log_softmax(model(x), -1)
 
     def fidelity(state):
         m = build_digits_model(kind)
-        m.load_state_dict({k: torch.as_tensor(np.asarray(v, np.float32)).reshape(sd[k].shape) for k, v in state.items()})
+        m.load_state_dict(
+            {k: torch.as_tensor(np.asarray(v, np.float32)).reshape(sd[k].shape) for k, v in state.items()}
+        )
         m.eval()
         with torch.no_grad():
             lp = torch.log_softmax(m(x), -1)
@@ -81,8 +102,7 @@ def digits_setup(kind):
         return {"top1": evaluate_accuracy(m, data.x_test, data.y_test), "kl": kl}
 
     base = fidelity(sd)
-    return {"name": f"digits {kind}", "sd": sd, "fidelity": fidelity, "base": base,
-            "key": "kl", "higher_is_better": False}
+    return {"name": name, "sd": sd, "fidelity": fidelity, "base": base, "key": "kl", "higher_is_better": False}
 
 
 def minilm_setup():
@@ -93,11 +113,20 @@ def minilm_setup():
     ref = minilm.embed(model, minilm.SENTENCES)
 
     def fidelity(state):
-        mean, mn = minilm.cosine_fidelity(ref, minilm.embed(state, minilm.SENTENCES))
-        return {"mean_cos": mean, "min_cos": mn}
+        emb = minilm.embed(state, minilm.SENTENCES)
+        mean, mn = minilm.cosine_fidelity(ref, emb)
+        tune = minilm.cosine_fidelity(ref[0::2], emb[0::2])
+        held = minilm.cosine_fidelity(ref[1::2], emb[1::2])
+        return {"mean_cos": mean, "min_cos": mn, "tune": tune, "held": held}
 
-    return {"name": "all-MiniLM-L6-v2", "sd": sd, "fidelity": fidelity, "base": {"mean_cos": 1.0, "min_cos": 1.0},
-            "key": "mean_cos", "higher_is_better": True}
+    return {
+        "name": "all-MiniLM-L6-v2",
+        "sd": sd,
+        "fidelity": fidelity,
+        "base": {"mean_cos": 1.0, "min_cos": 1.0},
+        "key": "mean_cos",
+        "higher_is_better": True,
+    }
 
 
 def nnpress_row(setup, label, config, tmp):
@@ -107,8 +136,16 @@ def nnpress_row(setup, label, config, tmp):
     cpu = time.process_time() - c0
     state = nnpress.decompress(path, as_numpy=True)
     methods = sorted({t.method for t in rep.tensors if t.storage == "quantized"})
-    row = {"codec": "nnpress", "label": label, "bytes": rep.file_bytes, "bits_per_param": rep.bits_per_param,
-           "encode_s": rep.times["total"], "encode_cpu_s": cpu, "methods": methods, **setup["fidelity"](state)}
+    row = {
+        "codec": "nnpress",
+        "label": label,
+        "bytes": rep.file_bytes,
+        "bits_per_param": rep.bits_per_param,
+        "encode_s": rep.times["total"],
+        "encode_cpu_s": cpu,
+        "methods": methods,
+        **setup["fidelity"](state),
+    }
     os.remove(path)
     return row
 
@@ -120,19 +157,29 @@ def nncodec_row(setup, label, qp=-38, **kw):
     rec = peers.nncodec_decompress(data, shapes=info["shapes"])
     state = {k: rec.get(k, v.numpy()) for k, v in setup["sd"].items()}
     n = sum(v.numel() for v in setup["sd"].values())
-    return {"codec": "NNCodec", "label": label, "qp": qp, "bytes": len(data), "bits_per_param": 8 * len(data) / n,
-            "encode_s": info["encode_s"], "encode_cpu_s": cpu, **setup["fidelity"](state)}
+    return {
+        "codec": "NNCodec",
+        "label": label,
+        "qp": qp,
+        "bytes": len(data),
+        "bits_per_param": 8 * len(data) / n,
+        "encode_s": info["encode_s"],
+        "encode_cpu_s": cpu,
+        **setup["fidelity"](state),
+    }
 
 
 def fmt_fid(r):
     if "mean_cos" in r:
-        return f"{r['mean_cos']:.5f} / {r['min_cos']:.5f}"
+        halves = "".join(f"; {h} {r[h][0]:.5f} / {r[h][1]:.5f}" for h in ("tune", "held") if h in r)
+        return f"{r['mean_cos']:.5f} / {r['min_cos']:.5f}{halves}"
     return f"{100 * r['top1']:.2f} % / {r['kl']:.2e}"
 
 
 def bits_at(curve, key, target, higher_is_better):
     """nnpress bits/param at fidelity ``target`` by linear interpolation in (log error, bits) between
     the two sweep points that bracket it (error = 1 - cos or KL); None if not bracketed."""
+
     def err(v):
         return max(1.0 - v, 1e-12) if higher_is_better else max(v, 1e-12)
 
@@ -145,25 +192,36 @@ def bits_at(curve, key, target, higher_is_better):
     return None
 
 
-def run(setup, threads, sweep, opt_qp, ablation):
+def run(setup, threads, sweep, opt_qp, ablation, sweep_method="auto", sweep_rels=SWEEP):
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         rows.append(nncodec_row(setup, "NNCodec default: qp -38, DQ"))
-        log(f"  {rows[-1]['label']}: {rows[-1]['bits_per_param']:.3f} b/p {fmt_fid(rows[-1])} {rows[-1]['encode_s']:.2f}s")
+        log(
+            f"  {rows[-1]['label']}: {rows[-1]['bits_per_param']:.3f} b/p {fmt_fid(rows[-1])} "
+            f"{rows[-1]['encode_s']:.2f}s"
+        )
         default = CodecConfig(threads=threads)
-        for label, cfg in (("nnpress default: CodecConfig()", default),
-                           ("previous default: nearest, std/32", OLD_DEFAULT.replace(threads=threads))):
+        fine = FINE.replace(threads=threads)
+        for label, cfg in (
+            ("nnpress default: CodecConfig()", default),
+            ("before issue 15: CodecConfig(spread='std')", OLD_DEFAULT.replace(threads=threads)),
+            ("fine roles: lossless_roles=(buffer, other)", fine),
+        ):
             rows.append(nnpress_row(setup, label, cfg, tmp))
-            log(f"  {label}: {rows[-1]['bits_per_param']:.3f} b/p {fmt_fid(rows[-1])} {rows[-1]['encode_s']:.2f}s "
-                f"{rows[-1]['methods']}")
-        other = "nearest" if rows[1]["methods"] == ["trellis"] else "trellis"
-        label = f"default with method={other}"
-        rows.append(nnpress_row(setup, label, default.replace(method=other), tmp))
+            log(
+                f"  {label}: {rows[-1]['bits_per_param']:.3f} b/p {fmt_fid(rows[-1])} {rows[-1]['encode_s']:.2f}s "
+                f"{rows[-1]['methods']}"
+            )
+        weights = [m for m in rows[-1]["methods"] if m != "nearest"] or ["nearest"]
+        other = "nearest" if weights == ["trellis"] else "trellis"
+        label = f"fine roles, method={other}"
+        rows.append(nnpress_row(setup, label, fine.replace(method=other), tmp))
         log(f"  {label}: {rows[-1]['bits_per_param']:.3f} b/p {fmt_fid(rows[-1])} {rows[-1]['encode_s']:.2f}s")
         curve, nnc_curve = [], []
+        family = fine.replace(method=sweep_method)
         if sweep:
-            for rel in SWEEP:
-                r = nnpress_row(setup, f"rel_step 1/{1 / rel:.0f}", default.replace(rel_step=rel), tmp)
+            for rel in sweep_rels:
+                r = nnpress_row(setup, f"rel_step 1/{1 / rel:.0f}", family.replace(rel_step=rel), tmp)
                 r["rel_step"] = rel
                 curve.append(r)
                 log(f"  nnpress {r['label']}: {r['bits_per_param']:.3f} b/p {fmt_fid(r)}")
@@ -179,20 +237,21 @@ def run(setup, threads, sweep, opt_qp, ablation):
                     curves["NNCodec DQ opt_qp"].append(r)
                     log(f"  NNCodec opt_qp qp {qp}: {r['bits_per_param']:.3f} b/p {fmt_fid(r)}")
         old_curve = []
-        if ablation:  # the previous default's family (steps ~ std alone), same knob values
-            for rel in OLD_SWEEP:
-                cfg = OLD_DEFAULT.replace(rel_step=rel, threads=threads)
-                r = nnpress_row(setup, f"previous default, rel_step 1/{1 / rel:.0f}", cfg, tmp)
+        if ablation:  # the same family with steps from each tensor's std, same knob values
+            for rel in sweep_rels:
+                cfg = family.replace(rel_step=rel, spread="std")
+                r = nnpress_row(setup, f"spread std, rel_step 1/{1 / rel:.0f}", cfg, tmp)
                 old_curve.append(r)
                 log(f"  {r['label']}: {r['bits_per_param']:.3f} b/p {fmt_fid(r)}")
     return rows, curve, (curves if sweep else {}), old_curve
 
 
 def plot(name, res, out_dir):
-    """PNG: the default family, the previous default's, NNCodec's qp sweeps, the two default points.
+    """PNG: the fine-roles family, the same with spread std, NNCodec's qp sweeps, the two default points.
     y = 1 - mean cosine (MiniLM) or KL (digits), log scale: lower is more faithful."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -204,9 +263,9 @@ def plot(name, res, out_dir):
         return max(1.0 - r["mean_cos"], 1e-7) if lm else max(r["kl"], 1e-9)
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    curves = [("nnpress default, rel_step sweep", res["sweep"], "-o")]
+    curves = [("nnpress fine roles, rel_step sweep", res["sweep"], "-o")]
     curves += [(k, v, "--s") for k, v in res["nncodec_sweeps"].items()]
-    curves += [("previous default (nearest, std-relative), sweep", res.get("previous") or [], ":^")]
+    curves += [("same, spread std, sweep", res.get("previous") or [], ":^")]
     for label, pts, style in curves:
         if pts:
             pts = sorted(pts, key=lambda r: r["bits_per_param"])
@@ -228,12 +287,20 @@ def plot(name, res, out_dir):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", default="cnn,mlp,minilm")
+    ap.add_argument("--models", default="cnn,mlp,heavy,minilm")
+    ap.add_argument(
+        "--sweep-method",
+        default="auto",
+        choices=("auto", "nearest", "trellis"),
+        help="method of the swept fine-roles family",
+    )
+    ap.add_argument("--sweep", default=None, help="rel_step denominators of the sweep, e.g. 24,20,16")
     ap.add_argument("--threads", type=int, default=None, help="nnpress threads (default: all cores)")
     ap.add_argument("--no-sweep", action="store_true")
     ap.add_argument("--opt-qp", action="store_true", help="also sweep NNCodec with opt_qp (its best on MiniLM)")
-    ap.add_argument("--ablation", action="store_true",
-                    help="also sweep the previous default (nearest, steps ~ std) and compare at equal fidelity")
+    ap.add_argument(
+        "--ablation", action="store_true", help="also sweep the family with spread=std and compare at equal fidelity"
+    )
     ap.add_argument("--json", default=None)
     ap.add_argument("--plots", default=str(HERE.parent / "plots"), help="folder for the PNG curves")
     ap.add_argument("--replot", metavar="JSON", help="only redraw the plots from an earlier --json output")
@@ -243,38 +310,54 @@ def main():
             print(plot(name, res, args.plots))
         return
     import torch
+
     torch.set_num_threads(1)
     peers.import_nncodec()
     try:
-        commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
     except OSError:
         commit = "?"
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; nnpress "
-          f"{nnpress.__version__} ({commit}); command: python bench/python/bench_default.py {' '.join(sys.argv[1:])}\n")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; nnpress "
+        f"{nnpress.__version__} ({commit}); command: python bench/python/bench_default.py {' '.join(sys.argv[1:])}\n"
+    )
     out = {}
     for m in args.models.split(","):
         setup = minilm_setup() if m == "minilm" else digits_setup(m)
         log(f"== {setup['name']}")
-        rows, curve, nnc_curves, old_curve = run(setup, args.threads, not args.no_sweep, args.opt_qp, args.ablation)
+        rels = SWEEP if args.sweep is None else tuple(1 / float(x) for x in args.sweep.split(","))
+        rows, curve, nnc_curves, old_curve = run(
+            setup, args.threads, not args.no_sweep, args.opt_qp, args.ablation, args.sweep_method, rels
+        )
         out[setup["name"]] = {"rows": rows, "sweep": curve, "nncodec_sweeps": nnc_curves, "previous": old_curve}
         if curve:
             log(f"  plot: {plot(setup['name'], out[setup['name']], args.plots)}")
         lm = "mean_cos" in rows[0]
         print(f"### {setup['name']} (original: {fmt_fid({**setup['base']})})\n")
-        print(f"| codec / configuration | bytes | bits/param | vs NNCodec default | "
-              f"{'cosine mean / min' if lm else 'top-1 / KL'} | encode s wall (CPU) |")
+        print(
+            f"| codec / configuration | bytes | bits/param | vs NNCodec default | "
+            f"{'cosine mean / min' if lm else 'top-1 / KL'} | encode s wall (CPU) |"
+        )
         print("|---|---|---|---|---|---|")
         ref = rows[0]["bits_per_param"]
         for r in rows:
             name = r["label"] + (f" ({', '.join(r['methods'])})" if r.get("methods") else "")
-            print(f"| {name} | {r['bytes']:,} | {r['bits_per_param']:.3f} | {r['bits_per_param'] / ref:.3f}x | "
-                  f"{fmt_fid(r)} | {r['encode_s']:.2f} ({r['encode_cpu_s']:.2f}) |")
+            print(
+                f"| {name} | {r['bytes']:,} | {r['bits_per_param']:.3f} | {r['bits_per_param'] / ref:.3f}x | "
+                f"{fmt_fid(r)} | {r['encode_s']:.2f} ({r['encode_cpu_s']:.2f}) |"
+            )
         if curve:
-            print(f"\nMatched fidelity ({setup['key']}): NNCodec's qp sweep against the default family "
-                  f"(rel_step {', '.join(f'1/{1 / r:.0f}' for r in SWEEP)}), nnpress interpolated:\n")
-            print(f"| NNCodec setting | NNCodec bits/param | {setup['key']} | nnpress bits/param at that "
-                  f"{setup['key']} | ratio |")
+            print(
+                f"\nMatched fidelity ({setup['key']}): NNCodec's qp sweep against the fine-roles family "
+                f"(method {args.sweep_method}, rel_step {', '.join(f'1/{1 / r:.0f}' for r in rels)}), "
+                f"nnpress interpolated:\n"
+            )
+            print(
+                f"| NNCodec setting | NNCodec bits/param | {setup['key']} | nnpress bits/param at that "
+                f"{setup['key']} | ratio |"
+            )
             print("|---|---|---|---|---|")
             for r in (r for c in nnc_curves.values() for r in c):
                 b = bits_at(curve, setup["key"], r[setup["key"]], setup["higher_is_better"])
@@ -283,15 +366,17 @@ def main():
                 ratio = "—" if b is None else f"{b / r['bits_per_param']:.3f}x"
                 name = f"opt_qp, qp {r['qp']}" if r["label"].startswith("opt_qp") else f"qp {r['qp']}"
                 print(f"| {name} | {r['bits_per_param']:.3f} | {v} | {bb} | {ratio} |")
-            print("\nThe default family:\n")
+            print("\nThe fine-roles family:\n")
             print(f"| rel_step | bits/param | {'cosine mean / min' if lm else 'top-1 / KL'} |")
             print("|---|---|---|")
             for r in curve:
                 print(f"| {r['label'][9:]} | {r['bits_per_param']:.3f} | {fmt_fid(r)} |")
         if old_curve and curve:
-            print("\nAblation: the default family against the previous default's (nearest, steps ~ std alone) "
-                  "at equal fidelity (previous interpolated):\n")
-            print(f"| rel_step | default bits/param | {setup['key']} | previous default's bits/param there | ratio |")
+            print(
+                "\nAblation: the family against the same with spread='std' (steps from each tensor's std) "
+                "at equal fidelity (std family interpolated):\n"
+            )
+            print(f"| rel_step | robust bits/param | {setup['key']} | spread std bits/param there | ratio |")
             print("|---|---|---|---|---|")
             for r in curve:
                 b = bits_at(old_curve, setup["key"], r[setup["key"]], setup["higher_is_better"])

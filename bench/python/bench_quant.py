@@ -252,7 +252,7 @@ def minilm_worker(kind, path, threads):
         import peers
 
         peers.import_nncodec()
-        for name, w in mats.items():
+        for w in mats.values():
             t0 = time.perf_counter()
             q, _ = peers.nncodec_quantize(w, MINILM_QP, use_dq=True)
             secs += time.perf_counter() - t0
@@ -302,7 +302,7 @@ def minilm_bench(old_python, nncodec_python, rounds, threads_all):
         results = {i: [] for i in range(len(configs))}
         hashes = {}
         for _ in range(rounds):
-            for i, (label, py, kind, threads) in enumerate(configs):
+            for i, (label, _, kind, threads) in enumerate(configs):
                 out = subprocess.run(
                     [py, here, "--minilm-worker", kind, "--npz", path, "--threads", str(threads)],
                     check=True,

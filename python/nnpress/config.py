@@ -6,22 +6,40 @@ Step size of a quantized tensor, first match wins:
      standard deviation);
   2. ``CodecConfig.step`` (one absolute step for all tensors);
   3. ``CodecConfig.qp`` (NNCodec's integer knob: ``step = 2 ** (qp / 4)``);
-  4. ``CodecConfig.rel_step * std(tensor) * (n / n_mean) ** (size_exponent / 2)``, the default
+  4. ``CodecConfig.rel_step * spread(tensor) * (n / n_mean) ** (size_exponent / 2)``, the default
      quality knob: n is the tensor's element count and n_mean the mean count of the tensors
-     ``compress`` quantizes (the factor is clipped to [1/8, 8]; ``size_exponent=0`` gives plain
-     ``rel_step * std``; a constant tensor uses max|w| for std, an all-zero one step 1). With
+     ``compress`` quantizes by these rules (the factor is clipped to [1/8, 8]; ``size_exponent=0``
+     gives plain ``rel_step * spread``; a constant tensor uses max|w| for its spread, an all-zero
+     one step 1). The spread is ``spread_of(tensor, CodecConfig.spread)``: by default "robust",
+     the RMS deviation after clipping deviations beyond ``ROBUST_CLIP`` robust sigmas (from the
+     MAD), which is about the std of a tensor without outliers and the spread of the bulk of a
+     tensor whose std a handful of outliers set; "std" is the plain standard deviation. With
      method "trellis" this step is halved (``TRELLIS_STEP_RATIO``: its two interleaved
      quantizers have a grid of 2 * step), so that ``rel_step`` means about the same file size
-     for every method.
+     for every method. A plan entry's ``rel_step`` (rule 1) multiplies the same spread.
 ``lam`` (the rate-distortion trade-off handed to the quantizer) is ``lam_scale * step**2`` unless
 the plan gives ``lam`` directly. Tensors whose role is in ``lossless_roles`` (and every non-float
 tensor) are stored exactly; a plan entry may force ``lossless=True/False`` for one tensor.
 
+Fine roles: a quantized tensor whose role is in ``fine_roles`` (biases and normalisation
+parameters by default) and whose plan entry names no step, qp, rel_step or method is quantized
+near-losslessly instead of by rule 4: method "nearest", step ``fine_rel_step * spread(tensor)``
+(no size factor), lam 0, and it does not count in the model's mean or total size (``quantizes``).
+It applies only to roles that are not in ``lossless_roles`` and only without an absolute
+``CodecConfig.step``/``qp`` (those apply to every quantized tensor). With the default
+``lossless_roles`` the fine roles are stored exactly; ``lossless_roles=("buffer", "other")``
+turns the fine rule on.
+
+Outliers and the level range: the quantizers need |w / step| < ``MAX_LEVEL``; a tensor with a
+value beyond it (an outlier more than ~10**7 bulk spreads from the median at the default knob) is
+stored exactly by ``compress`` (``nnpress.encode``). Below that, outliers get exact levels, coded
+with more bits than the bulk's.
+
 A tuner passes its plan as ``plan={name: TensorPlan(step=..., method=..., lam=...)}``.
 
 This module owns the codec's defaults and step rules: ``METHODS``, ``ROLES``,
-``TRELLIS_STEP_RATIO``, ``DEFAULT_LAM_SCALE``, ``HESSIAN_DAMP``, ``DEFAULT_BLOCK_ELEMENTS`` and
-``SIZE_TOLERANCE`` are defined here and nowhere else.
+``TRELLIS_STEP_RATIO``, ``DEFAULT_LAM_SCALE``, ``HESSIAN_DAMP``, ``DEFAULT_BLOCK_ELEMENTS``,
+``SIZE_TOLERANCE``, ``SPREADS`` and ``ROBUST_CLIP`` are defined here and nowhere else.
 
 One name per idea: the per-tensor plan is ``plan`` (``CodecConfig.plan``, ``--plan``,
 ``TuneResult.plan``); ``lam`` is the absolute trade-off and ``lam_scale`` the one relative to
@@ -30,14 +48,15 @@ step**2; the error-feedback blocks are ``hessians``/``row_hessians`` (one per te
 ``plan``.
 
 The data-free default (``nnpress compress model.safetensors``: no calibration data, no tuning):
-rule 4 with ``rel_step = 1/24`` and ``size_exponent = 1``, and ``method = "auto"``: "trellis" when
-the tensors ``compress`` quantizes hold at most ``auto_trellis_max`` (2**20) weights in all, where its
-search is fast, "nearest" for bigger models, where it would dominate the encode time. Why steps grow
-with sqrt(size): quantization noise in a layer's output, relative to the
-output, is about step**2 / (12 * std**2) whatever the layer's size, so at equal relative step every
-tensor adds about the same distortion to the model's output while its bits grow with its size;
-minimising distortion + mu * bits then gives step ~ std * sqrt(n) (bench/RESULTS.md, "Data-free
-default", measures it on all-MiniLM-L6-v2 and the digits CNN/MLP against NNCodec's defaults).
+rule 4 with ``rel_step = 1/24``, ``spread = "robust"`` and ``size_exponent = 1``, and ``method =
+"auto"``: "trellis" when the tensors ``compress`` quantizes hold at most ``auto_trellis_max``
+(2**20) weights in all, where its search is fast, "nearest" for bigger models, where it would
+dominate the encode time. Why steps grow with sqrt(size): quantization noise in a layer's output,
+relative to the output, is about step**2 / (12 * std**2) whatever the layer's size, so at equal
+relative step every tensor adds about the same distortion to the model's output while its bits grow
+with its size; minimising distortion + mu * bits then gives step ~ std * sqrt(n) (bench/RESULTS.md,
+"Data-free default", measures it on all-MiniLM-L6-v2 and the digits CNN/MLP against NNCodec's
+defaults).
 
 Channel scales: a plan may carry int8 step exponents per row and/or column
 (``TensorPlan(row_scale_exp=..., col_scale_exp=...)``, scale ``2**(e/8)``; weight (i, j) then uses
@@ -45,20 +64,38 @@ Channel scales: a plan may carry int8 step exponents per row and/or column
 derives them from the per-weight ``importance`` it is given (``tune.channel_scales_from_importance``)
 for tensors whose plan has none.
 """
+
 from __future__ import annotations
 
 import fnmatch
 import math
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import InitVar, asdict, dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-__all__ = ["CodecConfig", "TensorPlan", "ResolvedPlan", "METHODS", "CONFIG_METHODS", "ROLES", "FLOAT_DTYPES",
-           "TRELLIS_STEP_RATIO", "DEFAULT_LAM_SCALE", "HESSIAN_DAMP", "DEFAULT_BLOCK_ELEMENTS", "SIZE_TOLERANCE",
-           "MAX_LEVEL", "qp_step"]
+__all__ = [
+    "CONFIG_METHODS",
+    "DEFAULT_BLOCK_ELEMENTS",
+    "DEFAULT_LAM_SCALE",
+    "FLOAT_DTYPES",
+    "HESSIAN_DAMP",
+    "MAX_LEVEL",
+    "METHODS",
+    "ROBUST_CLIP",
+    "ROLES",
+    "SIZE_TOLERANCE",
+    "SPREADS",
+    "TRELLIS_STEP_RATIO",
+    "CodecConfig",
+    "ResolvedPlan",
+    "TensorPlan",
+    "qp_step",
+    "spread_of",
+]
 
 METHODS = ("nearest", "rdoq", "trellis")
 CONFIG_METHODS = METHODS + ("auto",)  # CodecConfig.method may also be "auto" (module docstring)
@@ -79,6 +116,12 @@ HESSIAN_DAMP = 0.3
 DEFAULT_BLOCK_ELEMENTS = 1 << 18  # target elements per independently decodable row block
 SIZE_TOLERANCE = 0.001  # level params: the fastest-decoding pair within this size fraction
 MAX_LEVEL = 2.0**30  # the quantizers' limit on |w / step|
+SPREADS = ("robust", "std")  # CodecConfig.spread: the tensor scale of rule 4 (spread_of)
+# spread "robust": deviations beyond ROBUST_CLIP robust sigmas (1.4826 * MAD, the std of a Gaussian)
+# are clipped before the RMS; large enough that Gaussian and Laplacian tensors keep about their std.
+ROBUST_CLIP = 6.0
+MAD_TO_SIGMA = 1.4826
+ROBUST_SAMPLE = 1 << 16  # "robust" looks at at most this many values (a fixed, evenly spread sample)
 
 
 def qp_step(qp: int) -> float:
@@ -159,8 +202,12 @@ class CodecConfig:
                     default): "trellis" for models with at most ``auto_trellis_max`` quantized
                     weights, "nearest" above. With lam_scale = 0 RDOQ gives the nearest levels,
                     slower.
-    step, qp, rel_step: the step size (absolute, NNCodec-style qp, or relative to each tensor's std
-                    and size, rule 4 of the module docstring).
+    step, qp, rel_step: the step size (absolute, NNCodec-style qp, or relative to each tensor's
+                    spread and size, rule 4 of the module docstring).
+    spread:         "robust" | "std": the tensor scale rule 4 multiplies by rel_step
+                    (``spread_of``). "robust" (the default) follows the bulk of the weights: a
+                    handful of outliers, however large, move it by at most ``ROBUST_CLIP`` robust
+                    sigmas each; "std" is the standard deviation (the rule before).
     size_exponent:  how rule 4's step grows with the tensor's size: times
                     ``(n / n_mean) ** (size_exponent / 2)`` (1 = the rate-distortion optimum when
                     every tensor matters equally; 0 = off).
@@ -168,6 +215,11 @@ class CodecConfig:
     lam_scale:      RDOQ/trellis trade-off, ``lam = lam_scale * step**2`` (0 = distortion only).
     lossless_roles: roles stored exactly (bias, norm, buffer, other by default; "weight" and
                     "embedding" are quantized).
+    fine_roles:     roles quantized near-losslessly when they are not in lossless_roles (bias and
+                    norm by default): nearest rounding with step ``fine_rel_step * spread``, not
+                    counted in the model's mean size (module docstring, "Fine roles").
+    fine_rel_step:  the fine roles' step relative to their spread (1/256: the rounding error is at
+                    most 1/512 of the tensor's spread).
     block_elements: target elements per independently decodable row block of a large tensor.
     threads:        worker threads for quantizing and coding (None = all cores).
     plan:           name or glob pattern -> TensorPlan (or a dict of its fields): per-tensor
@@ -187,10 +239,13 @@ class CodecConfig:
     step: float | None = None
     qp: int | None = None
     rel_step: float = 1.0 / 24
+    spread: str = "robust"
     size_exponent: float = 1.0
     auto_trellis_max: int = 1 << 20
     lam_scale: float = 0.0
     lossless_roles: tuple = ("bias", "norm", "buffer", "other")
+    fine_roles: tuple = ("bias", "norm")
+    fine_rel_step: float = 1.0 / 256
     block_elements: int = DEFAULT_BLOCK_ELEMENTS
     threads: int | None = None
     plan: Mapping[str, Any] = field(default_factory=dict)
@@ -203,8 +258,9 @@ class CodecConfig:
         if overrides is not None and overrides is not self.plan:  # (dataclasses.replace passes plan back)
             if self.plan:
                 raise TypeError("CodecConfig: give plan= only (overrides= is its deprecated name)")
-            warnings.warn("CodecConfig(overrides=...) is deprecated; use CodecConfig(plan=...)",
-                          DeprecationWarning, stacklevel=3)
+            warnings.warn(
+                "CodecConfig(overrides=...) is deprecated; use CodecConfig(plan=...)", DeprecationWarning, stacklevel=3
+            )
             object.__setattr__(self, "plan", overrides)
         if not (_is_real(self.hessian_damp) and math.isfinite(self.hessian_damp) and self.hessian_damp >= 0):
             raise ValueError(f"CodecConfig.hessian_damp must be a finite number >= 0, got {self.hessian_damp!r}")
@@ -213,11 +269,11 @@ class CodecConfig:
         if not isinstance(self.channel_scales, bool):
             raise TypeError(f"CodecConfig.channel_scales must be a bool, got {self.channel_scales!r}")
         if self.method not in CONFIG_METHODS:
-            raise ValueError(f"CodecConfig.method must be one of {CONFIG_METHODS}, "
-                             f"got {self.method!r}")
+            raise ValueError(f"CodecConfig.method must be one of {CONFIG_METHODS}, got {self.method!r}")
+        if self.spread not in SPREADS:
+            raise ValueError(f"CodecConfig.spread must be one of {SPREADS}, got {self.spread!r}")
         if not (_is_real(self.size_exponent) and 0 <= self.size_exponent <= 2):
-            raise ValueError(f"CodecConfig.size_exponent must be a number in [0, 2], "
-                             f"got {self.size_exponent!r}")
+            raise ValueError(f"CodecConfig.size_exponent must be a number in [0, 2], got {self.size_exponent!r}")
         atm = self.auto_trellis_max
         if isinstance(atm, bool) or not isinstance(atm, (int, np.integer)) or atm < 0:
             raise ValueError(f"CodecConfig.auto_trellis_max must be an int >= 0, got {atm!r}")
@@ -233,11 +289,22 @@ class CodecConfig:
             if r not in ROLES:
                 raise ValueError(f"CodecConfig.lossless_roles: unknown role {r!r}; roles are {ROLES}")
         object.__setattr__(self, "lossless_roles", roles)
-        if (isinstance(self.block_elements, bool) or not isinstance(self.block_elements, (int, np.integer))
-                or self.block_elements < 1):
+        fine = (self.fine_roles,) if isinstance(self.fine_roles, str) else tuple(self.fine_roles)
+        for r in fine:
+            if r not in ROLES:
+                raise ValueError(f"CodecConfig.fine_roles: unknown role {r!r}; roles are {ROLES}")
+        object.__setattr__(self, "fine_roles", fine)
+        if not (_is_real(self.fine_rel_step) and math.isfinite(self.fine_rel_step) and self.fine_rel_step > 0):
+            raise ValueError(f"CodecConfig.fine_rel_step must be a finite number > 0, got {self.fine_rel_step!r}")
+        if (
+            isinstance(self.block_elements, bool)
+            or not isinstance(self.block_elements, (int, np.integer))
+            or self.block_elements < 1
+        ):
             raise ValueError(f"CodecConfig.block_elements must be a positive int, got {self.block_elements!r}")
-        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
-                                         or self.threads < 1):
+        if self.threads is not None and (
+            isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
+        ):
             raise ValueError(f"CodecConfig.threads must be a positive int or None, got {self.threads!r}")
         if not isinstance(self.plan, Mapping):
             raise TypeError("CodecConfig.plan must be a mapping of name/pattern -> TensorPlan")
@@ -252,12 +319,13 @@ class CodecConfig:
             plans[k] = v
         object.__setattr__(self, "plan", plans)
 
-    def replace(self, **changes) -> "CodecConfig":
+    def replace(self, **changes) -> CodecConfig:
         if "overrides" in changes:
             if "plan" in changes:
                 raise TypeError("CodecConfig.replace: give plan= only (overrides= is its deprecated name)")
-            warnings.warn("CodecConfig.replace(overrides=...) is deprecated; use plan=", DeprecationWarning,
-                          stacklevel=2)
+            warnings.warn(
+                "CodecConfig.replace(overrides=...) is deprecated; use plan=", DeprecationWarning, stacklevel=2
+            )
             changes["plan"] = changes.pop("overrides")
         return replace(self, overrides=None, **changes)
 
@@ -289,10 +357,19 @@ class CodecConfig:
         return out
 
     def quantizes(self, name: str, role: str, dtype: str) -> bool:
-        """Whether ``resolve`` quantizes a (finite) tensor of this name, role and dtype."""
+        """Whether ``resolve`` quantizes a (finite) tensor of this name, role and dtype by rules
+        1-4: the model's quantized weights, whose mean and total size ``compress`` passes to
+        ``resolve``. Tensors it quantizes near-losslessly by the fine-role rule are not counted."""
         o = self.plan_for(name)
         lossless = role in self.lossless_roles if o is None or o.lossless is None else o.lossless
-        return dtype in FLOAT_DTYPES and not lossless
+        return dtype in FLOAT_DTYPES and not lossless and not self._fine(role, o)
+
+    def _fine(self, role: str, o: TensorPlan | None) -> bool:
+        """Whether the fine-role rule sets this tensor's step: its role is a fine one and its plan
+        entry (if any) names neither a step nor a method, and the config sets no absolute step."""
+        if role not in self.fine_roles or self.step is not None or self.qp is not None:
+            return False
+        return o is None or (o.step is None and o.qp is None and o.rel_step is None and o.method is None)
 
     def model_method(self, total_size: int | None) -> str:
         """The method for tensors without a planned one: ``method``, or for "auto" "trellis" when
@@ -303,8 +380,16 @@ class CodecConfig:
         small = total_size is not None and total_size <= self.auto_trellis_max
         return "trellis" if small else "nearest"
 
-    def resolve(self, name: str, role: str, dtype: str, values: np.ndarray | None, *,
-                mean_size: float | None = None, total_size: int | None = None) -> ResolvedPlan:
+    def resolve(
+        self,
+        name: str,
+        role: str,
+        dtype: str,
+        values: np.ndarray | None,
+        *,
+        mean_size: float | None = None,
+        total_size: int | None = None,
+    ) -> ResolvedPlan:
         """The plan for one tensor; ``values`` (float) is needed only for a relative step.
         ``mean_size`` / ``total_size``: mean and total element count of the tensors the model
         quantizes (``compress`` passes them); None = this tensor alone is the model."""
@@ -313,6 +398,15 @@ class CodecConfig:
         if dtype not in FLOAT_DTYPES or lossless:
             return ResolvedPlan(lossless=True)
         n = int(values.size) if values is not None else 0
+        if self._fine(role, o):
+            return ResolvedPlan(
+                lossless=False,
+                method="nearest",
+                step=_rel_step(values, self.fine_rel_step, self.spread),
+                lam=0.0,
+                row_scale_exp=o.row_scale_exp,
+                col_scale_exp=o.col_scale_exp,
+            )
         method = o.method or self.model_method(n if total_size is None else total_size)
         step = self._step(o, values, method, n, mean_size)
         if o.lam is not None:
@@ -320,8 +414,14 @@ class CodecConfig:
         else:
             scale = self.lam_scale if o.lam_scale is None else o.lam_scale
             lam = float(scale) * step * step
-        return ResolvedPlan(lossless=False, method=method, step=step, lam=lam,
-                            row_scale_exp=o.row_scale_exp, col_scale_exp=o.col_scale_exp)
+        return ResolvedPlan(
+            lossless=False,
+            method=method,
+            step=step,
+            lam=lam,
+            row_scale_exp=o.row_scale_exp,
+            col_scale_exp=o.col_scale_exp,
+        )
 
     def _step(self, o: TensorPlan, values, method: str, n: int, mean_size: float | None) -> float:
         """The step rules of the module docstring, first match wins."""
@@ -330,12 +430,12 @@ class CodecConfig:
         if o.qp is not None:
             return qp_step(o.qp)
         if o.rel_step is not None:
-            return _rel_step(values, o.rel_step)
+            return _rel_step(values, o.rel_step, self.spread)
         if self.step is not None:
             return float(self.step)
         if self.qp is not None:
             return qp_step(self.qp)
-        step = _rel_step(values, self.rel_step)
+        step = _rel_step(values, self.rel_step, self.spread)
         if self.size_exponent and n and mean_size:
             f = (n / float(mean_size)) ** (0.5 * float(self.size_exponent))
             step *= min(max(f, 1.0 / SIZE_FACTOR_LIMIT), SIZE_FACTOR_LIMIT)
@@ -346,14 +446,16 @@ class CodecConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["lossless_roles"] = list(self.lossless_roles)
+        d["fine_roles"] = list(self.fine_roles)
         d["plan"] = {k: {f: v for f, v in asdict(p).items() if v is not None} for k, p in self.plan.items()}
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "CodecConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> CodecConfig:
         d = dict(d)
-        if "lossless_roles" in d:
-            d["lossless_roles"] = tuple(d["lossless_roles"])
+        for k in ("lossless_roles", "fine_roles"):
+            if k in d:
+                d[k] = tuple(d[k])
         return cls(**d)
 
 
@@ -363,8 +465,7 @@ def _overrides(self) -> Mapping[str, TensorPlan]:
 
 
 def _override_for(self, name: str) -> TensorPlan | None:
-    warnings.warn("CodecConfig.override_for is deprecated; use CodecConfig.plan_for", DeprecationWarning,
-                  stacklevel=2)
+    warnings.warn("CodecConfig.override_for is deprecated; use CodecConfig.plan_for", DeprecationWarning, stacklevel=2)
     return self.plan_for(name)
 
 
@@ -378,12 +479,67 @@ def _is_pattern(key: str) -> bool:
     return any(c in key for c in "*?[")
 
 
-def _rel_step(values: np.ndarray | None, rel: float) -> float:
+def _rel_step(values: np.ndarray | None, rel: float, spread: str = "std") -> float:
+    """``rel`` times the tensor's spread (``spread_of``); 1 for an empty or all-zero tensor."""
     if values is None or values.size == 0:
         return 1.0
-    v = np.asarray(values)
-    std = float(np.std(v, dtype=np.float64))  # float64 accumulation, no float64 copy
-    if not math.isfinite(std) or std == 0.0:
-        m = float(np.max(np.abs(v))) if math.isfinite(std) else 0.0
-        return m * rel if m > 0 else 1.0
-    return std * float(rel)
+    s = spread_of(values, spread)
+    return s * float(rel) if s > 0 else 1.0
+
+
+def spread_of(values: np.ndarray, spread: str = "robust") -> float:
+    """The scale of a tensor that rule 4 multiplies by ``rel_step`` (module docstring):
+
+    - "std": the standard deviation (float64 accumulation);
+    - "robust": the RMS deviation from the median after clipping every deviation to
+      ``ROBUST_CLIP * 1.4826 * MAD``, the MAD being the median |deviation| of the values that
+      differ from the median (so exact zeros of a sparse tensor do not shrink it). For a Gaussian or
+      Laplacian tensor this is within a few percent of the std; a handful of outliers, which set the
+      std of a heavy-tailed tensor, move it by at most ``ROBUST_CLIP`` robust sigmas each. A tensor
+      of more than ``ROBUST_SAMPLE`` values is measured on a fixed sample of that many, evenly
+      spread over it (index ``k * n // ROBUST_SAMPLE``), or on all values if the sample is constant.
+
+    A constant tensor (spread 0) gets max|w| (0 if it is all zeros); non-finite values give 0.
+    Deterministic: no randomness, no dependence on the thread count.
+    """
+    if spread not in SPREADS:
+        raise ValueError(f"spread must be one of {SPREADS}, got {spread!r}")
+    v = np.asarray(values).reshape(-1)
+    if v.size == 0:
+        return 0.0
+    if spread == "std":
+        s = float(np.std(v, dtype=np.float64))  # float64 accumulation, no float64 copy
+    else:
+        s = _robust_spread(v)
+    if not math.isfinite(s):
+        return 0.0
+    if s == 0.0:
+        return float(np.max(np.abs(v)))
+    return s
+
+
+def _robust_spread(v: np.ndarray) -> float:
+    n = v.size
+    if n <= ROBUST_SAMPLE:
+        return _clipped_rms(np.asarray(v, dtype=np.float64))
+    # evenly spread indices with a non-integer spacing, so that the sample does not keep hitting
+    # the same columns of a row-major matrix
+    idx = (np.arange(ROBUST_SAMPLE, dtype=np.int64) * n) // ROBUST_SAMPLE
+    s = _clipped_rms(np.asarray(v[idx], dtype=np.float64))
+    if s == 0.0:  # the sample is constant; the rest of the tensor may not be
+        s = _clipped_rms(np.asarray(v, dtype=np.float64))
+    return s
+
+
+def _clipped_rms(x: np.ndarray) -> float:
+    """RMS deviation from the median, deviations clipped to ROBUST_CLIP robust sigmas (NaN if
+    ``x`` holds a non-finite value)."""
+    if not np.all(np.isfinite(x)):
+        return float("nan")
+    dev = np.abs(x - float(np.median(x)))
+    moved = dev[dev > 0]
+    if moved.size == 0:
+        return 0.0
+    clip = ROBUST_CLIP * MAD_TO_SIGMA * float(np.median(moved))
+    np.minimum(dev, clip, out=dev)
+    return math.sqrt(float(np.sum(dev * dev)) / x.size)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import nnpress
-from nnpress.config import CodecConfig, TensorPlan
+from nnpress.config import CodecConfig, TensorPlan, spread_of
 from nnpress.traverse import collect, guess_role, load_safetensors, save_safetensors
 
 
@@ -205,7 +205,7 @@ def test_deterministic_for_any_thread_count(tmp_path):
 
 def test_config_rules():
     w = np.random.default_rng(5).standard_normal(1000).astype(np.float32) * 0.5
-    std = float(np.std(w.astype(np.float64)))
+    std = spread_of(w)  # rule 4's scale of the tensor
     assert CodecConfig(rel_step=0.1, method="nearest").resolve("x", "weight", "float32", w).step == pytest.approx(
         0.1 * std
     )
@@ -361,9 +361,9 @@ def test_model_folder_input(tmp_path):
 
 
 def test_default_step_rule_grows_with_tensor_size():
-    """Rule 4: rel_step * std * sqrt(n / mean n) (clipped to [1/8, 8]), halved for the trellis."""
+    """Rule 4: rel_step * spread * sqrt(n / mean n) (clipped to [1/8, 8]), halved for the trellis."""
     w = np.random.default_rng(7).standard_normal((40, 50)).astype(np.float32)
-    std = float(np.std(w.astype(np.float64)))
+    std = spread_of(w)
     near = CodecConfig(method="nearest", rel_step=0.1)
     for mean_size, factor in ((2000, 1.0), (500, 2.0), (8000, 0.5), (10, 8.0), (10**7, 1 / 8)):
         assert near.resolve("x", "weight", "float32", w, mean_size=mean_size).step == pytest.approx(0.1 * std * factor)
@@ -422,7 +422,7 @@ def test_compress_default_uses_the_models_mean_size(tmp_path):
         w = sd[name].numpy()
         e = f.entry(name)
         assert e["method"] == "trellis"  # 12,300 quantized weights: a small model
-        want = (1 / 24) * float(np.std(w.astype(np.float64))) * math.sqrt(w.size / mean_size) * 0.5
+        want = (1 / 24) * spread_of(w) * math.sqrt(w.size / mean_size) * 0.5
         assert e["step"] == pytest.approx(want, rel=1e-6)
     assert f.entry("big.bias")["storage"] == "raw"
     back = nnpress.decompress(path)
@@ -433,7 +433,7 @@ def test_compress_default_uses_the_models_mean_size(tmp_path):
     e = nnpress.NnpFile(path).entry("big.weight")
     assert e["method"] == "nearest"
     assert e["step"] == pytest.approx(
-        (1 / 24) * float(np.std(sd["big.weight"].numpy().astype(np.float64))) * math.sqrt(12000 / mean_size), rel=1e-6
+        (1 / 24) * spread_of(sd["big.weight"].numpy()) * math.sqrt(12000 / mean_size), rel=1e-6
     )
 
 
@@ -466,9 +466,9 @@ def test_cli_default_method_and_size_exponent(tmp_path):
     assert fx.entry("a.weight")["method"] == fy.entry("a.weight")["method"] == "trellis"
     assert fx.metadata["config"]["method"] == "auto"
     assert fy.metadata["config"]["size_exponent"] == 0
-    # size_exponent 0: both tensors have the same step relative to their std
-    ra = fy.entry("a.weight")["step"] / float(np.std(sd["a.weight"].numpy().astype(np.float64)))
-    rb = fy.entry("b.weight")["step"] / float(np.std(sd["b.weight"].numpy().astype(np.float64)))
+    # size_exponent 0: both tensors have the same step relative to their spread
+    ra = fy.entry("a.weight")["step"] / spread_of(sd["a.weight"].numpy())
+    rb = fy.entry("b.weight")["step"] / spread_of(sd["b.weight"].numpy())
     assert ra == pytest.approx(rb, rel=1e-6) and ra == pytest.approx(0.05 * 0.5, rel=1e-6)
 
 
