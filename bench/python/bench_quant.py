@@ -302,7 +302,7 @@ def minilm_bench(old_python, nncodec_python, rounds, threads_all):
         results = {i: [] for i in range(len(configs))}
         hashes = {}
         for _ in range(rounds):
-            for i, (label, _, kind, threads) in enumerate(configs):
+            for i, (label, py, kind, threads) in enumerate(configs):
                 out = subprocess.run(
                     [py, here, "--minilm-worker", kind, "--npz", path, "--threads", str(threads)],
                     check=True,
@@ -317,7 +317,7 @@ def minilm_bench(old_python, nncodec_python, rounds, threads_all):
                         raise SystemExit(f"{label}: levels differ between runs with different thread counts")
         print("\n| quantizer | threads | seconds (median) | M weights/s | runs (s) |")
         print("|---|---|---|---|---|")
-        for i, (label, py, kind, threads) in enumerate(configs):
+        for i, (label, _, kind, threads) in enumerate(configs):
             sec = float(np.median(results[i]))
             t = "1" if threads == 1 else f"all ({os.cpu_count()})"
             if kind == "nncodec":
