@@ -1,5 +1,5 @@
 // Shared helpers for the pybind11 bindings (the only code that includes pybind11).
-// Bindings only wrap (STYLE.md 9): convert arrays to views, check shapes, release the GIL,
+// Bindings only wrap (no math, defaults or policy): convert arrays to views, check shapes, release the GIL,
 // call one C++ function. Each binding file registers itself with NNPRESS_BINDING(name) so that
 // components add files without editing module.cpp.
 #pragma once

@@ -52,8 +52,14 @@ py::dict tensor_dict(const ContainerReader& r, size_t i) {
   return d;
 }
 
+// A writable, C-contiguous output buffer (the reader writes its bytes in order from the pointer).
 void* writable(py::buffer& b, size_t* bytes) {
   py::buffer_info info = b.request(true);
+  py::ssize_t expect = info.itemsize;
+  for (py::ssize_t k = info.ndim; k-- > 0;) {
+    if (info.shape[k] != 1 && info.strides[k] != expect) throw py::value_error("output buffer must be C-contiguous");
+    expect *= info.shape[k];
+  }
   *bytes = size_t(info.size) * size_t(info.itemsize);
   return info.ptr;
 }
@@ -231,9 +237,13 @@ NNPRESS_BINDING(container) {
           py::arg("outs"), py::arg("threads"))
       .def(
           "decode_levels_into",
-          [](const PyReader& r, size_t index, py::array_t<int32_t, py::array::c_style> out, unsigned threads) {
-            int32_t* p = out.mutable_data();
-            const uint64_t n = uint64_t(out.size());
+          [](const PyReader& r, size_t index, py::buffer out, unsigned threads) {
+            size_t bytes;
+            void* raw = writable(out, &bytes);
+            if (out.request().format != py::format_descriptor<int32_t>::format())
+              throw py::type_error("decode_levels_into: the output must be int32");
+            int32_t* p = static_cast<int32_t*>(raw);
+            const uint64_t n = uint64_t(bytes / sizeof(int32_t));
             Status s;
             {
               py::gil_scoped_release release;

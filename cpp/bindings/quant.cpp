@@ -189,7 +189,7 @@ NNPRESS_BINDING(quant) {
       .def_readwrite("step", &QuantOptions::step)
       .def_readwrite("lam", &QuantOptions::lambda)
       .def_readwrite("method", &QuantOptions::method)
-      .def_readwrite("chunk_rows", &QuantOptions::chunk_rows)
+      .def_readwrite("rows_per_block", &QuantOptions::chunk_rows)  // rows per independently coded block
       .def_readwrite("max_passes", &QuantOptions::max_passes)
       .def_readwrite("threads", &QuantOptions::threads)
       .def_readwrite("size_tolerance", &QuantOptions::size_tolerance);
@@ -205,6 +205,6 @@ NNPRESS_BINDING(quant) {
         "Quantize C-contiguous float32/float64 weights -> (int32 levels, float32 reconstruction or None, "
         "QuantResult).");
   m.def("rate_bits", &rate_bits_binding, py::arg("levels"), py::arg("unary_len"), py::arg("eg_order"),
-        py::arg("chunk_rows"), "Estimated bits of int32 levels with the given level params and chunked contexts.");
+        py::arg("rows_per_block"), "Estimated bits of int32 levels with the given level params and chunked contexts.");
 #endif
 }

@@ -269,7 +269,7 @@ class NnpReader:
         ...
     def decode_into(self, index: typing.SupportsInt | typing.SupportsIndex, out: typing_extensions.Buffer, threads: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
-    def decode_levels_into(self, index: typing.SupportsInt | typing.SupportsIndex, out: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], threads: typing.SupportsInt | typing.SupportsIndex) -> None:
+    def decode_levels_into(self, index: typing.SupportsInt | typing.SupportsIndex, out: typing_extensions.Buffer, threads: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
     def tensors(self) -> list:
         ...
@@ -379,12 +379,6 @@ class QuantOptions:
     def __init__(self) -> None:
         ...
     @property
-    def chunk_rows(self) -> int:
-        ...
-    @chunk_rows.setter
-    def chunk_rows(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
-        ...
-    @property
     def lam(self) -> float:
         ...
     @lam.setter
@@ -395,6 +389,12 @@ class QuantOptions:
         ...
     @max_passes.setter
     def max_passes(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def rows_per_block(self) -> int:
+        ...
+    @rows_per_block.setter
+    def rows_per_block(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
     @property
     def size_tolerance(self) -> float:
@@ -583,7 +583,7 @@ def quantize(weights: numpy.ndarray, options: QuantOptions, *, importance: typin
     """
     Quantize C-contiguous float32/float64 weights -> (int32 levels, float32 reconstruction or None, QuantResult).
     """
-def rate_bits(levels: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], unary_len: typing.SupportsInt | typing.SupportsIndex, eg_order: typing.SupportsInt | typing.SupportsIndex, chunk_rows: typing.SupportsInt | typing.SupportsIndex) -> float:
+def rate_bits(levels: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], unary_len: typing.SupportsInt | typing.SupportsIndex, eg_order: typing.SupportsInt | typing.SupportsIndex, rows_per_block: typing.SupportsInt | typing.SupportsIndex) -> float:
     """
     Estimated bits of int32 levels with the given level params and chunked contexts.
     """

@@ -63,6 +63,8 @@ def _config_from_args(a):
         kw["rel_step"] = a.rel_step
     if a.size_exponent is not None:
         kw["size_exponent"] = a.size_exponent
+    if a.spread is not None:
+        kw["spread"] = a.spread
     if a.lam_scale is not None:
         kw["lam_scale"] = a.lam_scale
     if a.lossless_roles is not None:
@@ -207,14 +209,19 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--rel-step",
         type=float,
-        help="step = REL_STEP x std x sqrt(size / mean size) of each tensor, halved for the "
+        help="step = REL_STEP x spread x sqrt(size / mean size) of each tensor, halved for the "
         "trellis (default 1/24; the data-free default, see CodecConfig)",
+    )
+    c.add_argument(
+        "--spread",
+        choices=("robust", "std"),
+        help="the spread of --rel-step: robust (default: the bulk's, outliers clipped) or std",
     )
     c.add_argument(
         "--size-exponent",
         type=float,
         help="the sqrt(size / mean size) factor of --rel-step raised to this power "
-        "(default 1; 0 = step from the std alone)",
+        "(default 1; 0 = step from the spread alone)",
     )
     c.add_argument("--lam-scale", type=float, help="rate-distortion lambda = LAM_SCALE x step^2 (rdoq/trellis)")
     c.add_argument(

@@ -453,6 +453,8 @@ class CodecConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CodecConfig:
         d = dict(d)
+        if isinstance(d.get("overrides"), int):  # a file's metadata: the plan's size (its entries are in the table)
+            del d["overrides"]
         for k in ("lossless_roles", "fine_roles"):
             if k in d:
                 d[k] = tuple(d[k])

@@ -114,10 +114,24 @@ def _plan(e: TensorEntry, fvals: np.ndarray | None, config: CodecConfig, stats: 
     """``config.resolve``, except that values a quantizer cannot take are stored exactly."""
     if fvals is not None and e.count and not np.all(np.isfinite(fvals)):
         return ResolvedPlan(lossless=True)
-    plan = config.resolve(e.name, e.role, e.dtype, fvals, mean_size=stats.mean_size, total_size=stats.total_size)
-    if not plan.lossless and e.count and max(-float(fvals.min()), float(fvals.max())) / plan.step >= MAX_LEVEL:
-        return ResolvedPlan(lossless=True)
-    return plan
+    return config.resolve(e.name, e.role, e.dtype, fvals, mean_size=stats.mean_size, total_size=stats.total_size)
+
+
+def _beyond_level_range(values: np.ndarray, step: float, row_exp, col_exp) -> bool:
+    """Whether some |w_ij| / step_ij reaches the quantizers' level limit (``MAX_LEVEL``), with the
+    channel scales' steps ``step_ij = (step * row_scale[i]) * col_scale[j]``."""
+    from .quant import channel_scales
+
+    peak = max(-float(values.min()), float(values.max()))
+    if row_exp is None and col_exp is None:
+        return peak / step >= MAX_LEVEL
+    rows, cols = _rows_cols(values.shape)
+    r = np.ones(rows) if row_exp is None else channel_scales(row_exp)
+    c = np.ones(cols) if col_exp is None else channel_scales(col_exp)
+    if peak / (step * float(r.min()) * float(c.min())) < MAX_LEVEL:  # cheap bound first
+        return False
+    w = np.abs(values.reshape(rows, cols).astype(np.float64))
+    return bool(np.any(w / ((step * r)[:, None] * c[None, :]) >= MAX_LEVEL))
 
 
 def _scale_exps(plan: ResolvedPlan, imp, shape: tuple, derive: bool, name: str):
@@ -197,27 +211,35 @@ def encode_tensor(
     rpb = rows_per_block(e.shape, config.block_elements)
     imp = None if importance is None else _float_array(importance)
     row_exp, col_exp = _scale_exps(plan, imp, e.shape, config.channel_scales, e.name)
+    if e.count and _beyond_level_range(fvals, plan.step, row_exp, col_exp):  # an outlier: keep it exact
+        return EncodedTensor(
+            TensorRecord(e.name, e.dtype, e.role, "raw", e.shape, data=e.values),
+            TensorReport(e.name, e.shape, e.dtype, e.role, "raw", None, None, e.count, orig, 0, 0.0),
+        )
     unary_len = eg_order = None
     recon = None
     if e.count:
         qvals = prune_array(fvals, config.prune, imp) if config.prune > 0 else fvals
         imp_q, hess, row_hess = feedback_inputs(e.shape, imp, _float64(hessian), _float64(row_hessian))
-        levels, recon, result = _quantize_core(
-            qvals,
-            plan.step,
-            plan.lam,
-            imp_q,
-            plan.method,
-            rows_per_block=rpb or None,
-            threads=config.threads,
-            want_recon=True,
-            size_tolerance=SIZE_TOLERANCE,
-            row_scale=None if row_exp is None else channel_scales(row_exp),
-            col_scale=None if col_exp is None else channel_scales(col_exp),
-            hessian=hess,
-            hessian_damp=config.hessian_damp,
-            row_hessian=row_hess,
-        )
+        try:
+            levels, recon, result = _quantize_core(
+                qvals,
+                plan.step,
+                plan.lam,
+                imp_q,
+                plan.method,
+                rows_per_block=rpb or None,
+                threads=config.threads,
+                want_recon=True,
+                size_tolerance=SIZE_TOLERANCE,
+                row_scale=None if row_exp is None else channel_scales(row_exp),
+                col_scale=None if col_exp is None else channel_scales(col_exp),
+                hessian=hess,
+                hessian_damp=config.hessian_damp,
+                row_hessian=row_hess,
+            )
+        except ValueError as exc:  # name the tensor: the quantizer knows only indices
+            raise ValueError(f"{e.name!r}: {exc}") from exc
         # the params the writer would pick for these levels: it codes with them instead of searching
         unary_len, eg_order = int(result.coded_params.unary_len), int(result.coded_params.eg_order)
         recon = _as_stored(recon, e.dtype)

@@ -270,7 +270,7 @@ def _quantize_core(
     if not np.isfinite(lam) or lam < 0:
         raise ValueError(f"lam must be finite and >= 0, got {lam!r}")
     options.lam = lam
-    options.chunk_rows = _rows_per_block(rows_per_block)
+    options.rows_per_block = _rows_per_block(rows_per_block)
     if threads is None:
         threads = 0
     elif isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:

@@ -11,7 +11,7 @@ costs about ``n_t * (h_t - log2 D_t)`` bits. Minimising distortion + mu * rate o
 
 so one global knob ``step`` sets every tensor's step, and each tensor gets finer or coarser by the
 square root of how much the output cares about it. Never from a tensor's maximum: outliers would
-set the grid (max|w|/std > 100 happens in all-MiniLM-L6-v2). Inside a tensor, rate-distortion
+set the grid (real models have tensors whose max|w| is over 100 standard deviations). Inside a tensor, rate-distortion
 quantization (``"rdoq"``/``"trellis"``) trades ``F_i (w_i - w_hat_i)**2 + lam * bits`` per weight with
 ``lam = lam_scale * step_t**2`` (step_t the quantizer's own step; ``config.DEFAULT_LAM_SCALE``) and
 the per-weight Fisher F_i normalised to mean 1 within the tensor, when given.
@@ -53,7 +53,16 @@ from typing import Callable
 
 import numpy as np
 
-from .config import DEFAULT_LAM_SCALE, HESSIAN_DAMP, METHODS, ROLES, TRELLIS_STEP_RATIO, CodecConfig, TensorPlan
+from .config import (
+    DEFAULT_LAM_SCALE,
+    HESSIAN_DAMP,
+    METHODS,
+    ROLES,
+    TRELLIS_STEP_RATIO,
+    CodecConfig,
+    TensorPlan,
+    spread_of,
+)
 from .quant import channel_scale_exps, channel_scales, feedback_factor, feedback_inputs
 
 __all__ = [
@@ -108,16 +117,17 @@ def default_step(weights: Mapping[str, np.ndarray], names=None, rel: float = 2.0
 
 
 def size_sensitivities(weights: Mapping[str, np.ndarray], names=None) -> dict[str, float]:
-    """Data-free per-tensor sensitivities ``s_t = 1 / (n_t * std_t**2)``: every tensor adds the same
-    output distortion at the same step relative to its std, whatever its size n_t, so per weight
+    """Data-free per-tensor sensitivities ``s_t = 1 / (n_t * spread_t**2)``: every tensor adds the same
+    output distortion at the same step relative to its spread, whatever its size n_t, so per weight
     it matters in inverse proportion to its size. :func:`allocate_steps` then gives steps
-    proportional to ``std_t * sqrt(n_t)``, the rule of ``CodecConfig``'s default (up to the global
-    knob and the clipping). Tensors with std 0 get 0 (their step is capped by ``max_step_std``)."""
+    proportional to ``spread_t * sqrt(n_t)``, the rule of ``CodecConfig``'s default (``spread``: the
+    bulk's, ``config.spread_of``; up to the global knob and the clipping). Tensors with spread 0 get
+    0 (their step is capped by ``max_step_std``)."""
     names = [n for n, w in weights.items() if quantizable(n, w)] if names is None else list(names)
     out = {}
     for n in names:
         w = np.asarray(weights[n])
-        var = float(np.var(w, dtype=np.float64)) if w.size else 0.0
+        var = spread_of(w) ** 2 if w.size else 0.0
         out[n] = 1.0 / (w.size * var) if var > 0 else 0.0
     return out
 
@@ -280,7 +290,7 @@ def allocate_steps(
         w = np.asarray(weights[n])
         d = float(step)
         if sensitivity is not None:
-            s = float(sensitivity.get(n, ref)) * alloc_coef(n)
+            s = float(sensitivity[n]) * alloc_coef(n) if n in sensitivity else ref  # ref has the coefficients
             d = step * math.sqrt(ref / s) if s > 0 else math.inf
             d = max(d, step / max_ratio)
             if d > step * max_ratio:  # barely used: may grow further, to max_step_std deviations
@@ -310,8 +320,8 @@ def smooth_importance(
 
     Raw per-weight Fisher from a few calibration batches is noisy, so by default it is replaced by
     its rank-1 row x column fit (row means times column means: how much each output channel and
-    each input feature matter), which generalises beyond the calibration data (measured on
-    all-MiniLM-L6-v2 with held-out sentences: raw per-weight F loses fidelity, the fit gains).
+    each input feature matter), which generalises beyond the calibration data (bench/RESULTS.md,
+    "Rate–distortion", compares the two on held-out sentences).
     Tensors whose name contains one of ``uniform_rows`` (embedding tables: a row is a token, and
     which tokens matter depends on the text) keep only the column factor. Values are floored at
     ``floor`` so that no weight is thrown away just because the calibration data never used it.

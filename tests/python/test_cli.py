@@ -325,3 +325,21 @@ def test_pickled_full_model_is_one_clear_line(tmp_path):
     junk.write_bytes(b"garbage" * 10)
     r = run_cli("compress", junk, tmp_path / "x.nnp")
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "\x1b" not in r.stderr, r.stderr
+
+
+def test_spread_option_picks_the_step_rule(tmp_path):
+    """--spread std takes a heavy-tailed tensor's step from its std (outliers included), the default
+    from its bulk: the std step is much coarser."""
+    from nnpress.traverse import save_safetensors
+
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((64, 64)) * 0.02).astype(np.float32)
+    w[0, :4] = 5.0  # a few outliers set the std
+    src = tmp_path / "h.safetensors"
+    save_safetensors({"layer.weight": w}, src)
+    steps = {}
+    for spread in ("robust", "std"):
+        out = tmp_path / f"{spread}.nnp"
+        assert main(["compress", str(src), str(out), "--spread", spread, "--method", "nearest"]) == 0
+        steps[spread] = nnpress.NnpFile(out).entry("layer.weight")["step"]
+    assert steps["std"] > 5 * steps["robust"]  # std ~0.16 (the outliers), bulk ~0.02

@@ -251,3 +251,29 @@ def test_written_file_has_umask_permissions_not_mkstemps_0600(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(tmp_path / "x.nnp").st_mode) == 0o644
+
+
+def test_reader_refuses_output_buffers_it_cannot_write_in_order():
+    """The reader writes a tensor's bytes in order from the buffer's start: a strided or read-only
+    output is an error, never a write past the view or into a temporary copy."""
+    from nnpress import _core
+
+    w = np.arange(12, dtype=np.float32).reshape(3, 4)
+    data, _ = nnp_bytes([TensorRecord("w", "float32", "weight", "raw", (3, 4), data=w)])
+    r = _core.NnpReader.from_bytes(memoryview(data), 1 << 20, 1 << 20)
+    base = np.zeros(24, np.float32)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        r.decode_into(0, base[::2], 1)
+    assert not base.any()
+    levels = np.zeros((6, 4), np.int32)
+    q, _ = nnp_bytes(
+        [TensorRecord("q", "float32", "weight", "quantized", (3, 4), data=np.ones((3, 4), np.int32), step=0.5)]
+    )
+    rq = _core.NnpReader.from_bytes(memoryview(q), 1 << 20, 1 << 20)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        rq.decode_levels_into(0, levels[::2], 1)
+    with pytest.raises(TypeError, match="int32"):
+        rq.decode_levels_into(0, np.zeros((3, 4), np.int64), 1)
+    out = np.zeros((3, 4), np.int32)
+    rq.decode_levels_into(0, out, 1)
+    assert (out == 1).all()

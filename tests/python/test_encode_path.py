@@ -70,6 +70,32 @@ def test_apply_plan_quantizes_with_the_files_row_blocks():
     assert not np.array_equal(blocked, one_block)
 
 
+def test_the_config_a_file_records_reads_back(tmp_path):
+    cfg = CodecConfig(rel_step=1 / 20, plan={"small.weight": TensorPlan(step=0.01)})
+    nnpress.compress(_model(), tmp_path / "m.nnp", cfg)
+    back = CodecConfig.from_dict(NnpFile(tmp_path / "m.nnp").metadata["config"])
+    assert back == cfg.replace(plan={})  # the plan's entries are in the tensor table, not the metadata
+
+
+def test_scaled_outliers_beyond_the_level_range_are_stored_exactly(tmp_path):
+    """With channel scales the level limit applies to each weight's own step: a tensor whose scaled
+    steps put a weight beyond 2**30 levels is stored exactly (not an error), naming nothing wrong."""
+    w = _model()["small.weight"]
+    plan = {"small.weight": TensorPlan(step=1e-5, row_scale_exp=tuple([-128] * w.shape[0]))}
+    rep = nnpress.compress({"small.weight": w}, tmp_path / "m.nnp", CodecConfig(plan=plan))
+    assert rep.tensors[0].storage == "raw"
+    np.testing.assert_array_equal(nnpress.decompress(tmp_path / "m.nnp", as_numpy=True)["small.weight"], w)
+    # without the scales the same step is fine
+    rep = nnpress.compress({"small.weight": w}, tmp_path / "n.nnp", CodecConfig(plan={"small.weight": {"step": 1e-5}}))
+    assert rep.tensors[0].storage == "quantized"
+
+
+def test_quantizer_errors_name_the_tensor(tmp_path):
+    w = _model()["small.weight"]
+    with pytest.raises(ValueError, match=r"'small\.weight'.*hessian"):
+        nnpress.compress({"small.weight": w}, tmp_path / "m.nnp", hessians={"small.weight": np.eye(3)})
+
+
 def test_compress_report_has_every_stage(tmp_path):
     rep = nnpress.compress(_model(), tmp_path / "m.nnp")
     assert set(rep.times) == {"load", "quantize", "encode", "write", "total"}

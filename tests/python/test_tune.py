@@ -7,7 +7,7 @@ import pytest
 
 import nnpress
 from nnpress import tune
-from nnpress.config import TRELLIS_STEP_RATIO
+from nnpress.config import TRELLIS_STEP_RATIO, spread_of
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_probe_sensitivities_find_unused_layer():
     assert s["body.0.weight"] > 0 and s["body.2.weight"] > 0
 
 
-def test_size_sensitivities_give_steps_proportional_to_std_sqrt_size():
+def test_size_sensitivities_give_steps_proportional_to_spread_sqrt_size():
     rng = np.random.default_rng(3)
     w = {
         "big": rng.standard_normal((400, 100)).astype(np.float32) * 0.05,
@@ -132,8 +132,8 @@ def test_size_sensitivities_give_steps_proportional_to_std_sqrt_size():
     }
     s = tune.size_sensitivities(w)
     assert set(s) == {"big", "small", "zero"} and s["zero"] == 0.0
-    assert s["big"] == pytest.approx(1 / (40000 * np.var(w["big"].astype(np.float64))))
+    assert s["big"] == pytest.approx(1 / (40000 * spread_of(w["big"]) ** 2))  # the default's spread
     plan = tune.allocate_steps(w, 0.01, s, method="nearest", names=["big", "small"])
     ratio = plan["big"].step / plan["small"].step
-    want = (np.std(w["big"].astype(np.float64)) * 200) / (np.std(w["small"].astype(np.float64)) * 20)
+    want = (spread_of(w["big"]) * 200) / (spread_of(w["small"]) * 20)
     assert ratio == pytest.approx(want, rel=1e-6)

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,13 @@
 namespace nnpress {
 
 namespace {
+
+// A double with the digits that read it back exactly (std::to_string prints 1e-9 as 0.000000).
+std::string shortest(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
 
 constexpr double kMaxScaled = 1073741824.0;  // |w / step| must stay below 2^30
 constexpr double kMaxFeedbackCoef = 1e12;     // |U_ij / U_ii| beyond this: rejected as ill-conditioned
@@ -62,7 +70,7 @@ Status check_inputs(const W* weights, const F* importance, uint64_t rows, uint64
                               " (step x row scale x column scale) is not finite and > 0");
     if (!(std::fabs(w / st) < kMaxScaled))
       return invalid_argument("quantize: weight " + std::to_string(i) + " = " + std::to_string(w) +
-                              " is 2^30 steps or more from zero (step " + std::to_string(st) + ")");
+                              " is 2^30 steps or more from zero (step " + shortest(st) + ")");
     // With feedback a target may sit anywhere up to 2^30 steps out: its candidates and errors
     // (a few times 2^30 steps) must stay finite.
     if ((o.feedback || o.row_feedback) && !std::isfinite(st * 4294967296.0))
