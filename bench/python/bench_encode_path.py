@@ -2,7 +2,7 @@
 
     python bench/python/bench_encode_path.py prepare --inputs /tmp/encode_path
     python bench/python/bench_encode_path.py compare --inputs /tmp/encode_path \\
-        --base /work/venvs/base/bin/python --new /work/venvs/NEW/bin/python [--rounds 3]
+        --base BASE_VENV/bin/python --new NEW_VENV/bin/python [--rounds 3]
 
 Issue 13's must-show: ``nnpress.compress`` with the default ``CodecConfig()`` gives byte-identical
 files before and after, and encode / decode of all-MiniLM-L6-v2 is not slower, side by side in one
