@@ -40,13 +40,12 @@ from typing import Any, Callable
 import numpy as np
 
 from .config import MAX_LEVEL, SIZE_TOLERANCE, CodecConfig, ResolvedPlan
-from .container import TensorRecord, bfloat16_to_float32, float32_to_bfloat16, nnp_bytes
+from .container import NUMPY_DTYPES, TensorRecord, bfloat16_to_float32, float32_to_bfloat16, nnp_bytes
 from .prune import prune_array
 from .report import TensorReport
 from .traverse import TensorEntry
 
 __all__ = [
-    "ITEMSIZE",
     "EncodedTensor",
     "ModelStats",
     "encode_model",
@@ -58,21 +57,6 @@ __all__ = [
 ]
 
 FORMAT_PRODUCER = "nnpress"
-ITEMSIZE = {
-    "float32": 4,
-    "float16": 2,
-    "bfloat16": 2,
-    "float64": 8,
-    "int8": 1,
-    "uint8": 1,
-    "int16": 2,
-    "int32": 4,
-    "int64": 8,
-    "bool": 1,
-    "uint16": 2,
-    "uint32": 4,
-    "uint64": 8,
-}
 
 
 @dataclass(frozen=True)
@@ -187,13 +171,20 @@ def _float64(x):
     return x.detach().cpu().double().numpy() if hasattr(x, "detach") else np.asarray(x, dtype=np.float64)
 
 
+def _stored_exactly(e: TensorEntry, orig_bytes: int) -> EncodedTensor:
+    return EncodedTensor(
+        TensorRecord(e.name, e.dtype, e.role, "raw", e.shape, data=e.values),
+        TensorReport(e.name, e.shape, e.dtype, e.role, "raw", None, None, e.count, orig_bytes, 0, 0.0),
+    )
+
+
 def encode_tensor(
     e: TensorEntry, config: CodecConfig, stats: ModelStats, *, importance=None, hessian=None, row_hessian=None
 ) -> EncodedTensor:
     """One tensor through plan -> scales -> pruning -> quantization -> record (module docstring)."""
     from .quant import _quantize_core, channel_scales, feedback_inputs
 
-    orig = e.count * ITEMSIZE[e.dtype]
+    orig = e.count * NUMPY_DTYPES[e.dtype].itemsize
     if e.alias_of is not None:
         return EncodedTensor(
             TensorRecord(e.name, e.dtype, e.role, "alias", e.shape, alias_of=e.alias_of),
@@ -204,18 +195,12 @@ def encode_tensor(
     fvals = e.float_values() if e.is_float else None
     plan = _plan(e, fvals, config, stats)
     if plan.lossless:
-        return EncodedTensor(
-            TensorRecord(e.name, e.dtype, e.role, "raw", e.shape, data=e.values),
-            TensorReport(e.name, e.shape, e.dtype, e.role, "raw", None, None, e.count, orig, 0, 0.0),
-        )
+        return _stored_exactly(e, orig)
     rpb = rows_per_block(e.shape, config.block_elements)
     imp = None if importance is None else _float_array(importance)
     row_exp, col_exp = _scale_exps(plan, imp, e.shape, config.channel_scales, e.name)
     if e.count and _beyond_level_range(fvals, plan.step, row_exp, col_exp):  # an outlier: keep it exact
-        return EncodedTensor(
-            TensorRecord(e.name, e.dtype, e.role, "raw", e.shape, data=e.values),
-            TensorReport(e.name, e.shape, e.dtype, e.role, "raw", None, None, e.count, orig, 0, 0.0),
-        )
+        return _stored_exactly(e, orig)
     unary_len = eg_order = None
     recon = None
     if e.count:
