@@ -84,8 +84,7 @@
 //   - lambda has a cliff: at coarse steps and large lambda (in units of step^2) the zeros chosen
 //     early make the adaptive significance contexts predict zeros, non-zeros get dearer, and the
 //     tensor can collapse to (almost) all zeros. Searches over lambda must expect that
-//     discontinuity; bench/RESULTS.md ("Quantizers") says where it was measured and which lambda
-//     the measured RD hulls use (the RD hull is traced by varying the step at a fixed lambda / step^2).
+//     discontinuity; trace rate-distortion curves by varying the step at a fixed lambda / step^2.
 //   - A weighted distortion that overflows a double (importance, or 1/U_ii^2, near the double
 //     limit) is an error (kInvalidArgument) for RDOQ, the trellis and any method with feedback;
 //     plain kNearest, which decides nothing by it, only reports it (inf).

@@ -107,7 +107,8 @@ class RowGroupMatrix {
   // not part of the format): built when |Ω| <= kStartsMaxValues, columns are 16-bit, there are fewer
   // than 2^31 entries and the non-empty
   // groups average <= kStartsMaxMean entries (kStartsMaxMeanWide with more than 16 values, whose kernel
-  // loads the group values: measured crossovers, bench/RESULTS.md); has_starts() says whether it exists. Bit k of
+  // loads the group values: beyond these means the group loop is the faster kernel); has_starts() says
+  // whether it exists. Bit k of
   // starts() (byte k / 8, bit k % 8; kStartsPad zero bytes of slack) is set when entry k is the first of its group;
   // start_values()[i] is the Ω index of the i-th non-empty group (CSER without empty groups: group_value8 itself);
   // row_starts()[r] = group_ptr[row_ptr[r]], each row's first entry. plan_bytes() = the bytes it adds (0 without a
