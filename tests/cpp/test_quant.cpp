@@ -549,261 +549,11 @@ static void test_coded_params() {
   CHECK(quantize_ff(w.data(), nullptr, 1, 10, o, q.data(), nullptr, &res).code() == StatusCode::kInvalidArgument);
 }
 
-// ---- the trellis against a frozen copy of its first implementation ----
-// reference_trellis_pass is the array-of-structures search (one WeightContexts per state, one
-// code_level<RatePeek> per candidate) as it was before the states moved to structure-of-arrays
-// kernels; trellis_pass must return the same levels, recon, rate, distortion and contexts, bit for
-// bit, with every kernel set this machine can run.
-namespace reference {
-using namespace nnpress;
-namespace {
-
-constexpr uint8_t kDead = 0xFF;
-constexpr int kUnionCandidates = 4;  // reconstruction indices b..b+3
-constexpr int kCandidates = 7;       // zero, b..b+3, and the smallest of each quantizer: 1, 2
-
-struct PathState {
-  double cost;
-  double dist;
-  uint64_t rate;
-  cabac::Neighbourhood nb;
-  cabac::WeightContexts ctx;
-};
-
-// Copies the models that coding with `unary_len` can touch (the others never leave their
-// initial state in any path). The unary flags go in fixed blocks of 8 models (copying a few
-// untouched ones too): a variable-length memcpy here costs more than the rest of the step.
-inline void copy_live_models(cabac::WeightContexts& dst, const cabac::WeightContexts& src, uint32_t unary_len) {
-  static_assert(cabac::kMaxUnaryFlags % 8 == 0, "unary flags are copied in blocks of 8");
-  std::memcpy(dst.sig, src.sig, sizeof(src.sig));
-  std::memcpy(dst.sign, src.sign, sizeof(src.sign));
-  for (uint32_t n = 0; n < unary_len; n += 8) {
-    std::memcpy(dst.greater[0] + n, src.greater[0] + n, 8 * sizeof(cabac::ContextModel));
-    std::memcpy(dst.greater[1] + n, src.greater[1] + n, 8 * sizeof(cabac::ContextModel));
-  }
-  std::memcpy(dst.eg_prefix, src.eg_prefix, sizeof(src.eg_prefix));
-}
-
-struct Candidates {
-  int32_t sgn;
-  int64_t base;  // first reconstruction index magnitude, >= 1
-};
-
-inline Candidates candidates_of(double x) {
-  const double ax = std::fabs(x);
-  const int64_t a = int64_t(ax);  // ax < 2^30
-  return {x < 0 ? -1 : 1, a - 1 > 1 ? a - 1 : 1};
-}
-
-// Magnitude of the reconstruction index of candidate j: 0 (zero), base + j - 1 (j = 1..4),
-// 1 (j = 5) and 2 (j = 6). Candidates 5 and 6 exist only when not already among 1..4.
-inline int64_t magnitude_of(const Candidates& c, int j) {
-  if (j == 0) return 0;
-  if (j <= kUnionCandidates) return c.base + j - 1;
-  return j - kUnionCandidates;
-}
-inline bool exists(const Candidates& c, int j) { return j <= kUnionCandidates || magnitude_of(c, j) < c.base; }
-// Level k (signed) of candidate j: u = 2k (Q0) or 2k - 1 (Q1), so |k| = (|u| + 1) / 2.
-inline int32_t level_of(const Candidates& c, int j) { return c.sgn * int32_t((magnitude_of(c, j) + 1) >> 1); }
-inline int64_t index_of(const Candidates& c, int j) { return c.sgn * magnitude_of(c, j); }
-
-}  // namespace
-
-// kFeedback: every state carries its own compensated targets (feedback.h); otherwise the
-// targets are the weights and one candidate set serves all states.
-template <bool kFeedback, class W, class F>
-uint64_t trellis_impl(const PassArgs<W, F>& args) {
-  const W* weights = args.weights;
-  const F* importance = args.importance;
-  const uint64_t rows = args.rows, cols = args.cols, chunk_rows = args.chunk_rows;
-  const double tensor_step = args.step, lambda = args.lambda;
-  const ChannelScales& scales = args.scales;
-  const ErrorFeedback& fb = args.feedback;
-  const cabac::LevelParams& params = args.params;
-  int32_t* levels = args.levels;
-  float* recon = args.recon;
-  double* distortion = args.distortion;
-  cabac::WeightContexts* contexts = args.contexts;
-  using cabac::code_level;
-  const double lambda_per_unit = lambda / double(cabac::kRateOne);
-  const uint32_t unary_len = params.unary_len < uint32_t(cabac::kMaxUnaryFlags) ? params.unary_len
-                                                                                : uint32_t(cabac::kMaxUnaryFlags);
-  const double inf = std::numeric_limits<double>::infinity();
-  std::vector<PathState> bank_a(kDqStates), bank_b(kDqStates);
-  PathState* cur = bank_a.data();
-  PathState* nxt = bank_b.data();
-  cabac::WeightContexts committed = contexts ? *contexts : cabac::WeightContexts();
-  std::vector<uint8_t> decisions(size_t(cols) * kDqStates);
-  // Feedback only: targets per state (two banks) and the chosen reconstruction index per step
-  // and state (the candidates differ per state, so the traceback cannot re-derive them).
-  std::vector<double> targets_a(kFeedback ? size_t(cols) * kDqStates : 0), targets_b(targets_a.size());
-  std::vector<int32_t> chosen(kFeedback ? size_t(cols) * kDqStates : 0);
-  double* tcur = targets_a.data();
-  double* tnxt = targets_b.data();
-  uint64_t rate_total = 0;
-  double dist_total = 0.0;
-  bool bad = false;
-
-  for (uint64_t r = 0; r < rows; ++r) {
-    if (chunk_rows && r && r % chunk_rows == 0) committed = cabac::WeightContexts();
-    for (int s = 0; s < kDqStates; ++s) {
-      cur[s].cost = inf;
-      nxt[s].cost = inf;
-    }
-    cur[0].cost = 0.0;
-    cur[0].dist = 0.0;
-    cur[0].rate = 0;
-    cur[0].nb = cabac::Neighbourhood();
-    cur[0].ctx = committed;
-    const W* w_row = weights + r * cols;
-    if constexpr (kFeedback)
-      for (uint64_t i = 0; i < cols; ++i) tcur[i] = double(w_row[i]);  // state 0's targets
-    const double row_step = tensor_step * (scales.row ? scales.row[r] : 1.0);
-    auto step_of = [&](uint64_t i) { return scales.col ? row_step * scales.col[i] : row_step; };  // step_ij
-
-    for (uint64_t i = 0; i < cols; ++i) {
-      const double step = step_of(i);
-      const double f = (importance ? double(importance[r * cols + i]) : 1.0) * (kFeedback ? fb.weight[i] : 1.0);
-      // An exact zero (e.g. a pruned weight) stays zero: both quantizers hold 0, so every state
-      // keeps a branch, and no state-machine gain may buy a non-zero level for it.
-      const bool zero_only = w_row[i] == W(0);
-      // Candidates and their distortions: one set (no feedback) or one per state.
-      Candidates cands[kFeedback ? kDqStates : 1];
-      double dists[kFeedback ? kDqStates : 1][kCandidates];
-      for (int p = 0; p < (kFeedback ? kDqStates : 1); ++p) {
-        if (kFeedback && !(cur[p].cost < inf)) continue;
-        double w = double(w_row[i]);
-        if constexpr (kFeedback) {  // the compensated target, kept representable (feedback.h)
-          w = clamp_scaled(tcur[size_t(p) * cols + i] / step) * step;
-          tcur[size_t(p) * cols + i] = w;
-        }
-        cands[p] = candidates_of(w / step);
-        for (int j = 0; j < kCandidates; ++j) {
-          const double d = w - double(index_of(cands[p], j)) * step;
-          dists[p][j] = f * d * d;
-        }
-      }
-      // Best incoming branch per target state.
-      double best_cost[kDqStates];
-      uint64_t best_rate[kDqStates];
-      uint8_t best_from[kDqStates];
-      uint8_t best_cand[kDqStates];
-      for (int t = 0; t < kDqStates; ++t) {
-        best_cost[t] = inf;
-        best_from[t] = kDead;
-      }
-      for (int p = 0; p < kDqStates; ++p) {
-        PathState& ps = cur[p];
-        if (!(ps.cost < inf)) continue;
-        const int z = dq_quantizer(p);
-        const Candidates& cand = cands[kFeedback ? p : 0];
-        const double* dist = dists[kFeedback ? p : 0];
-        for (int j = 0; j < kCandidates; ++j) {
-          if (j != 0 && (zero_only || (magnitude_of(cand, j) & 1) != z || !exists(cand, j)))
-            continue;  // other quantizer
-          const int32_t k = level_of(cand, j);
-          const double partial = ps.cost + dist[j];
-          const int t = dq_next_state(p, k);
-          if (!(partial < best_cost[t])) continue;  // rate >= 0: cannot win
-          uint64_t rate;
-          if (k == 0) {  // a zero is its significance flag alone (what code_level would price)
-            rate = cabac::bin_cost(ps.ctx.sig[ps.nb.prev][ps.nb.prev2_nonzero], 0);
-          } else {
-            cabac::RatePeek peek;
-            code_level(peek, ps.ctx, params, ps.nb, k, bad);
-            rate = peek.cost();
-          }
-          const double cost = partial + lambda_per_unit * double(rate);
-          if (cost < best_cost[t]) {
-            best_cost[t] = cost;
-            best_rate[t] = rate;
-            best_from[t] = uint8_t(p);
-            best_cand[t] = uint8_t(j);
-          }
-        }
-      }
-      uint8_t* dec = decisions.data() + size_t(i) * kDqStates;
-      for (int t = 0; t < kDqStates; ++t) {
-        PathState& ns = nxt[t];
-        if (best_from[t] == kDead) {
-          ns.cost = inf;
-          dec[t] = kDead;
-          continue;
-        }
-        const int from = best_from[t];
-        const PathState& ps = cur[from];
-        const Candidates& cand = cands[kFeedback ? from : 0];
-        const int32_t k = level_of(cand, best_cand[t]);
-        copy_live_models(ns.ctx, ps.ctx, unary_len);
-        cabac::RateEstimator update;
-        code_level(update, ns.ctx, params, ps.nb, k, bad);
-        ns.nb = ps.nb;
-        ns.nb.push(k);
-        ns.cost = best_cost[t];
-        ns.dist = ps.dist + dists[kFeedback ? from : 0][best_cand[t]];
-        ns.rate = ps.rate + best_rate[t];
-        dec[t] = uint8_t(from | (best_cand[t] << 3));
-        if constexpr (kFeedback) {
-          const int64_t u = index_of(cand, best_cand[t]);
-          chosen[size_t(i) * kDqStates + t] = int32_t(u);
-          const double* src = tcur + size_t(from) * cols;
-          double* dst = tnxt + size_t(t) * cols;
-          const double e = src[i] - double(u) * step;
-          const double* c = fb.coef + i * cols;
-          for (uint64_t j = i + 1; j < cols; ++j) dst[j] = src[j] - e * c[j];
-        }
-      }
-      PathState* tmp = cur;
-      cur = nxt;
-      nxt = tmp;
-      if constexpr (kFeedback) std::swap(tcur, tnxt);
-    }
-
-    // The cheapest final state wins; trace its path back.
-    int best = -1;
-    for (int s = 0; s < kDqStates; ++s)
-      if (cur[s].cost < inf && (best < 0 || cur[s].cost < cur[best].cost)) best = s;
-    if (cols == 0) continue;
-    if (best < 0) {  // every path's cost overflowed: defined output, and an infinite distortion
-      for (uint64_t i = 0; i < cols; ++i) {  // that quantize() reports as an error
-        levels[r * cols + i] = 0;
-        if (recon) recon[r * cols + i] = 0.0f;
-      }
-      dist_total = std::numeric_limits<double>::infinity();
-      continue;
-    }
-    rate_total += cur[best].rate;
-    dist_total += cur[best].dist;
-    committed = cur[best].ctx;
-    int32_t* q_row = levels + r * cols;
-    int state = best;
-    for (uint64_t i = cols; i-- > 0;) {
-      const uint8_t d = decisions[size_t(i) * kDqStates + state];
-      const double step = step_of(i);
-      int64_t u;
-      if constexpr (kFeedback) {
-        u = chosen[size_t(i) * kDqStates + state];
-      } else {
-        u = index_of(candidates_of(double(w_row[i]) / step), d >> 3);
-      }
-      // Level k of index u: u = 2k (Q0) or 2k - 1 (Q1), so |k| = (|u| + 1) / 2.
-      const int64_t au = u < 0 ? -u : u;
-      q_row[i] = int32_t(u < 0 ? -((au + 1) >> 1) : (au + 1) >> 1);
-      if (recon) recon[r * cols + i] = float(double(u) * step);
-      state = d & 7;
-    }
-  }
-  *distortion += dist_total;
-  if (contexts) *contexts = committed;
-  return rate_total;
-}
-
-template <class W, class F>
-uint64_t reference_trellis_pass(const PassArgs<W, F>& args) {
-  return args.feedback.any() ? trellis_impl<true>(args) : trellis_impl<false>(args);
-}
-
-}  // namespace reference
+// ---- the lane search against the per-state search ----
+// trellis_pass_per_state is the array-of-structures search (one WeightContexts per state, one
+// code_level<RatePeek> per candidate); without feedback trellis_pass runs the lane search, which must
+// return the same levels, recon, rate, distortion and contexts, bit for bit, with every kernel set
+// this machine can run.
 
 struct PassCase {
   uint64_t rows = 0, cols = 0;
@@ -896,7 +646,7 @@ static void same_contexts(const cabac::WeightContexts& a, const cabac::WeightCon
   CHECK(same);
 }
 
-static void test_trellis_matches_reference() {
+static void test_lane_search_matches_per_state_search() {
   std::mt19937_64 rng(15);
   std::vector<Isa> isas{Isa::kScalar};
   if (isa_supported(Isa::kAvx2)) isas.push_back(Isa::kAvx2);
@@ -913,7 +663,7 @@ static void test_trellis_matches_reference() {
     PassArgs<double, double> a = c.args;
     a.levels = q_ref.data(), a.recon = rec_ref.data(), a.distortion = &dist_ref;
     a.contexts = c.use_contexts ? &ctx_ref : nullptr;
-    const uint64_t rate_ref = reference::reference_trellis_pass(a);
+    const uint64_t rate_ref = trellis_pass_per_state(a);
     for (Isa isa : isas) {
       std::vector<int32_t> q(n, 7);
       std::vector<float> rec(n, 7.0f);
@@ -961,7 +711,7 @@ static void test_trellis_matches_reference() {
     std::vector<int32_t> q_ref(cols), q(cols);
     double d_ref = 0.0, d = 0.0;
     a.levels = q_ref.data(), a.distortion = &d_ref;
-    const uint64_t rate_ref = reference::reference_trellis_pass(a);
+    const uint64_t rate_ref = trellis_pass_per_state(a);
     for (uint64_t i = 0; i < cols; ++i)
       if (std::abs(q_ref[i]) == 1 && std::fabs(w[i]) > 3.0) ++small_chosen;
     for (Isa isa : isas) {
@@ -989,7 +739,7 @@ int main() {
   test_threads_deterministic(QuantMethod::kTrellis);
   test_random_configurations();
   test_trellis_distortion();
-  test_trellis_matches_reference();
+  test_lane_search_matches_per_state_search();
   test_errors();
   test_dependent_rule();
   test_feedback();

@@ -276,9 +276,15 @@ uint64_t trellis_pass(const PassArgs<W, F>& args) {
   return trellis_pass(args, detect_isa());
 }
 
-#define NNPRESS_INSTANTIATE(W, F)                              \
-  template uint64_t trellis_pass<W, F>(const PassArgs<W, F>&); \
-  template uint64_t trellis_pass<W, F>(const PassArgs<W, F>&, Isa);
+template <class W, class F>
+uint64_t trellis_pass_per_state(const PassArgs<W, F>& args) {
+  return args.feedback.any() ? trellis_impl<true>(args) : trellis_impl<false>(args);
+}
+
+#define NNPRESS_INSTANTIATE(W, F)                                   \
+  template uint64_t trellis_pass<W, F>(const PassArgs<W, F>&);      \
+  template uint64_t trellis_pass<W, F>(const PassArgs<W, F>&, Isa); \
+  template uint64_t trellis_pass_per_state<W, F>(const PassArgs<W, F>&);
 NNPRESS_INSTANTIATE(float, float)
 NNPRESS_INSTANTIATE(float, double)
 NNPRESS_INSTANTIATE(double, float)

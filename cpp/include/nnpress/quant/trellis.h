@@ -60,4 +60,11 @@ uint64_t trellis_pass(const PassArgs<W, F>& args);
 template <class W, class F>
 uint64_t trellis_pass(const PassArgs<W, F>& args, Isa isa);
 
+// The per-state search: one WeightContexts per state and one code_level<RatePeek> per candidate.
+// trellis_pass runs it for passes with error feedback (each state has its own compensated
+// targets); without feedback it is the scalar reference the lane search must match bit for bit
+// (levels, recon, rate, distortion, contexts; tests/cpp/test_quant.cpp).
+template <class W, class F>
+uint64_t trellis_pass_per_state(const PassArgs<W, F>& args);
+
 }  // namespace nnpress
