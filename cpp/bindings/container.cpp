@@ -52,16 +52,25 @@ py::dict tensor_dict(const ContainerReader& r, size_t i) {
   return d;
 }
 
-// A writable, C-contiguous output buffer (the reader writes its bytes in order from the pointer).
-void* writable(py::buffer& b, size_t* bytes) {
-  py::buffer_info info = b.request(true);
+// A buffer's info, checked to be C-contiguous (the C++ side reads or writes its bytes in order from
+// the pointer, which stays valid while the object it came from is alive).
+py::buffer_info contiguous(const py::buffer& b, const std::string& what, bool writable = false) {
+  py::buffer_info info = b.request(writable);
   py::ssize_t expect = info.itemsize;
   for (py::ssize_t k = info.ndim; k-- > 0;) {
-    if (info.shape[k] != 1 && info.strides[k] != expect) throw py::value_error("output buffer must be C-contiguous");
+    if (info.shape[k] != 1 && info.strides[k] != expect) throw py::value_error(what + " must be C-contiguous");
     expect *= info.shape[k];
   }
+  return info;
+}
+
+// A writable, C-contiguous output buffer and its size in bytes.
+void* writable(const py::buffer& b, size_t* bytes, py::buffer_info* keep = nullptr) {
+  py::buffer_info info = contiguous(b, "output buffer", true);
   *bytes = size_t(info.size) * size_t(info.itemsize);
-  return info.ptr;
+  void* p = info.ptr;
+  if (keep) *keep = std::move(info);
+  return p;
 }
 
 #ifdef NNPRESS_WITH_ENCODER
@@ -70,18 +79,6 @@ struct PyTensorInput {
   TensorInput in;
   py::object keep_levels, keep_raw, keep_row_exp, keep_col_exp;
 };
-
-// Checks that a buffer is C-contiguous and returns its info (the pointer stays valid while the
-// object it came from is alive).
-py::buffer_info contiguous(const py::object& o, const std::string& what) {
-  py::buffer_info b = o.cast<py::buffer>().request();
-  py::ssize_t expect = b.itemsize;
-  for (py::ssize_t k = b.ndim; k-- > 0;) {
-    if (b.shape[k] != 1 && b.strides[k] != expect) throw py::value_error(what + " must be C-contiguous");
-    expect *= b.shape[k];
-  }
-  return b;
-}
 
 PyTensorInput make_tensor_input(std::string name, DType dtype, TensorRole role, Storage storage,
                                 std::vector<uint64_t> shape, py::object levels, py::object raw, QuantMethod method,
@@ -106,7 +103,7 @@ PyTensorInput make_tensor_input(std::string name, DType dtype, TensorRole role, 
   for (uint64_t d : in.shape) count = d == 0 || count <= UINT64_MAX / d ? count * d : UINT64_MAX;
   rows_cols_of(in.shape, &rows, &cols);
   if (!levels.is_none()) {
-    py::buffer_info b = contiguous(levels, what + ": levels");
+    py::buffer_info b = contiguous(levels.cast<py::buffer>(), what + ": levels");
     if (b.format != py::format_descriptor<int32_t>::format() || b.itemsize != 4)
       throw py::type_error(what + ": levels must be int32");
     bool same_shape = uint64_t(b.size) == count && size_t(b.ndim) == in.shape.size();
@@ -116,7 +113,7 @@ PyTensorInput make_tensor_input(std::string name, DType dtype, TensorRole role, 
     t.keep_levels = levels;
   }
   if (!raw.is_none()) {
-    py::buffer_info b = contiguous(raw, what + ": raw data");
+    py::buffer_info b = contiguous(raw.cast<py::buffer>(), what + ": raw data");
     in.raw = b.ptr;
     in.raw_size = uint64_t(b.size) * uint64_t(b.itemsize);
     t.keep_raw = raw;
@@ -126,7 +123,7 @@ PyTensorInput make_tensor_input(std::string name, DType dtype, TensorRole role, 
     if (e.is_none()) continue;
     const uint64_t need = which == 0 ? rows : cols;
     const std::string ewhat = what + (which == 0 ? ": row_scale_exp" : ": col_scale_exp");
-    py::buffer_info b = contiguous(e, ewhat);
+    py::buffer_info b = contiguous(e.cast<py::buffer>(), ewhat);
     if (b.format != py::format_descriptor<int8_t>::format() || b.itemsize != 1 || b.ndim != 1)
       throw py::type_error(ewhat + " must be 1-D int8");
     if (uint64_t(b.size) != need)
@@ -239,8 +236,9 @@ NNPRESS_BINDING(container) {
           "decode_levels_into",
           [](const PyReader& r, size_t index, py::buffer out, unsigned threads) {
             size_t bytes;
-            void* raw = writable(out, &bytes);
-            if (out.request().format != py::format_descriptor<int32_t>::format())
+            py::buffer_info info;
+            void* raw = writable(out, &bytes, &info);
+            if (info.format != py::format_descriptor<int32_t>::format())
               throw py::type_error("decode_levels_into: the output must be int32");
             int32_t* p = static_cast<int32_t*>(raw);
             const uint64_t n = uint64_t(bytes / sizeof(int32_t));

@@ -42,6 +42,7 @@ import numpy as np
 from .config import MAX_LEVEL, SIZE_TOLERANCE, CodecConfig, ResolvedPlan
 from .container import NUMPY_DTYPES, TensorRecord, bfloat16_to_float32, float32_to_bfloat16, nnp_bytes
 from .prune import prune_array
+from .quant import _quantize_core, channel_scales, feedback_inputs, rows_cols
 from .report import TensorReport
 from .traverse import TensorEntry
 
@@ -81,17 +82,10 @@ def model_stats(entries: Sequence[TensorEntry], config: CodecConfig) -> ModelSta
 
 def rows_per_block(shape: tuple, block_elements: int) -> int:
     """Rows per independently coded block of a tensor (whole rows, about ``block_elements``)."""
-    rows, cols = _rows_cols(shape)
+    rows, cols = rows_cols(shape)
     if rows == 0 or cols == 0:
         return 0
     return max(1, min(rows, block_elements // cols))
-
-
-def _rows_cols(shape: tuple) -> tuple[int, int]:
-    n = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    if len(shape) >= 2:
-        return int(shape[0]), (n // shape[0] if shape[0] else 0)
-    return (1 if n else 0), n
 
 
 def _plan(e: TensorEntry, fvals: np.ndarray | None, config: CodecConfig, stats: ModelStats) -> ResolvedPlan:
@@ -104,12 +98,10 @@ def _plan(e: TensorEntry, fvals: np.ndarray | None, config: CodecConfig, stats: 
 def _beyond_level_range(values: np.ndarray, step: float, row_exp, col_exp) -> bool:
     """Whether some |w_ij| / step_ij reaches the quantizers' level limit (``MAX_LEVEL``), with the
     channel scales' steps ``step_ij = (step * row_scale[i]) * col_scale[j]``."""
-    from .quant import channel_scales
-
     peak = max(-float(values.min()), float(values.max()))
     if row_exp is None and col_exp is None:
         return peak / step >= MAX_LEVEL
-    rows, cols = _rows_cols(values.shape)
+    rows, cols = rows_cols(values.shape)
     r = np.ones(rows) if row_exp is None else channel_scales(row_exp)
     c = np.ones(cols) if col_exp is None else channel_scales(col_exp)
     if peak / (step * float(r.min()) * float(c.min())) < MAX_LEVEL:  # cheap bound first
@@ -121,7 +113,7 @@ def _beyond_level_range(values: np.ndarray, step: float, row_exp, col_exp) -> bo
 def _scale_exps(plan: ResolvedPlan, imp, shape: tuple, derive: bool, name: str):
     """The channel scale exponents of one tensor (int8 arrays or None): the plan's, else derived from
     its importance when ``CodecConfig.channel_scales`` is on."""
-    rows, cols = _rows_cols(shape)
+    rows, cols = rows_cols(shape)
     row_exp = None if plan.row_scale_exp is None else np.asarray(plan.row_scale_exp, np.int8)
     col_exp = None if plan.col_scale_exp is None else np.asarray(plan.col_scale_exp, np.int8)
     if row_exp is None and col_exp is None and derive and imp is not None and len(shape) >= 2:
@@ -182,8 +174,6 @@ def encode_tensor(
     e: TensorEntry, config: CodecConfig, stats: ModelStats, *, importance=None, hessian=None, row_hessian=None
 ) -> EncodedTensor:
     """One tensor through plan -> scales -> pruning -> quantization -> record (module docstring)."""
-    from .quant import _quantize_core, channel_scales, feedback_inputs
-
     orig = e.count * NUMPY_DTYPES[e.dtype].itemsize
     if e.alias_of is not None:
         return EncodedTensor(

@@ -194,7 +194,9 @@ def feedback_inputs(shape, importance=None, hessian=None, row_hessian=None):
     return importance, h, g
 
 
-def _rows_cols(shape) -> tuple[int, int]:
+def rows_cols(shape) -> tuple[int, int]:
+    """(rows, cols) of a shape as the coder and the quantizers see it (C++ ``rows_cols_of``): the
+    first dimension and the flattened rest for rank >= 2, else one row."""
     n = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
     if len(shape) >= 2:
         return int(shape[0]), (n // int(shape[0]) if shape[0] else 0)
@@ -279,7 +281,7 @@ def _quantize_core(
     options.size_tolerance = float(size_tolerance)
     arr = _weights(w)
     f = _importance(importance, arr.shape)
-    rows, cols = _rows_cols(arr.shape)
+    rows, cols = rows_cols(arr.shape)
     rs = _scale_vector(row_scale, rows, "row_scale")
     cs = _scale_vector(col_scale, cols, "col_scale")
     fb = None if hessian is None else feedback_factor(hessian, cols, hessian_damp)
@@ -422,7 +424,7 @@ def dequantize(q, step, method="nearest", *, row_scale=None, col_scale=None) -> 
     m = _method(method)
     step = _positive_finite(step, "step")
     levels = _int32_levels(q)
-    rows, cols = _rows_cols(levels.shape)
+    rows, cols = rows_cols(levels.shape)
     rs = _scale_vector(row_scale, rows, "row_scale")
     cs = _scale_vector(col_scale, cols, "col_scale")
     return _core.dequantize(levels, step, m, rs, cs).reshape(levels.shape)

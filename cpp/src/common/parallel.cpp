@@ -163,7 +163,10 @@ unsigned hardware_threads() {
   return n;
 }
 
-unsigned parallel_slots(size_t n, unsigned threads) { return WorkerPool::process()->slots(n, threads); }
+unsigned parallel_slots(size_t n, unsigned threads) {
+  if (n <= 1 || threads == 1) return 1;  // parallel_for_slots runs such calls inline: no pool needed
+  return WorkerPool::process()->slots(n, threads);
+}
 
 void parallel_for_slots(size_t n, unsigned threads, const std::function<void(size_t, unsigned)>& fn) {
   if (n == 0) return;

@@ -624,9 +624,11 @@ Status ContainerReader::run_task(const Task& task, Scratch* scratch) const {
   const TensorInfo& t = tensors_[task.tensor];
   const ChunkRef& ch = t.chunks[task.chunk];
   const uint8_t* src = data_ + ch.offset;
-  const std::string where = "nnp: " + quoted(task.label) + ", chunk " + std::to_string(task.chunk + 1) + " of " +
-                            std::to_string(t.chunks.size());
-  if (crc32c(src, size_t(ch.size)) != ch.crc) return corrupt(where + ": checksum mismatch (corrupt data)");
+  auto where = [&] {  // built on failure only: this runs once per chunk
+    return "nnp: " + quoted(task.label) + ", chunk " + std::to_string(task.chunk + 1) + " of " +
+           std::to_string(t.chunks.size());
+  };
+  if (crc32c(src, size_t(ch.size)) != ch.crc) return corrupt(where() + ": checksum mismatch (corrupt data)");
   if (t.storage == Storage::kRaw) {
     if (ch.size) std::memcpy(task.out, src, size_t(ch.size));
     return Status::Ok();
@@ -668,7 +670,7 @@ Status ContainerReader::run_task(const Task& task, Scratch* scratch) const {
       default: s = corrupt("quantized tensor with non-float dtype");
     }
   }
-  if (!s.ok()) return Status(s.code(), where + ": " + s.message());
+  if (!s.ok()) return Status(s.code(), where() + ": " + s.message());
   return Status::Ok();
 }
 

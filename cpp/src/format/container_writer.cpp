@@ -167,9 +167,9 @@ void choose_params(const std::vector<TensorInput>& tensors, const std::vector<ui
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return counts[a] > counts[b]; });
   detail::parallel_for(order.size(), options.threads, [&](size_t k) {
     const size_t i = order[k];
-    plan->params[i] = options.size_tolerance < 0 ? choose_level_params(tensors[i].levels, counts[i])
-                                                 : choose_level_params_for_speed(tensors[i].levels, plan->rows[i],
-                                                                                 plan->cols[i], options.size_tolerance);
+    // (a negative tolerance: the static choice, choose_level_params)
+    plan->params[i] = choose_level_params_for_speed(tensors[i].levels, plan->rows[i], plan->cols[i],
+                                                    options.size_tolerance);
   });
 }
 

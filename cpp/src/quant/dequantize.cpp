@@ -19,8 +19,8 @@ constexpr double kScaleFraction[kScaleStepsPerOctave] = {
 #endif
 
 // One row: u * step_ij with step_ij = row_step * col[i] (or row_step), state 0 at the row start.
-// Not inlined: inlined into dequantize_impl, GCC reloaded the output pointer and the step from
-// the stack on every element, which made it slower than this separate loop.
+// Not inlined: inlined into dequantize_impl, GCC reloads the output pointer and the step from the
+// stack on every element; a separate loop keeps them in registers.
 template <bool kDependent, bool kCols, class Out>
 NNPRESS_NOINLINE void dequantize_row(const int32_t* __restrict q, uint64_t cols, double row_step,
                                      const double* __restrict col, Out* __restrict o) {

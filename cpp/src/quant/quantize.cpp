@@ -63,13 +63,13 @@ Status check_inputs(const W* weights, const F* importance, uint64_t rows, uint64
   for (uint64_t i = 0; i < count; ++i) {
     const double w = double(weights[i]);
     if (!std::isfinite(w))
-      return invalid_argument("quantize: weight " + std::to_string(i) + " is not finite (" + std::to_string(w) + ")");
+      return invalid_argument("quantize: weight " + std::to_string(i) + " is not finite (" + shortest(w) + ")");
     const double st = o.scales.any() ? step_at(o, cols, i) : o.step;
     if (!(std::isfinite(st) && st > 0))
       return invalid_argument("quantize: the step of weight " + std::to_string(i) +
                               " (step x row scale x column scale) is not finite and > 0");
     if (!(std::fabs(w / st) < kMaxScaled))
-      return invalid_argument("quantize: weight " + std::to_string(i) + " = " + std::to_string(w) +
+      return invalid_argument("quantize: weight " + std::to_string(i) + " = " + shortest(w) +
                               " is 2^30 steps or more from zero (step " + shortest(st) + ")");
     // With feedback a target may sit anywhere up to 2^30 steps out: its candidates and errors
     // (a few times 2^30 steps) must stay finite.
@@ -167,13 +167,6 @@ uint64_t run_pass(QuantMethod method, const PassArgs<W, F>& a) {
   }
 }
 
-// The level params the .nnp writer picks for these levels when there are any (size_tolerance as
-// in WriterOptions).
-cabac::LevelParams pick_params(const int32_t* levels, uint64_t rows, uint64_t cols, double size_tolerance) {
-  return size_tolerance < 0 ? choose_level_params(levels, rows * cols)
-                            : choose_level_params_for_speed(levels, rows, cols, size_tolerance);
-}
-
 // The column feedback as the passes use it (feedback.h): coef_ij = U_ij / U_ii, weight_i = 1 / U_ii^2.
 struct FeedbackTables {
   std::vector<double> coef, weight;
@@ -239,7 +232,7 @@ cabac::LevelParams initial_params(const Problem<W, F>& p) {
   if (o.method == QuantMethod::kNearest || o.params_fixed) return o.params;
   const bool trellis = o.method == QuantMethod::kTrellis;
   round_to_grid(p.weights, p.rows * p.cols, p.cols, o, trellis ? 2.0 : 1.0, p.levels);
-  return pick_params(p.levels, p.rows, p.cols, o.size_tolerance);
+  return choose_level_params_for_speed(p.levels, p.rows, p.cols, o.size_tolerance);
 }
 
 // Rows [r0, r0 + n) in one pass, contexts fresh at r0.
@@ -339,9 +332,9 @@ void quantize_all_chunks(const Problem<W, F>& p, const cabac::LevelParams& param
 }
 
 // Quantize, re-pick the params from the result, and quantize again while they change (at most
-// options.max_passes runs; see quantize.h).
+// options.max_passes runs; see quantize.h). want_coded: also fill res->coded_params.
 template <class W, class F>
-Status quantize_with_passes(const Problem<W, F>& p, QuantResult* res) {
+Status quantize_with_passes(const Problem<W, F>& p, QuantResult* res, bool want_coded) {
   const QuantOptions& o = p.o;
   const bool prices = o.method != QuantMethod::kNearest;
   cabac::LevelParams params = initial_params(p);
@@ -354,14 +347,14 @@ Status quantize_with_passes(const Problem<W, F>& p, QuantResult* res) {
           "quantize: the weighted distortion overflows a double (importance x feedback "
           "weight x error^2): scale the importance or the hessian down");
     if (!prices || o.params_fixed || pass >= o.max_passes) break;
-    const cabac::LevelParams again = pick_params(p.levels, p.rows, p.cols, o.size_tolerance);
+    const cabac::LevelParams again = choose_level_params_for_speed(p.levels, p.rows, p.cols, o.size_tolerance);
     if (same_params(again, params)) {
       res->coded_params = again;  // the re-pick of the final levels: nothing left to choose
       return Status::Ok();
     }
     params = again;
   }
-  res->coded_params = pick_params(p.levels, p.rows, p.cols, o.size_tolerance);
+  if (want_coded) res->coded_params = choose_level_params_for_speed(p.levels, p.rows, p.cols, o.size_tolerance);
   return Status::Ok();
 }
 
@@ -380,9 +373,9 @@ Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t c
   QuantResult res;
   if (o.method == QuantMethod::kNearest && !p.fb.any() && !o.row_feedback) {
     res = quantize_nearest(p);
-    res.coded_params = pick_params(levels, rows, cols, o.size_tolerance);
+    if (result && count) res.coded_params = choose_level_params_for_speed(levels, rows, cols, o.size_tolerance);
   } else {
-    s = quantize_with_passes(p, &res);
+    s = quantize_with_passes(p, &res, result != nullptr);
     if (!s.ok()) return s;
   }
   if (count == 0) res.coded_params = cabac::LevelParams();  // the writer codes no payload, stores defaults
