@@ -48,7 +48,7 @@ import numpy as np
 
 from .config import CodecConfig
 from .container import NnpFile, bfloat16_to_float32, write_bytes_atomic
-from .encode import FORMAT_PRODUCER, encode_model, file_metadata, write_records  # noqa: F401
+from .encode import encode_model, file_metadata, write_records
 from .report import CompressionReport, TensorReport
 from .traverse import TensorEntry, collect
 
@@ -106,7 +106,7 @@ def compress(
     times["quantize"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    data, _ = write_records(encoded, config, file_metadata(config))
+    data = write_records(encoded, config, file_metadata(config))
     times["encode"] = time.perf_counter() - t2
     t3 = time.perf_counter()
     write_bytes_atomic(dest, data)

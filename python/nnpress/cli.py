@@ -16,6 +16,8 @@ import os
 import sys
 import time
 
+from .config import CONFIG_METHODS, SPREADS
+
 __all__ = ["main"]
 
 
@@ -199,7 +201,7 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("dest", help="the .nnp file to write (atomically)")
     c.add_argument(
         "--method",
-        choices=("auto", "nearest", "rdoq", "trellis"),
+        choices=CONFIG_METHODS,
         help="quantizer (default auto: trellis for models up to 2**20 quantized weights, "
         "nearest rounding for bigger ones)",
     )
@@ -214,7 +216,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument(
         "--spread",
-        choices=("robust", "std"),
+        choices=SPREADS,
         help="the spread of --rel-step: robust (default: the bulk's, outliers clipped) or std",
     )
     c.add_argument(

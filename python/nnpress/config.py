@@ -284,16 +284,13 @@ class CodecConfig:
             raise ValueError(f"CodecConfig.rel_step must be a finite number > 0, got {self.rel_step!r}")
         if not (_is_real(self.lam_scale) and math.isfinite(self.lam_scale) and self.lam_scale >= 0):
             raise ValueError(f"CodecConfig.lam_scale must be a finite number >= 0, got {self.lam_scale!r}")
-        roles = (self.lossless_roles,) if isinstance(self.lossless_roles, str) else tuple(self.lossless_roles)
-        for r in roles:
-            if r not in ROLES:
-                raise ValueError(f"CodecConfig.lossless_roles: unknown role {r!r}; roles are {ROLES}")
-        object.__setattr__(self, "lossless_roles", roles)
-        fine = (self.fine_roles,) if isinstance(self.fine_roles, str) else tuple(self.fine_roles)
-        for r in fine:
-            if r not in ROLES:
-                raise ValueError(f"CodecConfig.fine_roles: unknown role {r!r}; roles are {ROLES}")
-        object.__setattr__(self, "fine_roles", fine)
+        for k in ("lossless_roles", "fine_roles"):
+            v = getattr(self, k)
+            roles = (v,) if isinstance(v, str) else tuple(v)
+            for r in roles:
+                if r not in ROLES:
+                    raise ValueError(f"CodecConfig.{k}: unknown role {r!r}; roles are {ROLES}")
+            object.__setattr__(self, k, roles)
         if not (_is_real(self.fine_rel_step) and math.isfinite(self.fine_rel_step) and self.fine_rel_step > 0):
             raise ValueError(f"CodecConfig.fine_rel_step must be a finite number > 0, got {self.fine_rel_step!r}")
         if (

@@ -20,7 +20,7 @@ Contract
   parameters the quantizer picked for the final levels (the writer does not search again).
 - ``encode_model(entries, config, *, importance, hessians, row_hessians, progress)``: every entry,
   in order (aliases stay aliases).
-- ``write_records(encoded, config, metadata)`` -> ``(file bytes, stored bytes per tensor)``: one
+- ``write_records(encoded, config, metadata)`` -> file bytes (and each report's stored bytes): one
   call into the C++ writer, which also checks that the bytes parse.
 - :attr:`EncodedTensor.recon` is the float32 view of what the decoder returns for a quantized
   tensor (already rounded to its stored dtype), None for raw tensors and aliases.
@@ -39,7 +39,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .config import MAX_LEVEL, SIZE_TOLERANCE, CodecConfig, ResolvedPlan
+from .config import MAX_LEVEL, CodecConfig, ResolvedPlan
 from .container import NUMPY_DTYPES, TensorRecord, bfloat16_to_float32, float32_to_bfloat16, nnp_bytes
 from .prune import prune_array
 from .quant import _quantize_core, channel_scales, feedback_inputs, rows_cols
@@ -95,15 +95,15 @@ def _plan(e: TensorEntry, fvals: np.ndarray | None, config: CodecConfig, stats: 
     return config.resolve(e.name, e.role, e.dtype, fvals, mean_size=stats.mean_size, total_size=stats.total_size)
 
 
-def _beyond_level_range(values: np.ndarray, step: float, row_exp, col_exp) -> bool:
+def _beyond_level_range(values: np.ndarray, step: float, row_scale, col_scale) -> bool:
     """Whether some |w_ij| / step_ij reaches the quantizers' level limit (``MAX_LEVEL``), with the
     channel scales' steps ``step_ij = (step * row_scale[i]) * col_scale[j]``."""
     peak = max(-float(values.min()), float(values.max()))
-    if row_exp is None and col_exp is None:
+    if row_scale is None and col_scale is None:
         return peak / step >= MAX_LEVEL
     rows, cols = rows_cols(values.shape)
-    r = np.ones(rows) if row_exp is None else channel_scales(row_exp)
-    c = np.ones(cols) if col_exp is None else channel_scales(col_exp)
+    r = np.ones(rows) if row_scale is None else row_scale
+    c = np.ones(cols) if col_scale is None else col_scale
     if peak / (step * float(r.min()) * float(c.min())) < MAX_LEVEL:  # cheap bound first
         return False
     w = np.abs(values.reshape(rows, cols).astype(np.float64))
@@ -189,14 +189,16 @@ def encode_tensor(
     rpb = rows_per_block(e.shape, config.block_elements)
     imp = None if importance is None else _float_array(importance)
     row_exp, col_exp = _scale_exps(plan, imp, e.shape, config.channel_scales, e.name)
-    if e.count and _beyond_level_range(fvals, plan.step, row_exp, col_exp):  # an outlier: keep it exact
+    row_scale = None if row_exp is None else channel_scales(row_exp)
+    col_scale = None if col_exp is None else channel_scales(col_exp)
+    if e.count and _beyond_level_range(fvals, plan.step, row_scale, col_scale):  # an outlier: keep it exact
         return _stored_exactly(e, orig)
     unary_len = eg_order = None
     recon = None
     if e.count:
-        qvals = prune_array(fvals, config.prune, imp) if config.prune > 0 else fvals
-        imp_q, hess, row_hess = feedback_inputs(e.shape, imp, _float64(hessian), _float64(row_hessian))
-        try:
+        try:  # name the tensor: pruning, feedback and the quantizer know only shapes and indices
+            qvals = prune_array(fvals, config.prune, imp) if config.prune > 0 else fvals
+            imp_q, hess, row_hess = feedback_inputs(e.shape, imp, _float64(hessian), _float64(row_hessian))
             levels, recon, result = _quantize_core(
                 qvals,
                 plan.step,
@@ -206,14 +208,13 @@ def encode_tensor(
                 rows_per_block=rpb or None,
                 threads=config.threads,
                 want_recon=True,
-                size_tolerance=SIZE_TOLERANCE,
-                row_scale=None if row_exp is None else channel_scales(row_exp),
-                col_scale=None if col_exp is None else channel_scales(col_exp),
+                row_scale=row_scale,
+                col_scale=col_scale,
                 hessian=hess,
                 hessian_damp=config.hessian_damp,
                 row_hessian=row_hess,
             )
-        except ValueError as exc:  # name the tensor: the quantizer knows only indices
+        except ValueError as exc:
             raise ValueError(f"{e.name!r}: {exc}") from exc
         # the params the writer would pick for these levels: it codes with them instead of searching
         unary_len, eg_order = int(result.coded_params.unary_len), int(result.coded_params.eg_order)
@@ -308,18 +309,12 @@ def file_metadata(config: CodecConfig) -> dict:
     return {"producer": FORMAT_PRODUCER, "nnpress_version": __version__, "config": stored}
 
 
-def write_records(
-    encoded: Sequence[EncodedTensor], config: CodecConfig, metadata: dict | None = None
-) -> tuple[bytes, list[int]]:
-    """The ``.nnp`` bytes of encoded tensors (checked to parse) and the stored bytes per tensor; also
-    fills each report's ``stored_bytes``."""
+def write_records(encoded: Sequence[EncodedTensor], config: CodecConfig, metadata: dict | None = None) -> bytes:
+    """The ``.nnp`` bytes of encoded tensors (checked to parse); fills each report's
+    ``stored_bytes``."""
     data, stored = nnp_bytes(
-        [t.record for t in encoded],
-        block_elements=config.block_elements,
-        threads=config.threads,
-        metadata=metadata,
-        size_tolerance=SIZE_TOLERANCE,
+        [t.record for t in encoded], block_elements=config.block_elements, threads=config.threads, metadata=metadata
     )
     for t, s in zip(encoded, stored):
         t.report.stored_bytes = int(s)
-    return data, stored
+    return data

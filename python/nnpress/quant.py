@@ -82,13 +82,18 @@ def _positive_finite(value, name: str) -> float:
     return v
 
 
-def _rows_per_block(rows_per_block, chunk_rows=None) -> int:
-    """None -> 0 (one block); otherwise a positive int. ``chunk_rows`` is its deprecated name."""
-    if chunk_rows is not None:
-        if rows_per_block is not None:
-            raise TypeError("give rows_per_block only (chunk_rows is its deprecated name)")
-        warnings.warn("chunk_rows= is deprecated; use rows_per_block=", DeprecationWarning, stacklevel=3)
-        rows_per_block = chunk_rows
+def _renamed(rows_per_block, chunk_rows):
+    """``rows_per_block``, or its deprecated name ``chunk_rows`` (with a warning to the caller's caller)."""
+    if chunk_rows is None:
+        return rows_per_block
+    if rows_per_block is not None:
+        raise TypeError("give rows_per_block only (chunk_rows is its deprecated name)")
+    warnings.warn("chunk_rows= is deprecated; use rows_per_block=", DeprecationWarning, stacklevel=3)
+    return chunk_rows
+
+
+def _rows_per_block(rows_per_block) -> int:
+    """None -> 0 (one block); otherwise a positive int."""
     if rows_per_block is None:
         return 0
     if isinstance(rows_per_block, bool) or not isinstance(rows_per_block, (int, np.integer)) or rows_per_block < 1:
@@ -342,7 +347,7 @@ def quantize(
         lam,
         importance,
         method,
-        rows_per_block=_rows_per_block(rows_per_block, chunk_rows) or None,
+        rows_per_block=_renamed(rows_per_block, chunk_rows),
         threads=threads,
         want_recon=return_reconstruction,
         row_scale=row_scale,
@@ -383,7 +388,7 @@ def quantize_info(
         lam,
         importance,
         method,
-        rows_per_block=_rows_per_block(rows_per_block, chunk_rows) or None,
+        rows_per_block=_renamed(rows_per_block, chunk_rows),
         threads=threads,
         want_recon=True,
         row_scale=row_scale,
@@ -442,4 +447,6 @@ def rate_bits(levels, unary_len: int, eg_order: int, *, rows_per_block=None, chu
     for name, v in (("unary_len", unary_len), ("eg_order", eg_order)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 or v > 255:
             raise ValueError(f"{name} must be an int, got {v!r}")
-    return float(_core.rate_bits(lv, int(unary_len), int(eg_order), _rows_per_block(rows_per_block, chunk_rows)))
+    return float(
+        _core.rate_bits(lv, int(unary_len), int(eg_order), _rows_per_block(_renamed(rows_per_block, chunk_rows)))
+    )

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import ROLES
+from .config import FLOAT_DTYPES, ROLES
 from .errors import FormatError, PickledObjectError
 
 __all__ = [
@@ -107,7 +107,7 @@ class TensorEntry:
 
     @property
     def is_float(self) -> bool:
-        return self.dtype in ("float32", "float16", "bfloat16", "float64")
+        return self.dtype in FLOAT_DTYPES
 
     def float_values(self) -> np.ndarray:
         """Values as float32/float64 numpy (bfloat16 widened exactly); floats only."""
@@ -127,7 +127,7 @@ _NORM_NAME = re.compile(
 
 def guess_role(name: str, dtype: str, shape: tuple) -> str:
     """Role from name, dtype and rank, for tensors without a module (state_dicts, files)."""
-    if dtype not in ("float32", "float16", "bfloat16", "float64"):
+    if dtype not in FLOAT_DTYPES:
         return "buffer"
     low = name.lower()
     leaf = low.rsplit(".", 1)[-1]
@@ -331,7 +331,7 @@ def collect(source, *, dtypes: Mapping[str, str] | None = None) -> list[TensorEn
             raise ValueError(f"tensor {name!r} has {arr.ndim} dimensions; at most 8 are supported")
         shape = tuple(int(d) for d in arr.shape)
         role = roles.get(name) or guess_role(name, dt, shape)
-        if dt not in ("float32", "float16", "bfloat16", "float64"):
+        if dt not in FLOAT_DTYPES:
             role = "buffer"
         if key is not None and key in seen:
             entries.append(TensorEntry(name, dt, shape, role, None, alias_of=seen[key]))

@@ -83,7 +83,9 @@ __all__ = [
 def _lam_scale(method: str, lam_scale, lam_factor, stacklevel: int = 3) -> float:
     """``lam_scale`` (lam / step**2, step the quantizer's), its default for ``method``, or the
     deprecated ``lam_factor`` (lam / D**2 with D the plain-quantizer step, i.e. before the trellis
-    halves it) converted."""
+    halves it) converted. ValueError for an unknown method."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHODS)}")
     if lam_factor is not None:
         if lam_scale is not None:
             raise TypeError("give lam_scale only (lam_factor is its deprecated form)")
@@ -250,8 +252,6 @@ def allocate_steps(
     (not the high-rate 1; bench/RESULTS.md, "Error feedback"): e_t comes from the calibration data
     and overstates the gain on other inputs.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHODS)}")
     if not (isinstance(step, (int, float)) and math.isfinite(step) and step > 0):
         raise ValueError(f"step must be finite and > 0, got {step!r}")
     lam_scale = _lam_scale(method, lam_scale, lam_factor)
@@ -356,21 +356,13 @@ def _encode(weights: Mapping[str, np.ndarray], config: CodecConfig, importance, 
     from .encode import encode_model, file_metadata, write_records
     from .traverse import collect
 
-    unknown = set(config.plan) - set(weights)
+    unknown = config.unmatched_plan_keys(weights)
     if unknown:
-        raise KeyError(f"plan names tensors that are not in the weights: {sorted(unknown)[:5]}")
-
-    def planned(d):
-        return None if d is None else {n: v for n, v in d.items() if n in config.plan}
-
+        raise KeyError(f"plan names tensors that are not in the weights: {unknown[:5]}")
     encoded = encode_model(
-        collect(dict(weights)),
-        config,
-        importance=planned(importance),
-        hessians=planned(hessians),
-        row_hessians=planned(row_hessians),
+        collect(dict(weights)), config, importance=importance, hessians=hessians, row_hessians=row_hessians
     )
-    data, _ = write_records(encoded, config, file_metadata(config))
+    data = write_records(encoded, config, file_metadata(config))
     return {t.record.name: t for t in encoded}, len(data)
 
 
@@ -378,6 +370,12 @@ def _decoded(by_name: Mapping, name: str):
     """The EncodedTensor whose values ``name`` decodes to (an alias: its target's)."""
     t = by_name[name]
     return by_name[t.record.alias_of] if t.record.storage == "alias" else t
+
+
+def _decoded_values(by_name: Mapping, weights: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    """What the file decodes ``name`` to: the quantized reconstruction, else the exact weights."""
+    t = _decoded(by_name, name)
+    return t.recon if t.record.storage == "quantized" else np.asarray(weights[name])
 
 
 def apply_plan(
@@ -402,12 +400,9 @@ def apply_plan(
         r = t.record
         if r.storage == "quantized":
             levels[n] = r.data
-            recon[n] = t.recon
-            scales = sum(0 if e is None else np.size(e) for e in (r.row_scale_exp, r.col_scale_exp))
-            bits[n] = 8.0 * (t.report.stored_bytes + scales) if t is by_name[n] else 0.0
-        else:
-            recon[n] = np.asarray(weights[n])
-            bits[n] = 8.0 * t.report.stored_bytes if t is by_name[n] else 0.0
+        recon[n] = _decoded_values(by_name, weights, n)
+        scales = sum(0 if e is None else np.size(e) for e in (r.row_scale_exp, r.col_scale_exp))  # raw: none
+        bits[n] = 8.0 * (t.report.stored_bytes + scales) if t is by_name[n] else 0.0  # an alias stores nothing
     return levels, recon, bits
 
 
@@ -477,8 +472,6 @@ def tune_to_budget(
         if importance is None:
             raise ValueError("channel_scales=True needs the per-weight importance")
         scales = channel_scales_from_importance({n: importance[n] for n in importance if n in weights})
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHODS)}")
     lam_scale = _lam_scale(method, lam_scale, lam_factor)
     names = [n for n, w in weights.items() if quantizable(n, w)]
     n_params = sum(np.asarray(w).size for w in weights.values())
@@ -503,12 +496,8 @@ def tune_to_budget(
             hessians=hessians,
             hessian_damp=hessian_damp,
         )
-        config = _search_config(plan, hessian_damp)
-        by_name, nbytes = _encode(weights, config, importance, hessians, row_hessians)
-        state = {}
-        for n, w in weights.items():
-            t = _decoded(by_name, n)
-            state[n] = t.recon if t.record.storage == "quantized" else np.asarray(w)
+        by_name, nbytes = _encode(weights, _search_config(plan, hessian_damp), importance, hessians, row_hessians)
+        state = {n: _decoded_values(by_name, weights, n) for n in weights}
         metric = float(evaluate(state))
         row = {
             "step": step,
@@ -520,7 +509,7 @@ def tune_to_budget(
         rows.append(row)
         if progress is not None:
             progress(row)
-        return (plan, config), row
+        return plan, row
 
     best = None
     plan_lo, row_lo = point(lo)
@@ -541,7 +530,7 @@ def tune_to_budget(
                 else:
                     b = math.log(mid)
     if best is None:  # even the finest step misses the budget: return it, flagged
-        (plan, config), row = plan_lo, row_lo
+        plan, row = plan_lo, row_lo
         return TuneResult(
             step=lo,
             plan=plan,
@@ -549,11 +538,16 @@ def tune_to_budget(
             bits_per_param=row["bits_per_param"],
             rows=rows,
             met_budget=False,
-            config=config,
+            config=_search_config(plan, hessian_damp),
         )
-    step, (plan, config), row = best
+    step, plan, row = best
     return TuneResult(
-        step=step, plan=plan, metric=row["metric"], bits_per_param=row["bits_per_param"], rows=rows, config=config
+        step=step,
+        plan=plan,
+        metric=row["metric"],
+        bits_per_param=row["bits_per_param"],
+        rows=rows,
+        config=_search_config(plan, hessian_damp),
     )
 
 

@@ -326,6 +326,7 @@ def test_tensors_encode_concurrently_with_the_same_bytes(tmp_path):
     many = nnpress.compress(sd, tmp_path / "b.nnp", CodecConfig(threads=4))
     assert (tmp_path / "a.nnp").read_bytes() == (tmp_path / "b.nnp").read_bytes()
     assert [t.name for t in many.tensors] == list(sd) == [t.name for t in one.tensors]
+    assert many.tensors[-1].storage == "raw"  # the NaN tensor
 
 
 def test_existing_file_survives_a_failed_compress(tmp_path):

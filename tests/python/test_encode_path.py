@@ -17,7 +17,7 @@ def _model(seed=0):
     big = (rng.standard_normal((700, 512)) * 0.05).astype(np.float32)
     assert big.size > DEFAULT_BLOCK_ELEMENTS
     small = (rng.standard_normal((64, 48)) * 0.1).astype(np.float32)
-    return {"big.weight": big, "small.weight": small, "small.bias": np.zeros(64, np.float32)}
+    return {"big.weight": big, "small.weight": small, "small.bias": np.zeros(64, np.float32), "tied.weight": big}
 
 
 @pytest.mark.parametrize("method", ["trellis", "rdoq", "nearest"])
@@ -200,8 +200,8 @@ def test_writer_inputs_are_typed_and_checked():
         nnp_bytes([TensorRecord("w", "float8", "weight", "raw", (3, 4), data=levels)])
 
 
-def test_writer_checks_its_own_bytes(tmp_path):
-    """nnp_bytes returns bytes the reader accepts (the writer call parses and CRC-checks them)."""
+def test_nnp_bytes_returns_a_file_the_reader_accepts(tmp_path):
+    """nnp_bytes returns bytes the reader accepts, CRCs included, and the stored size per tensor."""
     data, stored = nnp_bytes([TensorRecord("w", "float32", "weight", "raw", (2, 2), data=np.ones((2, 2), np.float32))])
     f = NnpFile(data)
     f.verify()

@@ -79,7 +79,7 @@ def test_readme_examples_run_as_written(tmp_path, monkeypatch, user_objects):
             cos = _cosine(logits(state), reference)
             assert cos > 0.99, f"README python block {i + 1} wrote a model with logit cosine {cos:.4f}"
     # what the blocks promise
-    assert ns["report"].file_bytes == (tmp_path / "model.nnp").stat().st_size or ns["report"].file_bytes > 0
+    assert ns["report"].file_bytes > 0  # (model.nnp was rewritten by the later blocks)
     assert ns["res"].met_budget and ns["res"].metric >= 0.999
     np.testing.assert_array_equal(nnpress.decode_levels(ns["data"]), ns["levels"])
     y = ns["M"] @ ns["x"]
