@@ -238,37 +238,16 @@ uint64_t trellis_impl(const PassArgs<W, F>& args) {
   return rate_total;
 }
 
-namespace {
-
-template <class W, class F>
-uint64_t trellis_soa_scalar(const PassArgs<W, F>& args, trellis_detail::Workspace& ws) {
-  return trellis_detail::trellis_soa<trellis_detail::ScalarKernels>(args, ws);
-}
-
-}  // namespace
-
-#ifndef NNPRESS_HAVE_TRELLIS_AVX2_TU
-namespace trellis_detail {
-bool have_avx2_search() { return false; }
-#define NNPRESS_AVX2_STUB(W, F) \
-  uint64_t trellis_soa_avx2(const PassArgs<W, F>& a, Workspace& ws) { return trellis_soa<ScalarKernels>(a, ws); }
-NNPRESS_AVX2_STUB(float, float)
-NNPRESS_AVX2_STUB(float, double)
-NNPRESS_AVX2_STUB(double, float)
-NNPRESS_AVX2_STUB(double, double)
-#undef NNPRESS_AVX2_STUB
-}  // namespace trellis_detail
-#endif
-
 template <class W, class F>
 uint64_t trellis_pass(const PassArgs<W, F>& args, Isa isa) {
   if (args.feedback.any()) return trellis_impl<true>(args);
   std::vector<trellis_detail::Bank> banks(2);
   std::vector<uint8_t> decisions(size_t(args.cols) * kDqStates);
   trellis_detail::Workspace ws{banks.data(), decisions.data()};
-  const bool avx2 = isa >= Isa::kAvx2 && isa != Isa::kNeon && trellis_detail::have_avx2_search() &&
-                    isa_supported(Isa::kAvx2);
-  return avx2 ? trellis_detail::trellis_soa_avx2(args, ws) : trellis_soa_scalar(args, ws);
+#ifdef NNPRESS_HAVE_TRELLIS_AVX2_TU
+  if (isa >= Isa::kAvx2 && isa_supported(Isa::kAvx2)) return trellis_detail::trellis_soa_avx2(args, ws);
+#endif
+  return trellis_detail::trellis_soa<trellis_detail::ScalarKernels>(args, ws);
 }
 
 template <class W, class F>

@@ -74,9 +74,8 @@ struct Workspace {
   uint8_t* decisions;
 };
 
-// The search compiled with the AVX2 kernels (avx2/trellis_avx2.cpp); have_avx2_search() says
-// whether this build has it (without it these run the scalar kernels).
-bool have_avx2_search();
+// The search compiled with the AVX2 kernels (avx2/trellis_avx2.cpp; defined only in builds that
+// compile that file, NNPRESS_HAVE_TRELLIS_AVX2_TU).
 uint64_t trellis_soa_avx2(const PassArgs<float, float>& args, Workspace& ws);
 uint64_t trellis_soa_avx2(const PassArgs<float, double>& args, Workspace& ws);
 uint64_t trellis_soa_avx2(const PassArgs<double, float>& args, Workspace& ws);

@@ -27,12 +27,16 @@ namespace {
 
 using detail::KernelTable;
 
-Status pick_table(const KernelOptions& opt, size_t batch, const KernelTable** out) {
-  if (!opt.isa) {  // the automatic choice: an unknown NNPRESS_ISA is an error, not ignored (cpu.h)
+// The ISA a product runs on and its kernel table: the caller's ISA, else `automatic` (the automatic
+// choice for this matrix and batch), which an unknown NNPRESS_ISA makes an error instead of being
+// ignored (cpu.h).
+Status pick_table(const KernelOptions& opt, Isa automatic, Isa* chosen, const KernelTable** out) {
+  if (!opt.isa) {
     Status e = isa_env_status();
     if (!e.ok()) return e;
   }
-  const Isa isa = opt.isa ? *opt.isa : auto_isa(batch);
+  const Isa isa = opt.isa ? *opt.isa : automatic;
+  *chosen = isa;
   if (!isa_supported(isa))
     return invalid_argument(std::string("kernels: ISA '") + isa_name(isa) + "' is not available on this CPU/build");
   const KernelTable* t = nullptr;
@@ -126,19 +130,14 @@ Status matvec(const RowGroupMatrix& m, const float* x, size_t x_len, float* y, s
   Status s = check_buffers("matvec", x, x_len, m.cols(), y, y_len, m.rows());
   if (!s.ok()) return s;
   const KernelTable* t;
-  KernelOptions o = opt;
-  if (!o.isa) {
-    s = isa_env_status();  // see pick_table
-    if (!s.ok()) return s;
-    o.isa = auto_isa(m, 1);
-  }
-  s = pick_table(o, 1, &t);
+  Isa isa;
+  s = pick_table(opt, auto_isa(m, 1), &isa, &t);
   if (!s.ok()) return s;
   const detail::RowsView v = view_of(m);
   // The kernel plan's kernel (short groups; x86), else the ISA's row-group kernel.
   detail::StartsMatvec sk = nullptr;
-  if (v.starts && *o.isa == Isa::kAvx512) sk = detail::avx512_starts_matvec();
-  if (v.starts && *o.isa == Isa::kAvx2) sk = detail::avx2_starts_matvec();
+  if (v.starts && isa == Isa::kAvx512) sk = detail::avx512_starts_matvec();
+  if (v.starts && isa == Isa::kAvx2) sk = detail::avx2_starts_matvec();
   if (sk) {
     over_rows(m.rows(), opt.threads, m.nnz(), [&](uint32_t r0, uint32_t r1) { sk(v, x, y, r0, r1, t->rows_matvec); });
   } else {
@@ -160,13 +159,8 @@ Status matmat(const RowGroupMatrix& m, const float* X, size_t x_len, size_t batc
   Status s = check_buffers("matmat", X, x_len, size_t(m.cols()) * batch, Y, y_len, size_t(m.rows()) * batch);
   if (!s.ok()) return s;
   const KernelTable* t;
-  KernelOptions o = opt;
-  if (!o.isa) {
-    s = isa_env_status();  // see pick_table
-    if (!s.ok()) return s;
-    o.isa = auto_isa(m, batch);
-  }
-  s = pick_table(o, batch, &t);
+  Isa isa;
+  s = pick_table(opt, auto_isa(m, batch), &isa, &t);
   if (!s.ok()) return s;
   const detail::RowsView v = view_of(m);
   over_rows(m.rows(), opt.threads, m.nnz() * batch,
@@ -188,7 +182,8 @@ Status matvec(const CodebookMatrix& m, const float* x, size_t x_len, float* y, s
   Status s = check_buffers("matvec", x, x_len, m.cols(), y, y_len, m.rows());
   if (!s.ok()) return s;
   const KernelTable* t;
-  s = pick_table(opt, 1, &t);
+  Isa isa;
+  s = pick_table(opt, auto_isa(1), &isa, &t);
   if (!s.ok()) return s;
   const detail::CodebookView v = view_of(m);
   over_rows(m.rows(), opt.threads, uint64_t(m.rows()) * m.cols() / 12,
@@ -203,7 +198,8 @@ Status matmat(const CodebookMatrix& m, const float* X, size_t x_len, size_t batc
   Status s = check_buffers("matmat", X, x_len, size_t(m.cols()) * batch, Y, y_len, size_t(m.rows()) * batch);
   if (!s.ok()) return s;
   const KernelTable* t;
-  s = pick_table(opt, batch, &t);
+  Isa isa;
+  s = pick_table(opt, auto_isa(batch), &isa, &t);
   if (!s.ok()) return s;
   const detail::CodebookView v = view_of(m);
   over_rows(m.rows(), opt.threads, uint64_t(m.rows()) * m.cols() * batch / 12,

@@ -118,7 +118,6 @@ struct Avx2Kernels {
 
 }  // namespace
 
-bool have_avx2_search() { return true; }
 uint64_t trellis_soa_avx2(const PassArgs<float, float>& a, Workspace& ws) { return trellis_soa<Avx2Kernels>(a, ws); }
 uint64_t trellis_soa_avx2(const PassArgs<float, double>& a, Workspace& ws) { return trellis_soa<Avx2Kernels>(a, ws); }
 uint64_t trellis_soa_avx2(const PassArgs<double, float>& a, Workspace& ws) { return trellis_soa<Avx2Kernels>(a, ws); }
