@@ -48,7 +48,7 @@ import numpy as np
 
 from .config import CodecConfig
 from .container import NnpFile, bfloat16_to_float32, write_bytes_atomic
-from .encode import encode_model, file_metadata, write_records
+from .encode import data_free_sensitivities, encode_model, file_metadata, write_records
 from .report import CompressionReport, TensorReport
 from .traverse import TensorEntry, collect
 
@@ -100,13 +100,22 @@ def compress(
     times["load"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
+    sens = data_free_sensitivities(source, entries, config)  # None unless source is a runnable nn.Module
+    times["probe"] = time.perf_counter() - t1
+    t1 = time.perf_counter()
     encoded = encode_model(
-        entries, config, importance=importance, hessians=hessians, row_hessians=row_hessians, progress=progress
+        entries,
+        config,
+        importance=importance,
+        hessians=hessians,
+        row_hessians=row_hessians,
+        sensitivities=sens,
+        progress=progress,
     )
     times["quantize"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    data = write_records(encoded, config, file_metadata(config))
+    data = write_records(encoded, config, file_metadata(config, probed=bool(sens)))
     times["encode"] = time.perf_counter() - t2
     t3 = time.perf_counter()
     write_bytes_atomic(dest, data)

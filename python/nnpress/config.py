@@ -23,12 +23,12 @@ tensor) are stored exactly; a plan entry may force ``lossless=True/False`` for o
 
 Fine roles: a quantized tensor whose role is in ``fine_roles`` (biases and normalisation
 parameters by default) and whose plan entry names no step, qp, rel_step or method is quantized
-near-losslessly instead of by rule 4: method "nearest", step ``fine_rel_step * spread(tensor)``
-(no size factor), lam 0, and it does not count in the model's mean or total size (``quantizes``).
-It applies only to roles that are not in ``lossless_roles`` and only without an absolute
-``CodecConfig.step``/``qp`` (those apply to every quantized tensor). With the default
-``lossless_roles`` the fine roles are stored exactly; ``lossless_roles=("buffer", "other")``
-turns the fine rule on.
+near-losslessly instead of by rules 2-4: method "nearest", step ``fine_rel_step * spread(tensor)``
+(no size factor; never coarser than an absolute ``CodecConfig.step``/``qp``), lam 0, and it does
+not count in the model's mean or total size (``quantizes``). It applies to roles that are not in
+``lossless_roles``: by default (``lossless_roles=("buffer", "other")``) biases and norms are
+quantized this way; ``lossless_roles=("bias", "norm", "buffer", "other")`` stores them exactly
+(the default before).
 
 Outliers and the level range: the quantizers need |w / step| < ``MAX_LEVEL``; a tensor with a
 value beyond it (an outlier more than ~10**7 bulk spreads from the median at the default knob) is
@@ -38,7 +38,7 @@ with more bits than the bulk's.
 A tuner passes its plan as ``plan={name: TensorPlan(step=..., method=..., lam=...)}``.
 
 This module owns the codec's defaults and step rules: ``METHODS``, ``ROLES``,
-``TRELLIS_STEP_RATIO``, ``DEFAULT_LAM_SCALE``, ``HESSIAN_DAMP``, ``DEFAULT_BLOCK_ELEMENTS``,
+``DEFAULT_REL_STEP``, ``TRELLIS_STEP_RATIO``, ``DEFAULT_LAM_SCALE``, ``HESSIAN_DAMP``, ``DEFAULT_BLOCK_ELEMENTS``,
 ``SIZE_TOLERANCE``, ``SPREADS`` and ``ROBUST_CLIP`` are defined here and nowhere else.
 
 One name per idea: the per-tensor plan is ``plan`` (``CodecConfig.plan``, ``--plan``,
@@ -48,15 +48,26 @@ step**2; the error-feedback blocks are ``hessians``/``row_hessians`` (one per te
 ``plan``.
 
 The data-free default (``nnpress compress model.safetensors``: no calibration data, no tuning):
-rule 4 with ``rel_step = 1/24``, ``spread = "robust"`` and ``size_exponent = 1``, and ``method =
-"auto"``: "trellis" when the tensors ``compress`` quantizes hold at most ``auto_trellis_max``
-(2**20) weights in all, where its search is fast, "nearest" for bigger models, where it would
-dominate the encode time. Why steps grow with sqrt(size): quantization noise in a layer's output,
+rule 4 with ``rel_step = DEFAULT_REL_STEP``, ``spread = "robust"`` and ``size_exponent = 1``,
+``method = "auto"``, which is "trellis" (dependent quantization) at every model size unless
+``auto_trellis_max`` caps it (a model whose quantized tensors hold more weights in all then gets
+"nearest", faster), and biases and norms quantized near-losslessly (fine roles). Why steps grow
+with sqrt(size): quantization noise in a layer's output,
 relative to the output, is about step**2 / (12 * std**2) whatever the layer's size, so at equal
 relative step every tensor adds about the same distortion to the model's output while its bits grow
 with its size; minimising distortion + mu * bits then gives step ~ std * sqrt(n) (bench/RESULTS.md,
 "Data-free default", measures it on all-MiniLM-L6-v2 and the digits CNN/MLP against NNCodec's
 defaults).
+
+Probe: when ``compress`` is given an ``nn.Module`` (``CodecConfig.probe``, on by default) that runs
+on synthetic inputs, each rule-4 tensor's output sensitivity s_t per weight is measured by a
+data-free probe (``tune.probe_sensitivities``: the mean squared change of the whole output when
+that tensor alone gets small Gaussian noise) and its rule-4 step a_t becomes
+``m_t * a_t`` with ``m_t = c / (sqrt(s_t) * a_t)`` clipped to [1/4, 4] (``PROBE_FACTOR_LIMIT``;
+s_t = 0: 4), the steps that minimise the predicted output distortion sum s_t n_t step_t**2 for the
+bits, scaled by c so that the predicted distortion equals rule 4's: ``rel_step`` keeps meaning the
+same output error, and the probe spends the bits where they buy more. A state_dict, a
+``.safetensors`` or a ``.pt`` file has no module to run: rule 4 alone (``encode.probe_factors``).
 
 Channel scales: a plan may carry int8 step exponents per row and/or column
 (``TensorPlan(row_scale_exp=..., col_scale_exp=...)``, scale ``2**(e/8)``; weight (i, j) then uses
@@ -81,6 +92,7 @@ __all__ = [
     "CONFIG_METHODS",
     "DEFAULT_BLOCK_ELEMENTS",
     "DEFAULT_LAM_SCALE",
+    "DEFAULT_REL_STEP",
     "FLOAT_DTYPES",
     "HESSIAN_DAMP",
     "MAX_LEVEL",
@@ -106,6 +118,10 @@ FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 # tune.allocate_steps, so that a step knob means about the same size for every method.
 TRELLIS_STEP_RATIO = 0.5
 SIZE_FACTOR_LIMIT = 8.0  # rule 4's size factor stays within [1/8, 8]
+PROBE_FACTOR_LIMIT = 4.0  # the probe moves a rule-4 step by at most this factor either way
+# rule 4's default quality knob (CodecConfig.rel_step), chosen with the trellis at every size
+# (bench/RESULTS.md, "Data-free default": chosen on tune inputs, reported on others)
+DEFAULT_REL_STEP = 1.0 / 22
 # lam_scale (lam = lam_scale * step**2, step the quantizer's own) that the tuner uses per method:
 # the high-rate slope of distortion over rate is ln(2)/6 * D**2 ~= 0.12 D**2 at the plain step D;
 # the trellis' half step makes the same lam 0.24 * step**2 for it (bench/RESULTS.md, "Quantizers").
@@ -199,9 +215,9 @@ class CodecConfig:
     """Configuration of :func:`nnpress.compress` (see the module docstring for the step rules).
 
     method:         "auto" | "nearest" | "rdoq" | "trellis" — how levels are chosen. "auto" (the
-                    default): "trellis" for models with at most ``auto_trellis_max`` quantized
-                    weights, "nearest" above. With lam_scale = 0 RDOQ gives the nearest levels,
-                    slower.
+                    default): "trellis", or "nearest" for models with more than
+                    ``auto_trellis_max`` quantized weights when that is set. With lam_scale = 0
+                    RDOQ gives the nearest levels, slower.
     step, qp, rel_step: the step size (absolute, NNCodec-style qp, or relative to each tensor's
                     spread and size, rule 4 of the module docstring).
     spread:         "robust" | "std": the tensor scale rule 4 multiplies by rel_step
@@ -211,13 +227,16 @@ class CodecConfig:
     size_exponent:  how rule 4's step grows with the tensor's size: times
                     ``(n / n_mean) ** (size_exponent / 2)`` (1 = the rate-distortion optimum when
                     every tensor matters equally; 0 = off).
-    auto_trellis_max: the largest total of quantized weights for which "auto" picks the trellis.
+    auto_trellis_max: None (the default: "auto" is the trellis at every size), or the largest
+                    total of quantized weights for which "auto" picks the trellis ("nearest"
+                    above: faster, larger files at equal fidelity).
     lam_scale:      RDOQ/trellis trade-off, ``lam = lam_scale * step**2`` (0 = distortion only).
-    lossless_roles: roles stored exactly (bias, norm, buffer, other by default; "weight" and
-                    "embedding" are quantized).
+    lossless_roles: roles stored exactly (buffer and other by default; add "bias" and "norm" to
+                    store those exactly too).
     fine_roles:     roles quantized near-losslessly when they are not in lossless_roles (bias and
-                    norm by default): nearest rounding with step ``fine_rel_step * spread``, not
-                    counted in the model's mean size (module docstring, "Fine roles").
+                    norm by default): nearest rounding with step ``fine_rel_step * spread`` (at most
+                    an absolute ``step``/``qp``), not counted in the model's mean size (module
+                    docstring, "Fine roles").
     fine_rel_step:  the fine roles' step relative to their spread (1/256: the rounding error is at
                     most 1/512 of the tensor's spread).
     block_elements: target elements per independently decodable row block of a large tensor.
@@ -230,6 +249,10 @@ class CodecConfig:
     prune:          fraction in [0, 1) of each quantized tensor's weights set to zero before
                     quantization, smallest saliency first (``importance * w**2`` with
                     ``compress(importance=...)``, else ``w**2``; nnpress.prune). 0 = off.
+    probe:          when ``compress`` is given an ``nn.Module`` that runs on synthetic inputs
+                    (``nnpress.fisher.probe.synthetic_inputs``), multiply each rule-4 step by the
+                    data-free probe's factor (module docstring, "Probe"); a state_dict or a file
+                    has no module to run, so it gets rule 4 alone.
     hessian_damp:   damping of the ``compress(hessians=...)`` blocks for error feedback
                     (``nnpress.quantize(hessian_damp=)``): ``damp * mean(diag H)`` is added to the
                     diagonal (``HESSIAN_DAMP``; more calibration data needs less damping).
@@ -238,12 +261,12 @@ class CodecConfig:
     method: str = "auto"
     step: float | None = None
     qp: int | None = None
-    rel_step: float = 1.0 / 24
+    rel_step: float = DEFAULT_REL_STEP
     spread: str = "robust"
     size_exponent: float = 1.0
-    auto_trellis_max: int = 1 << 20
+    auto_trellis_max: int | None = None
     lam_scale: float = 0.0
-    lossless_roles: tuple = ("bias", "norm", "buffer", "other")
+    lossless_roles: tuple = ("buffer", "other")
     fine_roles: tuple = ("bias", "norm")
     fine_rel_step: float = 1.0 / 256
     block_elements: int = DEFAULT_BLOCK_ELEMENTS
@@ -251,6 +274,7 @@ class CodecConfig:
     plan: Mapping[str, Any] = field(default_factory=dict)
     channel_scales: bool = False
     prune: float = 0.0
+    probe: bool = False
     hessian_damp: float = HESSIAN_DAMP
     overrides: InitVar[Mapping[str, Any] | None] = None  # deprecated name of ``plan``
 
@@ -266,6 +290,8 @@ class CodecConfig:
             raise ValueError(f"CodecConfig.hessian_damp must be a finite number >= 0, got {self.hessian_damp!r}")
         if not (_is_real(self.prune) and math.isfinite(self.prune) and 0 <= self.prune < 1):
             raise ValueError(f"CodecConfig.prune must be a number in [0, 1), got {self.prune!r}")
+        if not isinstance(self.probe, bool):
+            raise TypeError(f"CodecConfig.probe must be a bool, got {self.probe!r}")
         if not isinstance(self.channel_scales, bool):
             raise TypeError(f"CodecConfig.channel_scales must be a bool, got {self.channel_scales!r}")
         if self.method not in CONFIG_METHODS:
@@ -275,8 +301,8 @@ class CodecConfig:
         if not (_is_real(self.size_exponent) and 0 <= self.size_exponent <= 2):
             raise ValueError(f"CodecConfig.size_exponent must be a number in [0, 2], got {self.size_exponent!r}")
         atm = self.auto_trellis_max
-        if isinstance(atm, bool) or not isinstance(atm, (int, np.integer)) or atm < 0:
-            raise ValueError(f"CodecConfig.auto_trellis_max must be an int >= 0, got {atm!r}")
+        if atm is not None and (isinstance(atm, bool) or not isinstance(atm, (int, np.integer)) or atm < 0):
+            raise ValueError(f"CodecConfig.auto_trellis_max must be None or an int >= 0, got {atm!r}")
         if self.step is not None and not (_is_real(self.step) and math.isfinite(self.step) and self.step > 0):
             raise ValueError(f"CodecConfig.step must be a finite number > 0 or None, got {self.step!r}")
         _check_qp(self.qp, "CodecConfig.qp")
@@ -361,19 +387,29 @@ class CodecConfig:
         lossless = role in self.lossless_roles if o is None or o.lossless is None else o.lossless
         return dtype in FLOAT_DTYPES and not lossless and not self._fine(role, o)
 
+    def by_rule4(self, name: str, role: str, dtype: str) -> bool:
+        """Whether a (finite) tensor's step comes from rule 4 (quantized, not fine, no plan step or
+        qp or rel_step, no absolute config step): the tensors the probe's factors apply to."""
+        o = self.plan_for(name)
+        if not self.quantizes(name, role, dtype) or self.step is not None or self.qp is not None:
+            return False
+        return o is None or (o.step is None and o.qp is None and o.rel_step is None)
+
     def _fine(self, role: str, o: TensorPlan | None) -> bool:
         """Whether the fine-role rule sets this tensor's step: its role is a fine one and its plan
-        entry (if any) names neither a step nor a method, and the config sets no absolute step."""
-        if role not in self.fine_roles or self.step is not None or self.qp is not None:
+        entry (if any) names neither a step nor a method."""
+        if role not in self.fine_roles:
             return False
         return o is None or (o.step is None and o.qp is None and o.rel_step is None and o.method is None)
 
     def model_method(self, total_size: int | None) -> str:
-        """The method for tensors without a planned one: ``method``, or for "auto" "trellis" when
-        the quantized tensors hold at most ``auto_trellis_max`` weights in all (None: unknown,
-        "nearest")."""
+        """The method for tensors without a planned one: ``method``, or for "auto" "trellis",
+        unless ``auto_trellis_max`` is set and the quantized tensors hold more weights in all (or
+        their total is unknown, None): then "nearest"."""
         if self.method != "auto":
             return self.method
+        if self.auto_trellis_max is None:
+            return "trellis"
         small = total_size is not None and total_size <= self.auto_trellis_max
         return "trellis" if small else "nearest"
 
@@ -386,26 +422,30 @@ class CodecConfig:
         *,
         mean_size: float | None = None,
         total_size: int | None = None,
+        step_factor: float = 1.0,
     ) -> ResolvedPlan:
         """The plan for one tensor; ``values`` (float) is needed only for a relative step.
         ``mean_size`` / ``total_size``: mean and total element count of the tensors the model
-        quantizes (``compress`` passes them); None = this tensor alone is the model."""
+        quantizes (``compress`` passes them); None = this tensor alone is the model.
+        ``step_factor`` multiplies a rule-4 step (the probe's factor; other rules ignore it)."""
         o = self.plan_for(name) or TensorPlan()
         lossless = role in self.lossless_roles if o.lossless is None else o.lossless
         if dtype not in FLOAT_DTYPES or lossless:
             return ResolvedPlan(lossless=True)
         n = int(values.size) if values is not None else 0
         if self._fine(role, o):
+            step = _rel_step(values, self.fine_rel_step, self.spread)
+            absolute = self.step if self.step is not None else None if self.qp is None else qp_step(self.qp)
             return ResolvedPlan(
                 lossless=False,
                 method="nearest",
-                step=_rel_step(values, self.fine_rel_step, self.spread),
+                step=step if absolute is None else min(step, float(absolute)),
                 lam=0.0,
                 row_scale_exp=o.row_scale_exp,
                 col_scale_exp=o.col_scale_exp,
             )
         method = o.method or self.model_method(n if total_size is None else total_size)
-        step = self._step(o, values, method, n, mean_size)
+        step = self._step(o, values, method, n, mean_size, step_factor)
         if o.lam is not None:
             lam = float(o.lam)
         else:
@@ -420,7 +460,9 @@ class CodecConfig:
             col_scale_exp=o.col_scale_exp,
         )
 
-    def _step(self, o: TensorPlan, values, method: str, n: int, mean_size: float | None) -> float:
+    def _step(
+        self, o: TensorPlan, values, method: str, n: int, mean_size: float | None, factor: float = 1.0
+    ) -> float:
         """The step rules of the module docstring, first match wins."""
         if o.step is not None:
             return float(o.step)
@@ -438,7 +480,7 @@ class CodecConfig:
             step *= min(max(f, 1.0 / SIZE_FACTOR_LIMIT), SIZE_FACTOR_LIMIT)
         if method == "trellis":
             step *= TRELLIS_STEP_RATIO
-        return step
+        return step * float(factor)
 
     def to_dict(self) -> dict:
         d = asdict(self)

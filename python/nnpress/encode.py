@@ -9,8 +9,12 @@ the writer itself.
 
 Contract
 --------
-- ``model_stats(entries, config)``: mean and total element count of the tensors the config
-  quantizes (the model-level inputs of the default step rule and of method "auto").
+- ``model_stats(entries, config, sensitivities=None)``: mean and total element count of the tensors
+  the config quantizes (the model-level inputs of the default step rule and of method "auto"), and
+  with per-weight output sensitivities the probe's step factors (``probe_factors``).
+- ``data_free_sensitivities(source, entries, config)`` -> ``{name: s_t}`` or None: the data-free
+  probe of an ``nn.Module`` source (``CodecConfig.probe``); None for a state_dict or a file, for a
+  model that does not run on synthetic inputs, or with the probe off.
 - ``encode_tensor(entry, config, stats, *, importance=None, hessian=None, row_hessian=None)`` ->
   :class:`EncodedTensor`: the tensor's plan (``config.resolve``; tensors with NaN/inf values or an
   outlier beyond the quantizers' level range are stored exactly), its channel scale exponents (the
@@ -18,8 +22,8 @@ Contract
   (``config.prune``), error feedback (``hessian``/``row_hessian``, prepared by
   ``quant.feedback_inputs``), quantization, and the record for the writer with the level
   parameters the quantizer picked for the final levels (the writer does not search again).
-- ``encode_model(entries, config, *, importance, hessians, row_hessians, progress)``: every entry,
-  in order (aliases stay aliases).
+- ``encode_model(entries, config, *, importance, hessians, row_hessians, sensitivities, progress)``:
+  every entry, in order (aliases stay aliases).
 - ``write_records(encoded, config, metadata)`` -> file bytes (and each report's stored bytes): one
   call into the C++ writer, which also checks that the bytes parse.
 - :attr:`EncodedTensor.recon` is the float32 view of what the decoder returns for a quantized
@@ -39,7 +43,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .config import MAX_LEVEL, CodecConfig, ResolvedPlan
+from .config import MAX_LEVEL, PROBE_FACTOR_LIMIT, CodecConfig, ResolvedPlan
 from .container import NUMPY_DTYPES, TensorRecord, bfloat16_to_float32, float32_to_bfloat16, nnp_bytes
 from .prune import prune_array
 from .quant import _quantize_core, channel_scales, feedback_inputs, rows_cols
@@ -49,10 +53,12 @@ from .traverse import TensorEntry
 __all__ = [
     "EncodedTensor",
     "ModelStats",
+    "data_free_sensitivities",
     "encode_model",
     "encode_tensor",
     "file_metadata",
     "model_stats",
+    "probe_factors",
     "rows_per_block",
     "write_records",
 ]
@@ -66,6 +72,7 @@ class ModelStats:
 
     mean_size: float | None
     total_size: int
+    step_factors: Mapping[str, float] | None = None  # the probe's factors of rule-4 steps, by name
 
 
 @dataclass
@@ -75,9 +82,70 @@ class EncodedTensor:
     recon: np.ndarray | None = None  # float32: what the decoder returns (quantized tensors only)
 
 
-def model_stats(entries: Sequence[TensorEntry], config: CodecConfig) -> ModelStats:
+def model_stats(
+    entries: Sequence[TensorEntry], config: CodecConfig, sensitivities: Mapping[str, float] | None = None
+) -> ModelStats:
     sizes = [e.count for e in entries if e.alias_of is None and e.count and config.quantizes(e.name, e.role, e.dtype)]
-    return ModelStats(mean_size=sum(sizes) / len(sizes) if sizes else None, total_size=sum(sizes))
+    stats = ModelStats(mean_size=sum(sizes) / len(sizes) if sizes else None, total_size=sum(sizes))
+    if not sensitivities:
+        return stats
+    return ModelStats(stats.mean_size, stats.total_size, probe_factors(entries, config, stats, sensitivities))
+
+
+def probe_factors(
+    entries: Sequence[TensorEntry], config: CodecConfig, stats: ModelStats, sensitivities: Mapping[str, float]
+) -> dict[str, float]:
+    """The probe's factor m_t of each rule-4 step (``config`` module docstring, "Probe"): with a_t
+    the rule-4 step and s_t the per-weight sensitivity, ``m_t = c / (sqrt(s_t) a_t)`` clipped to
+    [1/PROBE_FACTOR_LIMIT, PROBE_FACTOR_LIMIT] (PROBE_FACTOR_LIMIT for s_t = 0), where
+    ``c**2 = sum s_t n_t a_t**2 / sum n_t`` over the tensors with s_t > 0 keeps the predicted output
+    distortion ``sum s_t n_t step_t**2`` at rule 4's. Tensors without a sensitivity, or not set
+    by rule 4, get no factor."""
+    steps, sens, sizes = {}, {}, {}
+    for e in entries:
+        if e.alias_of is not None or not e.count or e.name not in sensitivities:
+            continue
+        if not config.by_rule4(e.name, e.role, e.dtype):
+            continue
+        fvals = e.float_values()
+        plan = _plan(e, fvals, config, stats)
+        if plan.lossless:
+            continue
+        s = float(sensitivities[e.name])
+        if not (s >= 0 and np.isfinite(s)):
+            raise ValueError(f"{e.name!r}: sensitivity must be a finite number >= 0, got {s!r}")
+        steps[e.name], sens[e.name], sizes[e.name] = plan.step, s, e.count
+    live = [n for n in steps if sens[n] > 0]
+    if not live:
+        return {}
+    c = float(np.sqrt(sum(sens[n] * sizes[n] * steps[n] ** 2 for n in live) / sum(sizes[n] for n in live)))
+    lo, hi = 1.0 / PROBE_FACTOR_LIMIT, PROBE_FACTOR_LIMIT
+    return {n: hi if sens[n] == 0 else min(max(c / (np.sqrt(sens[n]) * steps[n]), lo), hi) for n in steps}
+
+
+def data_free_sensitivities(source, entries: Sequence[TensorEntry], config: CodecConfig) -> dict[str, float] | None:
+    """The data-free probe's per-weight sensitivities (``tune.probe_sensitivities`` on
+    ``nnpress.fisher.probe.synthetic_inputs``, the whole output seen through
+    ``fisher.probe.output_fn_for``) of the rule-4 tensors of an ``nn.Module`` source; None when
+    ``config.probe`` is off, the source is not a module (a state_dict or a file: nothing to run), or
+    the model does not run on synthetic inputs. Deterministic (fixed seeds)."""
+    if not config.probe or not hasattr(source, "named_parameters") or not hasattr(source, "forward"):
+        return None
+    from .fisher.probe import output_fn_for, synthetic_inputs
+    from .tune import probe_sensitivities
+
+    inputs = synthetic_inputs(source)
+    if inputs is None:
+        return None
+    params = dict(source.named_parameters())
+    names = [
+        e.name
+        for e in entries
+        if e.alias_of is None and e.count and e.name in params and config.by_rule4(e.name, e.role, e.dtype)
+    ]
+    if not names:
+        return None
+    return probe_sensitivities(source, inputs, names, output_fn=output_fn_for(source, inputs))
 
 
 def rows_per_block(shape: tuple, block_elements: int) -> int:
@@ -92,7 +160,10 @@ def _plan(e: TensorEntry, fvals: np.ndarray | None, config: CodecConfig, stats: 
     """``config.resolve``, except that values a quantizer cannot take are stored exactly."""
     if fvals is not None and e.count and not np.all(np.isfinite(fvals)):
         return ResolvedPlan(lossless=True)
-    return config.resolve(e.name, e.role, e.dtype, fvals, mean_size=stats.mean_size, total_size=stats.total_size)
+    factor = 1.0 if stats.step_factors is None else stats.step_factors.get(e.name, 1.0)
+    return config.resolve(
+        e.name, e.role, e.dtype, fvals, mean_size=stats.mean_size, total_size=stats.total_size, step_factor=factor
+    )
 
 
 def _beyond_level_range(values: np.ndarray, step: float, row_scale, col_scale) -> bool:
@@ -249,13 +320,16 @@ def encode_model(
     importance: Mapping[str, Any] | None = None,
     hessians: Mapping[str, Any] | None = None,
     row_hessians: Mapping[str, Any] | None = None,
+    sensitivities: Mapping[str, float] | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> list[EncodedTensor]:
-    """Every entry through :func:`encode_tensor`, in entry order; ``progress(0, total, "")`` first,
+    """Every entry through :func:`encode_tensor`, in entry order (``sensitivities``: per-weight
+    output sensitivities of rule-4 tensors, e.g. ``data_free_sensitivities``, for the probe's
+    step factors); ``progress(0, total, "")`` first,
     then ``progress(done, total, name)`` as each tensor finishes. Tensors are encoded concurrently
     on ``config.threads`` threads (the C++ quantizers release the GIL, and each tensor's row blocks
     use the same worker pool): the result does not depend on the thread count."""
-    stats = model_stats(entries, config)
+    stats = model_stats(entries, config, sensitivities)
     total = len(entries)
 
     def one(e: TensorEntry) -> EncodedTensor:
@@ -297,16 +371,20 @@ def encode_model(
     return [f.result() for f in futures]
 
 
-def file_metadata(config: CodecConfig) -> dict:
+def file_metadata(config: CodecConfig, probed: bool = False) -> dict:
     """What a file records of the config that wrote it. The plan's entries are in the tensor table
     already (step, method, lambda), so only their count is kept, under the key ``overrides`` that
-    files have always used (docs/FORMAT.md)."""
+    files have always used (docs/FORMAT.md). ``probed``: the data-free probe set rule-4 steps (a
+    ``"probe": true`` entry; absent otherwise)."""
     from . import __version__
 
     stored = config.to_dict()
     stored.pop("threads", None)  # does not change the bytes, so it is not recorded
     stored["overrides"] = len(stored.pop("plan"))
-    return {"producer": FORMAT_PRODUCER, "nnpress_version": __version__, "config": stored}
+    meta = {"producer": FORMAT_PRODUCER, "nnpress_version": __version__, "config": stored}
+    if probed:
+        meta["probe"] = True
+    return meta
 
 
 def write_records(encoded: Sequence[EncodedTensor], config: CodecConfig, metadata: dict | None = None) -> bytes:

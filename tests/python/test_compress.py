@@ -62,7 +62,8 @@ def test_module_round_trip_roles_and_ties(tmp_path):
     assert roles["ln.weight"] == "norm" and roles["ln.bias"] == "norm"
     assert f.entry("fc.weight")["storage"] == "alias" and f.entry("fc.weight")["alias_of"] == "embed.weight"
     storages = {e["name"]: e["storage"] for e in f.entries}
-    assert storages["conv.weight"] == "quantized" and storages["conv.bias"] == "raw"
+    assert storages["conv.weight"] == "quantized" and storages["conv.bias"] == "quantized"  # fine role
+    assert f.entry("conv.bias")["method"] == "nearest" and storages["bn.running_var"] == "raw"
     out = nnpress.decompress(path)
     assert out["fc.weight"] is out["embed.weight"]
     for name, t in sd.items():
@@ -81,10 +82,10 @@ def test_float_dtypes(tmp_path, dtype):
     torch.manual_seed(1)
     sd = {"layer.weight": (torch.randn(33, 20) * 0.1).to(dtype), "layer.bias": torch.randn(33).to(dtype)}
     path = tmp_path / "d.nnp"
-    nnpress.compress(sd, path, CodecConfig(method="nearest", step=2**-7))
+    nnpress.compress(sd, path, CodecConfig(method="nearest", step=2**-7, lossless_roles=("bias",)))
     out = nnpress.decompress(path)
     assert out["layer.weight"].dtype == dtype
-    assert torch.equal(out["layer.bias"], sd["layer.bias"])  # lossless by default
+    assert torch.equal(out["layer.bias"], sd["layer.bias"])  # its role is lossless
     w = sd["layer.weight"].to(torch.float64)
     # nearest rounding at step 2^-7: error at most step/2 plus the dtype's own rounding
     err = (out["layer.weight"].to(torch.float64) - w).abs().max().item()
@@ -220,8 +221,11 @@ def test_config_rules():
     assert (p.step, p.method, p.lam) == (0.5, "trellis", 2.0 * 0.25)
     assert cfg.resolve("enc.layer.w", "weight", "float32", w).step == pytest.approx(0.2 * std)
     assert cfg.resolve("keep", "weight", "float32", w).lossless
-    assert cfg.resolve("b", "bias", "float32", w).lossless
-    assert not CodecConfig(lossless_roles=()).resolve("b", "bias", "float32", w).lossless
+    # a bias: the fine rule (near-lossless rounding), its step never coarser than the absolute one
+    p = cfg.resolve("b", "bias", "float32", w)
+    assert not p.lossless and p.method == "nearest" and p.step == pytest.approx(std / 256)
+    assert CodecConfig(step=1e-4).resolve("b", "bias", "float32", w).step == 1e-4
+    assert CodecConfig(lossless_roles=("bias",)).resolve("b", "bias", "float32", w).lossless
     assert cfg.resolve("i", "weight", "int32", None).lossless
     assert CodecConfig.from_dict(cfg.to_dict()) == cfg
     for bad in (
@@ -393,22 +397,32 @@ def test_default_step_rule_grows_with_tensor_size():
             CodecConfig(**bad)
 
 
-def test_auto_method_is_the_trellis_for_small_models_only():
+def test_auto_method_is_the_trellis_at_every_size():
     cfg = CodecConfig()
-    assert cfg.method == "auto" and cfg.auto_trellis_max == 1 << 20
-    assert cfg.model_method(1 << 20) == "trellis" and cfg.model_method((1 << 20) + 1) == "nearest"
-    assert cfg.model_method(None) == "nearest"
-    assert CodecConfig(method="rdoq").model_method(10) == "rdoq"
+    assert cfg.method == "auto" and cfg.auto_trellis_max is None
+    for total in (1, 1 << 20, (1 << 20) + 1, 1 << 40, None):
+        assert cfg.model_method(total) == "trellis"
     w = np.ones((4, 4), np.float32)
-    assert cfg.resolve("x", "weight", "float32", w).method == "trellis"  # alone, it is a small model
-    assert cfg.resolve("x", "weight", "float32", w, total_size=1 << 21).method == "nearest"
+    assert cfg.resolve("x", "weight", "float32", w, total_size=1 << 30).method == "trellis"
+    # the previous rule, for speed: rounding above auto_trellis_max quantized weights
+    fast = CodecConfig(auto_trellis_max=1 << 20)
+    assert fast.model_method(1 << 20) == "trellis" and fast.model_method((1 << 20) + 1) == "nearest"
+    assert fast.model_method(None) == "nearest"
+    assert fast.resolve("x", "weight", "float32", w).method == "trellis"  # alone, it is a small model
+    assert fast.resolve("x", "weight", "float32", w, total_size=1 << 21).method == "nearest"
+    assert CodecConfig(method="rdoq").model_method(10) == "rdoq"
     assert CodecConfig(plan={"x": {"method": "rdoq"}}).resolve("x", "weight", "float32", w).method == "rdoq"
-    assert CodecConfig.from_dict(cfg.to_dict()) == cfg
+    for c in (cfg, fast):
+        assert CodecConfig.from_dict(c.to_dict()) == c
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError):
+            CodecConfig(auto_trellis_max=bad)
 
 
 def test_compress_default_uses_the_models_mean_size(tmp_path):
     """The file's steps are what rule 4 gives with the mean size of the quantized tensors (biases,
-    which are stored exactly, do not count), and the decoder returns exactly the levels * steps."""
+    quantized near-losslessly by the fine rule, do not count), and the decoder returns exactly the
+    levels * steps."""
     torch.manual_seed(8)
     sd = {
         "big.weight": torch.randn(300, 40) * 0.1,
@@ -419,13 +433,16 @@ def test_compress_default_uses_the_models_mean_size(tmp_path):
     nnpress.compress(sd, path)
     f = nnpress.NnpFile(path)
     mean_size = (300 * 40 + 20 * 15) / 2
+    assert CodecConfig().rel_step == 1 / 22
     for name in ("big.weight", "small.weight"):
         w = sd[name].numpy()
         e = f.entry(name)
-        assert e["method"] == "trellis"  # 12,300 quantized weights: a small model
-        want = (1 / 24) * spread_of(w) * math.sqrt(w.size / mean_size) * 0.5
+        assert e["method"] == "trellis"
+        want = (1 / 22) * spread_of(w) * math.sqrt(w.size / mean_size) * 0.5
         assert e["step"] == pytest.approx(want, rel=1e-6)
-    assert f.entry("big.bias")["storage"] == "raw"
+    b = f.entry("big.bias")
+    assert b["storage"] == "quantized" and b["method"] == "nearest"
+    assert b["step"] == pytest.approx(spread_of(sd["big.bias"].numpy()) / 256, rel=1e-6)
     back = nnpress.decompress(path)
     for name, t in sd.items():
         np.testing.assert_array_equal(back[name].numpy(), _expected_value(name, None, t, f))
@@ -434,7 +451,7 @@ def test_compress_default_uses_the_models_mean_size(tmp_path):
     e = nnpress.NnpFile(path).entry("big.weight")
     assert e["method"] == "nearest"
     assert e["step"] == pytest.approx(
-        (1 / 24) * spread_of(sd["big.weight"].numpy()) * math.sqrt(12000 / mean_size), rel=1e-6
+        (1 / 22) * spread_of(sd["big.weight"].numpy()) * math.sqrt(12000 / mean_size), rel=1e-6
     )
 
 

@@ -155,10 +155,11 @@ def _tiny_model():
 def test_fine_roles_quantize_biases_and_norms_near_losslessly(tmp_path):
     sd = _tiny_model()
     path, raw_path = tmp_path / "fine.nnp", tmp_path / "raw.nnp"
-    cfg = CodecConfig(lossless_roles=("buffer", "other"))
+    cfg = CodecConfig()  # the default: biases and norms near-lossless
+    assert cfg.lossless_roles == ("buffer", "other")
     assert cfg.fine_roles == ("bias", "norm") and cfg.fine_rel_step == 1 / 256
     rep = nnpress.compress(sd, path, cfg)
-    rep_raw = nnpress.compress(sd, raw_path)  # the default: biases and norms exact
+    rep_raw = nnpress.compress(sd, raw_path, CodecConfig(lossless_roles=("bias", "norm", "buffer", "other")))
     f, f_raw = nnpress.NnpFile(path), nnpress.NnpFile(raw_path)
     out = nnpress.decompress(path, as_numpy=True)
     roles = {e["name"]: e["role"] for e in f.entries}
@@ -179,8 +180,15 @@ def test_fine_roles_quantize_biases_and_norms_near_losslessly(tmp_path):
     v = sd["fc1.bias"].numpy()
     assert p.resolve("fc1.bias", "bias", "float32", v).step == pytest.approx(0.1 * spread_of(v))
     assert p.resolve("ln.bias", "norm", "float32", sd["ln.bias"].numpy()).method == "nearest"
-    # an absolute step applies to every quantized tensor, fine roles included
-    assert CodecConfig(lossless_roles=(), step=0.01).resolve("fc1.bias", "bias", "float32", v).step == 0.01
+    # with an absolute step or qp the fine rule still holds, never coarser than that step
+    fine = spread_of(v) / 256
+    for kw, absolute in (({"step": 0.01}, 0.01), ({"step": 1e-5}, 1e-5), ({"qp": -38}, 2**-9.5), ({"qp": -80}, 2**-20)):
+        assert absolute != pytest.approx(fine, rel=0.1)
+        p = CodecConfig(**kw).resolve("fc1.bias", "bias", "float32", v)
+        assert p.method == "nearest" and p.lam == 0
+        assert p.step == pytest.approx(min(fine, absolute), rel=1e-9)
+        assert not CodecConfig(**kw).quantizes("fc1.bias", "bias", "float32")  # not in the mean size
+        assert CodecConfig(**kw).resolve("fc1.weight", "weight", "float32", v).step == pytest.approx(absolute)
     assert not CodecConfig(lossless_roles=()).quantizes("fc1.bias", "bias", "float32")
     assert CodecConfig(lossless_roles=(), fine_roles=()).quantizes("fc1.bias", "bias", "float32")
     for bad in ({"fine_roles": ("biases",)}, {"fine_rel_step": 0}, {"fine_rel_step": float("inf")}):
@@ -214,3 +222,119 @@ def test_default_family_is_byte_identical_across_thread_counts(tmp_path, cfg):
         outs.append(p.read_bytes())
     assert outs[0] == outs[1] == outs[2]
     assert nnpress.NnpFile(tmp_path / "t1.nnp").version == (1, 0)
+
+
+def test_probe_factors_keep_rule4s_predicted_distortion():
+    """m_t = c / (sqrt(s_t) a_t), clipped to [1/4, 4], c such that sum s n (m a)^2 = sum s n a^2."""
+    from nnpress.config import PROBE_FACTOR_LIMIT
+    from nnpress.encode import model_stats
+    from nnpress.traverse import collect
+
+    rng = np.random.default_rng(21)
+    sd = {
+        "a.weight": torch.from_numpy((rng.standard_normal((60, 40)) * 0.1).astype(np.float32)),
+        "b.weight": torch.from_numpy((rng.standard_normal((30, 60)) * 0.05).astype(np.float32)),
+        "c.weight": torch.from_numpy((rng.standard_normal((10, 30)) * 0.2).astype(np.float32)),
+        "d.weight": torch.from_numpy((rng.standard_normal((10, 10)) * 0.2).astype(np.float32)),
+        "a.bias": torch.from_numpy(rng.standard_normal(60).astype(np.float32)),
+    }
+    entries = collect(sd)
+    cfg = CodecConfig()
+    base = model_stats(entries, cfg)
+    a = {e.name: cfg.resolve(e.name, e.role, e.dtype, e.values, mean_size=base.mean_size).step for e in entries}
+    sens = {"a.weight": 2.0, "b.weight": 0.5, "c.weight": 3.0, "d.weight": 0.0, "a.bias": 9.0}
+    m = model_stats(entries, cfg, sens).step_factors
+    assert set(m) == {"a.weight", "b.weight", "c.weight", "d.weight"}  # the fine-role bias is not rule 4's
+    assert m["d.weight"] == PROBE_FACTOR_LIMIT  # no measured effect: the coarsest step allowed
+    live = ("a.weight", "b.weight", "c.weight")
+    n = {k: sd[k].numel() for k in live}
+    assert all(1 / PROBE_FACTOR_LIMIT < m[k] < PROBE_FACTOR_LIMIT for k in live)
+    before = sum(sens[k] * n[k] * a[k] ** 2 for k in live)
+    after = sum(sens[k] * n[k] * (m[k] * a[k]) ** 2 for k in live)
+    assert after == pytest.approx(before, rel=1e-9)
+    # the new steps are proportional to 1 / sqrt(s_t): equal distortion per weight's bit
+    new = {k: m[k] * a[k] * math.sqrt(sens[k]) for k in live}
+    assert new["a.weight"] == pytest.approx(new["b.weight"], rel=1e-9) == pytest.approx(new["c.weight"], rel=1e-9)
+    # clipping: at most 4x finer (a small tensor far more sensitive than the rest) or coarser
+    m2 = model_stats(entries, cfg, dict(sens, **{"d.weight": 1e6, "c.weight": 1e-9})).step_factors
+    assert m2["d.weight"] == 1 / PROBE_FACTOR_LIMIT and m2["c.weight"] == PROBE_FACTOR_LIMIT
+    # the resolved steps are the rule-4 steps times the factors; an absolute step ignores them
+    for k in live:
+        assert cfg.resolve(k, "weight", "float32", sd[k].numpy(), mean_size=base.mean_size, step_factor=m[k]).step == (
+            pytest.approx(m[k] * a[k], rel=1e-12)
+        )
+    assert CodecConfig(step=0.01).resolve("a.weight", "weight", "float32", sd["a.weight"].numpy(), step_factor=3).step == 0.01
+    assert not CodecConfig(step=0.01).by_rule4("a.weight", "weight", "float32")
+    with pytest.raises(ValueError):
+        model_stats(entries, cfg, {"a.weight": float("nan")})
+
+
+class _Net(torch.nn.Module):
+    def __init__(self, first):
+        super().__init__()
+        self.first = first
+        self.fc = torch.nn.Linear(48, 10)
+
+    def forward(self, x):
+        h = self.first(x)
+        if h.dim() == 4:  # conv: pool to 48 features
+            h = torch.nn.functional.adaptive_avg_pool2d(h, (4, 4)).flatten(1)[:, :48]
+        elif h.dim() == 3:  # embedding: mean over tokens
+            h = h.mean(1)
+        return self.fc(torch.relu(h))
+
+
+def test_synthetic_inputs_from_the_first_layer():
+    from nnpress.fisher.probe import SYNTHETIC_BATCH, SYNTHETIC_IMAGE, SYNTHETIC_TOKENS, synthetic_inputs
+
+    torch.manual_seed(22)
+    x = synthetic_inputs(_Net(torch.nn.Linear(20, 48)))
+    assert x.shape == (SYNTHETIC_BATCH, 20) and x.dtype == torch.float32
+    x = synthetic_inputs(_Net(torch.nn.Conv2d(3, 3, 3)))
+    assert x.shape == (SYNTHETIC_BATCH, 3, SYNTHETIC_IMAGE, SYNTHETIC_IMAGE)
+    ids = synthetic_inputs(_Net(torch.nn.Embedding(100, 48)))
+    assert ids.shape == (SYNTHETIC_BATCH, SYNTHETIC_TOKENS) and ids.dtype == torch.int64
+    assert 0 <= int(ids.min()) and int(ids.max()) < 100
+    assert torch.equal(ids, synthetic_inputs(_Net(torch.nn.Embedding(100, 48))))  # deterministic
+    # a model that does not run on them (wrong width), or has no usable first layer: None
+    assert synthetic_inputs(_Net(torch.nn.Linear(20, 47))) is None
+    assert synthetic_inputs(torch.nn.Sequential(torch.nn.LayerNorm(8))) is None
+
+
+def test_compress_with_the_probe(tmp_path):
+    """probe=True on a module: rule-4 steps times the probe's factors, recorded in the metadata,
+    deterministic; a state_dict (nothing to run) and the default (probe off) get rule 4 alone."""
+    from nnpress.encode import data_free_sensitivities, model_stats
+    from nnpress.traverse import collect
+
+    torch.manual_seed(23)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4)
+    )
+    with torch.no_grad():
+        net[4].weight.mul_(0.05)  # the last layer matters less for the output than its size says
+    sd = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    on = CodecConfig(probe=True)
+    paths = {k: tmp_path / f"{k}.nnp" for k in ("mod", "mod2", "sd", "off")}
+    nnpress.compress(net, paths["mod"], on)
+    nnpress.compress(net, paths["mod2"], on)
+    nnpress.compress(sd, paths["sd"], on)
+    nnpress.compress(net, paths["off"])
+    assert paths["mod"].read_bytes() == paths["mod2"].read_bytes()
+    sd_out, off_out = (nnpress.decompress(paths[k], as_numpy=True) for k in ("sd", "off"))
+    assert all(np.array_equal(sd_out[k], off_out[k]) for k in sd)  # (the metadata records probe=True)
+    assert "probe" not in nnpress.NnpFile(paths["sd"]).metadata
+    assert CodecConfig().probe is False
+    f, f_off = nnpress.NnpFile(paths["mod"]), nnpress.NnpFile(paths["off"])
+    assert f.metadata["probe"] is True and "probe" not in f_off.metadata
+    entries = collect(net)
+    sens = data_free_sensitivities(net, entries, on)
+    assert set(sens) == {"0.weight", "2.weight", "4.weight"} and all(v > 0 for v in sens.values())
+    assert data_free_sensitivities(sd, collect(sd), on) is None
+    assert data_free_sensitivities(net, entries, CodecConfig()) is None
+    m = model_stats(entries, on, sens).step_factors
+    assert len({round(v, 6) for v in m.values()}) == 3  # the probe moved the steps apart
+    for name, factor in m.items():
+        assert f.entry(name)["step"] == pytest.approx(factor * f_off.entry(name)["step"], rel=1e-9)
+    for name in ("0.bias", "2.bias"):  # fine roles keep their own rule
+        assert f.entry(name)["step"] == f_off.entry(name)["step"]

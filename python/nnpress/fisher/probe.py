@@ -34,8 +34,8 @@ def probe_sensitivity(
     For each tensor W (one at a time, all others unchanged) and each of ``n_probes`` draws,
     W + rel_noise * scale(W) * N(0, 1) replaces W (via ``torch.func.functional_call``; the model is
     never modified) and the mean squared change of the output over all its elements is measured;
-    the average over probes is reported. scale(W) is W's standard deviation (its RMS if the std is 0,
-    1.0 if W is all zeros). For small noise this is about (rel_noise*scale)^2 * tr(J_W^T J_W)/n_out,
+    the average over probes is reported. scale(W) is the spread of W's bulk (``_noise_scale``: the
+    robust spread of ``nnpress.config.spread_of``; W's RMS if that is 0, 1.0 if W is all zeros). For small noise this is about (rel_noise*scale)^2 * tr(J_W^T J_W)/n_out,
     J_W = d output / d W: divide by (rel_noise*scale)^2 * W.numel() for a per-weight importance.
 
     ``inputs``: a tensor (``model(x)``), a tuple/list of positional arguments, or a dict of keyword
@@ -87,10 +87,111 @@ def _call_args(inputs: Any) -> tuple[tuple, dict]:
 
 
 def _noise_scale(p: Any) -> float:
-    """std of the tensor; its RMS if the std is 0 or undefined; 1.0 if the tensor is all zeros."""
+    """The spread of the tensor's bulk (``nnpress.config.spread_of``, "robust": a few outliers do
+    not make the noise swamp the other weights); its RMS if that is 0 or undefined; 1.0 if the
+    tensor is all zeros."""
+    from ..config import spread_of
+
     values = p.detach().double()
-    std = float(values.std(unbiased=False)) if values.numel() > 1 else 0.0
-    if std > 0 and math.isfinite(std):
-        return std
+    s = spread_of(values.cpu().numpy(), "robust") if values.numel() > 1 else 0.0
+    if s > 0 and math.isfinite(s):
+        return s
     rms = float(values.pow(2).mean().sqrt()) if values.numel() else 0.0
     return rms if rms > 0 and math.isfinite(rms) else 1.0
+
+
+# Synthetic inputs of the data-free probe that ``compress`` runs on an ``nn.Module`` source.
+SYNTHETIC_BATCH = 8  # inputs per probe batch
+SYNTHETIC_TOKENS = 32  # sequence length of synthetic token ids
+SYNTHETIC_IMAGE = 32  # height and width (and length, depth) of synthetic images
+
+
+def synthetic_inputs(model: torch.nn.Module, seed: int = 0) -> Any | None:
+    """Random inputs the model runs on, or None when none can be built or the model fails on them.
+
+    Built from the model's first parameterised module (in registration order): an ``Embedding``
+    (or a model with ``config.vocab_size``, as transformers models have) gets token ids drawn
+    uniformly from the vocabulary, ``SYNTHETIC_BATCH`` x ``SYNTHETIC_TOKENS``, passed as
+    ``input_ids`` (with an all-ones ``attention_mask``) when ``forward`` takes that argument; a
+    ``Linear`` gets standard normal vectors of its ``in_features``; a ``ConvNd`` standard normal
+    inputs of its channels and ``SYNTHETIC_IMAGE`` per spatial axis. The model is run once on them
+    (eval mode, no gradients, train flags restored) and must return a floating-point tensor
+    (``output_fn_for``). Deterministic given ``seed``.
+    """
+    import inspect
+
+    import torch
+    from torch import nn
+
+    gen = _make_generator(seed)
+    first = next((m for m in model.modules() if any(True for _ in m.parameters(recurse=False))), None)
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if isinstance(first, nn.Embedding) or isinstance(vocab, int):
+        n = vocab if isinstance(vocab, int) else first.num_embeddings
+        ids = torch.randint(0, n, (SYNTHETIC_BATCH, SYNTHETIC_TOKENS), generator=gen)
+        try:
+            takes_ids = "input_ids" in inspect.signature(model.forward).parameters
+        except (TypeError, ValueError):
+            takes_ids = False
+        inputs: Any = {"input_ids": ids, "attention_mask": torch.ones_like(ids)} if takes_ids else ids
+    elif isinstance(first, nn.Linear):
+        inputs = torch.randn(SYNTHETIC_BATCH, first.in_features, generator=gen)
+    elif isinstance(first, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        dims = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}[type(first)]
+        inputs = torch.randn(SYNTHETIC_BATCH, first.in_channels, *(SYNTHETIC_IMAGE,) * dims, generator=gen)
+    else:
+        return None
+    args, kwargs = _call_args(inputs)
+    try:
+        with _TrainFlags(model), torch.no_grad():
+            _float_outputs(model(*args, **kwargs))
+    except Exception:  # a model that does not run on these inputs is compressed without the probe
+        return None
+    return inputs
+
+
+def _float_outputs(out: Any) -> list:
+    """Every floating-point tensor with a batch dimension in a model output (a tensor, a mapping
+    such as transformers' ``ModelOutput``, or a tuple/list, nested), in order."""
+    import torch
+
+    found: list = []
+
+    def walk(o: Any) -> None:
+        if isinstance(o, torch.Tensor):
+            if o.is_floating_point() and o.dim() >= 1:
+                found.append(o)
+        elif isinstance(o, Mapping):
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, (tuple, list)):
+            for v in o:
+                walk(v)
+
+    walk(out)
+    if not found:
+        raise TypeError(f"the model output ({type(out).__name__}) holds no floating-point tensor")
+    return [t for t in found if t.shape[0] == found[0].shape[0]]
+
+
+def output_fn_for(model: torch.nn.Module, inputs: Any) -> Callable[[Any], torch.Tensor]:
+    """An ``output_fn`` for :func:`probe_sensitivity` that sees the whole output: every
+    floating-point tensor of it (``_float_outputs``), each flattened per batch row and divided by
+    its RMS on ``inputs`` with the model unchanged, side by side. The probe's mean squared change
+    then weighs every output element by its change relative to its own tensor's scale (a
+    transformers encoder's ``pooler_output`` counts, not only ``last_hidden_state``)."""
+    import torch
+
+    args, kwargs = _call_args(inputs)
+    with _TrainFlags(model), torch.no_grad():
+        base = _float_outputs(model(*args, **kwargs))
+    scales = []
+    for t in base:
+        rms = float(t.double().pow(2).mean().sqrt())
+        scales.append(rms if rms > 0 and math.isfinite(rms) else 1.0)
+
+    def fn(out: Any) -> torch.Tensor:
+        parts = _float_outputs(out)
+        return torch.cat([t.reshape(t.shape[0], -1).double() / s for t, s in zip(parts, scales)], dim=1)
+
+    return fn
