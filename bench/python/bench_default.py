@@ -28,7 +28,9 @@ chosen on it:
 
 Rows: NNCodec default (qp -38, DQ); the default before issue 15, items 1-2 (``OLD_DEFAULT``: nearest
 rounding above 2^20 quantized weights, rel_step 1/24, biases and norms stored exactly); the
-default (``CodecConfig()``). Unless ``--no-sweep``, the default's family over ``rel_step`` against
+default (``CodecConfig()``); unless ``--no-probe``, ``CodecConfig(probe=True)`` with the
+``nn.Module`` as the source (the data-free probe on synthetic inputs; its time is in the encode
+time). Unless ``--no-sweep``, the default's family over ``rel_step`` against
 NNCodec's qp sweep (and opt_qp), with nnpress's bits/param at each NNCodec point's report-set
 fidelity (interpolated along the nnpress curve), i.e. at matched fidelity; and the family's
 tune-set fidelity against NNCodec qp -38's, which is how the default ``rel_step`` was chosen.
@@ -244,6 +246,9 @@ def run(model_key, setup, nnc, args, rels):
     with tempfile.TemporaryDirectory() as tmp:
         rows.append(nnpress_row(setup, "before issue 15 (items 1-2)", CodecConfig(threads=threads, **OLD_DEFAULT), tmp))
         rows.append(nnpress_row(setup, "nnpress default: CodecConfig()", CodecConfig(threads=threads), tmp))
+        if not args.no_probe:  # the module itself as the source: the probe runs on synthetic inputs
+            cfg = CodecConfig(threads=threads, probe=True)
+            rows.append(nnpress_row(setup, "default + probe=True (nn.Module source)", cfg, tmp, setup["model"]))
         if not args.no_sweep:
             default_rel = CodecConfig().rel_step
             for rel in rels:
@@ -302,7 +307,10 @@ def print_tables(setup, rows, curve, nnc_curves, rels):
     lm = "mean_cos" in rows[0]
     fid = "cosine mean / min" if lm else "top-1 / KL"
     print(f"### {setup['name']}\n")
-    print(f"| codec / configuration | bytes | bits/param | vs NNCodec default | {fid} (report set) | encode s wall (CPU) |")
+    print(
+        f"| codec / configuration | bytes | bits/param | vs NNCodec default | {fid} (report set) "
+        "| encode s wall (CPU) |"
+    )
     print("|---|---|---|---|---|---|")
     ref = rows[0]["bits_per_param"]
     for r in rows:
@@ -328,7 +336,10 @@ def print_tables(setup, rows, curve, nnc_curves, rels):
         ratio = "—" if b is None else f"{b / r['bits_per_param']:.3f}x"
         name = f"opt_qp, qp {r['qp']}" if r.get("opt_qp") else f"qp {r['qp']}"
         print(f"| {name} | {r['bits_per_param']:.3f} | {v} | {bb} | {ratio} |")
-    print(f"\nThe default's family; tune-set fidelity (how rel_step was chosen) against NNCodec qp -38's {fmt_fid(rows[0], 'tune')}:\n")
+    print(
+        "\nThe default's family; tune-set fidelity (how rel_step was chosen) against NNCodec qp -38's "
+        f"{fmt_fid(rows[0], 'tune')}:\n"
+    )
     print(f"| rel_step | bits/param | vs NNCodec default | {fid}, tune set | {fid}, report set |")
     print("|---|---|---|---|---|")
     for r in curve:
@@ -345,6 +356,7 @@ def main():
     ap.add_argument("--sweep", default=None, help="rel_step denominators of the sweep, e.g. 28,24,20,16")
     ap.add_argument("--threads", type=int, default=None, help="nnpress threads (default: all cores)")
     ap.add_argument("--no-sweep", action="store_true")
+    ap.add_argument("--no-probe", action="store_true", help="skip the CodecConfig(probe=True) row")
     ap.add_argument("--opt-qp", action="store_true", help="also sweep NNCodec with opt_qp (its best setting)")
     ap.add_argument("--nncodec-cache", default=NNC_CACHE, help="JSON file of NNCodec rows (read and extended)")
     ap.add_argument("--nncodec-only", action="store_true", help="only compute NNCodec's rows into the cache")

@@ -460,9 +460,7 @@ class CodecConfig:
             col_scale_exp=o.col_scale_exp,
         )
 
-    def _step(
-        self, o: TensorPlan, values, method: str, n: int, mean_size: float | None, factor: float = 1.0
-    ) -> float:
+    def _step(self, o: TensorPlan, values, method: str, n: int, mean_size: float | None, factor: float = 1.0) -> float:
         """The step rules of the module docstring, first match wins."""
         if o.step is not None:
             return float(o.step)

@@ -263,7 +263,10 @@ def test_probe_factors_keep_rule4s_predicted_distortion():
         assert cfg.resolve(k, "weight", "float32", sd[k].numpy(), mean_size=base.mean_size, step_factor=m[k]).step == (
             pytest.approx(m[k] * a[k], rel=1e-12)
         )
-    assert CodecConfig(step=0.01).resolve("a.weight", "weight", "float32", sd["a.weight"].numpy(), step_factor=3).step == 0.01
+    assert (
+        CodecConfig(step=0.01).resolve("a.weight", "weight", "float32", sd["a.weight"].numpy(), step_factor=3).step
+        == 0.01
+    )
     assert not CodecConfig(step=0.01).by_rule4("a.weight", "weight", "float32")
     with pytest.raises(ValueError):
         model_stats(entries, cfg, {"a.weight": float("nan")})

@@ -35,8 +35,9 @@ def probe_sensitivity(
     W + rel_noise * scale(W) * N(0, 1) replaces W (via ``torch.func.functional_call``; the model is
     never modified) and the mean squared change of the output over all its elements is measured;
     the average over probes is reported. scale(W) is the spread of W's bulk (``_noise_scale``: the
-    robust spread of ``nnpress.config.spread_of``; W's RMS if that is 0, 1.0 if W is all zeros). For small noise this is about (rel_noise*scale)^2 * tr(J_W^T J_W)/n_out,
-    J_W = d output / d W: divide by (rel_noise*scale)^2 * W.numel() for a per-weight importance.
+    robust spread of ``nnpress.config.spread_of``; W's RMS if that is 0, 1.0 if W is all zeros).
+    For small noise this is about (rel_noise*scale)^2 * tr(J_W^T J_W)/n_out, J_W = d output / d W:
+    divide by (rel_noise*scale)^2 * W.numel() for a per-weight importance.
 
     ``inputs``: a tensor (``model(x)``), a tuple/list of positional arguments, or a dict of keyword
     arguments - typically synthetic (random) data. The model runs in eval mode without gradients;
