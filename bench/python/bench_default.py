@@ -245,7 +245,8 @@ def run(model_key, setup, nnc, args, rels):
     threads = args.threads
     with tempfile.TemporaryDirectory() as tmp:
         rows.append(nnpress_row(setup, "before issue 15 (items 1-2)", CodecConfig(threads=threads, **OLD_DEFAULT), tmp))
-        rows.append(nnpress_row(setup, "nnpress default: CodecConfig()", CodecConfig(threads=threads), tmp))
+        default = nnpress_row(setup, "nnpress default: CodecConfig()", CodecConfig(threads=threads), tmp)
+        rows.append(default)
         if not args.no_probe:  # the module itself as the source: the probe runs on synthetic inputs
             cfg = CodecConfig(threads=threads, probe=True)
             rows.append(nnpress_row(setup, "default + probe=True (nn.Module source)", cfg, tmp, setup["model"]))
@@ -253,7 +254,7 @@ def run(model_key, setup, nnc, args, rels):
             default_rel = CodecConfig().rel_step
             for rel in rels:
                 if abs(rel - default_rel) < 1e-12:
-                    r = dict(rows[-1], label=f"rel_step 1/{1 / rel:.0f}")
+                    r = dict(default, label=f"rel_step 1/{1 / rel:.0f}")
                 else:
                     cfg = CodecConfig(threads=threads, rel_step=rel)
                     r = nnpress_row(setup, f"rel_step 1/{1 / rel:.0f}", cfg, tmp)
