@@ -202,8 +202,7 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--method",
         choices=CONFIG_METHODS,
-        help="quantizer (default auto: trellis for models up to 2**20 quantized weights, "
-        "nearest rounding for bigger ones)",
+        help="quantizer (default auto: the trellis at every model size)",
     )
     g = c.add_mutually_exclusive_group()
     g.add_argument("--step", type=float, help="one absolute step size for all quantized tensors")
@@ -212,7 +211,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--rel-step",
         type=float,
         help="step = REL_STEP x spread x sqrt(size / mean size) of each tensor, halved for the "
-        "trellis (default 1/24; the data-free default, see CodecConfig)",
+        "trellis (default 1/22; the data-free default, see CodecConfig)",
     )
     c.add_argument(
         "--spread",
@@ -229,7 +228,8 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--lossless-roles",
         metavar="ROLES",
-        help="comma-separated roles stored exactly (default bias,norm,buffer,other; '' = none)",
+        help="comma-separated roles stored exactly (default buffer,other: biases and norms are "
+        "quantized near-losslessly; '' = none)",
     )
     c.add_argument("--block-elements", type=int, help="elements per independently decodable row block")
     c.add_argument(
