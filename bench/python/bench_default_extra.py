@@ -4,9 +4,10 @@
     python bench/python/bench_default_extra.py minilm-configs '{"method": "trellis", "rel_step": 0.05}' ...
     python bench/python/bench_default_extra.py minilm-probe 0.0015 0.002 0.0025
 
-- ``digits-fine``: the digits CNN, MLP and heavy-tailed MLP (``heavy_tail.py``) with the default,
-  the default before issue 15 (``spread="std"``), and each with biases and norms quantized
-  near-losslessly (``lossless_roles=("buffer", "other")``): bytes, top-1 on the 450 test digits,
+- ``digits-fine``: the digits CNN, MLP and heavy-tailed MLP (``heavy_tail.py``) at ``rel_step`` 1/24
+  with steps from the robust spread and from the std (``spread="std"``), each with biases and norms
+  stored exactly and quantized near-losslessly (``lossless_roles=("buffer", "other")``, the
+  default since issue 15): bytes, top-1 on the 450 test digits,
   mean KL of the predictions from the original's on the test digits and on all 1,797 digits.
 - ``minilm-configs``: one ``nnpress.compress`` of all-MiniLM-L6-v2 per JSON object (the
   ``CodecConfig`` fields; lists become tuples); ``{"nncodec": 1, "qp": -38}`` is NNCodec instead
@@ -78,12 +79,13 @@ def digits_fine(jsonl):
                 return torch.log_softmax(mm(x_all), -1), evaluate_accuracy(mm, d.x_test, d.y_test)
 
         ref, _ = logp(sd)
-        fine = ("buffer", "other")
+        exact = ("bias", "norm", "buffer", "other")  # biases and norms stored exactly (before issue 15)
+        fine = ("buffer", "other")  # biases and norms near-lossless (the default now)
         for label, cfg in (
-            ("before issue 15: spread std", CodecConfig(spread="std")),
-            ("spread std, fine roles", CodecConfig(spread="std", lossless_roles=fine)),
-            ("default (spread robust)", CodecConfig()),
-            ("default, fine roles", CodecConfig(lossless_roles=fine)),
+            ("before issue 15: spread std", CodecConfig(spread="std", rel_step=1 / 24, lossless_roles=exact)),
+            ("spread std, fine roles", CodecConfig(spread="std", rel_step=1 / 24, lossless_roles=fine)),
+            ("spread robust", CodecConfig(rel_step=1 / 24, lossless_roles=exact)),
+            ("spread robust, fine roles", CodecConfig(rel_step=1 / 24, lossless_roles=fine)),
         ):
             with tempfile.TemporaryDirectory() as t:
                 p = os.path.join(t, "m.nnp")
