@@ -37,9 +37,10 @@ with more bits than the bulk's.
 
 A tuner passes its plan as ``plan={name: TensorPlan(step=..., method=..., lam=...)}``.
 
-This module owns the codec's defaults and step rules: ``METHODS``, ``ROLES``,
-``DEFAULT_REL_STEP``, ``TRELLIS_STEP_RATIO``, ``DEFAULT_LAM_SCALE``, ``HESSIAN_DAMP``, ``DEFAULT_BLOCK_ELEMENTS``,
-``SIZE_TOLERANCE``, ``SPREADS`` and ``ROBUST_CLIP`` are defined here and nowhere else.
+This module owns the codec's defaults and step rules: ``METHODS``, ``ROLES``, ``DEFAULT_REL_STEP``,
+``TRELLIS_STEP_RATIO``, ``DEFAULT_LAM_SCALE``, ``HESSIAN_DAMP``, ``DEFAULT_BLOCK_ELEMENTS``,
+``SIZE_TOLERANCE``, ``SPREADS``, ``ROBUST_CLIP`` and ``PROBE_FACTOR_LIMIT`` are defined here and
+nowhere else.
 
 One name per idea: the per-tensor plan is ``plan`` (``CodecConfig.plan``, ``--plan``,
 ``TuneResult.plan``); ``lam`` is the absolute trade-off and ``lam_scale`` the one relative to
@@ -52,15 +53,14 @@ rule 4 with ``rel_step = DEFAULT_REL_STEP``, ``spread = "robust"`` and ``size_ex
 ``method = "auto"``, which is "trellis" (dependent quantization) at every model size unless
 ``auto_trellis_max`` caps it (a model whose quantized tensors hold more weights in all then gets
 "nearest", faster), and biases and norms quantized near-losslessly (fine roles). Why steps grow
-with sqrt(size): quantization noise in a layer's output,
-relative to the output, is about step**2 / (12 * std**2) whatever the layer's size, so at equal
-relative step every tensor adds about the same distortion to the model's output while its bits grow
-with its size; minimising distortion + mu * bits then gives step ~ std * sqrt(n) (bench/RESULTS.md,
-"Data-free default", measures it on all-MiniLM-L6-v2 and the digits CNN/MLP against NNCodec's
-defaults).
+with sqrt(size): quantization noise in a layer's output, relative to the output, is about
+step**2 / (12 * std**2) whatever the layer's size, so at equal relative step every tensor adds about
+the same distortion to the model's output while its bits grow with its size; minimising distortion
++ mu * bits then gives step ~ std * sqrt(n) (bench/RESULTS.md, "Data-free default", measures it on
+all-MiniLM-L6-v2 and the digits CNN/MLP against NNCodec's defaults).
 
-Probe: when ``compress`` is given an ``nn.Module`` (``CodecConfig.probe``, on by default) that runs
-on synthetic inputs, each rule-4 tensor's output sensitivity s_t per weight is measured by a
+Probe: with ``CodecConfig(probe=True)`` (off by default), when ``compress`` is given an
+``nn.Module`` that runs on synthetic inputs, each rule-4 tensor's output sensitivity s_t per weight is measured by a
 data-free probe (``tune.probe_sensitivities``: the mean squared change of the whole output when
 that tensor alone gets small Gaussian noise) and its rule-4 step a_t becomes
 ``m_t * a_t`` with ``m_t = c / (sqrt(s_t) * a_t)`` clipped to [1/4, 4] (``PROBE_FACTOR_LIMIT``;
@@ -97,6 +97,7 @@ __all__ = [
     "HESSIAN_DAMP",
     "MAX_LEVEL",
     "METHODS",
+    "PROBE_FACTOR_LIMIT",
     "ROBUST_CLIP",
     "ROLES",
     "SIZE_TOLERANCE",
