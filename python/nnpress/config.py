@@ -249,7 +249,8 @@ class CodecConfig:
                     ``compress`` refuses it without an importance.
     prune:          fraction in [0, 1) of each quantized tensor's weights set to zero before
                     quantization, smallest saliency first (``importance * w**2`` with
-                    ``compress(importance=...)``, else ``w**2``; nnpress.prune). 0 = off.
+                    ``compress(importance=...)``, else ``w**2``; nnpress.prune); the fine roles
+                    are not pruned. 0 = off.
     probe:          when ``compress`` is given an ``nn.Module`` that runs on synthetic inputs
                     (``nnpress.fisher.probe.synthetic_inputs``), multiply each rule-4 step by the
                     data-free probe's factor (module docstring, "Probe"); a state_dict or a file

@@ -19,7 +19,7 @@ Contract
   :class:`EncodedTensor`: the tensor's plan (``config.resolve``; tensors with NaN/inf values or an
   outlier beyond the quantizers' level range are stored exactly), its channel scale exponents (the
   plan's, or derived from ``importance`` with ``config.channel_scales``), pruning
-  (``config.prune``), error feedback (``hessian``/``row_hessian``, prepared by
+  (``config.prune``; not of the tensors the fine rule quantizes), error feedback (``hessian``/``row_hessian``, prepared by
   ``quant.feedback_inputs``), quantization, and the record for the writer with the level
   parameters the quantizer picked for the final levels (the writer does not search again).
 - ``encode_model(entries, config, *, importance, hessians, row_hessians, sensitivities, progress)``:
@@ -268,7 +268,9 @@ def encode_tensor(
     recon = None
     if e.count:
         try:  # name the tensor: pruning, feedback and the quantizer know only shapes and indices
-            qvals = prune_array(fvals, config.prune, imp) if config.prune > 0 else fvals
+            # pruning is for the weights rules 1-4 quantize, not for near-lossless fine roles
+            prune = config.prune > 0 and config.quantizes(e.name, e.role, e.dtype)
+            qvals = prune_array(fvals, config.prune, imp) if prune else fvals
             imp_q, hess, row_hess = feedback_inputs(e.shape, imp, _float64(hessian), _float64(row_hessian))
             levels, recon, result = _quantize_core(
                 qvals,

@@ -98,7 +98,9 @@ def test_compress_with_prune_zeroes_the_pruned_weights(tmp_path, method):
     out = nnpress.decompress(tmp_path / "b.nnp", as_numpy=True)
     pruned = nnpress.prune(sd, 0.6, importance=imp)["fc.weight"] == 0
     assert np.all(out["fc.weight"][pruned] == 0)
-    assert np.array_equal(out["fc.bias"], sd["fc.bias"])
+    # the bias (a fine role: near-lossless by default) is not pruned
+    step = nnpress.NnpFile(tmp_path / "b.nnp").entry("fc.bias")["step"]
+    assert np.abs(out["fc.bias"] - sd["fc.bias"]).max() <= 0.5 * step * (1 + 1e-5)
     assert rep.file_bytes < 0.7 * base.file_bytes
     # the reported error is against the original (unpruned) weights
     t = {r.name: r for r in rep.tensors}["fc.weight"]
