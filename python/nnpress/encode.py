@@ -19,9 +19,10 @@ Contract
   :class:`EncodedTensor`: the tensor's plan (``config.resolve``; tensors with NaN/inf values or an
   outlier beyond the quantizers' level range are stored exactly), its channel scale exponents (the
   plan's, or derived from ``importance`` with ``config.channel_scales``), pruning
-  (``config.prune``; not of the tensors the fine rule quantizes), error feedback (``hessian``/``row_hessian``, prepared by
-  ``quant.feedback_inputs``), quantization, and the record for the writer with the level
-  parameters the quantizer picked for the final levels (the writer does not search again).
+  (``config.prune``; not of the tensors the fine rule quantizes), error feedback
+  (``hessian``/``row_hessian``, prepared by ``quant.feedback_inputs``), quantization, and the record
+  for the writer with the level parameters the quantizer picked for the final levels (the writer
+  does not search again).
 - ``encode_model(entries, config, *, importance, hessians, row_hessians, sensitivities, progress)``:
   every entry, in order (aliases stay aliases).
 - ``write_records(encoded, config, metadata)`` -> file bytes (and each report's stored bytes): one
