@@ -23,6 +23,7 @@
 
 #include "check.h"
 #include "nnpress/format/container.h"
+#include "nnpress/format/crc.h"
 #include "nnpress/runtime.h"
 
 using namespace nnpress;
@@ -626,6 +627,65 @@ static void test_reads_only_what_it_needs() {
   unlink(path.c_str());
 }
 
+// CRC-32C of pieces combined = CRC-32C of the whole, for every split point of some lengths.
+static void test_crc_combine() {
+  std::mt19937 rng(5);
+  std::vector<uint8_t> buf(3000);
+  for (auto& b : buf) b = uint8_t(rng());
+  for (size_t n : {size_t(0), size_t(1), size_t(7), size_t(64), size_t(1000), size_t(3000)}) {
+    const uint32_t whole = crc32c(buf.data(), n);
+    for (size_t cut = 0; cut <= n; cut += (n > 100 ? 37 : 1))
+      CHECK(crc32c_combine(crc32c(buf.data(), cut), crc32c(buf.data() + cut, n - cut), n - cut) == whole);
+  }
+}
+
+// A raw tensor larger than the piece size: copied in pieces on several threads, the CRC checked
+// over all of them (a flipped byte in any piece is reported once, for the whole chunk).
+static void test_large_raw_tensor() {
+  std::vector<uint8_t> data((size_t(9) << 20) + 123);
+  std::mt19937 rng(11);
+  for (auto& b : data) b = uint8_t(rng());
+  std::vector<TensorInput> in(2);
+  in[0].name = "emb";
+  in[0].dtype = DType::kUInt8;
+  in[0].shape = {data.size()};
+  in[0].raw = data.data();
+  in[0].raw_size = data.size();
+  std::vector<int32_t> levels = laplacian(64 * 64, 2.0, 4);
+  in[1].name = "w";
+  in[1].storage = Storage::kQuantized;
+  in[1].shape = {64, 64};
+  in[1].levels = levels.data();
+  in[1].step = 0.5;
+  const std::string path = g_dir + "/raw.nnp";
+  std::vector<uint8_t> mem;
+  CHECK(write_container(in, options(1), &mem).ok());
+  CHECK(crc32c(mem.data() + 40, data.size()) == crc32c(data.data(), data.size()));
+  CHECK(stream(path, in, options(3)).ok());
+  CHECK(read_file(path) == mem);
+  for (size_t at : {size_t(0), size_t(5) << 20, data.size() - 1}) {
+    ContainerReader r;
+    std::vector<uint8_t> bytes = mem;
+    if (at != 0) bytes[40 + at] ^= 1;
+    write_file(path, bytes);
+    CHECK(ContainerReader::open_file(path, &r).ok());
+    for (unsigned threads : {1u, 3u}) {
+      std::vector<uint8_t> out(data.size());
+      Status s = r.decode(0, out.data(), out.size(), threads);
+      if (at == 0) {
+        CHECK(s.ok());
+        CHECK(out == data);
+      } else {
+        CHECK(s.code() == StatusCode::kCorrupt);
+        CHECK(s.message().find("'emb', chunk 1 of 1: checksum mismatch") != std::string::npos);
+      }
+      std::vector<float> w(64 * 64);
+      CHECK(r.decode(1, w.data(), w.size() * 4, threads).ok());
+    }
+  }
+  unlink(path.c_str());
+}
+
 int main() {
   char tmpl[] = "nnp_stream_test_XXXXXX";
   const char* d = mkdtemp(tmpl);
@@ -642,9 +702,11 @@ int main() {
   test_corrupt_chunk_on_disk();
   test_file_changed_size();
   test_reads_only_what_it_needs();
+  test_crc_combine();
+  test_large_raw_tensor();
   // Clean up what the tests left (a failing test may leave files; the folder is then kept).
-  for (const std::string& n : {"mix.nnp", "plain.nnp", "none.nnp", "state.nnp", "keep.nnp", "other.nnp",
-                               "fsize/big.nnp"})
+  for (const std::string& n :
+       {"mix.nnp", "plain.nnp", "none.nnp", "state.nnp", "keep.nnp", "other.nnp", "fsize/big.nnp"})
     unlink((g_dir + "/" + n).c_str());
   rmdir((g_dir + "/fsize").c_str());
   rmdir(g_dir.c_str());

@@ -53,9 +53,28 @@
 //   the same bytes. Chunks are coded in parallel; the output bytes are identical for every thread
 //   count.
 //
+//   - open_file maps a regular file read-only (POSIX mmap, MAP_PRIVATE) instead of reading it: opening
+//     reads the header and the table (the mapping is advised MADV_RANDOM, so no read-ahead pulls in
+//     the data region), and decoding a tensor reads only its chunks (each asked for with
+//     MADV_WILLNEED just before it is checked and decoded). Once decoded, a chunk's pages are given
+//     back (MADV_DONTNEED; the OS keeps them in its page cache), so decoding a whole file tensor by
+//     tensor does not keep the file resident in the process. Every count and offset is checked
+//     against the file's size at open, as for bytes in memory; a table claimed larger than the file
+//     is rejected before anything is touched or allocated. Pipes, devices and platforms without
+//     mmap (no POSIX) read the whole file into memory instead.
+//
 // SURPRISES
-//   - open_memory does not copy: the buffer must outlive the reader. open_file and open_bytes own
-//     their copy.
+//   - open_memory does not copy: the buffer must outlive the reader. open_bytes owns its copy;
+//     open_file owns its mapping (the file is unmapped and closed with the reader).
+//   - A mapped file that someone else changes while the reader is open: replacing it by rename (as
+//     ContainerFileWriter and nnpress.compress do) is safe — the mapping keeps the old file. Every
+//     decode call first checks that the file still has the size it had at open and returns kIo
+//     ("changed size") otherwise. What remains: truncating the file *during* a decode call makes
+//     the pages past the new end unreadable and the process gets SIGBUS (the mmap rule; no check can
+//     close that window), and bytes rewritten in place are caught by the chunk CRCs only if they
+//     change before the chunk is checked (a change between a chunk's CRC check and its decoding
+//     gives wrong values, never an out-of-bounds read: decoding is bounds-checked throughout).
+//     Do not truncate or rewrite a .nnp file in place while it is open.
 //   - An alias entry (tied weights) has no chunks of its own; decoding it decodes its target.
 //   - The quantizer method is part of the format: it selects the reconstruction rule (trellis
 //     levels are state-machine indices, about half the size of plain levels at the same step).
@@ -170,8 +189,9 @@ class ContainerReader {
   // checksums, codes, counts, offsets, names, chunk tiling, trailing bytes), kUnsupported (major
   // version other than 1, header flags, an unknown quantizer method or reserved byte, a storage
   // code of a newer minor version), kLimit (ReaderOptions limits, 64-bit overflow, a tensor too
-  // large for this machine's size_t). open_file: kIo if the file cannot be opened or read (or
-  // grows while being read); the other messages are prefixed with the path.
+  // large for this machine's size_t). open_file: kIo if the file cannot be opened, mapped or read,
+  // or is a folder; the other messages are prefixed with the path. decode* and verify_checksums on
+  // a mapped file: kIo if the file's size changed since it was opened.
   static Status open_memory(const uint8_t* data, size_t size, ContainerReader* out,
                             const ReaderOptions& options = ReaderOptions());
   static Status open_bytes(std::vector<uint8_t> bytes, ContainerReader* out,
@@ -211,7 +231,8 @@ class ContainerReader {
   struct Scratch;
   Status parse(const ReaderOptions& options);
   Status run_tasks(std::vector<Task>& tasks, unsigned threads) const;
-  Status run_task(const Task& task, Scratch* scratch) const;
+  Status run_task(Task& task, Scratch* scratch) const;
+  std::string chunk_label(const Task& task) const;  // "nnp: tensor 'x', chunk k of n"
 
   struct Mapping;
   std::unique_ptr<Mapping> map_;  // open_file on a regular file (POSIX): the mapping of the file
