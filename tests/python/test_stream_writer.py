@@ -211,3 +211,29 @@ def test_file_size_limit_raises_oserror_and_leaves_nothing(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.strip() == "OSError ['m.nnp']"
     assert (tmp_path / "m.nnp").read_bytes() == b"old"
+
+
+def test_reader_reports_a_file_truncated_while_open(tmp_path):
+    # NnpFile(path) maps the file; a decode after someone truncated it is an OSError, not a crash.
+    inputs = _inputs(_records())
+    path = tmp_path / "m.nnp"
+    with _core.NnpFileWriter(str(path), _options()) as w:
+        for t in inputs:
+            w.add(t)
+        w.finish()
+    f = NnpFile(path)
+    before = f.read("w.big")
+    os.truncate(path, path.stat().st_size // 2)
+    with pytest.raises(OSError, match="changed size"):
+        f.read("w.big")
+    # Replacing the file by rename (what the writers do) is safe: an open reader keeps the old file.
+    with _core.NnpFileWriter(str(path), _options()) as w:
+        for t in inputs:
+            w.add(t)
+        w.finish()
+    g = NnpFile(path)
+    with _core.NnpFileWriter(str(path), _options()) as w:
+        w.add(inputs[4])
+        w.finish()
+    assert NnpFile(path).names == ["bias"]
+    np.testing.assert_array_equal(g.read("w.big"), before)
