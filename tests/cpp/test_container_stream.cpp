@@ -278,6 +278,9 @@ static void test_counters_and_state() {
   CHECK(w2.open(g_dir + "/x.nnp", zero).code() == StatusCode::kInvalidArgument);
   CHECK(w2.open("", options(1)).code() == StatusCode::kInvalidArgument);
   CHECK(w2.open(g_dir + "/", options(1)).code() == StatusCode::kInvalidArgument);
+  s = w2.open(g_dir, options(1));  // an existing folder
+  CHECK(s.code() == StatusCode::kIo);
+  CHECK(s.message().find("folder") != std::string::npos);
   s = w2.open(g_dir + "/no/such/folder/x.nnp", options(1));
   CHECK(s.code() == StatusCode::kIo);
   CHECK(s.message().find("no/such/folder/x.nnp") != std::string::npos);
@@ -628,6 +631,90 @@ static void test_reads_only_what_it_needs() {
   unlink(path.c_str());
 }
 
+// Random models (every storage, dtype, shapes with empty and scalar tensors, row blocks, pinned and
+// chosen level params, channel scales, aliases of earlier tensors, metadata): the streaming writer's
+// file equals write_container's bytes, for 1 and 2 threads, and the two readers agree on it.
+static void test_random_models_stream_equals_memory() {
+  std::mt19937_64 rng(2024);
+  const std::string path = g_dir + "/random.nnp";
+  for (int round = 0; round < 40; ++round) {
+    const size_t n = 1 + rng() % 8;
+    std::vector<std::vector<int32_t>> levels(n);
+    std::vector<std::vector<uint8_t>> raws(n);
+    std::vector<std::vector<int8_t>> rexp(n), cexp(n);
+    std::vector<TensorInput> in(n);
+    for (size_t i = 0; i < n; ++i) {
+      TensorInput& t = in[i];
+      t.name = "t" + std::to_string(i) + (rng() % 2 ? ".weight" : "");
+      const unsigned ndim = unsigned(rng() % 4);
+      for (unsigned d = 0; d < ndim; ++d) t.shape.push_back(rng() % 9 == 0 ? 0 : 1 + rng() % 40);
+      uint64_t count = 1, rows = 0, cols = 0;
+      for (uint64_t d : t.shape) count *= d;
+      rows_cols_of(t.shape, &rows, &cols);
+      const unsigned kind = unsigned(rng() % 4);
+      if (kind == 3 && i > 0) {  // alias of an earlier non-alias tensor: take its dtype and shape
+        size_t target = rng() % i;
+        while (in[target].storage == Storage::kAlias) target = rng() % i;  // tensor 0 is never an alias
+        t.storage = Storage::kAlias;
+        t.alias_of = uint32_t(target);
+        t.dtype = in[target].dtype;
+        t.shape = in[target].shape;
+      } else if (kind == 0) {
+        t.storage = Storage::kRaw;
+        t.dtype = DType(1 + rng() % 13);
+        raws[i].resize(size_t(count * dtype_size(t.dtype)));
+        for (auto& b : raws[i]) b = uint8_t(rng());
+        t.raw = raws[i].data();
+        t.raw_size = raws[i].size();
+      } else {
+        t.storage = Storage::kQuantized;
+        t.dtype = DType(1 + rng() % 4);
+        t.method = QuantMethod(rng() % 3);
+        t.step = 0.001 * double(1 + rng() % 1000);
+        t.lambda = double(rng() % 5);
+        levels[i] = laplacian(size_t(count), 0.5 + double(rng() % 20), uint32_t(rng()));
+        t.levels = levels[i].data();
+        if (rows && rng() % 2) t.rows_per_block = 1 + rng() % rows;
+        if (rng() % 3 == 0) {
+          t.unary_len = int(rng() % 8);
+          t.eg_order = int(rng() % 4);
+        }
+        if (count && rng() % 3 == 0) {
+          rexp[i].resize(size_t(rows));
+          for (auto& e : rexp[i]) e = int8_t(int(rng() % 17) - 8);
+          t.row_scale_exp = rexp[i].data();
+        }
+        if (count && rng() % 3 == 0) {
+          cexp[i].resize(size_t(cols));
+          for (auto& e : cexp[i]) e = int8_t(int(rng() % 17) - 8);
+          t.col_scale_exp = cexp[i].data();
+        }
+      }
+    }
+    WriterOptions o = options(1 + unsigned(round % 2));
+    o.block_elements = 1 + rng() % 600;
+    if (round % 5 == 0) o.metadata.clear();
+    std::vector<uint8_t> mem;
+    WriteResult mres, fres;
+    Status ms = write_container(in, o, &mem, &mres);
+    CHECK(ms.ok());
+    if (!ms.ok()) {
+      std::fprintf(stderr, "round %d: %s\n", round, ms.message().c_str());
+      continue;
+    }
+    CHECK(stream(path, in, o, nullptr, &fres).ok());
+    const bool same = read_file(path) == mem;
+    CHECK(same);
+    if (!same) std::fprintf(stderr, "round %d: streamed bytes differ\n", round);
+    CHECK(fres.stored_bytes == mres.stored_bytes);
+    ContainerReader a, b;
+    CHECK(ContainerReader::open_memory(mem.data(), mem.size(), &a).ok());
+    CHECK(ContainerReader::open_file(path, &b).ok());
+    CHECK(same_decode(a, b));
+  }
+  unlink(path.c_str());
+}
+
 // CRC-32C of pieces combined = CRC-32C of the whole, for every split point of some lengths.
 static void test_crc_combine() {
   std::mt19937 rng(5);
@@ -704,6 +791,7 @@ int main() {
   test_file_changed_size();
   test_reads_only_what_it_needs();
   test_crc_combine();
+  test_random_models_stream_equals_memory();
   test_large_raw_tensor();
   // Clean up what the tests left (a failing test may leave files; the folder is then kept).
   for (const std::string& n :

@@ -612,6 +612,9 @@ Status ContainerFileWriter::open(const std::string& path, const WriterOptions& o
   std::string dir, base;
   split_path(path, &dir, &base);
   if (base.empty()) return invalid_argument(label + ": '" + path + "' names a folder, not a file");
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+    return Status(StatusCode::kIo, "cannot write '" + path + "': it is a folder");
   *impl_ = Impl();
   Impl& w = *impl_;
   w.path = path;

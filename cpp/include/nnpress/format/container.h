@@ -324,8 +324,9 @@ Status write_container(const std::vector<TensorInput>& tensors, const WriterOpti
 //
 //   - open: the temporary file is created in the destination's folder with O_EXCL and mode
 //     0666 & ~umask (as a plain open() would); a 40-byte header placeholder is written. kIo if the
-//     folder is missing or not writable; kInvalidArgument for an empty path, a writer already open
-//     or block_elements == 0.
+//     folder is missing or not writable or the path is a folder; kInvalidArgument for an empty path
+//     or one ending in '/', a writer already open, block_elements == 0 or metadata over 2^32 - 1
+//     bytes.
 //   - add: the TensorInput rules of write_container; an alias may refer only to a tensor added
 //     before. An input refused with kInvalidArgument writes nothing and leaves the writer usable.
 //     The input's arrays are read only during the call.
