@@ -482,6 +482,18 @@ static void test_mapped_reader() {
   Status s = ContainerReader::open_file(g_dir + "/empty.nnp", &r);
   CHECK(s.code() == StatusCode::kTruncated);
   CHECK(s.message().find("empty.nnp") != std::string::npos);
+  // A header claiming a table far larger than the file: rejected from the header alone.
+  {
+    std::vector<uint8_t> h(bytes.begin(), bytes.begin() + 40);
+    for (int k = 0; k < 8; ++k) h[24 + k] = uint8_t((uint64_t(1) << 44) >> (8 * k));
+    const uint32_t crc = crc32c(h.data(), 36);
+    for (int k = 0; k < 4; ++k) h[36 + k] = uint8_t(crc >> (8 * k));
+    write_file(g_dir + "/huge.nnp", h);
+    s = ContainerReader::open_file(g_dir + "/huge.nnp", &r);
+    CHECK(s.code() == StatusCode::kTruncated);
+    CHECK(s.message().find("past the end") != std::string::npos);
+    unlink((g_dir + "/huge.nnp").c_str());
+  }
   // A pipe is read whole instead of mapped.
   int fds[2];
   CHECK(pipe(fds) == 0);

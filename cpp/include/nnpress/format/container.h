@@ -31,8 +31,10 @@
 //     (kMaxLevelsPerPayloadByte levels per byte for coded data, exactly size/itemsize for raw
 //     data) or than ReaderOptions::limits allow. It allocates only in proportion to the table's
 //     real size. It does not decode chunks.
-//   - decode* checks each chunk's CRC-32C before decoding it; a mismatch or a bad payload is a
-//     kCorrupt/kTruncated Status whose message names the tensor and the chunk. Results are
+//   - decode* checks each chunk's CRC-32C before decoding it (a raw chunk over 4 MiB is copied in
+//     pieces on several threads, and its CRC, combined from the pieces', is checked once all are
+//     copied); a mismatch or a bad payload is a kCorrupt/kTruncated Status whose message names the
+//     tensor and the chunk. Results are
 //     bit-identical for every thread count; with several errors the one of the first failing chunk
 //     in request order (tensors by index, each tensor's chunks in file order) is reported, whatever
 //     the thread count. `threads` = 0 means std::thread::hardware_concurrency(). A thread that
@@ -46,13 +48,6 @@
 //   - All functions return Status and never throw (except std::bad_alloc), abort or read outside
 //     the buffers they are given. Output buffers are the caller's; their size is checked. On a
 //     decode error the output holds unspecified values.
-//
-//   Writing (only with NNPRESS_ENCODER=ON): fill TensorInput records and call write_container, which
-//   builds the whole file in memory, or append them one by one to a ContainerFileWriter, which
-//   streams them to a temporary file and renames it onto the destination when finished. Both give
-//   the same bytes. Chunks are coded in parallel; the output bytes are identical for every thread
-//   count.
-//
 //   - open_file maps a regular file read-only (POSIX mmap, MAP_PRIVATE) instead of reading it: opening
 //     reads the header and the table (the mapping is advised MADV_RANDOM, so no read-ahead pulls in
 //     the data region), and decoding a tensor reads only its chunks (each asked for with
@@ -62,6 +57,12 @@
 //     against the file's size at open, as for bytes in memory; a table claimed larger than the file
 //     is rejected before anything is touched or allocated. Pipes, devices and platforms without
 //     mmap (no POSIX) read the whole file into memory instead.
+//
+//   Writing (only with NNPRESS_ENCODER=ON): fill TensorInput records and call write_container, which
+//   builds the whole file in memory, or append them one by one to a ContainerFileWriter, which
+//   streams them to a temporary file and renames it onto the destination when finished. Both give
+//   the same bytes. Chunks are coded in parallel; the output bytes are identical for every thread
+//   count.
 //
 // SURPRISES
 //   - open_memory does not copy: the buffer must outlive the reader. open_bytes owns its copy;
