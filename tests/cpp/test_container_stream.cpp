@@ -214,6 +214,24 @@ static void test_stream_equals_memory() {
       CHECK(!has_temp_files(g_dir));
     }
   }
+  // Added in batches (all at once, or a few at a time): the same bytes.
+  {
+    std::vector<uint8_t> mem;
+    CHECK(write_container(m.inputs, options(2), &mem).ok());
+    const std::string path = g_dir + "/mix.nnp";
+    ContainerFileWriter w;
+    CHECK(w.open(path, options(2)).ok());
+    CHECK(w.add(std::vector<TensorInput>(m.inputs.begin(), m.inputs.begin() + 3)).ok());
+    const uint64_t before = w.bytes_written();
+    std::vector<TensorInput> bad(m.inputs.begin() + 3, m.inputs.end());
+    bad.back().alias_of = 8;  // itself: refused, and with it the whole batch
+    CHECK(w.add(bad).code() == StatusCode::kInvalidArgument);
+    CHECK(w.tensor_count() == 3 && w.bytes_written() == before);
+    CHECK(w.add(m.inputs[3]).ok());
+    CHECK(w.add(std::vector<TensorInput>(m.inputs.begin() + 4, m.inputs.end())).ok());
+    CHECK(w.finish().ok());
+    CHECK(read_file(path) == mem);
+  }
   // Without channel scales the file is 1.0, with them 1.1, as write_container stamps it.
   std::vector<TensorInput> plain = {m.inputs[0], m.inputs[1]};
   std::vector<uint8_t> mem;

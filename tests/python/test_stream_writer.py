@@ -92,6 +92,21 @@ def test_same_bytes_as_the_memory_writer(tmp_path, threads, verify):
     np.testing.assert_array_equal(f.read_levels("w.big"), recs[0].data)
 
 
+def test_add_many(tmp_path):
+    inputs = _inputs(_records())
+    data, stored, _ = _core.write_nnp(inputs, _options())
+    path = tmp_path / "m.nnp"
+    with _core.NnpFileWriter(str(path), _options()) as w:
+        w.add_many(inputs[:2])
+        with pytest.raises(ValueError, match="duplicate name"):
+            w.add_many([inputs[2], inputs[0]])  # refused as a whole
+        assert w.tensor_count == 2
+        w.add_many(inputs[2:])
+        assert w.stored_bytes == list(stored)
+        w.finish()
+    assert path.read_bytes() == data
+
+
 def test_context_manager(tmp_path):
     inputs = _inputs(_records())
     path = tmp_path / "m.nnp"

@@ -639,9 +639,15 @@ Status ContainerFileWriter::open(const std::string& path, const WriterOptions& o
 #endif
 }
 
-Status ContainerFileWriter::add(const TensorInput& tensor) {
+Status ContainerFileWriter::add(const TensorInput& tensor) { return add_batch(&tensor, 1); }
+
+Status ContainerFileWriter::add(const std::vector<TensorInput>& tensors) {
+  return add_batch(tensors.data(), tensors.size());
+}
+
+Status ContainerFileWriter::add_batch(const TensorInput* tensors, size_t n) {
   if (!is_open()) return impl_ ? impl_->closed_error("add") : invalid_argument("ContainerFileWriter::add: moved-from");
-  Status s = impl_->assembler->add(&tensor, 1);
+  Status s = impl_->assembler->add(tensors, n);
   // A refused input wrote nothing; anything else failing left the file incomplete.
   if (s.code() == StatusCode::kInvalidArgument) return s;
   return impl_->fail_if(s);

@@ -356,6 +356,10 @@ class ContainerFileWriter {
 
   Status open(const std::string& path, const WriterOptions& options);
   Status add(const TensorInput& tensor);
+  // Several tensors at once, in order: all are validated before anything is written (one refused
+  // input refuses the batch), then the row blocks of all of them are coded on one pool — for many
+  // small tensors, which one add() each would code one block at a time. Holds the batch's chunks.
+  Status add(const std::vector<TensorInput>& tensors);
   Status finish(uint64_t* file_size = nullptr, WriteResult* result = nullptr);
   void abort();
 
@@ -366,6 +370,7 @@ class ContainerFileWriter {
   const std::string& temp_path() const;  // the temporary file while open, else empty
 
  private:
+  Status add_batch(const TensorInput* tensors, size_t n);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
