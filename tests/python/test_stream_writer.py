@@ -14,7 +14,7 @@ import pytest
 
 import nnpress
 from nnpress import _core
-from nnpress.container import NnpFile, TensorRecord, _tensor_input, nnp_bytes
+from nnpress.container import NnpFile, TensorRecord, nnp_bytes
 
 pytestmark = pytest.mark.skipif(not _core.HAS_ENCODER, reason="no encoder in this build")
 
@@ -45,10 +45,32 @@ def _records():
 
 
 def _inputs(records):
+    """The records as _core.TensorInputs, built here (not through container.py's private helper) so
+    this test pins the binding itself; nnp_bytes is compared against separately."""
     index: dict[str, int] = {}
     out = []
     for i, r in enumerate(records):
-        out.append(_tensor_input(r, index))
+        kw = {}
+        if r.storage == "quantized":
+            kw = dict(levels=np.ascontiguousarray(r.data, np.int32), method=getattr(_core.QuantMethod, r.method))
+            kw.update(step=r.step, lam=r.lam)
+            for which in ("row_scale_exp", "col_scale_exp"):
+                if getattr(r, which) is not None:
+                    kw[which] = np.ascontiguousarray(getattr(r, which), np.int8)
+        elif r.storage == "raw":
+            kw = dict(raw=np.ascontiguousarray(r.data).reshape(-1).view(np.uint8))
+        else:
+            kw = dict(alias_of=index[r.alias_of])
+        out.append(
+            _core.TensorInput(
+                name=r.name,
+                dtype=getattr(_core.DType, r.dtype),
+                role=getattr(_core.TensorRole, r.role),
+                storage=getattr(_core.Storage, r.storage),
+                shape=list(r.shape),
+                **kw,
+            )
+        )
         index.setdefault(r.name, i)
     return out
 
