@@ -745,6 +745,61 @@ static void test_random_models_stream_equals_memory() {
   unlink(path.c_str());
 }
 
+// The process's resident file-backed memory in KiB (RssFile in /proc/self/status), -1 if unknown.
+static long rss_file_kib() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return -1;
+  char line[256];
+  long kib = -1;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "RssFile: %ld kB", &kib) == 1) break;
+  std::fclose(f);
+  return kib;
+}
+
+// Decoding a mapped file tensor by tensor gives each chunk's pages back: the file does not become
+// resident in the process (Linux: measured with RssFile).
+static void test_decoded_pages_released() {
+  if (rss_file_kib() < 0) {
+    std::printf("test_decoded_pages_released: skipped (no RssFile in /proc/self/status)\n");
+    return;
+  }
+  const size_t mb = size_t(1) << 20;
+  std::vector<std::vector<uint8_t>> data(4, std::vector<uint8_t>(6 * mb));
+  std::vector<int32_t> levels = laplacian(1024 * 1024, 30.0, 8);
+  std::vector<TensorInput> in(5);
+  for (size_t k = 0; k < 4; ++k) {
+    for (size_t i = 0; i < data[k].size(); i += 4096) data[k][i] = uint8_t(k + i);
+    in[k].name = "raw" + std::to_string(k);
+    in[k].dtype = DType::kUInt8;
+    in[k].shape = {data[k].size()};
+    in[k].raw = data[k].data();
+    in[k].raw_size = data[k].size();
+  }
+  in[4].name = "q";
+  in[4].storage = Storage::kQuantized;
+  in[4].shape = {1024, 1024};
+  in[4].levels = levels.data();
+  in[4].step = 0.01;
+  const std::string path = g_dir + "/rss.nnp";
+  CHECK(stream(path, in, options(2)).ok());
+  ContainerReader r;
+  CHECK(ContainerReader::open_file(path, &r).ok());
+  CHECK(r.file_size() > 24 * mb);
+  std::vector<uint8_t> out(6 * mb);
+  std::vector<float> q(1024 * 1024);
+  const long before = rss_file_kib();
+  for (size_t k = 0; k < 4; ++k) {
+    CHECK(r.decode(k, out.data(), out.size(), k % 2 ? 1 : 2).ok());  // pieces on 1 and on 2 threads
+    CHECK(out == data[k]);
+  }
+  CHECK(r.decode(4, q.data(), q.size() * 4, 2).ok());
+  const long grown = rss_file_kib() - before;
+  CHECK(grown < 4 * 1024);  // about 27 MB of the file were read
+  if (grown >= 4 * 1024) std::fprintf(stderr, "RssFile grew by %ld KiB\n", grown);
+  unlink(path.c_str());
+}
+
 // CRC-32C of pieces combined = CRC-32C of the whole, for every split point of some lengths.
 static void test_crc_combine() {
   std::mt19937 rng(5);
@@ -820,6 +875,7 @@ int main() {
   test_corrupt_chunk_on_disk();
   test_file_changed_size();
   test_reads_only_what_it_needs();
+  test_decoded_pages_released();
   test_crc_combine();
   test_random_models_stream_equals_memory();
   test_large_raw_tensor();

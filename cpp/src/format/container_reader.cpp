@@ -554,12 +554,12 @@ struct ContainerReader::Mapping {
     if (hi > lo) ::madvise(static_cast<uint8_t*>(base) + lo, size_t(hi - lo), advice);
   }
   void will_need(uint64_t offset, uint64_t n) const { advise(offset, n, MADV_WILLNEED); }
-  // Gives the whole pages inside [offset, offset + n) back to the OS page cache: they were only
-  // read, so a later access maps them again from the file.
-  void release(uint64_t offset, uint64_t n) const {
-    const uint64_t lo = (offset + page - 1) / page * page, hi = (offset + n) / page * page;
-    if (hi > lo) ::madvise(static_cast<uint8_t*>(base) + lo, size_t(hi - lo), MADV_DONTNEED);
-  }
+  // Gives the pages of [offset, offset + n) back to the OS page cache: they were only read, so a
+  // later access maps them again from the file. The pages at either end are included although a
+  // neighbouring chunk may share them (its reader then faults them in again): touching such a page
+  // can map a whole large page-cache folio (up to 2 MiB at once), and leaving it mapped would keep
+  // the neighbour's pages resident after the neighbour released them.
+  void release(uint64_t offset, uint64_t n) const { advise(offset, n, MADV_DONTNEED); }
 };
 #else
 struct ContainerReader::Mapping {
