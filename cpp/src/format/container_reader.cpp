@@ -1,5 +1,6 @@
 // The .nnp reader (decoder side, always built). Layout: docs/FORMAT.md.
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -10,6 +11,14 @@
 #include "../common/parallel.h"
 #include "nnpress/format/container.h"
 #include "nnpress/format/crc.h"
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#define NNPRESS_MMAP 1
+#endif
 
 namespace nnpress {
 
@@ -496,14 +505,69 @@ struct ContainerReader::Task {
   uint8_t* out = nullptr;       // destination of the whole tensor
   bool levels_only = false;     // write int32 levels instead of dequantized values
   uint64_t cost = 0;
+  // A piece of a large raw chunk: bytes [begin, end) of it, copied on its own; its CRC-32C goes to
+  // piece_crc and the pieces' CRCs are combined and checked once all have run. end == 0: the whole
+  // chunk, checked before it is used.
+  uint64_t begin = 0, end = 0;
+  uint32_t piece_crc = 0;
   Status status;
 };
+
+namespace {
+// Raw chunks above this size are copied in pieces of this size on several threads.
+constexpr uint64_t kRawPieceBytes = uint64_t(4) << 20;
+}  // namespace
 
 // Per-thread buffers of run_tasks: a chunk's levels, and its float32 values on the way to 16 bits.
 struct ContainerReader::Scratch {
   std::vector<int32_t> levels;
   std::vector<float> values;
 };
+
+#ifdef NNPRESS_MMAP
+// A read-only, private mapping of a whole regular file, and the open descriptor (to notice a file
+// that shrank before touching pages that no longer exist).
+struct ContainerReader::Mapping {
+  int fd = -1;
+  void* base = nullptr;
+  size_t size = 0;
+  std::string path;
+  size_t page = 4096;
+  ~Mapping() {
+    if (base != nullptr) ::munmap(base, size);
+    if (fd >= 0) ::close(fd);
+  }
+  // kIo if the file's size is no longer the mapped size (truncated or grown by someone else).
+  Status check_unchanged() const {
+    struct stat st;
+    if (::fstat(fd, &st) != 0) return Status(StatusCode::kIo, "cannot stat '" + path + "': " + std::strerror(errno));
+    if (uint64_t(st.st_size) != uint64_t(size))
+      return Status(StatusCode::kIo, "'" + path + "' changed size while open (" + std::to_string(size) +
+                                         " bytes, now " + std::to_string(uint64_t(st.st_size)) + ")");
+    return Status::Ok();
+  }
+  // The mapping is advised MADV_RANDOM (a page fault reads that page, no read-around), so opening
+  // reads the header and the table only; decoding asks for exactly a chunk's pages with
+  // MADV_WILLNEED before reading it.
+  void advise(uint64_t offset, uint64_t n, int advice) const {
+    const uint64_t lo = offset / page * page, hi = std::min<uint64_t>(size, offset + n);
+    if (hi > lo) ::madvise(static_cast<uint8_t*>(base) + lo, size_t(hi - lo), advice);
+  }
+  void will_need(uint64_t offset, uint64_t n) const { advise(offset, n, MADV_WILLNEED); }
+  // Gives the pages of [offset, offset + n) back to the OS page cache: they were only read, so a
+  // later access maps them again from the file. The pages at either end are included although a
+  // neighbouring chunk may share them (its reader then faults them in again): touching such a page
+  // can map a whole large page-cache folio (up to 2 MiB at once), and leaving it mapped would keep
+  // the neighbour's pages resident after the neighbour released them.
+  void release(uint64_t offset, uint64_t n) const { advise(offset, n, MADV_DONTNEED); }
+};
+#else
+struct ContainerReader::Mapping {
+  Status check_unchanged() const { return Status::Ok(); }
+  void will_need(uint64_t, uint64_t) const {}
+  void release(uint64_t, uint64_t) const {}
+};
+#endif
 
 ContainerReader::ContainerReader() = default;
 ContainerReader::~ContainerReader() = default;
@@ -541,25 +605,79 @@ Status ContainerReader::open_bytes(std::vector<uint8_t> bytes, ContainerReader* 
   return Status::Ok();
 }
 
+namespace {
+
+// The whole file read into memory (for files that cannot be mapped: pipes, devices, platforms
+// without mmap).
+Status read_whole(std::FILE* f, const std::string& path, std::vector<uint8_t>* bytes) {
+  uint8_t buf[1 << 16];
+  for (;;) {
+    const size_t got = std::fread(buf, 1, sizeof buf, f);
+    bytes->insert(bytes->end(), buf, buf + got);
+    if (got < sizeof buf) break;
+  }
+  if (std::ferror(f)) return Status(StatusCode::kIo, "cannot read '" + path + "'");
+  return Status::Ok();
+}
+
+Status open_error(const std::string& path, int e) {
+  return Status(StatusCode::kIo, "cannot open '" + path + "': " + std::strerror(e));
+}
+
+}  // namespace
+
 Status ContainerReader::open_file(const std::string& path, ContainerReader* out, const ReaderOptions& options) {
   if (out == nullptr) return invalid_argument("ContainerReader::open_file: null reader");
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) return Status(StatusCode::kIo, "cannot open '" + path + "': " + std::strerror(errno));
-  std::vector<uint8_t> bytes;
-  bool ok = std::fseek(f, 0, SEEK_END) == 0;
-  long end = ok ? std::ftell(f) : -1;
-  ok = ok && end >= 0 && std::fseek(f, 0, SEEK_SET) == 0;
-  if (ok) {
-    bytes.resize(size_t(end));
-    ok = bytes.empty() || std::fread(bytes.data(), 1, bytes.size(), f) == bytes.size();
-    // The file must not have grown between ftell and fread: one more byte means it changed.
-    if (ok && std::fgetc(f) != EOF) ok = false;
+  Status s;
+  ContainerReader r;
+#ifdef NNPRESS_MMAP
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return open_error(path, errno);
+  auto map = std::make_unique<Mapping>();
+  map->fd = fd;
+  map->path = path;
+  const long page = ::sysconf(_SC_PAGESIZE);
+  if (page > 0) map->page = size_t(page);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return Status(StatusCode::kIo, "cannot stat '" + path + "': " + std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) return Status(StatusCode::kIo, "cannot read '" + path + "': it is a folder");
+  if (S_ISREG(st.st_mode)) {
+    if (uint64_t(st.st_size) > uint64_t(SIZE_MAX))
+      return Status(StatusCode::kIo, "cannot map '" + path + "': too large for this machine's address space");
+    map->size = size_t(st.st_size);
+    if (map->size != 0) {
+      void* p = ::mmap(nullptr, map->size, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (p == MAP_FAILED) return Status(StatusCode::kIo, "cannot map '" + path + "': " + std::strerror(errno));
+      map->base = p;
+      map->advise(0, map->size, MADV_RANDOM);
+    }
+    r.data_ = static_cast<const uint8_t*>(map->base);
+    r.size_ = map->size;
+    r.map_ = std::move(map);
+  } else {
+    // Not a regular file (a pipe, a device): read it whole.
+    std::FILE* f = ::fdopen(fd, "rb");
+    if (f == nullptr) return open_error(path, errno);
+    map->fd = -1;  // owned by f now
+    s = read_whole(f, path, &r.owned_);
+    std::fclose(f);
+    if (!s.ok()) return s;
+    r.data_ = r.owned_.data();
+    r.size_ = r.owned_.size();
   }
+#else
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return open_error(path, errno);
+  s = read_whole(f, path, &r.owned_);
   std::fclose(f);
-  if (!ok) return Status(StatusCode::kIo, "cannot read '" + path + "'");
-  Status s = open_bytes(std::move(bytes), out, options);
+  if (!s.ok()) return s;
+  r.data_ = r.owned_.data();
+  r.size_ = r.owned_.size();
+#endif
+  s = r.parse(options);
   if (!s.ok()) return Status(s.code(), path + ": " + s.message());
-  return s;
+  *out = std::move(r);
+  return Status::Ok();
 }
 
 Status ContainerReader::parse(const ReaderOptions& options) {
@@ -606,6 +724,10 @@ Status ContainerReader::find(const std::string& name, size_t* index) const {
 
 Status ContainerReader::run_tasks(std::vector<Task>& tasks, unsigned threads) const {
   if (tasks.empty()) return Status::Ok();
+  if (map_) {
+    Status s = map_->check_unchanged();
+    if (!s.ok()) return s;
+  }
   // Largest chunks first for balance; ties by file order. Errors are reported in file order.
   std::vector<size_t> order(tasks.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
@@ -615,20 +737,44 @@ Status ContainerReader::run_tasks(std::vector<Task>& tasks, unsigned threads) co
     Task& task = tasks[order[k]];
     task.status = run_task(task, &scratch[slot]);
   });
+  // The chunks copied in pieces: their CRC from the pieces' CRCs (the pieces follow each other).
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    if (tasks[i].end == 0 || tasks[i].begin != 0) continue;
+    uint32_t crc = tasks[i].piece_crc;
+    for (size_t j = i + 1; j < tasks.size() && tasks[j].end != 0 && tasks[j].begin != 0; ++j)
+      crc = crc32c_combine(crc, tasks[j].piece_crc, tasks[j].end - tasks[j].begin);
+    if (crc != tensors_[tasks[i].tensor].chunks[tasks[i].chunk].crc)
+      tasks[i].status = corrupt(chunk_label(tasks[i]) + ": checksum mismatch (corrupt data)");
+  }
   for (const Task& t : tasks)
     if (!t.status.ok()) return t.status;
   return Status::Ok();
 }
 
-Status ContainerReader::run_task(const Task& task, Scratch* scratch) const {
+std::string ContainerReader::chunk_label(const Task& task) const {
+  return "nnp: " + quoted(task.label) + ", chunk " + std::to_string(task.chunk + 1) + " of " +
+         std::to_string(tensors_[task.tensor].chunks.size());
+}
+
+Status ContainerReader::run_task(Task& task, Scratch* scratch) const {
   const TensorInfo& t = tensors_[task.tensor];
   const ChunkRef& ch = t.chunks[task.chunk];
-  const uint8_t* src = data_ + ch.offset;
-  auto where = [&] {  // built on failure only: this runs once per chunk
-    return "nnp: " + quoted(task.label) + ", chunk " + std::to_string(task.chunk + 1) + " of " +
-           std::to_string(t.chunks.size());
-  };
-  if (crc32c(src, size_t(ch.size)) != ch.crc) return corrupt(where() + ": checksum mismatch (corrupt data)");
+  const uint64_t begin = task.begin, size = task.end != 0 ? task.end - task.begin : ch.size;
+  const uint8_t* src = data_ + ch.offset + begin;
+  struct Release {  // mapped pages go back to the page cache once used
+    const Mapping* map;
+    uint64_t offset, size;
+    ~Release() {
+      if (map) map->release(offset, size);
+    }
+  } release{map_.get(), ch.offset + begin, size};
+  if (map_) map_->will_need(ch.offset + begin, size);
+  if (task.end != 0) {  // a piece of a raw chunk (checked in run_tasks)
+    task.piece_crc = crc32c(src, size_t(size));
+    std::memcpy(task.out + begin, src, size_t(size));
+    return Status::Ok();
+  }
+  if (crc32c(src, size_t(ch.size)) != ch.crc) return corrupt(chunk_label(task) + ": checksum mismatch (corrupt data)");
   if (t.storage == Storage::kRaw) {
     if (ch.size) std::memcpy(task.out, src, size_t(ch.size));
     return Status::Ok();
@@ -670,7 +816,7 @@ Status ContainerReader::run_task(const Task& task, Scratch* scratch) const {
       default: s = corrupt("quantized tensor with non-float dtype");
     }
   }
-  if (!s.ok()) return Status(s.code(), where() + ": " + s.message());
+  if (!s.ok()) return Status(s.code(), chunk_label(task) + ": " + s.message());
   return Status::Ok();
 }
 
@@ -693,7 +839,17 @@ Status ContainerReader::decode_all(const std::vector<void*>& outs, const std::ve
       task.chunk = k;
       task.label = req.name.c_str();
       task.out = static_cast<uint8_t*>(outs[i]);
-      task.cost = t.storage == Storage::kRaw ? t.chunks[k].size / 16 : t.chunks[k].rows * t.cols + t.chunks[k].size * 8;
+      const uint64_t size = t.chunks[k].size;
+      if (t.storage == Storage::kRaw && size > kRawPieceBytes) {
+        for (uint64_t b = 0; b < size; b += kRawPieceBytes) {
+          task.begin = b;
+          task.end = std::min(size, b + kRawPieceBytes);
+          task.cost = (task.end - b) / 16;
+          tasks.push_back(task);
+        }
+        continue;
+      }
+      task.cost = t.storage == Storage::kRaw ? size / 16 : t.chunks[k].rows * t.cols + size * 8;
       tasks.push_back(std::move(task));
     }
   }
@@ -747,10 +903,17 @@ Status ContainerReader::decode_levels(size_t i, int32_t* out, uint64_t out_count
 }
 
 Status ContainerReader::verify_checksums() const {
+  if (map_) {
+    Status s = map_->check_unchanged();
+    if (!s.ok()) return s;
+  }
   for (const TensorInfo& t : tensors_) {
     for (size_t k = 0; k < t.chunks.size(); ++k) {
       const ChunkRef& ch = t.chunks[k];
-      if (crc32c(data_ + ch.offset, size_t(ch.size)) != ch.crc)
+      if (map_) map_->will_need(ch.offset, ch.size);
+      const uint32_t crc = crc32c(data_ + ch.offset, size_t(ch.size));
+      if (map_) map_->release(ch.offset, ch.size);
+      if (crc != ch.crc)
         return corrupt("nnp: " + quoted(t.name) + ", chunk " + std::to_string(k + 1) + " of " +
                        std::to_string(t.chunks.size()) + ": checksum mismatch (corrupt data)");
     }

@@ -31,8 +31,10 @@
 //     (kMaxLevelsPerPayloadByte levels per byte for coded data, exactly size/itemsize for raw
 //     data) or than ReaderOptions::limits allow. It allocates only in proportion to the table's
 //     real size. It does not decode chunks.
-//   - decode* checks each chunk's CRC-32C before decoding it; a mismatch or a bad payload is a
-//     kCorrupt/kTruncated Status whose message names the tensor and the chunk. Results are
+//   - decode* checks each chunk's CRC-32C before decoding it (a raw chunk over 4 MiB is copied in
+//     pieces on several threads, and its CRC, combined from the pieces', is checked once all are
+//     copied); a mismatch or a bad payload is a kCorrupt/kTruncated Status whose message names the
+//     tensor and the chunk. Results are
 //     bit-identical for every thread count; with several errors the one of the first failing chunk
 //     in request order (tensors by index, each tensor's chunks in file order) is reported, whatever
 //     the thread count. `threads` = 0 means std::thread::hardware_concurrency(). A thread that
@@ -46,15 +48,34 @@
 //   - All functions return Status and never throw (except std::bad_alloc), abort or read outside
 //     the buffers they are given. Output buffers are the caller's; their size is checked. On a
 //     decode error the output holds unspecified values.
+//   - open_file maps a regular file read-only (POSIX mmap, MAP_PRIVATE) instead of reading it: opening
+//     reads the header and the table (the mapping is advised MADV_RANDOM, so no read-ahead pulls in
+//     the data region), and decoding a tensor reads only its chunks (each asked for with
+//     MADV_WILLNEED just before it is checked and decoded). Once decoded, a chunk's pages are given
+//     back (MADV_DONTNEED; the OS keeps them in its page cache), so decoding a whole file tensor by
+//     tensor does not keep the file resident in the process. Every count and offset is checked
+//     against the file's size at open, as for bytes in memory; a table claimed larger than the file
+//     is rejected before anything is touched or allocated. Pipes, devices and platforms without
+//     mmap (no POSIX) read the whole file into memory instead.
 //
 //   Writing (only with NNPRESS_ENCODER=ON): fill TensorInput records and call write_container, which
-//   builds the whole file in memory. Chunks are coded in parallel; the output bytes are identical
-//   for every thread count. Writing the bytes to disk is the caller's (the Python package replaces
-//   files atomically with nnpress.container.write_bytes_atomic).
+//   builds the whole file in memory, or append them one by one to a ContainerFileWriter, which
+//   streams them to a temporary file and renames it onto the destination when finished. Both give
+//   the same bytes. Chunks are coded in parallel; the output bytes are identical for every thread
+//   count.
 //
 // SURPRISES
-//   - open_memory does not copy: the buffer must outlive the reader. open_file and open_bytes own
-//     their copy.
+//   - open_memory does not copy: the buffer must outlive the reader. open_bytes owns its copy;
+//     open_file owns its mapping (the file is unmapped and closed with the reader).
+//   - A mapped file that someone else changes while the reader is open: replacing it by rename (as
+//     ContainerFileWriter and nnpress.compress do) is safe — the mapping keeps the old file. Every
+//     decode call first checks that the file still has the size it had at open and returns kIo
+//     ("changed size") otherwise. What remains: truncating the file *during* a decode call makes
+//     the pages past the new end unreadable and the process gets SIGBUS (the mmap rule; no check can
+//     close that window), and bytes rewritten in place are caught by the chunk CRCs only if they
+//     change before the chunk is checked (a change between a chunk's CRC check and its decoding
+//     gives wrong values, never an out-of-bounds read: decoding is bounds-checked throughout).
+//     Do not truncate or rewrite a .nnp file in place while it is open.
 //   - An alias entry (tied weights) has no chunks of its own; decoding it decodes its target.
 //   - The quantizer method is part of the format: it selects the reconstruction rule (trellis
 //     levels are state-machine indices, about half the size of plain levels at the same step).
@@ -169,8 +190,9 @@ class ContainerReader {
   // checksums, codes, counts, offsets, names, chunk tiling, trailing bytes), kUnsupported (major
   // version other than 1, header flags, an unknown quantizer method or reserved byte, a storage
   // code of a newer minor version), kLimit (ReaderOptions limits, 64-bit overflow, a tensor too
-  // large for this machine's size_t). open_file: kIo if the file cannot be opened or read (or
-  // grows while being read); the other messages are prefixed with the path.
+  // large for this machine's size_t). open_file: kIo if the file cannot be opened, mapped or read,
+  // or is a folder; the other messages are prefixed with the path. decode* and verify_checksums on
+  // a mapped file: kIo if the file's size changed since it was opened.
   static Status open_memory(const uint8_t* data, size_t size, ContainerReader* out,
                             const ReaderOptions& options = ReaderOptions());
   static Status open_bytes(std::vector<uint8_t> bytes, ContainerReader* out,
@@ -210,8 +232,11 @@ class ContainerReader {
   struct Scratch;
   Status parse(const ReaderOptions& options);
   Status run_tasks(std::vector<Task>& tasks, unsigned threads) const;
-  Status run_task(const Task& task, Scratch* scratch) const;
+  Status run_task(Task& task, Scratch* scratch) const;
+  std::string chunk_label(const Task& task) const;  // "nnp: tensor 'x', chunk k of n"
 
+  struct Mapping;
+  std::unique_ptr<Mapping> map_;  // open_file on a regular file (POSIX): the mapping of the file
   std::vector<uint8_t> owned_;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
@@ -263,8 +288,9 @@ struct WriterOptions {
   // pair whose measured size is within this fraction of the smallest; < 0: choose_level_params.
   double size_tolerance = 0.001;
   std::string metadata;                        // stored as is (UTF-8 JSON by convention)
-  // Parse the assembled bytes with ContainerReader and check every CRC before returning (for
-  // callers that replace a file with them); a failure keeps the reader's status code.
+  // Parse the assembled bytes with ContainerReader and check every CRC: write_container before
+  // returning (for callers that replace a file with the bytes), ContainerFileWriter::finish on the
+  // temporary file read back, before the rename. A failure keeps the reader's status code.
   bool verify = false;
 };
 
@@ -283,8 +309,71 @@ struct WriteResult {
 // Not checked by the input rules, but rejected by every reader: names or metadata that are not valid
 // UTF-8 and tensors beyond ReaderOptions' default limits; with WriterOptions::verify the writer reads
 // its result back and returns the reader's status for such a file (nnpress.compress always does).
+// All tensors are validated first, then every row block of every tensor is coded on one pool.
 Status write_container(const std::vector<TensorInput>& tensors, const WriterOptions& options, std::vector<uint8_t>* out,
                        WriteResult* result = nullptr);
+
+// Writes a .nnp file tensor by tensor, holding only the current tensor's coded chunks and the table
+// entries in memory. The bytes are identical to write_container's for the same inputs in the same
+// order and options (both run the same assembler; only where the bytes go differs).
+//
+//   ContainerFileWriter w;
+//   Status s = w.open("model.nnp", options);       // creates ".model.nnp.<random>.tmp" next to it
+//   for (...) if (s.ok()) s = w.add(tensor);       // codes the tensor's row blocks on options.threads
+//   if (s.ok()) s = w.finish(&size);               // table, header, fsync, rename onto model.nnp
+//   // on any failure (or if finish is never reached) the destructor removes the temporary file.
+//
+//   - open: the temporary file is created in the destination's folder with O_EXCL and mode
+//     0666 & ~umask (as a plain open() would); a 40-byte header placeholder is written. kIo if the
+//     folder is missing or not writable or the path is a folder; kInvalidArgument for an empty path
+//     or one ending in '/', a writer already open, block_elements == 0 or metadata over 2^32 - 1
+//     bytes.
+//   - add: the TensorInput rules of write_container; an alias may refer only to a tensor added
+//     before. An input refused with kInvalidArgument writes nothing and leaves the writer usable.
+//     The input's arrays are read only during the call.
+//   - finish: writes the table (tensor count, WriterOptions::metadata, the entries) and the real
+//     header, then — with WriterOptions::verify — opens the complete temporary file with
+//     ContainerReader (parsing the table, as any reader will) and checks every chunk's CRC-32C
+//     against the bytes read back from the file; then fsync, rename onto the path (replacing an
+//     existing file atomically) and fsync of the folder. *file_size (optional) gets the file's size,
+//     *result (optional) the stored bytes per tensor and the table size.
+//   - abort (and the destructor of a writer that was opened but not finished): closes and removes
+//     the temporary file; an existing file at the path is never touched. Idempotent.
+//   - Errors: every I/O failure (ENOSPC, EFBIG, EIO, a short write, fsync or rename failing) is a
+//     kIo Status naming the destination path and the system's reason; the temporary file is then
+//     removed and the writer is closed. add / finish after finish, abort or a failure are
+//     kInvalidArgument ("not open"). A verify failure keeps the reader's status code.
+//   - Not thread-safe: one thread at a time per writer (its coding still uses options.threads).
+//   - POSIX only (open/write/fsync/rename); elsewhere open returns kUnsupported.
+class ContainerFileWriter {
+ public:
+  ContainerFileWriter();
+  ~ContainerFileWriter();  // abort() unless finished
+  ContainerFileWriter(ContainerFileWriter&&) noexcept;
+  ContainerFileWriter& operator=(ContainerFileWriter&&) noexcept;  // aborts the writer it replaces
+  ContainerFileWriter(const ContainerFileWriter&) = delete;
+  ContainerFileWriter& operator=(const ContainerFileWriter&) = delete;
+
+  Status open(const std::string& path, const WriterOptions& options);
+  Status add(const TensorInput& tensor);
+  // Several tensors at once, in order: all are validated before anything is written (one refused
+  // input refuses the batch), then the row blocks of all of them are coded on one pool — for many
+  // small tensors, which one add() each would code one block at a time. Holds the batch's chunks.
+  Status add(const std::vector<TensorInput>& tensors);
+  Status finish(uint64_t* file_size = nullptr, WriteResult* result = nullptr);
+  void abort();
+
+  bool is_open() const;             // opened, not yet finished, aborted or failed
+  size_t tensor_count() const;      // tensors added so far
+  uint64_t bytes_written() const;   // bytes in the file so far (header placeholder + chunks; all after finish)
+  const std::vector<uint64_t>& stored_bytes() const;  // chunk bytes per tensor added
+  const std::string& temp_path() const;  // the temporary file while open, else empty
+
+ private:
+  Status add_batch(const TensorInput* tensors, size_t n);
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 #endif
 
 }  // namespace nnpress
