@@ -57,8 +57,8 @@ from typing import Any
 import numpy as np
 
 from .calibration import METRICS, Budget, Task, parse_budget
-from .config import ROLES, CodecConfig, TensorPlan
-from .container import NnpFile, write_bytes_atomic
+from .config import ROLES, CodecConfig
+from .container import write_bytes_atomic
 from .encode import encode_model, file_metadata, write_records
 from .prune import prune as prune_weights
 from .traverse import collect
@@ -162,7 +162,11 @@ def _eligible_blocks(model, file_name: Callable[[str], str], quantized: set[str]
         if file_name(pname) not in quantized:
             continue
         rows, cols = mod.weight.shape
-        if cols <= FEEDBACK_MAX_COLS and rows * cols * cols <= FEEDBACK_MAX_WORK and mem + 8 * cols * cols <= FEEDBACK_MEMORY:
+        if (
+            cols <= FEEDBACK_MAX_COLS
+            and rows * cols * cols <= FEEDBACK_MAX_WORK
+            and mem + 8 * cols * cols <= FEEDBACK_MEMORY
+        ):
             cols_ok.add(mname)
             mem += 8 * cols * cols
         if (
@@ -306,7 +310,10 @@ def compress_to_budget(
     if not rms > 0:
         raise BudgetError("the quantized tensors are all zero: there is nothing to search")
     user_plan = dict(config.plan)
-    search_cfg_base = replace(config, plan={}, overrides={}, lossless_roles=ROLES, prune=0.0, channel_scales=False)
+    no_plan: dict = {}
+    search_cfg_base = replace(
+        config, plan=no_plan, overrides=no_plan, lossless_roles=ROLES, prune=0.0, channel_scales=False
+    )  # (overrides: the InitVar dataclasses.replace would copy)
     imp_q = {n: imp[n] for n in quantized if n in imp}
     fisher_np = {n: _numpy64(fisher[n]) for n in quantized if n in fisher}
     metric = budget.metric
@@ -344,7 +351,7 @@ def compress_to_budget(
         )  # fmt: skip
         plan = {n: replace(p, lossless=False) for n, p in plan.items()}
         plan.update(user_plan)
-        cfg = replace(search_cfg_base, plan=plan, overrides=plan)  # (overrides: the InitVar replace would copy)
+        cfg = replace(search_cfg_base, plan=plan, overrides=plan)
         encoded = encode_model(ents, cfg, importance=imp_q, hessians=hessians, row_hessians=row_hessians)
         data = write_records(encoded, cfg, file_metadata(cfg))
         by_name = {t.record.name: t for t in encoded}
@@ -393,13 +400,16 @@ def compress_to_budget(
         finest = min(points, key=lambda p: p["setting"]["step"]) if points else None
         report = BudgetReport(
             budget=str(budget), met=False, chosen=None, points=points, tensors=[], heldout={}, split=split,
-            times=times, path=None, file_bytes=0, params=n_params, pipeline=_pipeline(hessians, row_hessians, sparsities),
+            times=times, path=None, file_bytes=0, params=n_params,
+            pipeline=_pipeline(hessians, row_hessians, sparsities),
         )  # fmt: skip
         reached = "no point was encoded" if finest is None else (
             f"the best {metric} reached is {finest['metrics'][metric]:.6g} at the finest step tried "
             f"(rel_step {finest['setting']['rel_step']:.3g}, {finest['bits_per_param']:.3f} bits/param)"
         )  # fmt: skip
-        raise BudgetError(f"budget {budget} cannot be met on the held-out calibration data: {reached}; nothing written", report)
+        raise BudgetError(
+            f"budget {budget} cannot be met on the held-out calibration data: {reached}; nothing written", report
+        )
 
     # --- write the winner, check it from disk --------------------------------------------------
     t0 = time.perf_counter()
