@@ -249,7 +249,7 @@ def run_digits(args):
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             rep = nnpress.budget.compress_to_budget(
-                task, Path(tmp) / "m.nnp", "accuracy_drop=0.2", prune=prune, seed=args.seed
+                task, Path(tmp) / "m.nnp", "accuracy_drop=0.2", prune=prune, prune_by=args.prune_by, seed=args.seed
             )
             wall = time.perf_counter() - t0
         base = task.evaluate(None)
@@ -330,6 +330,7 @@ def main():
     ap.add_argument("--cli", action="store_true", help="minilm: through the nnpress compress command")
     ap.add_argument("--models", default="cnn,mlp")
     ap.add_argument("--prune", default="auto")
+    ap.add_argument("--prune-by", default="fisher", choices=("fisher", "magnitude"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", default="0.085", help="readme: relative steps")
     ap.add_argument("--no-peers", action="store_true")
