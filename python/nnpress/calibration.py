@@ -196,11 +196,10 @@ class Task:
     fisher_output "classifier" or "gaussian": the likelihood of ``output_fn``'s output
     labels       the held-out labels per batch, or None
     names        module state_dict name -> the tensor name written to the file (the source
-                 checkpoint's names, so the decoded file loads where the source did). Empty: every
-                 tensor of ``model.state_dict()`` under its own name. Non-empty: exactly the module
-                 tensors the file holds, in the source's order; a module tensor missing from it is
-                 not written (a tied copy the checkpoint does not store, e.g. ``lm_head.weight``
-                 tied to the input embedding, or a buffer the checkpoint does not hold).
+                 checkpoint's names, so the decoded file loads where the source did); a name it
+                 does not hold is written as it is. Tensors that share storage (tied weights) may
+                 map to one file name: the file stores them once under it (``lm_head.weight``
+                 tied to the input embedding, which the checkpoint does not store).
     extra        source tensors the module does not hold (file name -> tensor), written exactly so
                  the file has every tensor of the source (e.g. an old checkpoint's position_ids)
     dtypes       file name -> the source's dtype ("float16", "bfloat16", ...) where it differs
@@ -235,8 +234,6 @@ class Task:
             raise CalibrationError("the calibration data left no batch to estimate on (fit is empty)")
         if not self.heldout:
             raise CalibrationError("the calibration data left no held-out batch to score the budget on")
-        if len(set(self.names.values())) != len(self.names):
-            raise ValueError("Task.names maps two module tensors to one file name")
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -252,39 +249,28 @@ class Task:
                 + f"; use one of {', '.join(self.metrics)}"
             )
 
-    def file_name(self, module_name: str) -> str | None:
-        """The file name of a module tensor (None: not written)."""
-        if not self.names:
-            return module_name
-        return self.names.get(module_name)
+    def file_name(self, module_name: str) -> str:
+        """The file name of a module tensor."""
+        return self.names.get(module_name, module_name)
 
     def file_names(self, per_tensor: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        """A per-tensor dict keyed by module names (e.g. a Fisher diagonal) re-keyed by file names;
-        entries of tensors the file does not hold are dropped."""
+        """A per-tensor dict keyed by module names (e.g. a Fisher diagonal) re-keyed by file names
+        (of tied tensors, the first)."""
         if per_tensor is None:
             return None
-        out = {}
+        out: dict[str, Any] = {}
         for name, v in per_tensor.items():
-            f = self.file_name(name)
-            if f is not None:
-                out[f] = v
+            out.setdefault(self.file_name(name), v)
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        """The tensors the file stores, by file name, in the source's order: the module's tensors
-        (tied ones still sharing storage, so they are stored once) cast to the source's dtypes,
-        then ``extra``."""
+        """The tensors the file stores, by file name: the module's tensors (a tied group once)
+        cast to the source's dtypes, then ``extra``."""
         import torch
 
-        own = self.model.state_dict()
-        if not self.names:
-            out = dict(own)
-        else:
-            out = {}
-            for mod_name, file_name in self.names.items():
-                if mod_name not in own:
-                    raise KeyError(f"Task.names names {mod_name!r}, which the model does not have")
-                out[file_name] = own[mod_name]
+        out: dict[str, Any] = {}
+        for mod_name, t in self.model.state_dict().items():
+            out.setdefault(self.file_name(mod_name), t)
         cast: dict[Any, Any] = {}
         for name, t in out.items():
             want = self.dtypes.get(name)
@@ -298,12 +284,11 @@ class Task:
         return out
 
     def _module_names(self, name: str, own: Mapping[str, Any]) -> list[str]:
-        """The module tensors a state entry sets: itself under a module name, or those written
-        under that file name; [] for an ``extra`` tensor (not part of the model)."""
-        if self.names:
-            hits = [m for m, f in self.names.items() if f == name]
-            if hits:
-                return hits
+        """The module tensors a state entry sets: those written under that file name, or the
+        module tensor of that name; [] for an ``extra`` tensor (not part of the model)."""
+        hits = [m for m in own if self.file_name(m) == name]
+        if hits:
+            return hits
         if name in own:
             return [name]
         if name in self.extra:

@@ -45,7 +45,8 @@ File names
 The tensors are written under the source checkpoint's names, so the decoded file loads where the
 source did: each module tensor is matched to the checkpoint's name (as is, with or without the
 model's ``base_model_prefix``, else a checkpoint tensor of the same shape and values); a tied copy
-the checkpoint does not store is not written; a parameter the checkpoint has no value for (one the
+gets the file name of the tensor it is tied to (stored once); a buffer the checkpoint does not hold
+keeps its name in the model; a parameter the checkpoint has no value for (one the
 loader initialised at random: the wrong ``kind``) is an error; checkpoint tensors the module does
 not hold (old buffers) are stored exactly (``Task.extra``). The source's dtypes are kept
 (``Task.dtypes``).
@@ -437,11 +438,15 @@ def match_names(module, ckpt: _Checkpoint, prefix: str = "", kind: str = "") -> 
                 matched[k] = c
                 used.add(c)
                 break
-    written = {_storage_key(sd[k]) for k in matched}
+    written = {_storage_key(sd[k]): matched[k] for k in matched}
     missing = []
     for k, t in sd.items():
-        if k in matched or _storage_key(t) in written:
-            continue  # matched, or a tied copy of a written tensor
+        if k in matched:
+            continue
+        key = _storage_key(t)
+        if key in written:  # a tied copy of a written tensor: the same file name, stored once
+            matched[k] = written[key]
+            continue
         found = None
         for c in ckpt.files:
             if c not in used and ckpt.shape(c) == tuple(t.shape):
@@ -452,9 +457,11 @@ def match_names(module, ckpt: _Checkpoint, prefix: str = "", kind: str = "") -> 
         if found is not None:
             matched[k] = found
             used.add(found)
-            written.add(_storage_key(t))
+            written[key] = found
         elif k in params:
             missing.append(k)
+        else:  # a buffer the checkpoint does not hold: the name the model's own save would use
+            matched[k] = k
     if missing:
         raise CalibrationError(
             f"{ckpt.folder}: the checkpoint holds no values for {len(missing)} parameter(s) of the model "
@@ -462,7 +469,7 @@ def match_names(module, ckpt: _Checkpoint, prefix: str = "", kind: str = "") -> 
             "they would be random; is the kind right? (kind= / --kind)"
         )
     order = {c: i for i, c in enumerate(ckpt.files)}
-    names = {prefix + k: c for k, c in sorted(matched.items(), key=lambda kc: order[kc[1]])}
+    names = {prefix + k: c for k, c in sorted(matched.items(), key=lambda kc: order.get(kc[1], len(order)))}
     extra = {c: ckpt.tensor(c) for c in ckpt.files if c not in used}
     dtypes = {c: ckpt.dtypes[c] for c in ckpt.files if ckpt.dtypes[c] != "float32" and c not in extra}
     return names, extra, dtypes
