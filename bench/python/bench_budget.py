@@ -125,6 +125,8 @@ def run_minilm(args):
     )
     tmp = Path(tempfile.mkdtemp(prefix="bench_budget_"))
     out = tmp / "minilm.nnp"
+    if args.peers_only:
+        return minilm_peers(minilm, test, args)
     if args.cli:
         cal_file = tmp / "sentences.txt"
         cal_file.write_text("\n".join(cal) + "\n", encoding="utf-8")
@@ -202,6 +204,29 @@ def run_minilm(args):
         Path(args.json).write_text(
             json.dumps({"report": report, "rows": rows, "wall": wall, "peak_mib": peak}, indent=1)
         )
+
+
+def minilm_peers(minilm, test, args):
+    """NNCodec alone on the test sentences (the rows of run_minilm's second table)."""
+    import peers
+
+    peers.import_nncodec()
+    model, _ = minilm.load_minilm()
+    ref = minilm.embed(model, test)
+    w = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    n_params = sum(v.size for v in w.values())
+    print("| file | bits/param | test mean cos | test min cos |")
+    print("|---|---|---|---|")
+    for label, qp, kw in (
+        ("NNCodec DQ qp -38 (default)", -38, {"use_dq": True}),
+        ("NNCodec DQ opt_qp qp -41", -41, {"use_dq": True, "opt_qp": True}),
+        ("NNCodec DQ opt_qp qp -40", -40, {"use_dq": True, "opt_qp": True}),
+    ):
+        data, info = peers.nncodec_compress_state_dict(w, qp=qp, **kw)
+        rec = peers.nncodec_decompress(data, shapes=info["shapes"])
+        state = {k: (rec[k] if k in rec else v) for k, v in w.items()}
+        mc, mn = minilm.cosine_fidelity(ref, minilm.embed(state, test))
+        print(f"| {label} | {8 * len(data) / n_params:.4f} | {mc:.5f} | {mn:.5f} |", flush=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -339,6 +364,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", default="0.085", help="readme: relative steps")
     ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--peers-only", action="store_true", help="minilm: NNCodec alone on the test sentences")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     {"minilm": run_minilm, "digits": run_digits, "readme": run_readme}[args.what](args)
