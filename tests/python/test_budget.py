@@ -230,3 +230,11 @@ def test_step_search_gives_up_when_finer_steps_stop_helping():
         is None
     )
     assert len(calls) <= 4
+
+
+def test_auto_pruning_writes_the_smallest_met_point_over_all_sparsities(tmp_path):
+    path = tmp_path / "a.nnp"
+    rep = compress_to_budget(_task(), path, "rel_error=0.3", prune="auto", max_encodes=5)
+    met = [p for p in rep.points if p["metrics"]["rel_error"] <= 0.3]
+    assert len({p["setting"]["sparsity"] for p in rep.points}) >= 2  # the sparsity dimension was searched
+    assert rep.file_bytes == min(p["file_bytes"] for p in met) == path.stat().st_size
