@@ -4,7 +4,7 @@
 
 Models, data, Fisher and the top-1 metric as bench_rd.py (450 held-out digits; Fisher from 16
 calibration batches). For each sparsity: magnitude pruning per tensor vs Fisher-saliency
-(F * w^2) pruning with one global threshold (nnpress.prune), no fine-tuning. Each pruned model is
+(F * w^2) pruning and magnitude pruning with one global threshold (nnpress.prune), no fine-tuning. Each pruned model is
 scored as floats and after nnpress.compress with the default configuration (a real .nnp file,
 decoded by nnpress.decompress); size = the whole file, per parameter of the model.
 """
@@ -40,6 +40,7 @@ def main() -> None:
             for s in sparsities:
                 for label, kw in (
                     ("magnitude, per tensor", {}),
+                    ("magnitude, global", {"scope": "global"}),
                     ("Fisher F·w², global", {"importance": fisher, "scope": "global"}),
                 ):
                     if s == 0 and kw:

@@ -13,6 +13,11 @@ Contract
   exactly, stores tied tensors once, and writes ``dest`` atomically (built and checked in memory,
   written to a temp file in the same folder, renamed). Returns a :class:`CompressionReport` with
   the time of each stage (load, quantize, encode, write, total).
+- With ``calibration=`` (a ``nnpress.calibration.Task`` or data for ``calibration.load_task``) and
+  ``budget=`` (``"cos_mean=0.999"``), ``compress`` returns ``nnpress.budget.compress_to_budget``'s
+  ``BudgetReport`` instead: the smallest file whose held-out fidelity meets the budget (``progress``
+  is then ``progress(stage, done, total)``; ``config.prune`` > 0 fixes the sparsity, else the
+  search chooses it; importance/hessians are estimated, not taken). Without them nothing changes.
 - Errors before anything is written: ``KeyError`` for importance/hessians naming tensors the model
   does not have; ``ValueError`` for plan entries that match no tensor, and for
   ``CodecConfig(channel_scales=True)`` without an importance.
@@ -83,9 +88,18 @@ def compress(
     importance: Mapping[str, Any] | None = None,
     hessians: Mapping[str, Any] | None = None,
     row_hessians: Mapping[str, Any] | None = None,
-    progress: Callable[[int, int, str], None] | None = None,
-) -> CompressionReport:
-    """Compress a model into ``dest`` (``.nnp``). See the module docstring."""
+    progress: Callable[..., None] | None = None,
+    calibration: Any = None,
+    budget: Any = None,
+    seed: int = 0,
+):
+    """Compress a model into ``dest`` (``.nnp``). See the module docstring. With ``calibration``
+    (a ``nnpress.calibration.Task``, or data for ``calibration.load_task``) and ``budget``
+    (``"cos_mean=0.999"``): the smallest file that meets the budget, ``nnpress.budget``; returns its
+    ``BudgetReport`` and ``progress(stage, done, total)``."""
+    if calibration is not None or budget is not None:
+        return _compress_to_budget(source, dest, config, calibration, budget, seed, progress,
+                                   importance=importance, hessians=hessians, row_hessians=row_hessians)  # fmt: skip
     config = CodecConfig() if config is None else config
     if not isinstance(config, CodecConfig):
         raise TypeError(f"config must be a CodecConfig, not {type(config).__name__}")
@@ -131,6 +145,22 @@ def compress(
         times=times,
         config=config.to_dict(),
     )
+
+
+def _compress_to_budget(source, dest, config, calibration, budget, seed, progress, **estimates):
+    """The calibrated branch of :func:`compress` (``nnpress.budget.compress_to_budget``)."""
+    given = sorted(k for k, v in estimates.items() if v is not None)
+    if given:
+        raise TypeError(f"compress(calibration=...) estimates its own {', '.join(given)}: do not pass them")
+    if calibration is None or budget is None:
+        raise ValueError("compress: calibration and budget go together (give both, or neither for the data-free path)")
+    from . import calibration as cal
+    from .budget import compress_to_budget
+
+    config = CodecConfig() if config is None else config
+    task = calibration if isinstance(calibration, cal.Task) else cal.load_task(source, calibration, seed=seed)
+    prune = config.prune if config.prune > 0 else "auto"
+    return compress_to_budget(task, dest, budget, config=config, prune=prune, seed=seed, progress=progress)
 
 
 def decompress(

@@ -24,6 +24,12 @@ import numpy as np
 KINDS = ("text-embedding", "causal-lm", "sequence-classification", "module")
 
 
+class CalibrationError(ValueError):
+    """Calibration input that cannot be used: data that does not fit the model, an empty or
+    unknown calibration file, too few samples to split, a metric that does not apply. Raised before
+    anything is written."""
+
+
 @dataclass(frozen=True)
 class Metric:
     """A fidelity metric over the held-out outputs. ``fn(ref, out, labels)`` gets the original
@@ -38,16 +44,18 @@ class Metric:
     needs_labels: bool = False
 
 
-def _rows(outs: Sequence[Any]):
-    import torch
-
-    return torch.cat([o.reshape(o.shape[0], -1).double() for o in outs])
-
-
 def _cosines(ref, out):
+    """Cosine of each sample's output with the original's (batches may differ in shape)."""
     import torch
 
-    return torch.nn.functional.cosine_similarity(_rows(ref), _rows(out), dim=1, eps=1e-12)
+    return torch.cat(
+        [
+            torch.nn.functional.cosine_similarity(
+                r.reshape(r.shape[0], -1).double(), o.reshape(o.shape[0], -1).double(), dim=1, eps=1e-12
+            )
+            for r, o in zip(ref, out)
+        ]
+    )
 
 
 def _cos_mean(ref, out, labels=None) -> float:
@@ -59,8 +67,9 @@ def _cos_min(ref, out, labels=None) -> float:
 
 
 def _rel_error(ref, out, labels=None) -> float:
-    r, o = _rows(ref), _rows(out)
-    return float((o - r).norm() / r.norm().clamp_min(1e-30))
+    num = sum(float((o.double() - r.double()).square().sum()) for r, o in zip(ref, out))
+    den = sum(float(r.double().square().sum()) for r in ref)
+    return math.sqrt(num) / max(math.sqrt(den), 1e-30)
 
 
 def _log_probs(outs):
@@ -187,9 +196,21 @@ class Task:
     fisher_output "classifier" or "gaussian": the likelihood of ``output_fn``'s output
     labels       the held-out labels per batch, or None
     names        module state_dict name -> the tensor name written to the file (the source
-                 checkpoint's names, so the decoded file loads where the source did); identity when
-                 empty
-    split        how the data was split, for the report ({"fit": n, "heldout": m, "seed": s, ...})
+                 checkpoint's names, so the decoded file loads where the source did); a name it
+                 does not hold is written as it is. Tensors that share storage (tied weights) may
+                 map to one file name: the file stores them once under it (``lm_head.weight``
+                 tied to the input embedding, which the checkpoint does not store).
+    extra        source tensors the module does not hold (file name -> tensor), written exactly so
+                 the file has every tensor of the source (e.g. an old checkpoint's position_ids)
+    dtypes       file name -> the source's dtype ("float16", "bfloat16", ...) where it differs
+                 from the module's float32; ``state_dict()`` casts to it
+    source       what the model was loaded from, for the report
+    split        how the data was split, for the report ({"samples": n, "fit": k, "heldout": m,
+                 "seed": s, "rule": ..., ...})
+
+    Per-tensor inputs (Fisher, Hessians) are computed on ``model`` under its own names; map them to
+    file names with ``file_names(d)``. ``state_dict()`` is what the file stores; ``evaluate``
+    takes a decoded state under either kind of name.
     """
 
     model: Any
@@ -201,15 +222,18 @@ class Task:
     labels: list | None = None
     names: dict[str, str] = field(default_factory=dict)
     split: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    dtypes: dict[str, str] = field(default_factory=dict)
+    source: str = ""
     _reference: list | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown task kind {self.kind!r}; known: {', '.join(KINDS)}")
         if not self.fit:
-            raise ValueError("the calibration data left no batch to estimate on (fit is empty)")
+            raise CalibrationError("the calibration data left no batch to estimate on (fit is empty)")
         if not self.heldout:
-            raise ValueError("the calibration data left no held-out batch to score the budget on")
+            raise CalibrationError("the calibration data left no held-out batch to score the budget on")
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -219,16 +243,62 @@ class Task:
 
     def check_budget(self, budget: Budget) -> None:
         if budget.metric not in self.metrics:
-            raise ValueError(
+            raise CalibrationError(
                 f"metric {budget.metric!r} does not apply to a {self.kind} task"
                 + (" without labels" if METRICS[budget.metric].needs_labels and self.labels is None else "")
                 + f"; use one of {', '.join(self.metrics)}"
             )
 
-    def outputs(self, state: Mapping[str, np.ndarray] | None = None) -> list:
-        """``output_fn`` of the model on every held-out batch, with ``state`` (module state_dict
-        names -> arrays) loaded in place of the model's tensors for the call (None: the original
-        weights). The model's own tensors are restored afterwards."""
+    def file_name(self, module_name: str) -> str:
+        """The file name of a module tensor."""
+        return self.names.get(module_name, module_name)
+
+    def file_names(self, per_tensor: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """A per-tensor dict keyed by module names (e.g. a Fisher diagonal) re-keyed by file names
+        (of tied tensors, the first)."""
+        if per_tensor is None:
+            return None
+        out: dict[str, Any] = {}
+        for name, v in per_tensor.items():
+            out.setdefault(self.file_name(name), v)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """The tensors the file stores, by file name: the module's tensors (a tied group once)
+        cast to the source's dtypes, then ``extra``."""
+        import torch
+
+        out: dict[str, Any] = {}
+        for mod_name, t in self.model.state_dict().items():
+            out.setdefault(self.file_name(mod_name), t)
+        cast: dict[Any, Any] = {}
+        for name, t in out.items():
+            want = self.dtypes.get(name)
+            if want and str(t.dtype) != f"torch.{want}":
+                key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+                if key not in cast:
+                    cast[key] = t.detach().to(getattr(torch, want))
+                out[name] = cast[key]
+        for name, t in self.extra.items():
+            out.setdefault(name, t)
+        return out
+
+    def _module_names(self, name: str, own: Mapping[str, Any]) -> list[str]:
+        """The module tensors a state entry sets: those written under that file name, or the
+        module tensor of that name; [] for an ``extra`` tensor (not part of the model)."""
+        hits = [m for m in own if self.file_name(m) == name]
+        if hits:
+            return hits
+        if name in own:
+            return [name]
+        if name in self.extra:
+            return []
+        raise KeyError(f"the model has no tensor named {name!r}")
+
+    def outputs(self, state: Mapping[str, Any] | None = None) -> list:
+        """``output_fn`` of the model on every held-out batch, with ``state`` (module or file
+        names -> arrays or tensors) loaded in place of the model's tensors for the call (None: the
+        original weights). The model's own tensors are restored afterwards."""
         import torch
 
         from .fisher.batches import _split_batch
@@ -238,12 +308,17 @@ class Task:
         try:
             if state:
                 for name, arr in state.items():
-                    if name not in own:
-                        raise KeyError(f"the model has no tensor named {name!r}")
-                    t = own[name]
-                    saved[name] = t.detach().clone()
-                    with torch.no_grad():
-                        t.copy_(torch.as_tensor(np.asarray(arr)).reshape(t.shape).to(t.dtype))
+                    for mod_name in self._module_names(name, own):
+                        t = own[mod_name]
+                        if mod_name not in saved:
+                            saved[mod_name] = t.detach().clone()
+                        v = arr if isinstance(arr, torch.Tensor) else torch.as_tensor(np.asarray(arr))
+                        if v.numel() != t.numel():
+                            raise ValueError(
+                                f"tensor {name!r}: {tuple(v.shape)} does not fit the model's {tuple(t.shape)}"
+                            )
+                        with torch.no_grad():
+                            t.copy_(v.reshape(t.shape).to(t.dtype))
             outs = []
             with torch.no_grad():
                 for i, batch in enumerate(self.heldout):
@@ -261,7 +336,14 @@ class Task:
             self._reference = self.outputs(None)
         return self._reference
 
-    def evaluate(self, state: Mapping[str, np.ndarray] | None) -> dict[str, float]:
+    def evaluate(self, state: Mapping[str, Any] | None) -> dict[str, float]:
         """Every applicable metric of the model with ``state`` loaded, on the held-out batches."""
         ref, out = self.reference(), self.outputs(state)
         return {m: METRICS[m].fn(ref, out, self.labels) for m in self.metrics}
+
+
+def load_task(source, calibration, **kwargs) -> Task:
+    """A :class:`Task` from what users hold; see :func:`nnpress.sources.load_task`."""
+    from .sources import load_task as _load
+
+    return _load(source, calibration, **kwargs)

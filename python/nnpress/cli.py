@@ -110,17 +110,51 @@ def _read_plan(arg: str) -> dict:
 
 def _cmd_compress(a) -> int:
     from .api import compress
+    from .budget_report import calibration_options_without_data, run_compress
 
     if not os.path.exists(a.source):
         raise FileNotFoundError(f"no such file: {a.source}")
+    if a.calibration is not None:  # the smallest file for a fidelity budget
+        return run_compress(a, _config_from_args)
+    stray = calibration_options_without_data(a)
+    if stray:
+        raise ValueError(f"{', '.join(stray)} need calibration data: add --calibration DATA")
     config = _config_from_args(a)
     show = a.progress or (not a.quiet and sys.stderr.isatty())
     rep = compress(a.source, a.dest, config, progress=_Progress(show, "quantizing"))
-    if a.json:
+    if a.json not in (None, "-"):
+        from .container import write_bytes_atomic
+
+        write_bytes_atomic(a.json, (json.dumps(rep.to_dict(), indent=1) + "\n").encode("utf-8"))
+    if a.json == "-":
         print(json.dumps(rep.to_dict(), indent=1))
     elif not a.quiet:
         print(rep.table(max_rows=None if a.verbose else 30))
     return 0
+
+
+def _add_budget_arguments(c) -> None:
+    """``compress``'s options for the smallest file that meets a fidelity budget."""
+    from .calibration import KINDS
+
+    g = c.add_argument_group(
+        "fidelity budget (with --calibration: the smallest file whose fidelity on held-out calibration samples "
+        "meets --budget)"
+    )
+    g.add_argument(
+        "--calibration",
+        metavar="DATA",
+        help="calibration data: text (one sample per line), .jsonl (a text field), or .pt/.npy/.npz inputs",
+    )
+    g.add_argument("--budget", metavar="METRIC=VALUE", help="e.g. cos_mean=0.999, kl=0.01, accuracy_drop=0.2")
+    g.add_argument("--kind", choices=KINDS, help="model kind (default: from the model folder's config)")
+    g.add_argument("--heldout", metavar="F", help="held-out share: a fraction (default 0.25) or a count")
+    g.add_argument("--seed", type=int, help="seed of the split and the estimates (default 0)")
+    g.add_argument("--text-field", metavar="NAME", help="text field of .jsonl calibration files (default text)")
+    g.add_argument("--max-samples", type=int, metavar="N", help="use the first N calibration samples")
+    g.add_argument("--max-length", type=int, metavar="T", help="tokens per text sample / language-model row")
+    g.add_argument("--batch-size", type=int, metavar="B", help="samples per calibration batch (default 16)")
+    g.add_argument("--plot", metavar="PNG", help="write the rate-fidelity curve (needs matplotlib)")
 
 
 def _cmd_decompress(a) -> int:
@@ -244,7 +278,14 @@ def _build_parser() -> argparse.ArgumentParser:
         help="the per-tensor plan, a JSON file or an inline JSON object: {name or glob: {step, method, ...}}",
     )
     c.add_argument("--threads", type=int, help="worker threads (default: all cores)")
-    c.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_budget_arguments(c)
+    c.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="FILE",
+        help="the report as JSON: on stdout in place of the table, or written to FILE",
+    )
     c.add_argument("-v", "--verbose", action="store_true", help="list every tensor")
     c.add_argument("-q", "--quiet", action="store_true")
     c.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")

@@ -44,6 +44,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .conditioning import condition_importance
 from .config import MAX_LEVEL, PROBE_FACTOR_LIMIT, CodecConfig, ResolvedPlan
 from .container import NUMPY_DTYPES, TensorRecord, bfloat16_to_float32, float32_to_bfloat16, nnp_bytes
 from .prune import prune_array
@@ -259,7 +260,8 @@ def encode_tensor(
     if plan.lossless:
         return _stored_exactly(e, orig)
     rpb = rows_per_block(e.shape, config.block_elements)
-    imp = None if importance is None else _float_array(importance)
+    # conditioned whatever the caller passed: zero importance would let weights quantize to zero
+    imp = None if importance is None else condition_importance(_float_array(importance), e.shape, e.role, e.name)
     row_exp, col_exp = _scale_exps(plan, imp, e.shape, config.channel_scales, e.name)
     row_scale = None if row_exp is None else channel_scales(row_exp)
     col_scale = None if col_exp is None else channel_scales(col_exp)
