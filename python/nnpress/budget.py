@@ -162,7 +162,11 @@ def _eligible_blocks(model, file_name: Callable[[str], str], quantized: set[str]
         if file_name(pname) not in quantized:
             continue
         rows, cols = mod.weight.shape
-        if cols <= FEEDBACK_MAX_COLS and rows * cols * cols <= FEEDBACK_MAX_WORK and mem + 8 * cols * cols <= FEEDBACK_MEMORY:
+        if (
+            cols <= FEEDBACK_MAX_COLS
+            and rows * cols * cols <= FEEDBACK_MAX_WORK
+            and mem + 8 * cols * cols <= FEEDBACK_MEMORY
+        ):
             cols_ok.add(mname)
             mem += 8 * cols * cols
         if (
@@ -399,7 +403,9 @@ def compress_to_budget(
             f"the best {metric} reached is {finest['metrics'][metric]:.6g} at the finest step tried "
             f"(rel_step {finest['setting']['rel_step']:.3g}, {finest['bits_per_param']:.3f} bits/param)"
         )  # fmt: skip
-        raise BudgetError(f"budget {budget} cannot be met on the held-out calibration data: {reached}; nothing written", report)
+        raise BudgetError(
+            f"budget {budget} cannot be met on the held-out calibration data: {reached}; nothing written", report
+        )
 
     # --- write the winner, check it from disk --------------------------------------------------
     t0 = time.perf_counter()

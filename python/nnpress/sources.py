@@ -688,16 +688,33 @@ def _text_task(
     return fit_b, held_b, held_labels, split
 
 
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+
+
 def _load_tokenizer(folder: str):
+    """The folder's own tokenizer. Its files must be there: transformers would otherwise build an
+    empty tokenizer for the model type, which turns every text into nothing."""
     from transformers import AutoTokenizer
 
-    try:
-        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, TypeError, KeyError) as e:
+    if not any(os.path.isfile(os.path.join(folder, f)) for f in TOKENIZER_FILES):
         raise CalibrationError(
-            f"{folder}: no usable tokenizer (tokenizer.json, vocab files + tokenizer_config.json): "
-            f"{' '.join(str(e).split())[:200]}"
-        ) from None
+            f"{folder}: no usable tokenizer: none of {', '.join(TOKENIZER_FILES)} is in the folder "
+            "(save it with tokenizer.save_pretrained(folder))"
+        )
+    try:
+        tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise CalibrationError(f"{folder}: no usable tokenizer: {' '.join(str(e).split())[:200]}") from None
+    if len(tok) < 2:
+        raise CalibrationError(f"{folder}: no usable tokenizer: it has a vocabulary of {len(tok)} tokens")
+    return tok
 
 
 def _ensure_pad(tokenizer, where: str) -> None:
