@@ -207,7 +207,7 @@ def format_report(d: Mapping, *, max_tensors: int | None = 30) -> str:
             step = t.get("step")
             sparsity = t.get("sparsity")
             lines.append(
-                f"{_short(str(t.get('name', '')), 48):<48} {t.get('bits', 0):>12,} "
+                f"{_short(str(t.get('name', '')), 48):<48} {round(t.get('bits', 0)):>12,} "
                 f"{t.get('bits_per_param', 0.0):>10.3f} {'' if step is None else format(step, '.4g'):>10} "
                 f"{t.get('method') or ''!s:<9} {'' if sparsity is None else format(sparsity, '.3f'):>8}"
             )

@@ -66,6 +66,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -537,7 +538,18 @@ def _make_wrappers():
         def forward(self, **features):
             return self.st(dict(features))["sentence_embedding"]
 
-    return SentenceEmbedding, Logits, STForward
+    class Scripted(nn.Module):
+        """A TorchScript module inside a plain one: torch.func's functional_call (what the Fisher
+        estimators use) refuses a scripted module at the top, not below it."""
+
+        def __init__(self, ts):
+            super().__init__()
+            self.ts = ts
+
+        def forward(self, *args, **kwargs):
+            return self.ts(*args, **kwargs)
+
+    return SentenceEmbedding, Logits, STForward, Scripted
 
 
 def _identity(out):
@@ -751,7 +763,7 @@ def _hf_folder_task(folder: str, calibration, kind: str | None, opts: dict) -> T
     max_pos = getattr(hf.config, "max_position_embeddings", None) or getattr(hf.config, "n_positions", None)
     if max_pos:
         max_length = min(int(max_length), int(max_pos))
-    SentenceEmbedding, Logits, _ = _make_wrappers()
+    SentenceEmbedding, Logits, _, _ = _make_wrappers()
     if kind == "text-embedding":
         model = SentenceEmbedding(hf, (st or {}).get("pooling", "mean"), bool((st or {}).get("normalize")))
         fisher_output = "gaussian"
@@ -801,7 +813,7 @@ def _hf_object_task(hf, tokenizer, calibration, kind: str | None, opts: dict) ->
             raise CalibrationError(f"cannot tell the kind of a {arch}; pass kind=")
     hf = hf.float().eval()
     max_length = opts.pop("max_length") or DEFAULT_MAX_LENGTH
-    SentenceEmbedding, Logits, _ = _make_wrappers()
+    SentenceEmbedding, Logits, _, _ = _make_wrappers()
     model = SentenceEmbedding(hf, "mean", False) if kind == "text-embedding" else Logits(hf)
     if kind != "causal-lm":
         _ensure_pad(tokenizer, archs[0])
@@ -850,7 +862,7 @@ def _st_object_task(st, calibration, kind: str | None, opts: dict) -> Task:
             out.append({k: v for k, v in feats.items() if hasattr(v, "shape")})
         return out
 
-    _, _, STForward = _make_wrappers()
+    _, _, STForward, _ = _make_wrappers()
     model = STForward(st).eval()
     fit_b, held_b = batches(fit), batches(held)
     split.update(fit_batches=len(fit_b), heldout_batches=len(held_b))
@@ -1018,7 +1030,9 @@ def _load_torchscript(path: str):
     import torch
 
     try:
-        return torch.jit.load(path, map_location="cpu")
+        with warnings.catch_warnings():  # the TorchScript deprecation notice is not the user's business here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(path, map_location="cpu")
     except (RuntimeError, ValueError) as e:
         first = " ".join(str(e).split())[:200]
         raise CalibrationError(
@@ -1087,8 +1101,11 @@ def load_task(
             )
         if _suffix(path) not in TORCHSCRIPT_SUFFIXES:
             raise CalibrationError(f"{path}: unknown model file type; use a Hugging Face folder or a TorchScript file")
-        model = _load_torchscript(path).eval()
-        return _module_task(model, calibration, kind, opts, source=f"{path} (TorchScript)")
+        scripted = _load_torchscript(path).eval()
+        *_, Scripted = _make_wrappers()
+        task = _module_task(Scripted(scripted).eval(), calibration, kind, opts, source=f"{path} (TorchScript)")
+        task.names = {f"ts.{k}": k for k in scripted.state_dict()}
+        return task
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is needed for any model object
