@@ -351,8 +351,9 @@ def run_compress(a, config_from_args: Callable[[Any], Any]) -> int:
     config = config_from_args(a) if given else None
     from .budget import compress_to_budget
 
+    search_kw = {} if a.prune is None else {"prune": a.prune}  # else the search's own default
     try:
-        rep = compress_to_budget(task, a.dest, budget, config=config, prune=a.prune, seed=a.seed or 0, progress=bar)
+        rep = compress_to_budget(task, a.dest, budget, config=config, seed=a.seed or 0, progress=bar, **search_kw)
     finally:
         bar.close()
     d = rep.to_dict()
