@@ -198,3 +198,33 @@ def test_causal_lm_end_to_end_cli(folders, tmp_path, capsys):
     task = load_task(folders["lm"], folders["texts"], max_length=16)
     assert task.evaluate(dec)["kl"] == pytest.approx(d["heldout"]["kl"], rel=1e-6)
     assert d["file_bytes"] == os.path.getsize(out)
+
+
+def test_sharded_checkpoint(folders, tmp_path):
+    """A sharded folder (model.safetensors.index.json): the names of every shard, in order."""
+    from transformers import AutoModelForCausalLM
+
+    sharded = tmp_path / "sharded"
+    AutoModelForCausalLM.from_pretrained(folders["lm"]).save_pretrained(sharded, max_shard_size="20KB")
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(folders["lm"], f), sharded / f)
+    assert (sharded / "model.safetensors.index.json").exists() and not (sharded / "model.safetensors").exists()
+    index = json.loads((sharded / "model.safetensors.index.json").read_text())["weight_map"]
+    task = load_task(str(sharded), folders["texts"], max_length=16)
+    assert set(task.state_dict()) == set(index) == _checkpoint_names(folders["lm"])
+    ref = load_task(folders["lm"], folders["texts"], max_length=16)
+    assert torch.equal(task.reference()[0], ref.reference()[0])
+
+
+def test_transformers_object_with_tokenizer(folders):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folders["lm"])
+    tok = AutoTokenizer.from_pretrained(folders["lm"])
+    texts = open(folders["texts"]).read().splitlines()
+    task = load_task(model, texts, tokenizer=tok, max_length=16)
+    assert task.kind == "causal-lm" and set(task.state_dict()) == set(model.state_dict())
+    ref = load_task(folders["lm"], folders["texts"], max_length=16)
+    assert torch.equal(task.reference()[0], ref.reference()[0])
+    with pytest.raises(CalibrationError, match="needs tokenizer="):
+        load_task(model, texts)
