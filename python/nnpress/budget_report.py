@@ -151,6 +151,8 @@ def format_report(d: Mapping, *, max_tensors: int | None = 30) -> str:
     met = d.get("met")
     heldout = d.get("heldout") or {}
     split = d.get("split") or {}
+    if d.get("source"):
+        lines.append(f"source: {d['source']}")
     if d.get("path"):
         lines.append(f"{d['path']}: {file_bytes:,} bytes, {params:,} parameters" if file_bytes else str(d["path"]))
     status = "met" if met else "NOT met"
@@ -352,8 +354,20 @@ def run_compress(a, config_from_args: Callable[[Any], Any]) -> int:
     from .budget import compress_to_budget
 
     search_kw = {} if a.prune is None else {"prune": a.prune}  # else the search's own default
+    from .budget import BudgetError
+
     try:
         rep = compress_to_budget(task, a.dest, budget, config=config, seed=a.seed or 0, progress=bar, **search_kw)
+    except BudgetError as e:
+        # the points tried say how close the budget was: on stdout; the error line goes to stderr
+        bar.close()
+        failed = getattr(e, "report", None)
+        if failed is not None and not a.quiet and a.json is None:
+            d = failed.to_dict()
+            d.setdefault("source", task.source or a.source)
+            print(format_report(d, max_tensors=None if a.verbose else 30))
+            sys.stdout.flush()
+        raise
     finally:
         bar.close()
     d = rep.to_dict()

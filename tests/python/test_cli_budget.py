@@ -114,6 +114,18 @@ def test_bad_input_writes_nothing(mlp_files, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_budget_that_cannot_be_met(mlp_files, tmp_path, capsys):
+    """The search's points are printed (how close it came), the error is one line, nothing is written."""
+    pytest.importorskip("nnpress.budget")
+    out = tmp_path / "m.nnp"
+    args = ["compress", mlp_files["ts"], str(out), "--calibration", mlp_files["xy"], "--budget", "cos_min=1.0"]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert "cannot be met" in captured.err and captured.err.count("\n") == 1
+    assert "points tried" in captured.out and "NOT met" in captured.out
+    assert not out.exists()
+
+
 def test_plot_without_matplotlib_fails_before_the_run(mlp_files, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     out = tmp_path / "m.nnp"
