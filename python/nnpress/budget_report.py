@@ -166,6 +166,8 @@ def format_report(d: Mapping, *, max_tensors: int | None = 30) -> str:
         )
         if "heldout_tokens" in split:
             text += f"; {split['fit_tokens']:,} / {split['heldout_tokens']:,} tokens"
+        if split.get("available", split.get("samples")) != split.get("samples"):
+            text += f" (the first {split['samples']} of {split['available']} {unit} read; --max-samples)"
         lines.append(text)
         if split.get("rule"):
             lines.append(f"  rule: {split['rule']}")

@@ -151,7 +151,7 @@ def _add_budget_arguments(c) -> None:
     g.add_argument("--heldout", metavar="F", help="held-out share: a fraction (default 0.25) or a count")
     g.add_argument("--seed", type=int, help="seed of the split and the estimates (default 0)")
     g.add_argument("--text-field", metavar="NAME", help="text field of .jsonl calibration files (default text)")
-    g.add_argument("--max-samples", type=int, metavar="N", help="use the first N calibration samples")
+    g.add_argument("--max-samples", type=int, metavar="N", help="use the first N calibration samples (default 1024)")
     g.add_argument("--max-length", type=int, metavar="T", help="tokens per text sample / language-model row")
     g.add_argument("--batch-size", type=int, metavar="B", help="samples per calibration batch (default 16)")
     g.add_argument("--plot", metavar="PNG", help="write the rate-fidelity curve (needs matplotlib)")

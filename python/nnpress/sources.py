@@ -35,10 +35,11 @@ strings.
 The split
 ---------
 The samples (lines, examples; for batches that cannot be cut into examples, batches) are cut to the
-first ``max_samples``, then ``heldout`` of them (a fraction in (0, 1), at least one sample, or a
-count) are held out: a random permutation from ``numpy.random.default_rng(seed)``, its first
-``n_heldout`` indices held out, both parts kept in file order. Nothing is estimated on held-out
-samples. ``task.split`` says all of this.
+first ``max_samples`` (default ``DEFAULT_MAX_SAMPLES``; None: all), then ``heldout`` of them (a
+fraction in (0, 1), at least one sample, or a count) are held out: a random permutation from
+``numpy.random.default_rng(seed)``, its first ``n_heldout`` indices held out, both parts kept in
+file order. Nothing is estimated on held-out samples. ``task.split`` says all of this (and
+``available``: how many samples the data held).
 
 File names
 ----------
@@ -79,6 +80,9 @@ __all__ = ["detect_kind", "load_task", "read_texts", "split_indices"]
 DEFAULT_HELDOUT = 0.25
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_MAX_LENGTH = 256
+# Samples read by default: every metric is computed on all held-out samples at every point of the
+# search, so a large calibration file would make each point slow without making it more certain.
+DEFAULT_MAX_SAMPLES = 1024
 TEXT_SUFFIXES = (".txt", ".text")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 TENSOR_SUFFIXES = (".pt", ".pth", ".npy", ".npz")
@@ -672,10 +676,12 @@ def _text_task(
     config=None,
 ):
     texts, labels, where = _texts_of(calibration, text_field, label_field)
+    available = len(texts)
     if max_samples is not None:
         texts = texts[:max_samples]
         labels = labels[:max_samples] if labels is not None else None
     fit, held, split = split_indices(len(texts), heldout, seed)
+    split["available"] = available
     split["unit"] = "texts"
     split["max_length"] = max_length
     if labels is not None and kind != "sequence-classification":
@@ -848,9 +854,11 @@ def _st_object_task(st, calibration, kind: str | None, opts: dict) -> Task:
     if max_length:
         st.max_seq_length = int(max_length)
     max_samples = opts.pop("max_samples")
+    available = len(texts)
     if max_samples is not None:
         texts = texts[:max_samples]
     fit, held, split = split_indices(len(texts), opts.pop("heldout"), opts.pop("seed"))
+    split["available"] = available
     batch_size = opts.pop("batch_size")
     split.update(unit="texts", max_length=getattr(st, "max_seq_length", None), batch_size=batch_size)
 
@@ -937,9 +945,11 @@ def _module_task(model, calibration, kind: str | None, opts: dict, source: str) 
             raise CalibrationError("the calibration batches are empty")
         data = _examples_of(batches)
         if data is None:  # batches that cannot be cut into examples: split by batch
+            available = len(batches)
             if max_samples is not None:
                 batches = batches[:max_samples]
             fit, held, split = split_indices(len(batches), heldout, seed)
+            split["available"] = available
             split["unit"] = "batches"
             from .fisher.batches import _split_batch
 
@@ -970,10 +980,12 @@ def _module_task(model, calibration, kind: str | None, opts: dict, source: str) 
             if not torch.equal(y, y.round()):
                 raise CalibrationError(f"{where}: labels must be class indices (integers)")
         y = y.long()
+    available = int(x.shape[0])
     if max_samples is not None:
         x = x[:max_samples]
         y = y[:max_samples] if y is not None else None
     fit, held, split = split_indices(int(x.shape[0]), heldout, seed)
+    split["available"] = available
     split.update(unit="examples", batch_size=batch_size)
 
     def batches_of(idx):
@@ -1052,7 +1064,7 @@ def load_task(
     kind: str | None = None,
     heldout: float | int | str = DEFAULT_HELDOUT,
     seed: int = 0,
-    max_samples: int | None = None,
+    max_samples: int | None = DEFAULT_MAX_SAMPLES,
     max_length: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     text_field: str = "text",

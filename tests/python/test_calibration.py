@@ -65,6 +65,10 @@ def test_module_with_npz_labels(tmp_path):
     task = load_task(model, str(path), heldout=10, batch_size=4, seed=1)
     assert task.kind == "module" and task.fisher_output == "classifier"
     assert task.split["heldout"] == 10 and task.split["fit"] == 30 and task.split["unit"] == "examples"
+    assert task.split["available"] == 40
+    capped = load_task(model, str(path), max_samples=20, heldout=5)
+    assert capped.split["samples"] == 20 and capped.split["available"] == 40
+    assert torch.equal(torch.cat([b[0] for b in capped.fit + capped.heldout]).sort(0)[0], x[:20].sort(0)[0])
     assert sum(b[0].shape[0] for b in task.heldout) == 10
     assert sum(b[0].shape[0] for b in task.fit) == 30
     assert "accuracy_drop" in task.metrics
