@@ -742,6 +742,19 @@ def _ensure_pad(tokenizer, where: str) -> None:
         tokenizer.pad_token = tokenizer.eos_token
 
 
+def _drop_unsaved_pooler(hf, ckpt: _Checkpoint) -> None:
+    """An encoder's pooler (BERT's dense + tanh on the first token) that the checkpoint does not
+    hold - a masked-LM checkpoint loaded as a text encoder - is random and unused by the sentence
+    embedding: remove it rather than store random weights."""
+    pooler = getattr(hf, "pooler", None)
+    if pooler is None or not any(True for _ in pooler.parameters()):
+        return
+    prefix = getattr(hf, "base_model_prefix", "") or ""
+    held = any(k.startswith("pooler.") or (prefix and k.startswith(f"{prefix}.pooler.")) for k in ckpt.files)
+    if not held:
+        hf.pooler = None
+
+
 def _hf_folder_task(folder: str, calibration, kind: str | None, opts: dict) -> Task:
     st = _st_layout(folder)
     kind = kind or detect_kind(folder)
@@ -764,6 +777,8 @@ def _hf_folder_task(folder: str, calibration, kind: str | None, opts: dict) -> T
     except (OSError, ValueError, KeyError) as e:
         raise CalibrationError(f"{model_dir}: cannot load as {kind}: {' '.join(str(e).split())[:300]}") from None
     hf = hf.float().eval()
+    if kind == "text-embedding":
+        _drop_unsaved_pooler(hf, ckpt)
     names, extra, dtypes = match_names(hf, ckpt, prefix="hf.", kind=kind)
     max_length = opts.pop("max_length") or (st or {}).get("max_length") or DEFAULT_MAX_LENGTH
     max_pos = getattr(hf.config, "max_position_embeddings", None) or getattr(hf.config, "n_positions", None)
@@ -776,10 +791,10 @@ def _hf_folder_task(folder: str, calibration, kind: str | None, opts: dict) -> T
     else:
         model = Logits(hf)
         fisher_output = "classifier"
-        if kind == "sequence-classification":
-            _ensure_pad(tokenizer, model_dir)
     if kind != "causal-lm":
         _ensure_pad(tokenizer, model_dir)
+        if getattr(hf.config, "pad_token_id", 0) is None:  # classifiers find each text's last token by it
+            hf.config.pad_token_id = tokenizer.pad_token_id
     fit_b, held_b, labels, split = _text_task(
         tokenizer, kind, calibration, max_length=max_length, config=hf.config, **opts
     )

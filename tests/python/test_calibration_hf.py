@@ -228,3 +228,22 @@ def test_transformers_object_with_tokenizer(folders):
     assert torch.equal(task.reference()[0], ref.reference()[0])
     with pytest.raises(CalibrationError, match="needs tokenizer="):
         load_task(model, texts)
+
+
+def test_masked_lm_folder_as_text_encoder(folders, tmp_path):
+    """A masked-LM checkpoint read as a text encoder: its head lands in Task.extra, the encoder's
+    pooler (absent from the checkpoint, unused by the embedding) is dropped, not stored at random."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    folder = tmp_path / "mlm"
+    hf_tiny.save_tokenizer(str(folder), bert_style=True)
+    cfg = BertConfig(vocab_size=34, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    cfg.architectures = ["BertForMaskedLM"]
+    BertForMaskedLM(cfg).save_pretrained(folder)
+    with pytest.raises(CalibrationError, match="cannot tell the kind"):
+        load_task(str(folder), folders["texts"])
+    task = load_task(str(folder), folders["texts"], kind="text-embedding")
+    ckpt = _checkpoint_names(str(folder))
+    assert set(task.state_dict()) == ckpt
+    assert not any("pooler" in k for k in task.state_dict())
+    assert any(k.startswith("cls.") for k in task.extra)
