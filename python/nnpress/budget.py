@@ -57,8 +57,8 @@ from typing import Any
 import numpy as np
 
 from .calibration import METRICS, Budget, Task, parse_budget
-from .config import ROLES, CodecConfig, TensorPlan
-from .container import NnpFile, write_bytes_atomic
+from .config import ROLES, CodecConfig
+from .container import write_bytes_atomic
 from .encode import encode_model, file_metadata, write_records
 from .prune import prune as prune_weights
 from .traverse import collect
@@ -71,11 +71,13 @@ FEEDBACK_MAX_ROWS = 4096
 FEEDBACK_MAX_WORK = 1 << 33
 FEEDBACK_MEMORY = 1 << 30
 KFAC_DRAWS = 8
-FISHER_MAX_EXAMPLES = 64
+FISHER_MIN_EXAMPLES = 64
 PRUNE_SEARCH_MAX_WEIGHTS = 1 << 21
 PRUNE_SPARSITIES = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
 START_REL_STEP = 2.0**-4  # first point: this times the RMS of the quantized weights
 MIN_REL_STEP = 2.0**-12  # the finest step the search tries
+STALL = 0.9  # a finer step that keeps more than this fraction of the distance ends a search that only missed
+FISHER_EXAMPLE_WEIGHTS = 1 << 30  # per-example gradients: at most this many examples x parameters
 
 
 class BudgetError(ValueError):
@@ -192,6 +194,7 @@ def compress_to_budget(
     config: CodecConfig | None = None,
     prune: str | float | None = "auto",
     feedback: str | bool = "auto",
+    prune_by: str = "fisher",
     seed: int = 0,
     tolerance: float = 0.03,
     max_encodes: int = 8,
@@ -200,7 +203,8 @@ def compress_to_budget(
     """Write to ``dest`` the smallest file whose held-out fidelity meets ``budget`` (module
     docstring). ``config``: its ``threads``, ``block_elements``, ``hessian_damp`` and ``plan``
     (entries override the search's, e.g. a tensor kept exact) are used; the steps are the search's.
-    ``prune``: "auto", None/0 (no pruning) or a fixed sparsity in (0, 1). ``feedback``: "auto"
+    ``prune``: "auto", None/0 (no pruning) or a fixed sparsity in (0, 1); ``prune_by``: the
+    saliency, "fisher" (``F·w²``) or "magnitude" (``w²``), one global threshold. ``feedback``: "auto"
     (the bounded rule) or False. ``progress(stage, done, total)``: stages "fisher", "kfac",
     "search" (done = encodes made, total = the most it may make), "write"."""
     t_start = time.perf_counter()
@@ -211,6 +215,8 @@ def compress_to_budget(
     config = CodecConfig() if config is None else config
     if not isinstance(config, CodecConfig):
         raise TypeError(f"config must be a CodecConfig, not {type(config).__name__}")
+    if prune_by not in ("fisher", "magnitude"):
+        raise ValueError(f"prune_by must be 'fisher' or 'magnitude', got {prune_by!r}")
     if feedback not in ("auto", True, False):
         raise ValueError(f"feedback must be 'auto' or False, got {feedback!r}")
     if not (isinstance(tolerance, (int, float)) and 0 < tolerance < 1):
@@ -287,9 +293,11 @@ def compress_to_budget(
     params = [n for n, _ in model.named_parameters() if file_name(n) in qset and file_name(n) not in from_blocks]
     fisher = {}
     if params:
+        own = dict(model.named_parameters())
+        cap = max(FISHER_MIN_EXAMPLES, FISHER_EXAMPLE_WEIGHTS // max(1, sum(own[n].numel() for n in params)))
         fisher = fisher_diagonal(
             model, task.fit, mode="sampled", output=task.fisher_output, param_filter=params,
-            max_examples=FISHER_MAX_EXAMPLES, output_fn=task.output_fn, seed=seed,
+            max_examples=cap, output_fn=task.output_fn, seed=seed,
         )  # fmt: skip
         fisher = {file_name(k): v for k, v in fisher.items()}
     for n in from_blocks:
@@ -310,7 +318,10 @@ def compress_to_budget(
     if not rms > 0:
         raise BudgetError("the quantized tensors are all zero: there is nothing to search")
     user_plan = dict(config.plan)
-    search_cfg_base = replace(config, plan={}, overrides={}, lossless_roles=ROLES, prune=0.0, channel_scales=False)
+    no_plan: dict = {}
+    search_cfg_base = replace(
+        config, plan=no_plan, overrides=no_plan, lossless_roles=ROLES, prune=0.0, channel_scales=False
+    )  # (overrides: the InitVar dataclasses.replace would copy)
     imp_q = {n: imp[n] for n in quantized if n in imp}
     fisher_np = {n: _numpy64(fisher[n]) for n in quantized if n in fisher}
     metric = budget.metric
@@ -328,7 +339,9 @@ def compress_to_budget(
             if sparsity == 0:
                 pruned_cache[sparsity] = (entries, weights)
             else:
-                imp_all = {n: fisher_np.get(n, np.zeros_like(weights[n])) for n in quantized}
+                imp_all = None
+                if prune_by == "fisher":
+                    imp_all = {n: fisher_np.get(n, np.zeros_like(weights[n])) for n in quantized}
                 pw = prune_weights(weights, sparsity, importance=imp_all, scope="global", names=quantized)
                 src = dict(source)
                 for n in quantized:
@@ -348,7 +361,7 @@ def compress_to_budget(
         )  # fmt: skip
         plan = {n: replace(p, lossless=False) for n, p in plan.items()}
         plan.update(user_plan)
-        cfg = replace(search_cfg_base, plan=plan, overrides=plan)  # (overrides: the InitVar replace would copy)
+        cfg = replace(search_cfg_base, plan=plan, overrides=plan)
         encoded = encode_model(ents, cfg, importance=imp_q, hessians=hessians, row_hessians=row_hessians)
         data = write_records(encoded, cfg, file_metadata(cfg))
         by_name = {t.record.name: t for t in encoded}
@@ -397,7 +410,8 @@ def compress_to_budget(
         finest = min(points, key=lambda p: p["setting"]["step"]) if points else None
         report = BudgetReport(
             budget=str(budget), met=False, chosen=None, points=points, tensors=[], heldout={}, split=split,
-            times=times, path=None, file_bytes=0, params=n_params, pipeline=_pipeline(hessians, row_hessians, sparsities),
+            times=times, path=None, file_bytes=0, params=n_params,
+            pipeline=_pipeline(hessians, row_hessians, sparsities),
         )  # fmt: skip
         reached = "no point was encoded" if finest is None else (
             f"the best {metric} reached is {finest['metrics'][metric]:.6g} at the finest step tried "
@@ -524,6 +538,8 @@ def _search_step(point, sparsity, x_start, x_min, target, metric, slope0, tolera
         else:  # every point missed: finer
             if hi[0] <= x_min + 1e-12:
                 break
+            if len(seen) >= 2 and seen[-1][0] < seen[-2][0] and seen[-1][1] > STALL * seen[-2][1]:
+                break  # a finer step barely helped: something else (e.g. pruning) holds the metric back
             jump = (math.log(hi[1]) - math.log(target)) / slope if hi[1] > 0 and target > 0 else math.log(4.0)
             x = max(hi[0] - min(max(jump, 2 * width), math.log(16.0)), x_min)
     if not met_points:

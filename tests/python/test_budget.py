@@ -1,0 +1,166 @@
+"""compress_to_budget / compress(calibration=, budget=): the smallest file that meets a held-out
+fidelity budget, written atomically and only when met; bad input raises before anything is
+written; without calibration, compress is the data-free path, byte for byte."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import nnpress  # noqa: E402
+from nnpress import CodecConfig  # noqa: E402
+from nnpress.budget import BudgetError, compress_to_budget  # noqa: E402
+from nnpress.calibration import Task  # noqa: E402
+
+VOCAB, DIM, OUT = 64, 24, 12
+
+
+class TokenModel(torch.nn.Module):
+    """Embedding -> Linear -> tanh -> Linear, mean over positions."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(VOCAB, DIM)
+        self.fc1 = torch.nn.Linear(DIM, 32)
+        self.fc2 = torch.nn.Linear(32, OUT)
+
+    def forward(self, ids):
+        return self.fc2(torch.tanh(self.fc1(self.emb(ids)))).mean(1)
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    m = TokenModel().eval()
+    with torch.no_grad():
+        m.emb.weight.mul_(0.5)
+    return m
+
+
+def _task(model=None, fit_tokens=VOCAB, labels=False, seed=0):
+    """Fit batches use only tokens < fit_tokens; held-out batches use every token."""
+    g = torch.Generator().manual_seed(seed)
+    model = _model() if model is None else model
+    fit = [torch.randint(0, fit_tokens, (8, 6), generator=g) for _ in range(4)]
+    held = [torch.randint(0, VOCAB, (16, 6), generator=g) for _ in range(2)]
+    lab = [torch.randint(0, OUT, (16,), generator=g) for _ in range(2)] if labels else None
+    return Task(model, "module", fit, held, output_fn=lambda o: o, fisher_output="gaussian", labels=lab)
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    path = tmp_path_factory.mktemp("budget") / "m.nnp"
+    task = _task()
+    rep = compress_to_budget(task, path, "cos_mean=0.999", prune=None, max_encodes=6)
+    return task, path, rep
+
+
+def test_budget_is_met_on_the_written_file_and_the_report_is_complete(result):
+    task, path, rep = result
+    assert rep.met and path.exists() and rep.path == str(path)
+    assert rep.file_bytes == path.stat().st_size
+    assert rep.heldout["cos_mean"] >= 0.999  # measured on the file decoded from disk
+    d = rep.to_dict()
+    for key in (
+        "budget",
+        "met",
+        "chosen",
+        "points",
+        "tensors",
+        "heldout",
+        "split",
+        "times",
+        "path",
+        "file_bytes",
+        "params",
+    ):
+        assert key in d
+    chosen = d["points"][d["chosen"]]
+    assert chosen["file_bytes"] == rep.file_bytes
+    # the smallest of the points that met the budget was written
+    met = [p for p in d["points"] if p["metrics"]["cos_mean"] >= 0.999]
+    assert chosen["file_bytes"] == min(p["file_bytes"] for p in met)
+    # every point has its setting, size and metrics; some point missed (the search bracketed the budget)
+    assert all({"bits_per_param", "file_bytes", "metrics", "seconds", "setting"} <= set(p) for p in d["points"])
+    assert any(p["metrics"]["cos_mean"] < 0.999 for p in d["points"])
+    names = {t["name"] for t in d["tensors"]}
+    assert {"emb.weight", "fc1.weight", "fc2.weight", "fc1.bias"} <= names
+    quantized = [t for t in d["tensors"] if t["step"] is not None]
+    assert {t["name"] for t in quantized} == {"emb.weight", "fc1.weight", "fc2.weight"}
+    assert all(t["method"] == "trellis" for t in quantized)
+    # the written file decodes to the original names; what is not quantized is exact
+    dec = nnpress.decompress(path, as_numpy=True)
+    np.testing.assert_array_equal(dec["fc1.bias"], task.model.fc1.bias.detach().numpy())
+    # the model's own weights were restored after every evaluation
+    assert task.evaluate(None)["cos_mean"] == pytest.approx(1.0)
+
+
+def test_the_search_uses_feedback_for_linear_and_embedding_weights(result):
+    _, _, rep = result
+    assert set(rep.pipeline["feedback_columns"]) == {"emb.weight", "fc1.weight", "fc2.weight"}
+    assert set(rep.pipeline["feedback_rows"]) == {"fc1.weight", "fc2.weight"}
+
+
+def test_same_seed_same_file(result, tmp_path):
+    _, path, _ = result
+    again = tmp_path / "again.nnp"
+    compress_to_budget(_task(), again, "cos_mean=0.999", prune=None, max_encodes=6)
+    assert again.read_bytes() == path.read_bytes()
+
+
+def test_compress_hook_takes_a_task(tmp_path):
+    path = tmp_path / "h.nnp"
+    rep = nnpress.compress(_model(), path, calibration=_task(), budget="rel_error=0.05", config=CodecConfig())
+    assert rep.met and rep.heldout["rel_error"] <= 0.05 and path.exists()
+
+
+def test_unmet_budget_raises_and_writes_nothing(tmp_path):
+    path = tmp_path / "never.nnp"
+    with pytest.raises(BudgetError, match="finest step") as info:
+        compress_to_budget(_task(), path, "cos_min=0.9999999999", prune=None, max_encodes=3)
+    assert not path.exists()
+    assert info.value.report is not None and not info.value.report.met and info.value.report.points
+
+
+def test_metric_that_does_not_apply_and_bad_arguments_raise_before_writing(tmp_path):
+    path = tmp_path / "x.nnp"
+    with pytest.raises(ValueError, match="does not apply"):
+        compress_to_budget(_task(), path, "accuracy_drop=0.2")  # no labels
+    with pytest.raises(ValueError, match="unknown budget metric"):
+        compress_to_budget(_task(), path, "accuracy=0.2")
+    with pytest.raises(ValueError, match="prune"):
+        compress_to_budget(_task(), path, "cos_mean=0.99", prune=1.5)
+    with pytest.raises(TypeError):
+        nnpress.compress(_model(), path, calibration=_task(), budget="cos_mean=0.99", importance={"fc1.weight": 1})
+    with pytest.raises(ValueError, match="together"):
+        nnpress.compress(_model(), path, budget="cos_mean=0.99")
+    with pytest.raises(FileNotFoundError):
+        compress_to_budget(_task(), tmp_path / "no" / "x.nnp", "cos_mean=0.99")
+    assert not path.exists()
+
+
+def test_empty_calibration_is_an_error():
+    with pytest.raises(ValueError, match="fit is empty"):
+        Task(_model(), "module", [], [torch.zeros(1, 6, dtype=torch.long)], output_fn=lambda o: o)
+
+
+def test_without_calibration_compress_is_the_data_free_path_byte_for_byte(tmp_path):
+    from nnpress.encode import encode_model, file_metadata, write_records
+    from nnpress.traverse import collect
+
+    model = _model()
+    path = tmp_path / "d.nnp"
+    nnpress.compress(model, path)
+    cfg = CodecConfig()
+    expected = write_records(encode_model(collect(model), cfg), cfg, file_metadata(cfg))
+    assert path.read_bytes() == expected
+
+
+def test_pruning_dimension_records_sparsity(tmp_path):
+    rep = compress_to_budget(_task(), tmp_path / "p.nnp", "rel_error=0.6", prune=0.5, max_encodes=4)
+    assert rep.met
+    assert {p["setting"]["sparsity"] for p in rep.points} == {0.5}
+    w = [t for t in rep.tensors if t["step"] is not None]
+    zeros = sum(t["sparsity"] * t["params"] for t in w) / sum(t["params"] for t in w)
+    assert zeros >= 0.5
