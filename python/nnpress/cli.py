@@ -4,8 +4,8 @@ Exit codes: 0 success; 1 a user-facing error (missing file, corrupt/unsupported 
 missing optional dependency) reported in one line on stderr, no traceback; 2 bad command-line usage
 (argparse); 130 interrupted; 141 (128 + SIGPIPE) when stdout is closed early, e.g. ``nnpress info
 x.nnp | head``: nothing is printed about it, as with standard Unix tools. ``--json`` prints one
-JSON document on stdout; progress goes to stderr (a bar when stderr is a terminal, or with
-``--progress``).
+JSON document on stdout (``compress --json FILE`` writes it to FILE); progress goes to stderr (a
+bar when stderr is a terminal, or with ``--progress``).
 """
 
 from __future__ import annotations

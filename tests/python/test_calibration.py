@@ -222,3 +222,35 @@ def test_read_texts_files(tmp_path):
     partial.write_text('{"text": "a", "label": 1}\n{"text": "b"}\n')
     with pytest.raises(CalibrationError, match=r"1 of 2 samples lack the label field"):
         read_texts(partial)
+
+
+def test_pooling_modes_and_sentence_transformers_layout(tmp_path):
+    from nnpress.sources import _pool, _st_layout
+
+    hidden = torch.arange(24, dtype=torch.float32).reshape(2, 3, 4)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    assert torch.equal(_pool(hidden, mask, "cls"), hidden[:, 0])
+    assert torch.equal(_pool(hidden, mask, "mean")[0], hidden[0, :2].mean(0))  # padding left out
+    assert torch.equal(_pool(hidden, mask, "max")[0], hidden[0, 1])
+    assert torch.allclose(_pool(hidden, mask, "mean_sqrt_len")[1], hidden[1].sum(0) / 3**0.5)
+    assert _st_layout(str(tmp_path)) is None
+    (tmp_path / "0_Transformer").mkdir()
+    (tmp_path / "0_Transformer" / "sentence_bert_config.json").write_text('{"max_seq_length": 128}')
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text('{"pooling_mode_cls_token": true}')
+    modules = [
+        {"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    (tmp_path / "modules.json").write_text(json.dumps(modules))
+    layout = _st_layout(str(tmp_path))
+    assert layout == {
+        "path": str(tmp_path / "0_Transformer"),
+        "pooling": "cls",
+        "normalize": False,
+        "max_length": 128,
+    }
+    modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+    (tmp_path / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(CalibrationError, match=r"module type .*Dense.* is not supported from a folder"):
+        _st_layout(str(tmp_path))
