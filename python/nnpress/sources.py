@@ -988,13 +988,14 @@ def _module_task(model, calibration, kind: str | None, opts: dict, source: str) 
             f"a dict with 'x' (and 'y'), or an iterable of batches; got {type(calibration).__name__}"
         )
     x, y = data
+    note = None
     if y is not None:
         if y.dim() == 0 or y.shape[0] != x.shape[0]:
             raise CalibrationError(f"{where}: {x.shape[0]} inputs but labels of shape {tuple(y.shape)}")
-        if y.is_floating_point():
-            if not torch.equal(y, y.round()):
-                raise CalibrationError(f"{where}: labels must be class indices (integers)")
-        y = y.long()
+        if y.is_floating_point() and not torch.equal(y, y.round()):
+            y, note = None, "ignored: not class indices"  # regression targets: no accuracy to count
+        else:
+            y = y.long()
     available = int(x.shape[0])
     if max_samples is not None:
         x = x[:max_samples]
@@ -1002,6 +1003,8 @@ def _module_task(model, calibration, kind: str | None, opts: dict, source: str) 
     fit, held, split = split_indices(int(x.shape[0]), heldout, seed)
     split["available"] = available
     split.update(unit="examples", batch_size=batch_size)
+    if note:
+        split["labels"] = note
 
     def batches_of(idx):
         out, labs = [], []
@@ -1101,7 +1104,10 @@ def load_task(
     if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2):
         raise ValueError(f"max_length must be an int >= 2, got {max_length!r}")
     heldout = _parse_heldout(heldout)
-    split_indices(2, heldout if not isinstance(heldout, int) else 1, seed)  # argument types only
+    if isinstance(heldout, bool) or not isinstance(heldout, (int, float)) or not heldout > 0:
+        raise ValueError(f"heldout must be a fraction in (0, 1) or a count >= 1, got {heldout!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
     if calibration is None:
         raise CalibrationError("no calibration data given")
     opts = dict(

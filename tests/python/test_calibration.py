@@ -254,3 +254,10 @@ def test_pooling_modes_and_sentence_transformers_layout(tmp_path):
     (tmp_path / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(CalibrationError, match=r"module type .*Dense.* is not supported from a folder"):
         _st_layout(str(tmp_path))
+
+
+def test_regression_targets_are_not_labels():
+    x, _ = _data()
+    task = load_task(_mlp(), {"x": x, "y": torch.randn(40)}, heldout=5.0)  # 5.0: a count
+    assert task.labels is None and "accuracy_drop" not in task.metrics
+    assert task.split["labels"] == "ignored: not class indices" and task.split["heldout"] == 5
