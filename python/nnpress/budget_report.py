@@ -171,6 +171,19 @@ def format_report(d: Mapping, *, max_tensors: int | None = 30) -> str:
         lines.append(text)
         if split.get("rule"):
             lines.append(f"  rule: {split['rule']}")
+    pipeline = d.get("pipeline") or {}
+    if pipeline:
+        parts = []
+        for k, v in pipeline.items():
+            if isinstance(v, (list, tuple)) and k.startswith("feedback"):
+                parts.append(f"{k.replace('_', ' ')}: {len(v)} tensor{'s' if len(v) != 1 else ''}")
+            elif isinstance(v, (list, tuple)):
+                parts.append(
+                    f"{k.replace('_', ' ')}: {', '.join(f'{x:g}' if isinstance(x, float) else str(x) for x in v)}"
+                )
+            else:
+                parts.append(f"{k.replace('_', ' ')}: {v:g}" if isinstance(v, float) else f"{k.replace('_', ' ')}: {v}")
+        lines.append("pipeline: " + "; ".join(parts))
     if heldout:
         lines.append("held-out fidelity of the file: " + ", ".join(f"{k} {_fmt_metric(v)}" for k, v in heldout.items()))
 

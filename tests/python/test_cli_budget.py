@@ -184,6 +184,7 @@ REPORT = {
     "path": "x.nnp",
     "file_bytes": 850,
     "params": 1600,
+    "pipeline": {"feedback_columns": ["enc.w"], "feedback_rows": [], "sparsities": [0.0, 0.5], "kfac_draws": 8},
 }
 
 
@@ -194,6 +195,7 @@ def test_format_report_and_plot(tmp_path):
     assert "chosen: point 1, 4.2500 bits/param (850 bytes)" in text
     assert "10 of 40 texts held out, 30 used to estimate (seed 0)" in text and "rule: the rule" in text
     assert "enc.w" in text and "0.01" in text
+    assert "pipeline: feedback columns: 1 tensor; feedback rows: 0 tensors; sparsities: 0, 0.5; kfac draws: 8" in text
     assert "budget: cos_mean >= 0.999: met (held-out cos_mean = 0.999100)" in text
     pytest.importorskip("matplotlib")
     png = tmp_path / "c.png"
