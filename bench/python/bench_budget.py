@@ -1,7 +1,7 @@
 """The smallest file for a fidelity budget, through ``nnpress.compress(calibration=, budget=)`` /
 ``nnpress.budget.compress_to_budget``, side by side with NNCodec 2.1.3 in one run (issue 14).
 
-    python bench/python/bench_budget.py minilm [--cli] [--threads 2]
+    python bench/python/bench_budget.py minilm [--cli [--cli-python PY]] [--threads 2]
     python bench/python/bench_budget.py digits [--models cnn,mlp] [--prune auto|none|0.6]
     python bench/python/bench_budget.py readme            # the README's feedback snippet on MiniLM
 
@@ -129,7 +129,7 @@ def run_minilm(args):
         cal_file = tmp / "sentences.txt"
         cal_file.write_text("\n".join(cal) + "\n", encoding="utf-8")
         cmd = [
-            sys.executable, "-m", "nnpress.cli", "compress", minilm.model_path(), str(out),
+            args.cli_python or sys.executable, "-m", "nnpress.cli", "compress", minilm.model_path(), str(out),
             "--calibration", str(cal_file), "--budget", "cos_mean=0.999", "--json", str(tmp / "report.json"),
         ]  # fmt: skip
         t0 = time.perf_counter()
@@ -328,6 +328,11 @@ def main():
     ap.add_argument("what", choices=("minilm", "digits", "readme"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cli", action="store_true", help="minilm: through the nnpress compress command")
+    ap.add_argument(
+        "--cli-python",
+        default=None,
+        help="minilm --cli: the Python that runs the command (an environment without NNCodec's torchvision)",
+    )
     ap.add_argument("--models", default="cnn,mlp")
     ap.add_argument("--prune", default="auto")
     ap.add_argument("--prune-by", default="fisher", choices=("fisher", "magnitude"))

@@ -6,17 +6,21 @@ calibrated pipeline and writes the smallest ``.nnp`` whose held-out fidelity mee
 
 Pipeline (estimated from ``task.fit`` only; nothing estimated ever sees ``task.heldout``)
 ------------------------------------------------------------------------------------------
-1. Fisher diagonal of every quantized parameter (``fisher_diagonal``, the task's likelihood and
-   output), giving per-tensor sensitivities (step allocation) and per-weight importance (rank-1
-   smoothed, ``tune.smooth_importance``; embedding rows uniform) for the trellis, and channel scales
-   (``tune.channel_scales_from_importance``, strength ``CHANNEL_SCALE_STRENGTH``).
-2. Error feedback where it is bounded: K-FAC column blocks (``fisher_hessians``) for ``nn.Linear``
+1. Error feedback where it is bounded: K-FAC column blocks (``fisher_hessians``) for ``nn.Linear``
    and ``nn.Embedding`` weights with at most ``FEEDBACK_MAX_COLS`` columns and at most
    ``FEEDBACK_MAX_WORK`` = rows x cols² (the trellis with feedback does O(8 cols²) work per row),
    and row blocks (``fisher_row_hessians``) for Linear weights with at most ``FEEDBACK_MAX_ROWS``
    rows and rows² x cols within the same work bound. Blocks are taken in model order while their
    float64 storage stays within ``FEEDBACK_MEMORY`` bytes; every other tensor is quantized without
    feedback (convolutions have no K-FAC block here).
+2. Fisher diagonal (``fisher_diagonal``, the task's likelihood and output) of the other quantized
+   parameters, on at most ``max(FISHER_MIN_EXAMPLES, FISHER_EXAMPLE_WEIGHTS / parameters)`` fit
+   examples (per-example gradients cost examples x parameters). An embedding table with a column
+   block takes its Fisher from ``diag(H) / rows`` (H's diagonal is the Fisher's column sums): its
+   rows are uniform below anyway, and its per-example gradients are the costliest part of the
+   diagonal. From these: per-tensor sensitivities (step allocation), per-weight importance (rank-1
+   smoothed, ``tune.smooth_importance``; embedding rows uniform) for the trellis, and channel scales
+   (``tune.channel_scales_from_importance``, strength ``CHANNEL_SCALE_STRENGTH``).
 3. ``tune.allocate_steps`` turns one global step into a plan for every quantized tensor (trellis,
    everything else stored exactly), and the search below picks the step.
 

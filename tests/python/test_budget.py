@@ -52,7 +52,11 @@ def _task(model=None, fit_tokens=VOCAB, labels=False, seed=0):
 def result(tmp_path_factory):
     path = tmp_path_factory.mktemp("budget") / "m.nnp"
     task = _task()
-    rep = compress_to_budget(task, path, "cos_mean=0.999", prune=None, max_encodes=6)
+    calls = []
+    rep = compress_to_budget(
+        task, path, "cos_mean=0.999", prune=None, max_encodes=6, progress=lambda *a: calls.append(a)
+    )
+    rep.progress_calls = calls
     return task, path, rep
 
 
@@ -94,6 +98,15 @@ def test_budget_is_met_on_the_written_file_and_the_report_is_complete(result):
     np.testing.assert_array_equal(dec["fc1.bias"], task.model.fc1.bias.detach().numpy())
     # the model's own weights were restored after every evaluation
     assert task.evaluate(None)["cos_mean"] == pytest.approx(1.0)
+
+
+def test_progress_reports_every_stage_and_each_encode(result):
+    _, _, rep = result
+    stages = [c[0] for c in rep.progress_calls]
+    assert stages.index("kfac") < stages.index("fisher") < stages.index("search") < stages.index("write")
+    search = [c for c in rep.progress_calls if c[0] == "search"]
+    assert [c[1] for c in search] == list(range(1, len(rep.points) + 1))
+    assert all(done <= total for _, done, total in rep.progress_calls)
 
 
 def test_the_search_uses_feedback_for_linear_and_embedding_weights(result):
@@ -164,3 +177,56 @@ def test_pruning_dimension_records_sparsity(tmp_path):
     w = [t for t in rep.tensors if t["step"] is not None]
     zeros = sum(t["sparsity"] * t["params"] for t in w) / sum(t["params"] for t in w)
     assert zeros >= 0.5
+
+
+def _fake_point(distance, calls):
+    """A point function for _search_step: file bytes fall with the step, the metric is cos_mean
+    with 1 - cos = distance(step)."""
+
+    def point(step, sparsity):
+        calls.append(step)
+        cos = 1.0 - distance(step)
+        return {"file_bytes": int(1e6 / step), "metrics": {"cos_mean": cos}, "met": cos >= 0.999, "setting": {}}
+
+    return point
+
+
+def test_step_search_brackets_the_budget_within_tolerance_in_few_encodes():
+    import math
+
+    from nnpress.budget import _search_step
+
+    calls = []
+    best = _search_step(
+        _fake_point(lambda s: (s / 0.37) ** 2 * 1e-3, calls), 0.0, math.log(0.01), math.log(1e-6),
+        1e-3, "cos_mean", 2.0, 0.03, 8,
+    )  # fmt: skip
+    # the budget is met exactly at step 0.37: the best point is just below it, within 3 %
+    assert 0.37 / 1.03 <= 1e6 / best["file_bytes"] <= 0.37 * (1 + 1e-6)
+    assert len(calls) <= 5  # the step² law is found at once
+
+
+def test_step_search_returns_the_smallest_file_that_met_even_when_the_metric_is_noisy():
+    import math
+
+    from nnpress.budget import _search_step
+
+    calls = []
+    noisy = lambda s: (s / 0.2) ** 2 * 1e-3 * (0.5 if 0.25 < s < 0.3 else 1.0)  # noqa: E731
+    best = _search_step(_fake_point(noisy, calls), 0.0, math.log(0.01), math.log(1e-6), 1e-3, "cos_mean", 2.0, 0.03, 8)
+    met = [s for s in calls if noisy(s) <= 1e-3]
+    assert 1e6 / best["file_bytes"] == pytest.approx(max(met), rel=1e-6)
+
+
+def test_step_search_gives_up_when_finer_steps_stop_helping():
+    import math
+
+    from nnpress.budget import _search_step
+
+    calls = []
+    floor = lambda s: 0.05 + s**2  # noqa: E731  (e.g. pruning holds the metric back)
+    assert (
+        _search_step(_fake_point(floor, calls), 0.0, math.log(0.5), math.log(1e-6), 1e-3, "cos_mean", 2.0, 0.03, 8)
+        is None
+    )
+    assert len(calls) <= 4
