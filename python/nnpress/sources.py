@@ -423,6 +423,16 @@ def _storage_key(t) -> Any:
     return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
 
 
+def _shared_parts(a: str, b: str) -> int:
+    """How many leading dotted parts two tensor names share."""
+    n = 0
+    for x, y in zip(a.split("."), b.split(".")):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def match_names(module, ckpt: _Checkpoint, prefix: str = "", kind: str = "") -> tuple[dict, dict, dict]:
     """(names, extra, dtypes) of ``module``'s tensors against a checkpoint; see the module
     docstring ("File names"). ``prefix`` is prepended to the module's names (a wrapper's
@@ -452,13 +462,16 @@ def match_names(module, ckpt: _Checkpoint, prefix: str = "", kind: str = "") -> 
         if key in written:  # a tied copy of a written tensor: the same file name, stored once
             matched[k] = written[key]
             continue
-        found = None
+        # equal values under another name (a legacy name such as LayerNorm.gamma); among several
+        # equal candidates (e.g. freshly initialised norms, all ones) the one whose name shares
+        # the longest dotted prefix with the module's
+        found, best = None, -1
         for c in ckpt.files:
             if c not in used and ckpt.shape(c) == tuple(t.shape):
-                v = ckpt.tensor(c)
-                if torch.equal(v.to(t.dtype), t):
-                    found = c
-                    break
+                if torch.equal(ckpt.tensor(c).to(t.dtype), t):
+                    common = _shared_parts(c, k)
+                    if common > best:
+                        found, best = c, common
         if found is not None:
             matched[k] = found
             used.add(found)

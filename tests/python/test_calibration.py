@@ -261,3 +261,38 @@ def test_regression_targets_are_not_labels():
     task = load_task(_mlp(), {"x": x, "y": torch.randn(40)}, heldout=5.0)  # 5.0: a count
     assert task.labels is None and "accuracy_drop" not in task.metrics
     assert task.split["labels"] == "ignored: not class indices" and task.split["heldout"] == 5
+
+
+def test_match_names_by_value_prefers_the_same_path(tmp_path):
+    """Module tensors whose checkpoint names changed are matched by equal values; among equal
+    candidates (freshly initialised norms) the one sharing the longest dotted prefix wins, whatever
+    the two orders."""
+    pytest.importorskip("safetensors")
+    from safetensors.torch import save_file
+
+    from nnpress.sources import _Checkpoint, match_names
+
+    model = torch.nn.Module()
+    model.b = torch.nn.Module()
+    model.b.norm = torch.nn.LayerNorm(4)
+    model.a = torch.nn.Module()
+    model.a.norm = torch.nn.LayerNorm(4)
+    tensors = {
+        "a.norm.gamma": torch.ones(4),
+        "a.norm.beta": torch.zeros(4),
+        "b.norm.gamma": torch.ones(4),
+        "b.norm.beta": torch.zeros(4),
+    }
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    names, extra, dtypes = match_names(model, _Checkpoint(str(tmp_path)), prefix="m.")
+    assert names == {
+        "m.a.norm.weight": "a.norm.gamma",
+        "m.a.norm.bias": "a.norm.beta",
+        "m.b.norm.weight": "b.norm.gamma",
+        "m.b.norm.bias": "b.norm.beta",
+    }
+    assert extra == {} and dtypes == {}
+    with torch.no_grad():
+        model.a.norm.weight.fill_(2.0)  # no checkpoint tensor holds these values: a random parameter
+    with pytest.raises(CalibrationError, match=r"holds no values for 1 parameter"):
+        match_names(model, _Checkpoint(str(tmp_path)))

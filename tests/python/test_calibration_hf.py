@@ -247,3 +247,24 @@ def test_masked_lm_folder_as_text_encoder(folders, tmp_path):
     assert set(task.state_dict()) == ckpt
     assert not any("pooler" in k for k in task.state_dict())
     assert any(k.startswith("cls.") for k in task.extra)
+
+
+def test_legacy_names_matched_by_value(folders, tmp_path):
+    """A checkpoint with old names (LayerNorm.gamma/beta): each module tensor gets the checkpoint
+    name of equal values, and among equal norms (all ones at initialisation) the same layer's."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "legacy"
+    hf_tiny.make_bert(str(folder), sentence_transformers=False)
+    sd = load_file(folder / "model.safetensors")
+    renamed = {
+        k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+        for k, v in sd.items()
+    }
+    assert renamed != sd
+    save_file(renamed, folder / "model.safetensors", metadata={"format": "pt"})
+    task = load_task(str(folder), folders["texts"])
+    assert set(task.state_dict()) == set(renamed)
+    for layer in (0, 1):
+        m = f"hf.encoder.layer.{layer}.output.LayerNorm.weight"
+        assert task.file_name(m) == f"encoder.layer.{layer}.output.LayerNorm.gamma"
