@@ -268,3 +268,24 @@ def test_legacy_names_matched_by_value(folders, tmp_path):
     for layer in (0, 1):
         m = f"hf.encoder.layer.{layer}.output.LayerNorm.weight"
         assert task.file_name(m) == f"encoder.layer.{layer}.output.LayerNorm.gamma"
+
+
+def test_sentence_encoder_end_to_end_loads_where_the_source_did(folders, tmp_path, capsys):
+    """compress a sentence-transformers folder to a cos_mean budget, decompress into a copy of the
+    folder: the copy loads as the source did, and its held-out embeddings give the reported fidelity."""
+    pytest.importorskip("nnpress.budget")
+    from nnpress.calibration import METRICS
+    from nnpress.cli import main
+
+    out, rep = tmp_path / "st.nnp", tmp_path / "rep.json"
+    args = ["compress", folders["st"], str(out), "--calibration", folders["texts"], "--budget", "cos_mean=0.99"]
+    assert main([*args, "--quiet", "--json", str(rep)]) == 0
+    d = json.loads(rep.read_text())
+    assert d["met"] and d["heldout"]["cos_mean"] >= 0.99
+    copy = tmp_path / "copy"
+    shutil.copytree(folders["st"], copy)
+    assert main(["decompress", str(out), str(copy / "model.safetensors"), "--quiet"]) == 0
+    original = load_task(folders["st"], folders["texts"])
+    decoded = load_task(str(copy), folders["texts"])
+    cos = METRICS["cos_mean"].fn(original.reference(), decoded.reference(), None)
+    assert cos == pytest.approx(d["heldout"]["cos_mean"], abs=1e-6)
