@@ -270,7 +270,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "--prune",
         type=float,
         metavar="FRACTION",
-        help="set this fraction of each quantized tensor's smallest weights to zero first (default 0)",
+        help="set this fraction of each quantized tensor's smallest weights to zero first (default 0); with "
+        "--calibration: a fixed sparsity for the search's pruning (default: the search tries sparsities; 0: none)",
     )
     c.add_argument(
         "--plan",
