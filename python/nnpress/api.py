@@ -13,6 +13,11 @@ Contract
   exactly, stores tied tensors once, and writes ``dest`` atomically (built and checked in memory,
   written to a temp file in the same folder, renamed). Returns a :class:`CompressionReport` with
   the time of each stage (load, quantize, encode, write, total).
+- With ``calibration=`` (a ``nnpress.calibration.Task`` or data for ``calibration.load_task``) and
+  ``budget=`` (``"cos_mean=0.999"``), ``compress`` returns ``nnpress.budget.compress_to_budget``'s
+  ``BudgetReport`` instead: the smallest file whose held-out fidelity meets the budget (``progress``
+  is then ``progress(stage, done, total)``; ``config.prune`` > 0 fixes the sparsity, else the
+  search chooses it; importance/hessians are estimated, not taken). Without them nothing changes.
 - Errors before anything is written: ``KeyError`` for importance/hessians naming tensors the model
   does not have; ``ValueError`` for plan entries that match no tensor, and for
   ``CodecConfig(channel_scales=True)`` without an importance.
