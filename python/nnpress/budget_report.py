@@ -151,6 +151,8 @@ def format_report(d: Mapping, *, max_tensors: int | None = 30) -> str:
     met = d.get("met")
     heldout = d.get("heldout") or {}
     split = d.get("split") or {}
+    if d.get("source"):
+        lines.append(f"source: {d['source']}")
     if d.get("path"):
         lines.append(f"{d['path']}: {file_bytes:,} bytes, {params:,} parameters" if file_bytes else str(d["path"]))
     status = "met" if met else "NOT met"
@@ -164,9 +166,24 @@ def format_report(d: Mapping, *, max_tensors: int | None = 30) -> str:
         )
         if "heldout_tokens" in split:
             text += f"; {split['fit_tokens']:,} / {split['heldout_tokens']:,} tokens"
+        if split.get("available", split.get("samples")) != split.get("samples"):
+            text += f" (the first {split['samples']} of {split['available']} {unit} read; --max-samples)"
         lines.append(text)
         if split.get("rule"):
             lines.append(f"  rule: {split['rule']}")
+    pipeline = d.get("pipeline") or {}
+    if pipeline:
+        parts = []
+        for k, v in pipeline.items():
+            if isinstance(v, (list, tuple)) and k.startswith("feedback"):
+                parts.append(f"{k.replace('_', ' ')}: {len(v)} tensor{'s' if len(v) != 1 else ''}")
+            elif isinstance(v, (list, tuple)):
+                parts.append(
+                    f"{k.replace('_', ' ')}: {', '.join(f'{x:g}' if isinstance(x, float) else str(x) for x in v)}"
+                )
+            else:
+                parts.append(f"{k.replace('_', ' ')}: {v:g}" if isinstance(v, float) else f"{k.replace('_', ' ')}: {v}")
+        lines.append("pipeline: " + "; ".join(parts))
     if heldout:
         lines.append("held-out fidelity of the file: " + ", ".join(f"{k} {_fmt_metric(v)}" for k, v in heldout.items()))
 
@@ -207,7 +224,7 @@ def format_report(d: Mapping, *, max_tensors: int | None = 30) -> str:
             step = t.get("step")
             sparsity = t.get("sparsity")
             lines.append(
-                f"{_short(str(t.get('name', '')), 48):<48} {t.get('bits', 0):>12,} "
+                f"{_short(str(t.get('name', '')), 48):<48} {round(t.get('bits', 0)):>12,} "
                 f"{t.get('bits_per_param', 0.0):>10.3f} {'' if step is None else format(step, '.4g'):>10} "
                 f"{t.get('method') or ''!s:<9} {'' if sparsity is None else format(sparsity, '.3f'):>8}"
             )
@@ -351,8 +368,21 @@ def run_compress(a, config_from_args: Callable[[Any], Any]) -> int:
     config = config_from_args(a) if given else None
     from .budget import compress_to_budget
 
+    search_kw = {} if a.prune is None else {"prune": a.prune}  # else the search's own default
+    from .budget import BudgetError
+
     try:
-        rep = compress_to_budget(task, a.dest, budget, config=config, prune=a.prune, seed=a.seed or 0, progress=bar)
+        rep = compress_to_budget(task, a.dest, budget, config=config, seed=a.seed or 0, progress=bar, **search_kw)
+    except BudgetError as e:
+        # the points tried say how close the budget was: on stdout; the error line goes to stderr
+        bar.close()
+        failed = getattr(e, "report", None)
+        if failed is not None and not a.quiet and a.json is None:
+            d = failed.to_dict()
+            d.setdefault("source", task.source or a.source)
+            print(format_report(d, max_tensors=None if a.verbose else 30))
+            sys.stdout.flush()
+        raise
     finally:
         bar.close()
     d = rep.to_dict()

@@ -307,11 +307,15 @@ class Task:
         saved = {}
         try:
             if state:
-                for name, arr in state.items():
-                    for mod_name in self._module_names(name, own):
-                        t = own[mod_name]
+                targets = [(name, arr, self._module_names(name, own)) for name, arr in state.items()]
+                # every original saved before anything is set: tied tensors share storage
+                for _, _, mod_names in targets:
+                    for mod_name in mod_names:
                         if mod_name not in saved:
-                            saved[mod_name] = t.detach().clone()
+                            saved[mod_name] = own[mod_name].detach().clone()
+                for name, arr, mod_names in targets:
+                    for mod_name in mod_names:
+                        t = own[mod_name]
                         v = arr if isinstance(arr, torch.Tensor) else torch.as_tensor(np.asarray(arr))
                         if v.numel() != t.numel():
                             raise ValueError(

@@ -4,8 +4,8 @@ Exit codes: 0 success; 1 a user-facing error (missing file, corrupt/unsupported 
 missing optional dependency) reported in one line on stderr, no traceback; 2 bad command-line usage
 (argparse); 130 interrupted; 141 (128 + SIGPIPE) when stdout is closed early, e.g. ``nnpress info
 x.nnp | head``: nothing is printed about it, as with standard Unix tools. ``--json`` prints one
-JSON document on stdout; progress goes to stderr (a bar when stderr is a terminal, or with
-``--progress``).
+JSON document on stdout (``compress --json FILE`` writes it to FILE); progress goes to stderr (a
+bar when stderr is a terminal, or with ``--progress``).
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def _add_budget_arguments(c) -> None:
     g.add_argument("--heldout", metavar="F", help="held-out share: a fraction (default 0.25) or a count")
     g.add_argument("--seed", type=int, help="seed of the split and the estimates (default 0)")
     g.add_argument("--text-field", metavar="NAME", help="text field of .jsonl calibration files (default text)")
-    g.add_argument("--max-samples", type=int, metavar="N", help="use the first N calibration samples")
+    g.add_argument("--max-samples", type=int, metavar="N", help="use the first N calibration samples (default 1024)")
     g.add_argument("--max-length", type=int, metavar="T", help="tokens per text sample / language-model row")
     g.add_argument("--batch-size", type=int, metavar="B", help="samples per calibration batch (default 16)")
     g.add_argument("--plot", metavar="PNG", help="write the rate-fidelity curve (needs matplotlib)")
@@ -270,7 +270,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "--prune",
         type=float,
         metavar="FRACTION",
-        help="set this fraction of each quantized tensor's smallest weights to zero first (default 0)",
+        help="set this fraction of each quantized tensor's smallest weights to zero first (default 0); with "
+        "--calibration: a fixed sparsity for the search's pruning (default: the search tries sparsities; 0: none)",
     )
     c.add_argument(
         "--plan",

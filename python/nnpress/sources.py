@@ -35,10 +35,11 @@ strings.
 The split
 ---------
 The samples (lines, examples; for batches that cannot be cut into examples, batches) are cut to the
-first ``max_samples``, then ``heldout`` of them (a fraction in (0, 1), at least one sample, or a
-count) are held out: a random permutation from ``numpy.random.default_rng(seed)``, its first
-``n_heldout`` indices held out, both parts kept in file order. Nothing is estimated on held-out
-samples. ``task.split`` says all of this.
+first ``max_samples`` (default ``DEFAULT_MAX_SAMPLES``; None: all), then ``heldout`` of them (a
+fraction in (0, 1), at least one sample, or a count) are held out: a random permutation from
+``numpy.random.default_rng(seed)``, its first ``n_heldout`` indices held out, both parts kept in
+file order. Nothing is estimated on held-out samples. ``task.split`` says all of this (and
+``available``: how many samples the data held).
 
 File names
 ----------
@@ -66,6 +67,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -78,6 +80,9 @@ __all__ = ["detect_kind", "load_task", "read_texts", "split_indices"]
 DEFAULT_HELDOUT = 0.25
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_MAX_LENGTH = 256
+# Samples read by default: every metric is computed on all held-out samples at every point of the
+# search, so a large calibration file would make each point slow without making it more certain.
+DEFAULT_MAX_SAMPLES = 1024
 TEXT_SUFFIXES = (".txt", ".text")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 TENSOR_SUFFIXES = (".pt", ".pth", ".npy", ".npz")
@@ -418,6 +423,16 @@ def _storage_key(t) -> Any:
     return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
 
 
+def _shared_parts(a: str, b: str) -> int:
+    """How many leading dotted parts two tensor names share."""
+    n = 0
+    for x, y in zip(a.split("."), b.split(".")):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def match_names(module, ckpt: _Checkpoint, prefix: str = "", kind: str = "") -> tuple[dict, dict, dict]:
     """(names, extra, dtypes) of ``module``'s tensors against a checkpoint; see the module
     docstring ("File names"). ``prefix`` is prepended to the module's names (a wrapper's
@@ -447,13 +462,16 @@ def match_names(module, ckpt: _Checkpoint, prefix: str = "", kind: str = "") -> 
         if key in written:  # a tied copy of a written tensor: the same file name, stored once
             matched[k] = written[key]
             continue
-        found = None
+        # equal values under another name (a legacy name such as LayerNorm.gamma); among several
+        # equal candidates (e.g. freshly initialised norms, all ones) the one whose name shares
+        # the longest dotted prefix with the module's
+        found, best = None, -1
         for c in ckpt.files:
             if c not in used and ckpt.shape(c) == tuple(t.shape):
-                v = ckpt.tensor(c)
-                if torch.equal(v.to(t.dtype), t):
-                    found = c
-                    break
+                if torch.equal(ckpt.tensor(c).to(t.dtype), t):
+                    common = _shared_parts(c, k)
+                    if common > best:
+                        found, best = c, common
         if found is not None:
             matched[k] = found
             used.add(found)
@@ -537,7 +555,18 @@ def _make_wrappers():
         def forward(self, **features):
             return self.st(dict(features))["sentence_embedding"]
 
-    return SentenceEmbedding, Logits, STForward
+    class Scripted(nn.Module):
+        """A TorchScript module inside a plain one: torch.func's functional_call (what the Fisher
+        estimators use) refuses a scripted module at the top, not below it."""
+
+        def __init__(self, ts):
+            super().__init__()
+            self.ts = ts
+
+        def forward(self, *args, **kwargs):
+            return self.ts(*args, **kwargs)
+
+    return SentenceEmbedding, Logits, STForward, Scripted
 
 
 def _identity(out):
@@ -660,10 +689,12 @@ def _text_task(
     config=None,
 ):
     texts, labels, where = _texts_of(calibration, text_field, label_field)
+    available = len(texts)
     if max_samples is not None:
         texts = texts[:max_samples]
         labels = labels[:max_samples] if labels is not None else None
     fit, held, split = split_indices(len(texts), heldout, seed)
+    split["available"] = available
     split["unit"] = "texts"
     split["max_length"] = max_length
     if labels is not None and kind != "sequence-classification":
@@ -688,16 +719,33 @@ def _text_task(
     return fit_b, held_b, held_labels, split
 
 
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+
+
 def _load_tokenizer(folder: str):
+    """The folder's own tokenizer. Its files must be there: transformers would otherwise build an
+    empty tokenizer for the model type, which turns every text into nothing."""
     from transformers import AutoTokenizer
 
-    try:
-        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, TypeError, KeyError) as e:
+    if not any(os.path.isfile(os.path.join(folder, f)) for f in TOKENIZER_FILES):
         raise CalibrationError(
-            f"{folder}: no usable tokenizer (tokenizer.json, vocab files + tokenizer_config.json): "
-            f"{' '.join(str(e).split())[:200]}"
-        ) from None
+            f"{folder}: no usable tokenizer: none of {', '.join(TOKENIZER_FILES)} is in the folder "
+            "(save it with tokenizer.save_pretrained(folder))"
+        )
+    try:
+        tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise CalibrationError(f"{folder}: no usable tokenizer: {' '.join(str(e).split())[:200]}") from None
+    if len(tok) < 2:
+        raise CalibrationError(f"{folder}: no usable tokenizer: it has a vocabulary of {len(tok)} tokens")
+    return tok
 
 
 def _ensure_pad(tokenizer, where: str) -> None:
@@ -705,6 +753,19 @@ def _ensure_pad(tokenizer, where: str) -> None:
         if tokenizer.eos_token is None:
             raise CalibrationError(f"{where}: the tokenizer has neither a padding nor an end-of-sequence token")
         tokenizer.pad_token = tokenizer.eos_token
+
+
+def _drop_unsaved_pooler(hf, ckpt: _Checkpoint) -> None:
+    """An encoder's pooler (BERT's dense + tanh on the first token) that the checkpoint does not
+    hold - a masked-LM checkpoint loaded as a text encoder - is random and unused by the sentence
+    embedding: remove it rather than store random weights."""
+    pooler = getattr(hf, "pooler", None)
+    if pooler is None or not any(True for _ in pooler.parameters()):
+        return
+    prefix = getattr(hf, "base_model_prefix", "") or ""
+    held = any(k.startswith("pooler.") or (prefix and k.startswith(f"{prefix}.pooler.")) for k in ckpt.files)
+    if not held:
+        hf.pooler = None
 
 
 def _hf_folder_task(folder: str, calibration, kind: str | None, opts: dict) -> Task:
@@ -729,22 +790,24 @@ def _hf_folder_task(folder: str, calibration, kind: str | None, opts: dict) -> T
     except (OSError, ValueError, KeyError) as e:
         raise CalibrationError(f"{model_dir}: cannot load as {kind}: {' '.join(str(e).split())[:300]}") from None
     hf = hf.float().eval()
+    if kind == "text-embedding":
+        _drop_unsaved_pooler(hf, ckpt)
     names, extra, dtypes = match_names(hf, ckpt, prefix="hf.", kind=kind)
     max_length = opts.pop("max_length") or (st or {}).get("max_length") or DEFAULT_MAX_LENGTH
     max_pos = getattr(hf.config, "max_position_embeddings", None) or getattr(hf.config, "n_positions", None)
     if max_pos:
         max_length = min(int(max_length), int(max_pos))
-    SentenceEmbedding, Logits, _ = _make_wrappers()
+    SentenceEmbedding, Logits, _, _ = _make_wrappers()
     if kind == "text-embedding":
         model = SentenceEmbedding(hf, (st or {}).get("pooling", "mean"), bool((st or {}).get("normalize")))
         fisher_output = "gaussian"
     else:
         model = Logits(hf)
         fisher_output = "classifier"
-        if kind == "sequence-classification":
-            _ensure_pad(tokenizer, model_dir)
     if kind != "causal-lm":
         _ensure_pad(tokenizer, model_dir)
+        if getattr(hf.config, "pad_token_id", 0) is None:  # classifiers find each text's last token by it
+            hf.config.pad_token_id = tokenizer.pad_token_id
     fit_b, held_b, labels, split = _text_task(
         tokenizer, kind, calibration, max_length=max_length, config=hf.config, **opts
     )
@@ -784,7 +847,7 @@ def _hf_object_task(hf, tokenizer, calibration, kind: str | None, opts: dict) ->
             raise CalibrationError(f"cannot tell the kind of a {arch}; pass kind=")
     hf = hf.float().eval()
     max_length = opts.pop("max_length") or DEFAULT_MAX_LENGTH
-    SentenceEmbedding, Logits, _ = _make_wrappers()
+    SentenceEmbedding, Logits, _, _ = _make_wrappers()
     model = SentenceEmbedding(hf, "mean", False) if kind == "text-embedding" else Logits(hf)
     if kind != "causal-lm":
         _ensure_pad(tokenizer, archs[0])
@@ -819,9 +882,11 @@ def _st_object_task(st, calibration, kind: str | None, opts: dict) -> Task:
     if max_length:
         st.max_seq_length = int(max_length)
     max_samples = opts.pop("max_samples")
+    available = len(texts)
     if max_samples is not None:
         texts = texts[:max_samples]
     fit, held, split = split_indices(len(texts), opts.pop("heldout"), opts.pop("seed"))
+    split["available"] = available
     batch_size = opts.pop("batch_size")
     split.update(unit="texts", max_length=getattr(st, "max_seq_length", None), batch_size=batch_size)
 
@@ -833,7 +898,7 @@ def _st_object_task(st, calibration, kind: str | None, opts: dict) -> Task:
             out.append({k: v for k, v in feats.items() if hasattr(v, "shape")})
         return out
 
-    _, _, STForward = _make_wrappers()
+    _, _, STForward, _ = _make_wrappers()
     model = STForward(st).eval()
     fit_b, held_b = batches(fit), batches(held)
     split.update(fit_batches=len(fit_b), heldout_batches=len(held_b))
@@ -908,9 +973,11 @@ def _module_task(model, calibration, kind: str | None, opts: dict, source: str) 
             raise CalibrationError("the calibration batches are empty")
         data = _examples_of(batches)
         if data is None:  # batches that cannot be cut into examples: split by batch
+            available = len(batches)
             if max_samples is not None:
                 batches = batches[:max_samples]
             fit, held, split = split_indices(len(batches), heldout, seed)
+            split["available"] = available
             split["unit"] = "batches"
             from .fisher.batches import _split_batch
 
@@ -934,18 +1001,23 @@ def _module_task(model, calibration, kind: str | None, opts: dict, source: str) 
             f"a dict with 'x' (and 'y'), or an iterable of batches; got {type(calibration).__name__}"
         )
     x, y = data
+    note = None
     if y is not None:
         if y.dim() == 0 or y.shape[0] != x.shape[0]:
             raise CalibrationError(f"{where}: {x.shape[0]} inputs but labels of shape {tuple(y.shape)}")
-        if y.is_floating_point():
-            if not torch.equal(y, y.round()):
-                raise CalibrationError(f"{where}: labels must be class indices (integers)")
-        y = y.long()
+        if y.is_floating_point() and not torch.equal(y, y.round()):
+            y, note = None, "ignored: not class indices"  # regression targets: no accuracy to count
+        else:
+            y = y.long()
+    available = int(x.shape[0])
     if max_samples is not None:
         x = x[:max_samples]
         y = y[:max_samples] if y is not None else None
     fit, held, split = split_indices(int(x.shape[0]), heldout, seed)
+    split["available"] = available
     split.update(unit="examples", batch_size=batch_size)
+    if note:
+        split["labels"] = note
 
     def batches_of(idx):
         out, labs = [], []
@@ -1001,7 +1073,9 @@ def _load_torchscript(path: str):
     import torch
 
     try:
-        return torch.jit.load(path, map_location="cpu")
+        with warnings.catch_warnings():  # the TorchScript deprecation notice is not the user's business here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(path, map_location="cpu")
     except (RuntimeError, ValueError) as e:
         first = " ".join(str(e).split())[:200]
         raise CalibrationError(
@@ -1021,7 +1095,7 @@ def load_task(
     kind: str | None = None,
     heldout: float | int | str = DEFAULT_HELDOUT,
     seed: int = 0,
-    max_samples: int | None = None,
+    max_samples: int | None = DEFAULT_MAX_SAMPLES,
     max_length: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     text_field: str = "text",
@@ -1043,7 +1117,10 @@ def load_task(
     if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2):
         raise ValueError(f"max_length must be an int >= 2, got {max_length!r}")
     heldout = _parse_heldout(heldout)
-    split_indices(2, heldout if not isinstance(heldout, int) else 1, seed)  # argument types only
+    if isinstance(heldout, bool) or not isinstance(heldout, (int, float)) or not heldout > 0:
+        raise ValueError(f"heldout must be a fraction in (0, 1) or a count >= 1, got {heldout!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
     if calibration is None:
         raise CalibrationError("no calibration data given")
     opts = dict(
@@ -1070,8 +1147,11 @@ def load_task(
             )
         if _suffix(path) not in TORCHSCRIPT_SUFFIXES:
             raise CalibrationError(f"{path}: unknown model file type; use a Hugging Face folder or a TorchScript file")
-        model = _load_torchscript(path).eval()
-        return _module_task(model, calibration, kind, opts, source=f"{path} (TorchScript)")
+        scripted = _load_torchscript(path).eval()
+        *_, Scripted = _make_wrappers()
+        task = _module_task(Scripted(scripted).eval(), calibration, kind, opts, source=f"{path} (TorchScript)")
+        task.names = {f"ts.{k}": k for k in scripted.state_dict()}
+        return task
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is needed for any model object
