@@ -725,8 +725,40 @@ static void test_lane_search_matches_per_state_search() {
   CHECK(small_chosen > 100);
 }
 
+// estimate_level_bits_many prices every pair as estimate_level_bits does, exactly: levels with
+// zeros, both signs, magnitudes on both sides of every unary length, huge ones (Exp-Golomb buckets
+// past the shared last prefix model, INT32_MIN), several rows (neighbourhood reset, contexts kept).
+static void test_level_bits_many() {
+  std::mt19937_64 rng(16);
+  const uint32_t lens[] = {0, 1, 2, 3, 5, 8, 13, 14, 16, 20, 32, 63, 64};
+  for (int iter = 0; iter < 200; ++iter) {
+    const uint64_t rows = 1 + rng() % 5, cols = rng() % 7 == 0 ? 1 : 1 + rng() % 300;
+    std::vector<int32_t> lv(size_t(rows * cols));
+    const int scale = 1 << (rng() % 12);
+    for (auto& x : lv) {
+      const int kind = int(rng() % 10);
+      x = kind < 3 ? 0 : int32_t(int64_t(rng() % uint64_t(2 * scale + 1)) - scale);
+      if (rng() % 200 == 0) x = int32_t(rng() % 2 ? INT32_MIN : INT32_MAX - int32_t(rng() % 1000));
+    }
+    std::vector<LevelParams> ps(1 + rng() % 20);
+    for (auto& p : ps) {
+      p.unary_len = lens[rng() % 13];
+      p.eg_order = uint32_t(rng() % 31);
+    }
+    std::vector<double> bits(ps.size(), -1.0);
+    estimate_level_bits_many(lv.data(), rows, cols, ps.data(), ps.size(), bits.data());
+    for (size_t c = 0; c < ps.size(); ++c) CHECK(bits[c] == estimate_level_bits(lv.data(), rows, cols, ps[c]));
+  }
+  // No levels: every pair costs nothing.
+  LevelParams p;
+  double none = -1.0;
+  estimate_level_bits_many(nullptr, 0, 0, &p, 1, &none);
+  CHECK(none == 0.0);
+}
+
 int main() {
   test_nearest();
+  test_level_bits_many();
   test_exact_rate_and_reconstruction(QuantMethod::kRdoq);
   test_exact_rate_and_reconstruction(QuantMethod::kTrellis);
   test_rdoq_lambda_zero_is_nearest();
