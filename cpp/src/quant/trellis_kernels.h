@@ -63,8 +63,12 @@ NNPRESS_INLINE uint32_t updated(uint32_t v, unsigned bin) {
 //     the unary length + 1 by the caller), or the Exp-Golomb prefix bins of a bucket mag[t] - 1.
 //   permute_select(src, dst, count, from, sel, bin): as permute, and lane t's model sel[t] (if
 //     < count) is then updated with bin[t] (0 or 1): the one significance or sign flag a level codes.
-//   lane_costs(base, pre, eg, model, bin, add, cost, dist, lambda, rate, out):
-//     rate[t] = base[t] + pre[t] + eg[t] + (cost of `bin` in model[t]) + add and
+//   sig_costs(rows, sig_at, sign_at, neg, sig_model, nonzero): per lane t, sig_model[t] =
+//     rows[sig_at[t]][t] (the significance model its neighbourhood selects) and nonzero[t] = cost
+//     of a 1 in that model + cost of bin `neg` in rows[sign_at[t]][t] (what every non-zero level
+//     pays before its magnitude). sig_at and sign_at are 8 readable bytes.
+//   lane_costs(base, pre, eg, model, add, cost, dist, lambda, rate, out):
+//     rate[t] = base[t] + pre[t] + eg[t] + (cost of a 0 bin in model[t]) + add and
 //     out[t] = (cost[t] + dist) + lambda * double(rate[t]) in double, rounded as written (no FMA):
 //     one candidate's rate and path cost from every state. Rates stay below 2^31.
 

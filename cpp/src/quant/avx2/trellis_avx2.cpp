@@ -82,10 +82,28 @@ void permute_select(const Row* src, Row* dst, uint32_t count, const uint8_t* fro
   }
 }
 
-void lane_costs(const Row& base, const Row& pre, const Row& eg, const Row& model, uint32_t bin, uint32_t add,
-                const double* cost, double dist, double lambda, Row& rate, double* out) {
+void sig_costs(const Row* rows, const uint8_t* sig_at, const uint8_t* sign_at, unsigned neg, Row& sig_model,
+               Row& nonzero) {
   const int* table = reinterpret_cast<const int*>(&cabac::kBinCostOfState[0][0]);
-  const __m256i idx = _mm256_add_epi32(_mm256_slli_epi32(states(load(model)), 1), _mm256_set1_epi32(int(bin)));
+  const int* models = reinterpret_cast<const int*>(&rows[0][0]);
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  // Row index * 8 + lane: each lane's model in the row its neighbourhood selects.
+  const __m256i sig_idx = _mm256_add_epi32(_mm256_slli_epi32(from_index(sig_at), 3), lane);
+  const __m256i sign_idx = _mm256_add_epi32(_mm256_slli_epi32(from_index(sign_at), 3), lane);
+  const __m256i sig = _mm256_i32gather_epi32(models, sig_idx, 4);
+  const __m256i sign = _mm256_i32gather_epi32(models, sign_idx, 4);
+  store(sig_model, sig);
+  const __m256i one = _mm256_set1_epi32(1);
+  const __m256i sig_cost = _mm256_i32gather_epi32(table, _mm256_add_epi32(_mm256_slli_epi32(states(sig), 1), one), 4);
+  const __m256i sign_cost = _mm256_i32gather_epi32(
+      table, _mm256_add_epi32(_mm256_slli_epi32(states(sign), 1), _mm256_set1_epi32(int(neg))), 4);
+  store(nonzero, _mm256_add_epi32(sig_cost, sign_cost));
+}
+
+void lane_costs(const Row& base, const Row& pre, const Row& eg, const Row& model, uint32_t add, const double* cost,
+                double dist, double lambda, Row& rate, double* out) {
+  const int* table = reinterpret_cast<const int*>(&cabac::kBinCostOfState[0][0]);
+  const __m256i idx = _mm256_slli_epi32(states(load(model)), 1);  // [state][0]
   __m256i r = _mm256_add_epi32(_mm256_add_epi32(load(base), load(pre)), load(eg));
   r = _mm256_add_epi32(_mm256_add_epi32(r, _mm256_i32gather_epi32(table, idx, 4)), _mm256_set1_epi32(int(add)));
   store(rate, r);
@@ -110,9 +128,13 @@ struct Avx2Kernels {
                              const uint32_t* bin) {
     avx2::permute_select(src, dst, count, from, sel, bin);
   }
-  static void lane_costs(const Row& base, const Row& pre, const Row& eg, const Row& model, uint32_t bin, uint32_t add,
+  static void sig_costs(const Row* rows, const uint8_t* sig_at, const uint8_t* sign_at, unsigned neg, Row& sig_model,
+                        Row& nonzero) {
+    avx2::sig_costs(rows, sig_at, sign_at, neg, sig_model, nonzero);
+  }
+  static void lane_costs(const Row& base, const Row& pre, const Row& eg, const Row& model, uint32_t add,
                          const double* cost, double dist, double lambda, Row& rate, double* out) {
-    avx2::lane_costs(base, pre, eg, model, bin, add, cost, dist, lambda, rate, out);
+    avx2::lane_costs(base, pre, eg, model, add, cost, dist, lambda, rate, out);
   }
 };
 
