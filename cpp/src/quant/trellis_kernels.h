@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 
 #include "nnpress/cabac/rate_estimator.h"
 #include "nnpress/cabac/weight_contexts.h"
@@ -19,6 +20,9 @@
 namespace nnpress::trellis_detail {
 
 constexpr int kLanes = 8;  // = kDqStates
+constexpr int kUnionCandidates = 4;  // reconstruction indices b..b+3
+constexpr int kCandidates = 7;       // zero, b..b+3, and the smallest of each quantizer: 1, 2
+constexpr uint32_t kDeadBranch = 0xFFFFFFFF;  // select_branches: no branch reaches the state
 constexpr int kSigRow = 0, kSignRow = 6, kGreaterRow = 9, kEgRow = kGreaterRow + 2 * cabac::kMaxUnaryFlags;
 constexpr int kModelRows = kEgRow + cabac::kPrefixContexts;
 constexpr uint32_t kInitialModel = uint32_t(cabac::kProbHalf) | (uint32_t(cabac::kProbHalf) << 16);
@@ -67,6 +71,11 @@ NNPRESS_INLINE uint32_t updated(uint32_t v, unsigned bin) {
 //     rows[sig_at[t]][t] (the significance model its neighbourhood selects) and nonzero[t] = cost
 //     of a 1 in that model + cost of bin `neg` in rows[sign_at[t]][t] (what every non-zero level
 //     pays before its magnitude). sig_at and sign_at are 8 readable bytes.
+//   select_branches(costs, parity, n_of, best_cost, best_id): the best branch into every state t:
+//     over states p ascending and entries c < n_of[p & 1] of p's quantizer in order, the first
+//     strictly cheapest costs[p & 1][c][p] among those with kDqNextState[p][parity[p & 1][c]] == t;
+//     best_id[t] = c << 3 | p and best_cost[t] its cost, or kDeadBranch and +inf when no branch
+//     reaching t costs less than +inf (dead states' lanes hold +inf).
 //   lane_costs(base, pre, eg, model, add, cost, dist, lambda, rate, out):
 //     rate[t] = base[t] + pre[t] + eg[t] + (cost of a 0 bin in model[t]) + add and
 //     out[t] = (cost[t] + dist) + lambda * double(rate[t]) in double, rounded as written (no FMA):

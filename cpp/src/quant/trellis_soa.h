@@ -19,8 +19,6 @@ namespace nnpress::trellis_detail {
 namespace {
 
 constexpr uint8_t kDead = 0xFF;
-constexpr int kUnionCandidates = 4;  // reconstruction indices b..b+3
-constexpr int kCandidates = 7;       // zero, b..b+3, and the smallest of each quantizer: 1, 2
 
 struct Candidates {
   int32_t sgn;
@@ -85,6 +83,24 @@ struct ScalarKernels {
     for (int t = 0; t < kLanes; ++t) {
       sig_model[t] = rows[sig_at[t]][t];
       nonzero[t] = cost_of(sig_model[t], 1) + cost_of(rows[sign_at[t]][t], neg);
+    }
+  }
+
+  static void select_branches(const double (*costs)[kCandidates][kLanes], const uint8_t (*parity)[kCandidates],
+                              const int* n_of, double* best_cost, uint32_t* best_id) {
+    for (int t = 0; t < kLanes; ++t) {
+      best_cost[t] = std::numeric_limits<double>::infinity();
+      best_id[t] = kDeadBranch;
+    }
+    for (int p = 0; p < kLanes; ++p) {
+      const int z = quantizer_of(p);
+      for (int c = 0; c < n_of[z]; ++c) {
+        const int t = kDqNextState[p][parity[z][c]];
+        if (costs[z][c][p] < best_cost[t]) {
+          best_cost[t] = costs[z][c][p];
+          best_id[t] = uint32_t(c << 3 | p);
+        }
+      }
     }
   }
 
@@ -365,7 +381,11 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
                           cost, dj, lambda_per_unit, rates[z][c], costs[z][c]);
           } else {  // a bucket past the shared last prefix model: bin by bin
             for (int p = z; p < kDqStates; p += 2) {
-              if (!(cost[p] < inf)) continue;
+              if (!(cost[p] < inf)) {  // a dead state: a cost select_branches never takes
+                rates[z][c][p] = 0;
+                costs[z][c][p] = inf;
+                continue;
+              }
               const uint64_t rt = uint64_t(nonzero[p]) + prefix[unary_len][p] +
                                   eg_cost(*cur, p, params.eg_order, uint64_t(e.mag) - unary_len - 1);
               rates[z][c][p] = uint32_t(rt);  // < 2^31: at most ~90 regular bins and 53 bypass bits
@@ -375,30 +395,11 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
         }
 
       double best_cost[kDqStates];
-      uint32_t best_rate[kDqStates];
-      uint8_t best_from[kDqStates];
-      uint8_t best_cand[kDqStates];
-      for (int t = 0; t < kDqStates; ++t) {
-        best_cost[t] = inf;
-        best_from[t] = kDead;
-      }
-      // Each target keeps the first cheapest branch in trellis_impl's order (states ascending,
-      // candidates in list order): strict <, so ties go to the earlier branch.
-      for (int p = 0; p < kDqStates; ++p) {
-        if (!(cost[p] < inf)) continue;
-        const int z = quantizer_of(p);
-        const Entry* entries = list[z];
-        for (int c = 0; c < n_of[z]; ++c) {
-          const int t = kDqNextState[p][entries[c].parity];
-          const double cst = costs[z][c][p];
-          if (cst < best_cost[t]) {
-            best_cost[t] = cst;
-            best_rate[t] = rates[z][c][p];
-            best_from[t] = uint8_t(p);
-            best_cand[t] = uint8_t(c);
-          }
-        }
-      }
+      alignas(32) uint32_t best_id[kDqStates];
+      uint8_t parity[2][kCandidates];
+      for (int z = 0; z < 2; ++z)
+        for (int c = 0; c < n_of[z]; ++c) parity[z][c] = list[z][c].parity;
+      K::select_branches(costs, parity, n_of, best_cost, best_id);
 
       // Every state's models move to its successors (dead lanes copy lane 0: never read), and
       // each survivor's level updates them: the significance flag, the sign flag of a non-zero
@@ -411,8 +412,8 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
       bool eg_far = false;
       uint32_t chain_top = 0, eg_top = 0;
       for (int t = 0; t < kDqStates; ++t) {
-        const int p = best_from[t];
-        if (p == kDead) {
+        const uint32_t id = best_id[t];
+        if (id == kDeadBranch) {
           dec[t] = kDead;
           from[t] = 0;
           chain_mag[t] = eg_mag[t] = 0;
@@ -421,7 +422,8 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
           ncost[t] = inf;
           continue;
         }
-        const Entry& e = list[quantizer_of(p)][best_cand[t]];
+        const int p = int(id & 7), c = int(id >> 3);
+        const Entry& e = list[quantizer_of(p)][c];
         chosen[t] = &e;
         from[t] = uint8_t(p);
         dec[t] = uint8_t(p | (e.j << 3));
@@ -439,7 +441,7 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
         nsign_at[t] = uint8_t(kSignRow + e.cls);
         ncost[t] = best_cost[t];
         ndist[t] = dist[p] + dists[e.j];
-        nrate[t] = rate[p] + best_rate[t];
+        nrate[t] = rate[p] + rates[quantizer_of(p)][c][p];
       }
       // Models touched so far (chain_mag may be N + 1: only N flag models exist).
       const uint32_t touched = chain_top < unary_len ? chain_top : unary_len;
@@ -459,7 +461,7 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
       K::permute(cur->row + kEgRow + eg_top, nxt->row + kEgRow + eg_top, live_eg - eg_top, from);
       if (eg_far)  // buckets sharing the last prefix model: coded bin by bin
         for (int t = 0; t < kDqStates; ++t)
-          if (best_from[t] != kDead && chosen[t]->eg_far) {
+          if (best_id[t] != kDeadBranch && chosen[t]->eg_far) {
             const uint32_t top = eg_update(*nxt, t, params.eg_order, uint64_t(chosen[t]->mag) - unary_len - 1);
             live_eg = top > live_eg ? top : live_eg;
           }

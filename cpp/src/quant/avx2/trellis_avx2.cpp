@@ -4,6 +4,8 @@
 // Compiled with -mavx2 only (cpp/CMakeLists.txt); runs only when isa_supported(kAvx2).
 #include <immintrin.h>
 
+#include <limits>
+
 #include "../trellis_soa.h"
 
 namespace nnpress::trellis_detail {
@@ -100,6 +102,40 @@ void sig_costs(const Row* rows, const uint8_t* sig_at, const uint8_t* sign_at, u
   store(nonzero, _mm256_add_epi32(sig_cost, sign_cost));
 }
 
+// Targets 0..3 are reached from the even states, 4..7 from the odd ones (kDqNextState): one
+// vector of 4 doubles per quantizer, lane t - 4z. Every target has two predecessors, a < b; a
+// pass over the entries from a, then one from b, keeps the reference order (states ascending,
+// then entries). Predecessors per lane: z = 0: a = {0, 2, 0, 2}, b = {4, 6, 4, 6}; z = 1:
+// a = {3, 1, 3, 1}, b = {7, 5, 7, 5}. The level parity each lane needs from its predecessor is
+// {0, 0, 1, 1} when z ^ pass == 0, else {1, 1, 0, 0}.
+void select_branches(const double (*costs)[kCandidates][kLanes], const uint8_t (*parity)[kCandidates], const int* n_of,
+                     double* best_cost, uint32_t* best_id) {
+  const __m256d low = _mm256_castsi256_pd(_mm256_setr_epi64x(-1, -1, 0, 0));
+  const __m256d high = _mm256_castsi256_pd(_mm256_setr_epi64x(0, 0, -1, -1));
+  for (int z = 0; z < 2; ++z) {
+    __m256d best = _mm256_set1_pd(std::numeric_limits<double>::infinity());
+    __m256d id = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
+    for (int pass = 0; pass < 2; ++pass) {
+      const __m256i states = z == 0 ? _mm256_setr_epi64x(0, 2, 0, 2) : _mm256_setr_epi64x(3, 1, 3, 1);
+      const __m256i pred = _mm256_add_epi64(states, _mm256_set1_epi64x(4 * pass));
+      for (int c = 0; c < n_of[z]; ++c) {
+        const __m256d row = _mm256_loadu_pd(&costs[z][c][4 * pass]);
+        const __m256d v = z == 0 ? _mm256_permute4x64_pd(row, _MM_SHUFFLE(2, 0, 2, 0))
+                                 : _mm256_permute4x64_pd(row, _MM_SHUFFLE(1, 3, 1, 3));
+        const __m256d take = (z ^ pass ^ parity[z][c]) ? high : low;
+        const __m256d better = _mm256_and_pd(_mm256_cmp_pd(v, best, _CMP_LT_OQ), take);
+        best = _mm256_blendv_pd(best, v, better);
+        const __m256i branch = _mm256_add_epi64(pred, _mm256_set1_epi64x(int64_t(c) << 3));
+        id = _mm256_blendv_pd(id, _mm256_castsi256_pd(branch), better);
+      }
+    }
+    _mm256_storeu_pd(best_cost + 4 * z, best);
+    const __m256i packed = _mm256_permutevar8x32_epi32(_mm256_castpd_si256(id),
+                                                       _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(best_id + 4 * z), _mm256_castsi256_si128(packed));
+  }
+}
+
 void lane_costs(const Row& base, const Row& pre, const Row& eg, const Row& model, uint32_t add, const double* cost,
                 double dist, double lambda, Row& rate, double* out) {
   const int* table = reinterpret_cast<const int*>(&cabac::kBinCostOfState[0][0]);
@@ -131,6 +167,10 @@ struct Avx2Kernels {
   static void sig_costs(const Row* rows, const uint8_t* sig_at, const uint8_t* sign_at, unsigned neg, Row& sig_model,
                         Row& nonzero) {
     avx2::sig_costs(rows, sig_at, sign_at, neg, sig_model, nonzero);
+  }
+  static void select_branches(const double (*costs)[kCandidates][kLanes], const uint8_t (*parity)[kCandidates],
+                              const int* n_of, double* best_cost, uint32_t* best_id) {
+    avx2::select_branches(costs, parity, n_of, best_cost, best_id);
   }
   static void lane_costs(const Row& base, const Row& pre, const Row& eg, const Row& model, uint32_t add,
                          const double* cost, double dist, double lambda, Row& rate, double* out) {
