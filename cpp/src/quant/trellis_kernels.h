@@ -57,11 +57,39 @@ NNPRESS_INLINE uint32_t updated(uint32_t v, unsigned bin) {
 
 }  // namespace
 
+// What commit (below) reads and writes for one weight. Per entry e = z * kCandidates + c (entry c
+// of quantizer z's candidate list): entry[e] packs the decision code j << 3 (bits 0..7), the unary
+// extent chain_mag (kChainShift), the prefix extent eg_mag (kEgShift), whether the level is
+// non-zero (kNonzeroShift), its neighbour class (kClassShift) and whether its prefix bucket is
+// past the shared last model (kFarShift); entry_dist[e] its distortion; rates[e][p] its rate from
+// state p. Per state: sig_at / sign_at (the significance and sign rows its neighbourhood selects),
+// dist, rate.
+constexpr int kChainShift = 8, kEgShift = 16, kNonzeroShift = 24, kClassShift = 25, kFarShift = 27;
+struct CommitIo {
+  const uint32_t* best_id;  // select_branches' output
+  const uint32_t* entry;
+  const double* entry_dist;
+  const Row* rates;
+  unsigned neg;  // the sign of this weight's non-zero candidates
+  const uint32_t *sig_at, *sign_at;
+  const double* dist;
+  const uint64_t* rate;
+  uint8_t* dec;  // out: the decision byte per state
+  uint32_t *from, *chain_mag, *eg_mag, *sig_row, *sig_bin, *sign_row, *sign_bin;  // out: the moves
+  uint32_t *nsig_at, *nsign_at;                                                   // out: next states
+  double* ndist;
+  uint64_t* nrate;
+};
+struct CommitExtent {
+  uint32_t chain_top, eg_top;  // the largest chain_mag and eg_mag of the survivors
+  bool eg_far;                 // some survivor's bucket is past the shared last prefix model
+};
+
 // What a kernel set (a struct of static functions, ScalarKernels in trellis_soa.h, Avx2Kernels in
 // avx2/) provides to trellis_soa:
 //   one_prefix(chain, count, prefix): prefix[0] = 0, prefix[n + 1] = prefix[n] + cost of a 1 bin
 //     in chain[n], per lane, n < count.
-//   permute(src, dst, count, from): dst[r][t] = src[r][from[t]] for r < count.
+//   permute(src, dst, count, from): dst[r][t] = src[r][from[t]] for r < count (from: 8 x uint32).
 //   permute_chain(src, dst, count, from, mag): as permute, and lane t's models r < mag[t] are then
 //     updated with bin (mag[t] > r + 1): the unary flags of a level of magnitude mag[t] (capped at
 //     the unary length + 1 by the caller), or the Exp-Golomb prefix bins of a bucket mag[t] - 1.
@@ -70,12 +98,20 @@ NNPRESS_INLINE uint32_t updated(uint32_t v, unsigned bin) {
 //   sig_costs(rows, sig_at, sign_at, neg, sig_model, nonzero): per lane t, sig_model[t] =
 //     rows[sig_at[t]][t] (the significance model its neighbourhood selects) and nonzero[t] = cost
 //     of a 1 in that model + cost of bin `neg` in rows[sign_at[t]][t] (what every non-zero level
-//     pays before its magnitude). sig_at and sign_at are 8 readable bytes.
+//     pays before its magnitude).
 //   select_branches(costs, parity, n_of, best_cost, best_id): the best branch into every state t:
 //     over states p ascending and entries c < n_of[p & 1] of p's quantizer in order, the first
 //     strictly cheapest costs[p & 1][c][p] among those with kDqNextState[p][parity[p & 1][c]] == t;
 //     best_id[t] = c << 3 | p and best_cost[t] its cost, or kDeadBranch and +inf when no branch
 //     reaching t costs less than +inf (dead states' lanes hold +inf).
+//   commit(io): per state t with best_id[t] = c << 3 | p (e = (p & 1) * kCandidates + c):
+//     dec[t] = p | j << 3, from[t] = p, chain_mag / eg_mag from entry[e]; sig_row[t] =
+//     sig_at[p] - kSigRow, sig_bin[t] = non-zero; sign_row[t] = sign_at[p] - kSignRow and
+//     sign_bin[t] = neg for a non-zero level, else kModelRows and 0; nsig_at[t] = kSigRow +
+//     class * 2 + (sign_at[p] is not the zero class), nsign_at[t] = kSignRow + class; ndist[t] =
+//     dist[p] + entry_dist[e]; nrate[t] = rate[p] + rates[e][p]. Dead states (kDeadBranch):
+//     dec kDead, from 0, extents 0, rows kModelRows, bins 0; their next-state values are unread.
+//     Returns the extents' maxima and whether any survivor's entry is eg_far.
 //   lane_costs(base, pre, eg, model, add, cost, dist, lambda, rate, out):
 //     rate[t] = base[t] + pre[t] + eg[t] + (cost of a 0 bin in model[t]) + add and
 //     out[t] = (cost[t] + dist) + lambda * double(rate[t]) in double, rounded as written (no FMA):

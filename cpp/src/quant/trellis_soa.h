@@ -56,12 +56,12 @@ struct ScalarKernels {
       for (int t = 0; t < kLanes; ++t) prefix[n + 1][t] = prefix[n][t] + cost_of(chain[n][t], 1);
   }
 
-  static void permute(const Row* src, Row* dst, uint32_t count, const uint8_t* from) {
+  static void permute(const Row* src, Row* dst, uint32_t count, const uint32_t* from) {
     for (uint32_t r = 0; r < count; ++r)
       for (int t = 0; t < kLanes; ++t) dst[r][t] = src[r][from[t]];
   }
 
-  static void permute_chain(const Row* src, Row* dst, uint32_t count, const uint8_t* from, const uint32_t* mag) {
+  static void permute_chain(const Row* src, Row* dst, uint32_t count, const uint32_t* from, const uint32_t* mag) {
     for (uint32_t r = 0; r < count; ++r)
       for (int t = 0; t < kLanes; ++t) {
         const uint32_t v = src[r][from[t]];
@@ -69,7 +69,7 @@ struct ScalarKernels {
       }
   }
 
-  static void permute_select(const Row* src, Row* dst, uint32_t count, const uint8_t* from, const uint32_t* sel,
+  static void permute_select(const Row* src, Row* dst, uint32_t count, const uint32_t* from, const uint32_t* sel,
                              const uint32_t* bin) {
     for (uint32_t r = 0; r < count; ++r)
       for (int t = 0; t < kLanes; ++t) {
@@ -78,7 +78,7 @@ struct ScalarKernels {
       }
   }
 
-  static void sig_costs(const Row* rows, const uint8_t* sig_at, const uint8_t* sign_at, unsigned neg, Row& sig_model,
+  static void sig_costs(const Row* rows, const uint32_t* sig_at, const uint32_t* sign_at, unsigned neg, Row& sig_model,
                         Row& nonzero) {
     for (int t = 0; t < kLanes; ++t) {
       sig_model[t] = rows[sig_at[t]][t];
@@ -102,6 +102,41 @@ struct ScalarKernels {
         }
       }
     }
+  }
+
+  static CommitExtent commit(const CommitIo& io) {
+    CommitExtent x{0, 0, false};
+    for (int t = 0; t < kLanes; ++t) {
+      const uint32_t id = io.best_id[t];
+      if (id == kDeadBranch) {
+        io.dec[t] = kDead;
+        io.from[t] = 0;
+        io.chain_mag[t] = io.eg_mag[t] = 0;
+        io.sig_row[t] = io.sign_row[t] = uint32_t(kModelRows);  // no update
+        io.sig_bin[t] = io.sign_bin[t] = 0;
+        continue;
+      }
+      const uint32_t p = id & 7, e = (p & 1) * kCandidates + (id >> 3);
+      const uint32_t packed = io.entry[e];
+      const uint32_t chain = (packed >> kChainShift) & 0xFF, eg = (packed >> kEgShift) & 0xFF;
+      const uint32_t nz = (packed >> kNonzeroShift) & 1, cls = (packed >> kClassShift) & 3;
+      io.dec[t] = uint8_t(p | (packed & 0xFF));
+      io.from[t] = p;
+      io.chain_mag[t] = chain;
+      io.eg_mag[t] = eg;
+      x.chain_top = chain > x.chain_top ? chain : x.chain_top;
+      x.eg_top = eg > x.eg_top ? eg : x.eg_top;
+      x.eg_far = x.eg_far || ((packed >> kFarShift) & 1);
+      io.sig_row[t] = io.sig_at[p] - kSigRow;
+      io.sig_bin[t] = nz;
+      io.sign_row[t] = nz ? io.sign_at[p] - kSignRow : uint32_t(kModelRows);
+      io.sign_bin[t] = nz ? io.neg : 0;
+      io.nsig_at[t] = kSigRow + cls * 2 + (io.sign_at[p] != kSignRow + cabac::kZero);
+      io.nsign_at[t] = kSignRow + cls;
+      io.ndist[t] = io.dist[p] + io.entry_dist[e];
+      io.nrate[t] = io.rate[p] + io.rates[e][p];
+    }
+    return x;
   }
 
   static void lane_costs(const Row& base, const Row& pre, const Row& eg, const Row& model, uint32_t add,
@@ -229,7 +264,7 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
   // but valid row indices (their lanes are computed and never read).
   double cost_buf[2][kDqStates], dist_buf[2][kDqStates];
   uint64_t rate_buf[2][kDqStates];
-  alignas(8) uint8_t sig_buf[2][kDqStates], sign_buf[2][kDqStates];
+  alignas(32) uint32_t sig_buf[2][kDqStates], sign_buf[2][kDqStates];
   uint8_t* decisions = ws.decisions;  // cols * kDqStates
   uint64_t rate_total = 0;
   double dist_total = 0.0;
@@ -248,17 +283,19 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
   double* cost = cost_buf[0];
   double* dist = dist_buf[0];
   uint64_t* rate = rate_buf[0];
-  uint8_t* sig_at = sig_buf[0];
-  uint8_t* sign_at = sign_buf[0];
+  uint32_t* sig_at = sig_buf[0];
+  uint32_t* sign_at = sign_buf[0];
   double* ncost = cost_buf[1];
   double* ndist = dist_buf[1];
   uint64_t* nrate = rate_buf[1];
-  uint8_t* nsig_at = sig_buf[1];
-  uint8_t* nsign_at = sign_buf[1];
+  uint32_t* nsig_at = sig_buf[1];
+  uint32_t* nsign_at = sign_buf[1];
   for (int k = 0; k < 2; ++k)
     for (int s = 0; s < kDqStates; ++s) {
-      sig_buf[k][s] = uint8_t(kSigRow);
-      sign_buf[k][s] = uint8_t(kSignRow);
+      dist_buf[k][s] = 0.0;
+      rate_buf[k][s] = 0;
+      sig_buf[k][s] = uint32_t(kSigRow);
+      sign_buf[k][s] = uint32_t(kSignRow);
     }
 
   for (uint64_t r = 0; r < rows; ++r) {
@@ -269,8 +306,8 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
     cost[0] = 0.0;
     dist[0] = 0.0;
     rate[0] = 0;
-    sig_at[0] = uint8_t(kSigRow + cabac::kZero * 2);
-    sign_at[0] = uint8_t(kSignRow + cabac::kZero);
+    sig_at[0] = uint32_t(kSigRow + cabac::kZero * 2);
+    sign_at[0] = uint32_t(kSignRow + cabac::kZero);
     const W* w_row = weights + r * cols;
     const double row_step = tensor_step * (scales.row ? scales.row[r] : 1.0);
     auto step_of = [&](uint64_t i) { return scales.col ? row_step * scales.col[i] : row_step; };
@@ -350,7 +387,7 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
       // Exp-Golomb prefix + the closing 0 bin + bypass bits, cost = (cost + dist) + lambda * rate.
       alignas(32) Row sig_model, nonzero;
       K::sig_costs(cur->row, sig_at, sign_at, neg, sig_model, nonzero);
-      alignas(32) Row rates[2][kCandidates];
+      alignas(32) Row rates[2 * kCandidates];  // entry e = z * kCandidates + c
       alignas(32) double costs[2][kCandidates][kDqStates];
       for (int z = 0; z < 2; ++z)
         for (int c = 0; c < n_of[z]; ++c) {
@@ -371,78 +408,58 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
             }
           }
           if (e.mag == 0) {
-            K::lane_costs(kZeroRow, kZeroRow, kZeroRow, sig_model, 0, cost, dj, lambda_per_unit, rates[z][c],
-                          costs[z][c]);
+            K::lane_costs(kZeroRow, kZeroRow, kZeroRow, sig_model, 0, cost, dj, lambda_per_unit,
+                          rates[z * kCandidates + c], costs[z][c]);
           } else if (e.mag <= unary_len) {
             K::lane_costs(nonzero, prefix[e.mag - 1], kZeroRow, chain[e.mag - 1], 0, cost, dj, lambda_per_unit,
-                          rates[z][c], costs[z][c]);
+                          rates[z * kCandidates + c], costs[z][c]);
           } else if (!e.eg_far) {
             K::lane_costs(nonzero, prefix[unary_len], eg_sum[e.bucket], cur->row[kEgRow + e.bucket], uint32_t(e.bypass),
-                          cost, dj, lambda_per_unit, rates[z][c], costs[z][c]);
+                          cost, dj, lambda_per_unit, rates[z * kCandidates + c], costs[z][c]);
           } else {  // a bucket past the shared last prefix model: bin by bin
             for (int p = z; p < kDqStates; p += 2) {
               if (!(cost[p] < inf)) {  // a dead state: a cost select_branches never takes
-                rates[z][c][p] = 0;
+                rates[z * kCandidates + c][p] = 0;
                 costs[z][c][p] = inf;
                 continue;
               }
               const uint64_t rt = uint64_t(nonzero[p]) + prefix[unary_len][p] +
                                   eg_cost(*cur, p, params.eg_order, uint64_t(e.mag) - unary_len - 1);
-              rates[z][c][p] = uint32_t(rt);  // < 2^31: at most ~90 regular bins and 53 bypass bits
+              rates[z * kCandidates + c][p] = uint32_t(rt);  // < 2^31: at most ~90 regular bins and 53 bypass bits
               costs[z][c][p] = (cost[p] + dj) + lambda_per_unit * double(rt);
             }
           }
         }
 
-      double best_cost[kDqStates];
       alignas(32) uint32_t best_id[kDqStates];
       uint8_t parity[2][kCandidates];
+      alignas(32) uint32_t entry[2 * kCandidates];
+      double entry_dist[2 * kCandidates];
       for (int z = 0; z < 2; ++z)
-        for (int c = 0; c < n_of[z]; ++c) parity[z][c] = list[z][c].parity;
-      K::select_branches(costs, parity, n_of, best_cost, best_id);
+        for (int c = 0; c < n_of[z]; ++c) {
+          const Entry& e = list[z][c];
+          parity[z][c] = e.parity;
+          entry[z * kCandidates + c] = uint32_t(e.j << 3) | e.chain_mag << kChainShift | e.eg_mag << kEgShift |
+                                       uint32_t(e.mag != 0) << kNonzeroShift | uint32_t(e.cls) << kClassShift |
+                                       uint32_t(e.eg_far) << kFarShift;
+          entry_dist[z * kCandidates + c] = dists[e.j];
+        }
+      K::select_branches(costs, parity, n_of, ncost, best_id);
 
       // Every state's models move to its successors (dead lanes copy lane 0: never read), and
       // each survivor's level updates them: the significance flag, the sign flag of a non-zero
       // level, its unary flags and Exp-Golomb prefix bins.
-      uint8_t* dec = decisions + size_t(i) * kDqStates;
-      alignas(32) uint8_t from[kDqStates];
-      alignas(32) uint32_t chain_mag[kDqStates], eg_mag[kDqStates];
+      alignas(32) uint32_t from[kDqStates], chain_mag[kDqStates], eg_mag[kDqStates];
       alignas(32) uint32_t sig_row[kDqStates], sig_bin[kDqStates], sign_row[kDqStates], sign_bin[kDqStates];
-      const Entry* chosen[kDqStates];
-      bool eg_far = false;
-      uint32_t chain_top = 0, eg_top = 0;
-      for (int t = 0; t < kDqStates; ++t) {
-        const uint32_t id = best_id[t];
-        if (id == kDeadBranch) {
-          dec[t] = kDead;
-          from[t] = 0;
-          chain_mag[t] = eg_mag[t] = 0;
-          sig_row[t] = sign_row[t] = uint32_t(kModelRows);  // no update
-          sig_bin[t] = sign_bin[t] = 0;
-          ncost[t] = inf;
-          continue;
-        }
-        const int p = int(id & 7), c = int(id >> 3);
-        const Entry& e = list[quantizer_of(p)][c];
-        chosen[t] = &e;
-        from[t] = uint8_t(p);
-        dec[t] = uint8_t(p | (e.j << 3));
-        chain_mag[t] = e.chain_mag;
-        eg_mag[t] = e.eg_mag;
-        chain_top = e.chain_mag > chain_top ? e.chain_mag : chain_top;
-        eg_top = e.eg_mag > eg_top ? e.eg_mag : eg_top;
-        eg_far = eg_far || e.eg_far;
-        const bool nz = e.mag != 0;
-        sig_row[t] = uint32_t(sig_at[p] - kSigRow);
-        sig_bin[t] = nz;
-        sign_row[t] = nz ? uint32_t(sign_at[p] - kSignRow) : uint32_t(kModelRows);
-        sign_bin[t] = nz ? neg : 0;
-        nsig_at[t] = uint8_t(kSigRow + e.cls * 2 + (sign_at[p] != kSignRow + cabac::kZero));
-        nsign_at[t] = uint8_t(kSignRow + e.cls);
-        ncost[t] = best_cost[t];
-        ndist[t] = dist[p] + dists[e.j];
-        nrate[t] = rate[p] + rates[quantizer_of(p)][c][p];
-      }
+      CommitIo io;
+      io.best_id = best_id, io.entry = entry, io.entry_dist = entry_dist, io.rates = rates, io.neg = neg;
+      io.sig_at = sig_at, io.sign_at = sign_at, io.dist = dist, io.rate = rate;
+      io.dec = decisions + size_t(i) * kDqStates, io.from = from, io.chain_mag = chain_mag, io.eg_mag = eg_mag;
+      io.sig_row = sig_row, io.sig_bin = sig_bin, io.sign_row = sign_row, io.sign_bin = sign_bin;
+      io.nsig_at = nsig_at, io.nsign_at = nsign_at, io.ndist = ndist, io.nrate = nrate;
+      const CommitExtent x = K::commit(io);
+      uint32_t chain_top = x.chain_top;
+      const uint32_t eg_top = x.eg_top;
       // Models touched so far (chain_mag may be N + 1: only N flag models exist).
       const uint32_t touched = chain_top < unary_len ? chain_top : unary_len;
       live_greater = touched > live_greater ? touched : live_greater;
@@ -459,12 +476,14 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
                  nxt->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags, live_greater, from);
       K::permute_chain(cur->row + kEgRow, nxt->row + kEgRow, eg_top, from, eg_mag);
       K::permute(cur->row + kEgRow + eg_top, nxt->row + kEgRow + eg_top, live_eg - eg_top, from);
-      if (eg_far)  // buckets sharing the last prefix model: coded bin by bin
-        for (int t = 0; t < kDqStates; ++t)
-          if (best_id[t] != kDeadBranch && chosen[t]->eg_far) {
-            const uint32_t top = eg_update(*nxt, t, params.eg_order, uint64_t(chosen[t]->mag) - unary_len - 1);
-            live_eg = top > live_eg ? top : live_eg;
-          }
+      if (x.eg_far)  // buckets sharing the last prefix model: coded bin by bin
+        for (int t = 0; t < kDqStates; ++t) {
+          if (best_id[t] == kDeadBranch) continue;
+          const Entry& e = list[quantizer_of(int(best_id[t] & 7))][best_id[t] >> 3];
+          if (!e.eg_far) continue;
+          const uint32_t top = eg_update(*nxt, t, params.eg_order, uint64_t(e.mag) - unary_len - 1);
+          live_eg = top > live_eg ? top : live_eg;
+        }
       Bank* const done = cur;
       cur = nxt;
       nxt = done;
