@@ -650,6 +650,7 @@ static void test_lane_search_matches_per_state_search() {
   std::mt19937_64 rng(15);
   std::vector<Isa> isas{Isa::kScalar};
   if (isa_supported(Isa::kAvx2)) isas.push_back(Isa::kAvx2);
+  if (isa_supported(Isa::kAvx512)) isas.push_back(Isa::kAvx512);
   int differing = 0;
   for (int iter = 0; iter < 400; ++iter) {
     PassCase c;

@@ -244,6 +244,9 @@ uint64_t trellis_pass(const PassArgs<W, F>& args, Isa isa) {
   std::vector<trellis_detail::Bank> banks(2);
   std::vector<uint8_t> decisions(size_t(args.cols) * kDqStates);
   trellis_detail::Workspace ws{banks.data(), decisions.data()};
+#ifdef NNPRESS_HAVE_TRELLIS_AVX512_TU
+  if (isa >= Isa::kAvx512 && isa_supported(Isa::kAvx512)) return trellis_detail::trellis_soa_avx512(args, ws);
+#endif
 #ifdef NNPRESS_HAVE_TRELLIS_AVX2_TU
   if (isa >= Isa::kAvx2 && isa_supported(Isa::kAvx2)) return trellis_detail::trellis_soa_avx2(args, ws);
 #endif

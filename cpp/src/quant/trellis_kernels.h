@@ -1,6 +1,6 @@
 // Private to the trellis (quant/trellis.cpp): the per-state context models in structure-of-arrays
 // form and what the kernels that work on all 8 states at once do (scalar: trellis_soa.h; AVX2:
-// avx2/trellis_avx2.cpp).
+// avx2/trellis_avx2_kernels.h; AVX-512: avx512/trellis_avx512.cpp).
 //
 // Every ContextModel of cabac::WeightContexts becomes one row of 8 lanes (one per trellis state),
 // each lane packing the model's two estimates as fast | slow << 16 (the coding state is
@@ -129,5 +129,12 @@ uint64_t trellis_soa_avx2(const PassArgs<float, float>& args, Workspace& ws);
 uint64_t trellis_soa_avx2(const PassArgs<float, double>& args, Workspace& ws);
 uint64_t trellis_soa_avx2(const PassArgs<double, float>& args, Workspace& ws);
 uint64_t trellis_soa_avx2(const PassArgs<double, double>& args, Workspace& ws);
+
+// The search compiled with the AVX-512 kernels (avx512/trellis_avx512.cpp; defined only in builds
+// that compile that file, NNPRESS_HAVE_TRELLIS_AVX512_TU).
+uint64_t trellis_soa_avx512(const PassArgs<float, float>& args, Workspace& ws);
+uint64_t trellis_soa_avx512(const PassArgs<float, double>& args, Workspace& ws);
+uint64_t trellis_soa_avx512(const PassArgs<double, float>& args, Workspace& ws);
+uint64_t trellis_soa_avx512(const PassArgs<double, double>& args, Workspace& ws);
 
 }  // namespace nnpress::trellis_detail
