@@ -23,7 +23,10 @@ Run from anywhere with nnpress installed:
         # nncodec 2.1.3), one thread and all threads, in alternating rounds (the machine may be
         # shared). Step 2^(-38/4) (NNCodec's qp -38; both reconstruct index * step), lam = 0.24
         # step^2, row blocks of about 2^18 weights as the encoder cuts them. Times only the
-        # quantizer calls; checks that both nnpress builds return identical levels.
+        # quantizer calls: one thread = the sum of the calls, one tensor after the other; all
+        # threads = the wall time of all tensors quantized concurrently on every core (as
+        # `compress` does), each also splitting its row blocks. Checks that both nnpress builds
+        # return identical levels.
 """
 
 from __future__ import annotations
@@ -261,13 +264,26 @@ def minilm_worker(kind, path, threads):
         blocks = (
             "rows_per_block" if "rows_per_block" in inspect.signature(nnpress.quantize).parameters else "chunk_rows"
         )
-        for name, w in mats.items():
+        def one(name):
+            w = mats[name]
             rpb = max(1, min(w.shape[0], BLOCK_ELEMENTS // w.shape[1]))
-            t0 = time.perf_counter()
             q = nnpress.quantize(w, step, lam=lam, method="trellis", threads=threads, **{blocks: rpb})
-            secs += time.perf_counter() - t0
-            count += w.size
-            hashes[name] = hashlib.sha1(np.ascontiguousarray(q, dtype=np.int32).tobytes()).hexdigest()
+            return hashlib.sha1(np.ascontiguousarray(q, dtype=np.int32).tobytes()).hexdigest()
+
+        count = sum(w.size for w in mats.values())
+        if threads == 1:  # one tensor after the other, one thread each: the sum of the calls
+            for name in mats:
+                t0 = time.perf_counter()
+                hashes[name] = one(name)
+                secs += time.perf_counter() - t0
+        else:  # as compress does: tensors concurrently on all cores (wall time), row blocks too
+            from concurrent.futures import ThreadPoolExecutor
+
+            names = sorted(mats, key=lambda k: -mats[k].size)  # big ones first
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+                hashes = dict(zip(names, pool.map(one, names)))
+            secs = time.perf_counter() - t0
     print(json.dumps({"seconds": secs, "weights": count, "hashes": hashes}))
 
 

@@ -247,6 +247,5 @@ struct Avx2Kernels {
   }
 };
 
-
 }  // namespace
 }  // namespace nnpress::trellis_detail

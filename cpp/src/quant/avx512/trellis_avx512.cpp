@@ -18,7 +18,8 @@ void lane_costs(const Row& base, const Row& pre, const Row& eg, const Row& model
   r = _mm256_add_epi32(_mm256_add_epi32(r, _mm256_i32gather_epi32(table, idx, 4)), _mm256_set1_epi32(int(add)));
   avx2::store(rate, r);
   const __m512d c = _mm512_add_pd(_mm512_loadu_pd(cost), _mm512_set1_pd(dist));
-  _mm512_storeu_pd(out, _mm512_add_pd(c, _mm512_mul_pd(_mm512_set1_pd(lambda), _mm512_mask_cvtepi32_pd(_mm512_setzero_pd(), 0xFF, r))));
+  _mm512_storeu_pd(out, _mm512_add_pd(c, _mm512_mul_pd(_mm512_set1_pd(lambda),
+                                                       _mm512_mask_cvtepi32_pd(_mm512_setzero_pd(), 0xFF, r))));
 }
 
 // (The masked forms of the conversions below, with every lane taken, avoid GCC's spurious
@@ -27,8 +28,8 @@ void lane_costs(const Row& base, const Row& pre, const Row& eg, const Row& model
 // lanes 4..7 targets 4..7 (from the odd ones), as the AVX2 kernel's two vectors. A pass over
 // every target's lower predecessor, then one over its higher one; lane t reads its
 // predecessor's cost from costs[0][c] (indices 0..7) or costs[1][c] (8..15).
-void select_branches(const double (*costs)[kCandidates][kLanes], const uint8_t (*parity)[kCandidates],
-                     const int* n_of, double* best_cost, uint32_t* best_id) {
+void select_branches(const double (*costs)[kCandidates][kLanes], const uint8_t (*parity)[kCandidates], const int* n_of,
+                     double* best_cost, uint32_t* best_id) {
   __m512d best = _mm512_set1_pd(std::numeric_limits<double>::infinity());
   __m512i id = _mm512_set1_epi64(-1);
   const int n = n_of[0] > n_of[1] ? n_of[0] : n_of[1];
@@ -49,7 +50,8 @@ void select_branches(const double (*costs)[kCandidates][kLanes], const uint8_t (
     }
   }
   _mm512_storeu_pd(best_cost, best);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(best_id), _mm512_mask_cvtepi64_epi32(_mm256_setzero_si256(), 0xFF, id));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(best_id),
+                      _mm512_mask_cvtepi64_epi32(_mm256_setzero_si256(), 0xFF, id));
 }
 
 }  // namespace avx512
