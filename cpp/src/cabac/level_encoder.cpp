@@ -208,11 +208,17 @@ LevelParams choose_level_params_for_speed(const int32_t* levels, uint64_t rows, 
   for (const Candidate& c : cands) pairs.push_back(c.p);
   std::vector<double> bits(cands.size());
   estimate_level_bits_many(sample.data(), srows, scols, pairs.data(), pairs.size(), bits.data());
+  // Work per magnitude from a table for the common small magnitudes (the same doubles, summed in
+  // the same order, so the same totals).
+  uint32_t max_mag = 0;
+  for (uint32_t m : mags) max_mag = std::max(max_mag, m);
+  std::vector<double> work_of(std::min<uint32_t>(max_mag, 1023) + 1);
   double best_bits = INFINITY;
   for (size_t i = 0; i < cands.size(); ++i) {
     Candidate& c = cands[i];
     c.bits = bits[i];
-    for (uint32_t m : mags) c.work += level_work(m, c.p);
+    for (uint32_t m = 0; m < work_of.size(); ++m) work_of[m] = level_work(m, c.p);
+    for (uint32_t m : mags) c.work += m < work_of.size() ? work_of[m] : level_work(m, c.p);
     best_bits = std::min(best_bits, c.bits);
   }
   const Candidate* pick = nullptr;
