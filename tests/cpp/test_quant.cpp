@@ -13,6 +13,7 @@
 #include "check.h"
 #include "nnpress/cabac/level_coder.h"
 #include "nnpress/cabac/rate_estimator.h"
+#include "nnpress/cpu.h"
 #include "nnpress/format/container.h"
 #include "nnpress/quant/dequantize.h"
 #include "nnpress/quant/quantize.h"
@@ -757,7 +758,27 @@ static void test_level_bits_many() {
   CHECK(none == 0.0);
 }
 
+// Run with an NNPRESS_ISA value that names no ISA (ctest's test_quant_isa_bogus): the trellis
+// returns isa_env_status()'s error, naming the value; the quantizers without kernels still run.
+static void test_isa_env_error() {
+  const Status env = isa_env_status();
+  CHECK(env.code() == StatusCode::kInvalidArgument);
+  const auto w = laplacian_weights(64, 0.05, 4);
+  std::vector<int32_t> q(64);
+  QuantResult res;
+  const Status s = quantize_ff(w.data(), nullptr, 4, 16, opts(QuantMethod::kTrellis, 0.01, 1e-5), q.data(), nullptr,
+                               &res);
+  CHECK(s.code() == StatusCode::kInvalidArgument);
+  CHECK(s.message() == env.message());
+  CHECK(quantize_ff(w.data(), nullptr, 4, 16, opts(QuantMethod::kRdoq, 0.01, 1e-5), q.data(), nullptr, &res).ok());
+  CHECK(quantize_ff(w.data(), nullptr, 4, 16, opts(QuantMethod::kNearest, 0.01, 0.0), q.data(), nullptr, &res).ok());
+}
+
 int main() {
+  if (!isa_env_status().ok()) {
+    test_isa_env_error();
+    return TEST_MAIN_RESULT();
+  }
   test_nearest();
   test_level_bits_many();
   test_exact_rate_and_reconstruction(QuantMethod::kRdoq);
