@@ -13,6 +13,7 @@
 #include "check.h"
 #include "nnpress/cabac/level_coder.h"
 #include "nnpress/cabac/rate_estimator.h"
+#include "nnpress/cpu.h"
 #include "nnpress/format/container.h"
 #include "nnpress/quant/dequantize.h"
 #include "nnpress/quant/quantize.h"
@@ -650,6 +651,7 @@ static void test_lane_search_matches_per_state_search() {
   std::mt19937_64 rng(15);
   std::vector<Isa> isas{Isa::kScalar};
   if (isa_supported(Isa::kAvx2)) isas.push_back(Isa::kAvx2);
+  if (isa_supported(Isa::kAvx512)) isas.push_back(Isa::kAvx512);
   int differing = 0;
   for (int iter = 0; iter < 400; ++iter) {
     PassCase c;
@@ -725,8 +727,60 @@ static void test_lane_search_matches_per_state_search() {
   CHECK(small_chosen > 100);
 }
 
+// estimate_level_bits_many prices every pair as estimate_level_bits does, exactly: levels with
+// zeros, both signs, magnitudes on both sides of every unary length, huge ones (Exp-Golomb buckets
+// past the shared last prefix model, INT32_MIN), several rows (neighbourhood reset, contexts kept).
+static void test_level_bits_many() {
+  std::mt19937_64 rng(16);
+  const uint32_t lens[] = {0, 1, 2, 3, 5, 8, 13, 14, 16, 20, 32, 63, 64};
+  for (int iter = 0; iter < 200; ++iter) {
+    const uint64_t rows = 1 + rng() % 5, cols = rng() % 7 == 0 ? 1 : 1 + rng() % 300;
+    std::vector<int32_t> lv(size_t(rows * cols));
+    const int scale = 1 << (rng() % 12);
+    for (auto& x : lv) {
+      const int kind = int(rng() % 10);
+      x = kind < 3 ? 0 : int32_t(int64_t(rng() % uint64_t(2 * scale + 1)) - scale);
+      if (rng() % 200 == 0) x = int32_t(rng() % 2 ? INT32_MIN : INT32_MAX - int32_t(rng() % 1000));
+    }
+    std::vector<LevelParams> ps(1 + rng() % 20);
+    for (auto& p : ps) {
+      p.unary_len = lens[rng() % 13];
+      p.eg_order = uint32_t(rng() % 31);
+    }
+    std::vector<double> bits(ps.size(), -1.0);
+    estimate_level_bits_many(lv.data(), rows, cols, ps.data(), ps.size(), bits.data());
+    for (size_t c = 0; c < ps.size(); ++c) CHECK(bits[c] == estimate_level_bits(lv.data(), rows, cols, ps[c]));
+  }
+  // No levels: every pair costs nothing.
+  LevelParams p;
+  double none = -1.0;
+  estimate_level_bits_many(nullptr, 0, 0, &p, 1, &none);
+  CHECK(none == 0.0);
+}
+
+// Run with an NNPRESS_ISA value that names no ISA (ctest's test_quant_isa_bogus): the trellis
+// returns isa_env_status()'s error, naming the value; the quantizers without kernels still run.
+static void test_isa_env_error() {
+  const Status env = isa_env_status();
+  CHECK(env.code() == StatusCode::kInvalidArgument);
+  const auto w = laplacian_weights(64, 0.05, 4);
+  std::vector<int32_t> q(64);
+  QuantResult res;
+  const Status s = quantize_ff(w.data(), nullptr, 4, 16, opts(QuantMethod::kTrellis, 0.01, 1e-5), q.data(), nullptr,
+                               &res);
+  CHECK(s.code() == StatusCode::kInvalidArgument);
+  CHECK(s.message() == env.message());
+  CHECK(quantize_ff(w.data(), nullptr, 4, 16, opts(QuantMethod::kRdoq, 0.01, 1e-5), q.data(), nullptr, &res).ok());
+  CHECK(quantize_ff(w.data(), nullptr, 4, 16, opts(QuantMethod::kNearest, 0.01, 0.0), q.data(), nullptr, &res).ok());
+}
+
 int main() {
+  if (!isa_env_status().ok()) {
+    test_isa_env_error();
+    return TEST_MAIN_RESULT();
+  }
   test_nearest();
+  test_level_bits_many();
   test_exact_rate_and_reconstruction(QuantMethod::kRdoq);
   test_exact_rate_and_reconstruction(QuantMethod::kTrellis);
   test_rdoq_lambda_zero_is_nearest();

@@ -204,10 +204,21 @@ LevelParams choose_level_params_for_speed(const int32_t* levels, uint64_t rows, 
       cands.push_back({p});
     }
   }
+  std::vector<LevelParams> pairs;
+  for (const Candidate& c : cands) pairs.push_back(c.p);
+  std::vector<double> bits(cands.size());
+  estimate_level_bits_many(sample.data(), srows, scols, pairs.data(), pairs.size(), bits.data());
+  // Work per magnitude from a table for the common small magnitudes (the same doubles, summed in
+  // the same order, so the same totals).
+  uint32_t max_mag = 0;
+  for (uint32_t m : mags) max_mag = std::max(max_mag, m);
+  std::vector<double> work_of(std::min<uint32_t>(max_mag, 1023) + 1);
   double best_bits = INFINITY;
-  for (Candidate& c : cands) {
-    c.bits = estimate_level_bits(sample.data(), srows, scols, c.p);
-    for (uint32_t m : mags) c.work += level_work(m, c.p);
+  for (size_t i = 0; i < cands.size(); ++i) {
+    Candidate& c = cands[i];
+    c.bits = bits[i];
+    for (uint32_t m = 0; m < work_of.size(); ++m) work_of[m] = level_work(m, c.p);
+    for (uint32_t m : mags) c.work += m < work_of.size() ? work_of[m] : level_work(m, c.p);
     best_bits = std::min(best_bits, c.bits);
   }
   const Candidate* pick = nullptr;
@@ -232,6 +243,71 @@ double estimate_level_bits(const int32_t* levels, uint64_t rows, uint64_t cols, 
   cabac::WeightContexts ctx;
   cabac::code_rows(est, ctx, params, const_cast<int32_t*>(levels), rows, cols);
   return est.bits();
+}
+
+namespace {
+
+// Cost of one regular bin on `m`, then m's update (RateEstimator::bin).
+NNPRESS_INLINE uint64_t price(cabac::ContextModel& m, unsigned bin) {
+  const uint64_t c = cabac::bin_cost(m, bin);
+  m.update(bin);
+  return c;
+}
+
+}  // namespace
+
+// Every model sees its own bin sequence and a bin's cost depends only on its model, so the total
+// is a sum over models. The significance and sign bins and the unary flag n (coded for every
+// level with |q| >= n when n <= N, bin |q| > n) do not depend on the params beyond N: they are
+// priced once, flag n's cost kept per n, and a pair (N, k) adds the flags n <= N and the
+// Exp-Golomb part of the magnitudes above N, which is the only part priced once per pair.
+void estimate_level_bits_many(const int32_t* levels, uint64_t rows, uint64_t cols, const LevelParams* params,
+                              size_t count, double* bits) {
+  if (count == 0) return;
+  uint32_t max_unary = 0;
+  for (size_t c = 0; c < count; ++c) max_unary = std::max(max_unary, params[c].unary_len);
+  cabac::WeightContexts ctx;
+  uint64_t shared = 0;                                  // significance and sign bins
+  uint64_t flag_cost[cabac::kMaxUnaryFlags + 1] = {0};  // flag_cost[n]: unary flag n, both signs
+  std::vector<uint32_t> mags;                           // the non-zero magnitudes in scan order
+  mags.reserve(size_t(rows * cols));
+  if (cols != 0) {
+    for (uint64_t r = 0; r < rows; ++r) {
+      cabac::Neighbourhood nb;
+      const int32_t* row = levels + r * cols;
+      for (uint64_t i = 0; i < cols; ++i) {
+        const int32_t q = row[i];
+        const uint32_t mag = q < 0 ? 0u - uint32_t(q) : uint32_t(q);
+        shared += price(ctx.sig[nb.prev][nb.prev2_nonzero], mag != 0);
+        if (mag != 0) {
+          shared += price(ctx.sign[nb.prev], q < 0);
+          cabac::ContextModel* greater = ctx.greater[q < 0];
+          const uint32_t top = std::min(mag, max_unary);
+          for (uint32_t n = 1; n <= top; ++n) flag_cost[n] += price(greater[n - 1], mag > n);
+          mags.push_back(mag);
+        }
+        nb.push(q);
+      }
+    }
+  }
+  for (size_t c = 0; c < count; ++c) {
+    const uint32_t unary_len = params[c].unary_len, k = params[c].eg_order;
+    uint64_t total = shared;
+    for (uint32_t n = 1; n <= unary_len && n <= max_unary; ++n) total += flag_cost[n];
+    cabac::ContextModel eg[cabac::kPrefixContexts];
+    constexpr uint32_t kLast = cabac::kPrefixContexts - 1;
+    for (const uint32_t mag : mags) {
+      if (mag <= unary_len) continue;
+      // code_level's bucket j of the remainder r (it holds [2^k (2^j - 1), 2^k (2^(j+1) - 1))):
+      // j prefix bins 1 on models 0..j-1 (the last shared), a 0 on model j, k + j bypass bits.
+      const uint64_t rem = uint64_t(mag) - unary_len - 1;
+      const uint32_t j = uint32_t(63 - __builtin_clzll((rem >> k) + 1));
+      for (uint32_t b = 0; b < j; ++b) total += price(eg[b < kLast ? b : kLast], 1);
+      total += price(eg[j < kLast ? j : kLast], 0);
+      total += uint64_t(k + j) * cabac::kRateOne;
+    }
+    bits[c] = double(total) / cabac::kRateOne;
+  }
 }
 
 Status encode_level_stream(const int32_t* levels, uint64_t count, const std::vector<uint64_t>& shape,

@@ -11,6 +11,7 @@
 #include "../common/parallel.h"
 #include "nnpress/cabac/level_coder.h"
 #include "nnpress/cabac/rate_estimator.h"
+#include "nnpress/cpu.h"
 #include "nnpress/quant/feedback.h"
 #include "nnpress/quant/rdoq.h"
 #include "nnpress/quant/trellis.h"
@@ -368,6 +369,10 @@ Status quantize(const W* weights, const F* importance, uint64_t rows, uint64_t c
   Status s = check_inputs(weights, importance, rows, cols, o);
   if (!s.ok()) return s;
   if (count && levels == nullptr) return invalid_argument("quantize: null levels");
+  if (o.method == QuantMethod::kTrellis) {  // its kernels use the automatic ISA choice (cpu.h)
+    s = isa_env_status();
+    if (!s.ok()) return s;
+  }
   const FeedbackTables fb = feedback_tables(count ? o.feedback : nullptr, cols);
   const Problem<W, F> p{weights, importance, rows, cols, o, fb.view(), levels, recon};
   QuantResult res;

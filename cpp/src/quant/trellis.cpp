@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -241,9 +242,13 @@ uint64_t trellis_impl(const PassArgs<W, F>& args) {
 template <class W, class F>
 uint64_t trellis_pass(const PassArgs<W, F>& args, Isa isa) {
   if (args.feedback.any()) return trellis_impl<true>(args);
+  // The search writes every decision byte before it reads it: no zero fill.
   std::vector<trellis_detail::Bank> banks(2);
-  std::vector<uint8_t> decisions(size_t(args.cols) * kDqStates);
-  trellis_detail::Workspace ws{banks.data(), decisions.data()};
+  const std::unique_ptr<uint8_t[]> decisions(new uint8_t[size_t(args.cols) * kDqStates]);
+  trellis_detail::Workspace ws{banks.data(), decisions.get()};
+#ifdef NNPRESS_HAVE_TRELLIS_AVX512_TU
+  if (isa >= Isa::kAvx512 && isa_supported(Isa::kAvx512)) return trellis_detail::trellis_soa_avx512(args, ws);
+#endif
 #ifdef NNPRESS_HAVE_TRELLIS_AVX2_TU
   if (isa >= Isa::kAvx2 && isa_supported(Isa::kAvx2)) return trellis_detail::trellis_soa_avx2(args, ws);
 #endif

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <utility>
 
 #include "nnpress/quant/pass_args.h"
 #include "trellis_kernels.h"
@@ -18,8 +19,6 @@ namespace nnpress::trellis_detail {
 namespace {
 
 constexpr uint8_t kDead = 0xFF;
-constexpr int kUnionCandidates = 4;  // reconstruction indices b..b+3
-constexpr int kCandidates = 7;       // zero, b..b+3, and the smallest of each quantizer: 1, 2
 
 struct Candidates {
   int32_t sgn;
@@ -46,17 +45,6 @@ inline int64_t index_of(const Candidates& c, int j) { return c.sgn * magnitude_o
 
 // The DQ state machine (dequantize.h), local so this header calls nothing out of line.
 NNPRESS_INLINE int quantizer_of(int state) { return state & 1; }
-NNPRESS_INLINE int next_state(int state, int32_t k) { return kDqNextState[state][uint32_t(k) & 1u]; }
-
-// cabac::Neighbourhood, likewise.
-struct Nb {
-  uint8_t prev = cabac::kZero;
-  uint8_t prev2_nonzero = 0;
-};
-NNPRESS_INLINE void push_level(Nb& nb, int32_t level) {
-  nb.prev2_nonzero = nb.prev != cabac::kZero;
-  nb.prev = level == 0 ? cabac::kZero : (level < 0 ? cabac::kNegative : cabac::kPositive);
-}
 
 alignas(64) constexpr Row kZeroRow = {0, 0, 0, 0, 0, 0, 0, 0};
 
@@ -68,12 +56,12 @@ struct ScalarKernels {
       for (int t = 0; t < kLanes; ++t) prefix[n + 1][t] = prefix[n][t] + cost_of(chain[n][t], 1);
   }
 
-  static void permute(const Row* src, Row* dst, uint32_t count, const uint8_t* from) {
+  static void permute(const Row* src, Row* dst, uint32_t count, const uint32_t* from) {
     for (uint32_t r = 0; r < count; ++r)
       for (int t = 0; t < kLanes; ++t) dst[r][t] = src[r][from[t]];
   }
 
-  static void permute_chain(const Row* src, Row* dst, uint32_t count, const uint8_t* from, const uint32_t* mag) {
+  static void permute_chain(const Row* src, Row* dst, uint32_t count, const uint32_t* from, const uint32_t* mag) {
     for (uint32_t r = 0; r < count; ++r)
       for (int t = 0; t < kLanes; ++t) {
         const uint32_t v = src[r][from[t]];
@@ -81,7 +69,7 @@ struct ScalarKernels {
       }
   }
 
-  static void permute_select(const Row* src, Row* dst, uint32_t count, const uint8_t* from, const uint32_t* sel,
+  static void permute_select(const Row* src, Row* dst, uint32_t count, const uint32_t* from, const uint32_t* sel,
                              const uint32_t* bin) {
     for (uint32_t r = 0; r < count; ++r)
       for (int t = 0; t < kLanes; ++t) {
@@ -90,10 +78,71 @@ struct ScalarKernels {
       }
   }
 
-  static void lane_costs(const Row& base, const Row& pre, const Row& eg, const Row& model, uint32_t bin, uint32_t add,
+  static void sig_costs(const Row* rows, const uint32_t* sig_at, const uint32_t* sign_at, unsigned neg, Row& sig_model,
+                        Row& nonzero) {
+    for (int t = 0; t < kLanes; ++t) {
+      sig_model[t] = rows[sig_at[t]][t];
+      nonzero[t] = cost_of(sig_model[t], 1) + cost_of(rows[sign_at[t]][t], neg);
+    }
+  }
+
+  static void select_branches(const double (*costs)[kCandidates][kLanes], const uint8_t (*parity)[kCandidates],
+                              const int* n_of, double* best_cost, uint32_t* best_id) {
+    for (int t = 0; t < kLanes; ++t) {
+      best_cost[t] = std::numeric_limits<double>::infinity();
+      best_id[t] = kDeadBranch;
+    }
+    for (int p = 0; p < kLanes; ++p) {
+      const int z = quantizer_of(p);
+      for (int c = 0; c < n_of[z]; ++c) {
+        const int t = kDqNextState[p][parity[z][c]];
+        if (costs[z][c][p] < best_cost[t]) {
+          best_cost[t] = costs[z][c][p];
+          best_id[t] = uint32_t(c << 3 | p);
+        }
+      }
+    }
+  }
+
+  static CommitExtent commit(const CommitIo& io) {
+    CommitExtent x{0, 0, false};
+    for (int t = 0; t < kLanes; ++t) {
+      const uint32_t id = io.best_id[t];
+      if (id == kDeadBranch) {
+        io.dec[t] = kDead;
+        io.from[t] = 0;
+        io.chain_mag[t] = io.eg_mag[t] = 0;
+        io.sig_row[t] = io.sign_row[t] = uint32_t(kModelRows);  // no update
+        io.sig_bin[t] = io.sign_bin[t] = 0;
+        continue;
+      }
+      const uint32_t p = id & 7, e = (p & 1) * kCandidates + (id >> 3);
+      const uint32_t packed = io.entry[e];
+      const uint32_t chain = (packed >> kChainShift) & 0xFF, eg = (packed >> kEgShift) & 0xFF;
+      const uint32_t nz = (packed >> kNonzeroShift) & 1, cls = (packed >> kClassShift) & 3;
+      io.dec[t] = uint8_t(p | (packed & 0xFF));
+      io.from[t] = p;
+      io.chain_mag[t] = chain;
+      io.eg_mag[t] = eg;
+      x.chain_top = chain > x.chain_top ? chain : x.chain_top;
+      x.eg_top = eg > x.eg_top ? eg : x.eg_top;
+      x.eg_far = x.eg_far || ((packed >> kFarShift) & 1);
+      io.sig_row[t] = io.sig_at[p] - kSigRow;
+      io.sig_bin[t] = nz;
+      io.sign_row[t] = nz ? io.sign_at[p] - kSignRow : uint32_t(kModelRows);
+      io.sign_bin[t] = nz ? io.neg : 0;
+      io.nsig_at[t] = kSigRow + cls * 2 + (io.sign_at[p] != kSignRow + cabac::kZero);
+      io.nsign_at[t] = kSignRow + cls;
+      io.ndist[t] = io.dist[p] + io.entry_dist[e];
+      io.nrate[t] = io.rate[p] + io.rates[e][p];
+    }
+    return x;
+  }
+
+  static void lane_costs(const Row& base, const Row& pre, const Row& eg, const Row& model, uint32_t add,
                          const double* cost, double dist, double lambda, Row& rate, double* out) {
     for (int t = 0; t < kLanes; ++t) {
-      rate[t] = base[t] + pre[t] + eg[t] + cost_of(model[t], bin) + add;
+      rate[t] = base[t] + pre[t] + eg[t] + cost_of(model[t], 0) + add;
       out[t] = (cost[t] + dist) + lambda * double(rate[t]);
     }
   }
@@ -209,12 +258,13 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
     for (uint32_t& m : committed) m = kInitialModel;
   }
 
-  double cost[kDqStates], dist[kDqStates];
-  uint64_t rate[kDqStates];
-  Nb nb[kDqStates];
-  double ncost[kDqStates], ndist[kDqStates];
-  uint64_t nrate[kDqStates];
-  Nb nnb[kDqStates];
+  // Per state (two buffers, swapped every weight): path cost, distortion, rate, and the
+  // neighbourhood as the two context rows it selects: sig_at = kSigRow + prev * 2 +
+  // prev2_nonzero and sign_at = kSignRow + prev (cabac::Neighbourhood). Dead states keep stale
+  // but valid row indices (their lanes are computed and never read).
+  double cost_buf[2][kDqStates], dist_buf[2][kDqStates];
+  uint64_t rate_buf[2][kDqStates];
+  alignas(32) uint32_t sig_buf[2][kDqStates], sign_buf[2][kDqStates];
   uint8_t* decisions = ws.decisions;  // cols * kDqStates
   uint64_t rate_total = 0;
   double dist_total = 0.0;
@@ -230,6 +280,24 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
     for (uint32_t n = 0; n < live_eg; ++n) b.row[kEgRow + n][0] = from_models[kEgRow + n];
   };
 
+  double* cost = cost_buf[0];
+  double* dist = dist_buf[0];
+  uint64_t* rate = rate_buf[0];
+  uint32_t* sig_at = sig_buf[0];
+  uint32_t* sign_at = sign_buf[0];
+  double* ncost = cost_buf[1];
+  double* ndist = dist_buf[1];
+  uint64_t* nrate = rate_buf[1];
+  uint32_t* nsig_at = sig_buf[1];
+  uint32_t* nsign_at = sign_buf[1];
+  for (int k = 0; k < 2; ++k)
+    for (int s = 0; s < kDqStates; ++s) {
+      dist_buf[k][s] = 0.0;
+      rate_buf[k][s] = 0;
+      sig_buf[k][s] = uint32_t(kSigRow);
+      sign_buf[k][s] = uint32_t(kSignRow);
+    }
+
   for (uint64_t r = 0; r < rows; ++r) {
     if (chunk_rows && r && r % chunk_rows == 0)
       for (uint32_t& m : committed) m = kInitialModel;
@@ -238,7 +306,8 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
     cost[0] = 0.0;
     dist[0] = 0.0;
     rate[0] = 0;
-    nb[0] = Nb();
+    sig_at[0] = uint32_t(kSigRow + cabac::kZero * 2);
+    sign_at[0] = uint32_t(kSignRow + cabac::kZero);
     const W* w_row = weights + r * cols;
     const double row_step = tensor_step * (scales.row ? scales.row[r] : 1.0);
     auto step_of = [&](uint64_t i) { return scales.col ? row_step * scales.col[i] : row_step; };
@@ -255,12 +324,16 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
         dists[j] = f * d * d;
       }
       // The candidates of each quantizer in the order trellis_impl tries them, with what their
-      // rate needs beyond the per-state models: magnitude, and for magnitudes past the unary
-      // flags the Exp-Golomb bucket (bins) and bypass bits.
+      // rate and their commit need beyond the per-state models: magnitude, the Exp-Golomb bucket
+      // (bins) and bypass bits for magnitudes past the unary flags, and the extents of the unary
+      // and prefix models a commit updates (permute_chain's mag).
       struct Entry {
-        uint8_t j;
-        int32_t level;
+        uint8_t j;       // candidate index (the decision byte stores j << 3)
+        uint8_t parity;  // of the level: picks the next state
+        uint8_t cls;     // neighbour class of the level (cabac::NeighbourClass)
+        bool eg_far;     // a prefix bucket past the shared last model: priced and updated bin by bin
         uint32_t mag, bucket;
+        uint32_t chain_mag, eg_mag;
         uint64_t bypass;
       };
       int n_of[2] = {0, 0};
@@ -268,20 +341,29 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
       uint32_t kmax = 0, eg_rows = 0;
       // Per quantizer z: the zero (j = 0), its two indices among b..b+3 (j = 1..4, ascending),
       // then its smallest index (1 for Q1: j = 5; 2 for Q0: j = 6) when below b.
+      const uint8_t nonzero_cls = cand.sgn < 0 ? cabac::kNegative : cabac::kPositive;
       auto add = [&](int z, int j, int64_t u) {
         Entry& e = list[z][n_of[z]++];
         e.j = uint8_t(j);
         e.mag = uint32_t((u + 1) >> 1);
-        e.level = cand.sgn * int32_t(e.mag);
+        e.parity = uint8_t(e.mag & 1);
+        e.cls = e.mag ? nonzero_cls : uint8_t(cabac::kZero);
         e.bucket = 0;
         e.bypass = 0;
+        e.eg_far = false;
+        e.eg_mag = 0;
+        e.chain_mag = e.mag <= unary_len ? e.mag : unary_len + 1;  // flags r < min(mag, N), each 1 iff mag > r + 1
         kmax = e.mag > kmax ? e.mag : kmax;
         if (e.mag > unary_len) {
           const uint64_t rem = uint64_t(e.mag) - unary_len - 1;
           e.bucket = uint32_t(63 - __builtin_clzll((rem >> params.eg_order) + 1));
           e.bypass = uint64_t(params.eg_order + e.bucket) * cabac::kRateOne;
-          if (e.bucket < uint32_t(cabac::kPrefixContexts))  // else: past the shared last model, eg_cost
+          if (e.bucket < uint32_t(cabac::kPrefixContexts)) {
             eg_rows = e.bucket > eg_rows ? e.bucket : eg_rows;
+            e.eg_mag = e.bucket + 1;  // prefix bins 0..bucket-1 are 1, bin `bucket` is 0
+          } else {
+            e.eg_far = true;  // past the shared last model: eg_cost / eg_update
+          }
         }
       };
       for (int z = 0; z < 2; ++z) {
@@ -304,11 +386,8 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
       // states of the other quantizer get values nobody reads): rate = base + unary prefix +
       // Exp-Golomb prefix + the closing 0 bin + bypass bits, cost = (cost + dist) + lambda * rate.
       alignas(32) Row sig_model, nonzero;
-      for (int p = 0; p < kDqStates; ++p) {
-        sig_model[p] = cur->row[kSigRow + nb[p].prev * 2 + nb[p].prev2_nonzero][p];
-        nonzero[p] = cost_of(sig_model[p], 1) + cost_of(cur->row[kSignRow + nb[p].prev][p], neg);
-      }
-      alignas(32) Row rates[2][kCandidates];
+      K::sig_costs(cur->row, sig_at, sign_at, neg, sig_model, nonzero);
+      alignas(32) Row rates[2 * kCandidates];  // entry e = z * kCandidates + c
       alignas(32) double costs[2][kCandidates][kDqStates];
       for (int z = 0; z < 2; ++z)
         for (int c = 0; c < n_of[z]; ++c) {
@@ -319,7 +398,7 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
             // earlier entry of odd level from every state. Where that entry's cost is at most this
             // one's cost + distortion, this one cannot win (its rate >= 0, and ties keep the
             // earlier branch): when that holds in every live state, it is left out.
-            const int odd = (list[z][1].level & 1) ? 1 : 2;
+            const int odd = list[z][1].parity ? 1 : 2;
             bool dominated = true;
             for (int p = z; p < kDqStates && dominated; p += 2)
               dominated = !(cost[p] < inf) || costs[z][odd][p] <= cost[p] + dj;
@@ -329,100 +408,64 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
             }
           }
           if (e.mag == 0) {
-            K::lane_costs(kZeroRow, kZeroRow, kZeroRow, sig_model, 0, 0, cost, dj, lambda_per_unit, rates[z][c],
-                          costs[z][c]);
+            K::lane_costs(kZeroRow, kZeroRow, kZeroRow, sig_model, 0, cost, dj, lambda_per_unit,
+                          rates[z * kCandidates + c], costs[z][c]);
           } else if (e.mag <= unary_len) {
-            K::lane_costs(nonzero, prefix[e.mag - 1], kZeroRow, chain[e.mag - 1], 0, 0, cost, dj, lambda_per_unit,
-                          rates[z][c], costs[z][c]);
-          } else if (e.bucket < uint32_t(cabac::kPrefixContexts)) {
-            K::lane_costs(nonzero, prefix[unary_len], eg_sum[e.bucket], cur->row[kEgRow + e.bucket], 0,
-                          uint32_t(e.bypass), cost, dj, lambda_per_unit, rates[z][c], costs[z][c]);
+            K::lane_costs(nonzero, prefix[e.mag - 1], kZeroRow, chain[e.mag - 1], 0, cost, dj, lambda_per_unit,
+                          rates[z * kCandidates + c], costs[z][c]);
+          } else if (!e.eg_far) {
+            K::lane_costs(nonzero, prefix[unary_len], eg_sum[e.bucket], cur->row[kEgRow + e.bucket], uint32_t(e.bypass),
+                          cost, dj, lambda_per_unit, rates[z * kCandidates + c], costs[z][c]);
           } else {  // a bucket past the shared last prefix model: bin by bin
             for (int p = z; p < kDqStates; p += 2) {
-              if (!(cost[p] < inf)) continue;
+              if (!(cost[p] < inf)) {  // a dead state: a cost select_branches never takes
+                rates[z * kCandidates + c][p] = 0;
+                costs[z][c][p] = inf;
+                continue;
+              }
               const uint64_t rt = uint64_t(nonzero[p]) + prefix[unary_len][p] +
                                   eg_cost(*cur, p, params.eg_order, uint64_t(e.mag) - unary_len - 1);
-              rates[z][c][p] = uint32_t(rt);  // < 2^31: at most ~90 regular bins and 53 bypass bits
+              rates[z * kCandidates + c][p] = uint32_t(rt);  // < 2^31: at most ~90 regular bins and 53 bypass bits
               costs[z][c][p] = (cost[p] + dj) + lambda_per_unit * double(rt);
             }
           }
         }
 
-      double best_cost[kDqStates];
-      uint64_t best_rate[kDqStates];
-      uint8_t best_from[kDqStates];
-      uint8_t best_cand[kDqStates];
-      for (int t = 0; t < kDqStates; ++t) {
-        best_cost[t] = inf;
-        best_from[t] = kDead;
-      }
-      // Each target keeps the first cheapest branch in trellis_impl's order (states ascending,
-      // candidates in list order): strict <, so ties go to the earlier branch.
-      for (int p = 0; p < kDqStates; ++p) {
-        if (!(cost[p] < inf)) continue;
-        const int z = quantizer_of(p);
+      alignas(32) uint32_t best_id[kDqStates];
+      uint8_t parity[2][kCandidates];
+      alignas(32) uint32_t entry[2 * kCandidates];
+      double entry_dist[2 * kCandidates];
+      for (int z = 0; z < 2; ++z)
         for (int c = 0; c < n_of[z]; ++c) {
-          const int t = next_state(p, list[z][c].level);
-          const double cst = costs[z][c][p];
-          if (cst < best_cost[t]) {
-            best_cost[t] = cst;
-            best_rate[t] = rates[z][c][p];
-            best_from[t] = uint8_t(p);
-            best_cand[t] = uint8_t(c);
-          }
+          const Entry& e = list[z][c];
+          parity[z][c] = e.parity;
+          entry[z * kCandidates + c] = uint32_t(e.j << 3) | e.chain_mag << kChainShift | e.eg_mag << kEgShift |
+                                       uint32_t(e.mag != 0) << kNonzeroShift | uint32_t(e.cls) << kClassShift |
+                                       uint32_t(e.eg_far) << kFarShift;
+          entry_dist[z * kCandidates + c] = dists[e.j];
         }
-      }
+      K::select_branches(costs, parity, n_of, ncost, best_id);
 
-      // Every state's models move to its successors (dead lanes copy lane 0: never read).
-      uint8_t* dec = decisions + size_t(i) * kDqStates;
-      alignas(32) uint8_t from[kDqStates];
-      alignas(32) uint32_t chain_mag[kDqStates];
-      alignas(32) uint32_t eg_mag[kDqStates];
-      const Entry* chosen[kDqStates];
-      bool eg_scalar = false;
-      for (int t = 0; t < kDqStates; ++t) {
-        from[t] = 0;
-        chain_mag[t] = 0;
-        eg_mag[t] = 0;
-        if (best_from[t] == kDead) {
-          dec[t] = kDead;
-          continue;
-        }
-        from[t] = best_from[t];
-        const Entry& e = list[quantizer_of(best_from[t])][best_cand[t]];
-        chosen[t] = &e;
-        chain_mag[t] = e.mag <= unary_len ? e.mag : unary_len + 1;  // flags r < min(mag, N), each 1 iff mag > r + 1
-        const uint32_t touched = e.mag < unary_len ? e.mag : unary_len;
-        live_greater = touched > live_greater ? touched : live_greater;
-        if (e.mag > unary_len) {
-          if (e.bucket < uint32_t(cabac::kPrefixContexts)) {
-            eg_mag[t] = e.bucket + 1;  // prefix bins 0..bucket-1 are 1, bin `bucket` is 0
-            live_eg = e.bucket + 1 > live_eg ? e.bucket + 1 : live_eg;
-          } else {
-            eg_scalar = true;
-          }
-        }
-        dec[t] = uint8_t(best_from[t] | (e.j << 3));
-      }
-      // Rows past the largest coded magnitude are only moved, not updated.
-      uint32_t chain_top = 0, eg_top = 0;
-      for (int t = 0; t < kDqStates; ++t) {
-        chain_top = chain_mag[t] > chain_top ? chain_mag[t] : chain_top;
-        eg_top = eg_mag[t] > eg_top ? eg_mag[t] : eg_top;
-      }
-      chain_top = chain_top < live_greater ? chain_top : live_greater;
-      eg_top = eg_top < live_eg ? eg_top : live_eg;
-      // The significance flag of every level and the sign flag of the non-zero ones.
+      // Every state's models move to its successors (dead lanes copy lane 0: never read), and
+      // each survivor's level updates them: the significance flag, the sign flag of a non-zero
+      // level, its unary flags and Exp-Golomb prefix bins.
+      alignas(32) uint32_t from[kDqStates], chain_mag[kDqStates], eg_mag[kDqStates];
       alignas(32) uint32_t sig_row[kDqStates], sig_bin[kDqStates], sign_row[kDqStates], sign_bin[kDqStates];
-      for (int t = 0; t < kDqStates; ++t) {
-        sig_row[t] = sign_row[t] = uint32_t(kModelRows);  // dead lanes: no update
-        sig_bin[t] = sign_bin[t] = 0;
-        if (best_from[t] == kDead) continue;
-        const Nb& pnb = nb[from[t]];
-        sig_row[t] = uint32_t(pnb.prev * 2 + pnb.prev2_nonzero);
-        sig_bin[t] = chosen[t]->mag != 0;
-        if (chosen[t]->mag != 0) sign_row[t] = pnb.prev, sign_bin[t] = neg;
-      }
+      CommitIo io;
+      io.best_id = best_id, io.entry = entry, io.entry_dist = entry_dist, io.rates = rates, io.neg = neg;
+      io.sig_at = sig_at, io.sign_at = sign_at, io.dist = dist, io.rate = rate;
+      io.dec = decisions + size_t(i) * kDqStates, io.from = from, io.chain_mag = chain_mag, io.eg_mag = eg_mag;
+      io.sig_row = sig_row, io.sig_bin = sig_bin, io.sign_row = sign_row, io.sign_bin = sign_bin;
+      io.nsig_at = nsig_at, io.nsign_at = nsign_at, io.ndist = ndist, io.nrate = nrate;
+      const CommitExtent x = K::commit(io);
+      uint32_t chain_top = x.chain_top;
+      const uint32_t eg_top = x.eg_top;
+      // Models touched so far (chain_mag may be N + 1: only N flag models exist).
+      const uint32_t touched = chain_top < unary_len ? chain_top : unary_len;
+      live_greater = touched > live_greater ? touched : live_greater;
+      live_eg = eg_top > live_eg ? eg_top : live_eg;
+      // Rows past the largest coded magnitude are only moved, not updated.
+      chain_top = chain_top < live_greater ? chain_top : live_greater;
       K::permute_select(cur->row + kSigRow, nxt->row + kSigRow, kSignRow - kSigRow, from, sig_row, sig_bin);
       K::permute_select(cur->row + kSignRow, nxt->row + kSignRow, kGreaterRow - kSignRow, from, sign_row, sign_bin);
       const Row* src_chain = cur->row + kGreaterRow + neg * cabac::kMaxUnaryFlags;
@@ -433,33 +476,22 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
                  nxt->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags, live_greater, from);
       K::permute_chain(cur->row + kEgRow, nxt->row + kEgRow, eg_top, from, eg_mag);
       K::permute(cur->row + kEgRow + eg_top, nxt->row + kEgRow + eg_top, live_eg - eg_top, from);
-      for (int t = 0; t < kDqStates; ++t) {
-        if (best_from[t] == kDead) {
-          ncost[t] = inf;
-          continue;
+      if (x.eg_far)  // buckets sharing the last prefix model: coded bin by bin
+        for (int t = 0; t < kDqStates; ++t) {
+          if (best_id[t] == kDeadBranch) continue;
+          const Entry& e = list[quantizer_of(int(best_id[t] & 7))][best_id[t] >> 3];
+          if (!e.eg_far) continue;
+          const uint32_t top = eg_update(*nxt, t, params.eg_order, uint64_t(e.mag) - unary_len - 1);
+          live_eg = top > live_eg ? top : live_eg;
         }
-        const int p = from[t];
-        const Entry& e = *chosen[t];
-        nnb[t] = nb[p];
-        push_level(nnb[t], e.level);
-        ncost[t] = best_cost[t];
-        ndist[t] = dist[p] + dists[e.j];
-        nrate[t] = rate[p] + best_rate[t];
-      }
-      if (eg_scalar)  // buckets sharing the last prefix model: coded bin by bin
-        for (int t = 0; t < kDqStates; ++t)
-          if (best_from[t] != kDead && chosen[t]->mag > unary_len &&
-              chosen[t]->bucket >= uint32_t(cabac::kPrefixContexts)) {
-            const uint32_t top = eg_update(*nxt, t, params.eg_order, uint64_t(chosen[t]->mag) - unary_len - 1);
-            live_eg = top > live_eg ? top : live_eg;
-          }
       Bank* const done = cur;
       cur = nxt;
       nxt = done;
-      std::memcpy(cost, ncost, sizeof(cost));
-      std::memcpy(dist, ndist, sizeof(dist));
-      std::memcpy(rate, nrate, sizeof(rate));
-      std::memcpy(nb, nnb, sizeof(nb));
+      std::swap(cost, ncost);
+      std::swap(dist, ndist);
+      std::swap(rate, nrate);
+      std::swap(sig_at, nsig_at);
+      std::swap(sign_at, nsign_at);
     }
 
     int best = -1;

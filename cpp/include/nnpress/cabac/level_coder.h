@@ -113,6 +113,12 @@ void encode_level_payload(const int32_t* levels, uint64_t rows, uint64_t cols, c
 // the flush: about 2 bytes). Unchecked, as encode_level_payload.
 double estimate_level_bits(const int32_t* levels, uint64_t rows, uint64_t cols, const LevelParams& params);
 
+// bits[c] = estimate_level_bits(levels, rows, cols, params[c]) for c < count, exactly, from one
+// pass over the levels plus one over the magnitudes above each unary length (what
+// choose_level_params_for_speed prices its candidates with). Unchecked, as estimate_level_bits.
+void estimate_level_bits_many(const int32_t* levels, uint64_t rows, uint64_t cols, const LevelParams* params,
+                              size_t count, double* bits);
+
 // Appends a complete framed stream (header, payload, CRC) to *out. kInvalidArgument (nothing
 // appended) if ndim > 8, the shape does not match count, or levels is null with count > 0.
 Status encode_level_stream(const int32_t* levels, uint64_t count, const std::vector<uint64_t>& shape,

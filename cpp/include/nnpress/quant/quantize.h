@@ -66,6 +66,8 @@
 //
 //   Errors (Status kInvalidArgument, nothing written to levels, recon or result is meaningful then):
 //   rows * cols overflowing 64 bits; null weights or levels with count > 0; an unknown method;
+//   kTrellis with an NNPRESS_ISA value that names no ISA (isa_env_status(), cpu.h: the trellis'
+//   kernels use the automatic choice);
 //   step not finite or <= 0; lambda not finite or < 0; a weight
 //   that is NaN or infinite or with |w / step_ij| >= 2^30 (message names the index); a channel
 //   scale that is not finite and > 0, or a step_ij that is not (over/underflow); an importance

@@ -8,9 +8,9 @@
 //     its own neighbourhood (prev/prev2), so the rate of every branch is exactly what
 //     cabac::code_level<RatePeek> returns on the contexts the encoder will have if that path is
 //     chosen — no approximation. Without feedback the 8 states' models are held as structure of
-//     arrays and updated, moved and priced for all states at once (scalar or AVX2 kernels, picked
-//     at run time; identical results); only models some level has touched are moved. The
-//     feedback variant keeps one WeightContexts per state.
+//     arrays and updated, moved and priced for all states at once (scalar, AVX2 or AVX-512
+//     kernels, picked at run time; identical results); only models some level has touched are
+//     moved. The feedback variant keeps one WeightContexts per state.
 //   * candidates per weight, with x = w / step, s = sign(x) (+ for x == 0), b = max(1, floor(|x|) - 1):
 //     reconstruction indices s*b, s*(b+1), s*(b+2), s*(b+3) (two belong to each quantizer,
 //     with opposite level parities), 0, and the smallest non-zero index of each quantizer
@@ -54,9 +54,10 @@ namespace nnpress {
 template <class W, class F>
 uint64_t trellis_pass(const PassArgs<W, F>& args);
 
-// The same search with the per-state kernels of `isa`: the AVX2 ones for kAvx2 and kAvx512 when
-// isa_supported(Isa::kAvx2), the scalar ones otherwise. Every choice returns identical results
-// (tests compare them); trellis_pass(args) uses detect_isa().
+// The same search with the per-state kernels of `isa`: the AVX-512 ones for kAvx512 when
+// isa_supported(Isa::kAvx512), else the AVX2 ones for kAvx2 and above when
+// isa_supported(Isa::kAvx2), else the scalar ones. Every choice returns identical results (tests
+// compare them); trellis_pass(args) uses detect_isa() (so NNPRESS_ISA caps it, cpu.h).
 template <class W, class F>
 uint64_t trellis_pass(const PassArgs<W, F>& args, Isa isa);
 
