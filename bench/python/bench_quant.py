@@ -258,7 +258,7 @@ def minilm_worker(kind, path, threads):
         peers.import_nncodec()
         for w in mats.values():
             t0, c0 = time.perf_counter(), time.thread_time()
-            q, _ = peers.nncodec_quantize(w, MINILM_QP, use_dq=True)
+            _q, _ = peers.nncodec_quantize(w, MINILM_QP, use_dq=True)
             secs += time.perf_counter() - t0
             cpu += time.thread_time() - c0
             count += w.size
@@ -266,6 +266,7 @@ def minilm_worker(kind, path, threads):
         blocks = (
             "rows_per_block" if "rows_per_block" in inspect.signature(nnpress.quantize).parameters else "chunk_rows"
         )
+
         def one(name):
             w = mats[name]
             rpb = max(1, min(w.shape[0], BLOCK_ELEMENTS // w.shape[1]))

@@ -208,10 +208,16 @@ def format_report(d: Mapping, *, max_tensors: int | None = 30) -> str:
             lines.append(row)
         if chosen is not None:
             c = points[chosen]
-            lines.append(
+            text = (
                 f"chosen: point {chosen}, {c.get('bits_per_param', float('nan')):.4f} bits/param "
                 f"({c.get('file_bytes', 0):,} bytes)"
             )
+            if c.get("standard_error") and metric in (c.get("metrics") or {}):
+                text += (
+                    f"; {metric} {_fmt_metric(c['metrics'][metric])} ± {c['standard_error']:.2g} (standard error "
+                    "of the held-out mean: the budget is met with this margin)"
+                )
+            lines.append(text)
         else:
             lines.append("chosen: none of the points meets the budget")
 

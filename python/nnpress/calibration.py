@@ -42,6 +42,9 @@ class Metric:
     higher_is_better: bool
     description: str
     needs_labels: bool = False
+    # for a metric that is a mean over samples: (ref, out) -> one value per sample (the first axis of
+    # each batch), from which Task.evaluate gives the standard error of the held-out mean
+    per_sample: Callable[[Sequence[Any], Sequence[Any]], Any] | None = None
 
 
 def _cosines(ref, out):
@@ -85,6 +88,29 @@ def _kl(ref, out, labels=None) -> float:
     return float((p.exp() * (p - q)).sum(dim=-1).mean())
 
 
+def _per_sample(values: Callable[[Any, Any], Any]) -> Callable[[Sequence[Any], Sequence[Any]], Any]:
+    """Per-sample means of a per-position quantity ``values(ref_batch, out_batch)``."""
+
+    def fn(ref, out):
+        import torch
+
+        return torch.cat([values(r, o).reshape(r.shape[0], -1).double().mean(dim=1) for r, o in zip(ref, out)])
+
+    return fn
+
+
+def _kl_positions(r, o):
+    import torch
+
+    p = torch.log_softmax(r.double(), dim=-1)
+    q = torch.log_softmax(o.double(), dim=-1)
+    return (p.exp() * (p - q)).sum(dim=-1)
+
+
+def _top1_positions(r, o):
+    return r.argmax(dim=-1) == o.argmax(dim=-1)
+
+
 def _top1_agreement(ref, out, labels=None) -> float:
     a = _log_probs(ref).argmax(dim=-1)
     b = _log_probs(out).argmax(dim=-1)
@@ -104,11 +130,23 @@ def _accuracy_drop(ref, out, labels) -> float:
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric("cos_mean", _cos_mean, True, "mean cosine similarity of the outputs (per sample)"),
+        Metric("cos_mean", _cos_mean, True, "mean cosine similarity of the outputs (per sample)", per_sample=_cosines),
         Metric("cos_min", _cos_min, True, "smallest cosine similarity of the outputs over the samples"),
         Metric("rel_error", _rel_error, False, "relative L2 error of all outputs, ||out - ref|| / ||ref||"),
-        Metric("kl", _kl, False, "mean KL divergence of the output distributions (nats per position)"),
-        Metric("top1", _top1_agreement, True, "fraction of positions whose top-1 class/token is unchanged"),
+        Metric(
+            "kl",
+            _kl,
+            False,
+            "mean KL divergence of the output distributions (nats per position)",
+            per_sample=_per_sample(_kl_positions),
+        ),
+        Metric(
+            "top1",
+            _top1_agreement,
+            True,
+            "fraction of positions whose top-1 class/token is unchanged",
+            per_sample=_per_sample(_top1_positions),
+        ),
         Metric(
             "accuracy_drop",
             _accuracy_drop,
@@ -340,10 +378,22 @@ class Task:
             self._reference = self.outputs(None)
         return self._reference
 
-    def evaluate(self, state: Mapping[str, Any] | None) -> dict[str, float]:
-        """Every applicable metric of the model with ``state`` loaded, on the held-out batches."""
+    def evaluate(self, state: Mapping[str, Any] | None, *, standard_errors: bool = False):
+        """Every applicable metric of the model with ``state`` loaded, on the held-out batches.
+        ``standard_errors=True``: (metrics, {metric: standard error of its held-out mean}) for the
+        metrics that are means over samples (the spread a new sample set of the same size would
+        show)."""
         ref, out = self.reference(), self.outputs(state)
-        return {m: METRICS[m].fn(ref, out, self.labels) for m in self.metrics}
+        metrics = {m: METRICS[m].fn(ref, out, self.labels) for m in self.metrics}
+        if not standard_errors:
+            return metrics
+        errors = {}
+        for m in self.metrics:
+            if METRICS[m].per_sample is not None:
+                v = METRICS[m].per_sample(ref, out)
+                n = int(v.numel())
+                errors[m] = float(v.std(unbiased=True)) / math.sqrt(n) if n > 1 else 0.0
+        return metrics, errors
 
 
 def load_task(source, calibration, **kwargs) -> Task:

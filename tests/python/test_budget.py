@@ -83,8 +83,13 @@ def test_budget_is_met_on_the_written_file_and_the_report_is_complete(result):
     chosen = d["points"][d["chosen"]]
     assert chosen["file_bytes"] == rep.file_bytes
     # the smallest of the points that met the budget was written
-    met = [p for p in d["points"] if p["metrics"]["cos_mean"] >= 0.999]
+    met = [p for p in d["points"] if p["met"]]
     assert chosen["file_bytes"] == min(p["file_bytes"] for p in met)
+    # a point meets the budget only with a margin of one standard error of the held-out mean
+    for p in d["points"]:
+        assert p["standard_error"] > 0
+        assert p["budget_value"] == pytest.approx(p["metrics"]["cos_mean"] - p["standard_error"], rel=1e-12)
+        assert p["met"] == (p["budget_value"] >= 0.999)
     # every point has its setting, size and metrics; some point missed (the search bracketed the budget)
     assert all({"bits_per_param", "file_bytes", "metrics", "seconds", "setting"} <= set(p) for p in d["points"])
     assert any(p["metrics"]["cos_mean"] < 0.999 for p in d["points"])
@@ -186,7 +191,13 @@ def _fake_point(distance, calls):
     def point(step, sparsity):
         calls.append(step)
         cos = 1.0 - distance(step)
-        return {"file_bytes": int(1e6 / step), "metrics": {"cos_mean": cos}, "met": cos >= 0.999, "setting": {}}
+        return {
+            "file_bytes": int(1e6 / step),
+            "metrics": {"cos_mean": cos},
+            "budget_value": cos,
+            "met": cos >= 0.999,
+            "setting": {},
+        }
 
     return point
 

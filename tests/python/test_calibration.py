@@ -132,6 +132,30 @@ def test_metrics_on_batches_of_different_shapes():
     assert METRICS["rel_error"].fn(ref, out, None) == pytest.approx((num / den) ** 0.5)
 
 
+def test_standard_errors_of_per_sample_means():
+    """evaluate(standard_errors=True) gives the standard error of the held-out mean of the metrics
+    that are means over samples, computed by hand here; none for the others."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(6, 4)
+    model.eval()
+    heldout = [torch.randn(5, 6), torch.randn(3, 6)]
+    task = Task(model=model, kind="module", fit=[torch.randn(4, 6)], heldout=heldout, output_fn=lambda o: o)
+    w = model.weight.detach().numpy()
+    state = {"weight": w + 0.05 * np.random.default_rng(0).standard_normal(w.shape).astype(w.dtype)}
+    metrics, errors = task.evaluate(state, standard_errors=True)
+    assert metrics == task.evaluate(state)
+    assert set(errors) == {"cos_mean", "kl", "top1"}
+    with torch.no_grad():
+        ref = torch.cat([model(x) for x in heldout]).double()
+        out = torch.cat([torch.nn.functional.linear(x, torch.as_tensor(state["weight"]), model.bias) for x in heldout])
+    cos = torch.nn.functional.cosine_similarity(ref, out.double(), dim=1).numpy()
+    assert metrics["cos_mean"] == pytest.approx(cos.mean())
+    assert errors["cos_mean"] == pytest.approx(cos.std(ddof=1) / np.sqrt(cos.size), rel=1e-9)
+    p, q = torch.log_softmax(ref, -1), torch.log_softmax(out.double(), -1)
+    kl = (p.exp() * (p - q)).sum(-1).numpy()
+    assert errors["kl"] == pytest.approx(kl.std(ddof=1) / np.sqrt(kl.size), rel=1e-9)
+
+
 def test_task_state_dict_and_file_names_follow_names():
     model = _mlp()
     x, _ = _data()

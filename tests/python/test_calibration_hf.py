@@ -166,17 +166,37 @@ def test_prefix_names_when_loaded_without_the_head(folders):
     assert set(task.state_dict()) == _checkpoint_names(folders["lm"])
 
 
-def test_float16_checkpoint_keeps_its_dtype(folders, tmp_path):
+def _half_copy(folders, tmp_path):
     from transformers import AutoModelForCausalLM
 
     half = tmp_path / "half"
     AutoModelForCausalLM.from_pretrained(folders["lm"]).half().save_pretrained(half)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(os.path.join(folders["lm"], f), half / f)
-    task = load_task(str(half), folders["texts"], max_length=16)
+    return str(half)
+
+
+def test_float16_checkpoint_keeps_its_dtype(folders, tmp_path):
+    task = load_task(_half_copy(folders, tmp_path), folders["texts"], max_length=16)
     assert next(task.model.parameters()).dtype == torch.float32  # calibration runs in float32
     sd = task.state_dict()
     assert sd["transformer.wte.weight"].dtype == torch.float16
+
+
+def test_budget_file_keeps_the_checkpoints_names_and_dtypes(folders, tmp_path):
+    """The searched file stores what the checkpoint holds, in its dtypes: decoded, it has exactly the
+    checkpoint's names and float16 stays float16."""
+    import nnpress
+    from nnpress.budget import compress_to_budget
+
+    half = _half_copy(folders, tmp_path)
+    task = load_task(half, folders["texts"], max_length=16)
+    out = tmp_path / "half.nnp"
+    report = compress_to_budget(task, out, "kl=0.05", prune=None, feedback=False)
+    assert report.met
+    dec = nnpress.decompress(str(out))
+    assert set(dec) == _checkpoint_names(half)
+    assert all(t.dtype == torch.float16 for n, t in dec.items() if t.is_floating_point())
 
 
 def test_causal_lm_end_to_end_cli(folders, tmp_path, capsys):
