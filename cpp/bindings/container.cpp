@@ -2,6 +2,7 @@
 // (python/nnpress/container.py) allocates outputs and maps names to codes.
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -133,6 +134,20 @@ PyTensorInput make_tensor_input(std::string name, DType dtype, TensorRole role, 
   }
   return t;
 }
+
+// A ContainerFileWriter for Python: one call at a time (the mutex is taken with the GIL released,
+// so a thread waiting for it never holds the GIL the running call needs to return).
+struct PyFileWriter {
+  ContainerFileWriter writer;
+  std::mutex mu;
+
+  template <class Fn>
+  auto locked(Fn&& fn) {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(mu);
+    return fn(writer);
+  }
+};
 #endif
 
 }  // namespace
@@ -348,5 +363,64 @@ NNPRESS_BINDING(container) {
       py::arg("tensors"), py::arg("options"),
       "Assemble a .nnp file in memory (options.verify: and check that it parses); returns (bytes, stored bytes per "
       "tensor, table bytes).");
+
+  py::class_<PyFileWriter>(
+      m, "NnpFileWriter",
+      "Writes a .nnp file tensor by tensor (ContainerFileWriter in nnpress/format/container.h): a temporary file "
+      "next to `path`, renamed onto it by finish(). The bytes equal write_nnp's for the same tensors in the same "
+      "order. As a context manager, leaving the block without finish() — by an exception or not — aborts: the "
+      "temporary file is removed and an existing file at `path` is left untouched. I/O errors raise OSError "
+      "(the temporary file is then gone), bad inputs ValueError/TypeError, and a failed options.verify "
+      "FormatError.")
+      .def(py::init([](const std::string& path, const WriterOptions& options) {
+             auto w = std::make_unique<PyFileWriter>();
+             check(w->locked([&](ContainerFileWriter& f) { return f.open(path, options); }));
+             return w;
+           }),
+           py::arg("path"), py::arg("options"))
+      .def(
+          "add",
+          [](PyFileWriter& w, const PyTensorInput& t) {
+            check(w.locked([&](ContainerFileWriter& f) { return f.add(t.in); }));
+          },
+          py::arg("t"),
+          "Code one tensor's row blocks (on options.threads threads, GIL released) and append them. An alias may "
+          "refer only to a tensor added before. A refused input writes nothing and the writer stays usable.")
+      .def(
+          "finish",
+          [](PyFileWriter& w) {
+            uint64_t size = 0;
+            check(w.locked([&](ContainerFileWriter& f) { return f.finish(&size); }));
+            return size;
+          },
+          "Write the table and header, (options.verify: read the file back and check it), fsync, rename onto the "
+          "path; returns the file's size in bytes.")
+      .def(
+          "abort", [](PyFileWriter& w) { w.locked([](ContainerFileWriter& f) { f.abort(); }); },
+          "Remove the temporary file (nothing happens after finish() or a second abort()).")
+      .def_property_readonly(
+          "tensor_count",
+          [](PyFileWriter& w) { return w.locked([](ContainerFileWriter& f) { return f.tensor_count(); }); })
+      .def_property_readonly(
+          "bytes_written",
+          [](PyFileWriter& w) { return w.locked([](ContainerFileWriter& f) { return f.bytes_written(); }); },
+          "Bytes in the file so far (the whole file after finish()).")
+      .def_property_readonly(
+          "stored_bytes",
+          [](PyFileWriter& w) { return w.locked([](ContainerFileWriter& f) { return f.stored_bytes(); }); },
+          "Chunk bytes of each tensor added so far, in order.")
+      .def_property_readonly(
+          "is_open", [](PyFileWriter& w) { return w.locked([](ContainerFileWriter& f) { return f.is_open(); }); },
+          "True until finish(), abort() or an I/O error.")
+      .def(
+          "__enter__", [](PyFileWriter& w) -> PyFileWriter& { return w; }, py::return_value_policy::reference)
+      .def(
+          "__exit__",
+          [](PyFileWriter& w, const py::object&, const py::object&, const py::object&) {
+            w.locked([](ContainerFileWriter& f) { f.abort(); });
+            return false;
+          },
+          py::arg("exc_type"), py::arg("exc_value"), py::arg("traceback"),
+          "Abort unless finish() has run (the exception, if any, propagates).");
 #endif
 }

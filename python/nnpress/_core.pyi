@@ -7,7 +7,7 @@ import numpy
 import numpy.typing
 import typing
 import typing_extensions
-__all__: list[str] = ['CodebookMatrix', 'DType', 'FormatError', 'HAS_ENCODER', 'LevelParams', 'NNP_VERSION', 'NnpReader', 'QuantMethod', 'QuantOptions', 'QuantResult', 'RowGroupMatrix', 'Storage', 'TensorInput', 'TensorRole', 'WriterOptions', 'channel_scale_exps_of', 'channel_scales_of_exps', 'choose_format', 'decode_levels', 'dequantize', 'detect_isa', 'encode_levels', 'estimate_bits', 'isa_supported', 'level_stream_info', 'nnp_validate', 'quantize', 'rate_bits', 'write_nnp']
+__all__: list[str] = ['CodebookMatrix', 'DType', 'FormatError', 'HAS_ENCODER', 'LevelParams', 'NNP_VERSION', 'NnpFileWriter', 'NnpReader', 'QuantMethod', 'QuantOptions', 'QuantResult', 'RowGroupMatrix', 'Storage', 'TensorInput', 'TensorRole', 'WriterOptions', 'channel_scale_exps_of', 'channel_scales_of_exps', 'choose_format', 'decode_levels', 'dequantize', 'detect_isa', 'encode_levels', 'estimate_bits', 'isa_supported', 'level_stream_info', 'nnp_validate', 'quantize', 'rate_bits', 'write_nnp']
 class FormatError(ValueError):
     pass
 class DType:
@@ -350,6 +350,48 @@ class WriterOptions:
         ...
     @threads.setter
     def threads(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+class NnpFileWriter:
+    """
+    Writes a .nnp file tensor by tensor (ContainerFileWriter in nnpress/format/container.h): a temporary file next to `path`, renamed onto it by finish(). The bytes equal write_nnp's for the same tensors in the same order. As a context manager, leaving the block without finish() — by an exception or not — aborts: the temporary file is removed and an existing file at `path` is left untouched. I/O errors raise OSError (the temporary file is then gone), bad inputs ValueError/TypeError, and a failed options.verify FormatError.
+    """
+    def __enter__(self) -> NnpFileWriter:
+        ...
+    def __exit__(self, exc_type: typing.Any, exc_value: typing.Any, traceback: typing.Any) -> bool:
+        """
+        Abort unless finish() has run (the exception, if any, propagates).
+        """
+    def __init__(self, path: str, options: WriterOptions) -> None:
+        ...
+    def abort(self) -> None:
+        """
+        Remove the temporary file (nothing happens after finish() or a second abort()).
+        """
+    def add(self, t: TensorInput) -> None:
+        """
+        Code one tensor's row blocks (on options.threads threads, GIL released) and append them. An alias may refer only to a tensor added before. A refused input writes nothing and the writer stays usable.
+        """
+    def finish(self) -> int:
+        """
+        Write the table and header, (options.verify: read the file back and check it), fsync, rename onto the path; returns the file's size in bytes.
+        """
+    @property
+    def bytes_written(self) -> int:
+        """
+        Bytes in the file so far (the whole file after finish()).
+        """
+    @property
+    def is_open(self) -> bool:
+        """
+        True until finish(), abort() or an I/O error.
+        """
+    @property
+    def stored_bytes(self) -> list[int]:
+        """
+        Chunk bytes of each tensor added so far, in order.
+        """
+    @property
+    def tensor_count(self) -> int:
         ...
 class LevelParams:
     """

@@ -1,5 +1,6 @@
 // The .nnp reader (decoder side, always built). Layout: docs/FORMAT.md.
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -10,6 +11,14 @@
 #include "../common/parallel.h"
 #include "nnpress/format/container.h"
 #include "nnpress/format/crc.h"
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#define NNPRESS_MMAP 1
+#endif
 
 namespace nnpress {
 
@@ -505,6 +514,51 @@ struct ContainerReader::Scratch {
   std::vector<float> values;
 };
 
+#ifdef NNPRESS_MMAP
+// A read-only, private mapping of a whole regular file, and the open descriptor (to notice a file
+// that shrank before touching pages that no longer exist).
+struct ContainerReader::Mapping {
+  int fd = -1;
+  void* base = nullptr;
+  size_t size = 0;
+  std::string path;
+  size_t page = 4096;
+  ~Mapping() {
+    if (base != nullptr) ::munmap(base, size);
+    if (fd >= 0) ::close(fd);
+  }
+  // kIo if the file's size is no longer the mapped size (truncated or grown by someone else).
+  Status check_unchanged() const {
+    struct stat st;
+    if (::fstat(fd, &st) != 0) return Status(StatusCode::kIo, "cannot stat '" + path + "': " + std::strerror(errno));
+    if (uint64_t(st.st_size) != uint64_t(size))
+      return Status(StatusCode::kIo, "'" + path + "' changed size while open (" + std::to_string(size) +
+                                         " bytes, now " + std::to_string(uint64_t(st.st_size)) + ")");
+    return Status::Ok();
+  }
+  // The mapping is advised MADV_RANDOM (a page fault reads that page, no read-around), so opening
+  // reads the header and the table only; decoding asks for exactly a chunk's pages with
+  // MADV_WILLNEED before reading it.
+  void advise(uint64_t offset, uint64_t n, int advice) const {
+    const uint64_t lo = offset / page * page, hi = std::min<uint64_t>(size, offset + n);
+    if (hi > lo) ::madvise(static_cast<uint8_t*>(base) + lo, size_t(hi - lo), advice);
+  }
+  void will_need(uint64_t offset, uint64_t n) const { advise(offset, n, MADV_WILLNEED); }
+  // Gives the whole pages inside [offset, offset + n) back to the OS page cache: they were only
+  // read, so a later access maps them again from the file.
+  void release(uint64_t offset, uint64_t n) const {
+    const uint64_t lo = (offset + page - 1) / page * page, hi = (offset + n) / page * page;
+    if (hi > lo) ::madvise(static_cast<uint8_t*>(base) + lo, size_t(hi - lo), MADV_DONTNEED);
+  }
+};
+#else
+struct ContainerReader::Mapping {
+  Status check_unchanged() const { return Status::Ok(); }
+  void will_need(uint64_t, uint64_t) const {}
+  void release(uint64_t, uint64_t) const {}
+};
+#endif
+
 ContainerReader::ContainerReader() = default;
 ContainerReader::~ContainerReader() = default;
 ContainerReader::ContainerReader(ContainerReader&&) noexcept = default;
@@ -541,25 +595,79 @@ Status ContainerReader::open_bytes(std::vector<uint8_t> bytes, ContainerReader* 
   return Status::Ok();
 }
 
+namespace {
+
+// The whole file read into memory (for files that cannot be mapped: pipes, devices, platforms
+// without mmap).
+Status read_whole(std::FILE* f, const std::string& path, std::vector<uint8_t>* bytes) {
+  uint8_t buf[1 << 16];
+  for (;;) {
+    const size_t got = std::fread(buf, 1, sizeof buf, f);
+    bytes->insert(bytes->end(), buf, buf + got);
+    if (got < sizeof buf) break;
+  }
+  if (std::ferror(f)) return Status(StatusCode::kIo, "cannot read '" + path + "'");
+  return Status::Ok();
+}
+
+Status open_error(const std::string& path, int e) {
+  return Status(StatusCode::kIo, "cannot open '" + path + "': " + std::strerror(e));
+}
+
+}  // namespace
+
 Status ContainerReader::open_file(const std::string& path, ContainerReader* out, const ReaderOptions& options) {
   if (out == nullptr) return invalid_argument("ContainerReader::open_file: null reader");
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) return Status(StatusCode::kIo, "cannot open '" + path + "': " + std::strerror(errno));
-  std::vector<uint8_t> bytes;
-  bool ok = std::fseek(f, 0, SEEK_END) == 0;
-  long end = ok ? std::ftell(f) : -1;
-  ok = ok && end >= 0 && std::fseek(f, 0, SEEK_SET) == 0;
-  if (ok) {
-    bytes.resize(size_t(end));
-    ok = bytes.empty() || std::fread(bytes.data(), 1, bytes.size(), f) == bytes.size();
-    // The file must not have grown between ftell and fread: one more byte means it changed.
-    if (ok && std::fgetc(f) != EOF) ok = false;
+  Status s;
+  ContainerReader r;
+#ifdef NNPRESS_MMAP
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return open_error(path, errno);
+  auto map = std::make_unique<Mapping>();
+  map->fd = fd;
+  map->path = path;
+  const long page = ::sysconf(_SC_PAGESIZE);
+  if (page > 0) map->page = size_t(page);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return Status(StatusCode::kIo, "cannot stat '" + path + "': " + std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) return Status(StatusCode::kIo, "cannot read '" + path + "': it is a folder");
+  if (S_ISREG(st.st_mode)) {
+    if (uint64_t(st.st_size) > uint64_t(SIZE_MAX))
+      return Status(StatusCode::kIo, "cannot map '" + path + "': too large for this machine's address space");
+    map->size = size_t(st.st_size);
+    if (map->size != 0) {
+      void* p = ::mmap(nullptr, map->size, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (p == MAP_FAILED) return Status(StatusCode::kIo, "cannot map '" + path + "': " + std::strerror(errno));
+      map->base = p;
+      map->advise(0, map->size, MADV_RANDOM);
+    }
+    r.data_ = static_cast<const uint8_t*>(map->base);
+    r.size_ = map->size;
+    r.map_ = std::move(map);
+  } else {
+    // Not a regular file (a pipe, a device): read it whole.
+    std::FILE* f = ::fdopen(fd, "rb");
+    if (f == nullptr) return open_error(path, errno);
+    map->fd = -1;  // owned by f now
+    s = read_whole(f, path, &r.owned_);
+    std::fclose(f);
+    if (!s.ok()) return s;
+    r.data_ = r.owned_.data();
+    r.size_ = r.owned_.size();
   }
+#else
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return open_error(path, errno);
+  s = read_whole(f, path, &r.owned_);
   std::fclose(f);
-  if (!ok) return Status(StatusCode::kIo, "cannot read '" + path + "'");
-  Status s = open_bytes(std::move(bytes), out, options);
+  if (!s.ok()) return s;
+  r.data_ = r.owned_.data();
+  r.size_ = r.owned_.size();
+#endif
+  s = r.parse(options);
   if (!s.ok()) return Status(s.code(), path + ": " + s.message());
-  return s;
+  *out = std::move(r);
+  return Status::Ok();
 }
 
 Status ContainerReader::parse(const ReaderOptions& options) {
@@ -606,6 +714,10 @@ Status ContainerReader::find(const std::string& name, size_t* index) const {
 
 Status ContainerReader::run_tasks(std::vector<Task>& tasks, unsigned threads) const {
   if (tasks.empty()) return Status::Ok();
+  if (map_) {
+    Status s = map_->check_unchanged();
+    if (!s.ok()) return s;
+  }
   // Largest chunks first for balance; ties by file order. Errors are reported in file order.
   std::vector<size_t> order(tasks.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
@@ -628,6 +740,14 @@ Status ContainerReader::run_task(const Task& task, Scratch* scratch) const {
     return "nnp: " + quoted(task.label) + ", chunk " + std::to_string(task.chunk + 1) + " of " +
            std::to_string(t.chunks.size());
   };
+  struct Release {  // a mapped chunk's pages go back to the page cache once it is decoded
+    const Mapping* map;
+    const ChunkRef& ch;
+    ~Release() {
+      if (map) map->release(ch.offset, ch.size);
+    }
+  } release{map_.get(), ch};
+  if (map_) map_->will_need(ch.offset, ch.size);
   if (crc32c(src, size_t(ch.size)) != ch.crc) return corrupt(where() + ": checksum mismatch (corrupt data)");
   if (t.storage == Storage::kRaw) {
     if (ch.size) std::memcpy(task.out, src, size_t(ch.size));
@@ -747,10 +867,17 @@ Status ContainerReader::decode_levels(size_t i, int32_t* out, uint64_t out_count
 }
 
 Status ContainerReader::verify_checksums() const {
+  if (map_) {
+    Status s = map_->check_unchanged();
+    if (!s.ok()) return s;
+  }
   for (const TensorInfo& t : tensors_) {
     for (size_t k = 0; k < t.chunks.size(); ++k) {
       const ChunkRef& ch = t.chunks[k];
-      if (crc32c(data_ + ch.offset, size_t(ch.size)) != ch.crc)
+      if (map_) map_->will_need(ch.offset, ch.size);
+      const uint32_t crc = crc32c(data_ + ch.offset, size_t(ch.size));
+      if (map_) map_->release(ch.offset, ch.size);
+      if (crc != ch.crc)
         return corrupt("nnp: " + quoted(t.name) + ", chunk " + std::to_string(k + 1) + " of " +
                        std::to_string(t.chunks.size()) + ": checksum mismatch (corrupt data)");
     }

@@ -48,9 +48,10 @@
 //     decode error the output holds unspecified values.
 //
 //   Writing (only with NNPRESS_ENCODER=ON): fill TensorInput records and call write_container, which
-//   builds the whole file in memory. Chunks are coded in parallel; the output bytes are identical
-//   for every thread count. Writing the bytes to disk is the caller's (the Python package replaces
-//   files atomically with nnpress.container.write_bytes_atomic).
+//   builds the whole file in memory, or append them one by one to a ContainerFileWriter, which
+//   streams them to a temporary file and renames it onto the destination when finished. Both give
+//   the same bytes. Chunks are coded in parallel; the output bytes are identical for every thread
+//   count.
 //
 // SURPRISES
 //   - open_memory does not copy: the buffer must outlive the reader. open_file and open_bytes own
@@ -212,6 +213,8 @@ class ContainerReader {
   Status run_tasks(std::vector<Task>& tasks, unsigned threads) const;
   Status run_task(const Task& task, Scratch* scratch) const;
 
+  struct Mapping;
+  std::unique_ptr<Mapping> map_;  // open_file on a regular file (POSIX): the mapping of the file
   std::vector<uint8_t> owned_;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
@@ -263,8 +266,9 @@ struct WriterOptions {
   // pair whose measured size is within this fraction of the smallest; < 0: choose_level_params.
   double size_tolerance = 0.001;
   std::string metadata;                        // stored as is (UTF-8 JSON by convention)
-  // Parse the assembled bytes with ContainerReader and check every CRC before returning (for
-  // callers that replace a file with them); a failure keeps the reader's status code.
+  // Parse the assembled bytes with ContainerReader and check every CRC: write_container before
+  // returning (for callers that replace a file with the bytes), ContainerFileWriter::finish on the
+  // temporary file read back, before the rename. A failure keeps the reader's status code.
   bool verify = false;
 };
 
@@ -283,8 +287,65 @@ struct WriteResult {
 // Not checked by the input rules, but rejected by every reader: names or metadata that are not valid
 // UTF-8 and tensors beyond ReaderOptions' default limits; with WriterOptions::verify the writer reads
 // its result back and returns the reader's status for such a file (nnpress.compress always does).
+// All tensors are validated first, then every row block of every tensor is coded on one pool.
 Status write_container(const std::vector<TensorInput>& tensors, const WriterOptions& options, std::vector<uint8_t>* out,
                        WriteResult* result = nullptr);
+
+// Writes a .nnp file tensor by tensor, holding only the current tensor's coded chunks and the table
+// entries in memory. The bytes are identical to write_container's for the same inputs in the same
+// order and options (both run the same assembler; only where the bytes go differs).
+//
+//   ContainerFileWriter w;
+//   Status s = w.open("model.nnp", options);       // creates ".model.nnp.<random>.tmp" next to it
+//   for (...) if (s.ok()) s = w.add(tensor);       // codes the tensor's row blocks on options.threads
+//   if (s.ok()) s = w.finish(&size);               // table, header, fsync, rename onto model.nnp
+//   // on any failure (or if finish is never reached) the destructor removes the temporary file.
+//
+//   - open: the temporary file is created in the destination's folder with O_EXCL and mode
+//     0666 & ~umask (as a plain open() would); a 40-byte header placeholder is written. kIo if the
+//     folder is missing or not writable; kInvalidArgument for an empty path, a writer already open
+//     or block_elements == 0.
+//   - add: the TensorInput rules of write_container; an alias may refer only to a tensor added
+//     before. An input refused with kInvalidArgument writes nothing and leaves the writer usable.
+//     The input's arrays are read only during the call.
+//   - finish: writes the table (tensor count, WriterOptions::metadata, the entries) and the real
+//     header, then — with WriterOptions::verify — opens the complete temporary file with
+//     ContainerReader (parsing the table, as any reader will) and checks every chunk's CRC-32C
+//     against the bytes read back from the file; then fsync, rename onto the path (replacing an
+//     existing file atomically) and fsync of the folder. *file_size (optional) gets the file's size,
+//     *result (optional) the stored bytes per tensor and the table size.
+//   - abort (and the destructor of a writer that was opened but not finished): closes and removes
+//     the temporary file; an existing file at the path is never touched. Idempotent.
+//   - Errors: every I/O failure (ENOSPC, EFBIG, EIO, a short write, fsync or rename failing) is a
+//     kIo Status naming the destination path and the system's reason; the temporary file is then
+//     removed and the writer is closed. add / finish after finish, abort or a failure are
+//     kInvalidArgument ("not open"). A verify failure keeps the reader's status code.
+//   - Not thread-safe: one thread at a time per writer (its coding still uses options.threads).
+//   - POSIX only (open/write/fsync/rename); elsewhere open returns kUnsupported.
+class ContainerFileWriter {
+ public:
+  ContainerFileWriter();
+  ~ContainerFileWriter();  // abort() unless finished
+  ContainerFileWriter(ContainerFileWriter&&) noexcept;
+  ContainerFileWriter& operator=(ContainerFileWriter&&) noexcept;  // aborts the writer it replaces
+  ContainerFileWriter(const ContainerFileWriter&) = delete;
+  ContainerFileWriter& operator=(const ContainerFileWriter&) = delete;
+
+  Status open(const std::string& path, const WriterOptions& options);
+  Status add(const TensorInput& tensor);
+  Status finish(uint64_t* file_size = nullptr, WriteResult* result = nullptr);
+  void abort();
+
+  bool is_open() const;             // opened, not yet finished, aborted or failed
+  size_t tensor_count() const;      // tensors added so far
+  uint64_t bytes_written() const;   // bytes in the file so far (header placeholder + chunks; all after finish)
+  const std::vector<uint64_t>& stored_bytes() const;  // chunk bytes per tensor added
+  const std::string& temp_path() const;  // the temporary file while open, else empty
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 #endif
 
 }  // namespace nnpress
