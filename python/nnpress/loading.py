@@ -94,7 +94,7 @@ def load_state_dict(model, path, strict: bool = True, *, threads: int | None = N
             if t.device.type == "cpu" and t.dtype == file_dtype and t.is_contiguous():
                 if t.numel():
                     # the parameter's own bytes as a numpy view: decoded in place
-                    f.read_into(name, t.view(torch.uint8).reshape(-1).numpy(), threads=threads)
+                    f.read_into(name, t.reshape(-1).view(torch.uint8).numpy(), threads=threads)
             else:
                 a = f.read(name, threads=threads)
                 if e["dtype"] == "bfloat16":

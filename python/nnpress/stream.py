@@ -143,12 +143,13 @@ class _Sink:
         self.index.setdefault(record.name, self.count)
         self.count += 1
         if self._w is not None:
-            self.stored.append(int(self._w.add(ti)))
+            self._w.add(ti)
         else:
             self._inputs.append(ti)
 
     def finish(self) -> int:
         if self._w is not None:
+            self.stored = [int(s) for s in self._w.stored_bytes]
             return int(self._w.finish())
         from .container import write_bytes_atomic
 

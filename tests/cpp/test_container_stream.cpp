@@ -643,8 +643,8 @@ int main() {
   test_file_changed_size();
   test_reads_only_what_it_needs();
   // Clean up what the tests left (a failing test may leave files; the folder is then kept).
-  for (const std::string& n : {"mix.nnp", "plain.nnp", "none.nnp", "state.nnp", "keep.nnp", "other.nnp",
-                               "fsize/big.nnp"})
+  for (const std::string& n :
+       {"mix.nnp", "plain.nnp", "none.nnp", "state.nnp", "keep.nnp", "other.nnp", "fsize/big.nnp"})
     unlink((g_dir + "/" + n).c_str());
   rmdir((g_dir + "/fsize").c_str());
   rmdir(g_dir.c_str());
