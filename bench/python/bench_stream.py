@@ -1,16 +1,17 @@
 """Streaming compress / decompress on a synthetic LLM-shaped bfloat16 checkpoint (issue 16).
 
 Writes a sharded checkpoint under a temporary folder (``--dir``, default /tmp): ``--blocks`` transformer
-blocks of 4096x11008 (up), 11008x4096 (down), 4x 4096x4096 (q, k, v, o) plus two 4096 norms, an
+blocks of 11008x4096 (up), 4096x11008 (down), 4x 4096x4096 (q, k, v, o) plus two 4096 norms, an
 embedding and a head of ``--vocab`` x 4096, in shards of at most ``--shard-size``. Then, each in a fresh
 process under ``/usr/bin/time -v``:
 
 - ``nnpress compress ckpt/ x.nnp`` and ``nnpress decompress x.nnp out/``: peak resident memory, next to
   the issue's budget (4x the largest tensor's float32 size + 500 MB);
-- decode throughput of the ``.nnp`` (every tensor decoded into a reused buffer, nothing written) with
-  one thread and with all threads, in weights/s and MB/s of bfloat16 output, next to reading the raw
-  safetensors from disk (page cache dropped where allowed, else warm) and, with ``--nncodec``, NNCodec's
-  decoder on block 0's q_proj (its bitstream of the same tensor, float32 in, its default qp -38).
+- decode throughput of the ``.nnp`` (the tensors of the first ``--throughput-blocks`` blocks decoded
+  into a reused buffer, nothing written) with one thread and with all threads, in weights/s and MB/s
+  of bfloat16 output, next to reading the raw safetensors from disk (page cache dropped where allowed,
+  else warm) and, with ``--nncodec``, NNCodec's decoder on block 0's q_proj (its bitstream of the same
+  tensor, float32 in, its default qp -38).
 
 With ``--scale 2`` the same with twice the blocks, to show that the peak does not grow with the model.
 Everything is deleted at the end (``--keep`` keeps it). The numbers are printed as JSON and a table.
@@ -129,35 +130,45 @@ def drop_cache(path: str) -> bool:
         return False
 
 
-def decode_throughput(nnp: str, threads: int | None) -> dict:
-    """Decode every tensor into a reused buffer (nothing written): seconds, weights/s, MB/s of output."""
+def throughput_names(blocks: int) -> list[str]:
+    """The tensors the throughput runs decode and read: the first ``blocks`` transformer blocks."""
+    return [n for i in range(blocks) for n, _ in block_shapes(i)]
+
+
+def decode_throughput(nnp: str, threads: int | None, names: list[str]) -> dict:
+    """Decode ``names`` into a reused buffer (nothing written): seconds, weights/s, MB/s of output."""
     import nnpress
 
     drop_cache(nnp)
     f = nnpress.NnpFile(nnp)
-    largest = max(f.nbytes(n) for n in f.names)
+    largest = max(f.nbytes(n) for n in names)
     buf = np.empty(largest, np.uint8)
     t = time.perf_counter()
     weights = out_bytes = 0
-    for n in f.names:
+    for n in names:
         b = f.nbytes(n)
         f.read_into(n, buf[:b], threads=threads)
         weights += f.entry(n)["count"]
         out_bytes += b
     s = time.perf_counter() - t
-    return {"threads": threads or os.cpu_count(), "seconds": s, "weights_per_s": weights / s, "MB_per_s": out_bytes / s / 1e6}
+    return {
+        "threads": threads or os.cpu_count(),
+        "seconds": s,
+        "weights_per_s": weights / s,
+        "MB_per_s": out_bytes / s / 1e6,
+    }
 
 
-def raw_read_throughput(folder: str) -> dict:
-    """Read every tensor of the safetensors shards from disk (readinto), as a baseline."""
+def raw_read_throughput(folder: str, names: list[str]) -> dict:
+    """Read ``names`` from the safetensors shards on disk (readinto), as a baseline."""
     from nnpress.checkpoint import open_checkpoint, read_tensor
 
     ck = open_checkpoint(folder)
     cold = all(drop_cache(f.path) for f in ck.files)
     t = time.perf_counter()
     weights = nbytes = 0
-    for info in ck.infos():
-        a = read_tensor(info)
+    for n in names:
+        a = read_tensor(ck.info(n))
         weights += a.size
         nbytes += a.nbytes
         del a
@@ -213,9 +224,11 @@ def run(args, blocks: int) -> dict:
         budget = 4 * 4 * info["largest_elements"] + 500e6
         res["budget_bytes"] = budget
         if not args.skip_throughput:
-            res["decode_1_thread"] = decode_throughput(nnp, 1)
-            res["decode_all_threads"] = decode_throughput(nnp, None)
-            res["raw_safetensors_read"] = raw_read_throughput(ck)
+            names = throughput_names(min(blocks, args.throughput_blocks))
+            res["throughput_tensors"] = len(names)
+            res["decode_1_thread"] = decode_throughput(nnp, 1, names)
+            res["decode_all_threads"] = decode_throughput(nnp, None, names)
+            res["raw_safetensors_read"] = raw_read_throughput(ck, names)
             if args.nncodec:
                 res["nncodec"] = nncodec_decode(ck, [block_shapes(0)[1][0]], work)
         return res
@@ -232,6 +245,7 @@ def main(argv=None) -> int:
     p.add_argument("--dir", default="/tmp")
     p.add_argument("--scale", type=int, default=2, help="also run with this many times the blocks (1: no)")
     p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--throughput-blocks", type=int, default=2, help="blocks decoded/read for the throughput runs")
     p.add_argument("--nncodec", action="store_true", help="time NNCodec's decoder on block 0's q_proj")
     p.add_argument("--keep", action="store_true")
     a = p.parse_args(argv)
@@ -244,7 +258,8 @@ def main(argv=None) -> int:
     for r in out["runs"]:
         c = r["checkpoint"]
         print(
-            f"\n{c['blocks']} blocks, {c['tensors']} tensors in {c['shards']} shards, {c['params'] / 1e9:.2f} G params, "
+            f"\n{c['blocks']} blocks, {c['tensors']} tensors in {c['shards']} shards, "
+            f"{c['params'] / 1e9:.2f} G params, "
             f"{c['bytes'] / 1e9:.2f} GB bf16 -> {r['nnp_bytes'] / 1e9:.3f} GB .nnp; budget "
             f"{r['budget_bytes'] / 1e6:.0f} MB"
         )

@@ -22,7 +22,8 @@ Contract
 
 Surprises
 ---------
-- The file is read into memory once (the reader does not keep it open).
+- A regular file is memory-mapped: opening reads the header and table pages, decoding a tensor
+  touches only its chunks' pages (and gives them back afterwards); pipes and devices are read whole.
 - Aliases (tied tensors) decode to the *same* array object as their target in ``read_all``.
 """
 

@@ -26,6 +26,7 @@ Contract
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections import Counter
@@ -119,6 +120,38 @@ def _find_nnp(folder: str) -> str:
     raise ValueError(f"{folder!r} holds several .nnp files {found}: name the one to load model.nnp")
 
 
+def _no_init_weights():
+    """transformers' context that skips the random initialisation (None if this version lacks it)."""
+    for mod in ("transformers.initialization", "transformers.modeling_utils"):
+        try:
+            return importlib.import_module(mod).no_init_weights
+        except (ImportError, AttributeError):
+            continue
+    return None
+
+
+def _new_model(cls, config, dtype):
+    try:
+        return cls.from_config(config, dtype=dtype)  # parameters created in the target dtype
+    except TypeError:  # transformers before 4.56 names it torch_dtype
+        return cls.from_config(config, torch_dtype=dtype)
+
+
+def _build(cls, config, dtype, f: NnpFile):
+    """The model for ``config``; its random initialisation is skipped when the file holds every
+    parameter and persistent buffer (checked on a meta-device copy first), since all are overwritten."""
+    import torch
+
+    skip = _no_init_weights()
+    if skip is not None:
+        with torch.device("meta"):
+            names = set(_new_model(cls, config, dtype).state_dict())
+        if names <= set(f.names):
+            with skip():
+                return _new_model(cls, config, dtype)
+    return _new_model(cls, config, dtype)
+
+
 def from_pretrained(folder, cls=None, *, dtype="auto", strict: bool = True, threads: int | None = None, **kwargs):
     """A transformers model from ``folder`` (config.json + a ``.nnp`` file; module docstring).
     ``kwargs`` go to ``AutoConfig.from_pretrained``."""
@@ -141,10 +174,7 @@ def from_pretrained(folder, cls=None, *, dtype="auto", strict: bool = True, thre
             dtype = _torch_dtype(floats.most_common(1)[0][0]) if floats else torch.float32
     if isinstance(dtype, str):
         dtype = _torch_dtype(dtype)
-    try:
-        model = cls.from_config(config, dtype=dtype)  # parameters created in the target dtype
-    except TypeError:  # transformers before 4.56 names it torch_dtype
-        model = cls.from_config(config, torch_dtype=dtype)
+    model = _build(cls, config, dtype, f)
     # what transformers' own loader tolerates: names the model keeps as non-persistent buffers
     # (e.g. position_ids, saved by older versions) and the class's ignore patterns
     ignore_unexpected = {n for n, _ in model.named_buffers()} - set(model.state_dict())

@@ -126,43 +126,29 @@ def checkpoint_entries(ckpt: Checkpoint) -> list[TensorEntry]:
 
 
 class _Sink:
-    """Appends tensors to the .nnp file: ``_core.NnpFileWriter`` when the extension has it, else
-    the in-memory writer (all levels held until the end; same bytes)."""
+    """Appends records to the .nnp file through ``_core.NnpFileWriter`` (a temporary file renamed by
+    ``finish``, removed by ``abort``)."""
 
     def __init__(self, dest: str, options):
-        self.dest = dest
-        self.options = options
+        if not _core.HAS_ENCODER:
+            raise RuntimeError("this nnpress build has no encoder (NNPRESS_ENCODER=OFF)")
         self.index: dict[str, int] = {}
         self.count = 0
         self.stored: list[int] = []
-        self._inputs: list = []
-        self._w = _core.NnpFileWriter(dest, options) if hasattr(_core, "NnpFileWriter") else None
+        self._w = _core.NnpFileWriter(dest, options)
 
     def add(self, record) -> None:
         ti = _tensor_input(record, self.index)
         self.index.setdefault(record.name, self.count)
         self.count += 1
-        if self._w is not None:
-            self._w.add(ti)
-        else:
-            self._inputs.append(ti)
+        self._w.add(ti)
 
     def finish(self) -> int:
-        if self._w is not None:
-            self.stored = [int(s) for s in self._w.stored_bytes]
-            return int(self._w.finish())
-        from .container import write_bytes_atomic
-
-        data, stored, _ = _core.write_nnp(self._inputs, self.options)
-        self._inputs = []
-        self.stored = [int(s) for s in stored]
-        write_bytes_atomic(self.dest, data)
-        return len(data)
+        self.stored = [int(s) for s in self._w.stored_bytes]
+        return int(self._w.finish())
 
     def abort(self) -> None:
-        self._inputs = []
-        if self._w is not None:
-            self._w.abort()
+        self._w.abort()
 
 
 def compress_checkpoint(

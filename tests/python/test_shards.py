@@ -31,7 +31,7 @@ def _shards(folder, parts: list[dict], index: bool = True, n: int | None = None)
     for k, part in enumerate(parts):
         fn = f"model-{k + 1:05d}-of-{n:05d}.safetensors"
         save_safetensors(part, os.path.join(folder, fn), metadata={"format": "pt"})
-        wm.update({name: fn for name in part})
+        wm.update(dict.fromkeys(part, fn))
     if index:
         with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
             json.dump({"metadata": {"total_size": 0}, "weight_map": wm}, f)
@@ -144,7 +144,7 @@ GOOD = {"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}
 
 
 @pytest.mark.parametrize(
-    "header, body, hlen, message",
+    ("header", "body", "hlen", "message"),
     [
         (GOOD, b"\0" * 16, 1 << 40, "header length"),  # claims more than the file: nothing allocated
         (b"{not json", b"", None, "not valid JSON"),
@@ -199,3 +199,15 @@ def test_sizes_and_shard_plan():
     # a tensor bigger than the limit gets a shard of its own; order kept
     assert plan_shards([("a", 4), ("b", 4), ("c", 9), ("d", 1)], 8) == [["a", "b"], ["c"], ["d"]]
     assert plan_shards([], 8) == [[]]
+
+
+def test_written_tensors_are_aligned_and_listed_in_order(tmp_path):
+    from nnpress.checkpoint import OutSpec, safetensors_layout
+
+    specs = [OutSpec("a", "bfloat16", (3,)), OutSpec("b", "int64", (4,)), OutSpec("c", "float32", (2,))]
+    head, order = safetensors_layout(specs, {"format": "pt"})
+    header = json.loads(head[8:])
+    assert len(head) % 8 == 0 and [k for k in header if k != "__metadata__"] == ["a", "b", "c"]
+    for s in specs:
+        assert header[s.name]["data_offsets"][0] % (s.nbytes // max(1, int(np.prod(s.shape)))) == 0, s.name
+    assert [s.name for s in order] == ["b", "c", "a"]

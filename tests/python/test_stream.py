@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 import weakref
@@ -37,6 +38,7 @@ def _state(seed=0) -> dict:
     nan = torch.randn(16, 8, generator=g)
     nan[3, 4] = float("nan")
     sd["model.odd.weight"] = nan  # float32 with a NaN: stored exactly
+    sd["model.rotary.a_scale"] = torch.ones(3).bfloat16()  # 6 bytes: what follows it would be misaligned
     sd["model.rotary.inv_freq"] = torch.arange(16, dtype=torch.int64)
     sd["lm_head.weight"] = (0.05 * torch.randn(96, 32, generator=g)).bfloat16()
     return sd
@@ -142,7 +144,13 @@ def test_round_trip_through_shards_keeps_dtypes_metadata_and_exact_tensors(tmp_p
     assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size() for t in sd.values())
     assert s["files"][-1].endswith("model.safetensors.index.json")
     back = {}
-    for p in shards:
+    for p in shards:  # every tensor's data starts at a multiple of its element size (zero-copy loaders)
+        raw = (out / p).read_bytes()
+        (hlen,) = struct.unpack("<Q", raw[:8])
+        assert hlen % 8 == 0
+        for name, spec in json.loads(raw[8 : 8 + hlen]).items():
+            if name != "__metadata__":
+                assert spec["data_offsets"][0] % {"I64": 8, "F32": 4}.get(spec["dtype"], 2) == 0, (p, name)
         assert os.path.getsize(out / p) <= 4000 + 4096 or len(safetensors_torch.load_file(out / p)) == 1
         with safetensors_torch.safe_open(out / p, "pt") as f:
             assert f.metadata() == {"format": "pt", "note": "x"}
@@ -210,7 +218,7 @@ class _Tiny(torch.nn.Module):
         self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
 
 
-def test_load_state_dict_in_place_and_converting(tmp_path):
+def test_load_state_dict_in_place_and_converting(tmp_path, monkeypatch):
     src = _Tiny(torch.bfloat16)
     with torch.no_grad():
         for p in src.parameters():
@@ -222,7 +230,11 @@ def test_load_state_dict_in_place_and_converting(tmp_path):
     # same dtype: decoded straight into the parameters' storage (the data pointers do not move)
     dst = _Tiny(torch.bfloat16)
     ptrs = {n: p.data_ptr() for n, p in dst.state_dict().items()}
+    temporaries = []
+    real_read = nnpress.NnpFile.read
+    monkeypatch.setattr(nnpress.NnpFile, "read", lambda self, n, **k: temporaries.append(n) or real_read(self, n, **k))
     res = nnpress.load_state_dict(dst, nnp)
+    assert temporaries == []  # no decoded copy: every tensor went into its parameter
     assert res.missing_keys == [] and res.unexpected_keys == []
     for n, t in dst.state_dict().items():
         assert t.data_ptr() == ptrs[n] and torch.equal(t, ref[n]), n
@@ -230,6 +242,7 @@ def test_load_state_dict_in_place_and_converting(tmp_path):
     # another dtype: converted one tensor at a time
     dst32 = _Tiny(torch.float32)
     nnpress.load_state_dict(dst32, nnp)
+    assert sorted(temporaries) == sorted(set(ref) - {"head.weight", "steps"})  # one temporary per converted tensor
     for n, t in dst32.state_dict().items():
         assert t.dtype == (torch.int64 if n == "steps" else torch.float32)
         assert torch.equal(t, ref[n].to(t.dtype)), n

@@ -71,7 +71,7 @@ def test_from_pretrained_errors(tmp_path):
     _tiny_bert(tmp_path / "hf")
     nf = tmp_path / "nf"
     _copy_config(tmp_path / "hf", nf)
-    with pytest.raises(FileNotFoundError, match="no .nnp"):
+    with pytest.raises(FileNotFoundError, match=r"no \.nnp"):
         nnpress.from_pretrained(nf)
     nnpress.compress({"unrelated.weight": torch.ones(4, 4)}, nf / "model.nnp")
     with pytest.raises(RuntimeError, match="missing keys"):

@@ -25,7 +25,9 @@ def _records():
     scaled = rng.laplace(scale=2.0, size=(12, 10)).round().astype(np.int32)
     return [
         TensorRecord("w.big", "float32", "weight", "quantized", (64, 50), data=big, step=0.01, lam=0.5),
-        TensorRecord("w.trellis", "float16", "weight", "quantized", (3, 4), data=big[:3, :4], method="trellis", step=0.25),
+        TensorRecord(
+            "w.trellis", "float16", "weight", "quantized", (3, 4), data=big[:3, :4], method="trellis", step=0.25
+        ),
         TensorRecord(
             "w.scaled",
             "bfloat16",
@@ -205,9 +207,7 @@ _FSIZE_CHILD = textwrap.dedent(
 
 def test_file_size_limit_raises_oserror_and_leaves_nothing(tmp_path):
     (tmp_path / "m.nnp").write_bytes(b"old")
-    r = subprocess.run(
-        [sys.executable, "-c", _FSIZE_CHILD, str(tmp_path)], capture_output=True, text=True, timeout=120
-    )
+    r = subprocess.run([sys.executable, "-c", _FSIZE_CHILD, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.strip() == "OSError ['m.nnp']"
     assert (tmp_path / "m.nnp").read_bytes() == b"old"
