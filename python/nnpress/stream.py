@@ -6,7 +6,8 @@ Contract
   compresses a :class:`~nnpress.checkpoint.Checkpoint` (a safetensors file or a sharded folder)
   into ``dest``. First pass: the tensors' names, dtypes and shapes (from the headers, no data) give
   the model-level statistics of the step rules (``encode.model_stats``). Second pass: tensors are
-  read one at a time by a reader thread (one tensor ahead), each goes through the one encode path
+  read one at a time by a reader thread (one tensor ahead of the encoders), each goes through the
+  one encode path
   (``encode.encode_tensor``) and is appended to the file in order (``_core.NnpFileWriter``, which
   writes to a temporary file renamed by ``finish``). Small tensors are encoded concurrently, as
   ``encode_model`` does, as long as the tensors in flight hold no more elements than the largest
@@ -48,7 +49,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -88,27 +88,40 @@ MIN_WINDOW_ELEMENTS = 1 << 22  # compress: small tensors in flight together up t
 
 
 # ------------------------------------------------------------------ compress
-@dataclass
-class _LoadedEntry(TensorEntry):
-    """A tensor read from disk, with its float values converted once (by the reader thread)."""
-
-    floats: np.ndarray | None = None
-
-    def float_values(self) -> np.ndarray:
-        return self.floats if self.floats is not None else super().float_values()
-
-
-def _to_float(values: np.ndarray, dtype: str) -> np.ndarray | None:
-    """The float32/float64 values ``encode_tensor`` quantizes (bfloat16 widened exactly, in place)."""
+def _to_float(values: np.ndarray, dtype: str) -> np.ndarray:
+    """The float32/float64 values ``encode_tensor`` quantizes (bfloat16 widened exactly, shifted in
+    place; the same values as ``TensorEntry.float_values``)."""
     if dtype == "bfloat16":
         u = values.astype(np.uint32)
         u <<= 16
         return u.view(np.float32)
     if dtype == "float16":
         return values.astype(np.float32)
-    if dtype in FLOAT_DTYPES:
-        return values
-    return None
+    return values
+
+
+class _LoadedEntry(TensorEntry):
+    """A tensor read from disk. A bfloat16 tensor holds one array at a time: its bit patterns until
+    ``float_values()`` widens them, then only the float32 values, from which ``values`` re-derives
+    the bit patterns exactly (integer shift) if the tensor ends up stored raw."""
+
+    def __init__(self, e: TensorEntry, raw: np.ndarray):
+        self.name, self.dtype, self.shape, self.role, self.alias_of = e.name, e.dtype, e.shape, e.role, None
+        self._raw: np.ndarray | None = raw
+        self._float: np.ndarray | None = None
+
+    @property
+    def values(self) -> np.ndarray:
+        if self._raw is not None:
+            return self._raw
+        return (self._float.view(np.uint32) >> 16).astype(np.uint16)  # bfloat16 only (see float_values)
+
+    def float_values(self) -> np.ndarray:
+        if self._float is None:
+            self._float = _to_float(self._raw, self.dtype)
+            if self.dtype == "bfloat16":
+                self._raw = None
+        return self._float
 
 
 def checkpoint_entries(ckpt: Checkpoint) -> list[TensorEntry]:
@@ -188,8 +201,7 @@ def compress_checkpoint(
                 return
             try:
                 t = time.perf_counter()
-                vals = read_tensor(ckpt.info(e.name))
-                item: Any = _LoadedEntry(e.name, e.dtype, e.shape, e.role, vals, None, _to_float(vals, e.dtype))
+                item: Any = _LoadedEntry(e, read_tensor(ckpt.info(e.name)))
                 with lock:
                     times["load"] += time.perf_counter() - t
             except BaseException as exc:  # handed to the consumer, which raises it
