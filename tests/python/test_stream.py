@@ -356,3 +356,21 @@ def test_cli_decompress_folder_and_sizes(tmp_path):
     assert main(["decompress", str(nnp), str(tmp_path / "d2"), "--max-shard-size", "lots"]) == 1
     assert main(["decompress", str(nnp), str(tmp_path / "x.safetensors"), "--max-shard-size", "1GB"]) == 1
     assert not (tmp_path / "d2").exists() and not (tmp_path / "x.safetensors").exists()
+
+
+def test_info_reads_only_the_table(tmp_path):
+    """``nnpress info`` and NnpFile work from the header and table alone: with every chunk's bytes
+    overwritten, the table still lists everything, and only decoding a tensor finds the damage."""
+    nnp = tmp_path / "m.nnp"
+    nnpress.compress(_state(), nnp)
+    data = bytearray(nnp.read_bytes())
+    table_offset = struct.unpack_from("<Q", data, 16)[0]
+    data[40:table_offset] = bytes(table_offset - 40)  # the data region: every chunk zeroed
+    nnp.write_bytes(bytes(data))
+    from nnpress.api import info
+
+    d = info(nnp)
+    assert d["tensors"] == len(_state()) and d["metadata"]["producer"] == "nnpress"
+    f = nnpress.NnpFile(nnp)
+    with pytest.raises(nnpress.FormatError):
+        f["lm_head.weight"]
