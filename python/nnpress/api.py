@@ -12,7 +12,13 @@ Contract
   ``nnpress.fisher_hessians``, for error feedback inside each row — see below). It stores the rest
   exactly, stores tied tensors once, and writes ``dest`` atomically (built and checked in memory,
   written to a temp file in the same folder, renamed). Returns a :class:`CompressionReport` with
-  the time of each stage (load, quantize, encode, write, total).
+  the time of each stage (load, quantize, encode, write, total). A safetensors source (a file, an
+  ``*.safetensors.index.json`` or a Hugging Face checkpoint folder) is streamed instead
+  (``nnpress.stream``: one tensor at a time through the same encode path, appended to a temporary
+  file that is checked and renamed; the same bytes as the in-memory path) and its ``__metadata__``
+  is kept in the file's metadata.
+- ``decompress_to_file(path, out)``: a folder (shards + index) or ``.safetensors`` written tensor
+  by tensor (``nnpress.stream``), ``.npz``/``.pt`` in memory; outputs complete or absent.
 - Errors before anything is written: ``KeyError`` for importance/hessians naming tensors the model
   does not have; ``ValueError`` for plan entries that match no tensor, and for
   ``CodecConfig(channel_scales=True)`` without an importance.
