@@ -1,4 +1,6 @@
-// .nnp container: whole-file decode throughput by thread count, and the writer's encode throughput.
+// .nnp container: whole-file decode throughput by thread count, and the writers' encode throughput
+// (BM_WriteAll: write_container in memory; BM_StreamWrite: ContainerFileWriter, tensor by tensor to
+// a temporary file in $TMPDIR or /tmp, removed after each run; the file system's speed is included).
 // A synthetic "model" of Laplacian levels (a 30522x384 embedding-like matrix, six 1536x384 and six
 // 384x384 matrices: ~16 M weights, MiniLM-like shapes), written once with the default row blocks.
 //   ./bench_container --benchmark_counter_table=true
@@ -6,7 +8,10 @@
 #include <benchmark/benchmark.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "nnpress/format/container.h"
@@ -101,5 +106,28 @@ void BM_WriteAll(benchmark::State& state) {
   state.SetItemsProcessed(int64_t(state.iterations()) * int64_t(m.weights));
 }
 BENCHMARK(BM_WriteAll)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_StreamWrite(benchmark::State& state) {
+  const auto& m = synthetic();
+  WriterOptions o;
+  o.threads = unsigned(state.range(0));
+  const char* tmp = std::getenv("TMPDIR");
+  const std::string path = std::string(tmp && *tmp ? tmp : "/tmp") + "/bench_container_stream.nnp";
+  uint64_t size = 0;
+  for (auto _ : state) {
+    ContainerFileWriter w;
+    Status s = w.open(path, o);
+    for (size_t i = 0; s.ok() && i < m.inputs.size(); ++i) s = w.add(m.inputs[i]);
+    if (s.ok()) s = w.finish(&size);
+    if (!s.ok()) {
+      state.SkipWithError(s.message().c_str());
+      break;
+    }
+  }
+  std::remove(path.c_str());
+  state.SetItemsProcessed(int64_t(state.iterations()) * int64_t(m.weights));
+  state.counters["file_MB"] = double(size) / 1e6;
+}
+BENCHMARK(BM_StreamWrite)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace

@@ -5,9 +5,13 @@
 // Without NNPRESS_DECODE_NNP a synthetic file is built in memory (encoder builds only): 24 tensors of
 // 512 x 1024 Laplacian levels (12.6 M weights), default writer options.
 //
-// Benchmarks (real time; the argument is the thread count):
-//   BM_DecodeInto/T     ContainerReader::decode_all into buffers allocated once (the decode itself)
-//   BM_ModelDecodeAll/T nnpress::Model::decode_all (allocates the output tensors every call)
+// Benchmarks (real time; the argument is the thread count, 0 = all hardware threads):
+//   BM_DecodeInto/T       ContainerReader::decode_all into buffers allocated once (the decode itself),
+//                         file bytes in memory (open_memory)
+//   BM_MappedDecodeInto/T the same from the file mapped by Model::open_file (the synthetic file is
+//                         written to a temporary file, opened and unlinked; the page cache holds it)
+//   BM_MappedDecodeOne/T  random access: the largest tensor by name from the mapped file
+//   BM_ModelDecodeAll/T   nnpress::Model::decode_all (allocates the output tensors every call)
 // CPU time is the whole process's (all decode threads) for BM_DecodeInto: on a busy machine, CPU
 // time per run shows the work a thread count costs even when wall time is inflated by other load.
 // Counters: weights/s (items_per_second), output MB/s (bytes_per_second), file_MB.
@@ -27,11 +31,18 @@
 
 #include "nnpress/runtime.h"
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
+
 namespace {
 
 struct Fixture {
   std::vector<uint8_t> bytes;
   nnpress::Model model;
+  nnpress::Model mapped;  // the same file through Model::open_file
+  std::string largest;  // name of the largest tensor
+  uint64_t largest_weights = 0, largest_bytes = 0;
   std::vector<std::vector<uint8_t>> outs;
   std::vector<void*> ptrs;
   std::vector<size_t> sizes;
@@ -117,6 +128,48 @@ Fixture* make_fixture() {
       return fx;
     }
   }
+  for (size_t i = 0; i < r.tensor_count(); ++i) {
+    if (r.tensor(i).output_bytes() > fx->largest_bytes) {
+      fx->largest = r.tensor(i).name;
+      fx->largest_bytes = r.tensor(i).output_bytes();
+      fx->largest_weights = r.tensor(i).count;
+    }
+  }
+  // The mapped file: the given path, or the synthetic bytes in a temporary file (unlinked once
+  // open: the mapping keeps it).
+  std::string file = path && *path ? path : "";
+#if defined(__unix__) || defined(__APPLE__)
+  if (file.empty()) {
+    char tmpl[] = "/tmp/bench_decode_XXXXXX";
+    const int fd = mkstemp(tmpl);
+    bool ok = fd >= 0;
+    for (size_t off = 0; ok && off < fx->bytes.size();) {
+      const ssize_t w = write(fd, fx->bytes.data() + off, fx->bytes.size() - off);
+      ok = w > 0;
+      off += ok ? size_t(w) : 0;
+    }
+    if (fd >= 0) close(fd);
+    if (!ok) {
+      fx->error = "cannot write a temporary file";
+      return fx;
+    }
+    file = tmpl;
+  }
+#endif
+  if (!file.empty()) {
+    s = nnpress::Model::open_file(file, &fx->mapped);
+    if (!(path && *path)) std::remove(file.c_str());
+    if (!s.ok()) {
+      fx->error = s.message();
+      return fx;
+    }
+    for (auto& o : fx->outs) std::fill(o.begin(), o.end(), uint8_t(0xA5));
+    s = fx->mapped.reader().decode_all(fx->ptrs, fx->sizes, 2);
+    if (!s.ok() || fx->outs != fx->reference) {
+      fx->error = "the mapped file decodes differently from the bytes in memory";
+      return fx;
+    }
+  }
   std::fprintf(stderr,
                "bench_decode: %s, %zu bytes, %zu tensors, %llu quantized weights, %llu output bytes; "
                "1/2/3/4-thread outputs identical\n",
@@ -154,6 +207,44 @@ void BM_DecodeInto(benchmark::State& state) {
   set_counters(state, fx);
 }
 
+void BM_MappedDecodeInto(benchmark::State& state) {
+  Fixture& fx = fixture();
+  if (!fx.error.empty() || fx.mapped.tensor_count() == 0) {
+    state.SkipWithError(fx.error.empty() ? "no mapped file on this platform" : fx.error.c_str());
+    return;
+  }
+  const unsigned th = unsigned(state.range(0));
+  for (auto _ : state) {
+    nnpress::Status s = fx.mapped.reader().decode_all(fx.ptrs, fx.sizes, th);
+    if (!s.ok()) {
+      state.SkipWithError(s.message().c_str());
+      break;
+    }
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, fx);
+}
+
+void BM_MappedDecodeOne(benchmark::State& state) {
+  Fixture& fx = fixture();
+  if (!fx.error.empty() || fx.mapped.tensor_count() == 0) {
+    state.SkipWithError(fx.error.empty() ? "no mapped file on this platform" : fx.error.c_str());
+    return;
+  }
+  const unsigned th = unsigned(state.range(0));
+  std::vector<uint8_t> out(size_t(fx.largest_bytes));
+  for (auto _ : state) {
+    nnpress::Status s = fx.mapped.decode(fx.largest, out.data(), out.size(), th);
+    if (!s.ok()) {
+      state.SkipWithError(s.message().c_str());
+      break;
+    }
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(int64_t(state.iterations()) * int64_t(fx.largest_weights));
+  state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(fx.largest_bytes));
+}
+
 void BM_ModelDecodeAll(benchmark::State& state) {
   Fixture& fx = fixture();
   if (!fx.error.empty()) {
@@ -182,6 +273,20 @@ BENCHMARK(BM_DecodeInto)
     ->Arg(2)
     ->UseRealTime()
     ->MeasureProcessCPUTime()
+    ->Unit(benchmark::kMillisecond)
+    ->ComputeStatistics("min", min_of);
+BENCHMARK(BM_MappedDecodeInto)
+    ->Arg(1)
+    ->Arg(2)
+    ->Arg(0)
+    ->UseRealTime()
+    ->MeasureProcessCPUTime()
+    ->Unit(benchmark::kMillisecond)
+    ->ComputeStatistics("min", min_of);
+BENCHMARK(BM_MappedDecodeOne)
+    ->Arg(1)
+    ->Arg(0)
+    ->UseRealTime()
     ->Unit(benchmark::kMillisecond)
     ->ComputeStatistics("min", min_of);
 BENCHMARK(BM_ModelDecodeAll)

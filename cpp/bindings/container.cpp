@@ -387,6 +387,20 @@ NNPRESS_BINDING(container) {
           "Code one tensor's row blocks (on options.threads threads, GIL released) and append them. An alias may "
           "refer only to a tensor added before. A refused input writes nothing and the writer stays usable.")
       .def(
+          "add_many",
+          [](PyFileWriter& w, const std::vector<const PyTensorInput*>& ts) {
+            std::vector<TensorInput> in;
+            in.reserve(ts.size());
+            for (const PyTensorInput* t : ts) {
+              if (t == nullptr) throw py::type_error("add_many: None in the tensor list");
+              in.push_back(t->in);
+            }
+            check(w.locked([&](ContainerFileWriter& f) { return f.add(in); }));
+          },
+          py::arg("ts"),
+          "Several tensors in order, their row blocks coded on one pool (for many small tensors); validated as a "
+          "whole first: one refused input refuses the batch and writes nothing.")
+      .def(
           "finish",
           [](PyFileWriter& w) {
             uint64_t size = 0;

@@ -371,6 +371,10 @@ class NnpFileWriter:
         """
         Code one tensor's row blocks (on options.threads threads, GIL released) and append them. An alias may refer only to a tensor added before. A refused input writes nothing and the writer stays usable.
         """
+    def add_many(self, ts: collections.abc.Sequence[TensorInput]) -> None:
+        """
+        Several tensors in order, their row blocks coded on one pool (for many small tensors); validated as a whole first: one refused input refuses the batch and writes nothing.
+        """
     def finish(self) -> int:
         """
         Write the table and header, (options.verify: read the file back and check it), fsync, rename onto the path; returns the file's size in bytes.

@@ -23,6 +23,7 @@
 
 #include "check.h"
 #include "nnpress/format/container.h"
+#include "nnpress/format/crc.h"
 #include "nnpress/runtime.h"
 
 using namespace nnpress;
@@ -213,6 +214,24 @@ static void test_stream_equals_memory() {
       CHECK(!has_temp_files(g_dir));
     }
   }
+  // Added in batches (all at once, or a few at a time): the same bytes.
+  {
+    std::vector<uint8_t> mem;
+    CHECK(write_container(m.inputs, options(2), &mem).ok());
+    const std::string path = g_dir + "/mix.nnp";
+    ContainerFileWriter w;
+    CHECK(w.open(path, options(2)).ok());
+    CHECK(w.add(std::vector<TensorInput>(m.inputs.begin(), m.inputs.begin() + 3)).ok());
+    const uint64_t before = w.bytes_written();
+    std::vector<TensorInput> bad(m.inputs.begin() + 3, m.inputs.end());
+    bad.back().alias_of = 8;  // itself: refused, and with it the whole batch
+    CHECK(w.add(bad).code() == StatusCode::kInvalidArgument);
+    CHECK(w.tensor_count() == 3 && w.bytes_written() == before);
+    CHECK(w.add(m.inputs[3]).ok());
+    CHECK(w.add(std::vector<TensorInput>(m.inputs.begin() + 4, m.inputs.end())).ok());
+    CHECK(w.finish().ok());
+    CHECK(read_file(path) == mem);
+  }
   // Without channel scales the file is 1.0, with them 1.1, as write_container stamps it.
   std::vector<TensorInput> plain = {m.inputs[0], m.inputs[1]};
   std::vector<uint8_t> mem;
@@ -277,6 +296,9 @@ static void test_counters_and_state() {
   CHECK(w2.open(g_dir + "/x.nnp", zero).code() == StatusCode::kInvalidArgument);
   CHECK(w2.open("", options(1)).code() == StatusCode::kInvalidArgument);
   CHECK(w2.open(g_dir + "/", options(1)).code() == StatusCode::kInvalidArgument);
+  s = w2.open(g_dir, options(1));  // an existing folder
+  CHECK(s.code() == StatusCode::kIo);
+  CHECK(s.message().find("folder") != std::string::npos);
   s = w2.open(g_dir + "/no/such/folder/x.nnp", options(1));
   CHECK(s.code() == StatusCode::kIo);
   CHECK(s.message().find("no/such/folder/x.nnp") != std::string::npos);
@@ -478,6 +500,18 @@ static void test_mapped_reader() {
   Status s = ContainerReader::open_file(g_dir + "/empty.nnp", &r);
   CHECK(s.code() == StatusCode::kTruncated);
   CHECK(s.message().find("empty.nnp") != std::string::npos);
+  // A header claiming a table far larger than the file: rejected from the header alone.
+  {
+    std::vector<uint8_t> h(bytes.begin(), bytes.begin() + 40);
+    for (int k = 0; k < 8; ++k) h[24 + k] = uint8_t((uint64_t(1) << 44) >> (8 * k));
+    const uint32_t crc = crc32c(h.data(), 36);
+    for (int k = 0; k < 4; ++k) h[36 + k] = uint8_t(crc >> (8 * k));
+    write_file(g_dir + "/huge.nnp", h);
+    s = ContainerReader::open_file(g_dir + "/huge.nnp", &r);
+    CHECK(s.code() == StatusCode::kTruncated);
+    CHECK(s.message().find("past the end") != std::string::npos);
+    unlink((g_dir + "/huge.nnp").c_str());
+  }
   // A pipe is read whole instead of mapped.
   int fds[2];
   CHECK(pipe(fds) == 0);
@@ -585,7 +619,7 @@ static size_t count_in(const std::vector<unsigned char>& pages, uint64_t from, u
   return n;
 }
 
-// Opening reads the header and the table only; decoding one tensor reads only its chunks. Checked
+// Opening reads the header and the table only; decoding one tensor by name reads only its chunks. Checked
 // through the page cache, so it is skipped where the cache cannot be emptied (tmpfs, some
 // containers).
 static void test_reads_only_what_it_needs() {
@@ -608,8 +642,9 @@ static void test_reads_only_what_it_needs() {
     unlink(path.c_str());
     return;
   }
-  ContainerReader r;
-  CHECK(ContainerReader::open_file(path, &r).ok());
+  Model model;  // the runtime, through the same reader
+  CHECK(Model::open_file(path, &model).ok());
+  const ContainerReader& r = model.reader();
   std::vector<unsigned char> pages = resident_pages(path, size);
   const uint64_t t0 = r.tensor(0).chunks[0].offset, t1 = r.tensor(1).chunks[0].offset;
   const uint64_t t2 = r.tensor(2).chunks[0].offset, table = t2 + 8 * mb;
@@ -617,12 +652,210 @@ static void test_reads_only_what_it_needs() {
   // data stays out.
   CHECK(count_in(pages, t0 + mb, table - mb) == 0);
   std::vector<uint8_t> out(8 * mb);
-  CHECK(r.decode(1, out.data(), out.size(), 1).ok());
+  CHECK(model.decode("t1", out.data(), out.size(), 2).ok());
   CHECK(out == b);
   pages = resident_pages(path, size);
   CHECK(count_in(pages, t0 + mb, t1 - mb) == 0);     // t0 untouched
   CHECK(count_in(pages, t2 + mb, table - mb) == 0);  // t2 untouched
   CHECK(count_in(pages, t1, t1 + 8 * mb) > 1000);    // t1 read
+  unlink(path.c_str());
+}
+
+// Random models (every storage, dtype, shapes with empty and scalar tensors, row blocks, pinned and
+// chosen level params, channel scales, aliases of earlier tensors, metadata): the streaming writer's
+// file equals write_container's bytes, for 1 and 2 threads, and the two readers agree on it.
+static void test_random_models_stream_equals_memory() {
+  std::mt19937_64 rng(2024);
+  const std::string path = g_dir + "/random.nnp";
+  for (int round = 0; round < 40; ++round) {
+    const size_t n = 1 + rng() % 8;
+    std::vector<std::vector<int32_t>> levels(n);
+    std::vector<std::vector<uint8_t>> raws(n);
+    std::vector<std::vector<int8_t>> rexp(n), cexp(n);
+    std::vector<TensorInput> in(n);
+    for (size_t i = 0; i < n; ++i) {
+      TensorInput& t = in[i];
+      t.name = "t" + std::to_string(i) + (rng() % 2 ? ".weight" : "");
+      const unsigned ndim = unsigned(rng() % 4);
+      for (unsigned d = 0; d < ndim; ++d) t.shape.push_back(rng() % 9 == 0 ? 0 : 1 + rng() % 40);
+      uint64_t count = 1, rows = 0, cols = 0;
+      for (uint64_t d : t.shape) count *= d;
+      rows_cols_of(t.shape, &rows, &cols);
+      const unsigned kind = unsigned(rng() % 4);
+      if (kind == 3 && i > 0) {  // alias of an earlier non-alias tensor: take its dtype and shape
+        size_t target = rng() % i;
+        while (in[target].storage == Storage::kAlias) target = rng() % i;  // tensor 0 is never an alias
+        t.storage = Storage::kAlias;
+        t.alias_of = uint32_t(target);
+        t.dtype = in[target].dtype;
+        t.shape = in[target].shape;
+      } else if (kind == 0) {
+        t.storage = Storage::kRaw;
+        t.dtype = DType(1 + rng() % 13);
+        raws[i].resize(size_t(count * dtype_size(t.dtype)));
+        for (auto& b : raws[i]) b = uint8_t(rng());
+        t.raw = raws[i].data();
+        t.raw_size = raws[i].size();
+      } else {
+        t.storage = Storage::kQuantized;
+        t.dtype = DType(1 + rng() % 4);
+        t.method = QuantMethod(rng() % 3);
+        t.step = 0.001 * double(1 + rng() % 1000);
+        t.lambda = double(rng() % 5);
+        levels[i] = laplacian(size_t(count), 0.5 + double(rng() % 20), uint32_t(rng()));
+        t.levels = levels[i].data();
+        if (rows && rng() % 2) t.rows_per_block = 1 + rng() % rows;
+        if (rng() % 3 == 0) {
+          t.unary_len = int(rng() % 8);
+          t.eg_order = int(rng() % 4);
+        }
+        if (count && rng() % 3 == 0) {
+          rexp[i].resize(size_t(rows));
+          for (auto& e : rexp[i]) e = int8_t(int(rng() % 17) - 8);
+          t.row_scale_exp = rexp[i].data();
+        }
+        if (count && rng() % 3 == 0) {
+          cexp[i].resize(size_t(cols));
+          for (auto& e : cexp[i]) e = int8_t(int(rng() % 17) - 8);
+          t.col_scale_exp = cexp[i].data();
+        }
+      }
+    }
+    WriterOptions o = options(1 + unsigned(round % 2));
+    o.block_elements = 1 + rng() % 600;
+    if (round % 5 == 0) o.metadata.clear();
+    std::vector<uint8_t> mem;
+    WriteResult mres, fres;
+    Status ms = write_container(in, o, &mem, &mres);
+    CHECK(ms.ok());
+    if (!ms.ok()) {
+      std::fprintf(stderr, "round %d: %s\n", round, ms.message().c_str());
+      continue;
+    }
+    CHECK(stream(path, in, o, nullptr, &fres).ok());
+    const bool same = read_file(path) == mem;
+    CHECK(same);
+    if (!same) std::fprintf(stderr, "round %d: streamed bytes differ\n", round);
+    CHECK(fres.stored_bytes == mres.stored_bytes);
+    ContainerReader a, b;
+    CHECK(ContainerReader::open_memory(mem.data(), mem.size(), &a).ok());
+    CHECK(ContainerReader::open_file(path, &b).ok());
+    CHECK(same_decode(a, b));
+  }
+  unlink(path.c_str());
+}
+
+// The process's resident file-backed memory in KiB (RssFile in /proc/self/status), -1 if unknown.
+static long rss_file_kib() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return -1;
+  char line[256];
+  long kib = -1;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "RssFile: %ld kB", &kib) == 1) break;
+  std::fclose(f);
+  return kib;
+}
+
+// Decoding a mapped file tensor by tensor gives each chunk's pages back: the file does not become
+// resident in the process (Linux: measured with RssFile).
+static void test_decoded_pages_released() {
+  if (rss_file_kib() < 0) {
+    std::printf("test_decoded_pages_released: skipped (no RssFile in /proc/self/status)\n");
+    return;
+  }
+  const size_t mb = size_t(1) << 20;
+  std::vector<std::vector<uint8_t>> data(4, std::vector<uint8_t>(6 * mb));
+  std::vector<int32_t> levels = laplacian(1024 * 1024, 30.0, 8);
+  std::vector<TensorInput> in(5);
+  for (size_t k = 0; k < 4; ++k) {
+    for (size_t i = 0; i < data[k].size(); i += 4096) data[k][i] = uint8_t(k + i);
+    in[k].name = "raw" + std::to_string(k);
+    in[k].dtype = DType::kUInt8;
+    in[k].shape = {data[k].size()};
+    in[k].raw = data[k].data();
+    in[k].raw_size = data[k].size();
+  }
+  in[4].name = "q";
+  in[4].storage = Storage::kQuantized;
+  in[4].shape = {1024, 1024};
+  in[4].levels = levels.data();
+  in[4].step = 0.01;
+  const std::string path = g_dir + "/rss.nnp";
+  CHECK(stream(path, in, options(2)).ok());
+  ContainerReader r;
+  CHECK(ContainerReader::open_file(path, &r).ok());
+  CHECK(r.file_size() > 24 * mb);
+  std::vector<uint8_t> out(6 * mb);
+  std::vector<float> q(1024 * 1024);
+  const long before = rss_file_kib();
+  for (size_t k = 0; k < 4; ++k) {
+    CHECK(r.decode(k, out.data(), out.size(), k % 2 ? 1 : 2).ok());  // pieces on 1 and on 2 threads
+    CHECK(out == data[k]);
+  }
+  CHECK(r.decode(4, q.data(), q.size() * 4, 2).ok());
+  const long grown = rss_file_kib() - before;
+  CHECK(grown < 4 * 1024);  // about 27 MB of the file were read
+  if (grown >= 4 * 1024) std::fprintf(stderr, "RssFile grew by %ld KiB\n", grown);
+  unlink(path.c_str());
+}
+
+// CRC-32C of pieces combined = CRC-32C of the whole, for every split point of some lengths.
+static void test_crc_combine() {
+  std::mt19937 rng(5);
+  std::vector<uint8_t> buf(3000);
+  for (auto& b : buf) b = uint8_t(rng());
+  for (size_t n : {size_t(0), size_t(1), size_t(7), size_t(64), size_t(1000), size_t(3000)}) {
+    const uint32_t whole = crc32c(buf.data(), n);
+    for (size_t cut = 0; cut <= n; cut += (n > 100 ? 37 : 1))
+      CHECK(crc32c_combine(crc32c(buf.data(), cut), crc32c(buf.data() + cut, n - cut), n - cut) == whole);
+  }
+}
+
+// A raw tensor larger than the piece size: copied in pieces on several threads, the CRC checked
+// over all of them (a flipped byte in any piece is reported once, for the whole chunk).
+static void test_large_raw_tensor() {
+  std::vector<uint8_t> data((size_t(9) << 20) + 123);
+  std::mt19937 rng(11);
+  for (auto& b : data) b = uint8_t(rng());
+  std::vector<TensorInput> in(2);
+  in[0].name = "emb";
+  in[0].dtype = DType::kUInt8;
+  in[0].shape = {data.size()};
+  in[0].raw = data.data();
+  in[0].raw_size = data.size();
+  std::vector<int32_t> levels = laplacian(64 * 64, 2.0, 4);
+  in[1].name = "w";
+  in[1].storage = Storage::kQuantized;
+  in[1].shape = {64, 64};
+  in[1].levels = levels.data();
+  in[1].step = 0.5;
+  const std::string path = g_dir + "/raw.nnp";
+  std::vector<uint8_t> mem;
+  CHECK(write_container(in, options(1), &mem).ok());
+  CHECK(crc32c(mem.data() + 40, data.size()) == crc32c(data.data(), data.size()));
+  CHECK(stream(path, in, options(3)).ok());
+  CHECK(read_file(path) == mem);
+  for (size_t at : {size_t(0), size_t(5) << 20, data.size() - 1}) {
+    ContainerReader r;
+    std::vector<uint8_t> bytes = mem;
+    if (at != 0) bytes[40 + at] ^= 1;
+    write_file(path, bytes);
+    CHECK(ContainerReader::open_file(path, &r).ok());
+    for (unsigned threads : {1u, 3u}) {
+      std::vector<uint8_t> out(data.size());
+      Status s = r.decode(0, out.data(), out.size(), threads);
+      if (at == 0) {
+        CHECK(s.ok());
+        CHECK(out == data);
+      } else {
+        CHECK(s.code() == StatusCode::kCorrupt);
+        CHECK(s.message().find("'emb', chunk 1 of 1: checksum mismatch") != std::string::npos);
+      }
+      std::vector<float> w(64 * 64);
+      CHECK(r.decode(1, w.data(), w.size() * 4, threads).ok());
+    }
+  }
   unlink(path.c_str());
 }
 
@@ -642,6 +875,10 @@ int main() {
   test_corrupt_chunk_on_disk();
   test_file_changed_size();
   test_reads_only_what_it_needs();
+  test_decoded_pages_released();
+  test_crc_combine();
+  test_random_models_stream_equals_memory();
+  test_large_raw_tensor();
   // Clean up what the tests left (a failing test may leave files; the folder is then kept).
   for (const std::string& n :
        {"mix.nnp", "plain.nnp", "none.nnp", "state.nnp", "keep.nnp", "other.nnp", "fsize/big.nnp"})

@@ -14,7 +14,7 @@ import pytest
 
 import nnpress
 from nnpress import _core
-from nnpress.container import NnpFile, TensorRecord, _tensor_input, nnp_bytes
+from nnpress.container import NnpFile, TensorRecord, nnp_bytes
 
 pytestmark = pytest.mark.skipif(not _core.HAS_ENCODER, reason="no encoder in this build")
 
@@ -47,10 +47,32 @@ def _records():
 
 
 def _inputs(records):
+    """The records as _core.TensorInputs, built here (not through container.py's private helper) so
+    this test pins the binding itself; nnp_bytes is compared against separately."""
     index: dict[str, int] = {}
     out = []
     for i, r in enumerate(records):
-        out.append(_tensor_input(r, index))
+        kw = {}
+        if r.storage == "quantized":
+            kw = dict(levels=np.ascontiguousarray(r.data, np.int32), method=getattr(_core.QuantMethod, r.method))
+            kw.update(step=r.step, lam=r.lam)
+            for which in ("row_scale_exp", "col_scale_exp"):
+                if getattr(r, which) is not None:
+                    kw[which] = np.ascontiguousarray(getattr(r, which), np.int8)
+        elif r.storage == "raw":
+            kw = dict(raw=np.ascontiguousarray(r.data).reshape(-1).view(np.uint8))
+        else:
+            kw = dict(alias_of=index[r.alias_of])
+        out.append(
+            _core.TensorInput(
+                name=r.name,
+                dtype=getattr(_core.DType, r.dtype),
+                role=getattr(_core.TensorRole, r.role),
+                storage=getattr(_core.Storage, r.storage),
+                shape=list(r.shape),
+                **kw,
+            )
+        )
         index.setdefault(r.name, i)
     return out
 
@@ -92,6 +114,21 @@ def test_same_bytes_as_the_memory_writer(tmp_path, threads, verify):
     f = NnpFile(path)
     assert f.names == [r.name for r in recs] and f.version == (1, 1)
     np.testing.assert_array_equal(f.read_levels("w.big"), recs[0].data)
+
+
+def test_add_many(tmp_path):
+    inputs = _inputs(_records())
+    data, stored, _ = _core.write_nnp(inputs, _options())
+    path = tmp_path / "m.nnp"
+    with _core.NnpFileWriter(str(path), _options()) as w:
+        w.add_many(inputs[:2])
+        with pytest.raises(ValueError, match="duplicate name"):
+            w.add_many([inputs[2], inputs[0]])  # refused as a whole
+        assert w.tensor_count == 2
+        w.add_many(inputs[2:])
+        assert w.stored_bytes == list(stored)
+        w.finish()
+    assert path.read_bytes() == data
 
 
 def test_context_manager(tmp_path):
@@ -211,3 +248,29 @@ def test_file_size_limit_raises_oserror_and_leaves_nothing(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.strip() == "OSError ['m.nnp']"
     assert (tmp_path / "m.nnp").read_bytes() == b"old"
+
+
+def test_reader_reports_a_file_truncated_while_open(tmp_path):
+    # NnpFile(path) maps the file; a decode after someone truncated it is an OSError, not a crash.
+    inputs = _inputs(_records())
+    path = tmp_path / "m.nnp"
+    with _core.NnpFileWriter(str(path), _options()) as w:
+        for t in inputs:
+            w.add(t)
+        w.finish()
+    f = NnpFile(path)
+    before = f.read("w.big")
+    os.truncate(path, path.stat().st_size // 2)
+    with pytest.raises(OSError, match="changed size"):
+        f.read("w.big")
+    # Replacing the file by rename (what the writers do) is safe: an open reader keeps the old file.
+    with _core.NnpFileWriter(str(path), _options()) as w:
+        for t in inputs:
+            w.add(t)
+        w.finish()
+    g = NnpFile(path)
+    with _core.NnpFileWriter(str(path), _options()) as w:
+        w.add(inputs[4])
+        w.finish()
+    assert NnpFile(path).names == ["bias"]
+    np.testing.assert_array_equal(g.read("w.big"), before)

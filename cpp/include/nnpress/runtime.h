@@ -36,7 +36,9 @@
 //   and throws on failure.
 //
 //   - Opening parses and checks the whole header and tensor table (ContainerReader::open_*, see
-//     format/container.h); decoding checks every chunk's CRC-32C and the payload. Bad data gives a
+//     format/container.h); decoding checks every chunk's CRC-32C and the payload. open_file maps
+//     the file: opening reads only the header and the table, and decoding one tensor by name reads
+//     only that tensor's chunks (random access without reading or decoding the rest). Bad data gives a
 //     kCorrupt / kTruncated / kLimit / kUnsupported Status whose message names the tensor; a missing
 //     name gives kNotFound; a wrong buffer size or an unsuitable tensor gives kInvalidArgument.
 //     Nothing aborts and nothing reads outside the file or the caller's buffers.
@@ -61,7 +63,9 @@
 //     every thread count.
 //
 // SURPRISES
-//   - open_memory does not copy: the buffer must outlive the Model. open_file / open_bytes own it.
+//   - open_memory does not copy: the buffer must outlive the Model. open_bytes owns its copy,
+//     open_file its mapping; do not truncate or rewrite the file in place while it is open
+//     (container.h, SURPRISES: replacing it by rename is safe).
 //   - A Model is movable, not copyable; all const members may be called from several threads.
 //   - decode_all returns tied (alias) tensors as separate copies under each name.
 //   - Memory: a matrix decode holds the float32 tensor while it builds the matrix (about 4 bytes

@@ -505,8 +505,18 @@ struct ContainerReader::Task {
   uint8_t* out = nullptr;       // destination of the whole tensor
   bool levels_only = false;     // write int32 levels instead of dequantized values
   uint64_t cost = 0;
+  // A piece of a large raw chunk: bytes [begin, end) of it, copied on its own; its CRC-32C goes to
+  // piece_crc and the pieces' CRCs are combined and checked once all have run. end == 0: the whole
+  // chunk, checked before it is used.
+  uint64_t begin = 0, end = 0;
+  uint32_t piece_crc = 0;
   Status status;
 };
+
+namespace {
+// Raw chunks above this size are copied in pieces of this size on several threads.
+constexpr uint64_t kRawPieceBytes = uint64_t(4) << 20;
+}  // namespace
 
 // Per-thread buffers of run_tasks: a chunk's levels, and its float32 values on the way to 16 bits.
 struct ContainerReader::Scratch {
@@ -544,12 +554,12 @@ struct ContainerReader::Mapping {
     if (hi > lo) ::madvise(static_cast<uint8_t*>(base) + lo, size_t(hi - lo), advice);
   }
   void will_need(uint64_t offset, uint64_t n) const { advise(offset, n, MADV_WILLNEED); }
-  // Gives the whole pages inside [offset, offset + n) back to the OS page cache: they were only
-  // read, so a later access maps them again from the file.
-  void release(uint64_t offset, uint64_t n) const {
-    const uint64_t lo = (offset + page - 1) / page * page, hi = (offset + n) / page * page;
-    if (hi > lo) ::madvise(static_cast<uint8_t*>(base) + lo, size_t(hi - lo), MADV_DONTNEED);
-  }
+  // Gives the pages of [offset, offset + n) back to the OS page cache: they were only read, so a
+  // later access maps them again from the file. The pages at either end are included although a
+  // neighbouring chunk may share them (its reader then faults them in again): touching such a page
+  // can map a whole large page-cache folio (up to 2 MiB at once), and leaving it mapped would keep
+  // the neighbour's pages resident after the neighbour released them.
+  void release(uint64_t offset, uint64_t n) const { advise(offset, n, MADV_DONTNEED); }
 };
 #else
 struct ContainerReader::Mapping {
@@ -727,28 +737,44 @@ Status ContainerReader::run_tasks(std::vector<Task>& tasks, unsigned threads) co
     Task& task = tasks[order[k]];
     task.status = run_task(task, &scratch[slot]);
   });
+  // The chunks copied in pieces: their CRC from the pieces' CRCs (the pieces follow each other).
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    if (tasks[i].end == 0 || tasks[i].begin != 0) continue;
+    uint32_t crc = tasks[i].piece_crc;
+    for (size_t j = i + 1; j < tasks.size() && tasks[j].end != 0 && tasks[j].begin != 0; ++j)
+      crc = crc32c_combine(crc, tasks[j].piece_crc, tasks[j].end - tasks[j].begin);
+    if (crc != tensors_[tasks[i].tensor].chunks[tasks[i].chunk].crc)
+      tasks[i].status = corrupt(chunk_label(tasks[i]) + ": checksum mismatch (corrupt data)");
+  }
   for (const Task& t : tasks)
     if (!t.status.ok()) return t.status;
   return Status::Ok();
 }
 
-Status ContainerReader::run_task(const Task& task, Scratch* scratch) const {
+std::string ContainerReader::chunk_label(const Task& task) const {
+  return "nnp: " + quoted(task.label) + ", chunk " + std::to_string(task.chunk + 1) + " of " +
+         std::to_string(tensors_[task.tensor].chunks.size());
+}
+
+Status ContainerReader::run_task(Task& task, Scratch* scratch) const {
   const TensorInfo& t = tensors_[task.tensor];
   const ChunkRef& ch = t.chunks[task.chunk];
-  const uint8_t* src = data_ + ch.offset;
-  auto where = [&] {  // built on failure only: this runs once per chunk
-    return "nnp: " + quoted(task.label) + ", chunk " + std::to_string(task.chunk + 1) + " of " +
-           std::to_string(t.chunks.size());
-  };
-  struct Release {  // a mapped chunk's pages go back to the page cache once it is decoded
+  const uint64_t begin = task.begin, size = task.end != 0 ? task.end - task.begin : ch.size;
+  const uint8_t* src = data_ + ch.offset + begin;
+  struct Release {  // mapped pages go back to the page cache once used
     const Mapping* map;
-    const ChunkRef& ch;
+    uint64_t offset, size;
     ~Release() {
-      if (map) map->release(ch.offset, ch.size);
+      if (map) map->release(offset, size);
     }
-  } release{map_.get(), ch};
-  if (map_) map_->will_need(ch.offset, ch.size);
-  if (crc32c(src, size_t(ch.size)) != ch.crc) return corrupt(where() + ": checksum mismatch (corrupt data)");
+  } release{map_.get(), ch.offset + begin, size};
+  if (map_) map_->will_need(ch.offset + begin, size);
+  if (task.end != 0) {  // a piece of a raw chunk (checked in run_tasks)
+    task.piece_crc = crc32c(src, size_t(size));
+    std::memcpy(task.out + begin, src, size_t(size));
+    return Status::Ok();
+  }
+  if (crc32c(src, size_t(ch.size)) != ch.crc) return corrupt(chunk_label(task) + ": checksum mismatch (corrupt data)");
   if (t.storage == Storage::kRaw) {
     if (ch.size) std::memcpy(task.out, src, size_t(ch.size));
     return Status::Ok();
@@ -790,7 +816,7 @@ Status ContainerReader::run_task(const Task& task, Scratch* scratch) const {
       default: s = corrupt("quantized tensor with non-float dtype");
     }
   }
-  if (!s.ok()) return Status(s.code(), where() + ": " + s.message());
+  if (!s.ok()) return Status(s.code(), chunk_label(task) + ": " + s.message());
   return Status::Ok();
 }
 
@@ -813,7 +839,17 @@ Status ContainerReader::decode_all(const std::vector<void*>& outs, const std::ve
       task.chunk = k;
       task.label = req.name.c_str();
       task.out = static_cast<uint8_t*>(outs[i]);
-      task.cost = t.storage == Storage::kRaw ? t.chunks[k].size / 16 : t.chunks[k].rows * t.cols + t.chunks[k].size * 8;
+      const uint64_t size = t.chunks[k].size;
+      if (t.storage == Storage::kRaw && size > kRawPieceBytes) {
+        for (uint64_t b = 0; b < size; b += kRawPieceBytes) {
+          task.begin = b;
+          task.end = std::min(size, b + kRawPieceBytes);
+          task.cost = (task.end - b) / 16;
+          tasks.push_back(task);
+        }
+        continue;
+      }
+      task.cost = t.storage == Storage::kRaw ? size / 16 : t.chunks[k].rows * t.cols + size * 8;
       tasks.push_back(std::move(task));
     }
   }

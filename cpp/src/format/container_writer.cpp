@@ -222,6 +222,18 @@ void encode_blocks(const TensorInput* tensors, unsigned threads, CodingPlan* pla
   });
 }
 
+// CRC-32C of a chunk; a large one in pieces on several threads, their CRCs combined in order.
+uint32_t chunk_crc(const uint8_t* p, size_t n, unsigned threads) {
+  constexpr size_t kPiece = size_t(4) << 20;
+  if (n <= kPiece) return crc32c(p, n);
+  std::vector<uint32_t> crcs((n + kPiece - 1) / kPiece);
+  detail::parallel_for(crcs.size(), threads,
+                       [&](size_t k) { crcs[k] = crc32c(p + k * kPiece, std::min(kPiece, n - k * kPiece)); });
+  uint32_t crc = crcs[0];
+  for (size_t k = 1; k < crcs.size(); ++k) crc = crc32c_combine(crc, crcs[k], std::min(kPiece, n - k * kPiece));
+  return crc;
+}
+
 // ---- where the bytes go ----
 
 class Sink {
@@ -369,7 +381,7 @@ class Assembler {
   Status add_chunk(const uint8_t* p, size_t n) {
     put64(&entries_table_, sink_->size());
     put64(&entries_table_, n);
-    put32(&entries_table_, crc32c(p, n));
+    put32(&entries_table_, chunk_crc(p, n, options_.threads));
     return n ? sink_->append(p, n) : Status::Ok();
   }
 
@@ -600,6 +612,9 @@ Status ContainerFileWriter::open(const std::string& path, const WriterOptions& o
   std::string dir, base;
   split_path(path, &dir, &base);
   if (base.empty()) return invalid_argument(label + ": '" + path + "' names a folder, not a file");
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+    return Status(StatusCode::kIo, "cannot write '" + path + "': it is a folder");
   *impl_ = Impl();
   Impl& w = *impl_;
   w.path = path;
@@ -624,9 +639,15 @@ Status ContainerFileWriter::open(const std::string& path, const WriterOptions& o
 #endif
 }
 
-Status ContainerFileWriter::add(const TensorInput& tensor) {
+Status ContainerFileWriter::add(const TensorInput& tensor) { return add_batch(&tensor, 1); }
+
+Status ContainerFileWriter::add(const std::vector<TensorInput>& tensors) {
+  return add_batch(tensors.data(), tensors.size());
+}
+
+Status ContainerFileWriter::add_batch(const TensorInput* tensors, size_t n) {
   if (!is_open()) return impl_ ? impl_->closed_error("add") : invalid_argument("ContainerFileWriter::add: moved-from");
-  Status s = impl_->assembler->add(&tensor, 1);
+  Status s = impl_->assembler->add(tensors, n);
   // A refused input wrote nothing; anything else failing left the file incomplete.
   if (s.code() == StatusCode::kInvalidArgument) return s;
   return impl_->fail_if(s);

@@ -31,8 +31,10 @@
 //     (kMaxLevelsPerPayloadByte levels per byte for coded data, exactly size/itemsize for raw
 //     data) or than ReaderOptions::limits allow. It allocates only in proportion to the table's
 //     real size. It does not decode chunks.
-//   - decode* checks each chunk's CRC-32C before decoding it; a mismatch or a bad payload is a
-//     kCorrupt/kTruncated Status whose message names the tensor and the chunk. Results are
+//   - decode* checks each chunk's CRC-32C before decoding it (a raw chunk over 4 MiB is copied in
+//     pieces on several threads, and its CRC, combined from the pieces', is checked once all are
+//     copied); a mismatch or a bad payload is a kCorrupt/kTruncated Status whose message names the
+//     tensor and the chunk. Results are
 //     bit-identical for every thread count; with several errors the one of the first failing chunk
 //     in request order (tensors by index, each tensor's chunks in file order) is reported, whatever
 //     the thread count. `threads` = 0 means std::thread::hardware_concurrency(). A thread that
@@ -46,6 +48,15 @@
 //   - All functions return Status and never throw (except std::bad_alloc), abort or read outside
 //     the buffers they are given. Output buffers are the caller's; their size is checked. On a
 //     decode error the output holds unspecified values.
+//   - open_file maps a regular file read-only (POSIX mmap, MAP_PRIVATE) instead of reading it: opening
+//     reads the header and the table (the mapping is advised MADV_RANDOM, so no read-ahead pulls in
+//     the data region), and decoding a tensor reads only its chunks (each asked for with
+//     MADV_WILLNEED just before it is checked and decoded). Once decoded, a chunk's pages are given
+//     back (MADV_DONTNEED; the OS keeps them in its page cache), so decoding a whole file tensor by
+//     tensor does not keep the file resident in the process. Every count and offset is checked
+//     against the file's size at open, as for bytes in memory; a table claimed larger than the file
+//     is rejected before anything is touched or allocated. Pipes, devices and platforms without
+//     mmap (no POSIX) read the whole file into memory instead.
 //
 //   Writing (only with NNPRESS_ENCODER=ON): fill TensorInput records and call write_container, which
 //   builds the whole file in memory, or append them one by one to a ContainerFileWriter, which
@@ -54,8 +65,17 @@
 //   count.
 //
 // SURPRISES
-//   - open_memory does not copy: the buffer must outlive the reader. open_file and open_bytes own
-//     their copy.
+//   - open_memory does not copy: the buffer must outlive the reader. open_bytes owns its copy;
+//     open_file owns its mapping (the file is unmapped and closed with the reader).
+//   - A mapped file that someone else changes while the reader is open: replacing it by rename (as
+//     ContainerFileWriter and nnpress.compress do) is safe — the mapping keeps the old file. Every
+//     decode call first checks that the file still has the size it had at open and returns kIo
+//     ("changed size") otherwise. What remains: truncating the file *during* a decode call makes
+//     the pages past the new end unreadable and the process gets SIGBUS (the mmap rule; no check can
+//     close that window), and bytes rewritten in place are caught by the chunk CRCs only if they
+//     change before the chunk is checked (a change between a chunk's CRC check and its decoding
+//     gives wrong values, never an out-of-bounds read: decoding is bounds-checked throughout).
+//     Do not truncate or rewrite a .nnp file in place while it is open.
 //   - An alias entry (tied weights) has no chunks of its own; decoding it decodes its target.
 //   - The quantizer method is part of the format: it selects the reconstruction rule (trellis
 //     levels are state-machine indices, about half the size of plain levels at the same step).
@@ -170,8 +190,9 @@ class ContainerReader {
   // checksums, codes, counts, offsets, names, chunk tiling, trailing bytes), kUnsupported (major
   // version other than 1, header flags, an unknown quantizer method or reserved byte, a storage
   // code of a newer minor version), kLimit (ReaderOptions limits, 64-bit overflow, a tensor too
-  // large for this machine's size_t). open_file: kIo if the file cannot be opened or read (or
-  // grows while being read); the other messages are prefixed with the path.
+  // large for this machine's size_t). open_file: kIo if the file cannot be opened, mapped or read,
+  // or is a folder; the other messages are prefixed with the path. decode* and verify_checksums on
+  // a mapped file: kIo if the file's size changed since it was opened.
   static Status open_memory(const uint8_t* data, size_t size, ContainerReader* out,
                             const ReaderOptions& options = ReaderOptions());
   static Status open_bytes(std::vector<uint8_t> bytes, ContainerReader* out,
@@ -211,7 +232,8 @@ class ContainerReader {
   struct Scratch;
   Status parse(const ReaderOptions& options);
   Status run_tasks(std::vector<Task>& tasks, unsigned threads) const;
-  Status run_task(const Task& task, Scratch* scratch) const;
+  Status run_task(Task& task, Scratch* scratch) const;
+  std::string chunk_label(const Task& task) const;  // "nnp: tensor 'x', chunk k of n"
 
   struct Mapping;
   std::unique_ptr<Mapping> map_;  // open_file on a regular file (POSIX): the mapping of the file
@@ -303,8 +325,9 @@ Status write_container(const std::vector<TensorInput>& tensors, const WriterOpti
 //
 //   - open: the temporary file is created in the destination's folder with O_EXCL and mode
 //     0666 & ~umask (as a plain open() would); a 40-byte header placeholder is written. kIo if the
-//     folder is missing or not writable; kInvalidArgument for an empty path, a writer already open
-//     or block_elements == 0.
+//     folder is missing or not writable or the path is a folder; kInvalidArgument for an empty path
+//     or one ending in '/', a writer already open, block_elements == 0 or metadata over 2^32 - 1
+//     bytes.
 //   - add: the TensorInput rules of write_container; an alias may refer only to a tensor added
 //     before. An input refused with kInvalidArgument writes nothing and leaves the writer usable.
 //     The input's arrays are read only during the call.
@@ -333,6 +356,10 @@ class ContainerFileWriter {
 
   Status open(const std::string& path, const WriterOptions& options);
   Status add(const TensorInput& tensor);
+  // Several tensors at once, in order: all are validated before anything is written (one refused
+  // input refuses the batch), then the row blocks of all of them are coded on one pool — for many
+  // small tensors, which one add() each would code one block at a time. Holds the batch's chunks.
+  Status add(const std::vector<TensorInput>& tensors);
   Status finish(uint64_t* file_size = nullptr, WriteResult* result = nullptr);
   void abort();
 
@@ -343,6 +370,7 @@ class ContainerFileWriter {
   const std::string& temp_path() const;  // the temporary file while open, else empty
 
  private:
+  Status add_batch(const TensorInput* tensors, size_t n);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
