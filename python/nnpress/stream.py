@@ -150,11 +150,14 @@ class _Sink:
         self.stored: list[int] = []
         self._w = _core.NnpFileWriter(dest, options)
 
-    def add(self, record) -> None:
-        ti = _tensor_input(record, self.index)
-        self.index.setdefault(record.name, self.count)
-        self.count += 1
-        self._w.add(ti)
+    def add_many(self, records) -> None:
+        """Several records in order (``NnpFileWriter.add_many``: one pool for their row blocks)."""
+        inputs = []
+        for r in records:
+            inputs.append(_tensor_input(r, self.index))
+            self.index.setdefault(r.name, self.count)
+            self.count += 1
+        self._w.add_many(inputs)
 
     def finish(self) -> int:
         self.stored = [int(s) for s in self._w.stored_bytes]
@@ -260,16 +263,23 @@ def compress_checkpoint(
                 nxt += 1
             if not inflight:
                 break
+            # the next tensor in order, plus those after it that are already encoded: coded as one
+            # batch (their row blocks on one pool), so many small tensors are not coded one by one
             k, fut = inflight.popleft()
-            enc = fut.result()
-            inflight_elems -= counts[k]
+            batch = [(k, fut.result())]
+            while inflight and inflight[0][1].done() and sum(counts[j] for j, _ in batch) < MIN_WINDOW_ELEMENTS:
+                j, f = inflight.popleft()
+                batch.append((j, f.result()))
+            del fut
             t = time.perf_counter()
-            sink.add(enc.record)
+            sink.add_many([enc.record for _, enc in batch])
             times["encode"] += time.perf_counter() - t
-            reports.append(enc.report)
-            del enc, fut
-            if progress is not None:
-                progress(len(reports), total, entries[k].name)
+            for j, enc in batch:
+                inflight_elems -= counts[j]
+                reports.append(enc.report)
+                if progress is not None:
+                    progress(len(reports), total, entries[j].name)
+            del batch
         t = time.perf_counter()
         file_bytes = sink.finish()
         times["write"] = time.perf_counter() - t
