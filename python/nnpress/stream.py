@@ -2,18 +2,18 @@
 
 Contract
 --------
-- ``compress_checkpoint(ckpt, dest, config, *, importance, hessians, row_hessians, progress)``
-  compresses a :class:`~nnpress.checkpoint.Checkpoint` (a safetensors file or a sharded folder)
-  into ``dest``. First pass: the tensors' names, dtypes and shapes (from the headers, no data) give
-  the model-level statistics of the step rules (``encode.model_stats``). Second pass: tensors are
-  read one at a time by a reader thread (one tensor ahead of the encoders), each goes through the
-  one encode path
-  (``encode.encode_tensor``) and is appended to the file in order (``_core.NnpFileWriter``, which
-  writes to a temporary file renamed by ``finish``). Small tensors are encoded concurrently, as
-  ``encode_model`` does, as long as the tensors in flight hold no more elements than the largest
-  one; so peak memory is a small multiple of the largest tensor whatever the model size. The file is
-  byte-identical to ``compress`` of the same tensors held in memory with the same config and
-  metadata.
+- ``compress_checkpoint(ckpt, dest, config, metadata, *, entries, importance, hessians,
+  row_hessians, progress)`` compresses a :class:`~nnpress.checkpoint.Checkpoint` (a safetensors
+  file or a sharded folder) into ``dest``. First pass: the tensors' names, dtypes and shapes (from
+  the headers, no data) give the model-level statistics of the step rules (``encode.model_stats``).
+  Second pass: tensors are read one at a time by a reader thread (one tensor ahead of the
+  encoders), each goes through the one encode path (``encode.encode_tensor``) and is appended to
+  the file in order (``_core.NnpFileWriter``, which writes to a temporary file renamed by
+  ``finish``; consecutive finished tensors go in one ``add_many``). Small tensors are encoded
+  concurrently, as ``encode_model`` does, as long as the tensors in flight hold no more elements
+  than the largest one; so peak memory is a small multiple of the largest tensor whatever the model
+  size. The file is byte-identical to ``compress`` of the same tensors held in memory with the same
+  config and metadata.
 - ``decompress_to_safetensors(f, out_path)`` and ``decompress_to_folder(f, out_dir, max_shard_size)``
   write the tensors of an :class:`~nnpress.NnpFile` as one safetensors file, or as shards of at
   most ``max_shard_size`` bytes of tensor data plus ``model.safetensors.index.json`` (one shard:
