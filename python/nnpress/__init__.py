@@ -6,11 +6,12 @@
 
 from __future__ import annotations
 
-from .api import CompressionReport, compress, decompress
+from .api import CompressionReport, compress, decompress, decompress_to_file
 from .codec import decode_levels, encode_levels, estimate_bits, level_stream_info
 from .config import CodecConfig, TensorPlan
 from .container import NnpFile
 from .errors import FormatError
+from .loading import from_pretrained, load_state_dict
 from .prune import prune, sparsity_of
 from .quant import channel_scale_exps, channel_scales, dequantize, quantize, quantize_info
 from .sparse import CERMatrix, CodebookMatrix, CSERMatrix
@@ -59,13 +60,16 @@ __all__ = [
     "compress",
     "decode_levels",
     "decompress",
+    "decompress_to_file",
     "dequantize",
     "encode_levels",
     "estimate_bits",
     "fisher_diagonal",
     "fisher_hessians",
     "fisher_row_hessians",
+    "from_pretrained",
     "level_stream_info",
+    "load_state_dict",
     "probe_sensitivity",
     "prune",
     "quantize",

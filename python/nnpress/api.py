@@ -12,7 +12,13 @@ Contract
   ``nnpress.fisher_hessians``, for error feedback inside each row — see below). It stores the rest
   exactly, stores tied tensors once, and writes ``dest`` atomically (built and checked in memory,
   written to a temp file in the same folder, renamed). Returns a :class:`CompressionReport` with
-  the time of each stage (load, quantize, encode, write, total).
+  the time of each stage (load, quantize, encode, write, total). A safetensors source (a file, an
+  ``*.safetensors.index.json`` or a Hugging Face checkpoint folder) is streamed instead
+  (``nnpress.stream``: one tensor at a time through the same encode path, appended to a temporary
+  file that is checked and renamed; the same bytes as the in-memory path) and its ``__metadata__``
+  is kept in the file's metadata.
+- ``decompress_to_file(path, out)``: a folder (shards + index) or ``.safetensors`` written tensor
+  by tensor (``nnpress.stream``), ``.npz``/``.pt`` in memory; outputs complete or absent.
 - With ``calibration=`` (a ``nnpress.calibration.Task`` or data for ``calibration.load_task``) and
   ``budget=`` (``"cos_mean=0.999"``), ``compress`` returns ``nnpress.budget.compress_to_budget``'s
   ``BudgetReport`` instead: the smallest file whose held-out fidelity meets the budget (``progress``
@@ -51,10 +57,19 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .checkpoint import is_checkpoint_path, open_checkpoint
 from .config import CodecConfig
 from .container import NnpFile, bfloat16_to_float32, write_bytes_atomic
 from .encode import data_free_sensitivities, encode_model, file_metadata, write_records
 from .report import CompressionReport, TensorReport
+from .stream import (
+    DEFAULT_MAX_SHARD_SIZE,
+    checkpoint_entries,
+    compress_checkpoint,
+    decompress_to_folder,
+    decompress_to_safetensors,
+    source_metadata,
+)
 from .traverse import TensorEntry, collect
 
 __all__ = ["CompressionReport", "TensorReport", "compress", "decompress", "decompress_to_file", "info"]
@@ -107,6 +122,21 @@ def compress(
     folder = os.path.dirname(os.path.abspath(dest))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"destination folder does not exist: {folder!r}")
+    if is_checkpoint_path(source):  # safetensors file or folder: streamed, one tensor at a time
+        ckpt = open_checkpoint(source)
+        entries = checkpoint_entries(ckpt)
+        _check_inputs(entries, config, importance, hessians, row_hessians)
+        return compress_checkpoint(
+            ckpt,
+            dest,
+            config,
+            source_metadata(file_metadata(config), ckpt.metadata),
+            entries=entries,
+            importance=importance,
+            hessians=hessians,
+            row_hessians=row_hessians,
+            progress=progress,
+        )
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     entries = collect(source)
@@ -199,21 +229,26 @@ def decompress(
     return out
 
 
-def decompress_to_file(path, out_path, *, threads: int | None = None) -> dict[str, Any]:
-    """Decode ``path`` and write the tensors to ``out_path`` (.safetensors, .npz or .pt/.pth).
-    Returns a small summary dict."""
-    from .traverse import save_safetensors
-
-    f = NnpFile(path)
-    out_path = os.fspath(out_path)
+def decompress_to_file(path, out_path, *, threads: int | None = None, max_shard_size=None) -> dict[str, Any]:
+    """Decode ``path`` into ``out_path``: a ``.safetensors`` file or a folder (a Hugging Face
+    checkpoint: shards of at most ``max_shard_size``, default 5GB, + ``model.safetensors.index.json``), both
+    streamed one tensor batch at a time (``nnpress.stream``); or ``.npz`` / ``.pt`` / ``.pth``
+    (built in memory). ``out_path`` is a folder if it exists as one, ends with a path separator or
+    has no suffix. Returns a small summary dict (path, files, tensors, bytes, decode/write seconds)."""
+    f = path if isinstance(path, NnpFile) else NnpFile(path)
+    raw_out = os.fspath(out_path)
+    out_path = raw_out.rstrip("/" + os.sep) or raw_out
     low = out_path.lower()
-    t0 = time.perf_counter()
+    is_folder = os.path.isdir(out_path) or raw_out.endswith(("/", os.sep)) or "." not in os.path.basename(out_path)
+    if is_folder:
+        limit = DEFAULT_MAX_SHARD_SIZE if max_shard_size is None else max_shard_size
+        return decompress_to_folder(f, out_path, max_shard_size=limit, threads=threads)
+    if max_shard_size is not None:
+        raise ValueError(f"max_shard_size applies to a folder output, not to the file {out_path!r}")
     if low.endswith(".safetensors"):
-        arrays = f.read_all(threads=threads)
-        dtypes = {e["name"]: e["dtype"] for e in f.entries}
-        t1 = time.perf_counter()
-        save_safetensors(arrays, out_path, dtypes=dtypes, metadata={"producer": "nnpress"})
-    elif low.endswith(".npz"):
+        return decompress_to_safetensors(f, out_path, threads=threads)
+    t0 = time.perf_counter()
+    if low.endswith(".npz"):
         arrays = decompress(f, as_numpy=True, threads=threads)
         t1 = time.perf_counter()
         import io
@@ -232,10 +267,11 @@ def decompress_to_file(path, out_path, *, threads: int | None = None) -> dict[st
         torch.save(arrays, buf)
         write_bytes_atomic(out_path, buf.getvalue())
     else:
-        raise ValueError(f"unsupported output file {out_path!r}: use .safetensors, .npz, .pt or .pth")
+        raise ValueError(f"unsupported output {out_path!r}: use a folder, .safetensors, .npz, .pt or .pth")
     t2 = time.perf_counter()
     return {
         "path": out_path,
+        "files": [out_path],
         "tensors": len(f),
         "bytes": os.path.getsize(out_path),
         "decode_seconds": t1 - t0,

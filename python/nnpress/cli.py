@@ -160,13 +160,15 @@ def _add_budget_arguments(c) -> None:
 def _cmd_decompress(a) -> int:
     from .api import decompress_to_file
 
-    summary = decompress_to_file(a.source, a.dest, threads=a.threads)
+    kw = {} if a.max_shard_size is None else {"max_shard_size": a.max_shard_size}
+    summary = decompress_to_file(a.source, a.dest, threads=a.threads, **kw)
     if a.json:
         print(json.dumps(summary, indent=1))
     elif not a.quiet:
+        files = len(summary["files"])
         print(
             f"{a.source} -> {summary['path']}: {summary['tensors']} tensors, "
-            f"{summary['bytes']:,} bytes "
+            f"{summary['bytes']:,} bytes" + (f" in {files} files" if files > 1 else "") + " "
             f"(decode {summary['decode_seconds']:.3f} s, write {summary['write_seconds']:.3f} s)"
         )
     return 0
@@ -230,8 +232,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="{compress,decompress,info,demo}")
 
-    c = sub.add_parser("compress", help="model (.safetensors/.pt/.pth) -> .nnp")
-    c.add_argument("source", help="a .safetensors file or a .pt/.pth state_dict (loaded weights-only)")
+    c = sub.add_parser("compress", help="model (.safetensors / checkpoint folder / .pt/.pth) -> .nnp")
+    c.add_argument(
+        "source",
+        help="a .safetensors file, a Hugging Face checkpoint folder or its model.safetensors.index.json "
+        "(read one tensor at a time), or a .pt/.pth state_dict (loaded weights-only)",
+    )
     c.add_argument("dest", help="the .nnp file to write (atomically)")
     c.add_argument(
         "--method",
@@ -292,9 +298,18 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
     c.set_defaults(func=_cmd_compress)
 
-    d = sub.add_parser("decompress", help=".nnp -> .safetensors / .npz / .pt")
+    d = sub.add_parser("decompress", help=".nnp -> sharded checkpoint folder / .safetensors / .npz / .pt")
     d.add_argument("source")
-    d.add_argument("dest", help="output file: .safetensors, .npz, .pt or .pth")
+    d.add_argument(
+        "dest",
+        help="a folder (existing, ending in '/' or without a suffix: shards + model.safetensors.index.json, "
+        "as transformers writes them), or a .safetensors, .npz, .pt or .pth file",
+    )
+    d.add_argument(
+        "--max-shard-size",
+        metavar="SIZE",
+        help="folder output: at most SIZE bytes of tensors per shard, e.g. 5GB (default), 500MB, 2GiB",
+    )
     d.add_argument("--threads", type=int)
     d.add_argument("--json", action="store_true")
     d.add_argument("-q", "--quiet", action="store_true")

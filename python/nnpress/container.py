@@ -22,7 +22,8 @@ Contract
 
 Surprises
 ---------
-- The file is read into memory once (the reader does not keep it open).
+- A regular file is memory-mapped: opening reads the header and table pages, decoding a tensor
+  touches only its chunks' pages (and gives them back afterwards); pipes and devices are read whole.
 - Aliases (tied tensors) decode to the *same* array object as their target in ``read_all``.
 """
 
@@ -50,6 +51,7 @@ __all__ = [
     "nnp_bytes",
     "validate_nnp",
     "write_nnp",
+    "writer_options",
 ]
 
 DEFAULT_MAX_ELEMENTS = 1 << 36
@@ -153,12 +155,44 @@ class NnpFile:
     def _alloc(self, e: dict) -> np.ndarray:
         return np.empty(tuple(e["shape"]), dtype=NUMPY_DTYPES[e["dtype"]])
 
+    # ---- mapping view: f["name"] decodes that tensor only ----
+    def keys(self) -> list[str]:
+        return self.names
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        """``f[name]`` = ``f.read(name)``: decodes that tensor only (KeyError if absent)."""
+        return self.read(name)
+
+    def get(self, name: str, default=None):
+        """``f.read(name)``, or ``default`` if the file has no such tensor."""
+        return self.read(name) if name in self._index else default
+
+    def nbytes(self, name: str) -> int:
+        """Bytes of the decoded tensor (its element count times its dtype's size)."""
+        e = self.entry(name)
+        return int(e["count"]) * NUMPY_DTYPES[e["dtype"]].itemsize
+
     # ---- decoding ----
     def read(self, name: str, *, threads: int | None = None) -> np.ndarray:
         """Decode one tensor (its row blocks on up to ``threads`` threads)."""
         e = self.entry(name)
         out = self._alloc(e)
         if out.size:
+            self._r.decode_into(e["index"], out.reshape(-1).view(np.uint8), _threads(threads))
+        return out
+
+    def read_into(self, name: str, out: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+        """Decode one tensor into ``out``: a C-contiguous, writable array of the tensor's byte size
+        (any shape and dtype, e.g. a view of a torch parameter or of a reused buffer). Returns ``out``."""
+        e = self.entry(name)
+        if not isinstance(out, np.ndarray) or not out.flags.c_contiguous or not out.flags.writeable:
+            raise ValueError(f"{name!r}: out must be a C-contiguous writable numpy array")
+        want = int(e["count"]) * NUMPY_DTYPES[e["dtype"]].itemsize
+        if out.nbytes != want:
+            raise ValueError(
+                f"{name!r}: out holds {out.nbytes} bytes, the tensor {want} ({e['dtype']}{tuple(e['shape'])})"
+            )
+        if want:
             self._r.decode_into(e["index"], out.reshape(-1).view(np.uint8), _threads(threads))
         return out
 
@@ -319,21 +353,36 @@ def nnp_bytes(
     static choice)."""
     if not _core.HAS_ENCODER:
         raise RuntimeError("this nnpress build has no encoder (NNPRESS_ENCODER=OFF)")
-    if isinstance(block_elements, bool) or not isinstance(block_elements, (int, np.integer)) or block_elements < 1:
-        raise ValueError(f"block_elements must be a positive int, got {block_elements!r}")
     index: dict[str, int] = {}
     inputs = []
     for i, r in enumerate(records):
         inputs.append(_tensor_input(r, index))
         index.setdefault(r.name, i)
+    options = writer_options(
+        block_elements=block_elements, threads=threads, metadata=metadata, size_tolerance=size_tolerance
+    )
+    data, stored, _ = _core.write_nnp(inputs, options)
+    return data, list(stored)
+
+
+def writer_options(
+    *,
+    block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+    threads: int | None = None,
+    metadata: dict | None = None,
+    size_tolerance: float = SIZE_TOLERANCE,
+):
+    """The ``_core.WriterOptions`` of the in-memory writer (``nnp_bytes``) and of the streaming
+    writer (``_core.NnpFileWriter``), built in one place so that both write the same bytes."""
+    if isinstance(block_elements, bool) or not isinstance(block_elements, (int, np.integer)) or block_elements < 1:
+        raise ValueError(f"block_elements must be a positive int, got {block_elements!r}")
     options = _core.WriterOptions()
     options.block_elements = int(block_elements)
     options.threads = _threads(threads)
     options.metadata = json.dumps(metadata, sort_keys=True, separators=(",", ":")) if metadata else ""
     options.size_tolerance = float(size_tolerance)
     options.verify = True  # the caller may replace a file with these bytes
-    data, stored, _ = _core.write_nnp(inputs, options)
-    return data, list(stored)
+    return options
 
 
 def validate_nnp(data) -> None:

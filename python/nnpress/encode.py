@@ -200,20 +200,32 @@ def _scale_exps(plan: ResolvedPlan, imp, shape: tuple, derive: bool, name: str):
     return row_exp, col_exp
 
 
+_CHUNK = 1 << 20  # elements per step of the loops below, which hold no full-size temporaries
+
+
 def _rel_error(w: np.ndarray, w_hat: np.ndarray) -> float:
-    """||w - w_hat|| / ||w||, accumulated in float64 (without float64 copies of the tensors)."""
-    diff = np.subtract(w, w_hat, dtype=np.float64 if w.dtype == np.float64 else np.float32)
-    den = float(np.sqrt(np.sum(np.square(w, dtype=np.float64))))
-    num = float(np.sqrt(np.sum(np.square(diff, dtype=np.float64))))
+    """||w - w_hat|| / ||w||, accumulated in float64 chunk by chunk (no full-size temporaries)."""
+    fw, fh = w.reshape(-1), w_hat.reshape(-1)
+    dt = np.float64 if w.dtype == np.float64 else np.float32
+    num = den = 0.0
+    for i in range(0, fw.size, _CHUNK):
+        a = fw[i : i + _CHUNK]
+        den += float(np.sum(np.square(a, dtype=np.float64)))
+        num += float(np.sum(np.square(np.subtract(a, fh[i : i + _CHUNK], dtype=dt), dtype=np.float64)))
+    num, den = float(np.sqrt(num)), float(np.sqrt(den))
     return num / den if den > 0 else (0.0 if num == 0 else float("inf"))
 
 
 def _as_stored(recon: np.ndarray, dtype: str) -> np.ndarray:
-    """The values the decoder produces for a float32 reconstruction stored as ``dtype``."""
-    if dtype == "float16":
-        return recon.astype(np.float16).astype(np.float32)
-    if dtype == "bfloat16":
-        return bfloat16_to_float32(float32_to_bfloat16(recon))
+    """The values the decoder produces for a float32 reconstruction stored as ``dtype``, rounded
+    in place (``recon`` is the quantizer's own output), chunk by chunk."""
+    if dtype not in ("float16", "bfloat16"):
+        return recon
+    recon = np.ascontiguousarray(recon)  # (so that the flat view below writes into it)
+    flat = recon.reshape(-1)
+    for i in range(0, flat.size, _CHUNK):
+        c = flat[i : i + _CHUNK]
+        c[...] = c.astype(np.float16) if dtype == "float16" else bfloat16_to_float32(float32_to_bfloat16(c))
     return recon
 
 

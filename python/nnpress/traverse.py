@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from .checkpoint import SAFETENSORS_DTYPES
 from .config import FLOAT_DTYPES, ROLES
 from .errors import FormatError, PickledObjectError
 
@@ -55,22 +56,6 @@ __all__ = [
     "save_safetensors",
 ]
 
-# safetensors dtype tag -> (our dtype name, numpy dtype used to hold it)
-SAFETENSORS_DTYPES = {
-    "F32": ("float32", np.dtype("<f4")),
-    "F16": ("float16", np.dtype("<f2")),
-    "BF16": ("bfloat16", np.dtype("<u2")),
-    "F64": ("float64", np.dtype("<f8")),
-    "I8": ("int8", np.dtype("i1")),
-    "U8": ("uint8", np.dtype("u1")),
-    "I16": ("int16", np.dtype("<i2")),
-    "I32": ("int32", np.dtype("<i4")),
-    "I64": ("int64", np.dtype("<i8")),
-    "BOOL": ("bool", np.dtype("?")),
-    "U16": ("uint16", np.dtype("<u2")),
-    "U32": ("uint32", np.dtype("<u4")),
-    "U64": ("uint64", np.dtype("<u8")),
-}
 _TAG_OF = {v[0]: k for k, v in SAFETENSORS_DTYPES.items()}
 _NUMPY_NAME = {
     np.dtype(np.float32): "float32",
@@ -86,7 +71,6 @@ _NUMPY_NAME = {
     np.dtype(np.uint32): "uint32",
     np.dtype(np.uint64): "uint64",
 }
-_MAX_SAFETENSORS_HEADER = 100 << 20
 
 
 @dataclass
@@ -227,17 +211,20 @@ def load_source(source) -> tuple[Mapping[str, Any], Any, dict | None]:
         path = os.fspath(source)
         if not os.path.exists(path):
             raise FileNotFoundError(f"no such file: {path!r}")
-        if os.path.isdir(path):  # a model folder (Hugging Face layout)
-            for cand in ("model.safetensors", "pytorch_model.bin"):
-                if os.path.isfile(os.path.join(path, cand)):
-                    path = os.path.join(path, cand)
-                    break
+        from .checkpoint import LazyTensors, is_checkpoint_path, open_checkpoint
+
+        if is_checkpoint_path(path):  # safetensors file, index or folder: read one tensor per lookup
+            ckpt = open_checkpoint(path)
+            return LazyTensors(ckpt), None, {i.name: i.dtype for i in ckpt.infos()}
+        if os.path.isdir(path):  # a model folder (Hugging Face layout) with a torch state_dict
+            if os.path.isfile(os.path.join(path, "pytorch_model.bin")):
+                path = os.path.join(path, "pytorch_model.bin")
             else:
-                raise ValueError(f"{path!r} is a folder without model.safetensors or pytorch_model.bin")
+                raise ValueError(
+                    f"{path!r} is a folder without safetensors weights (model.safetensors, "
+                    "model.safetensors.index.json or shards) or pytorch_model.bin"
+                )
         low = path.lower()
-        if low.endswith(".safetensors"):
-            tensors, dtypes = load_safetensors(path, return_dtypes=True)
-            return tensors, None, dtypes
         if low.endswith((".pt", ".pth", ".bin", ".ckpt")):
             return _load_torch_file(path), None, None
         raise ValueError(f"unsupported input file {path!r}: expected .safetensors, .pt or .pth")
@@ -344,49 +331,13 @@ def collect(source, *, dtypes: Mapping[str, str] | None = None) -> list[TensorEn
 
 # ---------------------------------------------------------------- safetensors
 def load_safetensors(path, *, return_dtypes: bool = False):
-    """Read a ``.safetensors`` file into numpy arrays (bfloat16 as uint16 bit patterns)."""
-    path = os.fspath(path)
-    with open(path, "rb") as f:
-        data = f.read()
-    n = len(data)
-    if n < 8:
-        raise FormatError(f"{path}: not a safetensors file (too short)")
-    (hlen,) = struct.unpack("<Q", data[:8])
-    if hlen > n - 8 or hlen > _MAX_SAFETENSORS_HEADER:
-        raise FormatError(f"{path}: safetensors header length {hlen} exceeds the file")
-    try:
-        header = json.loads(data[8 : 8 + hlen].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise FormatError(f"{path}: safetensors header is not valid JSON: {e}") from None
-    if not isinstance(header, dict):
-        raise FormatError(f"{path}: safetensors header is not an object")
-    body = memoryview(data)[8 + hlen :]
-    out: dict[str, np.ndarray] = {}
-    dtypes: dict[str, str] = {}
-    for name, spec in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            tag, shape, (lo, hi) = (
-                spec["dtype"],
-                [int(d) for d in spec["shape"]],
-                spec["data_offsets"],
-            )
-            lo, hi = int(lo), int(hi)
-        except (KeyError, TypeError, ValueError):
-            raise FormatError(f"{path}: bad header entry for {name!r}") from None
-        if tag not in SAFETENSORS_DTYPES:
-            raise FormatError(f"{path}: tensor {name!r} has unsupported dtype {tag!r}")
-        dname, npd = SAFETENSORS_DTYPES[tag]
-        count = 1
-        for d in shape:
-            if d < 0:
-                raise FormatError(f"{path}: tensor {name!r} has a negative dimension")
-            count *= d
-        if not (0 <= lo <= hi <= len(body)) or hi - lo != count * npd.itemsize:
-            raise FormatError(f"{path}: tensor {name!r} has bad data offsets [{lo}, {hi})")
-        out[name] = np.frombuffer(body[lo:hi], dtype=npd).reshape(shape).copy()
-        dtypes[name] = dname
+    """Read a ``.safetensors`` file into numpy arrays (bfloat16 as uint16 bit patterns); the header
+    is checked first (``checkpoint.SafetensorsFile``), then each tensor is read into its array."""
+    from .checkpoint import SafetensorsFile
+
+    st = SafetensorsFile(path)
+    out = {name: st.read(name) for name in st.names}
+    dtypes = {name: st.info(name).dtype for name in st.names}
     return (out, dtypes) if return_dtypes else out
 
 
