@@ -335,6 +335,8 @@ def _model_for(model_or_state_dict: Any) -> Any:
     ref_sd = base.state_dict()
     sd = {}
     for name, t in model_or_state_dict.items():
+        if name == "embeddings.position_ids" and name not in ref_sd:
+            continue  # in the checkpoint (and so in files that keep it), a non-persistent buffer in transformers
         if name not in ref_sd:
             raise KeyError(f"unexpected tensor {name!r} for all-MiniLM-L6-v2")
         tt = t if isinstance(t, torch.Tensor) else torch.from_numpy(np.asarray(t))

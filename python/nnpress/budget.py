@@ -266,6 +266,8 @@ def compress_to_budget(
     weights = {e.name: e.float_values() for e in entries if e.name in set(quantized)}
     n_params = sum(e.count for e in entries if e.alias_of is None)
     n_quant = sum(weights[n].size for n in quantized)
+    if prune == "auto" and n_quant > PRUNE_SEARCH_MAX_WEIGHTS:
+        sparsities = (0.0,)  # every sparsity costs a step search of whole encodes: only small models
     embedding_names = [e.name for e in entries if e.name in set(quantized) and e.role == "embedding"]
     embeddings = tuple(embedding_names) + ("embed",)
     times["load"] = time.perf_counter() - t_start

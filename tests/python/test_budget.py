@@ -249,3 +249,13 @@ def test_auto_pruning_writes_the_smallest_met_point_over_all_sparsities(tmp_path
     met = [p for p in rep.points if p["metrics"]["rel_error"] <= 0.3]
     assert len({p["setting"]["sparsity"] for p in rep.points}) >= 2  # the sparsity dimension was searched
     assert rep.file_bytes == min(p["file_bytes"] for p in met) == path.stat().st_size
+
+
+def test_auto_pruning_is_searched_only_up_to_the_size_limit(tmp_path, monkeypatch):
+    """Above PRUNE_SEARCH_MAX_WEIGHTS quantized weights, prune="auto" searches the step alone."""
+    import nnpress.budget as budget_mod
+
+    monkeypatch.setattr(budget_mod, "PRUNE_SEARCH_MAX_WEIGHTS", 100)  # the test model has more
+    rep = compress_to_budget(_task(), tmp_path / "a.nnp", "rel_error=0.3", prune="auto", max_encodes=5)
+    assert {p["setting"]["sparsity"] for p in rep.points} == {0.0}
+    assert rep.pipeline["sparsities"] == [0.0]
