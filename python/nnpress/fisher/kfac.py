@@ -381,26 +381,31 @@ class _BlockRun:
         energy = {}
         for n, i in calls:
             x = self.seen[n][i][0]
-            energy[(n, i)] = x.cpu().double().reshape(-1, x.shape[-1]).square().sum(1, keepdim=True)
+            x = x.cpu().double().reshape(-1, x.shape[-1])
+            energy[(n, i)] = x.square().sum(1, keepdim=True)
         return energy
 
     def _add_gradients(self, calls, grads, weight, energy, scale) -> None:
         """Some draws' output gradients (draws first): into the row blocks (weighted by the input
-        energies), the Embedding column blocks, or the Linear columns' position weights."""
+        energies), the Embedding column blocks, or the Linear columns' position weights. Positions
+        whose gradient is zero (e.g. padding) add nothing and are dropped before the products."""
         for (n, i), g in zip(calls, grads):
             if g is None:
                 continue
             self.reached.add(n)
             k = g.shape[0]
             g = g.detach().cpu().double().reshape(-1, g.shape[-1])  # (draws x positions, out)
+            norm = (g * g).sum(1)
+            live = norm > 0
+            if (n, i) in weight:  # Linear columns: |g_p|^2 summed over the draws, per position
+                weight[(n, i)] = weight[(n, i)] + scale * norm.reshape(k, -1).sum(0)
             if n in self.rows:  # g weighted by the input's energy at its position
-                self.acc["rows"][n] += scale * ((g * energy[(n, i)].repeat(k, 1)).T @ g)
-            if n not in self.cols:
-                continue
-            if (n, i) in weight:
-                weight[(n, i)] = weight[(n, i)] + scale * (g * g).sum(1).reshape(k, -1).sum(0)
-            else:
-                self.acc["columns"][n] += scale * (g.T @ g)
+                e = energy[(n, i)].repeat(k, 1)[live]
+                gl = g[live]
+                self.acc["rows"][n] += scale * ((gl * e).T @ gl)
+            if n in self.cols and (n, i) not in weight:  # Embedding columns
+                gl = g[live]
+                self.acc["columns"][n] += scale * (gl.T @ gl)
 
     def _add_weighted_inputs(self, weight) -> None:
         """Linear column blocks: each call's input outer products, weighted per position."""
@@ -412,3 +417,4 @@ class _BlockRun:
             live = wp > 0  # padding positions carry no weight
             x, wp = x[live], wp[live]
             self.acc["columns"][n] += (x * wp.unsqueeze(1)).T @ x
+
