@@ -72,8 +72,10 @@ def fisher_hessians(
     gradient factor. Arguments as in :func:`fisher_diagonal`; ``module_filter``: None (every
     Linear and Embedding), a callable (name, module) -> bool, or a collection of module names.
     Returns ``{"<module name>.weight": H}``. The model runs in eval mode (flags restored), is never
-    modified; one forward pass per batch, one backward pass per draw (ordinary autograd, batched:
-    examples must not interact, e.g. no batch norm in training mode).
+    modified; one forward pass per batch, and the draws' backward passes batched together
+    (``torch.autograd.grad(..., is_grads_batched=True)``, in groups bounded in memory; one draw at
+    a time if the model's operations cannot be batched that way). Ordinary autograd, batched over
+    examples: examples must not interact (e.g. no batch norm in training mode).
 
     Surprises: other layer types (convolutions, ...) are not covered. A module called several
     times in one forward pass adds up every call. Modules the output never depended on (never
@@ -417,4 +419,3 @@ class _BlockRun:
             live = wp > 0  # padding positions carry no weight
             x, wp = x[live], wp[live]
             self.acc["columns"][n] += (x * wp.unsqueeze(1)).T @ x
-
