@@ -236,7 +236,7 @@ def _kfac_modules(name: str, side: str, model: Any, module_filter: Any, may_be_e
 
 # Draws whose output gradients one batched backward pass computes: at most this many elements of
 # the recorded layer outputs times draws (the gradients of every draw are held at once).
-DRAW_BATCH_ELEMENTS = 1 << 26
+DRAW_BATCH_ELEMENTS = 1 << 25
 
 
 class _BlockRun:
