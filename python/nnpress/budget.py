@@ -12,7 +12,8 @@ Pipeline (estimated from ``task.fit`` only; nothing estimated ever sees ``task.h
    and row blocks (``fisher_row_hessians``) for Linear weights with at most ``FEEDBACK_MAX_ROWS``
    rows and rows² x cols within the same work bound. Blocks are taken in model order while their
    float64 storage stays within ``FEEDBACK_MEMORY`` bytes; every other tensor is quantized without
-   feedback (convolutions have no K-FAC block here).
+   feedback (convolutions have no K-FAC block here). Both sides come from one pass over the fit
+   batches (``fisher_kfac_blocks``).
 2. Fisher diagonal (``fisher_diagonal``, the task's likelihood and output) of the other quantized
    parameters, on at most ``max(FISHER_MIN_EXAMPLES, FISHER_EXAMPLE_WEIGHTS / parameters)`` fit
    examples (per-example gradients cost examples x parameters). An embedding table with a column
@@ -274,7 +275,7 @@ def compress_to_budget(
 
     # --- K-FAC blocks where bounded ------------------------------------------------------------
     t0 = time.perf_counter()
-    from .fisher import fisher_diagonal, fisher_hessians, fisher_row_hessians
+    from .fisher import fisher_diagonal, fisher_kfac_blocks
     from .tune import allocate_steps, channel_scales_from_importance, sensitivities_from_fisher, smooth_importance
 
     qset = set(quantized)
@@ -282,23 +283,17 @@ def compress_to_budget(
     row_hessians: dict[str, np.ndarray] = {}
     if feedback:
         cols_ok, rows_ok = _eligible_blocks(model, file_name, qset)
-        report_progress("kfac", 0, 2)
+        report_progress("kfac", 0, 1)
         with warnings.catch_warnings():  # modules the output never used get no block: no feedback there
             warnings.simplefilter("ignore", RuntimeWarning)
-            if cols_ok:
-                h = fisher_hessians(
-                    model, task.fit, output=task.fisher_output, module_filter=cols_ok,
+            if cols_ok or rows_ok:  # both sides from one pass over the fit batches
+                h, g = fisher_kfac_blocks(
+                    model, task.fit, output=task.fisher_output, columns=cols_ok, rows=rows_ok,
                     output_fn=task.output_fn, seed=seed, draws=KFAC_DRAWS,
                 )  # fmt: skip
                 hessians = {file_name(k): _numpy64(v) for k, v in h.items() if file_name(k) in qset}
-            report_progress("kfac", 1, 2)
-            if rows_ok:
-                g = fisher_row_hessians(
-                    model, task.fit, output=task.fisher_output, module_filter=rows_ok,
-                    output_fn=task.output_fn, seed=seed, draws=KFAC_DRAWS,
-                )  # fmt: skip
                 row_hessians = {file_name(k): _numpy64(v) for k, v in g.items() if file_name(k) in qset}
-        report_progress("kfac", 2, 2)
+        report_progress("kfac", 1, 1)
     times["kfac"] = time.perf_counter() - t0
 
     # --- Fisher diagonal, importance, channel scales -------------------------------------------

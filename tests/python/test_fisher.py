@@ -639,3 +639,87 @@ def test_former_names_are_deprecated_aliases(old, new):
         want = getattr(fisher, new)(model, [x], draws=2, seed=3)
         assert list(got) == list(want) and all(torch.equal(got[n], want[n]) for n in want)
     assert new in nnpress.__all__ and old not in nnpress.__all__
+
+
+# ---------------------------------------------------------------------------------------------
+# fisher_kfac_blocks: both sides from one pass; the draws backpropagated together
+# ---------------------------------------------------------------------------------------------
+
+from nnpress.fisher import kfac as kfac_module  # noqa: E402
+from nnpress.fisher.kfac import fisher_kfac_blocks  # noqa: E402
+
+
+def token_batches(seed=5):
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for n, length in ((4, 6), (3, 4)):
+        ids = torch.randint(0, 11, (n, length), generator=gen)
+        mask = torch.ones(n, length, dtype=torch.long)
+        mask[0, length // 2 :] = 0
+        out.append({"ids": ids, "mask": mask})
+    return out
+
+
+def assert_same_blocks(got, want, rtol=1e-12):
+    assert list(got) == list(want)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "classifier", "empirical"])
+def test_kfac_blocks_in_one_pass_equal_the_separate_calls(kind):
+    """Same seed, same draws: the one pass gives what fisher_hessians and fisher_row_hessians give,
+    each side with its own filter (empty collection: nothing on that side)."""
+    if kind == "gaussian":
+        model, batches, kw = TokenModel(), token_batches(), {"output": "gaussian"}
+    else:
+        model = tiny_mlp()
+        x = torch.randn(10, 6, generator=torch.Generator().manual_seed(8))
+        if kind == "classifier":
+            batches, kw = [x[:6], x[6:]], {}
+        else:
+            y = torch.randint(0, 4, (10,), generator=torch.Generator().manual_seed(9))
+            batches, kw = [(x[:6], y[:6]), (x[6:], y[6:])], {"mode": "empirical"}
+    cols, rows = fisher_kfac_blocks(model, batches, draws=5, seed=4, **kw)
+    assert_same_blocks(cols, fisher_hessians(model, batches, draws=5, seed=4, **kw))
+    assert_same_blocks(rows, fisher_row_hessians(model, batches, draws=5, seed=4, **kw))
+    first = next(n for n, m in model.named_modules() if isinstance(m, nn.Linear))
+    cols, rows = fisher_kfac_blocks(model, batches, columns=[first], rows=[], draws=5, seed=4, **kw)
+    assert rows == {}
+    assert_same_blocks(cols, fisher_hessians(model, batches, module_filter=[first], draws=5, seed=4, **kw))
+    cols, rows = fisher_kfac_blocks(model, batches, columns=[], rows=lambda n, m: n == first, draws=5, seed=4, **kw)
+    assert cols == {}
+    assert_same_blocks(rows, fisher_row_hessians(model, batches, module_filter=[first], draws=5, seed=4, **kw))
+    with pytest.raises(ValueError, match="no \\(selected\\) Linear or Embedding module"):
+        fisher_kfac_blocks(model, batches, columns=[], rows=[], **kw)
+    with pytest.raises(ValueError, match="that the model does not have"):
+        fisher_kfac_blocks(model, batches, columns=["nope"], **kw)
+
+
+@pytest.mark.parametrize("model_kind", ["gaussian", "classifier"])
+def test_kfac_draws_batched_or_one_at_a_time_agree(monkeypatch, model_kind):
+    """The draws backpropagated together (in groups, and all at once) give the blocks of one
+    backward pass per draw; so does the fallback when the batched backward raises."""
+    if model_kind == "gaussian":
+        model, batches, kw = TokenModel(), token_batches(7), {"output": "gaussian"}
+    else:
+        model = tiny_mlp()
+        batches, kw = [torch.randn(7, 6, generator=torch.Generator().manual_seed(3))], {}
+    together = fisher_kfac_blocks(model, batches, draws=6, seed=11, **kw)
+    monkeypatch.setattr(kfac_module, "DRAW_BATCH_ELEMENTS", 1)  # one draw per backward pass
+    one_by_one = fisher_kfac_blocks(model, batches, draws=6, seed=11, **kw)
+    monkeypatch.setattr(kfac_module, "DRAW_BATCH_ELEMENTS", 4 * 7 * (4 + 5 + 8))  # groups of a few draws
+    groups = fisher_kfac_blocks(model, batches, draws=6, seed=11, **kw)
+    monkeypatch.undo()
+    real_grad = torch.autograd.grad
+
+    def no_batched_grad(*args, **kwargs):
+        if kwargs.get("is_grads_batched"):
+            raise RuntimeError("batching rule not implemented")
+        return real_grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", no_batched_grad)
+    fallback = fisher_kfac_blocks(model, batches, draws=6, seed=11, **kw)
+    for other in (one_by_one, groups, fallback):
+        for side in (0, 1):
+            assert_same_blocks(together[side], other[side], rtol=1e-10)

@@ -5,8 +5,9 @@ data-free sensitivity probe. One module per job:
   ``importance`` of ``nnpress.quantize`` / ``nnpress.compress``).
 - :mod:`.kfac` - :func:`fisher_hessians` and :func:`fisher_row_hessians`, the Kronecker-factored
   column and row blocks of the Fisher: the ``hessians`` / ``row_hessians`` of the quantizers'
-  error feedback. ``fisher_column_blocks`` and ``fisher_row_blocks`` are their former names,
-  deprecated (a DeprecationWarning at each call) and removed in the next release.
+  error feedback; :func:`fisher_kfac_blocks` gives both from one pass. ``fisher_column_blocks``
+  and ``fisher_row_blocks`` are their former names, deprecated (a DeprecationWarning at each
+  call) and removed in the next release.
 - :mod:`.probe` - :func:`probe_sensitivity`, for when no calibration data exists.
 - :mod:`.batches` - the calibration protocol the estimators share: what a batch, a model output
   and a label may be, ``max_examples``, eval mode while running, seeds.
@@ -22,9 +23,9 @@ from .batches import LABEL_KEY as LABEL_KEY
 from .diagonal import GRAD_MEMORY_BUDGET as GRAD_MEMORY_BUDGET
 from .diagonal import fisher_diagonal
 from .kfac import fisher_column_blocks as fisher_column_blocks  # deprecated
-from .kfac import fisher_hessians, fisher_row_hessians
+from .kfac import fisher_hessians, fisher_kfac_blocks, fisher_row_hessians
 from .kfac import fisher_row_blocks as fisher_row_blocks  # deprecated
 from .likelihood import IGNORE_INDEX as IGNORE_INDEX
 from .probe import probe_sensitivity
 
-__all__ = ["fisher_diagonal", "fisher_hessians", "fisher_row_hessians", "probe_sensitivity"]
+__all__ = ["fisher_diagonal", "fisher_hessians", "fisher_kfac_blocks", "fisher_row_hessians", "probe_sensitivity"]
