@@ -267,7 +267,10 @@ def decompress_to_file(path, out_path, *, threads: int | None = None, max_shard_
         torch.save(arrays, buf)
         write_bytes_atomic(out_path, buf.getvalue())
     else:
-        raise ValueError(f"unsupported output {out_path!r}: use a folder, .safetensors, .npz, .pt or .pth")
+        raise ValueError(
+            f"unsupported output {out_path!r}: use a folder, .safetensors, .npz, .pt or .pth "
+            f"(a folder whose name has a dot: end it with '/', e.g. {os.path.basename(out_path) + '/'!r})"
+        )
     t2 = time.perf_counter()
     return {
         "path": out_path,

@@ -193,6 +193,12 @@ def _eligible_blocks(model, file_name: Callable[[str], str], quantized: set[str]
     return cols_ok, rows_ok
 
 
+def _has_curvature(block: np.ndarray) -> bool:
+    """A K-FAC block feedback can use: finite, with a positive mean diagonal."""
+    d = np.diagonal(block, axis1=-2, axis2=-1)
+    return bool(np.isfinite(block).all() and d.size and np.mean(d) > 0)
+
+
 def _numpy64(x) -> np.ndarray:
     return x.detach().cpu().double().numpy() if hasattr(x, "detach") else np.asarray(x, np.float64)
 
@@ -291,8 +297,15 @@ def compress_to_budget(
                     model, task.fit, output=task.fisher_output, columns=cols_ok, rows=rows_ok,
                     output_fn=task.output_fn, seed=seed, draws=KFAC_DRAWS,
                 )  # fmt: skip
-                hessians = {file_name(k): _numpy64(v) for k, v in h.items() if file_name(k) in qset}
-                row_hessians = {file_name(k): _numpy64(v) for k, v in g.items() if file_name(k) in qset}
+                # a block with no curvature (a layer the outputs do not depend on, e.g. behind dead
+                # units, or weights an earlier search set to zero) gives feedback nothing to weigh:
+                # that tensor goes without feedback
+                hessians = {
+                    file_name(k): b for k, v in h.items() if file_name(k) in qset and _has_curvature(b := _numpy64(v))
+                }
+                row_hessians = {
+                    file_name(k): b for k, v in g.items() if file_name(k) in qset and _has_curvature(b := _numpy64(v))
+                }
         report_progress("kfac", 1, 1)
     times["kfac"] = time.perf_counter() - t0
 
@@ -433,7 +446,7 @@ def compress_to_budget(
             pipeline=_pipeline(hessians, row_hessians, sparsities),
         )  # fmt: skip
         reached = "no point was encoded" if finest is None else (
-            f"the best {metric} reached is {finest['metrics'][metric]:.6g} at the finest step tried "
+            f"the best {metric} reached is {finest['metrics'][metric]!r} at the finest step tried "
             f"(rel_step {finest['setting']['rel_step']:.3g}, {finest['bits_per_param']:.3f} bits/param)"
         )  # fmt: skip
         raise BudgetError(

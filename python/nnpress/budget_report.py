@@ -383,11 +383,11 @@ def run_compress(a, config_from_args: Callable[[Any], Any]) -> int:
         # the points tried say how close the budget was: on stdout; the error line goes to stderr
         bar.close()
         failed = getattr(e, "report", None)
-        if failed is not None and not a.quiet and a.json is None:
+        if failed is not None:
             d = failed.to_dict()
             d.setdefault("source", task.source or a.source)
-            print(format_report(d, max_tensors=None if a.verbose else 30))
-            sys.stdout.flush()
+            d["error"] = str(e)
+            _emit(a, d)
         raise
     finally:
         bar.close()
@@ -395,6 +395,14 @@ def run_compress(a, config_from_args: Callable[[Any], Any]) -> int:
     d.setdefault("source", task.source or a.source)
     if a.plot:
         write_plot(d, a.plot)
+    _emit(a, d)
+    return 0 if d.get("met", True) else 1
+
+
+def _emit(a, d: dict) -> None:
+    """The report where the options send it: ``--json FILE`` / ``--json -`` (stdout) and, unless
+    ``--quiet`` or JSON goes to stdout, the human report on stdout. A failed search's report (the
+    points tried) goes the same ways, so a script reading ``--json`` sees why it failed."""
     text = json.dumps(d, indent=1, default=_json_default)
     if a.json not in (None, "-"):
         from .container import write_bytes_atomic
@@ -404,6 +412,6 @@ def run_compress(a, config_from_args: Callable[[Any], Any]) -> int:
         print(text)
     elif not a.quiet:
         print(format_report(d, max_tensors=None if a.verbose else 30))
-        if a.plot:
+        if a.plot and d.get("met"):
             print(f"plot: {a.plot}")
-    return 0 if d.get("met", True) else 1
+    sys.stdout.flush()

@@ -249,6 +249,27 @@ def _inputs_labels(obj: Any, where: str) -> tuple[Any, Any]:
     return obj, None
 
 
+def _is_xy_pair(obj: Any) -> bool:
+    """A tuple (x, y) of two arrays/tensors with the same number of examples whose second is a
+    vector of integers: inputs and class labels, not two batches of inputs."""
+    import torch
+
+    if not (isinstance(obj, tuple) and len(obj) == 2):
+        return False
+    x, y = obj
+    arrays = (np.ndarray, torch.Tensor)
+    if not (isinstance(x, arrays) and isinstance(y, arrays)) or x.ndim == 0 or y.ndim != 1:
+        return False
+    integer = np.issubdtype(y.dtype, np.integer) if isinstance(y, np.ndarray) else _torch_integer(y)
+    return x.shape[0] == y.shape[0] and integer
+
+
+def _torch_integer(t: Any) -> bool:
+    import torch
+
+    return not t.dtype.is_floating_point and not t.dtype.is_complex and t.dtype != torch.bool
+
+
 def _as_tensor(a: Any, where: str, what: str):
     import torch
 
@@ -967,6 +988,9 @@ def _module_task(model, calibration, kind: str | None, opts: dict, source: str) 
     elif isinstance(calibration, Mapping) and any(k in calibration for k in ("x", "inputs")):
         x, y = _inputs_labels(calibration, where)
         data = (_as_tensor(x, where, "inputs"), None if y is None else _as_tensor(y, where, "labels"))
+    elif _is_xy_pair(calibration):  # (x, y): inputs and labels, as in a tensor file
+        x, y = calibration
+        data = (_as_tensor(x, where, "inputs"), _as_tensor(y, where, "labels"))
     elif isinstance(calibration, Iterable) and not isinstance(calibration, (str, bytes, Mapping)):
         batches = list(calibration)
         if not batches:

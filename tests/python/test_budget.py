@@ -259,3 +259,20 @@ def test_auto_pruning_is_searched_only_up_to_the_size_limit(tmp_path, monkeypatc
     rep = compress_to_budget(_task(), tmp_path / "a.nnp", "rel_error=0.3", prune="auto", max_encodes=5)
     assert {p["setting"]["sparsity"] for p in rep.points} == {0.0}
     assert rep.pipeline["sparsities"] == [0.0]
+
+
+def test_layers_without_curvature_go_without_feedback(tmp_path):
+    """Dead units make the layers before them irrelevant to the output: their K-FAC blocks are zero,
+    and the search runs without feedback there instead of failing."""
+    import nnpress
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(
+        torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)
+    ).eval()
+    with torch.no_grad():
+        m[2].bias.fill_(-100.0)
+    path = tmp_path / "dead.nnp"
+    rep = nnpress.compress(m, path, calibration=torch.randn(64, 8), budget="rel_error=0.05")
+    assert rep.met and path.exists()
+    assert "0.weight" not in rep.pipeline.get("feedback_columns", ["0.weight"])

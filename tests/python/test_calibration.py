@@ -132,6 +132,16 @@ def test_metrics_on_batches_of_different_shapes():
     assert METRICS["rel_error"].fn(ref, out, None) == pytest.approx((num / den) ** 0.5)
 
 
+def test_inputs_and_labels_as_a_pair():
+    """compress(calibration=(x, y)) means inputs and labels, as in a tensor file with x and y."""
+    x, y = _data(32)
+    task = load_task(_mlp(), (x, y), heldout=8)
+    assert task.split["unit"] == "examples" and task.split["heldout"] == 8 and task.labels is not None
+    assert "accuracy_drop" in task.metrics
+    two_batches = (x[:16], x[16:])  # two input batches are inputs only
+    assert load_task(_mlp(), two_batches, heldout=4).labels is None
+
+
 def test_standard_errors_of_per_sample_means():
     """evaluate(standard_errors=True) gives the standard error of the held-out mean of the metrics
     that are means over samples, computed by hand here; none for the others."""

@@ -124,6 +124,18 @@ def test_budget_that_cannot_be_met(mlp_files, tmp_path, capsys):
     assert "cannot be met" in captured.err and captured.err.count("\n") == 1
     assert "points tried" in captured.out and "NOT met" in captured.out
     assert not out.exists()
+    # the reached value is printed exactly: never rounded up onto the budget it missed
+    reached = captured.err.split("reached is ")[1].split(" at the finest")[0]
+    assert float(reached) < 1.0
+    # --json gets the failed report too (every point tried and the error), for scripts
+    rep = tmp_path / "r.json"
+    assert main([*args, "--json", str(rep)]) == 1
+    d = json.loads(rep.read_text())
+    assert d["met"] is False and d["points"] and "cannot be met" in d["error"]
+    capsys.readouterr()
+    assert main([*args, "--json", "-"]) == 1
+    assert json.loads(capsys.readouterr().out)["met"] is False
+    assert not out.exists()
 
 
 def test_plot_without_matplotlib_fails_before_the_run(mlp_files, tmp_path, capsys, monkeypatch):
