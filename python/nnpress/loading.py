@@ -152,6 +152,29 @@ def _build(cls, config, dtype, f: NnpFile):
     return _new_model(cls, config, dtype)
 
 
+def _prefix_target(model, f: NnpFile):
+    """What to fill so that names match as transformers matches them across the base model prefix:
+    the model itself; or, when the file was saved from a model with a task head (names
+    ``<prefix>.…``) and ``model`` is the base model, a holder with ``model`` under ``<prefix>``; or,
+    when the file holds a base model and ``model`` has a head, the model's base. Returns (module to
+    fill, the prefix when a holder is used, else "")."""
+    import torch
+
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    names, own = set(f.names), set(model.state_dict())
+    if not prefix or names & own:
+        return model, ""
+    pre = prefix + "."
+    if any(n.startswith(pre) for n in names) and not any(n.startswith(pre) for n in own):
+        holder = torch.nn.Module()
+        setattr(holder, prefix, model)
+        return holder, prefix
+    base = getattr(model, prefix, None)
+    if isinstance(base, torch.nn.Module) and names & set(base.state_dict()):
+        return base, ""
+    return model, ""
+
+
 def from_pretrained(folder, cls=None, *, dtype="auto", strict: bool = True, threads: int | None = None, **kwargs):
     """A transformers model from ``folder`` (config.json + a ``.nnp`` file; module docstring).
     ``kwargs`` go to ``AutoConfig.from_pretrained``."""
@@ -175,12 +198,22 @@ def from_pretrained(folder, cls=None, *, dtype="auto", strict: bool = True, thre
     if isinstance(dtype, str):
         dtype = _torch_dtype(dtype)
     model = _build(cls, config, dtype, f)
+    target, prefix_note = _prefix_target(model, f)
     # what transformers' own loader tolerates: names the model keeps as non-persistent buffers
     # (e.g. position_ids, saved by older versions) and the class's ignore patterns
     ignore_unexpected = {n for n, _ in model.named_buffers()} - set(model.state_dict())
     patterns = [re.compile(p) for p in (getattr(model, "_keys_to_ignore_on_load_unexpected", None) or ())]
     ignore_missing = [re.compile(p) for p in (getattr(model, "_keys_to_ignore_on_load_missing", None) or ())]
-    result = load_state_dict(model, f, strict=False, threads=threads)
+    result = load_state_dict(target, f, strict=False, threads=threads)
+    if target is not model:  # names are the holder's: the prefix marks what belongs to the model
+        pre = prefix_note + "."
+        ignore_unexpected = {pre + n for n in ignore_unexpected}
+        patterns += [re.compile("^(?!" + re.escape(pre) + ")")]  # a task head's tensors: not this model's
+    if len(set(f.names) & set(target.state_dict())) == 0:
+        raise RuntimeError(
+            f"no tensor of {path} belongs to {type(model).__name__} (file names look like {f.names[:3]}, "
+            f"the model's like {list(model.state_dict())[:3]}): pass the class the file was saved from, cls=..."
+        )
     unexpected = [
         n for n in result.unexpected_keys if n not in ignore_unexpected and not any(p.search(n) for p in patterns)
     ]

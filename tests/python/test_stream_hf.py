@@ -74,9 +74,45 @@ def test_from_pretrained_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no \.nnp"):
         nnpress.from_pretrained(nf)
     nnpress.compress({"unrelated.weight": torch.ones(4, 4)}, nf / "model.nnp")
+    with pytest.raises(RuntimeError, match="no tensor"):
+        nnpress.from_pretrained(nf)
+    with pytest.raises(RuntimeError, match="no tensor"):  # not even strict=False loads a model from nothing
+        nnpress.from_pretrained(nf, strict=False)
+    nnpress.compress({"pooler.dense.bias": torch.full((32,), 0.5)}, nf / "model.nnp")  # one tensor of many
     with pytest.raises(RuntimeError, match="missing keys"):
         nnpress.from_pretrained(nf)
-    assert nnpress.from_pretrained(nf, strict=False) is not None
+    part = nnpress.from_pretrained(nf, strict=False)
+    assert torch.equal(part.pooler.dense.bias, torch.full((32,), 0.5))
+
+
+def test_from_pretrained_across_the_base_model_prefix(tmp_path):
+    """As transformers does: a checkpoint saved from a model with a task head (names 'bert.…')
+    loads into the base model, and a base checkpoint into the base of a model with a head."""
+    cfg = transformers.BertConfig(
+        vocab_size=120, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
+    torch.manual_seed(0)
+    mlm = transformers.BertForMaskedLM(cfg).eval()
+    mlm.save_pretrained(tmp_path / "mlm")
+    nf = tmp_path / "mlm_nnp"
+    _copy_config(tmp_path / "mlm", nf)
+    nnpress.compress(tmp_path / "mlm" / "model.safetensors", nf / "model.nnp")
+    dec = nnpress.decompress(nf / "model.nnp")
+    with pytest.raises(RuntimeError, match=r"missing keys \['bert.pooler"):  # the MLM has no pooler
+        nnpress.from_pretrained(nf)
+    base = nnpress.from_pretrained(nf, strict=False)  # AutoModel: the BertModel inside the checkpoint
+    assert type(base).__name__ == "BertModel"
+    for name, t in base.state_dict().items():
+        if "bert." + name in dec:
+            assert torch.equal(t, dec["bert." + name]), name
+    q = "encoder.layer.0.attention.self.query.weight"
+    assert torch.equal(base.state_dict()[q], dec["bert." + q])
+    # a base-model file into a model with a head: the base is filled, the head is what is missing
+    bf = tmp_path / "base_nnp"
+    _copy_config(tmp_path / "mlm", bf)
+    nnpress.compress(base, bf / "model.nnp")
+    with_head = nnpress.from_pretrained(bf, cls=transformers.AutoModelForMaskedLM, strict=False)
+    assert torch.equal(with_head.bert.state_dict()[q], nnpress.decompress(bf / "model.nnp")[q])
 
 
 def test_minilm_embeddings_equal_through_shards_loader_and_in_memory(tmp_path):
