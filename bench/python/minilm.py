@@ -334,9 +334,12 @@ def _model_for(model_or_state_dict: Any) -> Any:
     scratch = _CACHE["scratch"]
     ref_sd = base.state_dict()
     sd = {}
+    # buffers the model keeps out of its state dict (position_ids): older checkpoints, and the files
+    # that keep what a checkpoint holds, still carry them; transformers ignores them, so do we
+    transient = {n for n, _ in base.named_buffers()} - set(ref_sd)
     for name, t in model_or_state_dict.items():
-        if name == "embeddings.position_ids" and name not in ref_sd:
-            continue  # in the checkpoint (and so in files that keep it), a non-persistent buffer in transformers
+        if name in transient:
+            continue
         if name not in ref_sd:
             raise KeyError(f"unexpected tensor {name!r} for all-MiniLM-L6-v2")
         tt = t if isinstance(t, torch.Tensor) else torch.from_numpy(np.asarray(t))

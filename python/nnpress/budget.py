@@ -71,6 +71,7 @@ from .config import ROLES, CodecConfig
 from .container import write_bytes_atomic
 from .encode import encode_model, file_metadata, write_records
 from .prune import prune as prune_weights
+from .quant import has_curvature
 from .traverse import collect
 
 __all__ = ["BudgetError", "BudgetReport", "compress_to_budget"]
@@ -193,12 +194,6 @@ def _eligible_blocks(model, file_name: Callable[[str], str], quantized: set[str]
     return cols_ok, rows_ok
 
 
-def _has_curvature(block: np.ndarray) -> bool:
-    """A K-FAC block feedback can use: finite, with a positive mean diagonal."""
-    d = np.diagonal(block, axis1=-2, axis2=-1)
-    return bool(np.isfinite(block).all() and d.size and np.mean(d) > 0)
-
-
 def _numpy64(x) -> np.ndarray:
     return x.detach().cpu().double().numpy() if hasattr(x, "detach") else np.asarray(x, np.float64)
 
@@ -300,12 +295,14 @@ def compress_to_budget(
                 # a block with no curvature (a layer the outputs do not depend on, e.g. behind dead
                 # units, or weights an earlier search set to zero) gives feedback nothing to weigh:
                 # that tensor goes without feedback
-                hessians = {
-                    file_name(k): b for k, v in h.items() if file_name(k) in qset and _has_curvature(b := _numpy64(v))
-                }
-                row_hessians = {
-                    file_name(k): b for k, v in g.items() if file_name(k) in qset and _has_curvature(b := _numpy64(v))
-                }
+                hessians, row_hessians = (
+                    {
+                        file_name(k): b
+                        for k, v in side.items()
+                        if file_name(k) in qset and has_curvature(b := _numpy64(v))
+                    }
+                    for side in (h, g)
+                )
         report_progress("kfac", 1, 1)
     times["kfac"] = time.perf_counter() - t0
 

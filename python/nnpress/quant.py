@@ -168,12 +168,18 @@ def feedback_factor(hessian, cols: int | None = None, damp: float = HESSIAN_DAMP
     return np.ascontiguousarray(u)
 
 
-def _normalised(block, what: str) -> np.ndarray:
+def has_curvature(block) -> bool:
+    """Whether a hessian block can weigh error feedback: a finite, positive mean diagonal."""
     h = np.asarray(block, dtype=np.float64)
     mean_diag = float(np.mean(np.diag(h))) if h.ndim == 2 and h.size else 0.0
-    if not (np.isfinite(mean_diag) and mean_diag > 0):
+    return bool(np.isfinite(mean_diag) and mean_diag > 0)
+
+
+def _normalised(block, what: str) -> np.ndarray:
+    h = np.asarray(block, dtype=np.float64)
+    if not has_curvature(h):
         raise ValueError(f"a {what} needs a finite, positive mean diagonal")
-    return h / mean_diag
+    return h / float(np.mean(np.diag(h)))
 
 
 def feedback_inputs(shape, importance=None, hessian=None, row_hessian=None):
