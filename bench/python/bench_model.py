@@ -85,7 +85,7 @@ def run(args) -> dict:
         print(_fmt_row(nncodec_row), flush=True)
 
     configs = [
-        ("default: CodecConfig() (auto = nearest here, step = std/24 x sqrt(size/mean size))", nnpress.CodecConfig()),
+        ("default: CodecConfig() (the current default: config.py docstring)", nnpress.CodecConfig()),
         (
             "previous default: nearest, step = std/32",
             nnpress.CodecConfig(method="nearest", rel_step=1 / 32, size_exponent=0),
