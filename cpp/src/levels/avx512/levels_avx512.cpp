@@ -89,6 +89,92 @@ void dense(const Q* q, const LevelView& m, const float* X, size_t batch, float* 
   for (; r < r1; ++r) rows_all_tokens<1>(q, m, X, batch, Y, r);
 }
 
+// ---- int16 activations: exact integer sums (levels_internal.h, LevelKernelInt) ----
+// 32 indices widened to int16 in one instruction; pairs of products summed into int32 lanes, either by
+// vpmaddwd + vpaddd (AVX-512BW) or by one vpdpwssd (AVX-512 VNNI, emitted as inline assembly so that
+// this file needs no VNNI compiler flag; it runs only when the CPU has VNNI). A lane gains at most
+// 2 * 127 * 32767 per step, so 128 steps (kIntChunk columns) stay inside int32; lanes then go to int64.
+struct DotBw {
+  static inline __m512i apply(__m512i acc, __m512i w, __m512i x) {
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(w, x));
+  }
+};
+struct DotVnni {
+  static inline __m512i apply(__m512i acc, __m512i w, __m512i x) {
+    __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(w), "v"(x));
+    return acc;
+  }
+};
+
+inline int64_t sum64(__m512i a) {
+  const __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(a));
+  const __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(a, 1));
+  return _mm512_reduce_add_epi64(_mm512_add_epi64(lo, hi));
+}
+
+template <int R, int B, class Dot>
+inline void tile_i16(const LevelView& m, const int16_t* Xq, int64_t* S, uint32_t r, size_t b) {
+  int64_t tot[R][B] = {};
+  const int8_t* qr = m.q8 + size_t(r) * m.stride;
+  const int16_t* xb = Xq + b * m.stride;
+  const size_t end = (size_t(m.cols) + 31) / 32 * 32;  // within the zero-padded stride
+  for (size_t c0 = 0; c0 < end; c0 += kIntChunk) {
+    const size_t c1 = end - c0 < kIntChunk ? end : c0 + kIntChunk;
+    __m512i acc[R][B];
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 16
+      for (int j = 0; j < B; ++j) acc[i][j] = _mm512_setzero_si512();
+    }
+    for (size_t k = c0; k < c1; k += 32) {
+      __m512i x[B];
+#pragma GCC unroll 16
+      for (int j = 0; j < B; ++j) x[j] = _mm512_loadu_si512(xb + j * m.stride + k);
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) {
+        const __m512i w = _mm512_cvtepi8_epi16(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qr + i * m.stride + k)));
+#pragma GCC unroll 16
+        for (int j = 0; j < B; ++j) acc[i][j] = Dot::apply(acc[i][j], w, x[j]);
+      }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 16
+      for (int j = 0; j < B; ++j) tot[i][j] += sum64(acc[i][j]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 16
+    for (int j = 0; j < B; ++j) S[(b + j) * m.rows + r + i] = tot[i][j];
+  }
+}
+
+template <int R, class Dot>
+inline void rows_all_tokens_i16(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r) {
+  size_t b = 0;
+  for (; b + 4 <= batch; b += 4) tile_i16<R, 4, Dot>(m, Xq, S, r, b);
+  switch (batch - b) {
+    case 3: tile_i16<R, 3, Dot>(m, Xq, S, r, b); break;
+    case 2: tile_i16<R, 2, Dot>(m, Xq, S, r, b); break;
+    case 1: tile_i16<R, 1, Dot>(m, Xq, S, r, b); break;
+    default: break;
+  }
+}
+
+template <class Dot>
+void int8_i16(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r0, uint32_t r1) {
+  uint32_t r = r0;
+  if (batch == 1) {
+    for (; r + 8 <= r1; r += 8) tile_i16<8, 1, Dot>(m, Xq, S, r, 0);
+    for (; r < r1; ++r) tile_i16<1, 1, Dot>(m, Xq, S, r, 0);
+    return;
+  }
+  for (; r + 4 <= r1; r += 4) rows_all_tokens_i16<4, Dot>(m, Xq, batch, S, r);
+  for (; r < r1; ++r) rows_all_tokens_i16<1, Dot>(m, Xq, batch, S, r);
+}
+
 void dense8(const LevelView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1) {
   dense(m.q8, m, X, batch, Y, r0, r1);
 }
@@ -99,7 +185,7 @@ void dense16(const LevelView& m, const float* X, size_t batch, float* Y, uint32_
 }  // namespace
 
 const LevelKernelTable* avx512_level_kernels() {
-  static const LevelKernelTable t{dense8, dense16};
+  static const LevelKernelTable t{dense8, dense16, int8_i16<DotBw>, int8_i16<DotVnni>};
   return &t;
 }
 
