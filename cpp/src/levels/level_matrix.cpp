@@ -228,34 +228,34 @@ Status pick_table(const LevelKernelOptions& opt, const detail::LevelKernelTable*
   return Status::Ok();
 }
 
-// X' = X * col_scale (or X itself) as float, row b of it into out (cols values).
-inline float scaled_input(const LevelMatrix& m, const float* X, size_t b, size_t j) {
-  const float x = X[b * m.cols() + j];
-  return m.has_col_scale() ? x * m.col_scale()[j] : x;
-}
-
-// The kInt16 product (levels.h, "Activations"); false (nothing written) when X' holds a non-finite value.
-bool matmul_int16(const LevelMatrix& m, const float* X, size_t batch, float* Y, const LevelKernelOptions& opt,
+// The kInt16 product (levels.h, "Activations") on X' (X times the column scales, batch x cols); false
+// (nothing written) when X' holds a non-finite value.
+bool matmul_int16(const LevelMatrix& m, const float* xs, size_t batch, float* Y, const LevelKernelOptions& opt,
                   const detail::LevelKernelTable* table, Isa isa) {
   const size_t rows = m.rows(), cols = m.cols(), stride = m.stride();
   std::vector<double> xscale(batch);
   for (size_t b = 0; b < batch; ++b) {
+    const float* x = xs + b * cols;
     float amax = 0.0f;
+    bool finite = true;
     for (size_t j = 0; j < cols; ++j) {
-      const float v = std::fabs(scaled_input(m, X, b, j));
-      if (!std::isfinite(v)) return false;
-      amax = std::max(amax, v);
+      finite &= std::isfinite(x[j]);
+      amax = std::max(amax, std::fabs(x[j]));
     }
+    if (!finite) return false;
     xscale[b] = double(amax) / 32767.0;
   }
   std::vector<int16_t> xq(batch * stride, 0);
   for (size_t b = 0; b < batch; ++b) {
     if (xscale[b] == 0.0) continue;
     const double inv = 1.0 / xscale[b];
+    const float* x = xs + b * cols;
     int16_t* q = xq.data() + b * stride;
     for (size_t j = 0; j < cols; ++j) {
-      const double v = std::nearbyint(double(scaled_input(m, X, b, j)) * inv);
-      q[j] = int16_t(std::max(-32767.0, std::min(32767.0, v)));
+      // round half away from zero; |v| <= 32767 up to rounding, so the clamp only trims that
+      const double v = double(x[j]) * inv;
+      const double r = double(int32_t(v + std::copysign(0.5, v)));
+      q[j] = int16_t(std::max(-32767.0, std::min(32767.0, r)));
     }
   }
   detail::LevelKernelInt kernel = table->int8_i16 ? table->int8_i16 : detail::scalar_level_kernels()->int8_i16;
@@ -304,9 +304,6 @@ Status matmul(const LevelMatrix& m, const float* X, size_t x_len, size_t batch, 
   Isa isa = Isa::kScalar;
   Status s = pick_table(opt, &table, &isa);
   if (!s.ok()) return s;
-  if (opt.activations == Activations::kInt16 && m.index_bits() == 8 && matmul_int16(m, X, batch, Y, opt, table, isa))
-    return Status::Ok();
-
   const float* xs = X;
   std::vector<float> scaled;
   if (m.has_col_scale()) {
@@ -317,6 +314,8 @@ Status matmul(const LevelMatrix& m, const float* X, size_t x_len, size_t batch, 
     }
     xs = scaled.data();
   }
+  if (opt.activations == Activations::kInt16 && m.index_bits() == 8 && matmul_int16(m, xs, batch, Y, opt, table, isa))
+    return Status::Ok();
   const detail::LevelView v{m.rows(), m.cols(), m.stride(), m.q8(), m.q16()};
   const detail::LevelKernel kernel = m.index_bits() == 8 ? table->dense8 : table->dense16;
   const float* rs = m.row_scale().data();
