@@ -57,7 +57,7 @@
 //       So the only error is the rounding of the inputs (at most s_b / 2 per input), and the results
 //       are bit-identical for every ISA and thread count. Rows of X with a non-finite value make the
 //       whole product run as kFloat32 (so Inf/NaN propagate as in float math). The SIMD kernels use
-//       AVX-512 VNNI (vpdpwssd) where the CPU has it, else AVX-512BW / AVX2 vpmaddwd: twice the
+//       AVX-512 VNNI (vpdpwssd) where the CPU has it, else AVX-512BW / AVX2 vpmaddwd (NEON: vmlal): twice the
 //       multiply-adds per instruction of a float32 FMA and no int -> float conversion per weight (CPUs
 //       that issue 512-bit integer multiplies on fewer ports than FMAs gain less; bench/RESULTS.md).
 //       A product in this mode allocates its rounded inputs (batch x stride int16) and sums.
