@@ -64,7 +64,8 @@
 //
 //   Python (nnpress._core): LevelMatrix.from_levels(u, row_scale, col_scale=None),
 //   LevelMatrix.from_nnp(reader, index, threads=1) and NnpFile.level_matrix(name, threads=None)
-//   (python/nnpress/container.py), m.matmul(x, out=None, isa=None, threads=1, activations="float32"),
+//   (python/nnpress/container.py), m.matmul(x, out=None, isa=None, threads=1, activations="float32")
+//   (x float32 [..., cols], C-contiguous: every leading dimension is a batch dimension),
 //   m.rows / cols / nbytes / outliers / index_bits / row_scale / col_scale, m.indices(), m.to_dense().
 //
 // SURPRISES
