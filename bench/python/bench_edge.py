@@ -175,6 +175,20 @@ def _lib_sizes(prefix: str) -> dict:
     return out
 
 
+def _ort_session(onnx_path: str, profile_prefix: str | None = None):
+    """ONNX Runtime CPU session, one intra-op and one inter-op thread, sequential; profiling if a prefix is given."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+
+
 def _ort_latencies(sess, x, pred, repeat: int, batch: int = 1) -> list[float]:
     """Seconds per image of sess.run on `batch` images at a time (call time / images in the call), over the
     images `repeat` times; fills pred."""
@@ -191,7 +205,144 @@ def _ort_latencies(sess, x, pred, repeat: int, batch: int = 1) -> list[float]:
     return lat
 
 
+def _ort_profile(onnx_path: str, x, batch: int, repeat: int, work: str) -> dict:
+    """ONNX Runtime's own time per call, from its profiler: `model_run` (the whole run inside ORT, without the
+    Python binding) and the sum of the node kernels' times, medians over the calls; per image."""
+    sess = _ort_session(onnx_path, os.path.join(work, f"ort_profile_b{batch}"))
+    _ort_latencies(sess, x, None, repeat, batch)
+    path = sess.end_profiling()
+    events = json.load(open(path))
+    os.remove(path)
+    runs = [e["dur"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    # Node kernel events belong to the run whose [ts, ts + dur] holds them.
+    spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    kernels = [0.0] * len(spans)
+    starts = [s for s, _ in spans]
+    import bisect
+
+    for e in events:
+        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
+            k = bisect.bisect_right(starts, e["ts"]) - 1
+            if 0 <= k < len(spans) and e["ts"] <= spans[k][1]:
+                kernels[k] += e["dur"]
+    runs = runs[len(runs) // 10 :]  # the first calls warm caches and allocators
+    kernels = kernels[len(kernels) // 10 :]
+    med = lambda v: float(sorted(v)[len(v) // 2]) if v else float("nan")  # noqa: E731
+    n_img = batch  # calls over full batches dominate; the last partial batch is one call in many
+    return {
+        "calls": len(runs),
+        "model_run_median_us_per_image": med(runs) / n_img,
+        "kernels_median_us_per_image": med(kernels) / n_img,
+    }
+
+
+def _unrolled(model, copies: int):
+    """The graph `copies` times side by side in one model: copy k reads input x_k and writes logits_k; the
+    weights (initializers) are shared. One session.run then runs `copies` batch-1 forward passes, so the
+    Python call's cost is paid once for all of them."""
+    import onnx
+
+    g = model.graph
+    init = {t.name for t in g.initializer}
+    nodes, inputs, outputs = [], [], []
+    for k in range(copies):
+        rename = lambda n: n if (n in init or n == "") else f"{n}__{k}"  # noqa: E731
+        for n in g.node:
+            c = onnx.NodeProto()
+            c.CopyFrom(n)
+            c.name = f"{n.name}__{k}"
+            c.input[:] = [rename(i) for i in n.input]
+            c.output[:] = [rename(o) for o in n.output]
+            nodes.append(c)
+        for i in g.input:
+            v = onnx.ValueInfoProto()
+            v.CopyFrom(i)
+            v.name = rename(i.name)
+            inputs.append(v)
+        for o in g.output:
+            v = onnx.ValueInfoProto()
+            v.CopyFrom(o)
+            v.name = rename(o.name)
+            outputs.append(v)
+    graph = onnx.helper.make_graph(nodes, g.name, inputs, outputs, initializer=list(g.initializer))
+    m = onnx.helper.make_model(graph, opset_imports=list(model.opset_import))
+    m.ir_version = model.ir_version
+    return m
+
+
+def _identity_model(copies: int):
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Identity", [f"x__{k}"], [f"logits__{k}"]) for k in range(copies)]
+    vi = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 1, 8, 8])  # noqa: E731
+    m = helper.make_model(
+        helper.make_graph(nodes, "id", [vi(f"x__{k}") for k in range(copies)], [vi(f"logits__{k}") for k in range(copies)])
+    )
+    m.opset_import[0].version = 17
+    return m
+
+
+def _ort_compute(onnx_path: str, x, work: str, copies: int, passes: int) -> dict:
+    """ONNX Runtime's compute per batch-1 forward pass without the Python call: one run of the CNN
+    `copies` times side by side (_unrolled) minus one run of a single copy, over copies - 1, with the same
+    difference for an Identity graph (what each extra input and output costs the Python binding) taken
+    off. Rounds interleave the four sessions; medians per session. Also the simpler estimate of RESULTS:
+    batch-1 latency minus the Identity model's."""
+    import onnx
+
+    model = onnx.load(onnx_path)
+    sessions = {}
+    for name, m in (
+        ("cnn_1", _unrolled(model, 1)),
+        (f"cnn_{copies}", _unrolled(model, copies)),
+        ("id_1", _identity_model(1)),
+        (f"id_{copies}", _identity_model(copies)),
+    ):
+        path = os.path.join(work, f"ort_{name}.onnx")
+        onnx.save(m, path)
+        sessions[name] = _ort_session(path)
+    n_img = len(x) - len(x) % copies
+    feeds = {
+        1: [{"x__0": x[i : i + 1]} for i in range(n_img)],
+        copies: [{f"x__{k}": x[i + k : i + k + 1] for k in range(copies)} for i in range(0, n_img, copies)],
+    }
+    times = {k: [] for k in sessions}
+    for _ in range(passes):
+        for name, sess in sessions.items():
+            c = int(name.split("_")[1])
+            with boosted():
+                for f in feeds[c]:
+                    t = time.perf_counter()
+                    sess.run(None, f)
+                    times[name].append(time.perf_counter() - t)
+    med = {k: _median(v) * 1e6 for k, v in times.items()}
+    per_copy = (med[f"cnn_{copies}"] - med["cnn_1"] - (med[f"id_{copies}"] - med["id_1"])) / (copies - 1)
+    return {
+        "copies": copies,
+        "medians_us": med,
+        "compute_us": per_copy,
+        "latency_minus_identity_us": med["cnn_1"] - med["id_1"],
+    }
+
+
+def _run_app(app: str, files: list[str], repeat: int, batch: int, formats: str | None) -> dict:
+    cmd = [app, *files, "--json", "--repeat", str(repeat), "--batch", str(batch)]
+    if formats:
+        cmd += ["--formats", formats]
+    with boosted():
+        r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: exit {r.returncode}: {r.stderr.strip()}")
+    return json.loads(r.stdout)
+
+
+def _median(v):
+    v = sorted(v)
+    return v[len(v) // 2]
+
+
 def part_edge(args, work: str) -> dict:
+    """The edge app against ONNX Runtime on the same decompressed weights, interleaved rounds, one thread."""
     import onnxruntime as ort
 
     edge = os.path.join(work, "edge")
@@ -205,87 +356,90 @@ def part_edge(args, work: str) -> dict:
     d = os.path.join(edge, "data")
     exported = json.load(open(os.path.join(d, "export.json")))
     app = os.path.join(edge, "app-build", "edge_digits")
-    app_stripped = os.path.join(edge, "edge_digits.stripped")
     lib = _lib_sizes(os.path.join(edge, "prefix"))
-
-    def run_app(data_dir: str, label: str, batch: int = 1) -> dict:
-        files = [
-            os.path.join(data_dir, f)
-            for f in ("digits_cnn.nnp", "test_images.f32", "test_labels.i32", "expected_pred.i32")
-        ]
-        best = None
-        for _ in range(3):  # best median of 3 runs, each classifying the test set `repeat` times
-            with boosted():
-                r = subprocess.run(
-                    [app, *files, "--json", "--repeat", str(args.repeat), "--batch", str(batch)],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-            j = json.loads(r.stdout)
-            if best is None or j["latency_median_us"] < best["latency_median_us"]:
-                best = j
-        info = json.load(open(os.path.join(data_dir, "export.json")))
-        return {
-            "runtime": f"nnpress edge app (CSER, 1 thread, batch {batch}), {label}",
-            "isa": best["isa"],
-            "accuracy": best["accuracy"],
-            "python_accuracy": info["accuracy_python"],
-            "agree_with_python": best["agree"],
-            "latency_median_us": best["latency_median_us"],
-            "latency_p90_us": best["latency_p90_us"],
-            "load_ms": best["load_s"] * 1e3,
-            "model_bytes": info["nnp_bytes"],
-            "library_bytes": lib.get("stripped_bytes"),
-            "library": f"{lib.get('library')} (static, stripped)",
-            "app_stripped_bytes": os.path.getsize(app_stripped),
-        }
-
-    nnpress_row = run_app(d, f"default config (rel_step {exported.get('rel_step', '?')})")
-    # A coarser step (same test accuracy as the float model here): fewer distinct values per row.
-    d2 = os.path.join(edge, "data_coarse")
-    subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "examples", "edge", "export_demo.py"),
-            d2,
-            "--rel-step",
-            str(args.coarse_rel_step),
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    coarse_row = run_app(d2, f"rel_step {args.coarse_rel_step}")
-    batch_row = run_app(d, "default config", batch=args.batch)
-
+    files = [os.path.join(d, f) for f in ("digits_cnn.nnp", "test_images.f32", "test_labels.i32", "expected_pred.i32")]
     x = np.fromfile(os.path.join(d, "test_images.f32"), dtype="<f4").reshape(-1, 1, 8, 8)
     y = np.fromfile(os.path.join(d, "test_labels.i32"), dtype="<i4")
     expected = np.fromfile(os.path.join(d, "expected_pred.i32"), dtype="<i4")
     onnx_path = os.path.join(d, "digits_cnn.onnx")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     t0 = time.perf_counter()
-    sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
-    load_ms = (time.perf_counter() - t0) * 1e3
-    pred = np.empty(len(x), dtype=np.int64)
-    best_median, best_p90 = float("inf"), float("inf")
-    for _ in range(3):
-        lat = []
+    sess = _ort_session(onnx_path)
+    ort_load_ms = (time.perf_counter() - t0) * 1e3
+
+    out = {
+        "images": len(x),
+        "python_accuracy": exported["accuracy_python"],
+        "float_model_accuracy": exported["accuracy_float_model"],
+        "min_logit_margin": exported.get("min_logit_margin"),
+        "model_bytes": exported["nnp_bytes"],
+        "onnx_bytes": os.path.getsize(onnx_path),
+        "library": lib,
+        "app_stripped_bytes": os.path.getsize(os.path.join(edge, "edge_digits.stripped")),
+        "ort_version": ort.__version__,
+        "ort_load_ms": ort_load_ms,
+        "rounds": args.rounds,
+        "repeat": args.repeat,
+        "batches": {},
+    }
+    for batch in (1, args.batch):
+        # The app measures each layer's formats at load; the first round's choice is passed back to the
+        # later rounds (--formats), so every round runs the same formats. Fixed-format rows show what
+        # the per-layer choice buys.
+        first = _run_app(app, files, 1, batch, None)
+        choice = first["formats"]
+        variants = {"auto": choice, "levels": ",".join(f"{n}=levels" for n in LAYERS),
+                    "cser": ",".join(f"{n}=cser" for n in LAYERS)}
+        rows = {k: {"medians": [], "p90s": [], "agree": [], "correct": [], "load_ms": []} for k in variants}
+        ort_med, ort_p90 = [], []
+        pred = np.empty(len(x), dtype=np.int64)
+        for _ in range(args.rounds):  # interleaved: app variants, ORT, app variants, ORT, ...
+            for k, formats in variants.items():
+                j = _run_app(app, files, args.repeat, batch, formats)
+                r = rows[k]
+                r["medians"].append(j["latency_median_us"])
+                r["p90s"].append(j["latency_p90_us"])
+                r["agree"].append(j["agree"])
+                r["correct"].append(j["correct"])
+                r["load_ms"].append(j["load_s"] * 1e3)
+                r["isa"] = j["isa"]
+                r["weight_bytes"] = j["weight_bytes"]
+            with boosted():
+                lat = sorted(_ort_latencies(sess, x, pred, args.repeat, batch))
+            ort_med.append(lat[len(lat) // 2] * 1e6)
+            ort_p90.append(lat[len(lat) * 9 // 10] * 1e6)
         with boosted():
-            lat_runs = _ort_latencies(sess, x, pred, args.repeat)
-        lat = sorted(lat_runs)
-        if lat[len(lat) // 2] < best_median:
-            best_median, best_p90 = lat[len(lat) // 2], lat[len(lat) * 9 // 10]
-    bpred = np.empty(len(x), dtype=np.int64)
-    b_median = float("inf")
-    for _ in range(3):
-        with boosted():
-            bl = sorted(_ort_latencies(sess, x, bpred, args.repeat, args.batch))
-        b_median = min(b_median, bl[len(bl) // 2])
-    # The cost of one Python call into ORT, measured on a trivial Identity model, so the latency above can
-    # be read with and without it.
+            prof = _ort_profile(onnx_path, x, batch, args.repeat, work)
+        res = {
+            "auto_choice": choice,
+            "auto_layers": first["layers"],
+            "auto_load_ms": first["load_s"] * 1e3,
+            "nnpress": {
+                k: {
+                    "formats": variants[k],
+                    "median_us": _median(r["medians"]),
+                    "p90_us": _median(r["p90s"]),
+                    "round_medians_us": r["medians"],
+                    "agree_with_python_min": min(r["agree"]),
+                    "accuracy": min(r["correct"]) / len(x),
+                    "load_ms_median": _median(r["load_ms"]),
+                    "weight_bytes": r["weight_bytes"],
+                    "isa": r["isa"],
+                }
+                for k, r in rows.items()
+            },
+            "ort": {
+                "median_us": _median(ort_med),
+                "p90_us": _median(ort_p90),
+                "round_medians_us": ort_med,
+                "accuracy": float((pred == y).mean()),
+                "agree_with_python": int((pred == expected).sum()),
+                "profile": prof,
+            },
+        }
+        res["ratio_auto_vs_ort_compute"] = res["nnpress"]["auto"]["median_us"] / prof["model_run_median_us_per_image"]
+        out["batches"][batch] = res
+
+    # The cost of one Python call into ORT, measured on a trivial Identity model (what the Python API adds).
     from onnx import TensorProto, helper
 
     ident = helper.make_model(
@@ -297,35 +451,19 @@ def part_edge(args, work: str) -> dict:
         )
     )
     ident.opset_import[0].version = 17
-    isess = ort.InferenceSession(ident.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    ipath = os.path.join(work, "identity.onnx")
+    with open(ipath, "wb") as f:
+        f.write(ident.SerializeToString())
+    isess = _ort_session(ipath)
     with boosted():
         ilat = sorted(_ort_latencies(isess, x, None, args.repeat))
+    out["ort_python_call_overhead_us"] = ilat[len(ilat) // 2] * 1e6
     capi = os.path.join(os.path.dirname(ort.__file__), "capi")
-    ort_libs = {f: os.path.getsize(os.path.join(capi, f)) for f in os.listdir(capi) if f.endswith(".so")}
-    ort_row = {
-        "runtime": f"ONNX Runtime {ort.__version__} (CPU, 1 thread, Python API)",
-        "accuracy": float((pred == y).mean()),
-        "agree_with_python": int((pred == expected).sum()),
-        "latency_median_us": best_median * 1e6,
-        "latency_p90_us": best_p90 * 1e6,
-        "python_call_overhead_us": ilat[len(ilat) // 2] * 1e6,
-        "load_ms": load_ms,
-        "model_bytes": os.path.getsize(onnx_path),
-        "library_bytes": sum(ort_libs.values()),
-        "library": " + ".join(sorted(ort_libs)),
-        "batch_median_us_per_image": b_median * 1e6,
-        "batch_agree_with_python": int((bpred == expected).sum()),
-    }
-    return {
-        "images": len(x),
-        "python_accuracy": exported["accuracy_python"],
-        "float_model_accuracy": exported["accuracy_float_model"],
-        "nnpress": nnpress_row,
-        "nnpress_coarse": coarse_row,
-        "nnpress_batch": batch_row,
-        "batch": args.batch,
-        "onnxruntime": ort_row,
-    }
+    out["ort_library_bytes"] = sum(os.path.getsize(os.path.join(capi, f)) for f in os.listdir(capi) if f.endswith(".so"))
+    return out
+
+
+LAYERS = ("conv1", "conv2", "fc1", "fc2", "fc3")
 
 
 def print_report(r: dict) -> None:
@@ -352,31 +490,45 @@ def print_report(r: dict) -> None:
         print(d["check"])
     if "edge" in r:
         e = r["edge"]
-        print(f"\n== digits CNN, {e['images']} test images (Python accuracy {e['python_accuracy']:.4f})")
-        print(f"{'runtime':70s} {'acc':>6s} {'same':>5s} {'med us':>7s} {'p90 us':>7s} {'model B':>8s} {'lib B':>10s}")
-        for k in ("nnpress", "nnpress_coarse", "onnxruntime"):
-            x = e[k]
+        lib = e["library"]
+        print(
+            f"\n== digits CNN, {e['images']} test images (Python accuracy {e['python_accuracy']:.4f}, "
+            f"min logit margin {e['min_logit_margin']:.3g}); {e['rounds']} interleaved rounds x {e['repeat']} passes"
+        )
+        print(
+            f"library {lib.get('library')}: {lib.get('bytes'):,} bytes, stripped {lib.get('stripped_bytes'):,}; "
+            f"app stripped {e['app_stripped_bytes']:,}; .nnp {e['model_bytes']:,} B, .onnx {e['onnx_bytes']:,} B; "
+            f"ORT Python call overhead (Identity) {e['ort_python_call_overhead_us']:.2f} us"
+        )
+        for batch, b in e["batches"].items():
+            o = b["ort"]
+            p = o["profile"]
+            print(f"-- batch {batch}: auto choice {b['auto_choice']} (load {b['auto_load_ms']:.2f} ms)")
+            for name, lay in b["auto_layers"].items():
+                ts = ", ".join(f"{k} {v:.2f}" for k, v in lay["us"].items())
+                print(f"   {name:6s} items {lay['items']:5d} -> {lay['format']:8s} ({ts} us)")
+            print(f"   {'runtime':44s} {'acc':>6s} {'=py':>4s} {'med us':>8s} {'p90 us':>8s} {'vs ORT compute':>15s}")
+            for k, n in b["nnpress"].items():
+                print(
+                    f"   {'nnpress ' + k:44s} {n['accuracy']:6.4f} {n['agree_with_python_min']:4d} {n['median_us']:8.3f} "
+                    f"{n['p90_us']:8.3f} {n['median_us'] / p['model_run_median_us_per_image']:14.2f}x"
+                )
             print(
-                f"{x['runtime']:70s} {x['accuracy']:6.4f} {x['agree_with_python']:5d} {x['latency_median_us']:7.1f} "
-                f"{x['latency_p90_us']:7.1f} {x['model_bytes']:8,d} {x['library_bytes']:10,d}"
+                f"   {'ORT ' + e['ort_version'] + ' Python API':44s} {o['accuracy']:6.4f} {o['agree_with_python']:4d} "
+                f"{o['median_us']:8.3f} {o['p90_us']:8.3f}"
             )
-        bt, o = e["nnpress_batch"], e["onnxruntime"]
-        print(
-            f"batch {e['batch']}, per image (median): nnpress {bt['latency_median_us']:.2f} us "
-            f"({bt['agree_with_python']} same as Python), ONNX Runtime {o['batch_median_us_per_image']:.2f} us "
-            f"({o['batch_agree_with_python']} same)"
-        )
-        print(
-            f"ORT Python call overhead (Identity model): {e['onnxruntime']['python_call_overhead_us']:.1f} us; "
-            f"edge app stripped binary {e['nnpress']['app_stripped_bytes']:,} bytes"
-        )
+            print(
+                f"   ORT compute (profiler, per image): model_run {p['model_run_median_us_per_image']:.3f} us, "
+                f"node kernels {p['kernels_median_us_per_image']:.3f} us ({p['calls']} calls)"
+            )
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--build", default=os.path.join(ROOT, "build", "ctest"), help="CMake build dir with bench_decode")
     p.add_argument("--work", default=None, help="working folder (default: a temporary one)")
-    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=5, help="passes over the test images per round / decode runs")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the edge comparison")
     p.add_argument("--batch", type=int, default=64, help="batch size of the throughput rows")
     p.add_argument("--coarse-rel-step", type=float, default=0.125, help="second edge model's rel_step")
     p.add_argument("--qp", type=int, default=-38, help="NNCodec qp")

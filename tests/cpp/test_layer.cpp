@@ -64,7 +64,7 @@ static bool forward_matches(const Model& m, const Layer& layer, const std::strin
         if (!(std::fabs(got - acc) <= 1e-5 * mag + 1e-30)) {
           if (ok)
             std::fprintf(stderr, "%s (%s) batch %zu item %zu row %zu: %.9g vs %.9g\n", weight.c_str(),
-                       layer_format_name(layer.format()), batch, i, r, got, acc);
+                         layer_format_name(layer.format()), batch, i, r, got, acc);
           ok = false;
         }
       }
@@ -86,10 +86,14 @@ static void test_formats_match_reference() {
     std::string file, weight, bias;
   };
   const Case cases[] = {
-      {"golden_v1_blocks.nnp", "big.weight", ""},        {"golden_v1_blocks.nnp", "dq.weight", ""},
-      {"golden_v1_blocks.nnp", "f64.weight", ""},        {"golden_v1_1_scales.nnp", "rc.weight", ""},
-      {"golden_v1_1_scales.nnp", "rows.dq.weight", ""},  {"golden_v1_1_scales.nnp", "cols.conv", ""},
-      {"golden_v1_1_scales.nnp", "bf.weight", ""},       {"golden_v1_1_scales.nnp", "f64.blocks", ""},
+      {"golden_v1_blocks.nnp", "big.weight", ""},
+      {"golden_v1_blocks.nnp", "dq.weight", ""},
+      {"golden_v1_blocks.nnp", "f64.weight", ""},
+      {"golden_v1_1_scales.nnp", "rc.weight", ""},
+      {"golden_v1_1_scales.nnp", "rows.dq.weight", ""},
+      {"golden_v1_1_scales.nnp", "cols.conv", ""},
+      {"golden_v1_1_scales.nnp", "bf.weight", ""},
+      {"golden_v1_1_scales.nnp", "f64.blocks", ""},
       {"golden_v1_mixed.nnp", "features.0.weight", "features.0.bias"},
       {"golden_v1_mixed.nnp", "classifier.weight", ""},  // float16
       {"golden_v1_mixed.nnp", "bn.running_mean", ""},    // raw, 1 x 6
@@ -259,8 +263,8 @@ static void test_errors() {
 }
 
 static void test_names() {
-  for (LayerFormat f : {LayerFormat::kAuto, LayerFormat::kLevels, LayerFormat::kCSER, LayerFormat::kCER,
-                        LayerFormat::kCodebook}) {
+  for (LayerFormat f :
+       {LayerFormat::kAuto, LayerFormat::kLevels, LayerFormat::kCSER, LayerFormat::kCER, LayerFormat::kCodebook}) {
     LayerFormat back = LayerFormat(99);
     CHECK(parse_layer_format(layer_format_name(f), &back) && back == f);
   }
