@@ -7,14 +7,19 @@
    CPU time (all threads) is recorded next to it, because on a shared machine other sessions' load
    inflates wall time but not CPU time. The 2-thread outputs are checked bit-identical to 1-thread
    (bench_decode refuses to time otherwise).
-2. The edge app (examples/edge, CSER kernels, one thread, batch 1) against ONNX Runtime (CPU, one
-   intra-op and one inter-op thread, sequential, batch 1, through its Python API) running the same
-   decompressed digits CNN exported with torch.onnx.export: accuracy, per-image latency (median over
-   the 450 test images x ``--repeat``), footprint (model file + runtime library bytes); and per-image
-   time at ``--batch`` images per call (throughput), for both.
+2. The edge app (examples/edge: every layer an nnpress::Layer in the format measured fastest at its
+   shape and batch, one thread) against ONNX Runtime (CPU provider, one intra-op and one inter-op thread,
+   sequential) running the same decompressed digits CNN exported with torch.onnx.export, at batch 1 and
+   ``--batch``: accuracy, predictions equal to Python's, per-image latency (median / p90 over the 450 test
+   images x ``--repeat``, median over ``--rounds`` interleaved rounds: app with the per-layer choice,
+   all-levels, all-CSER, then ORT, then the ORT compute sessions, repeat), ORT's compute without its Python
+   call (class OrtCompute: the graph unrolled ``--copies`` times in one session, differences cancel the
+   call's cost), load times, and footprint (stripped decoder-only libnnpress.a, model files). ORT's own
+   profiler is not used for the compute: recording its per-node events costs more than the batch-1
+   kernels they time, and it records whole microseconds.
 
-    python bench/python/bench_edge.py --build /work/build-edge            # both parts (~3 minutes)
-    python bench/python/bench_edge.py --build DIR --skip-minilm --json out.json
+    python bench/python/bench_edge.py --build /work/build-edge            # both parts (~5 minutes)
+    python bench/python/bench_edge.py --skip-minilm --json out.json       # part 2 only
 
 ``--build`` is a CMake build dir of this repo with -DNNPRESS_BUILD_BENCH=ON (for bench_decode). Part 2
 runs scripts/edge_ci.sh (decoder-only install + example build) in ``--work``.
@@ -175,17 +180,14 @@ def _lib_sizes(prefix: str) -> dict:
     return out
 
 
-def _ort_session(onnx_path: str, profile_prefix: str | None = None):
-    """ONNX Runtime CPU session, one intra-op and one inter-op thread, sequential; profiling if a prefix is given."""
+def _ort_session(onnx_path: str):
+    """ONNX Runtime CPU session: one intra-op and one inter-op thread, sequential execution."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    if profile_prefix:
-        so.enable_profiling = True
-        so.profile_file_prefix = profile_prefix
     return ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
 
 
@@ -205,48 +207,20 @@ def _ort_latencies(sess, x, pred, repeat: int, batch: int = 1) -> list[float]:
     return lat
 
 
-def _ort_profile(onnx_path: str, x, batch: int, repeat: int, work: str) -> dict:
-    """ONNX Runtime's own time per call, from its profiler: `model_run` (the whole run inside ORT, without the
-    Python binding) and the sum of the node kernels' times, medians over the calls; per image."""
-    sess = _ort_session(onnx_path, os.path.join(work, f"ort_profile_b{batch}"))
-    _ort_latencies(sess, x, None, repeat, batch)
-    path = sess.end_profiling()
-    events = json.load(open(path))
-    os.remove(path)
-    runs = [e["dur"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
-    # Node kernel events belong to the run whose [ts, ts + dur] holds them.
-    spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
-    kernels = [0.0] * len(spans)
-    starts = [s for s, _ in spans]
-    import bisect
-
-    for e in events:
-        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
-            k = bisect.bisect_right(starts, e["ts"]) - 1
-            if 0 <= k < len(spans) and e["ts"] <= spans[k][1]:
-                kernels[k] += e["dur"]
-    runs = runs[len(runs) // 10 :]  # the first calls warm caches and allocators
-    kernels = kernels[len(kernels) // 10 :]
-    med = lambda v: float(sorted(v)[len(v) // 2]) if v else float("nan")  # noqa: E731
-    n_img = batch  # calls over full batches dominate; the last partial batch is one call in many
-    return {
-        "calls": len(runs),
-        "model_run_median_us_per_image": med(runs) / n_img,
-        "kernels_median_us_per_image": med(kernels) / n_img,
-    }
-
-
 def _unrolled(model, copies: int):
-    """The graph `copies` times side by side in one model: copy k reads input x_k and writes logits_k; the
-    weights (initializers) are shared. One session.run then runs `copies` batch-1 forward passes, so the
-    Python call's cost is paid once for all of them."""
+    """The graph `copies` times side by side in one model: copy k reads input x__k and writes logits__k; the
+    weights (initializers) are shared. One session.run then runs `copies` forward passes, so the Python
+    call's fixed cost is paid once for all of them."""
     import onnx
 
     g = model.graph
     init = {t.name for t in g.initializer}
     nodes, inputs, outputs = [], [], []
     for k in range(copies):
-        rename = lambda n: n if (n in init or n == "") else f"{n}__{k}"  # noqa: E731
+
+        def rename(n, k=k):
+            return n if (n in init or n == "") else f"{n}__{k}"
+
         for n in g.node:
             c = onnx.NodeProto()
             c.CopyFrom(n)
@@ -254,16 +228,12 @@ def _unrolled(model, copies: int):
             c.input[:] = [rename(i) for i in n.input]
             c.output[:] = [rename(o) for o in n.output]
             nodes.append(c)
-        for i in g.input:
-            v = onnx.ValueInfoProto()
-            v.CopyFrom(i)
-            v.name = rename(i.name)
-            inputs.append(v)
-        for o in g.output:
-            v = onnx.ValueInfoProto()
-            v.CopyFrom(o)
-            v.name = rename(o.name)
-            outputs.append(v)
+        for src, dst in ((g.input, inputs), (g.output, outputs)):
+            for v in src:
+                c = onnx.ValueInfoProto()
+                c.CopyFrom(v)
+                c.name = rename(v.name)
+                dst.append(c)
     graph = onnx.helper.make_graph(nodes, g.name, inputs, outputs, initializer=list(g.initializer))
     m = onnx.helper.make_model(graph, opset_imports=list(model.opset_import))
     m.ir_version = model.ir_version
@@ -273,64 +243,73 @@ def _unrolled(model, copies: int):
 def _identity_model(copies: int):
     from onnx import TensorProto, helper
 
+    def vi(n):
+        return helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 1, 8, 8])
+
     nodes = [helper.make_node("Identity", [f"x__{k}"], [f"logits__{k}"]) for k in range(copies)]
-    vi = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 1, 8, 8])  # noqa: E731
     m = helper.make_model(
-        helper.make_graph(nodes, "id", [vi(f"x__{k}") for k in range(copies)], [vi(f"logits__{k}") for k in range(copies)])
+        helper.make_graph(
+            nodes, "id", [vi(f"x__{k}") for k in range(copies)], [vi(f"logits__{k}") for k in range(copies)]
+        )
     )
     m.opset_import[0].version = 17
     return m
 
 
-def _ort_compute(onnx_path: str, x, work: str, copies: int, passes: int) -> dict:
-    """ONNX Runtime's compute per batch-1 forward pass without the Python call: one run of the CNN
-    `copies` times side by side (_unrolled) minus one run of a single copy, over copies - 1, with the same
-    difference for an Identity graph (what each extra input and output costs the Python binding) taken
-    off. Rounds interleave the four sessions; medians per session. Also the simpler estimate of RESULTS:
-    batch-1 latency minus the Identity model's."""
-    import onnx
+class OrtCompute:
+    """ONNX Runtime's compute per image without the Python call. Four sessions: the CNN once (cnn_1) and
+    `copies` times side by side (cnn_K, _unrolled), an Identity graph once and K times. One forward pass on
+    `batch` images costs (T(cnn_K) - T(cnn_1) - (T(id_K) - T(id_1))) / (K - 1): the fixed cost of a call
+    cancels, and so does what each extra input/output costs the binding (the Identity difference).
+    Also the simpler estimate RESULTS used: T(cnn_1) - T(id_1). Times are medians of the calls of all
+    rounds; round() runs every session over the test images once."""
 
-    model = onnx.load(onnx_path)
-    sessions = {}
-    for name, m in (
-        ("cnn_1", _unrolled(model, 1)),
-        (f"cnn_{copies}", _unrolled(model, copies)),
-        ("id_1", _identity_model(1)),
-        (f"id_{copies}", _identity_model(copies)),
-    ):
-        path = os.path.join(work, f"ort_{name}.onnx")
-        onnx.save(m, path)
-        sessions[name] = _ort_session(path)
-    n_img = len(x) - len(x) % copies
-    feeds = {
-        1: [{"x__0": x[i : i + 1]} for i in range(n_img)],
-        copies: [{f"x__{k}": x[i + k : i + k + 1] for k in range(copies)} for i in range(0, n_img, copies)],
-    }
-    times = {k: [] for k in sessions}
-    for _ in range(passes):
-        for name, sess in sessions.items():
-            c = int(name.split("_")[1])
-            with boosted():
-                for f in feeds[c]:
-                    t = time.perf_counter()
-                    sess.run(None, f)
-                    times[name].append(time.perf_counter() - t)
-    med = {k: _median(v) * 1e6 for k, v in times.items()}
-    per_copy = (med[f"cnn_{copies}"] - med["cnn_1"] - (med[f"id_{copies}"] - med["id_1"])) / (copies - 1)
-    return {
-        "copies": copies,
-        "medians_us": med,
-        "compute_us": per_copy,
-        "latency_minus_identity_us": med["cnn_1"] - med["id_1"],
-    }
+    def __init__(self, onnx_path: str, x, work: str, batch: int, copies: int):
+        import onnx
+
+        model = onnx.load(onnx_path)
+        self.batch, self.copies = batch, copies
+        self.sessions = {}
+        for name, m in (
+            ("cnn_1", _unrolled(model, 1)),
+            ("cnn_K", _unrolled(model, copies)),
+            ("id_1", _identity_model(1)),
+            ("id_K", _identity_model(copies)),
+        ):
+            path = os.path.join(work, f"ort_{name}_b{batch}.onnx")
+            onnx.save(m, path)
+            self.sessions[name] = _ort_session(path)
+        chunks = [x[i : i + batch] for i in range(0, len(x) - len(x) % batch, batch)]
+        chunks = chunks[: len(chunks) - len(chunks) % copies]
+        self.feeds = {
+            1: [{"x__0": c} for c in chunks],
+            copies: [{f"x__{k}": chunks[i + k] for k in range(copies)} for i in range(0, len(chunks), copies)],
+        }
+        self.times = {k: [] for k in self.sessions}
+
+    def round(self):
+        for name, sess in self.sessions.items():
+            for f in self.feeds[1 if name.endswith("_1") else self.copies]:
+                t = time.perf_counter()
+                sess.run(None, f)
+                self.times[name].append(time.perf_counter() - t)
+
+    def result(self) -> dict:
+        med = {k: _median(v) * 1e6 for k, v in self.times.items()}
+        per_pass = (med["cnn_K"] - med["cnn_1"] - (med["id_K"] - med["id_1"])) / (self.copies - 1)
+        return {
+            "copies": self.copies,
+            "medians_us_per_call": med,
+            "compute_us_per_image": per_pass / self.batch,
+            "latency_minus_identity_us_per_image": (med["cnn_1"] - med["id_1"]) / self.batch,
+        }
 
 
 def _run_app(app: str, files: list[str], repeat: int, batch: int, formats: str | None) -> dict:
     cmd = [app, *files, "--json", "--repeat", str(repeat), "--batch", str(batch)]
     if formats:
         cmd += ["--formats", formats]
-    with boosted():
-        r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)}: exit {r.returncode}: {r.stderr.strip()}")
     return json.loads(r.stdout)
@@ -341,8 +320,12 @@ def _median(v):
     return v[len(v) // 2]
 
 
+LAYERS = ("conv1", "conv2", "fc1", "fc2", "fc3")
+
+
 def part_edge(args, work: str) -> dict:
-    """The edge app against ONNX Runtime on the same decompressed weights, interleaved rounds, one thread."""
+    """The edge app against ONNX Runtime on the same decompressed weights, one thread, batch 1 and
+    args.batch, in interleaved rounds (app variants, ORT Python API, ORT compute sessions, repeat)."""
     import onnxruntime as ort
 
     edge = os.path.join(work, "edge")
@@ -365,6 +348,7 @@ def part_edge(args, work: str) -> dict:
     t0 = time.perf_counter()
     sess = _ort_session(onnx_path)
     ort_load_ms = (time.perf_counter() - t0) * 1e3
+    capi = os.path.join(os.path.dirname(ort.__file__), "capi")
 
     out = {
         "images": len(x),
@@ -372,45 +356,50 @@ def part_edge(args, work: str) -> dict:
         "float_model_accuracy": exported["accuracy_float_model"],
         "min_logit_margin": exported.get("min_logit_margin"),
         "model_bytes": exported["nnp_bytes"],
+        "rel_step": exported.get("rel_step"),
         "onnx_bytes": os.path.getsize(onnx_path),
         "library": lib,
         "app_stripped_bytes": os.path.getsize(os.path.join(edge, "edge_digits.stripped")),
         "ort_version": ort.__version__,
         "ort_load_ms": ort_load_ms,
+        "ort_library_bytes": sum(os.path.getsize(os.path.join(capi, f)) for f in os.listdir(capi) if ".so" in f),
         "rounds": args.rounds,
         "repeat": args.repeat,
         "batches": {},
     }
     for batch in (1, args.batch):
-        # The app measures each layer's formats at load; the first round's choice is passed back to the
-        # later rounds (--formats), so every round runs the same formats. Fixed-format rows show what
+        # The app measures each layer's candidates at load; the first run's choice is passed back to every
+        # round (--formats), so all rounds run the same formats. The all-levels / all-CSER rows show what
         # the per-layer choice buys.
-        first = _run_app(app, files, 1, batch, None)
-        choice = first["formats"]
-        variants = {"auto": choice, "levels": ",".join(f"{n}=levels" for n in LAYERS),
-                    "cser": ",".join(f"{n}=cser" for n in LAYERS)}
+        with boosted():
+            first = _run_app(app, files, 1, batch, None)
+        variants = {
+            "auto": first["formats"],
+            "levels": ",".join(f"{n}=levels" for n in LAYERS),
+            "cser": ",".join(f"{n}=cser" for n in LAYERS),
+        }
         rows = {k: {"medians": [], "p90s": [], "agree": [], "correct": [], "load_ms": []} for k in variants}
         ort_med, ort_p90 = [], []
         pred = np.empty(len(x), dtype=np.int64)
-        for _ in range(args.rounds):  # interleaved: app variants, ORT, app variants, ORT, ...
-            for k, formats in variants.items():
-                j = _run_app(app, files, args.repeat, batch, formats)
-                r = rows[k]
-                r["medians"].append(j["latency_median_us"])
-                r["p90s"].append(j["latency_p90_us"])
-                r["agree"].append(j["agree"])
-                r["correct"].append(j["correct"])
-                r["load_ms"].append(j["load_s"] * 1e3)
-                r["isa"] = j["isa"]
-                r["weight_bytes"] = j["weight_bytes"]
+        compute = OrtCompute(onnx_path, x, work, batch, args.copies if batch == 1 else max(2, args.copies // 8))
+        for _ in range(args.rounds):
             with boosted():
+                for k, formats in variants.items():
+                    j = _run_app(app, files, args.repeat, batch, formats)
+                    r = rows[k]
+                    r["medians"].append(j["latency_median_us"])
+                    r["p90s"].append(j["latency_p90_us"])
+                    r["agree"].append(j["agree"])
+                    r["correct"].append(j["correct"])
+                    r["load_ms"].append(j["load_s"] * 1e3)
+                    r["isa"], r["weight_bytes"] = j["isa"], j["weight_bytes"]
                 lat = sorted(_ort_latencies(sess, x, pred, args.repeat, batch))
+                compute.round()
             ort_med.append(lat[len(lat) // 2] * 1e6)
             ort_p90.append(lat[len(lat) * 9 // 10] * 1e6)
-        with boosted():
-            prof = _ort_profile(onnx_path, x, batch, args.repeat, work)
+        comp = compute.result()
         res = {
-            "auto_choice": choice,
+            "auto_choice": first["formats"],
             "auto_layers": first["layers"],
             "auto_load_ms": first["load_s"] * 1e3,
             "nnpress": {
@@ -420,7 +409,7 @@ def part_edge(args, work: str) -> dict:
                     "p90_us": _median(r["p90s"]),
                     "round_medians_us": r["medians"],
                     "agree_with_python_min": min(r["agree"]),
-                    "accuracy": min(r["correct"]) / len(x),
+                    "accuracy_min": min(r["correct"]) / len(x),
                     "load_ms_median": _median(r["load_ms"]),
                     "weight_bytes": r["weight_bytes"],
                     "isa": r["isa"],
@@ -433,37 +422,12 @@ def part_edge(args, work: str) -> dict:
                 "round_medians_us": ort_med,
                 "accuracy": float((pred == y).mean()),
                 "agree_with_python": int((pred == expected).sum()),
-                "profile": prof,
+                "compute": comp,
             },
         }
-        res["ratio_auto_vs_ort_compute"] = res["nnpress"]["auto"]["median_us"] / prof["model_run_median_us_per_image"]
+        res["ratio_auto_vs_ort_compute"] = res["nnpress"]["auto"]["median_us"] / comp["compute_us_per_image"]
         out["batches"][batch] = res
-
-    # The cost of one Python call into ORT, measured on a trivial Identity model (what the Python API adds).
-    from onnx import TensorProto, helper
-
-    ident = helper.make_model(
-        helper.make_graph(
-            [helper.make_node("Identity", ["x"], ["y"])],
-            "id",
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 8, 8])],
-        )
-    )
-    ident.opset_import[0].version = 17
-    ipath = os.path.join(work, "identity.onnx")
-    with open(ipath, "wb") as f:
-        f.write(ident.SerializeToString())
-    isess = _ort_session(ipath)
-    with boosted():
-        ilat = sorted(_ort_latencies(isess, x, None, args.repeat))
-    out["ort_python_call_overhead_us"] = ilat[len(ilat) // 2] * 1e6
-    capi = os.path.join(os.path.dirname(ort.__file__), "capi")
-    out["ort_library_bytes"] = sum(os.path.getsize(os.path.join(capi, f)) for f in os.listdir(capi) if f.endswith(".so"))
     return out
-
-
-LAYERS = ("conv1", "conv2", "fc1", "fc2", "fc3")
 
 
 def print_report(r: dict) -> None:
@@ -492,34 +456,33 @@ def print_report(r: dict) -> None:
         e = r["edge"]
         lib = e["library"]
         print(
-            f"\n== digits CNN, {e['images']} test images (Python accuracy {e['python_accuracy']:.4f}, "
-            f"min logit margin {e['min_logit_margin']:.3g}); {e['rounds']} interleaved rounds x {e['repeat']} passes"
+            f"\n== digits CNN, {e['images']} test images (Python accuracy {e['python_accuracy']:.4f}, min logit margin "
+            f"{e['min_logit_margin']:.3g}); {e['rounds']} interleaved rounds x {e['repeat']} passes over the images"
         )
         print(
-            f"library {lib.get('library')}: {lib.get('bytes'):,} bytes, stripped {lib.get('stripped_bytes'):,}; "
-            f"app stripped {e['app_stripped_bytes']:,}; .nnp {e['model_bytes']:,} B, .onnx {e['onnx_bytes']:,} B; "
-            f"ORT Python call overhead (Identity) {e['ort_python_call_overhead_us']:.2f} us"
+            f"libnnpress.a decoder-only {lib.get('bytes'):,} bytes, stripped {lib.get('stripped_bytes'):,}; edge app "
+            f"stripped {e['app_stripped_bytes']:,}; .nnp {e['model_bytes']:,} B, .onnx {e['onnx_bytes']:,} B; "
+            f"ORT libraries {e['ort_library_bytes']:,} B"
         )
         for batch, b in e["batches"].items():
-            o = b["ort"]
-            p = o["profile"]
-            print(f"-- batch {batch}: auto choice {b['auto_choice']} (load {b['auto_load_ms']:.2f} ms)")
+            o, c = b["ort"], b["ort"]["compute"]
+            print(f"-- batch {batch}: per-layer choice {b['auto_choice']} (load {b['auto_load_ms']:.2f} ms)")
             for name, lay in b["auto_layers"].items():
                 ts = ", ".join(f"{k} {v:.2f}" for k, v in lay["us"].items())
                 print(f"   {name:6s} items {lay['items']:5d} -> {lay['format']:8s} ({ts} us)")
-            print(f"   {'runtime':44s} {'acc':>6s} {'=py':>4s} {'med us':>8s} {'p90 us':>8s} {'vs ORT compute':>15s}")
+            print(f"   {'runtime':40s} {'acc':>6s} {'=py':>4s} {'med us':>8s} {'p90 us':>8s} {'/ ORT compute':>14s}")
             for k, n in b["nnpress"].items():
                 print(
-                    f"   {'nnpress ' + k:44s} {n['accuracy']:6.4f} {n['agree_with_python_min']:4d} {n['median_us']:8.3f} "
-                    f"{n['p90_us']:8.3f} {n['median_us'] / p['model_run_median_us_per_image']:14.2f}x"
+                    f"   {'nnpress edge app, ' + k:40s} {n['accuracy_min']:6.4f} {n['agree_with_python_min']:4d} "
+                    f"{n['median_us']:8.3f} {n['p90_us']:8.3f} {n['median_us'] / c['compute_us_per_image']:13.2f}x"
                 )
             print(
-                f"   {'ORT ' + e['ort_version'] + ' Python API':44s} {o['accuracy']:6.4f} {o['agree_with_python']:4d} "
+                f"   {'ORT ' + e['ort_version'] + ' Python API':40s} {o['accuracy']:6.4f} {o['agree_with_python']:4d} "
                 f"{o['median_us']:8.3f} {o['p90_us']:8.3f}"
             )
             print(
-                f"   ORT compute (profiler, per image): model_run {p['model_run_median_us_per_image']:.3f} us, "
-                f"node kernels {p['kernels_median_us_per_image']:.3f} us ({p['calls']} calls)"
+                f"   ORT compute per image: {c['compute_us_per_image']:.3f} us ({c['copies']} copies unrolled); "
+                f"latency - Identity: {c['latency_minus_identity_us_per_image']:.3f} us"
             )
 
 
@@ -529,6 +492,7 @@ def main(argv=None) -> int:
     p.add_argument("--work", default=None, help="working folder (default: a temporary one)")
     p.add_argument("--repeat", type=int, default=5, help="passes over the test images per round / decode runs")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the edge comparison")
+    p.add_argument("--copies", type=int, default=32, help="graph copies of the unrolled ORT compute model (batch 1)")
     p.add_argument("--batch", type=int, default=64, help="batch size of the throughput rows")
     p.add_argument("--coarse-rel-step", type=float, default=0.125, help="second edge model's rel_step")
     p.add_argument("--qp", type=int, default=-38, help="NNCodec qp")
