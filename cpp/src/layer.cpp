@@ -11,10 +11,20 @@
 #include "nnpress/kernels/levels.h"
 #include "nnpress/sparse/kernels.h"
 
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#endif
+
 #if defined(__GNUC__)
 #define NNPRESS_NOINLINE __attribute__((noinline))
+#define NNPRESS_ALWAYS_INLINE inline __attribute__((always_inline))
 #else
 #define NNPRESS_NOINLINE
+#define NNPRESS_ALWAYS_INLINE inline
+#endif
+// kLevelsCols kernel copies for AVX2 / AVX-512, by function target attributes (x86-64 GCC / Clang).
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define NNPRESS_LAYER_X86 1
 #endif
 
 namespace nnpress {
@@ -34,7 +44,9 @@ struct Layer::Impl {
 namespace {
 
 // The default candidates (layer.h: CER is timed only when named).
-const LayerFormat kDefaultFormats[] = {LayerFormat::kLevels, LayerFormat::kCSER, LayerFormat::kCodebook};
+const LayerFormat kDefaultFormats[] = {LayerFormat::kLevels, LayerFormat::kLevelsCols, LayerFormat::kCSER,
+                                       LayerFormat::kCodebook};
+constexpr int kLastFormat = int(LayerFormat::kLevelsCols);
 
 // "layer 'name': msg" with the given code.
 NNPRESS_NOINLINE Status fail(StatusCode code, const std::string& weight, const std::string& msg) {
@@ -44,9 +56,170 @@ NNPRESS_NOINLINE Status context(const Status& s, const std::string& weight, cons
   return fail(s.code(), weight, std::string(what) + s.message());
 }
 
+// ---- kLevelsCols: Y (rows x batch) = W X (X cols x batch) on the level matrix (layer.h) ----
+constexpr size_t kColsTile = 64;  // items per tile: 4 AVX-512 / 8 AVX2 registers of accumulators
+
+struct ColsArgs {
+  const levels::LevelMatrix* m;
+  const float* X;
+  size_t batch;
+  float* Y;
+};
+
+// Accumulates weight w times inputs x[0 .. n) into acc; n == kColsTile is the common, unrolled case.
+NNPRESS_ALWAYS_INLINE void axpy_tile(float* acc, float w, const float* x, size_t n) {
+  if (n == kColsTile) {
+    for (size_t t = 0; t < kColsTile; ++t) acc[t] += w * x[t];
+  } else {
+    for (size_t t = 0; t < n; ++t) acc[t] += w * x[t];
+  }
+}
+
+// One copy of the kernel for both index widths: the width test per weight is loop-invariant and cheap
+// next to the 64 multiply-adds it feeds, and keeps the library small.
+NNPRESS_ALWAYS_INLINE void cols_body(const ColsArgs& a) {
+  const levels::LevelMatrix& m = *a.m;
+  const uint32_t rows = m.rows(), cols = m.cols();
+  const size_t stride = m.stride(), batch = a.batch;
+  const int8_t* q8 = m.q8();
+  const int16_t* q16 = m.q16();
+  const float* rs = m.row_scale().data();
+  const float* cs = m.has_col_scale() ? m.col_scale().data() : nullptr;
+  const uint64_t* optr = m.outlier_ptr().empty() ? nullptr : m.outlier_ptr().data();
+  for (uint32_t r = 0; r < rows; ++r) {
+    const size_t row = size_t(r) * stride;
+    for (size_t i0 = 0; i0 < batch; i0 += kColsTile) {
+      const size_t n = std::min(kColsTile, batch - i0);
+      float acc[kColsTile] = {};
+      for (uint32_t c = 0; c < cols; ++c) {
+        const float u = q8 ? float(q8[row + c]) : float(q16[row + c]);
+        axpy_tile(acc, cs ? u * cs[c] : u, a.X + size_t(c) * batch + i0, n);
+      }
+      if (optr) {
+        for (uint64_t k = optr[r]; k < optr[r + 1]; ++k) {
+          const uint32_t c = m.outlier_col()[k];
+          const float u = float(m.outlier_val()[k]);
+          axpy_tile(acc, cs ? u * cs[c] : u, a.X + size_t(c) * batch + i0, n);
+        }
+      }
+      float* y = a.Y + size_t(r) * batch + i0;
+      for (size_t t = 0; t < n; ++t) y[t] = acc[t] * rs[r];
+    }
+  }
+}
+
+NNPRESS_NOINLINE void cols_generic(const ColsArgs& a) { cols_body(a); }
+#ifdef NNPRESS_LAYER_X86
+__attribute__((target("avx2,fma"))) NNPRESS_NOINLINE void cols_avx2(const ColsArgs& a) { cols_body(a); }
+
+// AVX-512: R rows x V vectors of 16 items in R*V <= 8 register accumulators (independent FMA chains:
+// one broadcast weight per row and column, one input load per vector and column); the last vector of a
+// partial tile uses masked loads and stores.
+#define NNPRESS_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
+
+// acc[i][v] += w[i] * x[16 v ..]: one column's inputs into every row's accumulators.
+template <int R, int V>
+NNPRESS_AVX512 NNPRESS_ALWAYS_INLINE void step512(__m512 (&acc)[R][V], const float* x, const float* w, __mmask16 last) {
+  __m512 xv[V];
+  for (int v = 0; v < V; ++v)
+    xv[v] = v == V - 1 ? _mm512_maskz_loadu_ps(last, x + 16 * v) : _mm512_loadu_ps(x + 16 * v);
+  for (int i = 0; i < R; ++i) {
+    const __m512 wv = _mm512_set1_ps(w[i]);
+    for (int v = 0; v < V; ++v) acc[i][v] = _mm512_fmadd_ps(wv, xv[v], acc[i][v]);
+  }
+}
+
+template <int R, int V>
+NNPRESS_AVX512 NNPRESS_ALWAYS_INLINE void cols_tile512(const ColsArgs& a, uint32_t r, size_t i0, __mmask16 last) {
+  const levels::LevelMatrix& m = *a.m;
+  const size_t batch = a.batch, stride = m.stride();
+  const float* cs = m.has_col_scale() ? m.col_scale().data() : nullptr;
+  __m512 acc[R][V];
+  for (int i = 0; i < R; ++i)
+    for (int v = 0; v < V; ++v) acc[i][v] = _mm512_setzero_ps();
+  for (uint32_t c = 0; c < m.cols(); ++c) {
+    float w[R];
+    for (int i = 0; i < R; ++i) {
+      const size_t k = size_t(r + i) * stride + c;
+      const float u = m.q8() ? float(m.q8()[k]) : float(m.q16()[k]);
+      w[i] = cs ? u * cs[c] : u;
+    }
+    step512<R, V>(acc, a.X + size_t(c) * batch + i0, w, last);
+  }
+  if (!m.outlier_ptr().empty()) {  // list entries, one row at a time (the other rows' weights are 0)
+    for (int i = 0; i < R; ++i) {
+      for (uint64_t k = m.outlier_ptr()[r + i]; k < m.outlier_ptr()[r + i + 1]; ++k) {
+        const uint32_t c = m.outlier_col()[k];
+        float w[R] = {};
+        w[i] = cs ? float(m.outlier_val()[k]) * cs[c] : float(m.outlier_val()[k]);
+        step512<R, V>(acc, a.X + size_t(c) * batch + i0, w, last);
+      }
+    }
+  }
+  for (int i = 0; i < R; ++i) {
+    const __m512 s = _mm512_set1_ps(m.row_scale()[r + i]);
+    float* y = a.Y + size_t(r + i) * batch + i0;
+    for (int v = 0; v < V; ++v) {
+      const __m512 out = _mm512_mul_ps(acc[i][v], s);
+      if (v == V - 1) _mm512_mask_storeu_ps(y + 16 * v, last, out);
+      else _mm512_storeu_ps(y + 16 * v, out);
+    }
+  }
+}
+
+template <int V>
+NNPRESS_AVX512 NNPRESS_ALWAYS_INLINE void cols_rows512(const ColsArgs& a, size_t i0, __mmask16 last) {
+  constexpr int R = 8 / V;
+  const uint32_t rows = a.m->rows();
+  uint32_t r = 0;
+  for (; r + R <= rows; r += R) cols_tile512<R, V>(a, r, i0, last);
+  for (; r < rows; ++r) cols_tile512<1, V>(a, r, i0, last);
+}
+
+NNPRESS_AVX512 NNPRESS_NOINLINE void cols_avx512(const ColsArgs& a) {
+  for (size_t i0 = 0; i0 < a.batch; i0 += kColsTile) {
+    const size_t n = std::min(kColsTile, a.batch - i0);
+    const __mmask16 last = n % 16 ? __mmask16((1u << (n % 16)) - 1u) : __mmask16(0xffff);
+    switch ((n + 15) / 16) {
+      case 4: cols_rows512<4>(a, i0, last); break;
+      case 3: cols_rows512<3>(a, i0, last); break;
+      case 2: cols_rows512<2>(a, i0, last); break;
+      default: cols_rows512<1>(a, i0, last); break;
+    }
+  }
+}
+#endif
+
+Status levels_cols(const Layer::Impl& impl, const float* X, size_t x_len, size_t batch, float* Y, size_t y_len) {
+  const levels::LevelMatrix& m = impl.lm;
+  if (x_len != size_t(m.cols()) * batch || y_len != size_t(m.rows()) * batch)
+    return invalid_argument("levels_cols: buffer sizes do not match the matrix and batch");
+  if (!impl.isa) {
+    Status e = isa_env_status();
+    if (!e.ok()) return e;
+  }
+  const Isa isa = impl.isa ? *impl.isa : detect_isa();
+  if (!isa_supported(isa))
+    return invalid_argument(std::string("levels_cols: ISA '") + isa_name(isa) + "' is not available");
+  const ColsArgs a{&m, X, batch, Y};
+#ifdef NNPRESS_LAYER_X86
+  if (isa == Isa::kAvx512) {
+    cols_avx512(a);
+    return Status::Ok();
+  }
+  if (isa == Isa::kAvx2) {
+    cols_avx2(a);
+    return Status::Ok();
+  }
+#endif
+  cols_generic(a);
+  return Status::Ok();
+}
+
 // Y = W X in impl.format, no bias.
 NNPRESS_NOINLINE Status product(const Layer::Impl& impl, const float* X, size_t x_len, size_t batch, float* Y,
                                 size_t y_len) {
+  if (impl.format == LayerFormat::kLevelsCols) return levels_cols(impl, X, x_len, batch, Y, y_len);
   if (impl.format == LayerFormat::kLevels) {
     levels::LevelKernelOptions o;
     o.isa = impl.isa;
@@ -100,6 +273,7 @@ NNPRESS_NOINLINE Status build(const Model& model, const std::string& name, DType
                               uint32_t rows, uint32_t cols, unsigned threads, Layer::Impl* impl) {
   switch (impl->format) {
     case LayerFormat::kLevels:
+    case LayerFormat::kLevelsCols:
       // The level matrix multiplies step * u in float32; a float16/bfloat16 tensor's decoded weights are
       // those values rounded to its dtype, so its products would not be the decoded model's.
       if (dtype != DType::kFloat32 && dtype != DType::kFloat64)
@@ -118,7 +292,8 @@ NNPRESS_NOINLINE Status build(const Model& model, const std::string& name, DType
 
 size_t format_bytes(const Layer::Impl& impl) {
   switch (impl.format) {
-    case LayerFormat::kLevels: return impl.lm.nbytes();
+    case LayerFormat::kLevels:
+    case LayerFormat::kLevelsCols: return impl.lm.nbytes();
     case LayerFormat::kCSER:
     case LayerFormat::kCER: return impl.rg.nbytes() + impl.rg.plan_bytes();
     case LayerFormat::kCodebook: return impl.cb.nbytes();
@@ -130,17 +305,17 @@ double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-bool known(LayerFormat f) { return int(f) >= int(LayerFormat::kAuto) && int(f) <= int(LayerFormat::kCodebook); }
+bool known(LayerFormat f) { return int(f) >= int(LayerFormat::kAuto) && int(f) <= kLastFormat; }
 
 }  // namespace
 
 const char* layer_format_name(LayerFormat f) {
-  static const char* const names[] = {"auto", "levels", "cser", "cer", "codebook"};
+  static const char* const names[] = {"auto", "levels", "cser", "cer", "codebook", "levels_cols"};
   return known(f) ? names[int(f)] : "?";
 }
 
 bool parse_layer_format(const std::string& name, LayerFormat* out) {
-  for (int i = int(LayerFormat::kAuto); i <= int(LayerFormat::kCodebook); ++i) {
+  for (int i = int(LayerFormat::kAuto); i <= kLastFormat; ++i) {
     if (name == layer_format_name(LayerFormat(i))) {
       if (out) *out = LayerFormat(i);
       return true;
@@ -197,7 +372,8 @@ Status Layer::create(const Model& model, const std::string& weight, size_t batch
 
   // The float32 values, shared by the CER/CSER/codebook builders (the levels decode their own).
   std::vector<float> dense;
-  if (cand.size() > 1 || cand[0] != LayerFormat::kLevels) {
+  if (std::any_of(cand.begin(), cand.end(),
+                  [](LayerFormat f) { return f != LayerFormat::kLevels && f != LayerFormat::kLevelsCols; })) {
     st = model.decode_float32(weight, &dense, options.decode_threads);
     if (!st.ok()) return context(st, weight, "");
   }

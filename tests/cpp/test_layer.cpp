@@ -13,13 +13,16 @@
 #include <vector>
 
 #include "check.h"
+#include "nnpress/kernels/levels.h"
 #include "nnpress/runtime.h"
 
 using namespace nnpress;
 
 static const std::string kDir = std::string(NNPRESS_TEST_DATA_DIR) + "/golden/";
-static const LayerFormat kFormats[] = {LayerFormat::kLevels, LayerFormat::kCSER, LayerFormat::kCER,
-                                       LayerFormat::kCodebook};
+static const LayerFormat kFormats[] = {LayerFormat::kLevels, LayerFormat::kLevelsCols, LayerFormat::kCSER,
+                                       LayerFormat::kCER, LayerFormat::kCodebook};
+
+static bool is_levels(LayerFormat f) { return f == LayerFormat::kLevels || f == LayerFormat::kLevelsCols; }
 
 static Model open(const std::string& file) {
   Model m;
@@ -40,7 +43,8 @@ static bool forward_matches(const Model& m, const Layer& layer, const std::strin
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   bool ok = true;
-  for (size_t batch : {size_t(1), size_t(2), size_t(5), size_t(33)}) {
+  // Batches cover the level-columns kernel's tiles: 1..4 vectors of 16 items, masked tails, two tiles.
+  for (size_t batch : {size_t(1), size_t(2), size_t(5), size_t(16), size_t(33), size_t(47), size_t(64), size_t(100)}) {
     // x[i][c]: item i, column c, stored in the layer's layout.
     std::vector<float> xi(batch * cols), X(batch * cols), Y(batch * rows, -777.0f);
     for (float& v : xi) v = u(rng);
@@ -116,9 +120,7 @@ static void test_formats_match_reference() {
         // Levels: quantized tensors whose dtype holds the step * u values (float32/float64); a float16 or
         // bfloat16 tensor's decoded values are rounded to its dtype, which the level matrix would not be.
         const bool wide_dtype = sm.dtype == DType::kFloat32 || sm.dtype == DType::kFloat64;
-        const bool can = f == LayerFormat::kLevels     ? quantized && wide_dtype
-                         : f == LayerFormat::kCodebook ? values <= 16
-                                                       : true;
+        const bool can = is_levels(f) ? quantized && wide_dtype : f == LayerFormat::kCodebook ? values <= 16 : true;
         CHECK(s.ok() == can);
         if (!s.ok()) {
           CHECK(s.code() == StatusCode::kInvalidArgument);
@@ -127,6 +129,17 @@ static void test_formats_match_reference() {
         }
         CHECK(layer.format() == f && layer.forced() && layer.batch() == 4);
         CHECK(layer.layout() == (f == LayerFormat::kLevels ? Layout::kItemRows : Layout::kItemCols));
+        // The level-columns kernel on every ISA this CPU runs (generic, AVX2, AVX-512 copies).
+        if (f == LayerFormat::kLevelsCols) {
+          for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+            if (!isa_supported(isa)) continue;
+            LayerOptions io = o;
+            io.isa = isa;
+            Layer li;
+            CHECK(Layer::create(m, c.weight, 4, io, &li).ok());
+            CHECK(forward_matches(m, li, c.weight, c.bias, relu));
+          }
+        }
         CHECK(layer.timings().size() == 1 && layer.timings()[0].format == f && layer.timings()[0].bytes > 0);
         CHECK(layer.weight_bytes() > 0);
         CHECK(forward_matches(m, layer, c.weight, c.bias, relu));
@@ -145,11 +158,12 @@ static void test_measured_choice() {
   Status s = Layer::create(m, "big.weight", 7, o, &layer);
   CHECK(s.ok());
   CHECK(!layer.forced() && layer.batch() == 7 && layer.rows() == 40 && layer.cols() == 33);
-  CHECK(layer.timings().size() == 3);  // levels, CSER, codebook (CER only when named)
+  CHECK(layer.timings().size() == 4);  // levels, levels_cols, CSER, codebook (CER only when named)
   const bool cb_ok = distinct_values(m, "big.weight") <= 16;
   double best = 1e9;
   for (const FormatTiming& t : layer.timings()) {
     const bool expect_ok = t.format != LayerFormat::kCodebook || cb_ok;
+    CHECK(t.format != LayerFormat::kCER);
     CHECK(t.status.ok() == expect_ok);
     if (t.status.ok()) {
       CHECK(t.seconds > 0 && t.seconds < 1.0 && t.bytes > 0);
@@ -180,15 +194,16 @@ static void test_measured_choice() {
   r.repetitions = 1;
   r.activation = Activation::kRelu;
   CHECK(Layer::create(mixed, "bn.running_mean", 64, r, &layer).ok());
-  CHECK(layer.format() != LayerFormat::kLevels);
+  CHECK(!is_levels(layer.format()));
   CHECK(layer.timings()[0].format == LayerFormat::kLevels && !layer.timings()[0].status.ok());
+  CHECK(layer.timings()[1].format == LayerFormat::kLevelsCols && !layer.timings()[1].status.ok());
   CHECK(forward_matches(mixed, layer, "bn.running_mean", "", true));
   // Only levels allowed on a raw tensor: nothing can hold it; the message names every reason.
   r.candidates = {LayerFormat::kLevels};
   s = Layer::create(mixed, "bn.running_mean", 1, r, &layer);
   CHECK(s.code() == StatusCode::kInvalidArgument && s.message().find("levels") != std::string::npos);
   // The failed create left the previous layer untouched.
-  CHECK(layer.name() == "bn.running_mean" && layer.format() != LayerFormat::kLevels && layer.batch() == 64);
+  CHECK(layer.name() == "bn.running_mean" && !is_levels(layer.format()) && layer.batch() == 64);
 }
 
 // Typed errors: missing tensors, bad bias, scalars, empty tensors, non-float dtypes, bad forward buffers.
@@ -238,11 +253,11 @@ static void test_errors() {
   Layer fresh;
   std::vector<float> x(9 * 3), y(6 * 3);
   CHECK(fresh.forward(x.data(), 9, 1, y.data(), 6).code() == StatusCode::kInvalidArgument);  // not created
-  for (LayerFormat f : {LayerFormat::kLevels, LayerFormat::kCSER}) {
+  for (LayerFormat f : {LayerFormat::kLevels, LayerFormat::kLevelsCols, LayerFormat::kCSER}) {
     LayerOptions fo;
     fo.format = f;
-    const Model& src = f == LayerFormat::kLevels ? blocks : m;
-    const std::string name = f == LayerFormat::kLevels ? "dq.weight" : "features.0.weight";
+    const Model& src = is_levels(f) ? blocks : m;
+    const std::string name = is_levels(f) ? "dq.weight" : "features.0.weight";
     CHECK(Layer::create(src, name, 3, fo, &layer).ok());
     const size_t R = layer.rows(), C = layer.cols();
     std::vector<float> X(C * 3 + 1, 0.5f), Y(R * 3 + 1);
@@ -262,6 +277,73 @@ static void test_errors() {
   }
 }
 
+#ifdef NNPRESS_WITH_ENCODER
+// Written here: level matrices with list entries beyond int8 (a few: int8 part + list), many (int16 part),
+// beyond int16 (int16 part + list), with and without channel scales, trellis and nearest; every format and
+// ISA against the float64 reference, through both level kernels.
+static void test_written_levels() {
+  const uint32_t rows = 37, cols = 70;
+  std::mt19937 rng(3);
+  std::uniform_int_distribution<int> small(-60, 60), pick(0, 999);
+  std::vector<int32_t> few(rows * cols), many(rows * cols), huge(rows * cols);
+  for (size_t i = 0; i < few.size(); ++i) {
+    few[i] = small(rng) + (pick(rng) < 20 ? 500 : 0);         // ~2 %: beyond int8
+    many[i] = small(rng) * (pick(rng) < 300 ? 9 : 1);        // ~30 % beyond int8: int16 part
+    huge[i] = many[i] + (pick(rng) < 10 ? 40000 : 0);         // ~1 % beyond int16
+  }
+  std::vector<int8_t> rexp(rows), cexp(cols);
+  for (auto& e : rexp) e = int8_t(small(rng) / 10);
+  for (auto& e : cexp) e = int8_t(small(rng) / 10);
+  std::vector<float> bias(rows);
+  for (auto& b : bias) b = float(small(rng)) / 64.0f;
+  std::vector<TensorInput> in(5);
+  const std::vector<int32_t>* src[] = {&few, &many, &huge, &few, &many};
+  const char* names[] = {"few.weight", "many.weight", "huge.weight", "scaled.weight", "trellis.weight"};
+  for (size_t t = 0; t < 5; ++t) {
+    in[t].name = names[t];
+    in[t].storage = Storage::kQuantized;
+    in[t].shape = {rows, 2, cols / 2};
+    in[t].levels = src[t]->data();
+    in[t].step = 0.0037;
+  }
+  in[3].row_scale_exp = rexp.data();
+  in[3].col_scale_exp = cexp.data();
+  in[4].method = QuantMethod::kTrellis;
+  TensorInput b;
+  b.name = "bias";
+  b.shape = {rows};
+  b.raw = bias.data();
+  b.raw_size = rows * sizeof(float);
+  in.push_back(b);
+  std::vector<uint8_t> file;
+  Status s = write_container(in, WriterOptions(), &file);
+  CHECK(s.ok());
+  Model m;
+  CHECK(Model::open_memory(file.data(), file.size(), &m).ok());
+  for (const char* name : names) {
+    levels::LevelMatrix lm;
+    CHECK(m.decode_level_matrix(name, &lm).ok());
+    if (std::string(name) == "few.weight") CHECK(lm.index_bits() == 8 && lm.outliers() > 0);
+    if (std::string(name) == "many.weight") CHECK(lm.index_bits() == 16 && lm.outliers() == 0);
+    if (std::string(name) == "huge.weight") CHECK(lm.index_bits() == 16 && lm.outliers() > 0);
+    if (std::string(name) == "scaled.weight") CHECK(lm.has_col_scale());
+    for (LayerFormat f : {LayerFormat::kLevels, LayerFormat::kLevelsCols, LayerFormat::kCSER}) {
+      for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+        if (!isa_supported(isa)) continue;
+        LayerOptions o;
+        o.format = f;
+        o.isa = isa;
+        o.bias = "bias";
+        o.activation = Activation::kRelu;
+        Layer layer;
+        CHECK(Layer::create(m, name, 64, o, &layer).ok());
+        CHECK(forward_matches(m, layer, name, "bias", true));
+      }
+    }
+  }
+}
+#endif
+
 static void test_names() {
   for (LayerFormat f :
        {LayerFormat::kAuto, LayerFormat::kLevels, LayerFormat::kCSER, LayerFormat::kCER, LayerFormat::kCodebook}) {
@@ -277,6 +359,9 @@ int main() {
   test_formats_match_reference();
   test_measured_choice();
   test_errors();
+#ifdef NNPRESS_WITH_ENCODER
+  test_written_levels();
+#endif
   test_names();
   return TEST_MAIN_RESULT();
 }

@@ -10,6 +10,8 @@
 //   pixels x images for a convolution — and keeps the fastest; the others are freed.
 //     candidates   LayerFormat::kLevels    integer levels + scales (kernels/levels.h); the dense path:
 //                                          every weight as an int8 (int16) reconstruction index
+//                  LayerFormat::kLevelsCols the same level matrix, one column per item: an outer-product
+//                                          kernel (below) for few rows x many items (convolutions)
 //                  LayerFormat::kCSER      value-shared sparse rows (sparse/kernels.h)
 //                  LayerFormat::kCodebook  4-bit indices into 16 values (<= 16 distinct values only)
 //                  LayerFormat::kCER       CSER's groups in global value order plus padding groups, so
@@ -33,6 +35,7 @@
 //       Layout::kItemRows  X: batch x cols, row-major (one row per item); Y: batch x rows   (levels)
 //       Layout::kItemCols  X: cols x batch, row-major (one column per item); Y: rows x batch (CER/CSER/
 //                          codebook)
+//       (kLevelsCols has the kItemCols layout.)
 //     At batch 1 both layouts are the same memory. batch may be any value >= 1 (the choice was timed at
 //     the batch given to create()). The bias (options.bias, rows values) and ReLU are applied in one
 //     pass over Y after the product. No allocation: safe to call from several threads at once.
@@ -40,6 +43,13 @@
 //     batch, or an ISA the CPU cannot run (options.isa); y is unspecified after a failure.
 //   Results equal the float64 product of the decoded weights (Model::decode_float32) up to float32
 //   summation order, for every format.
+//   kLevelsCols kernel (layer.cpp): per row, items in tiles of 64 held as float accumulators; each
+//   (row, column) weight u * col_scale is broadcast and multiplied into the column's 64 inputs, then the
+//   row is scaled by row_scale; list entries (|u| beyond the int8/int16 part) are added the same way.
+//   Compiled three times (generic, AVX2 + FMA, AVX-512 by function target attributes on x86-64 GCC /
+//   Clang), the copy run chosen like the other kernels (options.isa, else detect_isa(), which honours
+//   NNPRESS_ISA); levels::matmul's kernels instead reduce one dot product per (row, item), which costs
+//   more when rows are few and items many.
 //   create() errors: kNotFound (no such tensor or bias), kInvalidArgument (rank-0 tensor, a non-float
 //   dtype, a bias whose size is not rows, batch 0, an unusable forced format, no candidate), and the
 //   Model's decode errors (kCorrupt, ...), each naming the tensor. On failure *out is unchanged.
@@ -48,7 +58,7 @@
 //   - The choice depends on this CPU and on the load while create() ran; a noisy machine can pick a
 //     format that is a little slower. Pass the reported choice back (options.format) for repeatable
 //     runs and benchmarks.
-//   - create() decodes the tensor twice (float32 for CER/CSER/codebook, levels for kLevels) unless a
+//   - create() decodes the tensor twice (float32 for CER/CSER/codebook, levels for the level formats) unless a
 //     format is forced; peak memory during create() is about 9 bytes per weight plus the candidates.
 //   - No float32 dense candidate: a dense float GEMM would mean either a BLAS dependency (this runtime
 //     is a dependency-free library under 1 MB) or a home-made GEMM; the level matrix is the dense
@@ -68,8 +78,8 @@
 
 namespace nnpress {
 
-enum class LayerFormat : int { kAuto = 0, kLevels = 1, kCSER = 2, kCER = 3, kCodebook = 4 };
-// "auto", "levels", "cser", "cer", "codebook".
+enum class LayerFormat : int { kAuto = 0, kLevels = 1, kCSER = 2, kCER = 3, kCodebook = 4, kLevelsCols = 5 };
+// "auto", "levels", "cser", "cer", "codebook", "levels_cols".
 const char* layer_format_name(LayerFormat f);
 // Parses the names above (lower case); false for anything else.
 bool parse_layer_format(const std::string& name, LayerFormat* out);
@@ -82,7 +92,7 @@ enum class Activation : int { kNone = 0, kRelu = 1 };
 
 struct LayerOptions {
   LayerFormat format = LayerFormat::kAuto;  // a named format: used without timing
-  std::vector<LayerFormat> candidates;      // formats timed by kAuto; empty: levels, CSER, codebook
+  std::vector<LayerFormat> candidates;      // formats timed by kAuto; empty: all but CER
   std::string bias;                         // bias tensor (rows values); empty: none
   Activation activation = Activation::kNone;
   unsigned repetitions = 7;          // timed rounds per candidate (0 counts as 1)
