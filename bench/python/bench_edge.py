@@ -262,13 +262,13 @@ class OrtCompute:
     `batch` images costs (T(cnn_K) - T(cnn_1) - (T(id_K) - T(id_1))) / (K - 1): the fixed cost of a call
     cancels, and so does what each extra input/output costs the binding (the Identity difference).
     Also the simpler estimate RESULTS used: T(cnn_1) - T(id_1). Times are medians of the calls of all
-    rounds; round() runs every session over the test images once."""
+    rounds; round() runs every session over the test images `passes` times."""
 
-    def __init__(self, onnx_path: str, x, work: str, batch: int, copies: int):
+    def __init__(self, onnx_path: str, x, work: str, batch: int, copies: int, passes: int):
         import onnx
 
         model = onnx.load(onnx_path)
-        self.batch, self.copies = batch, copies
+        self.batch, self.copies, self.passes = batch, copies, passes
         self.sessions = {}
         for name, m in (
             ("cnn_1", _unrolled(model, 1)),
@@ -289,10 +289,11 @@ class OrtCompute:
 
     def round(self):
         for name, sess in self.sessions.items():
-            for f in self.feeds[1 if name.endswith("_1") else self.copies]:
-                t = time.perf_counter()
-                sess.run(None, f)
-                self.times[name].append(time.perf_counter() - t)
+            for _ in range(self.passes):
+                for f in self.feeds[1 if name.endswith("_1") else self.copies]:
+                    t = time.perf_counter()
+                    sess.run(None, f)
+                    self.times[name].append(time.perf_counter() - t)
 
     def result(self) -> dict:
         med = {k: _median(v) * 1e6 for k, v in self.times.items()}
@@ -381,7 +382,8 @@ def part_edge(args, work: str) -> dict:
         rows = {k: {"medians": [], "p90s": [], "agree": [], "correct": [], "load_ms": []} for k in variants}
         ort_med, ort_p90 = [], []
         pred = np.empty(len(x), dtype=np.int64)
-        compute = OrtCompute(onnx_path, x, work, batch, args.copies if batch == 1 else max(2, args.copies // 8))
+        # At batch 64 the 450 images make 7 calls: 2 copies keep several calls per pass.
+        compute = OrtCompute(onnx_path, x, work, batch, args.copies if batch == 1 else 2, args.repeat)
         for _ in range(args.rounds):
             with boosted():
                 for k, formats in variants.items():
