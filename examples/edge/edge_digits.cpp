@@ -24,7 +24,8 @@
 // with: output pixels x images for the convolutions (im2col), images for the fully connected layers.
 // Each layer's format fixes the layout of its input and output (Layout::kItemRows: one row per item,
 // the level kernels; kItemCols: one column per item, CER/CSER/codebook), and the glue between layers
-// (im2col, maxpool, flatten) reads and writes whichever layout the layers on either side use. All
+// (im2col from zero-padded images, maxpool, flatten) reads and writes whichever layout the layers on
+// either side use. All
 // working memory is allocated once; a call allocates nothing. The shapes are checked against the file.
 #include <algorithm>
 #include <chrono>
@@ -73,47 +74,51 @@ Status load_net(const nnpress::Model& m, size_t batch, unsigned threads, const n
   return Status::Ok();
 }
 
-// Source offset of every im2col entry of one image for a square stride-1 convolution with zero padding:
-// the image is C x H x W (channel-major, image stride C*H*W + 1 whose last float is 0), output position p
-// = (y, x), column k = (c, i, j) as the weight's flattening orders it; padding reads the trailing zero.
-// rows[p * K + k] for Layout::kItemRows, cols[k * P + p] for kItemCols.
-struct Im2col {
-  int P = 0, K = 0;
-  std::vector<uint32_t> rows, cols;
-  Im2col(int C, int H, int W, int k, int pad) : P(H * W), K(C * k * k), rows(size_t(P) * K), cols(size_t(P) * K) {
-    const uint32_t zero = uint32_t(C * H * W);
-    for (int y = 0; y < H; ++y)
-      for (int x = 0; x < W; ++x)
-        for (int c = 0; c < C; ++c)
-          for (int i = 0; i < k; ++i)
-            for (int j = 0; j < k; ++j) {
-              const int yy = y + i - pad, xx = x + j - pad, p = y * W + x, kk = (c * k + i) * k + j;
-              const uint32_t src = (yy >= 0 && yy < H && xx >= 0 && xx < W) ? uint32_t((c * H + yy) * W + xx) : zero;
-              rows[size_t(p) * K + kk] = src;
-              cols[size_t(kk) * P + p] = src;
-            }
-  }
-  // in: B images at stride C*H*W + 1; out: the product's input X in `layout` (B*P items of K values).
-  void run(const float* in, size_t B, size_t stride, Layout layout, float* out) const {
-    if (layout == Layout::kItemRows) {
-      for (size_t b = 0; b < B; ++b) {
-        const float* img = in + b * stride;
-        float* o = out + b * size_t(P) * K;
-        for (size_t t = 0; t < rows.size(); ++t) o[t] = img[rows[t]];
-      }
-    } else {
-      const size_t n = B * size_t(P);
-      for (int k = 0; k < K; ++k) {
-        const uint32_t* src = cols.data() + size_t(k) * P;
-        for (size_t b = 0; b < B; ++b) {
-          const float* img = in + b * stride;
-          float* o = out + size_t(k) * n + b * P;
-          for (int p = 0; p < P; ++p) o[p] = img[src[p]];
-        }
-      }
-    }
+// B images of C x H x W with a zero border of `pad` (C x (H + 2 pad) x (W + 2 pad) each): the producer
+// writes the interior, the border stays zero (set once), so im2col below is plain row copies.
+struct Padded {
+  int C, H, W, pad, Hp, Wp;
+  size_t img;  // floats per image
+  std::vector<float> data;
+  Padded(int c, int h, int w, int p, size_t batch)
+      : C(c), H(h), W(w), pad(p), Hp(h + 2 * p), Wp(w + 2 * p), img(size_t(c) * Hp * Wp), data(img * batch, 0.0f) {}
+  // Row y of channel c of image b (interior, x = 0 .. W-1).
+  float* row(size_t b, int c, int y) {
+    return data.data() + b * img + size_t(c) * Hp * Wp + size_t(y + pad) * Wp + pad;
   }
 };
+
+// im2col of a square stride-1 k x k convolution over B padded images: output position p = (y, x), column
+// kk = (c, i, j) as the weight's flattening orders it, value = padded[c][y + i][x + j]; written as the
+// product's X in `layout` (B*P items of K values).
+void im2col(const Padded& in, int k, size_t B, Layout layout, float* out) {
+  const int H = in.H, W = in.W, C = in.C, P = H * W, K = C * k * k;
+  const size_t plane = size_t(in.Hp) * in.Wp;
+  if (layout == Layout::kItemCols) {  // row kk: B*P values, one row of W per (image, y)
+    const size_t n = B * size_t(P);
+    for (int c = 0; c < C; ++c)
+      for (int i = 0; i < k; ++i)
+        for (int j = 0; j < k; ++j) {
+          float* o = out + size_t((c * k + i) * k + j) * n;
+          for (size_t b = 0; b < B; ++b) {
+            const float* src = in.data.data() + b * in.img + c * plane + size_t(i) * in.Wp + j;
+            for (int y = 0; y < H; ++y, o += W)
+              for (int x = 0; x < W; ++x) o[x] = src[size_t(y) * in.Wp + x];
+          }
+        }
+  } else {  // row (b, y, x): K values, k consecutive ones per (c, i)
+    for (size_t b = 0; b < B; ++b)
+      for (int y = 0; y < H; ++y)
+        for (int x = 0; x < W; ++x) {
+          float* o = out + (b * P + size_t(y) * W + x) * K;
+          for (int c = 0; c < C; ++c)
+            for (int i = 0; i < k; ++i, o += k) {
+              const float* src = in.data.data() + b * in.img + c * plane + size_t(y + i) * in.Wp + x;
+              for (int j = 0; j < k; ++j) o[j] = src[j];
+            }
+        }
+  }
+}
 
 // Strides of a layer's output Y (rows x items or items x rows): value (row r, item i) = Y[r * rs + i * is].
 void out_strides(Layout layout, size_t rows, size_t items, size_t* rs, size_t* is) {
@@ -129,10 +134,10 @@ void out_strides(Layout layout, size_t rows, size_t items, size_t* rs, size_t* i
 // Working memory for batches of up to `batch` images, allocated once.
 struct Scratch {
   explicit Scratch(size_t batch)
-      : x(65 * batch),
+      : x(1, 8, 8, 2, batch),
         cols1(25 * 64 * batch),
         y1(6 * 64 * batch),
-        p1(97 * batch),
+        p1(6, 4, 4, 1, batch),
         cols2(54 * 16 * batch),
         y2(16 * 16 * batch),
         f(256 * batch),
@@ -140,7 +145,10 @@ struct Scratch {
         h2(84 * batch),
         t(120 * batch),
         out(10 * batch) {}
-  std::vector<float> x, cols1, y1, p1, cols2, y2, f, h1, h2, t, out;
+  Padded x;  // conv1's input
+  std::vector<float> cols1, y1;
+  Padded p1;  // conv2's input
+  std::vector<float> cols2, y2, f, h1, h2, t, out;
 };
 
 // Rewrites the rows x B output of one layer (layout `from`) in the layout `to` the next layer reads; at
@@ -157,35 +165,33 @@ float* relayout(float* y, size_t rows, size_t B, Layout from, Layout to, float* 
 }
 
 // Classifies B images (B x 64 pixels) into labels[0 .. B).
-Status classify(const Net& net, const Im2col& im1, const Im2col& im2, const float* pixels, size_t B, Scratch* s,
-                int* labels) {
+Status classify(const Net& net, const float* pixels, size_t B, Scratch* s, int* labels) {
   const Layer &conv1 = net.layer[0], &conv2 = net.layer[1], &fc1 = net.layer[2], &fc2 = net.layer[3],
               &fc3 = net.layer[4];
-  for (size_t b = 0; b < B; ++b) {  // x' = 2x - 1, one image per 65 floats (the last one 0: padding)
-    float* x = s->x.data() + 65 * b;
-    for (int i = 0; i < 64; ++i) x[i] = 2.0f * pixels[64 * b + i] - 1.0f;
-    x[64] = 0.0f;
-  }
-  im1.run(s->x.data(), B, 65, conv1.layout(), s->cols1.data());
+  for (size_t b = 0; b < B; ++b)  // x' = 2x - 1
+    for (int y = 0; y < 8; ++y) {
+      float* x = s->x.row(b, 0, y);
+      for (int i = 0; i < 8; ++i) x[i] = 2.0f * pixels[64 * b + 8 * y + i] - 1.0f;
+    }
+  im2col(s->x, 5, B, conv1.layout(), s->cols1.data());
   Status st = conv1.forward(s->cols1.data(), 25 * 64 * B, 64 * B, s->y1.data(), 6 * 64 * B);
   if (!st.ok()) return st;
-  // maxpool 2x2, stride 2: 8x8 -> 4x4 per (channel, image), into C x H x W images at stride 97.
+  // maxpool 2x2, stride 2: 8x8 -> 4x4 per (channel, image), into conv2's padded input.
   size_t rs, is;
   out_strides(conv1.layout(), 6, 64 * B, &rs, &is);
-  for (size_t b = 0; b < B; ++b) {
-    float* p = s->p1.data() + 97 * b;
-    for (size_t c = 0; c < 6; ++c) {
+  for (size_t b = 0; b < B; ++b)
+    for (int c = 0; c < 6; ++c) {
       const float* y = s->y1.data() + c * rs + b * 64 * is;
-      for (int oy = 0; oy < 4; ++oy)
+      for (int oy = 0; oy < 4; ++oy) {
+        float* p = s->p1.row(b, c, oy);
         for (int ox = 0; ox < 4; ++ox) {
           const size_t q = size_t(2 * oy * 8 + 2 * ox);
           const float m0 = std::max(y[q * is], y[(q + 1) * is]), m1 = std::max(y[(q + 8) * is], y[(q + 9) * is]);
-          p[c * 16 + oy * 4 + ox] = std::max(m0, m1);
+          p[ox] = std::max(m0, m1);
         }
+      }
     }
-    p[96] = 0.0f;
-  }
-  im2.run(s->p1.data(), B, 97, conv2.layout(), s->cols2.data());
+  im2col(s->p1, 3, B, conv2.layout(), s->cols2.data());
   st = conv2.forward(s->cols2.data(), 54 * 16 * B, 16 * B, s->y2.data(), 16 * 16 * B);
   if (!st.ok()) return st;
   // Flatten per image in (c, h, w) order: feature c*16 + q of image b, in fc1's input layout.
@@ -333,7 +339,6 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  const Im2col im1(1, 8, 8, 5, 2), im2(6, 4, 4, 3, 1);
   Scratch scratch(B);
   std::vector<int> pred(n);
   std::vector<double> lat;  // seconds per image (batch time / batch size), over all repeats
@@ -342,7 +347,7 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < n; i += B) {
       const size_t b = std::min(B, n - i);
       const auto t0 = std::chrono::steady_clock::now();
-      st = classify(net, im1, im2, images.data() + 64 * i, b, &scratch, &pred[i]);
+      st = classify(net, images.data() + 64 * i, b, &scratch, &pred[i]);
       const double per_image = seconds_since(t0) / double(b);
       for (size_t k = 0; k < b; ++k) lat.push_back(per_image);
       if (!st.ok()) {
