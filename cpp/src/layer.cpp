@@ -412,11 +412,15 @@ Status Layer::create(const Model& model, const std::string& weight, size_t batch
       v = float(int32_t(state >> 8) - (1 << 23)) / float(1 << 23);
     }
     // calls[i] forward() calls make one round of candidate i; 0: it failed to run (e.g. its ISA).
+    // After the first timed round, a candidate more than kDropRatio times slower than the fastest stops
+    // being timed (it cannot win), so a slow format costs one round, not `repetitions`.
+    constexpr double kDropRatio = 3.0;
     std::vector<unsigned> calls(cand.size(), 0);
+    std::vector<char> timing(cand.size(), 1);
     const unsigned reps = std::max(1u, options.repetitions);
     for (unsigned rep = 0; rep <= reps; ++rep) {  // round 0: untimed warm-up, sets calls
       for (size_t i : live) {
-        if (rep > 0 && calls[i] == 0) continue;
+        if (rep > 0 && (calls[i] == 0 || !timing[i])) continue;
         const unsigned n = rep == 0 ? 1 : calls[i];
         const double t0 = now_seconds();
         for (unsigned k = 0; k < n; ++k) {
@@ -437,6 +441,12 @@ Status Layer::create(const Model& model, const std::string& weight, size_t batch
         } else {
           timings[i].seconds = std::min(timings[i].seconds, dt);
         }
+      }
+      if (rep == 1) {
+        double best = std::numeric_limits<double>::infinity();
+        for (size_t i : live)
+          if (calls[i] > 0) best = std::min(best, timings[i].seconds);
+        for (size_t i : live) timing[i] = calls[i] > 0 && timings[i].seconds <= kDropRatio * best;
       }
     }
     chosen = cand.size();
