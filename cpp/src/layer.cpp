@@ -11,7 +11,10 @@
 #include "nnpress/kernels/levels.h"
 #include "nnpress/sparse/kernels.h"
 
+// kLevelsCols kernel copies for AVX2 / AVX-512 by function target attributes (x86 GCC / Clang); the
+// intrinsics are used only inside functions that carry those attributes.
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define NNPRESS_LAYER_X86 1
 #include <immintrin.h>
 #endif
 
@@ -22,11 +25,6 @@
 #define NNPRESS_NOINLINE
 #define NNPRESS_ALWAYS_INLINE inline
 #endif
-// kLevelsCols kernel copies for AVX2 / AVX-512, by function target attributes (x86-64 GCC / Clang).
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define NNPRESS_LAYER_X86 1
-#endif
-
 namespace nnpress {
 
 // One format's matrix (one of lm / rg / cb, as `format` says), the bias and the kernel options.
@@ -188,7 +186,8 @@ NNPRESS_AVX512 NNPRESS_NOINLINE void cols_avx512(const ColsArgs& a) {
     }
   }
 }
-#endif
+#undef NNPRESS_AVX512
+#endif  // NNPRESS_LAYER_X86
 
 Status levels_cols(const Layer::Impl& impl, const float* X, size_t x_len, size_t batch, float* Y, size_t y_len) {
   const levels::LevelMatrix& m = impl.lm;

@@ -17,9 +17,10 @@
 //                  LayerFormat::kCER       CSER's groups in global value order plus padding groups, so
 //                                          never less work than CSER: timed only when named in
 //                                          options.candidates
-//     A format that cannot hold the tensor (levels: a raw, unquantized tensor; CER/CSER: more than 65536
-//     values; codebook: more than 16) is skipped; its reason is kept in timings(). No candidate at all:
-//     kInvalidArgument naming the tensor and every reason.
+//     A format that cannot hold the tensor (levels: a raw, unquantized tensor, or a float16/bfloat16 one,
+//     whose decoded weights are rounded to its dtype; CER/CSER: more than 65536 values; codebook: more
+//     than 16) is skipped; its reason is kept in timings(). No candidate at all: kInvalidArgument naming
+//     the tensor and every reason.
 //   Timing: every candidate runs one untimed round, then `repetitions` rounds interleave the
 //     candidates (A, B, C, A, B, C, ...); each keeps its fastest round (the least disturbed by other
 //     processes), per forward() call. A round is as many consecutive forward() calls, on fixed
@@ -40,7 +41,8 @@
 //       (kLevelsCols has the kItemCols layout.)
 //     At batch 1 both layouts are the same memory. batch may be any value >= 1 (the choice was timed at
 //     the batch given to create()). The bias (options.bias, rows values) and ReLU are applied in one
-//     pass over Y after the product. No allocation: safe to call from several threads at once.
+//     pass over Y after the product. Safe to call from several threads at once. No allocation, except
+//     that levels::matmul (kLevels) scales X into a temporary when the tensor has column scales.
 //     Errors: kInvalidArgument for a null buffer, batch 0, x_len != cols * batch, y_len != rows *
 //     batch, or an ISA the CPU cannot run (options.isa); y is unspecified after a failure.
 //   Results equal the float64 product of the decoded weights (Model::decode_float32) up to float32
@@ -60,11 +62,15 @@
 //   - The choice depends on this CPU and on the load while create() ran; a noisy machine can pick a
 //     format that is a little slower. Pass the reported choice back (options.format) for repeatable
 //     runs and benchmarks.
-//   - create() decodes the tensor twice (float32 for CER/CSER/codebook, levels for the level formats) unless a
-//     format is forced; peak memory during create() is about 9 bytes per weight plus the candidates.
+//   - The choice is per layer: it does not see what the caller pays between layers whose layouts differ
+//     (a transpose when a kItemRows layer feeds a kItemCols one at batch > 1).
+//   - create() decodes the tensor twice (float32 for CER/CSER/codebook, levels for the level formats)
+//     unless a format is forced; peak memory during create() is about 9 bytes per weight plus the
+//     candidates.
 //   - No float32 dense candidate: a dense float GEMM would mean either a BLAS dependency (this runtime
-//     is a dependency-free library under 1 MB) or a home-made GEMM; the level matrix is the dense
-//     path, holding each weight in 1 byte instead of 4 with the same (exact) products.
+//     is a small dependency-free library) or a second, home-made dense path; the level matrix is the
+//     dense path, holding each weight in 1 byte (2 for int16 levels) instead of 4, with products equal
+//     to the decoded weights' up to float32 rounding.
 #pragma once
 
 #include <cstddef>
