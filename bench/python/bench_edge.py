@@ -7,14 +7,19 @@
    CPU time (all threads) is recorded next to it, because on a shared machine other sessions' load
    inflates wall time but not CPU time. The 2-thread outputs are checked bit-identical to 1-thread
    (bench_decode refuses to time otherwise).
-2. The edge app (examples/edge, CSER kernels, one thread, batch 1) against ONNX Runtime (CPU, one
-   intra-op and one inter-op thread, sequential, batch 1, through its Python API) running the same
-   decompressed digits CNN exported with torch.onnx.export: accuracy, per-image latency (median over
-   the 450 test images x ``--repeat``), footprint (model file + runtime library bytes); and per-image
-   time at ``--batch`` images per call (throughput), for both.
+2. The edge app (examples/edge: every layer an nnpress::Layer in the format measured fastest at its
+   shape and batch, one thread) against ONNX Runtime (CPU provider, one intra-op and one inter-op thread,
+   sequential) running the same decompressed digits CNN exported with torch.onnx.export, at batch 1 and
+   ``--batch``: accuracy, predictions equal to Python's, per-image latency (median / p90 over the 450 test
+   images x ``--repeat``, median over ``--rounds`` interleaved rounds: app with the per-layer choice,
+   all-levels, all-CSER, then ORT, then the ORT compute sessions, repeat), ORT's compute without its Python
+   call (class OrtCompute: the graph unrolled ``--copies`` times in one session, differences cancel the
+   call's cost), load times, and footprint (stripped decoder-only libnnpress.a, model files). ORT's own
+   profiler is not used for the compute: recording its per-node events costs more than the batch-1
+   kernels they time, and it records whole microseconds.
 
-    python bench/python/bench_edge.py --build /work/build-edge            # both parts (~3 minutes)
-    python bench/python/bench_edge.py --build DIR --skip-minilm --json out.json
+    python bench/python/bench_edge.py --build /work/build-edge            # both parts (~5 minutes)
+    python bench/python/bench_edge.py --skip-minilm --json out.json       # part 2 only
 
 ``--build`` is a CMake build dir of this repo with -DNNPRESS_BUILD_BENCH=ON (for bench_decode). Part 2
 runs scripts/edge_ci.sh (decoder-only install + example build) in ``--work``.
@@ -175,6 +180,17 @@ def _lib_sizes(prefix: str) -> dict:
     return out
 
 
+def _ort_session(onnx_path: str):
+    """ONNX Runtime CPU session: one intra-op and one inter-op thread, sequential execution."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+
+
 def _ort_latencies(sess, x, pred, repeat: int, batch: int = 1) -> list[float]:
     """Seconds per image of sess.run on `batch` images at a time (call time / images in the call), over the
     images `repeat` times; fills pred."""
@@ -191,7 +207,126 @@ def _ort_latencies(sess, x, pred, repeat: int, batch: int = 1) -> list[float]:
     return lat
 
 
+def _unrolled(model, copies: int):
+    """The graph `copies` times side by side in one model: copy k reads input x__k and writes logits__k; the
+    weights (initializers) are shared. One session.run then runs `copies` forward passes, so the Python
+    call's fixed cost is paid once for all of them."""
+    import onnx
+
+    g = model.graph
+    init = {t.name for t in g.initializer}
+    nodes, inputs, outputs = [], [], []
+    for k in range(copies):
+
+        def rename(n, k=k):
+            return n if (n in init or n == "") else f"{n}__{k}"
+
+        for n in g.node:
+            c = onnx.NodeProto()
+            c.CopyFrom(n)
+            c.name = f"{n.name}__{k}"
+            c.input[:] = [rename(i) for i in n.input]
+            c.output[:] = [rename(o) for o in n.output]
+            nodes.append(c)
+        for src, dst in ((g.input, inputs), (g.output, outputs)):
+            for v in src:
+                c = onnx.ValueInfoProto()
+                c.CopyFrom(v)
+                c.name = rename(v.name)
+                dst.append(c)
+    graph = onnx.helper.make_graph(nodes, g.name, inputs, outputs, initializer=list(g.initializer))
+    m = onnx.helper.make_model(graph, opset_imports=list(model.opset_import))
+    m.ir_version = model.ir_version
+    return m
+
+
+def _identity_model(copies: int):
+    from onnx import TensorProto, helper
+
+    def vi(n):
+        return helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 1, 8, 8])
+
+    nodes = [helper.make_node("Identity", [f"x__{k}"], [f"logits__{k}"]) for k in range(copies)]
+    m = helper.make_model(
+        helper.make_graph(
+            nodes, "id", [vi(f"x__{k}") for k in range(copies)], [vi(f"logits__{k}") for k in range(copies)]
+        )
+    )
+    m.opset_import[0].version = 17
+    return m
+
+
+class OrtCompute:
+    """ONNX Runtime's compute per image without the Python call. Four sessions: the CNN once (cnn_1) and
+    `copies` times side by side (cnn_K, _unrolled), an Identity graph once and K times. One forward pass on
+    `batch` images costs (T(cnn_K) - T(cnn_1) - (T(id_K) - T(id_1))) / (K - 1): the fixed cost of a call
+    cancels, and so does what each extra input/output costs the binding (the Identity difference).
+    Also the simpler estimate RESULTS used: T(cnn_1) - T(id_1). Times are medians of the calls of all
+    rounds; round() runs every session over the test images `passes` times."""
+
+    def __init__(self, onnx_path: str, x, work: str, batch: int, copies: int, passes: int):
+        import onnx
+
+        model = onnx.load(onnx_path)
+        self.batch, self.copies, self.passes = batch, copies, passes
+        self.sessions = {}
+        for name, m in (
+            ("cnn_1", _unrolled(model, 1)),
+            ("cnn_K", _unrolled(model, copies)),
+            ("id_1", _identity_model(1)),
+            ("id_K", _identity_model(copies)),
+        ):
+            path = os.path.join(work, f"ort_{name}_b{batch}.onnx")
+            onnx.save(m, path)
+            self.sessions[name] = _ort_session(path)
+        chunks = [x[i : i + batch] for i in range(0, len(x) - len(x) % batch, batch)]
+        chunks = chunks[: len(chunks) - len(chunks) % copies]
+        self.feeds = {
+            1: [{"x__0": c} for c in chunks],
+            copies: [{f"x__{k}": chunks[i + k] for k in range(copies)} for i in range(0, len(chunks), copies)],
+        }
+        self.times = {k: [] for k in self.sessions}
+
+    def round(self):
+        for name, sess in self.sessions.items():
+            for _ in range(self.passes):
+                for f in self.feeds[1 if name.endswith("_1") else self.copies]:
+                    t = time.perf_counter()
+                    sess.run(None, f)
+                    self.times[name].append(time.perf_counter() - t)
+
+    def result(self) -> dict:
+        med = {k: _median(v) * 1e6 for k, v in self.times.items()}
+        per_pass = (med["cnn_K"] - med["cnn_1"] - (med["id_K"] - med["id_1"])) / (self.copies - 1)
+        return {
+            "copies": self.copies,
+            "medians_us_per_call": med,
+            "compute_us_per_image": per_pass / self.batch,
+            "latency_minus_identity_us_per_image": (med["cnn_1"] - med["id_1"]) / self.batch,
+        }
+
+
+def _run_app(app: str, files: list[str], repeat: int, batch: int, formats: str | None) -> dict:
+    cmd = [app, *files, "--json", "--repeat", str(repeat), "--batch", str(batch)]
+    if formats:
+        cmd += ["--formats", formats]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: exit {r.returncode}: {r.stderr.strip()}")
+    return json.loads(r.stdout)
+
+
+def _median(v):
+    v = sorted(v)
+    return v[len(v) // 2]
+
+
+LAYERS = ("conv1", "conv2", "fc1", "fc2", "fc3")
+
+
 def part_edge(args, work: str) -> dict:
+    """The edge app against ONNX Runtime on the same decompressed weights, one thread, batch 1 and
+    args.batch, in interleaved rounds (app variants, ORT Python API, ORT compute sessions, repeat)."""
     import onnxruntime as ort
 
     edge = os.path.join(work, "edge")
@@ -205,127 +340,102 @@ def part_edge(args, work: str) -> dict:
     d = os.path.join(edge, "data")
     exported = json.load(open(os.path.join(d, "export.json")))
     app = os.path.join(edge, "app-build", "edge_digits")
-    app_stripped = os.path.join(edge, "edge_digits.stripped")
     lib = _lib_sizes(os.path.join(edge, "prefix"))
-
-    def run_app(data_dir: str, label: str, batch: int = 1) -> dict:
-        files = [
-            os.path.join(data_dir, f)
-            for f in ("digits_cnn.nnp", "test_images.f32", "test_labels.i32", "expected_pred.i32")
-        ]
-        best = None
-        for _ in range(3):  # best median of 3 runs, each classifying the test set `repeat` times
-            with boosted():
-                r = subprocess.run(
-                    [app, *files, "--json", "--repeat", str(args.repeat), "--batch", str(batch)],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-            j = json.loads(r.stdout)
-            if best is None or j["latency_median_us"] < best["latency_median_us"]:
-                best = j
-        info = json.load(open(os.path.join(data_dir, "export.json")))
-        return {
-            "runtime": f"nnpress edge app (CSER, 1 thread, batch {batch}), {label}",
-            "isa": best["isa"],
-            "accuracy": best["accuracy"],
-            "python_accuracy": info["accuracy_python"],
-            "agree_with_python": best["agree"],
-            "latency_median_us": best["latency_median_us"],
-            "latency_p90_us": best["latency_p90_us"],
-            "load_ms": best["load_s"] * 1e3,
-            "model_bytes": info["nnp_bytes"],
-            "library_bytes": lib.get("stripped_bytes"),
-            "library": f"{lib.get('library')} (static, stripped)",
-            "app_stripped_bytes": os.path.getsize(app_stripped),
-        }
-
-    nnpress_row = run_app(d, f"default config (rel_step {exported.get('rel_step', '?')})")
-    # A coarser step (same test accuracy as the float model here): fewer distinct values per row.
-    d2 = os.path.join(edge, "data_coarse")
-    subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "examples", "edge", "export_demo.py"),
-            d2,
-            "--rel-step",
-            str(args.coarse_rel_step),
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    coarse_row = run_app(d2, f"rel_step {args.coarse_rel_step}")
-    batch_row = run_app(d, "default config", batch=args.batch)
-
+    files = [os.path.join(d, f) for f in ("digits_cnn.nnp", "test_images.f32", "test_labels.i32", "expected_pred.i32")]
     x = np.fromfile(os.path.join(d, "test_images.f32"), dtype="<f4").reshape(-1, 1, 8, 8)
     y = np.fromfile(os.path.join(d, "test_labels.i32"), dtype="<i4")
     expected = np.fromfile(os.path.join(d, "expected_pred.i32"), dtype="<i4")
     onnx_path = os.path.join(d, "digits_cnn.onnx")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     t0 = time.perf_counter()
-    sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
-    load_ms = (time.perf_counter() - t0) * 1e3
-    pred = np.empty(len(x), dtype=np.int64)
-    best_median, best_p90 = float("inf"), float("inf")
-    for _ in range(3):
-        lat = []
-        with boosted():
-            lat_runs = _ort_latencies(sess, x, pred, args.repeat)
-        lat = sorted(lat_runs)
-        if lat[len(lat) // 2] < best_median:
-            best_median, best_p90 = lat[len(lat) // 2], lat[len(lat) * 9 // 10]
-    bpred = np.empty(len(x), dtype=np.int64)
-    b_median = float("inf")
-    for _ in range(3):
-        with boosted():
-            bl = sorted(_ort_latencies(sess, x, bpred, args.repeat, args.batch))
-        b_median = min(b_median, bl[len(bl) // 2])
-    # The cost of one Python call into ORT, measured on a trivial Identity model, so the latency above can
-    # be read with and without it.
-    from onnx import TensorProto, helper
-
-    ident = helper.make_model(
-        helper.make_graph(
-            [helper.make_node("Identity", ["x"], ["y"])],
-            "id",
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 8, 8])],
-        )
-    )
-    ident.opset_import[0].version = 17
-    isess = ort.InferenceSession(ident.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    with boosted():
-        ilat = sorted(_ort_latencies(isess, x, None, args.repeat))
+    sess = _ort_session(onnx_path)
+    ort_load_ms = (time.perf_counter() - t0) * 1e3
     capi = os.path.join(os.path.dirname(ort.__file__), "capi")
-    ort_libs = {f: os.path.getsize(os.path.join(capi, f)) for f in os.listdir(capi) if f.endswith(".so")}
-    ort_row = {
-        "runtime": f"ONNX Runtime {ort.__version__} (CPU, 1 thread, Python API)",
-        "accuracy": float((pred == y).mean()),
-        "agree_with_python": int((pred == expected).sum()),
-        "latency_median_us": best_median * 1e6,
-        "latency_p90_us": best_p90 * 1e6,
-        "python_call_overhead_us": ilat[len(ilat) // 2] * 1e6,
-        "load_ms": load_ms,
-        "model_bytes": os.path.getsize(onnx_path),
-        "library_bytes": sum(ort_libs.values()),
-        "library": " + ".join(sorted(ort_libs)),
-        "batch_median_us_per_image": b_median * 1e6,
-        "batch_agree_with_python": int((bpred == expected).sum()),
-    }
-    return {
+
+    out = {
         "images": len(x),
         "python_accuracy": exported["accuracy_python"],
         "float_model_accuracy": exported["accuracy_float_model"],
-        "nnpress": nnpress_row,
-        "nnpress_coarse": coarse_row,
-        "nnpress_batch": batch_row,
-        "batch": args.batch,
-        "onnxruntime": ort_row,
+        "min_logit_margin": exported.get("min_logit_margin"),
+        "model_bytes": exported["nnp_bytes"],
+        "rel_step": exported.get("rel_step"),
+        "onnx_bytes": os.path.getsize(onnx_path),
+        "library": lib,
+        "app_stripped_bytes": os.path.getsize(os.path.join(edge, "edge_digits.stripped")),
+        "ort_version": ort.__version__,
+        "ort_load_ms": ort_load_ms,
+        "ort_library_bytes": sum(os.path.getsize(os.path.join(capi, f)) for f in os.listdir(capi) if ".so" in f),
+        "rounds": args.rounds,
+        "repeat": args.repeat,
+        "batches": {},
     }
+    for batch in (1, args.batch):
+        # The app measures each layer's candidates at load; the first run's choice is passed back to every
+        # round (--formats), so all rounds run the same formats. The all-levels / all-CSER rows show what
+        # the per-layer choice buys.
+        with boosted():
+            first = _run_app(app, files, 1, batch, None)
+        variants = {
+            "auto": first["formats"],
+            "levels": ",".join(f"{n}=levels" for n in LAYERS),
+            "cser": ",".join(f"{n}=cser" for n in LAYERS),
+        }
+        rows = {
+            k: {"medians": [], "p90s": [], "agree": [], "correct": [], "load_ms": [], "load_cpu_ms": []}
+            for k in variants
+        }
+        ort_med, ort_p90 = [], []
+        pred = np.empty(len(x), dtype=np.int64)
+        # At batch 64 the 450 images make 7 calls: 2 copies keep several calls per pass.
+        compute = OrtCompute(onnx_path, x, work, batch, args.copies if batch == 1 else 2, args.repeat)
+        for _ in range(args.rounds):
+            with boosted():
+                for k, formats in variants.items():
+                    j = _run_app(app, files, args.repeat, batch, formats)
+                    r = rows[k]
+                    r["medians"].append(j["latency_median_us"])
+                    r["p90s"].append(j["latency_p90_us"])
+                    r["agree"].append(j["agree"])
+                    r["correct"].append(j["correct"])
+                    r["load_ms"].append(j["load_s"] * 1e3)
+                    r["load_cpu_ms"].append(j["load_cpu_s"] * 1e3)
+                    r["isa"], r["weight_bytes"] = j["isa"], j["weight_bytes"]
+                lat = sorted(_ort_latencies(sess, x, pred, args.repeat, batch))
+                compute.round()
+            ort_med.append(lat[len(lat) // 2] * 1e6)
+            ort_p90.append(lat[len(lat) * 9 // 10] * 1e6)
+        comp = compute.result()
+        res = {
+            "auto_choice": first["formats"],
+            "auto_layers": first["layers"],
+            "auto_load_ms": first["load_s"] * 1e3,
+            "auto_load_cpu_ms": first["load_cpu_s"] * 1e3,
+            "nnpress": {
+                k: {
+                    "formats": variants[k],
+                    "median_us": _median(r["medians"]),
+                    "p90_us": _median(r["p90s"]),
+                    "round_medians_us": r["medians"],
+                    "agree_with_python_min": min(r["agree"]),
+                    "accuracy_min": min(r["correct"]) / len(x),
+                    "load_ms_median": _median(r["load_ms"]),
+                    "load_cpu_ms_median": _median(r["load_cpu_ms"]),
+                    "weight_bytes": r["weight_bytes"],
+                    "isa": r["isa"],
+                }
+                for k, r in rows.items()
+            },
+            "ort": {
+                "median_us": _median(ort_med),
+                "p90_us": _median(ort_p90),
+                "round_medians_us": ort_med,
+                "accuracy": float((pred == y).mean()),
+                "agree_with_python": int((pred == expected).sum()),
+                "compute": comp,
+            },
+        }
+        res["ratio_auto_vs_ort_compute"] = res["nnpress"]["auto"]["median_us"] / comp["compute_us_per_image"]
+        out["batches"][batch] = res
+    return out
 
 
 def print_report(r: dict) -> None:
@@ -352,31 +462,49 @@ def print_report(r: dict) -> None:
         print(d["check"])
     if "edge" in r:
         e = r["edge"]
-        print(f"\n== digits CNN, {e['images']} test images (Python accuracy {e['python_accuracy']:.4f})")
-        print(f"{'runtime':70s} {'acc':>6s} {'same':>5s} {'med us':>7s} {'p90 us':>7s} {'model B':>8s} {'lib B':>10s}")
-        for k in ("nnpress", "nnpress_coarse", "onnxruntime"):
-            x = e[k]
+        lib = e["library"]
+        print(
+            f"\n== digits CNN, {e['images']} test images (Python accuracy {e['python_accuracy']:.4f}, min logit margin "
+            f"{e['min_logit_margin']:.3g}); {e['rounds']} interleaved rounds x {e['repeat']} passes over the images"
+        )
+        print(
+            f"libnnpress.a decoder-only {lib.get('bytes'):,} bytes, stripped {lib.get('stripped_bytes'):,}; edge app "
+            f"stripped {e['app_stripped_bytes']:,}; .nnp {e['model_bytes']:,} B, .onnx {e['onnx_bytes']:,} B; "
+            f"ORT libraries {e['ort_library_bytes']:,} B"
+        )
+        for batch, b in e["batches"].items():
+            o, c = b["ort"], b["ort"]["compute"]
             print(
-                f"{x['runtime']:70s} {x['accuracy']:6.4f} {x['agree_with_python']:5d} {x['latency_median_us']:7.1f} "
-                f"{x['latency_p90_us']:7.1f} {x['model_bytes']:8,d} {x['library_bytes']:10,d}"
+                f"-- batch {batch}: per-layer choice {b['auto_choice']} (load with the measurement "
+                f"{b['auto_load_ms']:.2f} ms wall, {b['auto_load_cpu_ms']:.2f} ms CPU; replayed choice: "
+                f"{b['nnpress']['auto']['load_cpu_ms_median']:.2f} ms CPU)"
             )
-        bt, o = e["nnpress_batch"], e["onnxruntime"]
-        print(
-            f"batch {e['batch']}, per image (median): nnpress {bt['latency_median_us']:.2f} us "
-            f"({bt['agree_with_python']} same as Python), ONNX Runtime {o['batch_median_us_per_image']:.2f} us "
-            f"({o['batch_agree_with_python']} same)"
-        )
-        print(
-            f"ORT Python call overhead (Identity model): {e['onnxruntime']['python_call_overhead_us']:.1f} us; "
-            f"edge app stripped binary {e['nnpress']['app_stripped_bytes']:,} bytes"
-        )
+            for name, lay in b["auto_layers"].items():
+                ts = ", ".join(f"{k} {v:.2f}" for k, v in lay["us"].items())
+                print(f"   {name:6s} items {lay['items']:5d} -> {lay['format']:8s} ({ts} us)")
+            print(f"   {'runtime':40s} {'acc':>6s} {'=py':>4s} {'med us':>8s} {'p90 us':>8s} {'/ ORT compute':>14s}")
+            for k, n in b["nnpress"].items():
+                print(
+                    f"   {'nnpress edge app, ' + k:40s} {n['accuracy_min']:6.4f} {n['agree_with_python_min']:4d} "
+                    f"{n['median_us']:8.3f} {n['p90_us']:8.3f} {n['median_us'] / c['compute_us_per_image']:13.2f}x"
+                )
+            print(
+                f"   {'ORT ' + e['ort_version'] + ' Python API':40s} {o['accuracy']:6.4f} {o['agree_with_python']:4d} "
+                f"{o['median_us']:8.3f} {o['p90_us']:8.3f}"
+            )
+            print(
+                f"   ORT compute per image: {c['compute_us_per_image']:.3f} us ({c['copies']} copies unrolled); "
+                f"latency - Identity: {c['latency_minus_identity_us_per_image']:.3f} us"
+            )
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--build", default=os.path.join(ROOT, "build", "ctest"), help="CMake build dir with bench_decode")
     p.add_argument("--work", default=None, help="working folder (default: a temporary one)")
-    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=5, help="passes over the test images per round / decode runs")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the edge comparison")
+    p.add_argument("--copies", type=int, default=32, help="graph copies of the unrolled ORT compute model (batch 1)")
     p.add_argument("--batch", type=int, default=64, help="batch size of the throughput rows")
     p.add_argument("--coarse-rel-step", type=float, default=0.125, help="second edge model's rel_step")
     p.add_argument("--qp", type=int, default=-38, help="NNCodec qp")
