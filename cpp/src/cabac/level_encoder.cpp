@@ -6,7 +6,11 @@
 #include "nnpress/cabac/bin_encoder.h"
 #include "nnpress/cabac/level_coder.h"
 #include "nnpress/cabac/rate_estimator.h"
+#include "nnpress/cpu.h"
 #include "nnpress/format/crc.h"
+#ifdef NNPRESS_HAVE_TRELLIS_AVX2_TU
+#include "../quant/avx2/level_bits_avx2.h"
+#endif
 
 namespace nnpress {
 namespace {
@@ -290,7 +294,24 @@ void estimate_level_bits_many(const int32_t* levels, uint64_t rows, uint64_t col
       }
     }
   }
-  for (size_t c = 0; c < count; ++c) {
+  size_t first = 0;  // pairs before it are priced
+#ifdef NNPRESS_HAVE_TRELLIS_AVX2_TU
+  if (detect_isa() >= Isa::kAvx2 && isa_supported(Isa::kAvx2)) {  // the Exp-Golomb parts, 8 pairs at once
+    for (; first < count; first += detail::kEgBitsLanes) {
+      const int lanes = int(std::min<size_t>(detail::kEgBitsLanes, count - first));
+      uint32_t u[detail::kEgBitsLanes], k[detail::kEgBitsLanes];
+      uint64_t eg[detail::kEgBitsLanes];
+      for (int c = 0; c < lanes; ++c) u[c] = params[first + c].unary_len, k[c] = params[first + c].eg_order;
+      detail::eg_bits_avx2(mags.data(), mags.size(), u, k, lanes, eg);
+      for (int c = 0; c < lanes; ++c) {
+        uint64_t total = shared + eg[c];
+        for (uint32_t n = 1; n <= u[c] && n <= max_unary; ++n) total += flag_cost[n];
+        bits[first + c] = double(total) / cabac::kRateOne;
+      }
+    }
+  }
+#endif
+  for (size_t c = first; c < count; ++c) {
     const uint32_t unary_len = params[c].unary_len, k = params[c].eg_order;
     uint64_t total = shared;
     for (uint32_t n = 1; n <= unary_len && n <= max_unary; ++n) total += flag_cost[n];

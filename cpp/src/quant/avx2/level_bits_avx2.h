@@ -1,0 +1,22 @@
+// Private to the encoder: the Exp-Golomb part of estimate_level_bits_many (cabac/level_encoder.cpp)
+// for up to 8 level-parameter pairs at once, one pair per AVX2 lane. Defined in
+// level_bits_avx2.cpp, compiled (with -mavx2) only in builds that define
+// NNPRESS_HAVE_TRELLIS_AVX2_TU; call it only when isa_supported(Isa::kAvx2).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace nnpress::detail {
+
+constexpr int kEgBitsLanes = 8;
+
+// For lane c < lanes: out[c] = the cost (fixed point, cabac::kRateOne per bit) of the Exp-Golomb
+// part of every magnitude mags[i] > unary_len[c] (in order: remainder mags[i] - unary_len[c] - 1,
+// order eg_order[c]; prefix bins on fresh eg_prefix models as code_level codes them, bypass bits
+// at one bit each), exactly the per-pair loop of estimate_level_bits_many. mags: non-zero
+// magnitudes up to 2^31; eg_order[c] <= 31.
+void eg_bits_avx2(const uint32_t* mags, size_t n, const uint32_t* unary_len, const uint32_t* eg_order, int lanes,
+                  uint64_t* out);
+
+}  // namespace nnpress::detail
