@@ -216,13 +216,25 @@ LevelParams choose_level_params_for_speed(const int32_t* levels, uint64_t rows, 
   // the same order, so the same totals).
   uint32_t max_mag = 0;
   for (uint32_t m : mags) max_mag = std::max(max_mag, m);
-  std::vector<double> work_of(std::min<uint32_t>(max_mag, 1023) + 1);
+  // work_of[m * nc + i]: candidate i's work for magnitude m; every candidate's sum runs over the
+  // magnitudes in order (one accumulator each, interleaved across candidates).
+  const size_t nc = cands.size(), table = std::min<uint32_t>(max_mag, 1023) + 1;
+  std::vector<double> work_of(table * nc), work(nc, 0.0);
+  for (size_t m = 0; m < table; ++m)
+    for (size_t i = 0; i < nc; ++i) work_of[m * nc + i] = level_work(uint32_t(m), cands[i].p);
+  for (uint32_t m : mags) {
+    if (m < table) {
+      const double* w = work_of.data() + size_t(m) * nc;
+      for (size_t i = 0; i < nc; ++i) work[i] += w[i];
+    } else {
+      for (size_t i = 0; i < nc; ++i) work[i] += level_work(m, cands[i].p);
+    }
+  }
   double best_bits = INFINITY;
-  for (size_t i = 0; i < cands.size(); ++i) {
+  for (size_t i = 0; i < nc; ++i) {
     Candidate& c = cands[i];
     c.bits = bits[i];
-    for (uint32_t m = 0; m < work_of.size(); ++m) work_of[m] = level_work(m, c.p);
-    for (uint32_t m : mags) c.work += m < work_of.size() ? work_of[m] : level_work(m, c.p);
+    c.work = work[i];
     best_bits = std::min(best_bits, c.bits);
   }
   const Candidate* pick = nullptr;
@@ -274,7 +286,9 @@ void estimate_level_bits_many(const int32_t* levels, uint64_t rows, uint64_t col
   uint64_t shared = 0;                                  // significance and sign bins
   uint64_t flag_cost[cabac::kMaxUnaryFlags + 1] = {0};  // flag_cost[n]: unary flag n, both signs
   std::vector<uint32_t> mags;                           // the non-zero magnitudes in scan order
+  std::vector<uint8_t> negs;                            // and whether each level is negative
   mags.reserve(size_t(rows * cols));
+  negs.reserve(size_t(rows * cols));
   if (cols != 0) {
     for (uint64_t r = 0; r < rows; ++r) {
       cabac::Neighbourhood nb;
@@ -285,13 +299,27 @@ void estimate_level_bits_many(const int32_t* levels, uint64_t rows, uint64_t col
         shared += price(ctx.sig[nb.prev][nb.prev2_nonzero], mag != 0);
         if (mag != 0) {
           shared += price(ctx.sign[nb.prev], q < 0);
-          cabac::ContextModel* greater = ctx.greater[q < 0];
-          const uint32_t top = std::min(mag, max_unary);
-          for (uint32_t n = 1; n <= top; ++n) flag_cost[n] += price(greater[n - 1], mag > n);
           mags.push_back(mag);
+          negs.push_back(q < 0);
         }
         nb.push(q);
       }
+    }
+  }
+  // The unary flags (their models see only the non-zero levels, in order): flag n of a level of
+  // magnitude mag (n <= min(mag, max_unary)) codes mag > n on greater[sign][n - 1].
+  bool flags_done = false;
+#ifdef NNPRESS_HAVE_TRELLIS_AVX2_TU
+  if (max_unary > 0 && detect_isa() >= Isa::kAvx2 && isa_supported(Isa::kAvx2)) {
+    detail::unary_flag_bits_avx2(mags.data(), negs.data(), mags.size(), max_unary, flag_cost + 1);
+    flags_done = true;
+  }
+#endif
+  if (!flags_done) {
+    for (size_t i = 0; i < mags.size(); ++i) {
+      cabac::ContextModel* greater = ctx.greater[negs[i]];
+      const uint32_t mag = mags[i], top = std::min(mag, max_unary);
+      for (uint32_t n = 1; n <= top; ++n) flag_cost[n] += price(greater[n - 1], mag > n);
     }
   }
   size_t first = 0;  // pairs before it are priced

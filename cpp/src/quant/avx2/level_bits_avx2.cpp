@@ -75,7 +75,8 @@ void eg_bits_avx2(const uint32_t* mags, size_t n, const uint32_t* unary_len, con
     const __m256i active = _mm256_cmpgt_epi32(_mm256_xor_si256(mag, sign), u_signed);  // mag > unary_len
     const __m256i rem = _mm256_sub_epi32(_mm256_sub_epi32(mag, u), one);
     // Bucket j of the remainder; -1 in lanes that code no Exp-Golomb part.
-    const __m256i j = _mm256_blendv_epi8(minus_one, log2_floor(_mm256_add_epi32(_mm256_srlv_epi32(rem, k), one)), active);
+    const __m256i j = _mm256_blendv_epi8(minus_one, log2_floor(_mm256_add_epi32(_mm256_srlv_epi32(rem, k), one)),
+                                         active);
     const int top = int(max_lane(j));
     if (top < 0) continue;
     // j prefix bins 1 on models 0..j-1 (the last shared), a 0 on model j, k + j bypass bits.
@@ -97,6 +98,43 @@ void eg_bits_avx2(const uint32_t* mags, size_t n, const uint32_t* unary_len, con
   _mm256_store_si256(reinterpret_cast<__m256i*>(sums), acc_lo);
   _mm256_store_si256(reinterpret_cast<__m256i*>(sums + 4), acc_hi);
   for (int c = 0; c < lanes; ++c) out[c] = sums[c];
+}
+
+void unary_flag_bits_avx2(const uint32_t* mags, const uint8_t* negs, size_t n, uint32_t max_unary, uint64_t* cost) {
+  constexpr int kBlocks = cabac::kMaxUnaryFlags / 8;
+  static_assert(cabac::kMaxUnaryFlags % 8 == 0, "flags in blocks of 8");
+  const int* table = reinterpret_cast<const int*>(&cabac::kBinCostOfState[0][0]);
+  const cabac::ContextModel fresh;
+  __m256i model[2][kBlocks];
+  for (auto& side : model)
+    for (__m256i& m : side) m = _mm256_set1_epi32(int(uint32_t(fresh.fast) | uint32_t(fresh.slow) << 16));
+  __m256i acc[kBlocks][2];
+  for (auto& a : acc) a[0] = a[1] = _mm256_setzero_si256();
+  const __m256i flag = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 8);  // flag number n of lane l in block 0
+  const __m256i sign = _mm256_set1_epi32(int(0x80000000u));
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t top = mags[i] < max_unary ? mags[i] : max_unary;
+    const __m256i mag = _mm256_xor_si256(_mm256_set1_epi32(int(mags[i])), sign);  // unsigned compares
+    const __m256i topv = _mm256_set1_epi32(int(top));
+    __m256i* side = model[negs[i] != 0];
+    for (uint32_t b = 0; b * 8 < top; ++b) {
+      const __m256i nv = _mm256_add_epi32(flag, _mm256_set1_epi32(int(8 * b)));
+      const __m256i act = _mm256_cmpgt_epi32(_mm256_add_epi32(topv, _mm256_set1_epi32(1)), nv);  // n <= top
+      const __m256i bin = _mm256_cmpgt_epi32(mag, _mm256_xor_si256(nv, sign));                     // mag > n
+      const __m256i v = side[b];
+      const __m256i idx = _mm256_sub_epi32(_mm256_slli_epi32(states(v), 1), bin);
+      const __m256i c = _mm256_mask_i32gather_epi32(_mm256_setzero_si256(), table, idx, act, 4);
+      acc[b][0] = _mm256_add_epi64(acc[b][0], _mm256_cvtepu32_epi64(_mm256_castsi256_si128(c)));
+      acc[b][1] = _mm256_add_epi64(acc[b][1], _mm256_cvtepu32_epi64(_mm256_extracti128_si256(c, 1)));
+      side[b] = _mm256_blendv_epi8(v, update(v, bin), act);
+    }
+  }
+  alignas(32) uint64_t sums[8];
+  for (int b = 0; b < kBlocks && uint32_t(b * 8) < max_unary; ++b) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(sums), acc[b][0]);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(sums + 4), acc[b][1]);
+    for (int l = 0; l < 8 && uint32_t(b * 8 + l) < max_unary; ++l) cost[b * 8 + l] += sums[l];
+  }
 }
 
 }  // namespace nnpress::detail

@@ -72,9 +72,26 @@ void select_branches(const double (*costs)[kCandidates][kLanes], const uint8_t (
 // Exp-Golomb buckets past the shared last prefix model (priced bin by bin by trellis_soa) are not
 // handled: fused_covers() tells whether a pass can have none.
 
+// The coding state (fast + slow) >> 8 of every lane's packed model: both estimates are below 2^15,
+// so a signed 16-bit multiply-add sums them.
+NNPRESS_INLINE __m256i model_states(__m256i v) {
+  return _mm256_srli_epi32(_mm256_madd_epi16(v, _mm256_set1_epi16(1)), 8);
+}
+
+// ContextModel::update of the lanes of `one` with a 1 bin, the others with a 0 bin: the two
+// estimates updated as 16-bit halves (fast shifted by kFastShift, slow by kSlowShift; kProbOne -
+// an estimate stays below 2^15, so the 16-bit arithmetic is exact).
+NNPRESS_INLINE __m256i model_update(__m256i v, __mmask8 one) {
+  const __m256i shift = _mm256_set1_epi32(cabac::ContextModel::kFastShift | cabac::ContextModel::kSlowShift << 16);
+  const __m256i up = _mm256_add_epi16(
+      v, _mm256_srlv_epi16(_mm256_sub_epi16(_mm256_set1_epi16(int16_t(cabac::kProbOne)), v), shift));
+  const __m256i down = _mm256_sub_epi16(v, _mm256_srlv_epi16(v, shift));
+  return _mm256_mask_blend_epi32(one, down, up);
+}
+
 // Both bin costs of every lane's model: low 32 bits the cost of a 0 bin, high 32 of a 1 bin.
 NNPRESS_INLINE __m512i pair_costs(__m256i model) {
-  return _mm512_mask_i32gather_epi64(_mm512_setzero_si512(), 0xFF, avx2::states(model),
+  return _mm512_mask_i32gather_epi64(_mm512_setzero_si512(), 0xFF, model_states(model),
                                      reinterpret_cast<const long long*>(&cabac::kBinCostOfState[0][0]), 8);
 }
 NNPRESS_INLINE __m256i cost0(__m512i pair) { return _mm512_mask_cvtepi64_epi32(_mm256_setzero_si256(), 0xFF, pair); }
@@ -196,25 +213,26 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       const Candidates cand = candidates_of(w / step);
       const int64_t b = cand.base;
       const unsigned neg = cand.sgn < 0;
-      auto dist_of = [&](int64_t mag) {
-        const double d = w - double(cand.sgn * mag) * step;
-        return f * d * d;
-      };
+      // The distortion of every candidate j (reconstruction indices 0, b..b+3, 1, 2), each as
+      // f * d * d with d = w - double(index) * step, one lane per candidate.
+      const __m512d dist_j = [&] {
+        const __m512i mag = _mm512_setr_epi64(0, b, b + 1, b + 2, b + 3, 1, 2, 0);
+        const __m512i index = neg ? _mm512_sub_epi64(_mm512_setzero_si512(), mag) : mag;
+        const __m512d d = _mm512_sub_pd(_mm512_set1_pd(w),
+                                        _mm512_mul_pd(_mm512_maskz_cvtepi64_pd(0xFF, index), _mm512_set1_pd(step)));
+        return _mm512_mul_pd(_mm512_mul_pd(_mm512_set1_pd(f), d), d);
+      }();
       // Entry c of quantizer z: 0 zero, 1 and 2 its indices u1 and u1 + 2 among b..b+3 (levels m
-      // and m + 1), 3 its smallest index (level 1) when below b.
+      // and m + 1, candidates j1 and j1 + 2), 3 its smallest index (level 1, candidate 6 for z = 0,
+      // 5 for z = 1) when below b.
       uint32_t m[2] = {0, 0}, j1[2] = {0, 0};
-      double d1[2] = {0, 0}, d2[2] = {0, 0}, d3[2] = {0, 0};
       bool has3[2] = {false, false};
-      const double d0 = dist_of(0);
       if (!zero_only)
         for (int z = 0; z < 2; ++z) {
           const int64_t u1 = b + (int64_t(b & 1) != z);
           m[z] = uint32_t((u1 + 1) >> 1);
           j1[z] = uint32_t(u1 - b + 1);
-          d1[z] = dist_of(u1);
-          d2[z] = dist_of(u1 + 2);
           has3[z] = (z ? 1 : 2) < b;
-          if (has3[z]) d3[z] = dist_of(z ? 1 : 2);
         }
 
       // Each state's significance and sign models (rows selected by its neighbourhood).
@@ -277,18 +295,19 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       }
 
       // Path cost of every entry from every state: (cost + dist) + lambda * rate, as written.
-      auto path_cost = [&](double dz0, double dz1, __m256i rt) {
-        const __m512d d = _mm512_mask_blend_pd(0xAA, _mm512_set1_pd(dz0), _mm512_set1_pd(dz1));
+      auto path_cost = [&](uint32_t jz0, uint32_t jz1, __m256i rt) {
+        const __m512i j = _mm512_mask_blend_epi64(0xAA, _mm512_set1_epi64(jz0), _mm512_set1_epi64(jz1));
+        const __m512d d = _mm512_maskz_permutexvar_pd(0xFF, j, dist_j);
         return _mm512_add_pd(_mm512_add_pd(cost, d),
                              _mm512_mul_pd(lam, _mm512_mask_cvtepu32_pd(_mm512_setzero_pd(), 0xFF, rt)));
       };
       __m512d costs[4];
-      costs[0] = path_cost(d0, d0, rate0);
+      costs[0] = path_cost(0, 0, rate0);
       if (!zero_only) {
-        costs[1] = path_cost(d1[0], d1[1], rate1);
-        costs[2] = path_cost(d2[0], d2[1], rate2);
+        costs[1] = path_cost(j1[0], j1[1], rate1);
+        costs[2] = path_cost(j1[0] + 2, j1[1] + 2, rate2);
         const __mmask8 has_small = __mmask8((has3[0] ? 0x55 : 0) | (has3[1] ? 0xAA : 0));
-        costs[3] = _mm512_mask_mov_pd(vinf, has_small, path_cost(d3[0], d3[1], rate3));
+        costs[3] = _mm512_mask_mov_pd(vinf, has_small, path_cost(6, 5, rate3));
       } else {
         costs[1] = costs[2] = costs[3] = vinf;
       }
@@ -342,13 +361,7 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       __m256i jcode = _mm256_mask_mov_epi32(zero, is1, jt);
       jcode = _mm256_mask_mov_epi32(jcode, is2, _mm256_add_epi32(jt, splat(2)));
       jcode = _mm256_mask_mov_epi32(jcode, is3, _mm256_setr_epi32(6, 6, 6, 6, 5, 5, 5, 5));
-      auto per_target = [](double a0, double a1) {
-        return _mm512_mask_blend_pd(0xF0, _mm512_set1_pd(a0), _mm512_set1_pd(a1));
-      };
-      __m512d entry_dist = _mm512_set1_pd(d0);
-      entry_dist = _mm512_mask_mov_pd(entry_dist, is1, per_target(d1[0], d1[1]));
-      entry_dist = _mm512_mask_mov_pd(entry_dist, is2, per_target(d2[0], d2[1]));
-      entry_dist = _mm512_mask_mov_pd(entry_dist, is3, per_target(d3[0], d3[1]));
+      const __m512d entry_dist = _mm512_maskz_permutexvar_pd(0xFF, _mm512_maskz_cvtepu32_epi64(0xFF, jcode), dist_j);
       // Unary flags a level updates (min(mag, N + 1), as permute_chain takes them) and its
       // Exp-Golomb prefix extent (bucket + 1; the bucket is the exponent of (rem >> k) + 1, exact
       // in float below 2^24, which fused_covers guarantees).
@@ -378,11 +391,11 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
                        _mm256_mask_cvtepi32_epi8(_mm_setzero_si128(), 0xFF, dec));
 
       // Moves: every survivor's models from its predecessor, with its level's updates.
-      const __m256i usig = avx2::update(_mm256_permutexvar_epi32(from, sigm), _mm256_movm_epi32(nz));
+      const __m256i usig = model_update(_mm256_permutexvar_epi32(from, sigm), nz);
       for (int q = 0; q < kSignRow - kSigRow; ++q)
         sig_rows[q] = _mm256_mask_mov_epi32(_mm256_permutexvar_epi32(from, sig_rows[q]),
                                             _mm256_mask_cmpeq_epi32_mask(live, psig, splat(kSigRow + q)), usig);
-      const __m256i usign = avx2::update(_mm256_permutexvar_epi32(from, signm), neg ? _mm256_set1_epi32(-1) : zero);
+      const __m256i usign = model_update(_mm256_permutexvar_epi32(from, signm), __mmask8(neg ? 0xFF : 0));
       for (int q = 0; q < kGreaterRow - kSignRow; ++q)
         sign_rows[q] = _mm256_mask_mov_epi32(_mm256_permutexvar_epi32(from, sign_rows[q]),
                                              _mm256_mask_cmpeq_epi32_mask(nz, psign, splat(kSignRow + q)), usign);
@@ -397,8 +410,8 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       auto move = [&](const Row* src, Row* dst, uint32_t updated, uint32_t count, __m256i ext) {
         for (uint32_t q = 0; q < updated; ++q) {
           const __m256i v = _mm256_permutexvar_epi32(from, avx2::load(src[q]));
-          const __m256i bin = _mm256_movm_epi32(_mm256_cmpgt_epu32_mask(ext, splat(q + 1)));
-          avx2::store(dst[q], _mm256_mask_mov_epi32(v, _mm256_cmpgt_epu32_mask(ext, splat(q)), avx2::update(v, bin)));
+          const __mmask8 bin = _mm256_cmpgt_epu32_mask(ext, splat(q + 1));
+          avx2::store(dst[q], _mm256_mask_mov_epi32(v, _mm256_cmpgt_epu32_mask(ext, splat(q)), model_update(v, bin)));
         }
         for (uint32_t q = updated; q < count; ++q)
           avx2::store(dst[q], _mm256_permutexvar_epi32(from, avx2::load(src[q])));
