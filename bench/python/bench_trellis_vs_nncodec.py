@@ -83,26 +83,28 @@ def work_nnpress_quant(npz: str, threads: int) -> dict:
     step = 2.0 ** (QP / 4.0)
     lam = LAM_SCALE * step * step
 
-    def one(name: str) -> str:
+    def one(name: str) -> np.ndarray:
         w = mats[name]
         rpb = max(1, min(w.shape[0], BLOCK_ELEMENTS // w.shape[1]))
-        q = nnpress.quantize(w, step, lam=lam, method="trellis", threads=threads, rows_per_block=rpb)
-        return hashlib.sha1(np.ascontiguousarray(q, dtype=np.int32).tobytes()).hexdigest()
+        return nnpress.quantize(w, step, lam=lam, method="trellis", threads=threads, rows_per_block=rpb)
 
-    hashes = {}
+    out = {}
     if threads == 1:  # one tensor after the other
         t0, c0 = time.perf_counter(), time.process_time()
         for name in mats:
-            hashes[name] = one(name)
+            out[name] = one(name)
     else:  # tensors concurrently on all cores (big ones first), row blocks too, as compress runs them
         from concurrent.futures import ThreadPoolExecutor
 
         names = sorted(mats, key=lambda k: -mats[k].size)
         t0, c0 = time.perf_counter(), time.process_time()
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            hashes = dict(zip(names, pool.map(one, names)))
+            out = dict(zip(names, pool.map(one, names)))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    digest = hashlib.sha1("".join(hashes[k] for k in sorted(hashes)).encode()).hexdigest()
+    digest = hashlib.sha1()
+    for k in sorted(out):  # after the clock: the levels, to check every run chose the same
+        digest.update(np.ascontiguousarray(out[k], dtype=np.int32).tobytes())
+    digest = digest.hexdigest()
     return {"wall": wall, "cpu": cpu, "weights": sum(w.size for w in mats.values()), "levels": digest}
 
 
@@ -173,7 +175,9 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def run(py: str, argv: list[str]) -> dict:
-    out = subprocess.run([py, os.path.abspath(__file__), *argv], check=True, capture_output=True, text=True)
+    out = subprocess.run([py, os.path.abspath(__file__), *argv], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"worker {argv} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -183,7 +187,7 @@ def med(rs: list[dict], key: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--nncodec-python", required=True, help="an interpreter with nncodec 2.1.3")
+    ap.add_argument("--nncodec-python", help="an interpreter with nncodec 2.1.3 (required)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--with-rate", action="store_true", help="also NNCodec DQ with lambda_scale 1 (one round)")
     ap.add_argument("--no-compress", action="store_true", help="only the quantizer throughput")
@@ -196,6 +200,8 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
+    if not args.nncodec_python:
+        ap.error("--nncodec-python is required")
 
     import nnpress
 
@@ -241,8 +247,10 @@ def main() -> None:
     print(f"\nnnpress levels identical over all runs and thread counts: {len(levels) == 1}")
     nnc = res[1]
     nnc_wall, nnc_cpu = med(nnc, "wall"), med(nnc, "cpu")
-    print("\n| quantizer | threads | wall s | CPU s | M weights / s wall | M weights / CPU s | vs NNCodec DQ (wall) "
-          "| vs NNCodec DQ (CPU) | load during runs |")
+    print(
+        "\n| quantizer | threads | wall s | CPU s | M weights / s wall | M weights / CPU s | vs NNCodec DQ (wall) "
+        "| vs NNCodec DQ (CPU) | load during runs |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     rows = [(configs[i][0], configs[i][1], res[i]) for i in range(3)]
     if rate_run:
