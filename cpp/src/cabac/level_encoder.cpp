@@ -323,6 +323,22 @@ void estimate_level_bits_many(const int32_t* levels, uint64_t rows, uint64_t col
     }
   }
   size_t first = 0;  // pairs before it are priced
+#ifdef NNPRESS_HAVE_TRELLIS_AVX512_TU
+  if (detect_isa() >= Isa::kAvx512 && isa_supported(Isa::kAvx512)) {  // the Exp-Golomb parts, 16 pairs at once
+    for (; first < count; first += detail::kEgBitsLanes512) {
+      const int lanes = int(std::min<size_t>(detail::kEgBitsLanes512, count - first));
+      uint32_t u[detail::kEgBitsLanes512], k[detail::kEgBitsLanes512];
+      uint64_t eg[detail::kEgBitsLanes512];
+      for (int c = 0; c < lanes; ++c) u[c] = params[first + c].unary_len, k[c] = params[first + c].eg_order;
+      detail::eg_bits_avx512(mags.data(), mags.size(), u, k, lanes, eg);
+      for (int c = 0; c < lanes; ++c) {
+        uint64_t total = shared + eg[c];
+        for (uint32_t n = 1; n <= u[c] && n <= max_unary; ++n) total += flag_cost[n];
+        bits[first + c] = double(total) / cabac::kRateOne;
+      }
+    }
+  }
+#endif
 #ifdef NNPRESS_HAVE_TRELLIS_AVX2_TU
   if (detect_isa() >= Isa::kAvx2 && isa_supported(Isa::kAvx2)) {  // the Exp-Golomb parts, 8 pairs at once
     for (; first < count; first += detail::kEgBitsLanes) {

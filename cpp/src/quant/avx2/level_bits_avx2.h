@@ -20,6 +20,13 @@ constexpr int kEgBitsLanes = 8;
 void eg_bits_avx2(const uint32_t* mags, size_t n, const uint32_t* unary_len, const uint32_t* eg_order, int lanes,
                   uint64_t* out);
 
+// eg_bits_avx2 for up to 16 pairs, one per AVX-512 lane (avx512/level_bits_avx512.cpp, compiled
+// only in builds that define NNPRESS_HAVE_TRELLIS_AVX512_TU; call it only when
+// isa_supported(Isa::kAvx512)).
+constexpr int kEgBitsLanes512 = 16;
+void eg_bits_avx512(const uint32_t* mags, size_t n, const uint32_t* unary_len, const uint32_t* eg_order, int lanes,
+                    uint64_t* out);
+
 // cost[n] += the cost (fixed point) of unary flag n + 1 (the bin mags[i] > n + 1 on
 // greater[negs[i]][n], models fresh at the start) over every magnitude with n + 1 <= min(mags[i],
 // max_unary), in order: the flag loop of estimate_level_bits_many. max_unary <= kMaxUnaryFlags.
