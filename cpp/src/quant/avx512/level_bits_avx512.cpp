@@ -76,7 +76,8 @@ void eg_bits_avx512(const uint32_t* mags, size_t n, const uint32_t* unary_len, c
       const __mmask16 act = _mm512_cmpge_epi32_mask(j, bv);
       const __mmask16 bin = _mm512_cmpgt_epi32_mask(j, bv);
       const __m512i v = model[at];
-      const __m512i idx = _mm512_mask_add_epi32(_mm512_slli_epi32(states(v), 1), bin, _mm512_slli_epi32(states(v), 1), one);
+      const __m512i idx = _mm512_mask_add_epi32(_mm512_slli_epi32(states(v), 1), bin, _mm512_slli_epi32(states(v), 1),
+                                                one);
       cost = _mm512_add_epi32(cost, _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), act, idx, table, 4));
       model[at] = _mm512_mask_mov_epi32(v, act, update(v, bin));
     }

@@ -1,9 +1,9 @@
-// The trellis search (../trellis_soa.h) with AVX-512 kernels: the AVX2 set
-// (../avx2/trellis_avx2_kernels.h, compiled here with AVX-512 available) with the two kernels that
-// work on doubles of all 8 states replaced by 512-bit ones: one register holds the 8 path costs.
-// The same operations in the same order as the scalar kernels, no FMA, so the results equal them
-// bit for bit. Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -ffp-contract=off
-// (cpp/CMakeLists.txt); runs only when isa_supported(kAvx512).
+// The trellis search (../trellis_soa.h) on AVX-512: the fused step below (trellis_fused) for every
+// pass it covers, else trellis_soa with the AVX2 kernel set (../avx2/trellis_avx2_kernels.h,
+// compiled here with AVX-512 available) whose two kernels on the doubles of all 8 states are
+// replaced by 512-bit ones. Both give the scalar search's results bit for bit (integer rates, the
+// double path costs rounded as written, no FMA). Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2
+// -ffp-contract=off (cpp/CMakeLists.txt); runs only when isa_supported(kAvx512).
 #include <algorithm>
 #include <cmath>
 #include <utility>
