@@ -7,8 +7,9 @@
 //                      long unary chains
 //   BM_TrellisQuantize quantize(): the params pick and up to two passes, with a given number of
 //                      threads (0: all cores) and rows per chunk (0: one chunk)
-// Items/s are weights/s. bench/python/bench_quant.py --minilm runs the same search on the real
-// MiniLM tensors against the previous build and NNCodec.
+// Items/s are weights/s. bench/python/bench_trellis_vs_nncodec.py runs the same search on the real
+// MiniLM tensors side by side with NNCodec's dependent quantization (and bench_quant.py --minilm
+// against another build).
 #include <benchmark/benchmark.h>
 
 #include <random>

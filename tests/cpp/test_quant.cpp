@@ -727,6 +727,63 @@ static void test_lane_search_matches_per_state_search() {
   CHECK(small_chosen > 100);
 }
 
+// Weights shaped like a real layer's (Gaussian, std / step from 2 to 200, some exact zeros, no
+// outliers): the passes the fused AVX-512 step runs whole (no Exp-Golomb bucket reaches the shared
+// last prefix model), long rows, every unary length from 0 to 64, importance, channel scales,
+// chunked contexts and carried contexts: the same levels, recon, rate, distortion and contexts as
+// the per-state search on every ISA.
+static void test_layer_like_passes_match_per_state_search() {
+  std::mt19937_64 rng(17);
+  std::vector<Isa> isas{Isa::kScalar};
+  if (isa_supported(Isa::kAvx2)) isas.push_back(Isa::kAvx2);
+  if (isa_supported(Isa::kAvx512)) isas.push_back(Isa::kAvx512);
+  const double spreads[] = {2.0, 12.0, 48.0, 200.0};
+  const uint32_t lens[] = {0, 0, 1, 2, 3, 8, 14, 64};
+  for (int iter = 0; iter < 60; ++iter) {
+    const uint64_t rows = 1 + rng() % 5, cols = 50 + rng() % 400;
+    const size_t n = size_t(rows * cols);
+    std::vector<double> w(n), f(n), col_scale(cols);
+    std::normal_distribution<double> g(0.0, spreads[iter % 4]);
+    std::uniform_real_distribution<double> u(0.0, 2.0);
+    for (size_t i = 0; i < n; ++i) {
+      w[i] = rng() % 50 == 0 ? 0.0 : g(rng);
+      f[i] = u(rng);
+    }
+    for (auto& s : col_scale) s = channel_scale_of_exp(int8_t(int(rng() % 5) - 2));
+    PassArgs<double, double> a;
+    a.weights = w.data();
+    a.importance = iter % 3 == 0 ? f.data() : nullptr;
+    a.rows = rows, a.cols = cols;
+    a.lambda = (iter % 5 == 0 ? 0.0 : 0.06 * double(1 + iter % 8));
+    a.chunk_rows = iter % 4 == 1 ? 2 : 0;
+    a.params.unary_len = lens[rng() % 8];
+    a.params.eg_order = uint32_t(rng() % 5);
+    if (iter % 6 == 2) a.scales.col = col_scale.data();
+    const bool carry = iter % 2 == 1;
+    const cabac::WeightContexts start = random_contexts(rng, a.params);
+    std::vector<int32_t> q_ref(n);
+    std::vector<float> rec_ref(n);
+    double dist_ref = 0.0;
+    cabac::WeightContexts ctx_ref = start;
+    a.levels = q_ref.data(), a.recon = rec_ref.data(), a.distortion = &dist_ref;
+    a.contexts = carry ? &ctx_ref : nullptr;
+    const uint64_t rate_ref = trellis_pass_per_state(a);
+    for (Isa isa : isas) {
+      std::vector<int32_t> q(n);
+      std::vector<float> rec(n);
+      double dist = 0.0;
+      cabac::WeightContexts ctx = start;
+      a.levels = q.data(), a.recon = rec.data(), a.distortion = &dist;
+      a.contexts = carry ? &ctx : nullptr;
+      CHECK(trellis_pass(a, isa) == rate_ref);
+      CHECK(q == q_ref);
+      CHECK(std::memcmp(rec.data(), rec_ref.data(), n * sizeof(float)) == 0);
+      CHECK(std::memcmp(&dist, &dist_ref, sizeof(double)) == 0);
+      if (carry) same_contexts(ctx, ctx_ref);
+    }
+  }
+}
+
 // estimate_level_bits_many prices every pair as estimate_level_bits does, exactly: levels with
 // zeros, both signs, magnitudes on both sides of every unary length, huge ones (Exp-Golomb buckets
 // past the shared last prefix model, INT32_MIN), several rows (neighbourhood reset, contexts kept).
@@ -794,6 +851,7 @@ int main() {
   test_random_configurations();
   test_trellis_distortion();
   test_lane_search_matches_per_state_search();
+  test_layer_like_passes_match_per_state_search();
   test_errors();
   test_dependent_rule();
   test_feedback();

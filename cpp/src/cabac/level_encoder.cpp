@@ -6,7 +6,11 @@
 #include "nnpress/cabac/bin_encoder.h"
 #include "nnpress/cabac/level_coder.h"
 #include "nnpress/cabac/rate_estimator.h"
+#include "nnpress/cpu.h"
 #include "nnpress/format/crc.h"
+#ifdef NNPRESS_HAVE_TRELLIS_AVX2_TU
+#include "../quant/avx2/level_bits_avx2.h"
+#endif
 
 namespace nnpress {
 namespace {
@@ -212,13 +216,25 @@ LevelParams choose_level_params_for_speed(const int32_t* levels, uint64_t rows, 
   // the same order, so the same totals).
   uint32_t max_mag = 0;
   for (uint32_t m : mags) max_mag = std::max(max_mag, m);
-  std::vector<double> work_of(std::min<uint32_t>(max_mag, 1023) + 1);
+  // work_of[m * nc + i]: candidate i's work for magnitude m; every candidate's sum runs over the
+  // magnitudes in order (one accumulator each, interleaved across candidates).
+  const size_t nc = cands.size(), table = std::min<uint32_t>(max_mag, 1023) + 1;
+  std::vector<double> work_of(table * nc), work(nc, 0.0);
+  for (size_t m = 0; m < table; ++m)
+    for (size_t i = 0; i < nc; ++i) work_of[m * nc + i] = level_work(uint32_t(m), cands[i].p);
+  for (uint32_t m : mags) {
+    if (m < table) {
+      const double* w = work_of.data() + size_t(m) * nc;
+      for (size_t i = 0; i < nc; ++i) work[i] += w[i];
+    } else {
+      for (size_t i = 0; i < nc; ++i) work[i] += level_work(m, cands[i].p);
+    }
+  }
   double best_bits = INFINITY;
-  for (size_t i = 0; i < cands.size(); ++i) {
+  for (size_t i = 0; i < nc; ++i) {
     Candidate& c = cands[i];
     c.bits = bits[i];
-    for (uint32_t m = 0; m < work_of.size(); ++m) work_of[m] = level_work(m, c.p);
-    for (uint32_t m : mags) c.work += m < work_of.size() ? work_of[m] : level_work(m, c.p);
+    c.work = work[i];
     best_bits = std::min(best_bits, c.bits);
   }
   const Candidate* pick = nullptr;
@@ -270,7 +286,9 @@ void estimate_level_bits_many(const int32_t* levels, uint64_t rows, uint64_t col
   uint64_t shared = 0;                                  // significance and sign bins
   uint64_t flag_cost[cabac::kMaxUnaryFlags + 1] = {0};  // flag_cost[n]: unary flag n, both signs
   std::vector<uint32_t> mags;                           // the non-zero magnitudes in scan order
+  std::vector<uint8_t> negs;                            // and whether each level is negative
   mags.reserve(size_t(rows * cols));
+  negs.reserve(size_t(rows * cols));
   if (cols != 0) {
     for (uint64_t r = 0; r < rows; ++r) {
       cabac::Neighbourhood nb;
@@ -281,16 +299,63 @@ void estimate_level_bits_many(const int32_t* levels, uint64_t rows, uint64_t col
         shared += price(ctx.sig[nb.prev][nb.prev2_nonzero], mag != 0);
         if (mag != 0) {
           shared += price(ctx.sign[nb.prev], q < 0);
-          cabac::ContextModel* greater = ctx.greater[q < 0];
-          const uint32_t top = std::min(mag, max_unary);
-          for (uint32_t n = 1; n <= top; ++n) flag_cost[n] += price(greater[n - 1], mag > n);
           mags.push_back(mag);
+          negs.push_back(q < 0);
         }
         nb.push(q);
       }
     }
   }
-  for (size_t c = 0; c < count; ++c) {
+  // The unary flags (their models see only the non-zero levels, in order): flag n of a level of
+  // magnitude mag (n <= min(mag, max_unary)) codes mag > n on greater[sign][n - 1].
+  bool flags_done = false;
+#ifdef NNPRESS_HAVE_TRELLIS_AVX2_TU
+  if (max_unary > 0 && detect_isa() >= Isa::kAvx2 && isa_supported(Isa::kAvx2)) {
+    detail::unary_flag_bits_avx2(mags.data(), negs.data(), mags.size(), max_unary, flag_cost + 1);
+    flags_done = true;
+  }
+#endif
+  if (!flags_done) {
+    for (size_t i = 0; i < mags.size(); ++i) {
+      cabac::ContextModel* greater = ctx.greater[negs[i]];
+      const uint32_t mag = mags[i], top = std::min(mag, max_unary);
+      for (uint32_t n = 1; n <= top; ++n) flag_cost[n] += price(greater[n - 1], mag > n);
+    }
+  }
+  size_t first = 0;  // pairs before it are priced
+#ifdef NNPRESS_HAVE_TRELLIS_AVX512_TU
+  if (detect_isa() >= Isa::kAvx512 && isa_supported(Isa::kAvx512)) {  // the Exp-Golomb parts, 16 pairs at once
+    for (; first < count; first += detail::kEgBitsLanes512) {
+      const int lanes = int(std::min<size_t>(detail::kEgBitsLanes512, count - first));
+      uint32_t u[detail::kEgBitsLanes512], k[detail::kEgBitsLanes512];
+      uint64_t eg[detail::kEgBitsLanes512];
+      for (int c = 0; c < lanes; ++c) u[c] = params[first + c].unary_len, k[c] = params[first + c].eg_order;
+      detail::eg_bits_avx512(mags.data(), mags.size(), u, k, lanes, eg);
+      for (int c = 0; c < lanes; ++c) {
+        uint64_t total = shared + eg[c];
+        for (uint32_t n = 1; n <= u[c] && n <= max_unary; ++n) total += flag_cost[n];
+        bits[first + c] = double(total) / cabac::kRateOne;
+      }
+    }
+  }
+#endif
+#ifdef NNPRESS_HAVE_TRELLIS_AVX2_TU
+  if (detect_isa() >= Isa::kAvx2 && isa_supported(Isa::kAvx2)) {  // the Exp-Golomb parts, 8 pairs at once
+    for (; first < count; first += detail::kEgBitsLanes) {
+      const int lanes = int(std::min<size_t>(detail::kEgBitsLanes, count - first));
+      uint32_t u[detail::kEgBitsLanes], k[detail::kEgBitsLanes];
+      uint64_t eg[detail::kEgBitsLanes];
+      for (int c = 0; c < lanes; ++c) u[c] = params[first + c].unary_len, k[c] = params[first + c].eg_order;
+      detail::eg_bits_avx2(mags.data(), mags.size(), u, k, lanes, eg);
+      for (int c = 0; c < lanes; ++c) {
+        uint64_t total = shared + eg[c];
+        for (uint32_t n = 1; n <= u[c] && n <= max_unary; ++n) total += flag_cost[n];
+        bits[first + c] = double(total) / cabac::kRateOne;
+      }
+    }
+  }
+#endif
+  for (size_t c = first; c < count; ++c) {
     const uint32_t unary_len = params[c].unary_len, k = params[c].eg_order;
     uint64_t total = shared;
     for (uint32_t n = 1; n <= unary_len && n <= max_unary; ++n) total += flag_cost[n];

@@ -9,8 +9,9 @@
 //     cabac::code_level<RatePeek> returns on the contexts the encoder will have if that path is
 //     chosen — no approximation. Without feedback the 8 states' models are held as structure of
 //     arrays and updated, moved and priced for all states at once (scalar, AVX2 or AVX-512
-//     kernels, picked at run time; identical results); only models some level has touched are
-//     moved. The feedback variant keeps one WeightContexts per state.
+//     kernels, picked at run time; identical results; on AVX-512 one fused step per weight keeps
+//     the per-state costs, rates and neighbourhoods in registers); only models some level has
+//     touched are moved. The feedback variant keeps one WeightContexts per state.
 //   * candidates per weight, with x = w / step, s = sign(x) (+ for x == 0), b = max(1, floor(|x|) - 1):
 //     reconstruction indices s*b, s*(b+1), s*(b+2), s*(b+3) (two belong to each quantizer,
 //     with opposite level parities), 0, and the smallest non-zero index of each quantizer
