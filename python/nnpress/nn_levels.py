@@ -1,0 +1,751 @@
+"""Inference straight from a ``.nnp`` file's integer levels (needs torch).
+
+Contract
+--------
+- ``from_nnp(model, nnp, format="auto", *, batch=1, threads=1, isa=None, embeddings="auto",
+  strict=True, inplace=False)`` (also reached as ``nnpress.nn.convert(model, nnp=path, ...)``)
+  returns ``model`` with its weights taken from the ``.nnp`` file: every ``nn.Linear`` becomes a
+  :class:`LevelLinear` and every ``nn.Embedding`` a :class:`LevelEmbedding` built from the stored
+  levels, step and channel scales of that layer's quantized weight (the weight is never
+  materialised as float32 unless the chosen format is ``"dense"``); every other parameter and
+  persistent buffer is decoded into the model as ``nnpress.load_state_dict`` does. ``model`` may
+  have been built on the ``meta`` device (``with torch.device("meta"): model = Net()``): its
+  parameters are then created only for the layers that stay float, so no float32 copy of the
+  weights is ever held; non-persistent buffers must be real (:func:`from_pretrained` builds a
+  transformers model that way). The result is in eval mode. Names must match the file exactly:
+  before anything is decoded, a file that lacks a tensor of the model, or (with ``strict=True``)
+  holds one the model lacks, or whose shape differs, raises :class:`NnpMismatchError` (a
+  ``RuntimeError``) naming them.
+- Linear formats (one per layer; ``format`` is a name or a dict {module name: name}, names not in
+  the dict use "auto"):
+  * ``"dense"``: the float32 weights (decoded exactly as ``nnpress.decompress`` does) and torch's own
+    ``F.linear``, i.e. MKL / oneDNN sgemm: the well-kept library for dense float products;
+  * ``"int8"``: the levels as int8 (W = row_scale * levels * col_scale, entries beyond int8 kept as
+    an exact sparse remainder) multiplied by torch's integer GEMM (``torch._int_mm``, oneDNN; VNNI /
+    AMX where the CPU has them). The activations are split into ``act_digits`` signed 7-bit digits
+    per token (per-token scale): 2 digits = 15-bit activations, 3 digits = 22 bits;
+  * ``"levels"``: nnpress's LevelMatrix kernels on the levels with float32 activations (exact up to
+    float32 summation order), when this build has them;
+  * ``"cser"``, ``"codebook"``, ``"cer"``: nnpress's sparse / codebook kernels (few distinct values);
+  * ``"auto"``: each candidate is built and timed on the layer's real input shape, ``batch`` rows
+    (tokens x sentences for a transformer) by in_features, and the fastest is kept; a format within
+    3 % of the fastest that holds fewer bytes is preferred. Candidates that cannot represent the
+    layer exactly enough are skipped (CSER / codebook beyond 65536 values; "int8"
+    is a candidate only if ``act_digits`` is given or the format is forced).
+- ``embeddings``: "levels" (int8 levels + per-row/column scales, a gather and a scale; rows with
+  entries beyond int8 keep an exact remainder), "dense" (float32, torch's embedding) or "auto"
+  ("levels" when the weight is quantized, else "dense").
+- ``plan(model, nnp=path, ...)`` (``nnpress.nn.plan``) runs the same choice without keeping the
+  modules and returns one dict per layer (name, kind, shape, format, bytes, dense_bytes, times_us:
+  {format: measured µs per product}). A converted model reports the same through
+  ``levels_plan(model)``.
+- Conv2d layers are loaded as float32 and left to torch.
+
+Surprises
+---------
+- The "auto" choice is measured on this machine at load time (a few ms per layer per candidate),
+  so two loads can choose differently when timings are close.
+- "int8" is the one format that is not exact: it rounds each token's activations to
+  ``act_digits`` x 7 + 1 bits; its fidelity is reported by bench/python/bench_infer_minilm.py.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import _core
+from .container import NnpFile
+from .sparse import _CLASSES, CSERMatrix
+
+__all__ = [
+    "LevelEmbedding",
+    "LevelLinear",
+    "NnpMismatchError",
+    "from_nnp",
+    "from_pretrained",
+    "has_level_kernels",
+    "held_nbytes",
+    "level_tensor",
+    "levels_plan",
+    "params_on_meta",
+    "plan",
+]
+
+LINEAR_FORMATS = ("auto", "dense", "int8", "int8x2", "levels", "cser", "codebook", "cer")
+EMBEDDING_FORMATS = ("auto", "levels", "dense")
+_TIE = 1.03  # formats within this factor of the fastest count as equally fast
+_MAX_VALUES = 65536
+
+
+class NnpMismatchError(RuntimeError):
+    """The ``.nnp`` file does not hold the tensors the model needs (names or shapes)."""
+
+
+def has_level_kernels() -> bool:
+    """Whether this build has nnpress's LevelMatrix kernels (format "levels")."""
+    return hasattr(_core, "LevelMatrix")
+
+
+# ---------------------------------------------------------------------------------------------
+# levels of one tensor
+# ---------------------------------------------------------------------------------------------
+
+
+class LevelTensor:
+    """A quantized tensor as ``W[i, j] = row_scale[i] * u[i, j] * col_scale[j]`` on its rows x cols
+    view: ``u`` the int32 reconstruction indices, the scales float64 (col_scale may be None)."""
+
+    def __init__(self, name: str, shape: tuple, u: np.ndarray, row_scale: np.ndarray, col_scale, method, step: float):
+        self.name, self.shape = name, tuple(shape)
+        self.u, self.row_scale, self.col_scale = u, row_scale, col_scale
+        self.method, self.step = method, step
+
+    def dequantize(self) -> np.ndarray:
+        """float32 weights of the tensor's shape, bit-identical to the file's decoder."""
+        u = self.u.astype(np.int32)
+        # reconstruction indices re-enter as uniform levels: u * step_ij, rounded once
+        w = _core.dequantize(u, 1.0, _core.QuantMethod.nearest, self.row_scale, self.col_scale)
+        return w.reshape(self.shape)
+
+
+def level_tensor(f: NnpFile, name: str) -> LevelTensor:
+    """The levels of the quantized tensor ``name`` of ``f`` as a :class:`LevelTensor` (ValueError for
+    a tensor stored raw)."""
+    e = f.entry(name)
+    target = f.entry(e["alias_of"]) if e["storage"] == "alias" else e
+    if target["storage"] != "quantized":
+        raise ValueError(f"tensor {name!r} is stored {target['storage']}, not quantized: it has no levels")
+    k = f.read_levels(name)
+    shape = tuple(int(d) for d in e["shape"])
+    rows = shape[0] if len(shape) >= 2 else 1
+    k2 = k.reshape(rows, -1)
+    method = _core.QuantMethod.__members__[target["method"]]
+    # the reconstruction index u of each level (w = u * step_ij): level itself, or along the
+    # dependent-quantization state machine; step 1 makes the decoder return u exactly (|u| < 2^24)
+    u = _core.dequantize(np.ascontiguousarray(k2), 1.0, method)
+    if np.abs(u).max(initial=0) >= 2**24:
+        raise ValueError(f"tensor {name!r}: reconstruction indices beyond 2^24 are not supported")
+    u = u.astype(np.int32)
+    rexp, cexp = f.channel_scale_exps(name)
+    step = float(target["step"])
+    row = np.full(rows, step) if rexp is None else step * _core.channel_scales_of_exps(np.asarray(rexp, np.int8))
+    col = None if cexp is None else _core.channel_scales_of_exps(np.asarray(cexp, np.int8))
+    return LevelTensor(name, shape, u, row, col, method, step)
+
+
+class _Int8Levels:
+    """u split into an int8 part (clipped to [-127, 127]) and the exact remainder u - clipped,
+    nonzero only where |u| > 127 (kept as row, column, value lists)."""
+
+    def __init__(self, u: np.ndarray) -> None:
+        clipped = np.clip(u, -127, 127)
+        rest = u - clipped
+        self.int8 = torch.from_numpy(np.ascontiguousarray(clipped.astype(np.int8)))
+        r, c = np.nonzero(rest)
+        self.rest_row, self.rest_col = r, c
+        self.rest_val = rest[r, c].astype(np.float32)
+
+    @property
+    def outliers(self) -> int:
+        return int(self.rest_val.size)
+
+
+def _tensor_bytes(*ts) -> int:
+    return int(sum(t.numel() * t.element_size() for t in ts if t is not None))
+
+
+# ---------------------------------------------------------------------------------------------
+# Linear backends: y (n x out) = x (n x in) @ W^T, float32
+# ---------------------------------------------------------------------------------------------
+
+
+class _Dense:
+    format = "dense"
+
+    def __init__(self, lt: LevelTensor | None, weight: np.ndarray | None = None) -> None:
+        w = lt.dequantize() if weight is None else weight
+        self.weight = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
+        self.nbytes = self.weight.numel() * 4
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight)
+
+
+class _Int8:
+    """y = row_scale * ((x * col_scale) @ u^T) with u in int8 on torch's integer GEMM (oneDNN).
+
+    The activations (after the column scales) are rounded per token to ``act_digits`` * 7 + 1 bits
+    and split into signed 7-bit digits, one GEMM row per digit and token: the integer products are
+    exact. ``weight_digits`` 1: u clipped to int8 plus the exact remainder (|u| > 127) as a sparse
+    CSR float product; 2: u as two int8 digits (u = 128 * hi + lo, lo in [0, 127]), both in one GEMM."""
+
+    def __init__(self, lt: LevelTensor, act_digits: int, weight_digits: int) -> None:
+        if act_digits not in (1, 2, 3):
+            raise ValueError(f"act_digits must be 1, 2 or 3, got {act_digits!r}")
+        self.digits = int(act_digits)
+        self.qmax = float(2 ** (7 * self.digits) - 1)
+        self.out_features = lt.u.shape[0]
+        self.row_scale = torch.from_numpy(lt.row_scale.astype(np.float32))
+        self.col_scale = None if lt.col_scale is None else torch.from_numpy(lt.col_scale.astype(np.float32))
+        self.rest = None
+        if weight_digits == 1:
+            self.format = "int8"
+            lv = _Int8Levels(lt.u)
+            w8 = lv.int8
+            self.outliers = lv.outliers
+            if lv.outliers:
+                rows, cols = lt.u.shape
+                crow = np.zeros(rows + 1, dtype=np.int32)
+                np.cumsum(np.bincount(lv.rest_row, minlength=rows), out=crow[1:])
+                self.rest = torch.sparse_csr_tensor(
+                    torch.from_numpy(crow),
+                    torch.from_numpy(lv.rest_col.astype(np.int32)),
+                    torch.from_numpy(lv.rest_val),
+                    size=(rows, cols),
+                )
+        elif weight_digits == 2:
+            self.format = "int8x2"
+            if np.abs(lt.u).max(initial=0) >= 128 * 128:
+                raise ValueError("reconstruction indices beyond 2^14 do not fit two int8 digits")
+            lo = (lt.u & 127).astype(np.int8)
+            hi = (lt.u >> 7).astype(np.int8)
+            w8 = torch.from_numpy(np.ascontiguousarray(np.concatenate([lo, hi], 0)))
+            self.outliers = 0
+        else:
+            raise ValueError(f"weight_digits must be 1 or 2, got {weight_digits!r}")
+        self.w8 = w8
+        self.wt = w8.t()  # (in, out * weight_digits) view: _int_mm's B operand
+        self.weight_digits = int(weight_digits)
+        rest = () if self.rest is None else (self.rest.crow_indices(), self.rest.col_indices(), self.rest.values())
+        self.nbytes = _tensor_bytes(w8, self.row_scale, self.col_scale, *rest)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.col_scale is not None:
+            x = x * self.col_scale
+        n = x.shape[0]
+        amax = x.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+        scale = amax / self.qmax
+        q = torch.round(x / scale).to(torch.int32)  # |q| <= qmax < 2^21
+        # q = sum_d digit_d * 128^(D-1-d): the top digit signed, the others in [0, 127]
+        parts = []
+        for _ in range(self.digits - 1):
+            parts.append(q & 127)
+            q = q >> 7
+        parts.append(q)
+        parts.reverse()  # most significant first
+        acc = torch._int_mm(torch.cat(parts, 0).to(torch.int8), self.wt).to(torch.float32)
+        if self.weight_digits == 2:
+            acc = acc[:, : self.out_features] + 128.0 * acc[:, self.out_features :]
+        y = acc[:n]
+        for d in range(1, self.digits):
+            y = y * 128.0 + acc[d * n : (d + 1) * n]
+        y = y * scale
+        if self.rest is not None:  # exact remainder of the entries beyond int8, on x itself
+            y = y + torch.sparse.mm(self.rest, x.t()).t()
+        return y * self.row_scale
+
+
+class _Levels:
+    format = "levels"
+
+    def __init__(self, lt: LevelTensor, isa: str | None, threads: int) -> None:
+        col = None if lt.col_scale is None else lt.col_scale.astype(np.float32)
+        self.m = _core.LevelMatrix.from_levels(np.ascontiguousarray(lt.u), lt.row_scale.astype(np.float32), col)
+        self.isa, self.threads = isa, threads
+        self.nbytes = int(self.m.nbytes)
+        self.outliers = int(self.m.outliers)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.m.matmul(np.ascontiguousarray(x.numpy()), isa=self.isa, threads=self.threads)
+        return torch.from_numpy(y)
+
+
+class _RowGroup:
+    """CSER / CER / codebook: the nnpress kernels take x as (in, n) columns."""
+
+    def __init__(self, fmt: str, w: np.ndarray, isa: str | None, threads: int) -> None:
+        self.format = fmt
+        self.m = CSERMatrix.from_dense(w) if fmt == "cser" else _CLASSES[fmt].from_dense(w)
+        self.isa, self.threads = isa, threads
+        self.nbytes = int(self.m.nbytes)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        xt = np.ascontiguousarray(x.numpy().T)
+        return torch.from_numpy(self.m.matmul(xt, isa=self.isa, threads=self.threads)).t()
+
+
+def _num_values(w: np.ndarray) -> int:
+    return int(np.unique(w).size)
+
+
+def _build(fmt: str, lt: LevelTensor, w: np.ndarray | None, *, act_digits, isa, threads):
+    """One backend of format ``fmt`` (w: the float32 weights if already decoded)."""
+    if fmt == "dense":
+        return _Dense(lt, w)
+    if fmt in ("int8", "int8x2"):
+        if act_digits is None:
+            raise ValueError(f'format "{fmt}" rounds activations: give act_digits (1, 2 or 3)')
+        return _Int8(lt, act_digits, 1 if fmt == "int8" else 2)
+    if fmt == "levels":
+        if not has_level_kernels():
+            raise ValueError('format "levels" needs nnpress\'s LevelMatrix kernels, which this build lacks')
+        return _Levels(lt, isa, threads)
+    if fmt in ("cser", "codebook", "cer"):
+        return _RowGroup(fmt, lt.dequantize().reshape(lt.u.shape) if w is None else w, isa, threads)
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def _time_us(fn, x: torch.Tensor, reps: int) -> float:
+    """Median wall time of fn(x) in µs over ``reps`` calls, after one warm-up call."""
+    fn(x)
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn(x)
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts)) * 1e6
+
+
+def _choose(lt: LevelTensor, batch: int, *, act_digits, isa, threads, reps: int = 7):
+    """(backend, {format: µs}) for "auto": every candidate timed on a (batch x in) input, interleaved."""
+    cands = ["dense"]
+    if has_level_kernels():
+        cands.append("levels")
+    if act_digits is not None:
+        cands += ["int8", "int8x2"]
+    w = lt.dequantize().reshape(lt.u.shape)
+    if _num_values(w) <= _MAX_VALUES:
+        cands += ["cser", "codebook"]
+    built = {}
+    for c in cands:  # a candidate that cannot hold this layer is skipped
+        try:
+            built[c] = _build(c, lt, w, act_digits=act_digits, isa=isa, threads=threads)
+        except ValueError:
+            continue
+    if len(built) == 1:
+        ((c, b),) = built.items()
+        return b, {}
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, lt.u.shape[1], generator=gen)
+    times: dict[str, list[float]] = {c: [] for c in built}
+    with torch.inference_mode():
+        for _ in range(3):  # interleaved rounds: a load burst hits every candidate alike
+            for c, b in built.items():
+                times[c].append(_time_us(b, x, reps))
+    best = {c: min(v) for c, v in times.items()}
+    fastest = min(best.values())
+    tied = [c for c in best if best[c] <= fastest * _TIE]
+    pick = min(tied, key=lambda c: (built[c].nbytes, best[c]))
+    return built[pick], {c: round(v, 2) for c, v in best.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# modules
+# ---------------------------------------------------------------------------------------------
+
+
+class LevelLinear(nn.Module):
+    """``nn.Linear`` whose product runs on one backend built from a ``.nnp`` tensor (inference only)."""
+
+    def __init__(self, backend, in_features: int, out_features: int, bias: torch.Tensor | None, info: dict) -> None:
+        super().__init__()
+        self.backend = backend
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.info = info
+        if bias is not None:
+            self.register_buffer("bias", bias.detach().to("cpu", torch.float32).contiguous())
+        else:
+            self.bias = None
+
+    @property
+    def format(self) -> str:
+        return self.backend.format
+
+    @property
+    def weight_nbytes(self) -> int:
+        return int(self.backend.nbytes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"LevelLinear: input has {x.shape[-1]} features, expected {self.in_features}")
+        lead = x.shape[:-1]
+        with torch.no_grad():
+            x2 = x.detach().to("cpu", torch.float32).reshape(-1, self.in_features).contiguous()
+            y = self.backend(x2)
+            if self.bias is not None:
+                y = y + self.bias
+        return y.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, format={self.format}"
+
+
+def _pack6(v: np.ndarray) -> np.ndarray:
+    """Rows of values in [0, 63] (cols a multiple of 4) as 6-bit fields, 4 values in 3 bytes."""
+    v = v.astype(np.uint32).reshape(v.shape[0], -1, 4)
+    word = v[..., 0] | (v[..., 1] << 6) | (v[..., 2] << 12) | (v[..., 3] << 18)  # 24 bits
+    out = np.empty(word.shape + (3,), dtype=np.uint8)
+    out[..., 0], out[..., 1], out[..., 2] = word & 255, (word >> 8) & 255, word >> 16
+    return out.reshape(v.shape[0], -1)
+
+
+def _unpack6(b: torch.Tensor, cols: int) -> torch.Tensor:
+    """Inverse of _pack6 for a (n, 3 cols / 4) uint8 tensor: (n, cols) int32 in [0, 63]."""
+    b = b.reshape(b.shape[0], -1, 3).to(torch.int32)
+    word = b[..., 0] | (b[..., 1] << 8) | (b[..., 2] << 16)
+    v = torch.stack([word & 63, (word >> 6) & 63, (word >> 12) & 63, word >> 18], dim=-1)
+    return v.reshape(b.shape[0], cols)
+
+
+class LevelEmbedding(nn.Module):
+    """``nn.Embedding`` held as levels with per-row (and per-column) scales: a gather and a scale.
+
+    Storage, whichever holds fewest bytes: 6-bit fields (|u| <= 31, 4 in 3 bytes), int8 or int16,
+    each with the entries beyond its range kept exactly as (row, column, remainder) lists."""
+
+    def __init__(self, lt: LevelTensor, emb: nn.Embedding) -> None:
+        super().__init__()
+        if emb.max_norm is not None:
+            raise ValueError("LevelEmbedding does not support max_norm")
+        u = lt.u
+        self.num_embeddings, self.embedding_dim = u.shape
+        self.padding_idx = emb.padding_idx
+        a = np.abs(u)
+        cost = {16: u.size * 2 + int((a > 32767).sum()) * 12, 8: u.size + int((a > 127).sum()) * 12}
+        if self.embedding_dim % 4 == 0:
+            cost[6] = u.size * 3 // 4 + int((a > 31).sum()) * 12
+        self.bits = min(cost, key=lambda b: (cost[b], b))
+        lim = {6: 31, 8: 127, 16: 32767}[self.bits]
+        clipped = np.clip(u, -lim, lim)
+        r, c = np.nonzero(u - clipped)
+        self.rest_row = torch.from_numpy(r.astype(np.int32))
+        self.rest_col = torch.from_numpy(c.astype(np.int64))
+        self.rest_val = torch.from_numpy((u - clipped)[r, c].astype(np.float32))
+        if self.bits == 6:
+            self.levels = torch.from_numpy(_pack6(clipped + 32))
+        else:
+            self.levels = torch.from_numpy(
+                np.ascontiguousarray(clipped.astype(np.int8 if self.bits == 8 else np.int16))
+            )
+        self.row_scale = torch.from_numpy(lt.row_scale.astype(np.float32))
+        self.col_scale = None if lt.col_scale is None else torch.from_numpy(lt.col_scale.astype(np.float32))
+        self.format = "levels"
+        self.info: dict = {}
+
+    @property
+    def weight_nbytes(self) -> int:
+        return _tensor_bytes(self.levels, self.rest_row, self.rest_col, self.rest_val, self.row_scale, self.col_scale)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            flat = ids.reshape(-1)
+            if self.bits == 6:
+                u = (_unpack6(self.levels[flat], self.embedding_dim) - 32).to(torch.float32)
+            else:
+                u = self.levels[flat].to(torch.float32)
+            if self.rest_val.numel():
+                sel = torch.isin(self.rest_row, flat.to(torch.int32)).nonzero().reshape(-1)
+                if sel.numel():
+                    # every (remainder entry, position in ids) pair with the same row
+                    e, pos = (self.rest_row[sel].to(flat.dtype)[:, None] == flat[None, :]).nonzero(as_tuple=True)
+                    u[pos, self.rest_col[sel[e]]] += self.rest_val[sel[e]]
+            y = u * self.row_scale[flat].unsqueeze(-1)
+            if self.col_scale is not None:
+                y = y * self.col_scale
+        return y.reshape(*ids.shape, self.embedding_dim)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, format=levels, {self.bits}-bit"
+
+
+# ---------------------------------------------------------------------------------------------
+# conversion
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_format(fmt: Any, name: str, allowed: tuple) -> str:
+    if fmt not in allowed:
+        raise ValueError(f"format for {name or 'model'!r} must be one of {allowed}, got {fmt!r}")
+    return fmt
+
+
+def _format_for(format: Any, name: str) -> str:
+    f = format.get(name, "auto") if isinstance(format, dict) else format
+    return _check_format(f, name, LINEAR_FORMATS)
+
+
+def _targets(model: nn.Module, embeddings: str) -> list[tuple[str, nn.Module, str]]:
+    out = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            out.append((name, m, "linear"))
+        elif isinstance(m, nn.Embedding) and embeddings != "dense":
+            out.append((name, m, "embedding"))
+    return out
+
+
+def _join(prefix: str, leaf: str) -> str:
+    return f"{prefix}.{leaf}" if prefix else leaf
+
+
+def _check_names(model: nn.Module, f: NnpFile, strict: bool) -> None:
+    """NnpMismatchError before any decoding when the file and the model do not match."""
+    want = {n: tuple(t.shape) for n, t in model.state_dict(keep_vars=True).items()}
+    have = {e["name"]: tuple(int(d) for d in e["shape"]) for e in f.entries}
+    missing = [n for n in want if n not in have]
+    unexpected = [n for n in have if n not in want]
+    shapes = [f"{n}: file {have[n]}, model {want[n]}" for n in want if n in have and have[n] != want[n]]
+    problems = []
+    if missing:
+        problems.append(f"the file lacks {len(missing)} of the model's tensors, e.g. {missing[:5]}")
+    if unexpected and strict:
+        problems.append(f"the file holds {len(unexpected)} tensors the model lacks, e.g. {unexpected[:5]}")
+    if shapes:
+        problems.append("shapes differ: " + "; ".join(shapes[:5]))
+    if problems:
+        where = f.path or "the .nnp data"
+        raise NnpMismatchError(
+            f"{where} does not match {type(model).__name__}: " + "; ".join(problems) + " (names must match exactly)"
+        )
+
+
+def _materialize(model: nn.Module) -> None:
+    """Give every meta-device parameter / buffer left in ``model`` real (uninitialised) CPU storage."""
+    for m in model.modules():
+        for k, p in list(m._parameters.items()):
+            if p is not None and p.is_meta:
+                m._parameters[k] = nn.Parameter(torch.empty(p.shape, dtype=p.dtype), requires_grad=p.requires_grad)
+        for k, b in list(m._buffers.items()):
+            if b is not None and b.is_meta:
+                if k in m._non_persistent_buffers_set:
+                    raise ValueError(
+                        f"buffer {k!r} of {type(m).__name__} is on the meta device and not stored in the file: "
+                        "build the model with real buffers (parameters alone on meta)"
+                    )
+                m._buffers[k] = torch.empty(b.shape, dtype=b.dtype)
+
+
+def _bias(f: NnpFile, name: str) -> torch.Tensor | None:
+    key = _join(name, "bias")
+    if key not in f:
+        return None
+    a = f.read(key)
+    if f.entry(key)["dtype"] == "bfloat16":
+        from .container import bfloat16_to_float32
+
+        a = bfloat16_to_float32(a)
+    return torch.from_numpy(np.asarray(a, dtype=np.float32))
+
+
+def _linear_module(name, mod, f, fmt, *, batch, act_digits, isa, threads):
+    key = _join(name, "weight")
+    quantized = f.entry(key)["storage"] != "raw"
+    info: dict = {"name": name, "kind": "linear", "shape": (mod.out_features, mod.in_features)}
+    if not quantized:
+        if fmt not in ("auto", "dense"):
+            raise ValueError(
+                f"layer {name!r}: its weight is stored raw (not quantized), so format {fmt!r} cannot hold it"
+            )
+        w = f.read(key)
+        if f.entry(key)["dtype"] == "bfloat16":
+            from .container import bfloat16_to_float32
+
+            w = bfloat16_to_float32(w)
+        backend = _Dense(None, np.asarray(w, dtype=np.float32))
+        info["times_us"] = {}
+    else:
+        lt = level_tensor(f, key)
+        if fmt == "auto":
+            backend, info["times_us"] = _choose(lt, batch, act_digits=act_digits, isa=isa, threads=threads)
+        else:
+            try:
+                backend = _build(fmt, lt, None, act_digits=act_digits, isa=isa, threads=threads)
+            except ValueError as e:
+                raise ValueError(f"layer {name!r}: {e}") from e
+            info["times_us"] = {}
+    info.update(format=backend.format, bytes=int(backend.nbytes), dense_bytes=mod.out_features * mod.in_features * 4)
+    if hasattr(backend, "outliers"):
+        info["outliers"] = int(backend.outliers)
+    return LevelLinear(
+        backend, mod.in_features, mod.out_features, _bias(f, name) if mod.bias is not None else None, info
+    )
+
+
+def _embedding_module(name, mod, f, embeddings):
+    key = _join(name, "weight")
+    if f.entry(key)["storage"] == "raw" or (
+        f.entry(key)["storage"] == "alias" and f.entry(f.entry(key)["alias_of"])["storage"] == "raw"
+    ):
+        if embeddings == "levels":
+            raise ValueError(f"embedding {name!r}: its weight is stored raw (not quantized), so it has no levels")
+        return None
+    m = LevelEmbedding(level_tensor(f, key), mod)
+    m.info = {
+        "name": name,
+        "kind": "embedding",
+        "shape": (m.num_embeddings, m.embedding_dim),
+        "format": "levels",
+        "bytes": m.weight_nbytes,
+        "dense_bytes": m.num_embeddings * m.embedding_dim * 4,
+        "times_us": {},
+    }
+    return m
+
+
+def from_nnp(
+    model: nn.Module,
+    nnp,
+    format: Any = "auto",
+    *,
+    batch: int = 1,
+    threads: int = 1,
+    isa: str | None = None,
+    embeddings: str = "auto",
+    act_digits: int | None = None,
+    strict: bool = True,
+    inplace: bool = False,
+) -> nn.Module:
+    """``model`` running on the levels of the ``.nnp`` file ``nnp`` (see the module docs)."""
+    import copy
+
+    from .loading import load_state_dict
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"from_nnp expects a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(format, str):
+        _check_format(format, "", LINEAR_FORMATS)
+    elif isinstance(format, dict):
+        for k, v in format.items():
+            _check_format(v, k, LINEAR_FORMATS)
+    else:
+        raise TypeError("format must be a string or a dict {module name: format}")
+    _check_format(embeddings, "embeddings", EMBEDDING_FORMATS)
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise ValueError(f"batch must be a positive int, got {batch!r}")
+    if act_digits is not None and act_digits not in (1, 2, 3):
+        raise ValueError(f"act_digits must be None, 1, 2 or 3, got {act_digits!r}")
+    f = nnp if isinstance(nnp, NnpFile) else NnpFile(nnp)
+    _check_names(model, f, strict)
+    if isinstance(format, dict):
+        known = {n for n, _, k in _targets(model, "dense") if k == "linear"}
+        bad = sorted(set(format) - known)
+        if bad:
+            raise ValueError(f"format names modules that are not Linear layers of the model: {bad[:5]}")
+    out = model if inplace else copy.deepcopy(model)
+    replaced = []
+    for name, mod, kind in _targets(out, embeddings):
+        if kind == "linear":
+            new = _linear_module(
+                name,
+                mod,
+                f,
+                _format_for(format, name),
+                batch=int(batch),
+                act_digits=act_digits,
+                isa=isa,
+                threads=threads,
+            )
+        else:
+            new = _embedding_module(name, mod, f, embeddings)
+            if new is None:
+                continue
+        replaced.append(name)
+        if name == "":
+            out = new
+            break
+        parent_name, _, child = name.rpartition(".")
+        parent = out.get_submodule(parent_name) if parent_name else out
+        setattr(parent, child, new)
+    _materialize(out)
+    # everything not replaced: decoded into the model tensor by tensor
+    load_state_dict(out, f, strict=False)
+    out.eval()
+    return out
+
+
+def held_nbytes(model: nn.Module) -> int:
+    """Bytes of the weights ``model`` holds: its parameters and buffers (each storage once) plus
+    what its LevelLinear / LevelEmbedding modules hold outside them."""
+    seen, total = set(), 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_meta:
+            continue
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel())
+        if key not in seen:
+            seen.add(key)
+            total += t.numel() * t.element_size()
+    for m in model.modules():
+        if isinstance(m, LevelLinear):
+            total += m.weight_nbytes
+        elif isinstance(m, LevelEmbedding):
+            total += m.weight_nbytes
+    return total
+
+
+def levels_plan(model: nn.Module) -> list[dict]:
+    """The choice made for each converted layer of ``model`` (one dict per layer, module docs)."""
+    return [dict(m.info) for _, m in model.named_modules() if isinstance(m, (LevelLinear, LevelEmbedding))]
+
+
+def plan(model: nn.Module, nnp, format: Any = "auto", **kwargs) -> list[dict]:
+    """What :func:`from_nnp` would choose per layer (it builds and times the candidates, keeps nothing)."""
+    if isinstance(model, nn.Module):
+        with _params_on_meta_copy(model) as light:
+            return levels_plan(from_nnp(light, nnp, format, inplace=True, **kwargs))
+    raise TypeError(f"plan expects a torch.nn.Module, got {type(model).__name__}")
+
+
+@contextmanager
+def _params_on_meta_copy(model: nn.Module) -> Iterator[nn.Module]:
+    """A deep copy of ``model`` whose parameters are on the meta device (buffers kept)."""
+    import copy
+
+    memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad) for p in model.parameters()}
+    yield copy.deepcopy(model, memo)
+
+
+@contextmanager
+def params_on_meta() -> Iterator[None]:
+    """Within this context, modules create their parameters on the meta device (no storage) and
+    their buffers as usual: the way to build a model for :func:`from_nnp` without float32 weights."""
+    orig = nn.Module.register_parameter
+
+    def register(self, name, param):
+        if param is not None and not param.is_meta:
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        orig(self, name, param)
+
+    nn.Module.register_parameter = register
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = orig
+
+
+def from_pretrained(folder, cls=None, format: Any = "auto", **kwargs) -> nn.Module:
+    """A transformers model from ``folder`` (config.json + a ``.nnp`` file, as
+    :func:`nnpress.from_pretrained` reads it) running on the file's levels: the model is built
+    with its parameters on the meta device, then :func:`from_nnp` (``kwargs``: its options)."""
+    import transformers
+
+    from .loading import _find_nnp
+
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise NotADirectoryError(f"{folder!r} is not a folder")
+    path = _find_nnp(folder)
+    cls = transformers.AutoModel if cls is None else cls
+    config = transformers.AutoConfig.from_pretrained(folder)
+    with params_on_meta():
+        model = cls.from_config(config)
+    kwargs.setdefault("inplace", True)
+    return from_nnp(model, path, format, **kwargs)
