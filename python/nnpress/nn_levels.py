@@ -54,6 +54,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -108,6 +109,7 @@ class LevelTensor:
 
     def __init__(self, name: str, shape: tuple, u: np.ndarray, row_scale: np.ndarray, col_scale, method, step: float):
         self.name, self.shape = name, tuple(shape)
+        self.file: NnpFile | None = None  # where it was read from (LevelMatrix builds from there)
         self.u, self.row_scale, self.col_scale = u, row_scale, col_scale
         self.method, self.step = method, step
 
@@ -141,7 +143,9 @@ def level_tensor(f: NnpFile, name: str) -> LevelTensor:
     step = float(target["step"])
     row = np.full(rows, step) if rexp is None else step * _core.channel_scales_of_exps(np.asarray(rexp, np.int8))
     col = None if cexp is None else _core.channel_scales_of_exps(np.asarray(cexp, np.int8))
-    return LevelTensor(name, shape, u, row, col, method, step)
+    lt = LevelTensor(name, shape, u, row, col, method, step)
+    lt.file = f
+    return lt
 
 
 class _Int8Levels:
@@ -208,12 +212,14 @@ class _Int8:
                 rows, cols = lt.u.shape
                 crow = np.zeros(rows + 1, dtype=np.int32)
                 np.cumsum(np.bincount(lv.rest_row, minlength=rows), out=crow[1:])
-                self.rest = torch.sparse_csr_tensor(
-                    torch.from_numpy(crow),
-                    torch.from_numpy(lv.rest_col.astype(np.int32)),
-                    torch.from_numpy(lv.rest_val),
-                    size=(rows, cols),
-                )
+                with warnings.catch_warnings():  # torch calls its sparse CSR support beta
+                    warnings.simplefilter("ignore", UserWarning)
+                    self.rest = torch.sparse_csr_tensor(
+                        torch.from_numpy(crow),
+                        torch.from_numpy(lv.rest_col.astype(np.int32)),
+                        torch.from_numpy(lv.rest_val),
+                        size=(rows, cols),
+                    )
         elif weight_digits == 2:
             self.format = "int8x2"
             if np.abs(lt.u).max(initial=0) >= 128 * 128:
@@ -294,8 +300,11 @@ class _Levels:
     format = "levels"
 
     def __init__(self, lt: LevelTensor, isa: str | None, threads: int) -> None:
-        col = None if lt.col_scale is None else lt.col_scale.astype(np.float32)
-        self.m = _core.LevelMatrix.from_levels(np.ascontiguousarray(lt.u), lt.row_scale.astype(np.float32), col)
+        if lt.file is not None:  # straight from the file's levels (NnpFile.level_matrix)
+            self.m = lt.file.level_matrix(lt.name, threads=1)
+        else:
+            col = None if lt.col_scale is None else lt.col_scale.astype(np.float32)
+            self.m = _core.LevelMatrix.from_levels(np.ascontiguousarray(lt.u), lt.row_scale.astype(np.float32), col)
         self.isa, self.threads = isa, threads
         self.nbytes = int(self.m.nbytes)
         self.outliers = int(self.m.outliers)
@@ -477,7 +486,8 @@ def _unpack6(b: torch.Tensor, cols: int) -> torch.Tensor:
 
 
 class LevelEmbedding(nn.Module):
-    """``nn.Embedding`` held as levels with per-row (and per-column) scales: a gather and a scale.
+    """``nn.Embedding`` held as levels with per-row (and per-column) scales: a gather and a scale,
+    bit-identical to the decompressed table.
 
     Storage, whichever holds fewest bytes: 6-bit fields (|u| <= 31, 4 in 3 bytes), int8 or int16,
     each with the entries beyond its range kept exactly as (row, column, remainder) lists."""
@@ -506,8 +516,9 @@ class LevelEmbedding(nn.Module):
             self.levels = torch.from_numpy(
                 np.ascontiguousarray(clipped.astype(np.int8 if self.bits == 8 else np.int16))
             )
-        self.row_scale = torch.from_numpy(lt.row_scale.astype(np.float32))
-        self.col_scale = None if lt.col_scale is None else torch.from_numpy(lt.col_scale.astype(np.float32))
+        # float64 scales: u * step_ij formed in double and rounded once, as the file's decoder does
+        self.row_scale = torch.from_numpy(np.asarray(lt.row_scale, dtype=np.float64))
+        self.col_scale = None if lt.col_scale is None else torch.from_numpy(np.asarray(lt.col_scale, np.float64))
         self.format = "levels"
         self.info: dict = {}
 
@@ -519,9 +530,9 @@ class LevelEmbedding(nn.Module):
         with torch.no_grad():
             flat = ids.reshape(-1)
             if self.bits == 6:
-                u = (_unpack6(self.levels[flat], self.embedding_dim) - 32).to(torch.float32)
+                u = (_unpack6(self.levels[flat], self.embedding_dim) - 32).to(torch.float64)
             else:
-                u = self.levels[flat].to(torch.float32)
+                u = self.levels[flat].to(torch.float64)
             if self.rest_val.numel():  # remainder entries of the gathered rows (sorted by row)
                 lo = torch.searchsorted(self.rest_row, flat.to(torch.int32))
                 cnt = torch.searchsorted(self.rest_row, flat.to(torch.int32), right=True) - lo
@@ -530,10 +541,11 @@ class LevelEmbedding(nn.Module):
                     pos = torch.repeat_interleave(torch.arange(flat.numel()), cnt)
                     first = torch.repeat_interleave(torch.cumsum(cnt, 0) - cnt, cnt)
                     idx = torch.repeat_interleave(lo, cnt) + torch.arange(total) - first
-                    u[pos, self.rest_col[idx]] += self.rest_val[idx]
-            y = u * self.row_scale[flat].unsqueeze(-1)
+                    u[pos, self.rest_col[idx]] += self.rest_val[idx].to(torch.float64)
+            step = self.row_scale[flat].unsqueeze(-1)
             if self.col_scale is not None:
-                y = y * self.col_scale
+                step = step * self.col_scale
+            y = (u * step).to(torch.float32)
         return y.reshape(*ids.shape, self.embedding_dim)
 
     def extra_repr(self) -> str:
