@@ -4,14 +4,16 @@
 // BM_levels_streamed/rows/cols/batch/isa: a stack of distinct matrices of the same shape, one product
 // per matrix in turn, the stack's int8 weights totalling NNPRESS_BENCH_STACK_MIB (default 512) MiB, so the
 // weights come from memory as in a forward pass over layers larger than the cache.
-// ISA: 0 scalar, 1 neon, 2 avx2, 3 avx512. Counters: weights/s (matrix entries per second of products,
-// whatever the batch), MAC/s (weights x batch), and the matrix's bytes per weight.
+// Arguments: rows, cols, batch, ISA (0 scalar, 1 neon, 2 avx2, 3 avx512), activations (0 float32,
+// 1 int16 with VNNI where the CPU has it, 2 int16 without VNNI). Counters: weights/s (matrix entries per second of
+// products, whatever the batch), MAC/s (weights x batch), and the matrix's bytes per weight.
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
 #include <map>
 #include <memory>
 #include <random>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -50,6 +52,7 @@ void run(benchmark::State& state, bool streamed) {
   const uint32_t rows = uint32_t(state.range(0)), cols = uint32_t(state.range(1));
   const size_t batch = size_t(state.range(2));
   const Isa isa = Isa(state.range(3));
+  const int mode = int(state.range(4));
   if (!isa_supported(isa)) {
     state.SkipWithError("ISA not available");
     return;
@@ -67,6 +70,8 @@ void run(benchmark::State& state, bool streamed) {
   for (float& v : X) v = d(rng);
   levels::LevelKernelOptions o;
   o.isa = isa;
+  o.activations = mode == 0 ? levels::Activations::kFloat32 : levels::Activations::kInt16;
+  o.vnni = mode == 1;
   size_t k = 0;
   for (auto _ : state) {
     throw_if_error(levels::matmul(ms[k], X.data(), X.size(), batch, Y.data(), Y.size(), o));
@@ -77,26 +82,30 @@ void run(benchmark::State& state, bool streamed) {
   state.counters["weights/s"] = benchmark::Counter(weights, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["MAC/s"] = benchmark::Counter(weights * batch, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["bytes/weight"] = double(ms[0].nbytes()) / weights;
-  state.SetLabel(isa_name(isa));
+  state.SetLabel(std::string(isa_name(isa)) + (mode == 0 ? " float32" : mode == 1 ? " int16" : " int16 no-vnni"));
 }
 
 void BM_levels(benchmark::State& state) { run(state, false); }
 void BM_levels_streamed(benchmark::State& state) { run(state, true); }
 
 void shapes(benchmark::internal::Benchmark* b) {
-  for (int isa : {0, 1, 2, 3}) {
-    if (!isa_supported(Isa(isa))) continue;
-    b->Args({4096, 4096, 1, isa});
-    b->Args({384, 384, 16, isa});
-    b->Args({1536, 384, 16, isa});
-    b->Args({384, 1536, 16, isa});
+  for (int mode : {0, 1, 2}) {
+    for (int isa : {0, 1, 2, 3}) {
+      if (!isa_supported(Isa(isa)) || (mode == 2 && isa != 3)) continue;
+      b->Args({4096, 4096, 1, isa, mode});
+      b->Args({384, 384, 16, isa, mode});
+      b->Args({1536, 384, 16, isa, mode});
+      b->Args({384, 1536, 16, isa, mode});
+    }
   }
 }
 
 void streamed_shapes(benchmark::internal::Benchmark* b) {
-  for (int isa : {0, 1, 2, 3}) {
-    if (!isa_supported(Isa(isa))) continue;
-    b->Args({4096, 4096, 1, isa});
+  for (int mode : {0, 1}) {
+    for (int isa : {0, 1, 2, 3}) {
+      if (!isa_supported(Isa(isa))) continue;
+      b->Args({4096, 4096, 1, isa, mode});
+    }
   }
 }
 

@@ -16,9 +16,15 @@ namespace {
 using levels::LevelMatrix;
 using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
-levels::LevelKernelOptions kernel_options(const std::optional<std::string>& isa, unsigned threads) {
+levels::LevelKernelOptions kernel_options(const std::optional<std::string>& isa, unsigned threads,
+                                          const std::string& activations) {
   levels::LevelKernelOptions o;
   o.threads = threads;
+  if (activations == "int16") {
+    o.activations = levels::Activations::kInt16;
+  } else if (activations != "float32") {
+    throw Error(invalid_argument("unknown activations '" + activations + "' (expected float32 or int16)"));
+  }
   if (isa) {
     Isa i;
     if (!parse_isa(isa->c_str(), &i))
@@ -84,8 +90,8 @@ LevelMatrix from_levels(const py::array& u, const py::array& row_scale, const py
 }
 
 py::array matmul(const LevelMatrix& m, const py::array& x, const py::object& out, const std::optional<std::string>& isa,
-                 unsigned threads) {
-  const levels::LevelKernelOptions o = kernel_options(isa, threads);
+                 unsigned threads, const std::string& activations) {
+  const levels::LevelKernelOptions o = kernel_options(isa, threads, activations);
   if (!x.dtype().is(py::dtype::of<float>()))
     throw py::type_error("x must be a float32 array, not dtype " + std::string(py::str(x.dtype())));
   if (!(x.flags() & py::array::c_style)) throw Error(invalid_argument("x must be C-contiguous"));
@@ -161,10 +167,12 @@ NNPRESS_BINDING(levels) {
           "From quantized tensor `index` of an open NnpReader (NnpFile.level_matrix(name) is the friendly form): "
           "its levels, method, step and channel scales; the view rows = shape[0], cols = the rest.")
       .def("matmul", &matmul, py::arg("x"), py::arg("out") = py::none(), py::arg("isa") = py::none(),
-           py::arg("threads") = 1u,
+           py::arg("threads") = 1u, py::arg("activations") = "float32",
            "Y = X @ W.T for X float32 [batch, cols] (or [cols]), C-contiguous; returns float32 [batch, rows] (or "
            "[rows]), written into `out` if given (C-contiguous float32, not overlapping x). GIL released. isa: "
-           "None (automatic, NNPRESS_ISA honoured) or 'scalar'/'avx2'/'avx512'/'neon'; threads: 0 = as many as pay.")
+           "None (automatic, NNPRESS_ISA honoured) or 'scalar'/'avx2'/'avx512'/'neon'; threads: 0 = as many as pay. "
+           "activations: 'float32' (exact inputs) or 'int16' (each row of x rounded to int16 on its own scale, "
+           "max|x| / 32767, then exact integer sums: opt-in, see nnpress/kernels/levels.h).")
       .def_property_readonly("rows", &LevelMatrix::rows)
       .def_property_readonly("cols", &LevelMatrix::cols)
       .def_property_readonly("nbytes", &LevelMatrix::nbytes, "Bytes held (dense part with padding, list, scales).")

@@ -259,6 +259,115 @@ void test_product_checks() {
   CHECK(Y[0] == 6 && Y[1] == 15 && Y[2] == 6 && Y[3] == 15);
 }
 
+// kInt16 activations: exact integer sums, so every ISA (and VNNI or not) gives the same bits as the
+// scalar reference; the error against the float64 product is the rounding of the inputs only.
+void test_int16_activations() {
+  std::mt19937 rng(21);
+  std::uniform_real_distribution<float> N(-1.0f, 1.0f);
+  const uint32_t shapes[][2] = {{13, 37}, {70, 129}, {9, 64}, {130, 200}, {3, 4500}};
+  for (const auto& sh : shapes) {
+    const uint32_t rows = sh[0], cols = sh[1];
+    for (int with_cs = 0; with_cs < 2; ++with_cs) {
+      std::vector<int32_t> u = random_u(rows, cols, 0.01, false, rng);
+      std::vector<float> rs(rows), cs(cols);
+      for (float& v : rs) v = 0.001f + 0.01f * (N(rng) + 1.0f);
+      for (float& v : cs) v = 1.0f + 0.5f * N(rng);
+      LevelMatrix m;
+      CHECK(LevelMatrix::from_levels(rows, cols, u.data(), rs.data(), with_cs ? cs.data() : nullptr, &m).ok());
+      CHECK(m.index_bits() == 8);
+      std::vector<float> W(u.size());
+      m.to_dense(W.data());
+      for (size_t batch : {1, 2, 5, 16}) {
+        std::vector<float> X(batch * cols);
+        for (float& v : X) v = N(rng);
+        X[0] = 0.0f;
+        LevelKernelOptions o;
+        o.activations = levels::Activations::kInt16;
+        o.isa = Isa::kScalar;
+        std::vector<float> ref(batch * rows);
+        CHECK(levels::matmul(m, X.data(), X.size(), batch, ref.data(), ref.size(), o).ok());
+        // the error bound: |W| times half a rounding step of each input row, plus float rounding
+        bool within = true;
+        for (size_t b = 0; b < batch; ++b) {
+          double amax = 0;
+          for (uint32_t j = 0; j < cols; ++j) {
+            const double xs = double(X[b * cols + j]) * (with_cs ? cs[j] : 1.0f);
+            amax = std::max(amax, std::fabs(xs));
+          }
+          for (uint32_t r = 0; r < rows; ++r) {
+            double exact = 0, wabs = 0, mag = 0;
+            for (uint32_t j = 0; j < cols; ++j) {
+              const double w = W[size_t(r) * cols + j], x = X[b * cols + j];
+              exact += w * x, wabs += std::fabs(w) / (with_cs ? cs[j] : 1.0f), mag += std::fabs(w * x);
+            }
+            const double bound = wabs * amax / 32767.0 * 0.5 * 1.0001 + 1e-6 * mag + 1e-30;
+            within &= std::fabs(double(ref[b * rows + r]) - exact) <= bound;
+          }
+        }
+        CHECK(within);
+        for (Isa isa : runnable_isas()) {
+          for (bool vnni : {true, false}) {
+            o.isa = isa;
+            o.vnni = vnni;
+            for (unsigned t : {1u, 3u}) {
+              o.threads = t;
+              std::vector<float> Y(batch * rows, 5.0f);
+              CHECK(levels::matmul(m, X.data(), X.size(), batch, Y.data(), Y.size(), o).ok());
+              CHECK(std::memcmp(Y.data(), ref.data(), Y.size() * 4) == 0);
+            }
+          }
+        }
+      }
+    }
+  }
+  // Sums at the edge of the int32 lanes: u = +-127 and inputs at the int16 limit over many columns.
+  for (int sign : {1, -1}) {
+    const uint32_t cols = 8200;
+    std::vector<int32_t> u(cols, 127 * sign);
+    std::vector<float> X(cols, 32767.0f * float(sign)), one(1, 1.0f);
+    LevelMatrix m;
+    CHECK(LevelMatrix::from_levels(1, cols, u.data(), one.data(), nullptr, &m).ok());
+    for (Isa isa : runnable_isas()) {
+      LevelKernelOptions o;
+      o.isa = isa;
+      o.activations = levels::Activations::kInt16;
+      float y = 0;
+      CHECK(levels::matmul(m, X.data(), X.size(), 1, &y, 1, o).ok());
+      CHECK(y == float(double(int64_t(cols) * 127 * 32767)));
+    }
+  }
+  // int16 dense parts and non-finite inputs compute as kFloat32.
+  std::vector<int32_t> u = random_u(20, 30, 0.5, false, rng);
+  std::vector<float> rs(20, 0.01f), X(2 * 30);
+  for (float& v : X) v = N(rng);
+  LevelMatrix m16;
+  CHECK(LevelMatrix::from_levels(20, 30, u.data(), rs.data(), nullptr, &m16).ok());
+  CHECK(m16.index_bits() == 16);
+  for (Isa isa : runnable_isas()) {
+    for (int nonfinite = 0; nonfinite < 2; ++nonfinite) {
+      LevelMatrix m8;
+      std::vector<int32_t> small(600, 3);
+      CHECK(LevelMatrix::from_levels(20, 30, small.data(), rs.data(), nullptr, &m8).ok());
+      std::vector<float> Xn = X;
+      if (nonfinite) Xn[31] = std::numeric_limits<float>::infinity();
+      for (const LevelMatrix* pm : {&m16, &m8}) {
+        if (pm == &m8 && !nonfinite) continue;
+        LevelKernelOptions o;
+        o.isa = isa;
+        std::vector<float> a(40), b(40);
+        CHECK(levels::matmul(*pm, Xn.data(), Xn.size(), 2, a.data(), a.size(), o).ok());
+        o.activations = levels::Activations::kInt16;
+        CHECK(levels::matmul(*pm, Xn.data(), Xn.size(), 2, b.data(), b.size(), o).ok());
+        CHECK(std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
+      }
+    }
+  }
+  LevelKernelOptions bad;
+  bad.activations = levels::Activations(7);
+  float y[20];
+  CHECK(levels::matmul(m16, X.data(), 30, 1, y, 20, bad).code() == StatusCode::kInvalidArgument);
+}
+
 // decode_level_matrix of every quantized tensor of a file: to_dense equals decode_float32 up to the
 // float rounding of the row scale, and products match the float64 product of the decoded weights.
 int check_model_levels(const Model& model, bool expect_scales) {
@@ -398,12 +507,16 @@ void test_written_file() {
 }  // namespace
 
 int main() {
+  std::printf("testing ISAs:");
+  for (Isa i : runnable_isas()) std::printf(" %s", isa_name(i));
+  std::printf(" (auto: %s)\n", isa_name(detect_isa()));
   test_build_checks();
   test_storage_choice();
   test_products();
   test_nonfinite_inputs();
   test_threads_deterministic();
   test_product_checks();
+  test_int16_activations();
   test_golden_files();
 #ifdef NNPRESS_WITH_ENCODER
   test_written_file();

@@ -60,7 +60,7 @@ def test_products_equal_torch_on_decompressed_weights(tmp_path, method, scales):
     nnpress.compress(model, path, CodecConfig(method=method, plan=plan))
     f = NnpFile(path)
     state = nnpress.decompress(path)
-    names = [n for n in ("0.weight", "3.weight", "5.weight")]
+    names = ("0.weight", "3.weight", "5.weight")
     if scales:
         assert f.entry("3.weight")["channel_scales"] == "rows+cols"
         assert f.entry("0.weight")["channel_scales"] == "rows"
@@ -129,6 +129,24 @@ def test_threads_bit_identical():
             assert np.array_equal(lm.matmul(x, isa=isa, threads=t), ref)
 
 
+def test_int16_activations():
+    rng = np.random.default_rng(4)
+    u = rng.integers(-127, 128, (96, 384)).astype(np.int32)
+    rs = rng.uniform(0.001, 0.01, 96).astype(np.float32)
+    lm = _core.LevelMatrix.from_levels(u, rs)
+    x = rng.standard_normal((16, 384)).astype(np.float32)
+    ref = lm.matmul(x, isa="scalar", activations="int16")
+    for isa in ISAS:  # exact integer sums: the same bits on every ISA
+        assert np.array_equal(lm.matmul(x, isa=isa, activations="int16"), ref)
+    w = lm.to_dense().astype(np.float64)
+    exact = x.astype(np.float64) @ w.T
+    bound = np.abs(w).sum(1)[None, :] * (np.abs(x).max(1, keepdims=True) / 32767 / 2) * 1.001 + 1e-6
+    assert np.all(np.abs(ref - exact) <= bound)
+    assert not np.array_equal(ref, lm.matmul(x))  # the inputs really were rounded
+    with pytest.raises(ValueError, match="activations"):
+        lm.matmul(x, activations="int8")
+
+
 def test_bad_input_raises(tmp_path):
     u = np.arange(12, dtype=np.int32).reshape(3, 4)
     rs = np.ones(3, np.float32)
@@ -158,8 +176,8 @@ def test_bad_input_raises(tmp_path):
         lm.matmul(np.ones((4, 2), np.float32).T)
     with pytest.raises(ValueError, match="shape"):
         lm.matmul(x, out=np.empty((2, 4), np.float32))
+    buf = np.ones(8, np.float32)
     with pytest.raises(ValueError, match="overlap"):
-        buf = np.ones(8, np.float32)
         lm.matmul(buf.reshape(2, 4), out=buf[:6].reshape(2, 3))
     with pytest.raises(ValueError, match="unknown ISA"):
         lm.matmul(x, isa="sse")

@@ -9,6 +9,11 @@
 #include <string>
 #include <vector>
 
+#if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
+#define NNPRESS_LEVELS_X86_64 1
+#endif
+
 #include "../common/parallel.h"
 #include "levels_internal.h"
 #include "nnpress/kernels/levels.h"
@@ -187,12 +192,28 @@ void over_rows(uint32_t rows, unsigned threads, uint64_t work, F&& f) {
   });
 }
 
-Status pick_table(const LevelKernelOptions& opt, const detail::LevelKernelTable** out) {
+// AVX-512 VNNI (cpuid leaf 7, ECX bit 11); the OS state it needs is that of AVX-512 (isa_supported).
+bool cpu_has_avx512_vnni() {
+#ifdef NNPRESS_LEVELS_X86_64
+  static const bool has = [] {
+    if (__get_cpuid_max(0, nullptr) < 7) return false;
+    unsigned a, b, c, d;
+    __cpuid_count(7, 0, a, b, c, d);
+    return ((c >> 11) & 1u) != 0;
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
+Status pick_table(const LevelKernelOptions& opt, const detail::LevelKernelTable** out, Isa* chosen) {
   if (!opt.isa) {
     Status e = isa_env_status();
     if (!e.ok()) return e;
   }
   const Isa isa = opt.isa ? *opt.isa : detect_isa();
+  *chosen = isa;
   if (!isa_supported(isa))
     return invalid_argument(std::string("levels::matmul: ISA '") + isa_name(isa) +
                             "' is not available on this CPU/build");
@@ -205,6 +226,60 @@ Status pick_table(const LevelKernelOptions& opt, const detail::LevelKernelTable*
   }
   *out = t ? t : detail::scalar_level_kernels();
   return Status::Ok();
+}
+
+// The kInt16 product (levels.h, "Activations") on X' (X times the column scales, batch x cols); false
+// (nothing written) when X' holds a non-finite value.
+bool matmul_int16(const LevelMatrix& m, const float* xs, size_t batch, float* Y, const LevelKernelOptions& opt,
+                  const detail::LevelKernelTable* table, Isa isa) {
+  const size_t rows = m.rows(), cols = m.cols(), stride = m.stride();
+  std::vector<double> xscale(batch);
+  for (size_t b = 0; b < batch; ++b) {
+    const float* x = xs + b * cols;
+    float amax = 0.0f;
+    bool finite = true;
+    for (size_t j = 0; j < cols; ++j) {
+      finite &= std::isfinite(x[j]);
+      amax = std::max(amax, std::fabs(x[j]));
+    }
+    if (!finite) return false;
+    xscale[b] = double(amax) / 32767.0;
+  }
+  std::vector<int16_t> xq(batch * stride, 0);
+  for (size_t b = 0; b < batch; ++b) {
+    if (xscale[b] == 0.0) continue;
+    const double inv = 1.0 / xscale[b];
+    const float* x = xs + b * cols;
+    int16_t* q = xq.data() + b * stride;
+    for (size_t j = 0; j < cols; ++j) {
+      // round half away from zero; |v| <= 32767 up to rounding, so the clamp only trims that
+      const double v = double(x[j]) * inv;
+      const double r = double(int32_t(v + std::copysign(0.5, v)));
+      q[j] = int16_t(std::max(-32767.0, std::min(32767.0, r)));
+    }
+  }
+  detail::LevelKernelInt kernel = table->int8_i16 ? table->int8_i16 : detail::scalar_level_kernels()->int8_i16;
+  if (table->int8_i16_vnni && opt.vnni && isa == Isa::kAvx512 && cpu_has_avx512_vnni()) kernel = table->int8_i16_vnni;
+  std::vector<int64_t> S(batch * rows);
+  const detail::LevelView v{m.rows(), m.cols(), stride, m.q8(), nullptr};
+  const float* rs = m.row_scale().data();
+  const uint64_t* optr = m.outlier_ptr().empty() ? nullptr : m.outlier_ptr().data();
+  const uint32_t* ocol = m.outlier_col().data();
+  const int32_t* oval = m.outlier_val().data();
+  over_rows(m.rows(), opt.threads, uint64_t(rows) * cols * batch / 2, [&](uint32_t r0, uint32_t r1) {
+    kernel(v, xq.data(), batch, S.data(), r0, r1);
+    for (size_t b = 0; b < batch; ++b) {
+      const int16_t* q = xq.data() + b * stride;
+      for (uint32_t r = r0; r < r1; ++r) {
+        int64_t acc = S[b * rows + r];
+        if (optr) {
+          for (uint64_t k = optr[r]; k < optr[r + 1]; ++k) acc += int64_t(oval[k]) * q[ocol[k]];
+        }
+        Y[b * rows + r] = float(double(rs[r]) * xscale[b] * double(acc));
+      }
+    }
+  });
+  return true;
 }
 
 }  // namespace
@@ -223,10 +298,12 @@ Status matmul(const LevelMatrix& m, const float* X, size_t x_len, size_t batch, 
     return invalid_argument("levels::matmul: output has " + std::to_string(y_len) + " floats, expected " +
                             std::to_string(batch * rows) + " (batch x rows)");
   if (X == nullptr || Y == nullptr) return invalid_argument("levels::matmul: null buffer");
+  if (opt.activations != Activations::kFloat32 && opt.activations != Activations::kInt16)
+    return invalid_argument("levels::matmul: unknown activations mode");
   const detail::LevelKernelTable* table = nullptr;
-  Status s = pick_table(opt, &table);
+  Isa isa = Isa::kScalar;
+  Status s = pick_table(opt, &table, &isa);
   if (!s.ok()) return s;
-
   const float* xs = X;
   std::vector<float> scaled;
   if (m.has_col_scale()) {
@@ -237,6 +314,8 @@ Status matmul(const LevelMatrix& m, const float* X, size_t x_len, size_t batch, 
     }
     xs = scaled.data();
   }
+  if (opt.activations == Activations::kInt16 && m.index_bits() == 8 && matmul_int16(m, xs, batch, Y, opt, table, isa))
+    return Status::Ok();
   const detail::LevelView v{m.rows(), m.cols(), m.stride(), m.q8(), m.q16()};
   const detail::LevelKernel kernel = m.index_bits() == 8 ? table->dense8 : table->dense16;
   const float* rs = m.row_scale().data();

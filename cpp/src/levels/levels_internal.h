@@ -20,9 +20,18 @@ struct LevelView {
 // not depend on r0, r1 or on which other rows or tokens are computed with it.
 using LevelKernel = void (*)(const LevelView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1);
 
+// S[b * rows + r] = sum_j u[r][j] * Xq[b * stride + j] for rows r in [r0, r1) and every b < batch, exactly
+// (int8 dense part only; Xq rows padded with zeros to the stride, |Xq| <= 32767; lanes in int32 over at
+// most kIntChunk columns, then int64).
+using LevelKernelInt = void (*)(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r0,
+                                uint32_t r1);
+constexpr size_t kIntChunk = 4096;
+
 struct LevelKernelTable {
   LevelKernel dense8;
   LevelKernel dense16;
+  LevelKernelInt int8_i16;       // null: the scalar one
+  LevelKernelInt int8_i16_vnni;  // null unless this ISA has a VNNI variant (used when the CPU has VNNI)
 };
 
 const LevelKernelTable* scalar_level_kernels();

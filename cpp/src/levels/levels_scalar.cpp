@@ -1,5 +1,5 @@
 // The scalar reference of the integer-level kernels (levels_internal.h): one row and one token at a
-// time, columns in order.
+// time, columns in order (float32), or exact int64 sums (int16 activations).
 #include "levels_internal.h"
 
 namespace nnpress::levels::detail {
@@ -18,6 +18,18 @@ void dense_scalar(const Q* q, const LevelView& m, const float* X, size_t batch, 
   }
 }
 
+void int8_i16(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r0, uint32_t r1) {
+  for (uint32_t r = r0; r < r1; ++r) {
+    const int8_t* row = m.q8 + size_t(r) * m.stride;
+    for (size_t b = 0; b < batch; ++b) {
+      const int16_t* x = Xq + b * m.stride;
+      int64_t acc = 0;
+      for (uint32_t j = 0; j < m.cols; ++j) acc += int32_t(row[j]) * int32_t(x[j]);
+      S[b * m.rows + r] = acc;
+    }
+  }
+}
+
 void dense8(const LevelView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1) {
   dense_scalar(m.q8, m, X, batch, Y, r0, r1);
 }
@@ -28,7 +40,7 @@ void dense16(const LevelView& m, const float* X, size_t batch, float* Y, uint32_
 }  // namespace
 
 const LevelKernelTable* scalar_level_kernels() {
-  static const LevelKernelTable t{dense8, dense16};
+  static const LevelKernelTable t{dense8, dense16, int8_i16, nullptr};
   return &t;
 }
 

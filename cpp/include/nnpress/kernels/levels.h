@@ -27,8 +27,8 @@
 //   (padding holds zeros), plus an exact list of the entries outside int8 (per-row column + int32
 //   u). When such entries are more than 1/16 of the matrix, the dense part is int16 instead
 //   (u in [-32767, 32767]) and the list holds the rest. nbytes() counts every byte held (dense part,
-//   list, scales). Nothing else is allocated per matrix, and a product allocates only when the
-//   matrix has column scales (X times col_scale, batch x cols floats) — except the thread pool's
+//   list, scales). Nothing else is allocated per matrix, and a float32 product allocates only when
+//   the matrix has column scales (X times col_scale, batch x cols floats) — except the thread pool's
 //   first use (common/parallel.h).
 //
 //   Products:
@@ -49,11 +49,29 @@
 //       hardware and by rows / 64; 0 = as many as pay, one per ~256 Ki multiply-adds). Every output
 //       element is computed by one thread in a fixed order that does not depend on the block
 //       boundaries, so results are bit-identical for every thread count (not across ISAs).
+//     LevelKernelOptions.activations = kInt16 (opt-in; int8 dense parts only, others compute as kFloat32):
+//       each row b of X' is rounded to int16 on its own scale, s_b = max_j |X'[b][j]| / 32767,
+//       xq = round(X' / s_b); the sums S = sum_j u[i][j] * xq[b][j] (list entries included) are exact
+//       integers (int32 lanes over chunks of columns short enough not to overflow, then int64), and
+//           Y[b][i] = float(row_scale[i] * s_b * S)   (double, rounded once).
+//       So the only error is the rounding of the inputs (at most s_b / 2 per input), and the results
+//       are bit-identical for every ISA and thread count. Rows of X with a non-finite value make the
+//       whole product run as kFloat32 (so Inf/NaN propagate as in float math). The SIMD kernels use
+//       AVX-512 VNNI (vpdpwssd) where the CPU has it, else AVX-512BW / AVX2 vpmaddwd: twice the
+//       multiply-adds per instruction of a float32 FMA and no int -> float conversion per weight (CPUs
+//       that issue 512-bit integer multiplies on fewer ports than FMAs gain less; bench/RESULTS.md).
+//       A product in this mode allocates its rounded inputs (batch x stride int16) and sums.
+//
+//   Python (nnpress._core): LevelMatrix.from_levels(u, row_scale, col_scale=None),
+//   LevelMatrix.from_nnp(reader, index, threads=1) and NnpFile.level_matrix(name, threads=None)
+//   (python/nnpress/container.py), m.matmul(x, out=None, isa=None, threads=1, activations="float32"),
+//   m.rows / cols / nbytes / outliers / index_bits / row_scale / col_scale, m.indices(), m.to_dense().
 //
 // SURPRISES
 //   - The kernels multiply every weight, zeros included: a dense layout. For very sparse matrices
 //     CSER (sparse/kernels.h) does less work.
-//   - Different ISAs sum in different orders (lanes), so their results differ in the last bits.
+//   - Different ISAs sum in different orders (lanes), so their float32 results differ in the last bits
+//     (kInt16 results do not: their sums are exact).
 //   - level_matrix_from_reader holds the tensor's int32 levels (4 bytes per weight) while it builds
 //     the matrix, for the time of the call; the matrix itself holds ~1 byte per weight.
 //   - row_scale is rounded to float32 once (step * 2^(e/8) in double, then float): the product's
@@ -72,9 +90,17 @@
 
 namespace nnpress::levels {
 
+// How the activations enter the product (see CONTRACT, LevelKernelOptions.activations).
+enum class Activations : int {
+  kFloat32 = 0,  // exact float32 inputs (the default)
+  kInt16 = 1,    // each input row rounded to int16 on its own scale, exact integer sums
+};
+
 struct LevelKernelOptions {
-  std::optional<Isa> isa;  // empty: detect_isa()
-  unsigned threads = 1;    // 0: as many as pay (see CONTRACT)
+  std::optional<Isa> isa;                      // empty: detect_isa()
+  unsigned threads = 1;                        // 0: as many as pay (see CONTRACT)
+  Activations activations = Activations::kFloat32;
+  bool vnni = true;  // kInt16: use AVX-512 VNNI where the CPU has it (false: the AVX-512BW kernel; tests)
 };
 
 class LevelMatrix {
