@@ -3,50 +3,59 @@
 Contract
 --------
 - ``from_nnp(model, nnp, format="auto", *, batch=1, threads=1, isa=None, embeddings="auto",
-  strict=True, inplace=False)`` (also reached as ``nnpress.nn.convert(model, nnp=path, ...)``)
-  returns ``model`` with its weights taken from the ``.nnp`` file: every ``nn.Linear`` becomes a
-  :class:`LevelLinear` and every ``nn.Embedding`` a :class:`LevelEmbedding` built from the stored
-  levels, step and channel scales of that layer's quantized weight (the weight is never
-  materialised as float32 unless the chosen format is ``"dense"``); every other parameter and
-  persistent buffer is decoded into the model as ``nnpress.load_state_dict`` does. ``model`` may
-  have been built on the ``meta`` device (``with torch.device("meta"): model = Net()``): its
-  parameters are then created only for the layers that stay float, so no float32 copy of the
-  weights is ever held; non-persistent buffers must be real (:func:`from_pretrained` builds a
-  transformers model that way). The result is in eval mode. Names must match the file exactly:
-  before anything is decoded, a file that lacks a tensor of the model, or (with ``strict=True``)
-  holds one the model lacks, or whose shape differs, raises :class:`NnpMismatchError` (a
-  ``RuntimeError``) naming them.
-- Linear formats (one per layer; ``format`` is a name or a dict {module name: name}, names not in
-  the dict use "auto"):
-  * ``"dense"``: the float32 weights (decoded exactly as ``nnpress.decompress`` does) and torch's own
-    ``F.linear``, i.e. MKL / oneDNN sgemm: the well-kept library for dense float products;
-  * ``"int8"``: the levels as int8 (W = row_scale * levels * col_scale, entries beyond int8 kept as
-    an exact sparse remainder) multiplied by torch's integer GEMM (``torch._int_mm``, oneDNN; VNNI /
-    AMX where the CPU has them). The activations are split into ``act_digits`` signed 7-bit digits
-    per token (per-token scale): 2 digits = 15-bit activations, 3 digits = 22 bits;
-  * ``"levels"``: nnpress's LevelMatrix kernels on the levels with float32 activations (exact up to
-    float32 summation order), when this build has them;
-  * ``"cser"``, ``"codebook"``, ``"cer"``: nnpress's sparse / codebook kernels (few distinct values);
-  * ``"auto"``: each candidate is built and timed on the layer's real input shape, ``batch`` rows
-    (tokens x sentences for a transformer) by in_features, and the fastest is kept; a format within
-    3 % of the fastest that holds fewer bytes is preferred. Candidates that cannot represent the
-    layer exactly enough are skipped (CSER / codebook beyond 65536 values; "int8"
-    is a candidate only if ``act_digits`` is given or the format is forced).
-- ``embeddings``: "levels" (int8 levels + per-row/column scales, a gather and a scale; rows with
-  entries beyond int8 keep an exact remainder), "dense" (float32, torch's embedding) or "auto"
-  ("levels" when the weight is quantized, else "dense").
-- ``plan(model, nnp=path, ...)`` (``nnpress.nn.plan``) runs the same choice without keeping the
-  modules and returns one dict per layer (name, kind, shape, format, bytes, dense_bytes, times_us:
-  {format: measured µs per product}). A converted model reports the same through
-  ``levels_plan(model)``.
+  act_digits=2, candidates=None, strict=True, inplace=False)`` (also reached as
+  ``nnpress.nn.convert(model, format, nnp=path, ...)``) returns ``model`` with its weights taken from
+  the ``.nnp`` file: every ``nn.Linear`` becomes a :class:`LevelLinear` (or, where the dense float
+  product is chosen, a :class:`DenseLinear`, a plain ``nn.Linear``) and every ``nn.Embedding`` a
+  :class:`LevelEmbedding`, built from the stored levels, step and channel scales of that layer's
+  quantized weight (a float32 weight is created only for the layers kept dense); every other
+  parameter and persistent buffer is decoded into the model as ``nnpress.load_state_dict`` does.
+  ``model`` may be built with its parameters on the meta device (:func:`params_on_meta`): then no
+  float32 copy of the converted weights ever exists; its non-persistent buffers must be real.
+  :func:`from_pretrained` builds a transformers model that way. The result is in eval mode and
+  computes without autograd, on the CPU.
+- Names must match the file exactly: before anything is decoded, a file that lacks a tensor of the
+  model, or (``strict=True``) holds one the model lacks, or whose shape differs, raises
+  :class:`NnpMismatchError` (a ``RuntimeError``) naming them.
+- Linear formats (``format``: a name, or a dict {module name: name} whose other layers use "auto"):
+  * ``"dense"``: the float32 weights (bit-identical to ``nnpress.decompress``) and torch's own
+    ``F.linear`` (MKL / oneDNN sgemm: the well-kept library for dense float products);
+  * ``"levels"``: nnpress's ``LevelMatrix`` kernels (int8 levels, int16 when many exceed int8, plus an
+    exact list of the rest) with float32 activations: exact up to float32 summation order;
+  * ``"levels16"``: the same with each token's activations rounded to int16 on its own scale and
+    exact integer sums (int8 dense parts; others run as "levels");
+  * ``"int8"``: the levels as int8 plus the exact remainder of larger ones (a sparse CSR product) on
+    torch's integer GEMM (``torch._int_mm``, oneDNN), the activations rounded per token to
+    ``act_digits`` * 7 + 1 bits and split into 7-bit digits (exact integer products);
+    ``"int8x2"``: the levels as two int8 digits in one integer GEMM (no remainder);
+  * ``"cser"``, ``"cer"``, ``"codebook"``: nnpress's sparse / codebook kernels (from the decoded
+    weights; the codebook holds at most 16 distinct values).
+  * ``"auto"``: every candidate that can hold the layer is built and timed at the layer's real
+    input, ``batch`` rows (tokens x sentences for a transformer) by in_features: median of a few
+    calls on the calling thread's CPU time, the caches refilled with other data before each call
+    (in a forward pass a layer's weights come from memory, not from a hot cache), three
+    interleaved rounds. Formats within 10 % of the fastest count as equally fast and the one
+    holding fewest bytes among them is kept. Candidates: dense, levels (if built), CSER / codebook
+    (<= 65536 / 16 values), and the rounding formats int8, int8x2, levels16 unless ``act_digits``
+    is None; ``candidates=`` narrows the list.
+- ``act_digits`` (1, 2 or 3; None = exact formats only): the activation precision of the int8
+  formats (2: 15 bits per token, 3: 22 bits). A forced rounding format needs it.
+- ``embeddings``: "auto"/"levels" (quantized tables as :class:`LevelEmbedding`: levels in 6-bit
+  fields, int8 or int16, whichever holds fewest bytes, the entries beyond it as exact lists; a
+  gather and the scales, bit-identical to the decompressed table) or "dense" (left to torch, loaded
+  from the file). A raw table stays torch's ("levels" then raises ValueError).
+- ``levels_plan(model)``: one dict per converted layer (name, kind, shape, format, bytes,
+  dense_bytes, times_us {format: µs} when timed, outliers); ``plan(model, nnp, ...)`` makes the same
+  choice on a parameter-less copy and returns it. ``held_nbytes(model)`` counts the bytes the model
+  holds (parameters, buffers, converted layers).
 - Conv2d layers are loaded as float32 and left to torch.
 
 Surprises
 ---------
-- The "auto" choice is measured on this machine at load time (a few ms per layer per candidate),
-  so two loads can choose differently when timings are close.
-- "int8" is the one format that is not exact: it rounds each token's activations to
-  ``act_digits`` x 7 + 1 bits; its fidelity is reported by bench/python/bench_infer_minilm.py.
+- "auto" is measured on this machine at load time (a few ms per layer and candidate), so two loads
+  can choose differently where timings are close.
+- Layers fed the same tensor (a transformer's Q, K, V) share the int8 formats' rounded input: the
+  last input is kept per thread and compared with ``torch.equal``.
 """
 
 from __future__ import annotations
@@ -83,10 +92,11 @@ __all__ = [
     "plan",
 ]
 
-LINEAR_FORMATS = ("auto", "dense", "int8", "int8x2", "levels", "cser", "codebook", "cer")
+LINEAR_FORMATS = ("auto", "dense", "int8", "int8x2", "levels", "levels16", "cser", "codebook", "cer")
 EMBEDDING_FORMATS = ("auto", "levels", "dense")
-_TIE = 1.03  # formats within this factor of the fastest count as equally fast
+_TIE = 1.10  # formats within this factor of the fastest count as equally fast (timing noise)
 _MAX_VALUES = 65536
+_ROW_BLOCK_ELEMENTS = 1 << 20  # elements per block when a large table is processed row block by row block
 
 
 class NnpMismatchError(RuntimeError):
@@ -133,12 +143,18 @@ def level_tensor(f: NnpFile, name: str) -> LevelTensor:
     rows = shape[0] if len(shape) >= 2 else 1
     k2 = k.reshape(rows, -1)
     method = _core.QuantMethod.__members__[target["method"]]
-    # the reconstruction index u of each level (w = u * step_ij): level itself, or along the
-    # dependent-quantization state machine; step 1 makes the decoder return u exactly (|u| < 2^24)
-    u = _core.dequantize(np.ascontiguousarray(k2), 1.0, method)
-    if np.abs(u).max(initial=0) >= 2**24:
-        raise ValueError(f"tensor {name!r}: reconstruction indices beyond 2^24 are not supported")
-    u = u.astype(np.int32)
+    # the reconstruction index u of each level (w = u * step_ij): the level itself, or along the
+    # dependent-quantization state machine (restarting at every row); step 1 makes the decoder
+    # return u exactly (|u| < 2^24). Done in place, a block of rows at a time, so that building a
+    # large table holds its int32 levels and a small float block only.
+    u = k2
+    if method == _core.QuantMethod.trellis:
+        block = max(1, _ROW_BLOCK_ELEMENTS // max(1, k2.shape[1]))
+        for i in range(0, rows, block):
+            ui = _core.dequantize(np.ascontiguousarray(k2[i : i + block]), 1.0, method)
+            if np.abs(ui).max(initial=0) >= 2**24:
+                raise ValueError(f"tensor {name!r}: reconstruction indices beyond 2^24 are not supported")
+            u[i : i + block] = ui
     rexp, cexp = f.channel_scale_exps(name)
     step = float(target["step"])
     row = np.full(rows, step) if rexp is None else step * _core.channel_scales_of_exps(np.asarray(rexp, np.int8))
@@ -297,9 +313,12 @@ def _scratch(name: str, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
 
 
 class _Levels:
-    format = "levels"
+    """nnpress's LevelMatrix: float32 activations ("levels", exact up to float32 summation order), or
+    each token's activations rounded to int16 on its own scale with exact integer sums ("levels16")."""
 
-    def __init__(self, lt: LevelTensor, isa: str | None, threads: int) -> None:
+    def __init__(self, lt: LevelTensor, isa: str | None, threads: int, activations: str = "float32") -> None:
+        self.format = "levels" if activations == "float32" else "levels16"
+        self.activations = activations
         if lt.file is not None:  # straight from the file's levels (NnpFile.level_matrix)
             self.m = lt.file.level_matrix(lt.name, threads=1)
         else:
@@ -310,7 +329,11 @@ class _Levels:
         self.outliers = int(self.m.outliers)
 
     def __call__(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        y = torch.from_numpy(self.m.matmul(np.ascontiguousarray(x.numpy()), isa=self.isa, threads=self.threads))
+        x = np.ascontiguousarray(x.numpy())
+        if self.activations == "float32":
+            y = torch.from_numpy(self.m.matmul(x, isa=self.isa, threads=self.threads))
+        else:
+            y = torch.from_numpy(self.m.matmul(x, isa=self.isa, threads=self.threads, activations=self.activations))
         return y if bias is None else y.add_(bias)
 
 
@@ -341,10 +364,12 @@ def _build(fmt: str, lt: LevelTensor, w: np.ndarray | None, *, act_digits, isa, 
         if act_digits is None:
             raise ValueError(f'format "{fmt}" rounds activations: give act_digits (1, 2 or 3)')
         return _Int8(lt, act_digits, 1 if fmt == "int8" else 2)
-    if fmt == "levels":
+    if fmt in ("levels", "levels16"):
         if not has_level_kernels():
-            raise ValueError('format "levels" needs nnpress\'s LevelMatrix kernels, which this build lacks')
-        return _Levels(lt, isa, threads)
+            raise ValueError(f'format "{fmt}" needs nnpress\'s LevelMatrix kernels, which this build lacks')
+        if fmt == "levels16" and act_digits is None:
+            raise ValueError('format "levels16" rounds activations to int16: give act_digits (any of 1, 2, 3)')
+        return _Levels(lt, isa, threads, "float32" if fmt == "levels" else "int16")
     if fmt in ("cser", "codebook", "cer"):
         return _RowGroup(fmt, lt.dequantize().reshape(lt.u.shape) if w is None else w, isa, threads)
     raise ValueError(f"unknown format {fmt!r}")
@@ -377,7 +402,7 @@ def _choose(lt: LevelTensor, batch: int, *, act_digits, isa, threads, candidates
     if has_level_kernels():
         cands.append("levels")
     if act_digits is not None:
-        cands += ["int8", "int8x2"]
+        cands += ["int8", "int8x2"] + (["levels16"] if has_level_kernels() else [])
     w = lt.dequantize().reshape(lt.u.shape)
     if _num_values(w) <= _MAX_VALUES:
         cands += ["cser", "codebook"]
@@ -499,23 +524,36 @@ class LevelEmbedding(nn.Module):
         u = lt.u
         self.num_embeddings, self.embedding_dim = u.shape
         self.padding_idx = emb.padding_idx
-        a = np.abs(u)
-        cost = {16: u.size * 2 + int((a > 32767).sum()) * 12, 8: u.size + int((a > 127).sum()) * 12}
-        if self.embedding_dim % 4 == 0:
-            cost[6] = u.size * 3 // 4 + int((a > 31).sum()) * 12
+        rows, cols = u.shape
+        block = max(1, _ROW_BLOCK_ELEMENTS // cols)
+        # entries beyond each storage's range, counted a block of rows at a time (no table-sized copies)
+        beyond = {6: 0, 8: 0, 16: 0}
+        for i in range(0, rows, block):
+            a = np.abs(u[i : i + block])
+            for b, lim in ((6, 31), (8, 127), (16, 32767)):
+                beyond[b] += int(np.count_nonzero(a > lim))
+        cost = {16: u.size * 2 + beyond[16] * 12, 8: u.size + beyond[8] * 12}
+        if cols % 4 == 0:
+            cost[6] = u.size * 3 // 4 + beyond[6] * 12
         self.bits = min(cost, key=lambda b: (cost[b], b))
         lim = {6: 31, 8: 127, 16: 32767}[self.bits]
-        clipped = np.clip(u, -lim, lim)
-        r, c = np.nonzero(u - clipped)
-        self.rest_row = torch.from_numpy(r.astype(np.int32))
-        self.rest_col = torch.from_numpy(c.astype(np.int64))
-        self.rest_val = torch.from_numpy((u - clipped)[r, c].astype(np.float32))
         if self.bits == 6:
-            self.levels = torch.from_numpy(_pack6(clipped + 32))
+            self.levels = torch.empty((rows, cols * 3 // 4), dtype=torch.uint8)
         else:
-            self.levels = torch.from_numpy(
-                np.ascontiguousarray(clipped.astype(np.int8 if self.bits == 8 else np.int16))
-            )
+            self.levels = torch.empty((rows, cols), dtype=torch.int8 if self.bits == 8 else torch.int16)
+        store = self.levels.numpy()
+        rr, cc, vv = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
+        for i in range(0, rows, block):
+            ui = u[i : i + block]
+            clipped = np.clip(ui, -lim, lim)
+            r, c = np.nonzero(ui != clipped)
+            rr.append(r + i)
+            cc.append(c)
+            vv.append((ui[r, c] - clipped[r, c]).astype(np.float32))
+            store[i : i + block] = _pack6(clipped + 32) if self.bits == 6 else clipped
+        self.rest_row = torch.from_numpy(np.concatenate(rr).astype(np.int32))
+        self.rest_col = torch.from_numpy(np.concatenate(cc).astype(np.int64))
+        self.rest_val = torch.from_numpy(np.concatenate(vv))
         # float64 scales: u * step_ij formed in double and rounded once, as the file's decoder does
         self.row_scale = torch.from_numpy(np.asarray(lt.row_scale, dtype=np.float64))
         self.col_scale = None if lt.col_scale is None else torch.from_numpy(np.asarray(lt.col_scale, np.float64))
