@@ -27,7 +27,8 @@ ONNX Runtime fp32 and ONNX Runtime dynamic int8, side by side in one run, one th
   model (torch running ``nnpress.decompress``'s weights): the converted kernels' own error.
 - Weight bytes: ``nnpress.nn_levels.held_nbytes`` (parameters, buffers and the converted layers'
   arrays); the ONNX files' sizes for ORT. ``--rss`` adds the peak RSS of separate processes (one per
-  engine, /usr/bin/time -v) that load only that engine and embed the sentences once.
+  engine, /usr/bin/time -v) that load only that engine and embed the sentences once, and their RSS
+  at the end ("baseline": the same imports and tokenizer, no model).
 """
 
 from __future__ import annotations
@@ -181,10 +182,13 @@ def rss_child(engine: str, nnp: str, fmt, batch: int, act_digits, candidates, on
     if run is not None:
         for s in sentences():
             run(tok([s], return_tensors="pt"))
-    print("ok", engine)
+    with open("/proc/self/status", encoding="ascii") as f:
+        rss_now = [line.split()[1] for line in f if line.startswith("VmRSS:")]
+    print("rss_after_kib", rss_now[0] if rss_now else "0")
 
 
-def peak_rss_mib(args, engine: str, nnp: str, onnx_dir: str) -> float | None:
+def peak_rss_mib(args, engine: str, nnp: str, onnx_dir: str) -> tuple[float, float] | None:
+    """(peak RSS, RSS after the run) in MiB of a child process running only ``engine``."""
     if not os.path.exists("/usr/bin/time"):
         return None
     cmd = ["/usr/bin/time", "-v", sys.executable, __file__, "--rss-child", engine, "--nnp", nnp, "--onnx-dir", onnx_dir]
@@ -192,9 +196,10 @@ def peak_rss_mib(args, engine: str, nnp: str, onnx_dir: str) -> float | None:
     if args.candidates:
         cmd += ["--candidates", ",".join(args.candidates)]
     p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    after = [int(line.split()[1]) / 1024 for line in p.stdout.splitlines() if line.startswith("rss_after_kib")]
     for line in p.stderr.splitlines():
-        if "Maximum resident set size" in line:
-            return int(line.split(":")[1]) / 1024
+        if "Maximum resident set size" in line and after:
+            return int(line.split(":")[1]) / 1024, after[0]
     raise RuntimeError(f"rss child {engine} failed: {p.stderr[-800:]}")
 
 
@@ -348,7 +353,10 @@ def main() -> None:
     )
     print(f"nnpress vs the decompressed float model: cosine mean {dec_c[0]:.12f} / min {dec_c[1]:.12f}")
     if rss:
-        print("peak RSS (MiB, separate processes): " + ", ".join(f"{k} {v:.0f}" for k, v in rss.items()))
+        print(
+            "RSS (MiB, separate processes, peak / after embedding every sentence): "
+            + ", ".join(f"{k} {v[0]:.0f} / {v[1]:.0f}" for k, v in rss.items() if v)
+        )
     counts: dict = {}
     for p in plan:
         counts[p["format"]] = counts.get(p["format"], 0) + 1

@@ -329,7 +329,7 @@ class _Levels:
         self.outliers = int(self.m.outliers)
 
     def __call__(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        x = np.ascontiguousarray(x.numpy())
+        x = x.numpy()  # C-contiguous float32: LevelLinear hands over a contiguous view
         if self.activations == "float32":
             y = torch.from_numpy(self.m.matmul(x, isa=self.isa, threads=self.threads))
         else:
@@ -484,9 +484,11 @@ class LevelLinear(nn.Module):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"LevelLinear: input has {x.shape[-1]} features, expected {self.in_features}")
         lead = x.shape[:-1]
-        with torch.no_grad():
+        if x.dtype == torch.float32 and x.device.type == "cpu" and x.is_contiguous():
+            x2 = x.detach().view(-1, self.in_features)  # the usual case: no conversion, no copy
+        else:
             x2 = x.detach().to("cpu", torch.float32).reshape(-1, self.in_features).contiguous()
-            y = self.backend(x2, self.bias)
+        y = self.backend(x2, self.bias)
         return y.reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:

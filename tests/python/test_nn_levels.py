@@ -156,6 +156,21 @@ def test_bad_arguments_raise_typed_errors(small):
         nnn.convert("model.pt", nnp=path)
 
 
+@pytest.mark.parametrize("fmt", ["int8", "levels"] if nn_levels.has_level_kernels() else ["int8"])
+def test_linear_takes_any_input_layout(small, fmt):
+    model, path, decoded, _ = small
+    fast = nnn.convert(model, fmt, nnp=path, act_digits=3)
+    x = torch.randn(2, 24, 5).transpose(1, 2)  # (2, 5, 24), not contiguous
+    with torch.no_grad():
+        ref = decoded.fc1(x)
+        for inp in (x, x.contiguous(), x.double()):
+            out = fast.fc1(inp)
+            assert out.shape == (2, 5, 40) and out.dtype == torch.float32
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="input has 23 features, expected 24"):
+        fast.fc1(torch.randn(3, 23))
+
+
 def test_candidates_limit_the_auto_choice(small):
     model, path, _, _ = small
     fast = nnn.convert(model, nnp=path, candidates=("int8x2",), act_digits=3)
