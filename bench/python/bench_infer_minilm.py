@@ -9,7 +9,9 @@ ONNX Runtime fp32 and ONNX Runtime dynamic int8, side by side in one run, one th
 - nnpress: the model is built from its config with its parameters on the meta device
   (``nnpress.nn.params_on_meta``) and converted with ``nnpress.nn.convert(model, format, nnp=path,
   batch=T)``, T = the median token count of the test sentences, so no float32 copy of the weights
-  exists in the process; the per-layer choice is printed (``levels_plan``).
+  exists in the process; the per-layer choice is printed (``levels_plan``). ``--act-digits``
+  (default 2) lets the choice include the formats that round activations (levels16, int8); a second
+  engine, "nnpress exact", is converted with exact formats only (``act_digits=None``).
 - ONNX Runtime: the fp32 model exported with ``torch.onnx.export`` (TorchScript exporter, opset 17,
   dynamic batch and sequence axes); int8 = ``onnxruntime.quantization.quantize_dynamic`` with its
   defaults. Sessions with intra_op_num_threads = inter_op_num_threads = 1, sequential execution.
@@ -28,7 +30,8 @@ ONNX Runtime fp32 and ONNX Runtime dynamic int8, side by side in one run, one th
 - Weight bytes: ``nnpress.nn_levels.held_nbytes`` (parameters, buffers and the converted layers'
   arrays); the ONNX files' sizes for ORT. ``--rss`` adds the peak RSS of separate processes (one per
   engine, /usr/bin/time -v) that load only that engine and embed the sentences once, and their RSS
-  at the end ("baseline": the same imports and tokenizer, no model).
+  at the end ("baseline": the same imports and tokenizer and the model built on the meta device, i.e.
+  transformers' and torch's code without any weight). ``--rss-only`` measures that alone.
 """
 
 from __future__ import annotations
@@ -171,7 +174,11 @@ def rss_child(engine: str, nnp: str, fmt, batch: int, act_digits, candidates, on
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(minilm.model_path())
-    if engine == "baseline":
+    if engine == "baseline":  # the model's code loaded and a model built without weights
+        from transformers import AutoConfig, AutoModel
+
+        with torch.device("meta"):
+            AutoModel.from_config(AutoConfig.from_pretrained(minilm.model_path()))
         run = None
     elif engine == "torch":
         run = Wrapped(minilm.load_minilm()[0])
@@ -213,6 +220,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="use the first N sentences only (0 = all)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--rss", action="store_true", help="also measure peak RSS per engine (child processes)")
+    ap.add_argument("--rss-only", action="store_true", help="only the RSS measurement (needs --nnp)")
     ap.add_argument("--rss-child", help=argparse.SUPPRESS)
     ap.add_argument("--onnx-dir", help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=0, help="rows the format choice is timed at (0: median tokens)")
@@ -233,6 +241,16 @@ def main() -> None:
     import nnpress
     from nnpress.nn_levels import LevelLinear, held_nbytes, levels_plan
 
+    if args.rss_only:  # needs an existing --nnp; the ONNX files are made here
+        model, tok = minilm.load_minilm()
+        tmp = tempfile.TemporaryDirectory(prefix="bench_infer_minilm_")
+        export_onnx(model, tok(["one sentence"], return_tensors="pt"), tmp.name)
+        args.batch_hint = args.batch or 14
+        for eng in ("baseline", "torch", "nnpress", "ort_fp32", "ort_int8"):
+            peak, after = peak_rss_mib(args, eng, args.nnp, tmp.name)
+            print(f"RSS {eng}: peak {peak:.0f} MiB, after the run {after:.0f} MiB")
+        return
+
     model, tok = minilm.load_minilm()
     sents = sentences()
     if args.limit:
@@ -249,6 +267,8 @@ def main() -> None:
         nnpress.compress(model, nnp)
         print(f"wrote the default .nnp {nnp} in {time.perf_counter() - t:.1f} s")
     conv, build_s = build_nnpress(nnp, args.format, batch, act_digits, args.candidates)
+    # the same with exact formats only (no rounded activations), when the first may round
+    exact = None if act_digits is None else build_nnpress(nnp, args.format, batch, None, args.candidates)[0]
     dec = copy.deepcopy(model)
     dec.load_state_dict(
         {k: torch.from_numpy(v) for k, v in nnpress.decompress(nnp, as_numpy=True).items()}, strict=False
@@ -258,6 +278,7 @@ def main() -> None:
     engines = {
         "torch fp32": Wrapped(model),
         "nnpress": Wrapped(conv),
+        **({"nnpress exact": Wrapped(exact)} if exact is not None else {}),
         "ORT fp32": Ort(fp32_onnx),
         "ORT int8 (dynamic)": Ort(int8_onnx),
     }
@@ -283,11 +304,17 @@ def main() -> None:
 
     # Linear time: hooks in separate passes, interleaved
     acc_t, h_t, n_t = linear_timer(model, (torch.nn.Linear,))
+    timers = {"torch fp32": acc_t}
     acc_n, h_n, n_n = linear_timer(conv, (LevelLinear, torch.nn.Linear))
-    lin = {"torch fp32": [], "nnpress": []}
+    timers["nnpress"] = acc_n
+    if exact is not None:
+        acc_x, h_x, _ = linear_timer(exact, (LevelLinear, torch.nn.Linear))
+        timers["nnpress exact"] = acc_x
+        h_n = h_n + h_x
+    lin = {name: [] for name in timers}
     for _ in range(args.rounds):
         for e in encs:
-            for name, acc in (("torch fp32", acc_t), ("nnpress", acc_n)):
+            for name, acc in timers.items():
                 acc[0] = 0.0
                 engines[name](e)
                 lin[name].append(acc[0])
@@ -297,6 +324,7 @@ def main() -> None:
     sizes = {
         "torch fp32": held_nbytes(model),
         "nnpress": held_nbytes(conv),
+        "nnpress exact": held_nbytes(exact) if exact is not None else 0,
         "ORT fp32": os.path.getsize(fp32_onnx),
         "ORT int8 (dynamic)": os.path.getsize(int8_onnx),
     }
@@ -325,6 +353,7 @@ def main() -> None:
     load = os.getloadavg()
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     lin_t, lin_n = np.array(lin["torch fp32"]) * 1e3, np.array(lin["nnpress"]) * 1e3
+    lin_x = np.array(lin.get("nnpress exact", [np.nan])) * 1e3
     dec_c = cosines(emb_dec, emb["nnpress"])
     print(
         f"\ncommit {commit.stdout.strip()}, {platform.processor() or platform.machine()}, torch "
@@ -351,6 +380,12 @@ def main() -> None:
         f"{np.median(lin_t):.3f} ms, nnpress {np.median(lin_n):.3f} ms: {np.median(lin_t) / np.median(lin_n):.2f}x "
         f"(per-sentence ratio median {np.median(lin_t / lin_n):.2f}x)"
     )
+    if exact is not None:
+        print(
+            f"nnpress exact: Linear median {np.median(lin_x):.3f} ms: {np.median(lin_t) / np.median(lin_x):.2f}x "
+            f"(per-sentence ratio median {np.median(lin_t / lin_x):.2f}x); vs the decompressed float model "
+            "cosine mean {:.12f} / min {:.12f}".format(*cosines(emb_dec, emb["nnpress exact"]))
+        )
     print(f"nnpress vs the decompressed float model: cosine mean {dec_c[0]:.12f} / min {dec_c[1]:.12f}")
     if rss:
         print(
@@ -361,6 +396,11 @@ def main() -> None:
     for p in plan:
         counts[p["format"]] = counts.get(p["format"], 0) + 1
     print("formats: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if exact is not None:
+        ex: dict = {}
+        for p in levels_plan(exact):
+            ex[p["format"]] = ex.get(p["format"], 0) + 1
+        print("formats (exact): " + ", ".join(f"{k} {v}" for k, v in sorted(ex.items())))
     for p in plan:
         times = ", ".join(f"{k} {v:.0f}" for k, v in p.get("times_us", {}).items())
         print(f"  {p['name']:48s} {p['shape']!s:13s} {p['format']:8s} {p['bytes'] / 1e3:9.1f} kB  {times}")
@@ -369,7 +409,7 @@ def main() -> None:
             "commit": commit.stdout.strip(),
             "load": load,
             "rows": rows,
-            "linear_ms": {"torch": lin_t.tolist(), "nnpress": lin_n.tolist()},
+            "linear_ms": {k: (np.array(v) * 1e3).tolist() for k, v in lin.items()},
             "nnpress_vs_decompressed": dec_c,
             "plan": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()} for p in plan],
             "rss_mib": rss,
