@@ -803,7 +803,19 @@ def from_nnp(
     # everything not replaced: decoded into the model tensor by tensor
     load_state_dict(out, f, strict=False)
     out.eval()
+    _release_free_memory()
     return out
+
+
+def _release_free_memory() -> None:
+    """Hand the conversion's freed temporaries (levels, candidates) back to the OS where the C
+    library can (glibc's malloc_trim); elsewhere a no-op."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def held_nbytes(model: nn.Module) -> int:
