@@ -57,14 +57,15 @@
 //       So the only error is the rounding of the inputs (at most s_b / 2 per input), and the results
 //       are bit-identical for every ISA and thread count. Rows of X with a non-finite value make the
 //       whole product run as kFloat32 (so Inf/NaN propagate as in float math). The SIMD kernels use
-//       AVX-512 VNNI (vpdpwssd) where the CPU has it, else AVX-512BW / AVX2 vpmaddwd: twice the
+//       AVX-512 VNNI (vpdpwssd) where the CPU has it, else AVX-512BW / AVX2 vpmaddwd (NEON: vmlal): twice the
 //       multiply-adds per instruction of a float32 FMA and no int -> float conversion per weight (CPUs
 //       that issue 512-bit integer multiplies on fewer ports than FMAs gain less; bench/RESULTS.md).
 //       A product in this mode allocates its rounded inputs (batch x stride int16) and sums.
 //
 //   Python (nnpress._core): LevelMatrix.from_levels(u, row_scale, col_scale=None),
 //   LevelMatrix.from_nnp(reader, index, threads=1) and NnpFile.level_matrix(name, threads=None)
-//   (python/nnpress/container.py), m.matmul(x, out=None, isa=None, threads=1, activations="float32"),
+//   (python/nnpress/container.py), m.matmul(x, out=None, isa=None, threads=1, activations="float32")
+//   (x float32 [..., cols], C-contiguous: every leading dimension is a batch dimension),
 //   m.rows / cols / nbytes / outliers / index_bits / row_scale / col_scale, m.indices(), m.to_dense().
 //
 // SURPRISES
