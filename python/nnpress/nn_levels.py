@@ -305,10 +305,12 @@ _SCRATCH = threading.local()
 def _scratch(name: str, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
     """A per-thread buffer of ``shape`` (a view of one kept at the largest size asked so far)."""
     n = int(np.prod(shape))
-    buf = getattr(_SCRATCH, name, None)
+    # one buffer per mode: a tensor made under torch.inference_mode cannot be written outside it
+    key = name + ("_inference" if torch.is_inference_mode_enabled() else "")
+    buf = getattr(_SCRATCH, key, None)
     if buf is None or buf.numel() < n:
         buf = torch.empty(n, dtype=dtype)
-        setattr(_SCRATCH, name, buf)
+        setattr(_SCRATCH, key, buf)
     return buf[:n].view(shape)
 
 
@@ -422,7 +424,7 @@ def _choose(lt: LevelTensor, batch: int, *, act_digits, isa, threads, candidates
     x = torch.randn(batch, lt.u.shape[1], generator=gen)
     times: dict[str, list[float]] = {c: [] for c in built}
     flush = torch.zeros(_FLUSH_BYTES // 1, dtype=torch.uint8)
-    with torch.inference_mode():
+    with torch.no_grad():
         for _ in range(3):  # interleaved rounds: a load burst hits every candidate alike
             for c, b in built.items():
                 times[c].append(_time_us(b, x, reps, flush))

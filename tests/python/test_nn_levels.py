@@ -171,6 +171,17 @@ def test_linear_takes_any_input_layout(small, fmt):
         fast.fc1(torch.randn(3, 23))
 
 
+def test_int8_formats_inside_and_outside_inference_mode(small):
+    model, path, decoded, inputs = small
+    fast = nnn.convert(model, "int8", nnp=path, act_digits=3)
+    with torch.no_grad():
+        ref = decoded(*inputs)[0]
+    for _ in range(2):  # the shared buffers are made in one mode and used in the other
+        with torch.inference_mode():
+            torch.testing.assert_close(fast(*inputs)[0], ref, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(fast(*inputs)[0], ref, rtol=1e-5, atol=1e-6)
+
+
 def test_candidates_limit_the_auto_choice(small):
     model, path, _, _ = small
     fast = nnn.convert(model, nnp=path, candidates=("int8x2",), act_digits=3)
