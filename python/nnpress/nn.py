@@ -17,6 +17,10 @@ Contract
   layer: name, kind, shape, nnz, num_values, format, dense_bytes and compressed bytes.
 - Layers whose weights hold more than 65536 distinct values are not quantized: "auto" leaves them
   dense; a forced format raises ValueError naming the layer.
+- ``convert(model, format, nnp=path, ...)`` and ``plan(model, format, nnp=path, ...)`` take the
+  weights from a ``.nnp`` file's levels instead (``nnpress.nn_levels.from_nnp``: Linear layers on
+  measured-fastest formats including int8 levels, Embeddings as levels; no float32 copy held);
+  the keyword arguments other than ``inplace`` / ``batch`` / ``threads`` / ``isa`` go to it.
 
 Surprises
 ---------
@@ -37,9 +41,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .nn_levels import (
+    LevelEmbedding,
+    LevelLinear,
+    NnpMismatchError,
+    from_nnp,
+    from_pretrained,
+    levels_plan,
+    params_on_meta,
+)
 from .sparse import _CLASSES, CSERMatrix, choose_format
 
-__all__ = ["CompressedConv2d", "CompressedLinear", "convert", "plan"]
+__all__ = [
+    "CompressedConv2d",
+    "CompressedLinear",
+    "LevelEmbedding",
+    "LevelLinear",
+    "NnpMismatchError",
+    "convert",
+    "from_nnp",
+    "from_pretrained",
+    "levels_plan",
+    "params_on_meta",
+    "plan",
+]
 
 _FORMATS = ("auto", "cer", "cser", "codebook", "dense")
 _CONV_BATCH_HINT = 64  # columns of the unfolded input assumed when choosing a conv's format
@@ -95,8 +120,14 @@ def _build(name: str, kind: str, w: np.ndarray, fmt: str, batch: int):
         raise ValueError(f"layer {name!r}: {e}") from e
 
 
-def plan(model: nn.Module, format: Any = "auto", batch: int = 1) -> list[dict]:
+def plan(model: nn.Module, format: Any = "auto", batch: int = 1, *, nnp=None, **kwargs) -> list[dict]:
     """Which representation ``convert`` would give each Linear / Conv2d layer, and its size."""
+    if nnp is not None:
+        from . import nn_levels
+
+        return nn_levels.plan(model, nnp, format, batch=batch, **kwargs)
+    if kwargs:
+        raise TypeError(f"unexpected keyword arguments {sorted(kwargs)} (they need nnp=...)")
     out = []
     for name, module, kind in _candidates(model):
         w = _weight_2d(module)
@@ -204,8 +235,14 @@ def convert(
     threads: int = 1,
     isa: str | None = None,
     inplace: bool = False,
+    nnp=None,
+    **kwargs,
 ) -> nn.Module:
     """Replace Linear / Conv2d layers by modules running on compressed weights (see module docs)."""
+    if nnp is not None:
+        return from_nnp(model, nnp, format, batch=batch, threads=threads, isa=isa, inplace=inplace, **kwargs)
+    if kwargs:
+        raise TypeError(f"unexpected keyword arguments {sorted(kwargs)} (they need nnp=...)")
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert expects a torch.nn.Module, got {type(model).__name__}")
     if isinstance(format, str):

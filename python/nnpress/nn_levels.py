@@ -1,0 +1,900 @@
+"""Inference straight from a ``.nnp`` file's integer levels (needs torch).
+
+Contract
+--------
+- ``from_nnp(model, nnp, format="auto", *, batch=1, threads=1, isa=None, embeddings="auto",
+  act_digits=2, candidates=None, strict=True, inplace=False)`` (also reached as
+  ``nnpress.nn.convert(model, format, nnp=path, ...)``) returns ``model`` with its weights taken from
+  the ``.nnp`` file: every ``nn.Linear`` becomes a :class:`LevelLinear` (or, where the dense float
+  product is chosen, a :class:`DenseLinear`, a plain ``nn.Linear``) and every ``nn.Embedding`` a
+  :class:`LevelEmbedding`, built from the stored levels, step and channel scales of that layer's
+  quantized weight (a float32 weight is created only for the layers kept dense); every other
+  parameter and persistent buffer is decoded into the model as ``nnpress.load_state_dict`` does.
+  ``model`` may be built with its parameters on the meta device (:func:`params_on_meta`): then no
+  float32 copy of the converted weights ever exists; its non-persistent buffers must be real.
+  :func:`from_pretrained` builds a transformers model that way. The result is in eval mode and
+  computes without autograd, on the CPU.
+- Names must match the file exactly: before anything is decoded, a file that lacks a tensor of the
+  model, or (``strict=True``) holds one the model lacks, or whose shape differs, raises
+  :class:`NnpMismatchError` (a ``RuntimeError``) naming them.
+- Linear formats (``format``: a name, or a dict {module name: name} whose other layers use "auto"):
+  * ``"dense"``: the float32 weights (bit-identical to ``nnpress.decompress``) and torch's own
+    ``F.linear`` (MKL / oneDNN sgemm: the well-kept library for dense float products);
+  * ``"levels"``: nnpress's ``LevelMatrix`` kernels (int8 levels, int16 when many exceed int8, plus an
+    exact list of the rest) with float32 activations: exact up to float32 summation order;
+  * ``"levels16"``: the same with each token's activations rounded to int16 on its own scale and
+    exact integer sums (int8 dense parts; others run as "levels");
+  * ``"int8"``: the levels as int8 plus the exact remainder of larger ones (a sparse CSR product) on
+    torch's integer GEMM (``torch._int_mm``, oneDNN), the activations rounded per token to
+    ``act_digits`` * 7 + 1 bits and split into 7-bit digits (exact integer products);
+    ``"int8x2"``: the levels as two int8 digits in one integer GEMM (no remainder);
+  * ``"cser"``, ``"cer"``, ``"codebook"``: nnpress's sparse / codebook kernels (from the decoded
+    weights; the codebook holds at most 16 distinct values).
+  * ``"auto"``: every candidate that can hold the layer is built and timed at the layer's real
+    input, ``batch`` rows (tokens x sentences for a transformer) by in_features: median of a few
+    calls on the calling thread's CPU time, the caches refilled with other data before each call
+    (in a forward pass a layer's weights come from memory, not from a hot cache), three
+    interleaved rounds. Formats within 10 % of the fastest count as equally fast and the one
+    holding fewest bytes among them is kept. Candidates: dense, levels (if built), CSER / codebook
+    (<= 65536 / 16 values), and the rounding formats int8, int8x2, levels16 unless ``act_digits``
+    is None; ``candidates=`` narrows the list.
+- ``act_digits`` (1, 2 or 3; None = exact formats only): the activation precision of the int8
+  formats (2: 15 bits per token, 3: 22 bits). A forced rounding format needs it.
+- ``embeddings``: "auto"/"levels" (quantized tables as :class:`LevelEmbedding`: levels in 6-bit
+  fields, int8 or int16, whichever holds fewest bytes, the entries beyond it as exact lists; a
+  gather and the scales, bit-identical to the decompressed table) or "dense" (left to torch, loaded
+  from the file). A raw table stays torch's ("levels" then raises ValueError).
+- ``levels_plan(model)``: one dict per converted layer (name, kind, shape, format, bytes,
+  dense_bytes, times_us {format: µs} when timed, outliers); ``plan(model, nnp, ...)`` makes the same
+  choice on a parameter-less copy and returns it. ``held_nbytes(model)`` counts the bytes the model
+  holds (parameters, buffers, converted layers).
+- Conv2d layers are loaded as float32 and left to torch.
+
+Surprises
+---------
+- "auto" is measured on this machine at load time (a few ms per layer and candidate), so two loads
+  can choose differently where timings are close.
+- Layers fed the same tensor (a transformer's Q, K, V) share the int8 formats' rounded input: the
+  last input is kept per thread and compared with ``torch.equal``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import _core
+from .container import NnpFile
+from .sparse import _CLASSES, CSERMatrix
+
+__all__ = [
+    "DenseLinear",
+    "LevelEmbedding",
+    "LevelLinear",
+    "NnpMismatchError",
+    "from_nnp",
+    "from_pretrained",
+    "has_level_kernels",
+    "held_nbytes",
+    "level_tensor",
+    "levels_plan",
+    "params_on_meta",
+    "plan",
+]
+
+LINEAR_FORMATS = ("auto", "dense", "int8", "int8x2", "levels", "levels16", "cser", "codebook", "cer")
+EMBEDDING_FORMATS = ("auto", "levels", "dense")
+_TIE = 1.10  # formats within this factor of the fastest count as equally fast (timing noise)
+_MAX_VALUES = 65536
+_ROW_BLOCK_ELEMENTS = 1 << 20  # elements per block when a large table is processed row block by row block
+
+
+class NnpMismatchError(RuntimeError):
+    """The ``.nnp`` file does not hold the tensors the model needs (names or shapes)."""
+
+
+def has_level_kernels() -> bool:
+    """Whether this build has nnpress's LevelMatrix kernels (format "levels")."""
+    return hasattr(_core, "LevelMatrix")
+
+
+# ---------------------------------------------------------------------------------------------
+# levels of one tensor
+# ---------------------------------------------------------------------------------------------
+
+
+class LevelTensor:
+    """A quantized tensor as ``W[i, j] = row_scale[i] * u[i, j] * col_scale[j]`` on its rows x cols
+    view: ``u`` the int32 reconstruction indices, the scales float64 (col_scale may be None)."""
+
+    def __init__(self, name: str, shape: tuple, u: np.ndarray, row_scale: np.ndarray, col_scale, method, step: float):
+        self.name, self.shape = name, tuple(shape)
+        self.file: NnpFile | None = None  # where it was read from (LevelMatrix builds from there)
+        self.u, self.row_scale, self.col_scale = u, row_scale, col_scale
+        self.method, self.step = method, step
+
+    def dequantize(self) -> np.ndarray:
+        """float32 weights of the tensor's shape, bit-identical to the file's decoder."""
+        u = self.u.astype(np.int32)
+        # reconstruction indices re-enter as uniform levels: u * step_ij, rounded once
+        w = _core.dequantize(u, 1.0, _core.QuantMethod.nearest, self.row_scale, self.col_scale)
+        return w.reshape(self.shape)
+
+
+def level_tensor(f: NnpFile, name: str) -> LevelTensor:
+    """The levels of the quantized tensor ``name`` of ``f`` as a :class:`LevelTensor` (ValueError for
+    a tensor stored raw)."""
+    e = f.entry(name)
+    target = f.entry(e["alias_of"]) if e["storage"] == "alias" else e
+    if target["storage"] != "quantized":
+        raise ValueError(f"tensor {name!r} is stored {target['storage']}, not quantized: it has no levels")
+    k = f.read_levels(name)
+    shape = tuple(int(d) for d in e["shape"])
+    rows = shape[0] if len(shape) >= 2 else 1
+    k2 = k.reshape(rows, -1)
+    method = _core.QuantMethod.__members__[target["method"]]
+    # the reconstruction index u of each level (w = u * step_ij): the level itself, or along the
+    # dependent-quantization state machine (restarting at every row); step 1 makes the decoder
+    # return u exactly (|u| < 2^24). Done in place, a block of rows at a time, so that building a
+    # large table holds its int32 levels and a small float block only.
+    u = k2
+    if method == _core.QuantMethod.trellis:
+        block = max(1, _ROW_BLOCK_ELEMENTS // max(1, k2.shape[1]))
+        for i in range(0, rows, block):
+            ui = _core.dequantize(np.ascontiguousarray(k2[i : i + block]), 1.0, method)
+            if np.abs(ui).max(initial=0) >= 2**24:
+                raise ValueError(f"tensor {name!r}: reconstruction indices beyond 2^24 are not supported")
+            u[i : i + block] = ui
+    rexp, cexp = f.channel_scale_exps(name)
+    step = float(target["step"])
+    row = np.full(rows, step) if rexp is None else step * _core.channel_scales_of_exps(np.asarray(rexp, np.int8))
+    col = None if cexp is None else _core.channel_scales_of_exps(np.asarray(cexp, np.int8))
+    lt = LevelTensor(name, shape, u, row, col, method, step)
+    lt.file = f
+    return lt
+
+
+class _Int8Levels:
+    """u split into an int8 part (clipped to [-127, 127]) and the exact remainder u - clipped,
+    nonzero only where |u| > 127 (kept as row, column, value lists)."""
+
+    def __init__(self, u: np.ndarray) -> None:
+        clipped = np.clip(u, -127, 127)
+        rest = u - clipped
+        self.int8 = torch.from_numpy(np.ascontiguousarray(clipped.astype(np.int8)))
+        r, c = np.nonzero(rest)
+        self.rest_row, self.rest_col = r, c
+        self.rest_val = rest[r, c].astype(np.float32)
+
+    @property
+    def outliers(self) -> int:
+        return int(self.rest_val.size)
+
+
+def _tensor_bytes(*ts) -> int:
+    return int(sum(t.numel() * t.element_size() for t in ts if t is not None))
+
+
+# ---------------------------------------------------------------------------------------------
+# Linear backends: y (n x out) = x (n x in) @ W^T, float32
+# ---------------------------------------------------------------------------------------------
+
+
+class _Dense:
+    format = "dense"
+
+    def __init__(self, lt: LevelTensor | None, weight: np.ndarray | None = None) -> None:
+        w = lt.dequantize() if weight is None else weight
+        self.weight = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
+        self.nbytes = self.weight.numel() * 4
+
+    def __call__(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        return F.linear(x, self.weight, bias)
+
+
+class _Int8:
+    """y = row_scale * ((x * col_scale) @ u^T) with u in int8 on torch's integer GEMM (oneDNN).
+
+    The activations (after the column scales) are rounded per token to ``act_digits`` * 7 + 1 bits
+    and split into signed 7-bit digits, one GEMM row per digit and token: the integer products are
+    exact. ``weight_digits`` 1: u clipped to int8 plus the exact remainder (|u| > 127) as a sparse
+    CSR float product; 2: u as two int8 digits (u = 128 * hi + lo, lo in [0, 127]), both in one GEMM."""
+
+    def __init__(self, lt: LevelTensor, act_digits: int, weight_digits: int) -> None:
+        if act_digits not in (1, 2, 3):
+            raise ValueError(f"act_digits must be 1, 2 or 3, got {act_digits!r}")
+        self.digits = int(act_digits)
+        self.qmax = float(2 ** (7 * self.digits) - 1)
+        self.out_features = lt.u.shape[0]
+        self.row_scale = torch.from_numpy(lt.row_scale.astype(np.float32))
+        self.col_scale = None if lt.col_scale is None else torch.from_numpy(lt.col_scale.astype(np.float32))
+        self.rest = None
+        if weight_digits == 1:
+            self.format = "int8"
+            lv = _Int8Levels(lt.u)
+            w8 = lv.int8
+            self.outliers = lv.outliers
+            if lv.outliers:
+                rows, cols = lt.u.shape
+                crow = np.zeros(rows + 1, dtype=np.int32)
+                np.cumsum(np.bincount(lv.rest_row, minlength=rows), out=crow[1:])
+                with warnings.catch_warnings():  # torch calls its sparse CSR support beta
+                    warnings.simplefilter("ignore", UserWarning)
+                    self.rest = torch.sparse_csr_tensor(
+                        torch.from_numpy(crow),
+                        torch.from_numpy(lv.rest_col.astype(np.int32)),
+                        torch.from_numpy(lv.rest_val),
+                        size=(rows, cols),
+                    )
+        elif weight_digits == 2:
+            self.format = "int8x2"
+            if np.abs(lt.u).max(initial=0) >= 128 * 128:
+                raise ValueError("reconstruction indices beyond 2^14 do not fit two int8 digits")
+            lo = (lt.u & 127).astype(np.int8)
+            hi = (lt.u >> 7).astype(np.int8)
+            w8 = torch.from_numpy(np.ascontiguousarray(np.concatenate([lo, hi], 0)))
+            self.outliers = 0
+        else:
+            raise ValueError(f"weight_digits must be 1 or 2, got {weight_digits!r}")
+        self.w8 = w8
+        self.wt = w8.t()  # (in, out * weight_digits) view: _int_mm's B operand
+        self.weight_digits = int(weight_digits)
+        rest = () if self.rest is None else (self.rest.crow_indices(), self.rest.col_indices(), self.rest.values())
+        self.nbytes = _tensor_bytes(w8, self.row_scale, self.col_scale, *rest)
+
+    def _digits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(int8 digit rows, most significant first: D n x in; per-token scale n x 1) of x."""
+        last = _LAST_INPUT.__dict__
+        if (
+            last.get("digits") == self.digits
+            and last["x"].shape == x.shape
+            and torch.equal(last["x"], x)  # layers fed the same input (Q, K, V) share its digits
+        ):
+            return last["a"], last["scale"]
+        amax = x.abs().amax(dim=1, keepdim=True).clamp_min_(torch.finfo(torch.float32).tiny)
+        q = (x * (self.qmax / amax)).round_().to(torch.int32)  # |q| <= qmax < 2^21
+        # q = sum_d digit_d * 128^(D-1-d): the top digit signed, the others in [0, 127]
+        parts = []
+        for _ in range(self.digits - 1):
+            parts.append(q & 127)
+            q = q >> 7
+        parts.append(q)
+        parts.reverse()
+        a = torch.cat(parts, 0).to(torch.int8)
+        scale = amax / self.qmax
+        last.update(x=x.clone(), digits=self.digits, a=a, scale=scale)
+        return a, scale
+
+    def __call__(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        if self.col_scale is not None:
+            x = x * self.col_scale
+        n = x.shape[0]
+        a, scale = self._digits(x)
+        # exact integer products into reused per-thread buffers: allocating these afresh per call
+        # costs more than the product (large blocks come from the OS page by page)
+        acc_i = _scratch("acc_i", (a.shape[0], self.wt.shape[1]), torch.int32)
+        acc = _scratch("acc_f", (a.shape[0], self.wt.shape[1]), torch.float32)
+        acc.copy_(torch._int_mm(a, self.wt, out=acc_i))
+        if self.weight_digits == 2:
+            acc = torch.add(acc[:, : self.out_features], acc[:, self.out_features :], alpha=128.0)
+        y = acc[:n] if self.digits == 1 else torch.add(acc[n : 2 * n], acc[:n], alpha=128.0)
+        for d in range(2, self.digits):
+            y = torch.add(acc[d * n : (d + 1) * n], y, alpha=128.0)
+        y = y * scale  # a new tensor: acc is a shared buffer
+        if self.rest is not None:  # exact remainder of the entries beyond int8, on x itself
+            y = y.add_(torch.sparse.mm(self.rest, x.t()).t())
+        if bias is None:
+            return y.mul_(self.row_scale)
+        return torch.addcmul(bias, y, self.row_scale)
+
+
+_LAST_INPUT = threading.local()  # the int8 formats' last quantized input, per thread
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+    """A per-thread buffer of ``shape`` (a view of one kept at the largest size asked so far)."""
+    n = int(np.prod(shape))
+    # one buffer per mode: a tensor made under torch.inference_mode cannot be written outside it
+    key = name + ("_inference" if torch.is_inference_mode_enabled() else "")
+    buf = getattr(_SCRATCH, key, None)
+    if buf is None or buf.numel() < n:
+        buf = torch.empty(n, dtype=dtype)
+        setattr(_SCRATCH, key, buf)
+    return buf[:n].view(shape)
+
+
+class _Levels:
+    """nnpress's LevelMatrix: float32 activations ("levels", exact up to float32 summation order), or
+    each token's activations rounded to int16 on its own scale with exact integer sums ("levels16")."""
+
+    def __init__(self, lt: LevelTensor, isa: str | None, threads: int, activations: str = "float32") -> None:
+        self.format = "levels" if activations == "float32" else "levels16"
+        self.activations = activations
+        if lt.file is not None:  # straight from the file's levels (NnpFile.level_matrix)
+            self.m = lt.file.level_matrix(lt.name, threads=1)
+        else:
+            col = None if lt.col_scale is None else lt.col_scale.astype(np.float32)
+            self.m = _core.LevelMatrix.from_levels(np.ascontiguousarray(lt.u), lt.row_scale.astype(np.float32), col)
+        self.isa, self.threads = isa, threads
+        self.nbytes = int(self.m.nbytes)
+        self.outliers = int(self.m.outliers)
+
+    def __call__(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        x = x.numpy()  # C-contiguous float32: LevelLinear hands over a contiguous view
+        if self.activations == "float32":
+            y = torch.from_numpy(self.m.matmul(x, isa=self.isa, threads=self.threads))
+        else:
+            y = torch.from_numpy(self.m.matmul(x, isa=self.isa, threads=self.threads, activations=self.activations))
+        return y if bias is None else y.add_(bias)
+
+
+class _RowGroup:
+    """CSER / CER / codebook: the nnpress kernels take x as (in, n) columns."""
+
+    def __init__(self, fmt: str, w: np.ndarray, isa: str | None, threads: int) -> None:
+        self.format = fmt
+        self.m = CSERMatrix.from_dense(w) if fmt == "cser" else _CLASSES[fmt].from_dense(w)
+        self.isa, self.threads = isa, threads
+        self.nbytes = int(self.m.nbytes)
+
+    def __call__(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        xt = np.ascontiguousarray(x.numpy().T)
+        y = torch.from_numpy(self.m.matmul(xt, isa=self.isa, threads=self.threads)).t()
+        return y if bias is None else y + bias
+
+
+def _num_values(w: np.ndarray) -> int:
+    return int(np.unique(w).size)
+
+
+def _build(fmt: str, lt: LevelTensor, w: np.ndarray | None, *, act_digits, isa, threads):
+    """One backend of format ``fmt`` (w: the float32 weights if already decoded)."""
+    if fmt == "dense":
+        return _Dense(lt, w)
+    if fmt in ("int8", "int8x2"):
+        if act_digits is None:
+            raise ValueError(f'format "{fmt}" rounds activations: give act_digits (1, 2 or 3)')
+        return _Int8(lt, act_digits, 1 if fmt == "int8" else 2)
+    if fmt in ("levels", "levels16"):
+        if not has_level_kernels():
+            raise ValueError(f'format "{fmt}" needs nnpress\'s LevelMatrix kernels, which this build lacks')
+        if fmt == "levels16" and act_digits is None:
+            raise ValueError('format "levels16" rounds activations to int16: give act_digits (any of 1, 2, 3)')
+        return _Levels(lt, isa, threads, "float32" if fmt == "levels" else "int16")
+    if fmt in ("cser", "codebook", "cer"):
+        return _RowGroup(fmt, lt.dequantize().reshape(lt.u.shape) if w is None else w, isa, threads)
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+_FLUSH_BYTES = 8 << 20  # more than the per-core caches of current CPUs
+
+
+def _time_us(fn, x: torch.Tensor, reps: int, flush: torch.Tensor) -> float:
+    """Median wall time of fn(x) in µs over ``reps`` calls, after one warm-up call. Before each call
+    the caches are refilled with other data and the int8 formats' input cache is emptied: in a
+    forward pass a layer's weights come from outside the core's caches, and its input is new."""
+    # on one thread, the thread's CPU time: what the product costs, without the time other
+    # processes hold the core (a shared machine's load would otherwise decide the choice)
+    clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
+    fn(x)
+    ts = []
+    for _ in range(reps):
+        flush.add_(1)
+        _LAST_INPUT.__dict__.clear()
+        t = clock()
+        fn(x)
+        ts.append(clock() - t)
+    return float(np.median(ts)) * 1e6
+
+
+def _choose(lt: LevelTensor, batch: int, *, act_digits, isa, threads, candidates, reps: int = 7):
+    """(backend, {format: µs}) for "auto": every candidate timed on a (batch x in) input, interleaved."""
+    cands = ["dense"]
+    if has_level_kernels():
+        cands.append("levels")
+    if act_digits is not None:
+        cands += ["int8", "int8x2"] + (["levels16"] if has_level_kernels() else [])
+    w = lt.dequantize().reshape(lt.u.shape)
+    if _num_values(w) <= _MAX_VALUES:
+        cands += ["cser", "codebook"]
+    cands = [c for c in cands if candidates is None or c in candidates]
+    if not cands:
+        raise ValueError(f"none of the candidate formats {tuple(candidates)} can hold layer {lt.name!r}")
+    built = {}
+    for c in cands:  # a candidate that cannot hold this layer is skipped
+        try:
+            built[c] = _build(c, lt, w, act_digits=act_digits, isa=isa, threads=threads)
+        except ValueError:
+            continue
+    if len(built) == 1:
+        ((c, b),) = built.items()
+        return b, {}
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, lt.u.shape[1], generator=gen)
+    times: dict[str, list[float]] = {c: [] for c in built}
+    flush = torch.zeros(_FLUSH_BYTES // 1, dtype=torch.uint8)
+    with torch.no_grad():
+        for _ in range(3):  # interleaved rounds: a load burst hits every candidate alike
+            for c, b in built.items():
+                times[c].append(_time_us(b, x, reps, flush))
+    best = {c: min(v) for c, v in times.items()}
+    fastest = min(best.values())
+    tied = [c for c in best if best[c] <= fastest * _TIE]
+    pick = min(tied, key=lambda c: (built[c].nbytes, best[c]))
+    return built[pick], {c: round(v, 2) for c, v in best.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# modules
+# ---------------------------------------------------------------------------------------------
+
+
+class DenseLinear(nn.Linear):
+    """A plain ``nn.Linear`` (torch's own product) whose float32 weight came from a ``.nnp`` file;
+    ``info`` holds the choice that kept it dense."""
+
+    format = "dense"
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, info: dict) -> None:
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = int(weight.shape[1]), int(weight.shape[0])
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+        self.info = info
+
+    @property
+    def weight_nbytes(self) -> int:
+        return 0  # its weight is a parameter: counted with the model's parameters
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ", format=dense"
+
+
+class LevelLinear(nn.Module):
+    """``nn.Linear`` whose product runs on one backend built from a ``.nnp`` tensor (inference only)."""
+
+    def __init__(self, backend, in_features: int, out_features: int, bias: torch.Tensor | None, info: dict) -> None:
+        super().__init__()
+        self.backend = backend
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.info = info
+        if bias is not None:
+            self.register_buffer("bias", bias.detach().to("cpu", torch.float32).contiguous())
+        else:
+            self.bias = None
+
+    @property
+    def format(self) -> str:
+        return self.backend.format
+
+    @property
+    def weight_nbytes(self) -> int:
+        return int(self.backend.nbytes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"LevelLinear: input has {x.shape[-1]} features, expected {self.in_features}")
+        lead = x.shape[:-1]
+        if x.dtype == torch.float32 and x.device.type == "cpu" and x.is_contiguous():
+            x2 = x.detach().view(-1, self.in_features)  # the usual case: no conversion, no copy
+        else:
+            x2 = x.detach().to("cpu", torch.float32).reshape(-1, self.in_features).contiguous()
+        y = self.backend(x2, self.bias)
+        return y.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, format={self.format}"
+
+
+def _pack6(v: np.ndarray) -> np.ndarray:
+    """Rows of values in [0, 63] (cols a multiple of 4) as 6-bit fields, 4 values in 3 bytes."""
+    v = v.astype(np.uint32).reshape(v.shape[0], -1, 4)
+    word = v[..., 0] | (v[..., 1] << 6) | (v[..., 2] << 12) | (v[..., 3] << 18)  # 24 bits
+    out = np.empty(word.shape + (3,), dtype=np.uint8)
+    out[..., 0], out[..., 1], out[..., 2] = word & 255, (word >> 8) & 255, word >> 16
+    return out.reshape(v.shape[0], -1)
+
+
+def _unpack6(b: torch.Tensor, cols: int) -> torch.Tensor:
+    """Inverse of _pack6 for a (n, 3 cols / 4) uint8 tensor: (n, cols) int32 in [0, 63]."""
+    b = b.reshape(b.shape[0], -1, 3).to(torch.int32)
+    word = b[..., 0] | (b[..., 1] << 8) | (b[..., 2] << 16)
+    v = torch.stack([word & 63, (word >> 6) & 63, (word >> 12) & 63, word >> 18], dim=-1)
+    return v.reshape(b.shape[0], cols)
+
+
+class LevelEmbedding(nn.Module):
+    """``nn.Embedding`` held as levels with per-row (and per-column) scales: a gather and a scale,
+    bit-identical to the decompressed table.
+
+    Storage, whichever holds fewest bytes: 6-bit fields (|u| <= 31, 4 in 3 bytes), int8 or int16,
+    each with the entries beyond its range kept exactly as (row, column, remainder) lists."""
+
+    def __init__(self, lt: LevelTensor, emb: nn.Embedding) -> None:
+        super().__init__()
+        if emb.max_norm is not None:
+            raise ValueError("LevelEmbedding does not support max_norm")
+        u = lt.u
+        self.num_embeddings, self.embedding_dim = u.shape
+        self.padding_idx = emb.padding_idx
+        rows, cols = u.shape
+        block = max(1, _ROW_BLOCK_ELEMENTS // cols)
+        # entries beyond each storage's range, counted a block of rows at a time (no table-sized copies)
+        beyond = {6: 0, 8: 0, 16: 0}
+        for i in range(0, rows, block):
+            a = np.abs(u[i : i + block])
+            for b, lim in ((6, 31), (8, 127), (16, 32767)):
+                beyond[b] += int(np.count_nonzero(a > lim))
+        cost = {16: u.size * 2 + beyond[16] * 12, 8: u.size + beyond[8] * 12}
+        if cols % 4 == 0:
+            cost[6] = u.size * 3 // 4 + beyond[6] * 12
+        self.bits = min(cost, key=lambda b: (cost[b], b))
+        lim = {6: 31, 8: 127, 16: 32767}[self.bits]
+        if self.bits == 6:
+            self.levels = torch.empty((rows, cols * 3 // 4), dtype=torch.uint8)
+        else:
+            self.levels = torch.empty((rows, cols), dtype=torch.int8 if self.bits == 8 else torch.int16)
+        store = self.levels.numpy()
+        rr, cc, vv = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
+        for i in range(0, rows, block):
+            ui = u[i : i + block]
+            clipped = np.clip(ui, -lim, lim)
+            r, c = np.nonzero(ui != clipped)
+            rr.append(r + i)
+            cc.append(c)
+            vv.append((ui[r, c] - clipped[r, c]).astype(np.float32))
+            store[i : i + block] = _pack6(clipped + 32) if self.bits == 6 else clipped
+        self.rest_row = torch.from_numpy(np.concatenate(rr).astype(np.int32))
+        self.rest_col = torch.from_numpy(np.concatenate(cc).astype(np.int64))
+        self.rest_val = torch.from_numpy(np.concatenate(vv))
+        # float64 scales: u * step_ij formed in double and rounded once, as the file's decoder does
+        self.row_scale = torch.from_numpy(np.asarray(lt.row_scale, dtype=np.float64))
+        self.col_scale = None if lt.col_scale is None else torch.from_numpy(np.asarray(lt.col_scale, np.float64))
+        self.format = "levels"
+        self.info: dict = {}
+
+    @property
+    def weight_nbytes(self) -> int:
+        return _tensor_bytes(self.levels, self.rest_row, self.rest_col, self.rest_val, self.row_scale, self.col_scale)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            flat = ids.reshape(-1)
+            if self.bits == 6:
+                u = (_unpack6(self.levels[flat], self.embedding_dim) - 32).to(torch.float64)
+            else:
+                u = self.levels[flat].to(torch.float64)
+            if self.rest_val.numel():  # remainder entries of the gathered rows (sorted by row)
+                lo = torch.searchsorted(self.rest_row, flat.to(torch.int32))
+                cnt = torch.searchsorted(self.rest_row, flat.to(torch.int32), right=True) - lo
+                total = int(cnt.sum())
+                if total:
+                    pos = torch.repeat_interleave(torch.arange(flat.numel()), cnt)
+                    first = torch.repeat_interleave(torch.cumsum(cnt, 0) - cnt, cnt)
+                    idx = torch.repeat_interleave(lo, cnt) + torch.arange(total) - first
+                    u[pos, self.rest_col[idx]] += self.rest_val[idx].to(torch.float64)
+            step = self.row_scale[flat].unsqueeze(-1)
+            if self.col_scale is not None:
+                step = step * self.col_scale
+            y = (u * step).to(torch.float32)
+        return y.reshape(*ids.shape, self.embedding_dim)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, format=levels, {self.bits}-bit"
+
+
+# ---------------------------------------------------------------------------------------------
+# conversion
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_format(fmt: Any, name: str, allowed: tuple) -> str:
+    if fmt not in allowed:
+        raise ValueError(f"format for {name or 'model'!r} must be one of {allowed}, got {fmt!r}")
+    return fmt
+
+
+def _format_for(format: Any, name: str) -> str:
+    f = format.get(name, "auto") if isinstance(format, dict) else format
+    return _check_format(f, name, LINEAR_FORMATS)
+
+
+def _targets(model: nn.Module, embeddings: str) -> list[tuple[str, nn.Module, str]]:
+    out = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            out.append((name, m, "linear"))
+        elif isinstance(m, nn.Embedding) and embeddings != "dense":
+            out.append((name, m, "embedding"))
+    return out
+
+
+def _join(prefix: str, leaf: str) -> str:
+    return f"{prefix}.{leaf}" if prefix else leaf
+
+
+def _check_names(model: nn.Module, f: NnpFile, strict: bool) -> None:
+    """NnpMismatchError before any decoding when the file and the model do not match."""
+    want = {n: tuple(t.shape) for n, t in model.state_dict(keep_vars=True).items()}
+    have = {e["name"]: tuple(int(d) for d in e["shape"]) for e in f.entries}
+    missing = [n for n in want if n not in have]
+    unexpected = [n for n in have if n not in want]
+    shapes = [f"{n}: file {have[n]}, model {want[n]}" for n in want if n in have and have[n] != want[n]]
+    problems = []
+    if missing:
+        problems.append(f"the file lacks {len(missing)} of the model's tensors, e.g. {missing[:5]}")
+    if unexpected and strict:
+        problems.append(f"the file holds {len(unexpected)} tensors the model lacks, e.g. {unexpected[:5]}")
+    if shapes:
+        problems.append("shapes differ: " + "; ".join(shapes[:5]))
+    if problems:
+        where = f.path or "the .nnp data"
+        raise NnpMismatchError(
+            f"{where} does not match {type(model).__name__}: " + "; ".join(problems) + " (names must match exactly)"
+        )
+
+
+def _materialize(model: nn.Module) -> None:
+    """Give every meta-device parameter / buffer left in ``model`` real (uninitialised) CPU storage."""
+    for m in model.modules():
+        for k, p in list(m._parameters.items()):
+            if p is not None and p.is_meta:
+                m._parameters[k] = nn.Parameter(torch.empty(p.shape, dtype=p.dtype), requires_grad=p.requires_grad)
+        for k, b in list(m._buffers.items()):
+            if b is not None and b.is_meta:
+                if k in m._non_persistent_buffers_set:
+                    raise ValueError(
+                        f"buffer {k!r} of {type(m).__name__} is on the meta device and not stored in the file: "
+                        "build the model with real buffers (parameters alone on meta)"
+                    )
+                m._buffers[k] = torch.empty(b.shape, dtype=b.dtype)
+
+
+def _bias(f: NnpFile, name: str) -> torch.Tensor | None:
+    key = _join(name, "bias")
+    if key not in f:
+        return None
+    a = f.read(key)
+    if f.entry(key)["dtype"] == "bfloat16":
+        from .container import bfloat16_to_float32
+
+        a = bfloat16_to_float32(a)
+    return torch.from_numpy(np.asarray(a, dtype=np.float32))
+
+
+def _linear_module(name, mod, f, fmt, *, batch, act_digits, isa, threads, candidates):
+    key = _join(name, "weight")
+    quantized = f.entry(key)["storage"] != "raw"
+    info: dict = {"name": name, "kind": "linear", "shape": (mod.out_features, mod.in_features)}
+    if not quantized:
+        if fmt not in ("auto", "dense"):
+            raise ValueError(
+                f"layer {name!r}: its weight is stored raw (not quantized), so format {fmt!r} cannot hold it"
+            )
+        w = f.read(key)
+        if f.entry(key)["dtype"] == "bfloat16":
+            from .container import bfloat16_to_float32
+
+            w = bfloat16_to_float32(w)
+        backend = _Dense(None, np.asarray(w, dtype=np.float32))
+        info["times_us"] = {}
+    else:
+        lt = level_tensor(f, key)
+        if fmt == "auto":
+            backend, info["times_us"] = _choose(
+                lt, batch, act_digits=act_digits, isa=isa, threads=threads, candidates=candidates
+            )
+        else:
+            try:
+                backend = _build(fmt, lt, None, act_digits=act_digits, isa=isa, threads=threads)
+            except ValueError as e:
+                raise ValueError(f"layer {name!r}: {e}") from e
+            info["times_us"] = {}
+    info.update(format=backend.format, bytes=int(backend.nbytes), dense_bytes=mod.out_features * mod.in_features * 4)
+    if hasattr(backend, "outliers"):
+        info["outliers"] = int(backend.outliers)
+    bias = _bias(f, name) if mod.bias is not None else None
+    if backend.format == "dense":
+        return DenseLinear(backend.weight, bias, info)
+    return LevelLinear(backend, mod.in_features, mod.out_features, bias, info)
+
+
+def _embedding_module(name, mod, f, embeddings):
+    key = _join(name, "weight")
+    if f.entry(key)["storage"] == "raw" or (
+        f.entry(key)["storage"] == "alias" and f.entry(f.entry(key)["alias_of"])["storage"] == "raw"
+    ):
+        if embeddings == "levels":
+            raise ValueError(f"embedding {name!r}: its weight is stored raw (not quantized), so it has no levels")
+        return None
+    m = LevelEmbedding(level_tensor(f, key), mod)
+    m.info = {
+        "name": name,
+        "kind": "embedding",
+        "shape": (m.num_embeddings, m.embedding_dim),
+        "format": "levels",
+        "bytes": m.weight_nbytes,
+        "dense_bytes": m.num_embeddings * m.embedding_dim * 4,
+        "times_us": {},
+    }
+    return m
+
+
+def from_nnp(
+    model: nn.Module,
+    nnp,
+    format: Any = "auto",
+    *,
+    batch: int = 1,
+    threads: int = 1,
+    isa: str | None = None,
+    embeddings: str = "auto",
+    act_digits: int | None = 2,
+    candidates=None,
+    strict: bool = True,
+    inplace: bool = False,
+) -> nn.Module:
+    """``model`` running on the levels of the ``.nnp`` file ``nnp`` (see the module docs)."""
+    import copy
+
+    from .loading import load_state_dict
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"from_nnp expects a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(format, str):
+        _check_format(format, "", LINEAR_FORMATS)
+    elif isinstance(format, dict):
+        for k, v in format.items():
+            _check_format(v, k, LINEAR_FORMATS)
+    else:
+        raise TypeError("format must be a string or a dict {module name: format}")
+    _check_format(embeddings, "embeddings", EMBEDDING_FORMATS)
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise ValueError(f"batch must be a positive int, got {batch!r}")
+    if act_digits is not None and act_digits not in (1, 2, 3):
+        raise ValueError(f"act_digits must be None, 1, 2 or 3, got {act_digits!r}")
+    if candidates is not None:
+        candidates = tuple(candidates)
+        for c in candidates:
+            _check_format(c, "candidates", LINEAR_FORMATS[1:])
+    f = nnp if isinstance(nnp, NnpFile) else NnpFile(nnp)
+    _check_names(model, f, strict)
+    if isinstance(format, dict):
+        known = {n for n, _, k in _targets(model, "dense") if k == "linear"}
+        bad = sorted(set(format) - known)
+        if bad:
+            raise ValueError(f"format names modules that are not Linear layers of the model: {bad[:5]}")
+    out = model if inplace else copy.deepcopy(model)
+    replaced = []
+    for name, mod, kind in _targets(out, embeddings):
+        if kind == "linear":
+            new = _linear_module(
+                name,
+                mod,
+                f,
+                _format_for(format, name),
+                batch=int(batch),
+                act_digits=act_digits,
+                isa=isa,
+                threads=threads,
+                candidates=candidates,
+            )
+        else:
+            new = _embedding_module(name, mod, f, embeddings)
+            if new is None:
+                continue
+        replaced.append(name)
+        if name == "":
+            out = new
+            break
+        parent_name, _, child = name.rpartition(".")
+        parent = out.get_submodule(parent_name) if parent_name else out
+        setattr(parent, child, new)
+    _materialize(out)
+    # everything not replaced: decoded into the model tensor by tensor
+    load_state_dict(out, f, strict=False)
+    out.eval()
+    _release_free_memory()
+    return out
+
+
+def _release_free_memory() -> None:
+    """Hand the conversion's freed temporaries (levels, candidates) back to the OS where the C
+    library can (glibc's malloc_trim); elsewhere a no-op."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def held_nbytes(model: nn.Module) -> int:
+    """Bytes of the weights ``model`` holds: its parameters and buffers (each storage once) plus
+    what its LevelLinear / LevelEmbedding modules hold outside them."""
+    seen, total = set(), 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_meta:
+            continue
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel())
+        if key not in seen:
+            seen.add(key)
+            total += t.numel() * t.element_size()
+    for m in model.modules():
+        if isinstance(m, LevelLinear):
+            total += m.weight_nbytes
+        elif isinstance(m, LevelEmbedding):
+            total += m.weight_nbytes
+    return total
+
+
+def levels_plan(model: nn.Module) -> list[dict]:
+    """The choice made for each converted layer of ``model`` (one dict per layer, module docs)."""
+    kinds = (LevelLinear, LevelEmbedding, DenseLinear)
+    return [dict(m.info) for _, m in model.named_modules() if isinstance(m, kinds)]
+
+
+def plan(model: nn.Module, nnp, format: Any = "auto", **kwargs) -> list[dict]:
+    """What :func:`from_nnp` would choose per layer (it builds and times the candidates, keeps nothing)."""
+    if isinstance(model, nn.Module):
+        with _params_on_meta_copy(model) as light:
+            return levels_plan(from_nnp(light, nnp, format, inplace=True, **kwargs))
+    raise TypeError(f"plan expects a torch.nn.Module, got {type(model).__name__}")
+
+
+@contextmanager
+def _params_on_meta_copy(model: nn.Module) -> Iterator[nn.Module]:
+    """A deep copy of ``model`` whose parameters are on the meta device (buffers kept)."""
+    import copy
+
+    memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad) for p in model.parameters()}
+    yield copy.deepcopy(model, memo)
+
+
+@contextmanager
+def params_on_meta() -> Iterator[None]:
+    """Within this context, modules create their parameters on the meta device (no storage) and
+    their buffers as usual: the way to build a model for :func:`from_nnp` without float32 weights."""
+    orig = nn.Module.register_parameter
+
+    def register(self, name, param):
+        if param is not None and not param.is_meta:
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        orig(self, name, param)
+
+    nn.Module.register_parameter = register
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = orig
+
+
+def from_pretrained(folder, cls=None, format: Any = "auto", **kwargs) -> nn.Module:
+    """A transformers model from ``folder`` (config.json + a ``.nnp`` file, as
+    :func:`nnpress.from_pretrained` reads it) running on the file's levels: the model is built
+    with its parameters on the meta device, then :func:`from_nnp` (``kwargs``: its options)."""
+    import transformers
+
+    from .loading import _find_nnp
+
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise NotADirectoryError(f"{folder!r} is not a folder")
+    path = _find_nnp(folder)
+    cls = transformers.AutoModel if cls is None else cls
+    config = transformers.AutoConfig.from_pretrained(folder)
+    with params_on_meta():
+        model = cls.from_config(config)
+    kwargs.setdefault("inplace", True)
+    return from_nnp(model, path, format, **kwargs)

@@ -1,0 +1,299 @@
+"""nnpress.nn.convert(model, nnp=path) / nnpress.nn.from_nnp: models running on a .nnp file's levels
+give the decompressed float model's outputs, in every format, without a float32 copy of the
+weights; a file that does not match the model is refused before anything is decoded."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import nnpress  # noqa: E402
+import nnpress.nn as nnn  # noqa: E402
+from nnpress import nn_levels  # noqa: E402
+from nnpress.container import TensorRecord, write_nnp  # noqa: E402
+
+# every exact format that holds any number of distinct values (codebook: <= 16, tested on its own)
+EXACT_FORMATS = ["dense", "cser", "cer"] + (["levels"] if nn_levels.has_level_kernels() else [])
+
+
+class Small(nn.Module):
+    """Embedding -> Linear -> ReLU -> Linear, and a Conv2d branch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(50, 24)
+        self.fc1 = nn.Linear(24, 40)
+        self.fc2 = nn.Linear(40, 16, bias=False)
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, ids, img):
+        h = self.fc2(torch.relu(self.fc1(self.emb(ids))))
+        return h, self.conv(img)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    torch.manual_seed(0)
+    model = Small().eval()
+    path = str(tmp_path_factory.mktemp("nnlev") / "small.nnp")
+    nnpress.compress(model, path)
+    decoded = Small().eval()
+    decoded.load_state_dict(nnpress.decompress(path))
+    ids = torch.randint(0, 50, (3, 7))
+    img = torch.randn(2, 3, 6, 6)
+    return model, path, decoded, (ids, img)
+
+
+def _run(m, inputs):
+    with torch.no_grad():
+        return m(*inputs)
+
+
+LEVELS16 = ["levels16"] if nn_levels.has_level_kernels() else []
+
+
+@pytest.mark.parametrize("fmt", [*EXACT_FORMATS, "int8", "int8x2", *LEVELS16, "auto"])
+def test_every_format_gives_the_decompressed_outputs(small, fmt):
+    model, path, decoded, inputs = small
+    act = 3  # 22-bit activations for the int8 formats: float-rounding-level differences
+    fast = nnn.convert(model, fmt, nnp=path, batch=21, act_digits=act)
+    ref_h, ref_c = _run(decoded, inputs)
+    h, c = _run(fast, inputs)
+    if fmt in ("levels16", "auto"):  # int16 activations: relative error ~2^-16 per layer
+        assert float((h - ref_h).abs().max()) <= 1e-3 * float(ref_h.abs().max())
+    else:
+        torch.testing.assert_close(h, ref_h, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(c, ref_c, rtol=0, atol=0)  # the conv stays torch's, from the file
+    plan = {p["name"]: p for p in nnn.levels_plan(fast)}
+    assert set(plan) == {"emb", "fc1", "fc2"}
+    assert plan["emb"]["format"] == "levels" and isinstance(fast.emb, nnn.LevelEmbedding)
+    if fmt != "auto":
+        assert plan["fc1"]["format"] == plan["fc2"]["format"] == fmt
+    else:  # the choice was timed: every candidate has a time and the pick is one of them
+        for name in ("fc1", "fc2"):
+            assert plan[name]["format"] in plan[name]["times_us"]
+    # the original model is untouched (convert works on a copy unless inplace=True)
+    assert isinstance(model.fc1, nn.Linear) and isinstance(model.emb, nn.Embedding)
+
+
+def test_int8_activation_digits_bound_the_error(small):
+    model, path, decoded, inputs = small
+    ref = _run(decoded, inputs)[0]
+    errs = {}
+    for digits in (1, 2, 3):
+        out = _run(nnn.convert(model, "int8", nnp=path, act_digits=digits), inputs)[0]
+        errs[digits] = float((out - ref).abs().max() / ref.abs().max())
+    assert errs[3] < 1e-5 < errs[1] and errs[2] < errs[1]
+    assert errs[2] < 1e-3
+
+
+def test_meta_model_holds_no_float_copy_and_plan_matches(small):
+    model, path, decoded, inputs = small
+    with nnn.params_on_meta():
+        light = Small()
+    assert all(p.is_meta for p in light.parameters())
+    fast = nnn.convert(light, {"fc1": "int8", "fc2": "dense"}, nnp=path, inplace=True, act_digits=3)
+    assert fast is light and not fast.training
+    assert not any(t.is_meta for t in list(fast.parameters()) + list(fast.buffers()))
+    assert isinstance(fast.fc1, nnn.LevelLinear) and not hasattr(fast.fc1, "weight")
+    assert isinstance(fast.fc2, nn.Linear) and fast.fc2.format == "dense"
+    torch.testing.assert_close(_run(fast, inputs)[0], _run(decoded, inputs)[0], rtol=1e-5, atol=1e-6)
+    held = nn_levels.held_nbytes(fast)
+    floats = sum(p.numel() * 4 for p in model.parameters())
+    assert held < floats
+    rows = nnn.plan(model, {"fc1": "int8", "fc2": "dense"}, nnp=path, act_digits=3)
+    assert [(r["name"], r["format"]) for r in rows] == [(p["name"], p["format"]) for p in nnn.levels_plan(fast)]
+
+
+def test_mismatched_file_is_refused_before_decoding(small, tmp_path):
+    model, path, _, _ = small
+
+    class Other(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Linear(24, 40)
+
+    other = str(tmp_path / "other.nnp")
+    nnpress.compress(Other(), other)
+    with pytest.raises(nnn.NnpMismatchError, match=r"lacks 6 of the model's tensors.*emb\.weight"):
+        nnn.convert(model, nnp=other)
+    # shapes
+    wrong = Small()
+    wrong.fc1 = nn.Linear(24, 41)
+    wrong.fc2 = nn.Linear(41, 16, bias=False)
+    with pytest.raises(nnn.NnpMismatchError, match=r"shapes differ: fc1\.weight: file \(40, 24\), model \(41, 24\)"):
+        nnn.convert(wrong, nnp=path)
+    # a file holding more than the model: refused unless strict=False
+    fewer = Small()
+    fewer.conv = nn.Identity()
+    with pytest.raises(nnn.NnpMismatchError, match=r"holds 2 tensors the model lacks.*conv\.weight"):
+        nnn.convert(fewer, nnp=path)
+    assert isinstance(nnn.convert(fewer, nnp=path, strict=False).fc1, (nnn.LevelLinear, nn.Linear))
+    assert issubclass(nnn.NnpMismatchError, RuntimeError)
+
+
+def test_bad_arguments_raise_typed_errors(small):
+    model, path, _, _ = small
+    with pytest.raises(ValueError, match="format for 'model' must be one of"):
+        nnn.convert(model, "fast", nnp=path)
+    with pytest.raises(ValueError, match="not Linear layers of the model: \\['emb'\\]"):
+        nnn.convert(model, {"emb": "int8"}, nnp=path)
+    with pytest.raises(ValueError, match="rounds activations: give act_digits"):
+        nnn.convert(model, "int8", nnp=path, act_digits=None)
+    if nn_levels.has_level_kernels():
+        with pytest.raises(ValueError, match="rounds activations to int16: give act_digits"):
+            nnn.convert(model, "levels16", nnp=path, act_digits=None)
+    with pytest.raises(ValueError, match="act_digits must be"):
+        nnn.convert(model, nnp=path, act_digits=4)
+    with pytest.raises(ValueError, match="batch must be a positive int"):
+        nnn.convert(model, nnp=path, batch=0)
+    with pytest.raises(ValueError, match="candidates"):
+        nnn.convert(model, nnp=path, candidates=("sparse",))
+    with pytest.raises(TypeError, match="need nnp="):
+        nnn.convert(model, act_digits=2)
+    with pytest.raises(TypeError):
+        nnn.convert("model.pt", nnp=path)
+
+
+@pytest.mark.parametrize("fmt", ["int8", "levels"] if nn_levels.has_level_kernels() else ["int8"])
+def test_linear_takes_any_input_layout(small, fmt):
+    model, path, decoded, _ = small
+    fast = nnn.convert(model, fmt, nnp=path, act_digits=3)
+    x = torch.randn(2, 24, 5).transpose(1, 2)  # (2, 5, 24), not contiguous
+    with torch.no_grad():
+        ref = decoded.fc1(x)
+        for inp in (x, x.contiguous(), x.double()):
+            out = fast.fc1(inp)
+            assert out.shape == (2, 5, 40) and out.dtype == torch.float32
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="input has 23 features, expected 24"):
+        fast.fc1(torch.randn(3, 23))
+
+
+def test_int8_formats_inside_and_outside_inference_mode(small):
+    model, path, decoded, inputs = small
+    fast = nnn.convert(model, "int8", nnp=path, act_digits=3)
+    with torch.no_grad():
+        ref = decoded(*inputs)[0]
+    for _ in range(2):  # the shared buffers are made in one mode and used in the other
+        with torch.inference_mode():
+            torch.testing.assert_close(fast(*inputs)[0], ref, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(fast(*inputs)[0], ref, rtol=1e-5, atol=1e-6)
+
+
+def test_candidates_limit_the_auto_choice(small):
+    model, path, _, _ = small
+    fast = nnn.convert(model, nnp=path, candidates=("int8x2",), act_digits=3)
+    assert {p["format"] for p in nnn.levels_plan(fast) if p["kind"] == "linear"} == {"int8x2"}
+
+
+# ---- levels beyond int8, trellis and channel scales, written directly ----------------------------
+
+
+def _records(rng, with_scales: bool):
+    """A Linear (30 x 20) and an Embedding (64 x 16) whose levels reach beyond int8."""
+    recs = []
+    w = rng.integers(-40, 41, size=(30, 20)).astype(np.int32)
+    w[rng.random(w.shape) < 0.2] *= 9  # entries far beyond int8 (u up to ~720)
+    e = rng.integers(-20, 21, size=(64, 16)).astype(np.int32)
+    e[rng.random(e.shape) < 0.05] *= 12
+    for name, lv, method in (("fc.weight", w, "trellis"), ("emb.weight", e, "nearest")):
+        r = TensorRecord(name, "float32", "weight", "quantized", lv.shape, data=lv, method=method, step=0.003)
+        if with_scales:
+            r.row_scale_exp = rng.integers(-6, 7, size=lv.shape[0])
+            r.col_scale_exp = rng.integers(-6, 7, size=lv.shape[1])
+        recs.append(r)
+    recs.append(
+        TensorRecord("fc.bias", "float32", "bias", "raw", (30,), data=rng.standard_normal(30).astype(np.float32))
+    )
+    return recs
+
+
+class FcEmb(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(64, 16)
+        self.fc = nn.Linear(20, 30)
+
+
+@pytest.mark.parametrize("with_scales", [False, True])
+@pytest.mark.parametrize("fmt", [*EXACT_FORMATS, "int8", "int8x2", *LEVELS16])
+def test_levels_beyond_int8_and_channel_scales(tmp_path, fmt, with_scales):
+    rng = np.random.default_rng(3)
+    path = str(tmp_path / "m.nnp")
+    write_nnp(path, _records(rng, with_scales))
+    f = nnpress.NnpFile(path)
+    w = torch.from_numpy(f.read("fc.weight"))
+    table = torch.from_numpy(f.read("emb.weight"))
+    model = FcEmb()
+    fast = nnn.convert(model, fmt, nnp=path, act_digits=3)
+    x = torch.randn(5, 20)
+    with torch.no_grad():
+        ref = x @ w.T + torch.from_numpy(f.read("fc.bias"))
+        tol = 1e-3 if fmt == "levels16" else 1e-5
+        torch.testing.assert_close(fast.fc(x), ref, rtol=tol, atol=tol)
+        ids = torch.arange(64).reshape(8, 8)
+        torch.testing.assert_close(fast.emb(ids), table[ids], rtol=0, atol=0)  # a gather: exact
+    info = nnn.levels_plan(fast)[1]
+    if fmt == "int8":
+        assert info["outliers"] > 0  # the remainder list is in use
+
+
+@pytest.mark.parametrize(("peak", "bits"), [(31, 6), (100, 8), (3000, 16)])
+def test_embedding_storage_follows_the_level_range(peak, bits):
+    rng = np.random.default_rng(0)
+    u = rng.integers(-peak, peak + 1, size=(40, 12)).astype(np.int32)
+    u[0, 0] = peak
+    lt = nn_levels.LevelTensor("e", u.shape, u, np.full(40, 0.5), None, None, 0.5)
+    m = nnn.LevelEmbedding(lt, nn.Embedding(40, 12))
+    assert m.bits == bits
+    ids = torch.tensor([[0, 5, 39, 5]])
+    torch.testing.assert_close(m(ids), torch.from_numpy(u[ids.numpy()] * 0.5).float(), rtol=0, atol=0)
+    assert m.weight_nbytes < u.size * bits / 8 + 40 * 8 + 1000
+
+
+def test_codebook_for_few_values_and_its_limit(tmp_path):
+    rng = np.random.default_rng(5)
+    path = str(tmp_path / "few.nnp")
+    lv = rng.integers(-7, 9, size=(30, 20)).astype(np.int32)  # 16 values
+    recs = [TensorRecord("fc.weight", "float32", "weight", "quantized", lv.shape, data=lv, step=0.01)]
+    recs.append(TensorRecord("fc.bias", "float32", "bias", "raw", (30,), data=np.zeros(30, np.float32)))
+    recs.append(TensorRecord("emb.weight", "float32", "weight", "raw", (64, 16), data=np.ones((64, 16), np.float32)))
+    write_nnp(path, recs)
+    fast = nnn.convert(FcEmb(), "codebook", nnp=path)
+    x = torch.randn(4, 20)
+    w = torch.from_numpy(nnpress.NnpFile(path).read("fc.weight"))
+    torch.testing.assert_close(fast.fc(x), x @ w.T, rtol=1e-5, atol=1e-5)
+    assert isinstance(fast.emb, nn.Embedding)  # a raw table has no levels: left to torch
+    with pytest.raises(ValueError, match="embedding 'emb': its weight is stored raw"):
+        nnn.convert(FcEmb(), nnp=path, embeddings="levels")
+    write_nnp(path, _records(rng, False))
+    with pytest.raises(ValueError, match="layer 'fc': codebook layout needs at most 16"):
+        nnn.convert(FcEmb(), "codebook", nnp=path)
+
+
+# ---- a small BERT, end to end ---------------------------------------------------------------------
+
+
+def test_small_bert_from_pretrained_on_levels(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(
+        vocab_size=120, hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96
+    )
+    torch.manual_seed(0)
+    model = transformers.BertModel(config).eval()
+    config.save_pretrained(tmp_path)
+    nnpress.compress(model, str(tmp_path / "model.nnp"))
+    decoded = nnpress.from_pretrained(tmp_path)
+    fast = nnn.from_pretrained(tmp_path, act_digits=3, batch=9)
+    assert not any(p.is_meta for p in fast.parameters())
+    kinds = {type(m).__name__ for m in fast.modules()}
+    assert "LevelEmbedding" in kinds
+    ids = torch.randint(0, 120, (2, 9))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        ref = decoded(input_ids=ids, attention_mask=mask).last_hidden_state
+        out = fast(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    assert len([p for p in nnn.levels_plan(fast) if p["kind"] == "linear"]) == 2 * 6 + 1
