@@ -23,6 +23,10 @@ What is measured
   inside every per-layer time.
   Fidelity: the max relative error of each method's final output against the same chain computed in
   float64 from the same float32 weights (max |y - ref| / max |ref|).
+  Times are the thread's CPU time by default (`--clock cpu`: on a shared machine, time the process spends
+  descheduled does not count; `--clock wall` for wall time).
+  `--also-isa avx2`: CSER and CER also with that ISA forced, over the same stacks (one run, before/after a
+  change of the automatic kernel choice).
   `--sweep`: per-layer time of each method over the first layers of its stack, for stack sizes from
   `--stack-mb` / 64 up to `--stack-mb`: where the per-layer time stops falling as the stack grows, the
   weights come from memory (this VM reports a 480 MiB L3; the sweep shows the regime actually reached).
@@ -193,6 +197,21 @@ def build_methods(bases: list, rows: int, cols: int, values: int, stack_bytes: i
     return methods
 
 
+def add_isa_variants(methods: dict, isas: list) -> None:
+    """CSER / CER with a forced ISA, over the same stacks (e.g. the kernel the automatic choice ran before)."""
+    for isa in isas:
+        for name in ("nnpress cser", "nnpress cer"):
+            if name in methods:
+                src = methods[name]
+                methods[f"{name} isa={isa}"] = Method(
+                    f"{name} isa={isa}",
+                    src.layers,
+                    src.layer_bytes,
+                    lambda meth, m, isa=isa: m.matmul(meth.x, isa=isa),
+                    src.x.shape[0],
+                )
+
+
 def reference(bases: list, n_layers: int, x0: np.ndarray) -> np.ndarray:
     """The chain of n_layers (bases cycled) in float64 from the float32 weights."""
     x = x0.astype(np.float64)
@@ -204,17 +223,22 @@ def reference(bases: list, n_layers: int, x0: np.ndarray) -> np.ndarray:
     return x
 
 
+CLOCKS = {"cpu": time.thread_time, "wall": time.perf_counter}
+CLOCK = {"now": time.thread_time}  # --clock
+
+
 def timed_rounds(methods: dict, x0: np.ndarray, rounds: int, rng) -> dict:
     samples = {k: [] for k in methods}
     keys = list(methods)
     for k in keys:  # warm-up pass: code, allocator
         methods[k].forward(x0)
+    now = CLOCK["now"]
     for _ in range(rounds):
         for i in rng.permutation(len(keys)):
             m = methods[keys[i]]
-            t = time.perf_counter()
+            t = now()
             m.forward(x0)
-            samples[m.name].append(1e6 * (time.perf_counter() - t) / len(m.layers))
+            samples[m.name].append(1e6 * (now() - t) / len(m.layers))
     return {k: (min(v), float(np.median(v))) for k, v in samples.items()}
 
 
@@ -222,11 +246,12 @@ def renorm_cost(cols: int, reps: int = 2000) -> float:
     y = np.random.default_rng(1).standard_normal(cols).astype(np.float32)
     x = np.empty_like(y)
     best = 1e9
+    now = CLOCK["now"]
     for _ in range(5):
-        t = time.perf_counter()
+        t = now()
         for _ in range(reps):
             renorm(y, x, 1.0)
-        best = min(best, (time.perf_counter() - t) / reps)
+        best = min(best, (now() - t) / reps)
     return 1e6 * best
 
 
@@ -241,10 +266,10 @@ def sweep(methods: dict, x0: np.ndarray, stack_bytes: int, rng, rounds: int) -> 
                 m = list(methods.values())[i]
                 n = max(1, min(len(m.layers), mb // m.layer_bytes))
                 reps = max(1, len(m.layers) // n)  # about as many products as the whole stack
-                t = time.perf_counter()
+                t = CLOCK["now"]()
                 for _ in range(reps):
                     m.forward(x0, n)
-                us = 1e6 * (time.perf_counter() - t) / (n * reps)
+                us = 1e6 * (CLOCK["now"]() - t) / (n * reps)
                 row[m.name] = min(row.get(m.name, 1e18), us)
         out[mb] = row
     return out
@@ -256,6 +281,7 @@ def run_density(args, density: float, rng) -> dict:
     stack_bytes = int(args.stack_mb * 2**20)
     t0 = time.perf_counter()
     methods = build_methods(bases, rows, cols, args.values, stack_bytes, args.min_layers, args.methods)
+    add_isa_variants(methods, args.also_isa)
     build_s = time.perf_counter() - t0
     x0 = np.random.default_rng(7).standard_normal(cols).astype(np.float32)
     x0 *= np.float32(math.sqrt(cols) / np.linalg.norm(x0))
@@ -292,6 +318,7 @@ def markdown(results: list, meta: dict) -> str:
     lines = [
         f"commit {meta['commit']}, {meta['size']}x{meta['size']}, {meta['values']} values, stack >= "
         f"{meta['stack_mb']} MB per method (LLC reported: {meta['llc_mb']} MB), {meta['rounds']} rounds, "
+        f"{meta['clock']} time, "
         f"load {meta['load_start']} -> {meta['load_end']}; renorm {meta['renorm_us']:.1f} µs per layer inside "
         "every time",
         "",
@@ -336,11 +363,22 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--methods", default="", help="comma-separated subset of the method names")
+    ap.add_argument(
+        "--also-isa", default="", help="comma-separated ISAs: also CSER and CER with that ISA forced (same stacks)"
+    )
+    ap.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="cpu",
+        help="cpu: the thread's CPU time (time.thread_time: a shared machine's other jobs do not count), wall",
+    )
     ap.add_argument("--json")
     ap.add_argument("--md")
     args = ap.parse_args()
     args.methods = [s.strip() for s in args.methods.split(",") if s.strip()]
+    args.also_isa = [s.strip() for s in args.also_isa.split(",") if s.strip()]
     torch.set_num_threads(1)
+    CLOCK["now"] = CLOCKS[args.clock]
     rng = np.random.default_rng(0)
     try:
         commit = subprocess.run(
@@ -358,6 +396,7 @@ def main() -> None:
         "stack_mb": round(args.stack_mb),
         "llc_mb": round(llc / 2**20),
         "rounds": args.rounds,
+        "clock": args.clock,
         "load_start": os.getloadavg()[0],
         "renorm_us": renorm_cost(args.size),
         "isas": nnpress.sparse.available_isas(),
