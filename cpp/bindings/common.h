@@ -8,6 +8,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "nnpress/format/container.h"
 #include "nnpress/status.h"
 
 namespace nnpress::bindings {
@@ -16,6 +17,11 @@ namespace py = pybind11;
 using InitFn = void (*)(py::module_&);
 
 int register_init(const char* name, InitFn fn);
+
+// The Python NnpReader (container.cpp); shared so other components can read from an open file.
+struct PyReader {
+  ContainerReader reader;
+};
 
 // Throws nnpress::Error for a failed status; module.cpp translates it to the Python exception
 // for its code (FormatError, ValueError, OSError, KeyError).

@@ -13,10 +13,6 @@
 namespace nnpress::bindings {
 namespace {
 
-struct PyReader {
-  ContainerReader reader;
-};
-
 ReaderOptions make_options(uint64_t max_elements, uint64_t max_total_elements) {
   ReaderOptions o;
   o.limits.max_elements = max_elements;

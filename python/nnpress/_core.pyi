@@ -7,7 +7,7 @@ import numpy
 import numpy.typing
 import typing
 import typing_extensions
-__all__: list[str] = ['CodebookMatrix', 'DType', 'FormatError', 'HAS_ENCODER', 'LevelParams', 'NNP_VERSION', 'NnpFileWriter', 'NnpReader', 'QuantMethod', 'QuantOptions', 'QuantResult', 'RowGroupMatrix', 'Storage', 'TensorInput', 'TensorRole', 'WriterOptions', 'channel_scale_exps_of', 'channel_scales_of_exps', 'choose_format', 'decode_levels', 'dequantize', 'detect_isa', 'encode_levels', 'estimate_bits', 'isa_supported', 'level_stream_info', 'nnp_validate', 'quantize', 'rate_bits', 'write_nnp']
+__all__: list[str] = ['CodebookMatrix', 'DType', 'FormatError', 'HAS_ENCODER', 'LevelMatrix', 'LevelParams', 'NNP_VERSION', 'NnpFileWriter', 'NnpReader', 'QuantMethod', 'QuantOptions', 'QuantResult', 'RowGroupMatrix', 'Storage', 'TensorInput', 'TensorRole', 'WriterOptions', 'channel_scale_exps_of', 'channel_scales_of_exps', 'choose_format', 'decode_levels', 'dequantize', 'detect_isa', 'encode_levels', 'estimate_bits', 'isa_supported', 'level_stream_info', 'nnp_validate', 'quantize', 'rate_bits', 'write_nnp']
 class FormatError(ValueError):
     pass
 class DType:
@@ -396,6 +396,62 @@ class NnpFileWriter:
         """
     @property
     def tensor_count(self) -> int:
+        ...
+class LevelMatrix:
+    """
+    Weights held as integer reconstruction indices u with per-row (and per-column) scales:
+    W[i, j] = row_scale[i] * col_scale[j] * u[i, j] (nnpress/kernels/levels.h). Immutable, validated when built.
+    """
+    @staticmethod
+    def from_levels(u: numpy.ndarray, row_scale: numpy.ndarray, col_scale: typing.Any = None) -> LevelMatrix:
+        """
+        u: integer [rows, cols] (values within int32); row_scale: [rows] finite > 0; col_scale: [cols] finite > 0 or None.
+        """
+    @staticmethod
+    def from_nnp(reader: NnpReader, index: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex = 1) -> LevelMatrix:
+        """
+        From quantized tensor `index` of an open NnpReader (NnpFile.level_matrix(name) is the friendly form): its levels, method, step and channel scales; the view rows = shape[0], cols = the rest.
+        """
+    def __repr__(self) -> str:
+        ...
+    def indices(self) -> numpy.typing.NDArray[numpy.int32]:
+        """
+        u as int32 [rows, cols].
+        """
+    def matmul(self, x: numpy.ndarray, out: typing.Any = None, isa: str | None = None, threads: typing.SupportsInt | typing.SupportsIndex = 1, activations: str = 'float32') -> numpy.ndarray:
+        """
+        Y = X @ W.T for X float32 [batch, cols] (or [cols]), C-contiguous; returns float32 [batch, rows] (or [rows]), written into `out` if given (C-contiguous float32, not overlapping x). GIL released. isa: None (automatic, NNPRESS_ISA honoured) or 'scalar'/'avx2'/'avx512'/'neon'; threads: 0 = as many as pay. activations: 'float32' (exact inputs) or 'int16' (each row of x rounded to int16 on its own scale, max|x| / 32767, then exact integer sums: opt-in, see nnpress/kernels/levels.h).
+        """
+    def to_dense(self) -> numpy.typing.NDArray[numpy.float32]:
+        """
+        W as float32 [rows, cols].
+        """
+    @property
+    def col_scale(self) -> typing.Any:
+        ...
+    @property
+    def cols(self) -> int:
+        ...
+    @property
+    def index_bits(self) -> int:
+        """
+        8 or 16: bits per index in the dense part.
+        """
+    @property
+    def nbytes(self) -> int:
+        """
+        Bytes held (dense part with padding, list, scales).
+        """
+    @property
+    def outliers(self) -> int:
+        """
+        Entries held in the exact list, outside the dense part's int8 (or int16) range.
+        """
+    @property
+    def row_scale(self) -> numpy.ndarray:
+        ...
+    @property
+    def rows(self) -> int:
         ...
 class LevelParams:
     """

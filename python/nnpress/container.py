@@ -233,6 +233,14 @@ class NnpFile:
             return None, None
         return self._r.channel_scale_exps(target["index"])
 
+    def level_matrix(self, name: str, *, threads: int | None = None) -> _core.LevelMatrix:
+        """A quantized tensor as an integer-level matrix (``_core.LevelMatrix``: its exact integer
+        reconstruction indices and per-row/column scales, ~1 byte per weight; ``m.matmul(x)`` is
+        ``x @ W.T``), built from the stored levels without a float copy. The view is rows = shape[0],
+        cols = the rest. ValueError for a raw tensor."""
+        e = self.entry(name)
+        return _core.LevelMatrix.from_nnp(self._r, e["index"], _threads(threads))
+
     def verify(self) -> None:
         """Check every chunk's CRC without decoding (FormatError on a mismatch)."""
         self._r.verify_checksums()

@@ -1,5 +1,6 @@
 // nnpress/runtime.h — the edge runtime: open a .nnp, list its tensors, decode them into your buffers
-// or straight into CER / CSER / dense-codebook matrices for the kernels in sparse/kernels.h.
+// or straight into CER / CSER / dense-codebook matrices for the kernels in sparse/kernels.h, or into
+// integer-level matrices for the kernels in kernels/levels.h.
 // Decoder side only: available in the decoder-only build (-DNNPRESS_ENCODER=OFF).
 //
 // CONTRACT
@@ -78,6 +79,7 @@
 #include <vector>
 
 #include "nnpress/format/container.h"
+#include "nnpress/kernels/levels.h"
 #include "nnpress/sparse/matrix.h"
 #include "nnpress/status.h"
 
@@ -149,6 +151,10 @@ class Model {
   Status decode_matrix(const std::string& name, sparse::Format format, sparse::RowGroupMatrix* out,
                        unsigned threads = 1) const;
   Status decode_codebook(const std::string& name, sparse::CodebookMatrix* out, unsigned threads = 1) const;
+  // The integer levels of a quantized tensor as a LevelMatrix for levels::matmul (kernels/levels.h,
+  // level_matrix_from_reader): no float32 copy of the tensor is made. kInvalidArgument: null out, a raw
+  // tensor. On failure *out is left unchanged.
+  Status decode_level_matrix(const std::string& name, levels::LevelMatrix* out, unsigned threads = 1) const;
   // Every tensor, in table order, all row blocks on one pool of `threads` threads.
   Status decode_all(std::vector<Tensor>* out, unsigned threads = 0) const;
 

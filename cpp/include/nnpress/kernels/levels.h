@@ -1,0 +1,171 @@
+// nnpress/kernels/levels.h — products on the integer reconstruction indices of a quantized tensor
+// (integer-level kernels). Decoder side: built in the decoder-only build too.
+//
+// CONTRACT
+//   A LevelMatrix is a rows x cols weight matrix held as integers:
+//       W[i][j] = row_scale[i] * col_scale[j] * u[i][j]
+//   with u the exact reconstruction indices of a quantized tensor (quant/dequantize.h: u = level for
+//   nearest/rdoq; u = 2k or 2k - sgn(k) along the dependent-quantization state machine for trellis),
+//   row_scale[i] = step * 2^(row_exp[i]/8) and col_scale[j] = 2^(col_exp[j]/8) (or no column scales).
+//
+//   Building (validated once; products cannot fail on the matrix afterwards):
+//     LevelMatrix::from_levels(rows, cols, u, row_scale, col_scale, &m)
+//       u: rows*cols int32, row-major; row_scale: rows floats, each finite and > 0; col_scale: cols
+//       floats, each finite and > 0, or null (all 1). kInvalidArgument for rows or cols == 0, a null
+//       u or row_scale, a scale that is not finite and > 0 (the message names which and where).
+//       On failure *out is left unchanged.
+//     level_matrix_from_reader(reader, index, &m, threads) / Model::decode_level_matrix (runtime.h):
+//       the same matrix straight from a quantized .nnp tensor (an alias gives its target's): its
+//       levels (ContainerReader::decode_levels, `threads` threads), its method (trellis levels go
+//       through the state machine of dequantize.h to u), row_scale[i] = float(step * 2^(row_exp/8))
+//       (all float(step) without row exponents) and col_scale[j] = float(2^(col_exp/8)). The view is
+//       rows_cols_of(shape) (shape.h): a Linear weight as is, a Conv weight as out x (in*kh*kw).
+//       kInvalidArgument: index out of range, a raw tensor, a tensor with no elements; kLimit: a
+//       dimension above 2^32 - 1 or a u outside int32 (a trellis level beyond +-2^30);
+//       kCorrupt / kTruncated as decode_levels.
+//   Storage: u in [-127, 127] as int8, one row after another with a row stride padded to 64 bytes
+//   (padding holds zeros), plus an exact list of the entries outside int8 (per-row column + int32
+//   u). When such entries are more than 1/16 of the matrix, the dense part is int16 instead
+//   (u in [-32767, 32767]) and the list holds the rest. nbytes() counts every byte held (dense part,
+//   list, scales). Nothing else is allocated per matrix, and a float32 product allocates only when
+//   the matrix has column scales (X times col_scale, batch x cols floats) — except the thread pool's
+//   first use (common/parallel.h).
+//
+//   Products:
+//     matmul(m, X, x_len, batch, Y, y_len, opt)
+//       X: batch x cols floats, row-major (one row per token: the layout of a torch Linear input);
+//       Y: batch x rows floats, row-major:  Y[b][i] = sum_j W[i][j] * X[b][j].
+//       Computed as Y[b][i] = row_scale[i] * (sum_j u[i][j] * X'[b][j]) with X' = X * col_scale
+//       (rounded to float), float32 arithmetic, each u converted to float exactly (|u| <= 2^24;
+//       beyond, rounded), the list entries added after the dense part. Equal to the float64 product
+//       of the decoded weights up to float32 rounding and summation order.
+//       kInvalidArgument: x_len != batch * cols, y_len != batch * rows, a null buffer, batch 0, an ISA
+//       this build/CPU cannot run, or — automatic choice only — an unknown NNPRESS_ISA value (cpu.h).
+//       On failure Y is untouched. Y must not alias X. Inputs may hold any floats.
+//     LevelKernelOptions.isa: empty = detect_isa() (honours NNPRESS_ISA); a named ISA must be
+//       isa_supported() (tests and benchmarks force each ISA this way). Kernels: scalar reference
+//       (always), AVX2 and AVX-512 on x86-64, NEON on aarch64, each compiled with its own flags only.
+//     LevelKernelOptions.threads: rows are split into contiguous blocks, one per thread (capped by the
+//       hardware and by rows / 64; 0 = as many as pay, one per ~256 Ki multiply-adds). Every output
+//       element is computed by one thread in a fixed order that does not depend on the block
+//       boundaries, so results are bit-identical for every thread count (not across ISAs).
+//     LevelKernelOptions.activations = kInt16 (opt-in; int8 dense parts only, others compute as kFloat32):
+//       each row b of X' is rounded to int16 on its own scale, s_b = max_j |X'[b][j]| / 32767,
+//       xq = round(X' / s_b); the sums S = sum_j u[i][j] * xq[b][j] (list entries included) are exact
+//       integers (int32 lanes over at most 4096 columns, then int64), and
+//           Y[b][i] = float(row_scale[i] * s_b * S)   (double, rounded once).
+//       So the only error is the rounding of the inputs (at most s_b / 2 per input), and the results
+//       are bit-identical for every ISA and thread count. Rows of X with a non-finite value make the
+//       whole product run as kFloat32 (so Inf/NaN propagate as in float math). The SIMD kernels use
+//       AVX-512 VNNI (vpdpwssd) where the CPU has it, else AVX-512BW / AVX2 vpmaddwd: more multiply-adds
+//       per instruction than float32 FMA, and no int -> float conversion per weight.
+//       A product in this mode allocates its rounded inputs (batch x stride int16) and sums.
+//
+//   Python (nnpress._core): LevelMatrix.from_levels(u, row_scale, col_scale=None),
+//   LevelMatrix.from_nnp(reader, index, threads=1) and NnpFile.level_matrix(name, threads=None)
+//   (python/nnpress/container.py), m.matmul(x, out=None, isa=None, threads=1, activations="float32"),
+//   m.rows / cols / nbytes / outliers / index_bits / row_scale / col_scale, m.indices(), m.to_dense().
+//
+// SURPRISES
+//   - The kernels multiply every weight, zeros included: a dense layout. For very sparse matrices
+//     CSER (sparse/kernels.h) does less work.
+//   - Different ISAs sum in different orders (lanes), so their results differ in the last bits.
+//   - level_matrix_from_reader holds the tensor's int32 levels (4 bytes per weight) while it builds
+//     the matrix, for the time of the call; the matrix itself holds ~1 byte per weight.
+//   - row_scale is rounded to float32 once (step * 2^(e/8) in double, then float): the product's
+//     weights differ from decode_float32's by at most that rounding (relative 2^-24).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "nnpress/cpu.h"
+#include "nnpress/format/container.h"
+#include "nnpress/status.h"
+
+namespace nnpress::levels {
+
+// How the activations enter the product (see CONTRACT, "Activations").
+enum class Activations : int {
+  kFloat32 = 0,  // exact float32 inputs (the default)
+  kInt16 = 1,    // each input row rounded to int16 on its own scale, exact integer sums
+};
+
+struct LevelKernelOptions {
+  std::optional<Isa> isa;                      // empty: detect_isa()
+  unsigned threads = 1;                        // 0: as many as pay (see CONTRACT)
+  Activations activations = Activations::kFloat32;
+  bool vnni = true;  // kInt16: use AVX-512 VNNI where the CPU has it (false: the AVX-512BW kernel; tests)
+};
+
+class LevelMatrix {
+ public:
+  // Largest |u| held in the int8 / int16 dense part.
+  static constexpr int32_t kInt8Limit = 127;
+  static constexpr int32_t kInt16Limit = 32767;
+  // Dense-part row strides are padded to this many bytes (and the part is aligned to it).
+  static constexpr size_t kRowAlign = 64;
+
+  LevelMatrix() = default;
+  LevelMatrix(const LevelMatrix& other);
+  LevelMatrix& operator=(const LevelMatrix& other);
+  LevelMatrix(LevelMatrix&&) noexcept = default;
+  LevelMatrix& operator=(LevelMatrix&&) noexcept = default;
+  ~LevelMatrix() = default;
+
+  static Status from_levels(uint32_t rows, uint32_t cols, const int32_t* u, const float* row_scale,
+                            const float* col_scale, LevelMatrix* out);
+
+  uint32_t rows() const { return rows_; }
+  uint32_t cols() const { return cols_; }
+  // Bits per stored index in the dense part: 8 or 16.
+  int index_bits() const { return bits_; }
+  // Entries held in the list (outside the dense part's range).
+  uint64_t outliers() const { return out_col_.size(); }
+  // Bytes held: dense part (with padding), list, scales.
+  size_t nbytes() const;
+  bool has_col_scale() const { return !col_scale_.empty(); }
+  const std::vector<float>& row_scale() const { return row_scale_; }
+  const std::vector<float>& col_scale() const { return col_scale_; }  // empty: all 1
+  // Elements per stored row of the dense part (cols rounded up to kRowAlign bytes).
+  size_t stride() const { return stride_; }
+
+  // u as int32, row-major (rows*cols values into out).
+  void indices(int32_t* out) const;
+  // W as float32, row-major: float(double(row_scale[i]) * col_scale[j] * u), rows*cols values.
+  void to_dense(float* out) const;
+
+  // For the kernels (internal layout, see CONTRACT).
+  const int8_t* q8() const { return bits_ == 8 ? reinterpret_cast<const int8_t*>(dense_.get()) : nullptr; }
+  const int16_t* q16() const { return bits_ == 16 ? reinterpret_cast<const int16_t*>(dense_.get()) : nullptr; }
+  const std::vector<uint64_t>& outlier_ptr() const { return out_ptr_; }  // rows + 1, or empty
+  const std::vector<uint32_t>& outlier_col() const { return out_col_; }
+  const std::vector<int32_t>& outlier_val() const { return out_val_; }
+
+ private:
+  struct FreeAligned {
+    void operator()(uint8_t* p) const;
+  };
+  static std::unique_ptr<uint8_t[], FreeAligned> alloc_dense(size_t bytes);
+  size_t dense_bytes() const { return size_t(rows_) * stride_ * size_t(bits_ / 8); }
+
+  uint32_t rows_ = 0, cols_ = 0;
+  int bits_ = 8;
+  size_t stride_ = 0;
+  std::unique_ptr<uint8_t[], FreeAligned> dense_;
+  std::vector<uint64_t> out_ptr_;
+  std::vector<uint32_t> out_col_;
+  std::vector<int32_t> out_val_;
+  std::vector<float> row_scale_, col_scale_;
+};
+
+Status matmul(const LevelMatrix& m, const float* X, size_t x_len, size_t batch, float* Y, size_t y_len,
+              const LevelKernelOptions& opt = {});
+
+// A LevelMatrix from quantized tensor `index` of an open .nnp file (see CONTRACT).
+Status level_matrix_from_reader(const ContainerReader& reader, size_t index, LevelMatrix* out, unsigned threads = 1);
+
+}  // namespace nnpress::levels

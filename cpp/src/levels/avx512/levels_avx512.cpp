@@ -1,0 +1,243 @@
+// AVX-512 integer-level kernels (levels_internal.h): indices widened to int32 and converted to float32 in
+// registers, multiplied into float32 accumulators with FMA. A tile of R rows x B tokens keeps R*B
+// accumulators of 16 lanes, so each widened weight vector serves B tokens and each loaded input vector R
+// rows. Lane l of an accumulator sums columns l, l + 16, ... in order; the tile's accumulators (at most 16,
+// padded with zeros) are then reduced together by a transposing tree (reduce16), whose order for one
+// accumulator does not depend on its position, so one (row, token) result does not depend on the tile it
+// was computed in.
+// GCC 12's own AVX-512 headers trip -W(maybe-)uninitialized (_mm512_undefined_*); not our code.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+#include <immintrin.h>
+
+#include "../levels_internal.h"
+
+namespace nnpress::levels::detail {
+namespace {
+
+inline __m512 widen(const int8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+inline __m512 widen(const int16_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+}
+
+// v[k] = the sum of the 16 lanes of a[k]: in every 128-bit block (l0 + l2) + (l1 + l3), then the blocks
+// (b0 + b1) + (b2 + b3) — the same order for every k. 15 adds and 30 shuffles for 16 sums.
+inline __m512 reduce16(const __m512* a) {
+  __m512 t[8], u[4];
+#pragma GCC unroll 8
+  for (int p = 0; p < 8; ++p)
+    t[p] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * p], a[2 * p + 1]), _mm512_unpackhi_ps(a[2 * p], a[2 * p + 1]));
+#pragma GCC unroll 4
+  for (int p = 0; p < 4; ++p) {
+    const __m512d lo = _mm512_unpacklo_pd(_mm512_castps_pd(t[2 * p]), _mm512_castps_pd(t[2 * p + 1]));
+    const __m512d hi = _mm512_unpackhi_pd(_mm512_castps_pd(t[2 * p]), _mm512_castps_pd(t[2 * p + 1]));
+    u[p] = _mm512_add_ps(_mm512_castpd_ps(lo), _mm512_castpd_ps(hi));
+  }
+  const __m512 w0 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                  _mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512 w1 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                  _mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(w0, w1, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_f32x4(w0, w1, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// The same tree over int32 lanes (exact while every partial sum fits int32).
+inline __m512i reduce16(const __m512i* a) {
+  __m512i t[8], u[4];
+#pragma GCC unroll 8
+  for (int p = 0; p < 8; ++p)
+    t[p] = _mm512_add_epi32(_mm512_unpacklo_epi32(a[2 * p], a[2 * p + 1]),
+                            _mm512_unpackhi_epi32(a[2 * p], a[2 * p + 1]));
+#pragma GCC unroll 4
+  for (int p = 0; p < 4; ++p)
+    u[p] = _mm512_add_epi32(_mm512_unpacklo_epi64(t[2 * p], t[2 * p + 1]),
+                            _mm512_unpackhi_epi64(t[2 * p], t[2 * p + 1]));
+  const __m512i w0 = _mm512_add_epi32(_mm512_shuffle_i32x4(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                      _mm512_shuffle_i32x4(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512i w1 = _mm512_add_epi32(_mm512_shuffle_i32x4(u[2], u[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                      _mm512_shuffle_i32x4(u[2], u[3], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_add_epi32(_mm512_shuffle_i32x4(w0, w1, _MM_SHUFFLE(2, 0, 2, 0)),
+                          _mm512_shuffle_i32x4(w0, w1, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+template <int R, int B, class Q>
+inline void tile(const Q* q, const LevelView& m, const float* X, float* Y, uint32_t r, size_t b) {
+  static_assert(R * B <= 16, "one reduce16 per tile");
+  __m512 acc[R][B];
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 16
+    for (int j = 0; j < B; ++j) acc[i][j] = _mm512_setzero_ps();
+  }
+  const size_t cols = m.cols, full = cols / 16 * 16;
+  const Q* qr = q + size_t(r) * m.stride;
+  const float* xb = X + b * cols;
+  size_t k = 0;
+  for (; k < full; k += 16) {
+    __m512 x[B];
+#pragma GCC unroll 16
+    for (int j = 0; j < B; ++j) x[j] = _mm512_loadu_ps(xb + j * cols + k);
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+      const __m512 w = widen(qr + i * m.stride + k);
+#pragma GCC unroll 16
+      for (int j = 0; j < B; ++j) acc[i][j] = _mm512_fmadd_ps(w, x[j], acc[i][j]);
+    }
+  }
+  if (k < cols) {  // the stride is padded with zero indices: only the inputs need a mask
+    const __mmask16 mask = __mmask16((1u << (cols - k)) - 1u);
+    __m512 x[B];
+#pragma GCC unroll 16
+    for (int j = 0; j < B; ++j) x[j] = _mm512_maskz_loadu_ps(mask, xb + j * cols + k);
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+      const __m512 w = widen(qr + i * m.stride + k);
+#pragma GCC unroll 16
+      for (int j = 0; j < B; ++j) acc[i][j] = _mm512_fmadd_ps(w, x[j], acc[i][j]);
+    }
+  }
+  __m512 all[16];
+#pragma GCC unroll 16
+  for (int k = 0; k < 16; ++k) all[k] = k < R * B ? acc[k / B][k % B] : _mm512_setzero_ps();
+  alignas(64) float sums[16];
+  _mm512_store_ps(sums, reduce16(all));
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 16
+    for (int j = 0; j < B; ++j) Y[(b + j) * m.rows + r + i] = sums[i * B + j];
+  }
+}
+
+// R rows, every token: tiles of 4 tokens, then the rest.
+template <int R, class Q>
+inline void rows_all_tokens(const Q* q, const LevelView& m, const float* X, size_t batch, float* Y, uint32_t r) {
+  size_t b = 0;
+  for (; b + 4 <= batch; b += 4) tile<R, 4>(q, m, X, Y, r, b);
+  switch (batch - b) {
+    case 3: tile<R, 3>(q, m, X, Y, r, b); break;
+    case 2: tile<R, 2>(q, m, X, Y, r, b); break;
+    case 1: tile<R, 1>(q, m, X, Y, r, b); break;
+    default: break;
+  }
+}
+
+template <class Q>
+void dense(const Q* q, const LevelView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1) {
+  uint32_t r = r0;
+  if (batch == 1) {
+    for (; r + 16 <= r1; r += 16) tile<16, 1>(q, m, X, Y, r, 0);
+    for (; r < r1; ++r) tile<1, 1>(q, m, X, Y, r, 0);
+    return;
+  }
+  for (; r + 4 <= r1; r += 4) rows_all_tokens<4>(q, m, X, batch, Y, r);
+  for (; r < r1; ++r) rows_all_tokens<1>(q, m, X, batch, Y, r);
+}
+
+// ---- int16 activations: exact integer sums (levels_internal.h, LevelKernelInt) ----
+// 32 indices widened to int16 in one instruction; pairs of products summed into int32 lanes, either by
+// vpmaddwd + vpaddd (AVX-512BW) or by one vpdpwssd (AVX-512 VNNI, emitted as inline assembly so that
+// this file needs no VNNI compiler flag; it runs only when the CPU has VNNI). Every 512 columns the
+// tile's lanes are summed by reduce16 (a partial sum of at most 512 products of 127 * 32767 fits int32)
+// and added in int64.
+constexpr size_t kLaneChunk = 512;
+static_assert(kLaneChunk * 127 * 32767 <= 2147483647u, "int32 partial sums");
+
+struct DotBw {
+  static inline __m512i apply(__m512i acc, __m512i w, __m512i x) {
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(w, x));
+  }
+};
+struct DotVnni {
+  static inline __m512i apply(__m512i acc, __m512i w, __m512i x) {
+    __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(w), "v"(x));
+    return acc;
+  }
+};
+
+template <int R, int B, class Dot>
+inline void tile_i16(const LevelView& m, const int16_t* Xq, int64_t* S, uint32_t r, size_t b) {
+  static_assert(R * B <= 16, "one reduce16 per chunk");
+  __m512i tot_lo = _mm512_setzero_si512(), tot_hi = _mm512_setzero_si512();
+  const int8_t* qr = m.q8 + size_t(r) * m.stride;
+  const int16_t* xb = Xq + b * m.stride;
+  const size_t end = (size_t(m.cols) + 31) / 32 * 32;  // within the zero-padded stride
+  for (size_t c0 = 0; c0 < end; c0 += kLaneChunk) {
+    const size_t c1 = end - c0 < kLaneChunk ? end : c0 + kLaneChunk;
+    __m512i acc[R][B];
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 16
+      for (int j = 0; j < B; ++j) acc[i][j] = _mm512_setzero_si512();
+    }
+    for (size_t k = c0; k < c1; k += 32) {
+      __m512i x[B];
+#pragma GCC unroll 16
+      for (int j = 0; j < B; ++j) x[j] = _mm512_loadu_si512(xb + j * m.stride + k);
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) {
+        const __m512i w = _mm512_cvtepi8_epi16(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qr + i * m.stride + k)));
+#pragma GCC unroll 16
+        for (int j = 0; j < B; ++j) acc[i][j] = Dot::apply(acc[i][j], w, x[j]);
+      }
+    }
+    __m512i all[16];
+#pragma GCC unroll 16
+    for (int k = 0; k < 16; ++k) all[k] = k < R * B ? acc[k / B][k % B] : _mm512_setzero_si512();
+    const __m512i v = reduce16(all);
+    tot_lo = _mm512_add_epi64(tot_lo, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(v)));
+    tot_hi = _mm512_add_epi64(tot_hi, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(v, 1)));
+  }
+  alignas(64) int64_t sums[16];
+  _mm512_store_si512(sums, tot_lo);
+  _mm512_store_si512(sums + 8, tot_hi);
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 16
+    for (int j = 0; j < B; ++j) S[(b + j) * m.rows + r + i] = sums[i * B + j];
+  }
+}
+
+template <int R, class Dot>
+inline void rows_all_tokens_i16(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r) {
+  size_t b = 0;
+  for (; b + 4 <= batch; b += 4) tile_i16<R, 4, Dot>(m, Xq, S, r, b);
+  switch (batch - b) {
+    case 3: tile_i16<R, 3, Dot>(m, Xq, S, r, b); break;
+    case 2: tile_i16<R, 2, Dot>(m, Xq, S, r, b); break;
+    case 1: tile_i16<R, 1, Dot>(m, Xq, S, r, b); break;
+    default: break;
+  }
+}
+
+template <class Dot>
+void int8_i16(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r0, uint32_t r1) {
+  uint32_t r = r0;
+  if (batch == 1) {
+    for (; r + 16 <= r1; r += 16) tile_i16<16, 1, Dot>(m, Xq, S, r, 0);
+    for (; r < r1; ++r) tile_i16<1, 1, Dot>(m, Xq, S, r, 0);
+    return;
+  }
+  for (; r + 4 <= r1; r += 4) rows_all_tokens_i16<4, Dot>(m, Xq, batch, S, r);
+  for (; r < r1; ++r) rows_all_tokens_i16<1, Dot>(m, Xq, batch, S, r);
+}
+
+void dense8(const LevelView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1) {
+  dense(m.q8, m, X, batch, Y, r0, r1);
+}
+void dense16(const LevelView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1) {
+  dense(m.q16, m, X, batch, Y, r0, r1);
+}
+
+}  // namespace
+
+const LevelKernelTable* avx512_level_kernels() {
+  static const LevelKernelTable t{dense8, dense16, int8_i16<DotBw>, int8_i16<DotVnni>};
+  return &t;
+}
+
+}  // namespace nnpress::levels::detail

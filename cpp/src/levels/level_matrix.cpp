@@ -1,0 +1,390 @@
+// LevelMatrix: building and checking it, building it from a .nnp tensor, and the product's dispatch
+// (argument checks, ISA choice, threads over rows, column scales, list entries, row scales); see
+// nnpress/kernels/levels.h.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <new>
+#include <string>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
+#define NNPRESS_LEVELS_X86_64 1
+#endif
+
+#include "../common/parallel.h"
+#include "levels_internal.h"
+#include "nnpress/kernels/levels.h"
+#include "nnpress/quant/dequantize.h"
+
+namespace nnpress::levels {
+namespace detail {
+#ifndef NNPRESS_HAVE_AVX2_TU
+const LevelKernelTable* avx2_level_kernels() { return nullptr; }
+#endif
+#ifndef NNPRESS_HAVE_AVX512_TU
+const LevelKernelTable* avx512_level_kernels() { return nullptr; }
+#endif
+#ifndef NNPRESS_HAVE_NEON_TU
+const LevelKernelTable* neon_level_kernels() { return nullptr; }
+#endif
+}  // namespace detail
+
+namespace {
+
+bool positive_finite(float v) { return std::isfinite(v) && v > 0.0f; }
+
+Status check_scales(const float* s, uint32_t n, const char* what) {
+  for (uint32_t k = 0; k < n; ++k) {
+    if (!positive_finite(s[k]))
+      return invalid_argument(std::string("LevelMatrix: ") + what + "[" + std::to_string(k) +
+                              "] = " + std::to_string(s[k]) + " is not finite and > 0");
+  }
+  return Status::Ok();
+}
+
+uint64_t magnitude(int32_t u) { return u < 0 ? uint64_t(-int64_t(u)) : uint64_t(u); }
+
+}  // namespace
+
+void LevelMatrix::FreeAligned::operator()(uint8_t* p) const { ::operator delete[](p, std::align_val_t(kRowAlign)); }
+
+std::unique_ptr<uint8_t[], LevelMatrix::FreeAligned> LevelMatrix::alloc_dense(size_t bytes) {
+  auto* p = static_cast<uint8_t*>(::operator new[](std::max<size_t>(bytes, 1), std::align_val_t(kRowAlign)));
+  return std::unique_ptr<uint8_t[], FreeAligned>(p);
+}
+
+LevelMatrix::LevelMatrix(const LevelMatrix& o)
+    : rows_(o.rows_),
+      cols_(o.cols_),
+      bits_(o.bits_),
+      stride_(o.stride_),
+      out_ptr_(o.out_ptr_),
+      out_col_(o.out_col_),
+      out_val_(o.out_val_),
+      row_scale_(o.row_scale_),
+      col_scale_(o.col_scale_) {
+  if (o.dense_) {
+    dense_ = alloc_dense(o.dense_bytes());
+    std::memcpy(dense_.get(), o.dense_.get(), o.dense_bytes());
+  }
+}
+
+LevelMatrix& LevelMatrix::operator=(const LevelMatrix& o) {
+  if (this != &o) {
+    LevelMatrix copy(o);
+    *this = std::move(copy);
+  }
+  return *this;
+}
+
+size_t LevelMatrix::nbytes() const {
+  return (dense_ ? dense_bytes() : 0) + out_ptr_.size() * sizeof(uint64_t) + out_col_.size() * sizeof(uint32_t) +
+         out_val_.size() * sizeof(int32_t) + (row_scale_.size() + col_scale_.size()) * sizeof(float);
+}
+
+Status LevelMatrix::from_levels(uint32_t rows, uint32_t cols, const int32_t* u, const float* row_scale,
+                                const float* col_scale, LevelMatrix* out) {
+  if (out == nullptr) return invalid_argument("LevelMatrix::from_levels: null output");
+  if (rows == 0 || cols == 0)
+    return invalid_argument("LevelMatrix::from_levels: " + std::to_string(rows) + " x " + std::to_string(cols) +
+                            " matrix (rows and cols must be >= 1)");
+  if (u == nullptr) return invalid_argument("LevelMatrix::from_levels: null levels");
+  if (row_scale == nullptr) return invalid_argument("LevelMatrix::from_levels: null row_scale");
+  Status s = check_scales(row_scale, rows, "row_scale");
+  if (s.ok() && col_scale != nullptr) s = check_scales(col_scale, cols, "col_scale");
+  if (!s.ok()) return s;
+
+  const uint64_t count = uint64_t(rows) * cols;
+  uint64_t n8 = 0;
+  for (uint64_t k = 0; k < count; ++k) n8 += magnitude(u[k]) > uint64_t(kInt8Limit);
+  // int16 when the list would hold more than 1/16 of the entries: the list costs 8 bytes and a
+  // scalar multiply-add per entry, the wider dense part one more byte per weight.
+  const int bits = n8 * 16 > count ? 16 : 8;
+  const uint64_t limit = bits == 8 ? uint64_t(kInt8Limit) : uint64_t(kInt16Limit);
+  const size_t per_line = kRowAlign / size_t(bits / 8);
+  const size_t stride = (size_t(cols) + per_line - 1) / per_line * per_line;
+  if (size_t(rows) > std::numeric_limits<size_t>::max() / 2 / stride)
+    return limit_exceeded("LevelMatrix::from_levels: matrix too large for this machine");
+
+  LevelMatrix m;
+  m.rows_ = rows, m.cols_ = cols, m.bits_ = bits, m.stride_ = stride;
+  m.dense_ = alloc_dense(m.dense_bytes());
+  std::memset(m.dense_.get(), 0, m.dense_bytes());
+  uint64_t n_list = 0;
+  for (uint64_t k = 0; k < count; ++k) n_list += magnitude(u[k]) > limit;
+  if (n_list) {
+    m.out_ptr_.assign(size_t(rows) + 1, 0);
+    m.out_col_.reserve(size_t(n_list));
+    m.out_val_.reserve(size_t(n_list));
+  }
+  for (uint32_t r = 0; r < rows; ++r) {
+    const int32_t* src = u + size_t(r) * cols;
+    for (uint32_t j = 0; j < cols; ++j) {
+      const int32_t v = src[j];
+      if (magnitude(v) > limit) {
+        m.out_col_.push_back(j);
+        m.out_val_.push_back(v);
+      } else if (bits == 8) {
+        reinterpret_cast<int8_t*>(m.dense_.get())[size_t(r) * stride + j] = int8_t(v);
+      } else {
+        reinterpret_cast<int16_t*>(m.dense_.get())[size_t(r) * stride + j] = int16_t(v);
+      }
+    }
+    if (n_list) m.out_ptr_[size_t(r) + 1] = m.out_col_.size();
+  }
+  m.row_scale_.assign(row_scale, row_scale + rows);
+  if (col_scale != nullptr) m.col_scale_.assign(col_scale, col_scale + cols);
+  *out = std::move(m);
+  return Status::Ok();
+}
+
+void LevelMatrix::indices(int32_t* out) const {
+  for (uint32_t r = 0; r < rows_; ++r) {
+    int32_t* dst = out + size_t(r) * cols_;
+    for (uint32_t j = 0; j < cols_; ++j)
+      dst[j] = bits_ == 8 ? q8()[size_t(r) * stride_ + j] : q16()[size_t(r) * stride_ + j];
+    if (!out_ptr_.empty()) {
+      for (uint64_t k = out_ptr_[r]; k < out_ptr_[size_t(r) + 1]; ++k) dst[out_col_[k]] = out_val_[k];
+    }
+  }
+}
+
+void LevelMatrix::to_dense(float* out) const {
+  indices(reinterpret_cast<int32_t*>(out));  // same size; converted in place below
+  for (uint32_t r = 0; r < rows_; ++r) {
+    float* dst = out + size_t(r) * cols_;
+    for (uint32_t j = 0; j < cols_; ++j) {
+      int32_t v;
+      std::memcpy(&v, &dst[j], sizeof v);
+      const double c = col_scale_.empty() ? 1.0 : double(col_scale_[j]);
+      dst[j] = float(double(row_scale_[r]) * c * double(v));
+    }
+  }
+}
+
+// ---- products ----
+namespace {
+
+// Multiply-adds below which one more thread does not pay (waking a worker and waiting for it).
+constexpr uint64_t kWorkPerThread = uint64_t(1) << 18;
+
+template <class F>
+void over_rows(uint32_t rows, unsigned threads, uint64_t work, F&& f) {
+  if (threads == 1) {
+    f(0u, rows);
+    return;
+  }
+  const unsigned hw = nnpress::detail::hardware_threads();
+  unsigned n = threads == 0 ? hw : std::min(threads, hw);
+  n = std::max(1u, std::min<unsigned>(n, std::max<uint32_t>(1, rows / 64)));
+  if (threads == 0) n = unsigned(std::max<uint64_t>(1, std::min<uint64_t>(n, work / kWorkPerThread)));
+  if (n == 1) {
+    f(0u, rows);
+    return;
+  }
+  const uint32_t per = (rows + n - 1) / n;
+  nnpress::detail::parallel_for(n, n, [&f, rows, per](size_t t) {
+    f(uint32_t(std::min<uint64_t>(rows, uint64_t(per) * t)),
+      uint32_t(std::min<uint64_t>(rows, uint64_t(per) * (t + 1))));
+  });
+}
+
+// AVX-512 VNNI (cpuid leaf 7, ECX bit 11); the OS state it needs is that of AVX-512 (isa_supported).
+bool cpu_has_avx512_vnni() {
+#ifdef NNPRESS_LEVELS_X86_64
+  static const bool has = [] {
+    if (__get_cpuid_max(0, nullptr) < 7) return false;
+    unsigned a, b, c, d;
+    __cpuid_count(7, 0, a, b, c, d);
+    return ((c >> 11) & 1u) != 0;
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
+Status pick_table(const LevelKernelOptions& opt, const detail::LevelKernelTable** out, Isa* chosen) {
+  if (!opt.isa) {
+    Status e = isa_env_status();
+    if (!e.ok()) return e;
+  }
+  const Isa isa = opt.isa ? *opt.isa : detect_isa();
+  *chosen = isa;
+  if (!isa_supported(isa))
+    return invalid_argument(std::string("levels::matmul: ISA '") + isa_name(isa) +
+                            "' is not available on this CPU/build");
+  const detail::LevelKernelTable* t = nullptr;
+  switch (isa) {
+    case Isa::kAvx512: t = detail::avx512_level_kernels(); break;
+    case Isa::kAvx2: t = detail::avx2_level_kernels(); break;
+    case Isa::kNeon: t = detail::neon_level_kernels(); break;
+    default: break;
+  }
+  *out = t ? t : detail::scalar_level_kernels();
+  return Status::Ok();
+}
+
+// The kInt16 product (levels.h, "Activations") on X' (X times the column scales, batch x cols); false
+// (nothing written) when X' holds a non-finite value.
+bool matmul_int16(const LevelMatrix& m, const float* xs, size_t batch, float* Y, const LevelKernelOptions& opt,
+                  const detail::LevelKernelTable* table, Isa isa) {
+  const size_t rows = m.rows(), cols = m.cols(), stride = m.stride();
+  std::vector<double> xscale(batch);
+  for (size_t b = 0; b < batch; ++b) {
+    const float* x = xs + b * cols;
+    float amax = 0.0f;
+    bool finite = true;
+    for (size_t j = 0; j < cols; ++j) {
+      finite &= std::isfinite(x[j]);
+      amax = std::max(amax, std::fabs(x[j]));
+    }
+    if (!finite) return false;
+    xscale[b] = double(amax) / 32767.0;
+  }
+  std::vector<int16_t> xq(batch * stride, 0);
+  for (size_t b = 0; b < batch; ++b) {
+    if (xscale[b] == 0.0) continue;
+    const double inv = 1.0 / xscale[b];
+    const float* x = xs + b * cols;
+    int16_t* q = xq.data() + b * stride;
+    for (size_t j = 0; j < cols; ++j) {
+      // round half away from zero; |v| <= 32767 up to rounding, so the clamp only trims that
+      const double v = double(x[j]) * inv;
+      const double r = double(int32_t(v + std::copysign(0.5, v)));
+      q[j] = int16_t(std::max(-32767.0, std::min(32767.0, r)));
+    }
+  }
+  detail::LevelKernelInt kernel = table->int8_i16 ? table->int8_i16 : detail::scalar_level_kernels()->int8_i16;
+  if (table->int8_i16_vnni && opt.vnni && isa == Isa::kAvx512 && cpu_has_avx512_vnni()) kernel = table->int8_i16_vnni;
+  std::vector<int64_t> S(batch * rows);
+  const detail::LevelView v{m.rows(), m.cols(), stride, m.q8(), nullptr};
+  const float* rs = m.row_scale().data();
+  const uint64_t* optr = m.outlier_ptr().empty() ? nullptr : m.outlier_ptr().data();
+  const uint32_t* ocol = m.outlier_col().data();
+  const int32_t* oval = m.outlier_val().data();
+  over_rows(m.rows(), opt.threads, uint64_t(rows) * cols * batch / 2, [&](uint32_t r0, uint32_t r1) {
+    kernel(v, xq.data(), batch, S.data(), r0, r1);
+    for (size_t b = 0; b < batch; ++b) {
+      const int16_t* q = xq.data() + b * stride;
+      for (uint32_t r = r0; r < r1; ++r) {
+        int64_t acc = S[b * rows + r];
+        if (optr) {
+          for (uint64_t k = optr[r]; k < optr[r + 1]; ++k) acc += int64_t(oval[k]) * q[ocol[k]];
+        }
+        Y[b * rows + r] = float(double(rs[r]) * xscale[b] * double(acc));
+      }
+    }
+  });
+  return true;
+}
+
+}  // namespace
+
+Status matmul(const LevelMatrix& m, const float* X, size_t x_len, size_t batch, float* Y, size_t y_len,
+              const LevelKernelOptions& opt) {
+  if (m.rows() == 0) return invalid_argument("levels::matmul: empty LevelMatrix (build it with from_levels)");
+  if (batch == 0) return invalid_argument("levels::matmul: batch must be >= 1");
+  const size_t rows = m.rows(), cols = m.cols();
+  if (batch > std::numeric_limits<size_t>::max() / std::max(rows, cols))
+    return invalid_argument("levels::matmul: batch too large");
+  if (x_len != batch * cols)
+    return invalid_argument("levels::matmul: input has " + std::to_string(x_len) + " floats, expected " +
+                            std::to_string(batch * cols) + " (batch x cols)");
+  if (y_len != batch * rows)
+    return invalid_argument("levels::matmul: output has " + std::to_string(y_len) + " floats, expected " +
+                            std::to_string(batch * rows) + " (batch x rows)");
+  if (X == nullptr || Y == nullptr) return invalid_argument("levels::matmul: null buffer");
+  if (opt.activations != Activations::kFloat32 && opt.activations != Activations::kInt16)
+    return invalid_argument("levels::matmul: unknown activations mode");
+  const detail::LevelKernelTable* table = nullptr;
+  Isa isa = Isa::kScalar;
+  Status s = pick_table(opt, &table, &isa);
+  if (!s.ok()) return s;
+  const float* xs = X;
+  std::vector<float> scaled;
+  if (m.has_col_scale()) {
+    scaled.resize(batch * cols);
+    const float* cs = m.col_scale().data();
+    for (size_t b = 0; b < batch; ++b) {
+      for (size_t j = 0; j < cols; ++j) scaled[b * cols + j] = X[b * cols + j] * cs[j];
+    }
+    xs = scaled.data();
+  }
+  if (opt.activations == Activations::kInt16 && m.index_bits() == 8 && matmul_int16(m, xs, batch, Y, opt, table, isa))
+    return Status::Ok();
+  const detail::LevelView v{m.rows(), m.cols(), m.stride(), m.q8(), m.q16()};
+  const detail::LevelKernel kernel = m.index_bits() == 8 ? table->dense8 : table->dense16;
+  const float* rs = m.row_scale().data();
+  const uint64_t* optr = m.outlier_ptr().empty() ? nullptr : m.outlier_ptr().data();
+  const uint32_t* ocol = m.outlier_col().data();
+  const int32_t* oval = m.outlier_val().data();
+  over_rows(m.rows(), opt.threads, uint64_t(rows) * cols * batch, [&](uint32_t r0, uint32_t r1) {
+    kernel(v, xs, batch, Y, r0, r1);
+    for (size_t b = 0; b < batch; ++b) {
+      float* y = Y + b * rows;
+      const float* x = xs + b * cols;
+      for (uint32_t r = r0; r < r1; ++r) {
+        float acc = y[r];
+        if (optr) {
+          for (uint64_t k = optr[r]; k < optr[r + 1]; ++k) acc += float(oval[k]) * x[ocol[k]];
+        }
+        y[r] = rs[r] * acc;
+      }
+    }
+  });
+  return Status::Ok();
+}
+
+// ---- from a .nnp tensor ----
+Status level_matrix_from_reader(const ContainerReader& reader, size_t index, LevelMatrix* out, unsigned threads) {
+  if (out == nullptr) return invalid_argument("level_matrix_from_reader: null output");
+  if (index >= reader.tensor_count())
+    return invalid_argument("level_matrix_from_reader: tensor index " + std::to_string(index) + " out of range");
+  const TensorInfo& req = reader.tensor(index);
+  const TensorInfo& t = req.storage == Storage::kAlias ? reader.tensor(req.alias_of) : req;
+  const std::string what = "tensor '" + req.name + "'";
+  if (t.storage != Storage::kQuantized)
+    return invalid_argument(what + " is stored raw, not quantized: it has no integer levels");
+  if (t.count == 0) return invalid_argument(what + " has no elements");
+  if (t.rows > std::numeric_limits<uint32_t>::max() || t.cols > std::numeric_limits<uint32_t>::max())
+    return limit_exceeded(what + ": " + std::to_string(t.rows) + " x " + std::to_string(t.cols) +
+                          " is too large for a LevelMatrix (dimensions up to 2^32 - 1)");
+  const uint32_t rows = uint32_t(t.rows), cols = uint32_t(t.cols);
+  std::vector<float> rs(rows), cs;
+  for (uint32_t r = 0; r < rows; ++r) {
+    rs[r] = float(t.step * (t.row_scale.empty() ? 1.0 : t.row_scale[r]));
+    if (!positive_finite(rs[r]))
+      return limit_exceeded(what + ": row " + std::to_string(r) + "'s step is not representable in float32");
+  }
+  if (!t.col_scale.empty()) {
+    cs.resize(cols);
+    for (uint32_t j = 0; j < cols; ++j) cs[j] = float(t.col_scale[j]);
+  }
+  std::vector<int32_t> u(size_t(t.count));
+  Status s = reader.decode_levels(index, u.data(), t.count, threads);
+  if (!s.ok()) return s;
+  if (uses_dependent_reconstruction(t.method)) {
+    for (uint32_t r = 0; r < rows; ++r) {
+      int32_t* row = u.data() + size_t(r) * cols;
+      int state = 0;
+      for (uint32_t j = 0; j < cols; ++j) {
+        const int32_t k = row[j];
+        const int64_t v = dq_index(state, k);
+        if (v < std::numeric_limits<int32_t>::min() || v > std::numeric_limits<int32_t>::max())
+          return limit_exceeded(what + ": reconstruction index " + std::to_string(v) + " at row " + std::to_string(r) +
+                                " is outside int32");
+        row[j] = int32_t(v);
+        state = dq_next_state(state, k);
+      }
+    }
+  }
+  s = LevelMatrix::from_levels(rows, cols, u.data(), rs.data(), cs.empty() ? nullptr : cs.data(), out);
+  if (!s.ok()) return Status(s.code(), what + ": " + s.message());
+  return Status::Ok();
+}
+
+}  // namespace nnpress::levels

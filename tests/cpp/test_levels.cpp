@@ -1,0 +1,525 @@
+// Integer-level matrices and kernels (nnpress/kernels/levels.h): building and its checks, the storage
+// (int8 + exact list, int16), products of every ISA this CPU runs against a float64 product, bit-identical
+// results for every thread count, argument checks, and Model::decode_level_matrix against the decoded
+// float32 weights (golden files in every build; trellis / nearest / rdoq levels with and without channel
+// scales, aliases and raw tensors in encoder builds).
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "check.h"
+#include "nnpress/kernels/levels.h"
+#include "nnpress/runtime.h"
+
+using namespace nnpress;
+using levels::LevelKernelOptions;
+using levels::LevelMatrix;
+
+namespace {
+
+std::vector<Isa> runnable_isas() {
+  std::vector<Isa> out;
+  for (Isa i : {Isa::kScalar, Isa::kNeon, Isa::kAvx2, Isa::kAvx512})
+    if (isa_supported(i)) out.push_back(i);
+  return out;
+}
+
+// Max over outputs of |y - ref| / (sum_j |w_ij x_bj| + tiny), with ref and the scale in float64 from the
+// float32 weights W (rows x cols) and X (batch x cols).
+double rel_error(const std::vector<float>& W, uint32_t rows, uint32_t cols, const std::vector<float>& X, size_t batch,
+                 const std::vector<float>& Y) {
+  double worst = 0;
+  for (size_t b = 0; b < batch; ++b) {
+    for (uint32_t r = 0; r < rows; ++r) {
+      double ref = 0, mag = 0;
+      for (uint32_t j = 0; j < cols; ++j) {
+        const double p = double(W[size_t(r) * cols + j]) * double(X[b * cols + j]);
+        ref += p;
+        mag += std::fabs(p);
+      }
+      const double e = std::fabs(double(Y[b * rows + r]) - ref) / (mag + 1e-30);
+      if (!(e <= worst)) worst = e;  // NaN propagates as a failure
+    }
+  }
+  return worst;
+}
+
+// u with mostly small values, some beyond int8 (and a few beyond int16 when `wide`).
+std::vector<int32_t> random_u(uint32_t rows, uint32_t cols, double p_big, bool huge, std::mt19937& rng) {
+  std::vector<int32_t> u(size_t(rows) * cols);
+  std::uniform_real_distribution<double> U(0, 1);
+  std::uniform_int_distribution<int> small(-127, 127), big(128, 30000);
+  for (int32_t& v : u) {
+    const double p = U(rng);
+    if (p < p_big) {
+      v = big(rng) * (U(rng) < 0.5 ? -1 : 1);
+    } else if (huge && p < p_big + 0.01) {
+      v = (U(rng) < 0.5 ? -1 : 1) * int32_t(40000 + (rng() % 1000000));
+    } else {
+      v = small(rng) / (U(rng) < 0.5 ? 1 : 8);
+    }
+  }
+  return u;
+}
+
+void test_build_checks() {
+  // 2 x 40, two entries beyond int8: int8 dense part + a list of 2.
+  std::vector<int32_t> u(80);
+  for (size_t k = 0; k < u.size(); ++k) u[k] = int32_t(k % 7) - 3;
+  u[3] = 200, u[45] = -128;
+  const float rs[2] = {0.5f, 2.0f};
+  std::vector<float> cs(40, 1.0f);
+  cs[3] = 0.25f, cs[5] = 4.0f;
+  LevelMatrix m;
+  CHECK(LevelMatrix::from_levels(2, 40, u.data(), rs, cs.data(), &m).ok());
+  CHECK(m.rows() == 2 && m.cols() == 40 && m.index_bits() == 8 && m.outliers() == 2);
+  CHECK(m.stride() == 64);
+  CHECK(m.nbytes() == 2 * 64 + 3 * 8 + 2 * 4 + 2 * 4 + 42 * 4);
+  std::vector<int32_t> back(80);
+  m.indices(back.data());
+  CHECK(back == u);
+  std::vector<float> w(80);
+  m.to_dense(w.data());
+  CHECK(w[0] == -1.5f && w[3] == 25.0f && w[5] == 4.0f && w[45] == -1024.0f);
+  // A 2 x 3 matrix with 2 of 6 entries beyond int8: int16, nothing in the list.
+  const int32_t small[6] = {1, -2, 3, 200, 0, -128};
+  LevelMatrix m16;
+  CHECK(LevelMatrix::from_levels(2, 3, small, rs, nullptr, &m16).ok());
+  CHECK(m16.index_bits() == 16 && m16.outliers() == 0 && m16.stride() == 32 && m16.q16() && !m16.q8());
+
+  // Every refusal is kInvalidArgument and leaves *out as it was.
+  const float bad_vals[] = {0.0f, -1.0f, std::numeric_limits<float>::quiet_NaN(),
+                            std::numeric_limits<float>::infinity()};
+  for (float bad : bad_vals) {
+    const float brs[2] = {1.0f, bad};
+    std::vector<float> bcs(40, 1.0f);
+    bcs[2] = bad;
+    Status s = LevelMatrix::from_levels(2, 40, u.data(), brs, nullptr, &m);
+    CHECK(s.code() == StatusCode::kInvalidArgument);
+    CHECK(s.message().find("row_scale[1]") != std::string::npos);
+    s = LevelMatrix::from_levels(2, 40, u.data(), rs, bcs.data(), &m);
+    CHECK(s.code() == StatusCode::kInvalidArgument);
+    CHECK(s.message().find("col_scale[2]") != std::string::npos);
+  }
+  CHECK(LevelMatrix::from_levels(0, 40, u.data(), rs, nullptr, &m).code() == StatusCode::kInvalidArgument);
+  CHECK(LevelMatrix::from_levels(2, 0, u.data(), rs, nullptr, &m).code() == StatusCode::kInvalidArgument);
+  CHECK(LevelMatrix::from_levels(2, 40, nullptr, rs, nullptr, &m).code() == StatusCode::kInvalidArgument);
+  CHECK(LevelMatrix::from_levels(2, 40, u.data(), nullptr, nullptr, &m).code() == StatusCode::kInvalidArgument);
+  CHECK(LevelMatrix::from_levels(2, 40, u.data(), rs, nullptr, nullptr).code() == StatusCode::kInvalidArgument);
+  CHECK(m.rows() == 2 && m.outliers() == 2 && m.has_col_scale());  // unchanged by the refusals
+
+  // Copies are deep and equal.
+  LevelMatrix c = m;
+  std::vector<int32_t> back2(80);
+  c.indices(back2.data());
+  CHECK(back2 == u && c.q8() != m.q8());
+
+  // Extremes of int32 go to the list exactly.
+  const int32_t ext[4] = {std::numeric_limits<int32_t>::min(), std::numeric_limits<int32_t>::max(), 127, -127};
+  const float one[1] = {1.0f};
+  LevelMatrix e;
+  CHECK(LevelMatrix::from_levels(1, 4, ext, one, nullptr, &e).ok());
+  int32_t eb[4];
+  e.indices(eb);
+  CHECK(std::memcmp(eb, ext, sizeof ext) == 0);
+  CHECK(e.outliers() == 2);
+}
+
+void test_storage_choice() {
+  std::mt19937 rng(1);
+  // Few outliers: int8 + list; many: int16 + list of those beyond int16.
+  for (double p : {0.01, 0.2}) {
+    const uint32_t rows = 40, cols = 70;
+    std::vector<int32_t> u = random_u(rows, cols, p, true, rng);
+    std::vector<float> rs(rows, 1.0f);
+    LevelMatrix m;
+    CHECK(LevelMatrix::from_levels(rows, cols, u.data(), rs.data(), nullptr, &m).ok());
+    uint64_t n8 = 0, n16 = 0;
+    for (int32_t v : u) n8 += std::abs(int64_t(v)) > 127, n16 += std::abs(int64_t(v)) > 32767;
+    const bool wide = n8 * 16 > u.size();
+    CHECK(wide == (p > 0.1));
+    CHECK(m.index_bits() == (wide ? 16 : 8));
+    CHECK(m.outliers() == (wide ? n16 : n8));
+    CHECK(m.stride() == (wide ? 96u : 128u));
+    std::vector<int32_t> back(u.size());
+    m.indices(back.data());
+    CHECK(back == u);
+  }
+}
+
+void test_products() {
+  std::mt19937 rng(7);
+  const std::vector<Isa> isas = runnable_isas();
+  struct Shape {
+    uint32_t rows, cols;
+    double p_big;
+    bool huge;
+  };
+  const Shape shapes[] = {{1, 1, 0, false},    {13, 37, 0.02, false},   {33, 100, 0.0, false}, {70, 129, 0.3, true},
+                          {9, 64, 0.05, true}, {130, 200, 0.01, false}, {5, 513, 0.0, false}};
+  for (const Shape& sh : shapes) {
+    for (int with_cs = 0; with_cs < 2; ++with_cs) {
+      std::vector<int32_t> u = random_u(sh.rows, sh.cols, sh.p_big, sh.huge, rng);
+      std::vector<float> rs(sh.rows), cs(sh.cols);
+      std::uniform_real_distribution<float> S(0.001f, 0.1f), C(0.5f, 2.0f), N(-1.0f, 1.0f);
+      for (float& v : rs) v = S(rng);
+      for (float& v : cs) v = C(rng);
+      LevelMatrix m;
+      CHECK(LevelMatrix::from_levels(sh.rows, sh.cols, u.data(), rs.data(), with_cs ? cs.data() : nullptr, &m).ok());
+      std::vector<float> W(u.size());
+      m.to_dense(W.data());
+      for (size_t batch : {1, 2, 3, 4, 5, 8, 16, 17}) {
+        std::vector<float> X(batch * sh.cols);
+        for (float& v : X) v = N(rng);
+        for (Isa isa : isas) {
+          LevelKernelOptions o;
+          o.isa = isa;
+          std::vector<float> Y(batch * sh.rows, 12345.0f);
+          Status s = levels::matmul(m, X.data(), X.size(), batch, Y.data(), Y.size(), o);
+          CHECK(s.ok());
+          const double e = rel_error(W, sh.rows, sh.cols, X, batch, Y);
+          if (!(e < 2e-5)) {
+            std::fprintf(stderr, "  %s %ux%u batch %zu col scales %d: rel error %g\n", isa_name(isa), sh.rows, sh.cols,
+                         batch, with_cs, e);
+          }
+          CHECK(e < 2e-5);
+        }
+      }
+    }
+  }
+}
+
+// Special values propagate as in float math (0 * Inf = NaN, also for a zero weight), in every ISA.
+void test_nonfinite_inputs() {
+  const int32_t u[4] = {1, 0, 0, 2};
+  const float rs[2] = {1.0f, 1.0f};
+  LevelMatrix m;
+  CHECK(LevelMatrix::from_levels(2, 2, u, rs, nullptr, &m).ok());
+  for (Isa isa : runnable_isas()) {
+    LevelKernelOptions o;
+    o.isa = isa;
+    const float x[2] = {std::numeric_limits<float>::infinity(), 1.0f};
+    float y[2];
+    CHECK(levels::matmul(m, x, 2, 1, y, 2, o).ok());
+    CHECK(std::isinf(y[0]) && std::isnan(y[1]));
+  }
+}
+
+void test_threads_deterministic() {
+  std::mt19937 rng(3);
+  const uint32_t rows = 517, cols = 301;
+  std::vector<int32_t> u = random_u(rows, cols, 0.01, false, rng);
+  std::vector<float> rs(rows, 0.01f);
+  LevelMatrix m;
+  CHECK(LevelMatrix::from_levels(rows, cols, u.data(), rs.data(), nullptr, &m).ok());
+  std::uniform_real_distribution<float> N(-1.0f, 1.0f);
+  for (size_t batch : {1, 7}) {
+    std::vector<float> X(batch * cols);
+    for (float& v : X) v = N(rng);
+    for (Isa isa : runnable_isas()) {
+      std::vector<float> ref(batch * rows);
+      LevelKernelOptions o;
+      o.isa = isa;
+      CHECK(levels::matmul(m, X.data(), X.size(), batch, ref.data(), ref.size(), o).ok());
+      for (unsigned t : {0u, 2u, 3u, 8u}) {
+        o.threads = t;
+        std::vector<float> Y(batch * rows);
+        CHECK(levels::matmul(m, X.data(), X.size(), batch, Y.data(), Y.size(), o).ok());
+        CHECK(std::memcmp(Y.data(), ref.data(), Y.size() * 4) == 0);
+      }
+    }
+  }
+}
+
+void test_product_checks() {
+  const int32_t u[6] = {1, 2, 3, 4, 5, 6};
+  const float rs[2] = {1.0f, 1.0f};
+  LevelMatrix m;
+  CHECK(LevelMatrix::from_levels(2, 3, u, rs, nullptr, &m).ok());
+  float X[6] = {1, 1, 1, 1, 1, 1}, Y[4] = {7, 7, 7, 7};
+  auto untouched = [&] { return Y[0] == 7 && Y[1] == 7 && Y[2] == 7 && Y[3] == 7; };
+  CHECK(levels::matmul(m, X, 5, 2, Y, 4).code() == StatusCode::kInvalidArgument);
+  CHECK(levels::matmul(m, X, 6, 2, Y, 3).code() == StatusCode::kInvalidArgument);
+  CHECK(levels::matmul(m, X, 6, 0, Y, 4).code() == StatusCode::kInvalidArgument);
+  CHECK(levels::matmul(m, nullptr, 6, 2, Y, 4).code() == StatusCode::kInvalidArgument);
+  CHECK(levels::matmul(m, X, 6, 2, nullptr, 4).code() == StatusCode::kInvalidArgument);
+  CHECK(levels::matmul(LevelMatrix(), X, 6, 2, Y, 4).code() == StatusCode::kInvalidArgument);
+  for (Isa isa : {Isa::kScalar, Isa::kNeon, Isa::kAvx2, Isa::kAvx512}) {
+    if (isa_supported(isa)) continue;
+    LevelKernelOptions o;
+    o.isa = isa;
+    CHECK(levels::matmul(m, X, 6, 2, Y, 4, o).code() == StatusCode::kInvalidArgument);
+  }
+  CHECK(untouched());
+  CHECK(levels::matmul(m, X, 6, 2, Y, 4).ok());
+  CHECK(Y[0] == 6 && Y[1] == 15 && Y[2] == 6 && Y[3] == 15);
+}
+
+// kInt16 activations: exact integer sums, so every ISA (and VNNI or not) gives the same bits as the
+// scalar reference; the error against the float64 product is the rounding of the inputs only.
+void test_int16_activations() {
+  std::mt19937 rng(21);
+  std::uniform_real_distribution<float> N(-1.0f, 1.0f);
+  const uint32_t shapes[][2] = {{13, 37}, {70, 129}, {9, 64}, {130, 200}, {3, 4500}};
+  for (const auto& sh : shapes) {
+    const uint32_t rows = sh[0], cols = sh[1];
+    for (int with_cs = 0; with_cs < 2; ++with_cs) {
+      std::vector<int32_t> u = random_u(rows, cols, 0.01, false, rng);
+      std::vector<float> rs(rows), cs(cols);
+      for (float& v : rs) v = 0.001f + 0.01f * (N(rng) + 1.0f);
+      for (float& v : cs) v = 1.0f + 0.5f * N(rng);
+      LevelMatrix m;
+      CHECK(LevelMatrix::from_levels(rows, cols, u.data(), rs.data(), with_cs ? cs.data() : nullptr, &m).ok());
+      CHECK(m.index_bits() == 8);
+      std::vector<float> W(u.size());
+      m.to_dense(W.data());
+      for (size_t batch : {1, 2, 5, 16}) {
+        std::vector<float> X(batch * cols);
+        for (float& v : X) v = N(rng);
+        X[0] = 0.0f;
+        LevelKernelOptions o;
+        o.activations = levels::Activations::kInt16;
+        o.isa = Isa::kScalar;
+        std::vector<float> ref(batch * rows);
+        CHECK(levels::matmul(m, X.data(), X.size(), batch, ref.data(), ref.size(), o).ok());
+        // the error bound: |W| times half a rounding step of each input row, plus float rounding
+        bool within = true;
+        for (size_t b = 0; b < batch; ++b) {
+          double amax = 0;
+          for (uint32_t j = 0; j < cols; ++j) {
+            const double xs = double(X[b * cols + j]) * (with_cs ? cs[j] : 1.0f);
+            amax = std::max(amax, std::fabs(xs));
+          }
+          for (uint32_t r = 0; r < rows; ++r) {
+            double exact = 0, wabs = 0, mag = 0;
+            for (uint32_t j = 0; j < cols; ++j) {
+              const double w = W[size_t(r) * cols + j], x = X[b * cols + j];
+              exact += w * x, wabs += std::fabs(w) / (with_cs ? cs[j] : 1.0f), mag += std::fabs(w * x);
+            }
+            const double bound = wabs * amax / 32767.0 * 0.5 * 1.0001 + 1e-6 * mag + 1e-30;
+            within &= std::fabs(double(ref[b * rows + r]) - exact) <= bound;
+          }
+        }
+        CHECK(within);
+        for (Isa isa : runnable_isas()) {
+          for (bool vnni : {true, false}) {
+            o.isa = isa;
+            o.vnni = vnni;
+            for (unsigned t : {1u, 3u}) {
+              o.threads = t;
+              std::vector<float> Y(batch * rows, 5.0f);
+              CHECK(levels::matmul(m, X.data(), X.size(), batch, Y.data(), Y.size(), o).ok());
+              CHECK(std::memcmp(Y.data(), ref.data(), Y.size() * 4) == 0);
+            }
+          }
+        }
+      }
+    }
+  }
+  // Sums at the edge of the int32 lanes: u = +-127 and inputs at the int16 limit over many columns.
+  for (int sign : {1, -1}) {
+    const uint32_t cols = 8200;
+    std::vector<int32_t> u(cols, 127 * sign);
+    std::vector<float> X(cols, 32767.0f * float(sign)), one(1, 1.0f);
+    LevelMatrix m;
+    CHECK(LevelMatrix::from_levels(1, cols, u.data(), one.data(), nullptr, &m).ok());
+    for (Isa isa : runnable_isas()) {
+      LevelKernelOptions o;
+      o.isa = isa;
+      o.activations = levels::Activations::kInt16;
+      float y = 0;
+      CHECK(levels::matmul(m, X.data(), X.size(), 1, &y, 1, o).ok());
+      CHECK(y == float(double(int64_t(cols) * 127 * 32767)));
+    }
+  }
+  // int16 dense parts and non-finite inputs compute as kFloat32.
+  std::vector<int32_t> u = random_u(20, 30, 0.5, false, rng);
+  std::vector<float> rs(20, 0.01f), X(2 * 30);
+  for (float& v : X) v = N(rng);
+  LevelMatrix m16;
+  CHECK(LevelMatrix::from_levels(20, 30, u.data(), rs.data(), nullptr, &m16).ok());
+  CHECK(m16.index_bits() == 16);
+  for (Isa isa : runnable_isas()) {
+    for (int nonfinite = 0; nonfinite < 2; ++nonfinite) {
+      LevelMatrix m8;
+      std::vector<int32_t> small(600, 3);
+      CHECK(LevelMatrix::from_levels(20, 30, small.data(), rs.data(), nullptr, &m8).ok());
+      std::vector<float> Xn = X;
+      if (nonfinite) Xn[31] = std::numeric_limits<float>::infinity();
+      for (const LevelMatrix* pm : {&m16, &m8}) {
+        if (pm == &m8 && !nonfinite) continue;
+        LevelKernelOptions o;
+        o.isa = isa;
+        std::vector<float> a(40), b(40);
+        CHECK(levels::matmul(*pm, Xn.data(), Xn.size(), 2, a.data(), a.size(), o).ok());
+        o.activations = levels::Activations::kInt16;
+        CHECK(levels::matmul(*pm, Xn.data(), Xn.size(), 2, b.data(), b.size(), o).ok());
+        CHECK(std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
+      }
+    }
+  }
+  LevelKernelOptions bad;
+  bad.activations = levels::Activations(7);
+  float y[20];
+  CHECK(levels::matmul(m16, X.data(), 30, 1, y, 20, bad).code() == StatusCode::kInvalidArgument);
+}
+
+// decode_level_matrix of every quantized tensor of a file: to_dense equals decode_float32 up to the
+// float rounding of the row scale, and products match the float64 product of the decoded weights.
+int check_model_levels(const Model& model, bool expect_scales) {
+  int checked = 0;
+  bool saw_scales = false;
+  for (const TensorSummary& t : model.list()) {
+    size_t i;
+    CHECK(model.find(t.name, &i).ok());
+    const TensorInfo& info = model.reader().tensor(i);
+    const TensorInfo& src = info.storage == Storage::kAlias ? model.reader().tensor(info.alias_of) : info;
+    LevelMatrix lm;
+    Status s = model.decode_level_matrix(t.name, &lm, 2);
+    if (src.storage != Storage::kQuantized || src.count == 0) {
+      CHECK(s.code() == StatusCode::kInvalidArgument);
+      continue;
+    }
+    CHECK(s.ok());
+    if (!s.ok()) {
+      std::fprintf(stderr, "  %s: %s\n", t.name.c_str(), s.message().c_str());
+      continue;
+    }
+    saw_scales |= src.has_channel_scales();
+    std::vector<float> w;
+    CHECK(model.decode_float32(t.name, &w).ok());
+    CHECK(uint64_t(lm.rows()) * lm.cols() == w.size());
+    std::vector<float> W(w.size());
+    lm.to_dense(W.data());
+    bool close = true;
+    for (size_t k = 0; k < w.size(); ++k) close &= std::fabs(W[k] - w[k]) <= 3e-7 * std::fabs(w[k]);
+    // float16/bfloat16 tensors decode through their narrower dtype: compare at that precision.
+    if (t.dtype != DType::kFloat32 && t.dtype != DType::kFloat64) {
+      close = true;
+      for (size_t k = 0; k < w.size(); ++k) close &= std::fabs(W[k] - w[k]) <= 8e-3 * std::fabs(w[k]) + 1e-30;
+    }
+    CHECK(close);
+    std::mt19937 rng{uint32_t(i)};
+    std::uniform_real_distribution<float> N(-1.0f, 1.0f);
+    for (size_t batch : {1, 3}) {
+      std::vector<float> X(batch * lm.cols());
+      for (float& v : X) v = N(rng);
+      for (Isa isa : runnable_isas()) {
+        LevelKernelOptions o;
+        o.isa = isa;
+        std::vector<float> Y(batch * lm.rows());
+        CHECK(levels::matmul(lm, X.data(), X.size(), batch, Y.data(), Y.size(), o).ok());
+        CHECK(rel_error(W, lm.rows(), lm.cols(), X, batch, Y) < 2e-5);
+      }
+    }
+    ++checked;
+  }
+  CHECK(!expect_scales || saw_scales);
+  levels::LevelMatrix lm;
+  CHECK(model.decode_level_matrix("no such tensor", &lm).code() == StatusCode::kNotFound);
+  CHECK(model.decode_level_matrix(model.list()[0].name, nullptr).code() == StatusCode::kInvalidArgument);
+  return checked;
+}
+
+void test_golden_files() {
+  for (const char* f : {"golden_v1_mixed.nnp", "golden_v1_blocks.nnp", "golden_v1_1_scales.nnp"}) {
+    Model model;
+    CHECK(Model::open_file(std::string(NNPRESS_TEST_DATA_DIR) + "/golden/" + f, &model).ok());
+    CHECK(check_model_levels(model, std::string(f).find("scales") != std::string::npos) > 0);
+  }
+}
+
+#ifdef NNPRESS_WITH_ENCODER
+// Levels written directly (any int32 levels are valid for every method): trellis levels whose u
+// leave int8, nearest/rdoq, row and column scales, several row blocks, an alias and a raw tensor.
+void test_written_file() {
+  std::mt19937 rng(11);
+  const uint32_t rows = 96, cols = 75;
+  std::vector<int32_t> lv = random_u(rows, cols, 0.03, false, rng);
+  for (int32_t& v : lv) v /= 2;  // trellis u ~ 2k: the same magnitudes after reconstruction
+  std::vector<int8_t> rexp(rows), cexp(cols);
+  for (auto& e : rexp) e = int8_t(int(rng() % 64) - 32);
+  for (auto& e : cexp) e = int8_t(int(rng() % 32) - 16);
+  std::vector<float> raw(cols, 0.5f);
+  std::vector<TensorInput> in;
+  const QuantMethod methods[] = {QuantMethod::kTrellis, QuantMethod::kNearest, QuantMethod::kRdoq};
+  for (int k = 0; k < 6; ++k) {
+    TensorInput t;
+    t.name = std::string("t") + std::to_string(k);
+    t.dtype = DType::kFloat32;
+    t.storage = Storage::kQuantized;
+    t.shape = {rows, 3, 25};
+    t.levels = lv.data();
+    t.method = methods[k % 3];
+    t.step = 0.0123;
+    t.rows_per_block = 10;
+    if (k >= 3) t.row_scale_exp = rexp.data();
+    if (k == 4 || k == 5) t.col_scale_exp = cexp.data();
+    in.push_back(t);
+  }
+  TensorInput alias;
+  alias.name = "alias";
+  alias.storage = Storage::kAlias;
+  alias.shape = {rows, 3, 25};
+  alias.alias_of = 0;
+  in.push_back(alias);
+  TensorInput r;
+  r.name = "raw";
+  r.shape = {cols};
+  r.raw = raw.data();
+  r.raw_size = raw.size() * 4;
+  in.push_back(r);
+  std::vector<uint8_t> bytes;
+  WriterOptions wo;
+  Status s = write_container(in, wo, &bytes);
+  CHECK(s.ok());
+  if (!s.ok()) return;
+  Model model;
+  CHECK(Model::open_bytes(bytes, &model).ok());
+  CHECK(check_model_levels(model, true) == 7);
+  LevelMatrix lm;
+  CHECK(model.decode_level_matrix("t0", &lm).ok());
+  CHECK(lm.rows() == rows && lm.cols() == cols && lm.outliers() > 0);
+  // Trellis u: the level through the state machine (u = 2k or 2k -+ 1), not the level.
+  std::vector<int32_t> u(size_t(rows) * cols);
+  lm.indices(u.data());
+  bool odd_seen = false;
+  for (int32_t v : u) odd_seen |= (v & 1) != 0;
+  CHECK(odd_seen);
+  CHECK(model.decode_level_matrix("raw", &lm).code() == StatusCode::kInvalidArgument);
+  CHECK(lm.rows() == rows);  // unchanged
+  // kThrow mode throws for a raw tensor.
+  model.set_error_mode(ErrorMode::kThrow);
+  bool threw = false;
+  try {
+    (void)model.decode_level_matrix("raw", &lm);
+  } catch (const Error& e) {
+    threw = e.status().code() == StatusCode::kInvalidArgument;
+  }
+  CHECK(threw);
+}
+#endif
+
+}  // namespace
+
+int main() {
+  std::printf("testing ISAs:");
+  for (Isa i : runnable_isas()) std::printf(" %s", isa_name(i));
+  std::printf(" (auto: %s)\n", isa_name(detect_isa()));
+  test_build_checks();
+  test_storage_choice();
+  test_products();
+  test_nonfinite_inputs();
+  test_threads_deterministic();
+  test_product_checks();
+  test_int16_activations();
+  test_golden_files();
+#ifdef NNPRESS_WITH_ENCODER
+  test_written_file();
+#endif
+  return TEST_MAIN_RESULT();
+}

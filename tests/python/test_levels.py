@@ -1,0 +1,201 @@
+"""Integer-level matrices (``nnpress._core.LevelMatrix``, ``NnpFile.level_matrix``): products on the
+exact integer reconstruction indices of a ``.nnp`` tensor equal torch's on the decompressed weights up
+to float rounding, for every quantizer, with and without channel scales, for every ISA this CPU runs;
+entries beyond int8; bit-identical results for every thread count; bad input raises."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import nnpress
+from nnpress import _core
+from nnpress.config import CodecConfig, TensorPlan
+from nnpress.container import NnpFile
+
+ISAS = [i for i in ("scalar", "neon", "avx2", "avx512") if _core.isa_supported(i)]
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 6 * 6, 67),
+        torch.nn.ReLU(),
+        torch.nn.Linear(67, 10),
+    )
+    with torch.no_grad():  # a heavy-tailed row: some indices leave int8 at this step
+        m[3].weight[5, :20] *= 40.0
+    return m
+
+
+def _rel_err(y: np.ndarray, x: np.ndarray, w: np.ndarray) -> float:
+    """max |y - x @ w.T| / (|x| @ |w|.T), the reference in float64."""
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    ref = x64 @ w64.T
+    mag = np.abs(x64) @ np.abs(w64).T + 1e-30
+    return float(np.max(np.abs(y.astype(np.float64) - ref) / mag))
+
+
+@pytest.mark.parametrize("method", ["trellis", "rdoq", "nearest"])
+@pytest.mark.parametrize("scales", [False, True])
+def test_products_equal_torch_on_decompressed_weights(tmp_path, method, scales):
+    model = _model()
+    plan = {}
+    rng = np.random.default_rng(1)
+    if scales:
+        plan = {
+            "3.weight": TensorPlan(
+                rel_step=1 / 22,
+                method=method,
+                row_scale_exp=tuple(int(e) for e in rng.integers(-12, 12, 67)),
+                col_scale_exp=tuple(int(e) for e in rng.integers(-8, 8, 288)),
+            ),
+            "0.weight": TensorPlan(rel_step=1 / 22, method=method, row_scale_exp=tuple(range(-4, 4))),
+        }
+    path = tmp_path / "m.nnp"
+    nnpress.compress(model, path, CodecConfig(method=method, plan=plan))
+    f = NnpFile(path)
+    state = nnpress.decompress(path)
+    names = ("0.weight", "3.weight", "5.weight")
+    if scales:
+        assert f.entry("3.weight")["channel_scales"] == "rows+cols"
+        assert f.entry("0.weight")["channel_scales"] == "rows"
+    for name in names:
+        assert f.entry(name)["method"] == method
+        lm = f.level_matrix(name)
+        w = state[name].reshape(state[name].shape[0], -1)
+        assert (lm.rows, lm.cols) == tuple(w.shape)
+        # the matrix holds the decoded weights (row scales rounded to float32 once)
+        np.testing.assert_allclose(lm.to_dense(), w.numpy(), rtol=3e-7, atol=0)
+        for batch in (1, 5, 16):
+            x = torch.randn(batch, lm.cols, generator=torch.Generator().manual_seed(batch))
+            want = torch.nn.functional.linear(x, w).numpy()
+            for isa in ISAS:
+                y = lm.matmul(x.numpy(), isa=isa)
+                assert y.shape == (batch, lm.rows) and y.dtype == np.float32
+                assert _rel_err(y, x.numpy(), w.numpy()) < 2e-5, (name, batch, isa)
+                np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+    # trellis indices are the state machine's u (odd values appear), not the coded levels
+    u = f.level_matrix("3.weight").indices()
+    levels = f.read_levels("3.weight").reshape(u.shape)
+    if method == "trellis":
+        assert np.any(u % 2 != 0) and not np.array_equal(u, levels)
+    else:
+        assert np.array_equal(u, levels)
+    # the heavy-tailed row leaves int8: exact entries in the list (or int16 storage)
+    lm = f.level_matrix("3.weight")
+    assert np.abs(u).max() > 127
+    assert lm.outliers > 0 or lm.index_bits == 16
+
+
+def test_memory_and_1d_and_out(tmp_path):
+    rng = np.random.default_rng(2)
+    u = rng.integers(-60, 61, (256, 300)).astype(np.int32)
+    u[3, 7] = 5000
+    rs = rng.uniform(0.01, 0.02, 256).astype(np.float32)
+    lm = _core.LevelMatrix.from_levels(u, rs)
+    assert lm.index_bits == 8 and lm.outliers == 1
+    assert lm.nbytes < 0.3 * 4 * u.size
+    assert np.array_equal(lm.indices(), u)
+    assert lm.col_scale is None and np.array_equal(lm.row_scale, rs)
+    w = lm.to_dense()
+    x = rng.standard_normal(300).astype(np.float32)
+    y1 = lm.matmul(x)
+    assert y1.shape == (256,)
+    assert _rel_err(y1[None, :], x[None, :], w) < 2e-5
+    out = np.empty((2, 256), np.float32)
+    xs = np.stack([x, -x])
+    r = lm.matmul(xs, out=out)
+    assert r is out or np.shares_memory(r, out)
+    assert np.array_equal(out[0], y1) and np.array_equal(out[1], -y1)
+    # other integer dtypes are accepted when their values fit int32
+    lm64 = _core.LevelMatrix.from_levels(u.astype(np.int64), rs.astype(np.float64))
+    assert np.array_equal(lm64.indices(), u)
+    assert "LevelMatrix 256x300" in repr(lm)
+
+
+def test_threads_bit_identical():
+    rng = np.random.default_rng(3)
+    u = rng.integers(-127, 128, (700, 333)).astype(np.int32)
+    lm = _core.LevelMatrix.from_levels(u, np.full(700, 0.01, np.float32), np.linspace(0.5, 2, 333, dtype=np.float32))
+    x = rng.standard_normal((9, 333)).astype(np.float32)
+    for isa in ISAS:
+        ref = lm.matmul(x, isa=isa, threads=1)
+        for t in (0, 2, 5):
+            assert np.array_equal(lm.matmul(x, isa=isa, threads=t), ref)
+
+
+def test_int16_activations():
+    rng = np.random.default_rng(4)
+    u = rng.integers(-127, 128, (96, 384)).astype(np.int32)
+    rs = rng.uniform(0.001, 0.01, 96).astype(np.float32)
+    lm = _core.LevelMatrix.from_levels(u, rs)
+    x = rng.standard_normal((16, 384)).astype(np.float32)
+    ref = lm.matmul(x, isa="scalar", activations="int16")
+    for isa in ISAS:  # exact integer sums: the same bits on every ISA
+        assert np.array_equal(lm.matmul(x, isa=isa, activations="int16"), ref)
+    w = lm.to_dense().astype(np.float64)
+    exact = x.astype(np.float64) @ w.T
+    bound = np.abs(w).sum(1)[None, :] * (np.abs(x).max(1, keepdims=True) / 32767 / 2) * 1.001 + 1e-6
+    assert np.all(np.abs(ref - exact) <= bound)
+    assert not np.array_equal(ref, lm.matmul(x))  # the inputs really were rounded
+    with pytest.raises(ValueError, match="activations"):
+        lm.matmul(x, activations="int8")
+
+
+def test_bad_input_raises(tmp_path):
+    u = np.arange(12, dtype=np.int32).reshape(3, 4)
+    rs = np.ones(3, np.float32)
+    with pytest.raises(TypeError):
+        _core.LevelMatrix.from_levels(u.astype(np.float32), rs)
+    with pytest.raises(ValueError):
+        _core.LevelMatrix.from_levels(u.reshape(-1), rs)
+    with pytest.raises(ValueError, match="row_scale"):
+        _core.LevelMatrix.from_levels(u, np.array([1, 0, 1], np.float32))
+    with pytest.raises(ValueError, match="row_scale"):
+        _core.LevelMatrix.from_levels(u, np.array([1, np.nan, 1], np.float32))
+    with pytest.raises(ValueError, match="row_scale"):
+        _core.LevelMatrix.from_levels(u, np.ones(4, np.float32))
+    with pytest.raises(ValueError, match="col_scale"):
+        _core.LevelMatrix.from_levels(u, rs, np.array([1, 1, -1, 1], np.float32))
+    with pytest.raises(ValueError, match="int32"):
+        _core.LevelMatrix.from_levels(u.astype(np.int64) + 2**40, rs)
+    with pytest.raises(ValueError):
+        _core.LevelMatrix.from_levels(np.zeros((0, 4), np.int32), np.ones(0, np.float32))
+    lm = _core.LevelMatrix.from_levels(u, rs)
+    x = np.ones((2, 4), np.float32)
+    with pytest.raises(TypeError):
+        lm.matmul(x.astype(np.float64))
+    with pytest.raises(ValueError, match="columns"):
+        lm.matmul(np.ones((2, 5), np.float32))
+    with pytest.raises(ValueError, match="contiguous"):
+        lm.matmul(np.ones((4, 2), np.float32).T)
+    with pytest.raises(ValueError, match="shape"):
+        lm.matmul(x, out=np.empty((2, 4), np.float32))
+    buf = np.ones(8, np.float32)
+    with pytest.raises(ValueError, match="overlap"):
+        lm.matmul(buf.reshape(2, 4), out=buf[:6].reshape(2, 3))
+    with pytest.raises(ValueError, match="unknown ISA"):
+        lm.matmul(x, isa="sse")
+    for isa in ("scalar", "neon", "avx2", "avx512"):
+        if not _core.isa_supported(isa):
+            with pytest.raises(ValueError, match="not available"):
+                lm.matmul(x, isa=isa)
+    # from a file: raw tensors and unknown names
+    sd = {"w": torch.randn(8, 5), "b": torch.randn(8)}
+    path = tmp_path / "s.nnp"
+    nnpress.compress(sd, path, CodecConfig(lossless_roles=("bias", "buffer", "other")))
+    f = NnpFile(path)
+    assert f.entry("b")["storage"] == "raw"
+    with pytest.raises(ValueError, match="not quantized"):
+        f.level_matrix("b")
+    with pytest.raises(KeyError):
+        f.level_matrix("nope")
+    with pytest.raises(ValueError):
+        f.level_matrix("w", threads=0)
+    lm = f.level_matrix("w", threads=2)
+    np.testing.assert_allclose(lm.to_dense(), nnpress.decompress(path)["w"].numpy(), rtol=3e-7)
