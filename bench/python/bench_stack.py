@@ -32,7 +32,9 @@ What is measured
   weights come from memory (this VM reports a 480 MiB L3; the sweep shows the regime actually reached).
 
 Methods: torch dense fp32 (`torch.mv`), torch CSR with int32 indices, nnpress CSER, CER, codebook (<= 16
-values), LevelMatrix (the integer-level dense kernel, `nnpress._core.LevelMatrix`, when the build has it).
+values), LevelMatrix (the integer-level dense kernel, `nnpress._core.LevelMatrix`, when the build has it;
+row_scale = the step, float32 activations, and "LevelMatrix int16" over the same stack: activations rounded to
+int16 per product, levels.h).
 """
 
 from __future__ import annotations
@@ -118,8 +120,11 @@ def nnpress_product(meth: Method, m) -> np.ndarray:
     return m @ meth.x
 
 
-def level_product(meth: Method, m) -> np.ndarray:
-    return m.matmul(meth.x.reshape(1, -1)).reshape(-1)
+def level_product(meth: Method, m, activations: str = "float32") -> np.ndarray:
+    if not hasattr(meth, "y"):
+        meth.y = np.empty((1, m.rows), np.float32)
+    m.matmul(meth.x.reshape(1, -1), out=meth.y, activations=activations)
+    return meth.y.reshape(-1)
 
 
 def build_methods(bases: list, rows: int, cols: int, values: int, stack_bytes: int, min_layers: int, only) -> dict:
@@ -194,6 +199,15 @@ def build_methods(bases: list, rows: int, cols: int, values: int, stack_bytes: i
             lambda p: int(p[0].nbytes),
             lambda meth, p: level_product(meth, p[0]),
         )
+        src = methods.get("nnpress LevelMatrix")
+        if src is not None:  # the same stack with int16 activations (levels.h: kInt16)
+            methods["nnpress LevelMatrix int16"] = Method(
+                "nnpress LevelMatrix int16",
+                src.layers,
+                src.layer_bytes,
+                lambda meth, p: level_product(meth, p[0], "int16"),
+                cols,
+            )
     return methods
 
 

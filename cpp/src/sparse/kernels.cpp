@@ -18,7 +18,7 @@ const KernelTable* avx2_kernels() { return nullptr; }
 StartsMatvec avx2_starts_matvec() { return nullptr; }
 #endif
 #ifndef NNPRESS_HAVE_AVX512_TU
-const KernelTable* avx512_kernels() { return nullptr; }
+const KernelTable* avx512_kernels(bool) { return nullptr; }
 StartsMatvec avx512_starts_matvec(bool) { return nullptr; }
 #endif
 #ifndef NNPRESS_HAVE_NEON_TU
@@ -64,7 +64,7 @@ Status pick_table(const KernelOptions& opt, Isa automatic, Isa* chosen, const Ke
     return invalid_argument(std::string("kernels: ISA '") + isa_name(isa) + "' is not available on this CPU/build");
   const KernelTable* t = nullptr;
   switch (isa) {
-    case Isa::kAvx512: t = detail::avx512_kernels(); break;
+    case Isa::kAvx512: t = detail::avx512_kernels(fast_gathers()); break;
     case Isa::kAvx2: t = detail::avx2_kernels(); break;
     case Isa::kNeon: t = detail::neon_kernels(); break;
     default: t = detail::scalar_kernels(); break;

@@ -54,7 +54,9 @@ StartsMatvec avx512_starts_matvec(bool gather);
 
 const KernelTable* scalar_kernels();
 const KernelTable* avx2_kernels();    // null unless compiled (NNPRESS_HAVE_AVX2_TU)
-const KernelTable* avx512_kernels();  // null unless compiled (NNPRESS_HAVE_AVX512_TU)
+// null unless compiled (NNPRESS_HAVE_AVX512_TU); gather: the batch-1 row-group kernel copies its inputs by
+// hardware gathers (fast_gathers())
+const KernelTable* avx512_kernels(bool gather);
 const KernelTable* neon_kernels();    // null unless compiled (NNPRESS_HAVE_NEON_TU)
 
 }  // namespace nnpress::sparse::detail

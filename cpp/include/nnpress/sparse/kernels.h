@@ -53,7 +53,7 @@ namespace nnpress::sparse {
 
 struct KernelOptions {
   std::optional<Isa> isa;  // empty: detect_isa()
-  unsigned threads = 1;    // 0: as many as pay (see CONTRACT)
+  unsigned threads = 1;  // 0: as many as pay (see CONTRACT)
 };
 
 Status matvec(const RowGroupMatrix& m, const float* x, size_t x_len, float* y, size_t y_len,
@@ -74,10 +74,10 @@ Isa auto_isa(size_t batch);
 // bench/RESULTS.md, "CER/CSER kernels"), unless the matrix has a kernel plan and fast_gathers().
 Isa auto_isa(const RowGroupMatrix& m, size_t batch);
 
-// Whether the AVX-512 build of the batch-1 kernel-plan kernel loads its inputs by hardware gathers on this
-// CPU: x86 Intel cores with AVX512-FP16 (Sapphire Rapids and later), where that measured faster than scalar
-// loads (bench/results/cser.md); elsewhere (AMD Zen 5 measured, older Intel cores whose gathers the Gather
-// Data Sampling mitigation slows) scalar loads. False on other architectures.
+// Whether the AVX-512 batch-1 CER/CSER kernels (the kernel-plan kernel and the group loop's input copy)
+// load their inputs by hardware gathers on this CPU: x86 Intel cores with AVX512-FP16 (Sapphire Rapids and later),
+// where that measured faster than scalar loads (bench/results/cser.md); elsewhere (AMD Zen 5 measured, older Intel
+// cores whose gathers the Gather Data Sampling mitigation slows) scalar loads. False on other architectures.
 bool fast_gathers();
 
 // The representation expected to be fastest for a rows x cols matrix with `nnz` entries that differ
