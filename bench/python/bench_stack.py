@@ -27,8 +27,8 @@ What is measured
   descheduled does not count; `--clock wall` for wall time).
   `--also-isa avx2`: CSER and CER also with that ISA forced, over the same stacks (one run, before/after a
   change of the automatic kernel choice).
-  `--sweep`: per-layer time of each method over the first layers of its stack, for stack sizes from
-  `--stack-mb` / 64 up to `--stack-mb`: where the per-layer time stops falling as the stack grows, the
+  `--sweep`: per-layer time of each method over the first layers of its stack (at least one layer), for
+  stack sizes from 1 MiB doubling up to `--stack-mb`: where the per-layer time stops falling as the stack grows, the
   weights come from memory (this VM reports a 480 MiB L3; the sweep shows the regime actually reached).
 
 Methods: torch dense fp32 (`torch.mv`), torch CSR with int32 indices, nnpress CSER, CER, codebook (<= 16
@@ -270,8 +270,9 @@ def renorm_cost(cols: int, reps: int = 2000) -> float:
 
 
 def sweep(methods: dict, x0: np.ndarray, stack_bytes: int, rng, rounds: int) -> dict:
-    """Per-layer µs (min over rounds) over the first layers of each stack, for growing stack sizes."""
-    sizes = [stack_bytes >> s for s in range(6, -1, -1)]
+    """Per-layer µs (min over rounds) over the first layers of each stack (at least one layer), for stack
+    sizes from 1 MiB (cache-resident for sparse layers) doubling up to stack_bytes."""
+    sizes = [1 << s for s in range(20, 64) if (1 << s) < stack_bytes] + [stack_bytes]
     out = {}
     for mb in sizes:
         row = {}
@@ -353,7 +354,8 @@ def markdown(results: list, meta: dict) -> str:
             names = list(r["methods"])
             lines += [
                 "",
-                f"Sweep, density {r['density']}: min µs/layer by stack size (MB of each method's weights)",
+                f"Sweep, density {r['density']}: min µs/layer by stack size (MB of each method's weights; at least one "
+                "layer, so a dense layer's 64 MB below that)",
                 "",
             ]
             lines.append("| stack MB | " + " | ".join(names) + " |")
