@@ -95,13 +95,17 @@ py::array matmul(const LevelMatrix& m, const py::array& x, const py::object& out
   if (!x.dtype().is(py::dtype::of<float>()))
     throw py::type_error("x must be a float32 array, not dtype " + std::string(py::str(x.dtype())));
   if (!(x.flags() & py::array::c_style)) throw Error(invalid_argument("x must be C-contiguous"));
-  if (x.ndim() != 1 && x.ndim() != 2) throw Error(invalid_argument("x must be 1-D (cols) or 2-D (batch x cols)"));
+  if (x.ndim() < 1) throw Error(invalid_argument("x must have at least 1 dimension (..., cols)"));
   const size_t cols = size_t(x.shape(x.ndim() - 1));
-  const size_t batch = x.ndim() == 2 ? size_t(x.shape(0)) : 1;
   if (cols != m.cols())
     throw Error(invalid_argument("x has " + std::to_string(cols) + " columns, the matrix " + std::to_string(m.cols())));
+  // Every leading dimension is a batch dimension (a torch Linear input [batch, tokens, cols] as is).
+  size_t batch = 1;
   std::vector<py::ssize_t> shape;
-  if (x.ndim() == 2) shape.push_back(py::ssize_t(batch));
+  for (py::ssize_t d = 0; d + 1 < x.ndim(); ++d) {
+    batch *= size_t(x.shape(d));
+    shape.push_back(x.shape(d));
+  }
   shape.push_back(py::ssize_t(m.rows()));
   py::array_t<float> y;
   if (out.is_none()) {
@@ -113,7 +117,7 @@ py::array matmul(const LevelMatrix& m, const py::array& x, const py::object& out
     if (!(a.flags() & py::array::c_style) || !a.writeable())
       throw Error(invalid_argument("out must be C-contiguous and writable"));
     if (a.ndim() != py::ssize_t(shape.size()) || !std::equal(shape.begin(), shape.end(), a.shape()))
-      throw Error(invalid_argument("out has the wrong shape (expected batch x rows, as x)"));
+      throw Error(invalid_argument("out has the wrong shape (expected x's leading dimensions, then rows)"));
     const auto* xb = static_cast<const char*>(x.data());
     const auto* yb = static_cast<const char*>(a.data());
     if (yb < xb + x.nbytes() && xb < yb + a.nbytes()) throw Error(invalid_argument("out must not overlap x"));
@@ -168,8 +172,9 @@ NNPRESS_BINDING(levels) {
           "its levels, method, step and channel scales; the view rows = shape[0], cols = the rest.")
       .def("matmul", &matmul, py::arg("x"), py::arg("out") = py::none(), py::arg("isa") = py::none(),
            py::arg("threads") = 1u, py::arg("activations") = "float32",
-           "Y = X @ W.T for X float32 [batch, cols] (or [cols]), C-contiguous; returns float32 [batch, rows] (or "
-           "[rows]), written into `out` if given (C-contiguous float32, not overlapping x). GIL released. isa: "
+           "Y = X @ W.T for X float32 [..., cols] (e.g. [cols], [batch, cols], [batch, tokens, cols]), C-contiguous; "
+           "returns float32 [..., rows], written into `out` if given (C-contiguous float32 of that shape, not "
+           "overlapping x). GIL released. isa: "
            "None (automatic, NNPRESS_ISA honoured) or 'scalar'/'avx2'/'avx512'/'neon'; threads: 0 = as many as pay. "
            "activations: 'float32' (exact inputs) or 'int16' (each row of x rounded to int16 on its own scale, "
            "max|x| / 32767, then exact integer sums: opt-in, see nnpress/kernels/levels.h).")

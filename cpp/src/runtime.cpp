@@ -222,14 +222,6 @@ Status Model::decode_codebook(const std::string& name, sparse::CodebookMatrix* o
   return finish(s);
 }
 
-Status Model::decode_level_matrix(const std::string& name, levels::LevelMatrix* out, unsigned threads) const {
-  if (out == nullptr) return finish(invalid_argument("decode_level_matrix: null output"));
-  size_t i;
-  Status s = reader_.find(name, &i);
-  if (s.ok()) s = levels::level_matrix_from_reader(reader_, i, out, effective_threads(threads));
-  return finish(s);
-}
-
 Status Model::decode_all(std::vector<Tensor>* out, unsigned threads) const {
   if (out == nullptr) return finish(invalid_argument("decode_all: null output"));
   const size_t n = reader_.tensor_count();

@@ -420,7 +420,7 @@ class LevelMatrix:
         """
     def matmul(self, x: numpy.ndarray, out: typing.Any = None, isa: str | None = None, threads: typing.SupportsInt | typing.SupportsIndex = 1, activations: str = 'float32') -> numpy.ndarray:
         """
-        Y = X @ W.T for X float32 [batch, cols] (or [cols]), C-contiguous; returns float32 [batch, rows] (or [rows]), written into `out` if given (C-contiguous float32, not overlapping x). GIL released. isa: None (automatic, NNPRESS_ISA honoured) or 'scalar'/'avx2'/'avx512'/'neon'; threads: 0 = as many as pay. activations: 'float32' (exact inputs) or 'int16' (each row of x rounded to int16 on its own scale, max|x| / 32767, then exact integer sums: opt-in, see nnpress/kernels/levels.h).
+        Y = X @ W.T for X float32 [..., cols] (e.g. [cols], [batch, cols], [batch, tokens, cols]), C-contiguous; returns float32 [..., rows], written into `out` if given (C-contiguous float32 of that shape, not overlapping x). GIL released. isa: None (automatic, NNPRESS_ISA honoured) or 'scalar'/'avx2'/'avx512'/'neon'; threads: 0 = as many as pay. activations: 'float32' (exact inputs) or 'int16' (each row of x rounded to int16 on its own scale, max|x| / 32767, then exact integer sums: opt-in, see nnpress/kernels/levels.h).
         """
     def to_dense(self) -> numpy.typing.NDArray[numpy.float32]:
         """

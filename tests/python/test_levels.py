@@ -112,6 +112,12 @@ def test_memory_and_1d_and_out(tmp_path):
     r = lm.matmul(xs, out=out)
     assert r is out or np.shares_memory(r, out)
     assert np.array_equal(out[0], y1) and np.array_equal(out[1], -y1)
+    # leading dimensions are batch dimensions: [batch, tokens, cols] -> [batch, tokens, rows]
+    x3 = rng.standard_normal((2, 3, 300)).astype(np.float32)
+    y3 = lm.matmul(x3)
+    assert y3.shape == (2, 3, 256)
+    assert np.array_equal(y3.reshape(6, 256), lm.matmul(x3.reshape(6, 300)))
+    assert lm.matmul(np.zeros((0, 300), np.float32)).shape == (0, 256)
     # other integer dtypes are accepted when their values fit int32
     lm64 = _core.LevelMatrix.from_levels(u.astype(np.int64), rs.astype(np.float64))
     assert np.array_equal(lm64.indices(), u)

@@ -52,24 +52,27 @@
 //     LevelKernelOptions.activations = kInt16 (opt-in; int8 dense parts only, others compute as kFloat32):
 //       each row b of X' is rounded to int16 on its own scale, s_b = max_j |X'[b][j]| / 32767,
 //       xq = round(X' / s_b); the sums S = sum_j u[i][j] * xq[b][j] (list entries included) are exact
-//       integers (int32 lanes over at most 4096 columns, then int64), and
+//       integers (int32 lanes over chunks of columns short enough not to overflow, then int64), and
 //           Y[b][i] = float(row_scale[i] * s_b * S)   (double, rounded once).
 //       So the only error is the rounding of the inputs (at most s_b / 2 per input), and the results
 //       are bit-identical for every ISA and thread count. Rows of X with a non-finite value make the
 //       whole product run as kFloat32 (so Inf/NaN propagate as in float math). The SIMD kernels use
-//       AVX-512 VNNI (vpdpwssd) where the CPU has it, else AVX-512BW / AVX2 vpmaddwd: more multiply-adds
-//       per instruction than float32 FMA, and no int -> float conversion per weight.
+//       AVX-512 VNNI (vpdpwssd) where the CPU has it, else AVX-512BW / AVX2 vpmaddwd (NEON: vmlal): twice the
+//       multiply-adds per instruction of a float32 FMA and no int -> float conversion per weight (CPUs
+//       that issue 512-bit integer multiplies on fewer ports than FMAs gain less; bench/RESULTS.md).
 //       A product in this mode allocates its rounded inputs (batch x stride int16) and sums.
 //
 //   Python (nnpress._core): LevelMatrix.from_levels(u, row_scale, col_scale=None),
 //   LevelMatrix.from_nnp(reader, index, threads=1) and NnpFile.level_matrix(name, threads=None)
-//   (python/nnpress/container.py), m.matmul(x, out=None, isa=None, threads=1, activations="float32"),
+//   (python/nnpress/container.py), m.matmul(x, out=None, isa=None, threads=1, activations="float32")
+//   (x float32 [..., cols], C-contiguous: every leading dimension is a batch dimension),
 //   m.rows / cols / nbytes / outliers / index_bits / row_scale / col_scale, m.indices(), m.to_dense().
 //
 // SURPRISES
 //   - The kernels multiply every weight, zeros included: a dense layout. For very sparse matrices
 //     CSER (sparse/kernels.h) does less work.
-//   - Different ISAs sum in different orders (lanes), so their results differ in the last bits.
+//   - Different ISAs sum in different orders (lanes), so their float32 results differ in the last bits
+//     (kInt16 results do not: their sums are exact).
 //   - level_matrix_from_reader holds the tensor's int32 levels (4 bytes per weight) while it builds
 //     the matrix, for the time of the call; the matrix itself holds ~1 byte per weight.
 //   - row_scale is rounded to float32 once (step * 2^(e/8) in double, then float): the product's
@@ -88,7 +91,7 @@
 
 namespace nnpress::levels {
 
-// How the activations enter the product (see CONTRACT, "Activations").
+// How the activations enter the product (see CONTRACT, LevelKernelOptions.activations).
 enum class Activations : int {
   kFloat32 = 0,  // exact float32 inputs (the default)
   kInt16 = 1,    // each input row rounded to int16 on its own scale, exact integer sums

@@ -3,7 +3,7 @@
 // R rows x B tokens as the x86 kernels (levels/avx512/). AArch64 always has NEON: no extra compiler
 // flags. The last columns (cols % 8) are read through a zero-padded copy of the inputs (NEON has no
 // masked loads); the indices' row stride is padded with zeros. Tested against the scalar reference under
-// qemu-aarch64 (scripts/aarch64_check.sh --all).
+// qemu-aarch64 (scripts/aarch64_check.sh --all). int16 activations: exact int16 x int16 -> int32 sums.
 #include <arm_neon.h>
 
 #include "../levels_internal.h"
@@ -96,6 +96,74 @@ void dense(const Q* q, const LevelView& m, const float* X, size_t batch, float* 
   for (; r < r1; ++r) rows_all_tokens<1>(q, m, X, batch, Y, r);
 }
 
+// ---- int16 activations: exact integer sums (levels_internal.h, LevelKernelInt) ----
+// 8 indices widened to int16, multiplied with 8 inputs into two int32x4 lanes each (vmlal): a lane gains
+// at most 127 * 32767 per 8 columns, so kIntChunk columns (512 steps) stay inside int32; the lanes then
+// go to int64 (vaddlvq).
+template <int R, int B>
+inline void tile_i16(const LevelView& m, const int16_t* Xq, int64_t* S, uint32_t r, size_t b) {
+  int64_t tot[R][B] = {};
+  const int8_t* qr = m.q8 + size_t(r) * m.stride;
+  const int16_t* xb = Xq + b * m.stride;
+  const size_t end = (size_t(m.cols) + 7) / 8 * 8;  // within the zero-padded stride
+  for (size_t c0 = 0; c0 < end; c0 += kIntChunk) {
+    const size_t c1 = end - c0 < kIntChunk ? end : c0 + kIntChunk;
+    int32x4_t lo[R][B], hi[R][B];
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 16
+      for (int j = 0; j < B; ++j) lo[i][j] = hi[i][j] = vdupq_n_s32(0);
+    }
+    for (size_t k = c0; k < c1; k += 8) {
+      int16x8_t x[B];
+#pragma GCC unroll 16
+      for (int j = 0; j < B; ++j) x[j] = vld1q_s16(xb + j * m.stride + k);
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) {
+        const int16x8_t w = vmovl_s8(vld1_s8(qr + i * m.stride + k));
+#pragma GCC unroll 16
+        for (int j = 0; j < B; ++j) {
+          lo[i][j] = vmlal_s16(lo[i][j], vget_low_s16(w), vget_low_s16(x[j]));
+          hi[i][j] = vmlal_high_s16(hi[i][j], w, x[j]);
+        }
+      }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 16
+      for (int j = 0; j < B; ++j) tot[i][j] += vaddlvq_s32(lo[i][j]) + vaddlvq_s32(hi[i][j]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 16
+    for (int j = 0; j < B; ++j) S[(b + j) * m.rows + r + i] = tot[i][j];
+  }
+}
+
+template <int R>
+inline void rows_all_tokens_i16(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r) {
+  size_t b = 0;
+  for (; b + 4 <= batch; b += 4) tile_i16<R, 4>(m, Xq, S, r, b);
+  switch (batch - b) {
+    case 3: tile_i16<R, 3>(m, Xq, S, r, b); break;
+    case 2: tile_i16<R, 2>(m, Xq, S, r, b); break;
+    case 1: tile_i16<R, 1>(m, Xq, S, r, b); break;
+    default: break;
+  }
+}
+
+void int8_i16(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r0, uint32_t r1) {
+  uint32_t r = r0;
+  if (batch == 1) {
+    for (; r + 4 <= r1; r += 4) tile_i16<4, 1>(m, Xq, S, r, 0);
+    for (; r < r1; ++r) tile_i16<1, 1>(m, Xq, S, r, 0);
+    return;
+  }
+  for (; r + 2 <= r1; r += 2) rows_all_tokens_i16<2>(m, Xq, batch, S, r);
+  for (; r < r1; ++r) rows_all_tokens_i16<1>(m, Xq, batch, S, r);
+}
+
 void dense8(const LevelView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1) {
   dense(m.q8, m, X, batch, Y, r0, r1);
 }
@@ -106,7 +174,7 @@ void dense16(const LevelView& m, const float* X, size_t batch, float* Y, uint32_
 }  // namespace
 
 const LevelKernelTable* neon_level_kernels() {
-  static const LevelKernelTable t{dense8, dense16, nullptr, nullptr};  // int16 activations: scalar
+  static const LevelKernelTable t{dense8, dense16, int8_i16, nullptr};
   return &t;
 }
 
