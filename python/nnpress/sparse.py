@@ -11,7 +11,8 @@ Contract
   returns ``(rows, batch)``; float32 results. ``M.matmul(x, isa=None, threads=1)`` names an ISA
   ("scalar", "neon", "avx2", "avx512"; None = the automatic choice, per batch size: AVX2 for batch
   2..32 even on AVX-512 CPUs, and for CER/CSER batch 1 with groups of <= 6 entries on average,
-  measured faster there) or a thread count (0 = as many as pay: all hardware threads for large
+  measured faster there, except matrices with a kernel plan on Intel CPUs with AVX512-FP16, whose
+  hardware gathers are fast) or a thread count (0 = as many as pay: all hardware threads for large
   products, one for small ones; a number asks for that many, capped by the hardware and rows / 64).
 - ``to_dense()``, ``to_scipy()`` (scipy CSR, float32), ``nbytes`` (bytes of all arrays), ``plan_nbytes``
   (CER/CSER: the batch-1 kernel plan derived from them, see Surprises), ``shape``,

@@ -4,6 +4,9 @@
 #include <algorithm>
 #include <string>
 #include <vector>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include "../common/parallel.h"
 #include "kernels_internal.h"
@@ -15,13 +18,33 @@ const KernelTable* avx2_kernels() { return nullptr; }
 StartsMatvec avx2_starts_matvec() { return nullptr; }
 #endif
 #ifndef NNPRESS_HAVE_AVX512_TU
-const KernelTable* avx512_kernels() { return nullptr; }
-StartsMatvec avx512_starts_matvec() { return nullptr; }
+const KernelTable* avx512_kernels(bool) { return nullptr; }
+StartsMatvec avx512_starts_matvec(bool) { return nullptr; }
 #endif
 #ifndef NNPRESS_HAVE_NEON_TU
 const KernelTable* neon_kernels() { return nullptr; }
 #endif
 }  // namespace detail
+
+// Intel cores with AVX512-FP16 (Sapphire Rapids and later): not affected by Gather Data Sampling, whose
+// microcode mitigation makes gathers slow on the AVX-512 cores before them; on this class of CPU the
+// plan kernel ran faster with gathered inputs, on AMD Zen 5 scalar loads were faster (bench/RESULTS.md,
+// "CER/CSER kernels"; bench/results/cser.md). Queried once (cpuid is slow in virtual machines).
+bool fast_gathers() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool fast = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid(0, &a, &b, &c, &d) || a < 7) return false;
+    const bool intel = b == 0x756e6547u && d == 0x49656e69u && c == 0x6c65746eu;  // "GenuineIntel"
+    if (!intel) return false;
+    __cpuid_count(7, 0, a, b, c, d);
+    return ((d >> 23) & 1u) != 0;  // AVX512-FP16
+  }();
+  return fast;
+#else
+  return false;
+#endif
+}
 
 namespace {
 
@@ -41,7 +64,7 @@ Status pick_table(const KernelOptions& opt, Isa automatic, Isa* chosen, const Ke
     return invalid_argument(std::string("kernels: ISA '") + isa_name(isa) + "' is not available on this CPU/build");
   const KernelTable* t = nullptr;
   switch (isa) {
-    case Isa::kAvx512: t = detail::avx512_kernels(); break;
+    case Isa::kAvx512: t = detail::avx512_kernels(fast_gathers()); break;
     case Isa::kAvx2: t = detail::avx2_kernels(); break;
     case Isa::kNeon: t = detail::neon_kernels(); break;
     default: t = detail::scalar_kernels(); break;
@@ -136,7 +159,7 @@ Status matvec(const RowGroupMatrix& m, const float* x, size_t x_len, float* y, s
   const detail::RowsView v = view_of(m);
   // The kernel plan's kernel (short groups; x86), else the ISA's row-group kernel.
   detail::StartsMatvec sk = nullptr;
-  if (v.starts && isa == Isa::kAvx512) sk = detail::avx512_starts_matvec();
+  if (v.starts && isa == Isa::kAvx512) sk = detail::avx512_starts_matvec(fast_gathers());
   if (v.starts && isa == Isa::kAvx2) sk = detail::avx2_starts_matvec();
   if (sk) {
     over_rows(m.rows(), opt.threads, m.nnz(), [&](uint32_t r0, uint32_t r1) { sk(v, x, y, r0, r1, t->rows_matvec); });
@@ -217,6 +240,8 @@ Isa auto_isa(const RowGroupMatrix& m, size_t batch) {
   const Isa isa = auto_isa(batch);
   const uint64_t groups = m.num_groups();
   if (batch <= 1 && isa == Isa::kAvx512 && groups > 0 && m.nnz() <= 6 * groups && isa_supported(Isa::kAvx2)) {
+    // A matrix with a kernel plan keeps AVX-512 where its plan kernel gathers (fast_gathers).
+    if (m.has_starts() && fast_gathers()) return Isa::kAvx512;
     return Isa::kAvx2;
   }
   return isa;

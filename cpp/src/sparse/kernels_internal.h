@@ -48,12 +48,15 @@ struct KernelTable {
 using RowsMatvec = void (*)(const RowsView& m, const float* x, float* y, uint32_t r0, uint32_t r1);
 using StartsMatvec = void (*)(const RowsView& m, const float* x, float* y, uint32_t r0, uint32_t r1,
                               RowsMatvec fallback);
-StartsMatvec avx2_starts_matvec();    // null unless compiled (NNPRESS_HAVE_AVX2_TU)
-StartsMatvec avx512_starts_matvec();  // null unless compiled (NNPRESS_HAVE_AVX512_TU)
+StartsMatvec avx2_starts_matvec();  // null unless compiled (NNPRESS_HAVE_AVX2_TU); scalar input loads
+// null unless compiled (NNPRESS_HAVE_AVX512_TU); gather: its inputs by hardware gathers (fast_gathers())
+StartsMatvec avx512_starts_matvec(bool gather);
 
 const KernelTable* scalar_kernels();
 const KernelTable* avx2_kernels();    // null unless compiled (NNPRESS_HAVE_AVX2_TU)
-const KernelTable* avx512_kernels();  // null unless compiled (NNPRESS_HAVE_AVX512_TU)
+// null unless compiled (NNPRESS_HAVE_AVX512_TU); gather: the batch-1 row-group kernel copies its inputs by
+// hardware gathers (fast_gathers())
+const KernelTable* avx512_kernels(bool gather);
 const KernelTable* neon_kernels();    // null unless compiled (NNPRESS_HAVE_NEON_TU)
 
 }  // namespace nnpress::sparse::detail

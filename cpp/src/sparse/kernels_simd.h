@@ -17,7 +17,9 @@
 //     F load_m(const float* p, M m)        lanes outside m are 0 and their memory is not read;
 //     void store_m(float* p, M m, F v)     lanes outside m are not written;
 //     void splat8(float* p, float d)       p[0..8) = d;
-//     void gather8(const uint16_t* c, const float* x, float* p)   p[i] = x[c[i]] for i < 8 (reads c[0..8)).
+//     void gather8(const uint16_t* c, const float* x, float* p)   p[i] = x[c[i]] for i < 8 (reads c[0..8));
+//                    scalar loads into a register, or a hardware gather (AVX-512 on CPUs where
+//                    fast_gathers(), kernels.h).
 //     using Narrow = <traits with W <= 8 (zero, add, fmadd, reduce, loadu, first, load_m)>: the batch-1 dot
 //                    products of short rows use it (V itself when W <= 8).
 //
@@ -29,11 +31,11 @@
 //                  behind a not-taken branch; L and U are chosen per matrix from its mean group length),
 //                  (2) every entry's input x[col] is copied into a second buffer, eight at a time into a
 //                  register (V::gather8: scalar loads inserted into a vector, one store; hardware gathers
-//                  were slower on the CPUs measured), (3) each row is one vector dot product of the two
-//                  buffers, its tail masked. Loops run over a block's groups and entries, not per row,
-//                  so short rows and tiny groups cost no branch misses (bench/RESULTS.md). A row longer
-//                  than kBlock is done in kBlock pieces. Very long groups (>= kLongGroup entries on
-//                  average): per group, a scalar sum of its inputs and one multiply.
+//                  were slower on AMD Zen 5, faster on Intel with AVX512-FP16, where AVX-512 uses them), (3) each row
+//                  is one vector dot product of the two buffers, its tail masked. Loops run over a block's groups and
+//                  entries, not per row, so short rows and tiny groups cost no branch misses (bench/RESULTS.md). A row
+//                  longer than kBlock is done in kBlock pieces. Very long groups (>= kLongGroup entries on average):
+//                  per group, a scalar sum of its inputs and one multiply.
 //     rows_matmat  batch > 1, in tiles of up to 4 vectors of batch columns: each group's input rows are
 //                  summed (kSums interleaved sums), then scaled once; or, when groups are tiny (<= 12
 //                  entries on average), one FMA per entry with the value broadcast from a buffer.

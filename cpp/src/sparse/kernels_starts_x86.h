@@ -9,13 +9,14 @@
 //   plan's row_start: one sequential array, where row_ptr then group_ptr are two dependent loads per row,
 //   slow once the matrix is out of cache), and a block's entries in the aligned runs of 8 that
 //   hold them (one byte of start bits each; lanes outside the block are computed and not summed):
-//     - the 8 inputs x[col] by scalar loads into one register (each index its own 16-bit load: fewer
-//       instructions than shifting them out of one 64-bit load, and faster here);
+//     - the 8 inputs x[col] into one register: by scalar loads (each index its own 16-bit load: fewer
+//       instructions than shifting them out of one 64-bit load, and faster on the CPUs measured), or, with
+//       kGather, by one hardware gather (faster on CPUs whose gathers are fast; kernels.cpp decides);
 //     - each lane's group, counted from the chunk's first group, from the chunk's 8 start bits by one
 //       load from a 256-entry table of prefix counts; the values of the 8 groups from that one come from
 //       their 8 Ω indices (start_values) through the Ω-delta table held in two registers (two permutes
-//       and a blend; more than 16 values: 8 scalar loads), then one permute by the lanes' counts gives
-//       every lane its value;
+//       and a blend; one two-table permute where AVX-512VL is compiled in; more than 16 values: 8 scalar
+//       loads), then one permute by the lanes' counts gives every lane its value;
 //     - the 8 products go to a buffer, and each row sums its slice of it.
 //   So the kernel has no loop, load, store or branch per group: with ~3 entries per group the per-group
 //   work of rows_matvec (a group end, a value index, a value and a store per group) was most of its time
@@ -121,7 +122,8 @@ inline __m256 inputs8(const uint16_t* c, const float* x) {
 }
 
 // kWide: more than 16 values (up to 256): the groups' values by scalar loads instead of the register table.
-template <bool kWide>
+// kGather: the inputs by a hardware gather instead of scalar loads.
+template <bool kWide, bool kGather>
 void starts_matvec_t(const RowsView& m, const float* x, float* y, uint32_t r0, uint32_t r1, RowsMatvec fallback) {
   constexpr uint32_t L = 8;  // lanes (16 lanes with AVX-512 permutes measured no faster)
   alignas(64) float dtab[16] = {};  // Ω[k] - Ω[0], zero-padded to 16
@@ -175,14 +177,23 @@ void starts_matvec_t(const RowsView& m, const float* x, float* y, uint32_t r0, u
         for (uint32_t i = 0; uint32_t(first) + i < nstarts; ++i) gg[i] = sv[uint32_t(first) + i];
         g = gg;
       }
-      const __m256 xs = inputs8(c, x);
+      __m256 xs;
+      if constexpr (kGather) {
+        xs = _mm256_i32gather_ps(x, _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c))), 4);
+      } else {
+        xs = inputs8(c, x);
+      }
       __m256 gv;
       if constexpr (kWide) {
         gv = values8(g, m.delta);
       } else {
         const __m256i gi = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(g)));
+#if defined(__AVX512VL__)
+        gv = _mm256_permutex2var_ps(tlo, gi, thi);  // index bit 3 picks the table half
+#else
         const __m256 lo = _mm256_permutevar8x32_ps(tlo, gi), hi = _mm256_permutevar8x32_ps(thi, gi);
         gv = _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(gi, 28)));
+#endif
       }
       const __m256i off = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(kPrefix.off[b])));
       _mm256_store_ps(p + (e - e0), _mm256_mul_ps(xs, _mm256_permutevar8x32_ps(gv, off)));
@@ -203,11 +214,12 @@ void starts_matvec_t(const RowsView& m, const float* x, float* y, uint32_t r0, u
   }
 }
 
+template <bool kGather>
 void starts_matvec(const RowsView& m, const float* x, float* y, uint32_t r0, uint32_t r1, RowsMatvec fallback) {
   if (m.nvalues > 16) {
-    starts_matvec_t<true>(m, x, y, r0, r1, fallback);
+    starts_matvec_t<true, kGather>(m, x, y, r0, r1, fallback);
   } else {
-    starts_matvec_t<false>(m, x, y, r0, r1, fallback);
+    starts_matvec_t<false, kGather>(m, x, y, r0, r1, fallback);
   }
 }
 

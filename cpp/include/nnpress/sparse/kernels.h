@@ -33,8 +33,9 @@
 //   - Automatic ISA choice (auto_isa) is per batch size, chosen from measurements on one x86-64 CPU
 //     with AVX-512 (bench/RESULTS.md, "CER/CSER kernels"): batch 1 uses the best ISA, except CER/CSER
 //     matrices with groups of <= 6 entries on average, which run the AVX2 kernels (the same algorithm
-//     is faster compiled for AVX2 there); batch 2..32 uses AVX2 even where AVX-512 runs, because tiles
-//     narrower than 16 columns need masked 512-bit loads; batch > 32 uses AVX-512 again. Other CPUs
+//     is faster compiled for AVX2 there) unless they have a kernel plan and fast_gathers() (Intel
+//     Sapphire Rapids and later: the AVX-512 plan kernel gathers its inputs); batch 2..32 uses AVX2 even where AVX-512
+//     runs, because tiles narrower than 16 columns need masked 512-bit loads; batch > 32 uses AVX-512 again. Other CPUs
 //     may prefer other choices: KernelOptions.isa overrides it.
 //   - choose_format() encodes measured crossovers on x86-64 with AVX-512/AVX2 (bench/RESULTS.md);
 //     it is a heuristic, not a guarantee. Force a format by building that class directly.
@@ -52,7 +53,7 @@ namespace nnpress::sparse {
 
 struct KernelOptions {
   std::optional<Isa> isa;  // empty: detect_isa()
-  unsigned threads = 1;    // 0: as many as pay (see CONTRACT)
+  unsigned threads = 1;  // 0: as many as pay (see CONTRACT)
 };
 
 Status matvec(const RowGroupMatrix& m, const float* x, size_t x_len, float* y, size_t y_len,
@@ -70,8 +71,14 @@ Status matmat(const CodebookMatrix& m, const float* X, size_t x_len, size_t batc
 Isa auto_isa(size_t batch);
 // The same for a CER/CSER matrix: also batch 1 prefers AVX2 over AVX-512 when groups average <= 6
 // entries (the same algorithm runs faster as AVX2 code on such short groups, slower on longer ones;
-// bench/RESULTS.md, "CER/CSER kernels").
+// bench/RESULTS.md, "CER/CSER kernels"), unless the matrix has a kernel plan and fast_gathers().
 Isa auto_isa(const RowGroupMatrix& m, size_t batch);
+
+// Whether the AVX-512 batch-1 CER/CSER kernels (the kernel-plan kernel and the group loop's input copy)
+// load their inputs by hardware gathers on this CPU: x86 Intel cores with AVX512-FP16 (Sapphire Rapids and later),
+// where that measured faster than scalar loads (bench/results/cser.md); elsewhere (AMD Zen 5 measured, older Intel
+// cores whose gathers the Gather Data Sampling mitigation slows) scalar loads. False on other architectures.
+bool fast_gathers();
 
 // The representation expected to be fastest for a rows x cols matrix with `nnz` entries that differ
 // from its most frequent value, `num_values` distinct values, used with `batch` input columns.

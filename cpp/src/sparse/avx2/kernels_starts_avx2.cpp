@@ -5,6 +5,6 @@
 
 namespace nnpress::sparse::detail {
 
-StartsMatvec avx2_starts_matvec() { return starts_matvec; }
+StartsMatvec avx2_starts_matvec() { return starts_matvec<false>; }
 
 }  // namespace nnpress::sparse::detail

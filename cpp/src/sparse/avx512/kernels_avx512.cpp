@@ -50,6 +50,15 @@ struct V512 {
   static void gather8(const uint16_t* c, const float* x, float* p) { detail::gather8(c, x, p); }
 };
 
+// V512 whose batch-1 input copy (kernels_simd.h, gather_inputs) uses hardware gathers: the table for CPUs
+// where those are fast (fast_gathers(), kernels.h).
+struct V512Gather : V512 {
+  static void gather8(const uint16_t* c, const float* x, float* p) {
+    const __m256i idx = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c)));
+    _mm256_storeu_ps(p, _mm256_i32gather_ps(x, idx, 4));
+  }
+};
+
 inline __mmask16 tail_mask(uint32_t n) { return __mmask16((1u << n) - 1u); }
 
 // 32 weights per 16-byte block: byte j = index(c0 + j) | index(c0 + 16 + j) << 4.
@@ -99,9 +108,10 @@ void cb_matvec(const CodebookView& m, const float* x, float* y, uint32_t r0, uin
 }
 
 const KernelTable kTable = {rows_matvec<V512>, rows_matmat<V512>, cb_matvec, cb_matmat<V512>};
+const KernelTable kTableGather = {rows_matvec<V512Gather>, rows_matmat<V512>, cb_matvec, cb_matmat<V512>};
 
 }  // namespace
 
-const KernelTable* avx512_kernels() { return &kTable; }
+const KernelTable* avx512_kernels(bool gather) { return gather ? &kTableGather : &kTable; }
 
 }  // namespace nnpress::sparse::detail

@@ -10,6 +10,6 @@
 
 namespace nnpress::sparse::detail {
 
-StartsMatvec avx512_starts_matvec() { return starts_matvec; }
+StartsMatvec avx512_starts_matvec(bool gather) { return gather ? starts_matvec<true> : starts_matvec<false>; }
 
 }  // namespace nnpress::sparse::detail
