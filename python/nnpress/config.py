@@ -70,9 +70,10 @@ same output error, and the probe spends the bits where they buy more. A state_di
 ``.safetensors`` or a ``.pt`` file has no module to run: rule 4 alone (``encode.probe_factors``).
 
 Synthetic feedback: with ``CodecConfig(synthetic_feedback=True)`` (the default), when ``compress``
-is given an ``nn.Module`` that runs on synthetic inputs and no importance or hessians of its own,
-the rule-4 ``nn.Linear`` and ``nn.Embedding`` weights get K-FAC column blocks estimated on
-synthetic inputs (``nnpress.synthetic``: random token ids, vectors or images; no user data) and
+is given a text model (an ``nn.Module`` that runs on synthetic token ids, or a Hugging Face model
+folder that loads and runs) and no importance or hessians of its own, the rule-4 ``nn.Linear``
+and ``nn.Embedding`` weights get K-FAC column blocks estimated on synthetic inputs
+(``nnpress.synthetic``: random token ids; no user data; models fed vectors or images get none) and
 are quantized with error feedback on them; the rule-4 steps of those Linear weights are
 multiplied by ``FEEDBACK_STEP_RATIO``, because feedback cancels part of the output error that a
 step causes, so that ``rel_step`` keeps meaning about the same output error with and without it
@@ -274,8 +275,9 @@ class CodecConfig:
                     (``nnpress.fisher.probe.synthetic_inputs``), multiply each rule-4 step by the
                     data-free probe's factor (module docstring, "Probe"); a state_dict or a file
                     has no module to run, so it gets rule 4 alone.
-    synthetic_feedback: when ``compress`` is given an ``nn.Module`` that runs on synthetic
-                    inputs (and no importance/hessians), error feedback from K-FAC column blocks
+    synthetic_feedback: when ``compress`` is given a text model (an ``nn.Module`` that runs on
+                    synthetic token ids, or a model folder; no importance/hessians), error
+                    feedback from K-FAC column blocks
                     estimated on synthetic inputs for its rule-4 Linear and Embedding weights,
                     the Linear ones with steps ``FEEDBACK_STEP_RATIO`` coarser (module docstring,
                     "Synthetic feedback"); a state_dict or a file gets rule 4 alone.

@@ -3,9 +3,11 @@
 ``compress`` with the default ``CodecConfig(synthetic_feedback=True)`` and an ``nn.Module`` source
 that runs on synthetic inputs calls :func:`synthetic_hessians`: the model is run on
 ``SYNTHETIC_BATCHES`` batches of random inputs (``nnpress.fisher.probe.synthetic_inputs`` with
-seeds 0, 1, ...: uniform token ids for a text model, standard normal vectors or images for a model
-whose first layer is a Linear or a convolution), and the Kronecker-factored column blocks of the
-Fisher of its whole output (``fisher.kfac.fisher_kfac_blocks``, Gaussian likelihood on every
+seeds 0, 1, ...: token ids drawn uniformly from the vocabulary; text models only — a model whose
+first layer takes vectors or images gets no blocks, as random vectors and images are unlike data
+(bounded, correlated pixels, borders constant across a data set) and feedback fitted to them moved
+errors onto inputs that real data holds constant: bench/RESULTS.md), and the Kronecker-factored
+column blocks of the Fisher of its whole output (``fisher.kfac.fisher_kfac_blocks``, Gaussian likelihood on every
 floating-point output tensor scaled to unit RMS, ``fisher.probe.output_fn_for``;
 ``SYNTHETIC_DRAWS`` draws per batch) are estimated for its ``nn.Linear`` and ``nn.Embedding``
 weights: for a Linear the covariance of its inputs weighted by the output gradient, for an
@@ -144,6 +146,15 @@ def synthetic_batches(model, n_batches: int = SYNTHETIC_BATCHES, batch_size: int
     return out
 
 
+def _token_ids(inputs) -> bool:
+    """Whether synthetic inputs are token ids (a text model): the only inputs whose activations
+    past the first layer the model makes from its own tables. Random vectors or images are unlike
+    data (pixels are bounded, correlated, constant at the borders), and feedback fitted to them
+    moves errors onto the inputs that real data holds constant."""
+    x = inputs.get("input_ids") if isinstance(inputs, Mapping) else inputs
+    return hasattr(x, "is_floating_point") and not x.is_floating_point()
+
+
 def _is_module(source) -> bool:
     return hasattr(source, "named_modules") and hasattr(source, "forward") and hasattr(source, "state_dict")
 
@@ -196,7 +207,7 @@ def synthetic_hessians(
         return None
     if batches is None:
         batches = synthetic_batches(source)
-        if batches is None:
+        if batches is None or not _token_ids(batches[0]):
             return None
         output_fn = output_fn_for(source, batches[0])
     try:

@@ -71,6 +71,9 @@ def test_no_blocks_without_a_module_or_with_the_option_off():
             return self.fc(self.emb(x))
 
     assert data_free_hessians(Odd(), collect(Odd()), CodecConfig()) is None
+    # a model fed vectors (or images): random ones are unlike data, so no blocks
+    mlp = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    assert data_free_hessians(mlp, collect(mlp), CodecConfig()) is None
     with pytest.raises(TypeError):
         CodecConfig(synthetic_feedback=1)
 
