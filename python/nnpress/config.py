@@ -139,7 +139,7 @@ SIZE_FACTOR_LIMIT = 8.0  # rule 4's size factor stays within [1/8, 8]
 PROBE_FACTOR_LIMIT = 4.0  # the probe moves a rule-4 step by at most this factor either way
 # rule-4 steps of Linear weights quantized with synthetic-input error feedback are this much
 # coarser (module docstring, "Synthetic feedback"; chosen on tune inputs, bench/RESULTS.md)
-FEEDBACK_STEP_RATIO = 1.5
+FEEDBACK_STEP_RATIO = 1.375
 # rule 4's default quality knob (CodecConfig.rel_step), chosen with the trellis at every size
 # (bench/RESULTS.md, "Data-free default": chosen on tune inputs, reported on others)
 DEFAULT_REL_STEP = 1.0 / 22
