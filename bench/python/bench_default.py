@@ -16,8 +16,9 @@ on; the **report** set is the one every fidelity in the tables is measured on, a
 chosen on it:
 
 - all-MiniLM-L6-v2: tune = the 178 sentences of ``minilm.CALIBRATION_EXTRA``; report = the 52
-  sentences of ``minilm.SENTENCES``. Fidelity = mean and min cosine between the original and the
-  decoded model's sentence embeddings;
+  sentences of ``minilm.SENTENCES`` and, as a second report set, the 110 sentences of
+  ``bench/data/minilm_test_sentences.txt`` (the budget bench's test set). Fidelity = mean and min
+  cosine between the original and the decoded model's sentence embeddings;
 - digits CNN / MLP (``nnpress.demo_models``, trained here in seconds on the 1,347 training digits):
   tune = the training digits, report = the 450 held-out test digits. Fidelity = top-1 accuracy and
   the mean KL divergence of the decoded model's predictions from the original's (top-1 moves in
@@ -26,9 +27,12 @@ chosen on it:
   weights on always-zero input pixels made so large that fc1's std is 40x its bulk's, their bias
   entries cancelling them), same sets and measures.
 
-Rows: NNCodec default (qp -38, DQ); the default before issue 15, items 1-2 (``OLD_DEFAULT``: nearest
-rounding above 2^20 quantized weights, rel_step 1/24, biases and norms stored exactly); the
-default (``CodecConfig()``); unless ``--no-probe``, ``CodecConfig(probe=True)`` with the
+Rows: NNCodec default (qp -38, DQ); unless ``--no-old``, the default before issue 15, items 1-2
+(``OLD_DEFAULT``: nearest rounding above 2^20 quantized weights, rel_step 1/24, biases and norms
+stored exactly); the default (``CodecConfig()``) on the state_dict (no module to run: the rules
+without synthetic feedback) and on the ``nn.Module`` (synthetic-input error feedback,
+``nnpress.synthetic``; its estimation time is in the encode time), with ``--module-sweep`` its
+family over ``rel_step``; unless ``--no-probe``, ``CodecConfig(probe=True)`` with the
 ``nn.Module`` as the source (the data-free probe on synthetic inputs; its time is in the encode
 time). Unless ``--no-sweep``, the default's family over ``rel_step`` against
 NNCodec's qp sweep (and opt_qp), with nnpress's bits/param at each NNCodec point's report-set
@@ -70,6 +74,7 @@ SWEEP = (1 / 28, 1 / 24, 1 / 20, 1 / 16)
 NNC_SWEEP = (-40, -38, -36, -34, -32)
 NNC_OPT_QP_SWEEP = (-42, -41, -40, -38, -36)  # opt_qp: coarser qp for big tensors (bench_rd.py)
 NNC_CACHE = "/tmp/nnpress_bench_default_nncodec.json"
+TEST_SENTENCES = HERE.parent / "data" / "minilm_test_sentences.txt"
 
 
 def log(*a):
@@ -126,11 +131,17 @@ def minilm_setup():
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
     ref_tune = minilm.embed(model, minilm.CALIBRATION_EXTRA)
     ref = minilm.embed(model, minilm.SENTENCES)
+    test = [t.strip() for t in TEST_SENTENCES.read_text(encoding="utf-8").splitlines() if t.strip()]
+    ref_test = minilm.embed(model, test)
 
     def fidelity(state):
         mean, mn = minilm.cosine_fidelity(ref, minilm.embed(state, minilm.SENTENCES))
         tmean, tmn = minilm.cosine_fidelity(ref_tune, minilm.embed(state, minilm.CALIBRATION_EXTRA))
-        return {"mean_cos": mean, "min_cos": mn, "tune_mean_cos": tmean, "tune_min_cos": tmn}
+        xmean, xmn = minilm.cosine_fidelity(ref_test, minilm.embed(state, test))
+        return {
+            "mean_cos": mean, "min_cos": mn, "tune_mean_cos": tmean, "tune_min_cos": tmn,
+            "test_mean_cos": xmean, "test_min_cos": xmn,
+        }  # fmt: skip
 
     return {
         "name": "all-MiniLM-L6-v2",
@@ -217,6 +228,8 @@ def fmt_fid(r, which="report"):
     if "mean_cos" in r:
         if which == "tune":
             return f"{r['tune_mean_cos']:.5f} / {r['tune_min_cos']:.5f}"
+        if which == "test":
+            return f"{r['test_mean_cos']:.5f} / {r['test_min_cos']:.5f}" if "test_mean_cos" in r else "—"
         return f"{r['mean_cos']:.5f} / {r['min_cos']:.5f}"
     if which == "tune":
         return f"{100 * r['tune_top1']:.2f} % / {r['tune_kl']:.2e}"
@@ -239,14 +252,31 @@ def bits_at(curve, key, target, higher_is_better):
     return None
 
 
-def run(model_key, setup, nnc, args, rels):
+def run(model_key, setup, nnc, args, rels, module_rels=()):
     rows = [nnc.get(model_key, setup)]
-    curve, nnc_curves = [], {}
+    curve, nnc_curves, module_curve = [], {}, []
     threads = args.threads
     with tempfile.TemporaryDirectory() as tmp:
-        rows.append(nnpress_row(setup, "before issue 15 (items 1-2)", CodecConfig(threads=threads, **OLD_DEFAULT), tmp))
-        default = nnpress_row(setup, "nnpress default: CodecConfig()", CodecConfig(threads=threads), tmp)
+        if not args.no_old:
+            rows.append(
+                nnpress_row(setup, "before issue 15 (items 1-2)", CodecConfig(threads=threads, **OLD_DEFAULT), tmp)
+            )
+        default = nnpress_row(setup, "nnpress default: CodecConfig(), state_dict", CodecConfig(threads=threads), tmp)
         rows.append(default)
+        # the module itself as the source: the default's synthetic-input error feedback
+        mod_default = nnpress_row(
+            setup, "nnpress default: CodecConfig(), nn.Module (synthetic feedback)", CodecConfig(threads=threads), tmp,
+            setup["model"],
+        )  # fmt: skip
+        rows.append(mod_default)
+        for rel in module_rels:
+            if abs(rel - CodecConfig().rel_step) < 1e-12:
+                r = dict(mod_default, label=f"rel_step 1/{1 / rel:.0f}")
+            else:
+                cfg = CodecConfig(threads=threads, rel_step=rel)
+                r = nnpress_row(setup, f"rel_step 1/{1 / rel:.0f}", cfg, tmp, setup["model"])
+            r["rel_step"] = rel
+            module_curve.append(r)
         if not args.no_probe:  # the module itself as the source: the probe runs on synthetic inputs
             cfg = CodecConfig(threads=threads, probe=True)
             rows.append(nnpress_row(setup, "default + probe=True (nn.Module source)", cfg, tmp, setup["model"]))
@@ -263,7 +293,10 @@ def run(model_key, setup, nnc, args, rels):
             nnc_curves["NNCodec DQ (qp sweep)"] = [nnc.get(model_key, setup, qp) for qp in NNC_SWEEP]
             if args.opt_qp:
                 nnc_curves["NNCodec DQ opt_qp"] = [nnc.get(model_key, setup, qp, True) for qp in NNC_OPT_QP_SWEEP]
-    return rows, curve, nnc_curves
+        if module_curve and not nnc_curves:  # NNCodec's points that are in the cache
+            pts = [nnc.rows.get(f"{model_key}|qp={qp}|opt_qp=0") for qp in NNC_SWEEP]
+            nnc_curves["NNCodec DQ (qp sweep)"] = [dict(r) for r in pts if r is not None]
+    return rows, curve, nnc_curves, module_curve
 
 
 def plot(name, res, out_dir):
@@ -304,49 +337,67 @@ def plot(name, res, out_dir):
     return path
 
 
-def print_tables(setup, rows, curve, nnc_curves, rels):
+def print_tables(setup, rows, curve, nnc_curves, rels, module_curve=(), module_rels=()):
     lm = "mean_cos" in rows[0]
     fid = "cosine mean / min" if lm else "top-1 / KL"
     print(f"### {setup['name']}\n")
+    test_col = " | test sentences (110) |" if lm else " |"
     print(
-        f"| codec / configuration | bytes | bits/param | vs NNCodec default | {fid} (report set) "
-        "| encode s wall (CPU) |"
+        f"| codec / configuration | bytes | bits/param | vs NNCodec default | {fid} (report set){test_col} "
+        "tune set | encode s wall (CPU) |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|" + ("---|" if lm else ""))
     ref = rows[0]["bits_per_param"]
     for r in rows:
         name = r["label"] + (f" ({', '.join(r['methods'])})" if r.get("methods") else "")
+        test = f" {fmt_fid(r, 'test')} |" if lm else ""
         print(
             f"| {name} | {r['bytes']:,} | {r['bits_per_param']:.3f} | {r['bits_per_param'] / ref:.3f}x | "
-            f"{fmt_fid(r)} | {r['encode_s']:.2f} ({r['encode_cpu_s']:.2f}) |"
+            f"{fmt_fid(r)} |{test} {fmt_fid(r, 'tune')} | {r['encode_s']:.2f} ({r['encode_cpu_s']:.2f}) |"
         )
-    if not curve:
+    print()
+    for title, c, rs in (
+        ("state_dict (no module to run)", curve, rels),
+        ("nn.Module source", module_curve, module_rels),
+    ):
+        if c:
+            print_family(setup, title, c, nnc_curves, rs, ref, rows[0])
+
+
+def print_family(setup, title, curve, nnc_curves, rels, ref, nnc_row):
+    lm = "mean_cos" in nnc_row
+    fid = "cosine mean / min" if lm else "top-1 / KL"
+    sets = ("report", "test") if lm else ("report",)
+    for which in sets:
+        key = setup["key"] if which == "report" else "test_mean_cos"
+        what = "report set" if which == "report" else "test sentences"
+        print(
+            f"Matched fidelity ({key}, {what}), the default's family on a {title} "
+            f"(rel_step {', '.join(f'1/{1 / r:.0f}' for r in rels)}) against NNCodec's sweeps, nnpress interpolated:\n"
+        )
+        print(f"| NNCodec setting | NNCodec bits/param | {key} | nnpress bits/param at that {key} | ratio |")
+        print("|---|---|---|---|---|")
+        for r in (r for c in nnc_curves.values() for r in c):
+            if key not in r:
+                continue
+            b = bits_at(curve, key, r[key], setup["higher_is_better"])
+            v = f"{r[key]:.5f}" if lm else f"{r[key]:.2e}"
+            bb = "—" if b is None else f"{b:.3f}"
+            ratio = "—" if b is None else f"{b / r['bits_per_param']:.3f}x"
+            name = f"opt_qp, qp {r['qp']}" if r.get("opt_qp") else f"qp {r['qp']}"
+            print(f"| {name} | {r['bits_per_param']:.3f} | {v} | {bb} | {ratio} |")
         print()
-        return
-    key = setup["key"]
     print(
-        f"\nMatched fidelity ({key}, report set): NNCodec's sweeps against the default's family "
-        f"(rel_step {', '.join(f'1/{1 / r:.0f}' for r in rels)}), nnpress interpolated:\n"
+        f"The default's family on a {title}; tune-set fidelity against NNCodec qp -38's {fmt_fid(nnc_row, 'tune')}:\n"
     )
-    print(f"| NNCodec setting | NNCodec bits/param | {key} | nnpress bits/param at that {key} | ratio |")
-    print("|---|---|---|---|---|")
-    for r in (r for c in nnc_curves.values() for r in c):
-        b = bits_at(curve, key, r[key], setup["higher_is_better"])
-        v = f"{r[key]:.5f}" if lm else f"{r[key]:.2e}"
-        bb = "—" if b is None else f"{b:.3f}"
-        ratio = "—" if b is None else f"{b / r['bits_per_param']:.3f}x"
-        name = f"opt_qp, qp {r['qp']}" if r.get("opt_qp") else f"qp {r['qp']}"
-        print(f"| {name} | {r['bits_per_param']:.3f} | {v} | {bb} | {ratio} |")
-    print(
-        "\nThe default's family; tune-set fidelity (how rel_step was chosen) against NNCodec qp -38's "
-        f"{fmt_fid(rows[0], 'tune')}:\n"
-    )
-    print(f"| rel_step | bits/param | vs NNCodec default | {fid}, tune set | {fid}, report set |")
-    print("|---|---|---|---|---|")
+    tcol = f" {fid}, test sentences |" if lm else ""
+    print(f"| rel_step | bits/param | vs NNCodec default | {fid}, tune set | {fid}, report set |{tcol}")
+    print("|---|---|---|---|---|" + ("---|" if lm else ""))
     for r in curve:
+        test = f" {fmt_fid(r, 'test')} |" if lm else ""
         print(
             f"| {r['label'][9:]} | {r['bits_per_param']:.3f} | {r['bits_per_param'] / ref:.3f}x | "
-            f"{fmt_fid(r, 'tune')} | {fmt_fid(r)} |"
+            f"{fmt_fid(r, 'tune')} | {fmt_fid(r)} |{test}"
         )
     print()
 
@@ -355,8 +406,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="cnn,mlp,heavy,minilm")
     ap.add_argument("--sweep", default=None, help="rel_step denominators of the sweep, e.g. 28,24,20,16")
+    ap.add_argument(
+        "--module-sweep",
+        default="",
+        help="rel_step denominators of a sweep with the nn.Module as the source, e.g. 20,22,24",
+    )
     ap.add_argument("--threads", type=int, default=None, help="nnpress threads (default: all cores)")
     ap.add_argument("--no-sweep", action="store_true")
+    ap.add_argument("--no-old", action="store_true", help="skip the row of the default before issue 15")
     ap.add_argument("--no-probe", action="store_true", help="skip the CodecConfig(probe=True) row")
     ap.add_argument("--opt-qp", action="store_true", help="also sweep NNCodec with opt_qp (its best setting)")
     ap.add_argument("--nncodec-cache", default=NNC_CACHE, help="JSON file of NNCodec rows (read and extended)")
@@ -397,11 +454,12 @@ def main():
     for m in args.models.split(","):
         setup = SETUPS[m]()
         log(f"== {setup['name']}")
-        rows, curve, nnc_curves = run(m, setup, nnc, args, rels)
-        out[setup["name"]] = {"rows": rows, "sweep": curve, "nncodec_sweeps": nnc_curves}
+        module_rels = tuple(1 / float(x) for x in args.module_sweep.split(",") if x)
+        rows, curve, nnc_curves, module_curve = run(m, setup, nnc, args, rels, module_rels)
+        out[setup["name"]] = {"rows": rows, "sweep": curve, "nncodec_sweeps": nnc_curves, "module_sweep": module_curve}
         if curve:
             log(f"  plot: {plot(setup['name'], out[setup['name']], args.plots)}")
-        print_tables(setup, rows, curve, nnc_curves, rels)
+        print_tables(setup, rows, curve, nnc_curves, rels, module_curve, module_rels)
         sys.stdout.flush()
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=str))

@@ -16,7 +16,11 @@ Contract
   ``*.safetensors.index.json`` or a Hugging Face checkpoint folder) is streamed instead
   (``nnpress.stream``: one tensor at a time through the same encode path, appended to a temporary
   file that is checked and renamed; the same bytes as the in-memory path) and its ``__metadata__``
-  is kept in the file's metadata.
+  is kept in the file's metadata. Data-free error feedback (``CodecConfig.synthetic_feedback``, on
+  by default; ``nnpress.synthetic``): an ``nn.Module`` source, or a Hugging Face model folder that
+  loads and runs (then compressed in memory, under the checkpoint's names and dtypes), gets K-FAC
+  blocks estimated on synthetic inputs when the caller passes no importance or hessians (stage
+  ``synthetic`` in the report's times).
 - ``decompress_to_file(path, out)``: a folder (shards + index) or ``.safetensors`` written tensor
   by tensor (``nnpress.stream``), ``.npz``/``.pt`` in memory; outputs complete or absent.
 - With ``calibration=`` (a ``nnpress.calibration.Task`` or data for ``calibration.load_task``) and
@@ -60,7 +64,7 @@ import numpy as np
 from .checkpoint import is_checkpoint_path, open_checkpoint
 from .config import CodecConfig
 from .container import NnpFile, bfloat16_to_float32, write_bytes_atomic
-from .encode import data_free_sensitivities, encode_model, file_metadata, write_records
+from .encode import data_free_hessians, data_free_sensitivities, encode_model, file_metadata, write_records
 from .report import CompressionReport, TensorReport
 from .stream import (
     DEFAULT_MAX_SHARD_SIZE,
@@ -70,6 +74,7 @@ from .stream import (
     decompress_to_safetensors,
     source_metadata,
 )
+from .synthetic import folder_model
 from .traverse import TensorEntry, collect
 
 __all__ = ["CompressionReport", "TensorReport", "compress", "decompress", "decompress_to_file", "info"]
@@ -122,7 +127,13 @@ def compress(
     folder = os.path.dirname(os.path.abspath(dest))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"destination folder does not exist: {folder!r}")
-    if is_checkpoint_path(source):  # safetensors file or folder: streamed, one tensor at a time
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    loaded = None  # a model folder that loads and runs: in memory, with synthetic-input feedback
+    no_estimates = importance is None and hessians is None and row_hessians is None
+    if no_estimates and is_checkpoint_path(source):
+        loaded = folder_model(source, config)
+    if loaded is None and is_checkpoint_path(source):  # safetensors file or folder: streamed, one tensor at a time
         ckpt = open_checkpoint(source)
         entries = checkpoint_entries(ckpt)
         _check_inputs(entries, config, importance, hessians, row_hessians)
@@ -137,15 +148,18 @@ def compress(
             row_hessians=row_hessians,
             progress=progress,
         )
-    times: dict[str, float] = {}
-    t0 = time.perf_counter()
-    entries = collect(source)
+    entries = collect(source if loaded is None else loaded.state)
     _check_inputs(entries, config, importance, hessians, row_hessians)
     times["load"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
     sens = data_free_sensitivities(source, entries, config)  # None unless source is a runnable nn.Module
     times["probe"] = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    synth = None  # synthetic-input feedback blocks: a runnable nn.Module and no estimates of the caller's
+    if no_estimates:
+        synth = data_free_hessians(source if loaded is None else loaded, entries, config)
+    times["synthetic"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     encoded = encode_model(
         entries,
@@ -154,12 +168,16 @@ def compress(
         hessians=hessians,
         row_hessians=row_hessians,
         sensitivities=sens,
+        synthetic_hessians=synth,
         progress=progress,
     )
     times["quantize"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    data = write_records(encoded, config, file_metadata(config, probed=bool(sens)))
+    meta = file_metadata(config, probed=bool(sens), synthetic_feedback=bool(synth))
+    if loaded is not None:
+        meta = source_metadata(meta, open_checkpoint(source).metadata)
+    data = write_records(encoded, config, meta)
     times["encode"] = time.perf_counter() - t2
     t3 = time.perf_counter()
     write_bytes_atomic(dest, data)

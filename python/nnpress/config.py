@@ -39,8 +39,8 @@ A tuner passes its plan as ``plan={name: TensorPlan(step=..., method=..., lam=..
 
 This module owns the codec's defaults and step rules: ``METHODS``, ``ROLES``, ``DEFAULT_REL_STEP``,
 ``TRELLIS_STEP_RATIO``, ``DEFAULT_LAM_SCALE``, ``HESSIAN_DAMP``, ``DEFAULT_BLOCK_ELEMENTS``,
-``SIZE_TOLERANCE``, ``SPREADS``, ``ROBUST_CLIP`` and ``PROBE_FACTOR_LIMIT`` are defined here and
-nowhere else.
+``SIZE_TOLERANCE``, ``SPREADS``, ``ROBUST_CLIP``, ``PROBE_FACTOR_LIMIT`` and ``FEEDBACK_STEP_RATIO``
+are defined here and nowhere else.
 
 One name per idea: the per-tensor plan is ``plan`` (``CodecConfig.plan``, ``--plan``,
 ``TuneResult.plan``); ``lam`` is the absolute trade-off and ``lam_scale`` the one relative to
@@ -69,6 +69,22 @@ bits, scaled by c so that the predicted distortion equals rule 4's: ``rel_step``
 same output error, and the probe spends the bits where they buy more. A state_dict, a
 ``.safetensors`` or a ``.pt`` file has no module to run: rule 4 alone (``encode.probe_factors``).
 
+Synthetic feedback: with ``CodecConfig(synthetic_feedback=True)`` (the default), when ``compress``
+is given a text model (an ``nn.Module`` that runs on synthetic token ids, or a Hugging Face model
+folder that loads and runs) and no importance or hessians of its own, the rule-4 ``nn.Linear``
+and ``nn.Embedding`` weights get K-FAC column blocks estimated on synthetic inputs
+(``nnpress.synthetic``: random token ids; no user data; models fed vectors or images get none) and
+are quantized with error feedback on them; the rule-4 steps of those Linear weights are
+multiplied by ``FEEDBACK_STEP_RATIO``, because feedback cancels part of the output error that a
+step causes, so that ``rel_step`` keeps meaning about the same output error with and without it
+(chosen on tune inputs, bench/RESULTS.md "Data-free default"). Embedding tables keep rule 4's
+step: an input's error from a table is the error of the rows of its own tokens, which feedback
+inside a row does not average away, and the least faithful inputs are those whose rare tokens
+got the worst rows. A state_dict, a ``.safetensors`` or a ``.pt`` file
+has no module to run, and a model that does not run on synthetic inputs gives none: rule 4 alone,
+as before. The file records ``"synthetic_feedback": true`` in its metadata when blocks were used;
+the decoder needs nothing new.
+
 Channel scales: a plan may carry int8 step exponents per row and/or column
 (``TensorPlan(row_scale_exp=..., col_scale_exp=...)``, scale ``2**(e/8)``; weight (i, j) then uses
 ``(step * row_scale[i]) * col_scale[j]``). With ``CodecConfig(channel_scales=True)`` ``compress``
@@ -93,6 +109,7 @@ __all__ = [
     "DEFAULT_BLOCK_ELEMENTS",
     "DEFAULT_LAM_SCALE",
     "DEFAULT_REL_STEP",
+    "FEEDBACK_STEP_RATIO",
     "FLOAT_DTYPES",
     "HESSIAN_DAMP",
     "MAX_LEVEL",
@@ -120,6 +137,9 @@ FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 TRELLIS_STEP_RATIO = 0.5
 SIZE_FACTOR_LIMIT = 8.0  # rule 4's size factor stays within [1/8, 8]
 PROBE_FACTOR_LIMIT = 4.0  # the probe moves a rule-4 step by at most this factor either way
+# rule-4 steps of Linear weights quantized with synthetic-input error feedback are this much
+# coarser (module docstring, "Synthetic feedback"; chosen on tune inputs, bench/RESULTS.md)
+FEEDBACK_STEP_RATIO = 1.375
 # rule 4's default quality knob (CodecConfig.rel_step), chosen with the trellis at every size
 # (bench/RESULTS.md, "Data-free default": chosen on tune inputs, reported on others)
 DEFAULT_REL_STEP = 1.0 / 22
@@ -255,6 +275,12 @@ class CodecConfig:
                     (``nnpress.fisher.probe.synthetic_inputs``), multiply each rule-4 step by the
                     data-free probe's factor (module docstring, "Probe"); a state_dict or a file
                     has no module to run, so it gets rule 4 alone.
+    synthetic_feedback: when ``compress`` is given a text model (an ``nn.Module`` that runs on
+                    synthetic token ids, or a model folder; no importance/hessians), error
+                    feedback from K-FAC column blocks
+                    estimated on synthetic inputs for its rule-4 Linear and Embedding weights,
+                    the Linear ones with steps ``FEEDBACK_STEP_RATIO`` coarser (module docstring,
+                    "Synthetic feedback"); a state_dict or a file gets rule 4 alone.
     hessian_damp:   damping of the ``compress(hessians=...)`` blocks for error feedback
                     (``nnpress.quantize(hessian_damp=)``): ``damp * mean(diag H)`` is added to the
                     diagonal (``HESSIAN_DAMP``; more calibration data needs less damping).
@@ -277,6 +303,7 @@ class CodecConfig:
     channel_scales: bool = False
     prune: float = 0.0
     probe: bool = False
+    synthetic_feedback: bool = True
     hessian_damp: float = HESSIAN_DAMP
     overrides: InitVar[Mapping[str, Any] | None] = None  # deprecated name of ``plan``
 
@@ -294,6 +321,8 @@ class CodecConfig:
             raise ValueError(f"CodecConfig.prune must be a number in [0, 1), got {self.prune!r}")
         if not isinstance(self.probe, bool):
             raise TypeError(f"CodecConfig.probe must be a bool, got {self.probe!r}")
+        if not isinstance(self.synthetic_feedback, bool):
+            raise TypeError(f"CodecConfig.synthetic_feedback must be a bool, got {self.synthetic_feedback!r}")
         if not isinstance(self.channel_scales, bool):
             raise TypeError(f"CodecConfig.channel_scales must be a bool, got {self.channel_scales!r}")
         if self.method not in CONFIG_METHODS:
@@ -391,7 +420,8 @@ class CodecConfig:
 
     def by_rule4(self, name: str, role: str, dtype: str) -> bool:
         """Whether a (finite) tensor's step comes from rule 4 (quantized, not fine, no plan step or
-        qp or rel_step, no absolute config step): the tensors the probe's factors apply to."""
+        qp or rel_step, no absolute config step): the tensors the probe's factors and the synthetic
+        feedback's ``FEEDBACK_STEP_RATIO`` apply to."""
         o = self.plan_for(name)
         if not self.quantizes(name, role, dtype) or self.step is not None or self.qp is not None:
             return False
@@ -429,7 +459,8 @@ class CodecConfig:
         """The plan for one tensor; ``values`` (float) is needed only for a relative step.
         ``mean_size`` / ``total_size``: mean and total element count of the tensors the model
         quantizes (``compress`` passes them); None = this tensor alone is the model.
-        ``step_factor`` multiplies a rule-4 step (the probe's factor; other rules ignore it)."""
+        ``step_factor`` multiplies a rule-4 step (the probe's factor, ``FEEDBACK_STEP_RATIO``;
+        other rules ignore it)."""
         o = self.plan_for(name) or TensorPlan()
         lossless = role in self.lossless_roles if o.lossless is None else o.lossless
         if dtype not in FLOAT_DTYPES or lossless:

@@ -9,9 +9,15 @@ the writer itself.
 
 Contract
 --------
-- ``model_stats(entries, config, sensitivities=None)``: mean and total element count of the tensors
-  the config quantizes (the model-level inputs of the default step rule and of method "auto"), and
-  with per-weight output sensitivities the probe's step factors (``probe_factors``).
+- ``model_stats(entries, config, sensitivities=None, feedback=())``: mean and total element count
+  of the tensors the config quantizes (the model-level inputs of the default step rule and of
+  method "auto"), with per-weight output sensitivities the probe's step factors
+  (``probe_factors``), and ``FEEDBACK_STEP_RATIO`` on the rule-4 steps of the tensors named in
+  ``feedback`` (those with synthetic-input blocks) except embedding tables.
+- ``data_free_hessians(source, entries, config)`` -> ``{name: column block}`` or None: the
+  synthetic-input K-FAC blocks of an ``nn.Module`` source (``CodecConfig.synthetic_feedback``,
+  ``nnpress.synthetic``); None for a state_dict or a file, a model that does not run on synthetic
+  inputs, or with the option off.
 - ``data_free_sensitivities(source, entries, config)`` -> ``{name: s_t}`` or None: the data-free
   probe of an ``nn.Module`` source (``CodecConfig.probe``); None for a state_dict or a file, for a
   model that does not run on synthetic inputs, or with the probe off.
@@ -23,8 +29,8 @@ Contract
   (``hessian``/``row_hessian``, prepared by ``quant.feedback_inputs``), quantization, and the record
   for the writer with the level parameters the quantizer picked for the final levels (the writer
   does not search again).
-- ``encode_model(entries, config, *, importance, hessians, row_hessians, sensitivities, progress)``:
-  every entry, in order (aliases stay aliases).
+- ``encode_model(entries, config, *, importance, hessians, row_hessians, sensitivities,
+  synthetic_hessians, progress)``: every entry, in order (aliases stay aliases).
 - ``write_records(encoded, config, metadata)`` -> file bytes (and each report's stored bytes): one
   call into the C++ writer, which also checks that the bytes parse.
 - :attr:`EncodedTensor.recon` is the float32 view of what the decoder returns for a quantized
@@ -45,7 +51,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .conditioning import condition_importance
-from .config import MAX_LEVEL, PROBE_FACTOR_LIMIT, CodecConfig, ResolvedPlan
+from .config import FEEDBACK_STEP_RATIO, MAX_LEVEL, PROBE_FACTOR_LIMIT, CodecConfig, ResolvedPlan
 from .container import NUMPY_DTYPES, TensorRecord, bfloat16_to_float32, float32_to_bfloat16, nnp_bytes
 from .prune import prune_array
 from .quant import _quantize_core, channel_scales, feedback_inputs, rows_cols
@@ -55,6 +61,7 @@ from .traverse import TensorEntry
 __all__ = [
     "EncodedTensor",
     "ModelStats",
+    "data_free_hessians",
     "data_free_sensitivities",
     "encode_model",
     "encode_tensor",
@@ -74,7 +81,7 @@ class ModelStats:
 
     mean_size: float | None
     total_size: int
-    step_factors: Mapping[str, float] | None = None  # the probe's factors of rule-4 steps, by name
+    step_factors: Mapping[str, float] | None = None  # factors of rule-4 steps, by name (probe, feedback)
 
 
 @dataclass
@@ -85,13 +92,23 @@ class EncodedTensor:
 
 
 def model_stats(
-    entries: Sequence[TensorEntry], config: CodecConfig, sensitivities: Mapping[str, float] | None = None
+    entries: Sequence[TensorEntry],
+    config: CodecConfig,
+    sensitivities: Mapping[str, float] | None = None,
+    feedback=(),
 ) -> ModelStats:
     sizes = [e.count for e in entries if e.alias_of is None and e.count and config.quantizes(e.name, e.role, e.dtype)]
     stats = ModelStats(mean_size=sum(sizes) / len(sizes) if sizes else None, total_size=sum(sizes))
-    if not sensitivities:
+    factors = probe_factors(entries, config, stats, sensitivities) if sensitivities else {}
+    feedback = set(feedback)
+    for e in entries:  # feedback cancels part of a step's output error: coarser rule-4 steps
+        if e.name not in feedback or e.alias_of is not None or e.role == "embedding":
+            continue  # (an embedding row's error is all its token gets: its step stays rule 4's)
+        if config.by_rule4(e.name, e.role, e.dtype):
+            factors[e.name] = factors.get(e.name, 1.0) * FEEDBACK_STEP_RATIO
+    if not factors:
         return stats
-    return ModelStats(stats.mean_size, stats.total_size, probe_factors(entries, config, stats, sensitivities))
+    return ModelStats(stats.mean_size, stats.total_size, factors)
 
 
 def probe_factors(
@@ -148,6 +165,25 @@ def data_free_sensitivities(source, entries: Sequence[TensorEntry], config: Code
     if not names:
         return None
     return probe_sensitivities(source, inputs, names, output_fn=output_fn_for(source, inputs))
+
+
+def data_free_hessians(
+    source, entries: Sequence[TensorEntry], config: CodecConfig, names: Mapping[str, str] | None = None
+) -> dict[str, np.ndarray] | None:
+    """The synthetic-input K-FAC column blocks of an ``nn.Module`` source's rule-4 Linear and
+    Embedding weights (``nnpress.synthetic.synthetic_hessians``; a model folder loaded by
+    ``nnpress.synthetic.folder_model`` too), by entry name; None when
+    ``config.synthetic_feedback`` is off, the source is not a module (a state_dict or a file:
+    nothing to run), or the model does not run on synthetic inputs. Deterministic (fixed seeds).
+    ``names``: module tensor name -> entry name, where they differ."""
+    from .synthetic import FolderModel, synthetic_hessians
+
+    if not config.synthetic_feedback:
+        return None
+    if not isinstance(source, FolderModel) and not (hasattr(source, "named_modules") and hasattr(source, "forward")):
+        return None
+
+    return synthetic_hessians(source, entries, config, names)
 
 
 def rows_per_block(shape: tuple, block_elements: int) -> int:
@@ -338,15 +374,23 @@ def encode_model(
     hessians: Mapping[str, Any] | None = None,
     row_hessians: Mapping[str, Any] | None = None,
     sensitivities: Mapping[str, float] | None = None,
+    synthetic_hessians: Mapping[str, Any] | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> list[EncodedTensor]:
     """Every entry through :func:`encode_tensor`, in entry order (``sensitivities``: per-weight
     output sensitivities of rule-4 tensors, e.g. ``data_free_sensitivities``, for the probe's
-    step factors); ``progress(0, total, "")`` first,
+    step factors; ``synthetic_hessians``: column blocks from ``data_free_hessians``, used for error
+    feedback like ``hessians`` (which take precedence per tensor) and making those tensors' rule-4
+    steps ``FEEDBACK_STEP_RATIO`` coarser, embedding tables excepted); ``progress(0, total, "")`` first,
     then ``progress(done, total, name)`` as each tensor finishes. Tensors are encoded concurrently
     on ``config.threads`` threads (the C++ quantizers release the GIL, and each tensor's row blocks
     use the same worker pool): the result does not depend on the thread count."""
-    stats = model_stats(entries, config, sensitivities)
+    synthetic = dict(synthetic_hessians or {})
+    if hessians:
+        synthetic = {k: v for k, v in synthetic.items() if k not in hessians}
+    stats = model_stats(entries, config, sensitivities, feedback=synthetic)
+    if synthetic:
+        hessians = {**synthetic, **(hessians or {})}
     total = len(entries)
 
     def one(e: TensorEntry) -> EncodedTensor:
@@ -388,11 +432,12 @@ def encode_model(
     return [f.result() for f in futures]
 
 
-def file_metadata(config: CodecConfig, probed: bool = False) -> dict:
+def file_metadata(config: CodecConfig, probed: bool = False, synthetic_feedback: bool = False) -> dict:
     """What a file records of the config that wrote it. The plan's entries are in the tensor table
     already (step, method, lambda), so only their count is kept, under the key ``overrides`` that
     files have always used (docs/FORMAT.md). ``probed``: the data-free probe set rule-4 steps (a
-    ``"probe": true`` entry; absent otherwise)."""
+    ``"probe": true`` entry; absent otherwise). ``synthetic_feedback``: synthetic-input blocks
+    were used for error feedback (a ``"synthetic_feedback": true`` entry; absent otherwise)."""
     from . import __version__
 
     stored = config.to_dict()
@@ -401,6 +446,8 @@ def file_metadata(config: CodecConfig, probed: bool = False) -> dict:
     meta = {"producer": FORMAT_PRODUCER, "nnpress_version": __version__, "config": stored}
     if probed:
         meta["probe"] = True
+    if synthetic_feedback:
+        meta["synthetic_feedback"] = True
     return meta
 
 

@@ -164,14 +164,17 @@ def test_empty_calibration_is_an_error():
 
 
 def test_without_calibration_compress_is_the_data_free_path_byte_for_byte(tmp_path):
-    from nnpress.encode import encode_model, file_metadata, write_records
+    from nnpress.encode import data_free_hessians, encode_model, file_metadata, write_records
     from nnpress.traverse import collect
 
     model = _model()
     path = tmp_path / "d.nnp"
     nnpress.compress(model, path)
     cfg = CodecConfig()
-    expected = write_records(encode_model(collect(model), cfg), cfg, file_metadata(cfg))
+    entries = collect(model)
+    synth = data_free_hessians(model, entries, cfg)  # (the data-free path's synthetic-input feedback)
+    meta = file_metadata(cfg, synthetic_feedback=bool(synth))
+    expected = write_records(encode_model(entries, cfg, synthetic_hessians=synth), cfg, meta)
     assert path.read_bytes() == expected
 
 

@@ -98,7 +98,7 @@ def test_quantizer_errors_name_the_tensor(tmp_path):
 
 def test_compress_report_has_every_stage(tmp_path):
     rep = nnpress.compress(_model(), tmp_path / "m.nnp")
-    assert set(rep.times) == {"load", "probe", "quantize", "encode", "write", "total"}
+    assert set(rep.times) == {"load", "probe", "synthetic", "quantize", "encode", "write", "total"}
     assert all(v >= 0 for v in rep.times.values())
 
 

@@ -104,51 +104,66 @@ def _noise_scale(p: Any) -> float:
 # Synthetic inputs of the data-free probe that ``compress`` runs on an ``nn.Module`` source.
 SYNTHETIC_BATCH = 8  # inputs per probe batch
 SYNTHETIC_TOKENS = 32  # sequence length of synthetic token ids
-SYNTHETIC_IMAGE = 32  # height and width (and length, depth) of synthetic images
+SYNTHETIC_IMAGE = 32  # height and width (and length, depth) of synthetic images, tried first
+# sizes tried after SYNTHETIC_IMAGE, in order, for a model that does not run on it (a classifier
+# head fixes the input size)
+SYNTHETIC_IMAGE_SIZES = (8, 16, 28, 64, 224)
 
 
-def synthetic_inputs(model: torch.nn.Module, seed: int = 0) -> Any | None:
+def synthetic_inputs(model: torch.nn.Module, seed: int = 0, batch: int = SYNTHETIC_BATCH) -> Any | None:
     """Random inputs the model runs on, or None when none can be built or the model fails on them.
 
     Built from the model's first parameterised module (in registration order): an ``Embedding``
     (or a model with ``config.vocab_size``, as transformers models have) gets token ids drawn
-    uniformly from the vocabulary, ``SYNTHETIC_BATCH`` x ``SYNTHETIC_TOKENS``, passed as
+    uniformly from the vocabulary, ``batch`` x ``SYNTHETIC_TOKENS``, passed as
     ``input_ids`` (with an all-ones ``attention_mask``) when ``forward`` takes that argument; a
     ``Linear`` gets standard normal vectors of its ``in_features``; a ``ConvNd`` standard normal
-    inputs of its channels and ``SYNTHETIC_IMAGE`` per spatial axis. The model is run once on them
+    inputs of its channels and ``SYNTHETIC_IMAGE`` per spatial axis, or the first size of
+    ``SYNTHETIC_IMAGE_SIZES`` the model runs on. The model is run once on them
     (eval mode, no gradients, train flags restored) and must return a floating-point tensor
-    (``output_fn_for``). Deterministic given ``seed``.
+    (``output_fn_for``). ``batch``: inputs in the batch (``SYNTHETIC_BATCH`` by default).
+    Deterministic given ``seed`` and ``batch``; ValueError for a batch < 1.
     """
     import inspect
 
     import torch
     from torch import nn
 
-    gen = _make_generator(seed)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"synthetic_inputs: batch must be an int >= 1, got {batch!r}")
     first = next((m for m in model.modules() if any(True for _ in m.parameters(recurse=False))), None)
     vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    candidates = []  # callables generator -> inputs, tried in order
     if isinstance(first, nn.Embedding) or isinstance(vocab, int):
         n = vocab if isinstance(vocab, int) else first.num_embeddings
-        ids = torch.randint(0, n, (SYNTHETIC_BATCH, SYNTHETIC_TOKENS), generator=gen)
         try:
             takes_ids = "input_ids" in inspect.signature(model.forward).parameters
         except (TypeError, ValueError):
             takes_ids = False
-        inputs: Any = {"input_ids": ids, "attention_mask": torch.ones_like(ids)} if takes_ids else ids
+
+        def tokens(gen):
+            ids = torch.randint(0, n, (batch, SYNTHETIC_TOKENS), generator=gen)
+            return {"input_ids": ids, "attention_mask": torch.ones_like(ids)} if takes_ids else ids
+
+        candidates.append(tokens)
     elif isinstance(first, nn.Linear):
-        inputs = torch.randn(SYNTHETIC_BATCH, first.in_features, generator=gen)
+        candidates.append(lambda gen: torch.randn(batch, first.in_features, generator=gen))
     elif isinstance(first, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
         dims = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}[type(first)]
-        inputs = torch.randn(SYNTHETIC_BATCH, first.in_channels, *(SYNTHETIC_IMAGE,) * dims, generator=gen)
-    else:
-        return None
-    args, kwargs = _call_args(inputs)
-    try:
-        with _TrainFlags(model), torch.no_grad():
-            _float_outputs(model(*args, **kwargs))
-    except Exception:  # a model that does not run on these inputs is compressed without the probe
-        return None
-    return inputs
+        for size in (SYNTHETIC_IMAGE,) + SYNTHETIC_IMAGE_SIZES:
+            candidates.append(
+                lambda gen, size=size: torch.randn(batch, first.in_channels, *(size,) * dims, generator=gen)
+            )
+    for make in candidates:
+        inputs = make(_make_generator(seed))
+        args, kwargs = _call_args(inputs)
+        try:
+            with _TrainFlags(model), torch.no_grad():
+                _float_outputs(model(*args, **kwargs))
+        except Exception:  # a model that does not run on these inputs is compressed without the probe
+            continue
+        return inputs
+    return None
 
 
 def _float_outputs(out: Any) -> list:
