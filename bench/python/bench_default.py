@@ -29,9 +29,9 @@ chosen on it:
 
 Rows: NNCodec default (qp -38, DQ); unless ``--no-old``, the default before issue 15, items 1-2
 (``OLD_DEFAULT``: nearest rounding above 2^20 quantized weights, rel_step 1/24, biases and norms
-stored exactly); the default (``CodecConfig()``) on the state_dict (no module to run: the rules
-without synthetic feedback) and on the ``nn.Module`` (synthetic-input error feedback,
-``nnpress.synthetic``; its estimation time is in the encode time), with ``--module-sweep`` its
+stored exactly); the default (``CodecConfig()``) on the state_dict; ``CodecConfig(synthetic_feedback=True)``
+(opt-in) on the ``nn.Module`` (synthetic-input error feedback, ``nnpress.synthetic``; its estimation
+time is in the encode time), with ``--module-sweep`` its
 family over ``rel_step``; unless ``--no-probe``, ``CodecConfig(probe=True)`` with the
 ``nn.Module`` as the source (the data-free probe on synthetic inputs; its time is in the encode
 time). Unless ``--no-sweep``, the default's family over ``rel_step`` against
@@ -263,9 +263,9 @@ def run(model_key, setup, nnc, args, rels, module_rels=()):
             )
         default = nnpress_row(setup, "nnpress default: CodecConfig(), state_dict", CodecConfig(threads=threads), tmp)
         rows.append(default)
-        # the module itself as the source: the default's synthetic-input error feedback
+        # the module itself as the source, with the opt-in synthetic-input error feedback
         mod_default = nnpress_row(
-            setup, "nnpress default: CodecConfig(), nn.Module (synthetic feedback)", CodecConfig(threads=threads), tmp,
+            setup, "nnpress CodecConfig(synthetic_feedback=True), nn.Module", CodecConfig(synthetic_feedback=True, threads=threads), tmp,
             setup["model"],
         )  # fmt: skip
         rows.append(mod_default)
@@ -273,7 +273,7 @@ def run(model_key, setup, nnc, args, rels, module_rels=()):
             if abs(rel - CodecConfig().rel_step) < 1e-12:
                 r = dict(mod_default, label=f"rel_step 1/{1 / rel:.0f}")
             else:
-                cfg = CodecConfig(threads=threads, rel_step=rel)
+                cfg = CodecConfig(synthetic_feedback=True, threads=threads, rel_step=rel)
                 r = nnpress_row(setup, f"rel_step 1/{1 / rel:.0f}", cfg, tmp, setup["model"])
             r["rel_step"] = rel
             module_curve.append(r)

@@ -16,8 +16,8 @@ Contract
   ``*.safetensors.index.json`` or a Hugging Face checkpoint folder) is streamed instead
   (``nnpress.stream``: one tensor at a time through the same encode path, appended to a temporary
   file that is checked and renamed; the same bytes as the in-memory path) and its ``__metadata__``
-  is kept in the file's metadata. Data-free error feedback (``CodecConfig.synthetic_feedback``, on
-  by default; ``nnpress.synthetic``): an ``nn.Module`` source, or a Hugging Face model folder that
+  is kept in the file's metadata. Data-free error feedback (``CodecConfig.synthetic_feedback``,
+  opt-in; ``nnpress.synthetic``): an ``nn.Module`` source, or a Hugging Face model folder that
   loads and runs (then compressed in memory, under the checkpoint's names and dtypes), gets K-FAC
   blocks estimated on synthetic inputs when the caller passes no importance or hessians (stage
   ``synthetic`` in the report's times).

@@ -77,6 +77,8 @@ def _config_from_args(a):
         kw["prune"] = a.prune
     if a.threads is not None:
         kw["threads"] = a.threads
+    if a.synthetic_feedback:
+        kw["synthetic_feedback"] = True
     if a.plan:
         plan = _read_plan(a.plan)
         kw["plan"] = plan.get("plan", plan.get("overrides", plan))
@@ -283,6 +285,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "--plan",
         metavar="JSON",
         help="the per-tensor plan, a JSON file or an inline JSON object: {name or glob: {step, method, ...}}",
+    )
+    c.add_argument(
+        "--synthetic-feedback",
+        action="store_true",
+        help="text models (a model folder that loads and runs): error feedback from K-FAC blocks estimated on "
+        "random token ids, no data needed; a smaller file for several times the encode time",
     )
     c.add_argument("--threads", type=int, help="worker threads (default: all cores)")
     _add_budget_arguments(c)

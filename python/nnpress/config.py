@@ -69,7 +69,7 @@ bits, scaled by c so that the predicted distortion equals rule 4's: ``rel_step``
 same output error, and the probe spends the bits where they buy more. A state_dict, a
 ``.safetensors`` or a ``.pt`` file has no module to run: rule 4 alone (``encode.probe_factors``).
 
-Synthetic feedback: with ``CodecConfig(synthetic_feedback=True)`` (the default), when ``compress``
+Synthetic feedback (opt-in): with ``CodecConfig(synthetic_feedback=True)``, when ``compress``
 is given a text model (an ``nn.Module`` that runs on synthetic token ids, or a Hugging Face model
 folder that loads and runs) and no importance or hessians of its own, the rule-4 ``nn.Linear``
 and ``nn.Embedding`` weights get K-FAC column blocks estimated on synthetic inputs
@@ -83,7 +83,10 @@ inside a row does not average away, and the least faithful inputs are those whos
 got the worst rows. A state_dict, a ``.safetensors`` or a ``.pt`` file
 has no module to run, and a model that does not run on synthetic inputs gives none: rule 4 alone,
 as before. The file records ``"synthetic_feedback": true`` in its metadata when blocks were used;
-the decoder needs nothing new.
+the decoder needs nothing new. It is off by default because of its encode time: on
+all-MiniLM-L6-v2 it gives a file 0.96× as large at higher fidelity for about 9× the CPU time of
+the default (more than NNCodec's whole encode; bench/RESULTS.md, "Data-free default"), and the
+default's encode is meant to stay well under NNCodec's.
 
 Channel scales: a plan may carry int8 step exponents per row and/or column
 (``TensorPlan(row_scale_exp=..., col_scale_exp=...)``, scale ``2**(e/8)``; weight (i, j) then uses
@@ -275,7 +278,7 @@ class CodecConfig:
                     (``nnpress.fisher.probe.synthetic_inputs``), multiply each rule-4 step by the
                     data-free probe's factor (module docstring, "Probe"); a state_dict or a file
                     has no module to run, so it gets rule 4 alone.
-    synthetic_feedback: when ``compress`` is given a text model (an ``nn.Module`` that runs on
+    synthetic_feedback: (opt-in) when ``compress`` is given a text model (an ``nn.Module`` that runs on
                     synthetic token ids, or a model folder; no importance/hessians), error
                     feedback from K-FAC column blocks
                     estimated on synthetic inputs for its rule-4 Linear and Embedding weights,
@@ -303,7 +306,7 @@ class CodecConfig:
     channel_scales: bool = False
     prune: float = 0.0
     probe: bool = False
-    synthetic_feedback: bool = True
+    synthetic_feedback: bool = False
     hessian_damp: float = HESSIAN_DAMP
     overrides: InitVar[Mapping[str, Any] | None] = None  # deprecated name of ``plan``
 

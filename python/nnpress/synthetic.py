@@ -1,6 +1,6 @@
 """Data-free error feedback: K-FAC column blocks estimated on synthetic inputs (no user data).
 
-``compress`` with the default ``CodecConfig(synthetic_feedback=True)`` and an ``nn.Module`` source
+``compress`` with ``CodecConfig(synthetic_feedback=True)`` (opt-in) and an ``nn.Module`` source
 that runs on synthetic inputs calls :func:`synthetic_hessians`: the model is run on
 ``SYNTHETIC_BATCHES`` batches of random inputs (``nnpress.fisher.probe.synthetic_inputs`` with
 seeds 0, 1, ...: token ids drawn uniformly from the vocabulary; text models only — a model whose

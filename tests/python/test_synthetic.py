@@ -1,4 +1,4 @@
-"""The data-free default's error feedback from synthetic inputs (CodecConfig.synthetic_feedback,
+"""The opt-in data-free error feedback from synthetic inputs (CodecConfig.synthetic_feedback,
 nnpress.synthetic): which tensors get blocks, what the encode path does with them, the fallback
 for sources with no module to run, determinism."""
 
@@ -9,9 +9,12 @@ import pytest
 import torch
 
 import nnpress
+import nnpress.cli
 from nnpress.config import FEEDBACK_STEP_RATIO, CodecConfig
 from nnpress.encode import ModelStats, data_free_hessians, encode_model, encode_tensor, model_stats
 from nnpress.traverse import collect
+
+ON = CodecConfig(synthetic_feedback=True)
 
 
 class _Text(torch.nn.Module):
@@ -37,7 +40,7 @@ def _text_model(seed=31):
 def test_blocks_for_the_rule4_linear_and_embedding_weights():
     net = _text_model()
     entries = collect(net)
-    h = data_free_hessians(net, entries, CodecConfig())
+    h = data_free_hessians(net, entries, ON)
     # Linear and Embedding weights the output depends on; not biases, norms, or the unused layer
     assert set(h) == {"emb.weight", "fc1.weight", "fc2.weight"}
     for name, cols in (("emb.weight", 32), ("fc1.weight", 32), ("fc2.weight", 48)):
@@ -49,17 +52,17 @@ def test_blocks_for_the_rule4_linear_and_embedding_weights():
     ones = np.ones(32) / np.sqrt(32)
     assert ones @ h["emb.weight"] @ ones < 1e-6 * np.trace(h["emb.weight"]) / 32
     # deterministic
-    h2 = data_free_hessians(_text_model(), collect(_text_model()), CodecConfig())
+    h2 = data_free_hessians(_text_model(), collect(_text_model()), ON)
     assert all(np.array_equal(h[k], h2[k]) for k in h)
 
 
 def test_no_blocks_without_a_module_or_with_the_option_off():
     net = _text_model()
     sd = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    assert data_free_hessians(sd, collect(sd), CodecConfig()) is None
+    assert data_free_hessians(sd, collect(sd), ON) is None
     assert data_free_hessians(net, collect(net), CodecConfig(synthetic_feedback=False)) is None
     # no rule-4 tensor (an absolute step): nothing to give feedback to
-    assert data_free_hessians(net, collect(net), CodecConfig(step=0.01)) is None
+    assert data_free_hessians(net, collect(net), CodecConfig(step=0.01, synthetic_feedback=True)) is None
 
     class Odd(torch.nn.Module):  # does not run on synthetic token ids (wrong vocabulary width)
         def __init__(self):
@@ -70,25 +73,25 @@ def test_no_blocks_without_a_module_or_with_the_option_off():
         def forward(self, x):
             return self.fc(self.emb(x))
 
-    assert data_free_hessians(Odd(), collect(Odd()), CodecConfig()) is None
+    assert data_free_hessians(Odd(), collect(Odd()), ON) is None
     # a model fed vectors (or images): random ones are unlike data, so no blocks
     mlp = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
-    assert data_free_hessians(mlp, collect(mlp), CodecConfig()) is None
+    assert data_free_hessians(mlp, collect(mlp), ON) is None
     with pytest.raises(TypeError):
         CodecConfig(synthetic_feedback=1)
 
 
 def test_compress_a_module_uses_the_blocks(tmp_path):
-    """The default on a module: feedback on the blocks' tensors, the Linear ones' rule-4 steps
+    """The option on a module (off by default): feedback on the blocks' tensors, the Linear ones' rule-4 steps
     FEEDBACK_STEP_RATIO coarser, the rest as for a state_dict; recorded in the metadata;
     deterministic; a state_dict (nothing to run) gets the rules without feedback."""
     net = _text_model()
     sd = {k: v.detach().clone() for k, v in net.state_dict().items()}
     paths = {k: tmp_path / f"{k}.nnp" for k in ("mod", "mod2", "sd", "off")}
-    rep = nnpress.compress(net, paths["mod"])
-    nnpress.compress(_text_model(), paths["mod2"])
+    rep = nnpress.compress(net, paths["mod"], ON)
+    nnpress.compress(_text_model(), paths["mod2"], ON)
     nnpress.compress(sd, paths["sd"])
-    nnpress.compress(net, paths["off"], CodecConfig(synthetic_feedback=False))
+    nnpress.compress(net, paths["off"])  # the default: off
     assert paths["mod"].read_bytes() == paths["mod2"].read_bytes()
     assert rep.times["synthetic"] > 0
     f, f_sd = nnpress.NnpFile(paths["mod"]), nnpress.NnpFile(paths["sd"])
@@ -108,7 +111,7 @@ def test_encode_model_quantizes_with_the_blocks():
     feedback step ratio; blocks the caller passes as hessians win."""
     net = _text_model()
     entries = collect(net)
-    cfg = CodecConfig(threads=1)
+    cfg = CodecConfig(threads=1, synthetic_feedback=True)
     h = data_free_hessians(net, entries, cfg)
     out = {t.record.name: t for t in encode_model(entries, cfg, synthetic_hessians=h)}
     base = model_stats(entries, cfg)
@@ -135,7 +138,7 @@ def test_feedback_lowers_the_output_error_at_equal_step():
 
     net = _text_model()
     entries = collect(net)
-    cfg = CodecConfig(threads=1, rel_step=1 / 6)
+    cfg = CodecConfig(threads=1, rel_step=1 / 6, synthetic_feedback=True)
     h = data_free_hessians(net, entries, cfg)
     stats = model_stats(entries, cfg, feedback=h)
     x = synthetic_inputs(net, seed=99, batch=64)
@@ -185,15 +188,18 @@ def test_a_model_folder_runs_on_synthetic_texts(tmp_path):
     from nnpress.synthetic import folder_model, synthetic_texts
 
     folder = make_bert(str(tmp_path / "bert"))
-    loaded = folder_model(folder, CodecConfig())
+    loaded = folder_model(folder, ON)
     assert loaded is not None and loaded.batches
     assert folder_model(folder, CodecConfig(synthetic_feedback=False)) is None
-    assert folder_model(str(tmp_path), CodecConfig()) is None  # no config.json: nothing to run
+    assert folder_model(str(tmp_path), ON) is None  # no config.json: nothing to run
     texts = synthetic_texts(__import__("transformers").AutoTokenizer.from_pretrained(folder), n=3)
     assert len(texts) == 3 and all(isinstance(t, str) and t for t in texts)
     on, off = tmp_path / "on.nnp", tmp_path / "off.nnp"
-    rep = nnpress.compress(folder, on)
-    nnpress.compress(folder, off, CodecConfig(synthetic_feedback=False))
+    rep = nnpress.compress(folder, on, ON)
+    cli_on = tmp_path / "cli_on.nnp"
+    assert nnpress.cli.main(["compress", "-q", "--synthetic-feedback", folder, str(cli_on)]) == 0
+    assert cli_on.read_bytes() == on.read_bytes()
+    nnpress.compress(folder, off)  # the default: off (streamed)
     f_on, f_off = nnpress.NnpFile(on), nnpress.NnpFile(off)
     assert f_on.metadata.get("synthetic_feedback") is True and "synthetic_feedback" not in f_off.metadata
     assert rep.times["synthetic"] > 0
