@@ -56,11 +56,11 @@
 //       away from zero); the sums S = sum_j u[i][j] * xq[b][j] (list entries included) are exact integers
 //       (int32 partial sums of at most 512 products, each at most M * L, then int64), and
 //           Y[b][i] = float(row_scale[i] * s_b * S)   (double, rounded once).
-//       A matrix whose L would be below kMinActivationRange = 2047 (int16 dense part with M > 2049) has
-//       activation_range() 0 and computes kInt16 as kFloat32.
 //       So the only error is the rounding of the inputs (at most s_b / 2 per input), and the results
 //       are bit-identical for every ISA and thread count. Rows of X with a non-finite value make the
-//       whole product run as kFloat32 (so Inf/NaN propagate as in float math). The SIMD kernels use
+//       whole product run as kFloat32 (so Inf/NaN propagate as in float math), and so does a matrix
+//       whose L would be below kMinActivationRange = 2047 (an int16 dense part with M > 2049: its
+//       activation_range() is 0). The SIMD kernels (int8 and int16 dense parts) use
 //       AVX-512 VNNI (vpdpwssd) where the CPU has it, else AVX-512BW / AVX2 vpmaddwd (NEON: vmlal): twice the
 //       multiply-adds per instruction of a float32 FMA and no int -> float conversion per weight (CPUs
 //       that issue 512-bit integer multiplies on fewer ports than FMAs gain less; bench/RESULTS.md).
