@@ -176,8 +176,10 @@ NNPRESS_BINDING(levels) {
            "returns float32 [..., rows], written into `out` if given (C-contiguous float32 of that shape, not "
            "overlapping x). GIL released. isa: "
            "None (automatic, NNPRESS_ISA honoured) or 'scalar'/'avx2'/'avx512'/'neon'; threads: 0 = as many as pay. "
-           "activations: 'float32' (exact inputs) or 'int16' (each row of x rounded to int16 on its own scale, "
-           "max|x| / 32767, then exact integer sums: opt-in, see nnpress/kernels/levels.h).")
+           "activations: 'float32' (exact inputs) or 'int16' (each row of x rounded to integers in [-L, L] on its "
+           "own scale max|x| / L, then exact integer sums: opt-in; L = 32767 for int8 dense parts, "
+           "min(32767, (2^31 - 1) // (512 * max|u|)) for int16 ones, float32 when that is below 2047; see "
+           "nnpress/kernels/levels.h).")
       .def_property_readonly("rows", &LevelMatrix::rows)
       .def_property_readonly("cols", &LevelMatrix::cols)
       .def_property_readonly("nbytes", &LevelMatrix::nbytes, "Bytes held (dense part with padding, list, scales).")

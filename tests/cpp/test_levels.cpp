@@ -3,6 +3,7 @@
 // results for every thread count, argument checks, and Model::decode_level_matrix against the decoded
 // float32 weights (golden files in every build; trellis / nearest / rdoq levels with and without channel
 // scales, aliases and raw tensors in encoder builds).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -259,6 +260,44 @@ void test_product_checks() {
   CHECK(Y[0] == 6 && Y[1] == 15 && Y[2] == 6 && Y[3] == 15);
 }
 
+// The kInt16 product by its CONTRACT (levels.h), computed here without the library's kernels: X' = X *
+// col_scale in float, L = min(32767, floor((2^31 - 1) / (512 * max(M, 1)))), each row rounded half away
+// from zero on the scale max|X'| / L, exact int64 sums over every u, one double multiply.
+std::vector<float> int16_by_contract(uint32_t rows, uint32_t cols, const std::vector<int32_t>& u,
+                                     const std::vector<float>& rs, const float* cs, const std::vector<float>& X,
+                                     size_t batch, int64_t L) {
+  std::vector<float> Y(batch * rows);
+  std::vector<int64_t> q(cols);
+  for (size_t b = 0; b < batch; ++b) {
+    std::vector<float> xs(cols);
+    float amax = 0.0f;
+    for (uint32_t j = 0; j < cols; ++j) {
+      xs[j] = cs ? X[b * cols + j] * cs[j] : X[b * cols + j];
+      amax = std::max(amax, std::fabs(xs[j]));
+    }
+    const double s = double(amax) / double(L);
+    for (uint32_t j = 0; j < cols; ++j) {
+      if (s == 0.0) {
+        q[j] = 0;
+        continue;
+      }
+      const double v = double(xs[j]) * (1.0 / s);
+      q[j] = std::max<int64_t>(-L, std::min<int64_t>(L, int64_t(v + std::copysign(0.5, v))));
+    }
+    for (uint32_t r = 0; r < rows; ++r) {
+      int64_t acc = 0;
+      for (uint32_t j = 0; j < cols; ++j) acc += int64_t(u[size_t(r) * cols + j]) * q[j];
+      Y[b * rows + r] = float(double(rs[r]) * s * double(acc));
+    }
+  }
+  return Y;
+}
+
+int64_t activation_range_of(int32_t M) {
+  const int64_t L = std::min<int64_t>(32767, int64_t(2147483647) / (512 * int64_t(std::max(M, 1))));
+  return L >= 2047 ? L : 0;
+}
+
 // kInt16 activations: exact integer sums, so every ISA (and VNNI or not) gives the same bits as the
 // scalar reference; the error against the float64 product is the rounding of the inputs only.
 void test_int16_activations() {
@@ -274,7 +313,7 @@ void test_int16_activations() {
       for (float& v : cs) v = 1.0f + 0.5f * N(rng);
       LevelMatrix m;
       CHECK(LevelMatrix::from_levels(rows, cols, u.data(), rs.data(), with_cs ? cs.data() : nullptr, &m).ok());
-      CHECK(m.index_bits() == 8);
+      CHECK(m.index_bits() == 8 && m.activation_range() == 32767);
       std::vector<float> W(u.size());
       m.to_dense(W.data());
       for (size_t batch : {1, 2, 5, 16}) {
@@ -286,6 +325,9 @@ void test_int16_activations() {
         o.isa = Isa::kScalar;
         std::vector<float> ref(batch * rows);
         CHECK(levels::matmul(m, X.data(), X.size(), batch, ref.data(), ref.size(), o).ok());
+        const std::vector<float> want = int16_by_contract(rows, cols, u, rs, with_cs ? cs.data() : nullptr, X, batch,
+                                                          32767);
+        CHECK(std::memcmp(want.data(), ref.data(), ref.size() * 4) == 0);
         // the error bound: |W| times half a rounding step of each input row, plus float rounding
         bool within = true;
         for (size_t b = 0; b < batch; ++b) {
@@ -336,13 +378,13 @@ void test_int16_activations() {
       CHECK(y == float(double(int64_t(cols) * 127 * 32767)));
     }
   }
-  // int16 dense parts and non-finite inputs compute as kFloat32.
+  // int16 dense parts with M beyond 2049 and non-finite inputs compute as kFloat32.
   std::vector<int32_t> u = random_u(20, 30, 0.5, false, rng);
   std::vector<float> rs(20, 0.01f), X(2 * 30);
   for (float& v : X) v = N(rng);
   LevelMatrix m16;
   CHECK(LevelMatrix::from_levels(20, 30, u.data(), rs.data(), nullptr, &m16).ok());
-  CHECK(m16.index_bits() == 16);
+  CHECK(m16.index_bits() == 16 && m16.dense_max() > 2049 && m16.activation_range() == 0);
   for (Isa isa : runnable_isas()) {
     for (int nonfinite = 0; nonfinite < 2; ++nonfinite) {
       LevelMatrix m8;
@@ -366,6 +408,125 @@ void test_int16_activations() {
   bad.activations = levels::Activations(7);
   float y[20];
   CHECK(levels::matmul(m16, X.data(), 30, 1, y, 20, bad).code() == StatusCode::kInvalidArgument);
+}
+
+// kInt16 activations on int16 dense parts: the input range L shrinks with M = max |u| of the dense part so
+// that every int32 partial sum stays exact; the same bits as the contract on every ISA (VNNI or not) and
+// thread count; within the rounding bound of the float64 product; M beyond 2049 computes as kFloat32.
+void test_int16_activations_wide() {
+  std::mt19937 rng(23);
+  std::uniform_real_distribution<float> N(-1.0f, 1.0f);
+  std::uniform_real_distribution<double> U(0, 1);
+  struct Case {
+    uint32_t rows, cols;
+    int32_t M;
+  };
+  const Case cases[] = {{13, 37, 300}, {70, 1100, 2049}, {9, 64, 1000}, {40, 4500, 2049}, {5, 600, 200}};
+  for (const Case& c : cases) {
+    for (int with_cs = 0; with_cs < 2; ++with_cs) {
+      // about a third of the entries beyond int8 (int16 storage), |u| <= M with M itself present, and a
+      // few list entries beyond int16 (up to 2^30)
+      std::vector<int32_t> u(size_t(c.rows) * c.cols);
+      std::uniform_int_distribution<int> small(-127, 127), big(-c.M, c.M), huge(32768, 1 << 30);
+      for (int32_t& v : u) {
+        const double p = U(rng);
+        v = p < 0.3 ? big(rng) : p < 0.305 ? huge(rng) * (U(rng) < 0.5 ? -1 : 1) : small(rng);
+      }
+      u[u.size() / 2] = -c.M;
+      std::vector<float> rs(c.rows), cs(c.cols);
+      for (float& v : rs) v = 0.001f + 0.01f * (N(rng) + 1.0f);
+      for (float& v : cs) v = 1.0f + 0.5f * N(rng);
+      const float* csp = with_cs ? cs.data() : nullptr;
+      LevelMatrix m;
+      CHECK(LevelMatrix::from_levels(c.rows, c.cols, u.data(), rs.data(), csp, &m).ok());
+      CHECK(m.index_bits() == 16);
+      CHECK(m.outliers() > 0);
+      CHECK(m.dense_max() == c.M);
+      const int64_t L = activation_range_of(c.M);
+      CHECK(L >= 2047 && m.activation_range() == L);
+      std::vector<float> W(u.size());
+      m.to_dense(W.data());
+      for (size_t batch : {1, 2, 5, 16}) {
+        std::vector<float> X(batch * c.cols);
+        for (float& v : X) v = N(rng);
+        const std::vector<float> want = int16_by_contract(c.rows, c.cols, u, rs, csp, X, batch, L);
+        bool within = true;
+        for (size_t b = 0; b < batch; ++b) {
+          double amax = 0;
+          for (uint32_t j = 0; j < c.cols; ++j)
+            amax = std::max(amax, std::fabs(double(X[b * c.cols + j]) * (with_cs ? cs[j] : 1.0f)));
+          for (uint32_t r = 0; r < c.rows; ++r) {
+            double exact = 0, wabs = 0, mag = 0;
+            for (uint32_t j = 0; j < c.cols; ++j) {
+              const double w = W[size_t(r) * c.cols + j], x = X[b * c.cols + j];
+              exact += w * x, wabs += std::fabs(w) / (with_cs ? cs[j] : 1.0f), mag += std::fabs(w * x);
+            }
+            const double bound = wabs * amax / double(L) * 0.5 * 1.0001 + 1e-6 * mag + 1e-30;
+            within &= std::fabs(double(want[b * c.rows + r]) - exact) <= bound;
+          }
+        }
+        CHECK(within);
+        for (Isa isa : runnable_isas()) {
+          for (bool vnni : {true, false}) {
+            for (unsigned t : {1u, 3u}) {
+              LevelKernelOptions o;
+              o.activations = levels::Activations::kInt16;
+              o.isa = isa;
+              o.vnni = vnni;
+              o.threads = t;
+              std::vector<float> Y(batch * c.rows, 5.0f);
+              CHECK(levels::matmul(m, X.data(), X.size(), batch, Y.data(), Y.size(), o).ok());
+              CHECK(std::memcmp(Y.data(), want.data(), Y.size() * 4) == 0);
+            }
+          }
+        }
+      }
+    }
+  }
+  // Sums at the edge of the int32 partial sums: every u = +-M (M = 2049, so L = 2047) and every input at
+  // the row's maximum over many columns: 512 products of M * L = 2^31 - 511.
+  for (int sign : {1, -1}) {
+    const uint32_t cols = 8200;
+    const int32_t M = 2049;
+    std::vector<int32_t> u(cols, M * sign);
+    std::vector<float> X(cols, 3.0f * float(sign)), one(1, 1.0f);
+    LevelMatrix m;
+    CHECK(LevelMatrix::from_levels(1, cols, u.data(), one.data(), nullptr, &m).ok());
+    CHECK(m.index_bits() == 16 && m.activation_range() == 2047);
+    const std::vector<float> want = int16_by_contract(1, cols, u, one, nullptr, X, 1, 2047);
+    for (Isa isa : runnable_isas()) {
+      for (bool vnni : {true, false}) {
+        LevelKernelOptions o;
+        o.isa = isa;
+        o.vnni = vnni;
+        o.activations = levels::Activations::kInt16;
+        float y = 0;
+        CHECK(levels::matmul(m, X.data(), X.size(), 1, &y, 1, o).ok());
+        CHECK(y == want[0]);
+        CHECK(std::fabs(double(y) - 3.0 * cols * M) <= 1e-6 * 3.0 * cols * M);
+      }
+    }
+  }
+  // int8 dense parts keep L = 32767; an int16 dense part with M = 2050 (L would be 2046) computes as
+  // kFloat32.
+  {
+    std::vector<int32_t> u8(64, 127), u16(64, 2050);
+    std::vector<float> rs(1, 0.5f), X(64);
+    for (float& v : X) v = N(rng);
+    LevelMatrix m8, m16;
+    CHECK(LevelMatrix::from_levels(1, 64, u8.data(), rs.data(), nullptr, &m8).ok());
+    CHECK(LevelMatrix::from_levels(1, 64, u16.data(), rs.data(), nullptr, &m16).ok());
+    CHECK(m8.activation_range() == 32767 && m16.activation_range() == 0 && m16.dense_max() == 2050);
+    for (Isa isa : runnable_isas()) {
+      LevelKernelOptions o;
+      o.isa = isa;
+      float a = 0, b = 0;
+      CHECK(levels::matmul(m16, X.data(), X.size(), 1, &a, 1, o).ok());
+      o.activations = levels::Activations::kInt16;
+      CHECK(levels::matmul(m16, X.data(), X.size(), 1, &b, 1, o).ok());
+      CHECK(a == b);
+    }
+  }
 }
 
 // decode_level_matrix of every quantized tensor of a file: to_dense equals decode_float32 up to the
@@ -517,6 +678,7 @@ int main() {
   test_threads_deterministic();
   test_product_checks();
   test_int16_activations();
+  test_int16_activations_wide();
   test_golden_files();
 #ifdef NNPRESS_WITH_ENCODER
   test_written_file();

@@ -142,6 +142,7 @@ def test_int16_activations():
     lm = _core.LevelMatrix.from_levels(u, rs)
     x = rng.standard_normal((16, 384)).astype(np.float32)
     ref = lm.matmul(x, isa="scalar", activations="int16")
+    assert np.array_equal(ref, _int16_by_contract(u, rs, x, 32767))  # int8 dense part: L = 32767
     for isa in ISAS:  # exact integer sums: the same bits on every ISA
         assert np.array_equal(lm.matmul(x, isa=isa, activations="int16"), ref)
     w = lm.to_dense().astype(np.float64)
@@ -151,6 +152,46 @@ def test_int16_activations():
     assert not np.array_equal(ref, lm.matmul(x))  # the inputs really were rounded
     with pytest.raises(ValueError, match="activations"):
         lm.matmul(x, activations="int8")
+
+
+def _int16_by_contract(u: np.ndarray, rs: np.ndarray, x: np.ndarray, L: int) -> np.ndarray:
+    """The "int16" product as nnpress/kernels/levels.h states it (no column scales): each row of x rounded
+    half away from zero to [-L, L] on the scale max|x| / L, exact integer sums, one float64 multiply."""
+    s = np.abs(x).max(1).astype(np.float64) / L
+    v = x.astype(np.float64) * (1.0 / s)[:, None]
+    q = np.clip(np.trunc(v + np.copysign(0.5, v)), -L, L).astype(np.int64)
+    S = q @ u.astype(np.int64).T
+    return ((rs.astype(np.float64)[None, :] * s[:, None]) * S.astype(np.float64)).astype(np.float32)
+
+
+@pytest.mark.parametrize("M", [300, 2049])
+def test_int16_activations_int16_storage(M):
+    """int16-stored matrices (many |u| > 127, a few beyond int16 in the list) run the "int16" mode with
+    L = min(32767, (2^31 - 1) // (512 * M)): the contract's bits on every ISA, within its rounding bound."""
+    rng = np.random.default_rng(5)
+    u = rng.integers(-127, 128, (64, 700)).astype(np.int32)
+    wide = rng.random(u.shape) < 0.3
+    u[wide] = rng.integers(-M, M + 1, int(wide.sum()))
+    u[0, 0] = M
+    u[1, :3] = [40000, -(1 << 30), 99999]
+    rs = rng.uniform(0.001, 0.01, 64).astype(np.float32)
+    lm = _core.LevelMatrix.from_levels(u, rs)
+    assert lm.index_bits == 16 and lm.outliers == 3
+    L = min(32767, (2**31 - 1) // (512 * M))
+    x = rng.standard_normal((14, 700)).astype(np.float32)
+    want = _int16_by_contract(u, rs, x, L)
+    for isa in ISAS:
+        assert np.array_equal(lm.matmul(x, isa=isa, activations="int16"), want)
+        assert np.array_equal(lm.matmul(x, isa=isa, threads=0, activations="int16"), want)
+    w = lm.to_dense().astype(np.float64)
+    exact = x.astype(np.float64) @ w.T
+    bound = np.abs(w).sum(1)[None, :] * (np.abs(x).max(1, keepdims=True) / L / 2) * 1.001 + 1e-6
+    assert np.all(np.abs(want - exact) <= bound)
+    assert not np.array_equal(want, lm.matmul(x))  # the inputs really were rounded
+    # beyond M = 2049, L would fall below 2047: float32 activations
+    u[0, 0] = 2050
+    lm = _core.LevelMatrix.from_levels(u, rs)
+    assert np.array_equal(lm.matmul(x, activations="int16"), lm.matmul(x))
 
 
 def test_bad_input_raises(tmp_path):

@@ -60,6 +60,7 @@ LevelMatrix::LevelMatrix(const LevelMatrix& o)
     : rows_(o.rows_),
       cols_(o.cols_),
       bits_(o.bits_),
+      dense_max_(o.dense_max_),
       stride_(o.stride_),
       out_ptr_(o.out_ptr_),
       out_col_(o.out_col_),
@@ -127,7 +128,10 @@ Status LevelMatrix::from_levels(uint32_t rows, uint32_t cols, const int32_t* u, 
       if (magnitude(v) > limit) {
         m.out_col_.push_back(j);
         m.out_val_.push_back(v);
-      } else if (bits == 8) {
+        continue;
+      }
+      m.dense_max_ = std::max(m.dense_max_, int32_t(magnitude(v)));
+      if (bits == 8) {
         reinterpret_cast<int8_t*>(m.dense_.get())[size_t(r) * stride + j] = int8_t(v);
       } else {
         reinterpret_cast<int16_t*>(m.dense_.get())[size_t(r) * stride + j] = int16_t(v);
@@ -139,6 +143,16 @@ Status LevelMatrix::from_levels(uint32_t rows, uint32_t cols, const int32_t* u, 
   if (col_scale != nullptr) m.col_scale_.assign(col_scale, col_scale + cols);
   *out = std::move(m);
   return Status::Ok();
+}
+
+static_assert(size_t(LevelMatrix::kActivationChunk) == detail::kLaneChunk, "one chunk length (levels.h, internal)");
+
+int32_t LevelMatrix::activation_range() const {
+  // every int32 partial sum of the kernels (kActivationChunk products of at most M * L each) fits int32
+  const int64_t M = std::max<int32_t>(dense_max_, 1);
+  const int64_t L = std::min<int64_t>(kInt16Limit,
+                                      int64_t(std::numeric_limits<int32_t>::max()) / (kActivationChunk * M));
+  return L >= kMinActivationRange ? int32_t(L) : 0;
 }
 
 void LevelMatrix::indices(int32_t* out) const {
@@ -233,6 +247,8 @@ Status pick_table(const LevelKernelOptions& opt, const detail::LevelKernelTable*
 bool matmul_int16(const LevelMatrix& m, const float* xs, size_t batch, float* Y, const LevelKernelOptions& opt,
                   const detail::LevelKernelTable* table, Isa isa) {
   const size_t rows = m.rows(), cols = m.cols(), stride = m.stride();
+  const int32_t L = m.activation_range();
+  if (L == 0) return false;
   std::vector<double> xscale(batch);
   for (size_t b = 0; b < batch; ++b) {
     const float* x = xs + b * cols;
@@ -243,7 +259,7 @@ bool matmul_int16(const LevelMatrix& m, const float* xs, size_t batch, float* Y,
       amax = std::max(amax, std::fabs(x[j]));
     }
     if (!finite) return false;
-    xscale[b] = double(amax) / 32767.0;
+    xscale[b] = double(amax) / double(L);
   }
   std::vector<int16_t> xq(batch * stride, 0);
   for (size_t b = 0; b < batch; ++b) {
@@ -252,16 +268,24 @@ bool matmul_int16(const LevelMatrix& m, const float* xs, size_t batch, float* Y,
     const float* x = xs + b * cols;
     int16_t* q = xq.data() + b * stride;
     for (size_t j = 0; j < cols; ++j) {
-      // round half away from zero; |v| <= 32767 up to rounding, so the clamp only trims that
+      // round half away from zero; |v| <= L up to rounding, so the clamp only trims that
       const double v = double(x[j]) * inv;
       const double r = double(int32_t(v + std::copysign(0.5, v)));
-      q[j] = int16_t(std::max(-32767.0, std::min(32767.0, r)));
+      q[j] = int16_t(std::max(-double(L), std::min(double(L), r)));
     }
   }
-  detail::LevelKernelInt kernel = table->int8_i16 ? table->int8_i16 : detail::scalar_level_kernels()->int8_i16;
-  if (table->int8_i16_vnni && opt.vnni && isa == Isa::kAvx512 && cpu_has_avx512_vnni()) kernel = table->int8_i16_vnni;
+  const detail::LevelKernelTable* scalar = detail::scalar_level_kernels();
+  const bool vnni = opt.vnni && isa == Isa::kAvx512 && cpu_has_avx512_vnni();
+  detail::LevelKernelInt kernel;
+  if (m.index_bits() == 8) {
+    kernel = table->int8_i16 ? table->int8_i16 : scalar->int8_i16;
+    if (vnni && table->int8_i16_vnni) kernel = table->int8_i16_vnni;
+  } else {
+    kernel = table->int16_i16 ? table->int16_i16 : scalar->int16_i16;
+    if (vnni && table->int16_i16_vnni) kernel = table->int16_i16_vnni;
+  }
   std::vector<int64_t> S(batch * rows);
-  const detail::LevelView v{m.rows(), m.cols(), stride, m.q8(), nullptr};
+  const detail::LevelView v{m.rows(), m.cols(), stride, m.q8(), m.q16()};
   const float* rs = m.row_scale().data();
   const uint64_t* optr = m.outlier_ptr().empty() ? nullptr : m.outlier_ptr().data();
   const uint32_t* ocol = m.outlier_col().data();
@@ -314,8 +338,7 @@ Status matmul(const LevelMatrix& m, const float* X, size_t x_len, size_t batch, 
     }
     xs = scaled.data();
   }
-  if (opt.activations == Activations::kInt16 && m.index_bits() == 8 && matmul_int16(m, xs, batch, Y, opt, table, isa))
-    return Status::Ok();
+  if (opt.activations == Activations::kInt16 && matmul_int16(m, xs, batch, Y, opt, table, isa)) return Status::Ok();
   const detail::LevelView v{m.rows(), m.cols(), m.stride(), m.q8(), m.q16()};
   const detail::LevelKernel kernel = m.index_bits() == 8 ? table->dense8 : table->dense16;
   const float* rs = m.row_scale().data();

@@ -21,17 +21,23 @@ struct LevelView {
 using LevelKernel = void (*)(const LevelView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1);
 
 // S[b * rows + r] = sum_j u[r][j] * Xq[b * stride + j] for rows r in [r0, r1) and every b < batch, exactly
-// (int8 dense part only; Xq rows padded with zeros to the stride, |Xq| <= 32767; lanes in int32 over at
-// most kIntChunk columns, then int64).
+// (the int8 or int16 dense part by table entry; Xq rows padded with zeros to the stride). The caller
+// keeps |Xq| <= L with kLaneChunk * M * L <= 2^31 - 1, M = max |u| of the dense part, so a kernel may sum
+// up to kLaneChunk products in an int32 (lane or lane tree) before moving the sum to int64.
 using LevelKernelInt = void (*)(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r0,
                                 uint32_t r1);
-constexpr size_t kIntChunk = 4096;
+constexpr size_t kLaneChunk = 512;
+// Columns per int32 chunk of the kernels with 8 int32 lanes per row and token (AVX2, NEON): each lane
+// sums kIntChunk / 8 = kLaneChunk products.
+constexpr size_t kIntChunk = 8 * kLaneChunk;
 
 struct LevelKernelTable {
   LevelKernel dense8;
   LevelKernel dense16;
-  LevelKernelInt int8_i16;       // null: the scalar one
-  LevelKernelInt int8_i16_vnni;  // null unless this ISA has a VNNI variant (used when the CPU has VNNI)
+  LevelKernelInt int8_i16;        // null: the scalar one
+  LevelKernelInt int8_i16_vnni;   // null unless this ISA has a VNNI variant (used when the CPU has VNNI)
+  LevelKernelInt int16_i16;       // int16 dense part; null: the scalar one
+  LevelKernelInt int16_i16_vnni;  // as int8_i16_vnni
 };
 
 const LevelKernelTable* scalar_level_kernels();

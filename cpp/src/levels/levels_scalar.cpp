@@ -18,9 +18,10 @@ void dense_scalar(const Q* q, const LevelView& m, const float* X, size_t batch, 
   }
 }
 
-void int8_i16(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r0, uint32_t r1) {
+template <class Q>
+void int_i16(const Q* q, const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r0, uint32_t r1) {
   for (uint32_t r = r0; r < r1; ++r) {
-    const int8_t* row = m.q8 + size_t(r) * m.stride;
+    const Q* row = q + size_t(r) * m.stride;
     for (size_t b = 0; b < batch; ++b) {
       const int16_t* x = Xq + b * m.stride;
       int64_t acc = 0;
@@ -28,6 +29,13 @@ void int8_i16(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, u
       S[b * m.rows + r] = acc;
     }
   }
+}
+
+void int8_i16(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r0, uint32_t r1) {
+  int_i16(m.q8, m, Xq, batch, S, r0, r1);
+}
+void int16_i16(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r0, uint32_t r1) {
+  int_i16(m.q16, m, Xq, batch, S, r0, r1);
 }
 
 void dense8(const LevelView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1) {
@@ -40,7 +48,7 @@ void dense16(const LevelView& m, const float* X, size_t batch, float* Y, uint32_
 }  // namespace
 
 const LevelKernelTable* scalar_level_kernels() {
-  static const LevelKernelTable t{dense8, dense16, int8_i16, nullptr};
+  static const LevelKernelTable t{dense8, dense16, int8_i16, nullptr, int16_i16, nullptr};
   return &t;
 }
 

@@ -49,14 +49,18 @@
 //       hardware and by rows / 64; 0 = as many as pay, one per ~256 Ki multiply-adds). Every output
 //       element is computed by one thread in a fixed order that does not depend on the block
 //       boundaries, so results are bit-identical for every thread count (not across ISAs).
-//     LevelKernelOptions.activations = kInt16 (opt-in; int8 dense parts only, others compute as kFloat32):
-//       each row b of X' is rounded to int16 on its own scale, s_b = max_j |X'[b][j]| / 32767,
-//       xq = round(X' / s_b); the sums S = sum_j u[i][j] * xq[b][j] (list entries included) are exact
-//       integers (int32 lanes over chunks of columns short enough not to overflow, then int64), and
+//     LevelKernelOptions.activations = kInt16 (opt-in): with M = dense_max() (max |u| of the dense part)
+//       and L = activation_range() = min(32767, floor((2^31 - 1) / (512 * max(M, 1)))) — so 32767 for
+//       every int8 dense part; 2047..32767 for int16 ones with M <= 2049 — each row b of X' is rounded
+//       to integers in [-L, L] on its own scale, s_b = max_j |X'[b][j]| / L, xq = round(X' / s_b) (half
+//       away from zero); the sums S = sum_j u[i][j] * xq[b][j] (list entries included) are exact integers
+//       (int32 partial sums of at most 512 products, each at most M * L, then int64), and
 //           Y[b][i] = float(row_scale[i] * s_b * S)   (double, rounded once).
 //       So the only error is the rounding of the inputs (at most s_b / 2 per input), and the results
 //       are bit-identical for every ISA and thread count. Rows of X with a non-finite value make the
-//       whole product run as kFloat32 (so Inf/NaN propagate as in float math). The SIMD kernels use
+//       whole product run as kFloat32 (so Inf/NaN propagate as in float math), and so does a matrix
+//       whose L would be below kMinActivationRange = 2047 (an int16 dense part with M > 2049: its
+//       activation_range() is 0). The SIMD kernels (int8 and int16 dense parts) use
 //       AVX-512 VNNI (vpdpwssd) where the CPU has it, else AVX-512BW / AVX2 vpmaddwd (NEON: vmlal): twice the
 //       multiply-adds per instruction of a float32 FMA and no int -> float conversion per weight (CPUs
 //       that issue 512-bit integer multiplies on fewer ports than FMAs gain less; bench/RESULTS.md).
@@ -94,7 +98,7 @@ namespace nnpress::levels {
 // How the activations enter the product (see CONTRACT, LevelKernelOptions.activations).
 enum class Activations : int {
   kFloat32 = 0,  // exact float32 inputs (the default)
-  kInt16 = 1,    // each input row rounded to int16 on its own scale, exact integer sums
+  kInt16 = 1,    // each input row rounded to integers in [-L, L] (int16) on its own scale, exact integer sums
 };
 
 struct LevelKernelOptions {
@@ -111,6 +115,10 @@ class LevelMatrix {
   static constexpr int32_t kInt16Limit = 32767;
   // Dense-part row strides are padded to this many bytes (and the part is aligned to it).
   static constexpr size_t kRowAlign = 64;
+  // kInt16 activations (CONTRACT): products per exact int32 partial sum, and the smallest input range L
+  // for which the mode runs (below it the matrix computes kInt16 as kFloat32).
+  static constexpr int32_t kActivationChunk = 512;
+  static constexpr int32_t kMinActivationRange = 2047;
 
   LevelMatrix() = default;
   LevelMatrix(const LevelMatrix& other);
@@ -128,6 +136,11 @@ class LevelMatrix {
   int index_bits() const { return bits_; }
   // Entries held in the list (outside the dense part's range).
   uint64_t outliers() const { return out_col_.size(); }
+  // M = max |u| over the dense part (list entries excluded; 0 for an all-zero dense part).
+  int32_t dense_max() const { return dense_max_; }
+  // kInt16 activations: the integer range L of the rounded inputs, or 0 when this matrix computes
+  // kInt16 as kFloat32 (CONTRACT).
+  int32_t activation_range() const;
   // Bytes held: dense part (with padding), list, scales.
   size_t nbytes() const;
   bool has_col_scale() const { return !col_scale_.empty(); }
@@ -157,6 +170,7 @@ class LevelMatrix {
 
   uint32_t rows_ = 0, cols_ = 0;
   int bits_ = 8;
+  int32_t dense_max_ = 0;
   size_t stride_ = 0;
   std::unique_ptr<uint8_t[], FreeAligned> dense_;
   std::vector<uint64_t> out_ptr_;

@@ -89,8 +89,14 @@ void dense(const Q* q, const LevelView& m, const float* X, size_t batch, float* 
 }
 
 // ---- int16 activations: exact integer sums (levels_internal.h, LevelKernelInt) ----
-// 16 indices widened to int16, vpmaddwd + vpaddd into int32 lanes: a lane gains at most 2 * 127 * 32767
-// per step, so 256 steps (kIntChunk columns) stay inside int32; lanes then go to int64.
+// 16 indices as int16 (int8 ones widened, int16 ones loaded as they are), vpmaddwd + vpaddd into 8 int32
+// lanes: over kIntChunk columns a lane sums kLaneChunk products, which fits int32 by the caller's bound
+// on the inputs; lanes then go to int64.
+inline __m256i load_i16(const int8_t* p) {
+  return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+inline __m256i load_i16(const int16_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+
 inline int64_t sum64(__m256i a) {
   const __m256i s = _mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(a)),
                                      _mm256_cvtepi32_epi64(_mm256_extracti128_si256(a, 1)));
@@ -98,10 +104,10 @@ inline int64_t sum64(__m256i a) {
   return _mm_cvtsi128_si64(t) + _mm_extract_epi64(t, 1);
 }
 
-template <int R, int B>
-inline void tile_i16(const LevelView& m, const int16_t* Xq, int64_t* S, uint32_t r, size_t b) {
+template <int R, int B, class Q>
+inline void tile_i16(const Q* q, const LevelView& m, const int16_t* Xq, int64_t* S, uint32_t r, size_t b) {
   int64_t tot[R][B] = {};
-  const int8_t* qr = m.q8 + size_t(r) * m.stride;
+  const Q* qr = q + size_t(r) * m.stride;
   const int16_t* xb = Xq + b * m.stride;
   const size_t end = (size_t(m.cols) + 15) / 16 * 16;  // within the zero-padded stride
   for (size_t c0 = 0; c0 < end; c0 += kIntChunk) {
@@ -118,8 +124,7 @@ inline void tile_i16(const LevelView& m, const int16_t* Xq, int64_t* S, uint32_t
       for (int j = 0; j < B; ++j) x[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb + j * m.stride + k));
 #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {
-        const __m256i w = _mm256_cvtepi8_epi16(
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(qr + i * m.stride + k)));
+        const __m256i w = load_i16(qr + i * m.stride + k);
 #pragma GCC unroll 16
         for (int j = 0; j < B; ++j) acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(w, x[j]));
       }
@@ -137,27 +142,36 @@ inline void tile_i16(const LevelView& m, const int16_t* Xq, int64_t* S, uint32_t
   }
 }
 
-template <int R>
-inline void rows_all_tokens_i16(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r) {
+template <int R, class Q>
+inline void rows_all_tokens_i16(const Q* q, const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S,
+                                uint32_t r) {
   size_t b = 0;
-  for (; b + 4 <= batch; b += 4) tile_i16<R, 4>(m, Xq, S, r, b);
+  for (; b + 4 <= batch; b += 4) tile_i16<R, 4>(q, m, Xq, S, r, b);
   switch (batch - b) {
-    case 3: tile_i16<R, 3>(m, Xq, S, r, b); break;
-    case 2: tile_i16<R, 2>(m, Xq, S, r, b); break;
-    case 1: tile_i16<R, 1>(m, Xq, S, r, b); break;
+    case 3: tile_i16<R, 3>(q, m, Xq, S, r, b); break;
+    case 2: tile_i16<R, 2>(q, m, Xq, S, r, b); break;
+    case 1: tile_i16<R, 1>(q, m, Xq, S, r, b); break;
     default: break;
   }
 }
 
-void int8_i16(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r0, uint32_t r1) {
+template <class Q>
+void int_i16(const Q* q, const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r0, uint32_t r1) {
   uint32_t r = r0;
   if (batch == 1) {
-    for (; r + 8 <= r1; r += 8) tile_i16<8, 1>(m, Xq, S, r, 0);
-    for (; r < r1; ++r) tile_i16<1, 1>(m, Xq, S, r, 0);
+    for (; r + 8 <= r1; r += 8) tile_i16<8, 1>(q, m, Xq, S, r, 0);
+    for (; r < r1; ++r) tile_i16<1, 1>(q, m, Xq, S, r, 0);
     return;
   }
-  for (; r + 2 <= r1; r += 2) rows_all_tokens_i16<2>(m, Xq, batch, S, r);
-  for (; r < r1; ++r) rows_all_tokens_i16<1>(m, Xq, batch, S, r);
+  for (; r + 2 <= r1; r += 2) rows_all_tokens_i16<2>(q, m, Xq, batch, S, r);
+  for (; r < r1; ++r) rows_all_tokens_i16<1>(q, m, Xq, batch, S, r);
+}
+
+void int8_i16(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r0, uint32_t r1) {
+  int_i16(m.q8, m, Xq, batch, S, r0, r1);
+}
+void int16_i16(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r0, uint32_t r1) {
+  int_i16(m.q16, m, Xq, batch, S, r0, r1);
 }
 
 void dense8(const LevelView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1) {
@@ -170,7 +184,7 @@ void dense16(const LevelView& m, const float* X, size_t batch, float* Y, uint32_
 }  // namespace
 
 const LevelKernelTable* avx2_level_kernels() {
-  static const LevelKernelTable t{dense8, dense16, int8_i16, nullptr};
+  static const LevelKernelTable t{dense8, dense16, int8_i16, nullptr, int16_i16, nullptr};
   return &t;
 }
 

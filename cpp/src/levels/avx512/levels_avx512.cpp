@@ -138,13 +138,15 @@ void dense(const Q* q, const LevelView& m, const float* X, size_t batch, float* 
 }
 
 // ---- int16 activations: exact integer sums (levels_internal.h, LevelKernelInt) ----
-// 32 indices widened to int16 in one instruction; pairs of products summed into int32 lanes, either by
-// vpmaddwd + vpaddd (AVX-512BW) or by one vpdpwssd (AVX-512 VNNI, emitted as inline assembly so that
-// this file needs no VNNI compiler flag; it runs only when the CPU has VNNI). Every 512 columns the
-// tile's lanes are summed by reduce16 (a partial sum of at most 512 products of 127 * 32767 fits int32)
-// and added in int64.
-constexpr size_t kLaneChunk = 512;
-static_assert(kLaneChunk * 127 * 32767 <= 2147483647u, "int32 partial sums");
+// 32 indices as int16 (int8 ones widened in one instruction, int16 ones loaded as they are); pairs of
+// products summed into int32 lanes, either by vpmaddwd + vpaddd (AVX-512BW) or by one vpdpwssd (AVX-512
+// VNNI, emitted as inline assembly so that this file needs no VNNI compiler flag; it runs only when the
+// CPU has VNNI). Every kLaneChunk columns the tile's lanes are summed by reduce16 (a partial sum of at
+// most kLaneChunk products, which fits int32 by the caller's bound on the inputs) and added in int64.
+inline __m512i load_i16(const int8_t* p) {
+  return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+inline __m512i load_i16(const int16_t* p) { return _mm512_loadu_si512(p); }
 
 struct DotBw {
   static inline __m512i apply(__m512i acc, __m512i w, __m512i x) {
@@ -158,11 +160,11 @@ struct DotVnni {
   }
 };
 
-template <int R, int B, class Dot>
-inline void tile_i16(const LevelView& m, const int16_t* Xq, int64_t* S, uint32_t r, size_t b) {
+template <int R, int B, class Dot, class Q>
+inline void tile_i16(const Q* q, const LevelView& m, const int16_t* Xq, int64_t* S, uint32_t r, size_t b) {
   static_assert(R * B <= 16, "one reduce16 per chunk");
   __m512i tot_lo = _mm512_setzero_si512(), tot_hi = _mm512_setzero_si512();
-  const int8_t* qr = m.q8 + size_t(r) * m.stride;
+  const Q* qr = q + size_t(r) * m.stride;
   const int16_t* xb = Xq + b * m.stride;
   const size_t end = (size_t(m.cols) + 31) / 32 * 32;  // within the zero-padded stride
   for (size_t c0 = 0; c0 < end; c0 += kLaneChunk) {
@@ -179,8 +181,7 @@ inline void tile_i16(const LevelView& m, const int16_t* Xq, int64_t* S, uint32_t
       for (int j = 0; j < B; ++j) x[j] = _mm512_loadu_si512(xb + j * m.stride + k);
 #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {
-        const __m512i w = _mm512_cvtepi8_epi16(
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qr + i * m.stride + k)));
+        const __m512i w = load_i16(qr + i * m.stride + k);
 #pragma GCC unroll 16
         for (int j = 0; j < B; ++j) acc[i][j] = Dot::apply(acc[i][j], w, x[j]);
       }
@@ -202,28 +203,38 @@ inline void tile_i16(const LevelView& m, const int16_t* Xq, int64_t* S, uint32_t
   }
 }
 
-template <int R, class Dot>
-inline void rows_all_tokens_i16(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r) {
+template <int R, class Dot, class Q>
+inline void rows_all_tokens_i16(const Q* q, const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S,
+                                uint32_t r) {
   size_t b = 0;
-  for (; b + 4 <= batch; b += 4) tile_i16<R, 4, Dot>(m, Xq, S, r, b);
+  for (; b + 4 <= batch; b += 4) tile_i16<R, 4, Dot>(q, m, Xq, S, r, b);
   switch (batch - b) {
-    case 3: tile_i16<R, 3, Dot>(m, Xq, S, r, b); break;
-    case 2: tile_i16<R, 2, Dot>(m, Xq, S, r, b); break;
-    case 1: tile_i16<R, 1, Dot>(m, Xq, S, r, b); break;
+    case 3: tile_i16<R, 3, Dot>(q, m, Xq, S, r, b); break;
+    case 2: tile_i16<R, 2, Dot>(q, m, Xq, S, r, b); break;
+    case 1: tile_i16<R, 1, Dot>(q, m, Xq, S, r, b); break;
     default: break;
   }
 }
 
-template <class Dot>
-void int8_i16(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r0, uint32_t r1) {
+template <class Dot, class Q>
+void int_i16(const Q* q, const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r0, uint32_t r1) {
   uint32_t r = r0;
   if (batch == 1) {
-    for (; r + 16 <= r1; r += 16) tile_i16<16, 1, Dot>(m, Xq, S, r, 0);
-    for (; r < r1; ++r) tile_i16<1, 1, Dot>(m, Xq, S, r, 0);
+    for (; r + 16 <= r1; r += 16) tile_i16<16, 1, Dot>(q, m, Xq, S, r, 0);
+    for (; r < r1; ++r) tile_i16<1, 1, Dot>(q, m, Xq, S, r, 0);
     return;
   }
-  for (; r + 4 <= r1; r += 4) rows_all_tokens_i16<4, Dot>(m, Xq, batch, S, r);
-  for (; r < r1; ++r) rows_all_tokens_i16<1, Dot>(m, Xq, batch, S, r);
+  for (; r + 4 <= r1; r += 4) rows_all_tokens_i16<4, Dot>(q, m, Xq, batch, S, r);
+  for (; r < r1; ++r) rows_all_tokens_i16<1, Dot>(q, m, Xq, batch, S, r);
+}
+
+template <class Dot>
+void int8_i16(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r0, uint32_t r1) {
+  int_i16<Dot>(m.q8, m, Xq, batch, S, r0, r1);
+}
+template <class Dot>
+void int16_i16(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r0, uint32_t r1) {
+  int_i16<Dot>(m.q16, m, Xq, batch, S, r0, r1);
 }
 
 void dense8(const LevelView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1) {
@@ -236,7 +247,8 @@ void dense16(const LevelView& m, const float* X, size_t batch, float* Y, uint32_
 }  // namespace
 
 const LevelKernelTable* avx512_level_kernels() {
-  static const LevelKernelTable t{dense8, dense16, int8_i16<DotBw>, int8_i16<DotVnni>};
+  static const LevelKernelTable t{dense8,           dense16,           int8_i16<DotBw>, int8_i16<DotVnni>,
+                                  int16_i16<DotBw>, int16_i16<DotVnni>};
   return &t;
 }
 

@@ -97,13 +97,16 @@ void dense(const Q* q, const LevelView& m, const float* X, size_t batch, float* 
 }
 
 // ---- int16 activations: exact integer sums (levels_internal.h, LevelKernelInt) ----
-// 8 indices widened to int16, multiplied with 8 inputs into two int32x4 lanes each (vmlal): a lane gains
-// at most 127 * 32767 per 8 columns, so kIntChunk columns (512 steps) stay inside int32; the lanes then
-// go to int64 (vaddlvq).
-template <int R, int B>
-inline void tile_i16(const LevelView& m, const int16_t* Xq, int64_t* S, uint32_t r, size_t b) {
+// 8 indices as int16 (int8 ones widened, int16 ones loaded as they are), multiplied with 8 inputs into
+// two int32x4 accumulators (vmlal): over kIntChunk columns a lane sums kLaneChunk products, which fits
+// int32 by the caller's bound on the inputs; the lanes then go to int64 (vaddlvq).
+inline int16x8_t load_i16(const int8_t* p) { return vmovl_s8(vld1_s8(p)); }
+inline int16x8_t load_i16(const int16_t* p) { return vld1q_s16(p); }
+
+template <int R, int B, class Q>
+inline void tile_i16(const Q* q, const LevelView& m, const int16_t* Xq, int64_t* S, uint32_t r, size_t b) {
   int64_t tot[R][B] = {};
-  const int8_t* qr = m.q8 + size_t(r) * m.stride;
+  const Q* qr = q + size_t(r) * m.stride;
   const int16_t* xb = Xq + b * m.stride;
   const size_t end = (size_t(m.cols) + 7) / 8 * 8;  // within the zero-padded stride
   for (size_t c0 = 0; c0 < end; c0 += kIntChunk) {
@@ -120,7 +123,7 @@ inline void tile_i16(const LevelView& m, const int16_t* Xq, int64_t* S, uint32_t
       for (int j = 0; j < B; ++j) x[j] = vld1q_s16(xb + j * m.stride + k);
 #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {
-        const int16x8_t w = vmovl_s8(vld1_s8(qr + i * m.stride + k));
+        const int16x8_t w = load_i16(qr + i * m.stride + k);
 #pragma GCC unroll 16
         for (int j = 0; j < B; ++j) {
           lo[i][j] = vmlal_s16(lo[i][j], vget_low_s16(w), vget_low_s16(x[j]));
@@ -141,27 +144,36 @@ inline void tile_i16(const LevelView& m, const int16_t* Xq, int64_t* S, uint32_t
   }
 }
 
-template <int R>
-inline void rows_all_tokens_i16(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r) {
+template <int R, class Q>
+inline void rows_all_tokens_i16(const Q* q, const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S,
+                                uint32_t r) {
   size_t b = 0;
-  for (; b + 4 <= batch; b += 4) tile_i16<R, 4>(m, Xq, S, r, b);
+  for (; b + 4 <= batch; b += 4) tile_i16<R, 4>(q, m, Xq, S, r, b);
   switch (batch - b) {
-    case 3: tile_i16<R, 3>(m, Xq, S, r, b); break;
-    case 2: tile_i16<R, 2>(m, Xq, S, r, b); break;
-    case 1: tile_i16<R, 1>(m, Xq, S, r, b); break;
+    case 3: tile_i16<R, 3>(q, m, Xq, S, r, b); break;
+    case 2: tile_i16<R, 2>(q, m, Xq, S, r, b); break;
+    case 1: tile_i16<R, 1>(q, m, Xq, S, r, b); break;
     default: break;
   }
 }
 
-void int8_i16(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r0, uint32_t r1) {
+template <class Q>
+void int_i16(const Q* q, const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r0, uint32_t r1) {
   uint32_t r = r0;
   if (batch == 1) {
-    for (; r + 4 <= r1; r += 4) tile_i16<4, 1>(m, Xq, S, r, 0);
-    for (; r < r1; ++r) tile_i16<1, 1>(m, Xq, S, r, 0);
+    for (; r + 4 <= r1; r += 4) tile_i16<4, 1>(q, m, Xq, S, r, 0);
+    for (; r < r1; ++r) tile_i16<1, 1>(q, m, Xq, S, r, 0);
     return;
   }
-  for (; r + 2 <= r1; r += 2) rows_all_tokens_i16<2>(m, Xq, batch, S, r);
-  for (; r < r1; ++r) rows_all_tokens_i16<1>(m, Xq, batch, S, r);
+  for (; r + 2 <= r1; r += 2) rows_all_tokens_i16<2>(q, m, Xq, batch, S, r);
+  for (; r < r1; ++r) rows_all_tokens_i16<1>(q, m, Xq, batch, S, r);
+}
+
+void int8_i16(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r0, uint32_t r1) {
+  int_i16(m.q8, m, Xq, batch, S, r0, r1);
+}
+void int16_i16(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r0, uint32_t r1) {
+  int_i16(m.q16, m, Xq, batch, S, r0, r1);
 }
 
 void dense8(const LevelView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1) {
@@ -174,7 +186,7 @@ void dense16(const LevelView& m, const float* X, size_t batch, float* Y, uint32_
 }  // namespace
 
 const LevelKernelTable* neon_level_kernels() {
-  static const LevelKernelTable t{dense8, dense16, int8_i16, nullptr};
+  static const LevelKernelTable t{dense8, dense16, int8_i16, nullptr, int16_i16, nullptr};
   return &t;
 }
 
