@@ -22,8 +22,10 @@ Contract
     ``F.linear`` (MKL / oneDNN sgemm: the well-kept library for dense float products);
   * ``"levels"``: nnpress's ``LevelMatrix`` kernels (int8 levels, int16 when many exceed int8, plus an
     exact list of the rest) with float32 activations: exact up to float32 summation order;
-  * ``"levels16"``: the same with each token's activations rounded to int16 on its own scale and
-    exact integer sums (int8 dense parts; others run as "levels");
+  * ``"levels16"``: the same with each token's activations rounded to integers on its own scale
+    (int16 for int8 dense parts; a narrower range for int16 dense parts, so that integer sums stay
+    exact: ``LevelMatrix.activation_range``, levels.h) and exact integer sums; a matrix whose
+    indices are too large for that runs as "levels";
   * ``"int8"``: the levels as int8 plus the exact remainder of larger ones (a sparse CSR product) on
     torch's integer GEMM (``torch._int_mm``, oneDNN), the activations rounded per token to
     ``act_digits`` * 7 + 1 bits and split into 7-bit digits (exact integer products);
