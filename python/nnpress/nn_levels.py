@@ -24,7 +24,7 @@ Contract
     exact list of the rest) with float32 activations: exact up to float32 summation order;
   * ``"levels16"``: the same with each token's activations rounded to integers on its own scale
     (int16 for int8 dense parts; a narrower range for int16 dense parts, so that integer sums stay
-    exact: ``LevelMatrix.activation_range``, levels.h) and exact integer sums; a matrix whose
+    exact: ``LevelMatrix::activation_range`` in levels.h) and exact integer sums; a matrix whose
     indices are too large for that runs as "levels";
   * ``"int8"``: the levels as int8 plus the exact remainder of larger ones (a sparse CSR product) on
     torch's integer GEMM (``torch._int_mm``, oneDNN), the activations rounded per token to
