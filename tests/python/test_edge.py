@@ -1,6 +1,7 @@
 """The edge chain (scripts/edge_ci.sh): decoder-only library installed into a fresh prefix,
-examples/edge built against it with find_package, the digits CNN classified from its .nnp on CSER
-kernels with predictions identical to the Python model's; and the app's checks can fail.
+examples/edge built against it with find_package, the digits CNN classified from its .nnp with each
+layer in the format timed fastest at load (nnpress::Layer) and predictions identical to the Python
+model's; and the app's checks can fail.
 
 About 1-2 minutes (it configures and builds the library and the app from scratch).
 """
@@ -52,7 +53,7 @@ def test_edge_ci_matches_python(edge):
     assert got["correct"] == info["correct_python"]
     assert got["accuracy"] == pytest.approx(info["accuracy_python"], abs=1e-6)
     assert info["accuracy_python"] > 0.95
-    # batched inference (CSER matmat over images) gives the same predictions; 450 = 7 x 64 + 2 (a partial batch)
+    # batched inference (64 images per call) gives the same predictions; 450 = 7 x 64 + 2 (a partial batch)
     res = subprocess.run([app, *_files(work), "--json", "--batch", "64"], capture_output=True, text=True, check=True)
     assert json.loads(res.stdout)["agree"] == 450 and json.loads(res.stdout)["batch"] == 64
     # the installed package is decoder-only: no encoder library symbols, headers installed
