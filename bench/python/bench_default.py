@@ -264,10 +264,10 @@ def run(model_key, setup, nnc, args, rels, module_rels=()):
         default = nnpress_row(setup, "nnpress default: CodecConfig(), state_dict", CodecConfig(threads=threads), tmp)
         rows.append(default)
         # the module itself as the source, with the opt-in synthetic-input error feedback
+        synth = CodecConfig(synthetic_feedback=True, threads=threads)
         mod_default = nnpress_row(
-            setup, "nnpress CodecConfig(synthetic_feedback=True), nn.Module", CodecConfig(synthetic_feedback=True, threads=threads), tmp,
-            setup["model"],
-        )  # fmt: skip
+            setup, "nnpress CodecConfig(synthetic_feedback=True), nn.Module", synth, tmp, setup["model"]
+        )
         rows.append(mod_default)
         for rel in module_rels:
             if abs(rel - CodecConfig().rel_step) < 1e-12:
