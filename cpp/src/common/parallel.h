@@ -28,6 +28,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <type_traits>
 
@@ -50,6 +51,37 @@ void parallel_for(size_t n, unsigned threads, Fn&& fn) {
   } else {
     parallel_for_slots(n, threads, [&fn](size_t i, unsigned) { fn(i); });
   }
+}
+
+// Rows [0, rows) of a matrix product split into contiguous blocks, one per thread: f(r0, r1) for each
+// block. threads == 1: f(0, rows) on the caller. Otherwise at most min(threads or hardware_threads(),
+// rows / 64) blocks; threads == 0 (as many as pay) also at most one block per `work_per_thread` units of
+// `work`, since waking a worker and waiting for it costs about as long as that much work. The caller
+// and the pool workers it wakes take the blocks; when the workers are busy with another call the caller
+// computes the blocks itself rather than wait for one (parallel_for).
+template <class F>
+void parallel_rows(uint32_t rows, unsigned threads, uint64_t work, uint64_t work_per_thread, F&& f) {
+  if (threads == 1) {
+    f(0u, rows);
+    return;
+  }
+  const unsigned hw = hardware_threads();
+  unsigned n = threads == 0 ? hw : (threads < hw ? threads : hw);
+  const uint32_t by_rows = rows / 64 > 1 ? rows / 64 : 1;
+  if (n > by_rows) n = by_rows;
+  if (threads == 0) {
+    const uint64_t by_work = work / work_per_thread > 1 ? work / work_per_thread : 1;
+    if (n > by_work) n = unsigned(by_work);
+  }
+  if (n <= 1) {
+    f(0u, rows);
+    return;
+  }
+  const uint64_t per = (uint64_t(rows) + n - 1) / n;
+  parallel_for(n, n, [&f, rows, per](size_t t) {
+    const uint64_t r0 = per * t, r1 = per * (t + 1);
+    f(uint32_t(r0 < rows ? r0 : rows), uint32_t(r1 < rows ? r1 : rows));
+  });
 }
 
 // ---- for tests ----

@@ -7,6 +7,7 @@
 #include <limits>
 #include <new>
 #include <string>
+#include <utility>
 #include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -187,23 +188,7 @@ constexpr uint64_t kWorkPerThread = uint64_t(1) << 18;
 
 template <class F>
 void over_rows(uint32_t rows, unsigned threads, uint64_t work, F&& f) {
-  if (threads == 1) {
-    f(0u, rows);
-    return;
-  }
-  const unsigned hw = nnpress::detail::hardware_threads();
-  unsigned n = threads == 0 ? hw : std::min(threads, hw);
-  n = std::max(1u, std::min<unsigned>(n, std::max<uint32_t>(1, rows / 64)));
-  if (threads == 0) n = unsigned(std::max<uint64_t>(1, std::min<uint64_t>(n, work / kWorkPerThread)));
-  if (n == 1) {
-    f(0u, rows);
-    return;
-  }
-  const uint32_t per = (rows + n - 1) / n;
-  nnpress::detail::parallel_for(n, n, [&f, rows, per](size_t t) {
-    f(uint32_t(std::min<uint64_t>(rows, uint64_t(per) * t)),
-      uint32_t(std::min<uint64_t>(rows, uint64_t(per) * (t + 1))));
-  });
+  nnpress::detail::parallel_rows(rows, threads, work, kWorkPerThread, std::forward<F>(f));
 }
 
 // AVX-512 VNNI (cpuid leaf 7, ECX bit 11); the OS state it needs is that of AVX-512 (isa_supported).

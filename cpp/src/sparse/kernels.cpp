@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <string>
+#include <utility>
 #include <vector>
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -81,25 +82,7 @@ constexpr uint64_t kWorkPerThread = uint64_t(1) << 17;
 
 template <class F>
 void over_rows(uint32_t rows, unsigned threads, uint64_t work, F&& f) {
-  if (threads == 1) {
-    f(0u, rows);
-    return;
-  }
-  const unsigned hw = nnpress::detail::hardware_threads();
-  unsigned n = threads == 0 ? hw : std::min(threads, hw);
-  n = std::max(1u, std::min<unsigned>(n, std::max<uint32_t>(1, rows / 64)));
-  if (threads == 0) n = unsigned(std::max<uint64_t>(1, std::min<uint64_t>(n, work / kWorkPerThread)));
-  if (n == 1) {
-    f(0u, rows);
-    return;
-  }
-  // The caller and the pool workers it wakes (only as many as there are parts) take the parts; when
-  // the workers are busy with another call the caller computes the parts itself rather than wait
-  // for one (common/parallel.h).
-  const uint32_t per = (rows + n - 1) / n;
-  nnpress::detail::parallel_for(n, n, [&f, rows, per](size_t t) {
-    f(std::min<uint64_t>(rows, uint64_t(per) * t), std::min<uint64_t>(rows, uint64_t(per) * (t + 1)));
-  });
+  nnpress::detail::parallel_rows(rows, threads, work, kWorkPerThread, std::forward<F>(f));
 }
 
 detail::RowsView view_of(const RowGroupMatrix& m) {
