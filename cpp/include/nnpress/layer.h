@@ -25,10 +25,11 @@
 //     candidates (A, B, C, A, B, C, ...); each keeps its fastest round (the least disturbed by other
 //     processes), per forward() call. A round is as many consecutive forward() calls, on fixed
 //     pseudo-random inputs of the real shape, as fill `min_round_seconds` (at least one): a layer runs
-//     warm, as in a forward pass repeated over inputs. After the first timed round a candidate more than
-//     3x slower than the fastest is not timed again (its time stays that round's). The measurement
-//     costs about (2 x candidates + repetitions x the close ones) x max(call, min_round_seconds): a few
-//     milliseconds of CPU for an edge model.
+//     warm, as in a forward pass repeated over inputs. After the first timed round a candidate whose time
+//     exceeds the fastest's by more than the drop ratio (kDropRatio in layer.cpp) is not timed again
+//     (its time stays that round's), so the measurement costs about (2 x candidates + repetitions x
+//     the close ones) x max(call, min_round_seconds) (bench/RESULTS.md, "Inference on compressed
+//     weights", gives the load time of the edge model).
 //   Deterministic / forced: options.format names one format: it is built and used without timing
 //     (kInvalidArgument if it cannot hold the tensor). options.candidates restricts the timed set.
 //     format() and timings() report what was chosen and measured; choice_string() of a set of layers

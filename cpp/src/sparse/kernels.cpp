@@ -30,7 +30,7 @@ const KernelTable* neon_kernels() { return nullptr; }
 // Intel cores with AVX512-FP16 (Sapphire Rapids and later): not affected by Gather Data Sampling, whose
 // microcode mitigation makes gathers slow on the AVX-512 cores before them; on this class of CPU the
 // plan kernel ran faster with gathered inputs, on AMD Zen 5 scalar loads were faster (bench/RESULTS.md,
-// "CER/CSER kernels"; bench/results/cser.md). Queried once (cpuid is slow in virtual machines).
+// "CER/CSER kernels" and "Inference on compressed weights"). Queried once (cpuid is slow in virtual machines).
 bool fast_gathers() {
 #if defined(__x86_64__) || defined(__i386__)
   static const bool fast = [] {

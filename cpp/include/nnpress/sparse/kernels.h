@@ -76,8 +76,9 @@ Isa auto_isa(const RowGroupMatrix& m, size_t batch);
 
 // Whether the AVX-512 batch-1 CER/CSER kernels (the kernel-plan kernel and the group loop's input copy)
 // load their inputs by hardware gathers on this CPU: x86 Intel cores with AVX512-FP16 (Sapphire Rapids and later),
-// where that measured faster than scalar loads (bench/results/cser.md); elsewhere (AMD Zen 5 measured, older Intel
-// cores whose gathers the Gather Data Sampling mitigation slows) scalar loads. False on other architectures.
+// whose gathers are faster than scalar loads; elsewhere (AMD, and older Intel cores whose gathers the Gather Data
+// Sampling mitigation slows) scalar loads (bench/RESULTS.md, "Inference on compressed weights"). False on other
+// architectures.
 bool fast_gathers();
 
 // The representation expected to be fastest for a rows x cols matrix with `nnz` entries that differ
