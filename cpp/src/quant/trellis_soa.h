@@ -223,6 +223,42 @@ uint32_t live_extent(const uint32_t* models, int first, uint32_t count) {
 // eg_prefix[0, live_eg), where the extents grow with the largest levels coded so far. Every model
 // past them is in its initial state in every lane of both banks (nothing ever wrote it), so
 // moving it would change nothing.
+// The end of one row's search, shared by the lane search below and the fused AVX-512 step: the
+// cheapest final state (the lowest on ties), the row's levels and reconstruction traced back from it
+// through the decisions, its rate and distortion added to the totals and its models committed. With no
+// finite final state the row gets zero levels and the pass an infinite distortion.
+template <class W, class StepOf>
+inline void finish_row(const double* cost, const double* dist, const uint64_t* rate, const Bank& bank,
+                       const uint8_t* decisions, const W* w_row, const StepOf& step_of, uint64_t cols, int32_t* q_row,
+                       float* recon_row, uint32_t* committed, uint64_t& rate_total, double& dist_total) {
+  constexpr double inf = std::numeric_limits<double>::infinity();
+  int best = -1;
+  for (int s = 0; s < kDqStates; ++s)
+    if (cost[s] < inf && (best < 0 || cost[s] < cost[best])) best = s;
+  if (cols == 0) return;
+  if (best < 0) {
+    for (uint64_t i = 0; i < cols; ++i) {
+      q_row[i] = 0;
+      if (recon_row) recon_row[i] = 0.0f;
+    }
+    dist_total = inf;
+    return;
+  }
+  rate_total += rate[best];
+  dist_total += dist[best];
+  for (int m = 0; m < kModelRows; ++m) committed[m] = bank.row[m][best];
+  int state = best;
+  for (uint64_t i = cols; i-- > 0;) {
+    const uint8_t d = decisions[size_t(i) * kDqStates + state];
+    const double step = step_of(i);
+    const int64_t u = index_of(candidates_of(double(w_row[i]) / step), d >> 3);
+    const int64_t au = u < 0 ? -u : u;
+    q_row[i] = int32_t(u < 0 ? -((au + 1) >> 1) : (au + 1) >> 1);
+    if (recon_row) recon_row[i] = float(double(u) * step);
+    state = d & 7;
+  }
+}
+
 template <class K, class W, class F>
 uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
   const W* weights = args.weights;
@@ -494,32 +530,8 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
       std::swap(sign_at, nsign_at);
     }
 
-    int best = -1;
-    for (int s = 0; s < kDqStates; ++s)
-      if (cost[s] < inf && (best < 0 || cost[s] < cost[best])) best = s;
-    if (cols == 0) continue;
-    if (best < 0) {
-      for (uint64_t i = 0; i < cols; ++i) {
-        levels[r * cols + i] = 0;
-        if (recon) recon[r * cols + i] = 0.0f;
-      }
-      dist_total = inf;
-      continue;
-    }
-    rate_total += rate[best];
-    dist_total += dist[best];
-    for (int m = 0; m < kModelRows; ++m) committed[m] = cur->row[m][best];
-    int32_t* q_row = levels + r * cols;
-    int state = best;
-    for (uint64_t i = cols; i-- > 0;) {
-      const uint8_t d = decisions[size_t(i) * kDqStates + state];
-      const double step = step_of(i);
-      const int64_t u = index_of(candidates_of(double(w_row[i]) / step), d >> 3);
-      const int64_t au = u < 0 ? -u : u;
-      q_row[i] = int32_t(u < 0 ? -((au + 1) >> 1) : (au + 1) >> 1);
-      if (recon) recon[r * cols + i] = float(double(u) * step);
-      state = d & 7;
-    }
+    finish_row(cost, dist, rate, *cur, decisions, w_row, step_of, cols, levels + r * cols,
+               recon ? recon + r * cols : nullptr, committed, rate_total, dist_total);
   }
   *args.distortion += dist_total;
   if (args.contexts) *args.contexts = unpack_contexts(committed);

@@ -436,32 +436,8 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
     _mm512_store_pd(cost_l, cost);
     _mm512_store_pd(dist_l, dist);
     _mm512_store_si512(rate_l, rate);
-    int best = -1;
-    for (int s = 0; s < kDqStates; ++s)
-      if (cost_l[s] < inf && (best < 0 || cost_l[s] < cost_l[best])) best = s;
-    if (cols == 0) continue;
-    if (best < 0) {
-      for (uint64_t i = 0; i < cols; ++i) {
-        levels[r * cols + i] = 0;
-        if (recon) recon[r * cols + i] = 0.0f;
-      }
-      dist_total = inf;
-      continue;
-    }
-    rate_total += rate_l[best];
-    dist_total += dist_l[best];
-    for (int q = 0; q < kModelRows; ++q) committed[q] = cur->row[q][best];
-    int32_t* q_row = levels + r * cols;
-    int state = best;
-    for (uint64_t i = cols; i-- > 0;) {
-      const uint8_t d = decisions[size_t(i) * kDqStates + state];
-      const double step = step_of(i);
-      const int64_t u = index_of(candidates_of(double(w_row[i]) / step), d >> 3);
-      const int64_t au = u < 0 ? -u : u;
-      q_row[i] = int32_t(u < 0 ? -((au + 1) >> 1) : (au + 1) >> 1);
-      if (recon) recon[r * cols + i] = float(double(u) * step);
-      state = d & 7;
-    }
+    finish_row(cost_l, dist_l, rate_l, *cur, decisions, w_row, step_of, cols, levels + r * cols,
+               recon ? recon + r * cols : nullptr, committed, rate_total, dist_total);
   }
   *args.distortion += dist_total;
   if (args.contexts) *args.contexts = unpack_contexts(committed);
