@@ -83,9 +83,9 @@ inside a row does not average away, and the least faithful inputs are those whos
 got the worst rows. A state_dict, a ``.safetensors`` or a ``.pt`` file
 has no module to run, and a model that does not run on synthetic inputs gives none: rule 4 alone,
 as before. The file records ``"synthetic_feedback": true`` in its metadata when blocks were used;
-the decoder needs nothing new. It is off by default because of its encode time: on
-all-MiniLM-L6-v2 it gives a file 0.96× as large at higher fidelity for about 9× the CPU time of
-the default (more than NNCodec's whole encode; bench/RESULTS.md, "Data-free default"), and the
+the decoder needs nothing new. It is off by default because of its encode time: the block
+estimate and the feedback trellis cost several times the default's encode, more than NNCodec's
+whole encode, for a somewhat smaller file (bench/RESULTS.md, "Data-free default"), and the
 default's encode is meant to stay well under NNCodec's.
 
 Channel scales: a plan may carry int8 step exponents per row and/or column
