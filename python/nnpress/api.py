@@ -116,7 +116,8 @@ def compress(
     """Compress a model into ``dest`` (``.nnp``). See the module docstring. With ``calibration``
     (a ``nnpress.calibration.Task``, or data for ``calibration.load_task``) and ``budget``
     (``"cos_mean=0.999"``): the smallest file that meets the budget, ``nnpress.budget``; returns its
-    ``BudgetReport`` and ``progress(stage, done, total)``."""
+    ``BudgetReport`` and ``progress(stage, done, total)``. A ``Task`` carries its model: ``source``
+    is then that model, what it was loaded from, or None (ValueError for another model)."""
     if calibration is not None or budget is not None:
         return _compress_to_budget(source, dest, config, calibration, budget, seed, progress,
                                    importance=importance, hessians=hessians, row_hessians=row_hessians)  # fmt: skip
@@ -206,9 +207,46 @@ def _compress_to_budget(source, dest, config, calibration, budget, seed, progres
     from .budget import compress_to_budget
 
     config = CodecConfig() if config is None else config
-    task = calibration if isinstance(calibration, cal.Task) else cal.load_task(source, calibration, seed=seed)
+    if isinstance(calibration, cal.Task):
+        _check_task_source(source, calibration)
+        task = calibration
+    else:
+        task = cal.load_task(source, calibration, seed=seed)
     prune = config.prune if config.prune > 0 else "auto"
     return compress_to_budget(task, dest, budget, config=config, prune=prune, seed=seed, progress=progress)
+
+
+def _check_task_source(source, task) -> None:
+    """A ``Task`` carries its own model, so ``source`` must be that model (or what it was loaded from,
+    or None): compressing the task's model while the caller named another would write the wrong file."""
+    if source is None:
+        return
+    if isinstance(source, (str, os.PathLike)):
+        loaded_from = str(task.source).split(" (", 1)[0]
+        if loaded_from and os.path.realpath(os.fspath(source)) == os.path.realpath(loaded_from):
+            return
+    elif source is task.model or _same_weights(source, task.model):
+        return
+    what = os.fspath(source) if isinstance(source, (str, os.PathLike)) else f"a {type(source).__name__} object"
+    raise ValueError(
+        f"compress: calibration is a Task built from {task.source!r}, but source is {what} with other "
+        "weights: pass the task's own model (or source=None), or give calibration data instead of a Task"
+    )
+
+
+def _same_weights(a, b) -> bool:
+    """True when module ``a`` holds ``b``'s weights: shared storage (a wrapper of the same model) or
+    the same names with equal values (a copy)."""
+    sa, sb = getattr(a, "state_dict", None), getattr(b, "state_dict", None)
+    if not callable(sa) or not callable(sb):
+        return False
+    da, db = sa(), sb()
+    ptrs = {t.data_ptr() for t in db.values() if t.numel()}
+    if any(t.numel() and t.data_ptr() in ptrs for t in da.values()):
+        return True
+    import torch
+
+    return da.keys() == db.keys() and all(da[k].shape == db[k].shape and torch.equal(da[k], db[k]) for k in da)
 
 
 def decompress(

@@ -133,6 +133,19 @@ def test_compress_hook_takes_a_task(tmp_path):
     assert rep.met and rep.heldout["rel_error"] <= 0.05 and path.exists()
 
 
+def test_compress_refuses_a_task_of_another_model(tmp_path):
+    """A Task carries its model: a source with other weights must not be silently replaced by it."""
+    path = tmp_path / "other.nnp"
+    with pytest.raises(ValueError, match="other weights"):
+        nnpress.compress(_model(seed=1), path, calibration=_task(), budget="rel_error=0.05")
+    with pytest.raises(ValueError, match="other weights"):
+        nnpress.compress(tmp_path / "model_dir", path, calibration=_task(), budget="rel_error=0.05")
+    assert not path.exists()
+    task = _task()
+    rep = nnpress.compress(None, path, calibration=task, budget="rel_error=0.05")  # the task's own model
+    assert rep.met and path.exists()
+
+
 def test_unmet_budget_raises_and_writes_nothing(tmp_path):
     path = tmp_path / "never.nnp"
     with pytest.raises(BudgetError, match="finest step") as info:
