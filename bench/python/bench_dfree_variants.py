@@ -29,7 +29,10 @@ Variants (the ``--only`` keys):
 - ``biascorr``: Linear biases corrected by -(W_hat - W) E[x] (E[x] from random token ids; and,
   as an upper bound, from the tune sentences);
 - ``alloc``: the word embedding's step and the Linear steps moved against each other;
-- ``lam``: the trellis' rate term (``lam_scale``).
+- ``lam``: the trellis' rate term (``lam_scale``);
+- ``noise``: the default with rel_step moved by 0.5-1 % (how much the min moves by itself);
+- ``decomp``: per-sentence error of the default with only the word embedding, or only the Linear
+  weights, decoded (the rest fp32).
 """
 
 from __future__ import annotations
@@ -206,11 +209,33 @@ def bias_corrected(state, orig, names, means):
     return out
 
 
+def decomposition(run, config, sets):
+    """1 - cosine per sentence with all, only the word embedding, or only the Linear weights
+    decoded (tables to stdout)."""
+    import minilm
+
+    state, _ = run.encode(config)
+    groups = {
+        "all": lambda n: True,
+        "word embedding only": lambda n: n == WORD,
+        "Linear only": lambda n: not n.startswith("embeddings."),
+    }
+    print("\n| decoded | set | mean 1 - cos | worst 1 - cos (sentence) |\n|---|---|---|---|")
+    for k in ("tune", "report"):
+        for label, keep in groups.items():
+            st = {n: state[n] if keep(n) else run.orig[n] for n in state}
+            emb, ref = minilm.embed(st, sets[k]), run.ref[k]
+            cos = (emb * ref).sum(1) / np.linalg.norm(emb, axis=1) / np.linalg.norm(ref, axis=1)
+            err = 1 - cos
+            i = int(err.argmax())
+            print(f"| {label} | {k} | {err.mean():.2e} | {err[i]:.2e} (#{i} {sets[k][i][:40]!r}) |")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--nncodec-cache", default="/tmp/nnpress_dfree_variants_nncodec.json")
     ap.add_argument("--nncodec-only", action="store_true")
-    ap.add_argument("--only", default="default,rows,embcols,lncols,lnrows,syncols,biascorr,alloc,lam")
+    ap.add_argument("--only", default="default,rows,embcols,lncols,lnrows,syncols,biascorr,alloc,lam,noise,decomp")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     import torch
@@ -325,6 +350,11 @@ def main():
         for lam in (0.12, 0.24):
             for d in (22, 24):
                 run.row(f"lam_scale {lam}, 1/{d}", CodecConfig(rel_step=1 / d, lam_scale=lam))
+    if "noise" in only:
+        for d in (21.8, 21.9, 22.1, 22.2):
+            run.row(f"default, rel_step 1/{d}", CodecConfig(rel_step=1 / d))
+    if "decomp" in only:
+        decomposition(run, CodecConfig(), sets)
 
     t = nnc
     print("\n| variant | bytes | vs NNCodec | tune mean / min | 52 report | 110 test | tune ok |")
