@@ -20,7 +20,7 @@ using namespace nnpress;
 
 static const std::string kDir = std::string(NNPRESS_TEST_DATA_DIR) + "/golden/";
 static const LayerFormat kFormats[] = {LayerFormat::kLevels, LayerFormat::kLevelsCols, LayerFormat::kCSER,
-                                       LayerFormat::kCER, LayerFormat::kCodebook, LayerFormat::kLut};
+                                       LayerFormat::kCER,    LayerFormat::kCodebook,   LayerFormat::kLut};
 
 static bool is_levels(LayerFormat f) { return f == LayerFormat::kLevels || f == LayerFormat::kLevelsCols; }
 
@@ -415,7 +415,8 @@ static void test_written_lut() {
   Layer layer;
   CHECK(Layer::create(m, "lut.weight", 16, o, &layer).ok());
   bool timed = false;
-  for (const FormatTiming& t : layer.timings()) timed |= t.format == LayerFormat::kLut && t.status.ok() && t.seconds > 0;
+  for (const FormatTiming& t : layer.timings())
+    timed |= t.format == LayerFormat::kLut && t.status.ok() && t.seconds > 0;
   CHECK(timed);
   CHECK(forward_matches(m, layer, "lut.weight", "", false));
   for (Isa isa : {Isa::kScalar, Isa::kNeon, Isa::kAvx2, Isa::kAvx512}) {

@@ -149,8 +149,8 @@ void test_products() {
   struct Shape {
     uint32_t rows, cols, values;
   };
-  const Shape shapes[] = {{1, 1, 1},    {13, 37, 16}, {33, 100, 5}, {70, 129, 16},
-                          {9, 64, 2},   {130, 200, 11}, {5, 513, 16}, {17, 48, 16}};
+  const Shape shapes[] = {{1, 1, 1},  {13, 37, 16},   {33, 100, 5}, {70, 129, 16},
+                          {9, 64, 2}, {130, 200, 11}, {5, 513, 16}, {17, 48, 16}};
   for (const Shape& sh : shapes) {
     for (int with_cs = 0; with_cs < 2; ++with_cs) {
       std::vector<int32_t> u = random_rows(sh.rows, sh.cols, sh.values, rng);

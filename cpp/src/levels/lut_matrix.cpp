@@ -133,7 +133,8 @@ Status LutMatrix::from_levels(uint32_t rows, uint32_t cols, const int32_t* u, co
                               const float* col_scale, LutMatrix* out) {
   if (u == nullptr) return invalid_argument("LutMatrix::from_levels: null levels");
   return build(
-      rows, cols, [u, cols](uint32_t r, int32_t* buf) { std::memcpy(buf, u + size_t(r) * cols, cols * sizeof(int32_t)); },
+      rows, cols,
+      [u, cols](uint32_t r, int32_t* buf) { std::memcpy(buf, u + size_t(r) * cols, cols * sizeof(int32_t)); },
       row_scale, col_scale, out);
 }
 
@@ -147,8 +148,8 @@ Status LutMatrix::from_level_matrix(const LevelMatrix& lm, LutMatrix* out) {
         buf[lm.outlier_col()[k]] = lm.outlier_val()[k];
     }
   };
-  return build(lm.rows(), lm.cols(), row, lm.row_scale().data(),
-               lm.has_col_scale() ? lm.col_scale().data() : nullptr, out);
+  return build(lm.rows(), lm.cols(), row, lm.row_scale().data(), lm.has_col_scale() ? lm.col_scale().data() : nullptr,
+               out);
 }
 
 void LutMatrix::indices(int32_t* out) const {
@@ -183,8 +184,8 @@ Status matmul(const LutMatrix& m, const float* X, size_t x_len, size_t batch, fl
     return invalid_argument("levels::matmul: batch too large");
   if (x_len != batch * cols || y_len != batch * rows)
     return invalid_argument("levels::matmul: input has " + std::to_string(x_len) + " floats and output " +
-                            std::to_string(y_len) + ", expected " + std::to_string(batch * cols) + " (batch x cols) and " +
-                            std::to_string(batch * rows) + " (batch x rows)");
+                            std::to_string(y_len) + ", expected " + std::to_string(batch * cols) +
+                            " (batch x cols) and " + std::to_string(batch * rows) + " (batch x rows)");
   if (X == nullptr || Y == nullptr) return invalid_argument("levels::matmul: null buffer");
   if (opt.activations != Activations::kFloat32)
     return invalid_argument("levels::matmul: a LutMatrix takes float32 activations only");

@@ -33,7 +33,7 @@ inline void tile(const LutView& m, const float* X, float* Y, uint32_t r, size_t 
     const size_t c0 = 32 * k;
     // inputs past cols read as zeros: full masks except in a last, partial block
     const __mmask16 lo = c0 + 16 <= cols ? __mmask16(0xffff) : __mmask16((1u << (cols - c0)) - 1u);
-    const __mmask16 hi = c0 + 32 <= cols ? __mmask16(0xffff)
+    const __mmask16 hi = c0 + 32 <= cols   ? __mmask16(0xffff)
                          : c0 + 16 >= cols ? __mmask16(0)
                                            : __mmask16((1u << (cols - c0 - 16)) - 1u);
     __m512i idx[R];
