@@ -19,7 +19,7 @@ namespace nnpress::bindings {
 using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
 inline levels::LevelKernelOptions kernel_options(const std::optional<std::string>& isa, unsigned threads,
-                                          const std::string& activations) {
+                                                 const std::string& activations) {
   levels::LevelKernelOptions o;
   o.threads = threads;
   if (activations == "int16") {

@@ -52,8 +52,10 @@
 //       function of their code bits (a uniform grid), which 16 arbitrary values per row are not; on u's
 //       own bits a row of p-bit indices costs p lookups and adds per 4 weights and per token, where the
 //       value table costs one permute per 16 weights shared by every token plus one FMA per weight and
-//       token. T-MAC's tables pay only for p <= 3 at batch 1 and never at batch 16 (its lookups grow with
-//       the batch), and its usual int8 tables would round the inputs (this format is exact).
+//       token. So on a 4-bit uniform grid both cost one permute per 16 weights at batch 1, T-MAC's tables
+//       win only with p <= 3 there, and lose at larger batches, where their lookups grow with the batch;
+//       T-MAC's usual int8 tables would also round the inputs (this format is exact). The probe
+//       bench/cpp/bench_lut_probe.cpp times both (bench/results/lut.md).
 //
 //   Python (nnpress._core): LutMatrix.from_levels(u, row_scale, col_scale=None), LutMatrix.from_nnp(
 //   reader, index, threads=1), LutMatrix.from_level_matrix(lm), NnpFile.lut_matrix(name, threads=None)

@@ -17,6 +17,34 @@
 namespace nnpress::levels::detail {
 namespace {
 
+// One block of 32 columns (c0 = 32k) into the tile's accumulators; inputs outside the masks read as 0.
+template <int R, int B>
+inline void block(const LutView& m, const uint8_t* codes, const float* xb, size_t k, const __m512 (&table)[R],
+                  __m512 (&acc)[R][B], __mmask16 lo, __mmask16 hi) {
+  const size_t cols = m.cols, c0 = 32 * k;
+  __m512i idx[R];
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i)
+    idx[i] = _mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(codes + i * m.stride + 16 * k)));
+  __m512 x[B];
+#pragma GCC unroll 4
+  for (int j = 0; j < B; ++j) x[j] = _mm512_maskz_loadu_ps(lo, xb + j * cols + c0);
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i) {
+    const __m512 w = _mm512_permutexvar_ps(idx[i], table[i]);
+#pragma GCC unroll 4
+    for (int j = 0; j < B; ++j) acc[i][j] = _mm512_fmadd_ps(w, x[j], acc[i][j]);
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < B; ++j) x[j] = _mm512_maskz_loadu_ps(hi, xb + j * cols + c0 + 16);
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i) {
+    const __m512 w = _mm512_permutexvar_ps(_mm512_srli_epi32(idx[i], 4), table[i]);
+#pragma GCC unroll 4
+    for (int j = 0; j < B; ++j) acc[i][j] = _mm512_fmadd_ps(w, x[j], acc[i][j]);
+  }
+}
+
 template <int R, int B>
 inline void tile(const LutView& m, const float* X, float* Y, uint32_t r, size_t b) {
   __m512 acc[R][B], table[R];
@@ -26,37 +54,15 @@ inline void tile(const LutView& m, const float* X, float* Y, uint32_t r, size_t 
 #pragma GCC unroll 4
     for (int j = 0; j < B; ++j) acc[i][j] = _mm512_setzero_ps();
   }
-  const size_t cols = m.cols, blocks = (cols + 31) / 32;
+  const size_t cols = m.cols, full = cols / 32;
   const uint8_t* codes = m.codes + size_t(r) * m.stride;
   const float* xb = X + b * cols;
-  for (size_t k = 0; k < blocks; ++k) {
-    const size_t c0 = 32 * k;
-    // inputs past cols read as zeros: full masks except in a last, partial block
-    const __mmask16 lo = c0 + 16 <= cols ? __mmask16(0xffff) : __mmask16((1u << (cols - c0)) - 1u);
-    const __mmask16 hi = c0 + 32 <= cols   ? __mmask16(0xffff)
-                         : c0 + 16 >= cols ? __mmask16(0)
-                                           : __mmask16((1u << (cols - c0 - 16)) - 1u);
-    __m512i idx[R];
-#pragma GCC unroll 8
-    for (int i = 0; i < R; ++i)
-      idx[i] = _mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(codes + i * m.stride + 16 * k)));
-    __m512 x[B];
-#pragma GCC unroll 4
-    for (int j = 0; j < B; ++j) x[j] = _mm512_maskz_loadu_ps(lo, xb + j * cols + c0);
-#pragma GCC unroll 8
-    for (int i = 0; i < R; ++i) {
-      const __m512 w = _mm512_permutexvar_ps(idx[i], table[i]);
-#pragma GCC unroll 4
-      for (int j = 0; j < B; ++j) acc[i][j] = _mm512_fmadd_ps(w, x[j], acc[i][j]);
-    }
-#pragma GCC unroll 4
-    for (int j = 0; j < B; ++j) x[j] = _mm512_maskz_loadu_ps(hi, xb + j * cols + c0 + 16);
-#pragma GCC unroll 8
-    for (int i = 0; i < R; ++i) {
-      const __m512 w = _mm512_permutexvar_ps(_mm512_srli_epi32(idx[i], 4), table[i]);
-#pragma GCC unroll 4
-      for (int j = 0; j < B; ++j) acc[i][j] = _mm512_fmadd_ps(w, x[j], acc[i][j]);
-    }
+  for (size_t k = 0; k < full; ++k) block<R, B>(m, codes, xb, k, table, acc, 0xffff, 0xffff);
+  if (cols % 32) {  // the last, partial block: inputs past cols read as zeros
+    const size_t n = cols % 32;
+    const __mmask16 lo = n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1u);
+    const __mmask16 hi = n > 16 ? __mmask16((1u << (n - 16)) - 1u) : __mmask16(0);
+    block<R, B>(m, codes, xb, full, table, acc, lo, hi);
   }
 #pragma GCC unroll 8
   for (int i = 0; i < R; ++i) {
