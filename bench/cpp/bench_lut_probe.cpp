@@ -165,8 +165,14 @@ bool have_avx512() { return isa_supported(Isa::kAvx512); }
 [[maybe_unused]] const int kRegistered = [] {
   if (!have_avx512()) return 0;
   for (const int batch : {1, 16}) {
-    benchmark::RegisterBenchmark("lut_permute", BM_lut)->Arg(batch)->MeasureProcessCPUTime()->Unit(benchmark::kMicrosecond);
-    benchmark::RegisterBenchmark("tmac_bitserial", BM_tmac)->Arg(batch)->MeasureProcessCPUTime()->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark("lut_permute", BM_lut)
+        ->Arg(batch)
+        ->MeasureProcessCPUTime()
+        ->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark("tmac_bitserial", BM_tmac)
+        ->Arg(batch)
+        ->MeasureProcessCPUTime()
+        ->Unit(benchmark::kMicrosecond);
   }
   return 0;
 }();

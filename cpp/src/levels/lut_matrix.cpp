@@ -75,10 +75,9 @@ size_t LutMatrix::nbytes() const {
   return (data_ ? data_bytes() : 0) + (row_scale_.size() + col_scale_.size()) * sizeof(float);
 }
 
-// row(r, buf) writes row r's cols indices into buf.
-template <class RowFn>
-Status LutMatrix::build(uint32_t rows, uint32_t cols, RowFn&& row, const float* row_scale, const float* col_scale,
-                        LutMatrix* out) {
+// row(ctx, r, buf) writes row r's cols indices into buf (one copy of this code for every source).
+Status LutMatrix::build(uint32_t rows, uint32_t cols, RowFn row, const void* ctx, const float* row_scale,
+                        const float* col_scale, LutMatrix* out) {
   if (out == nullptr) return invalid_argument("LutMatrix: null output");
   if (rows == 0 || cols == 0)
     return invalid_argument("LutMatrix: " + std::to_string(rows) + " x " + std::to_string(cols) +
@@ -98,7 +97,7 @@ Status LutMatrix::build(uint32_t rows, uint32_t cols, RowFn&& row, const float* 
   std::memset(m.data_.get(), 0, m.data_bytes());
   std::vector<int32_t> buf(cols);
   for (uint32_t r = 0; r < rows; ++r) {
-    row(r, buf.data());
+    row(ctx, r, buf.data());
     // the row's distinct values, ascending (at most 16)
     int32_t vals[kMaxValues];
     uint32_t n = 0;
@@ -132,15 +131,21 @@ Status LutMatrix::build(uint32_t rows, uint32_t cols, RowFn&& row, const float* 
 Status LutMatrix::from_levels(uint32_t rows, uint32_t cols, const int32_t* u, const float* row_scale,
                               const float* col_scale, LutMatrix* out) {
   if (u == nullptr) return invalid_argument("LutMatrix::from_levels: null levels");
-  return build(
-      rows, cols,
-      [u, cols](uint32_t r, int32_t* buf) { std::memcpy(buf, u + size_t(r) * cols, cols * sizeof(int32_t)); },
-      row_scale, col_scale, out);
+  struct Src {
+    const int32_t* u;
+    uint32_t cols;
+  } src{u, cols};
+  const RowFn row = [](const void* ctx, uint32_t r, int32_t* buf) {
+    const Src& s = *static_cast<const Src*>(ctx);
+    std::memcpy(buf, s.u + size_t(r) * s.cols, s.cols * sizeof(int32_t));
+  };
+  return build(rows, cols, row, &src, row_scale, col_scale, out);
 }
 
 Status LutMatrix::from_level_matrix(const LevelMatrix& lm, LutMatrix* out) {
   if (lm.rows() == 0) return invalid_argument("LutMatrix::from_level_matrix: empty LevelMatrix");
-  const auto row = [&lm](uint32_t r, int32_t* buf) {
+  const RowFn row = [](const void* ctx, uint32_t r, int32_t* buf) {
+    const LevelMatrix& lm = *static_cast<const LevelMatrix*>(ctx);
     const size_t at = size_t(r) * lm.stride();
     for (uint32_t j = 0; j < lm.cols(); ++j) buf[j] = lm.q8() ? lm.q8()[at + j] : lm.q16()[at + j];
     if (!lm.outlier_ptr().empty()) {
@@ -148,8 +153,8 @@ Status LutMatrix::from_level_matrix(const LevelMatrix& lm, LutMatrix* out) {
         buf[lm.outlier_col()[k]] = lm.outlier_val()[k];
     }
   };
-  return build(lm.rows(), lm.cols(), row, lm.row_scale().data(), lm.has_col_scale() ? lm.col_scale().data() : nullptr,
-               out);
+  return build(lm.rows(), lm.cols(), row, &lm, lm.row_scale().data(),
+               lm.has_col_scale() ? lm.col_scale().data() : nullptr, out);
 }
 
 void LutMatrix::indices(int32_t* out) const {

@@ -43,10 +43,10 @@
 //       low-nibble columns directly and, shifted right by 4, the high-nibble ones; AVX2 two 8-entry
 //       vpermps and a blend on bit 3; NEON a 64-byte tbl on byte indices 4c..4c+3). Those float weights
 //       are then multiplied into float32 accumulators by FMA, each one serving every token of a tile
-//       (AVX-512: 8 rows x 1 token or 4 rows x 4 tokens; AVX2/NEON: 4 x 1 or 2 x 4), so the lookup costs
+//       (AVX-512: 4 rows x 1 token or 4 x 4; AVX2/NEON: 4 x 1 or 2 x 4), so the lookup costs
 //       one permute per 16 weights whatever the batch. Lane l of an accumulator sums, block after block,
-//       column 32k + l then column 32k + 16 + l (AVX2/NEON: lanes of 8 / 4 the same way); the lanes are
-//       then reduced in a fixed tree.
+//       column 32k + l then column 32k + 16 + l (AVX2 / NEON: 8 / 4 lanes, lane l the block's columns
+//       32k + 8q + l / 32k + 4q + l in order of q); the lanes are then reduced in a fixed tree.
 //     Why this and not T-MAC's bit-serial tables (per group of g = 4 inputs, the 16 sums of every input
 //       subset, indexed by one bit plane of 4 weights): those tables need weights that are a linear
 //       function of their code bits (a uniform grid), which 16 arbitrary values per row are not; on u's
@@ -123,9 +123,9 @@ class LutMatrix {
   struct FreeAligned {
     void operator()(uint8_t* p) const;
   };
-  template <class RowFn>
-  static Status build(uint32_t rows, uint32_t cols, RowFn&& row, const float* row_scale, const float* col_scale,
-                      LutMatrix* out);
+  using RowFn = void (*)(const void* ctx, uint32_t r, int32_t* buf);
+  static Status build(uint32_t rows, uint32_t cols, RowFn row, const void* ctx, const float* row_scale,
+                      const float* col_scale, LutMatrix* out);
   size_t data_bytes() const { return tables_at_ + size_t(rows_) * kMaxValues * sizeof(float); }
 
   uint32_t rows_ = 0, cols_ = 0, max_values_ = 0;

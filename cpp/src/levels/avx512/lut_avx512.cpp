@@ -71,12 +71,12 @@ inline void tile(const LutView& m, const float* X, float* Y, uint32_t r, size_t 
   }
 }
 
-// Batch < 4: tiles of 8 rows x 1 token (eight independent FMA chains); else 4 rows x 4 tokens.
+// Batch < 4: tiles of 4 rows x 1 token (four independent FMA chains); else 4 rows x 4 tokens.
 void lut_avx512(const LutView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1) {
   uint32_t r = r0;
   if (batch < 4) {
-    for (; r + 8 <= r1; r += 8)
-      for (size_t b = 0; b < batch; ++b) tile<8, 1>(m, X, Y, r, b);
+    for (; r + 4 <= r1; r += 4)
+      for (size_t b = 0; b < batch; ++b) tile<4, 1>(m, X, Y, r, b);
     for (; r < r1; ++r)
       for (size_t b = 0; b < batch; ++b) tile<1, 1>(m, X, Y, r, b);
     return;
