@@ -2,12 +2,15 @@
 its 37 Linear layers the table-lookup format ("lut", nnpress/kernels/lut.h) can hold, and the whole
 forward pass through ``nnpress.nn.convert`` with and without it, next to torch fp32, one thread.
 
-    python bench/python/bench_lut_model.py --rel-steps 0.6,1.0,1.5 [--limit 40] [--rounds 3] [--md out.md]
+    python bench/python/bench_lut_model.py --rel-steps 1,1.5,2 [--method nearest] [--limit 40] [--rounds 3]
 
-- For each ``rel_step``: ``nnpress.compress(model, path, CodecConfig(rel_step=...))`` (the default
-  quantizer otherwise); eligible = the Linear weights whose every row holds <= 16 distinct reconstruction
-  indices (``nn_levels.max_row_values`` of the stored levels); fidelity of the file = embedding cosine of
-  the decompressed float model against torch fp32 (mean, min over the sentences).
+- For each ``rel_step``: ``nnpress.compress(model, path, CodecConfig(plan=...))`` with a plan entry
+  ``TensorPlan(rel_step=..., method=--method)`` for each of the 37 Linear weights (step = rel_step x the
+  weight's spread, no size factor) and the defaults for every other tensor (embeddings, norms, biases:
+  a coarse step on the 30522 x 384 word embeddings alone would ruin the model); eligible = the Linear
+  weights whose every row holds <= 16 distinct reconstruction indices (``nn_levels.max_row_values``
+  of the stored levels); fidelity of the file = embedding cosine of the decompressed float model
+  against torch fp32 (mean, min over the sentences).
 - Engines, built on a model whose parameters are on the meta device (no float32 copy of converted
   weights): "nnpress lut" = ``convert(model, nnp=path, batch=T, act_digits=None)`` (every exact format
   timed per layer, lut among them where eligible), "nnpress no lut" = the same with
@@ -44,7 +47,8 @@ sys.path.insert(0, str(HERE))
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rel-steps", default="0.6,1.0,1.5")
+    ap.add_argument("--rel-steps", default="1,1.5,2")
+    ap.add_argument("--method", default="nearest", help="quantizer of the Linear weights")
     ap.add_argument("--limit", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--md")
@@ -73,7 +77,8 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True)
     lines = [
         f"commit {commit.stdout.strip()}, {platform.processor() or platform.machine()}, one thread, "
-        f"{len(sents)} sentences (median {batch} tokens), {args.rounds} rounds, thread CPU time; "
+        f"{len(sents)} sentences (median {batch} tokens), {args.rounds} rounds, thread CPU time, Linear weights "
+        f"quantized with {args.method}; "
         f"load {load0[0]:.1f}",
         "",
         "| rel_step | lut-eligible Linear | file cosine (mean / min) | engine | Linear formats | held MiB "
@@ -84,7 +89,8 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory(prefix="bench_lut_model_")
     for rs in (float(s) for s in args.rel_steps.split(",")):
         path = os.path.join(tmp.name, f"minilm_{rs}.nnp")
-        nnpress.compress(model, path, nnpress.CodecConfig(rel_step=rs))
+        plan = {n + ".weight": nnpress.TensorPlan(rel_step=rs, method=args.method) for n in linears}
+        nnpress.compress(model, path, nnpress.CodecConfig(plan=plan))
         f = nnpress.NnpFile(path)
         most = {n: max_row_values(level_tensor(f, n + ".weight").u) for n in linears}
         eligible = sum(v <= 16 for v in most.values())
