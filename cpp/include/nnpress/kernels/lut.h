@@ -69,6 +69,8 @@
 //   - A matrix with 16 or fewer values in EVERY row but more in total is held; the whole-matrix codebook
 //     (sparse::CodebookMatrix) is not.
 //   - Different ISAs sum in different orders (lanes), so their results differ in the last bits.
+//   - Half the bytes of an int8 LevelMatrix does not make it twice as fast: the lookup and widening per
+//     16 weights, not the memory, bound the kernel at small batches (bench/results/lut.md).
 #pragma once
 
 #include <cstddef>
