@@ -1,14 +1,15 @@
 """Weights-streamed stacks: a whole forward pass through a stack of rows x cols layers whose weights
-together exceed the last-level cache, batch 1, one thread, every method side by side.
+together exceed the last-level cache, batch 1 (or `--batch` tokens), one thread, every method side by side.
 
     python bench/python/bench_stack.py                               # densities 1, 0.25, 0.1, 0.01
     python bench/python/bench_stack.py --densities 0.1,0.01 --stack-mb 1500 --rounds 7
     python bench/python/bench_stack.py --densities 0.1 --sweep       # per-layer time vs stack size
     python bench/python/bench_stack.py --json out.json --md out.md
+    python bench/python/bench_stack.py --densities 1 --batch 16      # 16 tokens per product
 
 What is measured
-  Layer k + 1's input is layer k's output, renormalised (x <- y * sqrt(cols) / |y|, the same numpy code for
-  every method) so that values stay finite over any depth: one forward pass of the whole stack per method
+  Layer k + 1's input is layer k's output, renormalised (x <- y * sqrt(cols) / |y| per token, the same numpy
+  code for every method) so that values stay finite over any depth: one forward pass of the whole stack per method
   and round, the methods in an order shuffled every round (the same load hits all of them), `--rounds`
   rounds; the tables give the minimum and the median per-layer µs (pass time / layers).
   Each method's stack holds `--stack-mb` MB of its own weights or more (at least `--min-layers` layers), so
@@ -31,10 +32,13 @@ What is measured
   stack sizes from 1 MiB doubling up to `--stack-mb`: where the per-layer time stops falling as the stack grows, the
   weights come from memory (this VM reports a 480 MiB L3; the sweep shows the regime actually reached).
 
-Methods: torch dense fp32 (`torch.mv`), torch CSR with int32 indices, nnpress CSER, CER, codebook (<= 16
-values), LevelMatrix (the integer-level dense kernel, `nnpress._core.LevelMatrix`, when the build has it;
-row_scale = the step, float32 activations, and "LevelMatrix int16" over the same stack: activations rounded to
-int16 per product, levels.h).
+Methods: torch dense fp32 (`torch.mv`; `--batch` > 1: `torch.mm(X, W.T)`), torch CSR with int32 indices, nnpress
+CSER, CER, codebook (<= 16 values), LevelMatrix (the integer-level dense kernel, `nnpress._core.LevelMatrix`, when
+the build has it; row_scale = the step, float32 activations, and "LevelMatrix int16" over the same stack:
+activations rounded to int16 per product, levels.h), LutMatrix (<= 16 values per row: 4-bit codes and a 16-value
+table per row, kernels/lut.h). At `--batch` > 1 the tokens are the rows of X (batch x cols, a torch Linear
+input); torch CSR and the CER/CSER/codebook kernels take X as columns (cols x batch): their time includes that
+transpose (numpy copies), as a forward pass between Linear layers would pay it.
 """
 
 from __future__ import annotations
@@ -85,21 +89,27 @@ def llc_bytes() -> int:
 
 
 def renorm(y: np.ndarray, x: np.ndarray, c: float) -> None:
-    """x <- y * c / |y| (float32 numpy; y, x of the same length)."""
-    s = float(np.dot(y, y))
-    np.multiply(y, np.float32(c / math.sqrt(s)) if s > 0 else np.float32(1.0), out=x)
+    """x <- y * c / |y| (float32 numpy; y, x of the same shape: a vector, or one token per row)."""
+    if y.ndim == 1:
+        s = float(np.dot(y, y))
+        np.multiply(y, np.float32(c / math.sqrt(s)) if s > 0 else np.float32(1.0), out=x)
+        return
+    s = np.einsum("ij,ij->i", y, y)
+    f = np.where(s > 0, np.float32(c) / np.sqrt(np.where(s > 0, s, 1)), np.float32(1.0)).astype(np.float32)
+    np.multiply(y, f[:, None], out=x)
 
 
 class Method:
     """A stack of layers of one method and its forward pass."""
 
-    def __init__(self, name: str, layers: list, layer_bytes: int, product, cols: int):
+    def __init__(self, name: str, layers: list, layer_bytes: int, product, cols: int, batch: int = 1):
         self.name, self.layers, self.layer_bytes, self.product = name, layers, layer_bytes, product
-        self.x = np.empty(cols, np.float32)  # the input buffer every layer reads (torch shares it)
+        # the input buffer every layer reads (torch shares it): a vector, or batch x cols
+        self.x = np.empty(cols if batch == 1 else (batch, cols), np.float32)
         self.tx = torch.from_numpy(self.x)
 
     def forward(self, x0: np.ndarray, n: int | None = None) -> np.ndarray:
-        x, c = self.x, math.sqrt(x0.shape[0])
+        x, c = self.x, math.sqrt(x0.shape[-1])
         x[:] = x0
         y = x0
         for m in self.layers[: n or len(self.layers)]:
@@ -109,25 +119,36 @@ class Method:
 
 
 def torch_dense_product(meth: Method, w) -> np.ndarray:
-    return torch.mv(w, meth.tx).numpy()
+    return torch.mv(w, meth.tx).numpy() if meth.x.ndim == 1 else torch.mm(meth.tx, w.t()).numpy()
 
 
 def torch_csr_product(meth: Method, w) -> np.ndarray:
-    return (w @ meth.tx).numpy()
+    if meth.x.ndim == 1:
+        return (w @ meth.tx).numpy()
+    return (w @ meth.tx.t().contiguous()).numpy().T  # X as columns, back to one token per row
 
 
 def nnpress_product(meth: Method, m) -> np.ndarray:
-    return m @ meth.x
+    if meth.x.ndim == 1:
+        return m @ meth.x
+    return (m @ np.ascontiguousarray(meth.x.T)).T  # the CER/CSER/codebook kernels take X as columns
 
 
-def level_product(meth: Method, m, activations: str = "float32") -> np.ndarray:
+def level_product(meth: Method, m, activations: str | None = "float32") -> np.ndarray:
+    """LevelMatrix (activations given) or LutMatrix (None): X as batch x cols rows."""
+    batch = 1 if meth.x.ndim == 1 else meth.x.shape[0]
     if not hasattr(meth, "y"):
-        meth.y = np.empty((1, m.rows), np.float32)
-    m.matmul(meth.x.reshape(1, -1), out=meth.y, activations=activations)
-    return meth.y.reshape(-1)
+        meth.y = np.empty((batch, m.rows), np.float32)
+    if activations is None:
+        m.matmul(meth.x.reshape(batch, -1), out=meth.y)
+    else:
+        m.matmul(meth.x.reshape(batch, -1), out=meth.y, activations=activations)
+    return meth.y.reshape(-1) if meth.x.ndim == 1 else meth.y
 
 
-def build_methods(bases: list, rows: int, cols: int, values: int, stack_bytes: int, min_layers: int, only) -> dict:
+def build_methods(
+    bases: list, rows: int, cols: int, values: int, stack_bytes: int, min_layers: int, only, batch: int = 1
+) -> dict:
     """Each method's stack: copies (own memory each) of the converted distinct bases, cycled."""
     methods = {}
 
@@ -139,7 +160,7 @@ def build_methods(bases: list, rows: int, cols: int, values: int, stack_bytes: i
         n = max(min_layers, -(-stack_bytes // b))
         n = -(-n // len(conv)) * len(conv)  # whole cycles: every base equally often
         layers = conv + [copy(conv[i % len(conv)]) for i in range(len(conv), n)]
-        methods[name] = Method(name, layers, b, product, cols)
+        methods[name] = Method(name, layers, b, product, cols, batch)
 
     def csr(w, lv):
         c = torch.from_numpy(w).to_sparse_csr()
@@ -207,7 +228,17 @@ def build_methods(bases: list, rows: int, cols: int, values: int, stack_bytes: i
                 src.layer_bytes,
                 lambda meth, p: level_product(meth, p[0], "int16"),
                 cols,
+                batch,
             )
+    if hasattr(_core, "LutMatrix") and values <= 16:
+        scale = np.full(rows, STEP, np.float32)
+        stack(
+            "nnpress LutMatrix",
+            lambda w, lv: (_core.LutMatrix.from_levels(lv, scale), lv),
+            lambda p: (_core.LutMatrix.from_levels(p[1], scale), p[1]),
+            lambda p: int(p[0].nbytes),
+            lambda meth, p: level_product(meth, p[0], None),
+        )
     return methods
 
 
@@ -222,19 +253,19 @@ def add_isa_variants(methods: dict, isas: list) -> None:
                     src.layers,
                     src.layer_bytes,
                     lambda meth, m, isa=isa: m.matmul(meth.x, isa=isa),
-                    src.x.shape[0],
+                    src.x.shape[-1],
                 )
 
 
 def reference(bases: list, n_layers: int, x0: np.ndarray) -> np.ndarray:
-    """The chain of n_layers (bases cycled) in float64 from the float32 weights."""
-    x = x0.astype(np.float64)
-    c = math.sqrt(x.shape[0])
+    """The chain of n_layers (bases cycled) in float64 from the float32 weights (x0: a vector or tokens x cols)."""
+    x = np.atleast_2d(x0).astype(np.float64)
+    c = math.sqrt(x.shape[-1])
     w64 = [w.astype(np.float64) for w, _ in bases]
     for k in range(n_layers):
-        y = w64[k % len(w64)] @ x
-        x = y * (c / math.sqrt(float(y @ y)))
-    return x
+        y = x @ w64[k % len(w64)].T
+        x = y * (c / np.sqrt(np.einsum("ij,ij->i", y, y)))[:, None]
+    return x.reshape(x0.shape)
 
 
 CLOCKS = {"cpu": time.thread_time, "wall": time.perf_counter}
@@ -256,8 +287,8 @@ def timed_rounds(methods: dict, x0: np.ndarray, rounds: int, rng) -> dict:
     return {k: (min(v), float(np.median(v))) for k, v in samples.items()}
 
 
-def renorm_cost(cols: int, reps: int = 2000) -> float:
-    y = np.random.default_rng(1).standard_normal(cols).astype(np.float32)
+def renorm_cost(cols: int, reps: int = 2000, batch: int = 1) -> float:
+    y = np.random.default_rng(1).standard_normal(cols if batch == 1 else (batch, cols)).astype(np.float32)
     x = np.empty_like(y)
     best = 1e9
     now = CLOCK["now"]
@@ -295,11 +326,11 @@ def run_density(args, density: float, rng) -> dict:
     bases = [make_matrix(rng, rows, cols, args.values, density) for _ in range(args.distinct)]
     stack_bytes = int(args.stack_mb * 2**20)
     t0 = time.perf_counter()
-    methods = build_methods(bases, rows, cols, args.values, stack_bytes, args.min_layers, args.methods)
+    methods = build_methods(bases, rows, cols, args.values, stack_bytes, args.min_layers, args.methods, args.batch)
     add_isa_variants(methods, args.also_isa)
     build_s = time.perf_counter() - t0
-    x0 = np.random.default_rng(7).standard_normal(cols).astype(np.float32)
-    x0 *= np.float32(math.sqrt(cols) / np.linalg.norm(x0))
+    x0 = np.random.default_rng(7).standard_normal(cols if args.batch == 1 else (args.batch, cols)).astype(np.float32)
+    x0 *= (np.float32(math.sqrt(cols)) / np.linalg.norm(x0, axis=-1, keepdims=True)).astype(np.float32)
     res = {"density": density, "build_s": round(build_s, 1), "methods": {}}
     if args.sweep:
         res["sweep"] = {str(k): v for k, v in sweep(methods, x0, stack_bytes, rng, max(2, args.rounds // 2)).items()}
@@ -331,7 +362,8 @@ def run_density(args, density: float, rng) -> dict:
 
 def markdown(results: list, meta: dict) -> str:
     lines = [
-        f"commit {meta['commit']}, {meta['size']}x{meta['size']}, {meta['values']} values, stack >= "
+        f"commit {meta['commit']}, {meta['size']}x{meta['size']}, batch {meta['batch']}, {meta['values']} values, "
+        "stack >= "
         f"{meta['stack_mb']} MB per method (LLC reported: {meta['llc_mb']} MB), {meta['rounds']} rounds, "
         f"{meta['clock']} time, "
         f"load {meta['load_start']} -> {meta['load_end']}; renorm {meta['renorm_us']:.1f} µs per layer inside "
@@ -375,6 +407,7 @@ def main() -> None:
         "--stack-mb", type=float, default=max(256.0, 3 * llc / 2**20), help="weights per method (default 3x LLC)"
     )
     ap.add_argument("--min-layers", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=1, help="tokens per product (1: matrix-vector)")
     ap.add_argument("--distinct", type=int, default=4, help="independently drawn matrices per density")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--sweep", action="store_true")
@@ -408,13 +441,14 @@ def main() -> None:
     meta = {
         "commit": commit,
         "size": args.size,
+        "batch": args.batch,
         "values": args.values,
         "stack_mb": round(args.stack_mb),
         "llc_mb": round(llc / 2**20),
         "rounds": args.rounds,
         "clock": args.clock,
         "load_start": os.getloadavg()[0],
-        "renorm_us": renorm_cost(args.size),
+        "renorm_us": renorm_cost(args.size, batch=args.batch),
         "isas": nnpress.sparse.available_isas(),
     }
     print(f"# {meta}", flush=True)

@@ -6,73 +6,16 @@
 #include <string>
 #include <vector>
 
-#include "common.h"
-#include "nnpress/cpu.h"
-#include "nnpress/kernels/levels.h"
+#include "levels_common.h"
 
 namespace nnpress::bindings {
 namespace {
 
 using levels::LevelMatrix;
-using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
-
-levels::LevelKernelOptions kernel_options(const std::optional<std::string>& isa, unsigned threads,
-                                          const std::string& activations) {
-  levels::LevelKernelOptions o;
-  o.threads = threads;
-  if (activations == "int16") {
-    o.activations = levels::Activations::kInt16;
-  } else if (activations != "float32") {
-    throw Error(invalid_argument("unknown activations '" + activations + "' (expected float32 or int16)"));
-  }
-  if (isa) {
-    Isa i;
-    if (!parse_isa(isa->c_str(), &i))
-      throw Error(invalid_argument("unknown ISA '" + *isa + "' (expected scalar, neon, avx2 or avx512)"));
-    o.isa = i;
-  }
-  return o;
-}
-
-// A float array of n values (any real dtype; integers and floats are converted to float32).
-F32 scales(const py::array& a, size_t n, const char* what) {
-  const char kind = a.dtype().kind();
-  if (kind != 'f' && kind != 'i' && kind != 'u')
-    throw py::type_error(std::string(what) + " must be a real-valued array, not dtype " +
-                         std::string(py::str(a.dtype())));
-  if (a.ndim() != 1 || size_t(a.shape(0)) != n)
-    throw Error(invalid_argument(std::string(what) + " must be 1-D with " + std::to_string(n) + " values"));
-  return F32::ensure(a);
-}
 
 LevelMatrix from_levels(const py::array& u, const py::array& row_scale, const py::object& col_scale) {
-  const char kind = u.dtype().kind();
-  if (kind != 'i' && kind != 'u')
-    throw py::type_error("u must be an integer array, not dtype " + std::string(py::str(u.dtype())));
-  if (u.ndim() != 2) throw Error(invalid_argument("u must be a 2-D array (rows x cols)"));
-  if (u.shape(0) > 0xFFFFFFFFll || u.shape(1) > 0xFFFFFFFFll)
-    throw Error(invalid_argument("u: dimension too large (up to 2^32 - 1)"));
+  const auto u32 = int32_levels(u);
   const uint32_t rows = uint32_t(u.shape(0)), cols = uint32_t(u.shape(1));
-  // int32 as is; other integer dtypes through int64 with a range check (no silent wrap-around).
-  py::array_t<int32_t, py::array::c_style> u32;
-  if (u.dtype().is(py::dtype::of<int32_t>())) {
-    u32 = py::array_t<int32_t, py::array::c_style | py::array::forcecast>::ensure(u);
-  } else {
-    auto wide = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(u);
-    if (kind == 'u' && u.itemsize() == 8) {  // uint64 values above int64 wrap in the cast: check the source
-      auto src = py::array_t<uint64_t, py::array::c_style | py::array::forcecast>::ensure(u);
-      for (py::ssize_t k = 0; k < src.size(); ++k)
-        if (src.data()[k] > 0x7FFFFFFFull) throw Error(invalid_argument("u: value outside int32"));
-    }
-    u32 = py::array_t<int32_t, py::array::c_style>({u.shape(0), u.shape(1)});
-    const int64_t* s = wide.data();
-    int32_t* d = u32.mutable_data();
-    for (py::ssize_t k = 0; k < wide.size(); ++k) {
-      if (s[k] < INT32_MIN || s[k] > INT32_MAX)
-        throw Error(invalid_argument("u: value " + std::to_string(s[k]) + " outside int32"));
-      d[k] = int32_t(s[k]);
-    }
-  }
   const F32 rs = scales(row_scale, rows, "row_scale");
   std::optional<F32> cs;
   if (!col_scale.is_none()) cs = scales(py::array::ensure(col_scale), cols, "col_scale");
@@ -87,58 +30,6 @@ LevelMatrix from_levels(const py::array& u, const py::array& row_scale, const py
   }
   check(s);
   return out;
-}
-
-py::array matmul(const LevelMatrix& m, const py::array& x, const py::object& out, const std::optional<std::string>& isa,
-                 unsigned threads, const std::string& activations) {
-  const levels::LevelKernelOptions o = kernel_options(isa, threads, activations);
-  if (!x.dtype().is(py::dtype::of<float>()))
-    throw py::type_error("x must be a float32 array, not dtype " + std::string(py::str(x.dtype())));
-  if (!(x.flags() & py::array::c_style)) throw Error(invalid_argument("x must be C-contiguous"));
-  if (x.ndim() < 1) throw Error(invalid_argument("x must have at least 1 dimension (..., cols)"));
-  const size_t cols = size_t(x.shape(x.ndim() - 1));
-  if (cols != m.cols())
-    throw Error(invalid_argument("x has " + std::to_string(cols) + " columns, the matrix " + std::to_string(m.cols())));
-  // Every leading dimension is a batch dimension (a torch Linear input [batch, tokens, cols] as is).
-  size_t batch = 1;
-  std::vector<py::ssize_t> shape;
-  for (py::ssize_t d = 0; d + 1 < x.ndim(); ++d) {
-    batch *= size_t(x.shape(d));
-    shape.push_back(x.shape(d));
-  }
-  shape.push_back(py::ssize_t(m.rows()));
-  py::array_t<float> y;
-  if (out.is_none()) {
-    y = py::array_t<float>(shape);
-  } else {
-    if (!py::isinstance<py::array>(out)) throw py::type_error("out must be a float32 numpy array or None");
-    py::array a = out.cast<py::array>();
-    if (!a.dtype().is(py::dtype::of<float>())) throw py::type_error("out must be float32");
-    if (!(a.flags() & py::array::c_style) || !a.writeable())
-      throw Error(invalid_argument("out must be C-contiguous and writable"));
-    if (a.ndim() != py::ssize_t(shape.size()) || !std::equal(shape.begin(), shape.end(), a.shape()))
-      throw Error(invalid_argument("out has the wrong shape (expected x's leading dimensions, then rows)"));
-    const auto* xb = static_cast<const char*>(x.data());
-    const auto* yb = static_cast<const char*>(a.data());
-    if (yb < xb + x.nbytes() && xb < yb + a.nbytes()) throw Error(invalid_argument("out must not overlap x"));
-    y = py::array_t<float>::ensure(a);
-  }
-  if (batch == 0) return y;
-  const float* px = static_cast<const float*>(x.data());
-  float* py_ = y.mutable_data();
-  Status s;
-  {
-    py::gil_scoped_release release;
-    s = levels::matmul(m, px, batch * cols, batch, py_, batch * size_t(m.rows()), o);
-  }
-  check(s);
-  return y;
-}
-
-py::array float_array(const std::vector<float>& v) {
-  py::array_t<float> a(py::ssize_t(v.size()));
-  if (!v.empty()) std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(float));
-  return a;
 }
 
 }  // namespace
@@ -170,7 +61,7 @@ NNPRESS_BINDING(levels) {
           py::arg("reader"), py::arg("index"), py::arg("threads") = 1u,
           "From quantized tensor `index` of an open NnpReader (NnpFile.level_matrix(name) is the friendly form): "
           "its levels, method, step and channel scales; the view rows = shape[0], cols = the rest.")
-      .def("matmul", &matmul, py::arg("x"), py::arg("out") = py::none(), py::arg("isa") = py::none(),
+      .def("matmul", &matmul<LevelMatrix>, py::arg("x"), py::arg("out") = py::none(), py::arg("isa") = py::none(),
            py::arg("threads") = 1u, py::arg("activations") = "float32",
            "Y = X @ W.T for X float32 [..., cols] (e.g. [cols], [batch, cols], [batch, tokens, cols]), C-contiguous; "
            "returns float32 [..., rows], written into `out` if given (C-contiguous float32 of that shape, not "

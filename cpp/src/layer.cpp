@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "nnpress/kernels/levels.h"
+#include "nnpress/kernels/lut.h"
 #include "nnpress/sparse/kernels.h"
 
 // kLevelsCols kernel copies for AVX2 / AVX-512 by function target attributes (x86 GCC / Clang); the
@@ -27,11 +28,12 @@
 #endif
 namespace nnpress {
 
-// One format's matrix (one of lm / rg / cb, as `format` says), the bias and the kernel options.
+// One format's matrix (one of lm / lut / rg / cb, as `format` says), the bias and the kernel options.
 // During create() every candidate format is an Impl of its own.
 struct Layer::Impl {
   LayerFormat format = LayerFormat::kAuto;
   levels::LevelMatrix lm;
+  levels::LutMatrix lut;
   sparse::RowGroupMatrix rg;  // CER or CSER
   sparse::CodebookMatrix cb;
   std::vector<float> bias;  // empty: none
@@ -43,8 +45,8 @@ namespace {
 
 // The default candidates (layer.h: CER is timed only when named).
 const LayerFormat kDefaultFormats[] = {LayerFormat::kLevels, LayerFormat::kLevelsCols, LayerFormat::kCSER,
-                                       LayerFormat::kCodebook};
-constexpr int kLastFormat = int(LayerFormat::kLevelsCols);
+                                       LayerFormat::kCodebook, LayerFormat::kLut};
+constexpr int kLastFormat = int(LayerFormat::kLut);
 
 // "layer 'name': msg" with the given code.
 NNPRESS_NOINLINE Status fail(StatusCode code, const std::string& weight, const std::string& msg) {
@@ -219,10 +221,11 @@ Status levels_cols(const Layer::Impl& impl, const float* X, size_t x_len, size_t
 NNPRESS_NOINLINE Status product(const Layer::Impl& impl, const float* X, size_t x_len, size_t batch, float* Y,
                                 size_t y_len) {
   if (impl.format == LayerFormat::kLevelsCols) return levels_cols(impl, X, x_len, batch, Y, y_len);
-  if (impl.format == LayerFormat::kLevels) {
+  if (impl.format == LayerFormat::kLevels || impl.format == LayerFormat::kLut) {
     levels::LevelKernelOptions o;
     o.isa = impl.isa;
-    return levels::matmul(impl.lm, X, x_len, batch, Y, y_len, o);
+    return impl.format == LayerFormat::kLut ? levels::matmul(impl.lut, X, x_len, batch, Y, y_len, o)
+                                            : levels::matmul(impl.lm, X, x_len, batch, Y, y_len, o);
   }
   sparse::KernelOptions o;
   o.isa = impl.isa;
@@ -230,7 +233,9 @@ NNPRESS_NOINLINE Status product(const Layer::Impl& impl, const float* X, size_t 
   return sparse::matmat(impl.rg, X, x_len, batch, Y, y_len, o);
 }
 
-Layout layout_of(LayerFormat f) { return f == LayerFormat::kLevels ? Layout::kItemRows : Layout::kItemCols; }
+Layout layout_of(LayerFormat f) {
+  return f == LayerFormat::kLevels || f == LayerFormat::kLut ? Layout::kItemRows : Layout::kItemCols;
+}
 
 // Bias and activation in one pass over Y (batch x rows for kItemRows, rows x batch for kItemCols). ReLU
 // is written `v > 0 ? v : 0`, which compilers turn into a branch-free max (the sign of v is unpredictable).
@@ -273,12 +278,17 @@ NNPRESS_NOINLINE Status build(const Model& model, const std::string& name, DType
   switch (impl->format) {
     case LayerFormat::kLevels:
     case LayerFormat::kLevelsCols:
+    case LayerFormat::kLut: {
       // The level matrix multiplies step * u in float32; a float16/bfloat16 tensor's decoded weights are
       // those values rounded to its dtype, so its products would not be the decoded model's.
       if (dtype != DType::kFloat32 && dtype != DType::kFloat64)
         return invalid_argument(std::string("dtype ") + dtype_name(dtype) +
                                 ": its decoded weights are rounded to it, the level matrix's would not be");
-      return model.decode_level_matrix(name, &impl->lm, threads);
+      if (impl->format != LayerFormat::kLut) return model.decode_level_matrix(name, &impl->lm, threads);
+      levels::LevelMatrix lm;  // the lookup tables are built from it, then it is freed
+      Status s = model.decode_level_matrix(name, &lm, threads);
+      return s.ok() ? levels::LutMatrix::from_level_matrix(lm, &impl->lut) : s;
+    }
     case LayerFormat::kCSER:
     case LayerFormat::kCER:
       return sparse::RowGroupMatrix::from_dense(
@@ -293,6 +303,7 @@ size_t format_bytes(const Layer::Impl& impl) {
   switch (impl.format) {
     case LayerFormat::kLevels:
     case LayerFormat::kLevelsCols: return impl.lm.nbytes();
+    case LayerFormat::kLut: return impl.lut.nbytes();
     case LayerFormat::kCSER:
     case LayerFormat::kCER: return impl.rg.nbytes() + impl.rg.plan_bytes();
     case LayerFormat::kCodebook: return impl.cb.nbytes();
@@ -309,7 +320,7 @@ bool known(LayerFormat f) { return int(f) >= int(LayerFormat::kAuto) && int(f) <
 }  // namespace
 
 const char* layer_format_name(LayerFormat f) {
-  static const char* const names[] = {"auto", "levels", "cser", "cer", "codebook", "levels_cols"};
+  static const char* const names[] = {"auto", "levels", "cser", "cer", "codebook", "levels_cols", "lut"};
   return known(f) ? names[int(f)] : "?";
 }
 
@@ -371,8 +382,9 @@ Status Layer::create(const Model& model, const std::string& weight, size_t batch
 
   // The float32 values, shared by the CER/CSER/codebook builders (the levels decode their own).
   std::vector<float> dense;
-  if (std::any_of(cand.begin(), cand.end(),
-                  [](LayerFormat f) { return f != LayerFormat::kLevels && f != LayerFormat::kLevelsCols; })) {
+  if (std::any_of(cand.begin(), cand.end(), [](LayerFormat f) {
+        return f != LayerFormat::kLevels && f != LayerFormat::kLevelsCols && f != LayerFormat::kLut;
+      })) {
     st = model.decode_float32(weight, &dense, options.decode_threads);
     if (!st.ok()) return context(st, weight, "");
   }

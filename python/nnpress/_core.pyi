@@ -7,7 +7,7 @@ import numpy
 import numpy.typing
 import typing
 import typing_extensions
-__all__: list[str] = ['CodebookMatrix', 'DType', 'FormatError', 'HAS_ENCODER', 'LevelMatrix', 'LevelParams', 'NNP_VERSION', 'NnpFileWriter', 'NnpReader', 'QuantMethod', 'QuantOptions', 'QuantResult', 'RowGroupMatrix', 'Storage', 'TensorInput', 'TensorRole', 'WriterOptions', 'channel_scale_exps_of', 'channel_scales_of_exps', 'choose_format', 'decode_levels', 'dequantize', 'detect_isa', 'encode_levels', 'estimate_bits', 'isa_supported', 'level_stream_info', 'nnp_validate', 'quantize', 'rate_bits', 'write_nnp']
+__all__: list[str] = ['CodebookMatrix', 'DType', 'FormatError', 'HAS_ENCODER', 'LevelMatrix', 'LevelParams', 'LutMatrix', 'NNP_VERSION', 'NnpFileWriter', 'NnpReader', 'QuantMethod', 'QuantOptions', 'QuantResult', 'RowGroupMatrix', 'Storage', 'TensorInput', 'TensorRole', 'WriterOptions', 'channel_scale_exps_of', 'channel_scales_of_exps', 'choose_format', 'decode_levels', 'dequantize', 'detect_isa', 'encode_levels', 'estimate_bits', 'isa_supported', 'level_stream_info', 'nnp_validate', 'quantize', 'rate_bits', 'write_nnp']
 class FormatError(ValueError):
     pass
 class DType:
@@ -420,7 +420,7 @@ class LevelMatrix:
         """
     def matmul(self, x: numpy.ndarray, out: typing.Any = None, isa: str | None = None, threads: typing.SupportsInt | typing.SupportsIndex = 1, activations: str = 'float32') -> numpy.ndarray:
         """
-        Y = X @ W.T for X float32 [..., cols] (e.g. [cols], [batch, cols], [batch, tokens, cols]), C-contiguous; returns float32 [..., rows], written into `out` if given (C-contiguous float32 of that shape, not overlapping x). GIL released. isa: None (automatic, NNPRESS_ISA honoured) or 'scalar'/'avx2'/'avx512'/'neon'; threads: 0 = as many as pay. activations: 'float32' (exact inputs) or 'int16' (each row of x rounded to int16 on its own scale, max|x| / 32767, then exact integer sums: opt-in, see nnpress/kernels/levels.h).
+        Y = X @ W.T for X float32 [..., cols] (e.g. [cols], [batch, cols], [batch, tokens, cols]), C-contiguous; returns float32 [..., rows], written into `out` if given (C-contiguous float32 of that shape, not overlapping x). GIL released. isa: None (automatic, NNPRESS_ISA honoured) or 'scalar'/'avx2'/'avx512'/'neon'; threads: 0 = as many as pay. activations: 'float32' (exact inputs) or 'int16' (each row of x rounded to integers in [-L, L] on its own scale max|x| / L, then exact integer sums: opt-in; L = 32767 for int8 dense parts, min(32767, (2^31 - 1) // (512 * max|u|)) for int16 ones, float32 when that is below 2047; see nnpress/kernels/levels.h).
         """
     def to_dense(self) -> numpy.typing.NDArray[numpy.float32]:
         """
@@ -446,6 +446,62 @@ class LevelMatrix:
     def outliers(self) -> int:
         """
         Entries held in the exact list, outside the dense part's int8 (or int16) range.
+        """
+    @property
+    def row_scale(self) -> numpy.ndarray:
+        ...
+    @property
+    def rows(self) -> int:
+        ...
+class LutMatrix:
+    """
+    Weights with at most 16 distinct reconstruction indices per row, as 4-bit codes into a 16-value table per row:
+    W[i, j] = row_scale[i] * col_scale[j] * table[i][code[i, j]] (nnpress/kernels/lut.h). Immutable, validated when built.
+    """
+    @staticmethod
+    def from_level_matrix(lm: LevelMatrix) -> LutMatrix:
+        """
+        The same weights as a LevelMatrix (ValueError for a row of more than 16 values).
+        """
+    @staticmethod
+    def from_levels(u: numpy.ndarray, row_scale: numpy.ndarray, col_scale: typing.Any = None) -> LutMatrix:
+        """
+        u: integer [rows, cols] (values within int32, at most 16 distinct per row, else ValueError naming the row); row_scale: [rows] finite > 0; col_scale: [cols] finite > 0 or None.
+        """
+    @staticmethod
+    def from_nnp(reader: NnpReader, index: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex = 1) -> LutMatrix:
+        """
+        From quantized tensor `index` of an open NnpReader (NnpFile.lut_matrix(name) is the friendly form): its levels, method, step and channel scales; the view rows = shape[0], cols = the rest.
+        """
+    def __repr__(self) -> str:
+        ...
+    def indices(self) -> numpy.typing.NDArray[numpy.int32]:
+        """
+        u as int32 [rows, cols].
+        """
+    def matmul(self, x: numpy.ndarray, out: typing.Any = None, isa: str | None = None, threads: typing.SupportsInt | typing.SupportsIndex = 1) -> numpy.ndarray:
+        """
+        Y = X @ W.T for X float32 [..., cols], C-contiguous; returns float32 [..., rows], written into `out` if given (C-contiguous float32 of that shape, not overlapping x). GIL released. isa: None (automatic, NNPRESS_ISA honoured) or 'scalar'/'avx2'/'avx512'/'neon'; threads: 0 = as many as pay.
+        """
+    def to_dense(self) -> numpy.typing.NDArray[numpy.float32]:
+        """
+        W as float32 [rows, cols].
+        """
+    @property
+    def col_scale(self) -> typing.Any:
+        ...
+    @property
+    def cols(self) -> int:
+        ...
+    @property
+    def max_values(self) -> int:
+        """
+        The most distinct values in one row (1..16).
+        """
+    @property
+    def nbytes(self) -> int:
+        """
+        Bytes held (codes, tables, scales).
         """
     @property
     def row_scale(self) -> numpy.ndarray:

@@ -241,6 +241,14 @@ class NnpFile:
         e = self.entry(name)
         return _core.LevelMatrix.from_nnp(self._r, e["index"], _threads(threads))
 
+    def lut_matrix(self, name: str, *, threads: int | None = None) -> _core.LutMatrix:
+        """A quantized tensor whose rows hold at most 16 distinct levels each as a table-lookup matrix
+        (``_core.LutMatrix``: a 4-bit code per weight and a 16-value table per row, ~0.5 byte per
+        weight; ``m.matmul(x)`` is ``x @ W.T``), built from the stored levels without a float copy.
+        ValueError for a raw tensor or a row with more than 16 values."""
+        e = self.entry(name)
+        return _core.LutMatrix.from_nnp(self._r, e["index"], _threads(threads))
+
     def verify(self) -> None:
         """Check every chunk's CRC without decoding (FormatError on a mismatch)."""
         self._r.verify_checksums()

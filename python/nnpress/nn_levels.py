@@ -32,14 +32,17 @@ Contract
     ``"int8x2"``: the levels as two int8 digits in one integer GEMM (no remainder);
   * ``"cser"``, ``"cer"``, ``"codebook"``: nnpress's sparse / codebook kernels (from the decoded
     weights; the codebook holds at most 16 distinct values).
+  * ``"lut"``: nnpress's ``LutMatrix`` (``nnpress/kernels/lut.h``): layers whose every row holds at
+    most 16 distinct levels, as a 4-bit code per weight and a 16-value table per row, products by
+    table lookup with float32 activations (exact up to float32 summation order); 0.5 byte per weight.
   * ``"auto"``: every candidate that can hold the layer is built and timed at the layer's real
     input, ``batch`` rows (tokens x sentences for a transformer) by in_features: median of a few
     calls on the calling thread's CPU time, the caches refilled with other data before each call
     (in a forward pass a layer's weights come from memory, not from a hot cache), three
     interleaved rounds. Formats within 10 % of the fastest count as equally fast and the one
     holding fewest bytes among them is kept. Candidates: dense, levels (if built), CSER / codebook
-    (<= 65536 / 16 values), and the rounding formats int8, int8x2, levels16 unless ``act_digits``
-    is None; ``candidates=`` narrows the list.
+    (<= 65536 / 16 values), lut (<= 16 levels in every row), and the rounding formats int8,
+    int8x2, levels16 unless ``act_digits`` is None; ``candidates=`` narrows the list.
 - ``act_digits`` (1, 2 or 3; None = exact formats only): the activation precision of the int8
   formats (2: 15 bits per token, 3: 22 bits). A forced rounding format needs it.
 - ``embeddings``: "auto"/"levels" (quantized tables as :class:`LevelEmbedding`: levels in 6-bit
@@ -90,14 +93,16 @@ __all__ = [
     "held_nbytes",
     "level_tensor",
     "levels_plan",
+    "max_row_values",
     "params_on_meta",
     "plan",
 ]
 
-LINEAR_FORMATS = ("auto", "dense", "int8", "int8x2", "levels", "levels16", "cser", "codebook", "cer")
+LINEAR_FORMATS = ("auto", "dense", "int8", "int8x2", "levels", "levels16", "cser", "codebook", "cer", "lut")
 EMBEDDING_FORMATS = ("auto", "levels", "dense")
 _TIE = 1.10  # formats within this factor of the fastest count as equally fast (timing noise)
 _MAX_VALUES = 65536
+_LUT_VALUES = 16  # distinct levels per row the "lut" format holds
 _ROW_BLOCK_ELEMENTS = 1 << 20  # elements per block when a large table is processed row block by row block
 
 
@@ -341,6 +346,33 @@ class _Levels:
         return y if bias is None else y.add_(bias)
 
 
+class _Lut:
+    """nnpress's LutMatrix: a 4-bit code per weight into a 16-value table per row (<= 16 levels per row)."""
+
+    format = "lut"
+
+    def __init__(self, lt: LevelTensor, isa: str | None, threads: int) -> None:
+        if lt.file is not None:  # straight from the file's levels (NnpFile.lut_matrix)
+            self.m = lt.file.lut_matrix(lt.name, threads=1)
+        else:
+            col = None if lt.col_scale is None else lt.col_scale.astype(np.float32)
+            self.m = _core.LutMatrix.from_levels(np.ascontiguousarray(lt.u), lt.row_scale.astype(np.float32), col)
+        self.isa, self.threads = isa, threads
+        self.nbytes = int(self.m.nbytes)
+
+    def __call__(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        y = torch.from_numpy(self.m.matmul(x.numpy(), isa=self.isa, threads=self.threads))
+        return y if bias is None else y.add_(bias)
+
+
+def max_row_values(u: np.ndarray) -> int:
+    """The most distinct values in one row of a 2-D array (the "lut" format holds up to 16)."""
+    if u.size == 0:
+        return 0
+    s = np.sort(u, axis=1)
+    return int((np.diff(s, axis=1) != 0).sum(axis=1).max()) + 1
+
+
 class _RowGroup:
     """CSER / CER / codebook: the nnpress kernels take x as (in, n) columns."""
 
@@ -374,6 +406,10 @@ def _build(fmt: str, lt: LevelTensor, w: np.ndarray | None, *, act_digits, isa, 
         if fmt == "levels16" and act_digits is None:
             raise ValueError('format "levels16" rounds activations to int16: give act_digits (any of 1, 2, 3)')
         return _Levels(lt, isa, threads, "float32" if fmt == "levels" else "int16")
+    if fmt == "lut":
+        if not hasattr(_core, "LutMatrix"):
+            raise ValueError('format "lut" needs nnpress\'s LutMatrix kernels, which this build lacks')
+        return _Lut(lt, isa, threads)
     if fmt in ("cser", "codebook", "cer"):
         return _RowGroup(fmt, lt.dequantize().reshape(lt.u.shape) if w is None else w, isa, threads)
     raise ValueError(f"unknown format {fmt!r}")
@@ -410,6 +446,8 @@ def _choose(lt: LevelTensor, batch: int, *, act_digits, isa, threads, candidates
     w = lt.dequantize().reshape(lt.u.shape)
     if _num_values(w) <= _MAX_VALUES:
         cands += ["cser", "codebook"]
+    if hasattr(_core, "LutMatrix") and max_row_values(lt.u) <= _LUT_VALUES:
+        cands.append("lut")
     cands = [c for c in cands if candidates is None or c in candidates]
     if not cands:
         raise ValueError(f"none of the candidate formats {tuple(candidates)} can hold layer {lt.name!r}")

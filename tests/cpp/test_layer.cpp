@@ -20,7 +20,7 @@ using namespace nnpress;
 
 static const std::string kDir = std::string(NNPRESS_TEST_DATA_DIR) + "/golden/";
 static const LayerFormat kFormats[] = {LayerFormat::kLevels, LayerFormat::kLevelsCols, LayerFormat::kCSER,
-                                       LayerFormat::kCER, LayerFormat::kCodebook};
+                                       LayerFormat::kCER,    LayerFormat::kCodebook,   LayerFormat::kLut};
 
 static bool is_levels(LayerFormat f) { return f == LayerFormat::kLevels || f == LayerFormat::kLevelsCols; }
 
@@ -76,6 +76,20 @@ static bool forward_matches(const Model& m, const Layer& layer, const std::strin
   return ok;
 }
 
+// The largest number of distinct levels u in one row (0 without levels).
+static size_t max_row_levels(const Model& m, const std::string& weight) {
+  levels::LevelMatrix lm;
+  if (!m.decode_level_matrix(weight, &lm).ok()) return 0;
+  std::vector<int32_t> u(size_t(lm.rows()) * lm.cols());
+  lm.indices(u.data());
+  size_t most = 0;
+  for (uint32_t r = 0; r < lm.rows(); ++r) {
+    std::set<int32_t> row(u.begin() + size_t(r) * lm.cols(), u.begin() + size_t(r + 1) * lm.cols());
+    most = std::max(most, row.size());
+  }
+  return most;
+}
+
 static size_t distinct_values(const Model& m, const std::string& weight) {
   std::vector<float> w;
   if (!m.decode_float32(weight, &w).ok()) return 0;
@@ -103,6 +117,7 @@ static void test_formats_match_reference() {
       {"golden_v1_mixed.nnp", "bn.running_mean", ""},    // raw, 1 x 6
       {"golden_v1_mixed.nnp", "head.weight", ""},        // alias of a bfloat16 tensor
   };
+  int lut_held = 0;
   for (const Case& c : cases) {
     const Model m = open(c.file);
     TensorSummary sm;
@@ -120,7 +135,11 @@ static void test_formats_match_reference() {
         // Levels: quantized tensors whose dtype holds the step * u values (float32/float64); a float16 or
         // bfloat16 tensor's decoded values are rounded to its dtype, which the level matrix would not be.
         const bool wide_dtype = sm.dtype == DType::kFloat32 || sm.dtype == DType::kFloat64;
-        const bool can = is_levels(f) ? quantized && wide_dtype : f == LayerFormat::kCodebook ? values <= 16 : true;
+        const bool can = is_levels(f)                  ? quantized && wide_dtype
+                         : f == LayerFormat::kCodebook ? values <= 16
+                         : f == LayerFormat::kLut      ? quantized && wide_dtype && max_row_levels(m, c.weight) <= 16
+                                                       : true;
+        lut_held += f == LayerFormat::kLut && can && !relu;
         CHECK(s.ok() == can);
         if (!s.ok()) {
           CHECK(s.code() == StatusCode::kInvalidArgument);
@@ -128,7 +147,19 @@ static void test_formats_match_reference() {
           continue;
         }
         CHECK(layer.format() == f && layer.forced() && layer.batch() == 4);
-        CHECK(layer.layout() == (f == LayerFormat::kLevels ? Layout::kItemRows : Layout::kItemCols));
+        CHECK(layer.layout() ==
+              (f == LayerFormat::kLevels || f == LayerFormat::kLut ? Layout::kItemRows : Layout::kItemCols));
+        // The lookup kernels on every ISA this CPU runs.
+        if (f == LayerFormat::kLut) {
+          for (Isa isa : {Isa::kScalar, Isa::kNeon, Isa::kAvx2, Isa::kAvx512}) {
+            if (!isa_supported(isa)) continue;
+            LayerOptions io = o;
+            io.isa = isa;
+            Layer li;
+            CHECK(Layer::create(m, c.weight, 4, io, &li).ok());
+            CHECK(forward_matches(m, li, c.weight, c.bias, relu));
+          }
+        }
         // The level-columns kernel on every ISA this CPU runs (generic, AVX2, AVX-512 copies).
         if (f == LayerFormat::kLevelsCols) {
           for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
@@ -146,6 +177,7 @@ static void test_formats_match_reference() {
       }
     }
   }
+  CHECK(lut_held >= 1);  // the lookup format was exercised on a golden tensor
 }
 
 // Automatic choice: every candidate that can hold the tensor is timed, the fastest is kept, the others
@@ -158,11 +190,12 @@ static void test_measured_choice() {
   Status s = Layer::create(m, "big.weight", 7, o, &layer);
   CHECK(s.ok());
   CHECK(!layer.forced() && layer.batch() == 7 && layer.rows() == 40 && layer.cols() == 33);
-  CHECK(layer.timings().size() == 4);  // levels, levels_cols, CSER, codebook (CER only when named)
+  CHECK(layer.timings().size() == 5);  // levels, levels_cols, CSER, codebook, lut (CER only when named)
   const bool cb_ok = distinct_values(m, "big.weight") <= 16;
+  const bool lut_ok = max_row_levels(m, "big.weight") <= 16;
   double best = 1e9;
   for (const FormatTiming& t : layer.timings()) {
-    const bool expect_ok = t.format != LayerFormat::kCodebook || cb_ok;
+    const bool expect_ok = t.format == LayerFormat::kCodebook ? cb_ok : t.format == LayerFormat::kLut ? lut_ok : true;
     CHECK(t.format != LayerFormat::kCER);
     CHECK(t.status.ok() == expect_ok);
     if (t.status.ok()) {
@@ -342,6 +375,67 @@ static void test_written_levels() {
     }
   }
 }
+
+// Written here: <= 16 levels per row (a different set in every row, some beyond int8), trellis with row and
+// column scales; the automatic choice times the lookup format, forced it matches the reference on every
+// ISA; a row of 17 levels makes it skip with its reason.
+static void test_written_lut() {
+  const uint32_t rows = 45, cols = 77;
+  std::mt19937 rng(9);
+  std::vector<int32_t> lv(rows * cols);
+  for (uint32_t r = 0; r < rows; ++r) {
+    int32_t vals[8];  // trellis levels k: u = 2k or 2k -+ 1, so 8 levels give at most 16 u
+    for (int32_t& v : vals) v = int32_t(rng() % 401) - 200;
+    for (uint32_t j = 0; j < cols; ++j) lv[r * cols + j] = vals[rng() % 8];
+  }
+  std::vector<int32_t> wide = lv;
+  for (uint32_t j = 0; j < 17; ++j) wide[5 * cols + j] = int32_t(j) * 3 - 20;
+  std::vector<int8_t> rexp(rows), cexp(cols);
+  for (auto& e : rexp) e = int8_t(int(rng() % 40) - 20);
+  for (auto& e : cexp) e = int8_t(int(rng() % 40) - 20);
+  std::vector<TensorInput> in(2);
+  const char* names[] = {"lut.weight", "wide.weight"};
+  for (size_t t = 0; t < 2; ++t) {
+    in[t].name = names[t];
+    in[t].storage = Storage::kQuantized;
+    in[t].shape = {rows, cols};
+    in[t].levels = t ? wide.data() : lv.data();
+    in[t].method = t ? QuantMethod::kNearest : QuantMethod::kTrellis;
+    in[t].step = 0.0021;
+    in[t].row_scale_exp = rexp.data();
+    in[t].col_scale_exp = cexp.data();
+  }
+  std::vector<uint8_t> file;
+  CHECK(write_container(in, WriterOptions(), &file).ok());
+  Model m;
+  CHECK(Model::open_memory(file.data(), file.size(), &m).ok());
+  CHECK(max_row_levels(m, "lut.weight") <= 16 && max_row_levels(m, "lut.weight") > 8);
+  LayerOptions o;
+  o.repetitions = 2;
+  Layer layer;
+  CHECK(Layer::create(m, "lut.weight", 16, o, &layer).ok());
+  bool timed = false;
+  for (const FormatTiming& t : layer.timings())
+    timed |= t.format == LayerFormat::kLut && t.status.ok() && t.seconds > 0;
+  CHECK(timed);
+  CHECK(forward_matches(m, layer, "lut.weight", "", false));
+  for (Isa isa : {Isa::kScalar, Isa::kNeon, Isa::kAvx2, Isa::kAvx512}) {
+    if (!isa_supported(isa)) continue;
+    LayerOptions f;
+    f.format = LayerFormat::kLut;
+    f.isa = isa;
+    CHECK(Layer::create(m, "lut.weight", 3, f, &layer).ok());
+    // 16 bytes per 32 columns + a 64-byte table per row (+ alignment), and the scales
+    CHECK(layer.weight_bytes() <= size_t(rows) * (3 * 16 + 64) + 64 + (rows + cols) * 4);
+    CHECK(forward_matches(m, layer, "lut.weight", "", false));
+  }
+  CHECK(Layer::create(m, "wide.weight", 4, o, &layer).ok());
+  CHECK(layer.format() != LayerFormat::kLut);
+  bool skipped = false;
+  for (const FormatTiming& t : layer.timings())
+    skipped |= t.format == LayerFormat::kLut && t.status.message().find("row 5") != std::string::npos;
+  CHECK(skipped);
+}
 #endif
 
 static void test_names() {
@@ -361,6 +455,7 @@ int main() {
   test_errors();
 #ifdef NNPRESS_WITH_ENCODER
   test_written_levels();
+  test_written_lut();
 #endif
   test_names();
   return TEST_MAIN_RESULT();

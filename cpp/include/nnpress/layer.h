@@ -14,12 +14,15 @@
 //                                          kernel (below) for few rows x many items (convolutions)
 //                  LayerFormat::kCSER      value-shared sparse rows (sparse/kernels.h)
 //                  LayerFormat::kCodebook  4-bit indices into 16 values (<= 16 distinct values only)
+//                  LayerFormat::kLut       4-bit codes into a 16-value table per row (kernels/lut.h;
+//                                          <= 16 distinct levels in every row)
 //                  LayerFormat::kCER       CSER's groups in global value order plus padding groups, so
 //                                          never less work than CSER: timed only when named in
 //                                          options.candidates
 //     A format that cannot hold the tensor (levels: a raw, unquantized tensor, or a float16/bfloat16 one,
 //     whose decoded weights are rounded to its dtype; CER/CSER: more than 65536 values; codebook: more
-//     than 16) is skipped; its reason is kept in timings(). No candidate at all: kInvalidArgument naming
+//     than 16; lut: a row with more than 16 levels, or a raw or float16/bfloat16 tensor as levels) is
+//     skipped; its reason is kept in timings(). No candidate at all: kInvalidArgument naming
 //     the tensor and every reason.
 //   Timing: every candidate runs one untimed round, then `repetitions` rounds interleave the
 //     candidates (A, B, C, A, B, C, ...); each keeps its fastest round (the least disturbed by other
@@ -36,7 +39,7 @@
 //     ("conv1.weight=levels,...") fed back via parse_layer_format() reproduces a choice exactly.
 //   forward(X, x_len, batch, Y, y_len): Y = act(W X + b), in the layout of the chosen format
 //     (layout()):
-//       Layout::kItemRows  X: batch x cols, row-major (one row per item); Y: batch x rows   (levels)
+//       Layout::kItemRows  X: batch x cols, row-major (one row per item); Y: batch x rows   (levels, lut)
 //       Layout::kItemCols  X: cols x batch, row-major (one column per item); Y: rows x batch (CER/CSER/
 //                          codebook)
 //       (kLevelsCols has the kItemCols layout.)
@@ -87,8 +90,8 @@
 
 namespace nnpress {
 
-enum class LayerFormat : int { kAuto = 0, kLevels = 1, kCSER = 2, kCER = 3, kCodebook = 4, kLevelsCols = 5 };
-// "auto", "levels", "cser", "cer", "codebook", "levels_cols".
+enum class LayerFormat : int { kAuto = 0, kLevels = 1, kCSER = 2, kCER = 3, kCodebook = 4, kLevelsCols = 5, kLut = 6 };
+// "auto", "levels", "cser", "cer", "codebook", "levels_cols", "lut".
 const char* layer_format_name(LayerFormat f);
 // Parses the names above (lower case); false for anything else.
 bool parse_layer_format(const std::string& name, LayerFormat* out);
@@ -137,7 +140,9 @@ class Layer {
   uint32_t cols() const { return cols_; }
   size_t batch() const { return batch_; }  // the batch the choice was made for
   LayerFormat format() const { return format_; }
-  Layout layout() const { return format_ == LayerFormat::kLevels ? Layout::kItemRows : Layout::kItemCols; }
+  Layout layout() const {
+    return format_ == LayerFormat::kLevels || format_ == LayerFormat::kLut ? Layout::kItemRows : Layout::kItemCols;
+  }
   bool forced() const { return forced_; }
   // Every candidate considered, in the order timed (one entry when forced); skipped ones carry their
   // reason in status.
