@@ -97,6 +97,7 @@ __all__ = [
 LINEAR_FORMATS = ("auto", "dense", "int8", "int8x2", "levels", "levels16", "cser", "codebook", "cer")
 EMBEDDING_FORMATS = ("auto", "levels", "dense")
 _TIE = 1.10  # formats within this factor of the fastest count as equally fast (timing noise)
+_DROP = 2.0  # after the first timed round, candidates this many times slower than the fastest are dropped
 _MAX_VALUES = 65536
 _ROW_BLOCK_ELEMENTS = 1 << 20  # elements per block when a large table is processed row block by row block
 
@@ -125,6 +126,18 @@ class LevelTensor:
         self.u, self.row_scale, self.col_scale = u, row_scale, col_scale
         self.method, self.step = method, step
 
+    def row_blocks(self, max_elements: int = 1 << 20) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, reconstruction indices of a block of rows) over the rows x cols view, in row
+        order: slices of ``u`` when it is held, else decoded from the file a chunk at a time (a tensor
+        read with ``level_tensor(..., lazy=True)``), so that only one block of int32 is held."""
+        if self.u is not None:
+            block = max(1, max_elements // max(1, self.u.shape[1]))
+            for i in range(0, self.u.shape[0], block):
+                yield i, self.u[i : i + block]
+            return
+        for i, k in self.file.iter_level_rows(self.name, max_elements):
+            yield i, _reconstruction_indices(k, self.method, self.name)
+
     def dequantize(self) -> np.ndarray:
         """float32 weights of the tensor's shape, bit-identical to the file's decoder."""
         u = self.u.astype(np.int32)
@@ -133,30 +146,33 @@ class LevelTensor:
         return w.reshape(self.shape)
 
 
-def level_tensor(f: NnpFile, name: str) -> LevelTensor:
+def _reconstruction_indices(k2: np.ndarray, method, name: str) -> np.ndarray:
+    """The reconstruction index u of each level of the rows k2 (w = u * step_ij), in place: the level
+    itself, or along the dependent-quantization state machine (restarting at every row); step 1
+    makes the decoder return u exactly (|u| < 2^24). A block of rows at a time, so that only a
+    small float block is made."""
+    if method == _core.QuantMethod.trellis:
+        block = max(1, _ROW_BLOCK_ELEMENTS // max(1, k2.shape[1]))
+        for i in range(0, k2.shape[0], block):
+            ui = _core.dequantize(np.ascontiguousarray(k2[i : i + block]), 1.0, method)
+            if np.abs(ui).max(initial=0) >= 2**24:
+                raise ValueError(f"tensor {name!r}: reconstruction indices beyond 2^24 are not supported")
+            k2[i : i + block] = ui
+    return k2
+
+
+def level_tensor(f: NnpFile, name: str, *, lazy: bool = False) -> LevelTensor:
     """The levels of the quantized tensor ``name`` of ``f`` as a :class:`LevelTensor` (ValueError for
-    a tensor stored raw)."""
+    a tensor stored raw). ``lazy``: no levels are read now (``u`` is None); ``row_blocks()`` decodes
+    them from the file a chunk at a time."""
     e = f.entry(name)
     target = f.entry(e["alias_of"]) if e["storage"] == "alias" else e
     if target["storage"] != "quantized":
         raise ValueError(f"tensor {name!r} is stored {target['storage']}, not quantized: it has no levels")
-    k = f.read_levels(name)
     shape = tuple(int(d) for d in e["shape"])
     rows = shape[0] if len(shape) >= 2 else 1
-    k2 = k.reshape(rows, -1)
     method = _core.QuantMethod.__members__[target["method"]]
-    # the reconstruction index u of each level (w = u * step_ij): the level itself, or along the
-    # dependent-quantization state machine (restarting at every row); step 1 makes the decoder
-    # return u exactly (|u| < 2^24). Done in place, a block of rows at a time, so that building a
-    # large table holds its int32 levels and a small float block only.
-    u = k2
-    if method == _core.QuantMethod.trellis:
-        block = max(1, _ROW_BLOCK_ELEMENTS // max(1, k2.shape[1]))
-        for i in range(0, rows, block):
-            ui = _core.dequantize(np.ascontiguousarray(k2[i : i + block]), 1.0, method)
-            if np.abs(ui).max(initial=0) >= 2**24:
-                raise ValueError(f"tensor {name!r}: reconstruction indices beyond 2^24 are not supported")
-            u[i : i + block] = ui
+    u = None if lazy else _reconstruction_indices(f.read_levels(name).reshape(rows, -1), method, name)
     rexp, cexp = f.channel_scale_exps(name)
     step = float(target["step"])
     row = np.full(rows, step) if rexp is None else step * _core.channel_scales_of_exps(np.asarray(rexp, np.int8))
@@ -424,17 +440,33 @@ def _choose(lt: LevelTensor, batch: int, *, act_digits, isa, threads, candidates
         return b, {}
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, lt.u.shape[1], generator=gen)
-    times: dict[str, list[float]] = {c: [] for c in built}
-    flush = torch.zeros(_FLUSH_BYTES // 1, dtype=torch.uint8)
+    pick, times = _race(built, {c: b.nbytes for c, b in built.items()}, x, reps=reps)
+    return built[pick], times
+
+
+def _race(fns: dict, nbytes: dict, x: torch.Tensor, *, reps: int = 7, rounds: int = 3) -> tuple[str, dict]:
+    """(name of the pick, {name: µs}) of the candidates ``fns`` (name -> callable on x) timed on x:
+    ``rounds`` interleaved rounds (a load burst hits every candidate alike), each the median of
+    ``reps`` calls (_time_us); a candidate slower than _DROP x the fastest in the first round is not
+    timed again (it cannot end within _TIE of the fastest). Each keeps its fastest round; among those
+    within _TIE of the fastest, the one holding fewest bytes (``nbytes``) is picked."""
+    if len(fns) == 1:
+        return next(iter(fns)), {}
+    times: dict[str, list[float]] = {c: [] for c in fns}
+    flush = torch.zeros(_FLUSH_BYTES, dtype=torch.uint8)
+    alive = list(fns)
     with torch.no_grad():
-        for _ in range(3):  # interleaved rounds: a load burst hits every candidate alike
-            for c, b in built.items():
-                times[c].append(_time_us(b, x, reps, flush))
+        for r in range(rounds):
+            for c in alive:
+                times[c].append(_time_us(fns[c], x, reps, flush))
+            if r == 0:
+                first = min(times[c][0] for c in alive)
+                alive = [c for c in alive if times[c][0] <= first * _DROP]
     best = {c: min(v) for c, v in times.items()}
     fastest = min(best.values())
     tied = [c for c in best if best[c] <= fastest * _TIE]
-    pick = min(tied, key=lambda c: (built[c].nbytes, best[c]))
-    return built[pick], {c: round(v, 2) for c, v in best.items()}
+    pick = min(tied, key=lambda c: (nbytes[c], best[c]))
+    return pick, {c: round(v, 2) for c, v in best.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -527,20 +559,20 @@ class LevelEmbedding(nn.Module):
         super().__init__()
         if emb.max_norm is not None:
             raise ValueError("LevelEmbedding does not support max_norm")
-        u = lt.u
-        self.num_embeddings, self.embedding_dim = u.shape
+        rows, cols = lt.shape[0], int(np.prod(lt.shape[1:]))
+        size = rows * cols
+        self.num_embeddings, self.embedding_dim = rows, cols
         self.padding_idx = emb.padding_idx
-        rows, cols = u.shape
-        block = max(1, _ROW_BLOCK_ELEMENTS // cols)
-        # entries beyond each storage's range, counted a block of rows at a time (no table-sized copies)
+        # entries beyond each storage's range, counted a block of rows at a time (no table-sized
+        # copies; a lazy LevelTensor decodes its levels once for this pass and once to store them)
         beyond = {6: 0, 8: 0, 16: 0}
-        for i in range(0, rows, block):
-            a = np.abs(u[i : i + block])
+        for _, ui in lt.row_blocks(_ROW_BLOCK_ELEMENTS):
+            a = np.abs(ui)
             for b, lim in ((6, 31), (8, 127), (16, 32767)):
                 beyond[b] += int(np.count_nonzero(a > lim))
-        cost = {16: u.size * 2 + beyond[16] * 12, 8: u.size + beyond[8] * 12}
+        cost = {16: size * 2 + beyond[16] * 12, 8: size + beyond[8] * 12}
         if cols % 4 == 0:
-            cost[6] = u.size * 3 // 4 + beyond[6] * 12
+            cost[6] = size * 3 // 4 + beyond[6] * 12
         self.bits = min(cost, key=lambda b: (cost[b], b))
         lim = {6: 31, 8: 127, 16: 32767}[self.bits]
         if self.bits == 6:
@@ -549,14 +581,13 @@ class LevelEmbedding(nn.Module):
             self.levels = torch.empty((rows, cols), dtype=torch.int8 if self.bits == 8 else torch.int16)
         store = self.levels.numpy()
         rr, cc, vv = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
-        for i in range(0, rows, block):
-            ui = u[i : i + block]
+        for i, ui in lt.row_blocks(_ROW_BLOCK_ELEMENTS):
             clipped = np.clip(ui, -lim, lim)
             r, c = np.nonzero(ui != clipped)
             rr.append(r + i)
             cc.append(c)
             vv.append((ui[r, c] - clipped[r, c]).astype(np.float32))
-            store[i : i + block] = _pack6(clipped + 32) if self.bits == 6 else clipped
+            store[i : i + ui.shape[0]] = _pack6(clipped + 32) if self.bits == 6 else clipped
         self.rest_row = torch.from_numpy(np.concatenate(rr).astype(np.int32))
         self.rest_col = torch.from_numpy(np.concatenate(cc).astype(np.int64))
         self.rest_val = torch.from_numpy(np.concatenate(vv))
@@ -720,7 +751,7 @@ def _embedding_module(name, mod, f, embeddings):
         if embeddings == "levels":
             raise ValueError(f"embedding {name!r}: its weight is stored raw (not quantized), so it has no levels")
         return None
-    m = LevelEmbedding(level_tensor(f, key), mod)
+    m = LevelEmbedding(level_tensor(f, key, lazy=True), mod)
     m.info = {
         "name": name,
         "kind": "embedding",
@@ -746,19 +777,22 @@ def from_nnp(
     candidates=None,
     strict: bool = True,
     inplace: bool = False,
+    example_inputs=None,
 ) -> nn.Module:
     """``model`` running on the levels of the ``.nnp`` file ``nnp`` (see the module docs)."""
     import copy
 
+    from . import nn_conv
     from .loading import load_state_dict
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"from_nnp expects a torch.nn.Module, got {type(model).__name__}")
+    any_format = LINEAR_FORMATS + nn_conv.CONV_ONLY_FORMATS
     if isinstance(format, str):
-        _check_format(format, "", LINEAR_FORMATS)
+        _check_format(format, "", any_format)
     elif isinstance(format, dict):
         for k, v in format.items():
-            _check_format(v, k, LINEAR_FORMATS)
+            _check_format(v, k, any_format)
     else:
         raise TypeError("format must be a string or a dict {module name: format}")
     _check_format(embeddings, "embeddings", EMBEDDING_FORMATS)
@@ -772,11 +806,19 @@ def from_nnp(
             _check_format(c, "candidates", LINEAR_FORMATS[1:])
     f = nnp if isinstance(nnp, NnpFile) else NnpFile(nnp)
     _check_names(model, f, strict)
+    if isinstance(format, str) and format in nn_conv.CONV_ONLY_FORMATS:
+        lin = [n for n, _, k in _targets(model, "dense") if k == "linear"]
+        if lin:
+            raise ValueError(f"format {format!r} is for convolutions only; the model has Linear layers, e.g. {lin[:3]}")
     if isinstance(format, dict):
         known = {n for n, _, k in _targets(model, "dense") if k == "linear"}
-        bad = sorted(set(format) - known)
+        convs = {n for n, _ in nn_conv.conv_targets(model)}
+        bad = sorted(set(format) - known - convs)
         if bad:
-            raise ValueError(f"format names modules that are not Linear layers of the model: {bad[:5]}")
+            raise ValueError(f"format names modules that are not Linear or convolution layers of the model: {bad[:5]}")
+        bad = sorted(n for n in set(format) & known if format[n] in nn_conv.CONV_ONLY_FORMATS)
+        if bad:
+            raise ValueError(f"format {format[bad[0]]!r} is for convolutions only; {bad[:5]} are Linear layers")
     out = model if inplace else copy.deepcopy(model)
     replaced = []
     for name, mod, kind in _targets(out, embeddings):
@@ -803,10 +845,33 @@ def from_nnp(
         parent_name, _, child = name.rpartition(".")
         parent = out.get_submodule(parent_name) if parent_name else out
         setattr(parent, child, new)
+    for name, mod in [] if isinstance(out, (LevelLinear, LevelEmbedding)) else nn_conv.conv_targets(out):
+        fmt = format.get(name, "auto") if isinstance(format, dict) else format
+        new = nn_conv.conv_module(
+            name,
+            mod,
+            f,
+            fmt,
+            act_digits=act_digits,
+            isa=isa,
+            threads=threads,
+            forced=isinstance(format, dict) and name in format,
+        )
+        if name == "":
+            out = new
+            break
+        parent_name, _, child = name.rpartition(".")
+        parent = out.get_submodule(parent_name) if parent_name else out
+        setattr(parent, child, new)
+    for name, mod in nn_conv.other_convs(out):
+        mod.nnpress_info = nn_conv.torch_kept_info(name, mod)
     _materialize(out)
     # everything not replaced: decoded into the model tensor by tensor
     load_state_dict(out, f, strict=False)
     out.eval()
+    nn_conv.choose(
+        out, f, example_inputs, act_digits=act_digits, isa=isa, threads=threads, candidates=candidates, race=_race
+    )
     _release_free_memory()
     return out
 
@@ -833,18 +898,26 @@ def held_nbytes(model: nn.Module) -> int:
         if key not in seen:
             seen.add(key)
             total += t.numel() * t.element_size()
+    from .nn_conv import LevelConv
+
     for m in model.modules():
-        if isinstance(m, LevelLinear):
-            total += m.weight_nbytes
-        elif isinstance(m, LevelEmbedding):
+        if isinstance(m, (LevelLinear, LevelEmbedding, LevelConv)):
             total += m.weight_nbytes
     return total
 
 
 def levels_plan(model: nn.Module) -> list[dict]:
     """The choice made for each converted layer of ``model`` (one dict per layer, module docs)."""
-    kinds = (LevelLinear, LevelEmbedding, DenseLinear)
-    return [dict(m.info) for _, m in model.named_modules() if isinstance(m, kinds)]
+    from .nn_conv import LevelConv
+
+    kinds = (LevelLinear, LevelEmbedding, DenseLinear, LevelConv)
+    out = []
+    for _, m in model.named_modules():
+        if isinstance(m, kinds):
+            out.append(dict(m.info))
+        elif isinstance(getattr(m, "nnpress_info", None), dict):  # a convolution left to torch
+            out.append(dict(m.nnpress_info))
+    return out
 
 
 def plan(model: nn.Module, nnp, format: Any = "auto", **kwargs) -> list[dict]:

@@ -1,0 +1,220 @@
+"""Convolutions through nnpress.nn.convert: every format gives torch's convolution on the decompressed
+weights (exactly for "dense" and "decoded", to float32 rounding for the im2col formats), for every
+stride, padding, dilation, padding mode and grouping torch's Conv1d / Conv2d take; grouped ones are
+refused by the im2col formats with a reason in the plan; the digits CNN predicts as the decompressed
+model does."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import nnpress  # noqa: E402
+import nnpress.nn as nnn  # noqa: E402
+from nnpress import nn_conv, nn_levels  # noqa: E402
+from nnpress.container import TensorRecord, write_nnp  # noqa: E402
+
+LEVELS = ["levels"] if nn_levels.has_level_kernels() else []
+LEVELS16 = ["levels16"] if nn_levels.has_level_kernels() else []
+EXACT = ["dense", "decoded"]
+IM2COL_EXACT = ["cser", "cer", *LEVELS]  # float32 activations: float32 rounding and order only
+
+# (name, constructor): every geometry torch's Conv1d / Conv2d accept that the formats must honour
+GEOMETRIES = {
+    "plain": lambda: nn.Conv2d(3, 8, 3),
+    "pad1": lambda: nn.Conv2d(3, 8, 3, padding=1),
+    "stride2_pad2": lambda: nn.Conv2d(3, 5, 5, stride=2, padding=2),
+    "rect": lambda: nn.Conv2d(4, 6, (3, 1), stride=(1, 2), padding=(1, 0)),
+    "dilated": lambda: nn.Conv2d(3, 4, 3, dilation=2, padding=2, bias=False),
+    "same_even": lambda: nn.Conv2d(3, 4, 4, padding="same"),
+    "valid": lambda: nn.Conv2d(3, 4, 2, padding="valid"),
+    "reflect": lambda: nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"),
+    "circular": lambda: nn.Conv2d(3, 4, 3, padding=(2, 1), padding_mode="circular"),
+    "replicate_stride": lambda: nn.Conv2d(2, 3, 3, stride=2, padding=1, padding_mode="replicate"),
+    "pointwise": lambda: nn.Conv2d(8, 16, 1),
+    "grouped": lambda: nn.Conv2d(4, 8, 3, padding=1, groups=2),
+    "depthwise": lambda: nn.Conv2d(6, 6, 3, padding=1, groups=6),
+    "c1d": lambda: nn.Conv1d(3, 7, 5, stride=2, padding=2),
+    "c1d_dil_reflect": lambda: nn.Conv1d(4, 5, 3, dilation=2, padding=2, padding_mode="reflect"),
+    "c1d_same": lambda: nn.Conv1d(2, 4, 4, padding="same", bias=False),
+}
+GROUPED = {"grouped", "depthwise"}
+
+
+class Convs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.ModuleDict({k: make() for k, make in GEOMETRIES.items()})
+
+    def forward(self, inputs: dict):
+        return {k: self.c[k](x) for k, x in inputs.items()}
+
+
+def _inputs(seed: int = 0, batch: int = 2) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for k, conv in Convs().c.items():
+        shape = (batch, conv.in_channels, 11) if isinstance(conv, nn.Conv1d) else (batch, conv.in_channels, 9, 10)
+        out[k] = torch.randn(*shape, generator=g)
+    return out
+
+
+@pytest.fixture(scope="module")
+def convs(tmp_path_factory):
+    torch.manual_seed(0)
+    model = Convs().eval()
+    path = str(tmp_path_factory.mktemp("nnconv") / "convs.nnp")
+    nnpress.compress(model, path)
+    decoded = Convs().eval()
+    decoded.load_state_dict(nnpress.decompress(path))
+    return model, path, decoded
+
+
+def _check(fast, decoded, fmt: str, inputs: dict) -> None:
+    with torch.no_grad():
+        ref, out = decoded(inputs), fast(inputs)
+    for k in GEOMETRIES:
+        assert out[k].shape == ref[k].shape, k
+        if fmt in EXACT or k in GROUPED:  # torch's conv on bit-identical weights
+            torch.testing.assert_close(out[k], ref[k], rtol=0, atol=0, msg=k)
+        elif fmt in ("int8", "int8x2", "levels16"):  # activations rounded per pixel row
+            tol = 2e-3 * float(ref[k].abs().max())
+            assert float((out[k] - ref[k]).abs().max()) <= tol, k
+        else:
+            torch.testing.assert_close(out[k], ref[k], rtol=1e-5, atol=1e-5, msg=k)
+
+
+@pytest.mark.parametrize("fmt", [*EXACT, *IM2COL_EXACT, "int8", "int8x2", *LEVELS16])
+def test_every_format_matches_torch_on_the_decompressed_weights(convs, fmt):
+    model, path, decoded = convs
+    fast = nnn.convert(model, fmt, nnp=path, act_digits=3)
+    _check(fast, decoded, fmt, _inputs())
+    _check(fast, decoded, fmt, _inputs(seed=1, batch=1))  # one image: the column formats' view path
+    plan = {p["name"]: p for p in nnn.levels_plan(fast)}
+    for k in GEOMETRIES:
+        p = plan[f"c.{k}"]
+        assert isinstance(fast.c[k], nn_conv.LevelConv) and not hasattr(fast.c[k], "weight")
+        if k in GROUPED and fmt not in EXACT:  # refused, visibly, and kept exact
+            assert p["format"] == "decoded" and "groups=" in " ".join(p["reasons"])
+        else:
+            assert p["format"] == fmt and p["reasons"] == []
+
+
+def test_decoded_weights_are_bit_identical_to_the_file_decoder(tmp_path):
+    """trellis levels beyond int8 and int16, row and column scales: the weights decoded per call equal
+    the file's decoder bit for bit, so the outputs equal torch's conv on them exactly."""
+    rng = np.random.default_rng(5)
+    path = str(tmp_path / "c.nnp")
+    lv = rng.integers(-60, 61, size=(6, 4, 3, 3)).astype(np.int32)
+    lv[0, 0, 0, 0] = 40000  # beyond int16: the levels are held as int32
+    rec = TensorRecord("conv.weight", "float32", "weight", "quantized", lv.shape, data=lv, method="trellis", step=0.01)
+    rec.row_scale_exp = rng.integers(-6, 7, size=6)
+    rec.col_scale_exp = rng.integers(-6, 7, size=4 * 9)
+    write_nnp(path, [rec, TensorRecord("conv.bias", "float32", "bias", "raw", (6,), data=np.ones(6, np.float32))])
+
+    class One(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(4, 6, 3, padding=1)
+
+    f = nnpress.NnpFile(path)
+    w = torch.from_numpy(f.read("conv.weight"))
+    fast = nnn.convert(One(), {"conv": "decoded"}, nnp=path)
+    assert fast.conv.backend.levels.dtype == torch.int32
+    assert torch.equal(fast.conv.backend.weight(), w)
+    x = torch.randn(2, 4, 7, 7)
+    with torch.no_grad():
+        ref = nn.functional.conv2d(x, w, torch.ones(6), padding=1)
+        assert torch.equal(fast.conv(x), ref)
+        for fmt in IM2COL_EXACT:
+            other = nnn.convert(One(), {"conv": fmt}, nnp=path)
+            torch.testing.assert_close(other.conv(x), ref, rtol=1e-5, atol=1e-4)
+
+
+def test_grouped_conv_named_for_an_im2col_format_raises(convs):
+    model, path, _ = convs
+    with pytest.raises(ValueError, match=r"c\.depthwise.*groups=6"):
+        nnn.convert(model, {"c.depthwise": "levels" if LEVELS else "cser"}, nnp=path)
+    assert {p["format"] for p in nnn.levels_plan(nnn.convert(model, "decoded", nnp=path))} == {"decoded"}
+
+    class Lin(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+    lpath = path.replace("convs.nnp", "lin.nnp")
+    nnpress.compress(Lin(), lpath)
+    for fmt in ("decoded", {"fc": "decoded"}):
+        with pytest.raises(ValueError, match="convolutions only"):
+            nnn.convert(Lin(), fmt, nnp=lpath)
+
+
+def test_auto_times_each_conv_at_its_real_input(convs):
+    model, path, decoded = convs
+    inputs = _inputs(batch=3)
+    fast = nnn.convert(model, nnp=path, example_inputs=(inputs,), act_digits=None)
+    plan = {p["name"]: p for p in nnn.levels_plan(fast)}
+    for k, x in inputs.items():
+        p = plan[f"c.{k}"]
+        assert p["input_shape"] == tuple(x.shape)
+        assert p["format"] in p["times_us"] and "decoded" in p["times_us"] and "dense" in p["times_us"]
+        if k in GROUPED:
+            assert set(p["times_us"]) == {"dense", "decoded"}
+    with torch.no_grad():
+        ref, out = decoded(inputs), fast(inputs)
+    for k in GEOMETRIES:
+        torch.testing.assert_close(out[k], ref[k], rtol=1e-5, atol=1e-5)
+    # without example inputs nothing is timed: decoded levels (exact), and the plan says why
+    lazy = nnn.convert(model, nnp=path)
+    for p in nnn.levels_plan(lazy):
+        assert p["format"] == "decoded" and p["times_us"] == {}
+        assert any("example_inputs" in r for r in p["reasons"])
+
+
+def test_bad_input_and_unconverted_convs(convs, tmp_path):
+    model, path, _ = convs
+    fast = nnn.convert(model, "dense", nnp=path)
+    with pytest.raises(ValueError, match="channels"):
+        fast.c["plain"](torch.randn(1, 4, 8, 8))
+    with pytest.raises(ValueError, match="4-d input"):
+        fast.c["plain"](torch.randn(3, 8, 8))
+
+    class Other(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.up = nn.ConvTranspose2d(3, 2, 2)
+            self.c3 = nn.Conv3d(2, 2, 1)
+
+    p3 = str(tmp_path / "o.nnp")
+    m = Other()
+    nnpress.compress(m, p3)
+    kept = nnn.convert(m, nnp=p3)
+    plan = {p["name"]: p for p in nnn.levels_plan(kept)}
+    assert plan["up"]["format"] == plan["c3"]["format"] == "torch" and "not converted" in plan["up"]["reasons"][0]
+    dec = Other()
+    dec.load_state_dict(nnpress.decompress(p3))
+    x = torch.randn(1, 3, 4, 4)
+    with torch.no_grad():
+        assert torch.equal(kept.up(x), dec.up(x))
+
+
+def test_digits_cnn_predicts_as_the_decompressed_model(tmp_path):
+    from nnpress.demo_models import build_digits_model, load_digits_data, train_digits_model
+
+    data = load_digits_data()
+    model = train_digits_model("cnn", seed=0, epochs=3)
+    path = str(tmp_path / "digits.nnp")
+    nnpress.compress(model, path)
+    decoded = build_digits_model("cnn")
+    decoded.load_state_dict(nnpress.decompress(path))
+    x = torch.as_tensor(np.asarray(data.x_test), dtype=torch.float32).reshape(-1, 1, 8, 8)
+    with nnn.params_on_meta():
+        light = build_digits_model("cnn")
+    for fmt, kw in (("auto", {"example_inputs": x[:1]}), ("auto", {"example_inputs": x[:64]}), ("levels", {})):
+        fast = nnn.convert(light, fmt, nnp=path, act_digits=None, **kw)
+        with torch.no_grad():
+            ref, out = decoded.eval()(x), fast(x)
+        assert torch.equal(out.argmax(1), ref.argmax(1)), fmt
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+        assert {p["name"] for p in nnn.levels_plan(fast)} == {"conv1", "conv2", "fc1", "fc2", "fc3"}
