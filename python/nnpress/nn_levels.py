@@ -336,10 +336,14 @@ class _Levels:
     """nnpress's LevelMatrix: float32 activations ("levels", exact up to float32 summation order), or
     each token's activations rounded to int16 on its own scale with exact integer sums ("levels16")."""
 
-    def __init__(self, lt: LevelTensor, isa: str | None, threads: int, activations: str = "float32") -> None:
+    def __init__(
+        self, lt: LevelTensor, isa: str | None, threads: int, activations: str = "float32", matrix=None
+    ) -> None:
         self.format = "levels" if activations == "float32" else "levels16"
         self.activations = activations
-        if lt.file is not None:  # straight from the file's levels (NnpFile.level_matrix)
+        if matrix is not None:  # the same matrix serves both activation modes (built once by _choose)
+            self.m = matrix
+        elif lt.u is None and lt.file is not None:  # straight from the file's levels (NnpFile.level_matrix)
             self.m = lt.file.level_matrix(lt.name, threads=1)
         else:
             col = None if lt.col_scale is None else lt.col_scale.astype(np.float32)
@@ -372,12 +376,19 @@ class _RowGroup:
         return y if bias is None else y + bias
 
 
-def _num_values(w: np.ndarray) -> int:
+def _num_values(w: np.ndarray, lt: LevelTensor | None = None) -> int:
+    """Distinct values of the weights w. With one step for the whole tensor (no channel scales) the
+    values are u * step, as many as the distinct u: counted in linear time when their range is small."""
+    if lt is not None and lt.u is not None and lt.col_scale is None and np.all(lt.row_scale == lt.row_scale[0]):
+        lo, hi = int(lt.u.min(initial=0)), int(lt.u.max(initial=0))
+        if hi - lo < 1 << 22:
+            return int(np.count_nonzero(np.bincount((lt.u - lo).reshape(-1), minlength=1)))
     return int(np.unique(w).size)
 
 
-def _build(fmt: str, lt: LevelTensor, w: np.ndarray | None, *, act_digits, isa, threads):
-    """One backend of format ``fmt`` (w: the float32 weights if already decoded)."""
+def _build(fmt: str, lt: LevelTensor, w: np.ndarray | None, *, act_digits, isa, threads, shared=None):
+    """One backend of format ``fmt`` (w: the float32 weights if already decoded; ``shared``: a dict
+    through which the candidates of one layer share their LevelMatrix)."""
     if fmt == "dense":
         return _Dense(lt, w)
     if fmt in ("int8", "int8x2"):
@@ -389,7 +400,11 @@ def _build(fmt: str, lt: LevelTensor, w: np.ndarray | None, *, act_digits, isa, 
             raise ValueError(f'format "{fmt}" needs nnpress\'s LevelMatrix kernels, which this build lacks')
         if fmt == "levels16" and act_digits is None:
             raise ValueError('format "levels16" rounds activations to int16: give act_digits (any of 1, 2, 3)')
-        return _Levels(lt, isa, threads, "float32" if fmt == "levels" else "int16")
+        matrix = None if shared is None else shared.get("level_matrix")
+        b = _Levels(lt, isa, threads, "float32" if fmt == "levels" else "int16", matrix)
+        if shared is not None:
+            shared["level_matrix"] = b.m
+        return b
     if fmt in ("cser", "codebook", "cer"):
         return _RowGroup(fmt, lt.dequantize().reshape(lt.u.shape) if w is None else w, isa, threads)
     raise ValueError(f"unknown format {fmt!r}")
@@ -416,7 +431,55 @@ def _time_us(fn, x: torch.Tensor, reps: int, flush: torch.Tensor) -> float:
     return float(np.median(ts)) * 1e6
 
 
-def _choose(lt: LevelTensor, batch: int, *, act_digits, isa, threads, candidates, reps: int = 7):
+def _signature(lt: LevelTensor, batch: int, options: tuple) -> tuple:
+    """What decides the kernels' speed on a layer, short of timing it: shape, batch, the options, and
+    the structure of the levels the candidates' costs follow (index width and outlier count of the
+    level and int8 formats, whether int8x2 holds it, density for CSER, column scales). Layers with
+    equal signatures are equally fast in every format up to timing noise, so one timing serves them."""
+    u = lt.u
+    n8 = n14 = n16 = nz = 0
+    for _, ui in lt.row_blocks(_ROW_BLOCK_ELEMENTS):
+        a = np.abs(ui)
+        n8 += int(np.count_nonzero(a > 127))
+        n14 += int(np.count_nonzero(a >= 1 << 14))
+        n16 += int(np.count_nonzero(a > 32767))
+        nz += int(np.count_nonzero(ui))
+    return (
+        u.shape,
+        int(batch),
+        options,
+        lt.col_scale is not None,
+        n8 * 16 > u.size,  # LevelMatrix's int16 dense part
+        round(float(np.log2(1 + n8))),  # outliers of the int8 part
+        n14 > 0,
+        n16 > 0,
+        round(20 * nz / max(1, u.size)),
+    )
+
+
+def _choose(lt: LevelTensor, batch: int, *, act_digits, isa, threads, candidates, reps: int = 7, timed=None):
+    """(backend, {format: µs}, name of the layer whose timing was reused or None) for "auto": every
+    candidate timed on a (batch x in) input, interleaved (_race). ``timed``: a dict shared by the
+    layers of one conversion, {signature: (format, times, layer name)}; a layer whose _signature is
+    in it is built in that layer's format without timing."""
+    sig = None
+    if timed is not None:
+        sig = _signature(lt, batch, (act_digits, isa, threads, candidates))
+        if sig in timed:
+            fmt, times, src = timed[sig]
+            try:
+                return _build(fmt, lt, None, act_digits=act_digits, isa=isa, threads=threads), times, src
+            except ValueError:
+                pass
+    backend, times = _choose_timed(
+        lt, batch, act_digits=act_digits, isa=isa, threads=threads, candidates=candidates, reps=reps
+    )
+    if timed is not None:
+        timed[sig] = (backend.format, times, lt.name)
+    return backend, times, None
+
+
+def _choose_timed(lt: LevelTensor, batch: int, *, act_digits, isa, threads, candidates, reps: int = 7):
     """(backend, {format: µs}) for "auto": every candidate timed on a (batch x in) input, interleaved."""
     cands = ["dense"]
     if has_level_kernels():
@@ -424,15 +487,16 @@ def _choose(lt: LevelTensor, batch: int, *, act_digits, isa, threads, candidates
     if act_digits is not None:
         cands += ["int8", "int8x2"] + (["levels16"] if has_level_kernels() else [])
     w = lt.dequantize().reshape(lt.u.shape)
-    if _num_values(w) <= _MAX_VALUES:
+    if _num_values(w, lt) <= _MAX_VALUES:
         cands += ["cser", "codebook"]
     cands = [c for c in cands if candidates is None or c in candidates]
     if not cands:
         raise ValueError(f"none of the candidate formats {tuple(candidates)} can hold layer {lt.name!r}")
     built = {}
+    shared: dict = {}
     for c in cands:  # a candidate that cannot hold this layer is skipped
         try:
-            built[c] = _build(c, lt, w, act_digits=act_digits, isa=isa, threads=threads)
+            built[c] = _build(c, lt, w, act_digits=act_digits, isa=isa, threads=threads, shared=shared)
         except ValueError:
             continue
     if len(built) == 1:
@@ -706,7 +770,7 @@ def _bias(f: NnpFile, name: str) -> torch.Tensor | None:
     return torch.from_numpy(np.asarray(a, dtype=np.float32))
 
 
-def _linear_module(name, mod, f, fmt, *, batch, act_digits, isa, threads, candidates):
+def _linear_module(name, mod, f, fmt, *, batch, act_digits, isa, threads, candidates, timed=None):
     key = _join(name, "weight")
     quantized = f.entry(key)["storage"] != "raw"
     info: dict = {"name": name, "kind": "linear", "shape": (mod.out_features, mod.in_features)}
@@ -725,9 +789,11 @@ def _linear_module(name, mod, f, fmt, *, batch, act_digits, isa, threads, candid
     else:
         lt = level_tensor(f, key)
         if fmt == "auto":
-            backend, info["times_us"] = _choose(
-                lt, batch, act_digits=act_digits, isa=isa, threads=threads, candidates=candidates
+            backend, info["times_us"], src = _choose(
+                lt, batch, act_digits=act_digits, isa=isa, threads=threads, candidates=candidates, timed=timed
             )
+            if src is not None:
+                info["timed_as"] = src
         else:
             try:
                 backend = _build(fmt, lt, None, act_digits=act_digits, isa=isa, threads=threads)
@@ -778,6 +844,7 @@ def from_nnp(
     strict: bool = True,
     inplace: bool = False,
     example_inputs=None,
+    reuse_timings: bool = True,
 ) -> nn.Module:
     """``model`` running on the levels of the ``.nnp`` file ``nnp`` (see the module docs)."""
     import copy
@@ -821,6 +888,7 @@ def from_nnp(
             raise ValueError(f"format {format[bad[0]]!r} is for convolutions only; {bad[:5]} are Linear layers")
     out = model if inplace else copy.deepcopy(model)
     replaced = []
+    timed: dict | None = {} if reuse_timings else None
     for name, mod, kind in _targets(out, embeddings):
         if kind == "linear":
             new = _linear_module(
@@ -833,6 +901,7 @@ def from_nnp(
                 isa=isa,
                 threads=threads,
                 candidates=candidates,
+                timed=timed,
             )
         else:
             new = _embedding_module(name, mod, f, embeddings)
