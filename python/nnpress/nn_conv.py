@@ -249,9 +249,12 @@ class LevelConv(nn.Module):
             )
         if x.shape[1] != self.in_channels:
             raise ValueError(f"LevelConv: input has {x.shape[1]} channels, expected {self.in_channels}")
-        with torch.no_grad():
-            x = x.detach().to("cpu", torch.float32).contiguous()
-            return self.backend(self.geometry, x, self.bias)
+        if not (x.dtype == torch.float32 and x.device.type == "cpu" and x.is_contiguous()):
+            x = x.to("cpu", torch.float32).contiguous()
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return self.backend(self.geometry, x.detach(), self.bias)
+        return self.backend(self.geometry, x, self.bias)
 
     def extra_repr(self) -> str:
         g = self.geometry
@@ -316,8 +319,9 @@ def _update_info(m: LevelConv) -> None:
         m.info["outliers"] = int(m.backend.outliers)
 
 
-def record_input_shapes(model: nn.Module, convs: list[tuple[str, LevelConv]], example_inputs) -> dict[str, tuple]:
-    """{name: input shape} of each LevelConv in ``convs`` when ``example_inputs`` runs through ``model``."""
+def record_input_shapes(model: nn.Module, convs: list[tuple[str, nn.Module]], example_inputs) -> dict[str, tuple]:
+    """{name: input shape} of each module in ``convs`` when ``example_inputs`` runs through ``model``
+    (a tensor or a tuple of positional arguments)."""
     shapes: dict[str, tuple] = {}
     hooks = []
     for name, m in convs:
@@ -336,18 +340,19 @@ def record_input_shapes(model: nn.Module, convs: list[tuple[str, LevelConv]], ex
     return shapes
 
 
-def choose(model: nn.Module, f, example_inputs, *, act_digits, isa, threads, candidates, race) -> None:
+def choose(model: nn.Module, f, shapes: dict | None, *, act_digits, isa, threads, candidates, race) -> None:
     """Give every pending ("auto") LevelConv of ``model`` the format that is fastest on its real
-    input shape (see the module docs); ``race``: the timing routine shared with the Linear layers."""
+    input shape (see the module docs): ``shapes`` {name: input shape} as ``record_input_shapes``
+    found them with the caller's example_inputs (None: none given); ``race``: the timing routine
+    shared with the Linear layers."""
     convs = [(n, m) for n, m in model.named_modules() if isinstance(m, LevelConv) and m.info.get("pending")]
     if not convs:
         return
-    if example_inputs is None:
+    if shapes is None:
         for _, m in convs:
             m.info["reasons"].append("not timed (no example_inputs): decoded levels on torch's convolution")
             m.info.pop("pending")
         return
-    shapes = record_input_shapes(model, convs, example_inputs)
     for name, m in convs:
         m.info.pop("pending")
         if name not in shapes:

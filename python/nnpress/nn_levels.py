@@ -891,11 +891,18 @@ def from_nnp(
     timed: dict | None = {} if reuse_timings else None
     for name, mod, kind in _targets(out, embeddings):
         if kind == "linear":
+            fmt = _format_for(format, name)
+            # timed after example_inputs has shown its real input: until then the exact levels format
+            pending = (
+                example_inputs is not None and fmt == "auto" and f.entry(_join(name, "weight"))["storage"] != "raw"
+            )
+            if pending:
+                fmt = "levels" if has_level_kernels() else "dense"
             new = _linear_module(
                 name,
                 mod,
                 f,
-                _format_for(format, name),
+                fmt,
                 batch=int(batch),
                 act_digits=act_digits,
                 isa=isa,
@@ -903,6 +910,8 @@ def from_nnp(
                 candidates=candidates,
                 timed=timed,
             )
+            if pending:
+                new.info["pending"] = True
         else:
             new = _embedding_module(name, mod, f, embeddings)
             if new is None:
@@ -938,9 +947,41 @@ def from_nnp(
     # everything not replaced: decoded into the model tensor by tensor
     load_state_dict(out, f, strict=False)
     out.eval()
-    nn_conv.choose(
-        out, f, example_inputs, act_digits=act_digits, isa=isa, threads=threads, candidates=candidates, race=_race
-    )
+    shapes = None
+    if example_inputs is not None:  # each pending layer timed at the input it gets from example_inputs
+        pend = [
+            (n, m)
+            for n, m in out.named_modules()
+            if isinstance(getattr(m, "info", None), dict) and m.info.get("pending")
+        ]
+        shapes = nn_conv.record_input_shapes(out, pend, example_inputs) if pend else {}
+        for name, m in pend:
+            if not isinstance(m, (LevelLinear, DenseLinear)):
+                continue
+            m.info.pop("pending")
+            if name not in shapes:
+                m.info["reasons"] = ["not reached by example_inputs: not timed, format levels"]
+                continue
+            rows = int(np.prod(shapes[name][:-1]))
+            new = _linear_module(
+                name,
+                m,
+                f,
+                "auto",
+                batch=rows,
+                act_digits=act_digits,
+                isa=isa,
+                threads=threads,
+                candidates=candidates,
+                timed=timed,
+            )
+            new.info["input_shape"] = shapes[name]
+            if name == "":
+                out = new
+                break
+            parent_name, _, child = name.rpartition(".")
+            setattr(out.get_submodule(parent_name) if parent_name else out, child, new)
+    nn_conv.choose(out, f, shapes, act_digits=act_digits, isa=isa, threads=threads, candidates=candidates, race=_race)
     _release_free_memory()
     return out
 

@@ -217,4 +217,10 @@ def test_digits_cnn_predicts_as_the_decompressed_model(tmp_path):
             ref, out = decoded.eval()(x), fast(x)
         assert torch.equal(out.argmax(1), ref.argmax(1)), fmt
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
-        assert {p["name"] for p in nnn.levels_plan(fast)} == {"conv1", "conv2", "fc1", "fc2", "fc3"}
+        plan = {p["name"]: p for p in nnn.levels_plan(fast)}
+        assert set(plan) == {"conv1", "conv2", "fc1", "fc2", "fc3"}
+        if "example_inputs" in kw:  # every layer timed at the input the example gives it
+            n = kw["example_inputs"].shape[0]
+            assert plan["conv1"]["input_shape"] == (n, 1, 8, 8) and plan["conv2"]["input_shape"] == (n, 6, 4, 4)
+            assert plan["fc1"]["input_shape"] == (n, 256) and plan["fc3"]["input_shape"] == (n, 84)
+            assert all(p["format"] in p["times_us"] for p in plan.values())
