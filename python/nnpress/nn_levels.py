@@ -3,11 +3,13 @@
 Contract
 --------
 - ``from_nnp(model, nnp, format="auto", *, batch=1, threads=1, isa=None, embeddings="auto",
-  act_digits=2, candidates=None, strict=True, inplace=False)`` (also reached as
+  act_digits=2, candidates=None, strict=True, inplace=False, example_inputs=None,
+  reuse_timings=True)`` (also reached as
   ``nnpress.nn.convert(model, format, nnp=path, ...)``) returns ``model`` with its weights taken from
   the ``.nnp`` file: every ``nn.Linear`` becomes a :class:`LevelLinear` (or, where the dense float
   product is chosen, a :class:`DenseLinear`, a plain ``nn.Linear``) and every ``nn.Embedding`` a
-  :class:`LevelEmbedding`, built from the stored levels, step and channel scales of that layer's
+  :class:`LevelEmbedding` and every ``nn.Conv1d`` / ``nn.Conv2d`` a :class:`nnpress.nn_conv.LevelConv`
+  (formats and refusals: :mod:`nnpress.nn_conv`), built from the stored levels, step and channel scales of that layer's
   quantized weight (a float32 weight is created only for the layers kept dense); every other
   parameter and persistent buffer is decoded into the model as ``nnpress.load_state_dict`` does.
   ``model`` may be built with its parameters on the meta device (:func:`params_on_meta`): then no
@@ -36,21 +38,38 @@ Contract
     input, ``batch`` rows (tokens x sentences for a transformer) by in_features: median of a few
     calls on the calling thread's CPU time, the caches refilled with other data before each call
     (in a forward pass a layer's weights come from memory, not from a hot cache), three
-    interleaved rounds. Formats within 10 % of the fastest count as equally fast and the one
+    interleaved rounds; after the first round a candidate more than _DROP (2) x slower than the
+    fastest is not timed again. Formats within 10 % of the fastest count as equally fast and the one
     holding fewest bytes among them is kept. Candidates: dense, levels (if built), CSER / codebook
     (<= 65536 / 16 values), and the rounding formats int8, int8x2, levels16 unless ``act_digits``
-    is None; ``candidates=`` narrows the list.
+    is None; ``candidates=`` narrows the list. ``reuse_timings`` (default): a layer whose signature
+    (shape, rows, options and the structure of its levels that the kernels' costs follow:
+    :func:`_signature`) equals an already timed layer's takes that layer's format without timing
+    (its ``info["timed_as"]`` names the layer); False times every layer.
+  * ``example_inputs`` (a tensor or a tuple of positional arguments): the model is run once on it
+    after loading, and every "auto" Linear and convolution is timed at the input it receives there
+    (rows = tokens x sentences, or output pixels x images); until then those Linear layers hold the
+    "levels" format. Without it Linear layers are timed at ``batch`` rows and convolutions are not
+    timed (:mod:`nnpress.nn_conv`).
+  * A choice is replayed without timing by passing ``format={p["name"]: p["format"] for p in
+    levels_plan(model) if p["kind"] in ("linear", "conv") and p["format"] != "torch"}``.
 - ``act_digits`` (1, 2 or 3; None = exact formats only): the activation precision of the int8
   formats (2: 15 bits per token, 3: 22 bits). A forced rounding format needs it.
 - ``embeddings``: "auto"/"levels" (quantized tables as :class:`LevelEmbedding`: levels in 6-bit
   fields, int8 or int16, whichever holds fewest bytes, the entries beyond it as exact lists; a
   gather and the scales, bit-identical to the decompressed table) or "dense" (left to torch, loaded
   from the file). A raw table stays torch's ("levels" then raises ValueError).
-- ``levels_plan(model)``: one dict per converted layer (name, kind, shape, format, bytes,
-  dense_bytes, times_us {format: µs} when timed, outliers); ``plan(model, nnp, ...)`` makes the same
+- ``levels_plan(model)``: one dict per converted layer (name, kind "linear" / "embedding" / "conv",
+  shape, format, bytes, dense_bytes, times_us {format: µs} when timed, outliers; input_shape when
+  timed on example_inputs, timed_as when a timing was reused, reasons for a convolution's refused or
+  untimed formats); ``plan(model, nnp, ...)`` makes the same
   choice on a parameter-less copy and returns it. ``held_nbytes(model)`` counts the bytes the model
   holds (parameters, buffers, converted layers).
-- Conv2d layers are loaded as float32 and left to torch.
+- Embedding tables are built from their levels decoded a block of file chunks at a time
+  (``NnpFile.iter_level_rows``), so a table's int32 levels are never held whole (at the price of
+  decoding them twice: once to choose the storage, once to fill it).
+- Conv3d and transposed convolutions are loaded as float32 and left to torch (listed in
+  ``levels_plan`` with format "torch").
 
 Surprises
 ---------
@@ -457,11 +476,14 @@ def _signature(lt: LevelTensor, batch: int, options: tuple) -> tuple:
     )
 
 
-def _choose(lt: LevelTensor, batch: int, *, act_digits, isa, threads, candidates, reps: int = 7, timed=None):
+def _choose(
+    lt: LevelTensor, batch: int, *, act_digits, isa, threads, candidates, reps: int = 7, timed=None, layer=None
+):
     """(backend, {format: µs}, name of the layer whose timing was reused or None) for "auto": every
     candidate timed on a (batch x in) input, interleaved (_race). ``timed``: a dict shared by the
     layers of one conversion, {signature: (format, times, layer name)}; a layer whose _signature is
-    in it is built in that layer's format without timing."""
+    in it is built in that layer's format without timing. ``layer``: the module's name (for the
+    report; default the tensor's)."""
     sig = None
     if timed is not None:
         sig = _signature(lt, batch, (act_digits, isa, threads, candidates))
@@ -475,7 +497,7 @@ def _choose(lt: LevelTensor, batch: int, *, act_digits, isa, threads, candidates
         lt, batch, act_digits=act_digits, isa=isa, threads=threads, candidates=candidates, reps=reps
     )
     if timed is not None:
-        timed[sig] = (backend.format, times, lt.name)
+        timed[sig] = (backend.format, times, lt.name if layer is None else layer)
     return backend, times, None
 
 
@@ -790,7 +812,14 @@ def _linear_module(name, mod, f, fmt, *, batch, act_digits, isa, threads, candid
         lt = level_tensor(f, key)
         if fmt == "auto":
             backend, info["times_us"], src = _choose(
-                lt, batch, act_digits=act_digits, isa=isa, threads=threads, candidates=candidates, timed=timed
+                lt,
+                batch,
+                act_digits=act_digits,
+                isa=isa,
+                threads=threads,
+                candidates=candidates,
+                timed=timed,
+                layer=name,
             )
             if src is not None:
                 info["timed_as"] = src

@@ -224,3 +224,37 @@ def test_digits_cnn_predicts_as_the_decompressed_model(tmp_path):
             assert plan["conv1"]["input_shape"] == (n, 1, 8, 8) and plan["conv2"]["input_shape"] == (n, 6, 4, 4)
             assert plan["fc1"]["input_shape"] == (n, 256) and plan["fc3"]["input_shape"] == (n, 84)
             assert all(p["format"] in p["times_us"] for p in plan.values())
+
+
+def test_a_timed_choice_replays_and_equal_layers_share_a_timing(tmp_path):
+    class Twins(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+            self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+            self.a = nn.Linear(32, 32)
+            self.b = nn.Linear(32, 32)
+
+        def forward(self, x):
+            h = self.c2(torch.relu(self.c1(x))).mean((2, 3)).repeat(1, 4)
+            return self.b(torch.relu(self.a(h)))
+
+    torch.manual_seed(0)
+    m = Twins().eval()
+    with torch.no_grad():
+        m.b.weight.copy_(m.a.weight)  # the same levels: the same signature
+    path = str(tmp_path / "t.nnp")
+    nnpress.compress(m, path)
+    x = torch.randn(4, 3, 6, 6)
+    fast = nnn.convert(m, nnp=path, example_inputs=x, act_digits=None)
+    plan = nnn.levels_plan(fast)
+    by = {p["name"]: p for p in plan}
+    assert by["b"].get("timed_as") == "a" and by["b"]["format"] == by["a"]["format"]
+    every = nnn.convert(m, nnp=path, example_inputs=x, act_digits=None, reuse_timings=False)
+    assert "timed_as" not in {k for p in nnn.levels_plan(every) for k in p}
+    replay = {p["name"]: p["format"] for p in plan if p["kind"] in ("linear", "conv") and p["format"] != "torch"}
+    again = nnn.convert(m, replay, nnp=path, act_digits=None)
+    assert [(p["name"], p["format"]) for p in nnn.levels_plan(again)] == [(p["name"], p["format"]) for p in plan]
+    assert all(p["times_us"] == {} for p in nnn.levels_plan(again))
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), fast(x), rtol=0, atol=0)
