@@ -6,7 +6,9 @@ Contract
   act_digits=2, candidates=None, strict=True, inplace=False, example_inputs=None,
   reuse_timings=True)`` (also reached as
   ``nnpress.nn.convert(model, format, nnp=path, ...)``) returns ``model`` with its weights taken from
-  the ``.nnp`` file: every ``nn.Linear`` becomes a :class:`LevelLinear` (or, where the dense float
+  the ``.nnp`` file: every ``nn.Linear`` (and transformers' ``Conv1D``, GPT-2's Linear with its
+  weight stored in x out: run on the transposed levels, plan entry ``transposed``) becomes a
+  :class:`LevelLinear` (or, where the dense float
   product is chosen, a :class:`DenseLinear`, a plain ``nn.Linear``) and every ``nn.Embedding`` a
   :class:`LevelEmbedding` and every ``nn.Conv1d`` / ``nn.Conv2d`` a :class:`nnpress.nn_conv.LevelConv`
   (formats and refusals: :mod:`nnpress.nn_conv`), built from the stored levels, step and channel scales of that layer's
@@ -560,6 +562,14 @@ def _race(fns: dict, nbytes: dict, x: torch.Tensor, *, reps: int = 7, rounds: in
 # ---------------------------------------------------------------------------------------------
 
 
+class _LinearShape:
+    """in / out features and whether there is a bias: what _linear_module reads of a module."""
+
+    def __init__(self, in_features: int, out_features: int, has_bias: bool) -> None:
+        self.in_features, self.out_features = in_features, out_features
+        self.bias = True if has_bias else None
+
+
 class DenseLinear(nn.Linear):
     """A plain ``nn.Linear`` (torch's own product) whose float32 weight came from a ``.nnp`` file;
     ``info`` holds the choice that kept it dense."""
@@ -732,11 +742,27 @@ def _format_for(format: Any, name: str) -> str:
 def _targets(model: nn.Module, embeddings: str) -> list[tuple[str, nn.Module, str]]:
     out = []
     for name, m in model.named_modules():
-        if isinstance(m, nn.Linear):
+        if isinstance(m, nn.Linear) or _is_hf_conv1d(m):
             out.append((name, m, "linear"))
         elif isinstance(m, nn.Embedding) and embeddings != "dense":
             out.append((name, m, "embedding"))
     return out
+
+
+def _is_hf_conv1d(m: nn.Module) -> bool:
+    """transformers' ``Conv1D`` (GPT-2 and kin): a Linear whose weight is stored transposed, in x out
+    (y = x @ W + b)."""
+    w = getattr(m, "weight", None)
+    return type(m).__name__ == "Conv1D" and hasattr(m, "nf") and isinstance(w, torch.Tensor) and w.dim() == 2
+
+
+def _transposed(lt: LevelTensor) -> LevelTensor:
+    """The levels of W^T: u transposed, the row and column scales swapped (the step stays with the
+    scales of the old rows, now the columns), so u * step_ij is the same double product."""
+    rows, cols = lt.u.shape
+    row = np.ones(cols) if lt.col_scale is None else np.asarray(lt.col_scale, np.float64)
+    t = LevelTensor(lt.name, (cols, rows), np.ascontiguousarray(lt.u.T), row, lt.row_scale, lt.method, lt.step)
+    return t
 
 
 def _join(prefix: str, leaf: str) -> str:
@@ -795,7 +821,13 @@ def _bias(f: NnpFile, name: str) -> torch.Tensor | None:
 def _linear_module(name, mod, f, fmt, *, batch, act_digits, isa, threads, candidates, timed=None):
     key = _join(name, "weight")
     quantized = f.entry(key)["storage"] != "raw"
+    # transformers' Conv1D, or a module converted from one (a pending choice): the file's weight is W^T
+    transpose = _is_hf_conv1d(mod) or bool(getattr(mod, "info", {}).get("transposed"))
+    if _is_hf_conv1d(mod):
+        mod = _LinearShape(int(mod.weight.shape[0]), int(mod.weight.shape[1]), mod.bias is not None)
     info: dict = {"name": name, "kind": "linear", "shape": (mod.out_features, mod.in_features)}
+    if transpose:
+        info["transposed"] = True
     if not quantized:
         if fmt not in ("auto", "dense"):
             raise ValueError(
@@ -806,10 +838,13 @@ def _linear_module(name, mod, f, fmt, *, batch, act_digits, isa, threads, candid
             from .container import bfloat16_to_float32
 
             w = bfloat16_to_float32(w)
-        backend = _Dense(None, np.asarray(w, dtype=np.float32))
+        w = np.asarray(w, dtype=np.float32)
+        backend = _Dense(None, w.T if transpose else w)
         info["times_us"] = {}
     else:
         lt = level_tensor(f, key)
+        if transpose:
+            lt = _transposed(lt)
         if fmt == "auto":
             backend, info["times_us"], src = _choose(
                 lt,
@@ -833,7 +868,7 @@ def _linear_module(name, mod, f, fmt, *, batch, act_digits, isa, threads, candid
     if hasattr(backend, "outliers"):
         info["outliers"] = int(backend.outliers)
     bias = _bias(f, name) if mod.bias is not None else None
-    if backend.format == "dense":
+    if backend.format == "dense" and not transpose:  # (a Conv1D's W^T is no parameter of the file's shape)
         return DenseLinear(backend.weight, bias, info)
     return LevelLinear(backend, mod.in_features, mod.out_features, bias, info)
 

@@ -258,3 +258,27 @@ def test_a_timed_choice_replays_and_equal_layers_share_a_timing(tmp_path):
     assert all(p["times_us"] == {} for p in nnn.levels_plan(again))
     with torch.no_grad():
         torch.testing.assert_close(again(x), fast(x), rtol=0, atol=0)
+
+
+def test_gpt2_conv1d_layers_run_as_transposed_linears(tmp_path):
+    """transformers' Conv1D (weight stored in x out) becomes a LevelLinear on W^T: GPT-2's hidden
+    states equal the decompressed model's, in an exact format and in auto."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(vocab_size=100, n_positions=16, n_embd=32, n_layer=2, n_head=4)
+    torch.manual_seed(0)
+    model = transformers.GPT2Model(config).eval()
+    path = str(tmp_path / "gpt2.nnp")
+    nnpress.compress(model, path)
+    decoded = transformers.GPT2Model(config).eval()
+    decoded.load_state_dict(nnpress.decompress(path))
+    ids = torch.randint(0, 100, (2, 7))
+    with torch.no_grad():
+        ref = decoded(input_ids=ids).last_hidden_state
+    for fmt in ["dense", "cser", *LEVELS, "auto"]:
+        fast = nnn.convert(model, fmt, nnp=path, act_digits=None, batch=14)
+        linears = [p for p in nnn.levels_plan(fast) if p["kind"] == "linear"]
+        assert len(linears) == 2 * 4 and all(p["transposed"] for p in linears)  # c_attn, c_proj, c_fc, mlp.c_proj
+        assert linears[0]["shape"] == (96, 32)  # c_attn: 32 -> 96
+        with torch.no_grad():
+            out = fast(input_ids=ids).last_hidden_state
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4, msg=fmt)
