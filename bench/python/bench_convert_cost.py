@@ -14,6 +14,9 @@ forward time of the result, one thread.
   what the conversion adds.
 - Runs under any venv whose nnpress has ``nnpress.nn.convert`` (to compare branches: the same script,
   two interpreters).
+- ``--reuse-check``: two conversions in this process, with ``reuse_timings`` True and False, their
+  conversion times, and their forward times interleaved sentence by sentence (5 rounds, thread CPU
+  time, median per sentence): whether reusing a timing chose worse formats.
 """
 
 from __future__ import annotations
@@ -60,6 +63,47 @@ def child(nnp: str, batch: int) -> None:
     print("after_kib", rss_kib(), flush=True)
 
 
+def reuse_check(args) -> None:
+    import torch
+    from transformers import AutoTokenizer
+
+    import minilm
+
+    models, out = {}, {"load_before": os.getloadavg()}
+    for reuse in (True, False):
+        model, nnn = build(args.nnp, args.batch)
+        c = time.process_time()
+        models[reuse] = nnn.convert(model, nnp=args.nnp, batch=args.batch, inplace=True, reuse_timings=reuse)
+        out[f"convert_cpu_s_reuse_{reuse}"] = time.process_time() - c
+        plan = nnn.levels_plan(models[reuse])
+        out[f"formats_reuse_{reuse}"] = {
+            f: sum(1 for p in plan if p["format"] == f) for f in {p["format"] for p in plan}
+        }
+        out[f"timed_layers_reuse_{reuse}"] = sum(1 for p in plan if p["times_us"] and "timed_as" not in p)
+    tok = AutoTokenizer.from_pretrained(minilm.model_path())
+    sents = [
+        s for s in (HERE.parents[1] / "bench/data/minilm_test_sentences.txt").read_text().splitlines() if s.strip()
+    ]
+    enc = [tok([s], return_tensors="pt") for s in sents]
+    rounds = {True: [], False: []}
+    with torch.inference_mode():
+        for _ in range(5):
+            ts = {True: [], False: []}
+            for e in enc:
+                for reuse, m in models.items():
+                    t = time.thread_time()
+                    m(**e)
+                    ts[reuse].append(time.thread_time() - t)
+            for reuse in ts:
+                rounds[reuse].append(statistics.median(ts[reuse]) * 1e3)
+    for reuse in rounds:
+        out[f"forward_ms_reuse_{reuse}"] = statistics.median(rounds[reuse])
+    out["load_after"] = os.getloadavg()
+    print(json.dumps(out, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--nnp", required=True)
@@ -68,9 +112,13 @@ def main() -> None:
     ap.add_argument("--rss", action="store_true")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json")
+    ap.add_argument("--reuse-check", action="store_true")
     args = ap.parse_args()
     if args.child:
         child(args.nnp, args.batch)
+        return
+    if args.reuse_check:
+        reuse_check(args)
         return
     out: dict = {"python": sys.executable, "load_before": os.getloadavg()}
     if args.rss:
