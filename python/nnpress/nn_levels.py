@@ -46,8 +46,9 @@ Contract
     (<= 65536 / 16 values), and the rounding formats int8, int8x2, levels16 unless ``act_digits``
     is None; ``candidates=`` narrows the list. ``reuse_timings`` (default): a layer whose signature
     (shape, rows, options and the structure of its levels that the kernels' costs follow:
-    :func:`_signature`) equals an already timed layer's takes that layer's format without timing
-    (its ``info["timed_as"]`` names the layer); False times every layer.
+    :func:`_signature`) equals an already timed layer's times only the candidates that were within
+    25 % (_CLOSE) of that layer's fastest, or takes the one such format without timing (its
+    ``info["timed_as"]`` names the layer); False times every candidate for every layer.
   * ``example_inputs`` (a tensor or a tuple of positional arguments): the model is run once on it
     after loading, and every "auto" Linear and convolution is timed at the input it receives there
     (rows = tokens x sentences, or output pixels x images); until then those Linear layers hold the
@@ -119,6 +120,7 @@ LINEAR_FORMATS = ("auto", "dense", "int8", "int8x2", "levels", "levels16", "cser
 EMBEDDING_FORMATS = ("auto", "levels", "dense")
 _TIE = 1.10  # formats within this factor of the fastest count as equally fast (timing noise)
 _DROP = 2.0  # after the first timed round, candidates this many times slower than the fastest are dropped
+_CLOSE = 1.25  # layers equal to a timed one re-time the candidates within this factor of its fastest
 _MAX_VALUES = 65536
 _ROW_BLOCK_ELEMENTS = 1 << 20  # elements per block when a large table is processed row block by row block
 
@@ -484,15 +486,23 @@ def _choose(
     """(backend, {format: µs}, name of the layer whose timing was reused or None) for "auto": every
     candidate timed on a (batch x in) input, interleaved (_race). ``timed``: a dict shared by the
     layers of one conversion, {signature: (format, times, layer name)}; a layer whose _signature is
-    in it is built in that layer's format without timing. ``layer``: the module's name (for the
-    report; default the tensor's)."""
+    in it times only the candidates that were within _CLOSE of the fastest for that layer (built
+    without timing when one was), so that equal layers still choose each on its own timing among
+    the close ones, while the clearly slower are not timed again. ``layer``: the module's name (for
+    the report; default the tensor's)."""
     sig = None
     if timed is not None:
         sig = _signature(lt, batch, (act_digits, isa, threads, candidates))
         if sig in timed:
-            fmt, times, src = timed[sig]
+            fmt, times0, src = timed[sig]
+            close = [c for c, t in times0.items() if t <= min(times0.values()) * _CLOSE] if times0 else [fmt]
             try:
-                return _build(fmt, lt, None, act_digits=act_digits, isa=isa, threads=threads), times, src
+                if len(close) == 1:
+                    return _build(close[0], lt, None, act_digits=act_digits, isa=isa, threads=threads), times0, src
+                backend, times = _choose_timed(
+                    lt, batch, act_digits=act_digits, isa=isa, threads=threads, candidates=tuple(close), reps=reps
+                )
+                return backend, times, src
             except ValueError:
                 pass
     backend, times = _choose_timed(

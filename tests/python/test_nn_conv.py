@@ -249,7 +249,12 @@ def test_a_timed_choice_replays_and_equal_layers_share_a_timing(tmp_path):
     fast = nnn.convert(m, nnp=path, example_inputs=x, act_digits=None)
     plan = nnn.levels_plan(fast)
     by = {p["name"]: p for p in plan}
-    assert by["b"].get("timed_as") == "a" and by["b"]["format"] == by["a"]["format"]
+    ta = by["a"]["times_us"]
+    close = {c for c, t in ta.items() if t <= min(ta.values()) * nn_levels._CLOSE}
+    assert by["b"].get("timed_as") == "a" and "timed_as" not in by["a"]
+    assert by["b"]["format"] in close and set(by["b"]["times_us"]) <= set(ta)  # only the close ones timed again
+    if len(close) > 1:
+        assert set(by["b"]["times_us"]) == close
     every = nnn.convert(m, nnp=path, example_inputs=x, act_digits=None, reuse_timings=False)
     assert "timed_as" not in {k for p in nnn.levels_plan(every) for k in p}
     replay = {p["name"]: p["format"] for p in plan if p["kind"] in ("linear", "conv") and p["format"] != "torch"}
