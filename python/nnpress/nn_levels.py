@@ -991,6 +991,7 @@ def from_nnp(
             if new is None:
                 continue
         replaced.append(name)
+        _release_free_memory()  # the layer's candidates and int32 levels: back to the OS before the next layer
         if name == "":
             out = new
             break
