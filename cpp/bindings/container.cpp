@@ -262,6 +262,40 @@ NNPRESS_BINDING(container) {
           },
           py::arg("index"), py::arg("out"), py::arg("threads"))
       .def(
+          "decode_levels_rows_into",
+          [](const PyReader& r, size_t index, uint64_t row_begin, uint64_t row_count, py::buffer out,
+             unsigned threads) {
+            size_t bytes;
+            py::buffer_info info;
+            void* raw = writable(out, &bytes, &info);
+            if (info.format != py::format_descriptor<int32_t>::format())
+              throw py::type_error("decode_levels_rows_into: the output must be int32");
+            int32_t* p = static_cast<int32_t*>(raw);
+            const uint64_t n = uint64_t(bytes / sizeof(int32_t));
+            Status s;
+            {
+              py::gil_scoped_release release;
+              s = r.reader.decode_levels_rows(index, row_begin, row_count, p, n, threads);
+            }
+            check(s);
+          },
+          py::arg("index"), py::arg("row_begin"), py::arg("row_count"), py::arg("out"), py::arg("threads"),
+          "Levels of rows [row_begin, row_begin + row_count) of a quantized tensor's rows x cols view.")
+      .def(
+          "level_row_blocks",
+          [](const PyReader& r, size_t index) {
+            if (index >= r.reader.tensor_count()) throw py::index_error("tensor index out of range");
+            const TensorInfo& req = r.reader.tensor(index);
+            const TensorInfo& t = req.storage == Storage::kAlias ? r.reader.tensor(req.alias_of) : req;
+            py::list out;
+            if (t.storage == Storage::kQuantized)
+              for (const ChunkRef& ch : t.chunks) out.append(py::make_tuple(ch.first_row, ch.rows));
+            return out;
+          },
+          py::arg("index"),
+          "(first row, rows) of each chunk of a quantized tensor (its independently coded row blocks); [] "
+          "for a raw tensor.")
+      .def(
           "channel_scale_exps",
           [](const PyReader& r, size_t index) {
             if (index >= r.reader.tensor_count()) throw py::index_error("tensor index out of range");

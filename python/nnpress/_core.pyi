@@ -271,6 +271,14 @@ class NnpReader:
         ...
     def decode_levels_into(self, index: typing.SupportsInt | typing.SupportsIndex, out: typing_extensions.Buffer, threads: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
+    def decode_levels_rows_into(self, index: typing.SupportsInt | typing.SupportsIndex, row_begin: typing.SupportsInt | typing.SupportsIndex, row_count: typing.SupportsInt | typing.SupportsIndex, out: typing_extensions.Buffer, threads: typing.SupportsInt | typing.SupportsIndex) -> None:
+        """
+        Levels of rows [row_begin, row_begin + row_count) of a quantized tensor's rows x cols view.
+        """
+    def level_row_blocks(self, index: typing.SupportsInt | typing.SupportsIndex) -> list:
+        """
+        (first row, rows) of each chunk of a quantized tensor (its independently coded row blocks); [] for a raw tensor.
+        """
     def tensors(self) -> list:
         ...
     def verify_checksums(self) -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,6 +205,32 @@ class NnpFile:
         out = np.empty(tuple(e["shape"]), dtype=np.int32)
         self._r.decode_levels_into(e["index"], out.reshape(-1), _threads(threads))
         return out
+
+    def iter_level_rows(
+        self, name: str, max_elements: int = 1 << 20, *, threads: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """The int32 levels of a quantized tensor a block of rows at a time: (first row, rows x cols
+        levels) of its rows x cols view (rows = shape[0]), in row order. A block is one or more of the
+        file's chunks (its independently coded row blocks), as many as fit ``max_elements`` (at least
+        one chunk), so at most one block of int32 levels is held at a time. ValueError for a raw tensor."""
+        e = self.entry(name)
+        target = self.entry(e["alias_of"]) if e["storage"] == "alias" else e
+        if target["storage"] != "quantized":
+            raise ValueError(f"tensor {name!r} is stored {target['storage']}, not quantized")
+        shape = tuple(int(d) for d in e["shape"])
+        rows = shape[0] if len(shape) >= 2 else 1
+        cols = int(e["count"]) // max(rows, 1)
+        blocks = self._r.level_row_blocks(e["index"])
+        k = 0
+        while k < len(blocks):
+            first, n = int(blocks[k][0]), int(blocks[k][1])
+            k += 1
+            while k < len(blocks) and (n + int(blocks[k][1])) * cols <= max_elements:
+                n += int(blocks[k][1])
+                k += 1
+            out = np.empty((n, cols), dtype=np.int32)
+            self._r.decode_levels_rows_into(e["index"], first, n, out.reshape(-1), _threads(threads))
+            yield first, out
 
     def read_all(self, names: Iterable[str] | None = None, *, threads: int | None = None) -> dict[str, np.ndarray]:
         """Decode several tensors (all by default) in parallel; aliases share their target's array."""

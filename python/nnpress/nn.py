@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .nn_conv import LevelConv
 from .nn_levels import (
     LevelEmbedding,
     LevelLinear,
@@ -55,6 +56,7 @@ from .sparse import _CLASSES, CSERMatrix, choose_format
 __all__ = [
     "CompressedConv2d",
     "CompressedLinear",
+    "LevelConv",
     "LevelEmbedding",
     "LevelLinear",
     "NnpMismatchError",

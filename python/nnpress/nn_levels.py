@@ -3,11 +3,15 @@
 Contract
 --------
 - ``from_nnp(model, nnp, format="auto", *, batch=1, threads=1, isa=None, embeddings="auto",
-  act_digits=2, candidates=None, strict=True, inplace=False)`` (also reached as
+  act_digits=2, candidates=None, strict=True, inplace=False, example_inputs=None,
+  reuse_timings=True)`` (also reached as
   ``nnpress.nn.convert(model, format, nnp=path, ...)``) returns ``model`` with its weights taken from
-  the ``.nnp`` file: every ``nn.Linear`` becomes a :class:`LevelLinear` (or, where the dense float
+  the ``.nnp`` file: every ``nn.Linear`` (and transformers' ``Conv1D``, GPT-2's Linear with its
+  weight stored in x out: run on the transposed levels, plan entry ``transposed``) becomes a
+  :class:`LevelLinear` (or, where the dense float
   product is chosen, a :class:`DenseLinear`, a plain ``nn.Linear``) and every ``nn.Embedding`` a
-  :class:`LevelEmbedding`, built from the stored levels, step and channel scales of that layer's
+  :class:`LevelEmbedding` and every ``nn.Conv1d`` / ``nn.Conv2d`` a :class:`nnpress.nn_conv.LevelConv`
+  (formats and refusals: :mod:`nnpress.nn_conv`), built from the stored levels, step and channel scales of that layer's
   quantized weight (a float32 weight is created only for the layers kept dense); every other
   parameter and persistent buffer is decoded into the model as ``nnpress.load_state_dict`` does.
   ``model`` may be built with its parameters on the meta device (:func:`params_on_meta`): then no
@@ -39,21 +43,40 @@ Contract
     input, ``batch`` rows (tokens x sentences for a transformer) by in_features: median of a few
     calls on the calling thread's CPU time, the caches refilled with other data before each call
     (in a forward pass a layer's weights come from memory, not from a hot cache), three
-    interleaved rounds. Formats within 10 % of the fastest count as equally fast and the one
+    interleaved rounds; after the first round a candidate more than _DROP (2) x slower than the
+    fastest is not timed again. Formats within 10 % of the fastest count as equally fast and the one
     holding fewest bytes among them is kept. Candidates: dense, levels (if built), CSER / codebook
     (<= 65536 / 16 values), lut (<= 16 levels in every row), and the rounding formats int8,
     int8x2, levels16 unless ``act_digits`` is None; ``candidates=`` narrows the list.
+    ``reuse_timings`` (default): a layer whose signature (shape, rows, options and the structure
+    of its levels that the kernels' costs follow: :func:`_signature`) equals an already timed
+    layer's times only the candidates that were within 25 % (_CLOSE) of that layer's fastest, or
+    takes the one such format without timing (its ``info["timed_as"]`` names the layer); False
+    times every candidate for every layer.
+  * ``example_inputs`` (a tensor or a tuple of positional arguments): the model is run once on it
+    after loading, and every "auto" Linear and convolution is timed at the input it receives there
+    (rows = tokens x sentences, or output pixels x images); until then those Linear layers hold the
+    "levels" format. Without it Linear layers are timed at ``batch`` rows and convolutions are not
+    timed (:mod:`nnpress.nn_conv`).
+  * A choice is replayed without timing by passing ``format={p["name"]: p["format"] for p in
+    levels_plan(model) if p["kind"] in ("linear", "conv") and p["format"] != "torch"}``.
 - ``act_digits`` (1, 2 or 3; None = exact formats only): the activation precision of the int8
   formats (2: 15 bits per token, 3: 22 bits). A forced rounding format needs it.
 - ``embeddings``: "auto"/"levels" (quantized tables as :class:`LevelEmbedding`: levels in 6-bit
   fields, int8 or int16, whichever holds fewest bytes, the entries beyond it as exact lists; a
   gather and the scales, bit-identical to the decompressed table) or "dense" (left to torch, loaded
   from the file). A raw table stays torch's ("levels" then raises ValueError).
-- ``levels_plan(model)``: one dict per converted layer (name, kind, shape, format, bytes,
-  dense_bytes, times_us {format: µs} when timed, outliers); ``plan(model, nnp, ...)`` makes the same
+- ``levels_plan(model)``: one dict per converted layer (name, kind "linear" / "embedding" / "conv",
+  shape, format, bytes, dense_bytes, times_us {format: µs} when timed, outliers; input_shape when
+  timed on example_inputs, timed_as when a timing was reused, reasons for a convolution's refused or
+  untimed formats); ``plan(model, nnp, ...)`` makes the same
   choice on a parameter-less copy and returns it. ``held_nbytes(model)`` counts the bytes the model
   holds (parameters, buffers, converted layers).
-- Conv2d layers are loaded as float32 and left to torch.
+- Embedding tables are built from their levels decoded a block of file chunks at a time
+  (``NnpFile.iter_level_rows``), so a table's int32 levels are never held whole (at the price of
+  decoding them twice: once to choose the storage, once to fill it).
+- Conv3d and transposed convolutions are loaded as float32 and left to torch (listed in
+  ``levels_plan`` with format "torch").
 
 Surprises
 ---------
@@ -101,6 +124,8 @@ __all__ = [
 LINEAR_FORMATS = ("auto", "dense", "int8", "int8x2", "levels", "levels16", "cser", "codebook", "cer", "lut")
 EMBEDDING_FORMATS = ("auto", "levels", "dense")
 _TIE = 1.10  # formats within this factor of the fastest count as equally fast (timing noise)
+_DROP = 2.0  # after the first timed round, candidates this many times slower than the fastest are dropped
+_CLOSE = 1.25  # layers equal to a timed one re-time the candidates within this factor of its fastest
 _MAX_VALUES = 65536
 _LUT_VALUES = 16  # distinct levels per row the "lut" format holds
 _ROW_BLOCK_ELEMENTS = 1 << 20  # elements per block when a large table is processed row block by row block
@@ -130,6 +155,18 @@ class LevelTensor:
         self.u, self.row_scale, self.col_scale = u, row_scale, col_scale
         self.method, self.step = method, step
 
+    def row_blocks(self, max_elements: int = 1 << 20) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, reconstruction indices of a block of rows) over the rows x cols view, in row
+        order: slices of ``u`` when it is held, else decoded from the file a chunk at a time (a tensor
+        read with ``level_tensor(..., lazy=True)``), so that only one block of int32 is held."""
+        if self.u is not None:
+            block = max(1, max_elements // max(1, self.u.shape[1]))
+            for i in range(0, self.u.shape[0], block):
+                yield i, self.u[i : i + block]
+            return
+        for i, k in self.file.iter_level_rows(self.name, max_elements):
+            yield i, _reconstruction_indices(k, self.method, self.name)
+
     def dequantize(self) -> np.ndarray:
         """float32 weights of the tensor's shape, bit-identical to the file's decoder."""
         u = self.u.astype(np.int32)
@@ -138,30 +175,33 @@ class LevelTensor:
         return w.reshape(self.shape)
 
 
-def level_tensor(f: NnpFile, name: str) -> LevelTensor:
+def _reconstruction_indices(k2: np.ndarray, method, name: str) -> np.ndarray:
+    """The reconstruction index u of each level of the rows k2 (w = u * step_ij), in place: the level
+    itself, or along the dependent-quantization state machine (restarting at every row); step 1
+    makes the decoder return u exactly (|u| < 2^24). A block of rows at a time, so that only a
+    small float block is made."""
+    if method == _core.QuantMethod.trellis:
+        block = max(1, _ROW_BLOCK_ELEMENTS // max(1, k2.shape[1]))
+        for i in range(0, k2.shape[0], block):
+            ui = _core.dequantize(np.ascontiguousarray(k2[i : i + block]), 1.0, method)
+            if np.abs(ui).max(initial=0) >= 2**24:
+                raise ValueError(f"tensor {name!r}: reconstruction indices beyond 2^24 are not supported")
+            k2[i : i + block] = ui
+    return k2
+
+
+def level_tensor(f: NnpFile, name: str, *, lazy: bool = False) -> LevelTensor:
     """The levels of the quantized tensor ``name`` of ``f`` as a :class:`LevelTensor` (ValueError for
-    a tensor stored raw)."""
+    a tensor stored raw). ``lazy``: no levels are read now (``u`` is None); ``row_blocks()`` decodes
+    them from the file a chunk at a time."""
     e = f.entry(name)
     target = f.entry(e["alias_of"]) if e["storage"] == "alias" else e
     if target["storage"] != "quantized":
         raise ValueError(f"tensor {name!r} is stored {target['storage']}, not quantized: it has no levels")
-    k = f.read_levels(name)
     shape = tuple(int(d) for d in e["shape"])
     rows = shape[0] if len(shape) >= 2 else 1
-    k2 = k.reshape(rows, -1)
     method = _core.QuantMethod.__members__[target["method"]]
-    # the reconstruction index u of each level (w = u * step_ij): the level itself, or along the
-    # dependent-quantization state machine (restarting at every row); step 1 makes the decoder
-    # return u exactly (|u| < 2^24). Done in place, a block of rows at a time, so that building a
-    # large table holds its int32 levels and a small float block only.
-    u = k2
-    if method == _core.QuantMethod.trellis:
-        block = max(1, _ROW_BLOCK_ELEMENTS // max(1, k2.shape[1]))
-        for i in range(0, rows, block):
-            ui = _core.dequantize(np.ascontiguousarray(k2[i : i + block]), 1.0, method)
-            if np.abs(ui).max(initial=0) >= 2**24:
-                raise ValueError(f"tensor {name!r}: reconstruction indices beyond 2^24 are not supported")
-            u[i : i + block] = ui
+    u = None if lazy else _reconstruction_indices(f.read_levels(name).reshape(rows, -1), method, name)
     rexp, cexp = f.channel_scale_exps(name)
     step = float(target["step"])
     row = np.full(rows, step) if rexp is None else step * _core.channel_scales_of_exps(np.asarray(rexp, np.int8))
@@ -325,10 +365,14 @@ class _Levels:
     """nnpress's LevelMatrix: float32 activations ("levels", exact up to float32 summation order), or
     each token's activations rounded to int16 on its own scale with exact integer sums ("levels16")."""
 
-    def __init__(self, lt: LevelTensor, isa: str | None, threads: int, activations: str = "float32") -> None:
+    def __init__(
+        self, lt: LevelTensor, isa: str | None, threads: int, activations: str = "float32", matrix=None
+    ) -> None:
         self.format = "levels" if activations == "float32" else "levels16"
         self.activations = activations
-        if lt.file is not None:  # straight from the file's levels (NnpFile.level_matrix)
+        if matrix is not None:  # the same matrix serves both activation modes (built once by _choose)
+            self.m = matrix
+        elif lt.u is None and lt.file is not None:  # straight from the file's levels (NnpFile.level_matrix)
             self.m = lt.file.level_matrix(lt.name, threads=1)
         else:
             col = None if lt.col_scale is None else lt.col_scale.astype(np.float32)
@@ -388,12 +432,19 @@ class _RowGroup:
         return y if bias is None else y + bias
 
 
-def _num_values(w: np.ndarray) -> int:
+def _num_values(w: np.ndarray, lt: LevelTensor | None = None) -> int:
+    """Distinct values of the weights w. With one step for the whole tensor (no channel scales) the
+    values are u * step, as many as the distinct u: counted in linear time when their range is small."""
+    if lt is not None and lt.u is not None and lt.col_scale is None and np.all(lt.row_scale == lt.row_scale[0]):
+        lo, hi = int(lt.u.min(initial=0)), int(lt.u.max(initial=0))
+        if hi - lo < 1 << 22:
+            return int(np.count_nonzero(np.bincount((lt.u - lo).reshape(-1), minlength=1)))
     return int(np.unique(w).size)
 
 
-def _build(fmt: str, lt: LevelTensor, w: np.ndarray | None, *, act_digits, isa, threads):
-    """One backend of format ``fmt`` (w: the float32 weights if already decoded)."""
+def _build(fmt: str, lt: LevelTensor, w: np.ndarray | None, *, act_digits, isa, threads, shared=None):
+    """One backend of format ``fmt`` (w: the float32 weights if already decoded; ``shared``: a dict
+    through which the candidates of one layer share their LevelMatrix)."""
     if fmt == "dense":
         return _Dense(lt, w)
     if fmt in ("int8", "int8x2"):
@@ -405,7 +456,11 @@ def _build(fmt: str, lt: LevelTensor, w: np.ndarray | None, *, act_digits, isa, 
             raise ValueError(f'format "{fmt}" needs nnpress\'s LevelMatrix kernels, which this build lacks')
         if fmt == "levels16" and act_digits is None:
             raise ValueError('format "levels16" rounds activations to int16: give act_digits (any of 1, 2, 3)')
-        return _Levels(lt, isa, threads, "float32" if fmt == "levels" else "int16")
+        matrix = None if shared is None else shared.get("level_matrix")
+        b = _Levels(lt, isa, threads, "float32" if fmt == "levels" else "int16", matrix)
+        if shared is not None:
+            shared["level_matrix"] = b.m
+        return b
     if fmt == "lut":
         if not hasattr(_core, "LutMatrix"):
             raise ValueError('format "lut" needs nnpress\'s LutMatrix kernels, which this build lacks')
@@ -436,7 +491,66 @@ def _time_us(fn, x: torch.Tensor, reps: int, flush: torch.Tensor) -> float:
     return float(np.median(ts)) * 1e6
 
 
-def _choose(lt: LevelTensor, batch: int, *, act_digits, isa, threads, candidates, reps: int = 7):
+def _signature(lt: LevelTensor, batch: int, options: tuple) -> tuple:
+    """What decides the kernels' speed on a layer, short of timing it: shape, batch, the options, and
+    the structure of the levels the candidates' costs follow (index width and outlier count of the
+    level and int8 formats, whether int8x2 holds it, density for CSER, column scales). Layers with
+    equal signatures are equally fast in every format up to timing noise, so one timing serves them."""
+    u = lt.u
+    n8 = n14 = n16 = nz = 0
+    for _, ui in lt.row_blocks(_ROW_BLOCK_ELEMENTS):
+        a = np.abs(ui)
+        n8 += int(np.count_nonzero(a > 127))
+        n14 += int(np.count_nonzero(a >= 1 << 14))
+        n16 += int(np.count_nonzero(a > 32767))
+        nz += int(np.count_nonzero(ui))
+    return (
+        u.shape,
+        int(batch),
+        options,
+        lt.col_scale is not None,
+        n8 * 16 > u.size,  # LevelMatrix's int16 dense part
+        round(float(np.log2(1 + n8))),  # outliers of the int8 part
+        n14 > 0,
+        n16 > 0,
+        round(20 * nz / max(1, u.size)),
+    )
+
+
+def _choose(
+    lt: LevelTensor, batch: int, *, act_digits, isa, threads, candidates, reps: int = 7, timed=None, layer=None
+):
+    """(backend, {format: µs}, name of the layer whose timing was reused or None) for "auto": every
+    candidate timed on a (batch x in) input, interleaved (_race). ``timed``: a dict shared by the
+    layers of one conversion, {signature: (format, times, layer name)}; a layer whose _signature is
+    in it times only the candidates that were within _CLOSE of the fastest for that layer (built
+    without timing when one was), so that equal layers still choose each on its own timing among
+    the close ones, while the clearly slower are not timed again. ``layer``: the module's name (for
+    the report; default the tensor's)."""
+    sig = None
+    if timed is not None:
+        sig = _signature(lt, batch, (act_digits, isa, threads, candidates))
+        if sig in timed:
+            fmt, times0, src = timed[sig]
+            close = [c for c, t in times0.items() if t <= min(times0.values()) * _CLOSE] if times0 else [fmt]
+            try:
+                if len(close) == 1:
+                    return _build(close[0], lt, None, act_digits=act_digits, isa=isa, threads=threads), times0, src
+                backend, times = _choose_timed(
+                    lt, batch, act_digits=act_digits, isa=isa, threads=threads, candidates=tuple(close), reps=reps
+                )
+                return backend, times, src
+            except ValueError:
+                pass
+    backend, times = _choose_timed(
+        lt, batch, act_digits=act_digits, isa=isa, threads=threads, candidates=candidates, reps=reps
+    )
+    if timed is not None:
+        timed[sig] = (backend.format, times, lt.name if layer is None else layer)
+    return backend, times, None
+
+
+def _choose_timed(lt: LevelTensor, batch: int, *, act_digits, isa, threads, candidates, reps: int = 7):
     """(backend, {format: µs}) for "auto": every candidate timed on a (batch x in) input, interleaved."""
     cands = ["dense"]
     if has_level_kernels():
@@ -444,7 +558,7 @@ def _choose(lt: LevelTensor, batch: int, *, act_digits, isa, threads, candidates
     if act_digits is not None:
         cands += ["int8", "int8x2"] + (["levels16"] if has_level_kernels() else [])
     w = lt.dequantize().reshape(lt.u.shape)
-    if _num_values(w) <= _MAX_VALUES:
+    if _num_values(w, lt) <= _MAX_VALUES:
         cands += ["cser", "codebook"]
     if hasattr(_core, "LutMatrix") and max_row_values(lt.u) <= _LUT_VALUES:
         cands.append("lut")
@@ -452,9 +566,10 @@ def _choose(lt: LevelTensor, batch: int, *, act_digits, isa, threads, candidates
     if not cands:
         raise ValueError(f"none of the candidate formats {tuple(candidates)} can hold layer {lt.name!r}")
     built = {}
+    shared: dict = {}
     for c in cands:  # a candidate that cannot hold this layer is skipped
         try:
-            built[c] = _build(c, lt, w, act_digits=act_digits, isa=isa, threads=threads)
+            built[c] = _build(c, lt, w, act_digits=act_digits, isa=isa, threads=threads, shared=shared)
         except ValueError:
             continue
     if len(built) == 1:
@@ -462,22 +577,46 @@ def _choose(lt: LevelTensor, batch: int, *, act_digits, isa, threads, candidates
         return b, {}
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, lt.u.shape[1], generator=gen)
-    times: dict[str, list[float]] = {c: [] for c in built}
-    flush = torch.zeros(_FLUSH_BYTES // 1, dtype=torch.uint8)
+    pick, times = _race(built, {c: b.nbytes for c, b in built.items()}, x, reps=reps)
+    return built[pick], times
+
+
+def _race(fns: dict, nbytes: dict, x: torch.Tensor, *, reps: int = 7, rounds: int = 3) -> tuple[str, dict]:
+    """(name of the pick, {name: µs}) of the candidates ``fns`` (name -> callable on x) timed on x:
+    ``rounds`` interleaved rounds (a load burst hits every candidate alike), each the median of
+    ``reps`` calls (_time_us); a candidate slower than _DROP x the fastest in the first round is not
+    timed again (it cannot end within _TIE of the fastest). Each keeps its fastest round; among those
+    within _TIE of the fastest, the one holding fewest bytes (``nbytes``) is picked."""
+    if len(fns) == 1:
+        return next(iter(fns)), {}
+    times: dict[str, list[float]] = {c: [] for c in fns}
+    flush = torch.zeros(_FLUSH_BYTES, dtype=torch.uint8)
+    alive = list(fns)
     with torch.no_grad():
-        for _ in range(3):  # interleaved rounds: a load burst hits every candidate alike
-            for c, b in built.items():
-                times[c].append(_time_us(b, x, reps, flush))
+        for r in range(rounds):
+            for c in alive:
+                times[c].append(_time_us(fns[c], x, reps, flush))
+            if r == 0:
+                first = min(times[c][0] for c in alive)
+                alive = [c for c in alive if times[c][0] <= first * _DROP]
     best = {c: min(v) for c, v in times.items()}
     fastest = min(best.values())
     tied = [c for c in best if best[c] <= fastest * _TIE]
-    pick = min(tied, key=lambda c: (built[c].nbytes, best[c]))
-    return built[pick], {c: round(v, 2) for c, v in best.items()}
+    pick = min(tied, key=lambda c: (nbytes[c], best[c]))
+    return pick, {c: round(v, 2) for c, v in best.items()}
 
 
 # ---------------------------------------------------------------------------------------------
 # modules
 # ---------------------------------------------------------------------------------------------
+
+
+class _LinearShape:
+    """in / out features and whether there is a bias: what _linear_module reads of a module."""
+
+    def __init__(self, in_features: int, out_features: int, has_bias: bool) -> None:
+        self.in_features, self.out_features = in_features, out_features
+        self.bias = True if has_bias else None
 
 
 class DenseLinear(nn.Linear):
@@ -565,20 +704,20 @@ class LevelEmbedding(nn.Module):
         super().__init__()
         if emb.max_norm is not None:
             raise ValueError("LevelEmbedding does not support max_norm")
-        u = lt.u
-        self.num_embeddings, self.embedding_dim = u.shape
+        rows, cols = lt.shape[0], int(np.prod(lt.shape[1:]))
+        size = rows * cols
+        self.num_embeddings, self.embedding_dim = rows, cols
         self.padding_idx = emb.padding_idx
-        rows, cols = u.shape
-        block = max(1, _ROW_BLOCK_ELEMENTS // cols)
-        # entries beyond each storage's range, counted a block of rows at a time (no table-sized copies)
+        # entries beyond each storage's range, counted a block of rows at a time (no table-sized
+        # copies; a lazy LevelTensor decodes its levels once for this pass and once to store them)
         beyond = {6: 0, 8: 0, 16: 0}
-        for i in range(0, rows, block):
-            a = np.abs(u[i : i + block])
+        for _, ui in lt.row_blocks(_ROW_BLOCK_ELEMENTS):
+            a = np.abs(ui)
             for b, lim in ((6, 31), (8, 127), (16, 32767)):
                 beyond[b] += int(np.count_nonzero(a > lim))
-        cost = {16: u.size * 2 + beyond[16] * 12, 8: u.size + beyond[8] * 12}
+        cost = {16: size * 2 + beyond[16] * 12, 8: size + beyond[8] * 12}
         if cols % 4 == 0:
-            cost[6] = u.size * 3 // 4 + beyond[6] * 12
+            cost[6] = size * 3 // 4 + beyond[6] * 12
         self.bits = min(cost, key=lambda b: (cost[b], b))
         lim = {6: 31, 8: 127, 16: 32767}[self.bits]
         if self.bits == 6:
@@ -587,14 +726,13 @@ class LevelEmbedding(nn.Module):
             self.levels = torch.empty((rows, cols), dtype=torch.int8 if self.bits == 8 else torch.int16)
         store = self.levels.numpy()
         rr, cc, vv = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
-        for i in range(0, rows, block):
-            ui = u[i : i + block]
+        for i, ui in lt.row_blocks(_ROW_BLOCK_ELEMENTS):
             clipped = np.clip(ui, -lim, lim)
             r, c = np.nonzero(ui != clipped)
             rr.append(r + i)
             cc.append(c)
             vv.append((ui[r, c] - clipped[r, c]).astype(np.float32))
-            store[i : i + block] = _pack6(clipped + 32) if self.bits == 6 else clipped
+            store[i : i + ui.shape[0]] = _pack6(clipped + 32) if self.bits == 6 else clipped
         self.rest_row = torch.from_numpy(np.concatenate(rr).astype(np.int32))
         self.rest_col = torch.from_numpy(np.concatenate(cc).astype(np.int64))
         self.rest_val = torch.from_numpy(np.concatenate(vv))
@@ -653,11 +791,27 @@ def _format_for(format: Any, name: str) -> str:
 def _targets(model: nn.Module, embeddings: str) -> list[tuple[str, nn.Module, str]]:
     out = []
     for name, m in model.named_modules():
-        if isinstance(m, nn.Linear):
+        if isinstance(m, nn.Linear) or _is_hf_conv1d(m):
             out.append((name, m, "linear"))
         elif isinstance(m, nn.Embedding) and embeddings != "dense":
             out.append((name, m, "embedding"))
     return out
+
+
+def _is_hf_conv1d(m: nn.Module) -> bool:
+    """transformers' ``Conv1D`` (GPT-2 and kin): a Linear whose weight is stored transposed, in x out
+    (y = x @ W + b)."""
+    w = getattr(m, "weight", None)
+    return type(m).__name__ == "Conv1D" and hasattr(m, "nf") and isinstance(w, torch.Tensor) and w.dim() == 2
+
+
+def _transposed(lt: LevelTensor) -> LevelTensor:
+    """The levels of W^T: u transposed, the row and column scales swapped (the step stays with the
+    scales of the old rows, now the columns), so u * step_ij is the same double product."""
+    rows, cols = lt.u.shape
+    row = np.ones(cols) if lt.col_scale is None else np.asarray(lt.col_scale, np.float64)
+    t = LevelTensor(lt.name, (cols, rows), np.ascontiguousarray(lt.u.T), row, lt.row_scale, lt.method, lt.step)
+    return t
 
 
 def _join(prefix: str, leaf: str) -> str:
@@ -713,10 +867,16 @@ def _bias(f: NnpFile, name: str) -> torch.Tensor | None:
     return torch.from_numpy(np.asarray(a, dtype=np.float32))
 
 
-def _linear_module(name, mod, f, fmt, *, batch, act_digits, isa, threads, candidates):
+def _linear_module(name, mod, f, fmt, *, batch, act_digits, isa, threads, candidates, timed=None):
     key = _join(name, "weight")
     quantized = f.entry(key)["storage"] != "raw"
+    # transformers' Conv1D, or a module converted from one (a pending choice): the file's weight is W^T
+    transpose = _is_hf_conv1d(mod) or bool(getattr(mod, "info", {}).get("transposed"))
+    if _is_hf_conv1d(mod):
+        mod = _LinearShape(int(mod.weight.shape[0]), int(mod.weight.shape[1]), mod.bias is not None)
     info: dict = {"name": name, "kind": "linear", "shape": (mod.out_features, mod.in_features)}
+    if transpose:
+        info["transposed"] = True
     if not quantized:
         if fmt not in ("auto", "dense"):
             raise ValueError(
@@ -727,14 +887,26 @@ def _linear_module(name, mod, f, fmt, *, batch, act_digits, isa, threads, candid
             from .container import bfloat16_to_float32
 
             w = bfloat16_to_float32(w)
-        backend = _Dense(None, np.asarray(w, dtype=np.float32))
+        w = np.asarray(w, dtype=np.float32)
+        backend = _Dense(None, w.T if transpose else w)
         info["times_us"] = {}
     else:
         lt = level_tensor(f, key)
+        if transpose:
+            lt = _transposed(lt)
         if fmt == "auto":
-            backend, info["times_us"] = _choose(
-                lt, batch, act_digits=act_digits, isa=isa, threads=threads, candidates=candidates
+            backend, info["times_us"], src = _choose(
+                lt,
+                batch,
+                act_digits=act_digits,
+                isa=isa,
+                threads=threads,
+                candidates=candidates,
+                timed=timed,
+                layer=name,
             )
+            if src is not None:
+                info["timed_as"] = src
         else:
             try:
                 backend = _build(fmt, lt, None, act_digits=act_digits, isa=isa, threads=threads)
@@ -745,7 +917,7 @@ def _linear_module(name, mod, f, fmt, *, batch, act_digits, isa, threads, candid
     if hasattr(backend, "outliers"):
         info["outliers"] = int(backend.outliers)
     bias = _bias(f, name) if mod.bias is not None else None
-    if backend.format == "dense":
+    if backend.format == "dense" and not transpose:  # (a Conv1D's W^T is no parameter of the file's shape)
         return DenseLinear(backend.weight, bias, info)
     return LevelLinear(backend, mod.in_features, mod.out_features, bias, info)
 
@@ -758,7 +930,7 @@ def _embedding_module(name, mod, f, embeddings):
         if embeddings == "levels":
             raise ValueError(f"embedding {name!r}: its weight is stored raw (not quantized), so it has no levels")
         return None
-    m = LevelEmbedding(level_tensor(f, key), mod)
+    m = LevelEmbedding(level_tensor(f, key, lazy=True), mod)
     m.info = {
         "name": name,
         "kind": "embedding",
@@ -784,19 +956,23 @@ def from_nnp(
     candidates=None,
     strict: bool = True,
     inplace: bool = False,
+    example_inputs=None,
+    reuse_timings: bool = True,
 ) -> nn.Module:
     """``model`` running on the levels of the ``.nnp`` file ``nnp`` (see the module docs)."""
     import copy
 
+    from . import nn_conv
     from .loading import load_state_dict
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"from_nnp expects a torch.nn.Module, got {type(model).__name__}")
+    any_format = LINEAR_FORMATS + nn_conv.CONV_ONLY_FORMATS
     if isinstance(format, str):
-        _check_format(format, "", LINEAR_FORMATS)
+        _check_format(format, "", any_format)
     elif isinstance(format, dict):
         for k, v in format.items():
-            _check_format(v, k, LINEAR_FORMATS)
+            _check_format(v, k, any_format)
     else:
         raise TypeError("format must be a string or a dict {module name: format}")
     _check_format(embeddings, "embeddings", EMBEDDING_FORMATS)
@@ -810,41 +986,116 @@ def from_nnp(
             _check_format(c, "candidates", LINEAR_FORMATS[1:])
     f = nnp if isinstance(nnp, NnpFile) else NnpFile(nnp)
     _check_names(model, f, strict)
+    if isinstance(format, str) and format in nn_conv.CONV_ONLY_FORMATS:
+        lin = [n for n, _, k in _targets(model, "dense") if k == "linear"]
+        if lin:
+            raise ValueError(f"format {format!r} is for convolutions only; the model has Linear layers, e.g. {lin[:3]}")
     if isinstance(format, dict):
         known = {n for n, _, k in _targets(model, "dense") if k == "linear"}
-        bad = sorted(set(format) - known)
+        convs = {n for n, _ in nn_conv.conv_targets(model)}
+        bad = sorted(set(format) - known - convs)
         if bad:
-            raise ValueError(f"format names modules that are not Linear layers of the model: {bad[:5]}")
+            raise ValueError(f"format names modules that are not Linear or convolution layers of the model: {bad[:5]}")
+        bad = sorted(n for n in set(format) & known if format[n] in nn_conv.CONV_ONLY_FORMATS)
+        if bad:
+            raise ValueError(f"format {format[bad[0]]!r} is for convolutions only; {bad[:5]} are Linear layers")
     out = model if inplace else copy.deepcopy(model)
     replaced = []
+    timed: dict | None = {} if reuse_timings else None
     for name, mod, kind in _targets(out, embeddings):
         if kind == "linear":
+            fmt = _format_for(format, name)
+            # timed after example_inputs has shown its real input: until then the exact levels format
+            pending = (
+                example_inputs is not None and fmt == "auto" and f.entry(_join(name, "weight"))["storage"] != "raw"
+            )
+            if pending:
+                fmt = "levels" if has_level_kernels() else "dense"
             new = _linear_module(
                 name,
                 mod,
                 f,
-                _format_for(format, name),
+                fmt,
                 batch=int(batch),
                 act_digits=act_digits,
                 isa=isa,
                 threads=threads,
                 candidates=candidates,
+                timed=timed,
             )
+            if pending:
+                new.info["pending"] = True
         else:
             new = _embedding_module(name, mod, f, embeddings)
             if new is None:
                 continue
         replaced.append(name)
+        _release_free_memory()  # the layer's candidates and int32 levels: back to the OS before the next layer
         if name == "":
             out = new
             break
         parent_name, _, child = name.rpartition(".")
         parent = out.get_submodule(parent_name) if parent_name else out
         setattr(parent, child, new)
+    for name, mod in [] if isinstance(out, (LevelLinear, LevelEmbedding)) else nn_conv.conv_targets(out):
+        fmt = format.get(name, "auto") if isinstance(format, dict) else format
+        new = nn_conv.conv_module(
+            name,
+            mod,
+            f,
+            fmt,
+            act_digits=act_digits,
+            isa=isa,
+            threads=threads,
+            forced=isinstance(format, dict) and name in format,
+        )
+        if name == "":
+            out = new
+            break
+        parent_name, _, child = name.rpartition(".")
+        parent = out.get_submodule(parent_name) if parent_name else out
+        setattr(parent, child, new)
+    for name, mod in nn_conv.other_convs(out):
+        mod.nnpress_info = nn_conv.torch_kept_info(name, mod)
     _materialize(out)
     # everything not replaced: decoded into the model tensor by tensor
     load_state_dict(out, f, strict=False)
     out.eval()
+    shapes = None
+    if example_inputs is not None:  # each pending layer timed at the input it gets from example_inputs
+        pend = [
+            (n, m)
+            for n, m in out.named_modules()
+            if isinstance(getattr(m, "info", None), dict) and m.info.get("pending")
+        ]
+        shapes = nn_conv.record_input_shapes(out, pend, example_inputs) if pend else {}
+        for name, m in pend:
+            if not isinstance(m, (LevelLinear, DenseLinear)):
+                continue
+            m.info.pop("pending")
+            if name not in shapes:
+                m.info["reasons"] = ["not reached by example_inputs: not timed, format levels"]
+                continue
+            rows = int(np.prod(shapes[name][:-1]))
+            new = _linear_module(
+                name,
+                m,
+                f,
+                "auto",
+                batch=rows,
+                act_digits=act_digits,
+                isa=isa,
+                threads=threads,
+                candidates=candidates,
+                timed=timed,
+            )
+            new.info["input_shape"] = shapes[name]
+            if name == "":
+                out = new
+                break
+            parent_name, _, child = name.rpartition(".")
+            setattr(out.get_submodule(parent_name) if parent_name else out, child, new)
+    nn_conv.choose(out, f, shapes, act_digits=act_digits, isa=isa, threads=threads, candidates=candidates, race=_race)
     _release_free_memory()
     return out
 
@@ -871,18 +1122,26 @@ def held_nbytes(model: nn.Module) -> int:
         if key not in seen:
             seen.add(key)
             total += t.numel() * t.element_size()
+    from .nn_conv import LevelConv
+
     for m in model.modules():
-        if isinstance(m, LevelLinear):
-            total += m.weight_nbytes
-        elif isinstance(m, LevelEmbedding):
+        if isinstance(m, (LevelLinear, LevelEmbedding, LevelConv)):
             total += m.weight_nbytes
     return total
 
 
 def levels_plan(model: nn.Module) -> list[dict]:
     """The choice made for each converted layer of ``model`` (one dict per layer, module docs)."""
-    kinds = (LevelLinear, LevelEmbedding, DenseLinear)
-    return [dict(m.info) for _, m in model.named_modules() if isinstance(m, kinds)]
+    from .nn_conv import LevelConv
+
+    kinds = (LevelLinear, LevelEmbedding, DenseLinear, LevelConv)
+    out = []
+    for _, m in model.named_modules():
+        if isinstance(m, kinds):
+            out.append(dict(m.info))
+        elif isinstance(getattr(m, "nnpress_info", None), dict):  # a convolution left to torch
+            out.append(dict(m.nnpress_info))
+    return out
 
 
 def plan(model: nn.Module, nnp, format: Any = "auto", **kwargs) -> list[dict]:

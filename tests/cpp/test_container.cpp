@@ -307,6 +307,55 @@ static void test_corruption() {
   CHECK(s.message().find("conv.\xC3\xA9t\xC3\xA9.w") != std::string::npos);
 }
 
+// decode_levels_rows: every row range equals the same rows of decode_levels, on and off chunk
+// boundaries, for any thread count and through an alias; a corrupt chunk fails exactly the ranges
+// that reach it; bad ranges and outputs are refused.
+static void test_level_rows() {
+  Model m = make_model();
+  const std::vector<uint8_t> bytes = write(m, 1);
+  ContainerReader r;
+  CHECK(ContainerReader::open_memory(bytes.data(), bytes.size(), &r).ok());
+  const TensorInfo& w = r.tensor(0);
+  const uint64_t rows = w.rows, cols = w.cols;
+  CHECK(w.chunks.size() == 10 && rows == 300);
+  std::vector<int32_t> all(w.count);
+  CHECK(r.decode_levels(0, all.data(), all.size()).ok());
+  bool same = true;
+  for (uint64_t r0 : {0, 1, 30, 31, 62, 150, 298, 299}) {
+    for (uint64_t n : {1, 2, 31, 40, 100, 300}) {
+      if (r0 + n > rows) continue;
+      for (unsigned threads : {1u, 3u}) {
+        std::vector<int32_t> part(n * cols, 7);
+        CHECK(r.decode_levels_rows(0, r0, n, part.data(), part.size(), threads).ok());
+        same &= std::equal(part.begin(), part.end(), all.begin() + r0 * cols);
+        std::vector<int32_t> via_alias(n * cols, 7);
+        CHECK(r.decode_levels_rows(7, r0, n, via_alias.data(), via_alias.size(), threads).ok());
+        same &= via_alias == part;
+      }
+    }
+  }
+  CHECK(same);
+  std::vector<int32_t> none;
+  CHECK(r.decode_levels_rows(0, 300, 0, none.data(), 0).ok());  // an empty range at the end
+  std::vector<int32_t> buf(2 * cols);
+  CHECK(r.decode_levels_rows(0, 299, 2, buf.data(), buf.size()).code() == StatusCode::kInvalidArgument);
+  CHECK(r.decode_levels_rows(0, ~uint64_t(0), 2, buf.data(), buf.size()).code() == StatusCode::kInvalidArgument);
+  CHECK(r.decode_levels_rows(0, 0, 2, buf.data(), buf.size() - 1).code() == StatusCode::kInvalidArgument);
+  CHECK(r.decode_levels_rows(0, 0, 2, nullptr, buf.size()).code() == StatusCode::kInvalidArgument);
+  CHECK(r.decode_levels_rows(4, 0, 1, buf.data(), 1).code() == StatusCode::kInvalidArgument);  // raw
+  CHECK(r.decode_levels_rows(99, 0, 1, buf.data(), 1).code() == StatusCode::kInvalidArgument);
+  // a corrupt third chunk (rows 62..92): ranges reaching it fail as corrupt, others decode
+  std::vector<uint8_t> bad = bytes;
+  bad[w.chunks[2].offset + w.chunks[2].size / 2] ^= 0x20;
+  ContainerReader rb;
+  CHECK(ContainerReader::open_memory(bad.data(), bad.size(), &rb).ok());
+  std::vector<int32_t> part(40 * cols);
+  CHECK(rb.decode_levels_rows(0, 0, 40, part.data(), part.size()).ok());
+  CHECK(std::equal(part.begin(), part.end(), all.begin()));
+  Status s = rb.decode_levels_rows(0, 50, 40, part.data(), part.size());
+  CHECK(s.code() == StatusCode::kCorrupt && s.message().find("chunk 3 of 10") != std::string::npos);
+}
+
 #endif  // NNPRESS_WITH_ENCODER
 
 // A table entry that claims a huge tensor is rejected before anything is allocated.
@@ -392,6 +441,7 @@ int main() {
   test_writer_rejects();
   test_corruption();
   test_file_io();
+  test_level_rows();
 #endif
   return TEST_MAIN_RESULT();
 }

@@ -10,13 +10,16 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "check.h"
 #include "nnpress/kernels/levels.h"
+#include "nnpress/quant/dequantize.h"
 #include "nnpress/runtime.h"
 
 using namespace nnpress;
+using levels::level_matrix_from_reader;
 using levels::LevelKernelOptions;
 using levels::LevelMatrix;
 
@@ -663,6 +666,91 @@ void test_written_file() {
   }
   CHECK(threw);
 }
+
+// Tensors larger than kBuildBlockElements are built a block of chunks at a time (two passes): the
+// matrix equals from_levels on the whole decoded tensor (same layout, indices, list, bytes), for an
+// int8 and an int16 layout, trellis and nearest; from_row_blocks refuses blocks that disagree.
+void test_chunked_build() {
+  std::mt19937 rng(5);
+  const uint32_t rows = 1100, cols = 1000;  // 1.1 M levels: two build blocks
+  std::vector<std::vector<int32_t>> lvs = {random_u(rows, cols, 0.02, false, rng),
+                                           random_u(rows, cols, 0.2, false, rng)};
+  for (int32_t& v : lvs[0]) v /= 2;
+  std::vector<TensorInput> in;
+  for (size_t k = 0; k < 4; ++k) {
+    TensorInput t;
+    t.name = "w" + std::to_string(k);
+    t.storage = Storage::kQuantized;
+    t.shape = {rows, cols};
+    t.levels = lvs[k / 2].data();
+    t.method = k % 2 ? QuantMethod::kNearest : QuantMethod::kTrellis;
+    t.step = 0.01;
+    t.rows_per_block = 100;
+    in.push_back(t);
+  }
+  std::vector<uint8_t> bytes;
+  CHECK(write_container(in, WriterOptions(), &bytes).ok());
+  ContainerReader r;
+  CHECK(ContainerReader::open_memory(bytes.data(), bytes.size(), &r).ok());
+  int bits_seen = 0;
+  for (size_t k = 0; k < 4; ++k) {
+    LevelMatrix chunked;
+    CHECK(level_matrix_from_reader(r, k, &chunked, 2).ok());
+    std::vector<int32_t> u(size_t(rows) * cols);
+    CHECK(r.decode_levels(k, u.data(), u.size()).ok());
+    if (in[k].method == QuantMethod::kTrellis) {
+      for (uint32_t i = 0; i < rows; ++i) {
+        int state = 0;
+        for (uint32_t j = 0; j < cols; ++j) {
+          const int32_t lv = u[size_t(i) * cols + j];
+          u[size_t(i) * cols + j] = int32_t(dq_index(state, lv));
+          state = dq_next_state(state, lv);
+        }
+      }
+    }
+    std::vector<float> rs(rows, 0.01f);
+    LevelMatrix whole;
+    CHECK(LevelMatrix::from_levels(rows, cols, u.data(), rs.data(), nullptr, &whole).ok());
+    CHECK(chunked.index_bits() == whole.index_bits() && chunked.outliers() == whole.outliers());
+    CHECK(chunked.nbytes() == whole.nbytes() && chunked.dense_max() == whole.dense_max());
+    std::vector<int32_t> a(u.size()), b(u.size());
+    chunked.indices(a.data());
+    whole.indices(b.data());
+    CHECK(a == u && b == u);
+    bits_seen |= chunked.index_bits();
+  }
+  CHECK(bits_seen == (8 | 16));
+  // misuse: blocks out of order, missing rows, counts below the entries
+  std::vector<int32_t> u = lvs[1];
+  u.resize(size_t(4) * cols);
+  std::vector<float> rs(4, 1.0f);
+  LevelMatrix::LevelCounts c;
+  c.add(u.data(), u.size());
+  auto blocks = [&](std::vector<std::pair<uint32_t, uint32_t>> list) {
+    size_t k = 0;
+    return [&u, list, k, cols](uint32_t* first, uint32_t* n, const int32_t** b) mutable {
+      *n = 0;
+      if (k < list.size()) *first = list[k].first, *n = list[k].second, *b = u.data() + size_t(list[k].first) * cols;
+      ++k;
+      return Status::Ok();
+    };
+  };
+  LevelMatrix m;
+  CHECK(LevelMatrix::from_row_blocks(4, cols, c, blocks({{0, 2}, {2, 2}}), rs.data(), nullptr, &m).ok());
+  CHECK(m.rows() == 4);
+  CHECK(LevelMatrix::from_row_blocks(4, cols, c, blocks({{2, 2}, {0, 2}}), rs.data(), nullptr, &m).code() ==
+        StatusCode::kInvalidArgument);
+  CHECK(LevelMatrix::from_row_blocks(4, cols, c, blocks({{0, 2}}), rs.data(), nullptr, &m).code() ==
+        StatusCode::kInvalidArgument);
+  LevelMatrix::LevelCounts low = c;
+  low.beyond_int16 = low.beyond_int8 = c.beyond_int8 / 20;  // says int8, with fewer entries than there are
+  CHECK(c.beyond_int8 > 20);
+  CHECK(LevelMatrix::from_row_blocks(4, cols, low, blocks({{0, 4}}), rs.data(), nullptr, &m).code() ==
+        StatusCode::kInvalidArgument);
+  CHECK(m.rows() == 4);  // unchanged after the failures
+  auto failing = [](uint32_t*, uint32_t*, const int32_t**) { return Status(StatusCode::kCorrupt, "bad chunk"); };
+  CHECK(LevelMatrix::from_row_blocks(4, cols, c, failing, rs.data(), nullptr, &m).code() == StatusCode::kCorrupt);
+}
 #endif
 
 }  // namespace
@@ -682,6 +770,7 @@ int main() {
   test_golden_files();
 #ifdef NNPRESS_WITH_ENCODER
   test_written_file();
+  test_chunked_build();
 #endif
   return TEST_MAIN_RESULT();
 }

@@ -2,7 +2,7 @@
 //
 // Properties: ContainerReader::open_memory never crashes, reads out of bounds or allocates more
 // than the file justifies; every failure is a format error with a message; an opened file's
-// tables are consistent with the limits; decode / decode_levels / decode_all / verify_checksums
+// tables are consistent with the limits; decode / decode_levels / decode_levels_rows / decode_all / verify_checksums
 // never write outside the output buffers, report bad chunks as format errors, and give the same
 // bytes and the same status for 1 and 2 threads; open_bytes agrees with open_memory.
 // Because CRCs reject almost every mutation, each input is also tried "repaired": header CRC,
@@ -88,6 +88,16 @@ void check_file(const uint8_t* data, size_t size) {
       const Status sl = r.decode_levels(i, lv.data(), t.count, 2);
       FUZZ_REQUIRE(lv[size_t(t.count)] == 0x5A5A5A5A);
       FUZZ_REQUIRE(sl.ok() == sa.ok());
+      // a row range (the middle third, off chunk boundaries in general): in bounds, the same rows
+      // as decode_levels when that succeeds, a format error or success otherwise (it reads fewer chunks)
+      const uint64_t r0 = t.rows / 3, rn = t.rows - t.rows / 3 - r0;
+      std::vector<int32_t> part(size_t(rn * t.cols) + 1, 0x3C3C3C3C);
+      const Status sr = r.decode_levels_rows(i, r0, rn, part.data(), rn * t.cols, 2);
+      FUZZ_REQUIRE(part[size_t(rn * t.cols)] == 0x3C3C3C3C);
+      FUZZ_REQUIRE(sr.ok() || sr.is_format_error());
+      if (sl.ok()) FUZZ_REQUIRE(sr.ok() && std::equal(part.begin(), part.end() - 1, lv.begin() + r0 * t.cols));
+      FUZZ_REQUIRE(r.decode_levels_rows(i, r0, rn + 1 + t.rows, part.data(), rn * t.cols, 1).code() ==
+                   StatusCode::kInvalidArgument);
     }
   }
   // decode_all: same results, and the error (if any) of the first failing chunk in file order

@@ -293,6 +293,31 @@ def test_nnp_chunk_corruption_names_the_tensor(nnp_file):
         offset += e["stored_bytes"]
 
 
+def test_nnp_level_rows_of_a_corrupt_chunk_are_a_format_error(nnp_file):
+    """NnpFile.iter_level_rows (chunked level decode, as nn.convert builds embeddings): every
+    single-byte change inside a chunk of fc1.weight fails with FormatError naming the tensor, when
+    the block holding that chunk is decoded; the blocks before it are the true levels."""
+    _, data, _ = nnp_file
+    f = nnpress.NnpFile(data)
+    full = f.read_levels("fc1.weight")
+    blocks = f._r.level_row_blocks(f.entry("fc1.weight")["index"])
+    assert len(blocks) > 2  # several chunks: 64 x 48 in blocks of ~500 elements
+    got = list(f.iter_level_rows("fc1.weight", max_elements=48 * 10))
+    assert np.array_equal(np.concatenate([b for _, b in got]), full.reshape(64, -1))
+    offset = 40 + sum(e["stored_bytes"] for e in f.entries[: f.entry("fc1.weight")["index"]])
+    for pos in range(offset, offset + f.entry("fc1.weight")["stored_bytes"], 7):
+        bad = bytearray(data)
+        bad[pos] ^= 0x44
+        rows = nnpress.NnpFile(bytes(bad)).iter_level_rows("fc1.weight", max_elements=1)
+        good = []
+        with pytest.raises(FormatError, match=r"fc1\.weight"):
+            good.extend(rows)  # stops at the corrupt chunk's block
+        for first, block in good:
+            assert np.array_equal(block, full.reshape(64, -1)[first : first + block.shape[0]])
+    with pytest.raises(ValueError, match="not quantized"):
+        next(f.iter_level_rows("steps"))
+
+
 @FIXED
 @given(st.binary(max_size=600))
 def test_nnp_arbitrary_bytes(data):

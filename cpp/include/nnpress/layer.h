@@ -69,8 +69,9 @@
 //   - The choice is per layer: it does not see what the caller pays between layers whose layouts differ
 //     (a transpose when a kItemRows layer feeds a kItemCols one at batch > 1).
 //   - create() decodes the tensor twice (float32 for CER/CSER/codebook, levels for the level formats)
-//     unless a format is forced; peak memory during create() is about 9 bytes per weight plus the
-//     candidates.
+//     unless a format is forced; peak memory during create() is about 5 bytes per weight (the float32
+//     values and the level matrix; the levels are decoded a block of chunks at a time, kernels/levels.h)
+//     plus the candidates.
 //   - No float32 dense candidate: a dense float GEMM would mean either a BLAS dependency (this runtime
 //     is a small dependency-free library) or a second, home-made dense path; the level matrix is the
 //     dense path, holding each weight in 1 byte (2 for int16 levels) instead of 4, with products equal

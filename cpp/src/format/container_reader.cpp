@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <unordered_map>
@@ -504,6 +505,9 @@ struct ContainerReader::Task {
   const char* label = nullptr;  // requested tensor's name (for messages)
   uint8_t* out = nullptr;       // destination of the whole tensor
   bool levels_only = false;     // write int32 levels instead of dequantized values
+  // levels_only: out holds rows [row_begin, row_end) of the tensor only; a chunk reaching outside
+  // them is decoded into the thread's scratch and its rows inside are copied
+  uint64_t row_begin = 0, row_end = std::numeric_limits<uint64_t>::max();
   uint64_t cost = 0;
   // A piece of a large raw chunk: bytes [begin, end) of it, copied on its own; its CRC-32C goes to
   // piece_crc and the pieces' CRCs are combined and checked once all have run. end == 0: the whole
@@ -782,13 +786,19 @@ Status ContainerReader::run_task(Task& task, Scratch* scratch) const {
   const uint64_t n = ch.rows * t.cols;
   const uint64_t first = ch.first_row * t.cols;
   int32_t* lv;
-  if (task.levels_only) {
-    lv = reinterpret_cast<int32_t*>(task.out) + first;
+  const bool partial = task.levels_only && (ch.first_row < task.row_begin || ch.first_row + ch.rows > task.row_end);
+  if (task.levels_only && !partial) {
+    lv = reinterpret_cast<int32_t*>(task.out) + (ch.first_row - task.row_begin) * t.cols;
   } else {
     scratch->levels.resize(size_t(n));
     lv = scratch->levels.data();
   }
   Status s = decode_level_payload(src, size_t(ch.size), ch.rows, t.cols, t.params, lv);
+  if (s.ok() && partial) {
+    const uint64_t r0 = std::max(ch.first_row, task.row_begin), r1 = std::min(ch.first_row + ch.rows, task.row_end);
+    std::memcpy(reinterpret_cast<int32_t*>(task.out) + (r0 - task.row_begin) * t.cols,
+                lv + (r0 - ch.first_row) * t.cols, size_t((r1 - r0) * t.cols) * sizeof(int32_t));
+  }
   ChannelScales sc;
   if (!t.row_scale.empty()) sc.row = t.row_scale.data() + ch.first_row;
   if (!t.col_scale.empty()) sc.col = t.col_scale.data();
@@ -897,6 +907,42 @@ Status ContainerReader::decode_levels(size_t i, int32_t* out, uint64_t out_count
     task.out = reinterpret_cast<uint8_t*>(out);
     task.levels_only = true;
     task.cost = t.chunks[k].rows * t.cols;
+    tasks.push_back(std::move(task));
+  }
+  return run_tasks(tasks, threads);
+}
+
+Status ContainerReader::decode_levels_rows(size_t i, uint64_t row_begin, uint64_t row_count, int32_t* out,
+                                           uint64_t out_count, unsigned threads) const {
+  if (i >= tensors_.size()) return invalid_argument("decode_levels_rows: tensor index out of range");
+  const TensorInfo& req = tensors_[i];
+  const size_t src = req.storage == Storage::kAlias ? req.alias_of : i;
+  const TensorInfo& t = tensors_[src];
+  if (t.storage != Storage::kQuantized)
+    return invalid_argument("decode_levels_rows: " + quoted(req.name) + " is not quantized");
+  if (row_begin > t.rows || row_count > t.rows - row_begin)
+    return invalid_argument("decode_levels_rows: " + std::to_string(row_count) + " rows from row " +
+                            std::to_string(row_begin) + " are outside " + quoted(req.name) + "'s " +
+                            std::to_string(t.rows) + " rows");
+  if (out_count != row_count * t.cols)
+    return invalid_argument("decode_levels_rows: output holds " + std::to_string(out_count) + " levels, " +
+                            std::to_string(row_count) + " rows of " + quoted(req.name) + " have " +
+                            std::to_string(row_count * t.cols));
+  if (out == nullptr && out_count != 0) return invalid_argument("decode_levels_rows: null output");
+  const uint64_t row_end = row_begin + row_count;
+  std::vector<Task> tasks;
+  for (size_t k = 0; k < t.chunks.size(); ++k) {
+    const ChunkRef& ch = t.chunks[k];
+    if (ch.first_row + ch.rows <= row_begin || ch.first_row >= row_end) continue;
+    Task task;
+    task.tensor = src;
+    task.chunk = k;
+    task.label = req.name.c_str();
+    task.out = reinterpret_cast<uint8_t*>(out);
+    task.levels_only = true;
+    task.row_begin = row_begin;
+    task.row_end = row_end;
+    task.cost = ch.rows * t.cols;
     tasks.push_back(std::move(task));
   }
   return run_tasks(tasks, threads);

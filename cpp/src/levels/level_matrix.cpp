@@ -100,12 +100,42 @@ Status LevelMatrix::from_levels(uint32_t rows, uint32_t cols, const int32_t* u, 
   if (!s.ok()) return s;
 
   const uint64_t count = uint64_t(rows) * cols;
-  uint64_t n8 = 0;
-  for (uint64_t k = 0; k < count; ++k) n8 += magnitude(u[k]) > uint64_t(kInt8Limit);
+  LevelCounts c;
+  c.add(u, count);
+  bool given = false;
+  auto one_block = [&](uint32_t* first, uint32_t* n, const int32_t** block) {
+    *first = 0, *n = given ? 0 : rows, *block = u;
+    given = true;
+    return Status::Ok();
+  };
+  return from_row_blocks(rows, cols, c, one_block, row_scale, col_scale, out);
+}
+
+void LevelMatrix::LevelCounts::add(const int32_t* u, uint64_t n) {
+  for (uint64_t k = 0; k < n; ++k) {
+    const uint64_t a = magnitude(u[k]);
+    beyond_int8 += a > uint64_t(kInt8Limit);
+    beyond_int16 += a > uint64_t(kInt16Limit);
+  }
+}
+
+Status LevelMatrix::from_row_blocks(uint32_t rows, uint32_t cols, const LevelCounts& counts, const RowBlocks& next,
+                                    const float* row_scale, const float* col_scale, LevelMatrix* out) {
+  if (out == nullptr) return invalid_argument("LevelMatrix::from_row_blocks: null output");
+  if (rows == 0 || cols == 0)
+    return invalid_argument("LevelMatrix::from_row_blocks: " + std::to_string(rows) + " x " + std::to_string(cols) +
+                            " matrix (rows and cols must be >= 1)");
+  if (row_scale == nullptr) return invalid_argument("LevelMatrix::from_row_blocks: null row_scale");
+  Status s = check_scales(row_scale, rows, "row_scale");
+  if (s.ok() && col_scale != nullptr) s = check_scales(col_scale, cols, "col_scale");
+  if (!s.ok()) return s;
+  const uint64_t count = uint64_t(rows) * cols;
   // int16 when the list would hold more than 1/16 of the entries: the list costs 8 bytes and a
   // scalar multiply-add per entry, the wider dense part one more byte per weight.
-  const int bits = n8 * 16 > count ? 16 : 8;
+  const int bits = counts.beyond_int8 * 16 > count ? 16 : 8;
   const uint64_t limit = bits == 8 ? uint64_t(kInt8Limit) : uint64_t(kInt16Limit);
+  const uint64_t n_list = bits == 8 ? counts.beyond_int8 : counts.beyond_int16;
+  if (n_list > count) return invalid_argument("LevelMatrix::from_row_blocks: counts exceed the matrix");
   const size_t per_line = kRowAlign / size_t(bits / 8);
   const size_t stride = (size_t(cols) + per_line - 1) / per_line * per_line;
   if (size_t(rows) > std::numeric_limits<size_t>::max() / 2 / stride)
@@ -115,30 +145,42 @@ Status LevelMatrix::from_levels(uint32_t rows, uint32_t cols, const int32_t* u, 
   m.rows_ = rows, m.cols_ = cols, m.bits_ = bits, m.stride_ = stride;
   m.dense_ = alloc_dense(m.dense_bytes());
   std::memset(m.dense_.get(), 0, m.dense_bytes());
-  uint64_t n_list = 0;
-  for (uint64_t k = 0; k < count; ++k) n_list += magnitude(u[k]) > limit;
   if (n_list) {
     m.out_ptr_.assign(size_t(rows) + 1, 0);
     m.out_col_.reserve(size_t(n_list));
     m.out_val_.reserve(size_t(n_list));
   }
-  for (uint32_t r = 0; r < rows; ++r) {
-    const int32_t* src = u + size_t(r) * cols;
-    for (uint32_t j = 0; j < cols; ++j) {
-      const int32_t v = src[j];
-      if (magnitude(v) > limit) {
-        m.out_col_.push_back(j);
-        m.out_val_.push_back(v);
-        continue;
+  uint32_t done = 0;  // rows filled so far
+  while (done < rows) {
+    uint32_t first = 0, n = 0;
+    const int32_t* u = nullptr;
+    s = next(&first, &n, &u);
+    if (!s.ok()) return s;
+    if (n == 0 || first != done || n > rows - done || u == nullptr)
+      return invalid_argument("LevelMatrix::from_row_blocks: blocks must cover rows 0.." + std::to_string(rows) +
+                              " in order (got " + std::to_string(n) + " rows from row " + std::to_string(first) +
+                              " after " + std::to_string(done) + ")");
+    for (uint32_t r = first; r < first + n; ++r) {
+      const int32_t* src = u + size_t(r - first) * cols;
+      for (uint32_t j = 0; j < cols; ++j) {
+        const int32_t v = src[j];
+        if (magnitude(v) > limit) {
+          if (m.out_col_.size() == n_list)  // more than counted: the blocks disagree with the counts
+            return invalid_argument("LevelMatrix::from_row_blocks: more entries beyond the dense range than counted");
+          m.out_col_.push_back(j);
+          m.out_val_.push_back(v);
+          continue;
+        }
+        m.dense_max_ = std::max(m.dense_max_, int32_t(magnitude(v)));
+        if (bits == 8) {
+          reinterpret_cast<int8_t*>(m.dense_.get())[size_t(r) * stride + j] = int8_t(v);
+        } else {
+          reinterpret_cast<int16_t*>(m.dense_.get())[size_t(r) * stride + j] = int16_t(v);
+        }
       }
-      m.dense_max_ = std::max(m.dense_max_, int32_t(magnitude(v)));
-      if (bits == 8) {
-        reinterpret_cast<int8_t*>(m.dense_.get())[size_t(r) * stride + j] = int8_t(v);
-      } else {
-        reinterpret_cast<int16_t*>(m.dense_.get())[size_t(r) * stride + j] = int16_t(v);
-      }
+      if (n_list) m.out_ptr_[size_t(r) + 1] = m.out_col_.size();
     }
-    if (n_list) m.out_ptr_[size_t(r) + 1] = m.out_col_.size();
+    done += n;
   }
   m.row_scale_.assign(row_scale, row_scale + rows);
   if (col_scale != nullptr) m.col_scale_.assign(col_scale, col_scale + cols);
@@ -372,25 +414,61 @@ Status level_matrix_from_reader(const ContainerReader& reader, size_t index, Lev
     cs.resize(cols);
     for (uint32_t j = 0; j < cols; ++j) cs[j] = float(t.col_scale[j]);
   }
-  std::vector<int32_t> u(size_t(t.count));
-  Status s = reader.decode_levels(index, u.data(), t.count, threads);
-  if (!s.ok()) return s;
-  if (uses_dependent_reconstruction(t.method)) {
-    for (uint32_t r = 0; r < rows; ++r) {
+  // The levels a block of the file's chunks at a time (at most kBuildBlockElements int32 unless one
+  // chunk is larger), each block's rows taken to their reconstruction indices u. A tensor in one
+  // block is decoded once; a larger one twice: a first pass counts the entries beyond int8 / int16
+  // (which decide the matrix's layout), the second fills it.
+  std::vector<std::pair<uint64_t, uint64_t>> blocks;  // (first row, rows)
+  for (const ChunkRef& ch : t.chunks) {
+    if (!blocks.empty() && (blocks.back().second + ch.rows) * cols <= LevelMatrix::kBuildBlockElements)
+      blocks.back().second += ch.rows;
+    else blocks.emplace_back(ch.first_row, ch.rows);
+  }
+  uint64_t largest = 0;
+  for (const auto& b : blocks) largest = std::max(largest, b.second);
+  std::vector<int32_t> u(size_t(largest * cols));
+  auto decode_block = [&](size_t k) -> Status {
+    const uint64_t first = blocks[k].first, n = blocks[k].second;
+    Status s = reader.decode_levels_rows(index, first, n, u.data(), n * cols, threads);
+    if (!s.ok()) return s;
+    if (!uses_dependent_reconstruction(t.method)) return Status::Ok();
+    for (uint64_t r = 0; r < n; ++r) {
       int32_t* row = u.data() + size_t(r) * cols;
       int state = 0;
       for (uint32_t j = 0; j < cols; ++j) {
         const int32_t k = row[j];
         const int64_t v = dq_index(state, k);
         if (v < std::numeric_limits<int32_t>::min() || v > std::numeric_limits<int32_t>::max())
-          return limit_exceeded(what + ": reconstruction index " + std::to_string(v) + " at row " + std::to_string(r) +
-                                " is outside int32");
+          return limit_exceeded(what + ": reconstruction index " + std::to_string(v) + " at row " +
+                                std::to_string(first + r) + " is outside int32");
         row[j] = int32_t(v);
         state = dq_next_state(state, k);
       }
     }
+    return Status::Ok();
+  };
+  LevelMatrix::LevelCounts counts;
+  Status s;
+  for (size_t k = 0; k < blocks.size(); ++k) {  // one block: decoded here and kept in u for the fill
+    s = decode_block(k);
+    if (!s.ok()) return s;
+    counts.add(u.data(), blocks[k].second * cols);
   }
-  s = LevelMatrix::from_levels(rows, cols, u.data(), rs.data(), cs.empty() ? nullptr : cs.data(), out);
+  Status decode_error;
+  size_t next_block = 0;
+  auto next = [&](uint32_t* first, uint32_t* n, const int32_t** block) -> Status {
+    *n = 0;
+    if (next_block == blocks.size()) return Status::Ok();
+    if (blocks.size() > 1) {
+      decode_error = decode_block(next_block);
+      if (!decode_error.ok()) return decode_error;
+    }
+    *first = uint32_t(blocks[next_block].first), *n = uint32_t(blocks[next_block].second), *block = u.data();
+    ++next_block;
+    return Status::Ok();
+  };
+  s = LevelMatrix::from_row_blocks(rows, cols, counts, next, rs.data(), cs.empty() ? nullptr : cs.data(), out);
+  if (!decode_error.ok()) return decode_error;
   if (!s.ok()) return Status(s.code(), what + ": " + s.message());
   return Status::Ok();
 }

@@ -219,6 +219,15 @@ class ContainerReader {
   // is not quantized, out_count != count, null out with out_count > 0; kCorrupt / kTruncated as
   // decode.
   Status decode_levels(size_t i, int32_t* out, uint64_t out_count, unsigned threads = 1) const;
+  // Rows [row_begin, row_begin + row_count) of those levels (rows of the tensor's rows x cols view),
+  // row_count * cols int32 values: what a consumer that builds from the levels a block of rows at a
+  // time holds instead of the whole tensor's. Each chunk's CABAC stream is sequential, so the chunks
+  // (TensorInfo::chunks, row blocks) overlapping the range are decoded whole, and a chunk reaching
+  // outside it goes through a scratch buffer of its size: ranges on chunk boundaries cost nothing
+  // extra. kInvalidArgument: i out of range, a tensor that is not quantized, a range outside the
+  // rows, out_count != row_count * cols, null out with out_count > 0; kCorrupt / kTruncated as decode.
+  Status decode_levels_rows(size_t i, uint64_t row_begin, uint64_t row_count, int32_t* out, uint64_t out_count,
+                            unsigned threads = 1) const;
   // Decode many tensors at once: outs/out_bytes have tensor_count() entries; a null out skips that
   // tensor. All chunks of all requested tensors share one pool of `threads` threads.
   // kInvalidArgument: outs or out_bytes of the wrong length, an out_bytes[i] != output_bytes() for a

@@ -16,7 +16,8 @@
 //       On failure *out is left unchanged.
 //     level_matrix_from_reader(reader, index, &m, threads) / Model::decode_level_matrix (runtime.h):
 //       the same matrix straight from a quantized .nnp tensor (an alias gives its target's): its
-//       levels (ContainerReader::decode_levels, `threads` threads), its method (trellis levels go
+//       levels (ContainerReader::decode_levels_rows, a block of chunks at a time, `threads`
+//       threads), its method (trellis levels go
 //       through the state machine of dequantize.h to u), row_scale[i] = float(step * 2^(row_exp/8))
 //       (all float(step) without row exponents) and col_scale[j] = float(2^(col_exp/8)). The view is
 //       rows_cols_of(shape) (shape.h): a Linear weight as is, a Conv weight as out x (in*kh*kw).
@@ -77,14 +78,16 @@
 //     CSER (sparse/kernels.h) does less work.
 //   - Different ISAs sum in different orders (lanes), so their float32 results differ in the last bits
 //     (kInt16 results do not: their sums are exact).
-//   - level_matrix_from_reader holds the tensor's int32 levels (4 bytes per weight) while it builds
-//     the matrix, for the time of the call; the matrix itself holds ~1 byte per weight.
+//   - level_matrix_from_reader holds at most kBuildBlockElements int32 levels (or one file chunk's,
+//     if larger) while it builds; a tensor larger than that is decoded twice (a counting pass, then
+//     the fill); the matrix itself holds ~1 byte per weight.
 //   - row_scale is rounded to float32 once (step * 2^(e/8) in double, then float): the product's
 //     weights differ from decode_float32's by at most that rounding (relative 2^-24).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -129,6 +132,24 @@ class LevelMatrix {
 
   static Status from_levels(uint32_t rows, uint32_t cols, const int32_t* u, const float* row_scale,
                             const float* col_scale, LevelMatrix* out);
+
+  // The same matrix with u handed over a block of rows at a time (what level_matrix_from_reader
+  // uses so as not to hold a large tensor's whole int32 levels). `counts`: the entries of the whole
+  // u beyond int8 / int16 (LevelCounts::add over every block: they decide the layout, so a caller
+  // makes a first pass); next(&first_row, &rows, &u) gives the next block (rows x cols int32,
+  // row-major, valid until the following call), the blocks covering rows 0..rows-1 in order; it
+  // returns an error status to stop (passed on) or rows = 0 at the end. kInvalidArgument as
+  // from_levels, and for blocks out of order, missing rows, or more entries beyond the dense range
+  // than counted. On failure *out is left unchanged.
+  struct LevelCounts {
+    uint64_t beyond_int8 = 0, beyond_int16 = 0;  // |u| > kInt8Limit, |u| > kInt16Limit
+    void add(const int32_t* u, uint64_t n);
+  };
+  using RowBlocks = std::function<Status(uint32_t* first_row, uint32_t* rows, const int32_t** u)>;
+  static Status from_row_blocks(uint32_t rows, uint32_t cols, const LevelCounts& counts, const RowBlocks& next,
+                                const float* row_scale, const float* col_scale, LevelMatrix* out);
+  // level_matrix_from_reader decodes at most this many levels at a time (or one file chunk, if larger).
+  static constexpr uint64_t kBuildBlockElements = uint64_t(1) << 20;
 
   uint32_t rows() const { return rows_; }
   uint32_t cols() const { return cols_; }
