@@ -138,10 +138,15 @@ def test_threads_bit_identical():
 def test_int16_activations():
     rng = np.random.default_rng(4)
     u = rng.integers(-127, 128, (96, 384)).astype(np.int32)
+    u[3, :5] = [200, -300, 1000, -128, 5000]  # list entries (int8 dense part)
+    u[95, 383] = -(1 << 20)
     rs = rng.uniform(0.001, 0.01, 96).astype(np.float32)
     lm = _core.LevelMatrix.from_levels(u, rs)
-    x = rng.standard_normal((16, 384)).astype(np.float32)
+    assert lm.index_bits == 8 and lm.outliers == 6
+    x = rng.standard_normal((21, 384)).astype(np.float32)  # list entries: 16 tokens per pass, then 5
+    x[4] = 0.0  # a zero row: scale 0, results 0
     ref = lm.matmul(x, isa="scalar", activations="int16")
+    assert not ref[4].any()
     assert np.array_equal(ref, _int16_by_contract(u, rs, x, 32767))  # int8 dense part: L = 32767
     for isa in ISAS:  # exact integer sums: the same bits on every ISA
         assert np.array_equal(lm.matmul(x, isa=isa, activations="int16"), ref)
@@ -158,7 +163,8 @@ def _int16_by_contract(u: np.ndarray, rs: np.ndarray, x: np.ndarray, L: int) -> 
     """The "int16" product as nnpress/kernels/levels.h states it (no column scales): each row of x rounded
     half away from zero to [-L, L] on the scale max|x| / L, exact integer sums, one float64 multiply."""
     s = np.abs(x).max(1).astype(np.float64) / L
-    v = x.astype(np.float64) * (1.0 / s)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero row: scale 0, rounded inputs 0
+        v = np.nan_to_num(x.astype(np.float64) * (1.0 / s)[:, None], nan=0.0)
     q = np.clip(np.trunc(v + np.copysign(0.5, v)), -L, L).astype(np.int64)
     S = q @ u.astype(np.int64).T
     return ((rs.astype(np.float64)[None, :] * s[:, None]) * S.astype(np.float64)).astype(np.float32)

@@ -234,32 +234,13 @@ bool matmul_int16(const LevelMatrix& m, const float* xs, size_t batch, float* Y,
   const size_t rows = m.rows(), cols = m.cols(), stride = m.stride();
   const int32_t L = m.activation_range();
   if (L == 0) return false;
+  const detail::LevelKernelTable* scalar = detail::scalar_level_kernels();
+  const detail::QuantizeRow quantize = table->quantize_row ? table->quantize_row : scalar->quantize_row;
   std::vector<double> xscale(batch);
-  for (size_t b = 0; b < batch; ++b) {
-    const float* x = xs + b * cols;
-    float amax = 0.0f;
-    bool finite = true;
-    for (size_t j = 0; j < cols; ++j) {
-      finite &= std::isfinite(x[j]);
-      amax = std::max(amax, std::fabs(x[j]));
-    }
-    if (!finite) return false;
-    xscale[b] = double(amax) / double(L);
-  }
   std::vector<int16_t> xq(batch * stride, 0);
   for (size_t b = 0; b < batch; ++b) {
-    if (xscale[b] == 0.0) continue;
-    const double inv = 1.0 / xscale[b];
-    const float* x = xs + b * cols;
-    int16_t* q = xq.data() + b * stride;
-    for (size_t j = 0; j < cols; ++j) {
-      // round half away from zero; |v| <= L up to rounding, so the clamp only trims that
-      const double v = double(x[j]) * inv;
-      const double r = double(int32_t(v + std::copysign(0.5, v)));
-      q[j] = int16_t(std::max(-double(L), std::min(double(L), r)));
-    }
+    if (!quantize(xs + b * cols, cols, L, xq.data() + b * stride, &xscale[b])) return false;
   }
-  const detail::LevelKernelTable* scalar = detail::scalar_level_kernels();
   const bool vnni = opt.vnni && isa == Isa::kAvx512 && cpu_has_avx512_vnni();
   detail::LevelKernelInt kernel;
   if (m.index_bits() == 8) {
@@ -269,24 +250,25 @@ bool matmul_int16(const LevelMatrix& m, const float* xs, size_t batch, float* Y,
     kernel = table->int16_i16 ? table->int16_i16 : scalar->int16_i16;
     if (vnni && table->int16_i16_vnni) kernel = table->int16_i16_vnni;
   }
+  const detail::ListInt list = table->list_int ? table->list_int : scalar->list_int;
+  const detail::FinishInt finish = table->finish_int ? table->finish_int : scalar->finish_int;
+  // the list entries read the rounded inputs token-minor: every token of one column in one vector
+  const uint64_t* optr = m.outlier_ptr().empty() ? nullptr : m.outlier_ptr().data();
+  const size_t bpad = (batch + 15) / 16 * 16;
+  std::vector<int32_t> xt(optr ? cols * bpad : 0, 0);
+  if (optr) {
+    for (size_t b = 0; b < batch; ++b) {
+      for (size_t j = 0; j < cols; ++j) xt[j * bpad + b] = xq[b * stride + j];
+    }
+  }
   std::vector<int64_t> S(batch * rows);
   const detail::LevelView v{m.rows(), m.cols(), stride, m.q8(), m.q16()};
   const float* rs = m.row_scale().data();
-  const uint64_t* optr = m.outlier_ptr().empty() ? nullptr : m.outlier_ptr().data();
-  const uint32_t* ocol = m.outlier_col().data();
-  const int32_t* oval = m.outlier_val().data();
   over_rows(m.rows(), opt.threads, uint64_t(rows) * cols * batch / 2, [&](uint32_t r0, uint32_t r1) {
     kernel(v, xq.data(), batch, S.data(), r0, r1);
-    for (size_t b = 0; b < batch; ++b) {
-      const int16_t* q = xq.data() + b * stride;
-      for (uint32_t r = r0; r < r1; ++r) {
-        int64_t acc = S[b * rows + r];
-        if (optr) {
-          for (uint64_t k = optr[r]; k < optr[r + 1]; ++k) acc += int64_t(oval[k]) * q[ocol[k]];
-        }
-        Y[b * rows + r] = float(double(rs[r]) * xscale[b] * double(acc));
-      }
-    }
+    if (optr)
+      list(optr, m.outlier_col().data(), m.outlier_val().data(), xt.data(), bpad, batch, rows, r0, r1, S.data());
+    for (size_t b = 0; b < batch; ++b) finish(S.data() + b * rows, rs, xscale[b], r0, r1, Y + b * rows);
   });
   return true;
 }
