@@ -268,27 +268,35 @@ bool quantize_row(const float* x, size_t cols, int32_t L, int16_t* q, double* sc
 }
 
 // Up to 16 tokens per pass: each list entry multiplies one column's 16 rounded inputs (vpmuldq, exact
-// int64 products) into two int64 accumulators.
+// int64 products) into two int64 accumulators. The sums of a block of kListRows rows are gathered first
+// and then added token by token, so that each token's sums are written row after row (S is token-major).
+constexpr uint32_t kListRows = 16;
+
 void list_int(const uint64_t* ptr, const uint32_t* col, const int32_t* val, const int32_t* xt, size_t bpad,
               size_t batch, size_t rows, uint32_t r0, uint32_t r1, int64_t* S) {
-  for (uint32_t r = r0; r < r1; ++r) {
-    const uint64_t k0 = ptr[r], k1 = ptr[r + 1];
-    if (k0 == k1) continue;
+  alignas(64) int64_t t[kListRows][16];
+  for (uint32_t rb = r0; rb < r1; rb += kListRows) {
+    const uint32_t n_rows = r1 - rb < kListRows ? r1 - rb : kListRows;
+    if (ptr[rb] == ptr[rb + n_rows]) continue;
     for (size_t b0 = 0; b0 < batch; b0 += 16) {
-      __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
-      for (uint64_t k = k0; k < k1; ++k) {
-        const __m512i w = _mm512_set1_epi64(int64_t(val[k]));
-        const int32_t* x = xt + size_t(col[k]) * bpad + b0;
-        const __m512i x0 = _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)));
-        const __m512i x1 = _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 8)));
-        a0 = _mm512_add_epi64(a0, _mm512_mul_epi32(w, x0));
-        a1 = _mm512_add_epi64(a1, _mm512_mul_epi32(w, x1));
+      for (uint32_t i = 0; i < n_rows; ++i) {
+        __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+        for (uint64_t k = ptr[rb + i]; k < ptr[rb + i + 1]; ++k) {
+          const __m512i w = _mm512_set1_epi64(int64_t(val[k]));
+          const int32_t* x = xt + size_t(col[k]) * bpad + b0;
+          const __m512i x0 = _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)));
+          const __m512i x1 = _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 8)));
+          a0 = _mm512_add_epi64(a0, _mm512_mul_epi32(w, x0));
+          a1 = _mm512_add_epi64(a1, _mm512_mul_epi32(w, x1));
+        }
+        _mm512_store_si512(t[i], a0);
+        _mm512_store_si512(t[i] + 8, a1);
       }
-      alignas(64) int64_t t[16];
-      _mm512_store_si512(t, a0);
-      _mm512_store_si512(t + 8, a1);
       const size_t n = batch - b0 < 16 ? batch - b0 : 16;
-      for (size_t j = 0; j < n; ++j) S[(b0 + j) * rows + r] += t[j];
+      for (size_t j = 0; j < n; ++j) {
+        int64_t* s = S + (b0 + j) * rows + rb;
+        for (uint32_t i = 0; i < n_rows; ++i) s[i] += t[i][j];
+      }
     }
   }
 }
