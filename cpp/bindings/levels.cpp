@@ -90,7 +90,7 @@ LevelMatrix from_levels(const py::array& u, const py::array& row_scale, const py
 }
 
 py::array matmul(const LevelMatrix& m, const py::array& x, const py::object& out, const std::optional<std::string>& isa,
-                 unsigned threads, const std::string& activations) {
+                 unsigned threads, const std::string& activations, const py::object& bias) {
   const levels::LevelKernelOptions o = kernel_options(isa, threads, activations);
   if (!x.dtype().is(py::dtype::of<float>()))
     throw py::type_error("x must be a float32 array, not dtype " + std::string(py::str(x.dtype())));
@@ -123,13 +123,24 @@ py::array matmul(const LevelMatrix& m, const py::array& x, const py::object& out
     if (yb < xb + x.nbytes() && xb < yb + a.nbytes()) throw Error(invalid_argument("out must not overlap x"));
     y = py::array_t<float>::ensure(a);
   }
+  const float* pb = nullptr;
+  py::array b;
+  if (!bias.is_none()) {
+    if (!py::isinstance<py::array>(bias)) throw py::type_error("bias must be a float32 numpy array or None");
+    b = bias.cast<py::array>();
+    if (!b.dtype().is(py::dtype::of<float>())) throw py::type_error("bias must be float32");
+    if (b.ndim() != 1 || size_t(b.shape(0)) != m.rows() || !(b.flags() & py::array::c_style))
+      throw Error(
+          invalid_argument("bias must be a contiguous 1-D array of " + std::to_string(m.rows()) + " floats (rows)"));
+    pb = static_cast<const float*>(b.data());
+  }
   if (batch == 0) return y;
   const float* px = static_cast<const float*>(x.data());
   float* py_ = y.mutable_data();
   Status s;
   {
     py::gil_scoped_release release;
-    s = levels::matmul(m, px, batch * cols, batch, py_, batch * size_t(m.rows()), o);
+    s = levels::matmul(m, px, batch * cols, batch, py_, batch * size_t(m.rows()), pb, pb ? size_t(m.rows()) : 0, o);
   }
   check(s);
   return y;
@@ -171,15 +182,16 @@ NNPRESS_BINDING(levels) {
           "From quantized tensor `index` of an open NnpReader (NnpFile.level_matrix(name) is the friendly form): "
           "its levels, method, step and channel scales; the view rows = shape[0], cols = the rest.")
       .def("matmul", &matmul, py::arg("x"), py::arg("out") = py::none(), py::arg("isa") = py::none(),
-           py::arg("threads") = 1u, py::arg("activations") = "float32",
-           "Y = X @ W.T for X float32 [..., cols] (e.g. [cols], [batch, cols], [batch, tokens, cols]), C-contiguous; "
+           py::arg("threads") = 1u, py::arg("activations") = "float32", py::arg("bias") = py::none(),
+           "Y = X @ W.T (+ bias) for X float32 [..., cols] (e.g. [cols], [batch, cols], [batch, tokens, cols]), "
+           "C-contiguous; "
            "returns float32 [..., rows], written into `out` if given (C-contiguous float32 of that shape, not "
            "overlapping x). GIL released. isa: "
            "None (automatic, NNPRESS_ISA honoured) or 'scalar'/'avx2'/'avx512'/'neon'; threads: 0 = as many as pay. "
            "activations: 'float32' (exact inputs) or 'int16' (each row of x rounded to integers in [-L, L] on its "
            "own scale max|x| / L, then exact integer sums: opt-in; L = 32767 for int8 dense parts, "
            "min(32767, (2^31 - 1) // (512 * max|u|)) for int16 ones, float32 when that is below 2047; see "
-           "nnpress/kernels/levels.h).")
+           "nnpress/kernels/levels.h). bias: None or float32 [rows], added to each rounded result.")
       .def_property_readonly("rows", &LevelMatrix::rows)
       .def_property_readonly("cols", &LevelMatrix::cols)
       .def_property_readonly("nbytes", &LevelMatrix::nbytes, "Bytes held (dense part with padding, list, scales).")

@@ -455,6 +455,54 @@ void test_int16_rounding_edges() {
   }
 }
 
+// The product with a bias equals the product without one plus the bias (one float add per result), bit
+// for bit, in both activation modes, on every ISA and thread count; bad bias arguments are refused.
+void test_bias() {
+  std::mt19937 rng(29);
+  std::uniform_real_distribution<float> N(-1.0f, 1.0f);
+  for (int wide = 0; wide < 2; ++wide) {
+    const uint32_t rows = 45, cols = 70;
+    std::vector<int32_t> u = random_u(rows, cols, wide ? 0.3 : 0.01, false, rng);
+    if (wide) {  // an int16 part that runs kInt16 (M <= 2049), one list entry
+      for (int32_t& v : u) v = std::max(-2000, std::min(2000, v));
+      u[5] = 100000;
+    }
+    std::vector<float> rs(rows), bias(rows);
+    for (float& v : rs) v = 0.001f + 0.01f * (N(rng) + 1.0f);
+    for (float& v : bias) v = 3.0f * N(rng);
+    LevelMatrix m;
+    CHECK(LevelMatrix::from_levels(rows, cols, u.data(), rs.data(), nullptr, &m).ok());
+    CHECK(m.index_bits() == (wide ? 16 : 8) && m.outliers() > 0 && m.activation_range() > 0);
+    for (size_t batch : {1, 14, 17}) {
+      std::vector<float> X(batch * cols);
+      for (float& v : X) v = N(rng);
+      for (auto act : {levels::Activations::kFloat32, levels::Activations::kInt16}) {
+        for (Isa isa : runnable_isas()) {
+          for (unsigned t : {1u, 3u}) {
+            LevelKernelOptions o;
+            o.isa = isa;
+            o.threads = t;
+            o.activations = act;
+            std::vector<float> plain(batch * rows), Y(batch * rows, 5.0f);
+            CHECK(levels::matmul(m, X.data(), X.size(), batch, plain.data(), plain.size(), o).ok());
+            CHECK(levels::matmul(m, X.data(), X.size(), batch, Y.data(), Y.size(), bias.data(), rows, o).ok());
+            for (size_t b = 0; b < batch; ++b) {
+              for (uint32_t r = 0; r < rows; ++r) plain[b * rows + r] += bias[r];
+            }
+            CHECK(std::memcmp(Y.data(), plain.data(), Y.size() * 4) == 0);
+          }
+        }
+      }
+    }
+    std::vector<float> X(cols, 1.0f), Y(rows, 7.0f);
+    CHECK(levels::matmul(m, X.data(), cols, 1, Y.data(), rows, bias.data(), rows - 1).code() ==
+          StatusCode::kInvalidArgument);
+    CHECK(levels::matmul(m, X.data(), cols, 1, Y.data(), rows, bias.data(), 0).code() == StatusCode::kInvalidArgument);
+    CHECK(levels::matmul(m, X.data(), cols, 1, Y.data(), rows, nullptr, rows).code() == StatusCode::kInvalidArgument);
+    CHECK(std::all_of(Y.begin(), Y.end(), [](float v) { return v == 7.0f; }));
+  }
+}
+
 // kInt16 activations on int16 dense parts: the input range L shrinks with M = max |u| of the dense part so
 // that every int32 partial sum stays exact; the same bits as the contract on every ISA (VNNI or not) and
 // thread count; within the rounding bound of the float64 product; M beyond 2049 computes as kFloat32.
@@ -725,6 +773,7 @@ int main() {
   test_int16_activations();
   test_int16_activations_wide();
   test_int16_rounding_edges();
+  test_bias();
   test_golden_files();
 #ifdef NNPRESS_WITH_ENCODER
   test_written_file();

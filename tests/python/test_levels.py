@@ -159,6 +159,37 @@ def test_int16_activations():
         lm.matmul(x, activations="int8")
 
 
+@pytest.mark.parametrize("activations", ["float32", "int16"])
+def test_bias_is_one_float_add(activations):
+    """matmul(x, bias=b) is matmul(x) + b bit for bit (the bias added to each rounded result), on every
+    ISA, for int8 (with list entries) and int16 dense parts; a bias of the wrong shape or type raises."""
+    rng = np.random.default_rng(6)
+    for wide in (False, True):
+        u = rng.integers(-127, 128, (50, 90)).astype(np.int32)
+        if wide:
+            u[rng.random(u.shape) < 0.3] = 1500
+        u[7, 3] = 70000
+        rs = rng.uniform(0.001, 0.01, 50).astype(np.float32)
+        lm = _core.LevelMatrix.from_levels(u, rs)
+        assert lm.index_bits == (16 if wide else 8) and lm.outliers >= 1
+        b = rng.standard_normal(50).astype(np.float32)
+        x = rng.standard_normal((2, 9, 90)).astype(np.float32)
+        for isa in ISAS:
+            plain = lm.matmul(x, isa=isa, activations=activations)
+            assert np.array_equal(lm.matmul(x, isa=isa, activations=activations, bias=b), plain + b)
+            out = np.empty_like(plain)
+            lm.matmul(x, out, isa, 2, activations, b)
+            assert np.array_equal(out, plain + b)
+    with pytest.raises(ValueError, match="bias"):
+        lm.matmul(x, bias=b[:49])
+    with pytest.raises(ValueError, match="bias"):
+        lm.matmul(x, bias=np.ones((50, 1), np.float32))
+    with pytest.raises(TypeError, match="bias"):
+        lm.matmul(x, bias=b.astype(np.float64))
+    with pytest.raises(TypeError, match="bias"):
+        lm.matmul(x, bias=[0.0] * 50)
+
+
 def _int16_by_contract(u: np.ndarray, rs: np.ndarray, x: np.ndarray, L: int) -> np.ndarray:
     """The "int16" product as nnpress/kernels/levels.h states it (no column scales): each row of x rounded
     half away from zero to [-L, L] on the scale max|x| / L, exact integer sums, one float64 multiply."""

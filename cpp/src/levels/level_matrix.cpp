@@ -229,8 +229,8 @@ Status pick_table(const LevelKernelOptions& opt, const detail::LevelKernelTable*
 
 // The kInt16 product (levels.h, "Activations") on X' (X times the column scales, batch x cols); false
 // (nothing written) when X' holds a non-finite value.
-bool matmul_int16(const LevelMatrix& m, const float* xs, size_t batch, float* Y, const LevelKernelOptions& opt,
-                  const detail::LevelKernelTable* table, Isa isa) {
+bool matmul_int16(const LevelMatrix& m, const float* xs, size_t batch, float* Y, const float* bias,
+                  const LevelKernelOptions& opt, const detail::LevelKernelTable* table, Isa isa) {
   const size_t rows = m.rows(), cols = m.cols(), stride = m.stride();
   const int32_t L = m.activation_range();
   if (L == 0) return false;
@@ -268,7 +268,7 @@ bool matmul_int16(const LevelMatrix& m, const float* xs, size_t batch, float* Y,
     kernel(v, xq.data(), batch, S.data(), r0, r1);
     if (optr)
       list(optr, m.outlier_col().data(), m.outlier_val().data(), xt.data(), bpad, batch, rows, r0, r1, S.data());
-    for (size_t b = 0; b < batch; ++b) finish(S.data() + b * rows, rs, xscale[b], r0, r1, Y + b * rows);
+    for (size_t b = 0; b < batch; ++b) finish(S.data() + b * rows, rs, xscale[b], bias, r0, r1, Y + b * rows);
   });
   return true;
 }
@@ -277,6 +277,11 @@ bool matmul_int16(const LevelMatrix& m, const float* xs, size_t batch, float* Y,
 
 Status matmul(const LevelMatrix& m, const float* X, size_t x_len, size_t batch, float* Y, size_t y_len,
               const LevelKernelOptions& opt) {
+  return matmul(m, X, x_len, batch, Y, y_len, nullptr, 0, opt);
+}
+
+Status matmul(const LevelMatrix& m, const float* X, size_t x_len, size_t batch, float* Y, size_t y_len,
+              const float* bias, size_t bias_len, const LevelKernelOptions& opt) {
   if (m.rows() == 0) return invalid_argument("levels::matmul: empty LevelMatrix (build it with from_levels)");
   if (batch == 0) return invalid_argument("levels::matmul: batch must be >= 1");
   const size_t rows = m.rows(), cols = m.cols();
@@ -289,6 +294,9 @@ Status matmul(const LevelMatrix& m, const float* X, size_t x_len, size_t batch, 
     return invalid_argument("levels::matmul: output has " + std::to_string(y_len) + " floats, expected " +
                             std::to_string(batch * rows) + " (batch x rows)");
   if (X == nullptr || Y == nullptr) return invalid_argument("levels::matmul: null buffer");
+  if ((bias == nullptr) != (bias_len == 0) || (bias && bias_len != rows))
+    return invalid_argument("levels::matmul: bias has " + std::to_string(bias_len) + " floats, expected " +
+                            std::to_string(rows) + " (rows) or none");
   if (opt.activations != Activations::kFloat32 && opt.activations != Activations::kInt16)
     return invalid_argument("levels::matmul: unknown activations mode");
   const detail::LevelKernelTable* table = nullptr;
@@ -305,7 +313,8 @@ Status matmul(const LevelMatrix& m, const float* X, size_t x_len, size_t batch, 
     }
     xs = scaled.data();
   }
-  if (opt.activations == Activations::kInt16 && matmul_int16(m, xs, batch, Y, opt, table, isa)) return Status::Ok();
+  if (opt.activations == Activations::kInt16 && matmul_int16(m, xs, batch, Y, bias, opt, table, isa))
+    return Status::Ok();
   const detail::LevelView v{m.rows(), m.cols(), m.stride(), m.q8(), m.q16()};
   const detail::LevelKernel kernel = m.index_bits() == 8 ? table->dense8 : table->dense16;
   const float* rs = m.row_scale().data();
@@ -323,6 +332,11 @@ Status matmul(const LevelMatrix& m, const float* X, size_t x_len, size_t batch, 
           for (uint64_t k = optr[r]; k < optr[r + 1]; ++k) acc += float(oval[k]) * x[ocol[k]];
         }
         y[r] = rs[r] * acc;
+      }
+    }
+    if (bias) {  // a pass of its own: added to the rounded products, never fused with the row scale
+      for (size_t b = 0; b < batch; ++b) {
+        for (uint32_t r = r0; r < r1; ++r) Y[b * rows + r] += bias[r];
       }
     }
   });

@@ -44,8 +44,10 @@ using ListInt = void (*)(const uint64_t* ptr, const uint32_t* col, const int32_t
                          size_t batch, size_t rows, uint32_t r0, uint32_t r1, int64_t* S);
 
 // y[r] = float(double(rs[r]) * scale * double(S[r])) for r in [r0, r1): the kInt16 result of one token
-// (two double multiplies in this order, rounded once to float).
-using FinishInt = void (*)(const int64_t* S, const float* rs, double scale, uint32_t r0, uint32_t r1, float* y);
+// (two double multiplies in this order, rounded once to float), plus bias[r] (one float add) when bias is
+// not null.
+using FinishInt = void (*)(const int64_t* S, const float* rs, double scale, const float* bias, uint32_t r0, uint32_t r1,
+                           float* y);
 
 struct LevelKernelTable {
   LevelKernel dense8;

@@ -72,8 +72,12 @@ void list_int(const uint64_t* ptr, const uint32_t* col, const int32_t* val, cons
   }
 }
 
-void finish_int(const int64_t* S, const float* rs, double scale, uint32_t r0, uint32_t r1, float* y) {
-  for (uint32_t r = r0; r < r1; ++r) y[r] = float(double(rs[r]) * scale * double(S[r]));
+void finish_int(const int64_t* S, const float* rs, double scale, const float* bias, uint32_t r0, uint32_t r1,
+                float* y) {
+  for (uint32_t r = r0; r < r1; ++r) {
+    const float v = float(double(rs[r]) * scale * double(S[r]));
+    y[r] = bias ? v + bias[r] : v;
+  }
 }
 
 void dense8(const LevelView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1) {

@@ -42,6 +42,9 @@
 //       kInvalidArgument: x_len != batch * cols, y_len != batch * rows, a null buffer, batch 0, an ISA
 //       this build/CPU cannot run, or — automatic choice only — an unknown NNPRESS_ISA value (cpu.h).
 //       On failure Y is untouched. Y must not alias X. Inputs may hold any floats.
+//     matmul(m, X, x_len, batch, Y, y_len, bias, bias_len, opt): the same, then Y[b][i] += bias[i]: one
+//       float add to each rounded result (in both activation modes), so the same bits as adding the bias
+//       afterwards. bias: rows floats (bias_len == rows), or null with bias_len 0; else kInvalidArgument.
 //     LevelKernelOptions.isa: empty = detect_isa() (honours NNPRESS_ISA); a named ISA must be
 //       isa_supported() (tests and benchmarks force each ISA this way). Kernels: scalar reference
 //       (always), AVX2 and AVX-512 on x86-64, NEON on aarch64, each compiled with its own flags only.
@@ -72,7 +75,8 @@
 //
 //   Python (nnpress._core): LevelMatrix.from_levels(u, row_scale, col_scale=None),
 //   LevelMatrix.from_nnp(reader, index, threads=1) and NnpFile.level_matrix(name, threads=None)
-//   (python/nnpress/container.py), m.matmul(x, out=None, isa=None, threads=1, activations="float32")
+//   (python/nnpress/container.py), m.matmul(x, out=None, isa=None, threads=1, activations="float32",
+//   bias=None)
 //   (x float32 [..., cols], C-contiguous: every leading dimension is a batch dimension),
 //   m.rows / cols / nbytes / outliers / index_bits / row_scale / col_scale, m.indices(), m.to_dense().
 //
@@ -185,6 +189,9 @@ class LevelMatrix {
 
 Status matmul(const LevelMatrix& m, const float* X, size_t x_len, size_t batch, float* Y, size_t y_len,
               const LevelKernelOptions& opt = {});
+// The same plus a bias: Y[b][i] = product + bias[i] (bias: rows floats, bias_len == rows; or null and 0).
+Status matmul(const LevelMatrix& m, const float* X, size_t x_len, size_t batch, float* Y, size_t y_len,
+              const float* bias, size_t bias_len, const LevelKernelOptions& opt = {});
 
 // A LevelMatrix from quantized tensor `index` of an open .nnp file (see CONTRACT).
 Status level_matrix_from_reader(const ContainerReader& reader, size_t index, LevelMatrix* out, unsigned threads = 1);

@@ -301,13 +301,16 @@ void list_int(const uint64_t* ptr, const uint32_t* col, const int32_t* val, cons
   }
 }
 
-void finish_int(const int64_t* S, const float* rs, double scale, uint32_t r0, uint32_t r1, float* y) {
+void finish_int(const int64_t* S, const float* rs, double scale, const float* bias, uint32_t r0, uint32_t r1,
+                float* y) {
   const __m512d sc = _mm512_set1_pd(scale);
   for (uint32_t r = r0; r < r1; r += 8) {
     const __mmask8 k = r1 - r >= 8 ? __mmask8(0xff) : __mmask8((1u << (r1 - r)) - 1u);
     const __m512d a = _mm512_mul_round_pd(_mm512_cvtps_pd(_mm256_maskz_loadu_ps(k, rs + r)), sc, kNearest);
     const __m512d s = _mm512_cvtepi64_pd(_mm512_maskz_loadu_epi64(k, S + r));
-    _mm256_mask_storeu_ps(y + r, k, _mm512_cvtpd_ps(_mm512_mul_round_pd(a, s, kNearest)));
+    __m256 v = _mm512_cvtpd_ps(_mm512_mul_round_pd(a, s, kNearest));
+    if (bias) v = _mm256_add_ps(v, _mm256_maskz_loadu_ps(k, bias + r));
+    _mm256_mask_storeu_ps(y + r, k, v);
   }
 }
 
