@@ -209,7 +209,7 @@ def test_int16_activations_int16_storage(M):
     u = rng.integers(-127, 128, (64, 700)).astype(np.int32)
     wide = rng.random(u.shape) < 0.3
     u[wide] = rng.integers(-M, M + 1, int(wide.sum()))
-    u[0, 0] = M
+    u[:, 0] = M  # 64 entries at M: more than 1/1024 of the matrix, so the int16 range holds M itself
     u[1, :3] = [40000, -(1 << 30), 99999]
     rs = rng.uniform(0.001, 0.01, 64).astype(np.float32)
     lm = _core.LevelMatrix.from_levels(u, rs)
@@ -226,9 +226,34 @@ def test_int16_activations_int16_storage(M):
     assert np.all(np.abs(want - exact) <= bound)
     assert not np.array_equal(want, lm.matmul(x))  # the inputs really were rounded
     # beyond M = 2049, L would fall below 2047: float32 activations
-    u[0, 0] = 2050
+    u[:, 0] = 2050
     lm = _core.LevelMatrix.from_levels(u, rs)
     assert np.array_equal(lm.matmul(x, activations="int16"), lm.matmul(x))
+
+
+def test_int16_storage_leaves_few_large_entries_to_the_list():
+    """An int16 dense part holds |u| <= T, T the first of 255, 511, 1023, 2047 with at most 1/1024 of the
+    entries beyond it (else 32767): a few large entries go to the exact list, so the "int16" mode keeps
+    a wide input range (and runs at all past 2049), with the same bits on every ISA."""
+    rng = np.random.default_rng(8)
+    u = rng.integers(-400, 401, (96, 384)).astype(np.int32)  # ~2/3 beyond int8, none beyond 511
+    lm = _core.LevelMatrix.from_levels(u, np.full(96, 0.01, np.float32))
+    assert lm.index_bits == 16 and lm.outliers == 0  # T = 511 (> 1/1024 of the entries beyond 255)
+    big = [(3, 5, 2077), (40, 100, -7785), (95, 383, 1200)]  # 3 of 36864 < 1/1024: listed
+    for r, c, v in big:
+        u[r, c] = v
+    rs = rng.uniform(0.001, 0.01, 96).astype(np.float32)
+    lm = _core.LevelMatrix.from_levels(u, rs)
+    assert lm.index_bits == 16 and lm.outliers == 3
+    assert np.array_equal(lm.indices(), u)
+    L = min(32767, (2**31 - 1) // (512 * int(np.abs(u[np.abs(u) <= 511]).max())))
+    x = rng.standard_normal((14, 384)).astype(np.float32)
+    want = _int16_by_contract(u, rs, x, L)
+    for isa in ISAS:
+        assert np.array_equal(lm.matmul(x, isa=isa, activations="int16"), want)
+    u[:, 7] = 3000  # 96 entries beyond 2047: more than 1/1024, so the dense part holds them (M 7785)
+    lm = _core.LevelMatrix.from_levels(u, rs)
+    assert lm.outliers == 0 and np.array_equal(lm.matmul(x, activations="int16"), lm.matmul(x))
 
 
 def test_bad_input_raises(tmp_path):

@@ -105,7 +105,20 @@ Status LevelMatrix::from_levels(uint32_t rows, uint32_t cols, const int32_t* u, 
   // int16 when the list would hold more than 1/16 of the entries: the list costs 8 bytes and a
   // scalar multiply-add per entry, the wider dense part one more byte per weight.
   const int bits = n8 * 16 > count ? 16 : 8;
-  const uint64_t limit = bits == 8 ? uint64_t(kInt8Limit) : uint64_t(kInt16Limit);
+  uint64_t limit = bits == 8 ? uint64_t(kInt8Limit) : uint64_t(kInt16Limit);
+  if (bits == 16) {
+    // The narrowest int16 range that leaves at most 1/1024 of the entries to the list: a smaller
+    // dense_max gives kInt16 activations a wider input range (activation_range), and a few entries
+    // beyond 2049 no longer make the whole product fall back to float32.
+    for (int32_t t : kInt16DenseRanges) {
+      uint64_t beyond = 0;
+      for (uint64_t k = 0; k < count; ++k) beyond += magnitude(u[k]) > uint64_t(t);
+      if (beyond * 1024 <= count) {
+        limit = uint64_t(t);
+        break;
+      }
+    }
+  }
   const size_t per_line = kRowAlign / size_t(bits / 8);
   const size_t stride = (size_t(cols) + per_line - 1) / per_line * per_line;
   if (size_t(rows) > std::numeric_limits<size_t>::max() / 2 / stride)

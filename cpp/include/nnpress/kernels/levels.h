@@ -25,8 +25,10 @@
 //       kCorrupt / kTruncated as decode_levels.
 //   Storage: u in [-127, 127] as int8, one row after another with a row stride padded to 64 bytes
 //   (padding holds zeros), plus an exact list of the entries outside int8 (per-row column + int32
-//   u). When such entries are more than 1/16 of the matrix, the dense part is int16 instead
-//   (u in [-32767, 32767]) and the list holds the rest. nbytes() counts every byte held (dense part,
+//   u). When such entries are more than 1/16 of the matrix, the dense part is int16 instead, holding
+//   |u| <= T with T the first of kInt16DenseRanges (255, 511, 1023, 2047) that leaves at most 1/1024 of
+//   the entries beyond it, else 32767, and the list holds the rest (a few large entries then do not
+//   narrow the kInt16 input range L, below). nbytes() counts every byte held (dense part,
 //   list, scales). Nothing else is allocated per matrix, and a float32 product allocates only when
 //   the matrix has column scales (X times col_scale, batch x cols floats) — except the thread pool's
 //   first use (common/parallel.h).
@@ -121,6 +123,8 @@ class LevelMatrix {
   // Largest |u| held in the int8 / int16 dense part.
   static constexpr int32_t kInt8Limit = 127;
   static constexpr int32_t kInt16Limit = 32767;
+  // The narrower ranges an int16 dense part may hold instead of kInt16Limit (CONTRACT, Storage).
+  static constexpr int32_t kInt16DenseRanges[4] = {255, 511, 1023, 2047};
   // Dense-part row strides are padded to this many bytes (and the part is aligned to it).
   static constexpr size_t kRowAlign = 64;
   // kInt16 activations (CONTRACT): products per exact int32 partial sum, and the smallest input range L
