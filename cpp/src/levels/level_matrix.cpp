@@ -334,14 +334,24 @@ Status matmul(const LevelMatrix& m, const float* X, size_t x_len, size_t batch, 
   const uint64_t* optr = m.outlier_ptr().empty() ? nullptr : m.outlier_ptr().data();
   const uint32_t* ocol = m.outlier_col().data();
   const int32_t* oval = m.outlier_val().data();
+  // a kernel for the list entries reads the inputs token-minor (every token of one column in one vector)
+  const detail::ListFloat list = optr ? table->list_float : nullptr;
+  const size_t bpad = (batch + 15) / 16 * 16;
+  std::vector<float> xt(list ? cols * bpad : 0, 0.0f);
+  if (list) {
+    for (size_t b = 0; b < batch; ++b) {
+      for (size_t j = 0; j < cols; ++j) xt[j * bpad + b] = xs[b * cols + j];
+    }
+  }
   over_rows(m.rows(), opt.threads, uint64_t(rows) * cols * batch, [&](uint32_t r0, uint32_t r1) {
     kernel(v, xs, batch, Y, r0, r1);
+    if (list) list(optr, ocol, oval, xt.data(), bpad, batch, rows, r0, r1, Y);
     for (size_t b = 0; b < batch; ++b) {
       float* y = Y + b * rows;
       const float* x = xs + b * cols;
       for (uint32_t r = r0; r < r1; ++r) {
         float acc = y[r];
-        if (optr) {
+        if (optr && !list) {
           for (uint64_t k = optr[r]; k < optr[r + 1]; ++k) acc += float(oval[k]) * x[ocol[k]];
         }
         y[r] = rs[r] * acc;

@@ -49,6 +49,13 @@ using ListInt = void (*)(const uint64_t* ptr, const uint32_t* col, const int32_t
 using FinishInt = void (*)(const int64_t* S, const float* rs, double scale, const float* bias, uint32_t r0, uint32_t r1,
                            float* y);
 
+// The list entries of rows [r0, r1) in float32, onto the dense sums: for every b < batch, acc = Y[b * rows + r],
+// then acc = acc + float(val[k]) * xt[col[k] * bpad + b] over row r's entries in order (a multiply and an
+// add, each rounded: the generic code's order and roundings), Y[b * rows + r] = acc. xt: the float inputs
+// token-minor as for ListInt. Null: the generic loop (level_matrix.cpp).
+using ListFloat = void (*)(const uint64_t* ptr, const uint32_t* col, const int32_t* val, const float* xt, size_t bpad,
+                           size_t batch, size_t rows, uint32_t r0, uint32_t r1, float* Y);
+
 struct LevelKernelTable {
   LevelKernel dense8;
   LevelKernel dense16;
@@ -59,6 +66,7 @@ struct LevelKernelTable {
   QuantizeRow quantize_row;       // kInt16 helpers; null: the scalar ones
   ListInt list_int;
   FinishInt finish_int;
+  ListFloat list_float;  // null: the generic loop
 };
 
 const LevelKernelTable* scalar_level_kernels();

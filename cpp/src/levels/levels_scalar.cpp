@@ -90,8 +90,8 @@ void dense16(const LevelView& m, const float* X, size_t batch, float* Y, uint32_
 }  // namespace
 
 const LevelKernelTable* scalar_level_kernels() {
-  static const LevelKernelTable t{dense8,  dense16,      int8_i16, nullptr,   int16_i16,
-                                  nullptr, quantize_row, list_int, finish_int};
+  static const LevelKernelTable t{dense8,  dense16,      int8_i16, nullptr,    int16_i16,
+                                  nullptr, quantize_row, list_int, finish_int, nullptr};
   return &t;
 }
 

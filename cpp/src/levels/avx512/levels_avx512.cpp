@@ -301,6 +301,38 @@ void list_int(const uint64_t* ptr, const uint32_t* col, const int32_t* val, cons
   }
 }
 
+// The float32 list entries (ListFloat), 16 tokens per vector, in the generic code's order: each token's
+// sum starts from its dense sum and adds one entry at a time (multiply, then add, each rounded).
+void list_float(const uint64_t* ptr, const uint32_t* col, const int32_t* val, const float* xt, size_t bpad,
+                size_t batch, size_t rows, uint32_t r0, uint32_t r1, float* Y) {
+  alignas(64) float t[kListRows][16];
+  for (uint32_t rb = r0; rb < r1; rb += kListRows) {
+    const uint32_t n_rows = r1 - rb < kListRows ? r1 - rb : kListRows;
+    if (ptr[rb] == ptr[rb + n_rows]) continue;
+    for (size_t b0 = 0; b0 < batch; b0 += 16) {
+      const size_t n = batch - b0 < 16 ? batch - b0 : 16;
+      for (size_t j = 0; j < 16; ++j) {
+        const float* y = Y + (b0 + j) * rows + rb;
+        for (uint32_t i = 0; i < n_rows; ++i) t[i][j] = j < n ? y[i] : 0.0f;
+      }
+      for (uint32_t i = 0; i < n_rows; ++i) {
+        if (ptr[rb + i] == ptr[rb + i + 1]) continue;
+        __m512 acc = _mm512_load_ps(t[i]);
+        for (uint64_t k = ptr[rb + i]; k < ptr[rb + i + 1]; ++k) {
+          const __m512 p = _mm512_mul_round_ps(_mm512_set1_ps(float(val[k])),
+                                               _mm512_loadu_ps(xt + size_t(col[k]) * bpad + b0), kNearest);
+          acc = _mm512_add_round_ps(acc, p, kNearest);
+        }
+        _mm512_store_ps(t[i], acc);
+      }
+      for (size_t j = 0; j < n; ++j) {
+        float* y = Y + (b0 + j) * rows + rb;
+        for (uint32_t i = 0; i < n_rows; ++i) y[i] = t[i][j];
+      }
+    }
+  }
+}
+
 void finish_int(const int64_t* S, const float* rs, double scale, const float* bias, uint32_t r0, uint32_t r1,
                 float* y) {
   const __m512d sc = _mm512_set1_pd(scale);
@@ -326,7 +358,7 @@ void dense16(const LevelView& m, const float* X, size_t batch, float* Y, uint32_
 const LevelKernelTable* avx512_level_kernels() {
   static const LevelKernelTable t{
       dense8,       dense16,  int8_i16<DotBw>, int8_i16<DotVnni>, int16_i16<DotBw>, int16_i16<DotVnni>,
-      quantize_row, list_int, finish_int};
+      quantize_row, list_int, finish_int,      list_float};
   return &t;
 }
 
