@@ -30,7 +30,9 @@
 //   the entries beyond it, else 32767, and the list holds the rest (a few large entries then do not
 //   narrow the kInt16 input range L, below). nbytes() counts every byte held (dense part,
 //   list, scales). Nothing else is allocated per matrix, and a float32 product allocates only when
-//   the matrix has column scales (X times col_scale, batch x cols floats) — except the thread pool's
+//   the matrix has column scales (X times col_scale, batch x cols floats) or, with the AVX-512
+//   kernels, list entries (X' token-minor, cols x batch rounded up to 16 floats: the list entries
+//   take 16 tokens per vector, in the scalar loop's order and roundings) — except the thread pool's
 //   first use (common/parallel.h).
 //
 //   Products:
