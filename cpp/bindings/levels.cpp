@@ -62,15 +62,16 @@ NNPRESS_BINDING(levels) {
           "From quantized tensor `index` of an open NnpReader (NnpFile.level_matrix(name) is the friendly form): "
           "its levels, method, step and channel scales; the view rows = shape[0], cols = the rest.")
       .def("matmul", &matmul<LevelMatrix>, py::arg("x"), py::arg("out") = py::none(), py::arg("isa") = py::none(),
-           py::arg("threads") = 1u, py::arg("activations") = "float32",
-           "Y = X @ W.T for X float32 [..., cols] (e.g. [cols], [batch, cols], [batch, tokens, cols]), C-contiguous; "
+           py::arg("threads") = 1u, py::arg("activations") = "float32", py::arg("bias") = py::none(),
+           "Y = X @ W.T (+ bias) for X float32 [..., cols] (e.g. [cols], [batch, cols], [batch, tokens, cols]), "
+           "C-contiguous; "
            "returns float32 [..., rows], written into `out` if given (C-contiguous float32 of that shape, not "
            "overlapping x). GIL released. isa: "
            "None (automatic, NNPRESS_ISA honoured) or 'scalar'/'avx2'/'avx512'/'neon'; threads: 0 = as many as pay. "
            "activations: 'float32' (exact inputs) or 'int16' (each row of x rounded to integers in [-L, L] on its "
            "own scale max|x| / L, then exact integer sums: opt-in; L = 32767 for int8 dense parts, "
            "min(32767, (2^31 - 1) // (512 * max|u|)) for int16 ones, float32 when that is below 2047; see "
-           "nnpress/kernels/levels.h).")
+           "nnpress/kernels/levels.h). bias: None or float32 [rows], added to each rounded result.")
       .def_property_readonly("rows", &LevelMatrix::rows)
       .def_property_readonly("cols", &LevelMatrix::cols)
       .def_property_readonly("nbytes", &LevelMatrix::nbytes, "Bytes held (dense part with padding, list, scales).")

@@ -84,10 +84,21 @@ inline py::array float_array(const std::vector<float>& v) {
   return a;
 }
 
-// Y = X @ W.T for X float32 [..., cols] (LevelMatrix and LutMatrix bindings' matmul).
+// The product with a bias added to each result (LevelMatrix) or without one (LutMatrix: a bias is refused).
+inline Status product(const levels::LevelMatrix& m, const float* x, size_t x_len, size_t batch, float* y, size_t y_len,
+                      const float* bias, size_t bias_len, const levels::LevelKernelOptions& o) {
+  return levels::matmul(m, x, x_len, batch, y, y_len, bias, bias_len, o);
+}
+inline Status product(const levels::LutMatrix& m, const float* x, size_t x_len, size_t batch, float* y, size_t y_len,
+                      const float* bias, size_t, const levels::LevelKernelOptions& o) {
+  if (bias != nullptr) return invalid_argument("LutMatrix.matmul takes no bias");
+  return levels::matmul(m, x, x_len, batch, y, y_len, o);
+}
+
+// Y = X @ W.T (+ bias) for X float32 [..., cols] (LevelMatrix and LutMatrix bindings' matmul).
 template <class M>
 py::array matmul(const M& m, const py::array& x, const py::object& out, const std::optional<std::string>& isa,
-                 unsigned threads, const std::string& activations) {
+                 unsigned threads, const std::string& activations, const py::object& bias = py::none()) {
   const levels::LevelKernelOptions o = kernel_options(isa, threads, activations);
   if (!x.dtype().is(py::dtype::of<float>()))
     throw py::type_error("x must be a float32 array, not dtype " + std::string(py::str(x.dtype())));
@@ -120,13 +131,24 @@ py::array matmul(const M& m, const py::array& x, const py::object& out, const st
     if (yb < xb + x.nbytes() && xb < yb + a.nbytes()) throw Error(invalid_argument("out must not overlap x"));
     y = py::array_t<float>::ensure(a);
   }
+  const float* pb = nullptr;
+  py::array b;
+  if (!bias.is_none()) {
+    if (!py::isinstance<py::array>(bias)) throw py::type_error("bias must be a float32 numpy array or None");
+    b = bias.cast<py::array>();
+    if (!b.dtype().is(py::dtype::of<float>())) throw py::type_error("bias must be float32");
+    if (b.ndim() != 1 || size_t(b.shape(0)) != m.rows() || !(b.flags() & py::array::c_style))
+      throw Error(
+          invalid_argument("bias must be a contiguous 1-D array of " + std::to_string(m.rows()) + " floats (rows)"));
+    pb = static_cast<const float*>(b.data());
+  }
   if (batch == 0) return y;
   const float* px = static_cast<const float*>(x.data());
   float* py_ = y.mutable_data();
   Status s;
   {
     py::gil_scoped_release release;
-    s = levels::matmul(m, px, batch * cols, batch, py_, batch * size_t(m.rows()), o);
+    s = product(m, px, batch * cols, batch, py_, batch * size_t(m.rows()), pb, pb ? size_t(m.rows()) : 0, o);
   }
   check(s);
   return y;

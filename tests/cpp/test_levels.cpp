@@ -319,7 +319,7 @@ void test_int16_activations() {
       CHECK(m.index_bits() == 8 && m.activation_range() == 32767);
       std::vector<float> W(u.size());
       m.to_dense(W.data());
-      for (size_t batch : {1, 2, 5, 16}) {
+      for (size_t batch : {1, 2, 5, 16, 17, 33}) {  // list entries take up to 16 tokens per pass
         std::vector<float> X(batch * cols);
         for (float& v : X) v = N(rng);
         X[0] = 0.0f;
@@ -413,6 +413,99 @@ void test_int16_activations() {
   CHECK(levels::matmul(m16, X.data(), 30, 1, y, 20, bad).code() == StatusCode::kInvalidArgument);
 }
 
+// kInt16 input rounding at its edges, on an int8 matrix with list entries and 21 columns (masked tails):
+// ties round half away from zero (the row's max |x| is 32767, so the scale is exactly 1), -0.0, a row of
+// zeros (scale 0: every result 0), a row with one nonzero input, inputs just below a tie; the same bits
+// as the contract on every ISA and thread count.
+void test_int16_rounding_edges() {
+  const uint32_t rows = 5, cols = 21;
+  std::vector<int32_t> u(size_t(rows) * cols);
+  for (size_t k = 0; k < u.size(); ++k) u[k] = int32_t(k % 9) - 4;
+  u[2] = 300, u[cols + 20] = -1000, u[4 * cols + 7] = 1 << 20;
+  std::vector<float> rs(rows);
+  for (uint32_t r = 0; r < rows; ++r) rs[r] = 0.25f + 0.1f * float(r);
+  LevelMatrix m;
+  CHECK(LevelMatrix::from_levels(rows, cols, u.data(), rs.data(), nullptr, &m).ok());
+  CHECK(m.index_bits() == 8 && m.outliers() == 3 && m.activation_range() == 32767);
+  const size_t batch = 4;
+  std::vector<float> X(batch * cols, 0.0f);
+  const float ties[] = {32767.0f, 0.5f,       -0.5f, 1.5f,     -1.5f,     2.5f,        -2.5f,
+                        100.5f,   -100.5f,    -0.0f, 32766.5f, -32766.5f, 0.49999997f, -0.49999997f,
+                        7.0f,     2.4999998f, -3.5f, 4.5f,     0.0f,      1.0f,        -32767.0f};
+  for (uint32_t j = 0; j < cols; ++j) X[j] = ties[j];
+  for (uint32_t j = 0; j < cols; ++j) X[cols + j] = j % 2 ? -0.0f : 0.0f;  // row 1: zeros
+  X[2 * cols + 20] = -3.0f;                                                 // row 2: one nonzero
+  for (uint32_t j = 0; j < cols; ++j) X[3 * cols + j] = 0.001f * float(j) - 0.0105f;
+  const std::vector<float> want = int16_by_contract(rows, cols, u, rs, nullptr, X, batch, 32767);
+  for (size_t r = 0; r < rows; ++r) CHECK(want[rows + r] == 0.0f);  // token 1: the zero row
+  // token 0 by hand: its rounded inputs q (scale 1)
+  const int64_t q[] = {32767, 1, -1, 2, -2, 3, -3, 101, -101, 0, 32767, -32767, 0, 0, 7, 2, -4, 5, 0, 1, -32767};
+  for (uint32_t r = 0; r < rows; ++r) {
+    int64_t acc = 0;
+    for (uint32_t j = 0; j < cols; ++j) acc += int64_t(u[size_t(r) * cols + j]) * q[j];
+    CHECK(want[r] == float(double(rs[r]) * 1.0 * double(acc)));
+  }
+  for (Isa isa : runnable_isas()) {
+    for (unsigned t : {1u, 2u}) {
+      LevelKernelOptions o;
+      o.isa = isa;
+      o.threads = t;
+      o.activations = levels::Activations::kInt16;
+      std::vector<float> Y(batch * rows, 5.0f);
+      CHECK(levels::matmul(m, X.data(), X.size(), batch, Y.data(), Y.size(), o).ok());
+      CHECK(std::memcmp(Y.data(), want.data(), Y.size() * 4) == 0);
+    }
+  }
+}
+
+// The product with a bias equals the product without one plus the bias (one float add per result), bit
+// for bit, in both activation modes, on every ISA and thread count; bad bias arguments are refused.
+void test_bias() {
+  std::mt19937 rng(29);
+  std::uniform_real_distribution<float> N(-1.0f, 1.0f);
+  for (int wide = 0; wide < 2; ++wide) {
+    const uint32_t rows = 45, cols = 70;
+    std::vector<int32_t> u = random_u(rows, cols, wide ? 0.3 : 0.01, false, rng);
+    if (wide) {  // an int16 part that runs kInt16 (M <= 2049), one list entry
+      for (int32_t& v : u) v = std::max(-2000, std::min(2000, v));
+      u[5] = 100000;
+    }
+    std::vector<float> rs(rows), bias(rows);
+    for (float& v : rs) v = 0.001f + 0.01f * (N(rng) + 1.0f);
+    for (float& v : bias) v = 3.0f * N(rng);
+    LevelMatrix m;
+    CHECK(LevelMatrix::from_levels(rows, cols, u.data(), rs.data(), nullptr, &m).ok());
+    CHECK(m.index_bits() == (wide ? 16 : 8) && m.outliers() > 0 && m.activation_range() > 0);
+    for (size_t batch : {1, 14, 17}) {
+      std::vector<float> X(batch * cols);
+      for (float& v : X) v = N(rng);
+      for (auto act : {levels::Activations::kFloat32, levels::Activations::kInt16}) {
+        for (Isa isa : runnable_isas()) {
+          for (unsigned t : {1u, 3u}) {
+            LevelKernelOptions o;
+            o.isa = isa;
+            o.threads = t;
+            o.activations = act;
+            std::vector<float> plain(batch * rows), Y(batch * rows, 5.0f);
+            CHECK(levels::matmul(m, X.data(), X.size(), batch, plain.data(), plain.size(), o).ok());
+            CHECK(levels::matmul(m, X.data(), X.size(), batch, Y.data(), Y.size(), bias.data(), rows, o).ok());
+            for (size_t b = 0; b < batch; ++b) {
+              for (uint32_t r = 0; r < rows; ++r) plain[b * rows + r] += bias[r];
+            }
+            CHECK(std::memcmp(Y.data(), plain.data(), Y.size() * 4) == 0);
+          }
+        }
+      }
+    }
+    std::vector<float> X(cols, 1.0f), Y(rows, 7.0f);
+    CHECK(levels::matmul(m, X.data(), cols, 1, Y.data(), rows, bias.data(), rows - 1).code() ==
+          StatusCode::kInvalidArgument);
+    CHECK(levels::matmul(m, X.data(), cols, 1, Y.data(), rows, bias.data(), 0).code() == StatusCode::kInvalidArgument);
+    CHECK(levels::matmul(m, X.data(), cols, 1, Y.data(), rows, nullptr, rows).code() == StatusCode::kInvalidArgument);
+    CHECK(std::all_of(Y.begin(), Y.end(), [](float v) { return v == 7.0f; }));
+  }
+}
+
 // kInt16 activations on int16 dense parts: the input range L shrinks with M = max |u| of the dense part so
 // that every int32 partial sum stays exact; the same bits as the contract on every ISA (VNNI or not) and
 // thread count; within the rounding bound of the float64 product; M beyond 2049 computes as kFloat32.
@@ -449,7 +542,7 @@ void test_int16_activations_wide() {
       CHECK(L >= 2047 && m.activation_range() == L);
       std::vector<float> W(u.size());
       m.to_dense(W.data());
-      for (size_t batch : {1, 2, 5, 16}) {
+      for (size_t batch : {1, 2, 5, 16, 19}) {
         std::vector<float> X(batch * c.cols);
         for (float& v : X) v = N(rng);
         const std::vector<float> want = int16_by_contract(c.rows, c.cols, u, rs, csp, X, batch, L);
@@ -767,6 +860,8 @@ int main() {
   test_product_checks();
   test_int16_activations();
   test_int16_activations_wide();
+  test_int16_rounding_edges();
+  test_bias();
   test_golden_files();
 #ifdef NNPRESS_WITH_ENCODER
   test_written_file();

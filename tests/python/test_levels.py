@@ -138,10 +138,15 @@ def test_threads_bit_identical():
 def test_int16_activations():
     rng = np.random.default_rng(4)
     u = rng.integers(-127, 128, (96, 384)).astype(np.int32)
+    u[3, :5] = [200, -300, 1000, -128, 5000]  # list entries (int8 dense part)
+    u[95, 383] = -(1 << 20)
     rs = rng.uniform(0.001, 0.01, 96).astype(np.float32)
     lm = _core.LevelMatrix.from_levels(u, rs)
-    x = rng.standard_normal((16, 384)).astype(np.float32)
+    assert lm.index_bits == 8 and lm.outliers == 6
+    x = rng.standard_normal((21, 384)).astype(np.float32)  # list entries: 16 tokens per pass, then 5
+    x[4] = 0.0  # a zero row: scale 0, results 0
     ref = lm.matmul(x, isa="scalar", activations="int16")
+    assert not ref[4].any()
     assert np.array_equal(ref, _int16_by_contract(u, rs, x, 32767))  # int8 dense part: L = 32767
     for isa in ISAS:  # exact integer sums: the same bits on every ISA
         assert np.array_equal(lm.matmul(x, isa=isa, activations="int16"), ref)
@@ -154,11 +159,43 @@ def test_int16_activations():
         lm.matmul(x, activations="int8")
 
 
+@pytest.mark.parametrize("activations", ["float32", "int16"])
+def test_bias_is_one_float_add(activations):
+    """matmul(x, bias=b) is matmul(x) + b bit for bit (the bias added to each rounded result), on every
+    ISA, for int8 (with list entries) and int16 dense parts; a bias of the wrong shape or type raises."""
+    rng = np.random.default_rng(6)
+    for wide in (False, True):
+        u = rng.integers(-127, 128, (50, 90)).astype(np.int32)
+        if wide:
+            u[rng.random(u.shape) < 0.3] = 1500
+        u[7, 3] = 70000
+        rs = rng.uniform(0.001, 0.01, 50).astype(np.float32)
+        lm = _core.LevelMatrix.from_levels(u, rs)
+        assert lm.index_bits == (16 if wide else 8) and lm.outliers >= 1
+        b = rng.standard_normal(50).astype(np.float32)
+        x = rng.standard_normal((2, 9, 90)).astype(np.float32)
+        for isa in ISAS:
+            plain = lm.matmul(x, isa=isa, activations=activations)
+            assert np.array_equal(lm.matmul(x, isa=isa, activations=activations, bias=b), plain + b)
+            out = np.empty_like(plain)
+            lm.matmul(x, out, isa, 2, activations, b)
+            assert np.array_equal(out, plain + b)
+    with pytest.raises(ValueError, match="bias"):
+        lm.matmul(x, bias=b[:49])
+    with pytest.raises(ValueError, match="bias"):
+        lm.matmul(x, bias=np.ones((50, 1), np.float32))
+    with pytest.raises(TypeError, match="bias"):
+        lm.matmul(x, bias=b.astype(np.float64))
+    with pytest.raises(TypeError, match="bias"):
+        lm.matmul(x, bias=[0.0] * 50)
+
+
 def _int16_by_contract(u: np.ndarray, rs: np.ndarray, x: np.ndarray, L: int) -> np.ndarray:
     """The "int16" product as nnpress/kernels/levels.h states it (no column scales): each row of x rounded
     half away from zero to [-L, L] on the scale max|x| / L, exact integer sums, one float64 multiply."""
     s = np.abs(x).max(1).astype(np.float64) / L
-    v = x.astype(np.float64) * (1.0 / s)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero row: scale 0, rounded inputs 0
+        v = np.nan_to_num(x.astype(np.float64) * (1.0 / s)[:, None], nan=0.0)
     q = np.clip(np.trunc(v + np.copysign(0.5, v)), -L, L).astype(np.int64)
     S = q @ u.astype(np.int64).T
     return ((rs.astype(np.float64)[None, :] * s[:, None]) * S.astype(np.float64)).astype(np.float32)
@@ -172,7 +209,7 @@ def test_int16_activations_int16_storage(M):
     u = rng.integers(-127, 128, (64, 700)).astype(np.int32)
     wide = rng.random(u.shape) < 0.3
     u[wide] = rng.integers(-M, M + 1, int(wide.sum()))
-    u[0, 0] = M
+    u[:, 0] = M  # 64 entries at M: more than 1/1024 of the matrix, so the int16 range holds M itself
     u[1, :3] = [40000, -(1 << 30), 99999]
     rs = rng.uniform(0.001, 0.01, 64).astype(np.float32)
     lm = _core.LevelMatrix.from_levels(u, rs)
@@ -189,9 +226,34 @@ def test_int16_activations_int16_storage(M):
     assert np.all(np.abs(want - exact) <= bound)
     assert not np.array_equal(want, lm.matmul(x))  # the inputs really were rounded
     # beyond M = 2049, L would fall below 2047: float32 activations
-    u[0, 0] = 2050
+    u[:, 0] = 2050
     lm = _core.LevelMatrix.from_levels(u, rs)
     assert np.array_equal(lm.matmul(x, activations="int16"), lm.matmul(x))
+
+
+def test_int16_storage_leaves_few_large_entries_to_the_list():
+    """An int16 dense part holds |u| <= T, T the first of 255, 511, 1023, 2047 with at most 1/1024 of the
+    entries beyond it (else 32767): a few large entries go to the exact list, so the "int16" mode keeps
+    a wide input range (and runs at all past 2049), with the same bits on every ISA."""
+    rng = np.random.default_rng(8)
+    u = rng.integers(-400, 401, (96, 384)).astype(np.int32)  # ~2/3 beyond int8, none beyond 511
+    lm = _core.LevelMatrix.from_levels(u, np.full(96, 0.01, np.float32))
+    assert lm.index_bits == 16 and lm.outliers == 0  # T = 511 (> 1/1024 of the entries beyond 255)
+    big = [(3, 5, 2077), (40, 100, -7785), (95, 383, 1200)]  # 3 of 36864 < 1/1024: listed
+    for r, c, v in big:
+        u[r, c] = v
+    rs = rng.uniform(0.001, 0.01, 96).astype(np.float32)
+    lm = _core.LevelMatrix.from_levels(u, rs)
+    assert lm.index_bits == 16 and lm.outliers == 3
+    assert np.array_equal(lm.indices(), u)
+    L = min(32767, (2**31 - 1) // (512 * int(np.abs(u[np.abs(u) <= 511]).max())))
+    x = rng.standard_normal((14, 384)).astype(np.float32)
+    want = _int16_by_contract(u, rs, x, L)
+    for isa in ISAS:
+        assert np.array_equal(lm.matmul(x, isa=isa, activations="int16"), want)
+    u[:, 7] = 3000  # 96 entries beyond 2047: more than 1/1024, so the dense part holds them (M 7785)
+    lm = _core.LevelMatrix.from_levels(u, rs)
+    assert lm.outliers == 0 and np.array_equal(lm.matmul(x, activations="int16"), lm.matmul(x))
 
 
 def test_bad_input_raises(tmp_path):

@@ -177,6 +177,23 @@ def test_linear_takes_any_input_layout(small, fmt):
         fast.fc1(torch.randn(3, 23))
 
 
+@pytest.mark.skipif(not nn_levels.has_level_kernels(), reason="no LevelMatrix kernels in this build")
+@pytest.mark.parametrize("fmt", ["levels", "levels16"])
+def test_level_linear_adds_its_bias_once(small, fmt):
+    """The bias goes into the product (one float add to each result): the same bits as the product
+    without it plus the bias, and a layer without a bias gives the plain product."""
+    model, path, _, _ = small
+    fast = nnn.convert(model, fmt, nnp=path, act_digits=3)
+    act = "float32" if fmt == "levels" else "int16"
+    x = torch.randn(3, 7, 24)
+    with torch.no_grad():
+        plain = torch.from_numpy(fast.fc1.backend.m.matmul(x.numpy(), activations=act))
+        assert fast.fc1.bias is not None and torch.equal(fast.fc1(x), plain + fast.fc1.bias)
+        h = torch.randn(4, 40)
+        assert fast.fc2.bias is None
+        assert torch.equal(fast.fc2(h), torch.from_numpy(fast.fc2.backend.m.matmul(h.numpy(), activations=act)))
+
+
 def test_int8_formats_inside_and_outside_inference_mode(small):
     model, path, decoded, inputs = small
     fast = nnn.convert(model, "int8", nnp=path, act_digits=3)

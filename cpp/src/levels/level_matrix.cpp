@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <new>
 #include <string>
@@ -116,6 +117,7 @@ void LevelMatrix::LevelCounts::add(const int32_t* u, uint64_t n) {
     const uint64_t a = magnitude(u[k]);
     beyond_int8 += a > uint64_t(kInt8Limit);
     beyond_int16 += a > uint64_t(kInt16Limit);
+    for (size_t r = 0; r < std::size(kInt16DenseRanges); ++r) beyond_range[r] += a > uint64_t(kInt16DenseRanges[r]);
   }
 }
 
@@ -133,8 +135,20 @@ Status LevelMatrix::from_row_blocks(uint32_t rows, uint32_t cols, const LevelCou
   // int16 when the list would hold more than 1/16 of the entries: the list costs 8 bytes and a
   // scalar multiply-add per entry, the wider dense part one more byte per weight.
   const int bits = counts.beyond_int8 * 16 > count ? 16 : 8;
-  const uint64_t limit = bits == 8 ? uint64_t(kInt8Limit) : uint64_t(kInt16Limit);
-  const uint64_t n_list = bits == 8 ? counts.beyond_int8 : counts.beyond_int16;
+  uint64_t limit = bits == 8 ? uint64_t(kInt8Limit) : uint64_t(kInt16Limit);
+  uint64_t n_list = bits == 8 ? counts.beyond_int8 : counts.beyond_int16;
+  if (bits == 16) {
+    // The narrowest int16 range that leaves at most 1/1024 of the entries to the list: a smaller
+    // dense_max gives kInt16 activations a wider input range (activation_range), and a few entries
+    // beyond 2049 no longer make the whole product fall back to float32.
+    for (size_t k = 0; k < std::size(kInt16DenseRanges); ++k) {
+      if (counts.beyond_range[k] * 1024 <= count) {
+        limit = uint64_t(kInt16DenseRanges[k]);
+        n_list = counts.beyond_range[k];
+        break;
+      }
+    }
+  }
   if (n_list > count) return invalid_argument("LevelMatrix::from_row_blocks: counts exceed the matrix");
   const size_t per_line = kRowAlign / size_t(bits / 8);
   const size_t stride = (size_t(cols) + per_line - 1) / per_line * per_line;
@@ -271,37 +285,18 @@ Status pick_table(const LevelKernelOptions& opt, const detail::LevelKernelTable*
 
 // The kInt16 product (levels.h, "Activations") on X' (X times the column scales, batch x cols); false
 // (nothing written) when X' holds a non-finite value.
-bool matmul_int16(const LevelMatrix& m, const float* xs, size_t batch, float* Y, const LevelKernelOptions& opt,
-                  const detail::LevelKernelTable* table, Isa isa) {
+bool matmul_int16(const LevelMatrix& m, const float* xs, size_t batch, float* Y, const float* bias,
+                  const LevelKernelOptions& opt, const detail::LevelKernelTable* table, Isa isa) {
   const size_t rows = m.rows(), cols = m.cols(), stride = m.stride();
   const int32_t L = m.activation_range();
   if (L == 0) return false;
+  const detail::LevelKernelTable* scalar = detail::scalar_level_kernels();
+  const detail::QuantizeRow quantize = table->quantize_row ? table->quantize_row : scalar->quantize_row;
   std::vector<double> xscale(batch);
-  for (size_t b = 0; b < batch; ++b) {
-    const float* x = xs + b * cols;
-    float amax = 0.0f;
-    bool finite = true;
-    for (size_t j = 0; j < cols; ++j) {
-      finite &= std::isfinite(x[j]);
-      amax = std::max(amax, std::fabs(x[j]));
-    }
-    if (!finite) return false;
-    xscale[b] = double(amax) / double(L);
-  }
   std::vector<int16_t> xq(batch * stride, 0);
   for (size_t b = 0; b < batch; ++b) {
-    if (xscale[b] == 0.0) continue;
-    const double inv = 1.0 / xscale[b];
-    const float* x = xs + b * cols;
-    int16_t* q = xq.data() + b * stride;
-    for (size_t j = 0; j < cols; ++j) {
-      // round half away from zero; |v| <= L up to rounding, so the clamp only trims that
-      const double v = double(x[j]) * inv;
-      const double r = double(int32_t(v + std::copysign(0.5, v)));
-      q[j] = int16_t(std::max(-double(L), std::min(double(L), r)));
-    }
+    if (!quantize(xs + b * cols, cols, L, xq.data() + b * stride, &xscale[b])) return false;
   }
-  const detail::LevelKernelTable* scalar = detail::scalar_level_kernels();
   const bool vnni = opt.vnni && isa == Isa::kAvx512 && cpu_has_avx512_vnni();
   detail::LevelKernelInt kernel;
   if (m.index_bits() == 8) {
@@ -311,24 +306,25 @@ bool matmul_int16(const LevelMatrix& m, const float* xs, size_t batch, float* Y,
     kernel = table->int16_i16 ? table->int16_i16 : scalar->int16_i16;
     if (vnni && table->int16_i16_vnni) kernel = table->int16_i16_vnni;
   }
+  const detail::ListInt list = table->list_int ? table->list_int : scalar->list_int;
+  const detail::FinishInt finish = table->finish_int ? table->finish_int : scalar->finish_int;
+  // the list entries read the rounded inputs token-minor: every token of one column in one vector
+  const uint64_t* optr = m.outlier_ptr().empty() ? nullptr : m.outlier_ptr().data();
+  const size_t bpad = (batch + 15) / 16 * 16;
+  std::vector<int32_t> xt(optr ? cols * bpad : 0, 0);
+  if (optr) {
+    for (size_t b = 0; b < batch; ++b) {
+      for (size_t j = 0; j < cols; ++j) xt[j * bpad + b] = xq[b * stride + j];
+    }
+  }
   std::vector<int64_t> S(batch * rows);
   const detail::LevelView v{m.rows(), m.cols(), stride, m.q8(), m.q16()};
   const float* rs = m.row_scale().data();
-  const uint64_t* optr = m.outlier_ptr().empty() ? nullptr : m.outlier_ptr().data();
-  const uint32_t* ocol = m.outlier_col().data();
-  const int32_t* oval = m.outlier_val().data();
   over_rows(m.rows(), opt.threads, uint64_t(rows) * cols * batch / 2, [&](uint32_t r0, uint32_t r1) {
     kernel(v, xq.data(), batch, S.data(), r0, r1);
-    for (size_t b = 0; b < batch; ++b) {
-      const int16_t* q = xq.data() + b * stride;
-      for (uint32_t r = r0; r < r1; ++r) {
-        int64_t acc = S[b * rows + r];
-        if (optr) {
-          for (uint64_t k = optr[r]; k < optr[r + 1]; ++k) acc += int64_t(oval[k]) * q[ocol[k]];
-        }
-        Y[b * rows + r] = float(double(rs[r]) * xscale[b] * double(acc));
-      }
-    }
+    if (optr)
+      list(optr, m.outlier_col().data(), m.outlier_val().data(), xt.data(), bpad, batch, rows, r0, r1, S.data());
+    for (size_t b = 0; b < batch; ++b) finish(S.data() + b * rows, rs, xscale[b], bias, r0, r1, Y + b * rows);
   });
   return true;
 }
@@ -337,6 +333,11 @@ bool matmul_int16(const LevelMatrix& m, const float* xs, size_t batch, float* Y,
 
 Status matmul(const LevelMatrix& m, const float* X, size_t x_len, size_t batch, float* Y, size_t y_len,
               const LevelKernelOptions& opt) {
+  return matmul(m, X, x_len, batch, Y, y_len, nullptr, 0, opt);
+}
+
+Status matmul(const LevelMatrix& m, const float* X, size_t x_len, size_t batch, float* Y, size_t y_len,
+              const float* bias, size_t bias_len, const LevelKernelOptions& opt) {
   if (m.rows() == 0) return invalid_argument("levels::matmul: empty LevelMatrix (build it with from_levels)");
   if (batch == 0) return invalid_argument("levels::matmul: batch must be >= 1");
   const size_t rows = m.rows(), cols = m.cols();
@@ -349,6 +350,9 @@ Status matmul(const LevelMatrix& m, const float* X, size_t x_len, size_t batch, 
     return invalid_argument("levels::matmul: output has " + std::to_string(y_len) + " floats, expected " +
                             std::to_string(batch * rows) + " (batch x rows)");
   if (X == nullptr || Y == nullptr) return invalid_argument("levels::matmul: null buffer");
+  if ((bias == nullptr) != (bias_len == 0) || (bias && bias_len != rows))
+    return invalid_argument("levels::matmul: bias has " + std::to_string(bias_len) + " floats, expected " +
+                            std::to_string(rows) + " (rows) or none");
   if (opt.activations != Activations::kFloat32 && opt.activations != Activations::kInt16)
     return invalid_argument("levels::matmul: unknown activations mode");
   const detail::LevelKernelTable* table = nullptr;
@@ -365,24 +369,40 @@ Status matmul(const LevelMatrix& m, const float* X, size_t x_len, size_t batch, 
     }
     xs = scaled.data();
   }
-  if (opt.activations == Activations::kInt16 && matmul_int16(m, xs, batch, Y, opt, table, isa)) return Status::Ok();
+  if (opt.activations == Activations::kInt16 && matmul_int16(m, xs, batch, Y, bias, opt, table, isa))
+    return Status::Ok();
   const detail::LevelView v{m.rows(), m.cols(), m.stride(), m.q8(), m.q16()};
   const detail::LevelKernel kernel = m.index_bits() == 8 ? table->dense8 : table->dense16;
   const float* rs = m.row_scale().data();
   const uint64_t* optr = m.outlier_ptr().empty() ? nullptr : m.outlier_ptr().data();
   const uint32_t* ocol = m.outlier_col().data();
   const int32_t* oval = m.outlier_val().data();
+  // a kernel for the list entries reads the inputs token-minor (every token of one column in one vector)
+  const detail::ListFloat list = optr ? table->list_float : nullptr;
+  const size_t bpad = (batch + 15) / 16 * 16;
+  std::vector<float> xt(list ? cols * bpad : 0, 0.0f);
+  if (list) {
+    for (size_t b = 0; b < batch; ++b) {
+      for (size_t j = 0; j < cols; ++j) xt[j * bpad + b] = xs[b * cols + j];
+    }
+  }
   over_rows(m.rows(), opt.threads, uint64_t(rows) * cols * batch, [&](uint32_t r0, uint32_t r1) {
     kernel(v, xs, batch, Y, r0, r1);
+    if (list) list(optr, ocol, oval, xt.data(), bpad, batch, rows, r0, r1, Y);
     for (size_t b = 0; b < batch; ++b) {
       float* y = Y + b * rows;
       const float* x = xs + b * cols;
       for (uint32_t r = r0; r < r1; ++r) {
         float acc = y[r];
-        if (optr) {
+        if (optr && !list) {
           for (uint64_t k = optr[r]; k < optr[r + 1]; ++k) acc += float(oval[k]) * x[ocol[k]];
         }
         y[r] = rs[r] * acc;
+      }
+    }
+    if (bias) {  // a pass of its own: added to the rounded products, never fused with the row scale
+      for (size_t b = 0; b < batch; ++b) {
+        for (uint32_t r = r0; r < r1; ++r) Y[b * rows + r] += bias[r];
       }
     }
   });

@@ -31,6 +31,31 @@ constexpr size_t kLaneChunk = 512;
 // sums kIntChunk / 8 = kLaneChunk products.
 constexpr size_t kIntChunk = 8 * kLaneChunk;
 
+// kInt16 input rounding of one row (levels.h, "Activations"): false when x holds a non-finite value (q and
+// *scale untouched); else *scale = double(max_j |x[j]|) / L and, for a nonzero scale, q[j] = x[j] * (1 /
+// *scale) in double rounded half away from zero and clamped to [-L, L] (q untouched for a zero scale). The
+// double operations are exactly these (no fused multiply-add), so every ISA gives the same q.
+using QuantizeRow = bool (*)(const float* x, size_t cols, int32_t L, int16_t* q, double* scale);
+
+// The list entries of rows [r0, r1) added to the exact sums: S[b * rows + r] += sum over row r's entries k
+// of val[k] * xt[col[k] * bpad + b], b < batch, with xt the rounded inputs as int32, token-minor (cols x
+// bpad, bpad = batch rounded up to 16, padding zero). Integer sums: the same result in any order.
+using ListInt = void (*)(const uint64_t* ptr, const uint32_t* col, const int32_t* val, const int32_t* xt, size_t bpad,
+                         size_t batch, size_t rows, uint32_t r0, uint32_t r1, int64_t* S);
+
+// y[r] = float(double(rs[r]) * scale * double(S[r])) for r in [r0, r1): the kInt16 result of one token
+// (two double multiplies in this order, rounded once to float), plus bias[r] (one float add) when bias is
+// not null.
+using FinishInt = void (*)(const int64_t* S, const float* rs, double scale, const float* bias, uint32_t r0, uint32_t r1,
+                           float* y);
+
+// The list entries of rows [r0, r1) in float32, onto the dense sums: for every b < batch, acc = Y[b * rows + r],
+// then acc = acc + float(val[k]) * xt[col[k] * bpad + b] over row r's entries in order (a multiply and an
+// add, each rounded: the generic code's order and roundings), Y[b * rows + r] = acc. xt: the float inputs
+// token-minor as for ListInt. Null: the generic loop (level_matrix.cpp).
+using ListFloat = void (*)(const uint64_t* ptr, const uint32_t* col, const int32_t* val, const float* xt, size_t bpad,
+                           size_t batch, size_t rows, uint32_t r0, uint32_t r1, float* Y);
+
 struct LevelKernelTable {
   LevelKernel dense8;
   LevelKernel dense16;
@@ -38,6 +63,10 @@ struct LevelKernelTable {
   LevelKernelInt int8_i16_vnni;   // null unless this ISA has a VNNI variant (used when the CPU has VNNI)
   LevelKernelInt int16_i16;       // int16 dense part; null: the scalar one
   LevelKernelInt int16_i16_vnni;  // as int8_i16_vnni
+  QuantizeRow quantize_row;       // kInt16 helpers; null: the scalar ones
+  ListInt list_int;
+  FinishInt finish_int;
+  ListFloat list_float;  // null: the generic loop
 };
 
 const LevelKernelTable* scalar_level_kernels();

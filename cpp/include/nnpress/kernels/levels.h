@@ -26,10 +26,14 @@
 //       kCorrupt / kTruncated as decode_levels.
 //   Storage: u in [-127, 127] as int8, one row after another with a row stride padded to 64 bytes
 //   (padding holds zeros), plus an exact list of the entries outside int8 (per-row column + int32
-//   u). When such entries are more than 1/16 of the matrix, the dense part is int16 instead
-//   (u in [-32767, 32767]) and the list holds the rest. nbytes() counts every byte held (dense part,
+//   u). When such entries are more than 1/16 of the matrix, the dense part is int16 instead, holding
+//   |u| <= T with T the first of kInt16DenseRanges (255, 511, 1023, 2047) that leaves at most 1/1024 of
+//   the entries beyond it, else 32767, and the list holds the rest (a few large entries then do not
+//   narrow the kInt16 input range L, below). nbytes() counts every byte held (dense part,
 //   list, scales). Nothing else is allocated per matrix, and a float32 product allocates only when
-//   the matrix has column scales (X times col_scale, batch x cols floats) — except the thread pool's
+//   the matrix has column scales (X times col_scale, batch x cols floats) or, with the AVX-512
+//   kernels, list entries (X' token-minor, cols x batch rounded up to 16 floats: the list entries
+//   take 16 tokens per vector, in the scalar loop's order and roundings) — except the thread pool's
 //   first use (common/parallel.h).
 //
 //   Products:
@@ -43,6 +47,9 @@
 //       kInvalidArgument: x_len != batch * cols, y_len != batch * rows, a null buffer, batch 0, an ISA
 //       this build/CPU cannot run, or — automatic choice only — an unknown NNPRESS_ISA value (cpu.h).
 //       On failure Y is untouched. Y must not alias X. Inputs may hold any floats.
+//     matmul(m, X, x_len, batch, Y, y_len, bias, bias_len, opt): the same, then Y[b][i] += bias[i]: one
+//       float add to each rounded result (in both activation modes), so the same bits as adding the bias
+//       afterwards. bias: rows floats (bias_len == rows), or null with bias_len 0; else kInvalidArgument.
 //     LevelKernelOptions.isa: empty = detect_isa() (honours NNPRESS_ISA); a named ISA must be
 //       isa_supported() (tests and benchmarks force each ISA this way). Kernels: scalar reference
 //       (always), AVX2 and AVX-512 on x86-64, NEON on aarch64, each compiled with its own flags only.
@@ -65,11 +72,16 @@
 //       AVX-512 VNNI (vpdpwssd) where the CPU has it, else AVX-512BW / AVX2 vpmaddwd (NEON: vmlal): twice the
 //       multiply-adds per instruction of a float32 FMA and no int -> float conversion per weight (CPUs
 //       that issue 512-bit integer multiplies on fewer ports than FMAs gain less; bench/RESULTS.md).
-//       A product in this mode allocates its rounded inputs (batch x stride int16) and sums.
+//       The rounding of the inputs, the list entries (16 tokens per vector) and the final multiply have
+//       AVX-512 versions doing the scalar reference's double operations lane by lane (no fused
+//       multiply-adds), so they do not change the bits. A product in this mode allocates its rounded
+//       inputs (batch x stride int16), its sums (batch x rows int64) and, for a matrix with list entries,
+//       the rounded inputs token-minor (cols x batch rounded up to 16, int32).
 //
 //   Python (nnpress._core): LevelMatrix.from_levels(u, row_scale, col_scale=None),
 //   LevelMatrix.from_nnp(reader, index, threads=1) and NnpFile.level_matrix(name, threads=None)
-//   (python/nnpress/container.py), m.matmul(x, out=None, isa=None, threads=1, activations="float32")
+//   (python/nnpress/container.py), m.matmul(x, out=None, isa=None, threads=1, activations="float32",
+//   bias=None)
 //   (x float32 [..., cols], C-contiguous: every leading dimension is a batch dimension),
 //   m.rows / cols / nbytes / outliers / index_bits / row_scale / col_scale, m.indices(), m.to_dense().
 //
@@ -116,6 +128,8 @@ class LevelMatrix {
   // Largest |u| held in the int8 / int16 dense part.
   static constexpr int32_t kInt8Limit = 127;
   static constexpr int32_t kInt16Limit = 32767;
+  // The narrower ranges an int16 dense part may hold instead of kInt16Limit (CONTRACT, Storage).
+  static constexpr int32_t kInt16DenseRanges[4] = {255, 511, 1023, 2047};
   // Dense-part row strides are padded to this many bytes (and the part is aligned to it).
   static constexpr size_t kRowAlign = 64;
   // kInt16 activations (CONTRACT): products per exact int32 partial sum, and the smallest input range L
@@ -143,6 +157,7 @@ class LevelMatrix {
   // than counted. On failure *out is left unchanged.
   struct LevelCounts {
     uint64_t beyond_int8 = 0, beyond_int16 = 0;  // |u| > kInt8Limit, |u| > kInt16Limit
+    uint64_t beyond_range[4] = {};               // |u| > kInt16DenseRanges[k]
     void add(const int32_t* u, uint64_t n);
   };
   using RowBlocks = std::function<Status(uint32_t* first_row, uint32_t* rows, const int32_t** u)>;
@@ -202,6 +217,9 @@ class LevelMatrix {
 
 Status matmul(const LevelMatrix& m, const float* X, size_t x_len, size_t batch, float* Y, size_t y_len,
               const LevelKernelOptions& opt = {});
+// The same plus a bias: Y[b][i] = product + bias[i] (bias: rows floats, bias_len == rows; or null and 0).
+Status matmul(const LevelMatrix& m, const float* X, size_t x_len, size_t batch, float* Y, size_t y_len,
+              const float* bias, size_t bias_len, const LevelKernelOptions& opt = {});
 
 // A LevelMatrix from quantized tensor `index` of an open .nnp file (see CONTRACT).
 Status level_matrix_from_reader(const ContainerReader& reader, size_t index, LevelMatrix* out, unsigned threads = 1);

@@ -237,6 +237,115 @@ void int16_i16(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, 
   int_i16<Dot>(m.q16, m, Xq, batch, S, r0, r1);
 }
 
+// ---- kInt16 helpers (levels_internal.h): the scalar reference's double operations, 8 lanes at a time ----
+// The multiplies and adds carry an explicit rounding mode (round to nearest, the scalar code's), which
+// also keeps the compiler from fusing them into a multiply-add.
+constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+
+bool quantize_row(const float* x, size_t cols, int32_t L, int16_t* q, double* scale) {
+  const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  __m512 mx = _mm512_setzero_ps();
+  __mmask16 bad = 0;
+  for (size_t j = 0; j < cols; j += 16) {
+    const __mmask16 k = cols - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (cols - j)) - 1u);
+    const __m512 v = _mm512_maskz_loadu_ps(k, x + j);
+    bad |= _mm512_fpclass_ps_mask(v, 0x99);  // NaN or infinity
+    mx = _mm512_max_ps(mx, _mm512_and_ps(v, abs_mask));
+  }
+  if (bad) return false;
+  *scale = double(_mm512_reduce_max_ps(mx)) / double(L);
+  if (*scale == 0.0) return true;
+  const __m512d inv = _mm512_set1_pd(1.0 / *scale), half = _mm512_set1_pd(0.5), sign = _mm512_set1_pd(-0.0);
+  const __m256i lo = _mm256_set1_epi32(-L), hi = _mm256_set1_epi32(L);
+  for (size_t j = 0; j < cols; j += 8) {
+    const __mmask8 k = cols - j >= 8 ? __mmask8(0xff) : __mmask8((1u << (cols - j)) - 1u);
+    const __m512d v = _mm512_mul_round_pd(_mm512_cvtps_pd(_mm256_maskz_loadu_ps(k, x + j)), inv, kNearest);
+    const __m512d t = _mm512_add_round_pd(v, _mm512_or_pd(half, _mm512_and_pd(v, sign)), kNearest);
+    const __m256i r = _mm256_max_epi32(lo, _mm256_min_epi32(hi, _mm512_cvttpd_epi32(t)));
+    _mm_mask_storeu_epi16(q + j, k, _mm256_cvtepi32_epi16(r));
+  }
+  return true;
+}
+
+// Up to 16 tokens per pass: each list entry multiplies one column's 16 rounded inputs (vpmuldq, exact
+// int64 products) into two int64 accumulators. The sums of a block of kListRows rows are gathered first
+// and then added token by token, so that each token's sums are written row after row (S is token-major).
+constexpr uint32_t kListRows = 16;
+
+void list_int(const uint64_t* ptr, const uint32_t* col, const int32_t* val, const int32_t* xt, size_t bpad,
+              size_t batch, size_t rows, uint32_t r0, uint32_t r1, int64_t* S) {
+  alignas(64) int64_t t[kListRows][16];
+  for (uint32_t rb = r0; rb < r1; rb += kListRows) {
+    const uint32_t n_rows = r1 - rb < kListRows ? r1 - rb : kListRows;
+    if (ptr[rb] == ptr[rb + n_rows]) continue;
+    for (size_t b0 = 0; b0 < batch; b0 += 16) {
+      for (uint32_t i = 0; i < n_rows; ++i) {
+        __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+        for (uint64_t k = ptr[rb + i]; k < ptr[rb + i + 1]; ++k) {
+          const __m512i w = _mm512_set1_epi64(int64_t(val[k]));
+          const int32_t* x = xt + size_t(col[k]) * bpad + b0;
+          const __m512i x0 = _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)));
+          const __m512i x1 = _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 8)));
+          a0 = _mm512_add_epi64(a0, _mm512_mul_epi32(w, x0));
+          a1 = _mm512_add_epi64(a1, _mm512_mul_epi32(w, x1));
+        }
+        _mm512_store_si512(t[i], a0);
+        _mm512_store_si512(t[i] + 8, a1);
+      }
+      const size_t n = batch - b0 < 16 ? batch - b0 : 16;
+      for (size_t j = 0; j < n; ++j) {
+        int64_t* s = S + (b0 + j) * rows + rb;
+        for (uint32_t i = 0; i < n_rows; ++i) s[i] += t[i][j];
+      }
+    }
+  }
+}
+
+// The float32 list entries (ListFloat), 16 tokens per vector, in the generic code's order: each token's
+// sum starts from its dense sum and adds one entry at a time (multiply, then add, each rounded).
+void list_float(const uint64_t* ptr, const uint32_t* col, const int32_t* val, const float* xt, size_t bpad,
+                size_t batch, size_t rows, uint32_t r0, uint32_t r1, float* Y) {
+  alignas(64) float t[kListRows][16];
+  for (uint32_t rb = r0; rb < r1; rb += kListRows) {
+    const uint32_t n_rows = r1 - rb < kListRows ? r1 - rb : kListRows;
+    if (ptr[rb] == ptr[rb + n_rows]) continue;
+    for (size_t b0 = 0; b0 < batch; b0 += 16) {
+      const size_t n = batch - b0 < 16 ? batch - b0 : 16;
+      for (size_t j = 0; j < 16; ++j) {
+        const float* y = Y + (b0 + j) * rows + rb;
+        for (uint32_t i = 0; i < n_rows; ++i) t[i][j] = j < n ? y[i] : 0.0f;
+      }
+      for (uint32_t i = 0; i < n_rows; ++i) {
+        if (ptr[rb + i] == ptr[rb + i + 1]) continue;
+        __m512 acc = _mm512_load_ps(t[i]);
+        for (uint64_t k = ptr[rb + i]; k < ptr[rb + i + 1]; ++k) {
+          const __m512 p = _mm512_mul_round_ps(_mm512_set1_ps(float(val[k])),
+                                               _mm512_loadu_ps(xt + size_t(col[k]) * bpad + b0), kNearest);
+          acc = _mm512_add_round_ps(acc, p, kNearest);
+        }
+        _mm512_store_ps(t[i], acc);
+      }
+      for (size_t j = 0; j < n; ++j) {
+        float* y = Y + (b0 + j) * rows + rb;
+        for (uint32_t i = 0; i < n_rows; ++i) y[i] = t[i][j];
+      }
+    }
+  }
+}
+
+void finish_int(const int64_t* S, const float* rs, double scale, const float* bias, uint32_t r0, uint32_t r1,
+                float* y) {
+  const __m512d sc = _mm512_set1_pd(scale);
+  for (uint32_t r = r0; r < r1; r += 8) {
+    const __mmask8 k = r1 - r >= 8 ? __mmask8(0xff) : __mmask8((1u << (r1 - r)) - 1u);
+    const __m512d a = _mm512_mul_round_pd(_mm512_cvtps_pd(_mm256_maskz_loadu_ps(k, rs + r)), sc, kNearest);
+    const __m512d s = _mm512_cvtepi64_pd(_mm512_maskz_loadu_epi64(k, S + r));
+    __m256 v = _mm512_cvtpd_ps(_mm512_mul_round_pd(a, s, kNearest));
+    if (bias) v = _mm256_add_ps(v, _mm256_maskz_loadu_ps(k, bias + r));
+    _mm256_mask_storeu_ps(y + r, k, v);
+  }
+}
+
 void dense8(const LevelView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1) {
   dense(m.q8, m, X, batch, Y, r0, r1);
 }
@@ -247,8 +356,9 @@ void dense16(const LevelView& m, const float* X, size_t batch, float* Y, uint32_
 }  // namespace
 
 const LevelKernelTable* avx512_level_kernels() {
-  static const LevelKernelTable t{dense8,           dense16,           int8_i16<DotBw>, int8_i16<DotVnni>,
-                                  int16_i16<DotBw>, int16_i16<DotVnni>};
+  static const LevelKernelTable t{
+      dense8,       dense16,  int8_i16<DotBw>, int8_i16<DotVnni>, int16_i16<DotBw>, int16_i16<DotVnni>,
+      quantize_row, list_int, finish_int,      list_float};
   return &t;
 }
 

@@ -186,7 +186,8 @@ void dense16(const LevelView& m, const float* X, size_t batch, float* Y, uint32_
 }  // namespace
 
 const LevelKernelTable* neon_level_kernels() {
-  static const LevelKernelTable t{dense8, dense16, int8_i16, nullptr, int16_i16, nullptr};
+  static const LevelKernelTable t{dense8,  dense16, int8_i16, nullptr, int16_i16,
+                                  nullptr, nullptr, nullptr,  nullptr, nullptr};
   return &t;
 }
 
