@@ -113,8 +113,8 @@ void sig_costs(const Row* rows, const uint32_t* sig_at, const uint32_t* sign_at,
   store(sig_model, sig);
   const __m256i one = _mm256_set1_epi32(1);
   const __m256i sig_cost = lookup(table, _mm256_add_epi32(_mm256_slli_epi32(states(sig), 1), one));
-  const __m256i sign_cost =
-      lookup(table, _mm256_add_epi32(_mm256_slli_epi32(states(sign), 1), _mm256_set1_epi32(int(neg))));
+  const __m256i sign_cost = lookup(table,
+                                   _mm256_add_epi32(_mm256_slli_epi32(states(sign), 1), _mm256_set1_epi32(int(neg))));
   store(nonzero, _mm256_add_epi32(sig_cost, sign_cost));
 }
 
@@ -167,8 +167,7 @@ CommitExtent commit(const CommitIo& io) {
   const __m256i z = _mm256_and_si256(p, _mm256_set1_epi32(1));
   const __m256i e = _mm256_add_epi32(_mm256_sub_epi32(_mm256_slli_epi32(z, 3), z), c);  // z * 7 + c
   static_assert(kCandidates == 7, "e = z * 7 + c");
-  const __m256i packed = _mm256_andnot_si256(dead,
-                                             lookup(reinterpret_cast<const int*>(io.entry), e));
+  const __m256i packed = _mm256_andnot_si256(dead, lookup(reinterpret_cast<const int*>(io.entry), e));
   const __m256i byte = _mm256_set1_epi32(0xFF);
   const __m256i chain = _mm256_and_si256(_mm256_srli_epi32(packed, kChainShift), byte);
   const __m256i eg = _mm256_and_si256(_mm256_srli_epi32(packed, kEgShift), byte);

@@ -42,22 +42,6 @@ inline __m512i log2_floor(__m512i x) {
   return _mm512_sub_epi32(e, _mm512_set1_epi32(1023));
 }
 
-// _mm512_i32gather_epi32(idx, base, 4) as sixteen loads: on some CPUs (AMD Zen 4) a gather
-// instruction takes several times as long as the loads and inserts.
-inline __m128i lookup4(const int* base, const int32_t* at) {
-  __m128i v = _mm_cvtsi32_si128(base[at[0]]);
-  v = _mm_insert_epi32(v, base[at[1]], 1);
-  v = _mm_insert_epi32(v, base[at[2]], 2);
-  return _mm_insert_epi32(v, base[at[3]], 3);
-}
-inline __m512i lookup(const int* base, __m512i idx) {
-  alignas(64) int32_t at[16];
-  _mm512_store_si512(at, idx);
-  const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(lookup4(base, at)), lookup4(base, at + 4), 1);
-  const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(lookup4(base, at + 8)), lookup4(base, at + 12), 1);
-  return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-}
-
 }  // namespace
 
 void eg_bits_avx512(const uint32_t* mags, size_t n, const uint32_t* unary_len, const uint32_t* eg_order, int lanes,
@@ -94,7 +78,7 @@ void eg_bits_avx512(const uint32_t* mags, size_t n, const uint32_t* unary_len, c
       const __m512i v = model[at];
       const __m512i idx = _mm512_mask_add_epi32(_mm512_slli_epi32(states(v), 1), bin, _mm512_slli_epi32(states(v), 1),
                                                 one);
-      cost = _mm512_add_epi32(cost, _mm512_maskz_mov_epi32(act, lookup(table, idx)));  // idx is valid in every lane
+      cost = _mm512_add_epi32(cost, _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), act, idx, table, 4));
       model[at] = _mm512_mask_mov_epi32(v, act, update(v, bin));
     }
     acc_lo = _mm512_add_epi64(acc_lo, _mm512_cvtepu32_epi64(_mm512_castsi512_si256(cost)));
