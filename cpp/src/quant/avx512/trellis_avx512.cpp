@@ -226,11 +226,14 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       const unsigned neg = cand.sgn < 0;
       // The distortion of every candidate j (reconstruction indices 0, b..b+3, 1, 2), each as
       // f * d * d with d = w - double(index) * step, one lane per candidate.
+      // The indices are formed in double, exactly (b < 2^30): b + 0..3 in lanes 1..4, 0, 1, 2 elsewhere,
+      // the sign flipped for a negative weight (a -0 index changes no distortion).
       const __m512d dist_j = [&] {
-        const __m512i mag = _mm512_setr_epi64(0, b, b + 1, b + 2, b + 3, 1, 2, 0);
-        const __m512i index = neg ? _mm512_sub_epi64(_mm512_setzero_si512(), mag) : mag;
-        const __m512d d = _mm512_sub_pd(_mm512_set1_pd(w),
-                                        _mm512_mul_pd(_mm512_maskz_cvtepi64_pd(0xFF, index), _mm512_set1_pd(step)));
+        const __m512d mag = _mm512_mask_add_pd(_mm512_setr_pd(0, 0, 0, 0, 0, 1, 2, 0), 0x1E, _mm512_set1_pd(double(b)),
+                                               _mm512_setr_pd(0, 0, 1, 2, 3, 0, 0, 0));
+        const __m512d index = _mm512_castsi512_pd(
+            _mm512_xor_si512(_mm512_castpd_si512(mag), _mm512_set1_epi64(int64_t(uint64_t(neg) << 63))));
+        const __m512d d = _mm512_sub_pd(_mm512_set1_pd(w), _mm512_mul_pd(index, _mm512_set1_pd(step)));
         return _mm512_mul_pd(_mm512_mul_pd(_mm512_set1_pd(f), d), d);
       }();
       // Entry c of quantizer z: 0 zero, 1 and 2 its indices u1 and u1 + 2 among b..b+3 (levels m
