@@ -43,21 +43,6 @@ inline __m256i log2_floor(__m256i x) {
   return _mm256_max_epi32(_mm256_sub_epi32(e, _mm256_set1_epi32(1022)), _mm256_setzero_si256());
 }
 
-// _mm256_i32gather_epi32(base, idx, 4) as eight loads: on some CPUs (AMD Zen 4) a gather
-// instruction takes several times as long as eight loads and inserts.
-inline __m256i lookup(const int* base, __m256i idx) {
-  alignas(32) int32_t at[8];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(at), idx);
-  __m128i lo = _mm_cvtsi32_si128(base[at[0]]), hi = _mm_cvtsi32_si128(base[at[4]]);
-  lo = _mm_insert_epi32(lo, base[at[1]], 1);
-  hi = _mm_insert_epi32(hi, base[at[5]], 1);
-  lo = _mm_insert_epi32(lo, base[at[2]], 2);
-  hi = _mm_insert_epi32(hi, base[at[6]], 2);
-  lo = _mm_insert_epi32(lo, base[at[3]], 3);
-  hi = _mm_insert_epi32(hi, base[at[7]], 3);
-  return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
-}
-
 inline uint32_t max_lane(__m256i v) {
   __m128i m = _mm_max_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
   m = _mm_max_epi32(m, _mm_shuffle_epi32(m, _MM_SHUFFLE(1, 0, 3, 2)));
@@ -103,7 +88,7 @@ void eg_bits_avx2(const uint32_t* mags, size_t n, const uint32_t* unary_len, con
       const __m256i bin = _mm256_cmpgt_epi32(j, bv);                         // j > b
       const __m256i v = model[at];
       const __m256i idx = _mm256_sub_epi32(_mm256_slli_epi32(states(v), 1), bin);  // [state][bin]
-      cost = _mm256_add_epi32(cost, _mm256_and_si256(lookup(table, idx), act));  // idx is valid in every lane
+      cost = _mm256_add_epi32(cost, _mm256_mask_i32gather_epi32(_mm256_setzero_si256(), table, idx, act, 4));
       model[at] = _mm256_blendv_epi8(v, update(v, bin), act);
     }
     acc_lo = _mm256_add_epi64(acc_lo, _mm256_cvtepu32_epi64(_mm256_castsi256_si128(cost)));
@@ -138,7 +123,7 @@ void unary_flag_bits_avx2(const uint32_t* mags, const uint8_t* negs, size_t n, u
       const __m256i bin = _mm256_cmpgt_epi32(mag, _mm256_xor_si256(nv, sign));                     // mag > n
       const __m256i v = side[b];
       const __m256i idx = _mm256_sub_epi32(_mm256_slli_epi32(states(v), 1), bin);
-      const __m256i c = _mm256_and_si256(lookup(table, idx), act);  // idx is valid in every lane
+      const __m256i c = _mm256_mask_i32gather_epi32(_mm256_setzero_si256(), table, idx, act, 4);
       acc[b][0] = _mm256_add_epi64(acc[b][0], _mm256_cvtepu32_epi64(_mm256_castsi256_si128(c)));
       acc[b][1] = _mm256_add_epi64(acc[b][1], _mm256_cvtepu32_epi64(_mm256_extracti128_si256(c, 1)));
       side[b] = _mm256_blendv_epi8(v, update(v, bin), act);

@@ -18,21 +18,6 @@ namespace avx2 {
 inline __m256i load(const Row& r) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(r)); }
 inline void store(Row& r, __m256i v) { _mm256_store_si256(reinterpret_cast<__m256i*>(r), v); }
 
-// _mm256_i32gather_epi32(base, idx, 4) as eight loads: on some CPUs (AMD Zen 4) a gather
-// instruction takes several times as long as eight loads and inserts.
-inline __m256i lookup(const int* base, __m256i idx) {
-  alignas(32) int32_t at[kLanes];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(at), idx);
-  __m128i lo = _mm_cvtsi32_si128(base[at[0]]), hi = _mm_cvtsi32_si128(base[at[4]]);
-  lo = _mm_insert_epi32(lo, base[at[1]], 1);
-  hi = _mm_insert_epi32(hi, base[at[5]], 1);
-  lo = _mm_insert_epi32(lo, base[at[2]], 2);
-  hi = _mm_insert_epi32(hi, base[at[6]], 2);
-  lo = _mm_insert_epi32(lo, base[at[3]], 3);
-  hi = _mm_insert_epi32(hi, base[at[7]], 3);
-  return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
-}
-
 // The coding state of each lane's packed model: ((fast + slow) >> 8).
 inline __m256i states(__m256i v) {
   const __m256i lo = _mm256_and_si256(v, _mm256_set1_epi32(0xFFFF));
@@ -46,7 +31,7 @@ void one_prefix(const Row* chain, uint32_t count, Row* prefix) {
   store(prefix[0], acc);
   for (uint32_t n = 0; n < count; ++n) {
     const __m256i idx = _mm256_add_epi32(_mm256_slli_epi32(states(load(chain[n])), 1), one);  // [state][1]
-    acc = _mm256_add_epi32(acc, lookup(table, idx));
+    acc = _mm256_add_epi32(acc, _mm256_i32gather_epi32(table, idx, 4));
     store(prefix[n + 1], acc);
   }
 }
@@ -108,13 +93,13 @@ void sig_costs(const Row* rows, const uint32_t* sig_at, const uint32_t* sign_at,
   // Row index * 8 + lane: each lane's model in the row its neighbourhood selects.
   const __m256i sig_idx = _mm256_add_epi32(_mm256_slli_epi32(from_index(sig_at), 3), lane);
   const __m256i sign_idx = _mm256_add_epi32(_mm256_slli_epi32(from_index(sign_at), 3), lane);
-  const __m256i sig = lookup(models, sig_idx);
-  const __m256i sign = lookup(models, sign_idx);
+  const __m256i sig = _mm256_i32gather_epi32(models, sig_idx, 4);
+  const __m256i sign = _mm256_i32gather_epi32(models, sign_idx, 4);
   store(sig_model, sig);
   const __m256i one = _mm256_set1_epi32(1);
-  const __m256i sig_cost = lookup(table, _mm256_add_epi32(_mm256_slli_epi32(states(sig), 1), one));
-  const __m256i sign_cost = lookup(table,
-                                   _mm256_add_epi32(_mm256_slli_epi32(states(sign), 1), _mm256_set1_epi32(int(neg))));
+  const __m256i sig_cost = _mm256_i32gather_epi32(table, _mm256_add_epi32(_mm256_slli_epi32(states(sig), 1), one), 4);
+  const __m256i sign_cost = _mm256_i32gather_epi32(
+      table, _mm256_add_epi32(_mm256_slli_epi32(states(sign), 1), _mm256_set1_epi32(int(neg))), 4);
   store(nonzero, _mm256_add_epi32(sig_cost, sign_cost));
 }
 
@@ -167,7 +152,8 @@ CommitExtent commit(const CommitIo& io) {
   const __m256i z = _mm256_and_si256(p, _mm256_set1_epi32(1));
   const __m256i e = _mm256_add_epi32(_mm256_sub_epi32(_mm256_slli_epi32(z, 3), z), c);  // z * 7 + c
   static_assert(kCandidates == 7, "e = z * 7 + c");
-  const __m256i packed = _mm256_andnot_si256(dead, lookup(reinterpret_cast<const int*>(io.entry), e));
+  const __m256i packed = _mm256_andnot_si256(dead,
+                                             _mm256_i32gather_epi32(reinterpret_cast<const int*>(io.entry), e, 4));
   const __m256i byte = _mm256_set1_epi32(0xFF);
   const __m256i chain = _mm256_and_si256(_mm256_srli_epi32(packed, kChainShift), byte);
   const __m256i eg = _mm256_and_si256(_mm256_srli_epi32(packed, kEgShift), byte);
@@ -202,7 +188,7 @@ CommitExtent commit(const CommitIo& io) {
   put(io.nsign_at, _mm256_add_epi32(_mm256_set1_epi32(kSignRow), cls));
   // Distortion and rate of the survivors' paths (dead states: unread values from state 0).
   const __m256i rate_idx = _mm256_add_epi32(_mm256_slli_epi32(e, 3), p);  // rates[e][p]
-  const __m256i step_rate = lookup(reinterpret_cast<const int*>(&io.rates[0][0]), rate_idx);
+  const __m256i step_rate = _mm256_i32gather_epi32(reinterpret_cast<const int*>(&io.rates[0][0]), rate_idx, 4);
   for (int h = 0; h < 2; ++h) {
     const __m128i ph = h ? _mm256_extracti128_si256(p, 1) : _mm256_castsi256_si128(p);
     const __m128i eh = h ? _mm256_extracti128_si256(e, 1) : _mm256_castsi256_si128(e);
@@ -223,7 +209,7 @@ void lane_costs(const Row& base, const Row& pre, const Row& eg, const Row& model
   const int* table = reinterpret_cast<const int*>(&cabac::kBinCostOfState[0][0]);
   const __m256i idx = _mm256_slli_epi32(states(load(model)), 1);  // [state][0]
   __m256i r = _mm256_add_epi32(_mm256_add_epi32(load(base), load(pre)), load(eg));
-  r = _mm256_add_epi32(_mm256_add_epi32(r, lookup(table, idx)), _mm256_set1_epi32(int(add)));
+  r = _mm256_add_epi32(_mm256_add_epi32(r, _mm256_i32gather_epi32(table, idx, 4)), _mm256_set1_epi32(int(add)));
   store(rate, r);
   const __m256d d = _mm256_set1_pd(dist), l = _mm256_set1_pd(lambda);
   const __m256d lo = _mm256_cvtepi32_pd(_mm256_castsi256_si128(r)),

@@ -19,7 +19,7 @@ void lane_costs(const Row& base, const Row& pre, const Row& eg, const Row& model
   const int* table = reinterpret_cast<const int*>(&cabac::kBinCostOfState[0][0]);
   const __m256i idx = _mm256_slli_epi32(avx2::states(avx2::load(model)), 1);  // [state][0]
   __m256i r = _mm256_add_epi32(_mm256_add_epi32(avx2::load(base), avx2::load(pre)), avx2::load(eg));
-  r = _mm256_add_epi32(_mm256_add_epi32(r, avx2::lookup(table, idx)), _mm256_set1_epi32(int(add)));
+  r = _mm256_add_epi32(_mm256_add_epi32(r, _mm256_i32gather_epi32(table, idx, 4)), _mm256_set1_epi32(int(add)));
   avx2::store(rate, r);
   const __m512d c = _mm512_add_pd(_mm512_loadu_pd(cost), _mm512_set1_pd(dist));
   _mm512_storeu_pd(out, _mm512_add_pd(c, _mm512_mul_pd(_mm512_set1_pd(lambda),
