@@ -190,6 +190,21 @@ def install_torchvision_stub() -> bool:
     import torch
 
     need = [op for op in ("nms", "qnms") if not _has_torch_op(f"torchvision::{op}")]
+    if need:
+        # A torchvision built for this torch registers its ops when its compiled library loads; declaring
+        # them first would make that registration fail. Load it now (torchvision's import loads the same
+        # file: a no-op then) and stub only what is still missing.
+        import glob
+        import os
+
+        for so in glob.glob(
+            os.path.join(importlib.util.find_spec("torchvision").submodule_search_locations[0], "_C*.so")
+        ):
+            try:
+                torch.ops.load_library(so)
+            except (OSError, RuntimeError):
+                pass  # built for another torch: its ops stay missing
+        need = [op for op in need if not _has_torch_op(f"torchvision::{op}")]
     if not need:
         return False
     lib = torch.library.Library("torchvision", "FRAGMENT")

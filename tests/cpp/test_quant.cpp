@@ -77,6 +77,11 @@ static void test_nearest() {
   int32_t tq[4];
   CHECK(quantize_dd(tw, nullptr, 1, 4, opts(QuantMethod::kNearest, 1.0, 0), tq, nullptr, nullptr).ok());
   CHECK(tq[0] == 0 && tq[1] == 2 && tq[2] == -2 && tq[3] == 2);
+  // Also far from zero (up to the 2^30-step limit), and for the trellis' first guess on the grid 2 x step.
+  const double big[6] = {536870912.5, 536870913.5, -1073741822.5, 1073741823.25, -0.4999999999999999, 3e-300};
+  int32_t bq[6];
+  CHECK(quantize_dd(big, nullptr, 1, 6, opts(QuantMethod::kNearest, 1.0, 0), bq, nullptr, nullptr).ok());
+  for (int i = 0; i < 6; ++i) CHECK(bq[i] == int32_t(std::nearbyint(big[i])));
 }
 
 // Rate reported by RDOQ / trellis equals the coder's own estimate for the chosen levels, and

@@ -64,7 +64,7 @@ void select_branches(const double (*costs)[kCandidates][kLanes], const uint8_t (
 // model updates), restructured so that a weight costs a few dozen vector instructions: per state
 // the path cost, distortion, rate and neighbourhood rows stay in registers across the row; each
 // state prices only its own quantizer's four entries (zero, its two indices among b..b+3, its
-// smallest index); both bin costs of a model come from one 64-bit gather; the best branch into
+// smallest index); both bin costs of a model come from one lookup (bin_costs); the best branch into
 // each state is picked from its two predecessors by permutes, in the reference order. The
 // dominance check of trellis_soa is not needed: a dominated smallest index can never be strictly
 // cheaper than the earlier entry that dominates it, so pricing it changes nothing.
@@ -89,14 +89,25 @@ NNPRESS_INLINE __m256i model_update(__m256i v, __mmask8 one) {
   return _mm256_mask_blend_epi32(one, down, up);
 }
 
-// Both bin costs of every lane's model: low 32 bits the cost of a 0 bin, high 32 of a 1 bin.
-NNPRESS_INLINE __m512i pair_costs(__m256i model) {
-  return _mm512_mask_i32gather_epi64(_mm512_setzero_si512(), 0xFF, model_states(model),
-                                     reinterpret_cast<const long long*>(&cabac::kBinCostOfState[0][0]), 8);
+// Both bin costs of every lane's model (cabac::kBinCostOfState of its state). The eight table rows
+// are loaded one by one: on some CPUs (AMD Zen 4) a gather instruction takes several times as long
+// as eight loads and a few shuffles.
+struct BinCosts {
+  __m256i zero, one;  // the cost of a 0 bin, of a 1 bin
+};
+NNPRESS_INLINE __m128i two_rows(const uint32_t* state) {
+  const __m128i lo = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(cabac::kBinCostOfState[state[0]]));
+  return _mm_castpd_si128(
+      _mm_loadh_pd(_mm_castsi128_pd(lo), reinterpret_cast<const double*>(cabac::kBinCostOfState[state[1]])));
 }
-NNPRESS_INLINE __m256i cost0(__m512i pair) { return _mm512_mask_cvtepi64_epi32(_mm256_setzero_si256(), 0xFF, pair); }
-NNPRESS_INLINE __m256i cost1(__m512i pair) {
-  return _mm512_mask_cvtepi64_epi32(_mm256_setzero_si256(), 0xFF, _mm512_maskz_srli_epi64(0xFF, pair, 32));
+NNPRESS_INLINE BinCosts bin_costs(__m256i model) {
+  alignas(32) uint32_t state[kLanes];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(state), model_states(model));
+  // Lanes 0..3 (4..7) as (cost of 0, cost of 1) pairs, then split into the two costs.
+  const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(two_rows(state)), two_rows(state + 2), 1);
+  const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(two_rows(state + 4)), two_rows(state + 6), 1);
+  return {_mm256_permutex2var_epi32(lo, _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14), hi),
+          _mm256_permutex2var_epi32(lo, _mm256_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15), hi)};
 }
 NNPRESS_INLINE __m256i splat(uint32_t v) { return _mm256_set1_epi32(int(v)); }
 
@@ -215,11 +226,14 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       const unsigned neg = cand.sgn < 0;
       // The distortion of every candidate j (reconstruction indices 0, b..b+3, 1, 2), each as
       // f * d * d with d = w - double(index) * step, one lane per candidate.
+      // The indices are formed in double, exactly (b < 2^30): b + 0..3 in lanes 1..4, 0, 1, 2 elsewhere,
+      // the sign flipped for a negative weight (a -0 index changes no distortion).
       const __m512d dist_j = [&] {
-        const __m512i mag = _mm512_setr_epi64(0, b, b + 1, b + 2, b + 3, 1, 2, 0);
-        const __m512i index = neg ? _mm512_sub_epi64(_mm512_setzero_si512(), mag) : mag;
-        const __m512d d = _mm512_sub_pd(_mm512_set1_pd(w),
-                                        _mm512_mul_pd(_mm512_maskz_cvtepi64_pd(0xFF, index), _mm512_set1_pd(step)));
+        const __m512d mag = _mm512_mask_add_pd(_mm512_setr_pd(0, 0, 0, 0, 0, 1, 2, 0), 0x1E, _mm512_set1_pd(double(b)),
+                                               _mm512_setr_pd(0, 0, 1, 2, 3, 0, 0, 0));
+        const __m512d index = _mm512_castsi512_pd(
+            _mm512_xor_si512(_mm512_castpd_si512(mag), _mm512_set1_epi64(int64_t(uint64_t(neg) << 63))));
+        const __m512d d = _mm512_sub_pd(_mm512_set1_pd(w), _mm512_mul_pd(index, _mm512_set1_pd(step)));
         return _mm512_mul_pd(_mm512_mul_pd(_mm512_set1_pd(f), d), d);
       }();
       // Entry c of quantizer z: 0 zero, 1 and 2 its indices u1 and u1 + 2 among b..b+3 (levels m
@@ -242,12 +256,12 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       __m256i signm = sign_rows[0];
       for (int q = 1; q < kGreaterRow - kSignRow; ++q)
         signm = _mm256_mask_mov_epi32(signm, _mm256_cmpeq_epi32_mask(sign_at, splat(kSignRow + q)), sign_rows[q]);
-      const __m512i sig_pair = pair_costs(sigm);
-      const __m256i rate0 = cost0(sig_pair);
+      const BinCosts sig_cost = bin_costs(sigm);
+      const __m256i rate0 = sig_cost.zero;
       __m256i rate1 = zero, rate2 = zero, rate3 = zero;
       if (!zero_only) {
-        const __m512i sign_pair = pair_costs(signm);
-        const __m256i nonzero = _mm256_add_epi32(cost1(sig_pair), neg ? cost1(sign_pair) : cost0(sign_pair));
+        const BinCosts sign_cost = bin_costs(signm);
+        const __m256i nonzero = _mm256_add_epi32(sig_cost.one, neg ? sign_cost.one : sign_cost.zero);
         // Magnitude of entries 1, 2, 3 in each state's quantizer (state p: quantizer p & 1).
         const __m256i mag1 = _mm256_mask_blend_epi32(0xAA, splat(m[0]), splat(m[1]));
         const __m256i mag2 = _mm256_add_epi32(mag1, splat(1));
@@ -259,13 +273,13 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
         const Row* chain = cur->row + kGreaterRow + neg * cabac::kMaxUnaryFlags;
         __m256i ones = zero;
         for (uint32_t q = 0; q < unary_rows; ++q) {
-          const __m512i pair = pair_costs(avx2::load(chain[q]));
-          const __m256i t = _mm256_add_epi32(ones, cost0(pair));
+          const BinCosts pair = bin_costs(avx2::load(chain[q]));
+          const __m256i t = _mm256_add_epi32(ones, pair.zero);
           const __m256i at = splat(q + 1);
           rate1 = _mm256_mask_mov_epi32(rate1, _mm256_cmpeq_epi32_mask(mag1, at), t);
           rate2 = _mm256_mask_mov_epi32(rate2, _mm256_cmpeq_epi32_mask(mag2, at), t);
           rate3 = _mm256_mask_mov_epi32(rate3, _mm256_cmpeq_epi32_mask(mag3, at), t);
-          ones = _mm256_add_epi32(ones, cost1(pair));
+          ones = _mm256_add_epi32(ones, pair.one);
         }
         if (top > unary_len) {
           // Past the unary flags: all N flags at 1, then bucket j of the remainder: j prefix 1
@@ -279,14 +293,14 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
           const uint32_t jmax = bucket_of(top);
           __m256i acc = ones;
           for (uint32_t q = 0; q <= jmax; ++q) {
-            const __m512i pair = pair_costs(avx2::load(cur->row[kEgRow + q]));
-            const __m256i t = _mm256_add_epi32(_mm256_add_epi32(acc, cost0(pair)),
+            const BinCosts pair = bin_costs(avx2::load(cur->row[kEgRow + q]));
+            const __m256i t = _mm256_add_epi32(_mm256_add_epi32(acc, pair.zero),
                                                splat((eg_order + q) * cabac::kRateOne));
             const __m256i at = splat(q);
             rate1 = _mm256_mask_mov_epi32(rate1, _mm256_cmpeq_epi32_mask(j1v, at), t);
             rate2 = _mm256_mask_mov_epi32(rate2, _mm256_cmpeq_epi32_mask(j2v, at), t);
             rate3 = _mm256_mask_mov_epi32(rate3, _mm256_cmpeq_epi32_mask(j3v, at), t);
-            acc = _mm256_add_epi32(acc, cost1(pair));
+            acc = _mm256_add_epi32(acc, pair.one);
           }
         }
         rate1 = _mm256_add_epi32(rate1, nonzero);
