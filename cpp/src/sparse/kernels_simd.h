@@ -80,8 +80,9 @@ struct Gv16 {
   static Gv16 of(const RowsView& m) { return {m.gv16}; }
   uint32_t operator()(uint32_t g, uint32_t) const { return gv[g]; }
 };
-// Any of the three, told apart per call by predictable branches: for the batched kernels, whose work per
-// group (its entries times a tile of batch columns) dwarfs them, so that one copy of each serves every layout.
+// Any of the three, told apart per group by predictable branches: for the batched kernel of longer groups
+// (rows_matmat_tile), whose work per group (its entries times a tile of batch columns) dwarfs them, so that
+// one copy of it serves every layout.
 struct AnyValue {
   const uint8_t* gv8;
   const uint16_t* gv16;
@@ -456,11 +457,35 @@ void rows_matmat_tile(const RowsView& m, const Col* col, Value value_of, const f
   }
 }
 
+// The values (Ω deltas) of the groups g in [g0, g1) of rows [ra, rb), into gv[g - g0]: for the batched
+// kernel of tiny groups (rows_matmat_flat), once per block of rows and outside its tiles, so that one copy
+// of its tile kernels serves every value layout and reads each group's value with one load.
+using GroupValues = void (*)(const RowsView& m, uint32_t ra, uint32_t rb, uint32_t g0, uint32_t g1, float* gv);
+template <class Value>
+void group_values(const RowsView& m, uint32_t ra, uint32_t rb, uint32_t g0, uint32_t g1, float* gv) {
+  const Value value_of = Value::of(m);
+  for (uint32_t r = ra; r < rb; ++r) {
+    const uint32_t a = m.row_ptr[r] > g0 ? m.row_ptr[r] : g0, b = m.row_ptr[r + 1] < g1 ? m.row_ptr[r + 1] : g1;
+    NNPRESS_NO_VECTORIZE
+    for (uint32_t g = a; g < b; ++g) gv[g - g0] = m.delta[value_of(g, r)];
+  }
+}
+
+constexpr uint32_t kFlatGroups = 2048;  // group values buffered per block of rows (8 KiB)
+
+// gv[0 .. g1 - g0) holds the values of groups [g0, g1): a block's, or a chunk of a long row's (a row with more
+// than kFlatGroups groups, alone in its block), which the tile kernel refills by `fill` as it goes.
+struct FlatValues {
+  float* gv;
+  GroupValues fill;
+  uint32_t g0, g1;
+};
+
 // Tiny groups: per-group sums buy little and their varying lengths cost branch misses, so every entry
 // is one FMA of its value (broadcast from a per-entry buffer) with its input row, over runs of whole
 // groups.
-template <class V, int NV, bool kPartial, class Col, class Value>
-void rows_matmat_tile_flat(const RowsView& m, const Col* col, Value value_of, const float* X, size_t batch, float* Y,
+template <class V, int NV, bool kPartial, class Col>
+void rows_matmat_tile_flat(const RowsView& m, const Col* col, FlatValues& fv, const float* X, size_t batch, float* Y,
                            uint32_t r0, uint32_t r1, size_t b0, const Tile<V, NV, kPartial>& t) {
   constexpr uint32_t W = V::W;
   alignas(64) float vals[kSegment + kBlockPad];
@@ -485,27 +510,37 @@ void rows_matmat_tile_flat(const RowsView& m, const Col* col, Value value_of, co
         for (int j = 0; j < NV; ++j) acc0[j] = V::fmadd(va, t.load(a + W * j, j), acc0[j]);
       }
     };
-    for (uint32_t g = m.row_ptr[r]; g < m.row_ptr[r + 1]; ++g) {
-      const uint32_t k0 = m.group_ptr[g], n = m.group_ptr[g + 1] - k0;
-      if (n == 0) continue;  // CER padding group
-      if (seg_len + n > kSegment) {
-        flush();
-        seg0 = k0, seg_len = 0;
+    const uint32_t ge = m.row_ptr[r + 1];
+    for (uint32_t gc = m.row_ptr[r]; gc < ge;) {
+      if (gc < fv.g0 || gc >= fv.g1) {  // a long row: the next chunk of its group values
+        fv.g0 = gc, fv.g1 = ge - gc < kFlatGroups ? ge : gc + kFlatGroups;
+        fv.fill(m, r, r + 1, fv.g0, fv.g1, fv.gv);
       }
-      const float d = m.delta[value_of(g, r)];
-      if (n > kSegment) {  // a huge group: its own runs, kSegment entries each
-        for (uint32_t done = 0; done < n;) {
-          const uint32_t piece = n - done < kSegment ? n - done : kSegment;
-          fill<V, V::W, 1>(vals, 0, piece, d);
-          seg0 = k0 + done, seg_len = piece;
+      const uint32_t gce = ge < fv.g1 ? ge : fv.g1, gv0 = fv.g0;
+      const float* const gv = fv.gv;
+      for (uint32_t g = gc; g < gce; ++g) {
+        const uint32_t k0 = m.group_ptr[g], n = m.group_ptr[g + 1] - k0;
+        if (n == 0) continue;  // CER padding group
+        if (seg_len + n > kSegment) {
           flush();
-          done += piece;
+          seg0 = k0, seg_len = 0;
         }
-        seg0 = k0 + n, seg_len = 0;
-        continue;
+        const float d = gv[g - gv0];
+        if (n > kSegment) {  // a huge group: its own runs, kSegment entries each
+          for (uint32_t done = 0; done < n;) {
+            const uint32_t piece = n - done < kSegment ? n - done : kSegment;
+            fill<V, V::W, 1>(vals, 0, piece, d);
+            seg0 = k0 + done, seg_len = piece;
+            flush();
+            done += piece;
+          }
+          seg0 = k0 + n, seg_len = 0;
+          continue;
+        }
+        fill<V, V::W, 1>(vals, seg_len, seg_len + n, d);
+        seg_len += n;
       }
-      fill<V, V::W, 1>(vals, seg_len, seg_len + n, d);
-      seg_len += n;
+      gc = gce;
     }
     flush();
     float* out = Y + size_t(r) * batch + b0;
@@ -536,6 +571,25 @@ void for_tiles(size_t batch, F&& f) {
       case 3: f(b0, Tile<V, 3, true>{last}); break;
       default: f(b0, Tile<V, 4, true>{last}); break;
     }
+  }
+}
+
+// Tiny groups, batch > 1: blocks of whole rows whose groups fit in kFlatGroups values (or one longer row);
+// per block, the group values once (fill: the layout's group_values), then every tile of batch columns.
+template <class V, class Col>
+NNPRESS_ONE_COPY void rows_matmat_flat(const RowsView& m, const Col* col, GroupValues fill, const float* X,
+                                       size_t batch, float* Y, uint32_t r0, uint32_t r1) {
+  alignas(64) float gv[kFlatGroups];
+  uint32_t r = r0;
+  while (r < r1) {
+    const uint32_t g0 = m.row_ptr[r];
+    uint32_t re = r + 1;
+    while (re < r1 && m.row_ptr[re + 1] - g0 <= kFlatGroups) ++re;
+    FlatValues fv{gv, fill, g0, m.row_ptr[re] - g0 <= kFlatGroups ? m.row_ptr[re] : g0 + kFlatGroups};
+    fill(m, r, re, fv.g0, fv.g1, gv);
+    for_tiles<V>(batch,
+                 [&](size_t b0, const auto& tile) { rows_matmat_tile_flat(m, col, fv, X, batch, Y, r, re, b0, tile); });
+    r = re;
   }
 }
 
@@ -596,15 +650,16 @@ template <class V>
 void rows_matmat(const RowsView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1) {
   const uint64_t groups = m.row_ptr[m.rows], entries = m.group_ptr[groups];
   const bool tiny = groups > 0 && entries <= 12 * groups;
+  if (tiny) {
+    with_layout(m, [&](auto col, auto value_of) {
+      rows_matmat_flat<V>(m, col, group_values<decltype(value_of)>, X, batch, Y, r0, r1);
+    });
+    return;
+  }
   const AnyValue value_of{m.gv8, m.gv16, m.row_ptr};
   auto with_col = [&](auto col) {
-    for_tiles<V>(batch, [&](size_t b0, const auto& tile) {
-      if (tiny) {
-        rows_matmat_tile_flat(m, col, value_of, X, batch, Y, r0, r1, b0, tile);
-      } else {
-        rows_matmat_tile(m, col, value_of, X, batch, Y, r0, r1, b0, tile);
-      }
-    });
+    for_tiles<V>(
+        batch, [&](size_t b0, const auto& tile) { rows_matmat_tile(m, col, value_of, X, batch, Y, r0, r1, b0, tile); });
   };
   if (m.col16) {
     with_col(m.col16);
