@@ -493,7 +493,8 @@ void rows_matmat_tile_flat(const RowsView& m, const Col* col, FlatValues& fv, co
     typename V::F acc0[NV], acc1[NV];
     for (int j = 0; j < NV; ++j) acc0[j] = acc1[j] = V::zero();
     uint32_t seg0 = m.group_ptr[m.row_ptr[r]], seg_len = 0;
-    auto flush = [&] {
+    // Always inlined (the accumulators stay in registers): the chunk loop below made GCC 12 call it instead.
+    auto flush = [&]() __attribute__((always_inline)) {
       uint32_t i = 0;
       for (; i + 2 <= seg_len; i += 2) {
         const float* a = X + size_t(col[seg0 + i]) * batch + b0;
