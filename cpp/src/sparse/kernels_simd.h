@@ -148,30 +148,34 @@ inline void fill(float* vals, uint32_t s, uint32_t e, float d) {
 constexpr uint32_t kCerCopy = 16;
 template <class V, uint32_t L, uint32_t U, class Value>
 void fill_rows(const RowsView& m, uint32_t ra, uint32_t rb, uint32_t k0, float* vals, float* gvals, const float* ctab) {
+  // The arrays in locals: the vector stores (may-alias intrinsics) would otherwise reload them from m.
   const Value value_of = Value::of(m);
-  const uint32_t g0 = m.row_ptr[ra], g1 = m.row_ptr[rb];
+  const uint32_t* const row_ptr = m.row_ptr;
+  const uint32_t* const group_ptr = m.group_ptr;
+  const float* const delta = m.delta;
+  const uint32_t g0 = row_ptr[ra], g1 = row_ptr[rb];
   if constexpr (Value::kPerRow) {
     NNPRESS_NO_VECTORIZE
     for (uint32_t r = ra; r < rb; ++r) {
-      const uint32_t a = m.row_ptr[r] - g0, n = m.row_ptr[r + 1] - m.row_ptr[r];
+      const uint32_t a = row_ptr[r] - g0, n = row_ptr[r + 1] - row_ptr[r];
       for (uint32_t j = 0; j < kCerCopy; j += V::W) V::storeu(gvals + a + j, V::loadu(ctab + j));
       if (__builtin_expect(n > kCerCopy, 0)) {
         for (uint32_t j = kCerCopy; j < n; j += V::W) {
-          V::storeu(gvals + a + j, V::load_m(m.delta + 1 + j, V::first(n - j < V::W ? n - j : V::W)));
+          V::storeu(gvals + a + j, V::load_m(delta + 1 + j, V::first(n - j < V::W ? n - j : V::W)));
         }
       }
     }
   } else {
     (void)gvals, (void)ctab;
   }
-  uint32_t s = m.group_ptr[g0] - k0;
+  uint32_t s = group_ptr[g0] - k0;
   NNPRESS_NO_VECTORIZE
   for (uint32_t g = g0; g < g1; ++g) {
-    const uint32_t e = m.group_ptr[g + 1] - k0;
+    const uint32_t e = group_ptr[g + 1] - k0;
     if constexpr (Value::kPerRow) {
       fill<V, L, U>(vals, s, e, gvals[g - g0]);
     } else {
-      fill<V, L, U>(vals, s, e, m.delta[value_of(g, 0)]);
+      fill<V, L, U>(vals, s, e, delta[value_of(g, 0)]);
     }
     s = e;
   }
@@ -181,13 +185,15 @@ void fill_rows(const RowsView& m, uint32_t ra, uint32_t rb, uint32_t k0, float* 
 // first one starting at or before p, the last one clipped at n.
 template <class V, uint32_t L, uint32_t U, class Value>
 void fill_piece(const RowsView& m, uint32_t r, uint32_t g, uint32_t p, uint32_t n, float* vals) {
-  const Value value_of = Value::of(m);
+  const Value value_of = Value::of(m);  // and the arrays in locals, as in fill_rows
+  const uint32_t* const group_ptr = m.group_ptr;
+  const float* const delta = m.delta;
   const uint32_t g1 = m.row_ptr[r + 1];
   uint32_t s = 0;
   NNPRESS_NO_VECTORIZE
-  for (; g < g1 && m.group_ptr[g] < p + n; ++g) {
-    const uint32_t b = m.group_ptr[g + 1] - p, e = b < n ? b : n;
-    fill<V, L, U>(vals, s, e, m.delta[value_of(g, r)]);
+  for (; g < g1 && group_ptr[g] < p + n; ++g) {
+    const uint32_t b = group_ptr[g + 1] - p, e = b < n ? b : n;
+    fill<V, L, U>(vals, s, e, delta[value_of(g, r)]);
     s = e;
   }
 }
