@@ -470,10 +470,17 @@ using GroupValues = void (*)(const RowsView& m, uint32_t ra, uint32_t rb, uint32
 template <class Value>
 void group_values(const RowsView& m, uint32_t ra, uint32_t rb, uint32_t g0, uint32_t g1, float* gv) {
   const Value value_of = Value::of(m);
-  for (uint32_t r = ra; r < rb; ++r) {
-    const uint32_t a = m.row_ptr[r] > g0 ? m.row_ptr[r] : g0, b = m.row_ptr[r + 1] < g1 ? m.row_ptr[r + 1] : g1;
+  const float* const delta = m.delta;
+  if constexpr (Value::kPerRow) {
+    for (uint32_t r = ra; r < rb; ++r) {
+      const uint32_t a = m.row_ptr[r] > g0 ? m.row_ptr[r] : g0, b = m.row_ptr[r + 1] < g1 ? m.row_ptr[r + 1] : g1;
+      NNPRESS_NO_VECTORIZE
+      for (uint32_t g = a; g < b; ++g) gv[g - g0] = delta[value_of(g, r)];
+    }
+  } else {  // CSER: one loop over the groups, whatever their rows
+    (void)ra, (void)rb;
     NNPRESS_NO_VECTORIZE
-    for (uint32_t g = a; g < b; ++g) gv[g - g0] = m.delta[value_of(g, r)];
+    for (uint32_t g = g0; g < g1; ++g) gv[g - g0] = delta[value_of(g, 0)];
   }
 }
 
@@ -495,10 +502,16 @@ void rows_matmat_tile_flat(const RowsView& m, const Col* col, FlatValues& fv, co
                            uint32_t r0, uint32_t r1, size_t b0, const Tile<V, NV, kPartial>& t) {
   constexpr uint32_t W = V::W;
   alignas(64) float vals[kSegment + kBlockPad];
+  // The arrays and the value chunk in locals: the vector stores (may-alias intrinsics) would otherwise
+  // reload them from m and fv.
+  const uint32_t* const row_ptr = m.row_ptr;
+  const uint32_t* const group_ptr = m.group_ptr;
+  const float* const gv = fv.gv;
+  uint32_t gv0 = fv.g0, gv1 = fv.g1;
   for (uint32_t r = r0; r < r1; ++r) {
     typename V::F acc0[NV], acc1[NV];
     for (int j = 0; j < NV; ++j) acc0[j] = acc1[j] = V::zero();
-    uint32_t seg0 = m.group_ptr[m.row_ptr[r]], seg_len = 0;
+    uint32_t seg0 = group_ptr[row_ptr[r]], seg_len = 0;
     // Always inlined (the accumulators stay in registers): the chunk loop below made GCC 12 call it instead.
     auto flush = [&]() __attribute__((always_inline)) {
       uint32_t i = 0;
@@ -517,16 +530,16 @@ void rows_matmat_tile_flat(const RowsView& m, const Col* col, FlatValues& fv, co
         for (int j = 0; j < NV; ++j) acc0[j] = V::fmadd(va, t.load(a + W * j, j), acc0[j]);
       }
     };
-    const uint32_t ge = m.row_ptr[r + 1];
-    for (uint32_t gc = m.row_ptr[r]; gc < ge;) {
-      if (gc < fv.g0 || gc >= fv.g1) {  // a long row: the next chunk of its group values
-        fv.g0 = gc, fv.g1 = ge - gc < kFlatGroups ? ge : gc + kFlatGroups;
-        fv.fill(m, r, r + 1, fv.g0, fv.g1, fv.gv);
+    const uint32_t ge = row_ptr[r + 1];
+    for (uint32_t gc = row_ptr[r]; gc < ge;) {
+      if (gc < gv0 || gc >= gv1) {  // a long row: the next chunk of its group values
+        gv0 = gc, gv1 = ge - gc < kFlatGroups ? ge : gc + kFlatGroups;
+        fv.g0 = gv0, fv.g1 = gv1;
+        fv.fill(m, r, r + 1, gv0, gv1, fv.gv);
       }
-      const uint32_t gce = ge < fv.g1 ? ge : fv.g1, gv0 = fv.g0;
-      const float* const gv = fv.gv;
+      const uint32_t gce = ge < gv1 ? ge : gv1;
       for (uint32_t g = gc; g < gce; ++g) {
-        const uint32_t k0 = m.group_ptr[g], n = m.group_ptr[g + 1] - k0;
+        const uint32_t k0 = group_ptr[g], n = group_ptr[g + 1] - k0;
         if (n == 0) continue;  // CER padding group
         if (seg_len + n > kSegment) {
           flush();
