@@ -38,7 +38,8 @@
 //                  per group, a scalar sum of its inputs and one multiply.
 //     rows_matmat  batch > 1, in tiles of up to 4 vectors of batch columns: each group's input rows are
 //                  summed (kSums interleaved sums), then scaled once; or, when groups are tiny (<= 12
-//                  entries on average), one FMA per entry with the value broadcast from a buffer.
+//                  entries on average), one FMA per entry with the value broadcast from a buffer (rows in
+//                  blocks whose group values are looked up once for all tiles, rows_matmat_flat).
 //     cb_matmat    codebook, batch > 1: one broadcast weight per column and FMAs across the tile.
 //     cb_matvec_generic  codebook, batch 1, for ISAs without an in-register table lookup here (NEON):
 //                  decodes a 32-column block into a float buffer, then vector FMAs.
