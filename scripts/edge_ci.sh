@@ -3,11 +3,14 @@
 # (-DNNPRESS_ENCODER=OFF) into a fresh prefix; export the demo CNN's .nnp, the digits test images and
 # the Python model's predictions (examples/edge/export_demo.py, with the installed nnpress Python
 # package); build examples/edge against the prefix with find_package(nnpress); run it; fail unless
-# its predictions equal Python's exactly. Prints the stripped library size.
+# its predictions equal Python's exactly. Prints the stripped library size and fails when it is above
+# the edge budget (MAX_LIB_BYTES).
 #
 # Usage: bash scripts/edge_ci.sh [WORK_DIR]     (default: a new temporary folder, removed at exit)
 # Env:   PYTHON   interpreter with nnpress + torch + scikit-learn installed (default: python, else python3)
 #        KEEP=1   keep WORK_DIR (prefix/, lib-build/, app-build/, data/) for benchmarks
+#        MAX_LIB_BYTES  the budget for the installed library after `strip --strip-unneeded`
+#                 (default 1000000: under 1 MB)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 py=${PYTHON:-$(command -v python || command -v python3)}
@@ -37,7 +40,12 @@ if nm -C "$lib" 2>/dev/null | grep -q -E ' [TW] .*(write_container|encode_level_
 fi
 stripped=$work/$(basename "$lib").stripped
 strip --strip-unneeded -o "$stripped" "$lib"
-echo "library    $(basename "$lib"): $(stat -c %s "$lib") bytes, stripped $(stat -c %s "$stripped") bytes"
+stripped_bytes=$(stat -c %s "$stripped")
+echo "library    $(basename "$lib"): $(stat -c %s "$lib") bytes, stripped $stripped_bytes bytes"
+max_bytes=${MAX_LIB_BYTES:-1000000}
+if [ "$stripped_bytes" -gt "$max_bytes" ]; then
+  echo "edge: the stripped library is $stripped_bytes bytes, over the budget of $max_bytes bytes" >&2; exit 1
+fi
 
 echo "== edge: export the demo model and test images ($py)"
 "$py" "$root/examples/edge/export_demo.py" "$work/data" ${EXPORT_ARGS:-}

@@ -201,6 +201,9 @@ void test_isas_against_scalar() {
       {3, 5000, 200, 0.95, false},
       // Short rows, many of them empty, in blocks that hold many rows.
       {700, 40, 6, 0.05, false},
+      // Tiny groups in rows of more groups than the batched kernel buffers values for (2048): their group
+      // values in chunks (CER: 2500 groups a row).
+      {6, 3000, 2500, 0.6, false},
   };
   std::vector<Isa> isas = simd_isas();
   isas.insert(isas.begin(), Isa::kScalar);

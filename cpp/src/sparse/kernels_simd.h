@@ -38,7 +38,8 @@
 //                  per group, a scalar sum of its inputs and one multiply.
 //     rows_matmat  batch > 1, in tiles of up to 4 vectors of batch columns: each group's input rows are
 //                  summed (kSums interleaved sums), then scaled once; or, when groups are tiny (<= 12
-//                  entries on average), one FMA per entry with the value broadcast from a buffer.
+//                  entries on average), one FMA per entry with the value broadcast from a buffer (rows in
+//                  blocks whose group values are looked up once for all tiles, rows_matmat_flat).
 //     cb_matmat    codebook, batch > 1: one broadcast weight per column and FMAs across the tile.
 //     cb_matvec_generic  codebook, batch 1, for ISAs without an in-register table lookup here (NEON):
 //                  decodes a 32-column block into a float buffer, then vector FMAs.
@@ -65,17 +66,31 @@ namespace {
 struct CerValue {
   static constexpr bool kPerRow = true;
   const uint32_t* row_ptr;
+  static CerValue of(const RowsView& m) { return {m.row_ptr}; }
   uint32_t operator()(uint32_t g, uint32_t r) const { return 1 + (g - row_ptr[r]); }
 };
 struct Gv8 {
   static constexpr bool kPerRow = false;
   const uint8_t* gv;
+  static Gv8 of(const RowsView& m) { return {m.gv8}; }
   uint32_t operator()(uint32_t g, uint32_t) const { return gv[g]; }
 };
 struct Gv16 {
   static constexpr bool kPerRow = false;
   const uint16_t* gv;
+  static Gv16 of(const RowsView& m) { return {m.gv16}; }
   uint32_t operator()(uint32_t g, uint32_t) const { return gv[g]; }
+};
+// Any of the three, told apart per group by predictable branches: for the batched kernel of longer groups
+// (rows_matmat_tile), whose work per group (its entries times a tile of batch columns) dwarfs them, so that
+// one copy of it serves every layout.
+struct AnyValue {
+  const uint8_t* gv8;
+  const uint16_t* gv16;
+  const uint32_t* row_ptr;
+  uint32_t operator()(uint32_t g, uint32_t r) const {
+    return gv8 ? gv8[g] : gv16 ? uint32_t(gv16[g]) : 1 + (g - row_ptr[r]);
+  }
 };
 
 // Calls f(col, value_of) with the matrix's column-index type and value-index functor.
@@ -129,34 +144,39 @@ inline void fill(float* vals, uint32_t s, uint32_t e, float d) {
 // row first copies its group values into gvals: kCerCopy values from ctab (delta[1 ..], zero-padded) by
 // unconditional vector copies (a row's copy may run into the next row's slots, which that row then
 // overwrites), the rest of a longer row by masked loads from delta. gvals holds the rows' groups +
-// kCerCopy floats.
+// kCerCopy floats. Called through a pointer once per block (rows_matvec_t), as is fill_piece: one copy of
+// the block loop serves every (L, U) and value layout.
 constexpr uint32_t kCerCopy = 16;
 template <class V, uint32_t L, uint32_t U, class Value>
-inline void fill_rows(const RowsView& m, Value value_of, uint32_t ra, uint32_t rb, uint32_t k0, float* vals,
-                      float* gvals, const float* ctab) {
-  const uint32_t g0 = m.row_ptr[ra], g1 = m.row_ptr[rb];
+void fill_rows(const RowsView& m, uint32_t ra, uint32_t rb, uint32_t k0, float* vals, float* gvals, const float* ctab) {
+  // The arrays in locals: the vector stores (may-alias intrinsics) would otherwise reload them from m.
+  const Value value_of = Value::of(m);
+  const uint32_t* const row_ptr = m.row_ptr;
+  const uint32_t* const group_ptr = m.group_ptr;
+  const float* const delta = m.delta;
+  const uint32_t g0 = row_ptr[ra], g1 = row_ptr[rb];
   if constexpr (Value::kPerRow) {
     NNPRESS_NO_VECTORIZE
     for (uint32_t r = ra; r < rb; ++r) {
-      const uint32_t a = m.row_ptr[r] - g0, n = m.row_ptr[r + 1] - m.row_ptr[r];
+      const uint32_t a = row_ptr[r] - g0, n = row_ptr[r + 1] - row_ptr[r];
       for (uint32_t j = 0; j < kCerCopy; j += V::W) V::storeu(gvals + a + j, V::loadu(ctab + j));
       if (__builtin_expect(n > kCerCopy, 0)) {
         for (uint32_t j = kCerCopy; j < n; j += V::W) {
-          V::storeu(gvals + a + j, V::load_m(m.delta + 1 + j, V::first(n - j < V::W ? n - j : V::W)));
+          V::storeu(gvals + a + j, V::load_m(delta + 1 + j, V::first(n - j < V::W ? n - j : V::W)));
         }
       }
     }
   } else {
     (void)gvals, (void)ctab;
   }
-  uint32_t s = m.group_ptr[g0] - k0;
+  uint32_t s = group_ptr[g0] - k0;
   NNPRESS_NO_VECTORIZE
   for (uint32_t g = g0; g < g1; ++g) {
-    const uint32_t e = m.group_ptr[g + 1] - k0;
+    const uint32_t e = group_ptr[g + 1] - k0;
     if constexpr (Value::kPerRow) {
       fill<V, L, U>(vals, s, e, gvals[g - g0]);
     } else {
-      fill<V, L, U>(vals, s, e, m.delta[value_of(g, 0)]);
+      fill<V, L, U>(vals, s, e, delta[value_of(g, 0)]);
     }
     s = e;
   }
@@ -165,13 +185,16 @@ inline void fill_rows(const RowsView& m, Value value_of, uint32_t ra, uint32_t r
 // Values of row r's entries [p, p + n) (a piece of a long row), relative to p: groups [g, ...), the
 // first one starting at or before p, the last one clipped at n.
 template <class V, uint32_t L, uint32_t U, class Value>
-inline void fill_piece(const RowsView& m, Value value_of, uint32_t r, uint32_t g, uint32_t p, uint32_t n, float* vals) {
+void fill_piece(const RowsView& m, uint32_t r, uint32_t g, uint32_t p, uint32_t n, float* vals) {
+  const Value value_of = Value::of(m);  // and the arrays in locals, as in fill_rows
+  const uint32_t* const group_ptr = m.group_ptr;
+  const float* const delta = m.delta;
   const uint32_t g1 = m.row_ptr[r + 1];
   uint32_t s = 0;
   NNPRESS_NO_VECTORIZE
-  for (; g < g1 && m.group_ptr[g] < p + n; ++g) {
-    const uint32_t b = m.group_ptr[g + 1] - p, e = b < n ? b : n;
-    fill<V, L, U>(vals, s, e, m.delta[value_of(g, r)]);
+  for (; g < g1 && group_ptr[g] < p + n; ++g) {
+    const uint32_t b = group_ptr[g + 1] - p, e = b < n ? b : n;
+    fill<V, L, U>(vals, s, e, delta[value_of(g, r)]);
     s = e;
   }
 }
@@ -264,24 +287,43 @@ inline float dot(const float* v, const float* xs, uint32_t n) {
   return V::reduce(V::add(a0, a1));
 }
 
-template <bool B, class T, class F>
-struct Pick {
-  using type = T;
-};
-template <class T, class F>
-struct Pick<false, T, F> {
-  using type = F;
+// The per-matrix choices of the batch-1 kernel, made once per call (rows_matvec) and taken once per block:
+// the value fill for the group lengths and value layout (fill_rows / fill_piece at one (L, U, Value)),
+// the input copy (gather_inputs: V::gather8, or a variant's), and whether rows' dot products use V::Narrow
+// (chosen with the narrow stores: short groups make short rows).
+template <class Col>
+struct MatvecPlan {
+  void (*fill_rows)(const RowsView& m, uint32_t ra, uint32_t rb, uint32_t k0, float* vals, float* gvals,
+                    const float* ctab);
+  void (*fill_piece)(const RowsView& m, uint32_t r, uint32_t g, uint32_t p, uint32_t n, float* vals);
+  void (*gather)(const Col* col, uint32_t n, const float* x, float* xg, const Col* col_last);
+  bool narrow;
+  bool per_row;  // CER: group values from the group's position in its row (fill_rows' gvals)
 };
 
-template <class V, uint32_t L, uint32_t U, class Col, class Value>
-void rows_matvec_t(const RowsView& m, const Col* col, Value value_of, const float* x, float* y, uint32_t r0,
-                   uint32_t r1) {
-  // Short rows (narrow value stores, L = 8): the per-row dot products in 8-lane vectors (V::Narrow).
-  using Dot = typename Pick<L == 8, typename V::Narrow, V>::type;
+template <class V>
+inline float row_dot(bool narrow, const float* v, const float* xs, uint32_t n) {
+  if constexpr (V::W > 8) {
+    if (narrow) return dot<typename V::Narrow>(v, xs, n);
+  }
+  return dot<V>(v, xs, n);
+}
+
+// Not inlined or cloned: one copy per (ISA, column type), whatever the plan.
+#if defined(__GNUC__) && !defined(__clang__)
+#define NNPRESS_ONE_COPY __attribute__((noinline, noclone))
+#else
+#define NNPRESS_ONE_COPY __attribute__((noinline))
+#endif
+
+template <class V, class Col>
+NNPRESS_ONE_COPY void rows_matvec_t(const RowsView& m, const Col* col, const MatvecPlan<Col>& plan, const float* x,
+                                    float* y, uint32_t r0, uint32_t r1) {
   alignas(64) float vals[kBlock + kBlockPad], xg[kBlock + kBlockPad];
-  alignas(64) float gvals[Value::kPerRow ? kBlock + kCerCopy : 1];  // CER: group values of a block (fill_rows)
-  alignas(64) float ctab[kCerCopy] = {};  // CER: delta[1 .. kCerCopy], zero-padded
-  if constexpr (Value::kPerRow) {
+  alignas(64) float gvals[kBlock + kCerCopy];  // CER: group values of a block (fill_rows)
+  alignas(64) float ctab[kCerCopy] = {};       // CER: delta[1 .. kCerCopy], zero-padded
+  const bool per_row = plan.per_row, narrow = plan.narrow;
+  if (per_row) {
     for (uint32_t j = 0; j < kCerCopy && j + 1 < m.nvalues; ++j) ctab[j] = m.delta[j + 1];
   }
   const uint32_t total = m.group_ptr[m.row_ptr[m.rows]];
@@ -299,18 +341,17 @@ void rows_matvec_t(const RowsView& m, const Col* col, Value value_of, const floa
     const uint32_t ka = m.group_ptr[m.row_ptr[r]], ga = m.row_ptr[r];
     uint32_t re = r;
     // A block: at most kBlock entries, and (CER, whose padding groups are empty) at most kBlock groups.
-    while (re < r1 && m.group_ptr[m.row_ptr[re + 1]] - ka <= kBlock &&
-           (!Value::kPerRow || m.row_ptr[re + 1] - ga <= kBlock)) {
+    while (re < r1 && m.group_ptr[m.row_ptr[re + 1]] - ka <= kBlock && (!per_row || m.row_ptr[re + 1] - ga <= kBlock)) {
       ++re;
     }
     if (re > r) {  // rows [r, re) fit in one block
       const uint32_t n = m.group_ptr[m.row_ptr[re]] - ka;
       prefetch_block(m, col, ka + n, m.row_ptr[re], m.row_ptr[re] - m.row_ptr[r]);
-      fill_rows<V, L, U>(m, value_of, r, re, ka, vals, gvals, ctab);
-      gather_inputs<V>(col + ka, n, x, xg, col_last);
+      plan.fill_rows(m, r, re, ka, vals, gvals, ctab);
+      plan.gather(col + ka, n, x, xg, col_last);
       for (; r < re; ++r) {
         const uint32_t b = m.group_ptr[m.row_ptr[r]] - ka, e = m.group_ptr[m.row_ptr[r + 1]] - ka;
-        y[r] = dot<Dot>(vals + b, xg + b, e - b);
+        y[r] = row_dot<V>(narrow, vals + b, xg + b, e - b);
       }
       continue;
     }
@@ -322,8 +363,8 @@ void rows_matvec_t(const RowsView& m, const Col* col, Value value_of, const floa
       const uint32_t n = k1 - p < kBlock ? k1 - p : kBlock;
       prefetch_block(m, col, p + n, g, 64);
       while (m.group_ptr[g + 1] <= p) ++g;  // first group overlapping the piece
-      fill_piece<V, L, U>(m, value_of, r, g, p, n, vals);
-      gather_inputs<V>(col + p, n, x, xg, col_last);
+      plan.fill_piece(m, r, g, p, n, vals);
+      plan.gather(col + p, n, x, xg, col_last);
       acc += dot<V>(vals, xg, n);
     }
     y[r] = acc;
@@ -423,19 +464,57 @@ void rows_matmat_tile(const RowsView& m, const Col* col, Value value_of, const f
   }
 }
 
+// The values (Ω deltas) of the groups g in [g0, g1) of rows [ra, rb), into gv[g - g0]: for the batched
+// kernel of tiny groups (rows_matmat_flat), once per block of rows and outside its tiles, so that one copy
+// of its tile kernels serves every value layout and reads each group's value with one load.
+using GroupValues = void (*)(const RowsView& m, uint32_t ra, uint32_t rb, uint32_t g0, uint32_t g1, float* gv);
+template <class Value>
+void group_values(const RowsView& m, uint32_t ra, uint32_t rb, uint32_t g0, uint32_t g1, float* gv) {
+  const Value value_of = Value::of(m);
+  const float* const delta = m.delta;
+  if constexpr (Value::kPerRow) {
+    for (uint32_t r = ra; r < rb; ++r) {
+      const uint32_t a = m.row_ptr[r] > g0 ? m.row_ptr[r] : g0, b = m.row_ptr[r + 1] < g1 ? m.row_ptr[r + 1] : g1;
+      NNPRESS_NO_VECTORIZE
+      for (uint32_t g = a; g < b; ++g) gv[g - g0] = delta[value_of(g, r)];
+    }
+  } else {  // CSER: one loop over the groups, whatever their rows
+    (void)ra, (void)rb;
+    NNPRESS_NO_VECTORIZE
+    for (uint32_t g = g0; g < g1; ++g) gv[g - g0] = delta[value_of(g, 0)];
+  }
+}
+
+constexpr uint32_t kFlatGroups = 2048;  // group values buffered per block of rows (8 KiB)
+
+// gv[0 .. g1 - g0) holds the values of groups [g0, g1): a block's, or a chunk of a long row's (a row with more
+// than kFlatGroups groups, alone in its block), which the tile kernel refills by `fill` as it goes.
+struct FlatValues {
+  float* gv;
+  GroupValues fill;
+  uint32_t g0, g1;
+};
+
 // Tiny groups: per-group sums buy little and their varying lengths cost branch misses, so every entry
 // is one FMA of its value (broadcast from a per-entry buffer) with its input row, over runs of whole
 // groups.
-template <class V, int NV, bool kPartial, class Col, class Value>
-void rows_matmat_tile_flat(const RowsView& m, const Col* col, Value value_of, const float* X, size_t batch, float* Y,
+template <class V, int NV, bool kPartial, class Col>
+void rows_matmat_tile_flat(const RowsView& m, const Col* col, FlatValues& fv, const float* X, size_t batch, float* Y,
                            uint32_t r0, uint32_t r1, size_t b0, const Tile<V, NV, kPartial>& t) {
   constexpr uint32_t W = V::W;
   alignas(64) float vals[kSegment + kBlockPad];
+  // The arrays and the value chunk in locals: the vector stores (may-alias intrinsics) would otherwise
+  // reload them from m and fv.
+  const uint32_t* const row_ptr = m.row_ptr;
+  const uint32_t* const group_ptr = m.group_ptr;
+  const float* const gv = fv.gv;
+  uint32_t gv0 = fv.g0, gv1 = fv.g1;
   for (uint32_t r = r0; r < r1; ++r) {
     typename V::F acc0[NV], acc1[NV];
     for (int j = 0; j < NV; ++j) acc0[j] = acc1[j] = V::zero();
-    uint32_t seg0 = m.group_ptr[m.row_ptr[r]], seg_len = 0;
-    auto flush = [&] {
+    uint32_t seg0 = group_ptr[row_ptr[r]], seg_len = 0;
+    // Always inlined (the accumulators stay in registers): the chunk loop below made GCC 12 call it instead.
+    auto flush = [&]() __attribute__((always_inline)) {
       uint32_t i = 0;
       for (; i + 2 <= seg_len; i += 2) {
         const float* a = X + size_t(col[seg0 + i]) * batch + b0;
@@ -452,27 +531,37 @@ void rows_matmat_tile_flat(const RowsView& m, const Col* col, Value value_of, co
         for (int j = 0; j < NV; ++j) acc0[j] = V::fmadd(va, t.load(a + W * j, j), acc0[j]);
       }
     };
-    for (uint32_t g = m.row_ptr[r]; g < m.row_ptr[r + 1]; ++g) {
-      const uint32_t k0 = m.group_ptr[g], n = m.group_ptr[g + 1] - k0;
-      if (n == 0) continue;  // CER padding group
-      if (seg_len + n > kSegment) {
-        flush();
-        seg0 = k0, seg_len = 0;
+    const uint32_t ge = row_ptr[r + 1];
+    for (uint32_t gc = row_ptr[r]; gc < ge;) {
+      if (gc < gv0 || gc >= gv1) {  // a long row: the next chunk of its group values
+        gv0 = gc, gv1 = ge - gc < kFlatGroups ? ge : gc + kFlatGroups;
+        fv.g0 = gv0, fv.g1 = gv1;
+        fv.fill(m, r, r + 1, gv0, gv1, fv.gv);
       }
-      const float d = m.delta[value_of(g, r)];
-      if (n > kSegment) {  // a huge group: its own runs, kSegment entries each
-        for (uint32_t done = 0; done < n;) {
-          const uint32_t piece = n - done < kSegment ? n - done : kSegment;
-          fill<V, V::W, 1>(vals, 0, piece, d);
-          seg0 = k0 + done, seg_len = piece;
+      const uint32_t gce = ge < gv1 ? ge : gv1;
+      for (uint32_t g = gc; g < gce; ++g) {
+        const uint32_t k0 = group_ptr[g], n = group_ptr[g + 1] - k0;
+        if (n == 0) continue;  // CER padding group
+        if (seg_len + n > kSegment) {
           flush();
-          done += piece;
+          seg0 = k0, seg_len = 0;
         }
-        seg0 = k0 + n, seg_len = 0;
-        continue;
+        const float d = gv[g - gv0];
+        if (n > kSegment) {  // a huge group: its own runs, kSegment entries each
+          for (uint32_t done = 0; done < n;) {
+            const uint32_t piece = n - done < kSegment ? n - done : kSegment;
+            fill<V, V::W, 1>(vals, 0, piece, d);
+            seg0 = k0 + done, seg_len = piece;
+            flush();
+            done += piece;
+          }
+          seg0 = k0 + n, seg_len = 0;
+          continue;
+        }
+        fill<V, V::W, 1>(vals, seg_len, seg_len + n, d);
+        seg_len += n;
       }
-      fill<V, V::W, 1>(vals, seg_len, seg_len + n, d);
-      seg_len += n;
+      gc = gce;
     }
     flush();
     float* out = Y + size_t(r) * batch + b0;
@@ -506,12 +595,65 @@ void for_tiles(size_t batch, F&& f) {
   }
 }
 
+// Tiny groups, batch > 1: blocks of whole rows whose groups fit in kFlatGroups values (or one longer row);
+// per block, the group values once (fill: the layout's group_values), then every tile of batch columns.
+template <class V, class Col>
+NNPRESS_ONE_COPY void rows_matmat_flat(const RowsView& m, const Col* col, GroupValues fill, const float* X,
+                                       size_t batch, float* Y, uint32_t r0, uint32_t r1) {
+  alignas(64) float gv[kFlatGroups];
+  uint32_t r = r0;
+  while (r < r1) {
+    const uint32_t g0 = m.row_ptr[r];
+    uint32_t re = r + 1;
+    while (re < r1 && m.row_ptr[re + 1] - g0 <= kFlatGroups) ++re;
+    FlatValues fv{gv, fill, g0, m.row_ptr[re] - g0 <= kFlatGroups ? m.row_ptr[re] : g0 + kFlatGroups};
+    fill(m, r, re, fv.g0, fv.g1, gv);
+    for_tiles<V>(batch,
+                 [&](size_t b0, const auto& tile) { rows_matmat_tile_flat(m, col, fv, X, batch, Y, r, re, b0, tile); });
+    r = re;
+  }
+}
+
 // ---- entry points ---------------------------------------------------------------------------------
+
+template <class V, uint32_t L, uint32_t U, class Value, class Col>
+inline void set_fill(MatvecPlan<Col>* plan) {
+  plan->fill_rows = fill_rows<V, L, U, Value>;
+  plan->fill_piece = fill_piece<V, L, U, Value>;
+}
+
+template <class V, class G, class Col, class Value>
+void rows_matvec_layout(const RowsView& m, const Col* col, Value value_of, bool narrow, uint32_t U, bool long_groups,
+                        const float* x, float* y, uint32_t r0, uint32_t r1) {
+  if (long_groups) {
+    rows_matvec_sums(m, col, value_of, x, y, r0, r1);
+    return;
+  }
+  MatvecPlan<Col> plan{};
+  plan.gather = gather_inputs<G, Col>;
+  plan.narrow = narrow;
+  plan.per_row = Value::kPerRow;
+  if (narrow) {
+    set_fill<V, 8, 1, Value>(&plan);
+  } else if (U == 1) {
+    set_fill<V, V::W, 1, Value>(&plan);
+  } else if (U == 2) {
+    set_fill<V, V::W, 2, Value>(&plan);
+  } else if (U == 3) {
+    set_fill<V, V::W, 3, Value>(&plan);
+  } else if (U == 4) {
+    set_fill<V, V::W, 4, Value>(&plan);
+  } else {
+    set_fill<V, V::W, 8, Value>(&plan);
+  }
+  rows_matvec_t<V>(m, col, plan, x, y, r0, r1);
+}
 
 // Value stores per group for batch 1 (fill): narrow (L = 8) when groups average <= 8 entries on a wider ISA,
 // else full vectors; U = the stores that cover the mean group length plus two standard deviations of a
 // Poisson count (a loop over each group's length would cost a branch miss per group; bench/RESULTS.md).
-template <class V>
+// G: the traits whose gather8 copies the inputs (V, or a variant of V that differs only there).
+template <class V, class G = V>
 void rows_matvec(const RowsView& m, const float* x, float* y, uint32_t r0, uint32_t r1) {
   const uint64_t groups = m.row_ptr[m.rows], entries = m.group_ptr[groups];
   const double mean = groups ? double(entries) / double(groups) : 0.0;
@@ -521,21 +663,7 @@ void rows_matvec(const RowsView& m, const float* x, float* y, uint32_t r0, uint3
   const uint32_t U = cover <= L ? 1 : cover <= 2 * L ? 2 : cover <= 3 * L ? 3 : cover <= 4 * L ? 4 : 8;
   const bool long_groups = mean >= kLongGroup;
   with_layout(m, [&](auto col, auto value_of) {
-    if (long_groups) {
-      rows_matvec_sums(m, col, value_of, x, y, r0, r1);
-    } else if (narrow) {
-      rows_matvec_t<V, 8, 1>(m, col, value_of, x, y, r0, r1);
-    } else if (U == 1) {
-      rows_matvec_t<V, V::W, 1>(m, col, value_of, x, y, r0, r1);
-    } else if (U == 2) {
-      rows_matvec_t<V, V::W, 2>(m, col, value_of, x, y, r0, r1);
-    } else if (U == 3) {
-      rows_matvec_t<V, V::W, 3>(m, col, value_of, x, y, r0, r1);
-    } else if (U == 4) {
-      rows_matvec_t<V, V::W, 4>(m, col, value_of, x, y, r0, r1);
-    } else {
-      rows_matvec_t<V, V::W, 8>(m, col, value_of, x, y, r0, r1);
-    }
+    rows_matvec_layout<V, G>(m, col, value_of, narrow, U, long_groups, x, y, r0, r1);
   });
 }
 
@@ -543,15 +671,22 @@ template <class V>
 void rows_matmat(const RowsView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1) {
   const uint64_t groups = m.row_ptr[m.rows], entries = m.group_ptr[groups];
   const bool tiny = groups > 0 && entries <= 12 * groups;
-  with_layout(m, [&](auto col, auto value_of) {
-    for_tiles<V>(batch, [&](size_t b0, const auto& tile) {
-      if (tiny) {
-        rows_matmat_tile_flat(m, col, value_of, X, batch, Y, r0, r1, b0, tile);
-      } else {
-        rows_matmat_tile(m, col, value_of, X, batch, Y, r0, r1, b0, tile);
-      }
+  if (tiny) {
+    with_layout(m, [&](auto col, auto value_of) {
+      rows_matmat_flat<V>(m, col, group_values<decltype(value_of)>, X, batch, Y, r0, r1);
     });
-  });
+    return;
+  }
+  const AnyValue value_of{m.gv8, m.gv16, m.row_ptr};
+  auto with_col = [&](auto col) {
+    for_tiles<V>(
+        batch, [&](size_t b0, const auto& tile) { rows_matmat_tile(m, col, value_of, X, batch, Y, r0, r1, b0, tile); });
+  };
+  if (m.col16) {
+    with_col(m.col16);
+  } else {
+    with_col(m.col32);
+  }
 }
 
 template <class V, int NV, bool kPartial>

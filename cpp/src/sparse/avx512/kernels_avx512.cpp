@@ -108,7 +108,7 @@ void cb_matvec(const CodebookView& m, const float* x, float* y, uint32_t r0, uin
 }
 
 const KernelTable kTable = {rows_matvec<V512>, rows_matmat<V512>, cb_matvec, cb_matmat<V512>};
-const KernelTable kTableGather = {rows_matvec<V512Gather>, rows_matmat<V512>, cb_matvec, cb_matmat<V512>};
+const KernelTable kTableGather = {rows_matvec<V512, V512Gather>, rows_matmat<V512>, cb_matvec, cb_matmat<V512>};
 
 }  // namespace
 
