@@ -17,9 +17,10 @@ Contract
     of in * kh * kw values per output pixel (``F.unfold``), so one product has output pixels x
     images rows, as the C++ runtime's ``nnpress::Layer`` runs a convolution.
   Stride, padding (ints, ``"valid"`` and ``"same"``), dilation and every ``padding_mode`` are
-  honoured by every format. Grouped (``groups > 1``, depthwise) convolutions run only as ``dense``
-  or ``decoded``: the im2col formats are refused for them, and the reason is in the layer's
-  ``info["reasons"]`` (``levels_plan``).
+  honoured by every format, on batched (N x C x ...) and unbatched (C x ...) inputs alike.
+  Grouped (``groups > 1``, depthwise) convolutions run only as ``dense`` or ``decoded``: the
+  im2col formats are refused for them, and the reason is in the layer's ``info["reasons"]``
+  (``levels_plan``).
 - ``"auto"`` times every candidate that can hold the layer at the layer's real input: the input
   shape it receives when ``example_inputs`` (given to ``from_nnp``) runs through the converted
   model; the rule is the Linear layers' (fastest, ties within 10 % to the fewest bytes). Without
@@ -243,9 +244,12 @@ class LevelConv(nn.Module):
         return int(self.backend.nbytes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == self.geometry.dims + 1:  # unbatched, as torch's Conv1d / Conv2d take it
+            return self.forward(x.unsqueeze(0)).squeeze(0)
         if x.dim() != self.geometry.dims + 2:
             raise ValueError(
-                f"LevelConv: expected a batched {self.geometry.dims + 2}-d input, got shape {tuple(x.shape)}"
+                f"LevelConv: expected a {self.geometry.dims + 1}-d (unbatched) or {self.geometry.dims + 2}-d "
+                f"(batched) input, got shape {tuple(x.shape)}"
             )
         if x.shape[1] != self.in_channels:
             raise ValueError(f"LevelConv: input has {x.shape[1]} channels, expected {self.in_channels}")

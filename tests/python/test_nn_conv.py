@@ -172,13 +172,29 @@ def test_auto_times_each_conv_at_its_real_input(convs):
         assert any("example_inputs" in r for r in p["reasons"])
 
 
+@pytest.mark.parametrize("fmt", ["decoded", *IM2COL_EXACT])
+def test_unbatched_input_as_torch_takes_it(convs, fmt):
+    """A C x H x W (Conv1d: C x L) input gives torch's unbatched output: the batched one without its
+    leading dimension."""
+    model, path, decoded = convs
+    fast = nnn.convert(model, fmt, nnp=path)
+    for k in ("plain", "stride2_pad2", "reflect", "c1d", "c1d_same"):
+        x = _inputs(seed=3, batch=1)[k][0]
+        with torch.no_grad():
+            ref, out = decoded.c[k](x), fast.c[k](x)
+        assert out.shape == ref.shape, k
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5, msg=k)
+
+
 def test_bad_input_and_unconverted_convs(convs, tmp_path):
     model, path, _ = convs
     fast = nnn.convert(model, "dense", nnp=path)
     with pytest.raises(ValueError, match="channels"):
         fast.c["plain"](torch.randn(1, 4, 8, 8))
-    with pytest.raises(ValueError, match="4-d input"):
-        fast.c["plain"](torch.randn(3, 8, 8))
+    with pytest.raises(ValueError, match="4-d"):
+        fast.c["plain"](torch.randn(8, 8))
+    with pytest.raises(ValueError, match="4-d"):
+        fast.c["plain"](torch.randn(1, 1, 3, 8, 8))
 
     class Other(nn.Module):
         def __init__(self) -> None:
