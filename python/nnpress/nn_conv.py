@@ -12,7 +12,7 @@ Contract
     bit-identical to the decompressed weights) and runs torch's convolution, so its outputs equal
     torch's on the decompressed weights exactly;
   * the Linear formats (``"levels"``, ``"levels16"``, ``"int8"``, ``"int8x2"``, ``"cser"``,
-    ``"codebook"``, ``"cer"``; :mod:`nnpress.nn_levels`) on the im2col matrix: the weight viewed as
+    ``"codebook"``, ``"cer"``, ``"lut"``; :mod:`nnpress.nn_levels`) on the im2col matrix: the weight viewed as
     out x (in * kh * kw) (the ``.nnp`` tensor's own rows x cols view), the input unfolded to one row
     of in * kh * kw values per output pixel (``F.unfold``), so one product has output pixels x
     images rows, as the C++ runtime's ``nnpress::Layer`` runs a convolution.
@@ -41,7 +41,7 @@ from torch import nn
 from . import nn_levels as nl
 
 CONV_ONLY_FORMATS = ("decoded",)
-IM2COL_FORMATS = ("levels", "levels16", "int8", "int8x2", "cser", "codebook", "cer")
+IM2COL_FORMATS = ("levels", "levels16", "int8", "int8x2", "cser", "codebook", "cer", "lut")
 CONV_FORMATS = ("auto", "dense", "decoded") + IM2COL_FORMATS
 
 
@@ -373,6 +373,8 @@ def choose(model: nn.Module, f, shapes: dict | None, *, act_digits, isa, threads
                 cands += ["int8", "int8x2"] + (["levels16"] if nl.has_level_kernels() else [])
             if nl._num_values(w) <= nl._MAX_VALUES:
                 cands += ["cser", "codebook"]
+            if hasattr(nl._core, "LutMatrix") and nl.max_row_values(lt.u) <= nl._LUT_VALUES:
+                cands.append("lut")
         else:
             m.info["reasons"].append(g.im2col_refusal())
         cands = [c for c in cands if candidates is None or c in candidates or c == "decoded"]

@@ -132,6 +132,43 @@ def test_decoded_weights_are_bit_identical_to_the_file_decoder(tmp_path):
             torch.testing.assert_close(other.conv(x), ref, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.skipif(not hasattr(nnpress._core, "LutMatrix"), reason="needs the LutMatrix kernels")
+def test_lut_on_the_im2col_matrix(tmp_path):
+    """A convolution whose rows hold <= 16 levels runs as "lut" (forced, and as an auto candidate
+    timed at its real input) with torch's outputs on the decompressed weights; a row of more levels
+    refuses it (forced: ValueError; for the whole model: decoded, with the reason)."""
+    rng = np.random.default_rng(9)
+    path, many = str(tmp_path / "few.nnp"), str(tmp_path / "many.nnp")
+    lv = rng.integers(-7, 8, size=(6, 4, 3, 3)).astype(np.int32)  # 15 values per row at most
+    for p, levels in ((path, lv), (many, lv * 3 + (np.arange(36).reshape(4, 3, 3) % 2))):
+        rec = TensorRecord("conv.weight", "float32", "weight", "quantized", lv.shape, data=levels, step=0.01)
+        rec.row_scale_exp = rng.integers(-6, 7, size=6)
+        write_nnp(p, [rec, TensorRecord("conv.bias", "float32", "bias", "raw", (6,), data=np.ones(6, np.float32))])
+
+    class One(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(4, 6, 3, padding=1, stride=2)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    w = torch.from_numpy(nnpress.NnpFile(path).read("conv.weight"))
+    x = torch.randn(2, 4, 9, 8)
+    ref = nn.functional.conv2d(x, w, torch.ones(6), stride=2, padding=1)
+    fast = nnn.convert(One(), {"conv": "lut"}, nnp=path)
+    assert fast.conv.format == "lut"
+    timed = nnn.convert(One(), nnp=path, example_inputs=x, act_digits=None)
+    assert "lut" in nnn.levels_plan(timed)[0]["times_us"]
+    with torch.no_grad():
+        torch.testing.assert_close(fast.conv(x), ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(timed.conv(x), ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="more than 16"):
+        nnn.convert(One(), {"conv": "lut"}, nnp=many)
+    kept = nnn.convert(One(), "lut", nnp=many)
+    assert kept.conv.format == "decoded" and "more than 16" in " ".join(nnn.levels_plan(kept)[0]["reasons"])
+
+
 def test_grouped_conv_named_for_an_im2col_format_raises(convs):
     model, path, _ = convs
     with pytest.raises(ValueError, match=r"c\.depthwise.*groups=6"):
