@@ -21,7 +21,8 @@
 //       read one row at a time: no int32 or float32 copy of the matrix); the same row checks.
 //     lut_matrix_from_reader(reader, index, &m, threads): straight from a quantized .nnp tensor, as
 //       level_matrix_from_reader (levels.h) with the same errors, then from_level_matrix: it holds the
-//       tensor's int32 levels and its LevelMatrix for the time of the call, never a float32 copy.
+//       tensor's LevelMatrix for the time of the call (and, while building that, a block of its int32
+//       levels: levels.h), never a float32 copy.
 //   Storage: codes in blocks of 32 columns, 16 bytes per block: byte b of block k holds the code of column
 //   32k + b in its low nibble and that of column 32k + 16 + b in its high nibble; a row is
 //   ceil(cols / 32) blocks (padding columns hold code 0 and are never multiplied by anything but a zero
