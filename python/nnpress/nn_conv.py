@@ -387,7 +387,8 @@ def choose(model: nn.Module, f, shapes: dict | None, *, act_digits, isa, threads
         del lt, w
         shape = shapes[name]
         gen = torch.Generator().manual_seed(0)
-        x = torch.randn(*shape, generator=gen)
+        # the backends take batched inputs (LevelConv.forward adds the batch dimension of an unbatched one)
+        x = torch.randn(*((1, *shape) if len(shape) == g.dims + 1 else shape), generator=gen)
         bias = m.bias
         fns = {c: (lambda xx, b=b, g=g, bias=bias: b(g, xx, bias)) for c, b in built.items()}
         pick, times = race(fns, {c: b.nbytes for c, b in built.items()}, x)

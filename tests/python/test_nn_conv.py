@@ -223,6 +223,18 @@ def test_unbatched_input_as_torch_takes_it(convs, fmt):
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5, msg=k)
 
 
+def test_auto_times_a_conv_on_an_unbatched_example(convs):
+    model, path, decoded = convs
+    inputs = {k: x[0] for k, x in _inputs(seed=4, batch=1).items() if k in ("plain", "c1d")}
+    fast = nnn.convert(model, nnp=path, example_inputs=(inputs,), act_digits=None)
+    plan = {p["name"]: p for p in nnn.levels_plan(fast)}
+    with torch.no_grad():
+        ref, out = decoded(inputs), fast(inputs)
+    for k, x in inputs.items():
+        assert plan[f"c.{k}"]["input_shape"] == tuple(x.shape) and len(plan[f"c.{k}"]["times_us"]) > 2
+        torch.testing.assert_close(out[k], ref[k], rtol=1e-5, atol=1e-5)
+
+
 def test_bad_input_and_unconverted_convs(convs, tmp_path):
     model, path, _ = convs
     fast = nnn.convert(model, "dense", nnp=path)
