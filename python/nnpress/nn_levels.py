@@ -815,6 +815,15 @@ def _transposed(lt: LevelTensor) -> LevelTensor:
     return t
 
 
+def _put(root: nn.Module, name: str, new: nn.Module) -> nn.Module:
+    """``new`` in place of ``root``'s submodule ``name``; returns the root (``new`` itself for name "")."""
+    if name == "":
+        return new
+    parent_name, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent_name) if parent_name else root, child, new)
+    return root
+
+
 def _join(prefix: str, leaf: str) -> str:
     return f"{prefix}.{leaf}" if prefix else leaf
 
@@ -1032,12 +1041,9 @@ def from_nnp(
                 continue
         replaced.append(name)
         _release_free_memory()  # the layer's candidates and int32 levels: back to the OS before the next layer
+        out = _put(out, name, new)
         if name == "":
-            out = new
             break
-        parent_name, _, child = name.rpartition(".")
-        parent = out.get_submodule(parent_name) if parent_name else out
-        setattr(parent, child, new)
     for name, mod in [] if isinstance(out, (LevelLinear, LevelEmbedding)) else nn_conv.conv_targets(out):
         fmt = format.get(name, "auto") if isinstance(format, dict) else format
         new = nn_conv.conv_module(
@@ -1050,12 +1056,9 @@ def from_nnp(
             threads=threads,
             forced=isinstance(format, dict) and name in format,
         )
+        out = _put(out, name, new)
         if name == "":
-            out = new
             break
-        parent_name, _, child = name.rpartition(".")
-        parent = out.get_submodule(parent_name) if parent_name else out
-        setattr(parent, child, new)
     for name, mod in nn_conv.other_convs(out):
         mod.nnpress_info = nn_conv.torch_kept_info(name, mod)
     _materialize(out)
@@ -1091,11 +1094,9 @@ def from_nnp(
                 timed=timed,
             )
             new.info["input_shape"] = shapes[name]
+            out = _put(out, name, new)
             if name == "":
-                out = new
                 break
-            parent_name, _, child = name.rpartition(".")
-            setattr(out.get_submodule(parent_name) if parent_name else out, child, new)
     nn_conv.choose(out, f, shapes, act_digits=act_digits, isa=isa, threads=threads, candidates=candidates, race=_race)
     _release_free_memory()
     return out
