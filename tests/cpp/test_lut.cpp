@@ -353,14 +353,16 @@ int check_model(const Model& model, const ContainerReader& reader) {
 }
 
 void test_golden_files() {
+  int built = 0;
   for (const char* f : {"golden_v1_mixed.nnp", "golden_v1_blocks.nnp", "golden_v1_1_scales.nnp"}) {
     const std::string path = std::string(NNPRESS_TEST_DATA_DIR) + "/golden/" + f;
     Model model;
     ContainerReader reader;
     CHECK(Model::open_file(path, &model).ok());
     CHECK(ContainerReader::open_file(path, &reader).ok());
-    (void)check_model(model, reader);
+    built += check_model(model, reader);
   }
+  CHECK(built >= 1);  // some golden tensor holds <= 16 levels per row: products were checked, not only refusals
 }
 
 #ifdef NNPRESS_WITH_ENCODER
