@@ -27,8 +27,9 @@ Contract
   ``example_inputs`` nothing can be timed: each auto convolution is built as ``decoded`` and its
   ``info["reasons"]`` says so.
 - A convolution whose weight is stored raw (not quantized) runs as ``dense`` (its file values).
-- Other convolutions (``Conv3d``, the transposed ones) are decoded into the model and left to torch;
-  ``levels_plan`` lists them with format "torch" and the reason.
+- Other convolutions (``Conv3d``, the transposed ones, and Conv1d / Conv2d subclasses that override
+  ``forward`` or ``_conv_forward``) are decoded into the model and left to torch; ``levels_plan``
+  lists them with format "torch" and the reason.
 """
 
 from __future__ import annotations
@@ -45,19 +46,26 @@ IM2COL_FORMATS = ("levels", "levels16", "int8", "int8x2", "cser", "codebook", "c
 CONV_FORMATS = ("auto", "dense", "decoded") + IM2COL_FORMATS
 
 
+def _plain_conv(m: nn.Module) -> bool:
+    """A Conv1d / Conv2d (or subclass) that computes what torch's does: a subclass overriding
+    ``forward`` or ``_conv_forward`` (weight standardization, dynamic padding, ...) computes something
+    else, which a LevelConv would silently replace."""
+    for base in (nn.Conv1d, nn.Conv2d):
+        if isinstance(m, base):
+            return type(m).forward is base.forward and type(m)._conv_forward is base._conv_forward
+    return False
+
+
 def conv_targets(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The Conv1d / Conv2d modules of ``model`` (subclasses included), by name."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d))]
+    """The Conv1d / Conv2d modules of ``model`` that compute torch's convolution, by name."""
+    return [(n, m) for n, m in model.named_modules() if _plain_conv(m)]
 
 
 def other_convs(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Convolutions this module does not convert (Conv3d, transposed convolutions)."""
+    """Convolutions this module does not convert (Conv3d, transposed convolutions, subclasses with
+    a forward of their own)."""
     conv_nd = nn.modules.conv._ConvNd
-    return [
-        (n, m)
-        for n, m in model.named_modules()
-        if isinstance(m, conv_nd) and not isinstance(m, (nn.Conv1d, nn.Conv2d, LevelConv))
-    ]
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, conv_nd) and not _plain_conv(m)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -408,5 +416,9 @@ def torch_kept_info(name: str, mod: nn.Module) -> dict:
         "bytes": int(mod.weight.numel() * mod.weight.element_size()),
         "dense_bytes": int(mod.weight.numel() * 4),
         "times_us": {},
-        "reasons": [f"{type(mod).__name__} is not converted: decoded to float32 and left to torch"],
+        "reasons": [
+            f"{type(mod).__name__} is not converted"
+            + (" (it overrides torch's forward)" if isinstance(mod, (nn.Conv1d, nn.Conv2d)) else "")
+            + ": decoded to float32 and left to torch"
+        ],
     }

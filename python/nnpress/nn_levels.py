@@ -75,8 +75,8 @@ Contract
 - Embedding tables are built from their levels decoded a block of file chunks at a time
   (``NnpFile.iter_level_rows``), so a table's int32 levels are never held whole (at the price of
   decoding them twice: once to choose the storage, once to fill it).
-- Conv3d and transposed convolutions are loaded as float32 and left to torch (listed in
-  ``levels_plan`` with format "torch").
+- Conv3d, transposed convolutions and Conv1d / Conv2d subclasses with a forward of their own are
+  loaded as float32 and left to torch (listed in ``levels_plan`` with format "torch").
 
 Surprises
 ---------

@@ -245,11 +245,17 @@ def test_bad_input_and_unconverted_convs(convs, tmp_path):
     with pytest.raises(ValueError, match="4-d"):
         fast.c["plain"](torch.randn(1, 1, 3, 8, 8))
 
+    class StdConv(nn.Conv2d):  # weight standardization: not torch's Conv2d product on the stored weight
+        def forward(self, x):
+            w = self.weight - self.weight.mean(dim=(1, 2, 3), keepdim=True)
+            return nn.functional.conv2d(x, w, self.bias, self.stride, self.padding)
+
     class Other(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.up = nn.ConvTranspose2d(3, 2, 2)
             self.c3 = nn.Conv3d(2, 2, 1)
+            self.std = StdConv(3, 4, 3)
 
     p3 = str(tmp_path / "o.nnp")
     m = Other()
@@ -257,11 +263,14 @@ def test_bad_input_and_unconverted_convs(convs, tmp_path):
     kept = nnn.convert(m, nnp=p3)
     plan = {p["name"]: p for p in nnn.levels_plan(kept)}
     assert plan["up"]["format"] == plan["c3"]["format"] == "torch" and "not converted" in plan["up"]["reasons"][0]
+    assert plan["std"]["format"] == "torch" and "overrides" in plan["std"]["reasons"][0]
+    assert type(kept.std) is StdConv
     dec = Other()
     dec.load_state_dict(nnpress.decompress(p3))
     x = torch.randn(1, 3, 4, 4)
     with torch.no_grad():
         assert torch.equal(kept.up(x), dec.up(x))
+        assert torch.equal(kept.std(x), dec.std(x))
 
 
 def test_digits_cnn_predicts_as_the_decompressed_model(tmp_path):
