@@ -76,7 +76,9 @@ Contract
   (``NnpFile.iter_level_rows``), so a table's int32 levels are never held whole (at the price of
   decoding them twice: once to choose the storage, once to fill it).
 - Conv3d, transposed convolutions and Conv1d / Conv2d subclasses with a forward of their own are
-  loaded as float32 and left to torch (listed in ``levels_plan`` with format "torch").
+  loaded as float32 and left to torch (listed in ``levels_plan`` with format "torch"); so are
+  Linear / Embedding subclasses with a forward of their own and a MultiheadAttention's
+  ``out_proj`` (whose weight the attention reads directly), which ``levels_plan`` does not list.
 
 Surprises
 ---------
@@ -790,13 +792,22 @@ def _format_for(format: Any, name: str) -> str:
 
 
 def _targets(model: nn.Module, embeddings: str) -> list[tuple[str, nn.Module, str]]:
+    """The Linear (and transformers' Conv1D) and Embedding modules to convert. Left to torch: subclasses
+    whose forward is their own (an activation, a scale: a LevelLinear / LevelEmbedding would silently drop
+    it) and a MultiheadAttention's out_proj (the attention reads its weight directly)."""
+    mha_out = {_join(n, "out_proj") for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)}
     out = []
     for name, m in model.named_modules():
-        if isinstance(m, nn.Linear) or _is_hf_conv1d(m):
+        if _is_hf_conv1d(m) or (_own_forward(m, nn.Linear) and name not in mha_out):
             out.append((name, m, "linear"))
-        elif isinstance(m, nn.Embedding) and embeddings != "dense":
+        elif _own_forward(m, nn.Embedding) and embeddings != "dense":
             out.append((name, m, "embedding"))
     return out
+
+
+def _own_forward(m: nn.Module, base: type) -> bool:
+    """m is a ``base`` computing base's forward (a subclass that does not override it)."""
+    return isinstance(m, base) and type(m).forward is base.forward
 
 
 def _is_hf_conv1d(m: nn.Module) -> bool:
