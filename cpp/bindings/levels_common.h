@@ -141,6 +141,10 @@ py::array matmul(const M& m, const py::array& x, const py::object& out, const st
       throw Error(
           invalid_argument("bias must be a contiguous 1-D array of " + std::to_string(m.rows()) + " floats (rows)"));
     pb = static_cast<const float*>(b.data());
+    // the bias is read after the products are written: a bias inside out would be overwritten first
+    const auto* bb = static_cast<const char*>(b.data());
+    const auto* yb = reinterpret_cast<const char*>(y.data());
+    if (yb < bb + b.nbytes() && bb < yb + y.nbytes()) throw Error(invalid_argument("out must not overlap bias"));
   }
   if (batch == 0) return y;
   const float* px = static_cast<const float*>(x.data());

@@ -35,7 +35,7 @@ NNPRESS_BINDING(lut) {
             return out;
           },
           py::arg("u"), py::arg("row_scale"), py::arg("col_scale") = py::none(),
-          "u: integer [rows, cols] (values within int32, at most 16 distinct per row, else ValueError naming the "
+          "u: integer [rows, cols] (|u| <= 2^24, at most 16 distinct per row, else ValueError naming the "
           "row); row_scale: [rows] finite > 0; col_scale: [cols] finite > 0 or None.")
       .def_static(
           "from_level_matrix",

@@ -426,9 +426,9 @@ class LevelMatrix:
         """
         u as int32 [rows, cols].
         """
-    def matmul(self, x: numpy.ndarray, out: typing.Any = None, isa: str | None = None, threads: typing.SupportsInt | typing.SupportsIndex = 1, activations: str = 'float32') -> numpy.ndarray:
+    def matmul(self, x: numpy.ndarray, out: typing.Any = None, isa: str | None = None, threads: typing.SupportsInt | typing.SupportsIndex = 1, activations: str = 'float32', bias: typing.Any = None) -> numpy.ndarray:
         """
-        Y = X @ W.T for X float32 [..., cols] (e.g. [cols], [batch, cols], [batch, tokens, cols]), C-contiguous; returns float32 [..., rows], written into `out` if given (C-contiguous float32 of that shape, not overlapping x). GIL released. isa: None (automatic, NNPRESS_ISA honoured) or 'scalar'/'avx2'/'avx512'/'neon'; threads: 0 = as many as pay. activations: 'float32' (exact inputs) or 'int16' (each row of x rounded to integers in [-L, L] on its own scale max|x| / L, then exact integer sums: opt-in; L = 32767 for int8 dense parts, min(32767, (2^31 - 1) // (512 * max|u|)) for int16 ones, float32 when that is below 2047; see nnpress/kernels/levels.h).
+        Y = X @ W.T (+ bias) for X float32 [..., cols] (e.g. [cols], [batch, cols], [batch, tokens, cols]), C-contiguous; returns float32 [..., rows], written into `out` if given (C-contiguous float32 of that shape, not overlapping x). GIL released. isa: None (automatic, NNPRESS_ISA honoured) or 'scalar'/'avx2'/'avx512'/'neon'; threads: 0 = as many as pay. activations: 'float32' (exact inputs) or 'int16' (each row of x rounded to integers in [-L, L] on its own scale max|x| / L, then exact integer sums: opt-in; L = 32767 for int8 dense parts, min(32767, (2^31 - 1) // (512 * max|u|)) for int16 ones, float32 when that is below 2047; see nnpress/kernels/levels.h). bias: None or float32 [rows], added to each rounded result.
         """
     def to_dense(self) -> numpy.typing.NDArray[numpy.float32]:
         """
@@ -474,7 +474,7 @@ class LutMatrix:
     @staticmethod
     def from_levels(u: numpy.ndarray, row_scale: numpy.ndarray, col_scale: typing.Any = None) -> LutMatrix:
         """
-        u: integer [rows, cols] (values within int32, at most 16 distinct per row, else ValueError naming the row); row_scale: [rows] finite > 0; col_scale: [cols] finite > 0 or None.
+        u: integer [rows, cols] (|u| <= 2^24, at most 16 distinct per row, else ValueError naming the row); row_scale: [rows] finite > 0; col_scale: [cols] finite > 0 or None.
         """
     @staticmethod
     def from_nnp(reader: NnpReader, index: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex = 1) -> LutMatrix:

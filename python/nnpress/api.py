@@ -235,18 +235,30 @@ def _check_task_source(source, task) -> None:
 
 
 def _same_weights(a, b) -> bool:
-    """True when module ``a`` holds ``b``'s weights: shared storage (a wrapper of the same model) or
-    the same names with equal values (a copy)."""
-    sa, sb = getattr(a, "state_dict", None), getattr(b, "state_dict", None)
-    if not callable(sa) or not callable(sb):
+    """True when ``a`` (a module or a state dict) holds module ``b``'s weights: shared storage (a
+    wrapper of the same model, its own state_dict()) or the same names with equal values (a copy)."""
+
+    def state(x):
+        if isinstance(x, Mapping):
+            return dict(x)
+        sd = getattr(x, "state_dict", None)
+        return sd() if callable(sd) else None
+
+    da, db = state(a), state(b)
+    if da is None or db is None:
         return False
-    da, db = sa(), sb()
-    ptrs = {t.data_ptr() for t in db.values() if t.numel()}
-    if any(t.numel() and t.data_ptr() in ptrs for t in da.values()):
-        return True
     import torch
 
-    return da.keys() == db.keys() and all(da[k].shape == db[k].shape and torch.equal(da[k], db[k]) for k in da)
+    def stored(t) -> bool:  # a tensor with real storage (meta tensors all report address 0)
+        return isinstance(t, torch.Tensor) and t.numel() > 0 and not t.is_meta
+
+    ptrs = {t.data_ptr() for t in db.values() if stored(t)}
+    if any(stored(t) and t.data_ptr() in ptrs for t in da.values()):
+        return True
+    if da.keys() != db.keys():
+        return False
+    ta = {k: torch.as_tensor(v) for k, v in da.items()}
+    return all(ta[k].shape == db[k].shape and torch.equal(ta[k], torch.as_tensor(db[k])) for k in da)
 
 
 def decompress(

@@ -12,22 +12,24 @@ Contract
     bit-identical to the decompressed weights) and runs torch's convolution, so its outputs equal
     torch's on the decompressed weights exactly;
   * the Linear formats (``"levels"``, ``"levels16"``, ``"int8"``, ``"int8x2"``, ``"cser"``,
-    ``"codebook"``, ``"cer"``; :mod:`nnpress.nn_levels`) on the im2col matrix: the weight viewed as
+    ``"codebook"``, ``"cer"``, ``"lut"``; :mod:`nnpress.nn_levels`) on the im2col matrix: the weight viewed as
     out x (in * kh * kw) (the ``.nnp`` tensor's own rows x cols view), the input unfolded to one row
     of in * kh * kw values per output pixel (``F.unfold``), so one product has output pixels x
     images rows, as the C++ runtime's ``nnpress::Layer`` runs a convolution.
   Stride, padding (ints, ``"valid"`` and ``"same"``), dilation and every ``padding_mode`` are
-  honoured by every format. Grouped (``groups > 1``, depthwise) convolutions run only as ``dense``
-  or ``decoded``: the im2col formats are refused for them, and the reason is in the layer's
-  ``info["reasons"]`` (``levels_plan``).
+  honoured by every format, on batched (N x C x ...) and unbatched (C x ...) inputs alike.
+  Grouped (``groups > 1``, depthwise) convolutions run only as ``dense`` or ``decoded``: the
+  im2col formats are refused for them, and the reason is in the layer's ``info["reasons"]``
+  (``levels_plan``).
 - ``"auto"`` times every candidate that can hold the layer at the layer's real input: the input
   shape it receives when ``example_inputs`` (given to ``from_nnp``) runs through the converted
   model; the rule is the Linear layers' (fastest, ties within 10 % to the fewest bytes). Without
   ``example_inputs`` nothing can be timed: each auto convolution is built as ``decoded`` and its
   ``info["reasons"]`` says so.
 - A convolution whose weight is stored raw (not quantized) runs as ``dense`` (its file values).
-- Other convolutions (``Conv3d``, the transposed ones) are decoded into the model and left to torch;
-  ``levels_plan`` lists them with format "torch" and the reason.
+- Other convolutions (``Conv3d``, the transposed ones, and Conv1d / Conv2d subclasses that override
+  ``forward`` or ``_conv_forward``) are decoded into the model and left to torch; ``levels_plan``
+  lists them with format "torch" and the reason.
 """
 
 from __future__ import annotations
@@ -40,23 +42,30 @@ from torch import nn
 from . import nn_levels as nl
 
 CONV_ONLY_FORMATS = ("decoded",)
-IM2COL_FORMATS = ("levels", "levels16", "int8", "int8x2", "cser", "codebook", "cer")
+IM2COL_FORMATS = ("levels", "levels16", "int8", "int8x2", "cser", "codebook", "cer", "lut")
 CONV_FORMATS = ("auto", "dense", "decoded") + IM2COL_FORMATS
 
 
+def _plain_conv(m: nn.Module) -> bool:
+    """A Conv1d / Conv2d (or subclass) that computes what torch's does: a subclass overriding
+    ``forward`` or ``_conv_forward`` (weight standardization, dynamic padding, ...) computes something
+    else, which a LevelConv would silently replace."""
+    for base in (nn.Conv1d, nn.Conv2d):
+        if isinstance(m, base):
+            return type(m).forward is base.forward and type(m)._conv_forward is base._conv_forward
+    return False
+
+
 def conv_targets(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The Conv1d / Conv2d modules of ``model`` (subclasses included), by name."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d))]
+    """The Conv1d / Conv2d modules of ``model`` that compute torch's convolution, by name."""
+    return [(n, m) for n, m in model.named_modules() if _plain_conv(m)]
 
 
 def other_convs(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Convolutions this module does not convert (Conv3d, transposed convolutions)."""
+    """Convolutions this module does not convert (Conv3d, transposed convolutions, subclasses with
+    a forward of their own)."""
     conv_nd = nn.modules.conv._ConvNd
-    return [
-        (n, m)
-        for n, m in model.named_modules()
-        if isinstance(m, conv_nd) and not isinstance(m, (nn.Conv1d, nn.Conv2d, LevelConv))
-    ]
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, conv_nd) and not _plain_conv(m)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,9 +252,12 @@ class LevelConv(nn.Module):
         return int(self.backend.nbytes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == self.geometry.dims + 1:  # unbatched, as torch's Conv1d / Conv2d take it
+            return self.forward(x.unsqueeze(0)).squeeze(0)
         if x.dim() != self.geometry.dims + 2:
             raise ValueError(
-                f"LevelConv: expected a batched {self.geometry.dims + 2}-d input, got shape {tuple(x.shape)}"
+                f"LevelConv: expected a {self.geometry.dims + 1}-d (unbatched) or {self.geometry.dims + 2}-d "
+                f"(batched) input, got shape {tuple(x.shape)}"
             )
         if x.shape[1] != self.in_channels:
             raise ValueError(f"LevelConv: input has {x.shape[1]} channels, expected {self.in_channels}")
@@ -369,6 +381,8 @@ def choose(model: nn.Module, f, shapes: dict | None, *, act_digits, isa, threads
                 cands += ["int8", "int8x2"] + (["levels16"] if nl.has_level_kernels() else [])
             if nl._num_values(w) <= nl._MAX_VALUES:
                 cands += ["cser", "codebook"]
+            if hasattr(nl._core, "LutMatrix") and nl.max_row_values(lt.u) <= nl._LUT_VALUES:
+                cands.append("lut")
         else:
             m.info["reasons"].append(g.im2col_refusal())
         cands = [c for c in cands if candidates is None or c in candidates or c == "decoded"]
@@ -381,7 +395,8 @@ def choose(model: nn.Module, f, shapes: dict | None, *, act_digits, isa, threads
         del lt, w
         shape = shapes[name]
         gen = torch.Generator().manual_seed(0)
-        x = torch.randn(*shape, generator=gen)
+        # the backends take batched inputs (LevelConv.forward adds the batch dimension of an unbatched one)
+        x = torch.randn(*((1, *shape) if len(shape) == g.dims + 1 else shape), generator=gen)
         bias = m.bias
         fns = {c: (lambda xx, b=b, g=g, bias=bias: b(g, xx, bias)) for c, b in built.items()}
         pick, times = race(fns, {c: b.nbytes for c, b in built.items()}, x)
@@ -401,5 +416,9 @@ def torch_kept_info(name: str, mod: nn.Module) -> dict:
         "bytes": int(mod.weight.numel() * mod.weight.element_size()),
         "dense_bytes": int(mod.weight.numel() * 4),
         "times_us": {},
-        "reasons": [f"{type(mod).__name__} is not converted: decoded to float32 and left to torch"],
+        "reasons": [
+            f"{type(mod).__name__} is not converted"
+            + (" (it overrides torch's forward)" if isinstance(mod, (nn.Conv1d, nn.Conv2d)) else "")
+            + ": decoded to float32 and left to torch"
+        ],
     }

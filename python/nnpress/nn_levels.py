@@ -75,8 +75,10 @@ Contract
 - Embedding tables are built from their levels decoded a block of file chunks at a time
   (``NnpFile.iter_level_rows``), so a table's int32 levels are never held whole (at the price of
   decoding them twice: once to choose the storage, once to fill it).
-- Conv3d and transposed convolutions are loaded as float32 and left to torch (listed in
-  ``levels_plan`` with format "torch").
+- Conv3d, transposed convolutions and Conv1d / Conv2d subclasses with a forward of their own are
+  loaded as float32 and left to torch (listed in ``levels_plan`` with format "torch"); so are
+  Linear / Embedding subclasses with a forward of their own and a MultiheadAttention's
+  ``out_proj`` (whose weight the attention reads directly), which ``levels_plan`` does not list.
 
 Surprises
 ---------
@@ -790,13 +792,22 @@ def _format_for(format: Any, name: str) -> str:
 
 
 def _targets(model: nn.Module, embeddings: str) -> list[tuple[str, nn.Module, str]]:
+    """The Linear (and transformers' Conv1D) and Embedding modules to convert. Left to torch: subclasses
+    whose forward is their own (an activation, a scale: a LevelLinear / LevelEmbedding would silently drop
+    it) and a MultiheadAttention's out_proj (the attention reads its weight directly)."""
+    mha_out = {_join(n, "out_proj") for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)}
     out = []
     for name, m in model.named_modules():
-        if isinstance(m, nn.Linear) or _is_hf_conv1d(m):
+        if _is_hf_conv1d(m) or (_own_forward(m, nn.Linear) and name not in mha_out):
             out.append((name, m, "linear"))
-        elif isinstance(m, nn.Embedding) and embeddings != "dense":
+        elif _own_forward(m, nn.Embedding) and embeddings != "dense":
             out.append((name, m, "embedding"))
     return out
+
+
+def _own_forward(m: nn.Module, base: type) -> bool:
+    """m is a ``base`` computing base's forward (a subclass that does not override it)."""
+    return isinstance(m, base) and type(m).forward is base.forward
 
 
 def _is_hf_conv1d(m: nn.Module) -> bool:
@@ -813,6 +824,15 @@ def _transposed(lt: LevelTensor) -> LevelTensor:
     row = np.ones(cols) if lt.col_scale is None else np.asarray(lt.col_scale, np.float64)
     t = LevelTensor(lt.name, (cols, rows), np.ascontiguousarray(lt.u.T), row, lt.row_scale, lt.method, lt.step)
     return t
+
+
+def _put(root: nn.Module, name: str, new: nn.Module) -> nn.Module:
+    """``new`` in place of ``root``'s submodule ``name``; returns the root (``new`` itself for name "")."""
+    if name == "":
+        return new
+    parent_name, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent_name) if parent_name else root, child, new)
+    return root
 
 
 def _join(prefix: str, leaf: str) -> str:
@@ -1032,12 +1052,9 @@ def from_nnp(
                 continue
         replaced.append(name)
         _release_free_memory()  # the layer's candidates and int32 levels: back to the OS before the next layer
+        out = _put(out, name, new)
         if name == "":
-            out = new
             break
-        parent_name, _, child = name.rpartition(".")
-        parent = out.get_submodule(parent_name) if parent_name else out
-        setattr(parent, child, new)
     for name, mod in [] if isinstance(out, (LevelLinear, LevelEmbedding)) else nn_conv.conv_targets(out):
         fmt = format.get(name, "auto") if isinstance(format, dict) else format
         new = nn_conv.conv_module(
@@ -1050,12 +1067,9 @@ def from_nnp(
             threads=threads,
             forced=isinstance(format, dict) and name in format,
         )
+        out = _put(out, name, new)
         if name == "":
-            out = new
             break
-        parent_name, _, child = name.rpartition(".")
-        parent = out.get_submodule(parent_name) if parent_name else out
-        setattr(parent, child, new)
     for name, mod in nn_conv.other_convs(out):
         mod.nnpress_info = nn_conv.torch_kept_info(name, mod)
     _materialize(out)
@@ -1091,11 +1105,9 @@ def from_nnp(
                 timed=timed,
             )
             new.info["input_shape"] = shapes[name]
+            out = _put(out, name, new)
             if name == "":
-                out = new
                 break
-            parent_name, _, child = name.rpartition(".")
-            setattr(out.get_submodule(parent_name) if parent_name else out, child, new)
     nn_conv.choose(out, f, shapes, act_digits=act_digits, isa=isa, threads=threads, candidates=candidates, race=_race)
     _release_free_memory()
     return out

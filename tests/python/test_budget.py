@@ -144,6 +144,11 @@ def test_compress_refuses_a_task_of_another_model(tmp_path):
     task = _task()
     rep = nnpress.compress(None, path, calibration=task, budget="rel_error=0.05")  # the task's own model
     assert rep.met and path.exists()
+    # the task model's own state dict, or a copy of its weights as numpy arrays, is that model too
+    for sd in (task.model.state_dict(), {k: v.numpy().copy() for k, v in task.model.state_dict().items()}):
+        nnpress.compress(sd, tmp_path / "sd.nnp", calibration=task, budget="rel_error=0.05")
+    with pytest.raises(ValueError, match="other weights"):
+        nnpress.compress(_model(seed=1).state_dict(), tmp_path / "sd.nnp", calibration=task, budget="rel_error=0.05")
 
 
 def test_unmet_budget_raises_and_writes_nothing(tmp_path):

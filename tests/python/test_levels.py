@@ -188,6 +188,9 @@ def test_bias_is_one_float_add(activations):
         lm.matmul(x, bias=b.astype(np.float64))
     with pytest.raises(TypeError, match="bias"):
         lm.matmul(x, bias=[0.0] * 50)
+    out = np.zeros((2, 9, 50), np.float32)
+    with pytest.raises(ValueError, match="overlap bias"):  # the bias would be overwritten before it is added
+        lm.matmul(x, out, None, 1, activations, out[1, 2])
 
 
 def _int16_by_contract(u: np.ndarray, rs: np.ndarray, x: np.ndarray, L: int) -> np.ndarray:

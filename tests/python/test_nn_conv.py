@@ -132,6 +132,43 @@ def test_decoded_weights_are_bit_identical_to_the_file_decoder(tmp_path):
             torch.testing.assert_close(other.conv(x), ref, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.skipif(not hasattr(nnpress._core, "LutMatrix"), reason="needs the LutMatrix kernels")
+def test_lut_on_the_im2col_matrix(tmp_path):
+    """A convolution whose rows hold <= 16 levels runs as "lut" (forced, and as an auto candidate
+    timed at its real input) with torch's outputs on the decompressed weights; a row of more levels
+    refuses it (forced: ValueError; for the whole model: decoded, with the reason)."""
+    rng = np.random.default_rng(9)
+    path, many = str(tmp_path / "few.nnp"), str(tmp_path / "many.nnp")
+    lv = rng.integers(-7, 8, size=(6, 4, 3, 3)).astype(np.int32)  # 15 values per row at most
+    for p, levels in ((path, lv), (many, lv * 3 + (np.arange(36).reshape(4, 3, 3) % 2))):
+        rec = TensorRecord("conv.weight", "float32", "weight", "quantized", lv.shape, data=levels, step=0.01)
+        rec.row_scale_exp = rng.integers(-6, 7, size=6)
+        write_nnp(p, [rec, TensorRecord("conv.bias", "float32", "bias", "raw", (6,), data=np.ones(6, np.float32))])
+
+    class One(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(4, 6, 3, padding=1, stride=2)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    w = torch.from_numpy(nnpress.NnpFile(path).read("conv.weight"))
+    x = torch.randn(2, 4, 9, 8)
+    ref = nn.functional.conv2d(x, w, torch.ones(6), stride=2, padding=1)
+    fast = nnn.convert(One(), {"conv": "lut"}, nnp=path)
+    assert fast.conv.format == "lut"
+    timed = nnn.convert(One(), nnp=path, example_inputs=x, act_digits=None)
+    assert "lut" in nnn.levels_plan(timed)[0]["times_us"]
+    with torch.no_grad():
+        torch.testing.assert_close(fast.conv(x), ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(timed.conv(x), ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="more than 16"):
+        nnn.convert(One(), {"conv": "lut"}, nnp=many)
+    kept = nnn.convert(One(), "lut", nnp=many)
+    assert kept.conv.format == "decoded" and "more than 16" in " ".join(nnn.levels_plan(kept)[0]["reasons"])
+
+
 def test_grouped_conv_named_for_an_im2col_format_raises(convs):
     model, path, _ = convs
     with pytest.raises(ValueError, match=r"c\.depthwise.*groups=6"):
@@ -172,19 +209,53 @@ def test_auto_times_each_conv_at_its_real_input(convs):
         assert any("example_inputs" in r for r in p["reasons"])
 
 
+@pytest.mark.parametrize("fmt", ["decoded", *IM2COL_EXACT])
+def test_unbatched_input_as_torch_takes_it(convs, fmt):
+    """A C x H x W (Conv1d: C x L) input gives torch's unbatched output: the batched one without its
+    leading dimension."""
+    model, path, decoded = convs
+    fast = nnn.convert(model, fmt, nnp=path)
+    for k in ("plain", "stride2_pad2", "reflect", "c1d", "c1d_same"):
+        x = _inputs(seed=3, batch=1)[k][0]
+        with torch.no_grad():
+            ref, out = decoded.c[k](x), fast.c[k](x)
+        assert out.shape == ref.shape, k
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5, msg=k)
+
+
+def test_auto_times_a_conv_on_an_unbatched_example(convs):
+    model, path, decoded = convs
+    inputs = {k: x[0] for k, x in _inputs(seed=4, batch=1).items() if k in ("plain", "c1d")}
+    fast = nnn.convert(model, nnp=path, example_inputs=(inputs,), act_digits=None)
+    plan = {p["name"]: p for p in nnn.levels_plan(fast)}
+    with torch.no_grad():
+        ref, out = decoded(inputs), fast(inputs)
+    for k, x in inputs.items():
+        assert plan[f"c.{k}"]["input_shape"] == tuple(x.shape) and len(plan[f"c.{k}"]["times_us"]) > 2
+        torch.testing.assert_close(out[k], ref[k], rtol=1e-5, atol=1e-5)
+
+
 def test_bad_input_and_unconverted_convs(convs, tmp_path):
     model, path, _ = convs
     fast = nnn.convert(model, "dense", nnp=path)
     with pytest.raises(ValueError, match="channels"):
         fast.c["plain"](torch.randn(1, 4, 8, 8))
-    with pytest.raises(ValueError, match="4-d input"):
-        fast.c["plain"](torch.randn(3, 8, 8))
+    with pytest.raises(ValueError, match="4-d"):
+        fast.c["plain"](torch.randn(8, 8))
+    with pytest.raises(ValueError, match="4-d"):
+        fast.c["plain"](torch.randn(1, 1, 3, 8, 8))
+
+    class StdConv(nn.Conv2d):  # weight standardization: not torch's Conv2d product on the stored weight
+        def forward(self, x):
+            w = self.weight - self.weight.mean(dim=(1, 2, 3), keepdim=True)
+            return nn.functional.conv2d(x, w, self.bias, self.stride, self.padding)
 
     class Other(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.up = nn.ConvTranspose2d(3, 2, 2)
             self.c3 = nn.Conv3d(2, 2, 1)
+            self.std = StdConv(3, 4, 3)
 
     p3 = str(tmp_path / "o.nnp")
     m = Other()
@@ -192,11 +263,14 @@ def test_bad_input_and_unconverted_convs(convs, tmp_path):
     kept = nnn.convert(m, nnp=p3)
     plan = {p["name"]: p for p in nnn.levels_plan(kept)}
     assert plan["up"]["format"] == plan["c3"]["format"] == "torch" and "not converted" in plan["up"]["reasons"][0]
+    assert plan["std"]["format"] == "torch" and "overrides" in plan["std"]["reasons"][0]
+    assert type(kept.std) is StdConv
     dec = Other()
     dec.load_state_dict(nnpress.decompress(p3))
     x = torch.randn(1, 3, 4, 4)
     with torch.no_grad():
         assert torch.equal(kept.up(x), dec.up(x))
+        assert torch.equal(kept.std(x), dec.std(x))
 
 
 def test_digits_cnn_predicts_as_the_decompressed_model(tmp_path):

@@ -194,6 +194,47 @@ def test_level_linear_adds_its_bias_once(small, fmt):
         assert torch.equal(fast.fc2(h), torch.from_numpy(fast.fc2.backend.m.matmul(h.numpy(), activations=act)))
 
 
+def test_modules_with_their_own_forward_stay_torchs(tmp_path):
+    """Linear / Embedding subclasses that override forward (an activation, a scale) and a
+    MultiheadAttention's out_proj (the attention reads its weight) are not replaced: the outputs are
+    the decompressed model's; plain layers beside them are converted."""
+
+    class LinearAct(nn.Linear):
+        def forward(self, x):
+            return torch.tanh(super().forward(x))
+
+    class ScaledEmbedding(nn.Embedding):
+        def forward(self, ids):
+            return super().forward(ids) * 3.0
+
+    class Mixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = ScaledEmbedding(20, 8)
+            self.act = LinearAct(8, 8)
+            self.att = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, ids):
+            h = self.act(self.emb(ids))
+            return self.fc(self.att(h, h, h)[0])
+
+    torch.manual_seed(0)
+    model = Mixed().eval()
+    path = str(tmp_path / "mixed.nnp")
+    nnpress.compress(model, path)
+    decoded = Mixed().eval()
+    decoded.load_state_dict(nnpress.decompress(path))
+    ids = torch.randint(0, 20, (2, 5))
+    for fmt in ("dense", "cser"):
+        fast = nnn.convert(model, fmt, nnp=path)
+        assert type(fast.act) is LinearAct and type(fast.emb) is ScaledEmbedding
+        assert type(fast.att.out_proj) is type(model.att.out_proj)
+        assert [p["name"] for p in nnn.levels_plan(fast)] == ["fc"]
+        with torch.no_grad():
+            torch.testing.assert_close(fast(ids), decoded(ids), rtol=1e-5, atol=1e-6)
+
+
 def test_int8_formats_inside_and_outside_inference_mode(small):
     model, path, decoded, inputs = small
     fast = nnn.convert(model, "int8", nnp=path, act_digits=3)

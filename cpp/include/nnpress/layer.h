@@ -21,8 +21,8 @@
 //                                          options.candidates
 //     A format that cannot hold the tensor (levels: a raw, unquantized tensor, or a float16/bfloat16 one,
 //     whose decoded weights are rounded to its dtype; CER/CSER: more than 65536 values; codebook: more
-//     than 16; lut: a row with more than 16 levels, or a raw or float16/bfloat16 tensor as levels) is
-//     skipped; its reason is kept in timings(). No candidate at all: kInvalidArgument naming
+//     than 16; lut: a row with more than 16 levels, an index beyond +-2^24, or a raw or float16/bfloat16
+//     tensor as levels) is skipped; its reason is kept in timings(). No candidate at all: kInvalidArgument naming
 //     the tensor and every reason.
 //   Timing: every candidate runs one untimed round, then `repetitions` rounds interleave the
 //     candidates (A, B, C, A, B, C, ...); each keeps its fastest round (the least disturbed by other

@@ -140,7 +140,7 @@ Status LevelMatrix::from_row_blocks(uint32_t rows, uint32_t cols, const LevelCou
   if (bits == 16) {
     // The narrowest int16 range that leaves at most 1/1024 of the entries to the list: a smaller
     // dense_max gives kInt16 activations a wider input range (activation_range), and a few entries
-    // beyond 2049 no longer make the whole product fall back to float32.
+    // beyond 2049 do not make the whole product fall back to float32.
     for (size_t k = 0; k < std::size(kInt16DenseRanges); ++k) {
       if (counts.beyond_range[k] * 1024 <= count) {
         limit = uint64_t(kInt16DenseRanges[k]);

@@ -109,6 +109,9 @@ Status LutMatrix::build(uint32_t rows, uint32_t cols, RowFn row, const void* ctx
       if (n == kMaxValues)
         return invalid_argument("LutMatrix: row " + std::to_string(r) + " holds more than " +
                                 std::to_string(kMaxValues) + " distinct values");
+      if (v > kMaxIndex || v < -kMaxIndex)
+        return invalid_argument("LutMatrix: row " + std::to_string(r) + " holds index " + std::to_string(v) +
+                                ", beyond +-2^24 (its float32 table entry would be rounded)");
       std::memmove(vals + k + 1, vals + k, (n - k) * sizeof(int32_t));
       vals[k] = v;
       ++n;

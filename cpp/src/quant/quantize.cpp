@@ -63,7 +63,7 @@ Status check_inputs(const W* weights, const F* importance, uint64_t rows, uint64
   }
   // Without channel scales every step is o.step (checked above): when every weight is under 2^30
   // steps (a NaN or infinity is not) and the feedback bound holds, the per-weight checks below
-  // cannot fail, and this branch-free scan is several times cheaper than they are.
+  // cannot fail, and this branch-free scan is cheaper than they are.
   bool plain_ok = false;
   if (!o.scales.any() && (!(o.feedback || o.row_feedback) || std::isfinite(o.step * 4294967296.0))) {
     unsigned bad = 0;

@@ -14,14 +14,15 @@
 //   Building (validated once; products cannot fail on the matrix afterwards):
 //     LutMatrix::from_levels(rows, cols, u, row_scale, col_scale, &m)
 //       as LevelMatrix::from_levels (u: rows*cols int32, row-major; scales finite and > 0, col_scale may
-//       be null). kInvalidArgument for rows or cols == 0, a null u or row_scale, a bad scale, and a row
-//       with more than 16 distinct values (the message names the row). On failure *out is left
-//       unchanged.
+//       be null). kInvalidArgument for rows or cols == 0, a null u or row_scale, a bad scale, a row
+//       with more than 16 distinct values, and an index |u| > kMaxIndex = 2^24 (beyond, float32 tables
+//       would round it; the messages name the row). On failure *out is left unchanged.
 //     LutMatrix::from_level_matrix(lm, &m): the same matrix from a LevelMatrix (its dense part and list,
-//       read one row at a time: no int32 or float32 copy of the matrix); the same row check.
+//       read one row at a time: no int32 or float32 copy of the matrix); the same row checks.
 //     lut_matrix_from_reader(reader, index, &m, threads): straight from a quantized .nnp tensor, as
 //       level_matrix_from_reader (levels.h) with the same errors, then from_level_matrix: it holds the
-//       tensor's int32 levels and its LevelMatrix for the time of the call, never a float32 copy.
+//       tensor's LevelMatrix for the time of the call (and, while building that, a block of its int32
+//       levels: levels.h), never a float32 copy.
 //   Storage: codes in blocks of 32 columns, 16 bytes per block: byte b of block k holds the code of column
 //   32k + b in its low nibble and that of column 32k + 16 + b in its high nibble; a row is
 //   ceil(cols / 32) blocks (padding columns hold code 0 and are never multiplied by anything but a zero
@@ -31,11 +32,10 @@
 //     matmul(m, X, x_len, batch, Y, y_len, opt): the layout, arguments, errors and options of
 //       levels::matmul (LevelKernelOptions: isa, threads; activations must be kFloat32, vnni is ignored):
 //       X: batch x cols, Y: batch x rows, Y[b][i] = row_scale[i] * (sum_j table[i][code[i][j]] * X'[b][j])
-//       with X' = X * col_scale (rounded to float), float32 arithmetic, the table values exact for
-//       |u| <= 2^24 (beyond, rounded). Equal to the float64 product of the decoded weights up to float32
-//       rounding and summation order. Every output element is computed by one thread in an order that
-//       does not depend on the row blocks, so results are bit-identical for every thread count (not
-//       across ISAs). kInvalidArgument additionally for activations other than kFloat32.
+//       with X' = X * col_scale (rounded to float), float32 arithmetic, the table values exact. Equal to the float64
+//       product of the decoded weights up to float32 rounding and summation order. Every output element is computed by
+//       one thread in an order that does not depend on the row blocks, so results are bit-identical for every thread
+//       count (not across ISAs). kInvalidArgument additionally for activations other than kFloat32.
 //     Kernels (one per ISA, each compiled with its own flags only): scalar reference (always); AVX-512
 //       and AVX2 on x86-64, NEON on aarch64. The design: per row, a register holds the 16-float table, and
 //       a permute by the codes turns 16 (AVX2: 8) codes into their float values at once (AVX-512
@@ -87,6 +87,7 @@ namespace nnpress::levels {
 class LutMatrix {
  public:
   static constexpr uint32_t kMaxValues = 16;   // distinct values per row
+  static constexpr int32_t kMaxIndex = 1 << 24;  // largest |u| (float32 holds every integer up to it)
   static constexpr uint32_t kBlockCols = 32;   // columns per code block
   static constexpr size_t kBlockBytes = 16;    // bytes per code block
   static constexpr size_t kAlign = 64;         // alignment of the tables and codes

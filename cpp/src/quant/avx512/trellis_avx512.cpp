@@ -26,7 +26,7 @@ void lane_costs(const Row& base, const Row& pre, const Row& eg, const Row& model
                                                        _mm512_mask_cvtepi32_pd(_mm512_setzero_pd(), 0xFF, r))));
 }
 
-// (The masked forms of the conversions and the gather in this file, with every lane taken, avoid GCC's spurious
+// (The masked forms of the conversions in this file, with every lane taken, avoid GCC's spurious
 // "uninitialized" warnings on the unmasked ones.)
 // Both quantizers in one register: lanes 0..3 are targets 0..3 (reached from the even states),
 // lanes 4..7 targets 4..7 (from the odd ones), as the AVX2 kernel's two vectors. A pass over
@@ -90,8 +90,8 @@ NNPRESS_INLINE __m256i model_update(__m256i v, __mmask8 one) {
 }
 
 // Both bin costs of every lane's model (cabac::kBinCostOfState of its state). The eight table rows
-// are loaded one by one: on some CPUs (AMD Zen 4) a gather instruction takes several times as long
-// as eight loads and a few shuffles.
+// are loaded one by one: on some CPUs (AMD Zen 4) a gather instruction is slower than eight loads
+// and a few shuffles (bench/results/trel.md).
 struct BinCosts {
   __m256i zero, one;  // the cost of a 0 bin, of a 1 bin
 };
