@@ -20,6 +20,7 @@
 #include "levels_internal.h"
 #include "nnpress/kernels/levels.h"
 #include "nnpress/quant/dequantize.h"
+#include "scale_checks.h"
 
 namespace nnpress::levels {
 namespace detail {
@@ -36,15 +37,10 @@ const LevelKernelTable* neon_level_kernels() { return nullptr; }
 
 namespace {
 
-bool positive_finite(float v) { return std::isfinite(v) && v > 0.0f; }
+using detail::positive_finite;
 
 Status check_scales(const float* s, uint32_t n, const char* what) {
-  for (uint32_t k = 0; k < n; ++k) {
-    if (!positive_finite(s[k]))
-      return invalid_argument(std::string("LevelMatrix: ") + what + "[" + std::to_string(k) +
-                              "] = " + std::to_string(s[k]) + " is not finite and > 0");
-  }
-  return Status::Ok();
+  return detail::check_scales("LevelMatrix", s, n, what);
 }
 
 uint64_t magnitude(int32_t u) { return u < 0 ? uint64_t(-int64_t(u)) : uint64_t(u); }

@@ -13,6 +13,7 @@
 #include "../common/parallel.h"
 #include "lut_internal.h"
 #include "nnpress/kernels/lut.h"
+#include "scale_checks.h"
 
 namespace nnpress::levels {
 namespace detail {
@@ -30,12 +31,7 @@ LutKernel neon_lut_kernel() { return nullptr; }
 namespace {
 
 Status check_scales(const float* s, uint32_t n, const char* what) {
-  for (uint32_t k = 0; k < n; ++k) {
-    if (!(std::isfinite(s[k]) && s[k] > 0.0f))
-      return invalid_argument(std::string("LutMatrix: ") + what + "[" + std::to_string(k) +
-                              "] = " + std::to_string(s[k]) + " is not finite and > 0");
-  }
-  return Status::Ok();
+  return detail::check_scales("LutMatrix", s, n, what);
 }
 
 uint8_t* alloc_aligned(size_t bytes) {
