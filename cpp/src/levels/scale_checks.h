@@ -15,8 +15,8 @@ inline bool positive_finite(float v) { return std::isfinite(v) && v > 0.0f; }
 inline Status check_scales(const char* type, const float* s, uint32_t n, const char* what) {
   for (uint32_t k = 0; k < n; ++k) {
     if (!positive_finite(s[k]))
-      return invalid_argument(std::string(type) + ": " + what + "[" + std::to_string(k) + "] = " +
-                              std::to_string(s[k]) + " is not finite and > 0");
+      return invalid_argument(std::string(type) + ": " + what + "[" + std::to_string(k) +
+                              "] = " + std::to_string(s[k]) + " is not finite and > 0");
   }
   return Status::Ok();
 }
