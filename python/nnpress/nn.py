@@ -177,7 +177,8 @@ class CompressedLinear(_Compressed):
         super().__init__(matrix, bias, threads, isa)
         self.out_features, self.in_features = matrix.shape
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # torch's parameter name: callers may pass input=
+        x = input
         if x.shape[-1] != self.in_features:
             raise ValueError(f"CompressedLinear: input has {x.shape[-1]} features, expected {self.in_features}")
         lead = x.shape[:-1]
@@ -200,7 +201,8 @@ class CompressedConv2d(_Compressed):
         self.kernel_size, self.stride = conv.kernel_size, conv.stride
         self.padding, self.dilation = conv.padding, conv.dilation
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # torch's parameter name: callers may pass input=
+        x = input
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"CompressedConv2d: expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         n, _, h, w = x.shape

@@ -251,7 +251,8 @@ class LevelConv(nn.Module):
     def weight_nbytes(self) -> int:
         return int(self.backend.nbytes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # torch's parameter name: callers may pass input=
+        x = input
         if x.dim() == self.geometry.dims + 1:  # unbatched, as torch's Conv1d / Conv2d take it
             return self.forward(x.unsqueeze(0)).squeeze(0)
         if x.dim() != self.geometry.dims + 2:
@@ -338,10 +339,12 @@ def record_input_shapes(model: nn.Module, convs: list[tuple[str, nn.Module]], ex
     hooks = []
     for name, m in convs:
 
-        def hook(mod, args, name=name):
-            shapes.setdefault(name, tuple(args[0].shape))
+        def hook(mod, args, kwargs, name=name):
+            x = args[0] if args else kwargs.get("input", kwargs.get("x"))
+            if isinstance(x, torch.Tensor):  # a call without its input tensor leaves the layer untimed
+                shapes.setdefault(name, tuple(x.shape))
 
-        hooks.append(m.register_forward_pre_hook(hook))
+        hooks.append(m.register_forward_pre_hook(hook, with_kwargs=True))
     args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     try:
         with torch.no_grad():

@@ -661,7 +661,8 @@ class LevelLinear(nn.Module):
     def weight_nbytes(self) -> int:
         return int(self.backend.nbytes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # torch's parameter name: callers may pass input=
+        x = input
         if x.shape[-1] != self.in_features:
             raise ValueError(f"LevelLinear: input has {x.shape[-1]} features, expected {self.in_features}")
         if x.dtype != torch.float32 or x.device.type != "cpu" or not x.is_contiguous():
@@ -749,7 +750,8 @@ class LevelEmbedding(nn.Module):
     def weight_nbytes(self) -> int:
         return _tensor_bytes(self.levels, self.rest_row, self.rest_col, self.rest_val, self.row_scale, self.col_scale)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # torch's parameter name: callers may pass input=
+        ids = input
         with torch.no_grad():
             flat = ids.reshape(-1)
             if self.bits == 6:

@@ -165,6 +165,15 @@ def test_lut_on_the_im2col_matrix(tmp_path):
         torch.testing.assert_close(timed.conv(x), ref, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="more than 16"):
         nnn.convert(One(), {"conv": "lut"}, nnp=many)
+
+    class Keyword(One):  # the convolution called with its input as a keyword argument
+        def forward(self, x):
+            return self.conv(input=x)
+
+    by_keyword = nnn.convert(Keyword(), nnp=path, example_inputs=x, act_digits=None)
+    assert "lut" in nnn.levels_plan(by_keyword)[0]["times_us"]  # timed at the input it received
+    with torch.no_grad():
+        torch.testing.assert_close(by_keyword(x), ref, rtol=1e-5, atol=1e-5)
     kept = nnn.convert(One(), "lut", nnp=many)
     assert kept.conv.format == "decoded" and "more than 16" in " ".join(nnn.levels_plan(kept)[0]["reasons"])
 

@@ -173,6 +173,7 @@ def test_linear_takes_any_input_layout(small, fmt):
             out = fast.fc1(inp)
             assert out.shape == (2, 5, 40) and out.dtype == torch.float32
             torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fast.fc1(input=x), ref, rtol=1e-5, atol=1e-5)  # torch's keyword
     with pytest.raises(ValueError, match="input has 23 features, expected 24"):
         fast.fc1(torch.randn(3, 23))
 
