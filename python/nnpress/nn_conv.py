@@ -228,28 +228,14 @@ def _build_conv(fmt: str, lt: nl.LevelTensor, w: np.ndarray | None, g: _Geometry
 # ---------------------------------------------------------------------------------------------
 
 
-class LevelConv(nn.Module):
+class LevelConv(nl._LevelModule):
     """``nn.Conv1d`` / ``nn.Conv2d`` whose product runs on one backend built from a ``.nnp``
     tensor (inference only)."""
 
     def __init__(self, mod: nn.Module, backend, bias: torch.Tensor | None, info: dict) -> None:
-        super().__init__()
+        super().__init__(backend, bias, info)
         self.geometry = _Geometry(mod)
-        self.backend = backend
-        self.info = info
         self.in_channels, self.out_channels = self.geometry.in_channels, self.geometry.out_channels
-        if bias is not None:
-            self.register_buffer("bias", bias.detach().to("cpu", torch.float32).contiguous())
-        else:
-            self.bias = None
-
-    @property
-    def format(self) -> str:
-        return self.backend.format
-
-    @property
-    def weight_nbytes(self) -> int:
-        return int(self.backend.nbytes)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # torch's parameter name: callers may pass input=
         x = input

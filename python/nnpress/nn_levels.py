@@ -640,13 +640,13 @@ class DenseLinear(nn.Linear):
         return super().extra_repr() + ", format=dense"
 
 
-class LevelLinear(nn.Module):
-    """``nn.Linear`` whose product runs on one backend built from a ``.nnp`` tensor (inference only)."""
+class _LevelModule(nn.Module):
+    """What LevelLinear and LevelConv share: the backend that holds the weights (its format and
+    bytes), the plan's info for this layer and a float32 bias buffer (or None)."""
 
-    def __init__(self, backend, in_features: int, out_features: int, bias: torch.Tensor | None, info: dict) -> None:
+    def __init__(self, backend, bias: torch.Tensor | None, info: dict) -> None:
         super().__init__()
         self.backend = backend
-        self.in_features, self.out_features = int(in_features), int(out_features)
         self.info = info
         if bias is not None:
             self.register_buffer("bias", bias.detach().to("cpu", torch.float32).contiguous())
@@ -660,6 +660,14 @@ class LevelLinear(nn.Module):
     @property
     def weight_nbytes(self) -> int:
         return int(self.backend.nbytes)
+
+
+class LevelLinear(_LevelModule):
+    """``nn.Linear`` whose product runs on one backend built from a ``.nnp`` tensor (inference only)."""
+
+    def __init__(self, backend, in_features: int, out_features: int, bias: torch.Tensor | None, info: dict) -> None:
+        super().__init__(backend, bias, info)
+        self.in_features, self.out_features = int(in_features), int(out_features)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # torch's parameter name: callers may pass input=
         x = input
