@@ -10,7 +10,7 @@
 //   slow once the matrix is out of cache), and a block's entries in the aligned runs of 8 that
 //   hold them (one byte of start bits each; lanes outside the block are computed and not summed):
 //     - the 8 inputs x[col] into one register: by scalar loads (each index its own 16-bit load: fewer
-//       instructions than shifting them out of one 64-bit load, and faster on the CPUs measured), or, with
+//       instructions than shifting them out of one 64-bit load; timings in bench/RESULTS.md), or, with
 //       kGather, by one hardware gather (faster on CPUs whose gathers are fast; kernels.cpp decides);
 //     - each lane's group, counted from the chunk's first group, from the chunk's 8 start bits by one
 //       load from a 256-entry table of prefix counts; the values of the 8 groups from that one come from
