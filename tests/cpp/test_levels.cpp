@@ -690,6 +690,111 @@ void test_golden_files() {
   }
 }
 
+// The layout a matrix must have (CONTRACT, Storage), computed here from u alone: int16 when more
+// than 1/16 of the entries lie beyond int8, its range the narrowest of kInt16DenseRanges leaving at
+// most 1/1024 of the entries beyond it (else int16's); the list: every entry beyond the range, row by
+// row in column order.
+struct Layout {
+  int bits;
+  int32_t limit, dense_max = 0;
+  std::vector<uint64_t> ptr;
+  std::vector<uint32_t> col;
+  std::vector<int32_t> val;
+};
+Layout expected_layout(const std::vector<int32_t>& u, uint32_t rows, uint32_t cols) {
+  auto beyond = [&u](int64_t lim) {
+    uint64_t n = 0;
+    for (int32_t v : u) n += std::abs(int64_t(v)) > lim;
+    return n;
+  };
+  Layout l;
+  l.bits = beyond(127) * 16 > u.size() ? 16 : 8;
+  l.limit = l.bits == 8 ? 127 : 32767;
+  if (l.bits == 16) {
+    for (int32_t r : LevelMatrix::kInt16DenseRanges) {
+      if (beyond(r) * 1024 <= u.size()) {
+        l.limit = r;
+        break;
+      }
+    }
+  }
+  l.ptr.assign(size_t(rows) + 1, 0);
+  for (uint32_t r = 0; r < rows; ++r) {
+    for (uint32_t j = 0; j < cols; ++j) {
+      const int32_t v = u[size_t(r) * cols + j];
+      if (std::abs(int64_t(v)) > l.limit) {
+        l.col.push_back(j), l.val.push_back(v);
+      } else {
+        l.dense_max = std::max<int32_t>(l.dense_max, std::abs(v));
+      }
+    }
+    l.ptr[size_t(r) + 1] = l.col.size();
+  }
+  if (l.col.empty()) l.ptr.clear();
+  return l;
+}
+
+// One pass over row blocks of any split (a row at a time, uneven blocks, one block) gives the layout
+// above, including matrices that turn int16 only in their last rows (widened late), in their first
+// rows (early), int16 parts narrowed to each range with list entries of both origins merged in
+// column order, and lists of entries beyond int16.
+void test_one_pass_layout() {
+  std::mt19937 rng(11);
+  const uint32_t rows = 64, cols = 50;
+  std::uniform_int_distribution<int> small(-127, 127), mid(127, 255), wide(255, 2048), huge(32767, 900000);
+  std::uniform_real_distribution<double> U(0, 1);
+  auto make = [&](int kind) {
+    std::vector<int32_t> u(size_t(rows) * cols);
+    for (uint32_t r = 0; r < rows; ++r) {
+      for (uint32_t j = 0; j < cols; ++j) {
+        int32_t v = small(rng);
+        const double p = U(rng);
+        switch (kind) {
+          case 1: v = p < 0.03 ? mid(rng) : v; break;                    // int8 + list
+          case 2: v = (r >= rows - 8 && p < 0.9) ? mid(rng) : v; break;  // int16 only from the last rows on
+          case 3: v = (r < 6 && p < 0.9) ? mid(rng) : v; break;          // int16 from the first rows on
+          case 4: v = p < 0.3 ? mid(rng) : (p < 0.3005 ? wide(rng) : v); break;  // int16 narrowed to 255
+          case 5: v = p < 0.3 ? wide(rng) : (p < 0.31 ? huge(rng) : v); break;   // int16, list beyond int16
+          case 6: v = p < 0.3 ? mid(rng) : (p < 0.301 ? wide(rng) : (p < 0.302 ? huge(rng) : v)); break;
+          default: break;
+        }
+        if (kind >= 5 || U(rng) < 0.5) v = v * (U(rng) < 0.5 ? -1 : 1);
+        u[size_t(r) * cols + j] = v;
+      }
+    }
+    return u;
+  };
+  std::vector<float> rs(rows, 0.5f);
+  int bits_seen = 0, limits_seen = 0;
+  for (int kind = 0; kind <= 6; ++kind) {
+    const std::vector<int32_t> u = make(kind);
+    const Layout want = expected_layout(u, rows, cols);
+    bits_seen |= want.bits;
+    limits_seen |= want.limit == 255 ? 1 : want.limit == 32767 ? 2 : 0;
+    for (int split = 0; split < 3; ++split) {
+      uint32_t done = 0;
+      auto next = [&](uint32_t* first, uint32_t* n, const int32_t** b) {
+        const uint32_t sizes[3] = {1, 7, rows};
+        *first = done, *n = std::min(rows - done, sizes[split] + (split == 1 ? done % 3 : 0));
+        *b = u.data() + size_t(done) * cols;
+        done += *n;
+        return Status::Ok();
+      };
+      LevelMatrix m;
+      CHECK(LevelMatrix::from_row_blocks(rows, cols, next, rs.data(), nullptr, &m).ok());
+      const bool ok = m.index_bits() == want.bits && m.dense_max() == want.dense_max && m.outlier_ptr() == want.ptr &&
+                      m.outlier_col() == want.col && m.outlier_val() == want.val;
+      if (!ok) std::fprintf(stderr, "  one-pass layout: kind %d split %d differs\n", kind, split);
+      CHECK(ok);
+      CHECK(m.stride() == 64u);  // 50 columns: one 64-byte line in int8, two in int16
+      std::vector<int32_t> back(u.size());
+      m.indices(back.data());
+      CHECK(back == u);
+    }
+  }
+  CHECK(bits_seen == (8 | 16) && limits_seen == 3);
+}
+
 #ifdef NNPRESS_WITH_ENCODER
 // Levels written directly (any int32 levels are valid for every method): trellis levels whose u
 // leave int8, nearest/rdoq, row and column scales, several row blocks, an alias and a raw tensor.
@@ -760,9 +865,9 @@ void test_written_file() {
   CHECK(threw);
 }
 
-// Tensors larger than kBuildBlockElements are built a block of chunks at a time (two passes): the
-// matrix equals from_levels on the whole decoded tensor (same layout, indices, list, bytes), for an
-// int8 and an int16 layout, trellis and nearest; from_row_blocks refuses blocks that disagree.
+// Tensors larger than kBuildBlockElements are built a block of chunks at a time, each decoded once:
+// the matrix equals from_levels on the whole decoded tensor (same layout, indices, list, bytes), for
+// an int8 and an int16 layout, trellis and nearest; from_row_blocks refuses blocks out of order.
 void test_chunked_build() {
   std::mt19937 rng(5);
   const uint32_t rows = 1100, cols = 1000;  // 1.1 M levels: two build blocks
@@ -813,12 +918,10 @@ void test_chunked_build() {
     bits_seen |= chunked.index_bits();
   }
   CHECK(bits_seen == (8 | 16));
-  // misuse: blocks out of order, missing rows, counts below the entries
+  // misuse: blocks out of order, missing rows
   std::vector<int32_t> u = lvs[1];
   u.resize(size_t(4) * cols);
   std::vector<float> rs(4, 1.0f);
-  LevelMatrix::LevelCounts c;
-  c.add(u.data(), u.size());
   auto blocks = [&](std::vector<std::pair<uint32_t, uint32_t>> list) {
     size_t k = 0;
     return [&u, list, k, cols](uint32_t* first, uint32_t* n, const int32_t** b) mutable {
@@ -829,20 +932,17 @@ void test_chunked_build() {
     };
   };
   LevelMatrix m;
-  CHECK(LevelMatrix::from_row_blocks(4, cols, c, blocks({{0, 2}, {2, 2}}), rs.data(), nullptr, &m).ok());
+  CHECK(LevelMatrix::from_row_blocks(4, cols, blocks({{0, 2}, {2, 2}}), rs.data(), nullptr, &m).ok());
   CHECK(m.rows() == 4);
-  CHECK(LevelMatrix::from_row_blocks(4, cols, c, blocks({{2, 2}, {0, 2}}), rs.data(), nullptr, &m).code() ==
+  CHECK(LevelMatrix::from_row_blocks(4, cols, blocks({{2, 2}, {0, 2}}), rs.data(), nullptr, &m).code() ==
         StatusCode::kInvalidArgument);
-  CHECK(LevelMatrix::from_row_blocks(4, cols, c, blocks({{0, 2}}), rs.data(), nullptr, &m).code() ==
+  CHECK(LevelMatrix::from_row_blocks(4, cols, blocks({{0, 2}}), rs.data(), nullptr, &m).code() ==
         StatusCode::kInvalidArgument);
-  LevelMatrix::LevelCounts low = c;
-  low.beyond_int16 = low.beyond_int8 = c.beyond_int8 / 20;  // says int8, with fewer entries than there are
-  CHECK(c.beyond_int8 > 20);
-  CHECK(LevelMatrix::from_row_blocks(4, cols, low, blocks({{0, 4}}), rs.data(), nullptr, &m).code() ==
+  CHECK(LevelMatrix::from_row_blocks(4, cols, blocks({{0, 2}, {1, 3}}), rs.data(), nullptr, &m).code() ==
         StatusCode::kInvalidArgument);
   CHECK(m.rows() == 4);  // unchanged after the failures
   auto failing = [](uint32_t*, uint32_t*, const int32_t**) { return Status(StatusCode::kCorrupt, "bad chunk"); };
-  CHECK(LevelMatrix::from_row_blocks(4, cols, c, failing, rs.data(), nullptr, &m).code() == StatusCode::kCorrupt);
+  CHECK(LevelMatrix::from_row_blocks(4, cols, failing, rs.data(), nullptr, &m).code() == StatusCode::kCorrupt);
 }
 #endif
 
@@ -854,6 +954,7 @@ int main() {
   std::printf(" (auto: %s)\n", isa_name(detect_isa()));
   test_build_checks();
   test_storage_choice();
+  test_one_pass_layout();
   test_products();
   test_nonfinite_inputs();
   test_threads_deterministic();

@@ -87,79 +87,92 @@ size_t LevelMatrix::nbytes() const {
 Status LevelMatrix::from_levels(uint32_t rows, uint32_t cols, const int32_t* u, const float* row_scale,
                                 const float* col_scale, LevelMatrix* out) {
   if (out == nullptr) return invalid_argument("LevelMatrix::from_levels: null output");
-  if (rows == 0 || cols == 0)
-    return invalid_argument("LevelMatrix::from_levels: " + std::to_string(rows) + " x " + std::to_string(cols) +
-                            " matrix (rows and cols must be >= 1)");
-  if (u == nullptr) return invalid_argument("LevelMatrix::from_levels: null levels");
-  if (row_scale == nullptr) return invalid_argument("LevelMatrix::from_levels: null row_scale");
-  Status s = check_scales(row_scale, rows, "row_scale");
-  if (s.ok() && col_scale != nullptr) s = check_scales(col_scale, cols, "col_scale");
-  if (!s.ok()) return s;
-
-  const uint64_t count = uint64_t(rows) * cols;
-  LevelCounts c;
-  c.add(u, count);
+  if (u == nullptr && rows != 0 && cols != 0) return invalid_argument("LevelMatrix::from_levels: null levels");
   bool given = false;
   auto one_block = [&](uint32_t* first, uint32_t* n, const int32_t** block) {
     *first = 0, *n = given ? 0 : rows, *block = u;
     given = true;
     return Status::Ok();
   };
-  return from_row_blocks(rows, cols, c, one_block, row_scale, col_scale, out);
+  return build("LevelMatrix::from_levels", rows, cols, one_block, row_scale, col_scale, out);
 }
 
-void LevelMatrix::LevelCounts::add(const int32_t* u, uint64_t n) {
-  for (uint64_t k = 0; k < n; ++k) {
-    const uint64_t a = magnitude(u[k]);
-    beyond_int8 += a > uint64_t(kInt8Limit);
-    beyond_int16 += a > uint64_t(kInt16Limit);
-    for (size_t r = 0; r < std::size(kInt16DenseRanges); ++r) beyond_range[r] += a > uint64_t(kInt16DenseRanges[r]);
-  }
+namespace {
+
+// The int16 layout's range (kInt16Limit or the narrowest of kInt16DenseRanges) from the entries'
+// counts beyond each: the narrowest that leaves at most 1/1024 of the entries to the list, so a
+// smaller dense_max gives kInt16 activations a wider input range (activation_range) and a few
+// entries beyond 2049 do not make the whole product fall back to float32.
+size_t int16_range(const uint64_t (&beyond_range)[4], uint64_t count) {
+  size_t k = 0;
+  while (k < std::size(LevelMatrix::kInt16DenseRanges) && beyond_range[k] * 1024 > count) ++k;
+  return k;  // kInt16DenseRanges[k], or kInt16Limit when k is past them
 }
 
-Status LevelMatrix::from_row_blocks(uint32_t rows, uint32_t cols, const LevelCounts& counts, const RowBlocks& next,
-                                    const float* row_scale, const float* col_scale, LevelMatrix* out) {
-  if (out == nullptr) return invalid_argument("LevelMatrix::from_row_blocks: null output");
+}  // namespace
+
+// One pass over the blocks. The matrix starts int8 with a list of the entries beyond it; once that
+// list holds more than 1/16 of all entries (the list costs 8 bytes and a scalar multiply-add per
+// entry, the wider dense part one more byte per weight) the layout can only be int16, so the rows
+// so far are widened and the rest is filled as int16, its list holding only what int16 cannot.
+// At the end an int16 part is narrowed to its range (int16_range), moving the entries beyond it to
+// the list. The result depends on u alone, not on how the rows are split into blocks.
+Status LevelMatrix::from_row_blocks(uint32_t rows, uint32_t cols, const RowBlocks& next, const float* row_scale,
+                                    const float* col_scale, LevelMatrix* out) {
+  return build("LevelMatrix::from_row_blocks", rows, cols, next, row_scale, col_scale, out);
+}
+
+Status LevelMatrix::build(const char* who, uint32_t rows, uint32_t cols, const RowBlocks& next, const float* row_scale,
+                          const float* col_scale, LevelMatrix* out) {
+  const std::string name(who);
+  if (out == nullptr) return invalid_argument(name + ": null output");
   if (rows == 0 || cols == 0)
-    return invalid_argument("LevelMatrix::from_row_blocks: " + std::to_string(rows) + " x " + std::to_string(cols) +
+    return invalid_argument(name + ": " + std::to_string(rows) + " x " + std::to_string(cols) +
                             " matrix (rows and cols must be >= 1)");
-  if (row_scale == nullptr) return invalid_argument("LevelMatrix::from_row_blocks: null row_scale");
+  if (row_scale == nullptr) return invalid_argument(name + ": null row_scale");
   Status s = check_scales(row_scale, rows, "row_scale");
   if (s.ok() && col_scale != nullptr) s = check_scales(col_scale, cols, "col_scale");
   if (!s.ok()) return s;
   const uint64_t count = uint64_t(rows) * cols;
-  // int16 when the list would hold more than 1/16 of the entries: the list costs 8 bytes and a
-  // scalar multiply-add per entry, the wider dense part one more byte per weight.
-  const int bits = counts.beyond_int8 * 16 > count ? 16 : 8;
-  uint64_t limit = bits == 8 ? uint64_t(kInt8Limit) : uint64_t(kInt16Limit);
-  uint64_t n_list = bits == 8 ? counts.beyond_int8 : counts.beyond_int16;
-  if (bits == 16) {
-    // The narrowest int16 range that leaves at most 1/1024 of the entries to the list: a smaller
-    // dense_max gives kInt16 activations a wider input range (activation_range), and a few entries
-    // beyond 2049 do not make the whole product fall back to float32.
-    for (size_t k = 0; k < std::size(kInt16DenseRanges); ++k) {
-      if (counts.beyond_range[k] * 1024 <= count) {
-        limit = uint64_t(kInt16DenseRanges[k]);
-        n_list = counts.beyond_range[k];
-        break;
-      }
-    }
-  }
-  if (n_list > count) return invalid_argument("LevelMatrix::from_row_blocks: counts exceed the matrix");
-  const size_t per_line = kRowAlign / size_t(bits / 8);
-  const size_t stride = (size_t(cols) + per_line - 1) / per_line * per_line;
-  if (size_t(rows) > std::numeric_limits<size_t>::max() / 2 / stride)
-    return limit_exceeded("LevelMatrix::from_levels: matrix too large for this machine");
+  auto stride_for = [cols](int bits) {
+    const size_t per_line = kRowAlign / size_t(bits / 8);
+    return (size_t(cols) + per_line - 1) / per_line * per_line;
+  };
+  if (size_t(rows) > std::numeric_limits<size_t>::max() / 2 / stride_for(16))
+    return limit_exceeded(name + ": matrix too large for this machine");
 
   LevelMatrix m;
-  m.rows_ = rows, m.cols_ = cols, m.bits_ = bits, m.stride_ = stride;
+  m.rows_ = rows, m.cols_ = cols, m.bits_ = 8, m.stride_ = stride_for(8);
   m.dense_ = alloc_dense(m.dense_bytes());
   std::memset(m.dense_.get(), 0, m.dense_bytes());
-  if (n_list) {
-    m.out_ptr_.assign(size_t(rows) + 1, 0);
-    m.out_col_.reserve(size_t(n_list));
-    m.out_val_.reserve(size_t(n_list));
-  }
+  m.out_ptr_.assign(size_t(rows) + 1, 0);
+  uint64_t beyond_range[4] = {};
+  // int8 -> int16 for rows [0, filled): the int8 values and the list entries int16 holds move to a
+  // new int16 part; the list keeps those beyond int16.
+  auto widen = [&m, &stride_for](uint32_t filled) {
+    const size_t stride16 = stride_for(16);
+    auto dense16 = alloc_dense(size_t(m.rows_) * stride16 * 2);
+    std::memset(dense16.get(), 0, size_t(m.rows_) * stride16 * 2);
+    int16_t* d = reinterpret_cast<int16_t*>(dense16.get());
+    const int8_t* q = reinterpret_cast<const int8_t*>(m.dense_.get());
+    size_t kept = 0;
+    uint64_t k = 0;  // the next entry of the old list (its rows are consecutive)
+    for (uint32_t r = 0; r < filled; ++r) {
+      for (uint32_t j = 0; j < m.cols_; ++j) d[size_t(r) * stride16 + j] = q[size_t(r) * m.stride_ + j];
+      for (const uint64_t end = m.out_ptr_[size_t(r) + 1]; k < end; ++k) {
+        const int32_t v = m.out_val_[k];
+        if (magnitude(v) > uint64_t(kInt16Limit)) {
+          m.out_col_[kept] = m.out_col_[k], m.out_val_[kept] = v, ++kept;
+        } else {
+          d[size_t(r) * stride16 + m.out_col_[k]] = int16_t(v);
+        }
+      }
+      m.out_ptr_[size_t(r) + 1] = kept;
+    }
+    m.out_col_.resize(kept), m.out_val_.resize(kept);
+    m.dense_ = std::move(dense16);
+    m.bits_ = 16, m.stride_ = stride16;
+  };
   uint32_t done = 0;  // rows filled so far
   while (done < rows) {
     uint32_t first = 0, n = 0;
@@ -167,30 +180,69 @@ Status LevelMatrix::from_row_blocks(uint32_t rows, uint32_t cols, const LevelCou
     s = next(&first, &n, &u);
     if (!s.ok()) return s;
     if (n == 0 || first != done || n > rows - done || u == nullptr)
-      return invalid_argument("LevelMatrix::from_row_blocks: blocks must cover rows 0.." + std::to_string(rows) +
-                              " in order (got " + std::to_string(n) + " rows from row " + std::to_string(first) +
-                              " after " + std::to_string(done) + ")");
+      return invalid_argument(name + ": blocks must cover rows 0.." + std::to_string(rows) + " in order (got " +
+                              std::to_string(n) + " rows from row " + std::to_string(first) + " after " +
+                              std::to_string(done) + ")");
     for (uint32_t r = first; r < first + n; ++r) {
       const int32_t* src = u + size_t(r - first) * cols;
+      const uint64_t limit = m.bits_ == 8 ? uint64_t(kInt8Limit) : uint64_t(kInt16Limit);
       for (uint32_t j = 0; j < cols; ++j) {
         const int32_t v = src[j];
-        if (magnitude(v) > limit) {
-          if (m.out_col_.size() == n_list)  // more than counted: the blocks disagree with the counts
-            return invalid_argument("LevelMatrix::from_row_blocks: more entries beyond the dense range than counted");
+        const uint64_t a = magnitude(v);
+        if (a > uint64_t(kInt8Limit)) {
+          for (size_t k = 0; k < std::size(kInt16DenseRanges); ++k)
+            beyond_range[k] += a > uint64_t(kInt16DenseRanges[k]);
+        }
+        if (a > limit) {
           m.out_col_.push_back(j);
           m.out_val_.push_back(v);
-          continue;
-        }
-        m.dense_max_ = std::max(m.dense_max_, int32_t(magnitude(v)));
-        if (bits == 8) {
-          reinterpret_cast<int8_t*>(m.dense_.get())[size_t(r) * stride + j] = int8_t(v);
+        } else if (m.bits_ == 8) {
+          reinterpret_cast<int8_t*>(m.dense_.get())[size_t(r) * m.stride_ + j] = int8_t(v);
         } else {
-          reinterpret_cast<int16_t*>(m.dense_.get())[size_t(r) * stride + j] = int16_t(v);
+          reinterpret_cast<int16_t*>(m.dense_.get())[size_t(r) * m.stride_ + j] = int16_t(v);
         }
       }
-      if (n_list) m.out_ptr_[size_t(r) + 1] = m.out_col_.size();
+      m.out_ptr_[size_t(r) + 1] = m.out_col_.size();
+      if (m.bits_ == 8 && m.out_col_.size() * 16 > count) widen(r + 1);
     }
     done += n;
+  }
+  // The int16 part narrowed to its range: entries beyond it join the list, in column order.
+  const size_t range = int16_range(beyond_range, count);
+  if (m.bits_ == 16 && range < std::size(kInt16DenseRanges)) {
+    const uint64_t limit = uint64_t(kInt16DenseRanges[range]);
+    std::vector<uint32_t> col;
+    std::vector<int32_t> val;
+    col.reserve(size_t(beyond_range[range])), val.reserve(size_t(beyond_range[range]));
+    int16_t* d = reinterpret_cast<int16_t*>(m.dense_.get());
+    uint64_t k = 0;  // the next entry of the old list (its rows are consecutive)
+    for (uint32_t r = 0; r < rows; ++r) {
+      const uint64_t end = m.out_ptr_[size_t(r) + 1];
+      int16_t* row = d + size_t(r) * m.stride_;
+      for (uint32_t j = 0; j < cols; ++j) {
+        if (k < end && m.out_col_[k] == j) {
+          col.push_back(j), val.push_back(m.out_val_[k++]);
+        } else if (magnitude(row[j]) > limit) {
+          col.push_back(j), val.push_back(row[j]);
+          row[j] = 0;
+        }
+      }
+      m.out_ptr_[size_t(r) + 1] = col.size();
+    }
+    m.out_col_ = std::move(col), m.out_val_ = std::move(val);
+  }
+  const uint8_t* dense = m.dense_.get();
+  for (uint32_t r = 0; r < rows; ++r) {
+    for (uint32_t j = 0; j < cols; ++j) {
+      const int32_t v = m.bits_ == 8 ? reinterpret_cast<const int8_t*>(dense)[size_t(r) * m.stride_ + j]
+                                     : reinterpret_cast<const int16_t*>(dense)[size_t(r) * m.stride_ + j];
+      m.dense_max_ = std::max(m.dense_max_, int32_t(magnitude(v)));
+    }
+  }
+  if (m.out_col_.empty()) {
+    m.out_ptr_ = {};
+  } else {
+    m.out_col_.shrink_to_fit(), m.out_val_.shrink_to_fit();
   }
   m.row_scale_.assign(row_scale, row_scale + rows);
   if (col_scale != nullptr) m.col_scale_.assign(col_scale, col_scale + cols);
@@ -431,9 +483,7 @@ Status level_matrix_from_reader(const ContainerReader& reader, size_t index, Lev
     for (uint32_t j = 0; j < cols; ++j) cs[j] = float(t.col_scale[j]);
   }
   // The levels a block of the file's chunks at a time (at most kBuildBlockElements int32 unless one
-  // chunk is larger), each block's rows taken to their reconstruction indices u. A tensor in one
-  // block is decoded once; a larger one twice: a first pass counts the entries beyond int8 / int16
-  // (which decide the matrix's layout), the second fills it.
+  // chunk is larger), each block's rows taken to their reconstruction indices u, each decoded once.
   std::vector<std::pair<uint64_t, uint64_t>> blocks;  // (first row, rows)
   for (const ChunkRef& ch : t.chunks) {
     if (!blocks.empty() && (blocks.back().second + ch.rows) * cols <= LevelMatrix::kBuildBlockElements)
@@ -463,27 +513,18 @@ Status level_matrix_from_reader(const ContainerReader& reader, size_t index, Lev
     }
     return Status::Ok();
   };
-  LevelMatrix::LevelCounts counts;
-  Status s;
-  for (size_t k = 0; k < blocks.size(); ++k) {  // one block: decoded here and kept in u for the fill
-    s = decode_block(k);
-    if (!s.ok()) return s;
-    counts.add(u.data(), blocks[k].second * cols);
-  }
   Status decode_error;
   size_t next_block = 0;
   auto next = [&](uint32_t* first, uint32_t* n, const int32_t** block) -> Status {
     *n = 0;
     if (next_block == blocks.size()) return Status::Ok();
-    if (blocks.size() > 1) {
-      decode_error = decode_block(next_block);
-      if (!decode_error.ok()) return decode_error;
-    }
+    decode_error = decode_block(next_block);
+    if (!decode_error.ok()) return decode_error;
     *first = uint32_t(blocks[next_block].first), *n = uint32_t(blocks[next_block].second), *block = u.data();
     ++next_block;
     return Status::Ok();
   };
-  s = LevelMatrix::from_row_blocks(rows, cols, counts, next, rs.data(), cs.empty() ? nullptr : cs.data(), out);
+  Status s = LevelMatrix::from_row_blocks(rows, cols, next, rs.data(), cs.empty() ? nullptr : cs.data(), out);
   if (!decode_error.ok()) return decode_error;
   if (!s.ok()) return Status(s.code(), what + ": " + s.message());
   return Status::Ok();

@@ -90,9 +90,9 @@
 //     CSER (sparse/kernels.h) does less work.
 //   - Different ISAs sum in different orders (lanes), so their float32 results differ in the last bits
 //     (kInt16 results do not: their sums are exact).
-//   - level_matrix_from_reader holds at most kBuildBlockElements int32 levels (or one file chunk's,
-//     if larger) while it builds; a tensor larger than that is decoded twice (a counting pass, then
-//     the fill); the matrix itself holds ~1 byte per weight.
+//   - level_matrix_from_reader decodes each tensor once, holding at most kBuildBlockElements int32
+//     levels (or one file chunk's, if larger) besides the matrix, which holds ~1 byte per weight
+//     (2 for an int16 layout, which also holds its first rows in int8 for a moment while building).
 //   - row_scale is rounded to float32 once (step * 2^(e/8) in double, then float): the product's
 //     weights differ from decode_float32's by at most that rounding (relative 2^-24).
 #pragma once
@@ -148,21 +148,16 @@ class LevelMatrix {
                             const float* col_scale, LevelMatrix* out);
 
   // The same matrix with u handed over a block of rows at a time (what level_matrix_from_reader
-  // uses so as not to hold a large tensor's whole int32 levels). `counts`: the entries of the whole
-  // u beyond int8 / int16 (LevelCounts::add over every block: they decide the layout, so a caller
-  // makes a first pass); next(&first_row, &rows, &u) gives the next block (rows x cols int32,
-  // row-major, valid until the following call), the blocks covering rows 0..rows-1 in order; it
-  // returns an error status to stop (passed on) or rows = 0 at the end. kInvalidArgument as
-  // from_levels, and for blocks out of order, missing rows, or more entries beyond the dense range
-  // than counted. On failure *out is left unchanged.
-  struct LevelCounts {
-    uint64_t beyond_int8 = 0, beyond_int16 = 0;  // |u| > kInt8Limit, |u| > kInt16Limit
-    uint64_t beyond_range[4] = {};               // |u| > kInt16DenseRanges[k]
-    void add(const int32_t* u, uint64_t n);
-  };
+  // uses so as not to hold a large tensor's whole int32 levels): next(&first_row, &rows, &u) gives
+  // the next block (rows x cols int32, row-major, valid until the following call), the blocks
+  // covering rows 0..rows-1 in order; it returns an error status to stop (passed on) or rows = 0 at
+  // the end. One pass: the layout (CONTRACT, Storage) is decided as the blocks arrive, and is the
+  // one from_levels gives for the whole u. While building, an int16 matrix may briefly hold its
+  // rows so far in int8 as well. kInvalidArgument as from_levels, and for blocks out of order or
+  // missing rows. On failure *out is left unchanged.
   using RowBlocks = std::function<Status(uint32_t* first_row, uint32_t* rows, const int32_t** u)>;
-  static Status from_row_blocks(uint32_t rows, uint32_t cols, const LevelCounts& counts, const RowBlocks& next,
-                                const float* row_scale, const float* col_scale, LevelMatrix* out);
+  static Status from_row_blocks(uint32_t rows, uint32_t cols, const RowBlocks& next, const float* row_scale,
+                                const float* col_scale, LevelMatrix* out);
   // level_matrix_from_reader decodes at most this many levels at a time (or one file chunk, if larger).
   static constexpr uint64_t kBuildBlockElements = uint64_t(1) << 20;
 
@@ -202,6 +197,8 @@ class LevelMatrix {
     void operator()(uint8_t* p) const;
   };
   static std::unique_ptr<uint8_t[], FreeAligned> alloc_dense(size_t bytes);
+  static Status build(const char* who, uint32_t rows, uint32_t cols, const RowBlocks& next, const float* row_scale,
+                      const float* col_scale, LevelMatrix* out);
   size_t dense_bytes() const { return size_t(rows_) * stride_ * size_t(bits_ / 8); }
 
   uint32_t rows_ = 0, cols_ = 0;
