@@ -73,8 +73,7 @@ Contract
   choice on a parameter-less copy and returns it. ``held_nbytes(model)`` counts the bytes the model
   holds (parameters, buffers, converted layers).
 - Embedding tables are built from their levels decoded a block of file chunks at a time
-  (``NnpFile.iter_level_rows``), so a table's int32 levels are never held whole (at the price of
-  decoding them twice: once to choose the storage, once to fill it).
+  (``NnpFile.iter_level_rows``), each decoded once, so a table's int32 levels are never held whole.
 - Conv3d, transposed convolutions and Conv1d / Conv2d subclasses with a forward of their own are
   loaded as float32 and left to torch (listed in ``levels_plan`` with format "torch"); so are
   Linear / Embedding subclasses with a forward of their own and a MultiheadAttention's
@@ -705,6 +704,60 @@ def _unpack6(b: torch.Tensor, cols: int) -> torch.Tensor:
     return v.reshape(b.shape[0], cols)
 
 
+_RANGE = {6: 31, 8: 127, 16: 32767}  # largest |u| each LevelEmbedding storage holds
+
+
+class _LevelTable:
+    """A LevelEmbedding table being built: the levels clipped to one storage's range (6-bit fields,
+    int8 or int16) and, row by row in column order, the entries beyond it with their whole u."""
+
+    def __init__(self, rows: int, cols: int, bits: int) -> None:
+        self.rows, self.cols, self.bits = rows, cols, bits
+        if bits == 6:
+            self.store = np.full((rows, cols * 3 // 4), 0, dtype=np.uint8)
+            self.store[:] = _pack6(np.full((1, cols), 32, np.int32))  # all zeros (stored as u + 32)
+        else:
+            self.store = np.zeros((rows, cols), dtype=np.int8 if bits == 8 else np.int16)
+        self._r: list = []
+        self._c: list = []
+        self._v: list = []
+        self.listed = 0
+
+    def put(self, i: int, ui: np.ndarray) -> None:
+        """Rows i .. i + len(ui) - 1 (given in row order, each once)."""
+        lim = _RANGE[self.bits]
+        clipped = np.clip(ui, -lim, lim)
+        r, c = np.nonzero(ui != clipped)
+        self._r.append(r + i)
+        self._c.append(c)
+        self._v.append(ui[r, c].astype(np.int32))
+        self.listed += len(r)
+        self.store[i : i + ui.shape[0]] = _pack6(clipped + 32) if self.bits == 6 else clipped
+
+    def lists(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, columns, whole u) of the listed entries."""
+        if len(self._r) != 1:
+            cat = [np.concatenate(x) if x else np.zeros(0, np.int64) for x in (self._r, self._c, self._v)]
+            self._r, self._c, self._v = [cat[0]], [cat[1]], [cat[2].astype(np.int32)]
+        return self._r[0], self._c[0], self._v[0]
+
+    def converted(self, bits: int) -> _LevelTable:
+        """The same levels in another storage, a block of rows at a time."""
+        out = _LevelTable(self.rows, self.cols, bits)
+        rr, cc, vv = self.lists()
+        block = max(1, _ROW_BLOCK_ELEMENTS // max(1, self.cols))
+        for i in range(0, self.rows, block):
+            part = self.store[i : i + block]
+            if self.bits == 6:
+                u = _unpack6(torch.from_numpy(part), self.cols).numpy() - 32
+            else:
+                u = part.astype(np.int32)
+            lo, hi = np.searchsorted(rr, [i, i + part.shape[0]])
+            u[rr[lo:hi] - i, cc[lo:hi]] = vv[lo:hi]
+            out.put(i, u)
+        return out
+
+
 class LevelEmbedding(nn.Module):
     """``nn.Embedding`` held as levels with per-row (and per-column) scales: a gather and a scale,
     bit-identical to the decompressed table.
@@ -720,34 +773,31 @@ class LevelEmbedding(nn.Module):
         size = rows * cols
         self.num_embeddings, self.embedding_dim = rows, cols
         self.padding_idx = emb.padding_idx
-        # entries beyond each storage's range, counted a block of rows at a time (no table-sized
-        # copies; a lazy LevelTensor decodes its levels once for this pass and once to store them)
+        # One pass over the levels (each block of rows decoded once): stored in the narrowest
+        # storage, its entries beyond that range listed whole, and stored one storage wider once
+        # that list passes 1/16 of the entries; the counts beyond every range choose the final
+        # storage, into which the table is converted if it differs.
         beyond = {6: 0, 8: 0, 16: 0}
-        for _, ui in lt.row_blocks(_ROW_BLOCK_ELEMENTS):
+        table = _LevelTable(rows, cols, 6 if cols % 4 == 0 else 8)
+        for i, ui in lt.row_blocks(_ROW_BLOCK_ELEMENTS):
             a = np.abs(ui)
-            for b, lim in ((6, 31), (8, 127), (16, 32767)):
+            for b, lim in _RANGE.items():
                 beyond[b] += int(np.count_nonzero(a > lim))
+            table.put(i, ui)
+            while table.bits != 16 and table.listed * 16 > size:
+                table = table.converted(8 if table.bits == 6 else 16)
         cost = {16: size * 2 + beyond[16] * 12, 8: size + beyond[8] * 12}
         if cols % 4 == 0:
             cost[6] = size * 3 // 4 + beyond[6] * 12
         self.bits = min(cost, key=lambda b: (cost[b], b))
-        lim = {6: 31, 8: 127, 16: 32767}[self.bits]
-        if self.bits == 6:
-            self.levels = torch.empty((rows, cols * 3 // 4), dtype=torch.uint8)
-        else:
-            self.levels = torch.empty((rows, cols), dtype=torch.int8 if self.bits == 8 else torch.int16)
-        store = self.levels.numpy()
-        rr, cc, vv = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
-        for i, ui in lt.row_blocks(_ROW_BLOCK_ELEMENTS):
-            clipped = np.clip(ui, -lim, lim)
-            r, c = np.nonzero(ui != clipped)
-            rr.append(r + i)
-            cc.append(c)
-            vv.append((ui[r, c] - clipped[r, c]).astype(np.float32))
-            store[i : i + ui.shape[0]] = _pack6(clipped + 32) if self.bits == 6 else clipped
-        self.rest_row = torch.from_numpy(np.concatenate(rr).astype(np.int32))
-        self.rest_col = torch.from_numpy(np.concatenate(cc).astype(np.int64))
-        self.rest_val = torch.from_numpy(np.concatenate(vv))
+        if table.bits != self.bits:
+            table = table.converted(self.bits)
+        self.levels = torch.from_numpy(table.store)
+        rr, cc, vv = table.lists()
+        lim = _RANGE[self.bits]
+        self.rest_row = torch.from_numpy(rr.astype(np.int32))
+        self.rest_col = torch.from_numpy(cc.astype(np.int64))
+        self.rest_val = torch.from_numpy((vv - np.clip(vv, -lim, lim)).astype(np.float32))
         # float64 scales: u * step_ij formed in double and rounded once, as the file's decoder does
         self.row_scale = torch.from_numpy(np.asarray(lt.row_scale, dtype=np.float64))
         self.col_scale = None if lt.col_scale is None else torch.from_numpy(np.asarray(lt.col_scale, np.float64))

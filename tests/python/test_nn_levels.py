@@ -318,6 +318,52 @@ def test_embedding_storage_follows_the_level_range(peak, bits):
     assert m.weight_nbytes < u.size * bits / 8 + 40 * 8 + 1000
 
 
+def _embedding_table(kind: str, rows: int, cols: int) -> np.ndarray:
+    rng = np.random.default_rng(len(kind))
+    u = rng.integers(-31, 32, size=(rows, cols)).astype(np.int32)
+    p = rng.random((rows, cols))
+    sign = np.where(rng.random((rows, cols)) < 0.5, -1, 1)
+    if kind == "6 + list":
+        u[p < 0.02] = 127 * sign[p < 0.02]
+    elif kind == "8 late":  # beyond 6-bit only in the last rows: stored 6-bit, then int8
+        late = (p < 0.8) & (np.arange(rows)[:, None] >= rows - 12)
+        u[late] = rng.integers(32, 128, size=int(late.sum())) * sign[late]
+        u[0, 1] = -200
+    elif kind == "16 early + beyond int16":
+        early = (p < 0.9) & (np.arange(rows)[:, None] < 24)
+        u[early] = rng.integers(128, 32768, size=int(early.sum())) * sign[early]
+        u[p > 0.995] = 40000 * sign[p > 0.995]
+    elif kind == "6 after 16":  # widened twice, then back to 6-bit: few entries between 32 and 127
+        u[p < 0.08] = rng.integers(128, 32768, size=int((p < 0.08).sum())) * sign[p < 0.08]
+    return u
+
+
+@pytest.mark.parametrize("kind", ["6 + list", "8 late", "16 early + beyond int16", "6 after 16", "odd cols"])
+def test_embedding_built_in_one_pass_over_row_blocks(kind, monkeypatch):
+    """Built a few rows at a time (each block seen once), the table takes the storage the counts over
+    the whole table choose, with the entries beyond it listed row by row in column order, and gathers
+    exactly, however often it changed storage on the way."""
+    rows, cols = 96, 13 if kind == "odd cols" else 12
+    u = _embedding_table("8 late" if kind == "odd cols" else kind, rows, cols)
+    monkeypatch.setattr(nn_levels, "_ROW_BLOCK_ELEMENTS", 4 * cols)
+    lt = nn_levels.LevelTensor("e", u.shape, u, np.full(rows, 0.5), None, None, 0.5)
+    m = nnn.LevelEmbedding(lt, nn.Embedding(rows, cols))
+    a = np.abs(u)
+    cost = {16: u.size * 2 + 12 * int((a > 32767).sum()), 8: u.size + 12 * int((a > 127).sum())}
+    if cols % 4 == 0:
+        cost[6] = u.size * 3 // 4 + 12 * int((a > 31).sum())
+    want = min(cost, key=lambda b: (cost[b], b))
+    assert m.bits == want == {"6 + list": 6, "8 late": 8, "odd cols": 8, "6 after 16": 6}.get(kind, 16)
+    lim = {6: 31, 8: 127, 16: 32767}[want]
+    r, c = np.nonzero(a > lim)
+    assert len(r) > 0
+    np.testing.assert_array_equal(m.rest_row.numpy(), r)
+    np.testing.assert_array_equal(m.rest_col.numpy(), c)
+    np.testing.assert_array_equal(m.rest_val.numpy(), (u[r, c] - np.clip(u[r, c], -lim, lim)).astype(np.float32))
+    ids = torch.arange(rows).reshape(8, -1)
+    torch.testing.assert_close(m(ids), torch.from_numpy(u * 0.5).float()[ids], rtol=0, atol=0)
+
+
 def test_codebook_for_few_values_and_its_limit(tmp_path):
     rng = np.random.default_rng(5)
     path = str(tmp_path / "few.nnp")
