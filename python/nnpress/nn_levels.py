@@ -47,7 +47,11 @@ Contract
     fastest is not timed again. Formats within 10 % of the fastest count as equally fast and the one
     holding fewest bytes among them is kept. Candidates: dense, levels (if built), CSER / codebook
     (<= 65536 / 16 values), lut (<= 16 levels in every row), and the rounding formats int8,
-    int8x2, levels16 unless ``act_digits`` is None; ``candidates=`` narrows the list.
+    int8x2, levels16 unless ``act_digits`` is None; ``candidates=`` narrows the list. int8 and
+    int8x2 are candidates (unless named in ``candidates=``) only where torch's integer GEMM is
+    faster than its float GEMM (probed once per process, :func:`int_mm_pays`): on CPUs without
+    VNNI it runs a slow generic path, and timing it would cost seconds per layer for a format that
+    cannot win.
     ``reuse_timings`` (default): a layer whose signature (shape, rows, options and the structure
     of its levels that the kernels' costs follow: :func:`_signature`) equals an already timed
     layer's times only the candidates that were within 25 % (_CLOSE) of that layer's fastest, or
@@ -472,6 +476,40 @@ def _build(fmt: str, lt: LevelTensor, w: np.ndarray | None, *, act_digits, isa, 
 _FLUSH_BYTES = 8 << 20  # more than the per-core caches of current CPUs
 
 
+_INT_MM_PAYS: list = []
+
+
+def int_mm_pays() -> bool:
+    """Whether torch's int8 GEMM (``torch._int_mm``, what the int8 formats run on) beats its float32
+    GEMM on this CPU, one thread, at a transformer-like shape: the int8 formats do at least that
+    integer GEMM, so where it is slower they cannot beat "dense" and "auto" does not time them.
+    Measured once per process (a few ms; best of 3 calls each)."""
+    if not _INT_MM_PAYS:
+        gen = torch.Generator().manual_seed(0)
+        a = torch.randint(-127, 128, (16, 512), dtype=torch.int8, generator=gen)
+        b = torch.randint(-127, 128, (512, 512), dtype=torch.int8, generator=gen)
+        af, bf = a.float(), b.float()
+
+        def best(fn) -> float:
+            fn()
+            ts = []
+            for _ in range(3):
+                t = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t)
+            return min(ts)
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            _INT_MM_PAYS.append(best(lambda: torch._int_mm(a, b)) < best(lambda: af @ bf))
+        except RuntimeError:  # a build without the integer GEMM
+            _INT_MM_PAYS.append(False)
+        finally:
+            torch.set_num_threads(threads)
+    return _INT_MM_PAYS[0]
+
+
 def _time_us(fn, x: torch.Tensor, reps: int, flush: torch.Tensor) -> float:
     """Median wall time of fn(x) in µs over ``reps`` calls, after one warm-up call. Before each call
     the caches are refilled with other data and the int8 formats' input cache is emptied: in a
@@ -555,7 +593,9 @@ def _choose_timed(lt: LevelTensor, batch: int, *, act_digits, isa, threads, cand
     if has_level_kernels():
         cands.append("levels")
     if act_digits is not None:
-        cands += ["int8", "int8x2"] + (["levels16"] if has_level_kernels() else [])
+        cands += (["int8", "int8x2"] if candidates is not None or int_mm_pays() else []) + (
+            ["levels16"] if has_level_kernels() else []
+        )
     w = lt.dequantize().reshape(lt.u.shape)
     if _num_values(w, lt) <= _MAX_VALUES:
         cands += ["cser", "codebook"]

@@ -408,3 +408,21 @@ def test_small_bert_from_pretrained_on_levels(tmp_path):
         out = fast(input_ids=ids, attention_mask=mask).last_hidden_state
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
     assert len([p for p in nnn.levels_plan(fast) if p["kind"] == "linear"]) == 2 * 6 + 1
+
+
+def test_auto_times_int8_only_where_the_integer_gemm_pays(tmp_path, monkeypatch):
+    """Where torch's int8 GEMM is slower than its float GEMM "auto" does not time the int8 formats
+    (unless they are named in candidates=); where it is faster, it does."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32))
+    path = str(tmp_path / "m.nnp")
+    nnpress.compress(model, path)
+    assert isinstance(nn_levels.int_mm_pays(), bool)
+    for pays in (False, True):
+        monkeypatch.setattr(nn_levels, "_INT_MM_PAYS", [pays])
+        times = nnn.levels_plan(nnn.convert(model, nnp=path, act_digits=2))[0]["times_us"]
+        assert ("int8" in times and "int8x2" in times) == pays
+        assert "levels16" in times or not nnn.has_level_kernels()
+    monkeypatch.setattr(nn_levels, "_INT_MM_PAYS", [False])
+    times = nnn.levels_plan(nnn.convert(model, nnp=path, act_digits=2, candidates=("dense", "int8")))[0]["times_us"]
+    assert set(times) == {"dense", "int8"}
