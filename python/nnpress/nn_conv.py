@@ -252,8 +252,8 @@ class LevelConv(nl._LevelModule):
             x = x.to("cpu", torch.float32).contiguous()
         if torch.is_grad_enabled():
             with torch.no_grad():
-                return self.backend(self.geometry, x.detach(), self.bias)
-        return self.backend(self.geometry, x, self.bias)
+                return self._out(self.backend(self.geometry, x.detach(), self.bias))
+        return self._out(self.backend(self.geometry, x, self.bias))
 
     def extra_repr(self) -> str:
         g = self.geometry

@@ -89,6 +89,9 @@ Surprises
   can choose differently where timings are close.
 - Layers fed the same tensor (a transformer's Q, K, V) share the int8 formats' rounded input: the
   last input is kept per thread and compared with ``torch.equal``.
+- ``model.double()`` / ``.half()`` / ``.to(dtype)`` after ``convert``: the converted layers keep
+  computing in float32 from their own weights and float32 bias, and return outputs in the model's
+  new dtype, so the torch layers around them get what they hold.
 """
 
 from __future__ import annotations
@@ -679,7 +682,29 @@ class DenseLinear(nn.Linear):
         return super().extra_repr() + ", format=dense"
 
 
-class _LevelModule(nn.Module):
+class _Float32Module(nn.Module):
+    """A replacement module computing in float32 from weights nnpress holds. ``model.double()``,
+    ``.half()``, ``.to(dtype)`` leave those weights and the float32 bias buffer as they are, and the
+    module's outputs take the floating dtype the model was moved to (``out_dtype``), as a torch
+    layer's outputs follow its weights, so the torch layers around it get the dtype they hold."""
+
+    out_dtype = torch.float32
+
+    def _apply(self, fn, recurse=True):
+        bias = getattr(self, "bias", None)
+        super()._apply(fn, recurse)
+        if bias is not None:
+            self.bias = bias  # the float32 bias the kernels add, not fn's copy
+        probe = fn(torch.zeros(1))
+        if probe.is_floating_point():
+            self.out_dtype = probe.dtype
+        return self
+
+    def _out(self, y: torch.Tensor) -> torch.Tensor:
+        return y if y.dtype == self.out_dtype else y.to(self.out_dtype)
+
+
+class _LevelModule(_Float32Module):
     """What LevelLinear and LevelConv share: the backend that holds the weights (its format and
     bytes), the plan's info for this layer and a float32 bias buffer (or None)."""
 
@@ -719,9 +744,9 @@ class LevelLinear(_LevelModule):
         if isinstance(self.backend, _Levels):
             # the level kernels take every leading dimension as a batch dimension: no reshapes (at a
             # few tokens per call, each torch call is a visible part of the layer's time)
-            return self.backend(x, self.bias)
+            return self._out(self.backend(x, self.bias))
         y = self.backend(x.view(-1, self.in_features), self.bias)
-        return y.reshape(*x.shape[:-1], self.out_features)
+        return self._out(y.reshape(*x.shape[:-1], self.out_features))
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, format={self.format}"
@@ -798,7 +823,7 @@ class _LevelTable:
         return out
 
 
-class LevelEmbedding(nn.Module):
+class LevelEmbedding(_Float32Module):
     """``nn.Embedding`` held as levels with per-row (and per-column) scales: a gather and a scale,
     bit-identical to the decompressed table.
 
@@ -869,7 +894,7 @@ class LevelEmbedding(nn.Module):
             if self.col_scale is not None:
                 step = step * self.col_scale
             y = (u * step).to(torch.float32)
-        return y.reshape(*ids.shape, self.embedding_dim)
+        return self._out(y.reshape(*ids.shape, self.embedding_dim))
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, format=levels, {self.bits}-bit"

@@ -426,3 +426,40 @@ def test_auto_times_int8_only_where_the_integer_gemm_pays(tmp_path, monkeypatch)
     monkeypatch.setattr(nn_levels, "_INT_MM_PAYS", [False])
     times = nnn.levels_plan(nnn.convert(model, nnp=path, act_digits=2, candidates=("dense", "int8")))[0]["times_us"]
     assert set(times) == {"dense", "int8"}
+
+
+class _Mixed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 16)
+        self.conv = nn.Conv1d(16, 16, 3, padding=1)
+        self.norm = nn.LayerNorm(16)
+        self.fc = nn.Linear(16, 8)
+
+    def forward(self, ids):
+        h = self.conv(self.emb(ids).transpose(1, 2)).transpose(1, 2)
+        return self.fc(self.norm(h))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_converted_model_moved_to_another_dtype(dtype, tmp_path):
+    """model.double() / .to(bfloat16) after convert: the converted layers keep computing in float32
+    on their own weights and float32 bias (a float64 or bfloat16 copy would not reach the kernels),
+    and hand the torch layers around them outputs in the model's new dtype."""
+    torch.manual_seed(0)
+    model = _Mixed().eval()
+    path = str(tmp_path / "m.nnp")
+    nnpress.compress(model, path)
+    fast = nnn.convert(_Mixed().eval(), nnp=path, format="levels", embeddings="levels")
+    ids = torch.randint(0, 50, (2, 7))
+    with torch.no_grad():
+        want = fast(ids)
+        fast.to(dtype)
+        got = fast(ids)
+    assert got.dtype == dtype and fast.fc.bias.dtype == torch.float32
+    assert fast.fc.out_dtype == dtype and fast.emb(ids).dtype == dtype and fast.norm.weight.dtype == dtype
+    tol = 1e-5 if dtype == torch.float64 else 5e-2
+    torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)
+    with torch.no_grad():
+        fast.float()
+        torch.testing.assert_close(fast(ids), want, rtol=0, atol=0)  # back to float32: the same bits
