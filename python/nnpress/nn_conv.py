@@ -370,7 +370,7 @@ def choose(model: nn.Module, f, shapes: dict | None, *, act_digits, isa, threads
                 cands += ["int8", "int8x2"] + (["levels16"] if nl.has_level_kernels() else [])
             if nl._num_values(w) <= nl._MAX_VALUES:
                 cands += ["cser", "codebook"]
-            if hasattr(nl._core, "LutMatrix") and nl.max_row_values(lt.u) <= nl._LUT_VALUES:
+            if hasattr(nl._core, "LutMatrix") and nl._lut_holds(lt.u):
                 cands.append("lut")
         else:
             m.info["reasons"].append(g.im2col_refusal())

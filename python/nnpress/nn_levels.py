@@ -423,6 +423,14 @@ def max_row_values(u: np.ndarray) -> int:
     return int((np.diff(s, axis=1) != 0).sum(axis=1).max()) + 1
 
 
+def _lut_holds(u: np.ndarray) -> bool:
+    """Whether every row of u holds at most _LUT_VALUES distinct values; a first row with more (the
+    usual case for a real layer) answers without sorting the whole tensor."""
+    if u.size and np.unique(u[0]).size > _LUT_VALUES:
+        return False
+    return max_row_values(u) <= _LUT_VALUES
+
+
 class _RowGroup:
     """CSER / CER / codebook: the nnpress kernels take x as (in, n) columns."""
 
@@ -534,8 +542,9 @@ def _time_us(fn, x: torch.Tensor, reps: int, flush: torch.Tensor) -> float:
 def _signature(lt: LevelTensor, batch: int, options: tuple) -> tuple:
     """What decides the kernels' speed on a layer, short of timing it: shape, batch, the options, and
     the structure of the levels the candidates' costs follow (index width and outlier count of the
-    level and int8 formats, whether int8x2 holds it, density for CSER, column scales). Layers with
-    equal signatures are equally fast in every format up to timing noise, so one timing serves them."""
+    level and int8 formats, whether int8x2 and lut hold it, density for CSER, column scales). Layers
+    with equal signatures are equally fast in every format up to timing noise, so one timing serves
+    them."""
     u = lt.u
     n8 = n14 = n16 = nz = 0
     for _, ui in lt.row_blocks(_ROW_BLOCK_ELEMENTS):
@@ -554,6 +563,7 @@ def _signature(lt: LevelTensor, batch: int, options: tuple) -> tuple:
         n14 > 0,
         n16 > 0,
         round(20 * nz / max(1, u.size)),
+        _lut_holds(u),
     )
 
 
@@ -602,7 +612,7 @@ def _choose_timed(lt: LevelTensor, batch: int, *, act_digits, isa, threads, cand
     w = lt.dequantize().reshape(lt.u.shape)
     if _num_values(w, lt) <= _MAX_VALUES:
         cands += ["cser", "codebook"]
-    if hasattr(_core, "LutMatrix") and max_row_values(lt.u) <= _LUT_VALUES:
+    if hasattr(_core, "LutMatrix") and _lut_holds(lt.u):
         cands.append("lut")
     cands = [c for c in cands if candidates is None or c in candidates]
     if not cands:

@@ -463,3 +463,21 @@ def test_converted_model_moved_to_another_dtype(dtype, tmp_path):
     with torch.no_grad():
         fast.float()
         torch.testing.assert_close(fast(ids), want, rtol=0, atol=0)  # back to float32: the same bits
+
+
+def test_signature_tells_layers_lut_holds_from_those_it_cannot():
+    """Two layers alike in shape, level widths and density, one with at most 16 levels per row (lut
+    holds it) and one with 17: their signatures differ, so the second is not given the first's timing."""
+    rng = np.random.default_rng(3)
+    few = rng.integers(-8, 8, size=(24, 40)).astype(np.int32)  # 16 values
+    more = few.copy()
+    more[:, 0] = 20  # a 17th value in every row
+    sigs = []
+    for u in (few, more):
+        lt = nn_levels.LevelTensor("w", u.shape, u, np.full(24, 0.1), None, None, 0.1)
+        sigs.append(nn_levels._signature(lt, 4, ()))
+    assert nn_levels._lut_holds(few) and not nn_levels._lut_holds(more)
+    assert sigs[0][:-1] == sigs[1][:-1] and sigs[0] != sigs[1]
+    first_row_only = few.copy()
+    first_row_only[5, :20] = np.arange(20)  # the first row passes the quick test, row 5 does not
+    assert not nn_levels._lut_holds(first_row_only)
