@@ -747,7 +747,7 @@ class LevelLinear(_LevelModule):
         x = input
         if x.shape[-1] != self.in_features:
             raise ValueError(f"LevelLinear: input has {x.shape[-1]} features, expected {self.in_features}")
-        if x.dtype != torch.float32 or x.device.type != "cpu" or not x.is_contiguous():
+        if x.dtype is not torch.float32 or not x.is_cpu or not x.is_contiguous():
             x = x.detach().to("cpu", torch.float32).contiguous()
         elif x.requires_grad:
             x = x.detach()  # the usual case: no conversion, no copy
