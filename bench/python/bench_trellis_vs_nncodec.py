@@ -1,12 +1,14 @@
 """nnpress's trellis against NNCodec 2.1.3's dependent quantization on all-MiniLM-L6-v2, side by side.
 
     python bench/python/bench_trellis_vs_nncodec.py --nncodec-python /work/venvs/nnc/bin/python \
-        [--rounds 2] [--with-rate] [--no-compress]
+        [--rounds 2] [--with-rate] [--no-compress] [--baseline-python PY]
 
-Run it with an interpreter whose nnpress is the build to measure. Every configuration runs in its own
-worker interpreter, the configurations alternate within each round (the machine may be shared), and
-each worker reports wall and CPU seconds; the tables give medians, ratios and the load average seen
-by each run.
+Run it with an interpreter whose nnpress is the build to measure; ``--baseline-python`` names one
+whose nnpress is another build (say main's, before a change), whose nnpress configurations then run
+in the same rounds, alternating with the others (the levels and the compressed files must match).
+Every configuration runs in its own worker interpreter, the configurations alternate within each
+round (the machine may be shared), and each worker reports wall and CPU seconds; the tables give
+medians, ratios and the load average seen by each run.
 
 * Quantizer throughput, on MiniLM's 40 weight matrices (22.7 M weights), at NNCodec's qp -38 step
   (2^(-38/4)): nnpress ``quantize(method="trellis")`` (lam = 0.24 step^2, rate priced from the live
@@ -133,7 +135,9 @@ def work_nnpress_compress(path: str, threads: int) -> dict:
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         if rc not in (0, None):
             raise SystemExit(f"nnpress compress returned {rc}")
-        return {"wall": wall, "cpu": cpu, "bytes": os.path.getsize(out)}
+        with open(out, "rb") as fh:
+            sha = hashlib.sha256(fh.read()).hexdigest()
+        return {"wall": wall, "cpu": cpu, "bytes": os.path.getsize(out), "sha256": sha}
 
 
 def work_nncodec_compress(npz: str) -> dict:
@@ -191,6 +195,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--with-rate", action="store_true", help="also NNCodec DQ with lambda_scale 1 (one round)")
     ap.add_argument("--no-compress", action="store_true", help="only the quantizer throughput")
+    ap.add_argument(
+        "--baseline-python",
+        help="an interpreter with another nnpress build, measured in the same rounds (before/after)",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--npz", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
@@ -217,6 +225,7 @@ def main() -> None:
             f"(commit {commit.stdout.strip() or '?'}), NNCodec 2.1.3; {cores} cores; {args.rounds} rounds, "
             f"configurations alternating; load average at start {load()}"
         )
+        base_py = args.baseline_python
         quant = [
             ("nnpress trellis", "1", here_py, ["--worker", "nnpress-quant", "--threads", "1"]),
             ("NNCodec DQ (lambda_scale 0, its default)", "1", nnc_py, ["--worker", "nncodec-quant"]),
@@ -232,7 +241,15 @@ def main() -> None:
                 ["--worker", "nnpress-compress", "--threads", str(cores)],
             ),
         ]
+        # The baseline build's configurations, after all the others (indices 6.. in `configs`).
+        base = []
+        if base_py:
+            base = [(f"{label} [baseline]", t, base_py, argv) for label, t, _, argv in (quant[0], quant[2])]
+            if not args.no_compress:
+                base += [(f"{label} [baseline]", t, base_py, argv) for label, t, _, argv in (comp[0], comp[2])]
         configs = quant + ([] if args.no_compress else comp)
+        n_main = len(configs)
+        configs = configs + base
         res: dict[int, list[dict]] = {i: [] for i in range(len(configs))}
         rate_run = None
         for rnd in range(args.rounds):
@@ -243,8 +260,15 @@ def main() -> None:
                 rate_run = run(nnc_py, ["--worker", "nncodec-quant", "--lambda-scale", "1", "--npz", npz])
                 print(f"  round {rnd + 1}: NNCodec DQ lambda_scale 1: {json.dumps(rate_run)}", flush=True)
 
-    levels = {r["levels"] for i in (0, 2) for r in res[i]}
-    print(f"\nnnpress levels identical over all runs and thread counts: {len(levels) == 1}")
+    base_ix = list(range(n_main, len(configs)))
+    levels = {r["levels"] for i in (0, 2, *base_ix[:2]) for r in res[i]}
+    print(f"\nnnpress levels identical over all runs, thread counts and builds: {len(levels) == 1} ({sorted(levels)})")
+    if not args.no_compress:
+        files = {r["sha256"] for i in (3, 5, *base_ix[2:]) for r in res[i]}
+        print(
+            f"nnpress compress files identical over all runs, thread counts and builds: {len(files) == 1} "
+            f"{sorted(files)}"
+        )
     nnc = res[1]
     nnc_wall, nnc_cpu = med(nnc, "wall"), med(nnc, "cpu")
     print(
@@ -252,7 +276,7 @@ def main() -> None:
         "| vs NNCodec DQ (CPU) | load during runs |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|---|")
-    rows = [(configs[i][0], configs[i][1], res[i]) for i in range(3)]
+    rows = [(configs[i][0], configs[i][1], res[i]) for i in (0, 1, 2, *base_ix[:2])]
     if rate_run:
         rows.append(("NNCodec DQ (lambda_scale 1: rate from per-state contexts)", "1", [rate_run]))
     for label, threads, rs in rows:
@@ -268,7 +292,7 @@ def main() -> None:
     enc_wall = med(enc, "wall")
     print("\n| encode | threads | bytes | wall s | CPU s | wall / NNCodec's | load during runs |")
     print("|---|---|---:|---:|---:|---:|---|")
-    for i in (3, 4, 5):
+    for i in (3, 4, 5, *base_ix[2:]):
         label, threads, _, _ = configs[i]
         rs = res[i]
         wall, cpu = med(rs, "wall"), med(rs, "cpu")

@@ -734,8 +734,8 @@ static void test_lane_search_matches_per_state_search() {
 
 // Weights shaped like a real layer's (Gaussian, std / step from 2 to 200, some exact zeros, no
 // outliers): the passes the fused AVX-512 step runs whole (no Exp-Golomb bucket reaches the shared
-// last prefix model), long rows, every unary length from 0 to 64, importance, channel scales,
-// chunked contexts and carried contexts: the same levels, recon, rate, distortion and contexts as
+// last prefix model), long rows, every unary length from 0 to 64, importance, row and column
+// channel scales, chunked contexts and carried contexts: the same levels, recon, rate, distortion and contexts as
 // the per-state search on every ISA.
 static void test_layer_like_passes_match_per_state_search() {
   std::mt19937_64 rng(17);
@@ -755,6 +755,8 @@ static void test_layer_like_passes_match_per_state_search() {
       f[i] = u(rng);
     }
     for (auto& s : col_scale) s = channel_scale_of_exp(int8_t(int(rng() % 5) - 2));
+    std::vector<double> row_scale(rows);
+    for (auto& s : row_scale) s = channel_scale_of_exp(int8_t(int(rng() % 5) - 2));
     PassArgs<double, double> a;
     a.weights = w.data();
     a.importance = iter % 3 == 0 ? f.data() : nullptr;
@@ -764,6 +766,7 @@ static void test_layer_like_passes_match_per_state_search() {
     a.params.unary_len = lens[rng() % 8];
     a.params.eg_order = uint32_t(rng() % 5);
     if (iter % 6 == 2) a.scales.col = col_scale.data();
+    if (iter % 6 == 4 || iter % 12 == 2) a.scales.row = row_scale.data();
     const bool carry = iter % 2 == 1;
     const cabac::WeightContexts start = random_contexts(rng, a.params);
     std::vector<int32_t> q_ref(n);
@@ -787,6 +790,72 @@ static void test_layer_like_passes_match_per_state_search() {
       if (carry) same_contexts(ctx, ctx_ref);
     }
   }
+}
+
+// The fused steps' edges: passes whose largest magnitude reaches the last Exp-Golomb bucket the
+// fused steps price (the largest covered: fused_covers holds) and one step past it (a bucket on
+// the shared last prefix model: the kernel-set search runs instead), for short and full unary
+// lengths and several Exp-Golomb orders, with long runs of large levels (every prefix model live),
+// zeros, both signs, importance and carried contexts: the same results as the per-state search on
+// every ISA.
+static void test_fused_step_edges() {
+  std::mt19937_64 rng(19);
+  std::vector<Isa> isas{Isa::kScalar};
+  if (isa_supported(Isa::kAvx2)) isas.push_back(Isa::kAvx2);
+  if (isa_supported(Isa::kAvx512)) isas.push_back(Isa::kAvx512);
+  const uint32_t lens[] = {0, 1, 3, 64};
+  int iter = 0;
+  for (uint32_t n : lens)
+    for (uint32_t k : {0u, 1u, 4u})
+      for (int past = 0; past < 2; ++past, ++iter) {
+        // Largest covered magnitude: remainder (2^24 - 1) * 2^k - 1 (bucket 23), index 2 * mag; a
+        // weight w has candidate indices up to floor(w) + 2 (step 1).
+        const double mag_max = double(n) + 1.0 + double((uint64_t(1) << 24) - 1) * double(1u << k) - 1.0;
+        const double w_max = 2.0 * mag_max - (past ? 0.5 : 2.5);
+        const uint64_t rows = 2, cols = 120;
+        const size_t sz = size_t(rows * cols);
+        std::vector<double> w(sz), f(sz);
+        std::uniform_real_distribution<double> u(0.0, 1.0);
+        std::normal_distribution<double> g(0.0, 6.0);
+        for (size_t i = 0; i < sz; ++i) {
+          const int kind = int(rng() % 6);
+          // Small levels, zeros, and magnitudes spread over every bucket up to the largest.
+          const double x = kind < 2 ? g(rng) : (kind == 2 ? 0.0 : std::exp2(u(rng) * std::log2(w_max)));
+          w[i] = (rng() % 2 ? -1.0 : 1.0) * x;
+          f[i] = 0.25 + u(rng);
+        }
+        w[size_t(rng() % sz)] = (rng() % 2 ? -1.0 : 1.0) * w_max;
+        PassArgs<double, double> a;
+        a.weights = w.data();
+        a.importance = iter % 2 ? f.data() : nullptr;
+        a.rows = rows, a.cols = cols;
+        a.lambda = 0.05 * double(iter % 5);
+        a.params.unary_len = n;
+        a.params.eg_order = k;
+        const bool carry = iter % 3 == 0;
+        const cabac::WeightContexts start = random_contexts(rng, a.params);
+        std::vector<int32_t> q_ref(sz);
+        std::vector<float> rec_ref(sz);
+        double dist_ref = 0.0;
+        cabac::WeightContexts ctx_ref = start;
+        a.levels = q_ref.data(), a.recon = rec_ref.data(), a.distortion = &dist_ref;
+        a.contexts = carry ? &ctx_ref : nullptr;
+        const uint64_t rate_ref = trellis_pass_per_state(a);
+        CHECK(*std::max_element(q_ref.begin(), q_ref.end()) > 1000);
+        for (Isa isa : isas) {
+          std::vector<int32_t> q(sz);
+          std::vector<float> rec(sz);
+          double dist = 0.0;
+          cabac::WeightContexts ctx = start;
+          a.levels = q.data(), a.recon = rec.data(), a.distortion = &dist;
+          a.contexts = carry ? &ctx : nullptr;
+          CHECK(trellis_pass(a, isa) == rate_ref);
+          CHECK(q == q_ref);
+          CHECK(std::memcmp(rec.data(), rec_ref.data(), sz * sizeof(float)) == 0);
+          CHECK(std::memcmp(&dist, &dist_ref, sizeof(double)) == 0);
+          if (carry) same_contexts(ctx, ctx_ref);
+        }
+      }
 }
 
 // estimate_level_bits_many prices every pair as estimate_level_bits does, exactly: levels with
@@ -857,6 +926,7 @@ int main() {
   test_trellis_distortion();
   test_lane_search_matches_per_state_search();
   test_layer_like_passes_match_per_state_search();
+  test_fused_step_edges();
   test_errors();
   test_dependent_rule();
   test_feedback();

@@ -123,15 +123,17 @@ struct Workspace {
   uint8_t* decisions;
 };
 
-// The search compiled with the AVX2 kernels (avx2/trellis_avx2.cpp; defined only in builds that
-// compile that file, NNPRESS_HAVE_TRELLIS_AVX2_TU).
+// The search on AVX2: its fused step where it covers the pass, else the search with the AVX2
+// kernels (avx2/trellis_avx2.cpp; defined only in builds that compile that file,
+// NNPRESS_HAVE_TRELLIS_AVX2_TU).
 uint64_t trellis_soa_avx2(const PassArgs<float, float>& args, Workspace& ws);
 uint64_t trellis_soa_avx2(const PassArgs<float, double>& args, Workspace& ws);
 uint64_t trellis_soa_avx2(const PassArgs<double, float>& args, Workspace& ws);
 uint64_t trellis_soa_avx2(const PassArgs<double, double>& args, Workspace& ws);
 
-// The search compiled with the AVX-512 kernels (avx512/trellis_avx512.cpp; defined only in builds
-// that compile that file, NNPRESS_HAVE_TRELLIS_AVX512_TU).
+// The search on AVX-512: its fused step where it covers the pass, else the search with the
+// AVX-512 kernels (avx512/trellis_avx512.cpp; defined only in builds that compile that file,
+// NNPRESS_HAVE_TRELLIS_AVX512_TU).
 uint64_t trellis_soa_avx512(const PassArgs<float, float>& args, Workspace& ws);
 uint64_t trellis_soa_avx512(const PassArgs<float, double>& args, Workspace& ws);
 uint64_t trellis_soa_avx512(const PassArgs<double, float>& args, Workspace& ws);

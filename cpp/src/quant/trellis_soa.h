@@ -223,7 +223,7 @@ uint32_t live_extent(const uint32_t* models, int first, uint32_t count) {
 // eg_prefix[0, live_eg), where the extents grow with the largest levels coded so far. Every model
 // past them is in its initial state in every lane of both banks (nothing ever wrote it), so
 // moving it would change nothing.
-// The end of one row's search, shared by the lane search below and the fused AVX-512 step: the
+// The end of one row's search, shared by the lane search below and the fused steps (trellis_fused.h): the
 // cheapest final state (the lowest on ties), the row's levels and reconstruction traced back from it
 // through the decisions, its rate and distortion added to the totals and its models committed. With no
 // finite final state the row gets zero levels and the pass an infinite distortion.

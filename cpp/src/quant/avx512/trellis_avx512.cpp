@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "../avx2/trellis_avx2_kernels.h"
+#include "../trellis_fused.h"
 
 namespace nnpress::trellis_detail {
 namespace {
@@ -111,35 +112,6 @@ NNPRESS_INLINE BinCosts bin_costs(__m256i model) {
 }
 NNPRESS_INLINE __m256i splat(uint32_t v) { return _mm256_set1_epi32(int(v)); }
 
-// Prefix bucket of Exp-Golomb remainder `rem` (as code_level computes it).
-inline uint32_t eg_bucket(uint64_t rem, uint32_t eg_order) {
-  return uint32_t(63 - __builtin_clzll((rem >> eg_order) + 1));
-}
-
-// True when no candidate of the pass has a magnitude whose Exp-Golomb bucket reaches
-// kPrefixContexts (the largest candidate index of a weight is floor(|w / step|) + 2, at least 4).
-template <class W, class F>
-bool fused_covers(const PassArgs<W, F>& a) {
-  const uint32_t n = a.params.unary_len < uint32_t(cabac::kMaxUnaryFlags) ? a.params.unary_len
-                                                                          : uint32_t(cabac::kMaxUnaryFlags);
-  double top = 0.0;
-  for (uint64_t r = 0; r < a.rows; ++r) {
-    const W* w = a.weights + r * a.cols;
-    const double row_step = a.step * (a.scales.row ? a.scales.row[r] : 1.0);
-    if (a.scales.col) {
-      for (uint64_t i = 0; i < a.cols; ++i) top = std::max(top, std::fabs(double(w[i]) / (row_step * a.scales.col[i])));
-    } else {
-      double m = 0.0;
-      for (uint64_t i = 0; i < a.cols; ++i) m = std::max(m, std::fabs(double(w[i])));
-      top = std::max(top, m / row_step);
-    }
-  }
-  const uint64_t index = std::max<uint64_t>(uint64_t(top) + 2, 4);
-  const uint64_t mag = (index + 1) >> 1;
-  if (mag <= n) return true;
-  return eg_bucket(mag - n - 1, a.params.eg_order) < uint32_t(cabac::kPrefixContexts);
-}
-
 template <class W, class F>
 uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
   const W* weights = args.weights;
@@ -156,23 +128,11 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
   const uint32_t eg_order = params.eg_order;
   const double inf = std::numeric_limits<double>::infinity();
 
-  for (int k = 0; k < 2; ++k)
-    for (Row& r : ws.banks[k].row)
-      for (uint32_t& m : r) m = kInitialModel;
   Bank* cur = &ws.banks[0];
   Bank* nxt = &ws.banks[1];
   uint32_t committed[kModelRows];
-  uint32_t live_greater = 0, live_eg = 0;
-  if (args.contexts) {
-    pack_contexts(*args.contexts, committed);
-    for (int g = 0; g < 2; ++g) {
-      const uint32_t top = live_extent(committed, kGreaterRow + g * cabac::kMaxUnaryFlags, cabac::kMaxUnaryFlags);
-      live_greater = top > live_greater ? top : live_greater;
-    }
-    live_eg = live_extent(committed, kEgRow, cabac::kPrefixContexts);
-  } else {
-    for (uint32_t& m : committed) m = kInitialModel;
-  }
+  uint32_t live_greater, live_eg;
+  fused_begin_pass(args, ws, committed, live_greater, live_eg);
   uint8_t* decisions = ws.decisions;
   uint64_t rate_total = 0;
   double dist_total = 0.0;
@@ -194,15 +154,7 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
   __m256i sig_at = splat(kSigRow), sign_at = splat(kSignRow);
 
   for (uint64_t r = 0; r < rows; ++r) {
-    if (chunk_rows && r && r % chunk_rows == 0)
-      for (uint32_t& m : committed) m = kInitialModel;
-    for (int q = 0; q < kGreaterRow; ++q) cur->row[q][0] = committed[q];
-    for (int g = 0; g < 2; ++g)
-      for (uint32_t n = 0; n < live_greater; ++n) {
-        const int q = kGreaterRow + g * cabac::kMaxUnaryFlags + int(n);
-        cur->row[q][0] = committed[q];
-      }
-    for (uint32_t n = 0; n < live_eg; ++n) cur->row[kEgRow + n][0] = committed[kEgRow + n];
+    fused_begin_row(r, chunk_rows, *cur, committed, live_greater, live_eg);
     cost = _mm512_mask_mov_pd(vinf, 1, _mm512_setzero_pd());
     dist = _mm512_mask_mov_pd(dist, 1, _mm512_setzero_pd());
     rate = _mm512_mask_mov_epi64(rate, 1, _mm512_setzero_si512());
@@ -415,10 +367,7 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
                                              _mm256_mask_cmpeq_epi32_mask(nz, psign, splat(kSignRow + q)), usign);
       uint32_t chain_top = avx2::max_lane(chain_mag);
       const uint32_t eg_top = avx2::max_lane(eg_mag);
-      const uint32_t touched = chain_top < unary_len ? chain_top : unary_len;
-      live_greater = touched > live_greater ? touched : live_greater;
-      live_eg = eg_top > live_eg ? eg_top : live_eg;
-      chain_top = chain_top < live_greater ? chain_top : live_greater;
+      chain_top = fused_grow(unary_len, chain_top, eg_top, live_greater, live_eg);
       // Rows moved, the first `updated` of them updated in lane t where ext[t] > row (bin: ext[t]
       // > row + 1), as permute_chain / permute do.
       auto move = [&](const Row* src, Row* dst, uint32_t updated, uint32_t count, __m256i ext) {
