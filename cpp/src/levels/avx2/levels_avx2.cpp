@@ -90,28 +90,32 @@ void dense(const Q* q, const LevelView& m, const float* X, size_t batch, float* 
 
 // ---- int16 activations: exact integer sums (levels_internal.h, LevelKernelInt) ----
 // 16 indices as int16 (int8 ones widened, int16 ones loaded as they are), vpmaddwd + vpaddd into 8 int32
-// lanes: over kIntChunk columns a lane sums kLaneChunk products, which fits int32 by the caller's bound
-// on the inputs; lanes then go to int64.
+// lanes.
 inline __m256i load_i16(const int8_t* p) {
   return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 inline __m256i load_i16(const int16_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
 
-inline int64_t sum64(__m256i a) {
-  const __m256i s = _mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(a)),
-                                     _mm256_cvtepi32_epi64(_mm256_extracti128_si256(a, 1)));
-  const __m128i t = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-  return _mm_cvtsi128_si64(t) + _mm_extract_epi64(t, 1);
+// v[k] = the sum of the 8 int32 lanes of a[k], k < 8: pairs of lanes (vphaddd) twice, then the two
+// 128-bit halves. Exact while every partial sum fits int32, i.e. over at most kLaneChunk columns.
+inline __m256i reduce8(const __m256i* a) {
+  const __m256i h01 = _mm256_hadd_epi32(a[0], a[1]), h23 = _mm256_hadd_epi32(a[2], a[3]);
+  const __m256i h45 = _mm256_hadd_epi32(a[4], a[5]), h67 = _mm256_hadd_epi32(a[6], a[7]);
+  const __m256i q0 = _mm256_hadd_epi32(h01, h23), q1 = _mm256_hadd_epi32(h45, h67);
+  return _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20), _mm256_permute2x128_si256(q0, q1, 0x31));
 }
 
+// R x B <= 8 accumulators; every kLaneChunk columns they are summed by reduce8 (a partial sum of at most
+// kLaneChunk products, which fits int32 by the caller's bound on the inputs) and added in int64.
 template <int R, int B, class Q>
 inline void tile_i16(const Q* q, const LevelView& m, const int16_t* Xq, int64_t* S, uint32_t r, size_t b) {
-  int64_t tot[R][B] = {};
+  static_assert(R * B <= 8, "one reduce8 per chunk");
+  __m256i tot_lo = _mm256_setzero_si256(), tot_hi = _mm256_setzero_si256();
   const Q* qr = q + size_t(r) * m.stride;
   const int16_t* xb = Xq + b * m.stride;
   const size_t end = (size_t(m.cols) + 15) / 16 * 16;  // within the zero-padded stride
-  for (size_t c0 = 0; c0 < end; c0 += kIntChunk) {
-    const size_t c1 = end - c0 < kIntChunk ? end : c0 + kIntChunk;
+  for (size_t c0 = 0; c0 < end; c0 += kLaneChunk) {
+    const size_t c1 = end - c0 < kLaneChunk ? end : c0 + kLaneChunk;
     __m256i acc[R][B];
 #pragma GCC unroll 16
     for (int i = 0; i < R; ++i) {
@@ -129,16 +133,20 @@ inline void tile_i16(const Q* q, const LevelView& m, const int16_t* Xq, int64_t*
         for (int j = 0; j < B; ++j) acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(w, x[j]));
       }
     }
-#pragma GCC unroll 16
-    for (int i = 0; i < R; ++i) {
-#pragma GCC unroll 16
-      for (int j = 0; j < B; ++j) tot[i][j] += sum64(acc[i][j]);
-    }
+    __m256i all[8];
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) all[k] = k < R * B ? acc[k / B][k % B] : _mm256_setzero_si256();
+    const __m256i v = reduce8(all);
+    tot_lo = _mm256_add_epi64(tot_lo, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(v)));
+    tot_hi = _mm256_add_epi64(tot_hi, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(v, 1)));
   }
-#pragma GCC unroll 16
+  alignas(32) int64_t sums[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(sums), tot_lo);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(sums + 4), tot_hi);
+#pragma GCC unroll 8
   for (int i = 0; i < R; ++i) {
-#pragma GCC unroll 16
-    for (int j = 0; j < B; ++j) S[(b + j) * m.rows + r + i] = tot[i][j];
+#pragma GCC unroll 8
+    for (int j = 0; j < B; ++j) S[(b + j) * m.rows + r + i] = sums[i * B + j];
   }
 }
 
