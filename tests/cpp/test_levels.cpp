@@ -625,6 +625,111 @@ void test_int16_activations_wide() {
   }
 }
 
+// kInt16 sums beyond 2^53: list entries near +-2^31 times inputs at the int16 limit, a few hundred per
+// row, so the final conversion of the int64 sum to double rounds (to nearest, as a scalar conversion);
+// every ISA gives the contract's bits, also with the row count not a multiple of the vector width.
+void test_int16_large_sums() {
+  std::mt19937 rng(31);
+  const uint32_t rows = 7, cols = 4800;
+  std::uniform_int_distribution<int32_t> small(-127, 127), huge(1 << 30, std::numeric_limits<int32_t>::max());
+  std::uniform_real_distribution<float> N(-1.0f, 1.0f);
+  std::vector<int32_t> u(size_t(rows) * cols);
+  for (uint32_t r = 0; r < rows; ++r) {
+    for (uint32_t j = 0; j < cols; ++j) {
+      int32_t& v = u[size_t(r) * cols + j];
+      v = small(rng);
+      // rows 0-4 hold ~300 huge entries of one sign (sums up to ~2^55), rows 5-6 none
+      if (r < 5 && j % 16 == r) v = huge(rng) * (r % 2 ? -1 : 1);
+    }
+  }
+  u[3] = std::numeric_limits<int32_t>::min();
+  std::vector<float> rs(rows, 1.0f);
+  LevelMatrix m;
+  CHECK(LevelMatrix::from_levels(rows, cols, u.data(), rs.data(), nullptr, &m).ok());
+  CHECK(m.index_bits() == 8 && m.outliers() == 5 * 300 + 1 && m.activation_range() == 32767);
+  const size_t batch = 3;
+  std::vector<float> X(batch * cols);
+  for (float& v : X) v = N(rng);
+  for (uint32_t j = 0; j < cols; ++j) {
+    if (j % 16 < 5) X[j] = 1.0f;  // token 0: the row max at the huge entries' columns
+  }
+  const std::vector<float> want = int16_by_contract(rows, cols, u, rs, nullptr, X, batch, 32767);
+  // token 0's integer sums are beyond 2^53 (the huge entries times q = 32767 dominate), so the
+  // conversion to double rounds
+  for (uint32_t r = 0; r < 5; ++r) {
+    int64_t big = 0;
+    for (uint32_t j = r; j < cols; j += 16) big += int64_t(u[size_t(r) * cols + j]) * 32767;
+    CHECK(std::fabs(double(big)) > 9007199254740992.0);
+  }
+  for (Isa isa : runnable_isas()) {
+    for (unsigned t : {1u, 2u}) {
+      LevelKernelOptions o;
+      o.isa = isa;
+      o.threads = t;
+      o.activations = levels::Activations::kInt16;
+      std::vector<float> Y(batch * rows, 5.0f);
+      CHECK(levels::matmul(m, X.data(), X.size(), batch, Y.data(), Y.size(), o).ok());
+      CHECK(std::memcmp(Y.data(), want.data(), Y.size() * 4) == 0);
+    }
+  }
+}
+
+// float32 activations, list entries only: rows whose dense part is zero sum 0 exactly in any order, so
+// their results are the list's own arithmetic: starting from 0, one float multiply and one float add per
+// entry in the list's order, then the row scale, on every ISA (no fused multiply-add), for batches beyond
+// the 16 tokens a SIMD list pass takes and with column scales.
+void test_list_float_roundings() {
+  std::mt19937 rng(37);
+  const uint32_t rows = 37, cols = 300;
+  std::uniform_int_distribution<int32_t> small(-127, 127), big(128, 1 << 24);
+  std::uniform_real_distribution<float> N(-1.0f, 1.0f), C(0.5f, 2.0f);
+  std::vector<int32_t> u(size_t(rows) * cols, 0);
+  for (uint32_t r = 0; r < rows; ++r) {
+    for (uint32_t j = 0; j < cols; ++j) {
+      int32_t& v = u[size_t(r) * cols + j];
+      if (r % 3 != 0) v = small(rng);                          // rows with a dense part
+      if ((j * 7 + r) % 23 == 0) v = big(rng) * (j % 2 ? -1 : 1);  // ~13 list entries per row
+    }
+  }
+  std::vector<float> rs(rows), cs(cols);
+  for (float& v : rs) v = 0.01f + 0.01f * (N(rng) + 1.0f);
+  for (float& v : cs) v = C(rng);
+  for (int with_cs = 0; with_cs < 2; ++with_cs) {
+    LevelMatrix m;
+    CHECK(LevelMatrix::from_levels(rows, cols, u.data(), rs.data(), with_cs ? cs.data() : nullptr, &m).ok());
+    CHECK(m.index_bits() == 8 && m.outliers() > 0);
+    for (size_t batch : {1, 5, 17, 33}) {
+      std::vector<float> X(batch * cols);
+      for (float& v : X) v = N(rng);
+      std::vector<float> want(batch * rows);
+      for (size_t b = 0; b < batch; ++b) {
+        for (uint32_t r = 0; r < rows; r += 3) {
+          float acc = 0.0f;
+          for (uint32_t j = 0; j < cols; ++j) {
+            const int32_t v = u[size_t(r) * cols + j];
+            if (v == 0) continue;
+            volatile float x = with_cs ? X[b * cols + j] * cs[j] : X[b * cols + j];
+            volatile float p = float(v) * x;  // volatile: rounded here, not fused into the add
+            acc = acc + p;
+          }
+          want[b * rows + r] = rs[r] * acc;
+        }
+      }
+      for (Isa isa : runnable_isas()) {
+        LevelKernelOptions o;
+        o.isa = isa;
+        std::vector<float> Y(batch * rows, 5.0f);
+        CHECK(levels::matmul(m, X.data(), X.size(), batch, Y.data(), Y.size(), o).ok());
+        bool same = true;
+        for (size_t b = 0; b < batch; ++b) {
+          for (uint32_t r = 0; r < rows; r += 3) same &= Y[b * rows + r] == want[b * rows + r];
+        }
+        CHECK(same);
+      }
+    }
+  }
+}
+
 // decode_level_matrix of every quantized tensor of a file: to_dense equals decode_float32 up to the
 // float rounding of the row scale, and products match the float64 product of the decoded weights.
 int check_model_levels(const Model& model, bool expect_scales) {
@@ -963,6 +1068,8 @@ int main() {
   test_int16_activations_wide();
   test_int16_rounding_edges();
   test_bias();
+  test_int16_large_sums();
+  test_list_float_roundings();
   test_golden_files();
 #ifdef NNPRESS_WITH_ENCODER
   test_written_file();

@@ -27,8 +27,8 @@ using LevelKernel = void (*)(const LevelView& m, const float* X, size_t batch, f
 using LevelKernelInt = void (*)(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, uint32_t r0,
                                 uint32_t r1);
 constexpr size_t kLaneChunk = 512;
-// Columns per int32 chunk of the kernels with 8 int32 lanes per row and token (AVX2, NEON): each lane
-// sums kIntChunk / 8 = kLaneChunk products.
+// Columns per int32 chunk of the kernels with 8 int32 lanes per row and token (NEON; AVX2 sums its lanes every
+// kLaneChunk columns): each lane sums kIntChunk / 8 = kLaneChunk products.
 constexpr size_t kIntChunk = 8 * kLaneChunk;
 
 // kInt16 input rounding of one row (levels.h, "Activations"): false when x holds a non-finite value (q and

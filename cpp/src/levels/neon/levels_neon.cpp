@@ -176,6 +176,118 @@ void int16_i16(const LevelView& m, const int16_t* Xq, size_t batch, int64_t* S, 
   int_i16(m.q16, m, Xq, batch, S, r0, r1);
 }
 
+// ---- kInt16 helpers (levels_internal.h): the scalar reference's operations, lane by lane ----
+// GCC may fuse a multiply and the add that uses it into one fused multiply-add (one rounding instead of
+// two); opaque() hides a product from the optimiser, so every multiply and add is rounded on its own.
+inline float64x2_t opaque(float64x2_t v) {
+  __asm__("" : "+w"(v));
+  return v;
+}
+
+// 8 inputs rounded as the scalar reference: x * inv, + 0.5 with the sign of the product, truncated,
+// clamped to [-L, L].
+inline int16x8_t round8(const float* x, float64x2_t inv, int32x4_t lo, int32x4_t hi) {
+  const float64x2_t half = vdupq_n_f64(0.5);
+  const uint64x2_t sign = vdupq_n_u64(uint64_t(1) << 63);
+  int32x4_t r[2];
+  for (int h = 0; h < 2; ++h) {
+    const float32x4_t x4 = vld1q_f32(x + 4 * h);
+    int64x2_t t[2];
+    for (int p = 0; p < 2; ++p) {
+      const float64x2_t xd = p == 0 ? vcvt_f64_f32(vget_low_f32(x4)) : vcvt_high_f64_f32(x4);
+      const float64x2_t v = opaque(vmulq_f64(xd, inv));
+      const float64x2_t s = vreinterpretq_f64_u64(
+          vorrq_u64(vreinterpretq_u64_f64(half), vandq_u64(vreinterpretq_u64_f64(v), sign)));
+      t[p] = vcvtq_s64_f64(vaddq_f64(v, s));  // toward zero; |t| <= L + 1
+    }
+    r[h] = vmaxq_s32(lo, vminq_s32(hi, vcombine_s32(vmovn_s64(t[0]), vmovn_s64(t[1]))));
+  }
+  return vcombine_s16(vmovn_s32(r[0]), vmovn_s32(r[1]));
+}
+
+bool quantize_row(const float* x, size_t cols, int32_t L, int16_t* q, double* scale) {
+  // |x| as bits: for finite values their order as integers is their order as floats; a lane whose
+  // exponent bits are all ones is NaN or infinite
+  const uint32x4_t abs_bits = vdupq_n_u32(0x7fffffff), exp_bits = vdupq_n_u32(0x7f800000);
+  uint32x4_t mx = vdupq_n_u32(0), bad = vdupq_n_u32(0);
+  float tail[8] = {};
+  const size_t full = cols / 8 * 8;
+  for (size_t j = full; j < cols; ++j) tail[j - full] = x[j];
+  for (size_t j = 0; j < cols; j += 4) {
+    const float* p = j < full ? x + j : tail + (j - full);
+    const uint32x4_t v = vandq_u32(vreinterpretq_u32_f32(vld1q_f32(p)), abs_bits);
+    bad = vorrq_u32(bad, vceqq_u32(vandq_u32(v, exp_bits), exp_bits));
+    mx = vmaxq_u32(mx, v);
+  }
+  if (vmaxvq_u32(bad) != 0) return false;
+  const uint32_t mbits = vmaxvq_u32(mx);
+  float amax;
+  __builtin_memcpy(&amax, &mbits, sizeof amax);
+  *scale = double(amax) / double(L);
+  if (*scale == 0.0) return true;
+  const float64x2_t inv = vdupq_n_f64(1.0 / *scale);
+  const int32x4_t lo = vdupq_n_s32(-L), hi = vdupq_n_s32(L);
+  for (size_t j = 0; j < full; j += 8) vst1q_s16(q + j, round8(x + j, inv, lo, hi));
+  if (full < cols) {
+    int16_t r[8];
+    vst1q_s16(r, round8(tail, inv, lo, hi));
+    for (size_t j = full; j < cols; ++j) q[j] = r[j - full];
+  }
+  return true;
+}
+
+// Up to 16 tokens per pass: each list entry multiplies one column's 16 rounded inputs into eight int64x2
+// accumulators (vmlal_s32, exact). The sums of a block of kListRows rows are gathered first and then
+// added token by token, so that each token's sums are written row after row (S is token-major).
+constexpr uint32_t kListRows = 16;
+
+void list_int(const uint64_t* ptr, const uint32_t* col, const int32_t* val, const int32_t* xt, size_t bpad,
+              size_t batch, size_t rows, uint32_t r0, uint32_t r1, int64_t* S) {
+  int64_t t[kListRows][16];
+  for (uint32_t rb = r0; rb < r1; rb += kListRows) {
+    const uint32_t n_rows = r1 - rb < kListRows ? r1 - rb : kListRows;
+    if (ptr[rb] == ptr[rb + n_rows]) continue;
+    for (size_t b0 = 0; b0 < batch; b0 += 16) {
+      for (uint32_t i = 0; i < n_rows; ++i) {
+        int64x2_t a[8];
+        for (int h = 0; h < 8; ++h) a[h] = vdupq_n_s64(0);
+        for (uint64_t k = ptr[rb + i]; k < ptr[rb + i + 1]; ++k) {
+          const int32x4_t w = vdupq_n_s32(val[k]);
+          const int32_t* x = xt + size_t(col[k]) * bpad + b0;
+#pragma GCC unroll 4
+          for (int h = 0; h < 4; ++h) {
+            const int32x4_t x4 = vld1q_s32(x + 4 * h);
+            a[2 * h] = vmlal_s32(a[2 * h], vget_low_s32(w), vget_low_s32(x4));
+            a[2 * h + 1] = vmlal_high_s32(a[2 * h + 1], w, x4);
+          }
+        }
+        for (int h = 0; h < 8; ++h) vst1q_s64(t[i] + 2 * h, a[h]);
+      }
+      const size_t n = batch - b0 < 16 ? batch - b0 : 16;
+      for (size_t j = 0; j < n; ++j) {
+        int64_t* s = S + (b0 + j) * rows + rb;
+        for (uint32_t i = 0; i < n_rows; ++i) s[i] += t[i][j];
+      }
+    }
+  }
+}
+
+void finish_int(const int64_t* S, const float* rs, double scale, const float* bias, uint32_t r0, uint32_t r1,
+                float* y) {
+  const float64x2_t sc = vdupq_n_f64(scale);
+  uint32_t r = r0;
+  for (; r + 2 <= r1; r += 2) {
+    const float64x2_t a = vmulq_f64(vcvt_f64_f32(vld1_f32(rs + r)), sc);
+    float32x2_t v = vcvt_f32_f64(vmulq_f64(a, vcvtq_f64_s64(vld1q_s64(S + r))));  // each rounded to nearest
+    if (bias) v = vadd_f32(v, vld1_f32(bias + r));
+    vst1_f32(y + r, v);
+  }
+  if (r < r1) {
+    const float v = float(double(rs[r]) * scale * double(S[r]));
+    y[r] = bias ? v + bias[r] : v;
+  }
+}
+
 void dense8(const LevelView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1) {
   dense(m.q8, m, X, batch, Y, r0, r1);
 }
@@ -186,8 +298,8 @@ void dense16(const LevelView& m, const float* X, size_t batch, float* Y, uint32_
 }  // namespace
 
 const LevelKernelTable* neon_level_kernels() {
-  static const LevelKernelTable t{dense8,  dense16, int8_i16, nullptr, int16_i16,
-                                  nullptr, nullptr, nullptr,  nullptr, nullptr};
+  static const LevelKernelTable t{dense8,  dense16,      int8_i16, nullptr,    int16_i16,
+                                  nullptr, quantize_row, list_int, finish_int, nullptr};
   return &t;
 }
 
