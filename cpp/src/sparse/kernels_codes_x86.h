@@ -1,5 +1,6 @@
 // Internal: the batch-1 CER/CSER kernel for matrices of at most 16 values whose groups are too long for the
-// kernel plan (kernels_starts_x86.h) and too short for the group sums (rows_matvec's kLongGroup). Included by
+// kernel plan (kernels_starts_x86.h) and too short for the group sums (rows_matvec's kLongGroup); kernels.cpp
+// picks it from a mean of kCodesMinMean entries per group (kernels_internal.h). Included by
 // the AVX2 batch-1 translation unit (avx2/kernels_starts_avx2.cpp), compiled with its flags.
 //
 // CONTRACT

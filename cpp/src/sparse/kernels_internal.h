@@ -44,8 +44,9 @@ struct KernelTable {
 };
 
 // Mean group length from which batch 1 sums each group's inputs once (kernels_simd.h, rows_matvec_sums);
-// the AVX2 Ω-index kernel (kernels_codes_x86.h) takes the matrices without a plan below it.
-constexpr uint32_t kLongGroup = 96;
+// the AVX2 Ω-index kernel (kernels_codes_x86.h) takes the matrices without a plan between kCodesMinMean
+// and it.
+constexpr uint32_t kLongGroup = 96, kCodesMinMean = 20;
 
 // Batch 1 from the kernel plan (kernels_starts_x86.h); rows it cannot take go to `fallback` (the same
 // ISA's rows_matvec).
