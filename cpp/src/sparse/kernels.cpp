@@ -17,6 +17,7 @@ namespace detail {
 #ifndef NNPRESS_HAVE_AVX2_TU
 const KernelTable* avx2_kernels() { return nullptr; }
 StartsMatvec avx2_starts_matvec() { return nullptr; }
+StartsMatvec avx2_codes_matvec() { return nullptr; }
 #endif
 #ifndef NNPRESS_HAVE_AVX512_TU
 const KernelTable* avx512_kernels(bool) { return nullptr; }
@@ -144,6 +145,14 @@ Status matvec(const RowGroupMatrix& m, const float* x, size_t x_len, float* y, s
   detail::StartsMatvec sk = nullptr;
   if (v.starts && isa == Isa::kAvx512) sk = detail::avx512_starts_matvec(fast_gathers());
   if (v.starts && isa == Isa::kAvx2) sk = detail::avx2_starts_matvec();
+  // AVX2, no plan, <= 16 values, groups of kCodesMinMean entries or more on average and shorter than the
+  // group sums' (kLongGroup): the Ω-index kernel (faster than the ISA's block kernel there on AMD Zen 3,
+  // no faster for shorter groups; bench/results/cser3.md).
+  const uint64_t groups = m.num_groups();
+  if (!v.starts && isa == Isa::kAvx2 && v.col16 && v.nvalues <= 16 && groups > 0 &&
+      m.nnz() >= uint64_t(detail::kCodesMinMean) * groups && m.nnz() < uint64_t(detail::kLongGroup) * groups) {
+    sk = detail::avx2_codes_matvec();
+  }
   if (sk) {
     over_rows(m.rows(), opt.threads, m.nnz(), [&](uint32_t r0, uint32_t r1) { sk(v, x, y, r0, r1, t->rows_matvec); });
   } else {

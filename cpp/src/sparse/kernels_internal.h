@@ -43,12 +43,20 @@ struct KernelTable {
   void (*cb_matmat)(const CodebookView& m, const float* X, size_t batch, float* Y, uint32_t r0, uint32_t r1);
 };
 
+// Mean group length from which batch 1 sums each group's inputs once (kernels_simd.h, rows_matvec_sums);
+// the AVX2 Ω-index kernel (kernels_codes_x86.h) takes the matrices without a plan between kCodesMinMean
+// and it.
+constexpr uint32_t kLongGroup = 96, kCodesMinMean = 20;
+
 // Batch 1 from the kernel plan (kernels_starts_x86.h); rows it cannot take go to `fallback` (the same
 // ISA's rows_matvec).
 using RowsMatvec = void (*)(const RowsView& m, const float* x, float* y, uint32_t r0, uint32_t r1);
 using StartsMatvec = void (*)(const RowsView& m, const float* x, float* y, uint32_t r0, uint32_t r1,
                               RowsMatvec fallback);
 StartsMatvec avx2_starts_matvec();  // null unless compiled (NNPRESS_HAVE_AVX2_TU); scalar input loads
+// Batch 1 without a plan, <= 16 values, 16-bit columns (kernels_codes_x86.h); null unless compiled
+// (NNPRESS_HAVE_AVX2_TU)
+StartsMatvec avx2_codes_matvec();
 // null unless compiled (NNPRESS_HAVE_AVX512_TU); gather: its inputs by hardware gathers (fast_gathers())
 StartsMatvec avx512_starts_matvec(bool gather);
 

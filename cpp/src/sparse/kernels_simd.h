@@ -375,8 +375,7 @@ NNPRESS_ONE_COPY void rows_matvec_t(const RowsView& m, const Col* col, const Mat
 // Long groups (>= kLongGroup entries on average): each group's inputs are summed with scalar loads into
 // four accumulators and multiplied once; no buffers, and one loop exit per group is cheap next to its
 // length. kLongGroup lies between a mean length where the block kernel with U stores was faster and
-// one where this one was (bench/RESULTS.md, "CER/CSER kernels").
-constexpr uint32_t kLongGroup = 96;
+// one where this one was (bench/RESULTS.md, "CER/CSER kernels"). (kLongGroup: kernels_internal.h.)
 
 template <class Col>
 inline float group_sum(const Col* col, uint32_t n, const float* x) {
