@@ -88,7 +88,8 @@ NNPRESS_INLINE __m256d high_targets(__m256d a, __m256d b) {
   return _mm256_permute4x64_pd(_mm256_unpackhi_pd(a, b), _MM_SHUFFLE(1, 3, 0, 2));
 }
 
-template <class W, class F>
+// kPlain: no importance and no column scales (the common case, compiled without their tests).
+template <bool kPlain, class W, class F>
 uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
   const W* weights = args.weights;
   const F* importance = args.importance;
@@ -147,11 +148,11 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
     for (int q = 0; q < kGreaterRow - kSignRow; ++q) sign_rows[q] = avx2::load(cur->row[kSignRow + q]);
     const W* w_row = weights + r * cols;
     const double row_step = tensor_step * (scales.row ? scales.row[r] : 1.0);
-    auto step_of = [&](uint64_t i) { return scales.col ? row_step * scales.col[i] : row_step; };
+    auto step_of = [&](uint64_t i) { return !kPlain && scales.col ? row_step * scales.col[i] : row_step; };
 
     for (uint64_t i = 0; i < cols; ++i) {
       const double step = step_of(i);
-      const double f = importance ? double(importance[r * cols + i]) : 1.0;
+      const double f = !kPlain && importance ? double(importance[r * cols + i]) : 1.0;
       const bool zero_only = w_row[i] == W(0);
       const double w = double(w_row[i]);
       const Candidates cand = candidates_of(w / step);
@@ -442,7 +443,8 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
 // The fused step when it covers the pass, else the search with the AVX2 kernel set.
 template <class W, class F>
 uint64_t run(const PassArgs<W, F>& a, Workspace& ws) {
-  return fused_covers(a) ? trellis_fused(a, ws) : trellis_soa<Avx2Kernels>(a, ws);
+  if (!fused_covers(a)) return trellis_soa<Avx2Kernels>(a, ws);
+  return a.importance || a.scales.col ? trellis_fused<false>(a, ws) : trellis_fused<true>(a, ws);
 }
 
 }  // namespace avx2_fused
