@@ -4,6 +4,7 @@
 // double path costs rounded as written, no FMA). Compiled with -mavx2 -ffp-contract=off only
 // (cpp/CMakeLists.txt); runs only when isa_supported(kAvx2).
 #include <utility>
+#include <vector>
 
 #include "../trellis_fused.h"
 #include "trellis_avx2_kernels.h"
@@ -87,7 +88,8 @@ NNPRESS_INLINE __m256d high_targets(__m256d a, __m256d b) {
   return _mm256_permute4x64_pd(_mm256_unpackhi_pd(a, b), _MM_SHUFFLE(1, 3, 0, 2));
 }
 
-template <class W, class F>
+// kPlain: no importance and no column scales (the common case, compiled without their tests).
+template <bool kPlain, class W, class F>
 uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
   const W* weights = args.weights;
   const F* importance = args.importance;
@@ -109,6 +111,8 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
   uint32_t live_greater, live_eg;
   fused_begin_pass(args, ws, committed, live_greater, live_eg);
   uint8_t* decisions = ws.decisions;
+  std::vector<int32_t> index_base_store(cols);
+  int32_t* index_base = index_base_store.data();
   uint64_t rate_total = 0;
   double dist_total = 0.0;
 
@@ -144,11 +148,11 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
     for (int q = 0; q < kGreaterRow - kSignRow; ++q) sign_rows[q] = avx2::load(cur->row[kSignRow + q]);
     const W* w_row = weights + r * cols;
     const double row_step = tensor_step * (scales.row ? scales.row[r] : 1.0);
-    auto step_of = [&](uint64_t i) { return scales.col ? row_step * scales.col[i] : row_step; };
+    auto step_of = [&](uint64_t i) { return !kPlain && scales.col ? row_step * scales.col[i] : row_step; };
 
     for (uint64_t i = 0; i < cols; ++i) {
       const double step = step_of(i);
-      const double f = importance ? double(importance[r * cols + i]) : 1.0;
+      const double f = !kPlain && importance ? double(importance[r * cols + i]) : 1.0;
       const bool zero_only = w_row[i] == W(0);
       const double w = double(w_row[i]);
       const Candidates cand = candidates_of(w / step);
@@ -205,46 +209,38 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       if (!zero_only) {
         const BinCosts sign_cost = bin_costs(signm);
         const __m256i nonzero = _mm256_add_epi32(sig_cost.one, neg ? sign_cost.one : sign_cost.zero);
-        // Magnitude of the even, odd and smallest entries in each state's quantizer (state p: p & 1).
-        const __m256i mag_e = _mm256_blend_epi32(splat(mag_even[0]), splat(mag_even[1]), 0xAA);
-        const __m256i mag_o = _mm256_blend_epi32(splat(mag_odd[0]), splat(mag_odd[1]), 0xAA);
-        const __m256i mag_s = splat(1);
+        // The rate of every magnitude a candidate may have, by row: row n - 1 for a magnitude n <=
+        // N (the 1 bins of unary flags 0..n-2 and the 0 bin of flag n-1), row N + j past them
+        // (all N flags at 1, then Exp-Golomb bucket j: j prefix 1 bins, a 0 bin on model j,
+        // eg_order + j bypass bits). `ones` is the running sum of the 1 bins. Each quantizer's
+        // entries then take their rows by index (one magnitude per quantizer and parity).
         const uint32_t unary_rows = top < unary_len ? top : unary_len;
-        // Unary flags: a magnitude k <= N pays the 1 bins of flags 0..k-2 and the 0 bin of flag
-        // k-1; `ones` is the running sum of the 1 bins.
         const Row* chain = cur->row + kGreaterRow + neg * cabac::kMaxUnaryFlags;
+        alignas(32) uint32_t by_row[cabac::kMaxUnaryFlags + cabac::kPrefixContexts][kLanes];
         __m256i ones = zero;
         for (uint32_t q = 0; q < unary_rows; ++q) {
           const BinCosts pair = bin_costs(avx2::load(chain[q]));
-          const __m256i t = _mm256_add_epi32(ones, pair.zero);
-          const __m256i at = splat(q + 1);
-          rate_even = _mm256_blendv_epi8(rate_even, t, _mm256_cmpeq_epi32(mag_e, at));
-          rate_odd = _mm256_blendv_epi8(rate_odd, t, _mm256_cmpeq_epi32(mag_o, at));
-          rate_small = _mm256_blendv_epi8(rate_small, t, _mm256_cmpeq_epi32(mag_s, at));
+          avx2::store(by_row[q], _mm256_add_epi32(ones, pair.zero));
           ones = _mm256_add_epi32(ones, pair.one);
         }
+        auto row_of = [&](uint32_t mag) {
+          return mag <= unary_len ? mag - 1 : unary_len + eg_bucket(mag - unary_len - 1, eg_order);
+        };
         if (top > unary_len) {
-          // Past the unary flags: all N flags at 1, then bucket j of the remainder: j prefix 1
-          // bins, a 0 bin on model j, eg_order + j bypass bits.
-          auto bucket_of = [&](uint32_t mag) {
-            return mag > unary_len ? eg_bucket(mag - unary_len - 1, eg_order) : 99u;
-          };
-          const __m256i je = _mm256_blend_epi32(splat(bucket_of(mag_even[0])), splat(bucket_of(mag_even[1])), 0xAA);
-          const __m256i jo = _mm256_blend_epi32(splat(bucket_of(mag_odd[0])), splat(bucket_of(mag_odd[1])), 0xAA);
-          const __m256i js = splat(bucket_of(1));
-          const uint32_t jmax = bucket_of(top);
-          __m256i acc = ones;
+          const uint32_t jmax = eg_bucket(top - unary_len - 1, eg_order);
           for (uint32_t q = 0; q <= jmax; ++q) {
             const BinCosts pair = bin_costs(avx2::load(cur->row[kEgRow + q]));
-            const __m256i t = _mm256_add_epi32(_mm256_add_epi32(acc, pair.zero),
-                                               splat((eg_order + q) * cabac::kRateOne));
-            const __m256i at = splat(q);
-            rate_even = _mm256_blendv_epi8(rate_even, t, _mm256_cmpeq_epi32(je, at));
-            rate_odd = _mm256_blendv_epi8(rate_odd, t, _mm256_cmpeq_epi32(jo, at));
-            rate_small = _mm256_blendv_epi8(rate_small, t, _mm256_cmpeq_epi32(js, at));
-            acc = _mm256_add_epi32(acc, pair.one);
+            avx2::store(by_row[unary_len + q],
+                        _mm256_add_epi32(_mm256_add_epi32(ones, pair.zero), splat((eg_order + q) * cabac::kRateOne)));
+            ones = _mm256_add_epi32(ones, pair.one);
           }
         }
+        // (State p takes quantizer p & 1's entries.)
+        rate_even = _mm256_blend_epi32(avx2::load(by_row[row_of(mag_even[0])]), avx2::load(by_row[row_of(mag_even[1])]),
+                                       0xAA);
+        rate_odd = _mm256_blend_epi32(avx2::load(by_row[row_of(mag_odd[0])]), avx2::load(by_row[row_of(mag_odd[1])]),
+                                      0xAA);
+        rate_small = avx2::load(by_row[0]);
         rate_even = _mm256_add_epi32(rate_even, nonzero);
         rate_odd = _mm256_add_epi32(rate_odd, nonzero);
         rate_small = _mm256_add_epi32(rate_small, nonzero);
@@ -394,19 +390,27 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       // Rows moved, the first `updated` of them updated in lane t where ext[t] > row (bin: ext[t]
       // > row + 1), as permute_chain / permute do (extents below 2^31: signed compares hold).
       auto move = [&](const Row* src, Row* dst, uint32_t updated, uint32_t count, __m256i ext) {
+        __m256i row = zero;
+        const __m256i one = splat(1);
         for (uint32_t q = 0; q < updated; ++q) {
           const __m256i v = _mm256_permutevar8x32_epi32(avx2::load(src[q]), from);
-          const __m256i bin = _mm256_cmpgt_epi32(ext, splat(q + 1));
-          avx2::store(dst[q], _mm256_blendv_epi8(v, model_update(v, bin), _mm256_cmpgt_epi32(ext, splat(q))));
+          const __m256i next = _mm256_add_epi32(row, one);
+          avx2::store(dst[q], _mm256_blendv_epi8(v, model_update(v, _mm256_cmpgt_epi32(ext, next)),
+                                                 _mm256_cmpgt_epi32(ext, row)));
+          row = next;
         }
         for (uint32_t q = updated; q < count; ++q)
           avx2::store(dst[q], _mm256_permutevar8x32_epi32(avx2::load(src[q]), from));
       };
-      move(cur->row + kGreaterRow + neg * cabac::kMaxUnaryFlags, nxt->row + kGreaterRow + neg * cabac::kMaxUnaryFlags,
-           chain_top, live_greater, chain_mag);
-      move(cur->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags,
-           nxt->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags, 0, live_greater, zero);
+      if (live_greater) {
+        move(cur->row + kGreaterRow + neg * cabac::kMaxUnaryFlags, nxt->row + kGreaterRow + neg * cabac::kMaxUnaryFlags,
+             chain_top, live_greater, chain_mag);
+        move(cur->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags,
+             nxt->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags, 0, live_greater, zero);
+      }
       move(cur->row + kEgRow, nxt->row + kEgRow, eg_top, live_eg, eg_mag);
+      // The entry's reconstruction index per weight, for the trace-back (finish_fused_row).
+      index_base[i] = neg ? -int32_t(b) : int32_t(b);
       std::swap(cur, nxt);
       cost_lo = best_lo;
       cost_hi = best_hi;
@@ -428,8 +432,8 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
     _mm256_store_pd(dist_l + 4, dist_hi);
     _mm256_store_si256(reinterpret_cast<__m256i*>(rate_l), rate_lo);
     _mm256_store_si256(reinterpret_cast<__m256i*>(rate_l + 4), rate_hi);
-    finish_row(cost_l, dist_l, rate_l, *cur, decisions, w_row, step_of, cols, levels + r * cols,
-               recon ? recon + r * cols : nullptr, committed, rate_total, dist_total);
+    finish_fused_row(cost_l, dist_l, rate_l, *cur, decisions, index_base, step_of, cols, levels + r * cols,
+                     recon ? recon + r * cols : nullptr, committed, rate_total, dist_total);
   }
   *args.distortion += dist_total;
   if (args.contexts) *args.contexts = unpack_contexts(committed);
@@ -439,7 +443,8 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
 // The fused step when it covers the pass, else the search with the AVX2 kernel set.
 template <class W, class F>
 uint64_t run(const PassArgs<W, F>& a, Workspace& ws) {
-  return fused_covers(a) ? trellis_fused(a, ws) : trellis_soa<Avx2Kernels>(a, ws);
+  if (!fused_covers(a)) return trellis_soa<Avx2Kernels>(a, ws);
+  return a.importance || a.scales.col ? trellis_fused<false>(a, ws) : trellis_fused<true>(a, ws);
 }
 
 }  // namespace avx2_fused
