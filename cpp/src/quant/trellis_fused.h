@@ -93,41 +93,16 @@ NNPRESS_INLINE uint32_t fused_grow(uint32_t unary_len, uint32_t chain_top, uint3
   return chain_top < live_greater ? chain_top : live_greater;
 }
 
-// finish_row (trellis_soa.h) with each weight's candidates already known: index_base[i] is the
-// signed base index of weight i's candidates (sgn * base, as candidates_of gives them), so the
+// finish_row's index_at (trellis_soa.h) for a step that keeps each weight's candidates: index_base[i] is
+// the signed base index of weight i's candidates (sgn * base, as candidates_of gives them), so the
 // trace-back takes the chosen entry's reconstruction index without dividing again.
-template <class StepOf>
-inline void finish_fused_row(const double* cost, const double* dist, const uint64_t* rate, const Bank& bank,
-                             const uint8_t* decisions, const int32_t* index_base, const StepOf& step_of, uint64_t cols,
-                             int32_t* q_row, float* recon_row, uint32_t* committed, uint64_t& rate_total,
-                             double& dist_total) {
-  constexpr double inf = std::numeric_limits<double>::infinity();
-  int best = -1;
-  for (int s = 0; s < kDqStates; ++s)
-    if (cost[s] < inf && (best < 0 || cost[s] < cost[best])) best = s;
-  if (cols == 0) return;
-  if (best < 0) {
-    for (uint64_t i = 0; i < cols; ++i) {
-      q_row[i] = 0;
-      if (recon_row) recon_row[i] = 0.0f;
-    }
-    dist_total = inf;
-    return;
-  }
-  rate_total += rate[best];
-  dist_total += dist[best];
-  for (int m = 0; m < kModelRows; ++m) committed[m] = bank.row[m][best];
-  int state = best;
-  for (uint64_t i = cols; i-- > 0;) {
-    const uint8_t d = decisions[size_t(i) * kDqStates + state];
-    const int j = d >> 3;
+inline auto kept_index(const int32_t* index_base) {
+  return [index_base](uint64_t i, int j) -> int64_t {
     const int64_t sb = index_base[i];
     const int64_t base = sb < 0 ? -sb : sb;
     const int64_t au = j == 0 ? 0 : j <= kUnionCandidates ? base + j - 1 : j - kUnionCandidates;
-    q_row[i] = int32_t(sb < 0 ? -((au + 1) >> 1) : (au + 1) >> 1);
-    if (recon_row) recon_row[i] = float(double(sb < 0 ? -au : au) * step_of(i));
-    state = d & 7;
-  }
+    return sb < 0 ? -au : au;
+  };
 }
 
 }  // namespace

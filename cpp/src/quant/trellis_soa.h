@@ -226,11 +226,13 @@ uint32_t live_extent(const uint32_t* models, int first, uint32_t count) {
 // The end of one row's search, shared by the lane search below and the fused steps (trellis_fused.h): the
 // cheapest final state (the lowest on ties), the row's levels and reconstruction traced back from it
 // through the decisions, its rate and distortion added to the totals and its models committed. With no
-// finite final state the row gets zero levels and the pass an infinite distortion.
-template <class W, class StepOf>
+// finite final state the row gets zero levels and the pass an infinite distortion. index_at(i, j): the
+// signed reconstruction index of candidate entry j of weight i (j the decision byte's d >> 3).
+template <class IndexAt, class StepOf>
 inline void finish_row(const double* cost, const double* dist, const uint64_t* rate, const Bank& bank,
-                       const uint8_t* decisions, const W* w_row, const StepOf& step_of, uint64_t cols, int32_t* q_row,
-                       float* recon_row, uint32_t* committed, uint64_t& rate_total, double& dist_total) {
+                       const uint8_t* decisions, const IndexAt& index_at, const StepOf& step_of, uint64_t cols,
+                       int32_t* q_row, float* recon_row, uint32_t* committed, uint64_t& rate_total,
+                       double& dist_total) {
   constexpr double inf = std::numeric_limits<double>::infinity();
   int best = -1;
   for (int s = 0; s < kDqStates; ++s)
@@ -250,13 +252,18 @@ inline void finish_row(const double* cost, const double* dist, const uint64_t* r
   int state = best;
   for (uint64_t i = cols; i-- > 0;) {
     const uint8_t d = decisions[size_t(i) * kDqStates + state];
-    const double step = step_of(i);
-    const int64_t u = index_of(candidates_of(double(w_row[i]) / step), d >> 3);
+    const int64_t u = index_at(i, d >> 3);
     const int64_t au = u < 0 ? -u : u;
     q_row[i] = int32_t(u < 0 ? -((au + 1) >> 1) : (au + 1) >> 1);
-    if (recon_row) recon_row[i] = float(double(u) * step);
+    if (recon_row) recon_row[i] = float(double(u) * step_of(i));
     state = d & 7;
   }
+}
+
+// finish_row's index_at for a search that keeps no candidates: weight i's recomputed from w / step.
+template <class W, class StepOf>
+inline auto recomputed_index(const W* w_row, const StepOf& step_of) {
+  return [w_row, &step_of](uint64_t i, int j) { return index_of(candidates_of(double(w_row[i]) / step_of(i)), j); };
 }
 
 template <class K, class W, class F>
@@ -530,7 +537,7 @@ uint64_t trellis_soa(const PassArgs<W, F>& args, Workspace& ws) {
       std::swap(sign_at, nsign_at);
     }
 
-    finish_row(cost, dist, rate, *cur, decisions, w_row, step_of, cols, levels + r * cols,
+    finish_row(cost, dist, rate, *cur, decisions, recomputed_index(w_row, step_of), step_of, cols, levels + r * cols,
                recon ? recon + r * cols : nullptr, committed, rate_total, dist_total);
   }
   *args.distortion += dist_total;

@@ -409,7 +409,7 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
              nxt->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags, 0, live_greater, zero);
       }
       move(cur->row + kEgRow, nxt->row + kEgRow, eg_top, live_eg, eg_mag);
-      // The entry's reconstruction index per weight, for the trace-back (finish_fused_row).
+      // The entry's reconstruction index per weight, for the trace-back (kept_index).
       index_base[i] = neg ? -int32_t(b) : int32_t(b);
       std::swap(cur, nxt);
       cost_lo = best_lo;
@@ -432,8 +432,8 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
     _mm256_store_pd(dist_l + 4, dist_hi);
     _mm256_store_si256(reinterpret_cast<__m256i*>(rate_l), rate_lo);
     _mm256_store_si256(reinterpret_cast<__m256i*>(rate_l + 4), rate_hi);
-    finish_fused_row(cost_l, dist_l, rate_l, *cur, decisions, index_base, step_of, cols, levels + r * cols,
-                     recon ? recon + r * cols : nullptr, committed, rate_total, dist_total);
+    finish_row(cost_l, dist_l, rate_l, *cur, decisions, kept_index(index_base), step_of, cols, levels + r * cols,
+               recon ? recon + r * cols : nullptr, committed, rate_total, dist_total);
   }
   *args.distortion += dist_total;
   if (args.contexts) *args.contexts = unpack_contexts(committed);

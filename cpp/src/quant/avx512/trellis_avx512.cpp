@@ -399,8 +399,8 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
     _mm512_store_pd(cost_l, cost);
     _mm512_store_pd(dist_l, dist);
     _mm512_store_si512(rate_l, rate);
-    finish_row(cost_l, dist_l, rate_l, *cur, decisions, w_row, step_of, cols, levels + r * cols,
-               recon ? recon + r * cols : nullptr, committed, rate_total, dist_total);
+    finish_row(cost_l, dist_l, rate_l, *cur, decisions, recomputed_index(w_row, step_of), step_of, cols,
+               levels + r * cols, recon ? recon + r * cols : nullptr, committed, rate_total, dist_total);
   }
   *args.distortion += dist_total;
   if (args.contexts) *args.contexts = unpack_contexts(committed);
