@@ -789,7 +789,7 @@ class _LevelTable:
     def __init__(self, rows: int, cols: int, bits: int) -> None:
         self.rows, self.cols, self.bits = rows, cols, bits
         if bits == 6:
-            self.store = np.full((rows, cols * 3 // 4), 0, dtype=np.uint8)
+            self.store = np.empty((rows, cols * 3 // 4), dtype=np.uint8)
             self.store[:] = _pack6(np.full((1, cols), 32, np.int32))  # all zeros (stored as u + 32)
         else:
             self.store = np.zeros((rows, cols), dtype=np.int8 if bits == 8 else np.int16)
