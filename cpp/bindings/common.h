@@ -8,6 +8,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <optional>
+#include <string>
+
+#include "nnpress/cpu.h"
 #include "nnpress/format/container.h"
 #include "nnpress/status.h"
 
@@ -27,6 +31,15 @@ struct PyReader {
 // for its code (FormatError, ValueError, OSError, KeyError).
 inline void check(const Status& s) {
   if (!s.ok()) throw Error(s);
+}
+
+// The ISA a kernel argument names ("scalar", "neon", "avx2", "avx512"); none: detect at run time.
+inline std::optional<Isa> isa_option(const std::optional<std::string>& name) {
+  if (!name) return std::nullopt;
+  Isa i;
+  if (!parse_isa(name->c_str(), &i))
+    throw Error(invalid_argument("unknown ISA '" + *name + "' (expected scalar, neon, avx2 or avx512)"));
+  return i;
 }
 
 }  // namespace nnpress::bindings

@@ -27,12 +27,7 @@ inline levels::LevelKernelOptions kernel_options(const std::optional<std::string
   } else if (activations != "float32") {
     throw Error(invalid_argument("unknown activations '" + activations + "' (expected float32 or int16)"));
   }
-  if (isa) {
-    Isa i;
-    if (!parse_isa(isa->c_str(), &i))
-      throw Error(invalid_argument("unknown ISA '" + *isa + "' (expected scalar, neon, avx2 or avx512)"));
-    o.isa = i;
-  }
+  o.isa = isa_option(isa);
   return o;
 }
 

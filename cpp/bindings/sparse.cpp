@@ -29,12 +29,7 @@ Format parse_format(const std::string& name) {
 sparse::KernelOptions options(const std::optional<std::string>& isa, unsigned threads) {
   sparse::KernelOptions o;
   o.threads = threads;
-  if (isa) {
-    Isa i;
-    if (!parse_isa(isa->c_str(), &i))
-      throw Error(invalid_argument("unknown ISA '" + *isa + "' (expected scalar, neon, avx2 or avx512)"));
-    o.isa = i;
-  }
+  o.isa = isa_option(isa);
   return o;
 }
 
@@ -254,13 +249,6 @@ NNPRESS_BINDING(sparse) {
       },
       py::arg("rows"), py::arg("cols"), py::arg("nnz"), py::arg("num_values"), py::arg("batch"),
       py::arg("allow_dense") = false);
-  m.def(
-      "isa_supported",
-      [](const std::string& name) {
-        Isa i;
-        if (!parse_isa(name.c_str(), &i)) throw Error(invalid_argument("unknown ISA '" + name + "'"));
-        return isa_supported(i);
-      },
-      py::arg("name"));
+  m.def("isa_supported", [](const std::string& name) { return isa_supported(*isa_option(name)); }, py::arg("name"));
   m.def("detect_isa", [] { return std::string(isa_name(detect_isa())); });
 }
