@@ -129,7 +129,7 @@ def export_onnx(model, enc, folder: str) -> tuple[str, str]:
     return fp32, int8
 
 
-def build_nnpress(nnp: str, fmt, batch: int, act_digits, candidates=None):
+def build_nnpress(nnp: str, fmt, batch: int, act_digits, candidates=None, max_bytes_ratio=None):
     import torch  # noqa: F401
     from transformers import AutoConfig, AutoModel
 
@@ -140,7 +140,16 @@ def build_nnpress(nnp: str, fmt, batch: int, act_digits, candidates=None):
     with nnn.params_on_meta():
         model = AutoModel.from_config(config)
     t = time.perf_counter()
-    conv = nnn.convert(model, fmt, nnp=nnp, batch=batch, act_digits=act_digits, candidates=candidates, inplace=True)
+    conv = nnn.convert(
+        model,
+        fmt,
+        nnp=nnp,
+        batch=batch,
+        act_digits=act_digits,
+        candidates=candidates,
+        max_bytes_ratio=max_bytes_ratio,
+        inplace=True,
+    )
     return conv, time.perf_counter() - t
 
 
@@ -163,7 +172,7 @@ def linear_timer(model, kinds):
     return acc, handles, n
 
 
-def rss_child(engine: str, nnp: str, fmt, batch: int, act_digits, candidates, onnx_dir: str) -> None:
+def rss_child(engine: str, nnp: str, fmt, batch: int, act_digits, candidates, onnx_dir: str, cap=None) -> None:
     """Load one engine and embed every test sentence once (peak RSS measured by the parent)."""
     import torch
 
@@ -183,7 +192,7 @@ def rss_child(engine: str, nnp: str, fmt, batch: int, act_digits, candidates, on
     elif engine == "torch":
         run = Wrapped(minilm.load_minilm()[0])
     elif engine == "nnpress":
-        run = Wrapped(build_nnpress(nnp, fmt, batch, act_digits, candidates)[0])
+        run = Wrapped(build_nnpress(nnp, fmt, batch, act_digits, candidates, cap)[0])
     else:
         run = Ort(os.path.join(onnx_dir, "minilm.onnx" if engine == "ort_fp32" else "minilm_int8.onnx"))
     if run is not None:
@@ -202,6 +211,8 @@ def peak_rss_mib(args, engine: str, nnp: str, onnx_dir: str) -> tuple[float, flo
     cmd += ["--format", args.format, "--batch", str(args.batch_hint), "--act-digits", str(args.act_digits)]
     if args.candidates:
         cmd += ["--candidates", ",".join(args.candidates)]
+    if args.max_bytes_ratio is not None:
+        cmd += ["--max-bytes-ratio", str(args.max_bytes_ratio)]
     p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     after = [int(line.split()[1]) / 1024 for line in p.stdout.splitlines() if line.startswith("rss_after_kib")]
     for line in p.stderr.splitlines():
@@ -216,6 +227,7 @@ def main() -> None:
     ap.add_argument("--format", default="auto", help="nnpress.nn.convert format for the Linear layers")
     ap.add_argument("--act-digits", default="2", help="int8 formats' activation digits (1-3, or 'none')")
     ap.add_argument("--candidates", help="comma-separated formats the auto choice may pick (default: all)")
+    ap.add_argument("--max-bytes-ratio", type=float, help="cap of each auto layer's bytes vs float32 (default: none)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--limit", type=int, default=0, help="use the first N sentences only (0 = all)")
     ap.add_argument("--json", help="write the results here")
@@ -234,7 +246,16 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
     if args.rss_child:
-        rss_child(args.rss_child, args.nnp, args.format, args.batch, act_digits, args.candidates, args.onnx_dir)
+        rss_child(
+            args.rss_child,
+            args.nnp,
+            args.format,
+            args.batch,
+            act_digits,
+            args.candidates,
+            args.onnx_dir,
+            args.max_bytes_ratio,
+        )
         return
 
     import minilm
@@ -266,9 +287,13 @@ def main() -> None:
         t = time.perf_counter()
         nnpress.compress(model, nnp)
         print(f"wrote the default .nnp {nnp} in {time.perf_counter() - t:.1f} s")
-    conv, build_s = build_nnpress(nnp, args.format, batch, act_digits, args.candidates)
+    conv, build_s = build_nnpress(nnp, args.format, batch, act_digits, args.candidates, args.max_bytes_ratio)
     # the same with exact formats only (no rounded activations), when the first may round
-    exact = None if act_digits is None else build_nnpress(nnp, args.format, batch, None, args.candidates)[0]
+    exact = (
+        None
+        if act_digits is None
+        else build_nnpress(nnp, args.format, batch, None, args.candidates, args.max_bytes_ratio)[0]
+    )
     dec = copy.deepcopy(model)
     dec.load_state_dict(
         {k: torch.from_numpy(v) for k, v in nnpress.decompress(nnp, as_numpy=True).items()}, strict=False

@@ -341,11 +341,13 @@ def record_input_shapes(model: nn.Module, convs: list[tuple[str, nn.Module]], ex
     return shapes
 
 
-def choose(model: nn.Module, f, shapes: dict | None, *, act_digits, isa, threads, candidates, race) -> None:
+def choose(
+    model: nn.Module, f, shapes: dict | None, *, act_digits, isa, threads, candidates, race, max_bytes_ratio=None
+) -> None:
     """Give every pending ("auto") LevelConv of ``model`` the format that is fastest on its real
     input shape (see the module docs): ``shapes`` {name: input shape} as ``record_input_shapes``
     found them with the caller's example_inputs (None: none given); ``race``: the timing routine
-    shared with the Linear layers."""
+    shared with the Linear layers; ``max_bytes_ratio``: as from_nnp's (nl.within_cap)."""
     convs = [(n, m) for n, m in model.named_modules() if isinstance(m, LevelConv) and m.info.get("pending")]
     if not convs:
         return
@@ -381,6 +383,7 @@ def choose(model: nn.Module, f, shapes: dict | None, *, act_digits, isa, threads
                 built[c] = _build_conv(c, lt, w, g, act_digits=act_digits, isa=isa, threads=threads)
             except ValueError as e:
                 m.info["reasons"].append(f"{c}: {e}")
+        built = nl.within_cap(built, max_bytes_ratio, int(np.prod(g.weight_shape)) * 4)
         del lt, w
         shape = shapes[name]
         gen = torch.Generator().manual_seed(0)

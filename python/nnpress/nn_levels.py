@@ -3,7 +3,7 @@
 Contract
 --------
 - ``from_nnp(model, nnp, format="auto", *, batch=1, threads=1, isa=None, embeddings="auto",
-  act_digits=2, candidates=None, strict=True, inplace=False, example_inputs=None,
+  act_digits=2, candidates=None, max_bytes_ratio=None, strict=True, inplace=False, example_inputs=None,
   reuse_timings=True)`` (also reached as
   ``nnpress.nn.convert(model, format, nnp=path, ...)``) returns ``model`` with its weights taken from
   the ``.nnp`` file: every ``nn.Linear`` (and transformers' ``Conv1D``, GPT-2's Linear with its
@@ -62,6 +62,11 @@ Contract
     (rows = tokens x sentences, or output pixels x images); until then those Linear layers hold the
     "levels" format. Without it Linear layers are timed at ``batch`` rows and convolutions are not
     timed (:mod:`nnpress.nn_conv`).
+  * ``max_bytes_ratio`` (a fraction, e.g. 0.3): an "auto" layer (Linear or convolution) only
+    considers the formats holding at most this fraction of its float32 weight bytes; where none
+    does, the one holding fewest bytes is kept (whatever its speed). "auto" alone trades bytes for
+    speed only within timing noise, so on a loaded machine its choice can hold more than a memory
+    target allows; the cap makes the target a guarantee. Formats named explicitly are not capped.
   * A choice is replayed without timing by passing ``format={p["name"]: p["format"] for p in
     levels_plan(model) if p["kind"] in ("linear", "conv") and p["format"] != "torch"}``.
 - ``act_digits`` (1, 2 or 3; None = exact formats only): the activation precision of the int8
@@ -568,7 +573,17 @@ def _signature(lt: LevelTensor, batch: int, options: tuple) -> tuple:
 
 
 def _choose(
-    lt: LevelTensor, batch: int, *, act_digits, isa, threads, candidates, reps: int = 7, timed=None, layer=None
+    lt: LevelTensor,
+    batch: int,
+    *,
+    act_digits,
+    isa,
+    threads,
+    candidates,
+    max_bytes_ratio=None,
+    reps: int = 7,
+    timed=None,
+    layer=None,
 ):
     """(backend, {format: µs}, name of the layer whose timing was reused or None) for "auto": every
     candidate timed on a (batch x in) input, interleaved (_race). ``timed``: a dict shared by the
@@ -579,7 +594,7 @@ def _choose(
     the report; default the tensor's)."""
     sig = None
     if timed is not None:
-        sig = _signature(lt, batch, (act_digits, isa, threads, candidates))
+        sig = _signature(lt, batch, (act_digits, isa, threads, candidates, max_bytes_ratio))
         if sig in timed:
             fmt, times0, src = timed[sig]
             close = [c for c, t in times0.items() if t <= min(times0.values()) * _CLOSE] if times0 else [fmt]
@@ -587,20 +602,36 @@ def _choose(
                 if len(close) == 1:
                     return _build(close[0], lt, None, act_digits=act_digits, isa=isa, threads=threads), times0, src
                 backend, times = _choose_timed(
-                    lt, batch, act_digits=act_digits, isa=isa, threads=threads, candidates=tuple(close), reps=reps
+                    lt,
+                    batch,
+                    act_digits=act_digits,
+                    isa=isa,
+                    threads=threads,
+                    candidates=tuple(close),
+                    max_bytes_ratio=max_bytes_ratio,
+                    reps=reps,
                 )
                 return backend, times, src
             except ValueError:
                 pass
     backend, times = _choose_timed(
-        lt, batch, act_digits=act_digits, isa=isa, threads=threads, candidates=candidates, reps=reps
+        lt,
+        batch,
+        act_digits=act_digits,
+        isa=isa,
+        threads=threads,
+        candidates=candidates,
+        max_bytes_ratio=max_bytes_ratio,
+        reps=reps,
     )
     if timed is not None:
         timed[sig] = (backend.format, times, lt.name if layer is None else layer)
     return backend, times, None
 
 
-def _choose_timed(lt: LevelTensor, batch: int, *, act_digits, isa, threads, candidates, reps: int = 7):
+def _choose_timed(
+    lt: LevelTensor, batch: int, *, act_digits, isa, threads, candidates, max_bytes_ratio=None, reps: int = 7
+):
     """(backend, {format: µs}) for "auto": every candidate timed on a (batch x in) input, interleaved."""
     cands = ["dense"]
     if has_level_kernels():
@@ -624,6 +655,7 @@ def _choose_timed(lt: LevelTensor, batch: int, *, act_digits, isa, threads, cand
             built[c] = _build(c, lt, w, act_digits=act_digits, isa=isa, threads=threads, shared=shared)
         except ValueError:
             continue
+    built = within_cap(built, max_bytes_ratio, lt.u.size * 4)
     if len(built) == 1:
         ((c, b),) = built.items()
         return b, {}
@@ -631,6 +663,19 @@ def _choose_timed(lt: LevelTensor, batch: int, *, act_digits, isa, threads, cand
     x = torch.randn(batch, lt.u.shape[1], generator=gen)
     pick, times = _race(built, {c: b.nbytes for c, b in built.items()}, x, reps=reps)
     return built[pick], times
+
+
+def within_cap(built: dict, max_bytes_ratio: float | None, dense_bytes: int) -> dict:
+    """The built candidates {format: backend} holding at most ``max_bytes_ratio`` x ``dense_bytes``
+    (all of them when the ratio is None); where none does, the one holding fewest bytes."""
+    if max_bytes_ratio is None or not built:
+        return built
+    cap = max_bytes_ratio * dense_bytes
+    fit = {c: b for c, b in built.items() if b.nbytes <= cap}
+    if fit:
+        return fit
+    c = min(built, key=lambda c: built[c].nbytes)
+    return {c: built[c]}
 
 
 def _race(fns: dict, nbytes: dict, x: torch.Tensor, *, reps: int = 7, rounds: int = 3) -> tuple[str, dict]:
@@ -1023,7 +1068,7 @@ def _bias(f: NnpFile, name: str) -> torch.Tensor | None:
     return torch.from_numpy(np.asarray(a, dtype=np.float32))
 
 
-def _linear_module(name, mod, f, fmt, *, batch, act_digits, isa, threads, candidates, timed=None):
+def _linear_module(name, mod, f, fmt, *, batch, act_digits, isa, threads, candidates, max_bytes_ratio=None, timed=None):
     key = _join(name, "weight")
     quantized = f.entry(key)["storage"] != "raw"
     # transformers' Conv1D, or a module converted from one (a pending choice): the file's weight is W^T
@@ -1058,6 +1103,7 @@ def _linear_module(name, mod, f, fmt, *, batch, act_digits, isa, threads, candid
                 isa=isa,
                 threads=threads,
                 candidates=candidates,
+                max_bytes_ratio=max_bytes_ratio,
                 timed=timed,
                 layer=name,
             )
@@ -1110,6 +1156,7 @@ def from_nnp(
     embeddings: str = "auto",
     act_digits: int | None = 2,
     candidates=None,
+    max_bytes_ratio: float | None = None,
     strict: bool = True,
     inplace: bool = False,
     example_inputs=None,
@@ -1140,6 +1187,12 @@ def from_nnp(
         candidates = tuple(candidates)
         for c in candidates:
             _check_format(c, "candidates", LINEAR_FORMATS[1:])
+    if max_bytes_ratio is not None:
+        if isinstance(max_bytes_ratio, bool) or not isinstance(max_bytes_ratio, (int, float, np.floating)):
+            raise TypeError(f"max_bytes_ratio must be a number or None, got {type(max_bytes_ratio).__name__}")
+        if not 0 < float(max_bytes_ratio) <= 1:
+            raise ValueError(f"max_bytes_ratio must be in (0, 1], got {max_bytes_ratio!r}")
+        max_bytes_ratio = float(max_bytes_ratio)
     f = nnp if isinstance(nnp, NnpFile) else NnpFile(nnp)
     _check_names(model, f, strict)
     if isinstance(format, str) and format in nn_conv.CONV_ONLY_FORMATS:
@@ -1177,6 +1230,7 @@ def from_nnp(
                 isa=isa,
                 threads=threads,
                 candidates=candidates,
+                max_bytes_ratio=max_bytes_ratio,
                 timed=timed,
             )
             if pending:
@@ -1237,13 +1291,24 @@ def from_nnp(
                 isa=isa,
                 threads=threads,
                 candidates=candidates,
+                max_bytes_ratio=max_bytes_ratio,
                 timed=timed,
             )
             new.info["input_shape"] = shapes[name]
             out = _put(out, name, new)
             if name == "":
                 break
-    nn_conv.choose(out, f, shapes, act_digits=act_digits, isa=isa, threads=threads, candidates=candidates, race=_race)
+    nn_conv.choose(
+        out,
+        f,
+        shapes,
+        act_digits=act_digits,
+        isa=isa,
+        threads=threads,
+        candidates=candidates,
+        max_bytes_ratio=max_bytes_ratio,
+        race=_race,
+    )
     _release_free_memory()
     return out
 

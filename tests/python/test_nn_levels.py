@@ -481,3 +481,65 @@ def test_signature_tells_layers_lut_holds_from_those_it_cannot():
     first_row_only = few.copy()
     first_row_only[5, :20] = np.arange(20)  # the first row passes the quick test, row 5 does not
     assert not nn_levels._lut_holds(first_row_only)
+
+
+class _Wide(nn.Module):
+    """Linear and Conv2d layers large enough that the level formats hold a fraction of float32."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(16, 32, 3, padding=1)
+        self.fc1 = nn.Linear(256, 192)
+        self.fc2 = nn.Linear(192, 64)
+
+    def forward(self, x, img):
+        return self.fc2(torch.relu(self.fc1(x))), self.conv(img)
+
+
+def test_max_bytes_ratio_caps_the_auto_choice(tmp_path, monkeypatch):
+    """With max_bytes_ratio, "auto" keeps only formats holding at most that fraction of a layer's
+    float32 bytes, even where the timings favour a larger one (here: a race that always picks the
+    largest, as a load burst can); where none fits, the smallest is kept. Forced formats are not capped."""
+    torch.manual_seed(0)
+    model = _Wide().eval()
+    path = str(tmp_path / "wide.nnp")
+    nnpress.compress(model, path)
+    decoded = _Wide().eval()
+    decoded.load_state_dict(nnpress.decompress(path))
+    inputs = (torch.randn(4, 256), torch.randn(1, 16, 8, 8))
+    real_race = nn_levels._race
+
+    def largest_wins(fns, nbytes, x, **kw):
+        _, times = real_race(fns, nbytes, x, **kw)
+        return max(nbytes, key=nbytes.get), times
+
+    monkeypatch.setattr(nn_levels, "_race", largest_wins)
+
+    def layers(**kw):
+        plan = nnn.levels_plan(nnn.convert(model, nnp=path, example_inputs=inputs, **kw))
+        return {p["name"]: p for p in plan if p["kind"] in ("linear", "conv")}
+
+    uncapped = layers()
+    assert len(uncapped) == 3 and all(p["bytes"] > 0.6 * p["dense_bytes"] for p in uncapped.values()), uncapped
+    fast = nnn.convert(model, nnp=path, example_inputs=inputs, max_bytes_ratio=0.6)
+    capped = {p["name"]: p for p in nnn.levels_plan(fast) if p["kind"] in ("linear", "conv")}
+    for p in capped.values():
+        assert p["bytes"] <= 0.6 * p["dense_bytes"], p
+    with torch.no_grad():
+        for a, b in zip(fast(*inputs), decoded(*inputs)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    tiny = layers(max_bytes_ratio=1e-6)
+    for name, p in capped.items():  # nothing fits 1e-6: the smallest of all, no larger than any under 0.6
+        assert tiny[name]["bytes"] <= p["bytes"]
+    B = type("B", (), {})
+    built = {n: B() for n in ("a", "b", "c")}
+    for n, nb in zip(built, (400, 100, 250)):
+        built[n].nbytes = nb
+    assert set(nn_levels.within_cap(built, 0.3, 1000)) == {"b", "c"}
+    assert set(nn_levels.within_cap(built, 0.05, 1000)) == {"b"}
+    assert nn_levels.within_cap(built, None, 1000) is built
+    forced = nnn.levels_plan(nnn.convert(model, {"fc1": "dense"}, nnp=path, max_bytes_ratio=0.6))
+    assert next(p for p in forced if p["name"] == "fc1")["format"] == "dense"
+    for bad, err in ((0, ValueError), (1.5, ValueError), ("0.3", TypeError), (True, TypeError)):
+        with pytest.raises(err, match="max_bytes_ratio"):
+            nnn.convert(model, nnp=path, max_bytes_ratio=bad)
