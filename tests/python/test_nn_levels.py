@@ -417,7 +417,16 @@ def test_auto_times_int8_only_where_the_integer_gemm_pays(tmp_path, monkeypatch)
     model = nn.Sequential(nn.Linear(64, 32))
     path = str(tmp_path / "m.nnp")
     nnpress.compress(model, path)
-    assert isinstance(nn_levels.int_mm_pays(), bool)
+    threads = torch.get_num_threads()
+
+    def no_int_gemm(a, b):
+        raise RuntimeError("no integer GEMM in this build")
+
+    monkeypatch.setattr(nn_levels, "_INT_MM_PAYS", [])
+    monkeypatch.setattr(torch, "_int_mm", no_int_gemm)
+    assert nn_levels.int_mm_pays() is False  # a build without it: the probe says no, raises nothing
+    assert torch.get_num_threads() == threads  # the probe's one thread is given back
+    monkeypatch.undo()
     for pays in (False, True):
         monkeypatch.setattr(nn_levels, "_INT_MM_PAYS", [pays])
         times = nnn.levels_plan(nnn.convert(model, nnp=path, act_digits=2))[0]["times_us"]
