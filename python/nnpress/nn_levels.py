@@ -1023,8 +1023,11 @@ def _check_names(model: nn.Module, f: NnpFile, strict: bool) -> None:
     """NnpMismatchError before any decoding when the file and the model do not match."""
     want = {n: tuple(t.shape) for n, t in model.state_dict(keep_vars=True).items()}
     have = {e["name"]: tuple(int(d) for d in e["shape"]) for e in f.entries}
+    # buffers the model builds itself (not in its state_dict), which older checkpoints still hold:
+    # transformers' BERT ``embeddings.position_ids``; the model's own values are kept
+    own = {_join(mn, b) for mn, m in model.named_modules() for b in m._non_persistent_buffers_set}
     missing = [n for n in want if n not in have]
-    unexpected = [n for n in have if n not in want]
+    unexpected = [n for n in have if n not in want and n not in own]
     shapes = [f"{n}: file {have[n]}, model {want[n]}" for n in want if n in have and have[n] != want[n]]
     problems = []
     if missing:

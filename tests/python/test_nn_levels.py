@@ -139,6 +139,29 @@ def test_mismatched_file_is_refused_before_decoding(small, tmp_path):
     assert issubclass(nnn.NnpMismatchError, RuntimeError)
 
 
+def test_file_may_hold_buffers_the_model_builds_itself(small, tmp_path):
+    """A checkpoint holding a buffer the model registers as non-persistent (transformers' BERT
+    ``embeddings.position_ids``, in all-MiniLM-L6-v2's file) loads with strict=True; the model keeps
+    its own values. A tensor the model has nowhere is still refused."""
+    model, _, decoded, inputs = small
+
+    class WithIds(Small):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("position_ids", torch.arange(7)[None], persistent=False)
+
+    with_ids = WithIds().eval()
+    with_ids.load_state_dict(model.state_dict())
+    sd = {**model.state_dict(), "position_ids": torch.arange(7)[None] * 0}
+    path = str(tmp_path / "ids.nnp")
+    nnpress.compress(sd, path)
+    fast = nnn.convert(with_ids, nnp=path)
+    assert torch.equal(fast.position_ids, torch.arange(7)[None])
+    torch.testing.assert_close(_run(fast, inputs)[0], _run(decoded, inputs)[0], rtol=1e-4, atol=1e-4)
+    with pytest.raises(nnn.NnpMismatchError, match=r"holds 1 tensors the model lacks.*position_ids"):
+        nnn.convert(model, nnp=path)
+
+
 def test_bad_arguments_raise_typed_errors(small):
     model, path, _, _ = small
     with pytest.raises(ValueError, match="format for 'model' must be one of"):
