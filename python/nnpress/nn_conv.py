@@ -369,7 +369,9 @@ def choose(
             if nl.has_level_kernels():
                 cands.append("levels")
             if act_digits is not None:
-                cands += ["int8", "int8x2"] + (["levels16"] if nl.has_level_kernels() else [])
+                # the int8 formats only where torch's integer GEMM pays (as for Linear layers)
+                int8 = candidates is not None or nl.int_mm_pays()
+                cands += (["int8", "int8x2"] if int8 else []) + (["levels16"] if nl.has_level_kernels() else [])
             if nl._num_values(w) <= nl._MAX_VALUES:
                 cands += ["cser", "codebook"]
             if hasattr(nl._core, "LutMatrix") and nl._lut_holds(lt.u):
@@ -391,7 +393,7 @@ def choose(
         x = torch.randn(*((1, *shape) if len(shape) == g.dims + 1 else shape), generator=gen)
         bias = m.bias
         fns = {c: (lambda xx, b=b, g=g, bias=bias: b(g, xx, bias)) for c, b in built.items()}
-        pick, times = race(fns, {c: b.nbytes for c, b in built.items()}, x)
+        pick, times = race(fns, {c: b.nbytes for c, b in built.items()}, x, threads=threads)
         m.backend = built[pick]
         m.info["times_us"] = times
         m.info["input_shape"] = shape

@@ -29,10 +29,14 @@ Contract
   * ``"levels16"``: the same with each token's activations rounded to integers on its own scale
     (int16 for int8 dense parts; a narrower range for int16 dense parts, so that integer sums stay
     exact: ``LevelMatrix::activation_range`` in levels.h) and exact integer sums; a matrix whose
-    indices are too large for that runs as "levels";
+    indices are too large for that runs as "levels", and so does a product with a token whose
+    median nonzero input would keep fewer than 256 steps (a few inputs hundreds of times the others,
+    as large language models' outlier channels: ``LevelMatrix::kFineSteps``);
   * ``"int8"``: the levels as int8 plus the exact remainder of larger ones (a sparse CSR product) on
     torch's integer GEMM (``torch._int_mm``, oneDNN), the activations rounded per token to
-    ``act_digits`` * 7 + 1 bits and split into 7-bit digits (exact integer products);
+    ``act_digits`` * 7 + 1 bits and split into 7-bit digits (exact integer products), one digit
+    more (up to 3) for a call with a token whose median nonzero input would keep fewer than 1/64 of
+    the digits' range in steps (256 at ``act_digits=2``);
     ``"int8x2"``: the levels as two int8 digits in one integer GEMM (no remainder);
   * ``"cser"``, ``"cer"``, ``"codebook"``: nnpress's sparse / codebook kernels (from the decoded
     weights; the codebook holds at most 16 distinct values).
@@ -45,13 +49,14 @@ Contract
     (in a forward pass a layer's weights come from memory, not from a hot cache), three
     interleaved rounds; after the first round a candidate more than _DROP (2) x slower than the
     fastest is not timed again. Formats within 10 % of the fastest count as equally fast and the one
-    holding fewest bytes among them is kept. Candidates: dense, levels (if built), CSER / codebook
-    (<= 65536 / 16 values), lut (<= 16 levels in every row), and the rounding formats int8,
-    int8x2, levels16 unless ``act_digits`` is None; ``candidates=`` narrows the list. int8 and
-    int8x2 are candidates (unless named in ``candidates=``) only where torch's integer GEMM is
-    faster than its float GEMM (probed once per process, :func:`int_mm_pays`): on CPUs without
-    VNNI it runs a slow generic path, and timing it would cost seconds per layer for a format that
-    cannot win.
+    holding fewest bytes among them is kept. torch is limited to ``threads`` threads while timing
+    (the budget the nnpress kernels get), so "dense" competes on equal terms. Candidates: dense,
+    levels (if built), CSER / codebook (<= 65536 / 16 values), lut (<= 16 levels in every row),
+    and the rounding formats int8, int8x2, levels16 unless ``act_digits`` is None;
+    ``candidates=`` narrows the list. int8 and int8x2 are candidates (unless named in
+    ``candidates=``) only where torch's integer GEMM is faster than its float GEMM (probed once per
+    process, :func:`int_mm_pays`): on CPUs without VNNI it runs a slow generic path, and timing it
+    would cost seconds per layer for a format that cannot win.
     ``reuse_timings`` (default): a layer whose signature (shape, rows, options and the structure
     of its levels that the kernels' costs follow: :func:`_signature`) equals an already timed
     layer's times only the candidates that were within 25 % (_CLOSE) of that layer's fastest, or
@@ -274,7 +279,6 @@ class _Int8:
         if act_digits not in (1, 2, 3):
             raise ValueError(f"act_digits must be 1, 2 or 3, got {act_digits!r}")
         self.digits = int(act_digits)
-        self.qmax = float(2 ** (7 * self.digits) - 1)
         self.out_features = lt.u.shape[0]
         self.row_scale = torch.from_numpy(lt.row_scale.astype(np.float32))
         self.col_scale = None if lt.col_scale is None else torch.from_numpy(lt.col_scale.astype(np.float32))
@@ -312,34 +316,42 @@ class _Int8:
         rest = () if self.rest is None else (self.rest.crow_indices(), self.rest.col_indices(), self.rest.values())
         self.nbytes = _tensor_bytes(w8, self.row_scale, self.col_scale, *rest)
 
-    def _digits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(int8 digit rows, most significant first: D n x in; per-token scale n x 1) of x."""
+    def _digits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(int8 digit rows, most significant first: D n x in; per-token scale n x 1; D) of x. D is
+        ``act_digits``, or more (up to 3) while a token's median nonzero input keeps fewer than
+        (qmax + 1) / 64 steps (a few inputs far above the others: _rounds_finely)."""
         last = _LAST_INPUT.__dict__
         if (
-            last.get("digits") == self.digits
+            last.get("want") == self.digits
             and last["x"].shape == x.shape
             and torch.equal(last["x"], x)  # layers fed the same input (Q, K, V) share its digits
         ):
-            return last["a"], last["scale"]
+            return last["a"], last["scale"], last["digits"]
         amax = x.abs().amax(dim=1, keepdim=True).clamp_min_(torch.finfo(torch.float32).tiny)
-        q = (x * (self.qmax / amax)).round_().to(torch.int32)  # |q| <= qmax < 2^21
+        digits = self.digits
+        while True:
+            qmax = float(2 ** (7 * digits) - 1)
+            q = (x * (qmax / amax)).round_().to(torch.int32)  # |q| <= qmax < 2^21
+            if digits == 3 or _rounds_finely(x, q, (qmax + 1) / 64):
+                break
+            digits += 1
         # q = sum_d digit_d * 128^(D-1-d): the top digit signed, the others in [0, 127]
         parts = []
-        for _ in range(self.digits - 1):
+        for _ in range(digits - 1):
             parts.append(q & 127)
             q = q >> 7
         parts.append(q)
         parts.reverse()
         a = torch.cat(parts, 0).to(torch.int8)
-        scale = amax / self.qmax
-        last.update(x=x.clone(), digits=self.digits, a=a, scale=scale)
-        return a, scale
+        scale = amax / qmax
+        last.update(x=x.clone(), want=self.digits, digits=digits, a=a, scale=scale)
+        return a, scale, digits
 
     def __call__(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         if self.col_scale is not None:
             x = x * self.col_scale
         n = x.shape[0]
-        a, scale = self._digits(x)
+        a, scale, digits = self._digits(x)
         # exact integer products into reused per-thread buffers: allocating these afresh per call
         # costs more than the product (large blocks come from the OS page by page)
         acc_i = _scratch("acc_i", (a.shape[0], self.wt.shape[1]), torch.int32)
@@ -347,8 +359,8 @@ class _Int8:
         acc.copy_(torch._int_mm(a, self.wt, out=acc_i))
         if self.weight_digits == 2:
             acc = torch.add(acc[:, : self.out_features], acc[:, self.out_features :], alpha=128.0)
-        y = acc[:n] if self.digits == 1 else torch.add(acc[n : 2 * n], acc[:n], alpha=128.0)
-        for d in range(2, self.digits):
+        y = acc[:n] if digits == 1 else torch.add(acc[n : 2 * n], acc[:n], alpha=128.0)
+        for d in range(2, digits):
             y = torch.add(acc[d * n : (d + 1) * n], y, alpha=128.0)
         y = y * scale  # a new tensor: acc is a shared buffer
         if self.rest is not None:  # exact remainder of the entries beyond int8, on x itself
@@ -356,6 +368,15 @@ class _Int8:
         if bias is None:
             return y.mul_(self.row_scale)
         return torch.addcmul(bias, y, self.row_scale)
+
+
+def _rounds_finely(x: torch.Tensor, q: torch.Tensor, steps: float) -> bool:
+    """Whether in every token (row of x, rounded to q) at least as many nonzero inputs keep ``steps``
+    steps or more as fewer: its median nonzero input keeps them (LevelMatrix's kFineSteps rule)."""
+    a = q.abs()
+    fine = (a >= steps).sum(dim=1)
+    coarse = ((x != 0) & (a < steps)).sum(dim=1)
+    return bool((coarse <= fine).all())
 
 
 _LAST_INPUT = threading.local()  # the int8 formats' last quantized input, per thread
@@ -526,6 +547,19 @@ def int_mm_pays() -> bool:
     return _INT_MM_PAYS[0]
 
 
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``n`` (0: left as it is) within the block."""
+    old = torch.get_num_threads()
+    if n >= 1 and n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
 def _time_us(fn, x: torch.Tensor, reps: int, flush: torch.Tensor) -> float:
     """Median wall time of fn(x) in µs over ``reps`` calls, after one warm-up call. Before each call
     the caches are refilled with other data and the int8 formats' input cache is emptied: in a
@@ -661,7 +695,7 @@ def _choose_timed(
         return b, {}
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, lt.u.shape[1], generator=gen)
-    pick, times = _race(built, {c: b.nbytes for c, b in built.items()}, x, reps=reps)
+    pick, times = _race(built, {c: b.nbytes for c, b in built.items()}, x, reps=reps, threads=threads)
     return built[pick], times
 
 
@@ -678,8 +712,12 @@ def within_cap(built: dict, max_bytes_ratio: float | None, dense_bytes: int) -> 
     return {c: built[c]}
 
 
-def _race(fns: dict, nbytes: dict, x: torch.Tensor, *, reps: int = 7, rounds: int = 3) -> tuple[str, dict]:
-    """(name of the pick, {name: µs}) of the candidates ``fns`` (name -> callable on x) timed on x:
+def _race(
+    fns: dict, nbytes: dict, x: torch.Tensor, *, reps: int = 7, rounds: int = 3, threads: int = 1
+) -> tuple[str, dict]:
+    """(name of the pick, {name: µs}) of the candidates ``fns`` (name -> callable on x) timed on x,
+    torch limited to ``threads`` threads (0: as it is), the budget nnpress's kernels get, so that
+    torch's own products compete on equal terms (and, on one thread, on the thread's CPU time):
     ``rounds`` interleaved rounds (a load burst hits every candidate alike), each the median of
     ``reps`` calls (_time_us); a candidate slower than _DROP x the fastest in the first round is not
     timed again (it cannot end within _TIE of the fastest). Each keeps its fastest round; among those
@@ -689,7 +727,7 @@ def _race(fns: dict, nbytes: dict, x: torch.Tensor, *, reps: int = 7, rounds: in
     times: dict[str, list[float]] = {c: [] for c in fns}
     flush = torch.zeros(_FLUSH_BYTES, dtype=torch.uint8)
     alive = list(fns)
-    with torch.no_grad():
+    with torch.no_grad(), _torch_threads(threads):
         for r in range(rounds):
             for c in alive:
                 times[c].append(_time_us(fns[c], x, reps, flush))

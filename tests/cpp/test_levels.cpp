@@ -407,18 +407,63 @@ void test_int16_activations() {
       }
     }
   }
+  // A row whose rounding would be coarse (its median nonzero input below kFineSteps steps: one input
+  // thousands of times the others on an int16 part with L near 2047) makes the product kFloat32; rows
+  // just fine enough, rows of zeros and rows mostly zero (ReLU outputs) keep the kInt16 contract.
+  {
+    const uint32_t rows = 24, cols = 384;
+    std::vector<int32_t> u = random_u(rows, cols, 0.0, false, rng);
+    for (size_t k = 0; k < u.size(); k += 8) u[k] = (k % 16 ? -1 : 1) * int32_t(128 + k % 1800);  // 1/8 beyond int8
+    u[7] = 2000;
+    std::vector<float> rs(rows, 0.002f);
+    LevelMatrix m;
+    CHECK(LevelMatrix::from_levels(rows, cols, u.data(), rs.data(), nullptr, &m).ok());
+    const int64_t L = activation_range_of(2000);
+    CHECK(m.index_bits() == 16 && m.dense_max() == 2000 && m.activation_range() == L);
+    // one input at amax, the others at t (0 from `zero_from` on): they round to round(t * L / amax) steps
+    auto row_with = [&](float amax, float t, uint32_t zero_from) {
+      std::vector<float> x(cols, t);
+      for (uint32_t j = zero_from; j < cols; ++j) x[j] = 0.0f;
+      x[5] = amax;
+      return x;
+    };
+    const float fine_max = 0.9f * float(L) / float(LevelMatrix::kFineSteps);  // the others keep 284 steps
+    std::vector<float> coarse = row_with(1e4f, 1.0f, cols), fine = row_with(fine_max, 1.0f, cols),
+                       sparse = row_with(fine_max, 1.0f, 20), zeros(cols, 0.0f);
+    CHECK(std::lround(double(L) / double(fine_max)) >= LevelMatrix::kFineSteps);
+    CHECK(std::lround(double(L) / 1e4) < LevelMatrix::kFineSteps);    for (Isa isa : runnable_isas()) {
+      for (const auto& rows_in :
+           {std::vector<std::vector<float>>{fine, zeros, sparse}, {fine, coarse}, {coarse}, {sparse, coarse}}) {
+        std::vector<float> X;
+        for (const auto& r : rows_in) X.insert(X.end(), r.begin(), r.end());
+        const size_t batch = rows_in.size();
+        LevelKernelOptions o;
+        o.isa = isa;
+        std::vector<float> f32(batch * rows), i16(batch * rows);
+        CHECK(levels::matmul(m, X.data(), X.size(), batch, f32.data(), f32.size(), o).ok());
+        o.activations = levels::Activations::kInt16;
+        CHECK(levels::matmul(m, X.data(), X.size(), batch, i16.data(), i16.size(), o).ok());
+        const bool has_coarse = rows_in.back() == coarse;
+        const std::vector<float> want =
+            has_coarse ? f32 : int16_by_contract(rows, cols, u, rs, nullptr, X, batch, L);
+        CHECK(std::memcmp(want.data(), i16.data(), i16.size() * 4) == 0);
+        if (!has_coarse) CHECK(std::memcmp(f32.data(), i16.data(), i16.size() * 4) != 0);
+      }
+    }
+  }
   LevelKernelOptions bad;
   bad.activations = levels::Activations(7);
   float y[20];
   CHECK(levels::matmul(m16, X.data(), 30, 1, y, 20, bad).code() == StatusCode::kInvalidArgument);
 }
 
-// kInt16 input rounding at its edges, on an int8 matrix with list entries and 21 columns (masked tails):
-// ties round half away from zero (the row's max |x| is 32767, so the scale is exactly 1), -0.0, a row of
+// kInt16 input rounding at its edges, on an int8 matrix with list entries and 37 columns (masked tails):
+// ties round half away from zero (the row's max |x| is 32767, so the scale is exactly 1; 16 of its
+// inputs keep kFineSteps steps or more, so that the row's rounding counts as fine), -0.0, a row of
 // zeros (scale 0: every result 0), a row with one nonzero input, inputs just below a tie; the same bits
 // as the contract on every ISA and thread count.
 void test_int16_rounding_edges() {
-  const uint32_t rows = 5, cols = 21;
+  const uint32_t rows = 5, cols = 37;
   std::vector<int32_t> u(size_t(rows) * cols);
   for (size_t k = 0; k < u.size(); ++k) u[k] = int32_t(k % 9) - 4;
   u[2] = 300, u[cols + 20] = -1000, u[4 * cols + 7] = 1 << 20;
@@ -431,7 +476,9 @@ void test_int16_rounding_edges() {
   std::vector<float> X(batch * cols, 0.0f);
   const float ties[] = {32767.0f, 0.5f,       -0.5f, 1.5f,     -1.5f,     2.5f,        -2.5f,
                         100.5f,   -100.5f,    -0.0f, 32766.5f, -32766.5f, 0.49999997f, -0.49999997f,
-                        7.0f,     2.4999998f, -3.5f, 4.5f,     0.0f,      1.0f,        -32767.0f};
+                        7.0f,     2.4999998f, -3.5f, 4.5f,     0.0f,      1.0f,        -32767.0f,
+                        1000.5f,  -1000.5f,   20000.5f, -20000.5f, 256.5f, -256.5f, 511.5f, -511.5f,
+                        300.0f,   -300.0f,    4095.5f,  -4095.5f,  12345.5f, -12345.5f, 256.0f, -256.0f};
   for (uint32_t j = 0; j < cols; ++j) X[j] = ties[j];
   for (uint32_t j = 0; j < cols; ++j) X[cols + j] = j % 2 ? -0.0f : 0.0f;  // row 1: zeros
   X[2 * cols + 20] = -3.0f;                                                 // row 2: one nonzero
@@ -439,7 +486,9 @@ void test_int16_rounding_edges() {
   const std::vector<float> want = int16_by_contract(rows, cols, u, rs, nullptr, X, batch, 32767);
   for (size_t r = 0; r < rows; ++r) CHECK(want[rows + r] == 0.0f);  // token 1: the zero row
   // token 0 by hand: its rounded inputs q (scale 1)
-  const int64_t q[] = {32767, 1, -1, 2, -2, 3, -3, 101, -101, 0, 32767, -32767, 0, 0, 7, 2, -4, 5, 0, 1, -32767};
+  const int64_t q[] = {32767, 1,    -1,  2,    -2,    3,    -3,   101,    -101,   0,     32767,  -32767, 0,
+                       0,     7,    2,   -4,   5,     0,    1,    -32767, 1001,   -1001, 20001,  -20001, 257,
+                       -257,  512,  -512, 300, -300,  4096, -4096, 12346, -12346, 256,   -256};
   for (uint32_t r = 0; r < rows; ++r) {
     int64_t acc = 0;
     for (uint32_t j = 0; j < cols; ++j) acc += int64_t(u[size_t(r) * cols + j]) * q[j];

@@ -575,3 +575,29 @@ def test_max_bytes_ratio_caps_the_auto_choice(tmp_path, monkeypatch):
     for bad, err in ((0, ValueError), (1.5, ValueError), ("0.3", TypeError), (True, TypeError)):
         with pytest.raises(err, match="max_bytes_ratio"):
             nnn.convert(model, nnp=path, max_bytes_ratio=bad)
+
+
+@pytest.mark.parametrize("fmt", ["int8", "int8x2", *LEVELS16])
+def test_rounding_formats_keep_tokens_with_outlier_channels(tmp_path, fmt):
+    """A token dominated by one input (an outlier channel, as in large language models) would keep the
+    other inputs only a few integer steps; the rounding formats then compute that call more finely
+    (levels16: float32 activations, the int8 formats: one more digit), so the error stays small next
+    to the part of the output the ordinary inputs carry."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(384, 384, bias=False))
+    path = str(tmp_path / "m.nnp")
+    nnpress.compress(model, path)
+    exact = nnn.convert(model, "levels" if nn_levels.has_level_kernels() else "dense", nnp=path)
+    fast = nnn.convert(model, fmt, nnp=path, act_digits=2)
+    x = torch.randn(16, 384)
+    x[:, 0] = 3000.0
+    with torch.no_grad():
+        ref, got = exact(x), fast(x)
+        ordinary = exact(torch.cat([torch.zeros(16, 1), x[:, 1:]], 1))  # the ordinary inputs' part
+    err = float((got - ref).abs().max() / ordinary.pow(2).mean().sqrt())
+    assert err < 2e-3, err
+    # ordinary tokens keep the rounded path: close to the exact product, not equal to it
+    x = torch.randn(16, 384)
+    with torch.no_grad():
+        ref, got = exact(x), fast(x)
+    assert 0 < float((got - ref).abs().max() / ref.pow(2).mean().sqrt()) < 2e-3

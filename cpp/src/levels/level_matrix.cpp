@@ -331,8 +331,21 @@ Status pick_table(const LevelKernelOptions& opt, const detail::LevelKernelTable*
   return Status::Ok();
 }
 
+// Whether a row's rounding is fine (levels.h, kFineSteps): at least as many of its nonzero inputs
+// round to kFineSteps or more steps as to fewer, i.e. its median nonzero input keeps kFineSteps steps.
+// Integer counts and exact compares, so the decision is the same on every ISA.
+bool rounds_finely(const float* x, const int16_t* q, size_t cols) {
+  size_t coarse = 0, fine = 0;
+  for (size_t j = 0; j < cols; ++j) {
+    const int32_t a = q[j] < 0 ? -int32_t(q[j]) : int32_t(q[j]);
+    coarse += size_t(x[j] != 0.0f && a < LevelMatrix::kFineSteps);
+    fine += size_t(a >= LevelMatrix::kFineSteps);
+  }
+  return coarse <= fine;
+}
+
 // The kInt16 product (levels.h, "Activations") on X' (X times the column scales, batch x cols); false
-// (nothing written) when X' holds a non-finite value.
+// (nothing written) when X' holds a non-finite value or a row whose rounding would be coarse.
 bool matmul_int16(const LevelMatrix& m, const float* xs, size_t batch, float* Y, const float* bias,
                   const LevelKernelOptions& opt, const detail::LevelKernelTable* table, Isa isa) {
   const size_t rows = m.rows(), cols = m.cols(), stride = m.stride();
@@ -344,6 +357,7 @@ bool matmul_int16(const LevelMatrix& m, const float* xs, size_t batch, float* Y,
   std::vector<int16_t> xq(batch * stride, 0);
   for (size_t b = 0; b < batch; ++b) {
     if (!quantize(xs + b * cols, cols, L, xq.data() + b * stride, &xscale[b])) return false;
+    if (xscale[b] != 0.0 && !rounds_finely(xs + b * cols, xq.data() + b * stride, cols)) return false;
   }
   const bool vnni = opt.vnni && isa == Isa::kAvx512 && cpu_has_avx512_vnni();
   detail::LevelKernelInt kernel;
