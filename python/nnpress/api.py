@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable
 
@@ -118,6 +119,7 @@ def compress(
     (``"cos_mean=0.999"``): the smallest file that meets the budget, ``nnpress.budget``; returns its
     ``BudgetReport`` and ``progress(stage, done, total)``. A ``Task`` carries its model: ``source``
     is then that model, what it was loaded from, or None (ValueError for another model)."""
+    _check_not_source(source, dest)
     if calibration is not None or budget is not None:
         return _compress_to_budget(source, dest, config, calibration, budget, seed, progress,
                                    importance=importance, hessians=hessians, row_hessians=row_hessians)  # fmt: skip
@@ -135,6 +137,7 @@ def compress(
     if no_estimates and is_checkpoint_path(source):
         loaded = folder_model(source, config)
     if loaded is None and is_checkpoint_path(source):  # safetensors file or folder: streamed, one tensor at a time
+        _not_applied(config, "synthetic_feedback", "probe", why="the source is not a model that runs")
         ckpt = open_checkpoint(source)
         entries = checkpoint_entries(ckpt)
         _check_inputs(entries, config, importance, hessians, row_hessians)
@@ -161,6 +164,11 @@ def compress(
     if no_estimates:
         synth = data_free_hessians(source if loaded is None else loaded, entries, config)
     times["synthetic"] = time.perf_counter() - t1
+    if not synth:
+        why = "the caller's estimates take its place" if not no_estimates else "the source is not a model that runs"
+        _not_applied(config, "synthetic_feedback", why=why)
+    if not sens:
+        _not_applied(config, "probe", why="it needs an nn.Module that runs on synthetic inputs")
     t1 = time.perf_counter()
     encoded = encode_model(
         entries,
@@ -372,3 +380,38 @@ def info(path) -> dict:
             for e in f.entries
         ],
     }
+
+
+def _not_applied(config: CodecConfig, *options: str, why: str) -> None:
+    """Warn (UserWarning) about each data-free option in ``options`` that ``config`` turns on but
+    the encode cannot apply; the file is then the encode without it."""
+    for name in options:
+        if getattr(config, name):
+            warnings.warn(
+                f"CodecConfig({name}=True) was not applied: {why}; the file is encoded without it",
+                UserWarning,
+                stacklevel=3,
+            )
+
+
+_CHECKPOINT_SUFFIXES = (".safetensors", ".json", ".bin", ".pt", ".pth", ".nnp")
+
+
+def _check_not_source(source, dest) -> None:
+    """ValueError when writing ``dest`` would replace the checkpoint being read: ``source`` itself,
+    or a checkpoint file inside a ``source`` folder."""
+    if not isinstance(source, (str, os.PathLike)) or not isinstance(dest, (str, os.PathLike)):
+        return
+    src, out = os.fspath(source), os.fspath(dest)
+    if not os.path.exists(out) or not os.path.exists(src):
+        return
+    same = os.path.isfile(src) and os.path.samefile(src, out)
+    inside = (
+        os.path.isdir(src)
+        and os.path.samefile(os.path.dirname(os.path.abspath(out)), src)
+        and out.lower().endswith(_CHECKPOINT_SUFFIXES)
+    )
+    if same or inside:
+        raise ValueError(
+            f"refusing to write {out!r}: it is {'the source' if same else 'a file of the source folder'} {src!r}"
+        )

@@ -120,7 +120,8 @@ def _cmd_compress(a) -> int:
         return run_compress(a, _config_from_args)
     stray = calibration_options_without_data(a)
     if stray:
-        raise ValueError(f"{', '.join(stray)} need calibration data: add --calibration DATA")
+        verb = "needs" if len(stray) == 1 else "need"
+        raise ValueError(f"{', '.join(stray)} {verb} calibration data: add --calibration DATA")
     config = _config_from_args(a)
     show = a.progress or (not a.quiet and sys.stderr.isatty())
     rep = compress(a.source, a.dest, config, progress=_Progress(show, "quantizing"))

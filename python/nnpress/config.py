@@ -3,7 +3,7 @@
 Step size of a quantized tensor, first match wins:
   1. the tensor's entry in the per-tensor plan (``plan[name]``, or the first glob pattern that
      matches, in order) with ``step`` (absolute), ``qp`` or ``rel_step`` (times the tensor's
-     standard deviation);
+     spread, ``CodecConfig.spread``);
   2. ``CodecConfig.step`` (one absolute step for all tensors);
   3. ``CodecConfig.qp`` (NNCodec's integer knob: ``step = 2 ** (qp / 4)``);
   4. ``CodecConfig.rel_step * spread(tensor) * (n / n_mean) ** (size_exponent / 2)``, the default
@@ -102,7 +102,7 @@ import math
 import os
 import warnings
 from collections.abc import Mapping
-from dataclasses import InitVar, asdict, dataclass, field, replace
+from dataclasses import InitVar, asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -340,6 +340,8 @@ class CodecConfig:
         if self.step is not None and not (_is_real(self.step) and math.isfinite(self.step) and self.step > 0):
             raise ValueError(f"CodecConfig.step must be a finite number > 0 or None, got {self.step!r}")
         _check_qp(self.qp, "CodecConfig.qp")
+        if self.step is not None and self.qp is not None:
+            raise ValueError("CodecConfig: give one of step= and qp= (both name one absolute step)")
         if not (_is_real(self.rel_step) and math.isfinite(self.rel_step) and self.rel_step > 0):
             raise ValueError(f"CodecConfig.rel_step must be a finite number > 0, got {self.rel_step!r}")
         if not (_is_real(self.lam_scale) and math.isfinite(self.lam_scale) and self.lam_scale >= 0):
@@ -370,6 +372,12 @@ class CodecConfig:
             if not isinstance(k, str):
                 raise TypeError(f"CodecConfig.plan keys must be str, got {k!r}")
             if isinstance(v, Mapping):
+                unknown = sorted(set(v) - {f.name for f in fields(TensorPlan)})
+                if unknown:
+                    raise TypeError(
+                        f"CodecConfig.plan[{k!r}]: unknown field(s) {unknown}; "
+                        f"a plan entry takes {sorted(f.name for f in fields(TensorPlan))}"
+                    )
                 v = TensorPlan(**v)
             if not isinstance(v, TensorPlan):
                 raise TypeError(f"CodecConfig.plan[{k!r}] must be a TensorPlan or dict, got {type(v).__name__}")

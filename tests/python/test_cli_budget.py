@@ -77,8 +77,8 @@ def test_no_calibration_same_bytes_as_before(mlp_files, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--budget", "kl=0.1"], "--budget need calibration data"),
-        (["--plot", "x.png"], "--plot need calibration data"),
+        (["--budget", "kl=0.1"], "--budget needs calibration data"),
+        (["--plot", "x.png"], "--plot needs calibration data"),
         (["--kind", "module", "--heldout", "0.2"], "--kind, --heldout need calibration data"),
     ],
 )

@@ -512,3 +512,29 @@ def test_default_beats_the_previous_default_on_the_digits_cnn(tmp_path):
     kl_new, bytes_new = kl_and_bytes(CodecConfig(), "new.nnp")
     kl_old, bytes_old = kl_and_bytes(CodecConfig(method="nearest", rel_step=1 / 32, size_exponent=0), "old.nnp")
     assert bytes_new < bytes_old and kl_new <= kl_old, (bytes_new, bytes_old, kl_new, kl_old)
+
+
+def test_compress_refuses_to_overwrite_its_source(tmp_path):
+    """Writing the .nnp over the checkpoint being read (the source file itself, or a checkpoint file
+    of a source folder) raises ValueError and leaves the source as it was."""
+    src = tmp_path / "model.safetensors"
+    save_safetensors({"w": np.ones((4, 4), np.float32)}, src)
+    before = src.read_bytes()
+    with pytest.raises(ValueError, match="refusing to write .*the source"):
+        nnpress.compress(src, src)
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    save_safetensors({"w": np.ones((4, 4), np.float32)}, folder / "model.safetensors")
+    with pytest.raises(ValueError, match="a file of the source folder"):
+        nnpress.compress(folder, folder / "model.safetensors")
+    assert src.read_bytes() == before
+    nnpress.compress(folder, folder / "model.nnp")  # a new file beside the checkpoint is fine
+    nnpress.compress(src, tmp_path / "model.nnp")
+
+
+def test_config_names_one_absolute_step_and_known_plan_fields():
+    with pytest.raises(ValueError, match="give one of step= and qp="):
+        CodecConfig(step=0.1, qp=-20)
+    with pytest.raises(TypeError, match=r"plan\['a.weight'\]: unknown field\(s\) \['stepp'\]"):
+        CodecConfig(plan={"a.weight": {"stepp": 0.1}})
+    assert CodecConfig(plan={"a.weight": {"step": 0.1}}).plan["a.weight"].step == 0.1

@@ -207,3 +207,22 @@ def test_a_model_folder_runs_on_synthetic_texts(tmp_path):
     assert set(a) == set(b) and all(a[k].shape == b[k].shape and a[k].dtype == b[k].dtype for k in a)
     w = "encoder.layer.0.intermediate.dense.weight"
     assert f_on.entry(w)["step"] == pytest.approx(FEEDBACK_STEP_RATIO * f_off.entry(w)["step"], rel=1e-9)
+
+
+def test_options_that_cannot_apply_say_so(tmp_path):
+    """synthetic_feedback / probe on a source that cannot run (a state_dict, a safetensors file) warn
+    that they were not applied; the file is the encode without them."""
+    net = _text_model()
+    sd = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    with pytest.warns(UserWarning, match=r"synthetic_feedback=True\) was not applied: the source is not a model"):
+        nnpress.compress(sd, tmp_path / "a.nnp", ON)
+    with pytest.warns(UserWarning, match=r"probe=True\) was not applied"):
+        nnpress.compress(sd, tmp_path / "b.nnp", CodecConfig(probe=True))
+    nnpress.compress(sd, tmp_path / "c.nnp")
+    a, c = (nnpress.decompress(tmp_path / f"{k}.nnp", as_numpy=True) for k in "ac")
+    assert all(np.array_equal(a[k], c[k]) for k in c)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nnpress.compress(net, tmp_path / "d.nnp", ON)  # applied: no warning
