@@ -30,13 +30,13 @@ Contract
     (int16 for int8 dense parts; a narrower range for int16 dense parts, so that integer sums stay
     exact: ``LevelMatrix::activation_range`` in levels.h) and exact integer sums; a matrix whose
     indices are too large for that runs as "levels", and so does a product with a token whose
-    median nonzero input would keep fewer than 256 steps (a few inputs hundreds of times the others,
+    median nonzero input would keep fewer than 32 steps (a few inputs hundreds of times the others,
     as large language models' outlier channels: ``LevelMatrix::kFineSteps``);
   * ``"int8"``: the levels as int8 plus the exact remainder of larger ones (a sparse CSR product) on
     torch's integer GEMM (``torch._int_mm``, oneDNN), the activations rounded per token to
     ``act_digits`` * 7 + 1 bits and split into 7-bit digits (exact integer products), one digit
-    more (up to 3) for a call with a token whose median nonzero input would keep fewer than 1/64 of
-    the digits' range in steps (256 at ``act_digits=2``);
+    more (up to 3) for a call with a token whose median nonzero input would keep fewer than 1/512
+    of the digits' range in steps (32 at ``act_digits=2``, 1 at 1);
     ``"int8x2"``: the levels as two int8 digits in one integer GEMM (no remainder);
   * ``"cser"``, ``"cer"``, ``"codebook"``: nnpress's sparse / codebook kernels (from the decoded
     weights; the codebook holds at most 16 distinct values).
@@ -319,7 +319,7 @@ class _Int8:
     def _digits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         """(int8 digit rows, most significant first: D n x in; per-token scale n x 1; D) of x. D is
         ``act_digits``, or more (up to 3) while a token's median nonzero input keeps fewer than
-        (qmax + 1) / 64 steps (a few inputs far above the others: _rounds_finely)."""
+        (qmax + 1) / 512 steps, at least 1 (a few inputs far above the others: _rounds_finely)."""
         last = _LAST_INPUT.__dict__
         if (
             last.get("want") == self.digits
@@ -332,7 +332,7 @@ class _Int8:
         while True:
             qmax = float(2 ** (7 * digits) - 1)
             q = (x * (qmax / amax)).round_().to(torch.int32)  # |q| <= qmax < 2^21
-            if digits == 3 or _rounds_finely(x, q, (qmax + 1) / 64):
+            if digits == 3 or _rounds_finely(x, q, max(1.0, (qmax + 1) / 512)):
                 break
             digits += 1
         # q = sum_d digit_d * 128^(D-1-d): the top digit signed, the others in [0, 127]

@@ -69,9 +69,9 @@
 //       whole product run as kFloat32 (so Inf/NaN propagate as in float math), and so does a matrix
 //       whose L would be below kMinActivationRange = 2047 (an int16 dense part with M > 2049: its
 //       activation_range() is 0), and so does a product with a row whose rounding would be coarse:
-//       more of its nonzero inputs round to fewer than kFineSteps = 256 steps (|xq| < 256) than to
-//       256 or more, i.e. its median nonzero input keeps fewer than 256 steps, as when a few inputs
-//       are hundreds of times the others (the outlier channels of large language models). The SIMD kernels (int8 and int16 dense parts) use
+//       more of its nonzero inputs round to fewer than kFineSteps = 32 steps (|xq| < 32) than to 32
+//       or more, i.e. its median nonzero input keeps fewer than 32 steps, as when a few inputs are
+//       hundreds of times the others (the outlier channels of large language models). The SIMD kernels (int8 and int16 dense parts) use
 //       AVX-512 VNNI (vpdpwssd) where the CPU has it, else AVX-512BW / AVX2 vpmaddwd (NEON: vmlal): twice the
 //       multiply-adds per instruction of a float32 FMA and no int -> float conversion per weight (CPUs
 //       that issue 512-bit integer multiplies on fewer ports than FMAs gain less; bench/RESULTS.md).
@@ -140,8 +140,9 @@ class LevelMatrix {
   static constexpr int32_t kActivationChunk = 512;
   static constexpr int32_t kMinActivationRange = 2047;
   // kInt16 activations (CONTRACT): the rounding steps a row's median nonzero input must keep (at most
-  // ~0.2 % of it lost); rows below it (a few inputs far above the others) run the product as kFloat32.
-  static constexpr int32_t kFineSteps = 256;
+  // ~1.6 % of it lost); rows below it (a few inputs hundreds of times the others) run the product as
+  // kFloat32.
+  static constexpr int32_t kFineSteps = 32;
 
   LevelMatrix() = default;
   LevelMatrix(const LevelMatrix& other);
