@@ -10,7 +10,7 @@ from .api import CompressionReport, compress, decompress, decompress_to_file
 from .codec import decode_levels, encode_levels, estimate_bits, level_stream_info
 from .config import CodecConfig, TensorPlan
 from .container import NnpFile
-from .errors import FormatError
+from .errors import FormatError, NnpMismatchError
 from .loading import from_pretrained, load_state_dict
 from .prune import prune, sparsity_of
 from .quant import channel_scale_exps, channel_scales, dequantize, quantize, quantize_info
@@ -54,6 +54,7 @@ __all__ = [
     "CompressionReport",
     "FormatError",
     "NnpFile",
+    "NnpMismatchError",
     "TensorPlan",
     "channel_scale_exps",
     "channel_scales",

@@ -10,7 +10,7 @@ Contract
   conversion. So at most one decoded tensor exists besides the model. Names sharing storage in the
   model (tied weights) are filled by whichever of them the file has. Returns ``(missing_keys,
   unexpected_keys)`` as ``torch.nn.Module.load_state_dict`` does; with ``strict=True`` either
-  being non-empty, or a shape mismatch, raises ``RuntimeError`` before anything is written.
+  being non-empty, or a shape mismatch, raises ``NnpMismatchError`` (a ``RuntimeError``) before anything is written.
 - ``from_pretrained(folder, cls=None, *, dtype="auto", strict=True, threads=None, **kwargs)``: a
   transformers model from a folder holding ``config.json`` (plus tokenizer files, untouched) and its
   weights as a ``.nnp`` file (``model.nnp``, or the only ``*.nnp`` in the folder). The model is
@@ -19,8 +19,8 @@ Contract
   ``load_state_dict``, tied again (``tie_weights``) and put in eval mode, as
   ``from_pretrained`` returns it. Like transformers' loader it ignores file tensors the model keeps
   as non-persistent buffers and the class's ``_keys_to_ignore_on_load_*`` patterns; any other
-  missing or unexpected name raises ``RuntimeError`` unless ``strict=False``. The tokenizer loads
-  from the same folder with
+  missing or unexpected name raises ``NnpMismatchError`` (a ``RuntimeError``) unless
+  ``strict=False``. The tokenizer loads from the same folder with
   ``AutoTokenizer.from_pretrained(folder)``.
 """
 
@@ -34,6 +34,7 @@ from collections import Counter
 import numpy as np
 
 from .container import NnpFile
+from .errors import NnpMismatchError
 
 __all__ = ["from_pretrained", "load_state_dict"]
 
@@ -71,7 +72,7 @@ def load_state_dict(model, path, strict: bool = True, *, threads: int | None = N
         if n in targets and tuple(int(d) for d in f.entry(n)["shape"]) != tuple(targets[n].shape)
     ]
     if mismatched:
-        raise RuntimeError("shape mismatch loading " + f"{f.path or 'the file'}: " + "; ".join(mismatched[:5]))
+        raise NnpMismatchError("shape mismatch loading " + f"{f.path or 'the file'}: " + "; ".join(mismatched[:5]))
     if strict and (missing or unexpected):
         parts = []
         if missing:
@@ -80,7 +81,7 @@ def load_state_dict(model, path, strict: bool = True, *, threads: int | None = N
             parts.append(
                 f"unexpected keys {unexpected[:8]}" + (f" (+{len(unexpected) - 8})" if len(unexpected) > 8 else "")
             )
-        raise RuntimeError(f"error loading {f.path or 'the file'} into {type(model).__name__}: " + "; ".join(parts))
+        raise NnpMismatchError(f"error loading {f.path or 'the file'} into {type(model).__name__}: " + "; ".join(parts))
     done: set = set()
     with torch.no_grad():
         for name in f.names:
@@ -210,7 +211,7 @@ def from_pretrained(folder, cls=None, *, dtype="auto", strict: bool = True, thre
         ignore_unexpected = {pre + n for n in ignore_unexpected}
         patterns += [re.compile("^(?!" + re.escape(pre) + ")")]  # a task head's tensors: not this model's
     if len(set(f.names) & set(target.state_dict())) == 0:
-        raise RuntimeError(
+        raise NnpMismatchError(
             f"no tensor of {path} belongs to {type(model).__name__} (file names look like {f.names[:3]}, "
             f"the model's like {list(model.state_dict())[:3]}): pass the class the file was saved from, cls=..."
         )
@@ -219,7 +220,7 @@ def from_pretrained(folder, cls=None, *, dtype="auto", strict: bool = True, thre
     ]
     missing = [n for n in result.missing_keys if not any(p.search(n) for p in ignore_missing)]
     if strict and (missing or unexpected):
-        raise RuntimeError(
+        raise NnpMismatchError(
             f"error loading {path} into {type(model).__name__}: missing keys {missing[:8]}, "
             f"unexpected keys {unexpected[:8]} (strict=False loads anyway)"
         )

@@ -121,6 +121,7 @@ from torch import nn
 
 from . import _core
 from .container import NnpFile
+from .errors import NnpMismatchError
 from .sparse import _CLASSES, CSERMatrix
 
 __all__ = [
@@ -147,10 +148,6 @@ _CLOSE = 1.25  # layers equal to a timed one re-time the candidates within this 
 _MAX_VALUES = 65536
 _LUT_VALUES = 16  # distinct levels per row the "lut" format holds
 _ROW_BLOCK_ELEMENTS = 1 << 20  # elements per block when a large table is processed row block by row block
-
-
-class NnpMismatchError(RuntimeError):
-    """The ``.nnp`` file does not hold the tensors the model needs (names or shapes)."""
 
 
 def has_level_kernels() -> bool:

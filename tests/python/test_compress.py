@@ -520,7 +520,7 @@ def test_compress_refuses_to_overwrite_its_source(tmp_path):
     src = tmp_path / "model.safetensors"
     save_safetensors({"w": np.ones((4, 4), np.float32)}, src)
     before = src.read_bytes()
-    with pytest.raises(ValueError, match="refusing to write .*the source"):
+    with pytest.raises(ValueError, match=r"refusing to write .*the source"):
         nnpress.compress(src, src)
     folder = tmp_path / "ckpt"
     folder.mkdir()

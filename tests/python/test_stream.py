@@ -258,14 +258,14 @@ def test_load_state_dict_strictness(tmp_path):
     nnpress.compress({k: v for k, v in sd.items() if k != "fc.bias"} | {"extra": torch.ones(3)}, nnp)
     dst = _Tiny()
     before = dst.fc.weight.detach().clone()
-    with pytest.raises(RuntimeError, match=r"missing keys \['fc.bias'\].*unexpected keys \['extra'\]"):
+    with pytest.raises(nnpress.NnpMismatchError, match=r"missing keys \['fc.bias'\].*unexpected keys \['extra'\]"):
         nnpress.load_state_dict(dst, nnp)
     assert torch.equal(dst.fc.weight, before)  # nothing written before the check
     res = nnpress.load_state_dict(dst, nnp, strict=False)
     assert res.missing_keys == ["fc.bias"] and res.unexpected_keys == ["extra"]
     assert not torch.equal(dst.fc.weight, before)
     nnpress.compress({"fc.weight": torch.zeros(3, 3)}, nnp)
-    with pytest.raises(RuntimeError, match="shape mismatch"):
+    with pytest.raises(nnpress.NnpMismatchError, match="shape mismatch"):
         nnpress.load_state_dict(_Tiny(), nnp, strict=False)
 
 

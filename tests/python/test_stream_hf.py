@@ -79,7 +79,7 @@ def test_from_pretrained_errors(tmp_path):
     with pytest.raises(RuntimeError, match="no tensor"):  # not even strict=False loads a model from nothing
         nnpress.from_pretrained(nf, strict=False)
     nnpress.compress({"pooler.dense.bias": torch.full((32,), 0.5)}, nf / "model.nnp")  # one tensor of many
-    with pytest.raises(RuntimeError, match="missing keys"):
+    with pytest.raises(nnpress.NnpMismatchError, match="missing keys"):
         nnpress.from_pretrained(nf)
     part = nnpress.from_pretrained(nf, strict=False)
     assert torch.equal(part.pooler.dense.bias, torch.full((32,), 0.5))
@@ -98,7 +98,7 @@ def test_from_pretrained_across_the_base_model_prefix(tmp_path):
     _copy_config(tmp_path / "mlm", nf)
     nnpress.compress(tmp_path / "mlm" / "model.safetensors", nf / "model.nnp")
     dec = nnpress.decompress(nf / "model.nnp")
-    with pytest.raises(RuntimeError, match=r"missing keys \['bert.pooler"):  # the MLM has no pooler
+    with pytest.raises(nnpress.NnpMismatchError, match=r"missing keys \['bert.pooler"):  # the MLM has no pooler
         nnpress.from_pretrained(nf)
     base = nnpress.from_pretrained(nf, strict=False)  # AutoModel: the BertModel inside the checkpoint
     assert type(base).__name__ == "BertModel"
