@@ -239,7 +239,8 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "source",
         help="a .safetensors file, a Hugging Face checkpoint folder or its model.safetensors.index.json "
-        "(read one tensor at a time), or a .pt/.pth state_dict (loaded weights-only)",
+        "(read one tensor at a time), or a .pt/.pth state_dict (loaded weights-only) or TorchScript "
+        "archive (its weights)",
     )
     c.add_argument("dest", help="the .nnp file to write (atomically)")
     c.add_argument(

@@ -35,6 +35,7 @@ import os
 import re
 import struct
 import sys
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -251,11 +252,30 @@ def _torch_load_message(e: BaseException) -> str:
     return msg.split(". ", 1)[0].rstrip(".") if msg else type(e).__name__
 
 
+def _is_torchscript(path: str) -> bool:
+    """Whether ``path`` is a TorchScript archive (torch.jit.save): a zip holding code/ and constants.pkl."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
 def _load_torch_file(path: str) -> Mapping[str, Any]:
     import pickle
 
     import torch
 
+    if _is_torchscript(path):  # its weights: the scripted module's state_dict (no Python objects unpickled)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return dict(torch.jit.load(path, map_location="cpu").state_dict())
+        except (RuntimeError, ValueError) as e:
+            raise FormatError(f"{path}: a TorchScript archive that does not load: {_torch_load_message(e)}") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

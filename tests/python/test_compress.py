@@ -181,6 +181,27 @@ def test_safetensors_and_pt_inputs(tmp_path):
     assert out["bf"].dtype == torch.bfloat16 and out["half"].dtype == torch.float16
 
 
+def test_torchscript_file_input(tmp_path):
+    """A TorchScript archive (torch.jit.save) compresses to the same file as its module's state_dict,
+    ties included; a broken archive is a FormatError."""
+    import zipfile
+
+    m = _model().eval()
+    ts = tmp_path / "m.ts.pt"
+    torch.jit.save(torch.jit.script(m), str(ts))
+    nnpress.compress(ts, tmp_path / "a.nnp")
+    nnpress.compress(m.state_dict(), tmp_path / "b.nnp")
+    assert (tmp_path / "a.nnp").read_bytes() == (tmp_path / "b.nnp").read_bytes()
+    assert nnpress.NnpFile(tmp_path / "a.nnp").entry("fc.weight")["storage"] == "alias"
+    broken = tmp_path / "broken.pt"
+    with zipfile.ZipFile(ts) as z, zipfile.ZipFile(broken, "w") as out:
+        for info in z.infolist():
+            body = z.read(info.filename)
+            out.writestr(info, body[: len(body) // 2] if info.filename.endswith("/data.pkl") else body)
+    with pytest.raises(nnpress.FormatError, match="TorchScript archive that does not load"):
+        nnpress.compress(broken, tmp_path / "c.nnp")
+
+
 class Evil:
     """A pickled object that a weights-only load must refuse."""
 
