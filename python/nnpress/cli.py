@@ -230,8 +230,15 @@ def _cmd_demo(a) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2), like the rest of the command's errors."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nnpress", description="Compress neural networks with DeepCABAC (.nnp files).")
+    p = _Parser(prog="nnpress", description="Compress neural networks with DeepCABAC (.nnp files).")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="{compress,decompress,info,demo}")
 
@@ -369,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     if getattr(a, "threads", None) is not None and a.threads < 1:
-        parser.error("--threads must be >= 1")
+        print(f"nnpress {a.command}: error: --threads must be >= 1", file=sys.stderr)
+        return 2
     from .errors import FormatError, PickledObjectError
 
     try:

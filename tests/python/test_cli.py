@@ -155,8 +155,13 @@ def test_user_errors_exit_1_without_traceback(tmp_path, model_files):
     assert not (tmp_path / "y.safetensors").exists()
     r = run_cli("decompress", corrupt, tmp_path / "y.safetensors")
     assert "invalid or corrupt" in r.stderr
-    r = run_cli("compress")
-    assert r.returncode == 2 and "usage" in r.stderr
+    r = run_cli("compress")  # argparse's errors: one line too
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("nnpress compress: error: the following arguments are required: source, dest")
+    r = run_cli("compress", "a.safetensors", "b.nnp", "--rel-step", "abc")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--rel-step" in r.stderr, r.stderr
+    r = run_cli("compress", "a.safetensors", "b.nnp", "--threads", "0")
+    assert r.returncode == 2 and r.stderr == "nnpress compress: error: --threads must be >= 1\n", r.stderr
     r = run_cli()
     assert r.returncode == 2
     r = run_cli("--version")
