@@ -431,7 +431,8 @@ void test_int16_activations() {
     std::vector<float> coarse = row_with(1e4f, 1.0f, cols), fine = row_with(fine_max, 1.0f, cols),
                        sparse = row_with(fine_max, 1.0f, 20), zeros(cols, 0.0f);
     CHECK(std::lround(double(L) / double(fine_max)) >= LevelMatrix::kFineSteps);
-    CHECK(std::lround(double(L) / 1e4) < LevelMatrix::kFineSteps);    for (Isa isa : runnable_isas()) {
+    CHECK(std::lround(double(L) / 1e4) < LevelMatrix::kFineSteps);
+    for (Isa isa : runnable_isas()) {
       for (const auto& rows_in :
            {std::vector<std::vector<float>>{fine, zeros, sparse}, {fine, coarse}, {coarse}, {sparse, coarse}}) {
         std::vector<float> X;
@@ -444,8 +445,7 @@ void test_int16_activations() {
         o.activations = levels::Activations::kInt16;
         CHECK(levels::matmul(m, X.data(), X.size(), batch, i16.data(), i16.size(), o).ok());
         const bool has_coarse = rows_in.back() == coarse;
-        const std::vector<float> want =
-            has_coarse ? f32 : int16_by_contract(rows, cols, u, rs, nullptr, X, batch, L);
+        const std::vector<float> want = has_coarse ? f32 : int16_by_contract(rows, cols, u, rs, nullptr, X, batch, L);
         CHECK(std::memcmp(want.data(), i16.data(), i16.size() * 4) == 0);
         if (!has_coarse) CHECK(std::memcmp(f32.data(), i16.data(), i16.size() * 4) != 0);
       }
@@ -474,11 +474,11 @@ void test_int16_rounding_edges() {
   CHECK(m.index_bits() == 8 && m.outliers() == 3 && m.activation_range() == 32767);
   const size_t batch = 4;
   std::vector<float> X(batch * cols, 0.0f);
-  const float ties[] = {32767.0f, 0.5f,       -0.5f, 1.5f,     -1.5f,     2.5f,        -2.5f,
-                        100.5f,   -100.5f,    -0.0f, 32766.5f, -32766.5f, 0.49999997f, -0.49999997f,
-                        7.0f,     2.4999998f, -3.5f, 4.5f,     0.0f,      1.0f,        -32767.0f,
-                        1000.5f,  -1000.5f,   20000.5f, -20000.5f, 256.5f, -256.5f, 511.5f, -511.5f,
-                        300.0f,   -300.0f,    4095.5f,  -4095.5f,  12345.5f, -12345.5f, 256.0f, -256.0f};
+  const float ties[] = {32767.0f,  0.5f,     -0.5f,     1.5f,      -1.5f,       2.5f,         -2.5f,    100.5f,
+                        -100.5f,   -0.0f,    32766.5f,  -32766.5f, 0.49999997f, -0.49999997f, 7.0f,     2.4999998f,
+                        -3.5f,     4.5f,     0.0f,      1.0f,      -32767.0f,   1000.5f,      -1000.5f, 20000.5f,
+                        -20000.5f, 256.5f,   -256.5f,   511.5f,    -511.5f,     300.0f,       -300.0f,  4095.5f,
+                        -4095.5f,  12345.5f, -12345.5f, 256.0f,    -256.0f};
   for (uint32_t j = 0; j < cols; ++j) X[j] = ties[j];
   for (uint32_t j = 0; j < cols; ++j) X[cols + j] = j % 2 ? -0.0f : 0.0f;  // row 1: zeros
   X[2 * cols + 20] = -3.0f;                                                 // row 2: one nonzero
@@ -486,9 +486,9 @@ void test_int16_rounding_edges() {
   const std::vector<float> want = int16_by_contract(rows, cols, u, rs, nullptr, X, batch, 32767);
   for (size_t r = 0; r < rows; ++r) CHECK(want[rows + r] == 0.0f);  // token 1: the zero row
   // token 0 by hand: its rounded inputs q (scale 1)
-  const int64_t q[] = {32767, 1,    -1,  2,    -2,    3,    -3,   101,    -101,   0,     32767,  -32767, 0,
-                       0,     7,    2,   -4,   5,     0,    1,    -32767, 1001,   -1001, 20001,  -20001, 257,
-                       -257,  512,  -512, 300, -300,  4096, -4096, 12346, -12346, 256,   -256};
+  const int64_t q[] = {32767, 1,   -1,   2,   -2,   3,    -3,    101,    -101,   0,     32767, -32767, 0,
+                       0,     7,   2,    -4,  5,    0,    1,     -32767, 1001,   -1001, 20001, -20001, 257,
+                       -257,  512, -512, 300, -300, 4096, -4096, 12346,  -12346, 256,   -256};
   for (uint32_t r = 0; r < rows; ++r) {
     int64_t acc = 0;
     for (uint32_t j = 0; j < cols; ++j) acc += int64_t(u[size_t(r) * cols + j]) * q[j];

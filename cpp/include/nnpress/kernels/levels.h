@@ -71,15 +71,14 @@
 //       activation_range() is 0), and so does a product with a row whose rounding would be coarse:
 //       more of its nonzero inputs round to fewer than kFineSteps = 32 steps (|xq| < 32) than to 32
 //       or more, i.e. its median nonzero input keeps fewer than 32 steps, as when a few inputs are
-//       hundreds of times the others (the outlier channels of large language models). The SIMD kernels (int8 and int16 dense parts) use
-//       AVX-512 VNNI (vpdpwssd) where the CPU has it, else AVX-512BW / AVX2 vpmaddwd (NEON: vmlal): twice the
-//       multiply-adds per instruction of a float32 FMA and no int -> float conversion per weight (CPUs
-//       that issue 512-bit integer multiplies on fewer ports than FMAs gain less; bench/RESULTS.md).
-//       The rounding of the inputs, the list entries (16 tokens per vector) and the final multiply have
-//       AVX-512 versions doing the scalar reference's double operations lane by lane (no fused
-//       multiply-adds), so they do not change the bits. A product in this mode allocates its rounded
-//       inputs (batch x stride int16), its sums (batch x rows int64) and, for a matrix with list entries,
-//       the rounded inputs token-minor (cols x batch rounded up to 16, int32).
+//       hundreds of times the others (the outlier channels of large language models). The SIMD kernels (int8 and int16
+//       dense parts) use AVX-512 VNNI (vpdpwssd) where the CPU has it, else AVX-512BW / AVX2 vpmaddwd (NEON: vmlal):
+//       twice the multiply-adds per instruction of a float32 FMA and no int -> float conversion per weight (CPUs that
+//       issue 512-bit integer multiplies on fewer ports than FMAs gain less; bench/RESULTS.md). The rounding of the
+//       inputs, the list entries (16 tokens per vector) and the final multiply have AVX-512 versions doing the scalar
+//       reference's double operations lane by lane (no fused multiply-adds), so they do not change the bits. A product
+//       in this mode allocates its rounded inputs (batch x stride int16), its sums (batch x rows int64) and, for a
+//       matrix with list entries, the rounded inputs token-minor (cols x batch rounded up to 16, int32).
 //
 //   Python (nnpress._core): LevelMatrix.from_levels(u, row_scale, col_scale=None),
 //   LevelMatrix.from_nnp(reader, index, threads=1) and NnpFile.level_matrix(name, threads=None)
