@@ -11,7 +11,8 @@ What is measured
   Layer k + 1's input is layer k's output, renormalised (x <- y * sqrt(cols) / |y| per token, the same numpy
   code for every method) so that values stay finite over any depth: one forward pass of the whole stack per method
   and round, the methods in an order shuffled every round (the same load hits all of them), `--rounds`
-  rounds; the tables give the minimum and the median per-layer µs (pass time / layers).
+  rounds; the tables give the minimum and the median per-layer µs (pass time / layers), and, against torch CSR,
+  each round's ratio of the two times (same round, same load) and the median of those ratios.
   Each method's stack holds `--stack-mb` MB of its own weights or more (at least `--min-layers` layers), so
   every method streams its weights from memory: the stacks are as deep as that takes, and differ per
   method (a 64 MB dense layer needs fewer layers than a 0.4 MB CSER layer). The layers are copies, each in
@@ -284,7 +285,7 @@ def timed_rounds(methods: dict, x0: np.ndarray, rounds: int, rng) -> dict:
             t = now()
             m.forward(x0)
             samples[m.name].append(1e6 * (now() - t) / len(m.layers))
-    return {k: (min(v), float(np.median(v))) for k, v in samples.items()}
+    return samples
 
 
 def renorm_cost(cols: int, reps: int = 2000, batch: int = 1) -> float:
@@ -334,7 +335,8 @@ def run_density(args, density: float, rng) -> dict:
     res = {"density": density, "build_s": round(build_s, 1), "methods": {}}
     if args.sweep:
         res["sweep"] = {str(k): v for k, v in sweep(methods, x0, stack_bytes, rng, max(2, args.rounds // 2)).items()}
-    times = timed_rounds(methods, x0, args.rounds, rng)
+    samples = timed_rounds(methods, x0, args.rounds, rng)
+    times = {k: (min(v), float(np.median(v))) for k, v in samples.items()}
     refs = {}
     for name, m in methods.items():
         n = len(m.layers)
@@ -349,6 +351,7 @@ def run_density(args, density: float, rng) -> dict:
             "stack_mb": round(n * m.layer_bytes / 2**20, 1),
             "min_us": round(times[name][0], 1),
             "median_us": round(times[name][1], 1),
+            "round_us": [round(v, 1) for v in samples[name]],
             "max_rel_err": err,
         }
     for name, r in res["methods"].items():
@@ -356,6 +359,11 @@ def run_density(args, density: float, rng) -> dict:
             if peer in times:
                 r["x_" + peer] = round(times[peer][0] / times[name][0], 2)
                 r["x_" + peer + " median"] = round(times[peer][1] / times[name][1], 2)
+                # Both ran in every round, in an order shuffled per round: the ratio within each round sees
+                # the same load on both sides; its median over the rounds.
+                ratios = [p / q for p, q in zip(samples[peer], samples[name])]
+                r["x_" + peer + " rounds"] = [round(v, 2) for v in ratios]
+                r["x_" + peer + " round median"] = round(float(np.median(ratios)), 2)
     del methods, bases
     return res
 
@@ -381,6 +389,21 @@ def markdown(results: list, meta: dict) -> str:
                 f"{m.get('x_torch dense median', '')} / {m.get('x_torch CSR i32 median', '')} | "
                 f"{m['max_rel_err']:.1e} |"
             )
+    peer = "torch CSR i32"
+    if any(peer in r["methods"] and len(r["methods"]) > 1 for r in results):
+        lines += [
+            "",
+            f"Per round: ×{peer} within the round (its time / the method's, both in the same round), and the median "
+            "of these ratios",
+            "",
+            "| density | method | per-round ×" + peer + " | median |",
+            "|---|---|---|---|",
+        ]
+        for r in results:
+            for name, m in r["methods"].items():
+                if name != peer and "x_" + peer + " rounds" in m:
+                    per = ", ".join(f"{v:.2f}" for v in m["x_" + peer + " rounds"])
+                    lines.append(f"| {r['density']} | {name} | {per} | {m['x_' + peer + ' round median']:.2f} |")
     for r in results:
         if "sweep" in r:
             names = list(r["methods"])

@@ -44,9 +44,10 @@ Surprises
 - CER/CSER matrices with 16-bit columns (cols <= 65536), fewer than 2^31 entries and <= 16 values
   whose non-empty groups average <= 8 entries (<= 256 values: <= 3 entries) also hold a kernel plan,
   derived when they are built: a bit per entry marking group starts, each row's first entry (and, for
-  CER or CSER with empty groups, a value index per non-empty group). The x86 batch-1 kernel reads it
-  instead of the group pointers, which removes all per-group work (bench/RESULTS.md); ``plan_nbytes``
-  says what it costs.
+  CER or CSER with empty groups, a value index per non-empty group), and with <= 16 values a value index
+  per entry (one byte). The x86 batch-1 kernels read it instead of the group pointers, which removes all
+  per-group work (bench/RESULTS.md; the AVX2 kernel walks each row's entries with their value indices,
+  bench/results/cser4.md); ``plan_nbytes`` says what it costs.
 """
 
 from __future__ import annotations
@@ -283,9 +284,9 @@ class _RowGroup(_Matrix):
     @property
     def plan_nbytes(self) -> int:
         """Bytes of the batch-1 kernel plan the object derives from its arrays (a bit per entry, each
-        row's first entry and, for CER or CSER with empty groups, a value index per non-empty group;
-        built only when the module's Surprises say); not part of ``nbytes`` (the format) and never
-        written to files."""
+        row's first entry, for CER or CSER with empty groups a value index per non-empty group, and with
+        <= 16 values a byte per entry; built only when the module's Surprises say); not part of ``nbytes``
+        (the format) and never written to files."""
         return int(self._m.plan_nbytes)
 
     @property

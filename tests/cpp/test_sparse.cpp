@@ -545,6 +545,101 @@ void test_starts_plan() {
   CHECK(d.wide() && !d.has_starts());
 }
 
+// The plan's entry values (<= 16 values: one Ω index per entry, read by the AVX2 row-wise kernel) exist exactly
+// with a plan and at most 16 values, hold each entry's group value, and that kernel matches the scalar
+// reference on edge shapes: one entry, rows of 1, 7, 8, 9, 15, 16 and 17 entries (runs of 8 and their
+// tails), empty rows, rows longer than the plan kernel's block, a matrix whose entries all hold one value,
+// and a last row that ends the matrix mid-run.
+void entry_values_case(const std::vector<float>& w, uint32_t rows, uint32_t cols, const char* what) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd;
+  std::vector<float> x(cols), scale(rows, 0.0f);
+  for (auto& v : x) v = nd(rng);
+  for (uint32_t r = 0; r < rows; ++r) {
+    for (uint32_t k = 0; k < cols; ++k) scale[r] += std::fabs(w[size_t(r) * cols + k] * x[k]);
+  }
+  for (Format f : {Format::kCER, Format::kCSER}) {
+    RowGroupMatrix rg;
+    CHECK(RowGroupMatrix::from_dense(f, w.data(), rows, cols, &rg).ok());
+    if (!rg.has_starts()) std::fprintf(stderr, "  entry values (%s): no plan\n", what);
+    CHECK(rg.has_starts());
+    const std::vector<uint8_t>& ev = rg.entry_values();
+    CHECK(ev.size() == rg.nnz() + RowGroupMatrix::kStartsPad);
+    for (uint32_t r = 0; r < rows; ++r) {
+      for (uint32_t g = rg.row_ptr()[r]; g < rg.row_ptr()[r + 1]; ++g) {
+        for (uint32_t k = rg.group_ptr()[g]; k < rg.group_ptr()[g + 1]; ++k) {
+          CHECK(ev[k] == rg.group_value(g, r));
+          CHECK(w[size_t(r) * cols + rg.column(k)] == rg.omega()[ev[k]]);
+        }
+      }
+    }
+    for (size_t k = rg.nnz(); k < ev.size(); ++k) CHECK(ev[k] == 0);
+    std::vector<float> ref(rows), y(rows);
+    CHECK(matvec(rg, x.data(), x.size(), ref.data(), ref.size(), {Isa::kScalar, 1}).ok());
+    for (Isa isa : simd_isas()) {
+      for (unsigned threads : {1u, 2u, 3u}) {
+        std::fill(y.begin(), y.end(), NAN);
+        CHECK(matvec(rg, x.data(), x.size(), y.data(), y.size(), {isa, threads}).ok());
+        if (!close(y, ref, scale)) {
+          std::fprintf(stderr, "  entry values (%s): isa %s format %s threads %u\n", what, isa_name(isa),
+                       format_name(f), threads);
+          CHECK(false);
+        }
+      }
+    }
+  }
+}
+
+void test_entry_values() {
+  std::mt19937 rng(17);
+  {  // one entry: a 1 x 3 matrix, and one entry in a 50 x 300 matrix
+    entry_values_case({0.0f, 0.75f, 0.0f}, 1, 3, "1x3");
+    std::vector<float> w(50 * 300, 0.0f);
+    w[size_t(49) * 300 + 299] = -1.5f;
+    entry_values_case(w, 50, 300, "one entry");
+  }
+  {  // rows of 0, 1, 7, 8, 9, 15, 16, 17 entries, 15 values (short groups), cycled; the last row has 3
+    const uint32_t rows = 160, cols = 600;
+    const uint32_t lens[] = {0, 1, 7, 8, 9, 15, 16, 17};
+    std::vector<float> w(size_t(rows) * cols, 0.0f);
+    std::uniform_int_distribution<uint32_t> pick(1, 15), at(0, cols - 1);
+    for (uint32_t r = 0; r < rows; ++r) {
+      const uint32_t len = r == rows - 1 ? 3 : lens[r % 8];
+      for (uint32_t n = 0; n < len;) {
+        float& v = w[size_t(r) * cols + at(rng)];
+        if (v == 0.0f) v = (float(pick(rng)) - 8.0f) * 0.037f + 0.01f, ++n;
+      }
+    }
+    entry_values_case(w, rows, cols, "row lengths");
+    // Every entry one value (one group per row; the plan needs groups of <= 8 entries on average): rows 8k + 5
+    // and 8k + 6 cut to 1 and 2 entries.
+    for (uint32_t r = 0; r < rows; ++r) {
+      uint32_t keep = r % 8 == 5 ? 1 : r % 8 == 6 ? 2 : cols;
+      for (uint32_t k = 0; k < cols; ++k) {
+        float& v = w[size_t(r) * cols + k];
+        if (v != 0.0f) v = keep > 0 ? 0.3f : 0.0f, keep -= keep > 0;
+      }
+    }
+    entry_values_case(w, rows, cols, "one value");
+  }
+  {  // rows of ~5 entries around two rows of 2600 and 5000 entries (longer than a plan kernel block, 2048)
+    const uint32_t rows = 2000, cols = 6000;
+    std::vector<float> w = random_matrix(rng, Case{rows, cols, 16, 5.0 / 6000, false});
+    std::uniform_int_distribution<uint32_t> pick(9, 23);  // random_matrix's non-zero values (k != 8, mod 16)
+    for (uint32_t k = 0; k < 2600; ++k) w[size_t(3) * cols + k * 2] = (float(pick(rng) % 16) - 8.0f) * 0.037f;
+    for (uint32_t k = 0; k < 5000; ++k) w[size_t(1000) * cols + k] = (float(pick(rng) % 16) - 8.0f) * 0.037f;
+    entry_values_case(w, rows, cols, "long rows");
+  }
+  // Not built: more than 16 values (the plan kernel's loaded values), or no plan.
+  RowGroupMatrix a, b;
+  std::vector<float> w40 = random_matrix(rng, Case{100, 500, 40, 0.05, false});
+  CHECK(RowGroupMatrix::from_dense(Format::kCSER, w40.data(), 100, 500, &a).ok());
+  CHECK(a.has_starts() && a.omega().size() > 16 && a.entry_values().empty());
+  std::vector<float> wl = random_matrix(rng, Case{20, 500, 3, 0.5, false});
+  CHECK(RowGroupMatrix::from_dense(Format::kCSER, wl.data(), 20, 500, &b).ok());
+  CHECK(!b.has_starts() && b.entry_values().empty() && b.plan_bytes() == 0);
+}
+
 // Products from several threads at once, each asking for two threads: the worker pool serves one of
 // them at a time and the others compute on their callers; every result equals the one-thread result.
 void test_concurrent_threaded_products() {
@@ -630,6 +725,7 @@ int main() {
   test_isas_against_scalar();
   test_batch1_group_lengths();
   test_starts_plan();
+  test_entry_values();
   test_concurrent_threaded_products();
   test_nonfinite_inputs();
   test_random_corruptions();

@@ -127,9 +127,39 @@ def test_kernel_plan_only_for_few_values_and_short_groups():
             m.values.nbytes + m.col.nbytes + m.group_ptr.nbytes + m.row_ptr.nbytes + (0 if gv is None else gv.nbytes)
         )
         assert m.nbytes == arrays  # the plan is not format storage
-    # CSER without empty groups reuses its value indices: only the start bits and row starts
+    # CSER without empty groups reuses its value indices: the start bits, row starts and (<= 16 values) one value
+    # index per entry
     m = CSERMatrix.from_dense(short)
+    assert m.plan_nbytes == m.nnz // 8 + 8 + 4 * (m.shape[0] + 1) + m.nnz + 8
+    m = CSERMatrix.from_dense(_random(rng, 64, 1000, 40, 0.05))  # > 16 values: no entry values
     assert m.plan_nbytes == m.nnz // 8 + 8 + 4 * (m.shape[0] + 1)
+
+
+@pytest.mark.parametrize("isa", available_isas())
+@pytest.mark.parametrize("cls", [CERMatrix, CSERMatrix])
+def test_short_group_products_on_edge_rows(isa, cls):
+    """Plan matrices with <= 16 values (the AVX2 row-wise kernel): rows of 0, 1, 7, 8, 9, 16, 17 entries and one
+    longer than any block, a matrix of one entry, one whose entries all hold one value; batch 1, 1-3 threads."""
+    rng = np.random.default_rng(21)
+    w = np.zeros((120, 3000), np.float32)
+    levels = (np.arange(1, 16) - 8).astype(np.float32) * 0.037 + 0.01
+    for r in range(w.shape[0]):
+        n = 2500 if r == 60 else (0, 1, 7, 8, 9, 16, 17, 3)[r % 8]
+        w[r, rng.choice(w.shape[1], n, replace=False)] = rng.choice(levels, n)
+    one = np.zeros((9, 40), np.float32)
+    one[8, 39] = -1.5
+    same = np.where(w != 0, np.float32(0.3), np.float32(0))
+    same[np.arange(same.shape[0]) % 8 == 6] = 0  # (one group per row: short enough on average for the plan)
+    same[60] = 0
+    for mat in (w, one, same):
+        m = cls.from_dense(mat)
+        assert m.plan_nbytes >= m.nnz
+        x = rng.standard_normal(mat.shape[1]).astype(np.float32)
+        ref = mat.astype(np.float64) @ x.astype(np.float64)
+        bound = np.abs(mat).astype(np.float64) @ np.abs(x).astype(np.float64)
+        for threads in (1, 2, 3):
+            y = m.matmul(x, isa=isa, threads=threads)
+            assert np.all(np.abs(y - ref) <= 1e-5 * bound + 1e-6)
 
 
 def test_isa_results_agree_and_threads_are_deterministic():

@@ -18,6 +18,7 @@ namespace detail {
 const KernelTable* avx2_kernels() { return nullptr; }
 StartsMatvec avx2_starts_matvec() { return nullptr; }
 StartsMatvec avx2_codes_matvec() { return nullptr; }
+StartsMatvec avx2_entries_matvec() { return nullptr; }
 #endif
 #ifndef NNPRESS_HAVE_AVX512_TU
 const KernelTable* avx512_kernels(bool) { return nullptr; }
@@ -104,6 +105,7 @@ detail::RowsView view_of(const RowGroupMatrix& m) {
     v.starts = m.starts().data(), v.start_values = m.start_values(), v.num_starts = uint32_t(m.num_starts());
     v.row_start = m.row_starts().data();
     v.starts_safe_end = m.starts_safe_end();
+    if (!m.entry_values().empty()) v.entry_values = m.entry_values().data();
   }
   // Empty vectors may return null data(); kernels never dereference them then (no entries/groups).
   static const uint16_t kNoCol16 = 0;
@@ -145,6 +147,9 @@ Status matvec(const RowGroupMatrix& m, const float* x, size_t x_len, float* y, s
   detail::StartsMatvec sk = nullptr;
   if (v.starts && isa == Isa::kAvx512) sk = detail::avx512_starts_matvec(fast_gathers());
   if (v.starts && isa == Isa::kAvx2) sk = detail::avx2_starts_matvec();
+  // AVX2 with the plan's entry values (<= 16 values): the row-wise kernel (faster than the plan kernel on AMD
+  // Zen 3 at every density that has a plan; bench/results/cser4.md).
+  if (v.entry_values && isa == Isa::kAvx2 && detail::avx2_entries_matvec()) sk = detail::avx2_entries_matvec();
   // AVX2, no plan, <= 16 values, groups of kCodesMinMean entries or more on average and shorter than the
   // group sums' (kLongGroup): the Ω-index kernel (faster than the ISA's block kernel there on AMD Zen 3,
   // no faster for shorter groups; bench/results/cser3.md).

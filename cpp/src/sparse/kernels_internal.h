@@ -26,6 +26,7 @@ struct RowsView {
   const uint8_t* start_values;
   const uint32_t* row_start;  // row r's first entry (group_ptr[row_ptr[r]]), rows + 1
   uint32_t num_starts, starts_safe_end;
+  const uint8_t* entry_values;  // the plan's Ω index per entry (RowGroupMatrix::entry_values; null without)
 };
 
 struct CodebookView {
@@ -54,6 +55,9 @@ using RowsMatvec = void (*)(const RowsView& m, const float* x, float* y, uint32_
 using StartsMatvec = void (*)(const RowsView& m, const float* x, float* y, uint32_t r0, uint32_t r1,
                               RowsMatvec fallback);
 StartsMatvec avx2_starts_matvec();  // null unless compiled (NNPRESS_HAVE_AVX2_TU); scalar input loads
+// Batch 1 from the plan's entry values, row by row (kernels_entries_x86.h); null unless compiled
+// (NNPRESS_HAVE_AVX2_TU)
+StartsMatvec avx2_entries_matvec();
 // Batch 1 without a plan, <= 16 values, 16-bit columns (kernels_codes_x86.h); null unless compiled
 // (NNPRESS_HAVE_AVX2_TU)
 StartsMatvec avx2_codes_matvec();

@@ -246,7 +246,8 @@ Status RowGroupMatrix::from_arrays(RowGroupArrays a, RowGroupMatrix* out) {
 }
 
 void RowGroupMatrix::build_plan() {
-  starts_.clear(), start_values_.clear(), row_starts_.clear(), num_starts_ = 0, starts_safe_end_ = 0;
+  starts_.clear(), start_values_.clear(), entry_values_.clear(), row_starts_.clear(), num_starts_ = 0,
+                                                                                      starts_safe_end_ = 0;
   const uint64_t entries = nnz(), groups = num_groups();
   uint64_t nonempty = 0;
   for (uint64_t g = 0; g < groups; ++g) nonempty += group_ptr_[g + 1] > group_ptr_[g];
@@ -261,11 +262,15 @@ void RowGroupMatrix::build_plan() {
   for (uint32_t r = 0; r <= rows_; ++r) row_starts_[r] = group_ptr_[row_ptr_[r]];
   const bool copy_values = format_ == Format::kCER || nonempty != groups;
   if (copy_values) start_values_.reserve(size_t(nonempty));
+  const bool entry_values = omega_.size() <= kEntryValuesMax;
+  if (entry_values) entry_values_.assign(size_t(entries) + kStartsPad, 0);
   for (uint32_t r = 0; r < rows_; ++r) {
     for (uint32_t g = row_ptr_[r]; g < row_ptr_[r + 1]; ++g) {
       const uint32_t k = group_ptr_[g];
       if (group_ptr_[g + 1] == k) continue;
       starts_[k >> 3] = uint8_t(starts_[k >> 3] | (1u << (k & 7)));
+      if (entry_values)
+        std::fill(entry_values_.begin() + k, entry_values_.begin() + group_ptr_[g + 1], uint8_t(group_value(g, r)));
       if (copy_values) start_values_.push_back(uint8_t(group_value(g, r)));
       if (num_starts_++ == nonempty - 7 && nonempty >= 8) starts_safe_end_ = k;  // start of group N - 7
     }

@@ -24,7 +24,9 @@
 //   the group's inputs), plus Ω[0] * sum(x) when Ω[0] != 0: one multiply per group, as the formats
 //   intend, in the scalar reference and the group loops. The x86 batch-1 kernel for matrices with a
 //   kernel plan (short groups, matrix.h) multiplies each entry by its group's value instead, because
-//   with ~3 entries per group the per-group work cost more than the multiplies (bench/RESULTS.md); so
+//   with ~3 entries per group the per-group work cost more than the multiplies (bench/RESULTS.md; with
+//   AVX2 and <= 16 values it walks each row's entries with the plan's per-entry value indices,
+//   kernels_entries_x86.h, bench/results/cser4.md); so
 //   does the AVX2 batch-1 kernel for matrices without a plan with <= 16 values and groups of 20-95
 //   entries on average (kernels_codes_x86.h: it reads each entry's value from a per-block buffer). SIMD
 //   kernels match the scalar reference up to float rounding (summation order; per-entry products).

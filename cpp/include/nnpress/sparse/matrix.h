@@ -111,9 +111,12 @@ class RowGroupMatrix {
   // whether it exists. Bit k of
   // starts() (byte k / 8, bit k % 8; kStartsPad zero bytes of slack) is set when entry k is the first of its group;
   // start_values()[i] is the Ω index of the i-th non-empty group (CSER without empty groups: group_value8 itself);
-  // row_starts()[r] = group_ptr[row_ptr[r]], each row's first entry. plan_bytes() = the bytes it adds (0 without a
-  // plan).
+  // row_starts()[r] = group_ptr[row_ptr[r]], each row's first entry. With |Ω| <= kEntryValuesMax the plan also
+  // holds entry_values(): entry_values()[k] is the Ω index of entry k's group (one byte per entry, kStartsPad zero
+  // bytes of slack; empty otherwise), read by the AVX2 row-wise kernel. plan_bytes() = the bytes it adds (0
+  // without a plan).
   static constexpr uint32_t kStartsMaxValues = 256, kStartsMaxMean = 8, kStartsMaxMeanWide = 3, kStartsPad = 8;
+  static constexpr uint32_t kEntryValuesMax = 16;
   bool has_starts() const { return !starts_.empty(); }
   const std::vector<uint8_t>& starts() const { return starts_; }
   const uint8_t* start_values() const { return start_values_.empty() ? gv8_.data() : start_values_.data(); }
@@ -121,7 +124,10 @@ class RowGroupMatrix {
   const std::vector<uint32_t>& row_starts() const { return row_starts_; }  // group_ptr[row_ptr[r]], r <= rows
   // The entry before which each entry's group has at least 7 non-empty groups after it (0 if < 8).
   uint32_t starts_safe_end() const { return starts_safe_end_; }
-  size_t plan_bytes() const { return starts_.size() + start_values_.size() + row_starts_.size() * 4; }
+  const std::vector<uint8_t>& entry_values() const { return entry_values_; }
+  size_t plan_bytes() const {
+    return starts_.size() + start_values_.size() + row_starts_.size() * 4 + entry_values_.size();
+  }
 
  private:
   void build_plan();
@@ -132,7 +138,7 @@ class RowGroupMatrix {
   std::vector<uint32_t> col32_, group_ptr_, row_ptr_;
   std::vector<uint8_t> gv8_;
   std::vector<uint16_t> gv16_;
-  std::vector<uint8_t> starts_, start_values_;  // kernel plan (build_plan)
+  std::vector<uint8_t> starts_, start_values_, entry_values_;  // kernel plan (build_plan)
   std::vector<uint32_t> row_starts_;
   uint64_t num_starts_ = 0;
   uint32_t starts_safe_end_ = 0;
