@@ -113,15 +113,17 @@ void finish_fused_row(const double* cost, const Bank& bank, const uint8_t* decis
     return;
   }
   for (int m = 0; m < kModelRows; ++m) committed[m] = bank.row[m][best];
-  const auto index_at = kept_index(index_base);
   uint64_t rate = 0;
   int state = best;
   for (uint64_t i = cols; i-- > 0;) {
     const uint8_t d = decisions[size_t(i) * kDqStates + state];
     rate += step_rate[size_t(i) * kDqStates + state];
-    const int64_t u = index_at(i, d >> 3);
-    const int64_t au = u < 0 ? -u : u;
-    q_row[i] = int32_t(u < 0 ? -((au + 1) >> 1) : (au + 1) >> 1);
+    // (Signs applied without branches: they are as likely one as the other.)
+    const int64_t sb = index_base[i], sm = sb >> 63, base = (sb ^ sm) - sm;
+    const int j = d >> 3;
+    const int64_t au = j == 0 ? 0 : j <= kUnionCandidates ? base + j - 1 : j - kUnionCandidates;
+    const int64_t u = (au ^ sm) - sm;
+    q_row[i] = int32_t((((au + 1) >> 1) ^ sm) - sm);
     const double step = step_of(i);
     if (recon_row) recon_row[i] = float(double(u) * step);
     const double e = double(w_row[i]) - double(u) * step;
@@ -203,6 +205,7 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       const Candidates cand = candidates_of(w / step);
       const int64_t b = cand.base;
       const unsigned neg = cand.sgn < 0;
+      const __m256i neg_mask = _mm256_set1_epi32(-int(neg));  // all ones for a negative weight
       // The distortion of every candidate j (reconstruction indices 0, b..b+3, 1, 2), each as
       // f * d * d with d = w - double(index) * step. The indices are formed in double, exactly
       // (b < 2^30), the sign flipped for a negative weight (a -0 index changes no distortion).
@@ -228,11 +231,12 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
         for (int z = 0; z < 2; ++z) {
           const int64_t u1 = b + (int64_t(b & 1) != z);
           const uint32_t m = uint32_t((u1 + 1) >> 1), j1 = uint32_t(u1 - b + 1);
-          const bool odd = m & 1;
-          mag_odd[z] = odd ? m : m + 1;
-          j_odd[z] = odd ? j1 : j1 + 2;
-          mag_even[z] = odd ? m + 1 : m;
-          j_even[z] = odd ? j1 + 2 : j1;
+          // (Without branches: the parity of m is as likely one as the other.)
+          const uint32_t odd = m & 1;
+          mag_odd[z] = m | 1;
+          j_odd[z] = j1 + 2 * (odd ^ 1);
+          mag_even[z] = (m + 1) & ~1u;
+          j_even[z] = j1 + 2 * odd;
           d_even[z] = dj[j_even[z]];
           d_odd[z] = dj[j_odd[z]];
           if ((z ? 1 : 2) < b) d_small[z] = dj[z ? 5 : 6];
@@ -253,7 +257,7 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       __m256i rate_even = zero, rate_odd = zero, rate_small = zero;
       if (!zero_only) {
         const BinCosts sign_cost = bin_costs(signm);
-        const __m256i nonzero = _mm256_add_epi32(sig_cost.one, neg ? sign_cost.one : sign_cost.zero);
+        const __m256i nonzero = _mm256_add_epi32(sig_cost.one, _mm256_blendv_epi8(sign_cost.zero, sign_cost.one, neg_mask));
         // The rate of every magnitude a candidate may have, by row: row n - 1 for a magnitude n <=
         // N (the 1 bins of unary flags 0..n-2 and the 0 bin of flag n-1), row N + j past them
         // (all N flags at 1, then Exp-Golomb bucket j: j prefix 1 bins, a 0 bin on model j,
@@ -401,7 +405,7 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       for (int q = 0; q < kSignRow - kSigRow; ++q)
         sig_rows[q] = _mm256_blendv_epi8(_mm256_permutevar8x32_epi32(sig_rows[q], from), usig,
                                          _mm256_and_si256(live, _mm256_cmpeq_epi32(psig, splat(kSigRow + q))));
-      const __m256i usign = model_update(_mm256_permutevar8x32_epi32(signm, from), neg ? _mm256_set1_epi32(-1) : zero);
+      const __m256i usign = model_update(_mm256_permutevar8x32_epi32(signm, from), neg_mask);
       for (int q = 0; q < kGreaterRow - kSignRow; ++q)
         sign_rows[q] = _mm256_blendv_epi8(_mm256_permutevar8x32_epi32(sign_rows[q], from), usign,
                                           _mm256_and_si256(nz, _mm256_cmpeq_epi32(psign, splat(kSignRow + q))));
