@@ -257,7 +257,8 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       __m256i rate_even = zero, rate_odd = zero, rate_small = zero;
       if (!zero_only) {
         const BinCosts sign_cost = bin_costs(signm);
-        const __m256i nonzero = _mm256_add_epi32(sig_cost.one, _mm256_blendv_epi8(sign_cost.zero, sign_cost.one, neg_mask));
+        const __m256i nonzero = _mm256_add_epi32(sig_cost.one,
+                                                 _mm256_blendv_epi8(sign_cost.zero, sign_cost.one, neg_mask));
         // The rate of every magnitude a candidate may have, by row: row n - 1 for a magnitude n <=
         // N (the 1 bins of unary flags 0..n-2 and the 0 bin of flag n-1), row N + j past them
         // (all N flags at 1, then Exp-Golomb bucket j: j prefix 1 bins, a 0 bin on model j,
