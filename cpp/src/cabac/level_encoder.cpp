@@ -188,8 +188,7 @@ LevelParams choose_level_params_for_speed(const int32_t* levels, uint64_t rows, 
   std::vector<uint32_t> mags(sample.size());
   for (size_t i = 0; i < sample.size(); ++i) {
     const int32_t q = sample[i];
-    const uint32_t neg = uint32_t(q >> 31);  // all ones for a negative level: |q| without a branch
-    mags[i] = (uint32_t(q) ^ neg) - neg;
+    mags[i] = q < 0 ? 0u - uint32_t(q) : uint32_t(q);
     if (mags[i]) {
       mean_mag += mags[i];
       ++nonzero;
@@ -296,8 +295,7 @@ void estimate_level_bits_many(const int32_t* levels, uint64_t rows, uint64_t col
       const int32_t* row = levels + r * cols;
       for (uint64_t i = 0; i < cols; ++i) {
         const int32_t q = row[i];
-        const uint32_t neg = uint32_t(q >> 31);  // all ones for a negative level: |q| without a branch
-        const uint32_t mag = (uint32_t(q) ^ neg) - neg;
+        const uint32_t mag = q < 0 ? 0u - uint32_t(q) : uint32_t(q);
         shared += price(ctx.sig[nb.prev][nb.prev2_nonzero], mag != 0);
         if (mag != 0) {
           shared += price(ctx.sign[nb.prev], q < 0);
