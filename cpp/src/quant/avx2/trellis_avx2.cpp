@@ -88,6 +88,55 @@ NNPRESS_INLINE __m256d high_targets(__m256d a, __m256d b) {
   return _mm256_permute4x64_pd(_mm256_unpackhi_pd(a, b), _MM_SHUFFLE(1, 3, 0, 2));
 }
 
+// The end of a row of the fused step: finish_row (../trellis_soa.h) with the chosen path's rate and
+// distortion taken from the path itself rather than carried per state through the search: its
+// rate as the sum of each weight's step rate (step_rate[i * 8 + t]: the rate a step added on the
+// way into state t), its distortion as the sum, in step order, of each chosen entry's f * d * d
+// (d = w - double(index) * step, formed as the step forms its candidates' distortions), which is
+// the double the search would carry along the path.
+template <class W, class F, class StepOf>
+void finish_fused_row(const double* cost, const Bank& bank, const uint8_t* decisions, const int32_t* index_base,
+                      const uint32_t* step_rate, const W* w_row, const F* importance_row, const StepOf& step_of,
+                      uint64_t cols, int32_t* q_row, float* recon_row, double* dist_of, uint32_t* committed,
+                      uint64_t& rate_total, double& dist_total) {
+  constexpr double inf = std::numeric_limits<double>::infinity();
+  int best = -1;
+  for (int s = 0; s < kDqStates; ++s)
+    if (cost[s] < inf && (best < 0 || cost[s] < cost[best])) best = s;
+  if (cols == 0) return;
+  if (best < 0) {
+    for (uint64_t i = 0; i < cols; ++i) {
+      q_row[i] = 0;
+      if (recon_row) recon_row[i] = 0.0f;
+    }
+    dist_total = inf;
+    return;
+  }
+  for (int m = 0; m < kModelRows; ++m) committed[m] = bank.row[m][best];
+  uint64_t rate = 0;
+  int state = best;
+  for (uint64_t i = cols; i-- > 0;) {
+    const uint8_t d = decisions[size_t(i) * kDqStates + state];
+    rate += step_rate[size_t(i) * kDqStates + state];
+    // (Signs applied without branches: they are as likely one as the other.)
+    const int64_t sb = index_base[i], sm = sb >> 63, base = (sb ^ sm) - sm;
+    const int j = d >> 3;
+    const int64_t au = j == 0 ? 0 : j <= kUnionCandidates ? base + j - 1 : j - kUnionCandidates;
+    const int64_t u = (au ^ sm) - sm;
+    q_row[i] = int32_t((((au + 1) >> 1) ^ sm) - sm);
+    const double step = step_of(i);
+    if (recon_row) recon_row[i] = float(double(u) * step);
+    const double e = double(w_row[i]) - double(u) * step;
+    const double f = importance_row ? double(importance_row[i]) : 1.0;
+    dist_of[i] = f * e * e;
+    state = d & 7;
+  }
+  double dist = 0.0;
+  for (uint64_t i = 0; i < cols; ++i) dist += dist_of[i];
+  rate_total += rate;
+  dist_total += dist;
+}
+
 // kPlain: no importance and no column scales (the common case, compiled without their tests).
 template <bool kPlain, class W, class F>
 uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
@@ -113,6 +162,9 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
   uint8_t* decisions = ws.decisions;
   std::vector<int32_t> index_base_store(cols);
   int32_t* index_base = index_base_store.data();
+  std::vector<uint32_t> step_rate_store(size_t(cols) * kDqStates);
+  uint32_t* step_rates = step_rate_store.data();
+  std::vector<double> dist_store(cols);
   uint64_t rate_total = 0;
   double dist_total = 0.0;
 
@@ -120,26 +172,21 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
   // it reaches with an odd level (lanes 2..5; the higher one reaches the others with an odd level).
   const __m256i pred_lower = _mm256_setr_epi32(0, 2, 0, 2, 3, 1, 3, 1);
   const __m256i odd_from_lower = _mm256_setr_epi32(0, 0, -1, -1, -1, -1, 0, 0);
-  const __m256d odd_from_lower_lo = _mm256_castsi256_pd(_mm256_setr_epi64x(0, 0, -1, -1));
-  const __m256d odd_from_lower_hi = _mm256_castsi256_pd(_mm256_setr_epi64x(-1, -1, 0, 0));
   const __m256i zero = _mm256_setzero_si256();
   const __m256d lam = _mm256_set1_pd(lambda_per_unit);
   const __m256d vinf = _mm256_set1_pd(inf);
   const __m256i small_code = _mm256_setr_epi32(6, 6, 6, 6, 5, 5, 5, 5);  // candidate of level 1: index 2 (Q0), 1 (Q1)
 
-  // Per state (lanes 0..3 and 4..7 of the doubles and 64-bit rates): path cost, distortion, rate,
-  // and the significance / sign rows its neighbourhood selects (stale but valid values in dead
-  // states).
-  __m256d cost_lo = vinf, cost_hi = vinf, dist_lo = _mm256_setzero_pd(), dist_hi = _mm256_setzero_pd();
-  __m256i rate_lo = zero, rate_hi = zero;
+  // Per state (lanes 0..3 and 4..7 of the doubles): path cost, and the significance / sign rows
+  // its neighbourhood selects (stale but valid values in dead states). The path's rate and
+  // distortion are summed at the row's end (finish_fused_row).
+  __m256d cost_lo = vinf, cost_hi = vinf;
   __m256i sig_at = splat(kSigRow), sign_at = splat(kSignRow);
 
   for (uint64_t r = 0; r < rows; ++r) {
     fused_begin_row(r, chunk_rows, *cur, committed, live_greater, live_eg);
     cost_lo = _mm256_setr_pd(0.0, inf, inf, inf);
     cost_hi = vinf;
-    dist_lo = _mm256_blend_pd(dist_lo, _mm256_setzero_pd(), 1);
-    rate_lo = _mm256_blend_epi32(rate_lo, zero, 3);
     sig_at = _mm256_blend_epi32(sig_at, splat(kSigRow + cabac::kZero * 2), 1);
     sign_at = _mm256_blend_epi32(sign_at, splat(kSignRow + cabac::kZero), 1);
     // The significance and sign rows live in registers for the whole row (written back at its end).
@@ -158,6 +205,7 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       const Candidates cand = candidates_of(w / step);
       const int64_t b = cand.base;
       const unsigned neg = cand.sgn < 0;
+      const __m256i neg_mask = _mm256_set1_epi32(-int(neg));  // all ones for a negative weight
       // The distortion of every candidate j (reconstruction indices 0, b..b+3, 1, 2), each as
       // f * d * d with d = w - double(index) * step. The indices are formed in double, exactly
       // (b < 2^30), the sign flipped for a negative weight (a -0 index changes no distortion).
@@ -183,11 +231,12 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
         for (int z = 0; z < 2; ++z) {
           const int64_t u1 = b + (int64_t(b & 1) != z);
           const uint32_t m = uint32_t((u1 + 1) >> 1), j1 = uint32_t(u1 - b + 1);
-          const bool odd = m & 1;
-          mag_odd[z] = odd ? m : m + 1;
-          j_odd[z] = odd ? j1 : j1 + 2;
-          mag_even[z] = odd ? m + 1 : m;
-          j_even[z] = odd ? j1 + 2 : j1;
+          // (Without branches: the parity of m is as likely one as the other.)
+          const uint32_t odd = m & 1;
+          mag_odd[z] = m | 1;
+          j_odd[z] = j1 + 2 * (odd ^ 1);
+          mag_even[z] = (m + 1) & ~1u;
+          j_even[z] = j1 + 2 * odd;
           d_even[z] = dj[j_even[z]];
           d_odd[z] = dj[j_odd[z]];
           if ((z ? 1 : 2) < b) d_small[z] = dj[z ? 5 : 6];
@@ -208,7 +257,8 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       __m256i rate_even = zero, rate_odd = zero, rate_small = zero;
       if (!zero_only) {
         const BinCosts sign_cost = bin_costs(signm);
-        const __m256i nonzero = _mm256_add_epi32(sig_cost.one, neg ? sign_cost.one : sign_cost.zero);
+        const __m256i nonzero = _mm256_add_epi32(sig_cost.one,
+                                                 _mm256_blendv_epi8(sign_cost.zero, sign_cost.one, neg_mask));
         // The rate of every magnitude a candidate may have, by row: row n - 1 for a magnitude n <=
         // N (the 1 bins of unary flags 0..n-2 and the 0 bin of flag n-1), row N + j past them
         // (all N flags at 1, then Exp-Golomb bucket j: j prefix 1 bins, a 0 bin on model j,
@@ -292,8 +342,6 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       // Per target: the second branch of its predecessor taken, an odd level, alive.
       const __m256d second_lo = _mm256_blendv_pd(later0_lo, later1_lo, higher_lo);
       const __m256d second_hi = _mm256_blendv_pd(later0_hi, later1_hi, higher_hi);
-      const __m256d odd_lo = _mm256_xor_pd(higher_lo, odd_from_lower_lo);
-      const __m256d odd_hi = _mm256_xor_pd(higher_hi, odd_from_lower_hi);
       const __m256d live_lo = _mm256_cmp_pd(best_lo, vinf, _CMP_LT_OQ);
       const __m256d live_hi = _mm256_cmp_pd(best_hi, vinf, _CMP_LT_OQ);
 
@@ -322,30 +370,7 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
           _mm256_blendv_epi8(_mm256_permutevar8x32_epi32(rate_odd, from), _mm256_permutevar8x32_epi32(rate_small, from),
                              second),
           odd);
-      // The chosen entry's distortion per target (quantizer 0 in lanes 0..3, 1 in 4..7).
-      auto entry_dist = [&](int z, __m256d sec, __m256d od) {
-        return _mm256_blendv_pd(_mm256_blendv_pd(_mm256_set1_pd(dj[0]), _mm256_set1_pd(d_even[z]), sec),
-                                _mm256_blendv_pd(_mm256_set1_pd(d_odd[z]), _mm256_set1_pd(d_small[z]), sec), od);
-      };
-      // Distortion and rate of the predecessors' paths, per target half.
-      const __m256d ndist_lo = _mm256_add_pd(
-          _mm256_blendv_pd(_mm256_permute4x64_pd(dist_lo, _MM_SHUFFLE(2, 0, 2, 0)),
-                           _mm256_permute4x64_pd(dist_hi, _MM_SHUFFLE(2, 0, 2, 0)), higher_lo),
-          entry_dist(0, second_lo, odd_lo));
-      const __m256d ndist_hi = _mm256_add_pd(
-          _mm256_blendv_pd(_mm256_permute4x64_pd(dist_lo, _MM_SHUFFLE(1, 3, 1, 3)),
-                           _mm256_permute4x64_pd(dist_hi, _MM_SHUFFLE(1, 3, 1, 3)), higher_hi),
-          entry_dist(1, second_hi, odd_hi));
-      const __m256i nrate_lo = _mm256_add_epi64(
-          _mm256_castpd_si256(_mm256_blendv_pd(
-              _mm256_castsi256_pd(_mm256_permute4x64_epi64(rate_lo, _MM_SHUFFLE(2, 0, 2, 0))),
-              _mm256_castsi256_pd(_mm256_permute4x64_epi64(rate_hi, _MM_SHUFFLE(2, 0, 2, 0))), higher_lo)),
-          _mm256_cvtepu32_epi64(_mm256_castsi256_si128(step_rate)));
-      const __m256i nrate_hi = _mm256_add_epi64(
-          _mm256_castpd_si256(_mm256_blendv_pd(
-              _mm256_castsi256_pd(_mm256_permute4x64_epi64(rate_lo, _MM_SHUFFLE(1, 3, 1, 3))),
-              _mm256_castsi256_pd(_mm256_permute4x64_epi64(rate_hi, _MM_SHUFFLE(1, 3, 1, 3))), higher_hi)),
-          _mm256_cvtepu32_epi64(_mm256_extracti128_si256(step_rate, 1)));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(step_rates + size_t(i) * kDqStates), step_rate);
 
       // Unary flags a level updates (min(mag, N + 1), as permute_chain takes them) and its
       // Exp-Golomb prefix extent (bucket + 1; the bucket is the exponent of (rem >> k) + 1, exact
@@ -381,7 +406,7 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       for (int q = 0; q < kSignRow - kSigRow; ++q)
         sig_rows[q] = _mm256_blendv_epi8(_mm256_permutevar8x32_epi32(sig_rows[q], from), usig,
                                          _mm256_and_si256(live, _mm256_cmpeq_epi32(psig, splat(kSigRow + q))));
-      const __m256i usign = model_update(_mm256_permutevar8x32_epi32(signm, from), neg ? _mm256_set1_epi32(-1) : zero);
+      const __m256i usign = model_update(_mm256_permutevar8x32_epi32(signm, from), neg_mask);
       for (int q = 0; q < kGreaterRow - kSignRow; ++q)
         sign_rows[q] = _mm256_blendv_epi8(_mm256_permutevar8x32_epi32(sign_rows[q], from), usign,
                                           _mm256_and_si256(nz, _mm256_cmpeq_epi32(psign, splat(kSignRow + q))));
@@ -414,26 +439,19 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       std::swap(cur, nxt);
       cost_lo = best_lo;
       cost_hi = best_hi;
-      dist_lo = ndist_lo;
-      dist_hi = ndist_hi;
-      rate_lo = nrate_lo;
-      rate_hi = nrate_hi;
       sig_at = nsig_at;
       sign_at = nsign_at;
     }
 
     for (int q = 0; q < kSignRow - kSigRow; ++q) avx2::store(cur->row[kSigRow + q], sig_rows[q]);
     for (int q = 0; q < kGreaterRow - kSignRow; ++q) avx2::store(cur->row[kSignRow + q], sign_rows[q]);
-    alignas(32) double cost_l[kDqStates], dist_l[kDqStates];
-    alignas(32) uint64_t rate_l[kDqStates];
+    alignas(32) double cost_l[kDqStates];
     _mm256_store_pd(cost_l, cost_lo);
     _mm256_store_pd(cost_l + 4, cost_hi);
-    _mm256_store_pd(dist_l, dist_lo);
-    _mm256_store_pd(dist_l + 4, dist_hi);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(rate_l), rate_lo);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(rate_l + 4), rate_hi);
-    finish_row(cost_l, dist_l, rate_l, *cur, decisions, kept_index(index_base), step_of, cols, levels + r * cols,
-               recon ? recon + r * cols : nullptr, committed, rate_total, dist_total);
+    finish_fused_row(cost_l, *cur, decisions, index_base, step_rates, w_row,
+                     !kPlain && importance ? importance + r * cols : static_cast<const F*>(nullptr), step_of, cols,
+                     levels + r * cols, recon ? recon + r * cols : nullptr, dist_store.data(), committed, rate_total,
+                     dist_total);
   }
   *args.distortion += dist_total;
   if (args.contexts) *args.contexts = unpack_contexts(committed);
