@@ -203,6 +203,7 @@ LevelParams choose_level_params_for_speed(const int32_t* levels, uint64_t rows, 
       cands.push_back(p);
     }
   }
+  if (cands.size() == 1) return base;  // nothing to compare: no pricing needed
   std::vector<double> bits(cands.size());
   estimate_level_bits_many(sample.data(), srows, scols, cands.data(), cands.size(), bits.data());
   const size_t nc = cands.size();
