@@ -889,6 +889,102 @@ static void test_level_bits_many() {
   CHECK(none == 0.0);
 }
 
+// choose_level_params_for_speed against its contract written out plainly: the static choice and
+// the shorter-unary candidates, each priced whole by estimate_level_bits on the sample of rows,
+// decoder work summed per magnitude in scan order, and among the candidates within the tolerance
+// of the smallest the first of least work. Tolerance 0 (only the cheapest), small ones (one or a
+// few candidates eligible) and infinity (every candidate eligible).
+static double reference_work(uint32_t mag, const LevelParams& p) {
+  if (mag == 0) return 1.0;
+  double w = 2.0;
+  w += mag < p.unary_len ? mag : p.unary_len;
+  if (mag > p.unary_len) {
+    const uint64_t r = uint64_t(mag) - p.unary_len - 1;
+    const int j = 63 - __builtin_clzll((r >> p.eg_order) + 1);
+    w += (j + 1) + 0.35 * (p.eg_order + j);
+  }
+  return w;
+}
+
+static LevelParams reference_speed_pick(const std::vector<int32_t>& lv, uint64_t rows, uint64_t cols, double tol) {
+  const LevelParams base = choose_level_params(lv.data(), lv.size());
+  const uint64_t kSample = 65536;
+  std::vector<int32_t> sample;
+  uint64_t srows = 1, scols = cols;
+  if (cols >= kSample || rows == 1) {
+    scols = std::min<uint64_t>(cols, kSample);
+    sample.assign(lv.begin(), lv.begin() + ptrdiff_t(scols));
+  } else {
+    srows = std::min(rows, std::max<uint64_t>(1, kSample / cols));
+    for (uint64_t k = 0; k < srows; ++k) {
+      const uint64_t r = k * rows / srows;
+      sample.insert(sample.end(), lv.begin() + ptrdiff_t(r * cols), lv.begin() + ptrdiff_t((r + 1) * cols));
+    }
+  }
+  double mean = 0;
+  uint64_t nonzero = 0;
+  for (int32_t q : sample)
+    if (q) mean += std::abs(double(q)), ++nonzero;
+  if (nonzero == 0) return base;
+  mean /= double(nonzero);
+  std::vector<LevelParams> cands{base};
+  for (uint32_t u : {0u, 2u, 4u, 8u, 14u}) {
+    if (u >= base.unary_len) continue;
+    const double rem = std::max(0.0, mean - u - 1);
+    const int k0 = std::max(0, int(std::floor(std::log2(rem + 1.0))) - 1);
+    for (int k = std::max(0, k0 - 1); k <= std::min(30, k0 + 1); ++k) {
+      LevelParams p;
+      p.unary_len = u;
+      p.eg_order = uint32_t(k);
+      cands.push_back(p);
+    }
+  }
+  std::vector<double> bits, work;
+  double best = INFINITY;
+  for (const LevelParams& p : cands) {
+    bits.push_back(estimate_level_bits(sample.data(), srows, scols, p));
+    best = std::min(best, bits.back());
+    double w = 0;
+    for (int32_t q : sample) w += reference_work(q < 0 ? 0u - uint32_t(q) : uint32_t(q), p);
+    work.push_back(w);
+  }
+  size_t pick = cands.size();
+  for (size_t i = 0; i < cands.size(); ++i) {
+    if (bits[i] > best * (1.0 + tol)) continue;
+    if (pick == cands.size() || work[i] < work[pick]) pick = i;
+  }
+  return cands[pick];
+}
+
+static void test_speed_pick_matches_reference() {
+  std::mt19937_64 rng(23);
+  const double inf = std::numeric_limits<double>::infinity();
+  int work_decided = 0, picked_not_base = 0;
+  for (int iter = 0; iter < 100; ++iter) {
+    const uint64_t rows = 1 + rng() % 40, cols = 1 + rng() % 500;
+    std::vector<int32_t> lv(size_t(rows * cols));
+    const double spread = std::ldexp(1.0, int(rng() % 9));
+    std::geometric_distribution<int> geo(1.0 / (1.0 + spread));
+    for (auto& x : lv) {
+      x = rng() % 3 == 0 ? 0 : geo(rng);
+      if (rng() % 64 == 0) x = int32_t(1024 + rng() % 50000);  // past the work table
+      if (rng() % 2) x = -x;
+    }
+    LevelParams cheapest;
+    for (double tol : {0.0, 0.001, 0.01, 0.05, inf}) {
+      const LevelParams got = choose_level_params_for_speed(lv.data(), rows, cols, tol);
+      const LevelParams want = reference_speed_pick(lv, rows, cols, tol);
+      CHECK(got.unary_len == want.unary_len && got.eg_order == want.eg_order);
+      const LevelParams base = choose_level_params(lv.data(), lv.size());
+      if (want.unary_len != base.unary_len || want.eg_order != base.eg_order) ++picked_not_base;
+      if (tol == 0.0) cheapest = want;
+      if (want.unary_len != cheapest.unary_len || want.eg_order != cheapest.eg_order) ++work_decided;
+    }
+  }
+  CHECK(picked_not_base > 0);
+  CHECK(work_decided > 0);  // some picks were made on work among several eligible candidates
+}
+
 // Run with an NNPRESS_ISA value that names no ISA (ctest's test_quant_isa_bogus): the trellis
 // returns isa_env_status()'s error, naming the value; the quantizers without kernels still run.
 static void test_isa_env_error() {
@@ -912,6 +1008,7 @@ int main() {
   }
   test_nearest();
   test_level_bits_many();
+  test_speed_pick_matches_reference();
   test_exact_rate_and_reconstruction(QuantMethod::kRdoq);
   test_exact_rate_and_reconstruction(QuantMethod::kTrellis);
   test_rdoq_lambda_zero_is_nearest();

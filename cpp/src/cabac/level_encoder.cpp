@@ -142,11 +142,6 @@ namespace {
 
 constexpr uint64_t kSpeedSampleElements = 65536;
 
-struct Candidate {
-  LevelParams p;
-  double bits = 0, work = 0;
-};
-
 // Decoder work of one level under p, in units of a context-coded bin (bypass bins are cheaper).
 double level_work(uint32_t mag, const LevelParams& p) {
   if (mag == 0) return 1.0;
@@ -196,7 +191,7 @@ LevelParams choose_level_params_for_speed(const int32_t* levels, uint64_t rows, 
   }
   if (nonzero == 0) return base;
   mean_mag /= double(nonzero);
-  std::vector<Candidate> cands{{base}};
+  std::vector<LevelParams> cands{base};
   for (uint32_t u : {0u, 2u, 4u, 8u, 14u}) {
     if (u >= base.unary_len) continue;
     const double rem = std::max(0.0, mean_mag - u - 1);
@@ -205,44 +200,45 @@ LevelParams choose_level_params_for_speed(const int32_t* levels, uint64_t rows, 
       LevelParams p;
       p.unary_len = u;
       p.eg_order = uint32_t(k);
-      cands.push_back({p});
+      cands.push_back(p);
     }
   }
-  std::vector<LevelParams> pairs;
-  for (const Candidate& c : cands) pairs.push_back(c.p);
+  if (cands.size() == 1) return base;  // nothing to compare: no pricing needed
   std::vector<double> bits(cands.size());
-  estimate_level_bits_many(sample.data(), srows, scols, pairs.data(), pairs.size(), bits.data());
+  estimate_level_bits_many(sample.data(), srows, scols, cands.data(), cands.size(), bits.data());
+  const size_t nc = cands.size();
+  double best_bits = INFINITY;
+  for (size_t i = 0; i < nc; ++i) best_bits = std::min(best_bits, bits[i]);
+  // Only the candidates within the tolerance compete on work (the others are never picked); with a
+  // single one there is nothing to compare.
+  std::vector<size_t> eligible;
+  for (size_t i = 0; i < nc; ++i)
+    if (!(bits[i] > best_bits * (1.0 + size_tolerance))) eligible.push_back(i);
+  if (eligible.empty()) return base;
+  if (eligible.size() == 1) return cands[eligible[0]];
   // Work per magnitude from a table for the common small magnitudes (the same doubles, summed in
   // the same order, so the same totals).
   uint32_t max_mag = 0;
   for (uint32_t m : mags) max_mag = std::max(max_mag, m);
-  // work_of[m * nc + i]: candidate i's work for magnitude m; every candidate's sum runs over the
-  // magnitudes in order (one accumulator each, interleaved across candidates).
-  const size_t nc = cands.size(), table = std::min<uint32_t>(max_mag, 1023) + 1;
-  std::vector<double> work_of(table * nc), work(nc, 0.0);
+  // work_of[m * ne + e]: eligible candidate e's work for magnitude m; every candidate's sum runs
+  // over the magnitudes in order (one accumulator each, interleaved across candidates).
+  const size_t ne = eligible.size(), table = std::min<uint32_t>(max_mag, 1023) + 1;
+  std::vector<double> work_of(table * ne), work(ne, 0.0);
   for (size_t m = 0; m < table; ++m)
-    for (size_t i = 0; i < nc; ++i) work_of[m * nc + i] = level_work(uint32_t(m), cands[i].p);
+    for (size_t e = 0; e < ne; ++e) work_of[m * ne + e] = level_work(uint32_t(m), cands[eligible[e]]);
   for (uint32_t m : mags) {
     if (m < table) {
-      const double* w = work_of.data() + size_t(m) * nc;
-      for (size_t i = 0; i < nc; ++i) work[i] += w[i];
+      const double* w = work_of.data() + size_t(m) * ne;
+      for (size_t e = 0; e < ne; ++e) work[e] += w[e];
     } else {
-      for (size_t i = 0; i < nc; ++i) work[i] += level_work(m, cands[i].p);
+      for (size_t e = 0; e < ne; ++e) work[e] += level_work(m, cands[eligible[e]]);
     }
   }
-  double best_bits = INFINITY;
-  for (size_t i = 0; i < nc; ++i) {
-    Candidate& c = cands[i];
-    c.bits = bits[i];
-    c.work = work[i];
-    best_bits = std::min(best_bits, c.bits);
-  }
-  const Candidate* pick = nullptr;
-  for (const Candidate& c : cands) {
-    if (c.bits > best_bits * (1.0 + size_tolerance)) continue;
-    if (pick == nullptr || c.work < pick->work) pick = &c;
-  }
-  return pick->p;
+  // The first eligible candidate of least work.
+  size_t pick = 0;
+  for (size_t e = 1; e < ne; ++e)
+    if (work[e] < work[pick]) pick = e;
+  return cands[eligible[pick]];
 }
 
 void encode_level_payload(const int32_t* levels, uint64_t rows, uint64_t cols, const LevelParams& params,
@@ -285,10 +281,11 @@ void estimate_level_bits_many(const int32_t* levels, uint64_t rows, uint64_t col
   cabac::WeightContexts ctx;
   uint64_t shared = 0;                                  // significance and sign bins
   uint64_t flag_cost[cabac::kMaxUnaryFlags + 1] = {0};  // flag_cost[n]: unary flag n, both signs
-  std::vector<uint32_t> mags;                           // the non-zero magnitudes in scan order
-  std::vector<uint8_t> negs;                            // and whether each level is negative
-  mags.reserve(size_t(rows * cols));
-  negs.reserve(size_t(rows * cols));
+  // The non-zero magnitudes in scan order and whether each level is negative: mags[0, nz), negs[0, nz)
+  // (written by index, not appended: this loop runs once per level).
+  std::vector<uint32_t> mags(size_t(rows * cols));
+  std::vector<uint8_t> negs(size_t(rows * cols));
+  size_t nz = 0;
   if (cols != 0) {
     for (uint64_t r = 0; r < rows; ++r) {
       cabac::Neighbourhood nb;
@@ -299,8 +296,9 @@ void estimate_level_bits_many(const int32_t* levels, uint64_t rows, uint64_t col
         shared += price(ctx.sig[nb.prev][nb.prev2_nonzero], mag != 0);
         if (mag != 0) {
           shared += price(ctx.sign[nb.prev], q < 0);
-          mags.push_back(mag);
-          negs.push_back(q < 0);
+          mags[nz] = mag;
+          negs[nz] = q < 0;
+          ++nz;
         }
         nb.push(q);
       }
@@ -311,12 +309,12 @@ void estimate_level_bits_many(const int32_t* levels, uint64_t rows, uint64_t col
   bool flags_done = false;
 #ifdef NNPRESS_HAVE_TRELLIS_AVX2_TU
   if (max_unary > 0 && detect_isa() >= Isa::kAvx2 && isa_supported(Isa::kAvx2)) {
-    detail::unary_flag_bits_avx2(mags.data(), negs.data(), mags.size(), max_unary, flag_cost + 1);
+    detail::unary_flag_bits_avx2(mags.data(), negs.data(), nz, max_unary, flag_cost + 1);
     flags_done = true;
   }
 #endif
   if (!flags_done) {
-    for (size_t i = 0; i < mags.size(); ++i) {
+    for (size_t i = 0; i < nz; ++i) {
       cabac::ContextModel* greater = ctx.greater[negs[i]];
       const uint32_t mag = mags[i], top = std::min(mag, max_unary);
       for (uint32_t n = 1; n <= top; ++n) flag_cost[n] += price(greater[n - 1], mag > n);
@@ -330,7 +328,7 @@ void estimate_level_bits_many(const int32_t* levels, uint64_t rows, uint64_t col
       uint32_t u[detail::kEgBitsLanes512], k[detail::kEgBitsLanes512];
       uint64_t eg[detail::kEgBitsLanes512];
       for (int c = 0; c < lanes; ++c) u[c] = params[first + c].unary_len, k[c] = params[first + c].eg_order;
-      detail::eg_bits_avx512(mags.data(), mags.size(), u, k, lanes, eg);
+      detail::eg_bits_avx512(mags.data(), nz, u, k, lanes, eg);
       for (int c = 0; c < lanes; ++c) {
         uint64_t total = shared + eg[c];
         for (uint32_t n = 1; n <= u[c] && n <= max_unary; ++n) total += flag_cost[n];
@@ -346,7 +344,7 @@ void estimate_level_bits_many(const int32_t* levels, uint64_t rows, uint64_t col
       uint32_t u[detail::kEgBitsLanes], k[detail::kEgBitsLanes];
       uint64_t eg[detail::kEgBitsLanes];
       for (int c = 0; c < lanes; ++c) u[c] = params[first + c].unary_len, k[c] = params[first + c].eg_order;
-      detail::eg_bits_avx2(mags.data(), mags.size(), u, k, lanes, eg);
+      detail::eg_bits_avx2(mags.data(), nz, u, k, lanes, eg);
       for (int c = 0; c < lanes; ++c) {
         uint64_t total = shared + eg[c];
         for (uint32_t n = 1; n <= u[c] && n <= max_unary; ++n) total += flag_cost[n];
@@ -361,7 +359,8 @@ void estimate_level_bits_many(const int32_t* levels, uint64_t rows, uint64_t col
     for (uint32_t n = 1; n <= unary_len && n <= max_unary; ++n) total += flag_cost[n];
     cabac::ContextModel eg[cabac::kPrefixContexts];
     constexpr uint32_t kLast = cabac::kPrefixContexts - 1;
-    for (const uint32_t mag : mags) {
+    for (size_t i = 0; i < nz; ++i) {
+      const uint32_t mag = mags[i];
       if (mag <= unary_len) continue;
       // code_level's bucket j of the remainder r (it holds [2^k (2^j - 1), 2^k (2^(j+1) - 1))):
       // j prefix bins 1 on models 0..j-1 (the last shared), a 0 on model j, k + j bypass bits.
