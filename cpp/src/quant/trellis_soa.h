@@ -212,6 +212,25 @@ uint32_t live_extent(const uint32_t* models, int first, uint32_t count) {
   return top;
 }
 
+// The state a row's best path ends in (the least finite final cost, the first on ties); -1 for an
+// empty row, and -1 when no path is finite: the row's levels and reconstructions are then zeroed
+// and dist_total is infinity.
+inline int best_final_state(const double* cost, uint64_t cols, int32_t* q_row, float* recon_row, double& dist_total) {
+  constexpr double inf = std::numeric_limits<double>::infinity();
+  int best = -1;
+  for (int s = 0; s < kDqStates; ++s)
+    if (cost[s] < inf && (best < 0 || cost[s] < cost[best])) best = s;
+  if (cols == 0) return -1;
+  if (best < 0) {
+    for (uint64_t i = 0; i < cols; ++i) {
+      q_row[i] = 0;
+      if (recon_row) recon_row[i] = 0.0f;
+    }
+    dist_total = inf;
+  }
+  return best;
+}
+
 // The search without feedback, the 8 states' context models held as structure of arrays
 // (trellis_kernels.h) so the kernels work on all states at once. Decisions, rates and tie-breaks
 // are those of trellis_impl: the same candidates in the same order, each rate the integer sum of
@@ -233,19 +252,8 @@ inline void finish_row(const double* cost, const double* dist, const uint64_t* r
                        const uint8_t* decisions, const IndexAt& index_at, const StepOf& step_of, uint64_t cols,
                        int32_t* q_row, float* recon_row, uint32_t* committed, uint64_t& rate_total,
                        double& dist_total) {
-  constexpr double inf = std::numeric_limits<double>::infinity();
-  int best = -1;
-  for (int s = 0; s < kDqStates; ++s)
-    if (cost[s] < inf && (best < 0 || cost[s] < cost[best])) best = s;
-  if (cols == 0) return;
-  if (best < 0) {
-    for (uint64_t i = 0; i < cols; ++i) {
-      q_row[i] = 0;
-      if (recon_row) recon_row[i] = 0.0f;
-    }
-    dist_total = inf;
-    return;
-  }
+  const int best = best_final_state(cost, cols, q_row, recon_row, dist_total);
+  if (best < 0) return;
   rate_total += rate[best];
   dist_total += dist[best];
   for (int m = 0; m < kModelRows; ++m) committed[m] = bank.row[m][best];

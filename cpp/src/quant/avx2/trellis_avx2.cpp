@@ -99,19 +99,8 @@ void finish_fused_row(const double* cost, const Bank& bank, const uint8_t* decis
                       const uint32_t* step_rate, const W* w_row, const F* importance_row, const StepOf& step_of,
                       uint64_t cols, int32_t* q_row, float* recon_row, double* dist_of, uint32_t* committed,
                       uint64_t& rate_total, double& dist_total) {
-  constexpr double inf = std::numeric_limits<double>::infinity();
-  int best = -1;
-  for (int s = 0; s < kDqStates; ++s)
-    if (cost[s] < inf && (best < 0 || cost[s] < cost[best])) best = s;
-  if (cols == 0) return;
-  if (best < 0) {
-    for (uint64_t i = 0; i < cols; ++i) {
-      q_row[i] = 0;
-      if (recon_row) recon_row[i] = 0.0f;
-    }
-    dist_total = inf;
-    return;
-  }
+  const int best = best_final_state(cost, cols, q_row, recon_row, dist_total);
+  if (best < 0) return;
   for (int m = 0; m < kModelRows; ++m) committed[m] = bank.row[m][best];
   uint64_t rate = 0;
   int state = best;
