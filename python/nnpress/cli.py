@@ -389,7 +389,11 @@ def main(argv: list[str] | None = None) -> int:
     except PickledObjectError as e:
         print(f"nnpress {a.command}: error: {e}", file=sys.stderr)
     except FormatError as e:
-        print(f"nnpress {a.command}: error: invalid or corrupt file: {e}", file=sys.stderr)
+        msg = str(e)
+        src = getattr(a, "source", None) or getattr(a, "file", None)
+        if src and str(src) not in msg:  # errors raised while decoding name the tensor, not the file
+            msg = f"{src}: {msg}"
+        print(f"nnpress {a.command}: error: invalid or corrupt file: {msg}", file=sys.stderr)
     except FileNotFoundError as e:
         print(
             f"nnpress {a.command}: error: {e.strerror + ': ' + repr(e.filename) if e.filename else e}",
