@@ -354,7 +354,7 @@ void test_batch1_group_lengths() {
 void test_nonfinite_inputs() {
   std::mt19937 rng(7);
   const std::vector<Isa> isas = simd_isas();
-  // Groups of ~1, ~30 and ~450 entries at batch 1: the plan kernel, the AVX2 Ω-index kernel (twice: in the
+  // Groups of ~1, ~30 and ~450 entries at batch 1: the plan kernel, the x86 Ω-index kernel (twice: in the
   // second matrix most rows' next rows start with column 17 or 101, which the masked lanes past a row's end
   // load), the group sums.
   for (const Case& c : {Case{300, 200, 12, 0.03, false}, Case{40, 2000, 16, 0.25, false},
@@ -545,7 +545,7 @@ void test_starts_plan() {
   CHECK(d.wide() && !d.has_starts());
 }
 
-// The plan's entry values (<= 16 values: one Ω index per entry, read by the AVX2 row-wise kernel) exist exactly
+// The plan's entry values (<= 16 values: one Ω index per entry, read by the x86 row-wise kernel) exist exactly
 // with a plan and at most 16 values, hold each entry's group value, and that kernel matches the scalar
 // reference on edge shapes: one entry, rows of 1, 7, 8, 9, 15, 16 and 17 entries (runs of 8 and their
 // tails), empty rows, rows longer than the plan kernel's block, a matrix whose entries all hold one value,

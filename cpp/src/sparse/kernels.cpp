@@ -23,6 +23,8 @@ StartsMatvec avx2_entries_matvec() { return nullptr; }
 #ifndef NNPRESS_HAVE_AVX512_TU
 const KernelTable* avx512_kernels(bool) { return nullptr; }
 StartsMatvec avx512_starts_matvec(bool) { return nullptr; }
+StartsMatvec avx512_entries_matvec() { return nullptr; }
+StartsMatvec avx512_codes_matvec() { return nullptr; }
 #endif
 #ifndef NNPRESS_HAVE_NEON_TU
 const KernelTable* neon_kernels() { return nullptr; }
@@ -147,16 +149,20 @@ Status matvec(const RowGroupMatrix& m, const float* x, size_t x_len, float* y, s
   detail::StartsMatvec sk = nullptr;
   if (v.starts && isa == Isa::kAvx512) sk = detail::avx512_starts_matvec(fast_gathers());
   if (v.starts && isa == Isa::kAvx2) sk = detail::avx2_starts_matvec();
-  // AVX2 with the plan's entry values (<= 16 values): the row-wise kernel (faster than the plan kernel on AMD
-  // Zen 3 at every density that has a plan; bench/results/cser4.md).
-  if (v.entry_values && isa == Isa::kAvx2 && detail::avx2_entries_matvec()) sk = detail::avx2_entries_matvec();
-  // AVX2, no plan, <= 16 values, groups of kCodesMinMean entries or more on average and shorter than the
-  // group sums' (kLongGroup): the Ω-index kernel (faster than the ISA's block kernel there on AMD Zen 3,
-  // no faster for shorter groups; bench/results/cser3.md).
+  // AVX2 or AVX-512 with the plan's entry values (<= 16 values): the row-wise kernel (faster than the plan
+  // kernel on AMD Zen 3 at every density that has a plan; bench/results/cser4.md).
+  const bool x86 = isa == Isa::kAvx2 || isa == Isa::kAvx512;
+  const detail::StartsMatvec entries = isa == Isa::kAvx512 ? detail::avx512_entries_matvec()
+                                                           : detail::avx2_entries_matvec();
+  if (v.entry_values && x86 && entries) sk = entries;
+  // AVX2 or AVX-512, no plan, <= 16 values, groups of kCodesMinMean entries or more on average and shorter
+  // than the group sums' (kLongGroup): the Ω-index kernel (faster than the ISA's block kernel there on AMD
+  // Zen 3 and Zen 5, no faster for shorter groups; bench/results/cser3.md, bench/RESULTS.md).
   const uint64_t groups = m.num_groups();
-  if (!v.starts && isa == Isa::kAvx2 && v.col16 && v.nvalues <= 16 && groups > 0 &&
+  const detail::StartsMatvec codes = isa == Isa::kAvx512 ? detail::avx512_codes_matvec() : detail::avx2_codes_matvec();
+  if (!v.starts && x86 && codes && v.col16 && v.nvalues <= 16 && groups > 0 &&
       m.nnz() >= uint64_t(detail::kCodesMinMean) * groups && m.nnz() < uint64_t(detail::kLongGroup) * groups) {
-    sk = detail::avx2_codes_matvec();
+    sk = codes;
   }
   if (sk) {
     over_rows(m.rows(), opt.threads, m.nnz(), [&](uint32_t r0, uint32_t r1) { sk(v, x, y, r0, r1, t->rows_matvec); });

@@ -1,7 +1,7 @@
 // Internal: the batch-1 CER/CSER kernel for matrices of at most 16 values whose groups are too long for the
 // kernel plan (kernels_starts_x86.h) and too short for the group sums (rows_matvec's kLongGroup); kernels.cpp
 // picks it from a mean of kCodesMinMean entries per group (kernels_internal.h). Included by
-// the AVX2 batch-1 translation unit (avx2/kernels_starts_avx2.cpp), compiled with its flags.
+// the AVX2 and AVX-512 batch-1 translation units (avx2/, avx512/kernels_starts_*.cpp), compiled with their flags.
 //
 // CONTRACT
 //   codes_matvec(m, x, y, r0, r1, fallback): y[r] for rows [r0, r1) without the Ω[0] term, as rows_matvec
@@ -52,10 +52,15 @@ inline __m256 codes_inputs8(const uint16_t* c, const float* x) {
 }
 
 // The values of the 8 Ω indices at q[0 .. 8) from the 16-entry delta table (lo, hi).
+// With AVX-512VL one two-table permute (index bit 3 picks the table), else two permutes and a blend.
 inline __m256 codes_values8(const uint8_t* q, __m256 lo, __m256 hi) {
   const __m256i gi = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q)));
+#ifdef __AVX512VL__
+  return _mm256_permutex2var_ps(lo, gi, hi);
+#else
   const __m256 a = _mm256_permutevar8x32_ps(lo, gi), b = _mm256_permutevar8x32_ps(hi, gi);
   return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(gi, 28)));
+#endif
 }
 
 // kCer: a group's Ω index from its position in its row, else from m.gv8. U: unconditional stores per group.

@@ -1,5 +1,5 @@
 // Internal: the batch-1 CER/CSER kernel that walks each row's entries with their own Ω indices (the kernel plan's
-// entry_values, RowGroupMatrix) instead of their groups. Included by the AVX2 batch-1 translation unit.
+// entry_values, RowGroupMatrix) instead of their groups. Included by the AVX2 and AVX-512 batch-1 translation units.
 //
 // CONTRACT
 //   entries_matvec(m, x, y, r0, r1, fallback): y[r] for rows [r0, r1) without the Ω[0] term, as rows_matvec
@@ -37,10 +37,15 @@ namespace nnpress::sparse::detail {
 namespace {
 
 // delta[ev[0..8)] from the 16-entry table held in (tlo, thi): index bit 3 picks the half.
+// With AVX-512VL one two-table permute, else two permutes and a blend.
 inline __m256 entry_values8(const uint8_t* ev, __m256 tlo, __m256 thi) {
   const __m256i gi = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(ev)));
+#ifdef __AVX512VL__
+  return _mm256_permutex2var_ps(tlo, gi, thi);
+#else
   const __m256 lo = _mm256_permutevar8x32_ps(tlo, gi), hi = _mm256_permutevar8x32_ps(thi, gi);
   return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(gi, 28)));
+#endif
 }
 
 void entries_matvec(const RowsView& m, const float* x, float* y, uint32_t r0, uint32_t r1, RowsMatvec) {

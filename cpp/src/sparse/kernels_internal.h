@@ -63,6 +63,10 @@ StartsMatvec avx2_entries_matvec();
 StartsMatvec avx2_codes_matvec();
 // null unless compiled (NNPRESS_HAVE_AVX512_TU); gather: its inputs by hardware gathers (fast_gathers())
 StartsMatvec avx512_starts_matvec(bool gather);
+// The entry-value and Ω-index kernels above compiled with AVX-512 (their value lookup one two-table permute);
+// null unless compiled (NNPRESS_HAVE_AVX512_TU)
+StartsMatvec avx512_entries_matvec();
+StartsMatvec avx512_codes_matvec();
 
 const KernelTable* scalar_kernels();
 const KernelTable* avx2_kernels();    // null unless compiled (NNPRESS_HAVE_AVX2_TU)
