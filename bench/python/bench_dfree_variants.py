@@ -29,6 +29,11 @@ Variants (the ``--only`` keys):
 - ``biascorr``: Linear biases corrected by -(W_hat - W) E[x] (E[x] from random token ids; and,
   as an upper bound, from the tune sentences);
 - ``alloc``: the word embedding's step and the Linear steps moved against each other;
+- ``vocab``: word-embedding row steps from a token-frequency prior read off the tokenizer's vocabulary
+  order (BERT's WordPiece list is in frequency order after its reserved ids and single characters):
+  step ~ rank^(alpha/2) (the high-rate optimum for Zipf frequencies at alpha 1), never-emitted
+  ``[unused*]`` and ``[PAD]`` rows at the coarsest rank, special tokens at rank 1, single characters at
+  rank 100;
 - ``lam``: the trellis' rate term (``lam_scale``);
 - ``noise``: the default with rel_step moved by 0.5-1 % (how much the min moves by itself);
 - ``decomp``: per-sentence error of the default with only the word embedding, or only the Linear
@@ -157,6 +162,21 @@ def combined_row_spread(sd):
     return 1.0 / np.sqrt((1.0 / var).mean(1))
 
 
+def vocab_ranks(vocab):
+    """A frequency rank per token id from a BERT WordPiece vocabulary's order (see ``vocab``)."""
+    rank = np.ones(len(vocab))
+    for i, t in enumerate(vocab):
+        if t.startswith("[unused") or t == "[PAD]":
+            rank[i] = 1e7
+        elif t.startswith("[") and t.endswith("]"):
+            rank[i] = 1
+        elif len(t) == 1:
+            rank[i] = 100
+        else:
+            rank[i] = max(1, i - 1995)
+    return rank
+
+
 def layer_norm_inputs(sd):
     """Linear weight -> the LayerNorm (gamma, beta) that feeds it (BERT naming)."""
     layers = sorted({int(k.split(".")[2]) for k in sd if k.startswith("encoder.layer.")})
@@ -235,7 +255,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--nncodec-cache", default="/tmp/nnpress_dfree_variants_nncodec.json")
     ap.add_argument("--nncodec-only", action="store_true")
-    ap.add_argument("--only", default="default,rows,embcols,lncols,lnrows,syncols,biascorr,alloc,lam,noise,decomp")
+    ap.add_argument(
+        "--only", default="default,rows,embcols,lncols,lnrows,syncols,biascorr,alloc,vocab,lam,noise,decomp"
+    )
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     import torch
@@ -346,6 +368,14 @@ def main():
                 CodecConfig(),
                 factors={WORD: fw, **dict.fromkeys(lin, fl)},
             )
+    if "vocab" in only:
+        import minilm
+
+        vocab = (Path(minilm.model_path()) / "vocab.txt").read_text(encoding="utf-8").splitlines()
+        lr = 0.5 * np.log2(vocab_ranks(vocab))
+        for a, d in ((0.5, 22), (1.0, 22), (0.5, 19), (0.5, 17), (1.0, 19), (1.0, 17)):
+            plan = {WORD: TensorPlan(row_scale_exp=exps(lr, a))}
+            run.row(f"word rows by vocabulary rank, alpha {a}, 1/{d}", CodecConfig(rel_step=1 / d, plan=plan))
     if "lam" in only:
         for lam in (0.12, 0.24):
             for d in (22, 24):
