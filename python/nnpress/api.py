@@ -34,7 +34,8 @@ Contract
 - ``decompress(path, as_numpy=False, names=None, threads=None)`` -> ``{name: torch.Tensor}`` with the
   original names, dtypes and shapes (``as_numpy=True``: numpy arrays; bfloat16 tensors become
   float32 there, widened exactly, since numpy has no bfloat16). Tied names share one tensor.
-  ``names`` decodes only those tensors (random access). Bad files raise ``nnpress.FormatError``.
+  ``names`` decodes only those tensors (random access). Bad files raise ``nnpress.FormatError``
+  whose message starts with the path (``NnpFile``).
 - Same input + config => byte-identical file, for any thread count.
 
 Error feedback (``hessians``): for a tensor with a block H the quantizer minimises

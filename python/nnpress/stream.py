@@ -367,9 +367,7 @@ class _Decoder:
             a = np.empty(s.nbytes, dtype=np.uint8)
             outs[e["index"]] = a
             arrays[s.name] = a
-        from .container import _threads
-
-        f._r.decode_all_into(outs, _threads(self.threads))
+        f._decode_all_into(outs, self.threads)
         self.decode_seconds += time.perf_counter() - t
         return arrays
 
