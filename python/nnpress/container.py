@@ -51,6 +51,7 @@ __all__ = [
     "NnpFile",
     "TensorRecord",
     "bfloat16_to_float32",
+    "file_destination",
     "float32_to_bfloat16",
     "nnp_bytes",
     "validate_nnp",
@@ -481,12 +482,25 @@ def _umask() -> int:
     return mask
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder + fsync + rename."""
+def file_destination(path: str | os.PathLike) -> str:
+    """``path`` as a str, checked to name a file the atomic writers can create: ``IsADirectoryError``
+    for a folder (an existing one, or a path ending in a separator), ``FileNotFoundError`` when the
+    folder it would go in does not exist. One-line messages naming the path."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write {path!r}: it is a folder, not a file (give a file name)")
+    if path.endswith(("/", os.sep)):
+        raise IsADirectoryError(f"cannot write {path!r}: a path ending in '/' names a folder, not a file")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"destination folder does not exist: {folder!r}")
+    return path
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder + fsync + rename."""
+    path = file_destination(path)
+    folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
         # mkstemp creates 0600; give the result the mode a plain open() would (0666 minus umask).

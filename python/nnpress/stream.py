@@ -65,7 +65,7 @@ from .checkpoint import (
     write_safetensors,
 )
 from .config import FLOAT_DTYPES, CodecConfig
-from .container import NnpFile, _tensor_input, _umask, writer_options
+from .container import NnpFile, _tensor_input, _umask, file_destination, writer_options
 from .encode import encode_tensor, model_stats
 from .report import CompressionReport
 from .traverse import TensorEntry, guess_role
@@ -148,7 +148,7 @@ class _Sink:
         self.index: dict[str, int] = {}
         self.count = 0
         self.stored: list[int] = []
-        self._w = _core.NnpFileWriter(dest, options)
+        self._w = _core.NnpFileWriter(file_destination(dest), options)
 
     def add_many(self, records) -> None:
         """Several records in order (``NnpFileWriter.add_many``: one pool for their row blocks)."""
