@@ -28,13 +28,16 @@ Contract
   ``BudgetReport`` instead: the smallest file whose held-out fidelity meets the budget (``progress``
   is then ``progress(stage, done, total)``; ``config.prune`` > 0 fixes the sparsity, else the
   search chooses it; importance/hessians are estimated, not taken). Without them nothing changes.
-- Errors before anything is written: ``KeyError`` for importance/hessians naming tensors the model
+- Errors before anything is written: ``IsADirectoryError`` when ``dest`` is a folder (an existing
+  one, or a path ending in '/') and ``FileNotFoundError`` when its folder does not exist, both
+  before any encoding; ``KeyError`` for importance/hessians naming tensors the model
   does not have; ``ValueError`` for plan entries that match no tensor, and for
   ``CodecConfig(channel_scales=True)`` without an importance.
 - ``decompress(path, as_numpy=False, names=None, threads=None)`` -> ``{name: torch.Tensor}`` with the
   original names, dtypes and shapes (``as_numpy=True``: numpy arrays; bfloat16 tensors become
   float32 there, widened exactly, since numpy has no bfloat16). Tied names share one tensor.
-  ``names`` decodes only those tensors (random access). Bad files raise ``nnpress.FormatError``.
+  ``names`` decodes only those tensors (random access). Bad files raise ``nnpress.FormatError``
+  whose message starts with the path (``NnpFile``).
 - Same input + config => byte-identical file, for any thread count.
 
 Error feedback (``hessians``): for a tensor with a block H the quantizer minimises
@@ -64,7 +67,7 @@ import numpy as np
 
 from .checkpoint import is_checkpoint_path, open_checkpoint
 from .config import CodecConfig
-from .container import NnpFile, bfloat16_to_float32, write_bytes_atomic
+from .container import NnpFile, bfloat16_to_float32, file_destination, write_bytes_atomic
 from .encode import data_free_hessians, data_free_sensitivities, encode_model, file_metadata, write_records
 from .report import CompressionReport, TensorReport
 from .stream import (
@@ -120,16 +123,13 @@ def compress(
     ``BudgetReport`` and ``progress(stage, done, total)``. A ``Task`` carries its model: ``source``
     is then that model, what it was loaded from, or None (ValueError for another model)."""
     _check_not_source(source, dest)
+    dest = file_destination(dest)  # before any work: a folder or a missing folder is a one-line error
     if calibration is not None or budget is not None:
         return _compress_to_budget(source, dest, config, calibration, budget, seed, progress,
                                    importance=importance, hessians=hessians, row_hessians=row_hessians)  # fmt: skip
     config = CodecConfig() if config is None else config
     if not isinstance(config, CodecConfig):
         raise TypeError(f"config must be a CodecConfig, not {type(config).__name__}")
-    dest = os.fspath(dest)
-    folder = os.path.dirname(os.path.abspath(dest))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"destination folder does not exist: {folder!r}")
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     loaded = None  # a model folder that loads and runs: in memory, with synthetic-input feedback

@@ -57,7 +57,6 @@ fidelity reached at the finest step tried and the report of every point (``err.r
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -68,7 +67,7 @@ import numpy as np
 
 from .calibration import METRICS, Budget, Task, parse_budget
 from .config import ROLES, CodecConfig
-from .container import write_bytes_atomic
+from .container import file_destination, write_bytes_atomic
 from .encode import encode_model, file_metadata, write_records
 from .prune import prune as prune_weights
 from .quant import has_curvature
@@ -236,10 +235,7 @@ def compress_to_budget(
     if not (isinstance(max_encodes, int) and max_encodes >= 2):
         raise ValueError(f"max_encodes must be an int >= 2, got {max_encodes!r}")
     sparsities = _sparsities(prune)
-    dest = os.fspath(dest)
-    folder = os.path.dirname(os.path.abspath(dest))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"destination folder does not exist: {folder!r}")
+    dest = file_destination(dest)
     report_progress = progress or (lambda stage, done, total: None)
     times: dict[str, float] = {}
 

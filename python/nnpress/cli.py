@@ -311,12 +311,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="the report as JSON: on stdout in place of the table, or written to FILE",
     )
     c.add_argument("-v", "--verbose", action="store_true", help="list every tensor")
-    c.add_argument("-q", "--quiet", action="store_true")
+    c.add_argument("-q", "--quiet", action="store_true", help="no table and no progress bar")
     c.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
     c.set_defaults(func=_cmd_compress)
 
     d = sub.add_parser("decompress", help=".nnp -> sharded checkpoint folder / .safetensors / .npz / .pt")
-    d.add_argument("source")
+    d.add_argument("source", help="the .nnp file to decode")
     d.add_argument(
         "dest",
         help="a folder (existing, ending in '/' or without a suffix: shards + model.safetensors.index.json, "
@@ -327,21 +327,29 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="SIZE",
         help="folder output: at most SIZE bytes of tensors per shard, e.g. 5GB (default), 500MB, 2GiB",
     )
-    d.add_argument("--threads", type=int)
-    d.add_argument("--json", action="store_true")
-    d.add_argument("-q", "--quiet", action="store_true")
+    d.add_argument("--threads", type=int, help="worker threads (default: all cores)")
+    d.add_argument(
+        "--json",
+        action="store_true",
+        help="print the summary as JSON (path, files, tensors, bytes, decode/write seconds) in place of the line",
+    )
+    d.add_argument("-q", "--quiet", action="store_true", help="no summary line")
     d.set_defaults(func=_cmd_decompress)
 
     i = sub.add_parser("info", help="tensor table of a .nnp file (decodes nothing)")
-    i.add_argument("file")
+    i.add_argument("file", help="the .nnp file to describe (decodes nothing)")
     i.add_argument("--verify", action="store_true", help="also check every chunk's CRC")
-    i.add_argument("--json", action="store_true")
+    i.add_argument(
+        "--json",
+        action="store_true",
+        help="print the table as JSON (totals, metadata and one entry per tensor) in place of the text table",
+    )
     i.set_defaults(func=_cmd_info)
 
     m = sub.add_parser("demo", help="train the digits CNN, compress, decompress, compare accuracy, plot")
     m.add_argument("--out", default="nnpress-demo", help="output folder (default ./nnpress-demo)")
-    m.add_argument("--no-plot", action="store_true")
-    m.add_argument("--json", action="store_true")
+    m.add_argument("--no-plot", action="store_true", help="do not draw the rate-accuracy plot")
+    m.add_argument("--json", action="store_true", help="print the results as JSON in place of the summary")
     m.add_argument(
         "-q",
         "--quiet",

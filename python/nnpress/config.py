@@ -28,7 +28,10 @@ near-losslessly instead of by rules 2-4: method "nearest", step ``fine_rel_step 
 not count in the model's mean or total size (``quantizes``). It applies to roles that are not in
 ``lossless_roles``: by default (``lossless_roles=("buffer", "other")``) biases and norms are
 quantized this way; ``lossless_roles=("bias", "norm", "buffer", "other")`` stores them exactly
-(the default before).
+(the default before). A constant tensor (every element the same finite c, e.g. a norm weight of
+ones or a bias of zeros) gets step |c| instead (1 for zeros), unless its plan gives channel scales:
+every level is 1, -1 or 0, which decodes to c exactly and codes in a few bytes whatever its size.
+Like pruning, ``CodecConfig(channel_scales=True)`` derives no channel scales for fine-role tensors.
 
 Outliers and the level range: the quantizers need |w / step| < ``MAX_LEVEL``; a tensor with a
 value beyond it (an outlier more than ~10**7 bulk spreads from the median at the default knob) is
@@ -92,7 +95,7 @@ Channel scales: a plan may carry int8 step exponents per row and/or column
 (``TensorPlan(row_scale_exp=..., col_scale_exp=...)``, scale ``2**(e/8)``; weight (i, j) then uses
 ``(step * row_scale[i]) * col_scale[j]``). With ``CodecConfig(channel_scales=True)`` ``compress``
 derives them from the per-weight ``importance`` it is given (``tune.channel_scales_from_importance``)
-for tensors whose plan has none.
+for the tensors rules 1-4 quantize whose plan has none (not the fine roles).
 """
 
 from __future__ import annotations
@@ -259,8 +262,8 @@ class CodecConfig:
                     store those exactly too).
     fine_roles:     roles quantized near-losslessly when they are not in lossless_roles (bias and
                     norm by default): nearest rounding with step ``fine_rel_step * spread`` (at most
-                    an absolute ``step``/``qp``), not counted in the model's mean size (module
-                    docstring, "Fine roles").
+                    an absolute ``step``/``qp``; a constant tensor: step |c|, exact), not counted in
+                    the model's mean size (module docstring, "Fine roles").
     fine_rel_step:  the fine roles' step relative to their spread (1/256: the rounding error is at
                     most 1/512 of the tensor's spread).
     block_elements: target elements per independently decodable row block of a large tensor.
@@ -268,7 +271,8 @@ class CodecConfig:
     plan:           name or glob pattern -> TensorPlan (or a dict of its fields): per-tensor
                     choices. ``overrides`` is its deprecated name.
     channel_scales: derive per-row/per-column step scales from ``compress(importance=...)`` for
-                    tensors whose plan has none (module docstring; the file becomes format 1.1).
+                    the tensors rules 1-4 quantize (not the fine roles) whose plan has none
+                    (module docstring; the file becomes format 1.1).
                     ``compress`` refuses it without an importance.
     prune:          fraction in [0, 1) of each quantized tensor's weights set to zero before
                     quantization, smallest saliency first (``importance * w**2`` with
@@ -480,10 +484,15 @@ class CodecConfig:
         if self._fine(role, o):
             step = _rel_step(values, self.fine_rel_step, self.spread)
             absolute = self.step if self.step is not None else None if self.qp is None else qp_step(self.qp)
+            if absolute is not None:
+                step = min(step, float(absolute))
+            c = _constant_value(values) if o.row_scale_exp is None and o.col_scale_exp is None else None
+            if c is not None:  # levels all 1 (or all 0): c exactly, in a few bits per tensor
+                step = abs(c) if c != 0 else 1.0
             return ResolvedPlan(
                 lossless=False,
                 method="nearest",
-                step=step if absolute is None else min(step, float(absolute)),
+                step=step,
                 lam=0.0,
                 row_scale_exp=o.row_scale_exp,
                 col_scale_exp=o.col_scale_exp,
@@ -560,6 +569,18 @@ CodecConfig.override_for = _override_for
 
 def _is_pattern(key: str) -> bool:
     return any(c in key for c in "*?[")
+
+
+def _constant_value(values: np.ndarray | None) -> float | None:
+    """The value every element of ``values`` holds (a finite float), or None: empty, not constant,
+    or not finite."""
+    if values is None or values.size == 0:
+        return None
+    v = np.asarray(values).reshape(-1)
+    c = v[0]
+    if not np.isfinite(c) or not np.all(v == c):
+        return None
+    return float(c)
 
 
 def _rel_step(values: np.ndarray | None, rel: float, spread: str = "std") -> float:

@@ -15,6 +15,9 @@ Contract
   ``f.metadata`` is the JSON object the writer stored (``{}`` if none).
 - ``f.read(name)`` decodes one tensor (random access), ``f.read_all(names)`` many in parallel.
   Chunk CRCs are checked before decoding; a mismatch raises ``FormatError`` naming the tensor.
+  Every ``FormatError`` of a file opened by path (opening, reading, decoding, ``verify``,
+  ``level_matrix``...) starts with that path; its class stays the same (``raise ... from`` the
+  original, which names only the tensor and chunk).
   Arrays have the stored dtype, except bfloat16, which numpy lacks: those come back as ``uint16``
   arrays holding the bfloat16 bit patterns (``bfloat16_to_float32`` widens them exactly).
 - ``write_nnp(path, records, ...)`` writes through a temporary file in the destination folder,
@@ -29,6 +32,7 @@ Surprises
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -47,6 +51,7 @@ __all__ = [
     "NnpFile",
     "TensorRecord",
     "bfloat16_to_float32",
+    "file_destination",
     "float32_to_bfloat16",
     "nnp_bytes",
     "validate_nnp",
@@ -103,8 +108,9 @@ class NnpFile:
                 raise FileNotFoundError(f"no such file: {path!r}")
             if os.path.isdir(path):
                 raise IsADirectoryError(f"{path!r} is a directory, not a .nnp file")
-            self._r = _core.NnpReader.from_file(path, int(max_elements), int(max_total_elements))
             self.path = path
+            with self._naming():
+                self._r = _core.NnpReader.from_file(path, int(max_elements), int(max_total_elements))
         else:
             try:
                 view = memoryview(source)
@@ -114,15 +120,28 @@ class NnpFile:
                 view = memoryview(bytes(view))
             self._r = _core.NnpReader.from_bytes(view.cast("B"), int(max_elements), int(max_total_elements))
             self.path = None
-        self.entries: list[dict] = self._r.tensors()
+        with self._naming():
+            self.entries: list[dict] = self._r.tensors()
+            meta = self._r.metadata
         self._index = {e["name"]: e["index"] for e in self.entries}
-        meta = self._r.metadata
         try:
             self.metadata: dict = json.loads(meta) if meta else {}
         except ValueError:
             self.metadata = {"raw": meta}
         if not isinstance(self.metadata, dict):
             self.metadata = {"raw": meta}
+
+    @contextlib.contextmanager
+    def _naming(self):
+        """A ``FormatError`` raised inside (the C++ reader's errors name the tensor and chunk, not
+        the file) re-raised as the same class with the file's path in front, for a file opened by
+        path. Every call of ``self._r`` that can raise one goes through this."""
+        try:
+            yield
+        except _core.FormatError as e:
+            if self.path is None or self.path in str(e):
+                raise
+            raise type(e)(f"{self.path}: {e}") from e
 
     # ---- table ----
     @property
@@ -178,7 +197,8 @@ class NnpFile:
         e = self.entry(name)
         out = self._alloc(e)
         if out.size:
-            self._r.decode_into(e["index"], out.reshape(-1).view(np.uint8), _threads(threads))
+            with self._naming():
+                self._r.decode_into(e["index"], out.reshape(-1).view(np.uint8), _threads(threads))
         return out
 
     def read_into(self, name: str, out: np.ndarray, *, threads: int | None = None) -> np.ndarray:
@@ -193,7 +213,8 @@ class NnpFile:
                 f"{name!r}: out holds {out.nbytes} bytes, the tensor {want} ({e['dtype']}{tuple(e['shape'])})"
             )
         if want:
-            self._r.decode_into(e["index"], out.reshape(-1).view(np.uint8), _threads(threads))
+            with self._naming():
+                self._r.decode_into(e["index"], out.reshape(-1).view(np.uint8), _threads(threads))
         return out
 
     def read_levels(self, name: str, *, threads: int | None = None) -> np.ndarray:
@@ -203,7 +224,8 @@ class NnpFile:
         if target["storage"] != "quantized":
             raise ValueError(f"tensor {name!r} is stored {target['storage']}, not quantized")
         out = np.empty(tuple(e["shape"]), dtype=np.int32)
-        self._r.decode_levels_into(e["index"], out.reshape(-1), _threads(threads))
+        with self._naming():
+            self._r.decode_levels_into(e["index"], out.reshape(-1), _threads(threads))
         return out
 
     def iter_level_rows(
@@ -220,7 +242,8 @@ class NnpFile:
         shape = tuple(int(d) for d in e["shape"])
         rows = shape[0] if len(shape) >= 2 else 1
         cols = int(e["count"]) // max(rows, 1)
-        blocks = self._r.level_row_blocks(e["index"])
+        with self._naming():
+            blocks = self._r.level_row_blocks(e["index"])
         k = 0
         while k < len(blocks):
             first, n = int(blocks[k][0]), int(blocks[k][1])
@@ -229,7 +252,8 @@ class NnpFile:
                 n += int(blocks[k][1])
                 k += 1
             out = np.empty((n, cols), dtype=np.int32)
-            self._r.decode_levels_rows_into(e["index"], first, n, out.reshape(-1), _threads(threads))
+            with self._naming():
+                self._r.decode_levels_rows_into(e["index"], first, n, out.reshape(-1), _threads(threads))
             yield first, out
 
     def read_all(self, names: Iterable[str] | None = None, *, threads: int | None = None) -> dict[str, np.ndarray]:
@@ -247,8 +271,14 @@ class NnpFile:
             result[n] = outs[src["index"]]
         views = [None if o is None else o.reshape(-1).view(np.uint8) for o in outs]
         if any(v is not None and v.size for v in views):
-            self._r.decode_all_into(views, _threads(threads))
+            self._decode_all_into(views, threads)
         return result
+
+    def _decode_all_into(self, views: list, threads: int | None = None) -> None:
+        """The reader's parallel decode: ``views[i]`` (a uint8 array of entry i's decoded bytes, or
+        None to skip it) receives tensor i (``read_all``'s and ``nnpress.stream``'s decode)."""
+        with self._naming():
+            self._r.decode_all_into(views, _threads(threads))
 
     def channel_scale_exps(self, name: str) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(row exponents, column exponents) of a quantized tensor (int8; scale ``2**(e/8)``), each
@@ -257,7 +287,8 @@ class NnpFile:
         target = self.entry(e["alias_of"]) if e["storage"] == "alias" else e
         if target["storage"] != "quantized":
             return None, None
-        return self._r.channel_scale_exps(target["index"])
+        with self._naming():
+            return self._r.channel_scale_exps(target["index"])
 
     def level_matrix(self, name: str, *, threads: int | None = None) -> _core.LevelMatrix:
         """A quantized tensor as an integer-level matrix (``_core.LevelMatrix``: its exact integer
@@ -265,7 +296,8 @@ class NnpFile:
         ``x @ W.T``), built from the stored levels without a float copy. The view is rows = shape[0],
         cols = the rest. ValueError for a raw tensor."""
         e = self.entry(name)
-        return _core.LevelMatrix.from_nnp(self._r, e["index"], _threads(threads))
+        with self._naming():
+            return _core.LevelMatrix.from_nnp(self._r, e["index"], _threads(threads))
 
     def lut_matrix(self, name: str, *, threads: int | None = None) -> _core.LutMatrix:
         """A quantized tensor whose rows hold at most 16 distinct levels each as a table-lookup matrix
@@ -273,11 +305,13 @@ class NnpFile:
         weight; ``m.matmul(x)`` is ``x @ W.T``), built from the stored levels without a float copy.
         ValueError for a raw tensor or a row with more than 16 values."""
         e = self.entry(name)
-        return _core.LutMatrix.from_nnp(self._r, e["index"], _threads(threads))
+        with self._naming():
+            return _core.LutMatrix.from_nnp(self._r, e["index"], _threads(threads))
 
     def verify(self) -> None:
         """Check every chunk's CRC without decoding (FormatError on a mismatch)."""
-        self._r.verify_checksums()
+        with self._naming():
+            self._r.verify_checksums()
 
 
 def _threads(threads: int | None) -> int:
@@ -448,12 +482,25 @@ def _umask() -> int:
     return mask
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder + fsync + rename."""
+def file_destination(path: str | os.PathLike) -> str:
+    """``path`` as a str, checked to name a file the atomic writers can create: ``IsADirectoryError``
+    for a folder (an existing one, or a path ending in a separator), ``FileNotFoundError`` when the
+    folder it would go in does not exist. One-line messages naming the path."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write {path!r}: it is a folder, not a file (give a file name)")
+    if path.endswith(("/", os.sep)):
+        raise IsADirectoryError(f"cannot write {path!r}: a path ending in '/' names a folder, not a file")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"destination folder does not exist: {folder!r}")
+    return path
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder + fsync + rename."""
+    path = file_destination(path)
+    folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
         # mkstemp creates 0600; give the result the mode a plain open() would (0666 minus umask).

@@ -310,7 +310,9 @@ def encode_tensor(
     rpb = rows_per_block(e.shape, config.block_elements)
     # conditioned whatever the caller passed: zero importance would let weights quantize to zero
     imp = None if importance is None else condition_importance(_float_array(importance), e.shape, e.role, e.name)
-    row_exp, col_exp = _scale_exps(plan, imp, e.shape, config.channel_scales, e.name)
+    # derived channel scales, like pruning, are for rules 1-4: a fine (constant) step stays exact
+    derive = config.channel_scales and config.quantizes(e.name, e.role, e.dtype)
+    row_exp, col_exp = _scale_exps(plan, imp, e.shape, derive, e.name)
     row_scale = None if row_exp is None else channel_scales(row_exp)
     col_scale = None if col_exp is None else channel_scales(col_exp)
     if e.count and _beyond_level_range(fvals, plan.step, row_scale, col_scale):  # an outlier: keep it exact

@@ -65,10 +65,10 @@ from .checkpoint import (
     write_safetensors,
 )
 from .config import FLOAT_DTYPES, CodecConfig
-from .container import NnpFile, _tensor_input, _umask, writer_options
+from .container import NnpFile, _tensor_input, _umask, file_destination, writer_options
 from .encode import encode_tensor, model_stats
 from .report import CompressionReport
-from .traverse import TensorEntry, guess_role
+from .traverse import TensorEntry, guess_roles
 
 __all__ = [
     "DEFAULT_MAX_SHARD_SIZE",
@@ -127,15 +127,17 @@ class _LoadedEntry(TensorEntry):
 def checkpoint_entries(ckpt: Checkpoint) -> list[TensorEntry]:
     """The checkpoint's tensors as entries without values (names, dtypes, shapes, roles as
     ``traverse.collect`` gives them)."""
-    out = []
-    for i in ckpt.infos():
+    infos = ckpt.infos()
+    for i in infos:
         if len(i.name.encode("utf-8")) > 65535:
             raise ValueError(f"tensor name too long ({len(i.name)} characters): {i.name[:40]!r}...")
         if len(i.shape) > 8:
             raise ValueError(f"tensor {i.name!r} has {len(i.shape)} dimensions; at most 8 are supported")
-        role = guess_role(i.name, i.dtype, i.shape) if i.dtype in FLOAT_DTYPES else "buffer"
-        out.append(TensorEntry(i.name, i.dtype, i.shape, role, None))
-    return out
+    roles = guess_roles((i.name, i.dtype, i.shape) for i in infos)
+    return [
+        TensorEntry(i.name, i.dtype, i.shape, role if i.dtype in FLOAT_DTYPES else "buffer", None)
+        for i, role in zip(infos, roles)
+    ]
 
 
 class _Sink:
@@ -148,7 +150,7 @@ class _Sink:
         self.index: dict[str, int] = {}
         self.count = 0
         self.stored: list[int] = []
-        self._w = _core.NnpFileWriter(dest, options)
+        self._w = _core.NnpFileWriter(file_destination(dest), options)
 
     def add_many(self, records) -> None:
         """Several records in order (``NnpFileWriter.add_many``: one pool for their row blocks)."""
@@ -367,9 +369,7 @@ class _Decoder:
             a = np.empty(s.nbytes, dtype=np.uint8)
             outs[e["index"]] = a
             arrays[s.name] = a
-        from .container import _threads
-
-        f._r.decode_all_into(outs, _threads(self.threads))
+        f._decode_all_into(outs, self.threads)
         self.decode_seconds += time.perf_counter() - t
         return arrays
 

@@ -16,8 +16,12 @@ Contract
   uint16 bit patterns) and ``alias_of`` (the first name sharing the same memory, or None).
 - Roles: with a module, from the owning module's type (Embedding -> embedding; BatchNorm,
   LayerNorm, GroupNorm, InstanceNorm, RMSNorm, LocalResponseNorm -> norm; buffers -> buffer;
-  ``*bias`` -> bias; other tensors of rank >= 2 -> weight, rank <= 1 -> other). Without a module,
-  from dtype, name and rank (see ``guess_role``).
+  ``*bias`` -> bias; other tensors of rank >= 2 -> weight, rank <= 1 -> other). Without a module
+  (a state_dict or a file), from dtype, name and rank (``guess_role``) and siblings
+  (``guess_roles``: ``P.weight`` and ``P.bias`` of the same shape are a norm layer's), which gives
+  the module's roles for torch.nn's layers, except a norm without a bias whose name does not say
+  norm (RMSNorm, ``LayerNorm(bias=False)`` under a name like "2.weight"): "other", stored
+  exactly, where the module gives "norm".
 - ``load_safetensors(path)`` / ``save_safetensors(tensors, path)`` (numpy arrays; bfloat16 via
   ``dtypes={name: "bfloat16"}`` with uint16 bit-pattern arrays). Malformed files raise
   ``nnpress.FormatError``. ``save_safetensors`` writes a temp file and renames it.
@@ -36,7 +40,7 @@ import re
 import struct
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +56,7 @@ __all__ = [
     "TensorEntry",
     "collect",
     "guess_role",
+    "guess_roles",
     "load_safetensors",
     "load_source",
     "save_safetensors",
@@ -127,6 +132,29 @@ def guess_role(name: str, dtype: str, shape: tuple) -> str:
     if len(shape) >= 2:
         return "weight"
     return "other"
+
+
+def guess_roles(tensors: Iterable[tuple[str, str, tuple]]) -> list[str]:
+    """The roles of a whole source's tensors without a module, from (name, dtype, shape) each:
+    ``guess_role``, and a normalisation layer's affine pair found by its siblings, which a name alone
+    does not show ("2.weight" of ``nn.Sequential(..., nn.LayerNorm(d))``). ``P.weight`` and ``P.bias``
+    of the same shape (rank >= 1, both float) are "norm", as ``collect`` with the module gives them: in
+    torch.nn only the normalisation layers (BatchNorm, LayerNorm, GroupNorm, InstanceNorm) hold such
+    a pair; a Linear's or convolution's bias has a lower rank than its weight, and PReLU has no
+    bias. A 1-D ``weight`` without a same-shaped bias (RMSNorm, ``LayerNorm(bias=False)``, PReLU)
+    keeps ``guess_role``'s answer (a norm-like name: "norm", else "other")."""
+    items = [(name, dtype, tuple(int(d) for d in shape)) for name, dtype, shape in tensors]
+    floats = {name: shape for name, dtype, shape in items if dtype in FLOAT_DTYPES}
+    roles = []
+    for name, dtype, shape in items:
+        role = guess_role(name, dtype, shape)
+        prefix, _, leaf = name.rpartition(".")
+        pair = {"weight": "bias", "bias": "weight"}.get(leaf)
+        if role in ("weight", "bias", "other") and pair and len(shape) >= 1:
+            if floats.get((prefix + "." if prefix else "") + pair) == shape and name in floats:
+                role = "norm"
+        roles.append(role)
+    return roles
 
 
 def _module_roles(module) -> dict[str, str]:
@@ -337,7 +365,7 @@ def collect(source, *, dtypes: Mapping[str, str] | None = None) -> list[TensorEn
         if arr.ndim > 8:
             raise ValueError(f"tensor {name!r} has {arr.ndim} dimensions; at most 8 are supported")
         shape = tuple(int(d) for d in arr.shape)
-        role = roles.get(name) or guess_role(name, dt, shape)
+        role = roles.get(name) or "other"  # without a module: guess_roles below, from all the names
         if dt not in FLOAT_DTYPES:
             role = "buffer"
         if key is not None and key in seen:
@@ -346,6 +374,10 @@ def collect(source, *, dtypes: Mapping[str, str] | None = None) -> list[TensorEn
         if key is not None:
             seen[key] = name
         entries.append(TensorEntry(name, dt, shape, role, arr))
+    guessed = guess_roles((e.name, e.dtype, e.shape) for e in entries)
+    for e, role in zip(entries, guessed):
+        if e.name not in roles:
+            e.role = role
     return entries
 
 

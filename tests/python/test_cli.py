@@ -351,3 +351,16 @@ def test_spread_option_picks_the_step_rule(tmp_path):
         assert main(["compress", str(src), str(out), "--spread", spread, "--method", "nearest"]) == 0
         steps[spread] = nnpress.NnpFile(out).entry("layer.weight")["step"]
     assert steps["std"] > 5 * steps["robust"]  # std ~0.16 (the outliers), bulk ~0.02
+
+
+def test_every_argument_has_help():
+    """``nnpress SUBCOMMAND --help`` explains every argument and option, for every subcommand."""
+    import argparse
+
+    from nnpress.cli import _build_parser
+
+    sub = next(a for a in _build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == {"compress", "decompress", "info", "demo"}
+    for cmd, parser in sub.choices.items():
+        for action in parser._actions:
+            assert action.help, (cmd, action.dest)

@@ -277,6 +277,51 @@ def test_guess_role():
     assert guess_role("temperature", "float32", ()) == "other"
 
 
+def test_roles_are_the_same_from_the_module_and_from_its_state_dict(tmp_path):
+    """A norm layer's affine pair under a name that does not say norm ("1.weight") is "norm" from
+    the module, its state_dict, a .pt and a .safetensors file (streamed) alike, and so compresses to
+    the same bytes; nothing else changes role (a Linear's or conv's bias, PReLU's weight)."""
+    from nnpress.checkpoint import open_checkpoint
+    from nnpress.stream import checkpoint_entries
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.PReLU(8),
+        torch.nn.GroupNorm(2, 8),
+        torch.nn.InstanceNorm2d(8, affine=True),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 6 * 6, 16),
+        torch.nn.LayerNorm(16),
+        torch.nn.ReLU(),
+        torch.nn.Linear(16, 16),
+        torch.nn.LayerNorm((4, 4)),  # a 2-D affine pair
+    )
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # no constant tensors: their steps are special
+    sd = model.state_dict()
+    save_safetensors(sd, tmp_path / "m.safetensors")
+    torch.save(sd, tmp_path / "m.pt")
+    by_module = {e.name: e.role for e in collect(model)}
+    norms = {f"{i}.{p}" for i in (1, 3, 4, 7) for p in ("weight", "bias")} | {"10.weight", "10.bias"}
+    assert {n for n, r in by_module.items() if r == "norm"} == norms
+    assert by_module["0.bias"] == by_module["6.bias"] == "bias" and by_module["2.weight"] == "other"
+    for source in (sd, dict(sd), tmp_path / "m.pt", tmp_path / "m.safetensors"):
+        assert {e.name: e.role for e in collect(source)} == by_module, source
+    ckpt = open_checkpoint(tmp_path / "m.safetensors")
+    assert {e.name: e.role for e in checkpoint_entries(ckpt)} == by_module
+    files = []
+    for i, source in enumerate((model, sd, tmp_path / "m.safetensors")):
+        nnpress.compress(source, tmp_path / f"{i}.nnp", CodecConfig(method="nearest"))
+        files.append((tmp_path / f"{i}.nnp").read_bytes())
+    assert files[0] == files[1] == files[2]
+    # documented limit: a norm without a bias whose name does not say norm is "other" without the module
+    rms = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4, bias=False))
+    assert collect(rms)[2].role == "norm" and collect(rms.state_dict())[2].role == "other"
+
+
 def test_report_contents(tmp_path):
     torch.manual_seed(6)
     sd = {"w": torch.randn(64, 64), "b": torch.randn(64)}

@@ -277,3 +277,53 @@ def test_reader_refuses_output_buffers_it_cannot_write_in_order():
     out = np.zeros((3, 4), np.int32)
     rq.decode_levels_into(0, out, 1)
     assert (out == 1).all()
+
+
+def test_corrupt_file_errors_name_the_path(tmp_path):
+    """Every public entry point that opens a .nnp file by path names it in a FormatError, also
+    when the error comes from decoding a chunk (whose C++ message names only tensor and chunk);
+    the class stays FormatError and the original error is the cause."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 8))
+    good = tmp_path / "good.nnp"
+    nnpress.compress(model, good, nnpress.CodecConfig(method="nearest"))
+    data = bytearray(good.read_bytes())
+    data[45] ^= 0x20  # inside the first chunk (0.weight's): the header and table stay intact
+    bad = tmp_path / "bad.nnp"
+    bad.write_bytes(bytes(data))
+    trunc = tmp_path / "trunc.nnp"
+    trunc.write_bytes(bytes(data[:100]))
+    f = NnpFile(bad)
+    calls = {
+        "read": lambda: f.read("0.weight"),
+        "read_into": lambda: f.read_into("0.weight", np.empty((8, 16), np.float32)),
+        "read_all": lambda: f.read_all(),
+        "read_levels": lambda: f.read_levels("0.weight"),
+        "iter_level_rows": lambda: list(f.iter_level_rows("0.weight")),
+        "verify": lambda: f.verify(),
+        "level_matrix": lambda: f.level_matrix("0.weight"),
+        "lut_matrix": lambda: NnpFile(bad).lut_matrix("0.weight"),
+        "decompress": lambda: nnpress.decompress(bad),
+        "decompress numpy": lambda: nnpress.decompress(str(bad), as_numpy=True),
+        "decompress_to_file safetensors": lambda: nnpress.decompress_to_file(bad, tmp_path / "o.safetensors"),
+        "decompress_to_file folder": lambda: nnpress.decompress_to_file(bad, tmp_path / "o"),
+        "decompress_to_file npz": lambda: nnpress.decompress_to_file(bad, tmp_path / "o.npz"),
+        "load_state_dict": lambda: nnpress.load_state_dict(torch.nn.Sequential(torch.nn.Linear(16, 8)), bad),
+        "nn.convert": lambda: nnpress.nn.convert(model, "dense", nnp=bad),
+        "open truncated": lambda: NnpFile(trunc),
+        "info truncated": lambda: nnpress.api.info(trunc),
+    }
+    for what, call in calls.items():
+        with pytest.raises(nnpress.FormatError) as info:
+            call()
+        assert type(info.value) is nnpress.FormatError, what
+        assert str(info.value).startswith(str(trunc if "truncated" in what else bad) + ": "), (what, info.value)
+        assert str(info.value).count(str(bad)) <= 1, what  # named once
+        if "truncated" not in what:
+            assert "0.weight" in str(info.value), what  # and still the tensor
+            assert isinstance(info.value.__cause__, nnpress.FormatError), what
+    with pytest.raises(nnpress.FormatError) as info:  # bytes: no path to name
+        NnpFile(bytes(data)).read("0.weight")
+    assert str(info.value).startswith("nnp: ")

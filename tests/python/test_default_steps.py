@@ -342,3 +342,49 @@ def test_compress_with_the_probe(tmp_path):
         assert f.entry(name)["step"] == pytest.approx(factor * f_off.entry(name)["step"], rel=1e-9)
     for name in ("0.bias", "2.bias"):  # fine roles keep their own rule
         assert f.entry(name)["step"] == f_off.entry(name)["step"]
+
+
+def test_constant_fine_tensors_decode_exactly_in_a_few_bytes(tmp_path):
+    """A constant tensor in a fine role (a fresh LayerNorm's ones and zeros, a constant bias, in any
+    float dtype) gets step |c| (1 for zeros): levels all 1/-1/0, c exactly, a few bytes whatever its
+    size (at step spread/256 every level was 256: ~9 bits per value)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 4096), torch.nn.LayerNorm(4096), torch.nn.Linear(4096, 4))
+    with torch.no_grad():
+        model[2].bias.fill_(-0.37)
+    path = tmp_path / "m.nnp"
+    nnpress.compress(model, path)
+    f, out = nnpress.NnpFile(path), nnpress.decompress(path)
+    for name, c in (("1.weight", 1.0), ("1.bias", 0.0), ("2.bias", -0.37)):
+        e = f.entry(name)
+        assert e["role"] in ("norm", "bias") and e["storage"] == "quantized" and e["method"] == "nearest"
+        assert e["step"] == (abs(float(np.float32(c))) or 1.0), name
+        assert torch.equal(out[name], model.state_dict()[name]), name
+        assert 8 * e["stored_bytes"] / e["count"] < 0.2 or e["count"] < 100, (name, e["stored_bytes"])
+    assert 8 * f.entry("1.weight")["stored_bytes"] / 4096 < 0.2
+    # every float dtype; a negative constant; a tiny one; a 2-D fine tensor under channel scales
+    # derived from an importance that varies by row (they are for rules 1-4 only: c stays exact)
+    imp = np.repeat(np.logspace(-3, 3, 64), 32).reshape(64, 32).astype(np.float32)
+    sd = {
+        "a.bias": torch.full((3000,), 0.1, dtype=torch.bfloat16),
+        "b.bias": torch.full((3000,), -2.5, dtype=torch.float16),
+        "c.bias": torch.full((3000,), 1e-30, dtype=torch.float64),
+        "d.weight": torch.full((64, 32), 0.7),
+        "e.weight": torch.randn(64, 32),
+    }
+    cfg = CodecConfig(fine_roles=("bias", "norm", "weight"), channel_scales=True)
+    path = tmp_path / "d.nnp"
+    nnpress.compress(sd, path, cfg, importance={"d.weight": imp, "e.weight": imp})
+    f, out = nnpress.NnpFile(path), nnpress.decompress(path)
+    for name in ("a.bias", "b.bias", "c.bias", "d.weight"):
+        assert out[name].dtype == sd[name].dtype and torch.equal(out[name], sd[name]), name
+        assert f.entry(name)["stored_bytes"] < 64, (name, f.entry(name)["stored_bytes"])
+    # not constant: the fine rule's step; a plan's channel scales keep the spread step too
+    v = sd["e.weight"].numpy()
+    assert cfg.resolve("e.weight", "weight", "float32", v).step == pytest.approx(spread_of(v) / 256)
+    ones = np.ones(8, np.float32)
+    p = CodecConfig(plan={"n.weight": {"row_scale_exp": [0]}})
+    assert p.resolve("n.weight", "norm", "float32", ones).step == 1 / 256
+    assert CodecConfig().resolve("n.weight", "norm", "float32", ones).step == 1.0
+    assert CodecConfig(step=0.01).resolve("n.weight", "norm", "float32", -ones).step == 1.0
+    assert CodecConfig().resolve("n.bias", "norm", "float32", np.zeros(8, np.float32)).step == 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -378,3 +379,35 @@ def test_info_reads_only_the_table(tmp_path):
     f = nnpress.NnpFile(nnp)
     with pytest.raises(nnpress.FormatError):
         f["lm_head.weight"]
+
+
+def test_a_folder_destination_is_a_one_line_error_naming_it(tmp_path):
+    """compress to a folder (existing, or a path ending in '/'): IsADirectoryError naming the path,
+    before any work, from every writer (in-memory, streamed, the writers below them)."""
+    sd = _state()
+    st = tmp_path / "m.safetensors"
+    safetensors_torch.save_file({k: v.contiguous() for k, v in sd.items()}, str(st))
+    (tmp_path / "dd").mkdir()
+    dests = [tmp_path / "dd", f"{tmp_path / 'dd'}/", f"{tmp_path / 'new'}/"]
+    for dest in dests:
+        for source in (st, sd):  # streamed, in memory
+            progress = []
+            with pytest.raises(
+                IsADirectoryError, match="^" + re.escape(f"cannot write '{dest}': ") + ".*folder, not a file"
+            ):
+                nnpress.compress(source, dest, progress=lambda *a, seen=progress: seen.append(a))
+            assert progress == []  # refused before encoding anything
+        ckpt = open_checkpoint(st)
+        with pytest.raises(IsADirectoryError, match="folder, not a file"):
+            stream.compress_checkpoint(ckpt, os.fspath(dest), nnpress.CodecConfig(), {})
+        with pytest.raises(IsADirectoryError, match="folder, not a file"):
+            nnpress.container.write_bytes_atomic(dest, b"x")
+    assert sorted(os.listdir(tmp_path)) == ["dd", "m.safetensors"] and os.listdir(tmp_path / "dd") == []
+    for args in ([st, tmp_path / "dd"], [st, f"{tmp_path / 'dd'}/"], [tmp_path / "m.pt", f"{tmp_path / 'dd'}/"]):
+        torch.save(sd, tmp_path / "m.pt")
+        r = subprocess.run(
+            [sys.executable, "-m", "nnpress.cli", "compress", *map(str, args)], capture_output=True, text=True
+        )
+        assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+        assert r.stderr.startswith(f"nnpress compress: error: cannot write '{args[1]}': "), r.stderr
+        assert "Writer" not in r.stderr and ".tmp" not in r.stderr  # no class name, no temporary file
