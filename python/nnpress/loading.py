@@ -190,7 +190,9 @@ def from_pretrained(folder, cls=None, *, dtype="auto", strict: bool = True, thre
     cls = transformers.AutoModel if cls is None else cls
     config = transformers.AutoConfig.from_pretrained(folder, **kwargs)
     if dtype == "auto":
-        dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+        # transformers >= 4.56 names it `dtype` (its `torch_dtype` alias logs a deprecation); older ones only
+        # `torch_dtype`
+        dtype = config.dtype if hasattr(config, "dtype") else getattr(config, "torch_dtype", None)
         if dtype is None:
             floats = Counter(
                 e["dtype"] for e in f.entries if e["dtype"] in ("float32", "float16", "bfloat16", "float64")

@@ -601,3 +601,24 @@ def test_rounding_formats_keep_tokens_with_outlier_channels(tmp_path, fmt):
     with torch.no_grad():
         ref, got = exact(x), fast(x)
     assert 0 < float((got - ref).abs().max() / ref.pow(2).mean().sqrt()) < 2e-3
+
+
+def test_from_pretrained_reads_the_config_dtype_without_its_deprecated_alias(tmp_path, monkeypatch):
+    """transformers >= 4.56 names the config's dtype `dtype`; reading its `torch_dtype` alias logs a
+    deprecation on every load. from_pretrained reads `dtype` where it exists."""
+    transformers = pytest.importorskip("transformers")
+    if not isinstance(getattr(transformers.PretrainedConfig, "torch_dtype", None), property):
+        pytest.skip("this transformers has no deprecated torch_dtype alias")
+    config = transformers.BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    )
+    torch.manual_seed(0)
+    config.save_pretrained(tmp_path)
+    nnpress.compress(transformers.BertModel(config).eval(), str(tmp_path / "model.nnp"))
+
+    def deprecated(self):
+        raise AssertionError("torch_dtype read")
+
+    monkeypatch.setattr(transformers.PretrainedConfig, "torch_dtype", property(deprecated))
+    model = nnpress.from_pretrained(tmp_path)
+    assert next(model.parameters()).dtype == torch.float32
