@@ -123,6 +123,10 @@ def _cmd_compress(a) -> int:
         verb = "needs" if len(stray) == 1 else "need"
         raise ValueError(f"{', '.join(stray)} {verb} calibration data: add --calibration DATA")
     config = _config_from_args(a)
+    if a.json not in (None, "-"):  # before the work, not after it
+        from .container import file_destination
+
+        file_destination(a.json)
     show = a.progress or (not a.quiet and sys.stderr.isatty())
     rep = compress(a.source, a.dest, config, progress=_Progress(show, "quantizing"))
     if a.json not in (None, "-"):
@@ -311,7 +315,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="the report as JSON: on stdout in place of the table, or written to FILE",
     )
     c.add_argument("-v", "--verbose", action="store_true", help="list every tensor")
-    c.add_argument("-q", "--quiet", action="store_true", help="no table and no progress bar")
+    c.add_argument("-q", "--quiet", action="store_true", help="no table, and no progress bar unless --progress")
     c.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
     c.set_defaults(func=_cmd_compress)
 

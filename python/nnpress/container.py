@@ -139,7 +139,7 @@ class NnpFile:
         try:
             yield
         except _core.FormatError as e:
-            if self.path is None or self.path in str(e):
+            if self.path is None or str(e).startswith(f"{self.path}: "):  # C++ named the file already
                 raise
             raise type(e)(f"{self.path}: {e}") from e
 
@@ -489,8 +489,8 @@ def file_destination(path: str | os.PathLike) -> str:
     path = os.fspath(path)
     if os.path.isdir(path):
         raise IsADirectoryError(f"cannot write {path!r}: it is a folder, not a file (give a file name)")
-    if path.endswith(("/", os.sep)):
-        raise IsADirectoryError(f"cannot write {path!r}: a path ending in '/' names a folder, not a file")
+    if path.endswith(("/", os.sep)) or os.path.basename(path) in ("", ".", ".."):
+        raise IsADirectoryError(f"cannot write {path!r}: it names a folder, not a file (give a file name)")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"destination folder does not exist: {folder!r}")

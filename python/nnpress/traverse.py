@@ -19,9 +19,13 @@ Contract
   ``*bias`` -> bias; other tensors of rank >= 2 -> weight, rank <= 1 -> other). Without a module
   (a state_dict or a file), from dtype, name and rank (``guess_role``) and siblings
   (``guess_roles``: ``P.weight`` and ``P.bias`` of the same shape are a norm layer's), which gives
-  the module's roles for torch.nn's layers, except a norm without a bias whose name does not say
-  norm (RMSNorm, ``LayerNorm(bias=False)`` under a name like "2.weight"): "other", stored
-  exactly, where the module gives "norm".
+  the module's roles for torch.nn's layers, except where the name does not say what the layer is:
+  a norm without a bias (RMSNorm, ``LayerNorm(bias=False)`` under a name like "2.weight") is
+  "other", stored exactly, where the module gives "norm"; an embedding table whose name has no
+  "embed" and whose module is not GPT-2's ``wte`` / ``wpe`` ("0.weight", T5's "shared.weight") is
+  "weight" where the module gives "embedding". The sibling rule also calls a custom per-channel
+  affine pair (a ``Scale`` layer, ``FrozenBatchNorm2d``'s buffers) "norm", which the module would
+  not.
 - ``load_safetensors(path)`` / ``save_safetensors(tensors, path)`` (numpy arrays; bfloat16 via
   ``dtypes={name: "bfloat16"}`` with uint16 bit-pattern arrays). Malformed files raise
   ``nnpress.FormatError``. ``save_safetensors`` writes a temp file and renames it.
@@ -121,13 +125,14 @@ def guess_role(name: str, dtype: str, shape: tuple) -> str:
         return "buffer"
     low = name.lower()
     leaf = low.rsplit(".", 1)[-1]
+    parent = low.rsplit(".", 2)[-2] if "." in low else ""  # the owning module's own name
     if leaf in ("running_mean", "running_var", "num_batches_tracked"):
         return "buffer"
     if len(shape) <= 1 and _NORM_NAME.search(name):
         return "norm"
     if leaf == "bias" or leaf.endswith("_bias"):
         return "bias"
-    if len(shape) == 2 and ("embed" in low or "wte" in leaf or "wpe" in leaf):
+    if len(shape) == 2 and ("embed" in low or parent in ("wte", "wpe")):
         return "embedding"
     if len(shape) >= 2:
         return "weight"
@@ -140,7 +145,7 @@ def guess_roles(tensors: Iterable[tuple[str, str, tuple]]) -> list[str]:
     does not show ("2.weight" of ``nn.Sequential(..., nn.LayerNorm(d))``). ``P.weight`` and ``P.bias``
     of the same shape (rank >= 1, both float) are "norm", as ``collect`` with the module gives them: in
     torch.nn only the normalisation layers (BatchNorm, LayerNorm, GroupNorm, InstanceNorm) hold such
-    a pair; a Linear's or convolution's bias has a lower rank than its weight, and PReLU has no
+    a pair (a custom per-channel affine layer's pair is called "norm" too); a Linear's or convolution's bias has a lower rank than its weight, and PReLU has no
     bias. A 1-D ``weight`` without a same-shaped bias (RMSNorm, ``LayerNorm(bias=False)``, PReLU)
     keeps ``guess_role``'s answer (a norm-like name: "norm", else "other")."""
     items = [(name, dtype, tuple(int(d) for d in shape)) for name, dtype, shape in tensors]

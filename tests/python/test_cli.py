@@ -364,3 +364,14 @@ def test_every_argument_has_help():
     for cmd, parser in sub.choices.items():
         for action in parser._actions:
             assert action.help, (cmd, action.dest)
+
+
+def test_compress_json_destination_is_checked_before_the_work(tmp_path, model_files, capsys):
+    """``compress --json FILE`` into a folder that does not exist fails before anything is encoded or
+    written (not after the .nnp is written)."""
+    _, st, _ = model_files
+    out = tmp_path / "out.nnp"
+    rc = main(["compress", str(st), str(out), "--json", str(tmp_path / "missing" / "r.json")])
+    assert rc == 1
+    assert "destination folder does not exist" in capsys.readouterr().err
+    assert not out.exists()

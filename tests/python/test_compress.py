@@ -275,6 +275,10 @@ def test_guess_role():
     assert guess_role("fc.weight", "float32", (8, 8)) == "weight"
     assert guess_role("pos_ids", "int64", (1, 8)) == "buffer"
     assert guess_role("temperature", "float32", ()) == "other"
+    # GPT-2's token and position tables are known by their module's name (the leaf is "weight")
+    assert guess_role("transformer.wte.weight", "float32", (50, 8)) == "embedding"
+    assert guess_role("wpe.weight", "float32", (50, 8)) == "embedding"
+    assert guess_role("h.0.attn.c_attn.weight", "float32", (8, 24)) == "weight"
 
 
 def test_roles_are_the_same_from_the_module_and_from_its_state_dict(tmp_path):

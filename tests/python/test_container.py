@@ -327,3 +327,20 @@ def test_corrupt_file_errors_name_the_path(tmp_path):
     with pytest.raises(nnpress.FormatError) as info:  # bytes: no path to name
         NnpFile(bytes(data)).read("0.weight")
     assert str(info.value).startswith("nnp: ")
+
+
+def test_corrupt_file_errors_name_the_path_when_the_message_contains_it(tmp_path, monkeypatch):
+    """The path is put in front even where it already appears inside the C++ message (a file named
+    "model" holding Hugging Face names such as "model.layers.0.mlp.weight")."""
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    sd = {"model.layers.0.mlp.weight": torch.randn(8, 16)}
+    nnpress.compress(sd, "model", nnpress.CodecConfig(method="nearest"))
+    data = bytearray((tmp_path / "model").read_bytes())
+    data[45] ^= 0x20  # inside the tensor's chunk
+    (tmp_path / "model").write_bytes(bytes(data))
+    with pytest.raises(nnpress.FormatError) as info:
+        nnpress.decompress("model")
+    assert str(info.value).startswith("model: "), info.value
+    assert "model.layers.0.mlp.weight" in str(info.value)

@@ -388,7 +388,7 @@ def test_a_folder_destination_is_a_one_line_error_naming_it(tmp_path):
     st = tmp_path / "m.safetensors"
     safetensors_torch.save_file({k: v.contiguous() for k, v in sd.items()}, str(st))
     (tmp_path / "dd").mkdir()
-    dests = [tmp_path / "dd", f"{tmp_path / 'dd'}/", f"{tmp_path / 'new'}/"]
+    dests = [tmp_path / "dd", f"{tmp_path / 'dd'}/", f"{tmp_path / 'new'}/", f"{tmp_path / 'new'}/.", f"{tmp_path}/.."]
     for dest in dests:
         for source in (st, sd):  # streamed, in memory
             progress = []

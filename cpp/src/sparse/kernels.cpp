@@ -150,10 +150,12 @@ Status matvec(const RowGroupMatrix& m, const float* x, size_t x_len, float* y, s
   if (v.starts && isa == Isa::kAvx512) sk = detail::avx512_starts_matvec(fast_gathers());
   if (v.starts && isa == Isa::kAvx2) sk = detail::avx2_starts_matvec();
   // AVX2 or AVX-512 with the plan's entry values (<= 16 values): the row-wise kernel (faster than the plan
-  // kernel on AMD Zen 3 at every density that has a plan; bench/results/cser4.md).
+  // kernel on AMD Zen 3 at every density that has a plan; bench/results/cser4.md), except where the AVX-512
+  // plan kernel gathers its inputs (fast_gathers: measured there, the row-wise kernel not).
   const bool x86 = isa == Isa::kAvx2 || isa == Isa::kAvx512;
-  const detail::StartsMatvec entries = isa == Isa::kAvx512 ? detail::avx512_entries_matvec()
-                                                           : detail::avx2_entries_matvec();
+  const detail::StartsMatvec entries = isa == Isa::kAvx512
+                                           ? (fast_gathers() ? nullptr : detail::avx512_entries_matvec())
+                                           : detail::avx2_entries_matvec();
   if (v.entry_values && x86 && entries) sk = entries;
   // AVX2 or AVX-512, no plan, <= 16 values, groups of kCodesMinMean entries or more on average and shorter
   // than the group sums' (kLongGroup): the Ω-index kernel (faster than the ISA's block kernel there on AMD
