@@ -145,9 +145,10 @@ def guess_roles(tensors: Iterable[tuple[str, str, tuple]]) -> list[str]:
     does not show ("2.weight" of ``nn.Sequential(..., nn.LayerNorm(d))``). ``P.weight`` and ``P.bias``
     of the same shape (rank >= 1, both float) are "norm", as ``collect`` with the module gives them: in
     torch.nn only the normalisation layers (BatchNorm, LayerNorm, GroupNorm, InstanceNorm) hold such
-    a pair (a custom per-channel affine layer's pair is called "norm" too); a Linear's or convolution's bias has a lower rank than its weight, and PReLU has no
-    bias. A 1-D ``weight`` without a same-shaped bias (RMSNorm, ``LayerNorm(bias=False)``, PReLU)
-    keeps ``guess_role``'s answer (a norm-like name: "norm", else "other")."""
+    a pair (a custom per-channel affine layer's pair is called "norm" too); a Linear's or
+    convolution's bias has a lower rank than its weight, and PReLU has no bias. A 1-D ``weight``
+    without a same-shaped bias (RMSNorm, ``LayerNorm(bias=False)``, PReLU) keeps ``guess_role``'s
+    answer (a norm-like name: "norm", else "other")."""
     items = [(name, dtype, tuple(int(d) for d in shape)) for name, dtype, shape in tensors]
     floats = {name: shape for name, dtype, shape in items if dtype in FLOAT_DTYPES}
     roles = []
