@@ -63,10 +63,12 @@ void select_branches(const double (*costs)[kCandidates][kLanes], const uint8_t (
 //
 // The same search as trellis_soa<Avx512Kernels> (decisions, rates, distortions, tie-breaks and
 // model updates), restructured so that a weight costs a few dozen vector instructions: per state
-// the path cost, distortion, rate and neighbourhood rows stay in registers across the row; each
-// state prices only its own quantizer's four entries (zero, its two indices among b..b+3, its
-// smallest index); both bin costs of a model come from one lookup (bin_costs); the best branch into
-// each state is picked from its two predecessors by permutes, in the reference order. The
+// the path cost and neighbourhood rows stay in registers across the row (the chosen path's rate
+// and distortion are summed at the row's end, finish_fused_row in ../trellis_fused.h); each state
+// prices only its own quantizer's four entries (zero, its two indices among b..b+3, its smallest
+// index); both bin costs of a model come from one lookup (bin_costs); the best branch into each
+// state is picked from its two predecessors by permutes, in the reference order. The weight's
+// sign and its candidates' parity select by masks, not branches (either is a coin toss). The
 // dominance check of trellis_soa is not needed: a dominated smallest index can never be strictly
 // cheaper than the earlier entry that dominates it, so pricing it changes nothing.
 //
@@ -112,7 +114,8 @@ NNPRESS_INLINE BinCosts bin_costs(__m256i model) {
 }
 NNPRESS_INLINE __m256i splat(uint32_t v) { return _mm256_set1_epi32(int(v)); }
 
-template <class W, class F>
+// kPlain: no importance and no column scales (the common case, compiled without their tests).
+template <bool kPlain, class W, class F>
 uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
   const W* weights = args.weights;
   const F* importance = args.importance;
@@ -134,6 +137,9 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
   uint32_t live_greater, live_eg;
   fused_begin_pass(args, ws, committed, live_greater, live_eg);
   uint8_t* decisions = ws.decisions;
+  FusedRowStore store(cols);
+  int32_t* index_base = store.index_base.data();
+  uint32_t* step_rates = store.step_rate.data();
   uint64_t rate_total = 0;
   double dist_total = 0.0;
 
@@ -147,17 +153,14 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
   const __m512d lam = _mm512_set1_pd(lambda_per_unit);
   const __m512d vinf = _mm512_set1_pd(inf);
 
-  // Per state: path cost, distortion, rate, and the significance / sign rows its neighbourhood
-  // selects (stale but valid values in dead states).
-  __m512d cost = vinf, dist = _mm512_setzero_pd();
-  __m512i rate = _mm512_setzero_si512();
+  // Per state: path cost, and the significance / sign rows its neighbourhood selects (stale but
+  // valid values in dead states).
+  __m512d cost = vinf;
   __m256i sig_at = splat(kSigRow), sign_at = splat(kSignRow);
 
   for (uint64_t r = 0; r < rows; ++r) {
     fused_begin_row(r, chunk_rows, *cur, committed, live_greater, live_eg);
     cost = _mm512_mask_mov_pd(vinf, 1, _mm512_setzero_pd());
-    dist = _mm512_mask_mov_pd(dist, 1, _mm512_setzero_pd());
-    rate = _mm512_mask_mov_epi64(rate, 1, _mm512_setzero_si512());
     sig_at = _mm256_mask_mov_epi32(sig_at, 1, splat(kSigRow + cabac::kZero * 2));
     sign_at = _mm256_mask_mov_epi32(sign_at, 1, splat(kSignRow + cabac::kZero));
     // The significance and sign rows live in registers for the whole row (written back at its end).
@@ -166,16 +169,17 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
     for (int q = 0; q < kGreaterRow - kSignRow; ++q) sign_rows[q] = avx2::load(cur->row[kSignRow + q]);
     const W* w_row = weights + r * cols;
     const double row_step = tensor_step * (scales.row ? scales.row[r] : 1.0);
-    auto step_of = [&](uint64_t i) { return scales.col ? row_step * scales.col[i] : row_step; };
+    auto step_of = [&](uint64_t i) { return !kPlain && scales.col ? row_step * scales.col[i] : row_step; };
 
     for (uint64_t i = 0; i < cols; ++i) {
       const double step = step_of(i);
-      const double f = importance ? double(importance[r * cols + i]) : 1.0;
+      const double f = !kPlain && importance ? double(importance[r * cols + i]) : 1.0;
       const bool zero_only = w_row[i] == W(0);
       const double w = double(w_row[i]);
       const Candidates cand = candidates_of(w / step);
       const int64_t b = cand.base;
       const unsigned neg = cand.sgn < 0;
+      const __mmask8 neg_mask = __mmask8(-int(neg));  // every lane for a negative weight
       // The distortion of every candidate j (reconstruction indices 0, b..b+3, 1, 2), each as
       // f * d * d with d = w - double(index) * step, one lane per candidate.
       // The indices are formed in double, exactly (b < 2^30): b + 0..3 in lanes 1..4, 0, 1, 2 elsewhere,
@@ -213,7 +217,8 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       __m256i rate1 = zero, rate2 = zero, rate3 = zero;
       if (!zero_only) {
         const BinCosts sign_cost = bin_costs(signm);
-        const __m256i nonzero = _mm256_add_epi32(sig_cost.one, neg ? sign_cost.one : sign_cost.zero);
+        const __m256i nonzero = _mm256_add_epi32(sig_cost.one,
+                                                 _mm256_mask_blend_epi32(neg_mask, sign_cost.zero, sign_cost.one));
         // Magnitude of entries 1, 2, 3 in each state's quantizer (state p: quantizer p & 1).
         const __m256i mag1 = _mm256_mask_blend_epi32(0xAA, splat(m[0]), splat(m[1]));
         const __m256i mag2 = _mm256_add_epi32(mag1, splat(1));
@@ -283,7 +288,7 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       // 1 and 2, then the smallest index. The reference takes the first strictly cheapest of the
       // lower predecessor's two, then the higher one's: a tree of strict comparisons, each keeping
       // the earlier branch on ties, picks the same.
-      const __mmask8 odd1 = __mmask8((m[0] & 1 ? 0x0F : 0) | (m[1] & 1 ? 0xF0 : 0));  // entry 1's level is odd
+      const __mmask8 odd1 = __mmask8((-(m[0] & 1) & 0x0F) | (-(m[1] & 1) & 0xF0));  // entry 1's level is odd
       const __m256i code_odd = _mm256_mask_blend_epi32(odd1, splat(2), splat(1));
       const __m256i code_even = _mm256_mask_blend_epi32(odd1, splat(1), splat(2));
       __m512d win[2];
@@ -327,7 +332,6 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       __m256i jcode = _mm256_mask_mov_epi32(zero, is1, jt);
       jcode = _mm256_mask_mov_epi32(jcode, is2, _mm256_add_epi32(jt, splat(2)));
       jcode = _mm256_mask_mov_epi32(jcode, is3, _mm256_setr_epi32(6, 6, 6, 6, 5, 5, 5, 5));
-      const __m512d entry_dist = _mm512_maskz_permutexvar_pd(0xFF, _mm512_maskz_cvtepu32_epi64(0xFF, jcode), dist_j);
       // Unary flags a level updates (min(mag, N + 1), as permute_chain takes them) and its
       // Exp-Golomb prefix extent (bucket + 1; the bucket is the exponent of (rem >> k) + 1, exact
       // in float below 2^24, which fused_covers guarantees).
@@ -340,13 +344,11 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
         const __m256i expo = _mm256_srli_epi32(_mm256_castps_si256(_mm256_cvtepi32_ps(q)), 23);
         eg_mag = _mm256_maskz_sub_epi32(past, expo, splat(126));  // bucket + 1 = exponent - 127 + 1
       }
-      const __m512i from64 = _mm512_maskz_cvtepu32_epi64(0xFF, from);
-      const __m512d ndist = _mm512_add_pd(_mm512_maskz_permutexvar_pd(0xFF, from64, dist), entry_dist);
-      const __m512i nrate = _mm512_add_epi64(_mm512_maskz_permutexvar_epi64(0xFF, from64, rate),
-                                             _mm512_maskz_cvtepu32_epi64(0xFF, step_rate));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(step_rates + size_t(i) * kDqStates), step_rate);
       const __m256i psig = _mm256_permutexvar_epi32(from, sig_at), psign = _mm256_permutexvar_epi32(from, sign_at);
       const __mmask8 nz = _mm256_mask_cmpneq_epi32_mask(live, mag, zero);
-      const __m256i cls = _mm256_maskz_mov_epi32(nz, splat(neg ? cabac::kNegative : cabac::kPositive));
+      const __m256i cls = _mm256_maskz_mov_epi32(
+          nz, _mm256_mask_blend_epi32(neg_mask, splat(cabac::kPositive), splat(cabac::kNegative)));
       const __m256i prev_nonzero = _mm256_maskz_mov_epi32(
           _mm256_cmpneq_epi32_mask(psign, splat(kSignRow + cabac::kZero)), splat(1));
       const __m256i nsig_at = _mm256_add_epi32(splat(kSigRow),
@@ -361,7 +363,7 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       for (int q = 0; q < kSignRow - kSigRow; ++q)
         sig_rows[q] = _mm256_mask_mov_epi32(_mm256_permutexvar_epi32(from, sig_rows[q]),
                                             _mm256_mask_cmpeq_epi32_mask(live, psig, splat(kSigRow + q)), usig);
-      const __m256i usign = model_update(_mm256_permutexvar_epi32(from, signm), __mmask8(neg ? 0xFF : 0));
+      const __m256i usign = model_update(_mm256_permutexvar_epi32(from, signm), neg_mask);
       for (int q = 0; q < kGreaterRow - kSignRow; ++q)
         sign_rows[q] = _mm256_mask_mov_epi32(_mm256_permutexvar_epi32(from, sign_rows[q]),
                                              _mm256_mask_cmpeq_epi32_mask(nz, psign, splat(kSignRow + q)), usign);
@@ -379,28 +381,29 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
         for (uint32_t q = updated; q < count; ++q)
           avx2::store(dst[q], _mm256_permutexvar_epi32(from, avx2::load(src[q])));
       };
-      move(cur->row + kGreaterRow + neg * cabac::kMaxUnaryFlags, nxt->row + kGreaterRow + neg * cabac::kMaxUnaryFlags,
-           chain_top, live_greater, chain_mag);
-      move(cur->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags,
-           nxt->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags, 0, live_greater, zero);
+      if (live_greater) {
+        move(cur->row + kGreaterRow + neg * cabac::kMaxUnaryFlags, nxt->row + kGreaterRow + neg * cabac::kMaxUnaryFlags,
+             chain_top, live_greater, chain_mag);
+        move(cur->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags,
+             nxt->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags, 0, live_greater, zero);
+      }
       move(cur->row + kEgRow, nxt->row + kEgRow, eg_top, live_eg, eg_mag);
+      // The signed base index of the weight's candidates, for the trace-back (finish_fused_row).
+      index_base[i] = (int32_t(b) ^ -int32_t(neg)) + int32_t(neg);
       std::swap(cur, nxt);
       cost = best;
-      dist = ndist;
-      rate = nrate;
       sig_at = nsig_at;
       sign_at = nsign_at;
     }
 
     for (int q = 0; q < kSignRow - kSigRow; ++q) avx2::store(cur->row[kSigRow + q], sig_rows[q]);
     for (int q = 0; q < kGreaterRow - kSignRow; ++q) avx2::store(cur->row[kSignRow + q], sign_rows[q]);
-    alignas(64) double cost_l[kDqStates], dist_l[kDqStates];
-    alignas(64) uint64_t rate_l[kDqStates];
+    alignas(64) double cost_l[kDqStates];
     _mm512_store_pd(cost_l, cost);
-    _mm512_store_pd(dist_l, dist);
-    _mm512_store_si512(rate_l, rate);
-    finish_row(cost_l, dist_l, rate_l, *cur, decisions, recomputed_index(w_row, step_of), step_of, cols,
-               levels + r * cols, recon ? recon + r * cols : nullptr, committed, rate_total, dist_total);
+    finish_fused_row(cost_l, *cur, decisions, index_base, step_rates, w_row,
+                     !kPlain && importance ? importance + r * cols : static_cast<const F*>(nullptr), step_of, cols,
+                     levels + r * cols, recon ? recon + r * cols : nullptr, store.dist.data(), committed, rate_total,
+                     dist_total);
   }
   *args.distortion += dist_total;
   if (args.contexts) *args.contexts = unpack_contexts(committed);
@@ -427,7 +430,8 @@ namespace avx512 {
 // The fused step when it covers the pass, else the search with the AVX-512 kernel set.
 template <class W, class F>
 uint64_t run(const PassArgs<W, F>& a, Workspace& ws) {
-  return fused_covers(a) ? trellis_fused(a, ws) : trellis_soa<Avx512Kernels>(a, ws);
+  if (!fused_covers(a)) return trellis_soa<Avx512Kernels>(a, ws);
+  return a.importance || a.scales.col ? trellis_fused<false>(a, ws) : trellis_fused<true>(a, ws);
 }
 }  // namespace avx512
 
