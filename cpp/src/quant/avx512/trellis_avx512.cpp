@@ -219,47 +219,37 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
         const BinCosts sign_cost = bin_costs(signm);
         const __m256i nonzero = _mm256_add_epi32(sig_cost.one,
                                                  _mm256_mask_blend_epi32(neg_mask, sign_cost.zero, sign_cost.one));
-        // Magnitude of entries 1, 2, 3 in each state's quantizer (state p: quantizer p & 1).
-        const __m256i mag1 = _mm256_mask_blend_epi32(0xAA, splat(m[0]), splat(m[1]));
-        const __m256i mag2 = _mm256_add_epi32(mag1, splat(1));
-        const __m256i mag3 = splat(1);
+        // The rate of every magnitude an entry may have, by row: row n - 1 for a magnitude n <= N
+        // (the 1 bins of unary flags 0..n-2 and the 0 bin of flag n-1), row N + j past them (all N
+        // flags at 1, then Exp-Golomb bucket j: j prefix 1 bins, a 0 bin on model j, eg_order + j
+        // bypass bits). `ones` is the running sum of the 1 bins. Each quantizer's entries then
+        // take their rows by index (state p: quantizer p & 1; entry 3, level 1, row 0).
         const uint32_t top = (m[0] > m[1] ? m[0] : m[1]) + 1;
         const uint32_t unary_rows = top < unary_len ? top : unary_len;
-        // Unary flags: a magnitude k <= N pays the 1 bins of flags 0..k-2 and the 0 bin of flag
-        // k-1; `ones` is the running sum of the 1 bins.
         const Row* chain = cur->row + kGreaterRow + neg * cabac::kMaxUnaryFlags;
+        alignas(32) uint32_t by_row[cabac::kMaxUnaryFlags + cabac::kPrefixContexts][kLanes];
         __m256i ones = zero;
         for (uint32_t q = 0; q < unary_rows; ++q) {
           const BinCosts pair = bin_costs(avx2::load(chain[q]));
-          const __m256i t = _mm256_add_epi32(ones, pair.zero);
-          const __m256i at = splat(q + 1);
-          rate1 = _mm256_mask_mov_epi32(rate1, _mm256_cmpeq_epi32_mask(mag1, at), t);
-          rate2 = _mm256_mask_mov_epi32(rate2, _mm256_cmpeq_epi32_mask(mag2, at), t);
-          rate3 = _mm256_mask_mov_epi32(rate3, _mm256_cmpeq_epi32_mask(mag3, at), t);
+          avx2::store(by_row[q], _mm256_add_epi32(ones, pair.zero));
           ones = _mm256_add_epi32(ones, pair.one);
         }
         if (top > unary_len) {
-          // Past the unary flags: all N flags at 1, then bucket j of the remainder: j prefix 1
-          // bins, a 0 bin on model j, eg_order + j bypass bits.
-          auto bucket_of = [&](uint32_t mag) {
-            return mag > unary_len ? eg_bucket(mag - unary_len - 1, eg_order) : 99u;
-          };
-          const __m256i j1v = _mm256_mask_blend_epi32(0xAA, splat(bucket_of(m[0])), splat(bucket_of(m[1])));
-          const __m256i j2v = _mm256_mask_blend_epi32(0xAA, splat(bucket_of(m[0] + 1)), splat(bucket_of(m[1] + 1)));
-          const __m256i j3v = splat(bucket_of(1));
-          const uint32_t jmax = bucket_of(top);
-          __m256i acc = ones;
+          const uint32_t jmax = eg_bucket(top - unary_len - 1, eg_order);
           for (uint32_t q = 0; q <= jmax; ++q) {
             const BinCosts pair = bin_costs(avx2::load(cur->row[kEgRow + q]));
-            const __m256i t = _mm256_add_epi32(_mm256_add_epi32(acc, pair.zero),
-                                               splat((eg_order + q) * cabac::kRateOne));
-            const __m256i at = splat(q);
-            rate1 = _mm256_mask_mov_epi32(rate1, _mm256_cmpeq_epi32_mask(j1v, at), t);
-            rate2 = _mm256_mask_mov_epi32(rate2, _mm256_cmpeq_epi32_mask(j2v, at), t);
-            rate3 = _mm256_mask_mov_epi32(rate3, _mm256_cmpeq_epi32_mask(j3v, at), t);
-            acc = _mm256_add_epi32(acc, pair.one);
+            avx2::store(by_row[unary_len + q],
+                        _mm256_add_epi32(_mm256_add_epi32(ones, pair.zero), splat((eg_order + q) * cabac::kRateOne)));
+            ones = _mm256_add_epi32(ones, pair.one);
           }
         }
+        auto row_of = [&](uint32_t mag) {
+          return mag <= unary_len ? mag - 1 : unary_len + eg_bucket(mag - unary_len - 1, eg_order);
+        };
+        rate1 = _mm256_mask_blend_epi32(0xAA, avx2::load(by_row[row_of(m[0])]), avx2::load(by_row[row_of(m[1])]));
+        rate2 = _mm256_mask_blend_epi32(0xAA, avx2::load(by_row[row_of(m[0] + 1)]),
+                                        avx2::load(by_row[row_of(m[1] + 1)]));
+        rate3 = avx2::load(by_row[0]);
         rate1 = _mm256_add_epi32(rate1, nonzero);
         rate2 = _mm256_add_epi32(rate2, nonzero);
         rate3 = _mm256_add_epi32(rate3, nonzero);
