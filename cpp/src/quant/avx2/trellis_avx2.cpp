@@ -7,10 +7,13 @@
 
 #include "../trellis_fused.h"
 #include "trellis_avx2_kernels.h"
+#include "trellis_fused_avx2.h"
 
 namespace nnpress::trellis_detail {
 namespace {
 namespace avx2_fused {
+
+using namespace fused_simd;
 
 // ---- The fused step on AVX2: one weight for all 8 states with everything but the models in registers ----
 //
@@ -22,14 +25,6 @@ namespace avx2_fused {
 // branches in the reference order, the zero then the even entry, or the odd entry then the
 // smallest index (level 1), and both are picked with constant blends. The targets of each
 // predecessor half come from it with one unpack and one 4 x 64-bit permute per pair of entries.
-
-NNPRESS_INLINE __m256i splat(uint32_t v) { return _mm256_set1_epi32(int(v)); }
-
-// The coding state (fast + slow) >> 8 of every lane's packed model: both estimates are below 2^15,
-// so a signed 16-bit multiply-add sums them.
-NNPRESS_INLINE __m256i model_states(__m256i v) {
-  return _mm256_srli_epi32(_mm256_madd_epi16(v, _mm256_set1_epi16(1)), 8);
-}
 
 // ContextModel::update of every lane, with a 1 bin where `one` is all ones, else a 0 bin: the two
 // estimates updated as 16-bit halves, each shift by k (kFastShift for the low half, kSlowShift for
@@ -45,29 +40,6 @@ NNPRESS_INLINE __m256i model_update(__m256i v, __m256i one) {
       v, _mm256_mulhi_epu16(_mm256_sub_epi16(_mm256_set1_epi16(int16_t(uint16_t(cabac::kProbOne))), v), mul));
   const __m256i down = _mm256_sub_epi16(v, _mm256_mulhi_epu16(v, mul));
   return _mm256_blendv_epi8(down, up, one);
-}
-
-// Both bin costs of every lane's model (cabac::kBinCostOfState of its state), from eight row loads
-// (as the AVX-512 step: no gather instruction).
-struct BinCosts {
-  __m256i zero, one;  // the cost of a 0 bin, of a 1 bin
-};
-NNPRESS_INLINE __m128i two_rows(const uint32_t* state) {
-  const __m128i lo = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(cabac::kBinCostOfState[state[0]]));
-  return _mm_castpd_si128(
-      _mm_loadh_pd(_mm_castsi128_pd(lo), reinterpret_cast<const double*>(cabac::kBinCostOfState[state[1]])));
-}
-NNPRESS_INLINE BinCosts bin_costs(__m256i model) {
-  alignas(32) uint32_t state[kLanes];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(state), model_states(model));
-  // (cost of 0, cost of 1) pairs of states 0, 1 | 4, 5 and 2, 3 | 6, 7: one in-lane shuffle each
-  // splits them into the two costs in state order.
-  const __m256 a = _mm256_castsi256_ps(
-      _mm256_inserti128_si256(_mm256_castsi128_si256(two_rows(state)), two_rows(state + 4), 1));
-  const __m256 b = _mm256_castsi256_ps(
-      _mm256_inserti128_si256(_mm256_castsi128_si256(two_rows(state + 2)), two_rows(state + 6), 1));
-  return {_mm256_castps_si256(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))),
-          _mm256_castps_si256(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)))};
 }
 
 // Eight 32-bit masks from two vectors of four 64-bit ones (lanes 0..3, 4..7).

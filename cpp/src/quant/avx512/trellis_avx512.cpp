@@ -9,11 +9,14 @@
 #include <utility>
 
 #include "../avx2/trellis_avx2_kernels.h"
+#include "../avx2/trellis_fused_avx2.h"
 #include "../trellis_fused.h"
 
 namespace nnpress::trellis_detail {
 namespace {
 namespace avx512 {
+
+using namespace fused_simd;
 
 void lane_costs(const Row& base, const Row& pre, const Row& eg, const Row& model, uint32_t add, const double* cost,
                 double dist, double lambda, Row& rate, double* out) {
@@ -75,12 +78,6 @@ void select_branches(const double (*costs)[kCandidates][kLanes], const uint8_t (
 // Exp-Golomb buckets past the shared last prefix model (priced bin by bin by trellis_soa) are not
 // handled: fused_covers() tells whether a pass can have none.
 
-// The coding state (fast + slow) >> 8 of every lane's packed model: both estimates are below 2^15,
-// so a signed 16-bit multiply-add sums them.
-NNPRESS_INLINE __m256i model_states(__m256i v) {
-  return _mm256_srli_epi32(_mm256_madd_epi16(v, _mm256_set1_epi16(1)), 8);
-}
-
 // ContextModel::update of the lanes of `one` with a 1 bin, the others with a 0 bin: the two
 // estimates updated as 16-bit halves (fast shifted by kFastShift, slow by kSlowShift; kProbOne -
 // an estimate stays below 2^15, so the 16-bit arithmetic is exact).
@@ -91,28 +88,6 @@ NNPRESS_INLINE __m256i model_update(__m256i v, __mmask8 one) {
   const __m256i down = _mm256_sub_epi16(v, _mm256_srlv_epi16(v, shift));
   return _mm256_mask_blend_epi32(one, down, up);
 }
-
-// Both bin costs of every lane's model (cabac::kBinCostOfState of its state). The eight table rows
-// are loaded one by one: on some CPUs (AMD Zen 4) a gather instruction is slower than eight loads
-// and a few shuffles (bench/results/trel.md).
-struct BinCosts {
-  __m256i zero, one;  // the cost of a 0 bin, of a 1 bin
-};
-NNPRESS_INLINE __m128i two_rows(const uint32_t* state) {
-  const __m128i lo = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(cabac::kBinCostOfState[state[0]]));
-  return _mm_castpd_si128(
-      _mm_loadh_pd(_mm_castsi128_pd(lo), reinterpret_cast<const double*>(cabac::kBinCostOfState[state[1]])));
-}
-NNPRESS_INLINE BinCosts bin_costs(__m256i model) {
-  alignas(32) uint32_t state[kLanes];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(state), model_states(model));
-  // Lanes 0..3 (4..7) as (cost of 0, cost of 1) pairs, then split into the two costs.
-  const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(two_rows(state)), two_rows(state + 2), 1);
-  const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(two_rows(state + 4)), two_rows(state + 6), 1);
-  return {_mm256_permutex2var_epi32(lo, _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14), hi),
-          _mm256_permutex2var_epi32(lo, _mm256_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15), hi)};
-}
-NNPRESS_INLINE __m256i splat(uint32_t v) { return _mm256_set1_epi32(int(v)); }
 
 // kPlain: no importance and no column scales (the common case, compiled without their tests).
 template <bool kPlain, class W, class F>
