@@ -1,7 +1,8 @@
-// Private to the trellis: the ISA-neutral parts of the fused steps (avx2/trellis_avx2_fused.h,
+// Private to the trellis: the ISA-neutral parts of the fused steps (avx2/trellis_avx2.cpp,
 // avx512/trellis_avx512.cpp), which run the search of trellis_soa.h one weight at a time with every
 // state's path in registers: which passes they cover, the Exp-Golomb bucket of a remainder, the
-// pass set-up (banks, committed models, live extents), each row's start and the extents' growth. Internal linkage, as
+// pass set-up (banks, committed models, live extents), each row's start, the extents' growth and
+// the row's end (the trace-back, with the path's rate and distortion). Internal linkage, as
 // trellis_soa.h: every translation unit compiles its own copy with its own ISA flags.
 #pragma once
 
@@ -9,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <vector>
 
 #include "trellis_soa.h"
 
@@ -93,17 +95,54 @@ NNPRESS_INLINE uint32_t fused_grow(uint32_t unary_len, uint32_t chain_top, uint3
   return chain_top < live_greater ? chain_top : live_greater;
 }
 
-// finish_row's index_at (trellis_soa.h) for a step that keeps each weight's candidates: index_base[i] is
-// the signed base index of weight i's candidates (sgn * base, as candidates_of gives them), so the
-// trace-back takes the chosen entry's reconstruction index without dividing again.
-inline auto kept_index(const int32_t* index_base) {
-  return [index_base](uint64_t i, int j) -> int64_t {
-    const int64_t sb = index_base[i];
-    const int64_t base = sb < 0 ? -sb : sb;
+// The end of a row of a fused step: finish_row (trellis_soa.h) with the chosen path's rate and
+// distortion taken from the path itself rather than carried per state through the search: its
+// rate as the sum of each weight's step rate (step_rate[i * 8 + t]: the rate a step added on the
+// way into state t), its distortion as the sum, in step order, of each chosen entry's f * d * d
+// (d = w - double(index) * step, formed as the steps form their candidates' distortions), which is
+// the double the search would carry along the path. index_base[i] is the signed base index of
+// weight i's candidates (sgn * base, as candidates_of gives them), so the trace-back takes the
+// chosen entry's reconstruction index without dividing again.
+template <class W, class F, class StepOf>
+void finish_fused_row(const double* cost, const Bank& bank, const uint8_t* decisions, const int32_t* index_base,
+                      const uint32_t* step_rate, const W* w_row, const F* importance_row, const StepOf& step_of,
+                      uint64_t cols, int32_t* q_row, float* recon_row, double* dist_of, uint32_t* committed,
+                      uint64_t& rate_total, double& dist_total) {
+  const int best = best_final_state(cost, cols, q_row, recon_row, dist_total);
+  if (best < 0) return;
+  for (int m = 0; m < kModelRows; ++m) committed[m] = bank.row[m][best];
+  uint64_t rate = 0;
+  int state = best;
+  for (uint64_t i = cols; i-- > 0;) {
+    const uint8_t d = decisions[size_t(i) * kDqStates + state];
+    rate += step_rate[size_t(i) * kDqStates + state];
+    // (Signs applied without branches: they are as likely one as the other.)
+    const int64_t sb = index_base[i], sm = sb >> 63, base = (sb ^ sm) - sm;
+    const int j = d >> 3;
     const int64_t au = j == 0 ? 0 : j <= kUnionCandidates ? base + j - 1 : j - kUnionCandidates;
-    return sb < 0 ? -au : au;
-  };
+    const int64_t u = (au ^ sm) - sm;
+    q_row[i] = int32_t((((au + 1) >> 1) ^ sm) - sm);
+    const double step = step_of(i);
+    if (recon_row) recon_row[i] = float(double(u) * step);
+    const double e = double(w_row[i]) - double(u) * step;
+    const double f = importance_row ? double(importance_row[i]) : 1.0;
+    dist_of[i] = f * e * e;
+    state = d & 7;
+  }
+  double dist = 0.0;
+  for (uint64_t i = 0; i < cols; ++i) dist += dist_of[i];
+  rate_total += rate;
+  dist_total += dist;
 }
+
+// What a fused step keeps per weight of a row for finish_fused_row: each weight's signed base
+// index, the step rate into every state, and room for the chosen entries' distortions.
+struct FusedRowStore {
+  std::vector<int32_t> index_base;
+  std::vector<uint32_t> step_rate;
+  std::vector<double> dist;
+  explicit FusedRowStore(uint64_t cols) : index_base(cols), step_rate(size_t(cols) * kDqStates), dist(cols) {}
+};
 
 }  // namespace
 }  // namespace nnpress::trellis_detail

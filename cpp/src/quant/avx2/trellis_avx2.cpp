@@ -4,34 +4,27 @@
 // double path costs rounded as written, no FMA). Compiled with -mavx2 -ffp-contract=off only
 // (cpp/CMakeLists.txt); runs only when isa_supported(kAvx2).
 #include <utility>
-#include <vector>
 
 #include "../trellis_fused.h"
 #include "trellis_avx2_kernels.h"
+#include "trellis_fused_avx2.h"
 
 namespace nnpress::trellis_detail {
 namespace {
 namespace avx2_fused {
 
+using namespace fused_simd;
+
 // ---- The fused step on AVX2: one weight for all 8 states with everything but the models in registers ----
 //
 // The search of the fused AVX-512 step (avx512/trellis_avx512.cpp) in 256-bit registers: the 8
-// states' models as one __m256i of 32-bit lanes, their doubles (path cost, distortion) as two
-// __m256d (states 0..3, 4..7) and their 64-bit rates as two __m256i; masks are vectors and blends
-// replace masked moves. Each quantizer's two non-zero entries among b..b+3 are taken by level
-// parity (the even one, the odd one) rather than by position: a target state is reached through
-// a level of one parity, so from each predecessor it has two branches in the reference order, the
-// zero then the even entry, or the odd entry then the smallest index (level 1), and both are
-// picked with constant blends. The targets of each predecessor half come from it with one unpack
-// and one 4 x 64-bit permute per pair of entries.
-
-NNPRESS_INLINE __m256i splat(uint32_t v) { return _mm256_set1_epi32(int(v)); }
-
-// The coding state (fast + slow) >> 8 of every lane's packed model: both estimates are below 2^15,
-// so a signed 16-bit multiply-add sums them.
-NNPRESS_INLINE __m256i model_states(__m256i v) {
-  return _mm256_srli_epi32(_mm256_madd_epi16(v, _mm256_set1_epi16(1)), 8);
-}
+// states' models as one __m256i of 32-bit lanes, their path costs as two __m256d (states 0..3,
+// 4..7); masks are vectors and blends replace masked moves. Each quantizer's two non-zero entries
+// among b..b+3 are taken by level parity (the even one, the odd one) rather than by position: a
+// target state is reached through a level of one parity, so from each predecessor it has two
+// branches in the reference order, the zero then the even entry, or the odd entry then the
+// smallest index (level 1), and both are picked with constant blends. The targets of each
+// predecessor half come from it with one unpack and one 4 x 64-bit permute per pair of entries.
 
 // ContextModel::update of every lane, with a 1 bin where `one` is all ones, else a 0 bin: the two
 // estimates updated as 16-bit halves, each shift by k (kFastShift for the low half, kSlowShift for
@@ -49,29 +42,6 @@ NNPRESS_INLINE __m256i model_update(__m256i v, __m256i one) {
   return _mm256_blendv_epi8(down, up, one);
 }
 
-// Both bin costs of every lane's model (cabac::kBinCostOfState of its state), from eight row loads
-// (as the AVX-512 step: no gather instruction).
-struct BinCosts {
-  __m256i zero, one;  // the cost of a 0 bin, of a 1 bin
-};
-NNPRESS_INLINE __m128i two_rows(const uint32_t* state) {
-  const __m128i lo = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(cabac::kBinCostOfState[state[0]]));
-  return _mm_castpd_si128(
-      _mm_loadh_pd(_mm_castsi128_pd(lo), reinterpret_cast<const double*>(cabac::kBinCostOfState[state[1]])));
-}
-NNPRESS_INLINE BinCosts bin_costs(__m256i model) {
-  alignas(32) uint32_t state[kLanes];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(state), model_states(model));
-  // (cost of 0, cost of 1) pairs of states 0, 1 | 4, 5 and 2, 3 | 6, 7: one in-lane shuffle each
-  // splits them into the two costs in state order.
-  const __m256 a = _mm256_castsi256_ps(
-      _mm256_inserti128_si256(_mm256_castsi128_si256(two_rows(state)), two_rows(state + 4), 1));
-  const __m256 b = _mm256_castsi256_ps(
-      _mm256_inserti128_si256(_mm256_castsi128_si256(two_rows(state + 2)), two_rows(state + 6), 1));
-  return {_mm256_castps_si256(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))),
-          _mm256_castps_si256(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)))};
-}
-
 // Eight 32-bit masks from two vectors of four 64-bit ones (lanes 0..3, 4..7).
 NNPRESS_INLINE __m256i narrow_masks(__m256d lo, __m256d hi) {
   const __m256 s = _mm256_shuffle_ps(_mm256_castpd_ps(lo), _mm256_castpd_ps(hi), _MM_SHUFFLE(2, 0, 2, 0));
@@ -86,44 +56,6 @@ NNPRESS_INLINE __m256d low_targets(__m256d a, __m256d b) {
 // Targets 4..7 from predecessors {3, 1, 3, 1} of a half (lanes 3, 1, 3, 1): [a3, a1, b3, b1].
 NNPRESS_INLINE __m256d high_targets(__m256d a, __m256d b) {
   return _mm256_permute4x64_pd(_mm256_unpackhi_pd(a, b), _MM_SHUFFLE(1, 3, 0, 2));
-}
-
-// The end of a row of the fused step: finish_row (../trellis_soa.h) with the chosen path's rate and
-// distortion taken from the path itself rather than carried per state through the search: its
-// rate as the sum of each weight's step rate (step_rate[i * 8 + t]: the rate a step added on the
-// way into state t), its distortion as the sum, in step order, of each chosen entry's f * d * d
-// (d = w - double(index) * step, formed as the step forms its candidates' distortions), which is
-// the double the search would carry along the path.
-template <class W, class F, class StepOf>
-void finish_fused_row(const double* cost, const Bank& bank, const uint8_t* decisions, const int32_t* index_base,
-                      const uint32_t* step_rate, const W* w_row, const F* importance_row, const StepOf& step_of,
-                      uint64_t cols, int32_t* q_row, float* recon_row, double* dist_of, uint32_t* committed,
-                      uint64_t& rate_total, double& dist_total) {
-  const int best = best_final_state(cost, cols, q_row, recon_row, dist_total);
-  if (best < 0) return;
-  for (int m = 0; m < kModelRows; ++m) committed[m] = bank.row[m][best];
-  uint64_t rate = 0;
-  int state = best;
-  for (uint64_t i = cols; i-- > 0;) {
-    const uint8_t d = decisions[size_t(i) * kDqStates + state];
-    rate += step_rate[size_t(i) * kDqStates + state];
-    // (Signs applied without branches: they are as likely one as the other.)
-    const int64_t sb = index_base[i], sm = sb >> 63, base = (sb ^ sm) - sm;
-    const int j = d >> 3;
-    const int64_t au = j == 0 ? 0 : j <= kUnionCandidates ? base + j - 1 : j - kUnionCandidates;
-    const int64_t u = (au ^ sm) - sm;
-    q_row[i] = int32_t((((au + 1) >> 1) ^ sm) - sm);
-    const double step = step_of(i);
-    if (recon_row) recon_row[i] = float(double(u) * step);
-    const double e = double(w_row[i]) - double(u) * step;
-    const double f = importance_row ? double(importance_row[i]) : 1.0;
-    dist_of[i] = f * e * e;
-    state = d & 7;
-  }
-  double dist = 0.0;
-  for (uint64_t i = 0; i < cols; ++i) dist += dist_of[i];
-  rate_total += rate;
-  dist_total += dist;
 }
 
 // kPlain: no importance and no column scales (the common case, compiled without their tests).
@@ -149,11 +81,9 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
   uint32_t live_greater, live_eg;
   fused_begin_pass(args, ws, committed, live_greater, live_eg);
   uint8_t* decisions = ws.decisions;
-  std::vector<int32_t> index_base_store(cols);
-  int32_t* index_base = index_base_store.data();
-  std::vector<uint32_t> step_rate_store(size_t(cols) * kDqStates);
-  uint32_t* step_rates = step_rate_store.data();
-  std::vector<double> dist_store(cols);
+  FusedRowStore store(cols);
+  int32_t* index_base = store.index_base.data();
+  uint32_t* step_rates = store.step_rate.data();
   uint64_t rate_total = 0;
   double dist_total = 0.0;
 
@@ -423,7 +353,7 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
              nxt->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags, 0, live_greater, zero);
       }
       move(cur->row + kEgRow, nxt->row + kEgRow, eg_top, live_eg, eg_mag);
-      // The entry's reconstruction index per weight, for the trace-back (kept_index).
+      // The signed base index of the weight's candidates, for the trace-back (finish_fused_row).
       index_base[i] = neg ? -int32_t(b) : int32_t(b);
       std::swap(cur, nxt);
       cost_lo = best_lo;
@@ -439,7 +369,7 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
     _mm256_store_pd(cost_l + 4, cost_hi);
     finish_fused_row(cost_l, *cur, decisions, index_base, step_rates, w_row,
                      !kPlain && importance ? importance + r * cols : static_cast<const F*>(nullptr), step_of, cols,
-                     levels + r * cols, recon ? recon + r * cols : nullptr, dist_store.data(), committed, rate_total,
+                     levels + r * cols, recon ? recon + r * cols : nullptr, store.dist.data(), committed, rate_total,
                      dist_total);
   }
   *args.distortion += dist_total;

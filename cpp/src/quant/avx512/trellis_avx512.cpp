@@ -9,11 +9,14 @@
 #include <utility>
 
 #include "../avx2/trellis_avx2_kernels.h"
+#include "../avx2/trellis_fused_avx2.h"
 #include "../trellis_fused.h"
 
 namespace nnpress::trellis_detail {
 namespace {
 namespace avx512 {
+
+using namespace fused_simd;
 
 void lane_costs(const Row& base, const Row& pre, const Row& eg, const Row& model, uint32_t add, const double* cost,
                 double dist, double lambda, Row& rate, double* out) {
@@ -63,21 +66,17 @@ void select_branches(const double (*costs)[kCandidates][kLanes], const uint8_t (
 //
 // The same search as trellis_soa<Avx512Kernels> (decisions, rates, distortions, tie-breaks and
 // model updates), restructured so that a weight costs a few dozen vector instructions: per state
-// the path cost, distortion, rate and neighbourhood rows stay in registers across the row; each
-// state prices only its own quantizer's four entries (zero, its two indices among b..b+3, its
-// smallest index); both bin costs of a model come from one lookup (bin_costs); the best branch into
-// each state is picked from its two predecessors by permutes, in the reference order. The
+// the path cost and neighbourhood rows stay in registers across the row (the chosen path's rate
+// and distortion are summed at the row's end, finish_fused_row in ../trellis_fused.h); each state
+// prices only its own quantizer's four entries (zero, its two indices among b..b+3, its smallest
+// index); both bin costs of a model come from one lookup (bin_costs); the best branch into each
+// state is picked from its two predecessors by permutes, in the reference order. The weight's
+// sign and its candidates' parity select by masks, not branches (either is a coin toss). The
 // dominance check of trellis_soa is not needed: a dominated smallest index can never be strictly
 // cheaper than the earlier entry that dominates it, so pricing it changes nothing.
 //
 // Exp-Golomb buckets past the shared last prefix model (priced bin by bin by trellis_soa) are not
 // handled: fused_covers() tells whether a pass can have none.
-
-// The coding state (fast + slow) >> 8 of every lane's packed model: both estimates are below 2^15,
-// so a signed 16-bit multiply-add sums them.
-NNPRESS_INLINE __m256i model_states(__m256i v) {
-  return _mm256_srli_epi32(_mm256_madd_epi16(v, _mm256_set1_epi16(1)), 8);
-}
 
 // ContextModel::update of the lanes of `one` with a 1 bin, the others with a 0 bin: the two
 // estimates updated as 16-bit halves (fast shifted by kFastShift, slow by kSlowShift; kProbOne -
@@ -90,29 +89,8 @@ NNPRESS_INLINE __m256i model_update(__m256i v, __mmask8 one) {
   return _mm256_mask_blend_epi32(one, down, up);
 }
 
-// Both bin costs of every lane's model (cabac::kBinCostOfState of its state). The eight table rows
-// are loaded one by one: on some CPUs (AMD Zen 4) a gather instruction is slower than eight loads
-// and a few shuffles (bench/results/trel.md).
-struct BinCosts {
-  __m256i zero, one;  // the cost of a 0 bin, of a 1 bin
-};
-NNPRESS_INLINE __m128i two_rows(const uint32_t* state) {
-  const __m128i lo = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(cabac::kBinCostOfState[state[0]]));
-  return _mm_castpd_si128(
-      _mm_loadh_pd(_mm_castsi128_pd(lo), reinterpret_cast<const double*>(cabac::kBinCostOfState[state[1]])));
-}
-NNPRESS_INLINE BinCosts bin_costs(__m256i model) {
-  alignas(32) uint32_t state[kLanes];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(state), model_states(model));
-  // Lanes 0..3 (4..7) as (cost of 0, cost of 1) pairs, then split into the two costs.
-  const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(two_rows(state)), two_rows(state + 2), 1);
-  const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(two_rows(state + 4)), two_rows(state + 6), 1);
-  return {_mm256_permutex2var_epi32(lo, _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14), hi),
-          _mm256_permutex2var_epi32(lo, _mm256_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15), hi)};
-}
-NNPRESS_INLINE __m256i splat(uint32_t v) { return _mm256_set1_epi32(int(v)); }
-
-template <class W, class F>
+// kPlain: no importance and no column scales (the common case, compiled without their tests).
+template <bool kPlain, class W, class F>
 uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
   const W* weights = args.weights;
   const F* importance = args.importance;
@@ -134,6 +112,9 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
   uint32_t live_greater, live_eg;
   fused_begin_pass(args, ws, committed, live_greater, live_eg);
   uint8_t* decisions = ws.decisions;
+  FusedRowStore store(cols);
+  int32_t* index_base = store.index_base.data();
+  uint32_t* step_rates = store.step_rate.data();
   uint64_t rate_total = 0;
   double dist_total = 0.0;
 
@@ -147,17 +128,14 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
   const __m512d lam = _mm512_set1_pd(lambda_per_unit);
   const __m512d vinf = _mm512_set1_pd(inf);
 
-  // Per state: path cost, distortion, rate, and the significance / sign rows its neighbourhood
-  // selects (stale but valid values in dead states).
-  __m512d cost = vinf, dist = _mm512_setzero_pd();
-  __m512i rate = _mm512_setzero_si512();
+  // Per state: path cost, and the significance / sign rows its neighbourhood selects (stale but
+  // valid values in dead states).
+  __m512d cost = vinf;
   __m256i sig_at = splat(kSigRow), sign_at = splat(kSignRow);
 
   for (uint64_t r = 0; r < rows; ++r) {
     fused_begin_row(r, chunk_rows, *cur, committed, live_greater, live_eg);
     cost = _mm512_mask_mov_pd(vinf, 1, _mm512_setzero_pd());
-    dist = _mm512_mask_mov_pd(dist, 1, _mm512_setzero_pd());
-    rate = _mm512_mask_mov_epi64(rate, 1, _mm512_setzero_si512());
     sig_at = _mm256_mask_mov_epi32(sig_at, 1, splat(kSigRow + cabac::kZero * 2));
     sign_at = _mm256_mask_mov_epi32(sign_at, 1, splat(kSignRow + cabac::kZero));
     // The significance and sign rows live in registers for the whole row (written back at its end).
@@ -166,16 +144,17 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
     for (int q = 0; q < kGreaterRow - kSignRow; ++q) sign_rows[q] = avx2::load(cur->row[kSignRow + q]);
     const W* w_row = weights + r * cols;
     const double row_step = tensor_step * (scales.row ? scales.row[r] : 1.0);
-    auto step_of = [&](uint64_t i) { return scales.col ? row_step * scales.col[i] : row_step; };
+    auto step_of = [&](uint64_t i) { return !kPlain && scales.col ? row_step * scales.col[i] : row_step; };
 
     for (uint64_t i = 0; i < cols; ++i) {
       const double step = step_of(i);
-      const double f = importance ? double(importance[r * cols + i]) : 1.0;
+      const double f = !kPlain && importance ? double(importance[r * cols + i]) : 1.0;
       const bool zero_only = w_row[i] == W(0);
       const double w = double(w_row[i]);
       const Candidates cand = candidates_of(w / step);
       const int64_t b = cand.base;
       const unsigned neg = cand.sgn < 0;
+      const __mmask8 neg_mask = __mmask8(-int(neg));  // every lane for a negative weight
       // The distortion of every candidate j (reconstruction indices 0, b..b+3, 1, 2), each as
       // f * d * d with d = w - double(index) * step, one lane per candidate.
       // The indices are formed in double, exactly (b < 2^30): b + 0..3 in lanes 1..4, 0, 1, 2 elsewhere,
@@ -213,48 +192,39 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       __m256i rate1 = zero, rate2 = zero, rate3 = zero;
       if (!zero_only) {
         const BinCosts sign_cost = bin_costs(signm);
-        const __m256i nonzero = _mm256_add_epi32(sig_cost.one, neg ? sign_cost.one : sign_cost.zero);
-        // Magnitude of entries 1, 2, 3 in each state's quantizer (state p: quantizer p & 1).
-        const __m256i mag1 = _mm256_mask_blend_epi32(0xAA, splat(m[0]), splat(m[1]));
-        const __m256i mag2 = _mm256_add_epi32(mag1, splat(1));
-        const __m256i mag3 = splat(1);
+        const __m256i nonzero = _mm256_add_epi32(sig_cost.one,
+                                                 _mm256_mask_blend_epi32(neg_mask, sign_cost.zero, sign_cost.one));
+        // The rate of every magnitude an entry may have, by row: row n - 1 for a magnitude n <= N
+        // (the 1 bins of unary flags 0..n-2 and the 0 bin of flag n-1), row N + j past them (all N
+        // flags at 1, then Exp-Golomb bucket j: j prefix 1 bins, a 0 bin on model j, eg_order + j
+        // bypass bits). `ones` is the running sum of the 1 bins. Each quantizer's entries then
+        // take their rows by index (state p: quantizer p & 1; entry 3, level 1, row 0).
         const uint32_t top = (m[0] > m[1] ? m[0] : m[1]) + 1;
         const uint32_t unary_rows = top < unary_len ? top : unary_len;
-        // Unary flags: a magnitude k <= N pays the 1 bins of flags 0..k-2 and the 0 bin of flag
-        // k-1; `ones` is the running sum of the 1 bins.
         const Row* chain = cur->row + kGreaterRow + neg * cabac::kMaxUnaryFlags;
+        alignas(32) uint32_t by_row[cabac::kMaxUnaryFlags + cabac::kPrefixContexts][kLanes];
         __m256i ones = zero;
         for (uint32_t q = 0; q < unary_rows; ++q) {
           const BinCosts pair = bin_costs(avx2::load(chain[q]));
-          const __m256i t = _mm256_add_epi32(ones, pair.zero);
-          const __m256i at = splat(q + 1);
-          rate1 = _mm256_mask_mov_epi32(rate1, _mm256_cmpeq_epi32_mask(mag1, at), t);
-          rate2 = _mm256_mask_mov_epi32(rate2, _mm256_cmpeq_epi32_mask(mag2, at), t);
-          rate3 = _mm256_mask_mov_epi32(rate3, _mm256_cmpeq_epi32_mask(mag3, at), t);
+          avx2::store(by_row[q], _mm256_add_epi32(ones, pair.zero));
           ones = _mm256_add_epi32(ones, pair.one);
         }
         if (top > unary_len) {
-          // Past the unary flags: all N flags at 1, then bucket j of the remainder: j prefix 1
-          // bins, a 0 bin on model j, eg_order + j bypass bits.
-          auto bucket_of = [&](uint32_t mag) {
-            return mag > unary_len ? eg_bucket(mag - unary_len - 1, eg_order) : 99u;
-          };
-          const __m256i j1v = _mm256_mask_blend_epi32(0xAA, splat(bucket_of(m[0])), splat(bucket_of(m[1])));
-          const __m256i j2v = _mm256_mask_blend_epi32(0xAA, splat(bucket_of(m[0] + 1)), splat(bucket_of(m[1] + 1)));
-          const __m256i j3v = splat(bucket_of(1));
-          const uint32_t jmax = bucket_of(top);
-          __m256i acc = ones;
+          const uint32_t jmax = eg_bucket(top - unary_len - 1, eg_order);
           for (uint32_t q = 0; q <= jmax; ++q) {
             const BinCosts pair = bin_costs(avx2::load(cur->row[kEgRow + q]));
-            const __m256i t = _mm256_add_epi32(_mm256_add_epi32(acc, pair.zero),
-                                               splat((eg_order + q) * cabac::kRateOne));
-            const __m256i at = splat(q);
-            rate1 = _mm256_mask_mov_epi32(rate1, _mm256_cmpeq_epi32_mask(j1v, at), t);
-            rate2 = _mm256_mask_mov_epi32(rate2, _mm256_cmpeq_epi32_mask(j2v, at), t);
-            rate3 = _mm256_mask_mov_epi32(rate3, _mm256_cmpeq_epi32_mask(j3v, at), t);
-            acc = _mm256_add_epi32(acc, pair.one);
+            avx2::store(by_row[unary_len + q],
+                        _mm256_add_epi32(_mm256_add_epi32(ones, pair.zero), splat((eg_order + q) * cabac::kRateOne)));
+            ones = _mm256_add_epi32(ones, pair.one);
           }
         }
+        auto row_of = [&](uint32_t mag) {
+          return mag <= unary_len ? mag - 1 : unary_len + eg_bucket(mag - unary_len - 1, eg_order);
+        };
+        rate1 = _mm256_mask_blend_epi32(0xAA, avx2::load(by_row[row_of(m[0])]), avx2::load(by_row[row_of(m[1])]));
+        rate2 = _mm256_mask_blend_epi32(0xAA, avx2::load(by_row[row_of(m[0] + 1)]),
+                                        avx2::load(by_row[row_of(m[1] + 1)]));
+        rate3 = avx2::load(by_row[0]);
         rate1 = _mm256_add_epi32(rate1, nonzero);
         rate2 = _mm256_add_epi32(rate2, nonzero);
         rate3 = _mm256_add_epi32(rate3, nonzero);
@@ -283,7 +253,7 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       // 1 and 2, then the smallest index. The reference takes the first strictly cheapest of the
       // lower predecessor's two, then the higher one's: a tree of strict comparisons, each keeping
       // the earlier branch on ties, picks the same.
-      const __mmask8 odd1 = __mmask8((m[0] & 1 ? 0x0F : 0) | (m[1] & 1 ? 0xF0 : 0));  // entry 1's level is odd
+      const __mmask8 odd1 = __mmask8((-(m[0] & 1) & 0x0F) | (-(m[1] & 1) & 0xF0));  // entry 1's level is odd
       const __m256i code_odd = _mm256_mask_blend_epi32(odd1, splat(2), splat(1));
       const __m256i code_even = _mm256_mask_blend_epi32(odd1, splat(1), splat(2));
       __m512d win[2];
@@ -327,7 +297,6 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       __m256i jcode = _mm256_mask_mov_epi32(zero, is1, jt);
       jcode = _mm256_mask_mov_epi32(jcode, is2, _mm256_add_epi32(jt, splat(2)));
       jcode = _mm256_mask_mov_epi32(jcode, is3, _mm256_setr_epi32(6, 6, 6, 6, 5, 5, 5, 5));
-      const __m512d entry_dist = _mm512_maskz_permutexvar_pd(0xFF, _mm512_maskz_cvtepu32_epi64(0xFF, jcode), dist_j);
       // Unary flags a level updates (min(mag, N + 1), as permute_chain takes them) and its
       // Exp-Golomb prefix extent (bucket + 1; the bucket is the exponent of (rem >> k) + 1, exact
       // in float below 2^24, which fused_covers guarantees).
@@ -340,13 +309,11 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
         const __m256i expo = _mm256_srli_epi32(_mm256_castps_si256(_mm256_cvtepi32_ps(q)), 23);
         eg_mag = _mm256_maskz_sub_epi32(past, expo, splat(126));  // bucket + 1 = exponent - 127 + 1
       }
-      const __m512i from64 = _mm512_maskz_cvtepu32_epi64(0xFF, from);
-      const __m512d ndist = _mm512_add_pd(_mm512_maskz_permutexvar_pd(0xFF, from64, dist), entry_dist);
-      const __m512i nrate = _mm512_add_epi64(_mm512_maskz_permutexvar_epi64(0xFF, from64, rate),
-                                             _mm512_maskz_cvtepu32_epi64(0xFF, step_rate));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(step_rates + size_t(i) * kDqStates), step_rate);
       const __m256i psig = _mm256_permutexvar_epi32(from, sig_at), psign = _mm256_permutexvar_epi32(from, sign_at);
       const __mmask8 nz = _mm256_mask_cmpneq_epi32_mask(live, mag, zero);
-      const __m256i cls = _mm256_maskz_mov_epi32(nz, splat(neg ? cabac::kNegative : cabac::kPositive));
+      const __m256i cls = _mm256_maskz_mov_epi32(
+          nz, _mm256_mask_blend_epi32(neg_mask, splat(cabac::kPositive), splat(cabac::kNegative)));
       const __m256i prev_nonzero = _mm256_maskz_mov_epi32(
           _mm256_cmpneq_epi32_mask(psign, splat(kSignRow + cabac::kZero)), splat(1));
       const __m256i nsig_at = _mm256_add_epi32(splat(kSigRow),
@@ -361,7 +328,7 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       for (int q = 0; q < kSignRow - kSigRow; ++q)
         sig_rows[q] = _mm256_mask_mov_epi32(_mm256_permutexvar_epi32(from, sig_rows[q]),
                                             _mm256_mask_cmpeq_epi32_mask(live, psig, splat(kSigRow + q)), usig);
-      const __m256i usign = model_update(_mm256_permutexvar_epi32(from, signm), __mmask8(neg ? 0xFF : 0));
+      const __m256i usign = model_update(_mm256_permutexvar_epi32(from, signm), neg_mask);
       for (int q = 0; q < kGreaterRow - kSignRow; ++q)
         sign_rows[q] = _mm256_mask_mov_epi32(_mm256_permutexvar_epi32(from, sign_rows[q]),
                                              _mm256_mask_cmpeq_epi32_mask(nz, psign, splat(kSignRow + q)), usign);
@@ -379,28 +346,29 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
         for (uint32_t q = updated; q < count; ++q)
           avx2::store(dst[q], _mm256_permutexvar_epi32(from, avx2::load(src[q])));
       };
-      move(cur->row + kGreaterRow + neg * cabac::kMaxUnaryFlags, nxt->row + kGreaterRow + neg * cabac::kMaxUnaryFlags,
-           chain_top, live_greater, chain_mag);
-      move(cur->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags,
-           nxt->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags, 0, live_greater, zero);
+      if (live_greater) {
+        move(cur->row + kGreaterRow + neg * cabac::kMaxUnaryFlags, nxt->row + kGreaterRow + neg * cabac::kMaxUnaryFlags,
+             chain_top, live_greater, chain_mag);
+        move(cur->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags,
+             nxt->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags, 0, live_greater, zero);
+      }
       move(cur->row + kEgRow, nxt->row + kEgRow, eg_top, live_eg, eg_mag);
+      // The signed base index of the weight's candidates, for the trace-back (finish_fused_row).
+      index_base[i] = (int32_t(b) ^ -int32_t(neg)) + int32_t(neg);
       std::swap(cur, nxt);
       cost = best;
-      dist = ndist;
-      rate = nrate;
       sig_at = nsig_at;
       sign_at = nsign_at;
     }
 
     for (int q = 0; q < kSignRow - kSigRow; ++q) avx2::store(cur->row[kSigRow + q], sig_rows[q]);
     for (int q = 0; q < kGreaterRow - kSignRow; ++q) avx2::store(cur->row[kSignRow + q], sign_rows[q]);
-    alignas(64) double cost_l[kDqStates], dist_l[kDqStates];
-    alignas(64) uint64_t rate_l[kDqStates];
+    alignas(64) double cost_l[kDqStates];
     _mm512_store_pd(cost_l, cost);
-    _mm512_store_pd(dist_l, dist);
-    _mm512_store_si512(rate_l, rate);
-    finish_row(cost_l, dist_l, rate_l, *cur, decisions, recomputed_index(w_row, step_of), step_of, cols,
-               levels + r * cols, recon ? recon + r * cols : nullptr, committed, rate_total, dist_total);
+    finish_fused_row(cost_l, *cur, decisions, index_base, step_rates, w_row,
+                     !kPlain && importance ? importance + r * cols : static_cast<const F*>(nullptr), step_of, cols,
+                     levels + r * cols, recon ? recon + r * cols : nullptr, store.dist.data(), committed, rate_total,
+                     dist_total);
   }
   *args.distortion += dist_total;
   if (args.contexts) *args.contexts = unpack_contexts(committed);
@@ -427,7 +395,8 @@ namespace avx512 {
 // The fused step when it covers the pass, else the search with the AVX-512 kernel set.
 template <class W, class F>
 uint64_t run(const PassArgs<W, F>& a, Workspace& ws) {
-  return fused_covers(a) ? trellis_fused(a, ws) : trellis_soa<Avx512Kernels>(a, ws);
+  if (!fused_covers(a)) return trellis_soa<Avx512Kernels>(a, ws);
+  return a.importance || a.scales.col ? trellis_fused<false>(a, ws) : trellis_fused<true>(a, ws);
 }
 }  // namespace avx512
 

@@ -1,0 +1,51 @@
+// The 256-bit helpers both fused trellis steps use (avx2/trellis_avx2.cpp, avx512/trellis_avx512.cpp,
+// whose models are one __m256i of the 8 states' 32-bit lanes in either case): a lane splat, every
+// lane's coding state and both bin costs of every lane's model. Internal linkage, as
+// ../trellis_soa.h: each of those translation units compiles its own copy with its own ISA flags.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "../trellis_soa.h"
+
+namespace nnpress::trellis_detail {
+namespace {
+namespace fused_simd {
+
+NNPRESS_INLINE __m256i splat(uint32_t v) { return _mm256_set1_epi32(int(v)); }
+
+// The coding state (fast + slow) >> 8 of every lane's packed model: both estimates are below 2^15,
+// so a signed 16-bit multiply-add sums them.
+NNPRESS_INLINE __m256i model_states(__m256i v) {
+  return _mm256_srli_epi32(_mm256_madd_epi16(v, _mm256_set1_epi16(1)), 8);
+}
+
+// Both bin costs of every lane's model (cabac::kBinCostOfState of its state). The eight table rows
+// are loaded one by one: on AMD Zen 4 and Zen 5 a gather instruction is slower than eight loads and
+// a few shuffles (bench/results/trel.md, trel6.md).
+struct BinCosts {
+  __m256i zero, one;  // the cost of a 0 bin, of a 1 bin
+};
+NNPRESS_INLINE __m128i two_rows(const uint32_t* state) {
+  const __m128i lo = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(cabac::kBinCostOfState[state[0]]));
+  return _mm_castpd_si128(
+      _mm_loadh_pd(_mm_castsi128_pd(lo), reinterpret_cast<const double*>(cabac::kBinCostOfState[state[1]])));
+}
+NNPRESS_INLINE BinCosts bin_costs(__m256i model) {
+  alignas(32) uint32_t state[kLanes];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(state), model_states(model));
+  // (cost of 0, cost of 1) pairs of states 0, 1 | 4, 5 and 2, 3 | 6, 7: one in-lane shuffle each
+  // splits them into the two costs in state order.
+  const __m256 a = _mm256_castsi256_ps(
+      _mm256_inserti128_si256(_mm256_castsi128_si256(two_rows(state)), two_rows(state + 4), 1));
+  const __m256 b = _mm256_castsi256_ps(
+      _mm256_inserti128_si256(_mm256_castsi128_si256(two_rows(state + 2)), two_rows(state + 6), 1));
+  return {_mm256_castps_si256(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))),
+          _mm256_castps_si256(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)))};
+}
+
+}  // namespace fused_simd
+}  // namespace
+}  // namespace nnpress::trellis_detail
