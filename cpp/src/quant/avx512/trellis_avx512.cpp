@@ -62,18 +62,20 @@ void select_branches(const double (*costs)[kCandidates][kLanes], const uint8_t (
                       _mm512_mask_cvtepi64_epi32(_mm256_setzero_si256(), 0xFF, id));
 }
 
-// ---- The fused step: one weight for all 8 states with everything but the models in registers ----
+// ---- The fused step: one weight for all 8 states with everything but most models in registers ----
 //
 // The same search as trellis_soa<Avx512Kernels> (decisions, rates, distortions, tie-breaks and
 // model updates), restructured so that a weight costs a few dozen vector instructions: per state
-// the path cost and neighbourhood rows stay in registers across the row (the chosen path's rate
-// and distortion are summed at the row's end, finish_fused_row in ../trellis_fused.h); each state
-// prices only its own quantizer's four entries (zero, its two indices among b..b+3, its smallest
-// index); both bin costs of a model come from one lookup (bin_costs); the best branch into each
-// state is picked from its two predecessors by permutes, in the reference order. The weight's
-// sign and its candidates' parity select by masks, not branches (either is a coin toss). The
-// dominance check of trellis_soa is not needed: a dominated smallest index can never be strictly
-// cheaper than the earlier entry that dominates it, so pricing it changes nothing.
+// the path cost and neighbourhood rows stay in registers across the row, as do the significance,
+// sign and first Exp-Golomb prefix models (the unary flags and later prefix models are moved
+// through the two banks); the chosen path's rate and distortion are summed at the row's end
+// (finish_fused_row in ../trellis_fused.h); each state prices only its own quantizer's four
+// entries (zero, its two indices among b..b+3, its smallest index); both bin costs of a model come
+// from one lookup (bin_costs); the best branch into each state is picked from its two predecessors
+// by permutes, in the reference order. The weight's sign and its candidates' parity select by
+// masks, not branches (either is a coin toss). The dominance check of trellis_soa is not needed: a
+// dominated smallest index can never be strictly cheaper than the earlier entry that dominates
+// it, so pricing it changes nothing.
 //
 // Exp-Golomb buckets past the shared last prefix model (priced bin by bin by trellis_soa) are not
 // handled: fused_covers() tells whether a pass can have none.
@@ -88,6 +90,10 @@ NNPRESS_INLINE __m256i model_update(__m256i v, __mmask8 one) {
   const __m256i down = _mm256_sub_epi16(v, _mm256_srlv_epi16(v, shift));
   return _mm256_mask_blend_epi32(one, down, up);
 }
+
+// The Exp-Golomb prefix rows kept in registers across a row (later ones are moved through the
+// banks).
+constexpr int kEgRegs = 6;
 
 // kPlain: no importance and no column scales (the common case, compiled without their tests).
 template <bool kPlain, class W, class F>
@@ -142,6 +148,11 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
     __m256i sig_rows[kSignRow - kSigRow], sign_rows[kGreaterRow - kSignRow];
     for (int q = 0; q < kSignRow - kSigRow; ++q) sig_rows[q] = avx2::load(cur->row[kSigRow + q]);
     for (int q = 0; q < kGreaterRow - kSignRow; ++q) sign_rows[q] = avx2::load(cur->row[kSignRow + q]);
+    // So do the first kEgRegs Exp-Golomb prefix rows (rows not yet live hold the initial model in
+    // every lane, so moving them would change nothing); later ones stay in the banks.
+    __m256i eg_rows[kEgRegs];
+#pragma GCC unroll 8
+    for (int q = 0; q < kEgRegs; ++q) eg_rows[q] = avx2::load(cur->row[kEgRow + q]);
     const W* w_row = weights + r * cols;
     const double row_step = tensor_step * (scales.row ? scales.row[r] : 1.0);
     auto step_of = [&](uint64_t i) { return !kPlain && scales.col ? row_step * scales.col[i] : row_step; };
@@ -211,12 +222,18 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
         }
         if (top > unary_len) {
           const uint32_t jmax = eg_bucket(top - unary_len - 1, eg_order);
-          for (uint32_t q = 0; q <= jmax; ++q) {
-            const BinCosts pair = bin_costs(avx2::load(cur->row[kEgRow + q]));
+          auto price = [&](__m256i model, uint32_t q) {
+            const BinCosts pair = bin_costs(model);
             avx2::store(by_row[unary_len + q],
                         _mm256_add_epi32(_mm256_add_epi32(ones, pair.zero), splat((eg_order + q) * cabac::kRateOne)));
             ones = _mm256_add_epi32(ones, pair.one);
+          };
+#pragma GCC unroll 8
+          for (int q = 0; q < kEgRegs; ++q) {
+            if (uint32_t(q) > jmax) break;
+            price(eg_rows[q], uint32_t(q));
           }
+          for (uint32_t q = kEgRegs; q <= jmax; ++q) price(avx2::load(cur->row[kEgRow + q]), q);
         }
         auto row_of = [&](uint32_t mag) {
           return mag <= unary_len ? mag - 1 : unary_len + eg_bucket(mag - unary_len - 1, eg_order);
@@ -337,22 +354,30 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
       chain_top = fused_grow(unary_len, chain_top, eg_top, live_greater, live_eg);
       // Rows moved, the first `updated` of them updated in lane t where ext[t] > row (bin: ext[t]
       // > row + 1), as permute_chain / permute do.
-      auto move = [&](const Row* src, Row* dst, uint32_t updated, uint32_t count, __m256i ext) {
-        for (uint32_t q = 0; q < updated; ++q) {
-          const __m256i v = _mm256_permutexvar_epi32(from, avx2::load(src[q]));
-          const __mmask8 bin = _mm256_cmpgt_epu32_mask(ext, splat(q + 1));
-          avx2::store(dst[q], _mm256_mask_mov_epi32(v, _mm256_cmpgt_epu32_mask(ext, splat(q)), model_update(v, bin)));
-        }
-        for (uint32_t q = updated; q < count; ++q)
+      auto moved = [&](__m256i row, uint32_t q, __m256i ext) {
+        const __m256i v = _mm256_permutexvar_epi32(from, row);
+        const __mmask8 bin = _mm256_cmpgt_epu32_mask(ext, splat(q + 1));
+        return _mm256_mask_mov_epi32(v, _mm256_cmpgt_epu32_mask(ext, splat(q)), model_update(v, bin));
+      };
+      // (Rows first..count - 1 of the group at src / dst; those below `updated` updated.)
+      auto move = [&](const Row* src, Row* dst, uint32_t first, uint32_t updated, uint32_t count, __m256i ext) {
+        for (uint32_t q = first; q < updated; ++q) avx2::store(dst[q], moved(avx2::load(src[q]), q, ext));
+        for (uint32_t q = updated > first ? updated : first; q < count; ++q)
           avx2::store(dst[q], _mm256_permutexvar_epi32(from, avx2::load(src[q])));
       };
       if (live_greater) {
         move(cur->row + kGreaterRow + neg * cabac::kMaxUnaryFlags, nxt->row + kGreaterRow + neg * cabac::kMaxUnaryFlags,
-             chain_top, live_greater, chain_mag);
+             0, chain_top, live_greater, chain_mag);
         move(cur->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags,
-             nxt->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags, 0, live_greater, zero);
+             nxt->row + kGreaterRow + (1 - neg) * cabac::kMaxUnaryFlags, 0, 0, live_greater, zero);
       }
-      move(cur->row + kEgRow, nxt->row + kEgRow, eg_top, live_eg, eg_mag);
+#pragma GCC unroll 8
+      for (int q = 0; q < kEgRegs; ++q) {
+        if (uint32_t(q) >= live_eg) break;
+        eg_rows[q] = uint32_t(q) < eg_top ? moved(eg_rows[q], uint32_t(q), eg_mag)
+                                          : _mm256_permutexvar_epi32(from, eg_rows[q]);
+      }
+      move(cur->row + kEgRow, nxt->row + kEgRow, kEgRegs, eg_top, live_eg, eg_mag);
       // The signed base index of the weight's candidates, for the trace-back (finish_fused_row).
       index_base[i] = (int32_t(b) ^ -int32_t(neg)) + int32_t(neg);
       std::swap(cur, nxt);
@@ -363,6 +388,7 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
 
     for (int q = 0; q < kSignRow - kSigRow; ++q) avx2::store(cur->row[kSigRow + q], sig_rows[q]);
     for (int q = 0; q < kGreaterRow - kSignRow; ++q) avx2::store(cur->row[kSignRow + q], sign_rows[q]);
+    for (int q = 0; q < kEgRegs; ++q) avx2::store(cur->row[kEgRow + q], eg_rows[q]);
     alignas(64) double cost_l[kDqStates];
     _mm512_store_pd(cost_l, cost);
     finish_fused_row(cost_l, *cur, decisions, index_base, step_rates, w_row,
