@@ -28,20 +28,36 @@ NNPRESS_INLINE __m256i model_states(__m256i v) {
 struct BinCosts {
   __m256i zero, one;  // the cost of a 0 bin, of a 1 bin
 };
-NNPRESS_INLINE __m128i two_rows(const uint32_t* state) {
-  const __m128i lo = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(cabac::kBinCostOfState[state[0]]));
+// The (cost of 0, cost of 1) pairs of states lo and hi in one register.
+NNPRESS_INLINE __m128i two_rows(uint32_t lo, uint32_t hi) {
+  const __m128i a = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(cabac::kBinCostOfState[lo]));
   return _mm_castpd_si128(
-      _mm_loadh_pd(_mm_castsi128_pd(lo), reinterpret_cast<const double*>(cabac::kBinCostOfState[state[1]])));
+      _mm_loadh_pd(_mm_castsi128_pd(a), reinterpret_cast<const double*>(cabac::kBinCostOfState[hi])));
 }
 NNPRESS_INLINE BinCosts bin_costs(__m256i model) {
-  alignas(32) uint32_t state[kLanes];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(state), model_states(model));
+#ifdef __AVX512F__
+  // (The AVX-512 step reads the lanes' states one by one, which GCC compiles to lane extracts.)
+  alignas(32) uint32_t st[kLanes];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(st), model_states(model));
+  auto state = [&](int t) { return st[t]; };
+#else
+  // The AVX2 step packs them first: a lane's state, fast + slow < 2^16 shifted right by 8, is byte 1
+  // of their sum; one byte shuffle and one permute gather the eight into 64 bits (byte t: lane t),
+  // read by one move (bench/results/trel7.md).
+  const __m256i bytes = _mm256_shuffle_epi8(
+      _mm256_madd_epi16(model, _mm256_set1_epi16(1)),
+      _mm256_setr_epi8(1, 5, 9, 13, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 1, 5, 9, 13, -1, -1, -1, -1, -1, -1,
+                       -1, -1, -1, -1, -1, -1));
+  const uint64_t packed = uint64_t(_mm_cvtsi128_si64(
+      _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0)))));
+  auto state = [&](int t) { return uint32_t(packed >> (8 * t)) & 0xFF; };
+#endif
   // (cost of 0, cost of 1) pairs of states 0, 1 | 4, 5 and 2, 3 | 6, 7: one in-lane shuffle each
   // splits them into the two costs in state order.
   const __m256 a = _mm256_castsi256_ps(
-      _mm256_inserti128_si256(_mm256_castsi128_si256(two_rows(state)), two_rows(state + 4), 1));
+      _mm256_inserti128_si256(_mm256_castsi128_si256(two_rows(state(0), state(1))), two_rows(state(4), state(5)), 1));
   const __m256 b = _mm256_castsi256_ps(
-      _mm256_inserti128_si256(_mm256_castsi128_si256(two_rows(state + 2)), two_rows(state + 6), 1));
+      _mm256_inserti128_si256(_mm256_castsi128_si256(two_rows(state(2), state(3))), two_rows(state(6), state(7)), 1));
   return {_mm256_castps_si256(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))),
           _mm256_castps_si256(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)))};
 }
