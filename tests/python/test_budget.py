@@ -173,6 +173,10 @@ def test_metric_that_does_not_apply_and_bad_arguments_raise_before_writing(tmp_p
         nnpress.compress(_model(), path, budget="cos_mean=0.99")
     with pytest.raises(FileNotFoundError):
         compress_to_budget(_task(), tmp_path / "no" / "x.nnp", "cos_mean=0.99")
+    seen = []  # a folder destination: refused before any stage runs
+    with pytest.raises(IsADirectoryError, match="folder, not a file"):
+        compress_to_budget(_task(), tmp_path, "cos_mean=0.99", progress=lambda *a: seen.append(a))
+    assert seen == []
     assert not path.exists()
 
 
