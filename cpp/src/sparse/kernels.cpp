@@ -149,20 +149,21 @@ Status matvec(const RowGroupMatrix& m, const float* x, size_t x_len, float* y, s
   detail::StartsMatvec sk = nullptr;
   if (v.starts && isa == Isa::kAvx512) sk = detail::avx512_starts_matvec(fast_gathers());
   if (v.starts && isa == Isa::kAvx2) sk = detail::avx2_starts_matvec();
-  // AVX2 or AVX-512 with the plan's entry values (<= 16 values): the row-wise kernel (faster than the plan
-  // kernel on AMD Zen 3 at every density that has a plan; bench/results/cser4.md), except where the AVX-512
-  // plan kernel gathers its inputs (fast_gathers: measured there, the row-wise kernel not).
-  const bool x86 = isa == Isa::kAvx2 || isa == Isa::kAvx512;
-  const detail::StartsMatvec entries = isa == Isa::kAvx512
-                                           ? (fast_gathers() ? nullptr : detail::avx512_entries_matvec())
-                                           : detail::avx2_entries_matvec();
-  if (v.entry_values && x86 && entries) sk = entries;
-  // AVX2 or AVX-512, no plan, <= 16 values, groups of kCodesMinMean entries or more on average and shorter
-  // than the group sums' (kLongGroup): the Ω-index kernel (faster than the ISA's block kernel there on AMD
-  // Zen 3 and Zen 5, no faster for shorter groups; bench/results/cser3.md, bench/RESULTS.md).
+  // The x86 batch-1 kernels that take a matrix of at most 16 values by its entries' value indices: with the
+  // plan's entry values, the row-wise kernel; without a plan and groups of kCodesMinMean up to kLongGroup
+  // entries on average, the Ω-index kernel (each faster than the kernel it replaces there; bench/RESULTS.md,
+  // "Inference on compressed weights"). Where AVX-512's plan kernel gathers its inputs (fast_gathers) it
+  // keeps that kernel.
+  const bool avx2 = isa == Isa::kAvx2, avx512 = isa == Isa::kAvx512;
+  const detail::StartsMatvec entries = avx2                        ? detail::avx2_entries_matvec()
+                                       : avx512 && !fast_gathers() ? detail::avx512_entries_matvec()
+                                                                   : nullptr;
+  const detail::StartsMatvec codes = avx2     ? detail::avx2_codes_matvec()
+                                     : avx512 ? detail::avx512_codes_matvec()
+                                              : nullptr;
   const uint64_t groups = m.num_groups();
-  const detail::StartsMatvec codes = isa == Isa::kAvx512 ? detail::avx512_codes_matvec() : detail::avx2_codes_matvec();
-  if (!v.starts && x86 && codes && v.col16 && v.nvalues <= 16 && groups > 0 &&
+  if (v.entry_values && entries) sk = entries;
+  if (!v.starts && codes && v.col16 && v.nvalues <= 16 && groups > 0 &&
       m.nnz() >= uint64_t(detail::kCodesMinMean) * groups && m.nnz() < uint64_t(detail::kLongGroup) * groups) {
     sk = codes;
   }

@@ -12,8 +12,8 @@
 //       the mean group length; a loop behind a rarely taken branch for longer groups; a later group's
 //       stores overwrite the previous one's tail, an empty CER group's stores are overwritten by the next);
 //     - each row's entries in runs of 8 from its first entry: the 8 inputs x[col] into one register by
-//       scalar loads (as kernels_starts_x86.h's inputs8), the 8 lanes' values from their Ω indices through
-//       the Ω-delta table held in two registers (two permutes and a blend), one FMA into the row's
+//       scalar loads (inputs8, x86_common.h), the 8 lanes' values from their Ω indices through
+//       the Ω-delta table held in two registers (table16_values8, x86_common.h), one FMA into the row's
 //       accumulators; the row's last run masks its inputs past the row's end to 0 (they belong to other
 //       rows: an Inf there must not turn into NaN), and takes its column indices from a zero-padded copy
 //       where it would read past the matrix's last entry.
@@ -38,30 +38,6 @@ namespace nnpress::sparse::detail {
 namespace {
 
 constexpr uint32_t kCodesBlock = 4096;  // entries per block: the index buffer (4 KiB) stays in L1
-
-// x at c[0 .. 8): one 16-bit load per index, inserted into two 4-lane halves.
-inline __m256 codes_inputs8(const uint16_t* c, const float* x) {
-  __m128 a = _mm_load_ss(x + c[0]), b = _mm_load_ss(x + c[4]);
-  a = _mm_insert_ps(a, _mm_load_ss(x + c[1]), 0x10);
-  b = _mm_insert_ps(b, _mm_load_ss(x + c[5]), 0x10);
-  a = _mm_insert_ps(a, _mm_load_ss(x + c[2]), 0x20);
-  b = _mm_insert_ps(b, _mm_load_ss(x + c[6]), 0x20);
-  a = _mm_insert_ps(a, _mm_load_ss(x + c[3]), 0x30);
-  b = _mm_insert_ps(b, _mm_load_ss(x + c[7]), 0x30);
-  return _mm256_insertf128_ps(_mm256_castps128_ps256(a), b, 1);
-}
-
-// The values of the 8 Ω indices at q[0 .. 8) from the 16-entry delta table (lo, hi).
-// With AVX-512VL one two-table permute (index bit 3 picks the table), else two permutes and a blend.
-inline __m256 codes_values8(const uint8_t* q, __m256 lo, __m256 hi) {
-  const __m256i gi = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q)));
-#ifdef __AVX512VL__
-  return _mm256_permutex2var_ps(lo, gi, hi);
-#else
-  const __m256 a = _mm256_permutevar8x32_ps(lo, gi), b = _mm256_permutevar8x32_ps(hi, gi);
-  return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(gi, 28)));
-#endif
-}
 
 // kCer: a group's Ω index from its position in its row, else from m.gv8. U: unconditional stores per group.
 template <bool kCer, uint32_t U>
@@ -110,11 +86,11 @@ void codes_matvec_t(const RowsView& m, const float* x, float* y, uint32_t r0, ui
       __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
       uint32_t k = a;
       for (; k + 16 <= b; k += 16) {
-        a0 = _mm256_fmadd_ps(codes_inputs8(c + k, x), codes_values8(code + k, tlo, thi), a0);
-        a1 = _mm256_fmadd_ps(codes_inputs8(c + k + 8, x), codes_values8(code + k + 8, tlo, thi), a1);
+        a0 = _mm256_fmadd_ps(inputs8(c + k, x), table16_values8(code + k, tlo, thi), a0);
+        a1 = _mm256_fmadd_ps(inputs8(c + k + 8, x), table16_values8(code + k + 8, tlo, thi), a1);
       }
       if (k + 8 <= b) {
-        a0 = _mm256_fmadd_ps(codes_inputs8(c + k, x), codes_values8(code + k, tlo, thi), a0);
+        a0 = _mm256_fmadd_ps(inputs8(c + k, x), table16_values8(code + k, tlo, thi), a0);
         k += 8;
       }
       // The last 0..7 entries: lanes past the row's end are masked to 0 after the load.
@@ -126,7 +102,7 @@ void codes_matvec_t(const RowsView& m, const float* x, float* y, uint32_t r0, ui
       }
       const __m256 mask = _mm256_castsi256_ps(
           _mm256_cmpgt_epi32(_mm256_set1_epi32(int(b - k)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
-      a1 = _mm256_fmadd_ps(_mm256_and_ps(codes_inputs8(ci, x), mask), codes_values8(code + k, tlo, thi), a1);
+      a1 = _mm256_fmadd_ps(_mm256_and_ps(inputs8(ci, x), mask), table16_values8(code + k, tlo, thi), a1);
       y[r] = hsum256(_mm256_add_ps(a0, a1));
     }
   }

@@ -6,9 +6,9 @@
 //   (kernels_simd.h). Requires m.entry_values (so the plan, <= 16 values and 16-bit columns); `fallback` is
 //   not called (every row length is taken).
 //   Each row from its first entry (the plan's row_start) in runs of 8 entries:
-//     - the 8 inputs x[col] by scalar loads inserted into one register (as the plan kernel, inputs8);
+//     - the 8 inputs x[col] by scalar loads inserted into one register (inputs8, x86_common.h);
 //     - the 8 values from the 8 entries' Ω indices (one 8-byte load) through the Ω-delta table held in two
-//       registers (two permutes and a blend);
+//       registers (table16_values8, x86_common.h);
 //     - one FMA into the row's accumulator; the row's last run (1..7 entries) zeroes the inputs and the values
 //       of the lanes past the row's end (an Inf or NaN input of another row's entry, or an Ω delta that
 //       overflowed to Inf, must not reach this row: 0 · Inf is NaN) and, at the
@@ -26,7 +26,6 @@
 #include <cstdint>
 
 #include "kernels_internal.h"
-#include "kernels_starts_x86.h"  // inputs8
 #include "x86_common.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -35,18 +34,6 @@
 
 namespace nnpress::sparse::detail {
 namespace {
-
-// delta[ev[0..8)] from the 16-entry table held in (tlo, thi): index bit 3 picks the half.
-// With AVX-512VL one two-table permute, else two permutes and a blend.
-inline __m256 entry_values8(const uint8_t* ev, __m256 tlo, __m256 thi) {
-  const __m256i gi = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(ev)));
-#ifdef __AVX512VL__
-  return _mm256_permutex2var_ps(tlo, gi, thi);
-#else
-  const __m256 lo = _mm256_permutevar8x32_ps(tlo, gi), hi = _mm256_permutevar8x32_ps(thi, gi);
-  return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(gi, 28)));
-#endif
-}
 
 void entries_matvec(const RowsView& m, const float* x, float* y, uint32_t r0, uint32_t r1, RowsMatvec) {
   alignas(32) float dtab[16] = {};  // Ω[k] - Ω[0], zero-padded to 16
@@ -64,7 +51,7 @@ void entries_matvec(const RowsView& m, const float* x, float* y, uint32_t r0, ui
     uint32_t k = m.row_start[r];
     const uint32_t k1 = m.row_start[r + 1];
     __m256 acc = _mm256_setzero_ps();
-    for (; k + 8 <= k1; k += 8) acc = _mm256_fmadd_ps(inputs8(col + k, x), entry_values8(ev + k, tlo, thi), acc);
+    for (; k + 8 <= k1; k += 8) acc = _mm256_fmadd_ps(inputs8(col + k, x), table16_values8(ev + k, tlo, thi), acc);
     if (k < k1) {  // the row's last 1..7 entries
       alignas(16) uint16_t cc[8] = {};
       const uint16_t* c = col + k;
@@ -73,7 +60,7 @@ void entries_matvec(const RowsView& m, const float* x, float* y, uint32_t r0, ui
         c = cc;
       }
       const __m256 live = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(int(k1 - k)), iota));
-      acc = _mm256_fmadd_ps(_mm256_and_ps(inputs8(c, x), live), _mm256_and_ps(entry_values8(ev + k, tlo, thi), live),
+      acc = _mm256_fmadd_ps(_mm256_and_ps(inputs8(c, x), live), _mm256_and_ps(table16_values8(ev + k, tlo, thi), live),
                             acc);
     }
     y[r] = hsum256(acc);

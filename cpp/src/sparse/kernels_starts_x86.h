@@ -110,17 +110,6 @@ inline __m256 values8(const uint8_t* g, const float* delta) {
   return _mm256_insertf128_ps(_mm256_castps128_ps256(a), b, 1);
 }
 
-inline __m256 inputs8(const uint16_t* c, const float* x) {
-  __m128 a = _mm_load_ss(x + c[0]), b = _mm_load_ss(x + c[4]);
-  a = _mm_insert_ps(a, _mm_load_ss(x + c[1]), 0x10);
-  b = _mm_insert_ps(b, _mm_load_ss(x + c[5]), 0x10);
-  a = _mm_insert_ps(a, _mm_load_ss(x + c[2]), 0x20);
-  b = _mm_insert_ps(b, _mm_load_ss(x + c[6]), 0x20);
-  a = _mm_insert_ps(a, _mm_load_ss(x + c[3]), 0x30);
-  b = _mm_insert_ps(b, _mm_load_ss(x + c[7]), 0x30);
-  return _mm256_insertf128_ps(_mm256_castps128_ps256(a), b, 1);
-}
-
 // kWide: more than 16 values (up to 256): the groups' values by scalar loads instead of the register table.
 // kGather: the inputs by a hardware gather instead of scalar loads.
 template <bool kWide, bool kGather>
@@ -187,13 +176,7 @@ void starts_matvec_t(const RowsView& m, const float* x, float* y, uint32_t r0, u
       if constexpr (kWide) {
         gv = values8(g, m.delta);
       } else {
-        const __m256i gi = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(g)));
-#if defined(__AVX512VL__)
-        gv = _mm256_permutex2var_ps(tlo, gi, thi);  // index bit 3 picks the table half
-#else
-        const __m256 lo = _mm256_permutevar8x32_ps(tlo, gi), hi = _mm256_permutevar8x32_ps(thi, gi);
-        gv = _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(gi, 28)));
-#endif
+        gv = table16_values8(g, tlo, thi);
       }
       const __m256i off = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(kPrefix.off[b])));
       _mm256_store_ps(p + (e - e0), _mm256_mul_ps(xs, _mm256_permutevar8x32_ps(gv, off)));

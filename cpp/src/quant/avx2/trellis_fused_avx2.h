@@ -1,6 +1,7 @@
 // The 256-bit helpers both fused trellis steps use (avx2/trellis_avx2.cpp, avx512/trellis_avx512.cpp,
 // whose models are one __m256i of the 8 states' 32-bit lanes in either case): a lane splat, every
-// lane's coding state and both bin costs of every lane's model. Internal linkage, as
+// lane's coding state, both bin costs of every lane's model and the rates of a weight's magnitudes. Internal linkage,
+// as
 // ../trellis_soa.h: each of those translation units compiles its own copy with its own ISA flags.
 #pragma once
 
@@ -8,7 +9,7 @@
 
 #include <cstdint>
 
-#include "../trellis_soa.h"
+#include "../trellis_fused.h"
 
 namespace nnpress::trellis_detail {
 namespace {
@@ -60,6 +61,28 @@ NNPRESS_INLINE BinCosts bin_costs(__m256i model) {
       _mm256_inserti128_si256(_mm256_castsi128_si256(two_rows(state(2), state(3))), two_rows(state(6), state(7)), 1));
   return {_mm256_castps_si256(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))),
           _mm256_castps_si256(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)))};
+}
+
+// The rate of every magnitude an entry may have, by row: row n - 1 for a magnitude n <= N (the 1 bins
+// of unary flags 0..n-2 and the 0 bin of flag n-1), row N + j past them (all N flags at 1, then
+// Exp-Golomb bucket j: j prefix 1 bins, a 0 bin on model j, eg_order + j bypass bits). A step prices
+// the rows it needs in order with price_magnitude_row, carrying `ones` (the running sum of the 1 bins
+// before the row), then takes each entry's row by magnitude_row.
+using MagnitudeRates = uint32_t[cabac::kMaxUnaryFlags + cabac::kPrefixContexts][kLanes];
+
+// Row `at` of `rates`: `ones`, the 0 bin of `model` and `bypass` bypass bits; returns `ones` with
+// `model`'s 1 bin added.
+NNPRESS_INLINE __m256i price_magnitude_row(MagnitudeRates& rates, uint32_t at, __m256i model, __m256i ones,
+                                           uint32_t bypass) {
+  const BinCosts pair = bin_costs(model);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(rates[at]),
+                     _mm256_add_epi32(_mm256_add_epi32(ones, pair.zero), splat(bypass * cabac::kRateOne)));
+  return _mm256_add_epi32(ones, pair.one);
+}
+
+// The row of magnitude `mag` >= 1.
+NNPRESS_INLINE uint32_t magnitude_row(uint32_t mag, uint32_t unary_len, uint32_t eg_order) {
+  return mag <= unary_len ? mag - 1 : unary_len + eg_bucket(mag - unary_len - 1, eg_order);
 }
 
 }  // namespace fused_simd

@@ -205,39 +205,26 @@ uint64_t trellis_fused(const PassArgs<W, F>& args, Workspace& ws) {
         const BinCosts sign_cost = bin_costs(signm);
         const __m256i nonzero = _mm256_add_epi32(sig_cost.one,
                                                  _mm256_mask_blend_epi32(neg_mask, sign_cost.zero, sign_cost.one));
-        // The rate of every magnitude an entry may have, by row: row n - 1 for a magnitude n <= N
-        // (the 1 bins of unary flags 0..n-2 and the 0 bin of flag n-1), row N + j past them (all N
-        // flags at 1, then Exp-Golomb bucket j: j prefix 1 bins, a 0 bin on model j, eg_order + j
-        // bypass bits). `ones` is the running sum of the 1 bins. Each quantizer's entries then
-        // take their rows by index (state p: quantizer p & 1; entry 3, level 1, row 0).
+        // The rates of the magnitudes (MagnitudeRates), the first kEgRegs prefix rows' models from
+        // registers; each quantizer's entries take their rows by index (state p: quantizer p & 1;
+        // entry 3, level 1, row 0).
         const uint32_t top = (m[0] > m[1] ? m[0] : m[1]) + 1;
         const uint32_t unary_rows = top < unary_len ? top : unary_len;
         const Row* chain = cur->row + kGreaterRow + neg * cabac::kMaxUnaryFlags;
-        alignas(32) uint32_t by_row[cabac::kMaxUnaryFlags + cabac::kPrefixContexts][kLanes];
+        alignas(32) MagnitudeRates by_row;
         __m256i ones = zero;
-        for (uint32_t q = 0; q < unary_rows; ++q) {
-          const BinCosts pair = bin_costs(avx2::load(chain[q]));
-          avx2::store(by_row[q], _mm256_add_epi32(ones, pair.zero));
-          ones = _mm256_add_epi32(ones, pair.one);
-        }
+        for (uint32_t q = 0; q < unary_rows; ++q) ones = price_magnitude_row(by_row, q, avx2::load(chain[q]), ones, 0);
         if (top > unary_len) {
           const uint32_t jmax = eg_bucket(top - unary_len - 1, eg_order);
-          auto price = [&](__m256i model, uint32_t q) {
-            const BinCosts pair = bin_costs(model);
-            avx2::store(by_row[unary_len + q],
-                        _mm256_add_epi32(_mm256_add_epi32(ones, pair.zero), splat((eg_order + q) * cabac::kRateOne)));
-            ones = _mm256_add_epi32(ones, pair.one);
-          };
 #pragma GCC unroll 8
           for (int q = 0; q < kEgRegs; ++q) {
             if (uint32_t(q) > jmax) break;
-            price(eg_rows[q], uint32_t(q));
+            ones = price_magnitude_row(by_row, unary_len + q, eg_rows[q], ones, eg_order + q);
           }
-          for (uint32_t q = kEgRegs; q <= jmax; ++q) price(avx2::load(cur->row[kEgRow + q]), q);
+          for (uint32_t q = kEgRegs; q <= jmax; ++q)
+            ones = price_magnitude_row(by_row, unary_len + q, avx2::load(cur->row[kEgRow + q]), ones, eg_order + q);
         }
-        auto row_of = [&](uint32_t mag) {
-          return mag <= unary_len ? mag - 1 : unary_len + eg_bucket(mag - unary_len - 1, eg_order);
-        };
+        auto row_of = [&](uint32_t mag) { return magnitude_row(mag, unary_len, eg_order); };
         rate1 = _mm256_mask_blend_epi32(0xAA, avx2::load(by_row[row_of(m[0])]), avx2::load(by_row[row_of(m[1])]));
         rate2 = _mm256_mask_blend_epi32(0xAA, avx2::load(by_row[row_of(m[0] + 1)]),
                                         avx2::load(by_row[row_of(m[1] + 1)]));
