@@ -64,7 +64,7 @@ from .checkpoint import (
     read_tensor,
     write_safetensors,
 )
-from .config import FLOAT_DTYPES, CodecConfig
+from .config import CodecConfig
 from .container import NnpFile, _tensor_input, _umask, file_destination, writer_options
 from .encode import encode_tensor, model_stats
 from .report import CompressionReport
@@ -134,10 +134,7 @@ def checkpoint_entries(ckpt: Checkpoint) -> list[TensorEntry]:
         if len(i.shape) > 8:
             raise ValueError(f"tensor {i.name!r} has {len(i.shape)} dimensions; at most 8 are supported")
     roles = guess_roles((i.name, i.dtype, i.shape) for i in infos)
-    return [
-        TensorEntry(i.name, i.dtype, i.shape, role if i.dtype in FLOAT_DTYPES else "buffer", None)
-        for i, role in zip(infos, roles)
-    ]
+    return [TensorEntry(i.name, i.dtype, i.shape, role, None) for i, role in zip(infos, roles)]
 
 
 class _Sink:

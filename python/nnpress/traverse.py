@@ -157,7 +157,7 @@ def guess_roles(tensors: Iterable[tuple[str, str, tuple]]) -> list[str]:
         prefix, _, leaf = name.rpartition(".")
         pair = {"weight": "bias", "bias": "weight"}.get(leaf)
         if role in ("weight", "bias", "other") and pair and len(shape) >= 1:
-            if floats.get((prefix + "." if prefix else "") + pair) == shape and name in floats:
+            if floats.get((prefix + "." if prefix else "") + pair) == shape:  # (role: a float itself)
                 role = "norm"
         roles.append(role)
     return roles
